@@ -1,0 +1,293 @@
+"""The ``tagwatch`` command: thin shells over the pipeline, the store and the daemon.
+
+Exit status: 0 success, 1 some files could not be tagged (``scan``), 2 a usage or config problem,
+reported as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import Config, ConfigError, builtin_tag_list, default_config_path, load_config
+from .imaging import JPEG_SUFFIXES, ImageError
+from .metadata import ExifTool, KeywordWriter, MetadataError
+from .model import LazyModel, ModelError, model_identity
+from .pipeline import FAILED_, TAGGED, Outcome, Pipeline
+from .store import Store, StoreError
+from .tagger import select
+from .vocabulary import VocabularyError, load_vocabulary
+from .watcher import PathFilter, walk
+
+log = logging.getLogger("tagwatch")
+
+
+class UsageError(Exception):
+    """A problem the user must fix; printed as one line, exit status 2."""
+
+
+def _setup_logging(level: str, verbose: int) -> None:
+    """Our own messages at the configured level; libraries (open_clip logs to root) at WARNING."""
+    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    log.setLevel(logging.DEBUG if verbose else getattr(logging, level.upper()))
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(Path(args.config) if args.config else None)
+    _setup_logging(config.log_level, args.verbose)
+    return config
+
+
+def _require_exiftool() -> None:
+    if shutil.which("exiftool") is None:
+        raise UsageError("exiftool not found: install it (Debian/Ubuntu: sudo apt-get install "
+                         "libimage-exiftool-perl; macOS: brew install exiftool)")
+
+
+def _pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
+    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
+    vocabulary = load_vocabulary(config.tags, config.tagging.templates)
+    for warning in vocabulary.warnings:
+        log.warning("%s", warning)
+    pipeline.use_vocabulary(vocabulary)
+    return pipeline
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .service import Daemon  # watchdog and apscheduler are only needed here
+
+    config = _config(args)
+    if args.folders:
+        config = config.with_watch([Path(f) for f in args.folders])
+    if not config.watch:
+        where = config.source or default_config_path()
+        raise UsageError(f"nothing to watch: pass folders (tagwatch run ~/Pictures) or set watch in {where}")
+    _require_exiftool()
+    LazyModel(config.model).validate()
+    return Daemon(config, cli_watch=bool(args.folders)).run_forever()
+
+
+# -- scan ----------------------------------------------------------------------------------------
+
+def _expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:
+    for given in paths:
+        path = Path(given).expanduser().absolute()
+        if path.is_dir():
+            resolved = path.resolve()
+            for found, _ in walk(resolved, PathFilter([resolved], exclude)):
+                yield found
+        elif path.is_file():
+            if path.suffix.lower() in JPEG_SUFFIXES:
+                yield str(path)
+            else:
+                log.warning("%s: skipped: not a JPEG file name (%s)", path, ", ".join(sorted(JPEG_SUFFIXES)))
+        else:
+            log.warning("%s: skipped: no such file or folder", path)
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+        self.enabled = sys.stderr.isatty()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.enabled:
+            rate = self.done / max(time.monotonic() - self.started, 1e-6)
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                             f"({rate:.1f}/s) ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _print_dry(outcome: Outcome) -> None:
+    if outcome.status == TAGGED:
+        tags = ", ".join(f"{k} ({s:.3f})" for k, s in outcome.tags) or "(no tag above threshold)"
+        print(f"{outcome.path}\t{tags}", flush=True)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not args.dry_run:
+        _require_exiftool()
+    paths = list(dict.fromkeys(_expand(args.paths, config.exclude)))
+    store = Store(config.database)
+    exiftool = ExifTool()
+    try:
+        pipeline = _pipeline(config, store, None if args.dry_run else KeywordWriter(exiftool))
+        progress = _Progress(len(paths))
+        counts: dict[str, int] = {}
+        size = config.batch.size
+        for start in range(0, len(paths), size):
+            for outcome in pipeline.process(paths[start:start + size], dry_run=args.dry_run,
+                                            retry_failed=True):
+                counts[outcome.status] = counts.get(outcome.status, 0) + 1
+                if args.dry_run:
+                    _print_dry(outcome)
+            progress.advance(len(paths[start:start + size]))
+        progress.close()
+        pipeline.close()
+    finally:
+        exiftool.close()
+        store.close()
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to do"
+    print(f"scan: {len(paths)} photos: {summary}" + (" (dry run: no file written)" if args.dry_run else ""),
+          file=sys.stderr)
+    return 1 if counts.get(FAILED_) else 0
+
+
+# -- status --------------------------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    identity = model_identity(config.model)
+    if config.database.exists():
+        store = Store(config.database)
+        try:
+            stats = store.stats(identity)
+            failures = store.failures(5)
+        finally:
+            store.close()
+    else:
+        stats = {k: 0 for k in ("files", "tagged", "pending", "failed", "deleted", "vectors", "encoded",
+                                "keywords_written")}
+        failures = []
+    report = {**stats, "database": str(config.database), "model": identity}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"database  {config.database}")
+    print(f"model     {identity}")
+    for name in ("files", "tagged", "pending", "failed", "vectors", "encoded", "keywords_written"):
+        print(f"{name:<17} {stats[name]:>9}")
+    for path, error in failures:
+        print(f"failed: {path}: {error}")
+    return 0
+
+
+# -- explain -------------------------------------------------------------------------------------
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = _config(args)
+    path = str(Path(args.image).expanduser().absolute())
+    store = Store(config.database)
+    try:
+        pipeline = _pipeline(config, store, None)
+        try:
+            vector = pipeline.vector_for(path)
+        except ImageError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+        finally:
+            pipeline.close()
+    finally:
+        store.close()
+    assert pipeline.tags is not None
+    scores = pipeline.tags.scores(vector)[0]
+    chosen = set(select(scores, config.tagging.threshold, config.tagging.top_k)[0])
+    print(f"{path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
+          f"model {pipeline.model.identity}")
+    for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
+        if index in chosen:
+            verdict = "TAGGED"
+        elif scores[index] > config.tagging.threshold:
+            verdict = "above threshold, beyond top_k"
+        else:
+            verdict = ""
+        print(f"{rank:>5}  {scores[index]:+.4f}  {pipeline.tags.keywords[index]:<40} {verdict}".rstrip())
+    return 0
+
+
+# -- init ----------------------------------------------------------------------------------------
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = Path(args.config).expanduser() if args.config else default_config_path()
+    if target.exists() and not args.force:
+        raise UsageError(f"{target} already exists (use --force to overwrite it)")
+    example = Path(str(builtin_tag_list())).with_name("config.example.toml").read_text(encoding="utf-8")
+    if args.folders:
+        folders = [str(Path(f).expanduser().resolve()) for f in args.folders]
+        for folder in folders:
+            if not Path(folder).is_dir():
+                raise UsageError(f"{folder}: not a folder")
+        listed = json.dumps(folders, ensure_ascii=False)
+        example = example.replace('watch = ["~/Pictures"]', f"watch = {listed}")
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(example)
+    tags = target.parent / "tags.txt"
+    if not tags.exists():
+        shutil.copyfile(builtin_tag_list(), tags)
+    print(f"wrote {target}\ntag list {tags} (edit it while tagwatch runs; changes apply at once)\n"
+          f"next: tagwatch run{'' if args.config is None else f' --config {target}'}")
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help=f"config file (default {default_config_path()})")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="debug logging")
+    parser = argparse.ArgumentParser(
+        prog="tagwatch", parents=[common],
+        description="Write CLIP keywords into your photos, and keep them current.")
+    parser.add_argument("--version", action="version", version=f"tagwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="watch folders and tag new or changed photos")
+    run.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to watch instead of the config's")
+    run.set_defaults(func=cmd_run)
+
+    scan = sub.add_parser("scan", parents=[common], help="tag photos once, like rtag")
+    scan.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders (recursive)")
+    scan.add_argument("--dry-run", action="store_true",
+                      help="print each photo's tags with scores; write no photo (vectors are still cached)")
+    scan.set_defaults(func=cmd_scan)
+
+    status = sub.add_parser("status", parents=[common], help="counts from the database")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    explain = sub.add_parser("explain", parents=[common], help="every tag's score for one photo")
+    explain.add_argument("image", metavar="IMAGE")
+    explain.set_defaults(func=cmd_explain)
+
+    init = sub.add_parser("init", parents=[common], help="write a commented starter config")
+    init.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to watch")
+    init.add_argument("--force", action="store_true", help="overwrite an existing config")
+    init.set_defaults(func=cmd_init)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.verbose = getattr(args, "verbose", 0)
+    try:
+        return args.func(args)
+    except (UsageError, ConfigError, VocabularyError, ModelError, StoreError, MetadataError) as exc:
+        print(f"tagwatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

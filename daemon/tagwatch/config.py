@@ -1,0 +1,313 @@
+"""The TOML config file turned into frozen dataclasses.
+
+Every problem is reported as one line that names the file and the key, so a user who mistypes
+``treshold`` learns exactly that instead of silently getting the default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "ViT-B-32-256"
+DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
+MODES = ("append",)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+REPO_TAG_LIST_NAME = "imagenet-1k.txt"  # config/imagenet-1k.txt, shipped in the package as data/
+
+
+class ConfigError(ValueError):
+    """A config problem; the message is one line naming the file and the key."""
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value and os.path.isabs(value) else Path.home() / fallback
+
+
+def default_config_path() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "tagwatch" / "config.toml"
+
+
+def default_database_path() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "tagwatch" / "tagwatch.db"
+
+
+def default_model_cache() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache") / "tagwatch" / "models"
+
+
+def builtin_tag_list() -> Path:
+    """The ImageNet-1k list shipped with the package (a copy of ``config/imagenet-1k.txt``)."""
+    return Path(str(resources.files("tagwatch") / "data" / REPO_TAG_LIST_NAME))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = DEFAULT_MODEL
+    pretrained: str = DEFAULT_PRETRAINED
+    device: str = "cpu"
+    cache_dir: Path = field(default_factory=default_model_cache)
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class TaggingConfig:
+    threshold: float = 0.25
+    top_k: int = 10
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    mode: str = "append"
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    size: int = 32
+    max_wait_ms: int = 500
+    settle_ms: int = 500
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    rescan: float = 3600.0  # seconds; 0 disables the periodic reconcile scan (start-up scan still runs)
+
+
+@dataclass(frozen=True)
+class Config:
+    watch: tuple[Path, ...] = ()
+    exclude: tuple[str, ...] = ()
+    tags: Path = field(default_factory=builtin_tag_list)
+    database: Path = field(default_factory=default_database_path)
+    log_level: str = "info"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tagging: TaggingConfig = field(default_factory=TaggingConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    source: Path | None = None  # the file this came from, None for built-in defaults
+
+    def with_watch(self, folders: list[Path]) -> Config:
+        """The same config watching ``folders`` instead (``tagwatch run FOLDER…``)."""
+        return replace(self, watch=tuple(_check_folder(Path(f).expanduser().resolve(), "watch", None)
+                                         for f in folders))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any, key: str, where: str) -> float:
+    """``"90s"``, ``"15m"``, ``"1h"``, ``"1d"`` or a number of seconds; ``0`` means never."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be a duration like \"30m\" or \"1h\", got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ConfigError(f"{where}: {key} must be a duration like \"30m\" or \"1h\", got {value!r}")
+        seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"{where}: {key} must not be negative, got {value!r}")
+    return seconds
+
+
+def _check_folder(path: Path, key: str, where: str | None) -> Path:
+    prefix = f"{where}: " if where else ""
+    if not path.exists():
+        raise ConfigError(f"{prefix}{key}: folder '{path}' does not exist")
+    if not path.is_dir():
+        raise ConfigError(f"{prefix}{key}: '{path}' is not a folder")
+    return path
+
+
+class _Reader:
+    """Pulls typed values out of one TOML table, remembering which keys were used."""
+
+    def __init__(self, table: dict[str, Any], prefix: str, where: str) -> None:
+        self.table, self.prefix, self.where = table, prefix, where
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def fail(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.where}: {self.key(name)} {message}")
+
+    def get(self, name: str, kinds: type | tuple[type, ...], what: str) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            return None
+        value = self.table[name]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise self.fail(name, f"must be {what}, got {type(value).__name__} {value!r}")
+        return value
+
+    def string_list(self, name: str) -> list[str] | None:
+        value = self.get(name, list, "a list of strings")
+        if value is not None and not all(isinstance(v, str) for v in value):
+            raise self.fail(name, "must be a list of strings")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            known = ", ".join(sorted(self.used))
+            raise ConfigError(f"{self.where}: unknown key '{self.key(unknown[0])}' (known here: {known})")
+
+
+def _path(value: str, base: Path) -> Path:
+    path = Path(os.path.expandvars(value)).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def is_checkpoint_path(pretrained: str) -> bool:
+    """``model.pretrained`` names a file (not an open_clip tag like ``laion2b_s34b_b79k``)."""
+    return ("/" in pretrained or pretrained.startswith((".", "~"))
+            or pretrained.lower().endswith(CHECKPOINT_SUFFIXES))
+
+
+def _model(raw: dict[str, Any], base: Path, where: str) -> ModelConfig:
+    r = _Reader(raw, "model.", where)
+    cfg = ModelConfig()
+    values: dict[str, Any] = {}
+    for name in ("name", "pretrained", "device"):
+        value = r.get(name, str, "a string")
+        if value is not None:
+            if not value.strip():
+                raise r.fail(name, "must not be empty")
+            values[name] = value.strip()
+    cache_dir = r.get("cache_dir", str, "a path string")
+    if cache_dir is not None:
+        values["cache_dir"] = _path(cache_dir, base)
+    offline = r.get("offline", bool, "true or false")
+    if offline is not None:
+        values["offline"] = offline
+    r.finish()
+    pretrained = values.get("pretrained")
+    if pretrained and is_checkpoint_path(pretrained):
+        # A path to a local checkpoint, relative to the config file like every other path.
+        values["pretrained"] = str(_path(pretrained, base))
+    return replace(cfg, **values)
+
+
+def _tagging(raw: dict[str, Any], where: str) -> TaggingConfig:
+    r = _Reader(raw, "tagging.", where)
+    values: dict[str, Any] = {}
+    threshold = r.get("threshold", (int, float), "a number in [-1, 1]")
+    if threshold is not None:
+        if not -1.0 <= threshold <= 1.0:
+            raise r.fail("threshold", f"must be a cosine similarity in [-1, 1], got {threshold}")
+        values["threshold"] = float(threshold)
+    top_k = r.get("top_k", int, "a whole number")
+    if top_k is not None:
+        if top_k < 1:
+            raise r.fail("top_k", f"must be at least 1, got {top_k}")
+        values["top_k"] = top_k
+    templates = r.string_list("templates")
+    if templates is not None:
+        if not templates:
+            raise r.fail("templates", "must hold at least one template")
+        for template in templates:
+            if template.count("{}") != 1:
+                raise r.fail("templates", f"entry {template!r} must contain '{{}}' exactly once")
+        values["templates"] = tuple(templates)
+    mode = r.get("mode", str, "a string")
+    if mode is not None:
+        if mode not in MODES:
+            raise r.fail("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+        values["mode"] = mode
+    r.finish()
+    return replace(TaggingConfig(), **values)
+
+
+def _batch(raw: dict[str, Any], where: str) -> BatchConfig:
+    r = _Reader(raw, "batch.", where)
+    values: dict[str, Any] = {}
+    for name, low in (("size", 1), ("max_wait_ms", 0), ("settle_ms", 0)):
+        value = r.get(name, int, "a whole number")
+        if value is not None:
+            if value < low:
+                raise r.fail(name, f"must be at least {low}, got {value}")
+            values[name] = value
+    r.finish()
+    return replace(BatchConfig(), **values)
+
+
+def _schedule(raw: dict[str, Any], where: str) -> ScheduleConfig:
+    r = _Reader(raw, "schedule.", where)
+    rescan = r.get("rescan", (str, int, float), "a duration like \"1h\"")
+    r.finish()
+    if rescan is None:
+        return ScheduleConfig()
+    return ScheduleConfig(rescan=parse_duration(rescan, "schedule.rescan", where))
+
+
+_SECTIONS = {"model", "tagging", "batch", "schedule"}
+
+
+def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | None = None) -> Config:
+    """Validate a parsed TOML document; relative paths are relative to ``base``."""
+    r = _Reader(raw, "", where)
+    values: dict[str, Any] = {"source": source}
+    for section in _SECTIONS:
+        table = r.get(section, dict, "a table")
+        table = table or {}
+        if section == "model":
+            values["model"] = _model(table, base, where)
+        elif section == "tagging":
+            values["tagging"] = _tagging(table, where)
+        elif section == "batch":
+            values["batch"] = _batch(table, where)
+        else:
+            values["schedule"] = _schedule(table, where)
+    watch = r.get("watch", (list, str), "a list of folders")
+    if watch is not None:
+        watch = [watch] if isinstance(watch, str) else watch
+        folders = []
+        for i, item in enumerate(watch):
+            if not isinstance(item, str):
+                raise ConfigError(f"{where}: watch[{i}] must be a folder path string, got {item!r}")
+            folders.append(_check_folder(_path(item, base), f"watch[{i}]", where))
+        values["watch"] = tuple(folders)
+    exclude = r.string_list("exclude")
+    if exclude is not None:
+        values["exclude"] = tuple(exclude)
+    tags = r.get("tags", str, "a path string")
+    if tags is not None:
+        values["tags"] = _path(tags, base)
+    database = r.get("database", str, "a path string")
+    if database is not None:
+        values["database"] = _path(database, base)
+    log_level = r.get("log_level", str, "a string")
+    if log_level is not None:
+        if log_level.lower() not in LOG_LEVELS:
+            raise r.fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        values["log_level"] = log_level.lower()
+    r.finish()
+    return Config(**values)
+
+
+def load_config(path: Path | None) -> Config:
+    """Read ``path`` (or the default location); a missing default file means built-in defaults."""
+    explicit = path is not None
+    path = Path(path).expanduser() if explicit else default_config_path()
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"{path}: config file does not exist (run `tagwatch init` to write one)")
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(raw, path.resolve().parent, str(path), source=path.resolve())
+

@@ -1,0 +1,220 @@
+"""open_clip behind three calls: identify a model, load it, encode images and texts.
+
+Loading is lazy (:class:`LazyModel`) so the daemon starts in a blink and a tag-list edit whose
+vectors are all cached never loads the model at all.  Weights come from an open_clip pretrained tag
+(downloaded once into ``cache_dir``), from a local checkpoint file, or are random (``"none"``, for
+tests and benchmarks only).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ModelConfig, is_checkpoint_path
+from .imaging import Preprocess
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS = "none"
+_RANDOM_SEED = 0  # random weights are seeded so restarts find their own cached vectors again
+
+
+class ModelError(RuntimeError):
+    """The model cannot be loaded; the message says why and what to change."""
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _is_config_file(name: str) -> bool:
+    return name.endswith(".json")
+
+
+def model_identity(cfg: ModelConfig) -> str:
+    """A string that changes whenever the vectors a model produces could change.
+
+    Stored beside every cached vector, so switching models never mixes vectors of two models.  A
+    custom architecture file and a local checkpoint are identified by their content, not their path.
+    """
+    name = cfg.name
+    if _is_config_file(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ModelError(f"model.name: model config file '{path}' does not exist")
+        name = f"{path.stem}@{_file_digest(path)[:8]}"
+    pretrained = cfg.pretrained
+    if pretrained.lower() == RANDOM_WEIGHTS:
+        return f"{name}/random-seed{_RANDOM_SEED}"
+    if is_checkpoint_path(pretrained):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise ModelError(f"model.pretrained: checkpoint file '{path}' does not exist")
+        return f"{name}/sha256:{_file_digest(path)}"
+    return f"{name}/{pretrained}"
+
+
+def _resolve_name(open_clip: Any, name: str) -> str:
+    """A built-in model name, or the name a custom ``.json`` architecture file registers."""
+    if _is_config_file(name):
+        path = Path(name).expanduser().resolve()
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"model.name: cannot read model config '{path}': {exc}") from None
+        open_clip.add_model_config(path)
+        return path.stem
+    if name not in open_clip.list_models():
+        close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelError(f"model.name: unknown open_clip model {name!r}{hint}")
+    return name
+
+
+def _check_pretrained_tag(open_clip: Any, name: str, tag: str, cfg: ModelConfig) -> None:
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if tag not in tags:
+        known = ", ".join(tags) if tags else "none published"
+        raise ModelError(f"model.pretrained: {tag!r} is neither a pretrained tag of {name} ({known}) "
+                         "nor an existing checkpoint file")
+    if cfg.offline:
+        # Make every Hugging Face download a cache lookup; a URL download is checked by hand.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        try:
+            from huggingface_hub import constants
+            constants.HF_HUB_OFFLINE = True
+        except ImportError:  # pragma: no cover - open_clip depends on huggingface_hub
+            pass
+        url = open_clip.get_pretrained_cfg(name, tag).get("url", "")
+        hub = open_clip.get_pretrained_cfg(name, tag).get("hf_hub", "")
+        if url and not hub and not (cfg.cache_dir / os.path.basename(url)).is_file():
+            raise _offline_error(name, tag, cfg)
+
+
+def _offline_error(name: str, tag: str, cfg: ModelConfig) -> ModelError:
+    return ModelError(
+        f"model: weights for {name} / {tag} are not in the cache '{cfg.cache_dir}' and "
+        "model.offline = true forbids downloading them; run once with offline = false, or set "
+        "model.pretrained to a local checkpoint file")
+
+
+@dataclass
+class ClipModel:
+    """A loaded open_clip model that turns arrays and strings into unit vectors."""
+
+    identity: str
+    preprocess: Preprocess
+    dim: int
+    _model: Any
+    _tokenizer: Any
+    _device: Any
+
+    def encode_images(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 → (N, D) float32 rows of unit length."""
+        import torch
+        with torch.inference_mode():
+            features = self._model.encode_image(torch.from_numpy(batch).to(self._device))
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy()
+
+    def encode_texts(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+        """Prompt strings → (N, D) float32 rows of unit length."""
+        import torch
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                tokens = self._tokenizer(texts[start:start + batch_size]).to(self._device)
+                features = self._model.encode_text(tokens)
+                out.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+def load_model(cfg: ModelConfig) -> ClipModel:
+    """Build the model described by ``cfg``; raises :class:`ModelError` with the fix on failure."""
+    identity = model_identity(cfg)
+    if cfg.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    import open_clip
+    import torch
+
+    name = _resolve_name(open_clip, cfg.name)
+    pretrained: str | None = cfg.pretrained
+    if pretrained.lower() == RANDOM_WEIGHTS:
+        log.warning("!!! model.pretrained = \"none\": RANDOM WEIGHTS, the tags will be meaningless. "
+                    "Use this only for tests and benchmarks. !!!")
+        torch.manual_seed(_RANDOM_SEED)
+        pretrained = None
+    elif is_checkpoint_path(pretrained):
+        pretrained = str(Path(pretrained).expanduser())
+    else:
+        _check_pretrained_tag(open_clip, name, pretrained, cfg)
+    try:
+        device = torch.device(cfg.device)
+        model = open_clip.create_model(
+            name, pretrained=pretrained, device=device, cache_dir=str(cfg.cache_dir), weights_only=True)
+    except RuntimeError as exc:
+        if cfg.offline and pretrained and not is_checkpoint_path(pretrained):
+            raise _offline_error(name, pretrained, cfg) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: {reason}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: {exc}") from None
+    model.eval()
+    pp = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = pp.get("size", model.visual.image_size)
+    size = size[0] if isinstance(size, tuple | list) else size
+    preprocess = Preprocess(
+        size=int(size),
+        mean=tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)),
+        interpolation=pp.get("interpolation", "bicubic"),
+        resize_mode=pp.get("resize_mode", "shortest"),
+    )
+    tokenizer = open_clip.get_tokenizer(name)
+    dim = int(model.text_projection.shape[-1]) if getattr(model, "text_projection", None) is not None \
+        else int(model.encode_text(tokenizer(["x"])).shape[-1])
+    log.info("model %s loaded on %s", identity, device)
+    return ClipModel(identity, preprocess, dim, model, tokenizer, device)
+
+
+class LazyModel:
+    """Loads the model on first use, once, from whichever thread asks first."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+        self.identity = model_identity(cfg)
+        self._model: ClipModel | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def validate(self) -> None:
+        """Check the model name and pretrained tag or file now, without loading any weights."""
+        import open_clip
+
+        name = _resolve_name(open_clip, self.cfg.name)
+        pretrained = self.cfg.pretrained
+        if pretrained.lower() != RANDOM_WEIGHTS and not is_checkpoint_path(pretrained):
+            _check_pretrained_tag(open_clip, name, pretrained, self.cfg)
+
+    def get(self) -> ClipModel:
+        with self._lock:
+            if self._model is None:
+                self._model = load_model(self.cfg)
+            return self._model

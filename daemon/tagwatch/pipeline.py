@@ -1,0 +1,503 @@
+"""The batching queue, and the worker that runs key → cache → decode → encode → tag → write.
+
+The queue holds paths, never pixels: a burst of 10,000 new files costs 10,000 short strings, while
+decoded images exist only for the batch in hand.  Renames and deletions travel through the same
+queue as operations, so the store sees them in the order they happened relative to tagging.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import TaggingConfig
+from .imaging import ImageError, content_key, prepare
+from .metadata import FileChanged, KeywordWriter, MetadataError
+from .model import LazyModel
+from .store import DONE, FAILED, PENDING, FileRow, Store
+from .tagger import TagMatrix, predict
+from .vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
+
+# Outcome statuses
+TAGGED, UNCHANGED, FAILED_, GONE, RETRY = "tagged", "unchanged", "failed", "gone", "retry"
+_RECENT_S = 2.0  # a truncated file younger than this is probably still being written
+_MAX_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Move:
+    src: str
+    dst: str
+    is_dir: bool = False
+
+
+@dataclass(frozen=True)
+class Delete:
+    path: str
+    is_dir: bool = False
+
+
+Op = Move | Delete
+
+
+@dataclass
+class Batch:
+    ops: list[Op] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.ops or self.paths)
+
+
+class BatchQueue:
+    """Deduplicating, debouncing, bounded queue of paths that hands out batches.
+
+    ``put`` (re)starts a path's settle time: a file still being written keeps receiving events and
+    is not handed out until they stop.  ``get`` returns ``size`` ready paths at once, or fewer once
+    the oldest ready path has waited ``max_wait`` seconds.
+    """
+
+    def __init__(self, size: int, max_wait: float, settle: float, maxsize: int = 100_000) -> None:
+        self.size, self.max_wait, self.settle, self.maxsize = size, max_wait, settle, maxsize
+        self._due: dict[str, float] = {}  # waiting to settle: path → due time
+        self._heap: list[tuple[float, int, str]] = []
+        self._ready: OrderedDict[str, float] = OrderedDict()  # settled: path → time it became ready
+        self._ops: list[Op] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._woken = False
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._due) + len(self._ready)
+
+    def put(self, path: str, delay: float | None = None) -> None:
+        """Queue ``path`` to be processed once ``delay`` (default: the settle time) has passed quietly."""
+        due = time.monotonic() + (self.settle if delay is None else delay)
+        with self._cond:
+            while (len(self._due) + len(self._ready) >= self.maxsize and path not in self._due
+                   and path not in self._ready and not self._closed):
+                self._cond.wait()
+            if self._closed:
+                return
+            self._ready.pop(path, None)
+            self._due[path] = due
+            heapq.heappush(self._heap, (due, next(self._seq), path))
+            self._cond.notify_all()
+
+    def op(self, operation: Op) -> None:
+        """Queue a rename or deletion; a queued path that moved is queued under its new name."""
+        with self._cond:
+            if isinstance(operation, Move):
+                for pending in (self._due, self._ready):
+                    for path in [p for p in pending if p == operation.src or (
+                            operation.is_dir and p.startswith(operation.src.rstrip("/") + "/"))]:
+                        value = pending.pop(path)
+                        new = operation.dst + path[len(operation.src):]
+                        pending[new] = value
+                        if pending is self._due:
+                            heapq.heappush(self._heap, (value, next(self._seq), new))
+            else:
+                for pending in (self._due, self._ready):
+                    for path in [p for p in pending if p == operation.path or (
+                            operation.is_dir and p.startswith(operation.path.rstrip("/") + "/"))]:
+                        del pending[path]
+            self._ops.append(operation)
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Make a waiting ``get`` return now (an empty batch) so the worker can look at its flags."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _promote(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            due, _, path = heapq.heappop(self._heap)
+            if self._due.get(path) == due:
+                del self._due[path]
+                self._ready[path] = due
+
+    def get(self, timeout: float | None = None) -> Batch | None:
+        """The next batch; an empty one on timeout or wake; None once closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                now = time.monotonic()
+                self._promote(now)
+                oldest = next(iter(self._ready.values()), None)
+                if self._ops or len(self._ready) >= self.size or (
+                        oldest is not None and now >= oldest + self.max_wait):
+                    batch = Batch(self._ops, [])
+                    self._ops = []
+                    while self._ready and len(batch.paths) < self.size:
+                        batch.paths.append(self._ready.popitem(last=False)[0])
+                    self._cond.notify_all()  # room for blocked producers
+                    return batch
+                if self._woken or (deadline is not None and now >= deadline):
+                    self._woken = False
+                    return Batch()
+                wake_at = [t for t in (deadline, oldest + self.max_wait if oldest is not None else None,
+                                       self._heap[0][0] if self._heap else None) if t is not None]
+                self._cond.wait(max(0.0, min(wake_at) - now) if wake_at else None)
+
+
+@dataclass
+class Outcome:
+    path: str
+    status: str
+    tags: list[tuple[str, float]] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class _Item:
+    path: str
+    stat: os.stat_result
+    row: FileRow | None
+    data: bytes | None = None
+    key: bytes | None = None
+    vector: np.ndarray | None = None
+
+
+def _same_stat(row: FileRow | None, st: os.stat_result) -> bool:
+    return row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+class Pipeline:
+    """Turns paths into tagged files; the only place that encodes images or writes keywords."""
+
+    def __init__(self, store: Store, model: LazyModel, writer: KeywordWriter | None,
+                 tagging: TaggingConfig, decode_threads: int = 2) -> None:
+        self.store, self.model, self.writer, self.tagging = store, model, writer, tagging
+        self.vocabulary: Vocabulary | None = None
+        self.tags: TagMatrix | None = None
+        self.fingerprint = ""
+        self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
+        self._retries: dict[str, int] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- vocabulary ----------------------------------------------------------------------------
+
+    def use_vocabulary(self, vocabulary: Vocabulary, tagging: TaggingConfig | None = None) -> int:
+        """Adopt a tag list, encoding only prompts without a cached text vector; returns how many."""
+        tagging = tagging or self.tagging
+        prompts = vocabulary.prompts()
+        vectors = self.store.text_vectors(prompts, self.model.identity)
+        missing = [p for p in prompts if p not in vectors]
+        if missing:
+            encoded = self.model.get().encode_texts(missing)
+            self.store.put_text_vectors(dict(zip(missing, encoded, strict=True)), self.model.identity)
+            vectors.update(self.store.text_vectors(missing, self.model.identity))
+        self.vocabulary, self.tagging = vocabulary, tagging
+        self.tags = TagMatrix.build(vocabulary, vectors)
+        self.fingerprint = "|".join((vocabulary.fingerprint(), f"{tagging.threshold:.6f}",
+                                     str(tagging.top_k), self.model.identity))
+        return len(missing)
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def process(self, paths: Iterable[str], *, dry_run: bool = False,
+                retry_failed: bool = False) -> list[Outcome]:
+        """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped."""
+        assert self.tags is not None, "use_vocabulary() first"
+        paths = list(dict.fromkeys(paths))
+        rows = self.store.files(paths)
+        outcomes: list[Outcome] = []
+        items: list[_Item] = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                outcomes.append(self._gone(path, "file vanished before it could be read"))
+                continue
+            except OSError as exc:
+                outcomes.append(self._fail(path, None, f"cannot read: {exc.strerror}", dry_run))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                outcomes.append(self._fail(path, st, "not a regular file", dry_run))
+                continue
+            row = rows.get(path)
+            if _same_stat(row, st) and row is not None and (
+                    (row.state == DONE and row.tagged_with == self.fingerprint)
+                    or (row.state == FAILED and not retry_failed)):
+                outcomes.append(Outcome(path, UNCHANGED, error=row.error if row.state == FAILED else None))
+                continue
+            items.append(_Item(path, st, row))
+
+        for item, error in zip(items, self._pool.map(self._read_key, items), strict=True):
+            if error is not None:
+                outcomes.append(self._bad_file(item, error, dry_run))
+        items = [i for i in items if i.key is not None]
+        self._fill_vectors(items, outcomes, dry_run)
+        items = [i for i in items if i.vector is not None]
+        if not items:
+            return outcomes
+        predictions = predict(np.stack([i.vector for i in items]), self.tags,
+                              self.tagging.threshold, self.tagging.top_k)
+        for item, tags in zip(items, predictions, strict=True):
+            if dry_run:
+                outcomes.append(Outcome(item.path, TAGGED, tags))
+            else:
+                outcomes.append(self._finish(item.path, item.key, item.stat, tags))
+        return outcomes
+
+    def vector_for(self, path: str) -> np.ndarray:
+        """The image vector of one file, from the cache or freshly encoded (``tagwatch explain``)."""
+        item = _Item(path, os.stat(path), None)
+        error = self._read_key(item)
+        if error is not None:
+            raise ImageError(error)
+        outcomes: list[Outcome] = []
+        self._fill_vectors([item], outcomes, dry_run=True)
+        if item.vector is None:
+            raise ImageError(outcomes[0].error if outcomes else "could not be encoded")
+        return item.vector
+
+    def _read_key(self, item: _Item) -> str | None:
+        """Read the file and compute its content key (runs in the decode pool)."""
+        try:
+            with open(item.path, "rb") as handle:
+                item.data = handle.read()
+        except FileNotFoundError:
+            return "file vanished before it could be read"
+        except OSError as exc:
+            return f"cannot read: {exc.strerror}"
+        if not item.data:
+            return "empty file (0 bytes)"
+        try:
+            item.key = content_key(item.data)
+        except ImageError as exc:
+            item.data = None
+            return str(exc)
+        return None
+
+    def _fill_vectors(self, items: list[_Item], outcomes: list[Outcome], dry_run: bool) -> None:
+        """Cached vectors by key; decode and encode the misses once per distinct key."""
+        model_id = self.model.identity
+        cached = self.store.image_vectors((i.key for i in items if i.key), model_id)
+        misses: dict[bytes, _Item] = {}
+        for item in items:
+            if item.key in cached:
+                item.vector, item.data = cached[item.key], None
+            else:
+                misses.setdefault(item.key, item)
+        if misses:
+            model = self.model.get()
+            spec = model.preprocess
+
+            def decode(item: _Item) -> np.ndarray | str:
+                try:
+                    assert item.data is not None
+                    return prepare(item.data, spec)
+                except ImageError as exc:
+                    return str(exc)
+                finally:
+                    item.data = None
+
+            arrays: dict[bytes, np.ndarray] = {}
+            for key, result in zip(misses, self._pool.map(decode, misses.values()), strict=True):
+                if isinstance(result, str):
+                    for item in items:
+                        if item.key == key:
+                            outcomes.append(self._bad_file(item, result, dry_run))
+                            item.key = None
+                else:
+                    arrays[key] = result
+            if arrays:
+                encoded = model.encode_images(np.stack(list(arrays.values())))
+                self.store.put_image_vectors(dict(zip(arrays, encoded, strict=True)), model_id)
+                cached.update(self.store.image_vectors(arrays, model_id))  # score the stored form
+        for item in items:
+            if item.key is not None:
+                item.vector = cached.get(item.key)
+
+    def _finish(self, path: str, key: bytes | None, st: os.stat_result,
+                tags: list[tuple[str, float]]) -> Outcome:
+        """Write the predicted keywords and record the result."""
+        keywords = [k for k, _ in tags]
+        added: list[str] = []
+        if self.writer is not None and keywords:
+            try:
+                plan = self.writer.plan(Path(path), keywords)
+                if plan.changes:
+                    # Pending until recorded done: a crash mid-write leaves it to the next scan.
+                    file_id = self.store.record_file(path, key=key, size=st.st_size,
+                                                     mtime_ns=st.st_mtime_ns, state=PENDING)
+                    self.store.add_ledger(file_id, plan.ours)  # write-ahead: a crash never loses ours
+                    self.writer.apply(plan)
+                    added = plan.ours
+                st = os.stat(path)
+            except FileChanged as exc:
+                return Outcome(path, RETRY, tags, error=str(exc))
+            except (MetadataError, OSError) as exc:
+                if not os.path.exists(path):
+                    return self._gone(path, "file vanished before its keywords were written")
+                reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
+                return self._fail(path, st, f"keywords not written: {reason}", False, key)
+        with self.store.transaction():
+            file_id = self.store.record_file(path, key=key, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                             state=DONE)
+            self.store.record_tagged(file_id, keywords, self.fingerprint, st.st_size, st.st_mtime_ns)
+        self._retries.pop(path, None)
+        if added:
+            log.info("tagged %s: %s", path, ", ".join(keywords))
+        else:
+            log.info("tagged %s: %s (already in the file)", path, ", ".join(keywords) or "no tag above "
+                     f"threshold {self.tagging.threshold}")
+        return Outcome(path, TAGGED, tags, added)
+
+    def _bad_file(self, item: _Item, reason: str, dry_run: bool) -> Outcome:
+        """A file we could not use: retry if it is probably still being written, else record why."""
+        if reason.startswith(("truncated", "empty")) and time.time() - item.stat.st_mtime < _RECENT_S:
+            tries = self._retries[item.path] = self._retries.get(item.path, 0) + 1
+            if tries <= _MAX_RETRIES:
+                return Outcome(item.path, RETRY, error=reason)
+        if reason.startswith("file vanished"):
+            return self._gone(item.path, reason)
+        return self._fail(item.path, item.stat, reason, dry_run, item.key)
+
+    def _fail(self, path: str, st: os.stat_result | None, reason: str, dry_run: bool,
+              key: bytes | None = None) -> Outcome:
+        self._retries.pop(path, None)
+        log.warning("%s: skipped: %s", path, reason)
+        if not dry_run:
+            self.store.record_file(path, key=key, size=st.st_size if st else None,
+                                   mtime_ns=st.st_mtime_ns if st else None, state=FAILED, error=reason)
+        return Outcome(path, FAILED_, error=reason)
+
+    def _gone(self, path: str, reason: str) -> Outcome:
+        self._retries.pop(path, None)
+        log.warning("%s: skipped: %s", path, reason)
+        self.store.mark_deleted(path)
+        return Outcome(path, GONE, error=reason)
+
+    # -- tag-list edits ------------------------------------------------------------------------
+
+    def retag(self) -> tuple[int, int]:
+        """Re-score every cached file tagged with an older tag list; no image is encoded.
+
+        Only files whose tag set changed are written.  Returns (files re-scored, files written).
+        """
+        assert self.tags is not None
+        rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity)
+                if r.tagged_with != self.fingerprint]
+        written = 0
+        chunk = 4096
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            predictions = predict(np.stack([v for _, v in part]), self.tags,
+                                  self.tagging.threshold, self.tagging.top_k)
+            same: list[tuple[int, list[str]]] = []
+            for (row, _), tags in zip(part, predictions, strict=True):
+                keywords = [k for k, _ in tags]
+                if set(keywords) == set(row.tags or ()):
+                    same.append((row.id, keywords))
+                    continue
+                try:
+                    st = os.stat(row.path)
+                except FileNotFoundError:
+                    self._gone(row.path, "file vanished")
+                    continue
+                except OSError as exc:
+                    log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
+                    continue
+                if _same_stat(row, st):
+                    outcome = self._finish(row.path, row.key, st, tags)
+                else:  # changed on disk since we last saw it: treat it as new
+                    outcome = self.process([row.path])[0]
+                written += outcome.status == TAGGED and bool(outcome.added)
+            self.store.update_predictions(same, self.fingerprint)
+        return len(rows), written
+
+    # -- renames and deletions -----------------------------------------------------------------
+
+    def apply(self, ops: Sequence[Op]) -> list[str]:
+        """Apply renames and deletions to the store; returns moved paths the store did not know."""
+        unknown: list[str] = []
+        for op in ops:
+            if isinstance(op, Delete):
+                if op.is_dir:
+                    self.store.mark_deleted_under(op.path)
+                elif self.store.mark_deleted(op.path):
+                    log.info("%s: deleted", op.path)
+                else:
+                    log.info("%s: skipped: deleted before it could be tagged", op.path)
+            elif op.is_dir:
+                self.store.move_tree(op.src, op.dst)
+            elif not self.store.move(op.src, op.dst):
+                unknown.append(op.dst)
+            else:
+                log.info("moved %s -> %s", op.src, op.dst)
+        return unknown
+
+
+class Worker(threading.Thread):
+    """The single thread that runs the pipeline, so each file is handled by one writer at a time."""
+
+    def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None]) -> None:
+        super().__init__(name="tagwatch-worker", daemon=True)
+        self.queue, self.pipeline, self._reload = queue, pipeline, reload
+        self._reload_requested = threading.Event()
+        self.batches = 0
+        self.idle = threading.Event()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+        self.queue.wake()
+
+    def run(self) -> None:
+        while True:
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._guard(self._reload)
+            batch = self.queue.get(timeout=1.0)
+            if batch is None:
+                return
+            if not batch:
+                self.idle.set()
+                continue
+            self.idle.clear()
+            self._guard(lambda b=batch: self._handle(b))
+            self.batches += 1
+
+    def _handle(self, batch: Batch) -> None:
+        paths = batch.paths + self.pipeline.apply(batch.ops)
+        if not paths:
+            return
+        for outcome in self.pipeline.process(paths):
+            if outcome.status == RETRY:
+                self.queue.put(outcome.path)
+
+    def _guard(self, work: Callable[[], None]) -> None:
+        """Nothing that goes wrong in one batch may stop the daemon."""
+        try:
+            work()
+        except Exception as exc:  # the daemon must survive anything one batch does
+            log.error("batch failed: %s: %s", type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))

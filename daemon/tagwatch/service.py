@@ -1,0 +1,162 @@
+"""The long-running process: wires the parts together, schedules rescans, handles signals.
+
+SIGTERM/SIGINT finish the batch in flight and exit 0; SIGHUP re-reads the config and the tag list.
+The tag list file is watched too, so an edit is picked up without a signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .config import Config, ConfigError, load_config
+from .metadata import ExifTool, KeywordWriter
+from .model import LazyModel
+from .pipeline import BatchQueue, Pipeline, Worker
+from .store import Store
+from .vocabulary import VocabularyError, load_vocabulary
+from .watcher import PathFilter, Watcher, reconcile
+
+log = logging.getLogger(__name__)
+
+
+class _TagListHandler(FileSystemEventHandler):
+    """Calls back when the tag list file is written, replaced (editors' atomic saves) or created."""
+
+    def __init__(self, path: Path, callback) -> None:
+        self.path, self.callback = str(path), callback
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = {os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")}
+        if self.path in paths and event.event_type != "deleted":
+            self.callback()
+
+
+class Daemon:
+    """tagwatch run: everything from the watched folders to keywords in the files."""
+
+    def __init__(self, config: Config, cli_watch: bool = False) -> None:
+        self.config = config
+        self._cli_watch = cli_watch  # folders came from the command line: the config's do not apply
+        self.stopped = threading.Event()
+        self._hangup = threading.Event()
+        self.ready = threading.Event()
+        self.store = Store(config.database)
+        self.exiftool = ExifTool()
+        self.model = LazyModel(config.model)
+        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool), config.tagging)
+        self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
+                                config.batch.settle_ms / 1000)
+        self.filter = PathFilter(config.watch, config.exclude)
+        self.watcher = Watcher(config.watch, self.filter, self.queue)
+        self.worker = Worker(self.queue, self.pipeline, self._reload_tags)
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self._tag_observer: Observer | None = None
+        self._tags_mtime: int | None = None
+
+    # -- tag list ------------------------------------------------------------------------------
+
+    def _load_tags(self) -> None:
+        """Load the tag list into the pipeline and re-score what it changes (worker thread)."""
+        vocabulary = load_vocabulary(self.config.tags, self.config.tagging.templates)
+        for warning in vocabulary.warnings:
+            log.warning("%s", warning)
+        started = time.monotonic()
+        encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
+        checked, written = self.pipeline.retag()
+        log.info("tag list %s: %d tags (%d new prompt vectors); re-scored %d files, rewrote %d in %.1f s",
+                 self.config.tags, len(vocabulary.tags), encoded, checked, written,
+                 time.monotonic() - started)
+
+    def _reload_tags(self) -> None:
+        try:
+            self._load_tags()
+        except VocabularyError as exc:
+            log.error("tag list not reloaded, keeping the previous one: %s", exc)
+
+    def _watch_tag_list(self) -> None:
+        self._tag_observer = Observer()
+        self._tag_observer.schedule(_TagListHandler(self.config.tags, self.worker.request_reload),
+                                    str(self.config.tags.parent), recursive=False)
+        self._tag_observer.start()
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the tag list (errors end the start), start watching, schedule scans."""
+        self._load_tags()
+        self.watcher.start()
+        self._watch_tag_list()
+        self.worker.start()
+        self.scheduler.start()
+        self.scheduler.add_job(self._scan, id="startup-scan", kwargs={"clean_temp": True})
+        if self.config.schedule.rescan > 0:
+            self.scheduler.add_job(self._scan, "interval", seconds=self.config.schedule.rescan,
+                                   id="rescan", max_instances=1, coalesce=True)
+        self.ready.set()
+
+    def _scan(self, clean_temp: bool = False) -> None:
+        started = time.monotonic()
+        report = reconcile(self.config.watch, self.filter, self.store, self.queue, clean_temp)
+        log.info("scan: %d photos, %d queued, %d gone (%.1f s)", report.seen, report.queued, report.gone,
+                 time.monotonic() - started)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; tagging settings and the tag list apply at once."""
+        if self.config.source is None:
+            self.worker.request_reload()
+            return
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as exc:
+            log.error("config not reloaded: %s", exc)
+            return
+        new = replace(new, watch=self.config.watch) if self._cli_watch else new
+        for name in ("watch", "exclude", "database", "model", "batch", "schedule"):
+            if getattr(new, name) != getattr(self.config, name):
+                log.warning("config: a change of %r takes effect after a restart", name)
+        self.config = replace(self.config, tags=new.tags, tagging=new.tagging)
+        self.worker.request_reload()
+
+    def stop(self) -> None:
+        """Finish the batch in flight, then let go of everything."""
+        self.stopped.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.watcher.stop()
+        if self._tag_observer is not None:
+            self._tag_observer.stop()
+            self._tag_observer.join(timeout=10)
+        self.queue.close()
+        if self.worker.is_alive():
+            self.worker.join()
+        self.pipeline.close()
+        self.exiftool.close()
+        self.store.close()
+
+    def run_forever(self) -> int:
+        """Run until SIGTERM or SIGINT; returns the exit status."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stopped.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopped.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._hangup.set())
+        self.start()
+        log.info("tagwatch is running (pid %d)", os.getpid())
+        while not self.stopped.wait(0.5):
+            if self._hangup.is_set():  # handled here, not in the signal handler, which must not log
+                self._hangup.clear()
+                self.reload()
+        log.info("stopping: finishing the batch in flight")
+        self.stop()
+        log.info("stopped")
+        return 0

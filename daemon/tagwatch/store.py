@@ -1,0 +1,320 @@
+"""SQLite: the file table, vectors by content key and model, text vectors, and the keyword ledger.
+
+All SQL lives here.  The database runs in WAL mode so ``tagwatch status`` can read while the daemon
+writes, and every schema change is a numbered migration so an old database upgrades in place.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Vectors are stored as float16: half the disk of float32 and cosine scores within ~1e-3 of it.
+# Scoring always reads this stored form, so a fresh encode and a retag give identical tags.
+VECTOR_DTYPE = np.dtype("<f2")
+
+PENDING, DONE, FAILED, DELETED = "pending", "done", "failed", "deleted"
+
+_MIGRATIONS: list[str] = [
+    # 1: the initial schema
+    """
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        key BLOB,
+        size INTEGER,
+        mtime_ns INTEGER,
+        state TEXT NOT NULL,
+        error TEXT,
+        tags TEXT,
+        tagged_with TEXT,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX files_key ON files(key);
+    CREATE INDEX files_state ON files(state);
+    CREATE TABLE image_vectors (
+        key BLOB NOT NULL,
+        model TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (key, model)
+    ) WITHOUT ROWID;
+    CREATE TABLE text_vectors (
+        model TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (model, prompt)
+    ) WITHOUT ROWID;
+    CREATE TABLE ledger (
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        keyword TEXT NOT NULL,
+        written REAL NOT NULL,
+        PRIMARY KEY (file_id, keyword)
+    ) WITHOUT ROWID;
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO counters VALUES ('encoded', 0);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    path: str
+    key: bytes | None
+    size: int | None
+    mtime_ns: int | None
+    state: str
+    error: str | None
+    tags: tuple[str, ...] | None  # keywords last predicted, best first; None if never tagged
+    tagged_with: str | None  # fingerprint of the tag list and settings that predicted them
+
+
+def _tags(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(t for t in text.split("\n") if t)
+
+
+def _row(r: sqlite3.Row) -> FileRow:
+    return FileRow(r["id"], r["path"], r["key"], r["size"], r["mtime_ns"], r["state"], r["error"],
+                   _tags(r["tags"]), r["tagged_with"])
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, VECTOR_DTYPE).tobytes()
+
+
+def _vector(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, VECTOR_DTYPE)
+
+
+def _under(folder: str) -> tuple[str, str]:
+    """Bounds of every path inside ``folder`` for an index range scan (``/`` sorts before ``0``)."""
+    prefix = folder.rstrip("/") + "/"
+    return prefix, prefix[:-1] + "0"
+
+
+class Store:
+    """One SQLite connection shared by the daemon's threads behind a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        old_umask = os.umask(0o077)  # database, WAL and SHM files are the user's alone
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._lock = threading.RLock()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot open database: {exc}") from None
+        finally:
+            os.umask(old_umask)
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: database schema {version} is newer than this tagwatch "
+                             f"({SCHEMA_VERSION}); upgrade tagwatch")
+        for number in range(version, SCHEMA_VERSION):
+            with self._lock:  # executescript commits on its own; each migration is one transaction
+                self._db.executescript(
+                    f"BEGIN; {_MIGRATIONS[number]}; PRAGMA user_version={number + 1}; COMMIT;")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._db.in_transaction:  # nested: the outer transaction commits
+                yield self._db
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def file(self, path: str) -> FileRow | None:
+        with self._lock:
+            r = self._db.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
+        return _row(r) if r else None
+
+    def files_under(self, folder: str) -> dict[str, FileRow]:
+        low, high = _under(folder)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM files WHERE path >= ? AND path < ? AND state != ?", (low, high, DELETED))
+            return {r["path"]: _row(r) for r in rows}
+
+    def files(self, paths: Iterable[str]) -> dict[str, FileRow]:
+        found: dict[str, FileRow] = {}
+        with self._lock:
+            for path in paths:
+                r = self._db.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
+                if r:
+                    found[path] = _row(r)
+        return found
+
+    def record_file(self, path: str, *, key: bytes | None, size: int | None, mtime_ns: int | None,
+                    state: str, error: str | None = None) -> int:
+        """Insert or update the row for ``path``; a changed key forgets the old prediction."""
+        with self.transaction() as db:
+            db.execute(
+                """INSERT INTO files (path, key, size, mtime_ns, state, error, updated)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(path) DO UPDATE SET
+                     tags = CASE WHEN files.key IS excluded.key THEN files.tags END,
+                     tagged_with = CASE WHEN files.key IS excluded.key THEN files.tagged_with END,
+                     key = COALESCE(excluded.key, files.key), size = excluded.size,
+                     mtime_ns = excluded.mtime_ns, state = excluded.state, error = excluded.error,
+                     updated = excluded.updated""",
+                (path, key, size, mtime_ns, state, error, time.time()))
+            return db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()[0]
+
+    def record_tagged(self, file_id: int, tags: list[str], fingerprint: str, size: int,
+                      mtime_ns: int) -> None:
+        """The file now carries its predicted tags (best first), as of this size and mtime."""
+        with self.transaction() as db:
+            db.execute("UPDATE files SET tags = ?, tagged_with = ?, size = ?, mtime_ns = ?, state = ?, "
+                       "error = NULL, updated = ? WHERE id = ?",
+                       ("\n".join(tags), fingerprint, size, mtime_ns, DONE, time.time(), file_id))
+
+    def update_predictions(self, predictions: list[tuple[int, list[str]]], fingerprint: str) -> None:
+        """Re-scored files whose tag set did not change: nothing to write, remember the new list."""
+        with self.transaction() as db:
+            db.executemany("UPDATE files SET tags = ?, tagged_with = ? WHERE id = ?",
+                           [("\n".join(tags), fingerprint, file_id) for file_id, tags in predictions])
+
+    def add_ledger(self, file_id: int, keywords: list[str]) -> None:
+        """Record keywords tagwatch adds to a file, before the write (a crash must not lose them)."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO ledger (file_id, keyword, written) VALUES (?, ?, ?)",
+                           [(file_id, k, time.time()) for k in keywords])
+
+    def mark_deleted(self, path: str) -> bool:
+        """The file is gone (its vector stays cached by content key); False if it was unknown."""
+        with self.transaction() as db:
+            return db.execute("UPDATE files SET state = ?, updated = ? WHERE path = ? AND state != ?",
+                              (DELETED, time.time(), path, DELETED)).rowcount > 0
+
+    def mark_deleted_under(self, folder: str) -> None:
+        low, high = _under(folder)
+        with self.transaction() as db:
+            db.execute("UPDATE files SET state = ?, updated = ? WHERE path >= ? AND path < ?",
+                       (DELETED, time.time(), low, high))
+
+    def move(self, src: str, dst: str) -> bool:
+        """A file was renamed: its row (vector link, tags, ledger) follows it.  False if unknown."""
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM files WHERE path = ?", (src,)).fetchone() is None:
+                return False
+            db.execute("DELETE FROM files WHERE path = ?", (dst,))
+            db.execute("UPDATE files SET path = ?, updated = ? WHERE path = ?", (dst, time.time(), src))
+            return True
+
+    def move_tree(self, src: str, dst: str) -> int:
+        """A folder was renamed: every row under it follows."""
+        low, high = _under(src)
+        moved = 0
+        with self.transaction() as db:
+            rows = db.execute("SELECT path FROM files WHERE path >= ? AND path < ?", (low, high)).fetchall()
+            for (path,) in rows:
+                new = dst.rstrip("/") + path[len(src.rstrip("/")):]
+                db.execute("DELETE FROM files WHERE path = ?", (new,))
+                db.execute("UPDATE files SET path = ?, updated = ? WHERE path = ?", (new, time.time(), path))
+                moved += 1
+        return moved
+
+    def tagged_files(self, model: str) -> list[tuple[FileRow, np.ndarray]]:
+        """Every live file with a cached vector for ``model``: what a retag re-scores."""
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT f.*, v.vector FROM files f JOIN image_vectors v ON v.key = f.key AND v.model = ?
+                   WHERE f.state = ? ORDER BY f.id""", (model, DONE)).fetchall()
+        return [(_row(r), _vector(r["vector"])) for r in rows]
+
+    def ledger(self, file_id: int) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT keyword FROM ledger WHERE file_id = ? ORDER BY written, keyword", (file_id,))]
+
+    # -- vectors -------------------------------------------------------------------------------
+
+    def image_vectors(self, keys: Iterable[bytes], model: str) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for key in dict.fromkeys(keys):
+                r = self._db.execute("SELECT vector FROM image_vectors WHERE key = ? AND model = ?",
+                                     (key, model)).fetchone()
+                if r:
+                    found[key] = _vector(r[0])
+        return found
+
+    def put_image_vectors(self, vectors: dict[bytes, np.ndarray], model: str) -> None:
+        """Store freshly encoded vectors and count the encodings (``status``'s ``encoded``)."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO image_vectors (key, model, vector) VALUES (?, ?, ?)",
+                           [(k, model, _blob(v)) for k, v in vectors.items()])
+            db.execute("UPDATE counters SET value = value + ? WHERE name = 'encoded'", (len(vectors),))
+
+    def text_vectors(self, prompts: Iterable[str], model: str) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for prompt in prompts:
+                r = self._db.execute("SELECT vector FROM text_vectors WHERE model = ? AND prompt = ?",
+                                     (model, prompt)).fetchone()
+                if r:
+                    found[prompt] = _vector(r[0])
+        return found
+
+    def put_text_vectors(self, vectors: dict[str, np.ndarray], model: str) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO text_vectors (model, prompt, vector) VALUES (?, ?, ?)",
+                           [(model, p, _blob(v)) for p, v in vectors.items()])
+
+    # -- status --------------------------------------------------------------------------------
+
+    def stats(self, model: str) -> dict[str, int]:
+        with self._lock:
+            db = self._db
+            states = dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
+            cached = db.execute("SELECT COUNT(*) FROM image_vectors WHERE model = ?", (model,)).fetchone()[0]
+            encoded = db.execute("SELECT value FROM counters WHERE name = 'encoded'").fetchone()[0]
+            written = db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+        return {
+            "files": sum(n for s, n in states.items() if s != DELETED),
+            "tagged": states.get(DONE, 0),
+            "pending": states.get(PENDING, 0),
+            "failed": states.get(FAILED, 0),
+            "deleted": states.get(DELETED, 0),
+            "vectors": cached,
+            "encoded": encoded,
+            "keywords_written": written,
+        }
+
+    def failures(self, limit: int = 20) -> list[tuple[str, str]]:
+        with self._lock:
+            rows = self._db.execute("SELECT path, error FROM files WHERE state = ? "
+                                    "ORDER BY updated DESC LIMIT ?", (FAILED, limit))
+            return [(r[0], r[1]) for r in rows]

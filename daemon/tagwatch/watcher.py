@@ -1,0 +1,228 @@
+"""Noticing files: watchdog observers for live events, and the reconcile scan for everything else.
+
+Handlers only decide what an event means (a file to tag, a rename, a deletion) and put that on the
+queue; they never read pixels or write metadata.  The reconcile scan catches what happened while the
+daemon was down or what the kernel could not report.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from .imaging import JPEG_SUFFIXES
+from .metadata import is_temp_file
+from .pipeline import BatchQueue, Delete, Move
+from .store import DONE, FAILED, Store
+
+log = logging.getLogger(__name__)
+
+CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only for stray events
+
+
+class PathFilter:
+    """Which paths under the watched roots are photos we tag.
+
+    Always skipped: anything hidden (a name starting with ``.``, which covers our temporary files)
+    and names in a hidden folder.  ``exclude`` patterns without ``/`` match any single file or folder
+    name (``@eaDir``, ``*.tmp``); patterns with ``/`` match the path relative to its root
+    (``archive/*``), and a matched folder excludes everything inside it.
+    """
+
+    def __init__(self, roots: Sequence[Path], exclude: Sequence[str] = (),
+                 suffixes: frozenset[str] = JPEG_SUFFIXES) -> None:
+        self.roots = sorted((str(r).rstrip("/") or "/" for r in roots), key=len, reverse=True)
+        self.names = [p for p in exclude if "/" not in p.strip("/")]
+        self.rel_patterns = [p.strip("/") for p in exclude if "/" in p.strip("/")]
+        self.suffixes = suffixes
+
+    def _relative(self, path: str) -> str | None:
+        for root in self.roots:
+            if path.startswith(root + "/"):
+                return path[len(root) + 1:]
+        return None
+
+    def _skipped(self, rel: str) -> bool:
+        parts = rel.split("/")
+        if any(part.startswith(".") for part in parts):
+            return True
+        if any(fnmatch.fnmatchcase(part, pattern) for part in parts for pattern in self.names):
+            return True
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return any(fnmatch.fnmatchcase(prefix, pattern)
+                   for prefix in prefixes for pattern in self.rel_patterns)
+
+    def wanted(self, path: str) -> bool:
+        """A file we should tag."""
+        rel = self._relative(path)
+        return (rel is not None and os.path.splitext(path)[1].lower() in self.suffixes
+                and not self._skipped(rel))
+
+    def wanted_dir(self, path: str) -> bool:
+        """A folder whose contents we should look at (a root itself counts)."""
+        if path.rstrip("/") in self.roots:
+            return True
+        rel = self._relative(path)
+        return rel is not None and not self._skipped(rel)
+
+
+def walk(root: Path, filt: PathFilter, clean_temp: bool = False) -> Iterator[tuple[str, os.stat_result]]:
+    """Every wanted file under ``root`` with its stat; symlinks are never followed.
+
+    ``clean_temp`` deletes temporary files a killed daemon left beside photos (start-up only, when
+    no write of ours can be in flight).
+    """
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listing = list(entries)
+        except OSError as exc:
+            log.warning("%s: cannot list folder: %s", folder, exc.strerror)
+            continue
+        for entry in listing:
+            try:
+                if clean_temp and is_temp_file(entry.name) and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    log.info("%s: removed a temporary file left by an interrupted write", entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    if filt.wanted_dir(entry.path):
+                        stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and filt.wanted(entry.path):
+                    yield entry.path, entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                log.warning("%s: skipped: %s", entry.path, exc.strerror)
+
+
+@dataclass
+class ScanReport:
+    seen: int = 0
+    queued: int = 0
+    gone: int = 0
+
+
+def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: BatchQueue,
+              clean_temp: bool = False) -> ScanReport:
+    """Compare the folders with the store: queue new and changed files, report vanished ones."""
+    report = ScanReport()
+    for root in roots:
+        known = store.files_under(str(root))
+        for path, st in walk(root, filt, clean_temp):
+            report.seen += 1
+            row = known.pop(path, None)
+            if row is not None and row.state in (DONE, FAILED) and (row.size, row.mtime_ns) == (
+                    st.st_size, st.st_mtime_ns):
+                continue
+            queue.put(path, delay=0.0)
+            report.queued += 1
+        for path in known:
+            queue.op(Delete(path))
+            report.gone += 1
+    return report
+
+
+class _Handler(FileSystemEventHandler):
+    """Turns watchdog events into queue entries."""
+
+    def __init__(self, filt: PathFilter, queue: BatchQueue) -> None:
+        self.filt, self.queue = filt, queue
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            self._dispatch(event)
+        except Exception as exc:  # an odd event must never kill the observer thread
+            log.error("event %s failed: %s", event, exc)
+
+    def _enqueue_tree(self, folder: str) -> None:
+        for path, _ in walk(Path(folder), self.filt):
+            self.queue.put(path)
+
+    def _dispatch(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        if isinstance(event, FileCreatedEvent | FileModifiedEvent):
+            if self.filt.wanted(src):
+                self.queue.put(src)
+        elif isinstance(event, FileClosedEvent):
+            if self.filt.wanted(src):
+                self.queue.put(src, delay=CLOSED_DELAY)
+        elif isinstance(event, FileDeletedEvent):
+            if self.filt.wanted(src):
+                self.queue.op(Delete(src))
+        elif isinstance(event, DirDeletedEvent):
+            self.queue.op(Delete(src, is_dir=True))
+        elif isinstance(event, DirCreatedEvent):
+            if self.filt.wanted_dir(src):
+                self._enqueue_tree(src)
+        elif isinstance(event, FileMovedEvent):
+            dst = os.fsdecode(event.dest_path)
+            src_ok, dst_ok = self.filt.wanted(src), self.filt.wanted(dst)
+            if src_ok and dst_ok:
+                self.queue.op(Move(src, dst))
+            elif src_ok:
+                self.queue.op(Delete(src))
+            elif dst_ok:  # an atomic save (ours or an editor's) or a file moved in from a hidden name
+                self.queue.put(dst, delay=CLOSED_DELAY)
+        elif isinstance(event, DirMovedEvent):
+            dst = os.fsdecode(event.dest_path)
+            src_ok, dst_ok = self.filt.wanted_dir(src), self.filt.wanted_dir(dst)
+            if src_ok and dst_ok:
+                self.queue.op(Move(src, dst, is_dir=True))
+            elif src_ok:
+                self.queue.op(Delete(src, is_dir=True))
+            elif dst_ok:
+                self._enqueue_tree(dst)
+
+
+class Watcher:
+    """One watchdog observer per root, feeding the queue."""
+
+    def __init__(self, roots: Sequence[Path], filt: PathFilter, queue: BatchQueue) -> None:
+        self.roots, self.filt, self.queue = list(roots), filt, queue
+        self._observers: list = []
+
+    def start(self, on_unwatched: Callable[[Path], None] | None = None) -> None:
+        handler = _Handler(self.filt, self.queue)
+        for root in self.roots:
+            observer = Observer()
+            try:
+                observer.schedule(handler, str(root), recursive=True)
+                observer.start()
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    log.error("%s: the inotify watch limit is reached (fs.inotify.max_user_watches); "
+                              "raise it, e.g. `sudo sysctl fs.inotify.max_user_watches=524288`; until "
+                              "then this folder is only picked up by the periodic rescan", root)
+                else:
+                    log.error("%s: cannot watch: %s; only the periodic rescan will see it", root, exc)
+                if on_unwatched:
+                    on_unwatched(root)
+                continue
+            self._observers.append(observer)
+            log.info("watching %s", root)
+
+    def stop(self) -> None:
+        for observer in self._observers:
+            observer.stop()
+        for observer in self._observers:
+            observer.join(timeout=10)
+        self._observers.clear()

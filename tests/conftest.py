@@ -1,0 +1,208 @@
+"""Shared fixtures: a tiny CLIP checkpoint written by the tests, real JPEGs, exiftool, a daemon.
+
+Nothing here downloads anything: the model is open_clip's real CLIP class with a small architecture
+(tests/data/tiny-clip.json) and seeded random weights, saved as a checkpoint file and loaded through
+the same ``[model] name / pretrained`` path a user's local checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "tests" / "data" / "tiny-clip.json"
+CORPUS = Path(os.environ.get("TAGWATCH_CORPUS", REPO.parent / "shared" / "corpus" / "metadata"))
+
+# Non-ASCII tags prove the UTF-8 path end to end.
+TAGS = ["beach", "forest", "mountain", "city street", "Ünïcödé tag", "日本語"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CLIP's seeded random weights saved as a plain state dict (weights_only-loadable)."""
+    import open_clip
+    import torch
+
+    open_clip.add_model_config(TINY_CONFIG)
+    torch.manual_seed(1234)
+    model = open_clip.create_model("tiny-clip", pretrained=None)
+    path = tmp_path_factory.mktemp("model") / "tiny-clip.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def noise_jpeg(path: Path, seed: int, size: tuple[int, int] = (320, 240), quality: int = 90,
+               exif: Image.Exif | None = None) -> Path:
+    """A real JPEG of smooth random colour blobs: every seed is a visibly different picture."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "JPEG", quality=quality, exif=exif or Image.Exif())
+    return path
+
+
+@pytest.fixture
+def make_jpeg() -> Callable[..., Path]:
+    return noise_jpeg
+
+
+def exif_keywords(path: Path) -> dict[str, list[str]]:
+    """What an independent reader (exiftool, UTF-8) finds in IPTC Keywords and XMP dc:subject."""
+    out = subprocess.run(
+        ["exiftool", "-j", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-XMP-dc:Subject", str(path)],
+        check=True, capture_output=True, text=True).stdout
+    record = json.loads(out, parse_float=str, parse_int=str)[0]
+
+    def as_list(value: object) -> list[str]:
+        if value is None:
+            return []
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+    return {"iptc": as_list(record.get("Keywords")), "xmp": as_list(record.get("Subject"))}
+
+
+def write_config(folder: Path, checkpoint: Path, *, watch: list[Path] | None = None,
+                 tags: list[str] | None = None, threshold: float = -1.0, top_k: int = 3,
+                 extra: str = "") -> Path:
+    """A config using the tiny model; threshold -1 with top_k makes every photo get top_k tags."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tags.txt").write_text("\n".join(tags or TAGS) + "\n", encoding="utf-8")
+    lines = [
+        f"watch = {json.dumps([str(w) for w in watch or []])}",
+        'tags = "tags.txt"',
+        'database = "state/tagwatch.db"',
+        "[model]",
+        f"name = {json.dumps(str(TINY_CONFIG))}",
+        f"pretrained = {json.dumps(str(checkpoint))}",
+        "[tagging]",
+        f"threshold = {threshold}",
+        f"top_k = {top_k}",
+        "[batch]",
+        "size = 8",
+        "max_wait_ms = 100",
+        "settle_ms = 300",
+        extra,
+    ]
+    path = folder / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, tiny_checkpoint: Path) -> Callable[..., Path]:
+    def make(**kwargs: object) -> Path:
+        return write_config(tmp_path / "conf", tiny_checkpoint, **kwargs)  # type: ignore[arg-type]
+    return make
+
+
+def tagwatch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the CLI the way a user does."""
+    return subprocess.run([sys.executable, "-m", "tagwatch", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def status(config: Path) -> dict[str, int]:
+    result = tagwatch("status", "--json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+class Daemon:
+    """``tagwatch run`` as a real subprocess whose log is a file the test can read."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log_path = config, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        mark = len(self.log())
+        handle = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tagwatch", "run", "--config", str(self.config)],
+                                     stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+        handle.close()
+        self.wait_log("tagwatch is running", since=mark, timeout=90)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, text: str, since: int = 0, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if text in log[since:]:
+                return log
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) before {text!r}:\n{log}")
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not logged within {timeout} s:\n{self.log()[-4000:]}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[[Path], Daemon]]:
+    started: list[Daemon] = []
+
+    def make(config: Path) -> Daemon:
+        daemon = Daemon(config, tmp_path / "daemon.log")
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
+
+
+def wait_for(check: Callable[[], object], timeout: float = 30, interval: float = 0.1) -> object:
+    """Poll ``check`` until it returns something truthy (raising AssertionError on timeout)."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (AssertionError, subprocess.CalledProcessError, FileNotFoundError, ValueError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last error: {last_error})")
+
+
+def corpus_files() -> list[Path]:
+    """The shared corpus of real JPEG/MPO files (read-only: copy before writing)."""
+    assert CORPUS.is_dir(), f"the shared metadata corpus is missing at {CORPUS} (set TAGWATCH_CORPUS)"
+    return sorted(p for p in CORPUS.glob("*") if p.suffix.lower() in (".jpg", ".mpo"))
+

@@ -1,0 +1,129 @@
+"""The config file: defaults, validation messages that name the key, exit status 2, init."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import tagwatch
+
+from tagwatch.config import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    ConfigError,
+    builtin_tag_list,
+    default_config_path,
+    default_database_path,
+    load_config,
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_follow_xdg_and_the_issue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    config = load_config(None)  # no file at the default location: built-in defaults
+    assert default_config_path() == tmp_path / "cfg" / "tagwatch" / "config.toml"
+    assert config.database == default_database_path() == tmp_path / "data" / "tagwatch" / "tagwatch.db"
+    assert (config.model.name, config.model.pretrained) == (DEFAULT_MODEL, DEFAULT_PRETRAINED)
+    assert config.tagging.threshold == 0.25
+    assert config.tagging.templates == ("a photo of a {}.",)
+    assert config.tagging.mode == "append"
+    assert config.tags == builtin_tag_list() and config.tags.is_file()
+
+
+def test_values_and_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    config = load_config(write(tmp_path, """
+watch = ["photos"]
+exclude = ["@eaDir"]
+tags = "my-tags.txt"
+database = "db/tw.db"
+[model]
+name = "ViT-B-32"
+pretrained = "weights/clip.pt"
+[tagging]
+threshold = -0.5
+top_k = 4
+templates = ["a photo of a {}.", "a picture of {}"]
+[batch]
+size = 16
+max_wait_ms = 250
+[schedule]
+rescan = "30m"
+"""))
+    assert config.watch == (tmp_path / "photos",)
+    assert config.tags == tmp_path / "my-tags.txt"
+    assert config.database == tmp_path / "db" / "tw.db"
+    assert config.model.pretrained == str(tmp_path / "weights" / "clip.pt")
+    assert config.tagging.threshold == -0.5 and config.tagging.top_k == 4
+    assert config.batch.size == 16 and config.batch.max_wait_ms == 250
+    assert config.schedule.rescan == 1800
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[tagging]\ntreshold = 0.3\n", "unknown key 'tagging.treshold'"),
+    ("colour = 1\n", "unknown key 'colour'"),
+    ("[tagging]\nthreshold = 'high'\n", "tagging.threshold must be a number"),
+    ("[tagging]\nthreshold = 1.5\n", "tagging.threshold must be a cosine similarity in [-1, 1]"),
+    ("[tagging]\ntop_k = 0\n", "tagging.top_k must be at least 1"),
+    ("[tagging]\ntemplates = ['no placeholder']\n", "tagging.templates entry 'no placeholder'"),
+    ("[tagging]\nmode = 'overwrite'\n", "tagging.mode must be one of append"),
+    ("[batch]\nsize = true\n", "batch.size must be a whole number"),
+    ("[schedule]\nrescan = 'often'\n", "schedule.rescan must be a duration"),
+    ("watch = ['does-not-exist']\n", "watch[0]: folder"),
+    ("model = 3\n", "model must be a table"),
+    ("watch = [", "not valid TOML"),
+])
+def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_cli_reports_config_errors_in_one_line_with_status_2(tmp_path: Path) -> None:
+    path = write(tmp_path, "[tagging]\ntreshold = 0.3\n")
+    for command in (["status"], ["scan", str(tmp_path)], ["run", str(tmp_path)], ["explain", "x.jpg"]):
+        result = tagwatch(*command, "--config", str(path))
+        assert result.returncode == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert lines == [f"tagwatch: error: {path}: unknown key 'tagging.treshold' (known here: "
+                         "mode, templates, threshold, top_k)"]
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    result = tagwatch("status", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "config file does not exist" in result.stderr
+
+
+def test_run_without_folders_explains_what_to_do(tmp_path: Path) -> None:
+    result = tagwatch("run", "--config", str(write(tmp_path, "")))
+    assert result.returncode == 2
+    assert "nothing to watch" in result.stderr
+
+
+def test_init_writes_a_starter_config_that_loads(tmp_path: Path) -> None:
+    photos = tmp_path / "Photos"
+    photos.mkdir()
+    target = tmp_path / "etc" / "config.toml"
+    result = tagwatch("init", "--config", str(target), str(photos))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    text = target.read_text()
+    assert "# threshold = 0.25" in text  # commented defaults
+    config = load_config(target)
+    assert config.watch == (photos,)
+    assert config.tags == target.parent / "tags.txt"
+    assert config.tags.read_text() == builtin_tag_list().read_text()
+    again = tagwatch("init", "--config", str(target))
+    assert again.returncode == 2 and "already exists" in again.stderr

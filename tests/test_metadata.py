@@ -1,0 +1,125 @@
+"""The keyword writer on real files, read back by exiftool as a separate process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS, exif_keywords, noise_jpeg
+
+from tagwatch.imaging import jpeg_key
+from tagwatch.metadata import ExifTool, FileChanged, KeywordWriter, MetadataError, is_temp_file
+
+
+@pytest.fixture(scope="module")
+def writer() -> KeywordWriter:
+    tool = ExifTool()
+    yield KeywordWriter(tool)
+    tool.close()
+
+
+def copy_from_corpus(name: str, folder: Path) -> Path:
+    target = folder / name
+    shutil.copyfile(CORPUS / name, target)
+    return target
+
+
+def exif_json(path: Path, *tags: str) -> dict[str, object]:
+    out = subprocess.run(["exiftool", "-j", "-G1", *tags, str(path)], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)[0]
+
+
+def test_keywords_land_in_iptc_and_xmp_exactly(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    os.chmod(photo, 0o640)
+    key = jpeg_key(photo.read_bytes())
+    keywords = ["beach", "Ünïcödé tag", "日本語", "2019", "1.50"]
+    ours = writer.add(photo, keywords)
+    assert ours == keywords
+    assert exif_keywords(photo) == {"iptc": keywords, "xmp": keywords}
+    assert exif_json(photo, "-IPTC:CodedCharacterSet")["IPTC:CodedCharacterSet"] == "UTF8"
+    assert jpeg_key(photo.read_bytes()) == key  # the picture's bytes are untouched
+    assert stat.S_IMODE(photo.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg"]  # no backup, no temp file
+
+
+def test_existing_keywords_are_kept_and_never_claimed(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = copy_from_corpus("exiftool__IPTC.jpg", tmp_path)
+    assert exif_keywords(photo)["iptc"] == ["ExifTool", "Test", "IPTC"]
+    ours = writer.add(photo, ["Test", "harbour"])
+    assert ours == ["harbour"]  # "Test" was the user's before we came
+    found = exif_keywords(photo)
+    assert found["iptc"] == ["ExifTool", "Test", "IPTC", "harbour"]
+    assert found["xmp"] == ["Test", "harbour"]
+
+
+def test_a_file_that_already_has_the_keywords_is_not_rewritten(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=2)
+    writer.add(photo, ["beach", "日本語"])
+    before = (photo.read_bytes(), photo.stat().st_mtime_ns, photo.stat().st_ino)
+    plan = writer.plan(photo, ["日本語", "beach"])
+    assert not plan.changes and plan.ours == []
+    writer.apply(plan)
+    assert (photo.read_bytes(), photo.stat().st_mtime_ns, photo.stat().st_ino) == before
+
+
+def test_legacy_latin1_iptc_is_converted_not_garbled(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = copy_from_corpus("derived__latin1kw__exiftool__Canon.jpg", tmp_path)
+    existing = writer.read(photo)
+    assert existing.iptc == ("Café", "Zürich") and existing.latin1_iptc
+    writer.add(photo, ["Ünïcödé tag"])
+    assert exif_keywords(photo)["iptc"] == ["Café", "Zürich", "Ünïcödé tag"]
+    record = exif_json(photo, "-charset", "iptc=UTF8", "-IPTC:all")
+    assert record["IPTC:Caption-Abstract"] == "Straße in Zürich"  # other IPTC text converted too
+    assert record["IPTC:CodedCharacterSet"] == "UTF8"
+
+
+def test_undeclared_utf8_iptc_is_recognised(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=3)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-charset", "iptc=UTF8", "-IPTC:Keywords=Café",
+                    str(photo)], check=True)
+    assert "IPTC:CodedCharacterSet" not in exif_json(photo, "-IPTC:all")
+    existing = writer.read(photo)
+    assert existing.iptc == ("Café",) and not existing.latin1_iptc
+    writer.add(photo, ["日本語"])
+    assert exif_keywords(photo)["iptc"] == ["Café", "日本語"]
+
+
+def test_iptc_digest_is_refreshed(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = copy_from_corpus("exiftool__IPTC.jpg", tmp_path)
+    writer.add(photo, ["harbour"])
+    record = exif_json(photo, "-Photoshop:IPTCDigest", "-File:CurrentIPTCDigest")
+    assert record["Photoshop:IPTCDigest"] == record["File:CurrentIPTCDigest"]
+
+
+def test_a_file_changed_during_the_write_is_left_alone(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=4)
+    plan = writer.plan(photo, ["beach"])
+    noise_jpeg(photo, seed=5)  # another program saves a new version meanwhile
+    replaced = photo.read_bytes()
+    with pytest.raises(FileChanged):
+        writer.apply(plan)
+    assert photo.read_bytes() == replaced
+    assert not [p for p in tmp_path.iterdir() if is_temp_file(p.name)]
+
+
+def test_a_failed_write_leaves_the_file_byte_identical(tmp_path: Path, writer: KeywordWriter) -> None:
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not a photo\n")
+    with pytest.raises(MetadataError, match="Not a valid JPG"):
+        writer.add(fake, ["beach"])
+    assert fake.read_text() == "not a photo\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.jpg"]
+
+
+def test_odd_file_names_pass_through_the_argument_protocol(tmp_path: Path, writer: KeywordWriter) -> None:
+    for name in ("  leading spaces.jpg", "line\nbreak.jpg", "ünï cödé 日本.jpg", "-dash.jpg", "#hash.jpg"):
+        photo = noise_jpeg(tmp_path / name, seed=6)
+        assert writer.add(photo, ["beach"]) == ["beach"], name
+        assert exif_keywords(photo)["iptc"] == ["beach"], name

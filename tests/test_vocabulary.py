@@ -1,0 +1,64 @@
+"""The plain-text tag list (rtag-compatible) and the shipped ImageNet-1k list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tagwatch.config import REPO_TAG_LIST_NAME, builtin_tag_list
+from tagwatch.vocabulary import VocabularyError, load_vocabulary, parse_tag_list
+
+TEMPLATES = ("a photo of a {}.",)
+
+
+def test_comments_blanks_whitespace_and_duplicates(tmp_path: Path) -> None:
+    text = "\ufeff# my tags\n\nbeach\n  sunset   sky \nbeach\n# again\nbeach\nforest\n"
+    vocabulary = parse_tag_list(text, TEMPLATES, tmp_path / "tags.txt")
+    assert vocabulary.keywords == ["beach", "sunset sky", "forest"]
+    assert vocabulary.tags[0].prompts == ("a photo of a beach.",)
+    # the duplicate is reported once, with where it first appeared
+    assert len(vocabulary.warnings) == 1
+    assert "tags.txt:5: duplicate tag 'beach' (first on line 3, again on 2 lines)" in vocabulary.warnings[0]
+
+
+def test_templates_make_one_prompt_each() -> None:
+    vocabulary = parse_tag_list("dog\n", ("a photo of a {}.", "{}"), Path("t.txt"))
+    assert vocabulary.tags[0].prompts == ("a photo of a dog.", "dog")
+    assert vocabulary.prompts() == ["a photo of a dog.", "dog"]
+
+
+def test_keyword_longer_than_iptc_allows_is_rejected_with_line_number() -> None:
+    long = "ü" * 33  # 66 bytes in UTF-8, 33 characters
+    with pytest.raises(VocabularyError, match=r"t\.txt:3: keyword .* is 66 bytes in UTF-8; IPTC keywords "
+                                              r"hold at most 64"):
+        parse_tag_list(f"ok\n# c\n{long}\n", TEMPLATES, Path("t.txt"))
+    assert parse_tag_list("ü" * 32, TEMPLATES, Path("t.txt")).keywords == ["ü" * 32]  # exactly 64 bytes
+
+
+def test_empty_or_unreadable_lists_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(VocabularyError, match="holds no tags"):
+        parse_tag_list("# only a comment\n\n", TEMPLATES, tmp_path / "t.txt")
+    with pytest.raises(VocabularyError, match="does not exist"):
+        load_vocabulary(tmp_path / "missing.txt", TEMPLATES)
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("Café\n".encode("latin-1"))
+    with pytest.raises(VocabularyError, match="not UTF-8"):
+        load_vocabulary(bad, TEMPLATES)
+
+
+def test_fingerprint_changes_with_keywords_or_prompts() -> None:
+    a = parse_tag_list("dog\ncat\n", TEMPLATES, Path("t"))
+    assert a.fingerprint() == parse_tag_list("# x\ndog\ncat\n", TEMPLATES, Path("t")).fingerprint()
+    assert a.fingerprint() != parse_tag_list("dog\ncow\n", TEMPLATES, Path("t")).fingerprint()
+    assert a.fingerprint() != parse_tag_list("dog\ncat\n", ("{}",), Path("t")).fingerprint()
+
+
+def test_shipped_imagenet_list_is_clean() -> None:
+    repo_copy = Path(__file__).resolve().parents[1] / "config" / REPO_TAG_LIST_NAME
+    assert builtin_tag_list().read_text() == repo_copy.read_text()
+    vocabulary = load_vocabulary(builtin_tag_list(), TEMPLATES)
+    assert len(vocabulary.tags) == 999 and not vocabulary.warnings
+    keywords = set(vocabulary.keywords)
+    assert {"loudspeaker", "Golden Retriever", "tench", "projectile", "missile"} <= keywords
+    assert not [k for k in keywords if "," in k]  # one clean keyword per class, no synonym lists
