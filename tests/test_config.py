@@ -6,8 +6,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import tagwatch
 
+from conftest import tagwatch
 from tagwatch.config import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,

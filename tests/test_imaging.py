@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import corpus_files, noise_jpeg
 from PIL import Image
 
+from conftest import corpus_files, noise_jpeg
 from tagwatch.imaging import ImageError, Preprocess, content_key, jpeg_key, load_rgb, prepare, to_array
 from tagwatch.metadata import ExifTool
 
@@ -60,8 +60,8 @@ def test_bad_files_raise_a_reason() -> None:
         content_key(good[: len(good) // 2])
     with pytest.raises(ImageError, match="not a JPEG"):
         jpeg_key(b"hello, I am text\n")
-    with pytest.raises(ImageError, match="not an image"):
-        content_key(b"hello, I am text\n")
+    with pytest.raises(ImageError, match="not a JPEG"):
+        content_key(b"\x89PNG\r\n\x1a\n a PNG is not tagged yet")
     with pytest.raises(ImageError, match="not a JPEG"):
         jpeg_key(b"")
 

@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, exif_keywords, noise_jpeg
 
+from conftest import CORPUS, exif_keywords, noise_jpeg
 from tagwatch.imaging import jpeg_key
 from tagwatch.metadata import ExifTool, FileChanged, KeywordWriter, MetadataError, is_temp_file
 

@@ -21,7 +21,6 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".mpo"})
 
 _KEY_BYTES = 16  # 128 bits of SHA-256: collisions are out of reach for any photo library
 _JPEG_DOMAIN = b"tagwatch-jpeg-v1\0"
-_PIXELS_DOMAIN = b"tagwatch-pixels-v1\0"
 # The next marker inside entropy-coded data: 0xFF followed by anything but a stuffed zero, a restart
 # marker (RST0-7, part of the scan) or another 0xFF (a fill byte before the marker).
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -91,24 +90,15 @@ def jpeg_key(data: bytes) -> bytes:
             pos = found.start()
 
 
-def pixels_key(image: Image.Image) -> bytes:
-    """Key of any other format: the decoded pixels themselves (mode, size and raw bytes).
-
-    Slower than reading the compressed stream, but correct for every format Pillow decodes (PNG, WebP,
-    TIFF, …): metadata chunks never reach the decoded pixels.
-    """
-    digest = hashlib.sha256(_PIXELS_DOMAIN)
-    digest.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
-    digest.update(image.tobytes())
-    return digest.digest()[:_KEY_BYTES]
-
-
 def content_key(data: bytes) -> bytes:
-    """The content key of an image file's bytes (see :func:`jpeg_key` and :func:`pixels_key`)."""
-    if data[:2] == b"\xff\xd8":
-        return jpeg_key(data)
-    with _open(data) as image:
-        return pixels_key(image)
+    """The content key of an image file's bytes.
+
+    JPEG (and MPO, whose first picture is a JPEG) is the only format tagged so far, keyed by
+    :func:`jpeg_key`.  Other formats are refused here; when they are added (with XMP sidecars) their
+    key will be the hash of their pixel-carrying chunks (PNG IDAT, WebP VP8/VP8L/ALPH) or, for formats
+    without such a stream, of the decoded pixels, so that the key stays blind to metadata.
+    """
+    return jpeg_key(data)
 
 
 @dataclass(frozen=True)

@@ -208,9 +208,10 @@ class Store:
 
     def add_ledger(self, file_id: int, keywords: list[str]) -> None:
         """Record keywords tagwatch adds to a file, before the write (a crash must not lose them)."""
+        now = time.time()
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO ledger (file_id, keyword, written) VALUES (?, ?, ?)",
-                           [(file_id, k, time.time()) for k in keywords])
+                           [(file_id, k, now) for k in keywords])
 
     def mark_deleted(self, path: str) -> bool:
         """The file is gone (its vector stays cached by content key); False if it was unknown."""

@@ -1,0 +1,288 @@
+"""The worker's path from file to keywords, in-process: real store, real exiftool, real tiny CLIP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TAGS, TINY_CONFIG, exif_keywords, noise_jpeg
+from tagwatch.config import ModelConfig, TaggingConfig
+from tagwatch.metadata import ExifTool, KeywordWriter
+from tagwatch.model import LazyModel
+from tagwatch.pipeline import FAILED_, GONE, RETRY, TAGGED, UNCHANGED, BatchQueue, Delete, Move, Pipeline
+from tagwatch.store import Store
+from tagwatch.vocabulary import parse_tag_list
+
+ALL_TAGS = TaggingConfig(threshold=-1.0, top_k=len(TAGS))
+
+
+class Env:
+    def __init__(self, root: Path, checkpoint: Path, tagging: TaggingConfig) -> None:
+        self.root = root
+        self.store = Store(root / "state" / "tw.db")
+        self.exiftool = ExifTool()
+        self.model = LazyModel(ModelConfig(name=str(TINY_CONFIG), pretrained=str(checkpoint)))
+        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool), tagging)
+        self.use(TAGS, tagging)
+
+    def use(self, tags: list[str], tagging: TaggingConfig | None = None) -> int:
+        return self.pipeline.use_vocabulary(
+            parse_tag_list("\n".join(tags), ("a photo of a {}.",), self.root / "tags.txt"), tagging)
+
+    def encoded(self) -> int:
+        return self.store.stats(self.model.identity)["encoded"]
+
+    def run(self, *paths: Path, **kwargs: bool) -> dict[str, str]:
+        outcomes = self.pipeline.process([str(p) for p in paths], **kwargs)
+        return {Path(o.path).name: o.status for o in outcomes}
+
+    def close(self) -> None:
+        self.pipeline.close()
+        self.exiftool.close()
+        self.store.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path, tiny_checkpoint: Path) -> Env:
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=3))
+    yield env
+    env.close()
+
+
+def photos(folder: Path, count: int, first_seed: int = 0) -> list[Path]:
+    return [noise_jpeg(folder / f"p{i}.jpg", seed=first_seed + i) for i in range(count)]
+
+
+def test_photos_get_keywords_and_are_encoded_once(env: Env, tmp_path: Path) -> None:
+    files = photos(tmp_path / "in", 4)
+    assert env.run(*files) == {f.name: TAGGED for f in files}
+    assert env.encoded() == 4
+    for f in files:
+        found = exif_keywords(f)
+        assert len(found["iptc"]) == 3 and found["iptc"] == found["xmp"]
+        assert set(found["iptc"]) <= set(TAGS)
+        row = env.store.file(str(f))
+        assert list(row.tags) == found["iptc"]
+        assert sorted(env.store.ledger(row.id)) == sorted(found["iptc"])  # all ours
+    assert env.run(*files) == {f.name: UNCHANGED for f in files}
+    assert env.encoded() == 4
+
+
+def test_rename_copy_and_metadata_edit_never_re_encode(env: Env, tmp_path: Path) -> None:
+    a, b = photos(tmp_path / "in", 2)
+    env.run(a, b)
+    keywords = exif_keywords(a)["iptc"]
+    moved = tmp_path / "in" / "sub" / "moved.jpg"
+    moved.parent.mkdir()
+    os.rename(a, moved)
+    assert env.pipeline.apply([Move(str(a), str(moved))]) == []  # the store knew it: row follows
+    assert env.run(moved) == {"moved.jpg": UNCHANGED}
+    copy = tmp_path / "elsewhere" / "copy.jpg"
+    copy.parent.mkdir()
+    shutil.copy2(moved, copy)  # unknown path, known pixels
+    assert env.run(copy) == {"copy.jpg": TAGGED}
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=edited", "-EXIF:Artist=Me",
+                    str(b)], check=True)
+    assert env.run(b) == {"p1.jpg": TAGGED}  # re-checked, found by content key
+    assert env.encoded() == 2
+    assert exif_keywords(copy)["iptc"] == keywords
+
+
+def test_new_pixels_are_encoded_again(env: Env, tmp_path: Path) -> None:
+    (photo,) = photos(tmp_path / "in", 1)
+    env.run(photo)
+    noise_jpeg(photo, seed=99)
+    assert env.run(photo) == {"p0.jpg": TAGGED}
+    assert env.encoded() == 2
+
+
+def test_duplicate_pixels_in_one_batch_are_encoded_once(env: Env, tmp_path: Path) -> None:
+    (photo,) = photos(tmp_path / "in", 1)
+    twin = tmp_path / "in" / "twin.jpg"
+    shutil.copyfile(photo, twin)
+    assert env.run(photo, twin) == {"p0.jpg": TAGGED, "twin.jpg": TAGGED}
+    assert env.encoded() == 1
+
+
+def test_tag_list_edit_rescored_without_image_encoding(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    env = Env(tmp_path, tiny_checkpoint, ALL_TAGS)
+    try:
+        files = photos(tmp_path / "in", 5)
+        env.run(*files)
+        assert env.encoded() == 5
+        # an edit that only reorders the list changes no file's tag set: nothing is rewritten
+        stamps = {f: f.stat().st_mtime_ns for f in files}
+        assert env.use(list(reversed(TAGS))) == 0  # every prompt vector is cached
+        assert env.pipeline.retag() == (5, 0)
+        assert {f: f.stat().st_mtime_ns for f in files} == stamps
+        # a new tag every photo gets: all rewritten, one new prompt encoded, no image encoded
+        assert env.use([*TAGS, "harbour"], TaggingConfig(threshold=-1.0, top_k=10)) == 1
+        assert env.pipeline.retag() == (5, 5)
+        assert env.encoded() == 5
+        for f in files:
+            assert "harbour" in exif_keywords(f)["iptc"]
+    finally:
+        env.close()
+
+
+def test_only_files_whose_tag_set_changed_are_rewritten(env: Env, tmp_path: Path) -> None:
+    files = photos(tmp_path / "in", 8)
+    env.run(*files)
+    before = {f: (env.store.file(str(f)).tags, f.stat().st_mtime_ns) for f in files}
+    env.use([*TAGS, "harbour", "desert", "snow"])  # top_k stays 3: some photos change, some may not
+    checked, _ = env.pipeline.retag()
+    assert checked == 8
+    for f in files:
+        tags_before, mtime_before = before[f]
+        tags_after = env.store.file(str(f)).tags
+        gained = set(tags_after) - set(tags_before)
+        if gained:
+            assert f.stat().st_mtime_ns != mtime_before
+            assert gained <= set(exif_keywords(f)["iptc"])
+        else:
+            assert f.stat().st_mtime_ns == mtime_before, f
+    assert env.encoded() == 8
+
+
+def test_bad_files_give_one_line_each_and_good_ones_still_get_tagged(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "in"
+    good = noise_jpeg(folder / "good.jpg", seed=1)
+    truncated = folder / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:3000])
+    empty = folder / "empty.jpg"
+    empty.write_bytes(b"")
+    text = folder / "text.jpg"
+    text.write_text("I am not a photo\n")
+    vanished = noise_jpeg(folder / "vanished.jpg", seed=2)
+    vanished.unlink()  # deleted after it was queued, before the worker reached it
+    old = time.time() - 3600
+    for f in (truncated, empty, text):
+        os.utime(f, (old, old))
+    with caplog.at_level(logging.INFO, logger="tagwatch"):
+        result = env.run(truncated, empty, text, vanished, good)
+    assert result == {"truncated.jpg": FAILED_, "empty.jpg": FAILED_, "text.jpg": FAILED_,
+                      "vanished.jpg": GONE, "good.jpg": TAGGED}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"{vanished}: skipped: file vanished before it could be read",
+        f"{truncated}: skipped: truncated JPEG (no end-of-image marker)",
+        f"{empty}: skipped: empty file (0 bytes)",
+        f"{text}: skipped: not a JPEG file (no start-of-image marker)",
+    ]
+    assert env.store.file(str(text)).error == "not a JPEG file (no start-of-image marker)"
+    # an unchanged bad file is not retried; once it changes, it is
+    assert env.run(text) == {"text.jpg": UNCHANGED}
+    noise_jpeg(text, seed=3)
+    assert env.run(text) == {"text.jpg": TAGGED}
+
+
+def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Path) -> None:
+    good = noise_jpeg(tmp_path / "good.jpg", seed=1).read_bytes()
+    partial = tmp_path / "in" / "partial.jpg"
+    partial.parent.mkdir()
+    partial.write_bytes(good[:2000])
+    assert env.run(partial) == {"partial.jpg": RETRY}
+    assert env.store.file(str(partial)) is None
+    partial.write_bytes(good)
+    assert env.run(partial) == {"partial.jpg": TAGGED}
+
+
+def test_dry_run_writes_no_photo(env: Env, tmp_path: Path) -> None:
+    (photo,) = photos(tmp_path / "in", 1)
+    data = photo.read_bytes()
+    outcomes = env.pipeline.process([str(photo)], dry_run=True)
+    assert [o.status for o in outcomes] == [TAGGED] and len(outcomes[0].tags) == 3
+    assert all(-1.0 <= score <= 1.0 for _, score in outcomes[0].tags)
+    assert photo.read_bytes() == data
+    assert env.store.file(str(photo)) is None
+
+
+def test_another_model_gets_its_own_vectors(env: Env, tmp_path: Path) -> None:
+    import torch
+
+    (photo,) = photos(tmp_path / "in", 1)
+    env.run(photo)
+    other = tmp_path / "other.pt"
+    state = torch.load(env.model.cfg.pretrained, weights_only=True)
+    state["logit_scale"] = state["logit_scale"] + 1.0  # different file, different identity
+    torch.save(state, other)
+    other_model = LazyModel(ModelConfig(name=str(TINY_CONFIG), pretrained=str(other)))
+    assert other_model.identity != env.model.identity
+    pipeline = Pipeline(env.store, other_model, None, TaggingConfig(threshold=-1.0, top_k=3))
+    pipeline.use_vocabulary(parse_tag_list("\n".join(TAGS), ("a photo of a {}.",), Path("t")))
+    pipeline.process([str(photo)], dry_run=True)
+    pipeline.close()
+    assert env.store.stats(other_model.identity)["vectors"] == 1
+    assert env.store.stats(env.model.identity)["vectors"] == 1
+    assert env.encoded() == 2
+
+
+# -- the queue -----------------------------------------------------------------------------------
+
+def test_queue_dedupes_and_flushes_full_batches_at_once() -> None:
+    queue = BatchQueue(size=2, max_wait=60, settle=0)
+    for path in ("/a.jpg", "/b.jpg", "/a.jpg", "/c.jpg"):
+        queue.put(path)
+    assert len(queue) == 3
+    assert queue.get(timeout=5).paths == ["/b.jpg", "/a.jpg"]  # a new event restarts a's settle time
+    assert queue.get(timeout=0.05).paths == []  # one left, waiting for company or max_wait
+
+
+def test_queue_flushes_a_partial_batch_after_max_wait() -> None:
+    queue = BatchQueue(size=10, max_wait=0.3, settle=0)
+    queue.put("/a.jpg")
+    assert queue.get(timeout=0.01).paths == []
+    assert queue.get(timeout=10).paths == ["/a.jpg"]
+
+
+def test_queue_waits_for_a_file_to_settle() -> None:
+    queue = BatchQueue(size=1, max_wait=0, settle=30)
+    queue.put("/busy.jpg")  # still receiving events
+    assert queue.get(timeout=0.05).paths == []
+    queue.put("/busy.jpg", delay=0)  # closed after writing
+    assert queue.get(timeout=5).paths == ["/busy.jpg"]
+
+
+def test_queue_moves_and_deletes_pending_paths() -> None:
+    queue = BatchQueue(size=10, max_wait=0, settle=0)
+    queue.put("/in/a.jpg")
+    queue.put("/in/dir/b.jpg")
+    queue.put("/in/c.jpg")
+    queue.op(Move("/in/a.jpg", "/in/renamed.jpg"))
+    queue.op(Move("/in/dir", "/in/moved", is_dir=True))
+    queue.op(Delete("/in/c.jpg"))
+    batch = queue.get(timeout=5)
+    assert sorted(batch.paths) == ["/in/moved/b.jpg", "/in/renamed.jpg"]
+    assert len(batch.ops) == 3
+
+
+def test_queue_is_bounded_and_blocks_producers() -> None:
+    queue = BatchQueue(size=1, max_wait=0, settle=0, maxsize=2)
+    queue.put("/a.jpg")
+    queue.put("/b.jpg")
+    done = threading.Event()
+    producer = threading.Thread(target=lambda: (queue.put("/c.jpg"), done.set()))
+    producer.start()
+    assert not done.wait(0.2)  # full: the producer waits instead of growing the queue
+    assert queue.get(timeout=5).paths == ["/a.jpg"]
+    assert done.wait(5)
+    producer.join()
+    queue.close()
+    assert queue.get(timeout=1) is None
+
+
+def test_stored_vectors_are_what_gets_scored(env: Env, tmp_path: Path) -> None:
+    (photo,) = photos(tmp_path / "in", 1)
+    first = env.pipeline.process([str(photo)], dry_run=True)[0].tags
+    again = env.pipeline.process([str(photo)], dry_run=True)[0].tags  # now from the cache
+    assert first == again
+    assert np.isfinite([s for _, s in first]).all()

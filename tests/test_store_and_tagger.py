@@ -1,0 +1,91 @@
+"""The SQLite store and the scoring rules, on their own."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tagwatch.store import DELETED, DONE, SCHEMA_VERSION, Store
+from tagwatch.tagger import TagMatrix, normalize, predict, select
+from tagwatch.vocabulary import parse_tag_list
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "data" / "tw.db")
+    yield store
+    store.close()
+
+
+def test_database_is_private_versioned_and_in_wal_mode(tmp_path: Path, store: Store) -> None:
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.path.parent.stat().st_mode) == 0o700
+    db = sqlite3.connect(store.path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    store.close()
+    Store(store.path).close()  # reopening an up-to-date database migrates nothing
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tw.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(Exception, match="newer than this tagwatch"):
+        Store(path)
+
+
+def test_vectors_of_two_models_never_mix(store: Store) -> None:
+    key = b"k" * 16
+    store.put_image_vectors({key: np.ones(4, np.float32)}, "model-a")
+    assert store.image_vectors([key], "model-b") == {}
+    assert np.allclose(store.image_vectors([key], "model-a")[key], 1.0)
+    store.put_text_vectors({"a photo of a dog.": np.ones(4)}, "model-a")
+    assert store.text_vectors(["a photo of a dog."], "model-b") == {}
+    assert store.stats("model-a")["encoded"] == 1
+
+
+def test_moves_carry_the_row_and_the_ledger(store: Store) -> None:
+    file_id = store.record_file("/p/a.jpg", key=b"k" * 16, size=1, mtime_ns=2, state=DONE)
+    store.add_ledger(file_id, ["beach"])
+    assert store.move("/p/a.jpg", "/p/sub/b.jpg")
+    row = store.file("/p/sub/b.jpg")
+    assert row is not None and row.id == file_id and store.file("/p/a.jpg") is None
+    assert store.ledger(file_id) == ["beach"]
+    assert not store.move("/p/unknown.jpg", "/p/x.jpg")
+    assert store.move_tree("/p/sub", "/q") == 1
+    assert store.file("/q/b.jpg") is not None
+    assert store.mark_deleted("/q/b.jpg") and store.file("/q/b.jpg").state == DELETED
+    assert store.files_under("/q") == {}
+
+
+def test_prefix_queries_do_not_leak_into_sibling_folders(store: Store) -> None:
+    for path in ("/p/a.jpg", "/p/sub/b.jpg", "/p-other/c.jpg", "/p0/d.jpg"):
+        store.record_file(path, key=None, size=1, mtime_ns=1, state=DONE)
+    assert sorted(store.files_under("/p")) == ["/p/a.jpg", "/p/sub/b.jpg"]
+
+
+def test_select_threshold_top_k_and_order() -> None:
+    scores = np.array([[0.1, 0.5, 0.3, 0.26, 0.2], [0.9, 0.1, 0.1, 0.1, 0.1]], np.float32)
+    assert select(scores, 0.25, 10) == [[1, 2, 3], [0]]
+    assert select(scores, 0.25, 2) == [[1, 2], [0]]
+    assert select(scores, 0.95, 3) == [[], []]
+    assert select(scores, -1.0, 1) == [[1], [0]]
+
+
+def test_tag_vectors_average_their_prompts() -> None:
+    vocabulary = parse_tag_list("dog\ncat\n", ("a {}", "the {}"), Path("t"))
+    vectors = {"a dog": np.array([1.0, 0.0, 0.0]), "the dog": np.array([0.0, 1.0, 0.0]),
+               "a cat": np.array([0.0, 0.0, 2.0]), "the cat": np.array([0.0, 0.0, 1.0])}
+    tags = TagMatrix.build(vocabulary, vectors)
+    assert np.allclose(tags.vectors[0], normalize(np.array([1.0, 1.0, 0.0])))
+    assert np.allclose(tags.vectors[1], [0.0, 0.0, 1.0])
+    result = predict(np.array([[3.0, 3.0, 0.1]]), tags, threshold=0.5, top_k=5)
+    assert [k for k, _ in result[0]] == ["dog"]
+    assert result[0][0][1] == pytest.approx(float(normalize(np.array([3.0, 3.0, 0.1])) @ tags.vectors[0]))
