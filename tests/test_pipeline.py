@@ -190,8 +190,9 @@ def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Pa
     partial = tmp_path / "in" / "partial.jpg"
     partial.parent.mkdir()
     partial.write_bytes(good[:2000])
-    assert env.run(partial) == {"partial.jpg": RETRY}
+    assert env.run(partial, wait_for_writers=True) == {"partial.jpg": RETRY}
     assert env.store.file(str(partial)) is None
+    assert env.run(partial) == {"partial.jpg": FAILED_}  # a one-shot scan does not wait
     partial.write_bytes(good)
     assert env.run(partial) == {"partial.jpg": TAGGED}
 

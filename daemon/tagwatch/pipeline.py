@@ -198,6 +198,7 @@ class Pipeline:
         self.fingerprint = ""
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
         self._retries: dict[str, int] = {}
+        self._wait_for_writers = False
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -222,9 +223,15 @@ class Pipeline:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def process(self, paths: Iterable[str], *, dry_run: bool = False,
-                retry_failed: bool = False) -> list[Outcome]:
-        """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped."""
+    def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
+                wait_for_writers: bool = False) -> list[Outcome]:
+        """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
+
+        ``retry_failed`` retries files that failed before even if unchanged (``scan``);
+        ``wait_for_writers`` answers RETRY for a truncated file modified in the last seconds, which
+        is probably still being copied (the daemon queues it again instead of failing it).
+        """
+        self._wait_for_writers = wait_for_writers
         assert self.tags is not None, "use_vocabulary() first"
         paths = list(dict.fromkeys(paths))
         rows = self.store.files(paths)
@@ -374,7 +381,8 @@ class Pipeline:
 
     def _bad_file(self, item: _Item, reason: str, dry_run: bool) -> Outcome:
         """A file we could not use: retry if it is probably still being written, else record why."""
-        if reason.startswith(("truncated", "empty")) and time.time() - item.stat.st_mtime < _RECENT_S:
+        if (self._wait_for_writers and reason.startswith(("truncated", "empty"))
+                and time.time() - item.stat.st_mtime < _RECENT_S):
             tries = self._retries[item.path] = self._retries.get(item.path, 0) + 1
             if tries <= _MAX_RETRIES:
                 return Outcome(item.path, RETRY, error=reason)
@@ -490,7 +498,7 @@ class Worker(threading.Thread):
         paths = batch.paths + self.pipeline.apply(batch.ops)
         if not paths:
             return
-        for outcome in self.pipeline.process(paths):
+        for outcome in self.pipeline.process(paths, wait_for_writers=True):
             if outcome.status == RETRY:
                 self.queue.put(outcome.path)
 

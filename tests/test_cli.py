@@ -1,0 +1,130 @@
+"""One-shot commands as a user types them: scan, scan --dry-run, explain, status; model loading."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TAGS, TINY_CONFIG, exif_keywords, noise_jpeg, status, tagwatch
+from tagwatch.config import ModelConfig
+from tagwatch.model import ModelError, load_model, model_identity
+
+
+def test_scan_tags_a_folder_and_a_second_scan_encodes_nothing(tmp_path: Path, config_file) -> None:
+    config = config_file()
+    photos = [noise_jpeg(tmp_path / "lib" / f"a{i}.jpg", seed=i) for i in range(3)]
+    noise_jpeg(tmp_path / "lib" / ".hidden" / "skip.jpg", seed=9)
+    (tmp_path / "lib" / "notes.txt").write_text("not a photo")
+    result = tagwatch("scan", "--config", str(config), str(tmp_path / "lib"))
+    assert result.returncode == 0, result.stderr
+    assert "scan: 3 photos: 3 tagged" in result.stderr
+    for photo in photos:
+        assert len(exif_keywords(photo)["iptc"]) == 3
+    assert exif_keywords(tmp_path / "lib" / ".hidden" / "skip.jpg")["iptc"] == []
+    again = tagwatch("scan", "--config", str(config), str(tmp_path / "lib"))
+    assert "3 unchanged" in again.stderr
+    report = status(config)
+    assert (report["files"], report["tagged"], report["vectors"], report["encoded"]) == (3, 3, 3, 3)
+
+
+def test_dry_run_prints_tags_with_scores_and_writes_no_photo(tmp_path: Path, config_file) -> None:
+    config = config_file()
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    data = photo.read_bytes()
+    result = tagwatch("scan", "--dry-run", "--config", str(config), str(photo))
+    assert result.returncode == 0, result.stderr
+    path, tags = result.stdout.strip().split("\t")
+    assert path == str(photo)
+    entries = tags.split(", ")
+    assert len(entries) == 3
+    for entry in entries:
+        keyword, score = entry.rsplit(" (", 1)
+        assert keyword in TAGS and -1.0 <= float(score.rstrip(")")) <= 1.0
+    assert photo.read_bytes() == data
+    assert "dry run: no file written" in result.stderr
+
+
+def test_scan_reports_bad_files_and_exits_1(tmp_path: Path, config_file) -> None:
+    config = config_file()
+    good = noise_jpeg(tmp_path / "good.jpg", seed=1)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(good.read_bytes()[:500])
+    result = tagwatch("scan", "--config", str(config), str(tmp_path))
+    assert result.returncode == 1
+    reason = "truncated JPEG (segment at byte 450 runs past the end of the file)"
+    assert f"{bad}: skipped: {reason}" in result.stderr
+    assert len(exif_keywords(good)["iptc"]) == 3
+
+
+def test_explain_lists_every_tag_with_its_verdict(tmp_path: Path, config_file) -> None:
+    config = config_file()
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    result = tagwatch("explain", "--config", str(config), str(photo))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{photo}: threshold -1.0, top_k 3")
+    rows = lines[1:]
+    assert len(rows) == len(TAGS)
+    scores = [float(row.split()[1]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert [row.endswith("TAGGED") for row in rows] == [True, True, True, False, False, False]
+    assert [row for row in rows if "beyond top_k" in row] == rows[3:]
+    assert {kw for row in rows for kw in TAGS if f" {kw} " in f" {row} "} == set(TAGS)
+
+
+def test_status_json_before_any_database_exists(tmp_path: Path, config_file) -> None:
+    report = status(config_file())
+    assert {k: report[k] for k in ("files", "vectors", "pending", "failed", "encoded")} == dict.fromkeys(
+        ("files", "vectors", "pending", "failed", "encoded"), 0)
+    assert report["model"].startswith("tiny-clip@")
+
+
+def test_python_dash_m_is_the_same_command() -> None:
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "tagwatch", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("tagwatch ")
+
+
+# -- model loading ------------------------------------------------------------------------------
+
+def test_checkpoint_and_random_weights_load_through_the_config_path(tiny_checkpoint: Path) -> None:
+    model = load_model(ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint)))
+    cfg = ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint))
+    assert model.identity == model_identity(cfg)
+    assert model.preprocess.size == 64 and model.dim == 64
+    first = load_model(ModelConfig(name=str(TINY_CONFIG), pretrained="none")).encode_texts(["a dog"])
+    second = load_model(ModelConfig(name=str(TINY_CONFIG), pretrained="none")).encode_texts(["a dog"])
+    assert (first == second).all()  # random weights are seeded: restarts find their vectors again
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    (ModelConfig(name="ViT-B-32-265"), r"unknown open_clip model 'ViT-B-32-265' \(did you mean ViT-B-32-256"),
+    (ModelConfig(pretrained="laion400m_e32"), r"'laion400m_e32' is neither a pretrained tag of ViT-B-32-256 "
+                                              r"\(datacomp_s34b_b86k\)"),
+    (ModelConfig(pretrained="/nowhere/clip.pt"), r"checkpoint file '/nowhere/clip.pt' does not exist"),
+])
+def test_model_errors_say_what_to_fix(cfg: ModelConfig, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        load_model(cfg)
+
+
+def test_offline_mode_refuses_to_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cfg = ModelConfig(cache_dir=tmp_path / "empty-cache", offline=True)
+    with pytest.raises(ModelError, match=r"not in the cache .* model\.offline = true forbids downloading"):
+        load_model(cfg)
+
+
+def test_status_reports_json_keys_the_issue_names(tmp_path: Path, config_file) -> None:
+    config = config_file()
+    noise_jpeg(tmp_path / "lib" / "a.jpg", seed=1)
+    tagwatch("scan", "--config", str(config), str(tmp_path / "lib"))
+    result = tagwatch("status", "--config", str(config))
+    assert result.returncode == 0
+    assert "encoded" in result.stdout and "vectors" in result.stdout
+    report = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)
+    assert {"files", "vectors", "pending", "failed", "encoded"} <= set(report)

@@ -1,0 +1,172 @@
+"""``tagwatch run`` end to end: a real subprocess, a real watchdog observer, real JPEGs, exiftool."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TAGS, Daemon, exif_keywords, noise_jpeg, status, wait_for, write_config
+from tagwatch.imaging import jpeg_key
+from tagwatch.metadata import is_temp_file
+
+
+def tagged_with(path: Path, expected: list[str]) -> bool:
+    found = exif_keywords(path)
+    return sorted(found["iptc"]) == sorted(expected) and sorted(found["xmp"]) == sorted(expected)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Daemon:
+    """One daemon for the tests below; each works in its own subfolder of the watched root."""
+    base = tmp_path_factory.mktemp("daemon")
+    root = base / "photos"
+    for sub in ("drop", "other", "bad", "retag"):  # watched before the tests drop files into them
+        (root / sub).mkdir(parents=True)
+    config = write_config(base / "conf", tiny_checkpoint, watch=[root], top_k=10)  # every tag, always
+    daemon = Daemon(config, base / "daemon.log").start()
+    daemon.root = root  # type: ignore[attr-defined]
+    yield daemon
+    assert daemon.stop() == 0
+    assert "stopped" in daemon.log()
+
+
+def test_dropped_photo_gets_keywords_and_renames_never_re_encode(running: Daemon) -> None:
+    root: Path = running.root  # type: ignore[attr-defined]
+    before = status(running.config)["encoded"]
+    source = noise_jpeg(root.parent / "outside.jpg", seed=11)
+    photo = root / "drop" / "photo.jpg"
+    shutil.copyfile(source, photo)  # a user drops a photo into the watched folder
+    wait_for(lambda: tagged_with(photo, TAGS))
+    assert set(exif_keywords(photo)["iptc"]) >= {"Ünïcödé tag", "日本語"}  # non-ASCII exact
+    assert status(running.config)["encoded"] == before + 1
+
+    moved = root / "other" / "moved.jpg"
+    mark = len(running.log())
+    os.rename(photo, moved)  # rename and move to another watched subfolder
+    running.wait_log(f"moved {photo} -> {moved}", since=mark)
+    mark = len(running.log())
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=Holiday", "-EXIF:Artist=Me",
+                    str(moved)], check=True)  # another app edits its metadata
+    running.wait_log(f"tagged {moved}", since=mark)
+    assert status(running.config)["encoded"] == before + 1
+    assert tagged_with(moved, TAGS)
+
+    noise_jpeg(moved, seed=12)  # new pixels (the old keywords are gone with the old file)
+    wait_for(lambda: status(running.config)["encoded"] == before + 2)
+    wait_for(lambda: tagged_with(moved, TAGS))
+
+
+def test_bad_files_are_logged_once_and_the_daemon_keeps_going(running: Daemon) -> None:
+    root: Path = running.root  # type: ignore[attr-defined]
+    folder = root / "bad"
+    good_bytes = noise_jpeg(root.parent / "good-source.jpg", seed=21).read_bytes()
+    mark = len(running.log())
+    truncated = folder / "truncated.jpg"
+    truncated.write_bytes(good_bytes[: len(good_bytes) // 2])
+    empty = folder / "empty.jpg"
+    empty.write_bytes(b"")
+    text = folder / "notes.jpg"
+    text.write_text("shopping list, not a photo\n")
+    fleeting = folder / "fleeting.jpg"
+    fleeting.write_bytes(good_bytes)
+    fleeting.unlink()  # deleted before the worker got to it
+    good = folder / "good.jpg"
+    good.write_bytes(good_bytes)
+    wait_for(lambda: tagged_with(good, TAGS))
+    expected = {
+        truncated: "truncated JPEG (no end-of-image marker)",
+        empty: "empty file (0 bytes)",
+        text: "not a JPEG file (no start-of-image marker)",
+        fleeting: "deleted before it could be tagged",
+    }
+    for path, reason in expected.items():
+        running.wait_log(f"{path}: skipped: {reason}", since=mark, timeout=30)
+    time.sleep(1.0)  # time for any repeated complaint to show up
+    log = running.log()[mark:]
+    for path in expected:
+        assert log.count(f"{path}: skipped") == 1, log
+    assert running.proc is not None and running.proc.poll() is None
+
+
+def test_a_photo_written_slowly_is_tagged_once_complete(running: Daemon) -> None:
+    root: Path = running.root  # type: ignore[attr-defined]
+    data = noise_jpeg(root.parent / "slow-source.jpg", seed=31, size=(640, 480)).read_bytes()
+    photo = root / "slow.jpg"
+    mark = len(running.log())
+    with photo.open("wb") as handle:
+        for start in range(0, len(data), len(data) // 4 + 1):
+            handle.write(data[start:start + len(data) // 4 + 1])
+            handle.flush()
+            time.sleep(0.1)  # well inside the 300 ms settle time
+    wait_for(lambda: tagged_with(photo, TAGS))
+    assert f"{photo}: skipped" not in running.log()[mark:]
+
+
+def test_tag_list_edit_retags_without_encoding_any_image(running: Daemon) -> None:
+    root: Path = running.root  # type: ignore[attr-defined]
+    folder = root / "retag"
+    photos = [noise_jpeg(folder / f"r{i}.jpg", seed=40 + i) for i in range(3)]
+    for photo in photos:
+        wait_for(lambda p=photo: tagged_with(p, TAGS))
+    before = status(running.config)["encoded"]
+    mark = len(running.log())
+    tags_file = running.config.parent / "tags.txt"
+    tags_file.write_text("\n".join([*TAGS, "harbour"]) + "\n", encoding="utf-8")  # edited while running
+    running.wait_log("1 new prompt vectors", since=mark)
+    for photo in photos:
+        wait_for(lambda p=photo: tagged_with(p, [*TAGS, "harbour"]))
+    assert status(running.config)["encoded"] == before
+
+    mark = len(running.log())
+    tags_file.write_text("beach\n" + "x" * 65 + "\n", encoding="utf-8")  # a broken edit
+    running.wait_log("keeping the previous one", since=mark)
+    assert f"{tags_file}:2: keyword" in running.log()[mark:]
+    noise_jpeg(folder / "after.jpg", seed=49)  # tagged with the last good list
+    wait_for(lambda: tagged_with(folder / "after.jpg", [*TAGS, "harbour"]))
+
+
+def test_sigkill_mid_burst_then_restart_finishes_the_work(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=len(TAGS))
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        burst = [noise_jpeg(root / "burst" / f"b{i:02d}.jpg", seed=100 + i, size=(1600, 1200))
+                 for i in range(24)]
+        daemon.wait_log("tagged ")
+        daemon.kill()  # SIGKILL while the burst is being tagged
+        # while it is down: new photos, a deletion and a rename
+        added = [noise_jpeg(root / "later" / f"l{i}.jpg", seed=200 + i) for i in range(3)]
+        renamed = root / "burst" / "renamed.jpg"
+        os.rename(burst[0], renamed)
+        burst[1].unlink()
+        survivors = [renamed, *burst[2:], *added]
+
+        daemon.start()
+        for photo in survivors:
+            wait_for(lambda p=photo: tagged_with(p, TAGS), timeout=60)
+        for photo in survivors:  # no half-written file: every one is a whole, valid JPEG
+            jpeg_key(photo.read_bytes())
+        leftovers = [p for p in root.rglob(".*") if is_temp_file(p.name)]
+        assert leftovers == []
+        report = status(config)
+        # every distinct picture was encoded at most once (b01 may have gone before its turn)
+        assert 26 <= report["encoded"] <= 27
+        assert report["tagged"] == len(survivors)
+
+        mark = len(daemon.log())
+        text = config.read_text().replace("top_k = 6", "top_k = 2")
+        config.write_text(text)
+        daemon.signal(signal.SIGHUP)  # reload the config: top_k applies at once
+        daemon.wait_log("tag list", since=mark)
+        noise_jpeg(root / "after-hup.jpg", seed=300)
+        wait_for(lambda: len(exif_keywords(root / "after-hup.jpg")["iptc"]) == 2)
+    finally:
+        code = daemon.stop()
+    assert code == 0
