@@ -185,6 +185,14 @@ def test_bad_files_give_one_line_each_and_good_ones_still_get_tagged(
     assert env.run(text) == {"text.jpg": TAGGED}
 
 
+def test_a_file_name_that_is_not_utf8_is_reported_not_fatal(env: Env, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    good = noise_jpeg(folder / "good.jpg", seed=1)
+    latin1_name = os.fsdecode(bytes(folder) + b"/caf\xe9.jpg")
+    shutil.copyfile(good, latin1_name)
+    assert env.run(Path(latin1_name), good) == {Path(latin1_name).name: FAILED_, "good.jpg": TAGGED}
+
+
 def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Path) -> None:
     good = noise_jpeg(tmp_path / "good.jpg", seed=1).read_bytes()
     partial = tmp_path / "in" / "partial.jpg"

@@ -183,6 +183,14 @@ class _Item:
     vector: np.ndarray | None = None
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _same_stat(row: FileRow | None, st: os.stat_result) -> bool:
     return row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
 
@@ -234,8 +242,14 @@ class Pipeline:
         self._wait_for_writers = wait_for_writers
         assert self.tags is not None, "use_vocabulary() first"
         paths = list(dict.fromkeys(paths))
-        rows = self.store.files(paths)
         outcomes: list[Outcome] = []
+        unnamed = [p for p in paths if not p.isprintable() and not _utf8(p)]
+        for path in unnamed:  # the store keys files by UTF-8 path; such a name cannot be recorded
+            reason = "the file name is not valid UTF-8; rename the file"
+            log.warning("%s: skipped: %s", ascii(path), reason)
+            outcomes.append(Outcome(path, FAILED_, error=reason))
+        paths = [p for p in paths if p not in unnamed]
+        rows = self.store.files(paths)
         items: list[_Item] = []
         for path in paths:
             try:
