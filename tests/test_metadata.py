@@ -123,3 +123,29 @@ def test_odd_file_names_pass_through_the_argument_protocol(tmp_path: Path, write
         photo = noise_jpeg(tmp_path / name, seed=6)
         assert writer.add(photo, ["beach"]) == ["beach"], name
         assert exif_keywords(photo)["iptc"] == ["beach"], name
+
+
+def with_duplicate_xmp(path: Path) -> Path:
+    """Insert an XMP packet holding one property twice, as GIMP 2.8 writes them."""
+    packet = (b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF "
+              b"xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>"
+              b"<rdf:Description xmlns:exif='http://ns.adobe.com/exif/1.0/'><exif:Make>A</exif:Make>"
+              b"</rdf:Description><rdf:Description xmlns:exif='http://ns.adobe.com/exif/1.0/'>"
+              b"<exif:Make>B</exif:Make></rdf:Description></rdf:RDF></x:xmpmeta>")
+    body = b"http://ns.adobe.com/xap/1.0/\x00" + packet
+    data = path.read_bytes()
+    path.write_bytes(data[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[2:])
+    return path
+
+
+def test_malformed_xmp_is_left_alone_and_reported(tmp_path: Path, writer: KeywordWriter,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    photo = with_duplicate_xmp(noise_jpeg(tmp_path / "gimp.jpg", seed=7))
+    xmp_before = exif_json(photo, "-XMP:all")
+    with caplog.at_level("WARNING", logger="tagwatch"):
+        assert writer.add(photo, ["beach", "日本語"]) == ["beach", "日本語"]
+    assert exif_keywords(photo) == {"iptc": ["beach", "日本語"], "xmp": []}
+    assert exif_json(photo, "-XMP:all") == {**xmp_before, "SourceFile": str(photo)}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{photo}: keywords written to IPTC only; exiftool left the XMP untouched "
+        "([Minor] Duplicate XMP property: exif:Make)"]

@@ -190,6 +190,7 @@ class WritePlan:
     path: Path
     before: os.stat_result  # the file as it was read; the write is abandoned if it changes
     args: list[str]  # the exiftool edit; empty when the file already carries every keyword
+    keywords: list[str]  # what the file must carry in IPTC and XMP afterwards
     ours: list[str]  # keywords that were nowhere in the file: these, and only these, are ours
 
     @property
@@ -234,7 +235,7 @@ class KeywordWriter:
         new_xmp = [k for k in keywords if k not in existing.xmp]
         ours = [k for k in keywords if k not in existing.all]
         if not new_iptc and not new_xmp:
-            return WritePlan(path, before, [], ours)
+            return WritePlan(path, before, [], keywords, ours)
         args = ["-charset", "iptc=UTF8"]
         if existing.latin1_iptc:
             # exiftool FAQ 10: re-read the legacy IPTC as Latin and store it as UTF-8 with 1:90 set.
@@ -246,7 +247,7 @@ class KeywordWriter:
         args += [f"-XMP-dc:Subject+={k}" for k in new_xmp]
         if existing.has_digest:
             args.append("-Photoshop:IPTCDigest=new")
-        return WritePlan(path, before, args, ours)
+        return WritePlan(path, before, args, keywords, ours)
 
     def apply(self, plan: WritePlan) -> None:
         """Carry out a plan: the file is replaced atomically, or left exactly as it was.
@@ -256,7 +257,7 @@ class KeywordWriter:
         is fsynced.  If the original changed meanwhile, nothing is replaced (:class:`FileChanged`).
         """
         if plan.changes:
-            self._replace(plan.path, plan.before, plan.args)
+            self._replace(plan)
 
     def add(self, path: Path, keywords: list[str]) -> list[str]:
         """Add the ``keywords`` missing from the file; returns those that were in neither list."""
@@ -264,12 +265,33 @@ class KeywordWriter:
         self.apply(plan)
         return plan.ours
 
-    def _replace(self, path: Path, before: os.stat_result, args: list[str]) -> None:
+    def _verify(self, plan: WritePlan, temp: Path, err: str) -> None:
+        """Read the new version back before it replaces the original.
+
+        exiftool declines to rewrite a block it finds malformed (for example XMP with duplicate
+        properties, as GIMP 2.8 writes them) and says so only in a warning.  We do not pass ``-m``,
+        which would make it drop the duplicates: the keywords go where they can, and the user hears
+        where they could not.
+        """
+        written = self.read(temp)
+        missing_iptc = [k for k in plan.keywords if k not in written.iptc]
+        missing_xmp = [k for k in plan.keywords if k not in written.xmp]
+        reason = _warning(err) or "exiftool gave no reason"
+        if missing_iptc and missing_xmp:
+            raise MetadataError(f"exiftool wrote neither IPTC nor XMP keywords ({reason})")
+        if missing_iptc or missing_xmp:
+            where, other = ("IPTC", "XMP") if missing_xmp else ("XMP", "IPTC")
+            log.warning("%s: keywords written to %s only; exiftool left the %s untouched (%s)",
+                        plan.path, where, other, reason)
+
+    def _replace(self, plan: WritePlan) -> None:
+        path, before = plan.path, plan.before
         temp = path.with_name(f".{path.name}.{os.getpid()}-{next(_counter)}{TEMP_MARKER}")
         try:
-            out, err = self.exiftool.execute(*args, "-o", str(temp), str(path))
+            out, err = self.exiftool.execute(*plan.args, "-o", str(temp), str(path))
             if not temp.exists():
                 raise MetadataError(_first_line(err) or _first_line(out) or "exiftool wrote nothing")
+            self._verify(plan, temp, err)
             now = path.stat()
             if (now.st_size, now.st_mtime_ns, now.st_ino) != (
                     before.st_size, before.st_mtime_ns, before.st_ino):
@@ -290,6 +312,14 @@ class KeywordWriter:
             temp.unlink(missing_ok=True)
 
 
+def _warning(text: str) -> str:
+    """exiftool's first warning, without the file name it appends."""
+    for line in text.splitlines():
+        if line.startswith("Warning: "):
+            return line.removeprefix("Warning: ").rsplit(" - ", 1)[0].strip()
+    return ""
+
+
 def _first_line(text: str) -> str:
     for line in text.splitlines():
         line = line.strip()
@@ -297,19 +327,3 @@ def _first_line(text: str) -> str:
             return line.removeprefix("Error: ").strip()
     return ""
 
-
-def remove_stale_temp_files(folder: Path) -> int:
-    """Delete temporary files a killed daemon left behind in ``folder`` (not recursive)."""
-    removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0
-    for entry in entries:
-        if is_temp_file(entry.name) and entry.is_file(follow_symlinks=False):
-            try:
-                os.unlink(entry.path)
-                removed += 1
-            except OSError as exc:
-                log.warning("%s: cannot remove stale temporary file: %s", entry.path, exc.strerror)
-    return removed

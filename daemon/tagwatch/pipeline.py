@@ -206,7 +206,6 @@ class Pipeline:
         self.fingerprint = ""
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
         self._retries: dict[str, int] = {}
-        self._wait_for_writers = False
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -239,7 +238,6 @@ class Pipeline:
         ``wait_for_writers`` answers RETRY for a truncated file modified in the last seconds, which
         is probably still being copied (the daemon queues it again instead of failing it).
         """
-        self._wait_for_writers = wait_for_writers
         assert self.tags is not None, "use_vocabulary() first"
         paths = list(dict.fromkeys(paths))
         outcomes: list[Outcome] = []
@@ -273,7 +271,7 @@ class Pipeline:
 
         for item, error in zip(items, self._pool.map(self._read_key, items), strict=True):
             if error is not None:
-                outcomes.append(self._bad_file(item, error, dry_run))
+                outcomes.append(self._bad_file(item, error, dry_run, wait_for_writers))
         items = [i for i in items if i.key is not None]
         self._fill_vectors(items, outcomes, dry_run)
         items = [i for i in items if i.vector is not None]
@@ -393,9 +391,9 @@ class Pipeline:
                      f"threshold {self.tagging.threshold}")
         return Outcome(path, TAGGED, tags, added)
 
-    def _bad_file(self, item: _Item, reason: str, dry_run: bool) -> Outcome:
+    def _bad_file(self, item: _Item, reason: str, dry_run: bool, wait_for_writers: bool = False) -> Outcome:
         """A file we could not use: retry if it is probably still being written, else record why."""
-        if (self._wait_for_writers and reason.startswith(("truncated", "empty"))
+        if (wait_for_writers and reason.startswith(("truncated", "empty"))
                 and time.time() - item.stat.st_mtime < _RECENT_S):
             tries = self._retries[item.path] = self._retries.get(item.path, 0) + 1
             if tries <= _MAX_RETRIES:
