@@ -243,12 +243,19 @@ def test_queue_dedupes_and_flushes_full_batches_at_once() -> None:
         queue.put(path)
     assert len(queue) == 3
     assert queue.get(timeout=5).paths == ["/b.jpg", "/a.jpg"]  # a new event restarts a's settle time
-    assert queue.get(timeout=0.05).paths == []  # one left, waiting for company or max_wait
+    assert queue.get(timeout=5).paths == ["/c.jpg"]
 
 
-def test_queue_flushes_a_partial_batch_after_max_wait() -> None:
+def test_queue_hands_out_a_lone_photo_at_once() -> None:
+    queue = BatchQueue(size=10, max_wait=60, settle=0)
+    queue.put("/a.jpg")
+    assert queue.get(timeout=5).paths == ["/a.jpg"]
+
+
+def test_queue_waits_up_to_max_wait_for_files_still_settling() -> None:
     queue = BatchQueue(size=10, max_wait=0.3, settle=0)
     queue.put("/a.jpg")
+    queue.put("/b.jpg", delay=60)  # still being copied
     assert queue.get(timeout=0.01).paths == []
     assert queue.get(timeout=10).paths == ["/a.jpg"]
 

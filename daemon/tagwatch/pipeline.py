@@ -67,8 +67,9 @@ class BatchQueue:
     """Deduplicating, debouncing, bounded queue of paths that hands out batches.
 
     ``put`` (re)starts a path's settle time: a file still being written keeps receiving events and
-    is not handed out until they stop.  ``get`` returns ``size`` ready paths at once, or fewer once
-    the oldest ready path has waited ``max_wait`` seconds.
+    is not handed out until they stop.  ``get`` returns ``size`` ready paths at once; fewer when no
+    other file is still settling (a lone dropped photo goes straight through) or once the oldest
+    ready path has waited ``max_wait`` seconds for company.
     """
 
     def __init__(self, size: int, max_wait: float, settle: float, maxsize: int = 100_000) -> None:
@@ -148,8 +149,8 @@ class BatchQueue:
                 now = time.monotonic()
                 self._promote(now)
                 oldest = next(iter(self._ready.values()), None)
-                if self._ops or len(self._ready) >= self.size or (
-                        oldest is not None and now >= oldest + self.max_wait):
+                lone_or_waited = oldest is not None and (not self._due or now >= oldest + self.max_wait)
+                if self._ops or len(self._ready) >= self.size or lone_or_waited:
                     batch = Batch(self._ops, [])
                     self._ops = []
                     while self._ready and len(batch.paths) < self.size:
