@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -168,12 +169,16 @@ class Store:
             return {r["path"]: _row(r) for r in rows}
 
     def files(self, paths: Iterable[str]) -> dict[str, FileRow]:
-        found: dict[str, FileRow] = {}
+        return {path: _row(r) for path, r in self._each("SELECT * FROM files WHERE path = ?", paths).items()}
+
+    def _each(self, sql: str, items: Iterable[Any], *extra: Any) -> dict[Any, sqlite3.Row]:
+        """Run a one-row primary-key SELECT per distinct item (bound first, then ``extra``)."""
+        found: dict[Any, sqlite3.Row] = {}
         with self._lock:
-            for path in paths:
-                r = self._db.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
-                if r:
-                    found[path] = _row(r)
+            for item in dict.fromkeys(items):
+                r = self._db.execute(sql, (item, *extra)).fetchone()
+                if r is not None:
+                    found[item] = r
         return found
 
     def record_file(self, path: str, *, key: bytes | None, size: int | None, mtime_ns: int | None,
@@ -263,14 +268,8 @@ class Store:
     # -- vectors -------------------------------------------------------------------------------
 
     def image_vectors(self, keys: Iterable[bytes], model: str) -> dict[bytes, np.ndarray]:
-        found: dict[bytes, np.ndarray] = {}
-        with self._lock:
-            for key in dict.fromkeys(keys):
-                r = self._db.execute("SELECT vector FROM image_vectors WHERE key = ? AND model = ?",
-                                     (key, model)).fetchone()
-                if r:
-                    found[key] = _vector(r[0])
-        return found
+        rows = self._each("SELECT vector FROM image_vectors WHERE key = ? AND model = ?", keys, model)
+        return {key: _vector(r[0]) for key, r in rows.items()}
 
     def put_image_vectors(self, vectors: dict[bytes, np.ndarray], model: str) -> None:
         """Store freshly encoded vectors and count the encodings (``status``'s ``encoded``)."""
@@ -280,14 +279,8 @@ class Store:
             db.execute("UPDATE counters SET value = value + ? WHERE name = 'encoded'", (len(vectors),))
 
     def text_vectors(self, prompts: Iterable[str], model: str) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        with self._lock:
-            for prompt in prompts:
-                r = self._db.execute("SELECT vector FROM text_vectors WHERE model = ? AND prompt = ?",
-                                     (model, prompt)).fetchone()
-                if r:
-                    found[prompt] = _vector(r[0])
-        return found
+        rows = self._each("SELECT vector FROM text_vectors WHERE prompt = ? AND model = ?", prompts, model)
+        return {prompt: _vector(r[0]) for prompt, r in rows.items()}
 
     def put_text_vectors(self, vectors: dict[str, np.ndarray], model: str) -> None:
         with self.transaction() as db:
