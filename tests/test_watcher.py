@@ -1,0 +1,112 @@
+"""What gets noticed: the path filter, the reconcile scan, and a real watchdog observer's events."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from conftest import noise_jpeg, wait_for
+from tagwatch.metadata import TEMP_MARKER
+from tagwatch.pipeline import Batch, BatchQueue, Delete, Move
+from tagwatch.store import DONE, FAILED, Store
+from tagwatch.watcher import PathFilter, Watcher, reconcile
+
+
+def test_filter_skips_hidden_excluded_and_non_jpeg(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    filt = PathFilter([root], ["@eaDir", "*.tmp.jpg", "archive/*"])
+    for wanted in ("a.jpg", "2024/b.JPEG", "c.mpo", "d.jpeg"):
+        assert filt.wanted(f"{root}/{wanted}")
+    assert not filt.wanted(f"{root}/notes.txt")
+    assert not filt.wanted(f"{root}/.hidden.jpg")
+    assert not filt.wanted(f"{root}/.cache/a.jpg")
+    assert not filt.wanted(f"{root}/.a.jpg.12-1{TEMP_MARKER}")
+    assert not filt.wanted(f"{root}/x/@eaDir/a.jpg")  # a name pattern matches at any depth
+    assert not filt.wanted(f"{root}/y/a.tmp.jpg")
+    assert not filt.wanted(f"{root}/archive/2001/a.jpg")  # a relative pattern covers the folder
+    assert filt.wanted(f"{root}/y/archive/a.jpg")  # ... but only relative to the root
+    assert not filt.wanted(f"{tmp_path}/elsewhere/a.jpg")
+    assert not filt.wanted(f"{root}-sibling/a.jpg")
+
+
+def drain(queue: BatchQueue) -> Batch:
+    batch = queue.get(timeout=0.5) or Batch()
+    while True:
+        more = queue.get(timeout=0.2)
+        if not more:
+            return batch
+        batch.ops += more.ops
+        batch.paths += more.paths
+
+
+def test_reconcile_queues_what_changed_and_reports_what_vanished(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    same = noise_jpeg(root / "same.jpg", seed=1)
+    changed = noise_jpeg(root / "changed.jpg", seed=2)
+    new = noise_jpeg(root / "sub" / "new.jpg", seed=3)
+    failed = noise_jpeg(root / "failed.jpg", seed=4)
+    noise_jpeg(root / ".hidden" / "skip.jpg", seed=5)
+    stale = root / f".same.jpg.99-1{TEMP_MARKER}"
+    stale.write_bytes(b"left by a killed daemon")
+    store = Store(tmp_path / "db" / "tw.db")
+    for path, state in ((same, DONE), (changed, DONE), (failed, FAILED)):
+        st = path.stat()
+        store.record_file(str(path), key=b"k" * 16, size=st.st_size, mtime_ns=st.st_mtime_ns, state=state)
+    store.record_file(str(root / "gone.jpg"), key=b"g" * 16, size=1, mtime_ns=1, state=DONE)
+    os.utime(changed, ns=(time.time_ns(), changed.stat().st_mtime_ns + 10**9))
+    queue = BatchQueue(size=100, max_wait=0, settle=0)
+    report = reconcile([root], PathFilter([root]), store, queue, clean_temp=True)
+    batch = drain(queue)
+    assert sorted(batch.paths) == sorted([str(changed), str(new)])
+    assert batch.ops == [Delete(str(root / "gone.jpg"))]
+    assert (report.seen, report.queued, report.gone) == (4, 2, 1)
+    assert not stale.exists()
+    store.close()
+
+
+def test_a_real_observer_turns_events_into_queue_entries(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "album").mkdir(parents=True)
+    queue = BatchQueue(size=100, max_wait=0, settle=0)
+    watcher = Watcher([root], PathFilter([root]), queue)
+    watcher.start()
+    try:
+        time.sleep(0.2)
+        photo = noise_jpeg(root / "album" / "a.jpg", seed=1)
+        wait_for(lambda: str(photo) in queue.get(timeout=0.5).paths, timeout=10)
+        renamed = root / "album" / "b.jpg"
+        os.rename(photo, renamed)
+        os.rename(root / "album", root / "trip")
+        (root / "notes.txt").write_text("ignored")
+        hidden = root / ".a.jpg.partial"
+        noise_jpeg(root / "x.jpg", seed=2).rename(hidden)  # moved out of sight: gone for us
+        hidden.rename(root / "final.jpg")  # an atomic save into place: a new photo
+        os.unlink(root / "trip" / "b.jpg")
+        batch = drain(queue)
+        assert Move(str(photo), str(renamed)) in batch.ops
+        assert Move(str(root / "album"), str(root / "trip"), is_dir=True) in batch.ops
+        assert Delete(str(root / "x.jpg")) in batch.ops
+        assert Delete(str(root / "trip" / "b.jpg")) in batch.ops
+        assert str(root / "final.jpg") in batch.paths
+        assert not [p for p in batch.paths if p.endswith(("notes.txt", ".partial"))]
+    finally:
+        watcher.stop()
+
+
+def test_a_folder_moved_in_from_outside_is_walked(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    outside = tmp_path / "card" / "DCIM"
+    photos = [noise_jpeg(outside / f"{i}.jpg", seed=i) for i in range(3)]
+    queue = BatchQueue(size=100, max_wait=0, settle=0)
+    watcher = Watcher([root], PathFilter([root]), queue)
+    watcher.start()
+    try:
+        time.sleep(0.2)
+        os.rename(outside, root / "DCIM")  # a whole folder moved in from outside the watched root
+        expected = {str(root / "DCIM" / p.name) for p in photos}
+        seen: set[str] = set()
+        wait_for(lambda: seen.update(queue.get(timeout=0.5).paths) or expected <= seen, timeout=10)
+    finally:
+        watcher.stop()
