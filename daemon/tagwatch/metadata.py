@@ -164,6 +164,19 @@ class Keywords:
         object.__setattr__(self, "all", frozenset(self.iptc) | frozenset(self.xmp))
 
 
+def _cp1252_bytes(text: str) -> bytes:
+    """The bytes exiftool read as ``text``: cp1252, where the five bytes cp1252 leaves undefined
+    (0x81, 0x8D, 0x8F, 0x90, 0x9D, common inside UTF-8 such as Cyrillic "с") come through as the
+    Latin-1 code points of the same value."""
+    out = bytearray()
+    for c in text:
+        encoded = c.encode("cp1252", "ignore")
+        if not encoded and ord(c) > 0xFF:
+            raise UnicodeEncodeError("cp1252", text, 0, len(text), "not text exiftool read as cp1252")
+        out += encoded or bytes([ord(c)])
+    return bytes(out)
+
+
 def _decode_legacy_iptc(values: dict[str, object]) -> tuple[dict[str, object], bool]:
     """Undo exiftool's Latin (cp1252) reading of IPTC that has no 1:90 charset declaration.
 
@@ -173,14 +186,14 @@ def _decode_legacy_iptc(values: dict[str, object]) -> tuple[dict[str, object], b
     strings = [s for v in values.values() for s in _as_list(v) if not s.isascii()]
     try:
         for s in strings:
-            s.encode("cp1252").decode("utf-8")
+            _cp1252_bytes(s).decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return values, bool(strings)
 
     def fix(value: object) -> object:
         if isinstance(value, list):
             return [fix(v) for v in value]
-        return value.encode("cp1252").decode("utf-8") if isinstance(value, str) else value
+        return _cp1252_bytes(value).decode("utf-8") if isinstance(value, str) else value
 
     return {k: fix(v) for k, v in values.items()}, False
 
