@@ -7,6 +7,7 @@ the same ``[model] name / pretrained`` path a user's local checkpoint takes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,6 +52,31 @@ def noise_jpeg(path: Path, seed: int, size: tuple[int, int] = (320, 240), qualit
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, "JPEG", quality=quality, exif=exif or Image.Exif())
     return path
+
+
+@contextlib.contextmanager
+def read_only_folder(folder: Path) -> Iterator[None]:
+    """Make ``folder`` refuse new files for real, even to root (which ignores mode bits): chmod
+    for a normal user, the immutable attribute for root; skips the test where neither works."""
+    probe = folder / ".probe"
+    folder.chmod(0o555)
+    immutable = False
+    try:
+        probe.touch()
+    except PermissionError:
+        pass
+    else:
+        probe.unlink()
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if not immutable:
+            folder.chmod(0o755)
+            pytest.skip("cannot make a folder read-only here (root without chattr)")
+    try:
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
 
 
 @pytest.fixture

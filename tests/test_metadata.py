@@ -81,7 +81,7 @@ def test_legacy_latin1_iptc_is_converted_not_garbled(tmp_path: Path, writer: Key
 
 
 def test_undeclared_utf8_iptc_is_recognised(tmp_path: Path, writer: KeywordWriter) -> None:
-    # "с" is D1 81 and "東" E6 9D B1: bytes cp1252 leaves undefined must not break the recognition
+    # Cyrillic U+0441 is D1 81 and U+6771 E6 9D B1: bytes undefined in cp1252 must not matter
     words = ["Café", "сосна", "東京"]
     photo = noise_jpeg(tmp_path / "p.jpg", seed=3)
     subprocess.run(["exiftool", "-q", "-overwrite_original", "-charset", "iptc=UTF8",
@@ -109,6 +109,43 @@ def test_a_file_changed_during_the_write_is_left_alone(tmp_path: Path, writer: K
         writer.apply(plan)
     assert photo.read_bytes() == replaced
     assert not [p for p in tmp_path.iterdir() if is_temp_file(p.name)]
+
+
+def test_a_file_replaced_after_its_pixels_were_read_is_not_written(tmp_path: Path,
+                                                                   writer: KeywordWriter) -> None:
+    """The tags were predicted for the picture as read; a newer picture must not receive them."""
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=4)
+    read_at = photo.stat()
+    noise_jpeg(tmp_path / "new.jpg", seed=5).replace(photo)  # an editor's atomic save
+    saved = photo.read_bytes()
+    with pytest.raises(FileChanged):
+        writer.plan(photo, ["beach"], before=read_at)
+    assert photo.read_bytes() == saved
+
+
+def test_hard_links_and_symlinks_are_refused_untouched(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=4)
+    original = photo.read_bytes()
+    os.link(photo, tmp_path / "backup.jpg")
+    with pytest.raises(MetadataError, match="2 hard links; replacing it would split them"):
+        writer.add(photo, ["beach"])
+    (tmp_path / "backup.jpg").unlink()
+    os.symlink(photo, tmp_path / "link.jpg")
+    with pytest.raises(MetadataError, match="a symbolic link"):
+        writer.add(tmp_path / "link.jpg", ["beach"])
+    assert (tmp_path / "link.jpg").is_symlink() and photo.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jpg", "p.jpg"]
+
+
+def test_extended_attributes_survive_the_replace(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=4)
+    try:
+        os.setxattr(photo, "user.xdg.comment", b"from grandma")
+    except OSError as exc:
+        pytest.skip(f"this file system has no user extended attributes ({exc.strerror})")
+    writer.add(photo, ["beach"])
+    assert exif_keywords(photo)["iptc"] == ["beach"]
+    assert os.getxattr(photo, "user.xdg.comment") == b"from grandma"
 
 
 def test_a_failed_write_leaves_the_file_byte_identical(tmp_path: Path, writer: KeywordWriter) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TAGS, TINY_CONFIG, exif_keywords, noise_jpeg
+from conftest import TAGS, TINY_CONFIG, exif_keywords, noise_jpeg, read_only_folder
 from tagwatch.config import ModelConfig, TaggingConfig
 from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.model import LazyModel
@@ -185,6 +185,31 @@ def test_bad_files_give_one_line_each_and_good_ones_still_get_tagged(
     assert env.run(text) == {"text.jpg": TAGGED}
 
 
+def test_a_write_that_fails_leaves_the_photo_and_claims_no_keyword(env: Env, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    (photo,) = photos(tmp_path / "locked", 1)
+    before = photo.read_bytes()
+    with read_only_folder(photo.parent), caplog.at_level(logging.WARNING, logger="tagwatch"):
+        assert env.run(photo) == {"p0.jpg": FAILED_}
+        assert photo.read_bytes() == before and os.listdir(photo.parent) == ["p0.jpg"]
+    row = env.store.file(str(photo))
+    assert row.error.startswith(f"keywords not written: cannot create a file in {photo.parent}: ")
+    assert env.store.ledger(row.id) == []  # the write-ahead entries went with the failed write
+    assert [r.getMessage() for r in caplog.records] == [f"{photo}: skipped: {row.error}"]
+    assert env.run(photo) == {"p0.jpg": UNCHANGED}  # reported once, not retried in a loop
+
+
+def test_symlinks_are_not_followed(env: Env, tmp_path: Path) -> None:
+    (target,) = photos(tmp_path / "outside", 1)
+    before = target.read_bytes()
+    link = tmp_path / "in" / "link.jpg"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    assert env.run(link) == {"link.jpg": FAILED_}
+    assert env.store.file(str(link)).error == "a symbolic link (not followed)"
+    assert link.is_symlink() and target.read_bytes() == before
+
+
 def test_a_file_name_that_is_not_utf8_is_reported_not_fatal(env: Env, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     good = noise_jpeg(folder / "good.jpg", seed=1)
@@ -292,6 +317,8 @@ def test_queue_is_bounded_and_blocks_producers() -> None:
     assert queue.get(timeout=5).paths == ["/a.jpg"]
     assert done.wait(5)
     producer.join()
+    queue.put("/retry.jpg", force=True)  # full again, but the worker re-queueing never waits on itself
+    assert len(queue) == 3
     queue.close()
     assert queue.get(timeout=1) is None
 

@@ -65,6 +65,20 @@ def test_moves_carry_the_row_and_the_ledger(store: Store) -> None:
     assert store.files_under("/q") == {}
 
 
+def test_a_deleted_row_does_not_follow_a_new_file_moved_from_its_path(store: Store) -> None:
+    """Delete a.jpg, then an app saves a new a.jpg and renames it: the new file is unknown, not
+    the old one's tags under a new name (which would leave it untagged)."""
+    store.record_file("/p/a.jpg", key=b"k" * 16, size=1, mtime_ns=2, state=DONE)
+    store.record_file("/p/live.jpg", key=b"l" * 16, size=1, mtime_ns=2, state=DONE)
+    store.mark_deleted("/p/a.jpg")
+    assert not store.move("/p/a.jpg", "/p/b.jpg")
+    assert store.file("/p/b.jpg") is None
+    store.record_file("/q/live.jpg", key=b"m" * 16, size=1, mtime_ns=2, state=DONE)
+    store.mark_deleted("/p/live.jpg")
+    assert store.move_tree("/p", "/q") == 0  # a deleted row never replaces a live one
+    assert store.file("/q/live.jpg").key == b"m" * 16
+
+
 def test_prefix_queries_do_not_leak_into_sibling_folders(store: Store) -> None:
     for path in ("/p/a.jpg", "/p/sub/b.jpg", "/p-other/c.jpg", "/p0/d.jpg"):
         store.record_file(path, key=None, size=1, mtime_ns=1, state=DONE)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -47,8 +49,12 @@ def test_reconcile_queues_what_changed_and_reports_what_vanished(tmp_path: Path)
     new = noise_jpeg(root / "sub" / "new.jpg", seed=3)
     failed = noise_jpeg(root / "failed.jpg", seed=4)
     noise_jpeg(root / ".hidden" / "skip.jpg", seed=5)
-    stale = root / f".same.jpg.99-1{TEMP_MARKER}"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = root / f".same.jpg.{dead.pid}-1{TEMP_MARKER}"
     stale.write_bytes(b"left by a killed daemon")
+    in_flight = root / f".changed.jpg.{os.getpid()}-7{TEMP_MARKER}"
+    in_flight.write_bytes(b"a write of this process, in progress")
     store = Store(tmp_path / "db" / "tw.db")
     for path, state in ((same, DONE), (changed, DONE), (failed, FAILED)):
         st = path.stat()
@@ -61,7 +67,21 @@ def test_reconcile_queues_what_changed_and_reports_what_vanished(tmp_path: Path)
     assert sorted(batch.paths) == sorted([str(changed), str(new)])
     assert batch.ops == [Delete(str(root / "gone.jpg"))]
     assert (report.seen, report.queued, report.gone) == (4, 2, 1)
-    assert not stale.exists()
+    assert not stale.exists() and in_flight.exists()
+    store.close()
+
+
+def test_an_interrupted_scan_stops_walking_and_calls_nothing_gone(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    noise_jpeg(root / "a.jpg", seed=1)
+    store = Store(tmp_path / "db" / "tw.db")
+    store.record_file(str(root / "elsewhere.jpg"), key=b"g" * 16, size=1, mtime_ns=1, state=DONE)
+    queue = BatchQueue(size=100, max_wait=0, settle=0)
+    stop = threading.Event()
+    stop.set()  # SIGTERM arrived
+    report = reconcile([root], PathFilter([root]), store, queue, stop=stop)
+    assert (report.seen, report.queued, report.gone) == (0, 0, 0)
+    assert len(queue) == 0 and not drain(queue)
     store.close()
 
 

@@ -89,7 +89,7 @@ def _expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:
                 yield found
         elif path.is_file():
             if path.suffix.lower() in JPEG_SUFFIXES:
-                yield str(path)
+                yield str(path.resolve() if path.is_symlink() else path)  # named, so followed
             else:
                 log.warning("%s: skipped: not a JPEG file name (%s)", path, ", ".join(sorted(JPEG_SUFFIXES)))
         else:

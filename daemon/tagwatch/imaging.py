@@ -137,6 +137,8 @@ def load_rgb(data: bytes, min_side: int) -> Image.Image:
         return image.convert("RGB") if image.mode != "RGB" else image
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot decode: {exc}") from None
+    except Exception as exc:  # Pillow plugins and EXIF parsing raise whatever odd files provoke
+        raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
 
 
 def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:

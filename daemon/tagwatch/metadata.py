@@ -7,12 +7,14 @@ every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exa
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import logging
 import os
 import selectors
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -35,6 +37,29 @@ class FileChanged(MetadataError):
 
 def is_temp_file(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_MARKER)
+
+
+def is_stale_temp_file(name: str) -> bool:
+    """One of our temporary files whose writer is gone (killed mid-write), so it is safe to delete.
+
+    The writer's PID is in the name (``.photo.jpg.PID-N.tagwatch-tmp``); a temp file of a process
+    that still runs, this one included, may be a write in flight.
+    """
+    if not is_temp_file(name):
+        return False
+    try:
+        pid = int(name.removesuffix(TEMP_MARKER).rsplit(".", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return True
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _argline(arg: str) -> str:
@@ -143,11 +168,32 @@ def _as_list(value: object) -> list[str]:
 
 
 def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable; file systems that cannot sync a folder (some FUSE and network
+    mounts answer EINVAL) have already done all they can."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
+
+
+def _copy_xattrs(source: Path, target: Path) -> None:
+    """Carry extended attributes (macOS Finder tags and comments on a NAS, POSIX ACLs, SELinux
+    labels) over to the new version; what the target file system refuses is left behind."""
+    if not hasattr(os, "listxattr"):
+        return
+    try:
+        names = os.listxattr(source)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.setxattr(target, name, os.getxattr(source, name))
+        except OSError as exc:
+            log.debug("%s: extended attribute %s not kept: %s", source, name, exc.strerror)
 
 
 @dataclass(frozen=True)
@@ -166,7 +212,7 @@ class Keywords:
 
 def _cp1252_bytes(text: str) -> bytes:
     """The bytes exiftool read as ``text``: cp1252, where the five bytes cp1252 leaves undefined
-    (0x81, 0x8D, 0x8F, 0x90, 0x9D, common inside UTF-8 such as Cyrillic "с") come through as the
+    (0x81, 0x8D, 0x8F, 0x90, 0x9D, common inside UTF-8 such as Cyrillic U+0441 = D1 81) come through as the
     Latin-1 code points of the same value."""
     out = bytearray()
     for c in text:
@@ -240,9 +286,21 @@ class KeywordWriter:
             has_digest="Photoshop:IPTCDigest" in record,
         )
 
-    def plan(self, path: Path, keywords: list[str]) -> WritePlan:
-        """Work out what adding ``keywords`` to ``path`` changes, without changing anything yet."""
-        before = path.stat()
+    def plan(self, path: Path, keywords: list[str], before: os.stat_result | None = None) -> WritePlan:
+        """Work out what adding ``keywords`` to ``path`` changes, without changing anything yet.
+
+        ``before`` is the file's stat when its pixels were read (default: now); if the file is no
+        longer that file, the predictions are about another picture and :class:`FileChanged` says so.
+        """
+        now = path.lstat()
+        if stat.S_ISLNK(now.st_mode):
+            raise MetadataError("a symbolic link; tagwatch writes only into regular files (tag its target)")
+        if before is not None and _changed(before, now):
+            raise FileChanged("the file changed since it was read; will retry")
+        before = now
+        if before.st_nlink > 1:
+            raise MetadataError(f"the file has {before.st_nlink} hard links; replacing it would split "
+                                "them into separate files, so it is left alone")
         existing = self.read(path)
         new_iptc = [k for k in keywords if k not in existing.iptc]
         new_xmp = [k for k in keywords if k not in existing.xmp]
@@ -301,14 +359,17 @@ class KeywordWriter:
         path, before = plan.path, plan.before
         temp = path.with_name(f".{path.name}.{os.getpid()}-{next(_counter)}{TEMP_MARKER}")
         try:
+            # exiftool's own message for an unwritable folder names our temp file; ask the OS first
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(temp)
+        except OSError as exc:
+            raise MetadataError(f"cannot create a file in {path.parent}: {exc.strerror}") from None
+        try:
             out, err = self.exiftool.execute(*plan.args, "-o", str(temp), str(path))
             if not temp.exists():
                 raise MetadataError(_first_line(err) or _first_line(out) or "exiftool wrote nothing")
             self._verify(plan, temp, err)
-            now = path.stat()
-            if (now.st_size, now.st_mtime_ns, now.st_ino) != (
-                    before.st_size, before.st_mtime_ns, before.st_ino):
-                raise FileChanged("the file changed while its keywords were being written; will retry")
+            _copy_xattrs(path, temp)
             os.chmod(temp, before.st_mode & 0o7777)
             if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
                 try:
@@ -317,12 +378,19 @@ class KeywordWriter:
                     log.debug("%s: cannot keep owner %d:%d", path, before.st_uid, before.st_gid)
             with open(temp, "rb+") as handle:
                 os.fsync(handle.fileno())
+            if _changed(before, path.lstat()):
+                raise FileChanged("the file changed while its keywords were being written; will retry")
             os.replace(temp, path)
             _fsync_dir(path.parent)
         except OSError as exc:
             raise MetadataError(f"cannot write: {exc.strerror or exc}") from None
         finally:
             temp.unlink(missing_ok=True)
+
+
+def _changed(before: os.stat_result, now: os.stat_result) -> bool:
+    return (now.st_size, now.st_mtime_ns, now.st_ino, now.st_dev) != (
+        before.st_size, before.st_mtime_ns, before.st_ino, before.st_dev)
 
 
 def _warning(text: str) -> str:

@@ -87,11 +87,15 @@ class BatchQueue:
         with self._cond:
             return len(self._due) + len(self._ready)
 
-    def put(self, path: str, delay: float | None = None) -> None:
-        """Queue ``path`` to be processed once ``delay`` (default: the settle time) has passed quietly."""
+    def put(self, path: str, delay: float | None = None, force: bool = False) -> None:
+        """Queue ``path`` to be processed once ``delay`` (default: the settle time) has passed quietly.
+
+        A full queue makes producers wait; ``force`` (the worker re-queueing, which must never wait
+        on itself) goes over the bound.
+        """
         due = time.monotonic() + (self.settle if delay is None else delay)
         with self._cond:
-            while (len(self._due) + len(self._ready) >= self.maxsize and path not in self._due
+            while (not force and len(self._due) + len(self._ready) >= self.maxsize and path not in self._due
                    and path not in self._ready and not self._closed):
                 self._cond.wait()
             if self._closed:
@@ -252,7 +256,7 @@ class Pipeline:
         items: list[_Item] = []
         for path in paths:
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except FileNotFoundError:
                 outcomes.append(self._gone(path, "file vanished before it could be read"))
                 continue
@@ -260,7 +264,9 @@ class Pipeline:
                 outcomes.append(self._fail(path, None, f"cannot read: {exc.strerror}", dry_run))
                 continue
             if not stat.S_ISREG(st.st_mode):
-                outcomes.append(self._fail(path, st, "not a regular file", dry_run))
+                reason = ("a symbolic link (not followed)" if stat.S_ISLNK(st.st_mode)
+                          else "not a regular file")
+                outcomes.append(self._fail(path, st, reason, dry_run))
                 continue
             row = rows.get(path)
             if _same_stat(row, st) and row is not None and (
@@ -337,6 +343,8 @@ class Pipeline:
                     return prepare(item.data, spec)
                 except ImageError as exc:
                     return str(exc)
+                except Exception as exc:  # a decoder bug on one odd file is that file's problem
+                    return f"cannot decode: {type(exc).__name__}: {exc}"
                 finally:
                     item.data = None
 
@@ -363,20 +371,24 @@ class Pipeline:
         keywords = [k for k, _ in tags]
         added: list[str] = []
         if self.writer is not None and keywords:
+            written_ahead: tuple[int, list[str]] | None = None
             try:
-                plan = self.writer.plan(Path(path), keywords)
+                plan = self.writer.plan(Path(path), keywords, before=st)
                 if plan.changes:
                     # Pending until recorded done: a crash mid-write leaves it to the next scan.
                     file_id = self.store.record_file(path, key=key, size=st.st_size,
                                                      mtime_ns=st.st_mtime_ns, state=PENDING)
                     self.store.add_ledger(file_id, plan.ours)  # write-ahead: a crash never loses ours
+                    written_ahead = (file_id, plan.ours)
                     self.writer.apply(plan)
                     added = plan.ours
-                st = os.stat(path)
-            except FileChanged as exc:
-                return Outcome(path, RETRY, tags, error=str(exc))
+                st = os.lstat(path)
             except (MetadataError, OSError) as exc:
-                if not os.path.exists(path):
+                if written_ahead is not None:  # the file is as it was: none of these are in it
+                    self.store.remove_ledger(*written_ahead)
+                if isinstance(exc, FileChanged):
+                    return Outcome(path, RETRY, tags, error=str(exc))
+                if not os.path.lexists(path):
                     return self._gone(path, "file vanished before its keywords were written")
                 reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
                 return self._fail(path, st, f"keywords not written: {reason}", False, key)
@@ -402,6 +414,15 @@ class Pipeline:
         if reason.startswith("file vanished"):
             return self._gone(item.path, reason)
         return self._fail(item.path, item.stat, reason, dry_run, item.key)
+
+    def give_up(self, path: str, reason: str) -> Outcome:
+        """Record that ``path`` could not be processed at all (an unexpected error), so it is not
+        retried until it changes."""
+        try:
+            st: os.stat_result | None = os.lstat(path)
+        except OSError:
+            st = None
+        return self._fail(path, st, reason, False)
 
     def _fail(self, path: str, st: os.stat_result | None, reason: str, dry_run: bool,
               key: bytes | None = None) -> Outcome:
@@ -441,7 +462,7 @@ class Pipeline:
                     same.append((row.id, keywords))
                     continue
                 try:
-                    st = os.stat(row.path)
+                    st = os.lstat(row.path)
                 except FileNotFoundError:
                     self._gone(row.path, "file vanished")
                     continue
@@ -511,9 +532,23 @@ class Worker(threading.Thread):
         paths = batch.paths + self.pipeline.apply(batch.ops)
         if not paths:
             return
-        for outcome in self.pipeline.process(paths, wait_for_writers=True):
+        try:
+            outcomes = self.pipeline.process(paths, wait_for_writers=True)
+        except Exception as exc:
+            if len(paths) == 1:
+                self.pipeline.give_up(paths[0], f"{type(exc).__name__}: {exc}")
+                return
+            log.warning("batch of %d failed (%s: %s); taking its files one by one", len(paths),
+                        type(exc).__name__, exc)
+            outcomes = []
+            for path in paths:  # one file that breaks the batch must not cost the others their tags
+                try:
+                    outcomes += self.pipeline.process([path], wait_for_writers=True)
+                except Exception as exc:
+                    self.pipeline.give_up(path, f"{type(exc).__name__}: {exc}")
+        for outcome in outcomes:
             if outcome.status == RETRY:
-                self.queue.put(outcome.path)
+                self.queue.put(outcome.path, force=True)  # never wait on the queue only we drain
 
     def _guard(self, work: Callable[[], None]) -> None:
         """Nothing that goes wrong in one batch may stop the daemon."""

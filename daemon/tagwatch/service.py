@@ -108,7 +108,10 @@ class Daemon:
 
     def _scan(self, clean_temp: bool = False) -> None:
         started = time.monotonic()
-        report = reconcile(self.config.watch, self.filter, self.store, self.queue, clean_temp)
+        report = reconcile(self.config.watch, self.filter, self.store, self.queue, clean_temp,
+                           self.stopped)
+        if self.stopped.is_set():
+            return
         log.info("scan: %d photos, %d queued, %d gone (%.1f s)", report.seen, report.queued, report.gone,
                  time.monotonic() - started)
 

@@ -218,6 +218,12 @@ class Store:
             db.executemany("INSERT OR IGNORE INTO ledger (file_id, keyword, written) VALUES (?, ?, ?)",
                            [(file_id, k, now) for k in keywords])
 
+    def remove_ledger(self, file_id: int, keywords: list[str]) -> None:
+        """Forget keywords recorded ahead of a write that did not happen."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM ledger WHERE file_id = ? AND keyword = ?",
+                           [(file_id, k) for k in keywords])
+
     def mark_deleted(self, path: str) -> bool:
         """The file is gone (its vector stays cached by content key); False if it was unknown."""
         with self.transaction() as db:
@@ -231,9 +237,13 @@ class Store:
                        (DELETED, time.time(), low, high))
 
     def move(self, src: str, dst: str) -> bool:
-        """A file was renamed: its row (vector link, tags, ledger) follows it.  False if unknown."""
+        """A file was renamed: its row (vector link, tags, ledger) follows it.  False if unknown.
+
+        A row already marked deleted does not follow: the file that moved is a new one.
+        """
         with self.transaction() as db:
-            if db.execute("SELECT 1 FROM files WHERE path = ?", (src,)).fetchone() is None:
+            if db.execute("SELECT 1 FROM files WHERE path = ? AND state != ?",
+                          (src, DELETED)).fetchone() is None:
                 return False
             db.execute("DELETE FROM files WHERE path = ?", (dst,))
             db.execute("UPDATE files SET path = ?, updated = ? WHERE path = ?", (dst, time.time(), src))
@@ -244,7 +254,8 @@ class Store:
         low, high = _under(src)
         moved = 0
         with self.transaction() as db:
-            rows = db.execute("SELECT path FROM files WHERE path >= ? AND path < ?", (low, high)).fetchall()
+            rows = db.execute("SELECT path FROM files WHERE path >= ? AND path < ? AND state != ?",
+                              (low, high, DELETED)).fetchall()
             for (path,) in rows:
                 new = dst.rstrip("/") + path[len(src.rstrip("/")):]
                 db.execute("DELETE FROM files WHERE path = ?", (new,))

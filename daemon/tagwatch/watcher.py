@@ -11,6 +11,7 @@ import errno
 import fnmatch
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from .imaging import JPEG_SUFFIXES
-from .metadata import is_temp_file
+from .metadata import is_stale_temp_file
 from .pipeline import BatchQueue, Delete, Move
 from .store import DONE, FAILED, Store
 
@@ -85,14 +86,16 @@ class PathFilter:
         return rel is not None and not self._skipped(rel)
 
 
-def walk(root: Path, filt: PathFilter, clean_temp: bool = False) -> Iterator[tuple[str, os.stat_result]]:
+def walk(root: Path, filt: PathFilter, clean_temp: bool = False,
+         stop: threading.Event | None = None) -> Iterator[tuple[str, os.stat_result]]:
     """Every wanted file under ``root`` with its stat; symlinks are never followed.
 
-    ``clean_temp`` deletes temporary files a killed daemon left beside photos (start-up only, when
-    no write of ours can be in flight).
+    ``clean_temp`` deletes temporary files a killed writer left beside photos (never those of a
+    process still running: they may be writes in flight).  ``stop`` ends the walk early (shutdown
+    must not wait for a scan of 200,000 files).
     """
     stack = [str(root)]
-    while stack:
+    while stack and not (stop is not None and stop.is_set()):
         folder = stack.pop()
         try:
             with os.scandir(folder) as entries:
@@ -102,7 +105,7 @@ def walk(root: Path, filt: PathFilter, clean_temp: bool = False) -> Iterator[tup
             continue
         for entry in listing:
             try:
-                if clean_temp and is_temp_file(entry.name) and entry.is_file(follow_symlinks=False):
+                if clean_temp and is_stale_temp_file(entry.name) and entry.is_file(follow_symlinks=False):
                     os.unlink(entry.path)
                     log.info("%s: removed a temporary file left by an interrupted write", entry.path)
                 elif entry.is_dir(follow_symlinks=False):
@@ -122,12 +125,12 @@ class ScanReport:
 
 
 def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: BatchQueue,
-              clean_temp: bool = False) -> ScanReport:
+              clean_temp: bool = False, stop: threading.Event | None = None) -> ScanReport:
     """Compare the folders with the store: queue new and changed files, report vanished ones."""
     report = ScanReport()
     for root in roots:
         known = store.files_under(str(root))
-        for path, st in walk(root, filt, clean_temp):
+        for path, st in walk(root, filt, clean_temp, stop):
             report.seen += 1
             row = known.pop(path, None)
             if row is not None and row.state in (DONE, FAILED) and (row.size, row.mtime_ns) == (
@@ -135,6 +138,8 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
                 continue
             queue.put(path, delay=0.0)
             report.queued += 1
+        if stop is not None and stop.is_set():
+            break  # an interrupted walk has not seen everything: nothing may be called gone
         for path in known:
             queue.op(Delete(path))
             report.gone += 1
