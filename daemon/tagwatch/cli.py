@@ -21,7 +21,7 @@ from .config import Config, ConfigError, builtin_tag_list, default_config_path, 
 from .imaging import JPEG_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
 from .model import LazyModel, ModelError, model_identity
-from .pipeline import FAILED_, TAGGED, Outcome, Pipeline
+from .pipeline import FAILED_, TAGGED, UNTAGGED_, Outcome, Pipeline
 from .store import Store, StoreError
 from .tagger import select
 from .vocabulary import VocabularyError, load_vocabulary
@@ -132,7 +132,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     store = Store(config.database)
     exiftool = ExifTool()
     try:
-        pipeline = _pipeline(config, store, None if args.dry_run else KeywordWriter(exiftool))
+        pipeline = _pipeline(config, store, None if args.dry_run else KeywordWriter(exiftool, config.write))
         progress = _Progress(len(paths))
         counts: dict[str, int] = {}
         size = config.batch.size
@@ -154,6 +154,35 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 1 if counts.get(FAILED_) else 0
 
 
+# -- untag ---------------------------------------------------------------------------------------
+
+def cmd_untag(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _require_exiftool()
+    store = Store(config.database)
+    exiftool = ExifTool()
+    counts: dict[str, int] = {}
+    try:
+        pipeline = Pipeline(store, LazyModel(config.model), KeywordWriter(exiftool, config.write),
+                            config.tagging)
+        paths: list[str] = []
+        for given in args.paths:
+            path = Path(given).expanduser().absolute()
+            paths += sorted(store.files_under(str(path.resolve()))) if path.is_dir() else [str(path)]
+        for path in paths:
+            outcome = pipeline.untag(path)
+            if outcome.status != UNTAGGED_ and outcome.error:
+                log.info("%s: %s", path, outcome.error)
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        pipeline.close()
+    finally:
+        exiftool.close()
+        store.close()
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to do"
+    print(f"untag: {sum(counts.values())} files: {summary}", file=sys.stderr)
+    return 1 if counts.get(FAILED_) else 0
+
+
 # -- status --------------------------------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -167,8 +196,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         finally:
             store.close()
     else:
-        stats = {k: 0 for k in ("files", "tagged", "pending", "failed", "deleted", "vectors", "encoded",
-                                "keywords_written")}
+        stats = {k: 0 for k in ("files", "tagged", "pending", "failed", "deleted", "untagged", "vectors",
+                                "encoded", "keywords_written")}
         failures = []
     report = {**stats, "database": str(config.database), "model": identity}
     if args.json:
@@ -176,7 +205,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"database  {config.database}")
     print(f"model     {identity}")
-    for name in ("files", "tagged", "pending", "failed", "vectors", "encoded", "keywords_written"):
+    for name in ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded",
+                 "keywords_written"):
         print(f"{name:<17} {stats[name]:>9}")
     for path, error in failures:
         print(f"failed: {path}: {error}")
@@ -264,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--dry-run", action="store_true",
                       help="print each photo's tags with scores; write no photo (vectors are still cached)")
     scan.set_defaults(func=cmd_scan)
+
+    untag = sub.add_parser("untag", parents=[common],
+                           help="remove exactly the keywords tagwatch added; the daemon then leaves "
+                                "those files alone until `scan` names them")
+    untag.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders (recursive)")
+    untag.set_defaults(func=cmd_untag)
 
     status = sub.add_parser("status", parents=[common], help="counts from the database")
     status.add_argument("--json", action="store_true", help="machine-readable output")

@@ -16,7 +16,10 @@ from typing import Any
 
 DEFAULT_MODEL = "ViT-B-32-256"
 DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
-MODES = ("append",)
+MODES = ("append", "sync", "overwrite")
+TARGETS = ("embedded", "sidecar", "both")
+SIDECAR_NAMES = ("photo.jpg.xmp", "photo.xmp")  # digiKam/darktable/Immich style, Lightroom style
+MTIME_POLICIES = ("update", "keep")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 REPO_TAG_LIST_NAME = "imagenet-1k.txt"  # config/imagenet-1k.txt, shipped in the package as data/
 
@@ -65,6 +68,14 @@ class TaggingConfig:
 
 
 @dataclass(frozen=True)
+class WriteConfig:
+    target: str = "embedded"  # JPEG keywords in the file; formats we do not write into get a sidecar
+    sidecar: str = "photo.jpg.xmp"
+    mtime: str = "update"  # backup tools find changed files by mtime: keeping it is opt-in
+    hierarchy_prefix: str = ""  # e.g. "auto": lr:hierarchicalSubject gets "auto|beach"
+
+
+@dataclass(frozen=True)
 class BatchConfig:
     size: int = 32
     max_wait_ms: int = 500
@@ -85,6 +96,7 @@ class Config:
     log_level: str = "info"
     model: ModelConfig = field(default_factory=ModelConfig)
     tagging: TaggingConfig = field(default_factory=TaggingConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     source: Path | None = None  # the file this came from, None for built-in defaults
@@ -145,6 +157,12 @@ class _Reader:
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             raise self.fail(name, f"must be {what}, got {type(value).__name__} {value!r}")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        value = self.get(name, str, "a string")
+        if value is not None and value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
         return value
 
     def string_list(self, name: str) -> list[str] | None:
@@ -219,13 +237,24 @@ def _tagging(raw: dict[str, Any], where: str) -> TaggingConfig:
             if template.count("{}") != 1:
                 raise r.fail("templates", f"entry {template!r} must contain '{{}}' exactly once")
         values["templates"] = tuple(templates)
-    mode = r.get("mode", str, "a string")
+    mode = r.choice("mode", MODES)
     if mode is not None:
-        if mode not in MODES:
-            raise r.fail("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         values["mode"] = mode
     r.finish()
     return replace(TaggingConfig(), **values)
+
+
+def _write(raw: dict[str, Any], where: str) -> WriteConfig:
+    r = _Reader(raw, "write.", where)
+    values = {name: value for name, value in (
+        ("target", r.choice("target", TARGETS)), ("sidecar", r.choice("sidecar", SIDECAR_NAMES)),
+        ("mtime", r.choice("mtime", MTIME_POLICIES)),
+        ("hierarchy_prefix", r.get("hierarchy_prefix", str, "a string"))) if value is not None}
+    prefix = values.get("hierarchy_prefix", "")
+    if prefix and (prefix != prefix.strip(" |/") or not prefix.isprintable() or "/" in prefix):
+        raise r.fail("hierarchy_prefix", f"must be a keyword path like 'auto' or 'auto|ai', got {prefix!r}")
+    r.finish()
+    return replace(WriteConfig(), **values)
 
 
 def _batch(raw: dict[str, Any], where: str) -> BatchConfig:
@@ -250,7 +279,7 @@ def _schedule(raw: dict[str, Any], where: str) -> ScheduleConfig:
     return ScheduleConfig(rescan=parse_duration(rescan, "schedule.rescan", where))
 
 
-_SECTIONS = {"model", "tagging", "batch", "schedule"}
+_SECTIONS = {"model", "tagging", "write", "batch", "schedule"}
 
 
 def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | None = None) -> Config:
@@ -264,6 +293,8 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
             values["model"] = _model(table, base, where)
         elif section == "tagging":
             values["tagging"] = _tagging(table, where)
+        elif section == "write":
+            values["write"] = _write(table, where)
         elif section == "batch":
             values["batch"] = _batch(table, where)
         else:

@@ -12,31 +12,28 @@ import itertools
 import json
 import logging
 import os
-import selectors
-import shutil
 import stat
-import subprocess
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import WriteConfig
+from .exiftool import ExifTool, FileChanged, MetadataError
+
+__all__ = ["ExifTool", "FileChanged", "KeywordWriter", "Keywords", "MetadataError", "WritePlan"]
+
 log = logging.getLogger(__name__)
 
-TEMP_MARKER = ".tagwatch-tmp"  # our temporary files: hidden, and ending with this
+TEMP_MARKER = ".tagwatch-tmp"  # our temporary files: hidden, ending with this (or this + ".xmp")
 _counter = itertools.count(1)
+# Formats whose keywords we write into the file itself; every other format gets an XMP sidecar.
+EMBEDDABLE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".mpo"})
 
-
-class MetadataError(RuntimeError):
-    """Reading or writing a file's metadata failed; the message is the reason."""
-
-
-class FileChanged(MetadataError):
-    """The file changed while we were writing it; our copy was discarded and nothing was replaced."""
+IPTC, DC, HIERARCHICAL, TAGS_LIST = ("IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject",
+                                     "XMP-digiKam:TagsList")
 
 
 def is_temp_file(name: str) -> bool:
-    return name.startswith(".") and name.endswith(TEMP_MARKER)
+    return name.startswith(".") and name.removesuffix(".xmp").endswith(TEMP_MARKER)
 
 
 def is_stale_temp_file(name: str) -> bool:
@@ -48,7 +45,7 @@ def is_stale_temp_file(name: str) -> bool:
     if not is_temp_file(name):
         return False
     try:
-        pid = int(name.removesuffix(TEMP_MARKER).rsplit(".", 1)[1].split("-", 1)[0])
+        pid = int(name.removesuffix(".xmp").removesuffix(TEMP_MARKER).rsplit(".", 1)[1].split("-", 1)[0])
     except (IndexError, ValueError):
         return True
     if pid == os.getpid():
@@ -60,105 +57,6 @@ def is_stale_temp_file(name: str) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
-
-
-def _argline(arg: str) -> str:
-    """One argument as a line of exiftool's ``-@`` argfile protocol."""
-    if "\n" not in arg and "\r" not in arg:
-        if arg != arg.lstrip():
-            raise MetadataError(f"argument {arg!r} starts with white space, which exiftool would drop")
-        return arg
-    if "$" in arg or "@" in arg:  # exiftool's #[CSTR] lines mangle these two characters
-        raise MetadataError(f"{arg!r}: a line break together with '$' or '@' cannot be passed to exiftool")
-    escaped = arg.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-    return f"#[CSTR]{escaped}"
-
-
-class ExifTool:
-    """One ``exiftool -stay_open`` process, started on first use and restarted if it dies.
-
-    Starting exiftool costs ~100 ms of Perl start-up; a command to a running process costs ~5 ms.
-    """
-
-    def __init__(self, executable: str = "exiftool", timeout: float = 120.0) -> None:
-        self.executable = executable
-        self.timeout = timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
-        self._seq = 0
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        exe = shutil.which(self.executable)
-        if exe is None:
-            raise MetadataError(
-                "exiftool not found: install it (Debian/Ubuntu: apt-get install libimage-exiftool-perl; "
-                "macOS: brew install exiftool)")
-        return subprocess.Popen([exe, "-stay_open", "True", "-@", "-"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def execute(self, *args: str) -> tuple[str, str]:
-        """Run one exiftool command; returns its (stdout, stderr) text."""
-        with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._proc = self._start()
-            proc = self._proc
-            self._seq += 1
-            marker = f"{{ready{self._seq}}}"
-            lines = [_argline(a) for a in args] + ["-echo4", marker, f"-execute{self._seq}"]
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(("\n".join(lines) + "\n").encode("utf-8"))
-                proc.stdin.flush()
-                out, err = self._collect(proc, marker.encode())
-            except (OSError, MetadataError) as exc:
-                self._kill()
-                raise MetadataError(f"exiftool failed: {exc}") from None
-            return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-
-    def _collect(self, proc: subprocess.Popen[bytes], marker: bytes) -> tuple[bytes, bytes]:
-        assert proc.stdout is not None and proc.stderr is not None
-        buffers = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
-        pending = set(buffers)
-        deadline = time.monotonic() + self.timeout
-        with selectors.DefaultSelector() as selector:
-            for fd in buffers:
-                selector.register(fd, selectors.EVENT_READ)
-            while pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise MetadataError(f"no answer within {self.timeout:.0f} s")
-                for key, _ in selector.select(remaining):
-                    chunk = os.read(key.fd, 1 << 16)
-                    if not chunk:
-                        raise MetadataError("the exiftool process ended unexpectedly")
-                    buffers[key.fd] += chunk
-                    if key.fd in pending and buffers[key.fd].rstrip().endswith(marker):
-                        pending.discard(key.fd)
-                        selector.unregister(key.fd)
-        out = bytes(buffers[proc.stdout.fileno()]).rstrip()
-        err = bytes(buffers[proc.stderr.fileno()]).rstrip()
-        return out[: -len(marker)], err[: -len(marker)]
-
-    def _kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
-
-    def close(self) -> None:
-        """Ask exiftool to exit (it finishes the command in hand first)."""
-        with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is None or proc.poll() is not None:
-                return
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(b"-stay_open\nFalse\n")
-                proc.stdin.close()
-                proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait()
 
 
 def _as_list(value: object) -> list[str]:
@@ -200,14 +98,25 @@ def _copy_xattrs(source: Path, target: Path) -> None:
 class Keywords:
     """The keywords already in a file, decoded correctly whatever charset wrote them."""
 
-    iptc: tuple[str, ...]
-    xmp: tuple[str, ...]
+    iptc: tuple[str, ...] = ()
+    xmp: tuple[str, ...] = ()  # dc:subject
+    hierarchical: tuple[str, ...] = ()  # lr:hierarchicalSubject (Lightroom, digiKam, Immich)
+    tags_list: tuple[str, ...] = ()  # digiKam:TagsList (digiKam, Immich read it first)
     latin1_iptc: bool = False  # legacy IPTC in Latin-1 without 1:90: converted to UTF-8 on our write
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write
-    all: frozenset[str] = field(init=False)
+    all: frozenset[str] = field(init=False)  # the flat keywords, IPTC and XMP together
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "all", frozenset(self.iptc) | frozenset(self.xmp))
+
+    def values(self, tag: str) -> tuple[str, ...]:
+        return {IPTC: self.iptc, DC: self.xmp, HIERARCHICAL: self.hierarchical,
+                TAGS_LIST: self.tags_list}[tag]
+
+
+_NO_KEYWORDS = Keywords()
+_FIELDS = (IPTC, DC, HIERARCHICAL, TAGS_LIST)
+Expect = tuple[frozenset[str], frozenset[str]]  # (values a field must hold, values it must not)
 
 
 def _cp1252_bytes(text: str) -> bytes:
@@ -245,28 +154,71 @@ def _decode_legacy_iptc(values: dict[str, object]) -> tuple[dict[str, object], b
 
 
 @dataclass(frozen=True)
+class Forms:
+    """How a keyword is spelled in each field: flat in IPTC and dc:subject, under the configured
+    prefix in the hierarchical ones (``auto|beach`` in lr:hierarchicalSubject, ``auto/beach`` in
+    digiKam's TagsList)."""
+
+    prefix: str = ""
+
+    def spell(self, tag: str, keyword: str) -> str:
+        if not self.prefix or tag in (IPTC, DC):
+            return keyword
+        if tag == HIERARCHICAL:
+            return f"{self.prefix}|{keyword}"
+        return f"{self.prefix.replace('|', '/')}/{keyword}"
+
+    def present(self, keyword: str, existing: Keywords) -> bool:
+        return any(self.spell(tag, keyword) in existing.values(tag) for tag in _FIELDS)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One file to rewrite, the photo itself or its sidecar, and what it must hold afterwards."""
+
+    path: Path
+    before: os.stat_result | None  # None: a sidecar that does not exist yet
+    args: list[str]
+    expect: dict[str, Expect]
+    is_photo: bool
+
+
+@dataclass(frozen=True)
 class WritePlan:
     path: Path
-    before: os.stat_result  # the file as it was read; the write is abandoned if it changes
-    args: list[str]  # the exiftool edit; empty when the file already carries every keyword
-    keywords: list[str]  # what the file must carry in IPTC and XMP afterwards
-    ours: list[str]  # keywords that were nowhere in the file: these, and only these, are ours
+    before: os.stat_result  # the photo as it was read; the write is abandoned if it changes
+    edits: list[Edit]  # empty when every file already holds what it should
+    keywords: list[str]  # the predictions the files must carry afterwards
+    ours: list[str]  # keywords that were nowhere before: these, and only these, become ours
+    removed: list[str] = field(default_factory=list)  # our own keywords taken out (sync, untag)
+    dropped: list[str] = field(default_factory=list)  # a person's keywords overwrite takes out
+    restored: list[str] = field(default_factory=list)  # a person's keywords untag puts back
 
     @property
     def changes(self) -> bool:
-        return bool(self.args)
+        return bool(self.edits)
 
 
 class KeywordWriter:
-    """Adds keywords to IPTC Keywords and XMP dc:subject of JPEG files, never removing any."""
+    """Puts keywords where photo apps look for them, in the photo (JPEG) and/or an XMP sidecar.
 
-    def __init__(self, exiftool: ExifTool) -> None:
+    Embedded: IPTC Keywords (UTF-8, declared) and XMP dc:subject, plus lr:hierarchicalSubject and
+    digiKam TagsList when the file already has them or a hierarchy prefix is configured, because
+    digiKam and Immich read those first and would not show keywords written elsewhere.  Sidecars get
+    the same XMP fields.  Nothing else in any file changes, and a file is replaced only whole.
+    """
+
+    def __init__(self, exiftool: ExifTool, settings: WriteConfig | None = None) -> None:
         self.exiftool = exiftool
+        self.settings = settings or WriteConfig()
+        self.forms = Forms(self.settings.hierarchy_prefix)
+
+    # -- reading -------------------------------------------------------------------------------
 
     def read(self, path: Path) -> Keywords:
         out, err = self.exiftool.execute(
-            "-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", "-XMP-dc:Subject",
-            "-Photoshop:IPTCDigest", "-ExifTool:Error", str(path))
+            "-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
+            f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Error", str(path))
         try:
             record = json.loads(out, parse_float=str, parse_int=str)[0] if out else {}
         except (ValueError, IndexError):
@@ -280,63 +232,160 @@ class KeywordWriter:
         if "IPTC:CodedCharacterSet" not in iptc:
             iptc, latin1 = _decode_legacy_iptc(iptc)
         return Keywords(
-            iptc=tuple(_as_list(iptc.get("IPTC:Keywords"))),
-            xmp=tuple(_as_list(record.get("XMP-dc:Subject"))),
+            iptc=tuple(_as_list(iptc.get(IPTC))),
+            xmp=tuple(_as_list(record.get(DC))),
+            hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
+            tags_list=tuple(_as_list(record.get(TAGS_LIST))),
             latin1_iptc=latin1,
             has_digest="Photoshop:IPTCDigest" in record,
         )
 
-    def plan(self, path: Path, keywords: list[str], before: os.stat_result | None = None) -> WritePlan:
-        """Work out what adding ``keywords`` to ``path`` changes, without changing anything yet.
+    def sidecar_for(self, path: Path) -> Path:
+        """``photo.jpg.xmp`` (digiKam, darktable, Immich) or ``photo.xmp`` (Lightroom, Capture One)."""
+        if self.settings.sidecar == "photo.xmp":
+            return path.with_suffix(".xmp")
+        return path.with_name(path.name + ".xmp")
 
-        ``before`` is the file's stat when its pixels were read (default: now); if the file is no
-        longer that file, the predictions are about another picture and :class:`FileChanged` says so.
+    def embeds(self, path: Path) -> bool:
+        """Keywords go into the photo itself (JPEG, unless the target is sidecar only)."""
+        return path.suffix.lower() in EMBEDDABLE_SUFFIXES and self.settings.target != "sidecar"
+
+    def uses_sidecar(self, path: Path) -> bool:
+        return path.suffix.lower() not in EMBEDDABLE_SUFFIXES or self.settings.target != "embedded"
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def plan(self, path: Path, keywords: list[str], before: os.stat_result | None = None,
+             mode: str = "append", owned: list[str] | tuple[str, ...] = ()) -> WritePlan:
+        """Work out what tagging ``path`` with ``keywords`` changes, without changing anything yet.
+
+        ``mode``: "append" adds; "sync" also takes out ``owned`` keywords (those tagwatch added
+        earlier) that are no longer predicted; "overwrite" makes the keyword fields hold exactly
+        ``keywords``.  ``before`` is the photo's stat when its pixels were read (default: now); if
+        the photo is no longer that file, the predictions are about another picture and
+        :class:`FileChanged` says so.
         """
+        before, photo, sidecar = self._state(path, before)
+        present = photo.all | sidecar.all
+        is_present = lambda k: self.forms.present(k, photo) or self.forms.present(k, sidecar)  # noqa: E731
+        ours = [k for k in keywords if not is_present(k)]
+        removed = [k for k in owned if k not in keywords and is_present(k)] if mode == "sync" else []
+        dropped: list[str] = []
+        if mode == "overwrite":
+            dropped = sorted(k for k in present if k not in keywords and k not in owned)
+            removed = [k for k in owned if k not in keywords and is_present(k)]
+        edits = self._edits(path, before, photo, sidecar, add=keywords, remove=removed,
+                            overwrite=keywords if mode == "overwrite" else None)
+        return WritePlan(path, before, edits, list(keywords), ours, removed, dropped)
+
+    def plan_untag(self, path: Path, owned: list[str], dropped: list[str]) -> WritePlan:
+        """Take out exactly the keywords tagwatch added and put back those overwrite took out."""
+        before, photo, sidecar = self._state(path, None)
+        is_present = lambda k: self.forms.present(k, photo) or self.forms.present(k, sidecar)  # noqa: E731
+        removed = [k for k in owned if is_present(k)]
+        restored = [k for k in dropped if not is_present(k)]
+        edits = self._edits(path, before, photo, sidecar, add=restored, remove=removed, overwrite=None)
+        return WritePlan(path, before, edits, [], [], removed, [], restored)
+
+    def _state(self, path: Path, before: os.stat_result | None
+               ) -> tuple[os.stat_result, Keywords, Keywords]:
         now = path.lstat()
         if stat.S_ISLNK(now.st_mode):
             raise MetadataError("a symbolic link; tagwatch writes only into regular files (tag its target)")
         if before is not None and _changed(before, now):
             raise FileChanged("the file changed since it was read; will retry")
-        before = now
+        photo = self.read(path)
+        sidecar = _NO_KEYWORDS
+        side = self.sidecar_for(path)
+        if side.is_symlink():
+            raise MetadataError(f"its sidecar {side.name} is a symbolic link; tagwatch leaves it alone")
+        if side.exists():
+            try:
+                sidecar = self.read(side)
+            except MetadataError as exc:
+                raise MetadataError(f"its sidecar {side.name} cannot be read ({exc})") from None
+        return now, photo, sidecar
+
+    def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords, *,
+               add: list[str], remove: list[str], overwrite: list[str] | None) -> list[Edit]:
+        """The photo's and the sidecar's edits.  Keywords are added only where the target says;
+        removals reach every place tagwatch may have written (the target may have changed since)."""
+        edits: list[Edit] = []
+        if path.suffix.lower() in EMBEDDABLE_SUFFIXES:
+            embeds = self.embeds(path)
+            edit = self._photo_edit(path, before, photo, add if embeds else [], remove,
+                                    overwrite if embeds else None)
+            if edit is not None:
+                edits.append(edit)
+        side = self.sidecar_for(path)
+        if self.uses_sidecar(path) or side.exists():
+            uses = self.uses_sidecar(path)
+            sidecar_before = side.lstat() if side.exists() else None
+            fields = self._xmp_fields(sidecar, add if uses else [], remove, overwrite if uses else None)
+            args = [a for f in fields for a in f[1]]
+            if args:
+                edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False))
+        return edits
+
+    def _photo_edit(self, path: Path, before: os.stat_result, existing: Keywords, add: list[str],
+                    remove: list[str], overwrite: list[str] | None) -> Edit | None:
+        iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, self.forms, add, remove, overwrite)
+        xmp = self._xmp_fields(existing, add, remove, overwrite)
+        if not iptc_args and not any(f[1] for f in xmp):
+            return None
         if before.st_nlink > 1:
             raise MetadataError(f"the file has {before.st_nlink} hard links; replacing it would split "
                                 "them into separate files, so it is left alone")
-        existing = self.read(path)
-        new_iptc = [k for k in keywords if k not in existing.iptc]
-        new_xmp = [k for k in keywords if k not in existing.xmp]
-        ours = [k for k in keywords if k not in existing.all]
-        if not new_iptc and not new_xmp:
-            return WritePlan(path, before, [], keywords, ours)
+        if not before.st_mode & 0o222:
+            raise MetadataError("the file is read-only (no write permission); tagwatch leaves it alone")
         args = ["-charset", "iptc=UTF8"]
-        if existing.latin1_iptc:
-            # exiftool FAQ 10: re-read the legacy IPTC as Latin and store it as UTF-8 with 1:90 set.
-            args = ["-charset", "iptc=Latin", "-tagsfromfile", "@", "-IPTC:all", "--IPTC:Keywords"]
-            args += [f"-IPTC:Keywords={k}" for k in [*existing.iptc, *new_iptc]]
-        else:
-            args += [f"-IPTC:Keywords+={k}" for k in new_iptc]
-        args.append("-IPTC:CodedCharacterSet=UTF8")
-        args += [f"-XMP-dc:Subject+={k}" for k in new_xmp]
-        if existing.has_digest:
-            args.append("-Photoshop:IPTCDigest=new")
-        return WritePlan(path, before, args, keywords, ours)
+        if iptc_args:
+            if existing.latin1_iptc:
+                # exiftool FAQ 10: re-read the legacy IPTC as Latin and store it as UTF-8 with 1:90 set.
+                args = ["-charset", "iptc=Latin", "-tagsfromfile", "@", "-IPTC:all", f"--{IPTC}"]
+                args += [f"-{IPTC}={k}" for k in iptc_final] or [f"-{IPTC}="]
+            else:
+                args += iptc_args
+            args.append("-IPTC:CodedCharacterSet=UTF8")
+            if existing.has_digest:
+                args.append("-Photoshop:IPTCDigest=new")
+        args += [a for f in xmp for a in f[1]]
+        return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True)
+
+    def _xmp_fields(self, existing: Keywords, add: list[str], remove: list[str],
+                    overwrite: list[str] | None) -> list[tuple[str, list[str], Expect]]:
+        fields = [DC]
+        if self.forms.prefix or existing.hierarchical:
+            fields.append(HIERARCHICAL)
+        if existing.tags_list:
+            fields.append(TAGS_LIST)
+        out = []
+        for tag in fields:
+            args, _, expect = _field(tag, existing.values(tag), self.forms, add, remove, overwrite)
+            out.append((tag, args, expect))
+        return out
+
+    # -- writing -------------------------------------------------------------------------------
 
     def apply(self, plan: WritePlan) -> None:
-        """Carry out a plan: the file is replaced atomically, or left exactly as it was.
+        """Carry out a plan: each file is replaced atomically, or left exactly as it was.
 
-        A hidden temporary file in the same folder receives the new version; it is fsynced, given the
-        original's permissions and (where allowed) owner, renamed over the original, and the folder
-        is fsynced.  If the original changed meanwhile, nothing is replaced (:class:`FileChanged`).
+        A hidden temporary file in the same folder receives the new version; it is read back, given
+        the original's permissions, owner (where allowed) and extended attributes, fsynced and
+        renamed over the original, and the folder is fsynced.  If the photo changed meanwhile,
+        nothing is replaced (:class:`FileChanged`).  A new sidecar never replaces one that another
+        app created in the meantime.
         """
-        if plan.changes:
-            self._replace(plan)
+        for edit in plan.edits:
+            self._replace(edit, plan.before)
 
     def add(self, path: Path, keywords: list[str]) -> list[str]:
-        """Add the ``keywords`` missing from the file; returns those that were in neither list."""
+        """Add the ``keywords`` missing from the file; returns those that were nowhere before."""
         plan = self.plan(path, keywords)
         self.apply(plan)
         return plan.ours
 
-    def _verify(self, plan: WritePlan, temp: Path, err: str) -> None:
+    def _verify(self, edit: Edit, temp: Path, err: str) -> None:
         """Read the new version back before it replaces the original.
 
         exiftool declines to rewrite a block it finds malformed (for example XMP with duplicate
@@ -345,19 +394,23 @@ class KeywordWriter:
         where they could not.
         """
         written = self.read(temp)
-        missing_iptc = [k for k in plan.keywords if k not in written.iptc]
-        missing_xmp = [k for k in plan.keywords if k not in written.xmp]
+        wrong = {"IPTC" if tag == IPTC else "XMP" for tag, (must, must_not) in edit.expect.items()
+                 if not must <= set(written.values(tag)) or must_not & set(written.values(tag))}
         reason = _warning(err) or "exiftool gave no reason"
-        if missing_iptc and missing_xmp:
+        if not edit.is_photo and wrong:
+            raise MetadataError(f"exiftool did not write the sidecar's keywords ({reason})")
+        if wrong == {"IPTC", "XMP"}:
             raise MetadataError(f"exiftool wrote neither IPTC nor XMP keywords ({reason})")
-        if missing_iptc or missing_xmp:
-            where, other = ("IPTC", "XMP") if missing_xmp else ("XMP", "IPTC")
+        if wrong:
+            (bad,) = wrong
+            good = "XMP" if bad == "IPTC" else "IPTC"
             log.warning("%s: keywords written to %s only; exiftool left the %s untouched (%s)",
-                        plan.path, where, other, reason)
+                        edit.path, good, bad, reason)
 
-    def _replace(self, plan: WritePlan) -> None:
-        path, before = plan.path, plan.before
-        temp = path.with_name(f".{path.name}.{os.getpid()}-{next(_counter)}{TEMP_MARKER}")
+    def _replace(self, edit: Edit, photo_before: os.stat_result) -> None:
+        path, before = edit.path, edit.before
+        suffix = "" if edit.is_photo else ".xmp"  # exiftool picks the format of a new file by its name
+        temp = path.with_name(f".{path.name}.{os.getpid()}-{next(_counter)}{TEMP_MARKER}{suffix}")
         try:
             # exiftool's own message for an unwritable folder names our temp file; ask the OS first
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -365,27 +418,72 @@ class KeywordWriter:
         except OSError as exc:
             raise MetadataError(f"cannot create a file in {path.parent}: {exc.strerror}") from None
         try:
-            out, err = self.exiftool.execute(*plan.args, "-o", str(temp), str(path))
+            source = [] if before is None else [str(path)]
+            out, err = self.exiftool.execute(*edit.args, "-o", str(temp), *source)
             if not temp.exists():
                 raise MetadataError(_first_line(err) or _first_line(out) or "exiftool wrote nothing")
-            self._verify(plan, temp, err)
-            _copy_xattrs(path, temp)
-            os.chmod(temp, before.st_mode & 0o7777)
-            if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+            self._verify(edit, temp, err)
+            if before is not None:
+                _copy_xattrs(path, temp)
+                os.chmod(temp, before.st_mode & 0o7777)
+                owner = before
+            else:  # a new sidecar: readable like its photo, never executable
+                os.chmod(temp, photo_before.st_mode & 0o666)
+                owner = photo_before
+            if (owner.st_uid, owner.st_gid) != (os.getuid(), os.getgid()):
                 try:
-                    os.chown(temp, before.st_uid, before.st_gid)
+                    os.chown(temp, owner.st_uid, owner.st_gid)
                 except PermissionError:
-                    log.debug("%s: cannot keep owner %d:%d", path, before.st_uid, before.st_gid)
+                    log.debug("%s: cannot keep owner %d:%d", path, owner.st_uid, owner.st_gid)
+            if edit.is_photo and self.settings.mtime == "keep":
+                os.utime(temp, ns=(before.st_atime_ns, before.st_mtime_ns))
             with open(temp, "rb+") as handle:
                 os.fsync(handle.fileno())
-            if _changed(before, path.lstat()):
+            if edit.is_photo and _changed(photo_before, path.lstat()):
                 raise FileChanged("the file changed while its keywords were being written; will retry")
-            os.replace(temp, path)
+            if before is None:
+                _create(temp, path)
+            else:
+                if _changed(before, path.lstat()):
+                    raise FileChanged(f"{path.name} changed while it was being written; will retry")
+                os.replace(temp, path)
             _fsync_dir(path.parent)
+        except FileNotFoundError as exc:
+            if edit.is_photo or before is not None:
+                raise FileChanged(f"{path.name} vanished while it was being written") from None
+            raise MetadataError(f"cannot write: {exc.strerror}") from None
         except OSError as exc:
             raise MetadataError(f"cannot write: {exc.strerror or exc}") from None
         finally:
             temp.unlink(missing_ok=True)
+
+
+def _field(tag: str, existing: tuple[str, ...], forms: Forms, add: list[str], remove: list[str],
+           overwrite: list[str] | None) -> tuple[list[str], list[str], Expect]:
+    """exiftool arguments that edit one list field; returns (args, final values, expectations)."""
+    if overwrite is not None:
+        final = list(dict.fromkeys(forms.spell(tag, k) for k in overwrite))
+        gone = frozenset(existing) - frozenset(final)
+        if list(existing) == final:
+            return [], final, (frozenset(final), gone)
+        return [f"-{tag}={v}" for v in final] or [f"-{tag}="], final, (frozenset(final), gone)
+    taken = [v for v in dict.fromkeys(forms.spell(tag, k) for k in remove) if v in existing]
+    added = [v for v in dict.fromkeys(forms.spell(tag, k) for k in add) if v not in existing]
+    final = [v for v in existing if v not in taken] + added
+    args = [f"-{tag}-={v}" for v in taken] + [f"-{tag}+={v}" for v in added]
+    return args, final, (frozenset(added), frozenset(taken))
+
+
+def _create(temp: Path, path: Path) -> None:
+    """Put a new file in place without clobbering one that appeared meanwhile."""
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        raise FileChanged(f"{path.name} was created by another program meanwhile; will retry") from None
+    except OSError:  # file systems without hard links (FAT, some SMB mounts)
+        if path.exists():
+            raise FileChanged(f"{path.name} was created by another program meanwhile; will retry") from None
+        os.replace(temp, path)
 
 
 def _changed(before: os.stat_result, now: os.stat_result) -> bool:

@@ -7,6 +7,7 @@ queue as operations, so the store sees them in the order they happened relative 
 
 from __future__ import annotations
 
+import glob
 import heapq
 import itertools
 import logging
@@ -26,7 +27,7 @@ from .config import TaggingConfig
 from .imaging import ImageError, content_key, prepare
 from .metadata import FileChanged, KeywordWriter, MetadataError
 from .model import LazyModel
-from .store import DONE, FAILED, PENDING, FileRow, Store
+from .store import DONE, FAILED, PENDING, REMOVED, UNTAGGED, FileRow, Store
 from .tagger import TagMatrix, predict
 from .vocabulary import Vocabulary
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Outcome statuses
 TAGGED, UNCHANGED, FAILED_, GONE, RETRY = "tagged", "unchanged", "failed", "gone", "retry"
+UNTAGGED_ = "untagged"
 _RECENT_S = 2.0  # a truncated file younger than this is probably still being written
 _MAX_RETRIES = 5
 
@@ -239,7 +241,8 @@ class Pipeline:
                 wait_for_writers: bool = False) -> list[Outcome]:
         """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
 
-        ``retry_failed`` retries files that failed before even if unchanged (``scan``);
+        ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
+        unchanged, and tags files that ``untag`` set aside;
         ``wait_for_writers`` answers RETRY for a truncated file modified in the last seconds, which
         is probably still being copied (the daemon queues it again instead of failing it).
         """
@@ -269,6 +272,9 @@ class Pipeline:
                 outcomes.append(self._fail(path, st, reason, dry_run))
                 continue
             row = rows.get(path)
+            if row is not None and row.state == UNTAGGED and not retry_failed:
+                outcomes.append(Outcome(path, UNCHANGED))  # `tagwatch untag` asked us to leave it
+                continue
             if _same_stat(row, st) and row is not None and (
                     (row.state == DONE and row.tagged_with == self.fingerprint)
                     or (row.state == FAILED and not retry_failed)):
@@ -370,22 +376,31 @@ class Pipeline:
         """Write the predicted keywords and record the result."""
         keywords = [k for k, _ in tags]
         added: list[str] = []
-        if self.writer is not None and keywords:
-            written_ahead: tuple[int, list[str]] | None = None
+        mode = self.tagging.mode
+        row = self.store.file(path)
+        owned = self.store.ledger(row.id) if row is not None else []
+        # Overwrite with nothing predicted would wipe a person's keywords over a threshold typo.
+        if self.writer is not None and (keywords or (mode == "sync" and owned)):
+            written_ahead: list[str] = []
+            file_id: int | None = None
             try:
-                plan = self.writer.plan(Path(path), keywords, before=st)
+                plan = self.writer.plan(Path(path), keywords, before=st, mode=mode, owned=owned)
                 if plan.changes:
-                    # Pending until recorded done: a crash mid-write leaves it to the next scan.
-                    file_id = self.store.record_file(path, key=key, size=st.st_size,
-                                                     mtime_ns=st.st_mtime_ns, state=PENDING)
-                    self.store.add_ledger(file_id, plan.ours)  # write-ahead: a crash never loses ours
-                    written_ahead = (file_id, plan.ours)
+                    # Pending until recorded done, ledger written ahead: a crash mid-write leaves the
+                    # file to the next scan and never makes tagwatch forget a keyword it put in.
+                    with self.store.transaction():
+                        file_id = self.store.record_file(path, key=key, size=st.st_size,
+                                                         mtime_ns=st.st_mtime_ns, state=PENDING)
+                        self.store.add_ledger(file_id, plan.ours)
+                        self.store.add_ledger(file_id, plan.dropped, REMOVED)
+                    written_ahead = plan.ours + plan.dropped
                     self.writer.apply(plan)
+                    self.store.remove_ledger(file_id, plan.removed)
                     added = plan.ours
                 st = os.lstat(path)
             except (MetadataError, OSError) as exc:
-                if written_ahead is not None:  # the file is as it was: none of these are in it
-                    self.store.remove_ledger(*written_ahead)
+                if file_id is not None and written_ahead:  # the file is as it was
+                    self.store.remove_ledger(file_id, written_ahead)
                 if isinstance(exc, FileChanged):
                     return Outcome(path, RETRY, tags, error=str(exc))
                 if not os.path.lexists(path):
@@ -477,6 +492,33 @@ class Pipeline:
             self.store.update_predictions(same, self.fingerprint)
         return len(rows), written
 
+    # -- untag ---------------------------------------------------------------------------------
+
+    def untag(self, path: str) -> Outcome:
+        """Take out exactly the keywords tagwatch added (and put back what overwrite took out); the
+        daemon then leaves the file alone until ``scan`` names it again."""
+        assert self.writer is not None
+        row = self.store.file(path)
+        if row is None or row.state == "deleted":
+            return Outcome(path, UNCHANGED, error="tagwatch has no record of this file")
+        if row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED):
+            return Outcome(path, UNCHANGED, error="already untagged")
+        owned, dropped = self.store.ledger(row.id), self.store.ledger(row.id, REMOVED)
+        self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
+        try:
+            plan = self.writer.plan_untag(Path(path), owned, dropped)
+            self.writer.apply(plan)
+            st = os.lstat(path)
+        except (MetadataError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
+            log.warning("%s: not untagged: %s", path, reason)
+            return Outcome(path, FAILED_, error=reason)
+        self.store.remove_ledger(row.id, owned + dropped)
+        self.store.record_file(path, key=row.key, size=st.st_size, mtime_ns=st.st_mtime_ns, state=UNTAGGED)
+        log.info("untagged %s: removed %s%s", path, ", ".join(plan.removed) or "nothing",
+                 f"; restored {', '.join(plan.restored)}" if plan.restored else "")
+        return Outcome(path, UNTAGGED_, added=plan.restored)
+
     # -- renames and deletions -----------------------------------------------------------------
 
     def apply(self, ops: Sequence[Op]) -> list[str]:
@@ -492,11 +534,30 @@ class Pipeline:
                     log.info("%s: skipped: deleted before it could be tagged", op.path)
             elif op.is_dir:
                 self.store.move_tree(op.src, op.dst)
-            elif not self.store.move(op.src, op.dst):
-                unknown.append(op.dst)
             else:
-                log.info("moved %s -> %s", op.src, op.dst)
+                self._move_sidecar(op.src, op.dst)
+                if not self.store.move(op.src, op.dst):
+                    unknown.append(op.dst)
+                else:
+                    log.info("moved %s -> %s", op.src, op.dst)
         return unknown
+
+    def _move_sidecar(self, src: str, dst: str) -> None:
+        """A photo renamed by a file manager leaves its sidecar behind; take it along, unless the
+        new name already has one or other files still share it (``photo.xmp`` of a RAW+JPEG pair)."""
+        if self.writer is None:
+            return
+        old, new = self.writer.sidecar_for(Path(src)), self.writer.sidecar_for(Path(dst))
+        if old == new or not old.is_file() or old.is_symlink() or os.path.lexists(new):
+            return
+        if old.name != Path(src).name + ".xmp" and any(
+                p.suffix.lower() != ".xmp" for p in old.parent.glob(glob.escape(old.stem) + ".*")):
+            return
+        try:
+            os.rename(old, new)
+            log.info("moved sidecar %s -> %s", old, new)
+        except OSError as exc:
+            log.warning("%s: sidecar not moved with its photo: %s", old, exc.strerror)
 
 
 class Worker(threading.Thread):

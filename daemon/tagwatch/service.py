@@ -55,7 +55,8 @@ class Daemon:
         self.store = Store(config.database)
         self.exiftool = ExifTool()
         self.model = LazyModel(config.model)
-        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool), config.tagging)
+        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
+                                 config.tagging)
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
                                 config.batch.settle_ms / 1000)
         self.filter = PathFilter(config.watch, config.exclude)
@@ -126,7 +127,7 @@ class Daemon:
             log.error("config not reloaded: %s", exc)
             return
         new = replace(new, watch=self.config.watch) if self._cli_watch else new
-        for name in ("watch", "exclude", "database", "model", "batch", "schedule"):
+        for name in ("watch", "exclude", "database", "model", "write", "batch", "schedule"):
             if getattr(new, name) != getattr(self.config, name):
                 log.warning("config: a change of %r takes effect after a restart", name)
         self.config = replace(self.config, tags=new.tags, tagging=new.tagging)

@@ -23,6 +23,9 @@ import numpy as np
 VECTOR_DTYPE = np.dtype("<f2")
 
 PENDING, DONE, FAILED, DELETED = "pending", "done", "failed", "deleted"
+UNTAGGED = "untagged"  # `tagwatch untag` took our keywords out: the daemon leaves it alone
+# Ledger actions: a keyword tagwatch put into the file, or a person's keyword "overwrite" took out
+ADDED, REMOVED = "added", "removed"
 
 _MIGRATIONS: list[str] = [
     # 1: the initial schema
@@ -61,6 +64,10 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO counters VALUES ('encoded', 0);
+    """,
+    # 2: the ledger also remembers a person's keywords that overwrite mode removed, for untag
+    """
+    ALTER TABLE ledger ADD COLUMN action TEXT NOT NULL DEFAULT 'added';
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -211,15 +218,16 @@ class Store:
             db.executemany("UPDATE files SET tags = ?, tagged_with = ? WHERE id = ?",
                            [("\n".join(tags), fingerprint, file_id) for file_id, tags in predictions])
 
-    def add_ledger(self, file_id: int, keywords: list[str]) -> None:
-        """Record keywords tagwatch adds to a file, before the write (a crash must not lose them)."""
+    def add_ledger(self, file_id: int, keywords: list[str], action: str = ADDED) -> None:
+        """Record keywords tagwatch adds to a file (or, with REMOVED, a person's keywords it takes
+        out), before the write: a crash must not lose them."""
         now = time.time()
         with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO ledger (file_id, keyword, written) VALUES (?, ?, ?)",
-                           [(file_id, k, now) for k in keywords])
+            db.executemany("INSERT OR REPLACE INTO ledger (file_id, keyword, written, action) "
+                           "VALUES (?, ?, ?, ?)", [(file_id, k, now, action) for k in keywords])
 
     def remove_ledger(self, file_id: int, keywords: list[str]) -> None:
-        """Forget keywords recorded ahead of a write that did not happen."""
+        """Forget keywords: recorded ahead of a write that did not happen, or no longer in the file."""
         with self.transaction() as db:
             db.executemany("DELETE FROM ledger WHERE file_id = ? AND keyword = ?",
                            [(file_id, k) for k in keywords])
@@ -271,10 +279,12 @@ class Store:
                    WHERE f.state = ? ORDER BY f.id""", (model, DONE)).fetchall()
         return [(_row(r), _vector(r["vector"])) for r in rows]
 
-    def ledger(self, file_id: int) -> list[str]:
+    def ledger(self, file_id: int, action: str = ADDED) -> list[str]:
+        """Keywords tagwatch added to the file (or, with REMOVED, took out of it), oldest first."""
         with self._lock:
             return [r[0] for r in self._db.execute(
-                "SELECT keyword FROM ledger WHERE file_id = ? ORDER BY written, keyword", (file_id,))]
+                "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? ORDER BY written, keyword",
+                (file_id, action))]
 
     # -- vectors -------------------------------------------------------------------------------
 
@@ -306,13 +316,14 @@ class Store:
             states = dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
             cached = db.execute("SELECT COUNT(*) FROM image_vectors WHERE model = ?", (model,)).fetchone()[0]
             encoded = db.execute("SELECT value FROM counters WHERE name = 'encoded'").fetchone()[0]
-            written = db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+            written = db.execute("SELECT COUNT(*) FROM ledger WHERE action = ?", (ADDED,)).fetchone()[0]
         return {
             "files": sum(n for s, n in states.items() if s != DELETED),
             "tagged": states.get(DONE, 0),
             "pending": states.get(PENDING, 0),
             "failed": states.get(FAILED, 0),
             "deleted": states.get(DELETED, 0),
+            "untagged": states.get(UNTAGGED, 0),
             "vectors": cached,
             "encoded": encoded,
             "keywords_written": written,

@@ -33,7 +33,7 @@ from watchdog.observers import Observer
 from .imaging import JPEG_SUFFIXES
 from .metadata import is_stale_temp_file
 from .pipeline import BatchQueue, Delete, Move
-from .store import DONE, FAILED, Store
+from .store import DONE, FAILED, UNTAGGED, Store
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,8 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
         for path, st in walk(root, filt, clean_temp, stop):
             report.seen += 1
             row = known.pop(path, None)
+            if row is not None and row.state == UNTAGGED:
+                continue  # `tagwatch untag` set it aside
             if row is not None and row.state in (DONE, FAILED) and (row.size, row.mtime_ns) == (
                     st.st_size, st.st_mtime_ns):
                 continue
