@@ -21,6 +21,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tagwatch.config import ModelConfig, TaggingConfig, WriteConfig
+from tagwatch.metadata import ExifTool, KeywordWriter
+from tagwatch.model import LazyModel
+from tagwatch.pipeline import Pipeline
+from tagwatch.store import Store
+from tagwatch.vocabulary import parse_tag_list
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "tests" / "data" / "tiny-clip.json"
 CORPUS = Path(os.environ.get("TAGWATCH_CORPUS", REPO.parent / "shared" / "corpus" / "metadata"))
@@ -82,6 +89,35 @@ def read_only_folder(folder: Path) -> Iterator[None]:
 @pytest.fixture
 def make_jpeg() -> Callable[..., Path]:
     return noise_jpeg
+
+
+class Env:
+    """The worker's pipeline in-process: real store, real exiftool, the tiny CLIP."""
+
+    def __init__(self, root: Path, checkpoint: Path, tagging: TaggingConfig,
+                 write: WriteConfig | None = None) -> None:
+        self.root = root
+        self.store = Store(root / "state" / "tw.db")
+        self.exiftool = ExifTool()
+        self.model = LazyModel(ModelConfig(name=str(TINY_CONFIG), pretrained=str(checkpoint)))
+        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, write), tagging)
+        self.use(TAGS, tagging)
+
+    def use(self, tags: list[str], tagging: TaggingConfig | None = None) -> int:
+        return self.pipeline.use_vocabulary(
+            parse_tag_list("\n".join(tags), ("a photo of a {}.",), self.root / "tags.txt"), tagging)
+
+    def encoded(self) -> int:
+        return self.store.stats(self.model.identity)["encoded"]
+
+    def run(self, *paths: Path, **kwargs: bool) -> dict[str, str]:
+        outcomes = self.pipeline.process([str(p) for p in paths], **kwargs)
+        return {Path(o.path).name: o.status for o in outcomes}
+
+    def close(self) -> None:
+        self.pipeline.close()
+        self.exiftool.close()
+        self.store.close()
 
 
 def exif_keywords(path: Path) -> dict[str, list[str]]:

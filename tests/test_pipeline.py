@@ -13,41 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TAGS, TINY_CONFIG, exif_keywords, noise_jpeg, read_only_folder
+from conftest import TAGS, TINY_CONFIG, Env, exif_keywords, noise_jpeg, read_only_folder
 from tagwatch.config import ModelConfig, TaggingConfig
-from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.model import LazyModel
 from tagwatch.pipeline import FAILED_, GONE, RETRY, TAGGED, UNCHANGED, BatchQueue, Delete, Move, Pipeline
-from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
 
 ALL_TAGS = TaggingConfig(threshold=-1.0, top_k=len(TAGS))
-
-
-class Env:
-    def __init__(self, root: Path, checkpoint: Path, tagging: TaggingConfig) -> None:
-        self.root = root
-        self.store = Store(root / "state" / "tw.db")
-        self.exiftool = ExifTool()
-        self.model = LazyModel(ModelConfig(name=str(TINY_CONFIG), pretrained=str(checkpoint)))
-        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool), tagging)
-        self.use(TAGS, tagging)
-
-    def use(self, tags: list[str], tagging: TaggingConfig | None = None) -> int:
-        return self.pipeline.use_vocabulary(
-            parse_tag_list("\n".join(tags), ("a photo of a {}.",), self.root / "tags.txt"), tagging)
-
-    def encoded(self) -> int:
-        return self.store.stats(self.model.identity)["encoded"]
-
-    def run(self, *paths: Path, **kwargs: bool) -> dict[str, str]:
-        outcomes = self.pipeline.process([str(p) for p in paths], **kwargs)
-        return {Path(o.path).name: o.status for o in outcomes}
-
-    def close(self) -> None:
-        self.pipeline.close()
-        self.exiftool.close()
-        self.store.close()
 
 
 @pytest.fixture

@@ -321,7 +321,13 @@ class KeywordWriter:
         if self.uses_sidecar(path) or side.exists():
             uses = self.uses_sidecar(path)
             sidecar_before = side.lstat() if side.exists() else None
-            fields = self._xmp_fields(sidecar, add if uses else [], remove, overwrite if uses else None)
+            # A new sidecar starts with the photo's own keywords: apps that read the sidecar instead
+            # of the photo must still see what a person tagged.
+            seed = None if sidecar_before is not None else Keywords(
+                xmp=tuple(dict.fromkeys(photo.xmp + photo.iptc)), hierarchical=photo.hierarchical,
+                tags_list=photo.tags_list)
+            fields = self._xmp_fields(sidecar, add if uses else [], remove, overwrite if uses else None,
+                                      sidecar=True, seed=seed)
             args = [a for f in fields for a in f[1]]
             if args:
                 edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False))
@@ -353,15 +359,23 @@ class KeywordWriter:
         return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True)
 
     def _xmp_fields(self, existing: Keywords, add: list[str], remove: list[str],
-                    overwrite: list[str] | None) -> list[tuple[str, list[str], Expect]]:
+                    overwrite: list[str] | None, sidecar: bool = False, seed: Keywords | None = None
+                    ) -> list[tuple[str, list[str], Expect]]:
+        """dc:subject always; lr:hierarchicalSubject with a prefix, where present, and in every
+        sidecar (Immich reads no dc:subject); digiKam's TagsList where present."""
+        base = existing if seed is None else seed
         fields = [DC]
-        if self.forms.prefix or existing.hierarchical:
+        if self.forms.prefix or base.hierarchical or sidecar:
             fields.append(HIERARCHICAL)
-        if existing.tags_list:
+        if base.tags_list:
             fields.append(TAGS_LIST)
+        seeds = {tag: () if seed is None else seed.values(tag) for tag in fields}
+        if sidecar and not base.hierarchical:  # a person's flat keywords join ours there, for Immich
+            seeds[HIERARCHICAL] = base.xmp
         out = []
         for tag in fields:
-            args, _, expect = _field(tag, existing.values(tag), self.forms, add, remove, overwrite)
+            args, _, expect = _field(tag, existing.values(tag), self.forms, add, remove, overwrite,
+                                     seed=() if overwrite is not None else seeds[tag])
             out.append((tag, args, expect))
         return out
 
@@ -459,18 +473,21 @@ class KeywordWriter:
 
 
 def _field(tag: str, existing: tuple[str, ...], forms: Forms, add: list[str], remove: list[str],
-           overwrite: list[str] | None) -> tuple[list[str], list[str], Expect]:
-    """exiftool arguments that edit one list field; returns (args, final values, expectations)."""
+           overwrite: list[str] | None, seed: tuple[str, ...] = ()) -> tuple[list[str], list[str], Expect]:
+    """exiftool arguments that edit one list field; returns (args, final values, expectations).
+
+    ``seed``: values, already spelled, that a new file starts with before our keywords."""
     if overwrite is not None:
         final = list(dict.fromkeys(forms.spell(tag, k) for k in overwrite))
         gone = frozenset(existing) - frozenset(final)
         if list(existing) == final:
             return [], final, (frozenset(final), gone)
         return [f"-{tag}={v}" for v in final] or [f"-{tag}="], final, (frozenset(final), gone)
-    taken = [v for v in dict.fromkeys(forms.spell(tag, k) for k in remove) if v in existing]
-    added = [v for v in dict.fromkeys(forms.spell(tag, k) for k in add) if v not in existing]
+    taken = [v for v in dict.fromkeys(forms.spell(tag, k) for k in remove) if v in existing + seed]
+    added = [v for v in dict.fromkeys([*seed, *(forms.spell(tag, k) for k in add)])
+             if v not in existing and v not in taken]
     final = [v for v in existing if v not in taken] + added
-    args = [f"-{tag}-={v}" for v in taken] + [f"-{tag}+={v}" for v in added]
+    args = [f"-{tag}-={v}" for v in taken if v in existing] + [f"-{tag}+={v}" for v in added]
     return args, final, (frozenset(added), frozenset(taken))
 
 

@@ -1,0 +1,93 @@
+"""Whose keyword is it: sync removes only what tagwatch added, untag restores the file as it was.
+
+Real pipeline, real store and ledger, real exiftool; the tiny CLIP with threshold -1 and top_k equal
+to the list length predicts every tag on the list, so a tag-list edit decides the predictions.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import Env, exif_keywords, noise_jpeg, tagwatch, write_config
+from tagwatch.config import TaggingConfig, WriteConfig
+from tagwatch.pipeline import TAGGED, UNCHANGED
+from tagwatch.store import UNTAGGED
+
+
+def person_tags(photo: Path, *keywords: str) -> Path:
+    args = [a for k in keywords for a in (f"-IPTC:Keywords={k}", f"-XMP-dc:Subject={k}")]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-charset", "iptc=UTF8", *args, str(photo)],
+                   check=True)
+    return photo
+
+
+def keyword_sets(*photos: Path) -> list[tuple[set[str], set[str]]]:
+    return [(set(k["iptc"]), set(k["xmp"])) for k in map(exif_keywords, photos)]
+
+
+@pytest.mark.parametrize("target", ["embedded", "both"])
+def test_sync_drops_our_beach_and_keeps_the_persons(tmp_path: Path, tiny_checkpoint: Path,
+                                                    target: str) -> None:
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"),
+              WriteConfig(target=target))
+    try:
+        env.use(["beach", "forest"])
+        theirs = person_tags(noise_jpeg(tmp_path / "in" / "theirs.jpg", seed=1), "beach", "Anna")
+        ours = noise_jpeg(tmp_path / "in" / "ours.jpg", seed=2)
+        before = keyword_sets(theirs, ours)
+        assert env.run(theirs, ours) == {"theirs.jpg": TAGGED, "ours.jpg": TAGGED}
+        assert keyword_sets(theirs, ours) == [({"beach", "Anna", "forest"},) * 2, ({"beach", "forest"},) * 2]
+        encoded = env.encoded()
+        env.use(["forest", "mountain"])  # the edit drops beach
+        assert env.pipeline.retag() == (2, 2)
+        assert env.encoded() == encoded  # re-scored from cached vectors
+        assert keyword_sets(theirs, ours) == [({"beach", "Anna", "forest", "mountain"},) * 2,
+                                              ({"forest", "mountain"},) * 2]
+        if target == "both":
+            sidecar = env.pipeline.writer.sidecar_for(ours)
+            assert set(exif_keywords(sidecar)["xmp"]) == {"forest", "mountain"}
+        for photo in (theirs, ours):
+            assert env.pipeline.untag(str(photo)).status == "untagged"
+        assert keyword_sets(theirs, ours) == before  # exactly as they were before tagwatch
+        assert env.store.file(str(ours)).state == UNTAGGED
+        assert env.run(ours) == {"ours.jpg": UNCHANGED}  # the daemon leaves it alone now
+        assert env.run(ours, retry_failed=True) == {"ours.jpg": TAGGED}  # `scan` names it: tagged again
+    finally:
+        env.close()
+
+
+def test_append_never_removes_and_overwrite_is_undone_by_untag(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    photo = person_tags(noise_jpeg(tmp_path / "in" / "p.jpg", seed=3), "Anna", "Ünïcödé")
+    before = keyword_sets(photo)
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=1, mode="append"))
+    try:
+        env.use(["beach"])
+        env.run(photo)
+        env.use(["forest"])
+        env.pipeline.retag()
+        assert keyword_sets(photo) == [({"Anna", "Ünïcödé", "beach", "forest"},) * 2]
+        env.pipeline.tagging = TaggingConfig(threshold=-1.0, top_k=1, mode="overwrite")
+        env.use(["mountain"], env.pipeline.tagging)
+        env.pipeline.retag()
+        assert keyword_sets(photo) == [({"mountain"},) * 2]
+        assert env.pipeline.untag(str(photo)).added == ["Anna", "Ünïcödé"]  # the person's, restored
+        assert keyword_sets(photo) == before
+    finally:
+        env.close()
+
+
+def test_untag_command_on_a_folder(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    folder = tmp_path / "photos"
+    photos = [noise_jpeg(folder / f"p{i}.jpg", seed=i) for i in range(2)]
+    person_tags(photos[0], "Anna")
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach", "Anna"], top_k=2)
+    result = tagwatch("scan", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    assert keyword_sets(*photos) == [({"Anna", "beach"},) * 2, ({"Anna", "beach"},) * 2]
+    result = tagwatch("untag", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "untag: 2 files: 2 untagged" in result.stderr
+    assert keyword_sets(*photos) == [({"Anna"},) * 2, (set(), set())]

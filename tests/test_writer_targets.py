@@ -1,0 +1,197 @@
+"""Where keywords land, read back the way each photo app reads them (exiftool as the reader).
+
+The reader rules come from the apps' sources and docs: digiKam takes the first non-empty of TagsList,
+lr:hierarchicalSubject, dc:subject, IPTC Keywords; Immich reads TagsList, else HierarchicalSubject,
+else IPTC Keywords (never dc:subject); Apple Photos reads dc:subject; PhotoPrism reads embedded IPTC
+Keywords and a sidecar's dc:subject; Windows merges IPTC and XMP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import noise_jpeg
+from tagwatch.config import WriteConfig
+from tagwatch.imaging import jpeg_key
+from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
+
+WORDS = ["beach", "Ünïcödé tag", "日本語"]
+FIELDS = ("XMP-digiKam:TagsList", "XMP-lr:HierarchicalSubject", "XMP-dc:Subject", "IPTC:Keywords")
+
+
+@pytest.fixture(scope="module")
+def exiftool() -> ExifTool:
+    tool = ExifTool()
+    yield tool
+    tool.close()
+
+
+def fields(path: Path) -> dict[str, list[str]]:
+    """Every keyword field of a file (photo or sidecar), read by a separate exiftool."""
+    if not path.exists():
+        return {tag: [] for tag in FIELDS}
+    out = subprocess.run(["exiftool", "-j", "-G1", "-charset", "iptc=UTF8", *[f"-{t}" for t in FIELDS],
+                          str(path)], check=True, capture_output=True, text=True).stdout
+    record = json.loads(out)[0]
+    return {tag: [str(v) for v in (record.get(tag) if isinstance(record.get(tag), list)
+                                   else [record[tag]] if tag in record else [])] for tag in FIELDS}
+
+
+def first(record: dict[str, list[str]], order: tuple[str, ...]) -> list[str]:
+    return next((record[tag] for tag in order if record[tag]), [])
+
+
+def readers(photo: Path, sidecar: Path) -> dict[str, set[str]]:
+    """What each app shows for this photo (leaf keywords: a hierarchical `a|b` shows as `b`)."""
+    embedded, side = fields(photo), fields(sidecar)
+    leaf = lambda values: {v.replace("/", "|").rsplit("|", 1)[-1] for v in values}  # noqa: E731
+    digikam_order = ("XMP-digiKam:TagsList", "XMP-lr:HierarchicalSubject", "XMP-dc:Subject", "IPTC:Keywords")
+    immich_order = ("XMP-digiKam:TagsList", "XMP-lr:HierarchicalSubject", "IPTC:Keywords")
+    # digiKam and Immich read the sidecar over the photo: a field present there wins
+    merged = {tag: side[tag] or embedded[tag] for tag in FIELDS}
+    return {
+        "digiKam": leaf(first(merged, digikam_order)),
+        "Immich": leaf(first(merged, immich_order)),
+        "Apple Photos": set(embedded["XMP-dc:Subject"]),
+        "PhotoPrism": set(embedded["IPTC:Keywords"]) | set(side["XMP-dc:Subject"]),
+        "Windows": set(embedded["IPTC:Keywords"]) | set(embedded["XMP-dc:Subject"]),
+    }
+
+
+def with_person_tags(photo: Path) -> Path:
+    """A photo a person already tagged in digiKam: TagsList and hierarchical keywords present."""
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-digiKam:TagsList=People/Anna",
+                    "-XMP-lr:HierarchicalSubject=People|Anna", "-XMP-dc:Subject=Anna",
+                    "-charset", "iptc=UTF8", "-IPTC:Keywords=Anna", str(photo)], check=True)
+    return photo
+
+
+@pytest.mark.parametrize("target", ["embedded", "both"])
+def test_every_app_sees_keywords_written_into_the_photo(tmp_path: Path, exiftool: ExifTool,
+                                                       target: str) -> None:
+    writer = KeywordWriter(exiftool, WriteConfig(target=target))
+    plain = noise_jpeg(tmp_path / "plain.jpg", seed=1)
+    tagged = with_person_tags(noise_jpeg(tmp_path / "digikam.jpg", seed=2))
+    for photo in (plain, tagged):
+        writer.add(photo, WORDS)
+    sidecar = writer.sidecar_for(plain)
+    assert (sidecar.exists(), sidecar.name) == (target == "both", "plain.jpg.xmp")
+    for app, shown in readers(plain, writer.sidecar_for(plain)).items():
+        assert set(WORDS) <= shown, (app, shown)
+    for app, shown in readers(tagged, writer.sidecar_for(tagged)).items():
+        assert {*WORDS, "Anna"} <= shown, (app, shown)
+    record = fields(tagged)  # the person's hierarchy is kept, ours is added flat beside it
+    assert record["XMP-digiKam:TagsList"] == ["People/Anna", *WORDS]
+    assert record["XMP-lr:HierarchicalSubject"] == ["People|Anna", *WORDS]
+
+
+def test_a_sidecar_target_leaves_the_photo_byte_identical(tmp_path: Path, exiftool: ExifTool) -> None:
+    writer = KeywordWriter(exiftool, WriteConfig(target="sidecar", sidecar="photo.xmp"))
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    data = photo.read_bytes()
+    assert writer.add(photo, WORDS) == WORDS
+    assert photo.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg", "p.xmp"]
+    shown = readers(photo, tmp_path / "p.xmp")
+    # Apple Photos and Windows read no sidecar: the README says so for this target
+    assert all(set(WORDS) <= shown[app] for app in ("digiKam", "Immich", "PhotoPrism")), shown
+
+
+def test_formats_we_do_not_write_into_always_get_a_sidecar(tmp_path: Path, exiftool: ExifTool) -> None:
+    writer = KeywordWriter(exiftool, WriteConfig(target="embedded"))
+    png = tmp_path / "scan.png"
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(png)
+    data = png.read_bytes()
+    writer.add(png, WORDS)
+    assert png.read_bytes() == data
+    side = fields(tmp_path / "scan.png.xmp")
+    assert side["XMP-dc:Subject"] == side["XMP-lr:HierarchicalSubject"] == WORDS
+
+
+def test_an_existing_sidecar_is_merged_never_clobbered(tmp_path: Path, exiftool: ExifTool) -> None:
+    """darktable keeps its whole edit history in photo.jpg.xmp: it must survive our keywords."""
+    writer = KeywordWriter(exiftool, WriteConfig(target="sidecar"))
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    sidecar = tmp_path / "p.jpg.xmp"
+    subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=holiday", "-XMP-xmp:Rating=4",
+                    "-XMP-dc:Description=edited in darktable", "-o", str(sidecar)], check=True)
+    sidecar.chmod(0o640)
+    before = json.loads(subprocess.run(["exiftool", "-j", "-G1", "-XMP:all", str(sidecar)],
+                                       capture_output=True, check=True, text=True).stdout)[0]
+    assert writer.add(photo, ["beach", "holiday"]) == ["beach"]  # holiday was the person's
+    after = json.loads(subprocess.run(["exiftool", "-j", "-G1", "-XMP:all", str(sidecar)],
+                                      capture_output=True, check=True, text=True).stdout)[0]
+    assert after.pop("XMP-dc:Subject") == ["holiday", "beach"]
+    assert after.pop("XMP-lr:HierarchicalSubject") == ["holiday", "beach"]  # so that Immich sees them
+    before.pop("XMP-dc:Subject")
+    assert after == before and oct(sidecar.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_hierarchy_prefix_files_our_keywords_under_it(tmp_path: Path, exiftool: ExifTool) -> None:
+    writer = KeywordWriter(exiftool, WriteConfig(hierarchy_prefix="auto|clip"))
+    plain = noise_jpeg(tmp_path / "plain.jpg", seed=1)
+    tagged = with_person_tags(noise_jpeg(tmp_path / "digikam.jpg", seed=2))
+    for photo in (plain, tagged):
+        writer.add(photo, ["beach"])
+    assert fields(plain)["XMP-lr:HierarchicalSubject"] == ["auto|clip|beach"]
+    assert fields(plain)["XMP-dc:Subject"] == fields(plain)["IPTC:Keywords"] == ["beach"]
+    assert fields(plain)["XMP-digiKam:TagsList"] == []
+    assert fields(tagged)["XMP-digiKam:TagsList"] == ["People/Anna", "auto/clip/beach"]
+    assert readers(tagged, tmp_path / "none.xmp")["digiKam"] == {"Anna", "beach"}
+    assert writer.plan(tagged, ["beach"]).edits == []  # already there, under the prefix
+
+
+def test_permissions_owner_and_the_mtime_policy(tmp_path: Path, exiftool: ExifTool) -> None:
+    keep = KeywordWriter(exiftool, WriteConfig(mtime="keep"))
+    update = KeywordWriter(exiftool, WriteConfig(mtime="update"))
+    a, b = noise_jpeg(tmp_path / "a.jpg", seed=1), noise_jpeg(tmp_path / "b.jpg", seed=2)
+    old = 1_500_000_000_000_000_000
+    for photo in (a, b):
+        photo.chmod(0o604)
+        os.utime(photo, ns=(old, old))
+    keep.add(a, ["beach"])
+    update.add(b, ["beach"])
+    assert a.stat().st_mtime_ns == old and b.stat().st_mtime_ns > old
+    assert {oct(p.stat().st_mode & 0o777) for p in (a, b)} == {"0o604"}
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in (a, b)} == {(os.getuid(), os.getgid())}
+
+
+def test_a_read_only_photo_is_refused_untouched(tmp_path: Path, exiftool: ExifTool) -> None:
+    writer = KeywordWriter(exiftool)
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    photo.chmod(0o444)
+    data = photo.read_bytes()
+    with pytest.raises(MetadataError, match="read-only"):
+        writer.add(photo, ["beach"])
+    assert photo.read_bytes() == data and os.listdir(tmp_path) == ["p.jpg"]
+
+
+def test_sync_removes_only_ours_and_untag_restores_what_overwrite_took(tmp_path: Path,
+                                                                     exiftool: ExifTool) -> None:
+    writer = KeywordWriter(exiftool, WriteConfig(target="both"))
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    key = jpeg_key(photo.read_bytes())
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-charset", "iptc=UTF8", "-IPTC:Keywords=Anna",
+                    "-XMP-dc:Subject=Anna", str(photo)], check=True)
+    plan = writer.plan(photo, ["beach", "Anna"], mode="sync")
+    writer.apply(plan)
+    assert plan.ours == ["beach"]
+    plan = writer.plan(photo, ["forest"], mode="sync", owned=["beach"])  # beach is ours: it goes
+    writer.apply(plan)
+    assert (plan.removed, plan.ours) == (["beach"], ["forest"])
+    assert fields(photo)["IPTC:Keywords"] == ["Anna", "forest"]
+    assert fields(writer.sidecar_for(photo))["XMP-dc:Subject"] == ["Anna", "forest"]
+    plan = writer.plan(photo, ["sea"], mode="overwrite", owned=["forest"])
+    writer.apply(plan)
+    assert (plan.dropped, plan.removed, plan.ours) == (["Anna"], ["forest"], ["sea"])
+    assert fields(photo)["IPTC:Keywords"] == fields(photo)["XMP-dc:Subject"] == ["sea"]
+    plan = writer.plan_untag(photo, owned=["sea"], dropped=["Anna"])
+    writer.apply(plan)
+    assert fields(photo)["IPTC:Keywords"] == fields(photo)["XMP-dc:Subject"] == ["Anna"]
+    assert jpeg_key(photo.read_bytes()) == key
