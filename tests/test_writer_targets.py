@@ -162,6 +162,16 @@ def test_permissions_owner_and_the_mtime_policy(tmp_path: Path, exiftool: ExifTo
     assert {(p.stat().st_uid, p.stat().st_gid) for p in (a, b)} == {(os.getuid(), os.getgid())}
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file to another user")
+def test_the_owner_is_kept_where_allowed(tmp_path: Path, exiftool: ExifTool) -> None:
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    os.chown(photo, 4321, 4322)
+    KeywordWriter(exiftool, WriteConfig(target="both")).add(photo, ["beach"])
+    assert (photo.stat().st_uid, photo.stat().st_gid) == (4321, 4322)
+    sidecar = tmp_path / "p.jpg.xmp"  # a new sidecar belongs to the photo's owner, not to us
+    assert (sidecar.stat().st_uid, sidecar.stat().st_gid) == (4321, 4322)
+
+
 def test_a_read_only_photo_is_refused_untouched(tmp_path: Path, exiftool: ExifTool) -> None:
     writer = KeywordWriter(exiftool)
     photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
