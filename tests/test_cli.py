@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TAGS, TINY_CONFIG, exif_keywords, noise_jpeg, status, tagwatch
@@ -99,6 +100,19 @@ def test_checkpoint_and_random_weights_load_through_the_config_path(tiny_checkpo
     first = load_model(ModelConfig(name=str(TINY_CONFIG), pretrained="none")).encode_texts(["a dog"])
     second = load_model(ModelConfig(name=str(TINY_CONFIG), pretrained="none")).encode_texts(["a dog"])
     assert (first == second).all()  # random weights are seeded: restarts find their vectors again
+
+
+def test_short_text_context_gives_the_full_context_vectors(tiny_checkpoint: Path) -> None:
+    """Prompts are encoded on only the token positions they use; the vectors must not change."""
+    import torch
+
+    model = load_model(ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint)))
+    prompts = ["a photo of a dog.", "a", "a photo of a very long and rather wordy golden retriever puppy.",
+               "日本語", "a photo of a cat."]
+    fast = model.encode_texts(prompts, batch_size=2)  # batches of different lengths, order kept
+    with torch.inference_mode():
+        full = torch.nn.functional.normalize(model._model.encode_text(model._tokenizer(prompts)), dim=-1)
+    assert np.abs(fast - full.numpy()).max() < 1e-5
 
 
 @pytest.mark.parametrize(("cfg", "message"), [
