@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import TAGS, Daemon, exif_keywords, wait_for, write_config
-from tagwatch.imaging import jpeg_key
+from tagwatch.keys import jpeg_key
 from tagwatch.metadata import is_temp_file
 
 ROUNDS = 8

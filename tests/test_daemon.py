@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TAGS, Daemon, exif_keywords, noise_jpeg, status, wait_for, write_config
-from tagwatch.imaging import jpeg_key
+from tagwatch.keys import jpeg_key
 from tagwatch.metadata import is_temp_file
 
 
@@ -82,7 +82,7 @@ def test_bad_files_are_logged_once_and_the_daemon_keeps_going(running: Daemon) -
     expected = {
         truncated: "truncated JPEG (no end-of-image marker)",
         empty: "empty file (0 bytes)",
-        text: "not a JPEG file (no start-of-image marker)",
+        text: "not an image format tagwatch reads",
         fleeting: "deleted before it could be tagged",
     }
     for path, reason in expected.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, exif_keywords, noise_jpeg
-from tagwatch.imaging import jpeg_key
+from tagwatch.keys import jpeg_key
 from tagwatch.metadata import ExifTool, FileChanged, KeywordWriter, MetadataError, is_temp_file
 
 

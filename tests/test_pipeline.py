@@ -148,9 +148,9 @@ def test_bad_files_give_one_line_each_and_good_ones_still_get_tagged(
         f"{vanished}: skipped: file vanished before it could be read",
         f"{truncated}: skipped: truncated JPEG (no end-of-image marker)",
         f"{empty}: skipped: empty file (0 bytes)",
-        f"{text}: skipped: not a JPEG file (no start-of-image marker)",
+        f"{text}: skipped: not an image format tagwatch reads",
     ]
-    assert env.store.file(str(text)).error == "not a JPEG file (no start-of-image marker)"
+    assert env.store.file(str(text)).error == "not an image format tagwatch reads"
     # an unchanged bad file is not retried; once it changes, it is
     assert env.run(text) == {"text.jpg": UNCHANGED}
     noise_jpeg(text, seed=3)
@@ -169,6 +169,23 @@ def test_a_write_that_fails_leaves_the_photo_and_claims_no_keyword(env: Env, tmp
     assert env.store.ledger(row.id) == []  # the write-ahead entries went with the failed write
     assert [r.getMessage() for r in caplog.records] == [f"{photo}: skipped: {row.error}"]
     assert env.run(photo) == {"p0.jpg": UNCHANGED}  # reported once, not retried in a loop
+
+
+def test_other_formats_are_tagged_through_a_sidecar(env: Env, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    source = Image.open(noise_jpeg(folder / "src.jpg", seed=5))
+    files = [folder / "scan.png", folder / "web.webp", folder / "print.tiff"]
+    for f in files:
+        source.save(f)
+    before = {f: f.read_bytes() for f in files}
+    assert env.run(*files) == {f.name: TAGGED for f in files}
+    for f in files:
+        assert f.read_bytes() == before[f]  # never written into
+        assert len(exif_keywords(folder / (f.name + ".xmp"))["xmp"]) == 3
+    assert env.encoded() == 3
+    assert env.run(*files) == {f.name: UNCHANGED for f in files}  # a sidecar write is not a change
 
 
 def test_symlinks_are_not_followed(env: Env, tmp_path: Path) -> None:

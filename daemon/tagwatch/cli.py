@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config, ConfigError, builtin_tag_list, default_config_path, load_config
-from .imaging import JPEG_SUFFIXES, ImageError
+from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
 from .model import LazyModel, ModelError, model_identity
 from .pipeline import FAILED_, TAGGED, UNTAGGED_, Outcome, Pipeline
@@ -88,10 +88,10 @@ def _expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:
             for found, _ in walk(resolved, PathFilter([resolved], exclude)):
                 yield found
         elif path.is_file():
-            if path.suffix.lower() in JPEG_SUFFIXES:
+            if path.suffix.lower() in IMAGE_SUFFIXES:
                 yield str(path.resolve() if path.is_symlink() else path)  # named, so followed
             else:
-                log.warning("%s: skipped: not a JPEG file name (%s)", path, ", ".join(sorted(JPEG_SUFFIXES)))
+                log.warning("%s: skipped: not a photo file name (%s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
         else:
             log.warning("%s: skipped: no such file or folder", path)
 

@@ -1,104 +1,24 @@
-"""Image bytes → content key, and image bytes → the model's input array.
+"""Image bytes → the model's input array: decode upright, resize and normalise like open_clip.
 
-The content key is what makes renames free: it hashes only the bytes that carry the picture, so
-editing metadata (by us or any other app), renaming, moving or copying a photo keeps its key, and the
-cached vector is found again without decoding a pixel.
+JPEG decodes in draft mode (a reduced-scale DCT) when the picture is much larger than the model's
+input; HEIC goes through pillow-heif and camera RAW through rawpy (its embedded preview when large
+enough).  Every failure is an :class:`ImageError` whose message is the reason, for one log line.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+import contextlib
+import functools
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Files the daemon tags.  MPO (multi-picture JPEG) is a JPEG whose first image is the picture.
-JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".mpo"})
-
-_KEY_BYTES = 16  # 128 bits of SHA-256: collisions are out of reach for any photo library
-_JPEG_DOMAIN = b"tagwatch-jpeg-v1\0"
-# The next marker inside entropy-coded data: 0xFF followed by anything but a stuffed zero, a restart
-# marker (RST0-7, part of the scan) or another 0xFF (a fill byte before the marker).
-_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
-
-
-class ImageError(ValueError):
-    """The bytes are not a usable image; the message is the reason, for one log line."""
-
-
-def _is_metadata_segment(marker: int) -> bool:
-    """APP0-APP15 (EXIF, XMP, IPTC, ICC, MPF, …) and COM carry no pixels."""
-    return 0xE0 <= marker <= 0xEF or marker == 0xFE
-
-
-def jpeg_key(data: bytes) -> bytes:
-    """Key of a JPEG: every segment that defines pixels, from SOI to the first image's EOI.
-
-    Hashed: quantisation and Huffman tables, the frame header, restart intervals, every scan header
-    and the entropy-coded data of every scan up to EOI.  Skipped: APPn and COM segments wherever they
-    sit, and anything after EOI (an MPO's second picture, a trailer).  So metadata edits never change
-    the key, while any change to the decoded picture does.
-    """
-    view = memoryview(data)
-    size = len(view)
-    digest = hashlib.sha256(_JPEG_DOMAIN)
-    if size < 4 or view[0] != 0xFF or view[1] != 0xD8:
-        raise ImageError("not a JPEG file (no start-of-image marker)")
-    pos = 2
-    scans = 0
-    while True:
-        if pos + 2 > size:
-            raise ImageError("truncated JPEG (no end-of-image marker)")
-        if view[pos] != 0xFF:
-            # Junk between segments: decoders (libjpeg, Pillow) skip to the next marker; so do we.
-            pos = data.find(b"\xff", pos)
-            if pos < 0:
-                raise ImageError("truncated JPEG (no end-of-image marker)")
-            continue
-        marker = view[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker == 0xD9:  # EOI
-            if not scans:
-                raise ImageError("JPEG holds no image data (end-of-image before any scan)")
-            digest.update(view[pos:pos + 2])
-            return digest.digest()[:_KEY_BYTES]
-        if marker in _STANDALONE:
-            digest.update(view[pos:pos + 2])
-            pos += 2
-            continue
-        if pos + 4 > size:
-            raise ImageError("truncated JPEG (no end-of-image marker)")
-        end = pos + 2 + int.from_bytes(view[pos + 2:pos + 4], "big")
-        if end > size or end < pos + 4:
-            raise ImageError(f"truncated JPEG (segment at byte {pos} runs past the end of the file)")
-        if not _is_metadata_segment(marker):
-            digest.update(view[pos:end])
-        pos = end
-        if marker == 0xDA:  # SOS: entropy-coded data follows until the next real marker
-            scans += 1
-            found = _NEXT_MARKER.search(data, pos)
-            if found is None:
-                raise ImageError("truncated JPEG (no end-of-image marker)")
-            digest.update(view[pos:found.start()])
-            pos = found.start()
-
-
-def content_key(data: bytes) -> bytes:
-    """The content key of an image file's bytes.
-
-    JPEG (and MPO, whose first picture is a JPEG) is the only format tagged so far, keyed by
-    :func:`jpeg_key`.  Other formats are refused here; when they are added (with XMP sidecars) their
-    key will be the hash of their pixel-carrying chunks (PNG IDAT, WebP VP8/VP8L/ALPH) or, for formats
-    without such a stream, of the decoded pixels, so that the key stays blind to metadata.
-    """
-    return jpeg_key(data)
+from .keys import ImageError, image_format
 
 
 @dataclass(frozen=True)
@@ -112,33 +32,174 @@ class Preprocess:
     resize_mode: str = "shortest"
 
 
-def _open(data: bytes) -> Image.Image:
+# --- Decoding -------------------------------------------------------------------------------------
+
+# The Pillow plugin for each sniffed format, so that no other plugin gets a say (JPEG's opens MPO).
+_PILLOW_FORMATS = {
+    "jpeg": ["JPEG"], "png": ["PNG"], "webp": ["WEBP"], "tiff": ["TIFF"], "heif": ["HEIF"],
+}
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+# EXIF orientation → the turn that shows the picture upright (what ImageOps.exif_transpose does).
+_ORIENTATION_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# LibRaw's (dcraw's) flip → EXIF orientation.  Flip bits: 2 flips rows, 1 flips columns, 4 then
+# transposes; so 6 (rows, transpose) is 90° clockwise like EXIF 6, 5 is 90° anticlockwise (EXIF 8).
+_FLIP_ORIENTATION = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
+_WHITE = (255, 255, 255, 255)
+
+
+@functools.cache
+def _enable_heif() -> None:
+    """Teach Pillow HEIC/HEIF once, on the first such file (pillow-heif registers a plugin)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise ImageError("HEIC support needs pillow-heif (pip install pillow-heif)") from None
+    pillow_heif.register_heif_opener()
+
+
+@functools.cache
+def _rawpy() -> ModuleType:
+    try:
+        import rawpy
+    except ImportError:
+        raise ImageError("camera RAW support needs rawpy (pip install rawpy)") from None
+    return rawpy
+
+
+def _open(data: bytes, formats: list[str] | None = None) -> Image.Image:
+    """Open without decoding; Pillow's decompression-bomb warning is an error here, not a warning."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(BytesIO(data))
+            return Image.open(BytesIO(data), formats=formats)
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"refused: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot decode: {exc}") from None
+
+
+def _check_pixels(count: int) -> None:
+    """Pillow's decompression-bomb limit, for pictures that do not pass through Image.open."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and count > limit:
+        raise ImageError(f"refused: Image size ({count} pixels) exceeds limit of {limit} pixels, "
+                         "could be decompression bomb DOS attack.")
 
 
 def load_rgb(data: bytes, min_side: int) -> Image.Image:
-    """Decode to upright RGB, letting JPEG decode at a reduced scale no smaller than ``min_side``.
+    """Decode to upright 8-bit RGB, letting JPEG decode at a reduced scale no smaller than ``min_side``.
 
     JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale in the DCT, several times faster than a full
-    decode, and the shorter side stays at least ``min_side`` so the later resize only shrinks.
+    decode, and the shorter side stays at least ``min_side`` so the later resize only shrinks.  Every
+    format is upright: EXIF orientation for JPEG, PNG, WebP and TIFF, ``irot``/``imir`` for HEIC
+    (whose EXIF orientation pillow-heif rightly ignores), LibRaw's flip for RAW.  A multi-frame file
+    (MPO, animated PNG/WebP, multi-page TIFF, HEIF with several images) gives its first or primary
+    picture.  See :func:`_to_rgb` for alpha, 16-bit and CMYK.
     """
-    image = _open(data)
+    kind = image_format(data)
+    if kind in ("dng", "raw"):
+        return _load_raw(data, min_side)
+    if kind == "heif":
+        _enable_heif()
+    return _decode(_open(data, _PILLOW_FORMATS[kind]), min_side)
+
+
+def _decode(image: Image.Image, min_side: int, upright: bool = True) -> Image.Image:
+    """Decode the opened ``image`` to RGB, turned upright by its EXIF orientation unless told not to."""
     try:
-        image.draft("RGB", (min_side, min_side))
-        image = ImageOps.exif_transpose(image)
+        image.draft("RGB", (min_side, min_side))  # only JPEG decodes at a reduced scale; others ignore it
+        if upright:
+            image = ImageOps.exif_transpose(image)
         image.load()
-        return image.convert("RGB") if image.mode != "RGB" else image
+        return _to_rgb(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot decode: {exc}") from None
     except Exception as exc:  # Pillow plugins and EXIF parsing raise whatever odd files provoke
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB as a viewer shows it.
+
+    16-bit and 32-bit integer greys (Pillow's I;16 and I modes, from 16-bit PNG and TIFF) are scaled
+    from 0-65535, float greys (F) from 0-1; Pillow's plain ``convert`` would clip them to white.
+    16-bit colour PNG/TIFF already arrive as 8-bit RGB(A).  Alpha is composited on white: transparent
+    pixels often hold black or leftovers of the encoder, which would mislead the model, and white is
+    the page most viewers and the web show them on.  CMYK, YCbCr, palette and the rest go through
+    Pillow's conversion.
+    """
+    if image.mode == "F":
+        image = Image.fromarray((np.clip(np.asarray(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    elif image.mode.startswith("I"):
+        grey = (np.asarray(image).astype(np.int64).clip(0, 65535) + 128) // 257
+        image = Image.fromarray(grey.astype(np.uint8))
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        page = Image.new("RGBA", rgba.size, _WHITE)
+        page.alpha_composite(rgba)
+        return page.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _load_raw(data: bytes, min_side: int) -> Image.Image:
+    """A camera RAW: its embedded JPEG preview when one is large enough, else a half-size demosaic.
+
+    The preview is what the camera made of the picture and decodes in milliseconds (draft mode
+    included); LibRaw's ``half_size`` demosaic (one pixel per 2x2 sensor block, camera white balance)
+    is the fallback for files without a usable preview (none, a damaged one, or only a thumbnail
+    smaller than the model's input).
+    """
+    rawpy = _rawpy()
+    try:
+        with rawpy.imread(BytesIO(data)) as raw:
+            with contextlib.suppress(ImageError):  # a damaged preview: the sensor data may still be fine
+                preview = _raw_preview(raw, min_side)
+                if preview is not None:
+                    return preview
+            sizes = raw.sizes
+            _check_pixels((sizes.width // 2) * (sizes.height // 2))
+            pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)  # applies the flip
+    except rawpy.LibRawError as exc:
+        reason = exc.args[0] if exc.args else b""  # LibRaw's messages are bytes
+        reason = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        raise ImageError(f"cannot decode RAW: {reason or type(exc).__name__}") from None
+    return Image.fromarray(pixels)
+
+
+def _raw_preview(raw: Any, min_side: int) -> Image.Image | None:
+    """The upright embedded preview, or None when there is none at least ``min_side`` on its short side.
+
+    It is turned by the RAW's flip, the orientation LibRaw's own demosaic and raw converters use, and
+    not by the preview's EXIF (LibRaw even adds an EXIF block of its own to a preview that has none).
+    A quarter turn is skipped when the preview already has the upright aspect: some cameras store it
+    turned.
+    """
+    rawpy = _rawpy()
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+        return None
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        image = _open(thumb.data, _PILLOW_FORMATS["jpeg"])
+    elif thumb.format == rawpy.ThumbFormat.BITMAP:
+        _check_pixels(thumb.data.shape[0] * thumb.data.shape[1])
+        image = Image.fromarray(thumb.data)
+    else:
+        return None
+    if min(image.size) < min_side:
+        return None
+    sizes = raw.sizes
+    orientation = _FLIP_ORIENTATION.get(sizes.flip, 1)
+    if orientation in (5, 6, 7, 8) and (image.width > image.height) != (sizes.width > sizes.height):
+        orientation = 1
+    image = _decode(image, min_side, upright=False)
+    return image.transpose(_ORIENTATION_TURNS[orientation]) if orientation in _ORIENTATION_TURNS else image
 
 
 def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
@@ -151,6 +212,7 @@ def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
     elif spec.resize_mode == "shortest":
         # torchvision.Resize(int): the short side becomes `side`, the long side is truncated.
         new = (side, int(side * height / width)) if width <= height else (int(side * width / height), side)
+        _check_pixels(new[0] * new[1])  # a 1 x 20000 strip would otherwise grow to 64 x 1.3 million
         if new != image.size:
             image = image.resize(new, resample)
         left = round((new[0] - side) / 2.0)

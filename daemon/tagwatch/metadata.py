@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError
+from .keys import EMBEDDABLE_SUFFIXES
 
 __all__ = ["ExifTool", "FileChanged", "KeywordWriter", "Keywords", "MetadataError", "WritePlan"]
 
@@ -25,8 +26,6 @@ log = logging.getLogger(__name__)
 
 TEMP_MARKER = ".tagwatch-tmp"  # our temporary files: hidden, ending with this (or this + ".xmp")
 _counter = itertools.count(1)
-# Formats whose keywords we write into the file itself; every other format gets an XMP sidecar.
-EMBEDDABLE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".mpo"})
 
 IPTC, DC, HIERARCHICAL, TAGS_LIST = ("IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject",
                                      "XMP-digiKam:TagsList")

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import TaggingConfig
-from .imaging import ImageError, content_key, prepare
+from .imaging import prepare
+from .keys import ImageError, content_key
 from .metadata import FileChanged, KeywordWriter, MetadataError
 from .model import LazyModel
 from .store import DONE, FAILED, PENDING, REMOVED, UNTAGGED, FileRow, Store

@@ -30,7 +30,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from .imaging import JPEG_SUFFIXES
+from .keys import IMAGE_SUFFIXES
 from .metadata import is_stale_temp_file
 from .pipeline import BatchQueue, Delete, Move
 from .store import DONE, FAILED, UNTAGGED, Store
@@ -50,7 +50,7 @@ class PathFilter:
     """
 
     def __init__(self, roots: Sequence[Path], exclude: Sequence[str] = (),
-                 suffixes: frozenset[str] = JPEG_SUFFIXES) -> None:
+                 suffixes: frozenset[str] = IMAGE_SUFFIXES) -> None:
         self.roots = sorted((str(r).rstrip("/") or "/" for r in roots), key=len, reverse=True)
         self.names = [p for p in exclude if "/" not in p.strip("/")]
         self.rel_patterns = [p.strip("/") for p in exclude if "/" in p.strip("/")]
