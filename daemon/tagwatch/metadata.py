@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,8 +231,12 @@ class KeywordWriter:
         latin1 = False
         if "IPTC:CodedCharacterSet" not in iptc:
             iptc, latin1 = _decode_legacy_iptc(iptc)
+        # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
+        # copy, so a keyword in any copy is already in the file.
+        copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)),
+                        key=lambda k: (k != IPTC, k))
         return Keywords(
-            iptc=tuple(_as_list(iptc.get(IPTC))),
+            iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
             xmp=tuple(_as_list(record.get(DC))),
             hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
             tags_list=tuple(_as_list(record.get(TAGS_LIST))),
