@@ -102,6 +102,16 @@ def test_checkpoint_and_random_weights_load_through_the_config_path(tiny_checkpo
     assert (first == second).all()  # random weights are seeded: restarts find their vectors again
 
 
+def test_an_idle_model_is_unloaded_and_comes_back_on_demand(tiny_checkpoint: Path) -> None:
+    from tagwatch.model import LazyModel
+
+    lazy = LazyModel(ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint)))
+    before = lazy.get().encode_texts(["a dog"])
+    assert not lazy.unload_if_idle(60.0) and lazy.loaded  # just used
+    assert lazy.unload_if_idle(0.0) and not lazy.loaded
+    assert (lazy.get().encode_texts(["a dog"]) == before).all()
+
+
 def test_short_text_context_gives_the_full_context_vectors(tiny_checkpoint: Path) -> None:
     """Prompts are encoded on only the token positions they use; the vectors must not change."""
     import torch

@@ -57,6 +57,12 @@ size = 16
 max_wait_ms = 250
 [schedule]
 rescan = "30m"
+idle_unload = "2m"
+[write]
+target = "both"
+sidecar = "photo.xmp"
+mtime = "keep"
+hierarchy_prefix = "auto|clip"
 """))
     assert config.watch == (tmp_path / "photos",)
     assert config.tags == tmp_path / "my-tags.txt"
@@ -64,7 +70,9 @@ rescan = "30m"
     assert config.model.pretrained == str(tmp_path / "weights" / "clip.pt")
     assert config.tagging.threshold == -0.5 and config.tagging.top_k == 4
     assert config.batch.size == 16 and config.batch.max_wait_ms == 250
-    assert config.schedule.rescan == 1800
+    assert config.schedule.rescan == 1800 and config.schedule.idle_unload == 120
+    assert (config.write.target, config.write.sidecar, config.write.mtime, config.write.hierarchy_prefix) == (
+        "both", "photo.xmp", "keep", "auto|clip")
 
 
 @pytest.mark.parametrize(("text", "message"), [

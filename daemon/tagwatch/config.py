@@ -85,6 +85,7 @@ class BatchConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     rescan: float = 3600.0  # seconds; 0 disables the periodic reconcile scan (start-up scan still runs)
+    idle_unload: float = 600.0  # seconds without work before the model leaves memory; 0 = never
 
 
 @dataclass(frozen=True)
@@ -272,11 +273,13 @@ def _batch(raw: dict[str, Any], where: str) -> BatchConfig:
 
 def _schedule(raw: dict[str, Any], where: str) -> ScheduleConfig:
     r = _Reader(raw, "schedule.", where)
-    rescan = r.get("rescan", (str, int, float), "a duration like \"1h\"")
+    values = {}
+    for name in ("rescan", "idle_unload"):
+        value = r.get(name, (str, int, float), "a duration like \"1h\"")
+        if value is not None:
+            values[name] = parse_duration(value, f"schedule.{name}", where)
     r.finish()
-    if rescan is None:
-        return ScheduleConfig()
-    return ScheduleConfig(rescan=parse_duration(rescan, "schedule.rescan", where))
+    return replace(ScheduleConfig(), **values)
 
 
 _SECTIONS = {"model", "tagging", "write", "batch", "schedule"}

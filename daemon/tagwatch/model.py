@@ -8,12 +8,17 @@ tests and benchmarks only).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import difflib
+import gc
 import hashlib
 import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,6 +236,7 @@ class LazyModel:
         self.identity = model_identity(cfg)
         self._model: ClipModel | None = None
         self._lock = threading.Lock()
+        self._last_used = time.monotonic()
 
     @property
     def loaded(self) -> bool:
@@ -249,4 +255,23 @@ class LazyModel:
         with self._lock:
             if self._model is None:
                 self._model = load_model(self.cfg)
+            self._last_used = time.monotonic()
             return self._model
+
+    def unload_if_idle(self, idle_seconds: float) -> bool:
+        """Drop the model once nothing asked for it for ``idle_seconds``: a daemon idling for days
+        should not hold several hundred MB of weights.  The next batch loads it again (seconds)."""
+        with self._lock:
+            if self._model is None or time.monotonic() - self._last_used < idle_seconds:
+                return False
+            self._model = None
+        gc.collect()
+        _return_freed_memory()
+        log.info("model unloaded after %.0f s without work", idle_seconds)
+        return True
+
+
+def _return_freed_memory() -> None:
+    """Ask glibc to give freed heap pages back to the system, so the RSS really drops."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): the allocator decides
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

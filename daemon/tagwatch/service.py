@@ -105,6 +105,10 @@ class Daemon:
         if self.config.schedule.rescan > 0:
             self.scheduler.add_job(self._scan, "interval", seconds=self.config.schedule.rescan,
                                    id="rescan", max_instances=1, coalesce=True)
+        idle = self.config.schedule.idle_unload
+        if idle > 0:
+            self.scheduler.add_job(self.model.unload_if_idle, "interval", seconds=max(idle / 4, 5.0),
+                                   args=[idle], id="idle-unload", max_instances=1, coalesce=True)
         self.ready.set()
 
     def _scan(self, clean_temp: bool = False) -> None:
