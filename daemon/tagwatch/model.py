@@ -136,7 +136,7 @@ class ClipModel:
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy()
 
-    def encode_texts(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+    def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Prompt strings → (N, D) float32 rows of unit length.
 
         Prompts are sorted by length so each batch runs only as many token positions as its
