@@ -13,7 +13,7 @@ import pytest
 
 from conftest import Env, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import TaggingConfig, WriteConfig
-from tagwatch.pipeline import TAGGED, UNCHANGED
+from tagwatch.pipeline import TAGGED, UNCHANGED, Move
 from tagwatch.store import UNTAGGED
 
 
@@ -75,6 +75,26 @@ def test_append_never_removes_and_overwrite_is_undone_by_untag(tmp_path: Path, t
         assert keyword_sets(photo) == [({"mountain"},) * 2]
         assert env.pipeline.untag(str(photo)).added == ["Anna", "Ünïcödé"]  # the person's, restored
         assert keyword_sets(photo) == before
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("style", ["photo.jpg.xmp", "photo.xmp"])
+def test_a_renamed_photo_takes_its_sidecar_along(tmp_path: Path, tiny_checkpoint: Path, style: str) -> None:
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2),
+              WriteConfig(target="sidecar", sidecar=style))
+    try:
+        env.use(["beach", "forest"])
+        photo = noise_jpeg(tmp_path / "in" / "IMG_1.jpg", seed=4)
+        env.run(photo)
+        writer = env.pipeline.writer
+        old_sidecar = writer.sidecar_for(photo)
+        renamed = photo.with_name("beach day.jpg")
+        photo.rename(renamed)  # a file manager renames the photo only
+        assert env.pipeline.apply([Move(str(photo), str(renamed))]) == []
+        assert not old_sidecar.exists()
+        assert set(exif_keywords(writer.sidecar_for(renamed))["xmp"]) == {"beach", "forest"}
+        assert env.run(renamed) == {"beach day.jpg": UNCHANGED}  # nothing to re-encode or rewrite
     finally:
         env.close()
 

@@ -28,7 +28,7 @@ from .imaging import prepare
 from .keys import ImageError, content_key
 from .metadata import FileChanged, KeywordWriter, MetadataError
 from .model import LazyModel
-from .store import DONE, FAILED, PENDING, REMOVED, UNTAGGED, FileRow, Store
+from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, FileRow, Store
 from .tagger import TagMatrix, predict
 from .vocabulary import Vocabulary
 
@@ -500,7 +500,7 @@ class Pipeline:
         daemon then leaves the file alone until ``scan`` names it again."""
         assert self.writer is not None
         row = self.store.file(path)
-        if row is None or row.state == "deleted":
+        if row is None or row.state == DELETED:
             return Outcome(path, UNCHANGED, error="tagwatch has no record of this file")
         if row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED):
             return Outcome(path, UNCHANGED, error="already untagged")
