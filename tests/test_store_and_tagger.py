@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagwatch.store import DELETED, DONE, SCHEMA_VERSION, Store
+from tagwatch.store import DELETED, DONE, REMOVED, SCHEMA_VERSION, Store
 from tagwatch.tagger import TagMatrix, normalize, predict, select
 from tagwatch.vocabulary import parse_tag_list
 
@@ -30,6 +30,23 @@ def test_database_is_private_versioned_and_in_wal_mode(tmp_path: Path, store: St
     db.close()
     store.close()
     Store(store.path).close()  # reopening an up-to-date database migrates nothing
+
+
+def test_a_version_1_database_upgrades_keeping_its_ledger(tmp_path: Path) -> None:
+    from tagwatch.store import _MIGRATIONS
+
+    path = tmp_path / "tw.db"
+    db = sqlite3.connect(path)
+    db.executescript(_MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    db.execute("INSERT INTO files (id, path, state, updated) VALUES (1, '/p/a.jpg', 'done', 0)")
+    db.execute("INSERT INTO ledger (file_id, keyword, written) VALUES (1, 'beach', 0)")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.ledger(1) == ["beach"] and store.ledger(1, REMOVED) == []
+    store.add_ledger(1, ["Anna"], REMOVED)
+    assert store.ledger(1, REMOVED) == ["Anna"] and store.stats("m")["keywords_written"] == 1
+    store.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
