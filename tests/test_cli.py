@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from conftest import TAGS, TINY_CONFIG, exif_keywords, noise_jpeg, status, tagwatch
 from tagwatch.config import ModelConfig
-from tagwatch.model import ModelError, load_model, model_identity
+from tagwatch.model import ModelError, load_model, model_identity, resolve_precision
 
 
 def test_scan_tags_a_folder_and_a_second_scan_encodes_nothing(tmp_path: Path, config_file) -> None:
@@ -110,6 +111,25 @@ def test_an_idle_model_is_unloaded_and_comes_back_on_demand(tiny_checkpoint: Pat
     assert not lazy.unload_if_idle(60.0) and lazy.loaded  # just used
     assert lazy.unload_if_idle(0.0) and not lazy.loaded
     assert (lazy.get().encode_texts(["a dog"]) == before).all()
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16() -> None:
+    assert resolve_precision("auto", "cpu", "flags\t: fpu sse2 avx2 avx512f avx512_vnni") == "fp32"
+    assert resolve_precision("auto", "cpu", "flags\t: fpu avx2 avx512f avx512_bf16") == "bf16"
+    assert resolve_precision("auto", "cpu", "flags\t: fpu amx_bf16 amx_tile") == "bf16"
+    assert resolve_precision("auto", "cuda:0", "flags\t: avx512_bf16") == "fp32"
+    assert resolve_precision("int8", "cpu", "flags\t: avx2") == "int8"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_fast_precisions_give_faithful_vectors(tiny_checkpoint: Path, precision: str) -> None:
+    tiny = ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint))
+    exact, fast = load_model(replace(tiny, precision="fp32")), load_model(replace(tiny, precision=precision))
+    assert (fast.precision, fast.identity) == (precision, exact.identity)  # the cache stays shared
+    images = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    assert (exact.encode_images(images) * fast.encode_images(images)).sum(1).min() > 0.99
+    texts = ["a photo of a dog.", "日本語"]
+    assert (exact.encode_texts(texts) * fast.encode_texts(texts)).sum(1).min() > 0.99
 
 
 def test_short_text_context_gives_the_full_context_vectors(tiny_checkpoint: Path) -> None:

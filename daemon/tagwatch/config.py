@@ -20,6 +20,7 @@ MODES = ("append", "sync", "overwrite")
 TARGETS = ("embedded", "sidecar", "both")
 SIDECAR_NAMES = ("photo.jpg.xmp", "photo.xmp")  # digiKam/darktable/Immich style, Lightroom style
 MTIME_POLICIES = ("update", "keep")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 REPO_TAG_LIST_NAME = "imagenet-1k.txt"  # config/imagenet-1k.txt, shipped in the package as data/
 
@@ -57,6 +58,7 @@ class ModelConfig:
     device: str = "cpu"
     cache_dir: Path = field(default_factory=default_model_cache)
     offline: bool = False
+    precision: str = "auto"  # auto: bf16 where the CPU has AVX512-BF16/AMX, else fp32
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,9 @@ def _model(raw: dict[str, Any], base: Path, where: str) -> ModelConfig:
     offline = r.get("offline", bool, "true or false")
     if offline is not None:
         values["offline"] = offline
+    precision = r.choice("precision", PRECISIONS)
+    if precision is not None:
+        values["precision"] = precision
     r.finish()
     pretrained = values.get("pretrained")
     if pretrained and is_checkpoint_path(pretrained):
