@@ -184,8 +184,9 @@ def status(config: Path) -> dict[str, int]:
 class Daemon:
     """``tagwatch run`` as a real subprocess whose log is a file the test can read."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config, self.log_path = config, log
+        self.env = None if env is None else {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
@@ -193,7 +194,7 @@ class Daemon:
         mark = len(self.log())
         handle = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "tagwatch", "run", "--config", str(self.config)],
-                                     stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+                                     stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=self.env)
         handle.close()
         self.wait_log("tagwatch is running", since=mark, timeout=90)
         return self

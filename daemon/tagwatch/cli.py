@@ -65,7 +65,7 @@ def _pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pip
 # -- run -----------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .service import Daemon  # watchdog and apscheduler are only needed here
+    from .service import AlreadyRunning, Daemon  # watchdog and apscheduler are only needed here
 
     config = _config(args)
     if args.folders:
@@ -75,7 +75,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"nothing to watch: pass folders (tagwatch run ~/Pictures) or set watch in {where}")
     _require_exiftool()
     LazyModel(config.model).validate()
-    return Daemon(config, cli_watch=bool(args.folders)).run_forever()
+    try:
+        daemon = Daemon(config, cli_watch=bool(args.folders))
+    except AlreadyRunning as exc:
+        raise UsageError(str(exc)) from None
+    return daemon.run_forever()
 
 
 # -- scan ----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ The tag list file is watched too, so an edit is picked up without a signal.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from watchdog.observers import Observer
 from .config import Config, ConfigError, load_config
 from .metadata import ExifTool, KeywordWriter
 from .model import LazyModel
+from .notify import Notifier
 from .pipeline import BatchQueue, Pipeline, Worker
 from .store import Store
 from .vocabulary import VocabularyError, load_vocabulary
@@ -43,11 +45,35 @@ class _TagListHandler(FileSystemEventHandler):
             self.callback()
 
 
+class AlreadyRunning(RuntimeError):
+    """Another daemon holds the database; the message names it."""
+
+
+def _lock(database: Path) -> int:
+    """Hold ``DATABASE.lock`` for the daemon's life: two daemons on one database would tag every
+    photo twice.  The kernel drops the lock when the process dies, even by SIGKILL."""
+    path = database.with_name(database.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another tagwatch (pid {holder}) is already running on {database}; "
+                             "stop it first, or give this one its own database") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 class Daemon:
     """tagwatch run: everything from the watched folders to keywords in the files."""
 
     def __init__(self, config: Config, cli_watch: bool = False) -> None:
         self.config = config
+        self._lock_fd = _lock(config.database)
+        self.notifier = Notifier()
         self._cli_watch = cli_watch  # folders came from the command line: the config's do not apply
         self.stopped = threading.Event()
         self._hangup = threading.Event()
@@ -109,7 +135,22 @@ class Daemon:
         if idle > 0:
             self.scheduler.add_job(self.model.unload_if_idle, "interval", seconds=max(idle / 4, 5.0),
                                    args=[idle], id="idle-unload", max_instances=1, coalesce=True)
+        if self.notifier.watchdog_interval:
+            self.scheduler.add_job(self._watchdog, "interval", seconds=self.notifier.watchdog_interval,
+                                   id="watchdog", max_instances=1, coalesce=True)
+        if self.notifier.enabled:
+            self.scheduler.add_job(self._report, "interval", seconds=10, id="status", coalesce=True)
         self.ready.set()
+
+    def _watchdog(self) -> None:
+        """Tell systemd we are alive only while the worker thread is: a dead worker gets restarted."""
+        if self.worker.is_alive():
+            self.notifier.watchdog()
+
+    def _report(self) -> None:
+        stats = self.store.stats(self.model.identity)
+        self.notifier.status(f"watching {len(self.config.watch)} folders; {stats['tagged']} photos tagged, "
+                             f"{len(self.queue)} queued, {stats['failed']} failed")
 
     def _scan(self, clean_temp: bool = False) -> None:
         started = time.monotonic()
@@ -152,6 +193,7 @@ class Daemon:
         self.pipeline.close()
         self.exiftool.close()
         self.store.close()
+        os.close(self._lock_fd)
 
     def run_forever(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status."""
@@ -160,11 +202,13 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self._hangup.set())
         self.start()
         log.info("tagwatch is running (pid %d)", os.getpid())
+        self.notifier.ready(f"watching {len(self.config.watch)} folders")
         while not self.stopped.wait(0.5):
             if self._hangup.is_set():  # handled here, not in the signal handler, which must not log
                 self._hangup.clear()
                 self.reload()
         log.info("stopping: finishing the batch in flight")
+        self.notifier.stopping()
         self.stop()
         log.info("stopped")
         return 0

@@ -1,0 +1,69 @@
+"""Living under systemd: the notify protocol on a fake $NOTIFY_SOCKET, and one daemon per database."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from pathlib import Path
+
+from conftest import Daemon, tagwatch, write_config
+from tagwatch.notify import Notifier
+
+
+def test_notify_messages_reach_a_listening_socket(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    address = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(address))
+    listener.settimeout(0.2)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    daemon = Daemon(config, tmp_path / "daemon.log",
+                    env={"NOTIFY_SOCKET": str(address), "WATCHDOG_USEC": "1000000"})
+    messages: list[str] = []
+
+    def collect(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                messages.append(listener.recv(4096).decode())
+
+    try:
+        daemon.start()
+        collect(2.5)  # WatchdogSec=1 s: a ping every half second
+        assert daemon.stop() == 0
+        collect(0.5)
+    finally:
+        listener.close()
+    ready = [m for m in messages if "READY=1" in m]
+    assert len(ready) == 1 and "STATUS=watching 1 folders" in ready[0]
+    assert f"MAINPID={daemon.proc.pid}" in ready[0]
+    assert messages.index(ready[0]) < len(messages) - 1
+    assert sum(m == "WATCHDOG=1" for m in messages) >= 3
+    assert "STOPPING=1" in messages[-1]
+
+
+def test_outside_systemd_notify_is_silent() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled and notifier.watchdog_interval == 0 and not notifier.send(READY="1")
+    other = Notifier({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_interval == 0  # systemd meant another process
+
+
+def test_a_second_daemon_on_the_same_database_is_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    first = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        second = tagwatch("run", "--config", str(config), timeout=60)
+        assert second.returncode == 2
+        assert second.stderr.strip() == (
+            f"tagwatch: error: another tagwatch (pid {first.proc.pid}) is already running on "
+            f"{tmp_path / 'conf' / 'state' / 'tagwatch.db'}; stop it first, or give this one its own "
+            "database")
+    finally:
+        assert first.stop() == 0
+    third = Daemon(config, tmp_path / "daemon.log").start()  # the lock went with the first one
+    assert third.stop() == 0
