@@ -7,6 +7,9 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -188,3 +191,37 @@ def test_malformed_xmp_is_left_alone_and_reported(tmp_path: Path, writer: Keywor
     assert [r.getMessage() for r in caplog.records] == [
         f"{photo}: keywords written to IPTC only; exiftool left the XMP untouched "
         "([Minor] Duplicate XMP property: exif:Make)"]
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely an unreaped zombie (a container's PID 1 may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_exiftool_dies_with_a_killed_daemon_and_outlives_the_thread_that_started_it() -> None:
+    """``exiftool -stay_open`` ignores end of input: a SIGKILLed daemon must not leave it running."""
+    script = textwrap.dedent("""
+        import sys, threading
+        from tagwatch.exiftool import ExifTool
+        tool = ExifTool()
+        starter = threading.Thread(target=tool.execute, args=("-ver",))
+        starter.start(); starter.join()          # first use on a thread that then ends
+        assert tool.execute("-ver")[0].strip()   # still the same live process
+        print(tool._proc.pid, flush=True)
+        sys.stdin.read()
+    """)
+    daemon = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert daemon.stdout is not None
+    pid = int(daemon.stdout.readline())
+    assert _alive(pid)
+    daemon.kill()
+    daemon.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), f"exiftool {pid} outlived its killed parent"

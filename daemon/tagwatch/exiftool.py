@@ -6,12 +6,19 @@ daemon keeps one process for its whole life and restarts it only if it dies.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import queue
 import selectors
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import Future
+from typing import Any
 
 
 class MetadataError(RuntimeError):
@@ -34,6 +41,71 @@ def _argline(arg: str) -> str:
     return f"#[CSTR]{escaped}"
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _death_signal_setter() -> Any:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` for the forked child, resolved before any fork.
+
+    ``exiftool -stay_open`` keeps polling its argument file after end of input, so a daemon killed
+    with SIGKILL (or by the OOM killer) would leave it running for ever; Linux can kill it for us.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above: nobody will read us
+            os._exit(1)
+
+    return set_death_signal
+
+
+class _Spawner:
+    """Starts child processes from one thread that lives as long as the process.
+
+    Linux sends the parent-death signal when the *thread* that forked the child ends, not the
+    process; exiftool is often first needed on a short-lived thread (a decode pool, a CLI call).
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[tuple[list[str], Future[subprocess.Popen[bytes]]]]
+        self._requests = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def popen(self, args: list[str]) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._requests, self._pid = queue.SimpleQueue(), os.getpid()  # fresh after a fork
+                self._thread = threading.Thread(target=self._serve, args=(self._requests,),
+                                                name="tagwatch-spawner", daemon=True)
+                self._thread.start()
+            done: Future[subprocess.Popen[bytes]] = Future()
+            self._requests.put((args, done))
+        return done.result()
+
+    @staticmethod
+    def _serve(requests: queue.SimpleQueue[tuple[list[str], Future[subprocess.Popen[bytes]]]]) -> None:
+        while True:
+            args, done = requests.get()
+            try:
+                done.set_result(subprocess.Popen(
+                    args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    preexec_fn=_death_signal_setter()))  # prctl only: fork-safe
+            except BaseException as exc:  # handed to the caller
+                done.set_exception(exc)
+
+
+_spawner = _Spawner()
+
+
 class ExifTool:
     """One ``exiftool -stay_open`` process, started on first use and restarted if it dies.
 
@@ -53,8 +125,7 @@ class ExifTool:
             raise MetadataError(
                 "exiftool not found: install it (Debian/Ubuntu: apt-get install libimage-exiftool-perl; "
                 "macOS: brew install exiftool)")
-        return subprocess.Popen([exe, "-stay_open", "True", "-@", "-"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return _spawner.popen([exe, "-stay_open", "True", "-@", "-"])
 
     def execute(self, *args: str) -> tuple[str, str]:
         """Run one exiftool command; returns its (stdout, stderr) text."""
