@@ -111,6 +111,10 @@ def test_an_idle_model_is_unloaded_and_comes_back_on_demand(tiny_checkpoint: Pat
     assert not lazy.unload_if_idle(60.0) and lazy.loaded  # just used
     assert lazy.unload_if_idle(0.0) and not lazy.loaded
     assert (lazy.get().encode_texts(["a dog"]) == before).all()
+    with lazy.using() as model:  # a batch in progress is never idle, however long it runs
+        assert not lazy.unload_if_idle(0.0) and lazy.loaded
+        assert (model.encode_texts(["a dog"]) == before).all()
+    assert lazy.unload_if_idle(0.0) and not lazy.loaded
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16() -> None:

@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,7 @@ class LazyModel:
         self._model: ClipModel | None = None
         self._lock = threading.Lock()
         self._last_used = time.monotonic()
+        self._users = 0
 
     @property
     def loaded(self) -> bool:
@@ -301,11 +303,25 @@ class LazyModel:
             self._last_used = time.monotonic()
             return self._model
 
+    @contextlib.contextmanager
+    def using(self) -> Iterator[ClipModel]:
+        """The model, held for a whole batch: the idle job must not count a long batch as idle
+        time and unload (then reload) the weights under it."""
+        with self._lock:
+            self._users += 1
+        try:
+            yield self.get()
+        finally:
+            with self._lock:
+                self._users -= 1
+                self._last_used = time.monotonic()
+
     def unload_if_idle(self, idle_seconds: float) -> bool:
         """Drop the model once nothing asked for it for ``idle_seconds``: a daemon idling for days
         should not hold several hundred MB of weights.  The next batch loads it again (seconds)."""
         with self._lock:
-            if self._model is None or time.monotonic() - self._last_used < idle_seconds:
+            idle = time.monotonic() - self._last_used
+            if self._model is None or self._users or idle < idle_seconds:
                 return False
             self._model = None
         gc.collect()

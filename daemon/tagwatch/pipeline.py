@@ -227,7 +227,8 @@ class Pipeline:
         vectors = self.store.text_vectors(prompts, self.model.identity)
         missing = [p for p in prompts if p not in vectors]
         if missing:
-            encoded = self.model.get().encode_texts(missing)
+            with self.model.using() as model:
+                encoded = model.encode_texts(missing)
             self.store.put_text_vectors(dict(zip(missing, encoded, strict=True)), self.model.identity)
             vectors.update(self.store.text_vectors(missing, self.model.identity))
         self.vocabulary, self.tagging = vocabulary, tagging
@@ -341,33 +342,33 @@ class Pipeline:
             else:
                 misses.setdefault(item.key, item)
         if misses:
-            model = self.model.get()
-            spec = model.preprocess
+            with self.model.using() as model:
+                spec = model.preprocess
 
-            def decode(item: _Item) -> np.ndarray | str:
-                try:
-                    assert item.data is not None
-                    return prepare(item.data, spec)
-                except ImageError as exc:
-                    return str(exc)
-                except Exception as exc:  # a decoder bug on one odd file is that file's problem
-                    return f"cannot decode: {type(exc).__name__}: {exc}"
-                finally:
-                    item.data = None
+                def decode(item: _Item) -> np.ndarray | str:
+                    try:
+                        assert item.data is not None
+                        return prepare(item.data, spec)
+                    except ImageError as exc:
+                        return str(exc)
+                    except Exception as exc:  # a decoder bug on one odd file is that file's problem
+                        return f"cannot decode: {type(exc).__name__}: {exc}"
+                    finally:
+                        item.data = None
 
-            arrays: dict[bytes, np.ndarray] = {}
-            for key, result in zip(misses, self._pool.map(decode, misses.values()), strict=True):
-                if isinstance(result, str):
-                    for item in items:
-                        if item.key == key:
-                            outcomes.append(self._bad_file(item, result, dry_run))
-                            item.key = None
-                else:
-                    arrays[key] = result
-            if arrays:
-                encoded = model.encode_images(np.stack(list(arrays.values())))
-                self.store.put_image_vectors(dict(zip(arrays, encoded, strict=True)), model_id)
-                cached.update(self.store.image_vectors(arrays, model_id))  # score the stored form
+                arrays: dict[bytes, np.ndarray] = {}
+                for key, result in zip(misses, self._pool.map(decode, misses.values()), strict=True):
+                    if isinstance(result, str):
+                        for item in items:
+                            if item.key == key:
+                                outcomes.append(self._bad_file(item, result, dry_run))
+                                item.key = None
+                    else:
+                        arrays[key] = result
+                if arrays:
+                    encoded = model.encode_images(np.stack(list(arrays.values())))
+                    self.store.put_image_vectors(dict(zip(arrays, encoded, strict=True)), model_id)
+                    cached.update(self.store.image_vectors(arrays, model_id))  # score the stored form
         for item in items:
             if item.key is not None:
                 item.vector = cached.get(item.key)
