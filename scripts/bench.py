@@ -1,0 +1,835 @@
+#!/usr/bin/env python3
+"""tagwatch's speed benchmark (issue 5): how fast a library is indexed, a photo is tagged, a tag-list
+edit is re-scored, and how much memory the daemon holds.  Not a test: it asserts no duration.
+
+    .venv/bin/python scripts/bench.py                 # 200 JPEGs of 12 MP, every part, 3 repeats
+    .venv/bin/python scripts/bench.py --quick         # 20 JPEGs, 1 repeat, N = 10,000: a smoke test
+    .venv/bin/python scripts/bench.py --images DIR    # your own JPEGs (never written to: copies are)
+
+It measures, each as the median of ``--repeat`` runs with min and max:
+
+(a) cold indexing, images/s: ``tagwatch run`` as a subprocess on a fresh database while the photos are
+    copied into its watched folder, and ``tagwatch scan`` as a subprocess; process start included,
+    until the last photo's keywords are in the file;
+(b) the image encoder alone at batch 32 beside the machine's matmul throughput, the model's FLOPs per
+    image and the share of that roofline it reaches;
+(c) text vectors for the default tag list (ClipModel.encode_texts), seconds;
+(d) re-scoring N synthetic cached vectors (tagger.predict), and finding the files whose tags changed;
+(e) one dropped photo → keywords readable, p50/p95 over --drops drops (not repeated), model warm
+    (a running daemon after one warm-up photo) and model cold (a fresh daemon per drop);
+(f) the indexing daemon's peak RSS (VmHWM) and its RSS once the idle model is unloaded.
+
+The photos are made once from Debian's mate-backgrounds photographs and cached (--cache).  A photo
+counts as done when the daemon's database records it so, which it does after the keywords are written;
+exiftool then checks every photo (outside the timing).
+
+The model is the default ViT-B-32-256 with random weights (``pretrained = "none"``): speed does not
+depend on weight values, and nothing is downloaded.  Threshold -1 with top_k 5 makes every photo get
+keywords, so every photo is written.  The indexing runs start from a database that holds only the tag
+list's text vectors, as after a first start: text encoding is measured on its own in (c).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from tagwatch.config import ModelConfig, TaggingConfig, builtin_tag_list
+from tagwatch.imaging import prepare
+from tagwatch.keys import JPEG_SUFFIXES
+from tagwatch.model import ClipModel, load_model, model_identity
+from tagwatch.store import DONE, FAILED, VECTOR_DTYPE, Store
+from tagwatch.tagger import TagMatrix, normalize, predict
+from tagwatch.vocabulary import Vocabulary, load_vocabulary
+
+REPO = Path(__file__).resolve().parents[1]
+# Debian's mate-backgrounds: its nature/ folder holds real photographs (abstract/ and desktop/ do not)
+SOURCES = Path("/usr/share/backgrounds/mate/nature")
+RECIPE = ("v1: 4:3 crop 60-100%, bicubic to 4000x3000, flip 50%, colour x0.92-1.08, noise sigma 2.5, q92, "
+          "1 in 5 orientation 6")
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tagwatch-bench"
+PHOTO_SIZE = (4000, 3000)  # 12 MP, a common camera format
+QUALITY = 92
+THRESHOLD, TOP_K = -1.0, 5  # every photo gets 5 keywords, so every photo is written
+ENCODER_BATCH = 32
+RETAG_CHUNK = 4096  # as Pipeline.retag
+EDITED_TAGS = 10  # (d): the tag-list edit re-scored is "10 tags added"
+# The indexing daemon's idle_unload, so (f) can read the RSS after the unload.  Not 5 s: LazyModel counts
+# idle time from the start of the last batch, and a batch of 32 takes about 5 s on 2 cores, so a 5 s
+# setting can unload the model between two batches of one run (the table says so if it happens).
+IDLE_UNLOAD = "10s"
+FAST_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+class BenchError(RuntimeError):
+    """One measurement could not be taken; the message says why (with a log tail)."""
+
+
+# -- results -------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """One table row: samples, and the value reported (the median unless given)."""
+
+    key: str
+    label: str
+    unit: str
+    samples: list[float]
+    value: float | None = None
+    note: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        value = statistics.median(self.samples) if self.value is None else self.value
+        return {"label": self.label, "unit": self.unit, "value": value, "min": min(self.samples),
+                "max": max(self.samples), "n": len(self.samples), "samples": self.samples,
+                "note": self.note}
+
+
+@dataclass
+class Report:
+    """Everything measured, in the order it is printed."""
+
+    results: list[Result] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, key: str, label: str, unit: str, samples: list[float], **kwargs: Any) -> Result:
+        result = Result(key, label, unit, [float(s) for s in samples], **kwargs)
+        self.results.append(result)
+        return result
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), for latency p50/p95."""
+    return float(np.percentile(np.asarray(samples), q))
+
+
+# -- machine -------------------------------------------------------------------------------------
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags")
+            for flag in line.split(":", 1)[1].split()}
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the numbers depend on, so a table is never read without its machine."""
+    import open_clip
+    import PIL
+    import torch
+
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    exiftool = subprocess.run(["exiftool", "-ver"], capture_output=True, text=True).stdout.strip()
+    flags = cpu_flags()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gib": memory, "flags": {f: f in flags for f in REPORTED_FLAGS},
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(), "open_clip": open_clip.__version__,
+        "numpy": np.__version__, "pillow": PIL.__version__, "exiftool": exiftool,
+        "python": platform.python_version(), "kernel": platform.release(),
+    }
+
+
+# -- the photo set -------------------------------------------------------------------------------
+
+def source_photos() -> list[Path]:
+    """The real photographs the set is made from."""
+    sources = sorted(p for p in SOURCES.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not sources:
+        raise BenchError(f"no JPEG in {SOURCES}: install Debian's mate-backgrounds, or pass --images")
+    return sources
+
+
+def make_photo(source: Path, target: Path, seed: int) -> None:
+    """One 12 MP camera-like JPEG: a random 4:3 crop of a real photograph, upscaled, colour-shifted and
+    with mild sensor-like noise, so every file is a different picture with realistic entropy.  Every
+    fifth one is stored turned, with EXIF orientation 6, as cameras store portrait shots."""
+    rng = np.random.default_rng(seed)
+    with Image.open(source) as opened:
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    width, height = image.size
+    crop_w = min(width, height * 4 / 3) * rng.uniform(0.6, 1.0)
+    crop_h = crop_w * 3 / 4
+    left, top = rng.uniform(0, width - crop_w), rng.uniform(0, height - crop_h)
+    image = image.resize(PHOTO_SIZE, Image.Resampling.BICUBIC, box=(left, top, left + crop_w, top + crop_h))
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    pixels = np.asarray(image, np.float32) * rng.uniform(0.92, 1.08, 3).astype(np.float32)
+    pixels += rng.standard_normal(pixels.shape, np.float32) * np.float32(2.5)
+    image = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "tagwatch-bench", "12 MP"  # Make, Model
+    exif[0x0132] = time.strftime("%Y:%m:%d %H:%M:%S", time.gmtime(1_700_000_000 + seed * 3600))
+    if seed % 5 == 4:
+        image = image.transpose(Image.Transpose.ROTATE_90)  # stored turned; orientation 6 turns it back
+        exif[0x0112] = 6
+    partial = target.with_name(f".{target.name}.part")
+    image.save(partial, "JPEG", quality=QUALITY, exif=exif)
+    os.replace(partial, target)  # an interrupted generation leaves no half file under the real name
+
+
+def ensure_photos(folder: Path, count: int) -> list[Path]:
+    """The cached set, making only the photos that are missing (in parallel: it takes a while)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = folder / "recipe.txt"
+    if not recipe.exists() or recipe.read_text(encoding="utf-8").strip() != RECIPE:
+        for old in folder.glob("photo-*.jpg"):  # made another way: not comparable with new ones
+            old.unlink()
+        recipe.write_text(RECIPE + "\n", encoding="utf-8")
+    targets = [folder / f"photo-{i:04d}.jpg" for i in range(count)]
+    missing = [(i, t) for i, t in enumerate(targets) if not t.exists()]
+    if missing:
+        sources = source_photos()
+        say(f"making {len(missing)} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} in {folder} "
+            f"(from {len(sources)} photographs; cached for the next run)")
+        with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(make_photo, [sources[i % len(sources)] for i, _ in missing],
+                          [t for _, t in missing], [i for i, _ in missing]))
+    return targets
+
+
+def given_photos(folder: Path, count: int | None) -> list[Path]:
+    """JPEGs of a user's folder, sorted, at most ``count``."""
+    if not folder.is_dir():
+        raise BenchError(f"{folder}: not a folder")
+    photos = sorted(p for p in folder.iterdir()
+                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in JPEG_SUFFIXES)
+    if not photos:
+        raise BenchError(f"{folder}: no JPEG files")
+    return photos[:count] if count else photos
+
+
+def copy_photos(photos: list[Path], folder: Path) -> list[Path]:
+    """Fresh copies (each run writes keywords into its photos)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for photo in photos:
+        copy = folder / photo.name
+        shutil.copyfile(photo, copy)
+        copies.append(copy)
+    return copies
+
+
+def keyword_counts(folder: Path) -> dict[str, int]:
+    """How many IPTC keywords exiftool reads in each photo: the proof that the work was done."""
+    out = subprocess.run(["exiftool", "-j", "-q", "-charset", "iptc=UTF8", "-IPTC:Keywords", str(folder)],
+                         capture_output=True, text=True).stdout
+    counts = {}
+    for record in json.loads(out or "[]"):
+        value = record.get("Keywords", [])
+        counts[Path(record["SourceFile"]).name] = len(value) if isinstance(value, list) else 1
+    return counts
+
+
+def check_keywords(folder: Path, expected: int) -> None:
+    found = keyword_counts(folder)
+    with_keywords = sum(1 for n in found.values() if n > 0)
+    if with_keywords != expected:
+        raise BenchError(f"{folder}: exiftool finds keywords in {with_keywords} of {expected} photos")
+
+
+# -- the in-process parts: (b), (c), (d) ---------------------------------------------------------
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def model_config() -> ModelConfig:
+    return ModelConfig(pretrained="none")  # the default architecture, random weights
+
+
+def flops_per_image(clip: ClipModel) -> float:
+    """FLOPs of one image through the image tower, counted by torch.
+
+    Autograd stays on and attention uses the math kernel, because the counter misses two fused paths:
+    nn.MultiheadAttention's inference fast path and the CPU's fused attention kernel (it would report
+    7.7 instead of 11.5 GFLOP for ViT-B-32-256).
+    """
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = clip.preprocess.size
+    dtype = next(clip._model.parameters()).dtype
+    with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        clip._model.encode_image(torch.zeros(1, 3, size, size, dtype=dtype))
+    return float(counter.get_total_flops())
+
+
+def matmul_gflops(dtype_name: str, trials: int, size: int = 2048) -> list[float]:
+    """GFLOP/s of a large square matmul with torch's threads: what the CPU can do at best."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b  # warm-up: thread pool and packing buffers
+    flop = 2 * size**3
+    samples = []
+    for _ in range(trials):
+        seconds = timed(lambda: [a @ b for _ in range(3)])
+        samples.append(3 * flop / seconds / 1e9)
+    return samples
+
+
+def encoder_batch(photos: list[Path], clip: ClipModel) -> np.ndarray:
+    """A batch of real photos, decoded and preprocessed exactly as the pipeline does."""
+    chosen = [photos[i % len(photos)] for i in range(ENCODER_BATCH)]
+    return np.stack([prepare(p.read_bytes(), clip.preprocess) for p in chosen])
+
+
+def bench_encoder(report: Report, clip: ClipModel, photos: list[Path], repeat: int) -> None:
+    """(b) The image encoder alone, beside the roofline of the precision it runs in."""
+    batch = encoder_batch(photos, clip)
+    clip.encode_images(batch)  # warm-up
+    rates = [ENCODER_BATCH / timed(lambda: clip.encode_images(batch)) for _ in range(repeat)]
+    flops = flops_per_image(clip)
+    report.add("encoder_img_s", f"(b) image encoder, batch {ENCODER_BATCH}, {clip.precision}", "img/s", rates)
+    report.add("model_gflop_per_image", "(b) model FLOPs per image (torch flop counter)", "GFLOP",
+               [flops / 1e9])
+    precisions = ["float32"] + (["bfloat16"] if cpu_flags() & set(FAST_BF16_FLAGS) else [])
+    for dtype_name in precisions:
+        short = "fp32" if dtype_name == "float32" else "bf16"
+        samples = matmul_gflops(dtype_name, trials=max(3, repeat))
+        report.add(f"matmul_{short}_gflop_s", f"(b) {short} matmul 2048², {_threads()} threads", "GFLOP/s",
+                   samples)
+        roofline = statistics.median(samples) * 1e9 / flops
+        report.add(f"roofline_{short}_img_s", f"(b) {short} roofline (matmul ÷ FLOPs per image)", "img/s",
+                   [roofline])
+        if short == ("bf16" if clip.precision == "bf16" else "fp32"):
+            report.add("encoder_roofline_pct", f"(b) encoder share of the {short} roofline", "%",
+                       [100 * r / roofline for r in rates], value=100 * statistics.median(rates) / roofline)
+    if len(precisions) == 1:
+        report.extra["bf16_matmul"] = "not measured: no avx512_bf16/amx_bf16 (bf16 is emulated here)"
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def bench_text(report: Report, clip: ClipModel, prompts: list[str], repeat: int) -> np.ndarray:
+    """(c) Text vectors for the default tag list; returns them (they seed every run's database)."""
+    samples, vectors = [], np.empty(0)
+    for _ in range(repeat):
+        started = time.perf_counter()
+        vectors = clip.encode_texts(prompts)
+        samples.append(time.perf_counter() - started)
+    report.add("text_vectors_s", f"(c) text vectors, {len(prompts)} prompts (encode_texts)", "s", samples,
+               note=f"{len(prompts) / statistics.median(samples):.0f} prompts/s")
+    return vectors
+
+
+def predict_all(images: np.ndarray, tags: TagMatrix) -> list[list[tuple[str, float]]]:
+    """tagger.predict over every row, in the chunks Pipeline.retag uses."""
+    out: list[list[tuple[str, float]]] = []
+    for start in range(0, len(images), RETAG_CHUNK):
+        out += predict(images[start:start + RETAG_CHUNK], tags, THRESHOLD, TOP_K)
+    return out
+
+
+def id_matrix(predictions: list[list[tuple[str, float]]], ids: dict[str, int]) -> np.ndarray:
+    """Predictions as an (N, top_k) keyword-id matrix, -1 padded: the compact stored form."""
+    matrix = np.full((len(predictions), TOP_K), -1, np.int16)
+    for row, tags in enumerate(predictions):
+        matrix[row, :len(tags)] = [ids[k] for k, _ in tags]
+    return matrix
+
+
+def changed_rows(new: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Rows whose keyword set differs (vectorised: sort each row, compare)."""
+    return np.flatnonzero((np.sort(new, axis=1) != np.sort(stored, axis=1)).any(axis=1))
+
+
+def bench_rescore(report: Report, vocabulary: Vocabulary, prompt_vectors: dict[str, np.ndarray], dim: int,
+                  count: int, repeat: int) -> None:
+    """(d) A tag-list edit (10 tags added) re-scores N cached vectors; which files changed?"""
+    rng = np.random.default_rng(0)
+    images = normalize(rng.standard_normal((count, dim), np.float32)).astype(VECTOR_DTYPE)  # stored form
+    new_tags = TagMatrix.build(vocabulary, prompt_vectors)
+    old_tags = TagMatrix.build(Vocabulary(vocabulary.tags[:-EDITED_TAGS], vocabulary.source), prompt_vectors)
+    stored = [tuple(k for k, _ in tags) for tags in predict_all(images, old_tags)]  # FileRow.tags
+    ids = {k: i for i, k in enumerate(new_tags.keywords)}
+    stored_ids = id_matrix([[(k, 0.0) for k in tags] for tags in stored], ids)
+    score_s, python_s, vector_s = [], [], []
+    changed = 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        predictions = predict_all(images, new_tags)
+        score_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        slow = [i for i, (tags, old) in enumerate(zip(predictions, stored, strict=True))
+                if {k for k, _ in tags} != set(old)]
+        python_s.append(time.perf_counter() - started)
+        new_ids = id_matrix(predictions, ids)
+        started = time.perf_counter()
+        fast = changed_rows(new_ids, stored_ids)
+        vector_s.append(time.perf_counter() - started)
+        if fast.tolist() != slow:
+            raise BenchError("vectorised and per-row change detection disagree")
+        changed = len(fast)
+    note = f"{changed:,} of {count:,} changed"
+    report.add("rescore_s", f"(d) re-score {count:,} vectors, {len(new_tags.keywords)} tags (predict)", "s",
+               score_s)
+    report.add("changed_vectorised_s", "(d) find changed files, vectorised (sorted id rows)", "s", vector_s,
+               note=note)
+    report.add("changed_per_row_s", "(d) find changed files, per-row sets as Pipeline.retag", "s", python_s,
+               note=note)
+
+
+# -- the daemon and the CLI as subprocesses: (a), (e), (f) ---------------------------------------
+
+def write_config(folder: Path, watch: Path | None, template_db: Path, idle_unload: str = "10m") -> Path:
+    """A run's config and its fresh database (holding only the tag list's text vectors)."""
+    state = folder / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template_db, state / "tagwatch.db")
+    lines = [
+        f"watch = {json.dumps([str(watch)] if watch else [])}",
+        'database = "state/tagwatch.db"',
+        "[model]",
+        'pretrained = "none"',
+        "[tagging]",
+        f"threshold = {THRESHOLD}",
+        f"top_k = {TOP_K}",
+        "[schedule]",
+        "rescan = 0",
+        f'idle_unload = "{idle_unload}"',
+    ]
+    path = folder / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def make_template_db(path: Path, prompts: list[str], vectors: np.ndarray) -> None:
+    """A database holding the tag list's text vectors, as the daemon stores them after a first start."""
+    store = Store(path)
+    store.put_text_vectors(dict(zip(prompts, vectors, strict=True)), model_identity(model_config()))
+    store.close()  # the last connection checkpoints the WAL into the file
+
+
+class Progress:
+    """Reads the daemon's database (WAL: readers never block it) to see photos reach "done"."""
+
+    def __init__(self, database: Path) -> None:
+        self.db = sqlite3.connect(database, timeout=30)
+
+    def done(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM files WHERE state = ?", (DONE,)).fetchone()[0]
+
+    def state(self, path: Path) -> str | None:
+        row = self.db.execute("SELECT state FROM files WHERE path = ?", (str(path),)).fetchone()
+        return row[0] if row else None
+
+    def check_failed(self) -> None:
+        """A photo the daemon could not tag makes the measurement meaningless: stop at once."""
+        row = self.db.execute("SELECT path, error FROM files WHERE state = ? LIMIT 1", (FAILED,)).fetchone()
+        if row is not None:
+            raise BenchError(f"{row[0]}: not tagged: {row[1]}")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class DaemonProcess:
+    """``tagwatch run`` as a subprocess whose log is a file (as in tests/conftest.py)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.log_path = config.parent / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self) -> float:
+        """Start the process; returns the perf_counter time just before it was started."""
+        with self.log_path.open("ab") as log:
+            self.started = time.perf_counter()
+            command = [sys.executable, "-m", "tagwatch", "run", "--config", str(self.config)]
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        return self.started
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+    def fail(self, message: str) -> BenchError:
+        return BenchError(f"{message}; daemon log {self.log_path}:\n{self.log()[-3000:]}")
+
+    def alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise self.fail(f"the daemon exited ({self.proc.returncode if self.proc else '?'})")
+
+    def wait_log(self, text: str, since: int = 0, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log()[since:]:
+            self.alive()
+            if time.monotonic() > deadline:
+                raise self.fail(f"{text!r} not logged within {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def memory(self) -> dict[str, float]:
+        """VmHWM (peak) and VmRSS (now) of the daemon process, MB (its exiftool child not included)."""
+        assert self.proc is not None
+        values = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                values[name] = int(rest.split()[0]) / 1024
+        return values
+
+    def stop(self) -> None:
+        """SIGTERM (it finishes its batch), then SIGKILL if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def running(config: Path) -> Iterator[DaemonProcess]:
+    """A started daemon that is stopped whatever happens."""
+    daemon = DaemonProcess(config)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def wait_until(check: Callable[[], bool], daemon: DaemonProcess, timeout: float, what: str,
+               progress: Progress, interval: float = 0.01) -> float:
+    """Poll ``check``; returns the perf_counter time it first held."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        daemon.alive()
+        progress.check_failed()
+        if time.monotonic() > deadline:
+            raise daemon.fail(f"{what} not reached within {timeout:.0f} s")
+        time.sleep(interval)
+    return time.perf_counter()
+
+
+def index_with_daemon(photos: list[Path], run: Path, template_db: Path) -> dict[str, float]:
+    """(a)+(f) One cold indexing by the daemon: start it on an empty watched folder, copy the photos in
+    once it runs, time from process start to the last photo done (written, then recorded done)."""
+    watched = run / "photos"
+    watched.mkdir(parents=True)
+    config = write_config(run / "conf", watched, template_db, IDLE_UNLOAD)
+    progress = Progress(config.parent / "state" / "tagwatch.db")
+    try:
+        with running(config) as daemon:
+            daemon.wait_log("tagwatch is running")
+            startup = time.perf_counter() - daemon.started
+            copy_photos(photos, watched)
+            finished = wait_until(lambda: progress.done() >= len(photos), daemon, 120 + 5 * len(photos),
+                                  f"{len(photos)} photos tagged", progress, interval=0.05)
+            seconds = finished - daemon.started
+            peak = daemon.memory()["VmHWM"]
+            unloads = daemon.log().count("model unloaded")
+            mark = len(daemon.log())
+            daemon.wait_log("model unloaded", since=mark, timeout=120)
+            idle = daemon.memory()["VmRSS"]
+    finally:
+        progress.close()
+    check_keywords(watched, len(photos))
+    return {"seconds": seconds, "rate": len(photos) / seconds, "startup_s": startup, "peak_mb": peak,
+            "idle_mb": idle, "unloads_while_indexing": unloads}
+
+
+def index_with_scan(photos: list[Path], run: Path, template_db: Path) -> dict[str, float]:
+    """(a) One cold ``tagwatch scan`` of a folder, process start to exit."""
+    folder = run / "photos"
+    copy_photos(photos, folder)
+    config = write_config(run / "conf", None, template_db)
+    log_path = run / "scan.log"
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        command = [sys.executable, "-m", "tagwatch", "scan", "--config", str(config), str(folder)]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)  # its own rusage: peak RSS of this child only
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise BenchError(f"tagwatch scan exited {proc.returncode}:\n{tail}")
+    check_keywords(folder, len(photos))
+    return {"seconds": seconds, "rate": len(photos) / seconds, "peak_mb": usage.ru_maxrss / 1024}
+
+
+def bench_indexing(report: Report, photos: list[Path], work: Path, template_db: Path, repeat: int) -> None:
+    """(a) and (f): cold indexing through the daemon and through scan."""
+    daemon_runs, scan_runs = [], []
+    for n in range(repeat):
+        say(f"(a) daemon indexing {len(photos)} photos, run {n + 1}/{repeat}")
+        daemon_runs.append(index_with_daemon(photos, work / f"daemon-{n}", template_db))
+        say(f"    {daemon_runs[-1]['rate']:.2f} img/s")
+        say(f"(a) scan of {len(photos)} photos, run {n + 1}/{repeat}")
+        scan_runs.append(index_with_scan(photos, work / f"scan-{n}", template_db))
+        say(f"    {scan_runs[-1]['rate']:.2f} img/s")
+    unloads = sum(r["unloads_while_indexing"] for r in daemon_runs)
+    note = f"model unloaded {unloads}x mid-run!" if unloads else ""
+    report.add("index_daemon_img_s", "(a) cold indexing, daemon (watched folder → keywords)", "img/s",
+               [r["rate"] for r in daemon_runs], note=note)
+    report.add("daemon_startup_s", "(a) of which: process start → \"tagwatch is running\"", "s",
+               [r["startup_s"] for r in daemon_runs])
+    report.add("index_scan_img_s", "(a) cold indexing, tagwatch scan", "img/s",
+               [r["rate"] for r in scan_runs])
+    report.add("peak_rss_daemon_mb", "(f) peak RSS, daemon while indexing (VmHWM)", "MB",
+               [r["peak_mb"] for r in daemon_runs])
+    report.add("idle_rss_daemon_mb", f"(f) idle RSS, daemon after model unload ({IDLE_UNLOAD})", "MB",
+               [r["idle_mb"] for r in daemon_runs])
+    report.add("peak_rss_scan_mb", "(f) peak RSS, tagwatch scan", "MB", [r["peak_mb"] for r in scan_runs])
+
+
+def drop(photo: Path, folder: Path, name: str) -> tuple[Path, float]:
+    """Copy a photo into the watched folder as a file manager does; returns its path and the time."""
+    target = folder / name
+    started = time.perf_counter()
+    shutil.copyfile(photo, target)
+    return target, started
+
+
+def drop_latency(daemon: DaemonProcess, progress: Progress, photo: Path, folder: Path, name: str) -> float:
+    """Seconds from the start of the copy to the photo recorded done (its keywords already written)."""
+    target, started = drop(photo, folder, name)
+    finished = wait_until(lambda: progress.state(target) == DONE, daemon, 120, f"{name} tagged", progress)
+    return finished - started
+
+
+def bench_latency(report: Report, photos: list[Path], work: Path, template_db: Path, drops: int,
+                  cold_drops: int) -> None:
+    """(e) One dropped photo → keywords, with the model warm and with a freshly started daemon."""
+    folder = work / "warm" / "photos"
+    folder.mkdir(parents=True)
+    config = write_config(work / "warm" / "conf", folder, template_db)
+    progress = Progress(config.parent / "state" / "tagwatch.db")
+    warm: list[float] = []
+    try:
+        with running(config) as daemon:
+            daemon.wait_log("tagwatch is running")
+            say("(e) warm-up photo (loads the model)")
+            drop_latency(daemon, progress, photos[0], folder, "warmup.jpg")
+            for n in range(drops):  # a different picture each time: a cached one is never encoded
+                photo = photos[(n + 1) % len(photos)]
+                warm.append(drop_latency(daemon, progress, photo, folder, f"drop-{n}.jpg"))
+            reloads = daemon.log().count("model unloaded")
+    finally:
+        progress.close()
+    check_keywords(folder, drops + 1)
+    cold: list[float] = []
+    for n in range(cold_drops):
+        say(f"(e) cold drop {n + 1}/{cold_drops} (fresh daemon)")
+        folder = work / f"cold-{n}" / "photos"
+        folder.mkdir(parents=True)
+        config = write_config(work / f"cold-{n}" / "conf", folder, template_db)
+        progress = Progress(config.parent / "state" / "tagwatch.db")
+        try:
+            with running(config) as daemon:
+                daemon.wait_log("tagwatch is running")
+                cold.append(drop_latency(daemon, progress, photos[n % len(photos)], folder, "drop.jpg"))
+        finally:
+            progress.close()
+    note = "model unloaded between drops!" if reloads else ""
+    if len(photos) <= drops:
+        note = (note + " " if note else "") + "fewer photos than drops: some drops were cache hits"
+    for q in (50, 95):
+        report.add(f"drop_warm_p{q}_s", f"(e) drop → keywords, model warm, p{q}", "s", warm,
+                   value=percentile(warm, q), note=note)
+    for q in (50, 95):
+        report.add(f"drop_cold_p{q}_s", f"(e) drop → keywords, model cold (fresh daemon), p{q}", "s", cold,
+                   value=percentile(cold, q))
+
+
+# -- the whole run -------------------------------------------------------------------------------
+
+def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespace,
+                     template_db: Path) -> None:
+    """(b), (c), (d) in this process; leaves the text vectors in ``template_db`` for the subprocesses."""
+    say("loading the model (random weights)")
+    clip = load_model(model_config())
+    vocabulary = load_vocabulary(builtin_tag_list(), TaggingConfig().templates)
+    prompts = vocabulary.prompts()
+    say(f"(c) text vectors for {len(prompts)} prompts")
+    vectors = bench_text(report, clip, prompts, args.repeat)
+    make_template_db(template_db, prompts, vectors)
+    if "b" in args.parts:
+        say("(b) image encoder and matmul throughput")
+        guard(report, "b", bench_encoder, report, clip, photos, args.repeat)
+    if "d" in args.parts:
+        say(f"(d) re-scoring {args.vectors:,} vectors")
+        prompt_vectors = dict(zip(prompts, vectors, strict=True))
+        guard(report, "d", bench_rescore, report, vocabulary, prompt_vectors, clip.dim, args.vectors,
+              args.repeat)
+    del clip
+    gc.collect()
+
+
+def guard(report: Report, part: str, work: Callable[..., None], *args: Any) -> None:
+    """A part that fails is reported and the others still run."""
+    try:
+        work(*args)
+    except BenchError as exc:
+        report.errors[part] = str(exc)
+        say(f"part ({part}) failed: {exc}")
+
+
+def format_value(value: float) -> str:
+    if value == 0 or abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.2g}" if abs(value) >= 0.001 else f"{value:.1e}"
+
+
+def print_table(report: Report, machine: dict[str, Any], settings: dict[str, Any]) -> None:
+    """One table on stdout, headed by the machine it ran on."""
+    flags = " ".join(f for f, present in machine["flags"].items() if present) or "none"
+    print(f"\ntagwatch bench: {machine['cpu']}, {machine['usable_cores']} cores ({flags}), "
+          f"{machine['memory_gib']} GiB; torch {machine['torch']}, {machine['torch_threads']} threads")
+    print(f"{settings['photos']} photos ({settings['photo_source']}), repeat {settings['repeat']}, "
+          f"model {settings['model']}, threshold {THRESHOLD}, top_k {TOP_K}\n")
+    width = max([len(r.label) for r in report.results] + [20])
+    print(f"{'measure':<{width}}  {'value':>9}  {'min':>9}  {'max':>9}  {'n':>3}  unit")
+    for result in report.results:
+        s = result.summary()
+        print(f"{result.label:<{width}}  {format_value(s['value']):>9}  {format_value(s['min']):>9}  "
+              f"{format_value(s['max']):>9}  {s['n']:>3}  {result.unit}"
+              + (f"  ({result.note})" if result.note else ""))
+    for name, text in report.extra.items():
+        print(f"{name}: {text}")
+    for part, error in report.errors.items():
+        print(f"({part}) FAILED: {error.splitlines()[0]}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="use the JPEGs in DIR (copied, never written) instead of the generated set")
+    parser.add_argument("--count", type=int, metavar="N",
+                        help="photos to use (default 200, --quick 20; with --images all of them)")
+    parser.add_argument("--repeat", type=int, metavar="R", help="runs per measure (default 3, --quick 1)")
+    parser.add_argument("--vectors", type=int, metavar="N",
+                        help="cached vectors re-scored in (d) (default 100,000, --quick 10,000)")
+    parser.add_argument("--drops", type=int, metavar="N",
+                        help="warm drops in (e) (default 10, --quick 5); cold drops: as many, --quick 2")
+    parser.add_argument("--parts", default="abcdef", help="which of a-f to run (default all; c always runs; "
+                        "f comes with a)")
+    parser.add_argument("--quick", action="store_true", help="a small run for a smoke test (a few minutes)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, metavar="DIR",
+                        help=f"where the generated photos live and runs work (default {DEFAULT_CACHE})")
+    parser.add_argument("--json", type=Path, default=Path("bench-results.json"), metavar="PATH",
+                        help="where the results go (default bench-results.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the run folders (logs, databases)")
+    args = parser.parse_args(argv)
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    args.vectors = args.vectors or (10_000 if args.quick else 100_000)
+    args.drops = args.drops or (5 if args.quick else 10)
+    args.cold_drops = 2 if args.quick else args.drops
+    if args.count is None and args.images is None:
+        args.count = 20 if args.quick else 200
+    if set(args.parts) - set("abcdef"):
+        parser.error(f"--parts takes letters a-f, got {args.parts!r}")
+    if min(args.repeat, args.vectors, args.drops, args.count or 1) < 1:
+        parser.error("--count, --repeat, --vectors and --drops must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("exiftool") is None:
+        say("exiftool is needed (Debian: apt-get install libimage-exiftool-perl)")
+        return 2
+    report = Report()
+    try:
+        photos = (given_photos(args.images, args.count) if args.images
+                  else ensure_photos(args.cache / "images-12mp", args.count))
+    except BenchError as exc:
+        say(str(exc))
+        return 2
+    with Image.open(photos[0]) as first:
+        size = first.size
+    settings = {"photos": len(photos), "photo_folder": str(photos[0].parent),
+                "photo_source": "--images" if args.images else f"{size[0]}x{size[1]} q{QUALITY}, {SOURCES}",
+                "first_photo_size": list(size), "repeat": args.repeat, "vectors": args.vectors,
+                "drops_warm": args.drops, "drops_cold": args.cold_drops, "quick": args.quick,
+                "model": "ViT-B-32-256, pretrained none (random weights)", "threshold": THRESHOLD,
+                "top_k": TOP_K, "idle_unload": IDLE_UNLOAD, "parts": args.parts}
+    machine = machine_facts()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=args.cache))
+    template_db = work / "template.db"
+    try:
+        in_process_parts(report, photos, args, template_db)
+        if "a" in args.parts:
+            guard(report, "a", bench_indexing, report, photos, work, template_db, args.repeat)
+        if "e" in args.parts:
+            guard(report, "e", bench_latency, report, photos, work, template_db, args.drops, args.cold_drops)
+    finally:
+        if args.keep:
+            say(f"run folders kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print_table(report, machine, settings)
+    results = {r.key: r.summary() for r in report.results}
+    document = {"machine": machine, "settings": settings, "results": results, "errors": report.errors,
+                **report.extra,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    args.json.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    say(f"results written to {args.json}")
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
