@@ -10,13 +10,14 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, units
 from .config import Config, ConfigError, builtin_tag_list, default_config_path, load_config
 from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
@@ -275,6 +276,66 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- service -------------------------------------------------------------------------------------
+
+def _service_file(platform: str) -> Path:
+    if platform == "launchd":
+        return Path.home() / "Library" / "LaunchAgents" / f"{units.LAUNCHD_LABEL}.plist"
+    return _xdg_config_home() / "systemd" / "user" / "tagwatch.service"
+
+
+def _xdg_config_home() -> Path:
+    return default_config_path().parent.parent
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    platform = args.platform or ("launchd" if sys.platform == "darwin" else "systemd")
+    target = _service_file(platform)
+    ours = target.exists() and units.MARKER.encode() in target.read_bytes()
+    if args.action == "uninstall":
+        if not target.exists():
+            raise UsageError(f"{target}: not installed")
+        if not ours and not args.force:
+            raise UsageError(f"{target} was not written by tagwatch; remove it yourself (or --force)")
+        if platform == "systemd" and (target.parent / "default.target.wants" / target.name).exists():
+            raise UsageError("the service is still enabled: run `systemctl --user disable --now tagwatch` "
+                             "first")
+        target.unlink()
+        after = ("systemctl --user daemon-reload" if platform == "systemd"
+                 else f"launchctl bootout gui/{os.getuid()}/{units.LAUNCHD_LABEL}  # if it is loaded")
+        print(f"removed {target}\nthen: {after}")
+        return 0
+    config = _config(args)
+    if config.source is None:
+        raise UsageError(f"no config at {default_config_path()}: run `tagwatch init FOLDER` first")
+    if not config.watch:
+        raise UsageError(f"{config.source}: `watch` lists no folder; the service would have nothing to do")
+    if target.exists() and not ours and not args.force:
+        raise UsageError(f"{target} exists and was not written by tagwatch (use --force to replace it)")
+    command = (sys.executable, "-m", "tagwatch", "run", "--config", str(config.source.resolve()))
+    if platform == "launchd":
+        text = units.launchd_agent(command, Path.home() / "Library" / "Logs")
+        text = text.replace(b"<dict>", f"<!-- {units.MARKER} -->\n<dict>".encode(), 1)
+        enable = f"launchctl bootstrap gui/{os.getuid()} {shlex.quote(str(target))}"
+    else:
+        writable = (*config.watch, config.database.parent, config.model.cache_dir)
+        spec = units.ServiceSpec(command, tuple(str(p) for p in dict.fromkeys(writable)))
+        text = units.systemd_user_unit(spec).encode()
+        enable = "systemctl --user daemon-reload && systemctl --user enable --now tagwatch"
+    if args.print:
+        sys.stdout.write(text.decode())
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.tmp")
+    temp.write_bytes(text)
+    temp.replace(target)
+    print(f"wrote {target}\nnext: {enable}")
+    if platform == "systemd":
+        print("to keep it running while you are logged out (a NAS, a server): "
+              "sudo loginctl enable-linger $USER")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,6 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to watch")
     init.add_argument("--force", action="store_true", help="overwrite an existing config")
     init.set_defaults(func=cmd_init)
+
+    service = sub.add_parser("service", parents=[common],
+                             help="write (or remove) the systemd user unit or launchd agent for this user")
+    service.add_argument("action", choices=["install", "uninstall"])
+    service.add_argument("--platform", choices=["systemd", "launchd"],
+                         help="default: launchd on macOS, systemd elsewhere")
+    service.add_argument("--print", action="store_true", help="print the file instead of writing it")
+    service.add_argument("--force", action="store_true",
+                         help="replace or remove a file tagwatch did not write")
+    service.set_defaults(func=cmd_service)
     return parser
 
 

@@ -1,0 +1,160 @@
+"""Service definitions for the init systems that start tagwatch: a systemd user unit and a launchd agent.
+
+One renderer makes both the files shipped in ``systemd/`` (generic, ``%h`` paths) and the ones
+``tagwatch service install`` writes for a user (absolute paths, that user's photo folders), so the two
+never drift apart; a test compares them.
+"""
+
+from __future__ import annotations
+
+import plistlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = "written by tagwatch service install"
+LAUNCHD_LABEL = "org.tagwatch.agent"
+
+_HEADER = """\
+# tagwatch as a systemd *user* service: runs the daemon at login, tells systemd when it is watching
+# (Type=notify), pings the watchdog while its worker lives, restarts it if it fails.
+"""
+
+_SHIPPED_USAGE = """\
+#
+#   tagwatch service install      # writes this unit with your paths to ~/.config/systemd/user/
+#   systemctl --user daemon-reload && systemctl --user enable --now tagwatch
+#   journalctl --user -u tagwatch -f          # the log
+#   systemctl --user reload tagwatch          # re-read config.toml and the tag list (SIGHUP)
+#
+# By hand instead: copy this file to ~/.config/systemd/user/, fix ExecStart, and list your photo
+# folders in ReadWritePaths= (the rest of the file system is read-only to the daemon).
+"""
+
+_SYSTEM_HEADER = """\
+# tagwatch as a system service running as a dedicated user, one instance per user name:
+#
+#   sudo useradd --system --create-home photos          # or an existing account
+#   sudo install -D -o photos -m 600 config.toml /etc/tagwatch/photos.toml
+#   sudo cp systemd/tagwatch@.service /etc/systemd/system/
+#   sudo systemctl edit tagwatch@photos                 # add: [Service] ReadWritePaths=/srv/photos
+#   sudo systemctl enable --now tagwatch@photos
+#
+# The database and model cache live in /var/lib/tagwatch/photos and /var/cache/tagwatch/photos
+# (systemd creates them for that user); the photo folders must be listed in ReadWritePaths=.
+# ExecStart assumes `pip install tagwatch` into /opt/tagwatch: edit it for your install.
+"""
+
+_SERVICE = """\
+[Unit]
+Description=tagwatch: CLIP keywords for the photos in watched folders
+{unit_extra}
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exec_start}
+ExecReload=/bin/kill -HUP $MAINPID
+# The first start may download the model and encode the tag list: give it time to become ready.
+TimeoutStartSec=15min
+# A worker thread that stops answering for two minutes gets the daemon restarted.
+WatchdogSec=120
+# SIGTERM finishes the batch in flight, then exits 0.
+KillSignal=SIGTERM
+TimeoutStopSec=60
+Restart=on-failure
+RestartSec=10
+Nice=10
+IOSchedulingClass=idle
+{service_extra}\
+# Hardening: the daemon writes only its photo folders, its data folder and its model cache.
+# A leading "-" lets a folder be missing (an unplugged disk) without failing the start.
+NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectSystem=strict
+{read_write}ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictRealtime=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+
+[Install]
+WantedBy={wanted_by}
+"""
+
+_SYSTEM_SERVICE_EXTRA = """\
+User=%i
+StateDirectory=tagwatch/%i
+CacheDirectory=tagwatch/%i
+Environment=XDG_DATA_HOME=%S/tagwatch/%i XDG_CACHE_HOME=%C/tagwatch/%i
+"""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What differs between one user's service and another's."""
+
+    command: tuple[str, ...]  # the daemon's argv, e.g. ("/usr/bin/tagwatch", "run", "--config", "…")
+    writable: tuple[str, ...]  # folders the daemon may write: photos, its data folder, model cache
+
+
+def shipped_spec() -> ServiceSpec:
+    """The generic unit in ``systemd/``: pip's user install location and XDG default folders."""
+    return ServiceSpec(command=("%h/.local/bin/tagwatch", "run"),
+                       writable=("%h/Pictures", "%h/.local/share/tagwatch", "%h/.cache/tagwatch"))
+
+
+def _unit_word(word: str) -> str:
+    """One ExecStart word: systemd expands ``%`` and ``$``, and splits on spaces unless quoted."""
+    escaped = word.replace("%", "%%").replace("$", "$$") if not word.startswith("%h") else word
+    return escaped if escaped and not any(c in escaped for c in " \t\"'\\") else (
+        '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"')
+
+
+def _unit_path(path: str) -> str:
+    """A ReadWritePaths entry; systemd has no quoting there, so spaces are escaped as ``\\x20``."""
+    escaped = path if path.startswith("%h") else path.replace("%", "%%")
+    return "-" + escaped.replace("\\", "\\x5c").replace(" ", "\\x20")
+
+
+def systemd_user_unit(spec: ServiceSpec, shipped: bool = False) -> str:
+    """The text of ``tagwatch.service`` for ``spec``."""
+    mark = f"# {MARKER}; `tagwatch service uninstall` removes it.\n"
+    header = _HEADER + (_SHIPPED_USAGE if shipped else mark)
+    return header + _SERVICE.format(
+        unit_extra="", service_extra="", wanted_by="default.target",
+        exec_start=" ".join(_unit_word(w) for w in spec.command),
+        read_write="ReadWritePaths=" + " ".join(_unit_path(p) for p in spec.writable) + "\n")
+
+
+def systemd_system_template() -> str:
+    """The text of ``tagwatch@.service``: instance ``%i`` is the user the daemon runs as."""
+    return _SYSTEM_HEADER + _SERVICE.format(
+        unit_extra="# Photo folders on a NAS are mounted over the network.\n"
+                   "Wants=network-online.target\nAfter=network-online.target remote-fs.target\n",
+        service_extra=_SYSTEM_SERVICE_EXTRA, wanted_by="multi-user.target",
+        exec_start="/opt/tagwatch/bin/tagwatch run --config /etc/tagwatch/%i.toml",
+        read_write="")
+
+
+def launchd_agent(command: Sequence[str], log_dir: Path) -> bytes:
+    """The launchd agent plist: started at login, restarted when it exits with an error.
+
+    launchd has no readiness protocol and no path sandbox comparable to systemd's, so the plist only
+    keeps the daemon alive, low-priority, and logging to ``~/Library/Logs``.
+    """
+    return plistlib.dumps({
+        "Label": LAUNCHD_LABEL,
+        "ProgramArguments": list(command),
+        "RunAtLoad": True,
+        "KeepAlive": {"SuccessfulExit": False},  # like Restart=on-failure: SIGTERM's exit 0 stays down
+        "ThrottleInterval": 10,
+        "ProcessType": "Background",
+        "LowPriorityIO": True,
+        "Nice": 10,
+        "ExitTimeOut": 60,
+        "StandardOutPath": str(log_dir / "tagwatch.log"),
+        "StandardErrorPath": str(log_dir / "tagwatch.log"),
+        "EnvironmentVariables": {"PATH": "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin"},  # exiftool
+    })
+
