@@ -63,6 +63,8 @@ target = "both"
 sidecar = "photo.xmp"
 mtime = "keep"
 hierarchy_prefix = "auto|clip"
+[metrics]
+listen = "[::1]:9100"
 """))
     assert config.watch == (tmp_path / "photos",)
     assert config.tags == tmp_path / "my-tags.txt"
@@ -73,6 +75,7 @@ hierarchy_prefix = "auto|clip"
     assert config.schedule.rescan == 1800 and config.schedule.idle_unload == 120
     assert (config.write.target, config.write.sidecar, config.write.mtime, config.write.hierarchy_prefix) == (
         "both", "photo.xmp", "keep", "auto|clip")
+    assert (config.metrics.host, config.metrics.port) == ("::1", 9100)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -88,6 +91,8 @@ hierarchy_prefix = "auto|clip"
     ("[write]\nhierarchy_prefix = '|auto'\n", "write.hierarchy_prefix must be a keyword path"),
     ("[batch]\nsize = true\n", "batch.size must be a whole number"),
     ("[schedule]\nrescan = 'often'\n", "schedule.rescan must be a duration"),
+    ("[metrics]\nlisten = '0.0.0.0:9464'\n", "metrics.listen must be a loopback address"),
+    ("[metrics]\nlisten = '127.0.0.1'\n", "metrics.listen must be HOST:PORT"),
     ("watch = ['does-not-exist']\n", "watch[0]: folder"),
     ("model = 3\n", "model must be a table"),
     ("watch = [", "not valid TOML"),

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import re
 import socket
+import stat
 import time
+import urllib.request
 from pathlib import Path
 
-from conftest import Daemon, tagwatch, write_config
+from conftest import Daemon, noise_jpeg, tagwatch, wait_for, write_config
 from tagwatch.notify import Notifier
 
 
@@ -67,3 +72,46 @@ def test_a_second_daemon_on_the_same_database_is_refused(tmp_path: Path, tiny_ch
         assert first.stop() == 0
     third = Daemon(config, tmp_path / "daemon.log").start()  # the lock went with the first one
     assert third.stop() == 0
+
+
+def test_status_and_metrics_come_from_the_running_daemon(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """`tagwatch status` and the Prometheus endpoint show what the daemon did since it started."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root],
+                          extra='[metrics]\nlisten = "127.0.0.1:0"')
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", daemon.log()).group(1))
+        noise_jpeg(root / "a.jpg", 1)
+        noise_jpeg(root / "b.jpg", 2)
+        (root / "broken.jpg").write_bytes(noise_jpeg(tmp_path / "whole.jpg", 3).read_bytes()[:2000])
+
+        def daemon_status() -> dict:
+            result = tagwatch("status", "--json", "--config", str(config))
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout)["daemon"]
+
+        state = wait_for(lambda: (s := daemon_status()) and s.get("tagged_since_start") == 2
+                         and s.get("failed_since_start") == 1 and s)
+        assert state["pid"] == daemon.proc.pid and state["queue"] == 0 and state["folders"] == 1
+        assert state["last_error"]["path"] == str(root / "broken.jpg")
+        assert "truncated" in state["last_error"]["reason"]
+        assert state["model_loaded"] is True
+        db = tmp_path / "conf" / "state" / "tagwatch.db"
+        assert stat.S_IMODE(os.stat(f"{db}.state.json").st_mode) == 0o600
+
+        text = tagwatch("status", "--config", str(config)).stdout
+        assert f"daemon    running, pid {daemon.proc.pid}" in text
+        assert f"broken.jpg: {state['last_error']['reason']}" in text
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert "\ntagwatch_files_tagged_total 2\n" in metrics
+        assert "\ntagwatch_files_failed_total 1\n" in metrics
+        assert '\ntagwatch_files{state="tagged"} 2\n' in metrics
+        assert "\ntagwatch_queue_depth 0\n" in metrics
+    finally:
+        assert daemon.stop() == 0
+    assert daemon_status() is None  # stopped: the lock is free, whatever file is left
+    assert "daemon    not running" in tagwatch("status", "--config", str(config)).stdout

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__, units
+from .activity import read_state, running_daemon, state_path
 from .config import Config, ConfigError, builtin_tag_list, default_config_path, load_config
 from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
@@ -204,18 +205,55 @@ def cmd_status(args: argparse.Namespace) -> int:
         stats = {k: 0 for k in ("files", "tagged", "pending", "failed", "deleted", "untagged", "vectors",
                                 "encoded", "keywords_written")}
         failures = []
-    report = {**stats, "database": str(config.database), "model": identity}
+    daemon = _daemon_state(config.database)
+    report = {**stats, "database": str(config.database), "model": identity, "daemon": daemon}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"database  {config.database}")
     print(f"model     {identity}")
+    if daemon is None:
+        print("daemon    not running")
+    else:
+        print(f"daemon    running, pid {daemon['pid']}, up {_duration(daemon.get('uptime_s', 0))}, "
+              f"watching {daemon.get('folders', '?')} folders, model "
+              f"{'loaded' if daemon.get('model_loaded') else 'unloaded (idle)'}")
+        if "queue" in daemon:
+            print(f"queue     {daemon['queue']} waiting; {daemon['tagged_since_start']} tagged and "
+                  f"{daemon['failed_since_start']} failed since start; "
+                  f"{daemon['tagged_per_min']:g} photos/min over the last 5 min")
+        error = daemon.get("last_error")
+        if error:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(error["time"]))
+            print(f"last error {when} {error['path']}: {error['reason']}")
     for name in ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded",
                  "keywords_written"):
         print(f"{name:<17} {stats[name]:>9}")
     for path, error in failures:
         print(f"failed: {path}: {error}")
     return 0
+
+
+def _daemon_state(database: Path) -> dict[str, object] | None:
+    """What the running daemon last wrote about itself, or None when no daemon holds the database."""
+    pid = running_daemon(database)
+    if pid is None:
+        return None
+    state = read_state(state_path(database))
+    if state is None or state.get("pid") != pid:  # just starting: no state written yet
+        return {"pid": pid}
+    state["age_s"] = round(time.time() - state.pop("updated", time.time()), 1)
+    return state
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 # -- explain -------------------------------------------------------------------------------------

@@ -91,6 +91,12 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    host: str = ""  # empty: no endpoint
+    port: int = 9464
+
+
+@dataclass(frozen=True)
 class Config:
     watch: tuple[Path, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -102,6 +108,7 @@ class Config:
     write: WriteConfig = field(default_factory=WriteConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Path | None = None  # the file this came from, None for built-in defaults
 
     def with_watch(self, folders: list[Path]) -> Config:
@@ -287,7 +294,28 @@ def _schedule(raw: dict[str, Any], where: str) -> ScheduleConfig:
     return replace(ScheduleConfig(), **values)
 
 
-_SECTIONS = {"model", "tagging", "write", "batch", "schedule"}
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _metrics(raw: dict[str, Any], where: str) -> MetricsConfig:
+    """``listen = "127.0.0.1:9464"``: the Prometheus endpoint, off unless set."""
+    r = _Reader(raw, "metrics.", where)
+    listen = r.get("listen", str, 'an address like "127.0.0.1:9464"')
+    r.finish()
+    if not listen:
+        return MetricsConfig()
+    host, sep, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise r.fail("listen", f'must be HOST:PORT like "127.0.0.1:9464", got {listen!r}')
+    if host not in _LOOPBACK and not host.startswith("127."):
+        raise r.fail("listen", f"must be a loopback address (127.0.0.1, ::1): the counters name no "
+                               f"secrets but nothing outside this machine should reach the daemon; "
+                               f"got {host!r}")
+    return MetricsConfig(host, int(port))
+
+
+_SECTIONS = {"model", "tagging", "write", "batch", "schedule", "metrics"}
 
 
 def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | None = None) -> Config:
@@ -305,6 +333,8 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
             values["write"] = _write(table, where)
         elif section == "batch":
             values["batch"] = _batch(table, where)
+        elif section == "metrics":
+            values["metrics"] = _metrics(table, where)
         else:
             values["schedule"] = _schedule(table, where)
     watch = r.get("watch", (list, str), "a list of folders")

@@ -565,9 +565,11 @@ class Pipeline:
 class Worker(threading.Thread):
     """The single thread that runs the pipeline, so each file is handled by one writer at a time."""
 
-    def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None]) -> None:
+    def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None],
+                 observe: Callable[[list[Outcome]], None] | None = None) -> None:
         super().__init__(name="tagwatch-worker", daemon=True)
         self.queue, self.pipeline, self._reload = queue, pipeline, reload
+        self._observe = observe  # told every batch's outcomes: the counters `status` shows
         self._reload_requested = threading.Event()
         self.batches = 0
         self.idle = threading.Event()
@@ -599,16 +601,18 @@ class Worker(threading.Thread):
             outcomes = self.pipeline.process(paths, wait_for_writers=True)
         except Exception as exc:
             if len(paths) == 1:
-                self.pipeline.give_up(paths[0], f"{type(exc).__name__}: {exc}")
-                return
-            log.warning("batch of %d failed (%s: %s); taking its files one by one", len(paths),
-                        type(exc).__name__, exc)
-            outcomes = []
-            for path in paths:  # one file that breaks the batch must not cost the others their tags
-                try:
-                    outcomes += self.pipeline.process([path], wait_for_writers=True)
-                except Exception as exc:
-                    self.pipeline.give_up(path, f"{type(exc).__name__}: {exc}")
+                outcomes = [self.pipeline.give_up(paths[0], f"{type(exc).__name__}: {exc}")]
+            else:
+                log.warning("batch of %d failed (%s: %s); taking its files one by one", len(paths),
+                            type(exc).__name__, exc)
+                outcomes = []
+                for path in paths:  # one file that breaks the batch must not cost the others their tags
+                    try:
+                        outcomes += self.pipeline.process([path], wait_for_writers=True)
+                    except Exception as err:
+                        outcomes.append(self.pipeline.give_up(path, f"{type(err).__name__}: {err}"))
+        if self._observe is not None:
+            self._observe(outcomes)
         for outcome in outcomes:
             if outcome.status == RETRY:
                 self.queue.put(outcome.path, force=True)  # never wait on the queue only we drain

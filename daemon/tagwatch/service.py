@@ -6,6 +6,7 @@ The tag list file is watched too, so an edit is picked up without a signal.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -13,12 +14,14 @@ import signal
 import threading
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from .activity import Activity, MetricsServer, lock_path, render_prometheus, state_path, write_state
 from .config import Config, ConfigError, load_config
 from .metadata import ExifTool, KeywordWriter
 from .model import LazyModel
@@ -29,6 +32,8 @@ from .vocabulary import VocabularyError, load_vocabulary
 from .watcher import PathFilter, Watcher, reconcile
 
 log = logging.getLogger(__name__)
+
+STATE_INTERVAL_S = 5.0  # how stale `tagwatch status` may be
 
 
 class _TagListHandler(FileSystemEventHandler):
@@ -52,12 +57,17 @@ class AlreadyRunning(RuntimeError):
 def _lock(database: Path) -> int:
     """Hold ``DATABASE.lock`` for the daemon's life: two daemons on one database would tag every
     photo twice.  The kernel drops the lock when the process dies, even by SIGKILL."""
-    path = database.with_name(database.name + ".lock")
+    path = lock_path(database)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    for attempt in range(10):  # `tagwatch status` may hold a shared lock for a moment
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt < 9:
+                time.sleep(0.05)
+    else:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise AlreadyRunning(f"another tagwatch (pid {holder}) is already running on {database}; "
@@ -87,7 +97,9 @@ class Daemon:
                                 config.batch.settle_ms / 1000)
         self.filter = PathFilter(config.watch, config.exclude)
         self.watcher = Watcher(config.watch, self.filter, self.queue)
-        self.worker = Worker(self.queue, self.pipeline, self._reload_tags)
+        self.activity = Activity(lambda: len(self.queue), len(config.watch))
+        self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record)
+        self._metrics: MetricsServer | None = None
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._tag_observer: Observer | None = None
         self._tags_mtime: int | None = None
@@ -140,7 +152,35 @@ class Daemon:
                                    id="watchdog", max_instances=1, coalesce=True)
         if self.notifier.enabled:
             self.scheduler.add_job(self._report, "interval", seconds=10, id="status", coalesce=True)
+        self.scheduler.add_job(self._save_state, "interval", seconds=STATE_INTERVAL_S, id="state",
+                               max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        self._start_metrics()
         self.ready.set()
+
+    def _start_metrics(self) -> None:
+        metrics = self.config.metrics
+        if not metrics.host:
+            return
+        try:
+            self._metrics = MetricsServer(metrics.host, metrics.port, self._prometheus)
+        except OSError as exc:  # a port in use costs the metrics, not the tagging
+            log.error("metrics: cannot listen on %s:%d: %s; running without the endpoint", metrics.host,
+                      metrics.port, exc.strerror or exc)
+            return
+        self._metrics.start()
+        log.info("metrics on http://%s:%d/metrics", *self._metrics.address[:2])
+
+    def _prometheus(self) -> str:
+        stats = self.store.stats(self.model.identity)
+        files = {name: stats[name] for name in ("tagged", "pending", "failed", "untagged")}
+        return render_prometheus(self.activity.snapshot(), files)
+
+    def _save_state(self) -> None:
+        snapshot = {**self.activity.snapshot(), "model_loaded": self.model.loaded}
+        try:
+            write_state(state_path(self.config.database), snapshot)
+        except OSError as exc:  # a full disk must not stop the daemon; status will say it is stale
+            log.warning("cannot write %s: %s", state_path(self.config.database), exc.strerror or exc)
 
     def _watchdog(self) -> None:
         """Tell systemd we are alive only while the worker thread is: a dead worker gets restarted."""
@@ -149,8 +189,10 @@ class Daemon:
 
     def _report(self) -> None:
         stats = self.store.stats(self.model.identity)
+        now = self.activity.snapshot()
         self.notifier.status(f"watching {len(self.config.watch)} folders; {stats['tagged']} photos tagged, "
-                             f"{len(self.queue)} queued, {stats['failed']} failed")
+                             f"{now['queue']} queued, {stats['failed']} failed; "
+                             f"{now['tagged_per_min']:g}/min")
 
     def _scan(self, clean_temp: bool = False) -> None:
         started = time.monotonic()
@@ -190,6 +232,10 @@ class Daemon:
         self.queue.close()
         if self.worker.is_alive():
             self.worker.join()
+        if self._metrics is not None:
+            self._metrics.stop()
+        with contextlib.suppress(OSError):
+            state_path(self.config.database).unlink()
         self.pipeline.close()
         self.exiftool.close()
         self.store.close()

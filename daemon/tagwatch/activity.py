@@ -1,0 +1,179 @@
+"""What the running daemon is doing: counters since start, the queue, the last error.
+
+Other processes ask for it two ways: ``tagwatch status`` reads the state file the daemon rewrites
+every few seconds beside its database (no socket to secure, survives nothing: a stale file is
+recognised by the database lock being free), and Prometheus scrapes an optional HTTP endpoint bound
+to localhost that renders the same snapshot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from .pipeline import FAILED_, TAGGED, UNCHANGED, Outcome
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 300.0
+
+
+def state_path(database: Path) -> Path:
+    return database.with_name(database.name + ".state.json")
+
+
+def lock_path(database: Path) -> Path:
+    """Held by the daemon for its whole life (see ``service``)."""
+    return database.with_name(database.name + ".lock")
+
+
+def running_daemon(database: Path) -> int | None:
+    """The pid of the daemon holding ``database``, or None when none does (a crashed daemon's
+    lock is gone with it, whatever files it left)."""
+    try:
+        fd = os.open(lock_path(database), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        return int(holder) if holder.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None
+
+
+class Activity:
+    """Counters the worker feeds after each batch; read from other threads as one snapshot."""
+
+    def __init__(self, queue_depth: Callable[[], int], folders: int) -> None:
+        self._queue_depth = queue_depth
+        self.folders = folders
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self.counts = {"tagged": 0, "unchanged": 0, "failed": 0, "keywords_added": 0, "batches": 0}
+        self.last_error: dict[str, Any] | None = None
+        self._recent: deque[float] = deque()  # finish times of tagged files, for the rate
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        now = time.time()
+        with self._lock:
+            self.counts["batches"] += 1
+            for outcome in outcomes:
+                if outcome.status == TAGGED:
+                    self.counts["tagged"] += 1
+                    self.counts["keywords_added"] += len(outcome.added)
+                    self._recent.append(now)
+                elif outcome.status == UNCHANGED:
+                    self.counts["unchanged"] += 1
+                elif outcome.status == FAILED_:
+                    self.counts["failed"] += 1
+                    self.last_error = {"path": outcome.path, "reason": outcome.error or "?", "time": now}
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        with self._lock:
+            while self._recent and self._recent[0] < now - RATE_WINDOW_S:
+                self._recent.popleft()
+            window = min(RATE_WINDOW_S, max(now - self.started, 1.0))
+            return {
+                "pid": os.getpid(),
+                "started": self.started,
+                "uptime_s": round(now - self.started, 1),
+                "folders": self.folders,
+                "queue": self._queue_depth(),
+                **{f"{name}_since_start": value for name, value in self.counts.items()},
+                "tagged_per_min": round(len(self._recent) * 60.0 / window, 2),
+                "last_error": self.last_error,
+                "updated": now,
+            }
+
+
+def write_state(path: Path, snapshot: dict[str, Any]) -> None:
+    """Replace the state file atomically, readable by this user only (it names photo paths)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(snapshot, handle)
+    os.replace(temp, path)
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+_METRICS = (  # (snapshot key, metric name, type, help)
+    ("tagged_since_start", "tagwatch_files_tagged_total", "counter",
+     "Photos whose keywords were written since the daemon started."),
+    ("unchanged_since_start", "tagwatch_files_unchanged_total", "counter",
+     "Photos checked whose keywords were already right."),
+    ("failed_since_start", "tagwatch_files_failed_total", "counter",
+     "Photos that could not be tagged (the log names each with the reason)."),
+    ("keywords_added_since_start", "tagwatch_keywords_added_total", "counter",
+     "Keywords written into photos since the daemon started."),
+    ("batches_since_start", "tagwatch_batches_total", "counter", "Batches the worker finished."),
+    ("queue", "tagwatch_queue_depth", "gauge", "Photos waiting to be tagged."),
+    ("uptime_s", "tagwatch_uptime_seconds", "gauge", "Seconds since the daemon started."),
+    ("tagged_per_min", "tagwatch_tagged_per_minute", "gauge", "Photos tagged per minute, last 5 min."),
+)
+
+
+def render_prometheus(snapshot: dict[str, Any], files: dict[str, int]) -> str:
+    """The Prometheus text exposition of a snapshot plus the database's file counts by state."""
+    lines = []
+    for key, name, kind, text in _METRICS:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {snapshot[key]}"]
+    lines += ["# HELP tagwatch_files Photos known to the database, by state.", "# TYPE tagwatch_files gauge"]
+    lines += [f'tagwatch_files{{state="{state}"}} {count}' for state, count in sorted(files.items())]
+    return "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    """``GET /metrics`` on a background thread; anything else is 404."""
+
+    def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the name http.server calls
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404)
+                    return
+                try:
+                    body = render().encode()
+                except Exception as exc:  # a scrape must never take the daemon down
+                    log.warning("metrics: %s: %s", type(exc).__name__, exc)
+                    self.send_error(500)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+                return
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.address = self._server.server_address
+        self._thread = threading.Thread(target=self._server.serve_forever, name="tagwatch-metrics",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
