@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -170,3 +171,28 @@ def test_sigkill_mid_burst_then_restart_finishes_the_work(tmp_path: Path, tiny_c
     finally:
         code = daemon.stop()
     assert code == 0
+
+
+def test_a_polled_folder_is_tagged_and_its_own_writes_keep_the_ledger(tmp_path: Path,
+                                                                       tiny_checkpoint: Path) -> None:
+    """A network mount (`poll = true`) gets no inotify events: the polling observer finds the photo.
+    Our own atomic replace, seen only through directory snapshots, must neither re-encode the photo
+    nor cost the ledger: `untag` still removes every keyword we wrote."""
+    root = tmp_path / "nas"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    config.write_text(config.read_text().replace(
+        f'watch = ["{root}"]', f'watch = [{{path = "{root}", poll = true}}]\npoll_interval = "0.5s"', 1))
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        assert f"watching {root}: polling every 0.5 s (poll = true)" in daemon.log()
+        photo = noise_jpeg(root / "a.jpg", seed=71)
+        wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 3)
+        time.sleep(2)  # several polls after our own write
+        assert status(config)["encoded"] == 1
+    finally:
+        assert daemon.stop() == 0
+    untag = subprocess.run([sys.executable, "-m", "tagwatch", "untag", str(photo), "--config", str(config)],
+                           capture_output=True, text=True, timeout=120)
+    assert untag.returncode == 0, untag.stderr
+    assert exif_keywords(photo)["iptc"] == []  # the ledger still knew every keyword as ours

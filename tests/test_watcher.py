@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+import pytest
+from watchdog.observers import Observer
 
 from conftest import noise_jpeg, wait_for
 from tagwatch.metadata import TEMP_MARKER
@@ -128,5 +133,32 @@ def test_a_folder_moved_in_from_outside_is_walked(tmp_path: Path) -> None:
         expected = {str(root / "DCIM" / p.name) for p in photos}
         seen: set[str] = set()
         wait_for(lambda: seen.update(queue.get(timeout=0.5).paths) or expected <= seen, timeout=10)
+    finally:
+        watcher.stop()
+
+
+class _OutOfWatches(Observer):  # type: ignore[misc, valid-type]
+    """inotify refusing a watch, as on a tree larger than fs.inotify.max_user_watches; lowering that
+    machine-wide limit in a test would break every other program watching files."""
+
+    def schedule(self, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+
+def test_a_root_inotify_cannot_watch_is_polled_and_the_fix_is_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    queue = BatchQueue(size=100, max_wait=0, settle=0)
+    watcher = Watcher([root], PathFilter([root]), queue, poll_interval=0.2, observer=_OutOfWatches)
+    with caplog.at_level(logging.ERROR, logger="tagwatch.watcher"):
+        watcher.start()
+    try:
+        assert watcher.polled == [root]
+        assert "fs.inotify.max_user_watches=" in caplog.text and str(root) in caplog.text
+        time.sleep(0.5)
+        photo = noise_jpeg(root / "a.jpg", seed=1)
+        seen: set[str] = set()
+        wait_for(lambda: seen.update(queue.get(timeout=0.5).paths) or str(photo) in seen, timeout=10)
     finally:
         watcher.stop()

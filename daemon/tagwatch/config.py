@@ -99,6 +99,8 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class Config:
     watch: tuple[Path, ...] = ()
+    poll: tuple[Path, ...] = ()  # watched roots scanned by polling (network mounts deliver no events)
+    poll_interval: float = 30.0
     exclude: tuple[str, ...] = ()
     tags: Path = field(default_factory=builtin_tag_list)
     database: Path = field(default_factory=default_database_path)
@@ -113,7 +115,7 @@ class Config:
 
     def with_watch(self, folders: list[Path]) -> Config:
         """The same config watching ``folders`` instead (``tagwatch run FOLDER…``)."""
-        return replace(self, watch=tuple(_check_folder(Path(f).expanduser().resolve(), "watch", None)
+        return replace(self, poll=(), watch=tuple(_check_folder(Path(f).expanduser().resolve(), "watch", None)
                                          for f in folders))
 
 
@@ -340,12 +342,29 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
     watch = r.get("watch", (list, str), "a list of folders")
     if watch is not None:
         watch = [watch] if isinstance(watch, str) else watch
-        folders = []
+        folders, polled = [], []
         for i, item in enumerate(watch):
-            if not isinstance(item, str):
-                raise ConfigError(f"{where}: watch[{i}] must be a folder path string, got {item!r}")
+            poll = False
+            if isinstance(item, dict):  # [[watch]] path = "/mnt/nas", poll = true
+                entry = _Reader(item, f"watch[{i}].", where)
+                path = entry.get("path", str, "a folder path string")
+                poll = bool(entry.get("poll", bool, "true or false"))
+                entry.finish()
+                if path is None:
+                    raise entry.fail("path", "is missing")
+                item = path
+            elif not isinstance(item, str):
+                raise ConfigError(f"{where}: watch[{i}] must be a folder path string or a table with "
+                                  f"path and poll, got {item!r}")
             folders.append(_check_folder(_path(item, base), f"watch[{i}]", where))
-        values["watch"] = tuple(folders)
+            if poll:
+                polled.append(folders[-1])
+        values["watch"], values["poll"] = tuple(folders), tuple(polled)
+    poll_interval = r.get("poll_interval", (str, int, float), "a duration like \"30s\"")
+    if poll_interval is not None:
+        values["poll_interval"] = parse_duration(poll_interval, "poll_interval", where)
+        if values["poll_interval"] <= 0:
+            raise r.fail("poll_interval", "must be longer than 0 s")
     exclude = r.string_list("exclude")
     if exclude is not None:
         values["exclude"] = tuple(exclude)

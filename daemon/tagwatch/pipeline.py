@@ -528,6 +528,8 @@ class Pipeline:
         unknown: list[str] = []
         for op in ops:
             if isinstance(op, Delete):
+                if os.path.lexists(op.path):  # replaced since (a polling observer sees our own atomic
+                    continue                  # replace as delete + create): the row and ledger stay
                 if op.is_dir:
                     self.store.mark_deleted_under(op.path)
                 elif self.store.mark_deleted(op.path):

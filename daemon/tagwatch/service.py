@@ -96,7 +96,7 @@ class Daemon:
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
                                 config.batch.settle_ms / 1000)
         self.filter = PathFilter(config.watch, config.exclude)
-        self.watcher = Watcher(config.watch, self.filter, self.queue)
+        self.watcher = Watcher(config.watch, self.filter, self.queue, config.poll, config.poll_interval)
         self.activity = Activity(lambda: len(self.queue), len(config.watch))
         self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record)
         self._metrics: MetricsServer | None = None

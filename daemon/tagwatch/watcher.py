@@ -7,6 +7,7 @@ daemon was down or what the kernel could not report.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import logging
@@ -29,6 +30,8 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
 
 from .keys import IMAGE_SUFFIXES
 from .metadata import is_stale_temp_file
@@ -201,31 +204,59 @@ class _Handler(FileSystemEventHandler):
 
 
 class Watcher:
-    """One watchdog observer per root, feeding the queue."""
+    """One watchdog observer per root, feeding the queue.
 
-    def __init__(self, roots: Sequence[Path], filt: PathFilter, queue: BatchQueue) -> None:
+    Roots listed in ``poll`` (network mounts: NFS and SMB deliver no inotify events for changes made
+    on other machines) get watchdog's polling observer, which compares directory snapshots every
+    ``poll_interval`` seconds.  A root that inotify cannot watch (the per-user watch or instance
+    limit is reached on a huge tree) falls back to polling too, with the fix in the log.
+    """
+
+    def __init__(self, roots: Sequence[Path], filt: PathFilter, queue: BatchQueue,
+                 poll: Sequence[Path] = (), poll_interval: float = 30.0,
+                 observer: Callable[[], BaseObserver] = Observer) -> None:
         self.roots, self.filt, self.queue = list(roots), filt, queue
-        self._observers: list = []
+        self.poll, self.poll_interval = set(poll), poll_interval
+        self._make_observer = observer
+        self._observers: list[BaseObserver] = []
+        self.polled: list[Path] = []
 
-    def start(self, on_unwatched: Callable[[Path], None] | None = None) -> None:
+    def start(self) -> None:
         handler = _Handler(self.filt, self.queue)
         for root in self.roots:
-            observer = Observer()
+            if root in self.poll:
+                self._poll(root, handler, "polling every {:g} s (poll = true)")
+                continue
+            observer = self._make_observer()
             try:
                 observer.schedule(handler, str(root), recursive=True)
                 observer.start()
             except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    log.error("%s: the inotify watch limit is reached (fs.inotify.max_user_watches); "
-                              "raise it, e.g. `sudo sysctl fs.inotify.max_user_watches=524288`; until "
-                              "then this folder is only picked up by the periodic rescan", root)
+                if exc.errno in (errno.ENOSPC, errno.EMFILE):
+                    log.error("%s: the inotify limit is reached (%s); raise it, e.g. `sudo sysctl "
+                              "fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024` "
+                              "(and in /etc/sysctl.d/ to keep it); until then this folder is polled",
+                              root, exc.strerror or exc)
                 else:
-                    log.error("%s: cannot watch: %s; only the periodic rescan will see it", root, exc)
-                if on_unwatched:
-                    on_unwatched(root)
+                    log.error("%s: cannot watch: %s; polling it instead", root, exc.strerror or exc)
+                with contextlib.suppress(Exception):
+                    observer.stop()
+                self._poll(root, handler, "polling every {:g} s")
                 continue
             self._observers.append(observer)
             log.info("watching %s", root)
+
+    def _poll(self, root: Path, handler: FileSystemEventHandler, how: str) -> None:
+        observer = PollingObserver(timeout=self.poll_interval)
+        try:
+            observer.schedule(handler, str(root), recursive=True)
+            observer.start()
+        except OSError as exc:
+            log.error("%s: cannot poll: %s; only the periodic rescan will see it", root, exc.strerror or exc)
+            return
+        self._observers.append(observer)
+        self.polled.append(root)
+        log.info("watching %s: %s", root, how.format(self.poll_interval))
 
     def stop(self) -> None:
         for observer in self._observers:
