@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import noise_jpeg, status, tagwatch, write_config
 from tagwatch.store import DELETED, DONE, REMOVED, SCHEMA_VERSION, Store
 from tagwatch.tagger import TagMatrix, normalize, predict, select
 from tagwatch.vocabulary import parse_tag_list
@@ -120,3 +122,36 @@ def test_tag_vectors_average_their_prompts() -> None:
     result = predict(np.array([[3.0, 3.0, 0.1]]), tags, threshold=0.5, top_k=5)
     assert [k for k, _ in result[0]] == ["dog"]
     assert result[0][0][1] == pytest.approx(float(normalize(np.array([3.0, 3.0, 0.1])) @ tags.vectors[0]))
+
+
+def test_a_damaged_database_is_refused_clearly_and_rebuilt(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    photos = tmp_path / "photos"
+    for i in range(40):
+        noise_jpeg(photos / f"{i:02}.jpg", seed=500 + i)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos])
+    assert tagwatch("scan", str(photos), "--config", str(config)).returncode == 0
+    database = tmp_path / "conf" / "state" / "tagwatch.db"
+    with sqlite3.connect(database) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    with database.open("r+b") as handle:  # a bad sector: garbage over some pages past the schema
+        for page in range(2, pages, 3):
+            handle.seek(page * page_size + 100)
+            handle.write(os.urandom(200))
+
+    refused = tagwatch("run", "--config", str(config))
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert "the database is damaged" in line and "tagwatch db rebuild" in line and str(database) in line
+    assert tagwatch("db", "check", "--config", str(config)).returncode == 2
+
+    rebuilt = tagwatch("db", "rebuild", "--config", str(config))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "carried over:" in rebuilt.stdout
+    assert list(database.parent.glob("tagwatch.db.damaged-*"))  # never deleted
+    assert tagwatch("db", "check", "--config", str(config)).stdout.strip() == f"{database}: ok"
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert tagwatch("scan", str(photos), "--config", str(config)).returncode == 0
+    assert status(config)["tagged"] == 40  # what was lost is tagged again

@@ -256,6 +256,36 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+# -- db ----------------------------------------------------------------------------------------
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from .repair import rebuild
+
+    config = _config(args)
+    database = config.database
+    if not database.exists():
+        raise UsageError(f"{database}: no database yet")
+    if args.action == "check":
+        store = Store(database)
+        try:
+            store.check()
+        finally:
+            store.close()
+        print(f"{database}: ok")
+        return 0
+    pid = running_daemon(database)
+    if pid is not None:
+        raise UsageError(f"a tagwatch daemon (pid {pid}) is using {database}; stop it first")
+    aside, counts, problems = rebuild(database)
+    print(f"rebuilt {database}; the damaged file is kept as {aside}")
+    print("carried over: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
+    for problem in problems:
+        print(f"unreadable: {problem}")
+    print("the next `tagwatch run` (or `scan`) re-tags what was lost; photos whose vectors were lost "
+          "are encoded again")
+    return 0
+
+
 # -- explain -------------------------------------------------------------------------------------
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -411,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", parents=[common], help="every tag's score for one photo")
     explain.add_argument("image", metavar="IMAGE")
     explain.set_defaults(func=cmd_explain)
+
+    db = sub.add_parser("db", parents=[common], help="check the database, or rebuild a damaged one")
+    db.add_argument("action", choices=["check", "rebuild"])
+    db.set_defaults(func=cmd_db)
 
     init = sub.add_parser("init", parents=[common], help="write a commented starter config")
     init.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to watch")

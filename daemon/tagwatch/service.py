@@ -89,6 +89,7 @@ class Daemon:
         self._hangup = threading.Event()
         self.ready = threading.Event()
         self.store = Store(config.database)
+        self.store.check()
         self.exiftool = ExifTool()
         self.model = LazyModel(config.model)
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),

@@ -157,6 +157,20 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    def check(self) -> None:
+        """Raise StoreError if SQLite finds damage (a power cut on a disk that lies about fsync, a
+        bad sector): better one clear message at start than a failed batch on every photo."""
+        try:
+            with self._lock:
+                problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            found = " ".join("; ".join(problems).split())[:200]  # SQLite's report spans lines
+            raise StoreError(f"{self.path}: the database is damaged ({found}); "
+                             f"`tagwatch db rebuild` keeps what can still be read and sets the damaged "
+                             f"file aside")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
