@@ -93,6 +93,8 @@ class Daemon:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._tag_observer: Observer | None = None
         self._tags_mtime: int | None = None
+        self._reload_timer: threading.Timer | None = None
+        self._reload_lock = threading.Lock()
 
     # -- tag list ------------------------------------------------------------------------------
 
@@ -145,10 +147,22 @@ class Daemon:
             self._tag_observer.join(timeout=10)
         self._tag_observer = Observer()
         files = self._watched_files()
-        handler = _TagListHandler({str(p) for p in files}, self.worker.request_reload)
+        handler = _TagListHandler({str(p) for p in files}, self._file_edited)
         for folder in dict.fromkeys(p.parent for p in files):
             self._tag_observer.schedule(handler, str(folder), recursive=False)
         self._tag_observer.start()
+
+    def _file_edited(self) -> None:
+        """Reload once the edited file has been quiet for the settle time: an editor that saves in
+        place first truncates the file, and a half-written tag list or overrides file must not be
+        applied (an empty overrides file is valid, and would drop every override for a moment)."""
+        with self._reload_lock:
+            if self._reload_timer is not None:
+                self._reload_timer.cancel()
+            self._reload_timer = threading.Timer(max(self.config.batch.settle_ms / 1000, 0.2),
+                                                 self.worker.request_reload)
+            self._reload_timer.daemon = True
+            self._reload_timer.start()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -222,6 +236,9 @@ class Daemon:
         if self._tag_observer is not None:
             self._tag_observer.stop()
             self._tag_observer.join(timeout=10)
+        with self._reload_lock:
+            if self._reload_timer is not None:
+                self._reload_timer.cancel()
         self.queue.close()
         if self.worker.is_alive():
             self.worker.join()

@@ -129,6 +129,10 @@ def read_toml(text: str, source: Path, error: type[ValueError]) -> dict[str, Any
             reason = message[:match.start()].strip()
             raise error(f"{source}:{match.group(1)}: not valid TOML: {reason} "
                         f"(column {match.group(2)})") from None
+        if message.endswith("(at end of document)"):
+            last = max(1, len(text.splitlines()))
+            reason = message.removesuffix("(at end of document)").strip()
+            raise error(f"{source}:{last}: not valid TOML: {reason} (at the end of the file)") from None
         raise error(f"{source}: not valid TOML: {message}") from None
 
 
