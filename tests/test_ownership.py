@@ -6,6 +6,7 @@ to the list length predicts every tag on the list, so a tag-list edit decides th
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from conftest import Env, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.pipeline import TAGGED, UNCHANGED, Move
 from tagwatch.store import UNTAGGED
+from tagwatch.vocabulary import parse_rich_tag_list
 
 
 def person_tags(photo: Path, *keywords: str) -> Path:
@@ -111,3 +113,53 @@ def test_untag_command_on_a_folder(tmp_path: Path, tiny_checkpoint: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert "untag: 2 files: 2 untagged" in result.stderr
     assert keyword_sets(*photos) == [({"Anna"},) * 2, (set(), set())]
+
+
+def hierarchical(photo: Path) -> list[str]:
+    out = subprocess.run(["exiftool", "-j", "-XMP-lr:HierarchicalSubject", str(photo)], check=True,
+                         capture_output=True, text=True).stdout
+    value = json.loads(out)[0].get("HierarchicalSubject", [])
+    return value if isinstance(value, list) else [value]
+
+
+def test_parent_paths_are_ours_exactly_through_a_parent_edit_sync_and_untag(tmp_path: Path,
+                                                                          tiny_checkpoint: Path) -> None:
+    photo = person_tags(noise_jpeg(tmp_path / "in" / "p.jpg", seed=8), "Anna")
+    before = keyword_sets(photo)
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=10, mode="sync"),
+              WriteConfig(hierarchy_prefix="auto"))
+    tree = ('[[tag]]\nkeyword = "animal"\n[[tag]]\nkeyword = "dog"\nparent = "animal"\n'
+            '[[tag]]\nkeyword = "golden retriever"\nparent = "{parent}"\n')
+    try:
+        def use(text: str) -> None:
+            env.pipeline.use_vocabulary(parse_rich_tag_list(text, ("a photo of a {}.",), tmp_path / "t.toml"))
+
+        use(tree.format(parent="dog"))
+        env.run(photo)
+        assert keyword_sets(photo) == [({"Anna", "animal", "dog", "golden retriever"},) * 2]
+        # a new hierarchical field also carries the person's flat keyword, or digiKam would hide it
+        assert sorted(hierarchical(photo)) == ["Anna", "auto|animal", "auto|animal|dog",
+                                               "auto|animal|dog|golden retriever"]
+        file_id = env.store.file(str(photo)).id
+        assert sorted(env.store.ledger(file_id)) == ["animal", "dog", "golden retriever"]
+
+        encoded = env.encoded()
+        use(tree.format(parent="animal"))  # the same tags predicted, only the hierarchy moves
+        assert env.pipeline.retag() == (1, 0)
+        assert env.encoded() == encoded
+        assert sorted(hierarchical(photo)) == ["Anna", "auto|animal", "auto|animal|dog",
+                                               "auto|animal|golden retriever"]
+        assert keyword_sets(photo) == [({"Anna", "animal", "dog", "golden retriever"},) * 2]
+        assert env.store.ledger_paths(file_id) == {"dog": ("animal|dog",),
+                                                   "golden retriever": ("animal|golden retriever",)}
+
+        use('[[tag]]\nkeyword = "animal"\n[[tag]]\nkeyword = "dog"\nparent = "animal"\n')
+        env.pipeline.retag()  # sync: golden retriever is ours and no longer predicted
+        assert keyword_sets(photo) == [({"Anna", "animal", "dog"},) * 2]
+        assert sorted(hierarchical(photo)) == ["Anna", "auto|animal", "auto|animal|dog"]
+
+        assert env.pipeline.untag(str(photo)).status == "untagged"
+        assert keyword_sets(photo) == before
+        assert hierarchical(photo) == ["Anna"]  # the person's keyword stays wherever it is
+    finally:
+        env.close()

@@ -205,3 +205,26 @@ def test_sync_removes_only_ours_and_untag_restores_what_overwrite_took(tmp_path:
     writer.apply(plan)
     assert fields(photo)["IPTC:Keywords"] == fields(photo)["XMP-dc:Subject"] == ["Anna"]
     assert jpeg_key(photo.read_bytes()) == key
+
+
+def test_a_parent_path_goes_into_both_hierarchical_fields(tmp_path: Path, exiftool: ExifTool) -> None:
+    paths = {"golden retriever": "animal|dog|golden retriever", "dog": "animal|dog"}
+    for prefix, expect_lr, expect_tags in (
+            ("", "animal|dog|golden retriever", "animal/dog/golden retriever"),
+            ("auto|clip", "auto|clip|animal|dog|golden retriever", "auto/clip/animal/dog/golden retriever")):
+        writer = KeywordWriter(exiftool, WriteConfig(hierarchy_prefix=prefix))
+        photo = with_person_tags(noise_jpeg(tmp_path / f"digikam{len(prefix)}.jpg", seed=2))
+        plan = writer.plan(photo, ["golden retriever", "beach"], paths=paths)
+        writer.apply(plan)
+        assert plan.ours == ["golden retriever", "beach"]
+        assert plan.paths == {"golden retriever": ("animal|dog|golden retriever",), "beach": ("beach",)}
+        record = fields(photo)
+        assert record["IPTC:Keywords"] == record["XMP-dc:Subject"] == ["Anna", "golden retriever", "beach"]
+        assert record["XMP-lr:HierarchicalSubject"] == ["People|Anna", expect_lr,
+                                                        f"{prefix}|beach" if prefix else "beach"]
+        assert record["XMP-digiKam:TagsList"][1] == expect_tags
+        assert readers(photo, tmp_path / "none.xmp")["digiKam"] == {"Anna", "golden retriever", "beach"}
+        # untag with the ledger's paths takes out exactly what was written
+        writer.apply(writer.plan_untag(photo, ["golden retriever", "beach"], [],
+                                       {"golden retriever": ["animal|dog|golden retriever"]}))
+        assert fields(photo) == fields(with_person_tags(noise_jpeg(tmp_path / "fresh.jpg", seed=2)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -23,9 +24,10 @@ from .config import Config, ConfigError, builtin_tag_list, default_config_path, 
 from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
 from .model import LazyModel, ModelError, model_identity
+from .overrides import OverridesError, load_overrides
 from .pipeline import FAILED_, TAGGED, UNTAGGED_, Outcome, Pipeline
 from .store import Store, StoreError
-from .tagger import select
+from .tagger import NEAR_DUPLICATE, near_duplicates, select
 from .vocabulary import VocabularyError, load_vocabulary
 from .watcher import PathFilter, walk
 
@@ -57,6 +59,11 @@ def _require_exiftool() -> None:
 
 def _pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
     pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
+    if config.overrides is not None:
+        overrides = load_overrides(config.overrides, config.watch)
+        for warning in overrides.warnings:
+            log.warning("%s", warning)
+        pipeline.use_overrides(overrides)
     vocabulary = load_vocabulary(config.tags, config.tagging.templates)
     for warning in vocabulary.warnings:
         log.warning("%s", warning)
@@ -126,7 +133,8 @@ class _Progress:
 
 def _print_dry(outcome: Outcome) -> None:
     if outcome.status == TAGGED:
-        tags = ", ".join(f"{k} ({s:.3f})" for k, s in outcome.tags) or "(no tag above threshold)"
+        tags = ", ".join(f"{k} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags) \
+            or "(no tag above threshold)"
         print(f"{outcome.path}\t{tags}", flush=True)
 
 
@@ -302,19 +310,66 @@ def cmd_explain(args: argparse.Namespace) -> int:
             pipeline.close()
     finally:
         store.close()
-    assert pipeline.tags is not None
+    assert pipeline.tags is not None and pipeline.vocabulary is not None
     scores = pipeline.tags.scores(vector)[0]
-    chosen = set(select(scores, config.tagging.threshold, config.tagging.top_k)[0])
+    limits = pipeline.thresholds
+    chosen = set(select(scores, limits, config.tagging.top_k)[0])
+    override = pipeline.overrides.for_path(path)
     print(f"{path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
           f"model {pipeline.model.identity}")
     for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
-        if index in chosen:
+        keyword = pipeline.tags.keywords[index]
+        if keyword in override.remove:
+            verdict = "removed by an override"
+        elif keyword in override.add:
+            verdict = "added by an override"
+        elif index in chosen:
             verdict = "TAGGED"
-        elif scores[index] > config.tagging.threshold:
+        elif scores[index] > limits[index]:
             verdict = "above threshold, beyond top_k"
         else:
             verdict = ""
-        print(f"{rank:>5}  {scores[index]:+.4f}  {pipeline.tags.keywords[index]:<40} {verdict}".rstrip())
+        own = pipeline.vocabulary.tags[index].threshold
+        if own is not None:
+            verdict = f"{verdict} (its threshold {own:+.4f})".lstrip()
+        print(f"{rank:>5}  {scores[index]:+.4f}  {keyword:<40} {verdict}".rstrip())
+    for keyword in override.add:
+        if keyword not in pipeline.tags.keywords:
+            print(f"{'':>5}  {'':>7}  {keyword:<40} added by an override")
+    return 0
+
+
+# -- tags check ----------------------------------------------------------------------------------
+
+def cmd_tags_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    path = Path(args.file).expanduser()
+    vocabulary = load_vocabulary(path, config.tagging.templates)  # errors: one line, exit 2
+    for warning in vocabulary.warnings:
+        print(f"warning: {warning}")
+    store = Store(config.database)
+    try:
+        pipeline = Pipeline(store, LazyModel(config.model), None, config.tagging)
+        try:
+            encoded = pipeline.use_vocabulary(vocabulary)
+        finally:
+            pipeline.close()
+    finally:
+        store.close()
+    assert pipeline.tags is not None
+    prompts = len(vocabulary.prompts())
+    own = sum(tag.threshold is not None for tag in vocabulary.tags)
+    nested = sum(bool(tag.parents) for tag in vocabulary.tags)
+    print(f"{path}: {len(vocabulary.tags)} tags, {prompts} prompts ({encoded} encoded now, "
+          f"{prompts - encoded} cached), {own} with their own threshold, {nested} with a parent")
+    pairs = near_duplicates(pipeline.tags)
+    if pairs:
+        print(f"near-duplicates: {len(pairs)} pairs of tags whose text vectors have cosine "
+              f">= {NEAR_DUPLICATE} (model {pipeline.model.identity}); each pair fires together:")
+        for score, a, b in pairs:
+            print(f"  {score:.4f}  {a}  ~  {b}")
+    else:
+        print(f"no near-duplicates (no two tags with text cosine >= {NEAR_DUPLICATE})")
     return 0
 
 
@@ -446,6 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["check", "rebuild"])
     db.set_defaults(func=cmd_db)
 
+    tags = sub.add_parser("tags", parents=[common], help="work with tag lists")
+    tags_sub = tags.add_subparsers(dest="tags_command", required=True, metavar="ACTION")
+    check = tags_sub.add_parser("check", parents=[common],
+                                help="validate a tag list (.txt or .toml) and report near-duplicate tags")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_tags_check)
+
     init = sub.add_parser("init", parents=[common], help="write a commented starter config")
     init.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to watch")
     init.add_argument("--force", action="store_true", help="overwrite an existing config")
@@ -469,7 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.verbose = getattr(args, "verbose", 0)
     try:
         return args.func(args)
-    except (UsageError, ConfigError, VocabularyError, ModelError, StoreError, MetadataError) as exc:
+    except (UsageError, ConfigError, VocabularyError, OverridesError, ModelError, StoreError,
+            MetadataError) as exc:
         print(f"tagwatch: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

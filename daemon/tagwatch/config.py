@@ -103,6 +103,7 @@ class Config:
     poll_interval: float = 30.0
     exclude: tuple[str, ...] = ()
     tags: Path = field(default_factory=builtin_tag_list)
+    overrides: Path | None = None  # a person's per-path corrections (overrides.toml), watched like tags
     database: Path = field(default_factory=default_database_path)
     log_level: str = "info"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -371,6 +372,11 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
     tags = r.get("tags", str, "a path string")
     if tags is not None:
         values["tags"] = _path(tags, base)
+    overrides = r.get("overrides", str, "a path string")
+    if overrides is not None:
+        if not overrides.strip():
+            raise r.fail("overrides", "must be a file path (leave it out for none)")
+        values["overrides"] = _path(overrides, base)
     database = r.get("database", str, "a path string")
     if database is not None:
         values["database"] = _path(database, base)

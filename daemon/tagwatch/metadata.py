@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,23 +154,53 @@ def _decode_legacy_iptc(values: dict[str, object]) -> tuple[dict[str, object], b
     return {k: fix(v) for k, v in values.items()}, False
 
 
+Entry = tuple[str, str]  # (keyword, hierarchical path); the path is the keyword itself when flat
+
+
 @dataclass(frozen=True)
 class Forms:
-    """How a keyword is spelled in each field: flat in IPTC and dc:subject, under the configured
-    prefix in the hierarchical ones (``auto|beach`` in lr:hierarchicalSubject, ``auto/beach`` in
-    digiKam's TagsList)."""
+    """How a keyword is spelled in each field: flat in IPTC and dc:subject, as its path (a rich tag
+    list's parents) under the configured prefix in the hierarchical ones (``auto|animal|dog`` in
+    lr:hierarchicalSubject, ``auto/animal/dog`` in digiKam's TagsList)."""
 
     prefix: str = ""
 
-    def spell(self, tag: str, keyword: str) -> str:
-        if not self.prefix or tag in (IPTC, DC):
+    def spell(self, tag: str, keyword: str, path: str | None = None) -> str:
+        if tag in (IPTC, DC):
             return keyword
+        nested = path is not None and path != keyword  # path levels are keywords without '|'
         if tag == HIERARCHICAL:
-            return f"{self.prefix}|{keyword}"
-        return f"{self.prefix.replace('|', '/')}/{keyword}"
+            body = path if nested else keyword
+            return f"{self.prefix}|{body}" if self.prefix else body
+        body = path.replace("|", "/") if nested else keyword
+        return f"{self.prefix.replace('|', '/')}/{body}" if self.prefix else body
 
-    def present(self, keyword: str, existing: Keywords) -> bool:
-        return any(self.spell(tag, keyword) in existing.values(tag) for tag in _FIELDS)
+    def present(self, keyword: str, existing: Keywords, path: str | None = None) -> bool:
+        return any(self.spell(tag, keyword, path) in existing.values(tag) for tag in _FIELDS)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a plan does to every keyword field: entries to add and to take out, or (overwrite) the
+    entries the fields must hold exactly.  A value both added and taken out stays: a keyword whose
+    parent changed keeps its flat form and swaps only its hierarchical one."""
+
+    add: tuple[Entry, ...] = ()
+    remove: tuple[Entry, ...] = ()
+    overwrite: bool = False
+
+    @property
+    def nested(self) -> bool:
+        """Some keyword added has a parent, so the hierarchical field is worth writing."""
+        return any(path != keyword for keyword, path in self.add)
+
+    def values(self, forms: Forms, tag: str) -> tuple[list[str], list[str]]:
+        add = list(dict.fromkeys(forms.spell(tag, k, p) for k, p in self.add))
+        remove = [v for v in dict.fromkeys(forms.spell(tag, k, p) for k, p in self.remove) if v not in add]
+        return add, remove
+
+    def removal_only(self) -> Change:
+        return Change((), self.remove)
 
 
 @dataclass(frozen=True)
@@ -193,6 +224,9 @@ class WritePlan:
     removed: list[str] = field(default_factory=list)  # our own keywords taken out (sync, untag)
     dropped: list[str] = field(default_factory=list)  # a person's keywords overwrite takes out
     restored: list[str] = field(default_factory=list)  # a person's keywords untag puts back
+    # keyword → the hierarchical paths it is written under afterwards, for ``ours`` and ``respelled``
+    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    respelled: list[str] = field(default_factory=list)  # our keywords whose parent changed
 
     @property
     def changes(self) -> bool:
@@ -260,7 +294,9 @@ class KeywordWriter:
     # -- planning ------------------------------------------------------------------------------
 
     def plan(self, path: Path, keywords: list[str], before: os.stat_result | None = None,
-             mode: str = "append", owned: list[str] | tuple[str, ...] = ()) -> WritePlan:
+             mode: str = "append", owned: Sequence[str] = (), *, paths: Mapping[str, str] | None = None,
+             owned_paths: Mapping[str, Sequence[str]] | None = None,
+             withdraw: Collection[str] = ()) -> WritePlan:
         """Work out what tagging ``path`` with ``keywords`` changes, without changing anything yet.
 
         ``mode``: "append" adds; "sync" also takes out ``owned`` keywords (those tagwatch added
@@ -268,27 +304,64 @@ class KeywordWriter:
         ``keywords``.  ``before`` is the photo's stat when its pixels were read (default: now); if
         the photo is no longer that file, the predictions are about another picture and
         :class:`FileChanged` says so.
+
+        Hierarchy: ``paths`` gives the tag list's path (``animal|dog|golden retriever``) of the
+        keywords it knows (others are flat); ``owned_paths`` the paths each owned keyword was
+        written under (the ledger's; absent: flat).  An owned keyword whose path changed is
+        re-spelled in the hierarchical fields, in every mode.  ``withdraw``: owned keywords to take
+        out whatever the mode (an override's ``remove``).
         """
+        paths = paths or {}
+        owned_paths = owned_paths or {}
         before, photo, sidecar = self._state(path, before)
-        present = photo.all | sidecar.all
-        is_present = lambda k: self.forms.present(k, photo) or self.forms.present(k, sidecar)  # noqa: E731
-        ours = [k for k in keywords if not is_present(k)]
-        removed = [k for k in owned if k not in keywords and is_present(k)] if mode == "sync" else []
+        files = (photo, sidecar)
+        new = {k: paths.get(k, k) for k in keywords}
+        had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
+
+        def present(keyword: str, where: str | None) -> bool:
+            return any(self.forms.present(keyword, existing, where) for existing in files)
+
+        mine = {tag: {self.forms.spell(tag, o, p) for o in owned for p in had[o]} for tag in _FIELDS}
+
+        def persons(keyword: str) -> bool:  # in the file in a form that is not one of ours
+            return any(value in existing.values(tag) and value not in mine[tag]
+                       for tag in _FIELDS for value in [self.forms.spell(tag, keyword, new[keyword])]
+                       for existing in files)
+
+        ours = [k for k in keywords if not (present(k, new[k]) if k in owned else persons(k))]
+        gone = [o for o in owned if o not in new and (mode in ("sync", "overwrite") or o in withdraw)]
+        removed = [o for o in gone if any(present(o, p) for p in had[o])]
+        targets = {o: new[o] if o in new else paths.get(o) for o in owned if o not in gone}
+        respelled = {o: p for o, p in targets.items() if p is not None and set(had[o]) != {p}}
         dropped: list[str] = []
         if mode == "overwrite":
-            dropped = sorted(k for k in present if k not in keywords and k not in owned)
-            removed = [k for k in owned if k not in keywords and is_present(k)]
-        edits = self._edits(path, before, photo, sidecar, add=keywords, remove=removed,
-                            overwrite=keywords if mode == "overwrite" else None)
-        return WritePlan(path, before, edits, list(keywords), ours, removed, dropped)
+            present_flat = photo.all | sidecar.all
+            dropped = sorted(k for k in present_flat if k not in keywords and k not in owned)
+        kept = [(o, p) for o, p in respelled.items()
+                if o not in new and any(present(o, q) for q in had[o])]  # append keeps unpredicted ours
+        change = Change(tuple((k, new[k]) for k in keywords) + tuple(kept),
+                        tuple((o, p) for o in [*removed, *respelled] for p in had[o]),
+                        overwrite=mode == "overwrite")
+        edits = self._edits(path, before, photo, sidecar, change)
+        written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
+        return WritePlan(path, before, edits, list(keywords), ours, removed, dropped, paths=written,
+                         respelled=list(respelled))
 
-    def plan_untag(self, path: Path, owned: list[str], dropped: list[str]) -> WritePlan:
-        """Take out exactly the keywords tagwatch added and put back those overwrite took out."""
+    def plan_untag(self, path: Path, owned: list[str], dropped: list[str],
+                   owned_paths: Mapping[str, Sequence[str]] | None = None) -> WritePlan:
+        """Take out exactly the keywords tagwatch added (under every path the ledger recorded) and
+        put back those overwrite took out."""
+        owned_paths = owned_paths or {}
         before, photo, sidecar = self._state(path, None)
-        is_present = lambda k: self.forms.present(k, photo) or self.forms.present(k, sidecar)  # noqa: E731
-        removed = [k for k in owned if is_present(k)]
-        restored = [k for k in dropped if not is_present(k)]
-        edits = self._edits(path, before, photo, sidecar, add=restored, remove=removed, overwrite=None)
+        had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
+
+        def present(keyword: str, where: str | None) -> bool:
+            return self.forms.present(keyword, photo, where) or self.forms.present(keyword, sidecar, where)
+
+        removed = [o for o in owned if any(present(o, p) for p in had[o])]
+        restored = [k for k in dropped if not present(k, None)]
+        change = Change(tuple((k, k) for k in restored), tuple((o, p) for o in removed for p in had[o]))
+        edits = self._edits(path, before, photo, sidecar, change)
         return WritePlan(path, before, edits, [], [], removed, [], restored)
 
     def _state(self, path: Path, before: os.stat_result | None
@@ -310,15 +383,14 @@ class KeywordWriter:
                 raise MetadataError(f"its sidecar {side.name} cannot be read ({exc})") from None
         return now, photo, sidecar
 
-    def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords, *,
-               add: list[str], remove: list[str], overwrite: list[str] | None) -> list[Edit]:
+    def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords,
+               change: Change) -> list[Edit]:
         """The photo's and the sidecar's edits.  Keywords are added only where the target says;
         removals reach every place tagwatch may have written (the target may have changed since)."""
         edits: list[Edit] = []
         if path.suffix.lower() in EMBEDDABLE_SUFFIXES:
-            embeds = self.embeds(path)
-            edit = self._photo_edit(path, before, photo, add if embeds else [], remove,
-                                    overwrite if embeds else None)
+            embedded = change if self.embeds(path) else change.removal_only()
+            edit = self._photo_edit(path, before, photo, embedded)
             if edit is not None:
                 edits.append(edit)
         side = self.sidecar_for(path)
@@ -330,17 +402,18 @@ class KeywordWriter:
             seed = None if sidecar_before is not None else Keywords(
                 xmp=tuple(dict.fromkeys(photo.xmp + photo.iptc)), hierarchical=photo.hierarchical,
                 tags_list=photo.tags_list)
-            fields = self._xmp_fields(sidecar, add if uses else [], remove, overwrite if uses else None,
-                                      sidecar=True, seed=seed)
+            fields = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=True,
+                                      seed=seed)
             args = [a for f in fields for a in f[1]]
             if args:
                 edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False))
         return edits
 
-    def _photo_edit(self, path: Path, before: os.stat_result, existing: Keywords, add: list[str],
-                    remove: list[str], overwrite: list[str] | None) -> Edit | None:
-        iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, self.forms, add, remove, overwrite)
-        xmp = self._xmp_fields(existing, add, remove, overwrite)
+    def _photo_edit(self, path: Path, before: os.stat_result, existing: Keywords,
+                    change: Change) -> Edit | None:
+        add, remove = change.values(self.forms, IPTC)
+        iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, add, remove, change.overwrite)
+        xmp = self._xmp_fields(existing, change)
         if not iptc_args and not any(f[1] for f in xmp):
             return None
         if before.st_nlink > 1:
@@ -362,24 +435,26 @@ class KeywordWriter:
         args += [a for f in xmp for a in f[1]]
         return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True)
 
-    def _xmp_fields(self, existing: Keywords, add: list[str], remove: list[str],
-                    overwrite: list[str] | None, sidecar: bool = False, seed: Keywords | None = None
-                    ) -> list[tuple[str, list[str], Expect]]:
-        """dc:subject always; lr:hierarchicalSubject with a prefix, where present, and in every
-        sidecar (Immich reads no dc:subject); digiKam's TagsList where present."""
+    def _xmp_fields(self, existing: Keywords, change: Change, sidecar: bool = False,
+                    seed: Keywords | None = None) -> list[tuple[str, list[str], Expect]]:
+        """dc:subject always; lr:hierarchicalSubject with a prefix or a keyword with a parent, where
+        present, and in every sidecar (Immich reads no dc:subject); digiKam's TagsList where present."""
         base = existing if seed is None else seed
         fields = [DC]
-        if self.forms.prefix or base.hierarchical or sidecar:
+        if self.forms.prefix or base.hierarchical or sidecar or change.nested:
             fields.append(HIERARCHICAL)
         if base.tags_list:
             fields.append(TAGS_LIST)
         seeds = {tag: () if seed is None else seed.values(tag) for tag in fields}
-        if sidecar and not base.hierarchical:  # a person's flat keywords join ours there, for Immich
-            seeds[HIERARCHICAL] = base.xmp
+        if HIERARCHICAL in fields and not base.hierarchical and (sidecar or change.add):
+            # A new hierarchical field: digiKam and Immich read it first, so a person's flat keywords
+            # join ours there or those apps would hide them.
+            seeds[HIERARCHICAL] = tuple(dict.fromkeys(base.xmp + base.iptc))
         out = []
         for tag in fields:
-            args, _, expect = _field(tag, existing.values(tag), self.forms, add, remove, overwrite,
-                                     seed=() if overwrite is not None else seeds[tag])
+            add, remove = change.values(self.forms, tag)
+            args, _, expect = _field(tag, existing.values(tag), add, remove, change.overwrite,
+                                     seed=() if change.overwrite else seeds[tag])
             out.append((tag, args, expect))
         return out
 
@@ -476,20 +551,20 @@ class KeywordWriter:
             temp.unlink(missing_ok=True)
 
 
-def _field(tag: str, existing: tuple[str, ...], forms: Forms, add: list[str], remove: list[str],
-           overwrite: list[str] | None, seed: tuple[str, ...] = ()) -> tuple[list[str], list[str], Expect]:
+def _field(tag: str, existing: tuple[str, ...], add: list[str], remove: list[str], overwrite: bool,
+           seed: tuple[str, ...] = ()) -> tuple[list[str], list[str], Expect]:
     """exiftool arguments that edit one list field; returns (args, final values, expectations).
 
-    ``seed``: values, already spelled, that a new file starts with before our keywords."""
-    if overwrite is not None:
-        final = list(dict.fromkeys(forms.spell(tag, k) for k in overwrite))
+    ``add`` and ``remove`` are values already spelled for this field; ``overwrite``: the field must
+    hold exactly ``add``.  ``seed``: values a new file starts with before ours."""
+    if overwrite:
+        final = list(add)
         gone = frozenset(existing) - frozenset(final)
         if list(existing) == final:
             return [], final, (frozenset(final), gone)
         return [f"-{tag}={v}" for v in final] or [f"-{tag}="], final, (frozenset(final), gone)
-    taken = [v for v in dict.fromkeys(forms.spell(tag, k) for k in remove) if v in existing + seed]
-    added = [v for v in dict.fromkeys([*seed, *(forms.spell(tag, k) for k in add)])
-             if v not in existing and v not in taken]
+    taken = [v for v in remove if v in existing + seed]
+    added = [v for v in dict.fromkeys([*seed, *add]) if v not in existing and v not in taken]
     final = [v for v in existing if v not in taken] + added
     args = [f"-{tag}-={v}" for v in taken if v in existing] + [f"-{tag}+={v}" for v in added]
     return args, final, (frozenset(added), frozenset(taken))

@@ -28,8 +28,9 @@ from .imaging import prepare
 from .keys import ImageError, content_key
 from .metadata import FileChanged, KeywordWriter, MetadataError
 from .model import LazyModel
-from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, FileRow, Store
-from .tagger import TagMatrix, predict
+from .overrides import NO_OVERRIDE, Override, Overrides
+from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store
+from .tagger import TagMatrix, predict, thresholds
 from .vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,10 @@ class Pipeline:
         self.store, self.model, self.writer, self.tagging = store, model, writer, tagging
         self.vocabulary: Vocabulary | None = None
         self.tags: TagMatrix | None = None
+        self.thresholds = np.zeros(0, np.float32)  # per tag, in tag order
+        self.overrides = Overrides()
         self.fingerprint = ""
+        self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag of the list
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
         self._retries: dict[str, int] = {}
 
@@ -233,9 +237,29 @@ class Pipeline:
             vectors.update(self.store.text_vectors(missing, self.model.identity))
         self.vocabulary, self.tagging = vocabulary, tagging
         self.tags = TagMatrix.build(vocabulary, vectors)
-        self.fingerprint = "|".join((vocabulary.fingerprint(), f"{tagging.threshold:.6f}",
-                                     str(tagging.top_k), self.model.identity))
+        self.thresholds = thresholds(vocabulary, tagging.threshold)
+        self._paths = {tag.keyword: tag.path for tag in vocabulary.tags}
+        self._refresh_fingerprint()
         return len(missing)
+
+    def use_overrides(self, overrides: Overrides) -> None:
+        """Adopt an overrides file; the next ``retag`` re-applies it from cached vectors."""
+        self.overrides = overrides
+        self._refresh_fingerprint()
+
+    def _refresh_fingerprint(self) -> None:
+        if self.vocabulary is None:
+            return
+        parts = [self.vocabulary.fingerprint(), f"{self.tagging.threshold:.6f}", str(self.tagging.top_k),
+                 self.model.identity]
+        if self.overrides.rules:
+            parts.append(self.overrides.fingerprint())
+        self.fingerprint = "|".join(parts)
+
+    def decide(self, path: str, tags: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], Override]:
+        """Predictions → what ``path`` should carry, after its overrides."""
+        override = self.overrides.for_path(path)
+        return (override.apply(tags) if override else tags), override
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -293,12 +317,13 @@ class Pipeline:
         if not items:
             return outcomes
         predictions = predict(np.stack([i.vector for i in items]), self.tags,
-                              self.tagging.threshold, self.tagging.top_k)
-        for item, tags in zip(items, predictions, strict=True):
+                              self.thresholds, self.tagging.top_k)
+        for item, predicted in zip(items, predictions, strict=True):
+            tags, override = self.decide(item.path, predicted)
             if dry_run:
                 outcomes.append(Outcome(item.path, TAGGED, tags))
             else:
-                outcomes.append(self._finish(item.path, item.key, item.stat, tags))
+                outcomes.append(self._finish(item.path, item.key, item.stat, tags, override))
         return outcomes
 
     def vector_for(self, path: str) -> np.ndarray:
@@ -374,28 +399,37 @@ class Pipeline:
                 item.vector = cached.get(item.key)
 
     def _finish(self, path: str, key: bytes | None, st: os.stat_result,
-                tags: list[tuple[str, float]]) -> Outcome:
-        """Write the predicted keywords and record the result."""
+                tags: list[tuple[str, float]], override: Override = NO_OVERRIDE) -> Outcome:
+        """Write the predicted keywords (after overrides) and record the result."""
         keywords = [k for k, _ in tags]
         added: list[str] = []
         mode = self.tagging.mode
         row = self.store.file(path)
         owned = self.store.ledger(row.id) if row is not None else []
+        owned_paths = self.store.ledger_paths(row.id) if row is not None else {}
+        plan = None
         # Overwrite with nothing predicted would wipe a person's keywords over a threshold typo.
-        if self.writer is not None and (keywords or (mode == "sync" and owned)):
+        if self.writer is not None and (keywords or (owned and mode != "overwrite")):
             written_ahead: list[str] = []
             file_id: int | None = None
             try:
-                plan = self.writer.plan(Path(path), keywords, before=st, mode=mode, owned=owned)
+                plan = self.writer.plan(
+                    Path(path), keywords, before=st, mode=mode, owned=owned, owned_paths=owned_paths,
+                    paths={k: self._paths[k] for k in (*keywords, *owned) if k in self._paths},
+                    withdraw=override.remove)
                 if plan.changes:
+                    mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
                     # Pending until recorded done, ledger written ahead: a crash mid-write leaves the
-                    # file to the next scan and never makes tagwatch forget a keyword it put in.
+                    # file to the next scan and never makes tagwatch forget a keyword it put in (nor,
+                    # for a keyword whose parent changed, the path it was written under before).
                     with self.store.transaction():
                         file_id = self.store.record_file(path, key=key, size=st.st_size,
                                                          mtime_ns=st.st_mtime_ns, state=PENDING)
-                        self.store.add_ledger(file_id, plan.ours)
+                        self.store.add_ledger(file_id, mine, paths=plan.paths)
                         self.store.add_ledger(file_id, plan.dropped, REMOVED)
-                    written_ahead = plan.ours + plan.dropped
+                        self.store.set_ledger_paths(file_id, {
+                            k: (*owned_paths.get(k, (k,)), *plan.paths[k]) for k in plan.respelled})
+                    written_ahead = mine + plan.dropped
                     self.writer.apply(plan)
                     self.store.remove_ledger(file_id, plan.removed)
                     added = plan.ours
@@ -413,6 +447,10 @@ class Pipeline:
             file_id = self.store.record_file(path, key=key, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                              state=DONE)
             self.store.record_tagged(file_id, keywords, self.fingerprint, st.st_size, st.st_mtime_ns)
+            if plan is not None:
+                self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
+                self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in owned],
+                                      USER)
         self._retries.pop(path, None)
         if added:
             log.info("tagged %s: %s", path, ", ".join(keywords))
@@ -463,19 +501,26 @@ class Pipeline:
 
         Only files whose tag set changed are written.  Returns (files re-scored, files written).
         """
-        assert self.tags is not None
+        assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity)
                 if r.tagged_with != self.fingerprint]
         written = 0
         chunk = 4096
+        # Files holding one of our keywords under a path its parent no longer gives it
+        stale = (self.store.stale_paths(self._paths) if rows and (
+            any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
-                                  self.tagging.threshold, self.tagging.top_k)
+                                  self.thresholds, self.tagging.top_k)
             same: list[tuple[int, list[str]]] = []
-            for (row, _), tags in zip(part, predictions, strict=True):
+            for (row, _), predicted in zip(part, predictions, strict=True):
+                tags, override = self.decide(row.path, predicted)
                 keywords = [k for k, _ in tags]
-                if set(keywords) == set(row.tags or ()):
+                # An override may have to take out or adopt a keyword of ours the set does not show
+                touches_ours = bool(override) and bool(
+                    {*override.add, *override.remove} & set(self.store.ledger(row.id)))
+                if set(keywords) == set(row.tags or ()) and row.id not in stale and not touches_ours:
                     same.append((row.id, keywords))
                     continue
                 try:
@@ -487,7 +532,7 @@ class Pipeline:
                     log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
                     continue
                 if _same_stat(row, st):
-                    outcome = self._finish(row.path, row.key, st, tags)
+                    outcome = self._finish(row.path, row.key, st, tags, override)
                 else:  # changed on disk since we last saw it: treat it as new
                     outcome = self.process([row.path])[0]
                 written += outcome.status == TAGGED and bool(outcome.added)
@@ -508,7 +553,7 @@ class Pipeline:
         owned, dropped = self.store.ledger(row.id), self.store.ledger(row.id, REMOVED)
         self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
         try:
-            plan = self.writer.plan_untag(Path(path), owned, dropped)
+            plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id))
             self.writer.apply(plan)
             st = os.lstat(path)
         except (MetadataError, OSError) as exc:

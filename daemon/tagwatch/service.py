@@ -1,7 +1,7 @@
 """The long-running process: wires the parts together, schedules rescans, handles signals.
 
 SIGTERM/SIGINT finish the batch in flight and exit 0; SIGHUP re-reads the config and the tag list.
-The tag list file is watched too, so an edit is picked up without a signal.
+The tag list file and the overrides file are watched too, so an edit is picked up without a signal.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .config import Config, ConfigError, load_config
 from .metadata import ExifTool, KeywordWriter
 from .model import LazyModel
 from .notify import Notifier
+from .overrides import Overrides, OverridesError, load_overrides
 from .pipeline import BatchQueue, Pipeline, Worker
 from .store import Store
 from .vocabulary import VocabularyError, load_vocabulary
@@ -37,16 +38,17 @@ STATE_INTERVAL_S = 5.0  # how stale `tagwatch status` may be
 
 
 class _TagListHandler(FileSystemEventHandler):
-    """Calls back when the tag list file is written, replaced (editors' atomic saves) or created."""
+    """Calls back when a watched file (the tag list, the overrides) is written, replaced (editors'
+    atomic saves) or created."""
 
-    def __init__(self, path: Path, callback) -> None:
-        self.path, self.callback = str(path), callback
+    def __init__(self, paths: set[str], callback) -> None:
+        self.paths, self.callback = paths, callback
 
     def dispatch(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
         paths = {os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")}
-        if self.path in paths and event.event_type != "deleted":
+        if self.paths & paths and event.event_type != "deleted":
             self.callback()
 
 
@@ -104,11 +106,32 @@ class Daemon:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._tag_observer: Observer | None = None
         self._tags_mtime: int | None = None
+        self._reload_timer: threading.Timer | None = None
+        self._reload_lock = threading.Lock()
 
     # -- tag list ------------------------------------------------------------------------------
 
+    def _load_overrides(self) -> Overrides:
+        if self.config.overrides is None:
+            return Overrides()
+        overrides = load_overrides(self.config.overrides, self.config.watch)
+        for warning in overrides.warnings:
+            log.warning("%s", warning)
+        log.info("overrides %s: %d rules", self.config.overrides, len(overrides.rules))
+        return overrides
+
     def _load_tags(self) -> None:
-        """Load the tag list into the pipeline and re-score what it changes (worker thread)."""
+        """Load the tag list and overrides into the pipeline and re-score what they change (worker
+        thread).  At start-up a broken file ends the start; later the last good one stays in use."""
+        starting = self.pipeline.vocabulary is None
+        try:
+            overrides = self._load_overrides()
+        except OverridesError as exc:
+            if starting:
+                raise
+            log.error("overrides not reloaded, keeping the previous ones: %s", exc)
+            overrides = self.pipeline.overrides
+        self.pipeline.use_overrides(overrides)
         vocabulary = load_vocabulary(self.config.tags, self.config.tagging.templates)
         for warning in vocabulary.warnings:
             log.warning("%s", warning)
@@ -124,12 +147,35 @@ class Daemon:
             self._load_tags()
         except VocabularyError as exc:
             log.error("tag list not reloaded, keeping the previous one: %s", exc)
+            if self.pipeline.vocabulary is not None:  # the overrides may still have changed
+                checked, written = self.pipeline.retag()
+                log.info("re-scored %d files, rewrote %d", checked, written)
+
+    def _watched_files(self) -> list[Path]:
+        return [p for p in (self.config.tags, self.config.overrides) if p is not None]
 
     def _watch_tag_list(self) -> None:
+        if self._tag_observer is not None:
+            self._tag_observer.stop()
+            self._tag_observer.join(timeout=10)
         self._tag_observer = Observer()
-        self._tag_observer.schedule(_TagListHandler(self.config.tags, self.worker.request_reload),
-                                    str(self.config.tags.parent), recursive=False)
+        files = self._watched_files()
+        handler = _TagListHandler({str(p) for p in files}, self._file_edited)
+        for folder in dict.fromkeys(p.parent for p in files):
+            self._tag_observer.schedule(handler, str(folder), recursive=False)
         self._tag_observer.start()
+
+    def _file_edited(self) -> None:
+        """Reload once the edited file has been quiet for the settle time: an editor that saves in
+        place first truncates the file, and a half-written tag list or overrides file must not be
+        applied (an empty overrides file is valid, and would drop every override for a moment)."""
+        with self._reload_lock:
+            if self._reload_timer is not None:
+                self._reload_timer.cancel()
+            self._reload_timer = threading.Timer(max(self.config.batch.settle_ms / 1000, 0.2),
+                                                 self.worker.request_reload)
+            self._reload_timer.daemon = True
+            self._reload_timer.start()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -218,7 +264,10 @@ class Daemon:
         for name in ("watch", "exclude", "database", "model", "write", "batch", "schedule"):
             if getattr(new, name) != getattr(self.config, name):
                 log.warning("config: a change of %r takes effect after a restart", name)
-        self.config = replace(self.config, tags=new.tags, tagging=new.tagging)
+        watched = self._watched_files()
+        self.config = replace(self.config, tags=new.tags, tagging=new.tagging, overrides=new.overrides)
+        if self._watched_files() != watched:
+            self._watch_tag_list()
         self.worker.request_reload()
 
     def stop(self) -> None:
@@ -230,6 +279,9 @@ class Daemon:
         if self._tag_observer is not None:
             self._tag_observer.stop()
             self._tag_observer.join(timeout=10)
+        with self._reload_lock:
+            if self._reload_timer is not None:
+                self._reload_timer.cancel()
         self.queue.close()
         if self.worker.is_alive():
             self.worker.join()

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ PENDING, DONE, FAILED, DELETED = "pending", "done", "failed", "deleted"
 UNTAGGED = "untagged"  # `tagwatch untag` took our keywords out: the daemon leaves it alone
 # Ledger actions: a keyword tagwatch put into the file, or a person's keyword "overwrite" took out
 ADDED, REMOVED = "added", "removed"
+USER = "user"  # written because an override asked for it: the person's, never removed by tagwatch
 
 _MIGRATIONS: list[str] = [
     # 1: the initial schema
@@ -69,6 +70,12 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE ledger ADD COLUMN action TEXT NOT NULL DEFAULT 'added';
     """,
+    # 3: the hierarchical paths a keyword was written under (rich tag lists' parents), newline-separated;
+    # NULL: the keyword itself.  untag and sync remove exactly these spellings.
+    """
+    ALTER TABLE ledger ADD COLUMN paths TEXT;
+    CREATE INDEX ledger_paths ON ledger(file_id) WHERE paths IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -105,6 +112,13 @@ def _blob(vector: np.ndarray) -> bytes:
 
 def _vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, VECTOR_DTYPE)
+
+
+def _paths(keyword: str, paths: Sequence[str] | None) -> str | None:
+    """The ledger's form of the paths a keyword is written under: NULL for the keyword itself."""
+    if not paths or list(paths) == [keyword]:
+        return None
+    return "\n".join(dict.fromkeys(paths))
 
 
 def _under(folder: str) -> tuple[str, str]:
@@ -232,13 +246,49 @@ class Store:
             db.executemany("UPDATE files SET tags = ?, tagged_with = ? WHERE id = ?",
                            [("\n".join(tags), fingerprint, file_id) for file_id, tags in predictions])
 
-    def add_ledger(self, file_id: int, keywords: list[str], action: str = ADDED) -> None:
+    def add_ledger(self, file_id: int, keywords: list[str], action: str = ADDED,
+                   paths: Mapping[str, Sequence[str]] | None = None) -> None:
         """Record keywords tagwatch adds to a file (or, with REMOVED, a person's keywords it takes
-        out), before the write: a crash must not lose them."""
+        out), before the write: a crash must not lose them.  ``paths``: the hierarchical paths a
+        keyword is written under, where that is not the keyword itself."""
         now = time.time()
+        paths = paths or {}
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO ledger (file_id, keyword, written, action) "
-                           "VALUES (?, ?, ?, ?)", [(file_id, k, now, action) for k in keywords])
+            db.executemany("INSERT OR REPLACE INTO ledger (file_id, keyword, written, action, paths) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           [(file_id, k, now, action, _paths(k, paths.get(k))) for k in keywords])
+
+    def set_ledger_paths(self, file_id: int, paths: Mapping[str, Sequence[str]]) -> None:
+        """Keywords that stay ours but are now written under other hierarchical paths."""
+        with self.transaction() as db:
+            db.executemany("UPDATE ledger SET paths = ? WHERE file_id = ? AND keyword = ?",
+                           [(_paths(k, p), file_id, k) for k, p in paths.items()])
+
+    def ledger_paths(self, file_id: int) -> dict[str, tuple[str, ...]]:
+        """keyword → the hierarchical paths tagwatch wrote it under, for keywords not written flat."""
+        with self._lock:
+            rows = self._db.execute("SELECT keyword, paths FROM ledger WHERE file_id = ? AND action = ? "
+                                    "AND paths IS NOT NULL", (file_id, ADDED)).fetchall()
+        return {r[0]: tuple(r[1].split("\n")) for r in rows}
+
+    def has_ledger_paths(self) -> bool:
+        """Did tagwatch ever write a keyword under a parent (a partial index makes this instant)?"""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM ledger WHERE paths IS NOT NULL LIMIT 1").fetchone() \
+                is not None
+
+    def stale_paths(self, paths: Mapping[str, str]) -> set[int]:
+        """Files holding a keyword of ours under another hierarchical path than ``paths`` (every
+        keyword of the tag list → its path) gives it: a parent edit must rewrite them."""
+        with self.transaction() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_paths (keyword TEXT PRIMARY KEY, path TEXT)")
+            db.execute("DELETE FROM wanted_paths")
+            db.executemany("INSERT INTO wanted_paths VALUES (?, ?)", paths.items())
+            rows = db.execute(
+                """SELECT DISTINCT l.file_id FROM ledger l JOIN wanted_paths w ON w.keyword = l.keyword
+                   WHERE l.action = ? AND COALESCE(l.paths, l.keyword) != w.path""", (ADDED,)).fetchall()
+            db.execute("DELETE FROM wanted_paths")
+        return {r[0] for r in rows}
 
     def remove_ledger(self, file_id: int, keywords: list[str]) -> None:
         """Forget keywords: recorded ahead of a write that did not happen, or no longer in the file."""

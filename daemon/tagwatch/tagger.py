@@ -1,7 +1,8 @@
 """Scores → tags: the rtag method, as matrix products.
 
 A tag's vector is the mean of its prompts' unit vectors, renormalised (the CLIP prompt ensemble).
-An image gets every tag whose cosine similarity is above ``threshold``, at most ``top_k``, best first.
+An image gets every tag whose cosine similarity is above its threshold (one for all, or per tag from a
+rich tag list), at most ``top_k``, best first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .vocabulary import Vocabulary
+
+NEAR_DUPLICATE = 0.95  # cosine of two tag vectors above which they (nearly) always fire together
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -37,21 +40,48 @@ class TagMatrix:
         return normalize(np.atleast_2d(images)) @ self.vectors.T
 
 
-def select(scores: np.ndarray, threshold: float, top_k: int) -> list[list[int]]:
-    """For each row, the indices of the best ``top_k`` scores above ``threshold``, best first."""
+def thresholds(vocabulary: Vocabulary, default: float) -> np.ndarray:
+    """Each tag's cosine threshold, in tag order: its own (rich lists) or ``default``."""
+    return np.array([default if tag.threshold is None else tag.threshold for tag in vocabulary.tags],
+                    np.float32)
+
+
+def select(scores: np.ndarray, threshold: float | np.ndarray, top_k: int) -> list[list[int]]:
+    """For each row, the indices of the best ``top_k`` scores above their threshold, best first.
+
+    ``threshold`` is one number or one per tag (column); either way the whole batch is compared at
+    once.  A tag below its threshold never takes a top_k place from one above its own.
+    """
     scores = np.atleast_2d(scores)
+    limits = np.asarray(threshold, scores.dtype)  # compared at the scores' precision, as before
+    passing = np.where(scores > limits, scores, -np.inf)
     k = min(top_k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
+    top = np.argpartition(-passing, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(passing, top, axis=1)
     order = np.argsort(-top_scores, axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
-    keep = np.take_along_axis(top_scores, order, axis=1) > threshold
+    keep = np.isfinite(np.take_along_axis(top_scores, order, axis=1))
     return [row[mask].tolist() for row, mask in zip(top, keep, strict=True)]
 
 
-def predict(images: np.ndarray, tags: TagMatrix, threshold: float,
+def predict(images: np.ndarray, tags: TagMatrix, threshold: float | np.ndarray,
             top_k: int) -> list[list[tuple[str, float]]]:
     """Image vectors → for each image, its (keyword, score) pairs, best first."""
     scores = tags.scores(images)
     return [[(tags.keywords[i], float(scores[n, i])) for i in chosen]
             for n, chosen in enumerate(select(scores, threshold, top_k))]
+
+
+def near_duplicates(tags: TagMatrix, limit: float = NEAR_DUPLICATE) -> list[tuple[float, str, str]]:
+    """Pairs of tags whose vectors have cosine ≥ ``limit`` (an image scores them alike, so they
+    fire together), most similar first; blockwise, so 20,000 tags need no 1.6 GB matrix."""
+    pairs: list[tuple[float, str, str]] = []
+    block = 1024
+    vectors = tags.vectors
+    for start in range(0, len(vectors), block):
+        sims = vectors[start:start + block] @ vectors.T
+        rows, cols = np.nonzero(sims >= limit)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            if start + r < c:
+                pairs.append((float(sims[r, c]), tags.keywords[start + r], tags.keywords[c]))
+    return sorted(pairs, key=lambda p: (-p[0], p[1], p[2]))

@@ -3,15 +3,23 @@
 The plain ``.txt`` format is rtag's: one tag per line.  We add ``#`` comments and blank lines, report
 duplicates once, and reject keywords that IPTC cannot store (64 bytes) with their line number, so the
 daemon never writes a keyword that another app would truncate.
+
+The rich ``.toml`` format (chosen by the file name) gives each tag its own prompts, synonyms,
+threshold and parent; its errors name the line of the offending ``[[tag]]`` header.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 IPTC_KEYWORD_BYTES = 64
+RICH_SUFFIX = ".toml"
+_TAG_KEYS = ("keyword", "prompts", "synonyms", "threshold", "parent")
 
 
 class VocabularyError(ValueError):
@@ -22,6 +30,14 @@ class VocabularyError(ValueError):
 class Tag:
     keyword: str  # what is written into the photo
     prompts: tuple[str, ...]  # the texts whose averaged vector describes it
+    threshold: float | None = None  # its own cosine threshold; None: [tagging].threshold
+    parents: tuple[str, ...] = ()  # ancestor keywords, root first: ("animal", "dog")
+    synonyms: tuple[str, ...] = ()  # extra names whose prompts join the average, never written
+
+    @property
+    def path(self) -> str:
+        """The hierarchical keyword, ``animal|dog|golden retriever`` (the keyword itself at the top)."""
+        return "|".join((*self.parents, self.keyword))
 
 
 @dataclass(frozen=True)
@@ -38,12 +54,37 @@ class Vocabulary:
         """Every distinct prompt text, in first-use order (what needs a text vector)."""
         return list(dict.fromkeys(p for tag in self.tags for p in tag.prompts))
 
+    def paths(self) -> dict[str, str]:
+        """keyword → hierarchical path, for the tags that have a parent."""
+        return {tag.keyword: tag.path for tag in self.tags if tag.parents}
+
     def fingerprint(self) -> str:
-        """Changes whenever a keyword or a prompt changes, so a retag is due."""
+        """Changes whenever a keyword, prompt, threshold, parent or synonym changes, so a retag is due.
+
+        A tag without the rich fields hashes as it always did: upgrading keeps a plain list's
+        fingerprint, so it triggers no retag.
+        """
         digest = hashlib.sha256()
         for tag in self.tags:
             digest.update(tag.keyword.encode() + b"\0" + "\1".join(tag.prompts).encode() + b"\n")
+            if tag.threshold is not None or tag.parents or tag.synonyms:
+                rich = (repr(tag.threshold), tag.path, "\1".join(tag.synonyms))
+                digest.update(b"\2" + "\0".join(rich).encode() + b"\n")
         return digest.hexdigest()[:16]
+
+
+def check_keyword(raw: str, where: str) -> str:
+    """A keyword with white space folded, or a :class:`VocabularyError` naming ``where``."""
+    keyword = " ".join(raw.split())  # trims and folds runs of whitespace/tabs to one space
+    size = len(keyword.encode("utf-8"))
+    if not keyword:
+        raise VocabularyError(f"{where}: empty keyword")
+    if size > IPTC_KEYWORD_BYTES:
+        raise VocabularyError(f"{where}: keyword {keyword[:40]!r}… is {size} bytes in UTF-8; "
+                              f"IPTC keywords hold at most {IPTC_KEYWORD_BYTES}")
+    if any(ord(ch) < 32 for ch in keyword):
+        raise VocabularyError(f"{where}: keyword {keyword!r} contains a control character")
+    return keyword
 
 
 def parse_tag_list(text: str, templates: tuple[str, ...], source: Path) -> Vocabulary:
@@ -53,16 +94,10 @@ def parse_tag_list(text: str, templates: tuple[str, ...], source: Path) -> Vocab
     duplicates: dict[str, list[int]] = {}
     text = text.removeprefix("\ufeff")  # a byte-order mark from Windows editors is not part of a tag
     for number, raw in enumerate(text.splitlines(), start=1):
-        keyword = " ".join(raw.split())  # trims and folds runs of whitespace/tabs to one space
-        if not keyword or keyword.startswith("#"):
+        folded = " ".join(raw.split())
+        if not folded or folded.startswith("#"):
             continue
-        size = len(keyword.encode("utf-8"))
-        if size > IPTC_KEYWORD_BYTES:
-            raise VocabularyError(
-                f"{source}:{number}: keyword {keyword[:40]!r}… is {size} bytes in UTF-8; "
-                f"IPTC keywords hold at most {IPTC_KEYWORD_BYTES}")
-        if any(ord(ch) < 32 for ch in keyword):
-            raise VocabularyError(f"{source}:{number}: keyword {keyword!r} contains a control character")
+        keyword = check_keyword(folded, f"{source}:{number}")
         if keyword in first_line:
             duplicates.setdefault(keyword, []).append(number)
             continue
@@ -70,15 +105,193 @@ def parse_tag_list(text: str, templates: tuple[str, ...], source: Path) -> Vocab
         tags.append(Tag(keyword, tuple(t.format(keyword) for t in templates)))
     if not tags:
         raise VocabularyError(f"{source}: the tag list holds no tags")
-    warnings = tuple(
+    return Vocabulary(tuple(tags), source, _duplicate_warnings(source, first_line, duplicates))
+
+
+def _duplicate_warnings(source: Path, first_line: dict[str, int],
+                        duplicates: dict[str, list[int]]) -> tuple[str, ...]:
+    return tuple(
         f"{source}:{lines[0]}: duplicate tag {keyword!r} (first on line {first_line[keyword]}"
         + (f", again on {len(lines)} lines" if len(lines) > 1 else "") + "); used once"
         for keyword, lines in duplicates.items())
-    return Vocabulary(tuple(tags), source, warnings)
+
+
+# -- the rich format -------------------------------------------------------------------------------
+
+def read_toml(text: str, source: Path, error: type[ValueError]) -> dict[str, Any]:
+    """Parse TOML; a syntax error becomes ``FILE:LINE: not valid TOML: reason`` like any other."""
+    try:
+        return tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column (\d+)\)$", message)
+        if match:
+            reason = message[:match.start()].strip()
+            raise error(f"{source}:{match.group(1)}: not valid TOML: {reason} "
+                        f"(column {match.group(2)})") from None
+        if message.endswith("(at end of document)"):
+            last = max(1, len(text.splitlines()))
+            reason = message.removesuffix("(at end of document)").strip()
+            raise error(f"{source}:{last}: not valid TOML: {reason} (at the end of the file)") from None
+        raise error(f"{source}: not valid TOML: {message}") from None
+
+
+def table_lines(text: str, name: str) -> list[int]:
+    """Line numbers of the ``[[name]]`` headers, in order (tomllib reports no positions)."""
+    header = re.compile(r"^[ \t]*\[\[[ \t]*(?:" + re.escape(name) + r"|\"" + re.escape(name) + r"\"|'"
+                        + re.escape(name) + r"')[ \t]*\]\][ \t]*(?:#.*)?$")
+    return [n for n, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1)
+            if header.match(line)]
+
+
+def key_line(text: str, key: str) -> int | None:
+    """The line of a top-level ``key =`` (for errors about it), if it is written that way."""
+    pattern = re.compile(r"^[ \t]*" + re.escape(key) + r"[ \t]*=")
+    for n, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+        if pattern.match(line):
+            return n
+    return None
+
+
+def string_list(value: Any, where: str, what: str, error: type[ValueError]) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise error(f"{where}: {what} must be a list of strings, got {value!r}")
+    return value
+
+
+def _templates(value: Any, where: str) -> tuple[str, ...]:
+    templates = string_list(value, where, "templates", VocabularyError)
+    if not templates:
+        raise VocabularyError(f"{where}: templates must hold at least one template")
+    for template in templates:
+        if template.count("{}") != 1:
+            raise VocabularyError(f"{where}: templates entry {template!r} must contain '{{}}' exactly once")
+    return tuple(templates)
+
+
+@dataclass
+class _Entry:
+    keyword: str
+    where: str
+    line: int | None
+    prompts: tuple[str, ...]
+    synonyms: tuple[str, ...]
+    threshold: float | None
+    parent: str | None
+
+
+def _entry(raw: Any, where: str, line: int | None) -> _Entry:
+    if not isinstance(raw, dict):
+        raise VocabularyError(f"{where}: a tag must be a table with a keyword, got {raw!r}")
+    unknown = sorted(set(raw) - set(_TAG_KEYS))
+    if unknown:
+        raise VocabularyError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(_TAG_KEYS)})")
+    if "keyword" not in raw:
+        raise VocabularyError(f"{where}: the tag has no keyword")
+    if not isinstance(raw["keyword"], str):
+        raise VocabularyError(f"{where}: keyword must be a string, got {raw['keyword']!r}")
+    keyword = check_keyword(raw["keyword"], where)
+    if "|" in keyword:
+        raise VocabularyError(f"{where}: keyword {keyword!r} contains '|'; write the levels above it "
+                              "as tags of their own and name them with parent")
+    prompts: tuple[str, ...] = ()
+    if "prompts" in raw:
+        values = string_list(raw["prompts"], where, "prompts", VocabularyError)
+        if not values:
+            raise VocabularyError(f"{where}: prompts must hold at least one prompt (or leave it out to "
+                                  "use the templates)")
+        folded = [" ".join(p.split()) for p in values]
+        for prompt in folded:
+            if not prompt:
+                raise VocabularyError(f"{where}: empty prompt")
+            if "{}" in prompt:
+                raise VocabularyError(f"{where}: prompt {prompt!r} contains '{{}}'; prompts are whole "
+                                      "texts (templates are where the keyword is filled in)")
+        prompts = tuple(folded)
+    synonyms: tuple[str, ...] = ()
+    if "synonyms" in raw:
+        values = string_list(raw["synonyms"], where, "synonyms", VocabularyError)
+        synonyms = tuple(dict.fromkeys(" ".join(s.split()) for s in values))
+        if "" in synonyms:
+            raise VocabularyError(f"{where}: empty synonym")
+    threshold = raw.get("threshold")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise VocabularyError(f"{where}: threshold must be a number in [-1, 1], got {threshold!r}")
+        if not -1.0 <= threshold <= 1.0:
+            raise VocabularyError(f"{where}: threshold must be a cosine similarity in [-1, 1], "
+                                  f"got {threshold}")
+        threshold = float(threshold)
+    parent = raw.get("parent")
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise VocabularyError(f"{where}: parent must be a string (another tag's keyword), got {parent!r}")
+        parent = " ".join(parent.split())
+    return _Entry(keyword, where, line, prompts, synonyms, threshold, parent)
+
+
+def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path) -> Vocabulary:
+    """Parse the ``.toml`` format; ``templates`` (unless the file sets its own) make the prompts of
+    tags without their own and of every synonym."""
+    document = read_toml(text, source, VocabularyError)
+    unknown = sorted(set(document) - {"templates", "tag"})
+    if unknown:
+        line = key_line(text, unknown[0])
+        raise VocabularyError(f"{source}{f':{line}' if line else ''}: unknown key '{unknown[0]}' "
+                              "(known: templates, tag)")
+    if "templates" in document:
+        line = key_line(text, "templates")
+        templates = _templates(document["templates"], f"{source}{f':{line}' if line else ''}")
+    raw_tags = document.get("tag", [])
+    if not isinstance(raw_tags, list):
+        raise VocabularyError(f"{source}: 'tag' must be a list of [[tag]] tables")
+    lines = table_lines(text, "tag")
+    if len(lines) != len(raw_tags):  # written as an inline array: no header to point at
+        lines = []
+    entries: dict[str, _Entry] = {}
+    first_line: dict[str, int] = {}
+    duplicates: dict[str, list[int]] = {}
+    for index, raw in enumerate(raw_tags):
+        line = lines[index] if lines else None
+        where = f"{source}:{line}" if line else f"{source}: tag #{index + 1}"
+        entry = _entry(raw, where, line)
+        if entry.keyword in entries:
+            duplicates.setdefault(entry.keyword, []).append(line or index + 1)
+            continue
+        entries[entry.keyword] = entry
+        first_line[entry.keyword] = line or index + 1
+    if not entries:
+        raise VocabularyError(f"{source}: the tag list holds no tags")
+    tags = []
+    for entry in entries.values():
+        prompts = entry.prompts or tuple(t.format(entry.keyword) for t in templates)
+        prompts += tuple(t.format(s) for s in entry.synonyms for t in templates)
+        tags.append(Tag(entry.keyword, tuple(dict.fromkeys(prompts)), entry.threshold,
+                        _parents(entry, entries), entry.synonyms))
+    return Vocabulary(tuple(tags), source, _duplicate_warnings(source, first_line, duplicates))
+
+
+def _parents(entry: _Entry, entries: dict[str, _Entry]) -> tuple[str, ...]:
+    """The chain of ancestors above ``entry``, root first; a missing parent or a cycle is an error."""
+    chain: list[str] = []
+    seen = {entry.keyword}
+    current = entry
+    while current.parent is not None:
+        parent = entries.get(current.parent)
+        if parent is None:
+            raise VocabularyError(f"{current.where}: parent {current.parent!r} of {current.keyword!r} is "
+                                  "not a keyword in this list")
+        if parent.keyword in seen:
+            loop = " → ".join([entry.keyword, *chain, parent.keyword])
+            raise VocabularyError(f"{entry.where}: parent cycle: {loop}")
+        seen.add(parent.keyword)
+        chain.append(parent.keyword)
+        current = parent
+    return tuple(reversed(chain))
 
 
 def load_vocabulary(path: Path, templates: tuple[str, ...]) -> Vocabulary:
-    """Read and parse the tag list at ``path``."""
+    """Read and parse the tag list at ``path``: ``.toml`` is the rich format, anything else plain."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -87,4 +300,6 @@ def load_vocabulary(path: Path, templates: tuple[str, ...]) -> Vocabulary:
         raise VocabularyError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise VocabularyError(f"{path}: cannot read tag list: {exc.strerror}") from None
+    if path.suffix.lower() == RICH_SUFFIX:
+        return parse_rich_tag_list(text, templates, path)
     return parse_tag_list(text, templates, path)

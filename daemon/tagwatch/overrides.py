@@ -1,0 +1,226 @@
+"""Overrides: a person's corrections by path, merged after scoring.
+
+seed 002's author wished for "a manual override JSON that merges with the auto-generated tags"; this
+is it, as TOML with line numbers in its errors::
+
+    [[override]]
+    path = "holidays/2024/**"    # a glob relative to a watched folder, or an absolute path or glob
+    add = ["holiday", "Anna"]
+    remove = ["beach"]
+
+Rules apply in file order, so a later rule can undo an earlier one for the files both match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .vocabulary import VocabularyError, check_keyword, read_toml, string_list, table_lines
+
+_RULE_KEYS = ("path", "add", "remove")
+OVERRIDE_SCORE = math.nan  # the "score" of a keyword an override adds: none, it was not predicted
+
+
+class OverridesError(ValueError):
+    """The overrides file cannot be used; the message names the file and, where known, the line."""
+
+
+@dataclass(frozen=True)
+class Override:
+    """What the overrides say about one file."""
+
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove)
+
+    def apply(self, tags: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """Predictions → what is written: removals dropped, additions appended (scored NaN)."""
+        kept = [(k, s) for k, s in tags if k not in self.remove]
+        have = {k for k, _ in kept}
+        return kept + [(k, OVERRIDE_SCORE) for k in self.add if k not in have]
+
+
+NO_OVERRIDE = Override()
+
+
+def _segment(part: str) -> str:
+    """One path level of a glob as a regular expression: ``*``, ``?`` and ``[…]`` stay inside it."""
+    out: list[str] = []
+    i = 0
+    while i < len(part):
+        char = part[i]
+        if char == "*":
+            if not out or out[-1] != "[^/]*":
+                out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            j = i + 1
+            if j < len(part) and part[j] == "!":
+                j += 1
+            if j < len(part) and part[j] == "]":
+                j += 1
+            end = part.find("]", j)
+            if end == -1:
+                out.append(re.escape(char))
+            else:
+                body = part[i + 1:end].replace("\\", "\\\\")
+                body = "^/" + body[1:] if body.startswith("!") else body
+                out.append(f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob over ``/``-separated paths: ``**`` spans any number of folders, a match of a folder
+    covers everything inside it (as ``exclude`` does)."""
+    parts = pattern.split("/")
+    out = ""
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        if part == "**":
+            out += ".*" if last else "(?:[^/]*/)*"
+        else:
+            out += _segment(part) + ("" if last else "/")
+    return re.compile(out + r"(?:/.*)?\Z", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str  # as normalised: absolute, or relative to a watched folder
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+    regex: re.Pattern[str] = field(compare=False, repr=False)
+
+    @property
+    def absolute(self) -> bool:
+        return self.pattern.startswith("/")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    rules: tuple[Rule, ...] = ()
+    roots: tuple[str, ...] = ()  # the watched folders relative patterns start from
+    source: Path | None = None
+    warnings: tuple[str, ...] = ()
+
+    def for_path(self, path: str) -> Override:
+        """Every rule matching ``path``, merged in file order (a later rule wins)."""
+        if not self.rules:
+            return NO_OVERRIDE
+        relative = [path[len(root) + 1:] for root in self.roots if path.startswith(root + "/")]
+        add: dict[str, None] = {}
+        remove: dict[str, None] = {}
+        for rule in self.rules:
+            if rule.absolute:
+                hit = rule.regex.match(path) is not None
+            else:
+                hit = any(rule.regex.match(rel) for rel in relative)
+            if not hit:
+                continue
+            for keyword in rule.remove:
+                add.pop(keyword, None)
+                remove[keyword] = None
+            for keyword in rule.add:
+                remove.pop(keyword, None)
+                add[keyword] = None
+        return Override(tuple(add), tuple(remove)) if add or remove else NO_OVERRIDE
+
+    def fingerprint(self) -> str:
+        """Changes with any rule (or the watched folders relative rules hang from); "" for none."""
+        if not self.rules:
+            return ""
+        digest = hashlib.sha256()
+        for root in self.roots:
+            digest.update(root.encode() + b"\0")
+        for rule in self.rules:
+            digest.update("\1".join((rule.pattern, "\2".join(rule.add), "\2".join(rule.remove))).encode()
+                          + b"\n")
+        return digest.hexdigest()[:16]
+
+
+def _keywords(value: Any, where: str, what: str) -> tuple[str, ...]:
+    values = string_list(value, where, what, OverridesError)
+    try:
+        return tuple(dict.fromkeys(check_keyword(v, where) for v in values))
+    except VocabularyError as exc:
+        raise OverridesError(str(exc)) from None
+
+
+def _pattern(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise OverridesError(f"{where}: path must be a glob like \"holidays/**\" or an absolute path, "
+                             f"got {value!r}")
+    pattern = os.path.expanduser(value.strip())
+    absolute = pattern.startswith("/")
+    parts = [p for p in pattern.strip("/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise OverridesError(f"{where}: path {value!r} must not contain '..'")
+    if not parts:
+        raise OverridesError(f"{where}: path {value!r} matches no file")
+    return ("/" if absolute else "") + "/".join(parts)
+
+
+def parse_overrides(text: str, source: Path, roots: Sequence[Path | str] = ()) -> Overrides:
+    """Parse an overrides file; ``roots`` are the watched folders relative paths start from."""
+    document = read_toml(text, source, OverridesError)
+    unknown = sorted(set(document) - {"override"})
+    if unknown:
+        raise OverridesError(f"{source}: unknown key '{unknown[0]}' (an overrides file holds [[override]] "
+                             "tables)")
+    raw_rules = document.get("override", [])
+    if not isinstance(raw_rules, list):
+        raise OverridesError(f"{source}: 'override' must be a list of [[override]] tables")
+    lines = table_lines(text, "override")
+    if len(lines) != len(raw_rules):
+        lines = []
+    rules: list[Rule] = []
+    for index, raw in enumerate(raw_rules):
+        where = f"{source}:{lines[index]}" if lines else f"{source}: override #{index + 1}"
+        if not isinstance(raw, dict):
+            raise OverridesError(f"{where}: an override must be a table with path, add, remove")
+        unknown = sorted(set(raw) - set(_RULE_KEYS))
+        if unknown:
+            raise OverridesError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(_RULE_KEYS)})")
+        if "path" not in raw:
+            raise OverridesError(f"{where}: the override has no path")
+        pattern = _pattern(raw["path"], where)
+        add = _keywords(raw.get("add", []), where, "add")
+        remove = _keywords(raw.get("remove", []), where, "remove")
+        if not add and not remove:
+            raise OverridesError(f"{where}: the override neither adds nor removes a keyword")
+        both = [k for k in add if k in remove]
+        if both:
+            raise OverridesError(f"{where}: {both[0]!r} is both added and removed")
+        rules.append(Rule(pattern, add, remove, glob_regex(pattern)))
+    root_paths = tuple(str(r).rstrip("/") or "/" for r in roots)
+    warnings = ()
+    if not root_paths and any(not r.absolute for r in rules):
+        warnings = (f"{source}: relative paths match nothing here: no folder is watched "
+                    "(use absolute paths, or set watch in the config)",)
+    return Overrides(tuple(rules), root_paths, source, warnings)
+
+
+def load_overrides(path: Path, roots: Sequence[Path | str] = ()) -> Overrides:
+    """Read and parse the overrides file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OverridesError(f"{path}: overrides file does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise OverridesError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise OverridesError(f"{path}: cannot read overrides file: {exc.strerror}") from None
+    return parse_overrides(text, path, roots)

@@ -1,0 +1,227 @@
+"""Overrides: a person's per-path corrections, merged after scoring, the person's to keep.
+
+Real JPEGs, the real pipeline and ledger, exiftool reading back; the daemon test edits the files
+while ``tagwatch run`` watches them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
+from tagwatch.config import TaggingConfig
+from tagwatch.overrides import Override, OverridesError, parse_overrides
+from tagwatch.pipeline import TAGGED
+from tagwatch.store import USER
+from test_ownership import person_tags
+
+
+def overrides(text: str, roots: list[Path] | None = None, name: str = "overrides.toml"):
+    return parse_overrides(text, Path(name), roots if roots is not None else [Path("/photos")])
+
+
+# -- the file --------------------------------------------------------------------------------------
+
+def test_globs_relative_to_a_watched_folder_absolute_paths_and_rule_order() -> None:
+    rules = overrides("""
+[[override]]
+path = "holidays/**"
+add = ["holiday", "beach"]
+
+[[override]]
+path = "holidays/2024/rainy/*.jpg"
+remove = ["beach"]
+add = ["rain"]
+
+[[override]]
+path = "/elsewhere/scan.jpg"
+add = ["scanned"]
+
+[[override]]
+path = "**/*.png"
+remove = ["screenshot"]
+""", roots=[Path("/photos"), Path("/more")])
+    assert rules.for_path("/photos/holidays/a.jpg") == Override(("holiday", "beach"), ())
+    assert rules.for_path("/more/holidays/x/y/b.jpg") == Override(("holiday", "beach"), ())
+    # a later rule wins: beach is taken out again for the rainy ones
+    assert rules.for_path("/photos/holidays/2024/rainy/c.jpg") == Override(("holiday", "rain"), ("beach",))
+    assert rules.for_path("/photos/holidays/2024/rainy/deeper/d.jpg") == Override(("holiday", "beach"), ())
+    assert rules.for_path("/elsewhere/scan.jpg") == Override(("scanned",), ())
+    assert rules.for_path("/photos/x/shot.png") == Override((), ("screenshot",))
+    assert not rules.for_path("/photos/other/a.jpg") and not rules.for_path("/elsewhere/holidays/a.jpg")
+    # a glob matching a folder covers what is inside it
+    assert overrides('[[override]]\npath = "2024-0[1-6]"\nadd = ["H1"]\n').for_path(
+        "/photos/2024-03/x/y.jpg") == Override(("H1",), ())
+
+
+def test_fingerprint_follows_the_rules_and_is_empty_without_any() -> None:
+    one = overrides('[[override]]\npath = "a/**"\nadd = ["x"]\n')
+    assert overrides("").fingerprint() == ""
+    assert one.fingerprint() == overrides('# c\n[[override]]\npath = "a/**"\nadd = ["x"]\n').fingerprint()
+    assert one.fingerprint() != overrides('[[override]]\npath = "a/**"\nadd = ["y"]\n').fingerprint()
+    assert one.fingerprint() != overrides('[[override]]\npath = "a/**"\nadd = ["x"]\n',
+                                          roots=[Path("/other")]).fingerprint()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[[override]]\npath = "a"\nadd = ["x"]\n\n[[override]]\npath = "b"\nadds = ["y"]\n',
+     "overrides.toml:5: unknown key 'adds' (known: path, add, remove)"),
+    ('[[override]]\nadd = ["x"]\n', "overrides.toml:1: the override has no path"),
+    ('[[override]]\npath = ""\nadd = ["x"]\n', "overrides.toml:1: path must be a glob"),
+    ('[[override]]\npath = "../x"\nadd = ["x"]\n', "overrides.toml:1: path '../x' must not contain '..'"),
+    ('[[override]]\npath = "a"\n', "overrides.toml:1: the override neither adds nor removes a keyword"),
+    ('[[override]]\npath = "a"\nadd = ["x"]\nremove = ["x"]\n', "overrides.toml:1: 'x' is both added"),
+    ('[[override]]\npath = "a"\nadd = "x"\n', "overrides.toml:1: add must be a list of strings"),
+    ('[[override]]\npath = "a"\nadd = ["' + "x" * 65 + '"]\n', "overrides.toml:1: keyword 'xxxxxxxx"),
+    ('[[override]]\npath = "a"\nadd = ["x"\n',
+     "overrides.toml:3: not valid TOML: Unclosed array (at the end of the file)"),
+    ('path = "a"\n', "overrides.toml: unknown key 'path'"),
+])
+def test_errors_name_the_file_and_the_line(text: str, message: str) -> None:
+    with pytest.raises(OverridesError) as caught:
+        overrides(text)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_relative_rules_without_a_watched_folder_are_reported() -> None:
+    rules = overrides('[[override]]\npath = "a/**"\nadd = ["x"]\n', roots=[])
+    assert "relative paths match nothing here" in rules.warnings[0]
+    assert not rules.for_path("/a/b.jpg")
+
+
+# -- on real files ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def env(tmp_path: Path, tiny_checkpoint: Path) -> Env:
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2))
+    yield env
+    env.close()
+
+
+def keywords_in(photo: Path) -> set[str]:
+    found = exif_keywords(photo)
+    assert sorted(found["iptc"]) == sorted(found["xmp"])
+    return set(found["iptc"])
+
+
+def test_overrides_add_and_remove_and_their_keywords_are_the_persons(env: Env, tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    holiday = noise_jpeg(root / "holidays" / "a.jpg", seed=1)
+    other = noise_jpeg(root / "other" / "b.jpg", seed=2)
+    predicted = {Path(o.path).name: [k for k, _ in o.tags]
+                 for o in env.pipeline.process([str(holiday), str(other)], dry_run=True)}
+    dropped = predicted["a.jpg"][0]
+    env.pipeline.tagging = TaggingConfig(threshold=-1.0, top_k=2, mode="sync")
+    env.pipeline.use_overrides(parse_overrides(f"""
+[[override]]
+path = "holidays/**"
+add = ["holiday", "Anna"]
+remove = ["{dropped}"]
+
+[[override]]
+path = "{other}"
+add = ["keep me"]
+""", tmp_path / "overrides.toml", [root]))
+    env.use(["beach", "forest", "mountain"], env.pipeline.tagging)
+    predicted = {Path(o.path).name: [k for k, _ in o.tags]
+                 for o in env.pipeline.process([str(holiday), str(other)], dry_run=True)}
+    assert env.run(holiday, other) == {"a.jpg": TAGGED, "b.jpg": TAGGED}
+    assert dropped not in predicted["a.jpg"]
+    assert keywords_in(holiday) == set(predicted["a.jpg"])
+    assert {"holiday", "Anna"} <= keywords_in(holiday) and "keep me" in keywords_in(other)
+    row = env.store.file(str(holiday))
+    assert sorted(env.store.ledger(row.id, USER)) == ["Anna", "holiday"]  # the person's, not ours
+    assert "holiday" not in env.store.ledger(row.id)
+
+    encoded = env.encoded()
+    env.use(["city street", "harbour"], env.pipeline.tagging)  # sync: our old tags go...
+    env.pipeline.retag()
+    assert env.encoded() == encoded
+    assert {"holiday", "Anna"} <= keywords_in(holiday)  # ...the override's stay
+    assert not {"beach", "forest", "mountain"} & keywords_in(holiday)
+    for photo in (holiday, other):
+        assert env.pipeline.untag(str(photo)).status == "untagged"
+    assert keywords_in(holiday) == {"holiday", "Anna"} and keywords_in(other) == {"keep me"}
+
+
+def test_remove_takes_out_our_keyword_in_any_mode_never_a_persons(env: Env, tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    photo = person_tags(noise_jpeg(root / "p.jpg", seed=3), "Anna")
+    env.use(["beach", "forest", "Anna"])  # append mode; Anna is also a tag here
+    env.run(photo)
+    ours = keywords_in(photo) - {"Anna"}
+    assert len(ours) >= 1
+    withdrawn = sorted(ours)[0]
+    encoded = env.encoded()
+    env.pipeline.use_overrides(parse_overrides(
+        f'[[override]]\npath = "*.jpg"\nremove = ["{withdrawn}", "Anna"]\n', tmp_path / "o.toml", [root]))
+    env.pipeline.retag()
+    assert env.encoded() == encoded  # re-applied to the cached vector
+    assert keywords_in(photo) == (ours - {withdrawn}) | {"Anna"}  # Anna was the person's: it stays
+    env.pipeline.use_overrides(parse_overrides("", tmp_path / "o.toml", [root]))  # the rule goes away
+    env.pipeline.retag()
+    assert withdrawn in keywords_in(photo)  # predicted again, so written again
+
+
+def test_scan_and_explain_apply_the_configured_overrides(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    root = tmp_path / "lib"
+    photo = noise_jpeg(root / "trip" / "p.jpg", seed=4)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], tags=["beach", "forest"], top_k=2)
+    text = config.read_text().replace('tags = "tags.txt"', 'tags = "tags.txt"\noverrides = "overrides.toml"')
+    config.write_text(text)
+    overrides_file = config.parent / "overrides.toml"
+    overrides_file.write_text(
+        '[[override]]\npath = "trip/**"\nadd = ["Reise", "旅行"]\nremove = ["forest"]\n', encoding="utf-8")
+    result = tagwatch("scan", "--config", str(config), str(root))
+    assert result.returncode == 0, result.stderr
+    assert keywords_in(photo) == {"beach", "Reise", "旅行"}
+    result = tagwatch("explain", "--config", str(config), str(photo))
+    lines = result.stdout.splitlines()
+    assert any("forest" in line and line.endswith("removed by an override") for line in lines)
+    assert any(" Reise " in line and line.endswith("added by an override") for line in lines)
+    overrides_file.write_text('[[override]]\npath = "trip/**"\nadd = ["Reise"]\nremove = "forest"\n')
+    result = tagwatch("scan", "--config", str(config), str(root))
+    assert result.returncode == 2
+    assert f"tagwatch: error: {overrides_file}:1: remove must be a list of strings" in result.stderr
+
+
+def test_the_daemon_reloads_edited_overrides_and_rich_lists(tmp_path: Path, tiny_checkpoint: Path,
+                                                            daemon_factory) -> None:
+    root = tmp_path / "photos"
+    (root / "trip").mkdir(parents=True)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=10)
+    tags_file = config.parent / "tags.toml"
+    tags_file.write_text('[[tag]]\nkeyword = "beach"\n[[tag]]\nkeyword = "forest"\n', encoding="utf-8")
+    overrides_file = config.parent / "overrides.toml"
+    overrides_file.write_text('[[override]]\npath = "other/**"\nadd = ["x"]\n')
+    text = config.read_text().replace('tags = "tags.txt"', 'tags = "tags.toml"\noverrides = "overrides.toml"')
+    config.write_text(text.replace("[tagging]", '[tagging]\nmode = "sync"'))
+    daemon: Daemon = daemon_factory(config).start()
+    photo = noise_jpeg(root / "trip" / "p.jpg", seed=5)
+    wait_for(lambda: keywords_in(photo) == {"beach", "forest"})
+    encoded = status(config)["encoded"]
+
+    mark = len(daemon.log())
+    overrides_file.write_text('[[override]]\npath = "trip/**"\nadd = ["Urlaub"]\n', encoding="utf-8")
+    wait_for(lambda: keywords_in(photo) == {"beach", "forest", "Urlaub"})
+    assert "overrides " in daemon.log()[mark:]
+
+    mark = len(daemon.log())
+    overrides_file.write_text('[[override]]\npath = "trip/**"\nadd = ["Urlaub"]\nadd = ["twice"]\n')
+    daemon.wait_log("overrides not reloaded, keeping the previous ones", since=mark)
+    assert f"{overrides_file}:4: not valid TOML" in daemon.log()[mark:]
+
+    # a tag's own threshold of 1 can never be exceeded: sync takes our forest out again
+    tags_file.write_text('[[tag]]\nkeyword = "beach"\n[[tag]]\nkeyword = "forest"\nthreshold = 1.0\n')
+    wait_for(lambda: keywords_in(photo) == {"beach", "Urlaub"})
+    mark = len(daemon.log())
+    tags_file.write_text('[[tag]]\nkeyword = "beach"\n\n[[tag]]\nkeyword = "forest"\nparent = "tree"\n')
+    daemon.wait_log("tag list not reloaded, keeping the previous one", since=mark)
+    assert f"{tags_file}:4: parent 'tree' of 'forest' is not a keyword in this list" in daemon.log()[mark:]
+    later = noise_jpeg(root / "trip" / "q.jpg", seed=6)  # tagged with the last good list and overrides
+    wait_for(lambda: keywords_in(later) == {"beach", "Urlaub"})
+    assert status(config)["encoded"] == encoded + 1
+    assert daemon.stop() == 0
+    assert status(config)["failed"] == 0
