@@ -18,8 +18,10 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config, ConfigError, builtin_tag_list, default_config_path, load_config
+from .export import cached_vectors, render_csv, render_json, score
 from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
+from .metrics import tag_thresholds
 from .model import LazyModel, ModelError, model_identity
 from .pipeline import FAILED_, TAGGED, UNTAGGED_, Outcome, Pipeline
 from .store import Store, StoreError
@@ -249,6 +251,33 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export --------------------------------------------------------------------------------------
+
+def cmd_export(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not config.database.exists():
+        raise UsageError(f"{config.database}: no database yet; `tagwatch scan` or `tagwatch run` makes it")
+    store = Store(config.database)
+    try:
+        pipeline = _pipeline(config, store, None)  # encodes prompts without a cached vector, no photo
+        pipeline.close()
+        paths = (list(dict.fromkeys(_expand(args.paths, config.exclude))) if args.paths
+                 else sorted(store.files_under("/")))
+        vectors, missing = cached_vectors(store, pipeline.model.identity, paths)
+    finally:
+        store.close()
+    assert pipeline.vocabulary is not None and pipeline.tags is not None
+    thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
+    results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k)
+    for path, reason in sorted(missing.items()):
+        print(f"{path}: not exported: {reason}", file=sys.stderr)
+    render = render_json if args.format == "json" else render_csv
+    sys.stdout.write(render(results, os.getcwd(), args.scores))
+    print(f"export: {len(results)} photos" + (f"; {len(missing)} not exported (listed above)" if missing
+                                               else ""), file=sys.stderr)
+    return 0
+
+
 # -- init ----------------------------------------------------------------------------------------
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -317,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to watch")
     init.add_argument("--force", action="store_true", help="overwrite an existing config")
     init.set_defaults(func=cmd_init)
+
+    export = sub.add_parser("export", parents=[common],
+                            help="print each photo's tags (JSON or CSV), re-scored from cached vectors "
+                                 "against the current tag list; encodes and writes no photo")
+    export.add_argument("paths", nargs="*", metavar="PATH",
+                        help="photos or folders (default: every photo in the database)")
+    export.add_argument("--format", choices=("json", "csv"), default="json", help="output format (json)")
+    export.add_argument("--scores", action="store_true", help="each tag's score too")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
