@@ -14,9 +14,24 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
+from .calibrate import (
+    NEGATIVES,
+    CalibrationError,
+    calibrate,
+    labels,
+    read_examples,
+    render_table,
+    rich_from_plain,
+    set_thresholds,
+    toml_string,
+    write_atomic,
+)
 from .config import Config, ConfigError, builtin_tag_list, default_config_path, load_config
 from .export import cached_vectors, render_csv, render_json, score
 from .keys import IMAGE_SUFFIXES, ImageError
@@ -278,6 +293,67 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- calibrate -----------------------------------------------------------------------------------
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.tags:
+        config = replace(config, tags=Path(args.tags).expanduser().absolute())
+    root = Path(args.examples).expanduser().absolute()
+    folders = read_examples(root)
+    store = Store(config.database)
+    try:
+        pipeline = _pipeline(config, store, None)
+        try:
+            assert pipeline.vocabulary is not None and pipeline.tags is not None
+            tags = pipeline.vocabulary.tags
+            keywords = pipeline.vocabulary.keywords
+            parents = {tag.keyword: getattr(tag, "parent", None) for tag in tags}
+            labels(folders, keywords, parents, root)  # a misnamed folder fails before any encoding
+            encoded_before = store.stats(pipeline.model.identity)["encoded"]
+            paths = list(dict.fromkeys(p for photos in folders.values() for p in photos))
+            vectors, _ = pipeline.vectors_for(paths, config.batch.size)  # failures are logged
+            encoded = store.stats(pipeline.model.identity)["encoded"] - encoded_before
+        finally:
+            pipeline.close()
+    finally:
+        store.close()
+    usable = {name: [p for p in photos if p in vectors] for name, photos in folders.items()}
+    for name, photos in usable.items():
+        if name != NEGATIVES and not photos:
+            log.warning("%s: no usable example photo; its tag keeps its threshold", root / name)
+    data = labels(usable, keywords, parents, root)
+    if not data.columns:
+        raise UsageError(f"{root}: no tag has a usable example photo")
+    scores = pipeline.tags.scores(np.stack([vectors[p] for p in data.paths]))
+    results = calibrate(scores, data, keywords, tag_thresholds(tags, config.tagging.threshold))
+    print(f"{len(data.paths)} example photos ({encoded} encoded now, the rest from the cache); "
+          f"decisions are score > threshold, top_k not applied")
+    sys.stdout.write(render_table(results))
+    thresholds = {r.keyword: r.after for r in results}
+    if args.dry_run:
+        print("dry run: the tag list was not changed")
+        return 0
+    if config.tags.suffix.lower() == ".toml":
+        text = config.tags.read_text(encoding="utf-8")
+        write_atomic(config.tags, set_thresholds(text, thresholds, config.tags))
+        print(f"wrote {len(thresholds)} thresholds into {config.tags}")
+        return 0
+    folder = config.tags.parent
+    if config.tags == builtin_tag_list():  # never write into the installed package
+        folder = config.source.parent if config.source else default_config_path().parent
+    target = folder / f"{config.tags.stem}.toml"
+    if target.exists():
+        raise UsageError(f"{target} already exists; set tags = {toml_string(target.name)} in the config "
+                         "to calibrate it, or move it away")
+    write_atomic(target, rich_from_plain(keywords, thresholds, config.tags), like=config.tags)
+    where = config.source or default_config_path()
+    name = target.name if config.source and target.parent == config.source.parent else str(target)
+    print(f"wrote {target}: the tags of {config.tags.name} with {len(thresholds)} thresholds.\n"
+          f"To use it, set in {where}:\n    tags = {toml_string(name)}")
+    return 0
+
+
 # -- init ----------------------------------------------------------------------------------------
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -355,6 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("json", "csv"), default="json", help="output format (json)")
     export.add_argument("--scores", action="store_true", help="each tag's score too")
     export.set_defaults(func=cmd_export)
+
+    calibrate = sub.add_parser("calibrate", parents=[common],
+                               help="per-tag thresholds from example photos, written into the tag list")
+    calibrate.add_argument("examples", metavar="EXAMPLES_DIR",
+                           help=f"one folder of example photos per tag, named as its keyword, and "
+                                f"'{NEGATIVES}' for photos that should get no tag")
+    calibrate.add_argument("--tags", metavar="FILE", help="the tag list to calibrate (default: the config's)")
+    calibrate.add_argument("--dry-run", action="store_true", help="print the table; change no file")
+    calibrate.set_defaults(func=cmd_calibrate)
     return parser
 
 
@@ -364,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.verbose = getattr(args, "verbose", 0)
     try:
         return args.func(args)
-    except (UsageError, ConfigError, VocabularyError, ModelError, StoreError, MetadataError) as exc:
+    except (UsageError, ConfigError, VocabularyError, ModelError, StoreError, MetadataError,
+            CalibrationError) as exc:
         print(f"tagwatch: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
