@@ -16,13 +16,30 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__, units
 from .activity import read_state, running_daemon, state_path
+from .calibrate import (
+    NEGATIVES,
+    CalibrationError,
+    calibrate,
+    labels,
+    read_examples,
+    render_table,
+    rich_from_plain,
+    set_thresholds,
+    toml_string,
+    write_atomic,
+)
 from .config import Config, ConfigError, builtin_tag_list, default_config_path, load_config
+from .export import cached_vectors, render_csv, render_json, score
 from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
+from .metrics import tag_thresholds
 from .model import LazyModel, ModelError, model_identity
 from .overrides import OverridesError, load_overrides
 from .pipeline import FAILED_, TAGGED, UNTAGGED_, Outcome, Pipeline
@@ -373,6 +390,94 @@ def cmd_tags_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export --------------------------------------------------------------------------------------
+
+def cmd_export(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not config.database.exists():
+        raise UsageError(f"{config.database}: no database yet; `tagwatch scan` or `tagwatch run` makes it")
+    store = Store(config.database)
+    try:
+        pipeline = _pipeline(config, store, None)  # encodes prompts without a cached vector, no photo
+        pipeline.close()
+        paths = (list(dict.fromkeys(_expand(args.paths, config.exclude))) if args.paths
+                 else sorted(store.files_under("/")))
+        vectors, missing = cached_vectors(store, pipeline.model.identity, paths)
+    finally:
+        store.close()
+    assert pipeline.vocabulary is not None and pipeline.tags is not None
+    thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
+    results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k)
+    for path, reason in sorted(missing.items()):
+        print(f"{path}: not exported: {reason}", file=sys.stderr)
+    render = render_json if args.format == "json" else render_csv
+    sys.stdout.write(render(results, os.getcwd(), args.scores))
+    print(f"export: {len(results)} photos" + (f"; {len(missing)} not exported (listed above)" if missing
+                                               else ""), file=sys.stderr)
+    return 0
+
+
+# -- calibrate -----------------------------------------------------------------------------------
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.tags:
+        config = replace(config, tags=Path(args.tags).expanduser().absolute())
+    root = Path(args.examples).expanduser().absolute()
+    folders = read_examples(root)
+    store = Store(config.database)
+    try:
+        pipeline = _pipeline(config, store, None)
+        try:
+            assert pipeline.vocabulary is not None and pipeline.tags is not None
+            tags = pipeline.vocabulary.tags
+            keywords = pipeline.vocabulary.keywords
+            parents = {tag.keyword: getattr(tag, "parent", None) for tag in tags}
+            labels(folders, keywords, parents, root)  # a misnamed folder fails before any encoding
+            encoded_before = store.stats(pipeline.model.identity)["encoded"]
+            paths = list(dict.fromkeys(p for photos in folders.values() for p in photos))
+            vectors, _ = pipeline.vectors_for(paths, config.batch.size)  # failures are logged
+            encoded = store.stats(pipeline.model.identity)["encoded"] - encoded_before
+        finally:
+            pipeline.close()
+    finally:
+        store.close()
+    usable = {name: [p for p in photos if p in vectors] for name, photos in folders.items()}
+    for name, photos in usable.items():
+        if name != NEGATIVES and not photos:
+            log.warning("%s: no usable example photo; its tag keeps its threshold", root / name)
+    data = labels(usable, keywords, parents, root)
+    if not data.columns:
+        raise UsageError(f"{root}: no tag has a usable example photo")
+    scores = pipeline.tags.scores(np.stack([vectors[p] for p in data.paths]))
+    results = calibrate(scores, data, keywords, tag_thresholds(tags, config.tagging.threshold))
+    print(f"{len(data.paths)} example photos ({encoded} encoded now, the rest from the cache); "
+          f"decisions are score > threshold, top_k not applied")
+    sys.stdout.write(render_table(results))
+    thresholds = {r.keyword: r.after for r in results}
+    if args.dry_run:
+        print("dry run: the tag list was not changed")
+        return 0
+    if config.tags.suffix.lower() == ".toml":
+        text = config.tags.read_text(encoding="utf-8")
+        write_atomic(config.tags, set_thresholds(text, thresholds, config.tags))
+        print(f"wrote {len(thresholds)} thresholds into {config.tags}")
+        return 0
+    folder = config.tags.parent
+    if config.tags == builtin_tag_list():  # never write into the installed package
+        folder = config.source.parent if config.source else default_config_path().parent
+    target = folder / f"{config.tags.stem}.toml"
+    if target.exists():
+        raise UsageError(f"{target} already exists; set tags = {toml_string(target.name)} in the config "
+                         "to calibrate it, or move it away")
+    write_atomic(target, rich_from_plain(keywords, thresholds, config.tags), like=config.tags)
+    where = config.source or default_config_path()
+    name = target.name if config.source and target.parent == config.source.parent else str(target)
+    print(f"wrote {target}: the tags of {config.tags.name} with {len(thresholds)} thresholds.\n"
+          f"To use it, set in {where}:\n    tags = {toml_string(name)}")
+    return 0
+
+
 # -- init ----------------------------------------------------------------------------------------
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -522,6 +627,24 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--force", action="store_true",
                          help="replace or remove a file tagwatch did not write")
     service.set_defaults(func=cmd_service)
+
+    export = sub.add_parser("export", parents=[common],
+                            help="print each photo's tags (JSON or CSV), re-scored from cached vectors "
+                                 "against the current tag list; encodes and writes no photo")
+    export.add_argument("paths", nargs="*", metavar="PATH",
+                        help="photos or folders (default: every photo in the database)")
+    export.add_argument("--format", choices=("json", "csv"), default="json", help="output format (json)")
+    export.add_argument("--scores", action="store_true", help="each tag's score too")
+    export.set_defaults(func=cmd_export)
+
+    calibrate = sub.add_parser("calibrate", parents=[common],
+                               help="per-tag thresholds from example photos, written into the tag list")
+    calibrate.add_argument("examples", metavar="EXAMPLES_DIR",
+                           help=f"one folder of example photos per tag, named as its keyword, and "
+                                f"'{NEGATIVES}' for photos that should get no tag")
+    calibrate.add_argument("--tags", metavar="FILE", help="the tag list to calibrate (default: the config's)")
+    calibrate.add_argument("--dry-run", action="store_true", help="print the table; change no file")
+    calibrate.set_defaults(func=cmd_calibrate)
     return parser
 
 
@@ -532,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UsageError, ConfigError, VocabularyError, OverridesError, ModelError, StoreError,
-            MetadataError) as exc:
+            MetadataError, CalibrationError) as exc:
         print(f"tagwatch: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

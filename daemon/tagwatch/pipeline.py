@@ -328,15 +328,39 @@ class Pipeline:
 
     def vector_for(self, path: str) -> np.ndarray:
         """The image vector of one file, from the cache or freshly encoded (``tagwatch explain``)."""
-        item = _Item(path, os.stat(path), None)
-        error = self._read_key(item)
-        if error is not None:
-            raise ImageError(error)
-        outcomes: list[Outcome] = []
-        self._fill_vectors([item], outcomes, dry_run=True)
-        if item.vector is None:
-            raise ImageError(outcomes[0].error if outcomes else "could not be encoded")
-        return item.vector
+        vectors, errors = self.vectors_for([path])
+        if path not in vectors:
+            raise ImageError(errors.get(path, "could not be encoded"))
+        return vectors[path]
+
+    def vectors_for(self, paths: Sequence[str], batch_size: int = 32) -> tuple[dict[str, np.ndarray],
+                                                                               dict[str, str]]:
+        """Image vectors of files, from the cache or freshly encoded and cached, ``batch_size`` at a
+        time; records no file state and writes nothing (``explain``, ``calibrate``, evaluation).
+
+        Returns the vectors by path and, for files that could not be used, the reason.
+        """
+        vectors: dict[str, np.ndarray] = {}
+        errors: dict[str, str] = {}
+        paths = list(dict.fromkeys(paths))
+        for start in range(0, len(paths), batch_size):
+            items: list[_Item] = []
+            for path in paths[start:start + batch_size]:
+                try:
+                    items.append(_Item(path, os.stat(path), None))
+                except OSError as exc:
+                    errors[path] = f"cannot read: {exc.strerror}"
+                    log.warning("%s: skipped: %s", path, errors[path])
+            for item, error in zip(items, self._pool.map(self._read_key, items), strict=True):
+                if error is not None:
+                    log.warning("%s: skipped: %s", item.path, error)
+                    errors[item.path] = error
+            items = [i for i in items if i.key is not None]
+            outcomes: list[Outcome] = []  # _fill_vectors logs each file it cannot use
+            self._fill_vectors(items, outcomes, dry_run=True)
+            errors.update((o.path, o.error or o.status) for o in outcomes)
+            vectors.update((i.path, i.vector) for i in items if i.vector is not None)
+        return vectors, errors
 
     def _read_key(self, item: _Item) -> str | None:
         """Read the file and compute its content key (runs in the decode pool)."""

@@ -1,0 +1,291 @@
+"""``tagwatch calibrate``: per-tag thresholds learnt from a few example photos per tag.
+
+The examples folder holds one folder per tag, named exactly as its keyword, plus ``none`` for photos
+that should get none of the tags.  Every photo is a positive for its folder's tag and a negative for
+every other tag, except that a photo of a child tag (``golden retriever``) says nothing about its
+ancestors (``dog``, ``animal``): it is left out of their counts.  Each tag gets the threshold whose
+decisions ``score > threshold`` have the best F1 on its examples.
+
+The thresholds are written into the rich tag list by editing its text, so a person's comments,
+order and layout survive; a plain ``.txt`` list gets a ``.toml`` twin instead.  Both writes are
+checked by parsing the result back before the file is atomically replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .keys import IMAGE_SUFFIXES
+from .metrics import Counts, best_threshold, counts
+
+NEGATIVES = "none"  # the folder of photos that should get no tag at all
+
+
+class CalibrationError(ValueError):
+    """Calibration cannot go on; the message names the folder or file and says why."""
+
+
+# -- examples ------------------------------------------------------------------------------------
+
+def read_examples(root: Path) -> dict[str, list[str]]:
+    """Folder name → the photos in it (recursively; hidden names skipped), sorted."""
+    if not root.is_dir():
+        raise CalibrationError(f"{root}: not a folder of example folders")
+    folders: dict[str, list[str]] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        photos: list[str] = []
+        for folder, subfolders, files in os.walk(entry):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            photos += [os.path.join(folder, f) for f in files
+                       if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+        folders[entry.name] = sorted(photos)
+    if not any(name != NEGATIVES for name in folders):
+        raise CalibrationError(f"{root}: holds no example folders (one folder per tag, named as its "
+                               f"keyword, plus '{NEGATIVES}' for photos that should get no tag)")
+    return folders
+
+
+@dataclass(frozen=True)
+class Labels:
+    paths: list[str]
+    truth: np.ndarray  # (photos, tags) bool: the photo is an example of the tag
+    considered: np.ndarray  # (photos, tags) bool: the pair counts (positive or negative)
+    columns: list[int]  # the tags that have examples, in tag-list order
+
+
+def labels(folders: Mapping[str, Sequence[str]], keywords: Sequence[str],
+           parents: Mapping[str, str | None], root: Path) -> Labels:
+    """The positives and negatives of each tag; a folder that names no tag is an error (a typo
+    would otherwise calibrate nothing and say nothing)."""
+    index = {k: i for i, k in enumerate(keywords)}
+    for name in folders:
+        if name != NEGATIVES and name not in index:
+            close = difflib.get_close_matches(name, list(index), n=3)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise CalibrationError(f"{root / name}: no tag with the keyword {name!r} in the tag list{hint}")
+    paths = list(dict.fromkeys(p for photos in folders.values() for p in photos))
+    row = {p: i for i, p in enumerate(paths)}
+    truth = np.zeros((len(paths), len(keywords)), bool)
+    considered = np.ones_like(truth)
+    for name, photos in folders.items():
+        if name == NEGATIVES:
+            continue
+        column = index[name]
+        ancestors = _ancestors(name, parents)
+        for photo in photos:
+            truth[row[photo], column] = True
+            for ancestor in ancestors:
+                considered[row[photo], index[ancestor]] = False
+    considered |= truth  # a photo filed under the parent too is its positive
+    columns = [index[name] for name, photos in folders.items() if name != NEGATIVES and photos]
+    return Labels(paths, truth, considered, sorted(columns))
+
+
+def _ancestors(keyword: str, parents: Mapping[str, str | None]) -> list[str]:
+    found: list[str] = []
+    parent = parents.get(keyword)
+    while parent is not None and parent not in found and parent != keyword:
+        found.append(parent)
+        parent = parents.get(parent)
+    return found
+
+
+# -- thresholds ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TagResult:
+    keyword: str
+    positives: int
+    negatives: int
+    before: float  # the threshold in use
+    after: float  # the calibrated one
+    before_counts: Counts
+    after_counts: Counts
+
+
+def calibrate(scores: np.ndarray, data: Labels, keywords: Sequence[str],
+              current: np.ndarray) -> list[TagResult]:
+    """For each tag with examples: the F1-best threshold, and the counts with the old and the new."""
+    scores = np.asarray(scores, np.float32)
+    results = []
+    for j in data.columns:
+        mask = data.considered[:, j]
+        tag_scores, truth = scores[mask, j], data.truth[mask, j]
+        after, _ = best_threshold(tag_scores, truth)
+        before = float(current[j])
+        results.append(TagResult(
+            keywords[j], int(truth.sum()), int((~truth).sum()), before, after,
+            counts((tag_scores > np.float32(before))[:, None], truth[:, None])[0],
+            counts((tag_scores > np.float32(after))[:, None], truth[:, None])[0]))
+    return results
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+def render_table(results: Sequence[TagResult]) -> str:
+    """Before/after threshold, precision, recall and F1 of each calibrated tag, one line each."""
+    width = max([len("tag"), *(len(r.keyword) for r in results)])
+    lines = [f"{'':<{width}}  {'photos':>9}  {'threshold':^15}  {'precision':^13}  {'recall':^13}  "
+             f"{'F1':^13}",
+             f"{'tag':<{width}}  {'pos':>4} {'neg':>4}  {'before':>7} {'after':>7}  "
+             + "  ".join(f"{'before':>6} {'after':>6}" for _ in range(3))]
+    for r in results:
+        b, a = r.before_counts, r.after_counts
+        lines.append(
+            f"{r.keyword:<{width}}  {r.positives:>4} {r.negatives:>4}  {r.before:>7.4f} {r.after:>7.4f}  "
+            f"{_percent(b.precision):>6} {_percent(a.precision):>6}  "
+            f"{_percent(b.recall):>6} {_percent(a.recall):>6}  "
+            f"{_percent(b.f1):>6} {_percent(a.f1):>6}")
+    return "\n".join(lines) + "\n"
+
+
+# -- writing the tag list ------------------------------------------------------------------------
+
+_TAG_HEADER = re.compile(r"^\s*\[\[\s*tag\s*\]\]\s*(#.*)?$")
+_ANY_HEADER = re.compile(r"^\s*\[\[?\s*[A-Za-z0-9_\-.\"' ]+\]\]?\s*(#.*)?$")
+_THRESHOLD = re.compile(r"^(?P<lead>\s*threshold\s*=\s*)(?P<value>[^#\s]+)(?P<rest>.*)$", re.DOTALL)
+_KEYWORD = re.compile(r"^(?P<indent>\s*)keyword\s*=")
+
+
+def number(value: float) -> str:
+    """A threshold as TOML writes it: the shortest decimal that reads back as the same float."""
+    return repr(float(value))
+
+
+def set_thresholds(text: str, thresholds: Mapping[str, float], source: Path) -> str:
+    """``text`` of a rich tag list with ``threshold = x`` replaced or inserted in each named tag's
+    ``[[tag]]`` table; every other character stays as it was."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CalibrationError(f"{source}: not valid TOML: {exc}") from None
+    tables = doc.get("tag", [])
+    lines = text.splitlines(keepends=True)
+    headers = [i for i, line in enumerate(lines) if _TAG_HEADER.match(line)]
+    if not isinstance(tables, list) or len(headers) != len(tables):
+        raise CalibrationError(f"{source}: cannot find one [[tag]] line per tag table; write each tag as "
+                               "its own [[tag]] table to let calibrate edit it")
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    expected = copy.deepcopy(doc)
+    wanted = {_fold(k): v for k, v in thresholds.items()}
+    seen: set[str] = set()
+    edits: list[tuple[int, str]] = []  # (table number, new threshold text)
+    for number_, table in enumerate(tables):
+        keyword = _fold(table.get("keyword")) if isinstance(table, dict) else None
+        if keyword in wanted and keyword not in seen:  # a duplicate keyword: the first one counts
+            seen.add(keyword)
+            edits.append((number_, number(wanted[keyword])))
+            expected["tag"][number_]["threshold"] = float(number(wanted[keyword]))
+    if set(wanted) - seen:
+        raise CalibrationError(f"{source}: no [[tag]] table with keyword "
+                               f"{sorted(set(wanted) - seen)[0]!r} to write its threshold into")
+    for number_, value in reversed(edits):  # from the end, so earlier line numbers stay valid
+        start = headers[number_] + 1
+        end = next((i for i in range(start, len(lines)) if _ANY_HEADER.match(lines[i])), len(lines))
+        _edit_table(lines, start, end, value, newline)
+    result = "".join(lines)
+    try:
+        ok = tomllib.loads(result) == expected
+    except tomllib.TOMLDecodeError:
+        ok = False
+    if not ok:
+        raise CalibrationError(f"{source}: could not place the thresholds safely in this layout; set them "
+                               "by hand: " + ", ".join(f"{k!r}: threshold = {number(v)}"
+                                                       for k, v in thresholds.items()))
+    return result
+
+
+def _fold(keyword: object) -> str | None:
+    """A keyword as the tag list uses it: white space trimmed and folded, like the plain format."""
+    return " ".join(keyword.split()) if isinstance(keyword, str) else None
+
+
+def _edit_table(lines: list[str], start: int, end: int, value: str, newline: str) -> None:
+    for i in range(start, end):
+        match = _THRESHOLD.match(lines[i])
+        if match:
+            lines[i] = match["lead"] + value + match["rest"]
+            return
+    after, indent = start, ""
+    for i in range(start, end):
+        match = _KEYWORD.match(lines[i])
+        if match:
+            after, indent = i + 1, match["indent"]
+            break
+    if after > 0 and not lines[after - 1].endswith(("\n", "\r")):
+        lines[after - 1] += newline  # the keyword line was the file's last, without a newline
+    lines.insert(after, f"{indent}threshold = {value}{newline}")
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    escaped = []
+    for ch in text:
+        if ch in '"\\':
+            escaped.append("\\" + ch)
+        elif ord(ch) < 32 or ord(ch) == 127:
+            escaped.append(f"\\u{ord(ch):04x}")
+        else:
+            escaped.append(ch)
+    return '"' + "".join(escaped) + '"'
+
+
+def rich_from_plain(keywords: Sequence[str], thresholds: Mapping[str, float], source: Path) -> str:
+    """A ``.toml`` tag list with the plain list's tags, in order, and the calibrated thresholds."""
+    parts = [f"# Converted from {source.name} by `tagwatch calibrate`. Tags without a threshold use\n"
+             "# [tagging].threshold; prompts come from [tagging].templates.\n"]
+    for keyword in keywords:
+        block = f"\n[[tag]]\nkeyword = {toml_string(keyword)}\n"
+        if keyword in thresholds:
+            block += f"threshold = {number(thresholds[keyword])}\n"
+        parts.append(block)
+    text = "".join(parts)
+    doc = tomllib.loads(text)
+    expected: list[dict[str, Any]] = [
+        {"keyword": k, **({"threshold": float(number(thresholds[k]))} if k in thresholds else {})}
+        for k in keywords]
+    assert doc["tag"] == expected, "TOML writer round trip"
+    return text
+
+
+def write_atomic(path: Path, text: str, like: Path | None = None) -> None:
+    """Replace ``path`` in one rename (a running daemon reloads it once, never half-written), with
+    its own permissions or, for a new file, those of ``like``; a symlink has its target replaced."""
+    target = path.resolve()
+    try:
+        mode = (target if target.exists() or like is None else like).stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o600
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

@@ -1,0 +1,113 @@
+"""``tagwatch export``: every photo's tags as JSON or CSV, re-scored from the cached vectors.
+
+No image is encoded: a photo whose pixels have a vector in the store (for this model) is scored
+against the current tag list; any other photo is reported as not encoded.  A photo's content key is
+taken from the store while its size and modification time still match what was recorded, and
+computed from the file otherwise, so an edited photo is never reported with its old picture's tags.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .keys import ImageError, content_key
+from .metrics import choose
+from .store import Store
+from .tagger import TagMatrix
+
+SEPARATOR = "; "  # between keywords in the one-row-per-photo CSV
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: str
+    tags: list[tuple[str, float]]  # best first
+
+
+def cached_vectors(store: Store, model: str, paths: Sequence[str]) -> tuple[dict[str, np.ndarray],
+                                                                             dict[str, str]]:
+    """The cached vector of each photo, and for each photo without one the reason."""
+    rows = store.files(paths)
+    keys: dict[str, bytes] = {}
+    missing: dict[str, str] = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            missing[path] = "no such file"
+            continue
+        except OSError as exc:
+            missing[path] = f"cannot read: {exc.strerror}"
+            continue
+        row = rows.get(path)
+        if row is not None and row.key is not None and (row.size, row.mtime_ns) == (st.st_size,
+                                                                                  st.st_mtime_ns):
+            keys[path] = row.key
+            continue
+        try:
+            with open(path, "rb") as handle:
+                keys[path] = content_key(handle.read())
+        except ImageError as exc:
+            missing[path] = str(exc)
+        except OSError as exc:
+            missing[path] = f"cannot read: {exc.strerror}"
+    found = store.image_vectors(keys.values(), model)
+    vectors: dict[str, np.ndarray] = {}
+    for path, key in keys.items():
+        if key in found:
+            vectors[path] = found[key]
+        else:
+            missing[path] = "not encoded yet (`tagwatch scan` on it encodes and tags it)"
+    return vectors, missing
+
+
+def score(vectors: dict[str, np.ndarray], tags: TagMatrix, thresholds: np.ndarray | float,
+          top_k: int) -> list[Exported]:
+    """Each photo's chosen tags with their scores, photos sorted by path."""
+    paths = sorted(vectors)
+    if not paths:
+        return []
+    scores = tags.scores(np.stack([vectors[p] for p in paths]))
+    return [Exported(path, [(tags.keywords[i], float(scores[n, i])) for i in chosen])
+            for n, (path, chosen) in enumerate(zip(paths, choose(scores, thresholds, top_k), strict=True))]
+
+
+def display_path(path: str, cwd: str) -> str:
+    """Relative to ``cwd`` when the photo is inside it, else absolute: short and unambiguous."""
+    base = cwd.rstrip("/") + "/"
+    return path[len(base):] if path.startswith(base) else path
+
+
+def render_json(results: Sequence[Exported], cwd: str, with_scores: bool) -> str:
+    """``{"photo.jpg": ["nature", "bw"]}``, or with scores ``{"photo.jpg": {"nature": 0.3114}}``."""
+    if with_scores:
+        doc: dict[str, object] = {display_path(r.path, cwd): {k: round(s, 4) for k, s in r.tags}
+                                  for r in results}
+    else:
+        doc = {display_path(r.path, cwd): [k for k, _ in r.tags] for r in results}
+    return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+
+
+def render_csv(results: Sequence[Exported], cwd: str, with_scores: bool) -> str:
+    """``path,tags`` one row per photo (keywords joined by ``"; "``); with scores ``path,tag,score``
+    one row per photo and tag, and a photo without tags as one row with empty tag and score."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if with_scores:
+        writer.writerow(["path", "tag", "score"])
+        for r in results:
+            for keyword, value in r.tags or [("", None)]:
+                writer.writerow([display_path(r.path, cwd), keyword,
+                                 "" if value is None else f"{value:.4f}"])
+    else:
+        writer.writerow(["path", "tags"])
+        for r in results:
+            writer.writerow([display_path(r.path, cwd), SEPARATOR.join(k for k, _ in r.tags)])
+    return out.getvalue()

@@ -1,0 +1,152 @@
+"""scripts/evaluate.py on small synthetic datasets: the tables, the arithmetic, and that evaluating
+another template or tag list encodes no image again.  The tiny model here has random weights, so
+accuracy itself is not asserted (the semantic test model's numbers are in the README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import REPO, write_config
+from tagwatch.config import load_config
+from tagwatch.keys import content_key
+from tagwatch.model import model_identity
+from tagwatch.store import Store
+from tagwatch.tagger import normalize
+
+EVALUATE = REPO / "scripts" / "evaluate.py"
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40),
+           "white": (245, 245, 245), "black": (15, 15, 15)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def shape_jpeg(path: Path, colour: str, shape: str, seed: int) -> Path:
+    """A coloured shape on a grey background, placed and sized by ``seed``."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (96, 96), tuple(int(v) for v in rng.integers(90, 160, 3)))
+    draw = ImageDraw.Draw(image)
+    size = int(rng.integers(30, 60))
+    x, y = (int(v) for v in rng.integers(4, 92 - size, 2))
+    box = (x, y, x + size, y + size)
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(x, y + size), (x + size, y + size), (x + size // 2, y)], fill=fill)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "JPEG", quality=90)
+    return path
+
+
+def evaluate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(EVALUATE), *args], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+
+
+@pytest.fixture
+def config(tmp_path: Path, tiny_checkpoint: Path) -> Path:
+    return write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "green", "circle", "square"],
+                        threshold=0.0, top_k=2)
+
+
+def test_class_folders_give_rtags_table_and_reuse_cached_vectors(tmp_path: Path, config: Path) -> None:
+    dataset = tmp_path / "classes"
+    for n, colour in enumerate(COLOURS):  # folders named like ImageNet synsets, mapped to colour tags
+        for i in range(3):
+            shape_jpeg(dataset / f"n{n:04d}" / f"{i}.jpg", colour, SHAPES[i], seed=10 * n + i)
+    mapping = tmp_path / "mapping.txt"
+    mapping.write_text("# folder tag\n" + "".join(f"n{n:04d} {c}\n" for n, c in enumerate(COLOURS)))
+
+    first = evaluate("classes", str(dataset), "--mapping", str(mapping), "--config", str(config), "--json")
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert (result["images"], result["classes"], result["encoded"]) == (18, 6, 18)
+    assert [row["prompts"] for row in result["rows"]] == [["{}"], ["a photo of a {}."]]
+    for row in result["rows"]:
+        assert 0 <= row["top1"] <= row["top5"] <= 1
+        assert row["top1"] * 18 == round(row["top1"] * 18)  # a share of 18 photos
+
+    # the arithmetic, checked against vectors read straight from the store
+    cfg = load_config(config)
+    store = Store(cfg.database)
+    identity = model_identity(cfg.model)
+    try:
+        images, truth = [], []
+        for n in range(6):
+            for i in range(3):
+                key = content_key((dataset / f"n{n:04d}" / f"{i}.jpg").read_bytes())
+                images.append(store.image_vectors([key], identity)[key])
+                truth.append(n)
+        texts = store.text_vectors(list(COLOURS), identity)  # the bare row's prompts are the tags
+    finally:
+        store.close()
+    scores = normalize(np.stack(images)) @ normalize(np.stack([texts[c] for c in COLOURS])).T
+    top1 = float(np.mean(scores.argmax(axis=1) == np.array(truth)))
+    assert result["rows"][0]["top1"] == pytest.approx(top1)
+
+    # another template: no image encoded again; the table is rtag's Table II plus the extra row
+    again = evaluate("classes", str(dataset), "--mapping", str(mapping), "--config", str(config),
+                     "--template", "a picture of a {}.")
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert lines[0] == "classes: 18 photos in 6 classes; 0 encoded now, the rest from the cache"
+    assert lines[1].split() == ["Model", "Top-1", "accuracy", "Top-5", "accuracy"]
+    assert lines[2].startswith("classes [tag] ") and lines[3].startswith("classes a photo of a [tag]. ")
+    assert lines[4].startswith("classes a picture of a [tag]. ")
+    assert lines[2].split()[-2:] == [f"{100 * row:.2f}%" for row in (result["rows"][0]["top1"],
+                                                                      result["rows"][0]["top5"])]
+
+    unmapped = evaluate("classes", str(dataset), "--mapping", str(tmp_path / "nothing.txt"), "--config",
+                        str(config))
+    assert unmapped.returncode == 2 and "nothing.txt: cannot read mapping" in unmapped.stderr
+
+
+def test_multi_label_csv_gives_precision_recall_f1_and_map(tmp_path: Path, config: Path) -> None:
+    photos = tmp_path / "photos"
+    rows = ["file,labels"]
+    for i in range(12):
+        colour, shape = ("red", "green", "blue")[i % 3], SHAPES[i % 2]  # blue is not a tag: ignored
+        shape_jpeg(photos / f"p{i}.jpg", colour, shape, seed=i)
+        rows.append(f"photos/p{i}.jpg,{colour};{shape}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+
+    first = evaluate("labels", str(labels), "--config", str(config), "--json")
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert (result["images"], result["tags"], result["encoded"]) == (12, 4, 12)
+    assert result["unknown_labels"] == {"blue": 4}
+    (summary,) = result["summaries"]  # a plain list has no per-tag thresholds: one row
+    assert summary["thresholds"] == "global 0"
+    per_tag = {t["tag"]: t for t in result["per_tag"]}
+    assert [per_tag[t]["positives"] for t in ("red", "green", "circle", "square")] == [4, 4, 6, 6]
+    assert 0 <= result["map"] <= 1
+    assert result["map"] == pytest.approx(np.mean([t["ap"] for t in result["per_tag"]]))
+    assert summary["predicted"] <= 2 * 12  # top_k 2
+    for t in per_tag.values():
+        assert t["threshold"] == 0.0
+
+    # threshold -1 and top_k 2: every photo gets exactly two tags, so the counts are known
+    forced = json.loads(evaluate("labels", str(labels), "--config", str(config), "--threshold", "-1",
+                                 "--json").stdout)
+    (summary,) = forced["summaries"]
+    assert summary["predicted"] == 24 and forced["encoded"] == 0
+    true_pairs = 4 + 4 + 6 + 6  # labels that are tags in the list
+    assert summary["precision"] * 24 == pytest.approx(summary["recall"] * true_pairs)  # both count TP
+
+    other = tmp_path / "other.txt"  # another tag list: re-scored from the cache, nothing encoded
+    other.write_text("circle\nsquare\ntriangle\n")
+    text = evaluate("labels", str(labels), "--config", str(config), "--tags", str(other))
+    assert text.returncode == 0, text.stderr
+    assert "12 photos, 3 tags, top_k 2; 0 encoded now, the rest from the cache" in text.stdout
+    assert "label 'red' (4 photos) is not a tag in the list: ignored" in text.stdout
+    assert any(line.startswith("mAP ") for line in text.stdout.splitlines())
+    assert any(line.split()[:2] == ["triangle", "0"] for line in text.stdout.splitlines())

@@ -1,0 +1,110 @@
+"""`tagwatch export`: each photo's tags re-scored from cached vectors, as JSON or CSV, never encoding."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conftest import REPO, exif_keywords, noise_jpeg, status, tagwatch
+from tagwatch.export import display_path, render_csv, render_json, score
+from tagwatch.tagger import TagMatrix
+
+
+def export(config: Path, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """`tagwatch export` run from ``cwd`` (paths inside it are printed relative to it)."""
+    return subprocess.run([sys.executable, "-m", "tagwatch", "export", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_export_gives_the_keywords_scan_wrote_and_encodes_nothing(tmp_path: Path, config_file) -> None:
+    config = config_file()  # threshold -1, top_k 3: every photo gets three tags
+    photos = [noise_jpeg(tmp_path / "lib" / f"a{i}.jpg", seed=i) for i in range(3)]
+    photos.append(noise_jpeg(tmp_path / "lib" / "sub" / "b.jpg", seed=9))
+    assert tagwatch("scan", "--config", str(config), str(tmp_path / "lib")).returncode == 0
+    encoded = status(config)["encoded"]
+
+    result = export(config, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert list(doc) == ["lib/a0.jpg", "lib/a1.jpg", "lib/a2.jpg", "lib/sub/b.jpg"]  # relative, sorted
+    for photo in photos:
+        assert doc[str(photo.relative_to(tmp_path))] == exif_keywords(photo)["iptc"]  # same, same order
+    assert "export: 4 photos" in result.stderr
+
+    scored = json.loads(export(config, "--scores", cwd=tmp_path).stdout)
+    for name, tags in scored.items():
+        assert list(tags) == doc[name]
+        values = list(tags.values())
+        assert values == sorted(values, reverse=True) and all(-1 <= v <= 1 for v in values)
+
+    rows = list(csv.reader(io.StringIO(export(config, "--format", "csv", cwd=tmp_path).stdout)))
+    assert rows[0] == ["path", "tags"]
+    assert {path: tags.split("; ") for path, tags in rows[1:]} == doc
+    long = list(csv.reader(io.StringIO(export(config, "--format", "csv", "--scores", cwd=tmp_path).stdout)))
+    assert long[0] == ["path", "tag", "score"] and len(long) == 1 + 4 * 3
+    assert {(p, t): round(float(s), 4) for p, t, s in long[1:]} == {
+        (p, t): s for p, tags in scored.items() for t, s in tags.items()}
+
+    only = export(config, str(tmp_path / "lib" / "sub"))  # run from elsewhere: absolute paths
+    assert json.loads(only.stdout) == {str(photos[3]): doc["lib/sub/b.jpg"]}
+
+    # a new tag list and top_k 1, without scanning again: export re-scores the cached vectors and
+    # gives the tag and score that scan would now write
+    config = config_file(tags=["lighthouse", "meadow", "Ünïcödé tag"], top_k=1)
+    result = export(config, "--scores")
+    assert result.returncode == 0, result.stderr
+    rescored = json.loads(result.stdout)
+    assert set(rescored) == {str(p) for p in photos}
+    dry = tagwatch("scan", "--dry-run", "--config", str(config), str(tmp_path / "lib"))
+    assert len(dry.stdout.strip().splitlines()) == 4
+    for line in dry.stdout.strip().splitlines():
+        path, tags = line.split("\t")
+        keyword, value = tags.rsplit(" (", 1)
+        assert list(rescored[path]) == [keyword]
+        assert abs(rescored[path][keyword] - float(value.rstrip(")"))) < 1e-3
+    assert status(config)["encoded"] == encoded  # not one image encoded by any export
+
+
+def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path, config_file) -> None:
+    config = config_file()
+    lib = tmp_path / "lib"
+    kept, edited = noise_jpeg(lib / "kept.jpg", seed=1), noise_jpeg(lib / "edited.jpg", seed=2)
+    truncated = lib / "truncated.jpg"
+    truncated.write_bytes(kept.read_bytes()[:500])
+    tagwatch("scan", "--config", str(config), str(lib))
+    noise_jpeg(lib / "new.jpg", seed=3)  # never scanned
+    noise_jpeg(edited, seed=4)  # new pixels since the scan: its old tags would be wrong
+    moved = shutil.copyfile(kept, tmp_path / "elsewhere.jpg")  # same pixels: its vector is cached
+    result = export(config, str(lib), str(moved))
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)) == {str(kept), str(moved)}
+    not_encoded = "not exported: not encoded yet (`tagwatch scan` on it encodes and tags it)"
+    assert f"{lib / 'new.jpg'}: {not_encoded}" in result.stderr
+    assert f"{edited}: {not_encoded}" in result.stderr
+    assert f"{truncated}: not exported: truncated JPEG" in result.stderr
+    assert "export: 2 photos; 3 not exported (listed above)" in result.stderr
+
+    everything = export(config)  # no PATH: every photo the database knows
+    assert set(json.loads(everything.stdout)) == {str(kept)}
+    assert f"{edited}: {not_encoded}" in everything.stderr
+
+
+def test_renderers_on_a_constructed_case() -> None:
+    tags = TagMatrix(("sea", "sky, blue"), np.eye(2, dtype=np.float32))
+    results = score({"/p/b.jpg": np.array([0.6, 0.8]), "/p/a.jpg": np.array([0.0, 1.0])}, tags, 0.7, 5)
+    assert [(r.path, r.tags) for r in results] == [
+        ("/p/a.jpg", [("sky, blue", 1.0)]), ("/p/b.jpg", [("sky, blue", 0.800000011920929)])]
+    assert json.loads(render_json(results, "/p", False)) == {"a.jpg": ["sky, blue"], "b.jpg": ["sky, blue"]}
+    assert json.loads(render_json(results, "/q", True)) == {"/p/a.jpg": {"sky, blue": 1.0},
+                                                            "/p/b.jpg": {"sky, blue": 0.8}}
+    assert render_csv(results, "/p", False) == 'path,tags\na.jpg,"sky, blue"\nb.jpg,"sky, blue"\n'
+    none = score({"/p/c.jpg": np.array([-1.0, 0.0])}, tags, 0.7, 5)
+    assert render_csv(none, "/p", True) == "path,tag,score\nc.jpg,,\n"
+    assert display_path("/p/x.jpg", "/") == "p/x.jpg" and display_path("/px/y.jpg", "/p") == "/px/y.jpg"
