@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import stat
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ from tagwatch.metrics import (
     mean_average_precision,
     tag_thresholds,
 )
-from tagwatch.vocabulary import VocabularyError, load_vocabulary
 
 # -- metrics -------------------------------------------------------------------------------------
 
@@ -295,18 +293,6 @@ def test_calibrate_a_plain_list_writes_a_rich_twin_and_says_how_to_use_it(tmp_pa
                                    "in the tag list (did you mean 'beach'?)")
 
 
-def _rich_lists_supported() -> bool:
-    """Whether this branch's tag-list loader reads the rich .toml format (a sibling branch adds it)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "probe.toml"
-        path.write_text('[[tag]]\nkeyword = "x"\nthreshold = 0.5\n', encoding="utf-8")
-        try:
-            vocabulary = load_vocabulary(path, ("a photo of a {}.",))
-        except VocabularyError:
-            return False
-    return vocabulary.keywords == ["x"] and getattr(vocabulary.tags[0], "threshold", None) == 0.5
-
-
 TAGS_TOML = """\
 # Holiday tags (this comment must survive calibration)
 [[tag]]
@@ -321,8 +307,6 @@ keyword = "mountain"
 """
 
 
-@pytest.mark.xfail(not _rich_lists_supported(), strict=True,
-                   reason="needs the rich .toml tag list with per-tag thresholds (sibling branch issue4-b)")
 def test_calibrate_changes_the_keywords_the_next_scan_writes(tmp_path: Path, tiny_checkpoint: Path) -> None:
     conf = tmp_path / "conf"
     # threshold 1.0: no cosine is above it, so before calibration no tag is written at all
