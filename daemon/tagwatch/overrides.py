@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .vocabulary import VocabularyError, check_keyword, read_toml, string_list, table_lines
+from .vocabulary import (
+    VocabularyError,
+    check_keyword,
+    read_list_file,
+    read_toml,
+    string_list,
+    table_lines,
+)
 
 _RULE_KEYS = ("path", "add", "remove")
 OVERRIDE_SCORE = math.nan  # the "score" of a keyword an override adds: none, it was not predicted
@@ -215,12 +222,4 @@ def parse_overrides(text: str, source: Path, roots: Sequence[Path | str] = ()) -
 
 def load_overrides(path: Path, roots: Sequence[Path | str] = ()) -> Overrides:
     """Read and parse the overrides file at ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OverridesError(f"{path}: overrides file does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise OverridesError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise OverridesError(f"{path}: cannot read overrides file: {exc.strerror}") from None
-    return parse_overrides(text, path, roots)
+    return parse_overrides(read_list_file(path, "overrides file", OverridesError), path, roots)

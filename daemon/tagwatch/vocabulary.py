@@ -290,16 +290,21 @@ def _parents(entry: _Entry, entries: dict[str, _Entry]) -> tuple[str, ...]:
     return tuple(reversed(chain))
 
 
+def read_list_file(path: Path, what: str, error: type[ValueError] = VocabularyError) -> str:
+    """The UTF-8 text of a file the user edits (tag list, overrides), or ``error`` in one line."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {what} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror}") from None
+
+
 def load_vocabulary(path: Path, templates: tuple[str, ...]) -> Vocabulary:
     """Read and parse the tag list at ``path``: ``.toml`` is the rich format, anything else plain."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise VocabularyError(f"{path}: tag list does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise VocabularyError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise VocabularyError(f"{path}: cannot read tag list: {exc.strerror}") from None
+    text = read_list_file(path, "tag list")
     if path.suffix.lower() == RICH_SUFFIX:
         return parse_rich_tag_list(text, templates, path)
     return parse_tag_list(text, templates, path)
