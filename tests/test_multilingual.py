@@ -11,7 +11,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import noise_jpeg, tagwatch, write_config
+from conftest import Env, noise_jpeg, tagwatch, write_config
+from tagwatch.config import TaggingConfig
+from tagwatch.vocabulary import load_vocabulary
 
 GERMAN = ["Hund", "Straße", "Käsekuchen", "Schloss Neuschwanstein", "Übergrößenträger", "Ärger über Öl"]
 JAPANESE = """\
@@ -49,15 +51,18 @@ def read_back(photo: Path) -> dict[str, list[str]]:
         ("iptc", "IPTC:Keywords"), ("xmp", "XMP-dc:Subject"), ("hierarchical", "XMP-lr:HierarchicalSubject"))}
 
 
-def test_a_german_plain_list_is_checked_and_written_exactly(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["# deutsche Stichwörter", *GERMAN],
-                          top_k=len(GERMAN))
-    check = tagwatch("tags", "check", "--config", str(config), str(config.parent / "tags.txt"))
-    assert check.returncode == 0, check.stderr
-    assert f"{len(GERMAN)} tags" in check.stdout
-    photo = noise_jpeg(tmp_path / "Fotos" / "Ausflug.jpg", seed=1)
-    result = tagwatch("scan", "--config", str(config), str(photo))
-    assert result.returncode == 0, result.stderr
+def test_a_german_plain_list_loads_and_is_written_exactly(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    tags = tmp_path / "stichwörter.txt"
+    tags.write_text("# deutsche Stichwörter\n" + "\n".join(GERMAN) + "\n", encoding="utf-8")
+    vocabulary = load_vocabulary(tags, ("ein Foto von {}.",))
+    assert vocabulary.keywords == GERMAN and vocabulary.tags[1].prompts == ("ein Foto von Straße.",)
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=len(GERMAN)))
+    try:
+        env.pipeline.use_vocabulary(vocabulary)
+        photo = noise_jpeg(tmp_path / "Fotos" / "Ausflug.jpg", seed=1)
+        env.run(photo)
+    finally:
+        env.close()
     found = read_back(photo)
     assert sorted(found["iptc"]) == sorted(found["xmp"]) == sorted(GERMAN)
 

@@ -225,3 +225,13 @@ def test_the_daemon_reloads_edited_overrides_and_rich_lists(tmp_path: Path, tiny
     assert status(config)["encoded"] == encoded + 1
     assert daemon.stop() == 0
     assert status(config)["failed"] == 0
+
+
+def test_the_config_names_the_overrides_file_relative_to_itself(tmp_path: Path) -> None:
+    from tagwatch.config import ConfigError, parse_config
+
+    config = parse_config({"overrides": "sub/overrides.toml"}, tmp_path, "c.toml")
+    assert config.overrides == tmp_path / "sub" / "overrides.toml"
+    assert parse_config({}, tmp_path, "c.toml").overrides is None
+    with pytest.raises(ConfigError, match=r"c\.toml: overrides must be a path string"):
+        parse_config({"overrides": ["a"]}, tmp_path, "c.toml")

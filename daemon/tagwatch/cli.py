@@ -381,7 +381,8 @@ def cmd_tags_check(args: argparse.Namespace) -> int:
           f"{prompts - encoded} cached), {own} with their own threshold, {nested} with a parent")
     pairs = near_duplicates(pipeline.tags)
     if pairs:
-        print(f"near-duplicates: {len(pairs)} pairs of tags whose text vectors have cosine "
+        plural = "" if len(pairs) == 1 else "s"
+        print(f"near-duplicates: {len(pairs)} pair{plural} of tags whose text vectors have cosine "
               f">= {NEAR_DUPLICATE} (model {pipeline.model.identity}); each pair fires together:")
         for score, a, b in pairs:
             print(f"  {score:.4f}  {a}  ~  {b}")

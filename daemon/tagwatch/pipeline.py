@@ -432,8 +432,13 @@ class Pipeline:
         owned = self.store.ledger(row.id) if row is not None else []
         owned_paths = self.store.ledger_paths(row.id) if row is not None else {}
         plan = None
-        # Overwrite with nothing predicted would wipe a person's keywords over a threshold typo.
-        if self.writer is not None and (keywords or (owned and mode != "overwrite")):
+        # Without a prediction there is something to do only to our own keywords: sync drops them,
+        # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
+        # wipe a person's keywords over a threshold typo.
+        ours_to_fix = owned and mode != "overwrite" and (
+            mode == "sync" or any(k in owned for k in override.remove)
+            or any(k in self._paths and owned_paths.get(k, (k,)) != (self._paths[k],) for k in owned))
+        if self.writer is not None and (keywords or ours_to_fix):
             written_ahead: list[str] = []
             file_id: int | None = None
             try:

@@ -54,13 +54,19 @@ def select(scores: np.ndarray, threshold: float | np.ndarray, top_k: int) -> lis
     """
     scores = np.atleast_2d(scores)
     limits = np.asarray(threshold, scores.dtype)  # compared at the scores' precision, as before
-    passing = np.where(scores > limits, scores, -np.inf)
     k = min(top_k, scores.shape[1])
-    top = np.argpartition(-passing, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(passing, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
+    if limits.ndim and limits.size and (limits == limits[0]).all():
+        limits = limits[0]  # one threshold for all (a plain list): the cheaper path below
+    # per tag: a failing tag costs infinity, so it sorts last and is never chosen
+    cost = np.where(scores > limits, -scores, np.inf) if limits.ndim else -scores
+    top = np.argpartition(cost, k - 1, axis=1)[:, :k]
+    top_cost = np.take_along_axis(cost, top, axis=1)
+    order = np.argsort(top_cost, axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
-    keep = np.isfinite(np.take_along_axis(top_scores, order, axis=1))
+    if limits.ndim:
+        keep = np.isfinite(np.take_along_axis(top_cost, order, axis=1))
+    else:
+        keep = np.take_along_axis(scores, top, axis=1) > limits
     return [row[mask].tolist() for row, mask in zip(top, keep, strict=True)]
 
 
