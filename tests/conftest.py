@@ -30,6 +30,9 @@ from tagwatch.vocabulary import parse_tag_list
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "tests" / "data" / "tiny-clip.json"
+# The trained test model (scripts/train_test_model.py): it knows six colours and six shapes.
+SHAPES_CONFIG = REPO / "tests" / "data" / "shapes-clip.json"
+SHAPES_CHECKPOINT = REPO / "tests" / "data" / "shapes-clip.safetensors"
 CORPUS = Path(os.environ.get("TAGWATCH_CORPUS", REPO.parent / "shared" / "corpus" / "metadata"))
 
 # Non-ASCII tags prove the UTF-8 path end to end.
@@ -137,8 +140,9 @@ def exif_keywords(path: Path) -> dict[str, list[str]]:
 
 def write_config(folder: Path, checkpoint: Path, *, watch: list[Path] | None = None,
                  tags: list[str] | None = None, threshold: float = -1.0, top_k: int = 3,
-                 extra: str = "") -> Path:
-    """A config using the tiny model; threshold -1 with top_k makes every photo get top_k tags."""
+                 extra: str = "", model: Path = TINY_CONFIG) -> Path:
+    """A config using the tiny model (or ``model``, the config ``checkpoint`` belongs to); threshold
+    -1 with top_k makes every photo get top_k tags."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tags.txt").write_text("\n".join(tags or TAGS) + "\n", encoding="utf-8")
     lines = [
@@ -146,7 +150,7 @@ def write_config(folder: Path, checkpoint: Path, *, watch: list[Path] | None = N
         'tags = "tags.txt"',
         'database = "state/tagwatch.db"',
         "[model]",
-        f"name = {json.dumps(str(TINY_CONFIG))}",
+        f"name = {json.dumps(str(model))}",
         f"pretrained = {json.dumps(str(checkpoint))}",
         "[tagging]",
         f"threshold = {threshold}",
