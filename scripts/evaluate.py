@@ -41,7 +41,9 @@ import numpy as np
 
 from tagwatch.config import Config, ConfigError, load_config
 from tagwatch.keys import IMAGE_SUFFIXES
-from tagwatch.metrics import (
+from tagwatch.model import LazyModel, ModelError
+from tagwatch.pipeline import Pipeline
+from tagwatch.scoring import (
     chosen_matrix,
     counts,
     has_own_thresholds,
@@ -49,8 +51,6 @@ from tagwatch.metrics import (
     micro,
     tag_thresholds,
 )
-from tagwatch.model import LazyModel, ModelError
-from tagwatch.pipeline import Pipeline
 from tagwatch.store import Store, StoreError
 from tagwatch.tagger import TagMatrix
 from tagwatch.vocabulary import Tag, Vocabulary, VocabularyError, load_vocabulary
@@ -332,14 +332,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
     result["seconds"] = round(time.monotonic() - started, 2)
-    if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-    elif args.kind == "classes":
-        print_classes(result)
-    else:
-        print_labels(result)
-    if not args.json:
-        print(f"({result['seconds']} s)")
+    try:
+        if args.json:
+            print(json.dumps(result, indent=2, ensure_ascii=False))
+        elif args.kind == "classes":
+            print_classes(result)
+        else:
+            print_labels(result)
+        if not args.json:
+            print(f"({result['seconds']} s)")
+    except BrokenPipeError:  # `evaluate.py … | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

@@ -12,13 +12,19 @@ is the only thing a colour word can mean; shapes turn by at most :data:`MAX_TURN
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parent.parent
 
 # Saturated base colours, jittered per photo; the names are the tag keywords.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -170,3 +176,78 @@ def photos(listing: list[Item], size: tuple[int, int] = (320, 240)) -> Iterator[
     """Each item with its photo."""
     for item in listing:
         yield item, make_photo(item.colour, item.shape, item.seed, size)
+
+
+# -- datasets on disk, for scripts/evaluate.py -------------------------------------------------------
+
+def write_classes(out: Path, per_class: int) -> int:
+    """ImageNet-layout folders ``red-circle/`` … of held-out JPEGs, and ``mapping.txt`` naming each
+    folder's tag (``red-circle red circle``).  Returns the number of photos."""
+    mapping = []
+    for n, (item, size) in enumerate(held_out(per_class)):
+        folder = f"{item.colour}-{(item.shape or '').replace(' ', '_')}"
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        make_photo(item.colour, item.shape, item.seed, size).save(out / folder / f"{n:05d}.jpg", quality=90)
+        mapping.append(f"{folder} {item.colour} {item.shape}")
+    (out / "mapping.txt").write_text("\n".join(dict.fromkeys(mapping)) + "\n", encoding="utf-8")
+    return n + 1
+
+
+def write_labels(out: Path, per_pair: int, blanks: int) -> int:
+    """Held-out JPEGs in ``out/photos/`` with ``labels.csv`` (colour;shape, empty for a blank) and
+    ``tags.txt``, the twelve colour and shape tags.  Returns the number of photos."""
+    (out / "photos").mkdir(parents=True, exist_ok=True)
+    rows = ["file,labels"]
+    listing = held_out(per_pair, blanks)
+    for item, size in listing:
+        name = f"photos/{item.name}.jpg"
+        make_photo(item.colour, item.shape, item.seed, size).save(out / name, quality=90)
+        rows.append(f"{name},{item.colour};{item.shape}" if item.colour else f"{name},")
+    (out / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (out / "tags.txt").write_text("\n".join(COLOURS + SHAPES) + "\n", encoding="utf-8")
+    return len(listing)
+
+
+def write_config(out: Path, threshold: float | None) -> Path:
+    """A tagwatch config that uses the committed test model, the dataset's tag list and a database
+    inside ``out``, so evaluating it touches nothing of the user's."""
+    data = REPO / "tests" / "data"
+    train = json.loads((data / "shapes-clip.train.json").read_text(encoding="utf-8"))
+    lines = [
+        "watch = []",
+        f"tags = {json.dumps(str((out / 'labels' / 'tags.txt').absolute()))}",
+        f"database = {json.dumps(str((out / 'evaluate.db').absolute()))}",
+        "[model]",
+        f"name = {json.dumps(str(data / 'shapes-clip.json'))}",
+        f"pretrained = {json.dumps(str(data / 'shapes-clip.safetensors'))}",
+        "[tagging]",
+        f"threshold = {train['threshold'] if threshold is None else threshold}",
+        "top_k = 5",
+        f"templates = [{json.dumps(train['template'])}]",
+    ]
+    path = out / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write synthetic evaluation datasets of held-out photos "
+                                     "(never trained on) and a config that evaluates them with the "
+                                     "test model.")
+    parser.add_argument("out", type=Path, help="folder to create (classes/, labels/, config.toml)")
+    parser.add_argument("--per-class", type=int, default=5, help="photos per colour-shape class (default 5)")
+    parser.add_argument("--blanks", type=int, default=24, help="photos of background only (default 24)")
+    parser.add_argument("--threshold", type=float, help="the config's threshold (default: the model's)")
+    args = parser.parse_args(argv)
+    if args.per_class < 1 or args.blanks < 0:
+        parser.error("--per-class must be at least 1 and --blanks not negative")
+    classes = write_classes(args.out / "classes", args.per_class)
+    labels = write_labels(args.out / "labels", args.per_class, args.blanks)
+    config = write_config(args.out, args.threshold)
+    print(f"{classes} photos in {len(COLOURS) * len(SHAPES)} class folders under {args.out / 'classes'}; "
+          f"{labels} labelled photos in {args.out / 'labels'}; config {config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

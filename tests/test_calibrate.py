@@ -28,7 +28,7 @@ from tagwatch.calibrate import (
     set_thresholds,
     write_atomic,
 )
-from tagwatch.metrics import (
+from tagwatch.scoring import (
     average_precision,
     best_threshold,
     choose,

@@ -1,6 +1,7 @@
 """scripts/evaluate.py on small synthetic datasets: the tables, the arithmetic, and that evaluating
-another template or tag list encodes no image again.  The tiny model here has random weights, so
-accuracy itself is not asserted (the semantic test model's numbers are in the README)."""
+another template or tag list encodes no image again.  Most tests use the random-weight tiny model, so
+they check the arithmetic; the last one evaluates the committed shapes model on held-out photos from
+``scripts/synthetic.py`` and requires the accuracy it really has."""
 
 from __future__ import annotations
 
@@ -150,3 +151,32 @@ def test_multi_label_csv_gives_precision_recall_f1_and_map(tmp_path: Path, confi
     assert "label 'red' (4 photos) is not a tag in the list: ignored" in text.stdout
     assert any(line.startswith("mAP ") for line in text.stdout.splitlines())
     assert any(line.split()[:2] == ["triangle", "0"] for line in text.stdout.splitlines())
+
+
+def test_the_shapes_model_scores_high_on_synthetic_sets_and_a_bad_threshold_shows(tmp_path: Path) -> None:
+    made = subprocess.run([sys.executable, str(REPO / "scripts" / "synthetic.py"), str(tmp_path / "syn"),
+                           "--per-class", "1", "--blanks", "6"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    config = str(tmp_path / "syn" / "config.toml")
+
+    classes = evaluate("classes", str(tmp_path / "syn" / "classes"), "--mapping",
+                       str(tmp_path / "syn" / "classes" / "mapping.txt"), "--config", config, "--json")
+    assert classes.returncode == 0, classes.stderr
+    table = json.loads(classes.stdout)
+    assert (table["images"], table["classes"]) == (36, 36)
+    bare, template = table["rows"]
+    assert template["prompts"] == ["a photo of a {}."]
+    assert template["top1"] >= 0.95 and template["top5"] == 1.0
+    assert bare["top1"] >= 0.5  # never trained on bare tags; still far above chance (1/36)
+
+    labels_csv = str(tmp_path / "syn" / "labels" / "labels.csv")
+    labels = evaluate("labels", labels_csv, "--config", config, "--json")
+    assert labels.returncode == 0, labels.stderr
+    scored = json.loads(labels.stdout)
+    assert scored["encoded"] == 6  # the 36 shape photos have the class set's pixels: only the blanks are new
+    summary = scored["summaries"][0]
+    assert summary["precision"] >= 0.95 and summary["recall"] >= 0.95 and scored["map"] >= 0.95
+
+    strict = json.loads(evaluate("labels", labels_csv, "--config", config, "--json",
+                                 "--threshold", "0.99").stdout)
+    assert strict["encoded"] == 0 and strict["summaries"][0]["recall"] < 0.5  # a threshold no tag reaches

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .keys import IMAGE_SUFFIXES
-from .metrics import Counts, best_threshold, counts
+from .scoring import Counts, best_threshold, counts
 
 NEGATIVES = "none"  # the folder of photos that should get no tag at all
 

@@ -39,10 +39,10 @@ from .config import Config, ConfigError, builtin_tag_list, default_config_path, 
 from .export import cached_vectors, render_csv, render_json, score
 from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
-from .metrics import tag_thresholds
 from .model import LazyModel, ModelError, model_identity
 from .overrides import OverridesError, load_overrides
 from .pipeline import FAILED_, TAGGED, UNTAGGED_, Outcome, Pipeline
+from .scoring import tag_thresholds
 from .store import Store, StoreError
 from .tagger import NEAR_DUPLICATE, near_duplicates, select
 from .vocabulary import VocabularyError, load_vocabulary
@@ -661,3 +661,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `tagwatch export | head`: the reader has all it wanted; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet too
+        return 141

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .keys import ImageError, content_key
-from .metrics import choose
+from .scoring import choose
 from .store import Store
 from .tagger import TagMatrix
 
