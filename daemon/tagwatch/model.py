@@ -257,6 +257,13 @@ def load_model(cfg: ModelConfig) -> ClipModel:
         raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: {reason}") from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: {exc}") from None
+    except Exception as exc:
+        if not (pretrained and is_checkpoint_path(pretrained)):
+            raise
+        # A file that is no checkpoint: torch.load's weights-only unpickler fails with whatever it
+        # tripped on (UnpicklingError with paragraphs of advice, EOFError, IndexError).
+        raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: not a PyTorch or safetensors "
+                         f"checkpoint ({type(exc).__name__})") from None
     model.eval()
     precision = resolve_precision(cfg.precision, str(device))
     model = _apply_precision(model, precision)
