@@ -11,13 +11,17 @@ It measures, each as the median of ``--repeat`` runs with min and max:
 (a) cold indexing, images/s: ``tagwatch run`` as a subprocess on a fresh database while the photos are
     copied into its watched folder, and ``tagwatch scan`` as a subprocess; process start included,
     until the last photo's keywords are in the file;
-(b) the image encoder alone at batch 32 beside the machine's matmul throughput, the model's FLOPs per
+(b) the image encoder alone at batch 32 (in the bench's process, and through the daemon's encoder
+    child process) beside the machine's matmul throughput, the model's FLOPs per
     image and the share of that roofline it reaches;
 (c) text vectors for the default tag list (ClipModel.encode_texts), seconds;
 (d) re-scoring N synthetic cached vectors (tagger.predict), and finding the files whose tags changed;
 (e) one dropped photo → keywords readable, p50/p95 over --drops drops (not repeated), model warm
     (a running daemon after one warm-up photo) and model cold (a fresh daemon per drop);
-(f) the indexing daemon's peak RSS (VmHWM) and its RSS once the idle model is unloaded.
+(f) the indexing daemon's peak RSS and its RSS once the idle model is unloaded.  The model runs in a
+    child process of the daemon (and of scan) that ends with the unload: peaks are the sum of the
+    daemon's, the encoder child's and exiftool's VmHWM (an upper bound of their peak together), with
+    the share of each; the idle RSS is the daemon's own, and with exiftool beside it.
 
 The photos are made once from Debian's mate-backgrounds photographs and cached (--cache).  A photo
 counts as done when the daemon's database records it so, which it does after the keywords are written;
@@ -43,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -348,6 +353,21 @@ def bench_encoder(report: Report, clip: ClipModel, photos: list[Path], repeat: i
         report.extra["bf16_matmul"] = "not measured: no avx512_bf16/amx_bf16 (bf16 is emulated here)"
 
 
+def bench_encoder_child(report: Report, clip: ClipModel, photos: list[Path], repeat: int) -> None:
+    """(b) The same batches through the encoder child process the daemon uses: the pipe's cost."""
+    from tagwatch.encoder import EncoderProcess
+
+    batch = encoder_batch(photos, clip)
+    child = EncoderProcess(model_config())
+    try:
+        child.encode_images(batch)  # starts the child, loads the model, warms up
+        rates = [ENCODER_BATCH / timed(lambda: child.encode_images(batch)) for _ in range(repeat)]
+    finally:
+        child.close()
+    report.add("encoder_child_img_s", f"(b) image encoder in the child process (pipe), {child.precision}",
+               "img/s", rates)
+
+
 def _threads() -> int:
     import torch
 
@@ -477,6 +497,104 @@ class Progress:
         self.db.close()
 
 
+def _status_mb(pid: int) -> dict[str, float]:
+    """VmHWM (peak) and VmRSS (now) of one process, MB; empty once it has ended."""
+    values = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return values
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmHWM", "VmRSS"):
+            values[name] = int(rest.split()[0]) / 1024
+    return values
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (the encoder child, exiftool), by the kernel's per-thread lists."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def _process_name(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
+    if "tagwatch.encoder" in cmdline:
+        return "encoder"
+    return "exiftool" if "exiftool" in cmdline else "other"
+
+
+class TreeMemory:
+    """Peak RSS of a process and its children, which come and go (the encoder child ends with the idle
+    unload and takes its VmHWM with it): a thread reads /proc every 0.2 s and keeps each process's
+    last VmHWM.  The peak reported is the sum of the processes' peaks, an upper bound of their
+    simultaneous peak (the encoder's and the daemon's peaks are close in time while indexing)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peaks: dict[int, float] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        for pid in [self.pid, *_descendants(self.pid)]:
+            hwm = _status_mb(pid).get("VmHWM")
+            if hwm is not None:
+                self.peaks[pid] = max(self.peaks.get(pid, 0.0), hwm)
+                self.names.setdefault(pid, "main" if pid == self.pid else _process_name(pid))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self._sample()
+
+    def stop(self) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self) -> float:
+        return sum(self.peaks.values())
+
+    def by_name(self) -> dict[str, float]:
+        """Peaks summed per kind of process (two encoders if one was restarted)."""
+        out: dict[str, float] = {}
+        for pid, value in self.peaks.items():
+            out[self.names[pid]] = out.get(self.names[pid], 0.0) + value
+        return out
+
+    def rss_now(self) -> dict[str, float]:
+        """VmRSS now of the main process and of its children, per kind."""
+        out: dict[str, float] = {}
+        for pid in [self.pid, *_descendants(self.pid)]:
+            rss = _status_mb(pid).get("VmRSS")
+            if rss is not None:
+                name = "main" if pid == self.pid else _process_name(pid)
+                out[name] = out.get(name, 0.0) + rss
+        return out
+
+
+def _breakdown(values: dict[str, float]) -> str:
+    return " + ".join(f"{name} {value:,.0f}" for name, value in sorted(values.items(), key=lambda kv: -kv[1]))
+
+
 class DaemonProcess:
     """``tagwatch run`` as a subprocess whose log is a file (as in tests/conftest.py)."""
 
@@ -511,16 +629,6 @@ class DaemonProcess:
             if time.monotonic() > deadline:
                 raise self.fail(f"{text!r} not logged within {timeout:.0f} s")
             time.sleep(0.05)
-
-    def memory(self) -> dict[str, float]:
-        """VmHWM (peak) and VmRSS (now) of the daemon process, MB (its exiftool child not included)."""
-        assert self.proc is not None
-        values = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in ("VmHWM", "VmRSS"):
-                values[name] = int(rest.split()[0]) / 1024
-        return values
 
     def stop(self) -> None:
         """SIGTERM (it finishes its batch), then SIGKILL if it hangs."""
@@ -567,22 +675,30 @@ def index_with_daemon(photos: list[Path], run: Path, template_db: Path) -> dict[
     progress = Progress(config.parent / "state" / "tagwatch.db")
     try:
         with running(config) as daemon:
+            assert daemon.proc is not None
+            memory = TreeMemory(daemon.proc.pid)
             daemon.wait_log("tagwatch is running")
             startup = time.perf_counter() - daemon.started
             copy_photos(photos, watched)
             finished = wait_until(lambda: progress.done() >= len(photos), daemon, 120 + 5 * len(photos),
                                   f"{len(photos)} photos tagged", progress, interval=0.05)
             seconds = finished - daemon.started
-            peak = daemon.memory()["VmHWM"]
+            memory.stop()
             unloads = daemon.log().count("model unloaded")
             mark = len(daemon.log())
             daemon.wait_log("model unloaded", since=mark, timeout=120)
-            idle = daemon.memory()["VmRSS"]
+            deadline = time.monotonic() + 30
+            while "encoder" in memory.rss_now() and time.monotonic() < deadline:
+                time.sleep(0.1)  # the child is ending
+            idle = memory.rss_now()
     finally:
         progress.close()
     check_keywords(watched, len(photos))
-    return {"seconds": seconds, "rate": len(photos) / seconds, "startup_s": startup, "peak_mb": peak,
-            "idle_mb": idle, "unloads_while_indexing": unloads}
+    peaks = memory.by_name()
+    return {"seconds": seconds, "rate": len(photos) / seconds, "startup_s": startup,
+            "peak_mb": memory.peak(), "peak_main_mb": peaks.get("main", 0.0), "peaks": peaks,
+            "idle_mb": idle.get("main", 0.0), "idle_tree_mb": sum(idle.values()), "idle": idle,
+            "unloads_while_indexing": unloads}
 
 
 def index_with_scan(photos: list[Path], run: Path, template_db: Path) -> dict[str, float]:
@@ -595,14 +711,16 @@ def index_with_scan(photos: list[Path], run: Path, template_db: Path) -> dict[st
         started = time.perf_counter()
         command = [sys.executable, "-m", "tagwatch", "scan", "--config", str(config), str(folder)]
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)  # its own rusage: peak RSS of this child only
+        memory = TreeMemory(proc.pid)
+        proc.wait()
         seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        memory.stop()
     if proc.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise BenchError(f"tagwatch scan exited {proc.returncode}:\n{tail}")
     check_keywords(folder, len(photos))
-    return {"seconds": seconds, "rate": len(photos) / seconds, "peak_mb": usage.ru_maxrss / 1024}
+    return {"seconds": seconds, "rate": len(photos) / seconds, "peak_mb": memory.peak(),
+            "peaks": memory.by_name()}
 
 
 def bench_indexing(report: Report, photos: list[Path], work: Path, template_db: Path, repeat: int) -> None:
@@ -623,12 +741,16 @@ def bench_indexing(report: Report, photos: list[Path], work: Path, template_db: 
                [r["startup_s"] for r in daemon_runs])
     report.add("index_scan_img_s", "(a) cold indexing, tagwatch scan", "img/s",
                [r["rate"] for r in scan_runs])
-    report.add("peak_rss_daemon_mb", "(f) peak RSS, daemon while indexing (VmHWM)", "MB",
-               [r["peak_mb"] for r in daemon_runs])
-    report.add("idle_rss_daemon_mb", f"(f) idle RSS, daemon after model unload ({IDLE_UNLOAD})", "MB",
+    report.add("peak_rss_daemon_mb", "(f) peak RSS, daemon + encoder + exiftool, sum of each one's VmHWM",
+               "MB", [r["peak_mb"] for r in daemon_runs], note=_breakdown(daemon_runs[-1]["peaks"]))
+    report.add("peak_rss_daemon_main_mb", "(f) of which the daemon's own process (VmHWM)", "MB",
+               [r["peak_main_mb"] for r in daemon_runs])
+    report.add("idle_rss_daemon_mb", f"(f) idle RSS, daemon process after model unload ({IDLE_UNLOAD})", "MB",
                [r["idle_mb"] for r in daemon_runs])
-    report.add("peak_rss_scan_mb", "(f) peak RSS, tagwatch scan", "MB", [r["peak_mb"] for r in scan_runs])
-
+    report.add("idle_rss_daemon_tree_mb", "(f) idle RSS, daemon + its children (exiftool)", "MB",
+               [r["idle_tree_mb"] for r in daemon_runs], note=_breakdown(daemon_runs[-1]["idle"]))
+    report.add("peak_rss_scan_mb", "(f) peak RSS, tagwatch scan + encoder + exiftool (sum of VmHWM)", "MB",
+               [r["peak_mb"] for r in scan_runs], note=_breakdown(scan_runs[-1]["peaks"]))
 
 def drop(photo: Path, folder: Path, name: str) -> tuple[Path, float]:
     """Copy a photo into the watched folder as a file manager does; returns its path and the time."""
@@ -704,6 +826,7 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
     if "b" in args.parts:
         say("(b) image encoder and matmul throughput")
         guard(report, "b", bench_encoder, report, clip, photos, args.repeat)
+        guard(report, "b", bench_encoder_child, report, clip, photos, args.repeat)
     if "d" in args.parts:
         say(f"(d) re-scoring {args.vectors:,} vectors")
         prompt_vectors = dict(zip(prompts, vectors, strict=True))

@@ -100,9 +100,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         where = config.source or default_config_path()
         raise UsageError(f"nothing to watch: pass folders (tagwatch run ~/Pictures) or set watch in {where}")
     _require_exiftool()
-    LazyModel(config.model).validate()
+    model = LazyModel(config.model)
+    model.validate()
     try:
-        daemon = Daemon(config, cli_watch=bool(args.folders))
+        daemon = Daemon(config, cli_watch=bool(args.folders), model=model)
     except AlreadyRunning as exc:
         raise UsageError(str(exc)) from None
     return daemon.run_forever()

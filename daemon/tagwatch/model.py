@@ -1,7 +1,9 @@
 """open_clip behind three calls: identify a model, load it, encode images and texts.
 
 Loading is lazy (:class:`LazyModel`) so the daemon starts in a blink and a tag-list edit whose
-vectors are all cached never loads the model at all.  Weights come from an open_clip pretrained tag
+vectors are all cached never loads the model at all.  The daemon and the CLI load it in a child
+process (:mod:`tagwatch.encoder`, which calls :func:`load_model` there), so torch and open_clip
+are imported only where the model runs.  Weights come from an open_clip pretrained tag
 (downloaded once into ``cache_dir``), from a local checkpoint file, or are random (``"none"``, for
 tests and benchmarks only).
 """
@@ -23,12 +25,15 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import ModelConfig, is_checkpoint_path
 from .imaging import Preprocess
+
+if TYPE_CHECKING:
+    from .encoder import EncoderProcess
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +257,13 @@ def load_model(cfg: ModelConfig) -> ClipModel:
         raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: {reason}") from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: {exc}") from None
+    except Exception as exc:
+        if not (pretrained and is_checkpoint_path(pretrained)):
+            raise
+        # A file that is no checkpoint: torch.load's weights-only unpickler fails with whatever it
+        # tripped on (UnpicklingError with paragraphs of advice, EOFError, IndexError).
+        raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: not a PyTorch or safetensors "
+                         f"checkpoint ({type(exc).__name__})") from None
     model.eval()
     precision = resolve_precision(cfg.precision, str(device))
     model = _apply_precision(model, precision)
@@ -272,39 +284,64 @@ def load_model(cfg: ModelConfig) -> ClipModel:
     return ClipModel(identity, preprocess, dim, model, tokenizer, device, precision)
 
 
+def validate_config(cfg: ModelConfig) -> None:
+    """Check the model name and pretrained tag or file, without loading any weights."""
+    import open_clip
+
+    name = _resolve_name(open_clip, cfg.name)
+    pretrained = cfg.pretrained
+    if pretrained.lower() != RANDOM_WEIGHTS and not is_checkpoint_path(pretrained):
+        _check_pretrained_tag(open_clip, name, pretrained, cfg)
+
+
 class LazyModel:
-    """Loads the model on first use, once, from whichever thread asks first."""
+    """The model in its child process (:mod:`tagwatch.encoder`), started on first use and ended when
+    idle, so the daemon's own process never imports torch."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
         self.identity = model_identity(cfg)
-        self._model: ClipModel | None = None
+        self._encoder: EncoderProcess | None = None
         self._lock = threading.Lock()
         self._last_used = time.monotonic()
         self._users = 0
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._encoder is not None and self._encoder.loaded
+
+    @property
+    def encoder(self) -> EncoderProcess | None:
+        """The child process, while there is one (for status figures and tests)."""
+        return self._encoder
+
+    def _child(self) -> EncoderProcess:
+        if self._encoder is None:
+            from .encoder import EncoderProcess  # the child's module imports this one
+
+            self._encoder = EncoderProcess(self.cfg)
+        return self._encoder
 
     def validate(self) -> None:
-        """Check the model name and pretrained tag or file now, without loading any weights."""
-        import open_clip
+        """Check the model name and pretrained tag or file now, without loading any weights.
 
-        name = _resolve_name(open_clip, self.cfg.name)
-        pretrained = self.cfg.pretrained
-        if pretrained.lower() != RANDOM_WEIGHTS and not is_checkpoint_path(pretrained):
-            _check_pretrained_tag(open_clip, name, pretrained, self.cfg)
-
-    def get(self) -> ClipModel:
+        The check runs in the child, which stays, torch imported, for the first batch: the daemon's
+        first photo does not pay the imports twice.  Unused, it ends with the idle unload.
+        """
         with self._lock:
-            if self._model is None:
-                self._model = load_model(self.cfg)
             self._last_used = time.monotonic()
-            return self._model
+            encoder = self._child()
+        encoder.validate()
+
+    def get(self) -> EncoderProcess:
+        with self._lock:
+            encoder = self._child()
+            encoder.load()
+            self._last_used = time.monotonic()
+            return encoder
 
     @contextlib.contextmanager
-    def using(self) -> Iterator[ClipModel]:
+    def using(self) -> Iterator[EncoderProcess]:
         """The model, held for a whole batch: the idle job must not count a long batch as idle
         time and unload (then reload) the weights under it."""
         with self._lock:
@@ -317,17 +354,31 @@ class LazyModel:
                 self._last_used = time.monotonic()
 
     def unload_if_idle(self, idle_seconds: float) -> bool:
-        """Drop the model once nothing asked for it for ``idle_seconds``: a daemon idling for days
-        should not hold several hundred MB of weights.  The next batch loads it again (seconds)."""
+        """End the child once nothing asked for the model for ``idle_seconds``: a daemon idling for
+        days should not hold torch and the weights (~1 GB).  The next batch starts it again (seconds;
+        text vectors come from the store, so only images are encoded)."""
         with self._lock:
             idle = time.monotonic() - self._last_used
-            if self._model is None or self._users or idle < idle_seconds:
+            if self._encoder is None or self._users or idle < idle_seconds:
                 return False
-            self._model = None
+            encoder, self._encoder = self._encoder, None
+        was_loaded = encoder.loaded
+        encoder.close()
         gc.collect()
-        _return_freed_memory()
-        log.info("model unloaded after %.0f s without work", idle_seconds)
+        _return_freed_memory()  # the decode buffers of the last batches
+        if was_loaded:
+            log.info("model unloaded after %.0f s without work", idle_seconds)
+        else:
+            log.debug("encoder process ended after %.0f s without work (the model was never loaded)",
+                      idle_seconds)
         return True
+
+    def close(self) -> None:
+        """End the child now (the pipeline is done)."""
+        with self._lock:
+            encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            encoder.close()
 
 
 def _return_freed_memory() -> None:

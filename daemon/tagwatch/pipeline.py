@@ -220,7 +220,9 @@ class Pipeline:
         self._retries: dict[str, int] = {}
 
     def close(self) -> None:
+        """Stop the decode pool and the model's child process (the pipeline is its only user)."""
         self._pool.shutdown(wait=True)
+        self.model.close()
 
     # -- vocabulary ----------------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ def _lock(database: Path) -> int:
 class Daemon:
     """tagwatch run: everything from the watched folders to keywords in the files."""
 
-    def __init__(self, config: Config, cli_watch: bool = False) -> None:
+    def __init__(self, config: Config, cli_watch: bool = False, model: LazyModel | None = None) -> None:
         self.config = config
         self._lock_fd = _lock(config.database)
         self.notifier = Notifier()
@@ -93,7 +93,7 @@ class Daemon:
         self.store = Store(config.database)
         self.store.check()
         self.exiftool = ExifTool()
-        self.model = LazyModel(config.model)
+        self.model = model or LazyModel(config.model)  # cmd_run's, already validated: its child is warm
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
                                  config.tagging)
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
