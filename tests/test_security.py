@@ -8,6 +8,7 @@ every internet socket (connect, sendto, name lookup) the process or a library in
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -155,9 +156,12 @@ def test_offline_daemon_and_scan_stay_in_their_folders_with_private_files(
             daemon.kill()
 
     late = noise_jpeg(sandbox.photos / "late.jpg", seed=69)
-    result = sandbox.run("scan", "--config", str(config), str(sandbox.photos))
+    result = sandbox.run("scan", "--log-format", "json", "--config", str(config), str(sandbox.photos))
     assert result.returncode == 0, result.stderr
     assert len(exif_keywords(late)["iptc"]) == 3
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # all of it JSON lines
+    assert [r["path"] for r in lines if r["event"] == "tagged"] == [str(late)]
+    assert lines[-1]["event"] == "summary" and lines[-1]["message"].startswith("scan: 3 photos: ")
 
     assert sandbox.connections() == []
     after = sandbox.snapshot()

@@ -204,8 +204,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         exiftool.close()
         store.close()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to do"
-    print(f"scan: {len(paths)} photos: {summary}" + (" (dry run: no file written)" if args.dry_run else ""),
-          file=sys.stderr)
+    text = f"scan: {len(paths)} photos: {summary}" + (" (dry run: no file written)" if args.dry_run else "")
+    print(logs.summary_line(_log_format, text), file=sys.stderr)
     return 1 if counts.get(FAILED_) or counts.get(WAIT) else 0
 
 

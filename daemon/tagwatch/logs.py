@@ -57,5 +57,14 @@ def error_line(fmt: str, message: str) -> str:
     """A fatal error as the last line of the log, in the same format as the rest."""
     if fmt != "json":
         return f"tagwatch: error: {message}"
+    return _json_line("error", "error", message)
+
+
+def summary_line(fmt: str, message: str) -> str:
+    """A command's closing summary (``scan: 12 photos: ...``), in the same format as the log."""
+    return _json_line("info", "summary", message) if fmt == "json" else message
+
+
+def _json_line(level: str, event: str, message: str) -> str:
     return json.dumps({"time": datetime.now().astimezone().isoformat(timespec="milliseconds"),
-                       "level": "error", "event": "error", "message": message}, ensure_ascii=False)
+                       "level": level, "event": event, "message": message}, ensure_ascii=False)
