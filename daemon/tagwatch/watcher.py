@@ -158,6 +158,13 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     return report
 
 
+def _through_link(path: str) -> bool:
+    """Is ``path`` itself a link, or reached through a link to a folder?  watchdog reports a new
+    link to a folder as a new folder, and may report what it finds behind it."""
+    return (os.path.islink(path) and os.path.isdir(path)) or (
+        os.path.realpath(os.path.dirname(path)) != os.path.dirname(path))
+
+
 class _Handler(FileSystemEventHandler):
     """Turns watchdog events into queue entries."""
 
@@ -176,6 +183,9 @@ class _Handler(FileSystemEventHandler):
 
     def _dispatch(self, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path)
+        if not isinstance(event, FileDeletedEvent | DirDeletedEvent | FileMovedEvent | DirMovedEvent) and (
+                _through_link(src)):
+            return  # inside a link to a folder, which watchdog may report as a new folder: not followed
         if isinstance(event, FileCreatedEvent | FileModifiedEvent | FileAttribEvent):
             # An attribute change (chmod) can make a file that failed for want of permission taggable
             if self.filt.wanted(src):
@@ -198,7 +208,7 @@ class _Handler(FileSystemEventHandler):
                 self.queue.op(Move(src, dst))
             elif src_ok:
                 self.queue.op(Delete(src))
-            elif dst_ok:  # an atomic save (ours or an editor's) or a file moved in from a hidden name
+            elif dst_ok and not _through_link(dst):  # an atomic save, or a file moved in from a hidden name
                 self.queue.put(dst, delay=CLOSED_DELAY)
         elif isinstance(event, DirMovedEvent):
             dst = os.fsdecode(event.dest_path)
@@ -207,7 +217,7 @@ class _Handler(FileSystemEventHandler):
                 self.queue.op(Move(src, dst, is_dir=True))
             elif src_ok:
                 self.queue.op(Delete(src, is_dir=True))
-            elif dst_ok:
+            elif dst_ok and not _through_link(dst):
                 self._enqueue_tree(dst)
 
 
