@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -188,17 +188,21 @@ def status(config: Path) -> dict[str, int]:
 class Daemon:
     """``tagwatch run`` as a real subprocess whose log is a file the test can read."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None, *,
+                 cwd: Path = REPO, args: Sequence[str] = (),
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.config, self.log_path = config, log
         self.env = None if env is None else {**os.environ, **env}
+        self.cwd, self.args, self.preexec_fn = cwd, list(args), preexec_fn
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         mark = len(self.log())
         handle = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tagwatch", "run", "--config", str(self.config)],
-                                     stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=self.env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tagwatch", "run", "--config", str(self.config), *self.args],
+            stdout=handle, stderr=subprocess.STDOUT, cwd=self.cwd, env=self.env, preexec_fn=self.preexec_fn)
         handle.close()
         self.wait_log("tagwatch is running", since=mark, timeout=90)
         return self

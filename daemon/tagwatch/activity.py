@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .pipeline import FAILED_, TAGGED, UNCHANGED, Outcome
+from .pipeline import FAILED_, TAGGED, UNCHANGED, WAIT, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ class Activity:
                 elif outcome.status == FAILED_:
                     self.counts["failed"] += 1
                     self.last_error = {"path": outcome.path, "reason": outcome.error or "?", "time": now}
+                elif outcome.status == WAIT:  # a full disk is news even though it will be retried
+                    self.last_error = {"path": outcome.path, "reason": f"{outcome.error} (will retry)",
+                                       "time": now}
 
     def snapshot(self) -> dict[str, Any]:
         now = time.time()

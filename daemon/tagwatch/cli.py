@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, units
+from . import __version__, logs, units
 from .activity import read_state, running_daemon, state_path
 from .calibrate import (
     NEGATIVES,
@@ -35,15 +35,16 @@ from .calibrate import (
     toml_string,
     write_atomic,
 )
-from .config import Config, ConfigError, builtin_tag_list, default_config_path, load_config
+from .config import LOG_FORMATS, Config, ConfigError, builtin_tag_list, default_config_path, load_config
 from .export import cached_vectors, render_csv, render_json, score
+from .imaging import set_pixel_limit
 from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
 from .model import LazyModel, ModelError, model_identity
 from .overrides import OverridesError, load_overrides
-from .pipeline import FAILED_, TAGGED, UNTAGGED_, Outcome, Pipeline
+from .pipeline import FAILED_, TAGGED, UNTAGGED_, WAIT, Outcome, Pipeline
 from .scoring import tag_thresholds
-from .store import Store, StoreError
+from .store import Store, StoreError, private_folder
 from .tagger import NEAR_DUPLICATE, near_duplicates, select
 from .vocabulary import VocabularyError, load_vocabulary
 from .watcher import PathFilter, walk
@@ -55,17 +56,36 @@ class UsageError(Exception):
     """A problem the user must fix; printed as one line, exit status 2."""
 
 
-def _setup_logging(level: str, verbose: int) -> None:
+_log_format = "text"  # what the last line, a fatal error, is written in
+
+
+def _setup_logging(level: str, verbose: int, fmt: str = "text") -> None:
     """Our own messages at the configured level; libraries (open_clip logs to root) at WARNING."""
-    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
-    log.setLevel(logging.DEBUG if verbose else getattr(logging, level.upper()))
+    global _log_format
+    _log_format = fmt
+    logs.setup(fmt, logging.DEBUG if verbose else getattr(logging, level.upper()),
+               logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(Path(args.config) if args.config else None)
-    _setup_logging(config.log_level, args.verbose)
+    _setup_logging(config.log_level, args.verbose, args.log_format or config.log_format)
+    set_pixel_limit(config.max_megapixels)
+    _torch_cache(config.database.parent / "torch-cache")
     return config
+
+
+def _torch_cache(folder: Path) -> None:
+    """Importing open_clip makes torch create its compile cache folder, by default in $TMPDIR.
+    tagwatch compiles nothing, but keeps even that empty folder in its own private data folder:
+    it writes nowhere but there and in the watched folders."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    try:
+        private_folder(folder)
+    except OSError:  # the database's own error will say why; torch keeps its default
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
 
 
 def _require_exiftool() -> None:
@@ -172,6 +192,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
             for outcome in pipeline.process(paths[start:start + size], dry_run=args.dry_run,
                                             retry_failed=True):
                 counts[outcome.status] = counts.get(outcome.status, 0) + 1
+                if outcome.status == WAIT:  # the daemon would retry later; a one-off scan reports it
+                    log.warning("%s: not tagged: %s (run the scan again once that is fixed)",
+                                outcome.path, outcome.error,
+                                extra={"event": "skipped", "path": outcome.path, "reason": outcome.error})
                 if args.dry_run:
                     _print_dry(outcome)
             progress.advance(len(paths[start:start + size]))
@@ -181,9 +205,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         exiftool.close()
         store.close()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to do"
-    print(f"scan: {len(paths)} photos: {summary}" + (" (dry run: no file written)" if args.dry_run else ""),
-          file=sys.stderr)
-    return 1 if counts.get(FAILED_) else 0
+    text = f"scan: {len(paths)} photos: {summary}" + (" (dry run: no file written)" if args.dry_run else "")
+    print(logs.summary_line(_log_format, text), file=sys.stderr)
+    return 1 if counts.get(FAILED_) or counts.get(WAIT) else 0
 
 
 # -- untag ---------------------------------------------------------------------------------------
@@ -494,7 +518,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                 raise UsageError(f"{folder}: not a folder")
         listed = json.dumps(folders, ensure_ascii=False)
         example = example.replace('watch = ["~/Pictures"]', f"watch = {listed}")
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(target.parent)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(example)
@@ -574,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"config file (default {default_config_path()})")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="debug logging")
+    common.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS,
+                        help="text (default) or json: one JSON object per line (time, level, event, "
+                             "path, tags or reason) for journald, Loki or jq; overrides log_format")
     parser = argparse.ArgumentParser(
         prog="tagwatch", parents=[common],
         description="Write CLIP keywords into your photos, and keep them current.")
@@ -654,11 +681,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.config = getattr(args, "config", None)
     args.verbose = getattr(args, "verbose", 0)
+    args.log_format = getattr(args, "log_format", None)
     try:
         return args.func(args)
     except (UsageError, ConfigError, VocabularyError, OverridesError, ModelError, StoreError,
             MetadataError, CalibrationError) as exc:
-        print(f"tagwatch: error: {exc}", file=sys.stderr)
+        print(logs.error_line(args.log_format or _log_format, str(exc)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

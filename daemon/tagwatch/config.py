@@ -22,6 +22,10 @@ SIDECAR_NAMES = ("photo.jpg.xmp", "photo.xmp")  # digiKam/darktable/Immich style
 MTIME_POLICIES = ("update", "keep")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+# Pictures larger than this are refused undecoded (a decompression bomb: a few KB of file whose
+# header promises gigabytes of pixels).  180 MP is Pillow's own hard limit and above any camera's.
+DEFAULT_MAX_MEGAPIXELS = 180.0
 REPO_TAG_LIST_NAME = "imagenet-1k.txt"  # config/imagenet-1k.txt, shipped in the package as data/
 
 
@@ -106,6 +110,8 @@ class Config:
     overrides: Path | None = None  # a person's per-path corrections (overrides.toml), watched like tags
     database: Path = field(default_factory=default_database_path)
     log_level: str = "info"
+    log_format: str = "text"  # json: one JSON object per line, for journald/Loki/jq
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     model: ModelConfig = field(default_factory=ModelConfig)
     tagging: TaggingConfig = field(default_factory=TaggingConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
@@ -385,6 +391,14 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
         if log_level.lower() not in LOG_LEVELS:
             raise r.fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
         values["log_level"] = log_level.lower()
+    log_format = r.choice("log_format", LOG_FORMATS)
+    if log_format is not None:
+        values["log_format"] = log_format
+    max_megapixels = r.get("max_megapixels", (int, float), "a number of megapixels")
+    if max_megapixels is not None:
+        if max_megapixels <= 0:
+            raise r.fail("max_megapixels", f"must be more than 0, got {max_megapixels}")
+        values["max_megapixels"] = float(max_megapixels)
     r.finish()
     return Config(**values)
 

@@ -20,6 +20,8 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+from .faults import TransientError
+
 
 class MetadataError(RuntimeError):
     """Reading or writing a file's metadata failed; the message is the reason."""
@@ -27,6 +29,11 @@ class MetadataError(RuntimeError):
 
 class FileChanged(MetadataError):
     """The file changed while we were writing it; our copy was discarded and nothing was replaced."""
+
+
+class StorageError(MetadataError, TransientError):
+    """The disk or the network failed the write (full, over quota, I/O error); nothing was replaced,
+    and the same write is worth trying again later."""
 
 
 def _argline(arg: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
@@ -79,17 +80,29 @@ def _open(data: bytes, formats: list[str] | None = None) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"refused: {exc}") from None
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _bomb(int(found.group(1))) if found else ImageError(f"refused: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot decode: {exc}") from None
 
 
+def set_pixel_limit(megapixels: float) -> None:
+    """The ``max_megapixels`` setting: Pillow's bomb limit, which this module makes a hard refusal
+    (Pillow itself only warns up to twice the limit).  Process-wide, like Pillow's own."""
+    Image.MAX_IMAGE_PIXELS = int(megapixels * 1_000_000)
+
+
+def _bomb(count: int) -> ImageError:
+    limit = Image.MAX_IMAGE_PIXELS or 0
+    return ImageError(f"refused: {count / 1e6:.1f} megapixels, over the limit of {limit / 1e6:g} "
+                      f"(max_megapixels); could be a decompression bomb, so it was not decoded")
+
+
 def _check_pixels(count: int) -> None:
-    """Pillow's decompression-bomb limit, for pictures that do not pass through Image.open."""
+    """The pixel limit, for pictures that do not pass through Image.open."""
     limit = Image.MAX_IMAGE_PIXELS
     if limit and count > limit:
-        raise ImageError(f"refused: Image size ({count} pixels) exceeds limit of {limit} pixels, "
-                         "could be decompression bomb DOS attack.")
+        raise _bomb(count)
 
 
 def load_rgb(data: bytes, min_side: int) -> Image.Image:

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import WriteConfig
-from .exiftool import ExifTool, FileChanged, MetadataError
+from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
+from .faults import TRANSIENT_ERRNOS
 from .keys import EMBEDDABLE_SUFFIXES
 
-__all__ = ["ExifTool", "FileChanged", "KeywordWriter", "Keywords", "MetadataError", "WritePlan"]
+__all__ = ["ExifTool", "FileChanged", "KeywordWriter", "Keywords", "MetadataError", "StorageError",
+           "WritePlan"]
 
 log = logging.getLogger(__name__)
 
@@ -509,12 +511,16 @@ class KeywordWriter:
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             os.unlink(temp)
         except OSError as exc:
-            raise MetadataError(f"cannot create a file in {path.parent}: {exc.strerror}") from None
+            error = StorageError if exc.errno in TRANSIENT_ERRNOS else MetadataError
+            raise error(f"cannot create a file in {path.parent}: {exc.strerror}") from None
         try:
             source = [] if before is None else [str(path)]
             out, err = self.exiftool.execute(*edit.args, "-o", str(temp), *source)
             if not temp.exists():
-                raise MetadataError(_first_line(err) or _first_line(out) or "exiftool wrote nothing")
+                message = _first_line(err) or _first_line(out) or "exiftool wrote nothing"
+                if message.startswith(_EXIFTOOL_IO_ERRORS):  # it gives no errno: look at the disk
+                    raise StorageError(_storage_reason(path.parent, photo_before.st_size, message))
+                raise MetadataError(message)
             self._verify(edit, temp, err)
             if before is not None:
                 _copy_xattrs(path, temp)
@@ -546,9 +552,27 @@ class KeywordWriter:
                 raise FileChanged(f"{path.name} vanished while it was being written") from None
             raise MetadataError(f"cannot write: {exc.strerror}") from None
         except OSError as exc:
-            raise MetadataError(f"cannot write: {exc.strerror or exc}") from None
+            error = StorageError if exc.errno in TRANSIENT_ERRNOS else MetadataError
+            raise error(f"cannot write: {exc.strerror or exc}") from None
         finally:
             temp.unlink(missing_ok=True)
+
+
+# exiftool's messages when the new copy could not be written out: the disk, not the photo
+_EXIFTOOL_IO_ERRORS = ("Error writing", "Error creating", "Error closing")
+
+
+def _storage_reason(folder: Path, size: int, message: str) -> str:
+    """Why exiftool could not write a copy of a ``size``-byte file into ``folder``, in plain words."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return message
+    free = st.f_bavail * st.f_frsize
+    if free < size + (1 << 16):
+        return (f"no space left on device ({free // 1024} KiB free in {folder}, "
+                f"about {size // 1024 + 1} KiB needed)")
+    return f"{message} (a disk, quota or network problem)"
 
 
 def _field(tag: str, existing: tuple[str, ...], add: list[str], remove: list[str], overwrite: bool,

@@ -19,6 +19,8 @@ import hashlib
 import json
 import logging
 import os
+import pickle
+import re
 import threading
 import time
 import warnings
@@ -115,6 +117,23 @@ def _check_pretrained_tag(open_clip: Any, name: str, tag: str, cfg: ModelConfig)
         hub = open_clip.get_pretrained_cfg(name, tag).get("hf_hub", "")
         if url and not hub and not (cfg.cache_dir / os.path.basename(url)).is_file():
             raise _offline_error(name, tag, cfg)
+        if hub and not _in_hub_cache(hub, cfg.cache_dir):  # say so now, not as a failed download later
+            raise _offline_error(name, tag, cfg)
+
+
+def _in_hub_cache(hub: str, cache_dir: Path) -> bool:
+    """Are the weights of an open_clip ``hf_hub`` entry (``org/repo/`` or ``org/repo/file``) in the
+    Hugging Face cache under ``cache_dir``, under the name open_clip would load (it prefers a
+    ``.safetensors`` twin of the file)?"""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - open_clip depends on huggingface_hub
+        return False
+    repo, filename = os.path.split(hub)
+    filename = filename or "open_clip_pytorch_model.bin"  # open_clip's default for "org/repo/"
+    names = [filename, "open_clip_model.safetensors", os.path.splitext(filename)[0] + ".safetensors"]
+    return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str)
+               for name in dict.fromkeys(names))
 
 
 def _offline_error(name: str, tag: str, cfg: ModelConfig) -> ModelError:
@@ -255,6 +274,13 @@ def load_model(cfg: ModelConfig) -> ClipModel:
             raise _offline_error(name, pretrained, cfg) from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: {reason}") from None
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met a pickled object
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise ModelError(
+            f"model: refused to load {cfg.pretrained}: it holds pickled Python objects{what}, which "
+            "could run code; tagwatch loads only plain tensors. Save the weights as a state dict of "
+            "tensors (torch.save(model.state_dict(), ...)) or as .safetensors") from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: {exc}") from None
     except Exception as exc:

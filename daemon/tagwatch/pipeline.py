@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TaggingConfig
+from .faults import TRANSIENT_ERRNOS, Backoff, access_cured, transient_reason
 from .imaging import prepare
 from .keys import ImageError, content_key
 from .metadata import FileChanged, KeywordWriter, MetadataError
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 # Outcome statuses
 TAGGED, UNCHANGED, FAILED_, GONE, RETRY = "tagged", "unchanged", "failed", "gone", "retry"
 UNTAGGED_ = "untagged"
+WAIT = "wait"  # a passing disk or network problem: try again after a pause (see faults.Backoff)
 _RECENT_S = 2.0  # a truncated file younger than this is probably still being written
 _MAX_RETRIES = 5
 
@@ -190,6 +192,7 @@ class _Item:
     data: bytes | None = None
     key: bytes | None = None
     vector: np.ndarray | None = None
+    transient: bool = False  # the read failed for a reason of the storage, not of the file
 
 
 def _utf8(path: str) -> bool:
@@ -218,11 +221,28 @@ class Pipeline:
         self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag of the list
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
         self._retries: dict[str, int] = {}
+        self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
+        self._deferred: list[Outcome] = []  # WAIT outcomes of a retag, for the worker to schedule
 
     def close(self) -> None:
         """Stop the decode pool and the model's child process (the pipeline is its only user)."""
         self._pool.shutdown(wait=True)
         self.model.close()
+
+    def confine(self, roots: Iterable[Path]) -> None:
+        """Tag only files inside ``roots`` (real paths) reached without passing a symbolic link: a
+        folder link inside a watched root may point anywhere, and nothing outside is ours to write."""
+        self.roots = tuple(str(r).rstrip("/") for r in roots)
+
+    def _outside(self, path: str) -> bool:
+        parent = os.path.dirname(path)
+        inside = any(path.startswith(root + "/") for root in self.roots)
+        return not inside or os.path.realpath(parent) != parent
+
+    def take_deferred(self) -> list[Outcome]:
+        """Files a retag could not write for a passing reason (a full disk): the caller retries them."""
+        deferred, self._deferred = self._deferred, []
+        return deferred
 
     # -- vocabulary ----------------------------------------------------------------------------
 
@@ -292,20 +312,26 @@ class Pipeline:
                 outcomes.append(self._gone(path, "file vanished before it could be read"))
                 continue
             except OSError as exc:
-                outcomes.append(self._fail(path, None, f"cannot read: {exc.strerror}", dry_run))
+                if exc.errno in TRANSIENT_ERRNOS:
+                    outcomes.append(Outcome(path, WAIT, error=f"cannot read: {exc.strerror}"))
+                else:
+                    outcomes.append(self._fail(path, None, f"cannot read: {exc.strerror}", dry_run))
                 continue
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(st.st_mode) or (self.roots and self._outside(path)):
                 reason = ("a symbolic link (not followed)" if stat.S_ISLNK(st.st_mode)
-                          else "not a regular file")
+                          else "not a regular file" if not stat.S_ISREG(st.st_mode)
+                          else "reached through a symbolic link to a folder (not followed)")
                 outcomes.append(self._fail(path, st, reason, dry_run))
                 continue
             row = rows.get(path)
             if row is not None and row.state == UNTAGGED and not retry_failed:
                 outcomes.append(Outcome(path, UNCHANGED))  # `tagwatch untag` asked us to leave it
                 continue
+            # A failure for want of permission is tried again once a chmod has cured it (the daemon
+            # hears of it as an attribute event); any other stays failed until the file changes.
             if _same_stat(row, st) and row is not None and (
                     (row.state == DONE and row.tagged_with == self.fingerprint)
-                    or (row.state == FAILED and not retry_failed)):
+                    or (row.state == FAILED and not retry_failed and not access_cured(row.error, path, st))):
                 outcomes.append(Outcome(path, UNCHANGED, error=row.error if row.state == FAILED else None))
                 continue
             items.append(_Item(path, st, row))
@@ -372,6 +398,7 @@ class Pipeline:
         except FileNotFoundError:
             return "file vanished before it could be read"
         except OSError as exc:
+            item.transient = exc.errno in TRANSIENT_ERRNOS
             return f"cannot read: {exc.strerror}"
         if not item.data:
             return "empty file (0 bytes)"
@@ -470,6 +497,9 @@ class Pipeline:
                     self.store.remove_ledger(file_id, written_ahead)
                 if isinstance(exc, FileChanged):
                     return Outcome(path, RETRY, tags, error=str(exc))
+                passing = transient_reason(exc)
+                if passing is not None:  # the photo is as it was; the same write can work later
+                    return Outcome(path, WAIT, tags, error=f"keywords not written: {passing}")
                 if not os.path.lexists(path):
                     return self._gone(path, "file vanished before its keywords were written")
                 reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
@@ -483,11 +513,12 @@ class Pipeline:
                 self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in owned],
                                       USER)
         self._retries.pop(path, None)
+        fields = {"event": "tagged", "path": path, "tags": keywords}
         if added:
-            log.info("tagged %s: %s", path, ", ".join(keywords))
+            log.info("tagged %s: %s", path, ", ".join(keywords), extra=fields)
         else:
             log.info("tagged %s: %s (already in the file)", path, ", ".join(keywords) or "no tag above "
-                     f"threshold {self.tagging.threshold}")
+                     f"threshold {self.tagging.threshold}", extra=fields)
         return Outcome(path, TAGGED, tags, added)
 
     def _bad_file(self, item: _Item, reason: str, dry_run: bool, wait_for_writers: bool = False) -> Outcome:
@@ -497,6 +528,8 @@ class Pipeline:
             tries = self._retries[item.path] = self._retries.get(item.path, 0) + 1
             if tries <= _MAX_RETRIES:
                 return Outcome(item.path, RETRY, error=reason)
+        if item.transient:
+            return Outcome(item.path, WAIT, error=reason)
         if reason.startswith("file vanished"):
             return self._gone(item.path, reason)
         return self._fail(item.path, item.stat, reason, dry_run, item.key)
@@ -513,7 +546,8 @@ class Pipeline:
     def _fail(self, path: str, st: os.stat_result | None, reason: str, dry_run: bool,
               key: bytes | None = None) -> Outcome:
         self._retries.pop(path, None)
-        log.warning("%s: skipped: %s", path, reason)
+        log.warning("%s: skipped: %s", path, reason,
+                    extra={"event": "skipped", "path": path, "reason": reason})
         if not dry_run:
             self.store.record_file(path, key=key, size=st.st_size if st else None,
                                    mtime_ns=st.st_mtime_ns if st else None, state=FAILED, error=reason)
@@ -521,7 +555,7 @@ class Pipeline:
 
     def _gone(self, path: str, reason: str) -> Outcome:
         self._retries.pop(path, None)
-        log.warning("%s: skipped: %s", path, reason)
+        log.warning("%s: skipped: %s", path, reason, extra={"event": "gone", "path": path, "reason": reason})
         self.store.mark_deleted(path)
         return Outcome(path, GONE, error=reason)
 
@@ -567,6 +601,8 @@ class Pipeline:
                 else:  # changed on disk since we last saw it: treat it as new
                     outcome = self.process([row.path])[0]
                 written += outcome.status == TAGGED and bool(outcome.added)
+                if outcome.status == WAIT:
+                    self._deferred.append(outcome)
             self.store.update_predictions(same, self.fingerprint)
         return len(rows), written
 
@@ -609,7 +645,7 @@ class Pipeline:
                 if op.is_dir:
                     self.store.mark_deleted_under(op.path)
                 elif self.store.mark_deleted(op.path):
-                    log.info("%s: deleted", op.path)
+                    log.info("%s: deleted", op.path, extra={"event": "deleted", "path": op.path})
                 else:
                     log.info("%s: skipped: deleted before it could be tagged", op.path)
             elif op.is_dir:
@@ -619,7 +655,8 @@ class Pipeline:
                 if not self.store.move(op.src, op.dst):
                     unknown.append(op.dst)
                 else:
-                    log.info("moved %s -> %s", op.src, op.dst)
+                    log.info("moved %s -> %s", op.src, op.dst,
+                             extra={"event": "moved", "path": op.dst, "from": op.src})
         return unknown
 
     def _move_sidecar(self, src: str, dst: str) -> None:
@@ -648,6 +685,7 @@ class Worker(threading.Thread):
         super().__init__(name="tagwatch-worker", daemon=True)
         self.queue, self.pipeline, self._reload = queue, pipeline, reload
         self._observe = observe  # told every batch's outcomes: the counters `status` shows
+        self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
         self._reload_requested = threading.Event()
         self.batches = 0
         self.idle = threading.Event()
@@ -661,6 +699,9 @@ class Worker(threading.Thread):
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self._guard(self._reload)
+            deferred = self.pipeline.take_deferred()
+            if deferred:
+                self._guard(lambda d=deferred: self._settle(d))
             batch = self.queue.get(timeout=1.0)
             if batch is None:
                 return
@@ -672,28 +713,60 @@ class Worker(threading.Thread):
             self.batches += 1
 
     def _handle(self, batch: Batch) -> None:
+        for op in batch.ops:
+            if isinstance(op, Delete):
+                self._backoff.clear(op.path)
         paths = batch.paths + self.pipeline.apply(batch.ops)
         if not paths:
             return
         try:
             outcomes = self.pipeline.process(paths, wait_for_writers=True)
         except Exception as exc:
-            if len(paths) == 1:
-                outcomes = [self.pipeline.give_up(paths[0], f"{type(exc).__name__}: {exc}")]
-            else:
-                log.warning("batch of %d failed (%s: %s); taking its files one by one", len(paths),
-                            type(exc).__name__, exc)
-                outcomes = []
-                for path in paths:  # one file that breaks the batch must not cost the others their tags
-                    try:
-                        outcomes += self.pipeline.process([path], wait_for_writers=True)
-                    except Exception as err:
-                        outcomes.append(self.pipeline.give_up(path, f"{type(err).__name__}: {err}"))
+            outcomes = self._one_by_one(paths, exc)
+        self._settle(outcomes)
+
+    def _one_by_one(self, paths: list[str], exc: Exception) -> list[Outcome]:
+        """After a batch raised: a passing problem (the database's disk is full) puts every file back
+        to wait; anything else is retried file by file, so one bad file costs only its own tags."""
+        passing = transient_reason(exc)
+        if passing is not None:
+            return [Outcome(path, WAIT, error=passing) for path in paths]
+        if len(paths) == 1:
+            return [self.pipeline.give_up(paths[0], f"{type(exc).__name__}: {exc}")]
+        log.warning("batch of %d failed (%s: %s); taking its files one by one", len(paths),
+                    type(exc).__name__, exc)
+        outcomes: list[Outcome] = []
+        for path in paths:
+            try:
+                outcomes += self.pipeline.process([path], wait_for_writers=True)
+            except Exception as err:
+                passing = transient_reason(err)
+                outcomes.append(Outcome(path, WAIT, error=passing) if passing is not None
+                                else self.pipeline.give_up(path, f"{type(err).__name__}: {err}"))
+        return outcomes
+
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        """Count the outcomes and queue again what must be retried: RETRY at once, WAIT after a pause
+        that grows while the problem lasts (reported once per file, not once per attempt)."""
         if self._observe is not None:
             self._observe(outcomes)
         for outcome in outcomes:
+            path = outcome.path
             if outcome.status == RETRY:
-                self.queue.put(outcome.path, force=True)  # never wait on the queue only we drain
+                self.queue.put(path, force=True)  # never wait on the queue only we drain
+            elif outcome.status == WAIT:
+                first = path not in self._backoff
+                delay = self._backoff.next(path)
+                if first:
+                    log.warning("%s: not tagged yet: %s; trying again in %g s, backing off to once every "
+                                "%g s, until it works", path, outcome.error, delay, self._backoff.cap,
+                                extra={"event": "retrying", "path": path, "reason": outcome.error})
+                else:
+                    log.debug("%s: still not tagged (attempt %d): %s", path, self._backoff.tries(path),
+                              outcome.error)
+                self.queue.put(path, delay=delay, force=True)
+            elif path in self._backoff:
+                self._backoff.clear(path)
 
     def _guard(self, work: Callable[[], None]) -> None:
         """Nothing that goes wrong in one batch may stop the daemon."""

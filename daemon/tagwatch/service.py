@@ -28,7 +28,7 @@ from .model import LazyModel
 from .notify import Notifier
 from .overrides import Overrides, OverridesError, load_overrides
 from .pipeline import BatchQueue, Pipeline, Worker
-from .store import Store
+from .store import Store, private_folder
 from .vocabulary import VocabularyError, load_vocabulary
 from .watcher import PathFilter, Watcher, reconcile
 
@@ -60,7 +60,7 @@ def _lock(database: Path) -> int:
     """Hold ``DATABASE.lock`` for the daemon's life: two daemons on one database would tag every
     photo twice.  The kernel drops the lock when the process dies, even by SIGKILL."""
     path = lock_path(database)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     for attempt in range(10):  # `tagwatch status` may hold a shared lock for a moment
         try:
@@ -96,6 +96,7 @@ class Daemon:
         self.model = model or LazyModel(config.model)  # cmd_run's, already validated: its child is warm
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
                                  config.tagging)
+        self.pipeline.confine(config.watch)  # never a file reached through a folder link
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
                                 config.batch.settle_ms / 1000)
         self.filter = PathFilter(config.watch, config.exclude)

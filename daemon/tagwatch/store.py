@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,18 @@ class StoreError(RuntimeError):
     """The database cannot be used; the message says why."""
 
 
+def private_folder(path: Path) -> None:
+    """Create ``path`` and every missing parent readable by this user only (0700, as the XDG base
+    directory spec asks: they hold photo paths); folders that exist keep their modes."""
+    missing: list[Path] = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+
+
 @dataclass(frozen=True)
 class FileRow:
     id: int
@@ -132,7 +144,7 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(path.parent)
         old_umask = os.umask(0o077)  # database, WAL and SHM files are the user's alone
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)

@@ -31,12 +31,18 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
+from .faults import access_cured
 from .keys import IMAGE_SUFFIXES
 from .metadata import is_stale_temp_file
 from .pipeline import BatchQueue, Delete, Move
 from .store import DONE, FAILED, UNTAGGED, Store
+
+try:
+    from watchdog.events import FileAttribEvent
+except ImportError:  # watchdog < 7 reports a chmod as FileModifiedEvent
+    FileAttribEvent = FileModifiedEvent
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +144,10 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             row = known.pop(path, None)
             if row is not None and row.state == UNTAGGED:
                 continue  # `tagwatch untag` set it aside
-            if row is not None and row.state in (DONE, FAILED) and (row.size, row.mtime_ns) == (
-                    st.st_size, st.st_mtime_ns):
-                continue
+            same = row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
+            if same and (row.state == DONE
+                         or (row.state == FAILED and not access_cured(row.error, path, st))):
+                continue  # a chmod while the daemon was down can have cured a failure
             queue.put(path, delay=0.0)
             report.queued += 1
         if stop is not None and stop.is_set():
@@ -149,6 +156,13 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             queue.op(Delete(path))
             report.gone += 1
     return report
+
+
+def _through_link(path: str) -> bool:
+    """Is ``path`` itself a link, or reached through a link to a folder?  watchdog reports a new
+    link to a folder as a new folder, and may report what it finds behind it."""
+    return (os.path.islink(path) and os.path.isdir(path)) or (
+        os.path.realpath(os.path.dirname(path)) != os.path.dirname(path))
 
 
 class _Handler(FileSystemEventHandler):
@@ -169,7 +183,11 @@ class _Handler(FileSystemEventHandler):
 
     def _dispatch(self, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path)
-        if isinstance(event, FileCreatedEvent | FileModifiedEvent):
+        if not isinstance(event, FileDeletedEvent | DirDeletedEvent | FileMovedEvent | DirMovedEvent) and (
+                _through_link(src)):
+            return  # inside a link to a folder, which watchdog may report as a new folder: not followed
+        if isinstance(event, FileCreatedEvent | FileModifiedEvent | FileAttribEvent):
+            # An attribute change (chmod) can make a file that failed for want of permission taggable
             if self.filt.wanted(src):
                 self.queue.put(src)
         elif isinstance(event, FileClosedEvent):
@@ -190,7 +208,7 @@ class _Handler(FileSystemEventHandler):
                 self.queue.op(Move(src, dst))
             elif src_ok:
                 self.queue.op(Delete(src))
-            elif dst_ok:  # an atomic save (ours or an editor's) or a file moved in from a hidden name
+            elif dst_ok and not _through_link(dst):  # an atomic save, or a file moved in from a hidden name
                 self.queue.put(dst, delay=CLOSED_DELAY)
         elif isinstance(event, DirMovedEvent):
             dst = os.fsdecode(event.dest_path)
@@ -199,7 +217,7 @@ class _Handler(FileSystemEventHandler):
                 self.queue.op(Move(src, dst, is_dir=True))
             elif src_ok:
                 self.queue.op(Delete(src, is_dir=True))
-            elif dst_ok:
+            elif dst_ok and not _through_link(dst):
                 self._enqueue_tree(dst)
 
 
@@ -247,7 +265,9 @@ class Watcher:
             log.info("watching %s", root)
 
     def _poll(self, root: Path, handler: FileSystemEventHandler, how: str) -> None:
-        observer = PollingObserver(timeout=self.poll_interval)
+        # lstat: the snapshot must not follow a folder link (a loop, or a way out of the root);
+        # the plain PollingObserver uses os.stat and would walk through it
+        observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=self.poll_interval)
         try:
             observer.schedule(handler, str(root), recursive=True)
             observer.start()

@@ -1,0 +1,82 @@
+"""Which failures pass by themselves, and how long to wait before trying again.
+
+A full disk, an exceeded quota or a NAS that stops answering for a minute are not the photo's fault:
+the same write works once space returns or the network is back, so those files are retried with a
+growing pause instead of being marked failed (which would leave them untagged until they change).  A
+corrupt or unreadable picture is the file's own problem and stays failed until the file changes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+
+# errno values that describe the storage, not the file
+TRANSIENT_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE,
+    errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.ECONNRESET,
+})
+# SQLite primary result codes of the same kind: BUSY, LOCKED, IOERR, FULL
+_SQLITE_TRANSIENT = frozenset({5, 6, 10, 13})
+# Reasons that depend on who may read or write the file, not on its content: a chmod can cure them,
+# so such a failure is retried when the file's attributes change.
+_ACCESS_MARKERS = (os.strerror(errno.EACCES), os.strerror(errno.EPERM), "the file is read-only")
+
+FIRST_DELAY_S = 1.0
+MAX_DELAY_S = 300.0
+
+
+class TransientError(RuntimeError):
+    """A problem of the disk or the network, not of the file; the message is the reason."""
+
+
+def transient_reason(exc: BaseException) -> str | None:
+    """The reason to retry later if ``exc`` is a passing storage problem, else None."""
+    if isinstance(exc, TransientError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+        return exc.strerror or os.strerror(exc.errno)
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _SQLITE_TRANSIENT:
+            return f"database: {exc}"
+    return None
+
+
+def access_problem(reason: str | None) -> bool:
+    """A recorded failure a change of permissions can cure (chmod, chown, a remount read-write)."""
+    return bool(reason) and any(marker in reason for marker in _ACCESS_MARKERS)
+
+
+def access_cured(reason: str | None, path: str, st: os.stat_result) -> bool:
+    """A failure for want of permission that a chmod (or a remount) has since cured: the file is
+    readable and has a write bit, and its folder takes new files.  A chmod leaves the size and the
+    modification time alone, so without this such a file would stay failed until edited."""
+    folder = os.path.dirname(path) or "."
+    return (access_problem(reason) and bool(st.st_mode & 0o222) and os.access(path, os.R_OK)
+            and os.access(folder, os.W_OK | os.X_OK))
+
+
+class Backoff:
+    """Per-key pauses that double from ``first`` up to ``cap`` seconds: quick to notice that space
+    came back, yet a disk full for days costs one attempt per file every few minutes."""
+
+    def __init__(self, first: float = FIRST_DELAY_S, cap: float = MAX_DELAY_S) -> None:
+        self.first, self.cap = first, cap
+        self._tries: dict[str, int] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._tries
+
+    def next(self, key: str) -> float:
+        """The pause before the next attempt at ``key`` (which just failed again)."""
+        tries = self._tries.get(key, 0)
+        self._tries[key] = tries + 1
+        return min(self.first * 2 ** tries, self.cap)
+
+    def tries(self, key: str) -> int:
+        return self._tries.get(key, 0)
+
+    def clear(self, key: str) -> None:
+        self._tries.pop(key, None)

@@ -1,0 +1,70 @@
+"""Log lines for people (text) or for programs (one JSON object per line).
+
+The daemon's notable lines carry their facts as ``extra`` fields (``event``, ``path``, ``tags``,
+``reason``), so journald, Loki or ``jq`` users can select "every photo that failed, with why" without
+parsing English.  Lines without them (start-up, libraries) still come out as JSON, as event "log".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+# Fields a log call may pass in ``extra`` that go into the JSON object as they are
+FIELDS = ("event", "path", "from", "tags", "reason")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, event, the record's fields, and the text message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": getattr(record, "event", "log"),
+        }
+        for name in FIELDS[1:]:
+            if hasattr(record, name):
+                out[name] = getattr(record, name)
+        out["message"] = record.getMessage()
+        out["logger"] = record.name
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def setup(fmt: str, level: int, library_level: int) -> None:
+    """Send every record to stderr in ``fmt`` ("text" or "json"); ``level`` for tagwatch's loggers,
+    ``library_level`` for everything else (open_clip logs to the root logger)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    handler.set_name("tagwatch")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "tagwatch"]:  # a second setup replaces it
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(library_level)
+    logging.getLogger("tagwatch").setLevel(level)
+
+
+def error_line(fmt: str, message: str) -> str:
+    """A fatal error as the last line of the log, in the same format as the rest."""
+    if fmt != "json":
+        return f"tagwatch: error: {message}"
+    return _json_line("error", "error", message)
+
+
+def summary_line(fmt: str, message: str) -> str:
+    """A command's closing summary (``scan: 12 photos: ...``), in the same format as the log."""
+    return _json_line("info", "summary", message) if fmt == "json" else message
+
+
+def _json_line(level: str, event: str, message: str) -> str:
+    return json.dumps({"time": datetime.now().astimezone().isoformat(timespec="milliseconds"),
+                       "level": level, "event": event, "message": message}, ensure_ascii=False)
