@@ -75,14 +75,20 @@ def model_identity(cfg: ModelConfig) -> str:
     return f"{name}/{pretrained}"
 
 
+def _read_config_file(name: str) -> Path:
+    """The architecture file ``name`` names, checked to be readable JSON."""
+    path = Path(name).expanduser().resolve()
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model.name: cannot read model config '{path}': {exc}") from None
+    return path
+
+
 def _resolve_name(open_clip: Any, name: str) -> str:
     """A built-in model name, or the name a custom ``.json`` architecture file registers."""
     if _is_config_file(name):
-        path = Path(name).expanduser().resolve()
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"model.name: cannot read model config '{path}': {exc}") from None
+        path = _read_config_file(name)
         open_clip.add_model_config(path)
         return path.stem
     if name not in open_clip.list_models():
@@ -288,11 +294,21 @@ class LazyModel:
         return self._model is not None
 
     def validate(self) -> None:
-        """Check the model name and pretrained tag or file now, without loading any weights."""
+        """Check the model name and pretrained tag or file now, without loading any weights.
+
+        A model made of local files only (an architecture ``.json`` with a checkpoint or random
+        weights) is checked without importing open_clip: that import (torch, torchvision) takes
+        5-10 s on a busy machine, which every restart after a crash or a reboot would pay before
+        the daemon watches anything.
+        """
+        pretrained = self.cfg.pretrained
+        if _is_config_file(self.cfg.name) and (pretrained.lower() == RANDOM_WEIGHTS
+                                               or is_checkpoint_path(pretrained)):
+            _read_config_file(self.cfg.name)  # model_identity found both files
+            return
         import open_clip
 
         name = _resolve_name(open_clip, self.cfg.name)
-        pretrained = self.cfg.pretrained
         if pretrained.lower() != RANDOM_WEIGHTS and not is_checkpoint_path(pretrained):
             _check_pretrained_tag(open_clip, name, pretrained, self.cfg)
 
