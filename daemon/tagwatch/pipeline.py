@@ -406,6 +406,7 @@ class Pipeline:
                         item.data = None
 
                 arrays: dict[bytes, np.ndarray] = {}
+                log.debug("decoding %d photos", len(misses))
                 for key, result in zip(misses, self._pool.map(decode, misses.values()), strict=True):
                     if isinstance(result, str):
                         for item in items:
@@ -415,7 +416,9 @@ class Pipeline:
                     else:
                         arrays[key] = result
                 if arrays:
+                    log.debug("encoding %d photos", len(arrays))
                     encoded = model.encode_images(np.stack(list(arrays.values())))
+                    log.debug("storing %d vectors", len(arrays))
                     self.store.put_image_vectors(dict(zip(arrays, encoded, strict=True)), model_id)
                     cached.update(self.store.image_vectors(arrays, model_id))  # score the stored form
         for item in items:
@@ -451,6 +454,7 @@ class Pipeline:
                     # Pending until recorded done, ledger written ahead: a crash mid-write leaves the
                     # file to the next scan and never makes tagwatch forget a keyword it put in (nor,
                     # for a keyword whose parent changed, the path it was written under before).
+                    log.debug("%s: recording its keywords ahead of the write", path)
                     with self.store.transaction():
                         file_id = self.store.record_file(path, key=key, size=st.st_size,
                                                          mtime_ns=st.st_mtime_ns, state=PENDING)
@@ -459,6 +463,7 @@ class Pipeline:
                         self.store.set_ledger_paths(file_id, {
                             k: (*owned_paths.get(k, (k,)), *plan.paths[k]) for k in plan.respelled})
                     written_ahead = mine + plan.dropped
+                    log.debug("%s: writing keywords", path)
                     self.writer.apply(plan)
                     self.store.remove_ledger(file_id, plan.removed)
                     added = plan.ours
@@ -472,6 +477,7 @@ class Pipeline:
                     return self._gone(path, "file vanished before its keywords were written")
                 reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
                 return self._fail(path, st, f"keywords not written: {reason}", False, key)
+        log.debug("%s: recording it tagged", path)
         with self.store.transaction():
             file_id = self.store.record_file(path, key=key, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                              state=DONE)
