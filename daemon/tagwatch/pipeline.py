@@ -312,10 +312,22 @@ class Pipeline:
             if error is not None:
                 outcomes.append(self._bad_file(item, error, dry_run, wait_for_writers))
         items = [i for i in items if i.key is not None]
+        # Files whose vectors are cached go first, without the model: after a restart (a crash, a
+        # reboot) they get their keywords while the model, seconds to import and load, is not yet
+        # needed; it is loaded only for the rest.
+        cached = self.store.image_vectors({i.key for i in items if i.key}, self.model.identity)
+        for group in ([i for i in items if i.key in cached], [i for i in items if i.key not in cached]):
+            if group:
+                self._tag(group, outcomes, dry_run)
+        return outcomes
+
+    def _tag(self, items: list[_Item], outcomes: list[Outcome], dry_run: bool) -> None:
+        """Vectors → predictions → keywords written and recorded, for files whose key is known."""
+        assert self.tags is not None
         self._fill_vectors(items, outcomes, dry_run)
         items = [i for i in items if i.vector is not None]
         if not items:
-            return outcomes
+            return
         predictions = predict(np.stack([i.vector for i in items]), self.tags,
                               self.thresholds, self.tagging.top_k)
         for item, predicted in zip(items, predictions, strict=True):
@@ -324,7 +336,6 @@ class Pipeline:
                 outcomes.append(Outcome(item.path, TAGGED, tags))
             else:
                 outcomes.append(self._finish(item.path, item.key, item.stat, tags, override))
-        return outcomes
 
     def vector_for(self, path: str) -> np.ndarray:
         """The image vector of one file, from the cache or freshly encoded (``tagwatch explain``)."""
