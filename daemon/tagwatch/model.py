@@ -82,14 +82,20 @@ def model_identity(cfg: ModelConfig) -> str:
     return f"{name}/{pretrained}"
 
 
+def _read_config_file(name: str) -> Path:
+    """The architecture file ``name`` names, checked to be readable JSON."""
+    path = Path(name).expanduser().resolve()
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model.name: cannot read model config '{path}': {exc}") from None
+    return path
+
+
 def _resolve_name(open_clip: Any, name: str) -> str:
     """A built-in model name, or the name a custom ``.json`` architecture file registers."""
     if _is_config_file(name):
-        path = Path(name).expanduser().resolve()
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"model.name: cannot read model config '{path}': {exc}") from None
+        path = _read_config_file(name)
         open_clip.add_model_config(path)
         return path.stem
     if name not in open_clip.list_models():
@@ -351,9 +357,18 @@ class LazyModel:
     def validate(self) -> None:
         """Check the model name and pretrained tag or file now, without loading any weights.
 
-        The check runs in the child, which stays, torch imported, for the first batch: the daemon's
-        first photo does not pay the imports twice.  Unused, it ends with the idle unload.
+        A model made of local files only (an architecture ``.json`` with a checkpoint or random
+        weights) is checked here without starting the child: importing open_clip (torch,
+        torchvision) takes 5-10 s on a busy machine, which every restart after a crash or a reboot
+        would pay before the daemon watches anything.  Anything else is checked in the child, which
+        stays, torch imported, for the first batch: the daemon's first photo does not pay the
+        imports twice.  Unused, it ends with the idle unload.
         """
+        pretrained = self.cfg.pretrained
+        if _is_config_file(self.cfg.name) and (pretrained.lower() == RANDOM_WEIGHTS
+                                               or is_checkpoint_path(pretrained)):
+            _read_config_file(self.cfg.name)  # model_identity found both files
+            return
         with self._lock:
             self._last_used = time.monotonic()
             encoder = self._child()

@@ -340,10 +340,22 @@ class Pipeline:
             if error is not None:
                 outcomes.append(self._bad_file(item, error, dry_run, wait_for_writers))
         items = [i for i in items if i.key is not None]
+        # Files whose vectors are cached go first, without the model: after a restart (a crash, a
+        # reboot) they get their keywords while the model, seconds to import and load, is not yet
+        # needed; it is loaded only for the rest.
+        cached = self.store.image_vectors({i.key for i in items if i.key}, self.model.identity)
+        for group in ([i for i in items if i.key in cached], [i for i in items if i.key not in cached]):
+            if group:
+                self._tag(group, outcomes, dry_run)
+        return outcomes
+
+    def _tag(self, items: list[_Item], outcomes: list[Outcome], dry_run: bool) -> None:
+        """Vectors → predictions → keywords written and recorded, for files whose key is known."""
+        assert self.tags is not None
         self._fill_vectors(items, outcomes, dry_run)
         items = [i for i in items if i.vector is not None]
         if not items:
-            return outcomes
+            return
         predictions = predict(np.stack([i.vector for i in items]), self.tags,
                               self.thresholds, self.tagging.top_k)
         for item, predicted in zip(items, predictions, strict=True):
@@ -352,7 +364,6 @@ class Pipeline:
                 outcomes.append(Outcome(item.path, TAGGED, tags))
             else:
                 outcomes.append(self._finish(item.path, item.key, item.stat, tags, override))
-        return outcomes
 
     def vector_for(self, path: str) -> np.ndarray:
         """The image vector of one file, from the cache or freshly encoded (``tagwatch explain``)."""
@@ -435,6 +446,7 @@ class Pipeline:
                         item.data = None
 
                 arrays: dict[bytes, np.ndarray] = {}
+                log.debug("decoding %d photos", len(misses))
                 for key, result in zip(misses, self._pool.map(decode, misses.values()), strict=True):
                     if isinstance(result, str):
                         for item in items:
@@ -444,7 +456,9 @@ class Pipeline:
                     else:
                         arrays[key] = result
                 if arrays:
+                    log.debug("encoding %d photos", len(arrays))
                     encoded = model.encode_images(np.stack(list(arrays.values())))
+                    log.debug("storing %d vectors", len(arrays))
                     self.store.put_image_vectors(dict(zip(arrays, encoded, strict=True)), model_id)
                     cached.update(self.store.image_vectors(arrays, model_id))  # score the stored form
         for item in items:
@@ -480,6 +494,7 @@ class Pipeline:
                     # Pending until recorded done, ledger written ahead: a crash mid-write leaves the
                     # file to the next scan and never makes tagwatch forget a keyword it put in (nor,
                     # for a keyword whose parent changed, the path it was written under before).
+                    log.debug("%s: recording its keywords ahead of the write", path)
                     with self.store.transaction():
                         file_id = self.store.record_file(path, key=key, size=st.st_size,
                                                          mtime_ns=st.st_mtime_ns, state=PENDING)
@@ -488,6 +503,7 @@ class Pipeline:
                         self.store.set_ledger_paths(file_id, {
                             k: (*owned_paths.get(k, (k,)), *plan.paths[k]) for k in plan.respelled})
                     written_ahead = mine + plan.dropped
+                    log.debug("%s: writing keywords", path)
                     self.writer.apply(plan)
                     self.store.remove_ledger(file_id, plan.removed)
                     added = plan.ours
@@ -504,6 +520,7 @@ class Pipeline:
                     return self._gone(path, "file vanished before its keywords were written")
                 reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
                 return self._fail(path, st, f"keywords not written: {reason}", False, key)
+        log.debug("%s: recording it tagged", path)
         with self.store.transaction():
             file_id = self.store.record_file(path, key=key, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                              state=DONE)

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""tagwatch's burst benchmark (issue 6): N photos of 12 MP dropped at once into a running daemon's folder.
+Not a test: it asserts no duration.
+
+    .venv/bin/python scripts/bench_burst.py               # 10,000 photos
+    .venv/bin/python scripts/bench_burst.py --count 200   # a first look
+
+The photos are bench.py's set (same generator, same cache: the first 200 are the ones bench.py uses),
+made once and reused.  Each run copies them into a staging folder beside the watched one (not timed),
+starts ``tagwatch run`` with the default model (ViT-B-32-256, random weights: nothing is downloaded),
+waits until it runs, then renames every photo into the watched folder as fast as the file system
+allows: a camera card copied in at once.  It reports the time from the first rename until the database
+records the last photo done or failed, files/s, the peak RSS (VmHWM) of the daemon and of its exiftool,
+photos tagged and failures; afterwards exiftool checks that every photo carries keywords.
+
+Disk: the cache holds ~1.6 MB per photo and a run needs as much again for its copies (~32 GB for 10,000);
+``--cache`` puts both on a bigger disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import (
+    DEFAULT_CACHE,
+    BenchError,
+    DaemonProcess,
+    Progress,
+    ensure_photos,
+    keyword_counts,
+    machine_facts,
+    say,
+    write_config,
+)
+from tagwatch.store import FAILED, Store
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the daemon's exiftool and its helper)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def peak_mb(pid: int) -> float:
+    """VmHWM of one process, MB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def exiftool_peak_mb(daemon_pid: int) -> float:
+    peaks = [0.0]
+    for pid in descendants(daemon_pid):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"exiftool" in command:
+            peaks.append(peak_mb(pid))
+    return max(peaks)
+
+
+def burst(photos: list[Path], work: Path) -> dict[str, Any]:
+    """One run: copy, start the daemon, drop everything at once, wait for the last photo."""
+    staging, watched = work / "staging", work / "photos"
+    staging.mkdir(parents=True)
+    watched.mkdir()
+    needed = sum(p.stat().st_size for p in photos)
+    free = shutil.disk_usage(work).free
+    if free < needed * 1.1:
+        raise BenchError(f"{work}: {free / 1e9:.1f} GB free, the copies need {needed / 1e9:.1f} GB; "
+                         "pass --cache on a bigger disk or a smaller --count")
+    say(f"copying {len(photos)} photos ({needed / 1e9:.1f} GB) to {staging}")
+    for photo in photos:
+        shutil.copyfile(photo, staging / photo.name)
+    template = work / "template.db"
+    Store(template).close()  # an empty database: the daemon encodes the tag list when it starts
+    config = write_config(work / "conf", watched, template)
+    progress = Progress(config.parent / "state" / "tagwatch.db")
+    daemon = DaemonProcess(config)
+    try:
+        daemon.start()
+        daemon.wait_log("tagwatch is running", timeout=600)
+        assert daemon.proc is not None
+        before = peak_mb(daemon.proc.pid)
+        say(f"daemon running ({before:.0f} MB); dropping {len(photos)} photos")
+        started = time.perf_counter()
+        for photo in photos:
+            os.rename(staging / photo.name, watched / photo.name)
+        dropped = time.perf_counter() - started
+        exiftool_peak, failed, done, last_say = 0.0, 0, 0, 0.0
+        while done + failed < len(photos):
+            daemon.alive()
+            time.sleep(0.5)
+            done = progress.done()
+            failed = progress.db.execute("SELECT COUNT(*) FROM files WHERE state = ?",
+                                         (FAILED,)).fetchone()[0]
+            exiftool_peak = max(exiftool_peak, exiftool_peak_mb(daemon.proc.pid))
+            if time.perf_counter() - last_say > 30:
+                last_say = time.perf_counter()
+                say(f"{done} tagged, {failed} failed, {last_say - started:.0f} s")
+        seconds = time.perf_counter() - started
+        peak = peak_mb(daemon.proc.pid)
+        failures = progress.db.execute("SELECT path, error FROM files WHERE state = ? LIMIT 5",
+                                       (FAILED,)).fetchall()
+    finally:
+        daemon.stop()
+        progress.close()
+    say("checking every photo's keywords with exiftool")
+    with_keywords = sum(1 for n in keyword_counts(watched).values() if n > 0)
+    return {"photos": len(photos), "seconds": round(seconds, 1),
+            "files_per_s": round(len(photos) / seconds, 2),
+            "drop_s": round(dropped, 2), "tagged": done, "failed": failed, "with_keywords": with_keywords,
+            "daemon_peak_rss_mb": round(peak, 1), "daemon_peak_before_drop_mb": round(before, 1),
+            "exiftool_peak_rss_mb": round(exiftool_peak, 1), "first_failures": failures,
+            "log": str(daemon.log_path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=10_000, metavar="N", help="photos (default 10,000)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, metavar="DIR",
+                        help=f"where the generated photos live and runs work (default {DEFAULT_CACHE})")
+    parser.add_argument("--json", type=Path, default=Path("bench-burst.json"), metavar="PATH",
+                        help="where the results go (default bench-burst.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the run folder (photos, log, database)")
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    if shutil.which("exiftool") is None:
+        say("exiftool is needed (Debian: apt-get install libimage-exiftool-perl)")
+        return 2
+    args.cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="burst-", dir=args.cache))
+    try:
+        photos = ensure_photos(args.cache / "images-12mp", args.count)
+        result = burst(photos, work)
+    except BenchError as exc:
+        say(str(exc))
+        return 1
+    finally:
+        if args.keep:
+            say(f"run folder kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    document = {"machine": machine_facts(), "result": result,
+                "model": "ViT-B-32-256, pretrained none (random weights)",
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    args.json.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"burst of {result['photos']} photos (12 MP): {result['seconds']} s, "
+          f"{result['files_per_s']} files/s "
+          f"(dropped in {result['drop_s']} s); tagged {result['tagged']}, failed {result['failed']}, "
+          f"with keywords {result['with_keywords']}; peak RSS daemon {result['daemon_peak_rss_mb']} MB "
+          f"({result['daemon_peak_before_drop_mb']} MB before the drop), exiftool "
+          f"{result['exiftool_peak_rss_mb']} MB")
+    say(f"results written to {args.json}")
+    return 0 if result["failed"] == 0 and result["with_keywords"] == result["photos"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
