@@ -8,15 +8,15 @@ Not a test: it asserts no duration.
 The first 200 photos are bench.py's set (same generator, same cache); beyond them come lossless
 jpegtran variants of those (flipped and cropped by 16-px steps to 3904x2928: different pixels, so the
 content-keyed cache skips none, made in ~0.1 s each instead of drawing each from scratch), made once
-and reused.  Each run links them into a staging folder beside the watched one (not timed),
+and reused.  Each run copies them into a staging folder beside the watched one (not timed),
 starts ``tagwatch run`` with the default model (ViT-B-32-256, random weights: nothing is downloaded),
 waits until it runs, then renames every photo into the watched folder as fast as the file system
 allows: a camera card copied in at once.  It reports the time from the first rename until the database
 records the last photo done or failed, files/s, the peak RSS (VmHWM) of the daemon and of its exiftool,
 photos tagged and failures; afterwards exiftool checks that every photo carries keywords.
 
-Disk: the cache holds ~1.6-1.9 MB per photo (~18 GB for 10,000); a run links rather than copies where
-the file system allows, else it needs as much again.  ``--cache`` puts both on a bigger disk.
+Disk: the cache holds ~1.6-1.9 MB per photo (~16 GB for 10,000) and a run needs as much again for its
+copies (not hard links: tagwatch leaves a hard-linked photo alone).  ``--cache`` puts both on a bigger disk.
 """
 
 from __future__ import annotations
@@ -153,12 +153,9 @@ def burst(photos: list[Path], work: Path) -> dict[str, Any]:
     if free < needed * 1.1:
         raise BenchError(f"{work}: {free / 1e9:.1f} GB free, the copies need {needed / 1e9:.1f} GB; "
                          "pass --cache on a bigger disk or a smaller --count")
-    say(f"linking or copying {len(photos)} photos ({needed / 1e9:.1f} GB) to {staging}")
-    for photo in photos:  # a link is enough: tagwatch writes a new file and renames it over the old
-        try:
-            os.link(photo, staging / photo.name)
-        except OSError:
-            shutil.copyfile(photo, staging / photo.name)
+    say(f"copying {len(photos)} photos ({needed / 1e9:.1f} GB) to {staging}")
+    for photo in photos:  # not links: tagwatch leaves a hard-linked photo alone (a rewrite would split it)
+        shutil.copyfile(photo, staging / photo.name)
     template = work / "template.db"
     Store(template).close()  # an empty database: the daemon encodes the tag list when it starts
     config = write_config(work / "conf", watched, template)
