@@ -171,20 +171,24 @@ def burst(photos: list[Path], work: Path) -> dict[str, Any]:
         for photo in photos:
             os.rename(staging / photo.name, watched / photo.name)
         dropped = time.perf_counter() - started
-        peaks, failed, done, last_say = {"exiftool": 0.0, "encoder": 0.0}, 0, 0, 0.0
+        peaks, failed, done, last_say, polls = {"exiftool": 0.0, "encoder": 0.0}, 0, 0, 0.0, 0
         while done + failed < len(photos):
             daemon.alive()
             time.sleep(0.5)
+            polls += 1
             done = progress.done()
             failed = progress.db.execute("SELECT COUNT(*) FROM files WHERE state = ?",
                                          (FAILED,)).fetchone()[0]
-            for name, value in child_peaks_mb(daemon.proc.pid).items():
-                peaks[name] = max(peaks[name], value)
+            if polls % 10 == 1:  # peaks are high-water marks: a walk of /proc every 5 s misses none
+                for name, value in child_peaks_mb(daemon.proc.pid).items():
+                    peaks[name] = max(peaks[name], value)
             if time.perf_counter() - last_say > 30:
                 last_say = time.perf_counter()
                 say(f"{done} tagged, {failed} failed, {last_say - started:.0f} s")
         seconds = time.perf_counter() - started
         peak = peak_mb(daemon.proc.pid)
+        for name, value in child_peaks_mb(daemon.proc.pid).items():
+            peaks[name] = max(peaks[name], value)
         failures = progress.db.execute("SELECT path, error FROM files WHERE state = ? LIMIT 5",
                                        (FAILED,)).fetchall()
     finally:
