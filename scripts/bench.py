@@ -551,6 +551,7 @@ class TreeMemory:
         self.peaks: dict[int, float] = {}
         self.names: dict[int, str] = {}
         self._stop = threading.Event()
+        self._sample()  # the figures from the moment it is made: a "before" to compare with
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 

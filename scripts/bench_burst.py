@@ -40,6 +40,7 @@ from bench import (
     BenchError,
     DaemonProcess,
     Progress,
+    TreeMemory,
     ensure_photos,
     keyword_counts,
     machine_facts,
@@ -99,50 +100,6 @@ def ensure_burst_photos(cache: Path, count: int) -> list[Path]:
     return bases + targets
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (the daemon's exiftool and its helper)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def peak_mb(pid: int) -> float:
-    """VmHWM of one process, MB (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def child_peaks_mb(daemon_pid: int) -> dict[str, float]:
-    """VmHWM of the daemon's exiftool and of its encoder child (the model lives there), MB."""
-    peaks = {"exiftool": 0.0, "encoder": 0.0}
-    for pid in descendants(daemon_pid):
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        for name, marker in (("exiftool", b"exiftool"), ("encoder", b"tagwatch.encoder")):
-            if marker in command:
-                peaks[name] = max(peaks[name], peak_mb(pid))
-    return peaks
-
-
 def burst(photos: list[Path], work: Path) -> dict[str, Any]:
     """One run: copy, start the daemon, drop everything at once, wait for the last photo."""
     staging, watched = work / "staging", work / "photos"
@@ -165,30 +122,26 @@ def burst(photos: list[Path], work: Path) -> dict[str, Any]:
         daemon.start()
         daemon.wait_log("tagwatch is running", timeout=600)
         assert daemon.proc is not None
-        before = peak_mb(daemon.proc.pid)
+        memory = TreeMemory(daemon.proc.pid)  # daemon, encoder child, exiftool: peaks sampled in a thread
+        before = memory.by_name()["main"]
         say(f"daemon running ({before:.0f} MB); dropping {len(photos)} photos")
         started = time.perf_counter()
         for photo in photos:
             os.rename(staging / photo.name, watched / photo.name)
         dropped = time.perf_counter() - started
-        peaks, failed, done, last_say, polls = {"exiftool": 0.0, "encoder": 0.0}, 0, 0, 0.0, 0
+        failed, done, last_say = 0, 0, 0.0
         while done + failed < len(photos):
             daemon.alive()
             time.sleep(0.5)
-            polls += 1
             done = progress.done()
             failed = progress.db.execute("SELECT COUNT(*) FROM files WHERE state = ?",
                                          (FAILED,)).fetchone()[0]
-            if polls % 10 == 1:  # peaks are high-water marks: a walk of /proc every 5 s misses none
-                for name, value in child_peaks_mb(daemon.proc.pid).items():
-                    peaks[name] = max(peaks[name], value)
             if time.perf_counter() - last_say > 30:
                 last_say = time.perf_counter()
                 say(f"{done} tagged, {failed} failed, {last_say - started:.0f} s")
         seconds = time.perf_counter() - started
-        peak = peak_mb(daemon.proc.pid)
-        for name, value in child_peaks_mb(daemon.proc.pid).items():
-            peaks[name] = max(peaks[name], value)
+        memory.stop()
+        peaks = memory.by_name()
         failures = progress.db.execute("SELECT path, error FROM files WHERE state = ? LIMIT 5",
                                        (FAILED,)).fetchall()
     finally:
@@ -199,10 +152,10 @@ def burst(photos: list[Path], work: Path) -> dict[str, Any]:
     return {"photos": len(photos), "seconds": round(seconds, 1),
             "files_per_s": round(len(photos) / seconds, 2),
             "drop_s": round(dropped, 2), "tagged": done, "failed": failed, "with_keywords": with_keywords,
-            "daemon_peak_rss_mb": round(peak, 1), "daemon_peak_before_drop_mb": round(before, 1),
-            "encoder_peak_rss_mb": round(peaks["encoder"], 1),
-            "exiftool_peak_rss_mb": round(peaks["exiftool"], 1),
-            "sum_peak_rss_mb": round(peak + peaks["encoder"] + peaks["exiftool"], 1),
+            "daemon_peak_rss_mb": round(peaks["main"], 1), "daemon_peak_before_drop_mb": round(before, 1),
+            "encoder_peak_rss_mb": round(peaks.get("encoder", 0.0), 1),
+            "exiftool_peak_rss_mb": round(peaks.get("exiftool", 0.0), 1),
+            "sum_peak_rss_mb": round(memory.peak(), 1),
             "first_failures": failures,
             "log": str(daemon.log_path)}
 
