@@ -36,6 +36,7 @@ list's text vectors, as after a first start: text encoding is measured on its ow
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -49,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -59,10 +61,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from tagwatch.config import ModelConfig, TaggingConfig, builtin_tag_list
-from tagwatch.imaging import prepare
+from rclip_beside import RclipError, export_model, index_with_rclip, rclip_version
+from tagwatch.config import PRECISIONS, ModelConfig, TaggingConfig, builtin_tag_list
+from tagwatch.imaging import prepare, to_array
 from tagwatch.keys import JPEG_SUFFIXES
-from tagwatch.model import ClipModel, load_model, model_identity
+from tagwatch.model import ClipModel, load_model, model_identity, resolve_precision
 from tagwatch.store import DONE, FAILED, VECTOR_DTYPE, Store
 from tagwatch.tagger import TagMatrix, normalize, predict
 from tagwatch.vocabulary import Vocabulary, load_vocabulary
@@ -285,8 +288,16 @@ def timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def model_config() -> ModelConfig:
-    return ModelConfig(pretrained="none")  # the default architecture, random weights
+# The model every part runs: the default architecture with random weights, in --precision.
+MODEL = ModelConfig(pretrained="none")
+
+
+def model_config(precision: str | None = None) -> ModelConfig:
+    return dataclasses.replace(MODEL, precision=precision or MODEL.precision)
+
+
+def resolved_precision() -> str:
+    return resolve_precision(MODEL.precision, "cpu")
 
 
 def flops_per_image(clip: ClipModel) -> float:
@@ -308,49 +319,115 @@ def flops_per_image(clip: ClipModel) -> float:
 
 
 def matmul_gflops(dtype_name: str, trials: int, size: int = 2048) -> list[float]:
-    """GFLOP/s of a large square matmul with torch's threads: what the CPU can do at best."""
+    """GFLOP/s of a large square matmul with torch's threads: what the CPU can do at best.
+
+    ``int8`` is torch's dynamically quantised linear layer (activations quantised on each call, as
+    the int8 encoder runs them), counted in integer operations.
+    """
     import torch
 
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b  # warm-up: thread pool and packing buffers
+    if dtype_name == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            layer = torch.ao.quantization.quantize_dynamic(
+                torch.nn.Sequential(torch.nn.Linear(size, size, bias=False)), {torch.nn.Linear},
+                dtype=torch.qint8)
+        a = torch.randn(size, size)
+        multiply: Callable[[], object] = lambda: layer(a)  # noqa: E731
+    else:
+        dtype = getattr(torch, dtype_name)
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        multiply = lambda: a @ b  # noqa: E731
+    multiply()  # warm-up: thread pool and packing buffers
     flop = 2 * size**3
     samples = []
-    for _ in range(trials):
-        seconds = timed(lambda: [a @ b for _ in range(3)])
-        samples.append(3 * flop / seconds / 1e9)
+    with torch.inference_mode():
+        for _ in range(trials):
+            seconds = timed(lambda: [multiply() for _ in range(3)])
+            samples.append(3 * flop / seconds / 1e9)
     return samples
 
 
-def encoder_batch(photos: list[Path], clip: ClipModel) -> np.ndarray:
-    """A batch of real photos, decoded and preprocessed exactly as the pipeline does."""
+def encoder_batch(photos: list[Path], clip: ClipModel, upright_full: bool = False) -> np.ndarray:
+    """A batch of real photos, decoded and preprocessed exactly as the pipeline does (JPEG draft mode),
+    or with ``upright_full`` by a plain full-size decode, to measure what draft mode changes."""
     chosen = [photos[i % len(photos)] for i in range(ENCODER_BATCH)]
-    return np.stack([prepare(p.read_bytes(), clip.preprocess) for p in chosen])
+    if not upright_full:
+        return np.stack([prepare(p.read_bytes(), clip.preprocess) for p in chosen])
+    arrays = []
+    for photo in chosen:
+        with Image.open(photo) as image:
+            arrays.append(to_array(ImageOps.exif_transpose(image).convert("RGB"), clip.preprocess))
+    return np.stack(arrays)
+
+
+def encoder_rates(clip: ClipModel, batch: np.ndarray, repeat: int) -> tuple[list[float], np.ndarray]:
+    vectors = clip.encode_images(batch)  # warm-up
+    return [ENCODER_BATCH / timed(lambda: clip.encode_images(batch)) for _ in range(repeat)], vectors
+
+
+def cosines(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-photo cosine between two sets of (normalised) vectors of the same photos."""
+    return np.sum(normalize(vectors.astype(np.float32)) * normalize(reference.astype(np.float32)), axis=1)
+
+
+def fast_precisions() -> list[str]:
+    """The precisions worth comparing here: int8 always (an option everywhere), bf16 where it is fast."""
+    return ["int8"] + (["bf16"] if cpu_flags() & set(FAST_BF16_FLAGS) else [])
 
 
 def bench_encoder(report: Report, clip: ClipModel, photos: list[Path], repeat: int) -> None:
-    """(b) The image encoder alone, beside the roofline of the precision it runs in."""
+    """(b) The image encoder alone, beside the roofline of the precision it runs in, and every fast
+    path's cost in fidelity: cosine of its vectors to the fp32 vectors of the same photos."""
     batch = encoder_batch(photos, clip)
-    clip.encode_images(batch)  # warm-up
-    rates = [ENCODER_BATCH / timed(lambda: clip.encode_images(batch)) for _ in range(repeat)]
-    flops = flops_per_image(clip)
+    rates, vectors = encoder_rates(clip, batch, repeat)
+    fp32 = clip if clip.precision == "fp32" else load_model(model_config("fp32"))
+    flops = flops_per_image(fp32)  # the counter does not see quantised layers; the work is the same
     report.add("encoder_img_s", f"(b) image encoder, batch {ENCODER_BATCH}, {clip.precision}", "img/s", rates)
     report.add("model_gflop_per_image", "(b) model FLOPs per image (torch flop counter)", "GFLOP",
                [flops / 1e9])
-    precisions = ["float32"] + (["bfloat16"] if cpu_flags() & set(FAST_BF16_FLAGS) else [])
-    for dtype_name in precisions:
-        short = "fp32" if dtype_name == "float32" else "bf16"
+    kinds = ["float32"] + (["bfloat16"] if "bf16" in fast_precisions() else []) + ["int8"]
+    for dtype_name in kinds:
+        short = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype_name, dtype_name)
+        unit = "GOP/s" if short == "int8" else "GFLOP/s"
         samples = matmul_gflops(dtype_name, trials=max(3, repeat))
-        report.add(f"matmul_{short}_gflop_s", f"(b) {short} matmul 2048², {_threads()} threads", "GFLOP/s",
-                   samples)
+        what = "dynamic int8 linear" if short == "int8" else f"{short} matmul"
+        report.add(f"matmul_{short}_gflop_s", f"(b) {what} 2048², {_threads()} threads", unit, samples)
         roofline = statistics.median(samples) * 1e9 / flops
         report.add(f"roofline_{short}_img_s", f"(b) {short} roofline (matmul ÷ FLOPs per image)", "img/s",
                    [roofline])
-        if short == ("bf16" if clip.precision == "bf16" else "fp32"):
+        if short == clip.precision:
             report.add("encoder_roofline_pct", f"(b) encoder share of the {short} roofline", "%",
                        [100 * r / roofline for r in rates], value=100 * statistics.median(rates) / roofline)
-    if len(precisions) == 1:
+    if "bf16" not in fast_precisions():
         report.extra["bf16_matmul"] = "not measured: no avx512_bf16/amx_bf16 (bf16 is emulated here)"
+    bench_fidelity(report, clip, fp32, photos, batch, vectors, repeat)
+
+
+def bench_fidelity(report: Report, clip: ClipModel, fp32: ClipModel, photos: list[Path], batch: np.ndarray,
+                   vectors: np.ndarray, repeat: int) -> None:
+    """(b) Each fast path against fp32 on the same photos: the other precisions' speed and cosine, and
+    JPEG draft decoding against a full decode (both encoded in fp32)."""
+    reference = vectors if fp32 is clip else fp32.encode_images(batch)
+    for precision in ["fp32", *fast_precisions()]:
+        if precision == clip.precision:
+            other_vectors = vectors
+        else:
+            other = load_model(model_config(precision))
+            rates, other_vectors = encoder_rates(other, batch, repeat)
+            report.add(f"encoder_{precision}_img_s", f"(b) image encoder, batch {ENCODER_BATCH}, {precision}",
+                       "img/s", rates)
+            del other
+        if precision != "fp32":
+            found = cosines(other_vectors, reference)
+            report.add(f"cosine_{precision}", f"(b) {precision} vectors: cosine to fp32, lowest of "
+                       f"{len(found)} photos", "cosine", [float(found.min())],
+                       note=f"mean {found.mean():.6f}")
+    full = fp32.encode_images(encoder_batch(photos, clip, upright_full=True))
+    found = cosines(reference, full)
+    report.add("cosine_draft", "(b) JPEG draft decode: cosine to a full decode, lowest", "cosine",
+               [float(found.min())], note=f"mean {found.mean():.6f}")
+    gc.collect()
 
 
 def bench_encoder_child(report: Report, clip: ClipModel, photos: list[Path], repeat: int) -> None:
@@ -455,6 +532,7 @@ def write_config(folder: Path, watch: Path | None, template_db: Path, idle_unloa
         'database = "state/tagwatch.db"',
         "[model]",
         'pretrained = "none"',
+        f'precision = "{MODEL.precision}"',
         "[tagging]",
         f"threshold = {THRESHOLD}",
         f"top_k = {TOP_K}",
@@ -724,9 +802,16 @@ def index_with_scan(photos: list[Path], run: Path, template_db: Path) -> dict[st
             "peaks": memory.by_name()}
 
 
-def bench_indexing(report: Report, photos: list[Path], work: Path, template_db: Path, repeat: int) -> None:
-    """(a) and (f): cold indexing through the daemon and through scan."""
-    daemon_runs, scan_runs = [], []
+def bench_indexing(report: Report, photos: list[Path], work: Path, template_db: Path, repeat: int,
+                   rclip: Path | None) -> None:
+    """(a) and (f): cold indexing through the daemon and through scan (and rclip, runs interleaved)."""
+    daemon_runs, scan_runs, rclip_rates = [], [], []
+    if rclip is not None:
+        say("(a) exporting the model for rclip (ONNX)")
+        version = rclip_version(rclip)
+        onnx = export_model(load_model(model_config("fp32"))._model, work.parent / "rclip-model")
+        rclip_photos = work / "rclip-photos"
+        copy_photos(photos, rclip_photos)
     for n in range(repeat):
         say(f"(a) daemon indexing {len(photos)} photos, run {n + 1}/{repeat}")
         daemon_runs.append(index_with_daemon(photos, work / f"daemon-{n}", template_db))
@@ -734,6 +819,11 @@ def bench_indexing(report: Report, photos: list[Path], work: Path, template_db: 
         say(f"(a) scan of {len(photos)} photos, run {n + 1}/{repeat}")
         scan_runs.append(index_with_scan(photos, work / f"scan-{n}", template_db))
         say(f"    {scan_runs[-1]['rate']:.2f} img/s")
+        if rclip is not None:
+            say(f"(a) rclip indexing {len(photos)} photos, run {n + 1}/{repeat}")
+            seconds = index_with_rclip(rclip, rclip_photos, len(photos), onnx, work / f"rclip-{n}")
+            rclip_rates.append(len(photos) / seconds)
+            say(f"    {rclip_rates[-1]:.2f} img/s")
     unloads = sum(r["unloads_while_indexing"] for r in daemon_runs)
     note = f"model unloaded {unloads}x mid-run!" if unloads else ""
     report.add("index_daemon_img_s", "(a) cold indexing, daemon (watched folder → keywords)", "img/s",
@@ -742,6 +832,11 @@ def bench_indexing(report: Report, photos: list[Path], work: Path, template_db: 
                [r["startup_s"] for r in daemon_runs])
     report.add("index_scan_img_s", "(a) cold indexing, tagwatch scan", "img/s",
                [r["rate"] for r in scan_runs])
+    if rclip_rates:
+        report.add("index_rclip_img_s", f"(a) cold indexing, {version} (ONNX, same weights, fp32)",
+                   "img/s", rclip_rates)
+        report.add("index_daemon_vs_rclip", "(a) daemon's rate ÷ rclip's (medians)", "x",
+                   [statistics.median(r["rate"] for r in daemon_runs) / statistics.median(rclip_rates)])
     report.add("peak_rss_daemon_mb", "(f) peak RSS, daemon + encoder + exiftool, sum of each one's VmHWM",
                "MB", [r["peak_mb"] for r in daemon_runs], note=_breakdown(daemon_runs[-1]["peaks"]))
     report.add("peak_rss_daemon_main_mb", "(f) of which the daemon's own process (VmHWM)", "MB",
@@ -841,12 +936,14 @@ def guard(report: Report, part: str, work: Callable[..., None], *args: Any) -> N
     """A part that fails is reported and the others still run."""
     try:
         work(*args)
-    except BenchError as exc:
+    except (BenchError, RclipError) as exc:
         report.errors[part] = str(exc)
         say(f"part ({part}) failed: {exc}")
 
 
-def format_value(value: float) -> str:
+def format_value(value: float, unit: str = "") -> str:
+    if unit == "cosine":
+        return f"{value:.6f}"
     if value == 0 or abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -867,8 +964,8 @@ def print_table(report: Report, machine: dict[str, Any], settings: dict[str, Any
     print(f"{'measure':<{width}}  {'value':>9}  {'min':>9}  {'max':>9}  {'n':>3}  unit")
     for result in report.results:
         s = result.summary()
-        print(f"{result.label:<{width}}  {format_value(s['value']):>9}  {format_value(s['min']):>9}  "
-              f"{format_value(s['max']):>9}  {s['n']:>3}  {result.unit}"
+        value, low, high = (format_value(s[k], result.unit) for k in ("value", "min", "max"))
+        print(f"{result.label:<{width}}  {value:>9}  {low:>9}  {high:>9}  {s['n']:>3}  {result.unit}"
               + (f"  ({result.note})" if result.note else ""))
     for name, text in report.extra.items():
         print(f"{name}: {text}")
@@ -890,6 +987,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="warm drops in (e) (default 10, --quick 5); cold drops: as many, --quick 2")
     parser.add_argument("--parts", default="abcdef", help="which of a-f to run (default all; c always runs; "
                         "f comes with a)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=MODEL.precision,
+                        help=f"the model's precision in every part (default {MODEL.precision})")
+    parser.add_argument("--rclip", type=Path, metavar="EXE",
+                        help="also time rclip's first indexing of the same photos (see rclip_beside.py)")
     parser.add_argument("--quick", action="store_true", help="a small run for a smoke test (a few minutes)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, metavar="DIR",
                         help=f"where the generated photos live and runs work (default {DEFAULT_CACHE})")
@@ -911,7 +1012,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global MODEL
     args = parse_args(argv)
+    MODEL = model_config(args.precision)
     if shutil.which("exiftool") is None:
         say("exiftool is needed (Debian: apt-get install libimage-exiftool-perl)")
         return 2
@@ -928,8 +1031,8 @@ def main(argv: list[str] | None = None) -> int:
                 "photo_source": "--images" if args.images else f"{size[0]}x{size[1]} q{QUALITY}, {SOURCES}",
                 "first_photo_size": list(size), "repeat": args.repeat, "vectors": args.vectors,
                 "drops_warm": args.drops, "drops_cold": args.cold_drops, "quick": args.quick,
-                "model": "ViT-B-32-256, pretrained none (random weights)", "threshold": THRESHOLD,
-                "top_k": TOP_K, "idle_unload": IDLE_UNLOAD, "parts": args.parts}
+                "model": f"ViT-B-32-256, pretrained none (random weights), {resolved_precision()}",
+                "threshold": THRESHOLD, "top_k": TOP_K, "idle_unload": IDLE_UNLOAD, "parts": args.parts}
     machine = machine_facts()
     args.cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=args.cache))
@@ -937,7 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         in_process_parts(report, photos, args, template_db)
         if "a" in args.parts:
-            guard(report, "a", bench_indexing, report, photos, work, template_db, args.repeat)
+            guard(report, "a", bench_indexing, report, photos, work, template_db, args.repeat, args.rclip)
         if "e" in args.parts:
             guard(report, "e", bench_latency, report, photos, work, template_db, args.drops, args.cold_drops)
     finally:
