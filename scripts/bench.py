@@ -13,7 +13,9 @@ It measures, each as the median of ``--repeat`` runs with min and max:
     until the last photo's keywords are in the file;
 (b) the image encoder alone at batch 32 (in the bench's process, and through the daemon's encoder
     child process) beside the machine's matmul throughput, the model's FLOPs per
-    image and the share of that roofline it reaches;
+    image and the share of that roofline it reaches; every fast path against fp32 on the same
+    photos: int8 (and bf16 where the CPU multiplies it) speed and cosine to the fp32 vectors, and
+    JPEG draft decoding's cosine to a full decode;
 (c) text vectors for the default tag list (ClipModel.encode_texts), seconds;
 (d) re-scoring N synthetic cached vectors (tagger.predict), and finding the files whose tags changed;
 (e) one dropped photo → keywords readable, p50/p95 over --drops drops (not repeated), model warm
@@ -22,6 +24,8 @@ It measures, each as the median of ``--repeat`` runs with min and max:
     child process of the daemon (and of scan) that ends with the unload: peaks are the sum of the
     daemon's, the encoder child's and exiftool's VmHWM (an upper bound of their peak together), with
     the share of each; the idle RSS is the daemon's own, and with exiftool beside it.
+
+With ``--rclip EXE``, (a) also times rclip's first indexing of the same photos (rclip_beside.py).
 
 The photos are made once from Debian's mate-backgrounds photographs and cached (--cache).  A photo
 counts as done when the daemon's database records it so, which it does after the keywords are written;
