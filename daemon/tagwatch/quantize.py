@@ -56,7 +56,9 @@ class LinearSelfAttention(nn.Module):
 
 
 def _is_self_attention(module: nn.Module) -> bool:
-    return isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim and module.dropout == 0
+    """Only the plain kind is rebuilt: one shared in-projection, no added bias/zero keys, no dropout."""
+    return (isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim and module.dropout == 0
+            and module.bias_k is None and not module.add_zero_attn)
 
 
 def linear_attention(tower: nn.Module) -> int:
