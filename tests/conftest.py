@@ -38,6 +38,21 @@ CORPUS = Path(os.environ.get("TAGWATCH_CORPUS", REPO.parent / "shared" / "corpus
 # Non-ASCII tags prove the UTF-8 path end to end.
 TAGS = ["beach", "forest", "mountain", "city street", "Ünïcödé tag", "日本語"]
 
+# With the suite spread over several workers (scripts/test), every torch process (a daemon's model
+# child, the test model's retraining) shares the cores with another worker's.  OpenMP's default is to
+# spin between parallel regions, burning a core the other process needs: two 2-thread trainings side
+# by side took 47-88 s spinning and 29-31 s passive, against ~20 s for one alone.  Set before any
+# torch is loaded here, and inherited by every subprocess; a value from the caller wins.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the few long tests (``@pytest.mark.slow``, 30 s to 3 min each) first: with the suite
+    spread over workers (scripts/test uses pytest-xdist), a long test started last would run alone
+    while the other workers sit idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept otherwise
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -94,15 +109,41 @@ def make_jpeg() -> Callable[..., Path]:
     return noise_jpeg
 
 
+class SharedModel(LazyModel):
+    """A LazyModel whose encoder child outlives the pipelines that use it: starting a child (it
+    imports torch and open_clip) costs 5-7 s, which every in-process test would pay again.  The
+    child holds no state but the weights; each test's store still holds its own vectors."""
+
+    def close(self) -> None:  # Pipeline.close(): keep the child for the next test
+        pass
+
+    def end(self) -> None:
+        super().close()
+
+
+_SHARED_MODELS: dict[Path, SharedModel] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_shared_models() -> Iterator[None]:
+    yield
+    for model in _SHARED_MODELS.values():
+        model.end()
+
+
 class Env:
-    """The worker's pipeline in-process: real store, real exiftool, the tiny CLIP."""
+    """The worker's pipeline in-process: real store, real exiftool, the tiny CLIP (one encoder
+    child per checkpoint for the whole session)."""
 
     def __init__(self, root: Path, checkpoint: Path, tagging: TaggingConfig,
                  write: WriteConfig | None = None) -> None:
         self.root = root
         self.store = Store(root / "state" / "tw.db")
         self.exiftool = ExifTool()
-        self.model = LazyModel(ModelConfig(name=str(TINY_CONFIG), pretrained=str(checkpoint)))
+        if checkpoint not in _SHARED_MODELS:
+            _SHARED_MODELS[checkpoint] = SharedModel(ModelConfig(name=str(TINY_CONFIG),
+                                                                 pretrained=str(checkpoint)))
+        self.model: LazyModel = _SHARED_MODELS[checkpoint]
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, write), tagging)
         self.use(TAGS, tagging)
 

@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import TAGS, Daemon, exif_keywords, noise_jpeg, wait_for, write_config
@@ -60,6 +61,7 @@ def whole(path: Path, original: bytes, expected: list[str]) -> str:
     return f"partial keywords {found}"
 
 
+@pytest.mark.slow
 def test_sigkill_during_writes_never_leaves_a_partial_photo(tmp_path: Path, tiny_checkpoint: Path) -> None:
     root = tmp_path / "photos"
     root.mkdir()
@@ -199,6 +201,7 @@ def feed(staging: Path, root: Path, fed: dict[Path, tuple[bytes, list[str]]], st
         stop.wait(rng.uniform(0.1, 0.6))
 
 
+@pytest.mark.slow
 def test_fifty_sigkills_while_photos_arrive_lose_nothing_and_duplicate_nothing(
         tmp_path: Path, tiny_checkpoint: Path) -> None:
     root, staging, warm = tmp_path / "photos", tmp_path / "staging", tmp_path / "warm"

@@ -132,6 +132,7 @@ def test_tag_list_edit_retags_without_encoding_any_image(running: Daemon) -> Non
     wait_for(lambda: tagged_with(folder / "after.jpg", [*TAGS, "harbour"]))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_burst_then_restart_finishes_the_work(tmp_path: Path, tiny_checkpoint: Path) -> None:
     root = tmp_path / "photos"
     root.mkdir()

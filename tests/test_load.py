@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import TAGS, Daemon, noise_jpeg, status, wait_for, write_config
 
 N = 5_000
@@ -41,6 +43,7 @@ def tagged_in_store(database: Path) -> int:
         db.close()
 
 
+@pytest.mark.slow
 def test_five_thousand_photos_at_once_are_all_tagged_in_bounded_memory(
         tmp_path: Path, tiny_checkpoint: Path) -> None:
     root, staging = tmp_path / "photos", tmp_path / "staging"

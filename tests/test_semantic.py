@@ -172,6 +172,7 @@ def test_a_photo_stored_sideways_is_tagged_as_it_is_shown(tmp_path: Path) -> Non
     assert not wrong, f"tagged as stored, not as shown: {wrong}"
 
 
+@pytest.mark.slow
 def test_the_committed_model_reproduces_from_its_seed(tmp_path: Path) -> None:
     """Retraining with the committed seed and steps gives the same tags on the held-out photos.
     Bits may differ on another CPU; tags must not."""
