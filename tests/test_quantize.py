@@ -24,9 +24,11 @@ def test_rebuilt_self_attention_computes_what_multihead_attention_did(batch_firs
     x = torch.randn(3, 10, 64) if batch_first else torch.randn(10, 3, 64)
     mask = torch.zeros(10, 10)
     mask[:, 7:] = float("-inf")  # a mask as a text tower would pass one
+    banned = torch.rand(3 * 4, 10, 10) > 0.7  # True masks out, one mask per sample and head
+    banned[..., 0] = False  # every query keeps a key
     rebuilt = LinearSelfAttention(attention)
     with torch.inference_mode():
-        for kwargs in ({}, {"attn_mask": mask}):
+        for kwargs in ({}, {"attn_mask": mask}, {"attn_mask": mask < 0}, {"attn_mask": banned}):
             expected = attention(x, x, x, need_weights=False, **kwargs)[0]
             assert torch.allclose(rebuilt(x, x, x, need_weights=False, **kwargs)[0], expected, atol=1e-5)
 

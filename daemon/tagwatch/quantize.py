@@ -50,6 +50,11 @@ class LinearSelfAttention(nn.Module):
         batch, tokens, width = x.shape
         heads = self.qkv(x).reshape(batch, tokens, 3, self.heads, width // self.heads)
         q, k, v = heads.permute(2, 0, 3, 1, 4)
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:  # MultiheadAttention: True masks a key out; SDPA: True keeps it
+                attn_mask = ~attn_mask
+            if attn_mask.dim() == 3:  # one mask per sample and head, (batch * heads, tokens, tokens)
+                attn_mask = attn_mask.view(batch, self.heads, tokens, tokens)
         mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = self.out(mixed.transpose(1, 2).reshape(batch, tokens, width))
         return (out if self.batch_first else out.transpose(0, 1)), None
