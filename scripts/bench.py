@@ -54,7 +54,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -331,11 +330,9 @@ def matmul_gflops(dtype_name: str, trials: int, size: int = 2048) -> list[float]
     import torch
 
     if dtype_name == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            layer = torch.ao.quantization.quantize_dynamic(
-                torch.nn.Sequential(torch.nn.Linear(size, size, bias=False)), {torch.nn.Linear},
-                dtype=torch.qint8)
+        from tagwatch.quantize import int8_tower  # the encoder's own quantiser
+
+        layer = int8_tower(torch.nn.Sequential(torch.nn.Linear(size, size, bias=False)))
         a = torch.randn(size, size)
         multiply: Callable[[], object] = lambda: layer(a)  # noqa: E731
     else:

@@ -15,6 +15,7 @@ which indexes every photo (process start included) and then searches; it is time
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import subprocess
@@ -92,7 +93,7 @@ def index_with_rclip(rclip: Path, photos_folder: Path, count: int, model_folder:
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RclipError(f"rclip exited {done.returncode}: {done.stderr.strip()[-1000:]}")
-    with sqlite3.connect(datadir / "db.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(datadir / "db.sqlite3")) as db:
         indexed = db.execute("SELECT COUNT(*) FROM images WHERE deleted IS NOT 1").fetchone()[0]
     if indexed != count:
         raise RclipError(f"rclip indexed {indexed} of {count} photos")
