@@ -118,7 +118,7 @@ def test_before_and_after_numbers_on_a_constructed_case(tmp_path: Path) -> None:
     assert 0.12 < forest.after < 0.31
     table = render_table(results)
     row = next(line for line in table.splitlines() if line.startswith("beach"))
-    assert row.split() == ["beach", "2", "3", "0.2800", "0.2300", "100%", "67%", "50%", "100%", "67%", "80%"]
+    assert row.split() == ["beach", "2", "3", "0.28", "0.23", "100%", "67%", "50%", "100%", "67%", "80%"]
 
 
 def test_a_child_tags_examples_say_nothing_about_its_parent(tmp_path: Path) -> None:

@@ -148,7 +148,8 @@ def render_table(results: Sequence[TagResult]) -> str:
     for r in results:
         b, a = r.before_counts, r.after_counts
         lines.append(
-            f"{r.keyword:<{width}}  {r.positives:>4} {r.negatives:>4}  {r.before:>7.4f} {r.after:>7.4f}  "
+            f"{r.keyword:<{width}}  {r.positives:>4} {r.negatives:>4}  "
+            f"{number(r.before):>7} {number(r.after):>7}  "
             f"{_percent(b.precision):>6} {_percent(a.precision):>6}  "
             f"{_percent(b.recall):>6} {_percent(a.recall):>6}  "
             f"{_percent(b.f1):>6} {_percent(a.f1):>6}")
