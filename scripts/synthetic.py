@@ -135,6 +135,13 @@ def _shape_mask(rng: np.random.Generator, shape: str, width: int, height: int) -
     cx = width / 2 + rng.uniform(-0.1, 0.1) * side
     cy = height / 2 + rng.uniform(-0.1, 0.1) * side
     r = rng.uniform(0.17, 0.29) * side  # the shape's rough radius
+    return _mask_at(rng, shape, width, height, cx, cy, r)
+
+
+def _mask_at(rng: np.random.Generator, shape: str, width: int, height: int,
+             cx: float, cy: float, r: float) -> np.ndarray:
+    """Coverage of ``shape`` centred on (cx, cy) with rough radius ``r`` (pixels), after a small turn."""
+    side = min(width, height)
     turn = math.radians(rng.uniform(-MAX_TURN, MAX_TURN))
     scale = max(1, min(4, math.ceil(320 / side)))  # drawn large enough that reducing smooths the edges
     canvas = Image.new("L", (width * scale, height * scale), 0)
@@ -176,6 +183,102 @@ def photos(listing: list[Item], size: tuple[int, int] = (320, 240)) -> Iterator[
     """Each item with its photo."""
     for item in listing:
         yield item, make_photo(item.colour, item.shape, item.seed, size)
+
+
+# -- scenes of two shapes, for the test captioner ----------------------------------------------------
+
+RELATIONS: tuple[str, ...] = ("above", "to the left of")  # the first shape named is on top / on the left
+# How far each shape reaches from its centre, in units of its rough radius (a bar's half length)
+_REACH = {"circle": 1.05, "square": 1.25, "triangle": 1.35, "star": 1.2, "horizontal bar": 1.5,
+          "vertical bar": 1.5}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A photo of one or two coloured shapes: ``second`` and ``relation`` are None for a single shape,
+    ``first`` is None for background only.  ``first`` is above or left of ``second``."""
+
+    first: tuple[str, str] | None
+    second: tuple[str, str] | None
+    relation: str | None
+    seed: int
+
+    @property
+    def objects(self) -> tuple[tuple[str, str], ...]:
+        return tuple(o for o in (self.first, self.second) if o is not None)
+
+    @property
+    def caption(self) -> str:
+        """What the captioner should say: "a red circle above a blue square", "a green star", ""."""
+        if self.first is None:
+            return ""
+        words = _article(" ".join(self.first))
+        return f"{words} {self.relation} {_article(' '.join(self.second))}" if self.second else words
+
+    @property
+    def name(self) -> str:
+        """A file stem naming the contents, e.g. ``red-circle_above_blue-square-9000003``."""
+        def one(o: tuple[str, str] | None) -> str:
+            return "none" if o is None else f"{o[0]}-{o[1].replace(' ', '_')}"
+        if self.second is None:
+            return f"{one(self.first)}-{self.seed}"
+        relation = (self.relation or "").replace(" ", "_")
+        return f"{one(self.first)}_{relation}_{one(self.second)}-{self.seed}"
+
+
+def _article(words: str) -> str:
+    return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
+
+
+def scenes(seed: int, count: int, singles: float = 0.3, blanks: float = 0.0) -> list[Scene]:
+    """``count`` random scenes (a share ``singles`` of one shape, ``blanks`` of background only); two
+    shapes of a scene never have the same colour, so each colour word names one object."""
+    rng = np.random.default_rng([seed, 2])
+    pairs = [(c, s) for c in COLOURS for s in SHAPES]
+    out = []
+    for n in range(count):
+        draw = rng.random()
+        first = pairs[int(rng.integers(len(pairs)))]
+        second = relation = None
+        if draw < blanks:
+            first = None
+        elif draw >= blanks + singles:
+            others = [p for p in pairs if p[0] != first[0]]
+            second = others[int(rng.integers(len(others)))]
+            relation = RELATIONS[int(rng.integers(len(RELATIONS)))]
+        out.append(Scene(first, second, relation, seed * 1_000_000 + n))
+    return out
+
+
+def make_scene(scene: Scene, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """An RGB photo of ``scene``: shapes smaller than :func:`make_photo`'s, inside the central square,
+    the first above (or left of) the second with a clear gap between them."""
+    rng = np.random.default_rng(scene.seed)
+    width, height = size
+    side = min(width, height)
+    pixels = _background(rng, width, height)
+    objects = scene.objects
+    radius: list[float] = []
+    offsets: list[tuple[float, float]] = []
+    if len(objects) == 1:
+        radius = [rng.uniform(0.13, 0.22)]
+        offsets = [(rng.uniform(-0.12, 0.12), rng.uniform(-0.12, 0.12))]
+    elif objects:
+        radius = [rng.uniform(0.09, 0.14), rng.uniform(0.09, 0.14)]
+        reach = [radius[i] * _REACH[o[1]] for i, o in enumerate(objects)]
+        half = max(rng.uniform(0.17, 0.27), (reach[0] + reach[1]) / 2 + 0.04)  # half the centres' distance
+        along = rng.uniform(-0.48 + reach[0] + half, 0.48 - reach[1] - half) if (
+            0.48 - reach[1] - half > -0.48 + reach[0] + half) else 0.0
+        across = [rng.uniform(-0.46 + reach[i], 0.46 - reach[i]) * 0.4 for i in range(2)]
+        pos = [(-half + along, across[0]), (half + along, across[1])]
+        offsets = [(b, a) for a, b in pos] if scene.relation == "above" else list(pos)
+    for (colour, shape), r, (dx, dy) in zip(objects, radius, offsets, strict=True):
+        mask = _mask_at(rng, shape, width, height, width / 2 + dx * side, height / 2 + dy * side, r * side)
+        paint = np.asarray(PALETTE[colour]) * rng.uniform(0.8, 1.1) + rng.uniform(-15, 15, 3)
+        shade = _gradient(rng, width, height) * np.float32(rng.uniform(0, 25))
+        pixels += (paint.astype(np.float32) + shade[..., None] - pixels) * mask[..., None]
+    pixels += rng.standard_normal(pixels.shape, np.float32) * np.float32(rng.uniform(1.0, 9.0)) + 0.5
+    return Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8), "RGB")
 
 
 # -- datasets on disk, for scripts/evaluate.py -------------------------------------------------------

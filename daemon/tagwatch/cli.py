@@ -35,6 +35,7 @@ from .calibrate import (
     toml_string,
     write_atomic,
 )
+from .captions import from_config as captions_from_config
 from .config import LOG_FORMATS, Config, ConfigError, builtin_tag_list, default_config_path, load_config
 from .export import cached_vectors, render_csv, render_json, score
 from .imaging import set_pixel_limit
@@ -96,6 +97,7 @@ def _require_exiftool() -> None:
 
 def _pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
     pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
+    pipeline.use_captions(captions_from_config(config, store, pipeline.model))
     if config.overrides is not None:
         overrides = load_overrides(config.overrides, config.watch)
         for warning in overrides.warnings:
@@ -253,7 +255,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             store.close()
     else:
         stats = {k: 0 for k in ("files", "tagged", "pending", "failed", "deleted", "untagged", "vectors",
-                                "encoded", "keywords_written")}
+                                "encoded", "captioned", "keywords_written")}
         failures = []
     daemon = _daemon_state(config.database)
     report = {**stats, "database": str(config.database), "model": identity, "daemon": daemon}
@@ -276,7 +278,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if error:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(error["time"]))
             print(f"last error {when} {error['path']}: {error['reason']}")
-    for name in ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded",
+    for name in ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded", "captioned",
                  "keywords_written"):
         print(f"{name:<17} {stats[name]:>9}")
     for path, error in failures:

@@ -74,6 +74,21 @@ class TaggingConfig:
 
 
 @dataclass(frozen=True)
+class CaptionsConfig:
+    """Open vocabulary: a CoCa model captions each photo, and the caption's words that CLIP confirms
+    in the photo become keywords beside the tag list's (see docs/captions.md)."""
+
+    enabled: bool = False
+    name: str = ""  # empty: the tagging model ([model] name), which must then be a CoCa
+    pretrained: str = ""  # empty: [model] pretrained when name is empty too
+    threshold: float = 0.25  # a candidate keyword's cosine with the photo must be above this
+    top_k: int = 5  # at most this many keywords from one caption
+    prefix: str = ""  # e.g. "caption": lr:hierarchicalSubject gets "caption|red circle"
+    write_description: bool = False  # the caption into dc:description / Caption-Abstract, where empty
+    max_tokens: int = 30  # longest caption generated, in tokens
+
+
+@dataclass(frozen=True)
 class WriteConfig:
     target: str = "embedded"  # JPEG keywords in the file; formats we do not write into get a sidecar
     sidecar: str = "photo.jpg.xmp"
@@ -115,6 +130,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     tagging: TaggingConfig = field(default_factory=TaggingConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -279,6 +295,53 @@ def _write(raw: dict[str, Any], where: str) -> WriteConfig:
     return replace(WriteConfig(), **values)
 
 
+def captioner_config(captions: CaptionsConfig, model: ModelConfig) -> ModelConfig:
+    """The captioner's model settings: its own name and weights, on the tagging model's device,
+    cache, offline and precision settings; none given, the tagging model itself."""
+    if not captions.name:
+        return model
+    return replace(model, name=captions.name, pretrained=captions.pretrained or "none")
+
+
+def _captions(raw: dict[str, Any], base: Path, where: str) -> CaptionsConfig:
+    r = _Reader(raw, "captions.", where)
+    values: dict[str, Any] = {}
+    for name in ("enabled", "write_description"):
+        value = r.get(name, bool, "true or false")
+        if value is not None:
+            values[name] = value
+    for name in ("name", "pretrained"):
+        value = r.get(name, str, "a string")
+        if value is not None:
+            values[name] = value.strip()
+    threshold = r.get("threshold", (int, float), "a number in [-1, 1]")
+    if threshold is not None:
+        if not -1.0 <= threshold <= 1.0:
+            raise r.fail("threshold", f"must be a cosine similarity in [-1, 1], got {threshold}")
+        values["threshold"] = float(threshold)
+    for name, low in (("top_k", 1), ("max_tokens", 2)):
+        value = r.get(name, int, "a whole number")
+        if value is not None:
+            if value < low:
+                raise r.fail(name, f"must be at least {low}, got {value}")
+            values[name] = value
+    prefix = r.get("prefix", str, "a string")
+    if prefix is not None:
+        if prefix and (prefix != prefix.strip(" |/") or not prefix.isprintable() or "/" in prefix):
+            raise r.fail("prefix", f"must be a keyword path like 'caption' or 'ai|caption', got {prefix!r}")
+        values["prefix"] = prefix
+    r.finish()
+    if values.get("pretrained") and not values.get("name"):
+        raise r.fail("pretrained", "needs captions.name too (leave both out to caption with the tagging "
+                                   "model)")
+    if values.get("name") and not values.get("pretrained"):
+        raise r.fail("name", "needs captions.pretrained too (an open_clip tag or a checkpoint file)")
+    pretrained = values.get("pretrained")
+    if pretrained and is_checkpoint_path(pretrained):
+        values["pretrained"] = str(_path(pretrained, base))
+    return replace(CaptionsConfig(), **values)
+
+
 def _batch(raw: dict[str, Any], where: str) -> BatchConfig:
     r = _Reader(raw, "batch.", where)
     values: dict[str, Any] = {}
@@ -324,7 +387,7 @@ def _metrics(raw: dict[str, Any], where: str) -> MetricsConfig:
     return MetricsConfig(host, int(port))
 
 
-_SECTIONS = {"model", "tagging", "write", "batch", "schedule", "metrics"}
+_SECTIONS = {"model", "tagging", "write", "captions", "batch", "schedule", "metrics"}
 
 
 def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | None = None) -> Config:
@@ -340,6 +403,8 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
             values["tagging"] = _tagging(table, where)
         elif section == "write":
             values["write"] = _write(table, where)
+        elif section == "captions":
+            values["captions"] = _captions(table, base, where)
         elif section == "batch":
             values["batch"] = _batch(table, where)
         elif section == "metrics":

@@ -152,6 +152,7 @@ class EncoderProcess:
         self.preprocess = Preprocess(0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # set by load()
         self.dim = 0
         self.precision = ""
+        self.captions = False  # the loaded model can write captions (a CoCa); known after load()
         self.restarts = 0  # children started again after one died (for logs and tests)
         self.texts_encoded = 0  # prompts sent to the child (a reload must send none)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -244,6 +245,7 @@ class EncoderProcess:
             self.preprocess = Preprocess(int(spec["size"]), tuple(spec["mean"]), tuple(spec["std"]),
                                          spec["interpolation"], spec["resize_mode"])
             self.dim, self.precision = int(answer["dim"]), str(answer["precision"])
+            self.captions = bool(answer.get("captions"))
             self._loaded = True
         self._validated = True
 
@@ -260,6 +262,10 @@ class EncoderProcess:
                 self._setup("load")
 
     def _encode(self, header: dict[str, Any], payload: np.ndarray | None) -> np.ndarray:
+        return self._request(header, payload)[1]
+
+    def _request(self, header: dict[str, Any], payload: np.ndarray | None
+                 ) -> tuple[dict[str, Any], np.ndarray]:
         """Send an encoding request; a child that dies on it is started again and asked once more."""
         with self._lock:
             for attempt in (1, 2):
@@ -274,7 +280,7 @@ class EncoderProcess:
                                 "and retrying the batch once", died)
                     self.restarts += 1
                     continue
-                return data.view(np.float32).reshape(answer["shape"])
+                return answer, data.view(np.float32).reshape(answer["shape"])
         raise AssertionError("unreachable")
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
@@ -287,6 +293,14 @@ class EncoderProcess:
         vectors = self._encode({"op": "texts", "texts": list(texts), "batch_size": batch_size}, None)
         self.texts_encoded += len(texts)
         return vectors
+
+    def encode_and_caption(self, batch: np.ndarray, max_tokens: int = 30) -> tuple[np.ndarray, list[str]]:
+        """(N, 3, S, S) float32 → ((N, D) unit vectors, N captions): a CoCa's image tower runs once
+        for both, so a CoCa that is also the tagging model encodes each photo once."""
+        batch = np.ascontiguousarray(batch, np.float32)
+        header = {"op": "caption", "shape": list(batch.shape), "max_tokens": max_tokens}
+        answer, vectors = self._request(header, batch)
+        return vectors, [str(c) for c in answer["captions"]]
 
 
 def _config_dict(cfg: ModelConfig) -> dict[str, Any]:
@@ -325,13 +339,18 @@ class _Server:
                 return {"ok": True}, None
             self.model = clip.load_model(cfg)
             return {"ok": True, "preprocess": asdict(self.model.preprocess), "dim": self.model.dim,
-                    "precision": self.model.precision}, None
+                    "precision": self.model.precision, "captions": self.model.captions}, None
         if self.model is None:
             raise ModelError("model: the encoder process was asked to encode before loading the model")
         if op == "images":
             vectors = self.model.encode_images(payload.view(np.float32).reshape(header["shape"]))
         elif op == "texts":
             vectors = self.model.encode_texts(header["texts"], int(header.get("batch_size", 64)))
+        elif op == "caption":
+            vectors, captions = self.model.encode_and_caption(
+                payload.view(np.float32).reshape(header["shape"]), int(header.get("max_tokens", 30)))
+            vectors = np.ascontiguousarray(vectors, np.float32)
+            return {"ok": True, "shape": list(vectors.shape), "captions": captions}, vectors
         else:
             raise ModelError(f"model: the encoder process got an unknown request {op!r}")
         vectors = np.ascontiguousarray(vectors, np.float32)

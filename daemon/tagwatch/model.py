@@ -169,6 +169,23 @@ class ClipModel:
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy()
 
+    @property
+    def captions(self) -> bool:
+        """Can this model write captions (a CoCa)?"""
+        return is_captioner(self._model)
+
+    def encode_and_caption(self, batch: np.ndarray, max_tokens: int = 30) -> tuple[np.ndarray, list[str]]:
+        """(N, 3, S, S) float32 → ((N, D) unit vectors, N captions), the image tower run once."""
+        import torch
+        if not self.captions:
+            raise ModelError(f"model: {self.identity} cannot write captions (it is not a CoCa model)")
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        sot, eot = self._tokenizer.sot_token_id, self._tokenizer.eot_token_id
+        with torch.inference_mode():
+            vectors, tokens = caption_tokens(self._model, torch.from_numpy(batch).to(self._device, dtype),
+                                             sot, eot, max_tokens)
+        return vectors.cpu().numpy(), [tidy_caption(self._tokenizer.decode(t)) for t in tokens]
+
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Prompt strings → (N, D) float32 rows of unit length.
 
@@ -185,6 +202,49 @@ class ClipModel:
                 features = _encode_text_short(self._model, tokens)
                 out[chunk] = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
         return out
+
+
+def is_captioner(model: Any) -> bool:
+    """Can this open_clip model write captions (a CoCa: a CLIP with a caption decoder)?"""
+    return hasattr(model, "text_decoder") and hasattr(model, "_encode_image")
+
+
+def caption_tokens(model: Any, images: Any, sot: int, eot: int,
+                   max_tokens: int) -> tuple[Any, list[list[int]]]:
+    """Greedy decoding of a CoCa model: (normalised image vectors, each image's caption tokens).
+
+    The image tower runs once per image, and the same pass gives the image vector, so a CoCa that is
+    also the tagging model encodes a photo once.  Hand-written rather than ``CoCa.generate`` because
+    that needs the transformers package (30+ MB) for its logits processors even for plain greedy
+    search; greedy search is deterministic, so the same photo always gets the same caption, which is
+    what a cache keyed by content wants.  Each step re-runs the (small) text towers on the prefix.
+    """
+    import torch
+
+    latent, embs = model._encode_image(images)
+    count = images.shape[0]
+    limit = min(max_tokens, int(getattr(model.text, "context_length", max_tokens + 1)) - 1)
+    tokens = torch.full((count, 1), sot, dtype=torch.long, device=images.device)
+    done = torch.zeros(count, dtype=torch.bool, device=images.device)
+    pad = int(getattr(model, "pad_id", 0))
+    for _ in range(max(limit, 0)):
+        _, token_embs = model._encode_text(tokens)
+        logits = model.text_decoder(embs, token_embs)[:, -1]
+        following = torch.where(done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(-1))
+        tokens = torch.cat([tokens, following[:, None]], dim=1)
+        done |= following == eot
+        if bool(done.all()):
+            break
+    out = []
+    for row in tokens[:, 1:].tolist():
+        out.append(row[:row.index(eot)] if eot in row else row)
+    return torch.nn.functional.normalize(latent.float(), dim=-1), out
+
+
+def tidy_caption(text: str) -> str:
+    """A decoded caption as a sentence: BPE's spaces before punctuation and doubled spaces removed."""
+    text = " ".join(text.replace("<start_of_text>", " ").replace("<end_of_text>", " ").split())
+    return re.sub(r"\s+([.,;:!?])", r"\1", text).strip()
 
 
 def _encode_text_short(model: Any, tokens: Any) -> Any:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .captions import Captions, Reading
 from .config import TaggingConfig
 from .faults import TRANSIENT_ERRNOS, Backoff, access_cured, transient_reason
 from .imaging import prepare
@@ -192,6 +193,7 @@ class _Item:
     data: bytes | None = None
     key: bytes | None = None
     vector: np.ndarray | None = None
+    caption: str | None = None
     transient: bool = False  # the read failed for a reason of the storage, not of the file
 
 
@@ -223,11 +225,21 @@ class Pipeline:
         self._retries: dict[str, int] = {}
         self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
         self._deferred: list[Outcome] = []  # WAIT outcomes of a retag, for the worker to schedule
+        self.captions: Captions | None = None  # open vocabulary, when [captions] enabled
+
+    def use_captions(self, captions: Captions | None) -> None:
+        """Caption photos and add the caption's confirmed words to their keywords (None: stop)."""
+        self.captions = captions
+        if captions is not None and self.vocabulary is not None:
+            captions.use_vocabulary(self.vocabulary)
+        self._refresh_fingerprint()
 
     def close(self) -> None:
         """Stop the decode pool and the model's child process (the pipeline is its only user)."""
         self._pool.shutdown(wait=True)
         self.model.close()
+        if self.captions is not None:
+            self.captions.close()
 
     def confine(self, roots: Iterable[Path]) -> None:
         """Tag only files inside ``roots`` (real paths) reached without passing a symbolic link: a
@@ -250,6 +262,19 @@ class Pipeline:
         """Adopt a tag list, encoding only prompts without a cached text vector; returns how many."""
         tagging = tagging or self.tagging
         prompts = vocabulary.prompts()
+        missing = len(prompts) - len(self.store.text_vectors(prompts, self.model.identity))
+        vectors = self.text_vectors(prompts)
+        self.vocabulary, self.tagging = vocabulary, tagging
+        self.tags = TagMatrix.build(vocabulary, vectors)
+        self.thresholds = thresholds(vocabulary, tagging.threshold)
+        self._paths = {tag.keyword: tag.path for tag in vocabulary.tags}
+        if self.captions is not None:
+            self.captions.use_vocabulary(vocabulary)
+        self._refresh_fingerprint()
+        return missing
+
+    def text_vectors(self, prompts: list[str]) -> dict[str, np.ndarray]:
+        """Text vectors of the tagging model, from the store or encoded now and stored."""
         vectors = self.store.text_vectors(prompts, self.model.identity)
         missing = [p for p in prompts if p not in vectors]
         if missing:
@@ -257,12 +282,20 @@ class Pipeline:
                 encoded = model.encode_texts(missing)
             self.store.put_text_vectors(dict(zip(missing, encoded, strict=True)), self.model.identity)
             vectors.update(self.store.text_vectors(missing, self.model.identity))
-        self.vocabulary, self.tagging = vocabulary, tagging
-        self.tags = TagMatrix.build(vocabulary, vectors)
-        self.thresholds = thresholds(vocabulary, tagging.threshold)
-        self._paths = {tag.keyword: tag.path for tag in vocabulary.tags}
-        self._refresh_fingerprint()
-        return len(missing)
+        return vectors
+
+    def read_captions(self, photos: Sequence[tuple[str | None, np.ndarray | None]]) -> list[Reading | None]:
+        """Each (caption, image vector)'s open-vocabulary keywords; None where captions are off or the
+        photo has no caption."""
+        out: list[Reading | None] = [None] * len(photos)
+        if self.captions is None:
+            return out
+        known = [n for n, (caption, vector) in enumerate(photos)
+                 if caption is not None and vector is not None]
+        readings = self.captions.readings([photos[n] for n in known], self.text_vectors)  # type: ignore[misc]
+        for n, reading in zip(known, readings, strict=True):
+            out[n] = reading
+        return out
 
     def use_overrides(self, overrides: Overrides) -> None:
         """Adopt an overrides file; the next ``retag`` re-applies it from cached vectors."""
@@ -276,6 +309,8 @@ class Pipeline:
                  self.model.identity]
         if self.overrides.rules:
             parts.append(self.overrides.fingerprint())
+        if self.captions is not None:
+            parts.append(self.captions.fingerprint())
         self.fingerprint = "|".join(parts)
 
     def decide(self, path: str, tags: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], Override]:
@@ -343,7 +378,9 @@ class Pipeline:
         # Files whose vectors are cached go first, without the model: after a restart (a crash, a
         # reboot) they get their keywords while the model, seconds to import and load, is not yet
         # needed; it is loaded only for the rest.
-        cached = self.store.image_vectors({i.key for i in items if i.key}, self.model.identity)
+        cached = set(self.store.image_vectors({i.key for i in items if i.key}, self.model.identity))
+        if self.captions is not None:
+            cached &= set(self.captions.cached(cached))
         for group in ([i for i in items if i.key in cached], [i for i in items if i.key not in cached]):
             if group:
                 self._tag(group, outcomes, dry_run)
@@ -358,12 +395,13 @@ class Pipeline:
             return
         predictions = predict(np.stack([i.vector for i in items]), self.tags,
                               self.thresholds, self.tagging.top_k)
-        for item, predicted in zip(items, predictions, strict=True):
-            tags, override = self.decide(item.path, predicted)
+        readings = self.read_captions([(i.caption, i.vector) for i in items])
+        for item, predicted, reading in zip(items, predictions, readings, strict=True):
+            tags, override = self.decide(item.path, predicted + (reading.keywords if reading else []))
             if dry_run:
                 outcomes.append(Outcome(item.path, TAGGED, tags))
             else:
-                outcomes.append(self._finish(item.path, item.key, item.stat, tags, override))
+                outcomes.append(self._finish(item.path, item.key, item.stat, tags, override, reading))
 
     def vector_for(self, path: str) -> np.ndarray:
         """The image vector of one file, from the cache or freshly encoded (``tagwatch explain``)."""
@@ -421,23 +459,34 @@ class Pipeline:
         return None
 
     def _fill_vectors(self, items: list[_Item], outcomes: list[Outcome], dry_run: bool) -> None:
-        """Cached vectors by key; decode and encode the misses once per distinct key."""
+        """Cached vectors (and captions) by key; decode and encode (and caption) the misses once per
+        distinct key."""
         model_id = self.model.identity
-        cached = self.store.image_vectors((i.key for i in items if i.key), model_id)
+        keys = [i.key for i in items if i.key]
+        cached = self.store.image_vectors(keys, model_id)
+        captions = self.captions.cached(keys) if self.captions is not None else {}
+        uncaptioned = {k for k in keys if k not in captions} if self.captions is not None else set()
         misses: dict[bytes, _Item] = {}
         for item in items:
-            if item.key in cached:
-                item.vector, item.data = cached[item.key], None
+            if item.key in cached and item.key not in uncaptioned:
+                item.data = None
             else:
                 misses.setdefault(item.key, item)
         if misses:
             with self.model.using() as model:
-                spec = model.preprocess
+                specs = [model.preprocess]
+                separate = self.captions is not None and not self.captions.shared and bool(
+                    uncaptioned & misses.keys())
+                if separate:
+                    assert self.captions is not None
+                    with self.captions.model.using() as captioner:
+                        if captioner.preprocess != model.preprocess:
+                            specs.append(captioner.preprocess)
 
-                def decode(item: _Item) -> np.ndarray | str:
+                def decode(item: _Item) -> list[np.ndarray] | str:
                     try:
                         assert item.data is not None
-                        return prepare(item.data, spec)
+                        return [prepare(item.data, spec) for spec in specs]
                     except ImageError as exc:
                         return str(exc)
                     except Exception as exc:  # a decoder bug on one odd file is that file's problem
@@ -445,7 +494,7 @@ class Pipeline:
                     finally:
                         item.data = None
 
-                arrays: dict[bytes, np.ndarray] = {}
+                arrays: dict[bytes, list[np.ndarray]] = {}
                 log.debug("decoding %d photos", len(misses))
                 for key, result in zip(misses, self._pool.map(decode, misses.values()), strict=True):
                     if isinstance(result, str):
@@ -455,20 +504,34 @@ class Pipeline:
                                 item.key = None
                     else:
                         arrays[key] = result
-                if arrays:
-                    log.debug("encoding %d photos", len(arrays))
-                    encoded = model.encode_images(np.stack(list(arrays.values())))
-                    log.debug("storing %d vectors", len(arrays))
-                    self.store.put_image_vectors(dict(zip(arrays, encoded, strict=True)), model_id)
-                    cached.update(self.store.image_vectors(arrays, model_id))  # score the stored form
+                fresh: dict[bytes, np.ndarray] = {}
+                if self.captions is not None:
+                    wanted = {k: a[-1] for k, a in arrays.items() if k in uncaptioned}
+                    found, vectors = self.captions.generate(wanted)
+                    captions.update(found)
+                    fresh.update((k, v) for k, v in vectors.items() if k not in cached)
+                todo = [k for k in arrays if k not in cached and k not in fresh]
+                if todo:
+                    log.debug("encoding %d photos", len(todo))
+                    fresh.update(zip(todo, model.encode_images(np.stack([arrays[k][0] for k in todo])),
+                                     strict=True))
+                if fresh:
+                    log.debug("storing %d vectors", len(fresh))
+                    self.store.put_image_vectors(fresh, model_id)
+                    cached.update(self.store.image_vectors(fresh, model_id))  # score the stored form
         for item in items:
             if item.key is not None:
                 item.vector = cached.get(item.key)
+                item.caption = captions.get(item.key)
 
     def _finish(self, path: str, key: bytes | None, st: os.stat_result,
-                tags: list[tuple[str, float]], override: Override = NO_OVERRIDE) -> Outcome:
+                tags: list[tuple[str, float]], override: Override = NO_OVERRIDE,
+                reading: Reading | None = None) -> Outcome:
         """Write the predicted keywords (after overrides) and record the result."""
         keywords = [k for k, _ in tags]
+        known = self._paths
+        if reading is not None and self.captions is not None and self.captions.cfg.prefix:
+            known = {**{k: self.captions.path(k) for k, _ in reading.keywords}, **self._paths}
         added: list[str] = []
         mode = self.tagging.mode
         row = self.store.file(path)
@@ -487,7 +550,7 @@ class Pipeline:
             try:
                 plan = self.writer.plan(
                     Path(path), keywords, before=st, mode=mode, owned=owned, owned_paths=owned_paths,
-                    paths={k: self._paths[k] for k in (*keywords, *owned) if k in self._paths},
+                    paths={k: known[k] for k in (*keywords, *owned) if k in known},
                     withdraw=override.remove)
                 if plan.changes:
                     mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
@@ -591,13 +654,19 @@ class Pipeline:
         # Files holding one of our keywords under a path its parent no longer gives it
         stale = (self.store.stale_paths(self._paths) if rows and (
             any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
+        uncaptioned: list[str] = []
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
                                   self.thresholds, self.tagging.top_k)
             same: list[tuple[int, list[str]]] = []
-            for (row, _), predicted in zip(part, predictions, strict=True):
-                tags, override = self.decide(row.path, predicted)
+            captions = self.captions.cached(r.key for r, _ in part if r.key) if self.captions else {}
+            readings = self.read_captions([(captions.get(r.key) if r.key else None, v) for r, v in part])
+            for (row, _), predicted, reading in zip(part, predictions, readings, strict=True):
+                if self.captions is not None and reading is None:
+                    uncaptioned.append(row.path)  # captions were turned on: its pixels are needed
+                    continue
+                tags, override = self.decide(row.path, predicted + (reading.keywords if reading else []))
                 keywords = [k for k, _ in tags]
                 # An override may have to take out or adopt a keyword of ours the set does not show
                 touches_ours = bool(override) and bool(
@@ -614,13 +683,18 @@ class Pipeline:
                     log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
                     continue
                 if _same_stat(row, st):
-                    outcome = self._finish(row.path, row.key, st, tags, override)
+                    outcome = self._finish(row.path, row.key, st, tags, override, reading)
                 else:  # changed on disk since we last saw it: treat it as new
                     outcome = self.process([row.path])[0]
                 written += outcome.status == TAGGED and bool(outcome.added)
                 if outcome.status == WAIT:
                     self._deferred.append(outcome)
             self.store.update_predictions(same, self.fingerprint)
+        for start in range(0, len(uncaptioned), 32):  # decoded and captioned, a batch at a time
+            for outcome in self.process(uncaptioned[start:start + 32]):
+                written += outcome.status == TAGGED and bool(outcome.added)
+                if outcome.status in (WAIT, RETRY):
+                    self._deferred.append(outcome)
         return len(rows), written
 
     # -- untag ---------------------------------------------------------------------------------

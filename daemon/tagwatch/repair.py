@@ -18,7 +18,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 # Parents before children, so the ledger's file ids exist when its rows arrive.
-TABLES = ("files", "ledger", "image_vectors", "text_vectors", "counters")
+TABLES = ("files", "ledger", "image_vectors", "text_vectors", "captions", "counters")
 
 
 def _salvage(damaged: sqlite3.Connection, table: str) -> tuple[list[str], list[tuple], str | None]:

@@ -22,6 +22,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from .activity import Activity, MetricsServer, lock_path, render_prometheus, state_path, write_state
+from .captions import from_config as captions_from_config
 from .config import Config, ConfigError, load_config
 from .metadata import ExifTool, KeywordWriter
 from .model import LazyModel
@@ -96,6 +97,7 @@ class Daemon:
         self.model = model or LazyModel(config.model)  # cmd_run's, already validated: its child is warm
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
                                  config.tagging)
+        self.pipeline.use_captions(captions_from_config(config, self.store, self.model))
         self.pipeline.confine(config.watch)  # never a file reached through a folder link
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
                                 config.batch.settle_ms / 1000)
@@ -195,6 +197,11 @@ class Daemon:
         if idle > 0:
             self.scheduler.add_job(self.model.unload_if_idle, "interval", seconds=max(idle / 4, 5.0),
                                    args=[idle], id="idle-unload", max_instances=1, coalesce=True)
+            captions = self.pipeline.captions
+            if captions is not None and not captions.shared:  # a captioner of its own, in its own child
+                self.scheduler.add_job(captions.model.unload_if_idle, "interval",
+                                       seconds=max(idle / 4, 5.0), args=[idle], id="idle-unload-captioner",
+                                       max_instances=1, coalesce=True)
         if self.notifier.watchdog_interval:
             self.scheduler.add_job(self._watchdog, "interval", seconds=self.notifier.watchdog_interval,
                                    id="watchdog", max_instances=1, coalesce=True)

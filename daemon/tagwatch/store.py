@@ -1,4 +1,4 @@
-"""SQLite: the file table, vectors by content key and model, text vectors, and the keyword ledger.
+"""SQLite: the file table, vectors and captions by content key and model, text vectors, the keyword ledger.
 
 All SQL lives here.  The database runs in WAL mode so ``tagwatch status`` can read while the daemon
 writes, and every schema change is a numbered migration so an old database upgrades in place.
@@ -75,6 +75,17 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE ledger ADD COLUMN paths TEXT;
     CREATE INDEX ledger_paths ON ledger(file_id) WHERE paths IS NOT NULL;
+    """,
+    # 4: captions, by content key and captioner (its model and decoding settings), like vectors; the
+    # ``captioned`` counter counts captions generated, as ``encoded`` counts images encoded
+    """
+    CREATE TABLE captions (
+        key BLOB NOT NULL,
+        captioner TEXT NOT NULL,
+        caption TEXT NOT NULL,
+        PRIMARY KEY (key, captioner)
+    ) WITHOUT ROWID;
+    INSERT INTO counters VALUES ('captioned', 0);
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -384,6 +395,19 @@ class Store:
             db.executemany("INSERT OR REPLACE INTO text_vectors (model, prompt, vector) VALUES (?, ?, ?)",
                            [(model, p, _blob(v)) for p, v in vectors.items()])
 
+    # -- captions ------------------------------------------------------------------------------
+
+    def captions(self, keys: Iterable[bytes], captioner: str) -> dict[bytes, str]:
+        rows = self._each("SELECT caption FROM captions WHERE key = ? AND captioner = ?", keys, captioner)
+        return {key: r[0] for key, r in rows.items()}
+
+    def put_captions(self, captions: Mapping[bytes, str], captioner: str) -> None:
+        """Store freshly generated captions and count them (``status``'s ``captioned``)."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO captions (key, captioner, caption) VALUES (?, ?, ?)",
+                           [(k, captioner, c) for k, c in captions.items()])
+            db.execute("UPDATE counters SET value = value + ? WHERE name = 'captioned'", (len(captions),))
+
     # -- status --------------------------------------------------------------------------------
 
     def stats(self, model: str) -> dict[str, int]:
@@ -392,6 +416,7 @@ class Store:
             states = dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
             cached = db.execute("SELECT COUNT(*) FROM image_vectors WHERE model = ?", (model,)).fetchone()[0]
             encoded = db.execute("SELECT value FROM counters WHERE name = 'encoded'").fetchone()[0]
+            captioned = db.execute("SELECT value FROM counters WHERE name = 'captioned'").fetchone()[0]
             written = db.execute("SELECT COUNT(*) FROM ledger WHERE action = ?", (ADDED,)).fetchone()[0]
         return {
             "files": sum(n for s, n in states.items() if s != DELETED),
@@ -402,6 +427,7 @@ class Store:
             "untagged": states.get(UNTAGGED, 0),
             "vectors": cached,
             "encoded": encoded,
+            "captioned": captioned,
             "keywords_written": written,
         }
 

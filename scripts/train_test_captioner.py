@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Train the test captioner: a tiny open_clip CoCa that captions photos of one or two coloured shapes.
+
+    PYTHONPATH=daemon .venv/bin/python scripts/train_test_captioner.py          # writes tests/data/
+    PYTHONPATH=daemon .venv/bin/python scripts/train_test_captioner.py --out /tmp/c --steps 200
+
+The test model (``shapes-clip``, see ``train_test_model.py``) makes tags checkably right; this one does
+the same for captions.  It is open_clip's own ``CoCa`` class built from a custom config
+(``tests/data/shapes-coca.json``), saved as float16 safetensors, loaded through the same
+``name / pretrained`` settings as a user's checkpoint, and it is a whole CoCa: its image and text
+vectors tag like a CLIP (so it can be the tagging model and the captioner at once) and its decoder
+writes "a red circle above a blue square".
+
+* image tower: a ViT (open_clip's CoCa needs the image tokens a ViT gives; its ResNet gives none),
+  64 px input in 4 px patches, 3 layers 48 wide, and CoCa's attentional pooler (16 queries, 32 wide);
+* text tower and caption decoder: 2 layers each, 32 wide, open_clip's real BPE tokenizer with a
+  20-token context.  The two 49408 x 32 tables (token embedding, decoder output) are 6.3 MB of the
+  file, hence the width.
+
+**Data.**  Scenes from ``synthetic.scenes``: two shapes of different colours, one above or left of
+the other ("a red circle above a blue square", "a green star to the left of a purple vertical bar"),
+or one shape alone ("an orange triangle"); random sizes, positions, backgrounds, noise, aspect ratios
+and JPEG qualities, reduced by tagwatch's own preprocessing, mirrored at random (a mirror swaps left
+and right, so the caption is rewritten to match).
+
+**Loss.**  CoCa's two losses: the caption's next-token cross-entropy, and, for the image and text
+vectors, the same sigmoid loss against a "text fits photo" matrix as the test model (texts: every
+colour, shape, colour-shape pair, "bar", "horizontal", "vertical" in two templates).  The decoder's
+output table covers the whole vocabulary, but only the ~30 tokens the captions use are trained: the
+other columns stay exactly zero, so the full-vocabulary softmax the daemon's greedy decoding runs is
+computed exactly here from the trained columns plus ``log(N) + 0`` for the N zero ones, without
+multiplying 49408 columns at every step.
+
+**Held-out check.**  After training the checkpoint is loaded back the user's way (``load_model``) and
+held-out scenes (``synthetic.HELD_OUT_SEED``, never trained on; 320 x 240 and 240 x 320, JPEG quality
+50-95) are captioned: the script prints the share whose caption names exactly the right colours and
+shapes, with the right relation, and the tagging figures of its CLIP side, and writes them to
+``<out>/shapes-coca.train.json``.
+
+Deterministic from ``--seed`` like the test model (torch on 2 threads, deterministic algorithms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import synthetic
+from tagwatch.config import ModelConfig
+from tagwatch.imaging import Preprocess, prepare, to_array
+from tagwatch.model import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "tests" / "data" / "shapes-coca.json"
+SEED = 1
+STEPS = 700
+THREADS = 2
+TEMPLATES = ("a photo of a {}.", "a {}.")
+TAG_TEMPLATE = "a photo of a {}."
+HELD_OUT = 200
+CAPTION_WEIGHT = 2.0  # open_clip's default weighting of the caption loss against the contrastive one
+
+
+def entities() -> list[str]:
+    """Every word or phrase the contrastive side learns: what the caption keywords can be."""
+    names = [*synthetic.COLOURS, *synthetic.SHAPES, "bar", "horizontal", "vertical"]
+    names += [f"{c} {s}" for c in synthetic.COLOURS for s in (*synthetic.SHAPES, "bar")]
+    return names
+
+
+def fits(scene: synthetic.Scene, name: str) -> bool:
+    """Is ``name`` true of some object of ``scene`` (a colour, a shape, or one object's both)?"""
+    for colour, shape in scene.objects:
+        words = f"{colour} {shape}"
+        if name in (colour, shape, words) or (name == "bar" and shape.endswith("bar")):
+            return True
+        if name in ("horizontal", "vertical") and shape == f"{name} bar":
+            return True
+        if name == f"{colour} bar" and shape.endswith("bar"):
+            return True
+    return False
+
+
+def mirrored(caption: str) -> str:
+    """The caption of the photo seen in a mirror: left and right swap, so the two objects do."""
+    found = re.fullmatch(r"(an? .+) to the left of (an? .+)", caption)
+    return f"{found.group(2)} to the left of {found.group(1)}" if found else caption
+
+
+def training_photos(seed: int, count: int, spec: Preprocess) -> tuple[np.ndarray, list[synthetic.Scene]]:
+    """``count`` preprocessed scenes of random size, aspect and JPEG quality."""
+    rng = np.random.default_rng([seed, 1])
+    listing = synthetic.scenes(seed, count, singles=0.25, blanks=0.04)
+    arrays = np.zeros((len(listing), 3, spec.size, spec.size), np.float32)
+    for n, scene in enumerate(listing):
+        short = int(rng.integers(64, 200))
+        aspect = float(rng.choice([1.0, 4 / 3, 3 / 2, 16 / 9]))
+        size = (round(short * aspect), short) if rng.random() < 0.5 else (short, round(short * aspect))
+        photo = synthetic.make_scene(scene, size)
+        arrays[n] = to_array(synthetic.jpeg_roundtrip(photo, int(rng.integers(40, 96))), spec)
+    return arrays, listing
+
+
+def _decoder_hidden(decoder: Any, image_embs: Any, text_embs: Any) -> Any:
+    """open_clip's ``MultimodalTransformer.forward`` up to, not including, its output projection."""
+    seq_len = text_embs.shape[1]
+    for block, cross in zip(decoder.resblocks, decoder.cross_attn, strict=True):
+        text_embs = block(text_embs, attn_mask=decoder.attn_mask[:seq_len, :seq_len])
+        text_embs = cross(text_embs, k_x=image_embs, v_x=image_embs)
+    return decoder.ln_final(text_embs)
+
+
+def train(config: Path, seed: int, steps: int, photos: int, batch: int) -> Any:
+    """The trained open_clip CoCa (float32, eval mode)."""
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    open_clip.add_model_config(config)
+    model = open_clip.create_model(config.stem, pretrained=None)
+    pp = model.visual.preprocess_cfg
+    size = pp["size"][0] if isinstance(pp["size"], tuple | list) else pp["size"]
+    spec = Preprocess(size=int(size), mean=tuple(pp["mean"]), std=tuple(pp["std"]))
+    tokenizer = open_clip.get_tokenizer(config.stem)
+    started = time.monotonic()
+    arrays, listing = training_photos(seed, photos, spec)
+    print(f"{len(listing)} training photos made in {time.monotonic() - started:.1f} s", flush=True)
+
+    names = entities()
+    texts = [t.format(n) for t in TEMPLATES for n in names]
+    text_tokens = tokenizer(texts)
+    labels = torch.tensor([[fits(s, n) for _ in TEMPLATES for n in names] for s in listing],
+                          dtype=torch.float32)
+    captions = [s.caption for s in listing]
+    caption_tokens = tokenizer(captions)
+    flipped_tokens = tokenizer([mirrored(c) for c in captions])
+    has_caption = torch.tensor([bool(c) for c in captions])
+    images = torch.from_numpy(arrays)
+
+    # The decoder's output columns: only the tokens captions use are trained, the rest stay zero.
+    used = torch.unique(torch.cat([caption_tokens.flatten(), flipped_tokens.flatten()]))
+    used = used[used != model.pad_id]
+    projection = model.text_decoder.text_projection
+    with torch.no_grad():  # open_clip leaves this table uninitialised (torch.empty) in a new CoCa
+        kept = torch.randn(projection.shape[0], len(used)) * projection.shape[0] ** -0.5
+        projection.zero_()
+    projection.requires_grad_(False)
+    columns = torch.nn.Parameter(kept)
+    index = torch.full((projection.shape[1],), -1, dtype=torch.long)
+    index[used] = torch.arange(len(used))
+    others = math.log(projection.shape[1] - len(used))  # logsumexp of the zero columns' logits
+
+    params = [p for p in model.parameters() if p.requires_grad] + [columns]
+    named = dict(model.named_parameters())
+    decay = [p for n, p in named.items() if p.requires_grad and p.ndim >= 2 and "embedding" not in n]
+    decay.append(columns)
+    other = [p for p in params if not any(p is d for d in decay)]
+    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                                   {"params": other, "weight_decay": 0.0}], lr=2e-3, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+
+    def rate(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, rate)
+    order = torch.Generator().manual_seed(seed)
+    model.train()
+    started = time.monotonic()
+    for step in range(steps):
+        pick = torch.randint(len(listing), (batch,), generator=order)
+        flip = torch.rand(batch, generator=order) < 0.5
+        x = images[pick]
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        tokens = torch.where(flip[:, None], flipped_tokens[pick], caption_tokens[pick])
+        latent, image_embs = model._encode_image(x)
+        text_vectors = F.normalize(model.encode_text(text_tokens), dim=-1)
+        logits = model.logit_scale.exp() * latent @ text_vectors.T + model.logit_bias
+        contrastive = F.binary_cross_entropy_with_logits(logits, labels[pick])
+        _, token_embs = model._encode_text(tokens)
+        hidden = _decoder_hidden(model.text_decoder, image_embs, token_embs[:, :-1])
+        scores = hidden @ columns  # (B, L, used)
+        full = torch.cat([scores, torch.full_like(scores[..., :1], others)], dim=-1)
+        target = tokens[:, 1:]
+        wanted = (target != model.pad_id) & has_caption[pick][:, None]
+        nll = torch.logsumexp(full, -1) - scores.gather(-1, index[target].clamp(min=0)[..., None])[..., 0]
+        caption = (nll * wanted).sum() / wanted.sum().clamp(min=1)
+        loss = contrastive + CAPTION_WEIGHT * caption
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"step {step:5d}  caption {caption.item():.4f}  contrastive {contrastive.item():.4f}  "
+                  f"{time.monotonic() - started:.0f} s", flush=True)
+    with torch.no_grad():
+        projection[:, used] = columns
+    model.eval()
+    return model
+
+
+def save(model: Any, path: Path) -> None:
+    """float16 safetensors (open_clip casts to the model's float32 on load)."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+
+
+def held_out(count: int = HELD_OUT) -> list[tuple[synthetic.Scene, bytes]]:
+    """Held-out scenes as JPEG bytes: a seed never trained on, new sizes, qualities 50-95."""
+    rng = np.random.default_rng([synthetic.HELD_OUT_SEED, 3])
+    out = []
+    for n, scene in enumerate(synthetic.scenes(synthetic.HELD_OUT_SEED, count, singles=0.25)):
+        buffer = io.BytesIO()
+        size = (320, 240) if n % 2 == 0 else (240, 320)
+        synthetic.make_scene(scene, size).save(buffer, "JPEG", quality=int(rng.integers(50, 96)))
+        out.append((scene, buffer.getvalue()))
+    return out
+
+
+def names_right(scene: synthetic.Scene, caption: str) -> bool:
+    """Does the caption name exactly the scene's colours and shapes (each colour with its shape)?"""
+    said = re.findall(r"\b(" + "|".join(synthetic.COLOURS) + r") (" + "|".join(synthetic.SHAPES) + r")\b",
+                      caption)
+    return sorted(said) == sorted(scene.objects)
+
+
+def judge(config: Path, checkpoint: Path) -> dict[str, float]:
+    """Caption the held-out scenes with the checkpoint loaded the daemon's way."""
+    model = load_model(ModelConfig(name=str(config), pretrained=str(checkpoint)))
+    photos = held_out()
+    batch = np.stack([prepare(data, model.preprocess) for _, data in photos])
+    _, captions = model.encode_and_caption(batch)
+    right = sum(names_right(scene, caption) for (scene, _), caption in zip(photos, captions, strict=True))
+    exact = sum(scene.caption == caption for (scene, _), caption in zip(photos, captions, strict=True))
+    for (scene, _), caption in list(zip(photos, captions, strict=True))[:8]:
+        print(f"  {scene.caption!r:58} -> {caption!r}")
+    return {"held_out_photos": len(photos), "names_right": round(right / len(photos), 4),
+            "exact_caption": round(exact / len(photos), 4)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=SEED, help=f"training seed (default {SEED})")
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"optimiser steps (default {STEPS})")
+    parser.add_argument("--out", type=Path, default=REPO / "tests" / "data",
+                        help="folder for shapes-coca.safetensors and shapes-coca.train.json")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="open_clip CoCa config (.json)")
+    parser.add_argument("--photos", type=int, default=6000, help="training photos (default 6000)")
+    parser.add_argument("--batch", type=int, default=64, help="photos per step (default 64)")
+    args = parser.parse_args(argv)
+    if args.seed == synthetic.HELD_OUT_SEED:
+        parser.error(f"seed {args.seed} makes the held-out photos; pick another")
+    started = time.monotonic()
+    model = train(args.config, args.seed, args.steps, args.photos, args.batch)
+    seconds = time.monotonic() - started
+    checkpoint = args.out / f"{args.config.stem}.safetensors"
+    save(model, checkpoint)
+    report = {"config": args.config.name, "seed": args.seed, "steps": args.steps, "photos": args.photos,
+              "batch": args.batch, "train_seconds": round(seconds, 1),
+              "checkpoint_bytes": checkpoint.stat().st_size, "held_out_seed": synthetic.HELD_OUT_SEED,
+              **judge(args.config, checkpoint)}
+    (args.out / f"{args.config.stem}.train.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"trained in {seconds:.0f} s; {checkpoint} is {report['checkpoint_bytes'] / 1e6:.1f} MB")
+    print(f"held-out ({report['held_out_photos']} photos): {report['names_right']:.1%} name the right "
+          "colours "
+          f"and shapes, {report['exact_caption']:.1%} are exactly the expected caption")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""A caption becomes keywords: candidate phrases, scored by CLIP, kept above a threshold, nouns first."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tagwatch.caption_keywords import Candidate, candidates, choose, kept, score
+
+
+def texts(caption: str, **kwargs: object) -> list[str]:
+    return [c.text for c in candidates(caption, **kwargs)]  # type: ignore[arg-type]
+
+
+def test_candidates_are_content_phrases_with_head_nouns_first() -> None:
+    found = candidates("a red circle above a blue square")
+    assert [c.text for c in found if c.noun] == ["red circle", "circle", "blue square", "square"]
+    assert [c.text for c in found if not c.noun] == ["red", "blue"]
+
+
+def test_stop_words_spatial_words_and_caption_verbs_are_never_keywords() -> None:
+    got = texts("A photo of a man riding a wave on top of a surfboard, next to the beach.")
+    assert set(got) == {"man", "wave", "surfboard", "beach"}
+    assert texts("a close up of a plate of food on a table") == ["plate", "food", "table"]
+    found = candidates("a green star to the left of an orange vertical bar")
+    assert [c.text for c in found if c.noun] == ["green star", "star", "orange vertical bar", "vertical bar",
+                                                 "bar"]
+    assert {c.text for c in found if not c.noun} == {"green", "orange", "vertical"}
+
+
+def test_at_most_three_words_and_no_phrase_that_is_not_a_noun() -> None:
+    got = texts("a big fluffy golden retriever puppy")
+    assert "golden retriever puppy" in got and "retriever puppy" in got
+    assert all(len(t.split()) <= 3 for t in got)
+    assert "big fluffy" not in got and "fluffy golden" not in got  # modifiers alone make no phrase
+    assert "big" in got  # a lone modifier stays a candidate, ranked after the nouns
+
+
+def test_a_noun_lexicon_decides_which_words_are_nouns() -> None:
+    found = {c.text: c.noun for c in candidates("dog park bench", nouns={"dog", "bench"})}
+    assert found == {"dog park bench": True, "park bench": True, "bench": True, "park": False, "dog": True}
+
+
+def test_choose_keeps_above_threshold_top_k_nouns_first_without_list_tags_or_duplicates() -> None:
+    found = [Candidate("dog", True), Candidate("dogs", True), Candidate("beach", True),
+             Candidate("sunset", True), Candidate("wet", False), Candidate("cat", True)]
+    scores = [0.41, 0.39, 0.35, 0.30, 0.45, 0.10]
+    decided = {s.text: s for s in choose(found, scores, threshold=0.2, top_k=3, taken={"Beach"})}
+    assert decided["dog"].kept and decided["sunset"].kept and decided["wet"].kept
+    assert decided["dogs"].reason == "duplicate"  # plural of a better candidate
+    assert decided["beach"].reason == "in the tag list"
+    assert decided["cat"].reason == "below threshold"
+    assert kept(decided.values()) == [("wet", 0.45), ("dog", 0.41), ("sunset", 0.3)]
+    tight = {s.text: s for s in choose(found, scores, threshold=0.2, top_k=2, taken=())}
+    assert tight["wet"].reason == "beyond top_k"  # a modifier gives way to nouns
+    assert [t for t, _ in kept(tight.values())] == ["dog", "beach"]
+
+
+def test_score_is_the_cosine_of_the_candidates_prompt_with_the_photo() -> None:
+    image = np.array([1.0, 0.0], np.float32)
+    vectors = {"a photo of a dog.": np.array([0.6, 0.8], np.float32),
+               "a photo of a cat.": np.array([-1.0, 0.0], np.float32)}
+    got = score(image, [Candidate("dog", True), Candidate("cat", True)], vectors, "a photo of a {}.")
+    assert np.allclose(got, [0.6, -1.0])
