@@ -62,7 +62,7 @@ from tagwatch.model import load_model
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests" / "data" / "shapes-coca.json"
 SEED = 1
-STEPS = 700
+STEPS = 800
 THREADS = 2
 TEMPLATES = ("a photo of a {}.", "a {}.")
 TAG_TEMPLATE = "a photo of a {}."
@@ -119,7 +119,22 @@ def _decoder_hidden(decoder: Any, image_embs: Any, text_embs: Any) -> Any:
     return decoder.ln_final(text_embs)
 
 
-def train(config: Path, seed: int, steps: int, photos: int, batch: int) -> Any:
+def peek(model: Any, tokenizer: Any, spec: Preprocess, count: int = 48) -> float:
+    """A progress figure: the share of a few held-out scenes the model in training captions right."""
+    import torch
+
+    from tagwatch.model import caption_tokens, tidy_caption
+
+    model.eval()
+    photos = held_out(count)
+    batch = torch.from_numpy(np.stack([prepare(data, spec) for _, data in photos]))
+    with torch.inference_mode():
+        _, tokens = caption_tokens(model, batch, tokenizer.sot_token_id, tokenizer.eot_token_id, 30)
+    said = [tidy_caption(tokenizer.decode(t)) for t in tokens]
+    return sum(names_right(scene, c) for (scene, _), c in zip(photos, said, strict=True)) / count
+
+
+def train(config: Path, seed: int, steps: int, photos: int, batch: int, progress: int = 0) -> Any:
     """The trained open_clip CoCa (float32, eval mode)."""
     import open_clip
     import torch
@@ -204,6 +219,12 @@ def train(config: Path, seed: int, steps: int, photos: int, batch: int) -> Any:
         if step % 50 == 0 or step == steps - 1:
             print(f"step {step:5d}  caption {caption.item():.4f}  contrastive {contrastive.item():.4f}  "
                   f"{time.monotonic() - started:.0f} s", flush=True)
+        if progress and (step + 1) % progress == 0:
+            with torch.no_grad():
+                projection[:, used] = columns
+            print(f"step {step:5d}  held-out photos named right: "
+                  f"{peek(model, tokenizer, spec):.0%}", flush=True)
+            model.train()
     with torch.no_grad():
         projection[:, used] = columns
     model.eval()
@@ -239,18 +260,66 @@ def names_right(scene: synthetic.Scene, caption: str) -> bool:
     return sorted(said) == sorted(scene.objects)
 
 
-def judge(config: Path, checkpoint: Path) -> dict[str, float]:
-    """Caption the held-out scenes with the checkpoint loaded the daemon's way."""
+SHAPE_WORDS = frozenset(w for shape in synthetic.SHAPES for w in shape.split())
+
+
+def keyword_wrong(scene: synthetic.Scene, keyword: str) -> bool:
+    """A keyword is wrong when it names a colour or shape word the photo does not show, or pairs a
+    colour with a shape no object of the photo has."""
+    colours = {c for c, _ in scene.objects}
+    shape_words = {w for _, s in scene.objects for w in s.split()}
+    said = keyword.split()
+    if any(w in synthetic.COLOURS and w not in colours for w in said):
+        return True
+    if any(w in SHAPE_WORDS and w not in shape_words for w in said):
+        return True
+    colour = next((w for w in said if w in synthetic.COLOURS), None)
+    rest = [w for w in said if w in SHAPE_WORDS]
+    return colour is not None and bool(rest) and not any(
+        c == colour and set(rest) <= set(s.split()) for c, s in scene.objects)
+
+
+def keywords_right(scene: synthetic.Scene, keywords: list[str]) -> bool:
+    """Do the keywords name every colour and every shape of the photo?"""
+    said = {w for k in keywords for w in k.split()}
+    return all(c in said and set(s.split()) <= said for c, s in scene.objects)
+
+
+def judge(config: Path, checkpoint: Path, top_k: int = 6) -> dict[str, float]:
+    """Caption the held-out scenes with the checkpoint loaded the daemon's way, and turn each caption
+    into keywords the daemon's way (candidates scored by the model's own CLIP side) at the loss's
+    boundary as threshold."""
+    from safetensors.numpy import load_file
+
+    from tagwatch.caption_keywords import candidates, choose, kept, prompts, score
+
+    state = load_file(str(checkpoint))
+    boundary = float(-state["logit_bias"].astype(np.float32).item()
+                     / np.exp(state["logit_scale"].astype(np.float32).item()))
     model = load_model(ModelConfig(name=str(config), pretrained=str(checkpoint)))
     photos = held_out()
     batch = np.stack([prepare(data, model.preprocess) for _, data in photos])
-    _, captions = model.encode_and_caption(batch)
+    vectors, captions = model.encode_and_caption(batch)
     right = sum(names_right(scene, caption) for (scene, _), caption in zip(photos, captions, strict=True))
     exact = sum(scene.caption == caption for (scene, _), caption in zip(photos, captions, strict=True))
     for (scene, _), caption in list(zip(photos, captions, strict=True))[:8]:
         print(f"  {scene.caption!r:58} -> {caption!r}")
+    threshold = round(boundary, 2)
+    found = [candidates(c) for c in captions]
+    texts = sorted({p for f in found for p in prompts(f, TAG_TEMPLATE)})
+    text_vectors = dict(zip(texts, model.encode_texts(texts), strict=True))
+    good = wrong = total = 0
+    for (scene, _), vector, cands in zip(photos, vectors, found, strict=True):
+        chosen = [k for k, _ in kept(choose(cands, score(vector, cands, text_vectors, TAG_TEMPLATE),
+                                            threshold, top_k))]
+        good += keywords_right(scene, chosen)
+        wrong += sum(keyword_wrong(scene, k) for k in chosen)
+        total += len(chosen)
     return {"held_out_photos": len(photos), "names_right": round(right / len(photos), 4),
-            "exact_caption": round(exact / len(photos), 4)}
+            "exact_caption": round(exact / len(photos), 4), "boundary": round(boundary, 4),
+            "keyword_threshold": threshold, "keyword_top_k": top_k,
+            "keywords_name_all": round(good / len(photos), 4),
+            "keywords_wrong": round(wrong / max(total, 1), 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,23 +331,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIG, help="open_clip CoCa config (.json)")
     parser.add_argument("--photos", type=int, default=6000, help="training photos (default 6000)")
     parser.add_argument("--batch", type=int, default=64, help="photos per step (default 64)")
+    parser.add_argument("--progress", type=int, default=0, metavar="N",
+                        help="caption a few held-out photos every N steps and print how many are right")
+    parser.add_argument("--judge", action="store_true",
+                        help="train nothing: judge the checkpoint in --out again and update its report")
     args = parser.parse_args(argv)
     if args.seed == synthetic.HELD_OUT_SEED:
         parser.error(f"seed {args.seed} makes the held-out photos; pick another")
-    started = time.monotonic()
-    model = train(args.config, args.seed, args.steps, args.photos, args.batch)
-    seconds = time.monotonic() - started
     checkpoint = args.out / f"{args.config.stem}.safetensors"
+    report_path = args.out / f"{args.config.stem}.train.json"
+    if args.judge:  # the checkpoint as it is; the training figures of the report are kept
+        report = {**json.loads(report_path.read_text(encoding="utf-8")), **judge(args.config, checkpoint)}
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+        return 0
+    started = time.monotonic()
+    model = train(args.config, args.seed, args.steps, args.photos, args.batch, args.progress)
+    seconds = time.monotonic() - started
     save(model, checkpoint)
     report = {"config": args.config.name, "seed": args.seed, "steps": args.steps, "photos": args.photos,
               "batch": args.batch, "train_seconds": round(seconds, 1),
               "checkpoint_bytes": checkpoint.stat().st_size, "held_out_seed": synthetic.HELD_OUT_SEED,
               **judge(args.config, checkpoint)}
-    (args.out / f"{args.config.stem}.train.json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"trained in {seconds:.0f} s; {checkpoint} is {report['checkpoint_bytes'] / 1e6:.1f} MB")
     print(f"held-out ({report['held_out_photos']} photos): {report['names_right']:.1%} name the right "
-          "colours "
-          f"and shapes, {report['exact_caption']:.1%} are exactly the expected caption")
+          f"colours and shapes, {report['exact_caption']:.1%} are exactly the expected caption; keywords at "
+          f"threshold {report['keyword_threshold']}: {report['keywords_name_all']:.1%} name every colour "
+          f"and shape, {report['keywords_wrong']:.1%} of them wrong")
     return 0
 
 

@@ -35,9 +35,10 @@ from .calibrate import (
     toml_string,
     write_atomic,
 )
+from .captions import Captions, Reading
 from .captions import from_config as captions_from_config
 from .config import LOG_FORMATS, Config, ConfigError, builtin_tag_list, default_config_path, load_config
-from .export import cached_vectors, render_csv, render_json, score
+from .export import Exported, cached_vectors, render_csv, render_json, score
 from .imaging import set_pixel_limit
 from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
@@ -347,7 +348,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         pipeline = _pipeline(config, store, None)
         try:
-            vector = pipeline.vector_for(path)
+            captions: dict[str, str] = {}
+            vectors, errors = pipeline.vectors_for([path], captions=captions)
+            if path not in vectors:
+                raise UsageError(f"{path}: {errors.get(path, 'could not be encoded')}")
+            vector = vectors[path]
+            reading = pipeline.read_captions([(captions.get(path), vector)])[0]
         except ImageError as exc:
             raise UsageError(f"{path}: {exc}") from None
         finally:
@@ -380,7 +386,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for keyword in override.add:
         if keyword not in pipeline.tags.keywords:
             print(f"{'':>5}  {'':>7}  {keyword:<40} added by an override")
+    if pipeline.captions is not None:
+        _explain_caption(pipeline.captions, reading, override.remove)
     return 0
+
+
+def _explain_caption(captions: Captions, reading: Reading | None, removed: Sequence[str]) -> None:
+    """The caption, and each candidate keyword with its score and what became of it."""
+    cfg = captions.cfg
+    if reading is None:
+        print(f"caption: none ({captions.identity})")
+        return
+    print(f"caption: {reading.caption!r} ({captions.identity}); candidates scored with the tagging model, "
+          f"threshold {cfg.threshold}, top_k {cfg.top_k}")
+    for rank, scored in enumerate(reading.scored, start=1):
+        verdict = ("removed by an override" if scored.kept and scored.text in removed
+                   else "TAGGED" if scored.kept else scored.reason)
+        kind = "noun" if scored.noun else "modifier"
+        print(f"{rank:>5}  {scored.score:+.4f}  {scored.text:<40} {kind:<8} {verdict}".rstrip())
 
 
 # -- tags check ----------------------------------------------------------------------------------
@@ -427,22 +450,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     store = Store(config.database)
     try:
         pipeline = _pipeline(config, store, None)  # encodes prompts without a cached vector, no photo
-        pipeline.close()
         paths = (list(dict.fromkeys(_expand(args.paths, config.exclude))) if args.paths
                  else sorted(store.files_under("/")))
-        vectors, missing = cached_vectors(store, pipeline.model.identity, paths)
+        keys: dict[str, bytes] = {}
+        vectors, missing = cached_vectors(store, pipeline.model.identity, paths, keys)
+        assert pipeline.vocabulary is not None and pipeline.tags is not None
+        thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
+        results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k)
+        if pipeline.captions is not None:  # no photo is captioned here: the cached captions only
+            results = _with_captions(pipeline, results, vectors, keys)
+        pipeline.close()
     finally:
         store.close()
-    assert pipeline.vocabulary is not None and pipeline.tags is not None
-    thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
-    results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k)
     for path, reason in sorted(missing.items()):
         print(f"{path}: not exported: {reason}", file=sys.stderr)
     render = render_json if args.format == "json" else render_csv
-    sys.stdout.write(render(results, os.getcwd(), args.scores))
+    sys.stdout.write(render(results, os.getcwd(), args.scores, pipeline.captions is not None))
     print(f"export: {len(results)} photos" + (f"; {len(missing)} not exported (listed above)" if missing
                                                else ""), file=sys.stderr)
     return 0
+
+
+def _with_captions(pipeline: Pipeline, results: list[Exported], vectors: dict[str, np.ndarray],
+                   keys: dict[str, bytes]) -> list[Exported]:
+    """Each photo's caption keywords after its list tags, with its caption and scored candidates."""
+    assert pipeline.captions is not None
+    captions = pipeline.captions.cached(keys.values())
+    readings = pipeline.read_captions([(captions.get(keys[r.path]), vectors[r.path]) for r in results])
+    return [replace(r, tags=r.tags + reading.keywords, caption=reading.caption,
+                    candidates=tuple((s.text, s.score) for s in reading.scored)) if reading else r
+            for r, reading in zip(results, readings, strict=True)]
 
 
 # -- calibrate -----------------------------------------------------------------------------------

@@ -28,12 +28,15 @@ SEPARATOR = "; "  # between keywords in the one-row-per-photo CSV
 @dataclass(frozen=True)
 class Exported:
     path: str
-    tags: list[tuple[str, float]]  # best first
+    tags: list[tuple[str, float]]  # best first; a caption's keywords after the list's
+    caption: str | None = None  # with captions on: the photo's caption
+    candidates: tuple[tuple[str, float], ...] = ()  # every candidate keyword of the caption, scored
 
 
-def cached_vectors(store: Store, model: str, paths: Sequence[str]) -> tuple[dict[str, np.ndarray],
-                                                                             dict[str, str]]:
-    """The cached vector of each photo, and for each photo without one the reason."""
+def cached_vectors(store: Store, model: str, paths: Sequence[str],
+                   keys_out: dict[str, bytes] | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The cached vector of each photo, and for each photo without one the reason; ``keys_out``
+    receives the content key of each photo with a vector."""
     rows = store.files(paths)
     keys: dict[str, bytes] = {}
     missing: dict[str, str] = {}
@@ -63,6 +66,8 @@ def cached_vectors(store: Store, model: str, paths: Sequence[str]) -> tuple[dict
     for path, key in keys.items():
         if key in found:
             vectors[path] = found[key]
+            if keys_out is not None:
+                keys_out[path] = key
         else:
             missing[path] = "not encoded yet (`tagwatch scan` on it encodes and tags it)"
     return vectors, missing
@@ -85,29 +90,48 @@ def display_path(path: str, cwd: str) -> str:
     return path[len(base):] if path.startswith(base) else path
 
 
-def render_json(results: Sequence[Exported], cwd: str, with_scores: bool) -> str:
-    """``{"photo.jpg": ["nature", "bw"]}``, or with scores ``{"photo.jpg": {"nature": 0.3114}}``."""
-    if with_scores:
-        doc: dict[str, object] = {display_path(r.path, cwd): {k: round(s, 4) for k, s in r.tags}
-                                  for r in results}
-    else:
-        doc = {display_path(r.path, cwd): [k for k, _ in r.tags] for r in results}
+def render_json(results: Sequence[Exported], cwd: str, with_scores: bool, captions: bool = False) -> str:
+    """``{"photo.jpg": ["nature", "bw"]}``, or with scores ``{"photo.jpg": {"nature": 0.3114}}``.
+
+    With captions on, each photo is ``{"tags": <the same>, "caption": "..."}``, and with scores also
+    ``"candidates": {"red circle": 0.41, ...}``, every candidate keyword of the caption with its score.
+    """
+    def tags(r: Exported) -> object:
+        return {k: round(s, 4) for k, s in r.tags} if with_scores else [k for k, _ in r.tags]
+
+    doc: dict[str, object] = {}
+    for r in results:
+        entry = tags(r)
+        if captions:
+            entry = {"tags": entry, "caption": r.caption}
+            if with_scores:
+                entry["candidates"] = {k: round(s, 4) for k, s in r.candidates}
+        doc[display_path(r.path, cwd)] = entry
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 
 
-def render_csv(results: Sequence[Exported], cwd: str, with_scores: bool) -> str:
+def render_csv(results: Sequence[Exported], cwd: str, with_scores: bool, captions: bool = False) -> str:
     """``path,tags`` one row per photo (keywords joined by ``"; "``); with scores ``path,tag,score``
-    one row per photo and tag, and a photo without tags as one row with empty tag and score."""
+    one row per photo and tag, and a photo without tags as one row with empty tag and score.  With
+    captions on, a ``caption`` column follows; with scores, each candidate keyword of the caption
+    that was not kept is a row too, its ``tag`` cell empty and the candidate in ``candidate``."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    extra = ["caption"] if captions else []
     if with_scores:
-        writer.writerow(["path", "tag", "score"])
+        writer.writerow(["path", "tag", "score", *extra, *(["candidate"] if captions else [])])
         for r in results:
+            more = [r.caption or ""] if captions else []
             for keyword, value in r.tags or [("", None)]:
                 writer.writerow([display_path(r.path, cwd), keyword,
-                                 "" if value is None else f"{value:.4f}"])
+                                 "" if value is None else f"{value:.4f}", *more, *([""] if captions else [])])
+            kept = {k for k, _ in r.tags}
+            for candidate, value in r.candidates if captions else ():
+                if candidate not in kept:
+                    writer.writerow([display_path(r.path, cwd), "", f"{value:.4f}", *more, candidate])
     else:
-        writer.writerow(["path", "tags"])
+        writer.writerow(["path", "tags", *extra])
         for r in results:
-            writer.writerow([display_path(r.path, cwd), SEPARATOR.join(k for k, _ in r.tags)])
+            writer.writerow([display_path(r.path, cwd), SEPARATOR.join(k for k, _ in r.tags),
+                             *([r.caption or ""] if captions else [])])
     return out.getvalue()

@@ -410,12 +410,13 @@ class Pipeline:
             raise ImageError(errors.get(path, "could not be encoded"))
         return vectors[path]
 
-    def vectors_for(self, paths: Sequence[str], batch_size: int = 32) -> tuple[dict[str, np.ndarray],
-                                                                               dict[str, str]]:
+    def vectors_for(self, paths: Sequence[str], batch_size: int = 32,
+                    captions: dict[str, str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """Image vectors of files, from the cache or freshly encoded and cached, ``batch_size`` at a
         time; records no file state and writes nothing (``explain``, ``calibrate``, evaluation).
 
-        Returns the vectors by path and, for files that could not be used, the reason.
+        Returns the vectors by path and, for files that could not be used, the reason; with captions
+        on, ``captions`` receives each photo's caption (cached, or generated and cached).
         """
         vectors: dict[str, np.ndarray] = {}
         errors: dict[str, str] = {}
@@ -437,6 +438,8 @@ class Pipeline:
             self._fill_vectors(items, outcomes, dry_run=True)
             errors.update((o.path, o.error or o.status) for o in outcomes)
             vectors.update((i.path, i.vector) for i in items if i.vector is not None)
+            if captions is not None:
+                captions.update((i.path, i.caption) for i in items if i.caption is not None)
         return vectors, errors
 
     def _read_key(self, item: _Item) -> str | None:

@@ -1,0 +1,229 @@
+"""Open vocabulary: the test captioner (tests/data/shapes-coca.*) captions held-out photos, the caption's
+words that CLIP confirms become keywords, and captions are cached like vectors.
+
+The captioner is a tiny CoCa trained by ``scripts/train_test_captioner.py`` on photos of one or two
+coloured shapes; here it is both the tagging model and the captioner (one encode per photo).  Photos
+come from ``scripts/synthetic.py`` with a seed it never trained on, are real JPEGs, and everything is
+read back with exiftool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import synthetic
+import train_test_captioner as trainer
+from conftest import _SHARED_MODELS, REPO, SharedModel, tagwatch, write_config
+from tagwatch.captions import from_config
+from tagwatch.config import CaptionsConfig, Config, ModelConfig, TaggingConfig, WriteConfig
+from tagwatch.metadata import ExifTool, KeywordWriter
+from tagwatch.pipeline import Pipeline
+from tagwatch.store import Store
+from tagwatch.vocabulary import parse_tag_list
+
+COCA_CONFIG = REPO / "tests" / "data" / "shapes-coca.json"
+COCA_CHECKPOINT = REPO / "tests" / "data" / "shapes-coca.safetensors"
+TRAINING = json.loads((REPO / "tests" / "data" / "shapes-coca.train.json").read_text(encoding="utf-8"))
+PREFIX = "caption"  # open-vocabulary keywords are told apart by their hierarchical path
+TAGS = ["grass", "sky"]  # a list that names no colour or shape: every such word comes from a caption
+PHOTOS = 40
+
+
+def coca() -> SharedModel:
+    """The test captioner in one encoder child for the whole session (ended with the others)."""
+    if COCA_CHECKPOINT not in _SHARED_MODELS:
+        _SHARED_MODELS[COCA_CHECKPOINT] = SharedModel(ModelConfig(name=str(COCA_CONFIG),
+                                                                  pretrained=str(COCA_CHECKPOINT)))
+    return _SHARED_MODELS[COCA_CHECKPOINT]
+
+
+class Captioning:
+    """The daemon's pipeline in-process, tagging and captioning with the test captioner."""
+
+    def __init__(self, root: Path, *, write_description: bool = True, tags: list[str] = TAGS,
+                 mode: str = "append") -> None:
+        self.root = root
+        self.store = Store(root / "state" / "tw.db")
+        self.exiftool = ExifTool()
+        self.model = coca()
+        tagging = TaggingConfig(threshold=0.9, top_k=5, mode=mode)  # list tags: none expected
+        self.captions_cfg = CaptionsConfig(enabled=True, threshold=TRAINING["keyword_threshold"],
+                                           top_k=TRAINING["keyword_top_k"], prefix=PREFIX,
+                                           write_description=write_description)
+        config = Config(model=self.model.cfg, tagging=tagging, captions=self.captions_cfg)
+        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, WriteConfig()), tagging)
+        self.pipeline.use_captions(from_config(config, self.store, self.model))
+        self.use(tags)
+
+    def use(self, tags: list[str]) -> None:
+        self.pipeline.use_vocabulary(parse_tag_list("\n".join(tags), ("a photo of a {}.",),
+                                                    self.root / "tags.txt"))
+
+    def captioned(self) -> int:
+        return self.store.stats(self.model.identity)["captioned"]
+
+    def run(self, paths: list[Path]) -> dict[str, str]:
+        return {Path(o.path).name: o.status for o in self.pipeline.process([str(p) for p in paths])}
+
+    def close(self) -> None:
+        self.pipeline.close()
+        self.exiftool.close()
+        self.store.close()
+
+
+def read_back(paths: list[Path]) -> dict[str, dict[str, object]]:
+    """What exiftool finds in each photo: description fields, flat and hierarchical keywords."""
+    out = subprocess.run(["exiftool", "-j", "-G1", "-charset", "iptc=UTF8", "-XMP-dc:Description",
+                          "-IPTC:Caption-Abstract", "-IPTC:Keywords", "-XMP-dc:Subject",
+                          "-XMP-lr:HierarchicalSubject", *map(str, paths)],
+                         check=True, capture_output=True, text=True).stdout
+    records = json.loads(out, parse_float=str, parse_int=str)
+
+    def as_list(value: object) -> list[str]:
+        return [] if value is None else [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+    return {Path(r["SourceFile"]).name: {
+        "description": r.get("XMP-dc:Description"), "caption_abstract": r.get("IPTC:Caption-Abstract"),
+        "keywords": as_list(r.get("IPTC:Keywords")), "subject": as_list(r.get("XMP-dc:Subject")),
+        "open": [h.split("|", 1)[1] for h in as_list(r.get("XMP-lr:HierarchicalSubject"))
+                 if h.startswith(PREFIX + "|")]} for r in records}
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, synthetic.Scene]]:
+    """Held-out photos of one or two shapes as JPEGs (qualities 50-95), and what each shows."""
+    folder = tmp_path_factory.mktemp("scenes")
+    truth = {}
+    for n, (scene, data) in enumerate(trainer.held_out(PHOTOS)):
+        (folder / f"{scene.name}.jpg").write_bytes(data)
+        truth[f"{scene.name}.jpg"] = scene
+        assert n < PHOTOS
+    return folder, truth
+
+
+@pytest.fixture(scope="module")
+def tagged(scenes: tuple[Path, dict[str, synthetic.Scene]], tmp_path_factory: pytest.TempPathFactory
+           ) -> tuple[Captioning, list[Path], dict[str, synthetic.Scene]]:
+    """The held-out photos copied, tagged and captioned once for the tests below."""
+    source, truth = scenes
+    folder = tmp_path_factory.mktemp("tagged")
+    paths = [Path(shutil.copy2(p, folder / p.name)) for p in sorted(source.iterdir())]
+    env = Captioning(tmp_path_factory.mktemp("state"))
+    outcomes = env.run(paths)
+    assert set(outcomes.values()) == {"tagged"}, outcomes
+    yield env, paths, truth
+    env.close()
+
+
+def test_held_out_captions_and_keywords_name_the_right_colours_and_shapes(tagged) -> None:
+    env, paths, truth = tagged
+    found = read_back(paths)
+    named = sum(trainer.names_right(truth[name], str(got["description"])) for name, got in found.items())
+    assert named >= 0.9 * len(paths), {n: g["description"] for n, g in found.items()}
+    # both description fields hold the caption, exactly as cached
+    assert all(g["description"] == g["caption_abstract"] and g["description"] for g in found.values())
+    keywords = {name: got["open"] for name, got in found.items()}
+    complete = sum(trainer.keywords_right(truth[name], ks) for name, ks in keywords.items())
+    wrong = sum(trainer.keyword_wrong(truth[name], k) for name, ks in keywords.items() for k in ks)
+    total = sum(len(ks) for ks in keywords.values())
+    assert complete >= 0.9 * len(paths), keywords
+    assert wrong <= 0.05 * total, keywords
+    # written like list tags: flat in IPTC and dc:subject too, and ledger-owned
+    for name, got in found.items():
+        assert set(got["open"]) <= set(got["keywords"]) and set(got["open"]) <= set(got["subject"])
+    row = env.store.file(str(paths[0]))
+    assert row is not None and set(found[paths[0].name]["open"]) <= set(env.store.ledger(row.id))
+    assert env.captioned() == len(paths)
+
+
+def test_renames_metadata_and_tag_list_edits_never_caption_again_new_pixels_do(tagged) -> None:
+    env, paths, truth = tagged
+    before = env.captioned()
+    renamed = paths[0].with_name("renamed.jpg")
+    os.rename(paths[0], renamed)
+    env.pipeline.apply([__import__("tagwatch.pipeline", fromlist=["Move"]).Move(str(paths[0]), str(renamed))])
+    paths[0] = renamed
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords+=person's word",
+                    "-XMP-dc:Subject+=person's word", str(paths[1])], check=True)
+    assert set(env.run(paths[:2]).values()) <= {"tagged", "unchanged"}
+    env.use([*TAGS, "ocean"])  # a tag-list edit: every photo re-scored from the cache
+    env.pipeline.retag()
+    assert env.captioned() == before
+    fresh = synthetic.Scene(("red", "circle"), ("blue", "square"), "above", 9_999_999)
+    synthetic.make_scene(fresh).save(paths[2], "JPEG", quality=90)  # new pixels under an old name
+    assert env.run([paths[2]]) == {paths[2].name: "tagged"}
+    assert env.captioned() == before + 1
+
+
+def test_a_persons_description_is_kept_byte_for_byte_and_untag_removes_only_ours(
+        scenes: tuple[Path, dict[str, synthetic.Scene]], tmp_path: Path) -> None:
+    source, _ = scenes
+    theirs, ours = tmp_path / "theirs.jpg", tmp_path / "ours.jpg"
+    names = sorted(p.name for p in source.iterdir())
+    shutil.copy(source / names[0], theirs)
+    shutil.copy(source / names[1], ours)
+    written = "Grandma's garden, 1987 — «summer»  "  # non-ASCII, trailing blanks
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-charset", "iptc=UTF8",
+                    "-IPTC:CodedCharacterSet=UTF8", f"-XMP-dc:Description={written}",
+                    "-IPTC:Keywords=family", "-XMP-dc:Subject=family", str(theirs), str(ours)], check=True)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Description=", str(ours)], check=True)
+    before = read_back([theirs, ours])
+    raw_before = subprocess.run(["exiftool", "-b", "-XMP-dc:Description", str(theirs)],
+                                capture_output=True, check=True).stdout
+    env = Captioning(tmp_path / "state")
+    try:
+        assert env.run([theirs, ours]) == {"theirs.jpg": "tagged", "ours.jpg": "tagged"}
+        after = read_back([theirs, ours])
+        assert subprocess.run(["exiftool", "-b", "-XMP-dc:Description", str(theirs)],
+                              capture_output=True, check=True).stdout == raw_before
+        assert after["theirs.jpg"]["caption_abstract"] is None  # a described photo gets no second one
+        assert after["ours.jpg"]["description"] and after["ours.jpg"]["open"]
+        assert after["theirs.jpg"]["open"]  # its keywords are still written
+        for name in ("theirs.jpg", "ours.jpg"):
+            assert env.pipeline.untag(str(tmp_path / name)).status == "untagged"
+        assert read_back([theirs, ours]) == before
+    finally:
+        env.close()
+
+
+def test_explain_and_export_show_the_caption_candidates_and_scores(tmp_path: Path) -> None:
+    photo = tmp_path / "photos" / "scene.jpg"
+    photo.parent.mkdir()
+    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
+                                         9_999_998)).save(photo, "JPEG", quality=90)
+    extra = (f"[captions]\nenabled = true\nthreshold = {TRAINING['keyword_threshold']}\n"
+             f"prefix = \"{PREFIX}\"\n")
+    config = write_config(tmp_path / "conf", COCA_CHECKPOINT, model=COCA_CONFIG, tags=TAGS, threshold=0.9,
+                          extra=extra)
+    explained = tagwatch("explain", "--config", str(config), str(photo))
+    assert explained.returncode == 0, explained.stderr
+    assert "caption: 'a green star to the left of a purple vertical bar'" in explained.stdout
+    lines = {line.split()[2]: line for line in explained.stdout.splitlines()[-12:] if line.strip()[:1].isdigit()}
+    assert "TAGGED" in lines["star"] and "noun" in lines["star"]
+    scanned = tagwatch("scan", "--config", str(config), str(photo))
+    assert scanned.returncode == 0, scanned.stderr
+    exported = tagwatch("export", "--config", str(config), "--scores", str(photo))
+    assert exported.returncode == 0, exported.stderr
+    entry = json.loads(exported.stdout)[str(photo)]
+    assert entry["caption"] == "a green star to the left of a purple vertical bar"
+    assert {"green star", "star"} <= set(entry["tags"]) and entry["candidates"]["star"] > 0
+    state = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)
+    assert state["captioned"] == 1  # explain captioned it; scan and export used the cache
+
+
+def test_captions_off_by_default_build_and_load_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "tw.db")
+    try:
+        assert Config().captions.enabled is False
+        assert from_config(Config(), store, coca()) is None
+        assert store.stats("any")["captioned"] == 0
+    finally:
+        store.close()
+    assert np.isfinite(TRAINING["boundary"])
