@@ -306,12 +306,13 @@ class Claim:
 
 def claim(place: Place | None, max_distance_km: float, country_distance_km: float) -> Claim:
     """The place within ``max_distance_km``: country, region and locality; within
-    ``country_distance_km``: the country alone (a desert, a ferry off the coast); beyond: nothing."""
+    ``country_distance_km``: country and region without a town (a desert, a mountain range, a ferry
+    off the coast: first-level divisions are large, towns are not); beyond: nothing (open sea)."""
     if place is None or place.distance_km > country_distance_km:
         return Claim()
     name, code = country_name(place.country), country_code3(place.country)
     if place.distance_km > max_distance_km:
-        return Claim(name, code)
+        return Claim(name, code, place.region)
     return Claim(name, code, place.region, place.locality)
 
 
