@@ -24,7 +24,7 @@ from conftest import _SHARED_MODELS, REPO, SharedModel, tagwatch, write_config
 from tagwatch.captions import from_config
 from tagwatch.config import CaptionsConfig, Config, ModelConfig, TaggingConfig, WriteConfig
 from tagwatch.metadata import ExifTool, KeywordWriter
-from tagwatch.pipeline import Pipeline
+from tagwatch.pipeline import Move, Pipeline
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
 
@@ -136,7 +136,7 @@ def test_held_out_captions_and_keywords_name_the_right_colours_and_shapes(tagged
     assert complete >= 0.9 * len(paths), keywords
     assert wrong <= 0.05 * total, keywords
     # written like list tags: flat in IPTC and dc:subject too, and ledger-owned
-    for name, got in found.items():
+    for got in found.values():
         assert set(got["open"]) <= set(got["keywords"]) and set(got["open"]) <= set(got["subject"])
     row = env.store.file(str(paths[0]))
     assert row is not None and set(found[paths[0].name]["open"]) <= set(env.store.ledger(row.id))
@@ -144,11 +144,11 @@ def test_held_out_captions_and_keywords_name_the_right_colours_and_shapes(tagged
 
 
 def test_renames_metadata_and_tag_list_edits_never_caption_again_new_pixels_do(tagged) -> None:
-    env, paths, truth = tagged
+    env, paths, _ = tagged
     before = env.captioned()
     renamed = paths[0].with_name("renamed.jpg")
     os.rename(paths[0], renamed)
-    env.pipeline.apply([__import__("tagwatch.pipeline", fromlist=["Move"]).Move(str(paths[0]), str(renamed))])
+    env.pipeline.apply([Move(str(paths[0]), str(renamed))])
     paths[0] = renamed
     subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords+=person's word",
                     "-XMP-dc:Subject+=person's word", str(paths[1])], check=True)
@@ -205,7 +205,8 @@ def test_explain_and_export_show_the_caption_candidates_and_scores(tmp_path: Pat
     explained = tagwatch("explain", "--config", str(config), str(photo))
     assert explained.returncode == 0, explained.stderr
     assert "caption: 'a green star to the left of a purple vertical bar'" in explained.stdout
-    lines = {line.split()[2]: line for line in explained.stdout.splitlines()[-12:] if line.strip()[:1].isdigit()}
+    lines = {line.split()[2]: line for line in explained.stdout.splitlines()[-12:]
+             if line.strip()[:1].isdigit()}
     assert "TAGGED" in lines["star"] and "noun" in lines["star"]
     scanned = tagwatch("scan", "--config", str(config), str(photo))
     assert scanned.returncode == 0, scanned.stderr

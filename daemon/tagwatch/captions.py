@@ -21,6 +21,7 @@ import numpy as np
 
 from . import caption_keywords as words
 from .config import CaptionsConfig, Config, ModelConfig, captioner_config
+from .metadata import DESCRIPTION_FIELDS, FileState, Filled
 from .model import LazyModel, ModelError
 from .store import Store
 from .vocabulary import Vocabulary
@@ -84,6 +85,26 @@ class Captions:
     def path(self, keyword: str) -> str:
         """The hierarchical spelling of an open-vocabulary keyword: ``caption|red circle``."""
         return f"{self.cfg.prefix}|{keyword}" if self.cfg.prefix else keyword
+
+    def describe(self, reading: Reading | None, state: FileState,
+                 records: Mapping[str, tuple[tuple[str, ...], str | None]]
+                 ) -> tuple[dict[str, str | None], dict[str, Filled]]:
+        """The description fields to fill with the caption, for the writer's ``fill``/``filled``.
+
+        Only a photo with no description of a person's gets ours: if either field (XMP dc:description,
+        IPTC Caption-Abstract) holds text that is not ours, neither is filled, and a caption of ours
+        there before is taken out again.  With ``write_description`` off, a description of ours from
+        earlier is taken out too; the ledger's ``filled`` records say which text is ours.
+        """
+        filled = {name: Filled(*records[name]) for name in DESCRIPTION_FIELDS if name in records}
+        if reading is None or not reading.caption or not self.cfg.write_description:
+            return {}, filled
+        theirs = [name for name in DESCRIPTION_FIELDS for fields in (state.photo.fields, state.sidecar.fields)
+                  if (fields.get(name) or "").strip() and fields.get(name) not in (
+                      filled[name].ours if name in filled else ())]
+        if theirs:
+            return {}, filled
+        return dict.fromkeys(DESCRIPTION_FIELDS, reading.caption), filled
 
     # -- the cache ---------------------------------------------------------------------------------
 

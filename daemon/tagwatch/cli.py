@@ -38,7 +38,8 @@ from .calibrate import (
 from .captions import Captions, Reading
 from .captions import from_config as captions_from_config
 from .config import LOG_FORMATS, Config, ConfigError, builtin_tag_list, default_config_path, load_config
-from .export import Exported, cached_vectors, render_csv, render_json, score
+from .export import Exported, cached_vectors, render_csv, render_json, score, with_places
+from .geotag import Places
 from .imaging import set_pixel_limit
 from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
@@ -97,7 +98,7 @@ def _require_exiftool() -> None:
 
 
 def _pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
-    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
+    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging, places=config.places)
     pipeline.use_captions(captions_from_config(config, store, pipeline.model))
     if config.overrides is not None:
         overrides = load_overrides(config.overrides, config.watch)
@@ -358,6 +359,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: {exc}") from None
         finally:
             pipeline.close()
+        place = _place_lines(config, store, path) if config.places.enabled else []
     finally:
         store.close()
     assert pipeline.tags is not None and pipeline.vocabulary is not None
@@ -367,6 +369,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     override = pipeline.overrides.for_path(path)
     print(f"{path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
           f"model {pipeline.model.identity}")
+    for line in place:
+        print(line)
     for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
         keyword = pipeline.tags.keywords[index]
         if keyword in override.remove:
@@ -404,6 +408,22 @@ def _explain_caption(captions: Captions, reading: Reading | None, removed: Seque
                    else "TAGGED" if scored.kept else scored.reason)
         kind = "noun" if scored.noun else "modifier"
         print(f"{rank:>5}  {scored.score:+.4f}  {scored.text:<40} {kind:<8} {verdict}".rstrip())
+def _place_lines(config: Config, store: Store, path: str) -> list[str]:
+    """``explain``'s account of a photo's place: coordinates, the place found, its distance."""
+    if shutil.which("exiftool") is None:
+        return ["place: not looked up (exiftool not found)"]
+    exiftool = ExifTool()
+    try:
+        writer = KeywordWriter(exiftool, config.write)
+        photo = writer.read(Path(path))
+        side = writer.sidecar_for(Path(path))
+        sidecar_gps = writer.read(side).gps if side.is_file() else {}
+    except MetadataError as exc:
+        return [f"place: not looked up ({exc})"]
+    finally:
+        exiftool.close()
+    places = Places(config.places, store)
+    return places.describe(places.decide(path, None, photo.gps, sidecar_gps))
 
 
 # -- tags check ----------------------------------------------------------------------------------
@@ -462,6 +482,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         pipeline.close()
     finally:
         store.close()
+    if config.places.enabled:
+        store = Store(config.database)
+        try:
+            results = with_places(results, store, Places(config.places, store))
+        finally:
+            store.close()
     for path, reason in sorted(missing.items()):
         print(f"{path}: not exported: {reason}", file=sys.stderr)
     render = render_json if args.format == "json" else render_csv

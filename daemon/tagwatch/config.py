@@ -97,6 +97,27 @@ class WriteConfig:
 
 
 @dataclass(frozen=True)
+class PlacesConfig:
+    """GPS coordinates → place keywords (and, opt-in, the IPTC/XMP location fields)."""
+
+    enabled: bool = True  # photos without GPS cost nothing: the gazetteer loads on the first coordinates
+    root: str = "places"  # hierarchical keywords: places|Italy|Tuscany|Florence ("" for Italy|Tuscany|…)
+    max_distance_km: float = 15.0  # the nearest town farther than this is not claimed as the locality
+    country_distance_km: float = 50.0  # up to this: country and region only; beyond: no place at all
+    fill_location: bool = False  # IPTC City/Province-State/Country and XMP twins, only where empty
+
+    def fingerprint(self) -> str:
+        """What changes the keywords and fields of a photo with coordinates."""
+        if not self.enabled:
+            return "off"
+        return (f"{self.root}:{self.max_distance_km:g}:{self.country_distance_km:g}:"
+                f"{int(self.fill_location)}")
+
+
+PLACES_MAX_KM = 250.0  # places.SEARCH_KM: no place is looked for farther away
+
+
+@dataclass(frozen=True)
 class BatchConfig:
     size: int = 32
     max_wait_ms: int = 500
@@ -134,6 +155,7 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    places: PlacesConfig = field(default_factory=PlacesConfig)
     source: Path | None = None  # the file this came from, None for built-in defaults
 
     def with_watch(self, folders: list[Path]) -> Config:
@@ -289,7 +311,7 @@ def _write(raw: dict[str, Any], where: str) -> WriteConfig:
         ("mtime", r.choice("mtime", MTIME_POLICIES)),
         ("hierarchy_prefix", r.get("hierarchy_prefix", str, "a string"))) if value is not None}
     prefix = values.get("hierarchy_prefix", "")
-    if prefix and (prefix != prefix.strip(" |/") or not prefix.isprintable() or "/" in prefix):
+    if prefix and not _keyword_path(prefix):
         raise r.fail("hierarchy_prefix", f"must be a keyword path like 'auto' or 'auto|ai', got {prefix!r}")
     r.finish()
     return replace(WriteConfig(), **values)
@@ -327,7 +349,7 @@ def _captions(raw: dict[str, Any], base: Path, where: str) -> CaptionsConfig:
             values[name] = value
     prefix = r.get("prefix", str, "a string")
     if prefix is not None:
-        if prefix and (prefix != prefix.strip(" |/") or not prefix.isprintable() or "/" in prefix):
+        if prefix and not _keyword_path(prefix):
             raise r.fail("prefix", f"must be a keyword path like 'caption' or 'ai|caption', got {prefix!r}")
         values["prefix"] = prefix
     r.finish()
@@ -340,6 +362,37 @@ def _captions(raw: dict[str, Any], base: Path, where: str) -> CaptionsConfig:
     if pretrained and is_checkpoint_path(pretrained):
         values["pretrained"] = str(_path(pretrained, base))
     return replace(CaptionsConfig(), **values)
+def _keyword_path(value: str) -> bool:
+    """A hierarchy root/prefix like 'auto' or 'auto|ai': no empty level, no '/' (digiKam's separator)."""
+    return value == value.strip(" |/") and value.isprintable() and "/" not in value and "||" not in value
+
+
+def _places(raw: dict[str, Any], where: str) -> PlacesConfig:
+    r = _Reader(raw, "places.", where)
+    values: dict[str, Any] = {}
+    for name in ("enabled", "fill_location"):
+        value = r.get(name, bool, "true or false")
+        if value is not None:
+            values[name] = value
+    root = r.get("root", str, "a string")
+    if root is not None:
+        if root and not _keyword_path(root):
+            raise r.fail("root", f"must be a keyword path like 'places' or 'auto|places' (or \"\" for "
+                                 f"none), got {root!r}")
+        values["root"] = root
+    for name in ("max_distance_km", "country_distance_km"):
+        value = r.get(name, (int, float), "a number of kilometres")
+        if value is not None:
+            if not 0 < value <= PLACES_MAX_KM:
+                raise r.fail(name, f"must be more than 0 and at most {PLACES_MAX_KM:g} km, got {value}")
+            values[name] = float(value)
+    r.finish()
+    cfg = replace(PlacesConfig(), **values)
+    if cfg.max_distance_km > cfg.country_distance_km:
+        name = "max_distance_km" if "max_distance_km" in values else "country_distance_km"
+        raise r.fail(name, f"must keep max_distance_km ({cfg.max_distance_km:g}) at most "
+                           f"country_distance_km ({cfg.country_distance_km:g})")
+    return cfg
 
 
 def _batch(raw: dict[str, Any], where: str) -> BatchConfig:
@@ -387,7 +440,7 @@ def _metrics(raw: dict[str, Any], where: str) -> MetricsConfig:
     return MetricsConfig(host, int(port))
 
 
-_SECTIONS = {"model", "tagging", "write", "captions", "batch", "schedule", "metrics"}
+_SECTIONS = {"model", "tagging", "write", "captions", "batch", "schedule", "metrics", "places"}
 
 
 def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | None = None) -> Config:
@@ -409,6 +462,8 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
             values["batch"] = _batch(table, where)
         elif section == "metrics":
             values["metrics"] = _metrics(table, where)
+        elif section == "places":
+            values["places"] = _places(table, where)
         else:
             values["schedule"] = _schedule(table, where)
     watch = r.get("watch", (list, str), "a list of folders")

@@ -13,10 +13,11 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .geotag import Places
 from .keys import ImageError, content_key
 from .scoring import choose
 from .store import Store
@@ -29,6 +30,7 @@ SEPARATOR = "; "  # between keywords in the one-row-per-photo CSV
 class Exported:
     path: str
     tags: list[tuple[str, float]]  # best first; a caption's keywords after the list's
+    places: list[str] = field(default_factory=list)  # country, region, locality: keywords without a score
     caption: str | None = None  # with captions on: the photo's caption
     candidates: tuple[tuple[str, float], ...] = ()  # every candidate keyword of the caption, scored
 
@@ -84,6 +86,23 @@ def score(vectors: dict[str, np.ndarray], tags: TagMatrix, thresholds: np.ndarra
             for n, (path, chosen) in enumerate(zip(paths, choose(scores, thresholds, top_k), strict=True))]
 
 
+def with_places(results: Sequence[Exported], store: Store, places: Places) -> list[Exported]:
+    """Each photo's place keywords, from the coordinates recorded when it was last tagged (a photo
+    changed since has its places again once the daemon or ``scan`` has seen the change)."""
+    paths = [r.path for r in results]
+    rows = store.files(paths)
+    fresh: dict[str, int] = {}
+    for path, row in rows.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            fresh[path] = row.id
+    found = places.of_files(store.located(fresh.values()), fresh)
+    return [replace(r, places=[p for p in found.get(r.path, []) if p not in dict(r.tags)]) for r in results]
+
+
 def display_path(path: str, cwd: str) -> str:
     """Relative to ``cwd`` when the photo is inside it, else absolute: short and unambiguous."""
     base = cwd.rstrip("/") + "/"
@@ -91,13 +110,16 @@ def display_path(path: str, cwd: str) -> str:
 
 
 def render_json(results: Sequence[Exported], cwd: str, with_scores: bool, captions: bool = False) -> str:
-    """``{"photo.jpg": ["nature", "bw"]}``, or with scores ``{"photo.jpg": {"nature": 0.3114}}``.
+    """``{"photo.jpg": ["nature", "bw", "Italy"]}``, or with scores ``{"photo.jpg": {"nature": 0.3114,
+    "Italy": null}}`` (a place keyword has no score).
 
     With captions on, each photo is ``{"tags": <the same>, "caption": "..."}``, and with scores also
     ``"candidates": {"red circle": 0.41, ...}``, every candidate keyword of the caption with its score.
     """
     def tags(r: Exported) -> object:
-        return {k: round(s, 4) for k, s in r.tags} if with_scores else [k for k, _ in r.tags]
+        if with_scores:
+            return {**{k: round(s, 4) for k, s in r.tags}, **dict.fromkeys(r.places)}
+        return [k for k, _ in r.tags] + r.places
 
     doc: dict[str, object] = {}
     for r in results:
@@ -112,9 +134,10 @@ def render_json(results: Sequence[Exported], cwd: str, with_scores: bool, captio
 
 def render_csv(results: Sequence[Exported], cwd: str, with_scores: bool, captions: bool = False) -> str:
     """``path,tags`` one row per photo (keywords joined by ``"; "``); with scores ``path,tag,score``
-    one row per photo and tag, and a photo without tags as one row with empty tag and score.  With
-    captions on, a ``caption`` column follows; with scores, each candidate keyword of the caption
-    that was not kept is a row too, its ``tag`` cell empty and the candidate in ``candidate``."""
+    one row per photo and tag (a place keyword with an empty score), and a photo without tags as one
+    row with empty tag and score.  With captions on, a ``caption`` column follows; with scores, each
+    candidate keyword of the caption that was not kept is a row too, its ``tag`` cell empty and the
+    candidate in ``candidate``."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     extra = ["caption"] if captions else []
@@ -122,7 +145,7 @@ def render_csv(results: Sequence[Exported], cwd: str, with_scores: bool, caption
         writer.writerow(["path", "tag", "score", *extra, *(["candidate"] if captions else [])])
         for r in results:
             more = [r.caption or ""] if captions else []
-            for keyword, value in r.tags or [("", None)]:
+            for keyword, value in [*r.tags, *((p, None) for p in r.places)] or [("", None)]:
                 writer.writerow([display_path(r.path, cwd), keyword,
                                  "" if value is None else f"{value:.4f}", *more, *([""] if captions else [])])
             kept = {k for k, _ in r.tags}
@@ -132,6 +155,6 @@ def render_csv(results: Sequence[Exported], cwd: str, with_scores: bool, caption
     else:
         writer.writerow(["path", "tags", *extra])
         for r in results:
-            writer.writerow([display_path(r.path, cwd), SEPARATOR.join(k for k, _ in r.tags),
+            writer.writerow([display_path(r.path, cwd), SEPARATOR.join([k for k, _ in r.tags] + r.places),
                              *([r.caption or ""] if captions else [])])
     return out.getvalue()

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from .captions import Captions, Reading
-from .config import TaggingConfig
+from .config import PlacesConfig, TaggingConfig
 from .faults import TRANSIENT_ERRNOS, Backoff, access_cured, transient_reason
+from .geotag import Placement, Places
 from .imaging import prepare
 from .keys import ImageError, content_key
-from .metadata import FileChanged, KeywordWriter, MetadataError
+from .metadata import FileChanged, Filled, KeywordWriter, MetadataError
 from .model import LazyModel
 from .overrides import NO_OVERRIDE, Override, Overrides
 from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store
@@ -42,6 +43,7 @@ TAGGED, UNCHANGED, FAILED_, GONE, RETRY = "tagged", "unchanged", "failed", "gone
 UNTAGGED_ = "untagged"
 WAIT = "wait"  # a passing disk or network problem: try again after a pause (see faults.Backoff)
 _RECENT_S = 2.0  # a truncated file younger than this is probably still being written
+_PLACES = "places="  # the fingerprint's part for the [places] settings
 _MAX_RETRIES = 5
 
 
@@ -213,8 +215,10 @@ class Pipeline:
     """Turns paths into tagged files; the only place that encodes images or writes keywords."""
 
     def __init__(self, store: Store, model: LazyModel, writer: KeywordWriter | None,
-                 tagging: TaggingConfig, decode_threads: int = 2) -> None:
+                 tagging: TaggingConfig, decode_threads: int = 2, places: PlacesConfig | None = None) -> None:
         self.store, self.model, self.writer, self.tagging = store, model, writer, tagging
+        # GPS → place keywords (off unless given: the daemon and the CLI pass the config's [places])
+        self.places = Places(places or PlacesConfig(enabled=False), store)
         self.vocabulary: Vocabulary | None = None
         self.tags: TagMatrix | None = None
         self.thresholds = np.zeros(0, np.float32)  # per tag, in tag order
@@ -311,6 +315,8 @@ class Pipeline:
             parts.append(self.overrides.fingerprint())
         if self.captions is not None:
             parts.append(self.captions.fingerprint())
+        if self.places.enabled:
+            parts.append(f"{_PLACES}{self.places.fingerprint}")
         self.fingerprint = "|".join(parts)
 
     def decide(self, path: str, tags: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], Override]:
@@ -530,7 +536,8 @@ class Pipeline:
     def _finish(self, path: str, key: bytes | None, st: os.stat_result,
                 tags: list[tuple[str, float]], override: Override = NO_OVERRIDE,
                 reading: Reading | None = None) -> Outcome:
-        """Write the predicted keywords (after overrides) and record the result."""
+        """Write the predicted keywords (after overrides), the photo's places and its caption, and record
+        the result."""
         keywords = [k for k, _ in tags]
         known = self._paths
         if reading is not None and self.captions is not None and self.captions.cfg.prefix:
@@ -541,20 +548,37 @@ class Pipeline:
         owned = self.store.ledger(row.id) if row is not None else []
         owned_paths = self.store.ledger_paths(row.id) if row is not None else {}
         plan = None
+        placed: Placement | None = None
         # Without a prediction there is something to do only to our own keywords: sync drops them,
         # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
         # wipe a person's keywords over a threshold typo.
         ours_to_fix = owned and mode != "overwrite" and (
             mode == "sync" or any(k in owned for k in override.remove)
             or any(k in self._paths and owned_paths.get(k, (k,)) != (self._paths[k],) for k in owned))
-        if self.writer is not None and (keywords or ours_to_fix):
+        if self.writer is not None and (keywords or ours_to_fix or self.places.enabled
+                                        or self.captions is not None):
             written_ahead: list[str] = []
             file_id: int | None = None
             try:
+                state = self.writer.inspect(Path(path), st)
+                paths = {k: known[k] for k in (*keywords, *owned) if k in known}
+                writing, withdraw = keywords, list(override.remove)
+                fill: dict[str, str | None] = {}
+                filled: dict[str, Filled] = {}
+                if self.places.enabled:  # places come from the metadata just read, never from pixels
+                    placed = self.places.decide(path, row.id if row else None, state.photo.gps,
+                                                state.sidecar.gps)
+                    writing = keywords + [k for k in placed.keywords if k not in keywords]
+                    paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}
+                    withdraw += [k for k in placed.withdraw if k not in keywords]
+                    fill, filled = placed.fill, placed.filled
+                if self.captions is not None:  # the caption as the description, where the photo has none
+                    records = self.store.filled(row.id) if row is not None else {}
+                    more, ours = self.captions.describe(reading, state, records)
+                    fill, filled = {**fill, **more}, {**filled, **ours}
                 plan = self.writer.plan(
-                    Path(path), keywords, before=st, mode=mode, owned=owned, owned_paths=owned_paths,
-                    paths={k: known[k] for k in (*keywords, *owned) if k in known},
-                    withdraw=override.remove)
+                    Path(path), writing, before=st, mode=mode, owned=owned, owned_paths=owned_paths,
+                    paths=paths, withdraw=withdraw, state=state, fill=fill, filled=filled)
                 if plan.changes:
                     mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
                     # Pending until recorded done, ledger written ahead: a crash mid-write leaves the
@@ -568,6 +592,7 @@ class Pipeline:
                         self.store.add_ledger(file_id, plan.dropped, REMOVED)
                         self.store.set_ledger_paths(file_id, {
                             k: (*owned_paths.get(k, (k,)), *plan.paths[k]) for k in plan.respelled})
+                        self.store.set_filled(file_id, plan.fills_ahead)
                     written_ahead = mine + plan.dropped
                     log.debug("%s: writing keywords", path)
                     self.writer.apply(plan)
@@ -577,6 +602,8 @@ class Pipeline:
             except (MetadataError, OSError) as exc:
                 if file_id is not None and written_ahead:  # the file is as it was
                     self.store.remove_ledger(file_id, written_ahead)
+                if file_id is not None and plan is not None and plan.fills_ahead:
+                    self.store.set_filled(file_id, {name: filled.get(name) for name in plan.fills_ahead})
                 if isinstance(exc, FileChanged):
                     return Outcome(path, RETRY, tags, error=str(exc))
                 passing = transient_reason(exc)
@@ -595,13 +622,21 @@ class Pipeline:
                 self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
                 self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in owned],
                                       USER)
+                self.store.set_filled(file_id, plan.fills)
+            if placed is not None:
+                where = placed.where
+                self.store.set_located(file_id, where and where.lat, where and where.lon,
+                                       list(placed.keywords))
         self._retries.pop(path, None)
         fields = {"event": "tagged", "path": path, "tags": keywords}
+        where = f"; place: {', '.join(placed.claim.levels())}" if placed is not None and placed.claim else ""
+        if placed is not None and placed.claim:
+            fields["places"] = placed.claim.levels()
         if added:
-            log.info("tagged %s: %s", path, ", ".join(keywords), extra=fields)
+            log.info("tagged %s: %s%s", path, ", ".join(keywords), where, extra=fields)
         else:
-            log.info("tagged %s: %s (already in the file)", path, ", ".join(keywords) or "no tag above "
-                     f"threshold {self.tagging.threshold}", extra=fields)
+            log.info("tagged %s: %s (already in the file)%s", path, ", ".join(keywords) or "no tag above "
+                     f"threshold {self.tagging.threshold}", where, extra=fields)
         return Outcome(path, TAGGED, tags, added)
 
     def _bad_file(self, item: _Item, reason: str, dry_run: bool, wait_for_writers: bool = False) -> Outcome:
@@ -658,6 +693,10 @@ class Pipeline:
         stale = (self.store.stale_paths(self._paths) if rows and (
             any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
         uncaptioned: list[str] = []
+        if rows and self.places.enabled:
+            stale |= self._places_stale([r for r, _ in rows])
+        if rows and self.captions is not None:
+            stale |= self._captions_stale([r for r, _ in rows])
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
@@ -700,6 +739,20 @@ class Pipeline:
                     self._deferred.append(outcome)
         return len(rows), written
 
+    def _captions_stale(self, rows: Sequence[FileRow]) -> set[int]:
+        """Files captioned under other ``[captions]`` settings: rewritten even where their keywords
+        stay the same, since their description may have to come (or go)."""
+        current = self.captions.fingerprint() if self.captions is not None else ""
+        return {r.id for r in rows if current not in (r.tagged_with or "")}
+
+    def _places_stale(self, rows: Sequence[FileRow]) -> set[int]:
+        """Files whose places were decided under other ``[places]`` settings (or never: tagged before
+        places existed) and that have, or may have, coordinates: their GPS is read again."""
+        current = f"{_PLACES}{self.places.fingerprint}"
+        located = self.store.located()
+        return {r.id for r in rows if not (r.tagged_with or "").endswith(current)
+                and (r.id not in located or located[r.id].lat is not None)}
+
     # -- untag ---------------------------------------------------------------------------------
 
     def untag(self, path: str) -> Outcome:
@@ -709,20 +762,27 @@ class Pipeline:
         row = self.store.file(path)
         if row is None or row.state == DELETED:
             return Outcome(path, UNCHANGED, error="tagwatch has no record of this file")
-        if row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED):
+        if (row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED)
+                and not self.store.filled(row.id)):
             return Outcome(path, UNCHANGED, error="already untagged")
         owned, dropped = self.store.ledger(row.id), self.store.ledger(row.id, REMOVED)
+        filled = {name: Filled(*record) for name, record in self.store.filled(row.id).items()}
         self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
         try:
-            plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id))
+            plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id),
+                                          filled)
             self.writer.apply(plan)
             st = os.lstat(path)
         except (MetadataError, OSError) as exc:
             reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
             log.warning("%s: not untagged: %s", path, reason)
             return Outcome(path, FAILED_, error=reason)
-        self.store.remove_ledger(row.id, owned + dropped)
-        self.store.record_file(path, key=row.key, size=st.st_size, mtime_ns=st.st_mtime_ns, state=UNTAGGED)
+        with self.store.transaction():
+            self.store.remove_ledger(row.id, owned + dropped)
+            self.store.set_filled(row.id, dict.fromkeys(filled))
+            self.store.set_located(row.id, None, None, ())  # its place keywords are gone with the rest
+            self.store.record_file(path, key=row.key, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                   state=UNTAGGED)
         log.info("untagged %s: removed %s%s", path, ", ".join(plan.removed) or "nothing",
                  f"; restored {', '.join(plan.restored)}" if plan.restored else "")
         return Outcome(path, UNTAGGED_, added=plan.restored)

@@ -18,13 +18,19 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 # Parents before children, so the ledger's file ids exist when its rows arrive.
-TABLES = ("files", "ledger", "image_vectors", "text_vectors", "captions", "counters")
+TABLES = ("files", "ledger", "filled", "located", "places", "image_vectors", "text_vectors", "captions",
+          "counters")
 
 
 def _salvage(damaged: sqlite3.Connection, table: str) -> tuple[list[str], list[tuple], str | None]:
     """Rows of ``table`` up to the first unreadable page, and the error that stopped the read."""
     rows: list[tuple] = []
+    columns: list[str] = []
     try:
+        if damaged.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                           (table,)).fetchone() is None:
+            return [], [], None  # a table an older schema did not have
+
         cursor = damaged.execute(f"SELECT * FROM {table}")  # fixed names, never input
         columns = [c[0] for c in cursor.description]
         while batch := cursor.fetchmany(1000):
@@ -63,7 +69,8 @@ def rebuild(path: Path) -> tuple[Path, dict[str, int], list[str]]:
             counts[table] = len(rows)
         damaged.close()
         with store.transaction() as db:  # a ledger row whose file row was lost has no file to name
-            db.execute("DELETE FROM ledger WHERE file_id NOT IN (SELECT id FROM files)")
+            for table in ("ledger", "filled", "located"):
+                db.execute(f"DELETE FROM {table} WHERE file_id NOT IN (SELECT id FROM files)")
     except sqlite3.DatabaseError as exc:  # not even the schema is readable: start empty
         problems.append(f"nothing readable: {exc}")
     finally:

@@ -6,6 +6,7 @@ writes, and every schema change is a numbered migration so an old database upgra
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -76,7 +77,39 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE ledger ADD COLUMN paths TEXT;
     CREATE INDEX ledger_paths ON ledger(file_id) WHERE paths IS NOT NULL;
     """,
-    # 4: captions, by content key and captioner (its model and decoding settings), like vectors; the
+    # 4: places.  The gazetteer's answer for a point, keyed by its coordinates (1e-5 degrees, ~1 m)
+    # and the gazetteer's version: a GPS edit, a retag or a restart never loads the gazetteer for a
+    # point it has seen.  ``located``: the coordinates each file had when last written and the place
+    # keywords it was given.  ``filled``: single-value fields tagwatch filled because they were empty
+    # (IPTC/XMP City...): the values that are ours (a JSON list; two while a write is in flight) and
+    # what the field held before (NULL: absent), so untag puts it back exactly.
+    """
+    CREATE TABLE places (
+        lat INTEGER NOT NULL,
+        lon INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        country TEXT,
+        region TEXT,
+        locality TEXT,
+        distance REAL,
+        PRIMARY KEY (lat, lon, source)
+    ) WITHOUT ROWID;
+    CREATE TABLE located (
+        file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+        lat REAL,
+        lon REAL,
+        keywords TEXT NOT NULL
+    );
+    CREATE TABLE filled (
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        field TEXT NOT NULL,
+        ours TEXT NOT NULL,
+        previous TEXT,
+        written REAL NOT NULL,
+        PRIMARY KEY (file_id, field)
+    ) WITHOUT ROWID;
+    """,
+    # 5: captions, by content key and captioner (its model and decoding settings), like vectors; the
     # ``captioned`` counter counts captions generated, as ``encoded`` counts images encoded
     """
     CREATE TABLE captions (
@@ -118,6 +151,22 @@ class FileRow:
     error: str | None
     tags: tuple[str, ...] | None  # keywords last predicted, best first; None if never tagged
     tagged_with: str | None  # fingerprint of the tag list and settings that predicted them
+
+
+@dataclass(frozen=True)
+class Located:
+    """A file's coordinates when tagwatch last wrote it (None: it had none) and its place keywords."""
+
+    lat: float | None
+    lon: float | None
+    keywords: tuple[str, ...]
+
+
+NOWHERE = ("", "", "", -1.0)  # a cached answer "no place within reach" (country "" )
+
+
+def _e5(degrees: float) -> int:
+    return round(degrees * 100_000)
 
 
 def _tags(text: str | None) -> tuple[str, ...] | None:
@@ -372,6 +421,61 @@ class Store:
             return [r[0] for r in self._db.execute(
                 "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? ORDER BY written, keyword",
                 (file_id, action))]
+
+    # -- places --------------------------------------------------------------------------------
+
+    def place(self, lat: float, lon: float, source: str) -> tuple[str, str, str, float] | None:
+        """The cached gazetteer answer for a point: (country, region, locality, km), :data:`NOWHERE`
+        for "no place within reach", None if this point was never looked up with ``source``."""
+        with self._lock:
+            r = self._db.execute("SELECT country, region, locality, distance FROM places "
+                                 "WHERE lat = ? AND lon = ? AND source = ?",
+                                 (_e5(lat), _e5(lon), source)).fetchone()
+        if r is None:
+            return None
+        return NOWHERE if r[0] is None else (r[0], r[1], r[2], r[3])
+
+    def put_place(self, lat: float, lon: float, source: str,
+                  place: tuple[str, str, str, float] | None) -> None:
+        country, region, locality, distance = place or (None, None, None, None)
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO places VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (_e5(lat), _e5(lon), source, country, region, locality, distance))
+
+    def located(self, file_ids: Iterable[int] | None = None) -> dict[int, Located]:
+        """Each file's last coordinates and place keywords (every file's with no ``file_ids``)."""
+        def row(r: sqlite3.Row) -> Located:
+            return Located(r[1], r[2], _tags(r[3]) or ())
+
+        if file_ids is None:
+            with self._lock:
+                return {r[0]: row(r) for r in self._db.execute("SELECT * FROM located")}
+        found = self._each("SELECT * FROM located WHERE file_id = ?", file_ids)
+        return {file_id: row(r) for file_id, r in found.items()}
+
+    def set_located(self, file_id: int, lat: float | None, lon: float | None,
+                    keywords: Sequence[str]) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO located VALUES (?, ?, ?, ?)",
+                       (file_id, lat, lon, "\n".join(keywords)))
+
+    def filled(self, file_id: int) -> dict[str, tuple[tuple[str, ...], str | None]]:
+        """field → (values that are ours, what the field held before we filled it; None: absent)."""
+        with self._lock:
+            rows = self._db.execute("SELECT field, ours, previous FROM filled WHERE file_id = ?",
+                                    (file_id,)).fetchall()
+        return {r[0]: (tuple(json.loads(r[1])), r[2]) for r in rows}
+
+    def set_filled(self, file_id: int, fields: Mapping[str, tuple[Sequence[str], str | None] | None]) -> None:
+        """Record fields tagwatch fills (ahead of the write, like the ledger); None forgets a field."""
+        now = time.time()
+        with self.transaction() as db:
+            for name, value in fields.items():
+                if value is None:
+                    db.execute("DELETE FROM filled WHERE file_id = ? AND field = ?", (file_id, name))
+                else:
+                    db.execute("INSERT OR REPLACE INTO filled VALUES (?, ?, ?, ?, ?)",
+                               (file_id, name, json.dumps(list(value[0]), ensure_ascii=False), value[1], now))
 
     # -- vectors -------------------------------------------------------------------------------
 
