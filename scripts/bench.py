@@ -20,6 +20,11 @@ It measures, each as the median of ``--repeat`` runs with min and max:
 (d) re-scoring N synthetic cached vectors (tagger.predict), and finding the files whose tags changed;
 (e) one dropped photo → keywords readable, p50/p95 over --drops drops (not repeated), model warm
     (a running daemon after one warm-up photo) and model cold (a fresh daemon per drop);
+(g) captions (``[captions]``, off by default): a CoCa (coca_ViT-B-32, random weights) encoding images
+    alone beside encoding and captioning them in one pass (greedy decoding, CAPTION_TOKENS tokens:
+    random weights never say "end", so every caption runs to that length, a typical COCO caption's
+    length with its end token), images/s beside captions/s, in the bench's process and through the
+    daemon's encoder child;
 (f) the indexing daemon's peak RSS and its RSS once the idle model is unloaded.  The model runs in a
     child process of the daemon (and of scan) that ends with the unload: peaks are the sum of the
     daemon's, the encoder child's and exiftool's VmHWM (an upper bound of their peak together), with
@@ -83,6 +88,9 @@ PHOTO_SIZE = (4000, 3000)  # 12 MP, a common camera format
 QUALITY = 92
 THRESHOLD, TOP_K = -1.0, 5  # every photo gets 5 keywords, so every photo is written
 ENCODER_BATCH = 32
+CAPTION_MODEL = "coca_ViT-B-32"  # open_clip's CoCa built on ViT-B-32: what docs/captions.md recommends
+CAPTION_BATCH = 8
+CAPTION_TOKENS = 12
 RETAG_CHUNK = 4096  # as Pipeline.retag
 EDITED_TAGS = 10  # (d): the tag-list edit re-scored is "10 tags added"
 # The indexing daemon's idle_unload, so (f) can read the RSS after the unload.  Not 5 s: LazyModel counts
@@ -444,6 +452,35 @@ def bench_encoder_child(report: Report, clip: ClipModel, photos: list[Path], rep
         child.close()
     report.add("encoder_child_img_s", f"(b) image encoder in the child process (pipe), {child.precision}",
                "img/s", rates)
+
+
+def bench_captions(report: Report, photos: list[Path], repeat: int) -> None:
+    """(g) A CoCa's images/s (vectors only) beside its captions/s (vectors and captions, one image-tower
+    pass), in this process and through the encoder child the daemon uses."""
+    from tagwatch.encoder import EncoderProcess
+
+    cfg = dataclasses.replace(MODEL, name=CAPTION_MODEL, pretrained="none")
+    coca = load_model(cfg)
+    batch = np.stack([prepare(photos[i % len(photos)].read_bytes(), coca.preprocess)
+                      for i in range(CAPTION_BATCH)])
+    coca.encode_images(batch)  # warm-up
+    coca.encode_and_caption(batch, CAPTION_TOKENS)
+    images = [CAPTION_BATCH / timed(lambda: coca.encode_images(batch)) for _ in range(repeat)]
+    captions = [CAPTION_BATCH / timed(lambda: coca.encode_and_caption(batch, CAPTION_TOKENS))
+                for _ in range(repeat)]
+    what = f"{CAPTION_MODEL}, batch {CAPTION_BATCH}, {coca.precision}"
+    report.add("coca_img_s", f"(g) {what}: images/s (vectors only)", "img/s", images)
+    report.add("coca_caption_s", f"(g) {what}: captions/s ({CAPTION_TOKENS} tokens, with vectors)",
+               "captions/s", captions, note=f"{1000 / statistics.median(captions):.0f} ms per photo")
+    child = EncoderProcess(cfg)
+    try:
+        child.encode_and_caption(batch, CAPTION_TOKENS)  # starts the child, loads the model, warms up
+        rates = [CAPTION_BATCH / timed(lambda: child.encode_and_caption(batch, CAPTION_TOKENS))
+                 for _ in range(repeat)]
+    finally:
+        child.close()
+    report.add("coca_child_caption_s", f"(g) {CAPTION_MODEL} captions/s in the encoder child (pipe)",
+               "captions/s", rates)
 
 
 def _threads() -> int:
@@ -924,6 +961,9 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
         say("(b) image encoder and matmul throughput")
         guard(report, "b", bench_encoder, report, clip, photos, args.repeat)
         guard(report, "b", bench_encoder_child, report, clip, photos, args.repeat)
+    if "g" in args.parts:
+        say(f"(g) captions: {CAPTION_MODEL} images/s and captions/s")
+        guard(report, "g", bench_captions, report, photos, args.repeat)
     if "d" in args.parts:
         say(f"(d) re-scoring {args.vectors:,} vectors")
         prompt_vectors = dict(zip(prompts, vectors, strict=True))
@@ -986,7 +1026,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cached vectors re-scored in (d) (default 100,000, --quick 10,000)")
     parser.add_argument("--drops", type=int, metavar="N",
                         help="warm drops in (e) (default 10, --quick 5); cold drops: as many, --quick 2")
-    parser.add_argument("--parts", default="abcdef", help="which of a-f to run (default all; c always runs; "
+    parser.add_argument("--parts", default="abcdefg", help="which of a-g to run (default all; c always runs; "
                         "f comes with a)")
     parser.add_argument("--precision", choices=PRECISIONS, default=MODEL.precision,
                         help=f"the model's precision in every part (default {MODEL.precision})")
@@ -1005,8 +1045,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.cold_drops = 2 if args.quick else args.drops
     if args.count is None and args.images is None:
         args.count = 20 if args.quick else 200
-    if set(args.parts) - set("abcdef"):
-        parser.error(f"--parts takes letters a-f, got {args.parts!r}")
+    if set(args.parts) - set("abcdefg"):
+        parser.error(f"--parts takes letters a-g, got {args.parts!r}")
     if min(args.repeat, args.vectors, args.drops, args.count or 1) < 1:
         parser.error("--count, --repeat, --vectors and --drops must be at least 1")
     return args

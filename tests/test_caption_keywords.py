@@ -33,6 +33,7 @@ def test_at_most_three_words_and_no_phrase_that_is_not_a_noun() -> None:
     assert all(len(t.split()) <= 3 for t in got)
     assert "big fluffy" not in got and "fluffy golden" not in got  # modifiers alone make no phrase
     assert "big" in got  # a lone modifier stays a candidate, ranked after the nouns
+    assert texts("a " + "x" * 70 + " dog") == ["dog"]  # longer than IPTC's 64 bytes: no keyword
 
 
 def test_a_noun_lexicon_decides_which_words_are_nouns() -> None:

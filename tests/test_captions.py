@@ -228,3 +228,29 @@ def test_captions_off_by_default_build_and_load_nothing(tmp_path: Path) -> None:
     finally:
         store.close()
     assert np.isfinite(TRAINING["boundary"])
+
+
+@pytest.mark.slow
+def test_the_trainer_is_deterministic_from_its_seed() -> None:
+    """Two short trainings from the same seed give the same weights bit for bit (the committed
+    checkpoint is the full-length run of the same code: scripts/train_test_captioner.py)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        first, second = (trainer.train(COCA_CONFIG, seed=3, steps=4, photos=48, batch=16) for _ in range(2))
+        other = trainer.train(COCA_CONFIG, seed=4, steps=4, photos=48, batch=16)
+    finally:  # the trainer's settings are process-wide
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(threads)
+    a, b, c = (m.state_dict() for m in (first, second, other))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_captioner_that_is_no_coca_is_refused_at_start(tmp_path: Path) -> None:
+    config = write_config(tmp_path, COCA_CHECKPOINT, model=REPO / "tests" / "data" / "shapes-clip.json",
+                          extra="[captions]\nenabled = true\n")
+    result = tagwatch("scan", "--config", str(config), str(tmp_path))
+    assert result.returncode == 2
+    assert "is not a CoCa model and cannot write captions" in result.stderr

@@ -49,6 +49,7 @@ rides walks plays poses wears uses eats made taken seen filled covered topped
 """.split())  # noqa: SIM905 (a block of words reads better than a list of 200 strings)
 
 MAX_WORDS = 3
+MAX_BYTES = 64  # IPTC IIM's limit for one keyword: exiftool would cut a longer one, and untag miss it
 _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
 
 
@@ -99,6 +100,8 @@ def candidates(caption: str, nouns: Collection[str] | None = None,
                 if len(phrase) > 1 and not head:
                     continue  # "red horizontal": a phrase that is no noun is no keyword
                 text = " ".join(phrase)
+                if len(text.encode("utf-8")) > MAX_BYTES:
+                    continue
                 found[text] = found.get(text, False) or head
     nouns_first = sorted(found.items(), key=lambda kv: not kv[1])
     return [Candidate(text, noun) for text, noun in nouns_first]

@@ -13,9 +13,12 @@ runs in a second child process, with its own preprocessing.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -38,10 +41,34 @@ def captioner_identity(model_identity: str, cfg: CaptionsConfig) -> str:
 
 def from_config(config: Config, store: Store, tagging: LazyModel) -> Captions | None:
     """The caption stage a config asks for; None while ``[captions] enabled`` is false, so nothing of
-    it is built, loaded or consulted (off costs nothing)."""
+    it is built, loaded or consulted (off costs nothing).  A captioner that is no CoCa is refused
+    here, at start, rather than on the first photo."""
     if not config.captions.enabled:
         return None
+    own = captioner_config(config.captions, config.model)
+    if not can_caption(own.name):
+        where = ("[captions] name" if config.captions.name
+                 else "[model] name (the captioner, as [captions] names none)")
+        raise ModelError(f"captions: {where} {own.name!r} is not a CoCa model and cannot write captions; "
+                         "use one such as coca_ViT-B-32 (see docs/captions.md)")
     return Captions(store, config.captions, tagging, config.model, config.tagging.templates[0])
+
+
+def can_caption(name: str) -> bool:
+    """Does the open_clip architecture ``name`` (a built-in name or a ``.json`` file) have a caption
+    decoder?  Read from its config file, without importing open_clip (torch) in the daemon."""
+    path = Path(name).expanduser() if name.endswith(".json") else None
+    if path is None:
+        spec = importlib.util.find_spec("open_clip")
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        path = next((Path(f) / "model_configs" / f"{name}.json" for f in folders
+                     if (Path(f) / "model_configs" / f"{name}.json").is_file()), None)
+        if path is None:  # unknown here: the model's own loading says what is wrong
+            return True
+    try:
+        return "multimodal_cfg" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # unreadable: model_identity and loading report it
 
 
 @dataclass(frozen=True)
