@@ -732,11 +732,9 @@ class Pipeline:
                 if outcome.status == WAIT:
                     self._deferred.append(outcome)
             self.store.update_predictions(same, self.fingerprint)
-        for start in range(0, len(uncaptioned), 32):  # decoded and captioned, a batch at a time
-            for outcome in self.process(uncaptioned[start:start + 32]):
-                written += outcome.status == TAGGED and bool(outcome.added)
-                if outcome.status in (WAIT, RETRY):
-                    self._deferred.append(outcome)
+        # Captions just turned on: these need their pixels again, so they go through the queue in
+        # ordinary batches (the worker queues RETRY outcomes) instead of holding up this re-scoring.
+        self._deferred += [Outcome(path, RETRY, error="to be captioned") for path in uncaptioned]
         return len(rows), written
 
     def _captions_stale(self, rows: Sequence[FileRow]) -> set[int]:
