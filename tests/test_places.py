@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, Env, noise_jpeg
+from conftest import CORPUS, Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
 from tagwatch.config import ConfigError, PlacesConfig, TaggingConfig, parse_config
 from tagwatch.geotag import Places
 from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.pipeline import TAGGED, UNTAGGED_
 from tagwatch.places import Coordinates, Geocoder, coordinates
 from tagwatch.store import Store
+from test_encoder import IDLE_RSS_LIMIT_MB, _rss_mb
 
 LOCATION = ("IPTC:City", "IPTC:Province-State", "IPTC:Country-PrimaryLocationName",
             "IPTC:Country-PrimaryLocationCode", "XMP-photoshop:City", "XMP-photoshop:State",
@@ -310,3 +311,40 @@ def test_a_photo_without_gps_gets_its_places_when_it_is_geotagged_later(
         assert set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"])) == predicted
     finally:
         env.close()
+
+
+# -- the daemon, explain, export -----------------------------------------------------------------
+
+def test_the_daemon_loads_places_for_the_first_gps_photo_and_places_a_geotag_edit(
+        tmp_path: Path, tiny_checkpoint: Path, exiftool: ExifTool) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos], top_k=2,
+                          extra="[places]\nfill_location = true")
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        assert daemon.proc is not None
+        photo = noise_jpeg(photos / "walk.jpg", seed=11)
+        wait_for(lambda: exif_keywords(photo)["iptc"], timeout=90)
+        assert "places: loaded" not in daemon.log()  # no coordinates yet: GeoNames not loaded
+
+        geotag(exiftool, photo, *FLORENCE)  # geotagged in place: the watcher sees a metadata edit
+        wait_for(lambda: "Florence" in exif_keywords(photo)["iptc"], timeout=60)
+        assert "places: loaded" in daemon.log()
+        assert _rss_mb(daemon.proc.pid) < IDLE_RSS_LIMIT_MB  # the model lives in its child
+        assert status(config)["encoded"] == 1
+    finally:
+        assert daemon.stop() == 0
+    assert set(exif_keywords(photo)["iptc"]) >= {"Italy", "Tuscany", "Florence"}
+    assert read_fields(photo, "XMP-photoshop:City")["XMP-photoshop:City"] == "Florence"
+
+    explained = tagwatch("explain", "--config", str(config), str(photo))
+    assert explained.returncode == 0, explained.stderr
+    assert "GPS 43.77310°N 11.25600°E" in explained.stdout
+    assert "place: Florence, Tuscany, Italy (Florence's centre 1.0 km away)" in explained.stdout, \
+        explained.stdout[:600]
+    assert "places|Italy|Tuscany|Florence" in explained.stdout
+    exported = tagwatch("export", "--config", str(config), str(photo))
+    assert exported.returncode == 0, exported.stderr
+    (keywords,) = json.loads(exported.stdout).values()
+    assert keywords[-3:] == ["Italy", "Tuscany", "Florence"] and len(keywords) == 5

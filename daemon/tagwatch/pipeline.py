@@ -504,8 +504,11 @@ class Pipeline:
                     paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}
                     withdraw += [k for k in placed.withdraw if k not in keywords]
                     fill, filled = placed.fill, placed.filled
+                # Places alone never overwrite: with nothing predicted, overwrite would make a photo's
+                # keywords its place and nothing else (the threshold-typo case above).
+                plan_mode = mode if keywords or mode != "overwrite" else "append"
                 plan = self.writer.plan(
-                    Path(path), writing, before=st, mode=mode, owned=owned, owned_paths=owned_paths,
+                    Path(path), writing, before=st, mode=plan_mode, owned=owned, owned_paths=owned_paths,
                     paths=paths, withdraw=withdraw, state=state, fill=fill, filled=filled)
                 if plan.changes:
                     mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
