@@ -19,9 +19,10 @@ from conftest import CORPUS, Daemon, Env, exif_keywords, noise_jpeg, status, tag
 from tagwatch.config import ConfigError, PlacesConfig, TaggingConfig, parse_config
 from tagwatch.geotag import Places
 from tagwatch.metadata import ExifTool, KeywordWriter
-from tagwatch.pipeline import TAGGED, UNTAGGED_
+from tagwatch.pipeline import TAGGED, UNTAGGED_, Pipeline
 from tagwatch.places import Coordinates, Geocoder, coordinates
 from tagwatch.store import Store
+from tagwatch.vocabulary import parse_tag_list
 from test_encoder import IDLE_RSS_LIMIT_MB, _rss_mb
 
 LOCATION = ("IPTC:City", "IPTC:Province-State", "IPTC:Country-PrimaryLocationName",
@@ -309,6 +310,36 @@ def test_a_photo_without_gps_gets_its_places_when_it_is_geotagged_later(
         geotag(exiftool, photo, "-GPS:all=")  # the geotag undone: our place keywords go, nothing else
         assert env.run(photo) == {"beach.jpg": TAGGED}
         assert set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"])) == predicted
+    finally:
+        env.close()
+
+
+def test_sync_keeps_the_places_and_a_new_root_respells_them_without_encoding(
+        tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    sync = TaggingConfig(threshold=-1.0, top_k=2, mode="sync")
+    env = Env(tmp_path, tiny_checkpoint, sync, places=PlacesConfig())
+    env.pipeline.places.geocoder = geocoder
+    try:
+        photo = geotag(exiftool, noise_jpeg(tmp_path / "in" / "duomo.jpg", seed=9), *FLORENCE)
+        assert env.run(photo) == {"duomo.jpg": TAGGED}
+        first = set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"])) - {"Italy", "Tuscany",
+                                                                                         "Florence"}
+        # the [places] root changes (a restart) and the tag list changes: one retag does both
+        again = Pipeline(env.store, env.model, KeywordWriter(env.exiftool), sync,
+                         places=PlacesConfig(root="where"))
+        again.places.geocoder = geocoder
+        try:
+            again.use_vocabulary(parse_tag_list("harbour\nsnow\n", ("a photo of a {}.",), tmp_path / "t.txt"))
+            assert again.retag() == (1, 1)
+            assert again.retag() == (0, 0)  # recorded with the new settings: nothing left to do
+        finally:
+            again.close()
+        got = read_fields(photo, "IPTC:Keywords", "XMP-lr:HierarchicalSubject")
+        assert set(as_list(got["IPTC:Keywords"])) == {"harbour", "snow", "Italy", "Tuscany", "Florence"}
+        assert not first & set(as_list(got["IPTC:Keywords"]))  # sync took out the old predictions only
+        hierarchy = as_list(got["XMP-lr:HierarchicalSubject"])
+        assert "where|Italy|Tuscany|Florence" in hierarchy and not [h for h in hierarchy if "places|" in h]
+        assert env.encoded() == 1
     finally:
         env.close()
 
