@@ -661,9 +661,8 @@ class Pipeline:
         """Files whose places were decided under other ``[places]`` settings (or never: tagged before
         places existed) and that have, or may have, coordinates: their GPS is read again."""
         current = f"{_PLACES}{self.places.fingerprint}"
-        located = self.store.located()
-        return {r.id for r in rows if not (r.tagged_with or "").endswith(current)
-                and (r.id not in located or located[r.id].lat is not None)}
+        changed = {r.id for r in rows if not (r.tagged_with or "").endswith(current)}
+        return changed & self.store.maybe_located() if changed else set()
 
     # -- untag ---------------------------------------------------------------------------------
 
