@@ -43,10 +43,6 @@ class Placement:
     filled: dict[str, Filled] = field(default_factory=dict)  # the ledger's record of filled fields
     why: str = ""  # why there are no coordinates
 
-    @property
-    def changes_fields(self) -> bool:
-        return bool(self.filled) or any(self.fill.values())
-
 
 class Places:
     """Coordinates → place keywords under the ``[places]`` settings, through the store's cache."""
