@@ -114,8 +114,8 @@ class Keywords:
     tags_list: tuple[str, ...] = ()  # digiKam:TagsList (digiKam, Immich read it first)
     latin1_iptc: bool = False  # legacy IPTC in Latin-1 without 1:90: converted to UTF-8 on our write
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write
-    fields: Mapping[str, str] = field(default_factory=dict)  # FILLABLE fields present, as text
-    gps: Mapping[str, str] = field(default_factory=dict)  # GPS_TAGS present, exiftool's -n values
+    fields: Mapping[str, str] = field(default_factory=dict, hash=False)  # FILLABLE fields present
+    gps: Mapping[str, str] = field(default_factory=dict, hash=False)  # GPS_TAGS present (exiftool -n)
     all: frozenset[str] = field(init=False)  # the flat keywords, IPTC and XMP together
 
     def __post_init__(self) -> None:
