@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, Env, noise_jpeg
+from conftest import CORPUS, Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
 from tagwatch.config import ConfigError, PlacesConfig, TaggingConfig, parse_config
 from tagwatch.geotag import Places
 from tagwatch.metadata import ExifTool, KeywordWriter
-from tagwatch.pipeline import TAGGED, UNTAGGED_
+from tagwatch.pipeline import TAGGED, UNTAGGED_, Pipeline
 from tagwatch.places import Coordinates, Geocoder, coordinates
 from tagwatch.store import Store
+from tagwatch.vocabulary import parse_tag_list
+from test_encoder import IDLE_RSS_LIMIT_MB, _rss_mb
 
 LOCATION = ("IPTC:City", "IPTC:Province-State", "IPTC:Country-PrimaryLocationName",
             "IPTC:Country-PrimaryLocationCode", "XMP-photoshop:City", "XMP-photoshop:State",
@@ -259,7 +261,7 @@ def test_a_gps_edit_moves_the_places_without_encoding_and_untag_restores_the_pho
     try:
         photo = noise_jpeg(tmp_path / "in" / "trip.jpg", seed=7)
         geotag(exiftool, photo, *FLORENCE, "-IPTC:Keywords=Anna", "-XMP-dc:Subject=Anna",
-               "-XMP-lr:HierarchicalSubject=People|Anna", "-IPTC:Province-State=Toscana")  # a person's
+               "-IPTC:Province-State=Toscana")  # a person's keyword and region, no hierarchical field
         before = read_fields(photo, *fields)
         assert env.run(photo) == {"trip.jpg": TAGGED}
         encoded = env.encoded()
@@ -281,8 +283,11 @@ def test_a_gps_edit_moves_the_places_without_encoding_and_untag_restores_the_pho
         assert (got["IPTC:City"], got["XMP-photoshop:City"], got["IPTC:Province-State"]) == (
             "Rome", "Rome", "Toscana")
 
+        assert "Anna" in hierarchy  # the field we created carries the person's keyword too
+
         assert env.pipeline.untag(str(photo)).status == UNTAGGED_
         assert read_fields(photo, *fields) == before  # keywords and location fields exactly as they were
+        assert "XMP-lr:HierarchicalSubject" not in before
     finally:
         env.close()
 
@@ -310,3 +315,70 @@ def test_a_photo_without_gps_gets_its_places_when_it_is_geotagged_later(
         assert set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"])) == predicted
     finally:
         env.close()
+
+
+def test_sync_keeps_the_places_and_a_new_root_respells_them_without_encoding(
+        tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    sync = TaggingConfig(threshold=-1.0, top_k=2, mode="sync")
+    env = Env(tmp_path, tiny_checkpoint, sync, places=PlacesConfig())
+    env.pipeline.places.geocoder = geocoder
+    try:
+        photo = geotag(exiftool, noise_jpeg(tmp_path / "in" / "duomo.jpg", seed=9), *FLORENCE)
+        assert env.run(photo) == {"duomo.jpg": TAGGED}
+        first = set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"])) - {"Italy", "Tuscany",
+                                                                                         "Florence"}
+        # the [places] root changes (a restart) and the tag list changes: one retag does both
+        again = Pipeline(env.store, env.model, KeywordWriter(env.exiftool), sync,
+                         places=PlacesConfig(root="where"))
+        again.places.geocoder = geocoder
+        try:
+            again.use_vocabulary(parse_tag_list("harbour\nsnow\n", ("a photo of a {}.",), tmp_path / "t.txt"))
+            assert again.retag() == (1, 1)
+            assert again.retag() == (0, 0)  # recorded with the new settings: nothing left to do
+        finally:
+            again.close()
+        got = read_fields(photo, "IPTC:Keywords", "XMP-lr:HierarchicalSubject")
+        assert set(as_list(got["IPTC:Keywords"])) == {"harbour", "snow", "Italy", "Tuscany", "Florence"}
+        assert not first & set(as_list(got["IPTC:Keywords"]))  # sync took out the old predictions only
+        hierarchy = as_list(got["XMP-lr:HierarchicalSubject"])
+        assert "where|Italy|Tuscany|Florence" in hierarchy and not [h for h in hierarchy if "places|" in h]
+        assert env.encoded() == 1
+    finally:
+        env.close()
+
+
+# -- the daemon, explain, export -----------------------------------------------------------------
+
+def test_the_daemon_loads_places_for_the_first_gps_photo_and_places_a_geotag_edit(
+        tmp_path: Path, tiny_checkpoint: Path, exiftool: ExifTool) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos], top_k=2,
+                          extra="[places]\nfill_location = true")
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        assert daemon.proc is not None
+        photo = noise_jpeg(photos / "walk.jpg", seed=11)
+        wait_for(lambda: exif_keywords(photo)["iptc"], timeout=90)
+        assert "places: loaded" not in daemon.log()  # no coordinates yet: GeoNames not loaded
+
+        geotag(exiftool, photo, *FLORENCE)  # geotagged in place: the watcher sees a metadata edit
+        wait_for(lambda: "Florence" in exif_keywords(photo)["iptc"], timeout=60)
+        assert "places: loaded" in daemon.log()
+        assert _rss_mb(daemon.proc.pid) < IDLE_RSS_LIMIT_MB  # the model lives in its child
+        assert status(config)["encoded"] == 1
+    finally:
+        assert daemon.stop() == 0
+    assert set(exif_keywords(photo)["iptc"]) >= {"Italy", "Tuscany", "Florence"}
+    assert read_fields(photo, "XMP-photoshop:City")["XMP-photoshop:City"] == "Florence"
+
+    explained = tagwatch("explain", "--config", str(config), str(photo))
+    assert explained.returncode == 0, explained.stderr
+    assert "GPS 43.77310°N 11.25600°E" in explained.stdout
+    assert "place: Florence, Tuscany, Italy (Florence's centre 1.0 km away)" in explained.stdout, \
+        explained.stdout[:600]
+    assert "places|Italy|Tuscany|Florence" in explained.stdout
+    exported = tagwatch("export", "--config", str(config), str(photo))
+    assert exported.returncode == 0, exported.stderr
+    (keywords,) = json.loads(exported.stdout).values()
+    assert keywords[-3:] == ["Italy", "Tuscany", "Florence"] and len(keywords) == 5

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .config import PlacesConfig
 from .metadata import Filled
 from .places import (
+    NO_GPS,
     Claim,
     Coordinates,
     Geocoder,
@@ -41,10 +42,6 @@ class Placement:
     fill: dict[str, str | None] = field(default_factory=dict)  # location field → value (None: not ours)
     filled: dict[str, Filled] = field(default_factory=dict)  # the ledger's record of filled fields
     why: str = ""  # why there are no coordinates
-
-    @property
-    def changes_fields(self) -> bool:
-        return bool(self.filled) or any(self.fill.values())
 
 
 class Places:
@@ -97,7 +94,7 @@ class Places:
         where, why = coordinates(photo_gps)
         if where is None and sidecar_gps:
             where, why_sidecar = coordinates(sidecar_gps)
-            why = why if where is None and why != "no GPS coordinates" else why_sidecar
+            why = why if where is None and why != NO_GPS else why_sidecar
         if where is None:
             log.debug("%s: no place: %s", path, why)
         place, found = self.claim(where)
@@ -114,8 +111,8 @@ class Places:
 
     def describe(self, placed: Placement) -> list[str]:
         """Lines for ``explain``: the coordinates, the place found and its distance, what is written."""
-        if placed.where is None:
-            return [f"place: none ({placed.why or 'no GPS coordinates'})"]
+        if placed.where is None:  # a photo without any GPS block gets no line: most photos
+            return [f"place: none ({placed.why})"] if placed.why != NO_GPS else []
         lines = [f"GPS {placed.where}"]
         place, found = placed.place, placed.claim
         if place is None:

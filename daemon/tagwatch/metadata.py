@@ -116,8 +116,8 @@ class Keywords:
     tags_list: tuple[str, ...] = ()  # digiKam:TagsList (digiKam, Immich read it first)
     latin1_iptc: bool = False  # legacy IPTC in Latin-1 without 1:90: converted to UTF-8 on our write
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write
-    fields: Mapping[str, str] = field(default_factory=dict)  # FILLABLE fields present, as text
-    gps: Mapping[str, str] = field(default_factory=dict)  # GPS_TAGS present, exiftool's -n values
+    fields: Mapping[str, str] = field(default_factory=dict, hash=False)  # FILLABLE fields present
+    gps: Mapping[str, str] = field(default_factory=dict, hash=False)  # GPS_TAGS present (exiftool -n)
     all: frozenset[str] = field(init=False)  # the flat keywords, IPTC and XMP together
 
     def __post_init__(self) -> None:
@@ -400,6 +400,11 @@ class KeywordWriter:
         embeds = self.embeds(path)  # filled fields go where the keywords go: the photo, else its sidecar
         assign, ahead, after = _fills(photo if embeds else sidecar, fill or {}, filled or {}, not embeds)
         edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)))
+        if not photo.hierarchical and any(e.is_photo and e.expect.get(HIERARCHICAL, ((),))[0] for e in edits):
+            # We create the photo's hierarchical field, seeded with the person's flat keywords (see
+            # _xmp_fields): the ledger remembers, so untag can take the whole field out again.
+            ahead[HIERARCHICAL] = after[HIERARCHICAL] = Filled(tuple(dict.fromkeys(photo.xmp + photo.iptc)),
+                                                                None)
         written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
         return WritePlan(path, before, edits, list(keywords), ours, removed, dropped, paths=written,
                          respelled=list(respelled), fills_ahead=ahead, fills=after)
@@ -421,9 +426,14 @@ class KeywordWriter:
         change = Change(tuple((k, k) for k in restored), tuple((o, p) for o in removed for p in had[o]))
         filled = filled or {}
         assign, side = ({name: record.previous for name, record in filled.items()
-                         if existing.fields.get(name) in record.ours
+                         if name not in _FIELDS and existing.fields.get(name) in record.ours
                          and not (existing is sidecar and name.startswith("IPTC:"))}
                         for existing in (photo, sidecar))
+        created = filled.get(HIERARCHICAL)
+        if created is not None and photo.hierarchical and not restored:
+            ours = {self.forms.spell(HIERARCHICAL, o, p) for o in removed for p in had[o]}
+            if {v for v in photo.hierarchical if v not in ours} <= set(created.ours):
+                assign[HIERARCHICAL] = None  # only the person's keywords we copied in are left
         edits = self._edits(path, before, photo, sidecar, change, assign, side)
         return WritePlan(path, before, edits, [], [], removed, [], restored,
                          fills=dict.fromkeys(filled))
@@ -569,7 +579,8 @@ class KeywordWriter:
         wrong = {"IPTC" if tag == IPTC else "XMP" for tag, (must, must_not) in edit.expect.items()
                  if not must <= set(written.values(tag)) or must_not & set(written.values(tag))}
         wrong |= {"IPTC" if name.startswith("IPTC:") else "XMP" for name, value in edit.fields.items()
-                  if written.fields.get(name) != (value or None)}
+                  if (written.values(name) if name in _FIELDS else written.fields.get(name)) != (
+                      () if name in _FIELDS else value or None)}
         reason = _warning(err) or "exiftool gave no reason"
         if not edit.is_photo and wrong:
             raise MetadataError(f"exiftool did not write the sidecar's keywords ({reason})")
@@ -685,8 +696,8 @@ def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[s
     ahead: dict[str, Filled] = {}
     after: dict[str, Filled | None] = {}
     for name in dict.fromkeys([*fill, *filled]):
-        if sidecar and name.startswith("IPTC:"):  # IIM has no place in an XMP sidecar
-            continue
+        if (sidecar and name.startswith("IPTC:")) or name in _FIELDS:  # IIM has no place in an XMP
+            continue  # sidecar; a keyword field we created is the untag's business
         current, record = existing.fields.get(name), filled.get(name)
         want = fill.get(name)
         want = fit(name, want) if want else None

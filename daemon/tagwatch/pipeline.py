@@ -576,8 +576,11 @@ class Pipeline:
                     records = self.store.filled(row.id) if row is not None else {}
                     more, ours = self.captions.describe(reading, state, records)
                     fill, filled = {**fill, **more}, {**filled, **ours}
+                # Places alone never overwrite: with nothing predicted, overwrite would make a photo's
+                # keywords its place and nothing else (the threshold-typo case above).
+                plan_mode = mode if keywords or mode != "overwrite" else "append"
                 plan = self.writer.plan(
-                    Path(path), writing, before=st, mode=mode, owned=owned, owned_paths=owned_paths,
+                    Path(path), writing, before=st, mode=plan_mode, owned=owned, owned_paths=owned_paths,
                     paths=paths, withdraw=withdraw, state=state, fill=fill, filled=filled)
                 if plan.changes:
                     mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
@@ -747,9 +750,8 @@ class Pipeline:
         """Files whose places were decided under other ``[places]`` settings (or never: tagged before
         places existed) and that have, or may have, coordinates: their GPS is read again."""
         current = f"{_PLACES}{self.places.fingerprint}"
-        located = self.store.located()
-        return {r.id for r in rows if not (r.tagged_with or "").endswith(current)
-                and (r.id not in located or located[r.id].lat is not None)}
+        changed = {r.id for r in rows if not (r.tagged_with or "").endswith(current)}
+        return changed & self.store.maybe_located() if changed else set()
 
     # -- untag ---------------------------------------------------------------------------------
 

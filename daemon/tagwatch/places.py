@@ -64,6 +64,9 @@ GPS_TAGS = ("GPS:GPSLatitude", "GPS:GPSLatitudeRef", "GPS:GPSLongitude", "GPS:GP
             "XMP-exif:GPSLatitude", "XMP-exif:GPSLongitude")
 
 
+NO_GPS = "no GPS coordinates"
+
+
 @dataclass(frozen=True)
 class Coordinates:
     lat: float  # signed decimal degrees, north positive
@@ -114,7 +117,7 @@ def coordinates(tags: Mapping[str, object]) -> tuple[Coordinates | None, str]:
             values.append(number)
         where = "XMP"
     else:
-        return None, "no GPS coordinates"
+        return None, NO_GPS
     lat, lon = values
     if not -90 <= lat <= 90 or not -180 <= lon <= 180:
         return None, f"{where} coordinates {lat}, {lon} are out of range"

@@ -442,16 +442,18 @@ class Store:
             db.execute("INSERT OR REPLACE INTO places VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (_e5(lat), _e5(lon), source, country, region, locality, distance))
 
-    def located(self, file_ids: Iterable[int] | None = None) -> dict[int, Located]:
-        """Each file's last coordinates and place keywords (every file's with no ``file_ids``)."""
-        def row(r: sqlite3.Row) -> Located:
-            return Located(r[1], r[2], _tags(r[3]) or ())
-
-        if file_ids is None:
-            with self._lock:
-                return {r[0]: row(r) for r in self._db.execute("SELECT * FROM located")}
+    def located(self, file_ids: Iterable[int]) -> dict[int, Located]:
+        """Each file's last coordinates and place keywords, where recorded."""
         found = self._each("SELECT * FROM located WHERE file_id = ?", file_ids)
-        return {file_id: row(r) for file_id, r in found.items()}
+        return {file_id: Located(r[1], r[2], _tags(r[3]) or ()) for file_id, r in found.items()}
+
+    def maybe_located(self) -> set[int]:
+        """Live files that had coordinates when last written, or were never looked at for them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.id FROM files f LEFT JOIN located l ON l.file_id = f.id "
+                "WHERE f.state = ? AND (l.file_id IS NULL OR l.lat IS NOT NULL)", (DONE,)).fetchall()
+        return {r[0] for r in rows}
 
     def set_located(self, file_id: int, lat: float | None, lon: float | None,
                     keywords: Sequence[str]) -> None:
