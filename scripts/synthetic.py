@@ -250,9 +250,11 @@ def scenes(seed: int, count: int, singles: float = 0.3, blanks: float = 0.0) -> 
     return out
 
 
-def make_scene(scene: Scene, size: tuple[int, int] = (320, 240)) -> Image.Image:
+def make_scene(scene: Scene, size: tuple[int, int] = (320, 240),
+               masks: list[np.ndarray] | None = None) -> Image.Image:
     """An RGB photo of ``scene``: shapes smaller than :func:`make_photo`'s, inside the central square,
-    the first above (or left of) the second with a clear gap between them."""
+    the first above (or left of) the second with a clear gap between them.  ``masks`` receives each
+    object's coverage, (height, width) in [0, 1], in the order of ``scene.objects``."""
     rng = np.random.default_rng(scene.seed)
     width, height = size
     side = min(width, height)
@@ -274,6 +276,8 @@ def make_scene(scene: Scene, size: tuple[int, int] = (320, 240)) -> Image.Image:
         offsets = [(b, a) for a, b in pos] if scene.relation == "above" else list(pos)
     for (colour, shape), r, (dx, dy) in zip(objects, radius, offsets, strict=True):
         mask = _mask_at(rng, shape, width, height, width / 2 + dx * side, height / 2 + dy * side, r * side)
+        if masks is not None:
+            masks.append(mask)
         paint = np.asarray(PALETTE[colour]) * rng.uniform(0.8, 1.1) + rng.uniform(-15, 15, 3)
         shade = _gradient(rng, width, height) * np.float32(rng.uniform(0, 25))
         pixels += (paint.astype(np.float32) + shade[..., None] - pixels) * mask[..., None]
