@@ -350,6 +350,8 @@ def judge(config: Path, checkpoint: Path, top_k: int = 6) -> dict[str, float]:
     batch = np.stack([prepare(data, model.preprocess) for _, data in photos])
     vectors, captions = model.encode_and_caption(batch)
     right = sum(names_right(scene, caption) for (scene, _), caption in zip(photos, captions, strict=True))
+    singles = [(scene, c) for (scene, _), c in zip(photos, captions, strict=True) if scene.second is None]
+    pairs = [(scene, c) for (scene, _), c in zip(photos, captions, strict=True) if scene.second is not None]
     exact = sum(scene.caption == caption for (scene, _), caption in zip(photos, captions, strict=True))
     for (scene, _), caption in list(zip(photos, captions, strict=True))[:8]:
         print(f"  {scene.caption!r:58} -> {caption!r}")
@@ -365,6 +367,11 @@ def judge(config: Path, checkpoint: Path, top_k: int = 6) -> dict[str, float]:
         wrong += sum(keyword_wrong(scene, k) for k in chosen)
         total += len(chosen)
     return {"held_out_photos": len(photos), "names_right": round(right / len(photos), 4),
+            "names_right_one_shape": round(sum(names_right(*p) for p in singles) / max(len(singles), 1), 4),
+            "names_right_two_shapes": round(sum(names_right(*p) for p in pairs) / max(len(pairs), 1), 4),
+            "colours_right": round(sum(sorted(c for c, _ in scene.objects) == sorted(
+                w for w in caption.split() if w in synthetic.COLOURS) for (scene, _), caption in
+                zip(photos, captions, strict=True)) / len(photos), 4),
             "exact_caption": round(exact / len(photos), 4), "boundary": round(boundary, 4),
             "keyword_threshold": threshold, "keyword_top_k": top_k,
             "keywords_name_all": round(good / len(photos), 4),
