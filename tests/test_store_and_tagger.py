@@ -136,8 +136,8 @@ def test_a_damaged_database_is_refused_clearly_and_rebuilt(tmp_path: Path, tiny_
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         page_size = db.execute("PRAGMA page_size").fetchone()[0]
     with database.open("r+b") as handle:  # a bad sector: garbage over some pages past the schema
-        for page in range(2, pages, 3):
-            handle.seek(page * page_size + 100)
+        for page in range(2, pages, 3):  # from each page's start: its header, never unused space
+            handle.seek(page * page_size)
             handle.write(os.urandom(200))
 
     refused = tagwatch("run", "--config", str(config))
