@@ -1,0 +1,102 @@
+"""What every command shares: loading the config, logging, the pipeline, paths, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from .. import logs
+from ..config import Config, load_config
+from ..imaging import set_pixel_limit
+from ..keys import IMAGE_SUFFIXES
+from ..metadata import KeywordWriter
+from ..model import LazyModel
+from ..overrides import load_overrides
+from ..pipeline import Pipeline
+from ..store import Store, private_folder
+from ..vocabulary import load_vocabulary
+from ..watcher import PathFilter, walk
+
+log = logging.getLogger("tagwatch")
+
+
+class UsageError(Exception):
+    """A problem the user must fix; printed as one line, exit status 2."""
+
+
+def setup_logging(level: str, verbose: int, fmt: str = "text") -> None:
+    """Our own messages at the configured level; libraries (open_clip logs to root) at WARNING."""
+    logs.setup(fmt, logging.DEBUG if verbose else getattr(logging, level.upper()),
+               logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The config named by ``--config`` (or the default), with logging set up as it asks.  The log
+    format in force is kept in ``args.log_format``: the last line, a fatal error, is written in it."""
+    config = load_config(Path(args.config) if args.config else None)
+    args.log_format = args.log_format or config.log_format
+    setup_logging(config.log_level, args.verbose, args.log_format)
+    set_pixel_limit(config.max_megapixels)
+    torch_cache(config.database.parent / "torch-cache")
+    return config
+
+
+def torch_cache(folder: Path) -> None:
+    """Importing open_clip makes torch create its compile cache folder, by default in $TMPDIR.
+    tagwatch compiles nothing, but keeps even that empty folder in its own private data folder:
+    it writes nowhere but there and in the watched folders."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    try:
+        private_folder(folder)
+    except OSError:  # the database's own error will say why; torch keeps its default
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+
+
+def require_exiftool() -> None:
+    if shutil.which("exiftool") is None:
+        raise UsageError("exiftool not found: install it (Debian/Ubuntu: sudo apt-get install "
+                         "libimage-exiftool-perl; macOS: brew install exiftool)")
+
+
+def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
+    """A pipeline with the config's model, tag list and overrides; their warnings logged."""
+    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
+    if config.overrides is not None:
+        overrides = load_overrides(config.overrides, config.watch)
+        for warning in overrides.warnings:
+            log.warning("%s", warning)
+        pipeline.use_overrides(overrides)
+    vocabulary = load_vocabulary(config.tags, config.tagging.templates)
+    for warning in vocabulary.warnings:
+        log.warning("%s", warning)
+    pipeline.use_vocabulary(vocabulary)
+    return pipeline
+
+
+def expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:
+    """The photos named on the command line: files as given, folders walked (the config's exclude
+    patterns honoured); anything else is skipped with a warning."""
+    for given in paths:
+        path = Path(given).expanduser().absolute()
+        if path.is_dir():
+            resolved = path.resolve()
+            for found, _ in walk(resolved, PathFilter([resolved], exclude)):
+                yield found
+        elif path.is_file():
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                yield str(path.resolve() if path.is_symlink() else path)  # named, so followed
+            else:
+                log.warning("%s: skipped: not a photo file name (%s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
+        else:
+            log.warning("%s: skipped: no such file or folder", path)
+
+
+def count_text(counts: Mapping[str, int]) -> str:
+    """``3 tagged, 1 unchanged`` (statuses in alphabetical order), or ``nothing to do``."""
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to do"
