@@ -123,9 +123,9 @@ def test_before_and_after_numbers_on_a_constructed_case(tmp_path: Path) -> None:
 
 def test_a_child_tags_examples_say_nothing_about_its_parent(tmp_path: Path) -> None:
     keywords = ["animal", "dog", "golden retriever"]
-    parents = {"golden retriever": "dog", "dog": "animal", "animal": None}
+    ancestors = {"golden retriever": ("animal", "dog"), "dog": ("animal",)}
     folders = {"golden retriever": ["g1"], "dog": ["d1", "g1"], "none": ["n1"]}
-    data = labels(folders, keywords, parents, tmp_path)
+    data = labels(folders, keywords, ancestors, tmp_path)
     g1, d1, n1 = (data.paths.index(p) for p in ("g1", "d1", "n1"))
     assert data.truth[g1].tolist() == [False, True, True]
     assert data.considered[g1].tolist() == [False, True, True]  # not a negative of animal
@@ -291,6 +291,40 @@ def test_calibrate_a_plain_list_writes_a_rich_twin_and_says_how_to_use_it(tmp_pa
     assert typo.returncode == 2
     assert typo.stderr.strip() == (f"tagwatch: error: {examples / 'beech'}: no tag with the keyword 'beech' "
                                    "in the tag list (did you mean 'beach'?)")
+
+
+HIERARCHY = """\
+[[tag]]
+keyword = "animal"
+
+[[tag]]
+keyword = "dog"
+parent = "animal"
+
+[[tag]]
+keyword = "golden retriever"
+parent = "dog"
+"""
+
+
+def test_calibrate_from_the_command_line_counts_no_child_example_as_a_negative_of_its_ancestors(
+        tmp_path: Path, config_file) -> None:
+    """A photo of a golden retriever is also a dog and an animal: it must not count against them.
+    (The command once read a ``parent`` attribute the tags do not have, so every child example was
+    counted as a negative of its parent and grandparent.)"""
+    config = config_file()
+    (config.parent / "tags.toml").write_text(HIERARCHY, encoding="utf-8")
+    examples = tmp_path / "examples"
+    for name, seeds in {"animal": [1], "dog": [2, 3], "golden retriever": [4], "none": [5, 6]}.items():
+        for seed in seeds:
+            noise_jpeg(examples / name / f"{seed}.jpg", seed=seed)
+    result = tagwatch("calibrate", "--dry-run", "--tags", str(config.parent / "tags.toml"), str(examples),
+                      "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    rows = {keyword: re.split(r"\s{2,}", line.strip())[1:3] for line in result.stdout.splitlines()
+            for keyword in ("animal", "dog", "golden retriever") if line.startswith(keyword + " ")}
+    # positives, negatives: animal's negatives are none/ only; dog's are animal/ and none/
+    assert rows == {"animal": ["1", "2"], "dog": ["2", "3"], "golden retriever": ["1", "5"]}
 
 
 TAGS_TOML = """\

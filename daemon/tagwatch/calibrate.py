@@ -68,9 +68,10 @@ class Labels:
 
 
 def labels(folders: Mapping[str, Sequence[str]], keywords: Sequence[str],
-           parents: Mapping[str, str | None], root: Path) -> Labels:
+           ancestors: Mapping[str, Sequence[str]], root: Path) -> Labels:
     """The positives and negatives of each tag; a folder that names no tag is an error (a typo
-    would otherwise calibrate nothing and say nothing)."""
+    would otherwise calibrate nothing and say nothing).  ``ancestors`` maps a keyword to its
+    ancestors' keywords (a vocabulary tag's ``parents``); a keyword without any may be left out."""
     index = {k: i for i, k in enumerate(keywords)}
     for name in folders:
         if name != NEGATIVES and name not in index:
@@ -85,23 +86,13 @@ def labels(folders: Mapping[str, Sequence[str]], keywords: Sequence[str],
         if name == NEGATIVES:
             continue
         column = index[name]
-        ancestors = _ancestors(name, parents)
+        above = [index[a] for a in ancestors.get(name, ()) if a in index and a != name]
         for photo in photos:
             truth[row[photo], column] = True
-            for ancestor in ancestors:
-                considered[row[photo], index[ancestor]] = False
+            considered[row[photo], above] = False
     considered |= truth  # a photo filed under the parent too is its positive
     columns = [index[name] for name, photos in folders.items() if name != NEGATIVES and photos]
     return Labels(paths, truth, considered, sorted(columns))
-
-
-def _ancestors(keyword: str, parents: Mapping[str, str | None]) -> list[str]:
-    found: list[str] = []
-    parent = parents.get(keyword)
-    while parent is not None and parent not in found and parent != keyword:
-        found.append(parent)
-        parent = parents.get(parent)
-    return found
 
 
 # -- thresholds ----------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ def measure(config: Config, root: Path) -> Calibration:
             assert pipeline.vocabulary is not None and pipeline.tags is not None
             tags = pipeline.vocabulary.tags
             keywords = pipeline.vocabulary.keywords
-            parents = {tag.keyword: getattr(tag, "parent", None) for tag in tags}
-            labels(folders, keywords, parents, root)  # a misnamed folder fails before any encoding
+            ancestors = {tag.keyword: tag.parents for tag in tags}
+            labels(folders, keywords, ancestors, root)  # a misnamed folder fails before any encoding
             encoded_before = store.stats(pipeline.model.identity)["encoded"]
             paths = list(dict.fromkeys(p for photos in folders.values() for p in photos))
             vectors, _ = pipeline.vectors_for(paths, config.batch.size)  # failures are logged
@@ -59,7 +59,7 @@ def measure(config: Config, root: Path) -> Calibration:
     for name, photos in usable.items():
         if name != NEGATIVES and not photos:
             log.warning("%s: no usable example photo; its tag keeps its threshold", root / name)
-    data = labels(usable, keywords, parents, root)
+    data = labels(usable, keywords, ancestors, root)
     if not data.columns:
         raise UsageError(f"{root}: no tag has a usable example photo")
     scores = pipeline.tags.scores(np.stack([vectors[p] for p in data.paths]))
