@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
+
+import argcomplete
 
 from .. import __version__, logs
 from ..calibrate import CalibrationError
@@ -20,10 +23,11 @@ from ..model import ModelError
 from ..overrides import OverridesError
 from ..store import StoreError
 from ..vocabulary import VocabularyError
-from . import calibrate, db, explain, export, init, run, scan, service, status, tags, untag
+from . import calibrate, completion, db, explain, export, init, run, scan, service, status, tags, untag
 from .common import UsageError
 
-COMMANDS = (run, scan, untag, status, explain, db, tags, init, service, export, calibrate)  # help order
+COMMANDS = (init, run, scan, status, untag, explain, export, calibrate, tags, db, service,
+            completion)  # in the order the help lists them
 ERRORS = (UsageError, ConfigError, VocabularyError, OverridesError, ModelError, StoreError, MetadataError,
           CalibrationError)  # one line on stderr, exit status 2
 
@@ -41,14 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tagwatch", parents=[common],
         description="Write CLIP keywords into your photos, and keep them current.")
     parser.add_argument("--version", action="version", version=f"tagwatch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub, common)
     return parser
 
 
+def short_help(parser: argparse.ArgumentParser) -> str:
+    """What a bare ``tagwatch`` prints: the commands in one line each, and where to begin."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    width = max(len(a.dest) for a in sub._choices_actions)
+    lines = [parser.format_usage().rstrip(), "", parser.description or "", "", "commands:"]
+    for action in sub._choices_actions:
+        text = (action.help or "").split("; ")[0]
+        lines += textwrap.wrap(text, 100, initial_indent=f"  {action.dest:<{width}}  ",
+                               subsequent_indent=" " * (width + 4))
+    lines += ["", "start with: tagwatch init FOLDER", "then:       tagwatch scan --dry-run FOLDER",
+              "more:       tagwatch COMMAND --help"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argcomplete.autocomplete(parser)  # answers a shell's Tab press and exits; nothing otherwise
+    args = parser.parse_args(argv)
+    if args.command is None:
+        sys.stdout.write(short_help(parser))
+        return 0
     args.config = getattr(args, "config", None)
     args.verbose = getattr(args, "verbose", 0)
     args.log_format = getattr(args, "log_format", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from ..calibrate import (
 from ..config import Config, builtin_tag_list, default_config_path
 from ..scoring import tag_thresholds
 from ..store import Store
-from .common import UsageError, load, log, make_pipeline
+from .common import UsageError, load, log, make_pipeline, with_flags
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,7 @@ def write(config: Config, calibration: Calibration) -> str:
 
 
 def calibrate_func(args: argparse.Namespace) -> int:
-    config = load(args)
-    if args.tags:
-        config = replace(config, tags=Path(args.tags).expanduser().absolute())
+    config = with_flags(load(args), args)
     calibration = measure(config, Path(args.examples).expanduser().absolute())
     print(f"{calibration.photos} example photos ({calibration.encoded} encoded now, the rest from the "
           f"cache); decisions are score > threshold, top_k not applied")

@@ -7,10 +7,11 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .. import logs
-from ..config import Config, load_config
+from ..config import MODES, TARGETS, Config, load_config
 from ..imaging import set_pixel_limit
 from ..keys import IMAGE_SUFFIXES
 from ..metadata import KeywordWriter
@@ -42,6 +43,57 @@ def load(args: argparse.Namespace) -> Config:
     setup_logging(config.log_level, args.verbose, args.log_format)
     set_pixel_limit(config.max_megapixels)
     torch_cache(config.database.parent / "torch-cache")
+    return config
+
+
+# -- flags that override the config for one run (quick experiments) -------------------------------
+
+def _cosine(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine similarity is in [-1, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def add_tagging_flags(parser: argparse.ArgumentParser, *, writing: bool) -> None:
+    """``--threshold``, ``--top-k``, ``--tags`` (and for commands that write, ``--mode``,
+    ``--target``): the config's values for this run only; the config file is not changed."""
+    group = parser.add_argument_group("for this run instead of the config's")
+    group.add_argument("--threshold", type=_cosine, metavar="COSINE",
+                       help="the score a tag must exceed, in [-1, 1] ([tagging] threshold; a tag with "
+                            "its own threshold in a rich list keeps it)")
+    group.add_argument("--top-k", type=_positive, metavar="N",
+                       help="at most N tags per photo ([tagging] top_k)")
+    group.add_argument("--tags", metavar="FILE", help="another tag list, .txt or .toml (tags)")
+    if writing:
+        group.add_argument("--mode", choices=MODES, help="append, sync or overwrite ([tagging] mode)")
+        group.add_argument("--target", choices=TARGETS,
+                           help="embedded, sidecar or both ([write] target)")
+
+
+def with_flags(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with what the command line's tagging flags override."""
+    tagging = {name: value for name in ("threshold", "top_k", "mode")
+               if (value := getattr(args, name, None)) is not None}
+    if tagging:
+        config = replace(config, tagging=replace(config.tagging, **tagging))
+    if getattr(args, "target", None) is not None:
+        config = replace(config, write=replace(config.write, target=args.target))
+    if getattr(args, "tags", None):
+        config = replace(config, tags=Path(args.tags).expanduser().absolute())
     return config
 
 

@@ -1,8 +1,10 @@
-"""``tagwatch explain IMAGE``: every tag's score for one photo, and why it was or was not written."""
+"""``tagwatch explain IMAGE``: each tag's score for one photo, and why it was or was not written."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from ..config import Config
 from ..keys import ImageError
 from ..store import Store
 from ..tagger import select
-from .common import UsageError, load, make_pipeline
+from .common import UsageError, add_tagging_flags, load, make_pipeline, with_flags
 
 
 @dataclass(frozen=True)
@@ -69,24 +71,52 @@ def explain(config: Config, image: str) -> Explanation:
     return Explanation(path, pipeline.model.identity, lines)
 
 
-def render(explanation: Explanation, config: Config) -> str:
+def render(explanation: Explanation, config: Config, top: int = 15, names: Sequence[str] = ()) -> str:
+    """The header and the ``top`` best tags (0: all), with any tag further down that is written or
+    that an override adds or removes; or, with ``names``, just those tags wherever they rank."""
     out = [f"{explanation.path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
            f"model {explanation.model}"]
-    for line in explanation.lines:
+    if names:
+        known = {line.keyword: line for line in explanation.lines}
+        for name in names:
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=3)
+                hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+                raise UsageError(f"{name!r}: not in the tag list {config.tags}{hint}")
+        shown = [known[name] for name in dict.fromkeys(names)]
+    else:
+        shown = [line for line in explanation.lines if not top or line.rank is None or line.rank <= top
+                 or line.verdict.startswith(("TAGGED", "added", "removed"))]
+    for line in shown:
         if line.rank is None or line.score is None:
             out.append(f"{'':>5}  {'':>7}  {line.keyword:<40} {line.verdict}")
         else:
             out.append(f"{line.rank:>5}  {line.score:+.4f}  {line.keyword:<40} {line.verdict}".rstrip())
+    hidden = len(explanation.lines) - len(shown)
+    if hidden and not names:
+        out.append(f"... {hidden} more tags score lower (--top 0 lists them all, --tag NAME one of them)")
     return "\n".join(out) + "\n"
 
 
 def explain_func(args: argparse.Namespace) -> int:
-    config = load(args)
-    print(render(explain(config, args.image), config), end="")
+    config = with_flags(load(args), args)
+    print(render(explain(config, args.image), config, args.top, args.tag or ()), end="")
     return 0
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number >= 0: {text!r}")
+    return int(text)
+
+
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    explain = sub.add_parser("explain", parents=[common], help="every tag's score for one photo")
+    explain = sub.add_parser("explain", parents=[common],
+                             help="the best tags' scores for one photo, and which ones it gets")
     explain.add_argument("image", metavar="IMAGE")
+    explain.add_argument("--top", type=_count, default=15, metavar="N",
+                         help="list the N best tags (default 15; 0: every tag)")
+    explain.add_argument("--tag", action="append", metavar="NAME",
+                         help="list just this tag, wherever it ranks (repeatable)")
+    add_tagging_flags(explain, writing=False)
     explain.set_defaults(func=explain_func)

@@ -12,7 +12,16 @@ from ..config import Config
 from ..metadata import ExifTool, KeywordWriter
 from ..pipeline import FAILED_, TAGGED, WAIT, Outcome
 from ..store import Store
-from .common import count_text, expand, load, log, make_pipeline, require_exiftool
+from .common import (
+    add_tagging_flags,
+    count_text,
+    expand,
+    load,
+    log,
+    make_pipeline,
+    require_exiftool,
+    with_flags,
+)
 from .progress import Progress
 
 
@@ -53,7 +62,7 @@ def dry_line(outcome: Outcome) -> str | None:
 
 
 def scan_func(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = with_flags(load(args), args)
     if not args.dry_run:
         require_exiftool()
     paths = list(dict.fromkeys(expand(args.paths, config.exclude)))
@@ -77,4 +86,5 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     scan.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders (recursive)")
     scan.add_argument("--dry-run", action="store_true",
                       help="print each photo's tags with scores; write no photo (vectors are still cached)")
+    add_tagging_flags(scan, writing=True)
     scan.set_defaults(func=scan_func)

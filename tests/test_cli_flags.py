@@ -1,0 +1,159 @@
+"""The command line for quick experiments: flags that override the config for one run, a short
+``explain``, a bare ``tagwatch`` that says where to begin, and shell completion.
+
+The test model knows colours and shapes, so a red circle really is tagged "red" and "circle".  One
+dry-run scan per worker caches the photos' vectors and every prompt; after it no command here
+starts the model (a copied photo has the same content key), so each one costs half a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import synthetic
+from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
+
+OTHER = ["dog", "beach", "car", "tree"]  # words the model does not know: 16 tags in all
+# The model scores a photo's true colour and shape 0.59-0.70, the other known words below 0.1, and
+# the words it does not know up to 0.37: 0.45 keeps a wide margin on either side.
+THRESHOLD = 0.45
+TAGS = [*synthetic.COLOURS, *synthetic.SHAPES, *OTHER]
+PHOTOS = {"red-circle.jpg": ("red", "circle"), "blue-square.jpg": ("blue", "square"),
+          "green-triangle.jpg": ("green", "triangle")}
+
+
+class Lab:
+    def __init__(self, root: Path) -> None:
+        self.config = write_config(root / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, tags=TAGS,
+                                   threshold=THRESHOLD, top_k=10)
+        self.library = root / "library"
+        self.library.mkdir()
+        for i, (name, (colour, shape)) in enumerate(PHOTOS.items()):
+            synthetic.make_photo(colour, shape, seed=900 + i).save(self.library / name, quality=92)
+        self.shapes = root / "shapes.txt"  # another tag list: a subset, so its prompts are cached
+        self.shapes.write_text("\n".join(synthetic.SHAPES) + "\n", encoding="utf-8")
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = tagwatch(*args, "--config", str(self.config))
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def dry(self, *args: str) -> dict[str, list[str]]:
+        """photo name → the keywords a dry run prints for it."""
+        out = self.run("scan", "--dry-run", str(self.library), *args).stdout
+        found = {}
+        for line in out.splitlines():
+            path, _, tags = line.partition("\t")
+            found[Path(path).name] = [] if tags == "(no tag above threshold)" else [
+                t.rsplit(" (", 1)[0] for t in tags.split(", ")]
+        return found
+
+    def copy(self, folder: Path) -> dict[str, Path]:
+        folder.mkdir()
+        return {name: Path(shutil.copy(self.library / name, folder / name)) for name in PHOTOS}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    lab = Lab(tmp_path_factory.mktemp("lab"))
+    found = lab.dry()
+    assert {name: sorted(tags) for name, tags in found.items()} == {
+        name: sorted(truth) for name, truth in PHOTOS.items()}  # the model sees what is there
+    return lab
+
+
+def test_scan_threshold_top_k_and_tags_apply_to_that_run_only(lab: Lab) -> None:
+    config_before = lab.config.read_bytes()
+    assert lab.dry("--threshold", "1") == {name: [] for name in PHOTOS}  # no cosine exceeds 1
+    four = lab.dry("--threshold", "-1", "--top-k", "4")
+    assert {len(tags) for tags in four.values()} == {4}
+    one = lab.dry("--top-k", "1")
+    assert all(len(tags) == 1 and tags[0] in PHOTOS[name] for name, tags in one.items())
+    shapes_only = lab.dry("--tags", str(lab.shapes))
+    assert shapes_only == {name: [shape] for name, (_, shape) in PHOTOS.items()}
+    assert lab.config.read_bytes() == config_before
+    assert {name: sorted(tags) for name, tags in lab.dry().items()} == {
+        name: sorted(truth) for name, truth in PHOTOS.items()}  # the next run is the config's again
+
+
+def test_bad_flag_values_are_one_line_errors(lab: Lab) -> None:
+    for args, message in ((("--threshold", "2"), "a cosine similarity is in [-1, 1], got 2"),
+                          (("--top-k", "0"), "must be at least 1, got 0"),
+                          (("--mode", "replace"), "invalid choice: 'replace'")):
+        result = tagwatch("scan", "--dry-run", str(lab.library), *args, "--config", str(lab.config))
+        assert result.returncode == 2 and message in result.stderr
+
+
+def test_scan_target_sidecar_leaves_the_photos_alone(lab: Lab, tmp_path: Path) -> None:
+    photos = lab.copy(tmp_path / "side")
+    before = {name: path.read_bytes() for name, path in photos.items()}
+    lab.run("scan", "--target", "sidecar", str(tmp_path / "side"))
+    for name, path in photos.items():
+        assert path.read_bytes() == before[name]
+        sidecar = path.with_name(path.name + ".xmp")
+        assert sorted(exif_keywords(sidecar)["xmp"]) == sorted(PHOTOS[name])
+
+
+def test_scan_mode_overwrite_replaces_a_persons_keywords_and_untag_brings_them_back(
+        lab: Lab, tmp_path: Path) -> None:
+    photos = lab.copy(tmp_path / "mine")
+    photo = photos["red-circle.jpg"]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-Keywords=holiday", "-Subject=holiday",
+                    str(photo)], check=True)
+    lab.run("scan", "--mode", "overwrite", str(photo))
+    assert sorted(exif_keywords(photo)["iptc"]) == ["circle", "red"]  # the config's append keeps it
+    lab.run("untag", str(photo))
+    assert exif_keywords(photo) == {"iptc": ["holiday"], "xmp": ["holiday"]}
+
+
+def test_explain_lists_the_best_15_or_top_n_or_the_named_tags(lab: Lab) -> None:
+    photo = str(lab.library / "red-circle.jpg")
+
+    def ranked(*args: str) -> list[str]:
+        lines = lab.run("explain", photo, *args).stdout.splitlines()[1:]
+        return [line.split()[2] for line in lines if line.split()[0].isdigit()]
+
+    default = lab.run("explain", photo).stdout
+    assert len(ranked()) == 15 and "... 1 more tags score lower" in default
+    assert len(ranked("--top", "0")) == 16
+    top2 = ranked("--top", "2")
+    assert sorted(top2) == ["circle", "red"]
+    named = lab.run("explain", photo, "--tag", "dog", "--tag", "red").stdout.splitlines()
+    assert [line.split()[2] for line in named[1:]] == ["dog", "red"]
+    assert "TAGGED" in named[2] and "TAGGED" not in named[1]
+    typo = tagwatch("explain", photo, "--tag", "circel", "--config", str(lab.config))
+    assert typo.returncode == 2 and "'circel': not in the tag list" in typo.stderr
+    assert "did you mean 'circle'?" in typo.stderr
+
+
+def test_a_bare_tagwatch_says_where_to_begin() -> None:
+    result = tagwatch()
+    assert result.returncode == 0
+    assert "start with: tagwatch init FOLDER" in result.stdout
+    assert "  scan " in result.stdout and "  untag " in result.stdout
+
+
+def test_bash_completes_commands_and_flags(tmp_path: Path) -> None:
+    """The code `tagwatch completion bash` prints, loaded into a real bash, completes a flag."""
+    script = """
+        eval "$(tagwatch completion bash)"
+        complete_line() {
+            COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}; read -ra COMP_WORDS <<< "$COMP_LINE"
+            COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); _python_argcomplete tagwatch; echo "${COMPREPLY[*]}"
+        }
+        complete_line "tagwatch scan --thr"
+        complete_line "tagwatch ex"
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60,
+                            cwd=tmp_path)
+    assert result.stdout.split("\n")[:2] == ["--threshold ", "explain export"], result.stderr
+    fish = tagwatch("completion", "fish")
+    assert "complete --command tagwatch" in fish.stdout
