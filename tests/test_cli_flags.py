@@ -1,5 +1,6 @@
 """The command line for quick experiments: flags that override the config for one run, a short
-``explain``, a bare ``tagwatch`` that says where to begin, and shell completion.
+``explain``, a bare ``tagwatch`` that says where to begin, shell completion, and progress a person
+can read (a bar on a terminal, log lines elsewhere, the daemon's backlog time in ``status``).
 
 The test model knows colours and shapes, so a red circle really is tagged "red" and "circle".  One
 dry-run scan per worker caches the photos' vectors and every prompt; after it no command here
@@ -8,16 +9,27 @@ starts the model (a copied photo has the same content key), so each one costs ha
 
 from __future__ import annotations
 
+import fcntl
+import io
+import json
+import logging
 import os
+import pty
+import re
 import shutil
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
 
 import synthetic
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
+from tagwatch.activity import lock_path, state_path, write_state
+from tagwatch.cli.progress import Progress
 
 OTHER = ["dog", "beach", "car", "tree"]  # words the model does not know: 16 tags in all
 # The model scores a photo's true colour and shape 0.59-0.70, the other known words below 0.1, and
@@ -157,3 +169,77 @@ def test_bash_completes_commands_and_flags(tmp_path: Path) -> None:
     assert result.stdout.split("\n")[:2] == ["--threshold ", "explain export"], result.stderr
     fish = tagwatch("completion", "fish")
     assert "complete --command tagwatch" in fish.stdout
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+def on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run tagwatch with its stderr on a pseudo-terminal, as in a person's shell; (status, stderr)."""
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 30 rows, 100 columns
+    proc = subprocess.Popen([sys.executable, "-m", "tagwatch", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=side)
+    os.close(side)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the child closed its side
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+def test_scan_and_calibrate_show_a_bar_with_rate_and_eta_on_a_terminal(lab: Lab, tmp_path: Path) -> None:
+    status, shown = on_a_terminal("scan", "--dry-run", str(lab.library), "--config", str(lab.config))
+    assert status == 0, shown
+    assert re.search(r"scan: 100%\|\S+\| 3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+photo/s\]", shown), shown
+    examples = tmp_path / "examples"
+    (examples / "red").mkdir(parents=True)
+    shutil.copy(lab.library / "red-circle.jpg", examples / "red")
+    shutil.copytree(lab.library, examples / "none", ignore=shutil.ignore_patterns("red-*"))
+    status, shown = on_a_terminal("calibrate", "--dry-run", str(examples), "--config", str(lab.config))
+    assert status == 0, shown
+    assert re.search(r"calibrate: 100%\|\S+\| 3/3 \[", shown), shown
+
+
+def test_without_a_terminal_progress_is_a_log_line_with_rate_and_time_left(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    progress = Progress(500, "scan", stream=io.StringIO(), every=30, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="tagwatch"):
+        for _ in range(10):
+            now[0] += 10.0
+            progress.advance(40)  # 4 photos/s
+        progress.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "scan: 120/500 photos (24%), 4.0/s, about 1m35s left",
+        "scan: 240/500 photos (48%), 4.0/s, about 1m05s left",
+        "scan: 360/500 photos (72%), 4.0/s, about 0m35s left",
+    ]
+    assert {getattr(r, "event", None) for r in caplog.records} == {"progress"}
+
+
+def test_status_says_when_the_daemons_backlog_will_be_done(tmp_path: Path) -> None:
+    """A daemon holding the database with 120 photos queued, tagging 60 a minute: 2 minutes left."""
+    config = tmp_path / "config.toml"
+    config.write_text('database = "tagwatch.db"\n', encoding="utf-8")
+    database = tmp_path / "tagwatch.db"
+    fd = os.open(lock_path(database), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as the daemon does for its whole life
+        os.write(fd, str(os.getpid()).encode())
+        write_state(state_path(database), {
+            "pid": os.getpid(), "uptime_s": 600, "folders": 1, "model_loaded": True, "queue": 120,
+            "tagged_since_start": 300, "failed_since_start": 0, "tagged_per_min": 60.0,
+            "last_error": None, "updated": time.time()})
+        text = tagwatch("status", "--config", str(config))
+        report = tagwatch("status", "--json", "--config", str(config))
+    finally:
+        os.close(fd)
+    assert text.returncode == 0, text.stderr
+    assert "60 photos/min over the last 5 min; the queue is cleared in about 2m00s" in text.stdout
+    assert json.loads(report.stdout)["daemon"]["eta_s"] == 120

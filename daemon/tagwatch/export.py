@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,13 +31,16 @@ class Exported:
     tags: list[tuple[str, float]]  # best first
 
 
-def cached_vectors(store: Store, model: str, paths: Sequence[str]) -> tuple[dict[str, np.ndarray],
-                                                                             dict[str, str]]:
-    """The cached vector of each photo, and for each photo without one the reason."""
+def cached_vectors(store: Store, model: str, paths: Sequence[str],
+                   advance: Callable[[int], None] = lambda count: None) -> tuple[dict[str, np.ndarray],
+                                                                                dict[str, str]]:
+    """The cached vector of each photo, and for each photo without one the reason; ``advance`` is
+    called as each photo is looked at (a progress bar)."""
     rows = store.files(paths)
     keys: dict[str, bytes] = {}
     missing: dict[str, str] = {}
     for path in paths:
+        advance(1)
         try:
             st = os.stat(path)
         except FileNotFoundError:

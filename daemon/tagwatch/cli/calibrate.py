@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..config import Config, builtin_tag_list, default_config_path
 from ..scoring import tag_thresholds
 from ..store import Store
 from .common import UsageError, load, log, make_pipeline, with_flags
+from .progress import Progress
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class Calibration:
     encoded: int  # of which encoded now (the rest came from the cache)
 
 
-def measure(config: Config, root: Path) -> Calibration:
+def measure(config: Config, root: Path,
+            progress: Callable[[int], Progress] = lambda total: Progress(total, "calibrate")) -> Calibration:
     """Score the example photos under ``root`` and choose each tag's threshold."""
     folders = read_examples(root)
     store = Store(config.database)
@@ -49,7 +52,13 @@ def measure(config: Config, root: Path) -> Calibration:
             labels(folders, keywords, ancestors, root)  # a misnamed folder fails before any encoding
             encoded_before = store.stats(pipeline.model.identity)["encoded"]
             paths = list(dict.fromkeys(p for photos in folders.values() for p in photos))
-            vectors, _ = pipeline.vectors_for(paths, config.batch.size)  # failures are logged
+            vectors: dict[str, np.ndarray] = {}
+            size = config.batch.size
+            with progress(len(paths)) as bar:
+                for start in range(0, len(paths), size):
+                    found, _ = pipeline.vectors_for(paths[start:start + size], size)  # failures are logged
+                    vectors.update(found)
+                    bar.advance(len(paths[start:start + size]))
             encoded = store.stats(pipeline.model.identity)["encoded"] - encoded_before
         finally:
             pipeline.close()

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..config import Config
 from ..export import Exported, cached_vectors, render_csv, render_json, score
 from ..scoring import tag_thresholds
 from ..store import Store
 from .common import UsageError, expand, load, make_pipeline
+from .progress import Progress
 
 
-def export(config: Config, given: Sequence[str]) -> tuple[list[Exported], dict[str, str]]:
+def export(config: Config, given: Sequence[str],
+           progress: Callable[[int], Progress] = lambda total: Progress(total, "export")
+           ) -> tuple[list[Exported], dict[str, str]]:
     """Each named photo (default: every photo in the database) scored from its cached vector against
     the current tag list; and for each photo without a vector, the reason."""
     if not config.database.exists():
@@ -25,7 +28,8 @@ def export(config: Config, given: Sequence[str]) -> tuple[list[Exported], dict[s
         pipeline.close()
         paths = (list(dict.fromkeys(expand(given, config.exclude))) if given
                  else sorted(store.files_under("/")))
-        vectors, missing = cached_vectors(store, pipeline.model.identity, paths)
+        with progress(len(paths)) as bar:
+            vectors, missing = cached_vectors(store, pipeline.model.identity, paths, bar.advance)
     finally:
         store.close()
     assert pipeline.vocabulary is not None and pipeline.tags is not None

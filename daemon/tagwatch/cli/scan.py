@@ -67,14 +67,13 @@ def scan_func(args: argparse.Namespace) -> int:
         require_exiftool()
     paths = list(dict.fromkeys(expand(args.paths, config.exclude)))
 
-    def report(outcome: Outcome) -> None:
-        line = dry_line(outcome) if args.dry_run else None
-        if line is not None:
-            print(line, flush=True)
+    with Progress(len(paths), "scan") as progress:
+        def report(outcome: Outcome) -> None:
+            line = dry_line(outcome) if args.dry_run else None
+            if line is not None:
+                progress.print(line)
 
-    progress = Progress(len(paths))
-    counts = scan(config, paths, dry_run=args.dry_run, report=report, advance=progress.advance)
-    progress.close()
+        counts = scan(config, paths, dry_run=args.dry_run, report=report, advance=progress.advance)
     text = f"scan: {len(paths)} photos: {count_text(counts)}" + (
         " (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)

@@ -14,6 +14,7 @@ from ..config import Config
 from ..model import model_identity
 from ..store import Store
 from .common import load
+from .progress import duration
 
 COUNTS = ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded", "keywords_written")
 
@@ -45,18 +46,19 @@ def daemon_state(database: Path) -> dict[str, Any] | None:
     if state is None or state.get("pid") != pid:  # just starting: no state written yet
         return {"pid": pid}
     state["age_s"] = round(time.time() - state.pop("updated", time.time()), 1)
+    if "queue" in state and "tagged_per_min" in state:  # the backlog at the rate measured lately
+        rate = state["tagged_per_min"] / 60
+        state["eta_s"] = round(state["queue"] / rate) if rate > 0 else (0 if not state["queue"] else None)
     return state
 
 
-def duration(seconds: float) -> str:
-    """``3m07s``, ``2h05m``, ``4d3h``: as precise as a person wants for that length."""
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+def backlog(daemon: dict[str, Any]) -> str:
+    """How long the queue will take at the rate measured over the last minutes."""
+    if not daemon["queue"]:
+        return ""
+    if daemon.get("eta_s") is None:
+        return "; time to clear the queue unknown until photos are tagged"
+    return f"; the queue is cleared in about {duration(daemon['eta_s'])}"
 
 
 def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
@@ -72,7 +74,8 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
         if "queue" in daemon:
             lines.append(f"queue     {daemon['queue']} waiting; {daemon['tagged_since_start']} tagged and "
                          f"{daemon['failed_since_start']} failed since start; "
-                         f"{daemon['tagged_per_min']:g} photos/min over the last 5 min")
+                         f"{daemon['tagged_per_min']:g} photos/min over the last 5 min"
+                         + backlog(daemon))
         error = daemon.get("last_error")
         if error:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(error["time"]))
