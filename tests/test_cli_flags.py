@@ -20,6 +20,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from pathlib import Path
@@ -40,6 +41,16 @@ PHOTOS = {"red-circle.jpg": ("red", "circle"), "blue-square.jpg": ("blue", "squa
           "green-triangle.jpg": ("green", "triangle")}
 
 
+def dry_tags(out: str) -> dict[str, list[str]]:
+    """A dry run's output, ``photo.jpg<TAB>red (0.621), circle (0.650)`` → {"photo.jpg": ["red", ...]}"""
+    found = {}
+    for line in out.splitlines():
+        path, _, tags = line.partition("\t")
+        found[Path(path).name] = [] if tags == "(no tag above threshold)" else [
+            t.rsplit(" (", 1)[0] for t in tags.split(", ")]
+    return found
+
+
 class Lab:
     def __init__(self, root: Path) -> None:
         self.config = write_config(root / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, tags=TAGS,
@@ -58,13 +69,7 @@ class Lab:
 
     def dry(self, *args: str) -> dict[str, list[str]]:
         """photo name → the keywords a dry run prints for it."""
-        out = self.run("scan", "--dry-run", str(self.library), *args).stdout
-        found = {}
-        for line in out.splitlines():
-            path, _, tags = line.partition("\t")
-            found[Path(path).name] = [] if tags == "(no tag above threshold)" else [
-                t.rsplit(" (", 1)[0] for t in tags.split(", ")]
-        return found
+        return dry_tags(self.run("scan", "--dry-run", str(self.library), *args).stdout)
 
     def copy(self, folder: Path) -> dict[str, Path]:
         folder.mkdir()
@@ -73,9 +78,14 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    """The first scan, run as in a person's terminal: a bar while the tag list is encoded, then one
+    for the photos, each with its rate and time left."""
     lab = Lab(tmp_path_factory.mktemp("lab"))
-    found = lab.dry()
-    assert {name: sorted(tags) for name, tags in found.items()} == {
+    status, out, shown = on_a_terminal("scan", "--dry-run", str(lab.library), "--config", str(lab.config))
+    assert status == 0, shown
+    assert re.search(bar("tag list", 16, "prompt"), shown), shown
+    assert re.search(bar("scan", 3, "photo"), shown), shown
+    assert {name: sorted(tags) for name, tags in dry_tags(out).items()} == {
         name: sorted(truth) for name, truth in PHOTOS.items()}  # the model sees what is there
     return lab
 
@@ -173,37 +183,53 @@ def test_bash_completes_commands_and_flags(tmp_path: Path) -> None:
 
 # -- progress --------------------------------------------------------------------------------------
 
-def on_a_terminal(*args: str) -> tuple[int, str]:
-    """Run tagwatch with its stderr on a pseudo-terminal, as in a person's shell; (status, stderr)."""
+def on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run tagwatch with its stderr on a pseudo-terminal, as in a person's shell; (status, stdout,
+    what the terminal showed)."""
     main, side = pty.openpty()
     fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 30 rows, 100 columns
-    proc = subprocess.Popen([sys.executable, "-m", "tagwatch", *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=side)
-    os.close(side)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # EIO: the child closed its side
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(main)
-    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tagwatch", *args], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=side)
+        os.close(side)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the child closed its side
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(main)
+        status = proc.wait(timeout=60)
+        out.seek(0)
+        return status, out.read().decode(), b"".join(chunks).decode(errors="replace")
 
 
-def test_scan_and_calibrate_show_a_bar_with_rate_and_eta_on_a_terminal(lab: Lab, tmp_path: Path) -> None:
-    status, shown = on_a_terminal("scan", "--dry-run", str(lab.library), "--config", str(lab.config))
-    assert status == 0, shown
-    assert re.search(r"scan: 100%\|\S+\| 3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+photo/s\]", shown), shown
+def bar(what: str, total: int, unit: str) -> str:
+    """A finished tqdm bar: ``scan: 100%|█████| 3/3 [00:01<00:00, 2.50photo/s]`` (elapsed<left,
+    rate; a rate below one a second reads ``1.06s/photo``)."""
+    return (rf"{what}: 100%\|\S+\| {total}/{total} \[\d\d:\d\d<\d\d:\d\d, +"
+            rf"[\d.]+({unit}/s|s/{unit})\]")
+
+
+def test_calibrate_and_db_rebuild_show_a_bar_on_a_terminal(lab: Lab, tmp_path: Path) -> None:
     examples = tmp_path / "examples"
     (examples / "red").mkdir(parents=True)
     shutil.copy(lab.library / "red-circle.jpg", examples / "red")
     shutil.copytree(lab.library, examples / "none", ignore=shutil.ignore_patterns("red-*"))
-    status, shown = on_a_terminal("calibrate", "--dry-run", str(examples), "--config", str(lab.config))
+    status, _, shown = on_a_terminal("calibrate", "--dry-run", str(examples), "--config", str(lab.config))
     assert status == 0, shown
-    assert re.search(r"calibrate: 100%\|\S+\| 3/3 \[", shown), shown
+    assert re.search(bar("calibrate", 3, "photo"), shown), shown
+
+    config = tmp_path / "config.toml"
+    config.write_text('database = "tagwatch.db"\n', encoding="utf-8")
+    shutil.copy(lab.config.parent / "state" / "tagwatch.db", tmp_path / "tagwatch.db")
+    status, out, shown = on_a_terminal("db", "rebuild", "--config", str(config))
+    assert status == 0, shown
+    rows = sum(int(n) for n in re.findall(r"(\d+) \w+", out.splitlines()[1]))  # "carried over: 3 files, ..."
+    assert re.search(bar("db rebuild", rows, "row"), shown), shown
 
 
 def test_without_a_terminal_progress_is_a_log_line_with_rate_and_time_left(

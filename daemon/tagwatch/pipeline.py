@@ -42,6 +42,7 @@ UNTAGGED_ = "untagged"
 WAIT = "wait"  # a passing disk or network problem: try again after a pause (see faults.Backoff)
 _RECENT_S = 2.0  # a truncated file younger than this is probably still being written
 _MAX_RETRIES = 5
+TEXT_PART = 256  # prompts encoded and stored at a time: progress to show, and kept if interrupted
 
 
 @dataclass(frozen=True)
@@ -246,16 +247,21 @@ class Pipeline:
 
     # -- vocabulary ----------------------------------------------------------------------------
 
-    def use_vocabulary(self, vocabulary: Vocabulary, tagging: TaggingConfig | None = None) -> int:
-        """Adopt a tag list, encoding only prompts without a cached text vector; returns how many."""
+    def use_vocabulary(self, vocabulary: Vocabulary, tagging: TaggingConfig | None = None,
+                       advance: Callable[[int], None] = lambda count: None) -> int:
+        """Adopt a tag list, encoding only prompts without a cached text vector; returns how many.
+        They are encoded and stored a few hundred at a time, ``advance`` told of each part."""
         tagging = tagging or self.tagging
         prompts = vocabulary.prompts()
         vectors = self.store.text_vectors(prompts, self.model.identity)
-        missing = [p for p in prompts if p not in vectors]
+        missing = sorted((p for p in prompts if p not in vectors), key=len)  # similar lengths batch well
         if missing:
             with self.model.using() as model:
-                encoded = model.encode_texts(missing)
-            self.store.put_text_vectors(dict(zip(missing, encoded, strict=True)), self.model.identity)
+                for start in range(0, len(missing), TEXT_PART):
+                    part = missing[start:start + TEXT_PART]
+                    self.store.put_text_vectors(dict(zip(part, model.encode_texts(part), strict=True)),
+                                                self.model.identity)
+                    advance(len(part))
             vectors.update(self.store.text_vectors(missing, self.model.identity))
         self.vocabulary, self.tagging = vocabulary, tagging
         self.tags = TagMatrix.build(vocabulary, vectors)

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .store import Store
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 TABLES = ("files", "ledger", "image_vectors", "text_vectors", "counters")
 
 
-def _salvage(damaged: sqlite3.Connection, table: str) -> tuple[list[str], list[tuple], str | None]:
+def _salvage(damaged: sqlite3.Connection, table: str, advance: Callable[[int], None] = lambda count: None
+             ) -> tuple[list[str], list[tuple], str | None]:
     """Rows of ``table`` up to the first unreadable page, and the error that stopped the read."""
     rows: list[tuple] = []
     try:
@@ -29,15 +31,26 @@ def _salvage(damaged: sqlite3.Connection, table: str) -> tuple[list[str], list[t
         columns = [c[0] for c in cursor.description]
         while batch := cursor.fetchmany(1000):
             rows += batch
+            advance(len(batch))
     except sqlite3.DatabaseError as exc:
         return (columns if rows else []), rows, str(exc)
     return columns, rows, None
 
 
-def rebuild(path: Path) -> tuple[Path, dict[str, int], list[str]]:
+def _count(damaged: sqlite3.Connection) -> int | None:
+    """How many rows the tables claim to hold (for a progress bar), or None if that is unreadable."""
+    try:
+        return sum(damaged.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in TABLES)
+    except sqlite3.DatabaseError:
+        return None
+
+
+def rebuild(path: Path, expect: Callable[[int | None], None] = lambda total: None,
+            advance: Callable[[int], None] = lambda count: None) -> tuple[Path, dict[str, int], list[str]]:
     """Move ``path`` aside and build a new database from its readable rows.
 
     Returns the damaged copy's path, the rows carried over per table, and what could not be read.
+    ``expect`` is told how many rows there seem to be, ``advance`` of each thousand read.
     """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = path.with_name(f"{path.name}.damaged-{stamp}")
@@ -50,8 +63,9 @@ def rebuild(path: Path) -> tuple[Path, dict[str, int], list[str]]:
     store = Store(path)
     try:
         damaged = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+        expect(_count(damaged))
         for table in TABLES:
-            columns, rows, error = _salvage(damaged, table)
+            columns, rows, error = _salvage(damaged, table, advance)
             if error:
                 problems.append(f"{table}: {error} after {len(rows)} rows")
             if rows:

@@ -19,8 +19,9 @@ from ..model import LazyModel
 from ..overrides import load_overrides
 from ..pipeline import Pipeline
 from ..store import Store, private_folder
-from ..vocabulary import load_vocabulary
+from ..vocabulary import Vocabulary, load_vocabulary
 from ..watcher import PathFilter, walk
+from .progress import Progress
 
 log = logging.getLogger("tagwatch")
 
@@ -127,8 +128,17 @@ def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) ->
     vocabulary = load_vocabulary(config.tags, config.tagging.templates)
     for warning in vocabulary.warnings:
         log.warning("%s", warning)
-    pipeline.use_vocabulary(vocabulary)
+    use_vocabulary(pipeline, store, vocabulary)
     return pipeline
+
+
+def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> int:
+    """``pipeline.use_vocabulary`` with a progress bar while prompts are encoded (a new list of a
+    thousand tags takes a while); returns how many were."""
+    prompts = vocabulary.prompts()
+    missing = len(prompts) - len(store.text_vectors(prompts, pipeline.model.identity))
+    with Progress(missing, "tag list", unit="prompt") as bar:
+        return pipeline.use_vocabulary(vocabulary, advance=bar.advance)
 
 
 def expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:

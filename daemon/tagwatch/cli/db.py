@@ -7,6 +7,7 @@ import argparse
 from ..activity import running_daemon
 from ..store import Store
 from .common import UsageError, load
+from .progress import Progress
 
 
 def db_func(args: argparse.Namespace) -> int:
@@ -27,7 +28,8 @@ def db_func(args: argparse.Namespace) -> int:
     pid = running_daemon(database)
     if pid is not None:
         raise UsageError(f"a tagwatch daemon (pid {pid}) is using {database}; stop it first")
-    aside, counts, problems = rebuild(database)
+    with Progress(None, "db rebuild", unit="row") as bar:
+        aside, counts, problems = rebuild(database, bar.expect, bar.advance)
     print(f"rebuilt {database}; the damaged file is kept as {aside}")
     print("carried over: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
     for problem in problems:

@@ -43,11 +43,17 @@ def eta(remaining: float, per_second: float) -> str:
     return f"about {duration(remaining / per_second)} left"
 
 
+def write(text: str, file: IO[str] | None = None) -> None:
+    """Print a line of output (stdout by default) above any bar on the terminal, not through it."""
+    tqdm.write(text, file=file or sys.stdout)
+    (file or sys.stdout).flush()
+
+
 class Progress:
     """Counts work done out of ``total``; draws a bar on a terminal, else logs a line at most every
     ``every`` seconds with the count, the rate and the time left."""
 
-    def __init__(self, total: int, what: str, unit: str = "photo", *, stream: IO[str] | None = None,
+    def __init__(self, total: int | None, what: str, unit: str = "photo", *, stream: IO[str] | None = None,
                  every: float = EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.what, self.unit, self.every, self.clock = total, what, unit, every, clock
         self.done = 0
@@ -55,7 +61,7 @@ class Progress:
         stream = stream or sys.stderr
         self.bar: Any = None
         self._redirect = contextlib.ExitStack()
-        if stream.isatty():
+        if stream.isatty() and total != 0:
             try:  # a terminal that reports no width (0 columns) would get an empty bar
                 sized = os.get_terminal_size(stream.fileno()).columns > 0
             except (OSError, ValueError):
@@ -70,26 +76,28 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def expect(self, total: int | None) -> None:
+        """The total, once it is known (None: unknown, so no time left is shown)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def advance(self, count: int = 1) -> None:
         self.done += count
         if self.bar is not None:
             self.bar.update(count)
             return
         now = self.clock()
-        if now - self.last >= self.every and self.done < self.total:
+        if now - self.last >= self.every and (self.total is None or self.done < self.total):
             self.last = now
             log.info("%s", self.line(now), extra={"event": "progress"})
-
-    def print(self, text: str, file: IO[str] | None = None) -> None:
-        """Print a line of output (stdout by default) without breaking the bar."""
-        if self.bar is not None:
-            tqdm.write(text, file=file or sys.stdout)
-        else:
-            print(text, file=file or sys.stdout, flush=True)
 
     def line(self, now: float) -> str:
         """``scan: 120/500 photos (24%), 4.1/s, about 1m33s left``"""
         rate = self.done / max(now - self.started, 1e-9)
+        if self.total is None:
+            return f"{self.what}: {self.done} {self.unit}s, {rate:.1f}/s"
         percent = 100 * self.done // max(self.total, 1)
         return (f"{self.what}: {self.done}/{self.total} {self.unit}s ({percent}%), {rate:.1f}/s, "
                 f"{eta(self.total - self.done, rate)}")

@@ -22,30 +22,31 @@ from .common import (
     require_exiftool,
     with_flags,
 )
-from .progress import Progress
+from .progress import Progress, write
 
 
 def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
          report: Callable[[Outcome], None] = lambda outcome: None,
-         advance: Callable[[int], None] = lambda count: None) -> dict[str, int]:
+         progress: Callable[[int], Progress] = lambda total: Progress(total, "scan")) -> dict[str, int]:
     """Tag ``paths`` (photo files) in batches of the config's size; count the outcomes by status.
-    ``report`` sees each outcome, ``advance`` the number of photos each batch finished."""
+    ``report`` sees each outcome; the progress shown counts photos once the model is ready."""
     store = Store(config.database)
     exiftool = ExifTool()
     counts: dict[str, int] = {}
     try:
         pipeline = make_pipeline(config, store, None if dry_run else KeywordWriter(exiftool, config.write))
         size = config.batch.size
-        for start in range(0, len(paths), size):
-            batch = paths[start:start + size]
-            for outcome in pipeline.process(batch, dry_run=dry_run, retry_failed=True):
-                counts[outcome.status] = counts.get(outcome.status, 0) + 1
-                if outcome.status == WAIT:  # the daemon would retry later; a one-off scan reports it
-                    log.warning("%s: not tagged: %s (run the scan again once that is fixed)",
-                                outcome.path, outcome.error,
-                                extra={"event": "skipped", "path": outcome.path, "reason": outcome.error})
-                report(outcome)
-            advance(len(batch))
+        with progress(len(paths)) as bar:
+            for start in range(0, len(paths), size):
+                batch = paths[start:start + size]
+                for outcome in pipeline.process(batch, dry_run=dry_run, retry_failed=True):
+                    counts[outcome.status] = counts.get(outcome.status, 0) + 1
+                    if outcome.status == WAIT:  # the daemon would retry later; a one-off scan reports it
+                        log.warning("%s: not tagged: %s (run the scan again once that is fixed)",
+                                    outcome.path, outcome.error,
+                                    extra={"event": "skipped", "path": outcome.path, "reason": outcome.error})
+                    report(outcome)
+                bar.advance(len(batch))
         pipeline.close()
     finally:
         exiftool.close()
@@ -67,13 +68,12 @@ def scan_func(args: argparse.Namespace) -> int:
         require_exiftool()
     paths = list(dict.fromkeys(expand(args.paths, config.exclude)))
 
-    with Progress(len(paths), "scan") as progress:
-        def report(outcome: Outcome) -> None:
-            line = dry_line(outcome) if args.dry_run else None
-            if line is not None:
-                progress.print(line)
+    def report(outcome: Outcome) -> None:
+        line = dry_line(outcome) if args.dry_run else None
+        if line is not None:
+            write(line)
 
-        counts = scan(config, paths, dry_run=args.dry_run, report=report, advance=progress.advance)
+    counts = scan(config, paths, dry_run=args.dry_run, report=report)
     text = f"scan: {len(paths)} photos: {count_text(counts)}" + (
         " (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)

@@ -12,7 +12,7 @@ from ..pipeline import Pipeline
 from ..store import Store
 from ..tagger import NEAR_DUPLICATE, near_duplicates
 from ..vocabulary import Vocabulary, load_vocabulary
-from .common import load
+from .common import load, use_vocabulary
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def check(config: Config, path: Path) -> Check:
     try:
         pipeline = Pipeline(store, LazyModel(config.model), None, config.tagging)
         try:
-            encoded = pipeline.use_vocabulary(vocabulary)
+            encoded = use_vocabulary(pipeline, store, vocabulary)
         finally:
             pipeline.close()
     finally:
