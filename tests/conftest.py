@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -318,3 +319,11 @@ def corpus_files() -> list[Path]:
     assert CORPUS.is_dir(), f"the shared metadata corpus is missing at {CORPUS} (set TAGWATCH_CORPUS)"
     return sorted(p for p in CORPUS.glob("*") if p.suffix.lower() in (".jpg", ".mpo"))
 
+
+
+@pytest.fixture(scope="session")
+def shapes_lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Three photos the test model knows, scanned once per worker (see ``shapes_lab.py``)."""
+    from shapes_lab import Lab
+
+    return Lab(tmp_path_factory.mktemp("lab"))

@@ -13,6 +13,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -295,11 +296,11 @@ def test_calibrate_a_plain_list_writes_a_rich_twin_and_says_how_to_use_it(tmp_pa
 
 HIERARCHY = """\
 [[tag]]
-keyword = "animal"
+keyword = "pet"
 
 [[tag]]
 keyword = "dog"
-parent = "animal"
+parent = "pet"
 
 [[tag]]
 keyword = "golden retriever"
@@ -308,23 +309,27 @@ parent = "dog"
 
 
 def test_calibrate_from_the_command_line_counts_no_child_example_as_a_negative_of_its_ancestors(
-        tmp_path: Path, config_file) -> None:
-    """A photo of a golden retriever is also a dog and an animal: it must not count against them.
+        shapes_lab: Any, tmp_path: Path) -> None:
+    """A photo of a golden retriever is also a dog and a pet: it must not count against them.
     (The command once read a ``parent`` attribute the tags do not have, so every child example was
-    counted as a negative of its parent and grandparent.)"""
-    config = config_file()
-    (config.parent / "tags.toml").write_text(HIERARCHY, encoding="utf-8")
+    counted as a negative of its parent and grandparent.)  Only the folders matter here, not what
+    the photos show: they are copies of the lab's, whose vectors are cached."""
+    hierarchy = tmp_path / "tags.toml"
+    hierarchy.write_text(HIERARCHY, encoding="utf-8")
     examples = tmp_path / "examples"
-    for name, seeds in {"animal": [1], "dog": [2, 3], "golden retriever": [4], "none": [5, 6]}.items():
-        for seed in seeds:
-            noise_jpeg(examples / name / f"{seed}.jpg", seed=seed)
-    result = tagwatch("calibrate", "--dry-run", "--tags", str(config.parent / "tags.toml"), str(examples),
-                      "--config", str(config))
+    photos = sorted(shapes_lab.library.iterdir())
+    for name, count in {"pet": 1, "dog": 2, "golden retriever": 1, "none": 2}.items():
+        (examples / name).mkdir(parents=True)
+        for i in range(count):
+            shutil.copy(photos[i], examples / name / f"{i}.jpg")
+    result = tagwatch("calibrate", "--dry-run", "--tags", str(hierarchy), str(examples),
+                      "--config", str(shapes_lab.config))
     assert result.returncode == 0, result.stderr
+    assert "6 example photos (0 encoded now" in result.stdout
     rows = {keyword: re.split(r"\s{2,}", line.strip())[1:3] for line in result.stdout.splitlines()
-            for keyword in ("animal", "dog", "golden retriever") if line.startswith(keyword + " ")}
-    # positives, negatives: animal's negatives are none/ only; dog's are animal/ and none/
-    assert rows == {"animal": ["1", "2"], "dog": ["2", "3"], "golden retriever": ["1", "5"]}
+            for keyword in ("pet", "dog", "golden retriever") if line.startswith(keyword + " ")}
+    # positives, negatives: pet's negatives are none/ only; dog's are pet/ and none/
+    assert rows == {"pet": ["1", "2"], "dog": ["2", "3"], "golden retriever": ["1", "5"]}
 
 
 TAGS_TOML = """\

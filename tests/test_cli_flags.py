@@ -2,9 +2,8 @@
 ``explain``, a bare ``tagwatch`` that says where to begin, shell completion, and progress a person
 can read (a bar on a terminal, log lines elsewhere, the daemon's backlog time in ``status``).
 
-The test model knows colours and shapes, so a red circle really is tagged "red" and "circle".  One
-dry-run scan per worker caches the photos' vectors and every prompt; after it no command here
-starts the model (a copied photo has the same content key), so each one costs half a second.
+The test model knows colours and shapes, so a red circle really is tagged "red" and "circle"; the
+lab (``shapes_lab.py``) has every vector cached, so no command here starts the model.
 """
 
 from __future__ import annotations
@@ -14,80 +13,30 @@ import io
 import json
 import logging
 import os
-import pty
 import re
 import shutil
-import struct
 import subprocess
 import sys
-import tempfile
-import termios
 import time
 from pathlib import Path
 
 import pytest
 
-import synthetic
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
+from conftest import exif_keywords, tagwatch
+from shapes_lab import PHOTOS, TAGS, Lab, on_a_terminal
 from tagwatch.activity import lock_path, state_path, write_state
 from tagwatch.cli.progress import Progress
 
-OTHER = ["dog", "beach", "car", "tree"]  # words the model does not know: 16 tags in all
-# The model scores a photo's true colour and shape 0.59-0.70, the other known words below 0.1, and
-# the words it does not know up to 0.37: 0.45 keeps a wide margin on either side.
-THRESHOLD = 0.45
-TAGS = [*synthetic.COLOURS, *synthetic.SHAPES, *OTHER]
-PHOTOS = {"red-circle.jpg": ("red", "circle"), "blue-square.jpg": ("blue", "square"),
-          "green-triangle.jpg": ("green", "triangle")}
 
-
-def dry_tags(out: str) -> dict[str, list[str]]:
-    """A dry run's output, ``photo.jpg<TAB>red (0.621), circle (0.650)`` → {"photo.jpg": ["red", ...]}"""
-    found = {}
-    for line in out.splitlines():
-        path, _, tags = line.partition("\t")
-        found[Path(path).name] = [] if tags == "(no tag above threshold)" else [
-            t.rsplit(" (", 1)[0] for t in tags.split(", ")]
-    return found
-
-
-class Lab:
-    def __init__(self, root: Path) -> None:
-        self.config = write_config(root / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, tags=TAGS,
-                                   threshold=THRESHOLD, top_k=10)
-        self.library = root / "library"
-        self.library.mkdir()
-        for i, (name, (colour, shape)) in enumerate(PHOTOS.items()):
-            synthetic.make_photo(colour, shape, seed=900 + i).save(self.library / name, quality=92)
-        self.shapes = root / "shapes.txt"  # another tag list: a subset, so its prompts are cached
-        self.shapes.write_text("\n".join(synthetic.SHAPES) + "\n", encoding="utf-8")
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        result = tagwatch(*args, "--config", str(self.config))
-        assert result.returncode == 0, result.stderr
-        return result
-
-    def dry(self, *args: str) -> dict[str, list[str]]:
-        """photo name → the keywords a dry run prints for it."""
-        return dry_tags(self.run("scan", "--dry-run", str(self.library), *args).stdout)
-
-    def copy(self, folder: Path) -> dict[str, Path]:
-        folder.mkdir()
-        return {name: Path(shutil.copy(self.library / name, folder / name)) for name in PHOTOS}
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+@pytest.fixture
+def lab(shapes_lab: Lab) -> Lab:
     """The first scan, run as in a person's terminal: a bar while the tag list is encoded, then one
     for the photos, each with its rate and time left."""
-    lab = Lab(tmp_path_factory.mktemp("lab"))
-    status, out, shown = on_a_terminal("scan", "--dry-run", str(lab.library), "--config", str(lab.config))
+    status, _, shown = shapes_lab.first_run
     assert status == 0, shown
-    assert re.search(bar("tag list", 16, "prompt"), shown), shown
+    assert re.search(bar("tag list", len(TAGS), "prompt"), shown), shown
     assert re.search(bar("scan", 3, "photo"), shown), shown
-    assert {name: sorted(tags) for name, tags in dry_tags(out).items()} == {
-        name: sorted(truth) for name, truth in PHOTOS.items()}  # the model sees what is there
-    return lab
+    return shapes_lab
 
 
 def test_scan_threshold_top_k_and_tags_apply_to_that_run_only(lab: Lab) -> None:
@@ -182,30 +131,6 @@ def test_bash_completes_commands_and_flags(tmp_path: Path) -> None:
 
 
 # -- progress --------------------------------------------------------------------------------------
-
-def on_a_terminal(*args: str) -> tuple[int, str, str]:
-    """Run tagwatch with its stderr on a pseudo-terminal, as in a person's shell; (status, stdout,
-    what the terminal showed)."""
-    main, side = pty.openpty()
-    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 30 rows, 100 columns
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tagwatch", *args], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=side)
-        os.close(side)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # EIO: the child closed its side
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(main)
-        status = proc.wait(timeout=60)
-        out.seek(0)
-        return status, out.read().decode(), b"".join(chunks).decode(errors="replace")
-
 
 def bar(what: str, total: int, unit: str) -> str:
     """A finished tqdm bar: ``scan: 100%|█████| 3/3 [00:01<00:00, 2.50photo/s]`` (elapsed<left,
