@@ -1,22 +1,28 @@
 """A newcomer's first hour: ``init`` asks where keywords go and says how to undo, a missing exiftool
-is one line saying what to install, and the wheel installs and tags a photo without a checkout."""
+is one line saying what to install, the wheel installs and tags a photo without a checkout, and every
+command of the README's tour runs as written."""
 
 from __future__ import annotations
 
 import json
 import os
 import pty
+import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import synthetic
-from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch
+from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, wait_for
+from shapes_lab import dry_tags
 from tagwatch import __version__
 from tagwatch.config import builtin_tag_list, load_config
 
@@ -156,3 +162,68 @@ def test_the_containerfile_passes_hadolint() -> None:
     result = subprocess.run([str(hadolint), "--no-color", str(REPO / "Containerfile")], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- the README's five-minute tour, command by command -------------------------------------------
+
+def tour_commands() -> list[str]:
+    """The shell lines of the README's tour: the first ``sh`` block under its heading."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## A five-minute tour", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_every_command_of_the_readmes_tour_runs_as_written(shapes_lab: Any, tmp_path: Path) -> None:
+    """Each line runs in bash as written (``~`` is a home folder made for the test), in order.
+    Between ``init`` and the rest the test does what a reader of this suite's machine must: it
+    points the new config at the test model (the default weights cannot be downloaded here), the
+    lab's tag list and a copy of the lab's database, so nothing is encoded twice."""
+    lines = tour_commands()
+    commands = [shlex.split(line, comments=True)[1] for line in lines]
+    assert commands == ["init", "scan", "run", "status", "untag"]
+    home = tmp_path / "home"
+    pictures = home / "Pictures"
+    home.mkdir()
+    shapes_lab.copy(pictures)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    env.update(HOME=str(home), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
+
+    def shell(line: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=env, cwd=home,
+                                stdin=subprocess.DEVNULL, timeout=120)
+        assert result.returncode == 0, f"{line}\n{result.stderr}"
+        return result
+
+    init, dry_run, run, status, untag = lines
+    assert "wrote " in shell(init).stdout
+    config = home / ".config" / "tagwatch" / "config.toml"
+    data = home / ".local" / "share" / "tagwatch"
+    data.mkdir(parents=True)
+    shutil.copy(shapes_lab.config.parent / "state" / "tagwatch.db", data / "tagwatch.db")
+    shutil.copy(shapes_lab.config.parent / "tags.txt", config.parent / "tags.txt")
+    model = f"name = {json.dumps(str(SHAPES_CONFIG))}\npretrained = {json.dumps(str(SHAPES_CHECKPOINT))}\n"
+    config.write_text(config.read_text(encoding="utf-8").replace("[model]\n", f"[model]\n{model}").replace(
+        "[tagging]\n", "[tagging]\nthreshold = 0.45\n"), encoding="utf-8")
+
+    seen = dry_tags(shell(dry_run).stdout)
+    assert sorted(seen["red-circle.jpg"]) == ["circle", "red"]
+    assert exif_keywords(pictures / "red-circle.jpg")["iptc"] == []  # a dry run writes nothing
+
+    log = tmp_path / "run.log"
+    with log.open("wb") as handle:
+        daemon = subprocess.Popen(["bash", "-c", f"exec {run}"], stdout=handle, stderr=subprocess.STDOUT,
+                                  env=env, cwd=home, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sorted(exif_keywords(pictures / "red-circle.jpg")["iptc"]) == ["circle", "red"],
+                 timeout=90)
+        wait_for(lambda: "daemon    running" in shell(status).stdout, timeout=30)
+        report = shell(status).stdout
+        assert re.search(r"^tagged +3$", report, re.M), report
+    finally:
+        daemon.send_signal(signal.SIGINT)  # Ctrl-C
+        assert daemon.wait(timeout=60) == 0, log.read_text()
+
+    shell(untag)
+    for photo in pictures.iterdir():
+        assert exif_keywords(photo) == {"iptc": [], "xmp": []}
