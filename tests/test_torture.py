@@ -7,8 +7,8 @@ trailers, multi-picture files, broken headers, files cut short.  Each is copied,
 keywords (two of them non-ASCII) through one long-lived exiftool, and compared with what a separate
 exiftool process read from an untouched twin: the keywords are exact in IPTC and XMP, the old ones are
 kept, every other tag (binary blocks byte for byte) is unchanged but for the normalisations listed in
-NORMALISED (the README's "What exiftool normalises"), the picture and everything after its EOI are
-byte-identical, and no file is left beside the photo.
+NORMALISED (docs/keywords.md, "What changes in a photo, byte by byte"), the picture and everything
+after its EOI are byte-identical, and no file is left beside the photo.
 """
 
 from __future__ import annotations

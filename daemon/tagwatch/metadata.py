@@ -1,8 +1,8 @@
 """Read and write keywords with one long-lived exiftool process, replacing files atomically.
 
-Why exiftool and not iptcinfo3 (the card's choice): measured on 118 real JPEGs, iptcinfo3 garbled
+Why exiftool and not iptcinfo3 (rtag's choice): measured on 118 real JPEGs, iptcinfo3 garbled
 every non-ASCII keyword, lost other metadata in 15 files, crashed on 5 and left ``photo.jpg~`` beside
-every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exactly.  See README.
+every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exactly (docs/design.md).
 """
 
 from __future__ import annotations
