@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from tagwatch.config import Config, ConfigError, load_config
-from tagwatch.keys import IMAGE_SUFFIXES
+from tagwatch.formats import IMAGE_SUFFIXES
 from tagwatch.model import LazyModel, ModelError
 from tagwatch.pipeline import Pipeline
 from tagwatch.scoring import (

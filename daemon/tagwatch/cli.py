@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, logs, units
-from .activity import read_state, running_daemon, state_path
+from .atomic import write_atomic
 from .calibrate import (
     NEGATIVES,
     CalibrationError,
@@ -33,17 +33,17 @@ from .calibrate import (
     rich_from_plain,
     set_thresholds,
     toml_string,
-    write_atomic,
 )
 from .config import LOG_FORMATS, Config, ConfigError, builtin_tag_list, default_config_path, load_config
 from .export import cached_vectors, render_csv, render_json, score
+from .formats import IMAGE_SUFFIXES, ImageError
 from .imaging import set_pixel_limit
-from .keys import IMAGE_SUFFIXES, ImageError
 from .metadata import ExifTool, KeywordWriter, MetadataError
 from .model import LazyModel, ModelError, model_identity
 from .overrides import OverridesError, load_overrides
 from .pipeline import FAILED_, TAGGED, UNTAGGED_, WAIT, Outcome, Pipeline
 from .scoring import tag_thresholds
+from .status import read_state, running_daemon, state_path
 from .store import Store, StoreError, private_folder
 from .tagger import NEAR_DUPLICATE, near_duplicates, select
 from .vocabulary import VocabularyError, load_vocabulary
@@ -309,7 +309,7 @@ def _duration(seconds: float) -> str:
 # -- db ----------------------------------------------------------------------------------------
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from .repair import rebuild
+    from .rebuild import rebuild
 
     config = _config(args)
     database = config.database

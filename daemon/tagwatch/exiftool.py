@@ -20,7 +20,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from .faults import TransientError
+from .retry import TransientError
 
 
 class MetadataError(RuntimeError):

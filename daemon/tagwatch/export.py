@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .keys import ImageError, content_key
+from .formats import ImageError, content_key
 from .scoring import choose
 from .store import Store
 from .tagger import TagMatrix

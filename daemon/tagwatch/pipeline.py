@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import TaggingConfig
-from .faults import TRANSIENT_ERRNOS, Backoff, access_cured, transient_reason
+from .formats import ImageError, content_key
 from .imaging import prepare
-from .keys import ImageError, content_key
 from .metadata import FileChanged, KeywordWriter, MetadataError
 from .model import LazyModel
 from .overrides import NO_OVERRIDE, Override, Overrides
+from .retry import TRANSIENT_ERRNOS, Backoff, access_cured, transient_reason
 from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store
 from .tagger import TagMatrix, predict, thresholds
 from .vocabulary import Vocabulary

@@ -410,3 +410,53 @@ class Store:
             rows = self._db.execute("SELECT path, error FROM files WHERE state = ? "
                                     "ORDER BY updated DESC LIMIT ?", (FAILED, limit))
             return [(r[0], r[1]) for r in rows]
+
+    # -- `tagwatch db rebuild` -----------------------------------------------------------------
+
+    def salvage_from(self, damaged: Path) -> tuple[dict[str, int], list[str]]:
+        """Copy every readable row of the database file ``damaged`` (opened read-only) into this one.
+
+        Returns the rows carried over per table and what could not be read.  A ledger row whose
+        file row was lost is dropped: it has no file to name.
+        """
+        counts: dict[str, int] = {}
+        problems: list[str] = []
+        try:
+            source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+            try:
+                for table in SALVAGE_TABLES:
+                    columns, rows, error = _salvage(source, table)
+                    if error:
+                        problems.append(f"{table}: {error} after {len(rows)} rows")
+                    if rows:
+                        marks = ", ".join("?" * len(columns))
+                        with self.transaction() as db:
+                            verb = "REPLACE" if table == "counters" else "IGNORE"  # keep the old tallies
+                            db.executemany(f"INSERT OR {verb} INTO {table} ({', '.join(columns)}) "
+                                           f"VALUES ({marks})", rows)
+                    counts[table] = len(rows)
+            finally:
+                source.close()
+            with self.transaction() as db:
+                db.execute("DELETE FROM ledger WHERE file_id NOT IN (SELECT id FROM files)")
+        except sqlite3.DatabaseError as exc:  # not even the schema is readable: start empty
+            problems.append(f"nothing readable: {exc}")
+        return counts, problems
+
+
+# Parents before children, so the ledger's file ids exist when its rows arrive.
+SALVAGE_TABLES = ("files", "ledger", "image_vectors", "text_vectors", "counters")
+
+
+def _salvage(damaged: sqlite3.Connection, table: str) -> tuple[list[str], list[tuple], str | None]:
+    """Rows of ``table`` up to the first unreadable page, and the error that stopped the read."""
+    rows: list[tuple] = []
+    columns: list[str] = []
+    try:
+        cursor = damaged.execute(f"SELECT * FROM {table}")  # fixed names, never input
+        columns = [c[0] for c in cursor.description]
+        while batch := cursor.fetchmany(1000):
+            rows += batch
+    except sqlite3.DatabaseError as exc:
+        return (columns if rows else []), rows, str(exc)
+    return columns, rows, None

@@ -33,10 +33,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from .faults import access_cured
-from .keys import IMAGE_SUFFIXES
+from .formats import IMAGE_SUFFIXES
 from .metadata import is_stale_temp_file
 from .pipeline import BatchQueue, Delete, Move
+from .retry import access_cured
 from .store import DONE, FAILED, UNTAGGED, Store
 
 try:
