@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from tagwatch.config import ModelConfig, TaggingConfig, WriteConfig
+from tagwatch.encoder import LazyModel
 from tagwatch.metadata import ExifTool, KeywordWriter
-from tagwatch.model import LazyModel
 from tagwatch.pipeline import Pipeline
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list

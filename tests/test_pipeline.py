@@ -15,7 +15,7 @@ import pytest
 
 from conftest import TAGS, TINY_CONFIG, Env, exif_keywords, noise_jpeg, read_only_folder
 from tagwatch.config import ModelConfig, TaggingConfig
-from tagwatch.model import LazyModel
+from tagwatch.encoder import LazyModel
 from tagwatch.pipeline import FAILED_, GONE, RETRY, TAGGED, UNCHANGED, BatchQueue, Delete, Move, Pipeline
 from tagwatch.vocabulary import parse_tag_list
 

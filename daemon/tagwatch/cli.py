@@ -35,11 +35,12 @@ from .calibrate import (
     toml_string,
 )
 from .config import LOG_FORMATS, Config, ConfigError, builtin_tag_list, default_config_path, load_config
+from .encoder import LazyModel
 from .export import cached_vectors, render_csv, render_json, score
 from .formats import IMAGE_SUFFIXES, ImageError
 from .imaging import set_pixel_limit
 from .metadata import ExifTool, KeywordWriter, MetadataError
-from .model import LazyModel, ModelError, model_identity
+from .model import ModelError, model_identity
 from .overrides import OverridesError, load_overrides
 from .pipeline import FAILED_, TAGGED, UNTAGGED_, WAIT, Outcome, Pipeline
 from .scoring import tag_thresholds

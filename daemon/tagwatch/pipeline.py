@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import TaggingConfig
+from .encoder import LazyModel
 from .formats import ImageError, content_key
 from .imaging import prepare
 from .metadata import FileChanged, KeywordWriter, MetadataError
-from .model import LazyModel
 from .overrides import NO_OVERRIDE, Override, Overrides
 from .retry import TRANSIENT_ERRNOS, Backoff, access_cured, transient_reason
 from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store

@@ -22,8 +22,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from .config import Config, ConfigError, load_config
+from .encoder import LazyModel
 from .metadata import ExifTool, KeywordWriter
-from .model import LazyModel
 from .notify import Notifier
 from .overrides import Overrides, OverridesError, load_overrides
 from .pipeline import BatchQueue, Pipeline, Worker
