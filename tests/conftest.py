@@ -154,7 +154,7 @@ class Env:
     def encoded(self) -> int:
         return self.store.stats(self.model.identity)["encoded"]
 
-    def run(self, *paths: Path, **kwargs: bool) -> dict[str, str]:
+    def run(self, *paths: Path, **kwargs: object) -> dict[str, str]:
         outcomes = self.pipeline.process([str(p) for p in paths], **kwargs)
         return {Path(o.path).name: o.status for o in outcomes}
 

@@ -41,8 +41,9 @@ from .formats import IMAGE_SUFFIXES, ImageError
 from .imaging import set_pixel_limit
 from .metadata import ExifTool, KeywordWriter, MetadataError
 from .model import ModelError, model_identity
+from .outcomes import Outcome, Status
 from .overrides import OverridesError, load_overrides
-from .pipeline import FAILED_, TAGGED, UNTAGGED_, WAIT, Outcome, Pipeline
+from .pipeline import Pipeline
 from .scoring import tag_thresholds
 from .status import read_state, running_daemon, state_path
 from .store import Store, StoreError, private_folder
@@ -171,7 +172,7 @@ class _Progress:
 
 
 def _print_dry(outcome: Outcome) -> None:
-    if outcome.status == TAGGED:
+    if outcome.status == Status.TAGGED:
         tags = ", ".join(f"{k} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags) \
             or "(no tag above threshold)"
         print(f"{outcome.path}\t{tags}", flush=True)
@@ -193,7 +194,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             for outcome in pipeline.process(paths[start:start + size], dry_run=args.dry_run,
                                             retry_failed=True):
                 counts[outcome.status] = counts.get(outcome.status, 0) + 1
-                if outcome.status == WAIT:  # the daemon would retry later; a one-off scan reports it
+                if outcome.status == Status.WAIT:  # the daemon would retry later; a one-off scan reports it
                     log.warning("%s: not tagged: %s (run the scan again once that is fixed)",
                                 outcome.path, outcome.error,
                                 extra={"event": "skipped", "path": outcome.path, "reason": outcome.error})
@@ -208,7 +209,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to do"
     text = f"scan: {len(paths)} photos: {summary}" + (" (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(_log_format, text), file=sys.stderr)
-    return 1 if counts.get(FAILED_) or counts.get(WAIT) else 0
+    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) else 0
 
 
 # -- untag ---------------------------------------------------------------------------------------
@@ -228,7 +229,7 @@ def cmd_untag(args: argparse.Namespace) -> int:
             paths += sorted(store.files_under(str(path.resolve()))) if path.is_dir() else [str(path)]
         for path in paths:
             outcome = pipeline.untag(path)
-            if outcome.status != UNTAGGED_ and outcome.error:
+            if outcome.status != Status.UNTAGGED and outcome.error:
                 log.info("%s: %s", path, outcome.error)
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
         pipeline.close()
@@ -237,7 +238,7 @@ def cmd_untag(args: argparse.Namespace) -> int:
         store.close()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to do"
     print(f"untag: {sum(counts.values())} files: {summary}", file=sys.stderr)
-    return 1 if counts.get(FAILED_) else 0
+    return 1 if counts.get(Status.FAILED) else 0
 
 
 # -- status --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
-from .pipeline import FAILED_, TAGGED, UNCHANGED, WAIT, Outcome
+from .outcomes import Outcome, Status
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,16 @@ class Activity:
         with self._lock:
             self.counts["batches"] += 1
             for outcome in outcomes:
-                if outcome.status == TAGGED:
+                if outcome.status == Status.TAGGED:
                     self.counts["tagged"] += 1
                     self.counts["keywords_added"] += len(outcome.added)
                     self._recent.append(now)
-                elif outcome.status == UNCHANGED:
+                elif outcome.status == Status.UNCHANGED:
                     self.counts["unchanged"] += 1
-                elif outcome.status == FAILED_:
+                elif outcome.status == Status.FAILED:
                     self.counts["failed"] += 1
                     self.last_error = {"path": outcome.path, "reason": outcome.error or "?", "time": now}
-                elif outcome.status == WAIT:  # a full disk is news even though it will be retried
+                elif outcome.status == Status.WAIT:  # a full disk is news even though it will be retried
                     self.last_error = {"path": outcome.path, "reason": f"{outcome.error} (will retry)",
                                        "time": now}
 
