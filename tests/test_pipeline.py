@@ -16,10 +16,13 @@ import pytest
 from conftest import TAGS, TINY_CONFIG, Env, exif_keywords, noise_jpeg, read_only_folder
 from tagwatch.config import ModelConfig, TaggingConfig
 from tagwatch.encoder import LazyModel
+from tagwatch.formats import content_key
+from tagwatch.metadata import FileChanged
 from tagwatch.outcomes import Status
 from tagwatch.pipeline import Pipeline
 from tagwatch.queue import BatchQueue, Delete, Move
 from tagwatch.vocabulary import parse_tag_list
+from tagwatch.writeback import WriteJob, write_file
 
 ALL_TAGS = TaggingConfig(threshold=-1.0, top_k=len(TAGS))
 
@@ -222,6 +225,37 @@ def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Pa
     assert env.run(partial) == {"partial.jpg": Status.FAILED}  # a one-shot scan does not wait
     partial.write_bytes(good)
     assert env.run(partial) == {"partial.jpg": Status.TAGGED}
+
+
+def test_the_write_runs_in_three_steps_that_another_engine_can_split(env: Env, tmp_path: Path) -> None:
+    """The Ray engine's driver records the ledger ahead, a worker writes the file, the driver records
+    it done: each step leaves the store as a crash right after it would find it."""
+    a, b = photos(tmp_path / "in", 2)
+    wb, rules, writer = env.pipeline.writeback, env.pipeline.rules, env.pipeline.writer
+    assert writer is not None
+    before = a.read_bytes()
+    job = WriteJob(str(a), content_key(before), os.lstat(a), [(TAGS[0], 0.3), (TAGS[1], 0.2)])
+    wb.plan_ahead(job, rules)
+    row = env.store.file(str(a))
+    assert row.state == "pending" and sorted(env.store.ledger(row.id)) == sorted(TAGS[:2])
+    assert a.read_bytes() == before  # planned and recorded, not written yet
+    st = write_file(writer, job)  # needs the file and exiftool only, never the store
+    assert sorted(exif_keywords(a)["iptc"]) == sorted(TAGS[:2])
+    outcome = wb.record_done(job, st, rules)
+    assert outcome.status == Status.TAGGED and sorted(outcome.added) == sorted(TAGS[:2])
+    assert env.store.file(str(a)).state == "done"
+    assert env.run(a) == {"p0.jpg": Status.UNCHANGED}
+
+    # A photo app saves between the plan and the write: nothing is replaced, the ledger is withdrawn
+    job = WriteJob(str(b), content_key(b.read_bytes()), os.lstat(b), [(TAGS[0], 0.3)])
+    wb.plan_ahead(job, rules)
+    assert env.store.ledger(env.store.file(str(b)).id) == [TAGS[0]]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=edited", str(b)], check=True)
+    with pytest.raises(FileChanged) as raised:
+        write_file(writer, job)
+    assert wb.failed(job, raised.value).status == Status.RETRY
+    assert env.store.ledger(env.store.file(str(b)).id) == []
+    assert not exif_keywords(b)["iptc"]
 
 
 def test_dry_run_writes_no_photo(env: Env, tmp_path: Path) -> None:
