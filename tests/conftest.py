@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from tagwatch.config import ModelConfig, TaggingConfig, WriteConfig
+from tagwatch.encoder import LazyModel
 from tagwatch.metadata import ExifTool, KeywordWriter
-from tagwatch.model import LazyModel
 from tagwatch.pipeline import Pipeline
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
@@ -155,7 +155,7 @@ class Env:
     def encoded(self) -> int:
         return self.store.stats(self.model.identity)["encoded"]
 
-    def run(self, *paths: Path, **kwargs: bool) -> dict[str, str]:
+    def run(self, *paths: Path, **kwargs: object) -> dict[str, str]:
         outcomes = self.pipeline.process([str(p) for p in paths], **kwargs)
         return {Path(o.path).name: o.status for o in outcomes}
 

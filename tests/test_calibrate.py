@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import TAGS, exif_keywords, noise_jpeg, tagwatch, write_config
+from tagwatch.atomic import write_atomic
 from tagwatch.calibrate import (
     CalibrationError,
     calibrate,
@@ -27,7 +28,6 @@ from tagwatch.calibrate import (
     render_table,
     rich_from_plain,
     set_thresholds,
-    write_atomic,
 )
 from tagwatch.scoring import (
     average_precision,

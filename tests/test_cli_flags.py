@@ -24,8 +24,8 @@ import pytest
 
 from conftest import exif_keywords, tagwatch
 from shapes_lab import PHOTOS, TAGS, Lab, on_a_terminal
-from tagwatch.activity import lock_path, state_path, write_state
 from tagwatch.cli.progress import Progress
+from tagwatch.status import lock_path, state_path, write_state
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, corpus_files
-from tagwatch.keys import ImageError, jpeg_key
+from tagwatch.formats import ImageError, jpeg_key
 from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
 
 KEYWORDS = ["tagwatch", "Ünïcödé tag", "日本語", "beach"]
@@ -50,7 +50,7 @@ NORMALISED = {
     r"System:(Directory|FileSize|File\w+Date)": "the file system's record (and the twin's folder)",
 }
 ALLOWED = re.compile("|".join(f"(?:{pattern})" for pattern in NORMALISED))
-_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # as in tagwatch.keys
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # as in tagwatch.formats
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import noise_jpeg
 from tagwatch.config import WriteConfig
-from tagwatch.keys import jpeg_key
+from tagwatch.formats import jpeg_key
 from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
 
 WORDS = ["beach", "Ünïcödé tag", "日本語"]

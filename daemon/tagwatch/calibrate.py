@@ -13,12 +13,10 @@ checked by parsing the result back before the file is atomically replaced.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import difflib
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .keys import IMAGE_SUFFIXES
+from .formats import IMAGE_SUFFIXES
 from .scoring import Counts, best_threshold, counts
 
 NEGATIVES = "none"  # the folder of photos that should get no tag at all
@@ -254,30 +252,3 @@ def rich_from_plain(keywords: Sequence[str], thresholds: Mapping[str, float], so
         for k in keywords]
     assert doc["tag"] == expected, "TOML writer round trip"
     return text
-
-
-def write_atomic(path: Path, text: str, like: Path | None = None) -> None:
-    """Replace ``path`` in one rename (a running daemon reloads it once, never half-written), with
-    its own permissions or, for a new file, those of ``like``; a symlink has its target replaced."""
-    target = path.resolve()
-    try:
-        mode = (target if target.exists() or like is None else like).stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o600
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)

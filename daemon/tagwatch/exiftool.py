@@ -20,7 +20,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from .faults import TransientError
+from .retry import TransientError
 
 # What a machine without exiftool is told, naming each system's package
 NOT_FOUND = ("exiftool not found on PATH; install it (Debian/Ubuntu: sudo apt install "

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .keys import ImageError, content_key
+from .formats import ImageError, content_key
+from .freshness import is_unchanged
 from .scoring import choose
 from .store import Store
 from .tagger import TagMatrix
@@ -50,8 +51,7 @@ def cached_vectors(store: Store, model: str, paths: Sequence[str],
             missing[path] = f"cannot read: {exc.strerror}"
             continue
         row = rows.get(path)
-        if row is not None and row.key is not None and (row.size, row.mtime_ns) == (st.st_size,
-                                                                                  st.st_mtime_ns):
+        if row is not None and row.key is not None and is_unchanged(row, st):
             keys[path] = row.key
             continue
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..calibrate import (
     NEGATIVES,
     TagResult,
@@ -20,7 +21,6 @@ from ..calibrate import (
     rich_from_plain,
     set_thresholds,
     toml_string,
-    write_atomic,
 )
 from ..config import Config, builtin_tag_list, default_config_path
 from ..scoring import tag_thresholds

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from .. import exiftool, logs
 from ..config import MODES, TARGETS, Config, load_config
+from ..encoder import LazyModel
+from ..formats import IMAGE_SUFFIXES
 from ..imaging import set_pixel_limit
-from ..keys import IMAGE_SUFFIXES
 from ..metadata import KeywordWriter
-from ..model import LazyModel
 from ..overrides import load_overrides
 from ..pipeline import Pipeline
 from ..store import Store, private_folder

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..activity import running_daemon
+from ..status import running_daemon
 from ..store import Store
 from .common import UsageError, load
 from .progress import Progress
 
 
 def db_func(args: argparse.Namespace) -> int:
-    from ..repair import rebuild
+    from ..rebuild import rebuild
 
     config = load(args)
     database = config.database

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..keys import ImageError
+from ..formats import ImageError
 from ..store import Store
 from ..tagger import select
 from .common import UsageError, add_tagging_flags, load, make_pipeline, with_flags

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import default_config_path
-from ..model import LazyModel
+from ..encoder import LazyModel
 from .common import UsageError, load, require_exiftool
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from .. import logs
 from ..config import Config
 from ..metadata import ExifTool, KeywordWriter
-from ..pipeline import FAILED_, TAGGED, WAIT, Outcome
+from ..outcomes import Outcome, Status
 from ..store import Store
 from .common import (
     add_tagging_flags,
@@ -41,7 +41,7 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
                 batch = paths[start:start + size]
                 for outcome in pipeline.process(batch, dry_run=dry_run, retry_failed=True):
                     counts[outcome.status] = counts.get(outcome.status, 0) + 1
-                    if outcome.status == WAIT:  # the daemon would retry later; a one-off scan reports it
+                    if outcome.status == Status.WAIT:  # the daemon would retry later; a scan reports it
                         log.warning("%s: not tagged: %s (run the scan again once that is fixed)",
                                     outcome.path, outcome.error,
                                     extra={"event": "skipped", "path": outcome.path, "reason": outcome.error})
@@ -56,7 +56,7 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
 
 def dry_line(outcome: Outcome) -> str | None:
     """A dry run's line for a photo: its tags with their scores (``override`` for a person's)."""
-    if outcome.status != TAGGED:
+    if outcome.status != Status.TAGGED:
         return None
     tags = ", ".join(f"{k} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags)
     return f"{outcome.path}\t{tags or '(no tag above threshold)'}"
@@ -77,7 +77,7 @@ def scan_func(args: argparse.Namespace) -> int:
     text = f"scan: {len(paths)} photos: {count_text(counts)}" + (
         " (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)
-    return 1 if counts.get(FAILED_) or counts.get(WAIT) else 0
+    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) else 0
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import units
+from ..atomic import write_atomic
 from ..config import Config, default_config_path
 from .common import UsageError, load
 
@@ -67,9 +68,7 @@ def service_func(args: argparse.Namespace) -> int:
         sys.stdout.write(text.decode())
         return 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp")
-    temp.write_bytes(text)
-    temp.replace(target)
+    write_atomic(target, text, mode=0o644)  # readable by the service manager, like any unit file
     print(f"wrote {target}\nnext: {enable}")
     if platform == "systemd":
         print("to keep it running while you are logged out (a NAS, a server): "

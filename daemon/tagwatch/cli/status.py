@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..activity import read_state, running_daemon, state_path
 from ..config import Config
 from ..model import model_identity
+from ..status import read_state, running_daemon, state_path
 from ..store import Store
 from .common import load
 from .progress import duration

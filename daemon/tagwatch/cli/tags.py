@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..model import LazyModel
+from ..encoder import LazyModel
 from ..pipeline import Pipeline
 from ..store import Store
 from ..tagger import NEAR_DUPLICATE, near_duplicates

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import Config
+from ..encoder import LazyModel
 from ..metadata import ExifTool, KeywordWriter
-from ..model import LazyModel
-from ..pipeline import FAILED_, UNTAGGED_, Pipeline
+from ..outcomes import Status
+from ..pipeline import Pipeline
 from ..store import Store
 from .common import count_text, load, log, require_exiftool
 
@@ -29,7 +30,7 @@ def untag(config: Config, given: Sequence[str]) -> dict[str, int]:
             paths += sorted(store.files_under(str(path.resolve()))) if path.is_dir() else [str(path)]
         for path in paths:
             outcome = pipeline.untag(path)
-            if outcome.status != UNTAGGED_ and outcome.error:
+            if outcome.status != Status.UNTAGGED and outcome.error:
                 log.info("%s: %s", path, outcome.error)
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
         pipeline.close()
@@ -44,7 +45,7 @@ def untag_func(args: argparse.Namespace) -> int:
     require_exiftool()
     counts = untag(config, args.paths)
     print(f"untag: {sum(counts.values())} files: {count_text(counts)}", file=sys.stderr)
-    return 1 if counts.get(FAILED_) else 0
+    return 1 if counts.get(Status.FAILED) else 0
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
