@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import synthetic
 from conftest import exif_keywords, tagwatch
 from shapes_lab import PHOTOS, TAGS, Lab, on_a_terminal
 from tagwatch.cli.progress import Progress
@@ -98,6 +99,9 @@ def test_explain_lists_the_best_15_or_top_n_or_the_named_tags(lab: Lab) -> None:
     named = lab.run("explain", photo, "--tag", "dog", "--tag", "red").stdout.splitlines()
     assert [line.split()[2] for line in named[1:]] == ["dog", "red"]
     assert "TAGGED" in named[2] and "TAGGED" not in named[1]
+    strict = lab.run("explain", photo, "--threshold", "1", "--top-k", "1", "--tags", str(lab.shapes)).stdout
+    assert "threshold 1.0, top_k 1, model shapes-clip" in strict.splitlines()[0]
+    assert len(strict.splitlines()) == 1 + len(synthetic.SHAPES) and "TAGGED" not in strict
     typo = tagwatch("explain", photo, "--tag", "circel", "--config", str(lab.config))
     assert typo.returncode == 2 and "'circel': not in the tag list" in typo.stderr
     assert "did you mean 'circle'?" in typo.stderr
@@ -139,7 +143,7 @@ def bar(what: str, total: int, unit: str) -> str:
             rf"[\d.]+({unit}/s|s/{unit})\]")
 
 
-def test_calibrate_and_db_rebuild_show_a_bar_on_a_terminal(lab: Lab, tmp_path: Path) -> None:
+def test_calibrate_db_rebuild_and_export_show_a_bar_on_a_terminal(lab: Lab, tmp_path: Path) -> None:
     examples = tmp_path / "examples"
     (examples / "red").mkdir(parents=True)
     shutil.copy(lab.library / "red-circle.jpg", examples / "red")
@@ -155,6 +159,10 @@ def test_calibrate_and_db_rebuild_show_a_bar_on_a_terminal(lab: Lab, tmp_path: P
     assert status == 0, shown
     rows = sum(int(n) for n in re.findall(r"(\d+) \w+", out.splitlines()[1]))  # "carried over: 3 files, ..."
     assert re.search(bar("db rebuild", rows, "row"), shown), shown
+    status, out, shown = on_a_terminal("export", str(lab.library), "--config", str(lab.config))
+    assert status == 0, shown
+    assert re.search(bar("export", 3, "photo"), shown), shown
+    assert sorted(Path(p).name for p in json.loads(out)) == sorted(PHOTOS)
 
 
 def test_without_a_terminal_progress_is_a_log_line_with_rate_and_time_left(
