@@ -290,7 +290,8 @@ class EncoderProcess:
 
 
 def _config_dict(cfg: ModelConfig) -> dict[str, Any]:
-    return {**asdict(cfg), "cache_dir": str(cfg.cache_dir)}
+    return {**asdict(cfg), "cache_dir": str(cfg.cache_dir),
+            "precision_cache": None if cfg.precision_cache is None else str(cfg.precision_cache)}
 
 
 # -- the child's side ----------------------------------------------------------------------------
@@ -319,7 +320,9 @@ class _Server:
         op = header.get("op")
         if op in ("validate", "load"):
             raw = header["config"]
-            cfg = ModelConfig(**{**raw, "cache_dir": Path(raw["cache_dir"])})
+            cache = raw.get("precision_cache")
+            cfg = ModelConfig(**{**raw, "cache_dir": Path(raw["cache_dir"]),
+                                 "precision_cache": None if cache is None else Path(cache)})
             if op == "validate":
                 clip.validate_config(cfg)
                 return {"ok": True}, None
