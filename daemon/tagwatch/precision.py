@@ -154,10 +154,13 @@ def remembered(path: Path, key: str, allowed: list[str]) -> Decision | None:
     entry = _read(path).get(key)
     if not isinstance(entry, dict) or entry.get("precision") not in allowed:
         return None
-    trials = [Trial(p, float(entry["img_s"][p]), float(entry["cosine"].get(p, 1.0)))
-              for p in entry.get("img_s", {}) if p in allowed]
-    return Decision(str(entry["precision"]), "remembered", trials, float(entry.get("seconds", 0.0)),
-                    str(entry.get("decided", "")))
+    try:  # the figures are for the log only: an entry edited by hand still gives its choice
+        trials = [Trial(p, float(rate), float(entry.get("cosine", {}).get(p, 1.0)))
+                  for p, rate in entry.get("img_s", {}).items() if p in allowed]
+        seconds = float(entry.get("seconds", 0.0))
+    except (AttributeError, TypeError, ValueError):
+        trials, seconds = [], 0.0
+    return Decision(str(entry["precision"]), "remembered", trials, seconds, str(entry.get("decided", "")))
 
 
 def remember(path: Path, key: str, machine: Machine, identity: str, decision: Decision) -> None:
@@ -273,20 +276,27 @@ def measure(tower: Any, spec: Preprocess, names: list[str]) -> tuple[list[Trial]
                 for name in rotation:
                     module, dtype = variants[name]
                     started = time.thread_time()
-                    features = _features(module(batch.to(dtype)))
+                    try:
+                        features = _features(module(batch.to(dtype)))
+                    except (RuntimeError, NotImplementedError) as exc:
+                        if name == "fp32":
+                            raise
+                        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                        log.info("precision auto: %s fails on this model (%s)", name, reason)
+                        continue
                     elapsed = time.thread_time() - started
                     if round_number:
                         best[name] = min(best[name], elapsed)
                     outputs[name] = features.float()
-                rotation = rotation[1:] + rotation[:1]  # no candidate always runs right after another
+                rotation = [n for n in rotation[1:] + rotation[:1] if n in outputs]  # rotated, failures out
     finally:
         torch.set_num_threads(threads)
     trials = []
     for name in order:
-        if name in variants:
+        if name in outputs and best[name] < float("inf"):
             cosine = float(F.cosine_similarity(outputs[name], outputs["fp32"], dim=-1).min())
             trials.append(Trial(name, len(batch) / max(best[name], 1e-9), 1.0 if name == "fp32" else cosine))
-    return trials, {name: module for name, (module, _) in variants.items()}
+    return trials, {t.precision: variants[t.precision][0] for t in trials}
 
 
 def choose(model: Any, identity: str, device: str, spec: Preprocess, cache: Path | None,
