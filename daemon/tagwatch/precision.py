@@ -1,24 +1,25 @@
 """``model.precision = "auto"``: the fastest faithful way to run the image tower here, measured once.
 
-Which precision is fastest depends on the CPU, and its flags do not tell.  On a 2-core Intel Xeon with
-AVX512-BF16 and VNNI, ViT-B-32-256 at batch 32 ran fp32 19.5, bf16 13.0 and dynamic int8 34.4 img/s:
-bf16, the flags' pick, was the slowest path.  On a 2-core AMD EPYC with the same flags, bf16 ran 2.2x
-fp32's rate.  So on a model's first load on a machine, the loaded image tower is timed in each candidate
-(fp32; bf16 only where the CPU multiplies bf16 in hardware, elsewhere it is emulated and ~100x slower;
-int8 through :func:`tagwatch.quantize.int8_tower`) on one batch of synthetic photo-like images: one
-warm-up round, then :data:`ROUNDS` rounds in turn, so a neighbour's load hits every candidate alike; each
-keeps its fastest round.  The pick is the fastest candidate whose vectors have a cosine of at least
-:data:`MIN_COSINE` to fp32's on every probe image, provided it beats fp32 by :data:`MIN_GAIN` (a lossy
-path is not worth a gain within the noise); otherwise fp32.  So ``auto`` never picks a path that measured
-slower than fp32.
+Which precision is fastest depends on the CPU, and its flags do not tell. On a 2-core Intel Xeon with
+AVX512-BF16 and VNNI, ViT-B-32-256 at batch 32 ran fp32 19.5, bf16 13.0 and dynamic int8 34.4 img/s: bf16,
+the flags' pick, was the slowest path. On a 2-core AMD EPYC with the same flags, bf16 ran 2.2x fp32's
+rate. So on a model's first load on a machine, the loaded image tower is timed in each candidate (fp32;
+bf16 only where the CPU multiplies bf16 in hardware, elsewhere it is emulated and ~100x slower; int8
+through :func:`tagwatch.quantize.int8_tower`) on one batch of synthetic photo-like images, on one thread
+by that thread's CPU time (see :func:`measure`): one warm-up round, then :data:`ROUNDS` rounds in turn, so
+a neighbour's load hits every candidate alike; each keeps its fastest round. The pick is the fastest
+candidate whose vectors have a cosine of at least :data:`MIN_COSINE` to fp32's on every probe image,
+provided it beats fp32 by :data:`MIN_GAIN` (a lossy path is not worth a gain within the noise); otherwise
+fp32. So ``auto`` never picks a path that measured slower than fp32.
 
 The choice is remembered in ``precision.json`` in the data folder (beside the database, readable by this
 user only), keyed by the model's identity, the device, the CPU model and the flags that matter, and the
-torch version; a later load with the same key reads it and measures nothing.  Deleting the file measures
-again.  What it costs (ViT-B-32-256, 2 cores): the candidate copies and int8 quantisation, one warm-up
-and two timed batches of 8 per candidate, a few seconds once; the chosen tower is kept, so nothing of it
-is done twice.  An image tower under :data:`MEASURE_FROM_PARAMS` parameters (the test models) is left in
-fp32 without measuring: it costs less than decoding one photo whatever its precision.
+torch version; a later load with the same key reads it and measures nothing. Deleting the file measures
+again. What it costs (ViT-B-32-256): the int8 quantisation, the bf16 conversion, one warm-up and two timed
+batches of 4 per candidate, about 4 s of one core, once (4.4 s of wall time on 2 busy cores); the chosen
+tower is kept, so nothing of it is done twice. An image tower under :data:`MEASURE_FROM_PARAMS` parameters
+(the test models) is left in fp32 without measuring: it costs less than decoding one photo whatever its
+precision.
 
 Imported only where the model runs (the encoder child): it imports torch in its functions.
 """
