@@ -83,8 +83,8 @@ from PIL import Image, ImageOps
 from rclip_beside import RclipError, export_model, index_with_rclip, rclip_version
 from tagwatch.config import PRECISION_CACHE_NAME, PRECISIONS, ModelConfig, TaggingConfig, builtin_tag_list
 from tagwatch.exiftool import ExifTool
+from tagwatch.formats import JPEG_SUFFIXES, content_key
 from tagwatch.imaging import prepare, to_array
-from tagwatch.keys import JPEG_SUFFIXES, content_key
 from tagwatch.metadata import KeywordWriter
 from tagwatch.model import ClipModel, load_model, model_identity
 from tagwatch.store import DONE, FAILED, PENDING, VECTOR_DTYPE, Store

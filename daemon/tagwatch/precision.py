@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibrate import write_atomic
+from .atomic import write_atomic
 from .imaging import Preprocess
 from .store import private_folder
 
