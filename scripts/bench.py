@@ -29,9 +29,10 @@ Every figure is reported with the machine it came from (CPU model and flags, cor
 (e) one dropped photo → keywords readable, p50/p95 over --drops drops (not repeated), model warm
     (a running daemon after one warm-up photo; target p95 < 1 s) and model cold (a fresh daemon per drop);
 (f) the indexing daemon's peak RSS and its RSS once the idle model is unloaded, against the bounds the
-    README states.  The model runs in a child process of the daemon (and of scan) that ends with the
-    unload: peaks are the sum of the daemon's, the encoder child's and exiftool's VmHWM (an upper bound of
-    their peak together), with the share of each; the idle RSS is the daemon's own, and with exiftool.
+    docs state (docs/speed.md, docs/tests.md).  The model runs in a child process of the daemon (and of
+    scan) that ends with the unload: peaks are the sum of the daemon's, the encoder child's and
+    exiftool's VmHWM (an upper bound of their peak together), with the share of each; the idle RSS is
+    the daemon's own, and with exiftool.
 
 rclip (``--rclip EXE``): rclip 3.3 in its own virtual environment, and the onnx package beside bench.py's
 torch to export the same random weights to the ONNX files rclip loads (``scripts/rclip_beside.py``; nothing
@@ -112,10 +113,10 @@ REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_t
 LATENCY_BATCH = 8  # (a): the daemon configured for latency (batch.size = 8), as users who drop photos do
 STAGE_PHOTOS = 16  # (s): photos each stage is timed on
 KEYWORDS = ["beach", "mountain", "golden retriever", "Florence", "wedding"]  # (s): the keywords written
-# (f): the README's bounds.  Idle: the daemon after the model unloads maps no torch and stays under 250 MB
-# (tests/test_encoder.py holds it to that).  Peak: the README's figures while indexing (daemon + encoder +
-# exiftool, sum of VmHWM) run from 1,614 MB (20 photos, fp32) to 1,797 MB (the 10,000-photo burst, int8),
-# measured on the AVX2 EPYC; the bound is the highest of them.
+# (f): the documented bounds (docs/speed.md, docs/tests.md).  Idle: the daemon after the model unloads
+# maps no torch and stays under 250 MB (tests/test_encoder.py holds it to that).  Peak: the documented
+# figures while indexing (daemon + encoder + exiftool, sum of VmHWM) run from 1,614 MB (20 photos, fp32)
+# to 1,797 MB (the 10,000-photo burst, int8), measured on the AVX2 EPYC; the bound is the highest of them.
 IDLE_RSS_BOUND_MB = 250
 PEAK_RSS_BOUND_MB = 1_797
 
@@ -1043,7 +1044,7 @@ def bench_indexing(report: Report, photos: list[Path], counts: list[int], work: 
                            "x", [statistics.median(samples) / statistics.median(rclip_rates)])
     largest = counts[-1]
     idle_note = f"bound {IDLE_RSS_BOUND_MB} MB"
-    peak_note = f"README: {PEAK_RSS_BOUND_MB:,} MB"
+    peak_note = f"documented: {PEAK_RSS_BOUND_MB:,} MB"
     peak = statistics.median(r["peak_mb"] for r in daemon_runs)
     report.add("peak_rss_daemon_mb", f"(f) peak RSS indexing {largest}: daemon + encoder + exiftool (sum of "
                "VmHWM)", "MB", [r["peak_mb"] for r in daemon_runs],
