@@ -828,7 +828,8 @@ class TreeMemory:
             hwm = _status_mb(pid).get("VmHWM")
             if hwm is not None:
                 self.peaks[pid] = max(self.peaks.get(pid, 0.0), hwm)
-                self.names.setdefault(pid, "main" if pid == self.pid else _process_name(pid))
+                if self.names.get(pid) in (None, "other", "?"):  # read between fork and exec: ask again
+                    self.names[pid] = "main" if pid == self.pid else _process_name(pid)
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
