@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, logs, units
-from .activity import read_state, running_daemon, state_path
+from .activity import daemon_state, running_daemon
 from .calibrate import (
     NEGATIVES,
     CalibrationError,
@@ -30,10 +30,7 @@ from .calibrate import (
     labels,
     read_examples,
     render_table,
-    rich_from_plain,
-    set_thresholds,
-    toml_string,
-    write_atomic,
+    save_thresholds,
 )
 from .config import LOG_FORMATS, Config, ConfigError, builtin_tag_list, default_config_path, load_config
 from .export import cached_vectors, render_csv, render_json, score
@@ -255,7 +252,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         stats = {k: 0 for k in ("files", "tagged", "pending", "failed", "deleted", "untagged", "vectors",
                                 "encoded", "keywords_written")}
         failures = []
-    daemon = _daemon_state(config.database)
+    daemon = daemon_state(config.database)
     report = {**stats, "database": str(config.database), "model": identity, "daemon": daemon}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -282,18 +279,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     for path, error in failures:
         print(f"failed: {path}: {error}")
     return 0
-
-
-def _daemon_state(database: Path) -> dict[str, object] | None:
-    """What the running daemon last wrote about itself, or None when no daemon holds the database."""
-    pid = running_daemon(database)
-    if pid is None:
-        return None
-    state = read_state(state_path(database))
-    if state is None or state.get("pid") != pid:  # just starting: no state written yet
-        return {"pid": pid}
-    state["age_s"] = round(time.time() - state.pop("updated", time.time()), 1)
-    return state
 
 
 def _duration(seconds: float) -> str:
@@ -484,23 +469,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: the tag list was not changed")
         return 0
-    if config.tags.suffix.lower() == ".toml":
-        text = config.tags.read_text(encoding="utf-8")
-        write_atomic(config.tags, set_thresholds(text, thresholds, config.tags))
-        print(f"wrote {len(thresholds)} thresholds into {config.tags}")
-        return 0
-    folder = config.tags.parent
-    if config.tags == builtin_tag_list():  # never write into the installed package
-        folder = config.source.parent if config.source else default_config_path().parent
-    target = folder / f"{config.tags.stem}.toml"
-    if target.exists():
-        raise UsageError(f"{target} already exists; set tags = {toml_string(target.name)} in the config "
-                         "to calibrate it, or move it away")
-    write_atomic(target, rich_from_plain(keywords, thresholds, config.tags), like=config.tags)
-    where = config.source or default_config_path()
-    name = target.name if config.source and target.parent == config.source.parent else str(target)
-    print(f"wrote {target}: the tags of {config.tags.name} with {len(thresholds)} thresholds.\n"
-          f"To use it, set in {where}:\n    tags = {toml_string(name)}")
+    print(save_thresholds(config, keywords, thresholds))
     return 0
 
 

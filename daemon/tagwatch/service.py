@@ -7,7 +7,6 @@ The tag list file and the overrides file are watched too, so an edit is picked u
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -21,14 +20,22 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from .activity import Activity, MetricsServer, lock_path, render_prometheus, state_path, write_state
+from .activity import (  # AlreadyRunning: what a second daemon on one database gets
+    Activity,
+    AlreadyRunning,  # noqa: F401
+    MetricsServer,
+    hold_lock,
+    render_prometheus,
+    state_path,
+    write_state,
+)
 from .config import Config, ConfigError, load_config
 from .metadata import ExifTool, KeywordWriter
 from .model import LazyModel
 from .notify import Notifier
 from .overrides import Overrides, OverridesError, load_overrides
 from .pipeline import BatchQueue, Pipeline, Worker
-from .store import Store, private_folder
+from .store import Store
 from .vocabulary import VocabularyError, load_vocabulary
 from .watcher import PathFilter, Watcher, reconcile
 
@@ -52,39 +59,12 @@ class _TagListHandler(FileSystemEventHandler):
             self.callback()
 
 
-class AlreadyRunning(RuntimeError):
-    """Another daemon holds the database; the message names it."""
-
-
-def _lock(database: Path) -> int:
-    """Hold ``DATABASE.lock`` for the daemon's life: two daemons on one database would tag every
-    photo twice.  The kernel drops the lock when the process dies, even by SIGKILL."""
-    path = lock_path(database)
-    private_folder(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    for attempt in range(10):  # `tagwatch status` may hold a shared lock for a moment
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if attempt < 9:
-                time.sleep(0.05)
-    else:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise AlreadyRunning(f"another tagwatch (pid {holder}) is already running on {database}; "
-                             "stop it first, or give this one its own database") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
 class Daemon:
     """tagwatch run: everything from the watched folders to keywords in the files."""
 
     def __init__(self, config: Config, cli_watch: bool = False, model: LazyModel | None = None) -> None:
         self.config = config
-        self._lock_fd = _lock(config.database)
+        self._lock_fd = hold_lock(config.database)
         self.notifier = Notifier()
         self._cli_watch = cli_watch  # folders came from the command line: the config's do not apply
         self.stopped = threading.Event()
