@@ -291,6 +291,32 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+# -- web ---------------------------------------------------------------------------------------
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from .web.auth import load_token
+    from .web.server import WebError, WebServer, page_address
+
+    config = _config(args)
+    if args.folders:
+        config = config.with_watch([Path(f) for f in args.folders])
+    if args.url:  # the address of a page already running, for a person who lost it
+        host, port = args.host or config.web.host, config.web.port if args.port is None else args.port
+        print(f"{page_address(host, port)}?token={load_token(config.database)}")
+        return 0
+    if not config.watch:
+        where = config.source or default_config_path()
+        raise UsageError(f"no photos to show: pass folders (tagwatch web ~/Pictures) or set watch in {where}")
+    _require_exiftool()
+    try:
+        server = WebServer(config, host=args.host, port=args.port)
+    except WebError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"review page: {server.url}", flush=True)  # stdout, never the log: it holds the token
+    server.serve()
+    return 0
+
+
 # -- db ----------------------------------------------------------------------------------------
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -599,6 +625,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", parents=[common], help="every tag's score for one photo")
     explain.add_argument("image", metavar="IMAGE")
     explain.set_defaults(func=cmd_explain)
+
+    web = sub.add_parser("web", parents=[common],
+                         help="the review page: see and correct what tagwatch wrote, in a browser")
+    web.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to show instead of the config's")
+    web.add_argument("--host", help="address to listen on (default [web] host, 127.0.0.1); anything but "
+                                    "loopback exposes the page to the network")
+    web.add_argument("--port", type=int, help="port (default [web] port, 8765; 0: any free port)")
+    web.add_argument("--url", action="store_true",
+                     help="print the page's address with its token and exit (the page keeps its token)")
+    web.set_defaults(func=cmd_web)
 
     db = sub.add_parser("db", parents=[common], help="check the database, or rebuild a damaged one")
     db.add_argument("action", choices=["check", "rebuild"])

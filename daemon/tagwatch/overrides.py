@@ -221,7 +221,12 @@ def parse_overrides(text: str, source: Path, roots: Sequence[Path | str] = ()) -
 
 
 def load_overrides(path: Path, roots: Sequence[Path | str] = ()) -> Overrides:
-    """Read and parse the overrides file at ``path``."""
+    """Read and parse the overrides file at ``path``.  A file that does not exist yet holds no rule
+    (with a warning): the review page creates it with the first correction, and the daemon, which
+    watches its folder, picks it up then."""
+    if not os.path.lexists(path):
+        return Overrides(source=path, warnings=(f"{path}: the overrides file does not exist yet; no "
+                                                "overrides until it does (the review page creates it)",))
     return parse_overrides(read_list_file(path, "overrides file", OverridesError), path, roots)
 
 

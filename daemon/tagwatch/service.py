@@ -84,6 +84,7 @@ class Daemon:
         self.activity = Activity(lambda: len(self.queue), len(config.watch))
         self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record)
         self._metrics: MetricsServer | None = None
+        self._web = None  # the review page, with [web] enabled = true
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._tag_observer: Observer | None = None
         self._tags_mtime: int | None = None
@@ -183,6 +184,7 @@ class Daemon:
         self.scheduler.add_job(self._save_state, "interval", seconds=STATE_INTERVAL_S, id="state",
                                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         self._start_metrics()
+        self._start_web()
         self.ready.set()
 
     def _start_metrics(self) -> None:
@@ -197,6 +199,19 @@ class Daemon:
             return
         self._metrics.start()
         log.info("metrics on http://%s:%d/metrics", *self._metrics.address[:2])
+
+    def _start_web(self) -> None:
+        """Host the review page; the daemon applies its corrections itself (it watches the files)."""
+        if not self.config.web.enabled:
+            return
+        from .web.server import WebError, WebServer
+
+        try:
+            self._web = WebServer(self.config, apply_corrections=False)
+        except WebError as exc:  # a port in use costs the page, not the tagging
+            log.error("%s; running without it", exc)
+            return
+        self._web.start()
 
     def _prometheus(self) -> str:
         stats = self.store.stats(self.model.identity)
@@ -268,6 +283,8 @@ class Daemon:
             self.worker.join()
         if self._metrics is not None:
             self._metrics.stop()
+        if self._web is not None:
+            self._web.stop()
         with contextlib.suppress(OSError):
             state_path(self.config.database).unlink()
         self.pipeline.close()

@@ -52,7 +52,7 @@ SECURITY_HEADERS = [
                                  b"img-src 'self' data:; connect-src 'self'; form-action 'self'; "
                                  b"frame-ancestors 'none'; base-uri 'none'"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make a form POST's Origin "null"
     (b"x-frame-options", b"DENY"),
 ]
 

@@ -467,20 +467,30 @@ class Library:
                     verdict = "below its threshold"
                 lines.append(ScoreLine(keyword, score, limit, verdict, owner.get(keyword), rejected,
                                        100 * (score - floor) / span, 100 * (limit - floor) / span))
-        present = set(owner)
-        pending = []
-        for keyword in override.remove:
-            if keyword in present and owner[keyword] == OURS:
-                pending.append(f"taking out {keyword!r}")
-        for keyword in override.add:
-            if keyword not in present:
-                pending.append(f"adding {keyword!r}")
+        pending = self._pending(row, scores, scoring, override, owner)
         folder, name = os.path.split(path)
         return PhotoView(path, name, folder, row, self.roots.url("preview", path) or "", keywords,
                          found if isinstance(found, str) else None, tuple(chips), lines, floor,
                          override.remove, override.add, pending,
                          self.store.ledger_history(row.id) if row else [],
                          tuple(scoring.vocabulary.keywords))
+
+    def _pending(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
+                 owner: dict[str, str]) -> list[str]:
+        """What tagwatch is about to change in the file: the keywords it would write now (scores,
+        thresholds, top_k, then the overrides) against those exiftool reads.  The photo page polls
+        while this is not empty, so it shows the file once the daemon (or this page) has written it."""
+        wanted: list[str] = list(override.add)
+        if scores is not None and row is not None and row.state == DONE:
+            chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
+            wanted = [k for k, _ in override.apply([(scoring.tags.keywords[i], 0.0) for i in chosen])]
+        pending = [f"adding {k!r}" for k in wanted if k not in owner]
+        sync = self.config.tagging.mode == "sync"
+        for keyword, whose in owner.items():
+            dropped = keyword in override.remove or (sync and keyword not in wanted)
+            if whose == OURS and dropped:
+                pending.append(f"taking out {keyword!r}")
+        return pending
 
     # -- one tag -------------------------------------------------------------------------------
 

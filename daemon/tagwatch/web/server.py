@@ -8,6 +8,7 @@ carries the token in its query string) and its own lines go through tagwatch's l
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 
@@ -86,7 +87,11 @@ class WebServer:
         return f"{self.address}?token={self.token}"
 
     def serve(self) -> None:
-        """In the foreground until SIGINT or SIGTERM (uvicorn handles both)."""
+        """In the foreground until SIGINT or SIGTERM, then exit 0 like ``tagwatch run``: uvicorn
+        finishes the requests in hand, puts the handlers it found back and raises the signal again,
+        which these handlers absorb."""
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: None)
         try:
             self.server.run(sockets=[self.sock])
         finally:
