@@ -233,6 +233,7 @@ def load_overrides(path: Path, roots: Sequence[Path | str] = ()) -> Overrides:
 # -- corrections from the review page --------------------------------------------------------------
 
 CORRECTIONS = ("add", "remove", "undo")
+_MARK = "# a correction made on the review page"
 
 
 def glob_escape(path: str) -> str:
@@ -266,6 +267,14 @@ def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, key
     pattern = _pattern(glob_escape(path), f"{source}: {path}")
     matching = [i for i, rule in enumerate(old.rules) if _matches(rule, path, old.roots)]
     target = matching[-1] if matching and old.rules[matching[-1]].pattern == pattern else None
+    if action == "undo":  # only a correction of this very photo can be taken back here
+        says = [i for i in matching if keyword in (*old.rules[i].add, *old.rules[i].remove)]
+        if not says:
+            return text
+        if says[-1] != target:
+            other = old.rules[says[-1]].pattern
+            raise OverridesError(f"{source}: {keyword!r} comes from the rule for {other!r}, not from a "
+                                 "correction of this photo; edit that rule")
     kept = [(r.pattern, r.add, r.remove) for i, r in enumerate(old.rules) if i != target]
     changed: int | None = target  # where the rule for this photo is in the new file (None: deleted)
     if target is not None:
@@ -290,18 +299,14 @@ def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, key
             if not doc["override"]:
                 del doc["override"]
         result = tomlkit.dumps(doc)
-    elif action == "undo":
-        rule = old.rules[matching[-1]] if matching else None
-        if rule is None or keyword not in (*rule.add, *rule.remove):
-            return text  # nothing says anything about this keyword here
-        raise OverridesError(f"{source}: {keyword!r} comes from the rule for {rule.pattern!r}, not from a "
-                             "correction of this photo; edit that rule")
+        if changed is None and result.rstrip().endswith(_MARK):  # the comment of the rule just taken out
+            result = result.rstrip()[:-len(_MARK)].rstrip("\n") + "\n"
     else:
         table = tomlkit.table()
         table["path"] = glob_escape(path)
         table[action] = [keyword]
         doc = tomlkit.document()
-        doc.add(tomlkit.comment("a correction made on the review page"))
+        doc.add(tomlkit.comment(_MARK[2:]))
         doc.append("override", tomlkit.aot())
         doc["override"].append(table)
         result = (text.rstrip("\n") + "\n\n" if text.strip() else "") + tomlkit.dumps(doc)
