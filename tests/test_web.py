@@ -391,3 +391,30 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
     assert 'remove = ["red"]' in (conf / "overrides.toml").read_text(encoding="utf-8")
     stderr = (tmp_path / "web.log").read_text(encoding="utf-8")
     assert "applied the corrections itself" in stderr and token not in stderr
+
+
+# -- thumbnails --------------------------------------------------------------------------------------
+
+def test_thumbnails_are_upright_and_cached_by_content_key(tmp_path: Path) -> None:
+    """A photo stored sideways (EXIF orientation 6, as phones write) gets an upright thumbnail; a
+    rename reuses it, new pixels make a new one."""
+    from PIL import Image
+
+    from tagwatch.keys import content_key
+    from tagwatch.web.thumbnails import Thumbnails
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    photo = tmp_path / "sideways.jpg"
+    synthetic.make_photo("red", "horizontal bar", 3, (400, 300)).save(photo, exif=exif, quality=90)
+    thumbnails = Thumbnails(tmp_path / "thumbnails")
+    made = thumbnails.get(str(photo), None, "thumb")
+    with Image.open(made) as image:
+        assert image.size == (270, 360), "turned upright: portrait"
+        assert image.mode == "RGB"
+    assert made.name.startswith(content_key(photo.read_bytes()).hex())
+    moved = photo.rename(tmp_path / "renamed.jpg")
+    assert thumbnails.get(str(moved), None, "thumb") == made
+    synthetic.make_photo("blue", "star", 4, (400, 300)).save(moved)
+    assert thumbnails.get(str(moved), None, "thumb") != made
+    assert oct(made.stat().st_mode & 0o777) == "0o600" and oct(made.parent.stat().st_mode & 0o777) == "0o700"

@@ -266,7 +266,8 @@ class Library:
         self._stamp: object = None
         self._load_lock = threading.Lock()
         self.notice: str | None = None  # a tag list or overrides problem the pages mention
-        self._near_cache: tuple[object, dict[str, float]] | None = None
+        self._cache: OrderedDict[tuple[object, ...], object] = OrderedDict()  # see _cached
+        self._cache_lock = threading.Lock()
 
     # -- the tag list --------------------------------------------------------------------------
 
@@ -364,24 +365,59 @@ class Library:
         pages = max(1, math.ceil(total / PAGE_SIZE))
         return Page(cards, total, filters, pages, self.notice)
 
+    def _cached(self, key: tuple[object, ...], make: Callable[[], object]) -> object:
+        """``make()``, kept while the store's file rows are unchanged (a few entries): paging through
+        *near a threshold* or a tag's page re-reads no vector and re-scores nothing."""
+        key = (self.store.stamp(), *key)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        value = make()
+        with self._cache_lock:
+            self._cache[key] = value
+            while len(self._cache) > 6:
+                self._cache.popitem(last=False)
+        return value
+
+    def _vectors(self, folders: Sequence[str]) -> tuple[list[FileRow], np.ndarray]:
+        """The tagged photos inside ``folders`` and their cached vectors as one float16 matrix."""
+        def load() -> tuple[list[FileRow], np.ndarray]:
+            pairs = self.store.browse_vectors(folders, self.identity)
+            matrix = np.stack([v for _, v in pairs]) if pairs else np.zeros((0, 1), np.float16)
+            return [row for row, _ in pairs], matrix
+        return self._cached(("vectors", tuple(folders)), load)  # type: ignore[return-value]
+
+    def _scores(self, scoring: Scoring, matrix: np.ndarray, column: int | None = None) -> np.ndarray:
+        """Scores of every row of ``matrix`` (one tag's column, or all), 4,096 rows at a time."""
+        parts = []
+        for start in range(0, len(matrix), 4096):
+            scores = scoring.tags.scores(matrix[start:start + 4096])
+            parts.append(scores[:, column] if column is not None else scores)
+        if parts:
+            return np.concatenate(parts)
+        return np.zeros((0,) if column is not None else (0, len(scoring.index)), np.float32)
+
     def _near(self, scoring: Scoring, folders: list[str], tag: str | None,
               margin: float) -> dict[str, tuple[FileRow, float]]:
         """Photos with a score within ``margin`` of its tag's threshold (of ``tag``, or of any tag):
         the ones a small threshold change would flip."""
-        found: dict[str, tuple[FileRow, float]] = {}
         column = scoring.index.get(tag) if tag else None
         if tag and column is None:
+            return {}
+
+        def find() -> dict[str, tuple[FileRow, float]]:
+            rows, matrix = self._vectors(folders)
+            found: dict[str, tuple[FileRow, float]] = {}
+            for start in range(0, len(rows), 4096):
+                scores = scoring.tags.scores(matrix[start:start + 4096])
+                distance = np.abs(scores - scoring.thresholds[None, :])
+                nearest = distance[:, column] if column is not None else distance.min(axis=1)
+                for row, value in zip(rows[start:start + 4096], nearest.tolist(), strict=True):
+                    if value <= margin:
+                        found[row.path] = (row, value)
             return found
-        pairs = self.store.browse_vectors(folders, self.identity)
-        for start in range(0, len(pairs), 4096):
-            part = pairs[start:start + 4096]
-            scores = scoring.tags.scores(np.stack([v for _, v in part]))
-            distance = np.abs(scores - scoring.thresholds[None, :])
-            nearest = distance[:, column] if column is not None else distance.min(axis=1)
-            for (row, _), value in zip(part, nearest.tolist(), strict=True):
-                if value <= margin:
-                    found[row.path] = (row, value)
-        return found
+        return self._cached(("near", id(scoring), tuple(folders), column, margin), find)  # type: ignore[return-value]
 
     def cards(self, rows: Sequence[FileRow], scoring: Scoring, margins: dict[str, float] | None = None
               ) -> list[Card]:
@@ -405,7 +441,8 @@ class Library:
                                 row_scores, scoring, override)
             top: tuple[tuple[str, float], ...] = ()
             if row_scores is not None:
-                best = np.argsort(-row_scores)[:5]
+                best = np.argpartition(-row_scores, min(5, len(row_scores) - 1))[:5]
+                best = best[np.argsort(-row_scores[best])]
                 top = tuple((scoring.tags.keywords[i], float(row_scores[i])) for i in best)
             folder, name = os.path.split(row.path)
             cards.append(Card(row.path, name, folder, self.roots.url("photo", row.path) or "",
@@ -501,9 +538,9 @@ class Library:
             return None
         tag = scoring.vocabulary.tags[column]
         current = float(scoring.thresholds[column])
-        pairs = self.store.browse_vectors(list(self.roots.roots), self.identity)
-        scores = (scoring.tags.scores(np.stack([v for _, v in pairs]))[:, column] if pairs
-                  else np.zeros(0, np.float32))
+        rows, matrix = self._vectors(list(self.roots.roots))
+        scores = self._cached(("column", id(scoring), column),
+                              lambda: self._scores(scoring, matrix, column))  # type: ignore[assignment]
         shown = current if proposed is None else proposed
         values = scores.astype(np.float64)
         lo = math.floor(min([*values.tolist(), current, shown]) * 50) / 50
@@ -522,17 +559,17 @@ class Library:
         below = np.flatnonzero(scores <= np.float32(shown))
         near_above = above[np.argsort(scores[above], kind="stable")][:NEIGHBOURS]
         near_below = below[np.argsort(-scores[below], kind="stable")][:NEIGHBOURS]
-        picked = [pairs[i][0] for i in (*near_above.tolist(), *near_below.tolist())]
+        picked = [rows[i] for i in (*near_above.tolist(), *near_below.tolist())]
         cards = {c.path: c for c in self.cards(picked, scoring)}
-        carried = sum(1 for row, _ in pairs if keyword in (row.tags or ()))
+        carried = sum(1 for row in rows if keyword in (row.tags or ()))
 
         def neighbours(indices: np.ndarray) -> list[tuple[Card, float]]:
-            return [(cards[pairs[i][0].path], float(scores[i])) for i in indices.tolist()
-                    if pairs[i][0].path in cards]
+            return [(cards[rows[i].path], float(scores[i])) for i in indices.tolist()
+                    if rows[i].path in cards]
 
         return TagView(
             keyword, current, tag.threshold is not None, proposed, bars, lo, hi, x(current),
-            None if proposed is None else x(proposed), len(pairs), len(above),
+            None if proposed is None else x(proposed), len(rows), len(above),
             int((scores > np.float32(current)).sum()), carried,
             neighbours(near_above), neighbours(near_below),
             self.config.tags.suffix.lower() == ".toml", "|".join(tag.parents), tag.prompts)
@@ -540,11 +577,14 @@ class Library:
     def tag_counts(self) -> list[tuple[str, float, bool, int]]:
         """(keyword, threshold, has its own, photos carrying it) for every tag of the list."""
         scoring = self.scoring()
-        carried: dict[str, int] = {}
-        rows, _ = self.store.browse(list(self.roots.roots), state=DONE, limit=-1)
-        for row in rows:
-            for keyword in row.tags or ():
-                carried[keyword] = carried.get(keyword, 0) + 1
+        def count() -> dict[str, int]:
+            carried: dict[str, int] = {}
+            rows, _ = self.store.browse(list(self.roots.roots), state=DONE, limit=-1)
+            for row in rows:
+                for keyword in row.tags or ():
+                    carried[keyword] = carried.get(keyword, 0) + 1
+            return carried
+        carried: dict[str, int] = self._cached(("carried",), count)  # type: ignore[assignment]
         return [(tag.keyword, float(scoring.thresholds[i]), tag.threshold is not None,
                  carried.get(tag.keyword, 0)) for i, tag in enumerate(scoring.vocabulary.tags)]
 
