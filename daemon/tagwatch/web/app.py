@@ -29,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from ..activity import running_daemon
 from ..config import Config
 from ..keys import ImageError
 from ..metadata import ExifTool, KeywordWriter
@@ -127,8 +128,6 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
     store = Store(config.database)
     exiftool = ExifTool()
     writer = KeywordWriter(exiftool, config.write)
-    from ..activity import running_daemon
-
     library = Library(config, store, writer, lambda: running_daemon(config.database) is not None)
     thumbnails = Thumbnails(config.database.parent / "thumbnails")
     guard = Guard(token, port)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 
@@ -26,8 +27,8 @@ from ..activity import daemon_state
 from ..config import Config
 from ..metadata import Keywords, KeywordWriter
 from ..model import LazyModel, model_identity
-from ..overrides import NO_OVERRIDE, Override, Overrides, OverridesError, load_overrides
-from ..store import ADDED, DONE, FAILED, REMOVED, USER, FileRow, Store
+from ..overrides import Override, Overrides, OverridesError, load_overrides
+from ..store import ADDED, DONE, FAILED, USER, FileRow, Store
 from ..tagger import TagMatrix, select, thresholds
 from ..vocabulary import Vocabulary, VocabularyError, load_vocabulary
 from .paths import PhotoRoots
@@ -108,8 +109,6 @@ class Filters:
 
     def query(self, **changes: object) -> str:
         """The query string of these filters with ``changes``; defaults left out."""
-        from urllib.parse import urlencode
-
         values = {"folder": self.folder, "tag": self.tag, "show": self.show, "margin": self.margin,
                   "page": self.page, **changes}
         defaults = {"folder": "", "tag": "", "show": "all", "margin": NEAR_MARGIN, "page": 1}
@@ -474,7 +473,7 @@ class Library:
         row = self.store.file(path)
         found = self.keywords.get(path)
         keywords = found if isinstance(found, Keywords) else None
-        ledger = {k: a for k, a in self.store.ledgers([row.id]).get(row.id, {}).items()} if row else {}
+        ledger = self.store.ledgers([row.id]).get(row.id, {}) if row else {}
         override = scoring.overrides.for_path(path)
         vector = None
         if row is not None and row.key is not None:
@@ -597,4 +596,4 @@ class Library:
                 "model": self.identity, "now": time.time()}
 
 
-__all__ = ["DONE", "NO_OVERRIDE", "REMOVED", "Filters", "Library", "Page", "PhotoView", "TagView"]
+__all__ = ["Filters", "Library", "Page", "PhotoView", "TagView"]

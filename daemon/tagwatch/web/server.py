@@ -71,7 +71,7 @@ class WebServer:
         self.app = create_app(config, token=self.token, port=self.port, apply_corrections=apply_corrections)
         self.server = uvicorn.Server(uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
-            timeout_graceful_shutdown=5))
+            timeout_graceful_shutdown=2))
         self._thread: threading.Thread | None = None
         exposed = self.host not in ("127.0.0.1", "::1", "localhost") and not self.host.startswith("127.")
         if exposed:
