@@ -425,3 +425,15 @@ def test_thumbnails_are_upright_and_cached_by_content_key(tmp_path: Path) -> Non
     synthetic.make_photo("blue", "star", 4, (400, 300)).save(moved)
     assert thumbnails.get(str(moved), None, "thumb") != made
     assert oct(made.stat().st_mode & 0o777) == "0o600" and oct(made.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_only_an_explicit_host_exposes_the_page_and_that_is_logged(tmp_path: Path) -> None:
+    from tagwatch.config import parse_config
+    from tagwatch.web.server import exposure, page_address
+
+    assert parse_config({}, tmp_path, "c.toml").web.host == "127.0.0.1"  # nothing else by default
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert exposure(host, page_address(host, 8765)) is None
+    warning = exposure("0.0.0.0", page_address("0.0.0.0", 8765))
+    assert warning is not None and warning.startswith("review page EXPOSED on http://0.0.0.0:8765/")
+    assert page_address("::1", 1) == "http://[::1]:1/"

@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 
-from ..config import Config
+from ..config import Config, is_loopback
 from .auth import load_token, token_path
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,14 @@ def page_address(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
+def exposure(host: str, address: str) -> str | None:
+    """The warning a page reachable from other machines logs at start; None on loopback."""
+    if is_loopback(host):
+        return None
+    return (f"review page EXPOSED on {address}: anyone who can reach this address and has the token can "
+            "see the photos and change their keywords (it is plain HTTP: put it behind a TLS proxy or a VPN)")
+
+
 class WebServer:
     """The review page on ``[web] host``/``port`` (overridable), bound at construction."""
 
@@ -73,11 +81,9 @@ class WebServer:
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
             timeout_graceful_shutdown=2))
         self._thread: threading.Thread | None = None
-        exposed = self.host not in ("127.0.0.1", "::1", "localhost") and not self.host.startswith("127.")
-        if exposed:
-            log.warning("review page EXPOSED on %s: anyone who can reach this address and has the token "
-                        "can see the photos and change their keywords (it is plain HTTP: put it behind a "
-                        "TLS proxy or a VPN)", self.address)
+        warning = exposure(self.host, self.address)
+        if warning:
+            log.warning("%s", warning)
         log.info("review page on %s (its token is in %s; `tagwatch web --url` prints the whole address)",
                  self.address, token_path(config.database))
 
