@@ -437,3 +437,13 @@ def test_only_an_explicit_host_exposes_the_page_and_that_is_logged(tmp_path: Pat
     warning = exposure("0.0.0.0", page_address("0.0.0.0", 8765))
     assert warning is not None and warning.startswith("review page EXPOSED on http://0.0.0.0:8765/")
     assert page_address("::1", 1) == "http://[::1]:1/"
+
+
+def test_a_correction_without_an_overrides_file_in_the_config_says_what_to_add(tmp_path: Path) -> None:
+    from tagwatch.config import Config
+    from tagwatch.web.corrections import CorrectionError, write_correction
+
+    config = Config(watch=(tmp_path,), source=tmp_path / "config.toml")
+    with pytest.raises(CorrectionError, match=r'config\.toml names none: add overrides = "overrides\.toml"'):
+        write_correction(config, str(tmp_path / "a.jpg"), "red", "remove")
+    assert list(tmp_path.iterdir()) == []

@@ -173,7 +173,11 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         if note in NOTES:
             message = NOTES[note].format(k=request.query_params.get("k", ""), f=config.overrides,
                                          m=request.query_params.get("m", ""))
-        return render(request, "photo.html", view=library.photo(path, floor), message=message,
+        error = None
+        if config.overrides is None:
+            error = (f"Corrections are kept in an overrides file, and {config.source or 'the config'} names "
+                     'none: add overrides = "overrides.toml" to it and restart tagwatch.')
+        return render(request, "photo.html", view=library.photo(path, floor), message=message, error=error,
                       url=quote(request.url.path))
 
     def photo_keywords(request: Request) -> Response:
