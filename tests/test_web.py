@@ -3,7 +3,9 @@ against a real daemon hosting the page (``[web] enabled = true``), the trained s
 JPEGs, and exiftool reading back what was written.
 
 One daemon and one browser serve the whole module; each test works on photos of its own, so the
-tests do not depend on their order.  Screenshots are kept as artefacts in ``test-artifacts/``
+tests do not depend on their order.  Under pytest-xdist the module's tests go to one worker together
+(``xdist_group``, with ``--dist loadgroup`` as scripts/test runs them): spread over two workers, each
+would start its own daemon and browser.  Screenshots are kept as artefacts in ``test-artifacts/``
 (``TAGWATCH_ARTIFACTS`` moves them).
 """
 
@@ -31,6 +33,8 @@ from tagwatch.config import load_config
 from tagwatch.model import model_identity
 from tagwatch.store import Store
 from tagwatch.web.auth import Guard
+
+pytestmark = pytest.mark.xdist_group("web")  # one worker: one daemon, one browser (see above)
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -407,7 +411,7 @@ def test_thumbnails_are_upright_and_cached_by_content_key(tmp_path: Path) -> Non
     rename reuses it, new pixels make a new one."""
     from PIL import Image
 
-    from tagwatch.keys import content_key
+    from tagwatch.formats import content_key
     from tagwatch.web.thumbnails import Thumbnails
 
     exif = Image.Exif()

@@ -20,24 +20,18 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from .activity import (  # AlreadyRunning: what a second daemon on one database gets
-    Activity,
-    AlreadyRunning,  # noqa: F401
-    MetricsServer,
-    hold_lock,
-    render_prometheus,
-    state_path,
-    write_state,
-)
 from .config import Config, ConfigError, load_config
+from .encoder import LazyModel
 from .metadata import ExifTool, KeywordWriter
-from .model import LazyModel
 from .notify import Notifier
-from .overrides import Overrides, OverridesError, load_overrides
-from .pipeline import BatchQueue, Pipeline, Worker
+from .overrides import Overrides, OverridesError
+from .pipeline import Pipeline, load_config_overrides, load_tag_list
+from .queue import BatchQueue
+from .status import Activity, MetricsServer, hold_lock, render_prometheus, state_path, write_state
 from .store import Store
-from .vocabulary import VocabularyError, load_vocabulary
+from .vocabulary import VocabularyError
 from .watcher import PathFilter, Watcher, reconcile
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +88,9 @@ class Daemon:
     # -- tag list ------------------------------------------------------------------------------
 
     def _load_overrides(self) -> Overrides:
-        if self.config.overrides is None:
-            return Overrides()
-        overrides = load_overrides(self.config.overrides, self.config.watch)
-        for warning in overrides.warnings:
-            log.warning("%s", warning)
-        log.info("overrides %s: %d rules", self.config.overrides, len(overrides.rules))
+        overrides = load_config_overrides(self.config)
+        if self.config.overrides is not None:
+            log.info("overrides %s: %d rules", self.config.overrides, len(overrides.rules))
         return overrides
 
     def _load_tags(self) -> None:
@@ -114,9 +105,7 @@ class Daemon:
             log.error("overrides not reloaded, keeping the previous ones: %s", exc)
             overrides = self.pipeline.overrides
         self.pipeline.use_overrides(overrides)
-        vocabulary = load_vocabulary(self.config.tags, self.config.tagging.templates)
-        for warning in vocabulary.warnings:
-            log.warning("%s", warning)
+        vocabulary = load_tag_list(self.config)
         started = time.monotonic()
         encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
         checked, written = self.pipeline.retag()

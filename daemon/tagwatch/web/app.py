@@ -29,11 +29,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ..activity import running_daemon
 from ..config import Config
-from ..keys import ImageError
+from ..formats import ImageError
 from ..metadata import ExifTool, KeywordWriter
 from ..overrides import CORRECTIONS
+from ..status import running_daemon
 from ..store import Store
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard
 from .corrections import Applier, CorrectionError, write_correction, write_threshold

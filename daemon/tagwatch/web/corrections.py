@@ -20,16 +20,16 @@ import os
 import threading
 from pathlib import Path
 
-from ..activity import AlreadyRunning, hold_lock, running_daemon
-from ..calibrate import CalibrationError, save_thresholds, write_atomic
+from ..atomic import write_atomic
+from ..calibrate import CalibrationError, save_thresholds
 from ..config import Config
 from ..exiftool import MetadataError
 from ..metadata import ExifTool, KeywordWriter
-from ..model import LazyModel
-from ..overrides import OverridesError, correct, load_overrides
-from ..pipeline import Pipeline
+from ..overrides import OverridesError, correct
+from ..pipeline import pipeline_for
+from ..status import AlreadyRunning, hold_lock, running_daemon
 from ..store import Store, StoreError
-from ..vocabulary import VocabularyError, load_vocabulary, read_list_file
+from ..vocabulary import VocabularyError, read_list_file
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,14 @@ def apply_now(config: Config) -> tuple[int, int]:
     the daemon's lock.  Returns (photos re-scored, photos rewritten)."""
     store = Store(config.database)
     exiftool = ExifTool()
-    pipeline = Pipeline(store, LazyModel(config.model), KeywordWriter(exiftool, config.write), config.tagging)
     try:
-        pipeline.confine(config.watch)
-        if config.overrides is not None and config.overrides.exists():
-            pipeline.use_overrides(load_overrides(config.overrides, config.watch))
-        pipeline.use_vocabulary(load_vocabulary(config.tags, config.tagging.templates))
-        return pipeline.retag()
+        pipeline = pipeline_for(config, store, KeywordWriter(exiftool, config.write))
+        try:
+            pipeline.confine(config.watch)  # as the daemon: never a file reached through a folder link
+            return pipeline.retag()
+        finally:
+            pipeline.close()
     finally:
-        pipeline.close()
         exiftool.close()
         store.close()
 

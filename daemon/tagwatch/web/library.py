@@ -23,14 +23,16 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from ..activity import daemon_state
 from ..config import Config
+from ..encoder import LazyModel
 from ..metadata import Keywords, KeywordWriter
-from ..model import LazyModel, model_identity
-from ..overrides import Override, Overrides, OverridesError, load_overrides
+from ..model import model_identity
+from ..overrides import Override, Overrides, OverridesError
+from ..pipeline import load_config_overrides, load_tag_list
+from ..status import daemon_state
 from ..store import ADDED, DONE, FAILED, USER, FileRow, Store
 from ..tagger import TagMatrix, select, thresholds
-from ..vocabulary import Vocabulary, VocabularyError, load_vocabulary
+from ..vocabulary import Vocabulary, VocabularyError
 from .paths import PhotoRoots
 
 log = logging.getLogger(__name__)
@@ -300,7 +302,7 @@ class Library:
             return scoring
 
     def _load(self) -> Scoring | None:
-        vocabulary = load_vocabulary(self.config.tags, self.config.tagging.templates)
+        vocabulary = load_tag_list(self.config, quiet=True)  # reloaded often: its warnings are the daemon's
         prompts = vocabulary.prompts()
         vectors = self.store.text_vectors(prompts, self.identity)
         missing = [p for p in prompts if p not in vectors]
@@ -318,9 +320,7 @@ class Library:
                 model.close()
             self.store.put_text_vectors(dict(zip(missing, encoded, strict=True)), self.identity)
             vectors.update(self.store.text_vectors(missing, self.identity))
-        overrides = Overrides()
-        if self.config.overrides is not None and self.config.overrides.exists():
-            overrides = load_overrides(self.config.overrides, self.config.watch)
+        overrides = load_config_overrides(self.config, quiet=True)
         return Scoring(vocabulary, TagMatrix.build(vocabulary, vectors),
                        thresholds(vocabulary, self.config.tagging.threshold), overrides,
                        {k: i for i, k in enumerate(vocabulary.keywords)}, self.config.tagging.top_k)

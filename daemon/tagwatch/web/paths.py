@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from ..keys import IMAGE_SUFFIXES
+from ..formats import IMAGE_SUFFIXES
 
 
 class PhotoRoots:

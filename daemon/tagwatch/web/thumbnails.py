@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..formats import ImageError, content_key
 from ..imaging import load_rgb
-from ..keys import ImageError, content_key
 from ..store import FileRow, private_folder
 
 SIZES = {"thumb": 360, "preview": 1600}  # longest side in pixels: the grid, the photo page
