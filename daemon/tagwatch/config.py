@@ -21,6 +21,7 @@ TARGETS = ("embedded", "sidecar", "both")
 SIDECAR_NAMES = ("photo.jpg.xmp", "photo.xmp")  # digiKam/darktable/Immich style, Lightroom style
 MTIME_POLICIES = ("update", "keep")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISION_CACHE_NAME = "precision.json"  # beside the database: auto's measured choice per model/CPU/torch
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 # Pictures larger than this are refused undecoded (a decompression bomb: a few KB of file whose
@@ -62,7 +63,10 @@ class ModelConfig:
     device: str = "cpu"
     cache_dir: Path = field(default_factory=default_model_cache)
     offline: bool = False
-    precision: str = "auto"  # auto: bf16 where the CPU has AVX512-BF16/AMX, else fp32
+    precision: str = "auto"  # auto: the fastest faithful path, measured on the first load (precision.py)
+    # Where auto's measured choice is remembered: not a TOML key, set beside the database by Config
+    # (None: measured at every load).
+    precision_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,13 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     source: Path | None = None  # the file this came from, None for built-in defaults
+
+    def __post_init__(self) -> None:
+        # auto's measured precision is remembered in the data folder, beside the database (and so
+        # private like it), whatever the [model] table says: one place decides where state lives.
+        cache = self.database.parent / PRECISION_CACHE_NAME
+        if self.model.precision_cache != cache:
+            object.__setattr__(self, "model", replace(self.model, precision_cache=cache))
 
     def with_watch(self, folders: list[Path]) -> Config:
         """The same config watching ``folders`` instead (``tagwatch run FOLDER…``)."""
