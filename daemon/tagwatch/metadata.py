@@ -276,39 +276,40 @@ class KeywordWriter:
 
     # -- reading -------------------------------------------------------------------------------
 
+    _READ = ("-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
+             f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Error",
+             *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
+             *(f"-{name}#" for name in GPS_TAGS))
+
     def read(self, path: Path) -> Keywords:
-        out, err = self.exiftool.execute(
-            "-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
-            f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Error",
-            *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
-            *(f"-{name}#" for name in GPS_TAGS), str(path))
+        out, err = self.exiftool.execute(*self._READ, str(path))
         try:
             record = json.loads(out, parse_float=str, parse_int=str)[0] if out else {}
         except (ValueError, IndexError):
             record = {}
         if not record:
             raise MetadataError(_first_line(err) or "exiftool could not read the file")
-        if "ExifTool:Error" in record:
-            raise MetadataError(str(record["ExifTool:Error"]))
-        iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
-        latin1 = False
-        if "IPTC:CodedCharacterSet" not in iptc:
-            iptc, latin1 = _decode_legacy_iptc(iptc)
-        # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
-        # copy, so a keyword in any copy is already in the file.
-        copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)),
-                        key=lambda k: (k != IPTC, k))
-        return Keywords(
-            iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
-            xmp=tuple(_as_list(record.get(DC))),
-            hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
-            tags_list=tuple(_as_list(record.get(TAGS_LIST))),
-            latin1_iptc=latin1,
-            has_digest="Photoshop:IPTCDigest" in record,
-            fields={name: str(value) for name in FILLABLE
-                    if (value := (iptc if name.startswith("IPTC:") else record).get(name)) is not None},
-            gps={name: str(record[name]) for name in GPS_TAGS if name in record},
-        )
+        return _keywords(record)
+
+    def read_many(self, paths: Sequence[Path]) -> dict[Path, Keywords | str]:
+        """:meth:`read` for many files in one exiftool command (a page of the review grid: one round
+        trip instead of one per photo); a file that cannot be read maps to the reason."""
+        if not paths:
+            return {}
+        out, err = self.exiftool.execute(*self._READ, *(str(p) for p in paths))
+        try:
+            records = json.loads(out, parse_float=str, parse_int=str) if out else []
+        except ValueError:
+            records = []
+        found: dict[Path, Keywords | str] = {}
+        for record in records:
+            source = Path(str(record.get("SourceFile", "")))
+            try:
+                found[source] = _keywords(record)
+            except MetadataError as exc:
+                found[source] = str(exc)
+        reason = _first_line(err) or "exiftool could not read the file"
+        return {path: found.get(path, reason) for path in paths}
 
     def sidecar_for(self, path: Path) -> Path:
         """``photo.jpg.xmp`` (digiKam, darktable, Immich) or ``photo.xmp`` (Lightroom, Capture One)."""
@@ -635,6 +636,30 @@ class KeywordWriter:
 
 # exiftool's messages when the new copy could not be written out: the disk, not the photo
 _EXIFTOOL_IO_ERRORS = ("Error writing", "Error creating", "Error closing")
+
+
+def _keywords(record: dict[str, object]) -> Keywords:
+    """The keywords of one exiftool ``-j -G1`` record (see :meth:`KeywordWriter.read`)."""
+    if "ExifTool:Error" in record:
+        raise MetadataError(str(record["ExifTool:Error"]))
+    iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
+    latin1 = False
+    if "IPTC:CodedCharacterSet" not in iptc:
+        iptc, latin1 = _decode_legacy_iptc(iptc)
+    # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
+    # copy, so a keyword in any copy is already in the file.
+    copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)), key=lambda k: (k != IPTC, k))
+    return Keywords(
+        iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
+        xmp=tuple(_as_list(record.get(DC))),
+        hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
+        tags_list=tuple(_as_list(record.get(TAGS_LIST))),
+        latin1_iptc=latin1,
+        has_digest="Photoshop:IPTCDigest" in record,
+        fields={name: str(value) for name in FILLABLE
+                if (value := (iptc if name.startswith("IPTC:") else record).get(name)) is not None},
+        gps={name: str(record[name]) for name in GPS_TAGS if name in record},
+    )
 
 
 def _storage_reason(folder: Path, size: int, message: str) -> str:
