@@ -25,7 +25,8 @@ from conftest import _SHARED_MODELS, REPO, SharedModel, tagwatch, write_config
 from tagwatch.captions import from_config
 from tagwatch.config import CaptionsConfig, Config, ModelConfig, TaggingConfig, WriteConfig
 from tagwatch.metadata import ExifTool, KeywordWriter
-from tagwatch.pipeline import Move, Pipeline
+from tagwatch.pipeline import Pipeline
+from tagwatch.queue import Move
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
 
@@ -130,7 +131,7 @@ def test_held_out_captions_and_keywords_read_back_as_the_captioner_judged_them(t
     pipeline and exiftool: every colour right, shapes at least as often as the trainer measured."""
     env, paths, truth = tagged
     found = read_back(paths)
-    cached = env.pipeline.captions.cached(env.store.file(str(p)).key for p in paths)  # type: ignore[union-attr]
+    cached = env.pipeline.captions.cache.get(env.store.file(str(p)).key for p in paths)  # type: ignore[union-attr]
     assert sorted(str(g["description"]) for g in found.values()) == sorted(cached.values())
     # both description fields hold the caption, exactly as cached
     assert all(g["description"] == g["caption_abstract"] and g["description"] for g in found.values())

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -17,12 +19,16 @@ import pytest
 
 from conftest import CORPUS, Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
 from tagwatch.config import ConfigError, PlacesConfig, TaggingConfig, parse_config
+from tagwatch.formats import content_key
 from tagwatch.geotag import Places
-from tagwatch.metadata import ExifTool, KeywordWriter
-from tagwatch.pipeline import TAGGED, UNTAGGED_, Pipeline
+from tagwatch.metadata import DESCRIPTION_FIELDS, ExifTool, FileChanged, Filled, KeywordWriter
+from tagwatch.outcomes import Status
+from tagwatch.pipeline import Pipeline
 from tagwatch.places import Coordinates, Geocoder, coordinates
+from tagwatch.rebuild import rebuild
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
+from tagwatch.writeback import TagRules, Writeback, WriteJob, write_file
 from test_encoder import IDLE_RSS_LIMIT_MB, _rss_mb
 
 LOCATION = ("IPTC:City", "IPTC:Province-State", "IPTC:Country-PrimaryLocationName",
@@ -263,7 +269,7 @@ def test_a_gps_edit_moves_the_places_without_encoding_and_untag_restores_the_pho
         geotag(exiftool, photo, *FLORENCE, "-IPTC:Keywords=Anna", "-XMP-dc:Subject=Anna",
                "-IPTC:Province-State=Toscana")  # a person's keyword and region, no hierarchical field
         before = read_fields(photo, *fields)
-        assert env.run(photo) == {"trip.jpg": TAGGED}
+        assert env.run(photo) == {"trip.jpg": Status.TAGGED}
         encoded = env.encoded()
         got = read_fields(photo, *fields)
         assert {"Anna", "Italy", "Tuscany", "Florence"} <= set(as_list(got["IPTC:Keywords"]))
@@ -272,7 +278,7 @@ def test_a_gps_edit_moves_the_places_without_encoding_and_untag_restores_the_pho
             "Florence", "Toscana", "Tuscany")  # the person's IPTC region stays; the empty XMP one is filled
 
         geotag(exiftool, photo, *ROME)  # a metadata edit: same pixels
-        assert env.run(photo) == {"trip.jpg": TAGGED}
+        assert env.run(photo) == {"trip.jpg": Status.TAGGED}
         assert env.encoded() == encoded  # no image encoded again
         got = read_fields(photo, *fields)
         keywords = set(as_list(got["IPTC:Keywords"]))
@@ -285,7 +291,7 @@ def test_a_gps_edit_moves_the_places_without_encoding_and_untag_restores_the_pho
 
         assert "Anna" in hierarchy  # the field we created carries the person's keyword too
 
-        assert env.pipeline.untag(str(photo)).status == UNTAGGED_
+        assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
         assert read_fields(photo, *fields) == before  # keywords and location fields exactly as they were
         assert "XMP-lr:HierarchicalSubject" not in before
     finally:
@@ -297,21 +303,21 @@ def test_a_photo_without_gps_gets_its_places_when_it_is_geotagged_later(
     env = place_env(tmp_path, tiny_checkpoint, None, root="where")  # its own gazetteer: lazy
     try:
         photo = noise_jpeg(tmp_path / "in" / "beach.jpg", seed=8)
-        assert env.run(photo) == {"beach.jpg": TAGGED}
+        assert env.run(photo) == {"beach.jpg": Status.TAGGED}
         predicted = set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"]))
         assert len(predicted) == 2
         assert not env.pipeline.places.geocoder.loaded  # no coordinates: GeoNames never loaded
 
         geotag(exiftool, photo, "-GPSLatitude=33.8568", "-GPSLatitudeRef=S", "-GPSLongitude=151.2153",
                "-GPSLongitudeRef=E")  # geotagged from a track log
-        assert env.run(photo) == {"beach.jpg": TAGGED}
+        assert env.run(photo) == {"beach.jpg": Status.TAGGED}
         got = read_fields(photo, "IPTC:Keywords", "XMP-lr:HierarchicalSubject")
         assert set(as_list(got["IPTC:Keywords"])) == predicted | {"Australia", "New South Wales", "Sydney"}
         assert "where|Australia|New South Wales|Sydney" in as_list(got["XMP-lr:HierarchicalSubject"])
         assert env.encoded() == 1
 
         geotag(exiftool, photo, "-GPS:all=")  # the geotag undone: our place keywords go, nothing else
-        assert env.run(photo) == {"beach.jpg": TAGGED}
+        assert env.run(photo) == {"beach.jpg": Status.TAGGED}
         assert set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"])) == predicted
     finally:
         env.close()
@@ -324,7 +330,7 @@ def test_sync_keeps_the_places_and_a_new_root_respells_them_without_encoding(
     env.pipeline.places.geocoder = geocoder
     try:
         photo = geotag(exiftool, noise_jpeg(tmp_path / "in" / "duomo.jpg", seed=9), *FLORENCE)
-        assert env.run(photo) == {"duomo.jpg": TAGGED}
+        assert env.run(photo) == {"duomo.jpg": Status.TAGGED}
         first = set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"])) - {"Italy", "Tuscany",
                                                                                          "Florence"}
         # the [places] root changes (a restart) and the tag list changes: one retag does both
@@ -345,6 +351,111 @@ def test_sync_keeps_the_places_and_a_new_root_respells_them_without_encoding(
         assert env.encoded() == 1
     finally:
         env.close()
+
+
+def test_places_come_with_the_write_steps_run_apart_as_another_engine_runs_them(
+        tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    """An engine that runs the write's three steps itself (the Ray driver plans, a worker writes, the
+    driver records) gets the places too: they are decided in plan_ahead, from the metadata it reads."""
+    env = place_env(tmp_path, tiny_checkpoint, geocoder, fill_location=True)
+    wb, rules, writer = env.pipeline.writeback, env.pipeline.rules, env.pipeline.writer
+    assert writer is not None
+    try:
+        photo = geotag(exiftool, noise_jpeg(tmp_path / "in" / "ponte.jpg", seed=11), *FLORENCE)
+        job = WriteJob(str(photo), content_key(photo.read_bytes()), os.lstat(photo), [("beach", 0.3)])
+        wb.plan_ahead(job, rules)
+        row = env.store.file(str(photo))
+        assert row is not None and row.state == "pending"
+        assert {"beach", "Italy", "Tuscany", "Florence"} <= set(env.store.ledger(row.id))
+        assert env.store.filled(row.id)["IPTC:City"] == (("Florence",), None)  # recorded ahead
+        assert "IPTC:City" not in read_fields(photo, "IPTC:City")  # planned, not written yet
+        outcome = wb.record_done(job, write_file(writer, job), rules)
+        assert outcome.status == Status.TAGGED
+        got = read_fields(photo, "IPTC:Keywords", "IPTC:City")
+        assert {"beach", "Italy", "Tuscany", "Florence"} <= set(as_list(got["IPTC:Keywords"]))
+        assert got["IPTC:City"] == "Florence"
+        located = env.store.located([row.id])[row.id]
+        assert located.keywords == ("Italy", "Tuscany", "Florence") and located.lat == pytest.approx(43.7731)
+
+        # A save between the plan and the write: the ledger's keywords and fields are withdrawn
+        other = geotag(exiftool, noise_jpeg(tmp_path / "in" / "roma.jpg", seed=12), *ROME)
+        job = WriteJob(str(other), content_key(other.read_bytes()), os.lstat(other), [("beach", 0.3)])
+        wb.plan_ahead(job, rules)
+        file_id = env.store.file(str(other)).id
+        assert env.store.filled(file_id)["IPTC:City"] == (("Rome",), None)
+        geotag(exiftool, other, "-XMP-dc:Title=edited")
+        with pytest.raises(FileChanged) as raised:
+            write_file(writer, job)
+        assert wb.failed(job, raised.value).status == Status.RETRY
+        assert env.store.ledger(file_id) == [] and env.store.filled(file_id) == {}
+        assert "IPTC:City" not in read_fields(other, "IPTC:City")
+    finally:
+        env.close()
+
+
+def test_places_leave_a_description_tagwatch_filled_to_its_own_stage(
+        tmp_path: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    """The ledger's filled fields hold a caption's description beside the location fields.  The places
+    stage decides only its own: a photo written with places on and captions off (turned off since)
+    keeps the description tagwatch wrote earlier, and untag still takes it out."""
+    caption = "a red circle above a blue square"
+    photo = geotag(exiftool, noise_jpeg(tmp_path / "in" / "ponte.jpg", seed=13), *FLORENCE,
+                   f"-XMP-dc:Description={caption}", f"-IPTC:Caption-Abstract={caption}")
+    store = Store(tmp_path / "tw.db")
+    try:
+        st, key = os.lstat(photo), content_key(photo.read_bytes())
+        file_id = store.record_file(str(photo), key=key, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                    state="done")
+        ours = {name: Filled((caption,), None) for name in DESCRIPTION_FIELDS}
+        store.set_filled(file_id, ours)
+        finder = Places(PlacesConfig(fill_location=True), store, geocoder)
+        decided = finder.decide(str(photo), file_id, {}, {})
+        assert not set(decided.filled) & set(DESCRIPTION_FIELDS)
+        wb = Writeback(store, KeywordWriter(exiftool), finder)
+        outcome = wb.finish(WriteJob(str(photo), key, st, [("beach", 0.3)]), TagRules())
+        assert outcome.status == Status.TAGGED
+        got = read_fields(photo, *DESCRIPTION_FIELDS, "IPTC:City")
+        assert got == {"XMP-dc:Description": caption, "IPTC:Caption-Abstract": caption,
+                       "IPTC:City": "Florence"}
+        assert store.filled(file_id)["XMP-dc:Description"] == ((caption,), None)  # still ours
+        assert wb.untag(str(photo)).status == Status.UNTAGGED
+        assert read_fields(photo, *DESCRIPTION_FIELDS, "IPTC:City") == {}
+    finally:
+        store.close()
+
+
+def test_db_rebuild_carries_the_filled_fields_located_files_and_place_cache(tmp_path: Path) -> None:
+    """The filled fields are ledger (what untag puts back); located files and the place cache save a
+    GPS re-read and a gazetteer load.  A database from before places (no such tables) rebuilds too."""
+    database = tmp_path / "state" / "tagwatch.db"
+    store = Store(database)
+    kept = store.record_file("/p/kept.jpg", key=b"k", size=1, mtime_ns=1, state="done")
+    store.set_filled(kept, {"IPTC:City": (("Florence",), " ")})
+    store.set_located(kept, 43.7731, 11.256, ["Italy", "Tuscany", "Florence"])
+    store.put_place(43.7731, 11.256, "test", ("Italy", "Tuscany", "Florence", 1.0))
+    lost = store.record_file("/p/lost.jpg", key=b"l", size=1, mtime_ns=1, state="done")
+    store.set_filled(lost, {"IPTC:City": (("Rome",), None)})
+    store.close()
+    with sqlite3.connect(database) as db:  # the file row of one photo is lost, its other rows are not
+        db.execute("PRAGMA foreign_keys=OFF")
+        db.execute("DELETE FROM files WHERE id = ?", (lost,))
+
+    aside, counts, problems = rebuild(database)
+    assert problems == [] and aside.exists()
+    assert (counts["filled"], counts["located"], counts["places"]) == (1, 1, 1)
+    store = Store(database)
+    try:
+        assert store.filled(kept) == {"IPTC:City": (("Florence",), " ")}
+        assert store.located([kept])[kept].keywords == ("Italy", "Tuscany", "Florence")
+        assert store.place(43.7731, 11.256, "test") == ("Italy", "Tuscany", "Florence", 1.0)
+        assert store.filled(lost) == {}  # a record that names no file is dropped
+    finally:
+        store.close()
+
+    with sqlite3.connect(database) as db:  # as a tagwatch before places left it
+        db.executescript("DROP TABLE filled; DROP TABLE located; DROP TABLE places; PRAGMA user_version = 3;")
+    aside, counts, problems = rebuild(database)
+    assert problems == [] and counts["files"] == 1 and "filled" not in counts
 
 
 # -- the daemon, explain, export -----------------------------------------------------------------

@@ -12,13 +12,14 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .formats import ImageError, content_key
+from .freshness import is_unchanged
 from .geotag import Places
-from .keys import ImageError, content_key
 from .scoring import choose
 from .store import Store
 from .tagger import TagMatrix
@@ -36,13 +37,16 @@ class Exported:
 
 
 def cached_vectors(store: Store, model: str, paths: Sequence[str],
+                   advance: Callable[[int], None] = lambda count: None,
                    keys_out: dict[str, bytes] | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The cached vector of each photo, and for each photo without one the reason; ``keys_out``
-    receives the content key of each photo with a vector."""
+    """The cached vector of each photo, and for each photo without one the reason; ``advance`` is
+    called as each photo is looked at (a progress bar); ``keys_out`` receives the content key of each
+    photo with a vector (its cached caption is found by it)."""
     rows = store.files(paths)
     keys: dict[str, bytes] = {}
     missing: dict[str, str] = {}
     for path in paths:
+        advance(1)
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -52,8 +56,7 @@ def cached_vectors(store: Store, model: str, paths: Sequence[str],
             missing[path] = f"cannot read: {exc.strerror}"
             continue
         row = rows.get(path)
-        if row is not None and row.key is not None and (row.size, row.mtime_ns) == (st.st_size,
-                                                                                  st.st_mtime_ns):
+        if row is not None and row.key is not None and is_unchanged(row, st):
             keys[path] = row.key
             continue
         try:
@@ -97,7 +100,7 @@ def with_places(results: Sequence[Exported], store: Store, places: Places) -> li
             st = os.stat(path)
         except OSError:
             continue
-        if (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        if is_unchanged(row, st):
             fresh[path] = row.id
     found = places.of_files(store.located(fresh.values()), fresh)
     return [replace(r, places=[p for p in found.get(r.path, []) if p not in dict(r.tags)]) for r in results]

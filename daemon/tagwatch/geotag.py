@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .config import PlacesConfig
 from .metadata import Filled
 from .places import (
+    LOCATION_FIELDS,
     NO_GPS,
     Claim,
     Coordinates,
@@ -104,8 +105,10 @@ class Places:
         given = self.keywords(found)
         before = self.store.located([file_id]).get(file_id) if file_id is not None else None
         withdraw = tuple(k for k in (before.keywords if before else ()) if k not in given)
-        filled = ({name: Filled(*record) for name, record in self.store.filled(file_id).items()}
-                  if file_id is not None else {})
+        # The location fields' records only: the ledger's other filled fields (a caption's description,
+        # a hierarchical field tagwatch created) are other stages' to keep or take out
+        records = self.store.filled(file_id) if file_id is not None else {}
+        filled = {name: Filled(*records[name]) for name in LOCATION_FIELDS if name in records}
         fill = location_fields(found) if self.settings.fill_location else {}
         return Placement(where, place, found, given, withdraw, fill, filled, why)
 

@@ -1,13 +1,12 @@
 """Read and write keywords with one long-lived exiftool process, replacing files atomically.
 
-Why exiftool and not iptcinfo3 (the card's choice): measured on 118 real JPEGs, iptcinfo3 garbled
+Why exiftool and not iptcinfo3 (rtag's choice): measured on 118 real JPEGs, iptcinfo3 garbled
 every non-ASCII keyword, lost other metadata in 15 files, crashed on 5 and left ``photo.jpg~`` beside
-every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exactly.  See README.
+every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exactly (docs/design.md).
 """
 
 from __future__ import annotations
 
-import errno
 import itertools
 import json
 import logging
@@ -19,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from .atomic import fsync_folder
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
-from .faults import TRANSIENT_ERRNOS
-from .keys import EMBEDDABLE_SUFFIXES
+from .formats import EMBEDDABLE_SUFFIXES
 from .places import GPS_TAGS, LOCATION_FIELDS
+from .retry import TRANSIENT_ERRNOS
 
 __all__ = ["DESCRIPTION_FIELDS", "ExifTool", "FileChanged", "FileState", "Filled", "KeywordWriter",
            "Keywords", "MetadataError", "StorageError", "WritePlan"]
@@ -75,19 +75,6 @@ def _as_list(value: object) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; file systems that cannot sync a folder (some FUSE and network
-    mounts answer EINVAL) have already done all they can."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _copy_xattrs(source: Path, target: Path) -> None:
@@ -291,39 +278,40 @@ class KeywordWriter:
 
     # -- reading -------------------------------------------------------------------------------
 
+    _READ = ("-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
+             f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Error",
+             *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
+             *(f"-{name}#" for name in GPS_TAGS))
+
     def read(self, path: Path) -> Keywords:
-        out, err = self.exiftool.execute(
-            "-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
-            f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Error",
-            *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
-            *(f"-{name}#" for name in GPS_TAGS), str(path))
+        out, err = self.exiftool.execute(*self._READ, str(path))
         try:
             record = json.loads(out, parse_float=str, parse_int=str)[0] if out else {}
         except (ValueError, IndexError):
             record = {}
         if not record:
             raise MetadataError(_first_line(err) or "exiftool could not read the file")
-        if "ExifTool:Error" in record:
-            raise MetadataError(str(record["ExifTool:Error"]))
-        iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
-        latin1 = False
-        if "IPTC:CodedCharacterSet" not in iptc:
-            iptc, latin1 = _decode_legacy_iptc(iptc)
-        # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
-        # copy, so a keyword in any copy is already in the file.
-        copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)),
-                        key=lambda k: (k != IPTC, k))
-        return Keywords(
-            iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
-            xmp=tuple(_as_list(record.get(DC))),
-            hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
-            tags_list=tuple(_as_list(record.get(TAGS_LIST))),
-            latin1_iptc=latin1,
-            has_digest="Photoshop:IPTCDigest" in record,
-            fields={name: str(value) for name in FILLABLE
-                    if (value := (iptc if name.startswith("IPTC:") else record).get(name)) is not None},
-            gps={name: str(record[name]) for name in GPS_TAGS if name in record},
-        )
+        return _keywords(record)
+
+    def read_many(self, paths: Sequence[Path]) -> dict[Path, Keywords | str]:
+        """:meth:`read` for many files in one exiftool command (a page of the review grid: one round
+        trip instead of one per photo); a file that cannot be read maps to the reason."""
+        if not paths:
+            return {}
+        out, err = self.exiftool.execute(*self._READ, *(str(p) for p in paths))
+        try:
+            records = json.loads(out, parse_float=str, parse_int=str) if out else []
+        except ValueError:
+            records = []
+        found: dict[Path, Keywords | str] = {}
+        for record in records:
+            source = Path(str(record.get("SourceFile", "")))
+            try:
+                found[source] = _keywords(record)
+            except MetadataError as exc:
+                found[source] = str(exc)
+        reason = _first_line(err) or "exiftool could not read the file"
+        return {path: found.get(path, reason) for path in paths}
 
     def sidecar_for(self, path: Path) -> Path:
         """``photo.jpg.xmp`` (digiKam, darktable, Immich) or ``photo.xmp`` (Lightroom, Capture One)."""
@@ -636,7 +624,7 @@ class KeywordWriter:
                 if _changed(before, path.lstat()):
                     raise FileChanged(f"{path.name} changed while it was being written; will retry")
                 os.replace(temp, path)
-            _fsync_dir(path.parent)
+            fsync_folder(path.parent)
         except FileNotFoundError as exc:
             if edit.is_photo or before is not None:
                 raise FileChanged(f"{path.name} vanished while it was being written") from None
@@ -650,6 +638,30 @@ class KeywordWriter:
 
 # exiftool's messages when the new copy could not be written out: the disk, not the photo
 _EXIFTOOL_IO_ERRORS = ("Error writing", "Error creating", "Error closing")
+
+
+def _keywords(record: dict[str, object]) -> Keywords:
+    """The keywords of one exiftool ``-j -G1`` record (see :meth:`KeywordWriter.read`)."""
+    if "ExifTool:Error" in record:
+        raise MetadataError(str(record["ExifTool:Error"]))
+    iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
+    latin1 = False
+    if "IPTC:CodedCharacterSet" not in iptc:
+        iptc, latin1 = _decode_legacy_iptc(iptc)
+    # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
+    # copy, so a keyword in any copy is already in the file.
+    copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)), key=lambda k: (k != IPTC, k))
+    return Keywords(
+        iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
+        xmp=tuple(_as_list(record.get(DC))),
+        hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
+        tags_list=tuple(_as_list(record.get(TAGS_LIST))),
+        latin1_iptc=latin1,
+        has_digest="Photoshop:IPTCDigest" in record,
+        fields={name: str(value) for name in FILLABLE
+                if (value := (iptc if name.startswith("IPTC:") else record).get(name)) is not None},
+        gps={name: str(record[name]) for name in GPS_TAGS if name in record},
+    )
 
 
 def _storage_reason(folder: Path, size: int, message: str) -> str:

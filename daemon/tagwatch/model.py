@@ -1,11 +1,11 @@
 """open_clip behind three calls: identify a model, load it, encode images and texts.
 
-Loading is lazy (:class:`LazyModel`) so the daemon starts in a blink and a tag-list edit whose
-vectors are all cached never loads the model at all.  The daemon and the CLI load it in a child
-process (:mod:`tagwatch.encoder`, which calls :func:`load_model` there), so torch and open_clip
-are imported only where the model runs.  Weights come from an open_clip pretrained tag
-(downloaded once into ``cache_dir``), from a local checkpoint file, or are random (``"none"``, for
-tests and benchmarks only).
+This module runs in the encoder's child process: the daemon and the CLI load the model there
+(:mod:`tagwatch.encoder`, which calls :func:`load_model` in the child and holds the lazy handle,
+:class:`~tagwatch.encoder.LazyModel`, on the daemon's side), so torch and open_clip are imported
+only where the model runs. Nothing here imports :mod:`tagwatch.encoder`: the dependency runs one
+way. Weights come from an open_clip pretrained tag (downloaded once into ``cache_dir``), from a
+local checkpoint file, or are random (``"none"``, for tests and benchmarks only).
 """
 
 from __future__ import annotations
@@ -21,20 +21,14 @@ import logging
 import os
 import pickle
 import re
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .config import ModelConfig, is_checkpoint_path
 from .imaging import Preprocess
-
-if TYPE_CHECKING:
-    from .encoder import EncoderProcess
 
 log = logging.getLogger(__name__)
 
@@ -273,42 +267,34 @@ def _encode_text_short(model: Any, tokens: Any) -> Any:
     return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
-_FAST_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-def resolve_precision(precision: str, device: str, cpuinfo: str | None = None) -> str:
-    """``auto`` → bf16 only on a CPU that multiplies bf16 in hardware (AVX512-BF16 or AMX).
-
-    Elsewhere bf16 is emulated and far slower than fp32 (measured on an AVX2-only EPYC: 0.3
-    against 131 GFLOP/s), so auto means fp32 there, and on GPUs, where fp32 is already fast.
-    """
-    if precision != "auto":
-        return precision
-    if not device.startswith("cpu"):
-        return "fp32"
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:  # not Linux
-            return "fp32"
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split()}
-    return "bf16" if flags & _FAST_BF16_FLAGS else "fp32"
-
-
-def _apply_precision(model: Any, precision: str) -> Any:
+def _apply_precision(model: Any, precision: str, tower: Any = None) -> Any:
     """bf16: the whole model in bfloat16 (cosine to fp32 vectors ≈ 0.9999); int8: every linear layer
     of the image tower quantised dynamically, attention's included (≈ 0.9997; see quantize.py).
     Both keep the model identity: vectors stay comparable across precisions, so switching does not
-    re-encode the library."""
+    re-encode the library.  ``tower``: the image tower already in ``precision`` (auto's measured one)."""
     import torch
 
+    if tower is not None:
+        model.visual = tower
     if precision == "bf16":
         return model.to(torch.bfloat16)
-    if precision == "int8":
+    if precision == "int8" and tower is None:
         from .quantize import int8_tower
 
         model.visual = int8_tower(model.visual)
     return model
+
+
+def _choose_precision(model: Any, cfg: ModelConfig, identity: str, device: str,
+                      preprocess: Preprocess) -> tuple[str, Any]:
+    """``model.precision``, with ``auto`` resolved by measuring (or remembering) the fastest faithful
+    path on this machine (:mod:`tagwatch.precision`); returns it and the tower auto measured in it."""
+    if cfg.precision != "auto":
+        return cfg.precision, None
+    from .precision import choose
+
+    decision = choose(model, identity, device, preprocess, cfg.precision_cache)
+    return decision.precision, decision.tower
 
 
 def load_model(cfg: ModelConfig) -> ClipModel:
@@ -356,8 +342,6 @@ def load_model(cfg: ModelConfig) -> ClipModel:
         raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: not a PyTorch or safetensors "
                          f"checkpoint ({type(exc).__name__})") from None
     model.eval()
-    precision = resolve_precision(cfg.precision, str(device))
-    model = _apply_precision(model, precision)
     pp = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = pp.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, tuple | list) else size
@@ -368,6 +352,12 @@ def load_model(cfg: ModelConfig) -> ClipModel:
         interpolation=pp.get("interpolation", "bicubic"),
         resize_mode=pp.get("resize_mode", "shortest"),
     )
+    precision, tower = _choose_precision(model, cfg, identity, str(device), preprocess)
+    model = _apply_precision(model, precision, tower)
+    del tower
+    if cfg.precision == "auto" or precision != "fp32":
+        gc.collect()
+        return_freed_memory()  # the fp32 tower a faster one replaced, auto's candidates not kept
     tokenizer = open_clip.get_tokenizer(name)
     dim = int(model.text_projection.shape[-1]) if getattr(model, "text_projection", None) is not None \
         else int(model.encode_text(tokenizer(["x"])).shape[-1])
@@ -385,103 +375,8 @@ def validate_config(cfg: ModelConfig) -> None:
         _check_pretrained_tag(open_clip, name, pretrained, cfg)
 
 
-class LazyModel:
-    """The model in its child process (:mod:`tagwatch.encoder`), started on first use and ended when
-    idle, so the daemon's own process never imports torch."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        self.cfg = cfg
-        self.identity = model_identity(cfg)
-        self._encoder: EncoderProcess | None = None
-        self._lock = threading.Lock()
-        self._last_used = time.monotonic()
-        self._users = 0
-
-    @property
-    def loaded(self) -> bool:
-        return self._encoder is not None and self._encoder.loaded
-
-    @property
-    def encoder(self) -> EncoderProcess | None:
-        """The child process, while there is one (for status figures and tests)."""
-        return self._encoder
-
-    def _child(self) -> EncoderProcess:
-        if self._encoder is None:
-            from .encoder import EncoderProcess  # the child's module imports this one
-
-            self._encoder = EncoderProcess(self.cfg)
-        return self._encoder
-
-    def validate(self) -> None:
-        """Check the model name and pretrained tag or file now, without loading any weights.
-
-        A model made of local files only (an architecture ``.json`` with a checkpoint or random
-        weights) is checked here without starting the child: importing open_clip (torch,
-        torchvision) takes 5-10 s on a busy machine, which every restart after a crash or a reboot
-        would pay before the daemon watches anything.  Anything else is checked in the child, which
-        stays, torch imported, for the first batch: the daemon's first photo does not pay the
-        imports twice.  Unused, it ends with the idle unload.
-        """
-        pretrained = self.cfg.pretrained
-        if _is_config_file(self.cfg.name) and (pretrained.lower() == RANDOM_WEIGHTS
-                                               or is_checkpoint_path(pretrained)):
-            _read_config_file(self.cfg.name)  # model_identity found both files
-            return
-        with self._lock:
-            self._last_used = time.monotonic()
-            encoder = self._child()
-        encoder.validate()
-
-    def get(self) -> EncoderProcess:
-        with self._lock:
-            encoder = self._child()
-            encoder.load()
-            self._last_used = time.monotonic()
-            return encoder
-
-    @contextlib.contextmanager
-    def using(self) -> Iterator[EncoderProcess]:
-        """The model, held for a whole batch: the idle job must not count a long batch as idle
-        time and unload (then reload) the weights under it."""
-        with self._lock:
-            self._users += 1
-        try:
-            yield self.get()
-        finally:
-            with self._lock:
-                self._users -= 1
-                self._last_used = time.monotonic()
-
-    def unload_if_idle(self, idle_seconds: float) -> bool:
-        """End the child once nothing asked for the model for ``idle_seconds``: a daemon idling for
-        days should not hold torch and the weights (~1 GB).  The next batch starts it again (seconds;
-        text vectors come from the store, so only images are encoded)."""
-        with self._lock:
-            idle = time.monotonic() - self._last_used
-            if self._encoder is None or self._users or idle < idle_seconds:
-                return False
-            encoder, self._encoder = self._encoder, None
-        was_loaded = encoder.loaded
-        encoder.close()
-        gc.collect()
-        _return_freed_memory()  # the decode buffers of the last batches
-        if was_loaded:
-            log.info("model unloaded after %.0f s without work", idle_seconds)
-        else:
-            log.debug("encoder process ended after %.0f s without work (the model was never loaded)",
-                      idle_seconds)
-        return True
-
-    def close(self) -> None:
-        """End the child now (the pipeline is done)."""
-        with self._lock:
-            encoder, self._encoder = self._encoder, None
-        if encoder is not None:
-            encoder.close()
-
-
-def _return_freed_memory() -> None:
-    """Ask glibc to give freed heap pages back to the system, so the RSS really drops."""
+def return_freed_memory() -> None:
+    """Ask glibc to give freed heap pages back to the system, so the RSS really drops (after auto's
+    candidate towers are freed here, and after the encoder child ends in :mod:`tagwatch.encoder`)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): the allocator decides
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

@@ -1,202 +1,57 @@
-"""The batching queue, and the worker that runs key → cache → decode → encode → tag → write.
+"""One batch from paths to tagged files: the stages composed, in order, for the local engine.
 
-The queue holds paths, never pixels: a burst of 10,000 new files costs 10,000 short strings, while
-decoded images exist only for the batch in hand.  Renames and deletions travel through the same
-queue as operations, so the store sees them in the order they happened relative to tagging.
+    stat + is it settled? → read and key → cached vectors (and captions) → decode + encode (and
+    caption) the misses → store → scores, caption keywords → tags (after overrides) → plan, record
+    ahead, write, record done
+
+The stages live in their own modules, as plain functions and classes with no threads
+(:mod:`tagwatch.vectors`, :mod:`tagwatch.captions`, :mod:`tagwatch.tagger`, :mod:`tagwatch.writeback`);
+this module wires them
+for one batch, keeps the tag list in use, and turns whatever a stage raises for one file into that
+file's :class:`~tagwatch.outcomes.Outcome`.  The decode pool is the only concurrency here, handed to
+the stages as a ``map``; the thread that feeds batches is :mod:`tagwatch.worker`.  Whether a file
+needs work at all is decided in one place, :func:`tagwatch.freshness.is_settled`.
 """
 
 from __future__ import annotations
 
-import glob
-import heapq
-import itertools
+import contextlib
 import logging
 import os
 import stat
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .captions import Captions, Reading
-from .config import PlacesConfig, TaggingConfig
-from .faults import TRANSIENT_ERRNOS, Backoff, access_cured, transient_reason
-from .geotag import Placement, Places
-from .imaging import prepare
-from .keys import ImageError, content_key
-from .metadata import FileChanged, Filled, KeywordWriter, MetadataError
-from .model import LazyModel
-from .overrides import NO_OVERRIDE, Override, Overrides
-from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store
+from .captions import Captions, Reading, caption
+from .captions import from_config as captions_from_config
+from .config import Config, PlacesConfig, TaggingConfig
+from .formats import ImageError, IncompleteImage
+from .freshness import is_settled, is_unchanged
+from .geotag import Places
+from .imaging import Preprocess
+from .metadata import KeywordWriter
+from .outcomes import Outcome, Status, record_failure, record_gone
+from .overrides import NO_OVERRIDE, Override, Overrides, load_overrides
+from .queue import Op
+from .retry import TRANSIENT_ERRNOS
+from .store import FAILED, FileRow, Store
 from .tagger import TagMatrix, predict, thresholds
-from .vocabulary import Vocabulary
+from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
+from .vocabulary import Vocabulary, load_vocabulary
+from .writeback import TagRules, Writeback, WriteJob
+
+if TYPE_CHECKING:
+    from .encoder import LazyModel
 
 log = logging.getLogger(__name__)
 
-# Outcome statuses
-TAGGED, UNCHANGED, FAILED_, GONE, RETRY = "tagged", "unchanged", "failed", "gone", "retry"
-UNTAGGED_ = "untagged"
-WAIT = "wait"  # a passing disk or network problem: try again after a pause (see faults.Backoff)
 _RECENT_S = 2.0  # a truncated file younger than this is probably still being written
-_PLACES = "places="  # the fingerprint's part for the [places] settings
-_MAX_RETRIES = 5
-
-
-@dataclass(frozen=True)
-class Move:
-    src: str
-    dst: str
-    is_dir: bool = False
-
-
-@dataclass(frozen=True)
-class Delete:
-    path: str
-    is_dir: bool = False
-
-
-Op = Move | Delete
-
-
-@dataclass
-class Batch:
-    ops: list[Op] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.ops or self.paths)
-
-
-class BatchQueue:
-    """Deduplicating, debouncing, bounded queue of paths that hands out batches.
-
-    ``put`` (re)starts a path's settle time: a file still being written keeps receiving events and
-    is not handed out until they stop.  ``get`` returns ``size`` ready paths at once; fewer when no
-    other file is still settling (a lone dropped photo goes straight through) or once the oldest
-    ready path has waited ``max_wait`` seconds for company.
-    """
-
-    def __init__(self, size: int, max_wait: float, settle: float, maxsize: int = 100_000) -> None:
-        self.size, self.max_wait, self.settle, self.maxsize = size, max_wait, settle, maxsize
-        self._due: dict[str, float] = {}  # waiting to settle: path → due time
-        self._heap: list[tuple[float, int, str]] = []
-        self._ready: OrderedDict[str, float] = OrderedDict()  # settled: path → time it became ready
-        self._ops: list[Op] = []
-        self._seq = itertools.count()
-        self._cond = threading.Condition()
-        self._closed = False
-        self._woken = False
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._due) + len(self._ready)
-
-    def put(self, path: str, delay: float | None = None, force: bool = False) -> None:
-        """Queue ``path`` to be processed once ``delay`` (default: the settle time) has passed quietly.
-
-        A full queue makes producers wait; ``force`` (the worker re-queueing, which must never wait
-        on itself) goes over the bound.
-        """
-        due = time.monotonic() + (self.settle if delay is None else delay)
-        with self._cond:
-            while (not force and len(self._due) + len(self._ready) >= self.maxsize and path not in self._due
-                   and path not in self._ready and not self._closed):
-                self._cond.wait()
-            if self._closed:
-                return
-            self._ready.pop(path, None)
-            self._due[path] = due
-            heapq.heappush(self._heap, (due, next(self._seq), path))
-            self._cond.notify_all()
-
-    def op(self, operation: Op) -> None:
-        """Queue a rename or deletion; a queued path that moved is queued under its new name."""
-        with self._cond:
-            if isinstance(operation, Move):
-                for pending in (self._due, self._ready):
-                    for path in [p for p in pending if p == operation.src or (
-                            operation.is_dir and p.startswith(operation.src.rstrip("/") + "/"))]:
-                        value = pending.pop(path)
-                        new = operation.dst + path[len(operation.src):]
-                        pending[new] = value
-                        if pending is self._due:
-                            heapq.heappush(self._heap, (value, next(self._seq), new))
-            else:
-                for pending in (self._due, self._ready):
-                    for path in [p for p in pending if p == operation.path or (
-                            operation.is_dir and p.startswith(operation.path.rstrip("/") + "/"))]:
-                        del pending[path]
-            self._ops.append(operation)
-            self._cond.notify_all()
-
-    def wake(self) -> None:
-        """Make a waiting ``get`` return now (an empty batch) so the worker can look at its flags."""
-        with self._cond:
-            self._woken = True
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def _promote(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now:
-            due, _, path = heapq.heappop(self._heap)
-            if self._due.get(path) == due:
-                del self._due[path]
-                self._ready[path] = due
-
-    def get(self, timeout: float | None = None) -> Batch | None:
-        """The next batch; an empty one on timeout or wake; None once closed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._closed:
-                    return None
-                now = time.monotonic()
-                self._promote(now)
-                oldest = next(iter(self._ready.values()), None)
-                lone_or_waited = oldest is not None and (not self._due or now >= oldest + self.max_wait)
-                if self._ops or len(self._ready) >= self.size or lone_or_waited:
-                    batch = Batch(self._ops, [])
-                    self._ops = []
-                    while self._ready and len(batch.paths) < self.size:
-                        batch.paths.append(self._ready.popitem(last=False)[0])
-                    self._cond.notify_all()  # room for blocked producers
-                    return batch
-                if self._woken or (deadline is not None and now >= deadline):
-                    self._woken = False
-                    return Batch()
-                wake_at = [t for t in (deadline, oldest + self.max_wait if oldest is not None else None,
-                                       self._heap[0][0] if self._heap else None) if t is not None]
-                self._cond.wait(max(0.0, min(wake_at) - now) if wake_at else None)
-
-
-@dataclass
-class Outcome:
-    path: str
-    status: str
-    tags: list[tuple[str, float]] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)
-    error: str | None = None
-
-
-@dataclass
-class _Item:
-    path: str
-    stat: os.stat_result
-    row: FileRow | None
-    data: bytes | None = None
-    key: bytes | None = None
-    vector: np.ndarray | None = None
-    caption: str | None = None
-    transient: bool = False  # the read failed for a reason of the storage, not of the file
+_PLACES = "places="  # the fingerprint's part for the [places] settings (last: the stale check reads it)
 
 
 def _utf8(path: str) -> bool:
@@ -207,8 +62,58 @@ def _utf8(path: str) -> bool:
     return True
 
 
-def _same_stat(row: FileRow | None, st: os.stat_result) -> bool:
-    return row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
+def _read(photo: Photo) -> ImageError | ReadFailed | None:
+    """:func:`read_key` for a pool's ``map``: the problem instead of raising it."""
+    try:
+        read_key(photo)
+    except (ImageError, ReadFailed) as exc:
+        return exc
+    return None
+
+
+# -- the config's tag list and overrides, loaded one way for every caller -------------------------
+
+def load_tag_list(config: Config, *, quiet: bool = False) -> Vocabulary:
+    """The config's tag list, its warnings logged (unless ``quiet``: a caller that reloads it often and
+    leaves the warnings to the daemon)."""
+    vocabulary = load_vocabulary(config.tags, config.tagging.templates)
+    for warning in () if quiet else vocabulary.warnings:
+        log.warning("%s", warning)
+    return vocabulary
+
+
+def load_config_overrides(config: Config, *, quiet: bool = False) -> Overrides:
+    """The config's overrides: none when it names no file, none (with a warning) while the named file
+    does not exist yet; their warnings logged unless ``quiet``."""
+    if config.overrides is None:
+        return Overrides()
+    overrides = load_overrides(config.overrides, config.watch)
+    for warning in () if quiet else overrides.warnings:
+        log.warning("%s", warning)
+    return overrides
+
+
+def pipeline_for(config: Config, store: Store, writer: KeywordWriter | None, *,
+                 adopt: Callable[[Pipeline, Vocabulary], object] | None = None) -> Pipeline:
+    """A pipeline with the config's model, overrides and tag list: what the commands and the review
+    page (applying corrections with no daemon running) use.  ``adopt`` takes the tag list into the
+    pipeline (default :meth:`Pipeline.use_vocabulary`; the commands draw a progress bar while its
+    new prompts are encoded).  The model's child starts only if prompts need encoding."""
+    from .encoder import LazyModel  # at run time only: the stages never need the child's handle
+
+    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging, places=config.places)
+    try:
+        pipeline.use_captions(captions_from_config(config, store, pipeline.model))
+        pipeline.use_overrides(load_config_overrides(config))
+        vocabulary = load_tag_list(config)
+        if adopt is None:
+            pipeline.use_vocabulary(vocabulary)
+        else:
+            adopt(pipeline, vocabulary)
+    except BaseException:
+        pipeline.close()
+        raise
+    return pipeline
 
 
 class Pipeline:
@@ -217,29 +122,33 @@ class Pipeline:
     def __init__(self, store: Store, model: LazyModel, writer: KeywordWriter | None,
                  tagging: TaggingConfig, decode_threads: int = 2, places: PlacesConfig | None = None) -> None:
         self.store, self.model, self.writer, self.tagging = store, model, writer, tagging
-        # GPS → place keywords (off unless given: the daemon and the CLI pass the config's [places])
+        # GPS → place keywords (off unless given: the daemon and the CLI pass the config's [places]);
+        # the writeback runs it between reading a file's metadata and planning its write
         self.places = Places(places or PlacesConfig(enabled=False), store)
         self.vocabulary: Vocabulary | None = None
         self.tags: TagMatrix | None = None
         self.thresholds = np.zeros(0, np.float32)  # per tag, in tag order
         self.overrides = Overrides()
         self.fingerprint = ""
+        self.cache = VectorCache(store, model.identity)
+        self.captions: Captions | None = None  # open vocabulary, with [captions] enabled (use_captions)
+        self.writeback = Writeback(store, writer, self.places)
         self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag of the list
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
-        self._retries: dict[str, int] = {}
         self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
         self._deferred: list[Outcome] = []  # WAIT outcomes of a retag, for the worker to schedule
-        self.captions: Captions | None = None  # open vocabulary, when [captions] enabled
 
     def use_captions(self, captions: Captions | None) -> None:
         """Caption photos and add the caption's confirmed words to their keywords (None: stop)."""
-        self.captions = captions
+        if self.captions is not None and self.captions is not captions:
+            self.captions.close()
+        self.captions = self.writeback.captions = captions
         if captions is not None and self.vocabulary is not None:
             captions.use_vocabulary(self.vocabulary)
         self._refresh_fingerprint()
 
     def close(self) -> None:
-        """Stop the decode pool and the model's child process (the pipeline is its only user)."""
+        """Stop the decode pool and the models' child processes (the pipeline is their only user)."""
         self._pool.shutdown(wait=True)
         self.model.close()
         if self.captions is not None:
@@ -262,12 +171,12 @@ class Pipeline:
 
     # -- vocabulary ----------------------------------------------------------------------------
 
-    def use_vocabulary(self, vocabulary: Vocabulary, tagging: TaggingConfig | None = None) -> int:
-        """Adopt a tag list, encoding only prompts without a cached text vector; returns how many."""
+    def use_vocabulary(self, vocabulary: Vocabulary, tagging: TaggingConfig | None = None,
+                       advance: Callable[[int], None] = lambda count: None) -> int:
+        """Adopt a tag list, encoding only prompts without a cached text vector; returns how many
+        (``advance`` is told as each part of them is encoded)."""
         tagging = tagging or self.tagging
-        prompts = vocabulary.prompts()
-        missing = len(prompts) - len(self.store.text_vectors(prompts, self.model.identity))
-        vectors = self.text_vectors(prompts)
+        vectors, encoded = text_vectors(self.store, self.model, vocabulary.prompts(), advance)
         self.vocabulary, self.tagging = vocabulary, tagging
         self.tags = TagMatrix.build(vocabulary, vectors)
         self.thresholds = thresholds(vocabulary, tagging.threshold)
@@ -275,18 +184,11 @@ class Pipeline:
         if self.captions is not None:
             self.captions.use_vocabulary(vocabulary)
         self._refresh_fingerprint()
-        return missing
+        return encoded
 
-    def text_vectors(self, prompts: list[str]) -> dict[str, np.ndarray]:
-        """Text vectors of the tagging model, from the store or encoded now and stored."""
-        vectors = self.store.text_vectors(prompts, self.model.identity)
-        missing = [p for p in prompts if p not in vectors]
-        if missing:
-            with self.model.using() as model:
-                encoded = model.encode_texts(missing)
-            self.store.put_text_vectors(dict(zip(missing, encoded, strict=True)), self.model.identity)
-            vectors.update(self.store.text_vectors(missing, self.model.identity))
-        return vectors
+    def text_vectors(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The tagging model's text vectors of ``prompts``, from the store or encoded and stored."""
+        return text_vectors(self.store, self.model, prompts)[0]
 
     def read_captions(self, photos: Sequence[tuple[str | None, np.ndarray | None]]) -> list[Reading | None]:
         """Each (caption, image vector)'s open-vocabulary keywords; None where captions are off or the
@@ -294,10 +196,11 @@ class Pipeline:
         out: list[Reading | None] = [None] * len(photos)
         if self.captions is None:
             return out
-        known = [n for n, (caption, vector) in enumerate(photos)
-                 if caption is not None and vector is not None]
-        readings = self.captions.readings([photos[n] for n in known], self.text_vectors)  # type: ignore[misc]
-        for n, reading in zip(known, readings, strict=True):
+        known = [(n, text, vector) for n, (text, vector) in enumerate(photos)
+                 if text is not None and vector is not None]
+        readings = self.captions.readings([(text, vector) for _, text, vector in known],
+                                          self.tagging.templates[0], self.text_vectors)
+        for (n, _, _), reading in zip(known, readings, strict=True):
             out[n] = reading
         return out
 
@@ -319,6 +222,11 @@ class Pipeline:
             parts.append(f"{_PLACES}{self.places.fingerprint}")
         self.fingerprint = "|".join(parts)
 
+    @property
+    def rules(self) -> TagRules:
+        """What a write needs of the tag list and settings in use."""
+        return TagRules(self.tagging.mode, self.tagging.threshold, self._paths, self.fingerprint)
+
     def decide(self, path: str, tags: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], Override]:
         """Predictions → what ``path`` should carry, after its overrides."""
         override = self.overrides.for_path(path)
@@ -327,13 +235,13 @@ class Pipeline:
     # -- one batch -----------------------------------------------------------------------------
 
     def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
-                wait_for_writers: bool = False) -> list[Outcome]:
+                wait_for_writers: Callable[[str], bool] | None = None) -> list[Outcome]:
         """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
 
         ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
-        unchanged, and tags files that ``untag`` set aside;
-        ``wait_for_writers`` answers RETRY for a truncated file modified in the last seconds, which
-        is probably still being copied (the daemon queues it again instead of failing it).
+        unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path)`` is asked
+        about a truncated file modified in the last seconds, which is probably still being copied:
+        True answers RETRY (the daemon queues it again) instead of failing it.
         """
         assert self.tags is not None, "use_vocabulary() first"
         paths = list(dict.fromkeys(paths))
@@ -342,72 +250,73 @@ class Pipeline:
         for path in unnamed:  # the store keys files by UTF-8 path; such a name cannot be recorded
             reason = "the file name is not valid UTF-8; rename the file"
             log.warning("%s: skipped: %s", ascii(path), reason)
-            outcomes.append(Outcome(path, FAILED_, error=reason))
+            outcomes.append(Outcome(path, Status.FAILED, error=reason))
         paths = [p for p in paths if p not in unnamed]
         rows = self.store.files(paths)
-        items: list[_Item] = []
+        photos: list[Photo] = []
         for path in paths:
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
-                outcomes.append(self._gone(path, "file vanished before it could be read"))
+                outcomes.append(record_gone(self.store, path, "file vanished before it could be read"))
                 continue
             except OSError as exc:
                 if exc.errno in TRANSIENT_ERRNOS:
-                    outcomes.append(Outcome(path, WAIT, error=f"cannot read: {exc.strerror}"))
+                    outcomes.append(Outcome(path, Status.WAIT, error=f"cannot read: {exc.strerror}"))
                 else:
-                    outcomes.append(self._fail(path, None, f"cannot read: {exc.strerror}", dry_run))
+                    outcomes.append(record_failure(self.store, path, None, f"cannot read: {exc.strerror}",
+                                                   dry_run))
                 continue
             if not stat.S_ISREG(st.st_mode) or (self.roots and self._outside(path)):
                 reason = ("a symbolic link (not followed)" if stat.S_ISLNK(st.st_mode)
                           else "not a regular file" if not stat.S_ISREG(st.st_mode)
                           else "reached through a symbolic link to a folder (not followed)")
-                outcomes.append(self._fail(path, st, reason, dry_run))
+                outcomes.append(record_failure(self.store, path, st, reason, dry_run))
                 continue
             row = rows.get(path)
-            if row is not None and row.state == UNTAGGED and not retry_failed:
-                outcomes.append(Outcome(path, UNCHANGED))  # `tagwatch untag` asked us to leave it
+            if is_settled(row, path, st, fingerprint=self.fingerprint, retry_failed=retry_failed):
+                assert row is not None
+                error = row.error if row.state == FAILED else None
+                outcomes.append(Outcome(path, Status.UNCHANGED, error=error))
                 continue
-            # A failure for want of permission is tried again once a chmod has cured it (the daemon
-            # hears of it as an attribute event); any other stays failed until the file changes.
-            if _same_stat(row, st) and row is not None and (
-                    (row.state == DONE and row.tagged_with == self.fingerprint)
-                    or (row.state == FAILED and not retry_failed and not access_cured(row.error, path, st))):
-                outcomes.append(Outcome(path, UNCHANGED, error=row.error if row.state == FAILED else None))
-                continue
-            items.append(_Item(path, st, row))
+            photos.append(Photo(path, st))
 
-        for item, error in zip(items, self._pool.map(self._read_key, items), strict=True):
-            if error is not None:
-                outcomes.append(self._bad_file(item, error, dry_run, wait_for_writers))
-        items = [i for i in items if i.key is not None]
+        for photo, problem in zip(photos, self._pool.map(_read, photos), strict=True):
+            if problem is not None:
+                outcomes.append(self._bad_file(photo, problem, dry_run, wait_for_writers))
+        photos = [p for p in photos if p.key is not None]
         # Files whose vectors are cached go first, without the model: after a restart (a crash, a
         # reboot) they get their keywords while the model, seconds to import and load, is not yet
         # needed; it is loaded only for the rest.
-        cached = set(self.store.image_vectors({i.key for i in items if i.key}, self.model.identity))
-        if self.captions is not None:
-            cached &= set(self.captions.cached(cached))
-        for group in ([i for i in items if i.key in cached], [i for i in items if i.key not in cached]):
+        cached = set(self.cache.get({p.key for p in photos if p.key}))
+        if self.captions is not None:  # and captioned
+            cached &= set(self.captions.cache.get(cached))
+        for group in ([p for p in photos if p.key in cached], [p for p in photos if p.key not in cached]):
             if group:
                 self._tag(group, outcomes, dry_run)
         return outcomes
 
-    def _tag(self, items: list[_Item], outcomes: list[Outcome], dry_run: bool) -> None:
+    def _tag(self, photos: list[Photo], outcomes: list[Outcome], dry_run: bool) -> None:
         """Vectors → predictions → keywords written and recorded, for files whose key is known."""
         assert self.tags is not None
-        self._fill_vectors(items, outcomes, dry_run)
-        items = [i for i in items if i.vector is not None]
-        if not items:
+        self._fill_vectors(photos, outcomes, dry_run)
+        photos = [p for p in photos if p.vector is not None]
+        if not photos:
             return
-        predictions = predict(np.stack([i.vector for i in items]), self.tags,
+        predictions = predict(np.stack([p.vector for p in photos]), self.tags,
                               self.thresholds, self.tagging.top_k)
-        readings = self.read_captions([(i.caption, i.vector) for i in items])
-        for item, predicted, reading in zip(items, predictions, readings, strict=True):
-            tags, override = self.decide(item.path, predicted + (reading.keywords if reading else []))
+        readings = self.read_captions([(p.caption, p.vector) for p in photos])
+        for photo, predicted, reading in zip(photos, predictions, readings, strict=True):
+            tags, override = self.decide(photo.path, predicted + (reading.keywords if reading else []))
             if dry_run:
-                outcomes.append(Outcome(item.path, TAGGED, tags))
+                outcomes.append(Outcome(photo.path, Status.TAGGED, tags))
             else:
-                outcomes.append(self._finish(item.path, item.key, item.stat, tags, override, reading))
+                outcomes.append(self._finish(photo.path, photo.key, photo.stat, tags, override, reading))
+
+    def _finish(self, path: str, key: bytes | None, st: os.stat_result, tags: list[tuple[str, float]],
+                override: Override = NO_OVERRIDE, reading: Reading | None = None) -> Outcome:
+        """Write the predicted keywords (after overrides), with the caption's, and record the result."""
+        return self.writeback.finish(WriteJob(path, key, st, tags, override, reading=reading), self.rules)
 
     def vector_for(self, path: str) -> np.ndarray:
         """The image vector of one file, from the cache or freshly encoded (``tagwatch explain``)."""
@@ -428,232 +337,126 @@ class Pipeline:
         errors: dict[str, str] = {}
         paths = list(dict.fromkeys(paths))
         for start in range(0, len(paths), batch_size):
-            items: list[_Item] = []
+            photos: list[Photo] = []
             for path in paths[start:start + batch_size]:
                 try:
-                    items.append(_Item(path, os.stat(path), None))
+                    photos.append(Photo(path, os.stat(path)))
                 except OSError as exc:
                     errors[path] = f"cannot read: {exc.strerror}"
                     log.warning("%s: skipped: %s", path, errors[path])
-            for item, error in zip(items, self._pool.map(self._read_key, items), strict=True):
-                if error is not None:
-                    log.warning("%s: skipped: %s", item.path, error)
-                    errors[item.path] = error
-            items = [i for i in items if i.key is not None]
+            for photo, problem in zip(photos, self._pool.map(_read, photos), strict=True):
+                if problem is not None:
+                    log.warning("%s: skipped: %s", photo.path, problem)
+                    errors[photo.path] = str(problem)
+            photos = [p for p in photos if p.key is not None]
             outcomes: list[Outcome] = []  # _fill_vectors logs each file it cannot use
-            self._fill_vectors(items, outcomes, dry_run=True)
+            self._fill_vectors(photos, outcomes, dry_run=True, caption=captions is not None)
             errors.update((o.path, o.error or o.status) for o in outcomes)
-            vectors.update((i.path, i.vector) for i in items if i.vector is not None)
+            vectors.update((p.path, p.vector) for p in photos if p.vector is not None)
             if captions is not None:
-                captions.update((i.path, i.caption) for i in items if i.caption is not None)
+                captions.update((p.path, p.caption) for p in photos if p.caption is not None)
         return vectors, errors
 
-    def _read_key(self, item: _Item) -> str | None:
-        """Read the file and compute its content key (runs in the decode pool)."""
-        try:
-            with open(item.path, "rb") as handle:
-                item.data = handle.read()
-        except FileNotFoundError:
-            return "file vanished before it could be read"
-        except OSError as exc:
-            item.transient = exc.errno in TRANSIENT_ERRNOS
-            return f"cannot read: {exc.strerror}"
-        if not item.data:
-            return "empty file (0 bytes)"
-        try:
-            item.key = content_key(item.data)
-        except ImageError as exc:
-            item.data = None
-            return str(exc)
-        return None
-
-    def _fill_vectors(self, items: list[_Item], outcomes: list[Outcome], dry_run: bool) -> None:
-        """Cached vectors (and captions) by key; decode and encode (and caption) the misses once per
-        distinct key."""
-        model_id = self.model.identity
-        keys = [i.key for i in items if i.key]
-        cached = self.store.image_vectors(keys, model_id)
-        captions = self.captions.cached(keys) if self.captions is not None else {}
-        uncaptioned = {k for k in keys if k not in captions} if self.captions is not None else set()
-        misses: dict[bytes, _Item] = {}
-        for item in items:
-            if item.key in cached and item.key not in uncaptioned:
-                item.data = None
-            else:
-                misses.setdefault(item.key, item)
+    def _fill_vectors(self, photos: list[Photo], outcomes: list[Outcome], dry_run: bool,
+                      caption: bool = True) -> None:
+        """Cached vectors (and captions, unless not ``caption``) by key; decode and encode (and
+        caption) the misses once per distinct key, and cache them."""
+        keys = [p.key for p in photos if p.key]
+        cached = self.cache.get(keys)
+        captioning = caption and self.captions is not None
+        captions = self.captions.cache.get(keys) if captioning and self.captions is not None else {}
+        uncaptioned = {k for k in keys if k not in captions} if captioning else set()
+        misses: dict[bytes, Photo] = {}
+        for photo in photos:
+            if photo.key in cached and photo.key not in uncaptioned:
+                photo.data = None
+            elif photo.key is not None:
+                misses.setdefault(photo.key, photo)
         if misses:
-            with self.model.using() as model:
-                specs = [model.preprocess]
-                separate = self.captions is not None and not self.captions.shared and bool(
-                    uncaptioned & misses.keys())
-                if separate:
-                    assert self.captions is not None
-                    with self.captions.model.using() as captioner:
-                        if captioner.preprocess != model.preprocess:
-                            specs.append(captioner.preprocess)
+            fresh = self._encode_misses(misses, cached, uncaptioned, captions, photos, outcomes, dry_run)
+            if fresh:
+                log.debug("storing %d vectors", len(fresh))
+                cached.update(self.cache.put(fresh))  # score the stored form
+        for photo in photos:
+            if photo.key is not None:
+                photo.vector, photo.caption = cached.get(photo.key), captions.get(photo.key)
 
-                def decode(item: _Item) -> list[np.ndarray] | str:
-                    try:
-                        assert item.data is not None
-                        return [prepare(item.data, spec) for spec in specs]
-                    except ImageError as exc:
-                        return str(exc)
-                    except Exception as exc:  # a decoder bug on one odd file is that file's problem
-                        return f"cannot decode: {type(exc).__name__}: {exc}"
-                    finally:
-                        item.data = None
-
-                arrays: dict[bytes, list[np.ndarray]] = {}
-                log.debug("decoding %d photos", len(misses))
-                for key, result in zip(misses, self._pool.map(decode, misses.values()), strict=True):
-                    if isinstance(result, str):
-                        for item in items:
-                            if item.key == key:
-                                outcomes.append(self._bad_file(item, result, dry_run))
-                                item.key = None
+    def _encode_misses(self, misses: dict[bytes, Photo], cached: Mapping[bytes, np.ndarray],
+                       uncaptioned: set[bytes], captions: dict[bytes, str], photos: list[Photo],
+                       outcomes: list[Outcome], dry_run: bool) -> dict[bytes, np.ndarray]:
+        """Decode the misses for each model that needs them, caption the uncaptioned ones (caching the
+        captions in ``captions``' place), encode the rest; returns the fresh vectors to store.  The
+        tagging model is loaded only if some vector is missing (or it is the captioner too)."""
+        to_caption = [k for k in misses if k in uncaptioned]
+        shared = self.captions is not None and self.captions.shared
+        to_encode = [k for k in misses if k not in cached and not (shared and k in uncaptioned)]
+        with contextlib.ExitStack() as held:
+            model = held.enter_context(self.model.using()) if to_encode or (shared and to_caption) else None
+            captioner = None
+            if to_caption:
+                assert self.captions is not None
+                captioner = model if shared else held.enter_context(self.captions.model.using())
+            # One decode per preprocessing: the captioner's may differ from the tagging model's
+            wanted: dict[Preprocess, list[bytes]] = {}
+            if captioner is not None:
+                wanted.setdefault(captioner.preprocess, []).extend(to_caption)
+            if model is not None:
+                wanted.setdefault(model.preprocess, []).extend(k for k in to_encode if k not in to_caption
+                                                               or captioner is None
+                                                               or captioner.preprocess != model.preprocess)
+            arrays: dict[Preprocess, dict[bytes, np.ndarray]] = {}
+            failed: set[bytes] = set()
+            for n, (spec, spec_keys) in enumerate(wanted.items()):
+                spec_keys = [k for k in dict.fromkeys(spec_keys) if k not in failed]
+                log.debug("decoding %d photos", len(spec_keys))
+                decoded = decode_each([misses[k] for k in spec_keys], spec, self._pool.map,
+                                      keep=n < len(wanted) - 1)
+                arrays[spec] = {}
+                for key, result in zip(spec_keys, decoded, strict=True):
+                    if isinstance(result, ImageError):
+                        failed.add(key)
+                        for photo in photos:
+                            if photo.key == key:
+                                outcomes.append(self._bad_file(photo, result, dry_run))
+                                photo.key = None
                     else:
-                        arrays[key] = result
-                fresh: dict[bytes, np.ndarray] = {}
-                if self.captions is not None:
-                    wanted = {k: a[-1] for k, a in arrays.items() if k in uncaptioned}
-                    found, vectors = self.captions.generate(wanted)
+                        arrays[spec][key] = result
+            for photo in misses.values():
+                photo.data = None
+            fresh: dict[bytes, np.ndarray] = {}
+            if captioner is not None:
+                assert self.captions is not None
+                ready = arrays[captioner.preprocess]
+                todo = [k for k in to_caption if k in ready]
+                if todo:
+                    log.debug("captioning %d photos", len(todo))
+                    vectors, texts = caption(captioner, [ready[k] for k in todo],
+                                             self.captions.cfg.max_tokens)
+                    found = dict(zip(todo, texts, strict=True))
+                    self.captions.cache.put(found)
                     captions.update(found)
-                    fresh.update((k, v) for k, v in vectors.items() if k not in cached)
-                todo = [k for k in arrays if k not in cached and k not in fresh]
+                    if shared:  # the same pass gave the vectors
+                        fresh.update((k, v) for k, v in zip(todo, vectors, strict=True) if k not in cached)
+            if model is not None:
+                ready = arrays[model.preprocess]
+                todo = [k for k in to_encode if k in ready and k not in fresh]
                 if todo:
                     log.debug("encoding %d photos", len(todo))
-                    fresh.update(zip(todo, model.encode_images(np.stack([arrays[k][0] for k in todo])),
-                                     strict=True))
-                if fresh:
-                    log.debug("storing %d vectors", len(fresh))
-                    self.store.put_image_vectors(fresh, model_id)
-                    cached.update(self.store.image_vectors(fresh, model_id))  # score the stored form
-        for item in items:
-            if item.key is not None:
-                item.vector = cached.get(item.key)
-                item.caption = captions.get(item.key)
+                    fresh.update(zip(todo, encode(model, [ready[k] for k in todo]), strict=True))
+        return fresh
 
-    def _finish(self, path: str, key: bytes | None, st: os.stat_result,
-                tags: list[tuple[str, float]], override: Override = NO_OVERRIDE,
-                reading: Reading | None = None) -> Outcome:
-        """Write the predicted keywords (after overrides), the photo's places and its caption, and record
-        the result."""
-        keywords = [k for k, _ in tags]
-        known = self._paths
-        if reading is not None and self.captions is not None and self.captions.cfg.prefix:
-            known = {**{k: self.captions.path(k) for k, _ in reading.keywords}, **self._paths}
-        added: list[str] = []
-        mode = self.tagging.mode
-        row = self.store.file(path)
-        owned = self.store.ledger(row.id) if row is not None else []
-        owned_paths = self.store.ledger_paths(row.id) if row is not None else {}
-        plan = None
-        placed: Placement | None = None
-        # Without a prediction there is something to do only to our own keywords: sync drops them,
-        # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
-        # wipe a person's keywords over a threshold typo.
-        ours_to_fix = owned and mode != "overwrite" and (
-            mode == "sync" or any(k in owned for k in override.remove)
-            or any(k in self._paths and owned_paths.get(k, (k,)) != (self._paths[k],) for k in owned))
-        if self.writer is not None and (keywords or ours_to_fix or self.places.enabled
-                                        or self.captions is not None):
-            written_ahead: list[str] = []
-            file_id: int | None = None
-            try:
-                state = self.writer.inspect(Path(path), st)
-                paths = {k: known[k] for k in (*keywords, *owned) if k in known}
-                writing, withdraw = keywords, list(override.remove)
-                fill: dict[str, str | None] = {}
-                filled: dict[str, Filled] = {}
-                if self.places.enabled:  # places come from the metadata just read, never from pixels
-                    placed = self.places.decide(path, row.id if row else None, state.photo.gps,
-                                                state.sidecar.gps)
-                    writing = keywords + [k for k in placed.keywords if k not in keywords]
-                    paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}
-                    withdraw += [k for k in placed.withdraw if k not in keywords]
-                    fill, filled = placed.fill, placed.filled
-                if self.captions is not None:  # the caption as the description, where the photo has none
-                    records = self.store.filled(row.id) if row is not None else {}
-                    more, ours = self.captions.describe(reading, state, records)
-                    fill, filled = {**fill, **more}, {**filled, **ours}
-                # Places alone never overwrite: with nothing predicted, overwrite would make a photo's
-                # keywords its place and nothing else (the threshold-typo case above).
-                plan_mode = mode if keywords or mode != "overwrite" else "append"
-                plan = self.writer.plan(
-                    Path(path), writing, before=st, mode=plan_mode, owned=owned, owned_paths=owned_paths,
-                    paths=paths, withdraw=withdraw, state=state, fill=fill, filled=filled)
-                if plan.changes:
-                    mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
-                    # Pending until recorded done, ledger written ahead: a crash mid-write leaves the
-                    # file to the next scan and never makes tagwatch forget a keyword it put in (nor,
-                    # for a keyword whose parent changed, the path it was written under before).
-                    log.debug("%s: recording its keywords ahead of the write", path)
-                    with self.store.transaction():
-                        file_id = self.store.record_file(path, key=key, size=st.st_size,
-                                                         mtime_ns=st.st_mtime_ns, state=PENDING)
-                        self.store.add_ledger(file_id, mine, paths=plan.paths)
-                        self.store.add_ledger(file_id, plan.dropped, REMOVED)
-                        self.store.set_ledger_paths(file_id, {
-                            k: (*owned_paths.get(k, (k,)), *plan.paths[k]) for k in plan.respelled})
-                        self.store.set_filled(file_id, plan.fills_ahead)
-                    written_ahead = mine + plan.dropped
-                    log.debug("%s: writing keywords", path)
-                    self.writer.apply(plan)
-                    self.store.remove_ledger(file_id, plan.removed)
-                    added = plan.ours
-                st = os.lstat(path)
-            except (MetadataError, OSError) as exc:
-                if file_id is not None and written_ahead:  # the file is as it was
-                    self.store.remove_ledger(file_id, written_ahead)
-                if file_id is not None and plan is not None and plan.fills_ahead:
-                    self.store.set_filled(file_id, {name: filled.get(name) for name in plan.fills_ahead})
-                if isinstance(exc, FileChanged):
-                    return Outcome(path, RETRY, tags, error=str(exc))
-                passing = transient_reason(exc)
-                if passing is not None:  # the photo is as it was; the same write can work later
-                    return Outcome(path, WAIT, tags, error=f"keywords not written: {passing}")
-                if not os.path.lexists(path):
-                    return self._gone(path, "file vanished before its keywords were written")
-                reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
-                return self._fail(path, st, f"keywords not written: {reason}", False, key)
-        log.debug("%s: recording it tagged", path)
-        with self.store.transaction():
-            file_id = self.store.record_file(path, key=key, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                                             state=DONE)
-            self.store.record_tagged(file_id, keywords, self.fingerprint, st.st_size, st.st_mtime_ns)
-            if plan is not None:
-                self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
-                self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in owned],
-                                      USER)
-                self.store.set_filled(file_id, plan.fills)
-            if placed is not None:
-                where = placed.where
-                self.store.set_located(file_id, where and where.lat, where and where.lon,
-                                       list(placed.keywords))
-        self._retries.pop(path, None)
-        fields = {"event": "tagged", "path": path, "tags": keywords}
-        where = f"; place: {', '.join(placed.claim.levels())}" if placed is not None and placed.claim else ""
-        if placed is not None and placed.claim:
-            fields["places"] = placed.claim.levels()
-        if added:
-            log.info("tagged %s: %s%s", path, ", ".join(keywords), where, extra=fields)
-        else:
-            log.info("tagged %s: %s (already in the file)%s", path, ", ".join(keywords) or "no tag above "
-                     f"threshold {self.tagging.threshold}", where, extra=fields)
-        return Outcome(path, TAGGED, tags, added)
-
-    def _bad_file(self, item: _Item, reason: str, dry_run: bool, wait_for_writers: bool = False) -> Outcome:
+    def _bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
+                  wait_for_writers: Callable[[str], bool] | None = None) -> Outcome:
         """A file we could not use: retry if it is probably still being written, else record why."""
-        if (wait_for_writers and reason.startswith(("truncated", "empty"))
-                and time.time() - item.stat.st_mtime < _RECENT_S):
-            tries = self._retries[item.path] = self._retries.get(item.path, 0) + 1
-            if tries <= _MAX_RETRIES:
-                return Outcome(item.path, RETRY, error=reason)
-        if item.transient:
-            return Outcome(item.path, WAIT, error=reason)
-        if reason.startswith("file vanished"):
-            return self._gone(item.path, reason)
-        return self._fail(item.path, item.stat, reason, dry_run, item.key)
+        reason = str(problem)
+        if (wait_for_writers is not None and isinstance(problem, IncompleteImage)
+                and time.time() - photo.stat.st_mtime < _RECENT_S and wait_for_writers(photo.path)):
+            return Outcome(photo.path, Status.RETRY, error=reason)
+        if isinstance(problem, ReadFailed) and problem.transient:
+            return Outcome(photo.path, Status.WAIT, error=reason)
+        if isinstance(problem, FileVanished):
+            return record_gone(self.store, photo.path, reason)
+        return record_failure(self.store, photo.path, photo.stat, reason, dry_run, photo.key)
 
     def give_up(self, path: str, reason: str) -> Outcome:
         """Record that ``path`` could not be processed at all (an unexpected error), so it is not
@@ -662,23 +465,7 @@ class Pipeline:
             st: os.stat_result | None = os.lstat(path)
         except OSError:
             st = None
-        return self._fail(path, st, reason, False)
-
-    def _fail(self, path: str, st: os.stat_result | None, reason: str, dry_run: bool,
-              key: bytes | None = None) -> Outcome:
-        self._retries.pop(path, None)
-        log.warning("%s: skipped: %s", path, reason,
-                    extra={"event": "skipped", "path": path, "reason": reason})
-        if not dry_run:
-            self.store.record_file(path, key=key, size=st.st_size if st else None,
-                                   mtime_ns=st.st_mtime_ns if st else None, state=FAILED, error=reason)
-        return Outcome(path, FAILED_, error=reason)
-
-    def _gone(self, path: str, reason: str) -> Outcome:
-        self._retries.pop(path, None)
-        log.warning("%s: skipped: %s", path, reason, extra={"event": "gone", "path": path, "reason": reason})
-        self.store.mark_deleted(path)
-        return Outcome(path, GONE, error=reason)
+        return record_failure(self.store, path, st, reason)
 
     # -- tag-list edits ------------------------------------------------------------------------
 
@@ -695,17 +482,17 @@ class Pipeline:
         # Files holding one of our keywords under a path its parent no longer gives it
         stale = (self.store.stale_paths(self._paths) if rows and (
             any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
-        uncaptioned: list[str] = []
         if rows and self.places.enabled:
             stale |= self._places_stale([r for r, _ in rows])
         if rows and self.captions is not None:
             stale |= self._captions_stale([r for r, _ in rows])
+        uncaptioned: list[str] = []
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
                                   self.thresholds, self.tagging.top_k)
             same: list[tuple[int, list[str]]] = []
-            captions = self.captions.cached(r.key for r, _ in part if r.key) if self.captions else {}
+            captions = self.captions.cache.get(r.key for r, _ in part if r.key) if self.captions else {}
             readings = self.read_captions([(captions.get(r.key) if r.key else None, v) for r, v in part])
             for (row, _), predicted, reading in zip(part, predictions, readings, strict=True):
                 if self.captions is not None and reading is None:
@@ -722,27 +509,27 @@ class Pipeline:
                 try:
                     st = os.lstat(row.path)
                 except FileNotFoundError:
-                    self._gone(row.path, "file vanished")
+                    record_gone(self.store, row.path, "file vanished")
                     continue
                 except OSError as exc:
                     log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
                     continue
-                if _same_stat(row, st):
+                if is_unchanged(row, st):
                     outcome = self._finish(row.path, row.key, st, tags, override, reading)
                 else:  # changed on disk since we last saw it: treat it as new
                     outcome = self.process([row.path])[0]
-                written += outcome.status == TAGGED and bool(outcome.added)
-                if outcome.status == WAIT:
+                written += outcome.status == Status.TAGGED and bool(outcome.added)
+                if outcome.status == Status.WAIT:
                     self._deferred.append(outcome)
             self.store.update_predictions(same, self.fingerprint)
         # Captions just turned on: these need their pixels again, so they go through the queue in
         # ordinary batches (the worker queues RETRY outcomes) instead of holding up this re-scoring.
-        self._deferred += [Outcome(path, RETRY, error="to be captioned") for path in uncaptioned]
+        self._deferred += [Outcome(path, Status.RETRY, error="to be captioned") for path in uncaptioned]
         return len(rows), written
 
     def _captions_stale(self, rows: Sequence[FileRow]) -> set[int]:
-        """Files captioned under other ``[captions]`` settings: rewritten even where their keywords
-        stay the same, since their description may have to come (or go)."""
+        """Files tagged under other ``[captions]`` settings: rewritten even where their keywords stay
+        the same, since their description may have to come (or go)."""
         current = self.captions.fingerprint() if self.captions is not None else ""
         return {r.id for r in rows if current not in (r.tagged_with or "")}
 
@@ -753,179 +540,12 @@ class Pipeline:
         changed = {r.id for r in rows if not (r.tagged_with or "").endswith(current)}
         return changed & self.store.maybe_located() if changed else set()
 
-    # -- untag ---------------------------------------------------------------------------------
+    # -- untag, renames and deletions ----------------------------------------------------------
 
     def untag(self, path: str) -> Outcome:
-        """Take out exactly the keywords tagwatch added (and put back what overwrite took out); the
-        daemon then leaves the file alone until ``scan`` names it again."""
-        assert self.writer is not None
-        row = self.store.file(path)
-        if row is None or row.state == DELETED:
-            return Outcome(path, UNCHANGED, error="tagwatch has no record of this file")
-        if (row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED)
-                and not self.store.filled(row.id)):
-            return Outcome(path, UNCHANGED, error="already untagged")
-        owned, dropped = self.store.ledger(row.id), self.store.ledger(row.id, REMOVED)
-        filled = {name: Filled(*record) for name, record in self.store.filled(row.id).items()}
-        self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
-        try:
-            plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id),
-                                          filled)
-            self.writer.apply(plan)
-            st = os.lstat(path)
-        except (MetadataError, OSError) as exc:
-            reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
-            log.warning("%s: not untagged: %s", path, reason)
-            return Outcome(path, FAILED_, error=reason)
-        with self.store.transaction():
-            self.store.remove_ledger(row.id, owned + dropped)
-            self.store.set_filled(row.id, dict.fromkeys(filled))
-            self.store.set_located(row.id, None, None, ())  # its place keywords are gone with the rest
-            self.store.record_file(path, key=row.key, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                                   state=UNTAGGED)
-        log.info("untagged %s: removed %s%s", path, ", ".join(plan.removed) or "nothing",
-                 f"; restored {', '.join(plan.restored)}" if plan.restored else "")
-        return Outcome(path, UNTAGGED_, added=plan.restored)
-
-    # -- renames and deletions -----------------------------------------------------------------
+        """Take out exactly the keywords tagwatch added; see :meth:`Writeback.untag`."""
+        return self.writeback.untag(path)
 
     def apply(self, ops: Sequence[Op]) -> list[str]:
         """Apply renames and deletions to the store; returns moved paths the store did not know."""
-        unknown: list[str] = []
-        for op in ops:
-            if isinstance(op, Delete):
-                if os.path.lexists(op.path):  # replaced since (a polling observer sees our own atomic
-                    continue                  # replace as delete + create): the row and ledger stay
-                if op.is_dir:
-                    self.store.mark_deleted_under(op.path)
-                elif self.store.mark_deleted(op.path):
-                    log.info("%s: deleted", op.path, extra={"event": "deleted", "path": op.path})
-                else:
-                    log.info("%s: skipped: deleted before it could be tagged", op.path)
-            elif op.is_dir:
-                self.store.move_tree(op.src, op.dst)
-            else:
-                self._move_sidecar(op.src, op.dst)
-                if not self.store.move(op.src, op.dst):
-                    unknown.append(op.dst)
-                else:
-                    log.info("moved %s -> %s", op.src, op.dst,
-                             extra={"event": "moved", "path": op.dst, "from": op.src})
-        return unknown
-
-    def _move_sidecar(self, src: str, dst: str) -> None:
-        """A photo renamed by a file manager leaves its sidecar behind; take it along, unless the
-        new name already has one or other files still share it (``photo.xmp`` of a RAW+JPEG pair)."""
-        if self.writer is None:
-            return
-        old, new = self.writer.sidecar_for(Path(src)), self.writer.sidecar_for(Path(dst))
-        if old == new or not old.is_file() or old.is_symlink() or os.path.lexists(new):
-            return
-        if old.name != Path(src).name + ".xmp" and any(
-                p.suffix.lower() != ".xmp" for p in old.parent.glob(glob.escape(old.stem) + ".*")):
-            return
-        try:
-            os.rename(old, new)
-            log.info("moved sidecar %s -> %s", old, new)
-        except OSError as exc:
-            log.warning("%s: sidecar not moved with its photo: %s", old, exc.strerror)
-
-
-class Worker(threading.Thread):
-    """The single thread that runs the pipeline, so each file is handled by one writer at a time."""
-
-    def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None],
-                 observe: Callable[[list[Outcome]], None] | None = None) -> None:
-        super().__init__(name="tagwatch-worker", daemon=True)
-        self.queue, self.pipeline, self._reload = queue, pipeline, reload
-        self._observe = observe  # told every batch's outcomes: the counters `status` shows
-        self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
-        self._reload_requested = threading.Event()
-        self.batches = 0
-        self.idle = threading.Event()
-
-    def request_reload(self) -> None:
-        self._reload_requested.set()
-        self.queue.wake()
-
-    def run(self) -> None:
-        while True:
-            if self._reload_requested.is_set():
-                self._reload_requested.clear()
-                self._guard(self._reload)
-            deferred = self.pipeline.take_deferred()
-            if deferred:
-                self._guard(lambda d=deferred: self._settle(d))
-            batch = self.queue.get(timeout=1.0)
-            if batch is None:
-                return
-            if not batch:
-                self.idle.set()
-                continue
-            self.idle.clear()
-            self._guard(lambda b=batch: self._handle(b))
-            self.batches += 1
-
-    def _handle(self, batch: Batch) -> None:
-        for op in batch.ops:
-            if isinstance(op, Delete):
-                self._backoff.clear(op.path)
-        paths = batch.paths + self.pipeline.apply(batch.ops)
-        if not paths:
-            return
-        try:
-            outcomes = self.pipeline.process(paths, wait_for_writers=True)
-        except Exception as exc:
-            outcomes = self._one_by_one(paths, exc)
-        self._settle(outcomes)
-
-    def _one_by_one(self, paths: list[str], exc: Exception) -> list[Outcome]:
-        """After a batch raised: a passing problem (the database's disk is full) puts every file back
-        to wait; anything else is retried file by file, so one bad file costs only its own tags."""
-        passing = transient_reason(exc)
-        if passing is not None:
-            return [Outcome(path, WAIT, error=passing) for path in paths]
-        if len(paths) == 1:
-            return [self.pipeline.give_up(paths[0], f"{type(exc).__name__}: {exc}")]
-        log.warning("batch of %d failed (%s: %s); taking its files one by one", len(paths),
-                    type(exc).__name__, exc)
-        outcomes: list[Outcome] = []
-        for path in paths:
-            try:
-                outcomes += self.pipeline.process([path], wait_for_writers=True)
-            except Exception as err:
-                passing = transient_reason(err)
-                outcomes.append(Outcome(path, WAIT, error=passing) if passing is not None
-                                else self.pipeline.give_up(path, f"{type(err).__name__}: {err}"))
-        return outcomes
-
-    def _settle(self, outcomes: list[Outcome]) -> None:
-        """Count the outcomes and queue again what must be retried: RETRY at once, WAIT after a pause
-        that grows while the problem lasts (reported once per file, not once per attempt)."""
-        if self._observe is not None:
-            self._observe(outcomes)
-        for outcome in outcomes:
-            path = outcome.path
-            if outcome.status == RETRY:
-                self.queue.put(path, force=True)  # never wait on the queue only we drain
-            elif outcome.status == WAIT:
-                first = path not in self._backoff
-                delay = self._backoff.next(path)
-                if first:
-                    log.warning("%s: not tagged yet: %s; trying again in %g s, backing off to once every "
-                                "%g s, until it works", path, outcome.error, delay, self._backoff.cap,
-                                extra={"event": "retrying", "path": path, "reason": outcome.error})
-                else:
-                    log.debug("%s: still not tagged (attempt %d): %s", path, self._backoff.tries(path),
-                              outcome.error)
-                self.queue.put(path, delay=delay, force=True)
-            elif path in self._backoff:
-                self._backoff.clear(path)
-
-    def _guard(self, work: Callable[[], None]) -> None:
-        """Nothing that goes wrong in one batch may stop the daemon."""
-        try:
-            work()
-        except Exception as exc:  # the daemon must survive anything one batch does
-            log.error("batch failed: %s: %s", type(exc).__name__, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
+        return self.writeback.apply_ops(ops)

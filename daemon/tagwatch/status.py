@@ -1,4 +1,7 @@
-"""What the running daemon is doing: counters since start, the queue, the last error.
+"""The running daemon's status: counters since start, the queue, the last error, and the lock
+that tells a live daemon from a crashed one.
+
+(Named for the command that reads it, ``tagwatch status``; it was ``activity.py``.)
 
 Other processes ask for it two ways: ``tagwatch status`` reads the state file the daemon rewrites
 every few seconds beside its database (no socket to secure, survives nothing: a stale file is
@@ -20,7 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .pipeline import FAILED_, TAGGED, UNCHANGED, WAIT, Outcome
+from .atomic import write_atomic
+from .outcomes import Outcome, Status
+from .store import private_folder
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,36 @@ def state_path(database: Path) -> Path:
 
 
 def lock_path(database: Path) -> Path:
-    """Held by the daemon for its whole life (see ``service``)."""
+    """Held by the daemon for its whole life (see :func:`hold_lock`)."""
     return database.with_name(database.name + ".lock")
+
+
+class AlreadyRunning(RuntimeError):
+    """Another daemon holds the database; the message names it."""
+
+
+def hold_lock(database: Path) -> int:
+    """Hold ``DATABASE.lock`` until the returned descriptor is closed: two daemons on one database
+    would tag every photo twice (the review page takes it too while it applies a correction with no
+    daemon running).  The kernel drops the lock when the process dies, even by SIGKILL."""
+    path = lock_path(database)
+    private_folder(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    for attempt in range(10):  # `tagwatch status` may hold a shared lock for a moment
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt < 9:
+                time.sleep(0.05)
+    else:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another tagwatch (pid {holder}) is already running on {database}; "
+                             "stop it first, or give this one its own database") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def running_daemon(database: Path) -> int | None:
@@ -53,6 +86,21 @@ def running_daemon(database: Path) -> int | None:
     return None
 
 
+def daemon_state(database: Path) -> dict[str, Any] | None:
+    """What the running daemon last wrote about itself, or None when no daemon holds the database."""
+    pid = running_daemon(database)
+    if pid is None:
+        return None
+    state = read_state(state_path(database))
+    if state is None or state.get("pid") != pid:  # just starting: no state written yet
+        return {"pid": pid}
+    state["age_s"] = round(time.time() - state.pop("updated", time.time()), 1)
+    if "queue" in state and "tagged_per_min" in state:  # the backlog at the rate measured lately
+        rate = state["tagged_per_min"] / 60
+        state["eta_s"] = round(state["queue"] / rate) if rate > 0 else (0 if not state["queue"] else None)
+    return state
+
+
 class Activity:
     """Counters the worker feeds after each batch; read from other threads as one snapshot."""
 
@@ -70,16 +118,16 @@ class Activity:
         with self._lock:
             self.counts["batches"] += 1
             for outcome in outcomes:
-                if outcome.status == TAGGED:
+                if outcome.status == Status.TAGGED:
                     self.counts["tagged"] += 1
                     self.counts["keywords_added"] += len(outcome.added)
                     self._recent.append(now)
-                elif outcome.status == UNCHANGED:
+                elif outcome.status == Status.UNCHANGED:
                     self.counts["unchanged"] += 1
-                elif outcome.status == FAILED_:
+                elif outcome.status == Status.FAILED:
                     self.counts["failed"] += 1
                     self.last_error = {"path": outcome.path, "reason": outcome.error or "?", "time": now}
-                elif outcome.status == WAIT:  # a full disk is news even though it will be retried
+                elif outcome.status == Status.WAIT:  # a full disk is news even though it will be retried
                     self.last_error = {"path": outcome.path, "reason": f"{outcome.error} (will retry)",
                                        "time": now}
 
@@ -104,11 +152,7 @@ class Activity:
 
 def write_state(path: Path, snapshot: dict[str, Any]) -> None:
     """Replace the state file atomically, readable by this user only (it names photo paths)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(snapshot, handle)
-    os.replace(temp, path)
+    write_atomic(path, json.dumps(snapshot), mode=0o600, durable=False)
 
 
 def read_state(path: Path) -> dict[str, Any] | None:

@@ -1,0 +1,166 @@
+"""``tagwatch explain IMAGE``: each tag's score for one photo, and why it was or was not written."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..captions import Captions, Reading
+from ..config import Config
+from ..geotag import Places
+from ..metadata import ExifTool, KeywordWriter, MetadataError
+from ..store import Store
+from ..tagger import select
+from .common import UsageError, add_tagging_flags, load, make_pipeline, with_flags
+
+
+@dataclass(frozen=True)
+class Line:
+    rank: int | None  # None: a keyword only an override adds, not in the tag list
+    score: float | None
+    keyword: str
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    path: str
+    model: str
+    lines: list[Line]  # best score first; override-only keywords last
+    place: list[str] = field(default_factory=list)  # the photo's coordinates and place ([places] on)
+    caption: list[str] = field(default_factory=list)  # its caption and candidates ([captions] on)
+
+
+def explain(config: Config, image: str) -> Explanation:
+    """Score one photo against the tag list and give each tag its verdict."""
+    path = str(Path(image).expanduser().absolute())
+    store = Store(config.database)
+    try:
+        pipeline = make_pipeline(config, store, None)
+        try:
+            captions: dict[str, str] = {}
+            vectors, errors = pipeline.vectors_for([path], captions=captions)
+            if path not in vectors:
+                raise UsageError(f"{path}: {errors.get(path, 'could not be encoded')}")
+            vector = vectors[path]
+            reading = pipeline.read_captions([(captions.get(path), vector)])[0]
+        finally:
+            pipeline.close()
+        place = place_lines(config, store, path) if config.places.enabled else []
+    finally:
+        store.close()
+    assert pipeline.tags is not None and pipeline.vocabulary is not None
+    scores = pipeline.tags.scores(vector)[0]
+    limits = pipeline.thresholds
+    chosen = set(select(scores, limits, config.tagging.top_k)[0])
+    override = pipeline.overrides.for_path(path)
+    lines = []
+    for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
+        keyword = pipeline.tags.keywords[index]
+        if keyword in override.remove:
+            verdict = "removed by an override"
+        elif keyword in override.add:
+            verdict = "added by an override"
+        elif index in chosen:
+            verdict = "TAGGED"
+        elif scores[index] > limits[index]:
+            verdict = "above threshold, beyond top_k"
+        else:
+            verdict = ""
+        own = pipeline.vocabulary.tags[index].threshold
+        if own is not None:
+            verdict = f"{verdict} (its threshold {own:+.4f})".lstrip()
+        lines.append(Line(rank, float(scores[index]), keyword, verdict))
+    lines += [Line(None, None, keyword, "added by an override") for keyword in override.add
+              if keyword not in pipeline.tags.keywords]
+    said = caption_lines(pipeline.captions, reading, override.remove) if pipeline.captions else []
+    return Explanation(path, pipeline.model.identity, lines, place, said)
+
+
+def caption_lines(captions: Captions, reading: Reading | None, removed: Sequence[str]) -> list[str]:
+    """The caption, and each candidate keyword with its score and what became of it."""
+    cfg = captions.cfg
+    if reading is None:
+        return [f"caption: none ({captions.identity})"]
+    out = [f"caption: {reading.caption!r} ({captions.identity}); candidates scored with the tagging model, "
+           f"threshold {cfg.threshold}, top_k {cfg.top_k}"]
+    for rank, scored in enumerate(reading.scored, start=1):
+        verdict = ("removed by an override" if scored.kept and scored.text in removed
+                   else "TAGGED" if scored.kept else scored.reason)
+        kind = "noun" if scored.noun else "modifier"
+        out.append(f"{rank:>5}  {scored.score:+.4f}  {scored.text:<40} {kind:<8} {verdict}".rstrip())
+    return out
+
+
+def place_lines(config: Config, store: Store, path: str) -> list[str]:
+    """``explain``'s account of a photo's place: coordinates, the place found, its distance."""
+    if shutil.which("exiftool") is None:
+        return ["place: not looked up (exiftool not found)"]
+    exiftool = ExifTool()
+    try:
+        writer = KeywordWriter(exiftool, config.write)
+        photo = writer.read(Path(path))
+        side = writer.sidecar_for(Path(path))
+        sidecar_gps = writer.read(side).gps if side.is_file() else {}
+    except MetadataError as exc:
+        return [f"place: not looked up ({exc})"]
+    finally:
+        exiftool.close()
+    places = Places(config.places, store)
+    return places.describe(places.decide(path, None, photo.gps, sidecar_gps))
+
+
+def render(explanation: Explanation, config: Config, top: int = 15, names: Sequence[str] = ()) -> str:
+    """The header and the ``top`` best tags (0: all), with any tag further down that is written or
+    that an override adds or removes; or, with ``names``, just those tags wherever they rank."""
+    out = [f"{explanation.path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
+           f"model {explanation.model}", *explanation.place]
+    if names:
+        known = {line.keyword: line for line in explanation.lines}
+        for name in names:
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=3)
+                hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+                raise UsageError(f"{name!r}: not in the tag list {config.tags}{hint}")
+        shown = [known[name] for name in dict.fromkeys(names)]
+    else:
+        shown = [line for line in explanation.lines if not top or line.rank is None or line.rank <= top
+                 or line.verdict.startswith(("TAGGED", "added", "removed"))]
+    for line in shown:
+        if line.rank is None or line.score is None:
+            out.append(f"{'':>5}  {'':>7}  {line.keyword:<40} {line.verdict}")
+        else:
+            out.append(f"{line.rank:>5}  {line.score:+.4f}  {line.keyword:<40} {line.verdict}".rstrip())
+    hidden = len(explanation.lines) - len(shown)
+    if hidden and not names:
+        out.append(f"... {hidden} more tags score lower (--top 0 lists them all, --tag NAME one of them)")
+    out += explanation.caption
+    return "\n".join(out) + "\n"
+
+
+def explain_func(args: argparse.Namespace) -> int:
+    config = with_flags(load(args), args)
+    print(render(explain(config, args.image), config, args.top, args.tag or ()), end="")
+    return 0
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number >= 0: {text!r}")
+    return int(text)
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    explain = sub.add_parser("explain", parents=[common],
+                             help="the best tags' scores for one photo, and which ones it gets")
+    explain.add_argument("image", metavar="IMAGE")
+    explain.add_argument("--top", type=_count, default=15, metavar="N",
+                         help="list the N best tags (default 15; 0: every tag)")
+    explain.add_argument("--tag", action="append", metavar="NAME",
+                         help="list just this tag, wherever it ranks (repeatable)")
+    add_tagging_flags(explain, writing=False)
+    explain.set_defaults(func=explain_func)

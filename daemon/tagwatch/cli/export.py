@@ -1,0 +1,86 @@
+"""``tagwatch export [PATH…]``: each photo's tags as JSON or CSV, re-scored from cached vectors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from ..config import Config
+from ..export import Exported, cached_vectors, render_csv, render_json, score, with_places
+from ..geotag import Places
+from ..pipeline import Pipeline
+from ..scoring import tag_thresholds
+from ..store import Store
+from .common import UsageError, expand, load, make_pipeline
+from .progress import Progress
+
+
+def export(config: Config, given: Sequence[str],
+           progress: Callable[[int], Progress] = lambda total: Progress(total, "export")
+           ) -> tuple[list[Exported], dict[str, str]]:
+    """Each named photo (default: every photo in the database) scored from its cached vector against
+    the current tag list, with its place keywords (``[places]`` on) and its caption, caption keywords
+    and scored candidates (``[captions]`` on, from the cached captions: no photo is captioned here);
+    and for each photo without a vector, the reason."""
+    if not config.database.exists():
+        raise UsageError(f"{config.database}: no database yet; `tagwatch scan` or `tagwatch run` makes it")
+    store = Store(config.database)
+    try:
+        pipeline = make_pipeline(config, store, None)  # encodes prompts without a cached vector, no photo
+        try:
+            paths = (list(dict.fromkeys(expand(given, config.exclude))) if given
+                     else sorted(store.files_under("/")))
+            keys: dict[str, bytes] = {}
+            with progress(len(paths)) as bar:
+                vectors, missing = cached_vectors(store, pipeline.model.identity, paths, bar.advance, keys)
+            assert pipeline.vocabulary is not None and pipeline.tags is not None
+            thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
+            results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k)
+            if pipeline.captions is not None:  # candidates' prompts may need the model: before close
+                results = with_captions(pipeline, results, vectors, keys)
+        finally:
+            pipeline.close()
+        if config.places.enabled:
+            results = with_places(results, store, Places(config.places, store))
+    finally:
+        store.close()
+    return results, missing
+
+
+def with_captions(pipeline: Pipeline, results: list[Exported], vectors: dict[str, np.ndarray],
+                  keys: dict[str, bytes]) -> list[Exported]:
+    """Each photo's caption keywords after its list tags, with its caption and scored candidates."""
+    assert pipeline.captions is not None
+    captions = pipeline.captions.cache.get(keys.values())
+    readings = pipeline.read_captions([(captions.get(keys[r.path]), vectors[r.path]) for r in results])
+    return [replace(r, tags=r.tags + reading.keywords, caption=reading.caption,
+                    candidates=tuple((s.text, s.score) for s in reading.scored)) if reading else r
+            for r, reading in zip(results, readings, strict=True)]
+
+
+def export_func(args: argparse.Namespace) -> int:
+    config = load(args)
+    results, missing = export(config, args.paths)
+    for path, reason in sorted(missing.items()):
+        print(f"{path}: not exported: {reason}", file=sys.stderr)
+    render = render_json if args.format == "json" else render_csv
+    sys.stdout.write(render(results, os.getcwd(), args.scores, config.captions.enabled))
+    print(f"export: {len(results)} photos" + (f"; {len(missing)} not exported (listed above)" if missing
+                                               else ""), file=sys.stderr)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    export = sub.add_parser("export", parents=[common],
+                            help="print each photo's tags (JSON or CSV), re-scored from cached vectors "
+                                 "against the current tag list; encodes and writes no photo")
+    export.add_argument("paths", nargs="*", metavar="PATH",
+                        help="photos or folders (default: every photo in the database)")
+    export.add_argument("--format", choices=("json", "csv"), default="json", help="output format (json)")
+    export.add_argument("--scores", action="store_true", help="each tag's score too")
+    export.set_defaults(func=export_func)
