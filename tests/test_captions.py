@@ -235,6 +235,51 @@ def test_explain_and_export_show_the_caption_candidates_and_scores(tmp_path: Pat
     assert state["captioned"] == 1  # explain captioned it; scan and export used the cache
 
 
+def test_the_caption_stage_runs_apart_as_another_engine_runs_it(tmp_path: Path) -> None:
+    """An engine that composes the stages itself (a Ray driver: the model in-process on a worker, the
+    cache and the write's three steps on the driver) captions the same way: the description is decided
+    in plan_ahead from the reading on the job, the keywords ride with the list tags."""
+    from tagwatch.captions import caption
+    from tagwatch.formats import content_key
+    from tagwatch.model import load_model
+    from tagwatch.vectors import Photo, decode_each, read_key
+    from tagwatch.writeback import TagRules, Writeback, WriteJob, write_file
+
+    photo = tmp_path / "scene.jpg"
+    scene = synthetic.Scene(("red", "circle"), None, None, 9_999_997)
+    synthetic.make_scene(scene).save(photo, "JPEG", quality=90)
+    store, exiftool = Store(tmp_path / "tw.db"), ExifTool()
+    try:
+        model = load_model(coca().cfg)  # in-process, as a Ray actor holds it
+        config = Config(model=coca().cfg, captions=CaptionsConfig(
+            enabled=True, threshold=TRAINING["keyword_threshold"], prefix=PREFIX, write_description=True))
+        stage = from_config(config, store, coca())
+        assert stage is not None and stage.shared
+        item = Photo(str(photo), os.lstat(photo))
+        read_key(item)  # worker
+        vectors, texts = caption(model, decode_each([item], model.preprocess), stage.cfg.max_tokens)  # worker
+        stage.cache.put({item.key: texts[0]})  # driver
+        assert stage.cache.get([content_key(photo.read_bytes())]) == {item.key: texts[0]}
+        def text_vectors(prompts: list[str]) -> dict[str, np.ndarray]:
+            return dict(zip(prompts, model.encode_texts(prompts), strict=True))
+
+        reading = stage.readings([(texts[0], vectors[0])], "a photo of a {}.", text_vectors)[0]
+        assert reading.keywords, reading
+        wb, writer = Writeback(store, KeywordWriter(exiftool), captions=stage), KeywordWriter(exiftool)
+        job = WriteJob(str(photo), item.key, item.stat, reading.keywords, reading=reading)
+        wb.plan_ahead(job, TagRules())  # driver
+        row = store.file(str(photo))
+        assert row is not None and row.state == "pending"
+        assert store.filled(row.id)["XMP-dc:Description"] == ((texts[0],), None)  # recorded ahead
+        assert wb.record_done(job, write_file(writer, job), TagRules()).status == "tagged"  # worker, driver
+        got = read_back([photo])[photo.name]
+        assert got["description"] == got["caption_abstract"] == texts[0]
+        assert sorted(got["open"]) == sorted(k for k, _ in reading.keywords)
+    finally:
+        exiftool.close()
+        store.close()
+
+
 def test_captions_off_by_default_build_and_load_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "tw.db")
     try:
