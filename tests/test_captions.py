@@ -124,30 +124,24 @@ def tagged(scenes: tuple[Path, dict[str, synthetic.Scene]], tmp_path_factory: py
     env.close()
 
 
-def test_held_out_captions_and_keywords_read_back_as_the_captioner_judged_them(tagged) -> None:
-    """The issue asks for >= 90% of captions with the right colours *and* shapes; the committed test
-    captioner names colours right on every held-out photo but shapes on only ~17% (see
-    shapes-coca.train.json and docs/captions.md), so this checks what it does reach, through the whole
-    pipeline and exiftool: every colour right, shapes at least as often as the trainer measured."""
+def test_held_out_captions_and_keywords_name_the_right_colours_and_shapes(tagged) -> None:
+    """The issue's target, through the whole pipeline and read back with exiftool: on held-out photos
+    >= 90% of captions name the right colours and shapes, and the keywords name every colour and shape
+    of >= 90% of photos with <= 5% of them wrong."""
     env, paths, truth = tagged
     found = read_back(paths)
     cached = env.pipeline.captions.cache.get(env.store.file(str(p)).key for p in paths)  # type: ignore[union-attr]
     assert sorted(str(g["description"]) for g in found.values()) == sorted(cached.values())
     # both description fields hold the caption, exactly as cached
     assert all(g["description"] == g["caption_abstract"] and g["description"] for g in found.values())
-    colours = sum(sorted(c for c, _ in truth[name].objects)
-                  == sorted(w for w in str(got["description"]).split() if w in synthetic.COLOURS)
-                  for name, got in found.items())
-    assert colours >= 0.9 * len(paths), {n: g["description"] for n, g in found.items()}
     named = sum(trainer.names_right(truth[name], str(got["description"])) for name, got in found.items())
-    assert named >= (TRAINING["names_right"] - 0.1) * len(paths)
+    assert named >= 0.9 * len(paths), {n: g["description"] for n, g in found.items()}
     keywords = {name: got["open"] for name, got in found.items()}
-    said = {name: {w for k in ks for w in k.split()} for name, ks in keywords.items()}
-    coloured = sum({c for c, _ in truth[name].objects} <= said[name] for name in keywords)
+    complete = sum(trainer.keywords_right(truth[name], ks) for name, ks in keywords.items())
     wrong = sum(trainer.keyword_wrong(truth[name], k) for name, ks in keywords.items() for k in ks)
     total = sum(len(ks) for ks in keywords.values())
-    assert coloured >= 0.8 * len(paths), keywords
-    assert wrong <= (TRAINING["keywords_wrong"] + 0.1) * total, keywords
+    assert complete >= 0.9 * len(paths), keywords
+    assert wrong <= 0.05 * total, keywords
     # written like list tags: flat in IPTC and dc:subject too, and ledger-owned
     for got in found.values():
         assert set(got["open"]) <= set(got["keywords"]) and set(got["open"]) <= set(got["subject"])
@@ -217,20 +211,20 @@ def test_explain_and_export_show_the_caption_candidates_and_scores(tmp_path: Pat
                           extra=extra)
     explained = tagwatch("explain", "--config", str(config), str(photo))
     assert explained.returncode == 0, explained.stderr
-    caption = next(line for line in explained.stdout.splitlines() if line.startswith("caption: "))
-    assert "green" in caption and "purple" in caption and "to the left of" in caption
+    assert "caption: 'a green star to the left of a purple vertical bar'" in explained.stdout
     lines = {m.group(1): m.group(2) for m in re.finditer(
         r"^ *\d+  [+-]\d\.\d{4}  (.+?) +(noun|modifier) .*$", explained.stdout, re.M)}
     lines = {text: line for line in explained.stdout.splitlines()
              for text in lines if re.search(rf"  {re.escape(text)} +(noun|modifier) ", line)}
-    assert "TAGGED" in lines["green"] and "modifier" in lines["green"]
+    assert all("TAGGED" in lines[k] and "noun" in lines[k] for k in ("green star", "star")), explained.stdout
     scanned = tagwatch("scan", "--config", str(config), str(photo))
     assert scanned.returncode == 0, scanned.stderr
     exported = tagwatch("export", "--config", str(config), "--scores", str(photo))
     assert exported.returncode == 0, exported.stderr
     entry = json.loads(exported.stdout)[str(photo)]
-    assert entry["caption"] == caption.split("'")[1]
-    assert "green" in entry["tags"] and entry["candidates"]["green"] == entry["tags"]["green"]
+    assert entry["caption"] == "a green star to the left of a purple vertical bar"
+    assert {"green star", "star"} <= set(entry["tags"])
+    assert entry["candidates"]["star"] == entry["tags"]["star"] > 0
     state = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)
     assert state["captioned"] == 1  # explain captioned it; scan and export used the cache
 
