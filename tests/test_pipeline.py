@@ -291,12 +291,24 @@ def test_another_model_gets_its_own_vectors(env: Env, tmp_path: Path) -> None:
 # -- the queue -----------------------------------------------------------------------------------
 
 def test_queue_dedupes_and_flushes_full_batches_at_once() -> None:
-    queue = BatchQueue(size=2, max_wait=60, settle=0)
+    queue = BatchQueue(size=2, max_wait=60, settle=0, backlog=2)
     for path in ("/a.jpg", "/b.jpg", "/a.jpg", "/c.jpg"):
         queue.put(path)
     assert len(queue) == 3
     assert queue.get(timeout=5).paths == ["/b.jpg", "/a.jpg"]  # a new event restarts a's settle time
     assert queue.get(timeout=5).paths == ["/c.jpg"]
+
+
+def test_queue_hands_out_a_backlog_in_throughput_sized_batches_and_a_lone_photo_alone() -> None:
+    queue = BatchQueue(size=8, max_wait=60, settle=0, backlog=32)  # configured for latency
+    for n in range(70):
+        queue.put(f"/{n:02d}.jpg")
+    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [32, 32, 6]  # not 9 batches of 8
+    queue.put("/lone.jpg")
+    assert queue.get(timeout=5).paths == ["/lone.jpg"]
+    for n in range(8):  # exactly a batch's worth is no backlog
+        queue.put(f"/eight-{n}.jpg")
+    assert len(queue.get(timeout=5).paths) == 8
 
 
 def test_queue_hands_out_a_lone_photo_at_once() -> None:
@@ -335,7 +347,7 @@ def test_queue_moves_and_deletes_pending_paths() -> None:
 
 
 def test_queue_is_bounded_and_blocks_producers() -> None:
-    queue = BatchQueue(size=1, max_wait=0, settle=0, maxsize=2)
+    queue = BatchQueue(size=1, max_wait=0, settle=0, maxsize=2, backlog=1)
     queue.put("/a.jpg")
     queue.put("/b.jpg")
     done = threading.Event()

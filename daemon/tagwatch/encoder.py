@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import importlib.metadata
 import json
 import logging
 import os
@@ -48,10 +49,12 @@ from typing import IO, Any
 
 import numpy as np
 
+from .atomic import write_atomic
 from .config import ModelConfig, is_checkpoint_path
 from .exiftool import _spawner  # starts children from one long-lived thread, with PR_SET_PDEATHSIG
 from .imaging import Preprocess
 from .model import RANDOM_WEIGHTS, ModelError, _is_config_file, _read_config_file, model_identity
+from .store import private_folder
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
 _CHILD_CODE = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
                "from tagwatch.encoder import main; main()")
 _STOP_WAIT_S = 10.0
+MODEL_SPECS_NAME = "model-inputs.json"  # beside the database: each model's input spec (LazyModel)
 
 
 class _ChildDied(Exception):
@@ -285,9 +289,10 @@ class EncoderProcess:
         raise AssertionError("unreachable")
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 → (N, D) float32 rows of unit length."""
-        batch = np.ascontiguousarray(batch, np.float32)
-        return self._encode({"op": "images", "shape": list(batch.shape)}, batch)
+        """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (a quarter of the bytes through the pipe;
+        the child normalises them), → (N, D) float32 rows of unit length."""
+        batch = np.ascontiguousarray(batch, np.uint8 if batch.dtype == np.uint8 else np.float32)
+        return self._encode({"op": "images", "shape": list(batch.shape), "dtype": batch.dtype.name}, batch)
 
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Prompt strings → (N, D) float32 rows of unit length."""
@@ -336,7 +341,8 @@ class _Server:
         if self.model is None:
             raise ModelError("model: the encoder process was asked to encode before loading the model")
         if op == "images":
-            vectors = self.model.encode_images(payload.view(np.float32).reshape(header["shape"]))
+            dtype = np.uint8 if header.get("dtype") == "uint8" else np.float32
+            vectors = self.model.encode_images(payload.view(dtype).reshape(header["shape"]))
         elif op == "texts":
             vectors = self.model.encode_texts(header["texts"], int(header.get("batch_size", 64)))
         else:
@@ -387,19 +393,57 @@ def main() -> None:
 
 class LazyModel:
     """The model in its child process (:mod:`tagwatch.encoder`), started on first use and ended when
-    idle, so the daemon's own process never imports torch."""
+    idle, so the daemon's own process never imports torch.
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    ``remember`` (a JSON file in the data folder) keeps each model's input spec (size, mean, std,
+    resize) from its first load, so that later starts decode photos while the child still imports
+    torch and loads the weights (seconds) instead of after.
+    """
+
+    def __init__(self, cfg: ModelConfig, remember: Path | None = None) -> None:
         self.cfg = cfg
         self.identity = model_identity(cfg)
         self._encoder: EncoderProcess | None = None
         self._lock = threading.Lock()
         self._last_used = time.monotonic()
         self._users = 0
+        self._remember = remember
+        self._spec: Preprocess | None = None
+        self._spec_read = False
+        self._loading: threading.Thread | None = None
+        self._loading_lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:
         return self._encoder is not None and self._encoder.loaded
+
+    @property
+    def preprocess(self) -> Preprocess | None:
+        """The model's input spec without waiting for it to load: known once it loaded in this process
+        (or remembered from an earlier one), else None."""
+        if self._spec is None and not self._spec_read:
+            self._spec_read = True
+            self._spec = remembered_spec(self._remember, self.identity)
+        return self._spec
+
+    def prefetch(self) -> None:
+        """Start loading the model in the background unless it is loaded or loading: called as soon
+        as a photo turns out to need it, so the child's torch import and weight loading (seconds)
+        overlap the reading and decoding of the first photos instead of following them.  A failed
+        load is reported by the batch that needs the model, which tries again."""
+        if self.loaded:
+            return
+        with self._loading_lock:
+            if self._loading is not None and self._loading.is_alive():
+                return
+            self._loading = threading.Thread(target=self._load_ahead, name="tagwatch-model-load", daemon=True)
+            self._loading.start()
+
+    def _load_ahead(self) -> None:
+        try:
+            self.get()
+        except Exception as exc:  # the batch that needs the model meets the error again and reports it
+            log.debug("model: loading ahead failed: %s", exc)
 
     @property
     def encoder(self) -> EncoderProcess | None:
@@ -436,7 +480,13 @@ class LazyModel:
             encoder = self._child()
             encoder.load()
             self._last_used = time.monotonic()
-            return encoder
+        if encoder.preprocess != self._spec:
+            if self._spec is not None:
+                log.info("model: its input spec changed since it was remembered (%s); photos decoded "
+                         "for the old one are decoded again", encoder.preprocess)
+            self._spec, self._spec_read = encoder.preprocess, True
+            remember_spec(self._remember, self.identity, encoder.preprocess)
+        return encoder
 
     @contextlib.contextmanager
     def using(self) -> Iterator[EncoderProcess]:
@@ -477,6 +527,44 @@ class LazyModel:
             encoder, self._encoder = self._encoder, None
         if encoder is not None:
             encoder.close()
+
+
+def _spec_key(identity: str) -> str:
+    """A remembered spec holds for one model and one open_clip release (which defines the transform)."""
+    try:
+        release = importlib.metadata.version("open_clip_torch")
+    except importlib.metadata.PackageNotFoundError:
+        release = "?"
+    return f"{identity} | open_clip {release}"
+
+
+def remembered_spec(path: Path | None, identity: str) -> Preprocess | None:
+    """The input spec remembered for the model ``identity``, if any (an unreadable file is none)."""
+    if path is None:
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8")).get(_spec_key(identity))
+        return None if raw is None else Preprocess(int(raw["size"]), tuple(raw["mean"]), tuple(raw["std"]),
+                                                   str(raw["interpolation"]), str(raw["resize_mode"]))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def remember_spec(path: Path | None, identity: str, spec: Preprocess) -> None:
+    """Remember a loaded model's input spec for the next start (a failure costs only that)."""
+    if path is None:
+        return
+    try:
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+            known = known if isinstance(known, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+        known[_spec_key(identity)] = asdict(spec)
+        private_folder(path.parent)
+        write_atomic(path, json.dumps(known, indent=1) + "\n", durable=False)
+    except OSError as exc:
+        log.debug("cannot remember the model's input spec in %s: %s", path, exc)
 
 
 def _return_freed_memory() -> None:

@@ -215,8 +215,11 @@ def _raw_preview(raw: Any, min_side: int) -> Image.Image | None:
     return image.transpose(_ORIENTATION_TURNS[orientation]) if orientation in _ORIENTATION_TURNS else image
 
 
-def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
-    """Resize, crop and normalise exactly like open_clip's inference transform; returns CHW float32."""
+def to_pixels(image: Image.Image, spec: Preprocess) -> np.ndarray:
+    """Resize and crop exactly like open_clip's inference transform; returns HWC uint8.
+
+    A quarter of the float32 array's size: the local engine keeps a few batches decoded ahead of the
+    encoder, and sends them to it, in this form; :func:`normalize` makes the model's input of them."""
     resample = Image.Resampling.BILINEAR if spec.interpolation == "bilinear" else Image.Resampling.BICUBIC
     width, height = image.size
     side = spec.size
@@ -233,11 +236,26 @@ def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
         image = image.crop((left, top, left + side, top + side))
     else:
         raise ImageError(f"resize mode {spec.resize_mode!r} is not supported")
-    array = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def normalize(pixels: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """HWC (or NHWC) uint8 pixels → CHW (NCHW) float32, normalised like open_clip's transform."""
+    array = pixels.astype(np.float32) * (1.0 / 255.0)
     array = (array - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.moveaxis(array, -1, -3))
+
+
+def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
+    """Resize, crop and normalise exactly like open_clip's inference transform; returns CHW float32."""
+    return normalize(to_pixels(image, spec), spec)
+
+
+def prepare_pixels(data: bytes, spec: Preprocess) -> np.ndarray:
+    """Bytes of an image file → the model's input as HWC uint8 pixels (the decode pool's unit of work)."""
+    return to_pixels(load_rgb(data, spec.size), spec)
 
 
 def prepare(data: bytes, spec: Preprocess) -> np.ndarray:
-    """Bytes of an image file → the model's input array (the decode pool's unit of work)."""
+    """Bytes of an image file → the model's input array, CHW float32."""
     return to_array(load_rgb(data, spec.size), spec)

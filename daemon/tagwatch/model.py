@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .config import ModelConfig, is_checkpoint_path
-from .imaging import Preprocess
+from .imaging import Preprocess, normalize
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,11 @@ class ClipModel:
     precision: str = "fp32"
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 → (N, D) float32 rows of unit length."""
+        """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (normalised here), → (N, D) float32
+        rows of unit length."""
         import torch
+        if batch.dtype == np.uint8:
+            batch = normalize(batch, self.preprocess)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         with torch.inference_mode():
             features = self._model.encode_image(torch.from_numpy(batch).to(self._device, dtype))

@@ -150,7 +150,29 @@ class Pipeline:
         unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path)`` is asked
         about a truncated file modified in the last seconds, which is probably still being copied:
         True answers RETRY (the daemon queues it again) instead of failing it.
+
+        The stages one after the other, in this thread (and the decode pool): ``tagwatch explain``,
+        a re-score, the tests.  The daemon and ``scan`` run the same steps overlapped
+        (:class:`tagwatch.engine.Engine`).
         """
+        outcomes, photos = self.admit(paths, dry_run=dry_run, retry_failed=retry_failed)
+        for photo, problem in zip(photos, self._pool.map(_read, photos), strict=True):
+            if problem is not None:
+                outcomes.append(self.bad_file(photo, problem, dry_run, wait_for_writers))
+        photos = [p for p in photos if p.key is not None]
+        # Files whose vectors are cached go first, without the model: after a restart (a crash, a
+        # reboot) they get their keywords while the model, seconds to import and load, is not yet
+        # needed; it is loaded only for the rest.
+        cached = self.cache.get({p.key for p in photos if p.key})
+        for group in ([p for p in photos if p.key in cached], [p for p in photos if p.key not in cached]):
+            if group:
+                self._tag(group, outcomes, dry_run)
+        return outcomes
+
+    def admit(self, paths: Iterable[str], *, dry_run: bool = False,
+              retry_failed: bool = False) -> tuple[list[Outcome], list[Photo]]:
+        """The first step of a batch: which files need work.  Returns the outcomes of those that do
+        not (settled, unreadable names, links, vanished) and a :class:`Photo` for each that does."""
         assert self.tags is not None, "use_vocabulary() first"
         paths = list(dict.fromkeys(paths))
         outcomes: list[Outcome] = []
@@ -188,40 +210,40 @@ class Pipeline:
                 outcomes.append(Outcome(path, Status.UNCHANGED, error=error))
                 continue
             photos.append(Photo(path, st))
-
-        for photo, problem in zip(photos, self._pool.map(_read, photos), strict=True):
-            if problem is not None:
-                outcomes.append(self._bad_file(photo, problem, dry_run, wait_for_writers))
-        photos = [p for p in photos if p.key is not None]
-        # Files whose vectors are cached go first, without the model: after a restart (a crash, a
-        # reboot) they get their keywords while the model, seconds to import and load, is not yet
-        # needed; it is loaded only for the rest.
-        cached = self.cache.get({p.key for p in photos if p.key})
-        for group in ([p for p in photos if p.key in cached], [p for p in photos if p.key not in cached]):
-            if group:
-                self._tag(group, outcomes, dry_run)
-        return outcomes
+        return outcomes, photos
 
     def _tag(self, photos: list[Photo], outcomes: list[Outcome], dry_run: bool) -> None:
         """Vectors → predictions → keywords written and recorded, for files whose key is known."""
-        assert self.tags is not None
         self._fill_vectors(photos, outcomes, dry_run)
-        photos = [p for p in photos if p.vector is not None]
+        for job in self.score([p for p in photos if p.vector is not None]):
+            outcomes.append(Outcome(job.path, Status.TAGGED, job.tags) if dry_run else self.write(job))
+
+    def score(self, photos: Sequence[Photo]) -> list[WriteJob]:
+        """Photos with their vectors → what each should carry (predictions, then overrides)."""
+        assert self.tags is not None
         if not photos:
-            return
+            return []
         predictions = predict(np.stack([p.vector for p in photos]), self.tags,
                               self.thresholds, self.tagging.top_k)
+        jobs = []
         for photo, predicted in zip(photos, predictions, strict=True):
             tags, override = self.decide(photo.path, predicted)
-            if dry_run:
-                outcomes.append(Outcome(photo.path, Status.TAGGED, tags))
-            else:
-                outcomes.append(self._finish(photo.path, photo.key, photo.stat, tags, override))
+            jobs.append(WriteJob(photo.path, photo.key, photo.stat, tags, override))
+        return jobs
+
+    def write(self, job: WriteJob) -> Outcome:
+        """Write a job's keywords into its file and record the result (the ledger-first protocol)."""
+        return self.writeback.finish(job, self.rules)
+
+    def store_vectors(self, vectors: dict[bytes, np.ndarray]) -> dict[bytes, np.ndarray]:
+        """Cache freshly encoded vectors; returns them as stored (float16), which scoring uses."""
+        log.debug("storing %d vectors", len(vectors))
+        return self.cache.put(vectors)
 
     def _finish(self, path: str, key: bytes | None, st: os.stat_result, tags: list[tuple[str, float]],
                 override: Override = NO_OVERRIDE) -> Outcome:
         """Write the predicted keywords (after overrides) and record the result."""
-        return self.writeback.finish(WriteJob(path, key, st, tags, override), self.rules)
+        return self.write(WriteJob(path, key, st, tags, override))
 
     def vector_for(self, path: str) -> np.ndarray:
         """The image vector of one file, from the cache or freshly encoded (``tagwatch explain``)."""
@@ -277,21 +299,20 @@ class Pipeline:
                     if isinstance(result, ImageError):
                         for photo in photos:
                             if photo.key == key:
-                                outcomes.append(self._bad_file(photo, result, dry_run))
+                                outcomes.append(self.bad_file(photo, result, dry_run))
                                 photo.key = None
                     else:
                         arrays[key] = result
                 if arrays:
                     log.debug("encoding %d photos", len(arrays))
                     encoded = encode(model, list(arrays.values()))
-                    log.debug("storing %d vectors", len(arrays))
-                    cached.update(self.cache.put(dict(zip(arrays, encoded, strict=True))))  # the stored form
+                    cached.update(self.store_vectors(dict(zip(arrays, encoded, strict=True))))
         for photo in photos:
             if photo.key is not None:
                 photo.vector = cached.get(photo.key)
 
-    def _bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
-                  wait_for_writers: Callable[[str], bool] | None = None) -> Outcome:
+    def bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
+                 wait_for_writers: Callable[[str], bool] | None = None) -> Outcome:
         """A file we could not use: retry if it is probably still being written, else record why."""
         reason = str(problem)
         if (wait_for_writers is not None and isinstance(problem, IncompleteImage)

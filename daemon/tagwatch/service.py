@@ -22,7 +22,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from .config import Config, ConfigError, load_config
-from .encoder import LazyModel
+from .encoder import MODEL_SPECS_NAME, LazyModel
 from .metadata import ExifTool, KeywordWriter
 from .notify import Notifier
 from .overrides import Overrides, OverridesError, load_overrides
@@ -95,7 +95,8 @@ class Daemon:
         self.store = Store(config.database)
         self.store.check()
         self.exiftool = ExifTool()
-        self.model = model or LazyModel(config.model)  # cmd_run's, already validated: its child is warm
+        # cmd_run's, already validated: its child is warm
+        self.model = model or LazyModel(config.model, remember=config.database.parent / MODEL_SPECS_NAME)
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
                                  config.tagging)
         self.pipeline.confine(config.watch)  # never a file reached through a folder link
@@ -288,6 +289,7 @@ class Daemon:
         self.queue.close()
         if self.worker.is_alive():
             self.worker.join()
+        self.worker.engine.close()  # the worker closes it as it ends; here too if it never started
         if self._metrics is not None:
             self._metrics.stop()
         with contextlib.suppress(OSError):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 
 from .formats import ImageError, IncompleteImage, content_key
-from .imaging import Preprocess, prepare
+from .imaging import Preprocess, prepare_pixels
 from .retry import TRANSIENT_ERRNOS
 from .store import Store
 
@@ -87,10 +87,11 @@ def read_key(photo: Photo) -> None:
 
 
 def decode(data: bytes, spec: Preprocess) -> np.ndarray:
-    """Bytes → the model's input array, upright; any failure is an :class:`ImageError` (a decoder
-    bug on one odd file is that file's problem, not the batch's)."""
+    """Bytes → the model's input as upright HWC uint8 pixels (:func:`encode` normalises them: a
+    quarter of float32's memory for the photos an engine keeps decoded ahead); any failure is an
+    :class:`ImageError` (a decoder bug on one odd file is that file's problem, not the batch's)."""
     try:
-        return prepare(data, spec)
+        return prepare_pixels(data, spec)
     except ImageError:
         raise
     except Exception as exc:
@@ -115,7 +116,8 @@ def decode_each(photos: Sequence[Photo], spec: Preprocess,
 
 
 def encode(model: ImageEncoder, arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Decoded arrays → (N, D) float32 unit vectors, in order."""
+    """Decoded arrays (:func:`decode`'s uint8 pixels, or normalised CHW float32) → (N, D) float32
+    unit vectors, in order."""
     return model.encode_images(np.stack(list(arrays)))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import exiftool, logs
 from ..config import MODES, TARGETS, Config, load_config
-from ..encoder import LazyModel
+from ..encoder import MODEL_SPECS_NAME, LazyModel
 from ..formats import IMAGE_SUFFIXES
 from ..imaging import set_pixel_limit
 from ..metadata import KeywordWriter
@@ -117,9 +117,14 @@ def require_exiftool() -> None:
         raise UsageError(exiftool.NOT_FOUND)
 
 
+def make_model(config: Config) -> LazyModel:
+    """The config's model, its input spec remembered in the data folder (see :class:`LazyModel`)."""
+    return LazyModel(config.model, remember=config.database.parent / MODEL_SPECS_NAME)
+
+
 def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
     """A pipeline with the config's model, tag list and overrides; their warnings logged."""
-    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
+    pipeline = Pipeline(store, make_model(config), writer, config.tagging)
     if config.overrides is not None:
         overrides = load_overrides(config.overrides, config.watch)
         for warning in overrides.warnings:

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import default_config_path
-from ..encoder import LazyModel
-from .common import UsageError, load, require_exiftool
+from .common import UsageError, load, make_model, require_exiftool
 
 
 def run_func(args: argparse.Namespace) -> int:
@@ -20,7 +19,7 @@ def run_func(args: argparse.Namespace) -> int:
         where = config.source or default_config_path()
         raise UsageError(f"nothing to watch: pass folders (tagwatch run ~/Pictures) or set watch in {where}")
     require_exiftool()
-    model = LazyModel(config.model)
+    model = make_model(config)
     model.validate()
     try:
         daemon = Daemon(config, cli_watch=bool(args.folders), model=model)

@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 
 from .. import logs
 from ..config import Config
+from ..engine import Engine
 from ..metadata import ExifTool, KeywordWriter
 from ..outcomes import Outcome, Status
+from ..queue import BACKLOG_BATCH
 from ..store import Store
 from .common import (
     add_tagging_flags,
@@ -28,25 +30,33 @@ from .progress import Progress, write
 def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
          report: Callable[[Outcome], None] = lambda outcome: None,
          progress: Callable[[int], Progress] = lambda total: Progress(total, "scan")) -> dict[str, int]:
-    """Tag ``paths`` (photo files) in batches of the config's size; count the outcomes by status.
-    ``report`` sees each outcome; the progress shown counts photos once the model is ready."""
+    """Tag ``paths`` (photo files) through the overlapped engine, a backlog's batch at a time (the
+    config's ``batch.size`` is about a lone photo's latency); count the outcomes by status.
+    ``report`` sees each outcome (from the engine's write thread, one batch at a time)."""
     store = Store(config.database)
     exiftool = ExifTool()
     counts: dict[str, int] = {}
     try:
         pipeline = make_pipeline(config, store, None if dry_run else KeywordWriter(exiftool, config.write))
-        size = config.batch.size
+        engine = Engine(pipeline)
+        size = max(config.batch.size, BACKLOG_BATCH)
         with progress(len(paths)) as bar:
-            for start in range(0, len(paths), size):
-                batch = paths[start:start + size]
-                for outcome in pipeline.process(batch, dry_run=dry_run, retry_failed=True):
+
+            def done(outcomes: list[Outcome]) -> None:
+                for outcome in outcomes:
                     counts[outcome.status] = counts.get(outcome.status, 0) + 1
                     if outcome.status == Status.WAIT:  # the daemon would retry later; a scan reports it
                         log.warning("%s: not tagged: %s (run the scan again once that is fixed)",
                                     outcome.path, outcome.error,
                                     extra={"event": "skipped", "path": outcome.path, "reason": outcome.error})
                     report(outcome)
-                bar.advance(len(batch))
+                bar.advance(len(outcomes))
+
+            try:
+                for start in range(0, len(paths), size):
+                    engine.submit(paths[start:start + size], done, dry_run=dry_run, retry_failed=True)
+            finally:
+                engine.close()  # every batch submitted is finished (an interrupted scan too)
         pipeline.close()
     finally:
         exiftool.close()
