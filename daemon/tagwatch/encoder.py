@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import importlib.metadata
 import json
@@ -53,7 +51,14 @@ from .atomic import write_atomic
 from .config import ModelConfig, is_checkpoint_path
 from .exiftool import _spawner  # starts children from one long-lived thread, with PR_SET_PDEATHSIG
 from .imaging import Preprocess
-from .model import RANDOM_WEIGHTS, ModelError, _is_config_file, _read_config_file, model_identity
+from .model import (
+    RANDOM_WEIGHTS,
+    ModelError,
+    _is_config_file,
+    _read_config_file,
+    model_identity,
+    return_freed_memory,
+)
 from .store import private_folder
 
 log = logging.getLogger(__name__)
@@ -302,7 +307,8 @@ class EncoderProcess:
 
 
 def _config_dict(cfg: ModelConfig) -> dict[str, Any]:
-    return {**asdict(cfg), "cache_dir": str(cfg.cache_dir)}
+    return {**asdict(cfg), "cache_dir": str(cfg.cache_dir),
+            "precision_cache": None if cfg.precision_cache is None else str(cfg.precision_cache)}
 
 
 # -- the child's side ----------------------------------------------------------------------------
@@ -331,7 +337,9 @@ class _Server:
         op = header.get("op")
         if op in ("validate", "load"):
             raw = header["config"]
-            cfg = ModelConfig(**{**raw, "cache_dir": Path(raw["cache_dir"])})
+            cache = raw.get("precision_cache")
+            cfg = ModelConfig(**{**raw, "cache_dir": Path(raw["cache_dir"]),
+                                 "precision_cache": None if cache is None else Path(cache)})
             if op == "validate":
                 clip.validate_config(cfg)
                 return {"ok": True}, None
@@ -400,19 +408,20 @@ class LazyModel:
     """The model in its child process (:mod:`tagwatch.encoder`), started on first use and ended when
     idle, so the daemon's own process never imports torch.
 
-    ``remember`` (a JSON file in the data folder) keeps each model's input spec (size, mean, std,
-    resize) from its first load, so that later starts decode photos while the child still imports
-    torch and loads the weights (seconds) instead of after.
+    Each model's input spec (size, mean, std, resize) is remembered from its first load in
+    :data:`MODEL_SPECS_NAME`, in the data folder beside ``precision.json`` (a config without a data
+    folder remembers nothing), so that later starts decode photos while the child still imports torch
+    and loads the weights (seconds) instead of after.
     """
 
-    def __init__(self, cfg: ModelConfig, remember: Path | None = None) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
         self.identity = model_identity(cfg)
         self._encoder: EncoderProcess | None = None
         self._lock = threading.Lock()
         self._last_used = time.monotonic()
         self._users = 0
-        self._remember = remember
+        self._remember = cfg.precision_cache.with_name(MODEL_SPECS_NAME) if cfg.precision_cache else None
         self._spec: Preprocess | None = None
         self._spec_read = False
         self._loading: threading.Thread | None = None
@@ -518,7 +527,7 @@ class LazyModel:
         was_loaded = encoder.loaded
         encoder.close()
         gc.collect()
-        _return_freed_memory()  # the decode buffers of the last batches
+        return_freed_memory()  # the decode buffers of the last batches
         if was_loaded:
             log.info("model unloaded after %.0f s without work", idle_seconds)
         else:
@@ -570,9 +579,3 @@ def remember_spec(path: Path | None, identity: str, spec: Preprocess) -> None:
         write_atomic(path, json.dumps(known, indent=1) + "\n", durable=False)
     except OSError as exc:
         log.debug("cannot remember the model's input spec in %s: %s", path, exc)
-
-
-def _return_freed_memory() -> None:
-    """Ask glibc to give freed heap pages back to the system, so the RSS really drops."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): the allocator decides
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

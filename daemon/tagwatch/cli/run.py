@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 
 from ..config import default_config_path
-from .common import UsageError, load, make_model, require_exiftool
+from ..encoder import LazyModel
+from ..status import AlreadyRunning
+from .common import UsageError, load, require_exiftool
 
 
 def run_func(args: argparse.Namespace) -> int:
-    from ..service import AlreadyRunning, Daemon  # watchdog and apscheduler are only needed here
+    from ..service import Daemon  # watchdog and apscheduler are only needed here
 
     config = load(args)
     if args.folders:
@@ -19,7 +21,7 @@ def run_func(args: argparse.Namespace) -> int:
         where = config.source or default_config_path()
         raise UsageError(f"nothing to watch: pass folders (tagwatch run ~/Pictures) or set watch in {where}")
     require_exiftool()
-    model = make_model(config)
+    model = LazyModel(config.model)
     model.validate()
     try:
         daemon = Daemon(config, cli_watch=bool(args.folders), model=model)
