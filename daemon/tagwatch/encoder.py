@@ -33,6 +33,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -69,6 +70,7 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
 _CHILD_CODE = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
                "from tagwatch.encoder import main; main()")
 _STOP_WAIT_S = 10.0
+_TORCH_NOTE = re.compile(r"\[W\d{4} [\d:.]+ \S+:\d+\] ")
 MODEL_SPECS_NAME = "model-inputs.json"  # beside the database: each model's input spec (LazyModel)
 
 
@@ -137,7 +139,9 @@ def _relay(stream: IO[bytes], tail: collections.deque[str]) -> None:
                 continue
         if line.strip():
             tail.append(line.strip())
-            log.warning("encoder: %s", line)
+            # torch's own C++ notes (deprecations, "[W1202 21:21:38.41 Quantizer.cpp:111] Warning: ...")
+            # tell a user nothing they can act on; they stay in the tail for a crash message
+            log.log(logging.DEBUG if _TORCH_NOTE.match(line) else logging.WARNING, "encoder: %s", line)
 
 
 def _how_it_ended(returncode: int | None, tail: collections.deque[str]) -> str:
@@ -389,8 +393,9 @@ def main() -> None:
     server = _Server()
     while True:
         frame = _read_frame(requests)
-        if frame is None:
-            return
+        if frame is None:  # the parent is done: nothing to save, so skip tearing torch down (~1 s)
+            sys.stderr.flush()
+            os._exit(0)
         header, payload = frame
         try:
             answer, vectors = server.handle(header, payload)
