@@ -90,8 +90,9 @@ def load(path: Path, device: str) -> tuple[Any, Preprocess, int] | None:
                                 str(spec["interpolation"]), str(spec["resize_mode"]))
         return tower.eval(), preprocess, int(meta["dim"])
     except Exception as exc:  # a damaged file, a torch that cannot read it: build the model instead
-        log.warning("model: cannot use the ready image tower %s (%s: %s); building the model", path,
-                    type(exc).__name__, exc)
+        log.warning("model: cannot use the ready image tower %s (%s: %s); building the model (and the "
+                    "tower again)", path, type(exc).__name__, exc)
+        path.unlink(missing_ok=True)
         return None
 
 
