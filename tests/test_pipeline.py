@@ -20,7 +20,7 @@ from tagwatch.formats import content_key
 from tagwatch.metadata import FileChanged
 from tagwatch.outcomes import Status
 from tagwatch.pipeline import Pipeline
-from tagwatch.queue import BatchQueue, Delete, Move
+from tagwatch.queue import BatchQueue, Delete, Move, backlog_batch
 from tagwatch.vocabulary import parse_tag_list
 from tagwatch.writeback import WriteJob, write_file
 
@@ -300,15 +300,16 @@ def test_queue_dedupes_and_flushes_full_batches_at_once() -> None:
 
 
 def test_queue_hands_out_a_backlog_in_throughput_sized_batches_and_a_lone_photo_alone() -> None:
-    queue = BatchQueue(size=8, max_wait=60, settle=0, backlog=32)  # configured for latency
-    for n in range(70):
+    queue = BatchQueue(size=8, max_wait=60, settle=0, backlog=16)  # configured for latency
+    for n in range(40):
         queue.put(f"/{n:02d}.jpg")
-    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [32, 32, 6]  # not 9 batches of 8
+    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [16, 16, 8]  # not 5 batches of 8
     queue.put("/lone.jpg")
     assert queue.get(timeout=5).paths == ["/lone.jpg"]
     for n in range(8):  # exactly a batch's worth is no backlog
         queue.put(f"/eight-{n}.jpg")
     assert len(queue.get(timeout=5).paths) == 8
+    assert backlog_batch(32, "cpu") == 16 and backlog_batch(64, "cuda:0") == 64
 
 
 def test_queue_hands_out_a_lone_photo_at_once() -> None:

@@ -367,13 +367,14 @@ def validate_config(cfg: ModelConfig) -> None:
     """Check the model name and pretrained tag or file, without loading any weights.  A model whose
     image tower an earlier load kept ready on this machine is known good (its identity names the model
     and tag): open_clip is not imported for it."""
-    import torch
+    if not is_checkpoint_path(cfg.pretrained):  # (a checkpoint's identity hashes the whole file)
+        import torch
 
-    from . import towercache
+        from . import towercache
 
-    where = towercache.tower_file(cfg, model_identity(cfg), str(torch.device(cfg.device)))
-    if where is not None and where[0].is_file():
-        return
+        where = towercache.tower_file(cfg, model_identity(cfg), str(torch.device(cfg.device)))
+        if where is not None and where[0].is_file():
+            return
     import open_clip
 
     name = _resolve_name(open_clip, cfg.name)

@@ -42,10 +42,18 @@ class Batch:
         return bool(self.ops or self.paths)
 
 
-# A backlog's batch: the encoder's cost per photo levels off around here (ViT-B-32 on 2 cores: batch 8
-# costs ~10% more per photo than 32), and every batch has fixed costs (a round trip to the model's child,
-# SQLite transactions).  Larger batches only add latency and memory.
-BACKLOG_BATCH = 32
+# A backlog's batch on a CPU.  Measured on a 2-core EPYC (ViT-B-32-256 int8, 2 threads, CPU time per
+# photo): batches of 4, 8 and 16 cost 46-54 ms, 32 cost 60-62 ms and 64 cost 67-69 ms (the activations of
+# a large batch fall out of the caches).  And the smaller the batch, the sooner the writes of the first
+# one start and the less is left to write after the last encode.  The fixed costs of a batch (a round
+# trip to the model's child, one SQLite transaction) are under a millisecond a photo at 16.
+BACKLOG_BATCH = 16
+
+
+def backlog_batch(size: int, device: str) -> int:
+    """The batch a backlog is handed out in: :data:`BACKLOG_BATCH` on a CPU; elsewhere (a GPU, which
+    wants large batches and has not been measured here) the configured ``size``."""
+    return BACKLOG_BATCH if device.startswith("cpu") else max(size, BACKLOG_BATCH)
 
 
 class BatchQueue:
@@ -56,14 +64,14 @@ class BatchQueue:
     other file is still settling (a lone dropped photo goes straight through) or once the oldest
     ready path has waited ``max_wait`` seconds for company.  ``size`` and ``max_wait`` are about
     latency; a backlog (more than ``size`` ready at once: the start-up scan, a folder copied in) is
-    handed out ``backlog`` at a time whatever ``size`` is, since batch size sets the encoder's
-    throughput.
+    handed out ``backlog`` at a time whatever ``size`` is (:func:`backlog_batch`): throughput is the
+    encoder's, and the engine keeps the next batches decoded meanwhile.
     """
 
     def __init__(self, size: int, max_wait: float, settle: float, maxsize: int = 100_000,
                  backlog: int = BACKLOG_BATCH) -> None:
         self.size, self.max_wait, self.settle, self.maxsize = size, max_wait, settle, maxsize
-        self.backlog = max(size, backlog)
+        self.backlog = backlog
         self._due: dict[str, float] = {}  # waiting to settle: path → due time
         self._heap: list[tuple[float, int, str]] = []
         self._ready: OrderedDict[str, float] = OrderedDict()  # settled: path → time it became ready

@@ -26,7 +26,7 @@ from .metadata import ExifTool, KeywordWriter
 from .notify import Notifier
 from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
-from .queue import BatchQueue
+from .queue import BatchQueue, backlog_batch
 from .status import Activity, MetricsServer, hold_lock, render_prometheus, state_path, write_state
 from .store import Store
 from .vocabulary import VocabularyError
@@ -72,7 +72,8 @@ class Daemon:
                                  config.tagging, places=config.places)
         self.pipeline.confine(config.watch)  # never a file reached through a folder link
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
-                                config.batch.settle_ms / 1000)
+                                config.batch.settle_ms / 1000,
+                                backlog=backlog_batch(config.batch.size, config.model.device))
         self.filter = PathFilter(config.watch, config.exclude)
         self.watcher = Watcher(config.watch, self.filter, self.queue, config.poll, config.poll_interval)
         self.activity = Activity(lambda: len(self.queue), len(config.watch))

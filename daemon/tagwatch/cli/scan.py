@@ -12,7 +12,7 @@ from ..config import Config
 from ..engine import Engine
 from ..metadata import ExifTool, KeywordWriter
 from ..outcomes import Outcome, Status
-from ..queue import BACKLOG_BATCH
+from ..queue import backlog_batch
 from ..store import Store
 from .common import (
     add_tagging_flags,
@@ -30,8 +30,8 @@ from .progress import Progress, write
 def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
          report: Callable[[Outcome], None] = lambda outcome: None,
          progress: Callable[[int], Progress] = lambda total: Progress(total, "scan")) -> dict[str, int]:
-    """Tag ``paths`` (photo files) through the overlapped engine, a backlog's batch at a time (the
-    config's ``batch.size`` is about a lone photo's latency); count the outcomes by status.
+    """Tag ``paths`` (photo files) through the overlapped engine, a backlog's batch at a time
+    (:func:`~tagwatch.queue.backlog_batch`); count the outcomes by status.
     ``report`` sees each outcome (from the engine's write thread, one batch at a time)."""
     store = Store(config.database)
     exiftool = ExifTool()
@@ -39,7 +39,7 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
     try:
         pipeline = make_pipeline(config, store, None if dry_run else KeywordWriter(exiftool, config.write))
         engine = Engine(pipeline)
-        size = max(config.batch.size, BACKLOG_BATCH)
+        size = backlog_batch(config.batch.size, config.model.device)  # a scan is a backlog
         with progress(len(paths)) as bar:
 
             def done(outcomes: list[Outcome]) -> None:
