@@ -299,8 +299,9 @@ class Engine:
         for photo, future in zip(lot.photos, lot.fronts, strict=True):
             try:
                 front = future.result()
-            except Exception as exc:  # a decode task that raised something unforeseen: that file's problem
-                front = _Front(problem=ImageError(f"cannot decode: {type(exc).__name__}: {exc}"))
+            except Exception as exc:  # not the file's fault (the database is locked or full): WAIT or fail
+                self._give_up(lot, [photo], exc)
+                continue
             if front.problem is not None:
                 self._settle(lot, self.pipeline.bad_file(photo, front.problem, lot.dry_run,
                                                          lot.wait_for_writers))
