@@ -62,6 +62,18 @@ def is_stale_temp_file(name: str) -> bool:
     return False
 
 
+def temp_files_of(path: Path, pid: int) -> list[Path]:
+    """The temporary files a writer process ``pid`` left beside ``path`` (a photo or its sidecar)
+    when it died mid-write.  For a writer on another machine (the Ray engine's nodes), whose PID
+    :func:`is_stale_temp_file` cannot check here: the caller knows that process is gone."""
+    prefix = f".{path.name}.{pid}-"
+    try:
+        with os.scandir(path.parent) as entries:
+            return [Path(e.path) for e in entries if e.name.startswith(prefix) and is_temp_file(e.name)]
+    except OSError:
+        return []
+
+
 def _as_list(value: object) -> list[str]:
     if value is None:
         return []

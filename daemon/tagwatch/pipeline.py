@@ -142,16 +142,11 @@ class Pipeline:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
-                wait_for_writers: Callable[[str], bool] | None = None) -> list[Outcome]:
-        """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
-
-        ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
-        unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path)`` is asked
-        about a truncated file modified in the last seconds, which is probably still being copied:
-        True answers RETRY (the daemon queues it again) instead of failing it.
-        """
-        assert self.tags is not None, "use_vocabulary() first"
+    def select(self, paths: Iterable[str], *, dry_run: bool = False,
+               retry_failed: bool = False) -> tuple[list[Photo], list[Outcome]]:
+        """The first stage, on the store's side: which of ``paths`` need reading, as :class:`Photo`
+        (stat taken), and the outcome of each that does not (settled, vanished, not a regular file,
+        a name the store cannot hold).  Both engines start here."""
         paths = list(dict.fromkeys(paths))
         outcomes: list[Outcome] = []
         unnamed = [p for p in paths if not p.isprintable() and not _utf8(p)]
@@ -188,10 +183,22 @@ class Pipeline:
                 outcomes.append(Outcome(path, Status.UNCHANGED, error=error))
                 continue
             photos.append(Photo(path, st))
+        return photos, outcomes
 
+    def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
+                wait_for_writers: Callable[[str], bool] | None = None) -> list[Outcome]:
+        """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
+
+        ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
+        unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path)`` is asked
+        about a truncated file modified in the last seconds, which is probably still being copied:
+        True answers RETRY (the daemon queues it again) instead of failing it.
+        """
+        assert self.tags is not None, "use_vocabulary() first"
+        photos, outcomes = self.select(paths, dry_run=dry_run, retry_failed=retry_failed)
         for photo, problem in zip(photos, self._pool.map(_read, photos), strict=True):
             if problem is not None:
-                outcomes.append(self._bad_file(photo, problem, dry_run, wait_for_writers))
+                outcomes.append(self.bad_file(photo, problem, dry_run, wait_for_writers))
         photos = [p for p in photos if p.key is not None]
         # Files whose vectors are cached go first, without the model: after a restart (a crash, a
         # reboot) they get their keywords while the model, seconds to import and load, is not yet
@@ -209,14 +216,19 @@ class Pipeline:
         photos = [p for p in photos if p.vector is not None]
         if not photos:
             return
-        predictions = predict(np.stack([p.vector for p in photos]), self.tags,
-                              self.thresholds, self.tagging.top_k)
-        for photo, predicted in zip(photos, predictions, strict=True):
-            tags, override = self.decide(photo.path, predicted)
+        for photo, (tags, override) in zip(photos, self.judge(photos), strict=True):
             if dry_run:
                 outcomes.append(Outcome(photo.path, Status.TAGGED, tags))
             else:
                 outcomes.append(self._finish(photo.path, photo.key, photo.stat, tags, override))
+
+    def judge(self, photos: Sequence[Photo]) -> list[tuple[list[tuple[str, float]], Override]]:
+        """Photos with vectors → what each should carry (scores, top-k, then its overrides)."""
+        assert self.tags is not None
+        predictions = predict(np.stack([p.vector for p in photos]), self.tags,
+                              self.thresholds, self.tagging.top_k)
+        return [self.decide(photo.path, predicted)
+                for photo, predicted in zip(photos, predictions, strict=True)]
 
     def _finish(self, path: str, key: bytes | None, st: os.stat_result, tags: list[tuple[str, float]],
                 override: Override = NO_OVERRIDE) -> Outcome:
@@ -277,7 +289,7 @@ class Pipeline:
                     if isinstance(result, ImageError):
                         for photo in photos:
                             if photo.key == key:
-                                outcomes.append(self._bad_file(photo, result, dry_run))
+                                outcomes.append(self.bad_file(photo, result, dry_run))
                                 photo.key = None
                     else:
                         arrays[key] = result
@@ -290,7 +302,7 @@ class Pipeline:
             if photo.key is not None:
                 photo.vector = cached.get(photo.key)
 
-    def _bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
+    def bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
                   wait_for_writers: Callable[[str], bool] | None = None) -> Outcome:
         """A file we could not use: retry if it is probably still being written, else record why."""
         reason = str(problem)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -117,9 +118,11 @@ def require_exiftool() -> None:
         raise UsageError(exiftool.NOT_FOUND)
 
 
-def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
-    """A pipeline with the config's model, tag list and overrides; their warnings logged."""
-    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
+def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None,
+                  model: LazyModel | None = None) -> Pipeline:
+    """A pipeline with the config's model (or ``model``: the Ray engine's stations), tag list and
+    overrides; their warnings logged."""
+    pipeline = Pipeline(store, model or LazyModel(config.model), writer, config.tagging)
     if config.overrides is not None:
         overrides = load_overrides(config.overrides, config.watch)
         for warning in overrides.warnings:
@@ -141,9 +144,13 @@ def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> 
         return pipeline.use_vocabulary(vocabulary, advance=bar.advance)
 
 
-def expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:
+def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False) -> Iterator[str]:
     """The photos named on the command line: files as given, folders walked (the config's exclude
-    patterns honoured); anything else is skipped with a warning."""
+    patterns honoured); anything else is skipped with a warning (unless ``quiet``: a counting pass)."""
+    if quiet:
+        with _silenced():
+            yield from expand(paths, exclude)
+        return
     for given in paths:
         path = Path(given).expanduser().absolute()
         if path.is_dir():
@@ -157,6 +164,18 @@ def expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:
                 log.warning("%s: skipped: not a photo file name (%s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
         else:
             log.warning("%s: skipped: no such file or folder", path)
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """tagwatch's warnings held back (a second walk over the same folders would repeat them)."""
+    logger = logging.getLogger("tagwatch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def count_text(counts: Mapping[str, int]) -> str:
