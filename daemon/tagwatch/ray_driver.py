@@ -327,7 +327,7 @@ class Scan:
     def run(self, paths: Iterable[str]) -> Summary:
         import ray
 
-        started = time.monotonic()
+        started = last_station = time.monotonic()
         source = iter(paths)
         exhausted = False
         while True:
@@ -337,6 +337,11 @@ class Scan:
                 break
             if time.monotonic() - self.fleet.grown > GROW_EVERY_S:
                 self.fleet.grow()
+            if self.fleet.slots:
+                last_station = time.monotonic()
+            elif time.monotonic() - last_station > START_TIMEOUT_S:
+                raise ClusterError(f"no station has been ready on the Ray cluster for "
+                                   f"{START_TIMEOUT_S:.0f} s: are its CPUs taken by other jobs?")
             waiting = [*self.inflight, *self.fleet.starting]
             if not waiting:  # photos wait and no station is left or starting
                 self.fleet.grow()
