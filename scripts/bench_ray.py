@@ -86,24 +86,29 @@ def _memory(pid: int) -> dict[str, int]:
     return {name: int(value) for name, value in fields}
 
 
-def run(command: list[str]) -> tuple[float, dict[str, float], str]:
-    """Run ``command``; its wall seconds, the peaks of its own memory in MB (read from /proc every
-    0.2 s: VmHWM, and the anonymous and shared-memory parts of its RSS), and its stderr.  Not
-    ``wait4``'s ru_maxrss: that counts the child before its exec, a copy of this process (with torch
-    imported by the machine facts, ~900 MB)."""
+def run(command: list[str]) -> tuple[float, float, dict[str, float], str]:
+    """Run ``command``; its wall seconds, its CPU seconds (with its children: the driver's exiftool),
+    the peaks of its own memory in MB (read from /proc every 0.2 s: VmHWM, and the anonymous and
+    shared-memory parts of its RSS), and its stderr.  Not ``wait4``'s ru_maxrss: that counts the
+    child before its exec, a copy of this process (with torch imported by the machine facts)."""
     started = time.perf_counter()
     peaks: dict[str, int] = {}
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
-        while proc.poll() is None:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
             for name, value in _memory(proc.pid).items():
                 peaks[name] = max(peaks.get(name, 0), value)
             time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode("utf-8", "replace")
     if proc.returncode not in (0, 1):
         raise SystemExit(f"bench: {' '.join(command)} failed ({proc.returncode}):\n{text[-3000:]}")
-    return time.perf_counter() - started, {k: v / 1024 for k, v in peaks.items()}, text
+    cpu = usage.ru_utime + usage.ru_stime
+    return time.perf_counter() - started, cpu, {k: v / 1024 for k, v in peaks.items()}, text
 
 
 def start_cluster(nodes: int, cpus: int, temp: str) -> Any:
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 command += ["--engine", "ray", "--address", cluster.address]
             say(f"{engine}, {nodes} node(s): scanning {args.count} photos")
             try:
-                wall, memory, err = run(command)
+                wall, cpu, memory, err = run(command)
             finally:
                 if cluster is not None:
                     cluster.shutdown()
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 scan_s, rate, detail = wall, args.count / wall, []
             rss, anon = memory.get("VmHWM", 0.0), memory.get("RssAnon", 0.0)
             rows.append(f"| {engine} | {nodes or '-'} | {args.count} | {scan_s:.1f} | {rate:.1f} | "
-                        f"{wall:.1f} | {rss:.0f} | {anon:.0f} |")
+                        f"{wall:.1f} | {1000 * cpu / args.count:.1f} | {rss:.0f} | {anon:.0f} |")
             closing = [line for line in err.splitlines() if line.startswith("scan: ")]
             say(f"{closing[-1] if closing else 'no summary'}; wall {wall:.1f} s; driver memory peaks (MB): "
                 + ", ".join(f"{k} {v:.0f}" for k, v in sorted(memory.items())))
@@ -173,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"  {line}")
     print(f"\n{facts['cpu']} ({facts['usable_cores']} cores), model {args.model}, {args.cpus} CPU(s) per "
           f"node, load average at the end {os.getloadavg()[0]:.1f}\n")
-    print("| engine | worker nodes | photos | scan s | photos/s | wall s | driver peak RSS MB | "
-          "of it private MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| engine | worker nodes | photos | scan s | photos/s | wall s | driver CPU ms/photo | "
+          "driver peak RSS MB | of it private MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
     return 0
 

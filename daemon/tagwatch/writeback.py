@@ -149,10 +149,15 @@ class Writeback:
         return Outcome(job.path, Status.TAGGED, job.tags, added)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
-        """Step 1 or 2 failed: withdraw the ledger rows recorded ahead (the file is as it was) and
-        say what next: RETRY (changed under us), WAIT (a passing storage problem), or give up."""
-        if job.file_id is not None and job.ahead:
-            self.store.remove_ledger(job.file_id, job.ahead)
+        """Step 1 or 2 failed: withdraw the ledger rows this plan recorded ahead (the file is as it
+        was) and say what next: RETRY (changed under us), WAIT (a passing storage problem), or give up.
+
+        Rows the ledger held before this plan stay, even for keywords it meant to add: they come from
+        an earlier write that was interrupted (a crash, a Ray node lost) and may have reached the
+        file after this plan read it, as a lost node's write can."""
+        withdraw = [k for k in job.ahead if k not in job.owned]
+        if job.file_id is not None and withdraw:
+            self.store.remove_ledger(job.file_id, withdraw)
         if isinstance(exc, FileChanged):
             return Outcome(job.path, Status.RETRY, job.tags, error=str(exc))
         passing = transient_reason(exc)
