@@ -67,10 +67,12 @@ def ensure_photos(count: int, cache: Path) -> Path:
 def write_config(folder: Path, model: str) -> Path:
     folder.mkdir(parents=True)
     (folder / "tags.txt").write_text("\n".join(TAGS) + "\n", encoding="utf-8")
-    name, pretrained = (("ViT-B-32-256", "none") if model == "vit"
-                        else (str(TEST_MODEL[0]), str(TEST_MODEL[1])))
+    # random weights score every tag near 0: threshold -1 gives each photo 3 tags, so every photo is
+    # written with either model
+    name, pretrained, threshold = (("ViT-B-32-256", "none", -1.0) if model == "vit"
+                                   else (str(TEST_MODEL[0]), str(TEST_MODEL[1]), 0.3))
     lines = ['tags = "tags.txt"', 'database = "state/tagwatch.db"', "[model]", f"name = {json.dumps(name)}",
-             f"pretrained = {json.dumps(pretrained)}", "[tagging]", "threshold = 0.3", "top_k = 3"]
+             f"pretrained = {json.dumps(pretrained)}", "[tagging]", f"threshold = {threshold}", "top_k = 3"]
     path = folder / "config.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -182,6 +182,7 @@ def test_a_node_lost_mid_run_costs_only_its_batches(
     alike(results(config, photos), local)
 
 
+@pytest.mark.slow  # two driver processes, each joining the cluster and starting its stations
 def test_a_driver_killed_mid_run_resumes_from_the_store(
         cluster: Cluster, library: Path, local: Run, tmp_path: Path) -> None:
     photos, config = setup(tmp_path, library)
