@@ -25,11 +25,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import ray
-from ray.cluster_utils import Cluster
 
 import synthetic
 from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, write_config
@@ -37,6 +36,9 @@ from shapes_lab import TAGS, THRESHOLD
 from tagwatch.cli.scan import scan, scan_on_ray
 from tagwatch.config import load_config
 from tagwatch.outcomes import Outcome
+
+if TYPE_CHECKING:  # Ray is imported by the cluster fixture: collecting this module imports none of it
+    from ray.cluster_utils import Cluster
 
 # The ray tests share one cluster: keep them on one xdist worker (scripts/test: --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("ray")
@@ -120,6 +122,9 @@ def cluster() -> Iterator[Cluster]:
     ``tagwatch scan --engine ray --address 127.0.0.1:PORT`` sets it itself).  Ray's files go to a
     short folder of their own (its socket paths must be short); a lost node is noticed in ~3 s.
     """
+    import ray
+    from ray.cluster_utils import Cluster
+
     temp = tempfile.mkdtemp(prefix="tw-ray-", dir="/tmp")
     head = {**NODE, "num_cpus": 0, "temp_dir": temp, "include_dashboard": False,
             "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}}
