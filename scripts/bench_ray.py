@@ -117,7 +117,8 @@ def start_cluster(nodes: int, cpus: int, temp: str) -> Any:
     """A head without CPUs and ``nodes`` worker nodes of ``cpus`` CPUs, all on 127.0.0.1."""
     from ray.cluster_utils import Cluster
 
-    node = {"node_ip_address": "127.0.0.1", "object_store_memory": 200 << 20, "temp_dir": temp}
+    os.environ["RAY_TMPDIR"] = temp  # Ray's files (and the address of the last cluster) there, not /tmp/ray
+    node = {"node_ip_address": "127.0.0.1", "object_store_memory": 200 << 20}
     head = {**node, "num_cpus": 0, "include_dashboard": False}
     cluster = Cluster(initialize_head=True, head_node_args=head)
     for _ in range(nodes):

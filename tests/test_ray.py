@@ -119,22 +119,25 @@ def cluster() -> Iterator[Cluster]:
 
     Ray connects to a cluster through this machine's outward address unless told that the node's
     address is loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, set above before Ray is imported;
-    ``tagwatch scan --engine ray --address 127.0.0.1:PORT`` sets it itself).  Ray's files go to a
-    short folder of their own (its socket paths must be short); a lost node is noticed in ~3 s.
+    ``tagwatch scan --engine ray --address 127.0.0.1:PORT`` sets it itself).  Ray's files (sessions,
+    logs, sockets, the address of the last cluster) go to a short folder of our own, not /tmp/ray;
+    a lost node is noticed in ~3 s.
     """
     import ray
     from ray.cluster_utils import Cluster
 
-    temp = tempfile.mkdtemp(prefix="tw-ray-", dir="/tmp")
-    head = {**NODE, "num_cpus": 0, "temp_dir": temp, "include_dashboard": False,
-            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}}
-    cluster = Cluster(initialize_head=True, head_node_args=head)
-    for _ in range(2):
-        cluster.add_node(**NODE, temp_dir=temp)
-    ray.init(address=cluster.address, logging_level="warning")
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    temp = tempfile.mkdtemp(prefix="tw-ray-", dir="/tmp")  # short: socket paths have a length limit
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TMPDIR", temp)  # for every Ray process, the drivers the tests start included
+        head = {**NODE, "num_cpus": 0, "include_dashboard": False,
+                "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}}
+        cluster = Cluster(initialize_head=True, head_node_args=head)
+        for _ in range(2):
+            cluster.add_node(**NODE)
+        ray.init(address=cluster.address, logging_level="warning")
+        yield cluster
+        ray.shutdown()
+        cluster.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -180,7 +183,7 @@ def test_a_node_lost_mid_run_costs_only_its_batches(
     finally:
         if victim in cluster.worker_nodes:
             cluster.remove_node(victim)
-        cluster.add_node(**NODE, temp_dir=cluster.head_node.get_temp_dir_path())  # for the next test
+        cluster.add_node(**NODE)  # for the next test
     assert summary.lost >= 1  # the node really took work with it
     assert counts == {"tagged": PHOTOS}
     assert sorted(o.path for o in seen) == sorted(str(p) for p in photos.iterdir())  # each once, no temp file
