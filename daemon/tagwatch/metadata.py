@@ -7,7 +7,7 @@ every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exa
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import itertools
 import json
 import logging
@@ -18,6 +18,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import Pin, Superseded, create, fsync_dir
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
 from .faults import TRANSIENT_ERRNOS
@@ -35,6 +36,14 @@ IPTC, DC, HIERARCHICAL, TAGS_LIST = ("IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:
                                      "XMP-digiKam:TagsList")
 
 
+def temp_name(path: Path, sidecar: bool = False) -> Path:
+    """A hidden temporary file beside ``path``: ``.PID-N.tagwatch-tmp`` (``.xmp`` added for a sidecar,
+    since exiftool picks the format of a new file by its name).  No part of the photo's name goes in:
+    a 250-byte name would push it past the 255-byte limit, and exiftool reads ``%d``, ``%f``, ``%c``
+    in an output name as format codes."""
+    return path.with_name(f".{os.getpid()}-{next(_counter)}{TEMP_MARKER}{'.xmp' if sidecar else ''}")
+
+
 def is_temp_file(name: str) -> bool:
     return name.startswith(".") and name.removesuffix(".xmp").endswith(TEMP_MARKER)
 
@@ -42,8 +51,9 @@ def is_temp_file(name: str) -> bool:
 def is_stale_temp_file(name: str) -> bool:
     """One of our temporary files whose writer is gone (killed mid-write), so it is safe to delete.
 
-    The writer's PID is in the name (``.photo.jpg.PID-N.tagwatch-tmp``); a temp file of a process
-    that still runs, this one included, may be a write in flight.
+    The writer's PID is in the name (``.PID-N.tagwatch-tmp``; earlier versions put the photo's name
+    first, ``.photo.jpg.PID-N.tagwatch-tmp``); a temp file of a process that still runs, this one
+    included, may be a write in flight.
     """
     if not is_temp_file(name):
         return False
@@ -68,22 +78,10 @@ def _as_list(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; file systems that cannot sync a folder (some FUSE and network
-    mounts answer EINVAL) have already done all they can."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _copy_xattrs(source: Path, target: Path) -> None:
+def _copy_xattrs(source: int, target: Path) -> None:
     """Carry extended attributes (macOS Finder tags and comments on a NAS, POSIX ACLs, SELinux
-    labels) over to the new version; what the target file system refuses is left behind."""
+    labels) of the open file ``source`` over to the new version; what the target file system refuses
+    is left behind."""
     if not hasattr(os, "listxattr"):
         return
     try:
@@ -94,7 +92,7 @@ def _copy_xattrs(source: Path, target: Path) -> None:
         try:
             os.setxattr(target, name, os.getxattr(source, name))
         except OSError as exc:
-            log.debug("%s: extended attribute %s not kept: %s", source, name, exc.strerror)
+            log.debug("%s: extended attribute %s not kept: %s", target, name, exc.strerror)
 
 
 @dataclass(frozen=True)
@@ -462,17 +460,24 @@ class KeywordWriter:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def apply(self, plan: WritePlan) -> None:
-        """Carry out a plan: each file is replaced atomically, or left exactly as it was.
+    def apply(self, plan: WritePlan) -> os.stat_result:
+        """Carry out a plan: each file is replaced atomically, or left exactly as it was; returns the
+        photo's stat as it now is on disk: the version written, or (nothing to write there) the one
+        planned from.  That is what must be recorded as tagged: a stat taken afterwards may be of
+        a version another program saved in the meantime, which lacks our keywords.
 
         A hidden temporary file in the same folder receives the new version; it is read back, given
-        the original's permissions, owner (where allowed) and extended attributes, fsynced and
-        renamed over the original, and the folder is fsynced.  If the photo changed meanwhile,
-        nothing is replaced (:class:`FileChanged`).  A new sidecar never replaces one that another
-        app created in the meantime.
+        the original's permissions, owner (where allowed) and extended attributes, fsynced and put in
+        place only if the file there is still the version planned from (:mod:`tagwatch.atomic`),
+        and the folder is fsynced.  Otherwise nothing is replaced (:class:`FileChanged`).  A new
+        sidecar never replaces one that another app created in the meantime.
         """
+        photo = plan.before
         for edit in plan.edits:
-            self._replace(edit, plan.before)
+            written = self._replace(edit, plan.before)
+            if edit.is_photo:
+                photo = written
+        return photo
 
     def add(self, path: Path, keywords: list[str]) -> list[str]:
         """Add the ``keywords`` missing from the file; returns those that were nowhere before."""
@@ -502,10 +507,11 @@ class KeywordWriter:
             log.warning("%s: keywords written to %s only; exiftool left the %s untouched (%s)",
                         edit.path, good, bad, reason)
 
-    def _replace(self, edit: Edit, photo_before: os.stat_result) -> None:
+    def _replace(self, edit: Edit, photo_before: os.stat_result) -> os.stat_result:
+        """Write one file's new version beside it and put it in place if the file is still the
+        version planned from (:mod:`tagwatch.atomic`); returns the stat of the new version."""
         path, before = edit.path, edit.before
-        suffix = "" if edit.is_photo else ".xmp"  # exiftool picks the format of a new file by its name
-        temp = path.with_name(f".{path.name}.{os.getpid()}-{next(_counter)}{TEMP_MARKER}{suffix}")
+        temp = temp_name(path, sidecar=not edit.is_photo)
         try:
             # exiftool's own message for an unwritable folder names our temp file; ask the OS first
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -514,39 +520,38 @@ class KeywordWriter:
             error = StorageError if exc.errno in TRANSIENT_ERRNOS else MetadataError
             raise error(f"cannot create a file in {path.parent}: {exc.strerror}") from None
         try:
-            source = [] if before is None else [str(path)]
-            out, err = self.exiftool.execute(*edit.args, "-o", str(temp), *source)
-            if not temp.exists():
-                message = _first_line(err) or _first_line(out) or "exiftool wrote nothing"
-                if message.startswith(_EXIFTOOL_IO_ERRORS):  # it gives no errno: look at the disk
-                    raise StorageError(_storage_reason(path.parent, photo_before.st_size, message))
-                raise MetadataError(message)
-            self._verify(edit, temp, err)
-            if before is not None:
-                _copy_xattrs(path, temp)
-                os.chmod(temp, before.st_mode & 0o7777)
-                owner = before
-            else:  # a new sidecar: readable like its photo, never executable
-                os.chmod(temp, photo_before.st_mode & 0o666)
-                owner = photo_before
-            if (owner.st_uid, owner.st_gid) != (os.getuid(), os.getgid()):
-                try:
-                    os.chown(temp, owner.st_uid, owner.st_gid)
-                except PermissionError:
-                    log.debug("%s: cannot keep owner %d:%d", path, owner.st_uid, owner.st_gid)
-            if edit.is_photo and self.settings.mtime == "keep":
-                os.utime(temp, ns=(before.st_atime_ns, before.st_mtime_ns))
-            with open(temp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            if edit.is_photo and _changed(photo_before, path.lstat()):
-                raise FileChanged("the file changed while its keywords were being written; will retry")
-            if before is None:
-                _create(temp, path)
-            else:
-                if _changed(before, path.lstat()):
-                    raise FileChanged(f"{path.name} changed while it was being written; will retry")
-                os.replace(temp, path)
-            _fsync_dir(path.parent)
+            with contextlib.ExitStack() as stack:
+                pin = stack.enter_context(Pin(path, before)) if before is not None else None
+                source = [] if before is None else [str(path)]
+                with self.exiftool.output(temp) as output:
+                    out, err = self.exiftool.execute(*edit.args, "-o", output, *source)
+                if not temp.exists():
+                    message = _first_line(err) or _first_line(out) or "exiftool wrote nothing"
+                    if message.startswith(_EXIFTOOL_IO_ERRORS):  # it gives no errno: look at the disk
+                        raise StorageError(_storage_reason(path.parent, photo_before.st_size, message))
+                    raise MetadataError(message)
+                self._verify(edit, temp, err)
+                if pin is not None:
+                    _copy_xattrs(pin.fd, temp)
+                    os.chmod(temp, before.st_mode & 0o7777)
+                    owner = before
+                else:  # a new sidecar: readable like its photo, never executable
+                    os.chmod(temp, photo_before.st_mode & 0o666)
+                    owner = photo_before
+                if (owner.st_uid, owner.st_gid) != (os.getuid(), os.getgid()):
+                    try:
+                        os.chown(temp, owner.st_uid, owner.st_gid)
+                    except PermissionError:
+                        log.debug("%s: cannot keep owner %d:%d", path, owner.st_uid, owner.st_gid)
+                if edit.is_photo and self.settings.mtime == "keep":
+                    os.utime(temp, ns=(before.st_atime_ns, before.st_mtime_ns))
+                with open(temp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                written = create(temp, path) if pin is None else pin.replace(temp)
+            fsync_dir(path.parent)
+            return written
+        except Superseded as exc:
+            raise FileChanged(f"{exc}; will retry") from None
         except FileNotFoundError as exc:
             if edit.is_photo or before is not None:
                 raise FileChanged(f"{path.name} vanished while it was being written") from None
@@ -592,18 +597,6 @@ def _field(tag: str, existing: tuple[str, ...], add: list[str], remove: list[str
     final = [v for v in existing if v not in taken] + added
     args = [f"-{tag}-={v}" for v in taken if v in existing] + [f"-{tag}+={v}" for v in added]
     return args, final, (frozenset(added), frozenset(taken))
-
-
-def _create(temp: Path, path: Path) -> None:
-    """Put a new file in place without clobbering one that appeared meanwhile."""
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        raise FileChanged(f"{path.name} was created by another program meanwhile; will retry") from None
-    except OSError:  # file systems without hard links (FAT, some SMB mounts)
-        if path.exists():
-            raise FileChanged(f"{path.name} was created by another program meanwhile; will retry") from None
-        os.replace(temp, path)
 
 
 def _changed(before: os.stat_result, now: os.stat_result) -> bool:

@@ -504,10 +504,9 @@ class Pipeline:
                             k: (*owned_paths.get(k, (k,)), *plan.paths[k]) for k in plan.respelled})
                     written_ahead = mine + plan.dropped
                     log.debug("%s: writing keywords", path)
-                    self.writer.apply(plan)
+                    st = self.writer.apply(plan)  # the version written: a later save must look changed
                     self.store.remove_ledger(file_id, plan.removed)
                     added = plan.ours
-                st = os.lstat(path)
             except (MetadataError, OSError) as exc:
                 if file_id is not None and written_ahead:  # the file is as it was
                     self.store.remove_ledger(file_id, written_ahead)
@@ -638,8 +637,7 @@ class Pipeline:
         self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
         try:
             plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id))
-            self.writer.apply(plan)
-            st = os.lstat(path)
+            st = self.writer.apply(plan)
         except (MetadataError, OSError) as exc:
             reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
             log.warning("%s: not untagged: %s", path, reason)
@@ -653,12 +651,18 @@ class Pipeline:
     # -- renames and deletions -----------------------------------------------------------------
 
     def apply(self, ops: Sequence[Op]) -> list[str]:
-        """Apply renames and deletions to the store; returns moved paths the store did not know."""
+        """Apply renames and deletions to the store; returns the paths to look at: moved paths the
+        store did not know, and "deleted" files that are there (replaced since)."""
         unknown: list[str] = []
         for op in ops:
             if isinstance(op, Delete):
-                if os.path.lexists(op.path):  # replaced since (a polling observer sees our own atomic
-                    continue                  # replace as delete + create): the row and ledger stay
+                # Replaced since (a polling observer sees an atomic replace as delete + create; an
+                # exchange of names, see atomic.py, reports the photo moved to a hidden name): the row
+                # and ledger stay, and the file is looked at again, as the op dropped its queued event.
+                if os.path.lexists(op.path):
+                    if not op.is_dir:
+                        unknown.append(op.path)
+                    continue
                 if op.is_dir:
                     self.store.mark_deleted_under(op.path)
                 elif self.store.mark_deleted(op.path):
