@@ -24,8 +24,8 @@ from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
 from .faults import TRANSIENT_ERRNOS
 from .keys import EMBEDDABLE_SUFFIXES
 
-__all__ = ["ExifTool", "FileChanged", "KeywordWriter", "Keywords", "MetadataError", "StorageError",
-           "WritePlan"]
+__all__ = ["ExifTool", "FieldEdit", "FileChanged", "KeywordWriter", "Keywords", "MetadataError",
+           "StorageError", "WritePlan"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,9 @@ class Keywords:
     tags_list: tuple[str, ...] = ()  # digiKam:TagsList (digiKam, Immich read it first)
     latin1_iptc: bool = False  # legacy IPTC in Latin-1 without 1:90: converted to UTF-8 on our write
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write
+    # exiftool's warning when the embedded XMP cannot be read whole (the XMP fields above are then
+    # empty: unknown); such a packet is never rewritten, see KeywordWriter.read
+    xmp_error: str = ""
     all: frozenset[str] = field(init=False)  # the flat keywords, IPTC and XMP together
 
     def __post_init__(self) -> None:
@@ -204,14 +207,35 @@ class Change:
 
 
 @dataclass(frozen=True)
+class FieldEdit:
+    """A change to one field beyond the keywords (a place name, a caption), planned by its owner and
+    carried out in the same atomic, verified write as the keywords (``KeywordWriter.plan(fields=)``).
+
+    ``args`` are exiftool's (``-XMP-photoshop:City=Florence``); ``expect`` is what the field must
+    and must not hold afterwards, read back from the new version before it replaces the file.  An
+    XMP field goes wherever keywords go (the photo and/or its sidecar), any other only into the
+    photo; a photo whose XMP cannot be read gets only the others (see ``KeywordWriter.read``).
+    """
+
+    tag: str  # "XMP-photoshop:City", "IPTC:City", "XMP-dc:Description"
+    args: tuple[str, ...]
+    expect: Expect
+
+    @property
+    def xmp(self) -> bool:
+        return self.tag.startswith("XMP")
+
+
+@dataclass(frozen=True)
 class Edit:
     """One file to rewrite, the photo itself or its sidecar, and what it must hold afterwards."""
 
     path: Path
     before: os.stat_result | None  # None: a sidecar that does not exist yet
     args: list[str]
-    expect: dict[str, Expect]
+    expect: dict[str, Expect]  # "Group:Tag" -> (values it must hold, values it must not)
     is_photo: bool
+    note: str = ""  # what the write could not do, logged once it is done
 
 
 @dataclass(frozen=True)
@@ -250,17 +274,17 @@ class KeywordWriter:
     # -- reading -------------------------------------------------------------------------------
 
     def read(self, path: Path) -> Keywords:
-        out, err = self.exiftool.execute(
-            "-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
-            f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Error", str(path))
-        try:
-            record = json.loads(out, parse_float=str, parse_int=str)[0] if out else {}
-        except (ValueError, IndexError):
-            record = {}
-        if not record:
-            raise MetadataError(_first_line(err) or "exiftool could not read the file")
-        if "ExifTool:Error" in record:
-            raise MetadataError(str(record["ExifTool:Error"]))
+        """The keywords in ``path`` (every copy of each field), and whether its XMP can be rewritten.
+
+        An XMP packet exiftool cannot read whole (a format error such as a missing closing tag, an
+        encoding error, a second packet, an incomplete extension: any XMP warning it does not call
+        minor, and "Empty XMP", which is what it says of a packet that is not XML at all) would be
+        rebuilt on write from the part it could read, and the rest, a person's keywords included,
+        would be gone.  Such a packet is left exactly as it is: keywords go to IPTC only, and the
+        write says so.  Minor XMP errors found only when writing are handled in :meth:`_replace`.
+        """
+        record = self._record(path, "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}", f"-{TAGS_LIST}",
+                              "-Photoshop:IPTCDigest")
         iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
         latin1 = False
         if "IPTC:CodedCharacterSet" not in iptc:
@@ -269,14 +293,42 @@ class KeywordWriter:
         # copy, so a keyword in any copy is already in the file.
         copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)),
                         key=lambda k: (k != IPTC, k))
+        xmp_error = next((w for w in _as_list(record.get("ExifTool:Warning")) if _unreadable_xmp(w)), "")
+
+        def xmp(tag: str) -> tuple[str, ...]:
+            return () if xmp_error else tuple(dict.fromkeys(_as_list(record.get(tag))))
+
         return Keywords(
             iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
-            xmp=tuple(_as_list(record.get(DC))),
-            hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
-            tags_list=tuple(_as_list(record.get(TAGS_LIST))),
+            xmp=xmp(DC), hierarchical=xmp(HIERARCHICAL), tags_list=xmp(TAGS_LIST),
             latin1_iptc=latin1,
             has_digest="Photoshop:IPTCDigest" in record,
+            xmp_error=xmp_error,
         )
+
+    def _record(self, path: Path, *args: str) -> dict[str, object]:
+        """exiftool's JSON record for ``args`` (tags to read, options), with exiftool's warnings as
+        "ExifTool:Warning".  Every copy of a tag is read (a field written twice, or a second IPTC
+        record) and folded into one list under ``Group:Tag``, values in file order."""
+        out, err = self.exiftool.execute("-j", "-a", "-G1:4", "-charset", "iptc=Latin", *args,
+                                         "-ExifTool:Warning", "-ExifTool:Error", str(path))
+        try:
+            raw = json.loads(out, parse_float=str, parse_int=str)[0] if out else {}
+        except (ValueError, IndexError):
+            raw = {}
+        if not raw:
+            raise MetadataError(_first_line(err) or "exiftool could not read the file")
+        record: dict[str, object] = {}
+        for key, value in raw.items():
+            parts = key.split(":")  # Group:CopyN:Tag -> Group:Tag
+            name = f"{parts[0]}:{parts[-1]}" if len(parts) > 2 else key
+            if name in record:
+                record[name] = _as_list(record[name]) + _as_list(value)
+            else:
+                record[name] = value
+        if "ExifTool:Error" in record:
+            raise MetadataError(str(_as_list(record["ExifTool:Error"])[0]))
+        return record
 
     def sidecar_for(self, path: Path) -> Path:
         """``photo.jpg.xmp`` (digiKam, darktable, Immich) or ``photo.xmp`` (Lightroom, Capture One)."""
@@ -296,7 +348,7 @@ class KeywordWriter:
     def plan(self, path: Path, keywords: list[str], before: os.stat_result | None = None,
              mode: str = "append", owned: Sequence[str] = (), *, paths: Mapping[str, str] | None = None,
              owned_paths: Mapping[str, Sequence[str]] | None = None,
-             withdraw: Collection[str] = ()) -> WritePlan:
+             withdraw: Collection[str] = (), fields: Sequence[FieldEdit] = ()) -> WritePlan:
         """Work out what tagging ``path`` with ``keywords`` changes, without changing anything yet.
 
         ``mode``: "append" adds; "sync" also takes out ``owned`` keywords (those tagwatch added
@@ -342,15 +394,16 @@ class KeywordWriter:
         change = Change(tuple((k, new[k]) for k in keywords) + tuple(kept),
                         tuple((o, p) for o in [*removed, *respelled] for p in had[o]),
                         overwrite=mode == "overwrite")
-        edits = self._edits(path, before, photo, sidecar, change)
+        edits = self._edits(path, before, photo, sidecar, change, fields)
         written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
         return WritePlan(path, before, edits, list(keywords), ours, removed, dropped, paths=written,
                          respelled=list(respelled))
 
     def plan_untag(self, path: Path, owned: list[str], dropped: list[str],
-                   owned_paths: Mapping[str, Sequence[str]] | None = None) -> WritePlan:
+                   owned_paths: Mapping[str, Sequence[str]] | None = None,
+                   fields: Sequence[FieldEdit] = ()) -> WritePlan:
         """Take out exactly the keywords tagwatch added (under every path the ledger recorded) and
-        put back those overwrite took out."""
+        put back those overwrite took out; ``fields``: other fields to restore in the same write."""
         owned_paths = owned_paths or {}
         before, photo, sidecar = self._state(path, None)
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
@@ -361,7 +414,7 @@ class KeywordWriter:
         removed = [o for o in owned if any(present(o, p) for p in had[o])]
         restored = [k for k in dropped if not present(k, None)]
         change = Change(tuple((k, k) for k in restored), tuple((o, p) for o in removed for p in had[o]))
-        edits = self._edits(path, before, photo, sidecar, change)
+        edits = self._edits(path, before, photo, sidecar, change, fields)
         return WritePlan(path, before, edits, [], [], removed, [], restored)
 
     def _state(self, path: Path, before: os.stat_result | None
@@ -384,13 +437,15 @@ class KeywordWriter:
         return now, photo, sidecar
 
     def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords,
-               change: Change) -> list[Edit]:
-        """The photo's and the sidecar's edits.  Keywords are added only where the target says;
-        removals reach every place tagwatch may have written (the target may have changed since)."""
+               change: Change, fields: Sequence[FieldEdit] = ()) -> list[Edit]:
+        """The photo's and the sidecar's edits.  Keywords (and ``fields``) are added only where the
+        target says; removals reach every place tagwatch may have written (the target may have
+        changed since)."""
         edits: list[Edit] = []
         if path.suffix.lower() in EMBEDDABLE_SUFFIXES:
-            embedded = change if self.embeds(path) else change.removal_only()
-            edit = self._photo_edit(path, before, photo, embedded)
+            embeds = self.embeds(path)
+            edit = self._photo_edit(path, before, photo, change if embeds else change.removal_only(),
+                                    fields if embeds else ())
             if edit is not None:
                 edits.append(edit)
         side = self.sidecar_for(path)
@@ -402,19 +457,31 @@ class KeywordWriter:
             seed = None if sidecar_before is not None else Keywords(
                 xmp=tuple(dict.fromkeys(photo.xmp + photo.iptc)), hierarchical=photo.hierarchical,
                 tags_list=photo.tags_list)
-            fields = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=True,
-                                      seed=seed)
-            args = [a for f in fields for a in f[1]]
+            xmp = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=True,
+                                   seed=seed)
+            xmp += [(f.tag, list(f.args), f.expect) for f in fields if uses and f.xmp]
+            args = [a for f in xmp for a in f[1]]
             if args:
-                edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False))
+                edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in xmp}, False))
         return edits
 
     def _photo_edit(self, path: Path, before: os.stat_result, existing: Keywords,
-                    change: Change) -> Edit | None:
+                    change: Change, fields: Sequence[FieldEdit] = ()) -> Edit | None:
         add, remove = change.values(self.forms, IPTC)
         iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, add, remove, change.overwrite)
-        xmp = self._xmp_fields(existing, change)
-        if not iptc_args and not any(f[1] for f in xmp):
+        note = ""
+        if existing.xmp_error:  # rebuilding the packet would lose what exiftool cannot read of it
+            xmp: list[tuple[str, list[str], Expect]] = []
+            if change.add or change.remove or any(f.xmp for f in fields):
+                note = (f"its XMP cannot be read whole ({existing.xmp_error}); keywords written to "
+                        "IPTC only, the XMP left as it was")
+            fields = [f for f in fields if not f.xmp]
+        else:
+            xmp = self._xmp_fields(existing, change)
+        xmp += [(f.tag, list(f.args), f.expect) for f in fields if f.xmp]
+        iptc_fields = [f for f in fields if f.tag.startswith("IPTC")]
+        others = [f for f in fields if not f.xmp and f not in iptc_fields]  # EXIF and the like
+        if not iptc_args and not iptc_fields and not others and not any(f[1] for f in xmp):
             return None
         if before.st_nlink > 1:
             raise MetadataError(f"the file has {before.st_nlink} hard links; replacing it would split "
@@ -422,18 +489,22 @@ class KeywordWriter:
         if not before.st_mode & 0o222:
             raise MetadataError("the file is read-only (no write permission); tagwatch leaves it alone")
         args = ["-charset", "iptc=UTF8"]
-        if iptc_args:
+        if iptc_args or iptc_fields:
             if existing.latin1_iptc:
                 # exiftool FAQ 10: re-read the legacy IPTC as Latin and store it as UTF-8 with 1:90 set.
-                args = ["-charset", "iptc=Latin", "-tagsfromfile", "@", "-IPTC:all", f"--{IPTC}"]
+                args = ["-charset", "iptc=Latin", "-tagsfromfile", "@", "-IPTC:all", f"--{IPTC}",
+                        *(f"--{f.tag}" for f in iptc_fields)]
                 args += [f"-{IPTC}={k}" for k in iptc_final] or [f"-{IPTC}="]
             else:
                 args += iptc_args
+            args += [a for f in iptc_fields for a in f.args]
             args.append("-IPTC:CodedCharacterSet=UTF8")
             if existing.has_digest:
                 args.append("-Photoshop:IPTCDigest=new")
-        args += [a for f in xmp for a in f[1]]
-        return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True)
+        args += [a for f in xmp for a in f[1]] + [a for f in others for a in f.args]
+        expect = {IPTC: iptc_expect, **{f.tag: f.expect for f in (*iptc_fields, *others)},
+                  **{f[0]: f[2] for f in xmp}}
+        return Edit(path, before, args, expect, True, note)
 
     def _xmp_fields(self, existing: Keywords, change: Change, sidecar: bool = False,
                     seed: Keywords | None = None) -> list[tuple[str, list[str], Expect]]:
@@ -485,27 +556,68 @@ class KeywordWriter:
         self.apply(plan)
         return plan.ours
 
-    def _verify(self, edit: Edit, temp: Path, err: str) -> None:
-        """Read the new version back before it replaces the original.
+    def _shortfall(self, edit: Edit, written: Path) -> set[str]:
+        """The groups ("IPTC", "XMP", ...) of the fields whose expectations ``written`` misses."""
+        record = self._record(written, *(f"-{tag}" for tag in edit.expect))
+        wrong = set()
+        for tag, (must, must_not) in edit.expect.items():
+            values = set(_as_list(record.get(tag)))
+            if not must <= values or must_not & values:
+                wrong.add(_family(tag))
+        return wrong
 
-        exiftool declines to rewrite a block it finds malformed (for example XMP with duplicate
-        properties, as GIMP 2.8 writes them) and says so only in a warning.  We do not pass ``-m``,
-        which would make it drop the duplicates: the keywords go where they can, and the user hears
-        where they could not.
-        """
-        written = self.read(temp)
-        wrong = {"IPTC" if tag == IPTC else "XMP" for tag, (must, must_not) in edit.expect.items()
-                 if not must <= set(written.values(tag)) or must_not & set(written.values(tag))}
-        reason = _warning(err) or "exiftool gave no reason"
+    def _ignoring_minor_errors(self, edit: Edit, source: list[str], temp: Path, reason: str) -> str:
+        """exiftool declines to rewrite a block that has a minor error (XMP with a property written
+        twice, as GIMP 2.8 did) and says so only in a warning; with ``-m`` it rewrites the block
+        without the duplicates.  That is kept only if it loses nothing: every tag of the new version
+        is compared with the first (which left the block untouched) and must be the same but for
+        the fields of the edit, where only values the edit takes out may go, and repeated equal
+        values, which collapse.  Returns why not ("" when ``temp`` now holds the rewrite)."""
+        candidate = temp_name(edit.path, sidecar=not edit.is_photo)
+        try:
+            with self.exiftool.output(candidate) as output:
+                self.exiftool.execute("-m", *edit.args, "-o", output, *source)
+            if not candidate.exists() or self._shortfall(edit, candidate):
+                return reason
+            lost = self._changes_beyond(edit, temp, candidate)
+            if lost:
+                return f"{reason}; rewriting it would also change {lost}"
+            os.replace(candidate, temp)
+            log.info("%s: %s; rewritten without the repetition, nothing else changed", edit.path, reason,
+                     extra={"event": "repaired", "path": str(edit.path), "reason": reason})
+            return ""
+        finally:
+            candidate.unlink(missing_ok=True)
+
+    def _changes_beyond(self, edit: Edit, kept: Path, candidate: Path) -> str:
+        """The first tag ``candidate`` changes compared with ``kept`` beyond ``edit``'s fields, as
+        words ("" if none).  Binary blocks are compared byte for byte (base64)."""
+        before, after = self._record(kept, "-all", "-b"), self._record(candidate, "-all", "-b")
+        for tag in sorted(set(before) | set(after)):
+            if tag.split(":")[0] in _NOT_METADATA or tag in _REWRITE_NORMALISES:
+                continue
+            old, new = _as_list(before.get(tag)), _as_list(after.get(tag))
+            if tag in edit.expect:
+                gone = [v for v in old if v not in new and v not in edit.expect[tag][1]]
+                if gone:
+                    return f"{tag}: {', '.join(gone)[:80]} would be lost"
+            elif (set(old) != set(new)) if _family(tag) == "XMP" else (old != new):
+                return f"{tag} ({', '.join(old)[:40] or 'absent'} -> {', '.join(new)[:40] or 'absent'})"
+        return ""
+
+    def _judge(self, edit: Edit, wrong: set[str], reason: str) -> None:
+        """Fail the write if the new version lacks what it must hold, or (some of the photo's fields
+        were written) say where the keywords could not go."""
+        reason = reason or "exiftool gave no reason"
         if not edit.is_photo and wrong:
             raise MetadataError(f"exiftool did not write the sidecar's keywords ({reason})")
-        if wrong == {"IPTC", "XMP"}:
-            raise MetadataError(f"exiftool wrote neither IPTC nor XMP keywords ({reason})")
+        families = {_family(tag) for tag in edit.expect}
+        if wrong and wrong >= families:
+            raise MetadataError(f"exiftool wrote neither {' nor '.join(sorted(wrong))} keywords ({reason})")
         if wrong:
-            (bad,) = wrong
-            good = "XMP" if bad == "IPTC" else "IPTC"
             log.warning("%s: keywords written to %s only; exiftool left the %s untouched (%s)",
-                        edit.path, good, bad, reason)
+                        edit.path, " and ".join(sorted(families - wrong)), " and ".join(sorted(wrong)),
+                        reason, extra={"event": "partial-write", "path": str(edit.path), "reason": reason})
 
     def _replace(self, edit: Edit, photo_before: os.stat_result) -> os.stat_result:
         """Write one file's new version beside it and put it in place if the file is still the
@@ -530,7 +642,13 @@ class KeywordWriter:
                     if message.startswith(_EXIFTOOL_IO_ERRORS):  # it gives no errno: look at the disk
                         raise StorageError(_storage_reason(path.parent, photo_before.st_size, message))
                     raise MetadataError(message)
-                self._verify(edit, temp, err)
+                # Read the new version back before it replaces the original
+                wrong, reason = self._shortfall(edit, temp), _warning(err)
+                minor = _warning(err, minor=True)
+                if wrong and minor:
+                    reason = self._ignoring_minor_errors(edit, source, temp, minor)
+                    wrong = wrong if reason else set()
+                self._judge(edit, wrong, reason)
                 if pin is not None:
                     _copy_xattrs(pin.fd, temp)
                     os.chmod(temp, before.st_mode & 0o7777)
@@ -549,6 +667,9 @@ class KeywordWriter:
                     os.fsync(handle.fileno())
                 written = create(temp, path) if pin is None else pin.replace(temp)
             fsync_dir(path.parent)
+            if edit.note:
+                log.warning("%s: %s", path, edit.note,
+                            extra={"event": "partial-write", "path": str(path), "reason": edit.note})
             return written
         except Superseded as exc:
             raise FileChanged(f"{exc}; will retry") from None
@@ -604,11 +725,36 @@ def _changed(before: os.stat_result, now: os.stat_result) -> bool:
         before.st_size, before.st_mtime_ns, before.st_ino, before.st_dev)
 
 
-def _warning(text: str) -> str:
-    """exiftool's first warning, without the file name it appends."""
+def _family(tag: str) -> str:
+    """"IPTC" or "XMP" (any of their groups), else the tag's group: how a user names the block."""
+    group = tag.split(":")[0]
+    return "IPTC" if group.startswith("IPTC") else "XMP" if group.startswith("XMP") else group
+
+
+# Groups that describe the file or exiftool, not metadata in it; tags every rewrite of a block sets
+_NOT_METADATA = frozenset({"SourceFile", "File", "System", "ExifTool", "Composite"})
+_REWRITE_NORMALISES = frozenset({"XMP-x:XMPToolkit"})
+
+# Warnings naming XMP that exiftool gives on reading and that are harmless to a rewrite: it read
+# every property (the first: the IPTC changed since Photoshop's digest, which our write refreshes)
+_HARMLESS_XMP_WARNINGS = ("IPTCDigest is not current", "[minor] XMP is missing xpacket wrapper",
+                          "[minor] Boolean value for XMP", "[minor] Non-standard XMP at")
+
+
+def _unreadable_xmp(warning: str) -> bool:
+    """Does exiftool's read ``warning`` say it could not read the whole XMP packet?"""
+    if "XMP" not in warning or warning.startswith(_HARMLESS_XMP_WARNINGS):
+        return False
+    return not warning.startswith("[minor]") or warning == "[minor] Empty XMP"
+
+
+def _warning(text: str, minor: bool = False) -> str:
+    """exiftool's first warning (``minor``: its first "[minor]" one), without the file name."""
     for line in text.splitlines():
         if line.startswith("Warning: "):
-            return line.removeprefix("Warning: ").rsplit(" - ", 1)[0].strip()
+            warning = line.removeprefix("Warning: ").rsplit(" - ", 1)[0].strip()
+            if not minor or warning.lower().startswith("[minor]"):
+                return warning
     return ""
 
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from .config import TaggingConfig
-from .faults import TRANSIENT_ERRNOS, Backoff, access_cured, transient_reason
+from .faults import TRANSIENT_ERRNOS, Backoff, StillWriting, access_cured, transient_reason
 from .imaging import prepare
 from .keys import ImageError, content_key
 from .metadata import FileChanged, KeywordWriter, MetadataError
 from .model import LazyModel
 from .overrides import NO_OVERRIDE, Override, Overrides
-from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store
+from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store, stored_form
 from .tagger import TagMatrix, predict, thresholds
 from .vocabulary import Vocabulary
 
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 TAGGED, UNCHANGED, FAILED_, GONE, RETRY = "tagged", "unchanged", "failed", "gone", "retry"
 UNTAGGED_ = "untagged"
 WAIT = "wait"  # a passing disk or network problem: try again after a pause (see faults.Backoff)
-_RECENT_S = 2.0  # a truncated file younger than this is probably still being written
-_MAX_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -220,7 +218,7 @@ class Pipeline:
         self.fingerprint = ""
         self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag of the list
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
-        self._retries: dict[str, int] = {}
+        self._writing = StillWriting()  # files that look cut short: still being copied?
         self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
         self._deferred: list[Outcome] = []  # WAIT outcomes of a retag, for the worker to schedule
 
@@ -254,9 +252,16 @@ class Pipeline:
         missing = [p for p in prompts if p not in vectors]
         if missing:
             with self.model.using() as model:
-                encoded = model.encode_texts(missing)
-            self.store.put_text_vectors(dict(zip(missing, encoded, strict=True)), self.model.identity)
-            vectors.update(self.store.text_vectors(missing, self.model.identity))
+                fresh = dict(zip(missing, model.encode_texts(missing), strict=True))
+            try:
+                self.store.put_text_vectors(fresh, self.model.identity)
+                vectors.update(self.store.text_vectors(missing, self.model.identity))
+            except Exception as exc:  # a read-only database must not stop the daemon from starting
+                passing = transient_reason(exc)
+                if passing is None:
+                    raise
+                log.warning("prompt vectors not stored (%s); they are encoded again next time", passing)
+                vectors.update({p: stored_form(v) for p, v in fresh.items()})
         self.vocabulary, self.tagging = vocabulary, tagging
         self.tags = TagMatrix.build(vocabulary, vectors)
         self.thresholds = thresholds(vocabulary, tagging.threshold)
@@ -291,8 +296,9 @@ class Pipeline:
 
         ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
         unchanged, and tags files that ``untag`` set aside;
-        ``wait_for_writers`` answers RETRY for a truncated file modified in the last seconds, which
-        is probably still being copied (the daemon queues it again instead of failing it).
+        ``wait_for_writers`` answers RETRY for a truncated file that is still changing, or has not
+        stayed the same for a few seconds yet: it is probably still being copied (the daemon queues
+        it again instead of failing it; see ``faults.StillWriting``).
         """
         assert self.tags is not None, "use_vocabulary() first"
         paths = list(dict.fromkeys(paths))
@@ -472,6 +478,10 @@ class Pipeline:
         added: list[str] = []
         mode = self.tagging.mode
         row = self.store.file(path)
+        # The ledger belongs to the path and the picture it held: a photo renamed or saved over a
+        # tagged one inherits none of it (recording the new key forgets it; see Store.record_file)
+        if row is not None and row.key is not None and key is not None and row.key != key:
+            row = None
         owned = self.store.ledger(row.id) if row is not None else []
         owned_paths = self.store.ledger_paths(row.id) if row is not None else {}
         plan = None
@@ -528,7 +538,7 @@ class Pipeline:
                 self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
                 self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in owned],
                                       USER)
-        self._retries.pop(path, None)
+        self._writing.forget(path)
         fields = {"event": "tagged", "path": path, "tags": keywords}
         if added:
             log.info("tagged %s: %s", path, ", ".join(keywords), extra=fields)
@@ -540,10 +550,8 @@ class Pipeline:
     def _bad_file(self, item: _Item, reason: str, dry_run: bool, wait_for_writers: bool = False) -> Outcome:
         """A file we could not use: retry if it is probably still being written, else record why."""
         if (wait_for_writers and reason.startswith(("truncated", "empty"))
-                and time.time() - item.stat.st_mtime < _RECENT_S):
-            tries = self._retries[item.path] = self._retries.get(item.path, 0) + 1
-            if tries <= _MAX_RETRIES:
-                return Outcome(item.path, RETRY, error=reason)
+                and self._writing(item.path, item.stat)):
+            return Outcome(item.path, RETRY, error=reason)
         if item.transient:
             return Outcome(item.path, WAIT, error=reason)
         if reason.startswith("file vanished"):
@@ -561,7 +569,7 @@ class Pipeline:
 
     def _fail(self, path: str, st: os.stat_result | None, reason: str, dry_run: bool,
               key: bytes | None = None) -> Outcome:
-        self._retries.pop(path, None)
+        self._writing.forget(path)
         log.warning("%s: skipped: %s", path, reason,
                     extra={"event": "skipped", "path": path, "reason": reason})
         if not dry_run:
@@ -570,7 +578,7 @@ class Pipeline:
         return Outcome(path, FAILED_, error=reason)
 
     def _gone(self, path: str, reason: str) -> Outcome:
-        self._retries.pop(path, None)
+        self._writing.forget(path)
         log.warning("%s: skipped: %s", path, reason, extra={"event": "gone", "path": path, "reason": reason})
         self.store.mark_deleted(path)
         return Outcome(path, GONE, error=reason)
@@ -580,7 +588,10 @@ class Pipeline:
     def retag(self) -> tuple[int, int]:
         """Re-score every cached file tagged with an older tag list; no image is encoded.
 
-        Only files whose tag set changed are written.  Returns (files re-scored, files written).
+        Only files whose tag set changed are written, and files whose keywords could not be written
+        before (a tag exiftool could not write makes every photo predicted with it fail; once the
+        tag is fixed they must not wait for an edit of their own).  Returns (files re-scored,
+        files written).
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity)
@@ -601,7 +612,8 @@ class Pipeline:
                 # An override may have to take out or adopt a keyword of ours the set does not show
                 touches_ours = bool(override) and bool(
                     {*override.add, *override.remove} & set(self.store.ledger(row.id)))
-                if set(keywords) == set(row.tags or ()) and row.id not in stale and not touches_ours:
+                if (row.state == DONE and set(keywords) == set(row.tags or ()) and row.id not in stale
+                        and not touches_ours):
                     same.append((row.id, keywords))
                     continue
                 try:
@@ -612,10 +624,16 @@ class Pipeline:
                 except OSError as exc:
                     log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
                     continue
-                if _same_stat(row, st):
-                    outcome = self._finish(row.path, row.key, st, tags, override)
-                else:  # changed on disk since we last saw it: treat it as new
-                    outcome = self.process([row.path])[0]
+                try:
+                    if _same_stat(row, st):
+                        outcome = self._finish(row.path, row.key, st, tags, override)
+                    else:  # changed on disk since we last saw it: treat it as new
+                        outcome = self.process([row.path])[0]
+                except Exception as exc:  # the database is read-only for now, say: this file waits
+                    passing = transient_reason(exc)
+                    if passing is None:
+                        raise
+                    outcome = Outcome(row.path, WAIT, error=passing)
                 written += outcome.status == TAGGED and bool(outcome.added)
                 if outcome.status == WAIT:
                     self._deferred.append(outcome)
@@ -707,6 +725,7 @@ class Worker(threading.Thread):
         self.queue, self.pipeline, self._reload = queue, pipeline, reload
         self._observe = observe  # told every batch's outcomes: the counters `status` shows
         self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
+        self._db_trouble: str | None = None  # the database's passing problem, while it lasts
         self._reload_requested = threading.Event()
         self.batches = 0
         self.idle = threading.Event()
@@ -778,7 +797,14 @@ class Worker(threading.Thread):
             elif outcome.status == WAIT:
                 first = path not in self._backoff
                 delay = self._backoff.next(path)
-                if first:
+                # The database's trouble is every photo's: said once while it lasts, not per photo
+                shared = (outcome.error or "").startswith("database:")
+                if first and shared and self._db_trouble is None:
+                    self._db_trouble = outcome.error
+                    log.warning("photos are not tagged yet: %s; they wait and are tried again, backing "
+                                "off to once every %g s, until it works", outcome.error, self._backoff.cap,
+                                extra={"event": "retrying", "reason": outcome.error})
+                elif first and not shared:
                     log.warning("%s: not tagged yet: %s; trying again in %g s, backing off to once every "
                                 "%g s, until it works", path, outcome.error, delay, self._backoff.cap,
                                 extra={"event": "retrying", "path": path, "reason": outcome.error})
@@ -786,8 +812,15 @@ class Worker(threading.Thread):
                     log.debug("%s: still not tagged (attempt %d): %s", path, self._backoff.tries(path),
                               outcome.error)
                 self.queue.put(path, delay=delay, force=True)
-            elif path in self._backoff:
-                self._backoff.clear(path)
+            else:
+                if path in self._backoff:
+                    self._backoff.clear(path)
+                if self._db_trouble is not None and outcome.status in (TAGGED, FAILED_, GONE):
+                    self._db_trouble = None  # the store took a write: the waiting photos go now
+                    waiting = self._backoff.keys()
+                    log.info("the database takes writes again; %d waiting photos are tried now", len(waiting))
+                    for other in waiting:
+                        self.queue.put(other, delay=0.0, force=True)
 
     def _guard(self, work: Callable[[], None]) -> None:
         """Nothing that goes wrong in one batch may stop the daemon."""
