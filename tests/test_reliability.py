@@ -29,6 +29,7 @@ from tagwatch.config import TaggingConfig
 from tagwatch.service import STATE_INTERVAL_S
 from tagwatch.vocabulary import Tag, Vocabulary
 from test_faults import drop_file_capabilities
+from xmp_damage import CLASSES, with_xmp, xmp_segment
 
 TAGS = [*synthetic.COLOURS, *synthetic.SHAPES]
 THRESHOLD = json.loads((SHAPES_CONFIG.parent / "shapes-clip.train.json").read_text())["threshold"]
@@ -228,32 +229,6 @@ def test_a_photo_renamed_or_saved_over_a_tagged_one_keeps_its_own_keywords(daemo
         app.close()
 
 
-def with_xmp(photo: Path, packet: bytes) -> Path:
-    """Put an XMP packet into a JPEG (an APP1 segment right after SOI), as another program wrote it."""
-    body = b"http://ns.adobe.com/xap/1.0/\x00" + packet
-    data = photo.read_bytes()
-    photo.write_bytes(data[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[2:])
-    return photo
-
-
-def xmp_segment(photo: Path) -> bytes:
-    data = photo.read_bytes()
-    start = data.index(b"http://ns.adobe.com/xap/1.0/\x00")
-    return data[start:start - 2 + int.from_bytes(data[start - 2:start], "big")]
-
-
-XMP_HEAD = (b"<?xpacket begin='\xef\xbb\xbf' id='W5M0MpCehiHzreSzNTczkc9d'?>"
-            b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>")
-XMP_TAIL = b"</rdf:RDF></x:xmpmeta><?xpacket end='w'?>"
-PERSON = (b"<rdf:Description rdf:about='' xmlns:dc='http://purl.org/dc/elements/1.1/'><dc:subject><rdf:Bag>"
-          b"<rdf:li>grandma</rdf:li><rdf:li>Venice</rdf:li></rdf:Bag></dc:subject></rdf:Description>")
-
-
-def make(value: bytes) -> bytes:
-    return (b"<rdf:Description rdf:about='' xmlns:exif='http://ns.adobe.com/exif/1.0/'><exif:Make>" + value
-            + b"</exif:Make></rdf:Description>")
-
-
 def test_xmp_that_cannot_be_read_whole_is_never_rebuilt(daemon: Daemon) -> None:
     """Issue: a packet exiftool reports as a format error was replaced by a fresh one (the person's
     keywords in it gone, no log line); a packet with a minor error (a property written twice) was left
@@ -263,11 +238,11 @@ def test_xmp_that_cannot_be_read_whole_is_never_rebuilt(daemon: Daemon) -> None:
     folder: Path = daemon.root / "broken"  # type: ignore[attr-defined]
     mark = len(daemon.log())
     broken = with_xmp(shape_jpeg(folder / "broken.jpg", "red", "circle", 720),
-                      XMP_HEAD + PERSON.replace(b"</dc:subject>", b"") + XMP_TAIL)
+                      CLASSES["closing tag misspelt"][0])
     twice = with_xmp(shape_jpeg(folder / "twice.jpg", "red", "circle", 721),
-                     XMP_HEAD + PERSON + make(b"Canon") + make(b"Canon") + XMP_TAIL)
+                     CLASSES["property twice, same value"][0])
     differ = with_xmp(shape_jpeg(folder / "differ.jpg", "red", "circle", 722),
-                      XMP_HEAD + PERSON + make(b"Canon") + make(b"Nikon") + XMP_TAIL)
+                      CLASSES["property twice, two values"][0])
     packets = {photo: xmp_segment(photo) for photo in (broken, twice, differ)}
     wait_for(lambda: all("red" in keywords(p)["iptc"] for p in packets), timeout=60)
     log = daemon.wait_log(f"{differ}: keywords written to IPTC only", since=mark)[mark:]
