@@ -122,6 +122,7 @@ class Pin:
         if same_version(out, self.read):
             os.unlink(new)
             return ours  # a rename keeps size, modification time and inode
+        log.debug("%s: another program saved it while we wrote it; putting its version back", self.path)
         self._put_back(new, {_identity(ours), _identity(out)})
         raise Superseded(f"{self.path.name} was saved by another program while its keywords were "
                          "being written; its version is kept")
