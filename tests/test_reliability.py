@@ -24,9 +24,9 @@ import pytest
 
 import synthetic
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Daemon, Env, noise_jpeg, wait_for, write_config
-from tagwatch.activity import lock_path, state_path
 from tagwatch.config import TaggingConfig
 from tagwatch.service import STATE_INTERVAL_S
+from tagwatch.status import lock_path, state_path
 from tagwatch.vocabulary import Tag, Vocabulary
 from test_faults import drop_file_capabilities
 from xmp_damage import CLASSES, with_xmp, xmp_segment

@@ -1,10 +1,15 @@
-"""Put a new version of a file in place only if the file there is still the version we read.
+"""Replacing a file whole, and never a file we did not read.
 
-A photo app may save a photo at any moment, also while tagwatch writes it.  Checking the file's stat
-and then renaming our new version over it leaves a window between the two calls: a save landing there
-is replaced by a version built from the older file, and the person's edit is gone (a black-box run
-with a photo app saving 1,283 times lost up to 3 edits that way).  No stat check can close that
-window, so the rename itself must tell us what it replaced:
+Small files of our own (tag lists and overrides written by ``calibrate``, the daemon's state file, a
+unit file) are replaced with :func:`write_atomic`: a hidden temporary file in the same folder
+receives the new content, gets its mode, is flushed and fsynced, and is renamed over the target;
+then the folder is fsynced so the rename survives a power cut.
+
+Photos are different: a photo app may save a photo at any moment, also while tagwatch writes it.
+Checking the file's stat and then renaming our new version over it leaves a window between the two
+calls: a save landing there is replaced by a version built from the older file, and the person's
+edit is gone (a black-box run with a photo app saving 1,283 times lost up to 3 edits that way).  No
+stat check can close that window, so the rename itself must tell us what it replaced (:class:`Pin`):
 
 - Linux ``renameat2(RENAME_EXCHANGE)`` swaps the two names in one step.  We then look at the file we
   swapped out.  If it is the version we read (same inode, which we hold open so it cannot be reused,
@@ -27,6 +32,7 @@ import errno
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -186,9 +192,20 @@ def create(new: Path, path: Path) -> os.stat_result:
     return ours
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename durable; file systems that cannot sync a folder (some FUSE and network mounts
-    answer EINVAL) have already done all they can."""
+@contextlib.contextmanager
+def no_exchange() -> Iterator[None]:
+    """Use the check-then-rename fallback, as on a system without ``renameat2`` (its tests)."""
+    global _renameat2
+    saved, _renameat2 = _renameat2, None
+    try:
+        yield
+    finally:
+        _renameat2 = saved
+
+
+def fsync_folder(folder: Path | str) -> None:
+    """Make a rename in ``folder`` durable; file systems that cannot sync a folder (some FUSE and
+    network mounts answer EINVAL) have already done all they can."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -199,12 +216,33 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def no_exchange() -> Iterator[None]:
-    """Use the check-then-rename fallback, as on a system without ``renameat2`` (its tests)."""
-    global _renameat2
-    saved, _renameat2 = _renameat2, None
+def write_atomic(path: Path, data: str | bytes, *, like: Path | None = None, mode: int | None = None,
+                 durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` in one rename (a reader sees the old file or the new one).
+
+    The new file keeps the mode of the one it replaces; a new file takes ``mode``, else that of
+    ``like``, else 0600.  An explicit ``mode`` always wins.  A symbolic link has its target
+    replaced.  ``durable=False`` skips the fsyncs, for a file rewritten every few seconds whose loss
+    in a power cut costs nothing (the daemon's state file).
+    """
+    target = path.resolve()
+    if mode is None:
+        try:
+            mode = (target if target.exists() or like is None else like).stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o600
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        yield
-    finally:
-        _renameat2 = saved
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    if durable:
+        fsync_folder(target.parent)

@@ -1,8 +1,8 @@
 """Read and write keywords with one long-lived exiftool process, replacing files atomically.
 
-Why exiftool and not iptcinfo3 (the card's choice): measured on 118 real JPEGs, iptcinfo3 garbled
+Why exiftool and not iptcinfo3 (rtag's choice): measured on 118 real JPEGs, iptcinfo3 garbled
 every non-ASCII keyword, lost other metadata in 15 files, crashed on 5 and left ``photo.jpg~`` beside
-every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exactly.  See README.
+every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exactly (docs/design.md).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import Pin, Superseded, create, fsync_dir
+from .atomic import Pin, Superseded, create, fsync_folder
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
-from .faults import TRANSIENT_ERRNOS
-from .keys import EMBEDDABLE_SUFFIXES
+from .formats import EMBEDDABLE_SUFFIXES
+from .retry import TRANSIENT_ERRNOS
 
 __all__ = ["ExifTool", "FieldEdit", "FileChanged", "KeywordWriter", "Keywords", "MetadataError",
            "StorageError", "WritePlan"]
@@ -666,7 +666,7 @@ class KeywordWriter:
                 with open(temp, "rb+") as handle:
                     os.fsync(handle.fileno())
                 written = create(temp, path) if pin is None else pin.replace(temp)
-            fsync_dir(path.parent)
+            fsync_folder(path.parent)
             if edit.note:
                 log.warning("%s: %s", path, edit.note,
                             extra={"event": "partial-write", "path": str(path), "reason": edit.note})
