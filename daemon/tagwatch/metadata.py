@@ -557,14 +557,10 @@ class KeywordWriter:
         return plan.ours
 
     def _shortfall(self, edit: Edit, written: Path) -> set[str]:
-        """The groups ("IPTC", "XMP", ...) of the fields whose expectations ``written`` misses."""
+        """The fields ("Group:Tag") whose expectations ``written`` misses."""
         record = self._record(written, *(f"-{tag}" for tag in edit.expect))
-        wrong = set()
-        for tag, (must, must_not) in edit.expect.items():
-            values = set(_as_list(record.get(tag)))
-            if not must <= values or must_not & values:
-                wrong.add(_family(tag))
-        return wrong
+        return {tag for tag, (must, must_not) in edit.expect.items()
+                if not must <= (values := set(_as_list(record.get(tag)))) or must_not & values}
 
     def _ignoring_minor_errors(self, edit: Edit, source: list[str], temp: Path, reason: str) -> str:
         """exiftool declines to rewrite a block that has a minor error (XMP with a property written
@@ -606,12 +602,17 @@ class KeywordWriter:
         return ""
 
     def _judge(self, edit: Edit, wrong: set[str], reason: str) -> None:
-        """Fail the write if the new version lacks what it must hold, or (some of the photo's fields
-        were written) say where the keywords could not go."""
+        """Fail the write if the new version lacks what it must hold: a sidecar's keywords, a field
+        beyond the keywords, or the keywords in every block.  If only one block (IPTC or XMP) missed
+        them, the photo is written and the log says where the keywords could not go."""
         reason = reason or "exiftool gave no reason"
         if not edit.is_photo and wrong:
             raise MetadataError(f"exiftool did not write the sidecar's keywords ({reason})")
-        families = {_family(tag) for tag in edit.expect}
+        other = sorted(wrong - set(_FIELDS))
+        if other:
+            raise MetadataError(f"exiftool did not write {', '.join(other)} ({reason})")
+        wrong = {_family(tag) for tag in wrong}
+        families = {_family(tag) for tag in _FIELDS if tag in edit.expect}
         if wrong and wrong >= families:
             raise MetadataError(f"exiftool wrote neither {' nor '.join(sorted(wrong))} keywords ({reason})")
         if wrong:
