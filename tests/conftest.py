@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagwatch.config import ModelConfig, TaggingConfig, WriteConfig
+from tagwatch.config import ModelConfig, PlacesConfig, TaggingConfig, WriteConfig
 from tagwatch.encoder import LazyModel
 from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.pipeline import Pipeline
@@ -137,7 +137,7 @@ class Env:
     child per checkpoint for the whole session)."""
 
     def __init__(self, root: Path, checkpoint: Path, tagging: TaggingConfig,
-                 write: WriteConfig | None = None) -> None:
+                 write: WriteConfig | None = None, places: PlacesConfig | None = None) -> None:
         self.root = root
         self.store = Store(root / "state" / "tw.db")
         self.exiftool = ExifTool()
@@ -145,7 +145,8 @@ class Env:
             _SHARED_MODELS[checkpoint] = SharedModel(ModelConfig(name=str(TINY_CONFIG),
                                                                  pretrained=str(checkpoint)))
         self.model: LazyModel = _SHARED_MODELS[checkpoint]
-        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, write), tagging)
+        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, write), tagging,
+                                 places=places)
         self.use(TAGS, tagging)
 
     def use(self, tags: list[str], tagging: TaggingConfig | None = None) -> int:

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import exif_keywords, noise_jpeg
 from tagwatch import atomic
-from tagwatch.metadata import ExifTool, FieldEdit, FileChanged, KeywordWriter, MetadataError, is_temp_file
+from tagwatch.metadata import ExifTool, FileChanged, KeywordWriter, is_temp_file
 
 
 @pytest.fixture(scope="module")
@@ -131,19 +131,19 @@ def test_without_exchange_a_changed_file_is_still_never_replaced(tmp_path: Path,
     assert leftovers(tmp_path) == []
 
 
-def test_other_fields_ride_in_the_same_verified_write(tmp_path: Path, writer: KeywordWriter) -> None:
-    """Places and captions add fields of their own to a keyword write: one exiftool run, one atomic
-    replace, each field read back before the photo is replaced."""
+def test_filled_fields_ride_in_the_same_protected_write(tmp_path: Path, writer: KeywordWriter,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A place's fields go in the keywords' write: a save landing before the swap keeps the person's
+    version whole, with neither our keywords nor our city in it."""
     photo = noise_jpeg(tmp_path / "p.jpg", seed=5)
-    city = FieldEdit("XMP-photoshop:City", ("-XMP-photoshop:City=Firenze",),
-                     (frozenset({"Firenze"}), frozenset()))
-    writer.apply(writer.plan(photo, ["beach"], fields=[city]))
-    out = subprocess.run(["exiftool", "-s3", "-XMP-photoshop:City", str(photo)], capture_output=True,
-                         text=True)
-    assert out.stdout.strip() == "Firenze" and exif_keywords(photo)["iptc"] == ["beach"]
-    wrong = FieldEdit("XMP-photoshop:City", ("-XMP-photoshop:City=Roma",),
-                      (frozenset({"Milano"}), frozenset()))
-    before = photo.read_bytes()
-    with pytest.raises(MetadataError, match="exiftool did not write XMP-photoshop:City"):
-        writer.apply(writer.plan(photo, [], fields=[wrong]))  # the read-back must find what it expects
-    assert photo.read_bytes() == before
+    plan = writer.plan(photo, ["beach"], fill={"XMP-photoshop:City": "Firenze"})
+    save_before_call(monkeypatch, [app_prepare(photo, "Anna", "p.jpg_app")])
+    with pytest.raises(FileChanged):
+        writer.apply(plan)
+    monkeypatch.undo()
+    city = ["exiftool", "-s3", "-XMP-photoshop:City", str(photo)]
+    assert subprocess.run(city, capture_output=True, text=True).stdout.strip() == ""
+    assert exif_keywords(photo)["iptc"] == ["Anna"]
+    written = writer.apply(writer.plan(photo, ["beach"], fill={"XMP-photoshop:City": "Firenze"}))
+    assert subprocess.run(city, capture_output=True, text=True).stdout.strip() == "Firenze"
+    assert exif_keywords(photo)["iptc"] == ["Anna", "beach"] and written.st_ino == photo.lstat().st_ino

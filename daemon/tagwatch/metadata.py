@@ -17,14 +17,16 @@ import stat
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .atomic import Pin, Superseded, create, fsync_folder
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
 from .formats import EMBEDDABLE_SUFFIXES
+from .places import GPS_TAGS, LOCATION_FIELDS
 from .retry import TRANSIENT_ERRNOS
 
-__all__ = ["ExifTool", "FieldEdit", "FileChanged", "KeywordWriter", "Keywords", "MetadataError",
+__all__ = ["ExifTool", "FileChanged", "FileState", "Filled", "KeywordWriter", "Keywords", "MetadataError",
            "StorageError", "WritePlan"]
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ _counter = itertools.count(1)
 
 IPTC, DC, HIERARCHICAL, TAGS_LIST = ("IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject",
                                      "XMP-digiKam:TagsList")
+# Single-value fields ``plan(fill=...)`` may fill where a photo leaves them empty (exiftool names).
+FILLABLE = LOCATION_FIELDS
+# IPTC IIM's byte limits (exiftool truncates longer values, mid-character if need be)
+IPTC_LIMITS = {"IPTC:City": 32, "IPTC:Province-State": 32, "IPTC:Country-PrimaryLocationName": 64,
+               "IPTC:Country-PrimaryLocationCode": 3, "IPTC:Sub-location": 32, "IPTC:Caption-Abstract": 2000}
 
 
 def temp_name(path: Path, sidecar: bool = False) -> Path:
@@ -72,6 +79,12 @@ def is_stale_temp_file(name: str) -> bool:
     return False
 
 
+def _first(value: object) -> str | None:
+    """The first value of a field read with every copy (``-a``); None if absent."""
+    values = _as_list(value)
+    return values[0] if values else None
+
+
 def _as_list(value: object) -> list[str]:
     if value is None:
         return []
@@ -105,6 +118,8 @@ class Keywords:
     tags_list: tuple[str, ...] = ()  # digiKam:TagsList (digiKam, Immich read it first)
     latin1_iptc: bool = False  # legacy IPTC in Latin-1 without 1:90: converted to UTF-8 on our write
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write
+    fields: Mapping[str, str] = field(default_factory=dict, hash=False)  # FILLABLE fields present
+    gps: Mapping[str, str] = field(default_factory=dict, hash=False)  # GPS_TAGS present (exiftool -n)
     # exiftool's warning when the embedded XMP cannot be read whole (the XMP fields above are then
     # empty: unknown); such a packet is never rewritten, see KeywordWriter.read
     xmp_error: str = ""
@@ -119,6 +134,31 @@ class Keywords:
 
 
 _NO_KEYWORDS = Keywords()
+
+
+class Filled(NamedTuple):
+    """The ledger's record of a field tagwatch filled: the values that are ours (the last one is the
+    latest; two while a write is in flight) and what it held before (None: it was absent)."""
+
+    ours: tuple[str, ...]
+    previous: str | None
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A photo and its sidecar as read before planning: the plan refuses to act if the photo changed."""
+
+    before: os.stat_result
+    photo: Keywords
+    sidecar: Keywords
+
+
+def fit(name: str, value: str) -> str:
+    """``value`` cut to the field's IPTC byte limit at a character boundary."""
+    limit = IPTC_LIMITS.get(name)
+    if limit is None or len(value.encode("utf-8")) <= limit:
+        return value
+    return value.encode("utf-8")[:limit].decode("utf-8", "ignore").rstrip()
 _FIELDS = (IPTC, DC, HIERARCHICAL, TAGS_LIST)
 Expect = tuple[frozenset[str], frozenset[str]]  # (values a field must hold, values it must not)
 
@@ -207,26 +247,6 @@ class Change:
 
 
 @dataclass(frozen=True)
-class FieldEdit:
-    """A change to one field beyond the keywords (a place name, a caption), planned by its owner and
-    carried out in the same atomic, verified write as the keywords (``KeywordWriter.plan(fields=)``).
-
-    ``args`` are exiftool's (``-XMP-photoshop:City=Florence``); ``expect`` is what the field must
-    and must not hold afterwards, read back from the new version before it replaces the file.  An
-    XMP field goes wherever keywords go (the photo and/or its sidecar), any other only into the
-    photo; a photo whose XMP cannot be read gets only the others (see ``KeywordWriter.read``).
-    """
-
-    tag: str  # "XMP-photoshop:City", "IPTC:City", "XMP-dc:Description"
-    args: tuple[str, ...]
-    expect: Expect
-
-    @property
-    def xmp(self) -> bool:
-        return self.tag.startswith("XMP")
-
-
-@dataclass(frozen=True)
 class Edit:
     """One file to rewrite, the photo itself or its sidecar, and what it must hold afterwards."""
 
@@ -235,6 +255,7 @@ class Edit:
     args: list[str]
     expect: dict[str, Expect]  # "Group:Tag" -> (values it must hold, values it must not)
     is_photo: bool
+    fields: dict[str, str | None] = field(default_factory=dict)  # filled field → value (None: absent)
     note: str = ""  # what the write could not do, logged once it is done
 
 
@@ -251,6 +272,9 @@ class WritePlan:
     # keyword → the hierarchical paths it is written under afterwards, for ``ours`` and ``respelled``
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
     respelled: list[str] = field(default_factory=list)  # our keywords whose parent changed
+    # filled fields: the ledger's record to keep during the write (ahead) and after it (None: forget)
+    fills_ahead: dict[str, Filled] = field(default_factory=dict)
+    fills: dict[str, Filled | None] = field(default_factory=dict)
 
     @property
     def changes(self) -> bool:
@@ -284,7 +308,9 @@ class KeywordWriter:
         write says so.  Minor XMP errors found only when writing are handled in :meth:`_replace`.
         """
         record = self._record(path, "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}", f"-{TAGS_LIST}",
-                              "-Photoshop:IPTCDigest")
+                              "-Photoshop:IPTCDigest",
+                              *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
+                              *(f"-{name}#" for name in GPS_TAGS))
         iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
         latin1 = False
         if "IPTC:CodedCharacterSet" not in iptc:
@@ -304,6 +330,9 @@ class KeywordWriter:
             latin1_iptc=latin1,
             has_digest="Photoshop:IPTCDigest" in record,
             xmp_error=xmp_error,
+            fields={name: first for name in FILLABLE if (first := _first(
+                (iptc if name.startswith("IPTC:") else record).get(name))) is not None},
+            gps={name: first for name in GPS_TAGS if (first := _first(record.get(name))) is not None},
         )
 
     def _record(self, path: Path, *args: str) -> dict[str, object]:
@@ -348,7 +377,9 @@ class KeywordWriter:
     def plan(self, path: Path, keywords: list[str], before: os.stat_result | None = None,
              mode: str = "append", owned: Sequence[str] = (), *, paths: Mapping[str, str] | None = None,
              owned_paths: Mapping[str, Sequence[str]] | None = None,
-             withdraw: Collection[str] = (), fields: Sequence[FieldEdit] = ()) -> WritePlan:
+             withdraw: Collection[str] = (), state: FileState | None = None,
+             fill: Mapping[str, str | None] | None = None,
+             filled: Mapping[str, Filled] | None = None) -> WritePlan:
         """Work out what tagging ``path`` with ``keywords`` changes, without changing anything yet.
 
         ``mode``: "append" adds; "sync" also takes out ``owned`` keywords (those tagwatch added
@@ -361,11 +392,17 @@ class KeywordWriter:
         keywords it knows (others are flat); ``owned_paths`` the paths each owned keyword was
         written under (the ledger's; absent: flat).  An owned keyword whose path changed is
         re-spelled in the hierarchical fields, in every mode.  ``withdraw``: owned keywords to take
-        out whatever the mode (an override's ``remove``).
+        out whatever the mode (an override's ``remove``, a place the photo is no longer at).
+
+        ``fill``: single-value fields (:data:`FILLABLE`) → the value tagwatch wants there, written only
+        where the field is empty or holds our own earlier value (``filled``, the ledger's record);
+        None takes ours out again, putting back what was there.  ``state``: the files as already
+        read by :meth:`inspect` (default: read now).
         """
         paths = paths or {}
         owned_paths = owned_paths or {}
-        before, photo, sidecar = self._state(path, before)
+        before, photo, sidecar = ((state.before, state.photo, state.sidecar) if state is not None
+                                  else self._state(path, before))
         files = (photo, sidecar)
         new = {k: paths.get(k, k) for k in keywords}
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
@@ -394,16 +431,25 @@ class KeywordWriter:
         change = Change(tuple((k, new[k]) for k in keywords) + tuple(kept),
                         tuple((o, p) for o in [*removed, *respelled] for p in had[o]),
                         overwrite=mode == "overwrite")
-        edits = self._edits(path, before, photo, sidecar, change, fields)
+        embeds = self.embeds(path)  # filled fields go where the keywords go: the photo, else its sidecar
+        if embeds and photo.xmp_error:  # a packet we cannot read whole is never rewritten (see read)
+            fill = {n: v for n, v in (fill or {}).items() if n.startswith("IPTC:")}
+        assign, ahead, after = _fills(photo if embeds else sidecar, fill or {}, filled or {}, not embeds)
+        edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)))
+        if not photo.hierarchical and any(e.is_photo and e.expect.get(HIERARCHICAL, ((),))[0] for e in edits):
+            # We create the photo's hierarchical field, seeded with the person's flat keywords (see
+            # _xmp_fields): the ledger remembers, so untag can take the whole field out again.
+            ahead[HIERARCHICAL] = after[HIERARCHICAL] = Filled(tuple(dict.fromkeys(photo.xmp + photo.iptc)),
+                                                                None)
         written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
         return WritePlan(path, before, edits, list(keywords), ours, removed, dropped, paths=written,
-                         respelled=list(respelled))
+                         respelled=list(respelled), fills_ahead=ahead, fills=after)
 
     def plan_untag(self, path: Path, owned: list[str], dropped: list[str],
                    owned_paths: Mapping[str, Sequence[str]] | None = None,
-                   fields: Sequence[FieldEdit] = ()) -> WritePlan:
-        """Take out exactly the keywords tagwatch added (under every path the ledger recorded) and
-        put back those overwrite took out; ``fields``: other fields to restore in the same write."""
+                   filled: Mapping[str, Filled] | None = None) -> WritePlan:
+        """Take out exactly the keywords tagwatch added (under every path the ledger recorded), put
+        back those overwrite took out, and give each field tagwatch filled its earlier value."""
         owned_paths = owned_paths or {}
         before, photo, sidecar = self._state(path, None)
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
@@ -414,8 +460,24 @@ class KeywordWriter:
         removed = [o for o in owned if any(present(o, p) for p in had[o])]
         restored = [k for k in dropped if not present(k, None)]
         change = Change(tuple((k, k) for k in restored), tuple((o, p) for o in removed for p in had[o]))
-        edits = self._edits(path, before, photo, sidecar, change, fields)
-        return WritePlan(path, before, edits, [], [], removed, [], restored)
+        filled = filled or {}
+        assign, side = ({name: record.previous for name, record in filled.items()
+                         if name not in _FIELDS and existing.fields.get(name) in record.ours
+                         and not (existing is sidecar and name.startswith("IPTC:"))}
+                        for existing in (photo, sidecar))
+        created = filled.get(HIERARCHICAL)
+        if created is not None and photo.hierarchical and not restored:
+            ours = {self.forms.spell(HIERARCHICAL, o, p) for o in removed for p in had[o]}
+            if {v for v in photo.hierarchical if v not in ours} <= set(created.ours):
+                assign[HIERARCHICAL] = None  # only the person's keywords we copied in are left
+        edits = self._edits(path, before, photo, sidecar, change, assign, side)
+        return WritePlan(path, before, edits, [], [], removed, [], restored,
+                         fills=dict.fromkeys(filled))
+
+    def inspect(self, path: Path, before: os.stat_result | None = None) -> FileState:
+        """Read the photo and its sidecar once, for a caller that needs their metadata (GPS) to
+        decide what to plan; :class:`FileChanged` if the photo is no longer ``before``."""
+        return FileState(*self._state(path, before))
 
     def _state(self, path: Path, before: os.stat_result | None
                ) -> tuple[os.stat_result, Keywords, Keywords]:
@@ -437,19 +499,19 @@ class KeywordWriter:
         return now, photo, sidecar
 
     def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords,
-               change: Change, fields: Sequence[FieldEdit] = ()) -> list[Edit]:
-        """The photo's and the sidecar's edits.  Keywords (and ``fields``) are added only where the
-        target says; removals reach every place tagwatch may have written (the target may have
-        changed since)."""
+               change: Change, assign: Mapping[str, str | None] | None = None,
+               side_assign: Mapping[str, str | None] | None = None) -> list[Edit]:
+        """The photo's and the sidecar's edits.  Keywords are added only where the target says;
+        removals reach every place tagwatch may have written (the target may have changed since).
+        ``assign``, ``side_assign``: filled fields to set (None: delete) in the photo, in the sidecar."""
         edits: list[Edit] = []
         if path.suffix.lower() in EMBEDDABLE_SUFFIXES:
-            embeds = self.embeds(path)
-            edit = self._photo_edit(path, before, photo, change if embeds else change.removal_only(),
-                                    fields if embeds else ())
+            embedded = change if self.embeds(path) else change.removal_only()
+            edit = self._photo_edit(path, before, photo, embedded, assign or {})
             if edit is not None:
                 edits.append(edit)
         side = self.sidecar_for(path)
-        if self.uses_sidecar(path) or side.exists():
+        if self.uses_sidecar(path) or side.exists() or side_assign:
             uses = self.uses_sidecar(path)
             sidecar_before = side.lstat() if side.exists() else None
             # A new sidecar starts with the photo's own keywords: apps that read the sidecar instead
@@ -457,31 +519,33 @@ class KeywordWriter:
             seed = None if sidecar_before is not None else Keywords(
                 xmp=tuple(dict.fromkeys(photo.xmp + photo.iptc)), hierarchical=photo.hierarchical,
                 tags_list=photo.tags_list)
-            xmp = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=True,
-                                   seed=seed)
-            xmp += [(f.tag, list(f.args), f.expect) for f in fields if uses and f.xmp]
-            args = [a for f in xmp for a in f[1]]
+            fields = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=True,
+                                      seed=seed)
+            xmp_assign = {name: value for name, value in (side_assign or {}).items()
+                          if not name.startswith("IPTC:")}
+            args = [a for f in fields for a in f[1]] + [f"-{n}={v or ''}" for n, v in xmp_assign.items()]
             if args:
-                edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in xmp}, False))
+                edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False,
+                                  xmp_assign))
         return edits
 
     def _photo_edit(self, path: Path, before: os.stat_result, existing: Keywords,
-                    change: Change, fields: Sequence[FieldEdit] = ()) -> Edit | None:
+                    change: Change, assign: Mapping[str, str | None]) -> Edit | None:
         add, remove = change.values(self.forms, IPTC)
         iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, add, remove, change.overwrite)
+        iptc_fill = {n: v for n, v in assign.items() if n.startswith("IPTC:")}
+        xmp_fill = {n: v for n, v in assign.items() if not n.startswith("IPTC:")}
         note = ""
         if existing.xmp_error:  # rebuilding the packet would lose what exiftool cannot read of it
             xmp: list[tuple[str, list[str], Expect]] = []
-            if change.add or change.remove or any(f.xmp for f in fields):
+            if change.add or change.remove or xmp_fill:
                 note = (f"its XMP cannot be read whole ({existing.xmp_error}); keywords written to "
                         "IPTC only, the XMP left as it was")
-            fields = [f for f in fields if not f.xmp]
+            xmp_fill = {}
+            assign = iptc_fill
         else:
             xmp = self._xmp_fields(existing, change)
-        xmp += [(f.tag, list(f.args), f.expect) for f in fields if f.xmp]
-        iptc_fields = [f for f in fields if f.tag.startswith("IPTC")]
-        others = [f for f in fields if not f.xmp and f not in iptc_fields]  # EXIF and the like
-        if not iptc_args and not iptc_fields and not others and not any(f[1] for f in xmp):
+        if not iptc_args and not any(f[1] for f in xmp) and not assign:
             return None
         if before.st_nlink > 1:
             raise MetadataError(f"the file has {before.st_nlink} hard links; replacing it would split "
@@ -489,22 +553,22 @@ class KeywordWriter:
         if not before.st_mode & 0o222:
             raise MetadataError("the file is read-only (no write permission); tagwatch leaves it alone")
         args = ["-charset", "iptc=UTF8"]
-        if iptc_args or iptc_fields:
+        if iptc_args or iptc_fill:
             if existing.latin1_iptc:
                 # exiftool FAQ 10: re-read the legacy IPTC as Latin and store it as UTF-8 with 1:90 set.
                 args = ["-charset", "iptc=Latin", "-tagsfromfile", "@", "-IPTC:all", f"--{IPTC}",
-                        *(f"--{f.tag}" for f in iptc_fields)]
+                        *(f"--{n}" for n in iptc_fill)]
                 args += [f"-{IPTC}={k}" for k in iptc_final] or [f"-{IPTC}="]
             else:
                 args += iptc_args
-            args += [a for f in iptc_fields for a in f.args]
+            args += [f"-{n}={v or ''}" for n, v in iptc_fill.items()]
             args.append("-IPTC:CodedCharacterSet=UTF8")
             if existing.has_digest:
                 args.append("-Photoshop:IPTCDigest=new")
-        args += [a for f in xmp for a in f[1]] + [a for f in others for a in f.args]
-        expect = {IPTC: iptc_expect, **{f.tag: f.expect for f in (*iptc_fields, *others)},
-                  **{f[0]: f[2] for f in xmp}}
-        return Edit(path, before, args, expect, True, note)
+        args += [a for f in xmp for a in f[1]]
+        args += [f"-{n}={v or ''}" for n, v in xmp_fill.items()]
+        return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True, dict(assign),
+                    note)
 
     def _xmp_fields(self, existing: Keywords, change: Change, sidecar: bool = False,
                     seed: Keywords | None = None) -> list[tuple[str, list[str], Expect]]:
@@ -557,10 +621,16 @@ class KeywordWriter:
         return plan.ours
 
     def _shortfall(self, edit: Edit, written: Path) -> set[str]:
-        """The fields ("Group:Tag") whose expectations ``written`` misses."""
-        record = self._record(written, *(f"-{tag}" for tag in edit.expect))
-        return {tag for tag, (must, must_not) in edit.expect.items()
-                if not must <= (values := set(_as_list(record.get(tag)))) or must_not & values}
+        """The fields ("Group:Tag") of the edit that ``written`` does not hold as planned: a list
+        field missing a value it must hold or holding one it must not, a filled field with another
+        value (a keyword field filled with None must be gone)."""
+        record = self._record(written, *(f"-{tag}" for tag in (*edit.expect, *edit.fields)))
+        wrong = {tag for tag, (must, must_not) in edit.expect.items()
+                 if not must <= (values := set(_as_list(record.get(tag)))) or must_not & values}
+        wrong |= {name for name, value in edit.fields.items()
+                  if (bool(_as_list(record.get(name))) if name in _FIELDS else
+                      _first(record.get(name)) != (value or None))}
+        return wrong
 
     def _ignoring_minor_errors(self, edit: Edit, source: list[str], temp: Path, reason: str) -> str:
         """exiftool declines to rewrite a block that has a minor error (XMP with a property written
@@ -593,6 +663,8 @@ class KeywordWriter:
             if tag.split(":")[0] in _NOT_METADATA or tag in _REWRITE_NORMALISES:
                 continue
             old, new = _as_list(before.get(tag)), _as_list(after.get(tag))
+            if tag in edit.fields and tag not in _FIELDS:  # a filled field: its new value, planned
+                continue
             if tag in edit.expect:
                 gone = [v for v in old if v not in new and v not in edit.expect[tag][1]]
                 if gone:
@@ -602,17 +674,14 @@ class KeywordWriter:
         return ""
 
     def _judge(self, edit: Edit, wrong: set[str], reason: str) -> None:
-        """Fail the write if the new version lacks what it must hold: a sidecar's keywords, a field
-        beyond the keywords, or the keywords in every block.  If only one block (IPTC or XMP) missed
-        them, the photo is written and the log says where the keywords could not go."""
+        """Fail the write if the new version lacks what it must hold: a sidecar's keywords, or the
+        keywords (and filled fields) in every block.  If only one block (IPTC or XMP) missed them,
+        the photo is written and the log says where they could not go."""
         reason = reason or "exiftool gave no reason"
         if not edit.is_photo and wrong:
             raise MetadataError(f"exiftool did not write the sidecar's keywords ({reason})")
-        other = sorted(wrong - set(_FIELDS))
-        if other:
-            raise MetadataError(f"exiftool did not write {', '.join(other)} ({reason})")
         wrong = {_family(tag) for tag in wrong}
-        families = {_family(tag) for tag in _FIELDS if tag in edit.expect}
+        families = {_family(tag) for tag in (*edit.expect, *edit.fields)}
         if wrong and wrong >= families:
             raise MetadataError(f"exiftool wrote neither {' nor '.join(sorted(wrong))} keywords ({reason})")
         if wrong:
@@ -719,6 +788,40 @@ def _field(tag: str, existing: tuple[str, ...], add: list[str], remove: list[str
     final = [v for v in existing if v not in taken] + added
     args = [f"-{tag}-={v}" for v in taken if v in existing] + [f"-{tag}+={v}" for v in added]
     return args, final, (frozenset(added), frozenset(taken))
+
+
+def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[str, Filled],
+           sidecar: bool) -> tuple[dict[str, str | None], dict[str, Filled], dict[str, Filled | None]]:
+    """What to do with each filled field of the file that gets them: (fields to set, None deleting;
+    the ledger's records to keep during the write; the records afterwards, None forgetting one).
+
+    A field is ours to set when it is empty (absent or blank) or still holds a value of ours; a value
+    a person wrote (or changed ours into) is never touched, and our record of the field is dropped.
+    """
+    assign: dict[str, str | None] = {}
+    ahead: dict[str, Filled] = {}
+    after: dict[str, Filled | None] = {}
+    for name in dict.fromkeys([*fill, *filled]):
+        if (sidecar and name.startswith("IPTC:")) or name in _FIELDS:  # IIM has no place in an XMP
+            continue  # sidecar; a keyword field we created is the untag's business
+        current, record = existing.fields.get(name), filled.get(name)
+        want = fill.get(name)
+        want = fit(name, want) if want else None
+        ours = record is not None and current in record.ours
+        if want is not None and (ours or current is None or not current.strip()):
+            previous = record.previous if ours and record is not None else current
+            if current != want:
+                assign[name] = want
+                ahead[name] = Filled((*record.ours, want) if ours and record else (want,), previous)
+            if record != Filled((want,), previous):
+                after[name] = Filled((want,), previous)
+        elif ours and record is not None:  # ours, no longer wanted: put back what was there
+            if current != record.previous:
+                assign[name] = record.previous
+            after[name] = None
+        elif record is not None:  # a person's value now
+            after[name] = None
+    return assign, ahead, after
 
 
 def _changed(before: os.stat_result, now: os.stat_result) -> bool:

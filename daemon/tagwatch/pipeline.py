@@ -23,15 +23,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import TaggingConfig
+from .config import PlacesConfig, TaggingConfig
 from .formats import ImageError, IncompleteImage
 from .freshness import is_settled, is_unchanged
+from .geotag import Places
 from .metadata import KeywordWriter
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override, Overrides
 from .queue import Op
 from .retry import TRANSIENT_ERRNOS, transient_reason
-from .store import DONE, FAILED, Store
+from .store import DONE, FAILED, FileRow, Store
 from .tagger import TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_PLACES = "places="  # the fingerprint's part for the [places] settings (last: the stale check reads it)
 
 
 def _utf8(path: str) -> bool:
@@ -65,15 +67,18 @@ class Pipeline:
     """Turns paths into tagged files; the only place that encodes images or writes keywords."""
 
     def __init__(self, store: Store, model: LazyModel, writer: KeywordWriter | None,
-                 tagging: TaggingConfig, decode_threads: int = 2) -> None:
+                 tagging: TaggingConfig, decode_threads: int = 2, places: PlacesConfig | None = None) -> None:
         self.store, self.model, self.writer, self.tagging = store, model, writer, tagging
+        # GPS → place keywords (off unless given: the daemon and the CLI pass the config's [places]);
+        # the writeback runs it between reading a file's metadata and planning its write
+        self.places = Places(places or PlacesConfig(enabled=False), store)
         self.vocabulary: Vocabulary | None = None
         self.tags: TagMatrix | None = None
         self.thresholds = np.zeros(0, np.float32)  # per tag, in tag order
         self.overrides = Overrides()
         self.fingerprint = ""
         self.cache = VectorCache(store, model.identity)
-        self.writeback = Writeback(store, writer)
+        self.writeback = Writeback(store, writer, self.places)
         self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag of the list
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
         self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
@@ -126,6 +131,8 @@ class Pipeline:
                  self.model.identity]
         if self.overrides.rules:
             parts.append(self.overrides.fingerprint())
+        if self.places.enabled:
+            parts.append(f"{_PLACES}{self.places.fingerprint}")
         self.fingerprint = "|".join(parts)
 
     @property
@@ -328,6 +335,8 @@ class Pipeline:
         # Files holding one of our keywords under a path its parent no longer gives it
         stale = (self.store.stale_paths(self._paths) if rows and (
             any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
+        if rows and self.places.enabled:
+            stale |= self._places_stale([r for r, _ in rows])
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
@@ -366,6 +375,13 @@ class Pipeline:
                     self._deferred.append(outcome)
             self.store.update_predictions(same, self.fingerprint)
         return len(rows), written
+
+    def _places_stale(self, rows: Sequence[FileRow]) -> set[int]:
+        """Files whose places were decided under other ``[places]`` settings (or never: tagged before
+        places existed) and that have, or may have, coordinates: their GPS is read again."""
+        current = f"{_PLACES}{self.places.fingerprint}"
+        changed = {r.id for r in rows if not (r.tagged_with or "").endswith(current)}
+        return changed & self.store.maybe_located() if changed else set()
 
     # -- untag, renames and deletions ----------------------------------------------------------
 

@@ -103,7 +103,7 @@ class Daemon:
         self.exiftool = ExifTool()
         self.model = model or LazyModel(config.model)  # cmd_run's, already validated: its child is warm
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
-                                 config.tagging)
+                                 config.tagging, places=config.places)
         self.pipeline.confine(config.watch)  # never a file reached through a folder link
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
                                 config.batch.settle_ms / 1000)

@@ -6,6 +6,7 @@ writes, and every schema change is a numbered migration so an old database upgra
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -76,6 +77,38 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE ledger ADD COLUMN paths TEXT;
     CREATE INDEX ledger_paths ON ledger(file_id) WHERE paths IS NOT NULL;
     """,
+    # 4: places.  The gazetteer's answer for a point, keyed by its coordinates (1e-5 degrees, ~1 m)
+    # and the gazetteer's version: a GPS edit, a retag or a restart never loads the gazetteer for a
+    # point it has seen.  ``located``: the coordinates each file had when last written and the place
+    # keywords it was given.  ``filled``: single-value fields tagwatch filled because they were empty
+    # (IPTC/XMP City...): the values that are ours (a JSON list; two while a write is in flight) and
+    # what the field held before (NULL: absent), so untag puts it back exactly.
+    """
+    CREATE TABLE places (
+        lat INTEGER NOT NULL,
+        lon INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        country TEXT,
+        region TEXT,
+        locality TEXT,
+        distance REAL,
+        PRIMARY KEY (lat, lon, source)
+    ) WITHOUT ROWID;
+    CREATE TABLE located (
+        file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+        lat REAL,
+        lon REAL,
+        keywords TEXT NOT NULL
+    );
+    CREATE TABLE filled (
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        field TEXT NOT NULL,
+        ours TEXT NOT NULL,
+        previous TEXT,
+        written REAL NOT NULL,
+        PRIMARY KEY (file_id, field)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -115,6 +148,22 @@ class FileRow:
     error: str | None
     tags: tuple[str, ...] | None  # keywords last predicted, best first; None if never tagged
     tagged_with: str | None  # fingerprint of the tag list and settings that predicted them
+
+
+@dataclass(frozen=True)
+class Located:
+    """A file's coordinates when tagwatch last wrote it (None: it had none) and its place keywords."""
+
+    lat: float | None
+    lon: float | None
+    keywords: tuple[str, ...]
+
+
+NOWHERE = ("", "", "", -1.0)  # a cached answer "no place within reach" (country "" )
+
+
+def _e5(degrees: float) -> int:
+    return round(degrees * 100_000)
 
 
 def _tags(text: str | None) -> tuple[str, ...] | None:
@@ -276,14 +325,15 @@ class Store:
     def record_file(self, path: str, *, key: bytes | None, size: int | None, mtime_ns: int | None,
                     state: str, error: str | None = None) -> int:
         """Insert or update the row for ``path``; a changed key forgets the old prediction and the
-        ledger: the ledger belongs to a (path, content) pair.  Another photo renamed or saved over a
+        ledger (and the fields filled, the place given): they belong to a (path, content) pair.  Another photo renamed or saved over a
         tagged one must not inherit its record of "ours", or sync would take the new photo's own
         keywords out where they equal one of the old photo's tags.  (A person's edit of the pixels
         of a tagged photo makes our keywords in it the person's from then on: never removed.)"""
         with self.transaction() as db:
             old = db.execute("SELECT id, key FROM files WHERE path = ?", (path,)).fetchone()
             if old is not None and key is not None and old["key"] is not None and old["key"] != key:
-                db.execute("DELETE FROM ledger WHERE file_id = ?", (old["id"],))
+                for table in ("ledger", "filled", "located"):  # all of it about the picture that was there
+                    db.execute(f"DELETE FROM {table} WHERE file_id = ?", (old["id"],))
             db.execute(
                 """INSERT INTO files (path, key, size, mtime_ns, state, error, updated)
                    VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -415,6 +465,63 @@ class Store:
                 "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? ORDER BY written, keyword",
                 (file_id, action))]
 
+    # -- places --------------------------------------------------------------------------------
+
+    def place(self, lat: float, lon: float, source: str) -> tuple[str, str, str, float] | None:
+        """The cached gazetteer answer for a point: (country, region, locality, km), :data:`NOWHERE`
+        for "no place within reach", None if this point was never looked up with ``source``."""
+        with self._lock:
+            r = self._db.execute("SELECT country, region, locality, distance FROM places "
+                                 "WHERE lat = ? AND lon = ? AND source = ?",
+                                 (_e5(lat), _e5(lon), source)).fetchone()
+        if r is None:
+            return None
+        return NOWHERE if r[0] is None else (r[0], r[1], r[2], r[3])
+
+    def put_place(self, lat: float, lon: float, source: str,
+                  place: tuple[str, str, str, float] | None) -> None:
+        country, region, locality, distance = place or (None, None, None, None)
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO places VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (_e5(lat), _e5(lon), source, country, region, locality, distance))
+
+    def located(self, file_ids: Iterable[int]) -> dict[int, Located]:
+        """Each file's last coordinates and place keywords, where recorded."""
+        found = self._each("SELECT * FROM located WHERE file_id = ?", file_ids)
+        return {file_id: Located(r[1], r[2], _tags(r[3]) or ()) for file_id, r in found.items()}
+
+    def maybe_located(self) -> set[int]:
+        """Live files that had coordinates when last written, or were never looked at for them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.id FROM files f LEFT JOIN located l ON l.file_id = f.id "
+                "WHERE f.state = ? AND (l.file_id IS NULL OR l.lat IS NOT NULL)", (DONE,)).fetchall()
+        return {r[0] for r in rows}
+
+    def set_located(self, file_id: int, lat: float | None, lon: float | None,
+                    keywords: Sequence[str]) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO located VALUES (?, ?, ?, ?)",
+                       (file_id, lat, lon, "\n".join(keywords)))
+
+    def filled(self, file_id: int) -> dict[str, tuple[tuple[str, ...], str | None]]:
+        """field → (values that are ours, what the field held before we filled it; None: absent)."""
+        with self._lock:
+            rows = self._db.execute("SELECT field, ours, previous FROM filled WHERE file_id = ?",
+                                    (file_id,)).fetchall()
+        return {r[0]: (tuple(json.loads(r[1])), r[2]) for r in rows}
+
+    def set_filled(self, file_id: int, fields: Mapping[str, tuple[Sequence[str], str | None] | None]) -> None:
+        """Record fields tagwatch fills (ahead of the write, like the ledger); None forgets a field."""
+        now = time.time()
+        with self.transaction() as db:
+            for name, value in fields.items():
+                if value is None:
+                    db.execute("DELETE FROM filled WHERE file_id = ? AND field = ?", (file_id, name))
+                else:
+                    db.execute("INSERT OR REPLACE INTO filled VALUES (?, ?, ?, ?, ?)",
+                               (file_id, name, json.dumps(list(value[0]), ensure_ascii=False), value[1], now))
+
     # -- vectors -------------------------------------------------------------------------------
 
     def image_vectors(self, keys: Iterable[bytes], model: str) -> dict[bytes, np.ndarray]:
@@ -470,9 +577,10 @@ class Store:
                      advance: Callable[[int], None] = lambda count: None) -> tuple[dict[str, int], list[str]]:
         """Copy every readable row of the database file ``damaged`` (opened read-only) into this one.
 
-        Returns the rows carried over per table and what could not be read.  A ledger row whose
-        file row was lost is dropped: it has no file to name.  ``expect`` is told how many rows
-        there seem to be (None if even that is unreadable), ``advance`` of each thousand read.
+        Returns the rows carried over per table and what could not be read.  A ledger (or filled,
+        located) row whose file row was lost is dropped: it has no file to name (and the foreign key
+        would refuse it).  A table an older schema did not have is skipped.  ``expect`` is told how
+        many rows there seem to be (None if even that is unreadable), ``advance`` of each thousand read.
         """
         counts: dict[str, int] = {}
         problems: list[str] = []
@@ -480,10 +588,15 @@ class Store:
             source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
             try:
                 expect(_row_count(source))
-                for table in SALVAGE_TABLES:
+                for table in _tables(source):
                     columns, rows, error = _salvage(source, table, advance)
                     if error:
                         problems.append(f"{table}: {error} after {len(rows)} rows")
+                    if rows and table in FILE_TABLES:
+                        with self._lock:
+                            files = {r[0] for r in self._db.execute("SELECT id FROM files")}
+                        at = columns.index("file_id")
+                        rows = [r for r in rows if r[at] in files]
                     if rows:
                         marks = ", ".join("?" * len(columns))
                         with self.transaction() as db:
@@ -493,21 +606,30 @@ class Store:
                     counts[table] = len(rows)
             finally:
                 source.close()
-            with self.transaction() as db:
-                db.execute("DELETE FROM ledger WHERE file_id NOT IN (SELECT id FROM files)")
         except sqlite3.DatabaseError as exc:  # not even the schema is readable: start empty
             problems.append(f"nothing readable: {exc}")
         return counts, problems
 
 
-# Parents before children, so the ledger's file ids exist when its rows arrive.
-SALVAGE_TABLES = ("files", "ledger", "image_vectors", "text_vectors", "counters")
+# Parents before children, so the ledger's file ids exist when its rows arrive.  ``filled`` is
+# ledger too (what untag puts back into a location field); ``located`` and ``places`` save a re-read
+# of each photo's GPS and a gazetteer load.
+SALVAGE_TABLES = ("files", "ledger", "filled", "located", "places", "image_vectors", "text_vectors",
+                  "counters")
+FILE_TABLES = ("ledger", "filled", "located")  # rows that name a file by its id
+
+
+def _tables(damaged: sqlite3.Connection) -> list[str]:
+    """The salvaged tables the damaged file has (an older schema lacks the newer ones)."""
+    have = {r[0] for r in damaged.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return [table for table in SALVAGE_TABLES if table in have]
 
 
 def _row_count(damaged: sqlite3.Connection) -> int | None:
     """How many rows the salvaged tables claim to hold (for a progress bar), or None if unreadable."""
     try:
-        return sum(damaged.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in SALVAGE_TABLES)
+        return sum(damaged.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                   for table in _tables(damaged))
     except sqlite3.DatabaseError:
         return None
 

@@ -119,7 +119,7 @@ def require_exiftool() -> None:
 
 def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
     """A pipeline with the config's model, tag list and overrides; their warnings logged."""
-    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
+    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging, places=config.places)
     if config.overrides is not None:
         overrides = load_overrides(config.overrides, config.watch)
         for warning in overrides.warnings:
