@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import noise_jpeg
-from tagwatch.metadata import ExifTool, KeywordWriter
+from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
 from xmp_damage import CLASSES, exiv2_reads, with_xmp, xmp_segment
 
 
@@ -69,3 +69,13 @@ def test_exiv2_reads_the_person_s_keywords_once_the_repetition_is_gone(tmp_path:
     out = subprocess.run(["exiv2", "-px", str(photo)], capture_output=True, text=True).stdout
     assert "Xmp.dc.subject                               XmpBag      3  grandma, Venice, beach" in out
     assert "Xmp.exif.Make                                XmpText     5  Canon" in out
+
+
+def test_a_sidecar_that_cannot_be_read_whole_is_left_alone(tmp_path: Path, writer: KeywordWriter) -> None:
+    """A sidecar is all XMP: exiftool would rebuild it from what it could read, so it is refused."""
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=3)
+    sidecar = tmp_path / "p.jpg.xmp"
+    sidecar.write_bytes(CLASSES["closing tag misspelt"][0])
+    with pytest.raises(MetadataError, match=r"its sidecar p\.jpg\.xmp cannot be read whole"):
+        writer.add(photo, ["beach"])
+    assert sidecar.read_bytes() == CLASSES["closing tag misspelt"][0]

@@ -496,6 +496,9 @@ class KeywordWriter:
                 sidecar = self.read(side)
             except MetadataError as exc:
                 raise MetadataError(f"its sidecar {side.name} cannot be read ({exc})") from None
+            if sidecar.xmp_error:  # a sidecar is all XMP: rewriting it would lose what is not read
+                raise MetadataError(f"its sidecar {side.name} cannot be read whole ({sidecar.xmp_error}); "
+                                    "tagwatch leaves it alone")
         return now, photo, sidecar
 
     def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords,

@@ -324,11 +324,12 @@ class Store:
 
     def record_file(self, path: str, *, key: bytes | None, size: int | None, mtime_ns: int | None,
                     state: str, error: str | None = None) -> int:
-        """Insert or update the row for ``path``; a changed key forgets the old prediction and the
-        ledger (and the fields filled, the place given): they belong to a (path, content) pair.  Another photo renamed or saved over a
-        tagged one must not inherit its record of "ours", or sync would take the new photo's own
-        keywords out where they equal one of the old photo's tags.  (A person's edit of the pixels
-        of a tagged photo makes our keywords in it the person's from then on: never removed.)"""
+        """Insert or update the row for ``path``; a changed key forgets the old prediction, the
+        ledger, the fields filled and the place given: they belong to a (path, content) pair.
+        Another photo renamed or saved over a tagged one must not inherit its record of "ours", or
+        sync would take the new photo's own keywords out where they equal one of the old photo's
+        tags.  (A person's edit of the pixels of a tagged photo makes our keywords in it the
+        person's from then on: never removed.)"""
         with self.transaction() as db:
             old = db.execute("SELECT id, key FROM files WHERE path = ?", (path,)).fetchone()
             if old is not None and key is not None and old["key"] is not None and old["key"] != key:
