@@ -126,6 +126,19 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The review page (``tagwatch web``; the daemon hosts it too with ``enabled``)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # anything else exposes the page beyond this machine, and says so
+    port: int = 8765  # 0: any free port (the log names it)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+@dataclass(frozen=True)
 class Config:
     watch: tuple[Path, ...] = ()
     poll: tuple[Path, ...] = ()  # watched roots scanned by polling (network mounts deliver no events)
@@ -144,6 +157,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     places: PlacesConfig = field(default_factory=PlacesConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: Path | None = None  # the file this came from, None for built-in defaults
 
     def __post_init__(self) -> None:
@@ -372,6 +386,11 @@ def _schedule(raw: dict[str, Any], where: str) -> ScheduleConfig:
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach ``host`` (127.0.0.0/8, ::1, localhost)."""
+    return host in _LOOPBACK or host.startswith("127.")
+
+
 def _metrics(raw: dict[str, Any], where: str) -> MetricsConfig:
     """``listen = "127.0.0.1:9464"``: the Prometheus endpoint, off unless set."""
     r = _Reader(raw, "metrics.", where)
@@ -383,14 +402,37 @@ def _metrics(raw: dict[str, Any], where: str) -> MetricsConfig:
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise r.fail("listen", f'must be HOST:PORT like "127.0.0.1:9464", got {listen!r}')
-    if host not in _LOOPBACK and not host.startswith("127."):
+    if not is_loopback(host):
         raise r.fail("listen", f"must be a loopback address (127.0.0.1, ::1): the counters name no "
                                f"secrets but nothing outside this machine should reach the daemon; "
                                f"got {host!r}")
     return MetricsConfig(host, int(port))
 
 
-_SECTIONS = {"model", "tagging", "write", "batch", "schedule", "metrics", "places"}
+def _web(raw: dict[str, Any], where: str) -> WebConfig:
+    """``[web]``: the review page.  A host other than loopback is allowed, because a person wrote it
+    here on purpose (a NAS reviewed from a laptop); the page then logs that it is exposed."""
+    r = _Reader(raw, "web.", where)
+    enabled = r.get("enabled", bool, "true or false")
+    host = r.get("host", str, 'an address like "127.0.0.1" (or "0.0.0.0" to expose the page)')
+    port = r.get("port", int, "a port number")
+    r.finish()
+    values: dict[str, Any] = {}
+    if enabled is not None:
+        values["enabled"] = enabled
+    if host is not None:
+        host = host.strip().removeprefix("[").removesuffix("]")
+        if not host or any(ch.isspace() or ch == "/" for ch in host):
+            raise r.fail("host", f"must be an address like \"127.0.0.1\", got {host!r}")
+        values["host"] = host
+    if port is not None:
+        if not 0 <= port < 65536:
+            raise r.fail("port", f"must be a port number from 0 (any free port) to 65535, got {port}")
+        values["port"] = port
+    return replace(WebConfig(), **values)
+
+
+_SECTIONS = {"model", "tagging", "write", "batch", "schedule", "metrics", "places", "web"}
 
 
 def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | None = None) -> Config:
@@ -412,6 +454,8 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
             values["metrics"] = _metrics(table, where)
         elif section == "places":
             values["places"] = _places(table, where)
+        elif section == "web":
+            values["web"] = _web(table, where)
         else:
             values["schedule"] = _schedule(table, where)
     watch = r.get("watch", (list, str), "a list of folders")

@@ -297,6 +297,13 @@ class KeywordWriter:
 
     # -- reading -------------------------------------------------------------------------------
 
+    # Every copy of a field (-a, -G1:4: a field written twice, a second IPTC record) and exiftool's
+    # warnings, which say whether the XMP could be read whole
+    _READ = ("-j", "-a", "-G1:4", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
+             f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Warning", "-ExifTool:Error",
+             *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
+             *(f"-{name}#" for name in GPS_TAGS))
+
     def read(self, path: Path) -> Keywords:
         """The keywords in ``path`` (every copy of each field), and whether its XMP can be rewritten.
 
@@ -307,33 +314,34 @@ class KeywordWriter:
         would be gone.  Such a packet is left exactly as it is: keywords go to IPTC only, and the
         write says so.  Minor XMP errors found only when writing are handled in :meth:`_replace`.
         """
-        record = self._record(path, "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}", f"-{TAGS_LIST}",
-                              "-Photoshop:IPTCDigest",
-                              *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
-                              *(f"-{name}#" for name in GPS_TAGS))
-        iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
-        latin1 = False
-        if "IPTC:CodedCharacterSet" not in iptc:
-            iptc, latin1 = _decode_legacy_iptc(iptc)
-        # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
-        # copy, so a keyword in any copy is already in the file.
-        copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)),
-                        key=lambda k: (k != IPTC, k))
-        xmp_error = next((w for w in _as_list(record.get("ExifTool:Warning")) if _unreadable_xmp(w)), "")
+        out, err = self.exiftool.execute(*self._READ, str(path))
+        try:
+            record = json.loads(out, parse_float=str, parse_int=str)[0] if out else {}
+        except (ValueError, IndexError):
+            record = {}
+        if not record:
+            raise MetadataError(_first_line(err) or "exiftool could not read the file")
+        return _keywords(_fold(record))
 
-        def xmp(tag: str) -> tuple[str, ...]:
-            return () if xmp_error else tuple(dict.fromkeys(_as_list(record.get(tag))))
-
-        return Keywords(
-            iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
-            xmp=xmp(DC), hierarchical=xmp(HIERARCHICAL), tags_list=xmp(TAGS_LIST),
-            latin1_iptc=latin1,
-            has_digest="Photoshop:IPTCDigest" in record,
-            xmp_error=xmp_error,
-            fields={name: first for name in FILLABLE if (first := _first(
-                (iptc if name.startswith("IPTC:") else record).get(name))) is not None},
-            gps={name: first for name in GPS_TAGS if (first := _first(record.get(name))) is not None},
-        )
+    def read_many(self, paths: Sequence[Path]) -> dict[Path, Keywords | str]:
+        """:meth:`read` for many files in one exiftool command (a page of the review grid: one round
+        trip instead of one per photo); a file that cannot be read maps to the reason."""
+        if not paths:
+            return {}
+        out, err = self.exiftool.execute(*self._READ, *(str(p) for p in paths))
+        try:
+            records = json.loads(out, parse_float=str, parse_int=str) if out else []
+        except ValueError:
+            records = []
+        found: dict[Path, Keywords | str] = {}
+        for record in records:
+            source = Path(str(record.get("SourceFile", "")))
+            try:
+                found[source] = _keywords(_fold(record))
+            except MetadataError as exc:
+                found[source] = str(exc)
+        reason = _first_line(err) or "exiftool could not read the file"
+        return {path: found.get(path, reason) for path in paths}
 
     def _record(self, path: Path, *args: str) -> dict[str, object]:
         """exiftool's JSON record for ``args`` (tags to read, options), with exiftool's warnings as
@@ -347,14 +355,7 @@ class KeywordWriter:
             raw = {}
         if not raw:
             raise MetadataError(_first_line(err) or "exiftool could not read the file")
-        record: dict[str, object] = {}
-        for key, value in raw.items():
-            parts = key.split(":")  # Group:CopyN:Tag -> Group:Tag
-            name = f"{parts[0]}:{parts[-1]}" if len(parts) > 2 else key
-            if name in record:
-                record[name] = _as_list(record[name]) + _as_list(value)
-            else:
-                record[name] = value
+        record = _fold(raw)
         if "ExifTool:Error" in record:
             raise MetadataError(str(_as_list(record["ExifTool:Error"])[0]))
         return record
@@ -759,6 +760,45 @@ class KeywordWriter:
 
 # exiftool's messages when the new copy could not be written out: the disk, not the photo
 _EXIFTOOL_IO_ERRORS = ("Error writing", "Error creating", "Error closing")
+
+
+def _fold(raw: dict[str, object]) -> dict[str, object]:
+    """One exiftool ``-j -a -G1:4`` record with every copy of a tag (``Group:CopyN:Tag``) folded into
+    one list under ``Group:Tag``, values in file order."""
+    record: dict[str, object] = {}
+    for key, value in raw.items():
+        parts = key.split(":")
+        name = f"{parts[0]}:{parts[-1]}" if len(parts) > 2 else key
+        record[name] = _as_list(record[name]) + _as_list(value) if name in record else value
+    return record
+
+
+def _keywords(record: dict[str, object]) -> Keywords:
+    """The keywords of one folded exiftool record (see :meth:`KeywordWriter.read`)."""
+    if "ExifTool:Error" in record:
+        raise MetadataError(str(_as_list(record["ExifTool:Error"])[0]))
+    iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
+    latin1 = False
+    if "IPTC:CodedCharacterSet" not in iptc:
+        iptc, latin1 = _decode_legacy_iptc(iptc)
+    # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
+    # copy, so a keyword in any copy is already in the file.
+    copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)), key=lambda k: (k != IPTC, k))
+    xmp_error = next((w for w in _as_list(record.get("ExifTool:Warning")) if _unreadable_xmp(w)), "")
+
+    def xmp(tag: str) -> tuple[str, ...]:
+        return () if xmp_error else tuple(dict.fromkeys(_as_list(record.get(tag))))
+
+    return Keywords(
+        iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
+        xmp=xmp(DC), hierarchical=xmp(HIERARCHICAL), tags_list=xmp(TAGS_LIST),
+        latin1_iptc=latin1,
+        has_digest="Photoshop:IPTCDigest" in record,
+        xmp_error=xmp_error,
+        fields={name: first for name in FILLABLE if (first := _first(
+            (iptc if name.startswith("IPTC:") else record).get(name))) is not None},
+        gps={name: first for name in GPS_TAGS if (first := _first(record.get(name))) is not None},
+    )
 
 
 def _storage_reason(folder: Path, size: int, message: str) -> str:

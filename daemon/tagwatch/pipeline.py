@@ -23,19 +23,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import PlacesConfig, TaggingConfig
+from .config import Config, PlacesConfig, TaggingConfig
 from .formats import ImageError, IncompleteImage
 from .freshness import is_settled, is_unchanged
 from .geotag import Places
 from .metadata import KeywordWriter
 from .outcomes import Outcome, Status, record_failure, record_gone
-from .overrides import NO_OVERRIDE, Override, Overrides
+from .overrides import NO_OVERRIDE, Override, Overrides, load_overrides
 from .queue import Op
 from .retry import TRANSIENT_ERRNOS, transient_reason
 from .store import DONE, FAILED, FileRow, Store
 from .tagger import TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
-from .vocabulary import Vocabulary
+from .vocabulary import Vocabulary, load_vocabulary
 from .writeback import TagRules, Writeback, WriteJob
 
 if TYPE_CHECKING:
@@ -61,6 +61,50 @@ def _read(photo: Photo) -> ImageError | ReadFailed | None:
     except (ImageError, ReadFailed) as exc:
         return exc
     return None
+
+
+# -- the config's tag list and overrides, loaded one way for every caller -------------------------
+
+def load_tag_list(config: Config, *, quiet: bool = False) -> Vocabulary:
+    """The config's tag list, its warnings logged (unless ``quiet``: a caller that reloads it often and
+    leaves the warnings to the daemon)."""
+    vocabulary = load_vocabulary(config.tags, config.tagging.templates)
+    for warning in () if quiet else vocabulary.warnings:
+        log.warning("%s", warning)
+    return vocabulary
+
+
+def load_config_overrides(config: Config, *, quiet: bool = False) -> Overrides:
+    """The config's overrides: none when it names no file, none (with a warning) while the named file
+    does not exist yet; their warnings logged unless ``quiet``."""
+    if config.overrides is None:
+        return Overrides()
+    overrides = load_overrides(config.overrides, config.watch)
+    for warning in () if quiet else overrides.warnings:
+        log.warning("%s", warning)
+    return overrides
+
+
+def pipeline_for(config: Config, store: Store, writer: KeywordWriter | None, *,
+                 adopt: Callable[[Pipeline, Vocabulary], object] | None = None) -> Pipeline:
+    """A pipeline with the config's model, overrides and tag list: what the commands and the review
+    page (applying corrections with no daemon running) use.  ``adopt`` takes the tag list into the
+    pipeline (default :meth:`Pipeline.use_vocabulary`; the commands draw a progress bar while its
+    new prompts are encoded).  The model's child starts only if prompts need encoding."""
+    from .encoder import LazyModel  # at run time only: the stages never need the child's handle
+
+    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging, places=config.places)
+    try:
+        pipeline.use_overrides(load_config_overrides(config))
+        vocabulary = load_tag_list(config)
+        if adopt is None:
+            pipeline.use_vocabulary(vocabulary)
+        else:
+            adopt(pipeline, vocabulary)
+    except BaseException:
+        pipeline.close()
+        raise
+    return pipeline
 
 
 class Pipeline:

@@ -148,6 +148,7 @@ class FileRow:
     error: str | None
     tags: tuple[str, ...] | None  # keywords last predicted, best first; None if never tagged
     tagged_with: str | None  # fingerprint of the tag list and settings that predicted them
+    updated: float | None = None  # when the row last changed (seconds since the epoch)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def _tags(text: str | None) -> tuple[str, ...] | None:
 
 def _row(r: sqlite3.Row) -> FileRow:
     return FileRow(r["id"], r["path"], r["key"], r["size"], r["mtime_ns"], r["state"], r["error"],
-                   _tags(r["tags"]), r["tagged_with"])
+                   _tags(r["tags"]), r["tagged_with"], r["updated"])
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -571,6 +572,68 @@ class Store:
             rows = self._db.execute("SELECT path, error FROM files WHERE state = ? "
                                     "ORDER BY updated DESC LIMIT ?", (FAILED, limit))
             return [(r[0], r[1]) for r in rows]
+
+    # -- the review page -----------------------------------------------------------------------
+
+    def browse(self, folders: Sequence[str], *, state: str | None = None, tag: str | None = None,
+               recent: bool = False, limit: int = 60, offset: int = 0) -> tuple[list[FileRow], int]:
+        """One page of the live files inside ``folders`` (by path, or most recently changed first
+        with ``recent``), and how many there are in all; ``tag``: only files whose last prediction
+        holds that keyword."""
+        where, args = self._browse_where(folders, state, tag)
+        order = "updated DESC, id DESC" if recent else "path"
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM files WHERE {where}", args).fetchone()[0]
+            rows = self._db.execute(f"SELECT * FROM files WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                                    (*args, limit, offset)).fetchall()
+        return [_row(r) for r in rows], total
+
+    def browse_vectors(self, folders: Sequence[str], model: str, *, tag: str | None = None
+                       ) -> list[tuple[FileRow, np.ndarray]]:
+        """The tagged files inside ``folders`` with their cached vectors (scores across the library)."""
+        where, args = self._browse_where(folders, DONE, tag, "f.")
+        with self._lock:
+            rows = self._db.execute(
+                f"""SELECT f.*, v.vector FROM files f JOIN image_vectors v ON v.key = f.key AND v.model = ?
+                    WHERE {where} ORDER BY f.path""", (model, *args)).fetchall()
+        return [(_row(r), _vector(r["vector"])) for r in rows]
+
+    @staticmethod
+    def _browse_where(folders: Sequence[str], state: str | None, tag: str | None,
+                      prefix: str = "") -> tuple[str, list[Any]]:
+        ranges = [_under(folder) for folder in folders]
+        clauses = [f"{prefix}state != ?", "(" + (" OR ".join(f"({prefix}path >= ? AND {prefix}path < ?)"
+                                                          for _ in ranges) or "0") + ")"]
+        args: list[Any] = [DELETED, *(bound for pair in ranges for bound in pair)]
+        if state is not None:
+            clauses.append(f"{prefix}state = ?")
+            args.append(state)
+        if tag is not None:
+            clauses.append(f"instr(char(10) || {prefix}tags || char(10), char(10) || ? || char(10)) > 0")
+            args.append(tag)
+        return " AND ".join(clauses), args
+
+    def stamp(self) -> tuple[int, float]:
+        """Changes whenever a file row is added, removed or rewritten (caches of the review page)."""
+        with self._lock:
+            count, latest = self._db.execute("SELECT COUNT(*), MAX(updated) FROM files").fetchone()
+        return count, latest or 0.0
+
+    def ledgers(self, file_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+        """file id → keyword → ledger action (ADDED, REMOVED, USER), for many files at once."""
+        found: dict[int, dict[str, str]] = {}
+        with self._lock:
+            for file_id in dict.fromkeys(file_ids):
+                rows = self._db.execute("SELECT keyword, action FROM ledger WHERE file_id = ?", (file_id,))
+                found[file_id] = {r[0]: r[1] for r in rows}
+        return found
+
+    def ledger_history(self, file_id: int) -> list[tuple[str, str, float, tuple[str, ...]]]:
+        """Every ledger entry of a file, oldest first: (keyword, action, when, hierarchical paths)."""
+        with self._lock:
+            rows = self._db.execute("SELECT keyword, action, written, paths FROM ledger WHERE file_id = ? "
+                                    "ORDER BY written, keyword", (file_id,)).fetchall()
+        return [(r[0], r[1], r[2], tuple(r[3].split("\n")) if r[3] else ()) for r in rows]
 
     # -- `tagwatch db rebuild` -----------------------------------------------------------------
 

@@ -12,14 +12,12 @@ from pathlib import Path
 
 from .. import exiftool, logs
 from ..config import MODES, TARGETS, Config, load_config
-from ..encoder import LazyModel
 from ..formats import IMAGE_SUFFIXES
 from ..imaging import set_pixel_limit
 from ..metadata import KeywordWriter
-from ..overrides import load_overrides
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, pipeline_for
 from ..store import Store, private_folder
-from ..vocabulary import Vocabulary, load_vocabulary
+from ..vocabulary import Vocabulary
 from ..watcher import PathFilter, walk
 from .progress import Progress
 
@@ -118,18 +116,9 @@ def require_exiftool() -> None:
 
 
 def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
-    """A pipeline with the config's model, tag list and overrides; their warnings logged."""
-    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging, places=config.places)
-    if config.overrides is not None:
-        overrides = load_overrides(config.overrides, config.watch)
-        for warning in overrides.warnings:
-            log.warning("%s", warning)
-        pipeline.use_overrides(overrides)
-    vocabulary = load_vocabulary(config.tags, config.tagging.templates)
-    for warning in vocabulary.warnings:
-        log.warning("%s", warning)
-    use_vocabulary(pipeline, store, vocabulary)
-    return pipeline
+    """:func:`tagwatch.pipeline.pipeline_for` with a progress bar while new prompts are encoded."""
+    return pipeline_for(config, store, writer, adopt=lambda pipeline, vocabulary:
+                        use_vocabulary(pipeline, store, vocabulary))
 
 
 def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> int:
