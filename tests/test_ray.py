@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -35,6 +35,7 @@ from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, write_config
 from shapes_lab import TAGS, THRESHOLD
 from tagwatch.cli.scan import scan, scan_on_ray
 from tagwatch.config import load_config
+from tagwatch.metadata import temp_files_of
 from tagwatch.outcomes import Outcome
 
 if TYPE_CHECKING:  # Ray is imported by the cluster fixture: collecting this module imports none of it
@@ -141,6 +142,26 @@ def cluster() -> Iterator[Cluster]:
     shutil.rmtree(temp, ignore_errors=True)
 
 
+def stations(node: Any) -> list[tuple[int, str]]:
+    """The Station actors' processes on a node of the local cluster, with the title Ray gives them
+    (``ray::Station.encode`` while encoding, ``ray::Station.load`` while loading the model)."""
+    raylet = node.all_processes["raylet"][0].process.pid
+    found = []
+    for task in Path(f"/proc/{raylet}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                title = Path(f"/proc/{child}/cmdline").read_text().split("\0")[0].strip()
+            except OSError:
+                continue
+            if title.startswith("ray::Station"):
+                found.append((int(child), title))
+    return found
+
+
 def alike(ray_run: Run, local: Run) -> None:
     """Same keys and keywords per file, same ledger, vectors with cosine >= 0.999."""
     assert ray_run.keys == local.keys
@@ -170,12 +191,22 @@ def test_a_node_lost_mid_run_costs_only_its_batches(
         cluster: Cluster, library: Path, local: Run, tmp_path: Path) -> None:
     photos, config = setup(tmp_path, library)
     victim = next(iter(cluster.worker_nodes))
+    earlier = {pid for node in cluster.worker_nodes for pid, _ in stations(node)}  # still ending
     seen: list[Outcome] = []
+    both_working: list[int] = []
 
     def report(outcome: Outcome) -> None:
         seen.append(outcome)
-        if len(seen) == 40:  # both nodes have batches in flight: take one away, all its processes killed
-            cluster.remove_node(victim, allow_graceful=False)
+        if len(seen) > PHOTOS // 2 or len(cluster.worker_nodes) < 2:
+            return
+        def working(node: Any) -> bool:  # its station loaded the model and is keying, encoding or writing
+            return any(pid not in earlier and title not in ("ray::Station", "ray::Station.load")
+                       for pid, title in stations(node))
+
+        if not both_working and all(working(node) for node in cluster.worker_nodes):
+            both_working.append(len(seen))
+        if both_working and len(seen) >= max(40, both_working[0] + 10):
+            cluster.remove_node(victim, allow_graceful=False)  # all its processes killed mid-batch
 
     try:
         counts, summary = scan_on_ray(load_config(config), (str(p) for p in sorted(photos.iterdir())), PHOTOS,
@@ -184,6 +215,7 @@ def test_a_node_lost_mid_run_costs_only_its_batches(
         if victim in cluster.worker_nodes:
             cluster.remove_node(victim)
         cluster.add_node(**NODE)  # for the next test
+    assert both_working, "the second station never started: nothing was tested"
     assert summary.lost >= 1  # the node really took work with it
     assert counts == {"tagged": PHOTOS}
     assert sorted(o.path for o in seen) == sorted(str(p) for p in photos.iterdir())  # each once, no temp file
@@ -233,3 +265,13 @@ def test_without_ray_installed_the_engine_is_a_one_line_error(tmp_path: Path, li
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["tagwatch: error: --engine ray needs Ray, on this machine "
                                                   "and on every node: pip install 'tagwatch[ray]'"]
+
+
+def test_a_lost_stations_temporary_files_are_found_by_its_pid(tmp_path: Path) -> None:
+    """What the driver deletes after a station died mid-write: that process's temporary files only
+    (a live writer's, with another PID, may be a write in flight)."""
+    for name in ("photo.jpg", ".4242-7.tagwatch-tmp", ".4242-8.tagwatch-tmp.xmp", ".4243-1.tagwatch-tmp",
+                 ".photo.jpg.4242-2.tagwatch-tmp", ".4242-9.other"):
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(p.name for p in temp_files_of(tmp_path, 4242)) == [
+        ".4242-7.tagwatch-tmp", ".4242-8.tagwatch-tmp.xmp", ".photo.jpg.4242-2.tagwatch-tmp"]

@@ -64,9 +64,8 @@ def is_stale_temp_file(name: str) -> bool:
     """
     if not is_temp_file(name):
         return False
-    try:
-        pid = int(name.removesuffix(".xmp").removesuffix(TEMP_MARKER).rsplit(".", 1)[1].split("-", 1)[0])
-    except (IndexError, ValueError):
+    pid = _writer_pid(name)
+    if pid is None:
         return True
     if pid == os.getpid():
         return False
@@ -79,14 +78,21 @@ def is_stale_temp_file(name: str) -> bool:
     return False
 
 
-def temp_files_of(path: Path, pid: int) -> list[Path]:
-    """The temporary files a writer process ``pid`` left beside ``path`` (a photo or its sidecar)
-    when it died mid-write.  For a writer on another machine (the Ray engine's nodes), whose PID
-    :func:`is_stale_temp_file` cannot check here: the caller knows that process is gone."""
-    prefix = f".{path.name}.{pid}-"
+def _writer_pid(name: str) -> int | None:
+    """The PID in one of our temporary files' names, None if it has none."""
     try:
-        with os.scandir(path.parent) as entries:
-            return [Path(e.path) for e in entries if e.name.startswith(prefix) and is_temp_file(e.name)]
+        return int(name.removesuffix(".xmp").removesuffix(TEMP_MARKER).rsplit(".", 1)[-1].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def temp_files_of(folder: Path, pid: int) -> list[Path]:
+    """The temporary files the writer process ``pid`` left in ``folder`` when it died mid-write.
+    For a writer on another machine (the Ray engine's nodes), whose PID :func:`is_stale_temp_file`
+    cannot check here: the caller knows that process is gone."""
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(e.path) for e in entries if is_temp_file(e.name) and _writer_pid(e.name) == pid]
     except OSError:
         return []
 

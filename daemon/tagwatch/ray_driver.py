@@ -555,17 +555,17 @@ class Scan:
             self._start_over(photo, reason=reason)
 
     def _clean(self, jobs: list[WriteJob], pid: int) -> None:
-        """Delete the temporary files a station that died mid-write left beside its photos (the
-        photo itself is whole: it is replaced only by an atomic rename)."""
+        """Delete the temporary files a station that died mid-write left beside its photos and
+        sidecars (the photo itself is whole: it is replaced only by an atomic rename)."""
         writer = self.pipeline.writer
         assert writer is not None
-        for job in jobs:
-            path = Path(job.path)
-            for target in dict.fromkeys((path, writer.sidecar_for(path))):
-                for temp in temp_files_of(target, pid):
-                    with contextlib.suppress(OSError):
-                        temp.unlink()
-                        log.info("%s: removed a temporary file left by a lost write", temp)
+        folders = {folder for job in jobs
+                   for folder in (Path(job.path).parent, writer.sidecar_for(Path(job.path)).parent)}
+        for folder in folders:
+            for temp in temp_files_of(folder, pid):
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+                    log.info("%s: removed a temporary file left by a lost write", temp)
 
     def _start_over(self, photo: Photo, count: bool = True, reason: str = "") -> None:
         """Send ``photo`` back to the start; ``count``: it was lost, and only so many times."""
