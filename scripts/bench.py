@@ -915,7 +915,7 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
     """(b), (c), (d) in this process; leaves the text vectors in ``template_db`` for the subprocesses."""
     say("loading the model (random weights)")
     clip = load_model(model_config())
-    vocabulary = load_vocabulary(builtin_tag_list(), TaggingConfig().templates)
+    vocabulary = load_vocabulary(builtin_tag_list("imagenet-1k"), TaggingConfig().templates)
     prompts = vocabulary.prompts()
     say(f"(c) text vectors for {len(prompts)} prompts")
     vectors = bench_text(report, clip, prompts, args.repeat)

@@ -35,7 +35,15 @@ from .calibrate import (
     toml_string,
     write_atomic,
 )
-from .config import LOG_FORMATS, Config, ConfigError, builtin_tag_list, default_config_path, load_config
+from .config import (
+    LOG_FORMATS,
+    Config,
+    ConfigError,
+    builtin_tag_list,
+    default_config_path,
+    is_builtin_tag_list,
+    load_config,
+)
 from .export import cached_vectors, render_csv, render_json, score
 from .imaging import set_pixel_limit
 from .keys import IMAGE_SUFFIXES, ImageError
@@ -46,7 +54,7 @@ from .pipeline import FAILED_, TAGGED, UNTAGGED_, WAIT, Outcome, Pipeline
 from .scoring import tag_thresholds
 from .store import Store, StoreError, private_folder
 from .tagger import NEAR_DUPLICATE, near_duplicates, select
-from .vocabulary import VocabularyError, load_vocabulary
+from .vocabulary import VocabularyError, load_configured
 from .watcher import PathFilter, walk
 
 log = logging.getLogger("tagwatch")
@@ -101,7 +109,7 @@ def _pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pip
         for warning in overrides.warnings:
             log.warning("%s", warning)
         pipeline.use_overrides(overrides)
-    vocabulary = load_vocabulary(config.tags, config.tagging.templates)
+    vocabulary = load_configured(config.tags, config.tagging)
     for warning in vocabulary.warnings:
         log.warning("%s", warning)
     pipeline.use_vocabulary(vocabulary)
@@ -386,7 +394,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_tags_check(args: argparse.Namespace) -> int:
     config = _config(args)
     path = Path(args.file).expanduser()
-    vocabulary = load_vocabulary(path, config.tagging.templates)  # errors: one line, exit 2
+    vocabulary = load_configured(path, config.tagging)  # errors: one line, exit 2
     for warning in vocabulary.warnings:
         print(f"warning: {warning}")
     store = Store(config.database)
@@ -490,7 +498,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"wrote {len(thresholds)} thresholds into {config.tags}")
         return 0
     folder = config.tags.parent
-    if config.tags == builtin_tag_list():  # never write into the installed package
+    if is_builtin_tag_list(config.tags):  # never write into the installed package
         folder = config.source.parent if config.source else default_config_path().parent
     target = folder / f"{config.tags.stem}.toml"
     if target.exists():
@@ -522,7 +530,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(example)
-    tags = target.parent / "tags.txt"
+    tags = target.parent / "tags.toml"  # the shipped photo vocabulary, to edit
     if not tags.exists():
         shutil.copyfile(builtin_tag_list(), tags)
     print(f"wrote {target}\ntag list {tags} (edit it while tagwatch runs; changes apply at once)\n"

@@ -8,6 +8,7 @@ queue as operations, so the store sees them in the order they happened relative 
 from __future__ import annotations
 
 import glob
+import hashlib
 import heapq
 import itertools
 import logging
@@ -31,7 +32,7 @@ from .metadata import FileChanged, KeywordWriter, MetadataError
 from .model import LazyModel
 from .overrides import NO_OVERRIDE, Override, Overrides
 from .store import DELETED, DONE, FAILED, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store
-from .tagger import TagMatrix, predict, thresholds
+from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,8 @@ class Pipeline:
         self.thresholds = np.zeros(0, np.float32)  # per tag, in tag order
         self.overrides = Overrides()
         self.fingerprint = ""
-        self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag of the list
+        self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag and level above one
+        self.expansion = Expansion()
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
         self._retries: dict[str, int] = {}
         self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
@@ -260,7 +262,8 @@ class Pipeline:
         self.vocabulary, self.tagging = vocabulary, tagging
         self.tags = TagMatrix.build(vocabulary, vectors)
         self.thresholds = thresholds(vocabulary, tagging.threshold)
-        self._paths = {tag.keyword: tag.path for tag in vocabulary.tags}
+        self._paths = vocabulary.hierarchy()
+        self.expansion = Expansion.of(vocabulary, tagging)
         self._refresh_fingerprint()
         return len(missing)
 
@@ -274,6 +277,8 @@ class Pipeline:
             return
         parts = [self.vocabulary.fingerprint(), f"{self.tagging.threshold:.6f}", str(self.tagging.top_k),
                  self.model.identity]
+        if self.expansion.levels:  # what expansion adds (none: the fingerprint of before expansion)
+            parts.append(hashlib.sha256(repr(sorted(self.expansion.levels.items())).encode()).hexdigest()[:16])
         if self.overrides.rules:
             parts.append(self.overrides.fingerprint())
         self.fingerprint = "|".join(parts)
@@ -357,7 +362,7 @@ class Pipeline:
         if not items:
             return
         predictions = predict(np.stack([i.vector for i in items]), self.tags,
-                              self.thresholds, self.tagging.top_k)
+                              self.thresholds, self.tagging.top_k, self.expansion)
         for item, predicted in zip(items, predictions, strict=True):
             tags, override = self.decide(item.path, predicted)
             if dry_run:
@@ -594,7 +599,7 @@ class Pipeline:
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
-                                  self.thresholds, self.tagging.top_k)
+                                  self.thresholds, self.tagging.top_k, self.expansion)
             same: list[tuple[int, list[str]]] = []
             for (row, _), predicted in zip(part, predictions, strict=True):
                 tags, override = self.decide(row.path, predicted)

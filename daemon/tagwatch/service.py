@@ -29,7 +29,7 @@ from .notify import Notifier
 from .overrides import Overrides, OverridesError, load_overrides
 from .pipeline import BatchQueue, Pipeline, Worker
 from .store import Store, private_folder
-from .vocabulary import VocabularyError, load_vocabulary
+from .vocabulary import VocabularyError, load_configured
 from .watcher import PathFilter, Watcher, reconcile
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class Daemon:
             log.error("overrides not reloaded, keeping the previous ones: %s", exc)
             overrides = self.pipeline.overrides
         self.pipeline.use_overrides(overrides)
-        vocabulary = load_vocabulary(self.config.tags, self.config.tagging.templates)
+        vocabulary = load_configured(self.config.tags, self.config.tagging)
         for warning in vocabulary.warnings:
             log.warning("%s", warning)
         started = time.monotonic()
