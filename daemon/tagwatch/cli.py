@@ -54,7 +54,7 @@ from .pipeline import FAILED_, TAGGED, UNTAGGED_, WAIT, Outcome, Pipeline
 from .scoring import tag_thresholds
 from .store import Store, StoreError, private_folder
 from .tagger import NEAR_DUPLICATE, near_duplicates, select
-from .vocabulary import VocabularyError, load_configured
+from .vocabulary import Vocabulary, VocabularyError, load_configured
 from .watcher import PathFilter, walk
 
 log = logging.getLogger("tagwatch")
@@ -363,7 +363,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     assert pipeline.tags is not None and pipeline.vocabulary is not None
     scores = pipeline.tags.scores(vector)[0]
     limits = pipeline.thresholds
-    chosen = set(select(scores, limits, config.tagging.top_k)[0])
+    picked = select(scores, limits, config.tagging.top_k)[0]
+    chosen = set(picked)
+    implied: dict[str, str] = {}  # a level expansion writes → the predicted tag below it
+    for index in picked:
+        for level in pipeline.expansion.levels.get(pipeline.tags.keywords[index], ()):
+            implied.setdefault(level, pipeline.tags.keywords[index])
     override = pipeline.overrides.for_path(path)
     print(f"{path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
           f"model {pipeline.model.identity}")
@@ -375,6 +380,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             verdict = "added by an override"
         elif index in chosen:
             verdict = "TAGGED"
+        elif keyword in implied:
+            verdict = f"TAGGED: a level above {implied[keyword]}"
         elif scores[index] > limits[index]:
             verdict = "above threshold, beyond top_k"
         else:
@@ -386,6 +393,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for keyword in override.add:
         if keyword not in pipeline.tags.keywords:
             print(f"{'':>5}  {'':>7}  {keyword:<40} added by an override")
+    for keyword, below in implied.items():
+        if keyword not in pipeline.tags.keywords and keyword not in override.remove:
+            print(f"{'':>5}  {'':>7}  {keyword:<40} TAGGED: a level above {below}")
     return 0
 
 
@@ -412,6 +422,7 @@ def cmd_tags_check(args: argparse.Namespace) -> int:
     nested = sum(bool(tag.parents) for tag in vocabulary.tags)
     print(f"{path}: {len(vocabulary.tags)} tags, {prompts} prompts ({encoded} encoded now, "
           f"{prompts - encoded} cached), {own} with their own threshold, {nested} with a parent")
+    _print_hierarchy(vocabulary)
     pairs = near_duplicates(pipeline.tags)
     if pairs:
         plural = "" if len(pairs) == 1 else "s"
@@ -422,6 +433,22 @@ def cmd_tags_check(args: argparse.Namespace) -> int:
     else:
         print(f"no near-duplicates (no two tags with text cosine >= {NEAR_DUPLICATE})")
     return 0
+
+
+def _print_hierarchy(vocabulary: Vocabulary) -> None:
+    """Where the list sits in WordNet: the levels it gained, its deepest path, and (a plain list
+    with expansion on) the tags WordNet could not place, with the reason."""
+    if vocabulary.ancestors:
+        levels = ", ".join(sorted(tag.keyword for tag in vocabulary.ancestors))
+        print(f"levels above the tags, named by the photo vocabulary (written by expansion): {levels}")
+    deepest = max(vocabulary.tags, key=lambda tag: len(tag.parents))
+    if deepest.parents:
+        print(f"deepest path: {deepest.path}")
+    if vocabulary.unplaced:
+        print(f"not placed in WordNet: {len(vocabulary.unplaced)} tags stay flat (expansion adds nothing "
+              "to them; a .toml list can name each one's synset):")
+        for line in vocabulary.unplaced:
+            print(f"  {line}")
 
 
 # -- export --------------------------------------------------------------------------------------
@@ -441,7 +468,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         store.close()
     assert pipeline.vocabulary is not None and pipeline.tags is not None
     thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
-    results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k)
+    results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k, pipeline.expansion)
     for path, reason in sorted(missing.items()):
         print(f"{path}: not exported: {reason}", file=sys.stderr)
     render = render_json if args.format == "json" else render_csv
