@@ -71,7 +71,7 @@ from tagwatch.keys import JPEG_SUFFIXES
 from tagwatch.model import ClipModel, load_model, model_identity, resolve_precision
 from tagwatch.store import DONE, FAILED, VECTOR_DTYPE, Store
 from tagwatch.tagger import TagMatrix, normalize, predict
-from tagwatch.vocabulary import Vocabulary, load_vocabulary
+from tagwatch.vocabulary import Vocabulary, load_configured
 
 REPO = Path(__file__).resolve().parents[1]
 # Debian's mate-backgrounds: its nature/ folder holds real photographs (abstract/ and desktop/ do not)
@@ -915,7 +915,7 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
     """(b), (c), (d) in this process; leaves the text vectors in ``template_db`` for the subprocesses."""
     say("loading the model (random weights)")
     clip = load_model(model_config())
-    vocabulary = load_vocabulary(builtin_tag_list("imagenet-1k"), TaggingConfig().templates)
+    vocabulary = load_configured(builtin_tag_list(), TaggingConfig())  # what the daemon loads
     prompts = vocabulary.prompts()
     say(f"(c) text vectors for {len(prompts)} prompts")
     vectors = bench_text(report, clip, prompts, args.repeat)

@@ -23,7 +23,8 @@ photos of a class WordNet cannot place count only when the prediction is exactly
 ``labels``: a CSV whose first column is a photo (relative to the CSV's folder) and whose other
 columns hold its labels, several per cell separated by ``;`` (an optional header row starts with
 ``file``, ``path`` or ``image``).  The photos are tagged as the daemon would tag them (each tag's own
-threshold where the tag list has one, else ``tagging.threshold``; at most ``top_k``) and
+threshold where the tag list has one, else ``tagging.threshold``; at most ``top_k``; the levels that
+expansion adds are left out, so each tag is judged on its own score) and
 precision, recall and F1 are printed for the global threshold, for the per-tag thresholds when the
 list has any, and per tag, with each tag's average precision and their mean (mAP).
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from tagwatch.cli import main as cli_main
 from tagwatch.config import TaggingConfig, builtin_tag_list, load_config
 from tagwatch.tagger import Expansion
 from tagwatch.vocabulary import Vocabulary, load_configured, load_vocabulary
@@ -97,3 +98,13 @@ def test_a_synset_and_the_stop_list_shape_the_hierarchy(tmp_path: Path) -> None:
     rich.write_text('[[tag]]\nkeyword = "dog"\nsynset = "dog.n.99"\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"tags\.toml:1: synset 'dog\.n\.99': 'dog' has 7 noun senses"):
         load_configured(rich, TaggingConfig())
+
+
+def test_tags_senses_shows_each_meaning_to_pick_a_synset(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["tags", "senses", "crane", "Golden Retrievers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "crane: 5 noun senses (ambiguous: 5 noun senses, none dominant)"
+    assert any(line.split()[:2] == ["crane.n.05", "n02012849"] and "(under wading bird < aquatic bird < bird"
+               in line for line in lines)
+    assert lines[-2] == "Golden Retrievers: 1 noun sense (a plain list uses golden_retriever.n.01)"
+    assert lines[-1].split()[:3] == ["*", "golden_retriever.n.01", "n02099601"]

@@ -451,6 +451,30 @@ def _print_hierarchy(vocabulary: Vocabulary) -> None:
             print(f"  {line}")
 
 
+def cmd_tags_senses(args: argparse.Namespace) -> int:
+    """Each noun sense of each word, with the path above it, so a rich list can name the right one
+    (``synset = "crane.n.05"``, the bird); the sense a plain list would use is marked."""
+    from .wordnet import WordNet
+
+    wordnet = WordNet()
+    for word in args.words:
+        match = wordnet.match(word)
+        forms = wordnet.base_forms(word)
+        offsets = list(dict.fromkeys(o for form in forms for o, _ in wordnet.senses(form)))
+        if not offsets:
+            print(f"{word}: {match.reason}")
+            continue
+        verdict = f"a plain list uses {wordnet.name(match.synset)}" if match.synset else match.reason
+        print(f"{word}: {len(offsets)} noun sense{'s' if len(offsets) > 1 else ''} ({verdict})")
+        for offset in offsets:
+            synset = wordnet.synset(offset)
+            above = " < ".join(s.lemmas[0] for s in reversed(wordnet.path(synset)[-6:-1]))
+            mark = "*" if match.synset == synset else " "
+            print(f" {mark} {wordnet.name(synset):<24} {synset.wnid}  {', '.join(synset.lemmas)}"
+                  + (f"  (under {above})" if above else ""))
+    return 0
+
+
 # -- export --------------------------------------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -676,6 +700,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="validate a tag list (.txt or .toml) and report near-duplicate tags")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=cmd_tags_check)
+    senses = tags_sub.add_parser("senses", parents=[common],
+                                 help="a word's WordNet noun senses, to name one as a tag's synset")
+    senses.add_argument("words", nargs="+", metavar="WORD")
+    senses.set_defaults(func=cmd_tags_senses)
 
     init = sub.add_parser("init", parents=[common], help="write a commented starter config")
     init.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to watch")
