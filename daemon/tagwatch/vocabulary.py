@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hierarchy
+from .wordnet import WordNet, WordNetError
 
 IPTC_KEYWORD_BYTES = 64
 RICH_SUFFIX = ".toml"
@@ -130,8 +131,6 @@ def parse_tag_list(text: str, templates: tuple[str, ...], source: Path, *, place
     warnings = _duplicate_warnings(source, first_line, duplicates)
     if not place:
         return Vocabulary(tuple(tags), source, warnings)
-    from .wordnet import WordNet
-
     wordnet = WordNet()
     entries: dict[str, _Entry] = {}
     unplaced: list[str] = []
@@ -281,8 +280,8 @@ def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path, *,
     """Parse the ``.toml`` format; ``templates`` (unless the file sets its own) make the prompts of
     tags without their own and of every synonym.
 
-    A tag naming a ``synset`` and no ``parent`` gets its nearest WordNet ancestor that is a concept
-    (see :mod:`hierarchy`) as its parent; ``stop`` names the levels never used.  With
+    A tag naming a ``synset`` and no ``parent`` gets its most specific WordNet ancestor that is a
+    concept (see :mod:`hierarchy`) as its parent; ``stop`` names the levels never used.  With
     ``wordnet_synonyms = true`` the synset's other words join each tag's synonyms.
     """
     document = read_toml(text, source, VocabularyError)
@@ -321,8 +320,6 @@ def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path, *,
         raise VocabularyError(f"{source}: the tag list holds no tags")
     extra: dict[str, _Entry] = {}
     if any(e.reference is not None for e in entries.values()):
-        from .wordnet import WordNet, WordNetError
-
         wordnet = WordNet()
         for entry in entries.values():
             if entry.reference is None:
@@ -346,7 +343,7 @@ def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path, *,
                       _levels(extra, entries))
 
 
-def _derive(entries: dict[str, _Entry], wordnet: Any, stop: Collection[str],
+def _derive(entries: dict[str, _Entry], wordnet: WordNet, stop: Collection[str],
             source: Path) -> dict[str, _Entry]:
     """WordNet parents for the entries with a synset and no ``parent`` (set in place); returns the
     levels above them that are no entry of the list, as entries of their own."""
