@@ -66,8 +66,8 @@ from PIL import Image, ImageOps
 
 from rclip_beside import RclipError, export_model, index_with_rclip, rclip_version
 from tagwatch.config import PRECISIONS, ModelConfig, TaggingConfig, builtin_tag_list
+from tagwatch.formats import JPEG_SUFFIXES
 from tagwatch.imaging import prepare, to_array
-from tagwatch.keys import JPEG_SUFFIXES
 from tagwatch.model import ClipModel, load_model, model_identity, resolve_precision
 from tagwatch.store import DONE, FAILED, VECTOR_DTYPE, Store
 from tagwatch.tagger import TagMatrix, normalize, predict

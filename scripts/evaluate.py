@@ -51,8 +51,9 @@ from typing import Any
 import numpy as np
 
 from tagwatch.config import Config, ConfigError, load_config
-from tagwatch.keys import IMAGE_SUFFIXES
-from tagwatch.model import LazyModel, ModelError
+from tagwatch.encoder import LazyModel
+from tagwatch.formats import IMAGE_SUFFIXES
+from tagwatch.model import ModelError
 from tagwatch.pipeline import Pipeline
 from tagwatch.scoring import (
     chosen_matrix,

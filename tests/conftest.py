@@ -16,14 +16,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tagwatch.config import ModelConfig, TaggingConfig, WriteConfig
+from tagwatch.encoder import LazyModel
 from tagwatch.metadata import ExifTool, KeywordWriter
-from tagwatch.model import LazyModel
 from tagwatch.pipeline import Pipeline
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
@@ -159,7 +160,7 @@ class Env:
     def encoded(self) -> int:
         return self.store.stats(self.model.identity)["encoded"]
 
-    def run(self, *paths: Path, **kwargs: bool) -> dict[str, str]:
+    def run(self, *paths: Path, **kwargs: object) -> dict[str, str]:
         outcomes = self.pipeline.process([str(p) for p in paths], **kwargs)
         return {Path(o.path).name: o.status for o in outcomes}
 
@@ -323,3 +324,11 @@ def corpus_files() -> list[Path]:
     assert CORPUS.is_dir(), f"the shared metadata corpus is missing at {CORPUS} (set TAGWATCH_CORPUS)"
     return sorted(p for p in CORPUS.glob("*") if p.suffix.lower() in (".jpg", ".mpo"))
 
+
+
+@pytest.fixture(scope="session")
+def shapes_lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Three photos the test model knows, scanned once per worker (see ``shapes_lab.py``)."""
+    from shapes_lab import Lab
+
+    return Lab(tmp_path_factory.mktemp("lab"))

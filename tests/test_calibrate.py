@@ -13,11 +13,13 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from conftest import TAGS, exif_keywords, noise_jpeg, tagwatch, write_config
+from tagwatch.atomic import write_atomic
 from tagwatch.calibrate import (
     CalibrationError,
     calibrate,
@@ -26,7 +28,6 @@ from tagwatch.calibrate import (
     render_table,
     rich_from_plain,
     set_thresholds,
-    write_atomic,
 )
 from tagwatch.scoring import (
     average_precision,
@@ -123,9 +124,9 @@ def test_before_and_after_numbers_on_a_constructed_case(tmp_path: Path) -> None:
 
 def test_a_child_tags_examples_say_nothing_about_its_parent(tmp_path: Path) -> None:
     keywords = ["animal", "dog", "golden retriever"]
-    parents = {"golden retriever": "dog", "dog": "animal", "animal": None}
+    ancestors = {"golden retriever": ("animal", "dog"), "dog": ("animal",)}
     folders = {"golden retriever": ["g1"], "dog": ["d1", "g1"], "none": ["n1"]}
-    data = labels(folders, keywords, parents, tmp_path)
+    data = labels(folders, keywords, ancestors, tmp_path)
     g1, d1, n1 = (data.paths.index(p) for p in ("g1", "d1", "n1"))
     assert data.truth[g1].tolist() == [False, True, True]
     assert data.considered[g1].tolist() == [False, True, True]  # not a negative of animal
@@ -291,6 +292,44 @@ def test_calibrate_a_plain_list_writes_a_rich_twin_and_says_how_to_use_it(tmp_pa
     assert typo.returncode == 2
     assert typo.stderr.strip() == (f"tagwatch: error: {examples / 'beech'}: no tag with the keyword 'beech' "
                                    "in the tag list (did you mean 'beach'?)")
+
+
+HIERARCHY = """\
+[[tag]]
+keyword = "pet"
+
+[[tag]]
+keyword = "dog"
+parent = "pet"
+
+[[tag]]
+keyword = "golden retriever"
+parent = "dog"
+"""
+
+
+def test_calibrate_from_the_command_line_counts_no_child_example_as_a_negative_of_its_ancestors(
+        shapes_lab: Any, tmp_path: Path) -> None:
+    """A photo of a golden retriever is also a dog and a pet: it must not count against them.
+    (The command once read a ``parent`` attribute the tags do not have, so every child example was
+    counted as a negative of its parent and grandparent.)  Only the folders matter here, not what
+    the photos show: they are copies of the lab's, whose vectors are cached."""
+    hierarchy = tmp_path / "tags.toml"
+    hierarchy.write_text(HIERARCHY, encoding="utf-8")
+    examples = tmp_path / "examples"
+    photos = sorted(shapes_lab.library.iterdir())
+    for name, count in {"pet": 1, "dog": 2, "golden retriever": 1, "none": 2}.items():
+        (examples / name).mkdir(parents=True)
+        for i in range(count):
+            shutil.copy(photos[i], examples / name / f"{i}.jpg")
+    result = tagwatch("calibrate", "--dry-run", "--tags", str(hierarchy), str(examples),
+                      "--config", str(shapes_lab.config))
+    assert result.returncode == 0, result.stderr
+    assert "6 example photos (0 encoded now" in result.stdout
+    rows = {keyword: re.split(r"\s{2,}", line.strip())[1:3] for line in result.stdout.splitlines()
+            for keyword in ("pet", "dog", "golden retriever") if line.startswith(keyword + " ")}
+    # positives, negatives: pet's negatives are none/ only; dog's are pet/ and none/
+    assert rows == {"pet": ["1", "2"], "dog": ["2", "3"], "golden retriever": ["1", "5"]}
 
 
 TAGS_TOML = """\

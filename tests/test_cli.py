@@ -104,7 +104,7 @@ def test_checkpoint_and_random_weights_load_through_the_config_path(tiny_checkpo
 
 
 def test_an_idle_model_is_unloaded_and_comes_back_on_demand(tiny_checkpoint: Path) -> None:
-    from tagwatch.model import LazyModel
+    from tagwatch.encoder import LazyModel
 
     lazy = LazyModel(ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint)))
     before = lazy.get().encode_texts(["a dog"])

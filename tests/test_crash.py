@@ -27,9 +27,9 @@ from PIL import Image
 
 from conftest import TAGS, Daemon, exif_keywords, noise_jpeg, wait_for, write_config
 from tagwatch.config import load_config
-from tagwatch.keys import content_key, jpeg_key
+from tagwatch.encoder import LazyModel
+from tagwatch.formats import content_key, jpeg_key
 from tagwatch.metadata import is_temp_file
-from tagwatch.model import LazyModel
 from tagwatch.pipeline import Pipeline
 from tagwatch.store import Store
 from tagwatch.vocabulary import load_vocabulary

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TAGS, Daemon, exif_keywords, noise_jpeg, status, wait_for, write_config
-from tagwatch.keys import jpeg_key
+from tagwatch.formats import jpeg_key
 from tagwatch.metadata import is_temp_file
 
 

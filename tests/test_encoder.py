@@ -21,8 +21,9 @@ import pytest
 
 from conftest import REPO, TINY_CONFIG, Daemon, exif_keywords, noise_jpeg, wait_for, write_config
 from tagwatch.config import ModelConfig, TaggingConfig
+from tagwatch.encoder import LazyModel
 from tagwatch.imaging import prepare
-from tagwatch.model import LazyModel, ModelError, load_model
+from tagwatch.model import ModelError, load_model
 from tagwatch.pipeline import Pipeline
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
@@ -211,7 +212,7 @@ def test_the_encoder_dies_with_its_parent(tmp_path: Path, tiny_checkpoint: Path)
     script = (
         "import os, signal, sys\n"
         "from tagwatch.config import ModelConfig\n"
-        "from tagwatch.model import LazyModel\n"
+        "from tagwatch.encoder import LazyModel\n"
         f"lazy = LazyModel(ModelConfig(name={str(TINY_CONFIG)!r}, pretrained={str(tiny_checkpoint)!r}))\n"
         "print(lazy.get().pid, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from conftest import REPO, write_config
 from tagwatch.config import load_config
-from tagwatch.keys import content_key
+from tagwatch.formats import content_key
 from tagwatch.model import model_identity
 from tagwatch.store import Store
 from tagwatch.tagger import normalize

@@ -6,23 +6,27 @@ above them that no photo can score (threshold 1.0): ``colour`` above the colours
 expansion adds the levels, the hierarchical fields get their paths, ``untag`` takes out exactly
 what tagwatch wrote, and changing the expansion or the list re-scores the cached vector without
 encoding the photo again.  Also here: parent-level accuracy in ``scripts/evaluate.py``, and what
-``tags check`` says of a plain list that WordNet places in part.
+``tags check`` says of a plain list that WordNet places in part, and the levels ``explain`` and
+``export`` show.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import evaluate
 import synthetic
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env, shared_model, write_config
+from tagwatch.cli import explain, export
 from tagwatch.cli import main as cli_main
 from tagwatch.config import TaggingConfig, load_config
-from tagwatch.pipeline import TAGGED, UNTAGGED_
+from tagwatch.outcomes import Status
 from tagwatch.store import Store
 from tagwatch.tagger import Expansion
 from tagwatch.vocabulary import Tag, Vocabulary, load_configured
@@ -93,7 +97,7 @@ def test_expansion_writes_the_levels_and_untag_takes_out_exactly_them(env: Env, 
     vocabulary = use(env, SHAPES_LIST, tagging)
     assert {t.keyword: t.path for t in vocabulary.tags}["square"] == "shape|polygon|square"
     photo = red_square(tmp_path / "in")
-    assert env.run(photo) == {"red-square.jpg": TAGGED}
+    assert env.run(photo) == {"red-square.jpg": Status.TAGGED}
 
     flat = {"red", "square", "colour", "polygon", "shape"}  # predicted, then expanded
     paths = {"colour|red", "shape|polygon|square", "colour", "shape|polygon", "shape"}
@@ -105,7 +109,7 @@ def test_expansion_writes_the_levels_and_untag_takes_out_exactly_them(env: Env, 
     ledger = env.store.ledger(env.store.file(str(photo)).id)
     assert set(ledger) == flat  # the ledger owns the levels like any keyword of ours
 
-    assert env.pipeline.untag(str(photo)).status == UNTAGGED_
+    assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
     assert fields(photo) == PERSONS  # all of ours out, the person's untouched, in every field
 
 
@@ -193,3 +197,55 @@ def test_tags_check_names_the_levels_and_the_words_wordnet_cannot_place(
         f"  {tags}:2: 'crane': ambiguous: 5 noun senses, none dominant",
         f"  {tags}:3: 'xyzzy': not a noun in WordNet 3.0",
     ]
+
+
+# A stand-in the test model can see: "golden retriever" scored with red's prompt, so the red circle
+# predicts it and expansion adds "dog" (a tag of the list, scored low) and "animal" (no tag of it,
+# a level the photo vocabulary names).  Every prompt is one the shapes lab has cached.
+STAND_IN = """
+[[tag]]
+keyword = "golden retriever"
+prompts = ["a photo of a red."]
+synset = "golden_retriever.n.01"
+
+[[tag]]
+keyword = "dog"
+synset = "dog.n.01"
+
+[[tag]]
+keyword = "circle"
+"""
+
+
+@pytest.mark.parametrize("expand", ["parents", "none"])
+def test_explain_and_export_show_the_levels_expansion_writes(shapes_lab: Any, tmp_path: Path,
+                                                            expand: str) -> None:
+    """What ``explain`` and ``export`` print is what the daemon writes: the levels above a tagged
+    tag, each saying which tag it comes from; with ``expand = "none"`` none of them.  The lab's
+    database has every vector, so neither command starts the model."""
+    conf = tmp_path / "conf"
+    (conf / "state").mkdir(parents=True)
+    shutil.copy(shapes_lab.config.parent / "state" / "tagwatch.db", conf / "state" / "tagwatch.db")
+    (conf / "tags.toml").write_text(STAND_IN, encoding="utf-8")
+    text = shapes_lab.config.read_text(encoding="utf-8").replace('tags = "tags.txt"', 'tags = "tags.toml"')
+    (conf / "config.toml").write_text(text.replace("[tagging]\n", f'[tagging]\nexpand = "{expand}"\n'),
+                                      encoding="utf-8")
+    config = load_config(conf / "config.toml")
+    photo = str(shapes_lab.library / "red-circle.jpg")
+
+    # rank and score, keyword, verdict: columns of "    1  +0.6512  golden retriever       TAGGED"
+    lines = explain.render(explain.explain(config, photo), config).splitlines()[1:]
+    shown = {line[16:56].strip(): (line[:16].split(), line[57:]) for line in lines}
+    assert shown["golden retriever"][1] == shown["circle"][1] == "TAGGED"
+    results, missing = export.export(config, [photo])
+    assert missing == {}
+    (exported,) = results
+    score = dict(exported.tags)["golden retriever"]
+    if expand == "parents":
+        rank, verdict = shown["dog"]
+        assert len(rank) == 2 and verdict == "TAGGED: a level above golden retriever"  # scored, ranked
+        assert shown["animal"] == ([], "TAGGED: a level above golden retriever")  # no tag: no score
+        assert exported.tags[2:] == [("dog", score), ("animal", score)]  # after the predictions
+    else:
+        assert shown["dog"][1] == "" and "animal" not in shown
+        assert sorted(k for k, _ in exported.tags) == ["circle", "golden retriever"]

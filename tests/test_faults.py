@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Daemon, exif_keywords, noise_jpeg, wait_for, write_config
-from tagwatch.activity import state_path
+from tagwatch.status import state_path
 
 PR_CAPBSET_DROP = 24
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SETPCAP = 1, 2, 8

@@ -19,8 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import corpus_files, noise_jpeg
-from tagwatch.imaging import Preprocess, load_rgb, prepare, to_array
-from tagwatch.keys import (
+from tagwatch.formats import (
     EMBEDDABLE_SUFFIXES,
     IMAGE_SUFFIXES,
     JPEG_SUFFIXES,
@@ -31,6 +30,7 @@ from tagwatch.keys import (
     png_key,
     raw_key,
 )
+from tagwatch.imaging import Preprocess, load_rgb, prepare, to_array
 from tagwatch.metadata import ExifTool
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

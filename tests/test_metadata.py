@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, exif_keywords, noise_jpeg
-from tagwatch.keys import jpeg_key
+from tagwatch.formats import jpeg_key
 from tagwatch.metadata import ExifTool, FileChanged, KeywordWriter, MetadataError, is_temp_file
 
 

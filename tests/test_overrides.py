@@ -12,8 +12,8 @@ import pytest
 
 from conftest import Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
 from tagwatch.config import TaggingConfig
+from tagwatch.outcomes import Status
 from tagwatch.overrides import Override, OverridesError, parse_overrides
-from tagwatch.pipeline import TAGGED
 from tagwatch.store import USER
 from test_ownership import person_tags
 
@@ -127,7 +127,7 @@ add = ["keep me"]
     env.use(["beach", "forest", "mountain"], env.pipeline.tagging)
     predicted = {Path(o.path).name: [k for k, _ in o.tags]
                  for o in env.pipeline.process([str(holiday), str(other)], dry_run=True)}
-    assert env.run(holiday, other) == {"a.jpg": TAGGED, "b.jpg": TAGGED}
+    assert env.run(holiday, other) == {"a.jpg": Status.TAGGED, "b.jpg": Status.TAGGED}
     assert dropped not in predicted["a.jpg"]
     assert keywords_in(holiday) == set(predicted["a.jpg"])
     assert {"holiday", "Anna"} <= keywords_in(holiday) and "keep me" in keywords_in(other)

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import Env, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import TaggingConfig, WriteConfig
-from tagwatch.pipeline import TAGGED, UNCHANGED, Move
+from tagwatch.outcomes import Status
+from tagwatch.queue import Move
 from tagwatch.store import UNTAGGED
 from tagwatch.vocabulary import parse_rich_tag_list
 
@@ -40,7 +41,7 @@ def test_sync_drops_our_beach_and_keeps_the_persons(tmp_path: Path, tiny_checkpo
         theirs = person_tags(noise_jpeg(tmp_path / "in" / "theirs.jpg", seed=1), "beach", "Anna")
         ours = noise_jpeg(tmp_path / "in" / "ours.jpg", seed=2)
         before = keyword_sets(theirs, ours)
-        assert env.run(theirs, ours) == {"theirs.jpg": TAGGED, "ours.jpg": TAGGED}
+        assert env.run(theirs, ours) == {"theirs.jpg": Status.TAGGED, "ours.jpg": Status.TAGGED}
         assert keyword_sets(theirs, ours) == [({"beach", "Anna", "forest"},) * 2, ({"beach", "forest"},) * 2]
         encoded = env.encoded()
         env.use(["forest", "mountain"])  # the edit drops beach
@@ -55,8 +56,9 @@ def test_sync_drops_our_beach_and_keeps_the_persons(tmp_path: Path, tiny_checkpo
             assert env.pipeline.untag(str(photo)).status == "untagged"
         assert keyword_sets(theirs, ours) == before  # exactly as they were before tagwatch
         assert env.store.file(str(ours)).state == UNTAGGED
-        assert env.run(ours) == {"ours.jpg": UNCHANGED}  # the daemon leaves it alone now
-        assert env.run(ours, retry_failed=True) == {"ours.jpg": TAGGED}  # `scan` names it: tagged again
+        assert env.run(ours) == {"ours.jpg": Status.UNCHANGED}  # the daemon leaves it alone now
+        # `scan` names it: tagged again
+        assert env.run(ours, retry_failed=True) == {"ours.jpg": Status.TAGGED}
     finally:
         env.close()
 
@@ -96,7 +98,7 @@ def test_a_renamed_photo_takes_its_sidecar_along(tmp_path: Path, tiny_checkpoint
         assert env.pipeline.apply([Move(str(photo), str(renamed))]) == []
         assert not old_sidecar.exists()
         assert set(exif_keywords(writer.sidecar_for(renamed))["xmp"]) == {"beach", "forest"}
-        assert env.run(renamed) == {"beach day.jpg": UNCHANGED}  # nothing to re-encode or rewrite
+        assert env.run(renamed) == {"beach day.jpg": Status.UNCHANGED}  # nothing to re-encode or rewrite
     finally:
         env.close()
 

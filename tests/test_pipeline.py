@@ -15,9 +15,14 @@ import pytest
 
 from conftest import TAGS, TINY_CONFIG, Env, exif_keywords, noise_jpeg, read_only_folder
 from tagwatch.config import ModelConfig, TaggingConfig
-from tagwatch.model import LazyModel
-from tagwatch.pipeline import FAILED_, GONE, RETRY, TAGGED, UNCHANGED, BatchQueue, Delete, Move, Pipeline
+from tagwatch.encoder import LazyModel
+from tagwatch.formats import content_key
+from tagwatch.metadata import FileChanged
+from tagwatch.outcomes import Status
+from tagwatch.pipeline import Pipeline
+from tagwatch.queue import BatchQueue, Delete, Move
 from tagwatch.vocabulary import parse_tag_list
+from tagwatch.writeback import WriteJob, write_file
 
 ALL_TAGS = TaggingConfig(threshold=-1.0, top_k=len(TAGS))
 
@@ -35,7 +40,7 @@ def photos(folder: Path, count: int, first_seed: int = 0) -> list[Path]:
 
 def test_photos_get_keywords_and_are_encoded_once(env: Env, tmp_path: Path) -> None:
     files = photos(tmp_path / "in", 4)
-    assert env.run(*files) == {f.name: TAGGED for f in files}
+    assert env.run(*files) == {f.name: Status.TAGGED for f in files}
     assert env.encoded() == 4
     for f in files:
         found = exif_keywords(f)
@@ -44,7 +49,7 @@ def test_photos_get_keywords_and_are_encoded_once(env: Env, tmp_path: Path) -> N
         row = env.store.file(str(f))
         assert list(row.tags) == found["iptc"]
         assert sorted(env.store.ledger(row.id)) == sorted(found["iptc"])  # all ours
-    assert env.run(*files) == {f.name: UNCHANGED for f in files}
+    assert env.run(*files) == {f.name: Status.UNCHANGED for f in files}
     assert env.encoded() == 4
 
 
@@ -56,14 +61,14 @@ def test_rename_copy_and_metadata_edit_never_re_encode(env: Env, tmp_path: Path)
     moved.parent.mkdir()
     os.rename(a, moved)
     assert env.pipeline.apply([Move(str(a), str(moved))]) == []  # the store knew it: row follows
-    assert env.run(moved) == {"moved.jpg": UNCHANGED}
+    assert env.run(moved) == {"moved.jpg": Status.UNCHANGED}
     copy = tmp_path / "elsewhere" / "copy.jpg"
     copy.parent.mkdir()
     shutil.copy2(moved, copy)  # unknown path, known pixels
-    assert env.run(copy) == {"copy.jpg": TAGGED}
+    assert env.run(copy) == {"copy.jpg": Status.TAGGED}
     subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=edited", "-EXIF:Artist=Me",
                     str(b)], check=True)
-    assert env.run(b) == {"p1.jpg": TAGGED}  # re-checked, found by content key
+    assert env.run(b) == {"p1.jpg": Status.TAGGED}  # re-checked, found by content key
     assert env.encoded() == 2
     assert exif_keywords(copy)["iptc"] == keywords
 
@@ -72,7 +77,7 @@ def test_new_pixels_are_encoded_again(env: Env, tmp_path: Path) -> None:
     (photo,) = photos(tmp_path / "in", 1)
     env.run(photo)
     noise_jpeg(photo, seed=99)
-    assert env.run(photo) == {"p0.jpg": TAGGED}
+    assert env.run(photo) == {"p0.jpg": Status.TAGGED}
     assert env.encoded() == 2
 
 
@@ -80,7 +85,7 @@ def test_duplicate_pixels_in_one_batch_are_encoded_once(env: Env, tmp_path: Path
     (photo,) = photos(tmp_path / "in", 1)
     twin = tmp_path / "in" / "twin.jpg"
     shutil.copyfile(photo, twin)
-    assert env.run(photo, twin) == {"p0.jpg": TAGGED, "twin.jpg": TAGGED}
+    assert env.run(photo, twin) == {"p0.jpg": Status.TAGGED, "twin.jpg": Status.TAGGED}
     assert env.encoded() == 1
 
 
@@ -141,8 +146,8 @@ def test_bad_files_give_one_line_each_and_good_ones_still_get_tagged(
         os.utime(f, (old, old))
     with caplog.at_level(logging.INFO, logger="tagwatch"):
         result = env.run(truncated, empty, text, vanished, good)
-    assert result == {"truncated.jpg": FAILED_, "empty.jpg": FAILED_, "text.jpg": FAILED_,
-                      "vanished.jpg": GONE, "good.jpg": TAGGED}
+    assert result == {"truncated.jpg": Status.FAILED, "empty.jpg": Status.FAILED, "text.jpg": Status.FAILED,
+                      "vanished.jpg": Status.GONE, "good.jpg": Status.TAGGED}
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [
         f"{vanished}: skipped: file vanished before it could be read",
@@ -152,9 +157,9 @@ def test_bad_files_give_one_line_each_and_good_ones_still_get_tagged(
     ]
     assert env.store.file(str(text)).error == "not an image format tagwatch reads"
     # an unchanged bad file is not retried; once it changes, it is
-    assert env.run(text) == {"text.jpg": UNCHANGED}
+    assert env.run(text) == {"text.jpg": Status.UNCHANGED}
     noise_jpeg(text, seed=3)
-    assert env.run(text) == {"text.jpg": TAGGED}
+    assert env.run(text) == {"text.jpg": Status.TAGGED}
 
 
 def test_a_write_that_fails_leaves_the_photo_and_claims_no_keyword(env: Env, tmp_path: Path,
@@ -162,15 +167,15 @@ def test_a_write_that_fails_leaves_the_photo_and_claims_no_keyword(env: Env, tmp
     (photo,) = photos(tmp_path / "locked", 1)
     before = photo.read_bytes()
     with read_only_folder(photo.parent), caplog.at_level(logging.WARNING, logger="tagwatch"):
-        assert env.run(photo) == {"p0.jpg": FAILED_}
+        assert env.run(photo) == {"p0.jpg": Status.FAILED}
         assert photo.read_bytes() == before and os.listdir(photo.parent) == ["p0.jpg"]
-        assert env.run(photo) == {"p0.jpg": UNCHANGED}  # reported once, not retried in a loop
+        assert env.run(photo) == {"p0.jpg": Status.UNCHANGED}  # reported once, not retried in a loop
     row = env.store.file(str(photo))
     assert row.error.startswith(f"keywords not written: cannot create a file in {photo.parent}: ")
     assert env.store.ledger(row.id) == []  # the write-ahead entries went with the failed write
     assert [r.getMessage() for r in caplog.records] == [f"{photo}: skipped: {row.error}"]
     # a permission problem is cured by a chmod, which leaves the file's size and time alone
-    assert env.run(photo) == {"p0.jpg": TAGGED}
+    assert env.run(photo) == {"p0.jpg": Status.TAGGED}
 
 
 def test_other_formats_are_tagged_through_a_sidecar(env: Env, tmp_path: Path) -> None:
@@ -182,12 +187,12 @@ def test_other_formats_are_tagged_through_a_sidecar(env: Env, tmp_path: Path) ->
     for f in files:
         source.save(f)
     before = {f: f.read_bytes() for f in files}
-    assert env.run(*files) == {f.name: TAGGED for f in files}
+    assert env.run(*files) == {f.name: Status.TAGGED for f in files}
     for f in files:
         assert f.read_bytes() == before[f]  # never written into
         assert len(exif_keywords(folder / (f.name + ".xmp"))["xmp"]) == 3
     assert env.encoded() == 3
-    assert env.run(*files) == {f.name: UNCHANGED for f in files}  # a sidecar write is not a change
+    assert env.run(*files) == {f.name: Status.UNCHANGED for f in files}  # a sidecar write is not a change
 
 
 def test_symlinks_are_not_followed(env: Env, tmp_path: Path) -> None:
@@ -196,7 +201,7 @@ def test_symlinks_are_not_followed(env: Env, tmp_path: Path) -> None:
     link = tmp_path / "in" / "link.jpg"
     link.parent.mkdir()
     link.symlink_to(target)
-    assert env.run(link) == {"link.jpg": FAILED_}
+    assert env.run(link) == {"link.jpg": Status.FAILED}
     assert env.store.file(str(link)).error == "a symbolic link (not followed)"
     assert link.is_symlink() and target.read_bytes() == before
 
@@ -206,7 +211,8 @@ def test_a_file_name_that_is_not_utf8_is_reported_not_fatal(env: Env, tmp_path: 
     good = noise_jpeg(folder / "good.jpg", seed=1)
     latin1_name = os.fsdecode(bytes(folder) + b"/caf\xe9.jpg")
     shutil.copyfile(good, latin1_name)
-    assert env.run(Path(latin1_name), good) == {Path(latin1_name).name: FAILED_, "good.jpg": TAGGED}
+    assert env.run(Path(latin1_name), good) == {Path(latin1_name).name: Status.FAILED,
+                                                "good.jpg": Status.TAGGED}
 
 
 def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Path) -> None:
@@ -214,18 +220,49 @@ def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Pa
     partial = tmp_path / "in" / "partial.jpg"
     partial.parent.mkdir()
     partial.write_bytes(good[:2000])
-    assert env.run(partial, wait_for_writers=True) == {"partial.jpg": RETRY}
+    assert env.run(partial, wait_for_writers=lambda path: True) == {"partial.jpg": Status.RETRY}
     assert env.store.file(str(partial)) is None
-    assert env.run(partial) == {"partial.jpg": FAILED_}  # a one-shot scan does not wait
+    assert env.run(partial) == {"partial.jpg": Status.FAILED}  # a one-shot scan does not wait
     partial.write_bytes(good)
-    assert env.run(partial) == {"partial.jpg": TAGGED}
+    assert env.run(partial) == {"partial.jpg": Status.TAGGED}
+
+
+def test_the_write_runs_in_three_steps_that_another_engine_can_split(env: Env, tmp_path: Path) -> None:
+    """The Ray engine's driver records the ledger ahead, a worker writes the file, the driver records
+    it done: each step leaves the store as a crash right after it would find it."""
+    a, b = photos(tmp_path / "in", 2)
+    wb, rules, writer = env.pipeline.writeback, env.pipeline.rules, env.pipeline.writer
+    assert writer is not None
+    before = a.read_bytes()
+    job = WriteJob(str(a), content_key(before), os.lstat(a), [(TAGS[0], 0.3), (TAGS[1], 0.2)])
+    wb.plan_ahead(job, rules)
+    row = env.store.file(str(a))
+    assert row.state == "pending" and sorted(env.store.ledger(row.id)) == sorted(TAGS[:2])
+    assert a.read_bytes() == before  # planned and recorded, not written yet
+    st = write_file(writer, job)  # needs the file and exiftool only, never the store
+    assert sorted(exif_keywords(a)["iptc"]) == sorted(TAGS[:2])
+    outcome = wb.record_done(job, st, rules)
+    assert outcome.status == Status.TAGGED and sorted(outcome.added) == sorted(TAGS[:2])
+    assert env.store.file(str(a)).state == "done"
+    assert env.run(a) == {"p0.jpg": Status.UNCHANGED}
+
+    # A photo app saves between the plan and the write: nothing is replaced, the ledger is withdrawn
+    job = WriteJob(str(b), content_key(b.read_bytes()), os.lstat(b), [(TAGS[0], 0.3)])
+    wb.plan_ahead(job, rules)
+    assert env.store.ledger(env.store.file(str(b)).id) == [TAGS[0]]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=edited", str(b)], check=True)
+    with pytest.raises(FileChanged) as raised:
+        write_file(writer, job)
+    assert wb.failed(job, raised.value).status == Status.RETRY
+    assert env.store.ledger(env.store.file(str(b)).id) == []
+    assert not exif_keywords(b)["iptc"]
 
 
 def test_dry_run_writes_no_photo(env: Env, tmp_path: Path) -> None:
     (photo,) = photos(tmp_path / "in", 1)
     data = photo.read_bytes()
     outcomes = env.pipeline.process([str(photo)], dry_run=True)
-    assert [o.status for o in outcomes] == [TAGGED] and len(outcomes[0].tags) == 3
+    assert [o.status for o in outcomes] == [Status.TAGGED] and len(outcomes[0].tags) == 3
     assert all(-1.0 <= score <= 1.0 for _, score in outcomes[0].tags)
     assert photo.read_bytes() == data
     assert env.store.file(str(photo)) is None

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import Env, exif_keywords, noise_jpeg
 from tagwatch.config import TaggingConfig
-from tagwatch.pipeline import TAGGED
+from tagwatch.outcomes import Status
 from tagwatch.tagger import select, thresholds
 from tagwatch.vocabulary import (
     Vocabulary,
@@ -195,7 +195,7 @@ def test_a_tags_own_threshold_decides_whether_it_is_written(env: Env, tmp_path: 
                    else tag_block(w, threshold=observed[w] - 0.005) if w == worst
                    else tag_block(w) for w in words)
     use(env, text)  # global threshold -1: every tag without its own passes
-    assert env.run(photo) == {"p.jpg": TAGGED}
+    assert env.run(photo) == {"p.jpg": Status.TAGGED}
     assert keywords_in(photo) == set(words) - {best}
 
     # the global threshold now above every score: only the worst tag's own threshold lets it in

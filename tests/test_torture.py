@@ -7,8 +7,8 @@ trailers, multi-picture files, broken headers, files cut short.  Each is copied,
 keywords (two of them non-ASCII) through one long-lived exiftool, and compared with what a separate
 exiftool process read from an untouched twin: the keywords are exact in IPTC and XMP, the old ones are
 kept, every other tag (binary blocks byte for byte) is unchanged but for the normalisations listed in
-NORMALISED (the README's "What exiftool normalises"), the picture and everything after its EOI are
-byte-identical, and no file is left beside the photo.
+NORMALISED (docs/keywords.md, "What changes in a photo, byte by byte"), the picture and everything
+after its EOI are byte-identical, and no file is left beside the photo.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, corpus_files
-from tagwatch.keys import ImageError, jpeg_key
+from tagwatch.formats import ImageError, jpeg_key
 from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
 
 KEYWORDS = ["tagwatch", "Ünïcödé tag", "日本語", "beach"]
@@ -50,7 +50,7 @@ NORMALISED = {
     r"System:(Directory|FileSize|File\w+Date)": "the file system's record (and the twin's folder)",
 }
 ALLOWED = re.compile("|".join(f"(?:{pattern})" for pattern in NORMALISED))
-_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # as in tagwatch.keys
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # as in tagwatch.formats
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 

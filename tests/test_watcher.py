@@ -15,7 +15,7 @@ from watchdog.observers import Observer
 
 from conftest import noise_jpeg, wait_for
 from tagwatch.metadata import TEMP_MARKER
-from tagwatch.pipeline import Batch, BatchQueue, Delete, Move
+from tagwatch.queue import Batch, BatchQueue, Delete, Move
 from tagwatch.store import DONE, FAILED, Store
 from tagwatch.watcher import PathFilter, Watcher, reconcile
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import noise_jpeg
 from tagwatch.config import WriteConfig
-from tagwatch.keys import jpeg_key
+from tagwatch.formats import jpeg_key
 from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
 
 WORDS = ["beach", "Ünïcödé tag", "日本語"]
@@ -99,7 +99,7 @@ def test_a_sidecar_target_leaves_the_photo_byte_identical(tmp_path: Path, exifto
     assert photo.read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg", "p.xmp"]
     shown = readers(photo, tmp_path / "p.xmp")
-    # Apple Photos and Windows read no sidecar: the README says so for this target
+    # Apple Photos and Windows read no sidecar: docs/keywords.md says so for this target
     assert all(set(WORDS) <= shown[app] for app in ("digiKam", "Immich", "PhotoPrism")), shown
 
 

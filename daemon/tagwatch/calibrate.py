@@ -13,12 +13,10 @@ checked by parsing the result back before the file is atomically replaced.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import difflib
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .keys import IMAGE_SUFFIXES
+from .formats import IMAGE_SUFFIXES
 from .scoring import Counts, best_threshold, counts
 
 NEGATIVES = "none"  # the folder of photos that should get no tag at all
@@ -68,9 +66,10 @@ class Labels:
 
 
 def labels(folders: Mapping[str, Sequence[str]], keywords: Sequence[str],
-           parents: Mapping[str, str | None], root: Path) -> Labels:
+           ancestors: Mapping[str, Sequence[str]], root: Path) -> Labels:
     """The positives and negatives of each tag; a folder that names no tag is an error (a typo
-    would otherwise calibrate nothing and say nothing)."""
+    would otherwise calibrate nothing and say nothing).  ``ancestors`` maps a keyword to its
+    ancestors' keywords (a vocabulary tag's ``parents``); a keyword without any may be left out."""
     index = {k: i for i, k in enumerate(keywords)}
     for name in folders:
         if name != NEGATIVES and name not in index:
@@ -85,23 +84,13 @@ def labels(folders: Mapping[str, Sequence[str]], keywords: Sequence[str],
         if name == NEGATIVES:
             continue
         column = index[name]
-        ancestors = _ancestors(name, parents)
+        above = [index[a] for a in ancestors.get(name, ()) if a in index and a != name]
         for photo in photos:
             truth[row[photo], column] = True
-            for ancestor in ancestors:
-                considered[row[photo], index[ancestor]] = False
+            considered[row[photo], above] = False
     considered |= truth  # a photo filed under the parent too is its positive
     columns = [index[name] for name, photos in folders.items() if name != NEGATIVES and photos]
     return Labels(paths, truth, considered, sorted(columns))
-
-
-def _ancestors(keyword: str, parents: Mapping[str, str | None]) -> list[str]:
-    found: list[str] = []
-    parent = parents.get(keyword)
-    while parent is not None and parent not in found and parent != keyword:
-        found.append(parent)
-        parent = parents.get(parent)
-    return found
 
 
 # -- thresholds ----------------------------------------------------------------------------------
@@ -263,30 +252,3 @@ def rich_from_plain(keywords: Sequence[str], thresholds: Mapping[str, float], so
         for k in keywords]
     assert doc["tag"] == expected, "TOML writer round trip"
     return text
-
-
-def write_atomic(path: Path, text: str, like: Path | None = None) -> None:
-    """Replace ``path`` in one rename (a running daemon reloads it once, never half-written), with
-    its own permissions or, for a new file, those of ``like``; a symlink has its target replaced."""
-    target = path.resolve()
-    try:
-        mode = (target if target.exists() or like is None else like).stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o600
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)

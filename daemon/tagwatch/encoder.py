@@ -4,6 +4,8 @@ Importing torch costs ~500 MB of resident memory that the process never gives ba
 weights are freed; a daemon that idles for days would hold it for ever.  The model therefore runs in
 a child (``python -c ... tagwatch.encoder.main()``) that the daemon starts on the first batch and
 stops when the model unloads: the parent keeps only numpy, SQLite, the watcher and exiftool.
+:class:`LazyModel` is the daemon's handle on it: started on first use, ended when idle.  This module
+imports :mod:`tagwatch.model` (the child runs it); never the other way round.
 
 The parent talks to the child over its stdin and stdout: one frame per request or reply, a JSON
 header and a raw payload (the batch as float32, already decoded and normalised by the parent's
@@ -26,6 +28,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import json
 import logging
 import os
@@ -34,17 +39,19 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .config import ModelConfig
+from .config import ModelConfig, is_checkpoint_path
 from .exiftool import _spawner  # starts children from one long-lived thread, with PR_SET_PDEATHSIG
 from .imaging import Preprocess
-from .model import ModelError, model_identity
+from .model import RANDOM_WEIGHTS, ModelError, _is_config_file, _read_config_file, model_identity
 
 log = logging.getLogger(__name__)
 
@@ -374,3 +381,105 @@ def main() -> None:
             answer, vectors = {"ok": False, "error": _one_line(header, exc)}, None
         del payload
         _write_frame(replies, answer, vectors)
+
+
+# -- the daemon's lazy handle ------------------------------------------------------------------
+
+class LazyModel:
+    """The model in its child process (:mod:`tagwatch.encoder`), started on first use and ended when
+    idle, so the daemon's own process never imports torch."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+        self.identity = model_identity(cfg)
+        self._encoder: EncoderProcess | None = None
+        self._lock = threading.Lock()
+        self._last_used = time.monotonic()
+        self._users = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None and self._encoder.loaded
+
+    @property
+    def encoder(self) -> EncoderProcess | None:
+        """The child process, while there is one (for status figures and tests)."""
+        return self._encoder
+
+    def _child(self) -> EncoderProcess:
+        if self._encoder is None:
+            self._encoder = EncoderProcess(self.cfg)
+        return self._encoder
+
+    def validate(self) -> None:
+        """Check the model name and pretrained tag or file now, without loading any weights.
+
+        A model made of local files only (an architecture ``.json`` with a checkpoint or random
+        weights) is checked here without starting the child: importing open_clip (torch,
+        torchvision) takes 5-10 s on a busy machine, which every restart after a crash or a reboot
+        would pay before the daemon watches anything.  Anything else is checked in the child, which
+        stays, torch imported, for the first batch: the daemon's first photo does not pay the
+        imports twice.  Unused, it ends with the idle unload.
+        """
+        pretrained = self.cfg.pretrained
+        if _is_config_file(self.cfg.name) and (pretrained.lower() == RANDOM_WEIGHTS
+                                               or is_checkpoint_path(pretrained)):
+            _read_config_file(self.cfg.name)  # model_identity found both files
+            return
+        with self._lock:
+            self._last_used = time.monotonic()
+            encoder = self._child()
+        encoder.validate()
+
+    def get(self) -> EncoderProcess:
+        with self._lock:
+            encoder = self._child()
+            encoder.load()
+            self._last_used = time.monotonic()
+            return encoder
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[EncoderProcess]:
+        """The model, held for a whole batch: the idle job must not count a long batch as idle
+        time and unload (then reload) the weights under it."""
+        with self._lock:
+            self._users += 1
+        try:
+            yield self.get()
+        finally:
+            with self._lock:
+                self._users -= 1
+                self._last_used = time.monotonic()
+
+    def unload_if_idle(self, idle_seconds: float) -> bool:
+        """End the child once nothing asked for the model for ``idle_seconds``: a daemon idling for
+        days should not hold torch and the weights (~1 GB).  The next batch starts it again (seconds;
+        text vectors come from the store, so only images are encoded)."""
+        with self._lock:
+            idle = time.monotonic() - self._last_used
+            if self._encoder is None or self._users or idle < idle_seconds:
+                return False
+            encoder, self._encoder = self._encoder, None
+        was_loaded = encoder.loaded
+        encoder.close()
+        gc.collect()
+        _return_freed_memory()  # the decode buffers of the last batches
+        if was_loaded:
+            log.info("model unloaded after %.0f s without work", idle_seconds)
+        else:
+            log.debug("encoder process ended after %.0f s without work (the model was never loaded)",
+                      idle_seconds)
+        return True
+
+    def close(self) -> None:
+        """End the child now (the pipeline is done)."""
+        with self._lock:
+            encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            encoder.close()
+
+
+def _return_freed_memory() -> None:
+    """Ask glibc to give freed heap pages back to the system, so the RSS really drops."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): the allocator decides
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

@@ -20,7 +20,12 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from .faults import TransientError
+from .retry import TransientError
+
+# What a machine without exiftool is told, naming each system's package
+NOT_FOUND = ("exiftool not found on PATH; install it (Debian/Ubuntu: sudo apt install "
+             "libimage-exiftool-perl; Fedora: sudo dnf install perl-Image-ExifTool; "
+             "Arch: sudo pacman -S perl-image-exiftool; macOS: brew install exiftool)")
 
 
 class MetadataError(RuntimeError):
@@ -129,9 +134,7 @@ class ExifTool:
     def _start(self) -> subprocess.Popen[bytes]:
         exe = shutil.which(self.executable)
         if exe is None:
-            raise MetadataError(
-                "exiftool not found: install it (Debian/Ubuntu: apt-get install libimage-exiftool-perl; "
-                "macOS: brew install exiftool)")
+            raise MetadataError(NOT_FOUND)
         return _spawner.popen([exe, "-stay_open", "True", "-@", "-"])
 
     def execute(self, *args: str) -> tuple[str, str]:

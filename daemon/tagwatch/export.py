@@ -12,12 +12,13 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .keys import ImageError, content_key
+from .formats import ImageError, content_key
+from .freshness import is_unchanged
 from .scoring import choose
 from .store import Store
 from .tagger import Expansion, TagMatrix
@@ -31,13 +32,16 @@ class Exported:
     tags: list[tuple[str, float]]  # best first
 
 
-def cached_vectors(store: Store, model: str, paths: Sequence[str]) -> tuple[dict[str, np.ndarray],
-                                                                             dict[str, str]]:
-    """The cached vector of each photo, and for each photo without one the reason."""
+def cached_vectors(store: Store, model: str, paths: Sequence[str],
+                   advance: Callable[[int], None] = lambda count: None) -> tuple[dict[str, np.ndarray],
+                                                                                dict[str, str]]:
+    """The cached vector of each photo, and for each photo without one the reason; ``advance`` is
+    called as each photo is looked at (a progress bar)."""
     rows = store.files(paths)
     keys: dict[str, bytes] = {}
     missing: dict[str, str] = {}
     for path in paths:
+        advance(1)
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -47,8 +51,7 @@ def cached_vectors(store: Store, model: str, paths: Sequence[str]) -> tuple[dict
             missing[path] = f"cannot read: {exc.strerror}"
             continue
         row = rows.get(path)
-        if row is not None and row.key is not None and (row.size, row.mtime_ns) == (st.st_size,
-                                                                                  st.st_mtime_ns):
+        if row is not None and row.key is not None and is_unchanged(row, st):
             keys[path] = row.key
             continue
         try:

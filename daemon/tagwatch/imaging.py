@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .keys import ImageError, image_format
+from .formats import ImageError, image_format
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,12 @@
 """Read and write keywords with one long-lived exiftool process, replacing files atomically.
 
-Why exiftool and not iptcinfo3 (the card's choice): measured on 118 real JPEGs, iptcinfo3 garbled
+Why exiftool and not iptcinfo3 (rtag's choice): measured on 118 real JPEGs, iptcinfo3 garbled
 every non-ASCII keyword, lost other metadata in 15 files, crashed on 5 and left ``photo.jpg~`` beside
-every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exactly.  See README.
+every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exactly (docs/design.md).
 """
 
 from __future__ import annotations
 
-import errno
 import itertools
 import json
 import logging
@@ -18,10 +17,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import fsync_folder
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
-from .faults import TRANSIENT_ERRNOS
-from .keys import EMBEDDABLE_SUFFIXES
+from .formats import EMBEDDABLE_SUFFIXES
+from .retry import TRANSIENT_ERRNOS
 
 __all__ = ["ExifTool", "FileChanged", "KeywordWriter", "Keywords", "MetadataError", "StorageError",
            "WritePlan"]
@@ -66,19 +66,6 @@ def _as_list(value: object) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; file systems that cannot sync a folder (some FUSE and network
-    mounts answer EINVAL) have already done all they can."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _copy_xattrs(source: Path, target: Path) -> None:
@@ -546,7 +533,7 @@ class KeywordWriter:
                 if _changed(before, path.lstat()):
                     raise FileChanged(f"{path.name} changed while it was being written; will retry")
                 os.replace(temp, path)
-            _fsync_dir(path.parent)
+            fsync_folder(path.parent)
         except FileNotFoundError as exc:
             if edit.is_photo or before is not None:
                 raise FileChanged(f"{path.name} vanished while it was being written") from None

@@ -1,40 +1,30 @@
 """open_clip behind three calls: identify a model, load it, encode images and texts.
 
-Loading is lazy (:class:`LazyModel`) so the daemon starts in a blink and a tag-list edit whose
-vectors are all cached never loads the model at all.  The daemon and the CLI load it in a child
-process (:mod:`tagwatch.encoder`, which calls :func:`load_model` there), so torch and open_clip
-are imported only where the model runs.  Weights come from an open_clip pretrained tag
-(downloaded once into ``cache_dir``), from a local checkpoint file, or are random (``"none"``, for
-tests and benchmarks only).
+This module runs in the encoder's child process: the daemon and the CLI load the model there
+(:mod:`tagwatch.encoder`, which calls :func:`load_model` in the child and holds the lazy handle,
+:class:`~tagwatch.encoder.LazyModel`, on the daemon's side), so torch and open_clip are imported
+only where the model runs. Nothing here imports :mod:`tagwatch.encoder`: the dependency runs one
+way. Weights come from an open_clip pretrained tag (downloaded once into ``cache_dir``), from a
+local checkpoint file, or are random (``"none"``, for tests and benchmarks only).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import difflib
-import gc
 import hashlib
 import json
 import logging
 import os
 import pickle
 import re
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .config import ModelConfig, is_checkpoint_path
 from .imaging import Preprocess
-
-if TYPE_CHECKING:
-    from .encoder import EncoderProcess
 
 log = logging.getLogger(__name__)
 
@@ -323,105 +313,3 @@ def validate_config(cfg: ModelConfig) -> None:
     pretrained = cfg.pretrained
     if pretrained.lower() != RANDOM_WEIGHTS and not is_checkpoint_path(pretrained):
         _check_pretrained_tag(open_clip, name, pretrained, cfg)
-
-
-class LazyModel:
-    """The model in its child process (:mod:`tagwatch.encoder`), started on first use and ended when
-    idle, so the daemon's own process never imports torch."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        self.cfg = cfg
-        self.identity = model_identity(cfg)
-        self._encoder: EncoderProcess | None = None
-        self._lock = threading.Lock()
-        self._last_used = time.monotonic()
-        self._users = 0
-
-    @property
-    def loaded(self) -> bool:
-        return self._encoder is not None and self._encoder.loaded
-
-    @property
-    def encoder(self) -> EncoderProcess | None:
-        """The child process, while there is one (for status figures and tests)."""
-        return self._encoder
-
-    def _child(self) -> EncoderProcess:
-        if self._encoder is None:
-            from .encoder import EncoderProcess  # the child's module imports this one
-
-            self._encoder = EncoderProcess(self.cfg)
-        return self._encoder
-
-    def validate(self) -> None:
-        """Check the model name and pretrained tag or file now, without loading any weights.
-
-        A model made of local files only (an architecture ``.json`` with a checkpoint or random
-        weights) is checked here without starting the child: importing open_clip (torch,
-        torchvision) takes 5-10 s on a busy machine, which every restart after a crash or a reboot
-        would pay before the daemon watches anything.  Anything else is checked in the child, which
-        stays, torch imported, for the first batch: the daemon's first photo does not pay the
-        imports twice.  Unused, it ends with the idle unload.
-        """
-        pretrained = self.cfg.pretrained
-        if _is_config_file(self.cfg.name) and (pretrained.lower() == RANDOM_WEIGHTS
-                                               or is_checkpoint_path(pretrained)):
-            _read_config_file(self.cfg.name)  # model_identity found both files
-            return
-        with self._lock:
-            self._last_used = time.monotonic()
-            encoder = self._child()
-        encoder.validate()
-
-    def get(self) -> EncoderProcess:
-        with self._lock:
-            encoder = self._child()
-            encoder.load()
-            self._last_used = time.monotonic()
-            return encoder
-
-    @contextlib.contextmanager
-    def using(self) -> Iterator[EncoderProcess]:
-        """The model, held for a whole batch: the idle job must not count a long batch as idle
-        time and unload (then reload) the weights under it."""
-        with self._lock:
-            self._users += 1
-        try:
-            yield self.get()
-        finally:
-            with self._lock:
-                self._users -= 1
-                self._last_used = time.monotonic()
-
-    def unload_if_idle(self, idle_seconds: float) -> bool:
-        """End the child once nothing asked for the model for ``idle_seconds``: a daemon idling for
-        days should not hold torch and the weights (~1 GB).  The next batch starts it again (seconds;
-        text vectors come from the store, so only images are encoded)."""
-        with self._lock:
-            idle = time.monotonic() - self._last_used
-            if self._encoder is None or self._users or idle < idle_seconds:
-                return False
-            encoder, self._encoder = self._encoder, None
-        was_loaded = encoder.loaded
-        encoder.close()
-        gc.collect()
-        _return_freed_memory()  # the decode buffers of the last batches
-        if was_loaded:
-            log.info("model unloaded after %.0f s without work", idle_seconds)
-        else:
-            log.debug("encoder process ended after %.0f s without work (the model was never loaded)",
-                      idle_seconds)
-        return True
-
-    def close(self) -> None:
-        """End the child now (the pipeline is done)."""
-        with self._lock:
-            encoder, self._encoder = self._encoder, None
-        if encoder is not None:
-            encoder.close()
-
-
-def _return_freed_memory() -> None:
-    """Ask glibc to give freed heap pages back to the system, so the RSS really drops."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): the allocator decides
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

@@ -6,7 +6,7 @@ projection as a class the quantiser skips on purpose), so on a ViT it leaves a t
 work in fp32.  Here each self-attention is first rebuilt from two plain ``nn.Linear`` and
 ``scaled_dot_product_attention`` (the same arithmetic: vectors equal to the original's to 1e-6 in
 fp32), then quantised with the rest.  On the 2-core AVX2 test box this took ViT-B-32-256 from 15.6
-(MLP only) to 21.6 img/s (fp32: 11.0), cosine to fp32 vectors 0.9997; the README's speed section has the
+(MLP only) to 21.6 img/s (fp32: 11.0), cosine to fp32 vectors 0.9997; docs/speed.md has the
 benchmark's figures.
 
 Imported only where the model runs (the encoder child), as it imports torch.

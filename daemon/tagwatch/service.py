@@ -21,16 +21,18 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from .activity import Activity, MetricsServer, lock_path, render_prometheus, state_path, write_state
 from .config import Config, ConfigError, load_config
+from .encoder import LazyModel
 from .metadata import ExifTool, KeywordWriter
-from .model import LazyModel
 from .notify import Notifier
 from .overrides import Overrides, OverridesError, load_overrides
-from .pipeline import BatchQueue, Pipeline, Worker
+from .pipeline import Pipeline
+from .queue import BatchQueue
+from .status import Activity, MetricsServer, lock_path, render_prometheus, state_path, write_state
 from .store import Store, private_folder
 from .vocabulary import VocabularyError, load_configured
 from .watcher import PathFilter, Watcher, reconcile
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 

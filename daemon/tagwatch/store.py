@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -410,3 +410,66 @@ class Store:
             rows = self._db.execute("SELECT path, error FROM files WHERE state = ? "
                                     "ORDER BY updated DESC LIMIT ?", (FAILED, limit))
             return [(r[0], r[1]) for r in rows]
+
+    # -- `tagwatch db rebuild` -----------------------------------------------------------------
+
+    def salvage_from(self, damaged: Path, expect: Callable[[int | None], None] = lambda total: None,
+                     advance: Callable[[int], None] = lambda count: None) -> tuple[dict[str, int], list[str]]:
+        """Copy every readable row of the database file ``damaged`` (opened read-only) into this one.
+
+        Returns the rows carried over per table and what could not be read.  A ledger row whose
+        file row was lost is dropped: it has no file to name.  ``expect`` is told how many rows
+        there seem to be (None if even that is unreadable), ``advance`` of each thousand read.
+        """
+        counts: dict[str, int] = {}
+        problems: list[str] = []
+        try:
+            source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+            try:
+                expect(_row_count(source))
+                for table in SALVAGE_TABLES:
+                    columns, rows, error = _salvage(source, table, advance)
+                    if error:
+                        problems.append(f"{table}: {error} after {len(rows)} rows")
+                    if rows:
+                        marks = ", ".join("?" * len(columns))
+                        with self.transaction() as db:
+                            verb = "REPLACE" if table == "counters" else "IGNORE"  # keep the old tallies
+                            db.executemany(f"INSERT OR {verb} INTO {table} ({', '.join(columns)}) "
+                                           f"VALUES ({marks})", rows)
+                    counts[table] = len(rows)
+            finally:
+                source.close()
+            with self.transaction() as db:
+                db.execute("DELETE FROM ledger WHERE file_id NOT IN (SELECT id FROM files)")
+        except sqlite3.DatabaseError as exc:  # not even the schema is readable: start empty
+            problems.append(f"nothing readable: {exc}")
+        return counts, problems
+
+
+# Parents before children, so the ledger's file ids exist when its rows arrive.
+SALVAGE_TABLES = ("files", "ledger", "image_vectors", "text_vectors", "counters")
+
+
+def _row_count(damaged: sqlite3.Connection) -> int | None:
+    """How many rows the salvaged tables claim to hold (for a progress bar), or None if unreadable."""
+    try:
+        return sum(damaged.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in SALVAGE_TABLES)
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _salvage(damaged: sqlite3.Connection, table: str, advance: Callable[[int], None] = lambda count: None
+             ) -> tuple[list[str], list[tuple], str | None]:
+    """Rows of ``table`` up to the first unreadable page, and the error that stopped the read."""
+    rows: list[tuple] = []
+    columns: list[str] = []
+    try:
+        cursor = damaged.execute(f"SELECT * FROM {table}")  # fixed names, never input
+        columns = [c[0] for c in cursor.description]
+        while batch := cursor.fetchmany(1000):
+            rows += batch
+            advance(len(batch))
+    except sqlite3.DatabaseError as exc:
+        return (columns if rows else []), rows, str(exc)
+    return columns, rows, None

@@ -33,11 +33,11 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from .faults import access_cured
-from .keys import IMAGE_SUFFIXES
+from .formats import IMAGE_SUFFIXES
+from .freshness import is_settled
 from .metadata import is_stale_temp_file
-from .pipeline import BatchQueue, Delete, Move
-from .store import DONE, FAILED, UNTAGGED, Store
+from .queue import BatchQueue, Delete, Move
+from .store import Store
 
 try:
     from watchdog.events import FileAttribEvent
@@ -142,12 +142,8 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
         for path, st in walk(root, filt, clean_temp, stop):
             report.seen += 1
             row = known.pop(path, None)
-            if row is not None and row.state == UNTAGGED:
-                continue  # `tagwatch untag` set it aside
-            same = row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
-            if same and (row.state == DONE
-                         or (row.state == FAILED and not access_cured(row.error, path, st))):
-                continue  # a chmod while the daemon was down can have cured a failure
+            if is_settled(row, path, st):  # a chmod while the daemon was down can have cured a failure
+                continue
             queue.put(path, delay=0.0)
             report.queued += 1
         if stop is not None and stop.is_set():

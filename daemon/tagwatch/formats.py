@@ -46,6 +46,11 @@ class ImageError(ValueError):
     """The bytes are not a usable image; the message is the reason, for one log line."""
 
 
+class IncompleteImage(ImageError):
+    """The file ends before its format says it should (truncated, or empty): most likely a copy
+    still in progress, which the daemon waits for instead of failing at once."""
+
+
 def _is_metadata_segment(marker: int) -> bool:
     """APP0-APP15 (EXIF, XMP, IPTC, ICC, MPF, …) and COM carry no pixels."""
     return 0xE0 <= marker <= 0xEF or marker == 0xFE
@@ -68,12 +73,12 @@ def jpeg_key(data: bytes) -> bytes:
     scans = 0
     while True:
         if pos + 2 > size:
-            raise ImageError("truncated JPEG (no end-of-image marker)")
+            raise IncompleteImage("truncated JPEG (no end-of-image marker)")
         if view[pos] != 0xFF:
             # Junk between segments: decoders (libjpeg, Pillow) skip to the next marker; so do we.
             pos = data.find(b"\xff", pos)
             if pos < 0:
-                raise ImageError("truncated JPEG (no end-of-image marker)")
+                raise IncompleteImage("truncated JPEG (no end-of-image marker)")
             continue
         marker = view[pos + 1]
         if marker == 0xFF:  # fill byte before a marker
@@ -89,10 +94,10 @@ def jpeg_key(data: bytes) -> bytes:
             pos += 2
             continue
         if pos + 4 > size:
-            raise ImageError("truncated JPEG (no end-of-image marker)")
+            raise IncompleteImage("truncated JPEG (no end-of-image marker)")
         end = pos + 2 + int.from_bytes(view[pos + 2:pos + 4], "big")
         if end > size or end < pos + 4:
-            raise ImageError(f"truncated JPEG (segment at byte {pos} runs past the end of the file)")
+            raise IncompleteImage(f"truncated JPEG (segment at byte {pos} runs past the end of the file)")
         if not _is_metadata_segment(marker):
             digest.update(view[pos:end])
         pos = end
@@ -100,7 +105,7 @@ def jpeg_key(data: bytes) -> bytes:
             scans += 1
             found = _NEXT_MARKER.search(data, pos)
             if found is None:
-                raise ImageError("truncated JPEG (no end-of-image marker)")
+                raise IncompleteImage("truncated JPEG (no end-of-image marker)")
             digest.update(view[pos:found.start()])
             pos = found.start()
 
@@ -221,12 +226,12 @@ def png_key(data: bytes) -> bytes:
     pos, in_idat, has_pixels = 8, False, False
     while True:
         if pos + 12 > size:
-            raise ImageError("truncated PNG (no IEND chunk)")
+            raise IncompleteImage("truncated PNG (no IEND chunk)")
         length = int.from_bytes(view[pos:pos + 4], "big")
         kind = bytes(view[pos + 4:pos + 8])
         end = pos + 12 + length
         if end > size:
-            raise ImageError(f"truncated PNG ({_name(kind)} chunk at byte {pos} runs past the end)")
+            raise IncompleteImage(f"truncated PNG ({_name(kind)} chunk at byte {pos} runs past the end)")
         if kind == b"IEND":
             if not has_pixels:
                 raise ImageError("PNG holds no image data (no IDAT chunk)")
@@ -264,7 +269,7 @@ def webp_key(data: bytes) -> bytes:
         raise ImageError("not a WebP file (no RIFF WEBP header)")
     riff_end = 8 + int.from_bytes(view[4:8], "little")
     if riff_end > size:
-        raise ImageError("truncated WebP (the file is shorter than its RIFF header says)")
+        raise IncompleteImage("truncated WebP (the file is shorter than its RIFF header says)")
     digest = hashlib.sha256(_WEBP_DOMAIN)
     pos, has_pixels = 12, False
     while pos + 8 <= riff_end:
@@ -272,7 +277,7 @@ def webp_key(data: bytes) -> bytes:
         length = int.from_bytes(view[pos + 4:pos + 8], "little")
         end = pos + 8 + length
         if end > riff_end:
-            raise ImageError(f"truncated WebP ({_name(kind)} chunk at byte {pos} runs past the end)")
+            raise IncompleteImage(f"truncated WebP ({_name(kind)} chunk at byte {pos} runs past the end)")
         payload = view[pos + 8:end]
         if kind in _WEBP_PIXEL_CHUNKS:
             has_pixels = has_pixels or kind in (b"VP8 ", b"VP8L", b"ANMF")
@@ -320,7 +325,8 @@ class _Ifd:
         kind, count, at = self.entries[tag]
         end = at + _TIFF_TYPE_SIZES.get(kind, 1) * count
         if end > len(self.data):
-            raise ImageError(f"truncated {self.label} (tag {tag} at byte {at} runs past the end of the file)")
+            raise IncompleteImage(
+                f"truncated {self.label} (tag {tag} at byte {at} runs past the end of the file)")
         return self.data[at:end]
 
     def uints(self, tag: int) -> list[int]:
@@ -344,7 +350,7 @@ class _Ifd:
             for offset, count in zip(offsets, counts, strict=True):
                 if offset + count > len(self.data):
                     where = f"image data at byte {offset} runs past the end"
-                    raise ImageError(f"truncated {self.label} ({where})")
+                    raise IncompleteImage(f"truncated {self.label} ({where})")
                 yield offset, count
 
 
@@ -354,7 +360,7 @@ def _tiff_ifds(data: bytes, label: str) -> list[_Ifd]:
     EXIF, GPS and maker-note IFDs are metadata and not followed.
     """
     if len(data) < 16:
-        raise ImageError(f"truncated {label} (no complete header)")
+        raise IncompleteImage(f"truncated {label} (no complete header)")
     order = "<" if data[:2] == b"II" else ">"
     big = struct.unpack_from(f"{order}H", data, 2)[0] == 43
     queue = [struct.unpack_from(order + ("Q" if big else "I"), data, 8 if big else 4)[0]]
@@ -379,11 +385,11 @@ def _read_ifd(data: bytes, order: str, offset: int, big: bool, label: str) -> tu
     count_format, entry_size, inline, pointer = ("Q", 20, 8, "Q") if big else ("H", 12, 4, "I")
     head = struct.calcsize(count_format)
     if offset + head > len(data):
-        raise ImageError(f"truncated {label} (image file directory at byte {offset} is missing)")
+        raise IncompleteImage(f"truncated {label} (image file directory at byte {offset} is missing)")
     count = struct.unpack_from(f"{order}{count_format}", data, offset)[0]
     table_end = offset + head + count * entry_size
     if table_end + struct.calcsize(pointer) > len(data):
-        raise ImageError(f"truncated {label} (image file directory at byte {offset} runs past the end)")
+        raise IncompleteImage(f"truncated {label} (image file directory at byte {offset} runs past the end)")
     entries: dict[int, tuple[int, int, int]] = {}
     for pos in range(offset + head, table_end, entry_size):
         tag, kind = struct.unpack_from(f"{order}HH", data, pos)
@@ -434,16 +440,16 @@ def _boxes(data: bytes, start: int, end: int, label: str) -> Iterator[tuple[byte
     pos = start
     while pos < end:
         if pos + 8 > end:
-            raise ImageError(f"truncated {label} (box header at byte {pos} runs past the end)")
+            raise IncompleteImage(f"truncated {label} (box header at byte {pos} runs past the end)")
         size, kind, header = int.from_bytes(data[pos:pos + 4], "big"), bytes(data[pos + 4:pos + 8]), 8
         if size == 1:
             if pos + 16 > end:
-                raise ImageError(f"truncated {label} (box header at byte {pos} runs past the end)")
+                raise IncompleteImage(f"truncated {label} (box header at byte {pos} runs past the end)")
             size, header = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
         elif size == 0:  # the last box, to the end of its parent
             size = end - pos
         if size < header or pos + size > end:
-            raise ImageError(f"truncated {label} ({_name(kind)} box at byte {pos} runs past the end)")
+            raise IncompleteImage(f"truncated {label} ({_name(kind)} box at byte {pos} runs past the end)")
         yield kind, pos + header, pos + size
         pos += size
 
@@ -451,7 +457,7 @@ def _boxes(data: bytes, start: int, end: int, label: str) -> Iterator[tuple[byte
 def _ftyp_brands(data: bytes) -> set[bytes]:
     size = int.from_bytes(data[:4], "big")
     if size < 16 or size > len(data):
-        raise ImageError("truncated ISO media file (the ftyp box runs past the end)")
+        raise IncompleteImage("truncated ISO media file (the ftyp box runs past the end)")
     brands = {bytes(data[8:12])}
     brands.update(bytes(data[pos:pos + 4]) for pos in range(16, size - 3, 4))
     return brands
@@ -579,7 +585,7 @@ def _heif_item_data(data: bytes, location: _Location | None, idat: tuple[int, in
         begin = low + base + offset
         finish = high if length == 0 else begin + length
         if finish > high:
-            raise ImageError(f"truncated HEIF (item data at byte {begin} runs past the end)")
+            raise IncompleteImage(f"truncated HEIF (item data at byte {begin} runs past the end)")
         yield bytes(data[begin:finish])
 
 
@@ -652,11 +658,11 @@ def _check_raw_structure(data: bytes) -> None:
     """
     if data[:15] == b"FUJIFILMCCD-RAW":
         if len(data) < 108:
-            raise ImageError("truncated RAW (no complete RAF header)")
+            raise IncompleteImage("truncated RAW (no complete RAF header)")
         for at in (84, 92, 100):  # JPEG preview, CFA header and CFA data: offset, length
             offset, length = struct.unpack_from(">II", data, at)
             if length and offset >= len(data):
-                raise ImageError(f"truncated RAW (data at byte {offset} is past the end)")
+                raise IncompleteImage(f"truncated RAW (data at byte {offset} is past the end)")
         return
     if data[4:8] == b"ftyp":
         for _ in _boxes(data, 0, len(data), "RAW"):
@@ -666,4 +672,4 @@ def _check_raw_structure(data: bytes) -> None:
         for tags in _TIFF_DATA_TAGS:
             for offset, length in zip(*(ifd.uints(tag) for tag in tags), strict=False):
                 if length and offset >= len(data):
-                    raise ImageError(f"truncated RAW (image data at byte {offset} is past the end)")
+                    raise IncompleteImage(f"truncated RAW (image data at byte {offset} is past the end)")

@@ -1,4 +1,7 @@
-"""What the running daemon is doing: counters since start, the queue, the last error.
+"""The running daemon's status: counters since start, the queue, the last error, and the lock
+that tells a live daemon from a crashed one.
+
+(Named for the command that reads it, ``tagwatch status``; it was ``activity.py``.)
 
 Other processes ask for it two ways: ``tagwatch status`` reads the state file the daemon rewrites
 every few seconds beside its database (no socket to secure, survives nothing: a stale file is
@@ -20,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .pipeline import FAILED_, TAGGED, UNCHANGED, WAIT, Outcome
+from .atomic import write_atomic
+from .outcomes import Outcome, Status
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +74,16 @@ class Activity:
         with self._lock:
             self.counts["batches"] += 1
             for outcome in outcomes:
-                if outcome.status == TAGGED:
+                if outcome.status == Status.TAGGED:
                     self.counts["tagged"] += 1
                     self.counts["keywords_added"] += len(outcome.added)
                     self._recent.append(now)
-                elif outcome.status == UNCHANGED:
+                elif outcome.status == Status.UNCHANGED:
                     self.counts["unchanged"] += 1
-                elif outcome.status == FAILED_:
+                elif outcome.status == Status.FAILED:
                     self.counts["failed"] += 1
                     self.last_error = {"path": outcome.path, "reason": outcome.error or "?", "time": now}
-                elif outcome.status == WAIT:  # a full disk is news even though it will be retried
+                elif outcome.status == Status.WAIT:  # a full disk is news even though it will be retried
                     self.last_error = {"path": outcome.path, "reason": f"{outcome.error} (will retry)",
                                        "time": now}
 
@@ -104,11 +108,7 @@ class Activity:
 
 def write_state(path: Path, snapshot: dict[str, Any]) -> None:
     """Replace the state file atomically, readable by this user only (it names photo paths)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(snapshot, handle)
-    os.replace(temp, path)
+    write_atomic(path, json.dumps(snapshot), mode=0o600, durable=False)
 
 
 def read_state(path: Path) -> dict[str, Any] | None:

@@ -1,4 +1,6 @@
-"""Which failures pass by themselves, and how long to wait before trying again.
+"""Retry policy: which failures pass by themselves, and how long to wait before trying again.
+
+(Named for what it decides; it was ``faults.py``.)
 
 A full disk, an exceeded quota or a NAS that stops answering for a minute are not the photo's fault:
 the same write works once space returns or the network is back, so those files are retried with a

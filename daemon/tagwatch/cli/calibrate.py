@@ -1,0 +1,122 @@
+"""``tagwatch calibrate EXAMPLES_DIR``: per-tag thresholds from example photos, written into the list."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_atomic
+from ..calibrate import (
+    NEGATIVES,
+    TagResult,
+    calibrate,
+    labels,
+    read_examples,
+    render_table,
+    rich_from_plain,
+    set_thresholds,
+    toml_string,
+)
+from ..config import Config, default_config_path, is_builtin_tag_list
+from ..scoring import tag_thresholds
+from ..store import Store
+from .common import UsageError, load, log, make_pipeline, with_flags
+from .progress import Progress
+
+
+@dataclass(frozen=True)
+class Calibration:
+    results: list[TagResult]
+    keywords: list[str]  # the whole tag list, in order
+    photos: int  # example photos with a vector
+    encoded: int  # of which encoded now (the rest came from the cache)
+
+
+def measure(config: Config, root: Path,
+            progress: Callable[[int], Progress] = lambda total: Progress(total, "calibrate")) -> Calibration:
+    """Score the example photos under ``root`` and choose each tag's threshold."""
+    folders = read_examples(root)
+    store = Store(config.database)
+    try:
+        pipeline = make_pipeline(config, store, None)
+        try:
+            assert pipeline.vocabulary is not None and pipeline.tags is not None
+            tags = pipeline.vocabulary.tags
+            keywords = pipeline.vocabulary.keywords
+            ancestors = {tag.keyword: tag.parents for tag in tags}
+            labels(folders, keywords, ancestors, root)  # a misnamed folder fails before any encoding
+            encoded_before = store.stats(pipeline.model.identity)["encoded"]
+            paths = list(dict.fromkeys(p for photos in folders.values() for p in photos))
+            vectors: dict[str, np.ndarray] = {}
+            size = config.batch.size
+            with progress(len(paths)) as bar:
+                for start in range(0, len(paths), size):
+                    found, _ = pipeline.vectors_for(paths[start:start + size], size)  # failures are logged
+                    vectors.update(found)
+                    bar.advance(len(paths[start:start + size]))
+            encoded = store.stats(pipeline.model.identity)["encoded"] - encoded_before
+        finally:
+            pipeline.close()
+    finally:
+        store.close()
+    usable = {name: [p for p in photos if p in vectors] for name, photos in folders.items()}
+    for name, photos in usable.items():
+        if name != NEGATIVES and not photos:
+            log.warning("%s: no usable example photo; its tag keeps its threshold", root / name)
+    data = labels(usable, keywords, ancestors, root)
+    if not data.columns:
+        raise UsageError(f"{root}: no tag has a usable example photo")
+    scores = pipeline.tags.scores(np.stack([vectors[p] for p in data.paths]))
+    results = calibrate(scores, data, keywords, tag_thresholds(tags, config.tagging.threshold))
+    return Calibration(results, list(keywords), len(data.paths), encoded)
+
+
+def write(config: Config, calibration: Calibration) -> str:
+    """Write the thresholds: into a rich (.toml) list in place, comments kept; a plain list gets a
+    rich twin beside it (never inside the installed package).  Returns what to tell the user."""
+    thresholds = {r.keyword: r.after for r in calibration.results}
+    if config.tags.suffix.lower() == ".toml":
+        text = config.tags.read_text(encoding="utf-8")
+        write_atomic(config.tags, set_thresholds(text, thresholds, config.tags))
+        return f"wrote {len(thresholds)} thresholds into {config.tags}"
+    folder = config.tags.parent
+    if is_builtin_tag_list(config.tags):  # never write into the installed package
+        folder = config.source.parent if config.source else default_config_path().parent
+    target = folder / f"{config.tags.stem}.toml"
+    if target.exists():
+        raise UsageError(f"{target} already exists; set tags = {toml_string(target.name)} in the config "
+                         "to calibrate it, or move it away")
+    write_atomic(target, rich_from_plain(calibration.keywords, thresholds, config.tags), like=config.tags)
+    where = config.source or default_config_path()
+    name = target.name if config.source and target.parent == config.source.parent else str(target)
+    return (f"wrote {target}: the tags of {config.tags.name} with {len(thresholds)} thresholds.\n"
+            f"To use it, set in {where}:\n    tags = {toml_string(name)}")
+
+
+def calibrate_func(args: argparse.Namespace) -> int:
+    config = with_flags(load(args), args)
+    calibration = measure(config, Path(args.examples).expanduser().absolute())
+    print(f"{calibration.photos} example photos ({calibration.encoded} encoded now, the rest from the "
+          f"cache); decisions are score > threshold, top_k not applied")
+    sys.stdout.write(render_table(calibration.results))
+    if args.dry_run:
+        print("dry run: the tag list was not changed")
+        return 0
+    print(write(config, calibration))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    calibrate = sub.add_parser("calibrate", parents=[common],
+                               help="per-tag thresholds from example photos, written into the tag list")
+    calibrate.add_argument("examples", metavar="EXAMPLES_DIR",
+                           help=f"one folder of example photos per tag, named as its keyword, and "
+                                f"'{NEGATIVES}' for photos that should get no tag")
+    calibrate.add_argument("--tags", metavar="FILE", help="the tag list to calibrate (default: the config's)")
+    calibrate.add_argument("--dry-run", action="store_true", help="print the table; change no file")
+    calibrate.set_defaults(func=calibrate_func)

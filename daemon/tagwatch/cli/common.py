@@ -1,0 +1,168 @@
+"""What every command shares: loading the config, logging, the pipeline, paths, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from .. import exiftool, logs
+from ..config import BUILTIN_TAG_LISTS, MODES, TARGETS, Config, builtin_tag_list, load_config
+from ..encoder import LazyModel
+from ..formats import IMAGE_SUFFIXES
+from ..imaging import set_pixel_limit
+from ..metadata import KeywordWriter
+from ..overrides import load_overrides
+from ..pipeline import Pipeline
+from ..store import Store, private_folder
+from ..vocabulary import Vocabulary, load_configured
+from ..watcher import PathFilter, walk
+from .progress import Progress
+
+log = logging.getLogger("tagwatch")
+
+
+class UsageError(Exception):
+    """A problem the user must fix; printed as one line, exit status 2."""
+
+
+def setup_logging(level: str, verbose: int, fmt: str = "text") -> None:
+    """Our own messages at the configured level; libraries (open_clip logs to root) at WARNING."""
+    logs.setup(fmt, logging.DEBUG if verbose else getattr(logging, level.upper()),
+               logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The config named by ``--config`` (or the default), with logging set up as it asks.  The log
+    format in force is kept in ``args.log_format``: the last line, a fatal error, is written in it."""
+    config = load_config(Path(args.config) if args.config else None)
+    args.log_format = args.log_format or config.log_format
+    setup_logging(config.log_level, args.verbose, args.log_format)
+    set_pixel_limit(config.max_megapixels)
+    torch_cache(config.database.parent / "torch-cache")
+    return config
+
+
+# -- flags that override the config for one run (quick experiments) -------------------------------
+
+def _cosine(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine similarity is in [-1, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def add_tagging_flags(parser: argparse.ArgumentParser, *, writing: bool) -> None:
+    """``--threshold``, ``--top-k``, ``--tags`` (and for commands that write, ``--mode``,
+    ``--target``): the config's values for this run only; the config file is not changed."""
+    group = parser.add_argument_group("for this run instead of the config's")
+    group.add_argument("--threshold", type=_cosine, metavar="COSINE",
+                       help="the score a tag must exceed, in [-1, 1] ([tagging] threshold; a tag with "
+                            "its own threshold in a rich list keeps it)")
+    group.add_argument("--top-k", type=_positive, metavar="N",
+                       help="at most N tags per photo ([tagging] top_k)")
+    group.add_argument("--tags", metavar="FILE",
+                       help="another tag list, .txt or .toml, or a built-in one by name: "
+                            f"{' or '.join(BUILTIN_TAG_LISTS)} (tags)")
+    if writing:
+        group.add_argument("--mode", choices=MODES, help="append, sync or overwrite ([tagging] mode)")
+        group.add_argument("--target", choices=TARGETS,
+                           help="embedded, sidecar or both ([write] target)")
+
+
+def with_flags(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with what the command line's tagging flags override."""
+    tagging = {name: value for name in ("threshold", "top_k", "mode")
+               if (value := getattr(args, name, None)) is not None}
+    if tagging:
+        config = replace(config, tagging=replace(config.tagging, **tagging))
+    if getattr(args, "target", None) is not None:
+        config = replace(config, write=replace(config.write, target=args.target))
+    if getattr(args, "tags", None):
+        tags = (builtin_tag_list(args.tags) if args.tags in BUILTIN_TAG_LISTS
+                else Path(args.tags).expanduser().absolute())
+        config = replace(config, tags=tags)
+    return config
+
+
+def torch_cache(folder: Path) -> None:
+    """Importing open_clip makes torch create its compile cache folder, by default in $TMPDIR.
+    tagwatch compiles nothing, but keeps even that empty folder in its own private data folder:
+    it writes nowhere but there and in the watched folders."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    try:
+        private_folder(folder)
+    except OSError:  # the database's own error will say why; torch keeps its default
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+
+
+def require_exiftool() -> None:
+    """exiftool writes every keyword; without it, say in one line which package brings it."""
+    if shutil.which("exiftool") is None:
+        raise UsageError(exiftool.NOT_FOUND)
+
+
+def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
+    """A pipeline with the config's model, tag list and overrides; their warnings logged."""
+    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
+    if config.overrides is not None:
+        overrides = load_overrides(config.overrides, config.watch)
+        for warning in overrides.warnings:
+            log.warning("%s", warning)
+        pipeline.use_overrides(overrides)
+    vocabulary = load_configured(config.tags, config.tagging)
+    for warning in vocabulary.warnings:
+        log.warning("%s", warning)
+    use_vocabulary(pipeline, store, vocabulary)
+    return pipeline
+
+
+def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> int:
+    """``pipeline.use_vocabulary`` with a progress bar while prompts are encoded (a new list of a
+    thousand tags takes a while); returns how many were."""
+    prompts = vocabulary.prompts()
+    missing = len(prompts) - len(store.text_vectors(prompts, pipeline.model.identity))
+    with Progress(missing, "tag list", unit="prompt") as bar:
+        return pipeline.use_vocabulary(vocabulary, advance=bar.advance)
+
+
+def expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:
+    """The photos named on the command line: files as given, folders walked (the config's exclude
+    patterns honoured); anything else is skipped with a warning."""
+    for given in paths:
+        path = Path(given).expanduser().absolute()
+        if path.is_dir():
+            resolved = path.resolve()
+            for found, _ in walk(resolved, PathFilter([resolved], exclude)):
+                yield found
+        elif path.is_file():
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                yield str(path.resolve() if path.is_symlink() else path)  # named, so followed
+            else:
+                log.warning("%s: skipped: not a photo file name (%s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
+        else:
+            log.warning("%s: skipped: no such file or folder", path)
+
+
+def count_text(counts: Mapping[str, int]) -> str:
+    """``3 tagged, 1 unchanged`` (statuses in alphabetical order), or ``nothing to do``."""
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to do"

@@ -1,0 +1,134 @@
+"""``tagwatch explain IMAGE``: each tag's score for one photo, and why it was or was not written."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..formats import ImageError
+from ..store import Store
+from ..tagger import select
+from .common import UsageError, add_tagging_flags, load, make_pipeline, with_flags
+
+
+@dataclass(frozen=True)
+class Line:
+    rank: int | None  # None: a keyword only an override adds, not in the tag list
+    score: float | None
+    keyword: str
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    path: str
+    model: str
+    lines: list[Line]  # best score first; then keywords only an override or expansion adds
+
+
+def explain(config: Config, image: str) -> Explanation:
+    """Score one photo against the tag list and give each tag its verdict; with expansion on, the
+    levels above the tags it gets are written too, and say which tag they come from."""
+    path = str(Path(image).expanduser().absolute())
+    store = Store(config.database)
+    try:
+        pipeline = make_pipeline(config, store, None)
+        try:
+            vector = pipeline.vector_for(path)
+        except ImageError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+        finally:
+            pipeline.close()
+    finally:
+        store.close()
+    assert pipeline.tags is not None and pipeline.vocabulary is not None
+    scores = pipeline.tags.scores(vector)[0]
+    limits = pipeline.thresholds
+    picked = select(scores, limits, config.tagging.top_k)[0]
+    chosen = set(picked)
+    implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
+    for index in picked:
+        for level in pipeline.expansion.levels.get(pipeline.tags.keywords[index], ()):
+            implied.setdefault(level, pipeline.tags.keywords[index])
+    override = pipeline.overrides.for_path(path)
+    lines = []
+    for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
+        keyword = pipeline.tags.keywords[index]
+        if keyword in override.remove:
+            verdict = "removed by an override"
+        elif keyword in override.add:
+            verdict = "added by an override"
+        elif index in chosen:
+            verdict = "TAGGED"
+        elif keyword in implied:
+            verdict = f"TAGGED: a level above {implied[keyword]}"
+        elif scores[index] > limits[index]:
+            verdict = "above threshold, beyond top_k"
+        else:
+            verdict = ""
+        own = pipeline.vocabulary.tags[index].threshold
+        if own is not None:
+            verdict = f"{verdict} (its threshold {own:+.4f})".lstrip()
+        lines.append(Line(rank, float(scores[index]), keyword, verdict))
+    lines += [Line(None, None, keyword, "added by an override") for keyword in override.add
+              if keyword not in pipeline.tags.keywords]
+    # levels above a predicted tag that are no tag of the list (the photo vocabulary's "animal")
+    lines += [Line(None, None, level, "removed by an override" if level in override.remove
+                   else f"TAGGED: a level above {below}") for level, below in implied.items()
+              if level not in pipeline.tags.keywords and level not in override.add]
+    return Explanation(path, pipeline.model.identity, lines)
+
+
+def render(explanation: Explanation, config: Config, top: int = 15, names: Sequence[str] = ()) -> str:
+    """The header and the ``top`` best tags (0: all), with any tag further down that is written or
+    that an override adds or removes; or, with ``names``, just those tags wherever they rank."""
+    out = [f"{explanation.path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
+           f"model {explanation.model}"]
+    if names:
+        known = {line.keyword: line for line in explanation.lines}
+        for name in names:
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=3)
+                hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+                raise UsageError(f"{name!r}: not in the tag list {config.tags}{hint}")
+        shown = [known[name] for name in dict.fromkeys(names)]
+    else:
+        shown = [line for line in explanation.lines if not top or line.rank is None or line.rank <= top
+                 or line.verdict.startswith(("TAGGED", "added", "removed"))]
+    for line in shown:
+        if line.rank is None or line.score is None:
+            out.append(f"{'':>5}  {'':>7}  {line.keyword:<40} {line.verdict}")
+        else:
+            out.append(f"{line.rank:>5}  {line.score:+.4f}  {line.keyword:<40} {line.verdict}".rstrip())
+    hidden = len(explanation.lines) - len(shown)
+    if hidden and not names:
+        out.append(f"... {hidden} more tags score lower (--top 0 lists them all, --tag NAME one of them)")
+    return "\n".join(out) + "\n"
+
+
+def explain_func(args: argparse.Namespace) -> int:
+    config = with_flags(load(args), args)
+    print(render(explain(config, args.image), config, args.top, args.tag or ()), end="")
+    return 0
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number >= 0: {text!r}")
+    return int(text)
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    explain = sub.add_parser("explain", parents=[common],
+                             help="the best tags' scores for one photo, and which ones it gets")
+    explain.add_argument("image", metavar="IMAGE")
+    explain.add_argument("--top", type=_count, default=15, metavar="N",
+                         help="list the N best tags (default 15; 0: every tag)")
+    explain.add_argument("--tag", action="append", metavar="NAME",
+                         help="list just this tag, wherever it ranks (repeatable)")
+    add_tagging_flags(explain, writing=False)
+    explain.set_defaults(func=explain_func)

@@ -1,0 +1,60 @@
+"""``tagwatch export [PATH…]``: each photo's tags as JSON or CSV, re-scored from cached vectors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ..config import Config
+from ..export import Exported, cached_vectors, render_csv, render_json, score
+from ..scoring import tag_thresholds
+from ..store import Store
+from .common import UsageError, expand, load, make_pipeline
+from .progress import Progress
+
+
+def export(config: Config, given: Sequence[str],
+           progress: Callable[[int], Progress] = lambda total: Progress(total, "export")
+           ) -> tuple[list[Exported], dict[str, str]]:
+    """Each named photo (default: every photo in the database) scored from its cached vector against
+    the current tag list (with the levels above its tags that expansion writes); and for each photo
+    without a vector, the reason."""
+    if not config.database.exists():
+        raise UsageError(f"{config.database}: no database yet; `tagwatch scan` or `tagwatch run` makes it")
+    store = Store(config.database)
+    try:
+        pipeline = make_pipeline(config, store, None)  # encodes prompts without a cached vector, no photo
+        pipeline.close()
+        paths = (list(dict.fromkeys(expand(given, config.exclude))) if given
+                 else sorted(store.files_under("/")))
+        with progress(len(paths)) as bar:
+            vectors, missing = cached_vectors(store, pipeline.model.identity, paths, bar.advance)
+    finally:
+        store.close()
+    assert pipeline.vocabulary is not None and pipeline.tags is not None
+    thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
+    return score(vectors, pipeline.tags, thresholds, config.tagging.top_k, pipeline.expansion), missing
+
+
+def export_func(args: argparse.Namespace) -> int:
+    results, missing = export(load(args), args.paths)
+    for path, reason in sorted(missing.items()):
+        print(f"{path}: not exported: {reason}", file=sys.stderr)
+    render = render_json if args.format == "json" else render_csv
+    sys.stdout.write(render(results, os.getcwd(), args.scores))
+    print(f"export: {len(results)} photos" + (f"; {len(missing)} not exported (listed above)" if missing
+                                               else ""), file=sys.stderr)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    export = sub.add_parser("export", parents=[common],
+                            help="print each photo's tags (JSON or CSV), re-scored from cached vectors "
+                                 "against the current tag list; encodes and writes no photo")
+    export.add_argument("paths", nargs="*", metavar="PATH",
+                        help="photos or folders (default: every photo in the database)")
+    export.add_argument("--format", choices=("json", "csv"), default="json", help="output format (json)")
+    export.add_argument("--scores", action="store_true", help="each tag's score too")
+    export.set_defaults(func=export_func)

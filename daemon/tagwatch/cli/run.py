@@ -1,0 +1,35 @@
+"""``tagwatch run [FOLDER…]``: the daemon in the foreground (what the service starts)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import default_config_path
+from ..encoder import LazyModel
+from .common import UsageError, load, require_exiftool
+
+
+def run_func(args: argparse.Namespace) -> int:
+    from ..service import AlreadyRunning, Daemon  # watchdog and apscheduler are only needed here
+
+    config = load(args)
+    if args.folders:
+        config = config.with_watch([Path(f) for f in args.folders])
+    if not config.watch:
+        where = config.source or default_config_path()
+        raise UsageError(f"nothing to watch: pass folders (tagwatch run ~/Pictures) or set watch in {where}")
+    require_exiftool()
+    model = LazyModel(config.model)
+    model.validate()
+    try:
+        daemon = Daemon(config, cli_watch=bool(args.folders), model=model)
+    except AlreadyRunning as exc:
+        raise UsageError(str(exc)) from None
+    return daemon.run_forever()
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    run = sub.add_parser("run", parents=[common], help="watch folders and tag new or changed photos")
+    run.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to watch instead of the config's")
+    run.set_defaults(func=run_func)

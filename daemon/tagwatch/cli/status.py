@@ -1,0 +1,100 @@
+"""``tagwatch status``: counts from the database and what the running daemon says about itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..model import model_identity
+from ..status import read_state, running_daemon, state_path
+from ..store import Store
+from .common import load
+from .progress import duration
+
+COUNTS = ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded", "keywords_written")
+
+
+def status(config: Config) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The report ``--json`` prints, and the last few failures (path, reason)."""
+    identity = model_identity(config.model)
+    if config.database.exists():
+        store = Store(config.database)
+        try:
+            stats = store.stats(identity)
+            failures = store.failures(5)
+        finally:
+            store.close()
+    else:
+        stats = {k: 0 for k in (*COUNTS, "deleted")}
+        failures = []
+    report = {**stats, "database": str(config.database), "model": identity,
+              "daemon": daemon_state(config.database)}
+    return report, failures
+
+
+def daemon_state(database: Path) -> dict[str, Any] | None:
+    """What the running daemon last wrote about itself, or None when no daemon holds the database."""
+    pid = running_daemon(database)
+    if pid is None:
+        return None
+    state = read_state(state_path(database))
+    if state is None or state.get("pid") != pid:  # just starting: no state written yet
+        return {"pid": pid}
+    state["age_s"] = round(time.time() - state.pop("updated", time.time()), 1)
+    if "queue" in state and "tagged_per_min" in state:  # the backlog at the rate measured lately
+        rate = state["tagged_per_min"] / 60
+        state["eta_s"] = round(state["queue"] / rate) if rate > 0 else (0 if not state["queue"] else None)
+    return state
+
+
+def backlog(daemon: dict[str, Any]) -> str:
+    """How long the queue will take at the rate measured over the last minutes."""
+    if not daemon["queue"]:
+        return ""
+    if daemon.get("eta_s") is None:
+        return "; time to clear the queue unknown until photos are tagged"
+    return f"; the queue is cleared in about {duration(daemon['eta_s'])}"
+
+
+def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
+    """The human-readable status."""
+    lines = [f"database  {report['database']}", f"model     {report['model']}"]
+    daemon = report["daemon"]
+    if daemon is None:
+        lines.append("daemon    not running")
+    else:
+        lines.append(f"daemon    running, pid {daemon['pid']}, up {duration(daemon.get('uptime_s', 0))}, "
+                     f"watching {daemon.get('folders', '?')} folders, model "
+                     f"{'loaded' if daemon.get('model_loaded') else 'unloaded (idle)'}")
+        if "queue" in daemon:
+            lines.append(f"queue     {daemon['queue']} waiting; {daemon['tagged_since_start']} tagged and "
+                         f"{daemon['failed_since_start']} failed since start; "
+                         f"{daemon['tagged_per_min']:g} photos/min over the last 5 min"
+                         + backlog(daemon))
+        error = daemon.get("last_error")
+        if error:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(error["time"]))
+            lines.append(f"last error {when} {error['path']}: {error['reason']}")
+    lines += [f"{name:<17} {report[name]:>9}" for name in COUNTS]
+    lines += [f"failed: {path}: {error}" for path, error in failures]
+    return "\n".join(lines) + "\n"
+
+
+def status_func(args: argparse.Namespace) -> int:
+    report, failures = status(load(args))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        sys.stdout.write(render(report, failures))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    status = sub.add_parser("status", parents=[common], help="counts from the database")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=status_func)

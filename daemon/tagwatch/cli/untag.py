@@ -1,0 +1,56 @@
+"""``tagwatch untag PATH…``: remove exactly the keywords tagwatch added, as its ledger records them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import Config
+from ..encoder import LazyModel
+from ..metadata import ExifTool, KeywordWriter
+from ..outcomes import Status
+from ..pipeline import Pipeline
+from ..store import Store
+from .common import count_text, load, log, require_exiftool
+
+
+def untag(config: Config, given: Sequence[str]) -> dict[str, int]:
+    """Untag each named photo and every recorded photo under each named folder; counts by status."""
+    store = Store(config.database)
+    exiftool = ExifTool()
+    counts: dict[str, int] = {}
+    try:
+        pipeline = Pipeline(store, LazyModel(config.model), KeywordWriter(exiftool, config.write),
+                            config.tagging)
+        paths: list[str] = []
+        for name in given:
+            path = Path(name).expanduser().absolute()
+            paths += sorted(store.files_under(str(path.resolve()))) if path.is_dir() else [str(path)]
+        for path in paths:
+            outcome = pipeline.untag(path)
+            if outcome.status != Status.UNTAGGED and outcome.error:
+                log.info("%s: %s", path, outcome.error)
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        pipeline.close()
+    finally:
+        exiftool.close()
+        store.close()
+    return counts
+
+
+def untag_func(args: argparse.Namespace) -> int:
+    config = load(args)
+    require_exiftool()
+    counts = untag(config, args.paths)
+    print(f"untag: {sum(counts.values())} files: {count_text(counts)}", file=sys.stderr)
+    return 1 if counts.get(Status.FAILED) else 0
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    untag = sub.add_parser("untag", parents=[common],
+                           help="remove exactly the keywords tagwatch added; the daemon then leaves "
+                                "those files alone until `scan` names them")
+    untag.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders (recursive)")
+    untag.set_defaults(func=untag_func)

@@ -1,0 +1,148 @@
+"""The queue between noticing files and tagging them: debounce, dedupe, batches, renames, deletions.
+
+It holds paths, never pixels: a burst of 10,000 new files costs 10,000 short strings, while decoded
+images exist only for the batch in hand.  Renames and deletions travel through the same queue as
+operations (:class:`Move`, :class:`Delete`), so the store sees them in the order they happened
+relative to tagging.  Nothing here knows what a photo is: the watcher puts paths in, the worker
+takes batches out.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Move:
+    src: str
+    dst: str
+    is_dir: bool = False
+
+
+@dataclass(frozen=True)
+class Delete:
+    path: str
+    is_dir: bool = False
+
+
+Op = Move | Delete
+
+
+@dataclass
+class Batch:
+    ops: list[Op] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.ops or self.paths)
+
+
+class BatchQueue:
+    """Deduplicating, debouncing, bounded queue of paths that hands out batches.
+
+    ``put`` (re)starts a path's settle time: a file still being written keeps receiving events and
+    is not handed out until they stop.  ``get`` returns ``size`` ready paths at once; fewer when no
+    other file is still settling (a lone dropped photo goes straight through) or once the oldest
+    ready path has waited ``max_wait`` seconds for company.
+    """
+
+    def __init__(self, size: int, max_wait: float, settle: float, maxsize: int = 100_000) -> None:
+        self.size, self.max_wait, self.settle, self.maxsize = size, max_wait, settle, maxsize
+        self._due: dict[str, float] = {}  # waiting to settle: path → due time
+        self._heap: list[tuple[float, int, str]] = []
+        self._ready: OrderedDict[str, float] = OrderedDict()  # settled: path → time it became ready
+        self._ops: list[Op] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._woken = False
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._due) + len(self._ready)
+
+    def put(self, path: str, delay: float | None = None, force: bool = False) -> None:
+        """Queue ``path`` to be processed once ``delay`` (default: the settle time) has passed quietly.
+
+        A full queue makes producers wait; ``force`` (the worker re-queueing, which must never wait
+        on itself) goes over the bound.
+        """
+        due = time.monotonic() + (self.settle if delay is None else delay)
+        with self._cond:
+            while (not force and len(self._due) + len(self._ready) >= self.maxsize and path not in self._due
+                   and path not in self._ready and not self._closed):
+                self._cond.wait()
+            if self._closed:
+                return
+            self._ready.pop(path, None)
+            self._due[path] = due
+            heapq.heappush(self._heap, (due, next(self._seq), path))
+            self._cond.notify_all()
+
+    def op(self, operation: Op) -> None:
+        """Queue a rename or deletion; a queued path that moved is queued under its new name."""
+        with self._cond:
+            if isinstance(operation, Move):
+                for pending in (self._due, self._ready):
+                    for path in [p for p in pending if p == operation.src or (
+                            operation.is_dir and p.startswith(operation.src.rstrip("/") + "/"))]:
+                        value = pending.pop(path)
+                        new = operation.dst + path[len(operation.src):]
+                        pending[new] = value
+                        if pending is self._due:
+                            heapq.heappush(self._heap, (value, next(self._seq), new))
+            else:
+                for pending in (self._due, self._ready):
+                    for path in [p for p in pending if p == operation.path or (
+                            operation.is_dir and p.startswith(operation.path.rstrip("/") + "/"))]:
+                        del pending[path]
+            self._ops.append(operation)
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Make a waiting ``get`` return now (an empty batch) so the worker can look at its flags."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _promote(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            due, _, path = heapq.heappop(self._heap)
+            if self._due.get(path) == due:
+                del self._due[path]
+                self._ready[path] = due
+
+    def get(self, timeout: float | None = None) -> Batch | None:
+        """The next batch; an empty one on timeout or wake; None once closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                now = time.monotonic()
+                self._promote(now)
+                oldest = next(iter(self._ready.values()), None)
+                lone_or_waited = oldest is not None and (not self._due or now >= oldest + self.max_wait)
+                if self._ops or len(self._ready) >= self.size or lone_or_waited:
+                    batch = Batch(self._ops, [])
+                    self._ops = []
+                    while self._ready and len(batch.paths) < self.size:
+                        batch.paths.append(self._ready.popitem(last=False)[0])
+                    self._cond.notify_all()  # room for blocked producers
+                    return batch
+                if self._woken or (deadline is not None and now >= deadline):
+                    self._woken = False
+                    return Batch()
+                wake_at = [t for t in (deadline, oldest + self.max_wait if oldest is not None else None,
+                                       self._heap[0][0] if self._heap else None) if t is not None]
+                self._cond.wait(max(0.0, min(wake_at) - now) if wake_at else None)

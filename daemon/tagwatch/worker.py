@@ -1,0 +1,140 @@
+"""The local engine: one thread that takes batches off the queue and runs the pipeline on them,
+and the state of what it retries (files still being written, files waiting for a disk to recover).
+
+One thread, so each file is handled by one writer at a time.  Stages themselves have no threads
+(see :mod:`tagwatch.pipeline`): this module is where the local engine decides how they run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from .outcomes import Outcome, Status
+from .pipeline import Pipeline
+from .queue import Batch, BatchQueue, Delete
+from .retry import Backoff, transient_reason
+
+log = logging.getLogger(__name__)
+
+MAX_WAITS = 5  # times a file still being written is put back before it counts as damaged
+
+
+class Patience:
+    """How many more times each file still being written may be put back in the queue."""
+
+    def __init__(self, limit: int = MAX_WAITS) -> None:
+        self.limit = limit
+        self._tries: dict[str, int] = {}
+
+    def wait(self, path: str) -> bool:
+        """May ``path`` (truncated, modified seconds ago) wait for its writer once more?"""
+        tries = self._tries[path] = self._tries.get(path, 0) + 1
+        return tries <= self.limit
+
+    def forget(self, path: str) -> None:
+        self._tries.pop(path, None)
+
+
+class Worker(threading.Thread):
+    """The single thread that runs the pipeline, so each file is handled by one writer at a time."""
+
+    def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None],
+                 observe: Callable[[list[Outcome]], None] | None = None) -> None:
+        super().__init__(name="tagwatch-worker", daemon=True)
+        self.queue, self.pipeline, self._reload = queue, pipeline, reload
+        self._observe = observe  # told every batch's outcomes: the counters `status` shows
+        self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
+        self._patience = Patience()  # files still being written, put back a few times
+        self._reload_requested = threading.Event()
+        self.batches = 0
+        self.idle = threading.Event()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+        self.queue.wake()
+
+    def run(self) -> None:
+        while True:
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._guard(self._reload)
+            deferred = self.pipeline.take_deferred()
+            if deferred:
+                self._guard(lambda d=deferred: self._settle(d))
+            batch = self.queue.get(timeout=1.0)
+            if batch is None:
+                return
+            if not batch:
+                self.idle.set()
+                continue
+            self.idle.clear()
+            self._guard(lambda b=batch: self._handle(b))
+            self.batches += 1
+
+    def _handle(self, batch: Batch) -> None:
+        for op in batch.ops:
+            if isinstance(op, Delete):
+                self._backoff.clear(op.path)
+        paths = batch.paths + self.pipeline.apply(batch.ops)
+        if not paths:
+            return
+        try:
+            outcomes = self.pipeline.process(paths, wait_for_writers=self._patience.wait)
+        except Exception as exc:
+            outcomes = self._one_by_one(paths, exc)
+        self._settle(outcomes)
+
+    def _one_by_one(self, paths: list[str], exc: Exception) -> list[Outcome]:
+        """After a batch raised: a passing problem (the database's disk is full) puts every file back
+        to wait; anything else is retried file by file, so one bad file costs only its own tags."""
+        passing = transient_reason(exc)
+        if passing is not None:
+            return [Outcome(path, Status.WAIT, error=passing) for path in paths]
+        if len(paths) == 1:
+            return [self.pipeline.give_up(paths[0], f"{type(exc).__name__}: {exc}")]
+        log.warning("batch of %d failed (%s: %s); taking its files one by one", len(paths),
+                    type(exc).__name__, exc)
+        outcomes: list[Outcome] = []
+        for path in paths:
+            try:
+                outcomes += self.pipeline.process([path], wait_for_writers=self._patience.wait)
+            except Exception as err:
+                passing = transient_reason(err)
+                outcomes.append(Outcome(path, Status.WAIT, error=passing) if passing is not None
+                                else self.pipeline.give_up(path, f"{type(err).__name__}: {err}"))
+        return outcomes
+
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        """Count the outcomes and queue again what must be retried: RETRY at once, WAIT after a pause
+        that grows while the problem lasts (reported once per file, not once per attempt)."""
+        if self._observe is not None:
+            self._observe(outcomes)
+        for outcome in outcomes:
+            path = outcome.path
+            if outcome.status != Status.RETRY:
+                self._patience.forget(path)
+            if outcome.status == Status.RETRY:
+                self.queue.put(path, force=True)  # never wait on the queue only we drain
+            elif outcome.status == Status.WAIT:
+                first = path not in self._backoff
+                delay = self._backoff.next(path)
+                if first:
+                    log.warning("%s: not tagged yet: %s; trying again in %g s, backing off to once every "
+                                "%g s, until it works", path, outcome.error, delay, self._backoff.cap,
+                                extra={"event": "retrying", "path": path, "reason": outcome.error})
+                else:
+                    log.debug("%s: still not tagged (attempt %d): %s", path, self._backoff.tries(path),
+                              outcome.error)
+                self.queue.put(path, delay=delay, force=True)
+            elif path in self._backoff:
+                self._backoff.clear(path)
+
+    def _guard(self, work: Callable[[], None]) -> None:
+        """Nothing that goes wrong in one batch may stop the daemon."""
+        try:
+            work()
+        except Exception as exc:  # the daemon must survive anything one batch does
+            log.error("batch failed: %s: %s", type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))

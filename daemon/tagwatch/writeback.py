@@ -1,0 +1,246 @@
+"""Keywords back into the files, ledger first: the write protocol, untag, renames and sidecars.
+
+The protocol that keeps the ledger (which keywords are ours) exact through any crash:
+
+1. :meth:`Writeback.plan_ahead` (store + a read of the file): work out the change and, if there
+   is one, record the file ``pending`` with the keywords about to become ours in the ledger;
+2. :func:`write_file` (the file only, no store): apply the plan, atomically;
+3. :meth:`Writeback.record_done` (store): record the file tagged; or :meth:`Writeback.failed`,
+   which withdraws what step 1 recorded and says whether to retry, wait, or give up.
+
+A crash between 1 and 3 leaves the file ``pending`` for the next scan, and tagwatch never forgets a
+keyword it put in.  The steps are separate so that an engine may run step 2 elsewhere (the Ray
+engine's workers) while one process owns the store; :meth:`Writeback.finish` runs all three here.
+Which keywords a file should carry is decided before this module (:mod:`tagwatch.tagger`,
+overrides); this module only carries the decision out.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .metadata import FileChanged, KeywordWriter, MetadataError, WritePlan
+from .outcomes import Outcome, Status, record_failure, record_gone
+from .overrides import NO_OVERRIDE, Override
+from .queue import Delete, Op
+from .retry import transient_reason
+from .store import DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TagRules:
+    """What a write needs to know of the tag list in use."""
+
+    mode: str = "append"  # append, sync or overwrite ([tagging] mode)
+    threshold: float = 0.0  # for the log line of a photo that got no tag
+    paths: Mapping[str, str] = field(default_factory=dict)  # keyword → hierarchical path, every tag
+    fingerprint: str = ""  # of the tag list and settings: recorded with the tags
+
+
+@dataclass
+class WriteJob:
+    """One file's keywords on their way into it."""
+
+    path: str
+    key: bytes | None
+    stat: os.stat_result  # the file as it was read: the write is abandoned if it changed since
+    tags: list[tuple[str, float]]  # what it should carry (after overrides), best first
+    override: Override = NO_OVERRIDE
+    owned: list[str] = field(default_factory=list)  # our keywords per the ledger, before this write
+    plan: WritePlan | None = None  # None, or no changes: nothing to write into the file
+    file_id: int | None = None
+    ahead: list[str] = field(default_factory=list)  # ledger rows recorded ahead, withdrawn on failure
+
+    @property
+    def keywords(self) -> list[str]:
+        return [k for k, _ in self.tags]
+
+    @property
+    def writes(self) -> bool:
+        """Does the file itself change?"""
+        return self.plan is not None and self.plan.changes
+
+
+def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
+    """Step 2: apply the job's plan to the file (atomically; :class:`FileChanged` if someone else
+    changed it meanwhile) and return the file's stat afterwards.  Touches no store."""
+    if job.writes:
+        assert job.plan is not None
+        log.debug("%s: writing keywords", job.path)
+        writer.apply(job.plan)
+    return os.lstat(job.path)
+
+
+class Writeback:
+    """The store's side of writing keywords: plan and record ahead, record done or failed."""
+
+    def __init__(self, store: Store, writer: KeywordWriter | None) -> None:
+        self.store, self.writer = store, writer
+
+    # -- the write protocol ---------------------------------------------------------------------
+
+    def plan_ahead(self, job: WriteJob, rules: TagRules) -> None:
+        """Step 1: plan the write (reads the file's keywords) and, if it changes the file, record the
+        ledger ahead of it.  Raises :class:`MetadataError` or :class:`OSError` from the read."""
+        override = job.override
+        keywords = job.keywords
+        row = self.store.file(job.path)
+        owned = job.owned = self.store.ledger(row.id) if row is not None else []
+        owned_paths = self.store.ledger_paths(row.id) if row is not None else {}
+        # Without a prediction there is something to do only to our own keywords: sync drops them,
+        # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
+        # wipe a person's keywords over a threshold typo.
+        ours_to_fix = owned and rules.mode != "overwrite" and (
+            rules.mode == "sync" or any(k in owned for k in override.remove)
+            or any(k in rules.paths and owned_paths.get(k, (k,)) != (rules.paths[k],) for k in owned))
+        if self.writer is None or not (keywords or ours_to_fix):
+            return
+        plan = job.plan = self.writer.plan(
+            Path(job.path), keywords, before=job.stat, mode=rules.mode, owned=owned, owned_paths=owned_paths,
+            paths={k: rules.paths[k] for k in (*keywords, *owned) if k in rules.paths},
+            withdraw=override.remove)
+        if not plan.changes:
+            return
+        mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
+        # Pending until recorded done, ledger written ahead: a crash mid-write leaves the file to the
+        # next scan and never makes tagwatch forget a keyword it put in (nor, for a keyword whose
+        # parent changed, the path it was written under before).
+        log.debug("%s: recording its keywords ahead of the write", job.path)
+        st = job.stat
+        with self.store.transaction():
+            job.file_id = self.store.record_file(job.path, key=job.key, size=st.st_size,
+                                                 mtime_ns=st.st_mtime_ns, state=PENDING)
+            self.store.add_ledger(job.file_id, mine, paths=plan.paths)
+            self.store.add_ledger(job.file_id, plan.dropped, REMOVED)
+            self.store.set_ledger_paths(job.file_id, {
+                k: (*owned_paths.get(k, (k,)), *plan.paths[k]) for k in plan.respelled})
+        job.ahead = mine + plan.dropped
+
+    def record_done(self, job: WriteJob, st: os.stat_result, rules: TagRules) -> Outcome:
+        """Step 3: the file holds its keywords (``st``: its stat after the write); record it tagged."""
+        plan, override, keywords = job.plan, job.override, job.keywords
+        added: list[str] = []
+        if job.writes:
+            assert plan is not None and job.file_id is not None
+            self.store.remove_ledger(job.file_id, plan.removed)
+            added = plan.ours
+        log.debug("%s: recording it tagged", job.path)
+        with self.store.transaction():
+            file_id = self.store.record_file(job.path, key=job.key, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                             state=DONE)
+            self.store.record_tagged(file_id, keywords, rules.fingerprint, st.st_size, st.st_mtime_ns)
+            if plan is not None:
+                self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
+                self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in job.owned],
+                                      USER)
+        fields = {"event": "tagged", "path": job.path, "tags": keywords}
+        if added:
+            log.info("tagged %s: %s", job.path, ", ".join(keywords), extra=fields)
+        else:
+            log.info("tagged %s: %s (already in the file)", job.path, ", ".join(keywords) or "no tag above "
+                     f"threshold {rules.threshold}", extra=fields)
+        return Outcome(job.path, Status.TAGGED, job.tags, added)
+
+    def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
+        """Step 1 or 2 failed: withdraw the ledger rows recorded ahead (the file is as it was) and
+        say what next: RETRY (changed under us), WAIT (a passing storage problem), or give up."""
+        if job.file_id is not None and job.ahead:
+            self.store.remove_ledger(job.file_id, job.ahead)
+        if isinstance(exc, FileChanged):
+            return Outcome(job.path, Status.RETRY, job.tags, error=str(exc))
+        passing = transient_reason(exc)
+        if passing is not None:  # the photo is as it was; the same write can work later
+            return Outcome(job.path, Status.WAIT, job.tags, error=f"keywords not written: {passing}")
+        if not os.path.lexists(job.path):
+            return record_gone(self.store, job.path, "file vanished before its keywords were written")
+        reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
+        return record_failure(self.store, job.path, job.stat, f"keywords not written: {reason}",
+                              key=job.key)
+
+    def finish(self, job: WriteJob, rules: TagRules) -> Outcome:
+        """All three steps in this process (the local engine)."""
+        try:
+            self.plan_ahead(job, rules)
+            st = job.stat  # no plan (no writer, or nothing to do): the file was not touched
+            if self.writer is not None and job.plan is not None:
+                st = write_file(self.writer, job)
+        except (MetadataError, OSError) as exc:
+            return self.failed(job, exc)
+        return self.record_done(job, st, rules)
+
+    # -- untag ----------------------------------------------------------------------------------
+
+    def untag(self, path: str) -> Outcome:
+        """Take out exactly the keywords tagwatch added (and put back what overwrite took out); the
+        daemon then leaves the file alone until ``scan`` names it again."""
+        assert self.writer is not None
+        row = self.store.file(path)
+        if row is None or row.state == DELETED:
+            return Outcome(path, Status.UNCHANGED, error="tagwatch has no record of this file")
+        if row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED):
+            return Outcome(path, Status.UNCHANGED, error="already untagged")
+        owned, dropped = self.store.ledger(row.id), self.store.ledger(row.id, REMOVED)
+        self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
+        try:
+            plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id))
+            self.writer.apply(plan)
+            st = os.lstat(path)
+        except (MetadataError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
+            log.warning("%s: not untagged: %s", path, reason)
+            return Outcome(path, Status.FAILED, error=reason)
+        self.store.remove_ledger(row.id, owned + dropped)
+        self.store.record_file(path, key=row.key, size=st.st_size, mtime_ns=st.st_mtime_ns, state=UNTAGGED)
+        log.info("untagged %s: removed %s%s", path, ", ".join(plan.removed) or "nothing",
+                 f"; restored {', '.join(plan.restored)}" if plan.restored else "")
+        return Outcome(path, Status.UNTAGGED, added=plan.restored)
+
+    # -- renames and deletions ------------------------------------------------------------------
+
+    def apply_ops(self, ops: Sequence[Op]) -> list[str]:
+        """Apply renames and deletions to the store; returns moved paths the store did not know."""
+        unknown: list[str] = []
+        for op in ops:
+            if isinstance(op, Delete):
+                if os.path.lexists(op.path):  # replaced since (a polling observer sees our own atomic
+                    continue                  # replace as delete + create): the row and ledger stay
+                if op.is_dir:
+                    self.store.mark_deleted_under(op.path)
+                elif self.store.mark_deleted(op.path):
+                    log.info("%s: deleted", op.path, extra={"event": "deleted", "path": op.path})
+                else:
+                    log.info("%s: skipped: deleted before it could be tagged", op.path)
+            elif op.is_dir:
+                self.store.move_tree(op.src, op.dst)
+            else:
+                if self.writer is not None:
+                    move_sidecar(self.writer, op.src, op.dst)
+                if not self.store.move(op.src, op.dst):
+                    unknown.append(op.dst)
+                else:
+                    log.info("moved %s -> %s", op.src, op.dst,
+                             extra={"event": "moved", "path": op.dst, "from": op.src})
+        return unknown
+
+
+def move_sidecar(writer: KeywordWriter, src: str, dst: str) -> None:
+    """A photo renamed by a file manager leaves its sidecar behind; take it along, unless the new
+    name already has one or other files still share it (``photo.xmp`` of a RAW+JPEG pair)."""
+    old, new = writer.sidecar_for(Path(src)), writer.sidecar_for(Path(dst))
+    if old == new or not old.is_file() or old.is_symlink() or os.path.lexists(new):
+        return
+    if old.name != Path(src).name + ".xmp" and any(
+            p.suffix.lower() != ".xmp" for p in old.parent.glob(glob.escape(old.stem) + ".*")):
+        return
+    try:
+        os.rename(old, new)
+        log.info("moved sidecar %s -> %s", old, new)
+    except OSError as exc:
+        log.warning("%s: sidecar not moved with its photo: %s", old, exc.strerror)
