@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TAGS, TINY_CONFIG, exif_keywords, noise_jpeg, status, tagwatch
 from tagwatch.config import ModelConfig
-from tagwatch.model import ModelError, load_model, model_identity, resolve_precision
+from tagwatch.model import ModelError, load_model, model_identity
 
 
 def test_scan_tags_a_folder_and_a_second_scan_encodes_nothing(tmp_path: Path, config_file) -> None:
@@ -115,14 +115,6 @@ def test_an_idle_model_is_unloaded_and_comes_back_on_demand(tiny_checkpoint: Pat
         assert not lazy.unload_if_idle(0.0) and lazy.loaded
         assert (model.encode_texts(["a dog"]) == before).all()
     assert lazy.unload_if_idle(0.0) and not lazy.loaded
-
-
-def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16() -> None:
-    assert resolve_precision("auto", "cpu", "flags\t: fpu sse2 avx2 avx512f avx512_vnni") == "fp32"
-    assert resolve_precision("auto", "cpu", "flags\t: fpu avx2 avx512f avx512_bf16") == "bf16"
-    assert resolve_precision("auto", "cpu", "flags\t: fpu amx_bf16 amx_tile") == "bf16"
-    assert resolve_precision("auto", "cuda:0", "flags\t: avx512_bf16") == "fp32"
-    assert resolve_precision("int8", "cpu", "flags\t: avx2") == "int8"
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])

@@ -143,3 +143,19 @@ def test_init_writes_a_starter_config_that_loads(tmp_path: Path) -> None:
     assert config.tags.read_text() == builtin_tag_list().read_text()
     again = tagwatch("init", "--config", str(target))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_the_web_section_defaults_to_loopback_and_names_a_bad_key(tmp_path: Path) -> None:
+    from tagwatch.config import ConfigError, parse_config
+
+    config = parse_config({}, tmp_path, "c.toml")
+    assert (config.web.enabled, config.web.host, config.web.port, config.web.loopback) == (
+        False, "127.0.0.1", 8765, True)
+    exposed = parse_config({"web": {"enabled": True, "host": "0.0.0.0", "port": 0}}, tmp_path, "c.toml").web
+    assert exposed.enabled and exposed.port == 0 and not exposed.loopback
+    assert parse_config({"web": {"host": "[::1]"}}, tmp_path, "c.toml").web.loopback
+    for table, message in (({"port": 70000}, r"c\.toml: web\.port must be a port number"),
+                           ({"enabled": "yes"}, r"c\.toml: web\.enabled must be true or false"),
+                           ({"hots": "x"}, r"c\.toml: unknown key 'web\.hots'")):
+        with pytest.raises(ConfigError, match=message):
+            parse_config({"web": table}, tmp_path, "c.toml")

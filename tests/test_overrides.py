@@ -235,3 +235,46 @@ def test_the_config_names_the_overrides_file_relative_to_itself(tmp_path: Path) 
     assert parse_config({}, tmp_path, "c.toml").overrides is None
     with pytest.raises(ConfigError, match=r"c\.toml: overrides must be a path string"):
         parse_config({"overrides": ["a"]}, tmp_path, "c.toml")
+
+
+# -- corrections written by the review page -----------------------------------------------------------
+
+HAND_WRITTEN = """# my corrections
+[[override]]
+path = "holidays/**"   # the trip
+add = ["holiday"]
+remove = ["red"]
+"""
+
+
+def test_a_correction_goes_into_a_rule_for_exactly_that_photo_keeping_every_comment() -> None:
+    from tagwatch.overrides import correct
+
+    source, roots, photo = Path("overrides.toml"), [Path("/photos")], "/photos/holidays/a[1]*.jpg"
+    text = correct(HAND_WRITTEN, source, roots, photo, "blue", "remove")
+    assert text.startswith(HAND_WRITTEN)  # the person's rule and comments, byte for byte
+    text = correct(text, source, roots, photo, "Anna", "add")
+    rules = parse_overrides(text, source, roots)
+    assert [r.pattern for r in rules.rules] == ["holidays/**", "/photos/holidays/a[[]1][*].jpg"]
+    assert rules.for_path(photo) == Override(("holiday", "Anna"), ("red", "blue"))
+    assert not rules.for_path("/photos/holidays/a11.jpg").add.count("Anna")  # glob characters escaped
+    # a photo-level rule wins over the folder's: undoing the folder's "red" is refused, not faked
+    with pytest.raises(OverridesError, match="comes from the rule for 'holidays/\\*\\*'"):
+        correct(text, source, roots, photo, "red", "undo")
+    assert correct(text, source, roots, photo, "holiday", "remove").count("[[override]]") == 2
+    # undoing every correction of the photo leaves the person's file as it was
+    text = correct(correct(text, source, roots, photo, "blue", "undo"), source, roots, photo, "Anna", "undo")
+    assert parse_overrides(text, source, roots).rules == parse_overrides(HAND_WRITTEN, source, roots).rules
+    assert text.startswith(HAND_WRITTEN)
+
+
+def test_a_correction_after_a_later_matching_rule_is_appended_so_it_wins() -> None:
+    from tagwatch.overrides import correct
+
+    source, roots = Path("o.toml"), [Path("/p")]
+    text = '[[override]]\npath = "/p/a.jpg"\nremove = ["x"]\n\n[[override]]\npath = "**/*.jpg"\nadd = ["y"]\n'
+    fixed = correct(text, source, roots, "/p/a.jpg", "y", "remove")
+    assert fixed.startswith(text) and parse_overrides(fixed, source, roots).for_path("/p/a.jpg") == Override(
+        (), ("x", "y"))
+    with pytest.raises(OverridesError, match=r"o\.toml:2: not valid TOML"):
+        correct("[[override]]\npath = \n", source, roots, "/p/a.jpg", "y", "remove")

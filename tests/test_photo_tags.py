@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from tagwatch.calibrate import save_thresholds
 from tagwatch.cli import main as cli_main
 from tagwatch.config import TaggingConfig, builtin_tag_list, load_config
 from tagwatch.tagger import Expansion
@@ -108,3 +109,21 @@ def test_tags_senses_shows_each_meaning_to_pick_a_synset(capsys: pytest.CaptureF
                in line for line in lines)
     assert lines[-2] == "Golden Retrievers: 1 noun sense (a plain list uses golden_retriever.n.01)"
     assert lines[-1].split()[:3] == ["*", "golden_retriever.n.01", "n02099601"]
+
+
+def test_thresholds_for_the_builtin_vocabulary_go_beside_the_config_never_into_the_package(
+        tmp_path: Path) -> None:
+    """Calibrating (or the review page's tag page) with the default list, which is rich: the
+    installed copy stays as shipped, a copy with the thresholds is written beside the config."""
+    config = load_config(_config(tmp_path, ""))
+    shipped = config.tags.read_bytes()
+    said = save_thresholds(config, ["dog", "beach"], {"dog": 0.31, "beach": 0.27})
+    assert config.tags.read_bytes() == shipped
+    twin = tmp_path / "photo-tags.toml"
+    assert said.endswith('tags = "photo-tags.toml"') and str(twin) in said
+    text = twin.read_text(encoding="utf-8")
+    assert text.startswith(shipped.decode("utf-8")[:200])  # the shipped list, its comments kept
+    calibrated = load_vocabulary(twin, ("a photo of a {}.",))
+    own = {tag.keyword: tag.threshold for tag in calibrated.tags}
+    assert (own["dog"], own["beach"], own["cat"]) == (0.31, 0.27, None)
+    assert len(calibrated.tags) == len(load_vocabulary(config.tags, ("a photo of a {}.",)).tags)

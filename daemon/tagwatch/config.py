@@ -21,6 +21,7 @@ TARGETS = ("embedded", "sidecar", "both")
 SIDECAR_NAMES = ("photo.jpg.xmp", "photo.xmp")  # digiKam/darktable/Immich style, Lightroom style
 MTIME_POLICIES = ("update", "keep")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISION_CACHE_NAME = "precision.json"  # beside the database: auto's measured choice per model/CPU/torch
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 # Pictures larger than this are refused undecoded (a decompression bomb: a few KB of file whose
@@ -83,7 +84,10 @@ class ModelConfig:
     device: str = "cpu"
     cache_dir: Path = field(default_factory=default_model_cache)
     offline: bool = False
-    precision: str = "auto"  # auto: bf16 where the CPU has AVX512-BF16/AMX, else fp32
+    precision: str = "auto"  # auto: the fastest faithful path, measured on the first load (precision.py)
+    # Where auto's measured choice is remembered: not a TOML key, set beside the database by Config
+    # (None: measured at every load).
+    precision_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,27 @@ class WriteConfig:
 
 
 @dataclass(frozen=True)
+class PlacesConfig:
+    """GPS coordinates → place keywords (and, opt-in, the IPTC/XMP location fields)."""
+
+    enabled: bool = True  # photos without GPS cost nothing: the gazetteer loads on the first coordinates
+    root: str = "places"  # hierarchical keywords: places|Italy|Tuscany|Florence ("" for Italy|Tuscany|…)
+    max_distance_km: float = 15.0  # the nearest town farther than this is not claimed as the locality
+    country_distance_km: float = 50.0  # up to this: country and region only; beyond: no place at all
+    fill_location: bool = False  # IPTC City/Province-State/Country and XMP twins, only where empty
+
+    def fingerprint(self) -> str:
+        """What changes the keywords and fields of a photo with coordinates."""
+        if not self.enabled:
+            return "off"
+        return (f"{self.root}:{self.max_distance_km:g}:{self.country_distance_km:g}:"
+                f"{int(self.fill_location)}")
+
+
+PLACES_MAX_KM = 250.0  # places.SEARCH_KM: no place is looked for farther away
+
+
+@dataclass(frozen=True)
 class BatchConfig:
     size: int = 32
     max_wait_ms: int = 500
@@ -122,6 +147,19 @@ class ScheduleConfig:
 class MetricsConfig:
     host: str = ""  # empty: no endpoint
     port: int = 9464
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The review page (``tagwatch web``; the daemon hosts it too with ``enabled``)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # anything else exposes the page beyond this machine, and says so
+    port: int = 8765  # 0: any free port (the log names it)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
 
 
 @dataclass(frozen=True)
@@ -142,7 +180,16 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    places: PlacesConfig = field(default_factory=PlacesConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: Path | None = None  # the file this came from, None for built-in defaults
+
+    def __post_init__(self) -> None:
+        # auto's measured precision is remembered in the data folder, beside the database (and so
+        # private like it), whatever the [model] table says: one place decides where state lives.
+        cache = self.database.parent / PRECISION_CACHE_NAME
+        if self.model.precision_cache != cache:
+            object.__setattr__(self, "model", replace(self.model, precision_cache=cache))
 
     def with_watch(self, folders: list[Path]) -> Config:
         """The same config watching ``folders`` instead (``tagwatch run FOLDER…``)."""
@@ -308,10 +355,43 @@ def _write(raw: dict[str, Any], where: str) -> WriteConfig:
         ("mtime", r.choice("mtime", MTIME_POLICIES)),
         ("hierarchy_prefix", r.get("hierarchy_prefix", str, "a string"))) if value is not None}
     prefix = values.get("hierarchy_prefix", "")
-    if prefix and (prefix != prefix.strip(" |/") or not prefix.isprintable() or "/" in prefix):
+    if prefix and not _keyword_path(prefix):
         raise r.fail("hierarchy_prefix", f"must be a keyword path like 'auto' or 'auto|ai', got {prefix!r}")
     r.finish()
     return replace(WriteConfig(), **values)
+
+
+def _keyword_path(value: str) -> bool:
+    """A hierarchy root/prefix like 'auto' or 'auto|ai': no empty level, no '/' (digiKam's separator)."""
+    return value == value.strip(" |/") and value.isprintable() and "/" not in value and "||" not in value
+
+
+def _places(raw: dict[str, Any], where: str) -> PlacesConfig:
+    r = _Reader(raw, "places.", where)
+    values: dict[str, Any] = {}
+    for name in ("enabled", "fill_location"):
+        value = r.get(name, bool, "true or false")
+        if value is not None:
+            values[name] = value
+    root = r.get("root", str, "a string")
+    if root is not None:
+        if root and not _keyword_path(root):
+            raise r.fail("root", f"must be a keyword path like 'places' or 'auto|places' (or \"\" for "
+                                 f"none), got {root!r}")
+        values["root"] = root
+    for name in ("max_distance_km", "country_distance_km"):
+        value = r.get(name, (int, float), "a number of kilometres")
+        if value is not None:
+            if not 0 < value <= PLACES_MAX_KM:
+                raise r.fail(name, f"must be more than 0 and at most {PLACES_MAX_KM:g} km, got {value}")
+            values[name] = float(value)
+    r.finish()
+    cfg = replace(PlacesConfig(), **values)
+    if cfg.max_distance_km > cfg.country_distance_km:
+        name = "max_distance_km" if "max_distance_km" in values else "country_distance_km"
+        raise r.fail(name, f"must keep max_distance_km ({cfg.max_distance_km:g}) at most "
+                           f"country_distance_km ({cfg.country_distance_km:g})")
+    return cfg
 
 
 def _batch(raw: dict[str, Any], where: str) -> BatchConfig:
@@ -341,6 +421,11 @@ def _schedule(raw: dict[str, Any], where: str) -> ScheduleConfig:
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach ``host`` (127.0.0.0/8, ::1, localhost)."""
+    return host in _LOOPBACK or host.startswith("127.")
+
+
 def _metrics(raw: dict[str, Any], where: str) -> MetricsConfig:
     """``listen = "127.0.0.1:9464"``: the Prometheus endpoint, off unless set."""
     r = _Reader(raw, "metrics.", where)
@@ -352,14 +437,37 @@ def _metrics(raw: dict[str, Any], where: str) -> MetricsConfig:
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise r.fail("listen", f'must be HOST:PORT like "127.0.0.1:9464", got {listen!r}')
-    if host not in _LOOPBACK and not host.startswith("127."):
+    if not is_loopback(host):
         raise r.fail("listen", f"must be a loopback address (127.0.0.1, ::1): the counters name no "
                                f"secrets but nothing outside this machine should reach the daemon; "
                                f"got {host!r}")
     return MetricsConfig(host, int(port))
 
 
-_SECTIONS = {"model", "tagging", "write", "batch", "schedule", "metrics"}
+def _web(raw: dict[str, Any], where: str) -> WebConfig:
+    """``[web]``: the review page.  A host other than loopback is allowed, because a person wrote it
+    here on purpose (a NAS reviewed from a laptop); the page then logs that it is exposed."""
+    r = _Reader(raw, "web.", where)
+    enabled = r.get("enabled", bool, "true or false")
+    host = r.get("host", str, 'an address like "127.0.0.1" (or "0.0.0.0" to expose the page)')
+    port = r.get("port", int, "a port number")
+    r.finish()
+    values: dict[str, Any] = {}
+    if enabled is not None:
+        values["enabled"] = enabled
+    if host is not None:
+        host = host.strip().removeprefix("[").removesuffix("]")
+        if not host or any(ch.isspace() or ch == "/" for ch in host):
+            raise r.fail("host", f"must be an address like \"127.0.0.1\", got {host!r}")
+        values["host"] = host
+    if port is not None:
+        if not 0 <= port < 65536:
+            raise r.fail("port", f"must be a port number from 0 (any free port) to 65535, got {port}")
+        values["port"] = port
+    return replace(WebConfig(), **values)
+
+
+_SECTIONS = {"model", "tagging", "write", "batch", "schedule", "metrics", "places", "web"}
 
 
 def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | None = None) -> Config:
@@ -379,6 +487,10 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
             values["batch"] = _batch(table, where)
         elif section == "metrics":
             values["metrics"] = _metrics(table, where)
+        elif section == "places":
+            values["places"] = _places(table, where)
+        elif section == "web":
+            values["web"] = _web(table, where)
         else:
             values["schedule"] = _schedule(table, where)
     watch = r.get("watch", (list, str), "a list of folders")

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import json
 import logging
@@ -51,7 +49,14 @@ import numpy as np
 from .config import ModelConfig, is_checkpoint_path
 from .exiftool import _spawner  # starts children from one long-lived thread, with PR_SET_PDEATHSIG
 from .imaging import Preprocess
-from .model import RANDOM_WEIGHTS, ModelError, _is_config_file, _read_config_file, model_identity
+from .model import (
+    RANDOM_WEIGHTS,
+    ModelError,
+    _is_config_file,
+    _read_config_file,
+    model_identity,
+    return_freed_memory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +302,8 @@ class EncoderProcess:
 
 
 def _config_dict(cfg: ModelConfig) -> dict[str, Any]:
-    return {**asdict(cfg), "cache_dir": str(cfg.cache_dir)}
+    return {**asdict(cfg), "cache_dir": str(cfg.cache_dir),
+            "precision_cache": None if cfg.precision_cache is None else str(cfg.precision_cache)}
 
 
 # -- the child's side ----------------------------------------------------------------------------
@@ -326,7 +332,9 @@ class _Server:
         op = header.get("op")
         if op in ("validate", "load"):
             raw = header["config"]
-            cfg = ModelConfig(**{**raw, "cache_dir": Path(raw["cache_dir"])})
+            cache = raw.get("precision_cache")
+            cfg = ModelConfig(**{**raw, "cache_dir": Path(raw["cache_dir"]),
+                                 "precision_cache": None if cache is None else Path(cache)})
             if op == "validate":
                 clip.validate_config(cfg)
                 return {"ok": True}, None
@@ -463,7 +471,7 @@ class LazyModel:
         was_loaded = encoder.loaded
         encoder.close()
         gc.collect()
-        _return_freed_memory()  # the decode buffers of the last batches
+        return_freed_memory()  # the decode buffers of the last batches
         if was_loaded:
             log.info("model unloaded after %.0f s without work", idle_seconds)
         else:
@@ -477,9 +485,3 @@ class LazyModel:
             encoder, self._encoder = self._encoder, None
         if encoder is not None:
             encoder.close()
-
-
-def _return_freed_memory() -> None:
-    """Ask glibc to give freed heap pages back to the system, so the RSS really drops."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): the allocator decides
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

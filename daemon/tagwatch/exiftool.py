@@ -46,9 +46,13 @@ def _argline(arg: str) -> str:
     if "\n" not in arg and "\r" not in arg:
         if arg != arg.lstrip():
             raise MetadataError(f"argument {arg!r} starts with white space, which exiftool would drop")
-        return arg
+        if arg == arg.rstrip():
+            return arg
+        # exiftool trims each argument line; a C-string line keeps trailing blanks (a field that held
+        # " " before tagwatch filled it gets " " back)
     if "$" in arg or "@" in arg:  # exiftool's #[CSTR] lines mangle these two characters
-        raise MetadataError(f"{arg!r}: a line break together with '$' or '@' cannot be passed to exiftool")
+        raise MetadataError(f"{arg!r}: a line break or trailing blank together with '$' or '@' cannot be "
+                            "passed to exiftool")
     escaped = arg.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
     return f"#[CSTR]{escaped}"
 

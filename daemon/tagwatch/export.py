@@ -13,12 +13,13 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .formats import ImageError, content_key
 from .freshness import is_unchanged
+from .geotag import Places
 from .scoring import choose
 from .store import Store
 from .tagger import Expansion, TagMatrix
@@ -30,6 +31,7 @@ SEPARATOR = "; "  # between keywords in the one-row-per-photo CSV
 class Exported:
     path: str
     tags: list[tuple[str, float]]  # best first
+    places: list[str] = field(default_factory=list)  # country, region, locality: keywords without a score
 
 
 def cached_vectors(store: Store, model: str, paths: Sequence[str],
@@ -84,6 +86,23 @@ def score(vectors: dict[str, np.ndarray], tags: TagMatrix, thresholds: np.ndarra
             for n, (path, chosen) in enumerate(zip(paths, choose(scores, thresholds, top_k), strict=True))]
 
 
+def with_places(results: Sequence[Exported], store: Store, places: Places) -> list[Exported]:
+    """Each photo's place keywords, from the coordinates recorded when it was last tagged (a photo
+    changed since has its places again once the daemon or ``scan`` has seen the change)."""
+    paths = [r.path for r in results]
+    rows = store.files(paths)
+    fresh: dict[str, int] = {}
+    for path, row in rows.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if is_unchanged(row, st):
+            fresh[path] = row.id
+    found = places.of_files(store.located(fresh.values()), fresh)
+    return [replace(r, places=[p for p in found.get(r.path, []) if p not in dict(r.tags)]) for r in results]
+
+
 def display_path(path: str, cwd: str) -> str:
     """Relative to ``cwd`` when the photo is inside it, else absolute: short and unambiguous."""
     base = cwd.rstrip("/") + "/"
@@ -91,28 +110,31 @@ def display_path(path: str, cwd: str) -> str:
 
 
 def render_json(results: Sequence[Exported], cwd: str, with_scores: bool) -> str:
-    """``{"photo.jpg": ["nature", "bw"]}``, or with scores ``{"photo.jpg": {"nature": 0.3114}}``."""
+    """``{"photo.jpg": ["nature", "bw", "Italy"]}``, or with scores ``{"photo.jpg": {"nature": 0.3114,
+    "Italy": null}}`` (a place keyword has no score)."""
     if with_scores:
-        doc: dict[str, object] = {display_path(r.path, cwd): {k: round(s, 4) for k, s in r.tags}
+        doc: dict[str, object] = {display_path(r.path, cwd): {**{k: round(s, 4) for k, s in r.tags},
+                                                              **dict.fromkeys(r.places)}
                                   for r in results}
     else:
-        doc = {display_path(r.path, cwd): [k for k, _ in r.tags] for r in results}
+        doc = {display_path(r.path, cwd): [k for k, _ in r.tags] + r.places for r in results}
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 
 
 def render_csv(results: Sequence[Exported], cwd: str, with_scores: bool) -> str:
     """``path,tags`` one row per photo (keywords joined by ``"; "``); with scores ``path,tag,score``
-    one row per photo and tag, and a photo without tags as one row with empty tag and score."""
+    one row per photo and tag (a place keyword with an empty score), and a photo without tags as one
+    row with empty tag and score."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if with_scores:
         writer.writerow(["path", "tag", "score"])
         for r in results:
-            for keyword, value in r.tags or [("", None)]:
+            for keyword, value in [*r.tags, *((p, None) for p in r.places)] or [("", None)]:
                 writer.writerow([display_path(r.path, cwd), keyword,
                                  "" if value is None else f"{value:.4f}"])
     else:
         writer.writerow(["path", "tags"])
         for r in results:
-            writer.writerow([display_path(r.path, cwd), SEPARATOR.join(k for k, _ in r.tags)])
+            writer.writerow([display_path(r.path, cwd), SEPARATOR.join([k for k, _ in r.tags] + r.places)])
     return out.getvalue()

@@ -16,15 +16,17 @@ import stat
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .atomic import fsync_folder
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
 from .formats import EMBEDDABLE_SUFFIXES
+from .places import GPS_TAGS, LOCATION_FIELDS
 from .retry import TRANSIENT_ERRNOS
 
-__all__ = ["ExifTool", "FileChanged", "KeywordWriter", "Keywords", "MetadataError", "StorageError",
-           "WritePlan"]
+__all__ = ["ExifTool", "FileChanged", "FileState", "Filled", "KeywordWriter", "Keywords", "MetadataError",
+           "StorageError", "WritePlan"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,11 @@ _counter = itertools.count(1)
 
 IPTC, DC, HIERARCHICAL, TAGS_LIST = ("IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject",
                                      "XMP-digiKam:TagsList")
+# Single-value fields ``plan(fill=...)`` may fill where a photo leaves them empty (exiftool names).
+FILLABLE = LOCATION_FIELDS
+# IPTC IIM's byte limits (exiftool truncates longer values, mid-character if need be)
+IPTC_LIMITS = {"IPTC:City": 32, "IPTC:Province-State": 32, "IPTC:Country-PrimaryLocationName": 64,
+               "IPTC:Country-PrimaryLocationCode": 3, "IPTC:Sub-location": 32, "IPTC:Caption-Abstract": 2000}
 
 
 def is_temp_file(name: str) -> bool:
@@ -94,6 +101,8 @@ class Keywords:
     tags_list: tuple[str, ...] = ()  # digiKam:TagsList (digiKam, Immich read it first)
     latin1_iptc: bool = False  # legacy IPTC in Latin-1 without 1:90: converted to UTF-8 on our write
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write
+    fields: Mapping[str, str] = field(default_factory=dict, hash=False)  # FILLABLE fields present
+    gps: Mapping[str, str] = field(default_factory=dict, hash=False)  # GPS_TAGS present (exiftool -n)
     all: frozenset[str] = field(init=False)  # the flat keywords, IPTC and XMP together
 
     def __post_init__(self) -> None:
@@ -105,6 +114,31 @@ class Keywords:
 
 
 _NO_KEYWORDS = Keywords()
+
+
+class Filled(NamedTuple):
+    """The ledger's record of a field tagwatch filled: the values that are ours (the last one is the
+    latest; two while a write is in flight) and what it held before (None: it was absent)."""
+
+    ours: tuple[str, ...]
+    previous: str | None
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A photo and its sidecar as read before planning: the plan refuses to act if the photo changed."""
+
+    before: os.stat_result
+    photo: Keywords
+    sidecar: Keywords
+
+
+def fit(name: str, value: str) -> str:
+    """``value`` cut to the field's IPTC byte limit at a character boundary."""
+    limit = IPTC_LIMITS.get(name)
+    if limit is None or len(value.encode("utf-8")) <= limit:
+        return value
+    return value.encode("utf-8")[:limit].decode("utf-8", "ignore").rstrip()
 _FIELDS = (IPTC, DC, HIERARCHICAL, TAGS_LIST)
 Expect = tuple[frozenset[str], frozenset[str]]  # (values a field must hold, values it must not)
 
@@ -201,6 +235,7 @@ class Edit:
     args: list[str]
     expect: dict[str, Expect]
     is_photo: bool
+    fields: dict[str, str | None] = field(default_factory=dict)  # filled field → value (None: absent)
 
 
 @dataclass(frozen=True)
@@ -216,6 +251,9 @@ class WritePlan:
     # keyword → the hierarchical paths it is written under afterwards, for ``ours`` and ``respelled``
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
     respelled: list[str] = field(default_factory=list)  # our keywords whose parent changed
+    # filled fields: the ledger's record to keep during the write (ahead) and after it (None: forget)
+    fills_ahead: dict[str, Filled] = field(default_factory=dict)
+    fills: dict[str, Filled | None] = field(default_factory=dict)
 
     @property
     def changes(self) -> bool:
@@ -238,34 +276,40 @@ class KeywordWriter:
 
     # -- reading -------------------------------------------------------------------------------
 
+    _READ = ("-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
+             f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Error",
+             *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
+             *(f"-{name}#" for name in GPS_TAGS))
+
     def read(self, path: Path) -> Keywords:
-        out, err = self.exiftool.execute(
-            "-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
-            f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Error", str(path))
+        out, err = self.exiftool.execute(*self._READ, str(path))
         try:
             record = json.loads(out, parse_float=str, parse_int=str)[0] if out else {}
         except (ValueError, IndexError):
             record = {}
         if not record:
             raise MetadataError(_first_line(err) or "exiftool could not read the file")
-        if "ExifTool:Error" in record:
-            raise MetadataError(str(record["ExifTool:Error"]))
-        iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
-        latin1 = False
-        if "IPTC:CodedCharacterSet" not in iptc:
-            iptc, latin1 = _decode_legacy_iptc(iptc)
-        # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
-        # copy, so a keyword in any copy is already in the file.
-        copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)),
-                        key=lambda k: (k != IPTC, k))
-        return Keywords(
-            iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
-            xmp=tuple(_as_list(record.get(DC))),
-            hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
-            tags_list=tuple(_as_list(record.get(TAGS_LIST))),
-            latin1_iptc=latin1,
-            has_digest="Photoshop:IPTCDigest" in record,
-        )
+        return _keywords(record)
+
+    def read_many(self, paths: Sequence[Path]) -> dict[Path, Keywords | str]:
+        """:meth:`read` for many files in one exiftool command (a page of the review grid: one round
+        trip instead of one per photo); a file that cannot be read maps to the reason."""
+        if not paths:
+            return {}
+        out, err = self.exiftool.execute(*self._READ, *(str(p) for p in paths))
+        try:
+            records = json.loads(out, parse_float=str, parse_int=str) if out else []
+        except ValueError:
+            records = []
+        found: dict[Path, Keywords | str] = {}
+        for record in records:
+            source = Path(str(record.get("SourceFile", "")))
+            try:
+                found[source] = _keywords(record)
+            except MetadataError as exc:
+                found[source] = str(exc)
+        reason = _first_line(err) or "exiftool could not read the file"
+        return {path: found.get(path, reason) for path in paths}
 
     def sidecar_for(self, path: Path) -> Path:
         """``photo.jpg.xmp`` (digiKam, darktable, Immich) or ``photo.xmp`` (Lightroom, Capture One)."""
@@ -285,7 +329,9 @@ class KeywordWriter:
     def plan(self, path: Path, keywords: list[str], before: os.stat_result | None = None,
              mode: str = "append", owned: Sequence[str] = (), *, paths: Mapping[str, str] | None = None,
              owned_paths: Mapping[str, Sequence[str]] | None = None,
-             withdraw: Collection[str] = ()) -> WritePlan:
+             withdraw: Collection[str] = (), state: FileState | None = None,
+             fill: Mapping[str, str | None] | None = None,
+             filled: Mapping[str, Filled] | None = None) -> WritePlan:
         """Work out what tagging ``path`` with ``keywords`` changes, without changing anything yet.
 
         ``mode``: "append" adds; "sync" also takes out ``owned`` keywords (those tagwatch added
@@ -298,11 +344,17 @@ class KeywordWriter:
         keywords it knows (others are flat); ``owned_paths`` the paths each owned keyword was
         written under (the ledger's; absent: flat).  An owned keyword whose path changed is
         re-spelled in the hierarchical fields, in every mode.  ``withdraw``: owned keywords to take
-        out whatever the mode (an override's ``remove``).
+        out whatever the mode (an override's ``remove``, a place the photo is no longer at).
+
+        ``fill``: single-value fields (:data:`FILLABLE`) → the value tagwatch wants there, written only
+        where the field is empty or holds our own earlier value (``filled``, the ledger's record);
+        None takes ours out again, putting back what was there.  ``state``: the files as already
+        read by :meth:`inspect` (default: read now).
         """
         paths = paths or {}
         owned_paths = owned_paths or {}
-        before, photo, sidecar = self._state(path, before)
+        before, photo, sidecar = ((state.before, state.photo, state.sidecar) if state is not None
+                                  else self._state(path, before))
         files = (photo, sidecar)
         new = {k: paths.get(k, k) for k in keywords}
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
@@ -331,15 +383,23 @@ class KeywordWriter:
         change = Change(tuple((k, new[k]) for k in keywords) + tuple(kept),
                         tuple((o, p) for o in [*removed, *respelled] for p in had[o]),
                         overwrite=mode == "overwrite")
-        edits = self._edits(path, before, photo, sidecar, change)
+        embeds = self.embeds(path)  # filled fields go where the keywords go: the photo, else its sidecar
+        assign, ahead, after = _fills(photo if embeds else sidecar, fill or {}, filled or {}, not embeds)
+        edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)))
+        if not photo.hierarchical and any(e.is_photo and e.expect.get(HIERARCHICAL, ((),))[0] for e in edits):
+            # We create the photo's hierarchical field, seeded with the person's flat keywords (see
+            # _xmp_fields): the ledger remembers, so untag can take the whole field out again.
+            ahead[HIERARCHICAL] = after[HIERARCHICAL] = Filled(tuple(dict.fromkeys(photo.xmp + photo.iptc)),
+                                                                None)
         written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
         return WritePlan(path, before, edits, list(keywords), ours, removed, dropped, paths=written,
-                         respelled=list(respelled))
+                         respelled=list(respelled), fills_ahead=ahead, fills=after)
 
     def plan_untag(self, path: Path, owned: list[str], dropped: list[str],
-                   owned_paths: Mapping[str, Sequence[str]] | None = None) -> WritePlan:
-        """Take out exactly the keywords tagwatch added (under every path the ledger recorded) and
-        put back those overwrite took out."""
+                   owned_paths: Mapping[str, Sequence[str]] | None = None,
+                   filled: Mapping[str, Filled] | None = None) -> WritePlan:
+        """Take out exactly the keywords tagwatch added (under every path the ledger recorded), put
+        back those overwrite took out, and give each field tagwatch filled its earlier value."""
         owned_paths = owned_paths or {}
         before, photo, sidecar = self._state(path, None)
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
@@ -350,8 +410,24 @@ class KeywordWriter:
         removed = [o for o in owned if any(present(o, p) for p in had[o])]
         restored = [k for k in dropped if not present(k, None)]
         change = Change(tuple((k, k) for k in restored), tuple((o, p) for o in removed for p in had[o]))
-        edits = self._edits(path, before, photo, sidecar, change)
-        return WritePlan(path, before, edits, [], [], removed, [], restored)
+        filled = filled or {}
+        assign, side = ({name: record.previous for name, record in filled.items()
+                         if name not in _FIELDS and existing.fields.get(name) in record.ours
+                         and not (existing is sidecar and name.startswith("IPTC:"))}
+                        for existing in (photo, sidecar))
+        created = filled.get(HIERARCHICAL)
+        if created is not None and photo.hierarchical and not restored:
+            ours = {self.forms.spell(HIERARCHICAL, o, p) for o in removed for p in had[o]}
+            if {v for v in photo.hierarchical if v not in ours} <= set(created.ours):
+                assign[HIERARCHICAL] = None  # only the person's keywords we copied in are left
+        edits = self._edits(path, before, photo, sidecar, change, assign, side)
+        return WritePlan(path, before, edits, [], [], removed, [], restored,
+                         fills=dict.fromkeys(filled))
+
+    def inspect(self, path: Path, before: os.stat_result | None = None) -> FileState:
+        """Read the photo and its sidecar once, for a caller that needs their metadata (GPS) to
+        decide what to plan; :class:`FileChanged` if the photo is no longer ``before``."""
+        return FileState(*self._state(path, before))
 
     def _state(self, path: Path, before: os.stat_result | None
                ) -> tuple[os.stat_result, Keywords, Keywords]:
@@ -373,17 +449,19 @@ class KeywordWriter:
         return now, photo, sidecar
 
     def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords,
-               change: Change) -> list[Edit]:
+               change: Change, assign: Mapping[str, str | None] | None = None,
+               side_assign: Mapping[str, str | None] | None = None) -> list[Edit]:
         """The photo's and the sidecar's edits.  Keywords are added only where the target says;
-        removals reach every place tagwatch may have written (the target may have changed since)."""
+        removals reach every place tagwatch may have written (the target may have changed since).
+        ``assign``, ``side_assign``: filled fields to set (None: delete) in the photo, in the sidecar."""
         edits: list[Edit] = []
         if path.suffix.lower() in EMBEDDABLE_SUFFIXES:
             embedded = change if self.embeds(path) else change.removal_only()
-            edit = self._photo_edit(path, before, photo, embedded)
+            edit = self._photo_edit(path, before, photo, embedded, assign or {})
             if edit is not None:
                 edits.append(edit)
         side = self.sidecar_for(path)
-        if self.uses_sidecar(path) or side.exists():
+        if self.uses_sidecar(path) or side.exists() or side_assign:
             uses = self.uses_sidecar(path)
             sidecar_before = side.lstat() if side.exists() else None
             # A new sidecar starts with the photo's own keywords: apps that read the sidecar instead
@@ -393,17 +471,22 @@ class KeywordWriter:
                 tags_list=photo.tags_list)
             fields = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=True,
                                       seed=seed)
-            args = [a for f in fields for a in f[1]]
+            xmp_assign = {name: value for name, value in (side_assign or {}).items()
+                          if not name.startswith("IPTC:")}
+            args = [a for f in fields for a in f[1]] + [f"-{n}={v or ''}" for n, v in xmp_assign.items()]
             if args:
-                edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False))
+                edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False,
+                                  xmp_assign))
         return edits
 
     def _photo_edit(self, path: Path, before: os.stat_result, existing: Keywords,
-                    change: Change) -> Edit | None:
+                    change: Change, assign: Mapping[str, str | None]) -> Edit | None:
         add, remove = change.values(self.forms, IPTC)
         iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, add, remove, change.overwrite)
         xmp = self._xmp_fields(existing, change)
-        if not iptc_args and not any(f[1] for f in xmp):
+        iptc_fill = {n: v for n, v in assign.items() if n.startswith("IPTC:")}
+        xmp_fill = {n: v for n, v in assign.items() if not n.startswith("IPTC:")}
+        if not iptc_args and not any(f[1] for f in xmp) and not assign:
             return None
         if before.st_nlink > 1:
             raise MetadataError(f"the file has {before.st_nlink} hard links; replacing it would split "
@@ -411,18 +494,21 @@ class KeywordWriter:
         if not before.st_mode & 0o222:
             raise MetadataError("the file is read-only (no write permission); tagwatch leaves it alone")
         args = ["-charset", "iptc=UTF8"]
-        if iptc_args:
+        if iptc_args or iptc_fill:
             if existing.latin1_iptc:
                 # exiftool FAQ 10: re-read the legacy IPTC as Latin and store it as UTF-8 with 1:90 set.
-                args = ["-charset", "iptc=Latin", "-tagsfromfile", "@", "-IPTC:all", f"--{IPTC}"]
+                args = ["-charset", "iptc=Latin", "-tagsfromfile", "@", "-IPTC:all", f"--{IPTC}",
+                        *(f"--{n}" for n in iptc_fill)]
                 args += [f"-{IPTC}={k}" for k in iptc_final] or [f"-{IPTC}="]
             else:
                 args += iptc_args
+            args += [f"-{n}={v or ''}" for n, v in iptc_fill.items()]
             args.append("-IPTC:CodedCharacterSet=UTF8")
             if existing.has_digest:
                 args.append("-Photoshop:IPTCDigest=new")
         args += [a for f in xmp for a in f[1]]
-        return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True)
+        args += [f"-{n}={v or ''}" for n, v in xmp_fill.items()]
+        return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True, dict(assign))
 
     def _xmp_fields(self, existing: Keywords, change: Change, sidecar: bool = False,
                     seed: Keywords | None = None) -> list[tuple[str, list[str], Expect]]:
@@ -478,6 +564,9 @@ class KeywordWriter:
         written = self.read(temp)
         wrong = {"IPTC" if tag == IPTC else "XMP" for tag, (must, must_not) in edit.expect.items()
                  if not must <= set(written.values(tag)) or must_not & set(written.values(tag))}
+        wrong |= {"IPTC" if name.startswith("IPTC:") else "XMP" for name, value in edit.fields.items()
+                  if (written.values(name) if name in _FIELDS else written.fields.get(name)) != (
+                      () if name in _FIELDS else value or None)}
         reason = _warning(err) or "exiftool gave no reason"
         if not edit.is_photo and wrong:
             raise MetadataError(f"exiftool did not write the sidecar's keywords ({reason})")
@@ -549,6 +638,30 @@ class KeywordWriter:
 _EXIFTOOL_IO_ERRORS = ("Error writing", "Error creating", "Error closing")
 
 
+def _keywords(record: dict[str, object]) -> Keywords:
+    """The keywords of one exiftool ``-j -G1`` record (see :meth:`KeywordWriter.read`)."""
+    if "ExifTool:Error" in record:
+        raise MetadataError(str(record["ExifTool:Error"]))
+    iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
+    latin1 = False
+    if "IPTC:CodedCharacterSet" not in iptc:
+        iptc, latin1 = _decode_legacy_iptc(iptc)
+    # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
+    # copy, so a keyword in any copy is already in the file.
+    copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)), key=lambda k: (k != IPTC, k))
+    return Keywords(
+        iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
+        xmp=tuple(_as_list(record.get(DC))),
+        hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
+        tags_list=tuple(_as_list(record.get(TAGS_LIST))),
+        latin1_iptc=latin1,
+        has_digest="Photoshop:IPTCDigest" in record,
+        fields={name: str(value) for name in FILLABLE
+                if (value := (iptc if name.startswith("IPTC:") else record).get(name)) is not None},
+        gps={name: str(record[name]) for name in GPS_TAGS if name in record},
+    )
+
+
 def _storage_reason(folder: Path, size: int, message: str) -> str:
     """Why exiftool could not write a copy of a ``size``-byte file into ``folder``, in plain words."""
     try:
@@ -579,6 +692,40 @@ def _field(tag: str, existing: tuple[str, ...], add: list[str], remove: list[str
     final = [v for v in existing if v not in taken] + added
     args = [f"-{tag}-={v}" for v in taken if v in existing] + [f"-{tag}+={v}" for v in added]
     return args, final, (frozenset(added), frozenset(taken))
+
+
+def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[str, Filled],
+           sidecar: bool) -> tuple[dict[str, str | None], dict[str, Filled], dict[str, Filled | None]]:
+    """What to do with each filled field of the file that gets them: (fields to set, None deleting;
+    the ledger's records to keep during the write; the records afterwards, None forgetting one).
+
+    A field is ours to set when it is empty (absent or blank) or still holds a value of ours; a value
+    a person wrote (or changed ours into) is never touched, and our record of the field is dropped.
+    """
+    assign: dict[str, str | None] = {}
+    ahead: dict[str, Filled] = {}
+    after: dict[str, Filled | None] = {}
+    for name in dict.fromkeys([*fill, *filled]):
+        if (sidecar and name.startswith("IPTC:")) or name in _FIELDS:  # IIM has no place in an XMP
+            continue  # sidecar; a keyword field we created is the untag's business
+        current, record = existing.fields.get(name), filled.get(name)
+        want = fill.get(name)
+        want = fit(name, want) if want else None
+        ours = record is not None and current in record.ours
+        if want is not None and (ours or current is None or not current.strip()):
+            previous = record.previous if ours and record is not None else current
+            if current != want:
+                assign[name] = want
+                ahead[name] = Filled((*record.ours, want) if ours and record else (want,), previous)
+            if record != Filled((want,), previous):
+                after[name] = Filled((want,), previous)
+        elif ours and record is not None:  # ours, no longer wanted: put back what was there
+            if current != record.previous:
+                assign[name] = record.previous
+            after[name] = None
+        elif record is not None:  # a person's value now
+            after[name] = None
+    return assign, ahead, after
 
 
 def _create(temp: Path, path: Path) -> None:

@@ -10,7 +10,11 @@ local checkpoint file, or are random (``"none"``, for tests and benchmarks only)
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import difflib
+import gc
 import hashlib
 import json
 import logging
@@ -203,42 +207,34 @@ def _encode_text_short(model: Any, tokens: Any) -> Any:
     return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
-_FAST_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-def resolve_precision(precision: str, device: str, cpuinfo: str | None = None) -> str:
-    """``auto`` → bf16 only on a CPU that multiplies bf16 in hardware (AVX512-BF16 or AMX).
-
-    Elsewhere bf16 is emulated and far slower than fp32 (measured on an AVX2-only EPYC: 0.3
-    against 131 GFLOP/s), so auto means fp32 there, and on GPUs, where fp32 is already fast.
-    """
-    if precision != "auto":
-        return precision
-    if not device.startswith("cpu"):
-        return "fp32"
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:  # not Linux
-            return "fp32"
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split()}
-    return "bf16" if flags & _FAST_BF16_FLAGS else "fp32"
-
-
-def _apply_precision(model: Any, precision: str) -> Any:
+def _apply_precision(model: Any, precision: str, tower: Any = None) -> Any:
     """bf16: the whole model in bfloat16 (cosine to fp32 vectors ≈ 0.9999); int8: every linear layer
     of the image tower quantised dynamically, attention's included (≈ 0.9997; see quantize.py).
     Both keep the model identity: vectors stay comparable across precisions, so switching does not
-    re-encode the library."""
+    re-encode the library.  ``tower``: the image tower already in ``precision`` (auto's measured one)."""
     import torch
 
+    if tower is not None:
+        model.visual = tower
     if precision == "bf16":
         return model.to(torch.bfloat16)
-    if precision == "int8":
+    if precision == "int8" and tower is None:
         from .quantize import int8_tower
 
         model.visual = int8_tower(model.visual)
     return model
+
+
+def _choose_precision(model: Any, cfg: ModelConfig, identity: str, device: str,
+                      preprocess: Preprocess) -> tuple[str, Any]:
+    """``model.precision``, with ``auto`` resolved by measuring (or remembering) the fastest faithful
+    path on this machine (:mod:`tagwatch.precision`); returns it and the tower auto measured in it."""
+    if cfg.precision != "auto":
+        return cfg.precision, None
+    from .precision import choose
+
+    decision = choose(model, identity, device, preprocess, cfg.precision_cache)
+    return decision.precision, decision.tower
 
 
 def load_model(cfg: ModelConfig) -> ClipModel:
@@ -286,8 +282,6 @@ def load_model(cfg: ModelConfig) -> ClipModel:
         raise ModelError(f"model: cannot load {name} / {cfg.pretrained}: not a PyTorch or safetensors "
                          f"checkpoint ({type(exc).__name__})") from None
     model.eval()
-    precision = resolve_precision(cfg.precision, str(device))
-    model = _apply_precision(model, precision)
     pp = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = pp.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, tuple | list) else size
@@ -298,6 +292,12 @@ def load_model(cfg: ModelConfig) -> ClipModel:
         interpolation=pp.get("interpolation", "bicubic"),
         resize_mode=pp.get("resize_mode", "shortest"),
     )
+    precision, tower = _choose_precision(model, cfg, identity, str(device), preprocess)
+    model = _apply_precision(model, precision, tower)
+    del tower
+    if cfg.precision == "auto" or precision != "fp32":
+        gc.collect()
+        return_freed_memory()  # the fp32 tower a faster one replaced, auto's candidates not kept
     tokenizer = open_clip.get_tokenizer(name)
     dim = int(model.text_projection.shape[-1]) if getattr(model, "text_projection", None) is not None \
         else int(model.encode_text(tokenizer(["x"])).shape[-1])
@@ -313,3 +313,10 @@ def validate_config(cfg: ModelConfig) -> None:
     pretrained = cfg.pretrained
     if pretrained.lower() != RANDOM_WEIGHTS and not is_checkpoint_path(pretrained):
         _check_pretrained_tag(open_clip, name, pretrained, cfg)
+
+
+def return_freed_memory() -> None:
+    """Ask glibc to give freed heap pages back to the system, so the RSS really drops (after auto's
+    candidate towers are freed here, and after the encoder child ends in :mod:`tagwatch.encoder`)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): the allocator decides
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

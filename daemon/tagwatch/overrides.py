@@ -80,7 +80,7 @@ def _segment(part: str) -> str:
             if end == -1:
                 out.append(re.escape(char))
             else:
-                body = part[i + 1:end].replace("\\", "\\\\")
+                body = part[i + 1:end].replace("\\", "\\\\").replace("[", "\\[")
                 body = "^/" + body[1:] if body.startswith("!") else body
                 out.append(f"[{body}]")
                 i = end
@@ -221,5 +221,102 @@ def parse_overrides(text: str, source: Path, roots: Sequence[Path | str] = ()) -
 
 
 def load_overrides(path: Path, roots: Sequence[Path | str] = ()) -> Overrides:
-    """Read and parse the overrides file at ``path``."""
+    """Read and parse the overrides file at ``path``.  A file that does not exist yet holds no rule
+    (with a warning): the review page creates it with the first correction, and the daemon, which
+    watches its folder, picks it up then."""
+    if not os.path.lexists(path):
+        return Overrides(source=path, warnings=(f"{path}: the overrides file does not exist yet; no "
+                                                "overrides until it does (the review page creates it)",))
     return parse_overrides(read_list_file(path, "overrides file", OverridesError), path, roots)
+
+
+# -- corrections from the review page --------------------------------------------------------------
+
+CORRECTIONS = ("add", "remove", "undo")
+_MARK = "# a correction made on the review page"
+
+
+def glob_escape(path: str) -> str:
+    """``path`` as a pattern that matches exactly it: ``*``, ``?`` and ``[`` become classes."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in path)
+
+
+def _matches(rule: Rule, path: str, roots: Sequence[str]) -> bool:
+    if rule.absolute:
+        return rule.regex.match(path) is not None
+    return any(path.startswith(root + "/") and rule.regex.match(path[len(root) + 1:]) for root in roots)
+
+
+def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, keyword: str,
+            action: str) -> str:
+    """``text`` of an overrides file changed so that the photo at ``path`` gets ``keyword``
+    (``add``), loses it (``remove``), or neither any more (``undo`` of an earlier correction).
+
+    The correction goes into the rule for exactly this path (an absolute path, glob characters
+    escaped) when that rule is the last one matching the photo, so it wins; otherwise a new rule is
+    appended at the end.  tomlkit edits the document, so every comment and every other rule stays as
+    the person wrote it; the result is parsed back and must do what was asked and change no other
+    rule, or :class:`OverridesError` says why and nothing is written.
+    """
+    import tomlkit  # the web extra: only the review page writes this file
+
+    if action not in CORRECTIONS:
+        raise ValueError(f"unknown correction {action!r}")
+    keyword = check_keyword(keyword, f"{source}: the keyword")
+    old = parse_overrides(text, source, roots)
+    pattern = _pattern(glob_escape(path), f"{source}: {path}")
+    matching = [i for i, rule in enumerate(old.rules) if _matches(rule, path, old.roots)]
+    target = matching[-1] if matching and old.rules[matching[-1]].pattern == pattern else None
+    if action == "undo":  # only a correction of this very photo can be taken back here
+        says = [i for i in matching if keyword in (*old.rules[i].add, *old.rules[i].remove)]
+        if not says:
+            return text
+        if says[-1] != target:
+            other = old.rules[says[-1]].pattern
+            raise OverridesError(f"{source}: {keyword!r} comes from the rule for {other!r}, not from a "
+                                 "correction of this photo; edit that rule")
+    kept = [(r.pattern, r.add, r.remove) for i, r in enumerate(old.rules) if i != target]
+    changed: int | None = target  # where the rule for this photo is in the new file (None: deleted)
+    if target is not None:
+        doc = tomlkit.parse(text)
+        table = doc["override"][target]
+        drop, put = {"add": ("remove", "add"), "remove": ("add", "remove"),
+                     "undo": ("add", None)}[action]
+        for key in (drop, "remove") if action == "undo" else (drop,):
+            if key in table and keyword in table[key]:
+                table[key].remove(keyword)
+        if put is not None:
+            if put not in table:
+                table[put] = [keyword]
+            elif keyword not in table[put]:
+                table[put].append(keyword)
+        for key in ("add", "remove"):
+            if key in table and not table[key]:
+                del table[key]
+        if "add" not in table and "remove" not in table:  # nothing left to say about this photo
+            del doc["override"][target]
+            changed = None
+            if not doc["override"]:
+                del doc["override"]
+        result = tomlkit.dumps(doc)
+        if changed is None and result.rstrip().endswith(_MARK):  # the comment of the rule just taken out
+            result = result.rstrip()[:-len(_MARK)].rstrip("\n") + "\n"
+    else:
+        table = tomlkit.table()
+        table["path"] = glob_escape(path)
+        table[action] = [keyword]
+        doc = tomlkit.document()
+        doc.add(tomlkit.comment(_MARK[2:]))
+        doc.append("override", tomlkit.aot())
+        doc["override"].append(table)
+        result = (text.rstrip("\n") + "\n\n" if text.strip() else "") + tomlkit.dumps(doc)
+        changed = len(old.rules)
+    new = parse_overrides(result, source, roots)
+    effect = new.for_path(path)
+    done = {"add": keyword in effect.add, "remove": keyword in effect.remove,
+            "undo": keyword not in effect.add and keyword not in effect.remove}[action]
+    others = [(r.pattern, r.add, r.remove) for i, r in enumerate(new.rules) if i != changed]
+    if not done or others != kept:
+        raise OverridesError(f"{source}: could not place the correction safely in this file; add to it by "
+                             f"hand: [[override]] path = {path!r}, {action} = [{keyword!r}]")
+    return result

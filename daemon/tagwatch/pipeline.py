@@ -25,18 +25,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import TaggingConfig
+from .config import Config, PlacesConfig, TaggingConfig
 from .formats import ImageError, IncompleteImage
 from .freshness import is_settled, is_unchanged
+from .geotag import Places
 from .metadata import KeywordWriter
 from .outcomes import Outcome, Status, record_failure, record_gone
-from .overrides import NO_OVERRIDE, Override, Overrides
+from .overrides import NO_OVERRIDE, Override, Overrides, load_overrides
 from .queue import Op
 from .retry import TRANSIENT_ERRNOS
-from .store import FAILED, Store
+from .store import FAILED, FileRow, Store
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
-from .vocabulary import Vocabulary
+from .vocabulary import Vocabulary, load_configured
 from .writeback import TagRules, Writeback, WriteJob
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RECENT_S = 2.0  # a truncated file younger than this is probably still being written
+_PLACES = "places="  # the fingerprint's part for the [places] settings (last: the stale check reads it)
 
 
 def _utf8(path: str) -> bool:
@@ -64,19 +66,66 @@ def _read(photo: Photo) -> ImageError | ReadFailed | None:
     return None
 
 
+# -- the config's tag list and overrides, loaded one way for every caller -------------------------
+
+def load_tag_list(config: Config, *, quiet: bool = False) -> Vocabulary:
+    """The config's tag list, placed in WordNet as ``[tagging] expand`` asks, its warnings logged
+    (unless ``quiet``: a caller that reloads it often and leaves the warnings to the daemon)."""
+    vocabulary = load_configured(config.tags, config.tagging)
+    for warning in () if quiet else vocabulary.warnings:
+        log.warning("%s", warning)
+    return vocabulary
+
+
+def load_config_overrides(config: Config, *, quiet: bool = False) -> Overrides:
+    """The config's overrides: none when it names no file, none (with a warning) while the named file
+    does not exist yet; their warnings logged unless ``quiet``."""
+    if config.overrides is None:
+        return Overrides()
+    overrides = load_overrides(config.overrides, config.watch)
+    for warning in () if quiet else overrides.warnings:
+        log.warning("%s", warning)
+    return overrides
+
+
+def pipeline_for(config: Config, store: Store, writer: KeywordWriter | None, *,
+                 adopt: Callable[[Pipeline, Vocabulary], object] | None = None) -> Pipeline:
+    """A pipeline with the config's model, overrides and tag list: what the commands and the review
+    page (applying corrections with no daemon running) use.  ``adopt`` takes the tag list into the
+    pipeline (default :meth:`Pipeline.use_vocabulary`; the commands draw a progress bar while its
+    new prompts are encoded).  The model's child starts only if prompts need encoding."""
+    from .encoder import LazyModel  # at run time only: the stages never need the child's handle
+
+    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging, places=config.places)
+    try:
+        pipeline.use_overrides(load_config_overrides(config))
+        vocabulary = load_tag_list(config)
+        if adopt is None:
+            pipeline.use_vocabulary(vocabulary)
+        else:
+            adopt(pipeline, vocabulary)
+    except BaseException:
+        pipeline.close()
+        raise
+    return pipeline
+
+
 class Pipeline:
     """Turns paths into tagged files; the only place that encodes images or writes keywords."""
 
     def __init__(self, store: Store, model: LazyModel, writer: KeywordWriter | None,
-                 tagging: TaggingConfig, decode_threads: int = 2) -> None:
+                 tagging: TaggingConfig, decode_threads: int = 2, places: PlacesConfig | None = None) -> None:
         self.store, self.model, self.writer, self.tagging = store, model, writer, tagging
+        # GPS → place keywords (off unless given: the daemon and the CLI pass the config's [places]);
+        # the writeback runs it between reading a file's metadata and planning its write
+        self.places = Places(places or PlacesConfig(enabled=False), store)
         self.vocabulary: Vocabulary | None = None
         self.tags: TagMatrix | None = None
         self.thresholds = np.zeros(0, np.float32)  # per tag, in tag order
         self.overrides = Overrides()
         self.fingerprint = ""
         self.cache = VectorCache(store, model.identity)
-        self.writeback = Writeback(store, writer)
+        self.writeback = Writeback(store, writer, self.places)
         self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag and level above one
         self.expansion = Expansion()  # the levels above each tag that a prediction also writes
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
@@ -133,6 +182,8 @@ class Pipeline:
             parts.append(hashlib.sha256(repr(sorted(self.expansion.levels.items())).encode()).hexdigest()[:16])
         if self.overrides.rules:
             parts.append(self.overrides.fingerprint())
+        if self.places.enabled:
+            parts.append(f"{_PLACES}{self.places.fingerprint}")
         self.fingerprint = "|".join(parts)
 
     @property
@@ -332,6 +383,8 @@ class Pipeline:
         # Files holding one of our keywords under a path its parent no longer gives it
         stale = (self.store.stale_paths(self._paths) if rows and (
             any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
+        if rows and self.places.enabled:
+            stale |= self._places_stale([r for r, _ in rows])
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
@@ -363,6 +416,13 @@ class Pipeline:
                     self._deferred.append(outcome)
             self.store.update_predictions(same, self.fingerprint)
         return len(rows), written
+
+    def _places_stale(self, rows: Sequence[FileRow]) -> set[int]:
+        """Files whose places were decided under other ``[places]`` settings (or never: tagged before
+        places existed) and that have, or may have, coordinates: their GPS is read again."""
+        current = f"{_PLACES}{self.places.fingerprint}"
+        changed = {r.id for r in rows if not (r.tagged_with or "").endswith(current)}
+        return changed & self.store.maybe_located() if changed else set()
 
     # -- untag, renames and deletions ----------------------------------------------------------
 

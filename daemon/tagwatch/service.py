@@ -7,7 +7,6 @@ The tag list file and the overrides file are watched too, so an edit is picked u
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -25,12 +24,12 @@ from .config import Config, ConfigError, load_config
 from .encoder import LazyModel
 from .metadata import ExifTool, KeywordWriter
 from .notify import Notifier
-from .overrides import Overrides, OverridesError, load_overrides
-from .pipeline import Pipeline
+from .overrides import Overrides, OverridesError
+from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue
-from .status import Activity, MetricsServer, lock_path, render_prometheus, state_path, write_state
-from .store import Store, private_folder
-from .vocabulary import VocabularyError, load_configured
+from .status import Activity, MetricsServer, hold_lock, render_prometheus, state_path, write_state
+from .store import Store
+from .vocabulary import VocabularyError
 from .watcher import PathFilter, Watcher, reconcile
 from .worker import Worker
 
@@ -54,39 +53,12 @@ class _TagListHandler(FileSystemEventHandler):
             self.callback()
 
 
-class AlreadyRunning(RuntimeError):
-    """Another daemon holds the database; the message names it."""
-
-
-def _lock(database: Path) -> int:
-    """Hold ``DATABASE.lock`` for the daemon's life: two daemons on one database would tag every
-    photo twice.  The kernel drops the lock when the process dies, even by SIGKILL."""
-    path = lock_path(database)
-    private_folder(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    for attempt in range(10):  # `tagwatch status` may hold a shared lock for a moment
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if attempt < 9:
-                time.sleep(0.05)
-    else:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise AlreadyRunning(f"another tagwatch (pid {holder}) is already running on {database}; "
-                             "stop it first, or give this one its own database") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
 class Daemon:
     """tagwatch run: everything from the watched folders to keywords in the files."""
 
     def __init__(self, config: Config, cli_watch: bool = False, model: LazyModel | None = None) -> None:
         self.config = config
-        self._lock_fd = _lock(config.database)
+        self._lock_fd = hold_lock(config.database)
         self.notifier = Notifier()
         self._cli_watch = cli_watch  # folders came from the command line: the config's do not apply
         self.stopped = threading.Event()
@@ -97,7 +69,7 @@ class Daemon:
         self.exiftool = ExifTool()
         self.model = model or LazyModel(config.model)  # cmd_run's, already validated: its child is warm
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
-                                 config.tagging)
+                                 config.tagging, places=config.places)
         self.pipeline.confine(config.watch)  # never a file reached through a folder link
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
                                 config.batch.settle_ms / 1000)
@@ -106,6 +78,7 @@ class Daemon:
         self.activity = Activity(lambda: len(self.queue), len(config.watch))
         self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record)
         self._metrics: MetricsServer | None = None
+        self._web = None  # the review page, with [web] enabled = true
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._tag_observer: Observer | None = None
         self._tags_mtime: int | None = None
@@ -115,12 +88,9 @@ class Daemon:
     # -- tag list ------------------------------------------------------------------------------
 
     def _load_overrides(self) -> Overrides:
-        if self.config.overrides is None:
-            return Overrides()
-        overrides = load_overrides(self.config.overrides, self.config.watch)
-        for warning in overrides.warnings:
-            log.warning("%s", warning)
-        log.info("overrides %s: %d rules", self.config.overrides, len(overrides.rules))
+        overrides = load_config_overrides(self.config)
+        if self.config.overrides is not None:
+            log.info("overrides %s: %d rules", self.config.overrides, len(overrides.rules))
         return overrides
 
     def _load_tags(self) -> None:
@@ -135,9 +105,7 @@ class Daemon:
             log.error("overrides not reloaded, keeping the previous ones: %s", exc)
             overrides = self.pipeline.overrides
         self.pipeline.use_overrides(overrides)
-        vocabulary = load_configured(self.config.tags, self.config.tagging)
-        for warning in vocabulary.warnings:
-            log.warning("%s", warning)
+        vocabulary = load_tag_list(self.config)
         started = time.monotonic()
         encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
         checked, written = self.pipeline.retag()
@@ -205,6 +173,7 @@ class Daemon:
         self.scheduler.add_job(self._save_state, "interval", seconds=STATE_INTERVAL_S, id="state",
                                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         self._start_metrics()
+        self._start_web()
         self.ready.set()
 
     def _start_metrics(self) -> None:
@@ -219,6 +188,19 @@ class Daemon:
             return
         self._metrics.start()
         log.info("metrics on http://%s:%d/metrics", *self._metrics.address[:2])
+
+    def _start_web(self) -> None:
+        """Host the review page; the daemon applies its corrections itself (it watches the files)."""
+        if not self.config.web.enabled:
+            return
+        from .web.server import WebError, WebServer
+
+        try:
+            self._web = WebServer(self.config, apply_corrections=False)
+        except WebError as exc:  # a port in use costs the page, not the tagging
+            log.error("%s; running without it", exc)
+            return
+        self._web.start()
 
     def _prometheus(self) -> str:
         stats = self.store.stats(self.model.identity)
@@ -290,6 +272,8 @@ class Daemon:
             self.worker.join()
         if self._metrics is not None:
             self._metrics.stop()
+        if self._web is not None:
+            self._web.stop()
         with contextlib.suppress(OSError):
             state_path(self.config.database).unlink()
         self.pipeline.close()

@@ -25,6 +25,7 @@ from typing import Any
 
 from .atomic import write_atomic
 from .outcomes import Outcome, Status
+from .store import private_folder
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,36 @@ def state_path(database: Path) -> Path:
 
 
 def lock_path(database: Path) -> Path:
-    """Held by the daemon for its whole life (see ``service``)."""
+    """Held by the daemon for its whole life (see :func:`hold_lock`)."""
     return database.with_name(database.name + ".lock")
+
+
+class AlreadyRunning(RuntimeError):
+    """Another daemon holds the database; the message names it."""
+
+
+def hold_lock(database: Path) -> int:
+    """Hold ``DATABASE.lock`` until the returned descriptor is closed: two daemons on one database
+    would tag every photo twice (the review page takes it too while it applies a correction with no
+    daemon running).  The kernel drops the lock when the process dies, even by SIGKILL."""
+    path = lock_path(database)
+    private_folder(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    for attempt in range(10):  # `tagwatch status` may hold a shared lock for a moment
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt < 9:
+                time.sleep(0.05)
+    else:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another tagwatch (pid {holder}) is already running on {database}; "
+                             "stop it first, or give this one its own database") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def running_daemon(database: Path) -> int | None:
@@ -55,6 +84,21 @@ def running_daemon(database: Path) -> int | None:
     finally:
         os.close(fd)
     return None
+
+
+def daemon_state(database: Path) -> dict[str, Any] | None:
+    """What the running daemon last wrote about itself, or None when no daemon holds the database."""
+    pid = running_daemon(database)
+    if pid is None:
+        return None
+    state = read_state(state_path(database))
+    if state is None or state.get("pid") != pid:  # just starting: no state written yet
+        return {"pid": pid}
+    state["age_s"] = round(time.time() - state.pop("updated", time.time()), 1)
+    if "queue" in state and "tagged_per_min" in state:  # the backlog at the rate measured lately
+        rate = state["tagged_per_min"] / 60
+        state["eta_s"] = round(state["queue"] / rate) if rate > 0 else (0 if not state["queue"] else None)
+    return state
 
 
 class Activity:

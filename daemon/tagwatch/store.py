@@ -6,6 +6,7 @@ writes, and every schema change is a numbered migration so an old database upgra
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -76,6 +77,38 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE ledger ADD COLUMN paths TEXT;
     CREATE INDEX ledger_paths ON ledger(file_id) WHERE paths IS NOT NULL;
     """,
+    # 4: places.  The gazetteer's answer for a point, keyed by its coordinates (1e-5 degrees, ~1 m)
+    # and the gazetteer's version: a GPS edit, a retag or a restart never loads the gazetteer for a
+    # point it has seen.  ``located``: the coordinates each file had when last written and the place
+    # keywords it was given.  ``filled``: single-value fields tagwatch filled because they were empty
+    # (IPTC/XMP City...): the values that are ours (a JSON list; two while a write is in flight) and
+    # what the field held before (NULL: absent), so untag puts it back exactly.
+    """
+    CREATE TABLE places (
+        lat INTEGER NOT NULL,
+        lon INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        country TEXT,
+        region TEXT,
+        locality TEXT,
+        distance REAL,
+        PRIMARY KEY (lat, lon, source)
+    ) WITHOUT ROWID;
+    CREATE TABLE located (
+        file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+        lat REAL,
+        lon REAL,
+        keywords TEXT NOT NULL
+    );
+    CREATE TABLE filled (
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        field TEXT NOT NULL,
+        ours TEXT NOT NULL,
+        previous TEXT,
+        written REAL NOT NULL,
+        PRIMARY KEY (file_id, field)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -107,6 +140,23 @@ class FileRow:
     error: str | None
     tags: tuple[str, ...] | None  # keywords last predicted, best first; None if never tagged
     tagged_with: str | None  # fingerprint of the tag list and settings that predicted them
+    updated: float | None = None  # when the row last changed (seconds since the epoch)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A file's coordinates when tagwatch last wrote it (None: it had none) and its place keywords."""
+
+    lat: float | None
+    lon: float | None
+    keywords: tuple[str, ...]
+
+
+NOWHERE = ("", "", "", -1.0)  # a cached answer "no place within reach" (country "" )
+
+
+def _e5(degrees: float) -> int:
+    return round(degrees * 100_000)
 
 
 def _tags(text: str | None) -> tuple[str, ...] | None:
@@ -115,7 +165,7 @@ def _tags(text: str | None) -> tuple[str, ...] | None:
 
 def _row(r: sqlite3.Row) -> FileRow:
     return FileRow(r["id"], r["path"], r["key"], r["size"], r["mtime_ns"], r["state"], r["error"],
-                   _tags(r["tags"]), r["tagged_with"])
+                   _tags(r["tags"]), r["tagged_with"], r["updated"])
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -362,6 +412,63 @@ class Store:
                 "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? ORDER BY written, keyword",
                 (file_id, action))]
 
+    # -- places --------------------------------------------------------------------------------
+
+    def place(self, lat: float, lon: float, source: str) -> tuple[str, str, str, float] | None:
+        """The cached gazetteer answer for a point: (country, region, locality, km), :data:`NOWHERE`
+        for "no place within reach", None if this point was never looked up with ``source``."""
+        with self._lock:
+            r = self._db.execute("SELECT country, region, locality, distance FROM places "
+                                 "WHERE lat = ? AND lon = ? AND source = ?",
+                                 (_e5(lat), _e5(lon), source)).fetchone()
+        if r is None:
+            return None
+        return NOWHERE if r[0] is None else (r[0], r[1], r[2], r[3])
+
+    def put_place(self, lat: float, lon: float, source: str,
+                  place: tuple[str, str, str, float] | None) -> None:
+        country, region, locality, distance = place or (None, None, None, None)
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO places VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (_e5(lat), _e5(lon), source, country, region, locality, distance))
+
+    def located(self, file_ids: Iterable[int]) -> dict[int, Located]:
+        """Each file's last coordinates and place keywords, where recorded."""
+        found = self._each("SELECT * FROM located WHERE file_id = ?", file_ids)
+        return {file_id: Located(r[1], r[2], _tags(r[3]) or ()) for file_id, r in found.items()}
+
+    def maybe_located(self) -> set[int]:
+        """Live files that had coordinates when last written, or were never looked at for them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.id FROM files f LEFT JOIN located l ON l.file_id = f.id "
+                "WHERE f.state = ? AND (l.file_id IS NULL OR l.lat IS NOT NULL)", (DONE,)).fetchall()
+        return {r[0] for r in rows}
+
+    def set_located(self, file_id: int, lat: float | None, lon: float | None,
+                    keywords: Sequence[str]) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO located VALUES (?, ?, ?, ?)",
+                       (file_id, lat, lon, "\n".join(keywords)))
+
+    def filled(self, file_id: int) -> dict[str, tuple[tuple[str, ...], str | None]]:
+        """field → (values that are ours, what the field held before we filled it; None: absent)."""
+        with self._lock:
+            rows = self._db.execute("SELECT field, ours, previous FROM filled WHERE file_id = ?",
+                                    (file_id,)).fetchall()
+        return {r[0]: (tuple(json.loads(r[1])), r[2]) for r in rows}
+
+    def set_filled(self, file_id: int, fields: Mapping[str, tuple[Sequence[str], str | None] | None]) -> None:
+        """Record fields tagwatch fills (ahead of the write, like the ledger); None forgets a field."""
+        now = time.time()
+        with self.transaction() as db:
+            for name, value in fields.items():
+                if value is None:
+                    db.execute("DELETE FROM filled WHERE file_id = ? AND field = ?", (file_id, name))
+                else:
+                    db.execute("INSERT OR REPLACE INTO filled VALUES (?, ?, ?, ?, ?)",
+                               (file_id, name, json.dumps(list(value[0]), ensure_ascii=False), value[1], now))
+
     # -- vectors -------------------------------------------------------------------------------
 
     def image_vectors(self, keys: Iterable[bytes], model: str) -> dict[bytes, np.ndarray]:
@@ -411,15 +518,78 @@ class Store:
                                     "ORDER BY updated DESC LIMIT ?", (FAILED, limit))
             return [(r[0], r[1]) for r in rows]
 
+    # -- the review page -----------------------------------------------------------------------
+
+    def browse(self, folders: Sequence[str], *, state: str | None = None, tag: str | None = None,
+               recent: bool = False, limit: int = 60, offset: int = 0) -> tuple[list[FileRow], int]:
+        """One page of the live files inside ``folders`` (by path, or most recently changed first
+        with ``recent``), and how many there are in all; ``tag``: only files whose last prediction
+        holds that keyword."""
+        where, args = self._browse_where(folders, state, tag)
+        order = "updated DESC, id DESC" if recent else "path"
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM files WHERE {where}", args).fetchone()[0]
+            rows = self._db.execute(f"SELECT * FROM files WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                                    (*args, limit, offset)).fetchall()
+        return [_row(r) for r in rows], total
+
+    def browse_vectors(self, folders: Sequence[str], model: str, *, tag: str | None = None
+                       ) -> list[tuple[FileRow, np.ndarray]]:
+        """The tagged files inside ``folders`` with their cached vectors (scores across the library)."""
+        where, args = self._browse_where(folders, DONE, tag, "f.")
+        with self._lock:
+            rows = self._db.execute(
+                f"""SELECT f.*, v.vector FROM files f JOIN image_vectors v ON v.key = f.key AND v.model = ?
+                    WHERE {where} ORDER BY f.path""", (model, *args)).fetchall()
+        return [(_row(r), _vector(r["vector"])) for r in rows]
+
+    @staticmethod
+    def _browse_where(folders: Sequence[str], state: str | None, tag: str | None,
+                      prefix: str = "") -> tuple[str, list[Any]]:
+        ranges = [_under(folder) for folder in folders]
+        clauses = [f"{prefix}state != ?", "(" + (" OR ".join(f"({prefix}path >= ? AND {prefix}path < ?)"
+                                                          for _ in ranges) or "0") + ")"]
+        args: list[Any] = [DELETED, *(bound for pair in ranges for bound in pair)]
+        if state is not None:
+            clauses.append(f"{prefix}state = ?")
+            args.append(state)
+        if tag is not None:
+            clauses.append(f"instr(char(10) || {prefix}tags || char(10), char(10) || ? || char(10)) > 0")
+            args.append(tag)
+        return " AND ".join(clauses), args
+
+    def stamp(self) -> tuple[int, float]:
+        """Changes whenever a file row is added, removed or rewritten (caches of the review page)."""
+        with self._lock:
+            count, latest = self._db.execute("SELECT COUNT(*), MAX(updated) FROM files").fetchone()
+        return count, latest or 0.0
+
+    def ledgers(self, file_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+        """file id → keyword → ledger action (ADDED, REMOVED, USER), for many files at once."""
+        found: dict[int, dict[str, str]] = {}
+        with self._lock:
+            for file_id in dict.fromkeys(file_ids):
+                rows = self._db.execute("SELECT keyword, action FROM ledger WHERE file_id = ?", (file_id,))
+                found[file_id] = {r[0]: r[1] for r in rows}
+        return found
+
+    def ledger_history(self, file_id: int) -> list[tuple[str, str, float, tuple[str, ...]]]:
+        """Every ledger entry of a file, oldest first: (keyword, action, when, hierarchical paths)."""
+        with self._lock:
+            rows = self._db.execute("SELECT keyword, action, written, paths FROM ledger WHERE file_id = ? "
+                                    "ORDER BY written, keyword", (file_id,)).fetchall()
+        return [(r[0], r[1], r[2], tuple(r[3].split("\n")) if r[3] else ()) for r in rows]
+
     # -- `tagwatch db rebuild` -----------------------------------------------------------------
 
     def salvage_from(self, damaged: Path, expect: Callable[[int | None], None] = lambda total: None,
                      advance: Callable[[int], None] = lambda count: None) -> tuple[dict[str, int], list[str]]:
         """Copy every readable row of the database file ``damaged`` (opened read-only) into this one.
 
-        Returns the rows carried over per table and what could not be read.  A ledger row whose
-        file row was lost is dropped: it has no file to name.  ``expect`` is told how many rows
-        there seem to be (None if even that is unreadable), ``advance`` of each thousand read.
+        Returns the rows carried over per table and what could not be read.  A ledger (or filled,
+        located) row whose file row was lost is dropped: it has no file to name (and the foreign key
+        would refuse it).  A table an older schema did not have is skipped.  ``expect`` is told how
+        many rows there seem to be (None if even that is unreadable), ``advance`` of each thousand read.
         """
         counts: dict[str, int] = {}
         problems: list[str] = []
@@ -427,10 +597,15 @@ class Store:
             source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
             try:
                 expect(_row_count(source))
-                for table in SALVAGE_TABLES:
+                for table in _tables(source):
                     columns, rows, error = _salvage(source, table, advance)
                     if error:
                         problems.append(f"{table}: {error} after {len(rows)} rows")
+                    if rows and table in FILE_TABLES:
+                        with self._lock:
+                            files = {r[0] for r in self._db.execute("SELECT id FROM files")}
+                        at = columns.index("file_id")
+                        rows = [r for r in rows if r[at] in files]
                     if rows:
                         marks = ", ".join("?" * len(columns))
                         with self.transaction() as db:
@@ -440,21 +615,30 @@ class Store:
                     counts[table] = len(rows)
             finally:
                 source.close()
-            with self.transaction() as db:
-                db.execute("DELETE FROM ledger WHERE file_id NOT IN (SELECT id FROM files)")
         except sqlite3.DatabaseError as exc:  # not even the schema is readable: start empty
             problems.append(f"nothing readable: {exc}")
         return counts, problems
 
 
-# Parents before children, so the ledger's file ids exist when its rows arrive.
-SALVAGE_TABLES = ("files", "ledger", "image_vectors", "text_vectors", "counters")
+# Parents before children, so the ledger's file ids exist when its rows arrive.  ``filled`` is
+# ledger too (what untag puts back into a location field); ``located`` and ``places`` save a re-read
+# of each photo's GPS and a gazetteer load.
+SALVAGE_TABLES = ("files", "ledger", "filled", "located", "places", "image_vectors", "text_vectors",
+                  "counters")
+FILE_TABLES = ("ledger", "filled", "located")  # rows that name a file by its id
+
+
+def _tables(damaged: sqlite3.Connection) -> list[str]:
+    """The salvaged tables the damaged file has (an older schema lacks the newer ones)."""
+    have = {r[0] for r in damaged.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return [table for table in SALVAGE_TABLES if table in have]
 
 
 def _row_count(damaged: sqlite3.Connection) -> int | None:
     """How many rows the salvaged tables claim to hold (for a progress bar), or None if unreadable."""
     try:
-        return sum(damaged.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in SALVAGE_TABLES)
+        return sum(damaged.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                   for table in _tables(damaged))
     except sqlite3.DatabaseError:
         return None
 

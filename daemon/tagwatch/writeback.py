@@ -2,8 +2,10 @@
 
 The protocol that keeps the ledger (which keywords are ours) exact through any crash:
 
-1. :meth:`Writeback.plan_ahead` (store + a read of the file): work out the change and, if there
-   is one, record the file ``pending`` with the keywords about to become ours in the ledger;
+1. :meth:`Writeback.plan_ahead` (store + a read of the file): read the file's metadata, let the
+   stages that derive keywords from metadata add theirs (places, from the GPS just read), work out
+   the change and, if there is one, record the file ``pending`` with the keywords about to become
+   ours (and the fields about to be filled) in the ledger;
 2. :func:`write_file` (the file only, no store): apply the plan, atomically;
 3. :meth:`Writeback.record_done` (store): record the file tagged; or :meth:`Writeback.failed`,
    which withdraws what step 1 recorded and says whether to retry, wait, or give up.
@@ -12,7 +14,8 @@ A crash between 1 and 3 leaves the file ``pending`` for the next scan, and tagwa
 keyword it put in.  The steps are separate so that an engine may run step 2 elsewhere (the Ray
 engine's workers) while one process owns the store; :meth:`Writeback.finish` runs all three here.
 Which keywords a file should carry is decided before this module (:mod:`tagwatch.tagger`,
-overrides); this module only carries the decision out.
+overrides), except those derived from the file's own metadata, which can only be decided once it is
+read here (:mod:`tagwatch.geotag`); this module carries the decisions out.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .metadata import FileChanged, KeywordWriter, MetadataError, WritePlan
+from .geotag import Placement, Places
+from .metadata import FileChanged, Filled, KeywordWriter, MetadataError, WritePlan
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
 from .queue import Delete, Op
@@ -57,6 +61,8 @@ class WriteJob:
     plan: WritePlan | None = None  # None, or no changes: nothing to write into the file
     file_id: int | None = None
     ahead: list[str] = field(default_factory=list)  # ledger rows recorded ahead, withdrawn on failure
+    placed: Placement | None = None  # the places stage's decision (places on, the file read)
+    filled: dict[str, Filled] = field(default_factory=dict)  # the ledger's filled fields before this write
 
     @property
     def keywords(self) -> list[str]:
@@ -81,14 +87,16 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
 class Writeback:
     """The store's side of writing keywords: plan and record ahead, record done or failed."""
 
-    def __init__(self, store: Store, writer: KeywordWriter | None) -> None:
+    def __init__(self, store: Store, writer: KeywordWriter | None, places: Places | None = None) -> None:
         self.store, self.writer = store, writer
+        self.places = places if places is not None and places.enabled else None
 
     # -- the write protocol ---------------------------------------------------------------------
 
     def plan_ahead(self, job: WriteJob, rules: TagRules) -> None:
-        """Step 1: plan the write (reads the file's keywords) and, if it changes the file, record the
-        ledger ahead of it.  Raises :class:`MetadataError` or :class:`OSError` from the read."""
+        """Step 1: read the file's metadata, add its places, plan the write and, if it changes the
+        file, record the ledger ahead of it.  Raises :class:`MetadataError` or :class:`OSError` from
+        the read (:class:`FileChanged` if the file is no longer ``job.stat``)."""
         override = job.override
         keywords = job.keywords
         row = self.store.file(job.path)
@@ -100,12 +108,25 @@ class Writeback:
         ours_to_fix = owned and rules.mode != "overwrite" and (
             rules.mode == "sync" or any(k in owned for k in override.remove)
             or any(k in rules.paths and owned_paths.get(k, (k,)) != (rules.paths[k],) for k in owned))
-        if self.writer is None or not (keywords or ours_to_fix):
+        if self.writer is None or not (keywords or ours_to_fix or self.places is not None):
             return
+        state = self.writer.inspect(Path(job.path), job.stat)
+        writing, withdraw = keywords, list(override.remove)
+        paths = {k: rules.paths[k] for k in (*keywords, *owned) if k in rules.paths}
+        fill: dict[str, str | None] = {}
+        if self.places is not None:  # places come from the metadata just read, never from pixels
+            placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
+                                                     state.sidecar.gps)
+            writing = keywords + [k for k in placed.keywords if k not in keywords]
+            paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}
+            withdraw += [k for k in placed.withdraw if k not in keywords]
+            fill, job.filled = placed.fill, placed.filled
+        # Places alone never overwrite: with nothing predicted, overwrite would make a photo's keywords
+        # its place and nothing else (the threshold-typo case above).
+        mode = rules.mode if keywords or rules.mode != "overwrite" else "append"
         plan = job.plan = self.writer.plan(
-            Path(job.path), keywords, before=job.stat, mode=rules.mode, owned=owned, owned_paths=owned_paths,
-            paths={k: rules.paths[k] for k in (*keywords, *owned) if k in rules.paths},
-            withdraw=override.remove)
+            Path(job.path), writing, before=job.stat, mode=mode, owned=owned, owned_paths=owned_paths,
+            paths=paths, withdraw=withdraw, state=state, fill=fill, filled=job.filled)
         if not plan.changes:
             return
         mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
@@ -121,6 +142,7 @@ class Writeback:
             self.store.add_ledger(job.file_id, plan.dropped, REMOVED)
             self.store.set_ledger_paths(job.file_id, {
                 k: (*owned_paths.get(k, (k,)), *plan.paths[k]) for k in plan.respelled})
+            self.store.set_filled(job.file_id, plan.fills_ahead)
         job.ahead = mine + plan.dropped
 
     def record_done(self, job: WriteJob, st: os.stat_result, rules: TagRules) -> Outcome:
@@ -140,12 +162,22 @@ class Writeback:
                 self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
                 self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in job.owned],
                                       USER)
-        fields = {"event": "tagged", "path": job.path, "tags": keywords}
+                self.store.set_filled(file_id, plan.fills)
+            placed = job.placed
+            if placed is not None:
+                where = placed.where
+                self.store.set_located(file_id, where and where.lat, where and where.lon,
+                                       list(placed.keywords))
+        fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": keywords}
+        place = ""
+        if job.placed is not None and job.placed.claim:
+            fields["places"] = job.placed.claim.levels()
+            place = f"; place: {', '.join(job.placed.claim.levels())}"
         if added:
-            log.info("tagged %s: %s", job.path, ", ".join(keywords), extra=fields)
+            log.info("tagged %s: %s%s", job.path, ", ".join(keywords), place, extra=fields)
         else:
-            log.info("tagged %s: %s (already in the file)", job.path, ", ".join(keywords) or "no tag above "
-                     f"threshold {rules.threshold}", extra=fields)
+            log.info("tagged %s: %s (already in the file)%s", job.path, ", ".join(keywords) or "no tag above "
+                     f"threshold {rules.threshold}", place, extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
@@ -153,6 +185,8 @@ class Writeback:
         say what next: RETRY (changed under us), WAIT (a passing storage problem), or give up."""
         if job.file_id is not None and job.ahead:
             self.store.remove_ledger(job.file_id, job.ahead)
+        if job.file_id is not None and job.plan is not None and job.plan.fills_ahead:
+            self.store.set_filled(job.file_id, {name: job.filled.get(name) for name in job.plan.fills_ahead})
         if isinstance(exc, FileChanged):
             return Outcome(job.path, Status.RETRY, job.tags, error=str(exc))
         passing = transient_reason(exc)
@@ -178,26 +212,34 @@ class Writeback:
     # -- untag ----------------------------------------------------------------------------------
 
     def untag(self, path: str) -> Outcome:
-        """Take out exactly the keywords tagwatch added (and put back what overwrite took out); the
-        daemon then leaves the file alone until ``scan`` names it again."""
+        """Take out exactly the keywords tagwatch added (and put back what overwrite took out, and
+        what each field tagwatch filled held before); the daemon then leaves the file alone until
+        ``scan`` names it again."""
         assert self.writer is not None
         row = self.store.file(path)
         if row is None or row.state == DELETED:
             return Outcome(path, Status.UNCHANGED, error="tagwatch has no record of this file")
-        if row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED):
+        if (row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED)
+                and not self.store.filled(row.id)):
             return Outcome(path, Status.UNCHANGED, error="already untagged")
         owned, dropped = self.store.ledger(row.id), self.store.ledger(row.id, REMOVED)
+        filled = {name: Filled(*record) for name, record in self.store.filled(row.id).items()}
         self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
         try:
-            plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id))
+            plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id),
+                                          filled)
             self.writer.apply(plan)
             st = os.lstat(path)
         except (MetadataError, OSError) as exc:
             reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
             log.warning("%s: not untagged: %s", path, reason)
             return Outcome(path, Status.FAILED, error=reason)
-        self.store.remove_ledger(row.id, owned + dropped)
-        self.store.record_file(path, key=row.key, size=st.st_size, mtime_ns=st.st_mtime_ns, state=UNTAGGED)
+        with self.store.transaction():
+            self.store.remove_ledger(row.id, owned + dropped)
+            self.store.set_filled(row.id, dict.fromkeys(filled))
+            self.store.set_located(row.id, None, None, ())  # its place keywords are gone with the rest
+            self.store.record_file(path, key=row.key, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                   state=UNTAGGED)
         log.info("untagged %s: removed %s%s", path, ", ".join(plan.removed) or "nothing",
                  f"; restored {', '.join(plan.restored)}" if plan.restored else "")
         return Outcome(path, Status.UNTAGGED, added=plan.restored)

@@ -23,10 +23,10 @@ from ..model import ModelError
 from ..overrides import OverridesError
 from ..store import StoreError
 from ..vocabulary import VocabularyError
-from . import calibrate, completion, db, explain, export, init, run, scan, service, status, tags, untag
+from . import calibrate, completion, db, explain, export, init, run, scan, service, status, tags, untag, web
 from .common import UsageError
 
-COMMANDS = (init, run, scan, status, untag, explain, export, calibrate, tags, db, service,
+COMMANDS = (init, run, scan, status, untag, explain, export, calibrate, tags, web, db, service,
             completion)  # in the order the help lists them
 ERRORS = (UsageError, ConfigError, VocabularyError, OverridesError, ModelError, StoreError, MetadataError,
           CalibrationError)  # one line on stderr, exit status 2

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_atomic
 from ..calibrate import (
     NEGATIVES,
     TagResult,
@@ -18,11 +17,9 @@ from ..calibrate import (
     labels,
     read_examples,
     render_table,
-    rich_from_plain,
-    set_thresholds,
-    toml_string,
+    save_thresholds,
 )
-from ..config import Config, default_config_path, is_builtin_tag_list
+from ..config import Config
 from ..scoring import tag_thresholds
 from ..store import Store
 from .common import UsageError, load, log, make_pipeline, with_flags
@@ -77,25 +74,9 @@ def measure(config: Config, root: Path,
 
 
 def write(config: Config, calibration: Calibration) -> str:
-    """Write the thresholds: into a rich (.toml) list in place, comments kept; a plain list gets a
-    rich twin beside it (never inside the installed package).  Returns what to tell the user."""
-    thresholds = {r.keyword: r.after for r in calibration.results}
-    if config.tags.suffix.lower() == ".toml":
-        text = config.tags.read_text(encoding="utf-8")
-        write_atomic(config.tags, set_thresholds(text, thresholds, config.tags))
-        return f"wrote {len(thresholds)} thresholds into {config.tags}"
-    folder = config.tags.parent
-    if is_builtin_tag_list(config.tags):  # never write into the installed package
-        folder = config.source.parent if config.source else default_config_path().parent
-    target = folder / f"{config.tags.stem}.toml"
-    if target.exists():
-        raise UsageError(f"{target} already exists; set tags = {toml_string(target.name)} in the config "
-                         "to calibrate it, or move it away")
-    write_atomic(target, rich_from_plain(calibration.keywords, thresholds, config.tags), like=config.tags)
-    where = config.source or default_config_path()
-    name = target.name if config.source and target.parent == config.source.parent else str(target)
-    return (f"wrote {target}: the tags of {config.tags.name} with {len(thresholds)} thresholds.\n"
-            f"To use it, set in {where}:\n    tags = {toml_string(name)}")
+    """Write the thresholds (:func:`tagwatch.calibrate.save_thresholds`, which the review page's tag
+    page uses too); returns what to tell the user."""
+    return save_thresholds(config, calibration.keywords, {r.keyword: r.after for r in calibration.results})
 
 
 def calibrate_func(args: argparse.Namespace) -> int:

@@ -12,14 +12,12 @@ from pathlib import Path
 
 from .. import exiftool, logs
 from ..config import BUILTIN_TAG_LISTS, MODES, TARGETS, Config, builtin_tag_list, load_config
-from ..encoder import LazyModel
 from ..formats import IMAGE_SUFFIXES
 from ..imaging import set_pixel_limit
 from ..metadata import KeywordWriter
-from ..overrides import load_overrides
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, pipeline_for
 from ..store import Store, private_folder
-from ..vocabulary import Vocabulary, load_configured
+from ..vocabulary import Vocabulary
 from ..watcher import PathFilter, walk
 from .progress import Progress
 
@@ -122,18 +120,9 @@ def require_exiftool() -> None:
 
 
 def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
-    """A pipeline with the config's model, tag list and overrides; their warnings logged."""
-    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging)
-    if config.overrides is not None:
-        overrides = load_overrides(config.overrides, config.watch)
-        for warning in overrides.warnings:
-            log.warning("%s", warning)
-        pipeline.use_overrides(overrides)
-    vocabulary = load_configured(config.tags, config.tagging)
-    for warning in vocabulary.warnings:
-        log.warning("%s", warning)
-    use_vocabulary(pipeline, store, vocabulary)
-    return pipeline
+    """:func:`tagwatch.pipeline.pipeline_for` with a progress bar while new prompts are encoded."""
+    return pipeline_for(config, store, writer, adopt=lambda pipeline, vocabulary:
+                        use_vocabulary(pipeline, store, vocabulary))
 
 
 def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> int:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
 from ..formats import ImageError
+from ..geotag import Places
+from ..metadata import ExifTool, KeywordWriter, MetadataError
 from ..store import Store
 from ..tagger import select
 from .common import UsageError, add_tagging_flags, load, make_pipeline, with_flags
@@ -28,6 +31,7 @@ class Explanation:
     path: str
     model: str
     lines: list[Line]  # best score first; then keywords only an override or expansion adds
+    place: list[str] = field(default_factory=list)  # the photo's coordinates and place ([places] on)
 
 
 def explain(config: Config, image: str) -> Explanation:
@@ -43,6 +47,7 @@ def explain(config: Config, image: str) -> Explanation:
             raise UsageError(f"{path}: {exc}") from None
         finally:
             pipeline.close()
+        place = place_lines(config, store, path) if config.places.enabled else []
     finally:
         store.close()
     assert pipeline.tags is not None and pipeline.vocabulary is not None
@@ -80,14 +85,32 @@ def explain(config: Config, image: str) -> Explanation:
     lines += [Line(None, None, level, "removed by an override" if level in override.remove
                    else f"TAGGED: a level above {below}") for level, below in implied.items()
               if level not in pipeline.tags.keywords and level not in override.add]
-    return Explanation(path, pipeline.model.identity, lines)
+    return Explanation(path, pipeline.model.identity, lines, place)
+
+
+def place_lines(config: Config, store: Store, path: str) -> list[str]:
+    """``explain``'s account of a photo's place: coordinates, the place found, its distance."""
+    if shutil.which("exiftool") is None:
+        return ["place: not looked up (exiftool not found)"]
+    exiftool = ExifTool()
+    try:
+        writer = KeywordWriter(exiftool, config.write)
+        photo = writer.read(Path(path))
+        side = writer.sidecar_for(Path(path))
+        sidecar_gps = writer.read(side).gps if side.is_file() else {}
+    except MetadataError as exc:
+        return [f"place: not looked up ({exc})"]
+    finally:
+        exiftool.close()
+    places = Places(config.places, store)
+    return places.describe(places.decide(path, None, photo.gps, sidecar_gps))
 
 
 def render(explanation: Explanation, config: Config, top: int = 15, names: Sequence[str] = ()) -> str:
     """The header and the ``top`` best tags (0: all), with any tag further down that is written or
     that an override adds or removes; or, with ``names``, just those tags wherever they rank."""
     out = [f"{explanation.path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
-           f"model {explanation.model}"]
+           f"model {explanation.model}", *explanation.place]
     if names:
         known = {line.keyword: line for line in explanation.lines}
         for name in names:

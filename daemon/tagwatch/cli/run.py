@@ -7,11 +7,12 @@ from pathlib import Path
 
 from ..config import default_config_path
 from ..encoder import LazyModel
+from ..status import AlreadyRunning
 from .common import UsageError, load, require_exiftool
 
 
 def run_func(args: argparse.Namespace) -> int:
-    from ..service import AlreadyRunning, Daemon  # watchdog and apscheduler are only needed here
+    from ..service import Daemon  # watchdog and apscheduler are only needed here
 
     config = load(args)
     if args.folders:

@@ -6,12 +6,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ..config import Config
 from ..model import model_identity
-from ..status import read_state, running_daemon, state_path
+from ..status import daemon_state
 from ..store import Store
 from .common import load
 from .progress import duration
@@ -35,21 +34,6 @@ def status(config: Config) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     report = {**stats, "database": str(config.database), "model": identity,
               "daemon": daemon_state(config.database)}
     return report, failures
-
-
-def daemon_state(database: Path) -> dict[str, Any] | None:
-    """What the running daemon last wrote about itself, or None when no daemon holds the database."""
-    pid = running_daemon(database)
-    if pid is None:
-        return None
-    state = read_state(state_path(database))
-    if state is None or state.get("pid") != pid:  # just starting: no state written yet
-        return {"pid": pid}
-    state["age_s"] = round(time.time() - state.pop("updated", time.time()), 1)
-    if "queue" in state and "tagged_per_min" in state:  # the backlog at the rate measured lately
-        rate = state["tagged_per_min"] / 60
-        state["eta_s"] = round(state["queue"] / rate) if rate > 0 else (0 if not state["queue"] else None)
-    return state
 
 
 def backlog(daemon: dict[str, Any]) -> str:

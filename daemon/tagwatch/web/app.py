@@ -1,0 +1,322 @@
+"""The review page's routes: Starlette endpoints rendering Jinja2 templates.
+
+Every route sits behind :class:`TokenGate` (403 without the token); every POST checks the CSRF value
+before it reads anything else.  Photos, thumbnails and previews are found through
+:class:`~tagwatch.web.paths.PhotoRoots` only, so a URL can name nothing outside the watched folders.
+Routes are plain functions: Starlette runs them in its thread pool, where SQLite, exiftool and Pillow
+may block without stalling the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URL
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from ..config import Config
+from ..formats import ImageError
+from ..metadata import ExifTool, KeywordWriter
+from ..overrides import CORRECTIONS
+from ..status import running_daemon
+from ..store import Store
+from .auth import CSRF_FIELD, CSRF_HEADER, Guard
+from .corrections import Applier, CorrectionError, write_correction, write_threshold
+from .library import NEAR_MARGIN, Filters, Library
+from .thumbnails import Thumbnails
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+SHOWS = {"all": "all photos", "recent": "recently tagged", "failed": "failed", "near": "near a threshold"}
+NOTES = {"rejected": "Rejected {k!r}: written to {f}; the photo follows in a moment.",
+         "added": "Added {k!r}: written to {f}; the photo follows in a moment.",
+         "restored": "Took back the correction of {k!r} in {f}; the photo follows in a moment.",
+         "threshold": "{m}"}
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                 b"img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+                                 b"frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make a form POST's Origin "null"
+    (b"x-frame-options", b"DENY"),
+]
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class TokenGate:
+    """ASGI middleware: the token, cookie or header first, or 403; security headers on every answer.
+
+    ``?token=`` on a GET is answered with the session cookie and a redirect to the same address
+    without it (Jupyter's way), so the token does not stay in the address bar, the history or a
+    Referer.  A POST from another origin is refused whatever it carries.
+    """
+
+    def __init__(self, app: ASGIApp, guard: Guard, forbidden: Callable[[], bytes]) -> None:
+        self.app, self.guard, self.forbidden = app, guard, forbidden
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        request = Request(scope)
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        given = [v for k, v in query if k == "token"]
+        cookie = request.cookies.get(self.guard.cookie_name)
+        allowed = (self.guard.cookie_ok(cookie) or self.guard.header_ok(request.headers.get("authorization"))
+                   or (len(given) == 1 and self.guard.token_ok(given[0])))
+        origin = request.headers.get("origin")
+        if allowed and request.method == "POST" and origin is not None and origin != _origin(request):
+            allowed = False
+        if not allowed:
+            response: Response = HTMLResponse(self.forbidden(), status_code=403)
+        elif given and request.method in ("GET", "HEAD"):
+            rest = urlencode([(k, v) for k, v in query if k != "token"])
+            response = RedirectResponse(str(URL(scope=scope).replace(query=rest)), status_code=303)
+        else:
+            response = None  # type: ignore[assignment]
+        if response is not None:
+            if allowed:
+                response.set_cookie(self.guard.cookie_name, self.guard.cookie_value, httponly=True,
+                                    samesite="strict", path="/")
+            await response(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+
+def _origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def _number(value: str | None, default: float | None = None, low: float = -1.0, high: float = 1.0
+            ) -> float | None:
+    try:
+        number = float(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+    if number is None or not math.isfinite(number):
+        return default
+    return min(max(number, low), high)
+
+
+def create_app(config: Config, *, token: str, port: int, apply_corrections: bool = True) -> Starlette:
+    """The review page for ``config``.  ``apply_corrections``: with no daemon running, apply the
+    corrections here (``tagwatch web``); the daemon hosting the page applies them itself."""
+    store = Store(config.database)
+    exiftool = ExifTool()
+    writer = KeywordWriter(exiftool, config.write)
+    library = Library(config, store, writer, lambda: running_daemon(config.database) is not None)
+    thumbnails = Thumbnails(config.database.parent / "thumbnails")
+    guard = Guard(token, port)
+    applier = Applier(config) if apply_corrections else None
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    env = templates.env
+    env.globals.update(csrf=guard.csrf, csrf_field=CSRF_FIELD, shows=SHOWS, quote=quote,
+                       near_margin=NEAR_MARGIN)
+    env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "—"
+    env.filters["score"] = lambda s: "—" if s is None else f"{s:.3f}"
+    env.filters["ago"] = _ago
+
+    def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        context.setdefault("notice", library.notice)
+        context.setdefault("apply_error", applier.last_error if applier else None)
+        return templates.TemplateResponse(request, name, context, status_code=status,
+                                          headers={"cache-control": "no-store"})
+
+    def photo_path(request: Request) -> str:
+        path = library.roots.resolve(request.path_params["root"], request.path_params["rel"])
+        if path is None:
+            raise HTTPException(404)
+        return path
+
+    # -- pages ---------------------------------------------------------------------------------
+
+    def grid(request: Request) -> Response:
+        q = request.query_params
+        show = q.get("show", "all")
+        filters = Filters(folder=q.get("folder", ""), tag=q.get("tag", "").strip(),
+                          show=show if show in SHOWS else "all",
+                          margin=_number(q.get("margin"), NEAR_MARGIN, 0.0, 1.0) or 0.0,
+                          page=max(1, int(q["page"])) if q.get("page", "").isdigit() else 1)
+        page = library.grid(filters)
+        return render(request, "grid.html", page=page, filters=filters, folders=library.folders(),
+                      keywords=library.scoring().vocabulary.keywords)
+
+    def photo(request: Request) -> Response:
+        path = photo_path(request)
+        floor = _number(request.query_params.get("floor"))
+        note = request.query_params.get("note")
+        message = None
+        if note in NOTES:
+            message = NOTES[note].format(k=request.query_params.get("k", ""), f=config.overrides,
+                                         m=request.query_params.get("m", ""))
+        error = None
+        if config.overrides is None:
+            error = (f"Corrections are kept in an overrides file, and {config.source or 'the config'} names "
+                     'none: add overrides = "overrides.toml" to it and restart tagwatch.')
+        return render(request, "photo.html", view=library.photo(path, floor), message=message, error=error,
+                      url=quote(request.url.path))
+
+    def photo_keywords(request: Request) -> Response:
+        """The keywords panel alone: the photo page polls it while a correction is pending."""
+        path = photo_path(request)
+        return render(request, "_keywords.html", view=library.photo(path),
+                      url=quote(request.url.path.replace("/photo-keywords/", "/photo/", 1)))
+
+    async def correct(request: Request) -> Response:
+        form = await _checked_form(request, guard)
+        path = photo_path(request)
+        action, keyword = form.get("action", ""), " ".join(str(form.get("keyword", "")).split())
+        if action not in CORRECTIONS or not keyword:
+            raise HTTPException(400, "a correction needs an action (add, remove, undo) and a keyword")
+        try:
+            written = await run_in_threadpool(write_correction, config, path, keyword, action)
+        except CorrectionError as exc:
+            view = await run_in_threadpool(library.photo, path)
+            return render(request, "photo.html", status=409, view=view, error=str(exc),
+                          url=quote(request.url.path))
+        log.info("review page: %s %r for %s (%s)", action, keyword, path, written)
+        if applier is not None:
+            applier.request()
+        note = {"remove": "rejected", "add": "added", "undo": "restored"}[str(action)]
+        return RedirectResponse(f"{quote(request.url.path)}?{urlencode({'note': note, 'k': keyword})}",
+                                status_code=303)
+
+    def thumb(request: Request) -> Response:
+        path = photo_path(request)
+        kind = "preview" if request.url.path.startswith("/preview/") else "thumb"
+        try:
+            file = thumbnails.get(path, store.file(path), kind)
+        except (ImageError, OSError) as exc:
+            log.debug("review page: no thumbnail of %s: %s", path, exc)
+            return FileResponse(HERE / "static" / "no-preview.svg", media_type="image/svg+xml")
+        return FileResponse(file, media_type="image/jpeg",
+                            headers={"cache-control": "private, max-age=86400"})
+
+    def tags(request: Request) -> Response:
+        return render(request, "tags.html", rows=library.tag_counts(), tag_list=config.tags)
+
+    def tag(request: Request) -> Response:
+        keyword = request.path_params["keyword"]
+        proposed = _number(request.query_params.get("threshold"))
+        view = library.tag(keyword, proposed)
+        if view is None:
+            raise HTTPException(404)
+        template = "_tag_preview.html" if request.url.path.startswith("/tag-preview/") else "tag.html"
+        return render(request, template, view=view, message=request.query_params.get("m"),
+                      tag_list=config.tags)
+
+    async def set_threshold(request: Request) -> Response:
+        form = await _checked_form(request, guard)
+        keyword = request.path_params["keyword"]
+        value = _number(str(form.get("threshold", "")))
+        scoring = await run_in_threadpool(library.scoring)
+        if keyword not in scoring.index:
+            raise HTTPException(404)
+        try:
+            if value is None:
+                raise CorrectionError(f"not a threshold: {form.get('threshold')!r}")
+            message = await run_in_threadpool(write_threshold, config, scoring.vocabulary.keywords, keyword,
+                                              value)
+        except CorrectionError as exc:
+            view = await run_in_threadpool(library.tag, keyword, value)
+            return render(request, "tag.html", status=409, view=view, error=str(exc), tag_list=config.tags)
+        log.info("review page: threshold of %r set to %s", keyword, value)
+        if applier is not None:
+            applier.request()
+        return RedirectResponse(f"/tag/{quote(keyword)}?{urlencode({'m': message})}", status_code=303)
+
+    def status(request: Request) -> Response:
+        template = "_status.html" if request.url.path == "/status-panel" else "status.html"
+        return render(request, template, s=library.status(), config=config)
+
+    def forbidden() -> bytes:
+        return (HERE / "templates" / "forbidden.html").read_bytes()
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        code = getattr(exc, "status_code", 500)
+        detail = getattr(exc, "detail", "")
+        return HTMLResponse(f"<!doctype html><title>{code}</title><h1>{code}</h1><p>{_escape(detail)}</p>",
+                            status_code=code)
+
+    routes = [
+        Route("/", grid),
+        Route("/photo/{root:int}/{rel:path}", photo),
+        Route("/photo/{root:int}/{rel:path}", correct, methods=["POST"]),
+        Route("/photo-keywords/{root:int}/{rel:path}", photo_keywords),
+        Route("/thumb/{root:int}/{rel:path}", thumb),
+        Route("/preview/{root:int}/{rel:path}", thumb),
+        Route("/tags", tags),
+        Route("/tag/{keyword:path}", tag),
+        Route("/tag/{keyword:path}", set_threshold, methods=["POST"]),
+        Route("/tag-preview/{keyword:path}", tag),
+        Route("/status", status),
+        Route("/status-panel", status),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if config.web.loopback else ["*"]
+    app = Starlette(routes=routes, middleware=[
+        Middleware(TokenGate, guard=guard, forbidden=forbidden),
+        Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
+    ], exception_handlers={HTTPException: not_found})
+
+    def close() -> None:
+        if applier is not None:
+            applier.stop()
+        exiftool.close()
+        store.close()
+
+    if applier is not None:
+        applier.start()
+    app.state.close = close
+    app.state.library = library
+    app.state.applier = applier
+    return app
+
+
+async def _checked_form(request: Request, guard: Guard) -> Any:
+    """The POSTed form, once its CSRF value is right (403 otherwise, before anything is done)."""
+    form = await request.form()
+    value = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
+    if not guard.csrf_ok(str(value) if value is not None else None):
+        raise HTTPException(403, "the form's CSRF value is missing or wrong: reload the page and try again")
+    return form
+
+
+def _escape(text: object) -> str:
+    from html import escape
+
+    return escape(str(text))
+
+
+def _ago(timestamp: float | None) -> str:
+    if not timestamp:
+        return "—"
+    seconds = max(0, int(time.time() - timestamp))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"

@@ -1,0 +1,139 @@
+"""A person's corrections, written into the files tagwatch already reads, then applied.
+
+Rejecting one of our tags on a photo, or adding one, edits ``overrides.toml`` (the person owns those
+keywords, as with any override: see :func:`tagwatch.overrides.correct`); setting a tag's threshold
+edits the tag list exactly as ``tagwatch calibrate`` does (:func:`tagwatch.calibrate.save_thresholds`).
+The files are the record: nothing of a correction lives only in the database.
+
+Who then rewrites the photos: a running daemon watches both files and re-applies them from cached
+vectors, like any edit.  With no daemon running, the page does the same itself (:class:`Applier`):
+it takes the daemon's lock, so a daemon started meanwhile waits for it (and one that cannot get the
+lock within half a second stops with "another tagwatch is running", which systemd's restart cures),
+re-scores every cached photo with the new files and rewrites those whose keywords change, then lets
+the lock go.  No image is ever encoded for a correction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from ..atomic import write_atomic
+from ..calibrate import CalibrationError, save_thresholds
+from ..config import Config
+from ..exiftool import MetadataError
+from ..metadata import ExifTool, KeywordWriter
+from ..overrides import OverridesError, correct
+from ..pipeline import pipeline_for
+from ..status import AlreadyRunning, hold_lock, running_daemon
+from ..store import Store, StoreError
+from ..vocabulary import VocabularyError, read_list_file
+
+log = logging.getLogger(__name__)
+
+OVERRIDES_HEADER = ("# Corrections: keywords to add to or remove from photos (see the overrides section of\n"
+                    "# tagwatch's documentation).  The review page appends one rule per corrected photo.\n")
+
+
+class CorrectionError(ValueError):
+    """A correction could not be written; the message says why and what to do."""
+
+
+def write_correction(config: Config, path: str, keyword: str, action: str) -> Path:
+    """Record ``action`` (add, remove, undo) of ``keyword`` for the photo at ``path`` in the
+    overrides file; returns the file.  Creates the file (0600) when the config names one that does
+    not exist yet."""
+    target = config.overrides
+    if target is None:
+        where = config.source or "the config"
+        raise CorrectionError(f"corrections are kept in an overrides file, and {where} names none: add "
+                              f'overrides = "overrides.toml" to it (beside tags) and restart tagwatch')
+    text = read_list_file(target, "overrides file", CorrectionError) if target.exists() else OVERRIDES_HEADER
+    try:
+        result = correct(text, target, config.watch, path, keyword, action)
+    except (OverridesError, VocabularyError) as exc:
+        raise CorrectionError(str(exc)) from None
+    if result != text or not target.exists():
+        write_atomic(target, result)
+    return target
+
+
+def write_threshold(config: Config, keywords: list[str], keyword: str, threshold: float) -> str:
+    """A tag's threshold into the tag list, as ``tagwatch calibrate`` writes it; what to tell."""
+    if not -1.0 <= threshold <= 1.0:
+        raise CorrectionError(f"a threshold is a cosine similarity in [-1, 1], got {threshold}")
+    try:
+        return save_thresholds(config, keywords, {keyword: threshold})
+    except (CalibrationError, OSError) as exc:
+        raise CorrectionError(str(exc)) from None
+
+
+def apply_now(config: Config) -> tuple[int, int]:
+    """Re-apply the tag list and overrides to every cached photo, as a daemon does after an edit
+    (no image encoded; the model's child starts only for prompts never encoded).  The caller holds
+    the daemon's lock.  Returns (photos re-scored, photos rewritten)."""
+    store = Store(config.database)
+    exiftool = ExifTool()
+    try:
+        pipeline = pipeline_for(config, store, KeywordWriter(exiftool, config.write))
+        try:
+            pipeline.confine(config.watch)  # as the daemon: never a file reached through a folder link
+            return pipeline.retag()
+        finally:
+            pipeline.close()
+    finally:
+        exiftool.close()
+        store.close()
+
+
+class Applier:
+    """Applies corrections when no daemon does, one run at a time, in a thread of its own (a POST
+    answers at once; the photo page shows the correction as pending until exiftool reads it back)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._wanted = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tagwatch-web-apply", daemon=True)
+        self.last_error: str | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wanted.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._stopped.is_set():
+                return
+            self._wanted.clear()
+            if running_daemon(self.config.database) is not None:
+                continue  # the daemon watches the files and applies them itself
+            try:
+                fd = hold_lock(self.config.database)
+            except AlreadyRunning:
+                continue  # a daemon started meanwhile: it applies them at its start
+            try:
+                checked, written = apply_now(self.config)
+                self.last_error = None
+                log.info("review page: no daemon running, so applied the corrections itself: re-scored "
+                         "%d photos, rewrote %d", checked, written)
+            except (StoreError, MetadataError, OverridesError, VocabularyError, OSError) as exc:
+                self.last_error = str(exc)
+                log.error("review page: corrections not applied: %s", exc)
+            except Exception as exc:  # a bug here must not end the page's thread
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("review page: corrections not applied")
+            finally:
+                os.close(fd)
+                self.runs += 1

@@ -1,0 +1,610 @@
+"""What the review pages show, read from the store, the photos' own metadata and the tag list.
+
+Scores are the daemon's: the cached image vectors against the tag list's text vectors (from the
+store), each tag against its own threshold.  Which keywords a photo *carries* is read from the file
+itself with exiftool (one command per page of the grid, cached by the file's size and mtime), so the
+page shows the state a photo app would see; the ledger says which of them are tagwatch's.  Nothing
+here writes anything but text vectors of a tag list the daemon has not yet seen (see
+:meth:`Library.scoring`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+
+from ..config import Config
+from ..encoder import LazyModel
+from ..metadata import Keywords, KeywordWriter
+from ..model import model_identity
+from ..overrides import Override, Overrides, OverridesError
+from ..pipeline import load_config_overrides, load_tag_list
+from ..status import daemon_state
+from ..store import ADDED, DONE, FAILED, USER, FileRow, Store
+from ..tagger import Expansion, TagMatrix, select, thresholds
+from ..vocabulary import Vocabulary, VocabularyError
+from .paths import PhotoRoots
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 60
+NEAR_MARGIN = 0.03  # cosine: "near the threshold" unless the person picks another margin
+NEIGHBOURS = 12  # photos shown just above and just below a tag's threshold
+OURS, YOURS, PERSON = "ours", "yours", "person"  # whose keyword: tagwatch's, a correction's, the person's
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """One consistent view of the tag list, its vectors, thresholds and the overrides."""
+
+    vocabulary: Vocabulary
+    tags: TagMatrix
+    thresholds: np.ndarray  # per tag, float32, as the daemon compares
+    overrides: Overrides
+    index: dict[str, int]
+    top_k: int
+    expansion: Expansion = field(default_factory=Expansion)  # the levels a predicted tag also writes
+
+    def threshold(self, keyword: str) -> float | None:
+        i = self.index.get(keyword)
+        return None if i is None else float(self.thresholds[i])
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One keyword on a photo: whose it is, and its score against its threshold (list tags only)."""
+
+    keyword: str
+    owner: str  # OURS, YOURS or PERSON; "rejected" for a correction that took it out
+    score: float | None = None
+    threshold: float | None = None
+
+    @property
+    def hint(self) -> str:
+        who = {OURS: "written by tagwatch", YOURS: "added by your correction", PERSON: "your own keyword",
+               "rejected": "rejected by your correction"}[self.owner]
+        if self.score is None:
+            return who
+        return f"{who}; score {self.score:.3f}, threshold {self.threshold:.3f}"
+
+
+@dataclass(frozen=True)
+class Card:
+    """A photo in the grid."""
+
+    path: str
+    name: str
+    folder: str
+    photo_url: str
+    thumb_url: str
+    state: str
+    error: str | None
+    updated: float | None
+    chips: tuple[Chip, ...] = ()
+    top: tuple[tuple[str, float], ...] = ()  # best scores, shown on hover
+    read_error: str | None = None
+    margin: float | None = None  # distance of the nearest threshold (the near filter)
+
+    @property
+    def title(self) -> str:
+        if not self.top:
+            return self.name
+        return self.name + " — " + ", ".join(f"{k} {s:.3f}" for k, s in self.top)
+
+
+@dataclass(frozen=True)
+class Filters:
+    folder: str = ""  # "<root>" or "<root>/<relative folder>"
+    tag: str = ""
+    show: str = "all"  # all, recent, failed, near
+    margin: float = NEAR_MARGIN
+    page: int = 1
+
+    def query(self, **changes: object) -> str:
+        """The query string of these filters with ``changes``; defaults left out."""
+        values = {"folder": self.folder, "tag": self.tag, "show": self.show, "margin": self.margin,
+                  "page": self.page, **changes}
+        defaults = {"folder": "", "tag": "", "show": "all", "margin": NEAR_MARGIN, "page": 1}
+        return urlencode({k: v for k, v in values.items() if v != defaults[k]})
+
+
+@dataclass(frozen=True)
+class Page:
+    cards: list[Card]
+    total: int
+    filters: Filters
+    pages: int
+    notice: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoreLine:
+    keyword: str
+    score: float
+    threshold: float
+    verdict: str  # what it means for this photo, in words
+    in_file: str | None  # whose it is where the file carries it (OURS, YOURS, PERSON), else None
+    rejected: bool
+    bar: float  # 0-100: where the score sits on the page's scale
+    line: float  # 0-100: where the threshold sits
+
+
+@dataclass(frozen=True)
+class PhotoView:
+    path: str
+    name: str
+    folder: str
+    row: FileRow | None
+    preview_url: str
+    keywords: Keywords | None
+    read_error: str | None
+    chips: tuple[Chip, ...]
+    lines: list[ScoreLine]
+    floor: float
+    rejected: tuple[str, ...]
+    added: tuple[str, ...]
+    pending: list[str]
+    history: list[tuple[str, str, float, tuple[str, ...]]]
+    tag_list: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    width: float
+    height: float
+    count: int
+    low: float
+    high: float
+    above: bool
+
+
+@dataclass(frozen=True)
+class TagView:
+    keyword: str
+    threshold: float
+    own: bool  # the tag has its own threshold in the list (else the global one)
+    proposed: float | None
+    bars: list[Bar]
+    lo: float
+    hi: float
+    line_x: float
+    proposed_x: float | None
+    total: int
+    above: int  # photos scoring above the threshold shown (proposed, else current)
+    above_now: int  # ... above the current threshold
+    carried: int  # photos whose keywords (after top_k and overrides) hold it
+    just_above: list[tuple[Card, float]]
+    just_below: list[tuple[Card, float]]
+    rich: bool  # the tag list is a .toml the threshold can be written into
+    parent: str = ""
+    prompts: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _stamp(path: Path | None) -> tuple[int, int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+class KeywordCache:
+    """The keywords in each photo (or its sidecar) as exiftool reads them, cached by size and mtime."""
+
+    def __init__(self, writer: KeywordWriter, limit: int = 20_000) -> None:
+        self.writer, self.limit = writer, limit
+        self._cache: OrderedDict[str, tuple[tuple[int, int], Keywords | str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _source(self, path: str) -> Path:
+        photo = Path(path)
+        return photo if self.writer.embeds(photo) else self.writer.sidecar_for(photo)
+
+    def get_many(self, paths: Sequence[str]) -> dict[str, Keywords | str]:
+        found: dict[str, Keywords | str] = {}
+        to_read: dict[Path, tuple[str, tuple[int, int]]] = {}
+        for path in paths:
+            source = self._source(path)
+            try:
+                st = os.stat(source)
+            except FileNotFoundError:
+                found[path] = Keywords() if source != Path(path) else "file not found"
+                continue
+            except OSError as exc:
+                found[path] = f"cannot read: {exc.strerror}"
+                continue
+            stamp = (st.st_size, st.st_mtime_ns)
+            with self._lock:
+                cached = self._cache.get(path)
+            if cached is not None and cached[0] == stamp:
+                found[path] = cached[1]
+            else:
+                to_read[source] = (path, stamp)
+        for start in range(0, len(to_read), 100):
+            sources = list(to_read)[start:start + 100]
+            for source, result in self.writer.read_many(sources).items():
+                path, stamp = to_read[source]
+                found[path] = result
+                with self._lock:
+                    self._cache[path] = (stamp, result)
+                    self._cache.move_to_end(path)
+                    while len(self._cache) > self.limit:
+                        self._cache.popitem(last=False)
+        return found
+
+    def get(self, path: str) -> Keywords | str:
+        return self.get_many([path])[path]
+
+
+def file_keywords(keywords: Keywords) -> list[str]:
+    """The flat keywords of a file, IPTC's order first, then those only in XMP."""
+    return list(dict.fromkeys((*keywords.iptc, *keywords.xmp)))
+
+
+class Library:
+    """The review pages' read model (thread-safe: uvicorn runs the routes in a thread pool)."""
+
+    def __init__(self, config: Config, store: Store, writer: KeywordWriter,
+                 daemon_running: Callable[[], bool]) -> None:
+        self.config, self.store = config, store
+        self.roots = PhotoRoots(config.watch)
+        self.identity = model_identity(config.model)
+        self.keywords = KeywordCache(writer)
+        self.daemon_running = daemon_running
+        self._scoring: Scoring | None = None
+        self._stamp: object = None
+        self._load_lock = threading.Lock()
+        self.notice: str | None = None  # a tag list or overrides problem the pages mention
+        self._cache: OrderedDict[tuple[object, ...], object] = OrderedDict()  # see _cached
+        self._cache_lock = threading.Lock()
+
+    # -- the tag list --------------------------------------------------------------------------
+
+    def scoring(self) -> Scoring:
+        """The tag list and overrides as they are on disk now (re-read when either file changed).
+
+        Prompts without a cached text vector are those of a tag list edited since the daemon last
+        looked: while a daemon runs it encodes them within seconds, so the previous list stays in use
+        until they are in the store; with no daemon (or at the first load) the page encodes them itself,
+        through the model's child process, which ends right after.
+        """
+        stamp = (_stamp(self.config.tags), _stamp(self.config.overrides))
+        if self._scoring is not None and stamp == self._stamp:
+            return self._scoring
+        with self._load_lock:
+            if self._scoring is not None and stamp == self._stamp:
+                return self._scoring
+            try:
+                scoring = self._load()
+            except (VocabularyError, OverridesError) as exc:
+                if self._scoring is None:
+                    raise
+                self.notice = f"{exc} (the page keeps using the previous version)"
+                log.warning("review page: %s", self.notice)
+                self._stamp = stamp
+                return self._scoring
+            if scoring is None:  # waiting for the daemon to encode a new tag list
+                assert self._scoring is not None
+                return self._scoring
+            self._scoring, self._stamp, self.notice = scoring, stamp, None
+            return scoring
+
+    def _load(self) -> Scoring | None:
+        vocabulary = load_tag_list(self.config, quiet=True)  # reloaded often: its warnings are the daemon's
+        prompts = vocabulary.prompts()
+        vectors = self.store.text_vectors(prompts, self.identity)
+        missing = [p for p in prompts if p not in vectors]
+        if missing and self._scoring is not None and self.daemon_running():
+            self.notice = (f"{self.config.tags} changed: waiting for the daemon to encode its "
+                           f"{len(missing)} new prompts")
+            return None
+        if missing:
+            log.info("review page: encoding %d prompts of %s", len(missing), self.config.tags)
+            model = LazyModel(self.config.model)
+            try:
+                with model.using() as encoder:
+                    encoded = encoder.encode_texts(missing)
+            finally:
+                model.close()
+            self.store.put_text_vectors(dict(zip(missing, encoded, strict=True)), self.identity)
+            vectors.update(self.store.text_vectors(missing, self.identity))
+        overrides = load_config_overrides(self.config, quiet=True)
+        return Scoring(vocabulary, TagMatrix.build(vocabulary, vectors),
+                       thresholds(vocabulary, self.config.tagging.threshold), overrides,
+                       {k: i for i, k in enumerate(vocabulary.keywords)}, self.config.tagging.top_k,
+                       Expansion.of(vocabulary, self.config.tagging))
+
+    # -- the grid ------------------------------------------------------------------------------
+
+    def folders(self) -> list[tuple[str, str]]:
+        """(filter value, label) of each watched folder and the folders directly inside it."""
+        out: list[tuple[str, str]] = []
+        for index, root in enumerate(self.roots.roots):
+            out.append((str(index), root))
+            try:
+                names = sorted(e.name for e in os.scandir(root)
+                               if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
+            except OSError:
+                names = []
+            out += [(f"{index}/{name}", f"{root}/{name}") for name in names[:200]]
+        return out
+
+    def grid(self, filters: Filters) -> Page:
+        scoring = self.scoring()
+        folders = list(self.roots.roots)
+        if filters.folder:
+            folder = self.roots.folder(filters.folder)
+            folders = [folder] if folder is not None else []
+        tag = filters.tag or None
+        offset = (filters.page - 1) * PAGE_SIZE
+        margins: dict[str, float] = {}
+        if filters.show == "near":
+            near = self._near(scoring, folders, tag, filters.margin)
+            ranked = sorted(near.items(), key=lambda item: (item[1][1], item[0]))
+            total = len(ranked)
+            picked = ranked[offset:offset + PAGE_SIZE]
+            rows = [row for _, (row, _) in picked]
+            margins = {path: margin for path, (_, margin) in picked}
+        else:
+            state = {"failed": FAILED, "recent": DONE}.get(filters.show)
+            rows, total = self.store.browse(folders, state=state, tag=tag, recent=filters.show == "recent",
+                                            limit=PAGE_SIZE, offset=offset)
+        cards = self.cards(rows, scoring, margins)
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        return Page(cards, total, filters, pages, self.notice)
+
+    def _cached(self, key: tuple[object, ...], make: Callable[[], object]) -> object:
+        """``make()``, kept while the store's file rows are unchanged (a few entries): paging through
+        *near a threshold* or a tag's page re-reads no vector and re-scores nothing."""
+        key = (self.store.stamp(), *key)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        value = make()
+        with self._cache_lock:
+            self._cache[key] = value
+            while len(self._cache) > 6:
+                self._cache.popitem(last=False)
+        return value
+
+    def _vectors(self, folders: Sequence[str]) -> tuple[list[FileRow], np.ndarray]:
+        """The tagged photos inside ``folders`` and their cached vectors as one float16 matrix."""
+        def load() -> tuple[list[FileRow], np.ndarray]:
+            pairs = self.store.browse_vectors(folders, self.identity)
+            matrix = np.stack([v for _, v in pairs]) if pairs else np.zeros((0, 1), np.float16)
+            return [row for row, _ in pairs], matrix
+        return self._cached(("vectors", tuple(folders)), load)  # type: ignore[return-value]
+
+    def _scores(self, scoring: Scoring, matrix: np.ndarray, column: int | None = None) -> np.ndarray:
+        """Scores of every row of ``matrix`` (one tag's column, or all), 4,096 rows at a time."""
+        parts = []
+        for start in range(0, len(matrix), 4096):
+            scores = scoring.tags.scores(matrix[start:start + 4096])
+            parts.append(scores[:, column] if column is not None else scores)
+        if parts:
+            return np.concatenate(parts)
+        return np.zeros((0,) if column is not None else (0, len(scoring.index)), np.float32)
+
+    def _near(self, scoring: Scoring, folders: list[str], tag: str | None,
+              margin: float) -> dict[str, tuple[FileRow, float]]:
+        """Photos with a score within ``margin`` of its tag's threshold (of ``tag``, or of any tag):
+        the ones a small threshold change would flip."""
+        column = scoring.index.get(tag) if tag else None
+        if tag and column is None:
+            return {}
+
+        def find() -> dict[str, tuple[FileRow, float]]:
+            rows, matrix = self._vectors(folders)
+            found: dict[str, tuple[FileRow, float]] = {}
+            for start in range(0, len(rows), 4096):
+                scores = scoring.tags.scores(matrix[start:start + 4096])
+                distance = np.abs(scores - scoring.thresholds[None, :])
+                nearest = distance[:, column] if column is not None else distance.min(axis=1)
+                for row, value in zip(rows[start:start + 4096], nearest.tolist(), strict=True):
+                    if value <= margin:
+                        found[row.path] = (row, value)
+            return found
+        return self._cached(("near", id(scoring), tuple(folders), column, margin), find)  # type: ignore[return-value]
+
+    def cards(self, rows: Sequence[FileRow], scoring: Scoring, margins: dict[str, float] | None = None
+              ) -> list[Card]:
+        """Grid cards of ``rows``: the file's keywords (one exiftool command for all), ours told
+        apart by the ledger, scores from the cached vectors."""
+        margins = margins or {}
+        rows = [r for r in rows if self.roots.locate(r.path) is not None]
+        read = self.keywords.get_many([r.path for r in rows])
+        ledgers = self.store.ledgers(r.id for r in rows)
+        vectors = self.store.image_vectors((r.key for r in rows if r.key), self.identity)
+        keyed = [r for r in rows if r.key in vectors]
+        scores = (scoring.tags.scores(np.stack([vectors[r.key] for r in keyed])) if keyed
+                  else np.zeros((0, len(scoring.index)), np.float32))
+        by_path = {r.path: scores[i] for i, r in enumerate(keyed)}
+        cards = []
+        for row in rows:
+            found = read.get(row.path)
+            row_scores = by_path.get(row.path)
+            override = scoring.overrides.for_path(row.path)
+            chips = self._chips(found if isinstance(found, Keywords) else None, ledgers.get(row.id, {}),
+                                row_scores, scoring, override)
+            top: tuple[tuple[str, float], ...] = ()
+            if row_scores is not None:
+                best = np.argpartition(-row_scores, min(5, len(row_scores) - 1))[:5]
+                best = best[np.argsort(-row_scores[best])]
+                top = tuple((scoring.tags.keywords[i], float(row_scores[i])) for i in best)
+            folder, name = os.path.split(row.path)
+            cards.append(Card(row.path, name, folder, self.roots.url("photo", row.path) or "",
+                              self.roots.url("thumb", row.path) or "", row.state, row.error, row.updated,
+                              tuple(chips), top, found if isinstance(found, str) else None,
+                              margins.get(row.path)))
+        return cards
+
+    @staticmethod
+    def _chips(keywords: Keywords | None, ledger: dict[str, str], scores: np.ndarray | None,
+               scoring: Scoring, override: Override) -> list[Chip]:
+        chips = []
+        present = file_keywords(keywords) if keywords is not None else []
+        for keyword in present:
+            action = ledger.get(keyword)
+            owner = (OURS if action == ADDED else YOURS if action == USER or keyword in override.add
+                     else PERSON)
+            i = scoring.index.get(keyword)
+            score = float(scores[i]) if scores is not None and i is not None else None
+            limit = scoring.threshold(keyword) if score is not None else None
+            chips.append(Chip(keyword, owner, score, limit))
+        chips += [Chip(k, "rejected") for k in override.remove if k not in present]
+        return chips
+
+    # -- one photo -----------------------------------------------------------------------------
+
+    def photo(self, path: str, floor: float | None = None) -> PhotoView:
+        scoring = self.scoring()
+        row = self.store.file(path)
+        found = self.keywords.get(path)
+        keywords = found if isinstance(found, Keywords) else None
+        ledger = self.store.ledgers([row.id]).get(row.id, {}) if row else {}
+        override = scoring.overrides.for_path(path)
+        vector = None
+        if row is not None and row.key is not None:
+            vector = self.store.image_vectors([row.key], self.identity).get(row.key)
+        scores = scoring.tags.scores(vector)[0] if vector is not None else None
+        chips = self._chips(keywords, ledger, scores, scoring, override)
+        owner = {c.keyword: c.owner for c in chips if c.owner != "rejected"}
+        lowest = float(scoring.thresholds.min()) if len(scoring.thresholds) else 0.0
+        floor = lowest - 0.1 if floor is None else floor
+        lines: list[ScoreLine] = []
+        if scores is not None:
+            picked = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
+            chosen = set(picked)
+            implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
+            for i in picked:
+                for level in scoring.expansion.levels.get(scoring.tags.keywords[i], ()):
+                    implied.setdefault(level, scoring.tags.keywords[i])
+            order = [i for i in np.argsort(-scores) if scores[i] > floor][:60]
+            top = max([float(scores[i]) for i in order] + [float(scoring.thresholds.max()), floor + 0.05])
+            span = max(top + 0.02 - floor, 1e-6)
+            for i in order:
+                keyword, score = scoring.tags.keywords[i], float(scores[i])
+                limit = float(scoring.thresholds[i])
+                rejected = keyword in override.remove
+                if rejected:
+                    verdict = "rejected by your correction"
+                elif i in chosen:
+                    verdict = "tagged"
+                elif keyword in implied:
+                    verdict = f"tagged: a level above {implied[keyword]}"
+                elif score > limit:
+                    verdict = f"above its threshold, beyond top_k ({scoring.top_k})"
+                else:
+                    verdict = "below its threshold"
+                lines.append(ScoreLine(keyword, score, limit, verdict, owner.get(keyword), rejected,
+                                       100 * (score - floor) / span, 100 * (limit - floor) / span))
+        pending = self._pending(row, scores, scoring, override, owner)
+        folder, name = os.path.split(path)
+        return PhotoView(path, name, folder, row, self.roots.url("preview", path) or "", keywords,
+                         found if isinstance(found, str) else None, tuple(chips), lines, floor,
+                         override.remove, override.add, pending,
+                         self.store.ledger_history(row.id) if row else [],
+                         tuple(scoring.vocabulary.keywords))
+
+    def _pending(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
+                 owner: dict[str, str]) -> list[str]:
+        """What tagwatch is about to change in the file: the keywords it would write now (scores,
+        thresholds, top_k, the levels expansion adds, then the overrides) against those exiftool
+        reads.  The photo page polls while this is not empty, so it shows the file once the daemon
+        (or this page) has written it."""
+        wanted: list[str] = list(override.add)
+        if scores is not None and row is not None and row.state == DONE:
+            chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
+            predicted = scoring.expansion([(scoring.tags.keywords[i], 0.0) for i in chosen])
+            wanted = [k for k, _ in override.apply(predicted)]
+        pending = [f"adding {k!r}" for k in wanted if k not in owner]
+        sync = self.config.tagging.mode == "sync"
+        for keyword, whose in owner.items():
+            dropped = keyword in override.remove or (sync and keyword not in wanted)
+            if whose == OURS and dropped:
+                pending.append(f"taking out {keyword!r}")
+        return pending
+
+    # -- one tag -------------------------------------------------------------------------------
+
+    def tag(self, keyword: str, proposed: float | None = None) -> TagView | None:
+        scoring = self.scoring()
+        column = scoring.index.get(keyword)
+        if column is None:
+            return None
+        tag = scoring.vocabulary.tags[column]
+        current = float(scoring.thresholds[column])
+        rows, matrix = self._vectors(list(self.roots.roots))
+        scores = self._cached(("column", id(scoring), column),
+                              lambda: self._scores(scoring, matrix, column))  # type: ignore[assignment]
+        shown = current if proposed is None else proposed
+        values = scores.astype(np.float64)
+        lo = math.floor(min([*values.tolist(), current, shown]) * 50) / 50
+        hi = math.ceil(max([*values.tolist(), current, shown]) * 50) / 50 + 0.02
+        bins = 60
+        counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+        tallest = max(int(counts.max()) if len(counts) else 0, 1)
+        width = 600 / bins
+        bars = [Bar(i * width, width, 150 * c / tallest, int(c), float(edges[i]), float(edges[i + 1]),
+                    float(edges[i]) >= shown) for i, c in enumerate(counts.tolist())]
+
+        def x(value: float) -> float:
+            return 600 * (value - lo) / (hi - lo)
+
+        above = np.flatnonzero(scores > np.float32(shown))
+        below = np.flatnonzero(scores <= np.float32(shown))
+        near_above = above[np.argsort(scores[above], kind="stable")][:NEIGHBOURS]
+        near_below = below[np.argsort(-scores[below], kind="stable")][:NEIGHBOURS]
+        picked = [rows[i] for i in (*near_above.tolist(), *near_below.tolist())]
+        cards = {c.path: c for c in self.cards(picked, scoring)}
+        carried = sum(1 for row in rows if keyword in (row.tags or ()))
+
+        def neighbours(indices: np.ndarray) -> list[tuple[Card, float]]:
+            return [(cards[rows[i].path], float(scores[i])) for i in indices.tolist()
+                    if rows[i].path in cards]
+
+        return TagView(
+            keyword, current, tag.threshold is not None, proposed, bars, lo, hi, x(current),
+            None if proposed is None else x(proposed), len(rows), len(above),
+            int((scores > np.float32(current)).sum()), carried,
+            neighbours(near_above), neighbours(near_below),
+            self.config.tags.suffix.lower() == ".toml", "|".join(tag.parents), tag.prompts)
+
+    def tag_counts(self) -> list[tuple[str, float, bool, int]]:
+        """(keyword, threshold, has its own, photos carrying it) for every tag of the list."""
+        scoring = self.scoring()
+        def count() -> dict[str, int]:
+            carried: dict[str, int] = {}
+            rows, _ = self.store.browse(list(self.roots.roots), state=DONE, limit=-1)
+            for row in rows:
+                for keyword in row.tags or ():
+                    carried[keyword] = carried.get(keyword, 0) + 1
+            return carried
+        carried: dict[str, int] = self._cached(("carried",), count)  # type: ignore[assignment]
+        return [(tag.keyword, float(scoring.thresholds[i]), tag.threshold is not None,
+                 carried.get(tag.keyword, 0)) for i, tag in enumerate(scoring.vocabulary.tags)]
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        """What ``tagwatch status`` shows: the database's counts, the running daemon, failures."""
+        return {"stats": self.store.stats(self.identity), "daemon": daemon_state(self.config.database),
+                "failures": self.store.failures(20), "database": str(self.config.database),
+                "model": self.identity, "now": time.time()}
+
+
+__all__ = ["Filters", "Library", "Page", "PhotoView", "TagView"]

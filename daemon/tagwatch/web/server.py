@@ -1,0 +1,120 @@
+"""Serving the review page: uvicorn in the foreground (``tagwatch web``) or in a thread (the daemon).
+
+The socket is bound here, before uvicorn starts, so a port in use is one clear error and port 0 gets
+a free port whose number the log names.  uvicorn keeps no access log (the first request of a visit
+carries the token in its query string) and its own lines go through tagwatch's logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+
+from ..config import Config, is_loopback
+from .auth import load_token, token_path
+
+log = logging.getLogger(__name__)
+
+
+class WebError(RuntimeError):
+    """The page cannot be served (the extra is not installed, the port is taken); one line."""
+
+
+def _imports() -> None:
+    try:
+        import jinja2  # noqa: F401
+        import multipart  # noqa: F401
+        import starlette  # noqa: F401
+        import tomlkit  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise WebError(f"the review page needs the web extra ({exc.name} is missing): "
+                       "pip install 'tagwatch[web]'") from None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise WebError(f"review page: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def page_address(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def exposure(host: str, address: str) -> str | None:
+    """The warning a page reachable from other machines logs at start; None on loopback."""
+    if is_loopback(host):
+        return None
+    return (f"review page EXPOSED on {address}: anyone who can reach this address and has the token can "
+            "see the photos and change their keywords (it is plain HTTP: put it behind a TLS proxy or a VPN)")
+
+
+class WebServer:
+    """The review page on ``[web] host``/``port`` (overridable), bound at construction."""
+
+    def __init__(self, config: Config, *, host: str | None = None, port: int | None = None,
+                 apply_corrections: bool = True) -> None:
+        _imports()
+        import uvicorn
+
+        from .app import create_app
+
+        self.host = host or config.web.host
+        self.sock = bind(self.host, config.web.port if port is None else port)
+        self.port = self.sock.getsockname()[1]
+        self.token = load_token(config.database)
+        self.address = page_address(self.host, self.port)
+        self.app = create_app(config, token=self.token, port=self.port, apply_corrections=apply_corrections)
+        self.server = uvicorn.Server(uvicorn.Config(
+            self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
+            timeout_graceful_shutdown=2))
+        self._thread: threading.Thread | None = None
+        warning = exposure(self.host, self.address)
+        if warning:
+            log.warning("%s", warning)
+        log.info("review page on %s (its token is in %s; `tagwatch web --url` prints the whole address)",
+                 self.address, token_path(config.database))
+
+    @property
+    def url(self) -> str:
+        """The address with the token, as a person opens it (never logged)."""
+        return f"{self.address}?token={self.token}"
+
+    def serve(self) -> None:
+        """In the foreground until SIGINT or SIGTERM, then exit 0 like ``tagwatch run``: uvicorn
+        finishes the requests in hand, puts the handlers it found back and raises the signal again,
+        which these handlers absorb."""
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: None)
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        """In a thread of its own (the daemon)."""
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                        name="tagwatch-web", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.close()
+
+    def close(self) -> None:
+        self.app.state.close()
+        self.sock.close()

@@ -1,0 +1,464 @@
+"""Places: GPS coordinates → country, region and locality keywords and location fields, offline.
+
+Real JPEGs (the shared corpus's six photos with GPS, and photos the tests geotag with exiftool), the
+real GeoNames data loaded once per session, a real store and exiftool to read back what was written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPUS, Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
+from tagwatch.config import ConfigError, PlacesConfig, TaggingConfig, parse_config
+from tagwatch.formats import content_key
+from tagwatch.geotag import Places
+from tagwatch.metadata import ExifTool, FileChanged, KeywordWriter
+from tagwatch.outcomes import Status
+from tagwatch.pipeline import Pipeline
+from tagwatch.places import Coordinates, Geocoder, coordinates
+from tagwatch.rebuild import rebuild
+from tagwatch.store import Store
+from tagwatch.vocabulary import parse_tag_list
+from tagwatch.writeback import WriteJob, write_file
+from test_encoder import IDLE_RSS_LIMIT_MB, _rss_mb
+
+LOCATION = ("IPTC:City", "IPTC:Province-State", "IPTC:Country-PrimaryLocationName",
+            "IPTC:Country-PrimaryLocationCode", "XMP-photoshop:City", "XMP-photoshop:State",
+            "XMP-photoshop:Country", "XMP-iptcCore:CountryCode")
+FLORENCE = ["-GPSLatitude=43.7731", "-GPSLatitudeRef=N", "-GPSLongitude=11.2560", "-GPSLongitudeRef=E"]
+ROME = ["-GPSLatitude=41.8986", "-GPSLatitudeRef=N", "-GPSLongitude=12.4769", "-GPSLongitudeRef=E"]
+
+# The six corpus photos with GPS, each checked by hand against a map once:
+#  Apple: Sheffield city centre (Fargate), 0.6 km from GeoNames' Sheffield point.
+#  GPS: the Tyne valley west of Newcastle, between Horsley (4.2 km) and Prudhoe (5.1 km).
+#  GoPro: Sunset Park, Brooklyn; GeoNames' nearest point is "Sunset Park"-sized districts, and the
+#    place whose extent holds the photo with the most people is New York City (6.3 km from its point).
+#  Google: Madrid's Carabanchel/Arganzuela edge, 2.1 km south-west of the Puerta del Sol.
+#  Ricoh2: fields of the Hoya de Huesca, 6.2 km east of Almudévar (Aragon).
+#  ultrahdr: Anji county, Huzhou, Zhejiang.  Anji's county town is not in GeoNames' cities1000; the
+#    nearest place there is Deqing, 23 km away, beyond the 15 km default: country and region only.
+CORPUS_PLACES = {
+    "exiftool__Apple.jpg": ["United Kingdom", "England", "Sheffield"],
+    "exiftool__GPS.jpg": ["United Kingdom", "England", "Horsley"],
+    "exiftool__GoPro.jpg": ["United States", "New York", "New York City"],
+    "exiftool__Google.jpg": ["Spain", "Madrid"],  # region and city are both Madrid: one level
+    "exiftool__Ricoh2.jpg": ["Spain", "Aragon", "Almudévar"],
+    "pillow__ultrahdr.jpg": ["China", "Zhejiang"],
+}
+CITIES = {"exiftool__Apple.jpg": "Sheffield", "exiftool__GPS.jpg": "Horsley",
+          "exiftool__Google.jpg": "Madrid", "exiftool__GoPro.jpg": "New York City",
+          "exiftool__Ricoh2.jpg": "Almudévar"}
+# GPS blocks that hold no usable coordinates (the corpus has two)
+CORPUS_MALFORMED = {
+    "exiftool__InfiRay.jpg": "EXIF GPSLatitude is missing or empty",
+    "pillow__exif_gps.jpg": "EXIF GPSLatitudeRef is missing",
+}
+
+
+@pytest.fixture(scope="session")
+def geocoder() -> Geocoder:
+    """One gazetteer for the session (~1 s to load)."""
+    return Geocoder()
+
+
+@pytest.fixture(scope="module")
+def exiftool() -> ExifTool:
+    tool = ExifTool()
+    yield tool
+    tool.close()
+
+
+def places(tmp_path: Path, geocoder: Geocoder, **settings: object) -> Places:
+    return Places(PlacesConfig(**settings), Store(tmp_path / "places.db"), geocoder)  # type: ignore[arg-type]
+
+
+def geotag(exiftool: ExifTool, photo: Path, *args: str) -> Path:
+    out, err = exiftool.execute("-overwrite_original", *args, str(photo))
+    assert "1 image files updated" in out, err
+    return photo
+
+
+def read_fields(photo: Path, *tags: str) -> dict[str, object]:
+    out = subprocess.run(["exiftool", "-j", "-G1", "-charset", "iptc=UTF8", *(f"-{t}" for t in tags),
+                          str(photo)], check=True, capture_output=True, text=True).stdout
+    record = json.loads(out)[0]
+    record.pop("SourceFile")
+    return record
+
+
+def as_list(value: object) -> list[str]:
+    return [] if value is None else [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def copy(source: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / source.name
+    shutil.copyfile(source, target)
+    target.chmod(0o644)
+    return target
+
+
+# -- coordinates → place -----------------------------------------------------------------------
+
+def test_every_gps_photo_in_the_corpus_gets_its_hand_checked_place(
+        tmp_path: Path, geocoder: Geocoder, exiftool: ExifTool, caplog: pytest.LogCaptureFixture) -> None:
+    finder = places(tmp_path, geocoder)
+    reader = KeywordWriter(exiftool)
+    found = {}
+    for name in [*CORPUS_PLACES, *CORPUS_MALFORMED]:
+        with caplog.at_level(logging.DEBUG, logger="tagwatch.geotag"):
+            placed = finder.decide(name, None, reader.read(CORPUS / name).gps, {})
+        found[name] = placed.claim.levels()
+    assert found == {**CORPUS_PLACES, **{name: [] for name in CORPUS_MALFORMED}}
+    for name, reason in CORPUS_MALFORMED.items():  # one debug line each, naming the file and why
+        assert any(r.message.startswith(f"{name}: no place: {reason}") for r in caplog.records)
+
+
+# Each case: exiftool arguments, then what it must give (levels) or why not (a reason)
+EDGES = {
+    "ocean": (["-GPSLatitude=30", "-GPSLatitudeRef=N", "-GPSLongitude=40", "-GPSLongitudeRef=W"], []),
+    "zero-zero": (["-GPSLatitude=0", "-GPSLatitudeRef=N", "-GPSLongitude=0", "-GPSLongitudeRef=E"],
+                  "EXIF coordinates are 0/0"),
+    "north pole": (["-GPSLatitude=90", "-GPSLatitudeRef=N", "-GPSLongitude=0", "-GPSLongitudeRef=E"], []),
+    "south pole": (["-GPSLatitude=90", "-GPSLatitudeRef=S", "-GPSLongitude=0", "-GPSLongitudeRef=E"], []),
+    "south and east": (["-GPSLatitude=33.8568", "-GPSLatitudeRef=S", "-GPSLongitude=151.2153",
+                        "-GPSLongitudeRef=E"], ["Australia", "New South Wales", "Sydney"]),
+    "the same, north": (["-GPSLatitude=33.8568", "-GPSLatitudeRef=N", "-GPSLongitude=151.2153",
+                         "-GPSLongitudeRef=E"], []),  # the Pacific: the reference decides
+    "south and west": (["-GPSLatitude=22.9068", "-GPSLatitudeRef=S", "-GPSLongitude=43.1729",
+                        "-GPSLongitudeRef=W"], ["Brazil", "Rio de Janeiro"]),
+    # 179.95° E, its nearest place (Egvekinot, 179.12° W) 42 km away across the antimeridian
+    "antimeridian east": (["-GPSLatitude=66.32", "-GPSLatitudeRef=N", "-GPSLongitude=179.95",
+                           "-GPSLongitudeRef=E"], ["Russia", "Chukotka"]),
+    # 179.99° W, Labasa (179.36° E, Fiji's Northern division) 69 km away; a search on plain degrees
+    # would find Tubou (Eastern division, 230 km) instead
+    "antimeridian west": (["-GPSLatitude=16.43", "-GPSLatitudeRef=S", "-GPSLongitude=179.99",
+                           "-GPSLongitudeRef=W"], ["Fiji", "Northern"]),
+    "XMP signed": (["-XMP-exif:GPSLatitude=33.8568 S", "-XMP-exif:GPSLongitude=151.2153 E"],
+                   ["Australia", "New South Wales", "Sydney"]),
+    "no reference": (["-GPSLatitude=43.7731", "-GPSLongitude=11.2560", "-GPSLongitudeRef=E"],
+                     "EXIF GPSLatitudeRef is missing"),
+    "bad reference": (["-GPSLatitude=43.7731", "-GPSLatitudeRef#=X", "-GPSLongitude=11.2560",
+                       "-GPSLongitudeRef=E"], "EXIF GPSLatitudeRef 'X' is not N or S"),
+    "latitude only": (["-GPSLatitude=43.7731", "-GPSLatitudeRef=N"], "EXIF GPSLongitude is missing"),
+    "out of range": (["-GPSLatitude=95", "-GPSLatitudeRef=N", "-GPSLongitude=11.2560",
+                      "-GPSLongitudeRef=E"], "EXIF coordinates 95.0, 11.256 are out of range"),
+}
+
+
+def test_sea_poles_antimeridian_hemispheres_and_malformed_tags(
+        tmp_path: Path, geocoder: Geocoder, exiftool: ExifTool, caplog: pytest.LogCaptureFixture) -> None:
+    finder = places(tmp_path, geocoder, country_distance_km=100.0)  # Fiji's case needs 69 km
+    reader = KeywordWriter(exiftool)
+    source = noise_jpeg(tmp_path / "source.jpg", seed=1, size=(32, 24))
+    found: dict[str, object] = {}
+    for i, (case, (args, _)) in enumerate(EDGES.items()):
+        photo = tmp_path / f"edge-{i}.jpg"
+        shutil.copyfile(source, photo)
+        geotag(exiftool, photo, *args)
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="tagwatch.geotag"):
+            placed = finder.decide(str(photo), None, reader.read(photo).gps, {})
+        found[case] = (placed.claim.levels() if placed.where is not None else
+                       next(r.message.split(": no place: ")[1] for r in caplog.records))
+    expected = {case: want if isinstance(want, list) else found[case] if str(found[case]).startswith(want)
+                else want for case, (_, want) in EDGES.items()}
+    assert found == expected
+
+
+def test_distance_rules_and_the_country_names_people_search_for(tmp_path: Path, geocoder: Geocoder) -> None:
+    finder = places(tmp_path, geocoder, max_distance_km=2.0, country_distance_km=30.0)
+    near_madrid = Coordinates(40.4168, -3.7038)  # the Puerta del Sol
+    assert finder.claim(near_madrid)[1].levels() == ["Spain", "Madrid"]
+    desert = Coordinates(23.0, 5.52)  # the Ahaggar, 24 km north of Tamanrasset's centre
+    place, found = finder.claim(desert)
+    assert place is not None and 20 < place.distance_km < 30
+    assert (found.country, found.region, found.locality) == ("Algeria", "Tamanrasset", "")  # no town
+    assert not places(tmp_path, geocoder, max_distance_km=2.0, country_distance_km=20.0).claim(desert)[1]
+    seoul = finder.claim(Coordinates(37.5665, 126.978))[1]
+    moscow = finder.claim(Coordinates(55.7558, 37.6173))[1]
+    assert (seoul.country, seoul.code, moscow.country, moscow.code) == ("South Korea", "KOR", "Russia", "RUS")
+
+
+def test_each_point_is_looked_up_once_and_cached_by_its_coordinates(tmp_path: Path) -> None:
+    store = Store(tmp_path / "tw.db")
+    finder = Places(PlacesConfig(), store)  # its own gazetteer, not loaded yet
+    assert not finder.geocoder.loaded
+    first = finder.find(Coordinates(43.7731, 11.2560))
+    assert finder.geocoder.loaded and first is not None and first.locality == "Florence"
+    again = Places(PlacesConfig(), store)  # a restart: same store, new process state
+    assert again.find(Coordinates(43.7731, 11.2560)) == first
+    assert not again.geocoder.loaded  # answered by the store
+    assert coordinates({"GPS:GPSLatitude": "nan", "GPS:GPSLatitudeRef": "N", "GPS:GPSLongitude": "1",
+                        "GPS:GPSLongitudeRef": "E"})[0] is None
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ("enabled = 'yes'", "places.enabled must be true or false"),
+    ("root = '|places'", "places.root must be a keyword path"),
+    ("max_distance_km = 0", "places.max_distance_km must be more than 0 and at most 250 km"),
+    ("country_distance_km = 400", "places.country_distance_km must be more than 0 and at most 250 km"),
+    ("max_distance_km = 80", "places.max_distance_km must keep max_distance_km (80) at most "
+                             "country_distance_km (50)"),
+    ("fill_location = 1", "places.fill_location must be true or false"),
+    ("radius = 3", "unknown key 'places.radius'"),
+])
+def test_places_config_errors_name_the_key(section: str, message: str, tmp_path: Path) -> None:
+    import tomllib
+
+    with pytest.raises(ConfigError, match=f"^conf.toml: {re.escape(message)}"):
+        parse_config(tomllib.loads(f"[places]\n{section}\n"), tmp_path, "conf.toml")
+    config = parse_config(tomllib.loads("[places]\nroot = ''\nfill_location = true\n"), tmp_path, "c")
+    assert (config.places.root, config.places.fill_location, config.places.enabled) == ("", True, True)
+
+
+# -- through the pipeline ------------------------------------------------------------------------
+
+def place_env(tmp_path: Path, checkpoint: Path, geocoder: Geocoder | None, **settings: object) -> Env:
+    env = Env(tmp_path, checkpoint, TaggingConfig(threshold=-1.0, top_k=2),
+              places=PlacesConfig(**settings))  # type: ignore[arg-type]
+    if geocoder is not None:
+        env.pipeline.places.geocoder = geocoder
+    return env
+
+
+def test_corpus_photos_get_their_places_in_iptc_xmp_the_hierarchy_and_empty_location_fields(
+        tmp_path: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    """What the pipeline hands the writer for each corpus photo (its GPS read, its place decided),
+    written and read back; the pipeline's own path is the GPS-edit test below."""
+    finder = places(tmp_path, geocoder, fill_location=True)
+    writer = KeywordWriter(exiftool)
+    # pillow__ultrahdr.jpg is a truncated JPEG (Pillow's test sample): never tagged, places included
+    photos = [copy(CORPUS / name, tmp_path / "in") for name in CORPUS_PLACES if "ultrahdr" not in name]
+    for photo in photos:
+        state = writer.inspect(photo)
+        placed = finder.decide(str(photo), None, state.photo.gps, state.sidecar.gps)
+        writer.apply(writer.plan(photo, ["beach", *placed.keywords], paths=placed.keywords, state=state,
+                                 fill=placed.fill))
+    for photo in photos:
+        levels = CORPUS_PLACES[photo.name]
+        got = read_fields(photo, "IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", *LOCATION)
+        assert set(levels) <= set(as_list(got["IPTC:Keywords"])), photo.name
+        assert set(levels) <= set(as_list(got["XMP-dc:Subject"])), photo.name
+        assert "places|" + "|".join(levels) in as_list(got["XMP-lr:HierarchicalSubject"]), photo.name
+        country = levels[0]
+        assert (got["XMP-photoshop:Country"], got["IPTC:Country-PrimaryLocationName"]) == (country, country)
+        code = {"United Kingdom": "GBR", "United States": "USA", "Spain": "ESP"}[country]
+        assert (got["IPTC:Country-PrimaryLocationCode"], got["XMP-iptcCore:CountryCode"]) == (code, code)
+        assert got["XMP-photoshop:City"] == got["IPTC:City"] == CITIES[photo.name]
+    # exiftool__GPS.jpg came with IPTC City and Province-State blank and its country filled in
+    gps = read_fields(tmp_path / "in" / "exiftool__GPS.jpg", "IPTC:City", "IPTC:Province-State")
+    assert gps == {"IPTC:City": "Horsley", "IPTC:Province-State": "England"}
+
+
+def test_a_gps_edit_moves_the_places_without_encoding_and_untag_restores_the_photo(
+        tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    env = place_env(tmp_path, tiny_checkpoint, geocoder, fill_location=True)
+    fields = ("IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", *LOCATION)
+    try:
+        photo = noise_jpeg(tmp_path / "in" / "trip.jpg", seed=7)
+        geotag(exiftool, photo, *FLORENCE, "-IPTC:Keywords=Anna", "-XMP-dc:Subject=Anna",
+               "-IPTC:Province-State=Toscana")  # a person's keyword and region, no hierarchical field
+        before = read_fields(photo, *fields)
+        assert env.run(photo) == {"trip.jpg": Status.TAGGED}
+        encoded = env.encoded()
+        got = read_fields(photo, *fields)
+        assert {"Anna", "Italy", "Tuscany", "Florence"} <= set(as_list(got["IPTC:Keywords"]))
+        assert "places|Italy|Tuscany|Florence" in as_list(got["XMP-lr:HierarchicalSubject"])
+        assert (got["IPTC:City"], got["IPTC:Province-State"], got["XMP-photoshop:State"]) == (
+            "Florence", "Toscana", "Tuscany")  # the person's IPTC region stays; the empty XMP one is filled
+
+        geotag(exiftool, photo, *ROME)  # a metadata edit: same pixels
+        assert env.run(photo) == {"trip.jpg": Status.TAGGED}
+        assert env.encoded() == encoded  # no image encoded again
+        got = read_fields(photo, *fields)
+        keywords = set(as_list(got["IPTC:Keywords"]))
+        assert {"Anna", "Italy", "Lazio", "Rome"} <= keywords and not {"Tuscany", "Florence"} & keywords
+        assert set(as_list(got["XMP-dc:Subject"])) == keywords
+        hierarchy = as_list(got["XMP-lr:HierarchicalSubject"])
+        assert "places|Italy|Lazio|Rome" in hierarchy and not [h for h in hierarchy if "Florence" in h]
+        assert (got["IPTC:City"], got["XMP-photoshop:City"], got["IPTC:Province-State"]) == (
+            "Rome", "Rome", "Toscana")
+
+        assert "Anna" in hierarchy  # the field we created carries the person's keyword too
+
+        assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
+        assert read_fields(photo, *fields) == before  # keywords and location fields exactly as they were
+        assert "XMP-lr:HierarchicalSubject" not in before
+    finally:
+        env.close()
+
+
+def test_a_photo_without_gps_gets_its_places_when_it_is_geotagged_later(
+        tmp_path: Path, tiny_checkpoint: Path, exiftool: ExifTool) -> None:
+    env = place_env(tmp_path, tiny_checkpoint, None, root="where")  # its own gazetteer: lazy
+    try:
+        photo = noise_jpeg(tmp_path / "in" / "beach.jpg", seed=8)
+        assert env.run(photo) == {"beach.jpg": Status.TAGGED}
+        predicted = set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"]))
+        assert len(predicted) == 2
+        assert not env.pipeline.places.geocoder.loaded  # no coordinates: GeoNames never loaded
+
+        geotag(exiftool, photo, "-GPSLatitude=33.8568", "-GPSLatitudeRef=S", "-GPSLongitude=151.2153",
+               "-GPSLongitudeRef=E")  # geotagged from a track log
+        assert env.run(photo) == {"beach.jpg": Status.TAGGED}
+        got = read_fields(photo, "IPTC:Keywords", "XMP-lr:HierarchicalSubject")
+        assert set(as_list(got["IPTC:Keywords"])) == predicted | {"Australia", "New South Wales", "Sydney"}
+        assert "where|Australia|New South Wales|Sydney" in as_list(got["XMP-lr:HierarchicalSubject"])
+        assert env.encoded() == 1
+
+        geotag(exiftool, photo, "-GPS:all=")  # the geotag undone: our place keywords go, nothing else
+        assert env.run(photo) == {"beach.jpg": Status.TAGGED}
+        assert set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"])) == predicted
+    finally:
+        env.close()
+
+
+def test_sync_keeps_the_places_and_a_new_root_respells_them_without_encoding(
+        tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    sync = TaggingConfig(threshold=-1.0, top_k=2, mode="sync")
+    env = Env(tmp_path, tiny_checkpoint, sync, places=PlacesConfig())
+    env.pipeline.places.geocoder = geocoder
+    try:
+        photo = geotag(exiftool, noise_jpeg(tmp_path / "in" / "duomo.jpg", seed=9), *FLORENCE)
+        assert env.run(photo) == {"duomo.jpg": Status.TAGGED}
+        first = set(as_list(read_fields(photo, "IPTC:Keywords")["IPTC:Keywords"])) - {"Italy", "Tuscany",
+                                                                                         "Florence"}
+        # the [places] root changes (a restart) and the tag list changes: one retag does both
+        again = Pipeline(env.store, env.model, KeywordWriter(env.exiftool), sync,
+                         places=PlacesConfig(root="where"))
+        again.places.geocoder = geocoder
+        try:
+            again.use_vocabulary(parse_tag_list("harbour\nsnow\n", ("a photo of a {}.",), tmp_path / "t.txt"))
+            assert again.retag() == (1, 1)
+            assert again.retag() == (0, 0)  # recorded with the new settings: nothing left to do
+        finally:
+            again.close()
+        got = read_fields(photo, "IPTC:Keywords", "XMP-lr:HierarchicalSubject")
+        assert set(as_list(got["IPTC:Keywords"])) == {"harbour", "snow", "Italy", "Tuscany", "Florence"}
+        assert not first & set(as_list(got["IPTC:Keywords"]))  # sync took out the old predictions only
+        hierarchy = as_list(got["XMP-lr:HierarchicalSubject"])
+        assert "where|Italy|Tuscany|Florence" in hierarchy and not [h for h in hierarchy if "places|" in h]
+        assert env.encoded() == 1
+    finally:
+        env.close()
+
+
+def test_places_come_with_the_write_steps_run_apart_as_another_engine_runs_them(
+        tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    """An engine that runs the write's three steps itself (the Ray driver plans, a worker writes, the
+    driver records) gets the places too: they are decided in plan_ahead, from the metadata it reads."""
+    env = place_env(tmp_path, tiny_checkpoint, geocoder, fill_location=True)
+    wb, rules, writer = env.pipeline.writeback, env.pipeline.rules, env.pipeline.writer
+    assert writer is not None
+    try:
+        photo = geotag(exiftool, noise_jpeg(tmp_path / "in" / "ponte.jpg", seed=11), *FLORENCE)
+        job = WriteJob(str(photo), content_key(photo.read_bytes()), os.lstat(photo), [("beach", 0.3)])
+        wb.plan_ahead(job, rules)
+        row = env.store.file(str(photo))
+        assert row is not None and row.state == "pending"
+        assert {"beach", "Italy", "Tuscany", "Florence"} <= set(env.store.ledger(row.id))
+        assert env.store.filled(row.id)["IPTC:City"] == (("Florence",), None)  # recorded ahead
+        assert "IPTC:City" not in read_fields(photo, "IPTC:City")  # planned, not written yet
+        outcome = wb.record_done(job, write_file(writer, job), rules)
+        assert outcome.status == Status.TAGGED
+        got = read_fields(photo, "IPTC:Keywords", "IPTC:City")
+        assert {"beach", "Italy", "Tuscany", "Florence"} <= set(as_list(got["IPTC:Keywords"]))
+        assert got["IPTC:City"] == "Florence"
+        located = env.store.located([row.id])[row.id]
+        assert located.keywords == ("Italy", "Tuscany", "Florence") and located.lat == pytest.approx(43.7731)
+
+        # A save between the plan and the write: the ledger's keywords and fields are withdrawn
+        other = geotag(exiftool, noise_jpeg(tmp_path / "in" / "roma.jpg", seed=12), *ROME)
+        job = WriteJob(str(other), content_key(other.read_bytes()), os.lstat(other), [("beach", 0.3)])
+        wb.plan_ahead(job, rules)
+        file_id = env.store.file(str(other)).id
+        assert env.store.filled(file_id)["IPTC:City"] == (("Rome",), None)
+        geotag(exiftool, other, "-XMP-dc:Title=edited")
+        with pytest.raises(FileChanged) as raised:
+            write_file(writer, job)
+        assert wb.failed(job, raised.value).status == Status.RETRY
+        assert env.store.ledger(file_id) == [] and env.store.filled(file_id) == {}
+        assert "IPTC:City" not in read_fields(other, "IPTC:City")
+    finally:
+        env.close()
+
+
+def test_db_rebuild_carries_the_filled_fields_located_files_and_place_cache(tmp_path: Path) -> None:
+    """The filled fields are ledger (what untag puts back); located files and the place cache save a
+    GPS re-read and a gazetteer load.  A database from before places (no such tables) rebuilds too."""
+    database = tmp_path / "state" / "tagwatch.db"
+    store = Store(database)
+    kept = store.record_file("/p/kept.jpg", key=b"k", size=1, mtime_ns=1, state="done")
+    store.set_filled(kept, {"IPTC:City": (("Florence",), " ")})
+    store.set_located(kept, 43.7731, 11.256, ["Italy", "Tuscany", "Florence"])
+    store.put_place(43.7731, 11.256, "test", ("Italy", "Tuscany", "Florence", 1.0))
+    lost = store.record_file("/p/lost.jpg", key=b"l", size=1, mtime_ns=1, state="done")
+    store.set_filled(lost, {"IPTC:City": (("Rome",), None)})
+    store.close()
+    with sqlite3.connect(database) as db:  # the file row of one photo is lost, its other rows are not
+        db.execute("PRAGMA foreign_keys=OFF")
+        db.execute("DELETE FROM files WHERE id = ?", (lost,))
+
+    aside, counts, problems = rebuild(database)
+    assert problems == [] and aside.exists()
+    assert (counts["filled"], counts["located"], counts["places"]) == (1, 1, 1)
+    store = Store(database)
+    try:
+        assert store.filled(kept) == {"IPTC:City": (("Florence",), " ")}
+        assert store.located([kept])[kept].keywords == ("Italy", "Tuscany", "Florence")
+        assert store.place(43.7731, 11.256, "test") == ("Italy", "Tuscany", "Florence", 1.0)
+        assert store.filled(lost) == {}  # a record that names no file is dropped
+    finally:
+        store.close()
+
+    with sqlite3.connect(database) as db:  # as a tagwatch before places left it
+        db.executescript("DROP TABLE filled; DROP TABLE located; DROP TABLE places; PRAGMA user_version = 3;")
+    aside, counts, problems = rebuild(database)
+    assert problems == [] and counts["files"] == 1 and "filled" not in counts
+
+
+# -- the daemon, explain, export -----------------------------------------------------------------
+
+def test_the_daemon_loads_places_for_the_first_gps_photo_and_places_a_geotag_edit(
+        tmp_path: Path, tiny_checkpoint: Path, exiftool: ExifTool) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos], top_k=2,
+                          extra="[places]\nfill_location = true")
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        assert daemon.proc is not None
+        photo = noise_jpeg(photos / "walk.jpg", seed=11)
+        wait_for(lambda: exif_keywords(photo)["iptc"], timeout=90)
+        assert "places: loaded" not in daemon.log()  # no coordinates yet: GeoNames not loaded
+
+        geotag(exiftool, photo, *FLORENCE)  # geotagged in place: the watcher sees a metadata edit
+        wait_for(lambda: "Florence" in exif_keywords(photo)["iptc"], timeout=60)
+        assert "places: loaded" in daemon.log()
+        assert _rss_mb(daemon.proc.pid) < IDLE_RSS_LIMIT_MB  # the model lives in its child
+        assert status(config)["encoded"] == 1
+    finally:
+        assert daemon.stop() == 0
+    assert set(exif_keywords(photo)["iptc"]) >= {"Italy", "Tuscany", "Florence"}
+    assert read_fields(photo, "XMP-photoshop:City")["XMP-photoshop:City"] == "Florence"
+
+    explained = tagwatch("explain", "--config", str(config), str(photo))
+    assert explained.returncode == 0, explained.stderr
+    assert "GPS 43.77310°N 11.25600°E" in explained.stdout
+    assert "place: Florence, Tuscany, Italy (Florence's centre 1.0 km away)" in explained.stdout, \
+        explained.stdout[:600]
+    assert "places|Italy|Tuscany|Florence" in explained.stdout
+    exported = tagwatch("export", "--config", str(config), str(photo))
+    assert exported.returncode == 0, exported.stderr
+    (keywords,) = json.loads(exported.stdout).values()
+    assert keywords[-3:] == ["Italy", "Tuscany", "Florence"] and len(keywords) == 5

@@ -1,0 +1,453 @@
+"""The review page, in a real browser: Debian's chromium driven through its chromedriver (Selenium),
+against a real daemon hosting the page (``[web] enabled = true``), the trained shapes model, real
+JPEGs, and exiftool reading back what was written.
+
+One daemon and one browser serve the whole module; each test works on photos of its own, so the
+tests do not depend on their order.  Under pytest-xdist the module's tests go to one worker together
+(``xdist_group``, with ``--dist loadgroup`` as scripts/test runs them): spread over two workers, each
+would start its own daemon and browser.  Screenshots are kept as artefacts in ``test-artifacts/``
+(``TAGWATCH_ARTIFACTS`` moves them).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+import synthetic
+from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, Daemon, exif_keywords, status, tagwatch, wait_for
+from tagwatch.config import load_config
+from tagwatch.model import model_identity
+from tagwatch.store import Store
+from tagwatch.web.auth import Guard
+
+pytestmark = pytest.mark.xdist_group("web")  # one worker: one daemon, one browser (see above)
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("TAGWATCH_ARTIFACTS", REPO / "test-artifacts"))
+THRESHOLD = json.loads((REPO / "tests" / "data" / "shapes-clip.train.json").read_text())["threshold"]
+TAGS = [*synthetic.COLOURS, *synthetic.SHAPES]
+# (folder, colour, shape): every photo of the module's library, named colour-shape.jpg
+PHOTOS = [("2024", "red", "star"), ("2024", "green", "star"), ("2024", "blue", "square"),
+          ("2024", "orange", "triangle"), ("2025", "yellow", "circle"), ("2025", "purple", "vertical bar"),
+          ("2025", "orange", "circle"), ("2025", "blue", "horizontal bar")]
+PERSONS = {"blue-square.jpg": "holiday"}  # keywords a person put in before tagwatch saw the photo
+
+
+def photo_name(colour: str, shape: str) -> str:
+    return f"{colour}-{shape.replace(' ', '-')}.jpg"
+
+
+@dataclass
+class Site:
+    root: Path
+    conf: Path
+    config: Path
+    daemon: Daemon
+    base: str
+    port: int
+    token: str
+
+    @property
+    def csrf(self) -> str:
+        return Guard(self.token, self.port).csrf
+
+    def request(self, method: str, path: str, *, token: bool = True, body: str | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """A raw HTTP request: the path goes out exactly as written (``..`` and all)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        sent = {"Authorization": f"token {self.token}"} if token else {}
+        if body is not None:
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        sent.update(headers or {})
+        try:
+            connection.request(method, path, body=body, headers=sent)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def encoded(self) -> int:
+        return status(self.config)["encoded"]
+
+
+def tags_toml(extra: str = "") -> str:
+    blocks = "".join(f'[[tag]]\nkeyword = "{k}"  # {"colour" if k in synthetic.COLOURS else "shape"}\n\n'
+                     for k in TAGS)
+    return f"# The shapes model's tags; the review page must keep these comments.\n\n{blocks}{extra}"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A watched library of shape photos, tagged by a daemon that hosts the review page."""
+    base = tmp_path_factory.mktemp("web")
+    root, conf = base / "photos", base / "conf"
+    for number, (folder, colour, shape) in enumerate(PHOTOS):
+        path = root / folder / photo_name(colour, shape)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        synthetic.make_photo(colour, shape, 700 + number, (320, 240)).save(path, quality=88)
+        if path.name in PERSONS:
+            subprocess.run(["exiftool", "-q", "-overwrite_original", f"-IPTC:Keywords={PERSONS[path.name]}",
+                            f"-XMP-dc:Subject={PERSONS[path.name]}", str(path)], check=True)
+    conf.mkdir()
+    (conf / "tags.toml").write_text(tags_toml(), encoding="utf-8")
+    config = conf / "config.toml"
+    config.write_text("\n".join([
+        f"watch = [{json.dumps(str(root))}]", 'tags = "tags.toml"', 'overrides = "overrides.toml"',
+        'database = "state/tagwatch.db"', "[model]", f"name = {json.dumps(str(SHAPES_CONFIG))}",
+        f"pretrained = {json.dumps(str(SHAPES_CHECKPOINT))}",
+        "[tagging]", f"threshold = {THRESHOLD}", "top_k = 3", 'mode = "sync"',
+        "[batch]", "size = 8", "max_wait_ms = 100", "settle_ms = 300",
+        "[web]", "enabled = true", "port = 0", ""]), encoding="utf-8")
+    daemon = Daemon(config, base / "daemon.log").start()
+    try:
+        port = int(re.search(r"review page on http://127\.0\.0\.1:(\d+)/", daemon.log()).group(1))
+        token = (conf / "state" / "web-token").read_text().strip()
+        wait_for(lambda: status(config)["tagged"] == len(PHOTOS), timeout=120, interval=0.3)
+        yield Site(root, conf, config, daemon, f"http://127.0.0.1:{port}", port, token)
+    finally:
+        assert daemon.stop() == 0
+    assert token not in daemon.log(), "the token must never be logged"
+
+
+@pytest.fixture(scope="module")
+def browser(site: Site) -> Iterator[object]:
+    """Debian's chromium through its own chromedriver, given by path: nothing is downloaded."""
+    if not CHROMEDRIVER.exists() or not CHROMIUM.exists():
+        pytest.skip("chromium and chromium-driver are not installed (scripts/setup-env installs them "
+                    "as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tempfile.mkdtemp(prefix="tagwatch-chromium-")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run",
+                     "--window-size=1280,900", f"--user-data-dir={profile}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(f"{site.base}/?token={site.token}")  # as printed: the page sets its cookie
+        assert "token=" not in driver.current_url, "the token must leave the address bar"
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshot(driver: object, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+    return path
+
+
+def chips(driver: object, scope: str) -> dict[str, str]:
+    """keyword → owner class of the chips inside ``scope`` (a CSS selector), read in one go (htmx may
+    swap the panel at any moment)."""
+    found = driver.execute_script(  # type: ignore[attr-defined]
+        "return Array.from(document.querySelectorAll(arguments[0] + ' li.chip'), "
+        "c => [c.dataset.keyword, Array.from(c.classList).filter(x => x !== 'chip')[0]])", scope)
+    return dict(found)
+
+
+def text(driver: object, selector: str) -> str:
+    """The text of the first element matching ``selector``, "" while there is none (a page loading,
+    an htmx swap in flight): read in one go, never a stale element."""
+    return driver.execute_script(  # type: ignore[attr-defined]
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", selector)
+
+
+# -- what a person sees ------------------------------------------------------------------------------
+
+def test_a_photo_dropped_into_the_folder_appears_in_the_grid_with_its_keywords(site: Site, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    dropped = site.root / "2025" / "red-circle.jpg"
+    temp = dropped.with_name(".incoming.jpg")
+    synthetic.make_photo("red", "circle", 760, (320, 240)).save(temp, quality=88)
+    temp.rename(dropped)  # as a file manager or a sync tool drops it
+    wait_for(lambda: set(exif_keywords(dropped)["iptc"]) == {"red", "circle"}, timeout=60)
+
+    browser.get(f"{site.base}/?show=recent")
+    card = f'li.card[data-path="{dropped}"]'
+    assert chips(browser, card) == {"red": "ours", "circle": "ours"}
+    first = browser.find_elements(By.CSS_SELECTOR, "li.card")[0]
+    assert first.get_attribute("data-path") == str(dropped), "recently tagged comes first"
+    image = browser.find_element(By.CSS_SELECTOR, f"{card} img")
+    wait_for(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
+                                            image))
+    assert image.get_attribute("naturalWidth") == "320"  # the thumbnail, upright and decoded
+    assert re.search(r"red 0\.\d{3}", image.get_attribute("title")), "scores on hover"
+    # ours and the person's told apart, in the grid of all photos
+    browser.get(f"{site.base}/?folder=0/2024")
+    assert chips(browser, 'li.card[data-path$="/blue-square.jpg"]') == {
+        "holiday": "person", "blue": "ours", "square": "ours"}
+    browser.get(f"{site.base}/?tag=star")
+    paths = {c.get_attribute("data-path") for c in browser.find_elements(By.CSS_SELECTOR, "li.card")}
+    assert paths == {str(site.root / "2024" / "red-star.jpg"), str(site.root / "2024" / "green-star.jpg")}
+    browser.get(f"{site.base}/")
+    shot = screenshot(browser, "review-grid")
+    assert shot.stat().st_size > 10_000
+    for page, name in ((f"/photo/0/2024/{photo_name('blue', 'square')}", "review-photo"),
+                       ("/tag/red?threshold=0.2", "review-tag"), ("/status", "review-status")):
+        browser.get(site.base + page)
+        wait_for(lambda: browser.execute_script("return document.readyState") == "complete")
+        screenshot(browser, name)
+    assert "running, pid" in text(browser, "#status")
+
+
+def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site: Site, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    photo = site.root / "2024" / "green-star.jpg"
+    assert set(exif_keywords(photo)["iptc"]) == {"green", "star"}
+    browser.get(f"{site.base}/photo/0/2024/green-star.jpg")
+    assert chips(browser, "#file-keywords") == {"green": "ours", "star": "ours"}
+    button = '#file-keywords button[data-action="{}"][data-keyword="star"]'
+    browser.find_element(By.CSS_SELECTOR, button.format("remove")).click()
+    # the page shows the correction as pending, then the state exiftool reads back
+    wait_for(lambda: chips(browser, "#file-keywords") == {"green": "ours", "star": "rejected"}, timeout=30)
+    assert exif_keywords(photo) == {"iptc": ["green"], "xmp": ["green"]}
+    overrides = (site.conf / "overrides.toml").read_text(encoding="utf-8")
+    assert f'path = "{photo}"\nremove = ["star"]' in overrides
+    encoded = site.encoded()
+
+    # a tag-list edit re-scores every photo, "star" still predicted for it: the correction holds
+    mark = len(site.daemon.log())
+    tags = site.conf / "tags.toml"
+    tags.write_text(tags.read_text(encoding="utf-8").replace(
+        'keyword = "star"  # shape\n', 'keyword = "star"  # shape\nthreshold = 0.3\n'), encoding="utf-8")
+    site.daemon.wait_log(f"{len(TAGS)} tags", since=mark, timeout=60)
+    log = site.daemon.log()[mark:]
+    assert re.search(r"re-scored (\d+) files", log).group(1) != "0"
+    assert exif_keywords(photo) == {"iptc": ["green"], "xmp": ["green"]}
+    assert site.encoded() == encoded
+    # and it can be taken back from the page
+    browser.get(f"{site.base}/photo/0/2024/green-star.jpg")
+    browser.find_element(By.CSS_SELECTOR, button.format("undo")).click()
+    wait_for(lambda: chips(browser, "#file-keywords") == {"green": "ours", "star": "ours"}, timeout=30)
+    assert set(exif_keywords(photo)["iptc"]) == {"green", "star"}
+
+
+def test_adding_a_keyword_in_the_browser_makes_it_the_persons(site: Site, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    photo = site.root / "2025" / "yellow-circle.jpg"
+    browser.get(f"{site.base}/photo/0/2025/yellow-circle.jpg")
+    browser.find_element(By.ID, "add-keyword").send_keys("Anna")
+    browser.find_element(By.ID, "add-button").click()
+    wait_for(lambda: chips(browser, "#file-keywords").get("Anna") == "yours", timeout=30)
+    assert "Anna" in exif_keywords(photo)["iptc"]
+    assert "Anna" in (site.conf / "overrides.toml").read_text(encoding="utf-8")
+
+
+def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_encoding(
+        site: Site, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    encoded = site.encoded()
+    photo = site.root / "2025" / "orange-circle.jpg"
+    assert "red" not in exif_keywords(photo)["iptc"]
+    browser.get(f"{site.base}/tag/red")
+    below = browser.find_elements(By.CSS_SELECTOR, "#preview .neighbours section:nth-child(2) li.card")
+    scores = {card.find_element(By.CSS_SELECTOR, "a").get_attribute("href").rsplit("/", 1)[1]:
+              float(card.text) for card in below}
+    # just under this photo's score of "red": it (and whatever scores higher) will carry red
+    new = round(scores["orange-circle.jpg"] - 0.0005, 4)
+    flipping = {name for name, score in scores.items() if score > new}
+    field = browser.find_element(By.ID, "threshold")
+    field.clear()
+    field.send_keys(str(new))
+    # the htmx preview follows the typing
+    wait_for(lambda: f"At {new:.3f}" in " ".join(text(browser, "#counts").split()), timeout=15)
+    browser.find_element(By.ID, "save-threshold").click()
+    wait_for(lambda: "wrote 1 thresholds" in text(browser, ".banner.ok"))
+    tag_list = (site.conf / "tags.toml").read_text(encoding="utf-8")
+    assert f'keyword = "red"  # colour\nthreshold = {new}\n' in tag_list
+    assert tag_list.startswith("# The shapes model's tags; the review page must keep these comments.")
+
+    def carrying() -> set[str]:
+        return {p.name for p in site.root.rglob("*.jpg") if "red" in exif_keywords(p)["iptc"]}
+
+    wait_for(lambda: flipping <= carrying(), timeout=60)
+    assert site.encoded() == encoded, "a threshold change must encode no photo"
+    # sync mode: raising it above every photo takes our "red" out again
+    browser.get(f"{site.base}/tag/red")
+    field = browser.find_element(By.ID, "threshold")
+    field.clear()
+    field.send_keys("0.95")
+    browser.find_element(By.ID, "save-threshold").click()
+    wait_for(lambda: not carrying(), timeout=60)
+    assert site.encoded() == encoded
+
+
+# -- security ----------------------------------------------------------------------------------------
+
+def test_every_route_needs_the_token_and_photos_stay_inside_the_watched_folder(
+        site: Site, tmp_path: Path) -> None:
+    photo = "/photo/0/2024/red-star.jpg"
+    for path in ("/", photo, "/thumb/0/2024/red-star.jpg", "/preview/0/2024/red-star.jpg", "/tags",
+                 "/tag/red", "/status", "/status-panel", "/static/style.css", "/static/htmx.min.js",
+                 "/photo-keywords/0/2024/red-star.jpg", "/nowhere"):
+        assert site.request("GET", path, token=False)[0] == 403, path
+        assert site.request("GET", path, token=False, headers={"Authorization": "token wrong"})[0] == 403
+        assert site.request("GET", f"{path}?token=wrong", token=False)[0] == 403
+    assert site.request("GET", "/", token=False, headers={"Cookie": "tagwatch-1=x"})[0] == 403
+    assert site.request("GET", photo)[0] == 200
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    synthetic.make_photo("blue", "star", 1, (64, 48)).save(outside / "secret.jpg")
+    (site.root / "2024" / "escape.jpg").symlink_to(outside / "secret.jpg")
+    (site.root / "linked").symlink_to(outside, target_is_directory=True)
+    secret = quote(str(outside / "secret.jpg"))
+    for kind in ("photo", "thumb", "preview", "photo-keywords"):
+        for rel in ("../../../../../../etc/passwd", "2024/../../outside/secret.jpg", "2024/./red-star.jpg",
+                    "%2e%2e/%2e%2e/etc/passwd", f"/{secret}", secret, f"..%2f..%2f{secret}",
+                    "2024/escape.jpg", "linked/secret.jpg", "2024//red-star.jpg", "2024/.hidden.jpg"):
+            assert site.request("GET", f"/{kind}/0/{rel}")[0] == 404, (kind, rel)
+        assert site.request("GET", f"/{kind}/1/2024/red-star.jpg")[0] == 404
+
+    before = (site.root / "2024" / "red-star.jpg").read_bytes()
+    overrides = site.conf / "overrides.toml"
+    kept = overrides.read_bytes() if overrides.exists() else None
+    tags = (site.conf / "tags.toml").read_bytes()
+    for path, body in ((photo, "action=remove&keyword=red"), ("/tag/red", "threshold=0.1")):
+        assert site.request("POST", path, body=body)[0] == 403  # no CSRF value
+        assert site.request("POST", path, body=body + "&csrf=wrong")[0] == 403
+        assert site.request("POST", path, body=f"{body}&csrf={site.csrf}",
+                            headers={"Origin": "http://evil.example"})[0] == 403
+        assert site.request("POST", path, body=f"{body}&csrf={site.csrf}", token=False)[0] == 403
+    assert site.request("GET", "/", headers={"Host": "evil.example"})[0] == 400  # DNS rebinding
+    time.sleep(1)  # what a daemon would have done with a correction
+    assert (site.root / "2024" / "red-star.jpg").read_bytes() == before
+    assert (overrides.read_bytes() if overrides.exists() else None) == kept
+    assert (site.conf / "tags.toml").read_bytes() == tags
+    token_file = site.conf / "state" / "web-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert site.token not in site.daemon.log()
+
+
+def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, tmp_path: Path) -> None:
+    """`tagwatch web` alone: a correction still reaches the file, through the same re-scoring from
+    cached vectors a daemon does.  The vectors come from the module's store (the cache is keyed by
+    content, so a copy of a photo needs no encoding and no model)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "red-star.jpg"
+    shutil.copyfile(site.root / "2024" / "red-star.jpg", photo)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords=", "-XMP-dc:Subject=",
+                    str(photo)], check=True)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "tags.txt").write_text("\n".join(TAGS) + "\n", encoding="utf-8")
+    config = conf / "config.toml"
+    config.write_text("\n".join([
+        f"watch = [{json.dumps(str(root))}]", 'tags = "tags.txt"', 'overrides = "overrides.toml"',
+        'database = "state/tagwatch.db"', "[model]", f"name = {json.dumps(str(SHAPES_CONFIG))}",
+        f"pretrained = {json.dumps(str(SHAPES_CHECKPOINT))}", "[tagging]", f"threshold = {THRESHOLD}", ""]),
+        encoding="utf-8")
+    source, copy = Store(site.conf / "state" / "tagwatch.db"), Store(conf / "state" / "tagwatch.db")
+    try:
+        identity = model_identity(load_config(config).model)
+        prompts = [f"a photo of a {tag}." for tag in TAGS]
+        copy.put_text_vectors(source.text_vectors(prompts, identity), identity)
+        key = source.file(str(site.root / "2024" / "red-star.jpg")).key
+        copy.put_image_vectors(source.image_vectors([key], identity), identity)
+    finally:
+        source.close()
+        copy.close()
+    scanned = tagwatch("scan", "--config", str(config), str(root))
+    assert scanned.returncode == 0, scanned.stderr
+    assert set(exif_keywords(photo)["iptc"]) == {"red", "star"}
+    encoded = status(config)["encoded"]
+    log = (tmp_path / "web.log").open("wb")
+    web = subprocess.Popen([sys.executable, "-m", "tagwatch", "web", "--config", str(config), "--port", "0"],
+                           stdout=subprocess.PIPE, stderr=log, cwd=REPO, text=True)
+    try:
+        line = web.stdout.readline()  # type: ignore[union-attr]
+        match = re.fullmatch(r"review page: http://127\.0\.0\.1:(\d+)/\?token=(\S+)\n", line)
+        assert match, line
+        port, token = int(match.group(1)), match.group(2)
+        printed = tagwatch("web", "--url", "--config", str(config), "--port", str(port))
+        assert printed.stdout.strip() == f"http://127.0.0.1:{port}/?token={token}"
+        page = Site(root, conf, config, None, f"http://127.0.0.1:{port}", port, token)  # type: ignore[arg-type]
+        code, _ = page.request("POST", "/photo/0/red-star.jpg",
+                               body=f"action=remove&keyword=red&csrf={page.csrf}")
+        assert code == 303
+        wait_for(lambda: exif_keywords(photo)["iptc"] == ["star"], timeout=60)
+        panel = page.request("GET", "/photo-keywords/0/red-star.jpg")[1]
+        assert b'data-keyword="red" data-owner="rejected"' in panel
+    finally:
+        web.terminate()
+        assert web.wait(timeout=30) == 0
+        log.close()
+    assert status(config)["encoded"] == encoded, "no image encoded for a correction"
+    assert 'remove = ["red"]' in (conf / "overrides.toml").read_text(encoding="utf-8")
+    stderr = (tmp_path / "web.log").read_text(encoding="utf-8")
+    assert "applied the corrections itself" in stderr and token not in stderr
+
+
+# -- thumbnails --------------------------------------------------------------------------------------
+
+def test_thumbnails_are_upright_and_cached_by_content_key(tmp_path: Path) -> None:
+    """A photo stored sideways (EXIF orientation 6, as phones write) gets an upright thumbnail; a
+    rename reuses it, new pixels make a new one."""
+    from PIL import Image
+
+    from tagwatch.formats import content_key
+    from tagwatch.web.thumbnails import Thumbnails
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    photo = tmp_path / "sideways.jpg"
+    synthetic.make_photo("red", "horizontal bar", 3, (400, 300)).save(photo, exif=exif, quality=90)
+    thumbnails = Thumbnails(tmp_path / "thumbnails")
+    made = thumbnails.get(str(photo), None, "thumb")
+    with Image.open(made) as image:
+        assert image.size == (270, 360), "turned upright: portrait"
+        assert image.mode == "RGB"
+    assert made.name.startswith(content_key(photo.read_bytes()).hex())
+    moved = photo.rename(tmp_path / "renamed.jpg")
+    assert thumbnails.get(str(moved), None, "thumb") == made
+    synthetic.make_photo("blue", "star", 4, (400, 300)).save(moved)
+    assert thumbnails.get(str(moved), None, "thumb") != made
+    assert oct(made.stat().st_mode & 0o777) == "0o600" and oct(made.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_only_an_explicit_host_exposes_the_page_and_that_is_logged(tmp_path: Path) -> None:
+    from tagwatch.config import parse_config
+    from tagwatch.web.server import exposure, page_address
+
+    assert parse_config({}, tmp_path, "c.toml").web.host == "127.0.0.1"  # nothing else by default
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert exposure(host, page_address(host, 8765)) is None
+    warning = exposure("0.0.0.0", page_address("0.0.0.0", 8765))
+    assert warning is not None and warning.startswith("review page EXPOSED on http://0.0.0.0:8765/")
+    assert page_address("::1", 1) == "http://[::1]:1/"
+
+
+def test_a_correction_without_an_overrides_file_in_the_config_says_what_to_add(tmp_path: Path) -> None:
+    from tagwatch.config import Config
+    from tagwatch.web.corrections import CorrectionError, write_correction
+
+    config = Config(watch=(tmp_path,), source=tmp_path / "config.toml")
+    with pytest.raises(CorrectionError, match=r'config\.toml names none: add overrides = "overrides\.toml"'):
+        write_correction(config, str(tmp_path / "a.jpg"), "red", "remove")
+    assert list(tmp_path.iterdir()) == []
