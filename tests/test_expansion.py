@@ -25,7 +25,8 @@ import synthetic
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env, shared_model, write_config
 from tagwatch.cli import explain, export
 from tagwatch.cli import main as cli_main
-from tagwatch.config import TaggingConfig, load_config
+from tagwatch.config import Config, TaggingConfig, load_config
+from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.outcomes import Status
 from tagwatch.store import Store
 from tagwatch.tagger import Expansion
@@ -217,20 +218,27 @@ keyword = "circle"
 """
 
 
+def stand_in_config(shapes_lab: Any, conf: Path, tagging: str, watch: Path | None = None) -> Config:
+    """The shapes lab's config with the stand-in list, these ``[tagging]`` lines and a copy of its
+    database (every vector and prompt cached)."""
+    (conf / "state").mkdir(parents=True)
+    shutil.copy(shapes_lab.config.parent / "state" / "tagwatch.db", conf / "state" / "tagwatch.db")
+    (conf / "tags.toml").write_text(STAND_IN, encoding="utf-8")
+    text = shapes_lab.config.read_text(encoding="utf-8").replace('tags = "tags.txt"', 'tags = "tags.toml"')
+    if watch is not None:
+        text = text.replace("watch = []", f"watch = {json.dumps([str(watch)])}")
+    text = text.replace("[tagging]\n", f"[tagging]\n{tagging}\n")
+    (conf / "config.toml").write_text(text, encoding="utf-8")
+    return load_config(conf / "config.toml")
+
+
 @pytest.mark.parametrize("expand", ["parents", "none"])
 def test_explain_and_export_show_the_levels_expansion_writes(shapes_lab: Any, tmp_path: Path,
                                                             expand: str) -> None:
     """What ``explain`` and ``export`` print is what the daemon writes: the levels above a tagged
     tag, each saying which tag it comes from; with ``expand = "none"`` none of them.  The lab's
     database has every vector, so neither command starts the model."""
-    conf = tmp_path / "conf"
-    (conf / "state").mkdir(parents=True)
-    shutil.copy(shapes_lab.config.parent / "state" / "tagwatch.db", conf / "state" / "tagwatch.db")
-    (conf / "tags.toml").write_text(STAND_IN, encoding="utf-8")
-    text = shapes_lab.config.read_text(encoding="utf-8").replace('tags = "tags.txt"', 'tags = "tags.toml"')
-    (conf / "config.toml").write_text(text.replace("[tagging]\n", f'[tagging]\nexpand = "{expand}"\n'),
-                                      encoding="utf-8")
-    config = load_config(conf / "config.toml")
+    config = stand_in_config(shapes_lab, tmp_path / "conf", f'expand = "{expand}"')
     photo = str(shapes_lab.library / "red-circle.jpg")
 
     # rank and score, keyword, verdict: columns of "    1  +0.6512  golden retriever       TAGGED"
@@ -249,3 +257,26 @@ def test_explain_and_export_show_the_levels_expansion_writes(shapes_lab: Any, tm
     else:
         assert shown["dog"][1] == "" and "animal" not in shown
         assert sorted(k for k, _ in exported.tags) == ["circle", "golden retriever"]
+
+
+def test_the_review_page_counts_the_levels_among_what_a_photo_gets(shapes_lab: Any, tmp_path: Path) -> None:
+    """In sync mode the photo page lists what tagwatch is about to change and polls until nothing
+    is left: the levels it wrote are wanted, not "taking out 'animal'" for ever."""
+    from tagwatch.web.library import Library
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = Path(shutil.copy(shapes_lab.library / "red-circle.jpg", photos / "red-circle.jpg"))
+    config = stand_in_config(shapes_lab, tmp_path / "conf", 'mode = "sync"', watch=photos)
+    assert cli_main(["scan", "--config", str(config.source), str(photos)]) == 0  # encodes nothing
+    assert set(fields(photo)[IPTC]) == {"golden retriever", "circle", "dog", "animal"}
+    store, exiftool = Store(config.database), ExifTool()
+    try:
+        library = Library(config, store, KeywordWriter(exiftool, config.write), lambda: False)
+        view = library.photo(str(photo), floor=-1.0)  # every score listed, dog's low one too
+    finally:
+        exiftool.close()
+        store.close()
+    assert view.pending == []
+    verdicts = {line.keyword: line.verdict for line in view.lines}
+    assert verdicts["dog"] == "tagged: a level above golden retriever"
