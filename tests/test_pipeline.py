@@ -220,7 +220,7 @@ def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Pa
     partial = tmp_path / "in" / "partial.jpg"
     partial.parent.mkdir()
     partial.write_bytes(good[:2000])
-    assert env.run(partial, wait_for_writers=lambda path: True) == {"partial.jpg": Status.RETRY}
+    assert env.run(partial, wait_for_writers=lambda path, st: True) == {"partial.jpg": Status.RETRY}
     assert env.store.file(str(partial)) is None
     assert env.run(partial) == {"partial.jpg": Status.FAILED}  # a one-shot scan does not wait
     partial.write_bytes(good)

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import stat
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,8 +32,8 @@ from .metadata import KeywordWriter
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override, Overrides, load_overrides
 from .queue import Op
-from .retry import TRANSIENT_ERRNOS
-from .store import FAILED, FileRow, Store
+from .retry import TRANSIENT_ERRNOS, transient_reason
+from .store import DONE, FAILED, FileRow, Store
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary, load_configured
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_RECENT_S = 2.0  # a truncated file younger than this is probably still being written
 _PLACES = "places="  # the fingerprint's part for the [places] settings (last: the stale check reads it)
 
 
@@ -199,13 +197,13 @@ class Pipeline:
     # -- one batch -----------------------------------------------------------------------------
 
     def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
-                wait_for_writers: Callable[[str], bool] | None = None) -> list[Outcome]:
+                wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> list[Outcome]:
         """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
 
         ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
-        unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path)`` is asked
-        about a truncated file modified in the last seconds, which is probably still being copied:
-        True answers RETRY (the daemon queues it again) instead of failing it.
+        unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path, stat)`` is
+        asked about a truncated or empty file, which may still be being copied: True answers RETRY
+        (the daemon queues it again) instead of failing it (see ``retry.StillWriting``).
         """
         assert self.tags is not None, "use_vocabulary() first"
         paths = list(dict.fromkeys(paths))
@@ -347,11 +345,11 @@ class Pipeline:
                 photo.vector = cached.get(photo.key)
 
     def _bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
-                  wait_for_writers: Callable[[str], bool] | None = None) -> Outcome:
+                  wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> Outcome:
         """A file we could not use: retry if it is probably still being written, else record why."""
         reason = str(problem)
         if (wait_for_writers is not None and isinstance(problem, IncompleteImage)
-                and time.time() - photo.stat.st_mtime < _RECENT_S and wait_for_writers(photo.path)):
+                and wait_for_writers(photo.path, photo.stat)):
             return Outcome(photo.path, Status.RETRY, error=reason)
         if isinstance(problem, ReadFailed) and problem.transient:
             return Outcome(photo.path, Status.WAIT, error=reason)
@@ -373,7 +371,10 @@ class Pipeline:
     def retag(self) -> tuple[int, int]:
         """Re-score every cached file tagged with an older tag list; no image is encoded.
 
-        Only files whose tag set changed are written.  Returns (files re-scored, files written).
+        Only files whose tag set changed are written, and files whose keywords could not be written
+        before (a tag exiftool could not write makes every photo predicted with it fail; once the
+        tag is fixed they must not wait for an edit of their own).  Returns (files re-scored,
+        files written).
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity)
@@ -396,7 +397,8 @@ class Pipeline:
                 # An override may have to take out or adopt a keyword of ours the set does not show
                 touches_ours = bool(override) and bool(
                     {*override.add, *override.remove} & set(self.store.ledger(row.id)))
-                if set(keywords) == set(row.tags or ()) and row.id not in stale and not touches_ours:
+                if (row.state == DONE and set(keywords) == set(row.tags or ()) and row.id not in stale
+                        and not touches_ours):
                     same.append((row.id, keywords))
                     continue
                 try:
@@ -407,10 +409,16 @@ class Pipeline:
                 except OSError as exc:
                     log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
                     continue
-                if is_unchanged(row, st):
-                    outcome = self._finish(row.path, row.key, st, tags, override)
-                else:  # changed on disk since we last saw it: treat it as new
-                    outcome = self.process([row.path])[0]
+                try:
+                    if is_unchanged(row, st):
+                        outcome = self._finish(row.path, row.key, st, tags, override)
+                    else:  # changed on disk since we last saw it: treat it as new
+                        outcome = self.process([row.path])[0]
+                except Exception as exc:  # the database is read-only for now, say: this file waits
+                    passing = transient_reason(exc)
+                    if passing is None:
+                        raise
+                    outcome = Outcome(row.path, Status.WAIT, error=passing)
                 written += outcome.status == Status.TAGGED and bool(outcome.added)
                 if outcome.status == Status.WAIT:
                     self._deferred.append(outcome)

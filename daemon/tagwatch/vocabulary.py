@@ -90,17 +90,43 @@ class Vocabulary:
         return digest.hexdigest()[:16]
 
 
+def _noncharacter(ch: str) -> bool:
+    """One of Unicode's 66 noncharacters (U+FDD0..U+FDEF, and the last two code points of every
+    plane), or a surrogate: code points never meant for text that is exchanged."""
+    code = ord(ch)
+    return 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE or 0xD800 <= code <= 0xDFFF
+
+
+def unwritable(keyword: str) -> str | None:
+    """Why ``keyword`` cannot be written into a photo exactly as it is, or None if it can.
+
+    The one rule for every keyword tagwatch writes (tag lists, overrides, and any other source):
+    IPTC holds 64 bytes; a control character breaks XMP (XML) and exiftool's argument lines; and
+    exiftool cannot write U+FFFE or U+FFFF (measured: both come back missing from IPTC and XMP, so
+    the read-back check failed every photo predicted with such a tag).  The other noncharacters
+    came back exact through exiftool and exiv2, but Unicode reserves them for a program's internal
+    use, so they are refused with their two siblings rather than left to each reader.
+    """
+    size = len(keyword.encode("utf-8", "surrogatepass"))
+    if size > IPTC_KEYWORD_BYTES:
+        return f"is {size} bytes in UTF-8; IPTC keywords hold at most {IPTC_KEYWORD_BYTES}"
+    if any(ord(ch) < 32 for ch in keyword):
+        return "contains a control character"
+    odd = next((ch for ch in keyword if _noncharacter(ch)), None)
+    if odd is not None:
+        return f"contains U+{ord(odd):04X}, a Unicode noncharacter that photo metadata cannot hold"
+    return None
+
+
 def check_keyword(raw: str, where: str) -> str:
     """A keyword with white space folded, or a :class:`VocabularyError` naming ``where``."""
     keyword = " ".join(raw.split())  # trims and folds runs of whitespace/tabs to one space
-    size = len(keyword.encode("utf-8"))
     if not keyword:
         raise VocabularyError(f"{where}: empty keyword")
-    if size > IPTC_KEYWORD_BYTES:
-        raise VocabularyError(f"{where}: keyword {keyword[:40]!r}… is {size} bytes in UTF-8; "
-                              f"IPTC keywords hold at most {IPTC_KEYWORD_BYTES}")
-    if any(ord(ch) < 32 for ch in keyword):
-        raise VocabularyError(f"{where}: keyword {keyword!r} contains a control character")
+    reason = unwritable(keyword)
+    if reason is not None:
+        shown = f"{keyword[:40]!r}…" if len(keyword.encode("utf-8", "surrogatepass")) > 40 else repr(keyword)
+        raise VocabularyError(f"{where}: keyword {shown} {reason}")
     return keyword
 
 
