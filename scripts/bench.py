@@ -90,7 +90,7 @@ from tagwatch.metadata import KeywordWriter
 from tagwatch.model import ClipModel, load_model, model_identity
 from tagwatch.store import DONE, FAILED, PENDING, VECTOR_DTYPE, Store
 from tagwatch.tagger import TagMatrix, normalize, predict
-from tagwatch.vocabulary import Vocabulary, load_vocabulary
+from tagwatch.vocabulary import Vocabulary, load_configured
 
 REPO = Path(__file__).resolve().parents[1]
 # Debian's mate-backgrounds: its nature/ folder holds real photographs (abstract/ and desktop/ do not)
@@ -1135,7 +1135,7 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
     clip = load_model(model_config())
     report.extra["precision"] = clip.precision
     bench_choice(report, clip)
-    vocabulary = load_vocabulary(builtin_tag_list(), TaggingConfig().templates)
+    vocabulary = load_configured(builtin_tag_list(), TaggingConfig())  # what the daemon loads
     prompts = vocabulary.prompts()
     say(f"(c) text vectors for {len(prompts)} prompts")
     vectors = bench_text(report, clip, prompts, args.repeat)

@@ -13,6 +13,7 @@ needs work at all is decided in one place, :func:`tagwatch.freshness.is_settled`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -33,9 +34,9 @@ from .overrides import NO_OVERRIDE, Override, Overrides, load_overrides
 from .queue import Op
 from .retry import TRANSIENT_ERRNOS, transient_reason
 from .store import DONE, FAILED, FileRow, Store
-from .tagger import TagMatrix, predict, thresholds
+from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
-from .vocabulary import Vocabulary, load_vocabulary
+from .vocabulary import Vocabulary, load_configured
 from .writeback import TagRules, Writeback, WriteJob
 
 if TYPE_CHECKING:
@@ -66,9 +67,9 @@ def _read(photo: Photo) -> ImageError | ReadFailed | None:
 # -- the config's tag list and overrides, loaded one way for every caller -------------------------
 
 def load_tag_list(config: Config, *, quiet: bool = False) -> Vocabulary:
-    """The config's tag list, its warnings logged (unless ``quiet``: a caller that reloads it often and
-    leaves the warnings to the daemon)."""
-    vocabulary = load_vocabulary(config.tags, config.tagging.templates)
+    """The config's tag list, placed in WordNet as ``[tagging] expand`` asks, its warnings logged
+    (unless ``quiet``: a caller that reloads it often and leaves the warnings to the daemon)."""
+    vocabulary = load_configured(config.tags, config.tagging)
     for warning in () if quiet else vocabulary.warnings:
         log.warning("%s", warning)
     return vocabulary
@@ -125,7 +126,8 @@ class Pipeline:
         self.fingerprint = ""
         self.cache = VectorCache(store, model.identity)
         self.writeback = Writeback(store, writer, self.places)
-        self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag of the list
+        self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag and level above one
+        self.expansion = Expansion()  # the levels above each tag that a prediction also writes
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
         self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
         self._deferred: list[Outcome] = []  # WAIT outcomes of a retag, for the worker to schedule
@@ -161,7 +163,8 @@ class Pipeline:
         self.vocabulary, self.tagging = vocabulary, tagging
         self.tags = TagMatrix.build(vocabulary, vectors)
         self.thresholds = thresholds(vocabulary, tagging.threshold)
-        self._paths = {tag.keyword: tag.path for tag in vocabulary.tags}
+        self._paths = vocabulary.hierarchy()
+        self.expansion = Expansion.of(vocabulary, tagging)
         self._refresh_fingerprint()
         return encoded
 
@@ -175,6 +178,8 @@ class Pipeline:
             return
         parts = [self.vocabulary.fingerprint(), f"{self.tagging.threshold:.6f}", str(self.tagging.top_k),
                  self.model.identity]
+        if self.expansion.levels:  # what expansion adds (none: the fingerprint of before expansion)
+            parts.append(hashlib.sha256(repr(sorted(self.expansion.levels.items())).encode()).hexdigest()[:16])
         if self.overrides.rules:
             parts.append(self.overrides.fingerprint())
         if self.places.enabled:
@@ -277,7 +282,7 @@ class Pipeline:
         """Photos with vectors → what each should carry (scores, top-k, then its overrides)."""
         assert self.tags is not None
         predictions = predict(np.stack([p.vector for p in photos]), self.tags,
-                              self.thresholds, self.tagging.top_k)
+                              self.thresholds, self.tagging.top_k, self.expansion)
         return [self.decide(photo.path, predicted)
                 for photo, predicted in zip(photos, predictions, strict=True)]
 
@@ -398,7 +403,7 @@ class Pipeline:
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
-                                  self.thresholds, self.tagging.top_k)
+                                  self.thresholds, self.tagging.top_k, self.expansion)
             same: list[tuple[int, list[str]]] = []
             for (row, _), predicted in zip(part, predictions, strict=True):
                 tags, override = self.decide(row.path, predicted)

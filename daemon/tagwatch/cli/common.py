@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import exiftool, logs
-from ..config import MODES, TARGETS, Config, load_config
+from ..config import BUILTIN_TAG_LISTS, MODES, TARGETS, Config, builtin_tag_list, load_config
 from ..formats import IMAGE_SUFFIXES
 from ..imaging import set_pixel_limit
 from ..metadata import KeywordWriter
@@ -81,7 +81,9 @@ def add_tagging_flags(parser: argparse.ArgumentParser, *, writing: bool) -> None
                             "its own threshold in a rich list keeps it)")
     group.add_argument("--top-k", type=_positive, metavar="N",
                        help="at most N tags per photo ([tagging] top_k)")
-    group.add_argument("--tags", metavar="FILE", help="another tag list, .txt or .toml (tags)")
+    group.add_argument("--tags", metavar="FILE",
+                       help="another tag list, .txt or .toml, or a built-in one by name: "
+                            f"{' or '.join(BUILTIN_TAG_LISTS)} (tags)")
     if writing:
         group.add_argument("--mode", choices=MODES, help="append, sync or overwrite ([tagging] mode)")
         group.add_argument("--target", choices=TARGETS,
@@ -97,7 +99,9 @@ def with_flags(config: Config, args: argparse.Namespace) -> Config:
     if getattr(args, "target", None) is not None:
         config = replace(config, write=replace(config.write, target=args.target))
     if getattr(args, "tags", None):
-        config = replace(config, tags=Path(args.tags).expanduser().absolute())
+        tags = (builtin_tag_list(args.tags) if args.tags in BUILTIN_TAG_LISTS
+                else Path(args.tags).expanduser().absolute())
+        config = replace(config, tags=tags)
     return config
 
 
