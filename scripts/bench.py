@@ -93,7 +93,7 @@ from tagwatch.metadata import KeywordWriter
 from tagwatch.model import ClipModel, load_model, model_identity
 from tagwatch.store import DONE, FAILED, PENDING, VECTOR_DTYPE, Store
 from tagwatch.tagger import TagMatrix, normalize, predict
-from tagwatch.vocabulary import Vocabulary, load_vocabulary
+from tagwatch.vocabulary import Vocabulary, load_configured
 
 REPO = Path(__file__).resolve().parents[1]
 # Debian's mate-backgrounds: its nature/ folder holds real photographs (abstract/ and desktop/ do not)
@@ -1181,7 +1181,7 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
     report.extra["precision"] = clip.precision
     keep_ready(clip)
     bench_choice(report, clip)
-    vocabulary = load_vocabulary(builtin_tag_list(), TaggingConfig().templates)
+    vocabulary = load_configured(builtin_tag_list(), TaggingConfig())  # what the daemon loads
     prompts = vocabulary.prompts()
     say(f"(c) text vectors for {len(prompts)} prompts")
     vectors = bench_text(report, clip, prompts, args.repeat)

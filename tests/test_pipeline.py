@@ -220,7 +220,7 @@ def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Pa
     partial = tmp_path / "in" / "partial.jpg"
     partial.parent.mkdir()
     partial.write_bytes(good[:2000])
-    assert env.run(partial, wait_for_writers=lambda path: True) == {"partial.jpg": Status.RETRY}
+    assert env.run(partial, wait_for_writers=lambda path, st: True) == {"partial.jpg": Status.RETRY}
     assert env.store.file(str(partial)) is None
     assert env.run(partial) == {"partial.jpg": Status.FAILED}  # a one-shot scan does not wait
     partial.write_bytes(good)
@@ -256,6 +256,29 @@ def test_the_write_runs_in_three_steps_that_another_engine_can_split(env: Env, t
     assert wb.failed(job, raised.value).status == Status.RETRY
     assert env.store.ledger(env.store.file(str(b)).id) == []
     assert not exif_keywords(b)["iptc"]
+
+
+def test_a_write_that_lands_after_it_was_planned_again_stays_in_the_ledger(env: Env, tmp_path: Path) -> None:
+    """A Ray node the driver counts as lost may still finish its write (a network partition) after
+    the driver planned the photo again: the second write then fails as changed, and the ledger keeps
+    the keyword the first one put in."""
+    (photo,) = photos(tmp_path / "in", 1)
+    wb, rules, writer = env.pipeline.writeback, env.pipeline.rules, env.pipeline.writer
+    assert writer is not None
+    key = content_key(photo.read_bytes())
+    first = WriteJob(str(photo), key, os.lstat(photo), [(TAGS[0], 0.3)])
+    wb.plan_ahead(first, rules)  # sent to a node that goes silent
+    again = WriteJob(str(photo), key, os.lstat(photo), [(TAGS[0], 0.3)])
+    wb.plan_ahead(again, rules)  # planned again from the file (no keyword yet) and the ledger
+    write_file(writer, first)  # the silent node's write lands
+    with pytest.raises(FileChanged) as raised:
+        write_file(writer, again)
+    assert wb.failed(again, raised.value).status == Status.RETRY
+    row = env.store.file(str(photo))
+    assert exif_keywords(photo)["iptc"] == [TAGS[0]] and env.store.ledger(row.id) == [TAGS[0]]
+    assert env.run(photo) == {"p0.jpg": Status.TAGGED}  # the next scan (the model's own tags) keeps it
+    iptc = exif_keywords(photo)["iptc"]
+    assert iptc.count(TAGS[0]) == 1 and sorted(env.store.ledger(row.id)) == sorted(iptc)
 
 
 def test_dry_run_writes_no_photo(env: Env, tmp_path: Path) -> None:

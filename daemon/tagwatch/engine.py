@@ -1,18 +1,19 @@
 """The local engine: the stages of tagging run at once, each in its own thread, bounded queues between.
 
     driver ──► decode pool ──────────► encode ──────► store + score ──► write
-    (admit:    (read + key, cached?,   (the model's   (vectors into     (plan + ledger ahead,
+    (select:   (read + key, cached?,   (the model's   (vectors into     (plan + ledger ahead,
     stat,      decode to pixels),      child)         SQLite, tags)     write, record done)
     settled?)  a few batches ahead
 
 The driver is the thread that calls :meth:`Engine.submit` (the daemon's worker, or ``scan``): it
-admits a batch (:meth:`Pipeline.admit <tagwatch.pipeline.Pipeline.admit>`) and hands each photo to the
-decode pool, which reads it, computes its key, looks the key up in the vector cache and decodes a miss.
+selects a batch's photos (:meth:`Pipeline.select <tagwatch.pipeline.Pipeline.select>`) and hands each
+to the decode pool, which reads it, computes its key, looks the key up in the vector cache and decodes a miss.
 One thread per later stage takes batches in order: the encode thread sends the pixels of batch N+1 to
 the model's child while the store thread saves batch N's vectors and scores them and the write thread
 writes batch N-1's keywords.  So the cores are never idle waiting on one stage: the decode threads and
-exiftool run while the child encodes.  The stage functions are the pipeline's (``admit``, ``bad_file``,
-``store_vectors``, ``score``, ``write``) and :mod:`tagwatch.vectors`'; this module only wires them.
+exiftool run while the child encodes.  The stage functions are the pipeline's (``select``,
+``bad_file``, ``judge``, ``give_up``), :mod:`tagwatch.vectors`' and :mod:`tagwatch.writeback`'s, as
+the Ray engine composes them; this module only wires them.
 
 What stays as it was with one batch at a time:
 
@@ -36,6 +37,7 @@ per batch (a batch whose cached photos go ahead of its misses reports in two par
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -84,7 +86,7 @@ class _Lot:
     photos: list[Photo]
     done: Done
     dry_run: bool = False
-    wait_for_writers: Callable[[str], bool] | None = None
+    wait_for_writers: Callable[[str, os.stat_result], bool] | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     fronts: list[Future[_Front]] = field(default_factory=list)
     fresh: dict[bytes, np.ndarray] = field(default_factory=dict)  # encoded, not yet stored
@@ -123,10 +125,10 @@ class Engine:
     # -- the driver's side --------------------------------------------------------------------------
 
     def submit(self, paths: Sequence[str], done: Done, *, dry_run: bool = False, retry_failed: bool = False,
-               wait_for_writers: Callable[[str], bool] | None = None) -> None:
+               wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> None:
         """Start tagging ``paths``; ``done`` gets their outcomes.  Waits while one of them is still in
         flight from an earlier batch, and while the decode pool is :data:`AHEAD_PHOTOS` ahead of the
-        encoder.  What admission raises (the database is unreadable) is raised here, nothing started."""
+        encoder.  What selecting raises (the database is unreadable) is raised here, nothing started."""
         paths = list(dict.fromkeys(paths))
         with self._cond:
             self._cond.wait_for(lambda: self._unencoded < self.ahead
@@ -135,7 +137,7 @@ class Engine:
                 self._inflight[path] = self._inflight.get(path, 0) + 1
             self._lots += 1
         try:
-            outcomes, photos = self.pipeline.admit(paths, dry_run=dry_run, retry_failed=retry_failed)
+            photos, outcomes = self.pipeline.select(paths, dry_run=dry_run, retry_failed=retry_failed)
         except BaseException:
             with self._cond:
                 self._release(paths)
@@ -366,12 +368,16 @@ class Engine:
         photos = [p for p in lot.photos if p.path not in settled]
         try:
             if lot.fresh:
-                stored = self.pipeline.store_vectors(lot.fresh)
+                log.debug("storing %d vectors", len(lot.fresh))
+                stored = self.pipeline.cache.put(lot.fresh)  # scored in the stored form, as a retag is
                 lot.fresh = {}
                 for photo in photos:
                     if photo.vector is None and photo.key in stored:
                         photo.vector = stored[photo.key]
-            lot.jobs = self.pipeline.score([p for p in photos if p.vector is not None])
+            scored = [p for p in photos if p.vector is not None]
+            lot.jobs = [WriteJob(p.path, p.key, p.stat, tags, override)
+                        for p, (tags, override) in zip(scored, self.pipeline.judge(scored) if scored else [],
+                                                       strict=True)]
         except Exception as exc:
             self._give_up(lot, photos, exc)
             lot.jobs = []
@@ -383,7 +389,7 @@ class Engine:
                 outcome = Outcome(job.path, Status.TAGGED, job.tags)
             else:
                 try:
-                    outcome = self.pipeline.write(job)
+                    outcome = self.pipeline.writeback.finish(job, self.pipeline.rules)
                 except Exception as exc:  # anything unforeseen costs this file only
                     passing = transient_reason(exc)
                     outcome = (Outcome(job.path, Status.WAIT, error=passing) if passing is not None

@@ -13,10 +13,10 @@ needs work at all is decided in one place, :func:`tagwatch.freshness.is_settled`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,11 +32,11 @@ from .metadata import KeywordWriter
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override, Overrides, load_overrides
 from .queue import Op
-from .retry import TRANSIENT_ERRNOS
-from .store import FAILED, FileRow, Store
-from .tagger import TagMatrix, predict, thresholds
+from .retry import TRANSIENT_ERRNOS, transient_reason
+from .store import DONE, FAILED, FileRow, Store
+from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
-from .vocabulary import Vocabulary, load_vocabulary
+from .vocabulary import Vocabulary, load_configured
 from .writeback import TagRules, Writeback, WriteJob
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_RECENT_S = 2.0  # a truncated file younger than this is probably still being written
 _PLACES = "places="  # the fingerprint's part for the [places] settings (last: the stale check reads it)
 
 
@@ -68,9 +67,9 @@ def _read(photo: Photo) -> ImageError | ReadFailed | None:
 # -- the config's tag list and overrides, loaded one way for every caller -------------------------
 
 def load_tag_list(config: Config, *, quiet: bool = False) -> Vocabulary:
-    """The config's tag list, its warnings logged (unless ``quiet``: a caller that reloads it often and
-    leaves the warnings to the daemon)."""
-    vocabulary = load_vocabulary(config.tags, config.tagging.templates)
+    """The config's tag list, placed in WordNet as ``[tagging] expand`` asks, its warnings logged
+    (unless ``quiet``: a caller that reloads it often and leaves the warnings to the daemon)."""
+    vocabulary = load_configured(config.tags, config.tagging)
     for warning in () if quiet else vocabulary.warnings:
         log.warning("%s", warning)
     return vocabulary
@@ -88,14 +87,16 @@ def load_config_overrides(config: Config, *, quiet: bool = False) -> Overrides:
 
 
 def pipeline_for(config: Config, store: Store, writer: KeywordWriter | None, *,
-                 adopt: Callable[[Pipeline, Vocabulary], object] | None = None) -> Pipeline:
+                 adopt: Callable[[Pipeline, Vocabulary], object] | None = None,
+                 model: LazyModel | None = None) -> Pipeline:
     """A pipeline with the config's model, overrides and tag list: what the commands and the review
     page (applying corrections with no daemon running) use.  ``adopt`` takes the tag list into the
     pipeline (default :meth:`Pipeline.use_vocabulary`; the commands draw a progress bar while its
-    new prompts are encoded).  The model's child starts only if prompts need encoding."""
+    new prompts are encoded).  The model's child starts only if prompts need encoding.  ``model``
+    replaces the config's child (the Ray engine's stations, with the same face)."""
     from .encoder import LazyModel  # at run time only: the stages never need the child's handle
 
-    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging, places=config.places)
+    pipeline = Pipeline(store, model or LazyModel(config.model), writer, config.tagging, places=config.places)
     try:
         pipeline.use_overrides(load_config_overrides(config))
         vocabulary = load_tag_list(config)
@@ -125,7 +126,8 @@ class Pipeline:
         self.fingerprint = ""
         self.cache = VectorCache(store, model.identity)
         self.writeback = Writeback(store, writer, self.places)
-        self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag of the list
+        self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag and level above one
+        self.expansion = Expansion()  # the levels above each tag that a prediction also writes
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
         self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
         self._deferred: list[Outcome] = []  # WAIT outcomes of a retag, for the worker to schedule
@@ -161,7 +163,8 @@ class Pipeline:
         self.vocabulary, self.tagging = vocabulary, tagging
         self.tags = TagMatrix.build(vocabulary, vectors)
         self.thresholds = thresholds(vocabulary, tagging.threshold)
-        self._paths = {tag.keyword: tag.path for tag in vocabulary.tags}
+        self._paths = vocabulary.hierarchy()
+        self.expansion = Expansion.of(vocabulary, tagging)
         self._refresh_fingerprint()
         return encoded
 
@@ -175,6 +178,8 @@ class Pipeline:
             return
         parts = [self.vocabulary.fingerprint(), f"{self.tagging.threshold:.6f}", str(self.tagging.top_k),
                  self.model.identity]
+        if self.expansion.levels:  # what expansion adds (none: the fingerprint of before expansion)
+            parts.append(hashlib.sha256(repr(sorted(self.expansion.levels.items())).encode()).hexdigest()[:16])
         if self.overrides.rules:
             parts.append(self.overrides.fingerprint())
         if self.places.enabled:
@@ -193,38 +198,11 @@ class Pipeline:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
-                wait_for_writers: Callable[[str], bool] | None = None) -> list[Outcome]:
-        """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
-
-        ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
-        unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path)`` is asked
-        about a truncated file modified in the last seconds, which is probably still being copied:
-        True answers RETRY (the daemon queues it again) instead of failing it.
-
-        The stages one after the other, in this thread (and the decode pool): ``tagwatch explain``,
-        a re-score, the tests.  The daemon and ``scan`` run the same steps overlapped
-        (:class:`tagwatch.engine.Engine`).
-        """
-        outcomes, photos = self.admit(paths, dry_run=dry_run, retry_failed=retry_failed)
-        for photo, problem in zip(photos, self._pool.map(_read, photos), strict=True):
-            if problem is not None:
-                outcomes.append(self.bad_file(photo, problem, dry_run, wait_for_writers))
-        photos = [p for p in photos if p.key is not None]
-        # Files whose vectors are cached go first, without the model: after a restart (a crash, a
-        # reboot) they get their keywords while the model, seconds to import and load, is not yet
-        # needed; it is loaded only for the rest.
-        cached = self.cache.get({p.key for p in photos if p.key})
-        for group in ([p for p in photos if p.key in cached], [p for p in photos if p.key not in cached]):
-            if group:
-                self._tag(group, outcomes, dry_run)
-        return outcomes
-
-    def admit(self, paths: Iterable[str], *, dry_run: bool = False,
-              retry_failed: bool = False) -> tuple[list[Outcome], list[Photo]]:
-        """The first step of a batch: which files need work.  Returns the outcomes of those that do
-        not (settled, unreadable names, links, vanished) and a :class:`Photo` for each that does."""
-        assert self.tags is not None, "use_vocabulary() first"
+    def select(self, paths: Iterable[str], *, dry_run: bool = False,
+               retry_failed: bool = False) -> tuple[list[Photo], list[Outcome]]:
+        """The first stage, on the store's side: which of ``paths`` need reading, as :class:`Photo`
+        (stat taken), and the outcome of each that does not (settled, vanished, not a regular file,
+        a name the store cannot hold).  Both engines start here."""
         paths = list(dict.fromkeys(paths))
         outcomes: list[Outcome] = []
         unnamed = [p for p in paths if not p.isprintable() and not _utf8(p)]
@@ -261,40 +239,61 @@ class Pipeline:
                 outcomes.append(Outcome(path, Status.UNCHANGED, error=error))
                 continue
             photos.append(Photo(path, st))
-        return outcomes, photos
+        return photos, outcomes
+
+    def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
+                wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> list[Outcome]:
+        """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
+
+        ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
+        unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path, stat)`` is
+        asked about a truncated or empty file, which may still be being copied: True answers RETRY
+        (the daemon queues it again) instead of failing it (see ``retry.StillWriting``).
+
+        The stages one after the other, in this thread (and the decode pool): ``explain``, a
+        re-score's changed files, the worker's file-by-file fallback, the tests.  The daemon and
+        ``scan`` run the same stages overlapped (:class:`tagwatch.engine.Engine`).
+        """
+        assert self.tags is not None, "use_vocabulary() first"
+        photos, outcomes = self.select(paths, dry_run=dry_run, retry_failed=retry_failed)
+        for photo, problem in zip(photos, self._pool.map(_read, photos), strict=True):
+            if problem is not None:
+                outcomes.append(self.bad_file(photo, problem, dry_run, wait_for_writers))
+        photos = [p for p in photos if p.key is not None]
+        # Files whose vectors are cached go first, without the model: after a restart (a crash, a
+        # reboot) they get their keywords while the model, seconds to import and load, is not yet
+        # needed; it is loaded only for the rest.
+        cached = self.cache.get({p.key for p in photos if p.key})
+        for group in ([p for p in photos if p.key in cached], [p for p in photos if p.key not in cached]):
+            if group:
+                self._tag(group, outcomes, dry_run)
+        return outcomes
 
     def _tag(self, photos: list[Photo], outcomes: list[Outcome], dry_run: bool) -> None:
         """Vectors → predictions → keywords written and recorded, for files whose key is known."""
-        self._fill_vectors(photos, outcomes, dry_run)
-        for job in self.score([p for p in photos if p.vector is not None]):
-            outcomes.append(Outcome(job.path, Status.TAGGED, job.tags) if dry_run else self.write(job))
-
-    def score(self, photos: Sequence[Photo]) -> list[WriteJob]:
-        """Photos with their vectors → what each should carry (predictions, then overrides)."""
         assert self.tags is not None
+        self._fill_vectors(photos, outcomes, dry_run)
+        photos = [p for p in photos if p.vector is not None]
         if not photos:
-            return []
+            return
+        for photo, (tags, override) in zip(photos, self.judge(photos), strict=True):
+            if dry_run:
+                outcomes.append(Outcome(photo.path, Status.TAGGED, tags))
+            else:
+                outcomes.append(self._finish(photo.path, photo.key, photo.stat, tags, override))
+
+    def judge(self, photos: Sequence[Photo]) -> list[tuple[list[tuple[str, float]], Override]]:
+        """Photos with vectors → what each should carry (scores, top-k, then its overrides)."""
+        assert self.tags is not None
         predictions = predict(np.stack([p.vector for p in photos]), self.tags,
-                              self.thresholds, self.tagging.top_k)
-        jobs = []
-        for photo, predicted in zip(photos, predictions, strict=True):
-            tags, override = self.decide(photo.path, predicted)
-            jobs.append(WriteJob(photo.path, photo.key, photo.stat, tags, override))
-        return jobs
-
-    def write(self, job: WriteJob) -> Outcome:
-        """Write a job's keywords into its file and record the result (the ledger-first protocol)."""
-        return self.writeback.finish(job, self.rules)
-
-    def store_vectors(self, vectors: dict[bytes, np.ndarray]) -> dict[bytes, np.ndarray]:
-        """Cache freshly encoded vectors; returns them as stored (float16), which scoring uses."""
-        log.debug("storing %d vectors", len(vectors))
-        return self.cache.put(vectors)
+                              self.thresholds, self.tagging.top_k, self.expansion)
+        return [self.decide(photo.path, predicted)
+                for photo, predicted in zip(photos, predictions, strict=True)]
 
     def _finish(self, path: str, key: bytes | None, st: os.stat_result, tags: list[tuple[str, float]],
                 override: Override = NO_OVERRIDE) -> Outcome:
         """Write the predicted keywords (after overrides) and record the result."""
-        return self.write(WriteJob(path, key, st, tags, override))
+        return self.writeback.finish(WriteJob(path, key, st, tags, override), self.rules)
 
     def vector_for(self, path: str) -> np.ndarray:
         """The image vector of one file, from the cache or freshly encoded (``tagwatch explain``)."""
@@ -357,17 +356,18 @@ class Pipeline:
                 if arrays:
                     log.debug("encoding %d photos", len(arrays))
                     encoded = encode(model, list(arrays.values()))
-                    cached.update(self.store_vectors(dict(zip(arrays, encoded, strict=True))))
+                    log.debug("storing %d vectors", len(arrays))
+                    cached.update(self.cache.put(dict(zip(arrays, encoded, strict=True))))  # the stored form
         for photo in photos:
             if photo.key is not None:
                 photo.vector = cached.get(photo.key)
 
     def bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
-                 wait_for_writers: Callable[[str], bool] | None = None) -> Outcome:
+                 wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> Outcome:
         """A file we could not use: retry if it is probably still being written, else record why."""
         reason = str(problem)
         if (wait_for_writers is not None and isinstance(problem, IncompleteImage)
-                and time.time() - photo.stat.st_mtime < _RECENT_S and wait_for_writers(photo.path)):
+                and wait_for_writers(photo.path, photo.stat)):
             return Outcome(photo.path, Status.RETRY, error=reason)
         if isinstance(problem, ReadFailed) and problem.transient:
             return Outcome(photo.path, Status.WAIT, error=reason)
@@ -389,7 +389,10 @@ class Pipeline:
     def retag(self) -> tuple[int, int]:
         """Re-score every cached file tagged with an older tag list; no image is encoded.
 
-        Only files whose tag set changed are written.  Returns (files re-scored, files written).
+        Only files whose tag set changed are written, and files whose keywords could not be written
+        before (a tag exiftool could not write makes every photo predicted with it fail; once the
+        tag is fixed they must not wait for an edit of their own).  Returns (files re-scored,
+        files written).
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity)
@@ -404,7 +407,7 @@ class Pipeline:
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
-                                  self.thresholds, self.tagging.top_k)
+                                  self.thresholds, self.tagging.top_k, self.expansion)
             same: list[tuple[int, list[str]]] = []
             for (row, _), predicted in zip(part, predictions, strict=True):
                 tags, override = self.decide(row.path, predicted)
@@ -412,7 +415,8 @@ class Pipeline:
                 # An override may have to take out or adopt a keyword of ours the set does not show
                 touches_ours = bool(override) and bool(
                     {*override.add, *override.remove} & set(self.store.ledger(row.id)))
-                if set(keywords) == set(row.tags or ()) and row.id not in stale and not touches_ours:
+                if (row.state == DONE and set(keywords) == set(row.tags or ()) and row.id not in stale
+                        and not touches_ours):
                     same.append((row.id, keywords))
                     continue
                 try:
@@ -423,10 +427,16 @@ class Pipeline:
                 except OSError as exc:
                     log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
                     continue
-                if is_unchanged(row, st):
-                    outcome = self._finish(row.path, row.key, st, tags, override)
-                else:  # changed on disk since we last saw it: treat it as new
-                    outcome = self.process([row.path])[0]
+                try:
+                    if is_unchanged(row, st):
+                        outcome = self._finish(row.path, row.key, st, tags, override)
+                    else:  # changed on disk since we last saw it: treat it as new
+                        outcome = self.process([row.path])[0]
+                except Exception as exc:  # the database is read-only for now, say: this file waits
+                    passing = transient_reason(exc)
+                    if passing is None:
+                        raise
+                    outcome = Outcome(row.path, Status.WAIT, error=passing)
                 written += outcome.status == Status.TAGGED and bool(outcome.added)
                 if outcome.status == Status.WAIT:
                     self._deferred.append(outcome)

@@ -36,6 +36,7 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 STATE_INTERVAL_S = 5.0  # how stale `tagwatch status` may be
+ROOT_CHECK_S = 2.0  # how soon a watched folder that vanished and came back is watched again
 
 
 class _TagListHandler(FileSystemEventHandler):
@@ -66,6 +67,11 @@ class Daemon:
         self.ready = threading.Event()
         self.store = Store(config.database)
         self.store.check()
+        problem = self.store.writable()
+        if problem is not None:  # SQLite opened it read-only without a word; every photo would fail
+            log.error("%s: the database cannot be written (%s); check the permissions of it and its "
+                      "folder, and that the disk is mounted read-write. Photos wait until it can be "
+                      "written, and tagging resumes by itself", config.database, problem)
         self.exiftool = ExifTool()
         self.model = model or LazyModel(config.model)  # cmd_run's, already validated: its child is warm
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
@@ -85,6 +91,7 @@ class Daemon:
         self._tags_mtime: int | None = None
         self._reload_timer: threading.Timer | None = None
         self._reload_lock = threading.Lock()
+        self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
 
     # -- tag list ------------------------------------------------------------------------------
 
@@ -173,6 +180,8 @@ class Daemon:
             self.scheduler.add_job(self._report, "interval", seconds=10, id="status", coalesce=True)
         self.scheduler.add_job(self._save_state, "interval", seconds=STATE_INTERVAL_S, id="state",
                                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        self.scheduler.add_job(self._check_roots, "interval", seconds=ROOT_CHECK_S, id="roots",
+                               max_instances=1, coalesce=True)
         self._start_metrics()
         self._start_web()
         self.ready.set()
@@ -209,11 +218,22 @@ class Daemon:
         return render_prometheus(self.activity.snapshot(), files)
 
     def _save_state(self) -> None:
+        """Every few seconds; a failure is logged when it starts (or its reason changes) and when it
+        ends, not every time."""
         snapshot = {**self.activity.snapshot(), "model_loaded": self.model.loaded}
+        path = state_path(self.config.database)
         try:
-            write_state(state_path(self.config.database), snapshot)
+            write_state(path, snapshot)
         except OSError as exc:  # a full disk must not stop the daemon; status will say it is stale
-            log.warning("cannot write %s: %s", state_path(self.config.database), exc.strerror or exc)
+            reason = exc.strerror or str(exc)
+            if reason != self._state_trouble:
+                log.warning("cannot write %s: %s; `tagwatch status` shows an older state until it can",
+                            path, reason)
+                self._state_trouble = reason
+            return
+        if self._state_trouble is not None:
+            log.info("%s is written again", path)
+            self._state_trouble = None
 
     def _watchdog(self) -> None:
         """Tell systemd we are alive only while the worker thread is: a dead worker gets restarted."""
@@ -227,14 +247,22 @@ class Daemon:
                              f"{now['queue']} queued, {stats['failed']} failed; "
                              f"{now['tagged_per_min']:g}/min")
 
-    def _scan(self, clean_temp: bool = False) -> None:
+    def _scan(self, clean_temp: bool = False, roots: tuple[Path, ...] | None = None) -> None:
         started = time.monotonic()
-        report = reconcile(self.config.watch, self.filter, self.store, self.queue, clean_temp,
+        report = reconcile(roots or self.config.watch, self.filter, self.store, self.queue, clean_temp,
                            self.stopped)
         if self.stopped.is_set():
             return
-        log.info("scan: %d photos, %d queued, %d gone (%.1f s)", report.seen, report.queued, report.gone,
-                 time.monotonic() - started)
+        log.info("scan%s: %d photos, %d queued, %d gone (%.1f s)",
+                 f" of {', '.join(map(str, roots))}" if roots else "", report.seen, report.queued,
+                 report.gone, time.monotonic() - started)
+
+    def _check_roots(self) -> None:
+        """Watch again a watched folder that came back (see Watcher.check) and scan it: what was put
+        there while it was gone, or on the drive meanwhile, gets tagged now, not at the next rescan."""
+        back = self.watcher.check()
+        if back and not self.stopped.is_set():
+            self._scan(roots=tuple(back))
 
     def reload(self) -> None:
         """SIGHUP: re-read the config; tagging settings and the tag list apply at once."""

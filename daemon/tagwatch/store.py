@@ -117,6 +117,14 @@ class StoreError(RuntimeError):
     """The database cannot be used; the message says why."""
 
 
+_SQLITE_READONLY = 8
+
+
+def _read_only(exc: sqlite3.Error) -> bool:
+    """SQLite's "attempt to write a readonly database", any of its extended codes."""
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_READONLY
+
+
 def private_folder(path: Path) -> None:
     """Create ``path`` and every missing parent readable by this user only (0700, as the XDG base
     directory spec asks: they hold photo paths); folders that exist keep their modes."""
@@ -176,6 +184,11 @@ def _vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, VECTOR_DTYPE)
 
 
+def stored_form(vector: np.ndarray) -> np.ndarray:
+    """``vector`` as the store would give it back (scoring always uses this form)."""
+    return _vector(_blob(vector))
+
+
 def _paths(keyword: str, paths: Sequence[str] | None) -> str | None:
     """The ledger's form of the paths a keyword is written under: NULL for the keyword itself."""
     if not paths or list(paths) == [keyword]:
@@ -194,20 +207,40 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.RLock()
+        self._reopen = False  # a write found the database read-only: reconnect before the next one
         private_folder(path.parent)
-        old_umask = os.umask(0o077)  # database, WAL and SHM files are the user's alone
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._lock = threading.RLock()
+            self._db = self._connect()
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: cannot open database: {exc}") from None
+            hint = (" (SQLite needs to write beside it even to read it: check the permissions of the file "
+                    "and its folder, and that the disk is mounted read-write)") if _read_only(exc) else ""
+            raise StoreError(f"{path}: cannot open database: {exc}{hint}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        old_umask = os.umask(0o077)  # database, WAL and SHM files are the user's alone
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            return db
         finally:
             os.umask(old_umask)
+
+    def writable(self) -> str | None:
+        """None if the database takes writes; else SQLite's reason.  SQLite opens a file it may not
+        write read-only without a word, and then fails every write: the daemon asks at start."""
+        with self._lock:
+            try:
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                self._db.execute(f"PRAGMA user_version = {int(version)}")  # a write of the same value
+            except sqlite3.OperationalError as exc:
+                self._reopen = _read_only(exc)
+                return str(exc)
+        return None
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -221,17 +254,29 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction.  A connection that found the database read-only stays read-only
+        (SQLite opened it so), so the next transaction after such an error reconnects: once the
+        modes or the mount are fixed, writes work again without a restart."""
         with self._lock:
             if self._db.in_transaction:  # nested: the outer transaction commits
                 yield self._db
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            if self._reopen:
+                self._reopen = False
+                self._db.close()
+                self._db = self._connect()
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._reopen = _read_only(exc)
                 raise
-            self._db.execute("COMMIT")
 
     def check(self) -> None:
         """Raise StoreError if SQLite finds damage (a power cut on a disk that lies about fsync, a
@@ -280,8 +325,17 @@ class Store:
 
     def record_file(self, path: str, *, key: bytes | None, size: int | None, mtime_ns: int | None,
                     state: str, error: str | None = None) -> int:
-        """Insert or update the row for ``path``; a changed key forgets the old prediction."""
+        """Insert or update the row for ``path``; a changed key forgets the old prediction, the
+        ledger, the fields filled and the place given: they belong to a (path, content) pair.
+        Another photo renamed or saved over a tagged one must not inherit its record of "ours", or
+        sync would take the new photo's own keywords out where they equal one of the old photo's
+        tags.  (A person's edit of the pixels of a tagged photo makes our keywords in it the
+        person's from then on: never removed.)"""
         with self.transaction() as db:
+            old = db.execute("SELECT id, key FROM files WHERE path = ?", (path,)).fetchone()
+            if old is not None and key is not None and old["key"] is not None and old["key"] != key:
+                for table in ("ledger", "filled", "located"):  # all of it about the picture that was there
+                    db.execute(f"DELETE FROM {table} WHERE file_id = ?", (old["id"],))
             db.execute(
                 """INSERT INTO files (path, key, size, mtime_ns, state, error, updated)
                    VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -398,11 +452,12 @@ class Store:
         return moved
 
     def tagged_files(self, model: str) -> list[tuple[FileRow, np.ndarray]]:
-        """Every live file with a cached vector for ``model``: what a retag re-scores."""
+        """Every live file with a cached vector for ``model``: what a retag re-scores.  Files whose
+        keywords could not be written are among them: the tag list may have been what failed."""
         with self._lock:
             rows = self._db.execute(
                 """SELECT f.*, v.vector FROM files f JOIN image_vectors v ON v.key = f.key AND v.model = ?
-                   WHERE f.state = ? ORDER BY f.id""", (model, DONE)).fetchall()
+                   WHERE f.state IN (?, ?) ORDER BY f.id""", (model, DONE, FAILED)).fetchall()
         return [(_row(r), _vector(r["vector"])) for r in rows]
 
     def ledger(self, file_id: int, action: str = ADDED) -> list[str]:

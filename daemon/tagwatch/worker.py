@@ -11,6 +11,7 @@ files too).  Outcomes come back from the engine's threads, so the retry state is
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -18,30 +19,9 @@ from .engine import Engine
 from .outcomes import Outcome, Status
 from .pipeline import Pipeline
 from .queue import Batch, BatchQueue, Delete, Move, Op
-from .retry import Backoff, transient_reason
+from .retry import Backoff, StillWriting, transient_reason
 
 log = logging.getLogger(__name__)
-
-MAX_WAITS = 5  # times a file still being written is put back before it counts as damaged
-
-
-class Patience:
-    """How many more times each file still being written may be put back in the queue."""
-
-    def __init__(self, limit: int = MAX_WAITS) -> None:
-        self.limit = limit
-        self._tries: dict[str, int] = {}
-        self._lock = threading.Lock()  # asked from the engine's threads
-
-    def wait(self, path: str) -> bool:
-        """May ``path`` (truncated, modified seconds ago) wait for its writer once more?"""
-        with self._lock:
-            tries = self._tries[path] = self._tries.get(path, 0) + 1
-        return tries <= self.limit
-
-    def forget(self, path: str) -> None:
-        with self._lock:
-            self._tries.pop(path, None)
 
 
 def _names(op: Op) -> Callable[[str], bool]:
@@ -60,7 +40,8 @@ class Worker(threading.Thread):
         self.queue, self.pipeline, self._reload = queue, pipeline, reload
         self._observe = observe  # told every batch's outcomes: the counters `status` shows
         self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
-        self._patience = Patience()  # files still being written, put back a few times
+        self._writing = StillWriting()  # files that look cut short: still being copied?
+        self._db_trouble: str | None = None  # the database's passing problem, while it lasts
         self._retry_lock = threading.Lock()  # outcomes arrive from the engine's threads
         self._reload_requested = threading.Event()
         self.batches = 0
@@ -94,6 +75,11 @@ class Worker(threading.Thread):
         finally:
             self.engine.close()  # finish the batches in flight
 
+    def _still_writing(self, path: str, st: os.stat_result) -> bool:
+        """``StillWriting``, asked from the engine's threads."""
+        with self._retry_lock:
+            return self._writing(path, st)
+
     def _handle(self, batch: Batch) -> None:
         for op in batch.ops:
             if isinstance(op, Delete):
@@ -104,8 +90,8 @@ class Worker(threading.Thread):
         if not paths:
             return
         try:
-            self.engine.submit(paths, self._settle, wait_for_writers=self._patience.wait)
-        except Exception as exc:  # admission failed (the database): file by file, nothing else running
+            self.engine.submit(paths, self._settle, wait_for_writers=self._still_writing)
+        except Exception as exc:  # selecting failed (the database): file by file, nothing else running
             self.engine.drain()
             self._settle(self._one_by_one(paths, exc))
 
@@ -122,7 +108,7 @@ class Worker(threading.Thread):
         outcomes: list[Outcome] = []
         for path in paths:
             try:
-                outcomes += self.pipeline.process([path], wait_for_writers=self._patience.wait)
+                outcomes += self.pipeline.process([path], wait_for_writers=self._still_writing)
             except Exception as err:
                 passing = transient_reason(err)
                 outcomes.append(Outcome(path, Status.WAIT, error=passing) if passing is not None
@@ -141,13 +127,20 @@ class Worker(threading.Thread):
         for outcome in outcomes:
             path = outcome.path
             if outcome.status != Status.RETRY:
-                self._patience.forget(path)
+                self._writing.forget(path)
             if outcome.status == Status.RETRY:
                 self.queue.put(path, force=True)  # never wait on the queue only we drain
             elif outcome.status == Status.WAIT:
                 first = path not in self._backoff
                 delay = self._backoff.next(path)
-                if first:
+                # The database's trouble is every photo's: said once while it lasts, not per photo
+                shared = (outcome.error or "").startswith("database:")
+                if first and shared and self._db_trouble is None:
+                    self._db_trouble = outcome.error
+                    log.warning("photos are not tagged yet: %s; they wait and are tried again, backing "
+                                "off to once every %g s, until it works", outcome.error, self._backoff.cap,
+                                extra={"event": "retrying", "reason": outcome.error})
+                elif first and not shared:
                     log.warning("%s: not tagged yet: %s; trying again in %g s, backing off to once every "
                                 "%g s, until it works", path, outcome.error, delay, self._backoff.cap,
                                 extra={"event": "retrying", "path": path, "reason": outcome.error})
@@ -155,8 +148,16 @@ class Worker(threading.Thread):
                     log.debug("%s: still not tagged (attempt %d): %s", path, self._backoff.tries(path),
                               outcome.error)
                 self.queue.put(path, delay=delay, force=True)
-            elif path in self._backoff:
-                self._backoff.clear(path)
+            else:
+                if path in self._backoff:
+                    self._backoff.clear(path)
+                if self._db_trouble is not None and outcome.status in (Status.TAGGED, Status.FAILED,
+                                                                       Status.GONE):
+                    self._db_trouble = None  # the store took a write: the waiting photos go now
+                    waiting = self._backoff.keys()
+                    log.info("the database takes writes again; %d waiting photos are tried now", len(waiting))
+                    for other in waiting:
+                        self.queue.put(other, delay=0.0, force=True)
 
     def _guard(self, work: Callable[[], None]) -> None:
         """Nothing that goes wrong in one batch may stop the daemon."""

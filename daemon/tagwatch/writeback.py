@@ -76,12 +76,14 @@ class WriteJob:
 
 def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
     """Step 2: apply the job's plan to the file (atomically; :class:`FileChanged` if someone else
-    changed it meanwhile) and return the file's stat afterwards.  Touches no store."""
+    changed it meanwhile) and return the stat of the version written, or, with nothing to write,
+    of the version read.  Never a stat taken afterwards: that may be of a version another program
+    saved just after our write, which lacks our keywords and must look changed.  Touches no store."""
     if job.writes:
         assert job.plan is not None
         log.debug("%s: writing keywords", job.path)
-        writer.apply(job.plan)
-    return os.lstat(job.path)
+        return writer.apply(job.plan)
+    return job.stat
 
 
 class Writeback:
@@ -100,6 +102,10 @@ class Writeback:
         override = job.override
         keywords = job.keywords
         row = self.store.file(job.path)
+        # The ledger belongs to the path and the picture it held: a photo renamed or saved over a
+        # tagged one inherits none of it (recording the new key forgets it; see Store.record_file)
+        if row is not None and row.key is not None and job.key is not None and row.key != job.key:
+            row = None
         owned = job.owned = self.store.ledger(row.id) if row is not None else []
         owned_paths = self.store.ledger_paths(row.id) if row is not None else {}
         # Without a prediction there is something to do only to our own keywords: sync drops them,
@@ -181,10 +187,15 @@ class Writeback:
         return Outcome(job.path, Status.TAGGED, job.tags, added)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
-        """Step 1 or 2 failed: withdraw the ledger rows recorded ahead (the file is as it was) and
-        say what next: RETRY (changed under us), WAIT (a passing storage problem), or give up."""
-        if job.file_id is not None and job.ahead:
-            self.store.remove_ledger(job.file_id, job.ahead)
+        """Step 1 or 2 failed: withdraw the ledger rows this plan recorded ahead (the file is as it
+        was) and say what next: RETRY (changed under us), WAIT (a passing storage problem), or give up.
+
+        Rows the ledger held before this plan stay, even for keywords it meant to add: they come from
+        an earlier write that was interrupted (a crash, a Ray node lost) and may have reached the
+        file after this plan read it, as a lost node's write can."""
+        withdraw = [k for k in job.ahead if k not in job.owned]
+        if job.file_id is not None and withdraw:
+            self.store.remove_ledger(job.file_id, withdraw)
         if job.file_id is not None and job.plan is not None and job.plan.fills_ahead:
             self.store.set_filled(job.file_id, {name: job.filled.get(name) for name in job.plan.fills_ahead})
         if isinstance(exc, FileChanged):
@@ -228,8 +239,7 @@ class Writeback:
         try:
             plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id),
                                           filled)
-            self.writer.apply(plan)
-            st = os.lstat(path)
+            st = self.writer.apply(plan)
         except (MetadataError, OSError) as exc:
             reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
             log.warning("%s: not untagged: %s", path, reason)
@@ -247,12 +257,18 @@ class Writeback:
     # -- renames and deletions ------------------------------------------------------------------
 
     def apply_ops(self, ops: Sequence[Op]) -> list[str]:
-        """Apply renames and deletions to the store; returns moved paths the store did not know."""
+        """Apply renames and deletions to the store; returns the paths to look at: moved paths the
+        store did not know, and "deleted" files that are there (replaced since)."""
         unknown: list[str] = []
         for op in ops:
             if isinstance(op, Delete):
-                if os.path.lexists(op.path):  # replaced since (a polling observer sees our own atomic
-                    continue                  # replace as delete + create): the row and ledger stay
+                # Replaced since (a polling observer sees an atomic replace as delete + create; an
+                # exchange of names, see atomic.py, reports the photo moved to a hidden name): the row
+                # and ledger stay, and the file is looked at again, as the op dropped its queued event.
+                if os.path.lexists(op.path):
+                    if not op.is_dir:
+                        unknown.append(op.path)
+                    continue
                 if op.is_dir:
                     self.store.mark_deleted_under(op.path)
                 elif self.store.mark_deleted(op.path):

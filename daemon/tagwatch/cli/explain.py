@@ -30,12 +30,13 @@ class Line:
 class Explanation:
     path: str
     model: str
-    lines: list[Line]  # best score first; override-only keywords last
+    lines: list[Line]  # best score first; then keywords only an override or expansion adds
     place: list[str] = field(default_factory=list)  # the photo's coordinates and place ([places] on)
 
 
 def explain(config: Config, image: str) -> Explanation:
-    """Score one photo against the tag list and give each tag its verdict."""
+    """Score one photo against the tag list and give each tag its verdict; with expansion on, the
+    levels above the tags it gets are written too, and say which tag they come from."""
     path = str(Path(image).expanduser().absolute())
     store = Store(config.database)
     try:
@@ -52,7 +53,12 @@ def explain(config: Config, image: str) -> Explanation:
     assert pipeline.tags is not None and pipeline.vocabulary is not None
     scores = pipeline.tags.scores(vector)[0]
     limits = pipeline.thresholds
-    chosen = set(select(scores, limits, config.tagging.top_k)[0])
+    picked = select(scores, limits, config.tagging.top_k)[0]
+    chosen = set(picked)
+    implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
+    for index in picked:
+        for level in pipeline.expansion.levels.get(pipeline.tags.keywords[index], ()):
+            implied.setdefault(level, pipeline.tags.keywords[index])
     override = pipeline.overrides.for_path(path)
     lines = []
     for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
@@ -63,6 +69,8 @@ def explain(config: Config, image: str) -> Explanation:
             verdict = "added by an override"
         elif index in chosen:
             verdict = "TAGGED"
+        elif keyword in implied:
+            verdict = f"TAGGED: a level above {implied[keyword]}"
         elif scores[index] > limits[index]:
             verdict = "above threshold, beyond top_k"
         else:
@@ -73,6 +81,10 @@ def explain(config: Config, image: str) -> Explanation:
         lines.append(Line(rank, float(scores[index]), keyword, verdict))
     lines += [Line(None, None, keyword, "added by an override") for keyword in override.add
               if keyword not in pipeline.tags.keywords]
+    # levels above a predicted tag that are no tag of the list (the photo vocabulary's "animal")
+    lines += [Line(None, None, level, "removed by an override" if level in override.remove
+                   else f"TAGGED: a level above {below}") for level, below in implied.items()
+              if level not in pipeline.tags.keywords and level not in override.add]
     return Explanation(path, pipeline.model.identity, lines, place)
 
 

@@ -20,8 +20,8 @@ def export(config: Config, given: Sequence[str],
            progress: Callable[[int], Progress] = lambda total: Progress(total, "export")
            ) -> tuple[list[Exported], dict[str, str]]:
     """Each named photo (default: every photo in the database) scored from its cached vector against
-    the current tag list, with its place keywords (``[places]`` on); and for each photo without a
-    vector, the reason."""
+    the current tag list (with the levels above its tags that expansion writes), with its place
+    keywords (``[places]`` on); and for each photo without a vector, the reason."""
     if not config.database.exists():
         raise UsageError(f"{config.database}: no database yet; `tagwatch scan` or `tagwatch run` makes it")
     store = Store(config.database)
@@ -34,7 +34,7 @@ def export(config: Config, given: Sequence[str],
             vectors, missing = cached_vectors(store, pipeline.model.identity, paths, bar.advance)
         assert pipeline.vocabulary is not None and pipeline.tags is not None
         thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
-        results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k)
+        results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k, pipeline.expansion)
         if config.places.enabled:
             results = with_places(results, store, Places(config.places, store))
     finally:

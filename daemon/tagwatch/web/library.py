@@ -31,7 +31,7 @@ from ..overrides import Override, Overrides, OverridesError
 from ..pipeline import load_config_overrides, load_tag_list
 from ..status import daemon_state
 from ..store import ADDED, DONE, FAILED, USER, FileRow, Store
-from ..tagger import TagMatrix, select, thresholds
+from ..tagger import Expansion, TagMatrix, select, thresholds
 from ..vocabulary import Vocabulary, VocabularyError
 from .paths import PhotoRoots
 
@@ -53,6 +53,7 @@ class Scoring:
     overrides: Overrides
     index: dict[str, int]
     top_k: int
+    expansion: Expansion = field(default_factory=Expansion)  # the levels a predicted tag also writes
 
     def threshold(self, keyword: str) -> float | None:
         i = self.index.get(keyword)
@@ -323,7 +324,8 @@ class Library:
         overrides = load_config_overrides(self.config, quiet=True)
         return Scoring(vocabulary, TagMatrix.build(vocabulary, vectors),
                        thresholds(vocabulary, self.config.tagging.threshold), overrides,
-                       {k: i for i, k in enumerate(vocabulary.keywords)}, self.config.tagging.top_k)
+                       {k: i for i, k in enumerate(vocabulary.keywords)}, self.config.tagging.top_k,
+                       Expansion.of(vocabulary, self.config.tagging))
 
     # -- the grid ------------------------------------------------------------------------------
 
@@ -485,7 +487,12 @@ class Library:
         floor = lowest - 0.1 if floor is None else floor
         lines: list[ScoreLine] = []
         if scores is not None:
-            chosen = set(select(scores[None, :], scoring.thresholds, scoring.top_k)[0])
+            picked = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
+            chosen = set(picked)
+            implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
+            for i in picked:
+                for level in scoring.expansion.levels.get(scoring.tags.keywords[i], ()):
+                    implied.setdefault(level, scoring.tags.keywords[i])
             order = [i for i in np.argsort(-scores) if scores[i] > floor][:60]
             top = max([float(scores[i]) for i in order] + [float(scoring.thresholds.max()), floor + 0.05])
             span = max(top + 0.02 - floor, 1e-6)
@@ -497,6 +504,8 @@ class Library:
                     verdict = "rejected by your correction"
                 elif i in chosen:
                     verdict = "tagged"
+                elif keyword in implied:
+                    verdict = f"tagged: a level above {implied[keyword]}"
                 elif score > limit:
                     verdict = f"above its threshold, beyond top_k ({scoring.top_k})"
                 else:
@@ -514,12 +523,14 @@ class Library:
     def _pending(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
                  owner: dict[str, str]) -> list[str]:
         """What tagwatch is about to change in the file: the keywords it would write now (scores,
-        thresholds, top_k, then the overrides) against those exiftool reads.  The photo page polls
-        while this is not empty, so it shows the file once the daemon (or this page) has written it."""
+        thresholds, top_k, the levels expansion adds, then the overrides) against those exiftool
+        reads.  The photo page polls while this is not empty, so it shows the file once the daemon
+        (or this page) has written it."""
         wanted: list[str] = list(override.add)
         if scores is not None and row is not None and row.state == DONE:
             chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
-            wanted = [k for k, _ in override.apply([(scoring.tags.keywords[i], 0.0) for i in chosen])]
+            predicted = scoring.expansion([(scoring.tags.keywords[i], 0.0) for i in chosen])
+            wanted = [k for k, _ in override.apply(predicted)]
         pending = [f"adding {k!r}" for k in wanted if k not in owner]
         sync = self.config.tagging.mode == "sync"
         for keyword, whose in owner.items():
