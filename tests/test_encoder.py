@@ -24,7 +24,7 @@ from tagwatch import towercache
 from tagwatch.config import ModelConfig, TaggingConfig
 from tagwatch.encoder import LazyModel
 from tagwatch.imaging import prepare, prepare_pixels
-from tagwatch.model import ModelError, load_model
+from tagwatch.model import ModelError, load_model, model_identity
 from tagwatch.pipeline import Pipeline
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
@@ -232,7 +232,9 @@ def test_a_second_start_encodes_from_the_image_tower_kept_ready_with_the_same_ve
     monkeypatch.setattr(towercache, "SAVE_FROM_PARAMS", 0)  # the rule of a real model, on the test one
     cfg = ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint), precision="fp32",
                       precision_cache=tmp_path / "state" / "precision.json")
+    assert not towercache.kept(cfg, model_identity(cfg))
     first = load_model(cfg)
+    assert towercache.kept(cfg, model_identity(cfg))  # the daemon's start-up check asks this, torch-free
     pixels = np.stack([prepare_pixels(noise_jpeg(tmp_path / f"{i}.jpg", seed=i).read_bytes(),
                                       first.preprocess) for i in range(3)])
     (kept,) = (tmp_path / "state" / towercache.FOLDER).iterdir()

@@ -48,6 +48,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from . import towercache
 from .atomic import write_atomic
 from .config import ModelConfig, is_checkpoint_path
 from .exiftool import _spawner  # starts children from one long-lived thread, with PR_SET_PDEATHSIG
@@ -480,14 +481,20 @@ class LazyModel:
         A model made of local files only (an architecture ``.json`` with a checkpoint or random
         weights) is checked here without starting the child: importing open_clip (torch,
         torchvision) takes 5-10 s on a busy machine, which every restart after a crash or a reboot
-        would pay before the daemon watches anything.  Anything else is checked in the child, which
-        stays, torch imported, for the first batch: the daemon's first photo does not pay the
-        imports twice.  Unused, it ends with the idle unload.
+        would pay before the daemon watches anything.  A model whose image tower an earlier load kept
+        ready on this machine (:mod:`tagwatch.towercache`) is known good: it starts loading in the
+        background at once (torch and the tower, about 3 CPU-seconds), so the first photo finds it
+        ready.  Anything else is checked in the child, which stays, torch imported, for the first
+        batch: the daemon's first photo does not pay the imports twice.  Unused, either ends with
+        the idle unload.
         """
         pretrained = self.cfg.pretrained
         if _is_config_file(self.cfg.name) and (pretrained.lower() == RANDOM_WEIGHTS
                                                or is_checkpoint_path(pretrained)):
             _read_config_file(self.cfg.name)  # model_identity found both files
+            return
+        if not is_checkpoint_path(pretrained) and towercache.kept(self.cfg, self.identity):
+            self.prefetch()
             return
         with self._lock:
             self._last_used = time.monotonic()

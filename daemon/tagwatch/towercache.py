@@ -27,6 +27,7 @@ Imported only where the model runs (the encoder child): it imports torch in its 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -53,14 +54,20 @@ def _slug(identity: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", identity)[:80]
 
 
-def tower_file(cfg: ModelConfig, identity: str, device: str) -> tuple[Path, str] | None:
+def tower_file(cfg: ModelConfig, identity: str, device: str,
+               torch_version: str | None = None) -> tuple[Path, str] | None:
     """Where the ready tower of ``cfg`` on this machine is kept, and its precision; None without a
-    data folder, or while ``auto`` has not measured on this machine (its choice decides the file)."""
+    data folder, or while ``auto`` has not measured on this machine (its choice decides the file).
+    ``torch_version``: as installed, for a caller that must not import torch (the daemon's process)."""
     if cfg.precision_cache is None:
         return None
-    from .precision import candidates, remembered, this_machine
+    from .precision import RELEVANT_FLAGS, Machine, candidates, cpu_facts, remembered, this_machine
 
-    machine = this_machine(device)
+    if torch_version is None:
+        machine = this_machine(device)
+    else:
+        cpu, flags = cpu_facts()
+        machine = Machine(cpu, tuple(f for f in RELEVANT_FLAGS if f in flags), torch_version, device)
     precision = cfg.precision
     if precision == "auto":
         names = candidates(device, machine.flags)
@@ -71,6 +78,28 @@ def tower_file(cfg: ModelConfig, identity: str, device: str) -> tuple[Path, str]
     key = f"{machine.key(identity)} | {precision} | tower format {FORMAT}"
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
     return cfg.precision_cache.parent / FOLDER / f"{_slug(identity)}-{digest}.pt", precision
+
+
+def _installed_torch() -> str | None:
+    """``torch.__version__`` read from torch's ``version.py``, without importing torch (seconds)."""
+    spec = importlib.util.find_spec("torch")  # finds the package; runs none of it
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        try:
+            found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]",
+                              (Path(folder) / "version.py").read_text(encoding="utf-8"), re.M)
+        except OSError:
+            continue
+        if found:
+            return found.group(1)
+    return None
+
+
+def kept(cfg: ModelConfig, identity: str) -> bool:
+    """Is a ready tower kept for ``cfg`` on this machine?  Asked without importing torch; any doubt
+    (torch's version not found where expected) answers no."""
+    version = _installed_torch()
+    where = tower_file(cfg, identity, cfg.device, version) if version else None
+    return where is not None and where[0].is_file()
 
 
 def load(path: Path, device: str) -> tuple[Any, Preprocess, int] | None:
