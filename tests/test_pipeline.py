@@ -335,6 +335,17 @@ def test_queue_hands_out_a_backlog_in_throughput_sized_batches_and_a_lone_photo_
     assert backlog_batch(32, "cpu") == 16 and backlog_batch(64, "cuda:0") == 64
 
 
+def test_queue_configured_above_the_backlog_batch_never_hands_out_more_than_it() -> None:
+    queue = BatchQueue(size=32, max_wait=60, settle=0, backlog=16)  # the default size, on a CPU
+    for n in range(40):
+        queue.put(f"/{n:02d}.jpg")
+    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [16, 16, 8]  # not 16 then 24
+    for n in range(20):
+        queue.put(f"/late-{n:02d}.jpg")
+    queue.put("/still-copying.jpg", delay=60)  # a burst still arriving: 16 go at once all the same
+    assert len(queue.get(timeout=5).paths) == 16
+
+
 def test_queue_hands_out_a_lone_photo_at_once() -> None:
     queue = BatchQueue(size=10, max_wait=60, settle=0)
     queue.put("/a.jpg")

@@ -65,7 +65,8 @@ class BatchQueue:
     ready path has waited ``max_wait`` seconds for company.  ``size`` and ``max_wait`` are about
     latency; a backlog (more than ``size`` ready at once: the start-up scan, a folder copied in) is
     handed out ``backlog`` at a time whatever ``size`` is (:func:`backlog_batch`): throughput is the
-    encoder's, and the engine keeps the next batches decoded meanwhile.
+    encoder's, and the engine keeps the next batches decoded meanwhile.  Where ``size`` is the larger
+    (the default 32 on a CPU), a batch never exceeds ``backlog`` and goes as soon as it has that many.
     """
 
     def __init__(self, size: int, max_wait: float, settle: float, maxsize: int = 100_000,
@@ -152,10 +153,11 @@ class BatchQueue:
                 self._promote(now)
                 oldest = next(iter(self._ready.values()), None)
                 lone_or_waited = oldest is not None and (not self._due or now >= oldest + self.max_wait)
-                if self._ops or len(self._ready) >= self.size or lone_or_waited:
+                full = min(self.size, self.backlog)  # a backlog's batch is full too, if smaller
+                if self._ops or len(self._ready) >= full or lone_or_waited:
                     batch = Batch(self._ops, [])
                     self._ops = []
-                    limit = self.backlog if len(self._ready) > self.size else self.size
+                    limit = self.backlog if len(self._ready) > full else self.size
                     while self._ready and len(batch.paths) < limit:
                         batch.paths.append(self._ready.popitem(last=False)[0])
                     self._cond.notify_all()  # room for blocked producers
