@@ -433,7 +433,7 @@ class Pipeline:
                     if passing is None:
                         raise
                     outcome = Outcome(row.path, Status.WAIT, error=passing)
-                written += outcome.status == Status.TAGGED and bool(outcome.added)
+                written += outcome.status == Status.TAGGED and outcome.wrote
                 if outcome.status == Status.WAIT:
                     self._deferred.append(outcome)
             self.store.update_predictions(same, self.fingerprint)
