@@ -27,8 +27,9 @@ from tagwatch.config import PlacesConfig, TaggingConfig, load_config
 from tagwatch.formats import content_key
 from tagwatch.metadata import ExifTool
 from tagwatch.outcomes import Status
+from tagwatch.overrides import parse_overrides
 from tagwatch.places import Geocoder
-from tagwatch.store import ADDED, DECLINED
+from tagwatch.store import ADDED, DECLINED, USER
 from tagwatch.vocabulary import load_configured
 from tagwatch.writeback import WriteJob
 from test_expansion import SHAPES_LIST, THRESHOLD
@@ -178,15 +179,24 @@ def test_a_crash_before_the_write_and_a_save_built_from_before_it_are_not_remova
         assert held(photo, env) == set()
         assert env.store.ledgers([row.id])[row.id] == {"beach": DECLINED, "forest": DECLINED}
 
-        # Overwrite mode, which makes the fields hold exactly what is predicted, keeps them out too,
-        # and keeps the one the person puts back
-        put_in(photo, "forest", app=env.exiftool)
-        env.use(["beach", "forest", "mountain"], TaggingConfig(threshold=-1.0, top_k=3, mode="overwrite"))
-        env.pipeline.tagging = TaggingConfig(threshold=-1.0, top_k=3, mode="overwrite")
+        # A correction adding one back is the person's instruction: written, and theirs
+        env.pipeline.use_overrides(parse_overrides(f'[[override]]\npath = "{photo}"\nadd = ["beach"]\n',
+                                                   tmp_path / "overrides.toml", [photo.parent]))
         assert env.pipeline.retag() == (1, 1)
-        assert held(photo, env) == {"forest", "mountain"}
+        assert held(photo, env) == {"beach"} and env.store.ledger(row.id, USER) == ["beach"]
+
+        # Overwrite mode, which makes the fields hold exactly what is predicted, keeps forest out
+        # too, and keeps it once the person puts it back
+        overwrite = TaggingConfig(threshold=-1.0, top_k=3, mode="overwrite")
+        env.pipeline.tagging = overwrite
+        env.use(["beach", "forest", "mountain"], overwrite)
+        assert env.pipeline.retag() == (1, 1)
+        assert held(photo, env) == {"beach", "mountain"}
+        put_in(photo, "forest", app=env.exiftool)
+        assert env.run(photo) == {"p.jpg": Status.TAGGED}
+        assert held(photo, env) == {"beach", "forest", "mountain"}
         assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
-        assert held(photo, env) == {"forest"}  # untag: only mountain was still ours
+        assert held(photo, env) == {"beach", "forest"}  # untag: only mountain was still ours
     finally:
         env.close()
 
