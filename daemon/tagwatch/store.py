@@ -116,7 +116,7 @@ _MIGRATIONS: list[str] = [
     # been recorded done (a crash may have stopped it before the file changed), so its absence from
     # the file says nothing about a person; rows of files left pending count as such.
     # ``files.written_ns``: the change time (st_ctime_ns, the file system's clock) of the version
-    # tagwatch last wrote keywords into, to tell a save built from the version before it.
+    # tagwatch last added keywords to, to tell a save built from the version before it.
     """
     ALTER TABLE ledger ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
     UPDATE ledger SET pending = 1
@@ -163,7 +163,7 @@ class FileRow:
     tags: tuple[str, ...] | None  # keywords last predicted, best first; None if never tagged
     tagged_with: str | None  # fingerprint of the tag list and settings that predicted them
     updated: float | None = None  # when the row last changed (seconds since the epoch)
-    written_ns: int | None = None  # st_ctime_ns of the version tagwatch last wrote keywords into
+    written_ns: int | None = None  # st_ctime_ns of the version tagwatch last added keywords to
 
 
 @dataclass(frozen=True)
@@ -366,7 +366,7 @@ class Store:
     def record_tagged(self, file_id: int, tags: list[str], fingerprint: str, size: int,
                       mtime_ns: int, written_ns: int | None = None) -> None:
         """The file now carries its predicted tags (best first), as of this size and mtime;
-        ``written_ns``: this write's change time (None: nothing was written, the last one's stays)."""
+        ``written_ns``: the change time of this write (None: it added no keyword; the last one's stays)."""
         with self.transaction() as db:
             db.execute("UPDATE files SET tags = ?, tagged_with = ?, size = ?, mtime_ns = ?, state = ?, "
                        "error = NULL, updated = ?, written_ns = COALESCE(?, written_ns) WHERE id = ?",

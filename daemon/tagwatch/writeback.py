@@ -219,10 +219,12 @@ class Writeback:
 
     def _written_ns(self, job: WriteJob, st: os.stat_result) -> int | None:
         """The change time of what this write put in place (the photo, its sidecar: the newer), or
-        None if it wrote nothing.  The sidecar's is read now: if another program has saved it since,
-        its time is later still, which only makes that save look more like one built from ours."""
+        None if it added no keyword (a save built from the version before a write that only took
+        keywords out or re-spelled them lacks nothing of ours).  The sidecar's is read now: if
+        another program has saved it since, its time is later still, which only makes that save look
+        more like one built from ours."""
         assert job.plan is not None and self.writer is not None
-        if not job.writes:
+        if not job.writes or not job.plan.ours:
             return None
         marks = [st.st_ctime_ns] if any(e.is_photo for e in job.plan.edits) else []
         if any(not e.is_photo for e in job.plan.edits):
