@@ -25,12 +25,13 @@ from conftest import tagwatch as cli
 from tagwatch.cli.explain import TAKEN_OUT, explain
 from tagwatch.config import PlacesConfig, TaggingConfig, load_config
 from tagwatch.formats import content_key
-from tagwatch.metadata import ExifTool
+from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
 from tagwatch.places import Geocoder
-from tagwatch.store import ADDED, DECLINED, USER
+from tagwatch.store import ADDED, DECLINED, USER, Store
 from tagwatch.vocabulary import load_configured
+from tagwatch.web.library import Library
 from tagwatch.writeback import WriteJob
 from test_expansion import SHAPES_LIST, THRESHOLD
 from test_reliability import TAGS, ours, shape_jpeg, shapes_config, store_rows
@@ -137,8 +138,18 @@ def test_a_keyword_a_person_takes_out_stays_out_through_events_restarts_and_tag_
     assert (held(a), held(b)) == ({"Anna", "circle", "red"}, {"green"})
     assert ledger(database, a) == {"red": ADDED, "circle": DECLINED}
     assert ledger(database, b) == {"green": ADDED, "square": DECLINED}
-    lines = {line.keyword: line.verdict for line in explain(load_config(daemon.config), str(b)).lines}
+    config = load_config(daemon.config)
+    lines = {line.keyword: line.verdict for line in explain(config, str(b)).lines}
     assert lines["square"] == TAKEN_OUT and lines["green"] == "TAGGED"
+    store, exiftool = Store(database), ExifTool()
+    try:  # the review page's photo view: square is not "about to be written", and its history says why
+        view = Library(config, store, KeywordWriter(exiftool, config.write), lambda: True).photo(str(b))
+    finally:
+        exiftool.close()
+        store.close()
+    verdicts = {line.keyword: line.verdict for line in view.lines}
+    assert verdicts["square"] == "taken out of the file by a person: not written again"
+    assert view.pending == [] and ("square", DECLINED) in [(k, action) for k, action, *_ in view.history]
 
     # untag takes out only what is still ours: the person's circle and Anna stay
     untagged = cli("untag", "--config", str(daemon.config), str(a), str(b))
