@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How good are the tags?  Zero-shot accuracy on a class-folder dataset and precision/recall/F1/mAP on
-a multi-label one, with the configured model, tag list and thresholds (issue 4).
+a multi-label one, with the configured model, tag list and thresholds.
 
     .venv/bin/python scripts/evaluate.py classes DATASET [--mapping FILE] [--config C]
     .venv/bin/python scripts/evaluate.py labels LABELS.csv [--tags FILE] [--config C]

@@ -28,7 +28,7 @@ from tagwatch.pipeline import Pipeline
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
 
-IDLE_RSS_LIMIT_MB = 250  # issue 5: the daemon's resident memory once the model is unloaded
+IDLE_RSS_LIMIT_MB = 250  # the daemon's resident memory once the model is unloaded
 
 
 def _children(pid: int) -> list[int]:
