@@ -23,6 +23,7 @@ import synthetic
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Daemon, Env, exif_keywords, noise_jpeg, wait_for
 from conftest import tagwatch as cli
 from tagwatch.cli.explain import TAKEN_OUT, explain
+from tagwatch.cli.status import render, status
 from tagwatch.config import PlacesConfig, TaggingConfig, load_config
 from tagwatch.formats import content_key
 from tagwatch.metadata import ExifTool, KeywordWriter
@@ -141,6 +142,9 @@ def test_a_keyword_a_person_takes_out_stays_out_through_events_restarts_and_tag_
     config = load_config(daemon.config)
     lines = {line.keyword: line.verdict for line in explain(config, str(b)).lines}
     assert lines["square"] == TAKEN_OUT and lines["green"] == "TAGGED"
+    report, failures = status(config)  # tagwatch status counts them
+    assert (report["keywords_declined"], report["keywords_written"]) == (2, 2)
+    assert "keywords_declined         2" in render(report, failures)
     store, exiftool = Store(database), ExifTool()
     try:  # the review page's photo view: square is not "about to be written", and its history says why
         view = Library(config, store, KeywordWriter(exiftool, config.write), lambda: True).photo(str(b))
