@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -39,6 +40,8 @@ KILLED_MID_RUN = ("import os, sys, pathlib; from tagwatch.store import Store; "
                   "state='done'); os.kill(os.getpid(), 9)")
 RACE_PHOTOS = 24
 RACE_SAVES = 2000
+RACE_NEW_EVERY = 8  # saves between two new photos
+RACE_TOGGLE_EVERY = 100  # saves between two tag-list edits
 
 
 def shape_jpeg(path: Path, colour: str, shape: str, seed: int) -> Path:
@@ -156,51 +159,81 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 def test_a_photo_app_saving_while_the_daemon_writes_loses_no_edit_and_no_tag(daemon: Daemon) -> None:
     """Issue: 1 of 1,283 edits lost (a save between the stat check and the rename was replaced), and
     photos recorded as tagged that lacked our keywords (a save just after the rename, recorded with
-    its stat).  Here 2,000 saves of 24 photos; each adds a keyword of the person's and takes ours out
-    (an app syncing its own keyword list), so the daemon writes the photo again after nearly every
-    save: thousands of chances for a save to land inside a write."""
+    its stat).  Here 2,000 saves, each adding a keyword of the person's and setting the rating, while
+    the daemon writes: new photos arrive (the app saves the newest ones most, as a person sorting an
+    import would), and the tag list (sync mode) drops two colours and brings them back, so the
+    daemon takes our keyword out of those photos and writes it in again.  A save built from the version
+    before one of our writes lacks what it added: that must be written again, never taken for the
+    person's removal (the app never takes our keywords out)."""
     folder: Path = daemon.root / "race"  # type: ignore[attr-defined]
     database: Path = daemon.database  # type: ignore[attr-defined]
+    tags_file = daemon.config.parent / "tags.txt"
+    staging = folder.parent.parent / "staging"  # photos are made here and moved in whole
+    staging.mkdir(exist_ok=True)
     photos = [shape_jpeg(folder / f"p{i:02d}.jpg", TAGS[i % 6], synthetic.SHAPES[i % 6], seed=500 + i)
               for i in range(RACE_PHOTOS)]
+
     def tagged() -> dict[Path, list[str]]:
         found, predicted = read_keywords(*photos), {p: ours(database, p) for p in photos}
         return predicted if all(predicted[p] and holds(found[p], predicted[p]) for p in photos) else {}
 
-    predicted: dict[Path, list[str]] = wait_for(tagged, timeout=60)  # type: ignore[assignment]
+    wait_for(tagged, timeout=60)
+    mark = len(daemon.log())
     added: dict[Path, list[str]] = {p: [] for p in photos}
     app = PhotoApp()
     try:
         for n in range(RACE_SAVES):
-            photo = photos[n % RACE_PHOTOS]
+            if n % RACE_NEW_EVERY == 0:  # a new photo arrives
+                i = len(photos)
+                made = shape_jpeg(staging / f"n{i:03d}.jpg", TAGS[i % 6], synthetic.SHAPES[(i // 6) % 6],
+                                  seed=500 + i)
+                photos.append(made.rename(folder / made.name))
+                added[photos[-1]] = []
+            if n % RACE_TOGGLE_EVERY == 0:  # the tag list loses two colours, or gets them back
+                turn = n // RACE_TOGGLE_EVERY
+                dropped = {TAGS[turn % 6], TAGS[(turn + 3) % 6]} if turn % 2 == 0 else set()
+                tags_file.write_text("\n".join(t for t in TAGS if t not in dropped) + "\n", encoding="utf-8")
+            photo = photos[-1 - n // 2 % 4] if n % 2 else photos[n // 2 % len(photos)]
             word = f"edit {n}"
             added[photo].append(word)
-            app.save(photo, f"-IPTC:Keywords+={word}", f"-XMP-dc:Subject+={word}",
-                     *(f"-IPTC:Keywords-={t}" for t in predicted[photo]),
-                     *(f"-XMP-dc:Subject-={t}" for t in predicted[photo]))
+            app.save(photo, f"-IPTC:Keywords+={word}", f"-XMP-dc:Subject+={word}", f"-XMP-xmp:Rating={n % 6}")
     finally:
         app.close()
+    tags_file.write_text("\n".join(TAGS) + "\n", encoding="utf-8")
 
     def report() -> tuple[dict[str, list[str]], list[str]]:
         found, rows = read_keywords(*photos), store_rows(database)
         lost = {p.name: gone for p in photos if (gone := [w for w in added[p] if w not in found[p]["iptc"]])}
         claimed = [p.name for p in photos if (row := rows[str(p)])["state"] == "done"
                    and (row["size"], row["mtime_ns"]) == (p.stat().st_size, p.stat().st_mtime_ns)
-                   and not holds(found[p], predicted[p])]
+                   and not holds(found[p], ours(database, p))]
         return lost, claimed
 
     def settled() -> bool:
-        found = read_keywords(*photos)
-        return all(holds(found[p], predicted[p] + added[p]) for p in photos)
+        found, rows = read_keywords(*photos), store_rows(database)
+        return all(str(p) in rows and rows[str(p)]["tags"] and holds(found[p], ours(database, p) + added[p])
+                   for p in photos)
 
     try:
-        wait_for(settled, timeout=60)
+        wait_for(settled, timeout=120)
     except AssertionError:
         lost, claimed = report()
         raise AssertionError(f"edits lost: {lost}; recorded tagged without our keywords: {claimed}") from None
     lost, claimed = report()
     assert lost == {} and claimed == []
     assert app.count == RACE_SAVES
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
+    try:  # the app never took a keyword of ours out: none may be recorded as the person's removal
+        declined = db.execute("SELECT f.path, l.keyword FROM ledger l JOIN files f ON f.id = l.file_id "
+                              "WHERE l.action = 'declined'").fetchall()
+    finally:
+        db.close()
+    assert declined == []
+    log = daemon.log()[mark:]
+    stale = [float(s) for s in re.findall(r"saved by another program ([\d.]+) s after tagwatch", log)]
+    writes = log.count("tagged ") - log.count("(already in the file)")
+    print(f"{len(photos)} photos, {writes} writes; {len(stale)} saves built from the version before our "
+          f"write, written again, at most {max(stale, default=0):.1f} s after it", flush=True)
 
 
 def test_a_photo_renamed_or_saved_over_a_tagged_one_keeps_its_own_keywords(daemon: Daemon) -> None:

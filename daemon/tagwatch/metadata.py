@@ -493,6 +493,15 @@ class KeywordWriter:
         return WritePlan(path, before, edits, [], [], removed, [], restored,
                          fills=dict.fromkeys(filled))
 
+    def absent(self, state: FileState, keywords: Mapping[str, Sequence[str]]) -> list[str]:
+        """Which of ``keywords`` (each → the hierarchical paths it was written under; empty: flat)
+        are in no keyword field of the photo or its sidecar: not flat in IPTC or dc:subject, nor
+        under any of those paths, nor flat, in lr:hierarchicalSubject or TagsList.  Exact values:
+        a keyword a person re-spelled ("Dog" for our "dog") is theirs, and ours is gone."""
+        return [keyword for keyword, paths in keywords.items()
+                if not any(self.forms.present(keyword, existing, where)
+                           for existing in (state.photo, state.sidecar) for where in (*paths, None))]
+
     def inspect(self, path: Path, before: os.stat_result | None = None) -> FileState:
         """Read the photo and its sidecar once, for a caller that needs their metadata (GPS) to
         decide what to plan; :class:`FileChanged` if the photo is no longer ``before``."""

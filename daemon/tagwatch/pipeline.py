@@ -33,7 +33,7 @@ from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override, Overrides, load_overrides
 from .queue import Op
 from .retry import TRANSIENT_ERRNOS, transient_reason
-from .store import DONE, FAILED, FileRow, Store
+from .store import DECLINED, DONE, FAILED, FileRow, Store
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary, load_configured
@@ -412,9 +412,11 @@ class Pipeline:
             for (row, _), predicted in zip(part, predictions, strict=True):
                 tags, override = self.decide(row.path, predicted)
                 keywords = [k for k, _ in tags]
-                # An override may have to take out or adopt a keyword of ours the set does not show
+                # An override may have to take out or adopt a keyword of ours the set does not show,
+                # or write one a person had taken out of the file
                 touches_ours = bool(override) and bool(
-                    {*override.add, *override.remove} & set(self.store.ledger(row.id)))
+                    {*override.add, *override.remove} & set(self.store.ledger(row.id))
+                    or set(override.add) & set(self.store.ledger(row.id, DECLINED)))
                 if (row.state == DONE and set(keywords) == set(row.tags or ()) and row.id not in stale
                         and not touches_ours):
                     same.append((row.id, keywords))
@@ -437,7 +439,7 @@ class Pipeline:
                     if passing is None:
                         raise
                     outcome = Outcome(row.path, Status.WAIT, error=passing)
-                written += outcome.status == Status.TAGGED and bool(outcome.added)
+                written += outcome.status == Status.TAGGED and outcome.wrote
                 if outcome.status == Status.WAIT:
                     self._deferred.append(outcome)
             self.store.update_predictions(same, self.fingerprint)

@@ -28,6 +28,9 @@ UNTAGGED = "untagged"  # `tagwatch untag` took our keywords out: the daemon leav
 # Ledger actions: a keyword tagwatch put into the file, or a person's keyword "overwrite" took out
 ADDED, REMOVED = "added", "removed"
 USER = "user"  # written because an override asked for it: the person's, never removed by tagwatch
+# A keyword tagwatch wrote that a person (or another program) then took out of the file: never
+# written into this photo again, and no longer ours (sync and untag leave it alone)
+DECLINED = "declined"
 
 _MIGRATIONS: list[str] = [
     # 1: the initial schema
@@ -109,6 +112,17 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (file_id, field)
     ) WITHOUT ROWID;
     """,
+    # 5: a person's removals.  ``ledger.pending``: a keyword recorded ahead of a write that has not
+    # been recorded done (a crash may have stopped it before the file changed), so its absence from
+    # the file says nothing about a person; rows of files left pending count as such.
+    # ``files.written_ns``: the change time (st_ctime_ns, the file system's clock) of the version
+    # tagwatch last added keywords to, to tell a save built from the version before it.
+    """
+    ALTER TABLE ledger ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    UPDATE ledger SET pending = 1
+      WHERE action = 'added' AND file_id IN (SELECT id FROM files WHERE state = 'pending');
+    ALTER TABLE files ADD COLUMN written_ns INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -149,6 +163,7 @@ class FileRow:
     tags: tuple[str, ...] | None  # keywords last predicted, best first; None if never tagged
     tagged_with: str | None  # fingerprint of the tag list and settings that predicted them
     updated: float | None = None  # when the row last changed (seconds since the epoch)
+    written_ns: int | None = None  # st_ctime_ns of the version tagwatch last added keywords to
 
 
 @dataclass(frozen=True)
@@ -173,7 +188,7 @@ def _tags(text: str | None) -> tuple[str, ...] | None:
 
 def _row(r: sqlite3.Row) -> FileRow:
     return FileRow(r["id"], r["path"], r["key"], r["size"], r["mtime_ns"], r["state"], r["error"],
-                   _tags(r["tags"]), r["tagged_with"], r["updated"])
+                   _tags(r["tags"]), r["tagged_with"], r["updated"], r["written_ns"])
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -349,12 +364,13 @@ class Store:
             return db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()[0]
 
     def record_tagged(self, file_id: int, tags: list[str], fingerprint: str, size: int,
-                      mtime_ns: int) -> None:
-        """The file now carries its predicted tags (best first), as of this size and mtime."""
+                      mtime_ns: int, written_ns: int | None = None) -> None:
+        """The file now carries its predicted tags (best first), as of this size and mtime;
+        ``written_ns``: the change time of this write (None: it added no keyword; the last one's stays)."""
         with self.transaction() as db:
             db.execute("UPDATE files SET tags = ?, tagged_with = ?, size = ?, mtime_ns = ?, state = ?, "
-                       "error = NULL, updated = ? WHERE id = ?",
-                       ("\n".join(tags), fingerprint, size, mtime_ns, DONE, time.time(), file_id))
+                       "error = NULL, updated = ?, written_ns = COALESCE(?, written_ns) WHERE id = ?",
+                       ("\n".join(tags), fingerprint, size, mtime_ns, DONE, time.time(), written_ns, file_id))
 
     def update_predictions(self, predictions: list[tuple[int, list[str]]], fingerprint: str) -> None:
         """Re-scored files whose tag set did not change: nothing to write, remember the new list."""
@@ -366,13 +382,44 @@ class Store:
                    paths: Mapping[str, Sequence[str]] | None = None) -> None:
         """Record keywords tagwatch adds to a file (or, with REMOVED, a person's keywords it takes
         out), before the write: a crash must not lose them.  ``paths``: the hierarchical paths a
-        keyword is written under, where that is not the keyword itself."""
+        keyword is written under, where that is not the keyword itself.  Keywords added are pending
+        until :meth:`confirm_ledger` (the write recorded done)."""
         now = time.time()
         paths = paths or {}
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO ledger (file_id, keyword, written, action, paths) "
-                           "VALUES (?, ?, ?, ?, ?)",
-                           [(file_id, k, now, action, _paths(k, paths.get(k))) for k in keywords])
+            db.executemany("INSERT OR REPLACE INTO ledger (file_id, keyword, written, action, paths, "
+                           "pending) VALUES (?, ?, ?, ?, ?, ?)",
+                           [(file_id, k, now, action, _paths(k, paths.get(k)), int(action == ADDED))
+                            for k in keywords])
+
+    def confirm_ledger(self, file_id: int, keywords: Iterable[str]) -> None:
+        """Keywords of ours the file was found to hold after a write recorded done: no longer pending."""
+        with self.transaction() as db:
+            db.executemany("UPDATE ledger SET pending = 0 WHERE file_id = ? AND keyword = ? AND action = ?",
+                           [(file_id, k, ADDED) for k in keywords])
+
+    def pending_ledger(self, file_id: int) -> set[str]:
+        """Keywords of ours recorded ahead of a write not yet recorded done (maybe never written)."""
+        with self._lock:
+            return {r[0] for r in self._db.execute(
+                "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? AND pending = 1",
+                (file_id, ADDED))}
+
+    def last_written(self, file_id: int) -> set[str]:
+        """The keywords of ours the latest recorded write put in (those sharing the newest time)."""
+        with self._lock:
+            return {r[0] for r in self._db.execute(
+                "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? AND pending = 0 AND written = "
+                "(SELECT MAX(written) FROM ledger WHERE file_id = ? AND action = ? AND pending = 0)",
+                (file_id, ADDED, file_id, ADDED))}
+
+    def decline(self, file_id: int, keywords: Iterable[str]) -> None:
+        """Keywords of ours a person took out of the file: no longer ours, never written into it again."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO ledger (file_id, keyword, written, action, paths, "
+                           "pending) VALUES (?, ?, ?, ?, NULL, 0)",
+                           [(file_id, k, now, DECLINED) for k in keywords])
 
     def set_ledger_paths(self, file_id: int, paths: Mapping[str, Sequence[str]]) -> None:
         """Keywords that stay ours but are now written under other hierarchical paths."""
@@ -555,6 +602,7 @@ class Store:
             cached = db.execute("SELECT COUNT(*) FROM image_vectors WHERE model = ?", (model,)).fetchone()[0]
             encoded = db.execute("SELECT value FROM counters WHERE name = 'encoded'").fetchone()[0]
             written = db.execute("SELECT COUNT(*) FROM ledger WHERE action = ?", (ADDED,)).fetchone()[0]
+            declined = db.execute("SELECT COUNT(*) FROM ledger WHERE action = ?", (DECLINED,)).fetchone()[0]
         return {
             "files": sum(n for s, n in states.items() if s != DELETED),
             "tagged": states.get(DONE, 0),
@@ -565,6 +613,7 @@ class Store:
             "vectors": cached,
             "encoded": encoded,
             "keywords_written": written,
+            "keywords_declined": declined,  # taken out of their photo by a person, never written again
         }
 
     def failures(self, limit: int = 20) -> list[tuple[str, str]]:
@@ -620,7 +669,7 @@ class Store:
         return count, latest or 0.0
 
     def ledgers(self, file_ids: Iterable[int]) -> dict[int, dict[str, str]]:
-        """file id → keyword → ledger action (ADDED, REMOVED, USER), for many files at once."""
+        """file id → keyword → ledger action (ADDED, REMOVED, USER, DECLINED), for many files at once."""
         found: dict[int, dict[str, str]] = {}
         with self._lock:
             for file_id in dict.fromkeys(file_ids):

@@ -13,9 +13,12 @@ from ..config import Config
 from ..formats import ImageError
 from ..geotag import Places
 from ..metadata import ExifTool, KeywordWriter, MetadataError
-from ..store import Store
+from ..store import DECLINED, Store
 from ..tagger import select
 from .common import UsageError, add_tagging_flags, load, make_pipeline, with_flags
+
+# A keyword tagwatch wrote that a person then took out of the file (the ledger says declined)
+TAKEN_OUT = "not written: a person took it out of this photo"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ def explain(config: Config, image: str) -> Explanation:
         finally:
             pipeline.close()
         place = place_lines(config, store, path) if config.places.enabled else []
+        row = store.file(path)
+        declined = set(store.ledger(row.id, DECLINED)) if row is not None else set()
     finally:
         store.close()
     assert pipeline.tags is not None and pipeline.vocabulary is not None
@@ -67,6 +72,8 @@ def explain(config: Config, image: str) -> Explanation:
             verdict = "removed by an override"
         elif keyword in override.add:
             verdict = "added by an override"
+        elif keyword in declined and (index in chosen or keyword in implied):
+            verdict = TAKEN_OUT
         elif index in chosen:
             verdict = "TAGGED"
         elif keyword in implied:
@@ -83,6 +90,7 @@ def explain(config: Config, image: str) -> Explanation:
               if keyword not in pipeline.tags.keywords]
     # levels above a predicted tag that are no tag of the list (the photo vocabulary's "animal")
     lines += [Line(None, None, level, "removed by an override" if level in override.remove
+                   else TAKEN_OUT if level in declined
                    else f"TAGGED: a level above {below}") for level, below in implied.items()
               if level not in pipeline.tags.keywords and level not in override.add]
     return Explanation(path, pipeline.model.identity, lines, place)
@@ -121,7 +129,7 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
         shown = [known[name] for name in dict.fromkeys(names)]
     else:
         shown = [line for line in explanation.lines if not top or line.rank is None or line.rank <= top
-                 or line.verdict.startswith(("TAGGED", "added", "removed"))]
+                 or line.verdict.startswith(("TAGGED", "added", "removed")) or line.verdict == TAKEN_OUT]
     for line in shown:
         if line.rank is None or line.score is None:
             out.append(f"{'':>5}  {'':>7}  {line.keyword:<40} {line.verdict}")

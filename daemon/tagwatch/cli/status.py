@@ -15,7 +15,8 @@ from ..store import Store
 from .common import load
 from .progress import duration
 
-COUNTS = ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded", "keywords_written")
+COUNTS = ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded", "keywords_written",
+          "keywords_declined")
 
 
 def status(config: Config) -> tuple[dict[str, Any], list[tuple[str, str]]]:
