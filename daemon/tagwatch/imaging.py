@@ -105,6 +105,21 @@ def _check_pixels(count: int) -> None:
         raise _bomb(count)
 
 
+# The most pixels a resize may grow a picture to.  Only a strip narrower than the model's input grows
+# (a 1 x 30000 PNG becomes 224 x 6.7 million); the pixel limit cannot catch it, as it is set for
+# cameras (180 MP, over 500 MB of RGB), and whatever the limit is, the crop keeps side x side of it.
+MAX_GROWN_PIXELS = 16_000_000
+
+
+def _check_growth(size: tuple[int, int], new: tuple[int, int]) -> None:
+    """Refuse a resize that would blow a thin strip up into a huge picture (memory, not a photo)."""
+    count = new[0] * new[1]
+    if count > size[0] * size[1] and count > MAX_GROWN_PIXELS:
+        raise ImageError(f"refused: a {size[0]} x {size[1]} picture would grow to {new[0]} x {new[1]} "
+                         f"({count / 1e6:.0f} megapixels) to fit the model; too thin to be a photo")
+    _check_pixels(count)
+
+
 def load_rgb(data: bytes, min_side: int) -> Image.Image:
     """Decode to upright 8-bit RGB, letting JPEG decode at a reduced scale no smaller than ``min_side``.
 
@@ -228,7 +243,7 @@ def to_pixels(image: Image.Image, spec: Preprocess) -> np.ndarray:
     elif spec.resize_mode == "shortest":
         # torchvision.Resize(int): the short side becomes `side`, the long side is truncated.
         new = (side, int(side * height / width)) if width <= height else (int(side * width / height), side)
-        _check_pixels(new[0] * new[1])  # a 1 x 20000 strip would otherwise grow to 64 x 1.3 million
+        _check_growth(image.size, new)
         if new != image.size:
             image = image.resize(new, resample)
         left = round((new[0] - side) / 2.0)
