@@ -80,6 +80,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from rclip_beside import RclipError, export_model, index_with_rclip, rclip_version
+from tagwatch import towercache
 from tagwatch.config import PRECISION_CACHE_NAME, PRECISIONS, ModelConfig, TaggingConfig, builtin_tag_list
+from tagwatch.encoder import MODEL_SPECS_NAME, remember_spec
 from tagwatch.exiftool import ExifTool
 from tagwatch.formats import JPEG_SUFFIXES, content_key
 from tagwatch.imaging import prepare, to_array
@@ -95,7 +98,7 @@ from tagwatch.metadata import KeywordWriter
 from tagwatch.model import ClipModel, load_model, model_identity
 from tagwatch.store import DONE, FAILED, PENDING, VECTOR_DTYPE, Store
 from tagwatch.tagger import TagMatrix, normalize, predict
-from tagwatch.vocabulary import Vocabulary, load_vocabulary
+from tagwatch.vocabulary import Vocabulary, load_configured
 
 REPO = Path(__file__).resolve().parents[1]
 # Debian's mate-backgrounds: its nature/ folder holds real photographs (abstract/ and desktop/ do not)
@@ -438,7 +441,7 @@ def bench_encoder(report: Report, clip: ClipModel, photos: list[Path], repeat: i
     path's cost in fidelity: cosine of its vectors to the fp32 vectors of the same photos."""
     batch = encoder_batch(photos, clip)
     rates, vectors = encoder_rates(clip, batch, repeat)
-    fp32 = clip if clip.precision == "fp32" else load_model(model_config("fp32"))
+    fp32 = clip if clip.precision == "fp32" else load_model(model_config("fp32"), ready=False)
     flops = flops_per_image(fp32)  # the counter does not see quantised layers; the work is the same
     report.add("encoder_img_s", f"(b) image encoder, batch {ENCODER_BATCH}, {clip.precision}", "img/s", rates)
     report.add("model_gflop_per_image", "(b) model FLOPs per image (torch flop counter)", "GFLOP",
@@ -485,7 +488,7 @@ def bench_fidelity(report: Report, clip: ClipModel, fp32: ClipModel, photos: lis
         if precision == clip.precision:
             other_vectors = vectors
         else:
-            other = load_model(model_config(precision))
+            other = load_model(model_config(precision), ready=False)
             other_rates, other_vectors = encoder_rates(other, batch, repeat)
             medians[precision] = statistics.median(other_rates)
             report.add(f"encoder_{precision}_img_s", f"(b) image encoder, batch {ENCODER_BATCH}, {precision}",
@@ -745,13 +748,18 @@ def bench_rescore(report: Report, vocabulary: Vocabulary, prompt_vectors: dict[s
 
 def write_config(folder: Path, watch: Path | None, template_db: Path, idle_unload: str = "10m",
                  batch_size: int | None = None) -> Path:
-    """A run's config and its fresh database (holding only the tag list's text vectors), with auto's
-    choice remembered in its data folder as after a first start."""
+    """A run's config and its fresh database (holding only the tag list's text vectors), with what a
+    first start leaves in the data folder: auto's choice, the image tower kept ready, the input spec."""
     state = folder / "state"
     state.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template_db, state / "tagwatch.db")
-    if MODEL.precision_cache is not None and MODEL.precision_cache.exists():
-        shutil.copyfile(MODEL.precision_cache, state / PRECISION_CACHE_NAME)
+    if MODEL.precision_cache is not None:
+        first_start = MODEL.precision_cache.parent
+        for name in (PRECISION_CACHE_NAME, MODEL_SPECS_NAME):
+            if (first_start / name).exists():
+                shutil.copyfile(first_start / name, state / name)
+        if (first_start / towercache.FOLDER).is_dir():
+            shutil.copytree(first_start / towercache.FOLDER, state / towercache.FOLDER, copy_function=os.link)
     lines = [
         f"watch = {json.dumps([str(watch)] if watch else [])}",
         'database = "state/tagwatch.db"',
@@ -770,6 +778,18 @@ def write_config(folder: Path, watch: Path | None, template_db: Path, idle_unloa
     path = folder / "config.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def keep_ready(clip: ClipModel) -> None:
+    """What a first start leaves in the data folder besides auto's choice, for the indexing runs: the
+    image tower kept ready (towercache.py) and the model's input spec (the daemon's LazyModel)."""
+    import torch
+
+    assert MODEL.precision_cache is not None
+    towercache.save(MODEL, clip.identity, "cpu", clip._model.visual, clip.preprocess, clip.dim,
+                    torch.bfloat16 if clip.precision == "bf16" else torch.float32,
+                    parameters=towercache.SAVE_FROM_PARAMS)  # ViT-B-32-256's tower: 88 M parameters
+    remember_spec(MODEL.precision_cache.with_name(MODEL_SPECS_NAME), clip.identity, clip.preprocess)
 
 
 def make_template_db(path: Path, prompts: list[str], vectors: np.ndarray) -> None:
@@ -1020,7 +1040,9 @@ def index_with_scan(photos: list[Path], run: Path, template_db: Path) -> dict[st
     log_path = run / "scan.log"
     with log_path.open("wb") as log:
         started = time.perf_counter()
-        command = [sys.executable, "-m", "tagwatch", "scan", "--config", str(config), str(folder)]
+        epoch = time.time()
+        command = [sys.executable, "-m", "tagwatch", "scan", "--config", str(config), "-v", "--log-format",
+                   "json", str(folder)]  # the debug lines time the start-up (a few lines per photo)
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         memory = TreeMemory(proc.pid)
         proc.wait()
@@ -1030,8 +1052,25 @@ def index_with_scan(photos: list[Path], run: Path, template_db: Path) -> dict[st
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise BenchError(f"tagwatch scan exited {proc.returncode}:\n{tail}")
     check_keywords(folder, len(photos))
+    marks = log_marks(log_path, epoch, {"first_decode_s": "decoding ", "model_loaded_s": " loaded on ",
+                                        "first_encode_s": "encoding "})
     return {"seconds": seconds, "rate": len(photos) / seconds, "peak_mb": memory.peak(),
-            "peaks": memory.by_name()}
+            "peaks": memory.by_name(), **marks}
+
+
+def log_marks(path: Path, epoch: float, marks: dict[str, str]) -> dict[str, float]:
+    """Seconds from ``epoch`` (process start) to the first JSON log line holding each mark's text."""
+    found: dict[str, float] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            when = datetime.fromisoformat(record["time"]).timestamp() - epoch
+        except (ValueError, KeyError, TypeError):
+            continue
+        for name, text in marks.items():
+            if name not in found and text in str(record.get("message", "")):
+                found[name] = when
+    return found
 
 
 def bench_indexing(report: Report, photos: list[Path], counts: list[int], work: Path, template_db: Path,
@@ -1041,7 +1080,7 @@ def bench_indexing(report: Report, photos: list[Path], counts: list[int], work: 
     if rclip is not None:
         say("(a) exporting the model for rclip (ONNX)")
         version = rclip_version(rclip)
-        onnx = export_model(load_model(model_config("fp32"))._model, work.parent / "rclip-model")
+        onnx = export_model(load_model(model_config("fp32"), ready=False)._model, work.parent / "rclip-model")
     floor = report.extra.get("floor_img_s")
     daemon_runs: list[dict[str, Any]] = []
     scan_runs: list[dict[str, Any]] = []
@@ -1070,6 +1109,12 @@ def bench_indexing(report: Report, photos: list[Path], counts: list[int], work: 
         report.add(f"daemon_startup_{count}_s", f"(a) {count} photos: daemon start → \"tagwatch is running\"",
                    "s", [r["startup_s"] for r in daemon_runs])
         report.add(f"index_scan_{count}_img_s", f"(a) {count} photos: tagwatch scan", "img/s", rates["scan"])
+        for mark, what in (("first_decode_s", "first photo decoding"), ("model_loaded_s", "model loaded"),
+                           ("first_encode_s", "first photo encoding")):
+            samples = [r[mark] for r in scan_runs if mark in r]
+            if samples:
+                report.add(f"scan_{mark.removesuffix('_s')}_{count}_s", f"(a) {count} photos: scan start → "
+                           f"{what}", "s", samples)
         if rclip_rates:
             report.add(f"index_rclip_{count}_img_s",
                        f"(a) {count} photos: {version} (ONNX, same weights, fp32)", "img/s", rclip_rates)
@@ -1169,10 +1214,11 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
     """(s), (b), (c), (d) in this process; leaves the text vectors in ``template_db`` for the subprocesses
     (and auto's choice in MODEL.precision_cache)."""
     say(f"loading the model (random weights, precision {MODEL.precision})")
-    clip = load_model(model_config())
+    clip = load_model(model_config(), ready=False)  # built here (its open_clip model is inspected)
     report.extra["precision"] = clip.precision
+    keep_ready(clip)
     bench_choice(report, clip)
-    vocabulary = load_vocabulary(builtin_tag_list(), TaggingConfig().templates)
+    vocabulary = load_configured(builtin_tag_list(), TaggingConfig())  # what the daemon loads
     prompts = vocabulary.prompts()
     say(f"(c) text vectors for {len(prompts)} prompts")
     vectors = bench_text(report, clip, prompts, args.repeat)

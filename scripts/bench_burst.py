@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""tagwatch's burst benchmark (issue 6): N photos of 12 MP dropped at once into a running daemon's folder.
+"""tagwatch's burst benchmark: N photos of 12 MP dropped at once into a running daemon's folder.
 Not a test: it asserts no duration.
 
     .venv/bin/python scripts/bench_burst.py               # 10,000 photos

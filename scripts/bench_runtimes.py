@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(threads)
     say("loading ViT-B-32-256 (random weights, fp32)")
-    clip = load_model(ModelConfig(pretrained="none", precision="fp32"))
+    clip = load_model(ModelConfig(pretrained="none", precision="fp32"), ready=False)
     batch, source = the_batch(args.photos, size, clip.preprocess)
     paths = torch_paths(clip, flags)
     with tempfile.TemporaryDirectory() as tmp:

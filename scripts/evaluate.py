@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How good are the tags?  Zero-shot accuracy on a class-folder dataset and precision/recall/F1/mAP on
-a multi-label one, with the configured model, tag list and thresholds (issue 4).
+a multi-label one, with the configured model, tag list and thresholds.
 
     .venv/bin/python scripts/evaluate.py classes DATASET [--mapping FILE] [--config C]
     .venv/bin/python scripts/evaluate.py labels LABELS.csv [--tags FILE] [--config C]
@@ -10,12 +10,21 @@ names each folder's tag: a JSON object ``{"folder": "tag"}`` (ObjectNet's
 ``folder_to_objectnet_name.json``) or text lines ``folder tag words`` (the first white space ends the
 folder name); without it the folder names are the tags.  Each photo is scored against every class's
 tag and top-1 / top-5 accuracy is printed as rtag's Table II: the bare tag as the prompt, and the
-config's templates (``"a photo of a {}."``; ``--template`` adds rows).
+config's templates (``"a photo of a {}."``; ``--template`` adds rows; ``--tags LIST`` adds a row
+scoring each class with that tag list's own prompts and synonyms).
+
+Then top-1 accuracy *at the parent level*, as hierarchical classification papers report it: a
+prediction counts at depth k when it shares the true class's WordNet ancestor at depth k (on the
+first hypernym path; 0 is ``entity``, a class shallower than k is its own ancestor), for every depth
+at which the classes differ.  A class is placed in WordNet by its synset in ``--tags``, by a folder
+named with its ImageNet wnid (``n02099601``), or by its name when that names one noun clearly;
+photos of a class WordNet cannot place count only when the prediction is exactly right.
 
 ``labels``: a CSV whose first column is a photo (relative to the CSV's folder) and whose other
 columns hold its labels, several per cell separated by ``;`` (an optional header row starts with
 ``file``, ``path`` or ``image``).  The photos are tagged as the daemon would tag them (each tag's own
-threshold where the tag list has one, else ``tagging.threshold``; at most ``top_k``) and
+threshold where the tag list has one, else ``tagging.threshold``; at most ``top_k``; the levels that
+expansion adds are left out, so each tag is judged on its own score) and
 precision, recall and F1 are printed for the global threshold, for the per-tag thresholds when the
 list has any, and per tag, with each tag's average precision and their mean (mAP).
 
@@ -27,10 +36,12 @@ never seen by this model are encoded, and the count is printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import replace
@@ -54,7 +65,8 @@ from tagwatch.scoring import (
 )
 from tagwatch.store import Store, StoreError
 from tagwatch.tagger import TagMatrix
-from tagwatch.vocabulary import Tag, Vocabulary, VocabularyError, load_vocabulary
+from tagwatch.vocabulary import Tag, Vocabulary, VocabularyError, load_configured
+from tagwatch.wordnet import WordNet, WordNetError
 
 BARE = "{}"  # the bare tag as its own prompt (rtag's first row)
 
@@ -102,6 +114,13 @@ def read_mapping(path: Path) -> dict[str, str]:
 
 def read_classes(root: Path, mapping: dict[str, str] | None) -> tuple[list[str], list[str], list[int]]:
     """(class tags, photo paths, each photo's class index) of a class-folder dataset."""
+    classes, paths, truth, _ = read_class_folders(root, mapping)
+    return classes, paths, truth
+
+
+def read_class_folders(root: Path, mapping: dict[str, str] | None
+                       ) -> tuple[list[str], list[str], list[int], dict[str, list[str]]]:
+    """:func:`read_classes` and the folder names of each class."""
     if not root.is_dir():
         raise EvaluationError(f"{root}: not a folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -110,18 +129,20 @@ def read_classes(root: Path, mapping: dict[str, str] | None) -> tuple[list[str],
     classes: list[str] = []
     paths: list[str] = []
     truth: list[int] = []
+    folders_of: dict[str, list[str]] = {}
     for folder in folders:
         if mapping is not None and folder.name not in mapping:
             raise EvaluationError(f"{folder}: folder not in the mapping file")
         tag = mapping[folder.name] if mapping is not None else folder.name
         if tag not in classes:
             classes.append(tag)  # two folders mapped to one tag are one class
+        folders_of.setdefault(tag, []).append(folder.name)
         for photo in photos_in(folder):
             paths.append(photo)
             truth.append(classes.index(tag))
     if not paths:
         raise EvaluationError(f"{root}: the class folders hold no photos")
-    return classes, paths, truth
+    return classes, paths, truth, folders_of
 
 
 def read_labels(path: Path) -> list[tuple[str, list[str]]]:
@@ -151,10 +172,10 @@ class Vectors:
     """Image and text vectors through tagwatch's own store and pipeline: cached by content and by
     prompt for this model, encoded only when missing."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, model: LazyModel | None = None) -> None:
         self.config = config
         self.store = Store(config.database)
-        self.pipeline = Pipeline(self.store, LazyModel(config.model), None, config.tagging)
+        self.pipeline = Pipeline(self.store, model or LazyModel(config.model), None, config.tagging)
 
     def close(self) -> None:
         self.pipeline.close()
@@ -177,26 +198,97 @@ def prompt_vocabulary(classes: list[str], templates: tuple[str, ...], source: Pa
     return Vocabulary(tags=tags, source=source)
 
 
+def list_vocabulary(classes: list[str], tags: Vocabulary) -> Vocabulary:
+    """The classes as the tag list ``tags`` describes them (its prompts, synonyms, synsets)."""
+    known = {tag.keyword: tag for tag in tags.tags}
+    missing = [c for c in classes if c not in known]
+    if missing:
+        raise EvaluationError(f"{tags.source}: class {missing[0]!r} is not a tag in the list"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return Vocabulary(tags=tuple(known[c] for c in classes), source=tags.source)
+
+
+# -- the hierarchy ------------------------------------------------------------------------------
+
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def class_paths(classes: list[str], folders_of: dict[str, list[str]], tags: Vocabulary | None,
+                wordnet: WordNet) -> list[list[str] | None]:
+    """Each class's first WordNet hypernym path (offsets, ``entity`` first), None where WordNet
+    cannot place it: its synset in the tag list, else a wnid folder name, else its name."""
+    listed = {tag.keyword: tag.synset for tag in tags.tags} if tags is not None else {}
+    out: list[list[str] | None] = []
+    for name in classes:
+        offset = listed.get(name)
+        for folder in folders_of.get(name, ()):
+            if offset is None and _WNID.match(folder):
+                with contextlib.suppress(WordNetError):
+                    offset = wordnet.resolve(folder).offset
+        if offset is None:
+            match = wordnet.match(name)
+            offset = match.synset.offset if match.synset is not None else None
+        out.append(None if offset is None else [s.offset for s in wordnet.path(wordnet.synset(offset))])
+    return out
+
+
+def parent_accuracy(predicted: np.ndarray, labels: np.ndarray, paths: list[list[str] | None],
+                    wordnet: WordNet) -> list[dict[str, Any]]:
+    """Top-1 accuracy at each WordNet depth where the classes differ: a prediction counts when its
+    class and the true class share their ancestor at that depth."""
+    placed = [p for p in paths if p is not None]
+    if not placed:
+        return []
+
+    def ancestor(index: int, depth: int) -> str:
+        path = paths[index]
+        return f"class:{index}" if path is None else path[min(depth, len(path) - 1)]
+
+    rows = []
+    seen: set[tuple[int, ...]] = set()
+    for depth in range(1, max(len(p) for p in placed)):
+        levels = [ancestor(c, depth) for c in range(len(paths))]
+        distinct = dict.fromkeys(a for a, p in zip(levels, paths, strict=True) if p is not None)
+        grouping = tuple(list(distinct).index(a) if a in distinct else -1 - c for c, a in enumerate(levels))
+        # one ancestor for all: nothing told apart; one per class: the leaf itself; or the same
+        # grouping as a shallower depth (a chain of single children): nothing new to report
+        if len(distinct) < 2 or len(distinct) == len(placed) or grouping in seen:
+            continue
+        seen.add(grouping)
+        right = np.array([levels[p] == levels[t] for p, t in zip(predicted, labels, strict=True)])
+        names = [wordnet.synset(a).lemmas[0] for a in list(distinct)[:3]]
+        rows.append({"depth": depth, "ancestors": len(distinct), "top1": float(right.mean()),
+                     "examples": names})
+    return rows
+
+
 # -- evaluations ---------------------------------------------------------------------------------
 
 def evaluate_classes(vectors: Vectors, root: Path, mapping: dict[str, str] | None,
-                     prompt_sets: list[tuple[str, ...]]) -> dict[str, Any]:
-    classes, paths, truth = read_classes(root, mapping)
+                     prompt_sets: list[tuple[str, ...]], tags: Vocabulary | None = None) -> dict[str, Any]:
+    classes, paths, truth, folders_of = read_class_folders(root, mapping)
+    vocabularies = [(list(t), prompt_vocabulary(classes, t, root)) for t in prompt_sets]
+    if tags is not None:
+        vocabularies.append(([f"tag list: {tags.source.name}"], list_vocabulary(classes, tags)))
     found, encoded = vectors.images(paths)
     kept = [i for i, p in enumerate(paths) if p in found]
     if not kept:
         raise EvaluationError(f"{root}: no photo could be read")
     images = np.stack([found[paths[i]] for i in kept])
     labels = np.array([truth[i] for i in kept])
+    wordnet = WordNet()
+    hierarchy = class_paths(classes, folders_of, tags, wordnet)
     rows = []
-    for templates in prompt_sets:
-        scores = vectors.tags(prompt_vocabulary(classes, templates, root)).scores(images)
+    for prompts, vocabulary in vocabularies:
+        scores = vectors.tags(vocabulary).scores(images)
         true_scores = scores[np.arange(len(labels)), labels]
         rank = (scores > true_scores[:, None]).sum(axis=1)  # 0: the true class scored best
-        rows.append({"prompts": list(templates), "top1": float((rank < 1).mean()),
-                     "top5": float((rank < 5).mean())})
+        rows.append({"prompts": prompts, "top1": float((rank < 1).mean()),
+                     "top5": float((rank < 5).mean()),
+                     "parents": parent_accuracy(scores.argmax(axis=1), labels, hierarchy, wordnet)})
     return {"dataset": str(root), "classes": len(classes), "images": len(kept),
-            "unreadable": len(paths) - len(kept), "encoded": encoded, "rows": rows}
+            "unreadable": len(paths) - len(kept), "encoded": encoded,
+            "unplaced": [c for c, p in zip(classes, hierarchy, strict=True) if p is None], "rows": rows}
 
 
 def _summary(name: str, predicted: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
@@ -247,7 +339,8 @@ def _pct(value: float | None) -> str:
 
 
 def prompt_label(templates: list[str]) -> str:
-    return " + ".join("[tag]" if t == BARE else t.replace("{}", "[tag]") for t in templates)
+    return " + ".join(t if t.startswith("tag list: ") else "[tag]" if t == BARE else t.replace("{}", "[tag]")
+                      for t in templates)
 
 
 def print_classes(result: dict[str, Any]) -> None:
@@ -260,6 +353,18 @@ def print_classes(result: dict[str, Any]) -> None:
     print(f"{'Model':<{width}}  {'Top-1 accuracy':>14}  {'Top-5 accuracy':>14}")
     for label, row in zip(labels, result["rows"], strict=True):
         print(f"{label:<{width}}  {_pct(row['top1']):>14}  {_pct(row['top5']):>14}")
+    row = result["rows"][-1]
+    if row["parents"]:
+        print(f"Top-1 at the parent level ({prompt_label(row['prompts'])}): a prediction counts when it "
+              "shares the true class's WordNet ancestor at depth k")
+        print(f"{'depth':>5}  {'ancestors':>9}  {'top-1':>8}  e.g.")
+        for level in row["parents"]:
+            print(f"{level['depth']:>5}  {level['ancestors']:>9}  {_pct(level['top1']):>8}  "
+                  f"{', '.join(level['examples'])}")
+        print(f"{'leaf':>5}  {result['classes']:>9}  {_pct(row['top1']):>8}")
+    if result["unplaced"]:
+        print(f"not in WordNet (counted only when exactly right): {', '.join(result['unplaced'][:10])}"
+              + (f" and {len(result['unplaced']) - 10} more" if len(result["unplaced"]) > 10 else ""))
 
 
 def print_labels(result: dict[str, Any]) -> None:
@@ -296,6 +401,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     classes.add_argument("--mapping", type=Path, help="folder → tag (JSON object or 'folder tag' lines)")
     classes.add_argument("--template", action="append", default=[], metavar="T",
                          help="another template row, e.g. 'a picture of a {}.' (repeatable)")
+    classes.add_argument("--tags", type=Path, help="a tag list whose prompts, synonyms and synsets "
+                         "describe the classes (adds a row; its synsets place the classes in WordNet)")
     labels = sub.add_parser("labels", parents=[common], help="precision/recall/F1/mAP on a labels CSV")
     labels.add_argument("csv", type=Path, metavar="LABELS.csv")
     labels.add_argument("--tags", type=Path, help="the tag list (default: the config's)")
@@ -320,16 +427,19 @@ def main(argv: list[str] | None = None) -> int:
                         raise EvaluationError(f"--template {template!r} must contain '{{}}' exactly once")
                 mapping = read_mapping(args.mapping) if args.mapping else None
                 prompt_sets = [(BARE,), config.tagging.templates, *((t,) for t in args.template)]
-                result = evaluate_classes(vectors, args.dataset, mapping, list(dict.fromkeys(prompt_sets)))
+                tags = (load_configured(args.tags.expanduser().absolute(), config.tagging) if args.tags
+                        else None)
+                result = evaluate_classes(vectors, args.dataset, mapping, list(dict.fromkeys(prompt_sets)),
+                                          tags)
             else:
                 tags = args.tags.expanduser().absolute() if args.tags else config.tags
-                vocabulary = load_vocabulary(tags, config.tagging.templates)
+                vocabulary = load_configured(tags, config.tagging)
                 threshold = config.tagging.threshold if args.threshold is None else args.threshold
                 top_k = config.tagging.top_k if args.top_k is None else args.top_k
                 result = evaluate_labels(vectors, args.csv, vocabulary, threshold, top_k)
         finally:
             vectors.close()
-    except (EvaluationError, ConfigError, VocabularyError, ModelError, StoreError) as exc:
+    except (EvaluationError, ConfigError, VocabularyError, ModelError, StoreError, WordNetError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
     result["seconds"] = round(time.monotonic() - started, 2)

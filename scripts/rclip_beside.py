@@ -1,4 +1,4 @@
-"""rclip on the same photos, same machine and same weights, for bench.py's ``--rclip`` (issue 5).
+"""rclip on the same photos, same machine and same weights, for bench.py's ``--rclip``.
 
 rclip (https://github.com/yurijmikhalevich/rclip) indexes with ONNX Runtime and fetches its model
 files from the Hugging Face hub, which this machine cannot reach.  So the weights bench.py uses

@@ -145,7 +145,15 @@ class SharedModel(LazyModel):
         super().close()
 
 
-_SHARED_MODELS: dict[Path, SharedModel] = {}
+_SHARED_MODELS: dict[tuple[Path, Path], SharedModel] = {}
+
+
+def shared_model(checkpoint: Path, model: Path = TINY_CONFIG) -> SharedModel:
+    """The session's encoder child for this model config and checkpoint."""
+    if (model, checkpoint) not in _SHARED_MODELS:
+        config = ModelConfig(name=str(model), pretrained=str(checkpoint))
+        _SHARED_MODELS[model, checkpoint] = SharedModel(config)
+    return _SHARED_MODELS[model, checkpoint]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -160,14 +168,12 @@ class Env:
     child per checkpoint for the whole session)."""
 
     def __init__(self, root: Path, checkpoint: Path, tagging: TaggingConfig,
-                 write: WriteConfig | None = None, places: PlacesConfig | None = None) -> None:
+                 write: WriteConfig | None = None, places: PlacesConfig | None = None,
+                 model: Path = TINY_CONFIG) -> None:
         self.root = root
         self.store = Store(root / "state" / "tw.db")
         self.exiftool = ExifTool()
-        if checkpoint not in _SHARED_MODELS:
-            _SHARED_MODELS[checkpoint] = SharedModel(ModelConfig(name=str(TINY_CONFIG),
-                                                                 pretrained=str(checkpoint)))
-        self.model: LazyModel = _SHARED_MODELS[checkpoint]
+        self.model: LazyModel = shared_model(checkpoint, model)
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, write), tagging,
                                  places=places)
         self.use(TAGS, tagging)

@@ -308,3 +308,23 @@ def test_a_captioner_that_is_no_coca_is_refused_at_start(tmp_path: Path) -> None
     result = tagwatch("scan", "--config", str(config), str(tmp_path))
     assert result.returncode == 2
     assert "is not a CoCa model and cannot write captions" in result.stderr
+
+
+def test_scan_captions_through_the_engine(tmp_path: Path) -> None:
+    """``tagwatch scan`` runs the overlapped engine: with captions on, a new photo gets its caption,
+    its description and its caption keywords there too."""
+    photo = tmp_path / "photos" / "scene.jpg"
+    photo.parent.mkdir()
+    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
+                                         9_999_998)).save(photo, "JPEG", quality=90)
+    extra = (f"[captions]\nenabled = true\nthreshold = {TRAINING['keyword_threshold']}\n"
+             f"prefix = \"{PREFIX}\"\nwrite_description = true\n")
+    config = write_config(tmp_path / "conf", COCA_CHECKPOINT, model=COCA_CONFIG, tags=TAGS, threshold=0.9,
+                          extra=extra)
+    scanned = tagwatch("scan", "--config", str(config), str(photo))
+    assert scanned.returncode == 0, scanned.stderr
+    got = read_back([photo])[photo.name]
+    assert got["description"] == "a green star to the left of a purple vertical bar"
+    assert {"green star", "star"} <= set(got["open"])
+    state = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)
+    assert state["captioned"] == 1

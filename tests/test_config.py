@@ -113,7 +113,7 @@ def test_cli_reports_config_errors_in_one_line_with_status_2(tmp_path: Path) -> 
         assert result.returncode == 2, (command, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert lines == [f"tagwatch: error: {path}: unknown key 'tagging.treshold' (known here: "
-                         "mode, templates, threshold, top_k)"]
+                         "expand, expand_depth, expand_stop, mode, templates, threshold, top_k)"]
 
 
 def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_init_writes_a_starter_config_that_loads(tmp_path: Path) -> None:
     assert "# threshold = 0.25" in text  # commented defaults
     config = load_config(target)
     assert config.watch == (photos,)
-    assert config.tags == target.parent / "tags.txt"
+    assert config.tags == target.parent / "tags.toml"  # a copy of the photo vocabulary, to edit
     assert config.tags.read_text() == builtin_tag_list().read_text()
     again = tagwatch("init", "--config", str(target))
     assert again.returncode == 2 and "already exists" in again.stderr

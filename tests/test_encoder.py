@@ -20,15 +20,16 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY_CONFIG, Daemon, exif_keywords, noise_jpeg, wait_for, write_config
+from tagwatch import towercache
 from tagwatch.config import ModelConfig, TaggingConfig
 from tagwatch.encoder import LazyModel
-from tagwatch.imaging import prepare
-from tagwatch.model import ModelError, load_model
+from tagwatch.imaging import prepare, prepare_pixels
+from tagwatch.model import ModelError, load_model, model_identity
 from tagwatch.pipeline import Pipeline
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
 
-IDLE_RSS_LIMIT_MB = 250  # issue 5: the daemon's resident memory once the model is unloaded
+IDLE_RSS_LIMIT_MB = 250  # the daemon's resident memory once the model is unloaded
 
 
 def _children(pid: int) -> list[int]:
@@ -223,3 +224,27 @@ def test_the_encoder_dies_with_its_parent(tmp_path: Path, tiny_checkpoint: Path)
     assert done.returncode == -signal.SIGKILL, done.stderr
     child = int(done.stdout.split()[0])
     wait_for(lambda: _gone(child), timeout=30)
+
+
+def test_a_second_start_encodes_from_the_image_tower_kept_ready_with_the_same_vectors(
+        tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(towercache, "SAVE_FROM_PARAMS", 0)  # the rule of a real model, on the test one
+    cfg = ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint), precision="fp32",
+                      precision_cache=tmp_path / "state" / "precision.json")
+    assert not towercache.kept(cfg, model_identity(cfg))
+    first = load_model(cfg)
+    assert towercache.kept(cfg, model_identity(cfg))  # the daemon's start-up check asks this, torch-free
+    pixels = np.stack([prepare_pixels(noise_jpeg(tmp_path / f"{i}.jpg", seed=i).read_bytes(),
+                                      first.preprocess) for i in range(3)])
+    (kept,) = (tmp_path / "state" / towercache.FOLDER).iterdir()
+    with caplog.at_level("INFO", logger="tagwatch"):
+        second = load_model(cfg)
+    assert "image tower ready in" in caplog.text  # started without building the model
+    np.testing.assert_array_equal(second.encode_images(pixels), first.encode_images(pixels))
+    np.testing.assert_allclose(second.encode_texts(["a dog"]), first.encode_texts(["a dog"]), atol=1e-6)
+
+    kept.write_bytes(b"not a tower")  # damaged: the model is built, and the tower made again
+    third = load_model(cfg)
+    np.testing.assert_array_equal(third.encode_images(pixels), first.encode_images(pixels))
+    assert kept.stat().st_size > 1000 and "cannot use the ready image tower" in caplog.text

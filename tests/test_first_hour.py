@@ -113,7 +113,8 @@ def test_the_wheel_installed_into_an_empty_environment_tags_a_photo(tmp_path: Pa
     ours = {f"tagwatch/{p.relative_to(package).as_posix()}" for p in package.rglob("*")
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
     assert ours - shipped == set(), "files of the package missing from the wheel"
-    assert {"tagwatch/data/imagenet-1k.txt", "tagwatch/data/config.example.toml"} <= shipped
+    assert {f"tagwatch/data/{name}" for name in ("imagenet-1k.txt", "photo-tags.toml", "config.example.toml",
+                                                 "wordnet-nouns.tsv.gz", "WORDNET-LICENSE")} <= shipped
 
     env_dir = tmp_path / "fresh"
     run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], cwd=tmp_path)
@@ -203,8 +204,11 @@ def test_every_command_of_the_readmes_tour_runs_as_written(shapes_lab: Any, tmp_
     shutil.copy(shapes_lab.config.parent / "state" / "tagwatch.db", data / "tagwatch.db")
     shutil.copy(shapes_lab.config.parent / "tags.txt", config.parent / "tags.txt")
     model = f"name = {json.dumps(str(SHAPES_CONFIG))}\npretrained = {json.dumps(str(SHAPES_CHECKPOINT))}\n"
-    config.write_text(config.read_text(encoding="utf-8").replace("[model]\n", f"[model]\n{model}").replace(
-        "[tagging]\n", "[tagging]\nthreshold = 0.45\n"), encoding="utf-8")
+    text = config.read_text(encoding="utf-8")
+    assert 'tags = "tags.toml"' in text and (config.parent / "tags.toml").is_file()  # the vocabulary's copy
+    config.write_text(text.replace('tags = "tags.toml"', 'tags = "tags.txt"').replace(
+        "[model]\n", f"[model]\n{model}").replace("[tagging]\n", "[tagging]\nthreshold = 0.45\n"),
+        encoding="utf-8")
 
     seen = dry_tags(shell(dry_run).stdout)
     assert sorted(seen["red-circle.jpg"]) == ["circle", "red"]

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import corpus_files, noise_jpeg
+from tagwatch.config import DEFAULT_MAX_MEGAPIXELS
 from tagwatch.formats import (
     EMBEDDABLE_SUFFIXES,
     IMAGE_SUFFIXES,
@@ -535,7 +536,13 @@ def test_damaged_files_raise_only_image_errors() -> None:
                     step(bytes(damaged))
 
 
-def test_extreme_aspect_ratios_are_refused_not_blown_up() -> None:
+def test_extreme_aspect_ratios_are_refused_not_blown_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The daemon's default pixel limit (180 MP), as every command sets it: the strip would grow to
+    # 64 x 1.92 million pixels (123 MP, under that limit) after resizing its short side.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(DEFAULT_MAX_MEGAPIXELS * 1_000_000))
     strip = encode(Image.new("RGB", (1, 30000), (255, 0, 0)), "png")
-    with pytest.raises(ImageError, match=r"^refused: "):
-        prepare(strip, SPEC)  # 64 x 1.92 million pixels after resizing the short side
+    with pytest.raises(ImageError, match=r"^refused: a 1 x 30000 picture would grow"):
+        prepare(strip, SPEC)
+    # A thin picture that stays small when grown is a picture like any other.
+    narrow = encode(Image.new("RGB", (8, 3000), (255, 0, 0)), "png")
+    assert prepare(narrow, SPEC).shape == (3, SPEC.size, SPEC.size)

@@ -147,7 +147,7 @@ def test_parent_paths_are_ours_exactly_through_a_parent_edit_sync_and_untag(tmp_
 
         encoded = env.encoded()
         use(tree.format(parent="animal"))  # the same tags predicted, only the hierarchy moves
-        assert env.pipeline.retag() == (1, 0)
+        assert env.pipeline.retag() == (1, 1)  # rewritten: no keyword added, the hierarchy re-spelled
         assert env.encoded() == encoded
         assert sorted(hierarchical(photo)) == ["Anna", "auto|animal", "auto|animal|dog",
                                                "auto|animal|golden retriever"]

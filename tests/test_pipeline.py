@@ -20,7 +20,7 @@ from tagwatch.formats import content_key
 from tagwatch.metadata import FileChanged
 from tagwatch.outcomes import Status
 from tagwatch.pipeline import Pipeline
-from tagwatch.queue import BatchQueue, Delete, Move
+from tagwatch.queue import BatchQueue, Delete, Move, backlog_batch
 from tagwatch.vocabulary import parse_tag_list
 from tagwatch.writeback import WriteJob, write_file
 
@@ -220,7 +220,7 @@ def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Pa
     partial = tmp_path / "in" / "partial.jpg"
     partial.parent.mkdir()
     partial.write_bytes(good[:2000])
-    assert env.run(partial, wait_for_writers=lambda path: True) == {"partial.jpg": Status.RETRY}
+    assert env.run(partial, wait_for_writers=lambda path, st: True) == {"partial.jpg": Status.RETRY}
     assert env.store.file(str(partial)) is None
     assert env.run(partial) == {"partial.jpg": Status.FAILED}  # a one-shot scan does not wait
     partial.write_bytes(good)
@@ -258,6 +258,29 @@ def test_the_write_runs_in_three_steps_that_another_engine_can_split(env: Env, t
     assert not exif_keywords(b)["iptc"]
 
 
+def test_a_write_that_lands_after_it_was_planned_again_stays_in_the_ledger(env: Env, tmp_path: Path) -> None:
+    """A Ray node the driver counts as lost may still finish its write (a network partition) after
+    the driver planned the photo again: the second write then fails as changed, and the ledger keeps
+    the keyword the first one put in."""
+    (photo,) = photos(tmp_path / "in", 1)
+    wb, rules, writer = env.pipeline.writeback, env.pipeline.rules, env.pipeline.writer
+    assert writer is not None
+    key = content_key(photo.read_bytes())
+    first = WriteJob(str(photo), key, os.lstat(photo), [(TAGS[0], 0.3)])
+    wb.plan_ahead(first, rules)  # sent to a node that goes silent
+    again = WriteJob(str(photo), key, os.lstat(photo), [(TAGS[0], 0.3)])
+    wb.plan_ahead(again, rules)  # planned again from the file (no keyword yet) and the ledger
+    write_file(writer, first)  # the silent node's write lands
+    with pytest.raises(FileChanged) as raised:
+        write_file(writer, again)
+    assert wb.failed(again, raised.value).status == Status.RETRY
+    row = env.store.file(str(photo))
+    assert exif_keywords(photo)["iptc"] == [TAGS[0]] and env.store.ledger(row.id) == [TAGS[0]]
+    assert env.run(photo) == {"p0.jpg": Status.TAGGED}  # the next scan (the model's own tags) keeps it
+    iptc = exif_keywords(photo)["iptc"]
+    assert iptc.count(TAGS[0]) == 1 and sorted(env.store.ledger(row.id)) == sorted(iptc)
+
+
 def test_dry_run_writes_no_photo(env: Env, tmp_path: Path) -> None:
     (photo,) = photos(tmp_path / "in", 1)
     data = photo.read_bytes()
@@ -291,12 +314,36 @@ def test_another_model_gets_its_own_vectors(env: Env, tmp_path: Path) -> None:
 # -- the queue -----------------------------------------------------------------------------------
 
 def test_queue_dedupes_and_flushes_full_batches_at_once() -> None:
-    queue = BatchQueue(size=2, max_wait=60, settle=0)
+    queue = BatchQueue(size=2, max_wait=60, settle=0, backlog=2)
     for path in ("/a.jpg", "/b.jpg", "/a.jpg", "/c.jpg"):
         queue.put(path)
     assert len(queue) == 3
     assert queue.get(timeout=5).paths == ["/b.jpg", "/a.jpg"]  # a new event restarts a's settle time
     assert queue.get(timeout=5).paths == ["/c.jpg"]
+
+
+def test_queue_hands_out_a_backlog_in_throughput_sized_batches_and_a_lone_photo_alone() -> None:
+    queue = BatchQueue(size=8, max_wait=60, settle=0, backlog=16)  # configured for latency
+    for n in range(40):
+        queue.put(f"/{n:02d}.jpg")
+    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [16, 16, 8]  # not 5 batches of 8
+    queue.put("/lone.jpg")
+    assert queue.get(timeout=5).paths == ["/lone.jpg"]
+    for n in range(8):  # exactly a batch's worth is no backlog
+        queue.put(f"/eight-{n}.jpg")
+    assert len(queue.get(timeout=5).paths) == 8
+    assert backlog_batch(32, "cpu") == 16 and backlog_batch(64, "cuda:0") == 64
+
+
+def test_queue_configured_above_the_backlog_batch_never_hands_out_more_than_it() -> None:
+    queue = BatchQueue(size=32, max_wait=60, settle=0, backlog=16)  # the default size, on a CPU
+    for n in range(40):
+        queue.put(f"/{n:02d}.jpg")
+    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [16, 16, 8]  # not 16 then 24
+    for n in range(20):
+        queue.put(f"/late-{n:02d}.jpg")
+    queue.put("/still-copying.jpg", delay=60)  # a burst still arriving: 16 go at once all the same
+    assert len(queue.get(timeout=5).paths) == 16
 
 
 def test_queue_hands_out_a_lone_photo_at_once() -> None:
@@ -335,7 +382,7 @@ def test_queue_moves_and_deletes_pending_paths() -> None:
 
 
 def test_queue_is_bounded_and_blocks_producers() -> None:
-    queue = BatchQueue(size=1, max_wait=0, settle=0, maxsize=2)
+    queue = BatchQueue(size=1, max_wait=0, settle=0, maxsize=2, backlog=1)
     queue.put("/a.jpg")
     queue.put("/b.jpg")
     done = threading.Event()

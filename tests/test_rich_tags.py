@@ -101,7 +101,7 @@ def test_duplicates_are_reported_once_and_the_first_wins() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ('[[tag]]\nkeyword = "a"\n\n[[tag]]\nkeyword = "b"\ntreshold = 0.3\n',
-     "tags.toml:4: unknown key 'treshold' (known: keyword, prompts, synonyms, threshold, parent)"),
+     "tags.toml:4: unknown key 'treshold' (known: keyword, prompts, synonyms, threshold, parent, synset)"),
     ('[[tag]]\nkeyword = "a"\n[[tag]]\nprompts = ["x"]\n', "tags.toml:3: the tag has no keyword"),
     ('[[tag]]\nkeyword = "a"\nthreshold = "0.3"\n', "tags.toml:1: threshold must be a number in [-1, 1]"),
     ('[[tag]]\nkeyword = "a"\nthreshold = 1.5\n', "tags.toml:1: threshold must be a cosine similarity"),
@@ -123,7 +123,7 @@ def test_duplicates_are_reported_once_and_the_first_wins() -> None:
     ('templates = ["a photo"]\n[[tag]]\nkeyword = "a"\n',
      "tags.toml:1: templates entry 'a photo' must contain '{}' exactly once"),
     ('threshold = 0.3\n[[tag]]\nkeyword = "a"\n',
-     "tags.toml:1: unknown key 'threshold' (known: templates, tag)"),
+     "tags.toml:1: unknown key 'threshold' (known: templates, wordnet_synonyms, tag)"),
     ('# nothing yet\n', "tags.toml: the tag list holds no tags"),
     ('tag = [{keyword = "a"}, {keyword = "b", parent = "x"}]\n', "tags.toml: tag #2: parent 'x' of 'b'"),
 ])

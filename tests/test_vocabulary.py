@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tagwatch.config import REPO_TAG_LIST_NAME, builtin_tag_list
+from tagwatch.config import builtin_tag_list
 from tagwatch.vocabulary import VocabularyError, load_vocabulary, parse_tag_list
 
 TEMPLATES = ("a photo of a {}.",)
@@ -55,9 +55,9 @@ def test_fingerprint_changes_with_keywords_or_prompts() -> None:
 
 
 def test_shipped_imagenet_list_is_clean() -> None:
-    repo_copy = Path(__file__).resolve().parents[1] / "config" / REPO_TAG_LIST_NAME
-    assert builtin_tag_list().read_text() == repo_copy.read_text()
-    vocabulary = load_vocabulary(builtin_tag_list(), TEMPLATES)
+    repo_copy = Path(__file__).resolve().parents[1] / "config" / "imagenet-1k.txt"
+    assert builtin_tag_list("imagenet-1k").read_text() == repo_copy.read_text()
+    vocabulary = load_vocabulary(builtin_tag_list("imagenet-1k"), TEMPLATES)
     assert len(vocabulary.tags) == 999 and not vocabulary.warnings
     keywords = set(vocabulary.keywords)
     assert {"loudspeaker", "Golden Retriever", "tench", "projectile", "missile"} <= keywords

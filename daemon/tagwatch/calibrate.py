@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_atomic
-from .config import Config, builtin_tag_list, default_config_path
+from .config import Config, default_config_path, is_builtin_tag_list
 from .formats import IMAGE_SUFFIXES
 from .scoring import Counts, best_threshold, counts
 
@@ -261,22 +261,27 @@ def save_thresholds(config: Config, keywords: Sequence[str], thresholds: Mapping
     tag page); returns what to tell the person.
 
     A rich ``.toml`` list gets them in place, comments kept; a plain list is left as it is and gets a
-    ``.toml`` twin with its tags and these thresholds, never over an existing file (nor into the
-    installed package), and the config line to switch to it.
+    ``.toml`` twin with its tags and these thresholds, never over an existing file, and the config
+    line to switch to it.  A built-in list (``tags = "photo-tags"``, rich, or ``"imagenet-1k"``) is
+    never written into (it is the installed package's): its twin goes beside the config.
     """
     tags = config.tags
-    if tags.suffix.lower() == ".toml":
+    builtin = is_builtin_tag_list(tags)
+    rich = tags.suffix.lower() == ".toml"
+    if rich and not builtin:
         text = tags.read_text(encoding="utf-8")
         write_atomic(tags, set_thresholds(text, thresholds, tags))
         return f"wrote {len(thresholds)} thresholds into {tags}"
     folder = tags.parent
-    if tags == builtin_tag_list():  # never write into the installed package
+    if builtin:  # never write into the installed package
         folder = config.source.parent if config.source else default_config_path().parent
     target = folder / f"{tags.stem}.toml"
     if target.exists():
         raise CalibrationError(f"{target} already exists; set tags = {toml_string(target.name)} in the "
                                "config to calibrate it, or move it away")
-    write_atomic(target, rich_from_plain(keywords, thresholds, tags), like=tags)
+    text = (set_thresholds(tags.read_text(encoding="utf-8"), thresholds, tags) if rich
+            else rich_from_plain(keywords, thresholds, tags))
+    write_atomic(target, text, like=tags)
     where = config.source or default_config_path()
     name = target.name if config.source and target.parent == config.source.parent else str(target)
     return (f"wrote {target}: the tags of {tags.name} with {len(thresholds)} thresholds.\n"

@@ -27,7 +27,22 @@ LOG_FORMATS = ("text", "json")
 # Pictures larger than this are refused undecoded (a decompression bomb: a few KB of file whose
 # header promises gigabytes of pixels).  180 MP is Pillow's own hard limit and above any camera's.
 DEFAULT_MAX_MEGAPIXELS = 180.0
-REPO_TAG_LIST_NAME = "imagenet-1k.txt"  # config/imagenet-1k.txt, shipped in the package as data/
+# The tag lists shipped in the package (copies of config/*), by the name a config may give instead of
+# a path: the photo vocabulary is the default; ImageNet-1k (rtag's list) stays available.
+BUILTIN_TAG_LISTS = {"photo-tags": "photo-tags.toml", "imagenet-1k": "imagenet-1k.txt"}
+DEFAULT_TAG_LIST = "photo-tags"
+EXPAND_MODES = ("none", "parents")
+# WordNet's upper levels, never a useful keyword: not used as a level of the hierarchy, nor written
+DEFAULT_EXPAND_STOP = (
+    "entity", "physical entity", "abstraction", "abstract entity", "thing", "object", "physical object",
+    "whole", "unit", "artifact", "artefact", "organism", "being", "living thing", "animate thing",
+    "causal agent", "cause", "matter", "substance", "part", "portion", "piece", "group", "grouping",
+    "collection", "attribute", "relation", "measure", "quantity", "psychological feature", "event",
+    "act", "action", "activity", "human action", "human activity", "instrumentality", "device",
+    "container", "structure", "construction", "covering", "commodity", "location", "region", "area",
+    "natural object", "geological formation", "formation", "communication", "state", "process",
+    "phenomenon", "natural phenomenon", "kind", "type", "sort", "creation", "product", "equipment",
+)
 
 
 class ConfigError(ValueError):
@@ -51,9 +66,15 @@ def default_model_cache() -> Path:
     return _xdg("XDG_CACHE_HOME", ".cache") / "tagwatch" / "models"
 
 
-def builtin_tag_list() -> Path:
-    """The ImageNet-1k list shipped with the package (a copy of ``config/imagenet-1k.txt``)."""
-    return Path(str(resources.files("tagwatch") / "data" / REPO_TAG_LIST_NAME))
+def builtin_tag_list(name: str = DEFAULT_TAG_LIST) -> Path:
+    """A tag list shipped with the package: ``photo-tags`` (the default, a copy of
+    ``config/photo-tags.toml``) or ``imagenet-1k`` (``config/imagenet-1k.txt``)."""
+    return Path(str(resources.files("tagwatch") / "data" / BUILTIN_TAG_LISTS[name]))
+
+
+def is_builtin_tag_list(path: Path) -> bool:
+    """``path`` is one of the lists inside the installed package (never written into)."""
+    return any(path == builtin_tag_list(name) for name in BUILTIN_TAG_LISTS)
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,9 @@ class TaggingConfig:
     top_k: int = 10
     templates: tuple[str, ...] = ("a photo of a {}.",)
     mode: str = "append"
+    expand: str = "parents"  # "parents": a tag also writes the levels above it (dog, animal)
+    expand_depth: int = 3  # at most this many levels above a tag, nearest first; 0: all
+    expand_stop: tuple[str, ...] = DEFAULT_EXPAND_STOP  # never a level (WordNet's upper words)
 
 
 @dataclass(frozen=True)
@@ -325,6 +349,17 @@ def _tagging(raw: dict[str, Any], where: str) -> TaggingConfig:
     mode = r.choice("mode", MODES)
     if mode is not None:
         values["mode"] = mode
+    expand = r.choice("expand", EXPAND_MODES)
+    if expand is not None:
+        values["expand"] = expand
+    depth = r.get("expand_depth", int, "a whole number")
+    if depth is not None:
+        if depth < 0:
+            raise r.fail("expand_depth", f"must be 0 (every level) or more, got {depth}")
+        values["expand_depth"] = depth
+    stop = r.string_list("expand_stop")
+    if stop is not None:
+        values["expand_stop"] = tuple(" ".join(s.split()) for s in stop)
     r.finish()
     return replace(TaggingConfig(), **values)
 
@@ -552,7 +587,7 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
         values["exclude"] = tuple(exclude)
     tags = r.get("tags", str, "a path string")
     if tags is not None:
-        values["tags"] = _path(tags, base)
+        values["tags"] = builtin_tag_list(tags) if tags in BUILTIN_TAG_LISTS else _path(tags, base)
     overrides = r.get("overrides", str, "a path string")
     if overrides is not None:
         if not overrides.strip():

@@ -29,9 +29,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import importlib.metadata
 import json
 import logging
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -46,6 +48,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from . import towercache
+from .atomic import write_atomic
 from .config import ModelConfig, is_checkpoint_path
 from .exiftool import _spawner  # starts children from one long-lived thread, with PR_SET_PDEATHSIG
 from .imaging import Preprocess
@@ -57,6 +61,7 @@ from .model import (
     model_identity,
     return_freed_memory,
 )
+from .store import private_folder
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
 _CHILD_CODE = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
                "from tagwatch.encoder import main; main()")
 _STOP_WAIT_S = 10.0
+_TORCH_NOTE = re.compile(r"\[W\d{4} [\d:.]+ \S+:\d+\] ")
+MODEL_SPECS_NAME = "model-inputs.json"  # beside the database: each model's input spec (LazyModel)
 
 
 class _ChildDied(Exception):
@@ -133,7 +140,9 @@ def _relay(stream: IO[bytes], tail: collections.deque[str]) -> None:
                 continue
         if line.strip():
             tail.append(line.strip())
-            log.warning("encoder: %s", line)
+            # torch's own C++ notes (deprecations, "[W1202 21:21:38.41 Quantizer.cpp:111] Warning: ...")
+            # tell a user nothing they can act on; they stay in the tail for a crash message
+            log.log(logging.DEBUG if _TORCH_NOTE.match(line) else logging.WARNING, "encoder: %s", line)
 
 
 def _how_it_ended(returncode: int | None, tail: collections.deque[str]) -> str:
@@ -296,9 +305,10 @@ class EncoderProcess:
         raise AssertionError("unreachable")
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 → (N, D) float32 rows of unit length."""
-        batch = np.ascontiguousarray(batch, np.float32)
-        return self._encode({"op": "images", "shape": list(batch.shape)}, batch)
+        """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (a quarter of the bytes through the pipe;
+        the child normalises them), → (N, D) float32 rows of unit length."""
+        batch = np.ascontiguousarray(batch, np.uint8 if batch.dtype == np.uint8 else np.float32)
+        return self._encode({"op": "images", "shape": list(batch.shape), "dtype": batch.dtype.name}, batch)
 
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Prompt strings → (N, D) float32 rows of unit length."""
@@ -307,10 +317,12 @@ class EncoderProcess:
         return vectors
 
     def encode_and_caption(self, batch: np.ndarray, max_tokens: int = 30) -> tuple[np.ndarray, list[str]]:
-        """(N, 3, S, S) float32 → ((N, D) unit vectors, N captions): a CoCa's image tower runs once
-        for both, so a CoCa that is also the tagging model encodes each photo once."""
-        batch = np.ascontiguousarray(batch, np.float32)
-        header = {"op": "caption", "shape": list(batch.shape), "max_tokens": max_tokens}
+        """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (normalised in the child), → ((N, D) unit
+        vectors, N captions): a CoCa's image tower runs once for both, so a CoCa that is also the
+        tagging model encodes each photo once."""
+        batch = np.ascontiguousarray(batch, np.uint8 if batch.dtype == np.uint8 else np.float32)
+        header = {"op": "caption", "shape": list(batch.shape), "max_tokens": max_tokens,
+                  "dtype": batch.dtype.name}
         answer, vectors = self._request(header, batch)
         return vectors, [str(c) for c in answer["captions"]]
 
@@ -358,12 +370,14 @@ class _Server:
         if self.model is None:
             raise ModelError("model: the encoder process was asked to encode before loading the model")
         if op == "images":
-            vectors = self.model.encode_images(payload.view(np.float32).reshape(header["shape"]))
+            dtype = np.uint8 if header.get("dtype") == "uint8" else np.float32
+            vectors = self.model.encode_images(payload.view(dtype).reshape(header["shape"]))
         elif op == "texts":
             vectors = self.model.encode_texts(header["texts"], int(header.get("batch_size", 64)))
         elif op == "caption":
+            dtype = np.uint8 if header.get("dtype") == "uint8" else np.float32
             vectors, captions = self.model.encode_and_caption(
-                payload.view(np.float32).reshape(header["shape"]), int(header.get("max_tokens", 30)))
+                payload.view(dtype).reshape(header["shape"]), int(header.get("max_tokens", 30)))
             vectors = np.ascontiguousarray(vectors, np.float32)
             return {"ok": True, "shape": list(vectors.shape), "captions": captions}, vectors
         else:
@@ -384,6 +398,11 @@ def _one_line(header: dict[str, Any], exc: Exception) -> str:
 
 def main() -> None:
     """The child: answer requests on stdin until it closes."""
+    # Set before torch (and its OpenMP runtime) is imported.  OpenMP's default has each thread spin
+    # for a while at every barrier; beside the parent's decode threads and exiftool, the spinning
+    # takes the cores they need.  Measured on a 2-core EPYC (ViT-B-32-256 int8, batch 32, one decode
+    # thread running alongside): 89 ms of the child's CPU per photo spinning, 59 ms passive.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever a library prints goes to the log, never into the replies
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop: it closes stdin
@@ -397,8 +416,9 @@ def main() -> None:
     server = _Server()
     while True:
         frame = _read_frame(requests)
-        if frame is None:
-            return
+        if frame is None:  # the parent is done: nothing to save, so skip tearing torch down (~1 s)
+            sys.stderr.flush()
+            os._exit(0)
         header, payload = frame
         try:
             answer, vectors = server.handle(header, payload)
@@ -414,7 +434,13 @@ def main() -> None:
 
 class LazyModel:
     """The model in its child process (:mod:`tagwatch.encoder`), started on first use and ended when
-    idle, so the daemon's own process never imports torch."""
+    idle, so the daemon's own process never imports torch.
+
+    Each model's input spec (size, mean, std, resize) is remembered from its first load in
+    :data:`MODEL_SPECS_NAME`, in the data folder beside ``precision.json`` (a config without a data
+    folder remembers nothing), so that later starts decode photos while the child still imports torch
+    and loads the weights (seconds) instead of after.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
@@ -423,10 +449,43 @@ class LazyModel:
         self._lock = threading.Lock()
         self._last_used = time.monotonic()
         self._users = 0
+        self._remember = cfg.precision_cache.with_name(MODEL_SPECS_NAME) if cfg.precision_cache else None
+        self._spec: Preprocess | None = None
+        self._spec_read = False
+        self._loading: threading.Thread | None = None
+        self._loading_lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:
         return self._encoder is not None and self._encoder.loaded
+
+    @property
+    def preprocess(self) -> Preprocess | None:
+        """The model's input spec without waiting for it to load: known once it loaded in this process
+        (or remembered from an earlier one), else None."""
+        if self._spec is None and not self._spec_read:
+            self._spec_read = True
+            self._spec = remembered_spec(self._remember, self.identity)
+        return self._spec
+
+    def prefetch(self) -> None:
+        """Start loading the model in the background unless it is loaded or loading: called as soon
+        as a photo turns out to need it, so the child's torch import and weight loading (seconds)
+        overlap the reading and decoding of the first photos instead of following them.  A failed
+        load is reported by the batch that needs the model, which tries again."""
+        if self.loaded:
+            return
+        with self._loading_lock:
+            if self._loading is not None and self._loading.is_alive():
+                return
+            self._loading = threading.Thread(target=self._load_ahead, name="tagwatch-model-load", daemon=True)
+            self._loading.start()
+
+    def _load_ahead(self) -> None:
+        try:
+            self.get()
+        except Exception as exc:  # the batch that needs the model meets the error again and reports it
+            log.debug("model: loading ahead failed: %s", exc)
 
     @property
     def encoder(self) -> EncoderProcess | None:
@@ -444,14 +503,20 @@ class LazyModel:
         A model made of local files only (an architecture ``.json`` with a checkpoint or random
         weights) is checked here without starting the child: importing open_clip (torch,
         torchvision) takes 5-10 s on a busy machine, which every restart after a crash or a reboot
-        would pay before the daemon watches anything.  Anything else is checked in the child, which
-        stays, torch imported, for the first batch: the daemon's first photo does not pay the
-        imports twice.  Unused, it ends with the idle unload.
+        would pay before the daemon watches anything.  A model whose image tower an earlier load kept
+        ready on this machine (:mod:`tagwatch.towercache`) is known good: it starts loading in the
+        background at once (torch and the tower, about 3 CPU-seconds), so the first photo finds it
+        ready.  Anything else is checked in the child, which stays, torch imported, for the first
+        batch: the daemon's first photo does not pay the imports twice.  Unused, either ends with
+        the idle unload.
         """
         pretrained = self.cfg.pretrained
         if _is_config_file(self.cfg.name) and (pretrained.lower() == RANDOM_WEIGHTS
                                                or is_checkpoint_path(pretrained)):
             _read_config_file(self.cfg.name)  # model_identity found both files
+            return
+        if not is_checkpoint_path(pretrained) and towercache.kept(self.cfg, self.identity):
+            self.prefetch()
             return
         with self._lock:
             self._last_used = time.monotonic()
@@ -463,7 +528,13 @@ class LazyModel:
             encoder = self._child()
             encoder.load()
             self._last_used = time.monotonic()
-            return encoder
+        if encoder.preprocess != self._spec:
+            if self._spec is not None:
+                log.info("model: its input spec changed since it was remembered (%s); photos decoded "
+                         "for the old one are decoded again", encoder.preprocess)
+            self._spec, self._spec_read = encoder.preprocess, True
+            remember_spec(self._remember, self.identity, encoder.preprocess)
+        return encoder
 
     @contextlib.contextmanager
     def using(self) -> Iterator[EncoderProcess]:
@@ -504,3 +575,41 @@ class LazyModel:
             encoder, self._encoder = self._encoder, None
         if encoder is not None:
             encoder.close()
+
+
+def _spec_key(identity: str) -> str:
+    """A remembered spec holds for one model and one open_clip release (which defines the transform)."""
+    try:
+        release = importlib.metadata.version("open_clip_torch")
+    except importlib.metadata.PackageNotFoundError:
+        release = "?"
+    return f"{identity} | open_clip {release}"
+
+
+def remembered_spec(path: Path | None, identity: str) -> Preprocess | None:
+    """The input spec remembered for the model ``identity``, if any (an unreadable file is none)."""
+    if path is None:
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8")).get(_spec_key(identity))
+        return None if raw is None else Preprocess(int(raw["size"]), tuple(raw["mean"]), tuple(raw["std"]),
+                                                   str(raw["interpolation"]), str(raw["resize_mode"]))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def remember_spec(path: Path | None, identity: str, spec: Preprocess) -> None:
+    """Remember a loaded model's input spec for the next start (a failure costs only that)."""
+    if path is None:
+        return
+    try:
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+            known = known if isinstance(known, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+        known[_spec_key(identity)] = asdict(spec)
+        private_folder(path.parent)
+        write_atomic(path, json.dumps(known, indent=1) + "\n", durable=False)
+    except OSError as exc:
+        log.debug("cannot remember the model's input spec in %s: %s", path, exc)

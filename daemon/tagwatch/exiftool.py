@@ -10,14 +10,19 @@ import ctypes
 import ctypes.util
 import os
 import queue
+import re
 import selectors
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from .retry import TransientError
@@ -56,6 +61,10 @@ def _argline(arg: str) -> str:
     escaped = arg.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
     return f"#[CSTR]{escaped}"
 
+
+# What exiftool reads as a format code in an output file name (exiftool's FilenameSPrintf and
+# NextUnusedFilename): it has no escape for a literal '%'.
+_FORMAT_CODE = re.compile(r"%[-+]?\d*[.:]?\d*[lun]?[dDfFeEtgsocC]")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -159,6 +168,28 @@ class ExifTool:
                 self._kill()
                 raise MetadataError(f"exiftool failed: {exc}") from None
             return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    @contextmanager
+    def output(self, path: Path) -> Iterator[str]:
+        """``path`` spelled so that exiftool's ``-o`` writes exactly there.
+
+        exiftool expands ``%d``, ``%f``, ``%e``, ``%c``... in an output name and has no escape for a
+        literal ``%``; a folder named ``100%d`` would make it create another folder.  Such a path
+        goes through a symbolic link to the folder, made for the call in a private temporary folder.
+        """
+        if not _FORMAT_CODE.search(str(path)):
+            yield str(path)
+            return
+        links = Path(tempfile.mkdtemp(prefix="tagwatch-exiftool-"))
+        if _FORMAT_CODE.search(str(links)):
+            links.rmdir()
+            raise MetadataError(f"the folder name has '%' codes exiftool expands, and so has {links}")
+        try:
+            (links / "d").symlink_to(path.parent.absolute(), target_is_directory=True)
+            yield f"{links}/d/{path.name}"
+        finally:
+            (links / "d").unlink(missing_ok=True)
+            links.rmdir()
 
     def _collect(self, proc: subprocess.Popen[bytes], marker: bytes) -> tuple[bytes, bytes]:
         assert proc.stdout is not None and proc.stderr is not None

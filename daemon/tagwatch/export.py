@@ -22,7 +22,7 @@ from .freshness import is_unchanged
 from .geotag import Places
 from .scoring import choose
 from .store import Store
-from .tagger import TagMatrix
+from .tagger import Expansion, TagMatrix
 
 SEPARATOR = "; "  # between keywords in the one-row-per-photo CSV
 
@@ -79,13 +79,15 @@ def cached_vectors(store: Store, model: str, paths: Sequence[str],
 
 
 def score(vectors: dict[str, np.ndarray], tags: TagMatrix, thresholds: np.ndarray | float,
-          top_k: int) -> list[Exported]:
-    """Each photo's chosen tags with their scores, photos sorted by path."""
+          top_k: int, expansion: Expansion | None = None) -> list[Exported]:
+    """Each photo's chosen tags with their scores, photos sorted by path, then the levels above
+    them that expansion writes (with the score of the tag that implies each)."""
     paths = sorted(vectors)
     if not paths:
         return []
+    expand = expansion or Expansion()
     scores = tags.scores(np.stack([vectors[p] for p in paths]))
-    return [Exported(path, [(tags.keywords[i], float(scores[n, i])) for i in chosen])
+    return [Exported(path, expand([(tags.keywords[i], float(scores[n, i])) for i in chosen]))
             for n, (path, chosen) in enumerate(zip(paths, choose(scores, thresholds, top_k), strict=True))]
 
 

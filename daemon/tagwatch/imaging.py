@@ -105,6 +105,21 @@ def _check_pixels(count: int) -> None:
         raise _bomb(count)
 
 
+# The most pixels a resize may grow a picture to.  Only a strip narrower than the model's input grows
+# (a 1 x 30000 PNG becomes 224 x 6.7 million); the pixel limit cannot catch it, as it is set for
+# cameras (180 MP, over 500 MB of RGB), and whatever the limit is, the crop keeps side x side of it.
+MAX_GROWN_PIXELS = 16_000_000
+
+
+def _check_growth(size: tuple[int, int], new: tuple[int, int]) -> None:
+    """Refuse a resize that would blow a thin strip up into a huge picture (memory, not a photo)."""
+    count = new[0] * new[1]
+    if count > size[0] * size[1] and count > MAX_GROWN_PIXELS:
+        raise ImageError(f"refused: a {size[0]} x {size[1]} picture would grow to {new[0]} x {new[1]} "
+                         f"({count / 1e6:.0f} megapixels) to fit the model; too thin to be a photo")
+    _check_pixels(count)
+
+
 def load_rgb(data: bytes, min_side: int) -> Image.Image:
     """Decode to upright 8-bit RGB, letting JPEG decode at a reduced scale no smaller than ``min_side``.
 
@@ -215,8 +230,11 @@ def _raw_preview(raw: Any, min_side: int) -> Image.Image | None:
     return image.transpose(_ORIENTATION_TURNS[orientation]) if orientation in _ORIENTATION_TURNS else image
 
 
-def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
-    """Resize, crop and normalise exactly like open_clip's inference transform; returns CHW float32."""
+def to_pixels(image: Image.Image, spec: Preprocess) -> np.ndarray:
+    """Resize and crop exactly like open_clip's inference transform; returns HWC uint8.
+
+    A quarter of the float32 array's size: the local engine keeps a few batches decoded ahead of the
+    encoder, and sends them to it, in this form; :func:`normalize` makes the model's input of them."""
     resample = Image.Resampling.BILINEAR if spec.interpolation == "bilinear" else Image.Resampling.BICUBIC
     width, height = image.size
     side = spec.size
@@ -225,7 +243,7 @@ def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
     elif spec.resize_mode == "shortest":
         # torchvision.Resize(int): the short side becomes `side`, the long side is truncated.
         new = (side, int(side * height / width)) if width <= height else (int(side * width / height), side)
-        _check_pixels(new[0] * new[1])  # a 1 x 20000 strip would otherwise grow to 64 x 1.3 million
+        _check_growth(image.size, new)
         if new != image.size:
             image = image.resize(new, resample)
         left = round((new[0] - side) / 2.0)
@@ -233,11 +251,26 @@ def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
         image = image.crop((left, top, left + side, top + side))
     else:
         raise ImageError(f"resize mode {spec.resize_mode!r} is not supported")
-    array = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def normalize(pixels: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """HWC (or NHWC) uint8 pixels → CHW (NCHW) float32, normalised like open_clip's transform."""
+    array = pixels.astype(np.float32) * (1.0 / 255.0)
     array = (array - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.moveaxis(array, -1, -3))
+
+
+def to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
+    """Resize, crop and normalise exactly like open_clip's inference transform; returns CHW float32."""
+    return normalize(to_pixels(image, spec), spec)
+
+
+def prepare_pixels(data: bytes, spec: Preprocess) -> np.ndarray:
+    """Bytes of an image file → the model's input as HWC uint8 pixels (the decode pool's unit of work)."""
+    return to_pixels(load_rgb(data, spec.size), spec)
 
 
 def prepare(data: bytes, spec: Preprocess) -> np.ndarray:
-    """Bytes of an image file → the model's input array (the decode pool's unit of work)."""
+    """Bytes of an image file → the model's input array, CHW float32."""
     return to_array(load_rgb(data, spec.size), spec)

@@ -13,6 +13,22 @@ import sys
 from datetime import datetime
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+# Characters that would end or garble a text line (a file may be named "a\nb.jpg"): written escaped
+_ESCAPES = {**{code: f"\\x{code:02x}" for code in (*range(32), 0x7F, 0x85)},
+            ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so one record is one line."""
+    return text.translate(_ESCAPES)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format; the message (file names in it) is kept on one line, a traceback follows."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 # Fields a log call may pass in ``extra`` that go into the JSON object as they are
 FIELDS = ("event", "path", "from", "tags", "reason")
 
@@ -43,7 +59,7 @@ def setup(fmt: str, level: int, library_level: int) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     handler.set_name("tagwatch")
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "tagwatch"]:  # a second setup replaces it
@@ -56,7 +72,7 @@ def setup(fmt: str, level: int, library_level: int) -> None:
 def error_line(fmt: str, message: str) -> str:
     """A fatal error as the last line of the log, in the same format as the rest."""
     if fmt != "json":
-        return f"tagwatch: error: {message}"
+        return f"tagwatch: error: {one_line(message)}"
     return _json_line("error", "error", message)
 
 

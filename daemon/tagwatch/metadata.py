@@ -7,6 +7,7 @@ every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exa
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .atomic import fsync_folder
+from .atomic import Pin, Superseded, create, fsync_folder
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
 from .formats import EMBEDDABLE_SUFFIXES
@@ -44,6 +45,14 @@ IPTC_LIMITS = {"IPTC:City": 32, "IPTC:Province-State": 32, "IPTC:Country-Primary
                "IPTC:Country-PrimaryLocationCode": 3, "IPTC:Sub-location": 32, "IPTC:Caption-Abstract": 2000}
 
 
+def temp_name(path: Path, sidecar: bool = False) -> Path:
+    """A hidden temporary file beside ``path``: ``.PID-N.tagwatch-tmp`` (``.xmp`` added for a sidecar,
+    since exiftool picks the format of a new file by its name).  No part of the photo's name goes in:
+    a 250-byte name would push it past the 255-byte limit, and exiftool reads ``%d``, ``%f``, ``%c``
+    in an output name as format codes."""
+    return path.with_name(f".{os.getpid()}-{next(_counter)}{TEMP_MARKER}{'.xmp' if sidecar else ''}")
+
+
 def is_temp_file(name: str) -> bool:
     return name.startswith(".") and name.removesuffix(".xmp").endswith(TEMP_MARKER)
 
@@ -51,14 +60,14 @@ def is_temp_file(name: str) -> bool:
 def is_stale_temp_file(name: str) -> bool:
     """One of our temporary files whose writer is gone (killed mid-write), so it is safe to delete.
 
-    The writer's PID is in the name (``.photo.jpg.PID-N.tagwatch-tmp``); a temp file of a process
-    that still runs, this one included, may be a write in flight.
+    The writer's PID is in the name (``.PID-N.tagwatch-tmp``; earlier versions put the photo's name
+    first, ``.photo.jpg.PID-N.tagwatch-tmp``); a temp file of a process that still runs, this one
+    included, may be a write in flight.
     """
     if not is_temp_file(name):
         return False
-    try:
-        pid = int(name.removesuffix(".xmp").removesuffix(TEMP_MARKER).rsplit(".", 1)[1].split("-", 1)[0])
-    except (IndexError, ValueError):
+    pid = _writer_pid(name)
+    if pid is None:
         return True
     if pid == os.getpid():
         return False
@@ -71,15 +80,41 @@ def is_stale_temp_file(name: str) -> bool:
     return False
 
 
+def _writer_pid(name: str) -> int | None:
+    """The PID in one of our temporary files' names, None if it has none."""
+    try:
+        return int(name.removesuffix(".xmp").removesuffix(TEMP_MARKER).rsplit(".", 1)[-1].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def temp_files_of(folder: Path, pid: int) -> list[Path]:
+    """The temporary files the writer process ``pid`` left in ``folder`` when it died mid-write.
+    For a writer on another machine (the Ray engine's nodes), whose PID :func:`is_stale_temp_file`
+    cannot check here: the caller knows that process is gone."""
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(e.path) for e in entries if is_temp_file(e.name) and _writer_pid(e.name) == pid]
+    except OSError:
+        return []
+
+
+def _first(value: object) -> str | None:
+    """The first value of a field read with every copy (``-a``); None if absent."""
+    values = _as_list(value)
+    return values[0] if values else None
+
+
 def _as_list(value: object) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
-def _copy_xattrs(source: Path, target: Path) -> None:
+def _copy_xattrs(source: int, target: Path) -> None:
     """Carry extended attributes (macOS Finder tags and comments on a NAS, POSIX ACLs, SELinux
-    labels) over to the new version; what the target file system refuses is left behind."""
+    labels) of the open file ``source`` over to the new version; what the target file system refuses
+    is left behind."""
     if not hasattr(os, "listxattr"):
         return
     try:
@@ -90,7 +125,7 @@ def _copy_xattrs(source: Path, target: Path) -> None:
         try:
             os.setxattr(target, name, os.getxattr(source, name))
         except OSError as exc:
-            log.debug("%s: extended attribute %s not kept: %s", source, name, exc.strerror)
+            log.debug("%s: extended attribute %s not kept: %s", target, name, exc.strerror)
 
 
 @dataclass(frozen=True)
@@ -105,6 +140,9 @@ class Keywords:
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write
     fields: Mapping[str, str] = field(default_factory=dict, hash=False)  # FILLABLE fields present
     gps: Mapping[str, str] = field(default_factory=dict, hash=False)  # GPS_TAGS present (exiftool -n)
+    # exiftool's warning when the embedded XMP cannot be read whole (the XMP fields above are then
+    # empty: unknown); such a packet is never rewritten, see KeywordWriter.read
+    xmp_error: str = ""
     all: frozenset[str] = field(init=False)  # the flat keywords, IPTC and XMP together
 
     def __post_init__(self) -> None:
@@ -235,9 +273,10 @@ class Edit:
     path: Path
     before: os.stat_result | None  # None: a sidecar that does not exist yet
     args: list[str]
-    expect: dict[str, Expect]
+    expect: dict[str, Expect]  # "Group:Tag" -> (values it must hold, values it must not)
     is_photo: bool
     fields: dict[str, str | None] = field(default_factory=dict)  # filled field → value (None: absent)
+    note: str = ""  # what the write could not do, logged once it is done
 
 
 @dataclass(frozen=True)
@@ -278,12 +317,23 @@ class KeywordWriter:
 
     # -- reading -------------------------------------------------------------------------------
 
-    _READ = ("-j", "-G1", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
-             f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Error",
+    # Every copy of a field (-a, -G1:4: a field written twice, a second IPTC record) and exiftool's
+    # warnings, which say whether the XMP could be read whole
+    _READ = ("-j", "-a", "-G1:4", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
+             f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Warning", "-ExifTool:Error",
              *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
              *(f"-{name}#" for name in GPS_TAGS))
 
     def read(self, path: Path) -> Keywords:
+        """The keywords in ``path`` (every copy of each field), and whether its XMP can be rewritten.
+
+        An XMP packet exiftool cannot read whole (a format error such as a missing closing tag, an
+        encoding error, a second packet, an incomplete extension: any XMP warning it does not call
+        minor, and "Empty XMP", which is what it says of a packet that is not XML at all) would be
+        rebuilt on write from the part it could read, and the rest, a person's keywords included,
+        would be gone.  Such a packet is left exactly as it is: keywords go to IPTC only, and the
+        write says so.  Minor XMP errors found only when writing are handled in :meth:`_replace`.
+        """
         out, err = self.exiftool.execute(*self._READ, str(path))
         try:
             record = json.loads(out, parse_float=str, parse_int=str)[0] if out else {}
@@ -291,7 +341,7 @@ class KeywordWriter:
             record = {}
         if not record:
             raise MetadataError(_first_line(err) or "exiftool could not read the file")
-        return _keywords(record)
+        return _keywords(_fold(record))
 
     def read_many(self, paths: Sequence[Path]) -> dict[Path, Keywords | str]:
         """:meth:`read` for many files in one exiftool command (a page of the review grid: one round
@@ -307,11 +357,28 @@ class KeywordWriter:
         for record in records:
             source = Path(str(record.get("SourceFile", "")))
             try:
-                found[source] = _keywords(record)
+                found[source] = _keywords(_fold(record))
             except MetadataError as exc:
                 found[source] = str(exc)
         reason = _first_line(err) or "exiftool could not read the file"
         return {path: found.get(path, reason) for path in paths}
+
+    def _record(self, path: Path, *args: str) -> dict[str, object]:
+        """exiftool's JSON record for ``args`` (tags to read, options), with exiftool's warnings as
+        "ExifTool:Warning".  Every copy of a tag is read (a field written twice, or a second IPTC
+        record) and folded into one list under ``Group:Tag``, values in file order."""
+        out, err = self.exiftool.execute("-j", "-a", "-G1:4", "-charset", "iptc=Latin", *args,
+                                         "-ExifTool:Warning", "-ExifTool:Error", str(path))
+        try:
+            raw = json.loads(out, parse_float=str, parse_int=str)[0] if out else {}
+        except (ValueError, IndexError):
+            raw = {}
+        if not raw:
+            raise MetadataError(_first_line(err) or "exiftool could not read the file")
+        record = _fold(raw)
+        if "ExifTool:Error" in record:
+            raise MetadataError(str(_as_list(record["ExifTool:Error"])[0]))
+        return record
 
     def sidecar_for(self, path: Path) -> Path:
         """``photo.jpg.xmp`` (digiKam, darktable, Immich) or ``photo.xmp`` (Lightroom, Capture One)."""
@@ -386,6 +453,8 @@ class KeywordWriter:
                         tuple((o, p) for o in [*removed, *respelled] for p in had[o]),
                         overwrite=mode == "overwrite")
         embeds = self.embeds(path)  # filled fields go where the keywords go: the photo, else its sidecar
+        if embeds and photo.xmp_error:  # a packet we cannot read whole is never rewritten (see read)
+            fill = {n: v for n, v in (fill or {}).items() if n.startswith("IPTC:")}
         assign, ahead, after = _fills(photo if embeds else sidecar, fill or {}, filled or {}, not embeds)
         edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)))
         if not photo.hierarchical and any(e.is_photo and e.expect.get(HIERARCHICAL, ((),))[0] for e in edits):
@@ -426,6 +495,15 @@ class KeywordWriter:
         return WritePlan(path, before, edits, [], [], removed, [], restored,
                          fills=dict.fromkeys(filled))
 
+    def absent(self, state: FileState, keywords: Mapping[str, Sequence[str]]) -> list[str]:
+        """Which of ``keywords`` (each → the hierarchical paths it was written under; empty: flat)
+        are in no keyword field of the photo or its sidecar: not flat in IPTC or dc:subject, nor
+        under any of those paths, nor flat, in lr:hierarchicalSubject or TagsList.  Exact values:
+        a keyword a person re-spelled ("Dog" for our "dog") is theirs, and ours is gone."""
+        return [keyword for keyword, paths in keywords.items()
+                if not any(self.forms.present(keyword, existing, where)
+                           for existing in (state.photo, state.sidecar) for where in (*paths, None))]
+
     def inspect(self, path: Path, before: os.stat_result | None = None) -> FileState:
         """Read the photo and its sidecar once, for a caller that needs their metadata (GPS) to
         decide what to plan; :class:`FileChanged` if the photo is no longer ``before``."""
@@ -448,6 +526,9 @@ class KeywordWriter:
                 sidecar = self.read(side)
             except MetadataError as exc:
                 raise MetadataError(f"its sidecar {side.name} cannot be read ({exc})") from None
+            if sidecar.xmp_error:  # a sidecar is all XMP: rewriting it would lose what is not read
+                raise MetadataError(f"its sidecar {side.name} cannot be read whole ({sidecar.xmp_error}); "
+                                    "tagwatch leaves it alone")
         return now, photo, sidecar
 
     def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords,
@@ -485,9 +566,18 @@ class KeywordWriter:
                     change: Change, assign: Mapping[str, str | None]) -> Edit | None:
         add, remove = change.values(self.forms, IPTC)
         iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, add, remove, change.overwrite)
-        xmp = self._xmp_fields(existing, change)
         iptc_fill = {n: v for n, v in assign.items() if n.startswith("IPTC:")}
         xmp_fill = {n: v for n, v in assign.items() if not n.startswith("IPTC:")}
+        note = ""
+        if existing.xmp_error:  # rebuilding the packet would lose what exiftool cannot read of it
+            xmp: list[tuple[str, list[str], Expect]] = []
+            if change.add or change.remove or xmp_fill:
+                note = (f"its XMP cannot be read whole ({existing.xmp_error}); keywords written to "
+                        "IPTC only, the XMP left as it was")
+            xmp_fill = {}
+            assign = iptc_fill
+        else:
+            xmp = self._xmp_fields(existing, change)
         if not iptc_args and not any(f[1] for f in xmp) and not assign:
             return None
         if before.st_nlink > 1:
@@ -510,7 +600,8 @@ class KeywordWriter:
                 args.append("-Photoshop:IPTCDigest=new")
         args += [a for f in xmp for a in f[1]]
         args += [f"-{n}={v or ''}" for n, v in xmp_fill.items()]
-        return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True, dict(assign))
+        return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True, dict(assign),
+                    note)
 
     def _xmp_fields(self, existing: Keywords, change: Change, sidecar: bool = False,
                     seed: Keywords | None = None) -> list[tuple[str, list[str], Expect]]:
@@ -537,17 +628,24 @@ class KeywordWriter:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def apply(self, plan: WritePlan) -> None:
-        """Carry out a plan: each file is replaced atomically, or left exactly as it was.
+    def apply(self, plan: WritePlan) -> os.stat_result:
+        """Carry out a plan: each file is replaced atomically, or left exactly as it was; returns the
+        photo's stat as it now is on disk: the version written, or (nothing to write there) the one
+        planned from.  That is what must be recorded as tagged: a stat taken afterwards may be of
+        a version another program saved in the meantime, which lacks our keywords.
 
         A hidden temporary file in the same folder receives the new version; it is read back, given
-        the original's permissions, owner (where allowed) and extended attributes, fsynced and
-        renamed over the original, and the folder is fsynced.  If the photo changed meanwhile,
-        nothing is replaced (:class:`FileChanged`).  A new sidecar never replaces one that another
-        app created in the meantime.
+        the original's permissions, owner (where allowed) and extended attributes, fsynced and put in
+        place only if the file there is still the version planned from (:mod:`tagwatch.atomic`),
+        and the folder is fsynced.  Otherwise nothing is replaced (:class:`FileChanged`).  A new
+        sidecar never replaces one that another app created in the meantime.
         """
+        photo = plan.before
         for edit in plan.edits:
-            self._replace(edit, plan.before)
+            written = self._replace(edit, plan.before)
+            if edit.is_photo:
+                photo = written
+        return photo
 
     def add(self, path: Path, keywords: list[str]) -> list[str]:
         """Add the ``keywords`` missing from the file; returns those that were nowhere before."""
@@ -555,35 +653,80 @@ class KeywordWriter:
         self.apply(plan)
         return plan.ours
 
-    def _verify(self, edit: Edit, temp: Path, err: str) -> None:
-        """Read the new version back before it replaces the original.
+    def _shortfall(self, edit: Edit, written: Path) -> set[str]:
+        """The fields ("Group:Tag") of the edit that ``written`` does not hold as planned: a list
+        field missing a value it must hold or holding one it must not, a filled field with another
+        value (a keyword field filled with None must be gone)."""
+        record = self._record(written, *(f"-{tag}" for tag in (*edit.expect, *edit.fields)))
+        wrong = {tag for tag, (must, must_not) in edit.expect.items()
+                 if not must <= (values := set(_as_list(record.get(tag)))) or must_not & values}
+        wrong |= {name for name, value in edit.fields.items()
+                  if (bool(_as_list(record.get(name))) if name in _FIELDS else
+                      _first(record.get(name)) != (value or None))}
+        return wrong
 
-        exiftool declines to rewrite a block it finds malformed (for example XMP with duplicate
-        properties, as GIMP 2.8 writes them) and says so only in a warning.  We do not pass ``-m``,
-        which would make it drop the duplicates: the keywords go where they can, and the user hears
-        where they could not.
-        """
-        written = self.read(temp)
-        wrong = {"IPTC" if tag == IPTC else "XMP" for tag, (must, must_not) in edit.expect.items()
-                 if not must <= set(written.values(tag)) or must_not & set(written.values(tag))}
-        wrong |= {"IPTC" if name.startswith("IPTC:") else "XMP" for name, value in edit.fields.items()
-                  if (written.values(name) if name in _FIELDS else written.fields.get(name)) != (
-                      () if name in _FIELDS else value or None)}
-        reason = _warning(err) or "exiftool gave no reason"
+    def _ignoring_minor_errors(self, edit: Edit, source: list[str], temp: Path, reason: str) -> str:
+        """exiftool declines to rewrite a block that has a minor error (XMP with a property written
+        twice, as GIMP 2.8 did) and says so only in a warning; with ``-m`` it rewrites the block
+        without the duplicates.  That is kept only if it loses nothing: every tag of the new version
+        is compared with the first (which left the block untouched) and must be the same but for
+        the fields of the edit, where only values the edit takes out may go, and repeated equal
+        values, which collapse.  Returns why not ("" when ``temp`` now holds the rewrite)."""
+        candidate = temp_name(edit.path, sidecar=not edit.is_photo)
+        try:
+            with self.exiftool.output(candidate) as output:
+                self.exiftool.execute("-m", *edit.args, "-o", output, *source)
+            if not candidate.exists() or self._shortfall(edit, candidate):
+                return reason
+            lost = self._changes_beyond(edit, temp, candidate)
+            if lost:
+                return f"{reason}; rewriting it would also change {lost}"
+            os.replace(candidate, temp)
+            log.info("%s: %s; rewritten without the repetition, nothing else changed", edit.path, reason,
+                     extra={"event": "repaired", "path": str(edit.path), "reason": reason})
+            return ""
+        finally:
+            candidate.unlink(missing_ok=True)
+
+    def _changes_beyond(self, edit: Edit, kept: Path, candidate: Path) -> str:
+        """The first tag ``candidate`` changes compared with ``kept`` beyond ``edit``'s fields, as
+        words ("" if none).  Binary blocks are compared byte for byte (base64)."""
+        before, after = self._record(kept, "-all", "-b"), self._record(candidate, "-all", "-b")
+        for tag in sorted(set(before) | set(after)):
+            if tag.split(":")[0] in _NOT_METADATA or tag in _REWRITE_NORMALISES:
+                continue
+            old, new = _as_list(before.get(tag)), _as_list(after.get(tag))
+            if tag in edit.fields and tag not in _FIELDS:  # a filled field: its new value, planned
+                continue
+            if tag in edit.expect:
+                gone = [v for v in old if v not in new and v not in edit.expect[tag][1]]
+                if gone:
+                    return f"{tag}: {', '.join(gone)[:80]} would be lost"
+            elif (set(old) != set(new)) if _family(tag) == "XMP" else (old != new):
+                return f"{tag} ({', '.join(old)[:40] or 'absent'} -> {', '.join(new)[:40] or 'absent'})"
+        return ""
+
+    def _judge(self, edit: Edit, wrong: set[str], reason: str) -> None:
+        """Fail the write if the new version lacks what it must hold: a sidecar's keywords, or the
+        keywords (and filled fields) in every block.  If only one block (IPTC or XMP) missed them,
+        the photo is written and the log says where they could not go."""
+        reason = reason or "exiftool gave no reason"
         if not edit.is_photo and wrong:
             raise MetadataError(f"exiftool did not write the sidecar's keywords ({reason})")
-        if wrong == {"IPTC", "XMP"}:
-            raise MetadataError(f"exiftool wrote neither IPTC nor XMP keywords ({reason})")
+        wrong = {_family(tag) for tag in wrong}
+        families = {_family(tag) for tag in (*edit.expect, *edit.fields)}
+        if wrong and wrong >= families:
+            raise MetadataError(f"exiftool wrote neither {' nor '.join(sorted(wrong))} keywords ({reason})")
         if wrong:
-            (bad,) = wrong
-            good = "XMP" if bad == "IPTC" else "IPTC"
             log.warning("%s: keywords written to %s only; exiftool left the %s untouched (%s)",
-                        edit.path, good, bad, reason)
+                        edit.path, " and ".join(sorted(families - wrong)), " and ".join(sorted(wrong)),
+                        reason, extra={"event": "partial-write", "path": str(edit.path), "reason": reason})
 
-    def _replace(self, edit: Edit, photo_before: os.stat_result) -> None:
+    def _replace(self, edit: Edit, photo_before: os.stat_result) -> os.stat_result:
+        """Write one file's new version beside it and put it in place if the file is still the
+        version planned from (:mod:`tagwatch.atomic`); returns the stat of the new version."""
         path, before = edit.path, edit.before
-        suffix = "" if edit.is_photo else ".xmp"  # exiftool picks the format of a new file by its name
-        temp = path.with_name(f".{path.name}.{os.getpid()}-{next(_counter)}{TEMP_MARKER}{suffix}")
+        temp = temp_name(path, sidecar=not edit.is_photo)
         try:
             # exiftool's own message for an unwritable folder names our temp file; ask the OS first
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -592,39 +735,47 @@ class KeywordWriter:
             error = StorageError if exc.errno in TRANSIENT_ERRNOS else MetadataError
             raise error(f"cannot create a file in {path.parent}: {exc.strerror}") from None
         try:
-            source = [] if before is None else [str(path)]
-            out, err = self.exiftool.execute(*edit.args, "-o", str(temp), *source)
-            if not temp.exists():
-                message = _first_line(err) or _first_line(out) or "exiftool wrote nothing"
-                if message.startswith(_EXIFTOOL_IO_ERRORS):  # it gives no errno: look at the disk
-                    raise StorageError(_storage_reason(path.parent, photo_before.st_size, message))
-                raise MetadataError(message)
-            self._verify(edit, temp, err)
-            if before is not None:
-                _copy_xattrs(path, temp)
-                os.chmod(temp, before.st_mode & 0o7777)
-                owner = before
-            else:  # a new sidecar: readable like its photo, never executable
-                os.chmod(temp, photo_before.st_mode & 0o666)
-                owner = photo_before
-            if (owner.st_uid, owner.st_gid) != (os.getuid(), os.getgid()):
-                try:
-                    os.chown(temp, owner.st_uid, owner.st_gid)
-                except PermissionError:
-                    log.debug("%s: cannot keep owner %d:%d", path, owner.st_uid, owner.st_gid)
-            if edit.is_photo and self.settings.mtime == "keep":
-                os.utime(temp, ns=(before.st_atime_ns, before.st_mtime_ns))
-            with open(temp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            if edit.is_photo and _changed(photo_before, path.lstat()):
-                raise FileChanged("the file changed while its keywords were being written; will retry")
-            if before is None:
-                _create(temp, path)
-            else:
-                if _changed(before, path.lstat()):
-                    raise FileChanged(f"{path.name} changed while it was being written; will retry")
-                os.replace(temp, path)
+            with contextlib.ExitStack() as stack:
+                pin = stack.enter_context(Pin(path, before)) if before is not None else None
+                source = [] if before is None else [str(path)]
+                with self.exiftool.output(temp) as output:
+                    out, err = self.exiftool.execute(*edit.args, "-o", output, *source)
+                if not temp.exists():
+                    message = _first_line(err) or _first_line(out) or "exiftool wrote nothing"
+                    if message.startswith(_EXIFTOOL_IO_ERRORS):  # it gives no errno: look at the disk
+                        raise StorageError(_storage_reason(path.parent, photo_before.st_size, message))
+                    raise MetadataError(message)
+                # Read the new version back before it replaces the original
+                wrong, reason = self._shortfall(edit, temp), _warning(err)
+                minor = _warning(err, minor=True)
+                if wrong and minor:
+                    reason = self._ignoring_minor_errors(edit, source, temp, minor)
+                    wrong = wrong if reason else set()
+                self._judge(edit, wrong, reason)
+                if pin is not None:
+                    _copy_xattrs(pin.fd, temp)
+                    os.chmod(temp, before.st_mode & 0o7777)
+                    owner = before
+                else:  # a new sidecar: readable like its photo, never executable
+                    os.chmod(temp, photo_before.st_mode & 0o666)
+                    owner = photo_before
+                if (owner.st_uid, owner.st_gid) != (os.getuid(), os.getgid()):
+                    try:
+                        os.chown(temp, owner.st_uid, owner.st_gid)
+                    except PermissionError:
+                        log.debug("%s: cannot keep owner %d:%d", path, owner.st_uid, owner.st_gid)
+                if edit.is_photo and self.settings.mtime == "keep":
+                    os.utime(temp, ns=(before.st_atime_ns, before.st_mtime_ns))
+                with open(temp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                written = create(temp, path) if pin is None else pin.replace(temp)
             fsync_folder(path.parent)
+            if edit.note:
+                log.warning("%s: %s", path, edit.note,
+                            extra={"event": "partial-write", "path": str(path), "reason": edit.note})
+            return written
+        except Superseded as exc:
+            raise FileChanged(f"{exc}; will retry") from None
         except FileNotFoundError as exc:
             if edit.is_photo or before is not None:
                 raise FileChanged(f"{path.name} vanished while it was being written") from None
@@ -640,10 +791,21 @@ class KeywordWriter:
 _EXIFTOOL_IO_ERRORS = ("Error writing", "Error creating", "Error closing")
 
 
+def _fold(raw: dict[str, object]) -> dict[str, object]:
+    """One exiftool ``-j -a -G1:4`` record with every copy of a tag (``Group:CopyN:Tag``) folded into
+    one list under ``Group:Tag``, values in file order."""
+    record: dict[str, object] = {}
+    for key, value in raw.items():
+        parts = key.split(":")
+        name = f"{parts[0]}:{parts[-1]}" if len(parts) > 2 else key
+        record[name] = _as_list(record[name]) + _as_list(value) if name in record else value
+    return record
+
+
 def _keywords(record: dict[str, object]) -> Keywords:
-    """The keywords of one exiftool ``-j -G1`` record (see :meth:`KeywordWriter.read`)."""
+    """The keywords of one folded exiftool record (see :meth:`KeywordWriter.read`)."""
     if "ExifTool:Error" in record:
-        raise MetadataError(str(record["ExifTool:Error"]))
+        raise MetadataError(str(_as_list(record["ExifTool:Error"])[0]))
     iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
     latin1 = False
     if "IPTC:CodedCharacterSet" not in iptc:
@@ -651,16 +813,20 @@ def _keywords(record: dict[str, object]) -> Keywords:
     # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
     # copy, so a keyword in any copy is already in the file.
     copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)), key=lambda k: (k != IPTC, k))
+    xmp_error = next((w for w in _as_list(record.get("ExifTool:Warning")) if _unreadable_xmp(w)), "")
+
+    def xmp(tag: str) -> tuple[str, ...]:
+        return () if xmp_error else tuple(dict.fromkeys(_as_list(record.get(tag))))
+
     return Keywords(
         iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
-        xmp=tuple(_as_list(record.get(DC))),
-        hierarchical=tuple(_as_list(record.get(HIERARCHICAL))),
-        tags_list=tuple(_as_list(record.get(TAGS_LIST))),
+        xmp=xmp(DC), hierarchical=xmp(HIERARCHICAL), tags_list=xmp(TAGS_LIST),
         latin1_iptc=latin1,
         has_digest="Photoshop:IPTCDigest" in record,
-        fields={name: str(value) for name in FILLABLE
-                if (value := (iptc if name.startswith("IPTC:") else record).get(name)) is not None},
-        gps={name: str(record[name]) for name in GPS_TAGS if name in record},
+        xmp_error=xmp_error,
+        fields={name: first for name in FILLABLE if (first := _first(
+            (iptc if name.startswith("IPTC:") else record).get(name))) is not None},
+        gps={name: first for name in GPS_TAGS if (first := _first(record.get(name))) is not None},
     )
 
 
@@ -730,28 +896,41 @@ def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[s
     return assign, ahead, after
 
 
-def _create(temp: Path, path: Path) -> None:
-    """Put a new file in place without clobbering one that appeared meanwhile."""
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        raise FileChanged(f"{path.name} was created by another program meanwhile; will retry") from None
-    except OSError:  # file systems without hard links (FAT, some SMB mounts)
-        if path.exists():
-            raise FileChanged(f"{path.name} was created by another program meanwhile; will retry") from None
-        os.replace(temp, path)
-
-
 def _changed(before: os.stat_result, now: os.stat_result) -> bool:
     return (now.st_size, now.st_mtime_ns, now.st_ino, now.st_dev) != (
         before.st_size, before.st_mtime_ns, before.st_ino, before.st_dev)
 
 
-def _warning(text: str) -> str:
-    """exiftool's first warning, without the file name it appends."""
+def _family(tag: str) -> str:
+    """"IPTC" or "XMP" (any of their groups), else the tag's group: how a user names the block."""
+    group = tag.split(":")[0]
+    return "IPTC" if group.startswith("IPTC") else "XMP" if group.startswith("XMP") else group
+
+
+# Groups that describe the file or exiftool, not metadata in it; tags every rewrite of a block sets
+_NOT_METADATA = frozenset({"SourceFile", "File", "System", "ExifTool", "Composite"})
+_REWRITE_NORMALISES = frozenset({"XMP-x:XMPToolkit"})
+
+# Warnings naming XMP that exiftool gives on reading and that are harmless to a rewrite: it read
+# every property (the first: the IPTC changed since Photoshop's digest, which our write refreshes)
+_HARMLESS_XMP_WARNINGS = ("IPTCDigest is not current", "[minor] XMP is missing xpacket wrapper",
+                          "[minor] Boolean value for XMP", "[minor] Non-standard XMP at")
+
+
+def _unreadable_xmp(warning: str) -> bool:
+    """Does exiftool's read ``warning`` say it could not read the whole XMP packet?"""
+    if "XMP" not in warning or warning.startswith(_HARMLESS_XMP_WARNINGS):
+        return False
+    return not warning.startswith("[minor]") or warning == "[minor] Empty XMP"
+
+
+def _warning(text: str, minor: bool = False) -> str:
+    """exiftool's first warning (``minor``: its first "[minor]" one), without the file name."""
     for line in text.splitlines():
         if line.startswith("Warning: "):
-            return line.removeprefix("Warning: ").rsplit(" - ", 1)[0].strip()
+            warning = line.removeprefix("Warning: ").rsplit(" - ", 1)[0].strip()
+            if not minor or warning.lower().startswith("[minor]"):
+                return warning
     return ""
 
 

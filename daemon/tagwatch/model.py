@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .config import ModelConfig, is_checkpoint_path
-from .imaging import Preprocess
+from .imaging import Preprocess, normalize
 
 log = logging.getLogger(__name__)
 
@@ -149,19 +149,38 @@ class ClipModel:
     identity: str
     preprocess: Preprocess
     dim: int
-    _model: Any
+    _model: Any  # None when started from a ready image tower, until a text needs the whole model
     _tokenizer: Any
     _device: Any
     precision: str = "fp32"
+    _tower: Any = None  # the ready image tower (:mod:`tagwatch.towercache`), if started from one
+    _cfg: ModelConfig | None = None  # to build the whole model when a text needs it
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 → (N, D) float32 rows of unit length."""
+        """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (normalised here), → (N, D) float32
+        rows of unit length."""
         import torch
+        if batch.dtype == np.uint8:
+            batch = normalize(batch, self.preprocess)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         with torch.inference_mode():
-            features = self._model.encode_image(torch.from_numpy(batch).to(self._device, dtype))
+            images = torch.from_numpy(batch).to(self._device, dtype)
+            features = self._tower(images) if self._tower is not None else self._model.encode_image(images)
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy()
+
+    def _text_side(self) -> None:
+        """Started from a ready image tower: build the whole model for its text tower (once)."""
+        if self._model is not None:
+            return
+        assert self._cfg is not None
+        log.info("model: loading the text side of %s (new prompts to encode)", self.identity)
+        whole = load_model(self._cfg, ready=False)
+        self._model, self._tokenizer = whole._model, whole._tokenizer
+        if self._tower is not None and hasattr(self._model, "visual"):
+            import torch
+
+            self._model.visual = torch.nn.Identity()  # the ready tower encodes images: free the copy
 
     @property
     def captions(self) -> bool:
@@ -169,8 +188,12 @@ class ClipModel:
         return is_captioner(self._model)
 
     def encode_and_caption(self, batch: np.ndarray, max_tokens: int = 30) -> tuple[np.ndarray, list[str]]:
-        """(N, 3, S, S) float32 → ((N, D) unit vectors, N captions), the image tower run once."""
+        """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (normalised here), → ((N, D) unit vectors,
+        N captions), the image tower run once.  A CoCa never starts from a ready tower (only CLIPs are
+        kept ready), so the whole model is loaded here."""
         import torch
+        if batch.dtype == np.uint8:
+            batch = normalize(batch, self.preprocess)
         if not self.captions:
             raise ModelError(f"model: {self.identity} cannot write captions (it is not a CoCa model)")
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
@@ -187,6 +210,7 @@ class ClipModel:
         longest prompt needs (see :func:`_encode_text_short`), instead of the full 77.
         """
         import torch
+        self._text_side()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), np.float32)
         with torch.inference_mode():
@@ -297,19 +321,51 @@ def _choose_precision(model: Any, cfg: ModelConfig, identity: str, device: str,
     return decision.precision, decision.tower
 
 
-def load_model(cfg: ModelConfig) -> ClipModel:
-    """Build the model described by ``cfg``; raises :class:`ModelError` with the fix on failure."""
+def _random_weights_warning() -> None:
+    log.warning("!!! model.pretrained = \"none\": RANDOM WEIGHTS, the tags will be meaningless. "
+                "Use this only for tests and benchmarks. !!!")
+
+
+def _from_ready_tower(cfg: ModelConfig, identity: str) -> ClipModel | None:
+    """The model started from its ready image tower (:mod:`tagwatch.towercache`), if one is kept for
+    this machine: torch alone is imported; open_clip waits until a text needs encoding."""
+    import torch
+
+    from . import towercache
+
+    device = torch.device(cfg.device)
+    where = towercache.tower_file(cfg, identity, str(device))
+    if where is None or not where[0].is_file():
+        return None
+    loaded = towercache.load(where[0], str(device))
+    if loaded is None:
+        return None
+    tower, preprocess, dim = loaded
+    if cfg.pretrained.lower() == RANDOM_WEIGHTS:
+        _random_weights_warning()
+    log.info("model %s loaded on %s (%s; image tower ready in %s)", identity, device, where[1], where[0])
+    return ClipModel(identity, preprocess, dim, None, None, device, where[1], tower, cfg)
+
+
+def load_model(cfg: ModelConfig, *, ready: bool = True) -> ClipModel:
+    """Build the model described by ``cfg``; raises :class:`ModelError` with the fix on failure.
+
+    ``ready``: start from the image tower kept ready by an earlier load, if there is one, and keep
+    this load's tower ready for the next (:mod:`tagwatch.towercache`)."""
     identity = model_identity(cfg)
     if cfg.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if ready:
+        started = _from_ready_tower(cfg, identity)
+        if started is not None:
+            return started
     import open_clip
     import torch
 
     name = _resolve_name(open_clip, cfg.name)
     pretrained: str | None = cfg.pretrained
     if pretrained.lower() == RANDOM_WEIGHTS:
-        log.warning("!!! model.pretrained = \"none\": RANDOM WEIGHTS, the tags will be meaningless. "
-                    "Use this only for tests and benchmarks. !!!")
+        _random_weights_warning()
         torch.manual_seed(_RANDOM_SEED)
         pretrained = None
     elif is_checkpoint_path(pretrained):
@@ -352,6 +408,7 @@ def load_model(cfg: ModelConfig) -> ClipModel:
         interpolation=pp.get("interpolation", "bicubic"),
         resize_mode=pp.get("resize_mode", "shortest"),
     )
+    parameters = sum(p.numel() for p in model.visual.parameters())  # before int8 packs them away
     precision, tower = _choose_precision(model, cfg, identity, str(device), preprocess)
     model = _apply_precision(model, precision, tower)
     del tower
@@ -362,11 +419,26 @@ def load_model(cfg: ModelConfig) -> ClipModel:
     dim = int(model.text_projection.shape[-1]) if getattr(model, "text_projection", None) is not None \
         else int(model.encode_text(tokenizer(["x"])).shape[-1])
     log.info("model %s loaded on %s (%s)", identity, device, precision)
-    return ClipModel(identity, preprocess, dim, model, tokenizer, device, precision)
+    if ready and isinstance(model, open_clip.CLIP | open_clip.CustomTextCLIP):  # encode_image is visual()
+        from . import towercache
+
+        towercache.save(cfg, identity, str(device), model.visual, preprocess, dim,
+                        torch.bfloat16 if precision == "bf16" else torch.float32, parameters)
+    return ClipModel(identity, preprocess, dim, model, tokenizer, device, precision, _cfg=cfg)
 
 
 def validate_config(cfg: ModelConfig) -> None:
-    """Check the model name and pretrained tag or file, without loading any weights."""
+    """Check the model name and pretrained tag or file, without loading any weights.  A model whose
+    image tower an earlier load kept ready on this machine is known good (its identity names the model
+    and tag): open_clip is not imported for it."""
+    if not is_checkpoint_path(cfg.pretrained):  # (a checkpoint's identity hashes the whole file)
+        import torch
+
+        from . import towercache
+
+        where = towercache.tower_file(cfg, model_identity(cfg), str(torch.device(cfg.device)))
+        if where is not None and where[0].is_file():
+            return
     import open_clip
 
     name = _resolve_name(open_clip, cfg.name)

@@ -37,6 +37,7 @@ class Outcome:
     tags: list[tuple[str, float]] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     error: str | None = None
+    wrote: bool = False  # the file was rewritten (keywords added, taken out or re-spelled)
 
 
 def record_failure(store: Store, path: str, st: os.stat_result | None, reason: str, dry_run: bool = False,

@@ -1,7 +1,7 @@
 """Overrides: a person's corrections by path, merged after scoring.
 
-seed 002's author wished for "a manual override JSON that merges with the auto-generated tags"; this
-is it, as TOML with line numbers in its errors::
+Users of zero-shot taggers ask for "a manual override JSON that merges with the auto-generated tags";
+this is it, as TOML with line numbers in its errors::
 
     [[override]]
     path = "holidays/2024/**"    # a glob relative to a watched folder, or an absolute path or glob

@@ -16,10 +16,10 @@ needs work at all is decided in one place, :func:`tagwatch.freshness.is_settled`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import stat
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,11 +38,11 @@ from .metadata import KeywordWriter
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override, Overrides, load_overrides
 from .queue import Op
-from .retry import TRANSIENT_ERRNOS
-from .store import FAILED, FileRow, Store
-from .tagger import TagMatrix, predict, thresholds
+from .retry import TRANSIENT_ERRNOS, transient_reason
+from .store import DECLINED, DONE, FAILED, FileRow, Store
+from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
-from .vocabulary import Vocabulary, load_vocabulary
+from .vocabulary import Vocabulary, load_configured
 from .writeback import TagRules, Writeback, WriteJob
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_RECENT_S = 2.0  # a truncated file younger than this is probably still being written
 _PLACES = "places="  # the fingerprint's part for the [places] settings (last: the stale check reads it)
 
 
@@ -74,9 +73,9 @@ def _read(photo: Photo) -> ImageError | ReadFailed | None:
 # -- the config's tag list and overrides, loaded one way for every caller -------------------------
 
 def load_tag_list(config: Config, *, quiet: bool = False) -> Vocabulary:
-    """The config's tag list, its warnings logged (unless ``quiet``: a caller that reloads it often and
-    leaves the warnings to the daemon)."""
-    vocabulary = load_vocabulary(config.tags, config.tagging.templates)
+    """The config's tag list, placed in WordNet as ``[tagging] expand`` asks, its warnings logged
+    (unless ``quiet``: a caller that reloads it often and leaves the warnings to the daemon)."""
+    vocabulary = load_configured(config.tags, config.tagging)
     for warning in () if quiet else vocabulary.warnings:
         log.warning("%s", warning)
     return vocabulary
@@ -94,14 +93,16 @@ def load_config_overrides(config: Config, *, quiet: bool = False) -> Overrides:
 
 
 def pipeline_for(config: Config, store: Store, writer: KeywordWriter | None, *,
-                 adopt: Callable[[Pipeline, Vocabulary], object] | None = None) -> Pipeline:
+                 adopt: Callable[[Pipeline, Vocabulary], object] | None = None,
+                 model: LazyModel | None = None) -> Pipeline:
     """A pipeline with the config's model, overrides and tag list: what the commands and the review
     page (applying corrections with no daemon running) use.  ``adopt`` takes the tag list into the
     pipeline (default :meth:`Pipeline.use_vocabulary`; the commands draw a progress bar while its
-    new prompts are encoded).  The model's child starts only if prompts need encoding."""
+    new prompts are encoded).  The model's child starts only if prompts need encoding.  ``model``
+    replaces the config's child (the Ray engine's stations, with the same face)."""
     from .encoder import LazyModel  # at run time only: the stages never need the child's handle
 
-    pipeline = Pipeline(store, LazyModel(config.model), writer, config.tagging, places=config.places)
+    pipeline = Pipeline(store, model or LazyModel(config.model), writer, config.tagging, places=config.places)
     try:
         pipeline.use_captions(captions_from_config(config, store, pipeline.model))
         pipeline.use_overrides(load_config_overrides(config))
@@ -133,7 +134,8 @@ class Pipeline:
         self.cache = VectorCache(store, model.identity)
         self.captions: Captions | None = None  # open vocabulary, with [captions] enabled (use_captions)
         self.writeback = Writeback(store, writer, self.places)
-        self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag of the list
+        self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag and level above one
+        self.expansion = Expansion()  # the levels above each tag that a prediction also writes
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
         self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
         self._deferred: list[Outcome] = []  # WAIT outcomes of a retag, for the worker to schedule
@@ -180,7 +182,8 @@ class Pipeline:
         self.vocabulary, self.tagging = vocabulary, tagging
         self.tags = TagMatrix.build(vocabulary, vectors)
         self.thresholds = thresholds(vocabulary, tagging.threshold)
-        self._paths = {tag.keyword: tag.path for tag in vocabulary.tags}
+        self._paths = vocabulary.hierarchy()
+        self.expansion = Expansion.of(vocabulary, tagging)
         if self.captions is not None:
             self.captions.use_vocabulary(vocabulary)
         self._refresh_fingerprint()
@@ -214,6 +217,8 @@ class Pipeline:
             return
         parts = [self.vocabulary.fingerprint(), f"{self.tagging.threshold:.6f}", str(self.tagging.top_k),
                  self.model.identity]
+        if self.expansion.levels:  # what expansion adds (none: the fingerprint of before expansion)
+            parts.append(hashlib.sha256(repr(sorted(self.expansion.levels.items())).encode()).hexdigest()[:16])
         if self.overrides.rules:
             parts.append(self.overrides.fingerprint())
         if self.captions is not None:
@@ -234,16 +239,11 @@ class Pipeline:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
-                wait_for_writers: Callable[[str], bool] | None = None) -> list[Outcome]:
-        """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
-
-        ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
-        unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path)`` is asked
-        about a truncated file modified in the last seconds, which is probably still being copied:
-        True answers RETRY (the daemon queues it again) instead of failing it.
-        """
-        assert self.tags is not None, "use_vocabulary() first"
+    def select(self, paths: Iterable[str], *, dry_run: bool = False,
+               retry_failed: bool = False) -> tuple[list[Photo], list[Outcome]]:
+        """The first stage, on the store's side: which of ``paths`` need reading, as :class:`Photo`
+        (stat taken), and the outcome of each that does not (settled, vanished, not a regular file,
+        a name the store cannot hold).  Both engines start here."""
         paths = list(dict.fromkeys(paths))
         outcomes: list[Outcome] = []
         unnamed = [p for p in paths if not p.isprintable() and not _utf8(p)]
@@ -280,10 +280,26 @@ class Pipeline:
                 outcomes.append(Outcome(path, Status.UNCHANGED, error=error))
                 continue
             photos.append(Photo(path, st))
+        return photos, outcomes
 
+    def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
+                wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> list[Outcome]:
+        """Tag ``paths`` (files); unchanged files already tagged with this tag list are skipped.
+
+        ``retry_failed`` (``scan``: a person asked) retries files that failed before even if
+        unchanged, and tags files that ``untag`` set aside.  ``wait_for_writers(path, stat)`` is
+        asked about a truncated or empty file, which may still be being copied: True answers RETRY
+        (the daemon queues it again) instead of failing it (see ``retry.StillWriting``).
+
+        The stages one after the other, in this thread (and the decode pool): ``explain``, a
+        re-score's changed files, the worker's file-by-file fallback, the tests.  The daemon and
+        ``scan`` run the same stages overlapped (:class:`tagwatch.engine.Engine`).
+        """
+        assert self.tags is not None, "use_vocabulary() first"
+        photos, outcomes = self.select(paths, dry_run=dry_run, retry_failed=retry_failed)
         for photo, problem in zip(photos, self._pool.map(_read, photos), strict=True):
             if problem is not None:
-                outcomes.append(self._bad_file(photo, problem, dry_run, wait_for_writers))
+                outcomes.append(self.bad_file(photo, problem, dry_run, wait_for_writers))
         photos = [p for p in photos if p.key is not None]
         # Files whose vectors are cached go first, without the model: after a restart (a crash, a
         # reboot) they get their keywords while the model, seconds to import and load, is not yet
@@ -303,15 +319,24 @@ class Pipeline:
         photos = [p for p in photos if p.vector is not None]
         if not photos:
             return
-        predictions = predict(np.stack([p.vector for p in photos]), self.tags,
-                              self.thresholds, self.tagging.top_k)
         readings = self.read_captions([(p.caption, p.vector) for p in photos])
-        for photo, predicted, reading in zip(photos, predictions, readings, strict=True):
-            tags, override = self.decide(photo.path, predicted + (reading.keywords if reading else []))
+        judged = self.judge(photos, readings)
+        for photo, (tags, override), reading in zip(photos, judged, readings, strict=True):
             if dry_run:
                 outcomes.append(Outcome(photo.path, Status.TAGGED, tags))
             else:
                 outcomes.append(self._finish(photo.path, photo.key, photo.stat, tags, override, reading))
+
+    def judge(self, photos: Sequence[Photo], readings: Sequence[Reading | None] = ()
+              ) -> list[tuple[list[tuple[str, float]], Override]]:
+        """Photos with vectors → what each should carry (scores, top-k, the confirmed caption keywords
+        of its reading where ``readings`` has one, then its overrides)."""
+        assert self.tags is not None
+        predictions = predict(np.stack([p.vector for p in photos]), self.tags,
+                              self.thresholds, self.tagging.top_k, self.expansion)
+        said = list(readings) or [None] * len(photos)
+        return [self.decide(photo.path, predicted + (reading.keywords if reading else []))
+                for photo, predicted, reading in zip(photos, predictions, said, strict=True)]
 
     def _finish(self, path: str, key: bytes | None, st: os.stat_result, tags: list[tuple[str, float]],
                 override: Override = NO_OVERRIDE, reading: Reading | None = None) -> Outcome:
@@ -417,7 +442,7 @@ class Pipeline:
                         failed.add(key)
                         for photo in photos:
                             if photo.key == key:
-                                outcomes.append(self._bad_file(photo, result, dry_run))
+                                outcomes.append(self.bad_file(photo, result, dry_run))
                                 photo.key = None
                     else:
                         arrays[spec][key] = result
@@ -445,12 +470,12 @@ class Pipeline:
                     fresh.update(zip(todo, encode(model, [ready[k] for k in todo]), strict=True))
         return fresh
 
-    def _bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
-                  wait_for_writers: Callable[[str], bool] | None = None) -> Outcome:
+    def bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
+                 wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> Outcome:
         """A file we could not use: retry if it is probably still being written, else record why."""
         reason = str(problem)
         if (wait_for_writers is not None and isinstance(problem, IncompleteImage)
-                and time.time() - photo.stat.st_mtime < _RECENT_S and wait_for_writers(photo.path)):
+                and wait_for_writers(photo.path, photo.stat)):
             return Outcome(photo.path, Status.RETRY, error=reason)
         if isinstance(problem, ReadFailed) and problem.transient:
             return Outcome(photo.path, Status.WAIT, error=reason)
@@ -472,7 +497,10 @@ class Pipeline:
     def retag(self) -> tuple[int, int]:
         """Re-score every cached file tagged with an older tag list; no image is encoded.
 
-        Only files whose tag set changed are written.  Returns (files re-scored, files written).
+        Only files whose tag set changed are written, and files whose keywords could not be written
+        before (a tag exiftool could not write makes every photo predicted with it fail; once the
+        tag is fixed they must not wait for an edit of their own).  Returns (files re-scored,
+        files written).
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity)
@@ -490,7 +518,7 @@ class Pipeline:
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             predictions = predict(np.stack([v for _, v in part]), self.tags,
-                                  self.thresholds, self.tagging.top_k)
+                                  self.thresholds, self.tagging.top_k, self.expansion)
             same: list[tuple[int, list[str]]] = []
             captions = self.captions.cache.get(r.key for r, _ in part if r.key) if self.captions else {}
             readings = self.read_captions([(captions.get(r.key) if r.key else None, v) for r, v in part])
@@ -500,10 +528,13 @@ class Pipeline:
                     continue
                 tags, override = self.decide(row.path, predicted + (reading.keywords if reading else []))
                 keywords = [k for k, _ in tags]
-                # An override may have to take out or adopt a keyword of ours the set does not show
+                # An override may have to take out or adopt a keyword of ours the set does not show,
+                # or write one a person had taken out of the file
                 touches_ours = bool(override) and bool(
-                    {*override.add, *override.remove} & set(self.store.ledger(row.id)))
-                if set(keywords) == set(row.tags or ()) and row.id not in stale and not touches_ours:
+                    {*override.add, *override.remove} & set(self.store.ledger(row.id))
+                    or set(override.add) & set(self.store.ledger(row.id, DECLINED)))
+                if (row.state == DONE and set(keywords) == set(row.tags or ()) and row.id not in stale
+                        and not touches_ours):
                     same.append((row.id, keywords))
                     continue
                 try:
@@ -514,11 +545,17 @@ class Pipeline:
                 except OSError as exc:
                     log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
                     continue
-                if is_unchanged(row, st):
-                    outcome = self._finish(row.path, row.key, st, tags, override, reading)
-                else:  # changed on disk since we last saw it: treat it as new
-                    outcome = self.process([row.path])[0]
-                written += outcome.status == Status.TAGGED and bool(outcome.added)
+                try:
+                    if is_unchanged(row, st):
+                        outcome = self._finish(row.path, row.key, st, tags, override, reading)
+                    else:  # changed on disk since we last saw it: treat it as new
+                        outcome = self.process([row.path])[0]
+                except Exception as exc:  # the database is read-only for now, say: this file waits
+                    passing = transient_reason(exc)
+                    if passing is None:
+                        raise
+                    outcome = Outcome(row.path, Status.WAIT, error=passing)
+                written += outcome.status == Status.TAGGED and outcome.wrote
                 if outcome.status == Status.WAIT:
                     self._deferred.append(outcome)
             self.store.update_predictions(same, self.fingerprint)

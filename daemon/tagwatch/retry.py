@@ -13,20 +13,23 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import time
 
 # errno values that describe the storage, not the file
 TRANSIENT_ERRNOS = frozenset({
     errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE,
     errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.ECONNRESET,
 })
-# SQLite primary result codes of the same kind: BUSY, LOCKED, IOERR, FULL
-_SQLITE_TRANSIENT = frozenset({5, 6, 10, 13})
+# SQLite primary result codes of the same kind: BUSY, LOCKED, READONLY (a chmod, or a disk remounted
+# read-only: the store reconnects once it is fixed), IOERR, FULL
+_SQLITE_TRANSIENT = frozenset({5, 6, 8, 10, 13})
 # Reasons that depend on who may read or write the file, not on its content: a chmod can cure them,
 # so such a failure is retried when the file's attributes change.
 _ACCESS_MARKERS = (os.strerror(errno.EACCES), os.strerror(errno.EPERM), "the file is read-only")
 
 FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 300.0
+QUIET_S = 5.0  # a file cut short that stays the same this long is not being written any more
 
 
 class TransientError(RuntimeError):
@@ -77,8 +80,40 @@ class Backoff:
         self._tries[key] = tries + 1
         return min(self.first * 2 ** tries, self.cap)
 
+    def keys(self) -> list[str]:
+        """Every key now waiting."""
+        return list(self._tries)
+
     def tries(self, key: str) -> int:
         return self._tries.get(key, 0)
 
     def clear(self, key: str) -> None:
         self._tries.pop(key, None)
+
+
+class StillWriting:
+    """Is a file that looks cut short (a truncated or empty picture) probably still being written?
+
+    Judged by watching it, not by counting attempts: yes while its size or modification time changes
+    between looks, and until it has stayed the same for ``quiet`` seconds.  A copy over a slow share
+    (1 MB every 0.7 s) grows for as long as it takes; a file really cut short is failed once it has
+    sat unchanged for ``quiet`` seconds, and a later write retries it like any change.
+    """
+
+    def __init__(self, quiet: float = QUIET_S) -> None:
+        self.quiet = quiet
+        self._seen: dict[str, tuple[int, int, float]] = {}  # key -> size, mtime, since (monotonic)
+
+    def __call__(self, key: str, st: os.stat_result) -> bool:
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is None or seen[:2] != (st.st_size, st.st_mtime_ns):
+            self._seen[key] = (st.st_size, st.st_mtime_ns, now)
+            return True
+        if now - seen[2] < self.quiet:
+            return True
+        del self._seen[key]
+        return False
+
+    def forget(self, key: str) -> None:
+        self._seen.pop(key, None)

@@ -27,7 +27,7 @@ from .metadata import ExifTool, KeywordWriter
 from .notify import Notifier
 from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
-from .queue import BatchQueue
+from .queue import BatchQueue, backlog_batch
 from .status import Activity, MetricsServer, hold_lock, render_prometheus, state_path, write_state
 from .store import Store
 from .vocabulary import VocabularyError
@@ -37,6 +37,7 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 STATE_INTERVAL_S = 5.0  # how stale `tagwatch status` may be
+ROOT_CHECK_S = 2.0  # how soon a watched folder that vanished and came back is watched again
 
 
 class _TagListHandler(FileSystemEventHandler):
@@ -67,6 +68,11 @@ class Daemon:
         self.ready = threading.Event()
         self.store = Store(config.database)
         self.store.check()
+        problem = self.store.writable()
+        if problem is not None:  # SQLite opened it read-only without a word; every photo would fail
+            log.error("%s: the database cannot be written (%s); check the permissions of it and its "
+                      "folder, and that the disk is mounted read-write. Photos wait until it can be "
+                      "written, and tagging resumes by itself", config.database, problem)
         self.exiftool = ExifTool()
         self.model = model or LazyModel(config.model)  # cmd_run's, already validated: its child is warm
         self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
@@ -74,7 +80,8 @@ class Daemon:
         self.pipeline.use_captions(captions_from_config(config, self.store, self.model))
         self.pipeline.confine(config.watch)  # never a file reached through a folder link
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
-                                config.batch.settle_ms / 1000)
+                                config.batch.settle_ms / 1000,
+                                backlog=backlog_batch(config.batch.size, config.model.device))
         self.filter = PathFilter(config.watch, config.exclude)
         self.watcher = Watcher(config.watch, self.filter, self.queue, config.poll, config.poll_interval)
         self.activity = Activity(lambda: len(self.queue), len(config.watch))
@@ -86,6 +93,7 @@ class Daemon:
         self._tags_mtime: int | None = None
         self._reload_timer: threading.Timer | None = None
         self._reload_lock = threading.Lock()
+        self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
 
     # -- tag list ------------------------------------------------------------------------------
 
@@ -179,6 +187,8 @@ class Daemon:
             self.scheduler.add_job(self._report, "interval", seconds=10, id="status", coalesce=True)
         self.scheduler.add_job(self._save_state, "interval", seconds=STATE_INTERVAL_S, id="state",
                                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        self.scheduler.add_job(self._check_roots, "interval", seconds=ROOT_CHECK_S, id="roots",
+                               max_instances=1, coalesce=True)
         self._start_metrics()
         self._start_web()
         self.ready.set()
@@ -215,11 +225,22 @@ class Daemon:
         return render_prometheus(self.activity.snapshot(), files)
 
     def _save_state(self) -> None:
+        """Every few seconds; a failure is logged when it starts (or its reason changes) and when it
+        ends, not every time."""
         snapshot = {**self.activity.snapshot(), "model_loaded": self.model.loaded}
+        path = state_path(self.config.database)
         try:
-            write_state(state_path(self.config.database), snapshot)
+            write_state(path, snapshot)
         except OSError as exc:  # a full disk must not stop the daemon; status will say it is stale
-            log.warning("cannot write %s: %s", state_path(self.config.database), exc.strerror or exc)
+            reason = exc.strerror or str(exc)
+            if reason != self._state_trouble:
+                log.warning("cannot write %s: %s; `tagwatch status` shows an older state until it can",
+                            path, reason)
+                self._state_trouble = reason
+            return
+        if self._state_trouble is not None:
+            log.info("%s is written again", path)
+            self._state_trouble = None
 
     def _watchdog(self) -> None:
         """Tell systemd we are alive only while the worker thread is: a dead worker gets restarted."""
@@ -233,14 +254,22 @@ class Daemon:
                              f"{now['queue']} queued, {stats['failed']} failed; "
                              f"{now['tagged_per_min']:g}/min")
 
-    def _scan(self, clean_temp: bool = False) -> None:
+    def _scan(self, clean_temp: bool = False, roots: tuple[Path, ...] | None = None) -> None:
         started = time.monotonic()
-        report = reconcile(self.config.watch, self.filter, self.store, self.queue, clean_temp,
+        report = reconcile(roots or self.config.watch, self.filter, self.store, self.queue, clean_temp,
                            self.stopped)
         if self.stopped.is_set():
             return
-        log.info("scan: %d photos, %d queued, %d gone (%.1f s)", report.seen, report.queued, report.gone,
-                 time.monotonic() - started)
+        log.info("scan%s: %d photos, %d queued, %d gone (%.1f s)",
+                 f" of {', '.join(map(str, roots))}" if roots else "", report.seen, report.queued,
+                 report.gone, time.monotonic() - started)
+
+    def _check_roots(self) -> None:
+        """Watch again a watched folder that came back (see Watcher.check) and scan it: what was put
+        there while it was gone, or on the drive meanwhile, gets tagged now, not at the next rescan."""
+        back = self.watcher.check()
+        if back and not self.stopped.is_set():
+            self._scan(roots=tuple(back))
 
     def reload(self) -> None:
         """SIGHUP: re-read the config; tagging settings and the tag list apply at once."""
@@ -277,6 +306,7 @@ class Daemon:
         self.queue.close()
         if self.worker.is_alive():
             self.worker.join()
+        self.worker.engine.close()  # the worker closes it as it ends; here too if it never started
         if self._metrics is not None:
             self._metrics.stop()
         if self._web is not None:

@@ -28,6 +28,9 @@ UNTAGGED = "untagged"  # `tagwatch untag` took our keywords out: the daemon leav
 # Ledger actions: a keyword tagwatch put into the file, or a person's keyword "overwrite" took out
 ADDED, REMOVED = "added", "removed"
 USER = "user"  # written because an override asked for it: the person's, never removed by tagwatch
+# A keyword tagwatch wrote that a person (or another program) then took out of the file: never
+# written into this photo again, and no longer ours (sync and untag leave it alone)
+DECLINED = "declined"
 
 _MIGRATIONS: list[str] = [
     # 1: the initial schema
@@ -109,7 +112,18 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (file_id, field)
     ) WITHOUT ROWID;
     """,
-    # 5: captions, by content key and captioner (its model and decoding settings), like vectors; the
+    # 5: a person's removals.  ``ledger.pending``: a keyword recorded ahead of a write that has not
+    # been recorded done (a crash may have stopped it before the file changed), so its absence from
+    # the file says nothing about a person; rows of files left pending count as such.
+    # ``files.written_ns``: the change time (st_ctime_ns, the file system's clock) of the version
+    # tagwatch last added keywords to, to tell a save built from the version before it.
+    """
+    ALTER TABLE ledger ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    UPDATE ledger SET pending = 1
+      WHERE action = 'added' AND file_id IN (SELECT id FROM files WHERE state = 'pending');
+    ALTER TABLE files ADD COLUMN written_ns INTEGER;
+    """,
+    # 6: captions, by content key and captioner (its model and decoding settings), like vectors; the
     # ``captioned`` counter counts captions generated, as ``encoded`` counts images encoded
     """
     CREATE TABLE captions (
@@ -126,6 +140,14 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 class StoreError(RuntimeError):
     """The database cannot be used; the message says why."""
+
+
+_SQLITE_READONLY = 8
+
+
+def _read_only(exc: sqlite3.Error) -> bool:
+    """SQLite's "attempt to write a readonly database", any of its extended codes."""
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_READONLY
 
 
 def private_folder(path: Path) -> None:
@@ -152,6 +174,7 @@ class FileRow:
     tags: tuple[str, ...] | None  # keywords last predicted, best first; None if never tagged
     tagged_with: str | None  # fingerprint of the tag list and settings that predicted them
     updated: float | None = None  # when the row last changed (seconds since the epoch)
+    written_ns: int | None = None  # st_ctime_ns of the version tagwatch last added keywords to
 
 
 @dataclass(frozen=True)
@@ -176,7 +199,7 @@ def _tags(text: str | None) -> tuple[str, ...] | None:
 
 def _row(r: sqlite3.Row) -> FileRow:
     return FileRow(r["id"], r["path"], r["key"], r["size"], r["mtime_ns"], r["state"], r["error"],
-                   _tags(r["tags"]), r["tagged_with"], r["updated"])
+                   _tags(r["tags"]), r["tagged_with"], r["updated"], r["written_ns"])
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -185,6 +208,11 @@ def _blob(vector: np.ndarray) -> bytes:
 
 def _vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, VECTOR_DTYPE)
+
+
+def stored_form(vector: np.ndarray) -> np.ndarray:
+    """``vector`` as the store would give it back (scoring always uses this form)."""
+    return _vector(_blob(vector))
 
 
 def _paths(keyword: str, paths: Sequence[str] | None) -> str | None:
@@ -205,20 +233,40 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.RLock()
+        self._reopen = False  # a write found the database read-only: reconnect before the next one
         private_folder(path.parent)
-        old_umask = os.umask(0o077)  # database, WAL and SHM files are the user's alone
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._lock = threading.RLock()
+            self._db = self._connect()
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: cannot open database: {exc}") from None
+            hint = (" (SQLite needs to write beside it even to read it: check the permissions of the file "
+                    "and its folder, and that the disk is mounted read-write)") if _read_only(exc) else ""
+            raise StoreError(f"{path}: cannot open database: {exc}{hint}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        old_umask = os.umask(0o077)  # database, WAL and SHM files are the user's alone
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            return db
         finally:
             os.umask(old_umask)
+
+    def writable(self) -> str | None:
+        """None if the database takes writes; else SQLite's reason.  SQLite opens a file it may not
+        write read-only without a word, and then fails every write: the daemon asks at start."""
+        with self._lock:
+            try:
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                self._db.execute(f"PRAGMA user_version = {int(version)}")  # a write of the same value
+            except sqlite3.OperationalError as exc:
+                self._reopen = _read_only(exc)
+                return str(exc)
+        return None
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -232,17 +280,29 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction.  A connection that found the database read-only stays read-only
+        (SQLite opened it so), so the next transaction after such an error reconnects: once the
+        modes or the mount are fixed, writes work again without a restart."""
         with self._lock:
             if self._db.in_transaction:  # nested: the outer transaction commits
                 yield self._db
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            if self._reopen:
+                self._reopen = False
+                self._db.close()
+                self._db = self._connect()
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._reopen = _read_only(exc)
                 raise
-            self._db.execute("COMMIT")
 
     def check(self) -> None:
         """Raise StoreError if SQLite finds damage (a power cut on a disk that lies about fsync, a
@@ -291,8 +351,17 @@ class Store:
 
     def record_file(self, path: str, *, key: bytes | None, size: int | None, mtime_ns: int | None,
                     state: str, error: str | None = None) -> int:
-        """Insert or update the row for ``path``; a changed key forgets the old prediction."""
+        """Insert or update the row for ``path``; a changed key forgets the old prediction, the
+        ledger, the fields filled and the place given: they belong to a (path, content) pair.
+        Another photo renamed or saved over a tagged one must not inherit its record of "ours", or
+        sync would take the new photo's own keywords out where they equal one of the old photo's
+        tags.  (A person's edit of the pixels of a tagged photo makes our keywords in it the
+        person's from then on: never removed.)"""
         with self.transaction() as db:
+            old = db.execute("SELECT id, key FROM files WHERE path = ?", (path,)).fetchone()
+            if old is not None and key is not None and old["key"] is not None and old["key"] != key:
+                for table in ("ledger", "filled", "located"):  # all of it about the picture that was there
+                    db.execute(f"DELETE FROM {table} WHERE file_id = ?", (old["id"],))
             db.execute(
                 """INSERT INTO files (path, key, size, mtime_ns, state, error, updated)
                    VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -306,12 +375,13 @@ class Store:
             return db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()[0]
 
     def record_tagged(self, file_id: int, tags: list[str], fingerprint: str, size: int,
-                      mtime_ns: int) -> None:
-        """The file now carries its predicted tags (best first), as of this size and mtime."""
+                      mtime_ns: int, written_ns: int | None = None) -> None:
+        """The file now carries its predicted tags (best first), as of this size and mtime;
+        ``written_ns``: the change time of this write (None: it added no keyword; the last one's stays)."""
         with self.transaction() as db:
             db.execute("UPDATE files SET tags = ?, tagged_with = ?, size = ?, mtime_ns = ?, state = ?, "
-                       "error = NULL, updated = ? WHERE id = ?",
-                       ("\n".join(tags), fingerprint, size, mtime_ns, DONE, time.time(), file_id))
+                       "error = NULL, updated = ?, written_ns = COALESCE(?, written_ns) WHERE id = ?",
+                       ("\n".join(tags), fingerprint, size, mtime_ns, DONE, time.time(), written_ns, file_id))
 
     def update_predictions(self, predictions: list[tuple[int, list[str]]], fingerprint: str) -> None:
         """Re-scored files whose tag set did not change: nothing to write, remember the new list."""
@@ -323,13 +393,44 @@ class Store:
                    paths: Mapping[str, Sequence[str]] | None = None) -> None:
         """Record keywords tagwatch adds to a file (or, with REMOVED, a person's keywords it takes
         out), before the write: a crash must not lose them.  ``paths``: the hierarchical paths a
-        keyword is written under, where that is not the keyword itself."""
+        keyword is written under, where that is not the keyword itself.  Keywords added are pending
+        until :meth:`confirm_ledger` (the write recorded done)."""
         now = time.time()
         paths = paths or {}
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO ledger (file_id, keyword, written, action, paths) "
-                           "VALUES (?, ?, ?, ?, ?)",
-                           [(file_id, k, now, action, _paths(k, paths.get(k))) for k in keywords])
+            db.executemany("INSERT OR REPLACE INTO ledger (file_id, keyword, written, action, paths, "
+                           "pending) VALUES (?, ?, ?, ?, ?, ?)",
+                           [(file_id, k, now, action, _paths(k, paths.get(k)), int(action == ADDED))
+                            for k in keywords])
+
+    def confirm_ledger(self, file_id: int, keywords: Iterable[str]) -> None:
+        """Keywords of ours the file was found to hold after a write recorded done: no longer pending."""
+        with self.transaction() as db:
+            db.executemany("UPDATE ledger SET pending = 0 WHERE file_id = ? AND keyword = ? AND action = ?",
+                           [(file_id, k, ADDED) for k in keywords])
+
+    def pending_ledger(self, file_id: int) -> set[str]:
+        """Keywords of ours recorded ahead of a write not yet recorded done (maybe never written)."""
+        with self._lock:
+            return {r[0] for r in self._db.execute(
+                "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? AND pending = 1",
+                (file_id, ADDED))}
+
+    def last_written(self, file_id: int) -> set[str]:
+        """The keywords of ours the latest recorded write put in (those sharing the newest time)."""
+        with self._lock:
+            return {r[0] for r in self._db.execute(
+                "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? AND pending = 0 AND written = "
+                "(SELECT MAX(written) FROM ledger WHERE file_id = ? AND action = ? AND pending = 0)",
+                (file_id, ADDED, file_id, ADDED))}
+
+    def decline(self, file_id: int, keywords: Iterable[str]) -> None:
+        """Keywords of ours a person took out of the file: no longer ours, never written into it again."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO ledger (file_id, keyword, written, action, paths, "
+                           "pending) VALUES (?, ?, ?, ?, NULL, 0)",
+                           [(file_id, k, now, DECLINED) for k in keywords])
 
     def set_ledger_paths(self, file_id: int, paths: Mapping[str, Sequence[str]]) -> None:
         """Keywords that stay ours but are now written under other hierarchical paths."""
@@ -409,11 +510,12 @@ class Store:
         return moved
 
     def tagged_files(self, model: str) -> list[tuple[FileRow, np.ndarray]]:
-        """Every live file with a cached vector for ``model``: what a retag re-scores."""
+        """Every live file with a cached vector for ``model``: what a retag re-scores.  Files whose
+        keywords could not be written are among them: the tag list may have been what failed."""
         with self._lock:
             rows = self._db.execute(
                 """SELECT f.*, v.vector FROM files f JOIN image_vectors v ON v.key = f.key AND v.model = ?
-                   WHERE f.state = ? ORDER BY f.id""", (model, DONE)).fetchall()
+                   WHERE f.state IN (?, ?) ORDER BY f.id""", (model, DONE, FAILED)).fetchall()
         return [(_row(r), _vector(r["vector"])) for r in rows]
 
     def ledger(self, file_id: int, action: str = ADDED) -> list[str]:
@@ -525,6 +627,7 @@ class Store:
             encoded = db.execute("SELECT value FROM counters WHERE name = 'encoded'").fetchone()[0]
             captioned = db.execute("SELECT value FROM counters WHERE name = 'captioned'").fetchone()[0]
             written = db.execute("SELECT COUNT(*) FROM ledger WHERE action = ?", (ADDED,)).fetchone()[0]
+            declined = db.execute("SELECT COUNT(*) FROM ledger WHERE action = ?", (DECLINED,)).fetchone()[0]
         return {
             "files": sum(n for s, n in states.items() if s != DELETED),
             "tagged": states.get(DONE, 0),
@@ -536,6 +639,7 @@ class Store:
             "encoded": encoded,
             "captioned": captioned,
             "keywords_written": written,
+            "keywords_declined": declined,  # taken out of their photo by a person, never written again
         }
 
     def failures(self, limit: int = 20) -> list[tuple[str, str]]:
@@ -591,7 +695,7 @@ class Store:
         return count, latest or 0.0
 
     def ledgers(self, file_ids: Iterable[int]) -> dict[int, dict[str, str]]:
-        """file id → keyword → ledger action (ADDED, REMOVED, USER), for many files at once."""
+        """file id → keyword → ledger action (ADDED, REMOVED, USER, DECLINED), for many files at once."""
         found: dict[int, dict[str, str]] = {}
         with self._lock:
             for file_id in dict.fromkeys(file_ids):

@@ -2,13 +2,15 @@
 
 A tag's vector is the mean of its prompts' unit vectors, renormalised (the CLIP prompt ensemble).
 An image gets every tag whose cosine similarity is above its threshold (one for all, or per tag from a
-rich tag list), at most ``top_k``, best first.
+rich tag list), at most ``top_k``, best first; then, with expansion on, the levels above each of
+them (``golden retriever`` → ``dog``, ``animal``), each once, after the predicted tags.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -70,11 +72,54 @@ def select(scores: np.ndarray, threshold: float | np.ndarray, top_k: int) -> lis
     return [row[mask].tolist() for row, mask in zip(top, keep, strict=True)]
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """The levels each tag also writes when it is predicted, nearest first.
+
+    Built from the tag list's hierarchy (a tag's parents, explicit or from WordNet) and the
+    ``[tagging]`` settings: ``expand = "none"`` adds nothing; ``expand_depth`` keeps the nearest
+    levels; ``expand_stop`` names levels never written.  Top_k bounds the predictions, not the
+    levels they imply.
+    """
+
+    levels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, vocabulary: Vocabulary, tagging: Any) -> Expansion:
+        if tagging.expand == "none":
+            return cls()
+        stop = {s.casefold() for s in tagging.expand_stop}
+        levels = {}
+        for tag in vocabulary.tags:
+            above = [p for p in reversed(tag.parents) if p.casefold() not in stop]
+            if tagging.expand_depth:
+                above = above[:tagging.expand_depth]
+            if above:
+                levels[tag.keyword] = tuple(above)
+        return cls(levels)
+
+    def __call__(self, tags: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """Predicted (keyword, score) pairs, then each level they imply once, with the score of the
+        best tag below it."""
+        if not self.levels:
+            return tags
+        seen = {keyword for keyword, _ in tags}
+        out = list(tags)
+        for keyword, score in tags:
+            for level in self.levels.get(keyword, ()):
+                if level not in seen:
+                    seen.add(level)
+                    out.append((level, score))
+        return out
+
+
 def predict(images: np.ndarray, tags: TagMatrix, threshold: float | np.ndarray,
-            top_k: int) -> list[list[tuple[str, float]]]:
-    """Image vectors → for each image, its (keyword, score) pairs, best first."""
+            top_k: int, expansion: Expansion | None = None) -> list[list[tuple[str, float]]]:
+    """Image vectors → for each image, its (keyword, score) pairs, best first, then the levels
+    ``expansion`` adds."""
     scores = tags.scores(images)
-    return [[(tags.keywords[i], float(scores[n, i])) for i in chosen]
+    expand = expansion or Expansion()
+    return [expand([(tags.keywords[i], float(scores[n, i])) for i in chosen])
             for n, chosen in enumerate(select(scores, threshold, top_k))]
 
 

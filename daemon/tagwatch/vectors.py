@@ -16,6 +16,7 @@ cluster workers while the driver alone owns SQLite.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,12 +25,14 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 
 from .formats import ImageError, IncompleteImage, content_key
-from .imaging import Preprocess, prepare
-from .retry import TRANSIENT_ERRNOS
-from .store import Store
+from .imaging import Preprocess, prepare_pixels
+from .retry import TRANSIENT_ERRNOS, transient_reason
+from .store import Store, stored_form
 
 if TYPE_CHECKING:
     from .encoder import LazyModel
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -88,10 +91,11 @@ def read_key(photo: Photo) -> None:
 
 
 def decode(data: bytes, spec: Preprocess) -> np.ndarray:
-    """Bytes → the model's input array, upright; any failure is an :class:`ImageError` (a decoder
-    bug on one odd file is that file's problem, not the batch's)."""
+    """Bytes → the model's input as upright HWC uint8 pixels (:func:`encode` normalises them: a
+    quarter of float32's memory for the photos an engine keeps decoded ahead); any failure is an
+    :class:`ImageError` (a decoder bug on one odd file is that file's problem, not the batch's)."""
     try:
-        return prepare(data, spec)
+        return prepare_pixels(data, spec)
     except ImageError:
         raise
     except Exception as exc:
@@ -118,7 +122,8 @@ def decode_each(photos: Sequence[Photo], spec: Preprocess,
 
 
 def encode(model: ImageEncoder, arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Decoded arrays → (N, D) float32 unit vectors, in order."""
+    """Decoded arrays (:func:`decode`'s uint8 pixels, or normalised CHW float32) → (N, D) float32
+    unit vectors, in order."""
     return model.encode_images(np.stack(list(arrays)))
 
 
@@ -148,12 +153,23 @@ def text_vectors(store: Store, model: LazyModel, prompts: Sequence[str],
     encoded and stored a few hundred at a time, ``advance`` told of each part."""
     vectors = store.text_vectors(prompts, model.identity)
     missing = sorted((p for p in prompts if p not in vectors), key=len)  # similar lengths batch well
+    unstored: dict[str, np.ndarray] = {}
     if missing:
         with model.using() as encoder:
             for start in range(0, len(missing), TEXT_PART):
                 part = missing[start:start + TEXT_PART]
-                store.put_text_vectors(dict(zip(part, encoder.encode_texts(part), strict=True)),
-                                       model.identity)
+                fresh = dict(zip(part, encoder.encode_texts(part), strict=True))
+                try:
+                    store.put_text_vectors(fresh, model.identity)
+                except Exception as exc:  # a read-only database must not stop the daemon's start
+                    passing = transient_reason(exc)
+                    if passing is None:
+                        raise
+                    if not unstored:
+                        log.warning("prompt vectors not stored (%s); they are encoded again next time",
+                                    passing)
+                    unstored.update((p, stored_form(v)) for p, v in fresh.items())
                 advance(len(part))
         vectors.update(store.text_vectors(missing, model.identity))
+        vectors.update(unstored)
     return vectors, len(missing)

@@ -5,7 +5,9 @@ duplicates once, and reject keywords that IPTC cannot store (64 bytes) with thei
 daemon never writes a keyword that another app would truncate.
 
 The rich ``.toml`` format (chosen by the file name) gives each tag its own prompts, synonyms,
-threshold and parent; its errors name the line of the offending ``[[tag]]`` header.
+threshold and parent, or a WordNet synset that places it in WordNet's hierarchy (``hierarchy``); its
+errors name the line of the offending ``[[tag]]`` header.  WordNet is read only for a list that needs
+it: one naming synsets, or a plain list whose tags are to be expanded.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import hierarchy
+from .wordnet import WordNet, WordNetError
+
 IPTC_KEYWORD_BYTES = 64
 RICH_SUFFIX = ".toml"
-_TAG_KEYS = ("keyword", "prompts", "synonyms", "threshold", "parent")
+_TAG_KEYS = ("keyword", "prompts", "synonyms", "threshold", "parent", "synset")
+_LIST_KEYS = ("templates", "wordnet_synonyms", "tag")
 
 
 class VocabularyError(ValueError):
@@ -33,6 +40,7 @@ class Tag:
     threshold: float | None = None  # its own cosine threshold; None: [tagging].threshold
     parents: tuple[str, ...] = ()  # ancestor keywords, root first: ("animal", "dog")
     synonyms: tuple[str, ...] = ()  # extra names whose prompts join the average, never written
+    synset: str | None = None  # its WordNet 3.0 noun synset (offset), named in the list or matched
 
     @property
     def path(self) -> str:
@@ -45,6 +53,10 @@ class Vocabulary:
     tags: tuple[Tag, ...]
     source: Path
     warnings: tuple[str, ...] = ()
+    # levels above the tags that are no tag of the list (a WordNet ancestor named by the shipped
+    # photo vocabulary): never scored, written only when a tag below them is expanded
+    ancestors: tuple[Tag, ...] = ()
+    unplaced: tuple[str, ...] = ()  # plain-list tags WordNet could not place, and why (tags check)
 
     @property
     def keywords(self) -> list[str]:
@@ -57,6 +69,11 @@ class Vocabulary:
     def paths(self) -> dict[str, str]:
         """keyword → hierarchical path, for the tags that have a parent."""
         return {tag.keyword: tag.path for tag in self.tags if tag.parents}
+
+    def hierarchy(self) -> dict[str, str]:
+        """keyword → hierarchical path of every keyword the list can write: its tags (a flat one is
+        its own path) and the levels above them."""
+        return {tag.keyword: tag.path for tag in (*self.ancestors, *self.tags)}
 
     def fingerprint(self) -> str:
         """Changes whenever a keyword, prompt, threshold, parent or synonym changes, so a retag is due.
@@ -73,22 +90,54 @@ class Vocabulary:
         return digest.hexdigest()[:16]
 
 
+def _noncharacter(ch: str) -> bool:
+    """One of Unicode's 66 noncharacters (U+FDD0..U+FDEF, and the last two code points of every
+    plane), or a surrogate: code points never meant for text that is exchanged."""
+    code = ord(ch)
+    return 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE or 0xD800 <= code <= 0xDFFF
+
+
+def unwritable(keyword: str) -> str | None:
+    """Why ``keyword`` cannot be written into a photo exactly as it is, or None if it can.
+
+    The one rule for every keyword tagwatch writes (tag lists, overrides, and any other source):
+    IPTC holds 64 bytes; a control character breaks XMP (XML) and exiftool's argument lines; and
+    exiftool cannot write U+FFFE or U+FFFF (measured: both come back missing from IPTC and XMP, so
+    the read-back check failed every photo predicted with such a tag).  The other noncharacters
+    came back exact through exiftool and exiv2, but Unicode reserves them for a program's internal
+    use, so they are refused with their two siblings rather than left to each reader.
+    """
+    size = len(keyword.encode("utf-8", "surrogatepass"))
+    if size > IPTC_KEYWORD_BYTES:
+        return f"is {size} bytes in UTF-8; IPTC keywords hold at most {IPTC_KEYWORD_BYTES}"
+    if any(ord(ch) < 32 for ch in keyword):
+        return "contains a control character"
+    odd = next((ch for ch in keyword if _noncharacter(ch)), None)
+    if odd is not None:
+        return f"contains U+{ord(odd):04X}, a Unicode noncharacter that photo metadata cannot hold"
+    return None
+
+
 def check_keyword(raw: str, where: str) -> str:
     """A keyword with white space folded, or a :class:`VocabularyError` naming ``where``."""
     keyword = " ".join(raw.split())  # trims and folds runs of whitespace/tabs to one space
-    size = len(keyword.encode("utf-8"))
     if not keyword:
         raise VocabularyError(f"{where}: empty keyword")
-    if size > IPTC_KEYWORD_BYTES:
-        raise VocabularyError(f"{where}: keyword {keyword[:40]!r}… is {size} bytes in UTF-8; "
-                              f"IPTC keywords hold at most {IPTC_KEYWORD_BYTES}")
-    if any(ord(ch) < 32 for ch in keyword):
-        raise VocabularyError(f"{where}: keyword {keyword!r} contains a control character")
+    reason = unwritable(keyword)
+    if reason is not None:
+        shown = f"{keyword[:40]!r}…" if len(keyword.encode("utf-8", "surrogatepass")) > 40 else repr(keyword)
+        raise VocabularyError(f"{where}: keyword {shown} {reason}")
     return keyword
 
 
-def parse_tag_list(text: str, templates: tuple[str, ...], source: Path) -> Vocabulary:
-    """Parse the plain text format; ``templates`` turn each keyword into its prompts."""
+def parse_tag_list(text: str, templates: tuple[str, ...], source: Path, *, place: bool = False,
+                   stop: Collection[str] = hierarchy.DEFAULT_STOP) -> Vocabulary:
+    """Parse the plain text format; ``templates`` turn each keyword into its prompts.
+
+    ``place`` (tag expansion is on): a tag that names one WordNet noun clearly (``golden
+    retriever``, ``dog``) gets its WordNet parents; the others stay flat and are listed in
+    ``unplaced`` with the reason (``crane``: five senses, none dominant).
+    """
     tags: list[Tag] = []
     first_line: dict[str, int] = {}
     duplicates: dict[str, list[int]] = {}
@@ -105,7 +154,23 @@ def parse_tag_list(text: str, templates: tuple[str, ...], source: Path) -> Vocab
         tags.append(Tag(keyword, tuple(t.format(keyword) for t in templates)))
     if not tags:
         raise VocabularyError(f"{source}: the tag list holds no tags")
-    return Vocabulary(tuple(tags), source, _duplicate_warnings(source, first_line, duplicates))
+    warnings = _duplicate_warnings(source, first_line, duplicates)
+    if not place:
+        return Vocabulary(tuple(tags), source, warnings)
+    wordnet = WordNet()
+    entries: dict[str, _Entry] = {}
+    unplaced: list[str] = []
+    for tag in tags:
+        where = f"{source}:{first_line[tag.keyword]}"
+        match = wordnet.match(tag.keyword)
+        if match.synset is None:
+            unplaced.append(f"{where}: {tag.keyword!r}: {match.reason}")
+        entries[tag.keyword] = _Entry(tag.keyword, where, first_line[tag.keyword], (), (), None, None,
+                                      match.synset.offset if match.synset else None)
+    extra = _derive(entries, wordnet, stop, source)
+    placed = tuple(Tag(t.keyword, t.prompts, parents=_parents(entries[t.keyword], entries | extra),
+                       synset=entries[t.keyword].synset) for t in tags)
+    return Vocabulary(placed, source, warnings, _levels(extra, entries), tuple(unplaced))
 
 
 def _duplicate_warnings(source: Path, first_line: dict[str, int],
@@ -178,6 +243,8 @@ class _Entry:
     synonyms: tuple[str, ...]
     threshold: float | None
     parent: str | None
+    synset: str | None = None  # the WordNet offset, once resolved
+    reference: str | None = None  # the synset as the list names it ("dog.n.01")
 
 
 def _entry(raw: Any, where: str, line: int | None) -> _Entry:
@@ -227,21 +294,36 @@ def _entry(raw: Any, where: str, line: int | None) -> _Entry:
         if not isinstance(parent, str):
             raise VocabularyError(f"{where}: parent must be a string (another tag's keyword), got {parent!r}")
         parent = " ".join(parent.split())
-    return _Entry(keyword, where, line, prompts, synonyms, threshold, parent)
+    reference = raw.get("synset")
+    if reference is not None and (not isinstance(reference, str) or not reference.strip()):
+        raise VocabularyError(f"{where}: synset must be a WordNet noun synset like 'dog.n.01' or "
+                              f"'n02084071', got {reference!r}")
+    return _Entry(keyword, where, line, prompts, synonyms, threshold, parent, reference=reference)
 
 
-def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path) -> Vocabulary:
+def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path, *,
+                        stop: Collection[str] = hierarchy.DEFAULT_STOP) -> Vocabulary:
     """Parse the ``.toml`` format; ``templates`` (unless the file sets its own) make the prompts of
-    tags without their own and of every synonym."""
+    tags without their own and of every synonym.
+
+    A tag naming a ``synset`` and no ``parent`` gets its most specific WordNet ancestor that is a
+    concept (see :mod:`hierarchy`) as its parent; ``stop`` names the levels never used.  With
+    ``wordnet_synonyms = true`` the synset's other words join each tag's synonyms.
+    """
     document = read_toml(text, source, VocabularyError)
-    unknown = sorted(set(document) - {"templates", "tag"})
+    unknown = sorted(set(document) - set(_LIST_KEYS))
     if unknown:
         line = key_line(text, unknown[0])
         raise VocabularyError(f"{source}{f':{line}' if line else ''}: unknown key '{unknown[0]}' "
-                              "(known: templates, tag)")
+                              f"(known: {', '.join(_LIST_KEYS)})")
     if "templates" in document:
         line = key_line(text, "templates")
         templates = _templates(document["templates"], f"{source}{f':{line}' if line else ''}")
+    lemma_synonyms = document.get("wordnet_synonyms", False)
+    if not isinstance(lemma_synonyms, bool):
+        line = key_line(text, "wordnet_synonyms")
+        raise VocabularyError(f"{source}{f':{line}' if line else ''}: wordnet_synonyms must be true or "
+                              f"false, got {lemma_synonyms!r}")
     raw_tags = document.get("tag", [])
     if not isinstance(raw_tags, list):
         raise VocabularyError(f"{source}: 'tag' must be a list of [[tag]] tables")
@@ -262,13 +344,58 @@ def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path) -> 
         first_line[entry.keyword] = line or index + 1
     if not entries:
         raise VocabularyError(f"{source}: the tag list holds no tags")
+    extra: dict[str, _Entry] = {}
+    if any(e.reference is not None for e in entries.values()):
+        wordnet = WordNet()
+        for entry in entries.values():
+            if entry.reference is None:
+                continue
+            try:
+                synset = wordnet.resolve(entry.reference)
+            except WordNetError as exc:
+                raise VocabularyError(f"{entry.where}: synset {exc}") from None
+            entry.synset = synset.offset
+            if lemma_synonyms:
+                entry.synonyms = tuple(dict.fromkeys(
+                    (*entry.synonyms, *hierarchy.wordnet_synonyms(entry.keyword, synset, wordnet))))
+        extra = _derive(entries, wordnet, stop, source)
     tags = []
     for entry in entries.values():
         prompts = entry.prompts or tuple(t.format(entry.keyword) for t in templates)
         prompts += tuple(t.format(s) for s in entry.synonyms for t in templates)
         tags.append(Tag(entry.keyword, tuple(dict.fromkeys(prompts)), entry.threshold,
-                        _parents(entry, entries), entry.synonyms))
-    return Vocabulary(tuple(tags), source, _duplicate_warnings(source, first_line, duplicates))
+                        _parents(entry, entries | extra), entry.synonyms, entry.synset))
+    return Vocabulary(tuple(tags), source, _duplicate_warnings(source, first_line, duplicates),
+                      _levels(extra, entries))
+
+
+def _derive(entries: dict[str, _Entry], wordnet: WordNet, stop: Collection[str],
+            source: Path) -> dict[str, _Entry]:
+    """WordNet parents for the entries with a synset and no ``parent`` (set in place); returns the
+    levels above them that are no entry of the list, as entries of their own."""
+    concepts = {k: hierarchy.Concept(k, e.synset, e.parent) for k, e in entries.items()}
+    reference = hierarchy.reference_concepts(wordnet, _synset_names, source)
+    levels = hierarchy.derive(concepts, wordnet, stop, reference)
+    for keyword, entry in entries.items():
+        entry.parent = concepts[keyword].parent
+    return {k: _Entry(k, f"WordNet {c.synset} (a level above a tag)", None, (), (), None, c.parent, c.synset)
+            for k, c in levels.items()}
+
+
+def _levels(extra: dict[str, _Entry], entries: dict[str, _Entry]) -> tuple[Tag, ...]:
+    """The levels that are no tag, as :class:`Tag` without prompts (their paths)."""
+    every = entries | extra
+    return tuple(Tag(e.keyword, (), parents=_parents(e, every), synset=e.synset) for e in extra.values())
+
+
+def _synset_names(path: Path) -> list[tuple[str, str]]:
+    """(keyword, synset) of each tag of a rich list that names one, without resolving anything."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    return [(" ".join(t["keyword"].split()), t["synset"]) for t in document.get("tag", [])
+            if isinstance(t, dict) and isinstance(t.get("keyword"), str) and isinstance(t.get("synset"), str)]
 
 
 def _parents(entry: _Entry, entries: dict[str, _Entry]) -> tuple[str, ...]:
@@ -302,9 +429,19 @@ def read_list_file(path: Path, what: str, error: type[ValueError] = VocabularyEr
         raise error(f"{path}: cannot read {what}: {exc.strerror}") from None
 
 
-def load_vocabulary(path: Path, templates: tuple[str, ...]) -> Vocabulary:
-    """Read and parse the tag list at ``path``: ``.toml`` is the rich format, anything else plain."""
+def load_vocabulary(path: Path, templates: tuple[str, ...], *, expand: bool = False,
+                    stop: Collection[str] = hierarchy.DEFAULT_STOP) -> Vocabulary:
+    """Read and parse the tag list at ``path``: ``.toml`` is the rich format, anything else plain.
+
+    ``expand``: tags will be expanded to their parents, so a plain list is placed in WordNet too
+    (a rich list names its synsets itself); ``stop``: levels never used as a parent from WordNet.
+    """
     text = read_list_file(path, "tag list")
     if path.suffix.lower() == RICH_SUFFIX:
-        return parse_rich_tag_list(text, templates, path)
-    return parse_tag_list(text, templates, path)
+        return parse_rich_tag_list(text, templates, path, stop=stop)
+    return parse_tag_list(text, templates, path, place=expand, stop=stop)
+
+
+def load_configured(path: Path, tagging: Any) -> Vocabulary:
+    """:func:`load_vocabulary` with a ``[tagging]`` config's templates, expansion and stop-list."""
+    return load_vocabulary(path, tagging.templates, expand=tagging.expand != "none", stop=tagging.expand_stop)

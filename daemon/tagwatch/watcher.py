@@ -12,6 +12,7 @@ import errno
 import fnmatch
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     report = ScanReport()
     for root in roots:
         known = store.files_under(str(root))
+        seen = report.seen
         for path, st in walk(root, filt, clean_temp, stop):
             report.seen += 1
             row = known.pop(path, None)
@@ -148,6 +150,12 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             report.queued += 1
         if stop is not None and stop.is_set():
             break  # an interrupted walk has not seen everything: nothing may be called gone
+        if known and report.seen == seen:
+            # An unmounted drive leaves its mount point empty (or absent): its photos are not gone,
+            # and calling them so would make the drive's return cost a full re-read of every one.
+            log.warning("%s: no photos found where %d were; taken for an unmounted or unplugged "
+                        "drive: their records are kept until they are back", root, len(known))
+            continue
         for path in known:
             queue.op(Delete(path))
             report.gone += 1
@@ -224,6 +232,11 @@ class Watcher:
     on other machines) get watchdog's polling observer, which compares directory snapshots every
     ``poll_interval`` seconds.  A root that inotify cannot watch (the per-user watch or instance
     limit is reached on a huge tree) falls back to polling too, with the fix in the log.
+
+    A root can go away while the daemon runs: a folder deleted and made again, a drive unplugged, a
+    NAS unmounted and mounted again.  watchdog's observer of that root then ends, or watches a folder
+    that is no longer there, and says nothing.  :meth:`check` (called every few seconds) notices,
+    says so once, and watches the root again as soon as it is back.
     """
 
     def __init__(self, roots: Sequence[Path], filt: PathFilter, queue: BatchQueue,
@@ -232,51 +245,102 @@ class Watcher:
         self.roots, self.filt, self.queue = list(roots), filt, queue
         self.poll, self.poll_interval = set(poll), poll_interval
         self._make_observer = observer
-        self._observers: list[BaseObserver] = []
+        self._observers: dict[Path, tuple[BaseObserver, tuple[int, int]]] = {}  # root -> (observer, dev+ino)
+        self._missing: set[Path] = set()
+        self._lock = threading.Lock()
+        self._handler = _Handler(filt, queue)
         self.polled: list[Path] = []
 
     def start(self) -> None:
-        handler = _Handler(self.filt, self.queue)
-        for root in self.roots:
-            if root in self.poll:
-                self._poll(root, handler, "polling every {:g} s (poll = true)")
-                continue
-            observer = self._make_observer()
-            try:
-                observer.schedule(handler, str(root), recursive=True)
-                observer.start()
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EMFILE):
-                    log.error("%s: the inotify limit is reached (%s); raise it, e.g. `sudo sysctl "
-                              "fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024` "
-                              "(and in /etc/sysctl.d/ to keep it); until then this folder is polled",
-                              root, exc.strerror or exc)
-                else:
-                    log.error("%s: cannot watch: %s; polling it instead", root, exc.strerror or exc)
-                with contextlib.suppress(Exception):
-                    observer.stop()
-                self._poll(root, handler, "polling every {:g} s")
-                continue
-            self._observers.append(observer)
-            log.info("watching %s", root)
+        with self._lock:
+            for root in self.roots:
+                self._watch(root)
 
-    def _poll(self, root: Path, handler: FileSystemEventHandler, how: str) -> None:
+    def _watch(self, root: Path) -> None:
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            log.error("%s: cannot watch: %s", root, exc.strerror or exc)
+            return
+        identity = (st.st_dev, st.st_ino)
+        if root in self.poll:
+            self._poll(root, identity, "polling every {:g} s (poll = true)")
+            return
+        observer = self._make_observer()
+        try:
+            observer.schedule(self._handler, str(root), recursive=True)
+            observer.start()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EMFILE):
+                log.error("%s: the inotify limit is reached (%s); raise it, e.g. `sudo sysctl "
+                          "fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024` "
+                          "(and in /etc/sysctl.d/ to keep it); until then this folder is polled",
+                          root, exc.strerror or exc)
+            else:
+                log.error("%s: cannot watch: %s; polling it instead", root, exc.strerror or exc)
+            with contextlib.suppress(Exception):
+                observer.stop()
+            self._poll(root, identity, "polling every {:g} s")
+            return
+        self._observers[root] = (observer, identity)
+        log.info("watching %s", root)
+
+    def _poll(self, root: Path, identity: tuple[int, int], how: str) -> None:
         # lstat: the snapshot must not follow a folder link (a loop, or a way out of the root);
         # the plain PollingObserver uses os.stat and would walk through it
         observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=self.poll_interval)
         try:
-            observer.schedule(handler, str(root), recursive=True)
+            observer.schedule(self._handler, str(root), recursive=True)
             observer.start()
         except OSError as exc:
             log.error("%s: cannot poll: %s; only the periodic rescan will see it", root, exc.strerror or exc)
             return
-        self._observers.append(observer)
-        self.polled.append(root)
+        self._observers[root] = (observer, identity)
+        if root not in self.polled:
+            self.polled.append(root)
         log.info("watching %s: %s", root, how.format(self.poll_interval))
 
+    def check(self) -> list[Path]:
+        """Look at every root: one that is gone is reported once; one that is back, or that is now
+        another folder or file system (deleted and made again, remounted), or whose observer ended,
+        is watched again.  Returns those, which the caller scans for what changed meanwhile."""
+        back: list[Path] = []
+        with self._lock:
+            for root in self.roots:
+                try:
+                    st = os.stat(root)
+                    here = stat.S_ISDIR(st.st_mode)
+                except OSError:
+                    here = False
+                watching = self._observers.get(root)
+                if not here:
+                    if root not in self._missing:
+                        self._missing.add(root)
+                        log.warning("%s: the watched folder is gone (deleted, or its drive unplugged or "
+                                    "unmounted); watching for it to come back", root)
+                        self._stop(root)
+                    continue
+                if watching is not None and watching[1] == (st.st_dev, st.st_ino) and all(
+                        emitter.is_alive() for emitter in watching[0].emitters):
+                    continue
+                self._stop(root)
+                self._missing.discard(root)
+                self._watch(root)
+                log.warning("%s: the watched folder is back (or another folder or file system is there "
+                            "now); watching it again and scanning it", root)
+                back.append(root)
+        return back
+
+    def _stop(self, root: Path) -> None:
+        watching = self._observers.pop(root, None)
+        if watching is not None:
+            watching[0].stop()
+            watching[0].join(timeout=10)
+
     def stop(self) -> None:
-        for observer in self._observers:
-            observer.stop()
-        for observer in self._observers:
-            observer.join(timeout=10)
-        self._observers.clear()
+        with self._lock:
+            for observer, _ in self._observers.values():
+                observer.stop()
+            for observer, _ in self._observers.values():
+                observer.join(timeout=10)
+            self._observers.clear()

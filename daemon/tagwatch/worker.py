@@ -1,44 +1,38 @@
-"""The local engine: one thread that takes batches off the queue and runs the pipeline on them,
-and the state of what it retries (files still being written, files waiting for a disk to recover).
+"""The local engine's driver: the thread that takes batches off the queue and hands them to the
+:class:`~tagwatch.engine.Engine`, which runs the stages overlapped; and the state of what it retries
+(files still being written, files waiting for a disk to recover).
 
-One thread, so each file is handled by one writer at a time.  Stages themselves have no threads
-(see :mod:`tagwatch.pipeline`): this module is where the local engine decides how they run.
+Renames and deletions are applied here, in queue order: first the batches in flight that hold a path
+an operation names are finished (``Engine.wait_clear``), so the store sees them in the order they
+happened relative to tagging.  A tag-list reload waits for every batch in flight (its re-score writes
+files too).  Outcomes come back from the engine's threads, so the retry state is locked.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
+from .engine import Engine
 from .outcomes import Outcome, Status
 from .pipeline import Pipeline
-from .queue import Batch, BatchQueue, Delete
-from .retry import Backoff, transient_reason
+from .queue import Batch, BatchQueue, Delete, Move, Op
+from .retry import Backoff, StillWriting, transient_reason
 
 log = logging.getLogger(__name__)
 
-MAX_WAITS = 5  # times a file still being written is put back before it counts as damaged
 
-
-class Patience:
-    """How many more times each file still being written may be put back in the queue."""
-
-    def __init__(self, limit: int = MAX_WAITS) -> None:
-        self.limit = limit
-        self._tries: dict[str, int] = {}
-
-    def wait(self, path: str) -> bool:
-        """May ``path`` (truncated, modified seconds ago) wait for its writer once more?"""
-        tries = self._tries[path] = self._tries.get(path, 0) + 1
-        return tries <= self.limit
-
-    def forget(self, path: str) -> None:
-        self._tries.pop(path, None)
+def _names(op: Op) -> Callable[[str], bool]:
+    """Does a path in flight fall under ``op`` (a moved or deleted file, or a file in such a folder)?"""
+    heads = [op.src, op.dst] if isinstance(op, Move) else [op.path]
+    prefixes = tuple(h.rstrip("/") + "/" for h in heads) if op.is_dir else ()
+    return lambda path: path in heads or (bool(prefixes) and path.startswith(prefixes))
 
 
 class Worker(threading.Thread):
-    """The single thread that runs the pipeline, so each file is handled by one writer at a time."""
+    """The thread that feeds the engine batches from the queue and settles what they return."""
 
     def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None],
                  observe: Callable[[list[Outcome]], None] | None = None) -> None:
@@ -46,45 +40,60 @@ class Worker(threading.Thread):
         self.queue, self.pipeline, self._reload = queue, pipeline, reload
         self._observe = observe  # told every batch's outcomes: the counters `status` shows
         self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
-        self._patience = Patience()  # files still being written, put back a few times
+        self._writing = StillWriting()  # files that look cut short: still being copied?
+        self._db_trouble: str | None = None  # the database's passing problem, while it lasts
+        self._retry_lock = threading.Lock()  # outcomes arrive from the engine's threads
         self._reload_requested = threading.Event()
         self.batches = 0
         self.idle = threading.Event()
+        self.engine = Engine(pipeline, on_idle=queue.wake)  # woken: the worker sees it is idle
 
     def request_reload(self) -> None:
         self._reload_requested.set()
         self.queue.wake()
 
     def run(self) -> None:
-        while True:
-            if self._reload_requested.is_set():
-                self._reload_requested.clear()
-                self._guard(self._reload)
-            deferred = self.pipeline.take_deferred()
-            if deferred:
-                self._guard(lambda d=deferred: self._settle(d))
-            batch = self.queue.get(timeout=1.0)
-            if batch is None:
-                return
-            if not batch:
-                self.idle.set()
-                continue
-            self.idle.clear()
-            self._guard(lambda b=batch: self._handle(b))
-            self.batches += 1
+        try:
+            while True:
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self.engine.drain()  # a re-score writes files too: one writer per file
+                    self._guard(self._reload)
+                deferred = self.pipeline.take_deferred()
+                if deferred:
+                    self._guard(lambda d=deferred: self._settle(d))
+                batch = self.queue.get(timeout=1.0)
+                if batch is None:
+                    return
+                if not batch:
+                    if not self.engine.busy:
+                        self.idle.set()
+                    continue
+                self.idle.clear()
+                self._guard(lambda b=batch: self._handle(b))
+                self.batches += 1
+        finally:
+            self.engine.close()  # finish the batches in flight
+
+    def _still_writing(self, path: str, st: os.stat_result) -> bool:
+        """``StillWriting``, asked from the engine's threads."""
+        with self._retry_lock:
+            return self._writing(path, st)
 
     def _handle(self, batch: Batch) -> None:
         for op in batch.ops:
             if isinstance(op, Delete):
-                self._backoff.clear(op.path)
+                with self._retry_lock:
+                    self._backoff.clear(op.path)
+            self.engine.wait_clear(_names(op))
         paths = batch.paths + self.pipeline.apply(batch.ops)
         if not paths:
             return
         try:
-            outcomes = self.pipeline.process(paths, wait_for_writers=self._patience.wait)
-        except Exception as exc:
-            outcomes = self._one_by_one(paths, exc)
-        self._settle(outcomes)
+            self.engine.submit(paths, self._settle, wait_for_writers=self._still_writing)
+        except Exception as exc:  # selecting failed (the database): file by file, nothing else running
+            self.engine.drain()
+            self._settle(self._one_by_one(paths, exc))
 
     def _one_by_one(self, paths: list[str], exc: Exception) -> list[Outcome]:
         """After a batch raised: a passing problem (the database's disk is full) puts every file back
@@ -99,7 +108,7 @@ class Worker(threading.Thread):
         outcomes: list[Outcome] = []
         for path in paths:
             try:
-                outcomes += self.pipeline.process([path], wait_for_writers=self._patience.wait)
+                outcomes += self.pipeline.process([path], wait_for_writers=self._still_writing)
             except Exception as err:
                 passing = transient_reason(err)
                 outcomes.append(Outcome(path, Status.WAIT, error=passing) if passing is not None
@@ -111,16 +120,27 @@ class Worker(threading.Thread):
         that grows while the problem lasts (reported once per file, not once per attempt)."""
         if self._observe is not None:
             self._observe(outcomes)
+        with self._retry_lock:
+            self._retry(outcomes)
+
+    def _retry(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             path = outcome.path
             if outcome.status != Status.RETRY:
-                self._patience.forget(path)
+                self._writing.forget(path)
             if outcome.status == Status.RETRY:
                 self.queue.put(path, force=True)  # never wait on the queue only we drain
             elif outcome.status == Status.WAIT:
                 first = path not in self._backoff
                 delay = self._backoff.next(path)
-                if first:
+                # The database's trouble is every photo's: said once while it lasts, not per photo
+                shared = (outcome.error or "").startswith("database:")
+                if first and shared and self._db_trouble is None:
+                    self._db_trouble = outcome.error
+                    log.warning("photos are not tagged yet: %s; they wait and are tried again, backing "
+                                "off to once every %g s, until it works", outcome.error, self._backoff.cap,
+                                extra={"event": "retrying", "reason": outcome.error})
+                elif first and not shared:
                     log.warning("%s: not tagged yet: %s; trying again in %g s, backing off to once every "
                                 "%g s, until it works", path, outcome.error, delay, self._backoff.cap,
                                 extra={"event": "retrying", "path": path, "reason": outcome.error})
@@ -128,8 +148,16 @@ class Worker(threading.Thread):
                     log.debug("%s: still not tagged (attempt %d): %s", path, self._backoff.tries(path),
                               outcome.error)
                 self.queue.put(path, delay=delay, force=True)
-            elif path in self._backoff:
-                self._backoff.clear(path)
+            else:
+                if path in self._backoff:
+                    self._backoff.clear(path)
+                if self._db_trouble is not None and outcome.status in (Status.TAGGED, Status.FAILED,
+                                                                       Status.GONE):
+                    self._db_trouble = None  # the store took a write: the waiting photos go now
+                    waiting = self._backoff.keys()
+                    log.info("the database takes writes again; %d waiting photos are tried now", len(waiting))
+                    for other in waiting:
+                        self.queue.put(other, delay=0.0, force=True)
 
     def _guard(self, work: Callable[[], None]) -> None:
         """Nothing that goes wrong in one batch may stop the daemon."""

@@ -12,8 +12,11 @@ The protocol that keeps the ledger (which keywords are ours) exact through any c
    which withdraws what step 1 recorded and says whether to retry, wait, or give up.
 
 A crash between 1 and 3 leaves the file ``pending`` for the next scan, and tagwatch never forgets a
-keyword it put in.  The steps are separate so that an engine may run step 2 elsewhere (the Ray
-engine's workers) while one process owns the store; :meth:`Writeback.finish` runs all three here.
+keyword it put in.  Keywords recorded in step 1 stay pending in the ledger until step 3 finds them
+in the file: only a keyword a recorded write put in can be taken for one a person took out (step 1
+notices those, see :meth:`Writeback.taken_out`), never one a crash kept from the file.  The steps
+are separate so that an engine may run step 2 elsewhere (the Ray engine's workers) while one
+process owns the store; :meth:`Writeback.finish` runs all three here.
 Which keywords a file should carry is decided before this module (:mod:`tagwatch.tagger`,
 overrides, a caption's keywords), except what depends on the file's own metadata, which can only be
 decided once it is read here (:mod:`tagwatch.geotag`, :meth:`tagwatch.captions.Captions.describe`);
@@ -22,6 +25,7 @@ this module carries the decisions out.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -31,14 +35,20 @@ from pathlib import Path
 
 from .captions import Captions, Reading
 from .geotag import Placement, Places
-from .metadata import FileChanged, Filled, KeywordWriter, MetadataError, WritePlan
+from .metadata import FileChanged, FileState, Filled, KeywordWriter, MetadataError, WritePlan
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
 from .queue import Delete, Op
 from .retry import transient_reason
-from .store import DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, Store
+from .store import DECLINED, DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store
 
 log = logging.getLogger(__name__)
+
+# A save by another program within this long after tagwatch's write (by the file system's change
+# times) that lacks exactly the keywords that write added may have been built from the version before
+# it (read before our write landed, renamed over it after): those keywords are written again rather
+# than taken for a person's removal.  A person takes longer to see a keyword and take it out.
+STALE_SAVE_NS = 10 * 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,9 @@ class WriteJob:
     ahead: list[str] = field(default_factory=list)  # ledger rows recorded ahead, withdrawn on failure
     placed: Placement | None = None  # the places stage's decision (places on, the file read)
     filled: dict[str, Filled] = field(default_factory=dict)  # the ledger's filled fields before this write
+    held: list[str] = field(default_factory=list)  # owned keywords the file holds (read in step 1)
+    unwritten: list[str] = field(default_factory=list)  # owned, absent, never recorded written
+    kept_out: list[str] = field(default_factory=list)  # predicted, but a person took them out
     reading: Reading | None = None  # the caption stage's (captions on): its keywords are in ``tags``
 
     @property
@@ -80,12 +93,14 @@ class WriteJob:
 
 def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
     """Step 2: apply the job's plan to the file (atomically; :class:`FileChanged` if someone else
-    changed it meanwhile) and return the file's stat afterwards.  Touches no store."""
+    changed it meanwhile) and return the stat of the version written, or, with nothing to write,
+    of the version read.  Never a stat taken afterwards: that may be of a version another program
+    saved just after our write, which lacks our keywords and must look changed.  Touches no store."""
     if job.writes:
         assert job.plan is not None
         log.debug("%s: writing keywords", job.path)
-        writer.apply(job.plan)
-    return os.lstat(job.path)
+        return writer.apply(job.plan)
+    return job.stat
 
 
 class Writeback:
@@ -106,6 +121,10 @@ class Writeback:
         override = job.override
         keywords = job.keywords
         row = self.store.file(job.path)
+        # The ledger belongs to the path and the picture it held: a photo renamed or saved over a
+        # tagged one inherits none of it (recording the new key forgets it; see Store.record_file)
+        if row is not None and row.key is not None and job.key is not None and row.key != job.key:
+            row = None
         owned = job.owned = self.store.ledger(row.id) if row is not None else []
         owned_paths = self.store.ledger_paths(row.id) if row is not None else {}
         # Without a prediction there is something to do only to our own keywords: sync drops them,
@@ -118,6 +137,12 @@ class Writeback:
                                        or self.captions is not None):
             return
         state = self.writer.inspect(Path(job.path), job.stat)
+        declined = self.taken_out(job, row, state, owned_paths) if row is not None else set()
+        owned = job.owned
+        # A keyword a person took out stays out, unless they put it back (theirs then) or an override
+        # of theirs asks for it
+        job.kept_out = self.writer.absent(state, {k: () for k in declined if k not in override.add})
+        keywords = [k for k in keywords if k not in job.kept_out]
         writing, withdraw = keywords, list(override.remove)
         known = rules.paths
         if self.captions is not None:  # a caption's keywords under their prefix; a list tag's path wins
@@ -127,7 +152,7 @@ class Writeback:
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
                                                      state.sidecar.gps)
-            writing = keywords + [k for k in placed.keywords if k not in keywords]
+            writing = keywords + [k for k in placed.keywords if k not in keywords and k not in job.kept_out]
             paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}
             withdraw += [k for k in placed.withdraw if k not in keywords]
             fill, job.filled = placed.fill, placed.filled
@@ -159,6 +184,68 @@ class Writeback:
             self.store.set_filled(job.file_id, plan.fills_ahead)
         job.ahead = mine + plan.dropped
 
+    def taken_out(self, job: WriteJob, row: FileRow, state: FileState,
+                  owned_paths: Mapping[str, Sequence[str]]) -> set[str]:
+        """The keywords a person took out of this photo: those recorded before, and those of ours a
+        recorded write put in that the file (``state``, just read) now holds in no keyword field,
+        under no spelling we wrote.  These are recorded in the ledger as declined, and are no longer
+        ours (``job.owned`` loses them): tagwatch never writes them into this photo again, and sync
+        and untag leave them alone.
+
+        Not taken for a person's removal: a keyword recorded ahead of a write never recorded done
+        (a crash may have stopped the write; it is written again if still predicted, else
+        forgotten), and a save that looks built from the version before our last write (see
+        :data:`STALE_SAVE_NS`), whose keywords are written again."""
+        declined = set(self.store.ledger(row.id, DECLINED))
+        if not job.owned:
+            return declined
+        assert self.writer is not None
+        pending = self.store.pending_ledger(row.id)
+        gone = self.writer.absent(state, {o: owned_paths.get(o, ()) for o in job.owned})
+        job.held = [o for o in job.owned if o not in gone]
+        taken = [o for o in gone if o not in pending]
+        job.unwritten = [o for o in gone if o in pending]
+        if not taken:
+            return declined
+        changed = self._changed_ns(job.path, state)
+        if (row.written_ns is not None and changed - row.written_ns <= STALE_SAVE_NS
+                and set(taken) == self.store.last_written(row.id)):
+            log.info("%s: saved by another program %.1f s after tagwatch wrote it, without the keywords "
+                     "that write added (%s): built from the version before it, so they are written again",
+                     job.path, (changed - row.written_ns) / 1e9, ", ".join(taken),
+                     extra={"event": "stale-save", "path": job.path, "keywords": taken})
+            job.unwritten += taken
+            return declined
+        self.store.decline(row.id, taken)
+        job.owned = [o for o in job.owned if o not in taken]
+        log.info("%s: %s taken out of it by a person (or another program); never written into this photo "
+                 "again", job.path, ", ".join(taken), extra={"event": "declined", "path": job.path,
+                                                             "keywords": taken})
+        return declined | set(taken)
+
+    def _changed_ns(self, path: str, state: FileState) -> int:
+        """When the photo or its sidecar last changed (the newer), by the file system's clock."""
+        assert self.writer is not None
+        changed = state.before.st_ctime_ns
+        with contextlib.suppress(OSError):
+            changed = max(changed, self.writer.sidecar_for(Path(path)).lstat().st_ctime_ns)
+        return changed
+
+    def _written_ns(self, job: WriteJob, st: os.stat_result) -> int | None:
+        """The change time of what this write put in place (the photo, its sidecar: the newer), or
+        None if it added no keyword (a save built from the version before a write that only took
+        keywords out or re-spelled them lacks nothing of ours).  The sidecar's is read now: if
+        another program has saved it since, its time is later still, which only makes that save look
+        more like one built from ours."""
+        assert job.plan is not None and self.writer is not None
+        if not job.writes or not job.plan.ours:
+            return None
+        marks = [st.st_ctime_ns] if any(e.is_photo for e in job.plan.edits) else []
+        if any(not e.is_photo for e in job.plan.edits):
+            with contextlib.suppress(OSError):
+                marks.append(self.writer.sidecar_for(Path(job.path)).lstat().st_ctime_ns)
+        return max(marks, default=None)
+
     def record_done(self, job: WriteJob, st: os.stat_result, rules: TagRules) -> Outcome:
         """Step 3: the file holds its keywords (``st``: its stat after the write); record it tagged."""
         plan, override, keywords = job.plan, job.override, job.keywords
@@ -171,8 +258,13 @@ class Writeback:
         with self.store.transaction():
             file_id = self.store.record_file(job.path, key=job.key, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                              state=DONE)
-            self.store.record_tagged(file_id, keywords, rules.fingerprint, st.st_size, st.st_mtime_ns)
+            written_ns = self._written_ns(job, st) if plan is not None else None
+            self.store.record_tagged(file_id, keywords, rules.fingerprint, st.st_size, st.st_mtime_ns,
+                                     written_ns)
             if plan is not None:
+                # What the file now holds of ours is recorded written; what it never got is forgotten
+                self.store.confirm_ledger(file_id, [*job.held, *plan.ours])
+                self.store.remove_ledger(file_id, [k for k in job.unwritten if k not in plan.ours])
                 self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
                 self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in job.owned],
                                       USER)
@@ -187,18 +279,27 @@ class Writeback:
         if job.placed is not None and job.placed.claim:
             fields["places"] = job.placed.claim.levels()
             place = f"; place: {', '.join(job.placed.claim.levels())}"
+        carried = [k for k in keywords if k not in job.kept_out]
+        if job.kept_out:
+            fields["declined"] = job.kept_out
+            place += f"; left out, as a person took them out: {', '.join(job.kept_out)}"
         if added:
-            log.info("tagged %s: %s%s", job.path, ", ".join(keywords), place, extra=fields)
+            log.info("tagged %s: %s%s", job.path, ", ".join(carried), place, extra=fields)
         else:
-            log.info("tagged %s: %s (already in the file)%s", job.path, ", ".join(keywords) or "no tag above "
+            log.info("tagged %s: %s (already in the file)%s", job.path, ", ".join(carried) or "no tag above "
                      f"threshold {rules.threshold}", place, extra=fields)
-        return Outcome(job.path, Status.TAGGED, job.tags, added)
+        return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=job.writes)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
-        """Step 1 or 2 failed: withdraw the ledger rows recorded ahead (the file is as it was) and
-        say what next: RETRY (changed under us), WAIT (a passing storage problem), or give up."""
-        if job.file_id is not None and job.ahead:
-            self.store.remove_ledger(job.file_id, job.ahead)
+        """Step 1 or 2 failed: withdraw the ledger rows this plan recorded ahead (the file is as it
+        was) and say what next: RETRY (changed under us), WAIT (a passing storage problem), or give up.
+
+        Rows the ledger held before this plan stay, even for keywords it meant to add: they come from
+        an earlier write that was interrupted (a crash, a Ray node lost) and may have reached the
+        file after this plan read it, as a lost node's write can."""
+        withdraw = [k for k in job.ahead if k not in job.owned]
+        if job.file_id is not None and withdraw:
+            self.store.remove_ledger(job.file_id, withdraw)
         if job.file_id is not None and job.plan is not None and job.plan.fills_ahead:
             self.store.set_filled(job.file_id, {name: job.filled.get(name) for name in job.plan.fills_ahead})
         if isinstance(exc, FileChanged):
@@ -242,8 +343,7 @@ class Writeback:
         try:
             plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id),
                                           filled)
-            self.writer.apply(plan)
-            st = os.lstat(path)
+            st = self.writer.apply(plan)
         except (MetadataError, OSError) as exc:
             reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
             log.warning("%s: not untagged: %s", path, reason)
@@ -261,12 +361,18 @@ class Writeback:
     # -- renames and deletions ------------------------------------------------------------------
 
     def apply_ops(self, ops: Sequence[Op]) -> list[str]:
-        """Apply renames and deletions to the store; returns moved paths the store did not know."""
+        """Apply renames and deletions to the store; returns the paths to look at: moved paths the
+        store did not know, and "deleted" files that are there (replaced since)."""
         unknown: list[str] = []
         for op in ops:
             if isinstance(op, Delete):
-                if os.path.lexists(op.path):  # replaced since (a polling observer sees our own atomic
-                    continue                  # replace as delete + create): the row and ledger stay
+                # Replaced since (a polling observer sees an atomic replace as delete + create; an
+                # exchange of names, see atomic.py, reports the photo moved to a hidden name): the row
+                # and ledger stay, and the file is looked at again, as the op dropped its queued event.
+                if os.path.lexists(op.path):
+                    if not op.is_dir:
+                        unknown.append(op.path)
+                    continue
                 if op.is_dir:
                     self.store.mark_deleted_under(op.path)
                 elif self.store.mark_deleted(op.path):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import exiftool, logs
-from ..config import MODES, TARGETS, Config, load_config
+from ..config import BUILTIN_TAG_LISTS, MODES, TARGETS, Config, builtin_tag_list, load_config
 from ..formats import IMAGE_SUFFIXES
 from ..imaging import set_pixel_limit
 from ..metadata import KeywordWriter
@@ -20,6 +22,9 @@ from ..store import Store, private_folder
 from ..vocabulary import Vocabulary
 from ..watcher import PathFilter, walk
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from ..encoder import LazyModel
 
 log = logging.getLogger("tagwatch")
 
@@ -76,7 +81,9 @@ def add_tagging_flags(parser: argparse.ArgumentParser, *, writing: bool) -> None
                             "its own threshold in a rich list keeps it)")
     group.add_argument("--top-k", type=_positive, metavar="N",
                        help="at most N tags per photo ([tagging] top_k)")
-    group.add_argument("--tags", metavar="FILE", help="another tag list, .txt or .toml (tags)")
+    group.add_argument("--tags", metavar="FILE",
+                       help="another tag list, .txt or .toml, or a built-in one by name: "
+                            f"{' or '.join(BUILTIN_TAG_LISTS)} (tags)")
     if writing:
         group.add_argument("--mode", choices=MODES, help="append, sync or overwrite ([tagging] mode)")
         group.add_argument("--target", choices=TARGETS,
@@ -92,7 +99,9 @@ def with_flags(config: Config, args: argparse.Namespace) -> Config:
     if getattr(args, "target", None) is not None:
         config = replace(config, write=replace(config.write, target=args.target))
     if getattr(args, "tags", None):
-        config = replace(config, tags=Path(args.tags).expanduser().absolute())
+        tags = (builtin_tag_list(args.tags) if args.tags in BUILTIN_TAG_LISTS
+                else Path(args.tags).expanduser().absolute())
+        config = replace(config, tags=tags)
     return config
 
 
@@ -115,9 +124,11 @@ def require_exiftool() -> None:
         raise UsageError(exiftool.NOT_FOUND)
 
 
-def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None) -> Pipeline:
-    """:func:`tagwatch.pipeline.pipeline_for` with a progress bar while new prompts are encoded."""
-    return pipeline_for(config, store, writer, adopt=lambda pipeline, vocabulary:
+def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None,
+                  model: LazyModel | None = None) -> Pipeline:
+    """:func:`tagwatch.pipeline.pipeline_for` with a progress bar while new prompts are encoded
+    (``model``: another than the config's own child, the Ray engine's stations)."""
+    return pipeline_for(config, store, writer, model=model, adopt=lambda pipeline, vocabulary:
                         use_vocabulary(pipeline, store, vocabulary))
 
 
@@ -130,9 +141,13 @@ def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> 
         return pipeline.use_vocabulary(vocabulary, advance=bar.advance)
 
 
-def expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:
+def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False) -> Iterator[str]:
     """The photos named on the command line: files as given, folders walked (the config's exclude
-    patterns honoured); anything else is skipped with a warning."""
+    patterns honoured); anything else is skipped with a warning (unless ``quiet``: a counting pass)."""
+    if quiet:
+        with _silenced():
+            yield from expand(paths, exclude)
+        return
     for given in paths:
         path = Path(given).expanduser().absolute()
         if path.is_dir():
@@ -146,6 +161,18 @@ def expand(paths: Sequence[str], exclude: Sequence[str]) -> Iterator[str]:
                 log.warning("%s: skipped: not a photo file name (%s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
         else:
             log.warning("%s: skipped: no such file or folder", path)
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """tagwatch's warnings held back (a second walk over the same folders would repeat them)."""
+    logger = logging.getLogger("tagwatch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def count_text(counts: Mapping[str, int]) -> str:

@@ -13,9 +13,12 @@ from ..captions import Captions, Reading
 from ..config import Config
 from ..geotag import Places
 from ..metadata import ExifTool, KeywordWriter, MetadataError
-from ..store import Store
+from ..store import DECLINED, Store
 from ..tagger import select
 from .common import UsageError, add_tagging_flags, load, make_pipeline, with_flags
+
+# A keyword tagwatch wrote that a person then took out of the file (the ledger says declined)
+TAKEN_OUT = "not written: a person took it out of this photo"
 
 
 @dataclass(frozen=True)
@@ -30,13 +33,14 @@ class Line:
 class Explanation:
     path: str
     model: str
-    lines: list[Line]  # best score first; override-only keywords last
+    lines: list[Line]  # best score first; then keywords only an override or expansion adds
     place: list[str] = field(default_factory=list)  # the photo's coordinates and place ([places] on)
     caption: list[str] = field(default_factory=list)  # its caption and candidates ([captions] on)
 
 
 def explain(config: Config, image: str) -> Explanation:
-    """Score one photo against the tag list and give each tag its verdict."""
+    """Score one photo against the tag list and give each tag its verdict; with expansion on, the
+    levels above the tags it gets are written too, and say which tag they come from."""
     path = str(Path(image).expanduser().absolute())
     store = Store(config.database)
     try:
@@ -51,12 +55,19 @@ def explain(config: Config, image: str) -> Explanation:
         finally:
             pipeline.close()
         place = place_lines(config, store, path) if config.places.enabled else []
+        row = store.file(path)
+        declined = set(store.ledger(row.id, DECLINED)) if row is not None else set()
     finally:
         store.close()
     assert pipeline.tags is not None and pipeline.vocabulary is not None
     scores = pipeline.tags.scores(vector)[0]
     limits = pipeline.thresholds
-    chosen = set(select(scores, limits, config.tagging.top_k)[0])
+    picked = select(scores, limits, config.tagging.top_k)[0]
+    chosen = set(picked)
+    implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
+    for index in picked:
+        for level in pipeline.expansion.levels.get(pipeline.tags.keywords[index], ()):
+            implied.setdefault(level, pipeline.tags.keywords[index])
     override = pipeline.overrides.for_path(path)
     lines = []
     for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
@@ -65,8 +76,12 @@ def explain(config: Config, image: str) -> Explanation:
             verdict = "removed by an override"
         elif keyword in override.add:
             verdict = "added by an override"
+        elif keyword in declined and (index in chosen or keyword in implied):
+            verdict = TAKEN_OUT
         elif index in chosen:
             verdict = "TAGGED"
+        elif keyword in implied:
+            verdict = f"TAGGED: a level above {implied[keyword]}"
         elif scores[index] > limits[index]:
             verdict = "above threshold, beyond top_k"
         else:
@@ -77,6 +92,11 @@ def explain(config: Config, image: str) -> Explanation:
         lines.append(Line(rank, float(scores[index]), keyword, verdict))
     lines += [Line(None, None, keyword, "added by an override") for keyword in override.add
               if keyword not in pipeline.tags.keywords]
+    # levels above a predicted tag that are no tag of the list (the photo vocabulary's "animal")
+    lines += [Line(None, None, level, "removed by an override" if level in override.remove
+                   else TAKEN_OUT if level in declined
+                   else f"TAGGED: a level above {below}") for level, below in implied.items()
+              if level not in pipeline.tags.keywords and level not in override.add]
     said = caption_lines(pipeline.captions, reading, override.remove) if pipeline.captions else []
     return Explanation(path, pipeline.model.identity, lines, place, said)
 
@@ -129,7 +149,7 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
         shown = [known[name] for name in dict.fromkeys(names)]
     else:
         shown = [line for line in explanation.lines if not top or line.rank is None or line.rank <= top
-                 or line.verdict.startswith(("TAGGED", "added", "removed"))]
+                 or line.verdict.startswith(("TAGGED", "added", "removed")) or line.verdict == TAKEN_OUT]
     for line in shown:
         if line.rank is None or line.score is None:
             out.append(f"{'':>5}  {'':>7}  {line.keyword:<40} {line.verdict}")

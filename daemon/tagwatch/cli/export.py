@@ -24,9 +24,10 @@ def export(config: Config, given: Sequence[str],
            progress: Callable[[int], Progress] = lambda total: Progress(total, "export")
            ) -> tuple[list[Exported], dict[str, str]]:
     """Each named photo (default: every photo in the database) scored from its cached vector against
-    the current tag list, with its place keywords (``[places]`` on) and its caption, caption keywords
-    and scored candidates (``[captions]`` on, from the cached captions: no photo is captioned here);
-    and for each photo without a vector, the reason."""
+    the current tag list (with the levels above its tags that expansion writes), with its place
+    keywords (``[places]`` on) and its caption, caption keywords and scored candidates (``[captions]``
+    on, from the cached captions: no photo is captioned here); and for each photo without a vector,
+    the reason."""
     if not config.database.exists():
         raise UsageError(f"{config.database}: no database yet; `tagwatch scan` or `tagwatch run` makes it")
     store = Store(config.database)
@@ -40,7 +41,7 @@ def export(config: Config, given: Sequence[str],
                 vectors, missing = cached_vectors(store, pipeline.model.identity, paths, bar.advance, keys)
             assert pipeline.vocabulary is not None and pipeline.tags is not None
             thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
-            results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k)
+            results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k, pipeline.expansion)
             if pipeline.captions is not None:  # candidates' prompts may need the model: before close
                 results = with_captions(pipeline, results, vectors, keys)
         finally:

@@ -63,7 +63,7 @@ def init(target: Path, folders: Sequence[str], *, force: bool, where: str = "emb
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(example)
-    tags = target.parent / "tags.txt"
+    tags = target.parent / "tags.toml"  # the shipped photo vocabulary, to edit
     if not tags.exists():
         shutil.copyfile(builtin_tag_list(), tags)
     return tags

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from .. import logs
+from .. import logs, ray_driver
 from ..config import Config
+from ..engine import Engine
 from ..metadata import ExifTool, KeywordWriter
+from ..model import model_identity
 from ..outcomes import Outcome, Status
+from ..queue import backlog_batch
 from ..store import Store
 from .common import (
+    UsageError,
     add_tagging_flags,
     count_text,
     expand,
@@ -28,30 +32,78 @@ from .progress import Progress, write
 def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
          report: Callable[[Outcome], None] = lambda outcome: None,
          progress: Callable[[int], Progress] = lambda total: Progress(total, "scan")) -> dict[str, int]:
-    """Tag ``paths`` (photo files) in batches of the config's size; count the outcomes by status.
-    ``report`` sees each outcome; the progress shown counts photos once the model is ready."""
+    """Tag ``paths`` (photo files) through the overlapped engine, a backlog's batch at a time
+    (:func:`~tagwatch.queue.backlog_batch`); count the outcomes by status.
+    ``report`` sees each outcome (from the engine's write thread, one batch at a time)."""
     store = Store(config.database)
     exiftool = ExifTool()
     counts: dict[str, int] = {}
     try:
         pipeline = make_pipeline(config, store, None if dry_run else KeywordWriter(exiftool, config.write))
-        size = config.batch.size
+        engine = Engine(pipeline)
+        size = backlog_batch(config.batch.size, config.model.device)  # a scan is a backlog
         with progress(len(paths)) as bar:
-            for start in range(0, len(paths), size):
-                batch = paths[start:start + size]
-                for outcome in pipeline.process(batch, dry_run=dry_run, retry_failed=True):
-                    counts[outcome.status] = counts.get(outcome.status, 0) + 1
-                    if outcome.status == Status.WAIT:  # the daemon would retry later; a scan reports it
-                        log.warning("%s: not tagged: %s (run the scan again once that is fixed)",
-                                    outcome.path, outcome.error,
-                                    extra={"event": "skipped", "path": outcome.path, "reason": outcome.error})
+
+            def done(outcomes: list[Outcome]) -> None:
+                for outcome in outcomes:
+                    _count(counts, outcome)
                     report(outcome)
-                bar.advance(len(batch))
+                bar.advance(len(outcomes))
+
+            try:
+                for start in range(0, len(paths), size):
+                    engine.submit(paths[start:start + size], done, dry_run=dry_run, retry_failed=True)
+            finally:
+                engine.close()  # every batch submitted is finished (an interrupted scan too)
         pipeline.close()
     finally:
         exiftool.close()
         store.close()
     return counts
+
+
+def _count(counts: dict[str, int], outcome: Outcome) -> None:
+    counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    if outcome.status == Status.WAIT:  # the daemon would retry later; a scan reports it
+        log.warning("%s: not tagged: %s (run the scan again once that is fixed)", outcome.path, outcome.error,
+                    extra={"event": "skipped", "path": outcome.path, "reason": outcome.error})
+
+
+def scan_on_ray(config: Config, paths: Iterable[str], total: int, *, address: str | None, dry_run: bool,
+                report: Callable[[Outcome], None] = lambda outcome: None,
+                progress: Callable[[int], Progress] = lambda total: Progress(total, "scan"),
+                ) -> tuple[dict[str, int], ray_driver.Summary]:
+    """``scan`` with the expensive stages on a Ray cluster (``address``; docs/ray.md); ``paths`` is
+    consumed lazily, ``total`` of them.  This process alone opens the store.  Returns the outcome
+    counts and the run's summary (encoded, cached, failures, per node)."""
+    ray_driver.prepare(address)
+    connected = ray_driver.connect(address)
+    store = Store(config.database)
+    exiftool = ExifTool()
+    fleet = ray_driver.Fleet(config, model_identity(config.model), writes=not dry_run)
+    counts: dict[str, int] = {}
+    try:
+        fleet.grow()
+        pipeline = make_pipeline(config, store, None if dry_run else KeywordWriter(exiftool, config.write),
+                                 model=ray_driver.RemoteModel(fleet))
+        with progress(total) as bar:
+            def finish(outcome: Outcome) -> None:
+                _count(counts, outcome)
+                report(outcome)
+                bar.advance()
+
+            summary = ray_driver.run_scan(pipeline, fleet, paths, batch=config.batch.size, dry_run=dry_run,
+                                          finish=finish)
+        pipeline.close()
+    except ray_driver.ClusterError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        fleet.close()
+        exiftool.close()
+        store.close()
+        if connected:
+            ray_driver.disconnect()
+    return counts, summary
 
 
 def dry_line(outcome: Outcome) -> str | None:
@@ -63,21 +115,52 @@ def dry_line(outcome: Outcome) -> str | None:
 
 
 def scan_func(args: argparse.Namespace) -> int:
+    if args.address and args.engine != "ray":
+        raise UsageError("--address names a Ray cluster: it goes with --engine ray")
+    if args.engine == "ray":
+        try:
+            ray_driver.prepare(args.address)
+        except ImportError as exc:
+            if (exc.name or "").partition(".")[0] != "ray":
+                raise
+            raise UsageError(f"--engine ray needs Ray, on this machine and on every node: "
+                             f"{ray_driver.INSTALL}") from None
     config = with_flags(load(args), args)
     if not args.dry_run:
         require_exiftool()
-    paths = list(dict.fromkeys(expand(args.paths, config.exclude)))
 
     def report(outcome: Outcome) -> None:
         line = dry_line(outcome) if args.dry_run else None
         if line is not None:
             write(line)
 
-    counts = scan(config, paths, dry_run=args.dry_run, report=report)
-    text = f"scan: {len(paths)} photos: {count_text(counts)}" + (
+    if args.engine == "ray":
+        total = sum(1 for _ in unique(expand(args.paths, config.exclude, quiet=True), len(args.paths)))
+        counts, summary = scan_on_ray(config, unique(expand(args.paths, config.exclude), len(args.paths)),
+                                      total, address=args.address, dry_run=args.dry_run, report=report)
+        for line in summary.lines():
+            print(logs.summary_line(args.log_format, line), file=sys.stderr)
+    else:
+        paths = list(dict.fromkeys(expand(args.paths, config.exclude)))
+        total = len(paths)
+        counts = scan(config, paths, dry_run=args.dry_run, report=report)
+    text = f"scan: {total} photos: {count_text(counts)}" + (
         " (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)
     return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) else 0
+
+
+def unique(paths: Iterable[str], sources: int) -> Iterator[str]:
+    """Each path once.  One folder or file given yields each path once already; only several, which
+    may overlap, need the set of paths seen (memory grows with the archive only then)."""
+    if sources <= 1:
+        yield from paths
+        return
+    seen: set[str] = set()
+    for path in paths:
+        if path not in seen:
+            seen.add(path)
+            yield path
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -85,5 +168,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     scan.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders (recursive)")
     scan.add_argument("--dry-run", action="store_true",
                       help="print each photo's tags with scores; write no photo (vectors are still cached)")
+    scan.add_argument("--engine", choices=("local", "ray"), default="local",
+                      help="local (this machine) or ray: read, encode and write on the nodes of a Ray "
+                           "cluster that see the photos at the same paths (pip install 'tagwatch[ray]')")
+    scan.add_argument("--address", metavar="ADDR",
+                      help="the Ray cluster's head, HOST:PORT (default: RAY_ADDRESS, or the cluster "
+                           "`ray start` began on this machine, else a Ray for this scan alone)")
     add_tagging_flags(scan, writing=True)
     scan.set_defaults(func=scan_func)

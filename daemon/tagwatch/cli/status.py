@@ -16,7 +16,7 @@ from .common import load
 from .progress import duration
 
 COUNTS = ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded", "captioned",
-          "keywords_written")
+          "keywords_written", "keywords_declined")
 
 
 def status(config: Config) -> tuple[dict[str, Any], list[tuple[str, str]]]:

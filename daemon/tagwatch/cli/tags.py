@@ -1,8 +1,10 @@
-"""``tagwatch tags check FILE``: validate a tag list and report tags whose text vectors nearly match."""
+"""``tagwatch tags check FILE``: validate a tag list, report tags whose text vectors nearly match and
+where the list sits in WordNet; ``tagwatch tags senses WORD…``: a word's WordNet senses, to pick one."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,8 @@ from ..encoder import LazyModel
 from ..pipeline import Pipeline
 from ..store import Store
 from ..tagger import NEAR_DUPLICATE, near_duplicates
-from ..vocabulary import Vocabulary, load_vocabulary
+from ..vocabulary import Vocabulary, load_configured
+from ..wordnet import WordNet
 from .common import load, use_vocabulary
 
 
@@ -24,8 +27,9 @@ class Check:
 
 
 def check(config: Config, path: Path) -> Check:
-    """Load the list (errors: one line naming the file), encode its prompts, find near-duplicates."""
-    vocabulary = load_vocabulary(path, config.tagging.templates)
+    """Load the list as the daemon would (errors: one line naming the file; with ``[tagging] expand``
+    on, a plain list's words placed in WordNet), encode its prompts, find near-duplicates."""
+    vocabulary = load_configured(path, config.tagging)
     store = Store(config.database)
     try:
         pipeline = Pipeline(store, LazyModel(config.model), None, config.tagging)
@@ -47,6 +51,7 @@ def render(result: Check, path: Path) -> str:
     nested = sum(bool(tag.parents) for tag in vocabulary.tags)
     out.append(f"{path}: {len(vocabulary.tags)} tags, {prompts} prompts ({result.encoded} encoded now, "
                f"{prompts - result.encoded} cached), {own} with their own threshold, {nested} with a parent")
+    out += hierarchy(vocabulary)
     if result.pairs:
         plural = "" if len(result.pairs) == 1 else "s"
         out.append(f"near-duplicates: {len(result.pairs)} pair{plural} of tags whose text vectors have "
@@ -57,10 +62,55 @@ def render(result: Check, path: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def hierarchy(vocabulary: Vocabulary) -> list[str]:
+    """Where the list sits in WordNet: the levels it gained, its deepest path, and (a plain list
+    with expansion on) the tags WordNet could not place, with the reason."""
+    out = []
+    if vocabulary.ancestors:
+        levels = ", ".join(sorted(tag.keyword for tag in vocabulary.ancestors))
+        out.append(f"levels above the tags, named by the photo vocabulary (written by expansion): {levels}")
+    deepest = max(vocabulary.tags, key=lambda tag: len(tag.parents))
+    if deepest.parents:
+        out.append(f"deepest path: {deepest.path}")
+    if vocabulary.unplaced:
+        out.append(f"not placed in WordNet: {len(vocabulary.unplaced)} tags stay flat (expansion adds "
+                   "nothing to them; a .toml list can name each one's synset):")
+        out += [f"  {line}" for line in vocabulary.unplaced]
+    return out
+
+
+def senses(words: Sequence[str]) -> str:
+    """Each noun sense of each word, with the path above it, so a rich list can name the right one
+    (``synset = "crane.n.05"``, the bird); the sense a plain list would use is marked ``*``."""
+    wordnet = WordNet()
+    out = []
+    for word in words:
+        match = wordnet.match(word)
+        forms = wordnet.base_forms(word)
+        offsets = list(dict.fromkeys(o for form in forms for o, _ in wordnet.senses(form)))
+        if not offsets:
+            out.append(f"{word}: {match.reason}")
+            continue
+        verdict = f"a plain list uses {wordnet.name(match.synset)}" if match.synset else match.reason
+        out.append(f"{word}: {len(offsets)} noun sense{'s' if len(offsets) > 1 else ''} ({verdict})")
+        for offset in offsets:
+            synset = wordnet.synset(offset)
+            above = " < ".join(s.lemmas[0] for s in reversed(wordnet.path(synset)[-6:-1]))
+            mark = "*" if match.synset == synset else " "
+            out.append(f" {mark} {wordnet.name(synset):<24} {synset.wnid}  {', '.join(synset.lemmas)}"
+                       + (f"  (under {above})" if above else ""))
+    return "\n".join(out) + "\n"
+
+
 def check_func(args: argparse.Namespace) -> int:
     config = load(args)
     path = Path(args.file).expanduser()
     print(render(check(config, path), path), end="")
+    return 0
+
+
+def senses_func(args: argparse.Namespace) -> int:
+    print(senses(args.words), end="")
     return 0
 
 
@@ -71,3 +121,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                                 help="validate a tag list (.txt or .toml) and report near-duplicate tags")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=check_func)
+    words = tags_sub.add_parser("senses", parents=[common],
+                                help="a word's WordNet noun senses, to name one as a tag's synset")
+    words.add_argument("words", nargs="+", metavar="WORD")
+    words.set_defaults(func=senses_func)

@@ -30,8 +30,8 @@ from ..model import model_identity
 from ..overrides import Override, Overrides, OverridesError
 from ..pipeline import load_config_overrides, load_tag_list
 from ..status import daemon_state
-from ..store import ADDED, DONE, FAILED, USER, FileRow, Store
-from ..tagger import TagMatrix, select, thresholds
+from ..store import ADDED, DECLINED, DONE, FAILED, USER, FileRow, Store
+from ..tagger import Expansion, TagMatrix, select, thresholds
 from ..vocabulary import Vocabulary, VocabularyError
 from .paths import PhotoRoots
 
@@ -53,6 +53,7 @@ class Scoring:
     overrides: Overrides
     index: dict[str, int]
     top_k: int
+    expansion: Expansion = field(default_factory=Expansion)  # the levels a predicted tag also writes
 
     def threshold(self, keyword: str) -> float | None:
         i = self.index.get(keyword)
@@ -323,7 +324,8 @@ class Library:
         overrides = load_config_overrides(self.config, quiet=True)
         return Scoring(vocabulary, TagMatrix.build(vocabulary, vectors),
                        thresholds(vocabulary, self.config.tagging.threshold), overrides,
-                       {k: i for i, k in enumerate(vocabulary.keywords)}, self.config.tagging.top_k)
+                       {k: i for i, k in enumerate(vocabulary.keywords)}, self.config.tagging.top_k,
+                       Expansion.of(vocabulary, self.config.tagging))
 
     # -- the grid ------------------------------------------------------------------------------
 
@@ -481,11 +483,18 @@ class Library:
         scores = scoring.tags.scores(vector)[0] if vector is not None else None
         chips = self._chips(keywords, ledger, scores, scoring, override)
         owner = {c.keyword: c.owner for c in chips if c.owner != "rejected"}
+        # Keywords of ours a person took out of the file: tagwatch never writes them in again
+        declined = {k for k, action in ledger.items() if action == DECLINED and k not in owner}
         lowest = float(scoring.thresholds.min()) if len(scoring.thresholds) else 0.0
         floor = lowest - 0.1 if floor is None else floor
         lines: list[ScoreLine] = []
         if scores is not None:
-            chosen = set(select(scores[None, :], scoring.thresholds, scoring.top_k)[0])
+            picked = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
+            chosen = set(picked)
+            implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
+            for i in picked:
+                for level in scoring.expansion.levels.get(scoring.tags.keywords[i], ()):
+                    implied.setdefault(level, scoring.tags.keywords[i])
             order = [i for i in np.argsort(-scores) if scores[i] > floor][:60]
             top = max([float(scores[i]) for i in order] + [float(scoring.thresholds.max()), floor + 0.05])
             span = max(top + 0.02 - floor, 1e-6)
@@ -495,15 +504,19 @@ class Library:
                 rejected = keyword in override.remove
                 if rejected:
                     verdict = "rejected by your correction"
+                elif keyword in declined and (i in chosen or keyword in implied):
+                    verdict = "taken out of the file by a person: not written again"
                 elif i in chosen:
                     verdict = "tagged"
+                elif keyword in implied:
+                    verdict = f"tagged: a level above {implied[keyword]}"
                 elif score > limit:
                     verdict = f"above its threshold, beyond top_k ({scoring.top_k})"
                 else:
                     verdict = "below its threshold"
                 lines.append(ScoreLine(keyword, score, limit, verdict, owner.get(keyword), rejected,
                                        100 * (score - floor) / span, 100 * (limit - floor) / span))
-        pending = self._pending(row, scores, scoring, override, owner)
+        pending = self._pending(row, scores, scoring, override, owner, declined)
         folder, name = os.path.split(path)
         return PhotoView(path, name, folder, row, self.roots.url("preview", path) or "", keywords,
                          found if isinstance(found, str) else None, tuple(chips), lines, floor,
@@ -512,15 +525,18 @@ class Library:
                          tuple(scoring.vocabulary.keywords))
 
     def _pending(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
-                 owner: dict[str, str]) -> list[str]:
+                 owner: dict[str, str], declined: set[str]) -> list[str]:
         """What tagwatch is about to change in the file: the keywords it would write now (scores,
-        thresholds, top_k, then the overrides) against those exiftool reads.  The photo page polls
+        thresholds, top_k, the levels expansion adds, then the overrides; not those a person took
+        out, unless a correction adds them) against those exiftool reads.  The photo page polls
         while this is not empty, so it shows the file once the daemon (or this page) has written it."""
         wanted: list[str] = list(override.add)
         if scores is not None and row is not None and row.state == DONE:
             chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
-            wanted = [k for k, _ in override.apply([(scoring.tags.keywords[i], 0.0) for i in chosen])]
-        pending = [f"adding {k!r}" for k in wanted if k not in owner]
+            predicted = scoring.expansion([(scoring.tags.keywords[i], 0.0) for i in chosen])
+            wanted = [k for k, _ in override.apply(predicted)]
+        pending = [f"adding {k!r}" for k in wanted
+                   if k not in owner and (k not in declined or k in override.add)]
         sync = self.config.tagging.mode == "sync"
         for keyword, whose in owner.items():
             dropped = keyword in override.remove or (sync and keyword not in wanted)

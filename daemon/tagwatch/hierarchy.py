@@ -1,0 +1,136 @@
+"""Where a tag sits: its parents taken from WordNet, named in words people search for.
+
+WordNet puts a golden retriever under retriever, sporting dog, hunting dog, dog, canine, carnivore,
+placental, mammal, vertebrate, chordate, animal, organism, living thing, whole, object, physical
+entity and entity.  A photographer searches for "dog" and "animal", and for none of the others.  So a
+tag's parent is its most specific WordNet ancestor that is a *concept*: a tag of the list in use, or
+else a concept of the shipped photo vocabulary (``photo-tags.toml``), named by that concept's
+keyword.  The list itself therefore decides the grain of the hierarchy (add "mammal" to it and
+mammal becomes a level); a stop-list drops levels nobody wants even when a list names them (entity,
+object, artifact…).  "Most specific" is the deepest (longest path from WordNet's root), not the
+nearest: a greyhound is a hound (→ hunting dog → dog) and also a racer (→ animal), and its parent
+is dog, not animal.
+
+This module only decides parents; ``vocabulary`` builds the paths and the tagger writes ancestors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import DEFAULT_EXPAND_STOP
+from .wordnet import Synset, WordNet, WordNetError
+
+# WordNet's upper levels (entity, object, artifact, organism…), never used as a level unless the
+# config's expand_stop says otherwise
+DEFAULT_STOP = DEFAULT_EXPAND_STOP
+PHOTO_TAGS_NAME = "photo-tags.toml"
+
+
+@dataclass
+class Concept:
+    """One tag of a list as the hierarchy sees it."""
+
+    keyword: str
+    synset: str | None  # WordNet offset, or None: no WordNet place
+    parent: str | None  # an explicit parent (the list's word) or, after :func:`derive`, WordNet's
+
+
+def derive(concepts: Mapping[str, Concept], wordnet: WordNet, stop: Collection[str],
+           reference: Mapping[str, str]) -> dict[str, Concept]:
+    """Give each concept with a synset and no explicit parent its WordNet parent, in place.
+
+    ``reference``: synset offset → keyword of the concepts of the shipped photo vocabulary, which
+    name the levels a list does not name itself.  Returns the extra concepts that became parents
+    this way (keyword → concept): no tag of the list, they are written only by expansion.
+    """
+    stopped = {s.casefold() for s in stop}
+    by_synset: dict[str, str] = {}
+    for concept in concepts.values():
+        if concept.synset is not None:
+            by_synset.setdefault(concept.synset, concept.keyword)
+    extra: dict[str, Concept] = {}
+
+    def name(synset: Synset) -> str | None:
+        """The keyword this ancestor is written as, or None when it is no usable level."""
+        keyword = by_synset.get(synset.offset) or reference.get(synset.offset)
+        if keyword is None or keyword.casefold() in stopped:
+            return None
+        same = concepts.get(keyword) or extra.get(keyword)
+        if same is not None and same.synset not in (None, synset.offset):
+            return None  # the list uses this word for another meaning ("crane" the machine)
+        return keyword
+
+    def place(concept: Concept, synset: Synset) -> None:
+        named = [(above, keyword) for above in wordnet.ancestors(synset)
+                 for keyword in [name(above)] if keyword is not None and keyword != concept.keyword]
+        if not named:
+            return
+        above, keyword = max(named, key=lambda pair: wordnet.depth(pair[0]))  # the first of the deepest
+        concept.parent = keyword
+        if keyword not in concepts and keyword not in extra:
+            level = extra[keyword] = Concept(keyword, above.offset, None)
+            place(level, above)
+
+    for concept in list(concepts.values()):
+        if concept.synset is not None and concept.parent is None:
+            place(concept, wordnet.synset(concept.synset))
+    return extra
+
+
+def wordnet_synonyms(keyword: str, synset: Synset, wordnet: WordNet) -> list[str]:
+    """The synset's other words in common use for this concept: those the sense-tagged corpus
+    shipped with WordNet saw in this sense (``automobile`` for car, ``infant`` for baby), and whose
+    meaning is clear (``porcupine`` does not get hedgehog, two senses neither dominant); no slang
+    that the corpus never saw (``boob tube``), no capitalised name (``Canis familiaris``).  A rare
+    or misleading word would pull the prompt average away from the concept."""
+    out = []
+    for lemma in synset.lemmas:
+        if lemma.casefold() == keyword.casefold() or lemma != lemma.lower():
+            continue
+        seen = dict(wordnet.senses(lemma)).get(synset.offset, 0)
+        match = wordnet.match(lemma)
+        if seen and match.synset is not None and match.synset.offset == synset.offset:
+            out.append(lemma)
+    return out
+
+
+def photo_tags_path() -> Path:
+    """The shipped photo vocabulary (a copy of ``config/photo-tags.toml`` inside the package)."""
+    from importlib import resources
+
+    return Path(str(resources.files("tagwatch") / "data" / PHOTO_TAGS_NAME))
+
+
+_reference_cache: dict[tuple[str, int], dict[str, str]] = {}
+
+
+def reference_concepts(wordnet: WordNet, read: Callable[[Path], list[tuple[str, str]]],
+                       source: Path | None = None, path: Path | None = None) -> dict[str, str]:
+    """Synset offset → keyword of the shipped photo vocabulary's concepts (``read`` gives its
+    (keyword, synset name) pairs); remembered per file version, as it is read for every list.
+    Empty when ``source``, the list being read, is that file: its concepts are its own."""
+    path = path or photo_tags_path()
+    try:
+        key = (str(path), os.stat(path).st_mtime_ns)
+    except OSError:
+        return {}
+    try:
+        if source is not None and os.path.samefile(source, path):
+            return {}
+    except OSError:
+        pass  # a list that is no file (a test's text): not the shipped one
+    cached = _reference_cache.get(key)
+    if cached is None:
+        cached = {}
+        for keyword, reference in read(path):
+            try:
+                cached.setdefault(wordnet.resolve(reference).offset, keyword)
+            except WordNetError:
+                continue  # the shipped list's own load reports it
+        _reference_cache.clear()
+        _reference_cache[key] = cached
+    return cached

@@ -1,0 +1,165 @@
+"""The image tower ready to run, kept in the data folder so that later starts skip building it.
+
+Loading a model in the encoder child costs, on a 2-core EPYC (ViT-B-32-256, CPU seconds): importing
+open_clip 4.0-4.7 (torch 2.3 of it, torchvision and timm most of the rest), building the model 1.3,
+quantising the image tower to int8 1.8, the tokenizer 0.2: about 7.5 s before the first photo can be
+encoded, each time a scan or the daemon starts (or the daemon's model comes back after an idle unload).
+Encoding images needs none of it but torch and the tower's weights in their final precision.  So after
+a full load the tower is traced (TorchScript) and saved here; the next start imports torch alone and
+loads the file: 2.3 + 0.5 s.  Texts still need open_clip's tokenizer and text tower, which load on the
+first text request (a tag-list edit with new prompts), text vectors being cached in the database.
+
+The file holds for one model identity, precision, device, CPU (model and the flags that matter) and
+torch version, like the remembered precision choice (:mod:`tagwatch.precision`): anything else finds no
+file and builds the model.  A traced tower is checked against the eager one on probe images before it
+is saved.  Towers under :data:`SAVE_FROM_PARAMS` parameters (the test models) are not saved: they load in
+well under a second.  Files are written atomically in ``image-towers/`` beside ``precision.json``
+(ViT-B-32: 97 MB in int8, 350 MB in fp32); one per model, the last one made.  Deleting the folder is
+always safe.
+
+TorchScript (``torch.jit``) is deprecated in favour of ``torch.export``, but loading an exported
+program imports torch's compiler stack (seconds), which is what this saves; a torch without
+``torch.jit``, or a file it cannot load, falls back to building the model.
+
+Imported only where the model runs (the encoder child): it imports torch in its functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import re
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_atomic
+from .config import ModelConfig
+from .imaging import Preprocess
+from .store import private_folder
+
+log = logging.getLogger(__name__)
+
+FOLDER = "image-towers"  # beside precision.json, in the data folder
+FORMAT = 1  # the making of a tower (precision.py, quantize.py, this module): a change makes new files
+SAVE_FROM_PARAMS = 5_000_000  # smaller image towers build fast: not worth a file
+_META = "tagwatch.json"
+
+
+def _slug(identity: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", identity)[:80]
+
+
+def tower_file(cfg: ModelConfig, identity: str, device: str,
+               torch_version: str | None = None) -> tuple[Path, str] | None:
+    """Where the ready tower of ``cfg`` on this machine is kept, and its precision; None without a
+    data folder, or while ``auto`` has not measured on this machine (its choice decides the file).
+    ``torch_version``: as installed, for a caller that must not import torch (the daemon's process)."""
+    if cfg.precision_cache is None:
+        return None
+    from .precision import RELEVANT_FLAGS, Machine, candidates, cpu_facts, remembered, this_machine
+
+    if torch_version is None:
+        machine = this_machine(device)
+    else:
+        cpu, flags = cpu_facts()
+        machine = Machine(cpu, tuple(f for f in RELEVANT_FLAGS if f in flags), torch_version, device)
+    precision = cfg.precision
+    if precision == "auto":
+        names = candidates(device, machine.flags)
+        found = remembered(cfg.precision_cache, machine.key(identity), names) if len(names) > 1 else None
+        if len(names) > 1 and found is None:
+            return None
+        precision = found.precision if found is not None else "fp32"
+    key = f"{machine.key(identity)} | {precision} | tower format {FORMAT}"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+    return cfg.precision_cache.parent / FOLDER / f"{_slug(identity)}-{digest}.pt", precision
+
+
+def _installed_torch() -> str | None:
+    """``torch.__version__`` read from torch's ``version.py``, without importing torch (seconds)."""
+    spec = importlib.util.find_spec("torch")  # finds the package; runs none of it
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        try:
+            found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]",
+                              (Path(folder) / "version.py").read_text(encoding="utf-8"), re.M)
+        except OSError:
+            continue
+        if found:
+            return found.group(1)
+    return None
+
+
+def kept(cfg: ModelConfig, identity: str) -> bool:
+    """Is a ready tower kept for ``cfg`` on this machine?  Asked without importing torch; any doubt
+    (torch's version not found where expected) answers no."""
+    version = _installed_torch()
+    where = tower_file(cfg, identity, cfg.device, version) if version else None
+    return where is not None and where[0].is_file()
+
+
+def load(path: Path, device: str) -> tuple[Any, Preprocess, int] | None:
+    """The traced tower in ``path`` with the input spec and vector size it was saved with; None (and
+    a log line) when it cannot be used."""
+    import torch
+
+    extra = {_META: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tower = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        meta = json.loads(extra[_META])
+        spec = meta["preprocess"]
+        preprocess = Preprocess(int(spec["size"]), tuple(spec["mean"]), tuple(spec["std"]),
+                                str(spec["interpolation"]), str(spec["resize_mode"]))
+        return tower.eval(), preprocess, int(meta["dim"])
+    except Exception as exc:  # a damaged file, a torch that cannot read it: build the model instead
+        log.warning("model: cannot use the ready image tower %s (%s: %s); building the model (and the "
+                    "tower again)", path, type(exc).__name__, exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def save(cfg: ModelConfig, identity: str, device: str, visual: Any, preprocess: Preprocess, dim: int,
+         dtype: Any, parameters: int) -> None:
+    """Trace ``visual`` (the image tower in its final precision; ``parameters`` it had in fp32), check
+    it gives the eager tower's vectors, and keep it for the next start.  Any failure costs only the
+    saving."""
+    import torch
+
+    from .precision import probe_images
+
+    where = tower_file(cfg, identity, device)
+    if where is None or where[0].exists() or parameters < SAVE_FROM_PARAMS:
+        return
+    path = where[0]
+    try:
+        probe = torch.from_numpy(probe_images(preprocess, 3)).to(device, dtype)
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # the deprecation, and tracer notes about open_clip's loops
+            traced = torch.jit.trace(visual, probe[:2], check_trace=False)
+            want = torch.nn.functional.normalize(visual(probe).float(), dim=-1)
+            got = torch.nn.functional.normalize(traced(probe).float(), dim=-1)
+        difference = float((want - got).abs().max())
+        if difference > 1e-4:
+            log.info("model: the traced image tower differs from the model (%.2g); not kept", difference)
+            return
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            meta = json.dumps({"identity": identity, "preprocess": asdict(preprocess), "dim": dim,
+                               "format": FORMAT})
+            torch.jit.save(traced, buffer, _extra_files={_META: meta})
+        private_folder(path.parent)
+        for old in path.parent.glob(f"{_slug(identity)}-{'?' * 20}.pt"):  # the same model's earlier making
+            old.unlink(missing_ok=True)
+        write_atomic(path, buffer.getvalue(), durable=False)
+        log.info("model: image tower kept ready in %s (%.0f MB): later starts skip building it", path,
+                 len(buffer.getvalue()) / 1e6)
+    except Exception as exc:
+        log.info("model: image tower not kept ready (%s: %s)", type(exc).__name__, exc)

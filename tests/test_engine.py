@@ -1,0 +1,164 @@
+"""The local engine runs the stages overlapped: what a user notices of it, with real parts.
+
+A stage is held still for real by stopping its process (SIGSTOP on the exiftool that writes, or on the
+model's child that encodes), never by a mock: the other stages must go on meanwhile, no file may be in
+two batches at once, and a rename waits for the batch that holds its photo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Env, exif_keywords, noise_jpeg, read_only_folder, wait_for
+from tagwatch.config import TaggingConfig
+from tagwatch.engine import Engine
+from tagwatch.outcomes import Outcome, Status
+from tagwatch.queue import BatchQueue, Move
+from tagwatch.store import DONE
+from tagwatch.worker import Worker
+
+
+@pytest.fixture
+def env(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Env]:
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=3))
+    yield env
+    env.close()
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """The process ``pid`` does nothing (SIGSTOP) until the block ends, whatever happens in it."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+class Collect:
+    """A ``done`` for the engine: every outcome, by file name."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, Outcome] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, outcomes: list[Outcome]) -> None:
+        with self.lock:
+            self.outcomes.update((Path(o.path).name, o) for o in outcomes)
+
+    def statuses(self) -> dict[str, str]:
+        with self.lock:
+            return {name: o.status for name, o in self.outcomes.items()}
+
+
+def done_rows(env: Env) -> int:
+    with env.store.transaction() as db:
+        return db.execute("SELECT COUNT(*) FROM files WHERE state = ?", (DONE,)).fetchone()[0]
+
+
+def test_the_next_batch_is_read_encoded_and_stored_while_a_write_is_stuck(env: Env, tmp_path: Path) -> None:
+    first = [noise_jpeg(tmp_path / "in" / f"a{i}.jpg", seed=i) for i in range(3)]
+    second = [noise_jpeg(tmp_path / "in" / f"b{i}.jpg", seed=10 + i) for i in range(3)]
+    env.model.get()  # loaded, as in a running daemon
+    env.exiftool.execute("-ver")  # started, so that it can be stopped
+    assert env.exiftool._proc is not None
+    collect = Collect()
+    engine = Engine(env.pipeline)
+    try:
+        with stopped(env.exiftool._proc.pid):  # the first batch's first write hangs in exiftool
+            engine.submit([str(p) for p in first], collect)
+            engine.submit([str(p) for p in second], collect)
+            # Both batches read, decoded, encoded and their vectors stored, with no photo written yet
+            wait_for(lambda: env.encoded() == 6, timeout=60)
+            assert done_rows(env) == 0 and not collect.outcomes
+        engine.drain()
+    finally:
+        engine.close()
+    assert collect.statuses() == {p.name: Status.TAGGED for p in first + second}
+    assert all(len(exif_keywords(p)["iptc"]) == 3 for p in first + second)
+
+
+def test_a_photo_in_flight_is_not_taken_by_a_second_batch_until_its_first_is_done(
+        env: Env, tmp_path: Path) -> None:
+    photo = noise_jpeg(tmp_path / "in" / "once.jpg", seed=1)
+    env.model.get()
+    env.exiftool.execute("-ver")
+    assert env.exiftool._proc is not None
+    collect, again = Collect(), Collect()
+    engine = Engine(env.pipeline)
+    try:
+        with stopped(env.exiftool._proc.pid):
+            engine.submit([str(photo)], collect)
+            wait_for(lambda: env.encoded() == 1, timeout=60)  # in the write stage, which hangs
+            second = threading.Thread(target=engine.submit, args=([str(photo)], again))
+            second.start()  # the watcher saw the file again (an event of another app)
+            second.join(timeout=0.5)
+            assert second.is_alive()  # held back: one writer per file
+        second.join(timeout=60)
+        engine.drain()
+    finally:
+        engine.close()
+    assert collect.statuses() == {"once.jpg": Status.TAGGED}
+    assert again.statuses() == {"once.jpg": Status.UNCHANGED}  # admitted after the write: nothing to do
+    assert env.encoded() == 1
+
+
+def test_a_rename_waits_for_the_batch_that_holds_its_photo(env: Env, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    photo, renamed = folder / "a.jpg", folder / "b.jpg"
+    noise_jpeg(photo, seed=1)
+    assert env.run(photo) == {"a.jpg": Status.TAGGED}
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None)
+    worker.start()
+    try:
+        child = env.model.get().pid
+        assert child is not None
+        with stopped(child):  # the model's child hangs: the photo's batch stays in the encode stage
+            noise_jpeg(photo, seed=2)  # edited: new pixels, to be tagged again
+            queue.put(str(photo))
+            wait_for(lambda: worker.engine.busy, timeout=30)
+            photo.rename(renamed)
+            queue.op(Move(str(photo), str(renamed)))
+            wait_for(lambda: not queue._ops, timeout=30)  # the worker took the rename
+            time.sleep(0.5)  # and would have applied it by now, were it not waiting
+            # It holds the rename until the batch holding a.jpg is done
+            assert env.store.file(str(renamed)) is None and env.store.file(str(photo)) is not None
+        wait_for(lambda: (row := env.store.file(str(renamed))) is not None and row.state == DONE, timeout=60)
+    finally:
+        queue.close()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert len(exif_keywords(renamed)["iptc"]) == 3
+    row = env.store.file(str(photo))
+    assert row is None or row.state != DONE
+
+
+def test_a_failure_in_one_stage_costs_only_its_files_and_the_engine_goes_on(env: Env, tmp_path: Path) -> None:
+    good = [noise_jpeg(tmp_path / "in" / f"good{i}.jpg", seed=i) for i in range(3)]
+    truncated = tmp_path / "in" / "truncated.jpg"
+    truncated.write_bytes(noise_jpeg(tmp_path / "whole.jpg", seed=7).read_bytes()[:600])  # decode fails
+    locked = noise_jpeg(tmp_path / "locked" / "locked.jpg", seed=8)  # its write fails
+    later = noise_jpeg(tmp_path / "in" / "later.jpg", seed=9)
+    collect = Collect()
+    engine = Engine(env.pipeline)
+    try:
+        with read_only_folder(locked.parent):
+            engine.submit([str(p) for p in (*good, truncated, locked)], collect)
+            engine.drain()
+        engine.submit([str(later)], collect)
+        engine.drain()
+    finally:
+        engine.close()
+    statuses = collect.statuses()
+    assert statuses.pop("truncated.jpg") == Status.FAILED and statuses.pop("locked.jpg") == Status.FAILED
+    assert statuses == {p.name: Status.TAGGED for p in (*good, later)}
+    assert not exif_keywords(locked)["iptc"]

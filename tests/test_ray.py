@@ -1,0 +1,279 @@
+"""``tagwatch scan --engine ray`` on a real Ray cluster of three nodes on this machine.
+
+One cluster serves the whole module (a head that runs nothing but the driver's connection, and two
+worker nodes of one CPU each, every one bound to 127.0.0.1 so no traffic leaves loopback); the
+``xdist_group`` mark keeps these tests on one pytest-xdist worker, so the suite starts one cluster.
+Each scan is compared with the local engine's scan of a copy of the same 200 photos (the test model,
+synthetic photos it knows): same content keys, same keywords in every file, vectors alike, the same
+ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: see below
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+import synthetic
+from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, write_config
+from shapes_lab import TAGS, THRESHOLD
+from tagwatch.cli.scan import scan, scan_on_ray
+from tagwatch.config import load_config
+from tagwatch.metadata import temp_files_of
+from tagwatch.outcomes import Outcome
+
+if TYPE_CHECKING:  # Ray is imported by the cluster fixture: collecting this module imports none of it
+    from ray.cluster_utils import Cluster
+
+# The ray tests share one cluster: keep them on one xdist worker (scripts/test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("ray")
+
+PHOTOS = 200
+NODE = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 80 << 20}
+
+
+@dataclass
+class Run:
+    """What a scan left: per file name its content key, keywords and ledger; vectors by key."""
+
+    keys: dict[str, bytes]
+    keywords: dict[str, list[str]]
+    ledger: dict[str, list[tuple[str, str]]]
+    vectors: dict[bytes, np.ndarray]
+    states: dict[str, str]
+    integrity: str
+
+
+def results(config: Path, folder: Path) -> Run:
+    database = config.parent / "state" / "tagwatch.db"
+    with sqlite3.connect(database) as db:
+        files = db.execute("SELECT id, path, key, state FROM files").fetchall()
+        names = {file_id: Path(path).name for file_id, path, _, _ in files}
+        ledger: dict[str, list[tuple[str, str]]] = {}
+        rows = db.execute("SELECT file_id, keyword, action FROM ledger ORDER BY keyword")
+        for file_id, keyword, action in rows:
+            ledger.setdefault(names[file_id], []).append((keyword, action))
+        vectors = {key: np.frombuffer(blob, np.float16).astype(np.float32)
+                   for key, blob in db.execute("SELECT key, vector FROM image_vectors")}
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+    read = subprocess.run(["exiftool", "-j", "-IPTC:Keywords", "-XMP-dc:Subject", str(folder)],
+                          capture_output=True, text=True, check=True)
+    keywords = {}
+    for entry in json.loads(read.stdout):
+        iptc = entry.get("Keywords", [])
+        iptc = [str(k) for k in (iptc if isinstance(iptc, list) else [iptc])]
+        xmp = entry.get("Subject", [])
+        assert sorted(str(k) for k in (xmp if isinstance(xmp, list) else [xmp])) == sorted(iptc)
+        keywords[Path(entry["SourceFile"]).name] = iptc  # in the file's order: a duplicate would show
+    return Run({Path(p).name: k for _, p, k, _ in files}, keywords, ledger, vectors,
+               {Path(p).name: s for _, p, _, s in files}, integrity)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 synthetic photos of coloured shapes the test model knows."""
+    folder = tmp_path_factory.mktemp("ray-library") / "photos"
+    folder.mkdir()
+    for item in synthetic.items(7, per_pair=6)[:PHOTOS]:
+        synthetic.make_photo(item.colour, item.shape, item.seed).save(folder / f"{item.name}.jpg", quality=90)
+    return folder
+
+
+def setup(root: Path, library: Path) -> tuple[Path, Path]:
+    """A copy of the library and a config of its own (its own database)."""
+    photos = Path(shutil.copytree(library, root / "photos"))
+    config = write_config(root / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, tags=TAGS,
+                          threshold=THRESHOLD, top_k=10)
+    return photos, config
+
+
+@pytest.fixture(scope="module")
+def local(library: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """The local engine's scan of a copy: what the cluster must match."""
+    photos, config = setup(tmp_path_factory.mktemp("local"), library)
+    counts = scan(load_config(config), sorted(str(p) for p in photos.iterdir()), dry_run=False)
+    assert counts == {"tagged": PHOTOS}
+    run = results(config, photos)
+    assert sum(1 for words in run.keywords.values() if words) > PHOTOS * 0.9  # the model sees the shapes
+    return run
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A head (no CPU: it runs no station) and two worker nodes of one CPU, all on 127.0.0.1.
+
+    Ray connects to a cluster through this machine's outward address unless told that the node's
+    address is loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, set above before Ray is imported;
+    ``tagwatch scan --engine ray --address 127.0.0.1:PORT`` sets it itself).  Ray's files (sessions,
+    logs, sockets, the address of the last cluster) go to a short folder of our own, not /tmp/ray;
+    a lost node is noticed in ~3 s.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    temp = tempfile.mkdtemp(prefix="tw-ray-", dir="/tmp")  # short: socket paths have a length limit
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TMPDIR", temp)  # for every Ray process, the drivers the tests start included
+        head = {**NODE, "num_cpus": 0, "include_dashboard": False,
+                "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}}
+        cluster = Cluster(initialize_head=True, head_node_args=head)
+        for _ in range(2):
+            cluster.add_node(**NODE)
+        ray.init(address=cluster.address, logging_level="warning")
+        yield cluster
+        ray.shutdown()
+        cluster.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def stations(node: Any) -> list[tuple[int, str]]:
+    """The Station actors' processes on a node of the local cluster, with the title Ray gives them
+    (``ray::Station.encode`` while encoding, ``ray::Station.load`` while loading the model)."""
+    raylet = node.all_processes["raylet"][0].process.pid
+    found = []
+    for task in Path(f"/proc/{raylet}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                title = Path(f"/proc/{child}/cmdline").read_text().split("\0")[0].strip()
+            except OSError:
+                continue
+            if title.startswith("ray::Station"):
+                found.append((int(child), title))
+    return found
+
+
+def alike(ray_run: Run, local: Run) -> None:
+    """Same keys and keywords per file, same ledger, vectors with cosine >= 0.999."""
+    assert ray_run.keys == local.keys
+    assert ray_run.keywords == local.keywords
+    assert all(len(set(words)) == len(words) for words in ray_run.keywords.values())  # none twice
+    assert ray_run.ledger == local.ledger
+    assert ray_run.vectors.keys() == local.vectors.keys()
+    for key, vector in ray_run.vectors.items():
+        other = local.vectors[key]
+        assert float(vector @ other / np.linalg.norm(vector) / np.linalg.norm(other)) >= 0.999
+    assert set(ray_run.states.values()) == {"done"}
+    assert ray_run.integrity == "ok"
+
+
+def test_a_cluster_scan_tags_every_photo_as_the_local_engine_does(
+        cluster: Cluster, library: Path, local: Run, tmp_path: Path) -> None:
+    photos, config = setup(tmp_path, library)
+    counts, summary = scan_on_ray(load_config(config), (str(p) for p in sorted(photos.iterdir())), PHOTOS,
+                                  address=cluster.address, dry_run=False)
+    assert counts == {"tagged": PHOTOS}
+    alike(results(config, photos), local)
+    assert (summary.photos, summary.encoded, summary.cached, summary.lost) == (PHOTOS, PHOTOS, 0, 0)
+    assert len(summary.nodes) == 2 and all(node.encoded > 0 for node in summary.nodes.values())  # both worked
+
+
+def test_a_node_lost_mid_run_costs_only_its_batches(
+        cluster: Cluster, library: Path, local: Run, tmp_path: Path) -> None:
+    photos, config = setup(tmp_path, library)
+    victim = next(iter(cluster.worker_nodes))
+    earlier = {pid for node in cluster.worker_nodes for pid, _ in stations(node)}  # still ending
+    seen: list[Outcome] = []
+    both_working: list[int] = []
+
+    def report(outcome: Outcome) -> None:
+        seen.append(outcome)
+        if len(seen) > PHOTOS // 2 or len(cluster.worker_nodes) < 2:
+            return
+        def working(node: Any) -> bool:  # its station loaded the model and is keying, encoding or writing
+            return any(pid not in earlier and title not in ("ray::Station", "ray::Station.load")
+                       for pid, title in stations(node))
+
+        if not both_working and all(working(node) for node in cluster.worker_nodes):
+            both_working.append(len(seen))
+        if both_working and len(seen) >= max(40, both_working[0] + 10):
+            cluster.remove_node(victim, allow_graceful=False)  # all its processes killed mid-batch
+
+    try:
+        counts, summary = scan_on_ray(load_config(config), (str(p) for p in sorted(photos.iterdir())), PHOTOS,
+                                      address=cluster.address, dry_run=False, report=report)
+    finally:
+        if victim in cluster.worker_nodes:
+            cluster.remove_node(victim)
+        cluster.add_node(**NODE)  # for the next test
+    assert both_working, "the second station never started: nothing was tested"
+    assert summary.lost >= 1  # the node really took work with it
+    assert counts == {"tagged": PHOTOS}
+    assert sorted(o.path for o in seen) == sorted(str(p) for p in photos.iterdir())  # each once, no temp file
+    alike(results(config, photos), local)
+
+
+@pytest.mark.slow  # two driver processes, each joining the cluster and starting its stations
+def test_a_driver_killed_mid_run_resumes_from_the_store(
+        cluster: Cluster, library: Path, local: Run, tmp_path: Path) -> None:
+    photos, config = setup(tmp_path, library)
+    command = [sys.executable, "-m", "tagwatch", "scan", "--engine", "ray", "--address", cluster.address,
+               str(photos), "--config", str(config)]
+    database = config.parent / "state" / "tagwatch.db"
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stored = 0
+        deadline = time.monotonic() + 120
+        while stored < 60 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if database.exists():
+                with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(database) as db:
+                    # the driver creates the file a moment before its tables
+                    stored = db.execute("SELECT COUNT(*) FROM image_vectors").fetchone()[0]
+        assert driver.poll() is None, driver.communicate()[1].decode()[-2000:]
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.kill()
+        driver.communicate()
+    with sqlite3.connect(database) as db:
+        stored = db.execute("SELECT COUNT(*) FROM image_vectors").fetchone()[0]
+    assert 60 <= stored < PHOTOS
+
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"scan: {PHOTOS} photos: " in again.stderr
+    summary = next(line for line in again.stderr.splitlines() if line.startswith("ray: "))
+    assert f": {PHOTOS - stored} encoded, " in summary and ", 0 failed" in summary  # none encoded again
+    assert again.stderr.count("  node 127.0.0.1 ") == 2  # each node's share
+    alike(results(config, photos), local)
+
+
+def test_without_ray_installed_the_engine_is_a_one_line_error(tmp_path: Path, library: Path) -> None:
+    photos, config = setup(tmp_path, library)
+    code = ("import sys; sys.modules['ray'] = None; from tagwatch.cli import main; "  # as if not installed
+            f"sys.exit(main(['scan', '--engine', 'ray', {str(photos)!r}, '--config', {str(config)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["tagwatch: error: --engine ray needs Ray, on this machine "
+                                                  "and on every node: pip install 'tagwatch[ray]'"]
+
+
+def test_a_lost_stations_temporary_files_are_found_by_its_pid(tmp_path: Path) -> None:
+    """What the driver deletes after a station died mid-write: that process's temporary files only
+    (a live writer's, with another PID, may be a write in flight)."""
+    for name in ("photo.jpg", ".4242-7.tagwatch-tmp", ".4242-8.tagwatch-tmp.xmp", ".4243-1.tagwatch-tmp",
+                 ".photo.jpg.4242-2.tagwatch-tmp", ".4242-9.other"):
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(p.name for p in temp_files_of(tmp_path, 4242)) == [
+        ".4242-7.tagwatch-tmp", ".4242-8.tagwatch-tmp.xmp", ".photo.jpg.4242-2.tagwatch-tmp"]

@@ -1,0 +1,248 @@
+"""A keyword tagwatch wrote that a person takes out of a photo stays out of that photo.
+
+The person works in another app, here exiftool saving with ``-overwrite_original`` as photo apps
+save (a new file renamed over the photo).  Metadata edits leave the photo's content key as it was,
+so the daemon scores its cached vector again, still predicts the keyword, and before this wrote it
+back after every removal.  Now the ledger records the keyword declined: never written into that
+photo again, in any mode, through restarts, rescans and tag-list edits; no longer tagwatch's, so
+``untag`` and sync leave it alone; the person's own once they put it back.  Not a removal: a
+keyword recorded ahead of a write a crash stopped, and a save built from the version before our
+write (a photo app that read the photo just before tagwatch wrote it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import synthetic
+from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Daemon, Env, exif_keywords, noise_jpeg, wait_for
+from conftest import tagwatch as cli
+from tagwatch.cli.explain import TAKEN_OUT, explain
+from tagwatch.cli.status import render, status
+from tagwatch.config import PlacesConfig, TaggingConfig, load_config
+from tagwatch.formats import content_key
+from tagwatch.metadata import ExifTool, KeywordWriter
+from tagwatch.outcomes import Status
+from tagwatch.overrides import parse_overrides
+from tagwatch.places import Geocoder
+from tagwatch.store import ADDED, DECLINED, USER, Store
+from tagwatch.vocabulary import load_configured
+from tagwatch.web.library import Library
+from tagwatch.writeback import WriteJob
+from test_expansion import SHAPES_LIST, THRESHOLD
+from test_reliability import TAGS, ours, shape_jpeg, shapes_config, store_rows
+
+FLORENCE = ["-GPSLatitude=43.7731", "-GPSLatitudeRef=N", "-GPSLongitude=11.2560", "-GPSLongitudeRef=E"]
+
+
+def edit(photo: Path, *args: str, app: ExifTool | None = None) -> None:
+    """The person's app saves the photo (a new file renamed over it): exiftool, a new process or,
+    where a test makes many edits, one that stays open."""
+    if app is None:
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-charset", "iptc=UTF8", *args, str(photo)],
+                       check=True)
+    else:
+        out, err = app.execute("-overwrite_original", "-charset", "iptc=UTF8", *args, str(photo))
+        assert "1 image files updated" in out, err
+
+
+def take_out(photo: Path, *keywords: str, hierarchical: tuple[str, ...] = (),
+             app: ExifTool | None = None) -> None:
+    """Remove keywords from every field they are in, as Lightroom or digiKam do."""
+    edit(photo, *(a for k in keywords for a in (f"-IPTC:Keywords-={k}", f"-XMP-dc:Subject-={k}")),
+         *(f"-XMP-lr:HierarchicalSubject-={h}" for h in hierarchical), app=app)
+
+
+def put_in(photo: Path, *keywords: str, app: ExifTool | None = None) -> None:
+    edit(photo, *(a for k in keywords for a in (f"-IPTC:Keywords+={k}", f"-XMP-dc:Subject+={k}")), app=app)
+
+
+def held(photo: Path, env: Env | None = None) -> set[str]:
+    """The photo's keywords, which must be the same in IPTC and XMP (read by a new exiftool, or by
+    the ``env``'s)."""
+    if env is None:
+        found = exif_keywords(photo)
+        iptc, xmp = found["iptc"], found["xmp"]
+    else:
+        assert env.pipeline.writer is not None
+        keywords = env.pipeline.writer.read(photo)
+        iptc, xmp = list(keywords.iptc), list(keywords.xmp)
+    assert sorted(iptc) == sorted(xmp), (iptc, xmp)
+    return set(iptc)
+
+
+def ledger(database: Path, photo: Path) -> dict[str, str]:
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
+    try:
+        return dict(db.execute("SELECT keyword, action FROM ledger JOIN files ON files.id = file_id "
+                               "WHERE path = ?", (str(photo),)).fetchall())
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    (tmp_path / "photos").mkdir()
+    running = Daemon(shapes_config(tmp_path / "conf", [tmp_path / "photos"]), tmp_path / "daemon.log")
+    yield running
+    if running.proc is not None and running.proc.poll() is None:
+        running.kill()
+
+
+def test_a_keyword_a_person_takes_out_stays_out_through_events_restarts_and_tag_list_edits(
+        daemon: Daemon, tmp_path: Path) -> None:
+    root, database = tmp_path / "photos", tmp_path / "conf" / "state" / "tagwatch.db"
+    tags_file = tmp_path / "conf" / "tags.txt"
+    daemon.start()
+    a = shape_jpeg(root / "a.jpg", "red", "circle", seed=701)
+    b = shape_jpeg(root / "b.jpg", "green", "square", seed=702)
+    wait_for(lambda: all(ours(database, p) and held(p) >= set(ours(database, p)) for p in (a, b)))
+    assert (held(a), held(b)) == ({"red", "circle"}, {"green", "square"})
+
+    # In another app the person takes "circle" out and adds a keyword of their own
+    mark = len(daemon.log())
+    edit(a, "-IPTC:Keywords-=circle", "-XMP-dc:Subject-=circle", "-IPTC:Keywords+=Anna",
+         "-XMP-dc:Subject+=Anna")
+    daemon.wait_log(f"{a}: circle taken out of it by a person", since=mark)
+    daemon.wait_log(f"tagged {a}: red", since=mark)
+    assert held(a) == {"red", "Anna"}  # not written back; our other keyword and theirs stay
+    assert ledger(database, a) == {"red": ADDED, "circle": DECLINED}
+    assert "circle" in ours(database, a)  # still what the photo is predicted to show
+
+    # Taken out while the daemon is stopped: the start-up scan finds it
+    assert daemon.stop() == 0
+    take_out(b, "square")
+    mark = len(daemon.log())
+    daemon.start()
+    daemon.wait_log(f"{b}: square taken out of it by a person", since=mark)
+    daemon.wait_log(f"tagged {b}: green", since=mark)
+    assert held(b) == {"green"}
+
+    # A tag-list edit re-scores every photo: sync takes our red and green out, and still never
+    # writes circle or square, predicted as they are
+    mark = len(daemon.log())
+    tags_file.write_text("\n".join(t for t in TAGS if t not in ("red", "green")) + "\n", encoding="utf-8")
+    daemon.wait_log("re-scored 2 files, rewrote 2", since=mark)
+    assert (held(a), held(b)) == ({"Anna"}, set())
+
+    # The person puts circle back: theirs now; the list restored gives back red and green only
+    put_in(a, "circle")
+    wait_for(lambda: store_rows(database)[str(a)]["mtime_ns"] == a.stat().st_mtime_ns)
+    mark = len(daemon.log())
+    tags_file.write_text("\n".join(TAGS) + "\n", encoding="utf-8")
+    daemon.wait_log("re-scored 2 files, rewrote 2", since=mark)
+    assert (held(a), held(b)) == ({"Anna", "circle", "red"}, {"green"})
+    assert ledger(database, a) == {"red": ADDED, "circle": DECLINED}
+    assert ledger(database, b) == {"green": ADDED, "square": DECLINED}
+    config = load_config(daemon.config)
+    lines = {line.keyword: line.verdict for line in explain(config, str(b)).lines}
+    assert lines["square"] == TAKEN_OUT and lines["green"] == "TAGGED"
+    report, failures = status(config)  # tagwatch status counts them
+    assert (report["keywords_declined"], report["keywords_written"]) == (2, 2)
+    assert "keywords_declined         2" in render(report, failures)
+    store, exiftool = Store(database), ExifTool()
+    try:  # the review page's photo view: square is not "about to be written", and its history says why
+        view = Library(config, store, KeywordWriter(exiftool, config.write), lambda: True).photo(str(b))
+    finally:
+        exiftool.close()
+        store.close()
+    verdicts = {line.keyword: line.verdict for line in view.lines}
+    assert verdicts["square"] == "taken out of the file by a person: not written again"
+    assert view.pending == [] and ("square", DECLINED) in [(k, action) for k, action, *_ in view.history]
+
+    # untag takes out only what is still ours: the person's circle and Anna stay
+    untagged = cli("untag", "--config", str(daemon.config), str(a), str(b))
+    assert untagged.returncode == 0, untagged.stderr
+    assert (held(a), held(b)) == ({"Anna", "circle"}, set())
+    assert daemon.stop() == 0
+
+
+def test_a_crash_before_the_write_and_a_save_built_from_before_it_are_not_removals(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"))
+    try:
+        env.use(["beach", "forest"])
+        photo = noise_jpeg(tmp_path / "in" / "p.jpg", seed=11)
+        # A crash right after the ledger was written ahead: recorded, never written, never done
+        job = WriteJob(str(photo), content_key(photo.read_bytes()), photo.lstat(),
+                       [("beach", 0.3), ("forest", 0.2)])
+        env.pipeline.writeback.plan_ahead(job, env.pipeline.rules)
+        row = env.store.file(str(photo))
+        assert row.state == "pending" and env.store.pending_ledger(row.id) == {"beach", "forest"}
+        assert held(photo, env) == set()
+        assert env.run(photo) == {"p.jpg": Status.TAGGED}  # the next scan: written, not "taken out"
+        assert held(photo, env) == {"beach", "forest"}
+        assert env.store.ledgers([row.id])[row.id] == {"beach": ADDED, "forest": ADDED}
+        assert env.store.pending_ledger(row.id) == set()
+
+        # A photo app that read the photo just before our write saves just after it: everything
+        # our write added is missing, seconds after it.  Written again, not taken for a removal.
+        take_out(photo, "beach", "forest", app=env.exiftool)
+        assert env.run(photo) == {"p.jpg": Status.TAGGED}
+        assert held(photo, env) == {"beach", "forest"}
+
+        # The same removal long after the write (an hour, as the database tells it) is the person's
+        with sqlite3.connect(env.store.path) as db:
+            db.execute("UPDATE files SET written_ns = written_ns - 3600000000000 WHERE id = ?", (row.id,))
+        take_out(photo, "beach", "forest", app=env.exiftool)
+        assert env.run(photo) == {"p.jpg": Status.TAGGED}
+        assert held(photo, env) == set()
+        assert env.store.ledgers([row.id])[row.id] == {"beach": DECLINED, "forest": DECLINED}
+
+        # A correction adding one back is the person's instruction: written, and theirs
+        env.pipeline.use_overrides(parse_overrides(f'[[override]]\npath = "{photo}"\nadd = ["beach"]\n',
+                                                   tmp_path / "overrides.toml", [photo.parent]))
+        assert env.pipeline.retag() == (1, 1)
+        assert held(photo, env) == {"beach"} and env.store.ledger(row.id, USER) == ["beach"]
+
+        # Overwrite mode, which makes the fields hold exactly what is predicted, keeps forest out
+        # too, and keeps it once the person puts it back
+        overwrite = TaggingConfig(threshold=-1.0, top_k=3, mode="overwrite")
+        env.pipeline.tagging = overwrite
+        env.use(["beach", "forest", "mountain"], overwrite)
+        assert env.pipeline.retag() == (1, 1)
+        assert held(photo, env) == {"beach", "mountain"}
+        put_in(photo, "forest", app=env.exiftool)
+        assert env.run(photo) == {"p.jpg": Status.TAGGED}
+        assert held(photo, env) == {"beach", "forest", "mountain"}
+        assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
+        assert held(photo, env) == {"beach", "forest"}  # untag: only mountain was still ours
+    finally:
+        env.close()
+
+
+def test_expansion_levels_and_place_keywords_taken_out_stay_out(tmp_path: Path) -> None:
+    tagging = TaggingConfig(threshold=THRESHOLD, mode="sync")  # expand = "parents"
+    env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, places=PlacesConfig(), model=SHAPES_CONFIG)
+    try:
+        env.pipeline.places.geocoder = Geocoder()
+        (tmp_path / "shapes.toml").write_text(SHAPES_LIST, encoding="utf-8")
+        env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
+        photo = tmp_path / "in" / "square.jpg"
+        photo.parent.mkdir()
+        synthetic.make_photo("red", "square", 90002, (160, 120)).save(photo, quality=90)
+        edit(photo, *FLORENCE, app=env.exiftool)
+        assert env.run(photo) == {"square.jpg": Status.TAGGED}
+        levels, places = {"colour", "polygon", "shape"}, {"Italy", "Tuscany", "Florence"}
+        assert held(photo, env) == {"red", "square", *levels, *places}
+
+        # A level expansion wrote and a place, taken out as Lightroom does (flat and hierarchical)
+        take_out(photo, "polygon", "Florence", app=env.exiftool,
+                 hierarchical=("shape|polygon", "places|Italy|Tuscany|Florence"))
+        assert env.run(photo) == {"square.jpg": Status.TAGGED}
+        assert held(photo, env) == {"red", "square", "colour", "shape", "Italy", "Tuscany"}
+        row = env.store.file(str(photo))
+        declined = {k for k, action in env.store.ledgers([row.id])[row.id].items() if action == DECLINED}
+        assert declined == {"polygon", "Florence"}
+        # Expansion turned off (sync takes our levels out) and on again: the levels come back but polygon
+        for step in (TaggingConfig(threshold=THRESHOLD, mode="sync", expand="none"), tagging):
+            env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", step), step)
+            assert env.pipeline.retag() == (1, 1)
+        assert held(photo, env) == {"red", "square", "colour", "shape", "Italy", "Tuscany"}
+    finally:
+        env.close()
