@@ -328,3 +328,11 @@ def test_scan_captions_through_the_engine(tmp_path: Path) -> None:
     assert {"green star", "star"} <= set(got["open"])
     state = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)
     assert state["captioned"] == 1
+
+
+def test_the_ray_engine_refuses_captions_it_cannot_write(tmp_path: Path) -> None:
+    config = write_config(tmp_path, COCA_CHECKPOINT, model=COCA_CONFIG, tags=TAGS,
+                          extra="[captions]\nenabled = true\n")
+    result = tagwatch("scan", "--engine", "ray", "--config", str(config), str(tmp_path))
+    assert result.returncode == 2
+    assert "--engine ray does not write captions yet" in result.stderr

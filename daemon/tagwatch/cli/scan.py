@@ -117,6 +117,10 @@ def dry_line(outcome: Outcome) -> str | None:
 def scan_func(args: argparse.Namespace) -> int:
     if args.address and args.engine != "ray":
         raise UsageError("--address names a Ray cluster: it goes with --engine ray")
+    config = with_flags(load(args), args)
+    if args.engine == "ray" and config.captions.enabled:  # no caption stage there yet: none goes without
+        raise UsageError("--engine ray does not write captions yet: scan with the local engine, or set "
+                         "[captions] enabled = false")
     if args.engine == "ray":
         try:
             ray_driver.prepare(args.address)
@@ -125,7 +129,6 @@ def scan_func(args: argparse.Namespace) -> int:
                 raise
             raise UsageError(f"--engine ray needs Ray, on this machine and on every node: "
                              f"{ray_driver.INSTALL}") from None
-    config = with_flags(load(args), args)
     if not args.dry_run:
         require_exiftool()
 
