@@ -77,6 +77,7 @@ import synthetic
 from tagwatch.config import ModelConfig
 from tagwatch.imaging import Preprocess, prepare, to_array
 from tagwatch.model import load_model
+from train_test_model import save  # the same float16 safetensors file as the test model
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests" / "data" / "shapes-coca.json"
@@ -306,16 +307,6 @@ def train(config: Path, seed: int, steps: int, photos: int, batch: int, progress
         projection[:, used] = columns
     model.eval()
     return model
-
-
-def save(model: Any, path: Path) -> None:
-    """float16 safetensors (open_clip casts to the model's float32 on load)."""
-    import torch
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
 
 
 def held_out(count: int = HELD_OUT, seed: int = synthetic.HELD_OUT_SEED

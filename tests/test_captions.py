@@ -200,15 +200,22 @@ def test_a_persons_description_is_kept_byte_for_byte_and_untag_removes_only_ours
         env.close()
 
 
-def test_explain_and_export_show_the_caption_candidates_and_scores(tmp_path: Path) -> None:
+def _green_star_scene(tmp_path: Path, more: str = "") -> tuple[Path, Path]:
+    """One held-apart scene ("a green star to the left of a purple vertical bar") and a config with
+    captions on at the trained keyword threshold, plus ``more`` [captions] settings."""
     photo = tmp_path / "photos" / "scene.jpg"
     photo.parent.mkdir()
     synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
                                          9_999_998)).save(photo, "JPEG", quality=90)
     extra = (f"[captions]\nenabled = true\nthreshold = {TRAINING['keyword_threshold']}\n"
-             f"prefix = \"{PREFIX}\"\n")
+             f"prefix = \"{PREFIX}\"\n{more}")
     config = write_config(tmp_path / "conf", COCA_CHECKPOINT, model=COCA_CONFIG, tags=TAGS, threshold=0.9,
                           extra=extra)
+    return photo, config
+
+
+def test_explain_and_export_show_the_caption_candidates_and_scores(tmp_path: Path) -> None:
+    photo, config = _green_star_scene(tmp_path)
     explained = tagwatch("explain", "--config", str(config), str(photo))
     assert explained.returncode == 0, explained.stderr
     assert "caption: 'a green star to the left of a purple vertical bar'" in explained.stdout
@@ -313,14 +320,7 @@ def test_a_captioner_that_is_no_coca_is_refused_at_start(tmp_path: Path) -> None
 def test_scan_captions_through_the_engine(tmp_path: Path) -> None:
     """``tagwatch scan`` runs the overlapped engine: with captions on, a new photo gets its caption,
     its description and its caption keywords there too."""
-    photo = tmp_path / "photos" / "scene.jpg"
-    photo.parent.mkdir()
-    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
-                                         9_999_998)).save(photo, "JPEG", quality=90)
-    extra = (f"[captions]\nenabled = true\nthreshold = {TRAINING['keyword_threshold']}\n"
-             f"prefix = \"{PREFIX}\"\nwrite_description = true\n")
-    config = write_config(tmp_path / "conf", COCA_CHECKPOINT, model=COCA_CONFIG, tags=TAGS, threshold=0.9,
-                          extra=extra)
+    photo, config = _green_star_scene(tmp_path, "write_description = true\n")
     scanned = tagwatch("scan", "--config", str(config), str(photo))
     assert scanned.returncode == 0, scanned.stderr
     got = read_back([photo])[photo.name]
