@@ -137,6 +137,32 @@ def test_a_folder_moved_in_from_outside_is_walked(tmp_path: Path) -> None:
         watcher.stop()
 
 
+def test_a_photo_moved_in_from_outside_is_queued_at_once_and_one_moved_out_is_gone(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    arriving = noise_jpeg(tmp_path / "downloads" / "a.jpg", seed=1)
+    leaving = noise_jpeg(root / "b.jpg", seed=2)
+    queue = BatchQueue(size=100, max_wait=0, settle=60)  # a file still being written waits a minute
+    watcher = Watcher([root], PathFilter([root]), queue)
+    watcher.start()
+    try:
+        time.sleep(0.2)
+        os.rename(arriving, root / "a.jpg")  # a file manager's move: the photo is complete on arrival
+        os.rename(leaving, tmp_path / "downloads" / "b.jpg")
+        seen = Batch()
+
+        def arrived() -> bool:
+            batch = queue.get(timeout=0.5) or Batch()
+            seen.paths += batch.paths
+            seen.ops += batch.ops
+            return str(root / "a.jpg") in seen.paths
+
+        wait_for(arrived, timeout=10)  # long before the minute a new file's settle time asks
+        assert Delete(str(leaving)) in seen.ops + drain(queue).ops
+    finally:
+        watcher.stop()
+
+
 class _OutOfWatches(Observer):  # type: ignore[misc, valid-type]
     """inotify refusing a watch, as on a tree larger than fs.inotify.max_user_watches; lowering that
     machine-wide limit in a test would break every other program watching files."""

@@ -50,6 +50,18 @@ log = logging.getLogger(__name__)
 CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only for stray events
 
 
+def _observer() -> BaseObserver:
+    """The platform's observer; on Linux one that reports a file moved in from outside the watched
+    folders as a move (from nowhere), not as a new file.  A rename delivers a complete file, so it
+    waits :data:`CLOSED_DELAY`, not the settle time a file still being written needs: a file manager's
+    move or an import tool's rename is tagged half a second sooner."""
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+    except ImportError:  # macOS, Windows: their observers report such a move as a new file
+        return Observer()
+    return InotifyObserver(generate_full_events=True)
+
+
 class PathFilter:
     """Which paths under the watched roots are photos we tag.
 
@@ -212,8 +224,8 @@ class _Handler(FileSystemEventHandler):
                 self.queue.op(Move(src, dst))
             elif src_ok:
                 self.queue.op(Delete(src))
-            elif dst_ok and not _through_link(dst):  # an atomic save, or a file moved in from a hidden name
-                self.queue.put(dst, delay=CLOSED_DELAY)
+            elif dst_ok and not _through_link(dst):  # an atomic save, a file moved in from a hidden
+                self.queue.put(dst, delay=CLOSED_DELAY)  # name or (src "") from outside the watched folders
         elif isinstance(event, DirMovedEvent):
             dst = os.fsdecode(event.dest_path)
             src_ok, dst_ok = self.filt.wanted_dir(src), self.filt.wanted_dir(dst)
@@ -241,7 +253,7 @@ class Watcher:
 
     def __init__(self, roots: Sequence[Path], filt: PathFilter, queue: BatchQueue,
                  poll: Sequence[Path] = (), poll_interval: float = 30.0,
-                 observer: Callable[[], BaseObserver] = Observer) -> None:
+                 observer: Callable[[], BaseObserver] = _observer) -> None:
         self.roots, self.filt, self.queue = list(roots), filt, queue
         self.poll, self.poll_interval = set(poll), poll_interval
         self._make_observer = observer
