@@ -271,6 +271,13 @@ class _Reader:
             raise self.fail(name, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
         return value
 
+    def flags(self, names: tuple[str, ...], values: dict[str, Any]) -> None:
+        """The booleans among ``names`` that the table sets, into ``values`` (the rest keep defaults)."""
+        for name in names:
+            value = self.get(name, bool, "true or false")
+            if value is not None:
+                values[name] = value
+
     def string_list(self, name: str) -> list[str] | None:
         value = self.get(name, list, "a list of strings")
         if value is not None and not all(isinstance(v, str) for v in value):
@@ -388,10 +395,7 @@ def captioner_config(captions: CaptionsConfig, model: ModelConfig) -> ModelConfi
 def _captions(raw: dict[str, Any], base: Path, where: str) -> CaptionsConfig:
     r = _Reader(raw, "captions.", where)
     values: dict[str, Any] = {}
-    for name in ("enabled", "write_description"):
-        value = r.get(name, bool, "true or false")
-        if value is not None:
-            values[name] = value
+    r.flags(("enabled", "write_description"), values)
     for name in ("name", "pretrained"):
         value = r.get(name, str, "a string")
         if value is not None:
@@ -430,10 +434,7 @@ def _keyword_path(value: str) -> bool:
 def _places(raw: dict[str, Any], where: str) -> PlacesConfig:
     r = _Reader(raw, "places.", where)
     values: dict[str, Any] = {}
-    for name in ("enabled", "fill_location"):
-        value = r.get(name, bool, "true or false")
-        if value is not None:
-            values[name] = value
+    r.flags(("enabled", "fill_location"), values)
     root = r.get("root", str, "a string")
     if root is not None:
         if root and not _keyword_path(root):
