@@ -26,8 +26,9 @@ def test_scan_tags_a_folder_and_a_second_scan_encodes_nothing(tmp_path: Path, co
     for photo in photos:
         assert len(exif_keywords(photo)["iptc"]) == 3
     assert exif_keywords(tmp_path / "lib" / ".hidden" / "skip.jpg")["iptc"] == []
-    again = tagwatch("scan", "--config", str(config), str(tmp_path / "lib"))
+    again = tagwatch("scan", "-v", "--config", str(config), str(tmp_path / "lib"))
     assert "3 unchanged" in again.stderr
+    assert "encoder process" not in again.stderr  # nothing new: the model is not even started
     report = status(config)
     assert (report["files"], report["tagged"], report["vectors"], report["encoded"]) == (3, 3, 3, 3)
 

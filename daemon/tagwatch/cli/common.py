@@ -127,7 +127,7 @@ def require_exiftool() -> None:
 def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None,
                   model: LazyModel | None = None) -> Pipeline:
     """:func:`tagwatch.pipeline.pipeline_for` with a progress bar while new prompts are encoded
-    (``model``: another than the config's own child, the Ray engine's stations)."""
+    (``model``: the config's child started ahead by the caller, or the Ray engine's stations)."""
     return pipeline_for(config, store, writer, model=model, adopt=lambda pipeline, vocabulary:
                         use_vocabulary(pipeline, store, vocabulary))
 

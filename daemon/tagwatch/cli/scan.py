@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .. import logs, ray_driver
 from ..config import Config
+from ..encoder import LazyModel
 from ..engine import Engine
+from ..freshness import is_unchanged
 from ..metadata import ExifTool, KeywordWriter
 from ..model import model_identity
 from ..outcomes import Outcome, Status
@@ -38,8 +41,12 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
     store = Store(config.database)
     exiftool = ExifTool()
     counts: dict[str, int] = {}
+    model = LazyModel(config.model)
     try:
-        pipeline = make_pipeline(config, store, None if dry_run else KeywordWriter(exiftool, config.write))
+        if _any_new(store, paths[:PEEK]):
+            model.prefetch()  # the child's start (torch, the model: seconds) overlaps reading the tag list
+        pipeline = make_pipeline(config, store, None if dry_run else KeywordWriter(exiftool, config.write),
+                                 model=model)
         engine = Engine(pipeline)
         size = backlog_batch(config.batch.size, config.model.device)  # a scan is a backlog
         with progress(len(paths)) as bar:
@@ -60,6 +67,26 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
         exiftool.close()
         store.close()
     return counts
+
+
+PEEK = 64  # photos looked at before the model is started ahead of the first one that needs it
+
+
+def _any_new(store: Store, paths: Sequence[str]) -> bool:
+    """Is any of ``paths`` new or changed since the store recorded it?  Such a photo is most likely
+    encoded, so the scan starts the model at once instead of when the first photo is found missing
+    from the vector cache (after the tag list is read: half a second later).  Only a few are looked
+    at: a library the store knows is rescanned without starting the model unless a photo needs it;
+    a photo moved while nothing watched it costs a model start that encodes nothing."""
+    rows = store.files(paths)
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if not is_unchanged(rows.get(path), st):
+            return True
+    return False
 
 
 def _count(counts: dict[str, int], outcome: Outcome) -> None:
