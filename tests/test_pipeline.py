@@ -346,6 +346,13 @@ def test_queue_configured_above_the_backlog_batch_never_hands_out_more_than_it()
     assert len(queue.get(timeout=5).paths) == 16
 
 
+def test_queue_hands_out_a_burst_still_settling_in_backlog_batches() -> None:
+    queue = BatchQueue(size=8, max_wait=60, settle=0, backlog=16)  # configured for latency
+    for n in range(20):  # a folder moved in: each photo's event a few milliseconds after the last
+        queue.put(f"/{n:02d}.jpg", delay=0.05 + 0.005 * n)
+    assert [len(queue.get(timeout=5).paths) for _ in range(2)] == [16, 4]  # not 8, 8, 4
+
+
 def test_queue_hands_out_a_lone_photo_at_once() -> None:
     queue = BatchQueue(size=10, max_wait=60, settle=0)
     queue.put("/a.jpg")

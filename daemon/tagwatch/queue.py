@@ -63,8 +63,9 @@ class BatchQueue:
     is not handed out until they stop.  ``get`` returns ``size`` ready paths at once; fewer when no
     other file is still settling (a lone dropped photo goes straight through) or once the oldest
     ready path has waited ``max_wait`` seconds for company.  ``size`` and ``max_wait`` are about
-    latency; a backlog (more than ``size`` ready at once: the start-up scan, a folder copied in) is
-    handed out ``backlog`` at a time whatever ``size`` is (:func:`backlog_batch`): throughput is the
+    latency; a backlog (more than ``size`` ready or still settling: the start-up scan, a folder
+    copied or moved in, its photos' events arriving over some milliseconds) is handed out ``backlog``
+    at a time whatever ``size`` is (:func:`backlog_batch`): throughput is the
     encoder's, and the engine keeps the next batches decoded meanwhile.  Where ``size`` is the larger
     (the default 32 on a CPU), a batch never exceeds ``backlog`` and goes as soon as it has that many.
     """
@@ -154,10 +155,14 @@ class BatchQueue:
                 oldest = next(iter(self._ready.values()), None)
                 lone_or_waited = oldest is not None and (not self._due or now >= oldest + self.max_wait)
                 full = min(self.size, self.backlog)  # a backlog's batch is full too, if smaller
-                if self._ops or len(self._ready) >= full or lone_or_waited:
+                # More than a batch ready or still settling (a folder copied or moved in, arriving
+                # over a few milliseconds or seconds): a backlog, handed out a backlog's batch at a
+                # time; waiting for the rest of it is bounded by max_wait like any batch's.
+                burst = len(self._ready) + len(self._due) > full
+                if self._ops or len(self._ready) >= (self.backlog if burst else full) or lone_or_waited:
                     batch = Batch(self._ops, [])
                     self._ops = []
-                    limit = self.backlog if len(self._ready) > full else self.size
+                    limit = self.backlog if burst else self.size
                     while self._ready and len(batch.paths) < limit:
                         batch.paths.append(self._ready.popitem(last=False)[0])
                     self._cond.notify_all()  # room for blocked producers
