@@ -7,7 +7,7 @@
 It builds a library of N real JPEGs (small ones: the grid's server time does not depend on the
 pixels, thumbnails are timed apart), each carrying two keywords of the person's and two of ours, and
 a store that knows every photo as tagged, with a vector of its own (random, 512 dimensions as
-ViT-B-32's) and the ledger of our keywords, against the default ImageNet list of 999 tags (text
+ViT-B-32's) and the ledger of our keywords, against the shipped photo vocabulary of 1,171 tags (text
 vectors random too: nothing is encoded, nothing downloaded).  Then it serves the page in-process on
 127.0.0.1 and times, over HTTP, each page a person opens: the grid's first, middle and last page of 60,
 cold (exiftool reads the page's keywords) and warm, each filter, a tag's page (the histogram over every
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "daemon"))
 from tagwatch.config import builtin_tag_list, load_config  # noqa: E402
 from tagwatch.model import model_identity  # noqa: E402
 from tagwatch.store import DONE, FAILED, Store  # noqa: E402
-from tagwatch.vocabulary import load_vocabulary  # noqa: E402
+from tagwatch.vocabulary import load_configured  # noqa: E402
 from tagwatch.web.server import WebServer  # noqa: E402
 
 DIM = 512
@@ -56,12 +56,12 @@ def build(folder: Path, count: int) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     conf.mkdir(parents=True)
     photos.mkdir()
-    tags = conf / "tags.txt"
+    tags = conf / ("tags" + builtin_tag_list().suffix)  # the shipped list, rich (.toml) since 2026-12
     shutil.copyfile(builtin_tag_list(), tags)
-    config.write_text(f'watch = ["{photos}"]\ntags = "tags.txt"\ndatabase = "state/tagwatch.db"\n'
+    config.write_text(f'watch = ["{photos}"]\ntags = "{tags.name}"\ndatabase = "state/tagwatch.db"\n'
                       '[model]\nname = "ViT-B-32-256"\npretrained = "none"\n', encoding="utf-8")
     cfg = load_config(config)
-    vocabulary = load_vocabulary(cfg.tags, cfg.tagging.templates)
+    vocabulary = load_configured(cfg.tags, cfg.tagging)
     keywords = vocabulary.keywords
     rng = np.random.default_rng(7)
     # a few distinct base photos with keywords, copied (not linked: each its own file and mtime)
@@ -137,7 +137,7 @@ def main() -> int:
     server = WebServer(config, port=0, apply_corrections=False)
     server.start()
     pages = max(1, -(-args.count // 60))
-    tag = load_vocabulary(config.tags, config.tagging.templates).keywords[37]
+    tag = load_configured(config.tags, config.tagging).keywords[37]
     rows = [
         ("grid, page 1", "/"),
         (f"grid, page {pages // 2}", f"/?page={pages // 2}"),
@@ -146,7 +146,7 @@ def main() -> int:
         (f"grid, tag {tag!r}", f"/?tag={tag.replace(' ', '+')}"),
         ("grid, recently tagged", "/?show=recent"),
         ("grid, failed", "/?show=failed"),
-        ("grid, near a threshold (±0.03, all 999 tags)", "/?show=near"),
+        ("grid, near a threshold (±0.03, every tag)", "/?show=near"),
         (f"grid, near the threshold of {tag!r}", f"/?show=near&tag={tag.replace(' ', '+')}"),
         (f"tag page {tag!r} (histogram over every photo)", f"/tag/{tag.replace(' ', '%20')}"),
         ("tag list with counts", "/tags"),
