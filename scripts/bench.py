@@ -581,8 +581,50 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+@dataclass
+class StageCosts:
+    """Core-seconds per photo of each stage of indexing (see :func:`stage_costs`)."""
+
+    key_decode: float
+    encode: float
+    ours: float  # the keyword write: our side
+    theirs: float  # ... and exiftool's CPU
+    store: float
+    precision: str
+
+    def named(self) -> dict[str, float]:
+        return {"key + draft decode": self.key_decode, f"encode, {self.precision}, 1 thread": self.encode,
+                "keyword write (exiftool)": self.ours + self.theirs, "store": self.store}
+
+    def floor(self, cores: int) -> tuple[float, str, float]:
+        """Photos/s with perfect overlap: min(cores ÷ sum, 1 ÷ the slowest stage that runs one at a
+        time); with the name and rate of that stage."""
+        # one exiftool, one database connection: each of these runs one photo at a time
+        serial = {"keyword write (exiftool)": self.ours + self.theirs, "store": self.store}
+        slowest, slowest_s = max(serial.items(), key=lambda kv: kv[1])
+        return min(cores / sum(self.named().values()), 1 / slowest_s), slowest, 1 / slowest_s
+
+
 def bench_stages(report: Report, clip: ClipModel, photos: list[Path], work: Path) -> None:
-    """(s) Each stage of indexing one photo, in core-seconds, and the floor they imply.
+    """(s) Each stage of indexing one photo, in core-seconds, and the floor they imply."""
+    costs = stage_costs(clip, photos, work / "stages")
+    cores = usable_cores()
+    total = sum(costs.named().values())
+    floor, slowest, slowest_rate = costs.floor(cores)
+    keys = ("key_decode", "encode", "write", "store")
+    write_note = f"ours {1000 * costs.ours:.0f} + exiftool {1000 * costs.theirs:.0f} ms"
+    for (name, value), key in zip(costs.named().items(), keys, strict=True):
+        note = write_note if key == "write" else ""
+        report.add(f"stage_{key}_ms", f"(s) {name}, per photo", "core-ms", [1000 * value], note=note)
+    report.add("stage_sum_ms", "(s) all stages, per photo", "core-ms", [1000 * total])
+    report.add("floor_img_s", f"(s) floor: min({cores} cores ÷ sum, 1 ÷ slowest one-thread stage)", "img/s",
+               [floor], note=f"{cores / total:.1f} by the cores, {slowest_rate:.1f} by the {slowest}")
+    report.extra["floor_img_s"] = floor
+
+
+def stage_costs(clip: ClipModel, photos: list[Path], folder: Path) -> StageCosts:
+    """Each stage of indexing one photo, in core-seconds, on :data:`STAGE_PHOTOS` copies in ``folder``
+    (made afresh).
 
     Each is the CPU time of the thread doing it (plus exiftool's own CPU for the write), so another
     process's load hardly moves it.  The calls are the pipeline's: read + content key + draft decode
@@ -593,7 +635,7 @@ def bench_stages(report: Report, clip: ClipModel, photos: list[Path], work: Path
     import torch
 
     chosen = [photos[i % len(photos)] for i in range(STAGE_PHOTOS)]
-    folder = work / "stages"
+    shutil.rmtree(folder, ignore_errors=True)
     copies = [folder / "photos" / f"{i:02d}-{p.name}" for i, p in enumerate(chosen)]
     copies[0].parent.mkdir(parents=True)
     for source, target in zip(chosen, copies, strict=True):
@@ -653,21 +695,7 @@ def bench_stages(report: Report, clip: ClipModel, photos: list[Path], work: Path
         database = (time.thread_time() - started) / count
     finally:
         store.close()
-
-    costs = {"key + draft decode": key_decode, f"encode, {clip.precision}, 1 thread": encode,
-             "keyword write (exiftool)": ours + theirs, "store": database}
-    serial = {"keyword write (exiftool)": ours + theirs, "store": database}  # one exiftool, one connection
-    cores = usable_cores()
-    total = sum(costs.values())
-    slowest, slowest_s = max(serial.items(), key=lambda kv: kv[1])
-    floor = min(cores / total, 1 / slowest_s)
-    for (name, value), key in zip(costs.items(), ("key_decode", "encode", "write", "store"), strict=True):
-        note = f"ours {1000 * ours:.0f} + exiftool {1000 * theirs:.0f} ms" if key == "write" else ""
-        report.add(f"stage_{key}_ms", f"(s) {name}, per photo", "core-ms", [1000 * value], note=note)
-    report.add("stage_sum_ms", "(s) all stages, per photo", "core-ms", [1000 * total])
-    report.add("floor_img_s", f"(s) floor: min({cores} cores ÷ sum, 1 ÷ slowest one-thread stage)", "img/s",
-               [floor], note=f"{cores / total:.1f} by the cores, {1 / slowest_s:.1f} by the {slowest}")
-    report.extra["floor_img_s"] = floor
+    return StageCosts(key_decode, encode, ours, theirs, database, clip.precision)
 
 
 def _threads() -> int:
@@ -1075,9 +1103,11 @@ def log_marks(path: Path, epoch: float, marks: dict[str, str]) -> dict[str, floa
 
 
 def bench_indexing(report: Report, photos: list[Path], counts: list[int], work: Path, template_db: Path,
-                   repeat: int, rclip: Path | None) -> None:
+                   repeat: int, rclip: Path | None, floor_now: Callable[[], float] | None = None) -> None:
     """(a) and (f): cold indexing of each count of photos through the daemon, scan and rclip, runs
-    interleaved so a neighbour's load hits them alike; each as a share of the floor from (s)."""
+    interleaved so a neighbour's load hits them alike; each as a share of the floor from (s), and of
+    the floor measured again (``floor_now``) just before each round of runs: on a host whose speed
+    drifts (a shared VM), the floor of the moment is the fair measure, and the two are both shown."""
     if rclip is not None:
         say("(a) exporting the model for rclip (ONNX)")
         version = rclip_version(rclip)
@@ -1087,10 +1117,13 @@ def bench_indexing(report: Report, photos: list[Path], counts: list[int], work: 
     scan_runs: list[dict[str, Any]] = []
     for count in counts:
         subset = photos[:count]
-        daemon_runs, scan_runs, rclip_rates = [], [], []
+        daemon_runs, scan_runs, rclip_rates, floors = [], [], [], []
         if rclip is not None:
             rclip_photos = copy_photos(subset, work / f"rclip-photos-{count}")[0].parent
         for n in range(repeat):
+            if floor_now is not None:
+                floors.append(floor_now())
+                say(f"(a) the floor now: {floors[-1]:.1f} img/s")
             say(f"(a) daemon (batch.size = {LATENCY_BATCH}) indexing {count} photos, run {n + 1}/{repeat}")
             daemon_runs.append(index_with_daemon(subset, work / f"daemon-{count}-{n}", template_db))
             say(f"    {daemon_runs[-1]['rate']:.2f} img/s")
@@ -1119,10 +1152,17 @@ def bench_indexing(report: Report, photos: list[Path], counts: list[int], work: 
         if rclip_rates:
             report.add(f"index_rclip_{count}_img_s",
                        f"(a) {count} photos: {version} (ONNX, same weights, fp32)", "img/s", rclip_rates)
+        if floors:
+            report.add(f"floor_beside_{count}_img_s",
+                       f"(a) {count} photos: the floor (s) measured before each round", "img/s", floors)
         for name, samples in rates.items():
             if floor:
                 report.add(f"index_{name}_{count}_of_floor", f"(a) {count} photos: {name} ÷ floor (s)", "%",
                            [100 * r / floor for r in samples], value=100 * statistics.median(samples) / floor)
+            if floors:
+                report.add(f"index_{name}_{count}_of_floor_beside", f"(a) {count} photos: {name} ÷ the floor "
+                           "measured before its round", "%", [100 * r / f for r, f in zip(samples, floors,
+                                                                                           strict=True)])
             if rclip_rates:
                 report.add(f"index_{name}_{count}_vs_rclip", f"(a) {count} photos: {name} ÷ rclip (medians)",
                            "x", [statistics.median(samples) / statistics.median(rclip_rates)])
@@ -1228,9 +1268,10 @@ def bench_latency(report: Report, photos: list[Path], work: Path, template_db: P
 # -- the whole run -------------------------------------------------------------------------------
 
 def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespace, work: Path,
-                     template_db: Path) -> None:
+                     template_db: Path) -> Callable[[], float] | None:
     """(s), (b), (c), (d) in this process; leaves the text vectors in ``template_db`` for the subprocesses
-    (and auto's choice in MODEL.precision_cache)."""
+    (and auto's choice in MODEL.precision_cache).  Returns, for (a), a measure of the floor (s) as it is
+    at the moment it is called (the model kept for it)."""
     say(f"loading the model (random weights, precision {MODEL.precision})")
     clip = load_model(model_config(), ready=False)  # built here (its open_clip model is inspected)
     report.extra["precision"] = clip.precision
@@ -1257,7 +1298,9 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
         prompt_vectors = dict(zip(prompts, vectors, strict=True))
         guard(report, "d", bench_rescore, report, vocabulary, prompt_vectors, clip.dim, args.vectors,
               args.repeat)
-    del clip
+    if "a" not in args.parts:
+        return None
+    return lambda: stage_costs(clip, photos, work / "stages-beside").floor(usable_cores())[0]
     gc.collect()
 
 
@@ -1385,13 +1428,13 @@ def main(argv: list[str] | None = None) -> int:
     MODEL = dataclasses.replace(MODEL, precision_cache=work / PRECISION_CACHE_NAME)  # auto measures once
     template_db = work / "template.db"
     try:
-        in_process_parts(report, photos, args, work, template_db)
+        floor_now = in_process_parts(report, photos, args, work, template_db)
         settings["model"] = ("ViT-B-32-256, pretrained none (random weights), precision "
                              f"{MODEL.precision} → {report.extra.get('precision', '?')}")
         if "a" in args.parts:
             counts = args.counts or [len(photos)]
             guard(report, "a", bench_indexing, report, photos, counts, work, template_db, args.repeat,
-                  args.rclip)
+                  args.rclip, floor_now)
         if "e" in args.parts:
             guard(report, "e", bench_latency, report, photos, work, template_db, args.drops, args.cold_drops)
     finally:
