@@ -33,6 +33,17 @@ def test_scan_tags_a_folder_and_a_second_scan_encodes_nothing(tmp_path: Path, co
     assert (report["files"], report["tagged"], report["vectors"], report["encoded"]) == (3, 3, 3, 3)
 
 
+def test_a_mistake_in_the_tag_list_is_said_without_waiting_for_the_model_started_ahead(
+        tmp_path: Path, config_file) -> None:
+    config = config_file(tags=["x" * 80])  # longer than an IPTC keyword may be
+    noise_jpeg(tmp_path / "lib" / "new.jpg", seed=1)  # new: the scan starts the model at once
+    result = tagwatch("scan", "-v", "--config", str(config), str(tmp_path / "lib"))
+    assert result.returncode != 0
+    assert "IPTC keywords hold at most 64" in result.stderr
+    assert "encoder process" in result.stderr  # it was started ahead of the first photo...
+    assert " loaded on " not in result.stderr  # ...and ended, not waited for until its weights loaded
+
+
 def test_dry_run_prints_tags_with_scores_and_writes_no_photo(tmp_path: Path, config_file) -> None:
     config = config_file()
     photo = noise_jpeg(tmp_path / "p.jpg", seed=1)

@@ -230,6 +230,14 @@ class EncoderProcess:
         with self._lock:
             self._discard()
 
+    def kill(self) -> None:
+        """End the child at once, without taking the lock: a load in flight holds it for seconds,
+        and the thread waiting in the load then meets the child gone (a :class:`ModelError`)."""
+        proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+
     def _call(self, header: dict[str, Any], payload: np.ndarray | None = None) -> tuple[dict[str, Any],
                                                                                        np.ndarray]:
         """One request and its answer; a child that ends meanwhile raises :class:`_ChildDied`."""
@@ -570,9 +578,17 @@ class LazyModel:
         return True
 
     def close(self) -> None:
-        """End the child now (the pipeline is done)."""
-        with self._lock:
+        """End the child now (the pipeline is done).  A load still in flight, the model started
+        ahead of the first photo (:meth:`prefetch`), is cut short rather than waited for: a tag list
+        with a mistake, Ctrl-C or nothing to encode must not wait seconds for weights nobody uses."""
+        while not self._lock.acquire(timeout=0.1):  # a load holds it; its child may not exist yet
+            encoder = self._encoder
+            if encoder is not None:
+                encoder.kill()
+        try:
             encoder, self._encoder = self._encoder, None
+        finally:
+            self._lock.release()
         if encoder is not None:
             encoder.close()
 
