@@ -14,7 +14,8 @@ Every figure is reported with the machine it came from (CPU model and flags, cor
     scan`` and ``tagwatch run`` configured for latency (``batch.size = 8``) as subprocesses on a fresh
     database, process start included, until the last photo's keywords are in the file (the daemon's
     photos are renamed into its watched folder at once once it runs), and rclip beside them on the same
-    photos (``--rclip``); each as a share of the floor (s) and as a ratio to rclip;
+    photos (``--rclip``); each as a share of the floor (s), also of the floor measured again just
+    before its round of runs (a shared VM's speed drifts), and as a ratio to rclip;
 (s) the stages of indexing one photo, in core-seconds (CPU time of one thread, which other processes'
     load hardly moves): content key + draft decode, encode at auto's precision (one thread), the keyword
     write (our side and exiftool's CPU), the database writes; and the floor they imply with perfect
@@ -27,7 +28,8 @@ Every figure is reported with the machine it came from (CPU model and flags, cor
 (c) text vectors for the default tag list (ClipModel.encode_texts), seconds;
 (d) re-scoring N synthetic cached vectors (tagger.predict), and finding the files whose tags changed;
 (e) one dropped photo → keywords readable, p50/p95 over --drops drops (not repeated), model warm
-    (a running daemon after one warm-up photo; target p95 < 1 s) and model cold (a fresh daemon per drop);
+    (a running daemon after one warm-up photo; target p95 < 1 s), copied in and moved in (renamed from a
+    folder beside), and model cold (a fresh daemon per drop);
 (f) the indexing daemon's peak RSS and its RSS once the idle model is unloaded, against the bounds the
     docs state (docs/speed.md, docs/tests.md).  The model runs in a child process of the daemon (and of
     scan) that ends with the unload: peaks are the sum of the daemon's, the encoder child's and
