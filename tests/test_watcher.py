@@ -163,6 +163,16 @@ def test_a_photo_moved_in_from_outside_is_queued_at_once_and_one_moved_out_is_go
         watcher.stop()
 
 
+def test_where_watchdog_picks_another_observer_than_inotify_the_watcher_uses_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from watchdog.observers.polling import PollingObserver
+
+    import tagwatch.watcher as watcher_module
+
+    monkeypatch.setattr(watcher_module, "Observer", PollingObserver)  # as on macOS (FSEvents) or BSD
+    assert type(watcher_module._observer()) is PollingObserver  # not inotify's, which is Linux's alone
+
+
 class _OutOfWatches(Observer):  # type: ignore[misc, valid-type]
     """inotify refusing a watch, as on a tree larger than fs.inotify.max_user_watches; lowering that
     machine-wide limit in a test would break every other program watching files."""

@@ -33,6 +33,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
+from watchdog.utils import UnsupportedLibcError
 
 from .formats import IMAGE_SUFFIXES
 from .freshness import is_settled
@@ -57,7 +58,9 @@ def _observer() -> BaseObserver:
     move or an import tool's rename is tagged half a second sooner."""
     try:
         from watchdog.observers.inotify import InotifyObserver
-    except ImportError:  # macOS, Windows: their observers report such a move as a new file
+    except (ImportError, UnsupportedLibcError):  # macOS, Windows, BSD: inotify does not load there
+        return Observer()
+    if Observer is not InotifyObserver:  # watchdog chose another for this platform
         return Observer()
     return InotifyObserver(generate_full_events=True)
 
