@@ -33,7 +33,6 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
-from watchdog.utils import UnsupportedLibcError
 
 from .formats import IMAGE_SUFFIXES
 from .freshness import is_settled
@@ -58,8 +57,8 @@ def _observer() -> BaseObserver:
     move or an import tool's rename is tagged half a second sooner."""
     try:
         from watchdog.observers.inotify import InotifyObserver
-    except (ImportError, UnsupportedLibcError):  # macOS, Windows, BSD: inotify does not load there
-        return Observer()
+    except Exception:  # no inotify here (macOS, Windows, BSD): ImportError or watchdog's
+        return Observer()  # UnsupportedLibcError (UnsupportedLibc before watchdog 5)
     if Observer is not InotifyObserver:  # watchdog chose another for this platform
         return Observer()
     return InotifyObserver(generate_full_events=True)
