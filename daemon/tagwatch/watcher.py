@@ -200,7 +200,7 @@ class _Handler(FileSystemEventHandler):
             self.queue.put(path)
 
     def _dispatch(self, event: FileSystemEvent) -> None:
-        src = os.fsdecode(event.src_path)
+        src = os.fsdecode(event.src_path or "")  # "" (None in older watchdogs): moved in from outside
         if not isinstance(event, FileDeletedEvent | DirDeletedEvent | FileMovedEvent | DirMovedEvent) and (
                 _through_link(src)):
             return  # inside a link to a folder, which watchdog may report as a new folder: not followed
@@ -220,7 +220,7 @@ class _Handler(FileSystemEventHandler):
             if self.filt.wanted_dir(src):
                 self._enqueue_tree(src)
         elif isinstance(event, FileMovedEvent):
-            dst = os.fsdecode(event.dest_path)
+            dst = os.fsdecode(event.dest_path or "")
             src_ok, dst_ok = self.filt.wanted(src), self.filt.wanted(dst)
             if src_ok and dst_ok:
                 self.queue.op(Move(src, dst))
@@ -229,7 +229,7 @@ class _Handler(FileSystemEventHandler):
             elif dst_ok and not _through_link(dst):  # an atomic save, a file moved in from a hidden
                 self.queue.put(dst, delay=CLOSED_DELAY)  # name or (src "") from outside the watched folders
         elif isinstance(event, DirMovedEvent):
-            dst = os.fsdecode(event.dest_path)
+            dst = os.fsdecode(event.dest_path or "")
             src_ok, dst_ok = self.filt.wanted_dir(src), self.filt.wanted_dir(dst)
             if src_ok and dst_ok:
                 self.queue.op(Move(src, dst, is_dir=True))
