@@ -598,20 +598,24 @@ class StageCosts:
         return {"key + draft decode": self.key_decode, f"encode, {self.precision}, 1 thread": self.encode,
                 "keyword write (exiftool)": self.ours + self.theirs, "store": self.store}
 
+    @property
+    def total(self) -> float:
+        return sum(self.named().values())
+
     def floor(self, cores: int) -> tuple[float, str, float]:
         """Photos/s with perfect overlap: min(cores ÷ sum, 1 ÷ the slowest stage that runs one at a
         time); with the name and rate of that stage."""
         # one exiftool, one database connection: each of these runs one photo at a time
         serial = {"keyword write (exiftool)": self.ours + self.theirs, "store": self.store}
         slowest, slowest_s = max(serial.items(), key=lambda kv: kv[1])
-        return min(cores / sum(self.named().values()), 1 / slowest_s), slowest, 1 / slowest_s
+        return min(cores / self.total, 1 / slowest_s), slowest, 1 / slowest_s
 
 
 def bench_stages(report: Report, clip: ClipModel, photos: list[Path], work: Path) -> None:
     """(s) Each stage of indexing one photo, in core-seconds, and the floor they imply."""
     costs = stage_costs(clip, photos, work / "stages")
     cores = usable_cores()
-    total = sum(costs.named().values())
+    total = costs.total
     floor, slowest, slowest_rate = costs.floor(cores)
     keys = ("key_decode", "encode", "write", "store")
     write_note = f"ours {1000 * costs.ours:.0f} + exiftool {1000 * costs.theirs:.0f} ms"
