@@ -80,7 +80,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -564,19 +564,12 @@ def bench_captions(report: Report, photos: list[Path], repeat: int) -> None:
                "captions/s", rates)
 
 
-def _children_cpu_s(name: str) -> float:
-    """CPU seconds used so far by this process's children whose command line says ``name``."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in _descendants(os.getpid()):
-        if _process_name(pid) != name:
-            continue
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+def _process_cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by process ``pid`` (0 for none)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def usable_cores() -> int:
@@ -626,6 +619,35 @@ def bench_stages(report: Report, clip: ClipModel, photos: list[Path], work: Path
     report.add("floor_img_s", f"(s) floor: min({cores} cores ÷ sum, 1 ÷ slowest one-thread stage)", "img/s",
                [floor], note=f"{cores / total:.1f} by the cores, {slowest_rate:.1f} by the {slowest}")
     report.extra["floor_img_s"] = floor
+    if cores > 1:
+        busy = stage_costs_together(clip, photos, work / "stages-together", cores)
+        report.add("stage_sum_busy_ms", f"(s) all stages, per photo, timed on {cores} threads at once",
+                   "core-ms", [1000 * busy.total],
+                   note=f"{busy.total / total - 1:+.0%} against one at a time; decode "
+                   f"{1000 * busy.key_decode:.0f}, encode {1000 * busy.encode:.0f}, "
+                   f"write {1000 * (busy.ours + busy.theirs):.0f}")
+        report.add("floor_busy_img_s", f"(s) the floor with every core busy ({cores} cores ÷ that sum)",
+                   "img/s", [busy.floor(cores)[0]],
+                   note="where the cores slow each other (shared caches, memory, a host's siblings); "
+                   "the shares in (a) are of the floor above")
+
+
+def stage_costs_together(clip: ClipModel, photos: list[Path], folder: Path, cores: int) -> StageCosts:
+    """:func:`stage_costs` on ``cores`` threads at once (each on its own copies), averaged: the
+    floor above assumes a stage costs on a busy machine what it costs alone, and the indexing runs
+    keep every core busy."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # process-wide: set once here, not by each thread's own save and restore
+    try:
+        with ThreadPoolExecutor(cores) as pool:
+            runs = list(pool.map(lambda n: stage_costs(clip, photos, folder / str(n)), range(cores)))
+    finally:
+        torch.set_num_threads(threads)
+    fields = ("key_decode", "encode", "ours", "theirs", "store")
+    means = {f: sum(getattr(r, f) for r in runs) / len(runs) for f in fields}
+    return StageCosts(**means, precision=clip.precision)
 
 
 def stage_costs(clip: ClipModel, photos: list[Path], folder: Path) -> StageCosts:
@@ -673,11 +695,11 @@ def stage_costs(clip: ClipModel, photos: list[Path], folder: Path) -> StageCosts
         warm = folder / "warm-up.jpg"
         shutil.copyfile(chosen[0], warm)
         writer.apply(writer.plan(warm, KEYWORDS))  # starts exiftool
-        tool_before, started = _children_cpu_s("exiftool"), time.thread_time()
+        tool_before, started = _process_cpu_s(exiftool.pid), time.thread_time()
         for photo in copies:
             writer.apply(writer.plan(photo, KEYWORDS, before=os.lstat(photo)))
         ours = (time.thread_time() - started) / count
-        theirs = (_children_cpu_s("exiftool") - tool_before) / count
+        theirs = (_process_cpu_s(exiftool.pid) - tool_before) / count
     finally:
         exiftool.close()
     check_keywords(folder / "photos", count)

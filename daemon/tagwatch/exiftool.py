@@ -144,6 +144,12 @@ class ExifTool:
         self._lock = threading.Lock()
         self._seq = 0
 
+    @property
+    def pid(self) -> int | None:
+        """The running exiftool's process id (None before the first command or after close)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def _start(self) -> subprocess.Popen[bytes]:
         exe = shutil.which(self.executable)
         if exe is None:
