@@ -109,7 +109,8 @@ def test_sigkill_during_writes_never_leaves_a_partial_photo(tmp_path: Path, tiny
 # -- 50 kills while photos keep arriving ------------------------------------------------------------
 
 KILLS = 50
-FEED = 600  # photos staged for the feeder: more than 50 lives take in, even on a slow machine
+PER_LIFE = 8  # photos the feeder may drop for each life started: work for every life, a bounded backlog
+FEED = KILLS * PER_LIFE  # photos staged for the feeder
 # The debug line each phase of a batch starts with, and what a kill right after it interrupts.
 PHASES = {
     "decoding": "decode",
@@ -200,11 +201,15 @@ def stage(staging: Path) -> list[tuple[Path, list[str]]]:
 
 
 def feed(staged: list[tuple[Path, list[str]]], root: Path, fed: dict[Path, tuple[bytes, list[str]]],
-         stop: threading.Event, seed: int) -> None:
-    """Keep dropping photos into ``root`` (whole, by rename, as a camera import does) until the kills
-    end: a life never waits for work that is not coming."""
+         budget: threading.Semaphore, stop: threading.Event, seed: int) -> None:
+    """Keep dropping photos into ``root`` (whole, by rename, as a camera import does), one every
+    0.1-0.6 s while ``budget`` allows (each life adds to it), until the kills end: as fast or slow as
+    the lives go, every life finds work and the backlog stays bounded."""
     rng = random.Random(seed)
     for staged_path, own in staged:
+        while not budget.acquire(timeout=0.1):
+            if stop.is_set():
+                return
         if stop.is_set():
             return
         target = root / staged_path.name
@@ -230,8 +235,8 @@ def test_fifty_sigkills_while_photos_arrive_lose_nothing_and_duplicate_nothing(
     aims = MODEL_AIMS + rng.choices(writes, k=KILLS - len(MODEL_AIMS))
     rng.shuffle(aims)
     fed: dict[Path, tuple[bytes, list[str]]] = {}
-    stop = threading.Event()
-    feeder = threading.Thread(target=feed, args=(staged, root, fed, stop, 7), daemon=True)
+    stop, budget = threading.Event(), threading.Semaphore(0)
+    feeder = threading.Thread(target=feed, args=(staged, root, fed, budget, stop, 7), daemon=True)
     landed: Counter[str] = Counter()
     lives: list[float] = []
     missed = 0  # lives whose aimed phase never came (killed when the wait gave up)
@@ -241,6 +246,8 @@ def test_fifty_sigkills_while_photos_arrive_lose_nothing_and_duplicate_nothing(
         for aim in aims:
             life = time.monotonic()
             mark = daemon.log_path.stat().st_size if daemon.log_path.exists() else 0
+            for _ in range(PER_LIFE):
+                budget.release()
             daemon.start()
             missed += not LogTail(daemon.log_path, mark).wait_phase(aim, timeout=90)
             time.sleep(rng.uniform(0.0, 0.005 if aim in MODEL_AIMS else 0.02))  # decoding takes ms
