@@ -246,8 +246,7 @@ def test_fifty_sigkills_while_photos_arrive_lose_nothing_and_duplicate_nothing(
         for aim in aims:
             life = time.monotonic()
             mark = daemon.log_path.stat().st_size if daemon.log_path.exists() else 0
-            for _ in range(PER_LIFE):
-                budget.release()
+            budget.release(PER_LIFE)
             daemon.start()
             missed += not LogTail(daemon.log_path, mark).wait_phase(aim, timeout=90)
             time.sleep(rng.uniform(0.0, 0.005 if aim in MODEL_AIMS else 0.02))  # decoding takes ms
