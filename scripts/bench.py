@@ -576,6 +576,9 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+SERIAL_STAGES = ("keyword write (exiftool)", "store")  # (s): the stages that run one photo at a time
+
+
 @dataclass
 class StageCosts:
     """Core-seconds per photo of each stage of indexing (see :func:`stage_costs`)."""
@@ -599,7 +602,7 @@ class StageCosts:
         """Photos/s with perfect overlap: min(cores ÷ sum, 1 ÷ the slowest stage that runs one at a
         time); with the name and rate of that stage."""
         # one exiftool, one database connection: each of these runs one photo at a time
-        serial = {"keyword write (exiftool)": self.ours + self.theirs, "store": self.store}
+        serial = {name: cost for name, cost in self.named().items() if name in SERIAL_STAGES}
         slowest, slowest_s = max(serial.items(), key=lambda kv: kv[1])
         return min(cores / self.total, 1 / slowest_s), slowest, 1 / slowest_s
 
@@ -667,8 +670,8 @@ def stage_costs_together(clip: ClipModel, photos: list[Path], folder: Path, word
             runs = list(pool.map(lambda n: stage_costs(clip, photos, folder / str(n), words), range(cores)))
     finally:
         torch.set_num_threads(threads)
-    fields = ("key_decode", "encode", "ours", "theirs", "store")
-    means = {f: sum(getattr(r, f) for r in runs) / len(runs) for f in fields}
+    costs = [f.name for f in dataclasses.fields(StageCosts) if f.name != "precision"]
+    means = {name: sum(getattr(r, name) for r in runs) / len(runs) for name in costs}
     return StageCosts(**means, precision=clip.precision)
 
 
@@ -1350,6 +1353,8 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
         guard(report, "d", bench_rescore, report, vocabulary, prompt_vectors, clip.dim, args.vectors,
               args.repeat)
     if "a" not in args.parts:
+        del clip
+        gc.collect()  # the model's memory back before (e)'s daemons start; (a) keeps it for its floors
         return None
     return lambda: stage_costs(clip, photos, work / "stages-beside", words).floor(usable_cores())[0]
 
