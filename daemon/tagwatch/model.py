@@ -21,6 +21,7 @@ import logging
 import os
 import pickle
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,10 +156,37 @@ class ClipModel:
     precision: str = "fp32"
     _tower: Any = None  # the ready image tower (:mod:`tagwatch.towercache`), if started from one
     _cfg: ModelConfig | None = None  # to build the whole model when a text needs it
+    _onnx: Any = None  # the ready tower in ONNX Runtime (:mod:`tagwatch.onnxtower`): no torch needed
+
+    @property
+    def runtime(self) -> str:
+        """What encodes the images: "onnxruntime" (started from its ready tower) or "torch"."""
+        return "onnxruntime" if self._onnx is not None else "torch"
+
+    @contextlib.contextmanager
+    def on_one_core(self) -> Iterator[None]:
+        """Encode images on one thread meanwhile: benchmarks time what a photo costs a core."""
+        if self._onnx is not None:
+            workers, self._onnx.workers = self._onnx.workers, 1
+            try:
+                yield
+            finally:
+                self._onnx.workers = workers
+            return
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (normalised here), → (N, D) float32
         rows of unit length."""
+        if self._onnx is not None:
+            return self._onnx.encode(batch, self.preprocess)
         import torch
         if batch.dtype == np.uint8:
             batch = normalize(batch, self.preprocess)
@@ -177,7 +205,7 @@ class ClipModel:
         log.info("model: loading the text side of %s (new prompts to encode)", self.identity)
         whole = load_model(self._cfg, ready=False)
         self._model, self._tokenizer = whole._model, whole._tokenizer
-        if self._tower is not None and hasattr(self._model, "visual"):
+        if (self._tower is not None or self._onnx is not None) and hasattr(self._model, "visual"):
             import torch
 
             self._model.visual = torch.nn.Identity()  # the ready tower encodes images: free the copy
@@ -328,10 +356,19 @@ def _random_weights_warning() -> None:
 
 def _from_ready_tower(cfg: ModelConfig, identity: str) -> ClipModel | None:
     """The model started from its ready image tower (:mod:`tagwatch.towercache`), if one is kept for
-    this machine: torch alone is imported; open_clip waits until a text needs encoding."""
-    import torch
-
+    this machine: in ONNX Runtime where it can (nothing of torch imported), else torch alone is
+    imported; open_clip waits until a text needs encoding."""
     from . import towercache
+
+    ready = towercache.load_onnx(cfg, identity)
+    if ready is not None:
+        tower, kept, path = ready
+        if cfg.pretrained.lower() == RANDOM_WEIGHTS:
+            _random_weights_warning()
+        log.info("model %s loaded on cpu (int8; image tower ready in %s, ONNX Runtime)", identity, path)
+        return ClipModel(identity, kept.preprocess, kept.dim, None, None, cfg.device, "int8", _cfg=cfg,
+                         _onnx=tower)
+    import torch
 
     device = torch.device(cfg.device)
     where = towercache.tower_file(cfg, identity, str(device))
@@ -410,6 +447,12 @@ def load_model(cfg: ModelConfig, *, ready: bool = True) -> ClipModel:
     )
     parameters = sum(p.numel() for p in model.visual.parameters())  # before int8 packs them away
     precision, tower = _choose_precision(model, cfg, identity, str(device), preprocess)
+    keeps = ready and isinstance(model, open_clip.CLIP | open_clip.CustomTextCLIP)  # encode_image is visual()
+    onnx = None
+    if keeps and precision == "int8":
+        from . import towercache
+
+        onnx = towercache.start_onnx(cfg, identity, str(device), model.visual, preprocess, parameters)
     model = _apply_precision(model, precision, tower)
     del tower
     if cfg.precision == "auto" or precision != "fp32":
@@ -419,11 +462,13 @@ def load_model(cfg: ModelConfig, *, ready: bool = True) -> ClipModel:
     dim = int(model.text_projection.shape[-1]) if getattr(model, "text_projection", None) is not None \
         else int(model.encode_text(tokenizer(["x"])).shape[-1])
     log.info("model %s loaded on %s (%s)", identity, device, precision)
-    if ready and isinstance(model, open_clip.CLIP | open_clip.CustomTextCLIP):  # encode_image is visual()
+    if keeps:
         from . import towercache
 
         towercache.save(cfg, identity, str(device), model.visual, preprocess, dim,
                         torch.bfloat16 if precision == "bf16" else torch.float32, parameters)
+        if onnx is not None:
+            towercache.keep_onnx(onnx, identity, model.visual, preprocess, dim)
     return ClipModel(identity, preprocess, dim, model, tokenizer, device, precision, _cfg=cfg)
 
 

@@ -1,0 +1,223 @@
+"""The int8 image tower run by ONNX Runtime: an encoder child that starts without torch.
+
+A start from the TorchScript tower (:mod:`tagwatch.towercache`) spends 2.3-2.8 s of one core importing
+torch before the first photo can be encoded, on every scan and every time the daemon's model comes back
+after an idle unload; ONNX Runtime starts in 0.5 s (import 0.1, session 0.4) in a child of ~260 MB
+against ~650 MB.  Its dynamic int8 (``onnxruntime.quantization.quantize_dynamic``: int8 weights,
+activations quantised per call, the analogue of torch's) is as faithful as torch's (lowest cosine to fp32
+0.99979-0.99983 against 0.99971-0.99976) and costs as much per image on one thread (1.01-1.11x torch's
+images per core-second).  At two threads ONNX Runtime splits each layer and its threads hand over at
+every one (0.83x torch int8); so here a batch is split into one part per core, each run on its own
+thread by a one-thread session (sessions are safe to call from several threads), which ran 1.2-1.3x
+torch's two threads on a 2-core AMD EPYC.  docs/speed.md has the runs.
+
+Made once from the fp32 tower at a full load whose precision is int8 (:func:`make`: export, quantise,
+then :func:`check` against the fp32 vectors and torch's int8 tower on probe images, ~13 s for
+ViT-B-32); kept only when its vectors are faithful (the cosine ``auto`` demands) and it runs at least
+:data:`MIN_SHARE` of torch int8's images per core-second.  Not 100%: the two measure within a few per cent
+of each other on one core (0.99-1.05 over four makings on the EPYC), so a stricter bar would keep or drop
+the form by noise, and even at par the form wins every run by its start and its split batches; a CPU
+where ONNX Runtime's int8 kernels are clearly slower (an older one without VNNI, say) keeps torch.
+Imported only in the encoder child; onnxruntime and onnx are imported in its functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .imaging import Preprocess, normalize
+
+log = logging.getLogger(__name__)
+
+MIN_SHARE = 0.9  # kept unless under 90% of torch int8's images per core-second (see make's note)
+_META = "tagwatch"  # the ONNX model's metadata key holding identity, input spec and vector size
+_ROUNDS = 3  # timed rounds after a warm-up, in turns with torch's tower; each keeps its best
+
+
+def available() -> bool:
+    """Can this Python run an ONNX tower?  Asked without importing onnxruntime."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _workers() -> int:
+    """One part of a batch per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def one_thread_session(path: Path) -> Any:
+    """A session that runs on the calling thread alone (a batch's parts run on threads of ours)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # the parts of a batch run on threads of ours, one per core
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: its notes would read as ours
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxTower:
+    """An image tower in ONNX Runtime: normalised (N, 3, S, S) float32 in, unit vectors out."""
+
+    def __init__(self, session: Any, workers: int | None = None) -> None:
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self.workers = workers or _workers()  # bench.py sets 1 to time one core
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _run(self, part: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: part})[0]
+
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        """The tower's raw output for ``batch``, its parts run at once on :attr:`workers` threads."""
+        batch = np.ascontiguousarray(batch, np.float32)
+        parts = min(self.workers, len(batch))
+        if parts <= 1:
+            return self._run(batch)
+        if self._pool is None or self._pool._max_workers < parts:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ThreadPoolExecutor(parts, thread_name_prefix="onnx-tower")
+        return np.concatenate(list(self._pool.map(self._run, np.array_split(batch, parts))))
+
+    def encode(self, batch: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+        """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (normalised here) → (N, D) unit rows."""
+        if batch.dtype == np.uint8:
+            batch = normalize(batch, preprocess)
+        features = self.features(batch).astype(np.float32, copy=False)
+        norms = np.linalg.norm(features, axis=-1, keepdims=True)
+        return features / np.maximum(norms, 1e-12)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a kept ONNX tower was made from, and its figures against torch's int8 tower."""
+
+    identity: str
+    preprocess: Preprocess
+    dim: int
+    cosine: float  # lowest cosine to fp32 on the probe images
+    img_per_core_s: float
+    torch_img_per_core_s: float
+
+
+def load(path: Path) -> tuple[OnnxTower, Kept] | None:
+    """The tower in ``path`` and what it was made from; None (with a log line, the file removed) when
+    it cannot be used."""
+    try:
+        session = one_thread_session(path)
+        meta = json.loads(session.get_modelmeta().custom_metadata_map[_META])
+        spec = meta["preprocess"]
+        preprocess = Preprocess(int(spec["size"]), tuple(spec["mean"]), tuple(spec["std"]),
+                                str(spec["interpolation"]), str(spec["resize_mode"]))
+        kept = Kept(str(meta["identity"]), preprocess, int(meta["dim"]), float(meta["cosine"]),
+                    float(meta["img_per_core_s"]), float(meta["torch_img_per_core_s"]))
+        return OnnxTower(session), kept
+    except Exception as exc:  # a damaged file, an onnxruntime that cannot read it: the next form
+        log.warning("model: cannot use the ready ONNX image tower %s (%s: %s); using the next form",
+                    path, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        path.unlink(missing_ok=True)
+        return None
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter's deprecation notes and the quantiser's per-layer warnings (logged on the root
+    logger) are about their own workings, not the user's files: keep them out of the log."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def make(visual: Any, preprocess: Preprocess, folder: Path) -> Path:
+    """Export ``visual`` (an image tower in fp32) to ONNX and quantise it to dynamic int8, in
+    ``folder``; returns the int8 file.  Raises whatever the exporter or quantiser raises."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
+    example = torch.zeros(2, 3, preprocess.size, preprocess.size)
+    with _quiet():  # not in inference mode: attention would take its fused path, which has no ONNX form
+        torch.onnx.export(visual.eval(), (example,), str(fp32), input_names=["input"],
+                          output_names=["output"], dynamic_axes={"input": {0: "n"}, "output": {0: "n"}},
+                          opset_version=17, dynamo=False)
+    with _quiet():
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    fp32.unlink()
+    return int8
+
+
+def _one_core_rate(run: Any, batch: Any, rounds: list[float]) -> None:
+    started = time.thread_time()
+    run(batch)
+    rounds.append(len(batch) / max(time.thread_time() - started, 1e-9))
+
+
+def check(path: Path, probe: np.ndarray, reference: np.ndarray,
+          int8_tower: Any) -> tuple[float, float, float]:
+    """(lowest cosine of the ONNX tower's vectors to ``reference`` (fp32's on ``probe``), its images per
+    core-second, torch int8 ``int8_tower``'s), timed on this thread in turns: a warm-up, then rounds."""
+    import torch
+
+    tower = OnnxTower(one_thread_session(path), workers=1)
+    vectors = tower.features(probe)
+    unit = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+    want = reference / np.linalg.norm(reference, axis=-1, keepdims=True)
+    cosine = float((unit * want).sum(axis=-1).min())
+    batch = torch.from_numpy(probe)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ours: list[float] = []
+    theirs: list[float] = []
+    try:
+        with torch.inference_mode():
+            int8_tower(batch)  # warm-ups, not counted (the session ran above)
+            for _ in range(_ROUNDS):
+                _one_core_rate(tower.features, probe, ours)
+                _one_core_rate(int8_tower, batch, theirs)
+    finally:
+        torch.set_num_threads(threads)
+        tower.close()
+    return cosine, max(ours), max(theirs)
+
+
+def finish(path: Path, identity: str, preprocess: Preprocess, dim: int, cosine: float, rate: float,
+           torch_rate: float) -> bytes:
+    """The int8 file's bytes with what it was made from written into its metadata."""
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = {"identity": identity, "preprocess": asdict(preprocess), "dim": dim, "cosine": round(cosine, 6),
+            "img_per_core_s": round(rate, 2), "torch_img_per_core_s": round(torch_rate, 2)}
+    entry = model.metadata_props.add()
+    entry.key, entry.value = _META, json.dumps(meta)
+    return model.SerializeToString()

@@ -1,0 +1,144 @@
+"""The int8 image tower kept for ONNX Runtime: later starts import no torch and give the photos the
+same vectors; the TorchScript tower stays the fallback when that form cannot be used.
+
+Real files throughout: the tiny test model exported and quantised by the real exporter and quantiser,
+its start checked in a fresh interpreter, a real ``tagwatch scan`` whose encoder child runs the form.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY_CONFIG, exif_keywords, noise_jpeg, tagwatch, write_config
+from tagwatch import onnxtower, towercache
+from tagwatch.config import ModelConfig, load_config
+from tagwatch.imaging import prepare_pixels
+from tagwatch.model import load_model, model_identity
+
+
+@pytest.fixture
+def int8(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> ModelConfig:
+    """The tiny model in int8, kept like a real one (its size and timings are below the rules' noise)."""
+    monkeypatch.setattr(towercache, "SAVE_FROM_PARAMS", 0)
+    monkeypatch.setattr(onnxtower, "MIN_SHARE", 0.0)
+    return ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint), precision="int8",
+                       precision_cache=tmp_path / "state" / "precision.json")
+
+
+def _pixels(folder: Path, spec: object, count: int) -> np.ndarray:
+    return np.stack([prepare_pixels(noise_jpeg(folder / f"{i}.jpg", seed=i).read_bytes(), spec)
+                     for i in range(count)])
+
+
+def _kept_files(cfg: ModelConfig) -> dict[str, Path]:
+    assert cfg.precision_cache is not None
+    return {p.suffix: p for p in (cfg.precision_cache.parent / towercache.FOLDER).iterdir()}
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=-1)
+
+
+def test_an_int8_start_runs_in_onnx_runtime_without_torch_and_gives_the_same_vectors(
+        tmp_path: Path, int8: ModelConfig, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="tagwatch"):
+        first = load_model(int8)
+    assert set(_kept_files(int8)) == {".pt", ".onnx"}
+    assert "kept ready for ONNX Runtime" in caplog.text and "cosine to fp32 0.99" in caplog.text
+    assert towercache.kept(int8, model_identity(int8))
+    pixels = _pixels(tmp_path / "photos", first.preprocess, 4)
+    np.save(tmp_path / "pixels.npy", pixels)
+
+    script = (
+        "import json, sys; import numpy as np\n"
+        "from pathlib import Path\n"
+        "from tagwatch.config import ModelConfig\n"
+        "from tagwatch.model import load_model\n"
+        "cfg = ModelConfig(**{**json.loads(sys.argv[1]), 'precision_cache': Path(sys.argv[2])})\n"
+        "clip = load_model(cfg)\n"
+        "vectors = clip.encode_images(np.load(sys.argv[3]))\n"
+        "print(json.dumps({'runtime': clip.runtime, 'torch': 'torch' in sys.modules,\n"
+        "                  'vectors': vectors.tolist()}))\n"
+    )
+    model = json.dumps({"name": int8.name, "pretrained": int8.pretrained, "precision": "int8"})
+    done = subprocess.run([sys.executable, "-c", script, model, str(int8.precision_cache),
+                           str(tmp_path / "pixels.npy")], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={"PYTHONPATH": str(REPO / "daemon"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    started = json.loads(done.stdout)
+    assert started["runtime"] == "onnxruntime" and started["torch"] is False  # a start without torch
+    vectors = np.array(started["vectors"], np.float32)
+    fp32 = load_model(ModelConfig(name=int8.name, pretrained=int8.pretrained, precision="fp32"), ready=False)
+    assert _cosines(vectors, fp32.encode_images(pixels)).min() >= 0.999  # as faithful as auto demands
+    assert _cosines(vectors, first.encode_images(pixels)).min() >= 0.999  # torch's int8 tower agrees
+
+    second = load_model(int8)  # the text side is built when a text first needs it
+    assert second.runtime == "onnxruntime"
+    np.testing.assert_allclose(second.encode_texts(["a dog"]), first.encode_texts(["a dog"]), atol=1e-6)
+
+
+def test_a_batch_split_over_threads_keeps_each_photo_in_its_row(tmp_path: Path, int8: ModelConfig) -> None:
+    load_model(int8)
+    tower, kept = onnxtower.load(_kept_files(int8)[".onnx"]) or pytest.fail("the ONNX tower does not load")
+    pixels = _pixels(tmp_path, kept.preprocess, 5)
+    alone = np.concatenate([tower.encode(p[None], kept.preprocess) for p in pixels])
+    tower.workers = 3  # five photos in parts of 2, 2 and 1, run at once
+    split = tower.encode(pixels, kept.preprocess)
+    tower.close()
+    similar = split @ alone.T  # each row is its own photo's vector, not a neighbour's
+    assert (similar.argmax(axis=1) == np.arange(5)).all() and similar.diagonal().min() >= 0.999
+
+
+def test_a_damaged_onnx_tower_falls_back_to_the_torch_one(
+        tmp_path: Path, int8: ModelConfig, caplog: pytest.LogCaptureFixture) -> None:
+    first = load_model(int8)
+    pixels = _pixels(tmp_path, first.preprocess, 2)
+    files = _kept_files(int8)
+    files[".onnx"].write_bytes(b"not a model")
+    with caplog.at_level("INFO", logger="tagwatch"):
+        second = load_model(int8)
+    assert second.runtime == "torch" and "image tower ready in" in caplog.text  # the TorchScript form
+    assert "cannot use the ready ONNX image tower" in caplog.text and not files[".onnx"].exists()
+    np.testing.assert_array_equal(second.encode_images(pixels), first.encode_images(pixels))
+    assert towercache.kept(int8, model_identity(int8))
+
+
+def test_an_onnx_tower_slower_than_torchs_is_not_kept(
+        int8: ModelConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(onnxtower, "MIN_SHARE", 1e9)  # no runtime can be a billion times torch's speed
+    with caplog.at_level("INFO", logger="tagwatch"):
+        load_model(int8)
+    assert set(_kept_files(int8)) == {".pt"}
+    assert "ONNX Runtime image tower is not kept" in caplog.text
+    assert load_model(int8).runtime == "torch"
+    assert not list((int8.precision_cache.parent / towercache.FOLDER).glob(".making-*"))  # scratch removed
+
+
+def test_without_onnxruntime_a_start_uses_the_torch_tower(int8: ModelConfig,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    load_model(int8)
+    monkeypatch.setattr(onnxtower, "available", lambda: False)
+    assert towercache.kept(int8, model_identity(int8))
+    assert load_model(int8).runtime == "torch"
+    _kept_files(int8)[".pt"].unlink()  # only the ONNX form left, and nothing to run it
+    assert not towercache.kept(int8, model_identity(int8))
+
+
+def test_a_scan_encodes_in_onnx_runtime_and_writes_keywords(tmp_path: Path, tiny_checkpoint: Path,
+                                                            int8: ModelConfig) -> None:
+    config = write_config(tmp_path, tiny_checkpoint)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[model]\n", '[model]\nprecision = "int8"\n'), encoding="utf-8")
+    assert load_config(config).model.precision_cache == int8.precision_cache  # the scan's data folder
+    load_model(int8)  # a first start, which keeps both forms
+    photos = [noise_jpeg(tmp_path / "lib" / f"p{i}.jpg", seed=i) for i in range(3)]
+    result = tagwatch("scan", "-v", "--config", str(config), str(tmp_path / "lib"))
+    assert result.returncode == 0, result.stderr
+    assert "ONNX Runtime" in result.stderr and "scan: 3 photos: 3 tagged" in result.stderr
+    assert all(len(exif_keywords(p)["iptc"]) == 3 for p in photos)
