@@ -68,6 +68,7 @@ import compileall
 import dataclasses
 import gc
 import json
+import logging
 import os
 import platform
 import random
@@ -661,18 +662,12 @@ def stage_costs_together(clip: ClipModel, photos: list[Path], folder: Path, word
     """:func:`stage_costs` on ``cores`` threads at once (each on its own copies), averaged: the
     floor above assumes a stage costs on a busy machine what it costs alone, and the indexing runs
     keep every core busy."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # process-wide: set once here, not by each thread's own save and restore
-    try:
-        with ThreadPoolExecutor(cores) as pool:
-            runs = list(pool.map(lambda n: stage_costs(clip, photos, folder / str(n), words), range(cores)))
-    finally:
-        torch.set_num_threads(threads)
+    with clip.on_one_core(), ThreadPoolExecutor(cores) as pool:  # set once here: each thread's own
+        # save and restore then finds one thread, whatever order they end in
+        runs = list(pool.map(lambda n: stage_costs(clip, photos, folder / str(n), words), range(cores)))
     costs = [f.name for f in dataclasses.fields(StageCosts) if f.name != "precision"]
     means = {name: sum(getattr(r, name) for r in runs) / len(runs) for name in costs}
-    return StageCosts(**means, precision=clip.precision)
+    return StageCosts(**means, precision=runs[0].precision)
 
 
 def stage_costs(clip: ClipModel, photos: list[Path], folder: Path, words: Written) -> StageCosts:
@@ -681,12 +676,11 @@ def stage_costs(clip: ClipModel, photos: list[Path], folder: Path, words: Writte
 
     Each is the CPU time of the thread doing it (plus exiftool's own CPU for the write), so another
     process's load hardly moves it.  The calls are the pipeline's: read + content key + draft decode
-    (the decode pool's work), the image encoder at auto's precision on one thread, the keyword write
+    (the decode pool's work), the image encoder as the runs start it (auto's precision, from the
+    tower kept ready: ONNX Runtime where that form is kept) on one thread, the keyword write
     (plan: exiftool reads the keywords; apply: it writes them atomically), and the database writes of
     one tagged photo (vector, ledger ahead of the write, then done).
     """
-    import torch
-
     chosen = [photos[i % len(photos)] for i in range(STAGE_PHOTOS)]
     shutil.rmtree(folder, ignore_errors=True)
     copies = [folder / "photos" / f"{i:02d}-{p.name}" for i, p in enumerate(chosen)]
@@ -704,15 +698,11 @@ def stage_costs(clip: ClipModel, photos: list[Path], folder: Path, words: Writte
     key_decode = (time.thread_time() - started) / count
 
     batch = np.stack(arrays)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with clip.on_one_core():
         clip.encode_images(batch[:2])  # warm-up at one thread
         started = time.thread_time()
         vectors = clip.encode_images(batch)
         encode = (time.thread_time() - started) / count
-    finally:
-        torch.set_num_threads(threads)
 
     exiftool = ExifTool()
     writer = KeywordWriter(exiftool)
@@ -748,7 +738,7 @@ def stage_costs(clip: ClipModel, photos: list[Path], folder: Path, words: Writte
         database = (time.thread_time() - started) / count
     finally:
         store.close()
-    return StageCosts(key_decode, encode, ours, theirs, database, clip.precision)
+    return StageCosts(key_decode, encode, ours, theirs, database, f"{clip.precision} in {clip.runtime}")
 
 
 def _threads() -> int:
@@ -862,16 +852,35 @@ def write_config(folder: Path, watch: Path | None, template_db: Path, idle_unloa
     return path
 
 
-def keep_ready(clip: ClipModel) -> None:
+def keep_ready(clip: ClipModel) -> ClipModel:
     """What a first start leaves in the data folder besides auto's choice, for the indexing runs: the
-    image tower kept ready (towercache.py) and the model's input spec (the daemon's LazyModel)."""
+    image tower kept ready (towercache.py; in int8 also its ONNX Runtime form, made from the fp32 tower)
+    and the model's input spec (the daemon's LazyModel).  Returns the model as the runs start it."""
     import torch
 
     assert MODEL.precision_cache is not None
     towercache.save(MODEL, clip.identity, "cpu", clip._model.visual, clip.preprocess, clip.dim,
                     torch.bfloat16 if clip.precision == "bf16" else torch.float32,
                     parameters=towercache.SAVE_FROM_PARAMS)  # ViT-B-32-256's tower: 88 M parameters
+    if clip.precision == "int8":
+        fp32 = load_model(model_config("fp32"), ready=False)
+        shown = logging.getLogger("tagwatch.towercache")  # its verdict and figures, in this run's output
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("bench:     %(message)s"))
+        shown.addHandler(handler)
+        shown.setLevel(logging.INFO)
+        shown.propagate = False
+        try:
+            pending = towercache.start_onnx(MODEL, clip.identity, "cpu", fp32._model.visual, clip.preprocess,
+                                            parameters=towercache.SAVE_FROM_PARAMS)
+            del fp32
+            if pending is not None:
+                towercache.keep_onnx(pending, clip.identity, clip._model.visual, clip.preprocess, clip.dim)
+        finally:
+            shown.removeHandler(handler)
+            shown.propagate = True
     remember_spec(MODEL.precision_cache.with_name(MODEL_SPECS_NAME), clip.identity, clip.preprocess)
+    return load_model(model_config())
 
 
 def make_template_db(path: Path, prompts: list[str], vectors: np.ndarray) -> None:
@@ -1328,7 +1337,9 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
     say(f"loading the model (random weights, precision {MODEL.precision})")
     clip = load_model(model_config(), ready=False)  # built here (its open_clip model is inspected)
     report.extra["precision"] = clip.precision
-    keep_ready(clip)
+    runs = keep_ready(clip)
+    say(f"the runs encode in {runs.precision} with {runs.runtime}")
+    report.extra["runtime"] = runs.runtime
     bench_choice(report, clip)
     vocabulary = load_configured(builtin_tag_list(), TaggingConfig())  # what the daemon loads
     prompts = vocabulary.prompts()
@@ -1338,7 +1349,7 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
     words = written(vocabulary)
     if "s" in args.parts or "a" in args.parts:
         say("(s) the stages of indexing, per photo")
-        guard(report, "s", bench_stages, report, clip, photos, work, words)
+        guard(report, "s", bench_stages, report, runs, photos, work, words)
     if "b" in args.parts:
         say("(b) image encoder and matmul throughput")
         tags = TagMatrix.build(vocabulary, dict(zip(prompts, vectors, strict=True)))
@@ -1352,11 +1363,13 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
         prompt_vectors = dict(zip(prompts, vectors, strict=True))
         guard(report, "d", bench_rescore, report, vocabulary, prompt_vectors, clip.dim, args.vectors,
               args.repeat)
+    del clip
     if "a" not in args.parts:
-        del clip
-        gc.collect()  # the model's memory back before (e)'s daemons start; (a) keeps it for its floors
+        del runs
+        gc.collect()  # the models' memory back before (e)'s daemons start; (a) keeps one for its floors
         return None
-    return lambda: stage_costs(clip, photos, work / "stages-beside", words).floor(usable_cores())[0]
+    gc.collect()
+    return lambda: stage_costs(runs, photos, work / "stages-beside", words).floor(usable_cores())[0]
 
 
 def guard(report: Report, part: str, work: Callable[..., None], *args: Any) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The image tower in other runtimes against torch, on this CPU: is any worth adopting?
 
-    .venv/bin/pip install onnx onnxruntime openvino     # not tagwatch dependencies: only this script's
+    .venv/bin/pip install openvino                      # not a tagwatch dependency: only this script's
     .venv/bin/python scripts/bench_runtimes.py          # ViT-B-32-256, random weights, batch 32, 5 rounds
     .venv/bin/python scripts/bench_runtimes.py --quick  # batch 8, 2 rounds: a smoke test
 
@@ -12,7 +12,9 @@ ONNX as rclip_beside.py exports it for rclip) on the same batch, in turns: one w
 - torch fp32, torch bf16 (where the CPU multiplies bf16 in hardware), torch dynamic int8
   (``tagwatch.quantize.int8_tower``, what ``model.precision = "int8"`` runs);
 - ONNX Runtime fp32, and its dynamic int8 (``onnxruntime.quantization.quantize_dynamic``, weights int8,
-  activations quantised per call: the analogue of torch's);
+  activations quantised per call: the analogue of torch's), run as one session on ``--threads`` and as
+  tagwatch runs it (:mod:`tagwatch.onnxtower`: one part of the batch per thread, each on a one-thread
+  session);
 - ONNX Runtime on a statically quantised model (QDQ, activations' ranges calibrated on the batch);
 - OpenVINO fp32 (``INFERENCE_PRECISION_HINT = f32``), OpenVINO with its default hint (bf16 on CPUs that
   have it), and OpenVINO on the QDQ model (its int8 path for an ONNX model without NNCF).
@@ -44,6 +46,7 @@ from rclip_beside import MODEL_SUBDIR, export_model
 from tagwatch.config import ModelConfig
 from tagwatch.imaging import prepare
 from tagwatch.model import load_model
+from tagwatch.onnxtower import OnnxTower, one_thread_session
 from tagwatch.precision import FAST_BF16_FLAGS, cpu_facts, probe_images
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -125,6 +128,8 @@ def onnx_paths(visual: Path, work: Path, batch: np.ndarray,
 
     paths[f"ONNX Runtime {ort.__version__} fp32"] = session(visual)
     paths["ONNX Runtime int8 (dynamic)"] = session(dynamic)
+    split = OnnxTower(one_thread_session(dynamic), workers=threads)  # what tagwatch runs (onnxtower.py)
+    paths["  the same, batch split per thread"] = split.features
     paths["ONNX Runtime int8 (static QDQ)"] = session(static)
     paths.update(openvino_paths(visual, static, threads))
     return paths
