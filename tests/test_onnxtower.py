@@ -8,8 +8,10 @@ its start checked in a fresh interpreter, a real ``tagwatch scan`` whose encoder
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,12 +114,19 @@ def test_a_damaged_onnx_tower_falls_back_to_the_torch_one(
 def test_an_onnx_tower_slower_than_torchs_is_not_kept(
         int8: ModelConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(onnxtower, "MIN_SHARE", 1e9)  # no runtime can be a billion times torch's speed
+    assert int8.precision_cache is not None
+    killed = int8.precision_cache.parent / towercache.FOLDER / ".making-killed"  # a making cut short
+    (killed / "int8.onnx").parent.mkdir(parents=True)
+    (killed / "int8.onnx").write_bytes(b"half")
+    old = time.time() - towercache.STALE_MAKING_S - 60
+    os.utime(killed, (old, old))
     with caplog.at_level("INFO", logger="tagwatch"):
         load_model(int8)
     assert set(_kept_files(int8)) == {".pt"}
     assert "ONNX Runtime image tower is not kept" in caplog.text
     assert load_model(int8).runtime == "torch"
-    assert not list((int8.precision_cache.parent / towercache.FOLDER).glob(".making-*"))  # scratch removed
+    assert not list((int8.precision_cache.parent / towercache.FOLDER).glob(".making-*"))  # scratch removed,
+    # this making's and the one cut short
 
 
 def test_without_onnxruntime_a_start_uses_the_torch_tower(int8: ModelConfig,

@@ -41,6 +41,7 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +59,8 @@ FOLDER = "image-towers"  # beside precision.json, in the data folder
 FORMAT = 2  # the making of a tower (precision.py, quantize.py, this module): a change makes new files
 SAVE_FROM_PARAMS = 5_000_000  # smaller image towers build fast: not worth a file
 _META = "tagwatch.json"
+_MAKING = ".making-"  # scratch folders of ONNX makings, in FOLDER
+STALE_MAKING_S = 3600  # a making takes seconds; one this old was cut short (its process killed)
 
 
 def _slug(identity: str) -> str:
@@ -243,7 +246,10 @@ def start_onnx(cfg: ModelConfig, identity: str, device: str, visual: Any, prepro
     scratch = None
     try:
         private_folder(path.parent)
-        scratch = Path(tempfile.mkdtemp(prefix=".making-", dir=path.parent))
+        for stale in path.parent.glob(f"{_MAKING}*"):  # left by a process killed while making one
+            if time.time() - stale.stat().st_mtime > STALE_MAKING_S:
+                shutil.rmtree(stale, ignore_errors=True)
+        scratch = Path(tempfile.mkdtemp(prefix=_MAKING, dir=path.parent))
         log.info("model: making the image tower for ONNX Runtime (once per model and machine)")
         made = onnxtower.make(visual, preprocess, scratch)
         probe = probe_images(preprocess)
