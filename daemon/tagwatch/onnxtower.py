@@ -82,6 +82,7 @@ class OnnxTower:
         self._input = session.get_inputs()[0].name
         self.workers = workers or _workers()  # bench.py sets 1 to time one core
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
 
     def _run(self, part: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: part})[0]
@@ -92,10 +93,10 @@ class OnnxTower:
         parts = min(self.workers, len(batch))
         if parts <= 1:
             return self._run(batch)
-        if self._pool is None or self._pool._max_workers < parts:
+        if self._pool is None or self._pool_size < parts:
             if self._pool is not None:
                 self._pool.shutdown()
-            self._pool = ThreadPoolExecutor(parts, thread_name_prefix="onnx-tower")
+            self._pool, self._pool_size = ThreadPoolExecutor(parts, thread_name_prefix="onnx-tower"), parts
         return np.concatenate(list(self._pool.map(self._run, np.array_split(batch, parts))))
 
     def encode(self, batch: np.ndarray, preprocess: Preprocess) -> np.ndarray:
@@ -109,7 +110,7 @@ class OnnxTower:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
-            self._pool = None
+            self._pool, self._pool_size = None, 0
 
 
 @dataclass(frozen=True)
