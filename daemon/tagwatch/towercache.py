@@ -216,6 +216,11 @@ def _forget_earlier(path: Path) -> None:
                 old.unlink(missing_ok=True)
 
 
+def _no_onnx(exc: Exception) -> None:
+    log.info("model: no ONNX Runtime image tower (%s: %s)", type(exc).__name__,
+             str(exc).splitlines()[0] if str(exc) else "")
+
+
 @dataclass
 class PendingOnnx:
     """An ONNX tower made from the fp32 tower, waiting for the int8 torch tower to be checked against."""
@@ -258,8 +263,7 @@ def start_onnx(cfg: ModelConfig, identity: str, device: str, visual: Any, prepro
         reference = (output[0] if isinstance(output, tuple) else output).float().numpy()
         return PendingOnnx(path, made, probe, reference)
     except Exception as exc:
-        log.info("model: no ONNX Runtime image tower (%s: %s)", type(exc).__name__,
-                 str(exc).splitlines()[0] if str(exc) else "")
+        _no_onnx(exc)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         return None
@@ -283,7 +287,6 @@ def keep_onnx(pending: PendingOnnx, identity: str, int8_tower: Any, preprocess: 
         log.info("model: image tower kept ready for ONNX Runtime in %s (%.0f MB; %s): later starts "
                  "skip importing torch", pending.path, len(data) / 1e6, figures)
     except Exception as exc:
-        log.info("model: no ONNX Runtime image tower (%s: %s)", type(exc).__name__,
-                 str(exc).splitlines()[0] if str(exc) else "")
+        _no_onnx(exc)
     finally:
         pending.discard()
