@@ -854,31 +854,21 @@ def write_config(folder: Path, watch: Path | None, template_db: Path, idle_unloa
 
 def keep_ready(clip: ClipModel) -> ClipModel:
     """What a first start leaves in the data folder besides auto's choice, for the indexing runs: the
-    image tower kept ready (towercache.py; in int8 also its ONNX Runtime form, made from the fp32 tower)
-    and the model's input spec (the daemon's LazyModel).  Returns the model as the runs start it."""
-    import torch
-
+    image tower kept ready (towercache.py; in int8 also its ONNX Runtime form) and the model's input spec
+    (the daemon's LazyModel), made as a user's first start makes them: a full load with nothing kept.
+    Returns the model as the runs start it."""
     assert MODEL.precision_cache is not None
-    towercache.save(MODEL, clip.identity, "cpu", clip._model.visual, clip.preprocess, clip.dim,
-                    torch.bfloat16 if clip.precision == "bf16" else torch.float32,
-                    parameters=towercache.SAVE_FROM_PARAMS)  # ViT-B-32-256's tower: 88 M parameters
-    if clip.precision == "int8":
-        fp32 = load_model(model_config("fp32"), ready=False)
-        shown = logging.getLogger("tagwatch.towercache")  # its verdict and figures, in this run's output
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("bench:     %(message)s"))
-        shown.addHandler(handler)
-        shown.setLevel(logging.INFO)
-        shown.propagate = False
-        try:
-            pending = towercache.start_onnx(MODEL, clip.identity, "cpu", fp32._model.visual, clip.preprocess,
-                                            parameters=towercache.SAVE_FROM_PARAMS)
-            del fp32
-            if pending is not None:
-                towercache.keep_onnx(pending, clip.identity, clip._model.visual, clip.preprocess, clip.dim)
-        finally:
-            shown.removeHandler(handler)
-            shown.propagate = True
+    shown = logging.getLogger("tagwatch.towercache")  # its verdicts and figures, in this run's output
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bench:     %(message)s"))
+    shown.addHandler(handler)
+    shown.setLevel(logging.INFO)
+    shown.propagate = False
+    try:
+        load_model(model_config())  # auto's choice is remembered by now: builds, keeps, and is freed
+    finally:
+        shown.removeHandler(handler)
+        shown.propagate = True
     remember_spec(MODEL.precision_cache.with_name(MODEL_SPECS_NAME), clip.identity, clip.preprocess)
     return load_model(model_config())
 
