@@ -115,14 +115,11 @@ class OnnxTower:
 
 @dataclass(frozen=True)
 class Kept:
-    """What a kept ONNX tower was made from, and its figures against torch's int8 tower."""
+    """What a kept ONNX tower was made from (its file also records the check's figures, for a reader)."""
 
     identity: str
     preprocess: Preprocess
     dim: int
-    cosine: float  # lowest cosine to fp32 on the probe images
-    img_per_core_s: float
-    torch_img_per_core_s: float
 
 
 def load(path: Path) -> tuple[OnnxTower, Kept] | None:
@@ -134,8 +131,7 @@ def load(path: Path) -> tuple[OnnxTower, Kept] | None:
         spec = meta["preprocess"]
         preprocess = Preprocess(int(spec["size"]), tuple(spec["mean"]), tuple(spec["std"]),
                                 str(spec["interpolation"]), str(spec["resize_mode"]))
-        kept = Kept(str(meta["identity"]), preprocess, int(meta["dim"]), float(meta["cosine"]),
-                    float(meta["img_per_core_s"]), float(meta["torch_img_per_core_s"]))
+        kept = Kept(str(meta["identity"]), preprocess, int(meta["dim"]))
         return OnnxTower(session), kept
     except Exception as exc:  # a damaged file, an onnxruntime that cannot read it: the next form
         log.warning("model: cannot use the ready ONNX image tower %s (%s: %s); using the next form",
