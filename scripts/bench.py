@@ -93,7 +93,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from rclip_beside import RclipError, export_model, index_with_rclip, rclip_version
-from tagwatch import towercache
+from tagwatch import listcache, towercache
 from tagwatch.config import PRECISION_CACHE_NAME, PRECISIONS, ModelConfig, TaggingConfig, builtin_tag_list
 from tagwatch.encoder import MODEL_SPECS_NAME, remember_spec
 from tagwatch.exiftool import ExifTool
@@ -103,7 +103,7 @@ from tagwatch.metadata import KeywordWriter
 from tagwatch.model import ClipModel, load_model, model_identity
 from tagwatch.store import DONE, FAILED, PENDING, VECTOR_DTYPE, Store
 from tagwatch.tagger import TagMatrix, normalize, predict
-from tagwatch.vocabulary import Vocabulary, load_configured
+from tagwatch.vocabulary import Vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 # Debian's mate-backgrounds: its nature/ folder holds real photographs (abstract/ and desktop/ do not)
@@ -821,13 +821,14 @@ def bench_rescore(report: Report, vocabulary: Vocabulary, prompt_vectors: dict[s
 def write_config(folder: Path, watch: Path | None, template_db: Path, idle_unload: str = "10m",
                  batch_size: int | None = None) -> Path:
     """A run's config and its fresh database (holding only the tag list's text vectors), with what a
-    first start leaves in the data folder: auto's choice, the image tower kept ready, the input spec."""
+    first start leaves in the data folder: auto's choice, the image tower kept ready, the input spec
+    and the parsed tag list."""
     state = folder / "state"
     state.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template_db, state / "tagwatch.db")
     if MODEL.precision_cache is not None:
         first_start = MODEL.precision_cache.parent
-        for name in (PRECISION_CACHE_NAME, MODEL_SPECS_NAME):
+        for name in (PRECISION_CACHE_NAME, MODEL_SPECS_NAME, listcache.NAME):
             if (first_start / name).exists():
                 shutil.copyfile(first_start / name, state / name)
         if (first_start / towercache.FOLDER).is_dir():
@@ -1331,7 +1332,9 @@ def in_process_parts(report: Report, photos: list[Path], args: argparse.Namespac
     say(f"the runs encode in {runs.precision} with {runs.runtime}")
     report.extra["runtime"] = runs.runtime
     bench_choice(report, clip)
-    vocabulary = load_configured(builtin_tag_list(), TaggingConfig())  # what the daemon loads
+    assert MODEL.precision_cache is not None
+    # what the daemon loads, parsed and kept in the data folder as a user's first start keeps it
+    vocabulary = listcache.load(builtin_tag_list(), TaggingConfig(), MODEL.precision_cache.parent)
     prompts = vocabulary.prompts()
     say(f"(c) text vectors for {len(prompts)} prompts")
     vectors = bench_text(report, clip, prompts, args.repeat)

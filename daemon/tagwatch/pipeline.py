@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import listcache
 from .captions import Captions, Reading, caption
 from .captions import from_config as captions_from_config
 from .config import Config, PlacesConfig, TaggingConfig
@@ -42,7 +43,7 @@ from .retry import TRANSIENT_ERRNOS, transient_reason
 from .store import DECLINED, DONE, FAILED, FileRow, Store
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
-from .vocabulary import Vocabulary, load_configured
+from .vocabulary import Vocabulary
 from .writeback import TagRules, Writeback, WriteJob
 
 if TYPE_CHECKING:
@@ -73,9 +74,11 @@ def _read(photo: Photo) -> ImageError | ReadFailed | None:
 # -- the config's tag list and overrides, loaded one way for every caller -------------------------
 
 def load_tag_list(config: Config, *, quiet: bool = False) -> Vocabulary:
-    """The config's tag list, placed in WordNet as ``[tagging] expand`` asks, its warnings logged
-    (unless ``quiet``: a caller that reloads it often and leaves the warnings to the daemon)."""
-    vocabulary = load_configured(config.tags, config.tagging)
+    """The config's tag list, placed in WordNet as ``[tagging] expand`` asks (parsed once, then read
+    back from the data folder while nothing it depends on changes: :mod:`tagwatch.listcache`), its
+    warnings logged (unless ``quiet``: a caller that reloads it often and leaves the warnings to the
+    daemon)."""
+    vocabulary = listcache.load(config.tags, config.tagging, config.database.parent)
     for warning in () if quiet else vocabulary.warnings:
         log.warning("%s", warning)
     return vocabulary

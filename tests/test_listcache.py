@@ -1,0 +1,116 @@
+"""The parsed tag list kept in the data folder: read back only while everything that made it holds."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from tagwatch import listcache
+from tagwatch.config import TaggingConfig, builtin_tag_list, load_config
+from tagwatch.pipeline import load_tag_list
+from tagwatch.vocabulary import VocabularyError, load_configured
+
+LIST = """\
+wordnet_synonyms = true
+
+[[tag]]
+keyword = "golden retriever"
+synset = "golden_retriever.n.01"
+threshold = 0.27
+
+[[tag]]
+keyword = "dog"
+synset = "dog.n.01"
+
+[[tag]]
+keyword = "dog"
+"""
+
+
+def _no_parse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the list was parsed again")
+
+
+@pytest.fixture
+def listed(tmp_path: Path) -> tuple[Path, Path]:
+    """A rich list placed in WordNet (levels, synonyms, a duplicate's warning) and a data folder."""
+    path = tmp_path / "tags.toml"
+    path.write_text(LIST, encoding="utf-8")
+    folder = tmp_path / "state"
+    folder.mkdir()
+    return path, folder
+
+
+def test_a_second_load_reads_back_the_parsed_list(listed: tuple[Path, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    path, folder = listed
+    parsed = listcache.load(path, TaggingConfig(), folder)
+    assert parsed == load_configured(path, TaggingConfig())
+    golden = parsed.tags[0]
+    assert golden.threshold == 0.27 and golden.path.endswith("dog|golden retriever")  # WordNet's levels
+    assert any("duplicate" in w for w in parsed.warnings)
+    assert (folder / listcache.NAME).is_file()
+    monkeypatch.setattr(listcache, "load_configured", _no_parse)
+    assert listcache.load(path, TaggingConfig(), folder) == parsed  # the same tags, levels and warnings
+
+
+def test_an_edited_list_or_other_settings_are_parsed_again(listed: tuple[Path, Path]) -> None:
+    path, folder = listed
+    first = listcache.load(path, TaggingConfig(), folder)
+    path.write_text(LIST + '\n[[tag]]\nkeyword = "beach"\n', encoding="utf-8")
+    assert listcache.load(path, TaggingConfig(), folder).keywords == [*first.keywords, "beach"]
+    other = TaggingConfig(templates=("a picture of a {}.",))
+    assert listcache.load(path, other, folder).tags[1].prompts[0] == "a picture of a dog."
+    assert listcache.load(path, TaggingConfig(), folder).tags[1].prompts[0] == "a photo of a dog."
+
+
+def test_a_damaged_copy_is_parsed_again_and_replaced(listed: tuple[Path, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    path, folder = listed
+    parsed = listcache.load(path, TaggingConfig(), folder)
+    for damage in (b"{not json", b'{"key": 3}', b"[]"):
+        (folder / listcache.NAME).write_bytes(damage)
+        assert listcache.load(path, TaggingConfig(), folder) == parsed
+    monkeypatch.setattr(listcache, "load_configured", _no_parse)
+    assert listcache.load(path, TaggingConfig(), folder) == parsed  # the damaged copy was replaced
+
+
+def test_other_code_never_reads_the_copy(listed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade (or a local edit of the parser) makes the kept copy another key."""
+    path, folder = listed
+    listcache.load(path, TaggingConfig(), folder)
+    code = listcache._code()
+    monkeypatch.setattr(listcache, "_code", lambda: code + b"# a newer parser")
+    calls: list[Path] = []
+    real = listcache.load_configured
+    monkeypatch.setattr(listcache, "load_configured", lambda p, t: calls.append(p) or real(p, t))
+    listcache.load(path, TaggingConfig(), folder)
+    assert calls == [path]
+
+
+def test_errors_and_folders_that_cannot_keep_it(listed: tuple[Path, Path]) -> None:
+    path, folder = listed
+    with pytest.raises(VocabularyError, match=r"missing\.toml.*does not exist"):
+        listcache.load(path.with_name("missing.toml"), TaggingConfig(), folder)
+    path.write_text('[[tag]]\nkeyword = "dog"\nsynset = "dog.n.99"\n', encoding="utf-8")
+    with pytest.raises(VocabularyError, match=r"tags\.toml"):
+        listcache.load(path, TaggingConfig(), folder)
+    path.write_text(LIST, encoding="utf-8")
+    not_a_folder = folder / "file"
+    not_a_folder.write_text("x")
+    assert listcache.load(path, TaggingConfig(), not_a_folder).keywords == ["golden retriever", "dog"]
+
+
+def test_the_daemon_and_commands_keep_it_beside_the_database(tmp_path: Path) -> None:
+    """The shipped list through the config: kept in the data folder, equal to a fresh parse."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('database = "state/tagwatch.db"\n', encoding="utf-8")
+    (tmp_path / "state").mkdir()
+    config = load_config(config_file)
+    first = load_tag_list(config)
+    assert (tmp_path / "state" / listcache.NAME).is_file()
+    assert load_tag_list(config) == first == load_configured(builtin_tag_list(), config.tagging)
+    config = dataclasses.replace(config, tagging=dataclasses.replace(config.tagging, expand="none"))
+    assert load_tag_list(config) == load_configured(builtin_tag_list(), config.tagging)
