@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tagwatch import listcache
+from tagwatch import hierarchy, listcache
 from tagwatch.config import TaggingConfig, builtin_tag_list, load_config
 from tagwatch.pipeline import load_tag_list
 from tagwatch.vocabulary import VocabularyError, load_configured
@@ -77,17 +78,28 @@ def test_a_damaged_copy_is_parsed_again_and_replaced(listed: tuple[Path, Path],
     assert listcache.load(path, TaggingConfig(), folder) == parsed  # the damaged copy was replaced
 
 
-def test_other_code_never_reads_the_copy(listed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    """An upgrade (or a local edit of the parser) makes the kept copy another key."""
+def test_other_code_or_shipped_data_never_reads_the_copy(listed: tuple[Path, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade (or a local edit of the parser, or of the shipped photo vocabulary whose concepts
+    name the levels of any list) makes the kept copy another key."""
     path, folder = listed
-    listcache.load(path, TaggingConfig(), folder)
-    code = listcache._code()
-    monkeypatch.setattr(listcache, "_code", lambda: code + b"# a newer parser")
+    shipped = tmp_path / "photo-tags.toml"
+    shutil.copyfile(hierarchy.photo_tags_path(), shipped)
+    monkeypatch.setattr(hierarchy, "photo_tags_path", lambda: shipped)
     calls: list[Path] = []
     real = listcache.load_configured
     monkeypatch.setattr(listcache, "load_configured", lambda p, t: calls.append(p) or real(p, t))
     listcache.load(path, TaggingConfig(), folder)
-    assert calls == [path]
+    listcache.load(path, TaggingConfig(), folder)
+    assert calls == [path]  # parsed once
+    code = listcache._code()
+    monkeypatch.setattr(listcache, "_code", lambda: code + b"# a newer parser")
+    listcache.load(path, TaggingConfig(), folder)
+    assert calls == [path] * 2
+    with shipped.open("a", encoding="utf-8") as handle:
+        handle.write("# a newer photo vocabulary\n")
+    listcache.load(path, TaggingConfig(), folder)
+    assert calls == [path] * 3
 
 
 def test_errors_and_folders_that_cannot_keep_it(listed: tuple[Path, Path]) -> None:

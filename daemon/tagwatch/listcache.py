@@ -4,7 +4,8 @@ Placing the shipped photo vocabulary in WordNet (1,171 tags, their synsets, leve
 takes 0.2-0.27 s of one core on every start, before a scan decodes its first photo or the daemon
 says it is running; read back from here it takes ~0.01 s.  The kept copy is used only when
 everything that made it is unchanged: the list's bytes and path, the ``[tagging]`` settings that
-shape it (templates, expansion, stop-list), the WordNet data file, and the code that parses it (the
+shape it (templates, expansion, stop-list), the WordNet data file and the shipped photo vocabulary
+(whose concepts name the levels of any list), and the code that parses it (the
 source of :mod:`tagwatch.vocabulary`, :mod:`tagwatch.hierarchy` and :mod:`tagwatch.wordnet`, so an
 upgrade or a local edit never reads a copy made by other code).  Anything else (no copy, another
 list, a damaged or unreadable file, a data folder that cannot be written) parses the list as before;
@@ -18,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,11 @@ def _code() -> bytes:
 def _key(path: Path, tagging: Any) -> str:
     """What the parsed list depends on, as one digest; raises OSError where the list or WordNet's
     data cannot be read (the parse then says why, as it always has)."""
-    data = wordnet.data_path().stat()
+    data = [(st.st_size, st.st_mtime_ns) for st in (wordnet.data_path().stat(),
+                                                    os.stat(hierarchy.photo_tags_path()))]
     digest = hashlib.sha256(_code())
     digest.update(json.dumps([FORMAT, str(path), list(tagging.templates), tagging.expand,
-                              list(tagging.expand_stop), data.st_size, data.st_mtime_ns]).encode())
+                              list(tagging.expand_stop), data]).encode())
     digest.update(path.read_bytes())
     return digest.hexdigest()
 
