@@ -1289,6 +1289,7 @@ def bench_latency(report: Report, photos: list[Path], work: Path, template_db: P
         progress.close()
     check_keywords(folder, 2 * drops + 1)
     cold: list[float] = []
+    from_start: list[float] = []  # process start → keywords: a sooner "running" hides less of the load
     for n in range(cold_drops):
         say(f"(e) cold drop {n + 1}/{cold_drops} (fresh daemon)")
         folder = work / f"cold-{n}" / "photos"
@@ -1298,7 +1299,9 @@ def bench_latency(report: Report, photos: list[Path], work: Path, template_db: P
         try:
             with running(config) as daemon:
                 daemon.wait_log("tagwatch is running")
+                startup = time.perf_counter() - daemon.started
                 cold.append(drop_latency(daemon, progress, photos[n % len(photos)], folder, "drop.jpg"))
+                from_start.append(startup + cold[-1])
         finally:
             progress.close()
     note = "model unloaded between drops!" if reloads else ""
@@ -1316,6 +1319,10 @@ def bench_latency(report: Report, photos: list[Path], work: Path, template_db: P
     for q in (50, 95):
         report.add(f"drop_cold_p{q}_s", f"(e) drop → keywords, model cold (fresh daemon), p{q}", "s", cold,
                    value=percentile(cold, q))
+    for q in (50, 95):
+        report.add(f"drop_cold_start_p{q}_s", f"(e) the same, from the daemon's process start, p{q}", "s",
+                   from_start, value=percentile(from_start, q),
+                   note="dropped as it says it is running; the model loads from its start" if q == 50 else "")
 
 
 # -- the whole run -------------------------------------------------------------------------------
