@@ -29,7 +29,8 @@ Every figure is reported with the machine it came from (CPU model and flags, cor
 (d) re-scoring N synthetic cached vectors (tagger.predict), and finding the files whose tags changed;
 (e) one dropped photo → keywords readable, p50/p95 over --drops drops (not repeated), model warm
     (a running daemon after one warm-up photo; target p95 < 1 s), copied in and moved in (renamed from a
-    folder beside), and model cold (a fresh daemon per drop);
+    folder beside), and model cold (a fresh daemon per drop, dropped as it says it is running; timed
+    from the drop and from the daemon's process start);
 (f) the indexing daemon's peak RSS and its RSS once the idle model is unloaded, against the bounds the
     docs state (docs/speed.md, docs/tests.md).  The model runs in a child process of the daemon (and of
     scan) that ends with the unload: peaks are the sum of the daemon's, the encoder child's and

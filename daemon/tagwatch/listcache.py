@@ -2,7 +2,7 @@
 
 Placing the shipped photo vocabulary in WordNet (1,171 tags, their synsets, levels and synonyms)
 takes 0.2-0.27 s of one core on every start, before a scan decodes its first photo or the daemon
-says it is running; read back from here it takes ~0.01 s.  The kept copy is used only when
+says it is running; read back from here it takes ~0.004 s.  The kept copy is used only when
 everything that made it is unchanged: the list's bytes and path, the ``[tagging]`` settings that
 shape it (templates, expansion, stop-list), the WordNet data file and the shipped photo vocabulary
 (whose concepts name the levels of any list), and the code that parses it (the
@@ -44,7 +44,7 @@ def _code() -> bytes:
 
 
 def _key(path: Path, tagging: Any) -> str:
-    """What the parsed list depends on, as one digest; raises OSError where the list or WordNet's
+    """What the parsed list depends on, as one digest; raises OSError where the list or the shipped
     data cannot be read (the parse then says why, as it always has)."""
     data = [(st.st_size, st.st_mtime_ns) for st in (wordnet.data_path().stat(),
                                                     os.stat(hierarchy.photo_tags_path()))]
