@@ -173,14 +173,10 @@ class ClipModel:
             finally:
                 self._onnx.workers = workers
             return
-        import torch
+        from .precision import one_torch_thread
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             yield
-        finally:
-            torch.set_num_threads(threads)
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (normalised here), → (N, D) float32
@@ -448,10 +444,10 @@ def load_model(cfg: ModelConfig, *, ready: bool = True) -> ClipModel:
     parameters = sum(p.numel() for p in model.visual.parameters())  # before int8 packs them away
     precision, tower = _choose_precision(model, cfg, identity, str(device), preprocess)
     keeps = ready and isinstance(model, open_clip.CLIP | open_clip.CustomTextCLIP)  # encode_image is visual()
+    from . import towercache
+
     onnx = None
     if keeps and precision == "int8":
-        from . import towercache
-
         onnx = towercache.start_onnx(cfg, identity, str(device), model.visual, preprocess, parameters)
     model = _apply_precision(model, precision, tower)
     del tower
@@ -463,8 +459,6 @@ def load_model(cfg: ModelConfig, *, ready: bool = True) -> ClipModel:
         else int(model.encode_text(tokenizer(["x"])).shape[-1])
     log.info("model %s loaded on %s (%s)", identity, device, precision)
     if keeps:
-        from . import towercache
-
         towercache.save(cfg, identity, str(device), model.visual, preprocess, dim,
                         torch.bfloat16 if precision == "bf16" else torch.float32, parameters)
         if onnx is not None:

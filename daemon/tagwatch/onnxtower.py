@@ -185,24 +185,23 @@ def check(path: Path, probe: np.ndarray, reference: np.ndarray,
     core-second, torch int8 ``int8_tower``'s), timed on this thread in turns: a warm-up, then rounds."""
     import torch
 
+    from .precision import one_torch_thread
+
     tower = OnnxTower(one_thread_session(path), workers=1)
     vectors = tower.features(probe)
     unit = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
     want = reference / np.linalg.norm(reference, axis=-1, keepdims=True)
     cosine = float((unit * want).sum(axis=-1).min())
     batch = torch.from_numpy(probe)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     ours: list[float] = []
     theirs: list[float] = []
     try:
-        with torch.inference_mode():
+        with one_torch_thread(), torch.inference_mode():
             int8_tower(batch)  # warm-ups, not counted (the session ran above)
             for _ in range(_ROUNDS):
                 _one_core_rate(tower.features, probe, ours)
                 _one_core_rate(int8_tower, batch, theirs)
     finally:
-        torch.set_num_threads(threads)
         tower.close()
     return cosine, max(ours), max(theirs)
 

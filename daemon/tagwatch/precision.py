@@ -26,11 +26,13 @@ Imported only where the model runs (the encoder child): it imports torch in its 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,8 +249,23 @@ def _variants(tower: Any, names: list[str]) -> dict[str, tuple[Any, Any]]:
     return made
 
 
-def _features(output: Any) -> Any:
+def features(output: Any) -> Any:
+    """An image tower's features: some towers return (features, tokens)."""
     return output[0] if isinstance(output, tuple) else output
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on the calling thread alone meanwhile: what an image costs one core is timed by that
+    thread's CPU time."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def measure(tower: Any, spec: Preprocess, names: list[str]) -> tuple[list[Trial], dict[str, Any]]:
@@ -269,29 +286,24 @@ def measure(tower: Any, spec: Preprocess, names: list[str]) -> tuple[list[Trial]
     best = {name: float("inf") for name in variants}
     outputs: dict[str, Any] = {}
     rotation = list(variants)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            for round_number in range(1 + ROUNDS):  # round 0 warms each one up and is not counted
-                for name in rotation:
-                    module, dtype = variants[name]
-                    started = time.thread_time()
-                    try:
-                        features = _features(module(batch.to(dtype)))
-                    except (RuntimeError, NotImplementedError) as exc:
-                        if name == "fp32":
-                            raise
-                        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                        log.info("precision auto: %s fails on this model (%s)", name, reason)
-                        continue
-                    elapsed = time.thread_time() - started
-                    if round_number:
-                        best[name] = min(best[name], elapsed)
-                    outputs[name] = features.float()
-                rotation = [n for n in rotation[1:] + rotation[:1] if n in outputs]  # rotated, failures out
-    finally:
-        torch.set_num_threads(threads)
+    with one_torch_thread(), torch.inference_mode():
+        for round_number in range(1 + ROUNDS):  # round 0 warms each one up and is not counted
+            for name in rotation:
+                module, dtype = variants[name]
+                started = time.thread_time()
+                try:
+                    output = features(module(batch.to(dtype)))
+                except (RuntimeError, NotImplementedError) as exc:
+                    if name == "fp32":
+                        raise
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    log.info("precision auto: %s fails on this model (%s)", name, reason)
+                    continue
+                elapsed = time.thread_time() - started
+                if round_number:
+                    best[name] = min(best[name], elapsed)
+                outputs[name] = output.float()
+            rotation = [n for n in rotation[1:] + rotation[:1] if n in outputs]  # rotated, failures out
     trials = []
     for name in order:
         if name in outputs and best[name] < float("inf"):

@@ -246,7 +246,7 @@ def start_onnx(cfg: ModelConfig, identity: str, device: str, visual: Any, prepro
         return None
     import torch
 
-    from .precision import probe_images
+    from .precision import features, probe_images
 
     scratch = None
     try:
@@ -259,8 +259,7 @@ def start_onnx(cfg: ModelConfig, identity: str, device: str, visual: Any, prepro
         made = onnxtower.make(visual, preprocess, scratch)
         probe = probe_images(preprocess)
         with torch.inference_mode():
-            output = visual(torch.from_numpy(probe))
-        reference = (output[0] if isinstance(output, tuple) else output).float().numpy()
+            reference = features(visual(torch.from_numpy(probe))).float().numpy()
         return PendingOnnx(path, made, probe, reference)
     except Exception as exc:
         _no_onnx(exc)
