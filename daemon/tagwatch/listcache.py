@@ -16,6 +16,7 @@ reading it can only ever give data.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -33,9 +34,11 @@ NAME = "tag-list.json"  # in the data folder, beside precision.json
 FORMAT = 1
 
 
+@functools.cache
 def _code() -> bytes:
     """The source of the modules that turn a list into a :class:`Vocabulary` (their version, if a
-    build ships no source)."""
+    build ships no source), read once: the code this process runs, even if an upgrade replaced the
+    files since."""
     parts = [__version__.encode()]
     for module in (vocabulary, hierarchy, wordnet):
         with contextlib.suppress(OSError):
