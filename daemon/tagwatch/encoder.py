@@ -47,10 +47,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import towercache
+from . import prestart, towercache
 from .atomic import write_atomic
 from .config import ModelConfig, is_checkpoint_path
-from .exiftool import _spawner  # starts children from one long-lived thread, with PR_SET_PDEATHSIG
 from .imaging import Preprocess
 from .model import (
     RANDOM_WEIGHTS,
@@ -66,9 +65,6 @@ log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("<IQ")  # header length, payload length
 _LOG_MARK = "\x1etagwatch-log "  # a child's log record on its stderr (other lines are stray output)
-_PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
-_CHILD_CODE = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
-               "from tagwatch.encoder import main; main()")
 _STOP_WAIT_S = 10.0
 _TORCH_NOTE = re.compile(r"\[W\d{4} [\d:.]+ \S+:\d+\] ")
 MODEL_SPECS_NAME = "model-inputs.json"  # beside the database: each model's input spec (LazyModel)
@@ -207,7 +203,7 @@ class EncoderProcess:
                         _how_it_ended(returncode, self._tail))
             self.restarts += 1
         self._discard()
-        proc = _spawner.popen([sys.executable, "-c", _CHILD_CODE])
+        proc = prestart.child()
         self._tail = collections.deque(maxlen=5)
         assert proc.stderr is not None
         self._relay = threading.Thread(target=_relay, args=(proc.stderr, self._tail), daemon=True,
