@@ -4,13 +4,14 @@ the command."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, exif_keywords, noise_jpeg, tagwatch, wait_for
+from conftest import REPO, exif_keywords, noise_jpeg, wait_for
 from tagwatch import prestart
 
 
@@ -26,12 +27,22 @@ def _ended(pid: int) -> bool:
 def test_a_scan_encodes_with_the_child_started_before_its_imports(config_file, tmp_path: Path) -> None:
     config = config_file()
     photos = [noise_jpeg(tmp_path / "photos" / f"p{n}.jpg", seed=n) for n in range(3)]
-    result = tagwatch("-v", "scan", "--config", str(config), str(tmp_path / "photos"))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    # as a user's shell has it (importing torch in this process set it)
+    environ = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    result = subprocess.run([sys.executable, "-m", "tagwatch", "-v", "scan", "--config", str(config),
+                             str(tmp_path / "photos")], capture_output=True, text=True, timeout=300, cwd=REPO,
+                            env={**environ, "TMPDIR": str(temp)})
     assert result.returncode == 0, result.stderr
     assert "before the command's imports" in result.stderr  # the early child did the encoding
     assert result.stderr.count("encoder process") == 2  # taken, then its one "started" line: no other
     for photo in photos:
         assert exif_keywords(photo)["iptc"], photo
+    # What the command set in its environment after the child started reached the child: torch keeps
+    # its compile cache folder in the data folder, as with a child started later, not in $TMPDIR
+    assert list(temp.iterdir()) == []
+    assert (config.parent / "state" / "torch-cache").is_dir()
 
 
 @pytest.mark.parametrize(("argv", "wanted"), [

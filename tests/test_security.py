@@ -54,8 +54,9 @@ socket.getaddrinfo = lambda host, *args, **kwargs: _refuse(f"getaddrinfo {host!r
 SANDBOX_VARS = {"HOME": "home", "TMPDIR": "tmp", "XDG_CONFIG_HOME": "xdg-config", "XDG_DATA_HOME": "xdg-data",
                 "XDG_CACHE_HOME": "xdg-cache", "XDG_STATE_HOME": "xdg-state", "XDG_RUNTIME_DIR": "runtime"}
 # Variables that would send a library's files somewhere else than the sandbox's HOME/XDG folders
+# (importing torch in the test process sets TORCHINDUCTOR_CACHE_DIR, to a folder in /tmp)
 REDIRECTS = ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TORCH_HOME", "XDG_DATA_DIRS",
-             "XDG_CONFIG_DIRS", "TRANSFORMERS_CACHE", "TAGWATCH_CONFIG")
+             "XDG_CONFIG_DIRS", "TRANSFORMERS_CACHE", "TAGWATCH_CONFIG", "TORCHINDUCTOR_CACHE_DIR")
 
 
 class Sandbox:

@@ -261,7 +261,9 @@ class EncoderProcess:
     def _setup(self, op: str) -> None:
         """validate or load, which are not retried: a child that dies there will die again."""
         try:
-            answer, _ = self._call({"op": op, "config": _config_dict(self.cfg)})
+            # The environment as it is now: a child started early (tagwatch.prestart) did not
+            # inherit what the command set since (torch's cache folder in the data folder)
+            answer, _ = self._call({"op": op, "config": _config_dict(self.cfg), "environ": dict(os.environ)})
         except _ChildDied as died:
             raise ModelError(f"model: the encoder process ended while loading the model ({died})") from None
         if op == "load":
@@ -356,6 +358,7 @@ class _Server:
         self.model: Any = None
 
     def handle(self, header: dict[str, Any], payload: np.ndarray) -> tuple[dict[str, Any], np.ndarray | None]:
+        os.environ.update(header.get("environ") or {})  # the parent's, before torch or open_clip is imported
         from . import model as clip  # torch and open_clip are imported here, in the child only
 
         op = header.get("op")
