@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("<IQ")  # header length, payload length
 _LOG_MARK = "\x1etagwatch-log "  # a child's log record on its stderr (other lines are stray output)
-_STOP_WAIT_S = 10.0
 _TORCH_NOTE = re.compile(r"\[W\d{4} [\d:.]+ \S+:\d+\] ")
 MODEL_SPECS_NAME = "model-inputs.json"  # beside the database: each model's input spec (LazyModel)
 
@@ -111,18 +110,6 @@ def _read_frame(stream: IO[bytes]) -> tuple[dict[str, Any], np.ndarray] | None:
 
 
 # -- the parent's side ---------------------------------------------------------------------------
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End of input makes the child exit; a child that does not (stuck in a library) is killed."""
-    with contextlib.suppress(OSError):
-        assert proc.stdin is not None
-        proc.stdin.close()
-    try:
-        proc.wait(timeout=_STOP_WAIT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
 
 def _relay(stream: IO[bytes], tail: collections.deque[str]) -> None:
     """Log the child's records in this process; keep its last stray lines for a crash message."""
@@ -210,7 +197,7 @@ class EncoderProcess:
                                        name="tagwatch-encoder-log")
         self._relay.start()
         self._proc, self._validated, self._loaded = proc, False, False
-        self._finalizer = weakref.finalize(self, _stop, proc)  # garbage-collected or at exit: no orphan
+        self._finalizer = weakref.finalize(self, prestart.stop, proc)  # collected or at exit: no orphan
         log.debug("encoder process %d started", proc.pid)
         return proc
 
@@ -245,7 +232,7 @@ class EncoderProcess:
             reply = None
         if reply is None:
             try:
-                returncode: int | None = proc.wait(timeout=_STOP_WAIT_S)
+                returncode: int | None = proc.wait(timeout=prestart.STOP_WAIT_S)
             except subprocess.TimeoutExpired:
                 returncode = None
             if self._relay is not None:

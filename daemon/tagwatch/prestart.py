@@ -17,6 +17,7 @@ which the daemon checks without its child) ends when the command exits or after
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -34,6 +35,7 @@ CHILD_COMMAND = (sys.executable, "-c", f"import sys; sys.path.insert(0, {_PACKAG
 MODEL_COMMANDS = ("scan", "run")  # the commands that load the model at once (see the module's docstring)
 _WITH_VALUE = ("--config", "--log-format", "--engine", "--address")  # options followed by their value
 UNCLAIMED_S = 60.0
+STOP_WAIT_S = 10.0  # how long a child may take to end at the end of its input before it is killed
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -93,6 +95,16 @@ def _end_unclaimed(proc: subprocess.Popen[bytes]) -> None:
         if _early is not proc:
             return  # taken
         _early = None
-    assert proc.stdin is not None
-    proc.stdin.close()  # the child ends at the end of its input
-    proc.wait()
+    stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """End of input makes the child exit; a child that does not (stuck in a library) is killed."""
+    with contextlib.suppress(OSError):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
