@@ -11,10 +11,11 @@ every one (0.83x torch int8); so here a batch is split into one part per core, e
 thread by a one-thread session (sessions are safe to call from several threads), which ran 1.2-1.3x
 torch's two threads on a 2-core AMD EPYC.  docs/speed.md has the runs.
 
-Made once from the fp32 tower at a full load whose precision is int8 (:func:`make`: export, quantise,
-then :func:`check` against the fp32 vectors and torch's int8 tower on probe images, ~13 s for
-ViT-B-32); kept only when its vectors are faithful (the cosine ``auto`` demands) and it runs at least
-:data:`MIN_SHARE` of torch int8's images per core-second.  Not 100%: the two measure within a few per cent
+Made once from the fp32 tower at a full load whose precision is int8 (:func:`export`, then for each
+of :data:`FORMS` in turn :func:`quantise` and :func:`check` against the fp32 vectors and torch's int8
+tower on probe images, ~13 s for ViT-B-32); the first form whose vectors are faithful (the cosine
+``auto`` demands) and that runs at least :data:`MIN_SHARE` of torch int8's images per core-second is
+kept.  Not 100%: the two measure within a few per cent
 of each other on one core (0.99-1.05 over four makings on the EPYC), so a stricter bar would keep or drop
 the form by noise, and even at par the form wins every run by its start and its split batches; a CPU
 where ONNX Runtime's int8 kernels are clearly slower (an older one without VNNI, say) keeps torch.
@@ -41,9 +42,30 @@ from .imaging import Preprocess, normalize
 
 log = logging.getLogger(__name__)
 
-MIN_SHARE = 0.9  # kept unless under 90% of torch int8's images per core-second (see make's note)
+MIN_SHARE = 0.9  # kept unless under 90% of torch int8's images per core-second (see the module's note)
 _META = "tagwatch"  # the ONNX model's metadata key holding identity, input spec and vector size
 _ROUNDS = 3  # timed rounds after a warm-up, in turns with torch's tower; each keeps its best
+
+
+@dataclass(frozen=True)
+class Form:
+    """One way of quantising the tower's weights (``quantize_dynamic``'s options beyond int8 weights)."""
+
+    name: str
+    options: dict[str, bool]
+
+
+# Tried in this order at a making; the first that passes the check is kept.  Full-range int8 weights
+# first: on a CPU with VNNI (AVX512-VNNI, AVX-VNNI) ONNX Runtime's int8 dot products are exact, and
+# this form measured cosines of 0.99972-0.99983 to fp32 there.  Without VNNI (an AVX2-only CPU) its
+# kernels multiply uint8 activations by int8 weights in pairs summed into 16 bits (vpmaddubsw), which
+# saturate: 0.98145 on the AVX2-only EPYC (ViT-B-32-256), below what ``auto`` demands.  Weights of 7
+# bits cannot saturate (ONNX Runtime's ``reduce_range``, meant for such CPUs), and a scale per output
+# channel wins back the lost bit: 0.99970 there (7 bits alone 0.99950), as fast as torch int8.
+FORMS = (
+    Form("8-bit weights", {}),
+    Form("7-bit weights, a scale per channel", {"reduce_range": True, "per_channel": True}),
+)
 
 
 def available() -> bool:
@@ -155,21 +177,28 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def make(visual: Any, preprocess: Preprocess, folder: Path) -> Path:
-    """Export ``visual`` (an image tower in fp32) to ONNX and quantise it to dynamic int8, in
-    ``folder``; returns the int8 file.  Raises whatever the exporter or quantiser raises."""
+def export(visual: Any, preprocess: Preprocess, folder: Path) -> Path:
+    """Export ``visual`` (an image tower in fp32) to ONNX in ``folder``; returns the file.  Raises
+    whatever the exporter raises."""
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
+    fp32 = folder / "fp32.onnx"
     example = torch.zeros(2, 3, preprocess.size, preprocess.size)
     with _quiet():  # not in inference mode: attention would take its fused path, which has no ONNX form
         torch.onnx.export(visual.eval(), (example,), str(fp32), input_names=["input"],
                           output_names=["output"], dynamic_axes={"input": {0: "n"}, "output": {0: "n"}},
                           opset_version=17, dynamo=False)
+    return fp32
+
+
+def quantise(fp32: Path, form: Form) -> Path:
+    """The exported tower ``fp32`` in dynamic int8 as ``form`` says, beside it; returns the file.
+    Raises whatever the quantiser raises."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8 = fp32.with_name("int8.onnx")  # a form tried before it is not kept: replaced
     with _quiet():
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    fp32.unlink()
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, **form.options)
     return int8
 
 
@@ -206,14 +235,15 @@ def check(path: Path, probe: np.ndarray, reference: np.ndarray,
     return cosine, max(ours), max(theirs)
 
 
-def finish(path: Path, identity: str, preprocess: Preprocess, dim: int, cosine: float, rate: float,
-           torch_rate: float) -> bytes:
+def finish(path: Path, form: Form, identity: str, preprocess: Preprocess, dim: int, cosine: float,
+           rate: float, torch_rate: float) -> bytes:
     """The int8 file's bytes with what it was made from written into its metadata."""
     import onnx
 
     model = onnx.load(str(path))
-    meta = {"identity": identity, "preprocess": asdict(preprocess), "dim": dim, "cosine": round(cosine, 6),
-            "img_per_core_s": round(rate, 2), "torch_img_per_core_s": round(torch_rate, 2)}
+    meta = {"identity": identity, "preprocess": asdict(preprocess), "dim": dim, "weights": form.name,
+            "cosine": round(cosine, 6), "img_per_core_s": round(rate, 2),
+            "torch_img_per_core_s": round(torch_rate, 2)}
     entry = model.metadata_props.add()
     entry.key, entry.value = _META, json.dumps(meta)
     return model.SerializeToString()

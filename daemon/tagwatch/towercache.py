@@ -56,7 +56,8 @@ from .store import private_folder
 log = logging.getLogger(__name__)
 
 FOLDER = "image-towers"  # beside precision.json, in the data folder
-FORMAT = 2  # the making of a tower (precision.py, quantize.py, this module): a change makes new files
+FORMAT = 3  # the making of a tower (precision.py, quantize.py, this module): a change makes new files
+# (3: the ONNX form in 7-bit weights, which a CPU without VNNI could not keep before: onnxtower.FORMS)
 SAVE_FROM_PARAMS = 5_000_000  # smaller image towers build fast: not worth a file
 _META = "tagwatch.json"
 _MAKING = ".making-"  # scratch folders of ONNX makings, in FOLDER
@@ -223,21 +224,22 @@ def _no_onnx(exc: Exception) -> None:
 
 @dataclass
 class PendingOnnx:
-    """An ONNX tower made from the fp32 tower, waiting for the int8 torch tower to be checked against."""
+    """The fp32 tower exported for ONNX Runtime, waiting for the int8 torch tower that its int8 forms
+    are checked against."""
 
-    path: Path  # where it is kept if it passes
-    made: Path  # the int8 file, in a scratch folder
+    path: Path  # where it is kept if a form passes
+    fp32: Path  # the exported tower, in a scratch folder (its int8 forms are made beside it)
     probe: Any  # probe images (normalised, float32)
     reference: Any  # the fp32 tower's features on them
 
     def discard(self) -> None:
-        shutil.rmtree(self.made.parent, ignore_errors=True)
+        shutil.rmtree(self.fp32.parent, ignore_errors=True)
 
 
 def start_onnx(cfg: ModelConfig, identity: str, device: str, visual: Any, preprocess: Preprocess,
                parameters: int) -> PendingOnnx | None:
-    """At a full load in int8: export and quantise ``visual`` (still fp32) for ONNX Runtime, unless
-    its ONNX form is kept already or cannot be run here.  Any failure costs only this form."""
+    """At a full load in int8: export ``visual`` (still fp32) for ONNX Runtime, unless its ONNX form
+    is kept already or cannot be run here.  Any failure costs only this form."""
     where = tower_file(cfg, identity, device)
     if where is None or where[1] != "int8" or device != "cpu" or parameters < SAVE_FROM_PARAMS:
         return None
@@ -256,11 +258,11 @@ def start_onnx(cfg: ModelConfig, identity: str, device: str, visual: Any, prepro
                 shutil.rmtree(stale, ignore_errors=True)
         scratch = Path(tempfile.mkdtemp(prefix=_MAKING, dir=path.parent))
         log.info("model: making the image tower for ONNX Runtime (once per model and machine)")
-        made = onnxtower.make(visual, preprocess, scratch)
+        fp32 = onnxtower.export(visual, preprocess, scratch)
         probe = probe_images(preprocess)
         with torch.inference_mode():
             reference = features(visual(torch.from_numpy(probe))).float().numpy()
-        return PendingOnnx(path, made, probe, reference)
+        return PendingOnnx(path, fp32, probe, reference)
     except Exception as exc:
         _no_onnx(exc)
         if scratch is not None:
@@ -269,22 +271,28 @@ def start_onnx(cfg: ModelConfig, identity: str, device: str, visual: Any, prepro
 
 
 def keep_onnx(pending: PendingOnnx, identity: str, int8_tower: Any, preprocess: Preprocess, dim: int) -> None:
-    """Keep the ONNX tower when its vectors are faithful to fp32's (:data:`precision.MIN_COSINE`) and it
-    runs at least :data:`onnxtower.MIN_SHARE` of ``int8_tower``'s (torch) images per core-second."""
+    """Keep the first of :data:`onnxtower.FORMS` whose vectors are faithful to fp32's
+    (:data:`precision.MIN_COSINE`) and that runs at least :data:`onnxtower.MIN_SHARE` of ``int8_tower``'s
+    (torch) images per core-second; with none, starts load torch."""
     from .precision import MIN_COSINE
 
     try:
-        cosine, rate, torch_rate = onnxtower.check(pending.made, pending.probe, pending.reference, int8_tower)
-        figures = (f"cosine to fp32 {cosine:.5f}, {rate:.1f} images per core-second against torch int8's "
-                   f"{torch_rate:.1f}")
-        if cosine < MIN_COSINE or rate < onnxtower.MIN_SHARE * torch_rate:
-            log.info("model: the ONNX Runtime image tower is not kept (%s): starts load torch", figures)
+        for form in onnxtower.FORMS:
+            made = onnxtower.quantise(pending.fp32, form)
+            cosine, rate, torch_rate = onnxtower.check(made, pending.probe, pending.reference, int8_tower)
+            figures = (f"{form.name}: cosine to fp32 {cosine:.5f}, {rate:.1f} images per core-second "
+                       f"against torch int8's {torch_rate:.1f}")
+            if cosine < MIN_COSINE or rate < onnxtower.MIN_SHARE * torch_rate:
+                log.info("model: the ONNX Runtime image tower is not kept in %s", figures)
+                continue
+            data = onnxtower.finish(made, form, identity, preprocess, dim, cosine, rate, torch_rate)
+            write_atomic(pending.path, data, durable=False)
+            _forget_earlier(pending.path)
+            log.info("model: image tower kept ready for ONNX Runtime in %s (%.0f MB; %s): later starts "
+                     "skip importing torch", pending.path, len(data) / 1e6, figures)
             return
-        data = onnxtower.finish(pending.made, identity, preprocess, dim, cosine, rate, torch_rate)
-        write_atomic(pending.path, data, durable=False)
-        _forget_earlier(pending.path)
-        log.info("model: image tower kept ready for ONNX Runtime in %s (%.0f MB; %s): later starts "
-                 "skip importing torch", pending.path, len(data) / 1e6, figures)
+        log.info("model: no form of the ONNX Runtime image tower is faithful and fast enough here: "
+                 "starts load torch")
     except Exception as exc:
         _no_onnx(exc)
     finally:
