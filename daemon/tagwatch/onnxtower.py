@@ -5,8 +5,8 @@ torch before the first photo can be encoded, on every scan and every time the da
 after an idle unload; ONNX Runtime starts in 0.5 s (import 0.1, session 0.4) in a child of ~260 MB
 against ~650 MB.  Its dynamic int8 (``onnxruntime.quantization.quantize_dynamic``: int8 weights,
 activations quantised per call, the analogue of torch's) is as faithful as torch's (lowest cosine to fp32
-0.99979-0.99983 against 0.99971-0.99976) and costs as much per image on one thread (1.01-1.11x torch's
-images per core-second).  At two threads ONNX Runtime splits each layer and its threads hand over at
+0.99979-0.99983 against 0.99971-0.99976 on a CPU with VNNI; without VNNI it takes 7-bit weights, see
+:data:`FORMS`) and costs as much per image on one thread (1.01-1.11x torch's images per core-second).  At two threads ONNX Runtime splits each layer and its threads hand over at
 every one (0.83x torch int8); so here a batch is split into one part per core, each run on its own
 thread by a one-thread session (sessions are safe to call from several threads), which ran 1.2-1.3x
 torch's two threads on a 2-core AMD EPYC.  docs/speed.md has the runs.
@@ -15,10 +15,10 @@ Made once from the fp32 tower at a full load whose precision is int8 (:func:`exp
 of :data:`FORMS` in turn :func:`quantise` and :func:`check` against the fp32 vectors and torch's int8
 tower on probe images, ~13 s for ViT-B-32); the first form whose vectors are faithful (the cosine
 ``auto`` demands) and that runs at least :data:`MIN_SHARE` of torch int8's images per core-second is
-kept.  Not 100%: the two measure within a few per cent
-of each other on one core (0.99-1.05 over four makings on the EPYC), so a stricter bar would keep or drop
-the form by noise, and even at par the form wins every run by its start and its split batches; a CPU
-where ONNX Runtime's int8 kernels are clearly slower (an older one without VNNI, say) keeps torch.
+kept.  Not 100%: the two measure within a few per cent of each other on one core (0.99-1.05 over four
+makings on the EPYC), so a stricter bar would keep or drop the form by noise, and even at par the form
+wins every run by its start and its split batches; a CPU where ONNX Runtime's int8 kernels are clearly
+slower keeps torch.
 Imported only in the encoder child; onnxruntime and onnx are imported in its functions.
 """
 
