@@ -6,7 +6,8 @@ after an idle unload; ONNX Runtime starts in 0.5 s (import 0.1, session 0.4) in 
 against ~650 MB.  Its dynamic int8 (``onnxruntime.quantization.quantize_dynamic``: int8 weights,
 activations quantised per call, the analogue of torch's) is as faithful as torch's (lowest cosine to fp32
 0.99979-0.99983 against 0.99971-0.99976 on a CPU with VNNI; without VNNI it takes 7-bit weights, see
-:data:`FORMS`) and costs as much per image on one thread (1.01-1.11x torch's images per core-second).  At two threads ONNX Runtime splits each layer and its threads hand over at
+:data:`FORMS`) and costs as much per image on one thread (1.01-1.11x torch's images per core-second).
+At two threads ONNX Runtime splits each layer and its threads hand over at
 every one (0.83x torch int8); so here a batch is split into one part per core, each run on its own
 thread by a one-thread session (sessions are safe to call from several threads), which ran 1.2-1.3x
 torch's two threads on a 2-core AMD EPYC.  docs/speed.md has the runs.
