@@ -7,10 +7,10 @@ against ~650 MB.  Its dynamic int8 (``onnxruntime.quantization.quantize_dynamic`
 activations quantised per call, the analogue of torch's) is as faithful as torch's (lowest cosine to fp32
 0.99979-0.99983 against 0.99971-0.99976 on a CPU with VNNI; without VNNI it takes 7-bit weights, see
 :data:`FORMS`) and costs as much per image on one thread (1.01-1.11x torch's images per core-second).
-At two threads ONNX Runtime splits each layer and its threads hand over at
-every one (0.83x torch int8); so here a batch is split into one part per core, each run on its own
-thread by a one-thread session (sessions are safe to call from several threads), which ran 1.2-1.3x
-torch's two threads on a 2-core AMD EPYC.  docs/speed.md has the runs.
+At two threads ONNX Runtime splits each layer and its threads hand over at every one (0.83x torch
+int8); so here a batch is split into one part per core, each run on its own thread by a one-thread
+session (sessions are safe to call from several threads), which ran 1.2-1.3x torch's two threads on a
+2-core AMD EPYC.  docs/speed.md has the runs.
 
 Made once from the fp32 tower at a full load whose precision is int8 (:func:`export`, then for each
 of :data:`FORMS` in turn :func:`quantise` and :func:`check` against the fp32 vectors and torch's int8
