@@ -117,6 +117,36 @@ def test_a_form_unfaithful_on_this_cpu_gives_way_to_7_bit_weights(
     assert _cosines(second.encode_images(pixels), fp32.encode_images(pixels)).min() >= 0.999
 
 
+def test_a_form_timed_slow_in_a_busy_moment_is_timed_again_and_kept(
+        int8: ModelConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A busy moment once had the 7-bit form run 7.9 images per core-second against torch int8's 10.0
+    (11.8-12.1 against 11.9-12.2 in the makings around it) and every later start imported torch.  The
+    tiny model's own timings are noise, so each form's timings are given here: the first at a third
+    of torch's rate, the next at par.  The form is timed again, kept, and later starts run in ONNX
+    Runtime."""
+    monkeypatch.setattr(onnxtower, "MIN_SHARE", 0.9)
+    real_quantise, real_check = onnxtower.quantise, onnxtower.check
+    timings: list[int] = []  # per form made, how often it was timed
+
+    def quantise(*args: object) -> Path:
+        timings.append(0)
+        return real_quantise(*args)  # type: ignore[arg-type]
+
+    def check_busy_at_first(path: Path, *args: object) -> tuple[float, float, float]:
+        cosine, _, torch_rate = real_check(path, *args)  # type: ignore[arg-type]
+        timings[-1] += 1
+        return cosine, (torch_rate / 3 if timings[-1] == 1 else torch_rate), torch_rate
+
+    monkeypatch.setattr(onnxtower, "quantise", quantise)
+    monkeypatch.setattr(onnxtower, "check", check_busy_at_first)
+    with caplog.at_level("INFO", logger="tagwatch"):
+        load_model(int8)
+    assert timings[-1] == 2  # the form kept was timed again, once
+    assert "timing both again (a busy moment must not decide for good)" in caplog.text
+    assert "kept ready for ONNX Runtime in" in caplog.text
+    assert load_model(int8).runtime == "onnxruntime"
+
+
 def test_a_batch_split_over_threads_keeps_each_photo_in_its_row(tmp_path: Path, int8: ModelConfig) -> None:
     load_model(int8)
     tower, kept = onnxtower.load(_kept_files(int8)[".onnx"]) or pytest.fail("the ONNX tower does not load")
