@@ -20,7 +20,7 @@ from tagwatch.formats import content_key
 from tagwatch.metadata import FileChanged
 from tagwatch.outcomes import Status
 from tagwatch.pipeline import Pipeline
-from tagwatch.queue import BatchQueue, Delete, Move, backlog_batch
+from tagwatch.queue import TAIL_BATCH, BatchQueue, Delete, Move, backlog_batch, backlog_take
 from tagwatch.vocabulary import parse_tag_list
 from tagwatch.writeback import WriteJob, write_file
 
@@ -333,6 +333,21 @@ def test_queue_hands_out_a_backlog_in_throughput_sized_batches_and_a_lone_photo_
         queue.put(f"/eight-{n}.jpg")
     assert len(queue.get(timeout=5).paths) == 8
     assert backlog_batch(32, "cpu") == 16 and backlog_batch(64, "cuda:0") == 64
+
+
+def test_a_scans_backlog_starts_and_ends_in_small_batches() -> None:
+    """The first batch is half a backlog's (the encoder starts once it is decoded), the last ones
+    halve down to a few photos (little left to write after the last encode), none tiny."""
+    def batches(count: int) -> list[int]:
+        sizes: list[int] = []
+        while sum(sizes) < count:
+            sizes.append(backlog_take(count - sum(sizes), 16, first=not sizes))
+        return sizes
+
+    assert batches(60) == [8, 16, 16, 10, 5, 5]
+    assert batches(200)[:2] == [8, 16] and batches(200)[-3:] == [8, 4, 4] and sum(batches(200)) == 200
+    assert batches(5) == [5] and batches(1) == [1]
+    assert all(min(batches(n)) >= min(n, TAIL_BATCH) for n in range(1, 100))
 
 
 def test_queue_configured_above_the_backlog_batch_never_hands_out_more_than_it() -> None:

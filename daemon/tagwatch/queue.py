@@ -50,6 +50,21 @@ class Batch:
 BACKLOG_BATCH = 16
 
 
+TAIL_BATCH = 4  # the smallest batch a backlog's first and last batches are cut down to
+
+
+def backlog_take(left: int, backlog: int, first: bool = False) -> int:
+    """How many of the ``left`` photos of a backlog the next batch takes: ``backlog``, but the last
+    two batches' worth go in halves down to :data:`TAIL_BATCH` and the first batch is half one.
+    A batch is written only after all of it is encoded: small last batches leave a few photos, not a
+    backlog's batch, to write once the encoder is done, and a small first one starts the encoder as
+    soon as the model is loaded rather than when a whole batch is decoded."""
+    take = backlog if left > 2 * backlog else max(TAIL_BATCH, -(-left // 2))
+    if first:
+        take = min(take, max(TAIL_BATCH, backlog // 2))
+    return left if left - take < TAIL_BATCH else take  # no batch of one or two after it
+
+
 def backlog_batch(size: int, device: str) -> int:
     """The batch a backlog is handed out in: :data:`BACKLOG_BATCH` on a CPU; elsewhere (a GPU, which
     wants large batches and has not been measured here) the configured ``size``."""

@@ -16,7 +16,7 @@ from ..freshness import is_unchanged
 from ..metadata import ExifTool, KeywordWriter
 from ..model import model_identity
 from ..outcomes import Outcome, Status
-from ..queue import backlog_batch
+from ..queue import backlog_batch, backlog_take
 from ..store import Store
 from .common import (
     UsageError,
@@ -58,8 +58,11 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
                 bar.advance(len(outcomes))
 
             try:
-                for start in range(0, len(paths), size):
-                    engine.submit(paths[start:start + size], done, dry_run=dry_run, retry_failed=True)
+                start = 0
+                while start < len(paths):
+                    take = backlog_take(len(paths) - start, size, first=start == 0)
+                    engine.submit(paths[start:start + take], done, dry_run=dry_run, retry_failed=True)
+                    start += take
             finally:
                 engine.close()  # every batch submitted is finished (an interrupted scan too)
         pipeline.close()
