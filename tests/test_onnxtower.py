@@ -21,6 +21,7 @@ import pytest
 from conftest import REPO, TINY_CONFIG, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch import onnxtower, towercache
 from tagwatch.config import ModelConfig, load_config
+from tagwatch.encoder import _config_dict, _Server
 from tagwatch.imaging import prepare_pixels
 from tagwatch.model import load_model, model_identity
 
@@ -213,3 +214,47 @@ def test_a_scan_encodes_in_onnx_runtime_and_writes_keywords(tmp_path: Path, tiny
     assert result.returncode == 0, result.stderr
     assert "ONNX Runtime" in result.stderr and "scan: 3 photos: 3 tagged" in result.stderr
     assert all(len(exif_keywords(p)["iptc"]) == 3 for p in photos)
+
+
+def _random_tiny(int8: ModelConfig, precision: str = "int8") -> ModelConfig:
+    """The tiny architecture with random weights: a model named without a checkpoint to hash, as a
+    pretrained tag names one."""
+    return ModelConfig(name=str(TINY_CONFIG), pretrained="none", precision=precision,
+                       precision_cache=int8.precision_cache)
+
+
+def test_a_scan_finds_its_model_loaded_ahead_by_the_early_child(tmp_path: Path, int8: ModelConfig) -> None:
+    config = write_config(tmp_path, Path("none"))
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('pretrained = "none"\n', 'pretrained = "none"\nprecision = "int8"\n'),
+                      encoding="utf-8")
+    assert load_config(config).model == _random_tiny(int8)
+    load_model(_random_tiny(int8))  # a first start, which keeps both forms
+    photos = [noise_jpeg(tmp_path / "lib" / f"p{i}.jpg", seed=i) for i in range(3)]
+    result = tagwatch("scan", "-v", "--config", str(config), str(tmp_path / "lib"))
+    assert result.returncode == 0, result.stderr
+    assert "loaded ahead, while the command was starting" in result.stderr
+    assert "ONNX Runtime" in result.stderr and "scan: 3 photos: 3 tagged" in result.stderr
+    assert all(len(exif_keywords(p)["iptc"]) == 3 for p in photos)
+
+
+def test_a_child_asked_for_another_model_than_it_loaded_ahead_loads_that_one(
+        tmp_path: Path, int8: ModelConfig, caplog: pytest.LogCaptureFixture) -> None:
+    config = write_config(tmp_path, Path("none"))
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('pretrained = "none"\n', 'pretrained = "none"\nprecision = "int8"\n'),
+                      encoding="utf-8")
+    load_model(_random_tiny(int8))
+    asked = json.loads(json.dumps(_config_dict(_random_tiny(int8, "fp32"))))  # as it comes through the pipe
+    with caplog.at_level("DEBUG", logger="tagwatch"):
+        server = _Server(str(config))  # loads the file's model, int8 in ONNX Runtime, ahead
+        same = {**asked, "precision": "int8"}
+        answer, _ = server.handle({"op": "load", "config": same}, np.zeros(0, np.uint8))
+        assert answer["precision"] == "int8" and server.model.runtime == "onnxruntime"
+        assert "loaded ahead, while the command was starting" in caplog.text  # that one, at once
+        caplog.clear()
+        server = _Server(str(config))
+        answer, _ = server.handle({"op": "load", "config": asked}, np.zeros(0, np.uint8))
+        assert answer["precision"] == "fp32" and server.model.runtime == "torch"
+        assert "loaded ahead" not in caplog.text
+

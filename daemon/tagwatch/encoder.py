@@ -56,7 +56,9 @@ from .model import (
     ModelError,
     _is_config_file,
     _read_config_file,
+    announce_onnx,
     model_identity,
+    onnx_start,
     return_freed_memory,
 )
 from .store import private_folder
@@ -341,8 +343,43 @@ class _LogToParent(logging.Handler):
 class _Server:
     """The child's state: the loaded model, once asked to load it."""
 
-    def __init__(self) -> None:
+    def __init__(self, ahead: str | None = None) -> None:
         self.model: Any = None
+        self._ahead: threading.Thread | None = None
+        self._ready: tuple[dict[str, Any], Any, Path] | None = None  # (its config, model, tower file)
+        if ahead is not None:
+            self._ahead = threading.Thread(target=self._load_ahead, args=(ahead,), daemon=True,
+                                           name="tagwatch-load-ahead")
+            self._ahead.start()
+
+    def _load_ahead(self, config: str) -> None:
+        """Started early (:mod:`tagwatch.prestart`), load the model the command's config file names
+        while the command still imports its modules, if its ONNX Runtime tower is kept ready: the
+        parent's load request then finds it loaded, if it asks for that same model.  A model whose
+        identity hashes a local checkpoint is left to the request (the parent hashes it too)."""
+        from .config import load_config
+
+        try:
+            cfg = load_config(Path(config) if config else None).model
+            if not is_checkpoint_path(cfg.pretrained):
+                started = onnx_start(cfg, model_identity(cfg))
+                if started is not None:
+                    self._ready = (json.loads(json.dumps(_config_dict(cfg))), *started)
+        except Exception as exc:  # a config with a mistake: the command says so; the request loads
+            log.debug("model: not loaded ahead: %s: %s", type(exc).__name__, exc)
+
+    def _loaded_ahead(self, raw: dict[str, Any]) -> Any:
+        """The model loaded ahead, if it is the one the parent asks for (``raw``, its config)."""
+        if self._ahead is None:
+            return None
+        self._ahead.join()
+        ready, self._ahead, self._ready = self._ready, None, None
+        if ready is None or ready[0] != raw:  # another file, or a flag that changed the model
+            return None
+        model, path = ready[1], ready[2]
+        announce_onnx(model._cfg, model.identity, path)
+        log.debug("model: loaded ahead, while the command was starting")
+        return model
 
     def handle(self, header: dict[str, Any], payload: np.ndarray) -> tuple[dict[str, Any], np.ndarray | None]:
         os.environ.update(header.get("environ") or {})  # the parent's, before torch or open_clip is imported
@@ -357,7 +394,7 @@ class _Server:
             if op == "validate":
                 clip.validate_config(cfg)
                 return {"ok": True}, None
-            self.model = clip.load_model(cfg)
+            self.model = self._loaded_ahead(raw) or clip.load_model(cfg)
             return {"ok": True, "preprocess": asdict(self.model.preprocess), "dim": self.model.dim,
                     "precision": self.model.precision, "captions": self.model.captions}, None
         if self.model is None:
@@ -406,7 +443,7 @@ def main() -> None:
     logging.getLogger("tagwatch").setLevel(logging.DEBUG)  # the parent's level filters
     logging.captureWarnings(True)
     requests = os.fdopen(0, "rb")
-    server = _Server()
+    server = _Server(sys.argv[2] if sys.argv[1:2] == [prestart.AHEAD_FLAG] else None)
     while True:
         frame = _read_frame(requests)
         if frame is None:  # the parent is done: nothing to save, so skip tearing torch down (~1 s)

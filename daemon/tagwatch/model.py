@@ -350,20 +350,36 @@ def _random_weights_warning() -> None:
                 "Use this only for tests and benchmarks. !!!")
 
 
+def onnx_start(cfg: ModelConfig, identity: str) -> tuple[ClipModel, Path] | None:
+    """The model started from its ONNX Runtime tower kept ready on this machine
+    (:mod:`tagwatch.towercache`), with that tower's file, if one is kept; nothing of torch is
+    imported and nothing is said (:func:`announce_onnx` is, once the model is used)."""
+    from . import towercache
+
+    ready = towercache.load_onnx(cfg, identity)
+    if ready is None:
+        return None
+    tower, kept, path = ready
+    return ClipModel(identity, kept.preprocess, kept.dim, None, None, cfg.device, "int8", _cfg=cfg,
+                     _onnx=tower), path
+
+
+def announce_onnx(cfg: ModelConfig, identity: str, path: Path) -> None:
+    if cfg.pretrained.lower() == RANDOM_WEIGHTS:
+        _random_weights_warning()
+    log.info("model %s loaded on cpu (int8; image tower ready in %s, ONNX Runtime)", identity, path)
+
+
 def _from_ready_tower(cfg: ModelConfig, identity: str) -> ClipModel | None:
     """The model started from its ready image tower (:mod:`tagwatch.towercache`), if one is kept for
     this machine: in ONNX Runtime where it can (nothing of torch imported), else torch alone is
     imported; open_clip waits until a text needs encoding."""
     from . import towercache
 
-    ready = towercache.load_onnx(cfg, identity)
-    if ready is not None:
-        tower, kept, path = ready
-        if cfg.pretrained.lower() == RANDOM_WEIGHTS:
-            _random_weights_warning()
-        log.info("model %s loaded on cpu (int8; image tower ready in %s, ONNX Runtime)", identity, path)
-        return ClipModel(identity, kept.preprocess, kept.dim, None, None, cfg.device, "int8", _cfg=cfg,
-                         _onnx=tower)
+    started = onnx_start(cfg, identity)
+    if started is not None:
+        announce_onnx(cfg, identity, started[1])
+        return started[0]
     import torch
 
     device = torch.device(cfg.device)

@@ -9,10 +9,16 @@ modules: ~0.2 CPU-seconds) run on that core; the first :class:`~tagwatch.encoder
 builds alternating (2-core AMD EPYC, 2026-12-03): a scan 0.10 s sooner on average (17 of 26 pairs
 faster), the daemon 0.21 s (5 of 8); docs/speed.md has the figures.
 
+The child is also told the command's config file (:data:`AHEAD_FLAG`): where that file's model has
+its ONNX Runtime tower kept ready, the child loads it right after its imports (~0.35 s of that core),
+while the command is still importing, and the command's load request finds it loaded if it asks for
+the same model (:class:`tagwatch.encoder._Server`); otherwise it is dropped and the request loads.
+
 Only those two commands start it, never for ``--help``, a shell's Tab completion or a scan on a Ray
 cluster.  One nobody takes (a rescan that finds every photo known; a model made of local files,
 which the daemon checks without its child) ends when the command exits or after
-:data:`UNCLAIMED_S`, whichever comes first: it costs those imports and nothing else.
+:data:`UNCLAIMED_S`, whichever comes first: it costs those imports and the tower's load (~260 MB
+while it lasts), on the core the command leaves idle.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .exiftool import _spawner  # starts children from one long-lived thread, wi
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
 CHILD_COMMAND = (sys.executable, "-c", f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
                  "from tagwatch.encoder import main; main()")
+AHEAD_FLAG = "--load-ahead"  # an early child's argument: the config file whose model it loads ahead
 MODEL_COMMANDS = ("scan", "run")  # the commands that load the model at once (see the module's docstring)
 _WITH_VALUE = ("--config", "--log-format", "--engine", "--address")  # options followed by their value
 UNCLAIMED_S = 60.0
@@ -45,29 +52,38 @@ _started = 0.0
 
 def wants_model(argv: Sequence[str]) -> bool:
     """Will the command line ``argv`` (without the program's name) load the model locally at once?"""
+    return _parse(argv)[0]
+
+
+def _parse(argv: Sequence[str]) -> tuple[bool, str]:
+    """Whether ``argv`` loads the model at once (:func:`wants_model`), and its ``--config`` value
+    made absolute ("" for the default file)."""
     if "_ARGCOMPLETE" in os.environ:  # a Tab press runs the command to ask for completions
-        return False
+        return False, ""
     command, values = None, {}
     args = iter(argv)
     for arg in args:
         if arg in ("-h", "--help", "--version"):
-            return False
+            return False, ""
         name, eq, value = arg.partition("=")
         if name in _WITH_VALUE:
             values[name] = value if eq else next(args, "")
         elif command is None and not arg.startswith("-"):
             command = arg
-    return command in MODEL_COMMANDS and values.get("--engine", "local") == "local"
+    config = values.get("--config", "")
+    return (command in MODEL_COMMANDS and values.get("--engine", "local") == "local",
+            os.path.abspath(os.path.expanduser(config)) if config else "")
 
 
 def start_early(argv: Sequence[str]) -> None:
     """Start the child now if ``argv`` is a command that will need it (see the module's docstring).
     Best effort: a child that cannot start here is started, or its error met, where it is needed."""
     global _early, _started
-    if not wants_model(argv):
+    wanted, config = _parse(argv)
+    if not wanted:
         return
     try:
-        proc = _spawner.popen(list(CHILD_COMMAND))
+        proc = _spawner.popen([*CHILD_COMMAND, AHEAD_FLAG, config])
     except OSError:
         return
     with _lock:
