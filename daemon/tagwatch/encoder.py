@@ -346,7 +346,7 @@ class _Server:
     def __init__(self, ahead: str | None = None) -> None:
         self.model: Any = None
         self._ahead: threading.Thread | None = None
-        self._ready: tuple[dict[str, Any], Any, Path] | None = None  # (its config, model, tower file)
+        self._ready: tuple[dict[str, Any], ModelConfig, Any, Path] | None = None  # as sent, cfg, model, file
         if ahead is not None:
             self._ahead = threading.Thread(target=self._load_ahead, args=(ahead,), daemon=True,
                                            name="tagwatch-load-ahead")
@@ -364,7 +364,7 @@ class _Server:
             if not is_checkpoint_path(cfg.pretrained):
                 started = onnx_start(cfg, model_identity(cfg))
                 if started is not None:
-                    self._ready = (json.loads(json.dumps(_config_dict(cfg))), *started)
+                    self._ready = (json.loads(json.dumps(_config_dict(cfg))), cfg, *started)
         except Exception as exc:  # a config with a mistake: the command says so; the request loads
             log.debug("model: not loaded ahead: %s: %s", type(exc).__name__, exc)
 
@@ -374,10 +374,10 @@ class _Server:
             return None
         self._ahead.join()
         ready, self._ahead, self._ready = self._ready, None, None
-        if ready is None or ready[0] != raw:  # another file, or a flag that changed the model
+        if ready is None or ready[0] != raw:  # another file, or the file edited in between
             return None
-        model, path = ready[1], ready[2]
-        announce_onnx(model._cfg, model.identity, path)
+        _, cfg, model, path = ready
+        announce_onnx(cfg, model.identity, path)
         log.debug("model: loaded ahead, while the command was starting")
         return model
 

@@ -365,6 +365,7 @@ def onnx_start(cfg: ModelConfig, identity: str) -> tuple[ClipModel, Path] | None
 
 
 def announce_onnx(cfg: ModelConfig, identity: str, path: Path) -> None:
+    """Say that the model started from its ONNX tower in ``path`` is the one in use."""
     if cfg.pretrained.lower() == RANDOM_WEIGHTS:
         _random_weights_warning()
     log.info("model %s loaded on cpu (int8; image tower ready in %s, ONNX Runtime)", identity, path)

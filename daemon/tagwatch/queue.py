@@ -62,7 +62,7 @@ def backlog_take(left: int, backlog: int, first: bool = False) -> int:
     take = backlog if left > 2 * backlog else max(TAIL_BATCH, -(-left // 2))
     if first:
         take = min(take, max(TAIL_BATCH, backlog // 2))
-    return left if left - take < TAIL_BATCH else take  # no batch of one or two after it
+    return left if left - take < TAIL_BATCH else take  # never a batch under TAIL_BATCH after it
 
 
 def backlog_batch(size: int, device: str) -> int:
