@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import REPO, TINY_CONFIG, exif_keywords, noise_jpeg, tagwatch, write_config
+from conftest import REPO, TINY_CONFIG, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
 from tagwatch import onnxtower, towercache
 from tagwatch.config import ModelConfig, load_config
-from tagwatch.encoder import _config_dict, _Server
+from tagwatch.encoder import LazyModel, _config_dict, _Server
 from tagwatch.imaging import prepare_pixels
 from tagwatch.model import load_model, model_identity
 
@@ -257,4 +257,21 @@ def test_a_child_asked_for_another_model_than_it_loaded_ahead_loads_that_one(
         answer, _ = server.handle({"op": "load", "config": asked}, np.zeros(0, np.uint8))
         assert answer["precision"] == "fp32" and server.model.runtime == "torch"
         assert "loaded ahead" not in caplog.text
+
+
+def test_the_daemons_check_starts_loading_a_local_checkpoint_whose_tower_is_kept(int8: ModelConfig) -> None:
+    """A model of local files (an architecture .json and a checkpoint): checked without a child while
+    nothing is kept; once an earlier start kept its tower, the daemon's check starts loading it, so
+    the first photo finds it loaded (until 2026-12-03 it waited for the first photo)."""
+    fresh = LazyModel(int8)
+    fresh.validate()
+    assert fresh.encoder is None  # checked in this process: no child, no torch
+    load_model(int8)  # an earlier start, which kept the tower
+    lazy = LazyModel(int8)
+    try:
+        lazy.validate()
+        wait_for(lambda: lazy.loaded, timeout=120)
+        assert lazy.encoder is not None and lazy.encoder.precision == "int8"
+    finally:
+        lazy.close()
 

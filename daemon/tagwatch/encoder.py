@@ -530,23 +530,25 @@ class LazyModel:
     def validate(self) -> None:
         """Check the model name and pretrained tag or file now, without loading any weights.
 
-        A model made of local files only (an architecture ``.json`` with a checkpoint or random
+        A model whose image tower an earlier load kept ready on this machine
+        (:mod:`tagwatch.towercache`) is known good: it starts loading in the background at once (its
+        ONNX Runtime form ~0.5 CPU-seconds, torch and the tower about 3), so the first photo finds it
+        ready; a local checkpoint too (until 2026-12-03 such a model was only checked, so the child
+        started before the command's imports sat unused until the first photo or its 60 s).  Else a
+        model made of local files only (an architecture ``.json`` with a checkpoint or random
         weights) is checked here without starting the child: importing open_clip (torch,
         torchvision) takes 5-10 s on a busy machine, which every restart after a crash or a reboot
-        would pay before the daemon watches anything.  A model whose image tower an earlier load kept
-        ready on this machine (:mod:`tagwatch.towercache`) is known good: it starts loading in the
-        background at once (torch and the tower, about 3 CPU-seconds), so the first photo finds it
-        ready.  Anything else is checked in the child, which stays, torch imported, for the first
-        batch: the daemon's first photo does not pay the imports twice.  Unused, either ends with
-        the idle unload.
+        would pay before the daemon watches anything.  Anything else is checked in the child, which
+        stays, torch imported, for the first batch: the daemon's first photo does not pay the imports
+        twice.  Unused, either ends with the idle unload.
         """
         pretrained = self.cfg.pretrained
+        if towercache.kept(self.cfg, self.identity):  # a checkpoint's digest is in the identity
+            self.prefetch()
+            return
         if _is_config_file(self.cfg.name) and (pretrained.lower() == RANDOM_WEIGHTS
                                                or is_checkpoint_path(pretrained)):
             _read_config_file(self.cfg.name)  # model_identity found both files
-            return
-        if not is_checkpoint_path(pretrained) and towercache.kept(self.cfg, self.identity):
-            self.prefetch()
             return
         with self._lock:
             self._last_used = time.monotonic()
