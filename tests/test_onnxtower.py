@@ -247,13 +247,15 @@ def test_a_child_asked_for_another_model_than_it_loaded_ahead_loads_that_one(
     load_model(_random_tiny(int8))
     asked = json.loads(json.dumps(_config_dict(_random_tiny(int8, "fp32"))))  # as it comes through the pipe
     with caplog.at_level("DEBUG", logger="tagwatch"):
-        server = _Server(str(config))  # loads the file's model, int8 in ONNX Runtime, ahead
+        server = _Server()
+        server.load_ahead(str(config))  # the file's model, int8 in ONNX Runtime
         same = {**asked, "precision": "int8"}
         answer, _ = server.handle({"op": "load", "config": same}, np.zeros(0, np.uint8))
         assert answer["precision"] == "int8" and server.model.runtime == "onnxruntime"
         assert "loaded ahead, while the command was starting" in caplog.text  # that one, at once
         caplog.clear()
-        server = _Server(str(config))
+        server = _Server()
+        server.load_ahead(str(config))
         answer, _ = server.handle({"op": "load", "config": asked}, np.zeros(0, np.uint8))
         assert answer["precision"] == "fp32" and server.model.runtime == "torch"
         assert "loaded ahead" not in caplog.text
