@@ -352,9 +352,9 @@ class _Server:
         while the command still imports its modules, if its ONNX Runtime tower is kept ready: the
         parent's load request then finds it loaded, if it asks for that same model.  A model whose
         identity hashes a local checkpoint is left to the request (the parent hashes it too).  On
-        the thread that serves the requests, which wait in the pipe meanwhile: loaded on another
-        thread, the tower's memory and the encoder's came from two malloc arenas (the child's peak
-        RSS indexing 200 photos 324-327 MB against 273)."""
+        the thread that serves the requests, which wait in the pipe meanwhile: loaded on a thread of
+        its own, a scan's child peaked at 324 MB indexing 200 photos against 273 (the tower and the
+        encoder's buffers in two malloc arenas, we think); on this thread 272-274 MB."""
         from .config import load_config
 
         try:
