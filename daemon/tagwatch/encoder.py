@@ -352,9 +352,10 @@ class _Server:
         while the command still imports its modules, if its ONNX Runtime tower is kept ready: the
         parent's load request then finds it loaded, if it asks for that same model.  A model whose
         identity hashes a local checkpoint is left to the request (the parent hashes it too).  On
-        the thread that serves the requests, which wait in the pipe meanwhile: loaded on a thread of
-        its own, a scan's child peaked at 324 MB indexing 200 photos against 273 (the tower and the
-        encoder's buffers in two malloc arenas, we think); on this thread 272-274 MB."""
+        the thread that serves the requests, which wait in the pipe meanwhile.  Indexing 200 photos,
+        a scan's whole tree peaked at ~415 or ~470 MB from run to run before (the child's 273 or
+        ~327), at 465 in each run with the load on a thread of its own, and at 413-416 in each of six
+        runs with it here (the daemon's still either)."""
         from .config import load_config
 
         try:
