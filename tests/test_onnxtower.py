@@ -153,7 +153,7 @@ def test_a_batch_split_over_threads_keeps_each_photo_in_its_row(tmp_path: Path, 
     tower, kept = onnxtower.load(_kept_files(int8)[".onnx"]) or pytest.fail("the ONNX tower does not load")
     pixels = _pixels(tmp_path, kept.preprocess, 5)
     alone = np.concatenate([tower.encode(p[None], kept.preprocess) for p in pixels])
-    tower.workers = 3  # five photos in parts of 2, 2 and 1, run at once
+    tower.workers = 3  # five photos taken one by one by three threads at once
     split = tower.encode(pixels, kept.preprocess)
     tower.close()
     similar = split @ alone.T  # each row is its own photo's vector, not a neighbour's

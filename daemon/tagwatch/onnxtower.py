@@ -8,9 +8,9 @@ activations quantised per call, the analogue of torch's) is as faithful as torch
 0.99979-0.99983 against 0.99971-0.99976 on a CPU with VNNI; without VNNI it takes 7-bit weights, see
 :data:`FORMS`) and costs as much per image on one thread (1.01-1.11x torch's images per core-second).
 At two threads ONNX Runtime splits each layer and its threads hand over at every one (0.83x torch
-int8); so here a batch is split into one part per core, each run on its own thread by a one-thread
-session (sessions are safe to call from several threads), which ran 1.2-1.3x torch's two threads on a
-2-core AMD EPYC.  docs/speed.md has the runs.
+int8); so here one thread per core runs a batch's photos, each thread by a one-thread session (sessions
+are safe to call from several threads), which ran 1.2-1.3x torch's two threads on a 2-core AMD EPYC.
+docs/speed.md has the runs.
 
 Made once from the fp32 tower at a full load whose precision is int8 (:func:`export`, then for each
 of :data:`FORMS` in turn :func:`quantise` and :func:`check` against the fp32 vectors and torch's int8
@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 MIN_SHARE = 0.9  # kept unless under 90% of torch int8's images per core-second (see the module's note)
 SPEED_CHECKS = 3  # times a faithful form that runs below MIN_SHARE is timed before it is given up
 _META = "tagwatch"  # the ONNX model's metadata key holding identity, input spec and vector size
+# Photos per call on one thread.  A batch used to be split in one fixed part per core; beside the
+# parent's decode threads and exiftool one part ran late and the other core sat waiting for it at every
+# batch's end.  One photo per call costs the same per image (82-91 core-ms at 1, 2, 4 or 8 on the
+# AVX2-only EPYC, ViT-B-32-256), and the threads take the next photo as they come free.
+PART = 1
 _ROUNDS = 3  # timed rounds after a warm-up, in turns with torch's tower; each keeps its best
 
 
@@ -115,16 +120,20 @@ class OnnxTower:
         return self._session.run(None, {self._input: part})[0]
 
     def features(self, batch: np.ndarray) -> np.ndarray:
-        """The tower's raw output for ``batch``, its parts run at once on :attr:`workers` threads."""
+        """The tower's raw output for ``batch``, its photos taken one by one by :attr:`workers`
+        threads: a thread that shares its core with the parent's decoding or a keyword write takes
+        fewer, so neither waits at the batch's end for the other's fixed half (see :data:`PART`)."""
         batch = np.ascontiguousarray(batch, np.float32)
-        parts = min(self.workers, len(batch))
-        if parts <= 1:
+        threads = min(self.workers, len(batch))
+        if threads <= 1:
             return self._run(batch)
-        if self._pool is None or self._pool_size < parts:
+        if self._pool is None or self._pool_size < threads:
             if self._pool is not None:
                 self._pool.shutdown()
-            self._pool, self._pool_size = ThreadPoolExecutor(parts, thread_name_prefix="onnx-tower"), parts
-        return np.concatenate(list(self._pool.map(self._run, np.array_split(batch, parts))))
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="onnx-tower")
+            self._pool_size = threads
+        parts = [batch[i:i + PART] for i in range(0, len(batch), PART)]
+        return np.concatenate(list(self._pool.map(self._run, parts)))
 
     def encode(self, batch: np.ndarray, preprocess: Preprocess) -> np.ndarray:
         """(N, 3, S, S) float32, or (N, S, S, 3) uint8 pixels (normalised here) → (N, D) unit rows."""
