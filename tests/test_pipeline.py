@@ -326,7 +326,11 @@ def test_queue_hands_out_a_backlog_in_throughput_sized_batches_and_a_lone_photo_
     queue = BatchQueue(size=8, max_wait=60, settle=0, backlog=16)  # configured for latency
     for n in range(40):
         queue.put(f"/{n:02d}.jpg")
-    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [16, 16, 8]  # not 5 batches of 8
+    # not 5 batches of 8: a backlog's, the first and the last ones smaller (as a scan's)
+    assert [len(queue.get(timeout=5).paths) for _ in range(4)] == [8, 16, 8, 8]
+    for n in range(40):  # the next burst starts small again
+        queue.put(f"/again-{n:02d}.jpg")
+    assert [len(queue.get(timeout=5).paths) for _ in range(4)] == [8, 16, 8, 8]
     queue.put("/lone.jpg")
     assert queue.get(timeout=5).paths == ["/lone.jpg"]
     for n in range(8):  # exactly a batch's worth is no backlog
@@ -354,18 +358,18 @@ def test_queue_configured_above_the_backlog_batch_never_hands_out_more_than_it()
     queue = BatchQueue(size=32, max_wait=60, settle=0, backlog=16)  # the default size, on a CPU
     for n in range(40):
         queue.put(f"/{n:02d}.jpg")
-    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [16, 16, 8]  # not 16 then 24
-    for n in range(20):
+    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [8, 16, 16]  # not 16 then 24
+    for n in range(40):
         queue.put(f"/late-{n:02d}.jpg")
-    queue.put("/still-copying.jpg", delay=60)  # a burst still arriving: 16 go at once all the same
-    assert len(queue.get(timeout=5).paths) == 16
+    queue.put("/still-copying.jpg", delay=60)  # a burst still arriving: it goes all the same
+    assert [len(queue.get(timeout=5).paths) for _ in range(2)] == [8, 16]
 
 
 def test_queue_hands_out_a_burst_still_settling_in_backlog_batches() -> None:
     queue = BatchQueue(size=8, max_wait=60, settle=0, backlog=16)  # configured for latency
     for n in range(20):  # a folder moved in: each photo's event a few milliseconds after the last
         queue.put(f"/{n:02d}.jpg", delay=0.05 + 0.005 * n)
-    assert [len(queue.get(timeout=5).paths) for _ in range(2)] == [16, 4]  # not 8, 8, 4
+    assert [len(queue.get(timeout=5).paths) for _ in range(3)] == [8, 6, 6]  # its last ones halved
 
 
 def test_queue_hands_out_a_lone_photo_at_once() -> None:

@@ -59,10 +59,13 @@ def backlog_take(left: int, backlog: int, first: bool = False) -> int:
     A batch is written only after all of it is encoded: small last batches leave a few photos, not a
     backlog's batch, to write once the encoder is done, and a small first one starts the encoder as
     soon as the model is loaded rather than when a whole batch is decoded."""
-    take = backlog if left > 2 * backlog else max(TAIL_BATCH, -(-left // 2))
+    least = min(TAIL_BATCH, backlog)
+    take = backlog if left > 2 * backlog else max(least, -(-left // 2))
     if first:
-        take = min(take, max(TAIL_BATCH, backlog // 2))
-    return left if left - take < TAIL_BATCH else take  # never a batch under TAIL_BATCH after it
+        take = min(take, max(least, backlog // 2))
+    if left - take < least and left <= backlog:
+        return left  # never a batch under TAIL_BATCH after it
+    return take
 
 
 def backlog_batch(size: int, device: str) -> int:
@@ -80,7 +83,8 @@ class BatchQueue:
     ready path has waited ``max_wait`` seconds for company.  ``size`` and ``max_wait`` are about
     latency; a backlog (more than ``size`` ready or still settling: the start-up scan, a folder
     copied or moved in, its photos' events arriving over some milliseconds) is handed out ``backlog``
-    at a time whatever ``size`` is (:func:`backlog_batch`): throughput is the
+    at a time whatever ``size`` is (:func:`backlog_batch`; its first batch and its last ones smaller,
+    as a scan's: :func:`backlog_take`): throughput is the
     encoder's, and the engine keeps the next batches decoded meanwhile.  Where ``size`` is the larger
     (the default 32 on a CPU), a batch never exceeds ``backlog`` and goes as soon as it has that many.
     """
@@ -97,6 +101,7 @@ class BatchQueue:
         self._cond = threading.Condition()
         self._closed = False
         self._woken = False
+        self._bursting = False  # the last batch handed out was a backlog's: the next is not its first
 
     def __len__(self) -> int:
         with self._cond:
@@ -173,13 +178,18 @@ class BatchQueue:
                 # More than a batch ready or still settling (a folder copied or moved in, arriving
                 # over a few milliseconds or seconds): a backlog, handed out a backlog's batch at a
                 # time; waiting for the rest of it is bounded by max_wait like any batch's.
-                burst = len(self._ready) + len(self._due) > full
-                if self._ops or len(self._ready) >= (self.backlog if burst else full) or lone_or_waited:
+                # Its batches start and end small as a scan's do (:func:`backlog_take`): the encoder
+                # starts sooner and less is left to write after its last batch.
+                left = len(self._ready) + len(self._due)
+                burst = left > full
+                take = backlog_take(left, self.backlog, first=not self._bursting) if burst else full
+                if self._ops or len(self._ready) >= take or lone_or_waited:
                     batch = Batch(self._ops, [])
                     self._ops = []
-                    limit = self.backlog if burst else self.size
+                    limit = take if burst else self.size
                     while self._ready and len(batch.paths) < limit:
                         batch.paths.append(self._ready.popitem(last=False)[0])
+                    self._bursting = burst and bool(self._ready or self._due)  # a next burst starts small
                     self._cond.notify_all()  # room for blocked producers
                     return batch
                 if self._woken or (deadline is not None and now >= deadline):
