@@ -22,7 +22,7 @@ from conftest import REPO, TINY_CONFIG, exif_keywords, noise_jpeg, tagwatch, wai
 from tagwatch import onnxtower, towercache
 from tagwatch.config import ModelConfig, load_config
 from tagwatch.encoder import LazyModel, _config_dict, _Server
-from tagwatch.imaging import prepare_pixels
+from tagwatch.imaging import normalize, prepare_pixels
 from tagwatch.model import load_model, model_identity
 
 
@@ -277,3 +277,22 @@ def test_the_daemons_check_starts_loading_a_local_checkpoint_whose_tower_is_kept
     finally:
         lazy.close()
 
+
+
+def test_the_kept_tower_is_stored_as_onnx_runtime_runs_it(tmp_path: Path, int8: ModelConfig) -> None:
+    """Each start loads the graph ready (fused, folded) rather than rewriting it again: a session that
+    rewrites nothing gives the very vectors of one that rewrites all it may."""
+    import onnxruntime as ort
+
+    first = load_model(int8)
+    path = _kept_files(int8)[".onnx"]
+    batch = normalize(_pixels(tmp_path, first.preprocess, 3), first.preprocess)
+    outputs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {session.get_inputs()[0].name: batch})[0])
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "MatMulIntegerToFloat" in ops or "DynamicQuantizeMatMul" in ops, ops  # int8 products, fused
