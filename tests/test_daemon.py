@@ -197,3 +197,33 @@ def test_a_polled_folder_is_tagged_and_its_own_writes_keep_the_ledger(tmp_path: 
                            capture_output=True, text=True, timeout=120)
     assert untag.returncode == 0, untag.stderr
     assert exif_keywords(photo)["iptc"] == []  # the ledger still knew every keyword as ours
+
+
+def _exiftool_children(pid: int) -> list[int]:
+    """The running exiftool processes started by process ``pid``."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in children
+            if b"exiftool" in Path(f"/proc/{c}/cmdline").read_bytes() and b"-stay_open" in
+            Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_exiftool_is_warmed_up_before_the_first_photo_arrives(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """At its start the daemon has exiftool write into a scrap photo of its own (Perl's start and its
+    writing code compiled then, not in the first dropped photo's write); no scrap is left behind."""
+    root, scratch = tmp_path / "photos", tmp_path / "tmp"
+    root.mkdir()
+    scratch.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=len(TAGS))
+    daemon = Daemon(config, tmp_path / "daemon.log", env={"TMPDIR": str(scratch)}).start()
+    try:
+        assert daemon.proc is not None
+        wait_for(lambda: _exiftool_children(daemon.proc.pid) and not any(scratch.iterdir()), timeout=30)
+        assert "tagged " not in daemon.log()  # no photo of the user's was written to warm it up
+        photo = noise_jpeg(root / "first.jpg", seed=7)
+        wait_for(lambda: tagged_with(photo, TAGS), timeout=60)
+    finally:
+        assert daemon.stop() == 0
+    assert not any(scratch.iterdir())

@@ -226,3 +226,11 @@ def test_exiftool_dies_with_a_killed_daemon_and_outlives_the_thread_that_started
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid), f"exiftool {pid} outlived its killed parent"
+
+
+def test_warming_exiftool_up_without_it_raises_nothing() -> None:
+    """The daemon's start warms exiftool up aside; where it is missing the first real write says so."""
+    writer = KeywordWriter(ExifTool("no-such-exiftool"))
+    writer.warm_up()
+    with pytest.raises(MetadataError):
+        writer.exiftool.execute("-ver")

@@ -75,8 +75,8 @@ class Daemon:
                       "written, and tagging resumes by itself", config.database, problem)
         self.exiftool = ExifTool()
         self.model = model or LazyModel(config.model)  # cmd_run's, already validated: its child is warm
-        self.pipeline = Pipeline(self.store, self.model, KeywordWriter(self.exiftool, config.write),
-                                 config.tagging, places=config.places)
+        self.writer = KeywordWriter(self.exiftool, config.write)
+        self.pipeline = Pipeline(self.store, self.model, self.writer, config.tagging, places=config.places)
         self.pipeline.use_captions(captions_from_config(config, self.store, self.model))
         self.pipeline.confine(config.watch)  # never a file reached through a folder link
         self.queue = BatchQueue(config.batch.size, config.batch.max_wait_ms / 1000,
@@ -162,6 +162,7 @@ class Daemon:
 
     def start(self) -> None:
         """Load the tag list (errors end the start), start watching, schedule scans."""
+        self.writer.warm_up_aside()  # exiftool's start, not the first photo's write, waits for Perl
         self._load_tags()
         self.watcher.start()
         self._watch_tag_list()
