@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-import argcomplete
-
 SHELLS = ("bash", "zsh", "fish")
 WHERE = {
     "bash": 'eval "$(tagwatch completion bash)"   # in ~/.bashrc',
@@ -20,6 +18,8 @@ WHERE = {
 
 
 def completion_func(args: argparse.Namespace) -> int:
+    import argcomplete  # here: not at every command's start
+
     print(argcomplete.shellcode(["tagwatch"], shell=args.shell), end="")
     return 0
 

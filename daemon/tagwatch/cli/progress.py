@@ -15,9 +15,6 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 log = logging.getLogger("tagwatch")
 
 EVERY_S = 30.0  # seconds between two plain progress lines
@@ -45,8 +42,13 @@ def eta(remaining: float, per_second: float) -> str:
 
 def write(text: str, file: IO[str] | None = None) -> None:
     """Print a line of output (stdout by default) above any bar on the terminal, not through it."""
-    tqdm.write(text, file=file or sys.stdout)
-    (file or sys.stdout).flush()
+    out = file or sys.stdout
+    bars = sys.modules.get("tqdm")  # imported with the first bar (0.02 s): without one, a plain line
+    if bars is not None:
+        bars.tqdm.write(text, file=out)
+    else:
+        out.write(text + "\n")
+    out.flush()
 
 
 class Progress:
@@ -66,8 +68,12 @@ class Progress:
                 sized = os.get_terminal_size(stream.fileno()).columns > 0
             except (OSError, ValueError):
                 sized = False
+            from tqdm import tqdm  # here: it costs every command's start 0.02 s otherwise
+
             self.bar = tqdm(total=total, desc=what, unit=unit, file=stream, dynamic_ncols=sized,
                             ncols=None if sized else 80, mininterval=0.5, smoothing=0.1)
+            from tqdm.contrib.logging import logging_redirect_tqdm  # here: it imports asyncio (0.02 s)
+
             self._redirect.enter_context(logging_redirect_tqdm())  # log lines above the bar, not through it
 
     def __enter__(self) -> Progress:
