@@ -198,3 +198,29 @@ def test_a_root_inotify_cannot_watch_is_polled_and_the_fix_is_logged(
         wait_for(lambda: seen.update(queue.get(timeout=0.5).paths) or str(photo) in seen, timeout=10)
     finally:
         watcher.stop()
+
+
+def test_photos_only_read_wake_the_watcher_for_nothing(tmp_path: Path) -> None:
+    """A photo app browsing the folder (or our own decoder and exiftool reading) opens and closes
+    files without writing: the observer is not even told, while a real change still arrives."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photos = [noise_jpeg(root / f"{i}.jpg", seed=i) for i in range(3)]
+    queue = BatchQueue(size=100, max_wait=0, settle=0)
+    watcher = Watcher([root], PathFilter([root]), queue)
+    seen: list[str] = []
+    dispatch = watcher._handler.dispatch
+    watcher._handler.dispatch = lambda event: (seen.append(type(event).__name__), dispatch(event))  # type: ignore[method-assign]
+    watcher.start()
+    try:
+        time.sleep(0.2)
+        for _ in range(5):
+            for photo in photos:
+                photo.read_bytes()
+        time.sleep(0.5)
+        assert seen == []
+        noise_jpeg(root / "new.jpg", seed=9)
+        wait_for(lambda: "FileClosedEvent" in seen, timeout=10)
+        assert str(root / "new.jpg") in drain(queue).paths
+    finally:
+        watcher.stop()

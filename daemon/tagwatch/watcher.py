@@ -49,6 +49,14 @@ log = logging.getLogger(__name__)
 
 CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only for stray events
 
+# The events _Handler acts on.  Given to the observer, which then asks inotify for no others: without
+# it every open and read-only close of a photo (our decoder's, exiftool's reads, a photo app browsing
+# the folders) woke the observer thread, and watchdog made a folder event of each file event.  While
+# a scan tagged 60 photos in a watched folder: 2,300 events, 0.23-0.28 s of the observer's CPU; with
+# the filter 920, 0.15-0.16 s.
+EVENTS = [FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileClosedEvent, FileDeletedEvent,
+          FileMovedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
+
 
 def _observer() -> BaseObserver:
     """The platform's observer; on Linux one that reports a file moved in from outside the watched
@@ -282,7 +290,7 @@ class Watcher:
             return
         observer = self._make_observer()
         try:
-            observer.schedule(self._handler, str(root), recursive=True)
+            observer.schedule(self._handler, str(root), recursive=True, event_filter=EVENTS)
             observer.start()
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EMFILE):
@@ -304,7 +312,7 @@ class Watcher:
         # the plain PollingObserver uses os.stat and would walk through it
         observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=self.poll_interval)
         try:
-            observer.schedule(self._handler, str(root), recursive=True)
+            observer.schedule(self._handler, str(root), recursive=True, event_filter=EVENTS)
             observer.start()
         except OSError as exc:
             log.error("%s: cannot poll: %s; only the periodic rescan will see it", root, exc.strerror or exc)
