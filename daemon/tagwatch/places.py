@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gzip
 import json
 import logging
@@ -271,7 +272,12 @@ class Geocoder:
     def __init__(self) -> None:
         self._gazetteer: Gazetteer | None = None
         self._lock = threading.Lock()
-        self.source = source()
+
+    @functools.cached_property
+    def source(self) -> str:
+        """:func:`source`, asked at the first photo with coordinates: not at every start (looking up
+        an installed package's version costs 0.02-0.05 s)."""
+        return source()
 
     @property
     def loaded(self) -> bool:

@@ -19,7 +19,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +191,8 @@ class MetricsServer:
     """``GET /metrics`` on a background thread; anything else is 404."""
 
     def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # 0.03 s: only with metrics on
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # the name http.server calls
                 if self.path.split("?")[0] != "/metrics":
