@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TAGS, Daemon, exif_keywords, noise_jpeg, status, wait_for, write_config
+from conftest import (
+    TAGS,
+    Daemon,
+    children,
+    cmdline,
+    exif_keywords,
+    noise_jpeg,
+    status,
+    wait_for,
+    write_config,
+)
 from tagwatch.formats import jpeg_key
 from tagwatch.metadata import is_temp_file
 
@@ -201,12 +211,7 @@ def test_a_polled_folder_is_tagged_and_its_own_writes_keep_the_ledger(tmp_path: 
 
 def _exiftool_children(pid: int) -> list[int]:
     """The running exiftool processes started by process ``pid``."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in children
-            if b"exiftool" in Path(f"/proc/{c}/cmdline").read_bytes() and b"-stay_open" in
-            Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [c for c in children(pid) if "exiftool" in cmdline(c) and "-stay_open" in cmdline(c)]
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")

@@ -19,7 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_CONFIG, Daemon, exif_keywords, noise_jpeg, wait_for, write_config
+from conftest import (
+    REPO,
+    TINY_CONFIG,
+    Daemon,
+    children,
+    cmdline,
+    exif_keywords,
+    noise_jpeg,
+    wait_for,
+    write_config,
+)
 from tagwatch import towercache
 from tagwatch.config import ModelConfig, TaggingConfig
 from tagwatch.encoder import LazyModel
@@ -32,24 +42,8 @@ from tagwatch.vocabulary import parse_tag_list
 IDLE_RSS_LIMIT_MB = 250  # the daemon's resident memory once the model is unloaded
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (every thread's list: a child belongs to the thread that forked it)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with open(task / "children", encoding="ascii") as handle:
-            found += [int(c) for c in handle.read().split()]
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def _encoder_children(pid: int) -> list[int]:
-    return [c for c in _children(pid) if "tagwatch.encoder" in _cmdline(c)]
+    return [c for c in children(pid) if "tagwatch.encoder" in cmdline(c)]
 
 
 def _rss_mb(pid: int) -> float:

@@ -278,7 +278,6 @@ def test_the_daemons_check_starts_loading_a_local_checkpoint_whose_tower_is_kept
         lazy.close()
 
 
-
 def test_the_kept_tower_is_stored_as_onnx_runtime_runs_it(tmp_path: Path, int8: ModelConfig) -> None:
     """Each start loads the graph ready (fused, folded) rather than rewriting it again: a session that
     rewrites nothing gives the very vectors of one that rewrites all it may."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import functools
 import gzip
 import json
 import logging
@@ -32,7 +31,7 @@ import time
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -273,7 +272,7 @@ class Geocoder:
         self._gazetteer: Gazetteer | None = None
         self._lock = threading.Lock()
 
-    @functools.cached_property
+    @cached_property
     def source(self) -> str:
         """:func:`source`, asked at the first photo with coordinates: not at every start (looking up
         an installed package's version costs 0.02-0.05 s)."""
