@@ -19,7 +19,7 @@ tower on probe images, ~13 s for ViT-B-32); the first form whose vectors are fai
 kept.  Not 100%: the bar weighs one thread's rate only, and the form wins what that leaves out: its
 start (about a core-second less than importing torch and loading its tower, paid by every scan and every
 return of the daemon's model after an idle unload), its photos spread over the threads, and a child of
-~260 MB instead of ~870.  On a faster AVX512-VNNI EPYC host (2026-12-04) it ran 0.86-0.90x torch's rate
+~260 MB instead of ~870.  On a faster AVX512-VNNI EPYC host (2026-12-04) it ran 0.86-0.91x torch's rate
 on one thread; under the bar of 0.9 used before, torch was kept there and the same benchmark went from
 26.5 to 21.0 img/s for a 60-photo scan, 0.19 to 1.26 s (p95) for a fresh daemon's first photo and 398
 to 1,022 MB at its peak, while 200-photo scans ran 27.0 against 28.5 img/s.  Below 80%, a backlog of a
