@@ -20,14 +20,15 @@ kept.  Not 100%: the bar weighs one thread's rate only, and the form wins what t
 start (about a core-second less than importing torch and loading its tower, paid by every scan and every
 return of the daemon's model after an idle unload), its photos spread over the threads, and a child of
 ~260 MB instead of ~870.  On a faster AVX512-VNNI EPYC host (2026-12-04) it ran 0.86-0.91x torch's rate
-on one thread; under the bar of 0.9 used before, torch was kept there and the same benchmark went from
-26.5 to 21.0 img/s for a 60-photo scan, 0.19 to 1.26 s (p95) for a fresh daemon's first photo and 398
-to 1,022 MB at its peak, while 200-photo scans ran 27.0 against 28.5 img/s.  Below 80%, a backlog of a
-few hundred photos repays torch's start, and a CPU where ONNX Runtime's int8 kernels are that much
-slower keeps torch.  A faithful form that falls short is timed again, up to :data:`SPEED_CHECKS` times
-in all, and judged by its best: the verdict holds for every later start, and a busy moment once made
-the 7-bit form run 7.9 against torch's 10.0 (it measured 11.8-12.1 against 11.9-12.2 in the makings
-around it), which would have cost each later start ~2 s importing torch.
+on one thread; the bar of 0.9 used before kept torch there, and the same benchmark with torch against
+ONNX Runtime gave a 60-photo scan 21.0 against 25.1-26.5 img/s, a fresh daemon's first photo 1.26
+against 0.19-0.20 s (p95) and a peak of 1,022 against ~400 MB, 200-photo scans 28.5 against 27.0-29.6
+img/s.  Below 80%, a backlog of a few hundred photos repays torch's start, and a CPU where ONNX
+Runtime's int8 kernels are that much slower keeps torch.  A faithful form that falls short is timed
+again, up to :data:`SPEED_CHECKS` times in all, and judged by its best: the verdict holds for every
+later start, and a busy moment once made the 7-bit form run 7.9 against torch's 10.0 (it measured
+11.8-12.1 against 11.9-12.2 in the makings around it), which would have cost each later start ~2 s
+importing torch.
 Imported only in the encoder child; onnxruntime and onnx are imported in its functions.
 """
 
