@@ -199,13 +199,20 @@ def machine_facts() -> dict[str, Any]:
     import torch
 
     cpu = platform.processor() or "?"
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if not line.strip():
+                break  # the first CPU's block is enough
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip(), value.strip())
     except OSError:
         pass
+    cpu = fields.get("model name", cpu)
+    if "cpu family" in fields and "model" in fields:
+        # a VM's CPU may be named only "AMD EPYC": family 23 model 1 (Zen 1) encodes ViT-B-32 in int8
+        # at a quarter of the rate of the later EPYCs that carry the same name (docs/speed.md)
+        cpu += f" (family {fields['cpu family']}, model {fields['model']})"
     memory = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
