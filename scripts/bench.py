@@ -102,6 +102,7 @@ from tagwatch.formats import JPEG_SUFFIXES, content_key
 from tagwatch.imaging import prepare, to_array
 from tagwatch.metadata import KeywordWriter
 from tagwatch.model import ClipModel, load_model, model_identity
+from tagwatch.precision import cpu_facts
 from tagwatch.store import DONE, FAILED, PENDING, VECTOR_DTYPE, Store
 from tagwatch.tagger import TagMatrix, normalize, predict
 from tagwatch.vocabulary import Vocabulary
@@ -198,21 +199,7 @@ def machine_facts() -> dict[str, Any]:
     import PIL
     import torch
 
-    cpu = platform.processor() or "?"
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if not line.strip():
-                break  # the first CPU's block is enough
-            name, _, value = line.partition(":")
-            fields.setdefault(name.strip(), value.strip())
-    except OSError:
-        pass
-    cpu = fields.get("model name", cpu)
-    if "cpu family" in fields and "model" in fields:
-        # a VM's CPU may be named only "AMD EPYC": family 23 model 1 (Zen 1) encodes ViT-B-32 in int8
-        # at a quarter of the rate of the later EPYCs that carry the same name (docs/speed.md)
-        cpu += f" (family {fields['cpu family']}, model {fields['model']})"
+    cpu = cpu_facts()[0]  # with the family and model: one name may hide CPUs generations apart
     memory = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -45,6 +45,14 @@ def test_the_rule_keeps_the_fastest_faithful_path_and_nothing_slower_than_fp32()
     assert candidates("cuda:0", {"avx512_bf16"}) == ["fp32"]
     name, flags = cpu_facts("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu avx2 amx_bf16\n")
     assert name == "Some CPU 9000" and {"avx2", "amx_bf16"} <= flags
+    # A VM's CPU named alike, with the same flags, on hosts generations apart (the first EPYC ran the
+    # tower at a quarter of a later one's rate): told apart, so a choice made on one is measured again
+    epyc = ("processor\t: {n}\ncpu family\t: {family}\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+            "flags\t\t: avx2 fma\n")
+    zen1 = cpu_facts(epyc.format(n=0, family=23) + "\n" + epyc.format(n=1, family=23))
+    zen3 = cpu_facts(epyc.format(n=0, family=25))
+    assert zen1 == ("AMD EPYC (family 23, model 1)", {"avx2", "fma"})
+    assert zen3[0] == "AMD EPYC (family 25, model 1)"
 
 
 def test_auto_measures_once_then_a_load_reads_the_choice(measured_arch: Path, tmp_path: Path,

@@ -72,21 +72,29 @@ class Machine:
 
 
 def cpu_facts(cpuinfo: str | None = None) -> tuple[str, set[str]]:
-    """The CPU's model name and feature flags (x86 ``flags``, Arm ``Features``) from /proc/cpuinfo."""
+    """The CPU's model name, with its x86 family and model numbers, and its feature flags (x86
+    ``flags``, Arm ``Features``) from /proc/cpuinfo.  The numbers because a VM's CPU may be named only
+    "AMD EPYC" with the same flags on hosts generations apart: family 23 model 1 (Zen 1) ran the image
+    tower at a quarter of the rate of a later EPYC of that name, and int8 barely ahead of fp32
+    (docs/speed.md)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         except OSError:  # not Linux
             cpuinfo = ""
-    name, flags = "", set()
+    first: dict[str, str] = {}  # the first CPU's fields
+    flags: set[str] = set()
     for line in cpuinfo.splitlines():
         label, _, value = line.partition(":")
         label = label.strip()
-        if label in ("model name", "Model", "Hardware") and not name:
-            name = value.strip()
-        elif label in ("flags", "Features"):
+        first.setdefault(label, value.strip())
+        if label in ("flags", "Features"):
             flags.update(value.split())
-    return name or platform.processor() or platform.machine() or "unknown CPU", flags
+    name = next((first[k] for k in ("model name", "Model", "Hardware") if first.get(k)), "")
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    if first.get("cpu family") and first.get("model"):
+        name += f" (family {first['cpu family']}, model {first['model']})"
+    return name, flags
 
 
 def this_machine(device: str) -> Machine:
