@@ -183,23 +183,13 @@ def percentile(samples: list[float], q: float) -> float:
 
 # -- machine -------------------------------------------------------------------------------------
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags")
-            for flag in line.split(":", 1)[1].split()}
-
-
 def machine_facts() -> dict[str, Any]:
     """What the numbers depend on, so a table is never read without its machine."""
     import open_clip
     import PIL
     import torch
 
-    cpu = cpu_facts()[0]  # with the family and model: one name may hide CPUs generations apart
+    cpu, flags = cpu_facts()  # the name with the family and model: one name may hide CPUs generations apart
     memory = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -208,7 +198,6 @@ def machine_facts() -> dict[str, Any]:
     except OSError:
         pass
     exiftool = subprocess.run(["exiftool", "-ver"], capture_output=True, text=True).stdout.strip()
-    flags = cpu_flags()
     return {
         "cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
         "memory_gib": memory, "flags": {f: f in flags for f in REPORTED_FLAGS},
@@ -432,7 +421,7 @@ def cosines(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def fast_precisions() -> list[str]:
     """The precisions worth comparing here: int8 always (an option everywhere), bf16 where it is fast."""
-    return ["int8"] + (["bf16"] if cpu_flags() & set(FAST_BF16_FLAGS) else [])
+    return ["int8"] + (["bf16"] if cpu_facts()[1] & set(FAST_BF16_FLAGS) else [])
 
 
 def bench_encoder(report: Report, clip: ClipModel, photos: list[Path], repeat: int, tags: TagMatrix) -> None:
