@@ -238,8 +238,8 @@ def test_a_driver_killed_mid_run_resumes_from_the_store(
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         stored = 0
-        # generous: on a 2-core Zen 1 EPYC with the other worker busy, 56 photos took 120 s
-        deadline = time.monotonic() + 400
+        patience = 400  # s; generous: on a 2-core Zen 1 EPYC with the other worker busy, 56 photos took 120 s
+        deadline = time.monotonic() + patience
         while stored < 60 and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
             if database.exists():
@@ -247,7 +247,8 @@ def test_a_driver_killed_mid_run_resumes_from_the_store(
                     # the driver creates the file a moment before its tables
                     stored = db.execute("SELECT COUNT(*) FROM image_vectors").fetchone()[0]
         assert driver.poll() is None, driver.communicate()[1].decode()[-2000:]
-        assert stored >= 60, f"only {stored} photos stored in 400 s: a stuck cluster or a very busy host"
+        assert stored >= 60, (f"only {stored} photos stored in {patience} s: "
+                              "a stuck cluster or a very busy host")
         driver.send_signal(signal.SIGKILL)
     finally:
         driver.kill()

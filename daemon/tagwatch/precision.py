@@ -97,11 +97,14 @@ def cpu_facts(cpuinfo: str | None = None) -> tuple[str, set[str]]:
     return name, flags
 
 
-def this_machine(device: str) -> Machine:
-    import torch
+def this_machine(device: str, torch_version: str | None = None) -> Machine:
+    """``torch_version``: as installed, for a caller that must not import torch (the daemon's process)."""
+    if torch_version is None:
+        import torch
 
+        torch_version = torch.__version__
     cpu, flags = cpu_facts()
-    return Machine(cpu, tuple(f for f in RELEVANT_FLAGS if f in flags), torch.__version__, device)
+    return Machine(cpu, tuple(f for f in RELEVANT_FLAGS if f in flags), torch_version, device)
 
 
 def candidates(device: str, flags: set[str] | tuple[str, ...]) -> list[str]:

@@ -75,13 +75,9 @@ def tower_file(cfg: ModelConfig, identity: str, device: str,
     ``torch_version``: as installed, for a caller that must not import torch (the daemon's process)."""
     if cfg.precision_cache is None:
         return None
-    from .precision import RELEVANT_FLAGS, Machine, candidates, cpu_facts, remembered, this_machine
+    from .precision import candidates, remembered, this_machine
 
-    if torch_version is None:
-        machine = this_machine(device)
-    else:
-        cpu, flags = cpu_facts()
-        machine = Machine(cpu, tuple(f for f in RELEVANT_FLAGS if f in flags), torch_version, device)
+    machine = this_machine(device, torch_version)
     precision = cfg.precision
     if precision == "auto":
         names = candidates(device, machine.flags)
