@@ -409,10 +409,13 @@ def load_model(cfg: ModelConfig, *, ready: bool = True) -> ClipModel:
         started = _from_ready_tower(cfg, identity)
         if started is not None:
             return started
-    import open_clip
     import torch
 
+    from . import clipimport
+
+    open_clip = clipimport.open_clip()
     name = _resolve_name(open_clip, cfg.name)
+    clipimport.prepare(open_clip, name)
     pretrained: str | None = cfg.pretrained
     if pretrained.lower() == RANDOM_WEIGHTS:
         _random_weights_warning()
@@ -495,8 +498,9 @@ def validate_config(cfg: ModelConfig) -> None:
         where = towercache.tower_file(cfg, model_identity(cfg), str(torch.device(cfg.device)))
         if where is not None and where[0].is_file():
             return
-    import open_clip
+    from . import clipimport
 
+    open_clip = clipimport.open_clip()
     name = _resolve_name(open_clip, cfg.name)
     pretrained = cfg.pretrained
     if pretrained.lower() != RANDOM_WEIGHTS and not is_checkpoint_path(pretrained):

@@ -1,0 +1,95 @@
+"""open_clip imported without the two things it pulls in that tagwatch's models never run.
+
+Every model load that does not start from a kept image tower (:mod:`tagwatch.towercache`) imports
+open_clip: the first load on a machine, the text side (loaded on the first new prompt), models too
+small to keep a tower (the test models).  On a 2-core Zen 1 EPYC that import cost 3.9-5.8 CPU-seconds
+beside torch's own 4-5, most of it two imports that no CLIP tower of ours uses:
+
+- TorchDynamo (``torch.compile``'s tracer, 2-3 s there): torchvision's ``ops.roi_align`` imports one
+  function from ``torch._dynamo.utils`` at import time, which runs all of ``torch._dynamo``.  While
+  open_clip imports, that module name stands for a small one whose function, if ever called, imports
+  the real one and calls it; any other name asked of it imports the real module too.  It is taken out
+  of ``sys.modules`` as soon as open_clip is imported, so any later import gets the real TorchDynamo.
+- timm (1.5-2.5 s, and it imports TorchDynamo itself: ``torch.compiler.disable`` at import): open_clip
+  imports it only for timm image towers, inside ``try/except ImportError``, so it is held back the
+  way an environment without timm would be.  :func:`prepare` brings it back before a model whose
+  config names a timm tower is built (reloading ``open_clip.timm_model``, whose globals the class
+  reads at build time).
+
+With both held back it is 1.1-1.6 s there (five runs each, in turns; docs/speed.md, "Start-up").
+``tests/test_clipimport.py`` checks that neither module is imported by a load and that a timm tower
+still loads; if a newer torchvision, timm or open_clip imports TorchDynamo some other way, those tests
+say so, and loading still works (it only costs the seconds again).
+
+Imported only where the model runs (the encoder child), like :mod:`tagwatch.model`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import types
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DYNAMO_UTILS = "torch._dynamo.utils"
+TIMM = "timm"
+
+
+class _DeferredDynamoUtils(types.ModuleType):
+    """Stands for ``torch._dynamo.utils`` during open_clip's import; any use imports the real one."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # inspect.getmodule asks every module in sys.modules for __file__
+            raise AttributeError(name)
+        return getattr(_real_dynamo_utils(self), name)
+
+
+def _real_dynamo_utils(stand_in: types.ModuleType) -> types.ModuleType:
+    if sys.modules.get(DYNAMO_UTILS) is stand_in:
+        del sys.modules[DYNAMO_UTILS]
+    return importlib.import_module(DYNAMO_UTILS)
+
+
+def _stand_in() -> types.ModuleType:
+    module = _DeferredDynamoUtils(DYNAMO_UTILS, "stands for TorchDynamo's utils until one is used")
+
+    def is_compile_supported(device_type: Any) -> Any:  # what torchvision.ops.roi_align imports
+        return _real_dynamo_utils(module).is_compile_supported(device_type)
+
+    module.is_compile_supported = is_compile_supported  # type: ignore[attr-defined]
+    return module
+
+
+def open_clip() -> Any:
+    """The ``open_clip`` module, imported (the first time) without TorchDynamo and timm."""
+    if "open_clip" in sys.modules:
+        return sys.modules["open_clip"]
+    held: dict[str, Any] = {}
+    if "torch._dynamo" not in sys.modules and DYNAMO_UTILS not in sys.modules:
+        held[DYNAMO_UTILS] = sys.modules[DYNAMO_UTILS] = _stand_in()
+    if TIMM not in sys.modules:
+        held[TIMM] = sys.modules[TIMM] = None  # None in sys.modules: `import timm` raises ImportError
+    try:
+        import open_clip as module
+    finally:
+        for name, placed in held.items():
+            if name in sys.modules and sys.modules[name] is placed:
+                del sys.modules[name]
+    return module
+
+
+def prepare(open_clip: Any, name: str) -> None:
+    """Make ``open_clip`` able to build model ``name`` (registered): bring timm back if its image
+    tower is timm's and the import held timm back."""
+    vision = (open_clip.get_model_config(name) or {}).get("vision_cfg", {})
+    if "timm_model_name" not in vision or open_clip.timm_model.timm is not None:
+        return
+    try:
+        importlib.import_module(TIMM)
+    except ImportError:  # not installed after all: open_clip says so when it builds the tower
+        return
+    importlib.reload(open_clip.timm_model)  # its TimmModel reads these module globals when built
+    log.debug("timm imported for %s's image tower", name)

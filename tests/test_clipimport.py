@@ -1,0 +1,99 @@
+"""A model load imports open_clip without TorchDynamo and timm, and nothing it builds or runs changes.
+
+Each load runs in a fresh interpreter, the way the encoder child loads a model (the pytest process
+imported open_clip already, for the tiny checkpoint).  One child does what a running encoder may do in
+turn, and the tests read its report: load the tiny model, encode, use what torchvision imported from
+the stand-in, then load a model with a timm image tower (a config edit can ask that of a running child).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY_CONFIG, noise_jpeg
+
+TEXTS = ["a photo of a dog", "a beach"]
+
+# argv: tiny config, its checkpoint, a photo, and (for the light child) a config with a timm tower.
+_CHILD = f"""
+import json, sys
+import numpy as np
+if len(sys.argv) == 4:
+    import open_clip  # the plain import, as before tagwatch.clipimport
+from tagwatch.config import ModelConfig
+from tagwatch.imaging import prepare
+from tagwatch.model import load_model
+model = load_model(ModelConfig(name=sys.argv[1], pretrained=sys.argv[2]))
+photo = np.stack([prepare(open(sys.argv[3], "rb").read(), model.preprocess)])
+found = {{
+    "image": model.encode_images(photo).tolist(),
+    "texts": model.encode_texts({TEXTS!r}).tolist(),
+    "imported": {{"dynamo": "torch._dynamo" in sys.modules, "timm": "timm" in sys.modules}},
+}}
+if len(sys.argv) == 5:
+    import torch
+    from torchvision.ops import roi_align  # its import met the stand-in for TorchDynamo's utils
+    pooled = roi_align(torch.ones(1, 1, 8, 8), [torch.tensor([[0.0, 0.0, 4.0, 4.0]])], output_size=2)
+    found["pooled"] = pooled.flatten().tolist()
+    found["stand_in_says"] = sys.modules["torchvision.ops.roi_align"].is_compile_supported("cpu")
+    from torch._dynamo.utils import is_compile_supported
+    found["real_says"] = is_compile_supported("cpu")
+    try:  # reported, not raised: the other tests read this child's report too
+        timm_tower = load_model(ModelConfig(name=sys.argv[4], pretrained="none"), ready=False)
+        size = timm_tower.preprocess.size
+        vectors = timm_tower.encode_images(np.zeros((2, 3, size, size), dtype=np.float32))
+        found["timm"] = {{"shape": list(vectors.shape), "finite": bool(np.isfinite(vectors).all())}}
+    except Exception as exc:
+        found["timm"] = f"{{type(exc).__name__}}: {{exc}}"
+print(json.dumps(found))
+"""
+
+
+def _child(*args: Path) -> dict:
+    result = subprocess.run([sys.executable, "-c", _CHILD, *map(str, args)], capture_output=True, text=True,
+                            timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return noise_jpeg(tmp_path_factory.mktemp("clipimport") / "photo.jpg", seed=3)
+
+
+@pytest.fixture(scope="module")
+def light(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, photo: Path) -> dict:
+    """What a child that loads through tagwatch alone reports."""
+    timm_config = tmp_path_factory.mktemp("timm") / "timm-tower.json"
+    timm_config.write_text(json.dumps({
+        "embed_dim": 64,
+        "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False, "timm_pool": "avg",
+                       "timm_proj": "linear", "image_size": 64},
+        "text_cfg": json.loads(TINY_CONFIG.read_text(encoding="utf-8"))["text_cfg"],
+    }), encoding="utf-8")
+    return _child(TINY_CONFIG, tiny_checkpoint, photo, timm_config)
+
+
+def test_a_load_skips_torchdynamo_and_timm_and_encodes_as_a_plain_import_does(
+        light: dict, tiny_checkpoint: Path, photo: Path) -> None:
+    plain = _child(TINY_CONFIG, tiny_checkpoint, photo)
+    assert light["imported"] == {"dynamo": False, "timm": False}
+    assert plain["imported"] == {"dynamo": True, "timm": True}  # what a plain import costs
+    np.testing.assert_array_equal(np.array(light["image"]), np.array(plain["image"]))
+    np.testing.assert_array_equal(np.array(light["texts"]), np.array(plain["texts"]))
+
+
+def test_a_timm_image_tower_still_loads_after_a_load_that_held_timm_back(light: dict) -> None:
+    assert light["timm"] == {"shape": [2, 64], "finite": True}
+
+
+def test_what_torchvision_imported_from_the_stand_in_answers_as_torchdynamo_does(light: dict) -> None:
+    assert light["pooled"] == [1.0, 1.0, 1.0, 1.0]
+    assert light["stand_in_says"] == light["real_says"]
