@@ -1,7 +1,8 @@
 """The image tower ready to run, kept in the data folder so that later starts skip building it.
 
 Loading a model in the encoder child costs, on a 2-core EPYC (ViT-B-32-256, CPU seconds): importing
-open_clip 4.0-4.7 (torch 2.3 of it, torchvision and timm most of the rest), building the model 1.3,
+open_clip 4.0-4.7 (torch 2.3 of it, torchvision and timm most of the rest; :mod:`tagwatch.clipimport`
+has since left TorchDynamo and timm out of it), building the model 1.3,
 quantising the image tower to int8 1.8, the tokenizer 0.2: about 7.5 s before the first photo can be
 encoded, each time a scan or the daemon starts (or the daemon's model comes back after an idle unload).
 Encoding images needs none of it but torch and the tower's weights in their final precision.  So after
