@@ -1,9 +1,10 @@
-"""The model's child started before the command's own imports (:mod:`tagwatch.prestart`): a scan
-encodes with it, commands that will not use it never start it, and one nobody takes never outlives
-the command."""
+"""What the command does before its own imports: the model's child started early
+(:mod:`tagwatch.prestart`), so a scan encodes with it, commands that will not use it never start it,
+and one nobody takes never outlives the command; and numpy held to one BLAS thread (``__main__``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -101,3 +102,34 @@ def test_a_child_is_taken_once_and_ends_unclaimed_after_a_while(monkeypatch: pyt
         assert later.stdin is not None
         later.stdin.close()
         later.wait(timeout=30)
+
+
+# The command's imports as `tagwatch --version` runs them, then what numpy's BLAS was given.
+_BLAS_CHILD = """
+import json, sys
+sys.argv = ["tagwatch", "--version"]
+from tagwatch.__main__ import main
+try:
+    main()
+except SystemExit:
+    pass
+import threadpoolctl
+blas = threadpoolctl.threadpool_info()
+print(json.dumps(sorted({p["num_threads"] for p in blas if p["user_api"] == "blas"})))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: BLAS runs one thread anyway")
+@pytest.mark.parametrize(("user", "wanted"), [(None, [1]), ("2", [2])])
+def test_the_commands_numpy_keeps_to_one_blas_thread_unless_the_user_says(user: str | None,
+                                                                           wanted: list[int]) -> None:
+    """A BLAS thread per core spins after every small product and took a core from the decode
+    threads (docs/speed.md); a value the user set is theirs."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if user is not None:
+        env["OPENBLAS_NUM_THREADS"] = user
+    result = subprocess.run([sys.executable, "-c", _BLAS_CHILD], capture_output=True, text=True, timeout=120,
+                            cwd=REPO, env={**env, "PYTHONPATH": str(REPO / "daemon")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("tagwatch ")  # the command ran
+    assert json.loads(result.stdout.splitlines()[-1]) == wanted
