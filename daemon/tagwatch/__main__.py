@@ -9,7 +9,7 @@ from . import prestart
 # numpy's OpenBLAS keeps a thread per core that spins for a while after every call.  The command's
 # numpy work is small products (a batch of photos against the tag list), and the spinning took a core
 # from the decode threads and exiftool: ~0.85 CPU-seconds per 200 photos indexed on a 2-core Xeon,
-# 3-14% of the wall time (docs/speed.md, "Stages that overlap").  OpenBLAS reads this as numpy loads
+# 2-10% of the wall time (docs/speed.md, "Stages that overlap").  OpenBLAS reads this as numpy loads
 # it, so it is set before the command's imports; a value set by the user is kept.
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "1")
 
