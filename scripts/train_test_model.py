@@ -42,9 +42,18 @@ and writes all figures to ``<out>/shapes-clip.train.json``.  For the committed m
 the loss's own boundary: 0.36 recommended, -bias/scale = 0.357.
 
 Deterministic from ``--seed``: photos, initial weights and batch order all come from it, and torch
-runs on a fixed number of threads (2) with deterministic algorithms.  Floating-point sums may still
-differ in the last bit on another CPU; the tags, whose cosines sit far from the threshold, do not
-(``tests/test_semantic.py`` retrains and compares).
+runs on one thread with deterministic algorithms.  Floating-point sums may still differ in the last bit
+on another CPU; the tags, whose cosines sit far from the threshold, do not (``tests/test_semantic.py``
+retrains and compares).
+
+One thread and AdamW's fused update, because the suite retrains beside other tests: a step of this
+model took 174 ms of CPU (132 of wall) on two threads with the per-parameter update, 102 ms (102) on
+one thread with the fused one (a 2-core Xeon, nothing else running); the whole retraining 75 s of one
+core instead of ~120.  The committed checkpoint was made by that first recipe (two threads,
+per-parameter update).  Today's recipe sums in another order, so its weights differ (held-out cosines
+up to 0.23 apart) and it recommends 0.34 where the committed model's figures say 0.36; on all 120
+held-out photos both give the same tags at 0.36, which is what the test requires.  The checkpoint was
+kept rather than replaced because the documentation's worked examples quote its figures.
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests" / "data" / "shapes-clip.json"
 SEED = 1  # the committed checkpoint's seed
 STEPS = 600
-THREADS = 2
+THREADS = 1
 TEMPLATES = ("a photo of a {}.", "a {}.")
 TAG_TEMPLATE = "a photo of a {}."  # tagwatch's default template: what the held-out check uses
 HELD_OUT_PER_PAIR = 3  # 108 held-out photos plus blanks
@@ -135,7 +144,8 @@ def train(config: Path, seed: int, steps: int, photos: int, batch: int) -> Any:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                                   {"params": other, "weight_decay": 0.0}], lr=2e-3, betas=(0.9, 0.98))
+                                   {"params": other, "weight_decay": 0.0}], lr=2e-3, betas=(0.9, 0.98),
+                                  fused=True)
     warmup = max(1, steps // 20)
 
     def rate(step: int) -> float:  # linear warm-up, then cosine decay to zero
