@@ -162,3 +162,80 @@ def test_a_failure_in_one_stage_costs_only_its_files_and_the_engine_goes_on(env:
     assert statuses.pop("truncated.jpg") == Status.FAILED and statuses.pop("locked.jpg") == Status.FAILED
     assert statuses == {p.name: Status.TAGGED for p in (*good, later)}
     assert not exif_keywords(locked)["iptc"]
+
+
+class DecodeSpy:
+    """Wraps the engine's decode: counts the decodes running at once, apart while the model is loading
+    and once it is loaded.  Each decode is held 50 ms (the photos are small) so that two decode threads
+    free to run together do."""
+
+    def __init__(self, real: object, model: object) -> None:
+        self.real, self.model = real, model
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = {False: 0, True: 0}  # loaded at the start of the decode → most at once
+        self.count = {False: 0, True: 0}
+
+    def __call__(self, *args: object) -> object:
+        loaded = bool(self.model.loaded)  # type: ignore[attr-defined]
+        with self.lock:
+            self.running += 1
+            self.count[loaded] += 1
+            self.most[loaded] = max(self.most[loaded], self.running)
+        try:
+            time.sleep(0.05)
+            return self.real(*args)  # type: ignore[operator]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_on_two_cores_photos_decode_one_at_a_time_while_the_model_loads(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's child loading (torch, the tower) is what the first photos wait for; on a machine with
+    no more cores than decode threads it gets one of its own, and both decode threads run once it is
+    loaded.  The child is held still (SIGSTOP) while the first batch decodes, so that batch decodes
+    while the model is surely loading."""
+    import tagwatch.engine as engine_module
+
+    env.model.get()  # its input spec known, as a daemon's is from its data folder
+    env.model.end()  # ... and the model not loaded: the next photo starts its child again
+    assert not env.model.loaded and env.model.preprocess is not None
+    monkeypatch.setattr(engine_module.cores, "usable", lambda: 2)
+    spy = DecodeSpy(engine_module.decode, env.model)
+    monkeypatch.setattr(engine_module, "decode", spy)
+    first = [noise_jpeg(tmp_path / "in" / f"a{i}.jpg", seed=i) for i in range(8)]
+    second = [noise_jpeg(tmp_path / "in" / f"b{i}.jpg", seed=20 + i) for i in range(8)]
+    collect = Collect()
+    engine = Engine(env.pipeline)
+    try:
+        engine.submit([str(p) for p in first], collect)
+        wait_for(lambda: env.model.encoder is not None and env.model.encoder.pid is not None, timeout=30)
+        assert env.model.encoder is not None and env.model.encoder.pid is not None
+        with stopped(env.model.encoder.pid):
+            wait_for(lambda: spy.count[False] == len(first), timeout=30)
+            assert not env.model.loaded
+        engine.drain()
+        engine.submit([str(p) for p in second], collect)
+        engine.drain()
+    finally:
+        engine.close()
+    assert set(collect.statuses().values()) == {Status.TAGGED} and len(collect.outcomes) == 16
+    assert spy.count == {False: 8, True: 8}
+    assert spy.most[False] == 1  # one decode at a time while the child loaded
+    assert spy.most[True] == 2  # both threads once it was loaded
+
+
+@pytest.mark.parametrize(("cores", "at_once"), [(1, 1), (2, 1), (3, None), (8, None)])
+def test_decodes_are_held_back_during_a_load_only_where_the_child_would_have_no_core(
+        monkeypatch: pytest.MonkeyPatch, cores: int, at_once: int | None) -> None:
+    import tagwatch.engine as engine_module
+
+    monkeypatch.setattr(engine_module.cores, "usable", lambda: cores)
+    gate = engine_module._decodes_while_loading(2)
+    if at_once is None:
+        assert gate is None
+    else:
+        assert gate is not None
+        taken = [gate.acquire(blocking=False) for _ in range(3)]
+        assert taken.count(True) == at_once

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -48,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from . import cores
 from .imaging import Preprocess, normalize
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,7 @@ def available() -> bool:
 
 def _workers() -> int:
     """One part of a batch per core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return cores.usable()
 
 
 def one_thread_session(path: Path) -> Any:
