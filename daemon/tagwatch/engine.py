@@ -104,8 +104,9 @@ def _decodes_while_loading(decode_threads: int) -> threading.BoundedSemaphore | 
     ``decode_threads``: the load (importing torch, the tower, the first batch: over a second of one
     core) is what the first photos wait for, and on a machine with no more cores than decode threads
     the decodes took its core.  A cold daemon on a 2-core Xeon, 60 photos dropped in: the model loaded
-    1.40-1.46 s after the start with one decode at a time, 1.30-1.73 s with two, and all 60 were tagged
-    in 3.02 s on average against 3.29 (docs/speed.md).  None: no limit (a spare core for the child)."""
+    1.40-1.57 s after the start with one decode at a time, 1.30-1.89 s with two, and all 60 were tagged
+    in 3.22 s on average against 3.40 (twelve alternated pairs, docs/speed.md).  None: no limit (a
+    spare core for the child)."""
     share = max(1, cores.usable() - 1)
     return threading.BoundedSemaphore(share) if share < decode_threads else None
 
