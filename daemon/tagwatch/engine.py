@@ -36,6 +36,7 @@ per batch (a batch whose cached photos go ahead of its misses reports in two par
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -320,9 +321,8 @@ class Engine:
                 return _Front()
             assert photo.data is not None
             gate = self._while_loading
-            if gate is None or self.pipeline.model.loaded:
-                return _Front(pixels=decode(photo.data, spec), spec=spec)
-            with gate:  # the model's child is loading: leave it a core
+            loading = gate is not None and not self.pipeline.model.loaded
+            with gate if loading else contextlib.nullcontext():  # loading: leave the child a core
                 return _Front(pixels=decode(photo.data, spec), spec=spec)
         except (ImageError, ReadFailed) as exc:
             return _Front(problem=exc)
