@@ -96,6 +96,7 @@ from PIL import Image, ImageOps
 from rclip_beside import RclipError, export_model, index_with_rclip, rclip_version
 from tagwatch import listcache, towercache
 from tagwatch.config import PRECISION_CACHE_NAME, PRECISIONS, ModelConfig, TaggingConfig, builtin_tag_list
+from tagwatch.cores import usable as usable_cores
 from tagwatch.encoder import MODEL_SPECS_NAME, remember_spec
 from tagwatch.exiftool import ExifTool
 from tagwatch.formats import JPEG_SUFFIXES, content_key
@@ -199,7 +200,7 @@ def machine_facts() -> dict[str, Any]:
         pass
     exiftool = subprocess.run(["exiftool", "-ver"], capture_output=True, text=True).stdout.strip()
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cores(),
         "memory_gib": memory, "flags": {f: f in flags for f in REPORTED_FLAGS},
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(), "open_clip": open_clip.__version__,
@@ -555,10 +556,6 @@ def _process_cpu_s(pid: int | None) -> float:
         return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 SERIAL_STAGES = ("keyword write (exiftool)", "store")  # (s): the stages that run one photo at a time
