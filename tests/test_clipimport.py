@@ -1,4 +1,5 @@
-"""A model load imports open_clip without TorchDynamo and timm, and nothing it builds or runs changes.
+"""A model load imports open_clip without TorchDynamo and timm, a start from a kept tower imports torch
+without its meta kernels, and nothing either builds or runs changes.
 
 Each load runs in a fresh interpreter, the way the encoder child loads a model (the pytest process
 imported open_clip already, for the tiny checkpoint).  One child does what a running encoder may do in
@@ -18,6 +19,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY_CONFIG, noise_jpeg
+from tagwatch import towercache
+from tagwatch.config import ModelConfig
+from tagwatch.imaging import prepare_pixels
+from tagwatch.model import load_model
 
 TEXTS = ["a photo of a dog", "a beach"]
 
@@ -97,3 +102,52 @@ def test_a_timm_image_tower_still_loads_after_a_load_that_held_timm_back(light: 
 def test_what_torchvision_imported_from_the_stand_in_answers_as_torchdynamo_does(light: dict) -> None:
     assert light["pooled"] == [1.0, 1.0, 1.0, 1.0]
     assert light["stand_in_says"] == light["real_says"]
+
+
+# argv: tiny config, its checkpoint, the data folder holding its kept tower, photos' pixels (.npy).
+_READY_CHILD = f"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from tagwatch.config import ModelConfig
+from tagwatch.model import load_model
+
+def meta_kernels_work():
+    import torch
+    shapes_only = torch.empty(4, 8, device="meta")
+    try:
+        torch.cdist(shapes_only, shapes_only)  # a Python meta kernel
+        return True
+    except NotImplementedError:
+        return False
+
+model = load_model(ModelConfig(name=sys.argv[1], pretrained=sys.argv[2], precision="fp32",
+                               precision_cache=Path(sys.argv[3]) / "precision.json"))
+found = {{"image": model.encode_images(np.load(sys.argv[4])).tolist(),
+         "open_clip": "open_clip" in sys.modules, "meta_before": meta_kernels_work()}}
+found["texts"] = model.encode_texts({TEXTS!r}).tolist()  # the text side: open_clip, a full load
+found["meta_after"] = meta_kernels_work()
+print(json.dumps(found))
+"""
+
+
+def test_a_start_from_a_kept_tower_leaves_torchs_meta_kernels_until_a_full_load_needs_them(
+        tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(towercache, "SAVE_FROM_PARAMS", 0)  # the rule of a real model, on the test one
+    state = tmp_path / "state"
+    first = load_model(ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint), precision="fp32",
+                                   precision_cache=state / "precision.json"))
+    pixels = np.stack([prepare_pixels(noise_jpeg(tmp_path / f"{i}.jpg", seed=i).read_bytes(),
+                                      first.preprocess) for i in range(3)])
+    np.save(tmp_path / "pixels.npy", pixels)
+    result = subprocess.run(
+        [sys.executable, "-c", _READY_CHILD, str(TINY_CONFIG), str(tiny_checkpoint), str(state),
+         str(tmp_path / "pixels.npy")], capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ready = json.loads(result.stdout.splitlines()[-1])
+    assert not ready["open_clip"]  # it started from the kept tower, torch alone imported
+    assert not ready["meta_before"]  # ...without the meta kernels (a fifth of torch's import)
+    np.testing.assert_array_equal(np.array(ready["image"]), first.encode_images(pixels))
+    np.testing.assert_allclose(np.array(ready["texts"]), first.encode_texts(TEXTS), atol=1e-6)
+    assert ready["meta_after"]  # open_clip's load registered them: torch as a plain import leaves it

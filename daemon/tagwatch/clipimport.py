@@ -1,4 +1,4 @@
-"""open_clip imported without the two things it pulls in that tagwatch's models never run.
+"""torch and open_clip imported without what they pull in that tagwatch's models never run.
 
 Every model load that does not start from a kept image tower (:mod:`tagwatch.towercache`) imports
 open_clip: the first load on a machine, the text side (loaded on the first new prompt), models too
@@ -21,6 +21,17 @@ With both held back it is 1.1-1.6 s there (five runs each, in turns; docs/speed.
 still loads; if a newer torchvision, timm or open_clip imports TorchDynamo some other way, those tests
 say so, and loading still works (it only costs the seconds again).
 
+A start from a kept TorchScript tower (bf16 where ``auto`` picks it) imports torch alone, and a plain
+``import torch`` spends about a fifth of its time (0.26 of 1.24 CPU-seconds on an AMX Xeon) in
+``torch._meta_registrations``: Python kernels for *meta* tensors (shapes without data, used by
+``torch.compile``, ``torch.export`` and fake tensors), registered for the Meta dispatch key only, with
+``torch._decomp`` and ``torch._refs`` behind them.  A tower running on real tensors never dispatches
+there.  :func:`torch` imports torch with that module name standing for a small one (any name asked of
+it imports the real one), taken out of ``sys.modules`` at once; any later import of it, whoever asks
+(``torch._decomp`` does), registers the kernels, and :func:`open_clip` does so before every full load,
+so building, quantising, tracing and exporting a model run with torch exactly as a plain import leaves
+it.  Tested in ``tests/test_clipimport.py``.
+
 Imported only where the model runs (the encoder child), like :mod:`tagwatch.model`.
 """
 
@@ -36,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DYNAMO_UTILS = "torch._dynamo.utils"
 TIMM = "timm"
+META_KERNELS = "torch._meta_registrations"
 
 
 class _DeferredDynamoUtils(types.ModuleType):
@@ -63,10 +75,41 @@ def _stand_in() -> types.ModuleType:
     return module
 
 
+class _DeferredMetaKernels(types.ModuleType):
+    """Stands for ``torch._meta_registrations`` in torch's namespace until a full load imports it."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(meta_kernels(), name)
+
+
+def torch() -> Any:
+    """The ``torch`` module, imported (the first time) without registering its Python meta kernels."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"]
+    stand_in = _DeferredMetaKernels(META_KERNELS, "stands for torch's Python meta kernels until a full load")
+    sys.modules[META_KERNELS] = stand_in
+    try:
+        import torch as module
+    finally:
+        if sys.modules.get(META_KERNELS) is stand_in:
+            del sys.modules[META_KERNELS]
+    return module
+
+
+def meta_kernels() -> types.ModuleType:
+    """``torch._meta_registrations``, imported (its kernels registered) if :func:`torch` left it out."""
+    return importlib.import_module(META_KERNELS)  # also binds it in torch's namespace
+
+
 def open_clip() -> Any:
-    """The ``open_clip`` module, imported (the first time) without TorchDynamo and timm."""
+    """The ``open_clip`` module, imported (the first time) without TorchDynamo and timm, with torch's
+    meta kernels registered as a plain ``import torch`` registers them."""
     if "open_clip" in sys.modules:
         return sys.modules["open_clip"]
+    if "torch" in sys.modules:
+        meta_kernels()
     held: dict[str, Any] = {}
     if "torch._dynamo" not in sys.modules and DYNAMO_UTILS not in sys.modules:
         held[DYNAMO_UTILS] = sys.modules[DYNAMO_UTILS] = _stand_in()

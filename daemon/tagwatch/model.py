@@ -381,7 +381,9 @@ def _from_ready_tower(cfg: ModelConfig, identity: str) -> ClipModel | None:
     if started is not None:
         announce_onnx(cfg, identity, started[1])
         return started[0]
-    import torch
+    from . import clipimport
+
+    torch = clipimport.torch()
 
     device = torch.device(cfg.device)
     where = towercache.tower_file(cfg, identity, str(device))
@@ -490,16 +492,16 @@ def validate_config(cfg: ModelConfig) -> None:
     """Check the model name and pretrained tag or file, without loading any weights.  A model whose
     image tower an earlier load kept ready on this machine is known good (its identity names the model
     and tag): open_clip is not imported for it."""
-    if not is_checkpoint_path(cfg.pretrained):  # (a checkpoint's identity hashes the whole file)
-        import torch
+    from . import clipimport
 
+    if not is_checkpoint_path(cfg.pretrained):  # (a checkpoint's identity hashes the whole file)
         from . import towercache
+
+        torch = clipimport.torch()
 
         where = towercache.tower_file(cfg, model_identity(cfg), str(torch.device(cfg.device)))
         if where is not None and where[0].is_file():
             return
-    from . import clipimport
-
     open_clip = clipimport.open_clip()
     name = _resolve_name(open_clip, cfg.name)
     pretrained = cfg.pretrained
