@@ -111,6 +111,36 @@ def test_a_photo_in_flight_is_not_taken_by_a_second_batch_until_its_first_is_don
     assert env.encoded() == 1
 
 
+def test_a_photo_queued_again_while_its_batch_is_in_flight_holds_up_no_other_photo(
+        env: Env, tmp_path: Path) -> None:
+    """The watcher can queue a photo again while a batch still tags it (its move in seen after the
+    daemon's start-up scan found it, an app touching it after a copy).  It waits for that batch; the
+    photos queued with it are read, encoded and stored meanwhile, not held until the batch is done
+    (at a daemon's start that was the model's whole load)."""
+    photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=1)
+    others = [noise_jpeg(tmp_path / "in" / f"b{i}.jpg", seed=10 + i) for i in range(3)]
+    env.model.get()
+    env.exiftool.execute("-ver")
+    assert env.exiftool._proc is not None
+    queue = BatchQueue(size=8, max_wait=0.2, settle=0.1)  # what settles together goes together
+    worker = Worker(queue, env.pipeline, reload=lambda: None)
+    worker.start()
+    try:
+        with stopped(env.exiftool._proc.pid):  # a.jpg's write hangs: its batch stays in flight
+            queue.put(str(photo))
+            wait_for(lambda: env.encoded() == 1, timeout=60)
+            for path in (photo, *others):  # a.jpg seen again, with three new photos
+                queue.put(str(path))
+            wait_for(lambda: env.encoded() == 4, timeout=60)  # the three encoded and stored
+            assert done_rows(env) == 0  # while a.jpg's batch still waits on its write
+        wait_for(lambda: done_rows(env) == 4 and not worker.engine.busy and not len(queue), timeout=60)
+    finally:
+        queue.close()
+        worker.join(timeout=60)
+    assert env.encoded() == 4  # a.jpg encoded once: taken again after its batch, it was unchanged
+    assert all(len(exif_keywords(p)["iptc"]) == 3 for p in (photo, *others))
+
+
 def test_a_rename_waits_for_the_batch_that_holds_its_photo(env: Env, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     photo, renamed = folder / "a.jpg", folder / "b.jpg"

@@ -188,6 +188,11 @@ class Engine:
         if self._on_idle is not None:
             self._on_idle()
 
+    def in_flight(self, paths: Sequence[str]) -> set[str]:
+        """Which of ``paths`` a batch submitted earlier still holds (``submit`` would wait for them)."""
+        with self._cond:
+            return {path for path in paths if path in self._inflight}
+
     def wait_clear(self, touches: Callable[[str], bool]) -> None:
         """Wait until no path in flight is one ``touches`` names (a rename's source, a deleted folder's
         files): their batches finish first, then the caller applies its change."""

@@ -2,10 +2,12 @@
 :class:`~tagwatch.engine.Engine`, which runs the stages overlapped; and the state of what it retries
 (files still being written, files waiting for a disk to recover).
 
-Renames and deletions are applied here, in queue order: first the batches in flight that hold a path
-an operation names are finished (``Engine.wait_clear``), so the store sees them in the order they
-happened relative to tagging.  A tag-list reload waits for every batch in flight (its re-score writes
-files too).  Outcomes come back from the engine's threads, so the retry state is locked.
+A photo queued again while a batch in flight holds it goes back to the queue to wait for that batch
+(:data:`HELD_DELAY`); the others of its batch go on.  Renames and deletions are applied here, in queue
+order: first the batches in flight that hold a path an operation names are finished
+(``Engine.wait_clear``), so the store sees them in the order they happened relative to tagging.  A
+tag-list reload waits for every batch in flight (its re-score writes files too).  Outcomes come back
+from the engine's threads, so the retry state is locked.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from .queue import Batch, BatchQueue, Delete, Move, Op
 from .retry import Backoff, StillWriting, transient_reason
 
 log = logging.getLogger(__name__)
+
+# A photo queued again while a batch still tags it (its move in seen after the start-up scan found it,
+# an app touching it after a copy) goes back to the queue for this long, as often as it takes, instead
+# of holding the rest of its batch, and every batch behind it, until that batch is done: at a daemon's
+# start that is the model's whole load.
+HELD_DELAY = 0.25
 
 
 def _names(op: Op) -> Callable[[str], bool]:
@@ -87,6 +95,11 @@ class Worker(threading.Thread):
                     self._backoff.clear(op.path)
             self.engine.wait_clear(_names(op))
         paths = batch.paths + self.pipeline.apply(batch.ops)
+        held = self.engine.in_flight(paths)
+        if held:  # queued again while a batch tags them: they wait for it, not the photos with them
+            for path in held:
+                self.queue.put(path, delay=HELD_DELAY, force=True)
+            paths = [path for path in paths if path not in held]
         if not paths:
             return
         try:
