@@ -50,45 +50,37 @@ TIMM = "timm"
 META_KERNELS = "torch._meta_registrations"
 
 
-class _DeferredDynamoUtils(types.ModuleType):
-    """Stands for ``torch._dynamo.utils`` during open_clip's import; any use imports the real one."""
+class _Deferred(types.ModuleType):
+    """Stands for a module (named as it) until a name is asked of it; then the real one answers."""
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # inspect.getmodule asks every module in sys.modules for __file__
             raise AttributeError(name)
-        return getattr(_real_dynamo_utils(self), name)
+        return getattr(_real(self), name)
 
 
-def _real_dynamo_utils(stand_in: types.ModuleType) -> types.ModuleType:
-    if sys.modules.get(DYNAMO_UTILS) is stand_in:
-        del sys.modules[DYNAMO_UTILS]
-    return importlib.import_module(DYNAMO_UTILS)
+def _real(stand_in: types.ModuleType) -> types.ModuleType:
+    """The module ``stand_in`` stands for, imported (out of ``sys.modules`` first if it is still there)."""
+    if sys.modules.get(stand_in.__name__) is stand_in:
+        del sys.modules[stand_in.__name__]
+    return importlib.import_module(stand_in.__name__)
 
 
 def _stand_in() -> types.ModuleType:
-    module = _DeferredDynamoUtils(DYNAMO_UTILS, "stands for TorchDynamo's utils until one is used")
+    module = _Deferred(DYNAMO_UTILS, "stands for TorchDynamo's utils until one is used")
 
     def is_compile_supported(device_type: Any) -> Any:  # what torchvision.ops.roi_align imports
-        return _real_dynamo_utils(module).is_compile_supported(device_type)
+        return _real(module).is_compile_supported(device_type)
 
     module.is_compile_supported = is_compile_supported  # type: ignore[attr-defined]
     return module
-
-
-class _DeferredMetaKernels(types.ModuleType):
-    """Stands for ``torch._meta_registrations`` in torch's namespace until a full load imports it."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(meta_kernels(), name)
 
 
 def torch() -> Any:
     """The ``torch`` module, imported (the first time) without registering its Python meta kernels."""
     if "torch" in sys.modules:
         return sys.modules["torch"]
-    stand_in = _DeferredMetaKernels(META_KERNELS, "stands for torch's Python meta kernels until a full load")
+    stand_in = _Deferred(META_KERNELS, "stands for torch's Python meta kernels until a full load")
     sys.modules[META_KERNELS] = stand_in
     try:
         import torch as module

@@ -91,11 +91,6 @@ def available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def _workers() -> int:
-    """One part of a batch per core this process may run on."""
-    return cores.usable()
-
-
 def one_thread_session(path: Path) -> Any:
     """A session that runs on the calling thread alone (a batch's parts run on threads of ours)."""
     import onnxruntime as ort
@@ -115,7 +110,7 @@ class OnnxTower:
     def __init__(self, session: Any, workers: int | None = None) -> None:
         self._session = session
         self._input = session.get_inputs()[0].name
-        self.workers = workers or _workers()  # bench.py sets 1 to time one core
+        self.workers = workers or cores.usable()  # one part per core at once; bench.py sets 1
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
 
