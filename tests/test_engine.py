@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Env, exif_keywords, noise_jpeg, read_only_folder, wait_for
+from tagwatch import cores
 from tagwatch.config import TaggingConfig
 from tagwatch.engine import Engine
 from tagwatch.outcomes import Outcome, Status
@@ -269,3 +271,45 @@ def test_decodes_are_held_back_during_a_load_only_where_the_child_would_have_no_
         assert gate is not None
         taken = [gate.acquire(blocking=False) for _ in range(3)]
         assert taken.count(True) == at_once
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives each thread its own niceness")
+def test_photos_decode_at_a_lower_priority_than_the_model_and_exiftool_they_start(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding, the stage with threads to spare, gives way to the model's child and exiftool, the
+    serial stages (200 photos indexed ~4% sooner on two cores, docs/speed.md).  Those two keep the
+    process's priority although the first photo starts them: a process started from a thread that
+    gave way would inherit its niceness for good.  A fresh spawner, as in a process that has started
+    no child yet: its thread is made by whichever thread first needs a child."""
+    import tagwatch.engine as engine_module
+    from tagwatch import exiftool, prestart
+
+    env.model.get()  # its input spec known ...
+    env.model.end()  # ... and no child: the first photo starts it
+    spawner = exiftool._Spawner()
+    monkeypatch.setattr(exiftool, "_spawner", spawner)
+    monkeypatch.setattr(prestart, "_spawner", spawner)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    niceness: list[int] = []
+    real = engine_module.decode
+
+    def decode(*args: object) -> object:
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(*args)  # type: ignore[operator]
+
+    monkeypatch.setattr(engine_module, "decode", decode)
+    photos = [noise_jpeg(tmp_path / "in" / f"a{i}.jpg", seed=i) for i in range(6)]
+    collect = Collect()
+    engine = Engine(env.pipeline)
+    try:
+        engine.submit([str(p) for p in photos], collect)
+        engine.drain()
+        assert env.model.encoder is not None and env.model.encoder.pid is not None
+        assert env.exiftool.pid is not None
+        assert os.getpriority(os.PRIO_PROCESS, env.model.encoder.pid) == ours
+        assert os.getpriority(os.PRIO_PROCESS, env.exiftool.pid) == ours
+    finally:
+        engine.close()
+    assert set(collect.statuses().values()) == {Status.TAGGED} and len(collect.outcomes) == 6
+    assert niceness == [min(19, ours + cores.DECODE_NICENESS)] * 6
+    assert all(len(exif_keywords(p)["iptc"]) == 3 for p in photos)

@@ -7,7 +7,8 @@
 
 The driver is the thread that calls :meth:`Engine.submit` (the daemon's worker, or ``scan``): it
 selects a batch's photos (:meth:`Pipeline.select <tagwatch.pipeline.Pipeline.select>`) and hands each
-to the decode pool, which reads it, computes its key, looks the key up in the vector cache and decodes a miss.
+to the decode pool, which reads it, computes its key, looks the key up in the vector cache and decodes a miss
+(the decoding itself in threads that do nothing else, at a lower priority: :func:`cores.give_way`).
 One thread per later stage takes batches in order: the encode thread sends the pixels of batch N+1 to
 the model's child while the store thread saves batch N's vectors and scores them and the write thread
 writes batch N-1's keywords.  So the cores are never idle waiting on one stage: the decode threads and
@@ -119,7 +120,11 @@ class Engine:
                  on_idle: Callable[[], None] | None = None) -> None:
         self.pipeline, self.ahead = pipeline, max(1, ahead)
         self._on_idle = on_idle  # told whenever the last batch in flight is done
-        self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
+        self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-read")
+        # The pixels are decoded in threads that do only that, at a lower priority (cores.give_way):
+        # a thread once made nicer stays so, and the model's child is started from a reading thread.
+        self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode",
+                                            initializer=cores.give_way)
         self._while_loading = _decodes_while_loading(decode_threads)
         self._cond = threading.Condition()
         self._inflight: dict[str, int] = {}  # path → batches holding it (one, but for a racing caller)
@@ -219,6 +224,7 @@ class Engine:
         for thread in self._threads:
             thread.join()
         self._pool.shutdown(wait=True)
+        self._decoders.shutdown(wait=True)
 
     # -- bookkeeping ----------------------------------------------------------------------------------
 
@@ -328,7 +334,8 @@ class Engine:
             gate = self._while_loading
             loading = gate is not None and not self.pipeline.model.loaded
             with gate if loading else contextlib.nullcontext():  # loading: leave the child a core
-                return _Front(pixels=decode(photo.data, spec), spec=spec)
+                pixels = self._decoders.submit(decode, photo.data, spec).result()
+            return _Front(pixels=pixels, spec=spec)
         except (ImageError, ReadFailed) as exc:
             return _Front(problem=exc)
         finally:
