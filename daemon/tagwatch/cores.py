@@ -10,8 +10,9 @@ import threading
 
 # How much nicer than the rest of the process the decode threads run.  Decoding is the one stage with
 # threads to spare: at equal priority its two threads took the cores from the encoder's child and the
-# keyword writer, and a scan of 200 photos ended with those two serial stages behind, the second core
-# idle (a 2-core Xeon, docs/speed.md).  10 is what the systemd unit gives the whole daemon.
+# keyword writer, and a scan of 200 photos ended with those two, which take one batch at a time, behind
+# and the cores 1.7 busy of 2 (a 2-core Xeon, docs/speed.md).  10 is what the systemd unit gives the
+# whole daemon.
 DECODE_NICENESS = 10
 
 
@@ -27,7 +28,7 @@ def usable() -> int:
 def give_way(steps: int = DECODE_NICENESS) -> None:
     """Make the calling thread ``steps`` nicer than it is (at most 19), for good: only a privileged
     process may make a thread less nice again, and threads and processes started from it inherit
-    its niceness, so call this only in a thread that does nothing else.  Linux only: there each
+    its niceness, so call this only in a thread that starts nothing.  Linux only: there each
     thread has its own niceness; elsewhere the call would name a whole process."""
     if sys.platform != "linux":
         return
