@@ -274,13 +274,15 @@ def test_decodes_are_held_back_during_a_load_only_where_the_child_would_have_no_
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives each thread its own niceness")
-def test_photos_decode_at_a_lower_priority_than_the_model_and_exiftool_they_start(
+def test_a_backlog_decodes_at_a_lower_priority_than_the_model_and_exiftool_a_lone_photo_does_not(
         env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Decoding, the stage with threads to spare, gives way to the model's child and exiftool, the
-    serial stages (200 photos indexed ~4% sooner on two cores, docs/speed.md).  Those two keep the
-    process's priority although the first photo starts them: a process started from a thread that
-    gave way would inherit its niceness for good.  A fresh spawner, as in a process that has started
-    no child yet: its thread is made by whichever thread first needs a child."""
+    """In a backlog, decoding, the stage with threads to spare, gives way to the model's child and
+    exiftool, the serial stages (200 photos indexed ~4% sooner on two cores, docs/speed.md).  Those
+    two keep the process's priority although the first photo starts them: a process started from a
+    thread that gave way would inherit its niceness for good.  A lone photo has nothing of ours to
+    give way to and decodes at the process's priority: niceness weighs against the whole machine, and
+    a drop on a busy box waited seconds.  A fresh spawner, as in a process that has started no child
+    yet: its thread is made by whichever thread first needs a child."""
     import tagwatch.engine as engine_module
     from tagwatch import exiftool, prestart
 
@@ -290,26 +292,40 @@ def test_photos_decode_at_a_lower_priority_than_the_model_and_exiftool_they_star
     monkeypatch.setattr(exiftool, "_spawner", spawner)
     monkeypatch.setattr(prestart, "_spawner", spawner)
     ours = os.getpriority(os.PRIO_PROCESS, 0)
-    niceness: list[int] = []
+    lone = noise_jpeg(tmp_path / "in" / "lone.jpg", seed=99)
+    first = [noise_jpeg(tmp_path / "in" / f"a{i}.jpg", seed=i) for i in range(3)]
+    second = [noise_jpeg(tmp_path / "in" / f"b{i}.jpg", seed=10 + i) for i in range(3)]
+    names = {p.read_bytes(): p.name for p in [lone, *first, *second]}
+    niceness: dict[str, int] = {}
+    second_decoded = threading.Event()
     real = engine_module.decode
 
-    def decode(*args: object) -> object:
-        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return real(*args)  # type: ignore[operator]
+    def decode(data: bytes, spec: object) -> object:
+        niceness[names[data]] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        if all(p.name in niceness for p in second):
+            second_decoded.set()
+        return real(data, spec)  # type: ignore[arg-type]
+
+    def first_done(outcomes: list[Outcome]) -> None:  # the first batch stays in flight meanwhile
+        second_decoded.wait(timeout=60)
+        collect(outcomes)
 
     monkeypatch.setattr(engine_module, "decode", decode)
-    photos = [noise_jpeg(tmp_path / "in" / f"a{i}.jpg", seed=i) for i in range(6)]
     collect = Collect()
     engine = Engine(env.pipeline)
     try:
-        engine.submit([str(p) for p in photos], collect)
+        engine.submit([str(lone)], collect)
         engine.drain()
         assert env.model.encoder is not None and env.model.encoder.pid is not None
         assert env.exiftool.pid is not None
         assert os.getpriority(os.PRIO_PROCESS, env.model.encoder.pid) == ours
         assert os.getpriority(os.PRIO_PROCESS, env.exiftool.pid) == ours
+        engine.submit([str(p) for p in first], first_done)
+        engine.submit([str(p) for p in second], collect)
+        engine.drain()
     finally:
         engine.close()
-    assert set(collect.statuses().values()) == {Status.TAGGED} and len(collect.outcomes) == 6
-    assert niceness == [min(19, ours + cores.DECODE_NICENESS)] * 6
-    assert all(len(exif_keywords(p)["iptc"]) == 3 for p in photos)
+    assert set(collect.statuses().values()) == {Status.TAGGED} and len(collect.outcomes) == 7
+    assert niceness["lone.jpg"] == ours
+    assert [niceness[p.name] for p in second] == [min(19, ours + cores.DECODE_NICENESS)] * 3
+    assert all(len(exif_keywords(p)["iptc"]) == 3 for p in [lone, *first, *second])

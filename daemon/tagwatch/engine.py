@@ -8,7 +8,8 @@
 The driver is the thread that calls :meth:`Engine.submit` (the daemon's worker, or ``scan``): it
 selects a batch's photos (:meth:`Pipeline.select <tagwatch.pipeline.Pipeline.select>`) and hands each
 to the decode pool, which reads it, computes its key, looks the key up in the vector cache and decodes a miss
-(the decoding itself in threads that do nothing else, at a lower priority: :func:`cores.give_way`).
+(while other batches are in flight, the decoding itself in threads that do nothing else, at a lower
+priority: :func:`cores.give_way`).
 One thread per later stage takes batches in order: the encode thread sends the pixels of batch N+1 to
 the model's child while the store thread saves batch N's vectors and scores them and the write thread
 writes batch N-1's keywords.  So the cores are never idle waiting on one stage: the decode threads and
@@ -121,8 +122,9 @@ class Engine:
         self.pipeline, self.ahead = pipeline, max(1, ahead)
         self._on_idle = on_idle  # told whenever the last batch in flight is done
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-read")
-        # The pixels are decoded in threads that do only that, at a lower priority (cores.give_way):
-        # a thread once made nicer stays so, and the model's child is started from a reading thread.
+        # A backlog's pixels are decoded in threads that do only that, at a lower priority
+        # (cores.give_way, see _decode): a thread once made nicer stays so, and the model's child is
+        # started from a reading thread.
         self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode",
                                             initializer=cores.give_way)
         self._while_loading = _decodes_while_loading(decode_threads)
@@ -334,12 +336,23 @@ class Engine:
             gate = self._while_loading
             loading = gate is not None and not self.pipeline.model.loaded
             with gate if loading else contextlib.nullcontext():  # loading: leave the child a core
-                pixels = self._decoders.submit(decode, photo.data, spec).result()
+                pixels = self._decode(photo.data, spec)
             return _Front(pixels=pixels, spec=spec)
         except (ImageError, ReadFailed) as exc:
             return _Front(problem=exc)
         finally:
             photo.data = None
+
+    def _decode(self, data: bytes, spec: Preprocess) -> np.ndarray:
+        """Decode where it gives way only to work of ours: while another batch is in flight (a
+        backlog, whose encoder child and keyword writer take one batch at a time) in the threads at a
+        lower priority; a photo with no other batch beside it (a lone drop) here, at the process's
+        priority.  A thread's niceness weighs against every process on the machine, not only ours: a
+        lone drop decoded given way took 1.8 s to its write beside four busy processes, 0.55 s
+        decoded here (docs/speed.md)."""
+        if self._lots > 1:
+            return self._decoders.submit(decode, data, spec).result()
+        return decode(data, spec)
 
     def _encode_stage(self, lot: _Lot) -> None:
         """Wait for the batch's decodes, encode its misses (once per distinct key)."""
