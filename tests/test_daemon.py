@@ -97,7 +97,7 @@ def test_bad_files_are_logged_once_and_the_daemon_keeps_going(running: Daemon) -
         fleeting: "deleted before it could be tagged",
     }
     for path, reason in expected.items():
-        running.wait_log(f"{path}: skipped: {reason}", since=mark, timeout=30)
+        running.wait_log(f"{path}: skipped: {reason}", since=mark)
     time.sleep(1.0)  # time for any repeated complaint to show up
     log = running.log()[mark:]
     for path in expected:
@@ -225,7 +225,7 @@ def test_exiftool_is_warmed_up_before_the_first_photo_arrives(tmp_path: Path, ti
     daemon = Daemon(config, tmp_path / "daemon.log", env={"TMPDIR": str(scratch)}).start()
     try:
         assert daemon.proc is not None
-        wait_for(lambda: _exiftool_children(daemon.proc.pid) and not any(scratch.iterdir()), timeout=30)
+        wait_for(lambda: _exiftool_children(daemon.proc.pid) and not any(scratch.iterdir()))
         assert "tagged " not in daemon.log()  # no photo of the user's was written to warm it up
         photo = noise_jpeg(root / "first.jpg", seed=7)
         wait_for(lambda: tagged_with(photo, TAGS), timeout=60)

@@ -89,7 +89,7 @@ def test_the_daemon_never_imports_torch_and_idles_under_250_mb(tmp_path: Path, t
         wait_for(lambda: exif_keywords(photos / "first.jpg")["iptc"], timeout=60)
         mark = len(daemon.log())
         daemon.wait_log("model unloaded", since=mark, timeout=60)
-        wait_for(lambda: not _encoder_children(pid), timeout=30)  # the child ended with the unload
+        wait_for(lambda: not _encoder_children(pid))  # the child ended with the unload
         maps = Path(f"/proc/{pid}/maps").read_text(encoding="utf-8", errors="replace")
         assert "torch" not in maps and "open_clip" not in maps  # no libtorch, no torch/_C: never imported
         assert _rss_mb(pid) < IDLE_RSS_LIMIT_MB
@@ -217,7 +217,7 @@ def test_the_encoder_dies_with_its_parent(tmp_path: Path, tiny_checkpoint: Path)
                           env=env, cwd=tmp_path)
     assert done.returncode == -signal.SIGKILL, done.stderr
     child = int(done.stdout.split()[0])
-    wait_for(lambda: _gone(child), timeout=30)
+    wait_for(lambda: _gone(child))
 
 
 def test_a_second_start_encodes_from_the_image_tower_kept_ready_with_the_same_vectors(

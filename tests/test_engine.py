@@ -157,10 +157,10 @@ def test_a_rename_waits_for_the_batch_that_holds_its_photo(env: Env, tmp_path: P
         with stopped(child):  # the model's child hangs: the photo's batch stays in the encode stage
             noise_jpeg(photo, seed=2)  # edited: new pixels, to be tagged again
             queue.put(str(photo))
-            wait_for(lambda: worker.engine.busy, timeout=30)
+            wait_for(lambda: worker.engine.busy)
             photo.rename(renamed)
             queue.op(Move(str(photo), str(renamed)))
-            wait_for(lambda: not queue._ops, timeout=30)  # the worker took the rename
+            wait_for(lambda: not queue._ops)  # the worker took the rename
             time.sleep(0.5)  # and would have applied it by now, were it not waiting
             # It holds the rename until the batch holding a.jpg is done
             assert env.store.file(str(renamed)) is None and env.store.file(str(photo)) is not None
@@ -242,10 +242,10 @@ def test_on_two_cores_photos_decode_one_at_a_time_while_the_model_loads(
     engine = Engine(env.pipeline)
     try:
         engine.submit([str(p) for p in first], collect)
-        wait_for(lambda: env.model.encoder is not None and env.model.encoder.pid is not None, timeout=30)
+        wait_for(lambda: env.model.encoder is not None and env.model.encoder.pid is not None)
         assert env.model.encoder is not None and env.model.encoder.pid is not None
         with stopped(env.model.encoder.pid):
-            wait_for(lambda: spy.count[False] == len(first), timeout=30)
+            wait_for(lambda: spy.count[False] == len(first))
             assert not env.model.loaded
         engine.drain()
         engine.submit([str(p) for p in second], collect)

@@ -224,7 +224,7 @@ def test_every_command_of_the_readmes_tour_runs_as_written(shapes_lab: Any, tmp_
         # The daemon writes what status reads every few seconds.  (Only its own counters are
         # checked: the lab's database copy may hold files of other tests.)
         done = re.compile(r"^queue +0 waiting; 3 tagged and 0 failed since start", re.M)
-        wait_for(lambda: done.search(shell(status).stdout), timeout=30)
+        wait_for(lambda: done.search(shell(status).stdout))
     finally:
         daemon.send_signal(signal.SIGINT)  # Ctrl-C
         assert daemon.wait(timeout=60) == 0, log.read_text()

@@ -76,7 +76,7 @@ def test_a_child_nobody_takes_ends_with_the_command() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
     pid = int(done.stdout)
-    wait_for(lambda: _ended(pid), timeout=30)
+    wait_for(lambda: _ended(pid))
 
 
 def test_a_child_is_taken_once_and_ends_unclaimed_after_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,7 +94,7 @@ def test_a_child_is_taken_once_and_ends_unclaimed_after_a_while(monkeypatch: pyt
     prestart.start_early(["scan", "photos"])
     unclaimed = prestart._early
     assert unclaimed is not None
-    wait_for(lambda: unclaimed.poll() is not None, timeout=30)
+    wait_for(lambda: unclaimed.poll() is not None)
     later = prestart.child()  # the next taker starts a new one
     try:
         assert later.pid != unclaimed.pid and later.poll() is None

@@ -338,13 +338,13 @@ def test_a_watched_folder_deleted_and_made_again_is_watched_again(daemon: Daemon
     shutil.rmtree(vanishing)
     vanishing.mkdir()
     photo = shape_jpeg(vanishing / "back.jpg", "blue", "circle", 750)
-    wait_for(lambda: has(photo, "blue", "circle"), timeout=30)
+    wait_for(lambda: has(photo, "blue", "circle"))
     assert f"{vanishing}: the watched folder is back" in daemon.log()[mark:]
     shutil.rmtree(vanishing)  # gone for a while this time: said once
     daemon.wait_log(f"{vanishing}: the watched folder is gone", since=mark)
     vanishing.mkdir()
     photo = shape_jpeg(vanishing / "again.jpg", "blue", "square", 751)
-    wait_for(lambda: has(photo, "blue", "square"), timeout=30)
+    wait_for(lambda: has(photo, "blue", "square"))
     assert daemon.log()[mark:].count(f"{vanishing}: the watched folder is gone") == 1
 
 
@@ -362,7 +362,7 @@ def test_an_unplugged_drive_is_watched_again_when_it_is_back(daemon: Daemon) -> 
     photo = shape_jpeg(daemon.usb / "second.jpg", "green", "circle", 761)  # type: ignore[attr-defined]
     assert plug(daemon.usb, drive)  # type: ignore[attr-defined]
     second = drive / "second.jpg"
-    wait_for(lambda: has(second, "green", "circle"), timeout=30)
+    wait_for(lambda: has(second, "green", "circle"))
     assert photo.samefile(second)
     rows = store_rows(daemon.database)  # type: ignore[attr-defined]
     assert rows[str(first)]["state"] == "done"

@@ -222,7 +222,7 @@ def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site
     button = '#file-keywords button[data-action="{}"][data-keyword="star"]'
     browser.find_element(By.CSS_SELECTOR, button.format("remove")).click()
     # the page shows the correction as pending, then the state exiftool reads back
-    wait_for(lambda: chips(browser, "#file-keywords") == {"green": "ours", "star": "rejected"}, timeout=30)
+    wait_for(lambda: chips(browser, "#file-keywords") == {"green": "ours", "star": "rejected"})
     assert exif_keywords(photo) == {"iptc": ["green"], "xmp": ["green"]}
     overrides = (site.conf / "overrides.toml").read_text(encoding="utf-8")
     assert f'path = "{photo}"\nremove = ["star"]' in overrides
@@ -241,7 +241,7 @@ def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site
     # and it can be taken back from the page
     browser.get(f"{site.base}/photo/0/2024/green-star.jpg")
     browser.find_element(By.CSS_SELECTOR, button.format("undo")).click()
-    wait_for(lambda: chips(browser, "#file-keywords") == {"green": "ours", "star": "ours"}, timeout=30)
+    wait_for(lambda: chips(browser, "#file-keywords") == {"green": "ours", "star": "ours"})
     assert set(exif_keywords(photo)["iptc"]) == {"green", "star"}
 
 
@@ -252,7 +252,7 @@ def test_adding_a_keyword_in_the_browser_makes_it_the_persons(site: Site, browse
     browser.get(f"{site.base}/photo/0/2025/yellow-circle.jpg")
     browser.find_element(By.ID, "add-keyword").send_keys("Anna")
     browser.find_element(By.ID, "add-button").click()
-    wait_for(lambda: chips(browser, "#file-keywords").get("Anna") == "yours", timeout=30)
+    wait_for(lambda: chips(browser, "#file-keywords").get("Anna") == "yours")
     assert "Anna" in exif_keywords(photo)["iptc"]
     assert "Anna" in (site.conf / "overrides.toml").read_text(encoding="utf-8")
 
