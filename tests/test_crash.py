@@ -86,8 +86,7 @@ def test_sigkill_during_writes_never_leaves_a_partial_photo(tmp_path: Path, tiny
             # Its temporary file, or the photo already replaced: a poller kept off the cores by a busy
             # box (the suite's other worker) can miss the whole write, and a load may take tens of s.
             inode = target.stat().st_ino
-            wait_for(lambda t=target, n=inode: temps(root) or t.stat().st_ino != n,
-                     timeout=90, interval=0.001)
+            wait_for(lambda t=target, n=inode: temps(root) or t.stat().st_ino != n, interval=0.001)
             time.sleep(rng.choice([0.0, rng.uniform(0.0, 0.05)]))
         daemon.kill()
         mid_write += bool(temps(root))  # killed with a temporary file in place

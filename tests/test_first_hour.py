@@ -219,8 +219,7 @@ def test_every_command_of_the_readmes_tour_runs_as_written(shapes_lab: Any, tmp_
         daemon = subprocess.Popen(["bash", "-c", f"exec {run}"], stdout=handle, stderr=subprocess.STDOUT,
                                   env=env, cwd=home, stdin=subprocess.DEVNULL)
     try:
-        wait_for(lambda: sorted(exif_keywords(pictures / "red-circle.jpg")["iptc"]) == ["circle", "red"],
-                 timeout=90)
+        wait_for(lambda: sorted(exif_keywords(pictures / "red-circle.jpg")["iptc"]) == ["circle", "red"])
         # The daemon writes what status reads every few seconds.  (Only its own counters are
         # checked: the lab's database copy may hold files of other tests.)
         done = re.compile(r"^queue +0 waiting; 3 tagged and 0 failed since start", re.M)

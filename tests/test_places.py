@@ -470,7 +470,7 @@ def test_the_daemon_loads_places_for_the_first_gps_photo_and_places_a_geotag_edi
     try:
         assert daemon.proc is not None
         photo = noise_jpeg(photos / "walk.jpg", seed=11)
-        wait_for(lambda: exif_keywords(photo)["iptc"], timeout=90)
+        wait_for(lambda: exif_keywords(photo)["iptc"])
         assert "places: loaded" not in daemon.log()  # no coordinates yet: GeoNames not loaded
 
         geotag(exiftool, photo, *FLORENCE)  # geotagged in place: the watcher sees a metadata edit
