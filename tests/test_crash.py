@@ -97,7 +97,7 @@ def test_sigkill_during_writes_never_leaves_a_partial_photo(tmp_path: Path, tiny
     daemon.start()
     try:
         for path, data in originals.items():
-            wait_for(lambda p=path, d=data: whole(p, d, TAGS) == "new", timeout=60)
+            wait_for(lambda p=path, d=data: whole(p, d, TAGS) == "new")
         assert temps(root) == []
         assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in originals)
     finally:

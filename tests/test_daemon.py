@@ -162,7 +162,7 @@ def test_sigkill_mid_burst_then_restart_finishes_the_work(tmp_path: Path, tiny_c
 
         daemon.start()
         for photo in survivors:
-            wait_for(lambda p=photo: tagged_with(p, TAGS), timeout=60)
+            wait_for(lambda p=photo: tagged_with(p, TAGS))
         for photo in survivors:  # no half-written file: every one is a whole, valid JPEG
             jpeg_key(photo.read_bytes())
         leftovers = [p for p in root.rglob(".*") if is_temp_file(p.name)]
@@ -228,7 +228,7 @@ def test_exiftool_is_warmed_up_before_the_first_photo_arrives(tmp_path: Path, ti
         wait_for(lambda: _exiftool_children(daemon.proc.pid) and not any(scratch.iterdir()))
         assert "tagged " not in daemon.log()  # no photo of the user's was written to warm it up
         photo = noise_jpeg(root / "first.jpg", seed=7)
-        wait_for(lambda: tagged_with(photo, TAGS), timeout=60)
+        wait_for(lambda: tagged_with(photo, TAGS))
     finally:
         assert daemon.stop() == 0
     assert not any(scratch.iterdir())

@@ -79,7 +79,7 @@ def test_the_next_batch_is_read_encoded_and_stored_while_a_write_is_stuck(env: E
             engine.submit([str(p) for p in first], collect)
             engine.submit([str(p) for p in second], collect)
             # Both batches read, decoded, encoded and their vectors stored, with no photo written yet
-            wait_for(lambda: env.encoded() == 6, timeout=60)
+            wait_for(lambda: env.encoded() == 6)
             assert done_rows(env) == 0 and not collect.outcomes
         engine.drain()
     finally:
@@ -99,7 +99,7 @@ def test_a_photo_in_flight_is_not_taken_by_a_second_batch_until_its_first_is_don
     try:
         with stopped(env.exiftool._proc.pid):
             engine.submit([str(photo)], collect)
-            wait_for(lambda: env.encoded() == 1, timeout=60)  # in the write stage, which hangs
+            wait_for(lambda: env.encoded() == 1)  # in the write stage, which hangs
             second = threading.Thread(target=engine.submit, args=([str(photo)], again))
             second.start()  # the watcher saw the file again (an event of another app)
             second.join(timeout=0.5)
@@ -130,12 +130,12 @@ def test_a_photo_queued_again_while_its_batch_is_in_flight_holds_up_no_other_pho
     try:
         with stopped(env.exiftool._proc.pid):  # a.jpg's write hangs: its batch stays in flight
             queue.put(str(photo))
-            wait_for(lambda: env.encoded() == 1, timeout=60)
+            wait_for(lambda: env.encoded() == 1)
             for path in (photo, *others):  # a.jpg seen again, with three new photos
                 queue.put(str(path))
-            wait_for(lambda: env.encoded() == 4, timeout=60)  # the three encoded and stored
+            wait_for(lambda: env.encoded() == 4)  # the three encoded and stored
             assert done_rows(env) == 0  # while a.jpg's batch still waits on its write
-        wait_for(lambda: done_rows(env) == 4 and not worker.engine.busy and not len(queue), timeout=60)
+        wait_for(lambda: done_rows(env) == 4 and not worker.engine.busy and not len(queue))
     finally:
         queue.close()
         worker.join(timeout=60)
@@ -164,7 +164,7 @@ def test_a_rename_waits_for_the_batch_that_holds_its_photo(env: Env, tmp_path: P
             time.sleep(0.5)  # and would have applied it by now, were it not waiting
             # It holds the rename until the batch holding a.jpg is done
             assert env.store.file(str(renamed)) is None and env.store.file(str(photo)) is not None
-        wait_for(lambda: (row := env.store.file(str(renamed))) is not None and row.state == DONE, timeout=60)
+        wait_for(lambda: (row := env.store.file(str(renamed))) is not None and row.state == DONE)
     finally:
         queue.close()
         worker.join(timeout=60)

@@ -116,7 +116,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> I
             dac = 1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH
             assert not effective_capabilities(daemon.proc.pid) & dac
         warm = noise_jpeg(root / "warm.jpg", seed=91)  # the model is loaded before any test measures
-        wait_for(lambda: tagged(warm), timeout=60)
+        wait_for(lambda: tagged(warm))
         daemon.root, daemon.small, daemon.outside = root, small, outside  # type: ignore[attr-defined]
         daemon.no_tmpfs, daemon.modes_bind = no_tmpfs, modes_bind  # type: ignore[attr-defined]
         yield daemon
@@ -158,7 +158,7 @@ def test_a_full_disk_leaves_the_photo_intact_and_tagging_resumes_when_space_retu
     assert exif_keywords(photo) == {"iptc": [], "xmp": []}
 
     filler.unlink()  # space returns; nothing touches the photo
-    wait_for(lambda: tagged(photo), timeout=60)
+    wait_for(lambda: tagged(photo))
     assert len(about(faulty, photo, "tagged")) == 1
     assert len(complaints(faulty, photo)) == 1, complaints(faulty, photo)
 

@@ -474,7 +474,7 @@ def test_the_daemon_loads_places_for_the_first_gps_photo_and_places_a_geotag_edi
         assert "places: loaded" not in daemon.log()  # no coordinates yet: GeoNames not loaded
 
         geotag(exiftool, photo, *FLORENCE)  # geotagged in place: the watcher sees a metadata edit
-        wait_for(lambda: "Florence" in exif_keywords(photo)["iptc"], timeout=60)
+        wait_for(lambda: "Florence" in exif_keywords(photo)["iptc"])
         assert "places: loaded" in daemon.log()
         assert _rss_mb(daemon.proc.pid) < IDLE_RSS_LIMIT_MB  # the model lives in its child
         assert status(config)["encoded"] == 1

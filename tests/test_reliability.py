@@ -177,7 +177,7 @@ def test_a_photo_app_saving_while_the_daemon_writes_loses_no_edit_and_no_tag(dae
         found, predicted = read_keywords(*photos), {p: ours(database, p) for p in photos}
         return predicted if all(predicted[p] and holds(found[p], predicted[p]) for p in photos) else {}
 
-    wait_for(tagged, timeout=60)
+    wait_for(tagged)
     mark = len(daemon.log())
     added: dict[Path, list[str]] = {p: [] for p in photos}
     app = PhotoApp()
@@ -278,7 +278,7 @@ def test_xmp_that_cannot_be_read_whole_is_never_rebuilt(daemon: Daemon) -> None:
     differ = with_xmp(shape_jpeg(folder / "differ.jpg", "red", "circle", 722),
                       CLASSES["property twice, two values"][0])
     packets = {photo: xmp_segment(photo) for photo in (broken, twice, differ)}
-    wait_for(lambda: all("red" in keywords(p)["iptc"] for p in packets), timeout=60)
+    wait_for(lambda: all("red" in keywords(p)["iptc"] for p in packets))
     log = daemon.wait_log(f"{differ}: keywords written to IPTC only", since=mark)[mark:]
 
     assert xmp_segment(broken) == packets[broken]  # the person's grandma and Venice are still in it
@@ -303,7 +303,7 @@ def test_odd_file_names_are_tagged_and_leave_nothing_behind(daemon: Daemon) -> N
     folder.mkdir()
     for name in names:
         shutil.copyfile(source, folder / name)
-    wait_for(lambda: all(has(folder / name, "green", "star") for name in names), timeout=60)
+    wait_for(lambda: all(has(folder / name, "green", "star") for name in names))
     everything = sorted(str(p.relative_to(folder.parent)) for p in folder.parent.rglob("*"))
     assert everything == sorted(["50%d %f", *(f"50%d %f/{name}" for name in names)])
     line = next(line for line in daemon.log().splitlines() if "line\\nbreak.jpg" in line)

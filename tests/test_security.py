@@ -138,7 +138,7 @@ def test_offline_daemon_and_scan_stay_in_their_folders_with_private_files(
         daemon.start()
         photos = [noise_jpeg(sandbox.photos / "trip" / f"p{i}.jpg", seed=60 + i) for i in range(2)]
         for photo in photos:
-            wait_for(lambda p=photo: len(exif_keywords(p)["iptc"]) == 3, timeout=60)
+            wait_for(lambda p=photo: len(exif_keywords(p)["iptc"]) == 3)
         # while it runs: the database, its WAL and SHM, the state file and the lock are private
         names = {p.name for p in data.iterdir()}
         assert {"tagwatch.db", "tagwatch.db-wal", "tagwatch.db-shm", "tagwatch.db.state.json"} <= names

@@ -182,7 +182,7 @@ def test_a_photo_dropped_into_the_folder_appears_in_the_grid_with_its_keywords(s
     temp = dropped.with_name(".incoming.jpg")
     synthetic.make_photo("red", "circle", 760, (320, 240)).save(temp, quality=88)
     temp.rename(dropped)  # as a file manager or a sync tool drops it
-    wait_for(lambda: set(exif_keywords(dropped)["iptc"]) == {"red", "circle"}, timeout=60)
+    wait_for(lambda: set(exif_keywords(dropped)["iptc"]) == {"red", "circle"})
 
     browser.get(f"{site.base}/?show=recent")
     card = f'li.card[data-path="{dropped}"]'
@@ -233,7 +233,7 @@ def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site
     tags = site.conf / "tags.toml"
     tags.write_text(tags.read_text(encoding="utf-8").replace(
         'keyword = "star"  # shape\n', 'keyword = "star"  # shape\nthreshold = 0.3\n'), encoding="utf-8")
-    site.daemon.wait_log(f"{len(TAGS)} tags", since=mark, timeout=60)
+    site.daemon.wait_log(f"{len(TAGS)} tags", since=mark)
     log = site.daemon.log()[mark:]
     assert re.search(r"re-scored (\d+) files", log).group(1) != "0"
     assert exif_keywords(photo) == {"iptc": ["green"], "xmp": ["green"]}
@@ -285,7 +285,7 @@ def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_en
     def carrying() -> set[str]:
         return {p.name for p in site.root.rglob("*.jpg") if "red" in exif_keywords(p)["iptc"]}
 
-    wait_for(lambda: flipping <= carrying(), timeout=60)
+    wait_for(lambda: flipping <= carrying())
     assert site.encoded() == encoded, "a threshold change must encode no photo"
     # sync mode: raising it above every photo takes our "red" out again
     browser.get(f"{site.base}/tag/red")
@@ -293,7 +293,7 @@ def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_en
     field.clear()
     field.send_keys("0.95")
     browser.find_element(By.ID, "save-threshold").click()
-    wait_for(lambda: not carrying(), timeout=60)
+    wait_for(lambda: not carrying())
     assert site.encoded() == encoded
 
 
@@ -391,7 +391,7 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
         code, _ = page.request("POST", "/photo/0/red-star.jpg",
                                body=f"action=remove&keyword=red&csrf={page.csrf}")
         assert code == 303
-        wait_for(lambda: exif_keywords(photo)["iptc"] == ["star"], timeout=60)
+        wait_for(lambda: exif_keywords(photo)["iptc"] == ["star"])
         panel = page.request("GET", "/photo-keywords/0/red-star.jpg")[1]
         assert b'data-keyword="red" data-owner="rejected"' in panel
     finally:
