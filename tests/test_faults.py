@@ -264,4 +264,8 @@ def test_json_log_lines_carry_the_facts(faulty: Daemon) -> None:
     os.rename(photo, moved)
     (move,) = wait_for(lambda: about(faulty, moved, "moved"))  # type: ignore[misc]
     assert move["from"] == str(photo)
+    link = root / "perm" / "json-link.jpg"  # this test's own skip: other tests' may run in another worker
+    link.symlink_to(faulty.outside / "outside.jpg")  # type: ignore[attr-defined]
+    (skip,) = wait_for(lambda: about(faulty, link, "skipped"))  # type: ignore[misc]
+    assert skip["reason"] == "a symbolic link (not followed)"
     assert {r["event"] for r in records(faulty)} >= {"tagged", "moved", "skipped", "log"}
