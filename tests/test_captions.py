@@ -150,23 +150,31 @@ def test_held_out_captions_and_keywords_name_the_right_colours_and_shapes(tagged
     assert env.captioned() == len(paths)
 
 
-def test_renames_metadata_and_tag_list_edits_never_caption_again_new_pixels_do(tagged) -> None:
-    env, paths, _ = tagged
-    before = env.captioned()
-    renamed = paths[0].with_name("renamed.jpg")
-    os.rename(paths[0], renamed)
-    env.pipeline.apply([Move(str(paths[0]), str(renamed))])
-    paths[0] = renamed
-    subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords+=person's word",
-                    "-XMP-dc:Subject+=person's word", str(paths[1])], check=True)
-    assert set(env.run(paths[:2]).values()) <= {"tagged", "unchanged"}
-    env.use([*TAGS, "ocean"])  # a tag-list edit: every photo re-scored from the cache
-    env.pipeline.retag()
-    assert env.captioned() == before
-    fresh = synthetic.Scene(("red", "circle"), ("blue", "square"), "above", 9_999_999)
-    synthetic.make_scene(fresh).save(paths[2], "JPEG", quality=90)  # new pixels under an old name
-    assert env.run([paths[2]]) == {paths[2].name: "tagged"}
-    assert env.captioned() == before + 1
+def test_renames_metadata_and_tag_list_edits_never_caption_again_new_pixels_do(
+        scenes: tuple[Path, dict[str, synthetic.Scene]], tmp_path: Path) -> None:
+    source, _ = scenes  # its own copies and state: what it changes no other test sees
+    paths = [Path(shutil.copy2(p, tmp_path / p.name)) for p in sorted(source.iterdir())[:3]]
+    env = Captioning(tmp_path / "state")
+    try:
+        assert set(env.run(paths).values()) == {"tagged"}
+        before = env.captioned()
+        assert before == len(paths)
+        renamed = paths[0].with_name("renamed.jpg")
+        os.rename(paths[0], renamed)
+        env.pipeline.apply([Move(str(paths[0]), str(renamed))])
+        paths[0] = renamed
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords+=person's word",
+                        "-XMP-dc:Subject+=person's word", str(paths[1])], check=True)
+        assert set(env.run(paths[:2]).values()) <= {"tagged", "unchanged"}
+        env.use([*TAGS, "ocean"])  # a tag-list edit: every photo re-scored from the cache
+        env.pipeline.retag()
+        assert env.captioned() == before
+        fresh = synthetic.Scene(("red", "circle"), ("blue", "square"), "above", 9_999_999)
+        synthetic.make_scene(fresh).save(paths[2], "JPEG", quality=90)  # new pixels under an old name
+        assert env.run([paths[2]]) == {paths[2].name: "tagged"}
+        assert env.captioned() == before + 1
+    finally:
+        env.close()
 
 
 def test_a_persons_description_is_kept_byte_for_byte_and_untag_removes_only_ours(

@@ -150,6 +150,20 @@ def browser(site: Site) -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture
+def tag_list(site: Site) -> Iterator[Path]:
+    """The shared daemon's tag list, for a test that edits it (by hand or from the page): put back as it
+    was afterwards, the reload waited for, so the module's other tests find the thresholds they expect
+    whatever order they run in."""
+    path = site.conf / "tags.toml"
+    original = path.read_text(encoding="utf-8")
+    yield path
+    if path.read_text(encoding="utf-8") != original:
+        mark = len(site.daemon.log())
+        path.write_text(original, encoding="utf-8")
+        site.daemon.wait_log(f"{len(TAGS)} tags", since=mark)
+
+
 def screenshot(driver: object, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
@@ -212,7 +226,8 @@ def test_a_photo_dropped_into_the_folder_appears_in_the_grid_with_its_keywords(s
     assert "running, pid" in text(browser, "#status")
 
 
-def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site: Site, browser) -> None:
+def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site: Site, browser,
+                                                                            tag_list: Path) -> None:
     from selenium.webdriver.common.by import By
 
     photo = site.root / "2024" / "green-star.jpg"
@@ -230,8 +245,7 @@ def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site
 
     # a tag-list edit re-scores every photo, "star" still predicted for it: the correction holds
     mark = len(site.daemon.log())
-    tags = site.conf / "tags.toml"
-    tags.write_text(tags.read_text(encoding="utf-8").replace(
+    tag_list.write_text(tag_list.read_text(encoding="utf-8").replace(
         'keyword = "star"  # shape\n', 'keyword = "star"  # shape\nthreshold = 0.3\n'), encoding="utf-8")
     site.daemon.wait_log(f"{len(TAGS)} tags", since=mark)
     log = site.daemon.log()[mark:]
@@ -258,7 +272,7 @@ def test_adding_a_keyword_in_the_browser_makes_it_the_persons(site: Site, browse
 
 
 def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_encoding(
-        site: Site, browser) -> None:
+        site: Site, browser, tag_list: Path) -> None:
     from selenium.webdriver.common.by import By
 
     encoded = site.encoded()
@@ -278,9 +292,9 @@ def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_en
     wait_for(lambda: f"At {new:.3f}" in " ".join(text(browser, "#counts").split()), timeout=15)
     browser.find_element(By.ID, "save-threshold").click()
     wait_for(lambda: "wrote 1 thresholds" in text(browser, ".banner.ok"))
-    tag_list = (site.conf / "tags.toml").read_text(encoding="utf-8")
-    assert f'keyword = "red"  # colour\nthreshold = {new}\n' in tag_list
-    assert tag_list.startswith("# The shapes model's tags; the review page must keep these comments.")
+    saved = tag_list.read_text(encoding="utf-8")
+    assert f'keyword = "red"  # colour\nthreshold = {new}\n' in saved
+    assert saved.startswith("# The shapes model's tags; the review page must keep these comments.")
 
     def carrying() -> set[str]:
         return {p.name for p in site.root.rglob("*.jpg") if "red" in exif_keywords(p)["iptc"]}
