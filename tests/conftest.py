@@ -299,6 +299,20 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(f"{text!r} not logged within {timeout} s:\n{self.log()[-4000:]}")
 
+    @contextlib.contextmanager
+    def restoring(self, path: Path, reloaded: str) -> Iterator[Path]:
+        """``path`` (its tag list) put back afterwards as the test found it, and the daemon's reload
+        (``reloaded`` logged) waited for, where the test changed it: a daemon shared by a module's
+        tests must not depend on which of them ran before."""
+        original = path.read_text(encoding="utf-8")
+        try:
+            yield path
+        finally:
+            if path.read_text(encoding="utf-8") != original:
+                mark = len(self.log())
+                path.write_text(original, encoding="utf-8")
+                self.wait_log(reloaded, since=mark)
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

@@ -127,8 +127,8 @@ def test_tag_list_edit_retags_without_encoding_any_image(running: Daemon) -> Non
         wait_for(lambda p=photo: tagged_with(p, TAGS))
     before = status(running.config)["encoded"]
     tags_file = running.config.parent / "tags.txt"
-    original = tags_file.read_text(encoding="utf-8")
-    try:
+    # put back afterwards: the list the module's other tests expect of this daemon, whatever their order
+    with running.restoring(tags_file, f": {len(TAGS)} tags ("):
         mark = len(running.log())
         tags_file.write_text("\n".join([*TAGS, "harbour"]) + "\n", encoding="utf-8")  # edited while running
         running.wait_log("1 new prompt vectors", since=mark)
@@ -142,11 +142,6 @@ def test_tag_list_edit_retags_without_encoding_any_image(running: Daemon) -> Non
         assert f"{tags_file}:2: keyword" in running.log()[mark:]
         noise_jpeg(folder / "after.jpg", seed=49)  # tagged with the last good list
         wait_for(lambda: tagged_with(folder / "after.jpg", [*TAGS, "harbour"]))
-    finally:  # the list the module's other tests expect of this daemon, whatever order they run in
-        if tags_file.read_text(encoding="utf-8") != original:
-            mark = len(running.log())
-            tags_file.write_text(original, encoding="utf-8")
-            running.wait_log(f": {len(TAGS)} tags (", since=mark)
 
 
 @pytest.mark.slow

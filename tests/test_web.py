@@ -155,13 +155,8 @@ def tag_list(site: Site) -> Iterator[Path]:
     """The shared daemon's tag list, for a test that edits it (by hand or from the page): put back as it
     was afterwards, the reload waited for, so the module's other tests find the thresholds they expect
     whatever order they run in."""
-    path = site.conf / "tags.toml"
-    original = path.read_text(encoding="utf-8")
-    yield path
-    if path.read_text(encoding="utf-8") != original:
-        mark = len(site.daemon.log())
-        path.write_text(original, encoding="utf-8")
-        site.daemon.wait_log(f"{len(TAGS)} tags", since=mark)
+    with site.daemon.restoring(site.conf / "tags.toml", f"{len(TAGS)} tags") as path:
+        yield path
 
 
 def screenshot(driver: object, name: str) -> Path:
