@@ -349,7 +349,8 @@ class Engine:
         lower priority; a photo with no other batch beside it (a lone drop) here, at the process's
         priority.  A thread's niceness weighs against every process on the machine, not only ours: a
         lone drop decoded given way took 1.8 s to its write beside four busy processes, 0.55 s
-        decoded here (docs/speed.md)."""
+        decoded here (docs/speed.md).  ``_lots`` is read without the lock on purpose: it only picks
+        the pool, and a stale count sends one photo to the other one."""
         if self._lots > 1:
             return self._decoders.submit(decode, data, spec).result()
         return decode(data, spec)
