@@ -69,6 +69,12 @@ class Site:
     def request(self, method: str, path: str, *, token: bool = True, body: str | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         """A raw HTTP request: the path goes out exactly as written (``..`` and all)."""
+        code, _, answer = self.exchange(method, path, token=token, body=body, headers=headers)
+        return code, answer
+
+    def exchange(self, method: str, path: str, *, token: bool = True, body: str | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """:meth:`request`, with the answer's headers (lower-case names)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         sent = {"Authorization": f"token {self.token}"} if token else {}
         if body is not None:
@@ -77,7 +83,7 @@ class Site:
         try:
             connection.request(method, path, body=body, headers=sent)
             response = connection.getresponse()
-            return response.status, response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
         finally:
             connection.close()
 
@@ -264,6 +270,38 @@ def test_adding_a_keyword_in_the_browser_makes_it_the_persons(site: Site, browse
     wait_for(lambda: chips(browser, "#file-keywords").get("Anna") == "yours")
     assert "Anna" in exif_keywords(photo)["iptc"]
     assert "Anna" in (site.conf / "overrides.toml").read_text(encoding="utf-8")
+
+
+def test_a_photo_named_with_a_hash_or_a_question_mark_can_be_corrected(site: Site, browser) -> None:
+    """``#`` and ``?`` end a URL's path unless encoded: the photo page's forms and redirects must
+    encode them exactly once, as the grid's links do."""
+    from selenium.webdriver.common.by import By
+
+    folder = site.root / "names"
+    folder.mkdir()
+    photos = {"Party #2.jpg": ("purple", "triangle"), "What?.jpg": ("yellow", "square")}
+    for number, (name, (colour, shape)) in enumerate(photos.items()):
+        temp = folder / f".incoming-{number}.jpg"
+        synthetic.make_photo(colour, shape, 780 + number, (320, 240)).save(temp, quality=88)
+        temp.rename(folder / name)
+    for name, (colour, shape) in photos.items():
+        wait_for(lambda: set(exif_keywords(folder / name)["iptc"]) == {colour, shape})  # noqa: B023
+    for name, (colour, shape) in photos.items():
+        photo, url = folder / name, f"/photo/0/names/{quote(name)}"
+        browser.get(f"{site.base}/?folder=0/names")
+        browser.find_element(By.CSS_SELECTOR, f'li.card[data-path="{photo}"] a').click()
+        assert browser.current_url == site.base + url
+        browser.find_element(By.CSS_SELECTOR,
+                             f'#file-keywords button[data-action="remove"][data-keyword="{shape}"]').click()
+        wait_for(lambda: chips(browser, "#file-keywords") == {colour: "ours", shape: "rejected"})  # noqa: B023
+        assert browser.current_url.startswith(f"{site.base}{url}?note=rejected")
+        assert exif_keywords(photo) == {"iptc": [colour], "xmp": [colour]}
+        # a POST to the photo's address, and the token's redirect, come back to that same address
+        code, headers, _ = site.exchange("POST", url, body=f"action=undo&keyword={shape}&csrf={site.csrf}")
+        assert (code, headers["location"]) == (303, f"{url}?note=restored&k={shape}")
+        code, headers, _ = site.exchange("GET", f"{url}?token={site.token}", token=False)
+        assert (code, headers["location"]) == (303, url)
+        wait_for(lambda: set(exif_keywords(photo)["iptc"]) == {colour, shape})  # noqa: B023
 
 
 def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_encoding(

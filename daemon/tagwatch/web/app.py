@@ -19,7 +19,6 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -94,8 +93,7 @@ class TokenGate:
         if not allowed:
             response: Response = HTMLResponse(self.forbidden(), status_code=403)
         elif given and request.method in ("GET", "HEAD"):
-            rest = urlencode([(k, v) for k, v in query if k != "token"])
-            response = RedirectResponse(str(URL(scope=scope).replace(query=rest)), status_code=303)
+            response = RedirectResponse(_without_token(scope, query), status_code=303)
         else:
             response = None  # type: ignore[assignment]
         if response is not None:
@@ -105,6 +103,15 @@ class TokenGate:
             await response(scope, receive, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)
+
+
+def _without_token(scope: Scope, query: list[tuple[str, str]]) -> str:
+    """The address asked for without ``?token=``: its path as the browser sent it (re-encoding the
+    decoded one encoded a file name's ``#`` or ``?`` twice), and relative, so it names no host."""
+    raw = scope.get("raw_path")  # only bytes a client left raw get encoded:
+    path = quote(raw, safe="/%:@!$&'()*+,;=~") if raw else quote(scope["path"])
+    rest = urlencode([(k, v) for k, v in query if k != "token"])
+    return f"{path}?{rest}" if rest else path
 
 
 def _origin(request: Request) -> str:
@@ -177,14 +184,11 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         if config.overrides is None:
             error = (f"Corrections are kept in an overrides file, and {config.source or 'the config'} names "
                      'none: add overrides = "overrides.toml" to it and restart tagwatch.')
-        return render(request, "photo.html", view=library.photo(path, floor), message=message, error=error,
-                      url=quote(request.url.path))
+        return render(request, "photo.html", view=library.photo(path, floor), message=message, error=error)
 
     def photo_keywords(request: Request) -> Response:
         """The keywords panel alone: the photo page polls it while a correction is pending."""
-        path = photo_path(request)
-        return render(request, "_keywords.html", view=library.photo(path),
-                      url=quote(request.url.path.replace("/photo-keywords/", "/photo/", 1)))
+        return render(request, "_keywords.html", view=library.photo(photo_path(request)))
 
     async def correct(request: Request) -> Response:
         form = await _checked_form(request, guard)
@@ -196,14 +200,13 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
             written = await run_in_threadpool(write_correction, config, path, keyword, action)
         except CorrectionError as exc:
             view = await run_in_threadpool(library.photo, path)
-            return render(request, "photo.html", status=409, view=view, error=str(exc),
-                          url=quote(request.url.path))
+            return render(request, "photo.html", status=409, view=view, error=str(exc))
         log.info("review page: %s %r for %s (%s)", action, keyword, path, written)
         if applier is not None:
             applier.request()
         note = {"remove": "rejected", "add": "added", "undo": "restored"}[str(action)]
-        return RedirectResponse(f"{quote(request.url.path)}?{urlencode({'note': note, 'k': keyword})}",
-                                status_code=303)
+        url = library.roots.url("photo", path)
+        return RedirectResponse(f"{url}?{urlencode({'note': note, 'k': keyword})}", status_code=303)
 
     def thumb(request: Request) -> Response:
         path = photo_path(request)

@@ -145,6 +145,8 @@ class PhotoView:
     name: str
     folder: str
     row: FileRow | None
+    url: str  # the page's own address, encoded once like the grid's links (forms post here)
+    keywords_url: str  # its keyword panel alone (polled while a correction is on its way)
     preview_url: str
     keywords: Keywords | None
     read_error: str | None
@@ -518,7 +520,9 @@ class Library:
                                        100 * (score - floor) / span, 100 * (limit - floor) / span))
         pending = self._pending(row, scores, scoring, override, owner, declined)
         folder, name = os.path.split(path)
-        return PhotoView(path, name, folder, row, self.roots.url("preview", path) or "", keywords,
+        url = self.roots.url
+        return PhotoView(path, name, folder, row, url("photo", path) or "", url("photo-keywords", path) or "",
+                         url("preview", path) or "", keywords,
                          found if isinstance(found, str) else None, tuple(chips), lines, floor,
                          override.remove, override.add, pending,
                          self.store.ledger_history(row.id) if row else [],
