@@ -93,7 +93,7 @@ listen = "[::1]:9100"
     ("[schedule]\nrescan = 'often'\n", "schedule.rescan must be a duration"),
     ("[metrics]\nlisten = '0.0.0.0:9464'\n", "metrics.listen must be a loopback address"),
     ("[metrics]\nlisten = '127.0.0.1'\n", "metrics.listen must be HOST:PORT"),
-    ("watch = ['does-not-exist']\n", "watch[0]: folder"),
+    ("watch = ['config.toml']\n", "watch[0]: '"),
     ("model = 3\n", "model must be a table"),
     ("watch = [", "not valid TOML"),
 ])
@@ -126,6 +126,23 @@ def test_run_without_folders_explains_what_to_do(tmp_path: Path) -> None:
     result = tagwatch("run", "--config", str(write(tmp_path, "")))
     assert result.returncode == 2
     assert "nothing to watch" in result.stderr
+
+
+def test_a_watch_folder_not_there_stops_only_a_run_that_would_watch_nothing(tmp_path: Path) -> None:
+    """A folder on a drive not plugged in is watched once it appears (tests/test_reliability.py); a
+    run none of whose folders exists is almost always a typo, and a folder typed on the command line
+    must exist.  Commands that watch nothing do not look at the folders."""
+    missing = tmp_path / "usbdisk"
+    config = write(tmp_path, f"watch = [{str(missing)!r}, {str(tmp_path / 'nas')!r}]\n"
+                             'database = "state/tw.db"\n')
+    result = tagwatch("run", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"tagwatch: error: {config}: none of the folders in watch exists ({missing}, {tmp_path / 'nas'}); "
+        "a typo, or a drive not plugged in?"]
+    typed = tagwatch("run", "--config", str(config), str(missing))
+    assert typed.returncode == 2 and f"watch: folder '{missing}' does not exist" in typed.stderr
+    assert tagwatch("status", "--config", str(config)).returncode == 0
 
 
 def test_init_writes_a_starter_config_that_loads(tmp_path: Path) -> None:

@@ -369,6 +369,29 @@ def test_an_unplugged_drive_is_watched_again_when_it_is_back(daemon: Daemon) -> 
     assert f"tagged {first}" not in daemon.log()[mark:]  # its record was kept: not read again
 
 
+def test_a_watched_folder_missing_at_start_is_watched_once_it_appears(tmp_path: Path) -> None:
+    """Issue: a drive not plugged in at start (``watch = ["~/Pictures", "/mnt/usbdisk"]``) stopped
+    the start (``watch[1]: folder '/mnt/usbdisk' does not exist``, exit 2), so the folder that was
+    there went unwatched too."""
+    here, later = tmp_path / "photos", tmp_path / "usbdisk"
+    here.mkdir()
+    config = shapes_config(tmp_path / "conf", [here, later])
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.start()
+        first = shape_jpeg(here / "first.jpg", "red", "circle", 800)
+        wait_for(lambda: has(first, "red", "circle"))
+        lines = [line for line in daemon.log().splitlines() if str(later) in line]
+        assert len(lines) == 1 and "WARNING" in lines[0], lines
+        assert "does not exist" in lines[0] and "watched when it appears" in lines[0]
+        later.mkdir()  # the drive is plugged in
+        photo = shape_jpeg(later / "plugged.jpg", "blue", "square", 801)
+        wait_for(lambda: has(photo, "blue", "square"))
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            assert daemon.stop() == 0
+
+
 def test_a_photo_copied_slowly_is_tagged_once_complete_and_never_failed(daemon: Daemon) -> None:
     """Issue: a photo copied over a slow share (1 MB every 0.7 s) was failed as a truncated JPEG after
     ~3 s of retries while it was still growing.  Here: pauses of 0.5 s between tenths, and the

@@ -208,9 +208,15 @@ class Config:
             object.__setattr__(self, "model", replace(self.model, precision_cache=cache))
 
     def with_watch(self, folders: list[Path]) -> Config:
-        """The same config watching ``folders`` instead (``tagwatch run FOLDER…``)."""
-        return replace(self, poll=(), watch=tuple(_check_folder(Path(f).expanduser().resolve(), "watch", None)
-                                         for f in folders))
+        """The same config watching ``folders`` instead (``tagwatch run FOLDER…``).  Each must exist:
+        a folder typed on the command line just now that is not there is a typo."""
+        return replace(self, poll=(), watch=tuple(
+            _check_folder(Path(f).expanduser().resolve(), "watch", None, must_exist=True) for f in folders))
+
+    def absent(self) -> tuple[Path, ...]:
+        """The watched folders that are not there now (a drive not plugged in, a share not mounted):
+        the daemon watches them once they appear."""
+        return tuple(folder for folder in self.watch if not folder.is_dir())
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -233,9 +239,14 @@ def parse_duration(value: Any, key: str, where: str) -> float:
     return seconds
 
 
-def _check_folder(path: Path, key: str, where: str | None) -> Path:
+def _check_folder(path: Path, key: str, where: str | None, *, must_exist: bool = False) -> Path:
+    """``path`` unless it is something other than a folder.  A config's folder may be missing (a
+    drive not plugged in: ``run`` watches it once it appears, see :meth:`Config.absent`), unless
+    ``must_exist``."""
     prefix = f"{where}: " if where else ""
     if not path.exists():
+        if not must_exist:
+            return path
         raise ConfigError(f"{prefix}{key}: folder '{path}' does not exist")
     if not path.is_dir():
         raise ConfigError(f"{prefix}{key}: '{path}' is not a folder")

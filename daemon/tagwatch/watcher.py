@@ -161,6 +161,8 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     """Compare the folders with the store: queue new and changed files, report vanished ones."""
     report = ScanReport()
     for root in roots:
+        if not root.is_dir():  # not there (unplugged, unmounted): the watcher says so, and has it
+            continue  # scanned when it is back; its records are kept meanwhile
         known = store.files_under(str(root))
         seen = report.seen
         for path, st in walk(root, filt, clean_temp, stop):
@@ -269,14 +271,23 @@ class Watcher:
         self._make_observer = observer
         self._observers: dict[Path, tuple[BaseObserver, tuple[int, int]]] = {}  # root -> (observer, dev+ino)
         self._missing: set[Path] = set()
+        self._awaited: set[Path] = set()  # missing since the start: not yet seen at all
         self._lock = threading.Lock()
         self._handler = _Handler(filt, queue)
         self.polled: list[Path] = []
 
     def start(self) -> None:
+        """Watch every root that is there; one that is not (a drive not plugged in at start) is
+        said once and watched by :meth:`check` when it appears."""
         with self._lock:
             for root in self.roots:
-                self._watch(root)
+                if root.is_dir():
+                    self._watch(root)
+                    continue
+                self._missing.add(root)
+                self._awaited.add(root)
+                log.warning("%s: the watched folder does not exist (a drive not plugged in, a share not "
+                            "mounted?); it will be watched when it appears", root)
 
     def _watch(self, root: Path) -> None:
         try:
@@ -348,8 +359,12 @@ class Watcher:
                 self._stop(root)
                 self._missing.discard(root)
                 self._watch(root)
-                log.warning("%s: the watched folder is back (or another folder or file system is there "
-                            "now); watching it again and scanning it", root)
+                if root in self._awaited:
+                    self._awaited.discard(root)
+                    log.warning("%s: the watched folder has appeared; watching it and scanning it", root)
+                else:
+                    log.warning("%s: the watched folder is back (or another folder or file system is "
+                                "there now); watching it again and scanning it", root)
                 back.append(root)
         return back
 

@@ -17,9 +17,13 @@ def run_func(args: argparse.Namespace) -> int:
     config = load(args)
     if args.folders:
         config = config.with_watch([Path(f) for f in args.folders])
+    where = config.source or default_config_path()
     if not config.watch:
-        where = config.source or default_config_path()
         raise UsageError(f"nothing to watch: pass folders (tagwatch run ~/Pictures) or set watch in {where}")
+    if len(config.absent()) == len(config.watch):  # some missing are watched once they appear
+        folders = ", ".join(map(str, config.watch))
+        raise UsageError(f"{where}: none of the folders in watch exists ({folders}); a typo, or a drive not "
+                         "plugged in?")
     require_exiftool()
     model = LazyModel(config.model)
     model.validate()
