@@ -304,6 +304,30 @@ def test_a_photo_named_with_a_hash_or_a_question_mark_can_be_corrected(site: Sit
         wait_for(lambda: set(exif_keywords(photo)["iptc"]) == {colour, shape})  # noqa: B023
 
 
+def test_a_keyword_the_tag_list_would_refuse_is_refused_on_the_page_too(site: Site, browser) -> None:
+    from urllib.parse import urlencode
+
+    from selenium.webdriver.common.by import By
+
+    photo, url = site.root / "2025" / "purple-vertical-bar.jpg", "/photo/0/2025/purple-vertical-bar.jpg"
+    keywords = exif_keywords(photo)
+    overrides = site.conf / "overrides.toml"
+    kept = overrides.read_bytes() if overrides.exists() else None
+    browser.get(site.base + url)
+    browser.find_element(By.ID, "add-keyword").send_keys("Trip|Day 1")
+    browser.find_element(By.ID, "add-button").click()
+    wait_for(lambda: "contains '|'" in text(browser, ".banner.error"))
+    assert "separates the levels" in text(browser, ".banner.error")
+    for keyword, reason in (("a\x01b", "control character"), ("é" * 33, "66 bytes in UTF-8"),
+                            ("a\ufffeb", "noncharacter")):
+        body = urlencode({"action": "add", "keyword": keyword, "csrf": site.csrf})
+        code, answer = site.request("POST", url, body=body)
+        assert code == 409 and reason in answer.decode(), (keyword, answer[-600:])
+    time.sleep(1)  # what a daemon would have done with a correction
+    assert (overrides.read_bytes() if overrides.exists() else None) == kept
+    assert exif_keywords(photo) == keywords
+
+
 def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_encoding(
         site: Site, browser, tag_list: Path) -> None:
     from selenium.webdriver.common.by import By

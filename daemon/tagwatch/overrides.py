@@ -25,6 +25,7 @@ from typing import Any
 from .vocabulary import (
     VocabularyError,
     check_keyword,
+    not_one_level,
     read_list_file,
     read_toml,
     string_list,
@@ -263,6 +264,10 @@ def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, key
     if action not in CORRECTIONS:
         raise ValueError(f"unknown correction {action!r}")
     keyword = check_keyword(keyword, f"{source}: the keyword")
+    nested = not_one_level(keyword) if action == "add" else None  # one already there can still go
+    if nested is not None:
+        raise OverridesError(f"{source}: keyword {keyword!r} {nested}; add each level as a keyword of "
+                             "its own")
     old = parse_overrides(text, source, roots)
     pattern = _pattern(glob_escape(path), f"{source}: {path}")
     matching = [i for i, rule in enumerate(old.rules) if _matches(rule, path, old.roots)]

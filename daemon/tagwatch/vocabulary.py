@@ -118,6 +118,18 @@ def unwritable(keyword: str) -> str | None:
     return None
 
 
+def not_one_level(keyword: str) -> str | None:
+    """Why ``keyword`` cannot be given as one keyword of its own, or None if it can.
+
+    ``|`` separates the levels of a hierarchical keyword (lr:hierarchicalSubject), so a keyword
+    holding one would be read there as a path of keywords nobody named.  The rule for a tag of a rich
+    list and for a keyword added on the review page; each caller says how to give the levels.
+    """
+    if "|" in keyword:
+        return "contains '|', which separates the levels of a hierarchical keyword"
+    return None
+
+
 def check_keyword(raw: str, where: str) -> str:
     """A keyword with white space folded, or a :class:`VocabularyError` naming ``where``."""
     keyword = " ".join(raw.split())  # trims and folds runs of whitespace/tabs to one space
@@ -258,9 +270,10 @@ def _entry(raw: Any, where: str, line: int | None) -> _Entry:
     if not isinstance(raw["keyword"], str):
         raise VocabularyError(f"{where}: keyword must be a string, got {raw['keyword']!r}")
     keyword = check_keyword(raw["keyword"], where)
-    if "|" in keyword:
-        raise VocabularyError(f"{where}: keyword {keyword!r} contains '|'; write the levels above it "
-                              "as tags of their own and name them with parent")
+    nested = not_one_level(keyword)
+    if nested is not None:
+        raise VocabularyError(f"{where}: keyword {keyword!r} {nested}; write the levels above it as tags of "
+                              "their own and name them with parent")
     prompts: tuple[str, ...] = ()
     if "prompts" in raw:
         values = string_list(raw["prompts"], where, "prompts", VocabularyError)
