@@ -328,6 +328,29 @@ def test_a_keyword_the_tag_list_would_refuse_is_refused_on_the_page_too(site: Si
     assert exif_keywords(photo) == keywords
 
 
+def test_the_threshold_box_shows_a_short_decimal_and_saving_it_unchanged_writes_nothing(
+        site: Site, browser, tag_list: Path) -> None:
+    """0.29 and 0.36 are no float32: the box shows the list's own decimal, and a save that changes
+    nothing must not pin the global threshold (or float32 noise) into the list."""
+    from selenium.webdriver.common.by import By
+
+    mark = len(site.daemon.log())
+    tag_list.write_text(tag_list.read_text(encoding="utf-8").replace(
+        'keyword = "blue"  # colour\n', 'keyword = "blue"  # colour\nthreshold = 0.29\n'), encoding="utf-8")
+    site.daemon.wait_log(f"{len(TAGS)} tags", since=mark)
+    written = tag_list.read_bytes()
+    for keyword, shown, whose in (("blue", "0.29", "its own"), ("green", str(THRESHOLD), "the global one")):
+        browser.get(f"{site.base}/tag/{keyword}")
+        assert browser.find_element(By.ID, "threshold").get_attribute("value") == shown
+        browser.find_element(By.ID, "save-threshold").click()
+        wait_for(lambda: "unchanged" in text(browser, ".banner.ok"))
+        assert whose in text(browser, ".banner.ok")
+        assert tag_list.read_bytes() == written
+    # the noise an older page showed is the same float32: nothing written either
+    code, _ = site.request("POST", "/tag/green", body=f"threshold=0.36000001430511475&csrf={site.csrf}")
+    assert code == 303 and tag_list.read_bytes() == written
+
+
 def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_encoding(
         site: Site, browser, tag_list: Path) -> None:
     from selenium.webdriver.common.by import By

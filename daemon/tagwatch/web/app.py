@@ -28,6 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from ..calibrate import number
 from ..config import Config
 from ..formats import ImageError
 from ..metadata import ExifTool, KeywordWriter
@@ -145,6 +146,7 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
                        near_margin=NEAR_MARGIN)
     env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "—"
     env.filters["score"] = lambda s: "—" if s is None else f"{s:.3f}"
+    env.filters["decimal"] = number  # a threshold as calibrate writes it: 0.3, not float32's noise
     env.filters["ago"] = _ago
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -242,12 +244,11 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         try:
             if value is None:
                 raise CorrectionError(f"not a threshold: {form.get('threshold')!r}")
-            message = await run_in_threadpool(write_threshold, config, scoring.vocabulary.keywords, keyword,
-                                              value)
+            message = await run_in_threadpool(write_threshold, config, scoring.vocabulary, keyword, value)
         except CorrectionError as exc:
             view = await run_in_threadpool(library.tag, keyword, value)
             return render(request, "tag.html", status=409, view=view, error=str(exc), tag_list=config.tags)
-        log.info("review page: threshold of %r set to %s", keyword, value)
+        log.info("review page: threshold of %r at %s: %s", keyword, number(value), message.splitlines()[0])
         if applier is not None:
             applier.request()
         return RedirectResponse(f"/tag/{quote(keyword)}?{urlencode({'m': message})}", status_code=303)

@@ -29,6 +29,7 @@ from ..metadata import Keywords, KeywordWriter
 from ..model import model_identity
 from ..overrides import Override, Overrides, OverridesError
 from ..pipeline import load_config_overrides, load_tag_list
+from ..scoring import tag_thresholds
 from ..status import daemon_state
 from ..store import ADDED, DECLINED, DONE, FAILED, USER, FileRow, Store
 from ..tagger import Expansion, TagMatrix, select, thresholds
@@ -50,6 +51,7 @@ class Scoring:
     vocabulary: Vocabulary
     tags: TagMatrix
     thresholds: np.ndarray  # per tag, float32, as the daemon compares
+    written: np.ndarray  # per tag, float64, as the list or the config gives it (what a person sees)
     overrides: Overrides
     index: dict[str, int]
     top_k: int
@@ -324,8 +326,9 @@ class Library:
             self.store.put_text_vectors(dict(zip(missing, encoded, strict=True)), self.identity)
             vectors.update(self.store.text_vectors(missing, self.identity))
         overrides = load_config_overrides(self.config, quiet=True)
-        return Scoring(vocabulary, TagMatrix.build(vocabulary, vectors),
-                       thresholds(vocabulary, self.config.tagging.threshold), overrides,
+        default = self.config.tagging.threshold
+        return Scoring(vocabulary, TagMatrix.build(vocabulary, vectors), thresholds(vocabulary, default),
+                       tag_thresholds(vocabulary.tags, default), overrides,
                        {k: i for i, k in enumerate(vocabulary.keywords)}, self.config.tagging.top_k,
                        Expansion.of(vocabulary, self.config.tagging))
 
@@ -556,7 +559,7 @@ class Library:
         if column is None:
             return None
         tag = scoring.vocabulary.tags[column]
-        current = float(scoring.thresholds[column])
+        current = float(scoring.written[column])  # 0.3, not float32's 0.30000001192092896
         rows, matrix = self._vectors(list(self.roots.roots))
         scores = self._cached(("column", id(scoring), column),
                               lambda: self._scores(scoring, matrix, column))  # type: ignore[assignment]
