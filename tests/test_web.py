@@ -438,6 +438,21 @@ def test_every_route_needs_the_token_and_photos_stay_inside_the_watched_folder(
     assert site.token not in site.daemon.log()
 
 
+def test_a_foreign_host_or_origin_is_refused_for_what_it_is(site: Site) -> None:
+    # the token in the query is no way past the Host check (DNS rebinding): no cookie, no redirect
+    for path in (f"/status?token={site.token}", f"/photo/0/2024/red-star.jpg?token={site.token}"):
+        code, headers, _ = site.exchange("GET", path, token=False, headers={"Host": "evil.com"})
+        assert code == 400 and "location" not in headers and "set-cookie" not in headers, headers
+        assert headers["x-frame-options"] == "DENY"  # a refusal carries the security headers too
+    # a POST from another origin, token and CSRF value right: refused as cross-origin, not for a token
+    tags = (site.conf / "tags.toml").read_bytes()
+    code, _, body = site.exchange("POST", "/tag/red", body=f"threshold=0.1&csrf={site.csrf}",
+                                  headers={"Origin": "http://evil.com"})
+    assert code == 403 and b"cross-origin" in body and b"needs its token" not in body
+    assert b"http://evil.com" in body and "content-security-policy" in headers
+    assert (site.conf / "tags.toml").read_bytes() == tags
+
+
 def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, tmp_path: Path) -> None:
     """`tagwatch web` alone: a correction still reaches the file, through the same re-scoring from
     cached vectors a daemon does.  The vectors come from the module's store (the cache is keyed by

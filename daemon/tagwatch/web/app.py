@@ -61,49 +61,60 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
+class SecurityHeaders:
+    """ASGI middleware, the outermost: the security headers on every answer, refusals included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
 class TokenGate:
-    """ASGI middleware: the token, cookie or header first, or 403; security headers on every answer.
+    """ASGI middleware: the token, cookie or header first, or 403.
 
     ``?token=`` on a GET is answered with the session cookie and a redirect to the same address
     without it (Jupyter's way), so the token does not stay in the address bar, the history or a
-    Referer.  A POST from another origin is refused whatever it carries.
+    Referer.  A POST from another origin is refused whatever it carries, and says so.  It sits inside
+    the Host check, so a foreign Host (DNS rebinding) gets 400 before the token is even looked at.
     """
 
-    def __init__(self, app: ASGIApp, guard: Guard, forbidden: Callable[[], bytes]) -> None:
+    def __init__(self, app: ASGIApp, guard: Guard, forbidden: Callable[[str | None], bytes]) -> None:
         self.app, self.guard, self.forbidden = app, guard, forbidden
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        async def send_with_headers(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
-            await send(message)
-
         request = Request(scope)
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         given = [v for k, v in query if k == "token"]
-        cookie = request.cookies.get(self.guard.cookie_name)
-        allowed = (self.guard.cookie_ok(cookie) or self.guard.header_ok(request.headers.get("authorization"))
-                   or (len(given) == 1 and self.guard.token_ok(given[0])))
         origin = request.headers.get("origin")
-        if allowed and request.method == "POST" and origin is not None and origin != _origin(request):
-            allowed = False
-        if not allowed:
-            response: Response = HTMLResponse(self.forbidden(), status_code=403)
+        response: Response
+        if not self._holds_token(request, given):
+            response = HTMLResponse(self.forbidden(None), status_code=403)
+        elif request.method == "POST" and origin is not None and origin != _origin(request):
+            response = HTMLResponse(self.forbidden(origin), status_code=403)
         elif given and request.method in ("GET", "HEAD"):
             response = RedirectResponse(_without_token(scope, query), status_code=303)
+            response.set_cookie(self.guard.cookie_name, self.guard.cookie_value, httponly=True,
+                                samesite="strict", path="/")
         else:
-            response = None  # type: ignore[assignment]
-        if response is not None:
-            if allowed:
-                response.set_cookie(self.guard.cookie_name, self.guard.cookie_value, httponly=True,
-                                    samesite="strict", path="/")
-            await response(scope, receive, send_with_headers)
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send_with_headers)
+        await response(scope, receive, send)
+
+    def _holds_token(self, request: Request, given: list[str]) -> bool:
+        guard = self.guard
+        return (guard.cookie_ok(request.cookies.get(guard.cookie_name))
+                or guard.header_ok(request.headers.get("authorization"))
+                or (len(given) == 1 and guard.token_ok(given[0])))
 
 
 def _without_token(scope: Scope, query: list[tuple[str, str]]) -> str:
@@ -257,8 +268,9 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         template = "_status.html" if request.url.path == "/status-panel" else "status.html"
         return render(request, template, s=library.status(), config=config)
 
-    def forbidden() -> bytes:
-        return (HERE / "templates" / "forbidden.html").read_bytes()
+    def forbidden(origin: str | None) -> bytes:
+        """The 403 page: no token, or (``origin``) a change sent from another site's page."""
+        return env.get_template("forbidden.html").render(origin=origin).encode()
 
     async def not_found(request: Request, exc: Exception) -> Response:
         code = getattr(exc, "status_code", 500)
@@ -282,9 +294,10 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if config.web.loopback else ["*"]
-    app = Starlette(routes=routes, middleware=[
-        Middleware(TokenGate, guard=guard, forbidden=forbidden),
+    app = Starlette(routes=routes, middleware=[  # outermost first: the Host check before the token
+        Middleware(SecurityHeaders),
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
+        Middleware(TokenGate, guard=guard, forbidden=forbidden),
     ], exception_handlers={HTTPException: not_found})
 
     def close() -> None:
