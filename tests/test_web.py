@@ -453,6 +453,54 @@ def test_a_foreign_host_or_origin_is_refused_for_what_it_is(site: Site) -> None:
     assert (site.conf / "tags.toml").read_bytes() == tags
 
 
+def test_tagwatch_web_url_prints_the_address_of_the_page_that_runs(site: Site, tmp_path: Path) -> None:
+    """The daemon's page listens on a port of its own choosing ([web] port = 0): --url names it."""
+    printed = tagwatch("web", "--url", "--config", str(site.config))
+    assert printed.stdout == f"{site.base}/?token={site.token}\n", printed.stderr
+
+    root, conf = tmp_path / "photos", tmp_path / "conf"
+    root.mkdir()
+    conf.mkdir()
+    (conf / "tags.txt").write_text("\n".join(TAGS) + "\n", encoding="utf-8")
+    config = conf / "config.toml"
+    config.write_text("\n".join([
+        f"watch = [{json.dumps(str(root))}]", 'tags = "tags.txt"', 'database = "state/tagwatch.db"',
+        "[model]", f"name = {json.dumps(str(SHAPES_CONFIG))}",
+        f"pretrained = {json.dumps(str(SHAPES_CHECKPOINT))}", ""]), encoding="utf-8")
+    web = subprocess.Popen([sys.executable, "-m", "tagwatch", "web", "--config", str(config), "--host",
+                            "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           cwd=REPO, text=True)
+    try:
+        line = web.stdout.readline()  # type: ignore[union-attr]
+        match = re.fullmatch(r"review page: http://127\.0\.0\.1:(\d+)/\?token=(\S+)\n", line)
+        assert match, line  # an address a browser opens, not 0.0.0.0
+        port, token = int(match.group(1)), match.group(2)
+        printed = tagwatch("web", "--url", "--config", str(config))
+        assert printed.stdout == f"http://127.0.0.1:{port}/?token={token}\n", printed.stderr
+        page = Site(root, conf, config, None, f"http://127.0.0.1:{port}", port, token)  # type: ignore[arg-type]
+        # exposed on purpose: another machine names this one by its own name, which is no rebinding
+        assert page.request("GET", "/status", headers={"Host": f"photos.example:{port}"})[0] == 200
+    finally:
+        web.terminate()
+        assert web.wait(timeout=30) == 0
+    printed = tagwatch("web", "--url", "--config", str(config))
+    assert printed.stdout == f"http://127.0.0.1:8765/?token={token}\n"
+    assert "no review page is running" in printed.stderr
+    # a page killed before it could say it stopped is not taken for a running one
+    web = subprocess.Popen([sys.executable, "-m", "tagwatch", "web", "--config", str(config), "--port", "0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True)
+    try:
+        assert web.stdout.readline().startswith("review page: http://127.0.0.1:")  # type: ignore[union-attr]
+    finally:
+        web.kill()
+        web.wait()
+    printed = tagwatch("web", "--url", "--config", str(config))
+    assert "no review page is running" in printed.stderr and ":8765/" in printed.stdout
+    printed = tagwatch("web", "--url", "--config", str(config), "--port", "0")
+    assert printed.returncode == 2 and not printed.stdout
+    assert "no review page is running" in printed.stderr and "tagwatch web" in printed.stderr
+
+
 def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, tmp_path: Path) -> None:
     """`tagwatch web` alone: a correction still reaches the file, through the same re-scoring from
     cached vectors a daemon does.  The vectors come from the module's store (the cache is keyed by
@@ -494,7 +542,7 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
         match = re.fullmatch(r"review page: http://127\.0\.0\.1:(\d+)/\?token=(\S+)\n", line)
         assert match, line
         port, token = int(match.group(1)), match.group(2)
-        printed = tagwatch("web", "--url", "--config", str(config), "--port", str(port))
+        printed = tagwatch("web", "--url", "--config", str(config))  # the port it took, not the config's
         assert printed.stdout.strip() == f"http://127.0.0.1:{port}/?token={token}"
         page = Site(root, conf, config, None, f"http://127.0.0.1:{port}", port, token)  # type: ignore[arg-type]
         code, _ = page.request("POST", "/photo/0/red-star.jpg",

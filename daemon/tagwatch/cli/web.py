@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from ..config import default_config_path
+from ..config import Config, default_config_path
 from .common import UsageError, load, require_exiftool
 
 
+def page_url(config: Config, host: str | None, port: int | None) -> str:
+    """The address, with its token, of the page serving now for this data folder (the newest; --host
+    and --port pick among several), for a person who lost it.  With none serving, where `tagwatch
+    web` would serve it, and stderr says so: the config's port is only a guess at a running page's."""
+    from ..web.auth import load_token  # the web extra is only needed here
+    from ..web.server import open_host, page_address, running_pages
+
+    token = load_token(config.database)
+    for page in running_pages(config.database):
+        if (host is None or page.host == host) and port in (None, 0, page.port):
+            return f"{page.address}?token={token}"
+    folder = config.database.parent
+    port = config.web.port if port is None else port
+    if port == 0:
+        raise UsageError(f"no review page is running for {folder}, and port 0 takes a new port at each "
+                         "start: start it with `tagwatch web`, which prints its address")
+    print(f"tagwatch: no review page is running for {folder}; this is where `tagwatch web` serves it",
+          file=sys.stderr)
+    return f"{page_address(open_host(host or config.web.host), port)}?token={token}"
+
+
 def web_func(args: argparse.Namespace) -> int:
-    from ..web.auth import load_token  # starlette, jinja2 and uvicorn are only needed here
-    from ..web.server import WebError, WebServer, page_address
+    from ..web.server import WebError, WebServer  # starlette, jinja2 and uvicorn are only needed here
 
     config = load(args)
     if args.folders:
         config = config.with_watch([Path(f) for f in args.folders])
-    if args.url:  # the address of a page already running, for a person who lost it
-        host, port = args.host or config.web.host, config.web.port if args.port is None else args.port
-        print(f"{page_address(host, port)}?token={load_token(config.database)}")
+    if args.url:
+        print(page_url(config, args.host, args.port))
         return 0
     if not config.watch:
         where = config.source or default_config_path()
@@ -41,5 +61,6 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                                     "loopback exposes the page to the network")
     web.add_argument("--port", type=int, help="port (default [web] port, 8765; 0: any free port)")
     web.add_argument("--url", action="store_true",
-                     help="print the page's address with its token and exit (the page keeps its token)")
+                     help="print the address, with its token, of the page running now (the daemon's or "
+                          "another `tagwatch web`) and exit; the page keeps its token")
     web.set_defaults(func=web_func)

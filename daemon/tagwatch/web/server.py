@@ -1,17 +1,26 @@
 """Serving the review page: uvicorn in the foreground (``tagwatch web``) or in a thread (the daemon).
 
 The socket is bound here, before uvicorn starts, so a port in use is one clear error and port 0 gets
-a free port whose number the log names.  uvicorn keeps no access log (the first request of a visit
-carries the token in its query string) and its own lines go through tagwatch's logging.
+a free port whose number the log names.  While it serves, the page records where it listens in the
+data folder (``web-address.<pid>.<port>``, no token in it), so ``tagwatch web --url`` prints the
+address of the page that runs, not the config's port.  uvicorn keeps no access log (the first
+request of a visit carries the token in its query string) and its own lines go through tagwatch's
+logging.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import socket
 import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
+from ..atomic import write_atomic
 from ..config import Config, is_loopback
 from .auth import load_token, token_path
 
@@ -48,9 +57,44 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # listening on every address
+RECORD = "web-address."
+
+
 def page_address(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/"
+
+
+def open_host(host: str) -> str:
+    """The host a browser on this machine opens for a page listening on ``host``: a wildcard names
+    no machine (a browser cannot open http://0.0.0.0/ everywhere), so its loopback, which it covers."""
+    return WILDCARDS.get(host, host)
+
+
+@dataclass(frozen=True)
+class Listening:
+    """A review page serving now: where it listens, the address to open (no token), since when."""
+
+    pid: int
+    host: str
+    port: int
+    address: str
+    started: float
+
+
+def running_pages(database: Path) -> list[Listening]:
+    """The pages serving now for ``database``'s data folder, newest first.  A record whose process
+    has ended (killed before it could remove it) is skipped."""
+    pages = []
+    for path in database.parent.glob(RECORD + "*"):
+        try:
+            page = Listening(**json.loads(path.read_text(encoding="utf-8")))
+            os.kill(page.pid, 0)  # raises when no such process is ours
+        except (OSError, ValueError, TypeError):
+            continue
+        pages.append(page)
+    return sorted(pages, key=lambda page: page.started, reverse=True)
 
 
 def exposure(host: str, address: str) -> str | None:
@@ -75,17 +119,32 @@ class WebServer:
         self.sock = bind(self.host, config.web.port if port is None else port)
         self.port = self.sock.getsockname()[1]
         self.token = load_token(config.database)
-        self.address = page_address(self.host, self.port)
+        self.address = page_address(open_host(self.host), self.port)
+        self.record = config.database.parent / f"{RECORD}{os.getpid()}.{self.port}"
+        # the app checks Host against where it listens: --host 0.0.0.0 must not keep the config's loopback
+        config = replace(config, web=replace(config.web, host=self.host, port=self.port))
         self.app = create_app(config, token=self.token, port=self.port, apply_corrections=apply_corrections)
         self.server = uvicorn.Server(uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
             timeout_graceful_shutdown=2))
         self._thread: threading.Thread | None = None
-        warning = exposure(self.host, self.address)
+        warning = exposure(self.host, page_address(self.host, self.port))
         if warning:
             log.warning("%s", warning)
-        log.info("review page on %s (its token is in %s; `tagwatch web --url` prints the whole address)",
-                 self.address, token_path(config.database))
+        log.info("review page on %s (its token is in %s; `tagwatch web --url` prints the whole address)%s",
+                 self.address, token_path(config.database), self._elsewhere())
+
+    def _elsewhere(self) -> str:
+        """How another machine opens a page listening on every address, for the log."""
+        if open_host(self.host) == self.host:
+            return ""
+        return (f"; it listens on {page_address(self.host, self.port)}: from another machine, open it with "
+                "this machine's name or address")
+
+    def _announce(self) -> None:
+        """Record where this page listens, for `tagwatch web --url`, until :meth:`close`."""
+        page = Listening(os.getpid(), self.host, self.port, self.address, time.time())
+        write_atomic(self.record, json.dumps(asdict(page)) + "\n", durable=False)
 
     @property
     def url(self) -> str:
@@ -99,12 +158,14 @@ class WebServer:
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, lambda *_: None)
         try:
+            self._announce()
             self.server.run(sockets=[self.sock])
         finally:
             self.close()
 
     def start(self) -> None:
         """In a thread of its own (the daemon)."""
+        self._announce()
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                         name="tagwatch-web", daemon=True)
         self._thread.start()
@@ -116,5 +177,6 @@ class WebServer:
         self.close()
 
     def close(self) -> None:
+        self.record.unlink(missing_ok=True)
         self.app.state.close()
         self.sock.close()
