@@ -478,6 +478,8 @@ def test_tagwatch_web_url_prints_the_address_of_the_page_that_runs(site: Site, t
         printed = tagwatch("web", "--url", "--config", str(config))
         assert printed.stdout == f"http://127.0.0.1:{port}/?token={token}\n", printed.stderr
         page = Site(root, conf, config, None, f"http://127.0.0.1:{port}", port, token)  # type: ignore[arg-type]
+        code, body = page.request("GET", "/")
+        assert code == 200 and b"tagwatch scan" in body, body[-800:]  # the empty grid says what to do
         # exposed on purpose: another machine names this one by its own name, which is no rebinding
         assert page.request("GET", "/status", headers={"Host": f"photos.example:{port}"})[0] == 200
     finally:
