@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -97,8 +99,6 @@ def test_status_json_before_any_database_exists(tmp_path: Path, config_file) -> 
 
 
 def test_python_dash_m_is_the_same_command() -> None:
-    import subprocess
-
     result = subprocess.run([sys.executable, "-m", "tagwatch", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("tagwatch ")
 
@@ -170,6 +170,60 @@ def test_offline_mode_refuses_to_download(tmp_path: Path, monkeypatch: pytest.Mo
     cfg = ModelConfig(cache_dir=tmp_path / "empty-cache", offline=True)
     with pytest.raises(ModelError, match=r"not in the cache .* model\.offline = true forbids downloading"):
         load_model(cfg)
+
+
+def hub_config(folder: Path) -> Path:
+    """A config whose model's weights come from the hub (RN50 / openai): never in the test's cache."""
+    (folder / "tags.txt").write_text("dog\ncat\n", encoding="utf-8")
+    config = folder / "config.toml"
+    config.write_text('tags = "tags.txt"\ndatabase = "state/tw.db"\n[model]\nname = "RN50"\n'
+                      'pretrained = "openai"\ncache_dir = "empty-cache"\n', encoding="utf-8")
+    return config
+
+
+def with_hub(hub: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with the Hugging Face hub at ``hub`` (HF_ENDPOINT), downloads allowed."""
+    env = {**{k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}, "HF_ENDPOINT": hub}
+    return subprocess.run([sys.executable, "-m", "tagwatch", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_a_failing_hubs_warnings_are_said_once_and_the_download_tried_once(tmp_path: Path) -> None:
+    """A hub that answers, with errors (HTTP 500, then 404): the hub's client warns as it retries; each
+    warning is one line (the encoder child's library printed it itself too), and one download cycle
+    runs (the scan tried the download again after the load started ahead of the photos had failed)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: dict[str, int] = {}
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            asked[self.path] = asked.get(self.path, 0) + 1
+            self.send_response(500 if asked[self.path] <= 2 else 404)
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hub = f"http://127.0.0.1:{server.server_address[1]}"
+        photo = noise_jpeg(tmp_path / "photo.jpg", seed=1)
+        result = with_hub(hub, "scan", "--dry-run", str(photo), "--config", str(hub_config(tmp_path)))
+    finally:
+        server.shutdown()
+    assert result.returncode == 2, result.stderr
+    url = f"{hub}/timm/resnet50_clip.openai/resolve/main/open_clip_model.safetensors"
+    said = f"HTTP Error 500 thrown while requesting HEAD {url}"
+    warned = [line for line in result.stderr.splitlines() if said in line]
+    assert len(warned) == 1 and "WARNING encoder:" not in warned[0], result.stderr
+    assert result.stderr.count("ERROR Failed to download weights for tag 'openai'") == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("tagwatch: error: model: cannot load RN50 / openai"), error
 
 
 def test_status_reports_json_keys_the_issue_names(tmp_path: Path, config_file) -> None:

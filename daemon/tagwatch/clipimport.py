@@ -113,7 +113,24 @@ def open_clip() -> Any:
         for name, placed in held.items():
             if name in sys.modules and sys.modules[name] is placed:
                 del sys.modules[name]
+    _through_root_only(HUB_LOGGER)
     return module
+
+
+HUB_LOGGER = "huggingface_hub"  # open_clip imports it; it gives its logger a stderr handler of its own
+
+
+def _through_root_only(name: str) -> None:
+    """Take the stderr handler a library put on its logger ``name`` away: its records also reach the
+    root logger, whose handler (in the encoder child, the one that relays them to the parent's log)
+    writes them already, so each of its warnings came out twice, once as a stray line.  Where the
+    root has no handler, Python's last resort still prints warnings and errors."""
+    logger = logging.getLogger(name)
+    if not logger.propagate:
+        return
+    for handler in list(logger.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream in (sys.stderr, sys.__stderr__):
+            logger.removeHandler(handler)
 
 
 def prepare(open_clip: Any, name: str) -> None:

@@ -482,6 +482,7 @@ class LazyModel:
         self._spec_read = False
         self._loading: threading.Thread | None = None
         self._loading_lock = threading.Lock()
+        self._ahead_failed: ModelError | None = None  # the load started ahead failed: the next get's answer
 
     @property
     def loaded(self) -> bool:
@@ -500,7 +501,7 @@ class LazyModel:
         """Start loading the model in the background unless it is loaded or loading: called as soon
         as a photo turns out to need it, so the child's torch import and weight loading (seconds)
         overlap the reading and decoding of the first photos instead of following them.  A failed
-        load is reported by the batch that needs the model, which tries again."""
+        load is reported by the call that needs the model next (:meth:`_await_ahead`)."""
         if self.loaded:
             return
         with self._loading_lock:
@@ -511,9 +512,25 @@ class LazyModel:
 
     def _load_ahead(self) -> None:
         try:
-            self.get()
+            self._get()
+        except ModelError as exc:  # the caller that needs the model gets this error, not a second try
+            log.debug("model: loading ahead failed: %s", exc)
+            self._ahead_failed = exc
         except Exception as exc:  # the batch that needs the model meets the error again and reports it
             log.debug("model: loading ahead failed: %s", exc)
+
+    def _await_ahead(self) -> None:
+        """A load started ahead (:meth:`prefetch`) is this call's load: wait for it, and raise its
+        error if it failed.  Trying again at once repeats what just failed: without a network, the
+        whole download cycle (minutes of the hub's retries) ran twice.  Only once: a later call (the
+        daemon's next batch) tries again."""
+        with self._loading_lock:
+            loading = self._loading
+        if loading is not None and loading is not threading.current_thread():
+            loading.join()
+        failed, self._ahead_failed = self._ahead_failed, None
+        if failed is not None:
+            raise failed
 
     @property
     def encoder(self) -> EncoderProcess | None:
@@ -554,6 +571,10 @@ class LazyModel:
         encoder.validate()
 
     def get(self) -> EncoderProcess:
+        self._await_ahead()
+        return self._get()
+
+    def _get(self) -> EncoderProcess:
         with self._lock:
             encoder = self._child()
             encoder.load()
