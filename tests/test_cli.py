@@ -188,6 +188,27 @@ def with_hub(hub: str, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, env=env)
 
 
+@pytest.mark.parametrize("hub", ["http://127.0.0.1:9", "http://tagwatch-hub.invalid"])
+def test_weights_to_download_with_no_hub_to_reach_fail_at_once_in_one_line(tmp_path: Path, hub: str) -> None:
+    """Issue: with no network, `scan --dry-run` of the default model took 94 s and printed ~64
+    warnings (each twice) before its error: the hub's client retried each of two file names five
+    times, and the download was tried twice.  Here the hub is an address where nothing listens, or a
+    name that does not resolve (HF_ENDPOINT)."""
+    config = hub_config(tmp_path)
+    photo = noise_jpeg(tmp_path / "photo.jpg", seed=1)
+    for command in (["scan", "--dry-run", str(photo)], ["run", str(tmp_path)]):
+        result = with_hub(hub, *command, "--config", str(config))
+        assert result.returncode == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert "Retrying" not in result.stderr, lines
+        error = lines[-1]
+        assert error.startswith("tagwatch: error: model: cannot download the weights of RN50 / openai: "
+                                f"{hub} cannot be reached ("), error
+        assert f"'{tmp_path / 'empty-cache'}'" in error and "model.pretrained" in error
+        if command[0] == "scan":
+            assert lines == [error]
+
+
 def test_a_failing_hubs_warnings_are_said_once_and_the_download_tried_once(tmp_path: Path) -> None:
     """A hub that answers, with errors (HTTP 500, then 404): the hub's client warns as it retries; each
     warning is one line (the encoder child's library printed it itself too), and one download cycle

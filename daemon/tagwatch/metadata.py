@@ -655,11 +655,15 @@ class KeywordWriter:
         come before the first photo's write instead of in it.  Run on a thread of its own at the
         daemon's start, beside the model's: a photo dropped as it starts had its keywords ~0.25 s
         sooner.  Not at a scan's: there the cores are busy from the start, and scans of 60 photos ran
-        ~0.1 s slower with it.  A problem is left for a real write to report."""
+        ~0.1 s slower with it.  A problem is left for a real write to report.  A daemon whose start
+        fails at once (no network for the model's download) exits while this still writes: the folder's
+        removal at exit then meets exiftool's file in it, which must not end the error's one line with
+        a traceback."""
         from PIL import Image  # already imported by the decoding, in every process that writes
 
         try:
-            with tempfile.TemporaryDirectory(prefix="tagwatch-warm-up-") as folder:
+            with tempfile.TemporaryDirectory(prefix="tagwatch-warm-up-",
+                                             ignore_cleanup_errors=True) as folder:
                 scrap = Path(folder) / "warm-up.jpg"
                 Image.new("RGB", (8, 8)).save(scrap, "JPEG")
                 self.apply(self.plan(scrap, ["tagwatch", "warm-up"], paths={"warm-up": "tagwatch|warm-up"}))

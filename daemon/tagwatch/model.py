@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import difflib
+import errno
 import gc
 import hashlib
 import json
@@ -134,6 +135,59 @@ def _in_hub_cache(hub: str, cache_dir: Path) -> bool:
     names = [filename, "open_clip_model.safetensors", os.path.splitext(filename)[0] + ".safetensors"]
     return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str)
                for name in dict.fromkeys(names))
+
+
+HUB_CONNECT_S = 10.0  # huggingface_hub's own wait for the hub's first answer (its etag timeout)
+
+
+def _check_hub_reachable(open_clip: Any, name: str, tag: str, cfg: ModelConfig) -> None:
+    """Weights still to download from the Hugging Face hub: fail at once, in one line, where the hub
+    cannot be reached at all (its name does not resolve, nothing answers at its address, no route to
+    it).  huggingface_hub retries each of the two file names open_clip asks for five times with
+    back-off on such an error: 94 s and ~30 warnings without a network, for an answer that cannot
+    change.  A timeout is left to its retries (a slow network may answer), and so is a proxy, which
+    resolves the name itself."""
+    hub = open_clip.get_pretrained_cfg(name, tag).get("hf_hub", "")
+    if not hub or _in_hub_cache(hub, cfg.cache_dir):
+        return
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:  # the hub's client says so itself, without trying
+        return
+    reason = _unreachable(constants.ENDPOINT)
+    if reason is not None:
+        raise ModelError(
+            f"model: cannot download the weights of {name} / {tag}: {constants.ENDPOINT} cannot be reached "
+            f"({reason}); connect to the network for the first load (they are kept in '{cfg.cache_dir}'), "
+            "or set model.pretrained to a local checkpoint file")
+
+
+def _unreachable(endpoint: str) -> str | None:
+    """Why ``endpoint`` (a URL) surely cannot be reached from here, or None if it may be."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    url = urllib.parse.urlsplit(endpoint)
+    host = url.hostname or ""
+    if not host or (urllib.request.getproxies().keys() & {url.scheme, "all"}
+                    and not urllib.request.proxy_bypass(host)):
+        return None
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((host, port), timeout=HUB_CONNECT_S).close()
+    except socket.gaierror as exc:  # the name does not resolve (no network, no DNS, a typo)
+        return exc.strerror or str(exc)
+    except TimeoutError:
+        return None
+    except OSError as exc:
+        return (exc.strerror or str(exc)) if exc.errno in _NO_WAY else None
+    except ValueError:  # a malformed port in HF_ENDPOINT: the hub's client says so
+        return None
+    return None
+
+
+_NO_WAY = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
 
 
 def _offline_error(name: str, tag: str, cfg: ModelConfig) -> ModelError:
@@ -427,6 +481,8 @@ def load_model(cfg: ModelConfig, *, ready: bool = True) -> ClipModel:
         pretrained = str(Path(pretrained).expanduser())
     else:
         _check_pretrained_tag(open_clip, name, pretrained, cfg)
+        if not cfg.offline:
+            _check_hub_reachable(open_clip, name, pretrained, cfg)
     try:
         device = torch.device(cfg.device)
         model = open_clip.create_model(
