@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, exif_keywords, noise_jpeg, wait_for, write_config
+from conftest import CORPUS, Daemon, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
 from tagwatch.status import state_path
 
 PR_CAPBSET_DROP = 24
@@ -269,3 +269,24 @@ def test_json_log_lines_carry_the_facts(faulty: Daemon) -> None:
     (skip,) = wait_for(lambda: about(faulty, link, "skipped"))  # type: ignore[misc]
     assert skip["reason"] == "a symbolic link (not followed)"
     assert {r["event"] for r in records(faulty)} >= {"tagged", "moved", "skipped", "log"}
+
+
+def test_pillow_warnings_are_one_log_line_naming_the_photo(tmp_path: Path, config_file) -> None:
+    """Pillow warns about damage it works around; each warning is one line in the log's format that
+    names the photo (Python's own are two lines, no file name, and no JSON).  The decodes run in
+    threads, so the file named is the one each thread decodes."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    exif, mpo = "pillow__hopper_bad_exif.jpg", "pillow__sugarshack_bad_mpo_header.jpg"
+    for name in (exif, mpo):
+        (photos / name).write_bytes((CORPUS / name).read_bytes())
+    result = tagwatch("--log-format", "json", "scan", "-v", "--config", str(config_file()), str(photos))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # no stray line: all JSON
+    warned = [(Path(r["path"]).name, r["level"], r["reason"]) for r in lines if "reason" in r]
+    assert sorted(warned) == [  # the damaged EXIF is worth a warning, an MPO header read as a JPEG not
+        (exif, "warning", "Corrupt EXIF data. Expecting to read 12 bytes but only got 2."),
+        (mpo, "debug", "Image appears to be a malformed MPO file, it will be interpreted as a base JPEG "
+                       "file"),
+    ]
+    assert all(len(exif_keywords(photos / name)["iptc"]) == 3 for name in (exif, mpo))

@@ -88,6 +88,7 @@ def test_bad_files_raise_a_reason() -> None:
         jpeg_key(b"")
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow on two corpus files (the CLI logs it)
 def test_every_corpus_file_keeps_its_key_through_a_metadata_edit(tmp_path: Path, exiftool: ExifTool) -> None:
     keyed = 0
     for source in corpus_files():

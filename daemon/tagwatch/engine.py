@@ -336,14 +336,14 @@ class Engine:
             gate = self._while_loading
             loading = gate is not None and not self.pipeline.model.loaded
             with gate if loading else contextlib.nullcontext():  # loading: leave the child a core
-                pixels = self._decode(photo.data, spec)
+                pixels = self._decode(photo.data, spec, photo.path)
             return _Front(pixels=pixels, spec=spec)
         except (ImageError, ReadFailed) as exc:
             return _Front(problem=exc)
         finally:
             photo.data = None
 
-    def _decode(self, data: bytes, spec: Preprocess) -> np.ndarray:
+    def _decode(self, data: bytes, spec: Preprocess, path: str) -> np.ndarray:
         """Decode where it gives way only to work of ours: while another batch is in flight (a
         backlog, whose encoder child and keyword writer take one batch at a time) in the threads at a
         lower priority; a photo with no other batch beside it (a lone drop) here, at the process's
@@ -352,8 +352,8 @@ class Engine:
         decoded here (docs/speed.md).  ``_lots`` is read without the lock on purpose: it only picks
         the pool, and a stale count sends one photo to the other one."""
         if self._lots > 1:
-            return self._decoders.submit(decode, data, spec).result()
-        return decode(data, spec)
+            return self._decoders.submit(decode, data, spec, path).result()
+        return decode(data, spec, path)
 
     def _encode_stage(self, lot: _Lot) -> None:
         """Wait for the batch's decodes, encode its misses (once per distinct key)."""

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 
 from PIL import Image
+
+from . import logs
 
 # Files the daemon tags.  MPO (multi-picture JPEG) is a JPEG whose first image is the picture.
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".mpo"})
@@ -193,10 +194,8 @@ def content_key(data: bytes) -> bytes:
 def _exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1-8; 1 when absent or unreadable), read without decoding pixels."""
     try:
-        with warnings.catch_warnings():  # Pillow's complaints about odd headers: decoding reports those
-            warnings.simplefilter("ignore")
-            with Image.open(BytesIO(data)) as image:
-                value = image.getexif().get(0x0112, 1)
+        with logs.quiet(), Image.open(BytesIO(data)) as image:  # decoding reports Pillow's complaints
+            value = image.getexif().get(0x0112, 1)
     except Exception:  # a damaged EXIF block: the picture is shown as stored
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1

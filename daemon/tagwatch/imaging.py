@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import re
-import warnings
 from dataclasses import dataclass
 from io import BytesIO
 from types import ModuleType
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import logs
 from .formats import ImageError, image_format
 
 
@@ -71,19 +72,39 @@ def _rawpy() -> ModuleType:
     return rawpy
 
 
+# Pillow's warnings about a file it still decodes whole: nothing for the user to do, so logged at debug
+_MINOR_WARNINGS = ("appears to be a malformed MPO file",)
+
+
+def judge_warning(category: type[Warning], text: str) -> int | None:
+    """The level of a warning Pillow raises while decoding a photo (see :func:`decoding`): damage it
+    worked around (a corrupt EXIF block) is worth a warning, a harmless oddity only a debug line, and
+    its decompression-bomb warning nothing, as :func:`_open` refuses such a picture itself."""
+    if issubclass(category, Image.DecompressionBombWarning):
+        return None
+    return logging.DEBUG if any(minor in text for minor in _MINOR_WARNINGS) else logging.WARNING
+
+
+def decoding(path: str) -> contextlib.AbstractContextManager[None]:
+    """Pillow's warnings while this thread decodes ``path`` become one log line naming it."""
+    return logs.about(path, judge_warning)
+
+
 def _open(data: bytes, formats: list[str] | None = None) -> Image.Image:
-    """Open without decoding; Pillow's decompression-bomb warning is an error here, not a warning."""
+    """Open without decoding; a picture over the pixel limit is refused here, where Pillow only warns
+    (up to twice the limit).  Checked on the size, not by making the warning an error: that takes
+    ``warnings.catch_warnings``, which is process-wide and would garble other threads' warnings."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(BytesIO(data), formats=formats)
+        image = Image.open(BytesIO(data), formats=formats)
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         raise _bomb(int(found.group(1))) if found else ImageError(f"refused: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot decode: {exc}") from None
+    _check_pixels(image.width * image.height)
+    return image
 
 
 def set_pixel_limit(megapixels: float) -> None:

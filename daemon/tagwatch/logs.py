@@ -7,9 +7,13 @@ parsing English.  Lines without them (start-up, libraries) still come out as JSO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -52,6 +56,66 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+# --- Warnings: one line each, naming the file they are about ----------------------------------------
+
+# A warning's category and text → the level to log it at, or None to drop it
+Judge = Callable[[type[Warning], str], "int | None"]
+_subject = threading.local()  # per thread: (path, judge) of the file being worked on, if any
+WARNINGS_LOGGER = "tagwatch.warnings"
+
+
+def _as_warning(category: type[Warning], text: str) -> int | None:
+    return logging.WARNING
+
+
+def _drop(category: type[Warning], text: str) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def about(path: str, judge: Judge = _as_warning) -> Iterator[None]:
+    """Warnings this thread raises meanwhile are one log line ``path: text`` at ``judge``'s level: a
+    library's complaint about a photo (Pillow's "Corrupt EXIF data") names the photo.  A thread-local,
+    not ``warnings.catch_warnings``, which swaps process-wide state and so loses or misroutes the
+    warnings of the other decode threads."""
+    outer = getattr(_subject, "value", None)
+    _subject.value = (path, judge)
+    try:
+        yield
+    finally:
+        _subject.value = outer
+
+
+def quiet() -> contextlib.AbstractContextManager[None]:
+    """Warnings this thread raises meanwhile are dropped (a first look at a file, which its decode
+    looks at again and reports)."""
+    return about("", _drop)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` as one log line, never Python's two (the text, then the source line)."""
+    text = " ".join(str(message).split())
+    path, judge = getattr(_subject, "value", None) or ("", _as_warning)
+    level = judge(category, text)
+    if level is None:
+        return
+    if path:
+        logging.getLogger(WARNINGS_LOGGER).log(level, "%s: %s", path, text,
+                                               extra={"path": path, "reason": text})
+    else:
+        logging.getLogger("py.warnings").log(level, "%s: %s (%s:%d)", category.__name__, text,
+                                             filename, lineno)
+
+
+def log_warnings() -> None:
+    """Route every warning into the log (see :func:`about`).  Pillow's are shown every time, not once
+    per process (Python's default): each is about another file."""
+    warnings.showwarning = _show_warning
+    for module in ("PIL", "pillow_heif"):
+        warnings.filterwarnings("always", module=module)
+
+
 def setup(fmt: str, level: int, library_level: int) -> None:
     """Send every record to stderr in ``fmt`` ("text" or "json"); ``level`` for tagwatch's loggers,
     ``library_level`` for everything else (open_clip logs to the root logger)."""
@@ -67,6 +131,7 @@ def setup(fmt: str, level: int, library_level: int) -> None:
     root.addHandler(handler)
     root.setLevel(library_level)
     logging.getLogger("tagwatch").setLevel(level)
+    log_warnings()
 
 
 def error_line(fmt: str, message: str) -> str:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 
 from .formats import ImageError, IncompleteImage, content_key
-from .imaging import Preprocess, prepare_pixels
+from .imaging import Preprocess, decoding, prepare_pixels
 from .retry import TRANSIENT_ERRNOS, transient_reason
 from .store import Store, stored_form
 
@@ -90,12 +90,14 @@ def read_key(photo: Photo) -> None:
         raise
 
 
-def decode(data: bytes, spec: Preprocess) -> np.ndarray:
+def decode(data: bytes, spec: Preprocess, path: str) -> np.ndarray:
     """Bytes → the model's input as upright HWC uint8 pixels (:func:`encode` normalises them: a
     quarter of float32's memory for the photos an engine keeps decoded ahead); any failure is an
-    :class:`ImageError` (a decoder bug on one odd file is that file's problem, not the batch's)."""
+    :class:`ImageError` (a decoder bug on one odd file is that file's problem, not the batch's).
+    The decoder's warnings are logged naming ``path``, the file the bytes are from."""
     try:
-        return prepare_pixels(data, spec)
+        with decoding(path):
+            return prepare_pixels(data, spec)
     except ImageError:
         raise
     except Exception as exc:
@@ -111,7 +113,7 @@ def decode_each(photos: Sequence[Photo], spec: Preprocess,
     def one(photo: Photo) -> np.ndarray | ImageError:
         try:
             assert photo.data is not None
-            return decode(photo.data, spec)
+            return decode(photo.data, spec, photo.path)
         except ImageError as exc:
             return exc
         finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .. import logs
 from ..formats import ImageError, content_key
 from ..imaging import load_rgb
 from ..store import FileRow, private_folder
@@ -56,7 +57,8 @@ class Thumbnails:
                 return target
             if data is None:
                 data = Path(path).read_bytes()
-            image = load_rgb(data, side)
+            with logs.quiet():  # the photo's tagging logged Pillow's warnings about it already
+                image = load_rgb(data, side)
             image.thumbnail((side, side), Image.Resampling.LANCZOS)
             private_folder(target.parent)
             temp = target.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
