@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -360,8 +360,8 @@ def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_en
     assert "red" not in exif_keywords(photo)["iptc"]
     browser.get(f"{site.base}/tag/red")
     below = browser.find_elements(By.CSS_SELECTOR, "#preview .neighbours section:nth-child(2) li.card")
-    scores = {card.find_element(By.CSS_SELECTOR, "a").get_attribute("href").rsplit("/", 1)[1]:
-              float(card.text) for card in below}
+    scores = {unquote(card.find_element(By.CSS_SELECTOR, "a").get_attribute("href").rsplit("/", 1)[1]):
+              float(card.text) for card in below}  # the file's name: "Party #2.jpg" is linked encoded
     # just under this photo's score of "red": it (and whatever scores higher) will carry red
     new = round(scores["orange-circle.jpg"] - 0.0005, 4)
     flipping = {name for name, score in scores.items() if score > new}
