@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +16,7 @@ from .. import exiftool, logs
 from ..config import BUILTIN_TAG_LISTS, MODES, TARGETS, Config, builtin_tag_list, load_config
 from ..formats import IMAGE_SUFFIXES
 from ..imaging import set_pixel_limit
-from ..metadata import KeywordWriter
+from ..metadata import KeywordWriter, is_stale_temp_file
 from ..pipeline import Pipeline, pipeline_for
 from ..store import Store, private_folder
 from ..vocabulary import Vocabulary
@@ -125,10 +125,11 @@ def require_exiftool() -> None:
 
 
 def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None,
-                  model: LazyModel | None = None) -> Pipeline:
+                  model: LazyModel | None = None, reader: KeywordWriter | None = None) -> Pipeline:
     """:func:`tagwatch.pipeline.pipeline_for` with a progress bar while new prompts are encoded
-    (``model``: the config's child started ahead by the caller, or the Ray engine's stations)."""
-    return pipeline_for(config, store, writer, model=model, adopt=lambda pipeline, vocabulary:
+    (``model``: the config's child started ahead by the caller, or the Ray engine's stations;
+    ``reader``: a dry run's, which reads the photos' GPS for their places and writes nothing)."""
+    return pipeline_for(config, store, writer, model=model, reader=reader, adopt=lambda pipeline, vocabulary:
                         use_vocabulary(pipeline, store, vocabulary))
 
 
@@ -141,26 +142,60 @@ def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> 
         return pipeline.use_vocabulary(vocabulary, advance=bar.advance)
 
 
-def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False) -> Iterator[str]:
+def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
+           clean_temp: bool = False) -> Iterator[str]:
     """The photos named on the command line: files as given, folders walked (the config's exclude
-    patterns honoured); anything else is skipped with a warning (unless ``quiet``: a counting pass)."""
+    patterns honoured); anything else is skipped with a warning (unless ``quiet``: a counting pass).
+    ``clean_temp``: remove the temporary files a killed write left where the photos are (see
+    :func:`remove_stale_temp_files`)."""
     if quiet:
         with _silenced():
             yield from expand(paths, exclude)
         return
+    cleaned: set[str] = set()
     for given in paths:
         path = Path(given).expanduser().absolute()
         if path.is_dir():
             resolved = path.resolve()
-            for found, _ in walk(resolved, PathFilter([resolved], exclude)):
+            for found, _ in walk(resolved, PathFilter([resolved], exclude), clean_temp):
                 yield found
         elif path.is_file():
+            if clean_temp:
+                remove_stale_temp_files([str(path.parent)], cleaned)
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 yield str(path.resolve() if path.is_symlink() else path)  # named, so followed
             else:
                 log.warning("%s: skipped: not a photo file name (%s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
         else:
             log.warning("%s: skipped: no such file or folder", path)
+
+
+def remove_stale_temp_files(folders: Iterable[str], done: set[str] | None = None) -> None:
+    """Delete the temporary files (``.PID-N.tagwatch-tmp``) that a write of ours killed midway left
+    in each of ``folders`` (not below), those whose writer is gone only: a ``scan`` or ``untag``
+    there cleans up after an interrupted one, where before only the daemon's start-up did (a user
+    who never runs it kept them for ever).  ``done``: folders already cleaned, skipped and added to."""
+    done = set() if done is None else done
+    for folder in folders:
+        if folder in done:
+            continue
+        done.add(folder)
+        try:
+            with os.scandir(folder) as entries:
+                stale = [e.path for e in entries
+                         if is_stale_temp_file(e.name) and e.is_file(follow_symlinks=False)]
+        except OSError:
+            continue  # the photo's own line says what is wrong with its folder
+        for path in stale:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:  # a second cleaner (the daemon) was first
+                continue
+            except OSError as exc:
+                log.warning("%s: cannot remove this temporary file left by an interrupted write: %s",
+                            path, exc.strerror)
+                continue
+            log.info("%s: removed a temporary file left by an interrupted write", path)
 
 
 @contextlib.contextmanager

@@ -45,8 +45,8 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
     try:
         if _any_new(store, paths[:PEEK]):
             model.prefetch()  # the child's start (torch, the model: seconds) overlaps reading the tag list
-        pipeline = make_pipeline(config, store, None if dry_run else KeywordWriter(exiftool, config.write),
-                                 model=model)
+        writer = KeywordWriter(exiftool, config.write)
+        pipeline = make_pipeline(config, store, None if dry_run else writer, model=model, reader=writer)
         engine = Engine(pipeline)
         size = backlog_batch(config.batch.size, config.model.device)  # a scan is a backlog
         with progress(len(paths)) as bar:
@@ -114,8 +114,9 @@ def scan_on_ray(config: Config, paths: Iterable[str], total: int, *, address: st
     counts: dict[str, int] = {}
     try:
         fleet.grow()
-        pipeline = make_pipeline(config, store, None if dry_run else KeywordWriter(exiftool, config.write),
-                                 model=ray_driver.RemoteModel(fleet))
+        writer = KeywordWriter(exiftool, config.write)
+        pipeline = make_pipeline(config, store, None if dry_run else writer,
+                                 model=ray_driver.RemoteModel(fleet), reader=writer)
         with progress(total) as bar:
             def finish(outcome: Outcome) -> None:
                 _count(counts, outcome)
@@ -137,11 +138,17 @@ def scan_on_ray(config: Config, paths: Iterable[str], total: int, *, address: st
 
 
 def dry_line(outcome: Outcome) -> str | None:
-    """A dry run's line for a photo: its tags with their scores (``override`` for a person's)."""
+    """A dry run's line for a photo: the tags it would get with their scores (``override`` for a
+    person's) and its place; for a photo tagged with these settings already, what it carries (the
+    store keeps no scores), so that every photo shows its tags."""
+    place = f"; place: {', '.join(outcome.places)}" if outcome.places else ""
+    if outcome.status == Status.UNCHANGED and outcome.error is None:  # failed ones are said already
+        tags = ", ".join(k for k, _ in outcome.tags)
+        return f"{outcome.path}\t{tags or '(no tag above threshold)'}{place} (already in the file)"
     if outcome.status != Status.TAGGED:
         return None
     tags = ", ".join(f"{k} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags)
-    return f"{outcome.path}\t{tags or '(no tag above threshold)'}"
+    return f"{outcome.path}\t{tags or '(no tag above threshold)'}{place}"
 
 
 def scan_func(args: argparse.Namespace) -> int:
@@ -174,7 +181,7 @@ def scan_func(args: argparse.Namespace) -> int:
         for line in summary.lines():
             print(logs.summary_line(args.log_format, line), file=sys.stderr)
     else:
-        paths = list(dict.fromkeys(expand(args.paths, config.exclude)))
+        paths = list(dict.fromkeys(expand(args.paths, config.exclude, clean_temp=not args.dry_run)))
         total = len(paths)
         counts = scan(config, paths, dry_run=args.dry_run, report=report)
     text = f"scan: {total} photos: {count_text(counts)}" + (
@@ -200,7 +207,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     scan = sub.add_parser("scan", parents=[common], help="tag photos once, like rtag")
     scan.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders (recursive)")
     scan.add_argument("--dry-run", action="store_true",
-                      help="print each photo's tags with scores; write no photo (vectors are still cached)")
+                      help="print each photo's tags with scores and its place (a photo tagged already: what "
+                           "it carries); write no photo (vectors are still cached)")
     scan.add_argument("--engine", choices=("local", "ray"), default="local",
                       help="local (this machine) or ray: read, encode and write on the nodes of a Ray "
                            "cluster that see the photos at the same paths (pip install 'tagwatch[ray]')")

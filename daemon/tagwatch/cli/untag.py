@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from ..metadata import ExifTool, KeywordWriter
 from ..outcomes import Status
 from ..pipeline import Pipeline
 from ..store import Store
-from .common import count_text, load, log, require_exiftool
+from .common import count_text, load, log, remove_stale_temp_files, require_exiftool
 
 
 def untag(config: Config, given: Sequence[str]) -> dict[str, int]:
@@ -28,6 +29,7 @@ def untag(config: Config, given: Sequence[str]) -> dict[str, int]:
         for name in given:
             path = Path(name).expanduser().absolute()
             paths += sorted(store.files_under(str(path.resolve()))) if path.is_dir() else [str(path)]
+        remove_stale_temp_files(os.path.dirname(path) for path in paths)
         for path in paths:
             outcome = pipeline.untag(path)
             if outcome.status != Status.UNTAGGED and outcome.error:
