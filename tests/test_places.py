@@ -393,6 +393,35 @@ def test_places_come_with_the_write_steps_run_apart_as_another_engine_runs_them(
         env.close()
 
 
+def test_a_dry_run_shows_the_places_a_scan_writes_and_what_a_tagged_photo_carries(
+        tmp_path: Path, tiny_checkpoint: Path, exiftool: ExifTool) -> None:
+    """Issue: `scan --dry-run` of a photo with GPS printed `(no tag above threshold)` where the scan
+    wrote its place, and a photo already tagged printed nothing (`1 unchanged`)."""
+    config = write_config(tmp_path / "conf", tiny_checkpoint)
+    photo = geotag(exiftool, noise_jpeg(tmp_path / "photos" / "florence.jpg", seed=31), *FLORENCE)
+    data = photo.read_bytes()
+
+    def dry(*flags: str) -> tuple[str, str]:
+        result = tagwatch("scan", "--dry-run", *flags, "--config", str(config), str(photo))
+        assert result.returncode == 0, result.stderr
+        path, line = result.stdout.rstrip("\n").split("\t")
+        assert path == str(photo)
+        return line, result.stderr
+
+    line, _ = dry("--threshold", "1")
+    assert line == "(no tag above threshold); place: Italy, Tuscany, Florence"
+    line, _ = dry()
+    tags, place = line.split("; place: ")
+    assert place == "Italy, Tuscany, Florence"
+    predicted = [entry.rsplit(" (", 1)[0] for entry in tags.split(", ")]
+    assert len(predicted) >= 3 and photo.read_bytes() == data
+    assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
+    assert set(exif_keywords(photo)["iptc"]) == {*predicted, "Italy", "Tuscany", "Florence"}
+    line, stderr = dry()
+    assert line == f"{', '.join(predicted)}; place: Italy, Tuscany, Florence (already in the file)"
+    assert "scan: 1 photos: 1 unchanged" in stderr
+
+
 def test_places_leave_a_description_tagwatch_filled_to_its_own_stage(
         tmp_path: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
     """The ledger's filled fields hold a caption's description beside the location fields.  The places

@@ -447,7 +447,7 @@ class Engine:
         """Write each file's keywords (the ledger-first protocol), then report the batch."""
         for job in lot.jobs:
             if lot.dry_run:
-                outcome = Outcome(job.path, Status.TAGGED, job.tags)
+                outcome = self.pipeline.writeback.preview(job)
             else:
                 try:
                     outcome = self.pipeline.writeback.finish(job, self.pipeline.rules)

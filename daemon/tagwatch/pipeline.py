@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -97,15 +98,17 @@ def load_config_overrides(config: Config, *, quiet: bool = False) -> Overrides:
 
 def pipeline_for(config: Config, store: Store, writer: KeywordWriter | None, *,
                  adopt: Callable[[Pipeline, Vocabulary], object] | None = None,
-                 model: LazyModel | None = None) -> Pipeline:
+                 model: LazyModel | None = None, reader: KeywordWriter | None = None) -> Pipeline:
     """A pipeline with the config's model, overrides and tag list: what the commands and the review
     page (applying corrections with no daemon running) use.  ``adopt`` takes the tag list into the
     pipeline (default :meth:`Pipeline.use_vocabulary`; the commands draw a progress bar while its
     new prompts are encoded).  The model's child starts only if prompts need encoding.  ``model``
-    replaces the config's child (the Ray engine's stations, with the same face)."""
+    replaces the config's child (the Ray engine's stations, with the same face).  ``reader``: what
+    reads photos' metadata without a ``writer`` (a dry run's places)."""
     from .encoder import LazyModel  # at run time only: the stages never need the child's handle
 
-    pipeline = Pipeline(store, model or LazyModel(config.model), writer, config.tagging, places=config.places)
+    pipeline = Pipeline(store, model or LazyModel(config.model), writer, config.tagging, places=config.places,
+                        reader=reader)
     try:
         pipeline.use_captions(captions_from_config(config, store, pipeline.model))
         pipeline.use_overrides(load_config_overrides(config))
@@ -124,7 +127,8 @@ class Pipeline:
     """Turns paths into tagged files; the only place that encodes images or writes keywords."""
 
     def __init__(self, store: Store, model: LazyModel, writer: KeywordWriter | None,
-                 tagging: TaggingConfig, decode_threads: int = 2, places: PlacesConfig | None = None) -> None:
+                 tagging: TaggingConfig, decode_threads: int = 2, places: PlacesConfig | None = None,
+                 reader: KeywordWriter | None = None) -> None:
         self.store, self.model, self.writer, self.tagging = store, model, writer, tagging
         # GPS → place keywords (off unless given: the daemon and the CLI pass the config's [places]);
         # the writeback runs it between reading a file's metadata and planning its write
@@ -136,7 +140,7 @@ class Pipeline:
         self.fingerprint = ""
         self.cache = VectorCache(store, model.identity)
         self.captions: Captions | None = None  # open vocabulary, with [captions] enabled (use_captions)
-        self.writeback = Writeback(store, writer, self.places)
+        self.writeback = Writeback(store, writer, self.places, reader=reader)
         self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag and level above one
         self.expansion = Expansion()  # the levels above each tag that a prediction also writes
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
@@ -279,11 +283,21 @@ class Pipeline:
             row = rows.get(path)
             if is_settled(row, path, st, fingerprint=self.fingerprint, retry_failed=retry_failed):
                 assert row is not None
-                error = row.error if row.state == FAILED else None
-                outcomes.append(Outcome(path, Status.UNCHANGED, error=error))
+                outcomes.append(self._settled(row, dry_run))
                 continue
             photos.append(Photo(path, st))
         return photos, outcomes
+
+    def _settled(self, row: FileRow, dry_run: bool) -> Outcome:
+        """A file with nothing to do; in a dry run, a tagged one's keywords and places as recorded
+        (what it carries: their scores are not kept), so the dry run shows every photo's tags."""
+        if row.state == FAILED:
+            return Outcome(row.path, Status.UNCHANGED, error=row.error)
+        if not dry_run or row.state != DONE or row.tags is None:
+            return Outcome(row.path, Status.UNCHANGED)
+        located = self.store.located([row.id]).get(row.id) if self.places.enabled else None
+        return Outcome(row.path, Status.UNCHANGED, [(tag, math.nan) for tag in row.tags],
+                       places=list(located.keywords) if located else [])
 
     def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
                 wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> list[Outcome]:
@@ -326,7 +340,7 @@ class Pipeline:
         judged = self.judge(photos, readings)
         for photo, (tags, override), reading in zip(photos, judged, readings, strict=True):
             if dry_run:
-                outcomes.append(Outcome(photo.path, Status.TAGGED, tags))
+                outcomes.append(self.writeback.preview(WriteJob(photo.path, photo.key, photo.stat, tags)))
             else:
                 outcomes.append(self._finish(photo.path, photo.key, photo.stat, tags, override, reading))
 

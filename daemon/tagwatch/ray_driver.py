@@ -503,10 +503,10 @@ class Scan:
             return
         pipeline, writeback = self.pipeline, self.pipeline.writeback
         for photo, (tags, override) in zip(photos, pipeline.judge(photos), strict=True):
-            if self.dry_run:
-                self._done(Outcome(photo.path, Status.TAGGED, tags))
-                continue
             job = WriteJob(photo.path, photo.key, photo.stat, tags, override)
+            if self.dry_run:
+                self._done(writeback.preview(job))
+                continue
             try:
                 writeback.plan_ahead(job, pipeline.rules)
                 if job.writes:

@@ -107,12 +107,27 @@ class Writeback:
     """The store's side of writing keywords: plan and record ahead, record done or failed."""
 
     def __init__(self, store: Store, writer: KeywordWriter | None, places: Places | None = None,
-                 captions: Captions | None = None) -> None:
+                 captions: Captions | None = None, reader: KeywordWriter | None = None) -> None:
         self.store, self.writer = store, writer
+        self.reader = reader or writer  # reads a file's metadata; a dry run's never writes
         self.places = places if places is not None and places.enabled else None
         self.captions = captions  # None: [captions] off
 
     # -- the write protocol ---------------------------------------------------------------------
+
+    def preview(self, job: WriteJob) -> Outcome:
+        """A dry run's outcome: the keywords decided, with the places the photo's GPS gives (read
+        here, as step 1 reads it), so that it shows what a scan would write; nothing is recorded."""
+        if self.places is None or self.reader is None:
+            return Outcome(job.path, Status.TAGGED, job.tags)
+        try:
+            state = self.reader.inspect(Path(job.path), job.stat)
+        except (MetadataError, OSError) as exc:
+            log.warning("%s: place not looked up: %s", job.path, exc)
+            return Outcome(job.path, Status.TAGGED, job.tags)
+        placed = self.places.decide(job.path, None, state.photo.gps, state.sidecar.gps)
+        return Outcome(job.path, Status.TAGGED, job.tags,
+                       places=[k for k in placed.keywords if k not in job.keywords])
 
     def plan_ahead(self, job: WriteJob, rules: TagRules) -> None:
         """Step 1: read the file's metadata, add its places and its description, plan the write and,
