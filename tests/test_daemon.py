@@ -20,6 +20,7 @@ from conftest import (
     exif_keywords,
     noise_jpeg,
     status,
+    tagwatch,
     wait_for,
     write_config,
 )
@@ -37,7 +38,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> 
     """One daemon for the tests below; each works in its own subfolder of the watched root."""
     base = tmp_path_factory.mktemp("daemon")
     root = base / "photos"
-    for sub in ("drop", "other", "bad", "retag"):  # watched before the tests drop files into them
+    for sub in ("drop", "other", "bad", "retag", "scope"):  # watched before the tests drop files into them
         (root / sub).mkdir(parents=True)
     config = write_config(base / "conf", tiny_checkpoint, watch=[root], top_k=10)  # every tag, always
     daemon = Daemon(config, base / "daemon.log").start()
@@ -142,6 +143,32 @@ def test_tag_list_edit_retags_without_encoding_any_image(running: Daemon) -> Non
         assert f"{tags_file}:2: keyword" in running.log()[mark:]
         noise_jpeg(folder / "after.jpg", seed=49)  # tagged with the last good list
         wait_for(lambda: tagged_with(folder / "after.jpg", [*TAGS, "harbour"]))
+
+
+def test_a_tag_list_edit_leaves_photos_outside_the_watched_folders_to_the_next_scan(running: Daemon) -> None:
+    """The daemon writes only in its watched folders (a systemd unit lets it write nowhere else): a
+    photo that `tagwatch scan` tagged elsewhere is neither re-scored nor rewritten by a tag-list edit;
+    the next scan of it brings it up to date."""
+    root: Path = running.root  # type: ignore[attr-defined]
+    elsewhere = noise_jpeg(root.parent / "elsewhere" / "e.jpg", seed=51)
+    scanned = tagwatch("scan", "--config", str(running.config), str(elsewhere.parent))
+    assert scanned.returncode == 0, scanned.stderr
+    assert tagged_with(elsewhere, TAGS)
+    inside = noise_jpeg(root / "scope" / "in.jpg", seed=52)
+    wait_for(lambda: tagged_with(inside, TAGS))
+    before = elsewhere.read_bytes()
+    tags_file = running.config.parent / "tags.txt"
+    with running.restoring(tags_file, f": {len(TAGS)} tags ("):
+        mark = len(running.log())
+        tags_file.write_text("\n".join([*TAGS, "harbour"]) + "\n", encoding="utf-8")
+        running.wait_log(f": {len(TAGS) + 1} tags (", since=mark)
+        wait_for(lambda: tagged_with(inside, [*TAGS, "harbour"]))
+        assert elsewhere.read_bytes() == before
+        assert str(elsewhere) not in running.log()[mark:]
+
+        scanned = tagwatch("scan", "--config", str(running.config), str(elsewhere.parent))
+        assert scanned.returncode == 0, scanned.stderr
+        assert tagged_with(elsewhere, [*TAGS, "harbour"])
 
 
 @pytest.mark.slow

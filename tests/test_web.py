@@ -532,7 +532,10 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
     finally:
         source.close()
         copy.close()
-    scanned = tagwatch("scan", "--config", str(config), str(root))
+    elsewhere = tmp_path / "elsewhere" / "red-star.jpg"  # scanned once, outside the page's folder
+    elsewhere.parent.mkdir()
+    shutil.copyfile(photo, elsewhere)
+    scanned = tagwatch("scan", "--config", str(config), str(root), str(elsewhere))
     assert scanned.returncode == 0, scanned.stderr
     assert set(exif_keywords(photo)["iptc"]) == {"red", "star"}
     encoded = status(config)["encoded"]
@@ -561,6 +564,7 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
     assert 'remove = ["red"]' in (conf / "overrides.toml").read_text(encoding="utf-8")
     stderr = (tmp_path / "web.log").read_text(encoding="utf-8")
     assert "applied the corrections itself" in stderr and token not in stderr
+    assert "re-scored 1 photos, rewrote 1" in stderr  # the page's folder only: not the scan's elsewhere
 
 
 # -- thumbnails --------------------------------------------------------------------------------------

@@ -164,8 +164,10 @@ class Pipeline:
             self.captions.close()
 
     def confine(self, roots: Iterable[Path]) -> None:
-        """Tag only files inside ``roots`` (real paths) reached without passing a symbolic link: a
-        folder link inside a watched root may point anywhere, and nothing outside is ours to write."""
+        """Tag and re-score only files inside ``roots`` (real paths) reached without passing a
+        symbolic link: a folder link inside a watched root may point anywhere, and nothing outside is
+        ours to write (a systemd unit lets the daemon write only there).  Photos a ``tagwatch scan``
+        tagged elsewhere are brought up to date by the next scan of them."""
         self.roots = tuple(str(r).rstrip("/") for r in roots)
 
     def _outside(self, path: str) -> bool:
@@ -512,7 +514,8 @@ class Pipeline:
     # -- tag-list edits ------------------------------------------------------------------------
 
     def retag(self) -> tuple[int, int]:
-        """Re-score every cached file tagged with an older tag list; no image is encoded.
+        """Re-score every cached file tagged with an older tag list (inside the folders given to
+        :meth:`confine`, if any); no image is encoded.
 
         Only files whose tag set changed are written, and files whose keywords could not be written
         before (a tag exiftool could not write makes every photo predicted with it fail; once the
@@ -520,7 +523,7 @@ class Pipeline:
         files written).
         """
         assert self.tags is not None and self.vocabulary is not None
-        rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity)
+        rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity, self.roots)
                 if r.tagged_with != self.fingerprint]
         written = 0
         chunk = 4096

@@ -509,13 +509,17 @@ class Store:
                 moved += 1
         return moved
 
-    def tagged_files(self, model: str) -> list[tuple[FileRow, np.ndarray]]:
-        """Every live file with a cached vector for ``model``: what a retag re-scores.  Files whose
-        keywords could not be written are among them: the tag list may have been what failed."""
+    def tagged_files(self, model: str, folders: Sequence[str] = ()) -> list[tuple[FileRow, np.ndarray]]:
+        """Every live file with a cached vector for ``model`` (inside ``folders``, when given): what a
+        retag re-scores.  Files whose keywords could not be written are among them: the tag list may
+        have been what failed."""
+        bounds = [_under(folder) for folder in folders]
+        inside = " OR ".join("(f.path >= ? AND f.path < ?)" for _ in bounds)
         with self._lock:
             rows = self._db.execute(
-                """SELECT f.*, v.vector FROM files f JOIN image_vectors v ON v.key = f.key AND v.model = ?
-                   WHERE f.state IN (?, ?) ORDER BY f.id""", (model, DONE, FAILED)).fetchall()
+                f"""SELECT f.*, v.vector FROM files f JOIN image_vectors v ON v.key = f.key AND v.model = ?
+                    WHERE f.state IN (?, ?) {f"AND ({inside})" if inside else ""} ORDER BY f.id""",
+                (model, DONE, FAILED, *(b for pair in bounds for b in pair))).fetchall()
         return [(_row(r), _vector(r["vector"])) for r in rows]
 
     def ledger(self, file_id: int, action: str = ADDED) -> list[str]:
