@@ -6,11 +6,17 @@ The lab (``shapes_lab.py``) has every vector cached, so no command here starts t
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, tagwatch, write_config
 from shapes_lab import Lab
+from tagwatch.status import lock_path, state_path, write_state
 
 
 def dead_pid() -> int:
@@ -38,3 +44,49 @@ def test_scan_and_untag_remove_temporary_files_a_killed_write_left(shapes_lab: L
     sidecar.write_bytes(b"<x:xmpmeta")
     shapes_lab.run("untag", str(photos["red-circle.jpg"]))  # one photo: its folder is cleaned
     assert not stale.exists() and not sidecar.exists() and in_flight.exists()
+
+
+def test_status_shows_how_many_failures_it_leaves_out_and_names_them_as_the_log_does(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG)
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    names = [f"text{i}.jpg" for i in range(6)] + ["two\nlines.jpg"]
+    for name in names:
+        (folder / name).write_text("not a photo\n")
+    assert tagwatch("scan", str(folder), "--config", str(config)).returncode == 1
+    reason = "not an image format tagwatch reads"
+    text = tagwatch("status", "--config", str(config)).stdout
+    listed = [line for line in text.splitlines() if line.startswith("failed:")]
+    assert len(listed) == 6 and "failed                    7" in text
+    assert listed[-1] == "failed: and 2 more (tagwatch status --failed, or --json, lists all)"
+    every = tagwatch("status", "--failed", "--config", str(config)).stdout
+    assert sorted(every.splitlines()) == sorted(  # one line each, the line break written as the log does
+        f"{folder}/{name}: {reason}".replace("\n", "\\n") for name in names)
+    report = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)
+    assert sorted(report["failures"], key=lambda f: f["path"]) == sorted(
+        ({"path": str(folder / name), "reason": reason} for name in names), key=lambda f: f["path"])
+
+
+def test_status_writes_a_name_that_is_not_utf8_as_the_log_does(tmp_path: Path) -> None:
+    """The daemon's last error names a file whose name is not valid UTF-8: the log writes it
+    ``'…/bad\\udcff\\udcfename.jpg'``, and so does status, instead of the raw bytes."""
+    config = tmp_path / "config.toml"
+    config.write_text('database = "tagwatch.db"\n', encoding="utf-8")
+    database = tmp_path / "tagwatch.db"
+    path = os.fsdecode(bytes(tmp_path) + b"/bad\xff\xfename.jpg")
+    reason = "the file name is not valid UTF-8; rename the file"
+    fd = os.open(lock_path(database), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a daemon holding the database, as the daemon does
+        os.write(fd, str(os.getpid()).encode())
+        write_state(state_path(database), {
+            "pid": os.getpid(), "uptime_s": 60, "folders": 1, "model_loaded": True, "queue": 0,
+            "tagged_since_start": 0, "failed_since_start": 1, "tagged_per_min": 0.0,
+            "last_error": {"path": path, "reason": reason, "time": time.time()}, "updated": time.time()})
+        result = subprocess.run([sys.executable, "-m", "tagwatch", "status", "--config", str(config)],
+                                capture_output=True)
+    finally:
+        os.close(fd)
+    assert result.returncode == 0, result.stderr
+    assert f"{path!a}: {reason}".encode() in result.stdout
+    assert b"\xff" not in result.stdout

@@ -27,6 +27,17 @@ def one_line(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+def shown(path: str) -> str:
+    """A file name as the log writes it, for any output a person reads: control characters escaped
+    (a name may hold a line break), and a name that is not valid UTF-8 (decoded with surrogate
+    escapes, which a terminal shows as ``��``) as Python's ``ascii()`` of it, quoted."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return ascii(path)
+    return one_line(path)
+
+
 class TextFormatter(logging.Formatter):
     """The text format; the message (file names in it) is kept on one line, a traceback follows."""
 

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ..config import Config
+from ..logs import one_line, shown
 from ..model import model_identity
 from ..status import daemon_state
 from ..store import Store
@@ -19,14 +20,18 @@ COUNTS = ("files", "tagged", "pending", "failed", "untagged", "vectors", "encode
           "keywords_written", "keywords_declined")
 
 
-def status(config: Config) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The report ``--json`` prints, and the last few failures (path, reason)."""
+SHOWN_FAILURES = 5  # the text lists the latest few; --failed and --json list them all
+
+
+def status(config: Config, every_failure: bool = False) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The report ``--json`` prints, and the failures (path, reason), latest first: all of them, or
+    only the last :data:`SHOWN_FAILURES`."""
     identity = model_identity(config.model)
     if config.database.exists():
         store = Store(config.database)
         try:
             stats = store.stats(identity)
-            failures = store.failures(5)
+            failures = store.failures(stats["failed"] if every_failure else SHOWN_FAILURES)
         finally:
             store.close()
     else:
@@ -64,16 +69,27 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
         error = daemon.get("last_error")
         if error:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(error["time"]))
-            lines.append(f"last error {when} {error['path']}: {error['reason']}")
+            lines.append(f"last error {when} {shown(error['path'])}: {one_line(error['reason'])}")
     lines += [f"{name:<17} {report[name]:>9}" for name in COUNTS]
-    lines += [f"failed: {path}: {error}" for path, error in failures]
+    lines += [f"failed: {failure_line(path, reason)}" for path, reason in failures]
+    more = report["failed"] - len(failures)
+    if more > 0:
+        lines.append(f"failed: and {more} more (tagwatch status --failed, or --json, lists all)")
     return "\n".join(lines) + "\n"
 
 
+def failure_line(path: str, reason: str) -> str:
+    """``path: reason`` on one line, the path written as the log writes it (see logs.shown)."""
+    return f"{shown(path)}: {one_line(reason)}"
+
+
 def status_func(args: argparse.Namespace) -> int:
-    report, failures = status(load(args))
+    report, failures = status(load(args), every_failure=args.json or args.failed)
     if args.json:
+        report["failures"] = [{"path": path, "reason": reason} for path, reason in failures]
         print(json.dumps(report, indent=2))
+    elif args.failed:
+        sys.stdout.writelines(failure_line(path, reason) + "\n" for path, reason in failures)
     else:
         sys.stdout.write(render(report, failures))
     return 0
@@ -81,5 +97,9 @@ def status_func(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     status = sub.add_parser("status", parents=[common], help="counts from the database")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--json", action="store_true",
+                        help="machine-readable output, every failed photo with its reason included")
+    status.add_argument("--failed", action="store_true",
+                        help="only the photos that could not be tagged, all of them, one 'path: reason' "
+                             "line each (latest first)")
     status.set_defaults(func=status_func)
