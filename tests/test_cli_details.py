@@ -9,12 +9,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, tagwatch, write_config
+from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
 from shapes_lab import Lab
 from tagwatch.status import lock_path, state_path, write_state
 
@@ -90,3 +91,21 @@ def test_status_writes_a_name_that_is_not_utf8_as_the_log_does(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert f"{path!a}: {reason}".encode() in result.stdout
     assert b"\xff" not in result.stdout
+
+
+def test_explain_says_a_photo_untag_set_aside_gets_nothing_until_a_scan_names_it(
+        shapes_lab: Lab, tmp_path: Path) -> None:
+    photo = shapes_lab.copy(tmp_path / "mine")["red-circle.jpg"]
+    shapes_lab.run("scan", str(photo))
+    shapes_lab.run("untag", str(photo))
+    assert exif_keywords(photo)["iptc"] == []
+    said = shapes_lab.run("explain", str(photo)).stdout
+    assert (f"set aside by `tagwatch untag`: no keyword is written into it and the daemon leaves it alone; "
+            f"`tagwatch scan {photo}` tags it again") in said
+    verdicts = dict(re.findall(r"(?m)^ +\d+ +[-+]\d\.\d{4}  (.{40}) ?(.*)$", said))
+    aside = "not written: set aside by untag (a scan naming it: TAGGED)"
+    written = {tag.strip(): verdict for tag, verdict in verdicts.items() if verdict}
+    assert written == {"red": aside, "circle": aside}
+    shapes_lab.run("scan", str(photo))  # as the docs say: a scan naming it tags it again
+    said = shapes_lab.run("explain", str(photo)).stdout
+    assert "set aside" not in said and sorted(exif_keywords(photo)["iptc"]) == ["circle", "red"]

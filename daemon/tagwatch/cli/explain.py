@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import shlex
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..captions import Captions, Reading
 from ..config import Config
 from ..geotag import Places
 from ..metadata import ExifTool, KeywordWriter, MetadataError
-from ..store import DECLINED, Store
+from ..store import DECLINED, UNTAGGED, Store
 from ..tagger import select
 from .common import UsageError, add_tagging_flags, load, make_pipeline, with_flags
 
 # A keyword tagwatch wrote that a person then took out of the file (the ledger says declined)
 TAKEN_OUT = "not written: a person took it out of this photo"
+# A photo ``untag`` set aside: the daemon writes nothing into it until a scan names it
+SET_ASIDE = "not written: set aside by untag"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Explanation:
     lines: list[Line]  # best score first; then keywords only an override or expansion adds
     place: list[str] = field(default_factory=list)  # the photo's coordinates and place ([places] on)
     caption: list[str] = field(default_factory=list)  # its caption and candidates ([captions] on)
+    set_aside: bool = False  # ``untag`` took its keywords out: the verdicts are what a scan would do
 
 
 def explain(config: Config, image: str) -> Explanation:
@@ -57,6 +61,7 @@ def explain(config: Config, image: str) -> Explanation:
         place = place_lines(config, store, path) if config.places.enabled else []
         row = store.file(path)
         declined = set(store.ledger(row.id, DECLINED)) if row is not None else set()
+        set_aside = row is not None and row.state == UNTAGGED
     finally:
         store.close()
     assert pipeline.tags is not None and pipeline.vocabulary is not None
@@ -98,7 +103,17 @@ def explain(config: Config, image: str) -> Explanation:
                    else f"TAGGED: a level above {below}") for level, below in implied.items()
               if level not in pipeline.tags.keywords and level not in override.add]
     said = caption_lines(pipeline.captions, reading, override.remove) if pipeline.captions else []
-    return Explanation(path, pipeline.model.identity, lines, place, said)
+    if set_aside:
+        lines = [replace(line, verdict=aside(line.verdict)) for line in lines]
+    return Explanation(path, pipeline.model.identity, lines, place, said, set_aside)
+
+
+def aside(verdict: str) -> str:
+    """A verdict for a photo ``untag`` set aside: what would be written is not, until a scan names it
+    (the photo carries none of it, and the daemon leaves it alone)."""
+    if verdict.startswith(("TAGGED", "added")):
+        return f"{SET_ASIDE} (a scan naming it: {verdict})"
+    return verdict
 
 
 def caption_lines(captions: Captions, reading: Reading | None, removed: Sequence[str]) -> list[str]:
@@ -139,6 +154,9 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
     that an override adds or removes; or, with ``names``, just those tags wherever they rank."""
     out = [f"{explanation.path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
            f"model {explanation.model}", *explanation.place]
+    if explanation.set_aside:
+        out.append("set aside by `tagwatch untag`: no keyword is written into it and the daemon leaves it "
+                   f"alone; `tagwatch scan {shlex.quote(explanation.path)}` tags it again")
     if names:
         known = {line.keyword: line for line in explanation.lines}
         for name in names:
@@ -149,7 +167,8 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
         shown = [known[name] for name in dict.fromkeys(names)]
     else:
         shown = [line for line in explanation.lines if not top or line.rank is None or line.rank <= top
-                 or line.verdict.startswith(("TAGGED", "added", "removed")) or line.verdict == TAKEN_OUT]
+                 or line.verdict.startswith(("TAGGED", "added", "removed", SET_ASIDE))
+                 or line.verdict == TAKEN_OUT]
     for line in shown:
         if line.rank is None or line.score is None:
             out.append(f"{'':>5}  {'':>7}  {line.keyword:<40} {line.verdict}")
