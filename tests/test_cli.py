@@ -75,6 +75,28 @@ def test_scan_reports_bad_files_and_exits_1(tmp_path: Path, config_file) -> None
     assert len(exif_keywords(good)["iptc"]) == 3
 
 
+def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, config_file) -> None:
+    """Issue: `scan /nonexistent` warned and exited 0, `export /nonexistent` printed {} and exited 0,
+    `untag /nonexist` said "tagwatch has no record of this file" and exited 0: a script could not
+    tell a typo from success.  A photo tagwatch never tagged has nothing to untag: that is done."""
+    config = config_file()
+    good = noise_jpeg(tmp_path / "good.jpg", seed=1)
+    gone = tmp_path / "nonexistent"
+    scanned = tagwatch("scan", "--config", str(config), str(good), str(gone))
+    assert scanned.returncode == 1
+    assert f"{gone}: skipped: no such file or folder" in scanned.stderr
+    assert "scan: 1 photos: 1 skipped, 1 tagged" in scanned.stderr
+    assert len(exif_keywords(good)["iptc"]) == 3
+    exported = tagwatch("export", "--config", str(config), str(gone))
+    assert (exported.returncode, json.loads(exported.stdout)) == (1, {})
+    assert f"{gone}: skipped: no such file or folder" in exported.stderr
+    untagged = tagwatch("untag", "--config", str(config), str(gone))
+    assert untagged.returncode == 1
+    assert f"{gone}: skipped: no such file or folder" in untagged.stderr
+    never = noise_jpeg(tmp_path / "never.jpg", seed=2)
+    assert tagwatch("untag", "--config", str(config), str(never)).returncode == 0
+
+
 def test_explain_lists_every_tag_with_its_verdict(tmp_path: Path, config_file) -> None:
     config = config_file()
     photo = noise_jpeg(tmp_path / "p.jpg", seed=1)

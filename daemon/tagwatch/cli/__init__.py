@@ -1,8 +1,8 @@
 """The ``tagwatch`` command: one small module per command, each a logic function a test can call
 in-process, a thin ``*_func`` that parses, calls and prints, and its ``add_parser``.
 
-Exit status: 0 success, 1 some files could not be tagged (``scan``), 2 a usage or config problem,
-reported as one line on stderr.
+Exit status: 0 success, 1 some files could not be handled (``scan``, ``untag``, ``export``: a path
+named that does not exist included), 2 a usage or config problem, reported as one line on stderr.
 """
 
 from __future__ import annotations

@@ -143,15 +143,17 @@ def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> 
 
 
 def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
-           clean_temp: bool = False) -> Iterator[str]:
+           clean_temp: bool = False, skipped: list[str] | None = None) -> Iterator[str]:
     """The photos named on the command line: files as given, folders walked (the config's exclude
-    patterns honoured); anything else is skipped with a warning (unless ``quiet``: a counting pass).
+    patterns honoured); anything else is skipped with a warning (unless ``quiet``: a counting pass)
+    and added to ``skipped``: the command then exits 1, as a path it could not handle was named.
     ``clean_temp``: remove the temporary files a killed write left where the photos are (see
     :func:`remove_stale_temp_files`)."""
     if quiet:
         with _silenced():
             yield from expand(paths, exclude)
         return
+    skipped = [] if skipped is None else skipped
     cleaned: set[str] = set()
     for given in paths:
         path = Path(given).expanduser().absolute()
@@ -166,8 +168,10 @@ def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
                 yield str(path.resolve() if path.is_symlink() else path)  # named, so followed
             else:
                 log.warning("%s: skipped: not a photo file name (%s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
+                skipped.append(str(path))
         else:
             log.warning("%s: skipped: no such file or folder", path)
+            skipped.append(str(path))
 
 
 def remove_stale_temp_files(folders: Iterable[str], done: set[str] | None = None) -> None:
@@ -208,6 +212,9 @@ def _silenced() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+SKIPPED = "skipped"  # a command's count of the paths named that it could not use (none there, no photo)
 
 
 def count_text(counts: Mapping[str, int]) -> str:

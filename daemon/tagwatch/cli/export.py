@@ -21,20 +21,20 @@ from .progress import Progress
 
 
 def export(config: Config, given: Sequence[str],
-           progress: Callable[[int], Progress] = lambda total: Progress(total, "export")
-           ) -> tuple[list[Exported], dict[str, str]]:
+           progress: Callable[[int], Progress] = lambda total: Progress(total, "export"),
+           skipped: list[str] | None = None) -> tuple[list[Exported], dict[str, str]]:
     """Each named photo (default: every photo in the database) scored from its cached vector against
     the current tag list (with the levels above its tags that expansion writes), with its place
     keywords (``[places]`` on) and its caption, caption keywords and scored candidates (``[captions]``
     on, from the cached captions: no photo is captioned here); and for each photo without a vector,
-    the reason."""
+    the reason.  ``skipped`` receives the named paths that are no photo (none there, another file)."""
     if not config.database.exists():
         raise UsageError(f"{config.database}: no database yet; `tagwatch scan` or `tagwatch run` makes it")
     store = Store(config.database)
     try:
         pipeline = make_pipeline(config, store, None)  # encodes prompts without a cached vector, no photo
         try:
-            paths = (list(dict.fromkeys(expand(given, config.exclude))) if given
+            paths = (list(dict.fromkeys(expand(given, config.exclude, skipped=skipped))) if given
                      else sorted(store.files_under("/")))
             keys: dict[str, bytes] = {}
             with progress(len(paths)) as bar:
@@ -66,14 +66,16 @@ def with_captions(pipeline: Pipeline, results: list[Exported], vectors: dict[str
 
 def export_func(args: argparse.Namespace) -> int:
     config = load(args)
-    results, missing = export(config, args.paths)
+    skipped: list[str] = []
+    results, missing = export(config, args.paths, skipped=skipped)
     for path, reason in sorted(missing.items()):
         print(f"{path}: not exported: {reason}", file=sys.stderr)
     render = render_json if args.format == "json" else render_csv
     sys.stdout.write(render(results, os.getcwd(), args.scores, config.captions.enabled))
-    print(f"export: {len(results)} photos" + (f"; {len(missing)} not exported (listed above)" if missing
-                                               else ""), file=sys.stderr)
-    return 0
+    left = len(missing) + len(skipped)
+    print(f"export: {len(results)} photos" + (f"; {left} not exported (listed above)" if left else ""),
+          file=sys.stderr)
+    return 1 if skipped else 0  # a photo not encoded yet is listed, not an error: the daemon may get to it
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

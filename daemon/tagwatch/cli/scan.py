@@ -19,6 +19,7 @@ from ..outcomes import Outcome, Status
 from ..queue import backlog_batch, backlog_take
 from ..store import Store
 from .common import (
+    SKIPPED,
     UsageError,
     add_tagging_flags,
     count_text,
@@ -174,20 +175,26 @@ def scan_func(args: argparse.Namespace) -> int:
         if line is not None:
             write(line)
 
+    skipped: list[str] = []  # named paths that are no photo: said as they are met
     if args.engine == "ray":
         total = sum(1 for _ in unique(expand(args.paths, config.exclude, quiet=True), len(args.paths)))
-        counts, summary = scan_on_ray(config, unique(expand(args.paths, config.exclude), len(args.paths)),
-                                      total, address=args.address, dry_run=args.dry_run, report=report)
+        named = expand(args.paths, config.exclude, skipped=skipped)
+        counts, summary = scan_on_ray(config, unique(named, len(args.paths)), total, address=args.address,
+                                      dry_run=args.dry_run, report=report)
         for line in summary.lines():
             print(logs.summary_line(args.log_format, line), file=sys.stderr)
     else:
-        paths = list(dict.fromkeys(expand(args.paths, config.exclude, clean_temp=not args.dry_run)))
+        paths = list(dict.fromkeys(expand(args.paths, config.exclude, clean_temp=not args.dry_run,
+                                          skipped=skipped)))
         total = len(paths)
         counts = scan(config, paths, dry_run=args.dry_run, report=report)
+    if skipped:
+        counts[SKIPPED] = len(skipped)
     text = f"scan: {total} photos: {count_text(counts)}" + (
         " (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)
-    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) else 0
+    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) or counts.get(SKIPPED) else 0
+
 
 
 def unique(paths: Iterable[str], sources: int) -> Iterator[str]:

@@ -14,7 +14,7 @@ from ..metadata import ExifTool, KeywordWriter
 from ..outcomes import Status
 from ..pipeline import Pipeline
 from ..store import Store
-from .common import count_text, load, log, remove_stale_temp_files, require_exiftool
+from .common import SKIPPED, count_text, load, log, remove_stale_temp_files, require_exiftool
 
 
 def untag(config: Config, given: Sequence[str]) -> dict[str, int]:
@@ -28,6 +28,10 @@ def untag(config: Config, given: Sequence[str]) -> dict[str, int]:
         paths: list[str] = []
         for name in given:
             path = Path(name).expanduser().absolute()
+            if not os.path.lexists(path):  # a typo, or a drive not plugged in: nothing there to untag
+                log.warning("%s: skipped: no such file or folder", path)
+                counts[SKIPPED] = counts.get(SKIPPED, 0) + 1
+                continue
             paths += sorted(store.files_under(str(path.resolve()))) if path.is_dir() else [str(path)]
         remove_stale_temp_files(os.path.dirname(path) for path in paths)
         for path in paths:
@@ -47,7 +51,7 @@ def untag_func(args: argparse.Namespace) -> int:
     require_exiftool()
     counts = untag(config, args.paths)
     print(f"untag: {sum(counts.values())} files: {count_text(counts)}", file=sys.stderr)
-    return 1 if counts.get(Status.FAILED) else 0
+    return 1 if counts.get(Status.FAILED) or counts.get(SKIPPED) else 0
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
