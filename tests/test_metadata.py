@@ -59,7 +59,7 @@ def test_existing_keywords_are_kept_and_never_claimed(tmp_path: Path, writer: Ke
     assert ours == ["harbour"]  # "Test" was the user's before we came
     found = exif_keywords(photo)
     assert found["iptc"] == ["ExifTool", "Test", "IPTC", "harbour"]
-    assert found["xmp"] == ["Test", "harbour"]
+    assert found["xmp"] == ["ExifTool", "Test", "IPTC", "harbour"]  # the new dc:subject: theirs, then ours
 
 
 def test_a_file_that_already_has_the_keywords_is_not_rewritten(tmp_path: Path, writer: KeywordWriter) -> None:
@@ -234,3 +234,39 @@ def test_warming_exiftool_up_without_it_raises_nothing() -> None:
     writer.warm_up()
     with pytest.raises(MetadataError):
         writer.exiftool.execute("-ver")
+
+
+# Corpus files whose keywords a person put in one of the two flat fields only
+IPTC_ONLY = {"pillow__iptc.jpg": ["HvK", "2006", "summer", "July", "holiday", "Hungary", "Budapest"],
+             "derived__latin1kw__exiftool__Canon.jpg": ["Café", "Zürich"],
+             "exiftool__IPTC.jpg": ["ExifTool", "Test", "IPTC"]}
+
+
+@pytest.mark.parametrize("name", IPTC_ONLY)
+def test_a_new_dc_subject_carries_the_persons_iptc_keywords(name: str, tmp_path: Path,
+                                                            writer: KeywordWriter) -> None:
+    """Apple Photos reads only dc:subject, digiKam the first non-empty field: a dc:subject holding
+    only ours would hide every keyword the person put in IPTC."""
+    photo = copy_from_corpus(name, tmp_path)
+    persons = IPTC_ONLY[name]
+    existing = writer.read(photo)  # Latin-1 IPTC read right
+    assert (existing.iptc, existing.xmp) == (tuple(persons), ())
+    plan = writer.plan(photo, ["harbour", "日本語"])
+    writer.apply(plan)
+    assert plan.ours == ["harbour", "日本語"]  # the person's copied in, never claimed
+    assert exif_keywords(photo) == {"iptc": [*persons, "harbour", "日本語"],
+                                    "xmp": [*persons, "harbour", "日本語"]}
+    writer.apply(writer.plan_untag(photo, plan.ours, [], filled=plan.fills))
+    assert exif_keywords(photo) == {"iptc": persons, "xmp": []}  # the dc:subject tagwatch made goes
+
+
+def test_a_new_iptc_keywords_carries_the_persons_xmp_keywords(tmp_path: Path, writer: KeywordWriter) -> None:
+    photo = copy_from_corpus("exiftool__XMP.jpg", tmp_path)
+    persons = ["ExifTool", "Test", "XMP"]
+    assert exif_keywords(photo) == {"iptc": [], "xmp": persons}
+    plan = writer.plan(photo, ["harbour"])
+    writer.apply(plan)
+    assert plan.ours == ["harbour"]
+    assert exif_keywords(photo) == {"iptc": [*persons, "harbour"], "xmp": [*persons, "harbour"]}
+    writer.apply(writer.plan_untag(photo, plan.ours, [], filled=plan.fills))
+    assert exif_keywords(photo) == {"iptc": [], "xmp": persons}

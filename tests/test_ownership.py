@@ -7,12 +7,13 @@ to the list length predicts every tag on the list, so a tag-list edit decides th
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import Env, exif_keywords, noise_jpeg, tagwatch, write_config
+from conftest import CORPUS, Env, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
 from tagwatch.queue import Move
@@ -59,6 +60,30 @@ def test_sync_drops_our_beach_and_keeps_the_persons(tmp_path: Path, tiny_checkpo
         assert env.run(ours) == {"ours.jpg": Status.UNCHANGED}  # the daemon leaves it alone now
         # `scan` names it: tagged again
         assert env.run(ours, retry_failed=True) == {"ours.jpg": Status.TAGGED}
+    finally:
+        env.close()
+
+
+def test_iptc_only_keywords_join_a_new_dc_subject_and_untag_takes_it_out(tmp_path: Path,
+                                                                         tiny_checkpoint: Path) -> None:
+    """Apple Photos reads dc:subject only: the one tagwatch creates carries the person's keywords
+    too, never recorded as ours, and goes again with untag."""
+    photo = tmp_path / "in" / "budapest.jpg"
+    photo.parent.mkdir()
+    shutil.copyfile(CORPUS / "pillow__iptc.jpg", photo)
+    persons = ["HvK", "2006", "summer", "July", "holiday", "Hungary", "Budapest"]
+    assert exif_keywords(photo) == {"iptc": persons, "xmp": []}
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=1, mode="sync"))
+    try:
+        env.use(["beach"])
+        assert env.run(photo) == {"budapest.jpg": Status.TAGGED}
+        assert exif_keywords(photo) == {"iptc": [*persons, "beach"], "xmp": [*persons, "beach"]}
+        assert env.store.ledger(env.store.file(str(photo)).id) == ["beach"]
+        env.use(["forest"])
+        env.pipeline.retag()  # sync: ours swapped, the person's stay in both fields
+        assert exif_keywords(photo) == {"iptc": [*persons, "forest"], "xmp": [*persons, "forest"]}
+        assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
+        assert exif_keywords(photo) == {"iptc": persons, "xmp": []}
     finally:
         env.close()
 

@@ -182,7 +182,9 @@ def fit(name: str, value: str) -> str:
         return value
     return value.encode("utf-8")[:limit].decode("utf-8", "ignore").rstrip()
 _FIELDS = (IPTC, DC, HIERARCHICAL, TAGS_LIST)
+KEYWORD_FIELDS = _FIELDS  # the ledger's filled records under these names are untag's (see _created)
 Expect = tuple[frozenset[str], frozenset[str]]  # (values a field must hold, values it must not)
+FieldEdit = tuple[str, list[str], Expect, list[str]]  # (field, exiftool arguments, expectations, final)
 
 
 def _cp1252_bytes(text: str) -> bytes:
@@ -279,6 +281,7 @@ class Edit:
     is_photo: bool
     fields: dict[str, str | None] = field(default_factory=dict)  # filled field → value (None: absent)
     note: str = ""  # what the write could not do, logged once it is done
+    final: dict[str, list[str]] = field(default_factory=dict)  # keyword field → its values afterwards
 
 
 @dataclass(frozen=True)
@@ -459,14 +462,27 @@ class KeywordWriter:
             fill = {n: v for n, v in (fill or {}).items() if n.startswith("IPTC:")}
         assign, ahead, after = _fills(photo if embeds else sidecar, fill or {}, filled or {}, not embeds)
         edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)))
-        if not photo.hierarchical and any(e.is_photo and e.expect.get(HIERARCHICAL, ((),))[0] for e in edits):
-            # We create the photo's hierarchical field, seeded with the person's flat keywords (see
-            # _xmp_fields): the ledger remembers, so untag can take the whole field out again.
-            ahead[HIERARCHICAL] = after[HIERARCHICAL] = Filled(tuple(dict.fromkeys(photo.xmp + photo.iptc)),
-                                                                None)
         written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
+        records = self._field_records(edits, photo, owned_paths={**had, **written}, filled=filled or {})
+        ahead |= records
+        after |= records
         return WritePlan(path, before, edits, list(keywords), ours, removed, dropped, paths=written,
                          respelled=list(respelled), fills_ahead=ahead, fills=after)
+
+    def _field_records(self, edits: list[Edit], photo: Keywords, owned_paths: Mapping[str, Sequence[str]],
+                       filled: Mapping[str, Filled]) -> dict[str, Filled]:
+        """The ledger's records of the photo's keyword fields this write creates (see :func:`_created`):
+        a new field starts with the person's keywords from the others (see :meth:`_photo_edit`), and
+        the ledger remembers them so that untag can take the whole field out again.
+        ``owned_paths``: every keyword of ours after the write → the paths it is written under."""
+        records: dict[str, Filled] = {}
+        for edit in (e for e in edits if e.is_photo):
+            for tag, final in edit.final.items():
+                ours = {self.forms.spell(tag, k, p) for k, paths in owned_paths.items() for p in paths}
+                record = _created(tag, photo.values(tag), final, ours, filled.get(tag))
+                if record is not None:
+                    records[tag] = record
+        return records
 
     def plan_untag(self, path: Path, owned: list[str], dropped: list[str],
                    owned_paths: Mapping[str, Sequence[str]] | None = None,
@@ -488,12 +504,11 @@ class KeywordWriter:
                          if name not in _FIELDS and existing.fields.get(name) in record.ours
                          and not (existing is sidecar and name.startswith("IPTC:"))}
                         for existing in (photo, sidecar))
-        created = filled.get(HIERARCHICAL)
-        if created is not None and photo.hierarchical and not restored:
-            ours = {self.forms.spell(HIERARCHICAL, o, p) for o in removed for p in had[o]}
-            if {v for v in photo.hierarchical if v not in ours} <= set(created.ours):
-                assign[HIERARCHICAL] = None  # only the person's keywords we copied in are left
-        edits = self._edits(path, before, photo, sidecar, change, assign, side)
+        exact = {tag: undone for tag in _FIELDS if (record := filled.get(tag)) is not None
+                 and (undone := _undone(record, photo.values(tag),
+                                        {self.forms.spell(tag, o, p) for o in owned for p in had[o]}))
+                 != list(photo.values(tag))}
+        edits = self._edits(path, before, photo, sidecar, change, assign, side, exact)
         return WritePlan(path, before, edits, [], [], removed, [], restored,
                          fills=dict.fromkeys(filled))
 
@@ -535,14 +550,16 @@ class KeywordWriter:
 
     def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords,
                change: Change, assign: Mapping[str, str | None] | None = None,
-               side_assign: Mapping[str, str | None] | None = None) -> list[Edit]:
+               side_assign: Mapping[str, str | None] | None = None,
+               exact: Mapping[str, list[str]] | None = None) -> list[Edit]:
         """The photo's and the sidecar's edits.  Keywords are added only where the target says;
         removals reach every place tagwatch may have written (the target may have changed since).
-        ``assign``, ``side_assign``: filled fields to set (None: delete) in the photo, in the sidecar."""
+        ``assign``, ``side_assign``: filled fields to set (None: delete) in the photo, in the sidecar;
+        ``exact``: the photo's keyword fields to set to exactly these values (none: delete)."""
         edits: list[Edit] = []
         if path.suffix.lower() in EMBEDDABLE_SUFFIXES:
             embedded = change if self.embeds(path) else change.removal_only()
-            edit = self._photo_edit(path, before, photo, embedded, assign or {})
+            edit = self._photo_edit(path, before, photo, embedded, assign or {}, exact or {})
             if edit is not None:
                 edits.append(edit)
         side = self.sidecar_for(path)
@@ -565,21 +582,30 @@ class KeywordWriter:
         return edits
 
     def _photo_edit(self, path: Path, before: os.stat_result, existing: Keywords,
-                    change: Change, assign: Mapping[str, str | None]) -> Edit | None:
+                    change: Change, assign: Mapping[str, str | None],
+                    exact: Mapping[str, list[str]]) -> Edit | None:
+        """The photo's edit.  A flat keyword field we create (IPTC Keywords, dc:subject) starts with
+        the person's keywords from the other one (MWG: keep them in step): digiKam reads the first
+        non-empty field and Apple Photos dc:subject only, so a field holding ours alone would hide them."""
         add, remove = change.values(self.forms, IPTC)
-        iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, add, remove, change.overwrite)
+        seed = existing.xmp if add and not existing.iptc else ()
+        if IPTC in exact:
+            iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, exact[IPTC], [], True)
+        else:
+            iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, add, remove, change.overwrite,
+                                                        seed=seed)
         iptc_fill = {n: v for n, v in assign.items() if n.startswith("IPTC:")}
         xmp_fill = {n: v for n, v in assign.items() if not n.startswith("IPTC:")}
         note = ""
         if existing.xmp_error:  # rebuilding the packet would lose what exiftool cannot read of it
-            xmp: list[tuple[str, list[str], Expect]] = []
+            xmp: list[FieldEdit] = []
             if change.add or change.remove or xmp_fill:
                 note = (f"its XMP cannot be read whole ({existing.xmp_error}); keywords written to "
                         "IPTC only, the XMP left as it was")
             xmp_fill = {}
             assign = iptc_fill
         else:
-            xmp = self._xmp_fields(existing, change)
+            xmp = self._xmp_fields(existing, change, exact=exact)
         if not iptc_args and not any(f[1] for f in xmp) and not assign:
             return None
         if before.st_nlink > 1:
@@ -603,12 +629,14 @@ class KeywordWriter:
         args += [a for f in xmp for a in f[1]]
         args += [f"-{n}={v or ''}" for n, v in xmp_fill.items()]
         return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True, dict(assign),
-                    note)
+                    note, {IPTC: iptc_final, **{f[0]: f[3] for f in xmp}})
 
     def _xmp_fields(self, existing: Keywords, change: Change, sidecar: bool = False,
-                    seed: Keywords | None = None) -> list[tuple[str, list[str], Expect]]:
+                    seed: Keywords | None = None, exact: Mapping[str, list[str]] | None = None
+                    ) -> list[FieldEdit]:
         """dc:subject always; lr:hierarchicalSubject with a prefix or a keyword with a parent, where
-        present, and in every sidecar (Immich reads no dc:subject); digiKam's TagsList where present."""
+        present, and in every sidecar (Immich reads no dc:subject); digiKam's TagsList where present.
+        ``exact``: fields to set to exactly these values instead (untag putting a field back)."""
         base = existing if seed is None else seed
         fields = [DC]
         if self.forms.prefix or base.hierarchical or sidecar or change.nested:
@@ -620,12 +648,16 @@ class KeywordWriter:
             # A new hierarchical field: digiKam and Immich read it first, so a person's flat keywords
             # join ours there or those apps would hide them.
             seeds[HIERARCHICAL] = tuple(dict.fromkeys(base.xmp + base.iptc))
+        if seed is None and not base.xmp and change.add:  # a new dc:subject: see _photo_edit
+            seeds[DC] = base.iptc
+        exact = exact or {}
         out = []
         for tag in fields:
             add, remove = change.values(self.forms, tag)
-            args, _, expect = _field(tag, existing.values(tag), add, remove, change.overwrite,
-                                     seed=() if change.overwrite else seeds[tag])
-            out.append((tag, args, expect))
+            args, final, expect = (_field(tag, existing.values(tag), exact[tag], [], True) if tag in exact
+                                   else _field(tag, existing.values(tag), add, remove, change.overwrite,
+                                               seed=() if change.overwrite else seeds[tag]))
+            out.append((tag, args, expect, final))
         return out
 
     # -- writing -------------------------------------------------------------------------------
@@ -887,6 +919,27 @@ def _field(tag: str, existing: tuple[str, ...], add: list[str], remove: list[str
     final = [v for v in existing if v not in taken] + added
     args = [f"-{tag}-={v}" for v in taken if v in existing] + [f"-{tag}+={v}" for v in added]
     return args, final, (frozenset(added), frozenset(taken))
+
+
+def _created(tag: str, existing: tuple[str, ...], final: list[str], ours: Collection[str],
+             record: Filled | None) -> Filled | None:
+    """The ledger's record of a keyword field this write creates, or None if there is nothing new to
+    record: the person's keywords copied into it from the other fields (not ours), and what it held
+    before (None: absent).  A record from an earlier write keeps what the field held before it."""
+    copied = tuple(v for v in final if v not in existing and v not in ours)
+    if record is not None:
+        more = tuple(v for v in copied if v not in record.ours)
+        return Filled((*record.ours, *more), record.previous) if more else None
+    if existing or not final or (not copied and tag != HIERARCHICAL):
+        return None
+    return Filled(copied, None)
+
+
+def _undone(record: Filled, current: tuple[str, ...], ours: Collection[str]) -> list[str]:
+    """What a keyword field tagwatch created holds once untag has taken tagwatch's part out: what a
+    person added to it since, without ours and without the person's keywords we copied in (they
+    are still in the field they came from).  Empty: the field goes, as it was absent."""
+    return [v for v in current if v not in ours and v not in record.ours]
 
 
 def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[str, Filled],
