@@ -162,6 +162,44 @@ def test_init_writes_a_starter_config_that_loads(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+def test_tagwatch_config_names_the_config_where_no_config_flag_does(tmp_path: Path) -> None:
+    """Issue: only scripts/run read TAGWATCH_CONFIG, so `TAGWATCH_CONFIG=… tagwatch status` looked at
+    the default config's database while the daemon used the other."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "photos").mkdir()
+    mine = write(tmp_path, 'watch = ["photos"]\ndatabase = "mine.db"\n')
+    other = tmp_path / "other.toml"
+    other.write_text('database = "other.db"\n', encoding="utf-8")
+
+    def status(*flags: str, config: Path | None) -> dict[str, object]:
+        env = {k: v for k, v in os.environ.items() if k != "TAGWATCH_CONFIG"}
+        env["XDG_CONFIG_HOME"] = str(tmp_path / "no-config-here")
+        if config is not None:
+            env["TAGWATCH_CONFIG"] = str(config)
+        result = subprocess.run([sys.executable, "-m", "tagwatch", "status", "--json", *flags],
+                                capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert status(config=mine)["database"] == str(tmp_path / "mine.db")
+    assert status("--config", str(other), config=mine)["database"] == str(tmp_path / "other.db")
+    assert status(config=None)["database"] != str(tmp_path / "mine.db")
+
+
+def test_init_without_a_folder_says_which_folder_it_watches(tmp_path: Path) -> None:
+    """Issue: `tagwatch init` with no FOLDER wrote watch = ["~/Pictures"] without a word."""
+    target = tmp_path / "etc" / "config.toml"
+    result = tagwatch("init", "--config", str(target))
+    assert result.returncode == 0, result.stderr
+    assert 'watch = ["~/Pictures"]' in target.read_text()
+    assert f"watch: ~/Pictures (no FOLDER given; edit watch in {target} to change it)" in result.stdout
+    assert "next: tagwatch scan --dry-run --config" in result.stdout and " ~/Pictures " in result.stdout
+
+
 def test_the_web_section_defaults_to_loopback_and_names_a_bad_key(tmp_path: Path) -> None:
     from tagwatch.config import ConfigError, parse_config
 

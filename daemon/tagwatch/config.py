@@ -58,6 +58,16 @@ def default_config_path() -> Path:
     return _xdg("XDG_CONFIG_HOME", ".config") / "tagwatch" / "config.toml"
 
 
+CONFIG_ENV = "TAGWATCH_CONFIG"  # names the config file where no --config does (scripts/run, containers)
+
+
+def named_config(given: str | None) -> str | None:
+    """The config file a command is told of: ``--config``, else ``$TAGWATCH_CONFIG`` (so that every
+    command of a shell that set it, not only the daemon's, looks at the same database); None: the
+    default file."""
+    return given or os.environ.get(CONFIG_ENV) or None
+
+
 def default_database_path() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "tagwatch" / "tagwatch.db"
 

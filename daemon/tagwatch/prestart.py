@@ -57,7 +57,7 @@ def wants_model(argv: Sequence[str]) -> bool:
 
 def _parse(argv: Sequence[str]) -> tuple[bool, str]:
     """Whether ``argv`` loads the model at once (:func:`wants_model`), and its ``--config`` value
-    made absolute ("" for the default file)."""
+    (else ``$TAGWATCH_CONFIG``) made absolute ("" for the default file)."""
     if "_ARGCOMPLETE" in os.environ:  # a Tab press runs the command to ask for completions
         return False, ""
     command, values = None, {}
@@ -70,7 +70,7 @@ def _parse(argv: Sequence[str]) -> tuple[bool, str]:
             values[name] = value if eq else next(args, "")
         elif command is None and not arg.startswith("-"):
             command = arg
-    config = values.get("--config", "")
+    config = values.get("--config", "") or os.environ.get("TAGWATCH_CONFIG", "")  # config.named_config
     return (command in MODEL_COMMANDS and values.get("--engine", "local") == "local",
             os.path.abspath(os.path.expanduser(config)) if config else "")
 

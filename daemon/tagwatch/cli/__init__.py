@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .. import __version__, logs
 from ..calibrate import CalibrationError
-from ..config import LOG_FORMATS, ConfigError, default_config_path
+from ..config import CONFIG_ENV, LOG_FORMATS, ConfigError, default_config_path, named_config
 from ..metadata import MetadataError
 from ..model import ModelError
 from ..overrides import OverridesError
@@ -33,7 +33,7 @@ ERRORS = (UsageError, ConfigError, VocabularyError, OverridesError, ModelError, 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                        help=f"config file (default {default_config_path()})")
+                        help=f"config file (default ${CONFIG_ENV}, else {default_config_path()})")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="debug logging")
     common.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS,
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         sys.stdout.write(short_help(parser))
         return 0
-    args.config = getattr(args, "config", None)
+    args.config = named_config(getattr(args, "config", None))
     args.verbose = getattr(args, "verbose", 0)
     args.log_format = getattr(args, "log_format", None)
     try:

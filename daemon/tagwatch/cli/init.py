@@ -25,6 +25,7 @@ CHOICES = {  # target → what a person is told it means
     "both": "both: into the photos and into sidecar files",
 }
 _TARGET_LINE = re.compile(r'^# target = "embedded"( *)#', re.M)
+DEFAULT_FOLDER = "~/Pictures"  # what the starter config watches when init is given no folder
 
 
 def ask_target(ask: Callable[[str], str] = input, say: Callable[[str], None] = print) -> str:
@@ -54,7 +55,7 @@ def init(target: Path, folders: Sequence[str], *, force: bool, where: str = "emb
             if not Path(folder).is_dir():
                 raise UsageError(f"{folder}: not a folder")
         listed = json.dumps(resolved, ensure_ascii=False)
-        example = example.replace('watch = ["~/Pictures"]', f"watch = {listed}")
+        example = example.replace(f'watch = ["{DEFAULT_FOLDER}"]', f"watch = {listed}")
     if where != "embedded":  # set the commented default's line, its explanation kept beside it
         line = f'target = "{where}"'
         example, found = _TARGET_LINE.subn(lambda m: line.ljust(len(m.group(0)) - 1) + "#", example)
@@ -76,8 +77,10 @@ def init_func(args: argparse.Namespace) -> int:
     where = args.target or (ask_target() if sys.stdin.isatty() else "embedded")
     tags = init(target, args.folders, force=args.force, where=where)
     config = "" if args.config is None else f" --config {target}"
-    folder = args.folders[0] if args.folders else "FOLDER"
-    print(f"wrote {target}: keywords go {CHOICES[where]}\n"
+    folder = args.folders[0] if args.folders else DEFAULT_FOLDER
+    watching = "" if args.folders else (f"watch: {DEFAULT_FOLDER} (no FOLDER given; edit watch in {target} "
+                                        "to change it)\n")
+    print(f"wrote {target}: keywords go {CHOICES[where]}\n{watching}"
           f"tag list {tags} (edit it while tagwatch runs; changes apply at once)\n"
           f"next: tagwatch scan --dry-run{config} {folder}   # the tags it would write; writes nothing\n"
           f"      tagwatch run{config}   # watch the folders and tag new or changed photos\n"
