@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import Daemon, noise_jpeg, tagwatch, wait_for, write_config
+from conftest import Daemon, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
 from tagwatch.notify import Notifier
 
 
@@ -111,6 +111,16 @@ def test_status_and_metrics_come_from_the_running_daemon(tmp_path: Path, tiny_ch
         assert "\ntagwatch_files_failed_total 1\n" in metrics
         assert '\ntagwatch_files{state="tagged"} 2\n' in metrics
         assert "\ntagwatch_queue_depth 0\n" in metrics
+
+        # A tag-list edit's re-scoring rewrites both photos: tagging like any other, and counted so
+        photos = [root / "a.jpg", root / "b.jpg"]
+        before = {photo: set(exif_keywords(photo)["iptc"]) for photo in photos}
+        (config.parent / "tags.txt").write_text("harbour\nlake\ndesert\n", encoding="utf-8")
+        wait_for(lambda: all("harbour" in exif_keywords(photo)["iptc"] for photo in photos))
+        added = sum(len(set(exif_keywords(photo)["iptc"]) - before[photo]) for photo in photos)
+        edited = wait_for(lambda: (s := daemon_status()) and s.get("tagged_since_start") == 4 and s)
+        assert edited["keywords_added_since_start"] == state["keywords_added_since_start"] + added
+        assert "re-scored 2 files, rewrote 2" in daemon.log()
     finally:
         assert daemon.stop() == 0
     assert daemon_status() is None  # stopped: the lock is free, whatever file is left

@@ -513,19 +513,22 @@ class Pipeline:
 
     # -- tag-list edits ------------------------------------------------------------------------
 
-    def retag(self) -> tuple[int, int]:
+    def retag(self, observe: Callable[[list[Outcome]], None] | None = None) -> tuple[int, int]:
         """Re-score every cached file tagged with an older tag list (inside the folders given to
         :meth:`confine`, if any); no image is encoded.
 
         Only files whose tag set changed are written, and files whose keywords could not be written
         before (a tag exiftool could not write makes every photo predicted with it fail; once the
-        tag is fixed they must not wait for an edit of their own).  Returns (files re-scored,
+        tag is fixed they must not wait for an edit of their own).  ``observe`` is told the outcome
+        of each file written or tried (the daemon counts them in its status, as it counts any
+        tagging; a deferred one is told when the worker retries it).  Returns (files re-scored,
         files written).
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity, self.roots)
                 if r.tagged_with != self.fingerprint]
         written = 0
+        tried: list[Outcome] = []
         chunk = 4096
         # Files holding one of our keywords under a path its parent no longer gives it
         stale = (self.store.stale_paths(self._paths) if rows and (
@@ -578,10 +581,14 @@ class Pipeline:
                 written += outcome.status == Status.TAGGED and outcome.wrote
                 if outcome.status == Status.WAIT:
                     self._deferred.append(outcome)
+                else:
+                    tried.append(outcome)
             self.store.update_predictions(same, self.fingerprint)
         # Captions just turned on: these need their pixels again, so they go through the queue in
         # ordinary batches (the worker queues RETRY outcomes) instead of holding up this re-scoring.
         self._deferred += [Outcome(path, Status.RETRY, error="to be captioned") for path in uncaptioned]
+        if observe is not None and tried:
+            observe(tried)
         return len(rows), written
 
     def _captions_stale(self, rows: Sequence[FileRow]) -> set[int]:

@@ -118,7 +118,7 @@ class Daemon:
         vocabulary = load_tag_list(self.config)
         started = time.monotonic()
         encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
-        checked, written = self.pipeline.retag()
+        checked, written = self.pipeline.retag(self.activity.record)  # status counts its rewrites
         log.info("tag list %s: %d tags (%d new prompt vectors); re-scored %d files, rewrote %d in %.1f s",
                  self.config.tags, len(vocabulary.tags), encoded, checked, written,
                  time.monotonic() - started)
@@ -129,7 +129,7 @@ class Daemon:
         except VocabularyError as exc:
             log.error("tag list not reloaded, keeping the previous one: %s", exc)
             if self.pipeline.vocabulary is not None:  # the overrides may still have changed
-                checked, written = self.pipeline.retag()
+                checked, written = self.pipeline.retag(self.activity.record)
                 log.info("re-scored %d files, rewrote %d", checked, written)
 
     def _watched_files(self) -> list[Path]:
