@@ -109,3 +109,18 @@ def test_explain_says_a_photo_untag_set_aside_gets_nothing_until_a_scan_names_it
     shapes_lab.run("scan", str(photo))  # as the docs say: a scan naming it tags it again
     said = shapes_lab.run("explain", str(photo)).stdout
     assert "set aside" not in said and sorted(exif_keywords(photo)["iptc"]) == ["circle", "red"]
+
+
+def test_a_photo_named_through_a_linked_folder_is_the_one_the_store_knows(
+        shapes_lab: Lab, tmp_path: Path) -> None:
+    """A watched folder that is a symbolic link is recorded as the folder it leads to (as a walk of
+    it is); a photo named through the link must find that record, in untag and explain alike."""
+    real, link = tmp_path / "realroot", tmp_path / "linkroot"
+    photo = shapes_lab.copy(real)["red-circle.jpg"]
+    link.symlink_to(real)
+    shapes_lab.run("scan", str(link))
+    result = shapes_lab.run("untag", str(link / "red-circle.jpg"))
+    assert "untag: 1 files: 1 untagged" in result.stderr and "no record" not in result.stderr
+    assert exif_keywords(photo)["iptc"] == []
+    said = shapes_lab.run("explain", str(link / "red-circle.jpg")).stdout
+    assert said.startswith(f"{photo}: ") and "set aside by `tagwatch untag`" in said

@@ -165,13 +165,21 @@ def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
             if clean_temp:
                 remove_stale_temp_files([str(path.parent)], cleaned)
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                yield str(path.resolve() if path.is_symlink() else path)  # named, so followed
+                yield photo_path(given)
             else:
                 log.warning("%s: skipped: not a photo file name (%s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
                 skipped.append(str(path))
         else:
             log.warning("%s: skipped: no such file or folder", path)
             skipped.append(str(path))
+
+
+def photo_path(given: str) -> str:
+    """A photo named on the command line as the store records it: absolute, with its folders'
+    symbolic links resolved, as the daemon's watch folders and a folder walk are (a photo named
+    through a linked watch folder found no record); a link to a file is followed, as it was named."""
+    path = Path(given).expanduser().absolute()
+    return str(path.resolve() if path.is_symlink() else path.parent.resolve() / path.name)
 
 
 def remove_stale_temp_files(folders: Iterable[str], done: set[str] | None = None) -> None:

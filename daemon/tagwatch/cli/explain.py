@@ -16,7 +16,7 @@ from ..geotag import Places
 from ..metadata import ExifTool, KeywordWriter, MetadataError
 from ..store import DECLINED, UNTAGGED, Store
 from ..tagger import select
-from .common import UsageError, add_tagging_flags, load, make_pipeline, with_flags
+from .common import UsageError, add_tagging_flags, load, make_pipeline, photo_path, with_flags
 
 # A keyword tagwatch wrote that a person then took out of the file (the ledger says declined)
 TAKEN_OUT = "not written: a person took it out of this photo"
@@ -45,7 +45,7 @@ class Explanation:
 def explain(config: Config, image: str) -> Explanation:
     """Score one photo against the tag list and give each tag its verdict; with expansion on, the
     levels above the tags it gets are written too, and say which tag they come from."""
-    path = str(Path(image).expanduser().absolute())
+    path = photo_path(image)
     store = Store(config.database)
     try:
         pipeline = make_pipeline(config, store, None)

@@ -14,7 +14,7 @@ from ..metadata import ExifTool, KeywordWriter
 from ..outcomes import Status
 from ..pipeline import Pipeline
 from ..store import Store
-from .common import SKIPPED, count_text, load, log, remove_stale_temp_files, require_exiftool
+from .common import SKIPPED, count_text, load, log, photo_path, remove_stale_temp_files, require_exiftool
 
 
 def untag(config: Config, given: Sequence[str]) -> dict[str, int]:
@@ -32,7 +32,7 @@ def untag(config: Config, given: Sequence[str]) -> dict[str, int]:
                 log.warning("%s: skipped: no such file or folder", path)
                 counts[SKIPPED] = counts.get(SKIPPED, 0) + 1
                 continue
-            paths += sorted(store.files_under(str(path.resolve()))) if path.is_dir() else [str(path)]
+            paths += sorted(store.files_under(str(path.resolve()))) if path.is_dir() else [photo_path(name)]
         remove_stale_temp_files(os.path.dirname(path) for path in paths)
         for path in paths:
             outcome = pipeline.untag(path)
