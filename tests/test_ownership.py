@@ -16,7 +16,7 @@ import pytest
 from conftest import CORPUS, Env, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
-from tagwatch.queue import Move
+from tagwatch.queue import Delete, Move
 from tagwatch.store import UNTAGGED
 from tagwatch.vocabulary import parse_rich_tag_list
 
@@ -106,6 +106,76 @@ def test_append_never_removes_and_overwrite_is_undone_by_untag(tmp_path: Path, t
         assert keyword_sets(photo) == before
     finally:
         env.close()
+
+
+def copy_away(photo: Path, how: str) -> Path:
+    """A copy of ``photo`` under a new name in the watched folder, the original gone: a move across
+    disks (``cp -p`` then ``rm``, as file managers do it), or a move out of the folder and back."""
+    if how == "copy then delete":
+        copy = photo.parent / "moved" / photo.name
+        copy.parent.mkdir()
+        shutil.copy2(photo, copy)
+        photo.unlink()
+        return copy
+    outside = photo.parents[2] / "outside" / photo.name
+    outside.parent.mkdir()
+    photo.rename(outside)
+    return outside.rename(photo.with_name("back again.jpg"))
+
+
+@pytest.mark.parametrize("how", ["copy then delete", "out and back"])
+def test_a_copied_photo_keeps_the_record_of_our_keywords(tmp_path: Path, tiny_checkpoint: Path,
+                                                         how: str) -> None:
+    """The copy is a new file to tagwatch, holding keywords tagwatch wrote into the same picture:
+    they stay tagwatch's, so untag takes them out of the copy and sync can still drop them."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"))
+    try:
+        env.use(["beach", "forest"])
+        photo = person_tags(noise_jpeg(tmp_path / "in" / "a.jpg", seed=11), "Anna")
+        assert env.run(photo) == {"a.jpg": Status.TAGGED}
+        copy = copy_away(photo, how)
+        assert env.pipeline.apply([Delete(str(photo))]) == []
+        assert env.run(copy) == {copy.name: Status.TAGGED}
+        assert sorted(env.store.ledger(env.store.file(str(copy)).id)) == ["beach", "forest"]
+        env.use(["forest", "mountain"])
+        env.pipeline.retag()  # sync: beach is ours in the copy too, and goes
+        assert keyword_sets(copy) == [({"Anna", "forest", "mountain"},) * 2]
+        assert env.pipeline.untag(str(copy)).status == Status.UNTAGGED
+        assert keyword_sets(copy) == [({"Anna"},) * 2]
+    finally:
+        env.close()
+
+
+def test_a_copy_holding_only_some_of_our_keywords_claims_none(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A copy made before tagwatch's write, where a person added one of the same words themselves,
+    or one whose keywords a person edited: what it holds is the person's."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2))
+    try:
+        env.use(["beach", "forest"])
+        photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=12)
+        early = tmp_path / "in" / "early.jpg"
+        shutil.copy2(photo, early)  # copied before tagwatch saw either
+        person_tags(early, "beach")
+        assert env.run(photo) == {"a.jpg": Status.TAGGED}
+        assert env.run(early) == {"early.jpg": Status.TAGGED}  # forest written: ours; beach theirs
+        assert env.store.ledger(env.store.file(str(early)).id) == ["forest"]
+        assert env.pipeline.untag(str(early)).status == Status.UNTAGGED
+        assert keyword_sets(early) == [({"beach"},) * 2]
+    finally:
+        env.close()
+
+
+def test_untag_with_nothing_of_ours_in_the_file_says_so(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    folder = tmp_path / "photos"
+    photo = person_tags(noise_jpeg(folder / "p.jpg", seed=13), "beach")
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach"], top_k=1)
+    result = tagwatch("scan", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    result = tagwatch("untag", "--config", str(config), str(photo))
+    assert result.returncode == 0, result.stderr
+    assert "untag: 1 files: 1 unchanged" in result.stderr, result.stderr
+    assert "nothing of tagwatch's in it to take out" in result.stderr
+    assert keyword_sets(photo) == [({"beach"},) * 2]
 
 
 @pytest.mark.parametrize("style", ["photo.jpg.xmp", "photo.xmp"])

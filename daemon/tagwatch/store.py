@@ -529,6 +529,21 @@ class Store:
                 "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? ORDER BY written, keyword",
                 (file_id, action))]
 
+    def same_picture(self, key: bytes, path: str) -> tuple[dict[str, dict[str, tuple[str, ...]]], set[str]]:
+        """The ledgers of the other files recorded with the picture ``key`` (deleted ones included: a
+        move by copy-then-delete leaves the original's row deleted): path → keyword tagwatch added →
+        the hierarchical paths it wrote it under (the keyword itself when flat); and the keywords any
+        of them records as a person's (an override's, one overwrite took out, one a person took out)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.path, l.keyword, l.action, l.paths FROM files f JOIN ledger l ON l.file_id = f.id "
+                "WHERE f.key = ? AND f.path != ? ORDER BY l.written, l.keyword", (key, path)).fetchall()
+        added: dict[str, dict[str, tuple[str, ...]]] = {}
+        for r in rows:
+            if r[2] == ADDED:
+                added.setdefault(r[0], {})[r[1]] = tuple(r[3].split("\n")) if r[3] else (r[1],)
+        return added, {r[1] for r in rows if r[2] != ADDED}
+
     # -- places --------------------------------------------------------------------------------
 
     def place(self, lat: float, lon: float, source: str) -> tuple[str, str, str, float] | None:
