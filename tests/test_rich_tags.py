@@ -96,7 +96,21 @@ def test_duplicates_are_reported_once_and_the_first_wins() -> None:
     vocabulary = rich(text)
     assert vocabulary.keywords == ["dog", "cat"] and vocabulary.tags[0].threshold == 0.3
     assert vocabulary.warnings == ("tags.toml:8: duplicate tag 'dog' (first on line 1, again on 2 lines); "
-                                   "used once",)
+                                   "used once; the first one's settings apply, ignored: threshold = 0.9 "
+                                   "(line 8)",)
+
+
+def test_a_repeated_tag_says_which_of_its_settings_are_not_used() -> None:
+    """A second `[[tag]]` for `red` with its own threshold was dropped with only "used once": the
+    warning names each setting it gave, and where, as not used."""
+    text = ('[[tag]]\nkeyword = "red"\n\n[[tag]]\nkeyword = "Red"\nthreshold = 0.5\n'
+            'prompts = ["a red thing."]\n')
+    vocabulary = rich(text)
+    assert vocabulary.keywords == ["red"] and vocabulary.tags[0].threshold is None
+    assert vocabulary.warnings == (
+        "tags.toml:4: duplicate tag 'Red' (first on line 1 as 'red'); used once, written 'red' (tags that "
+        "differ only in case are one tag); the first one's settings apply, ignored: threshold = 0.5 "
+        '(line 4), prompts = ["a red thing."] (line 4)',)
 
 
 @pytest.mark.parametrize(("text", "message"), [

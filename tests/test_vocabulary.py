@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import builtin_tag_list
 from tagwatch.vocabulary import VocabularyError, load_vocabulary, parse_tag_list
 
@@ -20,6 +21,21 @@ def test_comments_blanks_whitespace_and_duplicates(tmp_path: Path) -> None:
     # the duplicate is reported once, with where it first appeared
     assert len(vocabulary.warnings) == 1
     assert "tags.txt:5: duplicate tag 'beach' (first on line 3, again on 2 lines)" in vocabulary.warnings[0]
+
+
+def test_tags_that_differ_only_in_case_are_one_tag_written_as_first_spelled(tmp_path: Path,
+                                                                           tiny_checkpoint: Path) -> None:
+    """`red` and `Red` in one list were both kept and both written into the photo; they are one tag,
+    the first spelling, and the warning names both lines."""
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "blue", "Red", "RED"], top_k=3)
+    photo = noise_jpeg(tmp_path / "photos" / "p.jpg", seed=5)
+    result = tagwatch("scan", "--config", str(config), str(photo))
+    assert result.returncode == 0, result.stderr
+    assert sorted(exif_keywords(photo)["iptc"]) == ["blue", "red"]
+    tags = tmp_path / "conf" / "tags.txt"
+    warning = (f"{tags}:3: duplicate tag 'Red' (first on line 1 as 'red', again on 2 lines); used once, "
+               "written 'red' (tags that differ only in case are one tag)")
+    assert result.stderr.count(warning) == 1, result.stderr
 
 
 def test_templates_make_one_prompt_each() -> None:

@@ -1,8 +1,9 @@
 """The user's tag list: which keywords exist and which prompt texts describe them.
 
 The plain ``.txt`` format is rtag's: one tag per line.  We add ``#`` comments and blank lines, report
-duplicates once, and reject keywords that IPTC cannot store (64 bytes) with their line number, so the
-daemon never writes a keyword that another app would truncate.
+duplicates once (keywords that differ only in case are one tag), and reject keywords that IPTC
+cannot store (64 bytes) with their line number, so the daemon never writes a keyword that another
+app would truncate.
 
 The rich ``.toml`` format (chosen by the file name) gives each tag its own prompts, synonyms,
 threshold and parent, or a WordNet synset that places it in WordNet's hierarchy (``hierarchy``); its
@@ -13,6 +14,7 @@ it: one naming synsets, or a plain list whose tags are to be expanded.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 from collections.abc import Collection
@@ -151,22 +153,20 @@ def parse_tag_list(text: str, templates: tuple[str, ...], source: Path, *, place
     ``unplaced`` with the reason (``crane``: five senses, none dominant).
     """
     tags: list[Tag] = []
-    first_line: dict[str, int] = {}
-    duplicates: dict[str, list[int]] = {}
+    seen = _Seen(source)
     text = text.removeprefix("\ufeff")  # a byte-order mark from Windows editors is not part of a tag
     for number, raw in enumerate(text.splitlines(), start=1):
         folded = " ".join(raw.split())
         if not folded or folded.startswith("#"):
             continue
         keyword = check_keyword(folded, f"{source}:{number}")
-        if keyword in first_line:
-            duplicates.setdefault(keyword, []).append(number)
+        if seen.again(keyword, number):
             continue
-        first_line[keyword] = number
         tags.append(Tag(keyword, tuple(t.format(keyword) for t in templates)))
     if not tags:
         raise VocabularyError(f"{source}: the tag list holds no tags")
-    warnings = _duplicate_warnings(source, first_line, duplicates)
+    warnings = seen.warnings()
+    first_line = seen.first_line
     if not place:
         return Vocabulary(tuple(tags), source, warnings)
     wordnet = WordNet()
@@ -185,12 +185,53 @@ def parse_tag_list(text: str, templates: tuple[str, ...], source: Path, *, place
     return Vocabulary(placed, source, warnings, _levels(extra, entries), tuple(unplaced))
 
 
-def _duplicate_warnings(source: Path, first_line: dict[str, int],
-                        duplicates: dict[str, list[int]]) -> tuple[str, ...]:
-    return tuple(
-        f"{source}:{lines[0]}: duplicate tag {keyword!r} (first on line {first_line[keyword]}"
-        + (f", again on {len(lines)} lines" if len(lines) > 1 else "") + "); used once"
-        for keyword, lines in duplicates.items())
+@dataclass(frozen=True)
+class _Again:
+    """A tag given again: where, as spelled there, and the settings it gave that are not used."""
+
+    line: int
+    spelling: str
+    ignored: tuple[str, ...] = ()
+
+
+class _Seen:
+    """The tags of a list so far, to find one given twice.  Keywords that differ only in case
+    (``red``, ``Red``) are one tag: writing both would give a photo the same keyword twice, which
+    apps that match keywords without case (Lightroom, Windows) show as one and digiKam as two.
+    The first spelling is the one written."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self.first_line: dict[str, int] = {}  # keyword as first spelled → its line (or position)
+        self._folded: dict[str, str] = {}  # casefolded → keyword as first spelled
+        self._again: dict[str, list[_Again]] = {}
+
+    def again(self, keyword: str, line: int, ignored: tuple[str, ...] = ()) -> bool:
+        """Record ``keyword`` at ``line``; True if the list already has it (in any case)."""
+        first = self._folded.get(keyword.casefold())
+        if first is None:
+            self._folded[keyword.casefold()] = keyword
+            self.first_line[keyword] = line
+            return False
+        self._again.setdefault(first, []).append(_Again(line, keyword, ignored))
+        return True
+
+    def warnings(self) -> tuple[str, ...]:
+        """One line per tag given more than once, naming its first line and the first repeat."""
+        return tuple(self._warning(keyword, repeats) for keyword, repeats in self._again.items())
+
+    def _warning(self, keyword: str, repeats: list[_Again]) -> str:
+        head = repeats[0]
+        spelled = f" as {keyword!r}" if head.spelling != keyword else ""
+        more = f", again on {len(repeats)} lines" if len(repeats) > 1 else ""
+        text = (f"{self.source}:{head.line}: duplicate tag {head.spelling!r} (first on line "
+                f"{self.first_line[keyword]}{spelled}{more}); used once")
+        if any(r.spelling != keyword for r in repeats):
+            text += f", written {keyword!r} (tags that differ only in case are one tag)"
+        ignored = [item for r in repeats for item in r.ignored]
+        if ignored:
+            text += f"; the first one's settings apply, ignored: {', '.join(ignored)}"
+        return text
 
 
 # -- the rich format -------------------------------------------------------------------------------
@@ -344,17 +385,14 @@ def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path, *,
     if len(lines) != len(raw_tags):  # written as an inline array: no header to point at
         lines = []
     entries: dict[str, _Entry] = {}
-    first_line: dict[str, int] = {}
-    duplicates: dict[str, list[int]] = {}
+    seen = _Seen(source)
     for index, raw in enumerate(raw_tags):
         line = lines[index] if lines else None
         where = f"{source}:{line}" if line else f"{source}: tag #{index + 1}"
         entry = _entry(raw, where, line)
-        if entry.keyword in entries:
-            duplicates.setdefault(entry.keyword, []).append(line or index + 1)
+        if seen.again(entry.keyword, line or index + 1, _settings(raw, line or index + 1)):
             continue
         entries[entry.keyword] = entry
-        first_line[entry.keyword] = line or index + 1
     if not entries:
         raise VocabularyError(f"{source}: the tag list holds no tags")
     extra: dict[str, _Entry] = {}
@@ -378,8 +416,14 @@ def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path, *,
         prompts += tuple(t.format(s) for s in entry.synonyms for t in templates)
         tags.append(Tag(entry.keyword, tuple(dict.fromkeys(prompts)), entry.threshold,
                         _parents(entry, entries | extra), entry.synonyms, entry.synset))
-    return Vocabulary(tuple(tags), source, _duplicate_warnings(source, first_line, duplicates),
-                      _levels(extra, entries))
+    return Vocabulary(tuple(tags), source, seen.warnings(), _levels(extra, entries))
+
+
+def _settings(raw: dict[str, Any], line: int) -> tuple[str, ...]:
+    """What a ``[[tag]]`` sets besides its keyword, as written (``threshold = 0.5 (line 4)``): for
+    the warning about a repeated tag, whose settings are not used."""
+    return tuple(f"{key} = {json.dumps(value, ensure_ascii=False)} (line {line})"
+                 for key, value in raw.items() if key != "keyword")
 
 
 def _derive(entries: dict[str, _Entry], wordnet: WordNet, stop: Collection[str],
