@@ -8,6 +8,7 @@ lab (``shapes_lab.py``) has every vector cached, so no command here starts the m
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import io
 import json
@@ -25,6 +26,7 @@ import pytest
 import synthetic
 from conftest import exif_keywords, tagwatch
 from shapes_lab import PHOTOS, TAGS, Lab, on_a_terminal
+from tagwatch.cli import build_parser
 from tagwatch.cli.progress import Progress
 from tagwatch.status import lock_path, state_path, write_state
 
@@ -139,6 +141,20 @@ def test_bash_completes_commands_and_flags(tmp_path: Path) -> None:
     assert result.stdout.split("\n")[:2] == ["--threshold ", "explain export"], result.stderr
     fish = tagwatch("completion", "fish")
     assert "complete --command tagwatch" in fish.stdout
+
+
+def test_every_command_takes_config_completion_too(tmp_path: Path) -> None:
+    """docs/commands.md: every command takes --config.  `completion --config x bash` failed (an alias
+    `tagwatch='tagwatch --config ~/other.toml'` broke completion); it takes it and needs no config."""
+    plain = tagwatch("completion", "bash")
+    given = tagwatch("completion", "--config", str(tmp_path / "none.toml"), "bash")
+    assert given.returncode == 0, given.stderr
+    assert given.stdout == plain.stdout and "_python_argcomplete" in given.stdout
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    lacking = [name for name, command in sub.choices.items()
+               if not any("--config" in a.option_strings for a in command._actions)]
+    assert lacking == []
 
 
 # -- progress --------------------------------------------------------------------------------------

@@ -25,8 +25,11 @@ def completion_func(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    # ``common``: --config and the others are taken, as by every command, and not needed (an alias
+    # ``tagwatch --config other.toml`` must not break this one)
     completion = sub.add_parser(
-        "completion", help="print the shell code that completes tagwatch's commands (bash, zsh, fish)",
+        "completion", parents=[common],
+        help="print the shell code that completes tagwatch's commands (bash, zsh, fish)",
         description="Print the code that makes your shell complete tagwatch's commands and flags.",
         epilog="to turn it on:\n  " + "\n  ".join(WHERE.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
