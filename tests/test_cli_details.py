@@ -15,9 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
 from shapes_lab import Lab
 from tagwatch.status import lock_path, state_path, write_state
+from tagwatch.writeback import tagged_line
 
 
 def dead_pid() -> int:
@@ -124,3 +127,71 @@ def test_a_photo_named_through_a_linked_folder_is_the_one_the_store_knows(
     assert exif_keywords(photo)["iptc"] == []
     said = shapes_lab.run("explain", str(link / "red-circle.jpg")).stdout
     assert said.startswith(f"{photo}: ") and "set aside by `tagwatch untag`" in said
+
+
+def lab_config(lab: Lab, folder: Path, first_line: str = "") -> Path:
+    """The lab's config (its database: every vector cached) with ``first_line`` put at its top."""
+    conf = lab.config.parent
+    text = lab.config.read_text(encoding="utf-8")
+    for name in ("tags.txt", "state/tagwatch.db"):
+        text = text.replace(f'"{name}"', f'"{conf / name}"')
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.toml"
+    path.write_text(f"{first_line}\n{text}", encoding="utf-8")
+    return path
+
+
+def test_a_missing_overrides_file_is_no_warning_for_a_one_shot_command(
+        shapes_lab: Lab, tmp_path: Path) -> None:
+    """Only the daemon watches for it to appear; every other command said it again."""
+    config = lab_config(shapes_lab, tmp_path / "conf", 'overrides = "overrides.toml"')
+    photo = shapes_lab.copy(tmp_path / "mine")["red-circle.jpg"]
+    for command in (["scan", "--dry-run", str(photo)], ["explain", str(photo)]):
+        result = tagwatch(*command, "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert "does not exist yet" not in result.stderr
+    assert "DEBUG" in tagwatch("explain", "-v", str(photo), "--config", str(config)).stderr
+
+
+def test_explain_says_once_why_it_cannot_use_a_file_and_tells_what_image_is(
+        shapes_lab: Lab, tmp_path: Path) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo\n")
+    result = tagwatch("explain", str(text), "--config", str(shapes_lab.config))
+    assert result.returncode == 1  # as scan's for a file it cannot use
+    assert result.stderr.count(str(text)) == 1, result.stderr
+    assert result.stderr.rstrip().endswith(f"{text}: skipped: not an image format tagwatch reads")
+    usage = " ".join(tagwatch("explain", "--help").stdout.split())
+    assert "IMAGE a photo (tagged or not: explain writes nothing into it)" in usage
+
+
+def test_wording_a_rebuild_of_a_healthy_database_and_a_photo_that_gets_no_tag(
+        shapes_lab: Lab, tmp_path: Path) -> None:
+    photo = shapes_lab.copy(tmp_path / "mine")["red-circle.jpg"]
+    result = shapes_lab.run("scan", "--threshold", "0.99", str(photo))
+    assert f"checked {photo}: no tag above threshold 0.99; nothing to write" in result.stderr
+    assert f"tagged {photo}" not in result.stderr
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG)
+    (tmp_path / "notes.jpg").write_text("not a photo\n")
+    assert tagwatch("scan", str(tmp_path / "notes.jpg"), "--config", str(config)).returncode == 1
+    rebuilt = tagwatch("db", "rebuild", "--config", str(config))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "; the previous file is kept as " in rebuilt.stdout and "damaged file" not in rebuilt.stdout
+
+
+def test_exiftool_refusing_a_png_named_jpg_names_the_file_once(shapes_lab: Lab, tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    fake = folder / "png-named.jpg"
+    Image.open(shapes_lab.library / "red-circle.jpg").save(fake, "PNG")
+    result = tagwatch("scan", str(fake), "--config", str(shapes_lab.config))
+    assert result.returncode == 1
+    line = next(line for line in result.stderr.splitlines() if str(fake) in line)
+    assert line.endswith(f"{fake}: skipped: keywords not written: Not a valid JPG (looks more like a PNG)")
+
+
+def test_a_photo_that_gets_only_its_place_is_logged_so() -> None:
+    line = tagged_line("/p/a.jpg", [], ["Spain", "Madrid"], [], 0.36, wrote=True)
+    assert line == "tagged /p/a.jpg: no tag above threshold 0.36; place: Spain, Madrid"
+    line = tagged_line("/p/a.jpg", [], [], ["red"], 0.36, wrote=False)
+    assert line == "checked /p/a.jpg: left out, as a person took them out: red; nothing to write"

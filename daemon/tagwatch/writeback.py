@@ -103,6 +103,25 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
     return job.stat
 
 
+def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_out: Sequence[str],
+                threshold: float, wrote: bool) -> str:
+    """The log line of a photo whose keywords are decided: its tags (or that none passed), place and
+    what a person took out, and whether anything was written.  A photo that got nothing reads so
+    (``checked …: no tag above threshold 0.3; nothing to write``), not as tagged with an empty list
+    (``tagged …: ; place: …``) or with "no tag" said to be already in the file."""
+    parts = [", ".join(carried)] if carried else [] if kept_out else [f"no tag above threshold {threshold}"]
+    if places:
+        parts.append(f"place: {', '.join(places)}")
+    if kept_out:
+        parts.append(f"left out, as a person took them out: {', '.join(kept_out)}")
+    text = "; ".join(parts)
+    if wrote:
+        return f"tagged {path}: {text}"
+    if carried or places:
+        return f"tagged {path}: {text} (already in the file)"
+    return f"checked {path}: {text}; nothing to write"
+
+
 class Writeback:
     """The store's side of writing keywords: plan and record ahead, record done or failed."""
 
@@ -324,19 +343,14 @@ class Writeback:
                 self.store.set_located(file_id, where and where.lat, where and where.lon,
                                        list(placed.keywords))
         fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": keywords}
-        place = ""
-        if job.placed is not None and job.placed.claim:
-            fields["places"] = job.placed.claim.levels()
-            place = f"; place: {', '.join(job.placed.claim.levels())}"
-        carried = [k for k in keywords if k not in job.kept_out]
+        places = job.placed.claim.levels() if job.placed is not None and job.placed.claim else []
+        if places:
+            fields["places"] = places
         if job.kept_out:
             fields["declined"] = job.kept_out
-            place += f"; left out, as a person took them out: {', '.join(job.kept_out)}"
-        if added:
-            log.info("tagged %s: %s%s", job.path, ", ".join(carried), place, extra=fields)
-        else:
-            log.info("tagged %s: %s (already in the file)%s", job.path, ", ".join(carried) or "no tag above "
-                     f"threshold {rules.threshold}", place, extra=fields)
+        carried = [k for k in keywords if k not in job.kept_out]
+        log.info("%s", tagged_line(job.path, carried, places, job.kept_out, rules.threshold, bool(added)),
+                 extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=job.writes)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
