@@ -24,6 +24,10 @@ TAKEN_OUT = "not written: a person took it out of this photo"
 SET_ASIDE = "not written: set aside by untag"
 
 
+class Unusable(Exception):
+    """The photo cannot be read or decoded; the pipeline has logged why, as ``scan`` would."""
+
+
 @dataclass(frozen=True)
 class Line:
     rank: int | None  # None: a keyword only an override adds, not in the tag list
@@ -52,8 +56,8 @@ def explain(config: Config, image: str) -> Explanation:
         try:
             captions: dict[str, str] = {}
             vectors, errors = pipeline.vectors_for([path], captions=captions)
-            if path not in vectors:
-                raise UsageError(f"{path}: {errors.get(path, 'could not be encoded')}")
+            if path not in vectors:  # the pipeline's line said why; a second, as an error, repeated it
+                raise Unusable(errors.get(path, "could not be encoded"))
             vector = vectors[path]
             reading = pipeline.read_captions([(captions.get(path), vector)])[0]
         finally:
@@ -182,8 +186,13 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
 
 
 def explain_func(args: argparse.Namespace) -> int:
+    """Exit status 1 for a photo it cannot use, as ``scan``'s, with the log's one line saying why."""
     config = with_flags(load(args), args)
-    print(render(explain(config, args.image), config, args.top, args.tag or ()), end="")
+    try:
+        explanation = explain(config, args.image)
+    except Unusable:
+        return 1
+    print(render(explanation, config, args.top, args.tag or ()), end="")
     return 0
 
 
@@ -196,7 +205,9 @@ def _count(text: str) -> int:
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     explain = sub.add_parser("explain", parents=[common],
                              help="the best tags' scores for one photo, and which ones it gets")
-    explain.add_argument("image", metavar="IMAGE")
+    explain.add_argument("image", metavar="IMAGE",
+                         help="a photo (tagged or not: explain writes nothing into it); its scores come "
+                              "from the config's model and tag list, or those given below")
     explain.add_argument("--top", type=_count, default=15, metavar="N",
                          help="list the N best tags (default 15; 0: every tag)")
     explain.add_argument("--tag", action="append", metavar="NAME",
