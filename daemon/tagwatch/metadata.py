@@ -1015,9 +1015,13 @@ def _warning(text: str, minor: bool = False) -> str:
 
 
 def _first_line(text: str) -> str:
+    """exiftool's first line, without "Error: " and the file name it ends an error with (`` - /a/p.jpg``):
+    the log line names the file already, so the path came twice."""
     for line in text.splitlines():
         line = line.strip()
+        if line.startswith("Error: "):
+            return line.removeprefix("Error: ").rsplit(" - ", 1)[0].strip()
         if line:
-            return line.removeprefix("Error: ").strip()
+            return line
     return ""
 
