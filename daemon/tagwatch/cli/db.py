@@ -30,7 +30,7 @@ def db_func(args: argparse.Namespace) -> int:
         raise UsageError(f"a tagwatch daemon (pid {pid}) is using {database}; stop it first")
     with Progress(None, "db rebuild", unit="row") as bar:
         aside, counts, problems = rebuild(database, bar.expect, bar.advance)
-    print(f"rebuilt {database}; the damaged file is kept as {aside}")
+    print(f"rebuilt {database}; the previous file is kept as {aside}")  # damaged or not: rebuild is asked
     print("carried over: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
     for problem in problems:
         print(f"unreadable: {problem}")
