@@ -85,14 +85,17 @@ def load_tag_list(config: Config, *, quiet: bool = False) -> Vocabulary:
     return vocabulary
 
 
-def load_config_overrides(config: Config, *, quiet: bool = False) -> Overrides:
+def load_config_overrides(config: Config, *, quiet: bool = False, watching: bool = True) -> Overrides:
     """The config's overrides: none when it names no file, none (with a warning) while the named file
-    does not exist yet; their warnings logged unless ``quiet``."""
+    does not exist yet; their warnings logged unless ``quiet``.  A file not there yet is news only
+    to the daemon (``watching``), which takes it up once the review page creates it; to a one-shot
+    command it is a debug line (a warning there repeated itself on every command)."""
     if config.overrides is None:
         return Overrides()
     overrides = load_overrides(config.overrides, config.watch)
+    level = logging.WARNING if watching or os.path.lexists(config.overrides) else logging.DEBUG
     for warning in () if quiet else overrides.warnings:
-        log.warning("%s", warning)
+        log.log(level, "%s", warning)
     return overrides
 
 
@@ -111,7 +114,7 @@ def pipeline_for(config: Config, store: Store, writer: KeywordWriter | None, *,
                         reader=reader)
     try:
         pipeline.use_captions(captions_from_config(config, store, pipeline.model))
-        pipeline.use_overrides(load_config_overrides(config))
+        pipeline.use_overrides(load_config_overrides(config, watching=False))
         vocabulary = load_tag_list(config)
         if adopt is None:
             pipeline.use_vocabulary(vocabulary)
