@@ -351,6 +351,20 @@ def test_the_threshold_box_shows_a_short_decimal_and_saving_it_unchanged_writes_
     assert code == 303 and tag_list.read_bytes() == written
 
 
+def test_a_threshold_out_of_range_is_refused_as_such_and_one_saved_is_counted_in_the_singular(
+        site: Site, tag_list: Path) -> None:
+    """5 was clamped to 1 before its range was checked: a .toml list got threshold = 1 written, and a
+    .txt list's answer was calibrate's "shapes.toml already exists"."""
+    written = tag_list.read_bytes()
+    code, body = site.request("POST", "/tag/red", body=f"threshold=5&csrf={site.csrf}")
+    assert code == 409 and b"a threshold is a cosine similarity in [-1, 1], got 5" in body, body[-800:]
+    assert tag_list.read_bytes() == written
+    code, headers, _ = site.exchange("POST", "/tag/red", body=f"threshold=0.31&csrf={site.csrf}")
+    assert code == 303
+    told = unquote(headers["location"].replace("+", " "))
+    assert told.startswith(f"/tag/red?m=wrote 1 threshold into {tag_list}"), told
+
+
 def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_encoding(
         site: Site, browser, tag_list: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -371,7 +385,7 @@ def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_en
     # the htmx preview follows the typing
     wait_for(lambda: f"At {new:.3f}" in " ".join(text(browser, "#counts").split()), timeout=15)
     browser.find_element(By.ID, "save-threshold").click()
-    wait_for(lambda: "wrote 1 thresholds" in text(browser, ".banner.ok"))
+    wait_for(lambda: "wrote 1 threshold into" in text(browser, ".banner.ok"))
     saved = tag_list.read_text(encoding="utf-8")
     assert f'keyword = "red"  # colour\nthreshold = {new}\n' in saved
     assert saved.startswith("# The shapes model's tags; the review page must keep these comments.")
@@ -501,6 +515,15 @@ def test_tagwatch_web_url_prints_the_address_of_the_page_that_runs(site: Site, t
     printed = tagwatch("web", "--url", "--config", str(config), "--port", "0")
     assert printed.returncode == 2 and not printed.stdout
     assert "no review page is running" in printed.stderr and "tagwatch web" in printed.stderr
+
+
+def test_tagwatch_web_on_the_port_the_daemon_serves_says_so_and_how_to_open_it(site: Site) -> None:
+    """Only "Address already in use" was said: the page is there already, the daemon's."""
+    result = tagwatch("web", "--config", str(site.config), "--port", str(site.port))
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr.strip() == (
+        f"tagwatch: error: review page: the daemon (pid {site.daemon.proc.pid}) already serves it on "
+        f"{site.base}/: open that one; `tagwatch web --url` prints its address with the token"), result.stderr
 
 
 def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, tmp_path: Path) -> None:

@@ -256,6 +256,11 @@ def rich_from_plain(keywords: Sequence[str], thresholds: Mapping[str, float], so
     return text
 
 
+def _count(thresholds: Mapping[str, float]) -> str:
+    """"1 threshold", "3 thresholds": what a person reads in the page's banner and calibrate's output."""
+    return f"{len(thresholds)} threshold{'' if len(thresholds) == 1 else 's'}"
+
+
 def save_thresholds(config: Config, keywords: Sequence[str], thresholds: Mapping[str, float]) -> str:
     """Write per-tag thresholds where a person expects them (``tagwatch calibrate``, the review page's
     tag page); returns what to tell the person.
@@ -271,7 +276,7 @@ def save_thresholds(config: Config, keywords: Sequence[str], thresholds: Mapping
     if rich and not builtin:
         text = tags.read_text(encoding="utf-8")
         write_atomic(tags, set_thresholds(text, thresholds, tags))
-        return f"wrote {len(thresholds)} thresholds into {tags}"
+        return f"wrote {_count(thresholds)} into {tags}"
     folder = tags.parent
     if builtin:  # never write into the installed package
         folder = config.source.parent if config.source else default_config_path().parent
@@ -284,5 +289,5 @@ def save_thresholds(config: Config, keywords: Sequence[str], thresholds: Mapping
     write_atomic(target, text, like=tags)
     where = config.source or default_config_path()
     name = target.name if config.source and target.parent == config.source.parent else str(target)
-    return (f"wrote {target}: the tags of {tags.name} with {len(thresholds)} thresholds.\n"
+    return (f"wrote {target}: the tags of {tags.name} with {_count(thresholds)}.\n"
             f"To use it, set in {where}:\n    tags = {toml_string(name)}")

@@ -248,7 +248,8 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
     async def set_threshold(request: Request) -> Response:
         form = await _checked_form(request, guard)
         keyword = request.path_params["keyword"]
-        value = _number(str(form.get("threshold", "")))
+        # Unclamped: a value out of range is refused as such (write_threshold), never saved as 1 or -1
+        value = _number(str(form.get("threshold", "")), low=-math.inf, high=math.inf)
         scoring = await run_in_threadpool(library.scoring)
         if keyword not in scoring.index:
             raise HTTPException(404)

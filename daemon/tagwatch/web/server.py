@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..config import Config, is_loopback
+from ..status import running_daemon
 from .auth import load_token, token_path
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,21 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def bind_page(config: Config, host: str, port: int) -> socket.socket:
+    """:func:`bind`; a port taken by a page of this data folder (the daemon's, most often) says so
+    and how to open it, where only "Address already in use" was said."""
+    try:
+        return bind(host, port)
+    except WebError:
+        serving = next((page for page in running_pages(config.database) if page.port == port), None)
+        if serving is None:
+            raise
+        who = ("the daemon" if serving.pid == running_daemon(config.database)
+               else "another `tagwatch web`")
+        raise WebError(f"review page: {who} (pid {serving.pid}) already serves it on {serving.address}: open "
+                       "that one; `tagwatch web --url` prints its address with the token") from None
 
 
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # listening on every address
@@ -116,7 +132,7 @@ class WebServer:
         from .app import create_app
 
         self.host = host or config.web.host
-        self.sock = bind(self.host, config.web.port if port is None else port)
+        self.sock = bind_page(config, self.host, config.web.port if port is None else port)
         self.port = self.sock.getsockname()[1]
         self.token = load_token(config.database)
         self.address = page_address(open_host(self.host), self.port)
