@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import time
@@ -125,3 +126,40 @@ def test_status_and_metrics_come_from_the_running_daemon(tmp_path: Path, tiny_ch
         assert daemon.stop() == 0
     assert daemon_status() is None  # stopped: the lock is free, whatever file is left
     assert "daemon    not running" in tagwatch("status", "--config", str(config)).stdout
+
+
+def test_sighup_applies_what_it_can_names_the_rest_and_a_new_mode_re_scores(tmp_path: Path,
+                                                                           tiny_checkpoint: Path) -> None:
+    """Every key a SIGHUP finds changed is either applied or named as waiting for a restart, in one
+    line each; a change of mode re-scores at once (sync takes out a keyword of ours no longer
+    predicted), with no tag-list edit to wait for."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=3)
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        photo = noise_jpeg(root / "a.jpg", 1)
+        wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 3)
+        text = config.read_text(encoding="utf-8")
+        config.write_text('log_level = "debug"\npoll_interval = "10s"\n'
+                          + text.replace("top_k = 3", "top_k = 2") + "[web]\nport = 8799\n", encoding="utf-8")
+        mark = len(daemon.log())
+        daemon.signal(signal.SIGHUP)
+        log = daemon.wait_log(" reloaded: ", since=mark)[mark:]
+        assert "config: a change of poll_interval, web.port takes effect after a restart" in log
+        assert f"config {config} reloaded: applied log_level, tagging.top_k;" in log
+        daemon.wait_log("re-scored 1 files", since=mark)
+        assert len(exif_keywords(photo)["iptc"]) == 3  # append: our third keyword stays
+        later = noise_jpeg(root / "b.jpg", 2)
+        wait_for(lambda: len(exif_keywords(later)["iptc"]) == 2)
+        assert " DEBUG decoding 1 photos" in daemon.log()[mark:]  # log_level = "debug" took effect
+
+        mark = len(daemon.log())
+        config.write_text(config.read_text(encoding="utf-8").replace("top_k = 2", 'top_k = 2\nmode = "sync"'),
+                          encoding="utf-8")
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 2)  # sync: no longer predicted, so out
+        log = daemon.wait_log("re-scored 2 files, rewrote 1", since=mark)[mark:]
+        assert "applied tagging.mode;" in log and "config: a change of poll_interval, web.port" in log
+    finally:
+        assert daemon.stop() == 0

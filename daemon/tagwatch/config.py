@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -633,6 +633,20 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
         values["max_megapixels"] = float(max_megapixels)
     r.finish()
     return Config(**values)
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The keys whose values differ between two configs (or sections), a section's keys dotted
+    (``tagging.mode``), in the config's order.  Read from the dataclasses' own fields, so a key added
+    later is covered by whoever asks (the daemon's SIGHUP) without a list to keep up to date."""
+    changed: list[str] = []
+    for item in fields(old):
+        before, after = getattr(old, item.name), getattr(new, item.name)
+        if before == after or item.name == "source":
+            continue
+        changed += (changed_keys(before, after, f"{prefix}{item.name}.") if is_dataclass(before)
+                    else [prefix + item.name])
+    return changed
 
 
 def load_config(path: Path | None) -> Config:

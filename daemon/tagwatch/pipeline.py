@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PLACES = "places="  # the fingerprint's part for the [places] settings (last: the stale check reads it)
+_MODE = "mode="  # the fingerprint's part for [tagging] mode: a file written under another is looked at
 
 
 def _utf8(path: str) -> bool:
@@ -228,7 +229,7 @@ class Pipeline:
         if self.vocabulary is None:
             return
         parts = [self.vocabulary.fingerprint(), f"{self.tagging.threshold:.6f}", str(self.tagging.top_k),
-                 self.model.identity]
+                 f"{_MODE}{self.tagging.mode}", self.model.identity]
         if self.expansion.levels:  # what expansion adds (none: the fingerprint of before expansion)
             parts.append(hashlib.sha256(repr(sorted(self.expansion.levels.items())).encode()).hexdigest()[:16])
         if self.overrides.rules:
@@ -540,6 +541,7 @@ class Pipeline:
             stale |= self._places_stale([r for r, _ in rows])
         if rows and self.captions is not None:
             stale |= self._captions_stale([r for r, _ in rows])
+        other_mode = self._other_mode([r for r, _ in rows]) if self.tagging.mode != "append" else set()
         uncaptioned: list[str] = []
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
@@ -559,8 +561,9 @@ class Pipeline:
                 touches_ours = bool(override) and bool(
                     {*override.add, *override.remove} & set(self.store.ledger(row.id))
                     or set(override.add) & set(self.store.ledger(row.id, DECLINED)))
+                moded = row.id in other_mode and self._mode_rewrites(row, keywords)
                 if (row.state == DONE and set(keywords) == set(row.tags or ()) and row.id not in stale
-                        and not touches_ours):
+                        and not touches_ours and not moded):
                     same.append((row.id, keywords))
                     continue
                 try:
@@ -593,6 +596,21 @@ class Pipeline:
         if observe is not None and tried:
             observe(tried)
         return len(rows), written
+
+    def _other_mode(self, rows: Sequence[FileRow]) -> set[int]:
+        """Files written under another ``[tagging] mode`` than the one in use, as their fingerprint
+        says (one recorded before the mode was part of it is taken as written under this one)."""
+        current = f"{_MODE}{self.tagging.mode}"
+        return {r.id for r in rows if _MODE in (r.tagged_with or "")
+                and current not in (r.tagged_with or "").split("|")}
+
+    def _mode_rewrites(self, row: FileRow, keywords: list[str]) -> bool:
+        """Must a file written under another mode be rewritten under this one, its predictions the
+        same?  sync: where the ledger holds keywords of ours no longer predicted, which it takes
+        out; overwrite: always (only the file says which of a person's keywords it holds)."""
+        if self.tagging.mode == "overwrite":
+            return True
+        return self.tagging.mode == "sync" and bool(set(self.store.ledger(row.id)) - set(keywords))
 
     def _captions_stale(self, rows: Sequence[FileRow]) -> set[int]:
         """Files tagged under other ``[captions]`` settings: rewritten even where their keywords stay

@@ -21,8 +21,9 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from .captions import from_config as captions_from_config
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, changed_keys, load_config
 from .encoder import LazyModel
+from .imaging import set_pixel_limit
 from .metadata import ExifTool, KeywordWriter
 from .notify import Notifier
 from .overrides import Overrides, OverridesError
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 STATE_INTERVAL_S = 5.0  # how stale `tagwatch status` may be
 ROOT_CHECK_S = 2.0  # how soon a watched folder that vanished and came back is watched again
+# What a SIGHUP applies at once (a section stands for every key in it): [tagging] re-scores what a new
+# mode, threshold or top_k changes.  A change of any other key is named as waiting for a restart.
+RELOADABLE = ("tags", "overrides", "tagging", "log_level", "max_megapixels")
 
 
 class _TagListHandler(FileSystemEventHandler):
@@ -273,8 +277,11 @@ class Daemon:
             self._scan(roots=tuple(back))
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config; tagging settings and the tag list apply at once."""
+        """SIGHUP: re-read the config and the files it names.  What :data:`RELOADABLE` covers applies
+        at once; every other changed key is named in one line as waiting for a restart, and one line
+        says what was applied, so that no change goes unapplied without a word."""
         if self.config.source is None:
+            log.info("config: none to re-read (built-in defaults); re-reading the tag list and overrides")
             self.worker.request_reload()
             return
         try:
@@ -282,12 +289,25 @@ class Daemon:
         except ConfigError as exc:
             log.error("config not reloaded: %s", exc)
             return
-        new = replace(new, watch=self.config.watch) if self._cli_watch else new
-        for name in ("watch", "exclude", "database", "model", "write", "batch", "schedule"):
-            if getattr(new, name) != getattr(self.config, name):
-                log.warning("config: a change of %r takes effect after a restart", name)
+        if self._cli_watch:  # the folders came from the command line: the config's do not apply
+            new = replace(new, watch=self.config.watch, poll=self.config.poll)
+        changed = changed_keys(self.config, new)
+        applied = [key for key in changed if key.split(".")[0] in RELOADABLE]
+        later = [key for key in changed if key not in applied]
+        if later:
+            log.warning("config: a change of %s takes effect after a restart", ", ".join(later))
+        self._apply(new, applied)
+        log.info("config %s reloaded: %s; the tag list and overrides are re-read", self.config.source,
+                 f"applied {', '.join(applied)}" if applied else "nothing changed that applies while running")
+
+    def _apply(self, new: Config, applied: list[str]) -> None:
+        """Take the reloadable keys of ``new``; the worker re-reads the tag list and overrides and
+        re-scores what the new settings change."""
         watched = self._watched_files()
-        self.config = replace(self.config, tags=new.tags, tagging=new.tagging, overrides=new.overrides)
+        self.config = replace(self.config, **{name: getattr(new, name) for name in RELOADABLE})
+        if "log_level" in applied:  # only when changed: a -v on the command line holds until then
+            logging.getLogger("tagwatch").setLevel(self.config.log_level.upper())
+        set_pixel_limit(self.config.max_megapixels)
         if self._watched_files() != watched:
             self._watch_tag_list()
         self.worker.request_reload()
