@@ -270,3 +270,19 @@ def test_a_new_iptc_keywords_carries_the_persons_xmp_keywords(tmp_path: Path, wr
     assert exif_keywords(photo) == {"iptc": [*persons, "harbour"], "xmp": [*persons, "harbour"]}
     writer.apply(writer.plan_untag(photo, plan.ours, [], filled=plan.fills))
     assert exif_keywords(photo) == {"iptc": [], "xmp": persons}
+
+
+@pytest.mark.parametrize("name, before", [
+    ("exiftool__ExifTool.jpg", {"iptc": ["jambalaya"], "xmp": ["ExifTool", "Test", "XMP"]}),
+    ("pillow__iptc.jpg", {"iptc": IPTC_ONLY["pillow__iptc.jpg"], "xmp": []}),
+])
+def test_untag_after_overwrite_gives_each_field_back_as_it_was(name: str, before: dict[str, list[str]],
+                                                              tmp_path: Path, writer: KeywordWriter) -> None:
+    """Each field gets back its own keywords in their order, and a field overwrite created goes."""
+    photo = copy_from_corpus(name, tmp_path)
+    assert exif_keywords(photo) == before
+    plan = writer.plan(photo, ["harbour", "Test"], mode="overwrite")  # Test: the person's, if present
+    writer.apply(plan)
+    assert exif_keywords(photo) == {"iptc": ["harbour", "Test"], "xmp": ["harbour", "Test"]}
+    writer.apply(writer.plan_untag(photo, plan.ours, plan.dropped, filled=plan.fills))
+    assert exif_keywords(photo) == before

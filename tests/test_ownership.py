@@ -178,6 +178,34 @@ def test_untag_with_nothing_of_ours_in_the_file_says_so(tmp_path: Path, tiny_che
     assert keyword_sets(photo) == [({"beach"},) * 2]
 
 
+def test_untag_after_append_and_two_overwrites_gives_each_field_back_in_order(tmp_path: Path,
+                                                                             tiny_checkpoint: Path) -> None:
+    """exiftool__ExifTool.jpg keeps different keywords in IPTC and in dc:subject: each field gets its
+    own back, in their order, plus the keyword a person added between the two overwrites."""
+    photo = tmp_path / "in" / "p.jpg"
+    photo.parent.mkdir()
+    shutil.copyfile(CORPUS / "exiftool__ExifTool.jpg", photo)
+    assert exif_keywords(photo) == {"iptc": ["jambalaya"], "xmp": ["ExifTool", "Test", "XMP"]}
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=1, mode="append"))
+    try:
+        env.use(["beach"])
+        env.run(photo)
+        overwrite = TaggingConfig(threshold=-1.0, top_k=1, mode="overwrite")
+        env.pipeline.tagging = overwrite
+        env.use(["forest"], overwrite)
+        env.pipeline.retag()
+        assert exif_keywords(photo) == {"iptc": ["forest"], "xmp": ["forest"]}
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords+=Bob", str(photo)],
+                       check=True)  # a person's keyword, in IPTC only
+        env.use(["mountain"], overwrite)
+        env.pipeline.retag()
+        assert exif_keywords(photo) == {"iptc": ["mountain"], "xmp": ["mountain"]}
+        assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
+        assert exif_keywords(photo) == {"iptc": ["jambalaya", "Bob"], "xmp": ["ExifTool", "Test", "XMP"]}
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("style", ["photo.jpg.xmp", "photo.xmp"])
 def test_a_renamed_photo_takes_its_sidecar_along(tmp_path: Path, tiny_checkpoint: Path, style: str) -> None:
     env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2),

@@ -463,23 +463,26 @@ class KeywordWriter:
         assign, ahead, after = _fills(photo if embeds else sidecar, fill or {}, filled or {}, not embeds)
         edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)))
         written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
-        records = self._field_records(edits, photo, owned_paths={**had, **written}, filled=filled or {})
+        records = self._field_records(edits, photo, owned_paths={**had, **written}, filled=filled or {},
+                                      overwrite=change.overwrite)
         ahead |= records
         after |= records
         return WritePlan(path, before, edits, list(keywords), ours, removed, dropped, paths=written,
                          respelled=list(respelled), fills_ahead=ahead, fills=after)
 
     def _field_records(self, edits: list[Edit], photo: Keywords, owned_paths: Mapping[str, Sequence[str]],
-                       filled: Mapping[str, Filled]) -> dict[str, Filled]:
-        """The ledger's records of the photo's keyword fields this write creates (see :func:`_created`):
-        a new field starts with the person's keywords from the others (see :meth:`_photo_edit`), and
-        the ledger remembers them so that untag can take the whole field out again.
-        ``owned_paths``: every keyword of ours after the write → the paths it is written under."""
+                       filled: Mapping[str, Filled], overwrite: bool) -> dict[str, Filled]:
+        """The ledger's records of the photo's keyword fields this write creates or overwrites, so that
+        untag can give each field back as it was (see :func:`_undone`): a new field starts with the
+        person's keywords from the others (see :meth:`_photo_edit`), and overwrite takes a person's
+        keywords out of each field, in an order and a presence of its own (:func:`_overwritten`).
+        ``owned_paths``: every keyword of ours, before and after the write → its paths."""
         records: dict[str, Filled] = {}
         for edit in (e for e in edits if e.is_photo):
             for tag, final in edit.final.items():
                 ours = {self.forms.spell(tag, k, p) for k, paths in owned_paths.items() for p in paths}
-                record = _created(tag, photo.values(tag), final, ours, filled.get(tag))
+                record = (_overwritten if overwrite else _created)(tag, photo.values(tag), final, ours,
+                                                                   filled.get(tag))
                 if record is not None:
                     records[tag] = record
         return records
@@ -935,11 +938,50 @@ def _created(tag: str, existing: tuple[str, ...], final: list[str], ours: Collec
     return Filled(copied, None)
 
 
+def _overwritten(tag: str, existing: tuple[str, ...], final: list[str], ours: Collection[str],
+                 record: Filled | None) -> Filled | None:
+    """The ledger's record of a keyword field overwrite sets to ``final``, or None if it stays as it
+    is: the person's keywords copied into it from the other fields, and (:func:`_before_text`) the
+    person's values it held before tagwatch first changed it, in their order, with those a person
+    added since after them, and which of those values an overwrite took out."""
+    if list(existing) == final:
+        return None
+    copied = tuple(dict.fromkeys((*(record.ours if record else ()),
+                                  *(v for v in final if v not in existing and v not in ours))))
+    values, taken = _before(record)
+    values += [v for v in existing if v not in ours and v not in copied and v not in values]
+    taken += [v for v in values if v in existing and v not in final and v not in taken]
+    return Filled(copied, _before_text(values, taken))
+
+
+def _before(record: Filled | None) -> tuple[list[str], list[str]]:
+    """A keyword field's record: (the person's values it held before tagwatch, those overwrite took
+    out).  A field tagwatch created (previous None) held none."""
+    if record is None or record.previous is None:
+        return [], []
+    try:
+        before = json.loads(record.previous)
+        return [str(v) for v in before["values"]], [str(v) for v in before["taken"]]
+    except (ValueError, KeyError, TypeError):  # not a record of ours: nothing known
+        return [], []
+
+
+def _before_text(values: list[str], taken: list[str]) -> str | None:
+    """The ledger's form of :func:`_before` (a keyword may hold any character but control ones)."""
+    if not values and not taken:
+        return None
+    return json.dumps({"values": values, "taken": taken}, ensure_ascii=False)
+
+
 def _undone(record: Filled, current: tuple[str, ...], ours: Collection[str]) -> list[str]:
-    """What a keyword field tagwatch created holds once untag has taken tagwatch's part out: what a
-    person added to it since, without ours and without the person's keywords we copied in (they
-    are still in the field they came from).  Empty: the field goes, as it was absent."""
-    return [v for v in current if v not in ours and v not in record.ours]
+    """What a keyword field tagwatch created or overwrote holds once untag has taken tagwatch's part
+    out: the person's values it held before, in their order (those overwrite took out put back, not
+    those a person took out since), then what a person added to it since; without ours, and without
+    the person's keywords we copied in (they are still in the field they came from).  Empty: the
+    field goes (it was absent, or held only ours)."""
+    values, taken = _before(record)
+    kept = [v for v in values if v not in ours and (v in current or v in taken)]
+    return kept + [v for v in current if v not in values and v not in ours and v not in record.ours]
 
 
 def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[str, Filled],

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .captions import Captions, Reading
 from .geotag import Placement, Places
-from .metadata import FileChanged, FileState, Filled, KeywordWriter, MetadataError, WritePlan
+from .metadata import KEYWORD_FIELDS, FileChanged, FileState, Filled, KeywordWriter, MetadataError, WritePlan
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
 from .queue import Delete, Op
@@ -199,6 +199,10 @@ class Writeback:
             records = self.store.filled(row.id) if row is not None else {}
             more, ours = self.captions.describe(job.reading, state, records)
             fill, job.filled = {**fill, **more}, {**job.filled, **ours}
+        if row is not None:  # the keyword fields tagwatch created or overwrote: what untag gives back
+            records = self.store.filled(row.id)
+            job.filled = {**job.filled, **{name: Filled(*records[name]) for name in KEYWORD_FIELDS
+                                           if name in records}}
         # Places alone never overwrite: with nothing predicted, overwrite would make a photo's keywords
         # its place and nothing else (the threshold-typo case above).
         mode = rules.mode if keywords or rules.mode != "overwrite" else "append"
