@@ -72,6 +72,34 @@ def test_export_gives_the_keywords_scan_wrote_and_encodes_nothing(tmp_path: Path
     assert status(config)["encoded"] == encoded  # not one image encoded by any export
 
 
+def test_export_gives_what_is_written_not_a_keyword_a_person_took_out(tmp_path: Path, config_file) -> None:
+    """A keyword a person took out of a photo is never written into it again, and a correction
+    (overrides) changes what is: export listed the raw predictions, the declined keyword included."""
+    config = config_file()
+    config.write_text('overrides = "overrides.toml"\n' + config.read_text(encoding="utf-8"), encoding="utf-8")
+    taken, corrected = (noise_jpeg(tmp_path / "lib" / f"{name}.jpg", seed=seed)
+                        for name, seed in (("taken", 1), ("corrected", 2)))
+    assert tagwatch("scan", "--config", str(config), str(tmp_path / "lib")).returncode == 0
+    gone = exif_keywords(taken)["iptc"][0]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-IPTC:Keywords-={gone}",
+                    f"-XMP-dc:Subject-={gone}", "-XMP-lr:HierarchicalSubject=", str(taken)], check=True)
+    dropped = exif_keywords(corrected)["iptc"][0]
+    (config.parent / "overrides.toml").write_text(
+        f'[[override]]\npath = "{corrected}"\nremove = ["{dropped}"]\nadd = ["holiday"]\n', encoding="utf-8")
+    scanned = tagwatch("scan", "--config", str(config), str(tmp_path / "lib"))
+    assert scanned.returncode == 0 and f"{gone} taken out of it by a person" in scanned.stderr, scanned.stderr
+
+    doc = json.loads(export(config, cwd=tmp_path).stdout)
+    assert {name: set(tags) for name, tags in doc.items()} == {  # what the files hold
+        f"lib/{p.name}": set(exif_keywords(p)["iptc"]) for p in (corrected, taken)}
+    assert doc["lib/taken.jpg"] == exif_keywords(taken)["iptc"] and gone not in doc["lib/taken.jpg"]
+    assert dropped not in doc["lib/corrected.jpg"] and doc["lib/corrected.jpg"][-1] == "holiday"
+    scored = json.loads(export(config, "--scores", cwd=tmp_path).stdout)  # valid JSON: no NaN
+    assert scored["lib/corrected.jpg"]["holiday"] is None  # a correction's keyword has no score
+    rows = list(csv.reader(io.StringIO(export(config, "--format", "csv", "--scores", cwd=tmp_path).stdout)))
+    assert ["lib/corrected.jpg", "holiday", ""] in rows
+
+
 def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path, config_file) -> None:
     config = config_file()
     lib = tmp_path / "lib"

@@ -1,5 +1,7 @@
 """``tagwatch export``: every photo's tags as JSON or CSV, re-scored from the cached vectors.
 
+What is exported is what tagwatch writes into each photo (or would, once it gets to it): the
+predictions, with the photo's corrections applied and without a keyword a person took out of it.
 No image is encoded: a photo whose pixels have a vector in the store (for this model) is scored
 against the current tag list; any other photo is reported as not encoded.  A photo's content key is
 taken from the store while its size and modification time still match what was recorded, and
@@ -11,8 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -20,8 +23,9 @@ import numpy as np
 from .formats import ImageError, content_key
 from .freshness import is_unchanged
 from .geotag import Places
+from .overrides import Overrides
 from .scoring import choose
-from .store import Store
+from .store import DECLINED, Store
 from .tagger import Expansion, TagMatrix
 
 SEPARATOR = "; "  # between keywords in the one-row-per-photo CSV
@@ -108,6 +112,31 @@ def with_places(results: Sequence[Exported], store: Store, places: Places) -> li
     return [replace(r, places=[p for p in found.get(r.path, []) if p not in dict(r.tags)]) for r in results]
 
 
+def as_written(results: Sequence[Exported], store: Store, overrides: Overrides,
+               keys: Mapping[str, bytes]) -> list[Exported]:
+    """Each photo's keywords as tagwatch writes them into it: its corrections (overrides) applied, a
+    keyword one adds listed unscored, and without a keyword a person took out of that photo (the
+    ledger's declined: never written into it again) unless a correction adds it back.  The ledger
+    belongs to the picture it was recorded with (``keys``: each photo's content key now)."""
+    rows = store.files([r.path for r in results])
+    ledgers = store.ledgers(row.id for path, row in rows.items() if row.key == keys.get(path))
+    written: list[Exported] = []
+    for r in results:
+        override = overrides.for_path(r.path)
+        row = rows.get(r.path)
+        ledger = ledgers.get(row.id, {}) if row is not None else {}
+        declined = {k for k, action in ledger.items() if action == DECLINED and k not in override.add}
+        tags = override.apply(r.tags) if override else r.tags
+        written.append(replace(r, tags=[(k, s) for k, s in tags if k not in declined],
+                               places=[p for p in r.places if p not in declined]))
+    return written
+
+
+def _score(value: float | None) -> float | None:
+    """A score as exported: None for a keyword without one (a place, a correction's addition)."""
+    return None if value is None or math.isnan(value) else round(value, 4)
+
+
 def display_path(path: str, cwd: str) -> str:
     """Relative to ``cwd`` when the photo is inside it, else absolute: short and unambiguous."""
     base = cwd.rstrip("/") + "/"
@@ -123,7 +152,7 @@ def render_json(results: Sequence[Exported], cwd: str, with_scores: bool, captio
     """
     def tags(r: Exported) -> object:
         if with_scores:
-            return {**{k: round(s, 4) for k, s in r.tags}, **dict.fromkeys(r.places)}
+            return {**{k: _score(s) for k, s in r.tags}, **dict.fromkeys(r.places)}
         return [k for k, _ in r.tags] + r.places
 
     doc: dict[str, object] = {}
@@ -151,8 +180,9 @@ def render_csv(results: Sequence[Exported], cwd: str, with_scores: bool, caption
         for r in results:
             more = [r.caption or ""] if captions else []
             for keyword, value in [*r.tags, *((p, None) for p in r.places)] or [("", None)]:
+                shown = _score(value)
                 writer.writerow([display_path(r.path, cwd), keyword,
-                                 "" if value is None else f"{value:.4f}", *more, *([""] if captions else [])])
+                                 "" if shown is None else f"{shown:.4f}", *more, *([""] if captions else [])])
             kept = {k for k, _ in r.tags}
             for candidate, value in r.candidates if captions else ():
                 if candidate not in kept:

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..config import Config
-from ..export import Exported, cached_vectors, render_csv, render_json, score, with_places
+from ..export import Exported, as_written, cached_vectors, render_csv, render_json, score, with_places
 from ..geotag import Places
 from ..pipeline import Pipeline
 from ..scoring import tag_thresholds
@@ -24,7 +24,8 @@ def export(config: Config, given: Sequence[str],
            progress: Callable[[int], Progress] = lambda total: Progress(total, "export"),
            skipped: list[str] | None = None) -> tuple[list[Exported], dict[str, str]]:
     """Each named photo (default: every photo in the database) scored from its cached vector against
-    the current tag list (with the levels above its tags that expansion writes), with its place
+    the current tag list (with the levels above its tags that expansion writes), as written into it
+    (:func:`tagwatch.export.as_written`: its corrections, not what a person took out), with its place
     keywords (``[places]`` on) and its caption, caption keywords and scored candidates (``[captions]``
     on, from the cached captions: no photo is captioned here); and for each photo without a vector,
     the reason.  ``skipped`` receives the named paths that are no photo (none there, another file)."""
@@ -48,6 +49,7 @@ def export(config: Config, given: Sequence[str],
             pipeline.close()
         if config.places.enabled:
             results = with_places(results, store, Places(config.places, store))
+        results = as_written(results, store, pipeline.overrides, keys)
     finally:
         store.close()
     return results, missing
