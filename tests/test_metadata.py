@@ -96,11 +96,33 @@ def test_undeclared_utf8_iptc_is_recognised(tmp_path: Path, writer: KeywordWrite
     assert exif_keywords(photo)["iptc"] == [*words, "日本語"]
 
 
-def test_iptc_digest_is_refreshed(tmp_path: Path, writer: KeywordWriter) -> None:
-    photo = copy_from_corpus("exiftool__IPTC.jpg", tmp_path)
+def mwg_keywords(photo: Path) -> list[str]:
+    """The keywords an MWG reader (Lightroom, Photoshop) shows: the XMP while Photoshop's IPTCDigest
+    matches the IPTC (or there is none), the IPTC once another program changed it (a stale digest)."""
+    return exif_json(photo, "-use", "MWG", "-MWG:Keywords").get("MWG:Keywords", [])
+
+
+STALE = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("digest", ["new", STALE])
+def test_a_current_iptc_digest_is_refreshed_and_a_stale_one_left_stale(digest: str, tmp_path: Path,
+                                                                       writer: KeywordWriter) -> None:
+    """exiftool__MWG.jpg has different keywords in IPTC and XMP: which an MWG reader shows must not
+    flip because tagwatch wrote the file."""
+    photo = copy_from_corpus("exiftool__MWG.jpg", tmp_path)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-Photoshop:IPTCDigest={digest}", str(photo)],
+                   check=True)
+    shown = mwg_keywords(photo)
+    assert shown == (["RIGHT1of2-XMP-Keywords", "RIGHT2of2-XMP-Keywords"] if digest == "new"
+                     else ["WRONG1of2-IPTC-Keywords", "WRONG2of2-IPTC-Keywords"])
     writer.add(photo, ["harbour"])
+    assert mwg_keywords(photo) == [*shown, "harbour"]
     record = exif_json(photo, "-Photoshop:IPTCDigest", "-File:CurrentIPTCDigest")
-    assert record["Photoshop:IPTCDigest"] == record["File:CurrentIPTCDigest"]
+    if digest == "new":  # kept current: the XMP is still in step with the IPTC
+        assert record["Photoshop:IPTCDigest"] == record["File:CurrentIPTCDigest"]
+    else:  # still says that another program changed the IPTC after the XMP
+        assert record["Photoshop:IPTCDigest"] == STALE
 
 
 def test_a_file_changed_during_the_write_is_left_alone(tmp_path: Path, writer: KeywordWriter) -> None:

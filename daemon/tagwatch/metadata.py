@@ -139,7 +139,8 @@ class Keywords:
     hierarchical: tuple[str, ...] = ()  # lr:hierarchicalSubject (Lightroom, digiKam, Immich)
     tags_list: tuple[str, ...] = ()  # digiKam:TagsList (digiKam, Immich read it first)
     latin1_iptc: bool = False  # legacy IPTC in Latin-1 without 1:90: converted to UTF-8 on our write
-    has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write
+    has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write, unless stale
+    stale_digest: bool = False  # it no longer matches the IPTC (changed since by another program)
     fields: Mapping[str, str] = field(default_factory=dict, hash=False)  # FILLABLE fields present
     gps: Mapping[str, str] = field(default_factory=dict, hash=False)  # GPS_TAGS present (exiftool -n)
     # exiftool's warning when the embedded XMP cannot be read whole (the XMP fields above are then
@@ -325,7 +326,8 @@ class KeywordWriter:
     # Every copy of a field (-a, -G1:4: a field written twice, a second IPTC record) and exiftool's
     # warnings, which say whether the XMP could be read whole
     _READ = ("-j", "-a", "-G1:4", "-charset", "iptc=Latin", "-IPTC:all", f"-{DC}", f"-{HIERARCHICAL}",
-             f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-ExifTool:Warning", "-ExifTool:Error",
+             f"-{TAGS_LIST}", "-Photoshop:IPTCDigest", "-File:CurrentIPTCDigest", "-ExifTool:Warning",
+             "-ExifTool:Error",
              *(f"-{name}" for name in FILLABLE if not name.startswith("IPTC:")),
              *(f"-{name}#" for name in GPS_TAGS))
 
@@ -627,7 +629,11 @@ class KeywordWriter:
                 args += iptc_args
             args += [f"-{n}={v or ''}" for n, v in iptc_fill.items()]
             args.append("-IPTC:CodedCharacterSet=UTF8")
-            if existing.has_digest:
+            if existing.has_digest and not existing.stale_digest:
+                # Refreshed only where it matched the IPTC (or there was none), as exiftool's MWG
+                # module does: MWG readers (Lightroom, Photoshop) show the XMP while it matches and the
+                # IPTC once it is stale, which says another program changed the IPTC after the XMP;
+                # our write, which keeps the two in step, must not flip which one they show.
                 args.append("-Photoshop:IPTCDigest=new")
         args += [a for f in xmp for a in f[1]]
         args += [f"-{n}={v or ''}" for n, v in xmp_fill.items()]
@@ -885,11 +891,19 @@ def _keywords(record: dict[str, object]) -> Keywords:
         xmp=xmp(DC), hierarchical=xmp(HIERARCHICAL), tags_list=xmp(TAGS_LIST),
         latin1_iptc=latin1,
         has_digest="Photoshop:IPTCDigest" in record,
+        stale_digest=_stale_digest(record),
         xmp_error=xmp_error,
         fields={name: first for name in FILLABLE if (first := _first(
             (iptc if name.startswith("IPTC:") else record).get(name))) is not None},
         gps={name: first for name in GPS_TAGS if (first := _first(record.get(name))) is not None},
     )
+
+
+def _stale_digest(record: dict[str, object]) -> bool:
+    """Does Photoshop's IPTCDigest no longer match the IPTC?  Without IPTC there is nothing for it
+    to be stale against (exiftool computes no current digest then; Photoshop stores zeros)."""
+    stored, current = _first(record.get("Photoshop:IPTCDigest")), _first(record.get("File:CurrentIPTCDigest"))
+    return stored is not None and current is not None and stored != current
 
 
 def _storage_reason(folder: Path, size: int, message: str) -> str:
@@ -1034,7 +1048,7 @@ _NOT_METADATA = frozenset({"SourceFile", "File", "System", "ExifTool", "Composit
 _REWRITE_NORMALISES = frozenset({"XMP-x:XMPToolkit"})
 
 # Warnings naming XMP that exiftool gives on reading and that are harmless to a rewrite: it read
-# every property (the first: the IPTC changed since Photoshop's digest, which our write refreshes)
+# every property (the first: the IPTC changed since Photoshop's digest, which our write leaves so)
 _HARMLESS_XMP_WARNINGS = ("IPTCDigest is not current", "[minor] XMP is missing xpacket wrapper",
                           "[minor] Boolean value for XMP", "[minor] Non-standard XMP at")
 
