@@ -300,11 +300,11 @@ def test_a_backlog_decodes_at_a_lower_priority_than_the_model_and_exiftool_a_lon
     second_decoded = threading.Event()
     real = engine_module.decode
 
-    def decode(data: bytes, spec: object) -> object:
+    def decode(data: bytes, spec: object, path: str) -> object:
         niceness[names[data]] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         if all(p.name in niceness for p in second):
             second_decoded.set()
-        return real(data, spec)  # type: ignore[arg-type]
+        return real(data, spec, path)  # type: ignore[arg-type]
 
     def first_done(outcomes: list[Outcome]) -> None:  # the first batch stays in flight meanwhile
         second_decoded.wait(timeout=60)
