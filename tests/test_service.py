@@ -163,3 +163,27 @@ def test_sighup_applies_what_it_can_names_the_rest_and_a_new_mode_re_scores(tmp_
         assert "applied tagging.mode;" in log and "config: a change of poll_interval, web.port" in log
     finally:
         assert daemon.stop() == 0
+
+
+def test_an_edit_of_the_overrides_is_logged_as_the_overrides_re_scored(tmp_path: Path,
+                                                                        tiny_checkpoint: Path) -> None:
+    """An overrides edit was logged as `tag list …: N tags (…); re-scored`, as if the tag list had
+    changed: the line names the overrides file and its rules."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=3)
+    config.write_text('overrides = "overrides.toml"\n' + config.read_text(encoding="utf-8"), encoding="utf-8")
+    overrides = config.parent / "overrides.toml"
+    overrides.write_text("", encoding="utf-8")
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        photo = noise_jpeg(root / "a.jpg", 1)
+        wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 3)
+        mark = len(daemon.log())
+        overrides.write_text(f'[[override]]\npath = "{photo}"\nadd = ["holiday"]\n', encoding="utf-8")
+        log = daemon.wait_log("re-scored", since=mark)[mark:]
+        wait_for(lambda: "holiday" in exif_keywords(photo)["iptc"])
+        assert f"INFO overrides {overrides}: 1 rule; re-scored 1 files, rewrote 1 in " in log, log
+        assert "tag list" not in log
+    finally:
+        assert daemon.stop() == 0

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +49,7 @@ class _TagListHandler(FileSystemEventHandler):
     """Calls back when a watched file (the tag list, the overrides) is written, replaced (editors'
     atomic saves) or created."""
 
-    def __init__(self, paths: set[str], callback) -> None:
+    def __init__(self, paths: set[str], callback: Callable[[str], None]) -> None:
         self.paths, self.callback = paths, callback
 
     def dispatch(self, event: FileSystemEvent) -> None:
@@ -56,7 +57,7 @@ class _TagListHandler(FileSystemEventHandler):
             return
         paths = {os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")}
         if self.paths & paths and event.event_type != "deleted":
-            self.callback()
+            self.callback(min(self.paths & paths))
 
 
 class Daemon:
@@ -97,22 +98,26 @@ class Daemon:
         self._tags_mtime: int | None = None
         self._reload_timer: threading.Timer | None = None
         self._reload_lock = threading.Lock()
+        self._edited: set[str] = set()  # the tag list, the overrides: edited since the last reload
         self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
 
     # -- tag list ------------------------------------------------------------------------------
 
-    def _load_overrides(self) -> Overrides:
-        overrides = load_config_overrides(self.config)
-        if self.config.overrides is not None:
-            log.info("overrides %s: %d rules", self.config.overrides, len(overrides.rules))
-        return overrides
+    def _rules(self, overrides: Overrides) -> str:
+        count = len(overrides.rules)
+        return f"overrides {self.config.overrides}: {count} rule{'' if count == 1 else 's'}"
 
-    def _load_tags(self) -> None:
+    def _load_tags(self, edited: Collection[str] = ()) -> None:
         """Load the tag list and overrides into the pipeline and re-score what they change (worker
-        thread).  At start-up a broken file ends the start; later the last good one stays in use."""
+        thread).  At start-up a broken file ends the start; later the last good one stays in use.
+        ``edited``: the files whose edit asked for this (none: a start, a SIGHUP); an edit of the
+        overrides alone is logged as such, not as a tag list re-scored."""
         starting = self.pipeline.vocabulary is None
+        overrides_only = bool(edited) and set(edited) == {str(self.config.overrides)}
         try:
-            overrides = self._load_overrides()
+            overrides = load_config_overrides(self.config)
+            if self.config.overrides is not None and not overrides_only:
+                log.info("%s", self._rules(overrides))
         except OverridesError as exc:
             if starting:
                 raise
@@ -123,13 +128,16 @@ class Daemon:
         started = time.monotonic()
         encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
         checked, written = self.pipeline.retag(self.activity.record)  # status counts its rewrites
-        log.info("tag list %s: %d tags (%d new prompt vectors); re-scored %d files, rewrote %d in %.1f s",
-                 self.config.tags, len(vocabulary.tags), encoded, checked, written,
+        what = (self._rules(overrides) if overrides_only else
+                f"tag list {self.config.tags}: {len(vocabulary.tags)} tags ({encoded} new prompt vectors)")
+        log.info("%s; re-scored %d files, rewrote %d in %.1f s", what, checked, written,
                  time.monotonic() - started)
 
     def _reload_tags(self) -> None:
+        with self._reload_lock:
+            edited, self._edited = self._edited, set()
         try:
-            self._load_tags()
+            self._load_tags(edited)
         except VocabularyError as exc:
             log.error("tag list not reloaded, keeping the previous one: %s", exc)
             if self.pipeline.vocabulary is not None:  # the overrides may still have changed
@@ -150,11 +158,12 @@ class Daemon:
             self._tag_observer.schedule(handler, str(folder), recursive=False)
         self._tag_observer.start()
 
-    def _file_edited(self) -> None:
+    def _file_edited(self, path: str) -> None:
         """Reload once the edited file has been quiet for the settle time: an editor that saves in
         place first truncates the file, and a half-written tag list or overrides file must not be
         applied (an empty overrides file is valid, and would drop every override for a moment)."""
         with self._reload_lock:
+            self._edited.add(path)
             if self._reload_timer is not None:
                 self._reload_timer.cancel()
             self._reload_timer = threading.Timer(max(self.config.batch.settle_ms / 1000, 0.2),
