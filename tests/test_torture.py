@@ -85,8 +85,9 @@ def created_with(before: dict[str, list[object]], tag: str) -> list[object]:
         copies = sorted((k for k in before if re.fullmatch(r"IPTC\d*:Keywords", k)),
                         key=lambda k: (k != "IPTC:Keywords", k))
         return list(dict.fromkeys(v for k in copies for v in before[k]))
-    if tag == "IPTC:Keywords" and not any(re.fullmatch(r"IPTC\d*:Keywords", k) for k in before):
-        return list(before.get("XMP-dc:Subject", []))
+    if tag == "IPTC:Keywords":  # a new APP13 copy: a trailer's copy's keywords, else dc:subject's
+        copies = [v for k in sorted(before) if re.fullmatch(r"IPTC\d+:Keywords", k) for v in before[k]]
+        return list(dict.fromkeys(copies)) or list(before.get("XMP-dc:Subject", []))
     return []
 
 
@@ -234,10 +235,28 @@ def trailer_keywords(photo: Path) -> list[object]:
     return read_json(out)[photo.name].get("IPTC2:Keywords", [])
 
 
+def shown_keywords(photo: Path) -> list[object]:
+    """IPTC Keywords as a reader that takes one copy sees them (exiftool without -a: the APP13 one)."""
+    out = subprocess.run(["exiftool", "-j", "-IPTC:Keywords", str(photo)], capture_output=True,
+                         check=True).stdout
+    value = json.loads(out)[0].get("Keywords", [])
+    return value if isinstance(value, list) else [value]
+
+
 def test_a_keyword_in_a_trailer_iptc_copy_is_not_claimed(tmp_path: Path, writer: KeywordWriter) -> None:
     photo = afcp_copy(tmp_path)
     assert writer.add(photo, ["keyword", "beach"]) == ["beach"]  # "keyword" is the photographer's
     assert trailer_keywords(photo) == ["keyword", "beach"]  # and is not written a second time
+
+
+def test_a_new_iptc_block_carries_the_trailer_copys_keywords(tmp_path: Path, writer: KeywordWriter) -> None:
+    """exiftool writes new IPTC into an APP13 segment and reads that copy first: holding only ours,
+    it would hide the photographer's keyword from every app reading one copy."""
+    photo = afcp_copy(tmp_path)
+    assert shown_keywords(photo) == ["keyword"]
+    assert writer.add(photo, ["beach", "日本語"]) == ["beach", "日本語"]
+    assert shown_keywords(photo) == ["keyword", "beach", "日本語"]
+    assert trailer_keywords(photo) == ["keyword", "beach", "日本語"]
 
 
 def test_overwrite_then_untag_gives_a_trailer_keyword_back(tmp_path: Path, writer: KeywordWriter) -> None:

@@ -139,6 +139,7 @@ class Keywords:
     hierarchical: tuple[str, ...] = ()  # lr:hierarchicalSubject (Lightroom, digiKam, Immich)
     tags_list: tuple[str, ...] = ()  # digiKam:TagsList (digiKam, Immich read it first)
     latin1_iptc: bool = False  # legacy IPTC in Latin-1 without 1:90: converted to UTF-8 on our write
+    trailer_iptc: bool = False  # IPTC Keywords only in a trailer's copy (AFCP), none in the APP13 one
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write, unless stale
     stale_digest: bool = False  # it no longer matches the IPTC (changed since by another program)
     fields: Mapping[str, str] = field(default_factory=dict, hash=False)  # FILLABLE fields present
@@ -599,6 +600,10 @@ class KeywordWriter:
         else:
             iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, add, remove, change.overwrite,
                                                         seed=seed)
+            if existing.trailer_iptc and iptc_args:
+                # exiftool would put ours alone into a new APP13 copy, which readers take before the
+                # trailer's (AFCP): every copy is set to the same list, the photographer's first
+                iptc_args = [f"-{IPTC}={v}" for v in iptc_final] or [f"-{IPTC}="]
         iptc_fill = {n: v for n, v in assign.items() if n.startswith("IPTC:")}
         xmp_fill = {n: v for n, v in assign.items() if not n.startswith("IPTC:")}
         note = ""
@@ -888,6 +893,7 @@ def _keywords(record: dict[str, object]) -> Keywords:
 
     return Keywords(
         iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
+        trailer_iptc=bool(copies) and IPTC not in iptc,
         xmp=xmp(DC), hierarchical=xmp(HIERARCHICAL), tags_list=xmp(TAGS_LIST),
         latin1_iptc=latin1,
         has_digest="Photoshop:IPTCDigest" in record,
