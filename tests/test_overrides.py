@@ -278,3 +278,72 @@ def test_a_correction_after_a_later_matching_rule_is_appended_so_it_wins() -> No
         (), ("x", "y"))
     with pytest.raises(OverridesError, match=r"o\.toml:2: not valid TOML"):
         correct("[[override]]\npath = \n", source, roots, "/p/a.jpg", "y", "remove")
+
+
+# -- rules that follow a renamed photo ----------------------------------------------------------------
+
+def test_a_rule_naming_one_photo_follows_its_rename_and_globs_stay_as_written(tmp_path: Path) -> None:
+    from tagwatch.overrides import correct, follow_move
+
+    root = tmp_path / "photos"
+    (root / "trip2").mkdir(parents=True)
+    source, roots = tmp_path / "overrides.toml", [root]
+    text = HAND_WRITTEN + '\n[[override]]\npath = "holidays/a.jpg"  # relative\nadd = ["Anna"]\n'
+    text = correct(text, source, roots, f"{root}/holidays/odd [1].jpg", "red", "remove")
+    text = correct(text, source, roots, f"{root}/trip/b.jpg", "blue", "remove")
+    text += f'\n[[override]]\npath = "{root}/trip/sub"\nadd = ["sub"]\n'  # a folder: it stays
+    (root / "trip2" / "sub").mkdir()
+
+    renamed, moved = follow_move(text, source, roots, f"{root}/holidays/odd [1].jpg",
+                                 f"{root}/holidays/odd [2].jpg")
+    assert moved == [(f"{root}/holidays/odd [[]1].jpg", f"{root}/holidays/odd [[]2].jpg")]
+    assert renamed == text.replace("odd [[]1].jpg", "odd [[]2].jpg")  # that path only, comments kept
+    rules = parse_overrides(renamed, source, roots)
+    assert rules.for_path(f"{root}/holidays/odd [2].jpg") == Override(("holiday",), ("red",))
+
+    renamed, moved = follow_move(renamed, source, roots, f"{root}/holidays/a.jpg", f"{root}/holidays/c.jpg")
+    assert moved == [("holidays/a.jpg", "holidays/c.jpg")]  # relative it was, relative it stays
+    assert 'path = "holidays/c.jpg"  # relative' in renamed
+
+    renamed, moved = follow_move(renamed, source, roots, f"{root}/trip", f"{root}/trip2", is_dir=True)
+    assert moved == [(f"{root}/trip/b.jpg", f"{root}/trip2/b.jpg")]  # not the rule for its folder
+    assert f'path = "{root}/trip/sub"' in renamed
+    assert follow_move(renamed, source, roots, f"{root}/holidays", f"{root}/trips", is_dir=True)[1] == [
+        ("holidays/c.jpg", "trips/c.jpg"),
+        (f"{root}/holidays/odd [[]2].jpg", f"{root}/trips/odd [[]2].jpg")]  # "holidays/**" stays
+
+
+def test_the_daemon_moves_a_correction_along_with_its_renamed_photo(tmp_path: Path, tiny_checkpoint: Path,
+                                                                   daemon_factory) -> None:
+    """A photo corrected on the review page (a rule keyed by its path) is renamed, then its folder:
+    the rule follows it each time, and a re-scoring keeps the rejected keyword out."""
+    from tagwatch.overrides import correct
+
+    root = tmp_path / "photos"
+    (root / "shapes").mkdir(parents=True)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=10)
+    config.write_text('overrides = "o.toml"\n' + config.read_text())
+    overrides_file = config.parent / "o.toml"
+    photo = root / "shapes" / "renamed.jpg"
+    text = correct("# mine\n", overrides_file, [root], str(photo), "beach", "remove")
+    overrides_file.write_text(text, encoding="utf-8")
+    daemon: Daemon = daemon_factory(config).start()
+    noise_jpeg(photo, seed=7)
+    wait_for(lambda: keywords_in(photo) == {"forest", "mountain", "city street", "Ünïcödé tag", "日本語"})
+
+    again = root / "shapes" / "renamed-again.jpg"
+    mark = len(daemon.log())
+    photo.rename(again)
+    daemon.wait_log(f"moved {photo} -> {again}", since=mark)
+    wait_for(lambda: f'path = "{again}"' in overrides_file.read_text(encoding="utf-8"))
+    assert overrides_file.read_text(encoding="utf-8").startswith("# mine\n")
+    (root / "shapes").rename(root / "shapes2")
+    moved = root / "shapes2" / "renamed-again.jpg"
+    wait_for(lambda: f'path = "{moved}"' in overrides_file.read_text(encoding="utf-8"))
+
+    mark = len(daemon.log())
+    (config.parent / "tags.txt").write_text("beach\nforest\nharbour\n", encoding="utf-8")  # re-scores it
+    daemon.wait_log(": 3 tags (", since=mark)
+    wait_for(lambda: "harbour" in keywords_in(moved))
+    assert "beach" not in keywords_in(moved)
+    assert daemon.stop() == 0

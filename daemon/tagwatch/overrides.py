@@ -8,7 +8,9 @@ this is it, as TOML with line numbers in its errors::
     add = ["holiday", "Anna"]
     remove = ["beach"]
 
-Rules apply in file order, so a later rule can undo an earlier one for the files both match.
+Rules apply in file order, so a later rule can undo an earlier one for the files both match.  A rule
+naming exactly one file (no glob) follows that file when the daemon sees it renamed or moved
+(:func:`follow_moves`); a glob is a person's intent about a folder and stays as written.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .vocabulary import (
     VocabularyError,
     check_keyword,
@@ -259,7 +262,7 @@ def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, key
     the person wrote it; the result is parsed back and must do what was asked and change no other
     rule, or :class:`OverridesError` says why and nothing is written.
     """
-    import tomlkit  # the web extra: only the review page writes this file
+    import tomlkit  # edits the person's file keeping every comment (the daemon's renames use it too)
 
     if action not in CORRECTIONS:
         raise ValueError(f"unknown correction {action!r}")
@@ -325,3 +328,95 @@ def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, key
         raise OverridesError(f"{source}: could not place the correction safely in this file; add to it by "
                              f"hand: [[override]] path = {path!r}, {action} = [{keyword!r}]")
     return result
+
+
+# -- rules that follow their photo -------------------------------------------------------------------
+
+_ESCAPES = ("[*]", "[?]", "[[]")  # what glob_escape writes for the three glob characters
+
+
+def literal_path(pattern: str) -> str | None:
+    """The one path a rule's pattern names, its escapes undone (``a[[]1].jpg`` is ``a[1].jpg``); None
+    for a glob (``*``, ``?`` or ``[…]`` other than those escapes)."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern[i:i + 3] in _ESCAPES:
+            out.append(pattern[i + 1])
+            i += 3
+            continue
+        if pattern[i] in "*?[":
+            return None
+        out.append(pattern[i])
+        i += 1
+    return "".join(out)
+
+
+def _followed(rule: Rule, roots: Sequence[str], src: str, dst: str, is_dir: bool) -> str | None:
+    """The pattern ``rule`` takes when ``src`` is renamed to ``dst``: for a rule naming exactly that
+    file, or a file inside that folder, its new path (relative to the same watched folder where it was
+    relative and still lies inside it); None for any other rule (a glob, a folder, another file)."""
+    named = literal_path(rule.pattern)
+    if named is None:
+        return None
+    for base in [""] if rule.absolute else [root.rstrip("/") + "/" for root in roots]:
+        path = base + named
+        if is_dir and path.startswith(src.rstrip("/") + "/"):
+            moved = dst.rstrip("/") + path[len(src.rstrip("/")):]
+            if os.path.isdir(moved):  # a rule about a folder inside it: a folder's rules stay
+                return None
+        elif not is_dir and path == src:
+            moved = dst
+        else:
+            continue
+        return glob_escape(moved[len(base):] if base and moved.startswith(base) else moved)
+    return None
+
+
+def follow_move(text: str, source: Path, roots: Sequence[Path | str], src: str, dst: str,
+                is_dir: bool = False) -> tuple[str, list[tuple[str, str]]]:
+    """``text`` of an overrides file with every rule naming exactly the renamed file ``src`` (or a
+    file inside the renamed folder) naming it at ``dst``; returns the new text and each rule's (old,
+    new) pattern.  Like :func:`correct`, tomlkit changes only those paths, every comment and other
+    rule stays, and the result is parsed back: a layout that would change anything else raises
+    :class:`OverridesError` and nothing is to be written."""
+    import tomlkit
+
+    old = parse_overrides(text, source, roots)
+    changes = {index: pattern for index, rule in enumerate(old.rules)
+               if (pattern := _followed(rule, old.roots, src, dst, is_dir)) is not None}
+    if not changes:
+        return text, []
+    doc = tomlkit.parse(text)
+    for index, pattern in changes.items():
+        doc["override"][index]["path"] = pattern
+    result = tomlkit.dumps(doc)
+    expected = [(_pattern(changes[i], "") if i in changes else r.pattern, r.add, r.remove)
+                for i, r in enumerate(old.rules)]
+    if [(r.pattern, r.add, r.remove) for r in parse_overrides(result, source, roots).rules] != expected:
+        raise OverridesError(f"{source}: could not change the rules' paths safely in this file")
+    return result, [(old.rules[i].pattern, pattern) for i, pattern in changes.items()]
+
+
+def follows(overrides: Overrides, moves: Sequence[tuple[str, str, bool]]) -> bool:
+    """Does one of ``moves`` (src, dst, is_dir) take a rule along?  Asked of the rules in memory, so
+    a rename that moves none costs no read of the file."""
+    return any(_followed(rule, overrides.roots, *move) is not None
+               for rule in overrides.rules for move in moves)
+
+
+def follow_moves(overrides: Overrides, moves: Sequence[tuple[str, str, bool]]) -> tuple[Overrides,
+                                                                                       list[tuple[str, str]]]:
+    """Rewrite the overrides file so that its rules naming one file follow ``moves`` (src, dst,
+    is_dir: what the daemon saw renamed); returns the overrides as now written and the rules moved
+    (old, new pattern).  The file is replaced atomically, and only if a rule moved."""
+    assert overrides.source is not None
+    text = original = read_list_file(overrides.source, "overrides file", OverridesError)
+    moved: list[tuple[str, str]] = []
+    for src, dst, is_dir in moves:
+        text, done = follow_move(text, overrides.source, overrides.roots, src, dst, is_dir)
+        moved += done
+    if text == original:
+        return overrides, []
+    write_atomic(overrides.source, text)
+    return parse_overrides(text, overrides.source, overrides.roots), moved

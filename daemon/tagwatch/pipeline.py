@@ -38,8 +38,16 @@ from .geotag import Places
 from .imaging import Preprocess
 from .metadata import KeywordWriter
 from .outcomes import Outcome, Status, record_failure, record_gone
-from .overrides import NO_OVERRIDE, Override, Overrides, load_overrides
-from .queue import Op
+from .overrides import (
+    NO_OVERRIDE,
+    Override,
+    Overrides,
+    OverridesError,
+    follow_moves,
+    follows,
+    load_overrides,
+)
+from .queue import Move, Op
 from .retry import TRANSIENT_ERRNOS, transient_reason
 from .store import DECLINED, DONE, FAILED, FileRow, Store
 from .tagger import Expansion, TagMatrix, predict, thresholds
@@ -632,5 +640,26 @@ class Pipeline:
         return self.writeback.untag(path)
 
     def apply(self, ops: Sequence[Op]) -> list[str]:
-        """Apply renames and deletions to the store; returns moved paths the store did not know."""
-        return self.writeback.apply_ops(ops)
+        """Apply renames and deletions to the store, and renames to the overrides' rules naming one
+        file; returns moved paths the store did not know."""
+        unknown = self.writeback.apply_ops(ops)
+        moves = [(op.src, op.dst, op.is_dir) for op in ops if isinstance(op, Move)]
+        if moves and self.overrides.source is not None and follows(self.overrides, moves):
+            self._follow(moves)
+        return unknown
+
+    def _follow(self, moves: list[tuple[str, str, bool]]) -> None:
+        """A correction of one photo (the review page keys it by the photo's path) must not be lost
+        when the photo is renamed: its rule is moved along in the overrides file, and used at once."""
+        source = self.overrides.source
+        try:
+            overrides, moved = follow_moves(self.overrides, moves)
+        except (OSError, OverridesError) as exc:
+            log.warning("%s: a rule naming a renamed photo still names its old path (%s); edit it by hand",
+                        source, getattr(exc, "strerror", None) or exc)
+            return
+        for old, new in moved:
+            log.info("%s: the rule for %s now names %s (renamed)", source, old, new,
+                     extra={"event": "rule-moved", "path": new, "from": old})
+        if moved:
+            self.use_overrides(overrides)
