@@ -153,14 +153,24 @@ def test_a_copy_holding_only_some_of_our_keywords_claims_none(tmp_path: Path, ti
     try:
         env.use(["beach", "forest"])
         photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=12)
-        early = tmp_path / "in" / "early.jpg"
+        early, twin = tmp_path / "in" / "early.jpg", tmp_path / "in" / "twin.jpg"
         shutil.copy2(photo, early)  # copied before tagwatch saw either
+        shutil.copy2(photo, twin)
         person_tags(early, "beach")
+        person_tags(twin, "beach", "forest")  # the very words tagwatch is about to write into a.jpg
         assert env.run(photo) == {"a.jpg": Status.TAGGED}
         assert env.run(early) == {"early.jpg": Status.TAGGED}  # forest written: ours; beach theirs
         assert env.store.ledger(env.store.file(str(early)).id) == ["forest"]
         assert env.pipeline.untag(str(early)).status == Status.UNTAGGED
         assert keyword_sets(early) == [({"beach"},) * 2]
+        # The duplicate a person tagged with the words tagwatch wrote into a.jpg is no copy of the
+        # version tagwatch wrote (not its size): the words stay theirs
+        env.pipeline.apply([Delete(str(photo))])
+        photo.unlink()
+        assert env.run(twin) == {"twin.jpg": Status.TAGGED}
+        assert env.store.ledger(env.store.file(str(twin)).id) == []
+        assert env.pipeline.untag(str(twin)).status == Status.UNCHANGED
+        assert keyword_sets(twin) == [({"beach", "forest"},) * 2]
     finally:
         env.close()
 

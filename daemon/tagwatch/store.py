@@ -178,6 +178,15 @@ class FileRow:
 
 
 @dataclass(frozen=True)
+class Twin:
+    """Another file recorded with the same picture, and the keywords tagwatch added to it."""
+
+    path: str
+    size: int | None  # as last recorded: the version tagwatch wrote (or found holding its keywords)
+    ledger: dict[str, tuple[str, ...]]  # keyword → the hierarchical paths written (itself when flat)
+
+
+@dataclass(frozen=True)
 class Located:
     """A file's coordinates when tagwatch last wrote it (None: it had none) and its place keywords."""
 
@@ -529,20 +538,22 @@ class Store:
                 "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? ORDER BY written, keyword",
                 (file_id, action))]
 
-    def same_picture(self, key: bytes, path: str) -> tuple[dict[str, dict[str, tuple[str, ...]]], set[str]]:
-        """The ledgers of the other files recorded with the picture ``key`` (deleted ones included: a
-        move by copy-then-delete leaves the original's row deleted): path → keyword tagwatch added →
-        the hierarchical paths it wrote it under (the keyword itself when flat); and the keywords any
-        of them records as a person's (an override's, one overwrite took out, one a person took out)."""
+    def same_picture(self, key: bytes, path: str) -> tuple[list[Twin], set[str]]:
+        """The other files recorded with the picture ``key`` whose ledgers list keywords tagwatch added
+        (deleted ones included: a move by copy-then-delete leaves the original's row deleted), and
+        the keywords any file with that picture records as a person's (an override's, one overwrite
+        took out, one a person took out)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT f.path, l.keyword, l.action, l.paths FROM files f JOIN ledger l ON l.file_id = f.id "
-                "WHERE f.key = ? AND f.path != ? ORDER BY l.written, l.keyword", (key, path)).fetchall()
-        added: dict[str, dict[str, tuple[str, ...]]] = {}
+                "SELECT f.path, f.size, l.keyword, l.action, l.paths FROM files f JOIN ledger l "
+                "ON l.file_id = f.id WHERE f.key = ? AND f.path != ? ORDER BY l.written, l.keyword",
+                (key, path)).fetchall()
+        twins: dict[str, Twin] = {}
         for r in rows:
-            if r[2] == ADDED:
-                added.setdefault(r[0], {})[r[1]] = tuple(r[3].split("\n")) if r[3] else (r[1],)
-        return added, {r[1] for r in rows if r[2] != ADDED}
+            if r[3] == ADDED:
+                paths = tuple(r[4].split("\n")) if r[4] else (r[2],)
+                twins.setdefault(r[0], Twin(r[0], r[1], {})).ledger[r[2]] = paths
+        return list(twins.values()), {r[2] for r in rows if r[3] != ADDED}
 
     # -- places --------------------------------------------------------------------------------
 

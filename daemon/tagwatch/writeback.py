@@ -40,7 +40,7 @@ from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
 from .queue import Delete, Op
 from .retry import transient_reason
-from .store import DECLINED, DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store
+from .store import DECLINED, DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store, Twin
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +162,20 @@ class Writeback:
         owned = job.owned = self.store.ledger(row.id) if row is not None else []
         owned_paths: Mapping[str, Sequence[str]] = self.store.ledger_paths(row.id) if row is not None else {}
         # A file new to the store may be a copy of one tagwatch wrote into (see adopt)
-        ledgers, theirs = (self.store.same_picture(job.key, job.path) if row is None and job.key is not None
-                           else ({}, set()))
+        twins, theirs = (self.store.same_picture(job.key, job.path) if row is None and job.key is not None
+                         else ([], set()))
         # Without a prediction there is something to do only to our own keywords: sync drops them,
         # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
         # wipe a person's keywords over a threshold typo.
         ours_to_fix = owned and rules.mode != "overwrite" and (
             rules.mode == "sync" or any(k in owned for k in override.remove)
             or any(k in rules.paths and owned_paths.get(k, (k,)) != (rules.paths[k],) for k in owned))
-        if self.writer is None or not (keywords or ours_to_fix or ledgers or self.places is not None
+        if self.writer is None or not (keywords or ours_to_fix or twins or self.places is not None
                                        or self.captions is not None):
             return
         state = self.writer.inspect(Path(job.path), job.stat)
-        if ledgers:
-            owned_paths = self.adopt(job, state, ledgers, theirs)
+        if twins:
+            owned_paths = self.adopt(job, state, twins, theirs)
         declined = self.taken_out(job, row, state, owned_paths) if row is not None else set()
         owned = job.owned
         # A keyword a person took out stays out, unless they put it back (theirs then) or an override
@@ -227,21 +227,21 @@ class Writeback:
             self.store.set_filled(job.file_id, plan.fills_ahead)
         job.ahead = mine + plan.dropped
 
-    def adopt(self, job: WriteJob, state: FileState, ledgers: Mapping[str, Mapping[str, tuple[str, ...]]],
-              theirs: set[str]) -> dict[str, tuple[str, ...]]:
-        """A file new to the store that holds the picture of files tagwatch wrote into is a copy of one
-        (``cp``, a move across disks or a file manager's copy-then-delete, a move out of the watched
-        folders and back): the keywords of ours that such a file's ledger lists (``ledgers``: path →
-        keyword → hierarchical paths) are ours in the copy too, so that untag takes them out of it and
-        sync can drop them.  Only where the copy holds every one of them: a copy holding some was made
-        before our write, or a person edited its keywords since, and what it holds is theirs.  Never a
-        keyword any of those files records as a person's (``theirs``).  Recorded at once, as written:
-        they are in the file already.  Returns the keywords adopted → their paths."""
+    def adopt(self, job: WriteJob, state: FileState, twins: Sequence[Twin], theirs: set[str]
+              ) -> dict[str, tuple[str, ...]]:
+        """A file new to the store that holds the picture of files tagwatch wrote into may be a copy of
+        one (``cp``, a move across disks or a file manager's copy-then-delete, a move out of the
+        watched folders and back): the keywords of ours such a file's ledger lists are then ours in
+        the copy too, so that untag takes them out of it and sync can drop them.  A copy is what has
+        the size of that file's version tagwatch last recorded and holds every one of those keywords:
+        a duplicate a person tagged, or a copy whose keywords they edited since, or one made before
+        our write, holds the person's, and a keyword taken for ours would be taken out by untag.
+        Never a keyword any file of that picture records as a person's (``theirs``).  Recorded at
+        once, as written: they are in the file already.  Returns the keywords adopted → their paths."""
         assert self.writer is not None
-        adopted: dict[str, tuple[str, ...]] = {}
-        sources = [source for source, ledger in ledgers.items() if not self.writer.absent(state, ledger)]
-        for source in sources:
-            adopted |= {k: paths for k, paths in ledgers[source].items() if k not in theirs}
+        sources = [twin for twin in twins
+                   if twin.size == job.stat.st_size and not self.writer.absent(state, twin.ledger)]
+        adopted = {k: paths for twin in sources for k, paths in twin.ledger.items() if k not in theirs}
         if not adopted:
             return {}
         st = job.stat
@@ -251,9 +251,10 @@ class Writeback:
             self.store.add_ledger(job.file_id, list(adopted), paths=adopted)
             self.store.confirm_ledger(job.file_id, adopted)
         job.owned = job.held = list(adopted)
-        log.info("%s: the same picture as %s; %s, written there by tagwatch, are tagwatch's here too",
-                 job.path, sources[0], ", ".join(adopted),
-                 extra={"event": "adopted", "path": job.path, "from": sources[0], "keywords": list(adopted)})
+        log.info("%s: a copy of %s; %s, written there by tagwatch, are tagwatch's here too",
+                 job.path, sources[0].path, ", ".join(adopted),
+                 extra={"event": "adopted", "path": job.path, "from": sources[0].path,
+                        "keywords": list(adopted)})
         return adopted
 
     def taken_out(self, job: WriteJob, row: FileRow, state: FileState,
