@@ -146,6 +146,31 @@ def test_a_copied_photo_keeps_the_record_of_our_keywords(tmp_path: Path, tiny_ch
         env.close()
 
 
+def test_untag_gives_a_copy_back_as_its_original_was(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """What the original's ledger knows of its fields comes with the keywords: the dc:subject tagwatch
+    created in an IPTC-only photo goes from the copy too, and what overwrite took out comes back."""
+    photo = tmp_path / "in" / "budapest.jpg"
+    photo.parent.mkdir()
+    shutil.copyfile(CORPUS / "pillow__iptc.jpg", photo)
+    before = exif_keywords(photo)
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=1))
+    try:
+        env.use(["beach"])
+        env.run(photo)
+        overwrite = TaggingConfig(threshold=-1.0, top_k=1, mode="overwrite")
+        env.pipeline.tagging = overwrite
+        env.use(["forest"], overwrite)
+        env.pipeline.retag()
+        assert exif_keywords(photo) == {"iptc": ["forest"], "xmp": ["forest"]}
+        copy = copy_away(photo, "copy then delete")
+        assert env.pipeline.apply([Delete(str(photo))]) == []
+        assert env.run(copy) == {copy.name: Status.TAGGED}
+        assert env.pipeline.untag(str(copy)).status == Status.UNTAGGED
+        assert exif_keywords(copy) == before
+    finally:
+        env.close()
+
+
 def test_a_copy_holding_only_some_of_our_keywords_claims_none(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """A copy made before tagwatch's write, where a person added one of the same words themselves,
     or one whose keywords a person edited: what it holds is the person's."""

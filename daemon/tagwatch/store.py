@@ -181,6 +181,7 @@ class FileRow:
 class Twin:
     """Another file recorded with the same picture, and the keywords tagwatch added to it."""
 
+    id: int
     path: str
     size: int | None  # as last recorded: the version tagwatch wrote (or found holding its keywords)
     ledger: dict[str, tuple[str, ...]]  # keyword → the hierarchical paths written (itself when flat)
@@ -545,15 +546,15 @@ class Store:
         took out, one a person took out)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT f.path, f.size, l.keyword, l.action, l.paths FROM files f JOIN ledger l "
+                "SELECT f.id, f.path, f.size, l.keyword, l.action, l.paths FROM files f JOIN ledger l "
                 "ON l.file_id = f.id WHERE f.key = ? AND f.path != ? ORDER BY l.written, l.keyword",
                 (key, path)).fetchall()
-        twins: dict[str, Twin] = {}
+        twins: dict[int, Twin] = {}
         for r in rows:
-            if r[3] == ADDED:
-                paths = tuple(r[4].split("\n")) if r[4] else (r[2],)
-                twins.setdefault(r[0], Twin(r[0], r[1], {})).ledger[r[2]] = paths
-        return list(twins.values()), {r[2] for r in rows if r[3] != ADDED}
+            if r[4] == ADDED:
+                paths = tuple(r[5].split("\n")) if r[5] else (r[3],)
+                twins.setdefault(r[0], Twin(r[0], r[1], r[2], {})).ledger[r[3]] = paths
+        return list(twins.values()), {r[3] for r in rows if r[4] != ADDED}
 
     # -- places --------------------------------------------------------------------------------
 

@@ -199,8 +199,9 @@ class Writeback:
             records = self.store.filled(row.id) if row is not None else {}
             more, ours = self.captions.describe(job.reading, state, records)
             fill, job.filled = {**fill, **more}, {**job.filled, **ours}
-        if row is not None:  # the keyword fields tagwatch created or overwrote: what untag gives back
-            records = self.store.filled(row.id)
+        file_id = row.id if row is not None else job.file_id  # a copy's: recorded by adopt
+        if file_id is not None:  # the keyword fields tagwatch created or overwrote: what untag gives back
+            records = self.store.filled(file_id)
             job.filled = {**job.filled, **{name: Filled(*records[name]) for name in KEYWORD_FIELDS
                                            if name in records}}
         # Places alone never overwrite: with nothing predicted, overwrite would make a photo's keywords
@@ -232,12 +233,15 @@ class Writeback:
         """A file new to the store that holds the picture of files tagwatch wrote into may be a copy of
         one (``cp``, a move across disks or a file manager's copy-then-delete, a move out of the
         watched folders and back): the keywords of ours such a file's ledger lists are then ours in
-        the copy too, so that untag takes them out of it and sync can drop them.  A copy is what has
-        the size of that file's version tagwatch last recorded and holds every one of those keywords:
-        a duplicate a person tagged, or a copy whose keywords they edited since, or one made before
-        our write, holds the person's, and a keyword taken for ours would be taken out by untag.
-        Never a keyword any file of that picture records as a person's (``theirs``).  Recorded at
-        once, as written: they are in the file already.  Returns the keywords adopted → their paths."""
+        the copy too, so that untag takes them out of it and sync can drop them, and so is what that
+        ledger knows of the file's keyword fields (what overwrite took out, the fields tagwatch
+        created or overwrote), so that untag gives the copy back as the original was.  A copy is what
+        has the size of that file's version tagwatch last recorded and holds every one of those
+        keywords: a duplicate a person tagged, or a copy whose keywords they edited since, or one made
+        before our write, holds the person's, and a keyword taken for ours would be taken out by
+        untag.  Never a keyword any file of that picture records as a person's (``theirs``).
+        Recorded at once, as written: they are in the file already.  Returns the keywords adopted →
+        their paths."""
         assert self.writer is not None
         sources = [twin for twin in twins
                    if twin.size == job.stat.st_size and not self.writer.absent(state, twin.ledger)]
@@ -245,11 +249,15 @@ class Writeback:
         if not adopted:
             return {}
         st = job.stat
+        records = self.store.filled(sources[0].id)
         with self.store.transaction():
             job.file_id = self.store.record_file(job.path, key=job.key, size=st.st_size,
                                                  mtime_ns=st.st_mtime_ns, state=PENDING)
             self.store.add_ledger(job.file_id, list(adopted), paths=adopted)
             self.store.confirm_ledger(job.file_id, adopted)
+            self.store.add_ledger(job.file_id, self.store.ledger(sources[0].id, REMOVED), REMOVED)
+            self.store.set_filled(job.file_id, {name: record for name, record in records.items()
+                                                if name in KEYWORD_FIELDS})
         job.owned = job.held = list(adopted)
         log.info("%s: a copy of %s; %s, written there by tagwatch, are tagwatch's here too",
                  job.path, sources[0].path, ", ".join(adopted),
