@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, Daemon, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
+from conftest import CORPUS, Daemon, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
 from tagwatch.status import state_path
 
 PR_CAPBSET_DROP = 24
@@ -203,6 +203,28 @@ def test_a_read_only_photo_is_left_alone_until_made_writable(faulty: Daemon) -> 
     assert len(complaints(faulty, photo)) == 1, complaints(faulty, photo)
 
 
+def test_a_folder_that_takes_no_new_files_is_tried_again_after_its_chmod(faulty: Daemon) -> None:
+    """tagwatch writes a copy beside the photo and renames it over: a folder without write permission
+    fails the photo; the chmod that cures it is an attribute change of the folder, not of the photo,
+    and it must make tagwatch try again."""
+    needs_modes(faulty)
+    root: Path = faulty.root  # type: ignore[attr-defined]
+    folder = root / "perm" / "no-new-files"
+    folder.mkdir()
+    source = noise_jpeg(root.parent / "staging" / "in-ro.jpg", seed=101)
+    folder.chmod(0o555)
+    try:
+        photo = folder / "in-ro.jpg"
+        os.rename(source, photo)  # the test may (root, with its override); the daemon may not write here
+        record = wait_for(lambda: about(faulty, photo, "skipped"))[0]  # type: ignore[index]
+        assert str(record["reason"]).endswith(f"cannot create a file in {folder}: Permission denied")
+        folder.chmod(0o755)
+        wait_for(lambda: tagged(photo))
+        assert len(complaints(faulty, photo)) == 1, complaints(faulty, photo)
+    finally:
+        folder.chmod(0o755)
+
+
 def test_symbolic_links_are_never_followed_and_nothing_outside_is_written(faulty: Daemon) -> None:
     root: Path = faulty.root  # type: ignore[attr-defined]
     outside: Path = faulty.outside  # type: ignore[attr-defined]
@@ -290,3 +312,38 @@ def test_pillow_warnings_are_one_log_line_naming_the_photo(tmp_path: Path, confi
                        "file"),
     ]
     assert all(len(exif_keywords(photos / name)["iptc"]) == 3 for name in (exif, mpo))
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_photos_records_and_is_taken_up_once_it_can(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A folder the daemon cannot list at its start (chmod 000): its photos are not deleted from the
+    store (they may be fine); once a chmod lets it in, the folder is scanned and watched, no restart."""
+    modes_bind, preexec = drop_file_capabilities()
+    if not modes_bind:
+        pytest.skip("root here cannot drop CAP_DAC_OVERRIDE (no CAP_SETPCAP): file modes would not bind "
+                    "the daemon")
+    root = tmp_path / "photos"
+    secret = root / "secret"
+    known = noise_jpeg(secret / "s.jpg", seed=102)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=3)
+    scanned = tagwatch("scan", "--config", str(config), str(root))
+    assert scanned.returncode == 0, scanned.stderr
+    assert tagged(known)
+    secret.chmod(0o000)
+    daemon = Daemon(config, tmp_path / "daemon.log", preexec_fn=preexec)
+    try:
+        daemon.start()
+        daemon.wait_log(f"{secret}: cannot list folder: Permission denied")
+        daemon.wait_log("scan: ")
+        early = noise_jpeg(secret / "early.jpg", seed=103)  # the test may write there; the daemon not see
+        secret.chmod(0o755)
+        wait_for(lambda: tagged(early))
+        mark = daemon.wait_log(f"{secret}: the folder can be listed now").index("can be listed now")
+        daemon.wait_log(f"scan of {root}:", since=mark)
+        later = noise_jpeg(secret / "later.jpg", seed=104)  # seen only if the folder is watched now
+        wait_for(lambda: tagged(later))
+        assert f"{known}: deleted" not in daemon.log() and f"tagged {known}" not in daemon.log()
+        assert status(config)["tagged"] == 3  # the record of s.jpg was kept
+    finally:
+        secret.chmod(0o755)
+        assert daemon.stop() == 0

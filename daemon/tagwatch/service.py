@@ -272,6 +272,8 @@ class Daemon:
         started = time.monotonic()
         report = reconcile(roots or self.config.watch, self.filter, self.store, self.queue, clean_temp,
                            self.stopped)
+        if report.unlistable:  # watched and scanned once they can be listed
+            self.watcher.unlistable(report.unlistable)
         if self.stopped.is_set():
             return
         log.info("scan%s: %d photos, %d queued, %d gone (%.1f s)",
@@ -279,8 +281,9 @@ class Daemon:
                  report.gone, time.monotonic() - started)
 
     def _check_roots(self) -> None:
-        """Watch again a watched folder that came back (see Watcher.check) and scan it: what was put
-        there while it was gone, or on the drive meanwhile, gets tagged now, not at the next rescan."""
+        """Watch again a watched folder that came back, or one holding a folder that can be listed
+        now (see Watcher.check), and scan it: what was put there while it was gone or could not be
+        seen, or on the drive meanwhile, gets tagged now, not at the next rescan."""
         back = self.watcher.check()
         if back and not self.stopped.is_set():
             self._scan(roots=tuple(back))

@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchdog.events import (
@@ -41,8 +41,9 @@ from .queue import BatchQueue, Delete, Move
 from .store import Store
 
 try:
-    from watchdog.events import FileAttribEvent
-except ImportError:  # watchdog < 7 reports a chmod as FileModifiedEvent
+    from watchdog.events import DirAttribEvent, FileAttribEvent
+except ImportError:  # watchdog < 7 reports a chmod as FileModifiedEvent (DirModifiedEvent for a folder)
+    from watchdog.events import DirModifiedEvent as DirAttribEvent
     FileAttribEvent = FileModifiedEvent
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,10 @@ CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only 
 # it every open and read-only close of a photo (our decoder's, exiftool's reads, a photo app browsing
 # the folders) woke the observer thread, and watchdog made a folder event of each file event.  While
 # a scan tagged 60 photos in a watched folder: 2,300 events, 0.23-0.28 s of the observer's CPU; with
-# the filter 920, 0.15-0.16 s.
+# the filter 920, 0.15-0.16 s.  A folder's attribute change (a chmod that lets tagwatch write or list
+# it again) is one of them; inotify reports it with the file ones (IN_ATTRIB) at no extra cost.
 EVENTS = [FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileClosedEvent, FileDeletedEvent,
-          FileMovedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
+          FileMovedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent, DirAttribEvent]
 
 
 def _observer() -> BaseObserver:
@@ -118,13 +120,14 @@ class PathFilter:
         return rel is not None and not self._skipped(rel)
 
 
-def walk(root: Path, filt: PathFilter, clean_temp: bool = False,
-         stop: threading.Event | None = None) -> Iterator[tuple[str, os.stat_result]]:
+def walk(root: Path, filt: PathFilter, clean_temp: bool = False, stop: threading.Event | None = None,
+         unlistable: set[str] | None = None) -> Iterator[tuple[str, os.stat_result]]:
     """Every wanted file under ``root`` with its stat; symlinks are never followed.
 
     ``clean_temp`` deletes temporary files a killed writer left beside photos (never those of a
     process still running: they may be writes in flight).  ``stop`` ends the walk early (shutdown
-    must not wait for a scan of 200,000 files).
+    must not wait for a scan of 200,000 files).  ``unlistable`` receives the folders that could not
+    be listed: what is inside them was not seen, which is not the same as gone.
     """
     stack = [str(root)]
     while stack and not (stop is not None and stop.is_set()):
@@ -134,6 +137,8 @@ def walk(root: Path, filt: PathFilter, clean_temp: bool = False,
                 listing = list(entries)
         except OSError as exc:
             log.warning("%s: cannot list folder: %s", folder, exc.strerror)
+            if unlistable is not None:
+                unlistable.add(folder)
             continue
         for entry in listing:
             try:
@@ -154,18 +159,26 @@ class ScanReport:
     seen: int = 0
     queued: int = 0
     gone: int = 0
+    unlistable: set[str] = field(default_factory=set)  # folders not listed: their files were kept
+
+
+def _inside(path: str, folders: set[str]) -> bool:
+    """Is ``path`` inside one of ``folders``?"""
+    return any(path.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
 def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: BatchQueue,
               clean_temp: bool = False, stop: threading.Event | None = None) -> ScanReport:
-    """Compare the folders with the store: queue new and changed files, report vanished ones."""
+    """Compare the folders with the store: queue new and changed files, report vanished ones.  A
+    folder that cannot be listed (chmod 000) keeps its files' records as they are: they may be fine,
+    and are looked at again once it can be listed (``report.unlistable`` names it)."""
     report = ScanReport()
     for root in roots:
         if not root.is_dir():  # not there (unplugged, unmounted): the watcher says so, and has it
             continue  # scanned when it is back; its records are kept meanwhile
         known = store.files_under(str(root))
         seen = report.seen
-        for path, st in walk(root, filt, clean_temp, stop):
+        for path, st in walk(root, filt, clean_temp, stop, report.unlistable):
             report.seen += 1
             row = known.pop(path, None)
             if is_settled(row, path, st):  # a chmod while the daemon was down can have cured a failure
@@ -174,6 +187,8 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             report.queued += 1
         if stop is not None and stop.is_set():
             break  # an interrupted walk has not seen everything: nothing may be called gone
+        if report.unlistable:
+            known = {path: row for path, row in known.items() if not _inside(path, report.unlistable)}
         if known and report.seen == seen:
             # An unmounted drive leaves its mount point empty (or absent): its photos are not gone,
             # and calling them so would make the drive's return cost a full re-read of every one.
@@ -196,8 +211,10 @@ def _through_link(path: str) -> bool:
 class _Handler(FileSystemEventHandler):
     """Turns watchdog events into queue entries."""
 
-    def __init__(self, filt: PathFilter, queue: BatchQueue) -> None:
+    def __init__(self, filt: PathFilter, queue: BatchQueue,
+                 unlistable: Callable[[set[str]], None] = lambda folders: None) -> None:
         self.filt, self.queue = filt, queue
+        self._unlistable = unlistable  # told the folders a walk could not list
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -206,7 +223,23 @@ class _Handler(FileSystemEventHandler):
             log.error("event %s failed: %s", event, exc)
 
     def _enqueue_tree(self, folder: str) -> None:
-        for path, _ in walk(Path(folder), self.filt):
+        unlistable: set[str] = set()
+        for path, _ in walk(Path(folder), self.filt, unlistable=unlistable):
+            self.queue.put(path)
+        if unlistable:
+            self._unlistable(unlistable)
+
+    def _retry_folder(self, folder: str) -> None:
+        """A folder's attributes changed (a chmod): its photos that failed for want of permission may
+        be taggable now.  They are queued; the pipeline passes over every file with nothing to do."""
+        try:
+            with os.scandir(folder) as entries:
+                paths = [entry.path for entry in entries
+                         if entry.is_file(follow_symlinks=False) and self.filt.wanted(entry.path)]
+        except OSError:  # still not listable: the watcher looks at it again when it is
+            self._unlistable({folder})
+            return
+        for path in paths:
             self.queue.put(path)
 
     def _dispatch(self, event: FileSystemEvent) -> None:
@@ -229,6 +262,9 @@ class _Handler(FileSystemEventHandler):
         elif isinstance(event, DirCreatedEvent):
             if self.filt.wanted_dir(src):
                 self._enqueue_tree(src)
+        elif isinstance(event, DirAttribEvent):
+            if self.filt.wanted_dir(src):
+                self._retry_folder(src)
         elif isinstance(event, FileMovedEvent):
             dst = os.fsdecode(event.dest_path or "")
             src_ok, dst_ok = self.filt.wanted(src), self.filt.wanted(dst)
@@ -261,6 +297,10 @@ class Watcher:
     NAS unmounted and mounted again.  watchdog's observer of that root then ends, or watches a folder
     that is no longer there, and says nothing.  :meth:`check` (called every few seconds) notices,
     says so once, and watches the root again as soon as it is back.
+
+    A folder inside a root that cannot be listed (chmod 000) cannot be watched either: inotify needs
+    to read it.  :meth:`unlistable` is told of it (by a scan, or by an event's walk), and
+    :meth:`check` watches its root again and has it scanned once the folder can be listed.
     """
 
     def __init__(self, roots: Sequence[Path], filt: PathFilter, queue: BatchQueue,
@@ -272,8 +312,10 @@ class Watcher:
         self._observers: dict[Path, tuple[BaseObserver, tuple[int, int]]] = {}  # root -> (observer, dev+ino)
         self._missing: set[Path] = set()
         self._awaited: set[Path] = set()  # missing since the start: not yet seen at all
-        self._lock = threading.Lock()
-        self._handler = _Handler(filt, queue)
+        self._unlistable: set[str] = set()  # folders inside a root that could not be listed
+        self._noted = threading.Lock()  # for that set alone: an event's walk adds to it, and an
+        self._lock = threading.Lock()  # observer being stopped under this lock may be in that walk
+        self._handler = _Handler(filt, queue, self.unlistable)
         self.polled: list[Path] = []
 
     def start(self) -> None:
@@ -333,12 +375,53 @@ class Watcher:
             self.polled.append(root)
         log.info("watching %s: %s", root, how.format(self.poll_interval))
 
+    def unlistable(self, folders: set[str]) -> None:
+        """``folders`` could not be listed: their photos keep their records, and :meth:`check` has
+        them watched and scanned once they can be listed."""
+        with self._noted:
+            new = folders - self._unlistable
+            self._unlistable |= folders
+        for folder in sorted(new):
+            log.info("%s: its photos keep their records as they are; it is watched and scanned once it "
+                     "can be listed", folder)
+
+    def _listable_again(self) -> list[Path]:
+        """The roots holding a folder that could not be listed and now can (a chmod); watched again
+        here (inotify could not watch the folder, and does not add it by itself)."""
+        roots: list[Path] = []
+        with self._noted:
+            folders = sorted(self._unlistable)
+        for folder in folders:
+            try:
+                with os.scandir(folder):
+                    pass
+            except FileNotFoundError:  # gone: its deletion is reported as such
+                pass
+            except OSError:
+                continue
+            with self._noted:
+                self._unlistable.discard(folder)
+            if not os.path.isdir(folder):
+                continue
+            root = next((r for r in sorted(self.roots, key=lambda r: len(str(r)), reverse=True)
+                         if folder == str(r) or folder.startswith(str(r).rstrip("/") + "/")), None)
+            if root is None or root in self._missing:
+                continue
+            log.info("%s: the folder can be listed now; watching it and scanning %s", folder, root)
+            if root not in roots:
+                self._stop(root)
+                self._watch(root)
+                roots.append(root)
+        return roots
+
     def check(self) -> list[Path]:
         """Look at every root: one that is gone is reported once; one that is back, or that is now
         another folder or file system (deleted and made again, remounted), or whose observer ended,
-        is watched again.  Returns those, which the caller scans for what changed meanwhile."""
+        is watched again; so is one holding a folder that can be listed now.  Returns those, which
+        the caller scans for what changed meanwhile."""
         back: list[Path] = []
         with self._lock:
+            back += self._listable_again()
             for root in self.roots:
                 try:
                     st = os.stat(root)
