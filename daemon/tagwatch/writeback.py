@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import shared
 from .captions import Captions, Reading
 from .geotag import Placement, Places
 from .metadata import KEYWORD_FIELDS, FileChanged, FileState, Filled, KeywordWriter, MetadataError, WritePlan
@@ -79,6 +80,8 @@ class WriteJob:
     held: list[str] = field(default_factory=list)  # owned keywords the file holds (read in step 1)
     unwritten: list[str] = field(default_factory=list)  # owned, absent, never recorded written
     kept_out: list[str] = field(default_factory=list)  # predicted, but a person took them out
+    # owned, left in a sidecar another photo shares (it has them too), no longer this photo's
+    released: list[str] = field(default_factory=list)
     reading: Reading | None = None  # the caption stage's (captions on): its keywords are in ``tags``
 
     @property
@@ -177,6 +180,8 @@ class Writeback:
         if twins:
             owned_paths = self.adopt(job, state, twins, theirs)
         declined = self.taken_out(job, row, state, owned_paths) if row is not None else set()
+        others = shared.mates(self.writer, self.store, job.path)
+        declined |= others.declined  # taken out of the sidecar they share: out for both photos
         owned = job.owned
         # A keyword a person took out stays out, unless they put it back (theirs then) or an override
         # of theirs asks for it
@@ -207,6 +212,9 @@ class Writeback:
         # Places alone never overwrite: with nothing predicted, overwrite would make a photo's keywords
         # its place and nothing else (the threshold-typo case above).
         mode = rules.mode if keywords or rules.mode != "overwrite" else "append"
+        if others:
+            owned_paths = {**owned_paths, **self.share(job, state, others, keywords)}
+            owned, writing, mode = self._beside(job, state, others, writing, withdraw, mode)
         plan = job.plan = self.writer.plan(
             Path(job.path), writing, before=job.stat, mode=mode, owned=owned, owned_paths=owned_paths,
             paths=paths, withdraw=withdraw, state=state, fill=fill, filled=job.filled)
@@ -227,6 +235,47 @@ class Writeback:
                 k: (*owned_paths.get(k, (k,)), *plan.paths[k]) for k in plan.respelled})
             self.store.set_filled(job.file_id, plan.fills_ahead)
         job.ahead = mine + plan.dropped
+
+    def share(self, job: WriteJob, state: FileState, others: shared.Mates,
+              keywords: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """Keywords predicted for this photo that are in the sidecar it shares because another photo
+        has them from tagwatch are this photo's too, not the person's: recorded in its ledger at once
+        (they are in the file), so that the other photo's untag leaves them.  Returns them → paths."""
+        assert self.writer is not None
+        found = {k: others.held[k] for k in keywords if k in others.held and k not in job.owned
+                 and not self.writer.absent(state, {k: others.held[k]})}
+        if not found:
+            return {}
+        st = job.stat
+        with self.store.transaction():
+            file_id = self.store.record_file(job.path, key=job.key, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                             state=PENDING)
+            self.store.add_ledger(file_id, list(found), paths={k: p for k, p in found.items() if p})
+            self.store.confirm_ledger(file_id, found)
+        job.owned, job.held = [*job.owned, *found], [*job.held, *found]
+        return found
+
+    def _beside(self, job: WriteJob, state: FileState, others: shared.Mates, writing: list[str],
+                withdraw: Sequence[str], mode: str) -> tuple[list[str], list[str], str]:
+        """What this photo's write leaves in the sidecar it shares: the keywords the other photos
+        have there from tagwatch stay, whatever the mode (sync, overwrite, a correction's remove).
+        Returns (owned, writing, mode) for the plan.  A photo written through its sidecar only keeps
+        them by writing them as they are (neither ours nor the person's for this photo) and lets go
+        of those it no longer wants; a photo that embeds keywords (a JPEG with target embedded or
+        both) leaves them to the other photo, in itself too, until it has them no more; its
+        overwrite, which would set its sidecar to its own keywords alone, works as sync."""
+        assert self.writer is not None
+        keep = [k for k, paths in others.held.items()
+                if k not in writing and not self.writer.absent(state, {k: paths})]
+        if not keep:
+            return job.owned, writing, mode
+        if not self.writer.embeds(Path(job.path)):
+            job.released = [o for o in job.owned if o in keep and (mode != "append" or o in withdraw)]
+            return job.owned, [*writing, *keep], mode
+        if mode == "overwrite":
+            log.info("%s: written as in sync mode, not overwrite: its sidecar %s holds the keywords of %s "
+                     "too", job.path, self.writer.sidecar_for(Path(job.path)).name, ", ".join(others.paths))
+        return [o for o in job.owned if o not in keep], writing, "sync" if mode == "overwrite" else mode
 
     def adopt(self, job: WriteJob, state: FileState, twins: Sequence[Twin], theirs: set[str]
               ) -> dict[str, tuple[str, ...]]:
@@ -349,6 +398,7 @@ class Writeback:
                 self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
                 self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in job.owned],
                                       USER)
+                self.store.remove_ledger(file_id, job.released)  # the other photo's now, in the sidecar
                 self.store.set_filled(file_id, plan.fills)
             placed = job.placed
             if placed is not None:
@@ -416,9 +466,11 @@ class Writeback:
         owned, dropped = self.store.ledger(row.id), self.store.ledger(row.id, REMOVED)
         filled = {name: Filled(*record) for name, record in self.store.filled(row.id).items()}
         self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
+        others = shared.mates(self.writer, self.store, path)  # what they have in a sidecar shared stays
+        left = [k for k in owned if k in others.held]
         try:
-            plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id),
-                                          filled)
+            plan = self.writer.plan_untag(Path(path), shared.ours_only(owned, others), dropped,
+                                          self.store.ledger_paths(row.id), filled)
             st = self.writer.apply(plan)
         except (MetadataError, OSError) as exc:
             reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
@@ -432,8 +484,10 @@ class Writeback:
                                    state=UNTAGGED)
         if not plan.changes:  # left alone by the daemon all the same, as asked
             return Outcome(path, Status.UNCHANGED, error="nothing of tagwatch's in it to take out")
-        log.info("untagged %s: removed %s%s", path, ", ".join(plan.removed) or "nothing",
-                 f"; restored {', '.join(plan.restored)}" if plan.restored else "")
+        log.info("untagged %s: removed %s%s%s", path, ", ".join(plan.removed) or "nothing",
+                 f"; restored {', '.join(plan.restored)}" if plan.restored else "",
+                 f"; left in the sidecar it shares with {', '.join(others.paths)}, which has them from "
+                 f"tagwatch too: {', '.join(left)}" if left else "")
         return Outcome(path, Status.UNTAGGED, added=plan.restored)
 
     # -- renames and deletions ------------------------------------------------------------------
@@ -453,16 +507,22 @@ class Writeback:
                     continue
                 if op.is_dir:
                     self.store.mark_deleted_under(op.path)
-                elif self.store.mark_deleted(op.path):
+                    continue
+                if self.writer is not None:  # its keywords leave a sidecar another photo still uses
+                    shared.forget(self.writer, self.store, op.path)
+                if self.store.mark_deleted(op.path):
                     log.info("%s: deleted", op.path, extra={"event": "deleted", "path": op.path})
                 else:
                     log.info("%s: skipped: deleted before it could be tagged", op.path)
             elif op.is_dir:
                 self.store.move_tree(op.src, op.dst)
             else:
-                if self.writer is not None:
+                known = self.store.move(op.src, op.dst)
+                # A sidecar the photo shares stays where it is; its own keywords go with it
+                if self.writer is not None and not (known and shared.carry(self.writer, self.store,
+                                                                           op.src, op.dst)):
                     move_sidecar(self.writer, op.src, op.dst)
-                if not self.store.move(op.src, op.dst):
+                if not known:
                     unknown.append(op.dst)
                 else:
                     log.info("moved %s -> %s", op.src, op.dst,

@@ -1,0 +1,172 @@
+"""A sidecar two photos share: ``[write] sidecar = "photo.xmp"`` names it after the photo's stem.
+
+That is Lightroom's and Capture One's name, so a RAW+JPEG pair (``IMG_1.CR2``, ``IMG_1.JPG``) has one
+``IMG_1.xmp``, which those apps read for both photos (darktable and digiKam name a sidecar
+``IMG_1.CR2.xmp`` so that no two photos share one).  tagwatch keeps that one file: the sidecar holds
+both photos' keywords, the union, and each photo's ledger says which are its own.  So a keyword one
+photo takes out (untag, sync, a correction, a rename) leaves the sidecar only if no other photo of
+that stem has it from tagwatch too, a keyword already there because the other photo has it is this
+photo's as well (not the person's) when it is predicted for this one, and a keyword a person took
+out of the shared sidecar stays out of it for both photos.  A photo renamed away from its stem takes
+its own keywords to a sidecar of its new name and leaves the other photo's where they are.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .formats import IMAGE_SUFFIXES
+from .metadata import KeywordWriter, MetadataError
+from .store import ADDED, DECLINED, DELETED, USER, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Mates:
+    """What the other photos that share a photo's sidecar have in it from tagwatch, per their ledgers."""
+
+    paths: tuple[str, ...] = ()
+    held: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # keyword → paths written under
+    declined: frozenset[str] = frozenset()  # taken out of the shared sidecar by a person
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+
+NO_MATES = Mates()
+
+
+def stem_mates(writer: KeywordWriter, path: Path, *, any_file: bool = False) -> list[Path]:
+    """The other files whose sidecar is ``path``'s: with ``photo.xmp`` naming, the photos of the same
+    folder and stem (``any_file``: every file of that stem but a sidecar, such as a RAW format
+    tagwatch does not read, whose sidecar it still is for the apps that do)."""
+    side = writer.sidecar_for(path)
+    if side.name == path.name + ".xmp":  # photo.jpg.xmp naming: each photo has its own
+        return []
+    found = []
+    for other in path.parent.glob(glob.escape(path.stem) + ".*"):
+        if other == path or other.suffix.lower() == ".xmp" or other.is_symlink() or not other.is_file():
+            continue
+        if writer.sidecar_for(other) == side and (any_file or other.suffix.lower() in IMAGE_SUFFIXES):
+            found.append(other)
+    return sorted(found)
+
+
+def mates(writer: KeywordWriter, store: Store, path: str) -> Mates:
+    """The other photos sharing ``path``'s sidecar and what they have in it from tagwatch (their
+    ledgers' keywords, a correction's included: those are the person's for that photo)."""
+    if not writer.sidecar_for(Path(path)).exists():
+        return NO_MATES
+    others = [str(p) for p in stem_mates(writer, Path(path))]
+    if not others:
+        return NO_MATES
+    return Mates(tuple(others), *_ledgers(store, others))
+
+
+def _ledgers(store: Store, paths: Sequence[str]) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
+    """The keywords ``paths`` have from tagwatch (→ the hierarchical paths written under), and those
+    a person took out of them."""
+    rows = [row for row in store.files(paths).values() if row.state != DELETED]
+    ledgers = store.ledgers(row.id for row in rows)
+    held: dict[str, tuple[str, ...]] = {}
+    declined: set[str] = set()
+    for row in rows:
+        written = store.ledger_paths(row.id)
+        for keyword, action in ledgers.get(row.id, {}).items():
+            if action in (ADDED, USER):
+                held[keyword] = tuple(dict.fromkeys((*held.get(keyword, ()), *written.get(keyword, ()))))
+            elif action == DECLINED:
+                declined.add(keyword)
+    return held, frozenset(declined)
+
+
+def ours_only(owned: Sequence[str], others: Mates) -> list[str]:
+    """The keywords of ``owned`` that no photo sharing the sidecar has from tagwatch too: those a
+    removal may take out of it."""
+    return [k for k in owned if k not in others.held]
+
+
+def carry(writer: KeywordWriter, store: Store, src: str, dst: str) -> bool:
+    """A photo renamed (its row in the store already at ``dst``) whose sidecar another file of its
+    old stem still uses, or whose new name's sidecar exists already: its own keywords are written
+    into the sidecar of its new name, and taken out of the old one where no other photo has them.
+    False when there is nothing of the kind to do (the caller moves an unshared sidecar along)."""
+    old, new = writer.sidecar_for(Path(src)), writer.sidecar_for(Path(dst))
+    if old == new or not old.is_file() or old.is_symlink() or old.name == Path(src).name + ".xmp":
+        return False
+    left = stem_mates(writer, Path(src), any_file=True)
+    if not left and not os.path.lexists(new):
+        return False
+    row = store.file(dst)
+    if row is None:
+        return False
+    try:
+        in_old = writer.read(old).all
+        owned = [k for k in store.ledger(row.id) if k in in_old]
+        paths = {k: p for k, p in store.ledger_paths(row.id).items() if k in owned}
+        if owned:
+            _write_own(writer, store, row.id, dst, owned, paths)
+        if left:
+            _leave(writer, store, left[0], f"{Path(src).name}'s keywords, renamed to {dst}", owned, paths)
+    except (MetadataError, OSError) as exc:
+        reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
+        log.warning("%s: keywords not moved from the sidecar %s it shares: %s (its next scan writes them)",
+                    dst, old.name, reason)
+    return True
+
+
+def forget(writer: KeywordWriter, store: Store, path: str) -> None:
+    """A photo deleted (still recorded in the store) whose sidecar another file of its stem uses:
+    its keywords leave that sidecar where no photo still using it has them from tagwatch, or they
+    would be taken for the person's keywords of the other photo."""
+    row = store.file(path)
+    side = writer.sidecar_for(Path(path))
+    if row is None or row.state == DELETED or not side.is_file() or side.is_symlink():
+        return
+    left = stem_mates(writer, Path(path), any_file=True)
+    if not left:
+        return
+    try:
+        in_side = writer.read(side).all
+        owned = [k for k in store.ledger(row.id) if k in in_side]
+        if owned:
+            paths = {k: p for k, p in store.ledger_paths(row.id).items() if k in owned}
+            _leave(writer, store, left[0], f"{Path(path).name}'s keywords, deleted", owned, paths)
+    except (MetadataError, OSError) as exc:
+        reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
+        log.warning("%s: its keywords not taken out of the sidecar %s it shared: %s", path, side.name, reason)
+
+
+def _write_own(writer: KeywordWriter, store: Store, file_id: int, dst: str, owned: list[str],
+               paths: Mapping[str, tuple[str, ...]]) -> None:
+    """``owned`` into the renamed photo's sidecar, recorded pending first: a crash before the write
+    leaves them to be written again, never taken for keywords a person took out."""
+    store.add_ledger(file_id, owned, paths=paths)
+    plan = writer.plan(Path(dst), owned, owned=owned, owned_paths=paths,
+                       paths={k: p[-1] for k, p in paths.items()})
+    if plan.changes:
+        writer.apply(plan)
+    store.confirm_ledger(file_id, owned)
+    log.info("%s: its keywords written to its own sidecar %s: %s", dst, writer.sidecar_for(Path(dst)).name,
+             ", ".join(owned))
+
+
+def _leave(writer: KeywordWriter, store: Store, mate: Path, whose: str, gone: Collection[str],
+           paths: Mapping[str, tuple[str, ...]]) -> None:
+    """Take out of ``mate``'s sidecar the keywords ``gone`` of a photo renamed or deleted (``whose``
+    says which, for the log) that no photo still using it has from tagwatch, nor ``mate`` holds in
+    its own fields."""
+    held, _ = _ledgers(store, [str(mate), *(str(p) for p in stem_mates(writer, mate))])
+    photo = writer.read(mate).all
+    only = [k for k in gone if k not in held and k not in photo]
+    if not only:
+        return
+    writer.apply(writer.plan_untag(mate, only, [], paths))
+    log.info("%s: %s taken out of its sidecar %s: %s", mate, ", ".join(only), writer.sidecar_for(mate).name,
+             whose)

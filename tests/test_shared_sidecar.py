@@ -1,0 +1,152 @@
+"""Photos that share one sidecar: ``[write] sidecar = "photo.xmp"`` names a sidecar after the photo's
+stem (Lightroom's and Capture One's way), so a RAW+JPEG pair, IMG_1.CR2 and IMG_1.JPG (here IMG_1.jpg
+and IMG_1.png), has one IMG_1.xmp.  That sidecar holds both photos' keywords, as those apps read it
+for both; each photo's ledger keeps its own, and a photo's untag, rename or correction takes out of
+the sidecar only keywords the other photo does not have from tagwatch too.  Real files, the real CLI
+and daemon, exiftool reading back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
+from tagwatch.config import TaggingConfig, WriteConfig
+from tagwatch.outcomes import Status
+from tagwatch.overrides import parse_overrides
+from tagwatch.queue import Delete
+
+TAGS4 = ["beach", "forest", "mountain", "city street"]  # top_k 3 of 4: two photos share at least two
+SIDECAR = '[write]\ntarget = "sidecar"\nsidecar = "photo.xmp"\n'
+
+
+def noise_png(path: Path, seed: int) -> Path:
+    """A real PNG (a format tagwatch tags through a sidecar only) of smooth random colour blobs."""
+    small = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((320, 240), Image.Resampling.BICUBIC).save(path, "PNG")
+    return path
+
+
+def pair(folder: Path) -> tuple[Path, Path]:
+    """IMG_1.jpg and IMG_1.png: two pictures, one stem."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return noise_jpeg(folder / "IMG_1.jpg", seed=1), noise_png(folder / "IMG_1.png", seed=2)
+
+
+def in_sidecar(path: Path) -> set[str]:
+    """The keywords of a sidecar, as an app that reads it sees them (dc:subject)."""
+    return set(exif_keywords(path)["xmp"]) if path.exists() else set()
+
+
+def predicted(config: Path, folder: Path) -> dict[str, set[str]]:
+    """Each photo's own keywords, by file name (`tagwatch export`: what tagwatch writes into it)."""
+    result = tagwatch("export", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    return {Path(path).name: set(tags) for path, tags in json.loads(result.stdout).items()}
+
+
+def test_two_photos_of_one_stem_keep_their_keywords_apart_in_their_shared_sidecar(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The sidecar held both photos' keywords, but the second photo's ledger did not own those the
+    first had put in: `untag IMG_1.png` took the JPG's keywords out too, and the JPG's next scan said
+    "unchanged" without them."""
+    folder = tmp_path / "sc"
+    jpg, png = pair(folder)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3, extra=SIDECAR)
+    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    assert run("scan", str(folder)).returncode == 0
+    own = predicted(config, folder)
+    side = folder / "IMG_1.xmp"
+    assert sorted(p.name for p in folder.iterdir()) == ["IMG_1.jpg", "IMG_1.png", "IMG_1.xmp"]
+    assert in_sidecar(side) == own["IMG_1.jpg"] | own["IMG_1.png"]
+    assert own["IMG_1.jpg"] & own["IMG_1.png"], "the two photos share a keyword"
+
+    result = run("untag", str(png))
+    assert result.returncode == 0, result.stderr
+    assert in_sidecar(side) == own["IMG_1.jpg"]  # the keywords both have stay: the JPG's too
+    assert "1 unchanged" in run("scan", str(jpg)).stderr
+    assert in_sidecar(side) == own["IMG_1.jpg"]
+
+    assert run("scan", str(png)).returncode == 0  # named: tagged again
+    assert in_sidecar(side) == own["IMG_1.jpg"] | own["IMG_1.png"]
+    assert run("untag", str(jpg)).returncode == 0
+    assert in_sidecar(side) == own["IMG_1.png"]
+    assert run("untag", str(png)).returncode == 0
+    assert in_sidecar(side) == set()
+
+
+@pytest.mark.parametrize("mode", ["append", "sync", "overwrite"])
+def test_a_correction_of_one_photo_leaves_the_keyword_the_other_has_in_their_sidecar(
+        tmp_path: Path, tiny_checkpoint: Path, mode: str) -> None:
+    """A correction removing `forest` from the PNG took it out of the sidecar, which the JPG has it
+    in from tagwatch too (in overwrite, as a keyword of the person's); the JPG's next scan would have
+    called it taken out by a person."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode=mode),
+              WriteConfig(target="sidecar", sidecar="photo.xmp"))
+    try:
+        env.use(["beach", "forest"])  # two tags, top_k 2: both photos get both
+        jpg, png = pair(tmp_path / "in")
+        side = tmp_path / "in" / "IMG_1.xmp"
+        assert env.run(jpg, png) == {"IMG_1.jpg": Status.TAGGED, "IMG_1.png": Status.TAGGED}
+        assert in_sidecar(side) == {"beach", "forest"}
+        env.pipeline.use_overrides(parse_overrides(f'[[override]]\npath = "{png}"\nremove = ["forest"]\n',
+                                                   tmp_path / "o.toml", [tmp_path / "in"]))
+        env.pipeline.retag()
+        assert in_sidecar(side) == {"beach", "forest"}  # the JPG's forest stays
+        assert env.run(jpg) == {"IMG_1.jpg": Status.UNCHANGED}
+        assert env.pipeline.untag(str(jpg)).status == Status.UNTAGGED
+        assert in_sidecar(side) == {"beach"}  # the JPG's forest goes: the PNG has no forest now
+        assert env.pipeline.untag(str(png)).status == Status.UNTAGGED
+        assert in_sidecar(side) == set()
+    finally:
+        env.close()
+
+
+def test_a_photo_renamed_away_from_its_shared_sidecar_takes_its_keywords_along(
+        tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
+    """`mv IMG_1.jpg IMG_3.jpg` under the daemon logged "moved" but left the sidecar, which the PNG
+    still uses, and IMG_3.jpg was recorded tagged with no sidecar: its keywords go to IMG_3.xmp,
+    and IMG_1.xmp keeps the PNG's alone."""
+    folder = tmp_path / "sc"
+    jpg, _ = pair(folder)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[folder], tags=TAGS4, top_k=3,
+                          extra=SIDECAR)
+    daemon: Daemon = daemon_factory(config).start()
+    wait_for(lambda: status(config)["tagged"] == 2)
+    own = predicted(config, folder)
+    assert in_sidecar(folder / "IMG_1.xmp") == own["IMG_1.jpg"] | own["IMG_1.png"]
+    mark = len(daemon.log())
+    renamed = jpg.rename(folder / "IMG_3.jpg")
+    daemon.wait_log(f"moved {jpg} -> {renamed}", since=mark)
+    assert in_sidecar(folder / "IMG_3.xmp") == own["IMG_1.jpg"]
+    assert in_sidecar(folder / "IMG_1.xmp") == own["IMG_1.png"]
+    assert daemon.stop() == 0
+    assert "2 unchanged" in tagwatch("scan", "--config", str(config), str(folder)).stderr
+    assert tagwatch("untag", "--config", str(config), str(renamed)).returncode == 0
+    assert (in_sidecar(folder / "IMG_3.xmp"), in_sidecar(folder / "IMG_1.xmp")) == (set(), own["IMG_1.png"])
+
+
+def test_a_photo_deleted_takes_its_own_keywords_out_of_the_sidecar_it_shared(tmp_path: Path,
+                                                                              tiny_checkpoint: Path) -> None:
+    """Deleting IMG_1.jpg left its keywords in IMG_1.xmp, where the apps show them for IMG_1.png, as
+    keywords nobody's ledger has: the PNG's untag could never take them out."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=3),
+              WriteConfig(target="sidecar", sidecar="photo.xmp"))
+    try:
+        env.use(TAGS4)
+        jpg, png = pair(tmp_path / "in")
+        own = {Path(o.path).name: {k for k, _ in o.tags} for o in env.pipeline.process([str(jpg), str(png)])}
+        side = tmp_path / "in" / "IMG_1.xmp"
+        assert in_sidecar(side) == own["IMG_1.jpg"] | own["IMG_1.png"]
+        jpg.unlink()
+        env.pipeline.apply([Delete(str(jpg))])
+        assert in_sidecar(side) == own["IMG_1.png"]
+        assert env.pipeline.untag(str(png)).status == Status.UNTAGGED
+        assert in_sidecar(side) == set()
+    finally:
+        env.close()
