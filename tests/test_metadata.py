@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -308,3 +309,22 @@ def test_untag_after_overwrite_gives_each_field_back_as_it_was(name: str, before
     assert exif_keywords(photo) == {"iptc": ["harbour", "Test"], "xmp": ["harbour", "Test"]}
     writer.apply(writer.plan_untag(photo, plan.ours, plan.dropped, filled=plan.fills))
     assert exif_keywords(photo) == before
+
+
+def test_warming_up_leaves_nothing_and_clears_what_a_killed_daemon_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: KeywordWriter) -> None:
+    """Each daemon start warms exiftool up on a scrap photo; one killed (or failing at once) while it
+    wrote left its scrap in the temporary folder, a thousand after a few days of restarts."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    finished = subprocess.Popen(["true"])  # a PID that has ended
+    finished.wait()
+    folder = tmp_path / f"tagwatch-warm-up-{os.getuid()}"
+    folder.mkdir(mode=0o700)
+    left = [folder / f"{finished.pid}.jpg", folder / f"{finished.pid}.jpg_exiftool_tmp"]
+    for path in left:
+        path.write_bytes(b"scrap")
+    alive = folder / f"{os.getppid()}.jpg"  # a live process's scrap, being written
+    alive.write_bytes(b"scrap")
+    writer.warm_up()
+    assert sorted(tmp_path.iterdir()) == [folder]
+    assert list(folder.iterdir()) == [alive]

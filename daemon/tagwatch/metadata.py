@@ -69,8 +69,11 @@ def is_stale_temp_file(name: str) -> bool:
     if not is_temp_file(name):
         return False
     pid = _writer_pid(name)
-    if pid is None:
-        return True
+    return pid is None or _gone(pid)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (this process and another user's live one have not)."""
     if pid == os.getpid():
         return False
     try:
@@ -80,6 +83,24 @@ def is_stale_temp_file(name: str) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
+
+
+def _warm_up_scrap() -> Path:
+    """Where this process's exiftool warm-up writes its scrap photo: one folder of this user's in the
+    temporary folder, one file per process (its PID in the name).  A folder per warm-up was left
+    behind by every daemon that ended while exiftool still wrote (a start that failed at once, a
+    kill): a thousand of them in /tmp after a few days of test runs.  Here the next warm-up removes
+    what a process that is gone left (the scrap, exiftool's ``_exiftool_tmp``, our temp files)."""
+    folder = Path(tempfile.gettempdir()) / f"tagwatch-warm-up-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise OSError(f"{folder} is not a folder of this user's")
+    for entry in folder.iterdir():
+        pid = entry.name.split(".", 1)[0]
+        if is_stale_temp_file(entry.name) or (pid.isdigit() and _gone(int(pid))):
+            entry.unlink(missing_ok=True)
+    return folder / f"{os.getpid()}.jpg"
 
 
 def _writer_pid(name: str) -> int | None:
@@ -702,17 +723,18 @@ class KeywordWriter:
         daemon's start, beside the model's: a photo dropped as it starts had its keywords ~0.25 s
         sooner.  Not at a scan's: there the cores are busy from the start, and scans of 60 photos ran
         ~0.1 s slower with it.  A problem is left for a real write to report.  A daemon whose start
-        fails at once (no network for the model's download) exits while this still writes: the folder's
-        removal at exit then meets exiftool's file in it, which must not end the error's one line with
-        a traceback."""
+        fails at once (no network for the model's download) exits while this still writes: its scrap
+        is left for the next warm-up to remove (:func:`_warm_up_scrap`), and nothing here may end the
+        error's one line with a traceback."""
         from PIL import Image  # already imported by the decoding, in every process that writes
 
         try:
-            with tempfile.TemporaryDirectory(prefix="tagwatch-warm-up-",
-                                             ignore_cleanup_errors=True) as folder:
-                scrap = Path(folder) / "warm-up.jpg"
+            scrap = _warm_up_scrap()
+            try:
                 Image.new("RGB", (8, 8)).save(scrap, "JPEG")
                 self.apply(self.plan(scrap, ["tagwatch", "warm-up"], paths={"warm-up": "tagwatch|warm-up"}))
+            finally:
+                scrap.unlink(missing_ok=True)
         except Exception as exc:
             log.debug("exiftool warm-up: %s: %s", type(exc).__name__, exc)
 
