@@ -97,6 +97,7 @@ def test_install_writes_a_verified_unit_for_this_user_and_uninstall_removes_it(
     assert "-" + str(photos).replace(" ", "\\x20") in writable
     assert "-" + str(home / "100%% Film").replace(" ", "\\x20") in writable
     assert f"-{home / 'conf' / 'state'}" in writable.split()  # the database folder
+    assert f"-{home / 'conf'}" in writable.split()  # the tag list's: the review page saves it there
     verify(unit, home)
 
     # Installing again replaces our own file; a unit the user wrote is never overwritten.

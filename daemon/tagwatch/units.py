@@ -66,7 +66,10 @@ RestartSec=10
 Nice=10
 IOSchedulingClass=idle
 {service_extra}\
-# Hardening: the daemon writes only its photo folders, its data folder and its model cache.
+# Hardening: the daemon writes only its photo folders, its data folder, its model cache and the
+# folder of its tag list and overrides (the review page saves corrections and thresholds there;
+# a photo's renamed correction follows it): each listed in ReadWritePaths= (for an instance of
+# tagwatch@, add the last one there too if its review page is to save them).
 # A leading "-" lets a folder be missing (an unplugged disk) without failing the start.
 NoNewPrivileges=yes
 PrivateTmp=yes
@@ -95,13 +98,14 @@ class ServiceSpec:
     """What differs between one user's service and another's."""
 
     command: tuple[str, ...]  # the daemon's argv, e.g. ("/usr/bin/tagwatch", "run", "--config", "…")
-    writable: tuple[str, ...]  # folders the daemon may write: photos, its data folder, model cache
+    writable: tuple[str, ...]  # folders the daemon may write: photos, data, model cache, tag list's
 
 
 def shipped_spec() -> ServiceSpec:
     """The generic unit in ``systemd/``: pip's user install location and XDG default folders."""
     return ServiceSpec(command=("%h/.local/bin/tagwatch", "run"),
-                       writable=("%h/Pictures", "%h/.local/share/tagwatch", "%h/.cache/tagwatch"))
+                       writable=("%h/Pictures", "%h/.local/share/tagwatch", "%h/.cache/tagwatch",
+                                 "%h/.config/tagwatch"))
 
 
 def _unit_word(word: str) -> str:

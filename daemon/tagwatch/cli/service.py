@@ -46,7 +46,10 @@ def unit(platform: str, config: Config) -> tuple[bytes, str]:
         text = text.replace(b"<dict>", f"<!-- {units.MARKER} -->\n<dict>".encode(), 1)
         target = service_file(platform)
         return text, f"launchctl bootstrap gui/{os.getuid()} {shlex.quote(str(target))}"
-    writable = (*config.watch, config.database.parent, config.model.cache_dir)
+    # The tag list's and the overrides' folders too: the review page saves corrections and
+    # thresholds there, and the daemon moves a correction along when its photo is renamed
+    edited = [p.parent for p in (config.tags, config.overrides) if p is not None]
+    writable = (*config.watch, config.database.parent, config.model.cache_dir, *edited)
     spec = units.ServiceSpec(command, tuple(str(p) for p in dict.fromkeys(writable)))
     return (units.systemd_user_unit(spec).encode(),
             "systemctl --user daemon-reload && systemctl --user enable --now tagwatch")
