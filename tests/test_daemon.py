@@ -254,13 +254,13 @@ def test_exiftool_is_warmed_up_before_the_first_photo_arrives(tmp_path: Path, ti
     daemon = Daemon(config, tmp_path / "daemon.log", env={"TMPDIR": str(scratch)}).start()
     try:
         assert daemon.proc is not None
-        # the warm-up's folder stays (tagwatch-warm-up-UID, for the next start to clear), empty
-        scraps = lambda: [p for p in scratch.rglob("*") if not p.is_dir()]  # noqa: E731
-        wait_for(lambda: _exiftool_children(daemon.proc.pid) and not scraps())
+        # the scrap is written in the data folder (the daemon may write nothing else), then removed
+        warm_up = config.parent / "state" / "exiftool-warm-up"
+        wait_for(lambda: _exiftool_children(daemon.proc.pid) and warm_up.is_dir()
+                 and not any(warm_up.iterdir()))
         assert "tagged " not in daemon.log()  # no photo of the user's was written to warm it up
         photo = noise_jpeg(root / "first.jpg", seed=7)
         wait_for(lambda: tagged_with(photo, TAGS))
     finally:
         assert daemon.stop() == 0
-    assert not scraps()
-    assert [p.name for p in scratch.iterdir()] == [f"tagwatch-warm-up-{os.getuid()}"]
+    assert not any(scratch.iterdir()) and not any(warm_up.iterdir())

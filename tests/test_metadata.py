@@ -8,7 +8,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -251,10 +250,10 @@ def test_exiftool_dies_with_a_killed_daemon_and_outlives_the_thread_that_started
     assert not _alive(pid), f"exiftool {pid} outlived its killed parent"
 
 
-def test_warming_exiftool_up_without_it_raises_nothing() -> None:
+def test_warming_exiftool_up_without_it_raises_nothing(tmp_path: Path) -> None:
     """The daemon's start warms exiftool up aside; where it is missing the first real write says so."""
     writer = KeywordWriter(ExifTool("no-such-exiftool"))
-    writer.warm_up()
+    writer.warm_up(tmp_path)
     with pytest.raises(MetadataError):
         writer.exiftool.execute("-ver")
 
@@ -312,19 +311,18 @@ def test_untag_after_overwrite_gives_each_field_back_as_it_was(name: str, before
 
 
 def test_warming_up_leaves_nothing_and_clears_what_a_killed_daemon_left(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: KeywordWriter) -> None:
+        tmp_path: Path, writer: KeywordWriter) -> None:
     """Each daemon start warms exiftool up on a scrap photo; one killed (or failing at once) while it
-    wrote left its scrap in the temporary folder, a thousand after a few days of restarts."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    wrote left its scrap behind, a thousand after a few days of restarts."""
     finished = subprocess.Popen(["true"])  # a PID that has ended
     finished.wait()
-    folder = tmp_path / f"tagwatch-warm-up-{os.getuid()}"
+    folder = tmp_path / "exiftool-warm-up"
     folder.mkdir(mode=0o700)
     left = [folder / f"{finished.pid}.jpg", folder / f"{finished.pid}.jpg_exiftool_tmp"]
     for path in left:
         path.write_bytes(b"scrap")
     alive = folder / f"{os.getppid()}.jpg"  # a live process's scrap, being written
     alive.write_bytes(b"scrap")
-    writer.warm_up()
+    writer.warm_up(tmp_path)
     assert sorted(tmp_path.iterdir()) == [folder]
     assert list(folder.iterdir()) == [alive]

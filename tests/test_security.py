@@ -144,7 +144,7 @@ def test_offline_daemon_and_scan_stay_in_their_folders_with_private_files(
         assert {"tagwatch.db", "tagwatch.db-wal", "tagwatch.db-shm", "tagwatch.db.state.json"} <= names
         assert mode(data) == 0o700 and mode(data.parent) == 0o755  # XDG_DATA_HOME itself existed
         files = {p.name: mode(p) for p in data.iterdir() if p.is_file()}
-        assert files == dict.fromkeys(names - {"torch-cache"}, 0o600)
+        assert files == dict.fromkeys(names - {"torch-cache", "exiftool-warm-up"}, 0o600)
         assert all(mode(p) == 0o700 for p in data.iterdir() if p.is_dir())
         mark = len(daemon.log())
         os.rename(photos[0], sandbox.photos / "trip" / "renamed.jpg")

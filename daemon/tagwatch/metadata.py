@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,17 +84,15 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def _warm_up_scrap() -> Path:
-    """Where this process's exiftool warm-up writes its scrap photo: one folder of this user's in the
-    temporary folder, one file per process (its PID in the name).  A folder per warm-up was left
-    behind by every daemon that ended while exiftool still wrote (a start that failed at once, a
-    kill): a thousand of them in /tmp after a few days of test runs.  Here the next warm-up removes
-    what a process that is gone left (the scrap, exiftool's ``_exiftool_tmp``, our temp files)."""
-    folder = Path(tempfile.gettempdir()) / f"tagwatch-warm-up-{os.getuid()}"
+def _warm_up_scrap(data: Path) -> Path:
+    """Where this process's exiftool warm-up writes its scrap photo: a folder of its own in the data
+    folder (``exiftool-warm-up/``), one file per process (its PID in the name).  A temporary folder
+    per warm-up was left in /tmp by every daemon that ended while exiftool still wrote (a start that
+    failed at once, a kill): a thousand of them after a few days of test runs.  Here the next
+    warm-up removes what a process that is gone left (the scrap, exiftool's ``_exiftool_tmp``, our
+    temp files), and nothing is written outside the folders the daemon may write."""
+    folder = data / "exiftool-warm-up"
     folder.mkdir(mode=0o700, exist_ok=True)
-    st = folder.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise OSError(f"{folder} is not a folder of this user's")
     for entry in folder.iterdir():
         pid = entry.name.split(".", 1)[0]
         if is_stale_temp_file(entry.name) or (pid.isdigit() and _gone(int(pid))):
@@ -716,7 +713,7 @@ class KeywordWriter:
                 photo = written
         return photo
 
-    def warm_up(self) -> None:
+    def warm_up(self, data: Path) -> None:
         """Have exiftool read and write keywords (with a path) in a scrap photo of its own: its Perl
         start and the compiling of its writing code (~0.3 s of a core on the AVX2-only EPYC) then
         come before the first photo's write instead of in it.  Run on a thread of its own at the
@@ -729,7 +726,7 @@ class KeywordWriter:
         from PIL import Image  # already imported by the decoding, in every process that writes
 
         try:
-            scrap = _warm_up_scrap()
+            scrap = _warm_up_scrap(data)
             try:
                 Image.new("RGB", (8, 8)).save(scrap, "JPEG")
                 self.apply(self.plan(scrap, ["tagwatch", "warm-up"], paths={"warm-up": "tagwatch|warm-up"}))
@@ -738,9 +735,10 @@ class KeywordWriter:
         except Exception as exc:
             log.debug("exiftool warm-up: %s: %s", type(exc).__name__, exc)
 
-    def warm_up_aside(self) -> None:
+    def warm_up_aside(self, data: Path) -> None:
         """:meth:`warm_up` on a thread of its own (the exiftool lock orders it with real writes)."""
-        threading.Thread(target=self.warm_up, name="tagwatch-exiftool-warm-up", daemon=True).start()
+        threading.Thread(target=self.warm_up, args=(data,), name="tagwatch-exiftool-warm-up",
+                         daemon=True).start()
 
     def add(self, path: Path, keywords: list[str]) -> list[str]:
         """Add the ``keywords`` missing from the file; returns those that were nowhere before."""

@@ -175,7 +175,8 @@ class Daemon:
 
     def start(self) -> None:
         """Load the tag list (errors end the start), start watching, schedule scans."""
-        self.writer.warm_up_aside()  # exiftool's start, not the first photo's write, waits for Perl
+        # exiftool's start, not the first photo's write, waits for Perl
+        self.writer.warm_up_aside(self.config.database.parent)
         self._load_tags()
         self.watcher.start()
         self._watch_tag_list()
