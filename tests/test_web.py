@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -637,3 +638,27 @@ def test_a_correction_without_an_overrides_file_in_the_config_says_what_to_add(t
     with pytest.raises(CorrectionError, match=r'config\.toml names none: add overrides = "overrides\.toml"'):
         write_correction(config, str(tmp_path / "a.jpg"), "red", "remove")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corrections_saved_at_once_are_all_kept(tmp_path: Path) -> None:
+    """The page saves each correction from a thread of its own: two at once read the same file and
+    the later write took the earlier one's rule out (a person rejecting keywords quickly lost some)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tagwatch.config import Config
+    from tagwatch.overrides import load_overrides
+    from tagwatch.web.corrections import write_correction
+
+    overrides = tmp_path / "overrides.toml"
+    config = Config(watch=(tmp_path,), source=tmp_path / "config.toml", overrides=overrides)
+    photo = str(tmp_path / "a.jpg")
+    words = [f"word{i}" for i in range(12)]
+    start = threading.Barrier(len(words))
+
+    def reject(word: str) -> None:
+        start.wait()
+        write_correction(config, photo, word, "remove")
+
+    with ThreadPoolExecutor(len(words)) as pool:
+        list(pool.map(reject, words))
+    assert sorted(load_overrides(overrides, [tmp_path]).for_path(photo).remove) == sorted(words)

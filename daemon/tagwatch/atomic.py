@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import logging
 import os
 import sys
@@ -214,6 +215,21 @@ def fsync_folder(folder: Path | str) -> None:
             raise
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def editing(path: Path) -> Iterator[None]:
+    """Hold the edit of ``path`` (read, change, :func:`write_atomic`) alone among tagwatch's editors:
+    the review page's requests run in threads at once, beside the daemon moving a correction along
+    with its renamed photo, and each reads the whole file and writes it back, so an edit made between
+    another's read and write was lost.  An exclusive ``flock`` on the file's folder (the file itself is
+    replaced by each write, and may not exist yet): a lock of the open folder, nothing written."""
+    fd = os.open(path.resolve().parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_atomic(path: Path, data: str | bytes, *, like: Path | None = None, mode: int | None = None,

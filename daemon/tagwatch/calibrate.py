@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import write_atomic
+from .atomic import editing, write_atomic
 from .config import Config, default_config_path, is_builtin_tag_list
 from .formats import IMAGE_SUFFIXES
 from .scoring import Counts, best_threshold, counts
@@ -274,19 +274,21 @@ def save_thresholds(config: Config, keywords: Sequence[str], thresholds: Mapping
     builtin = is_builtin_tag_list(tags)
     rich = tags.suffix.lower() == ".toml"
     if rich and not builtin:
-        text = tags.read_text(encoding="utf-8")
-        write_atomic(tags, set_thresholds(text, thresholds, tags))
+        with editing(tags):  # the review page saves thresholds from threads that run at once
+            text = tags.read_text(encoding="utf-8")
+            write_atomic(tags, set_thresholds(text, thresholds, tags))
         return f"wrote {_count(thresholds)} into {tags}"
     folder = tags.parent
     if builtin:  # never write into the installed package
         folder = config.source.parent if config.source else default_config_path().parent
     target = folder / f"{tags.stem}.toml"
-    if target.exists():
-        raise CalibrationError(f"{target} already exists; set tags = {toml_string(target.name)} in the "
-                               "config to calibrate it, or move it away")
-    text = (set_thresholds(tags.read_text(encoding="utf-8"), thresholds, tags) if rich
-            else rich_from_plain(keywords, thresholds, tags))
-    write_atomic(target, text, like=tags)
+    with editing(target):  # never over a twin another save made meanwhile
+        if target.exists():
+            raise CalibrationError(f"{target} already exists; set tags = {toml_string(target.name)} in "
+                                   "the config to calibrate it, or move it away")
+        text = (set_thresholds(tags.read_text(encoding="utf-8"), thresholds, tags) if rich
+                else rich_from_plain(keywords, thresholds, tags))
+        write_atomic(target, text, like=tags)
     where = config.source or default_config_path()
     name = target.name if config.source and target.parent == config.source.parent else str(target)
     return (f"wrote {target}: the tags of {tags.name} with {_count(thresholds)}.\n"

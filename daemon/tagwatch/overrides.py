@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
+from .atomic import editing, write_atomic
 from .vocabulary import (
     VocabularyError,
     check_keyword,
@@ -411,12 +411,13 @@ def follow_moves(overrides: Overrides, moves: Sequence[tuple[str, str, bool]]) -
     is_dir: what the daemon saw renamed); returns the overrides as now written and the rules moved
     (old, new pattern).  The file is replaced atomically, and only if a rule moved."""
     assert overrides.source is not None
-    text = original = read_list_file(overrides.source, "overrides file", OverridesError)
-    moved: list[tuple[str, str]] = []
-    for src, dst, is_dir in moves:
-        text, done = follow_move(text, overrides.source, overrides.roots, src, dst, is_dir)
-        moved += done
-    if text == original:
-        return overrides, []
-    write_atomic(overrides.source, text)
+    with editing(overrides.source):  # the review page may be saving a correction meanwhile
+        text = original = read_list_file(overrides.source, "overrides file", OverridesError)
+        moved: list[tuple[str, str]] = []
+        for src, dst, is_dir in moves:
+            text, done = follow_move(text, overrides.source, overrides.roots, src, dst, is_dir)
+            moved += done
+        if text == original:
+            return overrides, []
+        write_atomic(overrides.source, text)
     return parse_overrides(text, overrides.source, overrides.roots), moved

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_atomic
+from ..atomic import editing, write_atomic
 from ..calibrate import CalibrationError, number, save_thresholds
 from ..config import Config
 from ..exiftool import MetadataError
@@ -53,13 +53,15 @@ def write_correction(config: Config, path: str, keyword: str, action: str) -> Pa
         where = config.source or "the config"
         raise CorrectionError(f"corrections are kept in an overrides file, and {where} names none: add "
                               f'overrides = "overrides.toml" to it (beside tags) and restart tagwatch')
-    text = read_list_file(target, "overrides file", CorrectionError) if target.exists() else OVERRIDES_HEADER
-    try:
-        result = correct(text, target, config.watch, path, keyword, action)
-    except (OverridesError, VocabularyError) as exc:
-        raise CorrectionError(str(exc)) from None
-    if result != text or not target.exists():
-        write_atomic(target, result)
+    with editing(target):  # two corrections at once (the page's threads, a rename's rule) both stay
+        text = (read_list_file(target, "overrides file", CorrectionError) if target.exists()
+                else OVERRIDES_HEADER)
+        try:
+            result = correct(text, target, config.watch, path, keyword, action)
+        except (OverridesError, VocabularyError) as exc:
+            raise CorrectionError(str(exc)) from None
+        if result != text or not target.exists():
+            write_atomic(target, result)
     return target
 
 
