@@ -313,6 +313,24 @@ def test_a_rule_naming_one_photo_follows_its_rename_and_globs_stay_as_written(tm
         (f"{root}/holidays/odd [[]2].jpg", f"{root}/trips/odd [[]2].jpg")]  # "holidays/**" stays
 
 
+def test_a_relative_rule_naming_a_photo_in_two_watched_folders_stays(tmp_path: Path) -> None:
+    """"twin.jpg" relative to two watched folders that each hold one names two photos: renaming one
+    of them moved the rule away from the other, whose correction was then undone."""
+    from tagwatch.overrides import follow_move
+
+    roots = [tmp_path / "a", tmp_path / "b"]
+    for root in roots:
+        root.mkdir()
+    (roots[0] / "twin.jpg").write_bytes(b"")
+    (roots[1] / "twin-b.jpg").write_bytes(b"")  # renamed from twin.jpg
+    source = tmp_path / "overrides.toml"
+    text = '[[override]]\npath = "twin.jpg"\nremove = ["white"]\n'
+    assert follow_move(text, source, roots, f"{roots[1]}/twin.jpg", f"{roots[1]}/twin-b.jpg") == (text, [])
+    (roots[0] / "twin.jpg").unlink()  # the other one gone: the rule names one photo, and follows it
+    assert follow_move(text, source, roots, f"{roots[1]}/twin.jpg", f"{roots[1]}/twin-b.jpg")[1] == [
+        ("twin.jpg", "twin-b.jpg")]
+
+
 def test_the_daemon_moves_a_correction_along_with_its_renamed_photo(tmp_path: Path, tiny_checkpoint: Path,
                                                                    daemon_factory) -> None:
     """A photo corrected on the review page (a rule keyed by its path) is renamed, then its folder:

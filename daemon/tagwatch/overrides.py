@@ -359,7 +359,8 @@ def _followed(rule: Rule, roots: Sequence[str], src: str, dst: str, is_dir: bool
     named = literal_path(rule.pattern)
     if named is None:
         return None
-    for base in [""] if rule.absolute else [root.rstrip("/") + "/" for root in roots]:
+    bases = [""] if rule.absolute else [root.rstrip("/") + "/" for root in roots]
+    for base in bases:
         path = base + named
         if is_dir and path.startswith(src.rstrip("/") + "/"):
             moved = dst.rstrip("/") + path[len(src.rstrip("/")):]
@@ -369,6 +370,8 @@ def _followed(rule: Rule, roots: Sequence[str], src: str, dst: str, is_dir: bool
             moved = dst
         else:
             continue
+        if any(os.path.lexists(other + named) for other in bases if other != base):
+            return None  # a relative path names a photo in another watched folder too: not one photo's
         return glob_escape(moved[len(base):] if base and moved.startswith(base) else moved)
     return None
 
