@@ -122,6 +122,13 @@ def test_a_keyword_a_person_takes_out_stays_out_through_events_restarts_and_tag_
     daemon.wait_log(f"{b}: square taken out of it by a person", since=mark)
     daemon.wait_log(f"tagged {b}: green", since=mark)
     assert held(b) == {"green"}
+    # A dry run shows what a scan would write: never the keyword the person took out, for a photo
+    # settled (its recorded tags) or decided again (another top_k)
+    for extra in ((), ("--top-k", "5")):
+        dry = cli("scan", "--dry-run", "--config", str(daemon.config), *extra, str(b))
+        assert dry.returncode == 0, dry.stderr
+        line = next(line for line in dry.stdout.splitlines() if line.startswith(f"{b}\t"))
+        assert "green" in line and "square" not in line, line
 
     # A tag-list edit re-scores every photo: sync takes our red and green out, and still never
     # writes circle or square, predicted as they are

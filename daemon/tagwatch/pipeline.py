@@ -310,7 +310,9 @@ class Pipeline:
         if not dry_run or row.state != DONE or row.tags is None:
             return Outcome(row.path, Status.UNCHANGED)
         located = self.store.located([row.id]).get(row.id) if self.places.enabled else None
-        return Outcome(row.path, Status.UNCHANGED, [(tag, math.nan) for tag in row.tags],
+        declined = set(self.store.ledger(row.id, DECLINED))  # predicted, and kept out of the file
+        return Outcome(row.path, Status.UNCHANGED,
+                       [(tag, math.nan) for tag in row.tags if tag not in declined],
                        places=list(located.keywords) if located else [])
 
     def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,

@@ -30,7 +30,7 @@ import glob
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import shared
@@ -139,7 +139,12 @@ class Writeback:
 
     def preview(self, job: WriteJob) -> Outcome:
         """A dry run's outcome: the keywords decided, with the places the photo's GPS gives (read
-        here, as step 1 reads it), so that it shows what a scan would write; nothing is recorded."""
+        here, as step 1 reads it), so that it shows what a scan would write; nothing is recorded.
+        Keywords a person took out of this photo (recorded as declined) are left out, as the write
+        leaves them out."""
+        row = self.store.file(job.path)
+        if row is not None and row.key == job.key and (declined := set(self.store.ledger(row.id, DECLINED))):
+            job = replace(job, tags=[(k, s) for k, s in job.tags if k not in declined])
         if self.places is None or self.reader is None:
             return Outcome(job.path, Status.TAGGED, job.tags)
         try:
