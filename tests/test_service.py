@@ -165,6 +165,31 @@ def test_sighup_applies_what_it_can_names_the_rest_and_a_new_mode_re_scores(tmp_
         assert daemon.stop() == 0
 
 
+def test_sighup_keeps_the_files_its_review_page_writes_into(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A SIGHUP naming another overrides file switched the daemon to it while the review page it
+    serves went on saving corrections into the old one, which nothing read any more: with the page
+    served, a change of the tag list's or the overrides' path waits for a restart, and says why."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=3)
+    text = 'overrides = "o.toml"\n' + config.read_text(encoding="utf-8") + "[web]\nenabled = true\nport = 0\n"
+    config.write_text(text, encoding="utf-8")
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_log("review page on ")
+        config.write_text(text.replace('"o.toml"', '"o2.toml"').replace("top_k = 3", "top_k = 2"),
+                          encoding="utf-8")
+        mark = len(daemon.log())
+        daemon.signal(signal.SIGHUP)
+        log = daemon.wait_log(" reloaded: ", since=mark)[mark:]
+        assert ("config: a change of overrides takes effect after a restart: the review page this daemon "
+                "serves saves corrections and thresholds into the files it started with") in log
+        assert f"config {config} reloaded: applied tagging.top_k;" in log
+        assert "o2.toml" not in log
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_an_edit_of_the_overrides_is_logged_as_the_overrides_re_scored(tmp_path: Path,
                                                                         tiny_checkpoint: Path) -> None:
     """An overrides edit was logged as `tag list …: N tags (…); re-scored`, as if the tag list had

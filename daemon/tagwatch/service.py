@@ -43,6 +43,7 @@ ROOT_CHECK_S = 2.0  # how soon a watched folder that vanished and came back is w
 # What a SIGHUP applies at once (a section stands for every key in it): [tagging] re-scores what a new
 # mode, threshold or top_k changes.  A change of any other key is named as waiting for a restart.
 RELOADABLE = ("tags", "overrides", "tagging", "log_level", "max_megapixels")
+_PAGE_FILES = ("tags", "overrides")  # the files the review page writes into
 
 
 class _TagListHandler(FileSystemEventHandler):
@@ -309,6 +310,13 @@ class Daemon:
         later = [key for key in changed if key not in applied]
         if later:
             log.warning("config: a change of %s takes effect after a restart", ", ".join(later))
+        held = [key for key in applied if key in _PAGE_FILES] if self._web is not None else []
+        if held:  # the page would go on saving corrections where the daemon no longer reads them
+            new = replace(new, **{key: getattr(self.config, key) for key in held})
+            applied = [key for key in applied if key not in held]
+            log.warning("config: a change of %s takes effect after a restart: the review page this daemon "
+                        "serves saves corrections and thresholds into the files it started with",
+                        ", ".join(held))
         self._apply(new, applied)
         log.info("config %s reloaded: %s; the tag list and overrides are re-read", self.config.source,
                  f"applied {', '.join(applied)}" if applied else "nothing changed that applies while running")
