@@ -146,6 +146,30 @@ def test_a_copied_photo_keeps_the_record_of_our_keywords(tmp_path: Path, tiny_ch
         env.close()
 
 
+def test_a_keyword_a_person_took_out_of_the_original_stays_out_of_its_copy(tmp_path: Path,
+                                                                          tiny_checkpoint: Path) -> None:
+    """The copy took the original's record of our keywords but not of the one the person had taken
+    out, so the copy's first write put it back."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2))
+    try:
+        env.use(["beach", "forest"])
+        photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=12)
+        env.run(photo)
+        assert keyword_sets(photo) == [({"beach", "forest"},) * 2]
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords-=beach",
+                        "-XMP-dc:Subject-=beach", str(photo)], check=True)
+        env.run(photo)  # tagwatch sees beach taken out: declined, never written back
+        assert keyword_sets(photo) == [({"forest"},) * 2]
+        copy = copy_away(photo, "copy then delete")
+        assert env.pipeline.apply([Delete(str(photo))]) == []
+        env.run(copy)
+        assert keyword_sets(copy) == [({"forest"},) * 2]
+        assert env.pipeline.untag(str(copy)).status == Status.UNTAGGED
+        assert keyword_sets(copy) == [(set(),) * 2]
+    finally:
+        env.close()
+
+
 def test_untag_gives_a_copy_back_as_its_original_was(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """What the original's ledger knows of its fields comes with the keywords: the dc:subject tagwatch
     created in an IPTC-only photo goes from the copy too, and what overwrite took out comes back."""

@@ -184,7 +184,8 @@ class Writeback:
         state = self.writer.inspect(Path(job.path), job.stat)
         if twins:
             owned_paths = self.adopt(job, state, twins, theirs)
-        declined = self.taken_out(job, row, state, owned_paths) if row is not None else set()
+        declined = (self.taken_out(job, row, state, owned_paths) if row is not None
+                    else set(self.store.ledger(job.file_id, DECLINED)) if job.file_id is not None else set())
         others = shared.mates(self.writer, self.store, job.path)
         declined |= others.declined  # taken out of the sidecar they share: out for both photos
         owned = job.owned
@@ -310,6 +311,9 @@ class Writeback:
             self.store.add_ledger(job.file_id, list(adopted), paths=adopted)
             self.store.confirm_ledger(job.file_id, adopted)
             self.store.add_ledger(job.file_id, self.store.ledger(sources[0].id, REMOVED), REMOVED)
+            # a keyword a person took out of the original stays out of its copy
+            declined = {k for twin in sources for k in self.store.ledger(twin.id, DECLINED)}
+            self.store.add_ledger(job.file_id, sorted(declined), DECLINED)
             self.store.set_filled(job.file_id, {name: record for name, record in records.items()
                                                 if name in KEYWORD_FIELDS})
         job.owned = job.held = list(adopted)
