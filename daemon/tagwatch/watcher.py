@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchdog.events import (
+    DirAttribEvent,
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -39,12 +41,6 @@ from .freshness import is_settled
 from .metadata import is_stale_temp_file
 from .queue import BatchQueue, Delete, Move
 from .store import Store
-
-try:
-    from watchdog.events import DirAttribEvent, FileAttribEvent
-except ImportError:  # watchdog < 7 reports a chmod as FileModifiedEvent (DirModifiedEvent for a folder)
-    from watchdog.events import DirModifiedEvent as DirAttribEvent
-    FileAttribEvent = FileModifiedEvent
 
 log = logging.getLogger(__name__)
 
