@@ -71,6 +71,25 @@ def is_stale_temp_file(name: str) -> bool:
     return pid is None or _gone(pid)
 
 
+def remove_if_stale(entry: os.DirEntry[str]) -> bool:
+    """Delete ``entry`` if it is a temporary file of ours whose writer is gone (:func:`is_stale_temp_file`),
+    saying so in the log; True when it was one (removed, or already removed by another cleaner, or
+    not removable, which is logged).  The daemon's start-up scan, ``scan`` and ``untag`` clean up
+    after an interrupted write with it."""
+    if not (is_stale_temp_file(entry.name) and entry.is_file(follow_symlinks=False)):
+        return False
+    try:
+        os.unlink(entry.path)
+    except FileNotFoundError:  # a second cleaner (the daemon, a scan) was first
+        return True
+    except OSError as exc:
+        log.warning("%s: cannot remove this temporary file left by an interrupted write: %s",
+                    entry.path, exc.strerror)
+        return True
+    log.info("%s: removed a temporary file left by an interrupted write", entry.path)
+    return True
+
+
 def _gone(pid: int) -> bool:
     """Whether process ``pid`` has ended (this process and another user's live one have not)."""
     if pid == os.getpid():

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import listcache
+from . import listcache, logs
 from .captions import Captions, Reading, caption
 from .captions import from_config as captions_from_config
 from .config import Config, PlacesConfig, TaggingConfig
@@ -270,7 +270,7 @@ class Pipeline:
         unnamed = [p for p in paths if not p.isprintable() and not _utf8(p)]
         for path in unnamed:  # the store keys files by UTF-8 path; such a name cannot be recorded
             reason = "the file name is not valid UTF-8; rename the file"
-            log.warning("%s: skipped: %s", ascii(path), reason)
+            log.warning("%s: skipped: %s", logs.shown(path), reason)
             outcomes.append(Outcome(path, Status.FAILED, error=reason))
         paths = [p for p in paths if p not in unnamed]
         rows = self.store.files(paths)

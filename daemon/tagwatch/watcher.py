@@ -38,7 +38,7 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from .formats import IMAGE_SUFFIXES
 from .freshness import is_settled
-from .metadata import is_stale_temp_file
+from .metadata import remove_if_stale
 from .queue import BatchQueue, Delete, Move
 from .store import Store
 
@@ -138,10 +138,9 @@ def walk(root: Path, filt: PathFilter, clean_temp: bool = False, stop: threading
             continue
         for entry in listing:
             try:
-                if clean_temp and is_stale_temp_file(entry.name) and entry.is_file(follow_symlinks=False):
-                    os.unlink(entry.path)
-                    log.info("%s: removed a temporary file left by an interrupted write", entry.path)
-                elif entry.is_dir(follow_symlinks=False):
+                if clean_temp and remove_if_stale(entry):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
                     if filt.wanted_dir(entry.path):
                         stack.append(entry.path)
                 elif entry.is_file(follow_symlinks=False) and filt.wanted(entry.path):

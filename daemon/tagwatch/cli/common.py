@@ -16,7 +16,7 @@ from .. import exiftool, logs
 from ..config import BUILTIN_TAG_LISTS, MODES, TARGETS, Config, builtin_tag_list, load_config
 from ..formats import IMAGE_SUFFIXES
 from ..imaging import set_pixel_limit
-from ..metadata import KeywordWriter, is_stale_temp_file
+from ..metadata import KeywordWriter, remove_if_stale
 from ..pipeline import Pipeline, pipeline_for
 from ..store import Store, private_folder
 from ..vocabulary import Vocabulary
@@ -194,20 +194,10 @@ def remove_stale_temp_files(folders: Iterable[str], done: set[str] | None = None
         done.add(folder)
         try:
             with os.scandir(folder) as entries:
-                stale = [e.path for e in entries
-                         if is_stale_temp_file(e.name) and e.is_file(follow_symlinks=False)]
+                for entry in entries:
+                    remove_if_stale(entry)
         except OSError:
             continue  # the photo's own line says what is wrong with its folder
-        for path in stale:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:  # a second cleaner (the daemon) was first
-                continue
-            except OSError as exc:
-                log.warning("%s: cannot remove this temporary file left by an interrupted write: %s",
-                            path, exc.strerror)
-                continue
-            log.info("%s: removed a temporary file left by an interrupted write", path)
 
 
 @contextlib.contextmanager
