@@ -32,6 +32,12 @@ def keyword_sets(*photos: Path) -> list[tuple[set[str], set[str]]]:
     return [(set(k["iptc"]), set(k["xmp"])) for k in map(exif_keywords, photos)]
 
 
+def overwrite_with(env: Env, tags: list[str]) -> None:
+    """Re-score the cached photos in overwrite mode (top 1) against ``tags``."""
+    env.use(tags, TaggingConfig(threshold=-1.0, top_k=1, mode="overwrite"))
+    env.pipeline.retag()
+
+
 @pytest.mark.parametrize("target", ["embedded", "both"])
 def test_sync_drops_our_beach_and_keeps_the_persons(tmp_path: Path, tiny_checkpoint: Path,
                                                     target: str) -> None:
@@ -98,9 +104,7 @@ def test_append_never_removes_and_overwrite_is_undone_by_untag(tmp_path: Path, t
         env.use(["forest"])
         env.pipeline.retag()
         assert keyword_sets(photo) == [({"Anna", "Ünïcödé", "beach", "forest"},) * 2]
-        env.pipeline.tagging = TaggingConfig(threshold=-1.0, top_k=1, mode="overwrite")
-        env.use(["mountain"], env.pipeline.tagging)
-        env.pipeline.retag()
+        overwrite_with(env, ["mountain"])
         assert keyword_sets(photo) == [({"mountain"},) * 2]
         assert env.pipeline.untag(str(photo)).added == ["Anna", "Ünïcödé"]  # the person's, restored
         assert keyword_sets(photo) == before
@@ -181,10 +185,7 @@ def test_untag_gives_a_copy_back_as_its_original_was(tmp_path: Path, tiny_checkp
     try:
         env.use(["beach"])
         env.run(photo)
-        overwrite = TaggingConfig(threshold=-1.0, top_k=1, mode="overwrite")
-        env.pipeline.tagging = overwrite
-        env.use(["forest"], overwrite)
-        env.pipeline.retag()
+        overwrite_with(env, ["forest"])
         assert exif_keywords(photo) == {"iptc": ["forest"], "xmp": ["forest"]}
         copy = copy_away(photo, "copy then delete")
         assert env.pipeline.apply([Delete(str(photo))]) == []
@@ -249,15 +250,11 @@ def test_untag_after_append_and_two_overwrites_gives_each_field_back_in_order(tm
     try:
         env.use(["beach"])
         env.run(photo)
-        overwrite = TaggingConfig(threshold=-1.0, top_k=1, mode="overwrite")
-        env.pipeline.tagging = overwrite
-        env.use(["forest"], overwrite)
-        env.pipeline.retag()
+        overwrite_with(env, ["forest"])
         assert exif_keywords(photo) == {"iptc": ["forest"], "xmp": ["forest"]}
         subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords+=Bob", str(photo)],
                        check=True)  # a person's keyword, in IPTC only
-        env.use(["mountain"], overwrite)
-        env.pipeline.retag()
+        overwrite_with(env, ["mountain"])
         assert exif_keywords(photo) == {"iptc": ["mountain"], "xmp": ["mountain"]}
         assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
         assert exif_keywords(photo) == {"iptc": ["jambalaya", "Bob"], "xmp": ["ExifTool", "Test", "XMP"]}
