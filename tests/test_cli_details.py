@@ -69,6 +69,8 @@ def test_status_shows_how_many_failures_it_leaves_out_and_names_them_as_the_log_
     report = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)
     assert sorted(report["failures"], key=lambda f: f["path"]) == sorted(
         ({"path": str(folder / name), "reason": reason} for name in names), key=lambda f: f["path"])
+    alone = json.loads(tagwatch("status", "--failed", "--json", "--config", str(config)).stdout)
+    assert alone == report["failures"]  # --failed --json: the list alone, not the whole report
 
 
 def test_status_writes_a_name_that_is_not_utf8_as_the_log_does(tmp_path: Path) -> None:

@@ -85,7 +85,9 @@ def failure_line(path: str, reason: str) -> str:
 
 def status_func(args: argparse.Namespace) -> int:
     report, failures = status(load(args), every_failure=args.json or args.failed)
-    if args.json:
+    if args.json and args.failed:  # the failures alone, as --failed alone prints them
+        print(json.dumps([{"path": path, "reason": reason} for path, reason in failures], indent=2))
+    elif args.json:
         report["failures"] = [{"path": path, "reason": reason} for path, reason in failures]
         print(json.dumps(report, indent=2))
     elif args.failed:
@@ -101,5 +103,5 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                         help="machine-readable output, every failed photo with its reason included")
     status.add_argument("--failed", action="store_true",
                         help="only the photos that could not be tagged, all of them, one 'path: reason' "
-                             "line each (latest first)")
+                             "line each (latest first); with --json, a JSON list of {path, reason}")
     status.set_defaults(func=status_func)
