@@ -70,6 +70,34 @@ def test_sync_drops_our_beach_and_keeps_the_persons(tmp_path: Path, tiny_checkpo
         env.close()
 
 
+def test_the_log_names_what_a_sync_re_score_took_out(tmp_path: Path, tiny_checkpoint: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A tag-list edit that only takes a keyword of ours out rewrites the photo: its line says what
+    left, not "(already in the file)" or "nothing to write"."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"))
+    try:
+        env.use(["beach", "forest"])
+        photo = noise_jpeg(tmp_path / "in" / "ours.jpg", seed=2)
+        assert env.run(photo) == {"ours.jpg": Status.TAGGED}
+        env.use(["forest", "mountain"])
+        caplog.clear()
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.pipeline.retag()
+        assert f"tagged {photo}: forest, mountain; took out tagwatch's no longer predicted: beach" \
+            in caplog.messages
+        env.use(["forest"])
+        caplog.clear()
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.pipeline.retag()
+        assert set(exif_keywords(photo)["xmp"]) == {"forest"}
+        line = f"checked {photo}: forest; took out tagwatch's no longer predicted: mountain"
+        assert line in caplog.messages
+        record = next(r for r in caplog.records if getattr(r, "event", None) == "tagged")
+        assert record.removed == ["mountain"]  # --log-format json carries it as "removed"
+    finally:
+        env.close()
+
+
 def test_iptc_only_keywords_join_a_new_dc_subject_and_untag_takes_it_out(tmp_path: Path,
                                                                          tiny_checkpoint: Path) -> None:
     """Apple Photos reads dc:subject only: the one tagwatch creates carries the person's keywords

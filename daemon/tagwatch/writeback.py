@@ -107,19 +107,28 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
 
 
 def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_out: Sequence[str],
-                threshold: float, wrote: bool) -> str:
+                threshold: float, wrote: bool, removed: Sequence[str] = (),
+                dropped: Sequence[str] = ()) -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed), place and
-    what a person took out, and whether anything was written.  A photo that got nothing reads so
-    (``checked …: no tag above threshold 0.3; nothing to write``), not as tagged with an empty list
-    (``tagged …: ; place: …``) or with "no tag" said to be already in the file."""
+    what a person took out, what this write took out, and whether anything was written.  A photo
+    that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
+    tagged with an empty list (``tagged …: ; place: …``) or with "no tag" said to be already in the
+    file; a sync re-score that only took a keyword of ours out says which (``checked …: beach; took
+    out tagwatch's no longer predicted: forest``), not "nothing to write"."""
     parts = [", ".join(carried)] if carried else [] if kept_out else [f"no tag above threshold {threshold}"]
     if places:
         parts.append(f"place: {', '.join(places)}")
     if kept_out:
         parts.append(f"left out, as a person took them out: {', '.join(kept_out)}")
+    if removed:
+        parts.append(f"took out tagwatch's no longer predicted: {', '.join(removed)}")
+    if dropped:
+        parts.append(f"took out, as overwrite mode does: {', '.join(dropped)}")
     text = "; ".join(parts)
     if wrote:
         return f"tagged {path}: {text}"
+    if removed or dropped:  # rewritten, with nothing new in it
+        return f"checked {path}: {text}"
     if carried or places:
         return f"tagged {path}: {text} (already in the file)"
     return f"checked {path}: {text}; nothing to write"
@@ -421,8 +430,14 @@ class Writeback:
         if job.kept_out:
             fields["declined"] = job.kept_out
         carried = [k for k in keywords if k not in job.kept_out]
-        log.info("%s", tagged_line(job.path, carried, places, job.kept_out, rules.threshold, bool(added)),
-                 extra=fields)
+        removed = plan.removed if job.writes and plan is not None else []
+        dropped = plan.dropped if job.writes and plan is not None else []
+        if removed:
+            fields["removed"] = removed
+        if dropped:
+            fields["dropped"] = dropped
+        log.info("%s", tagged_line(job.path, carried, places, job.kept_out, rules.threshold, bool(added),
+                                   removed, dropped), extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=job.writes)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
