@@ -251,5 +251,21 @@ def test_expansion_levels_and_place_keywords_taken_out_stay_out(tmp_path: Path) 
             env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", step), step)
             assert env.pipeline.retag() == (1, 1)
         assert held(photo, env) == {"red", "square", "colour", "shape", "Italy", "Tuscany"}
+        # A dry run shows what the write does, for the photo as recorded and decided again (another
+        # top_k): neither keyword taken out, the place included; a correction of theirs adding one
+        # back wins over taken out, in the dry run as in the write
+        overrides = parse_overrides(f'[[override]]\npath = "{photo}"\nadd = ["polygon"]\n',
+                                    tmp_path / "overrides.toml", [photo.parent])
+        for step in (tagging, TaggingConfig(threshold=THRESHOLD, mode="sync", top_k=9)):
+            env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", step), step)
+            env.pipeline.use_overrides(parse_overrides("", tmp_path / "overrides.toml", [photo.parent]))
+            previewed = env.pipeline.process([str(photo)], dry_run=True)[0]
+            shown = {k for k, _ in previewed.tags} | set(previewed.places)
+            assert "Italy" in shown and not shown & {"polygon", "Florence"}, (step, shown)
+            env.pipeline.use_overrides(overrides)
+            previewed = env.pipeline.process([str(photo)], dry_run=True)[0]
+            assert "polygon" in {k for k, _ in previewed.tags}, step
+        env.pipeline.retag()
+        assert "polygon" in held(photo, env)
     finally:
         env.close()

@@ -125,7 +125,7 @@ def as_written(results: Sequence[Exported], store: Store, overrides: Overrides,
         override = overrides.for_path(r.path)
         row = rows.get(r.path)
         ledger = ledgers.get(row.id, {}) if row is not None else {}
-        declined = {k for k, action in ledger.items() if action == DECLINED and k not in override.add}
+        declined = override.kept_out(k for k, action in ledger.items() if action == DECLINED)
         tags = override.apply(r.tags) if override else r.tags
         written.append(replace(r, tags=[(k, s) for k, s in tags if k not in declined],
                                places=[p for p in r.places if p not in declined]))

@@ -19,7 +19,7 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,12 @@ class Override:
         kept = [(k, s) for k, s in tags if k not in self.remove]
         have = {k for k, _ in kept}
         return kept + [(k, OVERRIDE_SCORE) for k in self.add if k not in have]
+
+    def kept_out(self, declined: Iterable[str]) -> set[str]:
+        """Of the keywords a person took out of a photo (the ledger's declined), those never written
+        into it again: all but the ones a correction of theirs adds back.  The write, a dry run and
+        ``export`` decide with this."""
+        return {k for k in declined if k not in self.add}
 
 
 NO_OVERRIDE = Override()

@@ -310,10 +310,11 @@ class Pipeline:
         if not dry_run or row.state != DONE or row.tags is None:
             return Outcome(row.path, Status.UNCHANGED)
         located = self.store.located([row.id]).get(row.id) if self.places.enabled else None
-        declined = set(self.store.ledger(row.id, DECLINED))  # predicted, and kept out of the file
+        # predicted, and kept out of the file
+        declined = self.overrides.for_path(row.path).kept_out(self.store.ledger(row.id, DECLINED))
         return Outcome(row.path, Status.UNCHANGED,
                        [(tag, math.nan) for tag in row.tags if tag not in declined],
-                       places=list(located.keywords) if located else [])
+                       places=[k for k in located.keywords if k not in declined] if located else [])
 
     def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
                 wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> list[Outcome]:
@@ -356,7 +357,8 @@ class Pipeline:
         judged = self.judge(photos, readings)
         for photo, (tags, override), reading in zip(photos, judged, readings, strict=True):
             if dry_run:
-                outcomes.append(self.writeback.preview(WriteJob(photo.path, photo.key, photo.stat, tags)))
+                job = WriteJob(photo.path, photo.key, photo.stat, tags, override)
+                outcomes.append(self.writeback.preview(job))
             else:
                 outcomes.append(self._finish(photo.path, photo.key, photo.stat, tags, override, reading))
 

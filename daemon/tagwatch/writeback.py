@@ -152,8 +152,9 @@ class Writeback:
         Keywords a person took out of this photo (recorded as declined) are left out, as the write
         leaves them out."""
         row = self.store.file(job.path)
-        if row is not None and row.key == job.key and (declined := set(self.store.ledger(row.id, DECLINED))):
-            job = replace(job, tags=[(k, s) for k, s in job.tags if k not in declined])
+        declined = (job.override.kept_out(self.store.ledger(row.id, DECLINED))
+                    if row is not None and row.key == job.key else set())
+        job = replace(job, tags=[(k, s) for k, s in job.tags if k not in declined])
         if self.places is None or self.reader is None:
             return Outcome(job.path, Status.TAGGED, job.tags)
         try:
@@ -163,7 +164,7 @@ class Writeback:
             return Outcome(job.path, Status.TAGGED, job.tags)
         placed = self.places.decide(job.path, None, state.photo.gps, state.sidecar.gps)
         return Outcome(job.path, Status.TAGGED, job.tags,
-                       places=[k for k in placed.keywords if k not in job.keywords])
+                       places=[k for k in placed.keywords if k not in job.keywords and k not in declined])
 
     def plan_ahead(self, job: WriteJob, rules: TagRules) -> None:
         """Step 1: read the file's metadata, add its places and its description, plan the write and,
@@ -200,7 +201,7 @@ class Writeback:
         owned = job.owned
         # A keyword a person took out stays out, unless they put it back (theirs then) or an override
         # of theirs asks for it
-        job.kept_out = self.writer.absent(state, {k: () for k in declined if k not in override.add})
+        job.kept_out = self.writer.absent(state, dict.fromkeys(override.kept_out(declined), ()))
         keywords = [k for k in keywords if k not in job.kept_out]
         writing, withdraw = keywords, list(override.remove)
         known = rules.paths
