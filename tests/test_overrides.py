@@ -6,6 +6,7 @@ while ``tagwatch run`` watches them.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -364,4 +365,47 @@ def test_the_daemon_moves_a_correction_along_with_its_renamed_photo(tmp_path: Pa
     daemon.wait_log(": 3 tags (", since=mark)
     wait_for(lambda: "harbour" in keywords_in(moved))
     assert "beach" not in keywords_in(moved)
+    assert daemon.stop() == 0
+
+
+def test_a_correction_follows_its_photo_moved_to_another_watched_folder(tmp_path: Path, tiny_checkpoint: Path,
+                                                                       daemon_factory) -> None:
+    """Each watched folder has its own watch, so `mv` from one to the other arrives as a deletion and
+    a new file: the rule naming the photo's old path (no file there now) follows it, before the new
+    file is judged, so the keyword it takes out is not written back; a copy (the original still
+    there) leaves the rule where it is."""
+    from tagwatch.overrides import correct
+
+    home, away = tmp_path / "home", tmp_path / "away"
+    home.mkdir()
+    away.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[home, away], top_k=10)
+    config.write_text('overrides = "o.toml"\n' + config.read_text())
+    overrides_file = config.parent / "o.toml"
+    photo, copied = home / "p.jpg", home / "c.jpg"
+    text = correct("# mine\n", overrides_file, [home, away], str(photo), "beach", "remove")
+    overrides_file.write_text(correct(text, overrides_file, [home, away], str(copied), "beach", "remove"),
+                              encoding="utf-8")
+    daemon: Daemon = daemon_factory(config).start()
+    noise_jpeg(photo, seed=7)
+    noise_jpeg(copied, seed=8)
+    tagged = {"forest", "mountain", "city street", "Ünïcödé tag", "日本語"}
+    wait_for(lambda: keywords_in(photo) == tagged and keywords_in(copied) == tagged)
+
+    mark = len(daemon.log())
+    shutil.move(photo, away / "p.jpg")  # a rename: the two watches see its halves
+    shutil.copyfile(copied, away / "c.jpg")
+    daemon.wait_log(f"tagged {away / 'c.jpg'}", since=mark)
+    wait_for(lambda: f'path = "{away / "p.jpg"}"' in overrides_file.read_text(encoding="utf-8"))
+    daemon.wait_log(f"the rule for {photo} now names {away / 'p.jpg'}", since=mark)
+    assert keywords_in(away / "p.jpg") == tagged  # beach stays out
+    assert "beach" in keywords_in(away / "c.jpg")  # the copy has no correction of its own
+    text = overrides_file.read_text(encoding="utf-8")
+    assert text.startswith("# mine\n") and f'path = "{copied}"' in text
+    # Renamed while no daemon runs: the start-up scan sees the same two halves, and the rule follows
+    assert daemon.stop() == 0
+    (away / "p.jpg").rename(away / "q.jpg")
+    daemon.start()
+    wait_for(lambda: f'path = "{away / "q.jpg"}"' in overrides_file.read_text(encoding="utf-8"))
+    assert keywords_in(away / "q.jpg") == tagged
     assert daemon.stop() == 0

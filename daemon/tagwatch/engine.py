@@ -436,9 +436,9 @@ class Engine:
                     if photo.vector is None and photo.key in stored:
                         photo.vector = stored[photo.key]
             scored = [p for p in photos if p.vector is not None]
+            judged = self.pipeline.judge(scored, dry_run=lot.dry_run) if scored else []
             lot.jobs = [WriteJob(p.path, p.key, p.stat, tags, override)
-                        for p, (tags, override) in zip(scored, self.pipeline.judge(scored) if scored else [],
-                                                       strict=True)]
+                        for p, (tags, override) in zip(scored, judged, strict=True)]
         except Exception as exc:
             self._give_up(lot, photos, exc)
             lot.jobs = []

@@ -407,6 +407,11 @@ def follow_move(text: str, source: Path, roots: Sequence[Path | str], src: str, 
     return result, [(old.rules[i].pattern, pattern) for i, pattern in changes.items()]
 
 
+def names_files(overrides: Overrides) -> bool:
+    """Does a rule name one file (no glob)?  Only such a rule follows a photo that moves."""
+    return any(literal_path(rule.pattern) is not None for rule in overrides.rules)
+
+
 def follows(overrides: Overrides, moves: Sequence[tuple[str, str, bool]]) -> bool:
     """Does one of ``moves`` (src, dst, is_dir) take a rule along?  Asked of the rules in memory, so
     a rename that moves none costs no read of the file."""

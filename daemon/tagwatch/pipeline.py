@@ -46,10 +46,11 @@ from .overrides import (
     follow_moves,
     follows,
     load_overrides,
+    names_files,
 )
 from .queue import Move, Op
 from .retry import TRANSIENT_ERRNOS, transient_reason
-from .store import DECLINED, DONE, FAILED, FileRow, Store
+from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary
@@ -354,7 +355,7 @@ class Pipeline:
         if not photos:
             return
         readings = self.read_captions([(p.caption, p.vector) for p in photos])
-        judged = self.judge(photos, readings)
+        judged = self.judge(photos, readings, dry_run=dry_run)
         for photo, (tags, override), reading in zip(photos, judged, readings, strict=True):
             if dry_run:
                 job = WriteJob(photo.path, photo.key, photo.stat, tags, override)
@@ -362,16 +363,40 @@ class Pipeline:
             else:
                 outcomes.append(self._finish(photo.path, photo.key, photo.stat, tags, override, reading))
 
-    def judge(self, photos: Sequence[Photo], readings: Sequence[Reading | None] = ()
+    def judge(self, photos: Sequence[Photo], readings: Sequence[Reading | None] = (), *, dry_run: bool = False
               ) -> list[tuple[list[tuple[str, float]], Override]]:
         """Photos with vectors → what each should carry (scores, top-k, the confirmed caption keywords
         of its reading where ``readings`` has one, then its overrides)."""
         assert self.tags is not None
+        if not dry_run:
+            self._follow_moved(photos)
         predictions = predict(np.stack([p.vector for p in photos]), self.tags,
                               self.thresholds, self.tagging.top_k, self.expansion)
         said = list(readings) or [None] * len(photos)
         return [self.decide(photo.path, predicted + (reading.keywords if reading else []))
                 for photo, predicted, reading in zip(photos, predictions, said, strict=True)]
+
+    def _follow_moved(self, photos: Sequence[Photo]) -> None:
+        """A photo moved from one watched folder to another arrives as a deletion and a new file
+        (each folder has its own watch, so the rename's two halves are never paired): a correction's
+        rule naming a file of the same picture that is no longer on disk follows it here, before it
+        is judged, as a rename's rule does.  A copy (the original still there) gets no rule."""
+        if self.overrides.source is None or not names_files(self.overrides):
+            return
+        fresh = [p for p in photos if p.key is not None]
+        rows = self.store.files(p.path for p in fresh)
+        moves: list[tuple[str, str, bool]] = []
+        for photo in fresh:
+            row = rows.get(photo.path)
+            if row is not None and row.state != DELETED:
+                continue  # known here: not a photo that arrived from elsewhere
+            assert photo.key is not None
+            for old in self.store.paths_of_picture(photo.key, photo.path):
+                if not os.path.lexists(old) and follows(self.overrides, [(old, photo.path, False)]):
+                    moves.append((old, photo.path, False))
+                    break
+        if moves:
+            self._follow(moves)
 
     def _finish(self, path: str, key: bytes | None, st: os.stat_result, tags: list[tuple[str, float]],
                 override: Override = NO_OVERRIDE, reading: Reading | None = None) -> Outcome:

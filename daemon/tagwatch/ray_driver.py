@@ -502,7 +502,7 @@ class Scan:
         if not photos:
             return
         pipeline, writeback = self.pipeline, self.pipeline.writeback
-        for photo, (tags, override) in zip(photos, pipeline.judge(photos), strict=True):
+        for photo, (tags, override) in zip(photos, pipeline.judge(photos, dry_run=self.dry_run), strict=True):
             job = WriteJob(photo.path, photo.key, photo.stat, tags, override)
             if self.dry_run:
                 self._done(writeback.preview(job))

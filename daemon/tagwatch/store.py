@@ -539,6 +539,13 @@ class Store:
                 "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? ORDER BY written, keyword",
                 (file_id, action))]
 
+    def paths_of_picture(self, key: bytes, path: str) -> list[str]:
+        """The other files recorded with the picture ``key``, deleted ones included, latest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM files WHERE key = ? AND path != ? "
+                                    "ORDER BY updated DESC", (key, path)).fetchall()
+        return [r[0] for r in rows]
+
     def same_picture(self, key: bytes, path: str) -> tuple[list[Twin], set[str]]:
         """The other files recorded with the picture ``key`` whose ledgers list keywords tagwatch added
         (deleted ones included: a move by copy-then-delete leaves the original's row deleted), and
