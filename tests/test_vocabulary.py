@@ -78,3 +78,24 @@ def test_shipped_imagenet_list_is_clean() -> None:
     keywords = set(vocabulary.keywords)
     assert {"loudspeaker", "Golden Retriever", "tench", "projectile", "missile"} <= keywords
     assert not [k for k in keywords if "," in k]  # one clean keyword per class, no synonym lists
+
+
+def test_a_pipe_in_a_plain_keyword_is_refused_with_its_line(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """`Shapes|circle` (typed from a Lightroom or digiKam export) was written verbatim: a pipe in
+    IPTC Keywords and dc:subject, and a level `Shapes` that is no tag in lr:hierarchicalSubject.  It is
+    refused as a .toml list refuses it, naming the file and line: by `tags check`, by a scan (which
+    writes nothing) and by the daemon at its start, each in one line."""
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach", "Shapes|circle"],
+                          watch=[tmp_path / "photos"])
+    tags = tmp_path / "conf" / "tags.txt"
+    reason = (f"{tags}:2: keyword 'Shapes|circle' contains '|', which separates the levels of a "
+              "hierarchical keyword; a plain list holds one keyword per line: write 'circle' alone")
+    photo = noise_jpeg(tmp_path / "photos" / "p.jpg", seed=3)
+    for command in (("tags", "check", "--config", str(config), str(tags)),
+                    ("scan", "--config", str(config), str(photo)),
+                    ("run", "--config", str(config))):
+        result = tagwatch(*command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith(f"tagwatch: error: {reason}"), result.stderr
+    assert exif_keywords(photo) == {"iptc": [], "xmp": []}

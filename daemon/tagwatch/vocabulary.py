@@ -2,8 +2,8 @@
 
 The plain ``.txt`` format is rtag's: one tag per line.  We add ``#`` comments and blank lines, report
 duplicates once (keywords that differ only in case are one tag), and reject keywords that IPTC
-cannot store (64 bytes) with their line number, so the daemon never writes a keyword that another
-app would truncate.
+cannot store (64 bytes) or that hold ``|`` (the hierarchical fields' level separator) with their line
+number, so the daemon never writes a keyword that another app would truncate or split.
 
 The rich ``.toml`` format (chosen by the file name) gives each tag its own prompts, synonyms,
 threshold and parent, or a WordNet synset that places it in WordNet's hierarchy (``hierarchy``); its
@@ -144,6 +144,18 @@ def check_keyword(raw: str, where: str) -> str:
     return keyword
 
 
+def _one_level(keyword: str, where: str) -> None:
+    """Refuse a plain list's ``Animals|dog`` (as typed from a Lightroom or digiKam export): written
+    as it is, the flat fields would get a pipe and the hierarchical ones a level that is no tag."""
+    nested = not_one_level(keyword)
+    if nested is None:
+        return
+    last = [part.strip() for part in keyword.split("|") if part.strip()]
+    write = f"write {last[-1]!r} alone (expansion finds its WordNet levels), or " if last else ""
+    raise VocabularyError(f"{where}: keyword {keyword!r} {nested}; a plain list holds one keyword per "
+                          f"line: {write}use a .toml list and name the level above it with parent")
+
+
 def parse_tag_list(text: str, templates: tuple[str, ...], source: Path, *, place: bool = False,
                    stop: Collection[str] = hierarchy.DEFAULT_STOP) -> Vocabulary:
     """Parse the plain text format; ``templates`` turn each keyword into its prompts.
@@ -160,6 +172,7 @@ def parse_tag_list(text: str, templates: tuple[str, ...], source: Path, *, place
         if not folded or folded.startswith("#"):
             continue
         keyword = check_keyword(folded, f"{source}:{number}")
+        _one_level(keyword, f"{source}:{number}")
         if seen.again(keyword, number):
             continue
         tags.append(Tag(keyword, tuple(t.format(keyword) for t in templates)))
