@@ -189,6 +189,51 @@ def test_distance_rules_and_the_country_names_people_search_for(tmp_path: Path, 
     assert (seoul.country, seoul.code, moscow.country, moscow.code) == ("South Korea", "KOR", "Russia", "RUS")
 
 
+# A big city's disc reaches across borders: Rome's holds the Vatican, Shenzhen's the north of Hong
+# Kong, Ciudad Juárez's downtown El Paso.  Each point was checked on a map; the country (and so the
+# region and the location fields) must be the one the photo was taken in.
+BORDERS = {
+    "St Peter's Basilica": (41.9029, 12.4534, ["Vatican City"], "VAT"),
+    "St Peter's Square": (41.9022, 12.4572, ["Vatican City"], "VAT"),
+    "Vatican Museums": (41.9065, 12.4536, ["Vatican City"], "VAT"),
+    "Castel Sant'Angelo": (41.9031, 12.4663, ["Italy", "Lazio", "Rome"], "ITA"),
+    "Piazza Navona": (41.8992, 12.4731, ["Italy", "Lazio", "Rome"], "ITA"),
+    "Monte Carlo casino": (43.7393, 7.4277, ["Monaco", "Municipality of Monaco"], "MCO"),
+    "San Marino": (43.9356, 12.4473, ["San Marino"], "SMR"),
+    "Vaduz": (47.1410, 9.5209, ["Liechtenstein", "Vaduz"], "LIE"),
+    "Andorra la Vella": (42.5063, 1.5218, ["Andorra", "Andorra la Vella"], "AND"),
+    "downtown El Paso": (31.7587, -106.4869, ["United States", "Texas", "El Paso"], "USA"),
+    "Yuen Long, Hong Kong": (22.4451, 114.0228, ["Hong Kong", "New Territories"], "HKG"),
+    "Basel": (47.5596, 7.5886, ["Switzerland", "Basel-City", "Basel"], "CHE"),
+    "Weil am Rhein": (47.5950, 7.6100, ["Germany", "Baden-Wurttemberg", "Weil am Rhein"], "DEU"),
+}
+
+
+def test_a_photo_gets_the_country_it_was_taken_in_not_the_big_city_next_door(
+        tmp_path: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    finder = places(tmp_path, geocoder, fill_location=True)
+    reader = KeywordWriter(exiftool)
+    source = noise_jpeg(tmp_path / "source.jpg", seed=2, size=(32, 24))
+    found, expected = {}, {}
+    for i, (spot, (lat, lon, levels, code)) in enumerate(BORDERS.items()):
+        photo = tmp_path / f"border-{i}.jpg"
+        shutil.copyfile(source, photo)
+        geotag(exiftool, photo, f"-GPSLatitude={abs(lat)}", f"-GPSLatitudeRef={'N' if lat >= 0 else 'S'}",
+               f"-GPSLongitude={abs(lon)}", f"-GPSLongitudeRef={'E' if lon >= 0 else 'W'}")
+        placed = finder.decide(str(photo), None, reader.read(photo).gps, {})
+        found[spot] = (placed.claim.levels(), placed.fill["XMP-photoshop:Country"],
+                       placed.fill["XMP-iptcCore:CountryCode"])
+        expected[spot] = (levels, levels[0], code)
+    assert found == expected
+    # A point answered under the rules of before (Rome for St Peter's) is not taken from the cache
+    store = Store(tmp_path / "upgraded.db")
+    earlier = finder.geocoder.source.split(",")[0]  # the data's name and version alone, as it was keyed
+    store.put_place(41.9029, 12.4534, earlier, ("IT", "Lazio", "Rome", 4.947))
+    upgraded = Places(PlacesConfig(), store, geocoder)
+    assert upgraded.find(Coordinates(41.9029, 12.4534)).locality == "Vatican City"  # type: ignore[union-attr]
+    assert upgraded.fingerprint != PlacesConfig().fingerprint()  # photos placed before are placed again
+
+
 def test_each_point_is_looked_up_once_and_cached_by_its_coordinates(tmp_path: Path) -> None:
     store = Store(tmp_path / "tw.db")
     finder = Places(PlacesConfig(), store)  # its own gazetteer, not loaded yet

@@ -16,6 +16,7 @@ from .metadata import Filled
 from .places import (
     LOCATION_FIELDS,
     NO_GPS,
+    RULES,
     Claim,
     Coordinates,
     Geocoder,
@@ -59,7 +60,10 @@ class Places:
 
     @property
     def fingerprint(self) -> str:
-        return self.settings.fingerprint()
+        """The settings and the rules that pick a place: photos placed under other rules (an upgrade
+        that changed them) have their GPS read again at the next start, like a settings change."""
+        fingerprint = self.settings.fingerprint()
+        return fingerprint if fingerprint == "off" else f"{fingerprint}:{RULES}"
 
     def find(self, where: Coordinates) -> Place | None:
         """The gazetteer's answer for ``where``: from the store when this point was seen before."""
