@@ -197,3 +197,35 @@ def test_a_photo_that_gets_only_its_place_is_logged_so() -> None:
     assert line == "tagged /p/a.jpg: no tag above threshold 0.36; place: Spain, Madrid"
     line = tagged_line("/p/a.jpg", [], [], ["red"], 0.36, wrote=False)
     assert line == "checked /p/a.jpg: left out, as a person took them out: red; nothing to write"
+    # "(already in the file)" is about the keywords, never about the one a person took out
+    line = tagged_line("/p/a.jpg", ["circle"], ["Italy"], ["red"], 0.36, wrote=False)
+    assert line == ("tagged /p/a.jpg: circle; place: Italy (already in the file); left out, as a person "
+                    "took them out: red")
+    line = tagged_line("/p/a.jpg", ["circle"], [], [], 0.36, wrote=False, rewrote=True)  # a description out
+    assert line == "tagged /p/a.jpg: circle (already in the file; fields brought up to date)"
+
+
+def test_json_log_lines_carry_places_and_what_a_person_took_out(shapes_lab: Lab, tmp_path: Path) -> None:
+    """``--log-format json``: a tagged photo's ``tags`` are what it carries, with ``places`` and
+    ``declined`` (documented in faults.md; the formatter dropped every field it did not list)."""
+    photo = shapes_lab.copy(tmp_path / "mine")["red-circle.jpg"]
+    florence = ["-GPSLatitude=43.7731", "-GPSLatitudeRef=N", "-GPSLongitude=11.2560", "-GPSLongitudeRef=E"]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", *florence, str(photo)], check=True)
+
+    def tagged_record() -> dict:
+        result = shapes_lab.run("--log-format", "json", "scan", str(photo))
+        records = [json.loads(line) for line in result.stderr.splitlines()]
+        return next(r for r in records if r["event"] == "tagged")
+
+    first = tagged_record()
+    assert first["places"] == ["Italy", "Tuscany", "Florence"] and "declined" not in first
+    assert "red" in first["tags"]
+    found = json.loads(subprocess.run(["exiftool", "-j", "-HierarchicalSubject", "-TagsList", str(photo)],
+                                      capture_output=True, text=True, check=True).stdout)[0]
+    paths = [f"-XMP-lr:HierarchicalSubject-={p}" for p in found.get("HierarchicalSubject", [])
+             if p.split("|")[-1] == "red"]
+    paths += [f"-XMP-digiKam:TagsList-={p}" for p in found.get("TagsList", []) if p.split("/")[-1] == "red"]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords-=red", "-XMP-dc:Subject-=red",
+                    *paths, str(photo)], check=True)  # taken out of every field, as Lightroom does
+    again = tagged_record()
+    assert again["declined"] == ["red"] and "red" not in again["tags"] and "circle" in again["tags"]

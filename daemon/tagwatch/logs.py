@@ -44,8 +44,9 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = one_line(record.message)
         return super().formatMessage(record)
-# Fields a log call may pass in ``extra`` that go into the JSON object as they are
-FIELDS = ("event", "path", "from", "tags", "reason")
+# Fields a log call may pass in ``extra`` that go into the JSON object as they are (docs/faults.md
+# lists them: a field passed but not named here never reaches the JSON line)
+FIELDS = ("event", "path", "from", "tags", "places", "declined", "removed", "dropped", "keywords", "reason")
 
 
 class JsonFormatter(logging.Formatter):

@@ -107,31 +107,32 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
 
 
 def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_out: Sequence[str],
-                threshold: float, wrote: bool, removed: Sequence[str] = (),
-                dropped: Sequence[str] = ()) -> str:
-    """The log line of a photo whose keywords are decided: its tags (or that none passed), place and
+                threshold: float, wrote: bool, removed: Sequence[str] = (), dropped: Sequence[str] = (),
+                rewrote: bool = False) -> str:
+    """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
-    tagged with an empty list (``tagged …: ; place: …``) or with "no tag" said to be already in the
-    file; a sync re-score that only took a keyword of ours out says which (``checked …: beach; took
-    out tagwatch's no longer predicted: forest``), not "nothing to write"."""
-    parts = [", ".join(carried)] if carried else [] if kept_out else [f"no tag above threshold {threshold}"]
+    tagged with an empty list or with "no tag" said to be already in the file; "(already in the
+    file)" follows the keywords it is about, never what a person took out; a sync re-score that only
+    took a keyword of ours out says which (``checked …: beach; took out tagwatch's no longer
+    predicted: forest``).  ``rewrote``: the file changed though no keyword did (a description or a
+    location field taken out or filled, a hierarchical path re-spelled)."""
+    head = [", ".join(carried)] if carried else [] if kept_out else [f"no tag above threshold {threshold}"]
     if places:
-        parts.append(f"place: {', '.join(places)}")
-    if kept_out:
-        parts.append(f"left out, as a person took them out: {', '.join(kept_out)}")
+        head.append(f"place: {', '.join(places)}")
+    tail = [f"left out, as a person took them out: {', '.join(kept_out)}"] if kept_out else []
     if removed:
-        parts.append(f"took out tagwatch's no longer predicted: {', '.join(removed)}")
+        tail.append(f"took out tagwatch's no longer predicted: {', '.join(removed)}")
     if dropped:
-        parts.append(f"took out, as overwrite mode does: {', '.join(dropped)}")
-    text = "; ".join(parts)
-    if wrote:
-        return f"tagged {path}: {text}"
-    if removed or dropped:  # rewritten, with nothing new in it
-        return f"checked {path}: {text}"
-    if carried or places:
-        return f"tagged {path}: {text} (already in the file)"
-    return f"checked {path}: {text}; nothing to write"
+        tail.append(f"took out, as overwrite mode does: {', '.join(dropped)}")
+    verb = "tagged" if wrote or ((carried or places) and not (removed or dropped)) else "checked"
+    if not (wrote or removed or dropped):
+        if carried or places:
+            head[-1] += " (already in the file; fields brought up to date)" if rewrote else \
+                " (already in the file)"
+        else:
+            tail.append("fields brought up to date" if rewrote else "nothing to write")
+    return f"{verb} {path}: {'; '.join(head + tail)}"
 
 
 class Writeback:
@@ -424,13 +425,13 @@ class Writeback:
                 where = placed.where
                 self.store.set_located(file_id, where and where.lat, where and where.lon,
                                        list(placed.keywords))
-        fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": keywords}
+        carried = [k for k in keywords if k not in job.kept_out]
+        fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": carried}
         places = job.placed.claim.levels() if job.placed is not None and job.placed.claim else []
         if places:
             fields["places"] = places
         if job.kept_out:
             fields["declined"] = job.kept_out
-        carried = [k for k in keywords if k not in job.kept_out]
         removed = plan.removed if job.writes and plan is not None else []
         dropped = plan.dropped if job.writes and plan is not None else []
         if removed:
@@ -438,7 +439,7 @@ class Writeback:
         if dropped:
             fields["dropped"] = dropped
         log.info("%s", tagged_line(job.path, carried, places, job.kept_out, rules.threshold, bool(added),
-                                   removed, dropped), extra=fields)
+                                   removed, dropped, rewrote=job.writes), extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=job.writes)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
