@@ -123,6 +123,8 @@ def test_every_gps_photo_in_the_corpus_gets_its_hand_checked_place(
         assert any(r.message.startswith(f"{name}: no place: {reason}") for r in caplog.records)
 
 
+NO_FIX = ["-GPSLatitude=0", "-GPSLatitudeRef=N", "-GPSLongitude=0", "-GPSLongitudeRef=E"]
+PARIS_XMP = ["-XMP-exif:GPSLatitude=48.8530 N", "-XMP-exif:GPSLongitude=2.3499 E"]
 # Each case: exiftool arguments, then what it must give (levels) or why not (a reason)
 EDGES = {
     "ocean": (["-GPSLatitude=30", "-GPSLatitudeRef=N", "-GPSLongitude=40", "-GPSLongitudeRef=W"], []),
@@ -145,6 +147,13 @@ EDGES = {
                            "-GPSLongitudeRef=W"], ["Fiji", "Northern"]),
     "XMP signed": (["-XMP-exif:GPSLatitude=33.8568 S", "-XMP-exif:GPSLongitude=151.2153 E"],
                    ["Australia", "New South Wales", "Sydney"]),
+    # A camera's EXIF without a fix must not hide the position a geotagger wrote into XMP
+    "EXIF 0/0 beside XMP": ([*NO_FIX, *PARIS_XMP], ["France", "Île-de-France", "Paris"]),
+    "EXIF without reference beside XMP": (["-GPSLatitude=48.8530", "-GPSLongitude=2.3499",
+                                           "-GPSLongitudeRef=E", *PARIS_XMP],
+                                          ["France", "Île-de-France", "Paris"]),
+    "EXIF 0/0 beside XMP 0/0": ([*NO_FIX, "-XMP-exif:GPSLatitude=0", "-XMP-exif:GPSLongitude=0"],
+                                "EXIF coordinates are 0/0"),
     "no reference": (["-GPSLatitude=43.7731", "-GPSLongitude=11.2560", "-GPSLongitudeRef=E"],
                      "EXIF GPSLatitudeRef is missing"),
     "bad reference": (["-GPSLatitude=43.7731", "-GPSLatitudeRef#=X", "-GPSLongitude=11.2560",

@@ -95,37 +95,61 @@ def _number(value: object) -> float | None:
 def coordinates(tags: Mapping[str, object]) -> tuple[Coordinates | None, str]:
     """The coordinates in exiftool's ``-n`` values of :data:`GPS_TAGS`, or None and why not.
 
-    A hemisphere reference must be there and be N/S (E/W): without it the sign is a guess, and a
-    wrong place is worse than none.  0/0 is what receivers without a fix write, not a photo taken
-    in the Gulf of Guinea.
+    EXIF first, XMP where EXIF holds no usable position: a camera's empty or 0/0 EXIF block must not
+    hide the position a geotagger wrote into XMP.  Where neither holds one, the first reason is told.
     """
-    if any(f"GPS:GPS{axis}" in tags for axis in ("Latitude", "Longitude")):
-        values = []
-        for axis, refs in (("Latitude", "NS"), ("Longitude", "EW")):
-            raw, ref = tags.get(f"GPS:GPS{axis}"), str(tags.get(f"GPS:GPS{axis}Ref", "")).strip().upper()
-            if raw is None or str(raw).strip() == "":
-                return None, f"EXIF GPS{axis} is missing or empty"
-            number = _number(raw)
-            if number is None:
-                return None, f"EXIF GPS{axis} {raw!r} is not a number"
-            if not ref:
-                return None, f"EXIF GPS{axis}Ref is missing, so the hemisphere is unknown"
-            if ref not in refs:
-                return None, f"EXIF GPS{axis}Ref {ref!r} is not {' or '.join(refs)}"
-            values.append(-abs(number) if ref == refs[1] else abs(number))
-        where = "EXIF"
-    elif "XMP-exif:GPSLatitude" in tags or "XMP-exif:GPSLongitude" in tags:
-        values = []
-        for axis in ("Latitude", "Longitude"):
-            raw = tags.get(f"XMP-exif:GPS{axis}")
-            number = None if raw is None else _number(raw)
-            if number is None:
-                return None, f"XMP exif:GPS{axis} {raw!r} is not a coordinate"
-            values.append(number)
-        where = "XMP"
-    else:
-        return None, NO_GPS
-    lat, lon = values
+    reasons = []
+    for read in (_exif, _xmp):
+        found = read(tags)
+        if found is None:  # no such block
+            continue
+        where, why = found
+        if where is not None:
+            return where, ""
+        reasons.append(why)
+    return None, reasons[0] if reasons else NO_GPS
+
+
+def _exif(tags: Mapping[str, object]) -> tuple[Coordinates | None, str] | None:
+    """EXIF's unsigned degrees and hemisphere references; None where the photo has no EXIF GPS.
+
+    A hemisphere reference must be there and be N/S (E/W): without it the sign is a guess, and a
+    wrong place is worse than none."""
+    if not any(f"GPS:GPS{axis}" in tags for axis in ("Latitude", "Longitude")):
+        return None
+    values = []
+    for axis, refs in (("Latitude", "NS"), ("Longitude", "EW")):
+        raw, ref = tags.get(f"GPS:GPS{axis}"), str(tags.get(f"GPS:GPS{axis}Ref", "")).strip().upper()
+        if raw is None or str(raw).strip() == "":
+            return None, f"EXIF GPS{axis} is missing or empty"
+        number = _number(raw)
+        if number is None:
+            return None, f"EXIF GPS{axis} {raw!r} is not a number"
+        if not ref:
+            return None, f"EXIF GPS{axis}Ref is missing, so the hemisphere is unknown"
+        if ref not in refs:
+            return None, f"EXIF GPS{axis}Ref {ref!r} is not {' or '.join(refs)}"
+        values.append(-abs(number) if ref == refs[1] else abs(number))
+    return _checked("EXIF", *values)
+
+
+def _xmp(tags: Mapping[str, object]) -> tuple[Coordinates | None, str] | None:
+    """XMP's signed degrees; None where the photo has no XMP GPS."""
+    if "XMP-exif:GPSLatitude" not in tags and "XMP-exif:GPSLongitude" not in tags:
+        return None
+    values = []
+    for axis in ("Latitude", "Longitude"):
+        raw = tags.get(f"XMP-exif:GPS{axis}")
+        number = None if raw is None else _number(raw)
+        if number is None:
+            return None, f"XMP exif:GPS{axis} {raw!r} is not a coordinate"
+        values.append(number)
+    return _checked("XMP", *values)
+
+
+def _checked(where: str, lat: float, lon: float) -> tuple[Coordinates | None, str]:
+    """In range, and not 0/0: what receivers without a fix write, not a photo taken in the Gulf of
+    Guinea."""
     if not -90 <= lat <= 90 or not -180 <= lon <= 180:
         return None, f"{where} coordinates {lat}, {lon} are out of range"
     if abs(lat) < 1e-7 and abs(lon) < 1e-7:
