@@ -7,9 +7,11 @@ keywords into a real file because of it.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import stat
+import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,3 +381,57 @@ def test_calibrate_changes_the_keywords_the_next_scan_writes(tmp_path: Path, tin
     second = tagwatch("scan", "--config", str(config), str(photo))
     assert second.returncode == 0, second.stderr
     assert exif_keywords(photo) == {"iptc": ["beach"], "xmp": ["beach"]}
+
+
+def _written(photo: Path) -> dict[str, list[str]]:
+    """The keywords and hierarchical keywords exiftool reads back from ``photo``."""
+    out = subprocess.run(["exiftool", "-j", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-XMP-dc:Subject",
+                          "-XMP-lr:HierarchicalSubject", str(photo)], check=True, capture_output=True,
+                         text=True).stdout
+    record = json.loads(out)[0]
+    return {key: sorted(map(str, value if isinstance(value, list) else [value]))
+            for key in ("Keywords", "Subject", "HierarchicalSubject") if (value := record.get(key))}
+
+
+def test_the_rich_twin_of_a_plain_list_writes_the_same_keywords_under_the_same_paths(
+        shapes_lab: Any, tmp_path: Path) -> None:
+    """A plain list's tags are placed in WordNet (green under colour, golden retriever under dog and
+    animal); a rich tag only by a synset it names.  The twin `calibrate` wrote held keywords alone,
+    so switching to it, as calibrate says to, took every level out of every photo.  The twin names
+    each placed tag's sense: a scan with it writes exactly what a scan with the .txt wrote."""
+    plain = tmp_path / "plain.txt"
+    lab = (shapes_lab.config.parent / "tags.txt").read_text(encoding="utf-8")
+    plain.write_text(lab + "color\npolygon\n", encoding="utf-8")  # levels for green and square
+    examples = tmp_path / "examples"
+    for folder, photo in (("green", "green-triangle.jpg"), ("square", "blue-square.jpg"),
+                          ("none", "red-circle.jpg")):
+        (examples / folder).mkdir(parents=True)
+        shutil.copy(shapes_lab.library / photo, examples / folder / photo)
+    result = shapes_lab.run("calibrate", "--tags", str(plain), str(examples))
+    assert "the WordNet sense of the 9 it places (the same levels above them)" in result.stdout
+    twin = tmp_path / "plain.toml"
+    assert f'tags = "{twin}"' in result.stdout
+    doc = tomllib.loads(twin.read_text(encoding="utf-8"))
+    assert {t["keyword"]: t["synset"] for t in doc["tag"] if "synset" in t} == {
+        "yellow": "yellow.n.01", "green": "green.n.01", "square": "square.n.01",
+        "horizontal bar": "horizontal_bar.n.01", "dog": "dog.n.01",
+        "golden retriever": "golden_retriever.n.01", "car": "car.n.01", "color": "color.n.01",
+        "polygon": "polygon.n.01"}
+
+    checks = [[line for line in shapes_lab.run("tags", "check", str(path)).stdout.splitlines()
+               if not line.startswith(("not placed in WordNet", f"  {plain}:"))]  # (a .txt's own note)
+              for path in (plain, twin)]
+    assert checks[0][1:] == checks[1][1:]  # the same levels, deepest path and near-duplicates
+    assert "deepest path: animal|dog|golden retriever" in checks[1]
+    assert checks[0][0].endswith("0 with their own threshold, 6 with a parent")
+    assert checks[1][0].endswith("2 with their own threshold, 6 with a parent")
+
+    written = {}
+    for path in (plain, twin):
+        photos = shapes_lab.copy(tmp_path / f"with-{path.suffix[1:]}")
+        shapes_lab.run("scan", "--tags", str(path), *map(str, photos.values()))
+        written[path.suffix] = {name: _written(photo) for name, photo in photos.items()}
+    assert written[".toml"] == written[".txt"]
+    paths = {name: found.get("HierarchicalSubject") for name, found in written[".txt"].items()}
+    assert paths == {"green-triangle.jpg": ["color", "color|green", "triangle"], "red-circle.jpg": None,
+                     "blue-square.jpg": ["blue", "polygon", "polygon|square"]}

@@ -7,8 +7,9 @@ ancestors (``dog``, ``animal``): it is left out of their counts.  Each tag gets 
 decisions ``score > threshold`` have the best F1 on its examples.
 
 The thresholds are written into the rich tag list by editing its text, so a person's comments,
-order and layout survive; a plain ``.txt`` list gets a ``.toml`` twin instead.  Both writes are
-checked by parsing the result back before the file is atomically replaced.
+order and layout survive; a plain ``.txt`` list gets a ``.toml`` twin instead, naming the WordNet
+sense each of its tags was placed by, so the twin writes the same keywords under the same paths.  Both
+writes are checked by parsing the result back before the file is atomically replaced.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from .atomic import editing, write_atomic
 from .config import Config, default_config_path, is_builtin_tag_list
 from .formats import IMAGE_SUFFIXES
 from .scoring import Counts, best_threshold, counts
+from .vocabulary import Vocabulary, load_configured, parse_rich_tag_list
+from .wordnet import WordNet
 
 NEGATIVES = "none"  # the folder of photos that should get no tag at all
 
@@ -238,22 +241,64 @@ def toml_string(text: str) -> str:
     return '"' + "".join(escaped) + '"'
 
 
-def rich_from_plain(keywords: Sequence[str], thresholds: Mapping[str, float], source: Path) -> str:
-    """A ``.toml`` tag list with the plain list's tags, in order, and the calibrated thresholds."""
+def rich_from_plain(keywords: Sequence[str], thresholds: Mapping[str, float], source: Path,
+                    synsets: Mapping[str, str] | None = None) -> str:
+    """A ``.toml`` tag list with the plain list's tags, in order, and the calibrated thresholds.
+
+    ``synsets``: keyword → the WordNet sense the plain list placed it by (``dog.n.01``).  A rich tag
+    is placed only by a ``synset`` it names, so without one the converted list would lose every
+    level above its tags, and sync mode would take them out of the photos.
+    """
+    synsets = synsets or {}
     parts = [f"# Converted from {source.name} by `tagwatch calibrate`. Tags without a threshold use\n"
-             "# [tagging].threshold; prompts come from [tagging].templates.\n"]
+             "# [tagging].threshold; prompts come from [tagging].templates; a synset is the WordNet\n"
+             f"# sense {source.name} placed the tag by, so its levels stay as they were.\n"]
     for keyword in keywords:
         block = f"\n[[tag]]\nkeyword = {toml_string(keyword)}\n"
+        if keyword in synsets:
+            block += f"synset = {toml_string(synsets[keyword])}\n"
         if keyword in thresholds:
             block += f"threshold = {number(thresholds[keyword])}\n"
         parts.append(block)
     text = "".join(parts)
     doc = tomllib.loads(text)
     expected: list[dict[str, Any]] = [
-        {"keyword": k, **({"threshold": float(number(thresholds[k]))} if k in thresholds else {})}
+        {"keyword": k, **({"synset": synsets[k]} if k in synsets else {}),
+         **({"threshold": float(number(thresholds[k]))} if k in thresholds else {})}
         for k in keywords]
     assert doc["tag"] == expected, "TOML writer round trip"
     return text
+
+
+def placed_synsets(vocabulary: Vocabulary) -> dict[str, str]:
+    """keyword → the name of the WordNet sense each placed tag of a plain list was matched to
+    (``golden_retriever.n.01``, ImageNet's ``n02099601`` if the name would not name it back)."""
+    placed = [tag for tag in vocabulary.tags if tag.synset is not None]
+    if not placed:
+        return {}
+    wordnet = WordNet()
+    names = {}
+    for tag in placed:
+        assert tag.synset is not None
+        synset = wordnet.synset(tag.synset)
+        name = wordnet.name(synset)
+        names[tag.keyword] = name if wordnet.resolve(name).offset == synset.offset else synset.wnid
+    return names
+
+
+def _same_places(text: str, plain: Vocabulary, target: Path, config: Config) -> None:
+    """Refuse a twin that would tag differently from the plain list it replaces: the same keywords,
+    prompts, hierarchical paths and levels above them (thresholds aside, which are the point)."""
+    twin = parse_rich_tag_list(text, config.tagging.templates, target, stop=config.tagging.expand_stop)
+
+    def places(vocabulary: Vocabulary) -> tuple[object, ...]:
+        return ([(t.keyword, t.prompts, t.path) for t in vocabulary.tags], vocabulary.hierarchy())
+
+    if places(twin) != places(plain):
+        moved = sorted(set(twin.hierarchy().items()) ^ set(plain.hierarchy().items()))
+        raise CalibrationError(f"{target} not written: it would place tags differently from "
+                               f"{plain.source.name} ({', '.join(f'{k}: {p}' for k, p in moved[:3])}); "
+                               "set the thresholds in a .toml list by hand")
 
 
 def _count(thresholds: Mapping[str, float]) -> str:
@@ -269,6 +314,8 @@ def save_thresholds(config: Config, keywords: Sequence[str], thresholds: Mapping
     ``.toml`` twin with its tags and these thresholds, never over an existing file, and the config
     line to switch to it.  A built-in list (``tags = "photo-tags"``, rich, or ``"imagenet-1k"``) is
     never written into (it is the installed package's): its twin goes beside the config.
+    ``keywords``: the list's, for a rich list's check; a plain list is read again as it is now, placed
+    in WordNet as the daemon places it.
     """
     tags = config.tags
     builtin = is_builtin_tag_list(tags)
@@ -286,10 +333,19 @@ def save_thresholds(config: Config, keywords: Sequence[str], thresholds: Mapping
         if target.exists():
             raise CalibrationError(f"{target} already exists; set tags = {toml_string(target.name)} in "
                                    "the config to calibrate it, or move it away")
-        text = (set_thresholds(tags.read_text(encoding="utf-8"), thresholds, tags) if rich
-                else rich_from_plain(keywords, thresholds, tags))
+        placed = ""
+        if rich:
+            text = set_thresholds(tags.read_text(encoding="utf-8"), thresholds, tags)
+        else:  # the list as it is now, placed as the daemon places it: the twin names the same senses
+            plain = load_configured(tags, config.tagging)
+            synsets = placed_synsets(plain)
+            text = rich_from_plain(plain.keywords, thresholds, tags, synsets)
+            _same_places(text, plain, target, config)
+            if synsets:
+                placed = (f", and the WordNet sense of the {len(synsets)} it places (the same levels "
+                          "above them)")
         write_atomic(target, text, like=tags)
     where = config.source or default_config_path()
     name = target.name if config.source and target.parent == config.source.parent else str(target)
-    return (f"wrote {target}: the tags of {tags.name} with {_count(thresholds)}.\n"
+    return (f"wrote {target}: the tags of {tags.name} with {_count(thresholds)}{placed}.\n"
             f"To use it, set in {where}:\n    tags = {toml_string(name)}")
