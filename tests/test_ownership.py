@@ -331,6 +331,28 @@ def hierarchical(photo: Path) -> list[str]:
     return value if isinstance(value, list) else [value]
 
 
+def test_a_predicted_keyword_the_person_placed_gets_no_path_of_ours(tmp_path: Path,
+                                                                   tiny_checkpoint: Path) -> None:
+    """The person has dog, filed in Lightroom as Pets|dog; tagwatch predicts dog under animal: the
+    keyword is theirs, so no animal|dog is added beside their path (untag, which takes out only
+    what is ours, left it behind)."""
+    photo = person_tags(noise_jpeg(tmp_path / "in" / "p.jpg", seed=9), "dog")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-lr:HierarchicalSubject=Pets|dog",
+                    str(photo)], check=True)
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=10, mode="sync"))
+    try:
+        env.pipeline.use_vocabulary(parse_rich_tag_list(
+            '[[tag]]\nkeyword = "animal"\n[[tag]]\nkeyword = "dog"\nparent = "animal"\n',
+            ("a photo of a {}.",), tmp_path / "t.toml"))
+        env.run(photo)
+        assert keyword_sets(photo) == [({"dog", "animal"},) * 2]
+        assert sorted(hierarchical(photo)) == ["Pets|dog", "animal"]
+        assert env.pipeline.untag(str(photo)).status == "untagged"
+        assert keyword_sets(photo) == [({"dog"},) * 2] and hierarchical(photo) == ["Pets|dog"]
+    finally:
+        env.close()
+
+
 def test_parent_paths_are_ours_exactly_through_a_parent_edit_sync_and_untag(tmp_path: Path,
                                                                           tiny_checkpoint: Path) -> None:
     photo = person_tags(noise_jpeg(tmp_path / "in" / "p.jpg", seed=8), "Anna")

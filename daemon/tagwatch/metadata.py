@@ -494,7 +494,10 @@ class KeywordWriter:
             dropped = sorted(k for k in present_flat if k not in keywords and k not in owned)
         kept = [(o, p) for o, p in respelled.items()
                 if o not in new and any(present(o, q) for q in had[o])]  # append keeps unpredicted ours
-        change = Change(tuple((k, new[k]) for k in keywords) + tuple(kept),
+        # A predicted keyword the person has is theirs in every field: no path or field of ours is
+        # added to it (untag could not tell it from theirs), unless overwrite sets every field
+        added = keywords if mode == "overwrite" else [k for k in keywords if k in owned or k in ours]
+        change = Change(tuple((k, new[k]) for k in added) + tuple(kept),
                         tuple((o, p) for o in [*removed, *respelled] for p in had[o]),
                         overwrite=mode == "overwrite")
         embeds = self.embeds(path)  # filled fields go where the keywords go: the photo, else its sidecar
