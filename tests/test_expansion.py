@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,47 @@ def test_the_review_page_counts_the_levels_among_what_a_photo_gets(shapes_lab: A
     assert view.pending == []
     verdicts = {line.keyword: line.verdict for line in view.lines}
     assert verdicts["dog"] == "tagged: a level above golden retriever"
+
+
+HAND_MADE_TOML = """\
+[[tag]]
+keyword = "pancake"
+synset = "pancake.n.01"
+
+[[tag]]
+keyword = "cake"
+synset = "cake.n.03"   # the baked goods, WordNet's parent of pancakes
+threshold = 1.0        # never predicted: only a level could write it
+
+[[tag]]
+keyword = "kitten"
+synset = "n02122948"
+
+[[tag]]
+keyword = "rose"
+synset = "rose.n.01"
+"""
+
+
+def test_a_users_own_list_places_a_concept_where_the_photo_vocabulary_placed_it_by_hand(
+        tmp_path: Path) -> None:
+    """The photo vocabulary gives some concepts a parent by hand where WordNet's is no photographer's:
+    pancakes are food (WordNet: cake), a kitten a cat (a young mammal), a rose a flower (a shrub).
+    A user's own list with the same words got WordNet's places, so searching "cake" found pancakes;
+    placed by WordNet (a .txt word, or a .toml synset), the same concept now takes the vocabulary's."""
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG,
+                          tags=["pancake", "kitten", "rose"], threshold=-1.0, top_k=3)  # every tag fires
+    rich = tmp_path / "conf" / "food.toml"
+    rich.write_text(HAND_MADE_TOML, encoding="utf-8")
+    expected = {"food|pancake", "food", "animal|cat|kitten", "animal|cat", "animal", "plant|flower|rose",
+                "plant|flower", "plant"}
+    for name, extra in (("plain.jpg", ()), ("rich.jpg", ("--tags", str(rich)))):
+        photo = tmp_path / "photos" / name
+        photo.parent.mkdir(exist_ok=True)
+        synthetic.make_photo("red", "circle", 90100, (160, 120)).save(photo, quality=90)
+        result = subprocess.run([sys.executable, "-m", "tagwatch", "scan", "--config", str(config), *extra,
+                                 str(photo)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        written = fields(photo)
+        assert set(written[LR]) == expected, name
+        assert set(written[IPTC]) == {"pancake", "kitten", "rose", "food", "cat", "animal", "flower", "plant"}

@@ -1,4 +1,5 @@
-"""Where a tag sits: its parents taken from WordNet, named in words people search for.
+"""Where a tag sits: its parents taken from WordNet (or the photo vocabulary's hand-made ones), named
+in words people search for.
 
 WordNet puts a golden retriever under retriever, sporting dog, hunting dog, dog, canine, carnivore,
 placental, mammal, vertebrate, chordate, animal, organism, living thing, whole, object, physical
@@ -9,7 +10,8 @@ keyword.  The list itself therefore decides the grain of the hierarchy (add "mam
 mammal becomes a level); a stop-list drops levels nobody wants even when a list names them (entity,
 object, artifact…).  "Most specific" is the deepest (longest path from WordNet's root), not the
 nearest: a greyhound is a hound (→ hunting dog → dog) and also a racer (→ animal), and its parent
-is dog, not animal.
+is dog, not animal.  Where the vocabulary gives a concept its parent by hand (a rose is a shrub in
+WordNet and a flower there), any list that places that concept through WordNet takes that parent.
 
 This module only decides parents; ``vocabulary`` builds the paths and the tagger writes ancestors.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import DEFAULT_EXPAND_STOP
@@ -39,13 +41,26 @@ class Concept:
     parent: str | None  # an explicit parent (the list's word) or, after :func:`derive`, WordNet's
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The shipped photo vocabulary as the hierarchy of another list sees it."""
+
+    # synset offset → the vocabulary's keyword for it: the names of the levels a list lacks
+    names: Mapping[str, str]
+    # synset offset → the synset of the parent the vocabulary gives that concept by hand, where
+    # WordNet's place is not a photographer's (a rose is a shrub in WordNet, a flower here)
+    parents: Mapping[str, str] = field(default_factory=dict)
+
+
 def derive(concepts: Mapping[str, Concept], wordnet: WordNet, stop: Collection[str],
-           reference: Mapping[str, str]) -> dict[str, Concept]:
+           reference: Reference) -> dict[str, Concept]:
     """Give each concept with a synset and no explicit parent its WordNet parent, in place.
 
-    ``reference``: synset offset → keyword of the concepts of the shipped photo vocabulary, which
-    name the levels a list does not name itself.  Returns the extra concepts that became parents
-    this way (keyword → concept): no tag of the list, they are written only by expansion.
+    ``reference``: the shipped photo vocabulary, whose concepts name the levels a list does not
+    name itself, and whose hand-made parents place the same concepts in any list (a user's
+    ``pancake`` is food, as the vocabulary's is, not WordNet's cake).  Returns the extra concepts
+    that became parents this way (keyword → concept): no tag of the list, they are written only by
+    expansion.
     """
     stopped = {s.casefold() for s in stop}
     by_synset: dict[str, str] = {}
@@ -56,7 +71,7 @@ def derive(concepts: Mapping[str, Concept], wordnet: WordNet, stop: Collection[s
 
     def name(synset: Synset) -> str | None:
         """The keyword this ancestor is written as, or None when it is no usable level."""
-        keyword = by_synset.get(synset.offset) or reference.get(synset.offset)
+        keyword = by_synset.get(synset.offset) or reference.names.get(synset.offset)
         if keyword is None or keyword.casefold() in stopped:
             return None
         same = concepts.get(keyword) or extra.get(keyword)
@@ -64,16 +79,27 @@ def derive(concepts: Mapping[str, Concept], wordnet: WordNet, stop: Collection[s
             return None  # the list uses this word for another meaning ("crane" the machine)
         return keyword
 
-    def place(concept: Concept, synset: Synset) -> None:
-        named = [(above, keyword) for above in wordnet.ancestors(synset)
-                 for keyword in [name(above)] if keyword is not None and keyword != concept.keyword]
-        if not named:
-            return
-        above, keyword = max(named, key=lambda pair: wordnet.depth(pair[0]))  # the first of the deepest
+    def place(concept: Concept, synset: Synset, chain: frozenset[str] = frozenset()) -> None:
+        """Set ``concept``'s parent from ``synset``'s place: the vocabulary's hand-made parent for it,
+        else its deepest WordNet ancestor that is a concept (``chain``: the synsets this placement
+        passed through, so hand-made parents never loop)."""
+        made = reference.parents.get(synset.offset)
+        if made is not None and made not in chain:
+            above = wordnet.synset(made)
+            keyword = name(above)
+            if keyword is None or keyword == concept.keyword:  # no usable level: the next one above it
+                place(concept, above, chain | {synset.offset})
+                return
+        else:
+            named = [(above, keyword) for above in wordnet.ancestors(synset)
+                     for keyword in [name(above)] if keyword is not None and keyword != concept.keyword]
+            if not named:
+                return
+            above, keyword = max(named, key=lambda pair: wordnet.depth(pair[0]))  # the first of the deepest
         concept.parent = keyword
         if keyword not in concepts and keyword not in extra:
             level = extra[keyword] = Concept(keyword, above.offset, None)
-            place(level, above)
+            place(level, above, chain | {synset.offset})
 
     for concept in list(concepts.values()):
         if concept.synset is not None and concept.parent is None:
@@ -105,32 +131,42 @@ def photo_tags_path() -> Path:
     return Path(str(resources.files("tagwatch") / "data" / PHOTO_TAGS_NAME))
 
 
-_reference_cache: dict[tuple[str, int], dict[str, str]] = {}
+_reference_cache: dict[tuple[str, int], Reference] = {}
 
 
-def reference_concepts(wordnet: WordNet, read: Callable[[Path], list[tuple[str, str]]],
-                       source: Path | None = None, path: Path | None = None) -> dict[str, str]:
-    """Synset offset → keyword of the shipped photo vocabulary's concepts (``read`` gives its
-    (keyword, synset name) pairs); remembered per file version, as it is read for every list.
-    Empty when ``source``, the list being read, is that file: its concepts are its own."""
+def reference_concepts(wordnet: WordNet, read: Callable[[Path], list[tuple[str, str, str | None]]],
+                       source: Path | None = None, path: Path | None = None) -> Reference:
+    """The shipped photo vocabulary's concepts by synset, and its hand-made parents (``read`` gives
+    its (keyword, synset name, parent keyword or None) triples); remembered per file version, as it
+    is read for every list.  Empty when ``source``, the list being read, is that file: its concepts
+    are its own."""
     path = path or photo_tags_path()
     try:
         key = (str(path), os.stat(path).st_mtime_ns)
     except OSError:
-        return {}
+        return Reference({})
     try:
         if source is not None and os.path.samefile(source, path):
-            return {}
+            return Reference({})
     except OSError:
         pass  # a list that is no file (a test's text): not the shipped one
     cached = _reference_cache.get(key)
     if cached is None:
-        cached = {}
-        for keyword, reference in read(path):
+        names: dict[str, str] = {}
+        offsets: dict[str, str] = {}  # keyword → its synset offset
+        made: list[tuple[str, str]] = []  # (offset, parent keyword)
+        for keyword, synset_name, parent in read(path):
             try:
-                cached.setdefault(wordnet.resolve(reference).offset, keyword)
+                offset = wordnet.resolve(synset_name).offset
             except WordNetError:
                 continue  # the shipped list's own load reports it
+            names.setdefault(offset, keyword)
+            offsets.setdefault(keyword, offset)
+            if parent is not None:
+                made.append((offset, parent))
+        parents = {offset: offsets[parent] for offset, parent in made
+                   if parent in offsets and offsets[parent] != offset}
+        cached = Reference(names, parents)
         _reference_cache.clear()
         _reference_cache[key] = cached
     return cached

@@ -458,13 +458,16 @@ def _levels(extra: dict[str, _Entry], entries: dict[str, _Entry]) -> tuple[Tag, 
     return tuple(Tag(e.keyword, (), parents=_parents(e, every), synset=e.synset) for e in extra.values())
 
 
-def _synset_names(path: Path) -> list[tuple[str, str]]:
-    """(keyword, synset) of each tag of a rich list that names one, without resolving anything."""
+def _synset_names(path: Path) -> list[tuple[str, str, str | None]]:
+    """(keyword, synset, parent or None) of each tag of a rich list that names a synset, without
+    resolving anything: the shipped vocabulary's concepts and hand-made parents, for other lists."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return []
-    return [(" ".join(t["keyword"].split()), t["synset"]) for t in document.get("tag", [])
+    return [(" ".join(t["keyword"].split()), t["synset"],
+             " ".join(t["parent"].split()) if isinstance(t.get("parent"), str) else None)
+            for t in document.get("tag", [])
             if isinstance(t, dict) and isinstance(t.get("keyword"), str) and isinstance(t.get("synset"), str)]
 
 
