@@ -15,8 +15,9 @@ import pytest
 import build_wordnet
 from conftest import REPO
 from tagwatch import wordnet as wordnet_module
+from tagwatch.cli import main as cli_main
 from tagwatch.config import TaggingConfig
-from tagwatch.vocabulary import load_configured
+from tagwatch.vocabulary import VocabularyError, load_configured
 from tagwatch.wordnet import LICENSE_NAME, WordNet, WordNetError, data_path
 
 SOURCE = Path("/usr/share/wordnet")
@@ -98,3 +99,26 @@ def test_wordnet_is_read_only_for_a_list_that_needs_it(tmp_path: Path,
     assert [tag.path for tag in vocabulary.tags] == ["golden retriever", "beach"]
     with pytest.raises(AssertionError, match="was read"):
         load_configured(plain, TaggingConfig())  # expand = "parents": the same list is placed
+
+
+def test_a_synset_by_its_bare_offset_and_an_unknown_one_read_plainly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/tag-lists.md allows "the bare offset": `synset = "2012849"` (WordNet's data.noun and
+    `tags senses` print 8 digits, a person drops the leading zero) was refused; an offset WordNet
+    lacks read `synset no WordNet 3.0 noun synset with offset …`; and `tags senses golden_retriever`,
+    WordNet's own spelling, said it was no noun."""
+    rich = tmp_path / "tags.toml"
+    rich.write_text('[[tag]]\nkeyword = "crane"\nsynset = "2012849"\n\n[[tag]]\nkeyword = "bird"\n'
+                    'synset = "n1503061"\n', encoding="utf-8")
+    vocabulary = load_configured(rich, TaggingConfig())
+    assert [tag.path for tag in vocabulary.tags] == ["animal|bird|crane", "animal|bird"]
+    for bad in ("n99999999", "99999999"):
+        rich.write_text(f'[[tag]]\nkeyword = "crane"\nsynset = "{bad}"\n', encoding="utf-8")
+        with pytest.raises(VocabularyError) as error:
+            load_configured(rich, TaggingConfig())
+        assert str(error.value) == (f"{rich}:1: synset '{bad}': no WordNet 3.0 noun synset has the "
+                                    "offset 99999999")
+
+    assert cli_main(["tags", "senses", "golden_retriever"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "golden_retriever: 1 noun sense (a plain list uses golden_retriever.n.01)")

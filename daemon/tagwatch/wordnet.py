@@ -27,7 +27,7 @@ MIN_TAGGED = 3
 _SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"),
              ("ies", "y"), ("ves", "f"), ("s", ""))
 _NAME = re.compile(r"^(?P<lemma>.+)\.n\.(?P<sense>\d{1,3})$", re.IGNORECASE)
-_OFFSET = re.compile(r"^n?(?P<offset>\d{8})$")
+_OFFSET = re.compile(r"^n?(?P<offset>\d{1,8})$")  # zero-padded to 8 digits: "2012849" is 02012849
 
 
 class WordNetError(ValueError):
@@ -130,14 +130,21 @@ class WordNet:
 
     def resolve(self, reference: str) -> Synset:
         """A synset named as WordNet tools name it: ``dog.n.01`` (lemma, noun, sense number; the
-        NLTK form), ``n02084071`` (ImageNet's wnid) or the bare offset ``02084071``."""
+        NLTK form), ``n02084071`` (ImageNet's wnid) or the bare offset ``02084071`` (its leading zeros
+        may be left out, as a number: ``2084071``).  An error starts with ``reference`` as given."""
         text = reference.strip()
         offset = _OFFSET.match(text)
         if offset:
-            return self.synset(offset.group("offset"))
+            digits = offset.group("offset").zfill(8)
+            try:
+                return self.synset(digits)
+            except WordNetError:
+                raise WordNetError(f"{reference!r}: no WordNet 3.0 noun synset has the offset "
+                                   f"{digits}") from None
         name = _NAME.match(text)
         if not name:
-            raise WordNetError(f"{reference!r} is not a noun synset name like 'dog.n.01' or 'n02084071'")
+            raise WordNetError(f"{reference!r} is not a noun synset name like 'dog.n.01', 'n02084071' "
+                               "or '02084071'")
         lemma, number = name.group("lemma").replace("_", " "), int(name.group("sense"))
         senses = self.senses(lemma)
         if not senses:
@@ -157,8 +164,9 @@ class WordNet:
 
     def base_forms(self, word: str) -> list[str]:
         """``word`` and the singular forms WordNet's noun rules give it, those that are lemmas; for a
-        phrase the last word is inflected (``golden retrievers`` → ``golden retriever``)."""
-        word = " ".join(word.lower().split())
+        phrase the last word is inflected (``golden retrievers`` → ``golden retriever``).  An
+        underscore is a space, as WordNet spells its lemmas (``golden_retriever``)."""
+        word = " ".join(word.lower().replace("_", " ").split())
         variants = list(dict.fromkeys([word, word.replace("-", " "), word.replace(" ", "-")]))
         found = [v for v in variants if self.senses(v)]
         if found:
