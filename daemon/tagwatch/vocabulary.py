@@ -13,6 +13,7 @@ it: one naming synsets, or a plain list whose tags are to be expanded.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hierarchy
+from .config import BUILTIN_TAG_LISTS
 from .wordnet import WordNet, WordNetError
 
 IPTC_KEYWORD_BYTES = 64
@@ -502,6 +504,16 @@ def read_list_file(path: Path, what: str, error: type[ValueError] = VocabularyEr
         raise error(f"{path}: cannot read {what}: {exc.strerror}") from None
 
 
+def _builtin_hint(path: Path) -> str:
+    """For a tag list that does not exist: the built-in lists' names (``--tags photo_tags`` was a
+    path beside the working folder), the nearest first."""
+    names = list(BUILTIN_TAG_LISTS)
+    close = difflib.get_close_matches(path.stem.casefold().replace("_", "-"), names, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean the built-in list {close[0]!r}? the built-in lists are {' and '.join(names)})"
+    return f" (the built-in lists, named without a path, are {' and '.join(names)})"
+
+
 def load_vocabulary(path: Path, templates: tuple[str, ...], *, expand: bool = False,
                     stop: Collection[str] = hierarchy.DEFAULT_STOP) -> Vocabulary:
     """Read and parse the tag list at ``path``: ``.toml`` is the rich format, anything else plain.
@@ -509,7 +521,12 @@ def load_vocabulary(path: Path, templates: tuple[str, ...], *, expand: bool = Fa
     ``expand``: tags will be expanded to their parents, so a plain list is placed in WordNet too
     (a rich list names its synsets itself); ``stop``: levels never used as a parent from WordNet.
     """
-    text = read_list_file(path, "tag list")
+    try:
+        text = read_list_file(path, "tag list")
+    except VocabularyError as exc:
+        if path.exists() or path.is_symlink():
+            raise
+        raise VocabularyError(f"{exc}{_builtin_hint(path)}") from None
     if path.suffix.lower() == RICH_SUFFIX:
         return parse_rich_tag_list(text, templates, path, stop=stop)
     return parse_tag_list(text, templates, path, place=expand, stop=stop)

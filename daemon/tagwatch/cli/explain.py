@@ -162,13 +162,8 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
         out.append("set aside by `tagwatch untag`: no keyword is written into it and the daemon leaves it "
                    f"alone; `tagwatch scan {shlex.quote(explanation.path)}` tags it again")
     if names:
-        known = {line.keyword: line for line in explanation.lines}
-        for name in names:
-            if name not in known:
-                close = difflib.get_close_matches(name, list(known), n=3)
-                hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-                raise UsageError(f"{name!r}: not in the tag list {config.tags}{hint}")
-        shown = [known[name] for name in dict.fromkeys(names)]
+        named = (_named(explanation, name, config) for name in names)
+        shown = list({id(line): line for line in named}.values())  # a tag named twice is shown once
     else:
         shown = [line for line in explanation.lines if not top or line.rank is None or line.rank <= top
                  or line.verdict.startswith(("TAGGED", "added", "removed", SET_ASIDE))
@@ -183,6 +178,20 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
         out.append(f"... {hidden} more tags score lower (--top 0 lists them all, --tag NAME one of them)")
     out += explanation.caption
     return "\n".join(out) + "\n"
+
+
+def _named(explanation: Explanation, name: str, config: Config) -> Line:
+    """The line of the tag ``--tag NAME`` names: case aside, as a list's keywords are one tag
+    whatever their case (``RED`` is ``red``); else an error with the nearest keywords."""
+    known = {line.keyword: line for line in explanation.lines}
+    if name in known:
+        return known[name]
+    folded = {keyword.casefold(): line for keyword, line in reversed(known.items())}  # the first wins
+    if name.casefold() in folded:
+        return folded[name.casefold()]
+    close = difflib.get_close_matches(name.casefold(), list(folded), n=3)
+    hint = f" (did you mean {', '.join(repr(folded[c].keyword) for c in close)}?)" if close else ""
+    raise UsageError(f"{name!r}: not in the tag list {config.tags}{hint}")
 
 
 def explain_func(args: argparse.Namespace) -> int:

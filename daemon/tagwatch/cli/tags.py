@@ -43,7 +43,12 @@ def check(config: Config, path: Path) -> Check:
     return Check(vocabulary, encoded, pipeline.model.identity, near_duplicates(pipeline.tags))
 
 
-def render(result: Check, path: Path) -> str:
+PAIRS_SHOWN = 20  # near-duplicate pairs printed, the most similar first (the vocabulary under a
+                 # model that tells its words apart badly has tens of thousands)
+
+
+def render(result: Check, path: Path, shown: int = PAIRS_SHOWN) -> str:
+    """What ``tags check`` prints; ``shown``: at most this many near-duplicate pairs (0: all)."""
     vocabulary = result.vocabulary
     out = [f"warning: {warning}" for warning in vocabulary.warnings]
     prompts = len(vocabulary.prompts())
@@ -56,7 +61,11 @@ def render(result: Check, path: Path) -> str:
         plural = "" if len(result.pairs) == 1 else "s"
         out.append(f"near-duplicates: {len(result.pairs)} pair{plural} of tags whose text vectors have "
                    f"cosine >= {NEAR_DUPLICATE} (model {result.model}); each pair fires together:")
-        out += [f"  {score:.4f}  {a}  ~  {b}" for score, a, b in result.pairs]
+        listed = result.pairs[:shown] if shown else result.pairs
+        out += [f"  {score:.4f}  {a}  ~  {b}" for score, a, b in listed]
+        if len(listed) < len(result.pairs):
+            rest = len(result.pairs) - len(listed)
+            out.append(f"  ... and {rest} more pair{'' if rest == 1 else 's'} (--pairs 0 lists them all)")
     else:
         out.append(f"no near-duplicates (no two tags with text cosine >= {NEAR_DUPLICATE})")
     return "\n".join(out) + "\n"
@@ -105,7 +114,7 @@ def senses(words: Sequence[str]) -> str:
 def check_func(args: argparse.Namespace) -> int:
     config = load(args)
     path = Path(args.file).expanduser()
-    print(render(check(config, path), path), end="")
+    print(render(check(config, path), path, args.pairs), end="")
     return 0
 
 
@@ -114,12 +123,20 @@ def senses_func(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number >= 0: {text!r}")
+    return int(text)
+
+
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     tags = sub.add_parser("tags", parents=[common], help="work with tag lists")
     tags_sub = tags.add_subparsers(dest="tags_command", required=True, metavar="ACTION")
     check = tags_sub.add_parser("check", parents=[common],
                                 help="validate a tag list (.txt or .toml) and report near-duplicate tags")
     check.add_argument("file", metavar="FILE")
+    check.add_argument("--pairs", type=_count, default=PAIRS_SHOWN, metavar="N",
+                       help=f"list the N most similar near-duplicate pairs (default {PAIRS_SHOWN}; 0: all)")
     check.set_defaults(func=check_func)
     words = tags_sub.add_parser("senses", parents=[common],
                                 help="a word's WordNet noun senses, to name one as a tag's synset")
