@@ -23,6 +23,7 @@ from ..config import Config
 from ..scoring import tag_thresholds
 from ..store import Store
 from .common import UsageError, load, log, make_pipeline, with_flags
+from .completion import tag_lists
 from .progress import Progress
 
 
@@ -98,6 +99,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     calibrate.add_argument("examples", metavar="EXAMPLES_DIR",
                            help=f"one folder of example photos per tag, named as its keyword, and "
                                 f"'{NEGATIVES}' for photos that should get no tag")
-    calibrate.add_argument("--tags", metavar="FILE", help="the tag list to calibrate (default: the config's)")
+    calibrate.add_argument("--tags", metavar="FILE", help="the tag list to calibrate (default: the config's)"
+                           ).completer = tag_lists  # type: ignore[attr-defined]  # argcomplete's
     calibrate.add_argument("--dry-run", action="store_true", help="print the table; change no file")
     calibrate.set_defaults(func=calibrate_func)

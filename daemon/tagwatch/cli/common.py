@@ -21,6 +21,7 @@ from ..pipeline import Pipeline, pipeline_for
 from ..store import Store, private_folder
 from ..vocabulary import Vocabulary
 from ..watcher import PathFilter, walk
+from .completion import tag_lists
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ def add_tagging_flags(parser: argparse.ArgumentParser, *, writing: bool) -> None
                        help="at most N tags per photo ([tagging] top_k)")
     group.add_argument("--tags", metavar="FILE",
                        help="another tag list, .txt or .toml, or a built-in one by name: "
-                            f"{' or '.join(BUILTIN_TAG_LISTS)} (tags)")
+                            f"{' or '.join(BUILTIN_TAG_LISTS)} (tags)"
+                       ).completer = tag_lists  # type: ignore[attr-defined]  # argcomplete's
     if writing:
         group.add_argument("--mode", choices=MODES, help="append, sync or overwrite ([tagging] mode)")
         group.add_argument("--target", choices=TARGETS,

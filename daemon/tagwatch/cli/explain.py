@@ -17,6 +17,7 @@ from ..metadata import ExifTool, KeywordWriter, MetadataError
 from ..store import DECLINED, UNTAGGED, Store
 from ..tagger import select
 from .common import UsageError, add_tagging_flags, load, make_pipeline, photo_path, with_flags
+from .completion import list_keywords
 
 # A keyword tagwatch wrote that a person then took out of the file (the ledger says declined)
 TAKEN_OUT = "not written: a person took it out of this photo"
@@ -220,6 +221,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     explain.add_argument("--top", type=_count, default=15, metavar="N",
                          help="list the N best tags (default 15; 0: every tag)")
     explain.add_argument("--tag", action="append", metavar="NAME",
-                         help="list just this tag, wherever it ranks (repeatable)")
+                         help="list just this tag, wherever it ranks (repeatable)"
+                         ).completer = list_keywords  # type: ignore[attr-defined]  # argcomplete's
     add_tagging_flags(explain, writing=False)
     explain.set_defaults(func=explain_func)
