@@ -435,3 +435,25 @@ def test_the_rich_twin_of_a_plain_list_writes_the_same_keywords_under_the_same_p
     paths = {name: found.get("HierarchicalSubject") for name, found in written[".txt"].items()}
     assert paths == {"green-triangle.jpg": ["color", "color|green", "triangle"], "red-circle.jpg": None,
                      "blue-square.jpg": ["blue", "polygon", "polygon|square"]}
+
+
+def test_a_tag_calibrated_from_positives_alone_is_warned_about(shapes_lab: Any, tmp_path: Path) -> None:
+    """With only `green/` and no `none/`, green's threshold came from its positives alone and nothing
+    said so: one warning names the tag and where negatives go; with a negative, none."""
+    examples = tmp_path / "examples"
+    (examples / "green").mkdir(parents=True)
+    shutil.copy(shapes_lab.library / "green-triangle.jpg", examples / "green")
+    alone = shapes_lab.run("calibrate", "--dry-run", str(examples))
+    warnings = [line for line in alone.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, alone.stderr
+    assert warnings[0].endswith(
+        "'green': no negative example: its threshold comes from its 1 positive alone, so nothing says "
+        f"how low another photo may score; add photos that should not get it to {examples / 'none'} "
+        "(or examples of other tags in their folders)")
+    assert re.search(r"^green +1 +0 ", alone.stdout, re.M)  # still calibrated, and shown
+
+    (examples / "none").mkdir()
+    shutil.copy(shapes_lab.library / "red-circle.jpg", examples / "none")
+    paired = shapes_lab.run("calibrate", "--dry-run", str(examples))
+    assert "WARNING" not in paired.stderr, paired.stderr
+    assert re.search(r"^green +1 +1 ", paired.stdout, re.M)

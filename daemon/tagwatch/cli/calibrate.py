@@ -71,6 +71,12 @@ def measure(config: Config, root: Path,
         raise UsageError(f"{root}: no tag has a usable example photo")
     scores = pipeline.tags.scores(np.stack([vectors[p] for p in data.paths]))
     results = calibrate(scores, data, keywords, tag_thresholds(tags, config.tagging.threshold))
+    for result in results:
+        if not result.negatives:
+            log.warning("%r: no negative example: its threshold comes from its %d positive%s alone, so "
+                        "nothing says how low another photo may score; add photos that should not get it "
+                        "to %s (or examples of other tags in their folders)", result.keyword,
+                        result.positives, "" if result.positives == 1 else "s", root / NEGATIVES)
     return Calibration(results, list(keywords), len(data.paths), encoded)
 
 
