@@ -269,3 +269,47 @@ def test_expansion_levels_and_place_keywords_taken_out_stay_out(tmp_path: Path) 
         assert "polygon" in held(photo, env)
     finally:
         env.close()
+
+
+def test_a_tag_taken_out_implies_no_level_and_stays_out_when_the_list_re_spells_it(tmp_path: Path) -> None:
+    """The person took red out: colour, a level written only because red was predicted, goes too
+    (sync) and is not exported; the tag list re-spelling red as "Red" does not bring it back."""
+    tagging = TaggingConfig(threshold=THRESHOLD, mode="sync")  # expand = "parents"
+    env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
+    try:
+        (tmp_path / "shapes.toml").write_text(SHAPES_LIST, encoding="utf-8")
+        env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
+        photo = tmp_path / "in" / "square.jpg"
+        photo.parent.mkdir()
+        synthetic.make_photo("red", "square", 90003, (160, 120)).save(photo, quality=90)
+        assert env.run(photo) == {"square.jpg": Status.TAGGED}
+        assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
+        take_out(photo, "red", app=env.exiftool, hierarchical=("colour|red",))
+        assert env.run(photo) == {"square.jpg": Status.TAGGED}
+        assert held(photo, env) == {"square", "polygon", "shape"}  # colour was there for red only
+        previewed = env.pipeline.process([str(photo)], dry_run=True)[0]
+        assert {k for k, _ in previewed.tags} == {"square", "polygon", "shape"}
+        exported = tagwatch_export(env, photo)
+        assert set(exported) == {"square", "polygon", "shape"}, exported
+
+        (tmp_path / "shapes.toml").write_text(SHAPES_LIST.replace('keyword = "red"', 'keyword = "Red"'),
+                                              encoding="utf-8")
+        env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
+        env.pipeline.retag()
+        assert held(photo, env) == {"square", "polygon", "shape"}  # no "Red" either
+    finally:
+        env.close()
+
+
+def tagwatch_export(env: Env, photo: Path) -> list[str]:
+    """The keywords ``export`` lists for one photo (re-scored from the cached vector, as written)."""
+    from tagwatch.export import as_written, kept_out, score
+    from tagwatch.scoring import tag_thresholds
+
+    key = env.store.file(str(photo)).key
+    vector = env.pipeline.cache.get({key})[key]
+    pipeline = env.pipeline
+    kept = kept_out(env.store, pipeline.overrides, {str(photo): key})
+    results = score({str(photo): vector}, pipeline.tags, tag_thresholds(pipeline.vocabulary.tags, THRESHOLD),
+                    pipeline.tagging.top_k, pipeline.expansion, kept)
+    return [k for k, _ in as_written(results, pipeline.overrides, kept)[0].tags]

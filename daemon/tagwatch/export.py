@@ -15,7 +15,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,7 +25,7 @@ from .freshness import is_unchanged
 from .geotag import Places
 from .overrides import Overrides
 from .scoring import choose
-from .store import DECLINED, Store
+from .store import Store
 from .tagger import Expansion, TagMatrix
 
 SEPARATOR = "; "  # between keywords in the one-row-per-photo CSV
@@ -83,15 +83,19 @@ def cached_vectors(store: Store, model: str, paths: Sequence[str],
 
 
 def score(vectors: dict[str, np.ndarray], tags: TagMatrix, thresholds: np.ndarray | float,
-          top_k: int, expansion: Expansion | None = None) -> list[Exported]:
+          top_k: int, expansion: Expansion | None = None,
+          kept: Mapping[str, Collection[str]] | None = None) -> list[Exported]:
     """Each photo's chosen tags with their scores, photos sorted by path, then the levels above
-    them that expansion writes (with the score of the tag that implies each)."""
+    them that expansion writes (with the score of the tag that implies each), none for a tag a
+    person took out of that photo (``kept``, from :func:`kept_out`)."""
     paths = sorted(vectors)
     if not paths:
         return []
     expand = expansion or Expansion()
     scores = tags.scores(np.stack([vectors[p] for p in paths]))
-    return [Exported(path, expand([(tags.keywords[i], float(scores[n, i])) for i in chosen]))
+    kept = kept or {}
+    return [Exported(path, expand([(tags.keywords[i], float(scores[n, i])) for i in chosen],
+                                  kept.get(path, ())))
             for n, (path, chosen) in enumerate(zip(paths, choose(scores, thresholds, top_k), strict=True))]
 
 
@@ -112,23 +116,25 @@ def with_places(results: Sequence[Exported], store: Store, places: Places) -> li
     return [replace(r, places=[p for p in found.get(r.path, []) if p not in dict(r.tags)]) for r in results]
 
 
-def as_written(results: Sequence[Exported], store: Store, overrides: Overrides,
-               keys: Mapping[str, bytes]) -> list[Exported]:
+def kept_out(store: Store, overrides: Overrides, keys: Mapping[str, bytes]) -> dict[str, set[str]]:
+    """path → the keywords (case-folded) a person took out of that photo and no correction of theirs
+    adds back: never written into it again, so neither exported nor a reason for a level above them."""
+    declined = store.declined(keys)
+    return {path: overrides.for_path(path).kept_out(words) for path, words in declined.items()}
+
+
+def as_written(results: Sequence[Exported], overrides: Overrides,
+               kept: Mapping[str, Collection[str]]) -> list[Exported]:
     """Each photo's keywords as tagwatch writes them into it: its corrections (overrides) applied, a
-    keyword one adds listed unscored, and without a keyword a person took out of that photo (the
-    ledger's declined: never written into it again) unless a correction adds it back.  The ledger
-    belongs to the picture it was recorded with (``keys``: each photo's content key now)."""
-    rows = store.files([r.path for r in results])
-    ledgers = store.ledgers(row.id for path, row in rows.items() if row.key == keys.get(path))
+    keyword one adds listed unscored, and without a keyword a person took out of that photo
+    (``kept``, from :func:`kept_out`)."""
     written: list[Exported] = []
     for r in results:
         override = overrides.for_path(r.path)
-        row = rows.get(r.path)
-        ledger = ledgers.get(row.id, {}) if row is not None else {}
-        declined = override.kept_out(k for k, action in ledger.items() if action == DECLINED)
+        out = kept.get(r.path, ())
         tags = override.apply(r.tags) if override else r.tags
-        written.append(replace(r, tags=[(k, s) for k, s in tags if k not in declined],
-                               places=[p for p in r.places if p not in declined]))
+        written.append(replace(r, tags=[(k, s) for k, s in tags if k.casefold() not in out],
+                               places=[p for p in r.places if p.casefold() not in out]))
     return written
 
 

@@ -61,9 +61,11 @@ class Override:
 
     def kept_out(self, declined: Iterable[str]) -> set[str]:
         """Of the keywords a person took out of a photo (the ledger's declined), those never written
-        into it again: all but the ones a correction of theirs adds back.  The write, a dry run and
-        ``export`` decide with this."""
-        return {k for k in declined if k not in self.add}
+        into it again, case-folded (a tag re-spelled "Star" is the "star" they took out): all but
+        the ones a correction of theirs adds back.  The write, a dry run, expansion and ``export``
+        decide with this; compare ``keyword.casefold()`` with it."""
+        added = {k.casefold() for k in self.add}
+        return {k.casefold() for k in declined} - added
 
 
 NO_OVERRIDE = Override()

@@ -252,7 +252,8 @@ class Pipeline:
     @property
     def rules(self) -> TagRules:
         """What a write needs of the tag list and settings in use."""
-        return TagRules(self.tagging.mode, self.tagging.threshold, self._paths, self.fingerprint)
+        return TagRules(self.tagging.mode, self.tagging.threshold, self._paths, self.fingerprint,
+                        self.expansion.levels)
 
     def decide(self, path: str, tags: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], Override]:
         """Predictions → what ``path`` should carry, after its overrides."""
@@ -314,8 +315,9 @@ class Pipeline:
         # predicted, and kept out of the file
         declined = self.overrides.for_path(row.path).kept_out(self.store.ledger(row.id, DECLINED))
         return Outcome(row.path, Status.UNCHANGED,
-                       [(tag, math.nan) for tag in row.tags if tag not in declined],
-                       places=[k for k in located.keywords if k not in declined] if located else [])
+                       [(tag, math.nan) for tag in row.tags if tag.casefold() not in declined],
+                       places=[k for k in (located.keywords if located else [])
+                               if k.casefold() not in declined])
 
     def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
                 wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> list[Outcome]:
@@ -370,11 +372,21 @@ class Pipeline:
         assert self.tags is not None
         if not dry_run:
             self._follow_moved(photos)
-        predictions = predict(np.stack([p.vector for p in photos]), self.tags,
-                              self.thresholds, self.tagging.top_k, self.expansion)
+        predictions = self._expand([(p.path, p.key) for p in photos], predict(
+            np.stack([p.vector for p in photos]), self.tags, self.thresholds, self.tagging.top_k))
         said = list(readings) or [None] * len(photos)
         return [self.decide(photo.path, predicted + (reading.keywords if reading else []))
                 for photo, predicted, reading in zip(photos, predictions, said, strict=True)]
+
+    def _expand(self, photos: Sequence[tuple[str, bytes | None]],
+                predictions: list[list[tuple[str, float]]]) -> list[list[tuple[str, float]]]:
+        """Each photo's (path, content key) predictions with the levels they imply, but none implied
+        only by a tag a person took out of that photo: their red gives it no "colour"."""
+        if not self.expansion.levels:
+            return predictions
+        declined = self.store.declined(dict(photos))
+        return [self.expansion(predicted, self.overrides.for_path(path).kept_out(declined.get(path, ())))
+                for (path, _), predicted in zip(photos, predictions, strict=True)]
 
     def _follow_moved(self, photos: Sequence[Photo]) -> None:
         """A photo moved from one watched folder to another arrives as a deletion and a new file
@@ -582,8 +594,8 @@ class Pipeline:
         uncaptioned: list[str] = []
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
-            predictions = predict(np.stack([v for _, v in part]), self.tags,
-                                  self.thresholds, self.tagging.top_k, self.expansion)
+            predictions = self._expand([(r.path, r.key) for r, _ in part], predict(
+                np.stack([v for _, v in part]), self.tags, self.thresholds, self.tagging.top_k))
             same: list[tuple[int, list[str]]] = []
             captions = self.captions.cache.get(r.key for r, _ in part if r.key) if self.captions else {}
             readings = self.read_captions([(captions.get(r.key) if r.key else None, v) for r, v in part])

@@ -741,6 +741,16 @@ class Store:
                 found[file_id] = {r[0]: r[1] for r in rows}
         return found
 
+    def declined(self, keys: Mapping[str, bytes | None]) -> dict[str, list[str]]:
+        """path → the keywords a person took out of it, for files whose recorded picture is still
+        ``keys[path]`` (the ledger belongs to the picture it was recorded with; a photo saved over or
+        renamed onto a tagged one inherits none of it)."""
+        rows = self.files(keys)
+        mine = {path: row.id for path, row in rows.items() if row.key is not None and row.key == keys[path]}
+        ledgers = self.ledgers(mine.values())
+        return {path: [k for k, action in ledgers[file_id].items() if action == DECLINED]
+                for path, file_id in mine.items()}
+
     def ledger_history(self, file_id: int) -> list[tuple[str, str, float, tuple[str, ...]]]:
         """Every ledger entry of a file, oldest first: (keyword, action, when, hierarchical paths)."""
         with self._lock:

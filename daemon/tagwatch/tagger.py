@@ -8,7 +8,7 @@ them (``golden retriever`` → ``dog``, ``animal``), each once, after the predic
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,19 +102,36 @@ class Expansion:
                 levels[tag.keyword] = tuple(above)
         return cls(levels)
 
-    def __call__(self, tags: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    def __call__(self, tags: list[tuple[str, float]],
+                 kept_out: Collection[str] = ()) -> list[tuple[str, float]]:
         """Predicted (keyword, score) pairs, then each level they imply once, with the score of the
-        best tag below it."""
+        best tag below it.  ``kept_out`` (case-folded, see Override.kept_out): tags a person took
+        out of this photo, which imply no level (their own pair stays, for the write to leave out)."""
         if not self.levels:
             return tags
         seen = {keyword for keyword, _ in tags}
         out = list(tags)
         for keyword, score in tags:
+            if keyword.casefold() in kept_out:
+                continue
             for level in self.levels.get(keyword, ()):
                 if level not in seen:
                     seen.add(level)
                     out.append((level, score))
         return out
+
+
+def orphaned_levels(tags: list[tuple[str, float]], kept_out: Collection[str],
+                    levels: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """The levels in an expanded ``tags`` list (:class:`Expansion`) that only a tag in ``kept_out``
+    (case-folded) implied.  For a tag a person is found to have taken out while its photo is being
+    written, after the levels were added: expansion gives a level the score of the tag that implies
+    it, which tells it from the same keyword predicted on its own merit."""
+    score = dict(tags)
+    justified = {level for keyword, _ in tags if keyword.casefold() not in kept_out
+                 for level in levels.get(keyword, ())}
+    return {level for keyword, s in tags if keyword.casefold() in kept_out
+            for level in levels.get(keyword, ()) if level not in justified and score.get(level) == s}
 
 
 def predict(images: np.ndarray, tags: TagMatrix, threshold: float | np.ndarray,

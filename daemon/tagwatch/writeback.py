@@ -42,6 +42,7 @@ from .overrides import NO_OVERRIDE, Override
 from .queue import Delete, Op
 from .retry import transient_reason
 from .store import DECLINED, DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store, Twin
+from .tagger import orphaned_levels
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class TagRules:
     threshold: float = 0.0  # for the log line of a photo that got no tag
     paths: Mapping[str, str] = field(default_factory=dict)  # keyword → hierarchical path, every tag
     fingerprint: str = ""  # of the tag list and settings: recorded with the tags
+    levels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # tag → levels expansion adds
 
 
 @dataclass
@@ -155,7 +157,7 @@ class Writeback:
         row = self.store.file(job.path)
         declined = (job.override.kept_out(self.store.ledger(row.id, DECLINED))
                     if row is not None and row.key == job.key else set())
-        job = replace(job, tags=[(k, s) for k, s in job.tags if k not in declined])
+        job = replace(job, tags=[(k, s) for k, s in job.tags if k.casefold() not in declined])
         if self.places is None or self.reader is None:
             return Outcome(job.path, Status.TAGGED, job.tags)
         try:
@@ -165,7 +167,8 @@ class Writeback:
             return Outcome(job.path, Status.TAGGED, job.tags)
         placed = self.places.decide(job.path, None, state.photo.gps, state.sidecar.gps)
         return Outcome(job.path, Status.TAGGED, job.tags,
-                       places=[k for k in placed.keywords if k not in job.keywords and k not in declined])
+                       places=[k for k in placed.keywords
+                               if k not in job.keywords and k.casefold() not in declined])
 
     def plan_ahead(self, job: WriteJob, rules: TagRules) -> None:
         """Step 1: read the file's metadata, add its places and its description, plan the write and,
@@ -202,8 +205,13 @@ class Writeback:
         owned = job.owned
         # A keyword a person took out stays out, unless they put it back (theirs then) or an override
         # of theirs asks for it
-        job.kept_out = self.writer.absent(state, dict.fromkeys(override.kept_out(declined), ()))
-        keywords = [k for k in keywords if k not in job.kept_out]
+        kept = override.kept_out(declined)
+        job.kept_out = self.writer.absent(state, {k: () for k in declined if k.casefold() in kept})
+        out = {k.casefold() for k in job.kept_out}  # "Star" from a re-spelled tag is their "star"
+        if out and rules.levels:  # taken out just now: the levels it alone implied go with it
+            orphans = orphaned_levels(job.tags, out, rules.levels) - set(override.add)
+            job.tags = [(k, s) for k, s in job.tags if k not in orphans]
+        keywords = [k for k in job.keywords if k.casefold() not in out]
         writing, withdraw = keywords, list(override.remove)
         known = rules.paths
         if self.captions is not None:  # a caption's keywords under their prefix; a list tag's path wins
@@ -213,7 +221,7 @@ class Writeback:
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
                                                      state.sidecar.gps)
-            writing = keywords + [k for k in placed.keywords if k not in keywords and k not in job.kept_out]
+            writing = keywords + [k for k in placed.keywords if k not in keywords and k.casefold() not in out]
             paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}
             withdraw += [k for k in placed.withdraw if k not in keywords]
             fill, job.filled = placed.fill, placed.filled
@@ -425,7 +433,8 @@ class Writeback:
                 where = placed.where
                 self.store.set_located(file_id, where and where.lat, where and where.lon,
                                        list(placed.keywords))
-        carried = [k for k in keywords if k not in job.kept_out]
+        out = {k.casefold() for k in job.kept_out}
+        carried = [k for k in keywords if k.casefold() not in out]
         fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": carried}
         places = job.placed.claim.levels() if job.placed is not None and job.placed.claim else []
         if places:

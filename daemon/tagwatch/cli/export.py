@@ -11,7 +11,16 @@ from dataclasses import replace
 import numpy as np
 
 from ..config import Config
-from ..export import Exported, as_written, cached_vectors, render_csv, render_json, score, with_places
+from ..export import (
+    Exported,
+    as_written,
+    cached_vectors,
+    kept_out,
+    render_csv,
+    render_json,
+    score,
+    with_places,
+)
 from ..geotag import Places
 from ..pipeline import Pipeline
 from ..scoring import tag_thresholds
@@ -42,14 +51,16 @@ def export(config: Config, given: Sequence[str],
                 vectors, missing = cached_vectors(store, pipeline.model.identity, paths, bar.advance, keys)
             assert pipeline.vocabulary is not None and pipeline.tags is not None
             thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
-            results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k, pipeline.expansion)
+            kept = kept_out(store, pipeline.overrides, keys)
+            results = score(vectors, pipeline.tags, thresholds, config.tagging.top_k, pipeline.expansion,
+                            kept)
             if pipeline.captions is not None:  # candidates' prompts may need the model: before close
                 results = with_captions(pipeline, results, vectors, keys)
         finally:
             pipeline.close()
         if config.places.enabled:
             results = with_places(results, store, Places(config.places, store))
-        results = as_written(results, store, pipeline.overrides, keys)
+        results = as_written(results, pipeline.overrides, kept)
     finally:
         store.close()
     return results, missing

@@ -497,7 +497,10 @@ class Library:
             picked = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
             chosen = set(picked)
             implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
+            kept = override.kept_out(declined)
             for i in picked:
+                if scoring.tags.keywords[i].casefold() in kept:
+                    continue  # a tag a person took out implies no level (Expansion)
                 for level in scoring.expansion.levels.get(scoring.tags.keywords[i], ()):
                     implied.setdefault(level, scoring.tags.keywords[i])
             order = [i for i in np.argsort(-scores) if scores[i] > floor][:60]
@@ -538,12 +541,12 @@ class Library:
         out, unless a correction adds them) against those exiftool reads.  The photo page polls
         while this is not empty, so it shows the file once the daemon (or this page) has written it."""
         wanted: list[str] = list(override.add)
+        kept = override.kept_out(declined)
         if scores is not None and row is not None and row.state == DONE:
             chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
-            predicted = scoring.expansion([(scoring.tags.keywords[i], 0.0) for i in chosen])
+            predicted = scoring.expansion([(scoring.tags.keywords[i], 0.0) for i in chosen], kept)
             wanted = [k for k, _ in override.apply(predicted)]
-        pending = [f"adding {k!r}" for k in wanted
-                   if k not in owner and (k not in declined or k in override.add)]
+        pending = [f"adding {k!r}" for k in wanted if k not in owner and k.casefold() not in kept]
         sync = self.config.tagging.mode == "sync"
         for keyword, whose in owner.items():
             dropped = keyword in override.remove or (sync and keyword not in wanted)
