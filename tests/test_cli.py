@@ -85,7 +85,7 @@ def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, con
     scanned = tagwatch("scan", "--config", str(config), str(good), str(gone))
     assert scanned.returncode == 1
     assert f"{gone}: skipped: no such file or folder" in scanned.stderr
-    assert "scan: 1 photos: 1 skipped, 1 tagged" in scanned.stderr
+    assert "scan: 1 photos: 1 tagged; 1 named path skipped" in scanned.stderr
     assert len(exif_keywords(good)["iptc"]) == 3
     exported = tagwatch("export", "--config", str(config), str(gone))
     assert (exported.returncode, json.loads(exported.stdout)) == (1, {})
@@ -95,6 +95,16 @@ def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, con
     assert f"{gone}: skipped: no such file or folder" in untagged.stderr
     never = noise_jpeg(tmp_path / "never.jpg", seed=2)
     assert tagwatch("untag", "--config", str(config), str(never)).returncode == 0
+    # --log-format json: a skipped event naming the path, as for a photo that cannot be used
+    record = json.loads(tagwatch("--log-format", "json", "scan", "--config", str(config), str(gone))
+                        .stderr.splitlines()[0])
+    assert (record["event"], record["path"]) == ("skipped", str(gone))
+    assert record["reason"] == "no such file or folder"
+    # A tagged photo deleted while no daemon ran: untag of its folder says it is gone, not "already
+    # untagged"
+    good.unlink()
+    untagged = tagwatch("untag", "--config", str(config), str(tmp_path))
+    assert f"{good}: no longer on disk" in untagged.stderr and "1 gone" in untagged.stderr, untagged.stderr
 
 
 def test_explain_lists_every_tag_with_its_verdict(tmp_path: Path, config_file) -> None:

@@ -495,6 +495,8 @@ class Writeback:
         row = self.store.file(path)
         if row is None or row.state == DELETED:
             return Outcome(path, Status.UNCHANGED, error="tagwatch has no record of this file")
+        if not os.path.lexists(path):  # deleted while no daemon ran to see it: nothing to give back
+            return Outcome(path, Status.GONE, error="no longer on disk")
         if (row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED)
                 and not self.store.filled(row.id)):
             return Outcome(path, Status.UNCHANGED, error="already untagged")

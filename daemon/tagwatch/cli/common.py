@@ -169,10 +169,13 @@ def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 yield photo_path(given)
             else:
-                log.warning("%s: skipped: not a photo file name (%s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
+                reason = f"not a photo file name ({' '.join(sorted(IMAGE_SUFFIXES))})"
+                log.warning("%s: skipped: %s", path, reason,
+                            extra={"event": "skipped", "path": str(path), "reason": reason})
                 skipped.append(str(path))
         else:
-            log.warning("%s: skipped: no such file or folder", path)
+            log.warning("%s: skipped: no such file or folder", path,
+                        extra={"event": "skipped", "path": str(path), "reason": "no such file or folder"})
             skipped.append(str(path))
 
 

@@ -188,12 +188,12 @@ def scan_func(args: argparse.Namespace) -> int:
                                           skipped=skipped)))
         total = len(paths)
         counts = scan(config, paths, dry_run=args.dry_run, report=report)
-    if skipped:
-        counts[SKIPPED] = len(skipped)
+    # a named path that is no photo is not one of the photos counted: said apart
     text = f"scan: {total} photos: {count_text(counts)}" + (
+        f"; {len(skipped)} named {'path' if len(skipped) == 1 else 'paths'} {SKIPPED}" if skipped else "") + (
         " (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)
-    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) or counts.get(SKIPPED) else 0
+    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) or skipped else 0
 
 
 

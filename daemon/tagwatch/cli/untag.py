@@ -29,7 +29,8 @@ def untag(config: Config, given: Sequence[str]) -> dict[str, int]:
         for name in given:
             path = Path(name).expanduser().absolute()
             if not os.path.lexists(path):  # a typo, or a drive not plugged in: nothing there to untag
-                log.warning("%s: skipped: no such file or folder", path)
+                log.warning("%s: skipped: no such file or folder", path,
+                            extra={"event": "skipped", "path": str(path), "reason": "no such file or folder"})
                 counts[SKIPPED] = counts.get(SKIPPED, 0) + 1
                 continue
             paths += sorted(store.files_under(str(path.resolve()))) if path.is_dir() else [photo_path(name)]
