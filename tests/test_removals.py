@@ -291,6 +291,13 @@ def test_a_tag_taken_out_implies_no_level_and_stays_out_when_the_list_re_spells_
         assert {k for k, _ in previewed.tags} == {"square", "polygon", "shape"}
         exported = tagwatch_export(env, photo)
         assert set(exported) == {"square", "polygon", "shape"}, exported
+        config = tmp_path / "config.toml"  # explain, reading the same database and list
+        config.write_text(f'tags = "{tmp_path / "shapes.toml"}"\n'
+                          f'database = "{env.root / "state" / "tw.db"}"\n'
+                          f'[model]\nname = "{SHAPES_CONFIG}"\npretrained = "{SHAPES_CHECKPOINT}"\n'
+                          f'[tagging]\nthreshold = {THRESHOLD}\nmode = "sync"\n', encoding="utf-8")
+        verdicts = {line.keyword: line.verdict for line in explain(load_config(config), str(photo)).lines}
+        assert verdicts["red"] == TAKEN_OUT and not verdicts.get("colour", "").startswith("TAGGED"), verdicts
 
         (tmp_path / "shapes.toml").write_text(SHAPES_LIST.replace('keyword = "red"', 'keyword = "Red"'),
                                               encoding="utf-8")

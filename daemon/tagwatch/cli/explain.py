@@ -74,11 +74,14 @@ def explain(config: Config, image: str) -> Explanation:
     limits = pipeline.thresholds
     picked = select(scores, limits, config.tagging.top_k)[0]
     chosen = set(picked)
+    override = pipeline.overrides.for_path(path)
+    kept = override.kept_out(declined)  # case-folded: what a person took out stays out
     implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
     for index in picked:
+        if pipeline.tags.keywords[index].casefold() in kept:
+            continue  # a tag a person took out implies no level (tagger.Expansion)
         for level in pipeline.expansion.levels.get(pipeline.tags.keywords[index], ()):
             implied.setdefault(level, pipeline.tags.keywords[index])
-    override = pipeline.overrides.for_path(path)
     lines = []
     for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
         keyword = pipeline.tags.keywords[index]
@@ -86,7 +89,7 @@ def explain(config: Config, image: str) -> Explanation:
             verdict = "removed by an override"
         elif keyword in override.add:
             verdict = "added by an override"
-        elif keyword in declined and (index in chosen or keyword in implied):
+        elif keyword.casefold() in kept and (index in chosen or keyword in implied):
             verdict = TAKEN_OUT
         elif index in chosen:
             verdict = "TAGGED"
@@ -104,7 +107,7 @@ def explain(config: Config, image: str) -> Explanation:
               if keyword not in pipeline.tags.keywords]
     # levels above a predicted tag that are no tag of the list (the photo vocabulary's "animal")
     lines += [Line(None, None, level, "removed by an override" if level in override.remove
-                   else TAKEN_OUT if level in declined
+                   else TAKEN_OUT if level.casefold() in kept
                    else f"TAGGED: a level above {below}") for level, below in implied.items()
               if level not in pipeline.tags.keywords and level not in override.add]
     said = caption_lines(pipeline.captions, reading, override.remove) if pipeline.captions else []
