@@ -95,6 +95,12 @@ listen = "[::1]:9100"
     ("[metrics]\nlisten = '127.0.0.1'\n", "metrics.listen must be HOST:PORT"),
     ("watch = ['config.toml']\n", "watch[0]: '"),
     ("model = 3\n", "model must be a table"),
+    # an empty path named the config's own folder (watched it, read it as the tag list)
+    ("watch = ['']\n", "watch[0] must be a folder path, not empty"),
+    ("database = ''\n", "database must be a path, not empty"),
+    ("tags = ' '\n", "tags must be a tag list file or a built-in list's name, not empty"),
+    ("[model]\ncache_dir = ''\n", "model.cache_dir must be a path, not empty"),
+    ("[model]\ndevice = 'gpu'\n", "model.device must be a torch device like cpu, cuda, cuda:1 or mps"),
     ("watch = [", "not valid TOML"),
 ])
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -286,6 +286,16 @@ class _Reader:
             raise self.fail(name, f"must be {what}, got {type(value).__name__} {value!r}")
         return value
 
+    def path(self, name: str, base: Path) -> Path | None:
+        """A path key: relative to the config's folder; an empty string is refused (it named the
+        config's own folder: ``watch = [""]`` watched it, ``tags = ""`` read it as a file)."""
+        value = self.get(name, str, "a path string")
+        if value is None:
+            return None
+        if not value.strip():
+            raise self.fail(name, "must be a path, not empty (leave the key out for the default)")
+        return _path(value, base)
+
     def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
         value = self.get(name, str, "a string")
         if value is not None and value not in choices:
@@ -312,6 +322,12 @@ class _Reader:
             raise ConfigError(f"{self.where}: unknown key '{self.key(unknown[0])}' (known here: {known})")
 
 
+# torch's device types (its own error lists them), with an optional index: checked here, where a
+# typo ("gpu") is one line naming the key, instead of torch's error when the model loads
+TORCH_DEVICE = re.compile(r"(cpu|cuda|ipu|xpu|mkldnn|opengl|opencl|ideep|hip|ve|fpga|maia|xla|lazy|vulkan|"
+                          r"mps|meta|hpu|mtia|privateuseone)(:\d+)?")
+
+
 def _path(value: str, base: Path) -> Path:
     path = Path(os.path.expandvars(value)).expanduser()
     return (path if path.is_absolute() else base / path).resolve()
@@ -336,9 +352,12 @@ def _model(raw: dict[str, Any], base: Path, where: str) -> ModelConfig:
             if not value.strip():
                 raise r.fail(name, "must not be empty")
             values[name] = value.strip()
-    cache_dir = r.get("cache_dir", str, "a path string")
+    if "device" in values and not TORCH_DEVICE.fullmatch(values["device"]):
+        raise r.fail("device", f"must be a torch device like cpu, cuda, cuda:1 or mps, "
+                               f"got {values['device']!r}")
+    cache_dir = r.path("cache_dir", base)
     if cache_dir is not None:
-        values["cache_dir"] = _path(cache_dir, base)
+        values["cache_dir"] = cache_dir
     offline = r.get("offline", bool, "true or false")
     if offline is not None:
         values["offline"] = offline
@@ -595,6 +614,8 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
             elif not isinstance(item, str):
                 raise ConfigError(f"{where}: watch[{i}] must be a folder path string or a table with "
                                   f"path and poll, got {item!r}")
+            if not item.strip():
+                raise ConfigError(f"{where}: watch[{i}] must be a folder path, not empty")
             folders.append(_check_folder(_path(item, base), f"watch[{i}]", where))
             if poll:
                 polled.append(folders[-1])
@@ -609,15 +630,17 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
         values["exclude"] = tuple(exclude)
     tags = r.get("tags", str, "a path string")
     if tags is not None:
+        if not tags.strip():
+            raise r.fail("tags", "must be a tag list file or a built-in list's name, not empty")
         values["tags"] = builtin_tag_list(tags) if tags in BUILTIN_TAG_LISTS else _path(tags, base)
     overrides = r.get("overrides", str, "a path string")
     if overrides is not None:
         if not overrides.strip():
             raise r.fail("overrides", "must be a file path (leave it out for none)")
         values["overrides"] = _path(overrides, base)
-    database = r.get("database", str, "a path string")
+    database = r.path("database", base)
     if database is not None:
-        values["database"] = _path(database, base)
+        values["database"] = database
     log_level = r.get("log_level", str, "a string")
     if log_level is not None:
         if log_level.lower() not in LOG_LEVELS:
