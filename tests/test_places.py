@@ -13,16 +13,18 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import CORPUS, Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
-from tagwatch.config import ConfigError, PlacesConfig, TaggingConfig, parse_config
+from tagwatch.config import ConfigError, PlacesConfig, TaggingConfig, WriteConfig, parse_config
 from tagwatch.formats import content_key
 from tagwatch.geotag import Places
 from tagwatch.metadata import DESCRIPTION_FIELDS, ExifTool, FileChanged, Filled, KeywordWriter
 from tagwatch.outcomes import Status
+from tagwatch.overrides import parse_overrides
 from tagwatch.pipeline import Pipeline
 from tagwatch.places import Coordinates, Geocoder, coordinates
 from tagwatch.rebuild import rebuild
@@ -377,6 +379,87 @@ def test_a_photo_without_gps_gets_its_places_when_it_is_geotagged_later(
         env.close()
 
 
+KYOTO_XMP = ["-XMP-exif:GPSLatitude=35.0116", "-XMP-exif:GPSLongitude=135.7681"]
+SAPPORO_XMP = ["-XMP-exif:GPSLatitude=43.0621", "-XMP-exif:GPSLongitude=141.3544"]
+
+
+def noise_png(path: Path, seed: int) -> Path:
+    """A real PNG (its keywords go into its XMP sidecar), made from a noise JPEG's picture."""
+    from PIL import Image
+
+    with Image.open(noise_jpeg(path.with_suffix(".src.jpg"), seed=seed)) as image:
+        image.save(path)
+    path.with_suffix(".src.jpg").unlink()
+    return path
+
+
+@pytest.mark.parametrize("naming", ["photo.jpg.xmp", "photo.xmp"])
+def test_a_geotag_written_into_the_sidecar_later_moves_the_places_without_encoding(
+        naming: str, tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    """Geotaggers put the coordinates of a RAW (or PNG) into its sidecar; the photo itself never
+    changes.  The sidecar's edit is the photo's metadata edit: read again, never encoded; tagwatch's
+    own sidecar write does not make the photo look edited again.  A JPEG's camera 0/0 gives way to a
+    position in its sidecar."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2), WriteConfig(sidecar=naming),
+              PlacesConfig(fill_location=True))
+    env.pipeline.places.geocoder = geocoder
+    try:
+        png = noise_png(tmp_path / "in" / "temple.png", seed=12)
+        jpeg = geotag(exiftool, noise_jpeg(tmp_path / "in" / "street.jpg", seed=13), *NO_FIX)
+        sides = [png.parent / f"temple{'.png' if naming == 'photo.jpg.xmp' else ''}.xmp",
+                 jpeg.parent / f"street{'.jpg' if naming == 'photo.jpg.xmp' else ''}.xmp"]
+        assert env.run(png, jpeg) == {"temple.png": Status.TAGGED, "street.jpg": Status.TAGGED}
+        assert env.run(png, jpeg) == {"temple.png": Status.UNCHANGED, "street.jpg": Status.UNCHANGED}
+        picture, encoded = png.read_bytes(), env.encoded()
+
+        assert sides[0].exists() and not sides[1].exists()  # the JPEG's keywords are in the JPEG
+        for side in sides:  # a geotagger writes the position into each sidecar (making the JPEG's)
+            subprocess.run(["exiftool", "-q", "-overwrite_original", *KYOTO_XMP, str(side)], check=True)
+        assert env.run(png, jpeg) == {"temple.png": Status.TAGGED, "street.jpg": Status.TAGGED}
+        got = read_fields(sides[0], "XMP-dc:Subject", "XMP-photoshop:City")
+        assert {"Japan", "Kyoto"} <= set(as_list(got["XMP-dc:Subject"]))
+        assert got["XMP-photoshop:City"] == "Kyoto"
+        assert {"Japan", "Kyoto"} <= set(exif_keywords(jpeg)["iptc"])  # the JPEG's keywords stay in it
+        assert env.run(png, jpeg) == {"temple.png": Status.UNCHANGED, "street.jpg": Status.UNCHANGED}
+
+        geotag(exiftool, sides[0], *SAPPORO_XMP)  # moved again: the old place comes out
+        assert env.run(png, jpeg) == {"temple.png": Status.TAGGED, "street.jpg": Status.UNCHANGED}
+        subject = set(as_list(read_fields(sides[0], "XMP-dc:Subject")["XMP-dc:Subject"]))
+        assert {"Japan", "Hokkaido", "Sapporo"} <= subject and "Kyoto" not in subject
+        assert env.run(png, jpeg) == {"temple.png": Status.UNCHANGED, "street.jpg": Status.UNCHANGED}
+        assert env.encoded() == encoded and png.read_bytes() == picture  # nothing encoded or re-saved
+    finally:
+        env.close()
+
+
+def test_a_geotag_in_a_sidecar_two_photos_share_reaches_both_and_is_not_passed_back_and_forth(
+        tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder) -> None:
+    """``IMG_1.jpg`` and ``IMG_1.png`` share ``IMG_1.xmp`` (Lightroom's naming), which tagwatch writes
+    for each.  In overwrite mode each photo's write sets the keyword list in its own order (the PNG's
+    correction takes out its forest, which the JPG's keeps), so were one photo's write taken for an
+    edit of the other's sidecar, the two would rewrite it for ever."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="overwrite"),
+              WriteConfig(target="sidecar", sidecar="photo.xmp"), PlacesConfig())
+    env.pipeline.places.geocoder = geocoder
+    try:
+        env.use(["beach", "forest"])
+        jpg = noise_jpeg(tmp_path / "in" / "IMG_1.jpg", seed=15)
+        png = noise_png(tmp_path / "in" / "IMG_1.png", seed=16)
+        side = tmp_path / "in" / "IMG_1.xmp"
+        env.pipeline.use_overrides(parse_overrides(f'[[override]]\npath = "{png}"\nremove = ["forest"]\n',
+                                                   tmp_path / "o.toml", [tmp_path / "in"]))
+        assert env.run(jpg, png) == {"IMG_1.jpg": Status.TAGGED, "IMG_1.png": Status.TAGGED}
+        subprocess.run(["exiftool", "-q", "-overwrite_original", *KYOTO_XMP, str(side)], check=True)
+        assert env.run(jpg, png) == {"IMG_1.jpg": Status.TAGGED, "IMG_1.png": Status.TAGGED}
+        assert {"Japan", "Kyoto"} <= set(as_list(read_fields(side, "XMP-dc:Subject")["XMP-dc:Subject"]))
+        changed = side.stat().st_ctime_ns
+        for _ in range(2):  # each photo's write came before the other's record: neither looks edited
+            assert env.run(jpg, png) == {"IMG_1.jpg": Status.UNCHANGED, "IMG_1.png": Status.UNCHANGED}
+        assert side.stat().st_ctime_ns == changed
+    finally:
+        env.close()
+
+
 def test_sync_keeps_the_places_and_a_new_root_respells_them_without_encoding(
         tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
     sync = TaggingConfig(threshold=-1.0, top_k=2, mode="sync")
@@ -576,3 +659,45 @@ def test_the_daemon_loads_places_for_the_first_gps_photo_and_places_a_geotag_edi
     assert exported.returncode == 0, exported.stderr
     (keywords,) = json.loads(exported.stdout).values()
     assert keywords[-3:] == ["Italy", "Tuscany", "Florence"] and len(keywords) == 5
+
+
+def test_the_daemon_places_a_geotag_written_into_a_sidecar_live_and_after_a_restart(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The user's case: a PNG tagged through its sidecar, then geotagged in that sidecar (exiftool, as
+    a geotagger does) while the daemon runs and while it is stopped.  Each edit moves the places,
+    with no image encoded again, and tagwatch's own sidecar writes are not taken for edits."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos], top_k=2,
+                          extra='[places]\nfill_location = true\n[write]\ntarget = "sidecar"')
+    png = noise_png(photos / "purple-circle.png", seed=14)
+    side = photos / "purple-circle.png.xmp"
+
+    def subject() -> set[str]:
+        if not side.exists():
+            return set()
+        return set(as_list(read_fields(side, "XMP-dc:Subject").get("XMP-dc:Subject")))
+
+    picture = png.read_bytes()
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        wait_for(subject)
+        subprocess.run(["exiftool", "-q", "-overwrite_original", *KYOTO_XMP, str(side)], check=True)
+        wait_for(lambda: {"Japan", "Kyoto"} <= subject())
+        daemon.wait_log("place: Japan, Kyoto")
+        time.sleep(1.5)  # five settle times: an event of tagwatch's own sidecar write would be handled
+    finally:
+        assert daemon.stop() == 0
+    tagged = daemon.log().count("tagged ")
+    assert tagged == 2, daemon.log()[-3000:]  # the first tagging and the geotag; none for its own writes
+
+    subprocess.run(["exiftool", "-q", "-overwrite_original", *SAPPORO_XMP, str(side)], check=True)
+    mark = len(daemon.log())
+    daemon.start()  # the start-up scan finds the sidecar edited while no daemon ran
+    try:
+        wait_for(lambda: {"Hokkaido", "Sapporo"} <= subject() and "Kyoto" not in subject())
+        daemon.wait_log("took out", since=mark)
+    finally:
+        assert daemon.stop() == 0
+    assert daemon.log()[mark:].count("tagged ") == 1, daemon.log()[mark:]
+    assert status(config)["encoded"] == 1 and png.read_bytes() == picture

@@ -5,14 +5,26 @@ A file is unchanged when its size and modification time are those the store reco
 key, and everything derived from it, still hold.  Any write to a file (ours included: the key
 survives it, see :mod:`tagwatch.formats`) changes the modification time, so a changed file is read
 again, which costs a read and a hash, never an encode when the pixels are the same.
+
+A photo is settled only while its XMP sidecar is unchanged too: a geotagger writes a RAW's (or
+PNG's) coordinates there, and the photo itself never changes.  The sidecar's change time (which no
+tool sets back, unlike the modification time ``exiftool -P`` keeps) is compared with when the store
+last recorded the photo: tagwatch's own sidecar writes come before that record, so they never make
+the photo look edited.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 
+from .formats import IMAGE_SUFFIXES
 from .retry import access_cured
 from .store import DONE, FAILED, UNTAGGED, FileRow
+
+SIDECAR_SUFFIX = ".xmp"
+StatOf = Callable[[str], os.stat_result | None]  # a path's lstat, or None where there is none
+Recorded = Callable[[list[str]], Mapping[str, FileRow]]  # the store's rows of the paths it knows
 
 
 def is_unchanged(row: FileRow | None, st: os.stat_result) -> bool:
@@ -20,20 +32,65 @@ def is_unchanged(row: FileRow | None, st: os.stat_result) -> bool:
     return row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
 
 
+def sidecars(path: str) -> tuple[str, ...]:
+    """The sidecars tagwatch reads for ``path``, in either naming (``write.sidecar``):
+    ``photo.jpg.xmp`` (digiKam, darktable, Immich) and ``photo.xmp`` (Lightroom, Capture One)."""
+    stem = os.path.splitext(path)[0]
+    return (path + SIDECAR_SUFFIX,) if stem == path else (path + SIDECAR_SUFFIX, stem + SIDECAR_SUFFIX)
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _sharers(side: str) -> list[str]:
+    """The photos that may share the sidecar ``photo.xmp``: ``photo`` with each image suffix."""
+    stem = side[:-len(SIDECAR_SUFFIX)]
+    return [stem + spelled for suffix in sorted(IMAGE_SUFFIXES) for spelled in (suffix, suffix.upper())]
+
+
+def sidecar_edited(row: FileRow, stat_of: StatOf = _lstat, recorded: Recorded | None = None) -> bool:
+    """Did a sidecar of the photo change (or appear) after the store last recorded the photo?
+
+    ``stat_of``: the sidecar's lstat (a walk has them from its folder listing; else one each).
+    ``recorded`` (the store's rows of paths): a ``photo.xmp`` that two photos of one stem share
+    (``IMG_1.jpg`` and ``IMG_1.cr2``) is written by tagwatch for each; it counts as edited only if
+    it changed after the latest record of every photo sharing it, so that one photo's write never
+    makes the other look edited (which could pass the sidecar back and forth for ever).  Without
+    ``recorded``, any change after this photo's record counts."""
+    if row.updated is None:
+        return False
+    for side in sidecars(row.path):
+        st = stat_of(side)
+        if st is None or st.st_ctime_ns <= row.updated * 1e9:
+            continue
+        if recorded is not None and side != row.path + SIDECAR_SUFFIX:
+            others = recorded([p for p in _sharers(side) if p != row.path])
+            if any(o.updated is not None and st.st_ctime_ns <= o.updated * 1e9 for o in others.values()):
+                continue  # written by tagwatch for a photo sharing it, and not changed since
+        return True
+    return False
+
+
 def is_settled(row: FileRow | None, path: str, st: os.stat_result, *, fingerprint: str | None = None,
-               retry_failed: bool = False) -> bool:
-    """Nothing to do for ``path``: `tagwatch untag` set it aside, or it is unchanged and either tagged
-    (with the tag list ``fingerprint`` when given) or failed for a reason a chmod has not cured.
+               retry_failed: bool = False, stat_of: StatOf = _lstat, recorded: Recorded | None = None
+               ) -> bool:
+    """Nothing to do for ``path``: `tagwatch untag` set it aside, or it and its sidecar are unchanged
+    and it is either tagged (with the tag list ``fingerprint`` when given) or failed for a reason a
+    chmod has not cured.
 
     ``retry_failed`` (``scan``: a person asked) takes failed and set-aside files up again.  A failure
     for want of permission is tried again once a chmod has cured it (the daemon hears of it as an
-    attribute event); any other stays failed until the file changes.
+    attribute event); any other stays failed until the file (or its sidecar) changes.
     """
     if row is None:
         return False
     if row.state == UNTAGGED:
         return not retry_failed
-    if not is_unchanged(row, st):
+    if not is_unchanged(row, st) or (row.state in (DONE, FAILED) and sidecar_edited(row, stat_of, recorded)):
         return False
     if row.state == DONE:
         return fingerprint is None or row.tagged_with == fingerprint

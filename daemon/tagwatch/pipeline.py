@@ -297,7 +297,8 @@ class Pipeline:
                 outcomes.append(record_failure(self.store, path, st, reason, dry_run))
                 continue
             row = rows.get(path)
-            if is_settled(row, path, st, fingerprint=self.fingerprint, retry_failed=retry_failed):
+            if is_settled(row, path, st, fingerprint=self.fingerprint, retry_failed=retry_failed,
+                          recorded=self.store.files):
                 assert row is not None
                 outcomes.append(self._settled(row, dry_run))
                 continue

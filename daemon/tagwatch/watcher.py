@@ -37,7 +37,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
 from .formats import IMAGE_SUFFIXES
-from .freshness import is_settled
+from .freshness import SIDECAR_SUFFIX, is_settled
 from .metadata import remove_if_stale
 from .queue import BatchQueue, Delete, Move
 from .store import Store
@@ -117,13 +117,16 @@ class PathFilter:
 
 
 def walk(root: Path, filt: PathFilter, clean_temp: bool = False, stop: threading.Event | None = None,
-         unlistable: set[str] | None = None) -> Iterator[tuple[str, os.stat_result]]:
+         unlistable: set[str] | None = None, sidecars: dict[str, os.stat_result] | None = None
+         ) -> Iterator[tuple[str, os.stat_result]]:
     """Every wanted file under ``root`` with its stat; symlinks are never followed.
 
     ``clean_temp`` deletes temporary files a killed writer left beside photos (never those of a
     process still running: they may be writes in flight).  ``stop`` ends the walk early (shutdown
     must not wait for a scan of 200,000 files).  ``unlistable`` receives the folders that could not
-    be listed: what is inside them was not seen, which is not the same as gone.
+    be listed: what is inside them was not seen, which is not the same as gone.  ``sidecars``, where
+    given, holds the XMP sidecars of the folder whose files are being yielded, with their stats: from
+    the listing, so a photo without one costs no look-up.
     """
     stack = [str(root)]
     while stack and not (stop is not None and stop.is_set()):
@@ -136,6 +139,12 @@ def walk(root: Path, filt: PathFilter, clean_temp: bool = False, stop: threading
             if unlistable is not None:
                 unlistable.add(folder)
             continue
+        if sidecars is not None:
+            sidecars.clear()
+            for entry in listing:
+                if entry.name.endswith(SIDECAR_SUFFIX):
+                    with contextlib.suppress(OSError):
+                        sidecars[entry.path] = entry.stat(follow_symlinks=False)
         for entry in listing:
             try:
                 if clean_temp and remove_if_stale(entry):
@@ -173,10 +182,13 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             continue  # scanned when it is back; its records are kept meanwhile
         known = store.files_under(str(root))
         seen = report.seen
-        for path, st in walk(root, filt, clean_temp, stop, report.unlistable):
+        sidecars: dict[str, os.stat_result] = {}  # the current folder's: a sidecar edited meanwhile
+        for path, st in walk(root, filt, clean_temp, stop, report.unlistable, sidecars):
             report.seen += 1
             row = known.pop(path, None)
-            if is_settled(row, path, st):  # a chmod while the daemon was down can have cured a failure
+            # A chmod while the daemon was down can have cured a failure; a geotagger can have written
+            # the photo's sidecar
+            if is_settled(row, path, st, stat_of=sidecars.get, recorded=store.files):
                 continue
             queue.put(path, delay=0.0)
             report.queued += 1
@@ -237,6 +249,23 @@ class _Handler(FileSystemEventHandler):
         for path in paths:
             self.queue.put(path)
 
+    def _photos_of(self, path: str) -> list[str]:
+        """The photos whose sidecar ``path`` may be (a geotagger's edit changes their places): the
+        photo for ``photo.jpg.xmp``; for ``photo.xmp``, the photos named ``photo`` with an image
+        suffix beside it.  Queued, a photo is read again only if the sidecar changed after its last
+        record (:func:`tagwatch.freshness.is_settled`): tagwatch's own sidecar writes come before."""
+        if not path.endswith(SIDECAR_SUFFIX) or _through_link(path):
+            return []
+        base = path[:-len(SIDECAR_SUFFIX)]
+        names = [base] if self.filt.wanted(base) else [
+            base + spelled for suffix in sorted(self.filt.suffixes) for spelled in (suffix, suffix.upper())]
+        found = []
+        for name in names:
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(name).st_mode) and self.filt.wanted(name):
+                    found.append(name)
+        return found
+
     def _dispatch(self, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path or "")  # "" (None in older watchdogs): moved in from outside
         if not isinstance(event, FileDeletedEvent | DirDeletedEvent | FileMovedEvent | DirMovedEvent) and (
@@ -246,9 +275,13 @@ class _Handler(FileSystemEventHandler):
             # An attribute change (chmod) can make a file that failed for want of permission taggable
             if self.filt.wanted(src):
                 self.queue.put(src)
+            for photo in self._photos_of(src):
+                self.queue.put(photo)
         elif isinstance(event, FileClosedEvent):
             if self.filt.wanted(src):
                 self.queue.put(src, delay=CLOSED_DELAY)
+            for photo in self._photos_of(src):
+                self.queue.put(photo, delay=CLOSED_DELAY)
         elif isinstance(event, FileDeletedEvent):
             if self.filt.wanted(src):
                 self.queue.op(Delete(src))
@@ -269,6 +302,8 @@ class _Handler(FileSystemEventHandler):
                 self.queue.op(Delete(src))
             elif dst_ok and not _through_link(dst):  # an atomic save, a file moved in from a hidden
                 self.queue.put(dst, delay=CLOSED_DELAY)  # name or (src "") from outside the watched folders
+            for photo in self._photos_of(dst):  # a sidecar saved atomically (exiftool, digiKam)
+                self.queue.put(photo, delay=CLOSED_DELAY)
         elif isinstance(event, DirMovedEvent):
             dst = os.fsdecode(event.dest_path or "")
             src_ok, dst_ok = self.filt.wanted_dir(src), self.filt.wanted_dir(dst)
