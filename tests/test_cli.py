@@ -95,6 +95,14 @@ def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, con
     assert f"{gone}: skipped: no such file or folder" in untagged.stderr
     never = noise_jpeg(tmp_path / "never.jpg", seed=2)
     assert tagwatch("untag", "--config", str(config), str(never)).returncode == 0
+    # Nothing named is a photo: the model is not loaded for nothing (here it cannot be: offline, never
+    # downloaded), nor is the database made
+    offline = tmp_path / "offline.toml"
+    offline.write_text(f'database = "{tmp_path}/offline.db"\n[model]\npretrained = "datacomp_s34b_b86k"\n'
+                       f'offline = true\ncache_dir = "{tmp_path}/no-models"\n', encoding="utf-8")
+    nothing = tagwatch("scan", "--dry-run", "--config", str(offline), str(gone))
+    assert nothing.returncode == 1 and "scan: 0 photos: nothing to do; 1 named path skipped" in nothing.stderr
+    assert "download" not in nothing.stderr and not (tmp_path / "offline.db").exists(), nothing.stderr
     # --log-format json: a skipped event naming the path, as for a photo that cannot be used
     record = json.loads(tagwatch("--log-format", "json", "scan", "--config", str(config), str(gone))
                         .stderr.splitlines()[0])

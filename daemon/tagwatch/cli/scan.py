@@ -39,6 +39,8 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
     """Tag ``paths`` (photo files) through the overlapped engine, a backlog's batch at a time
     (:func:`~tagwatch.queue.backlog_batch`); count the outcomes by status.
     ``report`` sees each outcome (from the engine's write thread, one batch at a time)."""
+    if not paths:  # nothing named is a photo: no store, tag list or model (a first download) for it
+        return {}
     store = Store(config.database)
     exiftool = ExifTool()
     counts: dict[str, int] = {}
