@@ -223,6 +223,7 @@ def test_the_daemon_reloads_edited_overrides_and_rich_lists(tmp_path: Path, tiny
     assert f"{tags_file}:4: parent 'tree' of 'forest' is not a keyword in this list" in daemon.log()[mark:]
     later = noise_jpeg(root / "trip" / "q.jpg", seed=6)  # tagged with the last good list and overrides
     wait_for(lambda: keywords_in(later) == {"beach", "Urlaub"})
+    assert "re-scored 0 files" not in daemon.log()[mark:]  # a rejected list changed nothing
     assert status(config)["encoded"] == encoded + 1
     assert daemon.stop() == 0
     assert status(config)["failed"] == 0

@@ -141,9 +141,13 @@ class Daemon:
             self._load_tags(edited)
         except VocabularyError as exc:
             log.error("tag list not reloaded, keeping the previous one: %s", exc)
-            if self.pipeline.vocabulary is not None:  # the overrides may still have changed
+            # the overrides, read before the list, may have changed with it (a SIGHUP, both edited):
+            # those re-score; a rejected list alone changed nothing, and says no "re-scored 0 files"
+            if self.pipeline.vocabulary is not None and (not edited or str(self.config.overrides) in edited):
                 checked, written = self.pipeline.retag(self.activity.record)
-                log.info("re-scored %d files, rewrote %d", checked, written)
+                if checked:
+                    log.info("%s; re-scored %d files, rewrote %d", self._rules(self.pipeline.overrides),
+                             checked, written)
 
     def _watched_files(self) -> list[Path]:
         return [p for p in (self.config.tags, self.config.overrides) if p is not None]
