@@ -37,6 +37,7 @@ _counter = itertools.count(1)
 
 IPTC, DC, HIERARCHICAL, TAGS_LIST = ("IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject",
                                      "XMP-digiKam:TagsList")
+TAGS_LIST_SLASH = "\u2215"  # DIVISION SLASH: a '/' inside a TagsList level, which digiKam does not split on
 # A photo's description: the caption goes there only where both are empty (see captions.py)
 DESCRIPTION_FIELDS = ("XMP-dc:Description", "IPTC:Caption-Abstract")
 # Single-value fields ``plan(fill=...)`` may fill where a photo leaves them empty (exiftool names).
@@ -275,14 +276,31 @@ class Forms:
         if tag in (IPTC, DC):
             return keyword
         nested = path is not None and path != keyword  # path levels are keywords without '|'
+        levels = path.split("|") if nested and path is not None else [keyword]
         if tag == HIERARCHICAL:
-            body = path if nested else keyword
-            return f"{self.prefix}|{body}" if self.prefix else body
-        body = path.replace("|", "/") if nested else keyword
-        return f"{self.prefix.replace('|', '/')}/{body}" if self.prefix else body
+            return "|".join([self.prefix, *levels] if self.prefix else levels)
+        # digiKam splits TagsList on '/': a '/' inside a level (AC/DC, Biel/Bienne) would make false
+        # levels, so it is written as the look-alike DIVISION SLASH there (see docs/keywords.md)
+        levels = [*(self.prefix.split("|") if self.prefix else ()), *levels]
+        return "/".join(level.replace("/", TAGS_LIST_SLASH) for level in levels)
+
+    def spellings(self, tag: str, keyword: str, path: str | None = None) -> tuple[str, ...]:
+        """:meth:`spell`, and in TagsList also the spelling tagwatch wrote before it kept a '/' inside
+        a level (``band/AC/DC``, split by digiKam): what is taken out, or found ours, is either."""
+        spelled = self.spell(tag, keyword, path)
+        if tag != TAGS_LIST:
+            return (spelled,)
+        body = path.replace("|", "/") if path is not None and path != keyword else keyword
+        before = f"{self.prefix.replace('|', '/')}/{body}" if self.prefix else body
+        return (spelled,) if before == spelled else (spelled, before)
+
+    def ours(self, tag: str, paths: Mapping[str, Sequence[str]]) -> set[str]:
+        """Every value in ``tag`` of these keywords (each → the paths it was written under)."""
+        return {v for keyword, where in paths.items() for p in where for v in self.spellings(tag, keyword, p)}
 
     def present(self, keyword: str, existing: Keywords, path: str | None = None) -> bool:
-        return any(self.spell(tag, keyword, path) in existing.values(tag) for tag in _FIELDS)
+        return any(value in existing.values(tag) for tag in _FIELDS
+                   for value in self.spellings(tag, keyword, path))
 
 
 @dataclass(frozen=True)
@@ -302,7 +320,8 @@ class Change:
 
     def values(self, forms: Forms, tag: str) -> tuple[list[str], list[str]]:
         add = list(dict.fromkeys(forms.spell(tag, k, p) for k, p in self.add))
-        remove = [v for v in dict.fromkeys(forms.spell(tag, k, p) for k, p in self.remove) if v not in add]
+        remove = [v for v in dict.fromkeys(v for k, p in self.remove for v in forms.spellings(tag, k, p))
+                  if v not in add]
         return add, remove
 
     def removal_only(self) -> Change:
@@ -476,7 +495,7 @@ class KeywordWriter:
         def present(keyword: str, where: str | None) -> bool:
             return any(self.forms.present(keyword, existing, where) for existing in files)
 
-        mine = {tag: {self.forms.spell(tag, o, p) for o in owned for p in had[o]} for tag in _FIELDS}
+        mine = {tag: self.forms.ours(tag, had) for tag in _FIELDS}
 
         def persons(keyword: str) -> bool:  # in the file in a form that is not one of ours
             return any(value in existing.values(tag) and value not in mine[tag]
@@ -523,7 +542,7 @@ class KeywordWriter:
         records: dict[str, Filled] = {}
         for edit in (e for e in edits if e.is_photo):
             for tag, final in edit.final.items():
-                ours = {self.forms.spell(tag, k, p) for k, paths in owned_paths.items() for p in paths}
+                ours = self.forms.ours(tag, owned_paths)
                 record = (_overwritten if overwrite else _created)(tag, photo.values(tag), final, ours,
                                                                    filled.get(tag))
                 if record is not None:
@@ -552,7 +571,7 @@ class KeywordWriter:
                         for existing in (photo, sidecar))
         exact = {tag: undone for tag in _FIELDS if (record := filled.get(tag)) is not None
                  and (undone := _undone(record, photo.values(tag),
-                                        {self.forms.spell(tag, o, p) for o in owned for p in had[o]}))
+                                        self.forms.ours(tag, had)))
                  != list(photo.values(tag))}
         edits = self._edits(path, before, photo, sidecar, change, assign, side, exact)
         return WritePlan(path, before, edits, [], [], removed, [], restored,
