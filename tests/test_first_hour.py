@@ -63,6 +63,14 @@ def test_init_without_a_terminal_asks_nothing_and_takes_target_from_the_command_
     assert result.returncode == 0, result.stderr
     assert "Where should" not in result.stdout and "undo: tagwatch untag" in result.stdout
     assert load_config(plain).write.target == "embedded"
+    assert "config edits apply when the daemon is told: pkill -HUP" in result.stdout
+    # A folder given relative to where init runs: the next/undo lines name it as the config does,
+    # so they work from any folder
+    relative = subprocess.run([sys.executable, "-m", "tagwatch", "init", "--config",
+                               str(tmp_path / "rel.toml"), "Photos"],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert relative.returncode == 0, relative.stderr
+    assert f"undo: tagwatch untag --config {tmp_path / 'rel.toml'} {photos}   #" in relative.stdout
     both = tmp_path / "both" / "config.toml"
     assert tagwatch("init", "--target", "both", "--config", str(both), str(photos)).returncode == 0
     assert load_config(both).write.target == "both"

@@ -77,11 +77,13 @@ def init_func(args: argparse.Namespace) -> int:
     where = args.target or (ask_target() if sys.stdin.isatty() else "embedded")
     tags = init(target, args.folders, force=args.force, where=where)
     config = "" if args.config is None else f" --config {target}"
-    folder = args.folders[0] if args.folders else DEFAULT_FOLDER
+    # the folder as the config holds it: the lines below work from any folder, not only this one
+    folder = str(Path(args.folders[0]).expanduser().absolute()) if args.folders else DEFAULT_FOLDER
     watching = "" if args.folders else (f"watch: {DEFAULT_FOLDER} (no FOLDER given; edit watch in {target} "
                                         "to change it)\n")
     print(f"wrote {target}: keywords go {CHOICES[where]}\n{watching}"
           f"tag list {tags} (edit it while tagwatch runs; changes apply at once)\n"
+          f"config edits apply when the daemon is told: pkill -HUP -f 'tagwatch run' (or a restart)\n"
           f"next: tagwatch scan --dry-run{config} {folder}   # the tags it would write; writes nothing\n"
           f"      tagwatch run{config}   # watch the folders and tag new or changed photos\n"
           f"undo: tagwatch untag{config} {folder}   # takes out exactly the keywords tagwatch wrote")
