@@ -100,6 +100,22 @@ def test_export_gives_what_is_written_not_a_keyword_a_person_took_out(tmp_path: 
     assert ["lib/corrected.jpg", "holiday", ""] in rows
 
 
+def test_a_photo_set_aside_by_untag_is_exported_with_its_places(tmp_path: Path, config_file) -> None:
+    """export.md: a photo `untag` set aside is listed with what a scan naming it would write, its
+    place keywords included (untag forgot its coordinates with the keywords it took out)."""
+    config = config_file()
+    photo = noise_jpeg(tmp_path / "lib" / "paris.jpg", seed=3)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-GPSLatitude=48.8584", "-GPSLatitudeRef=N",
+                    "-GPSLongitude=2.2945", "-GPSLongitudeRef=E", str(photo)], check=True)
+    assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
+    written = exif_keywords(photo)["iptc"]
+    assert "France" in written
+    assert tagwatch("untag", "--config", str(config), str(photo)).returncode == 0
+    assert exif_keywords(photo)["iptc"] == []
+    doc = json.loads(export(config, cwd=tmp_path).stdout)
+    assert set(doc["lib/paris.jpg"]) == set(written)
+
+
 def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path, config_file) -> None:
     config = config_file()
     lib = tmp_path / "lib"

@@ -516,7 +516,10 @@ class Writeback:
         with self.store.transaction():
             self.store.remove_ledger(row.id, owned + dropped)
             self.store.set_filled(row.id, dict.fromkeys(filled))
-            self.store.set_located(row.id, None, None, ())  # its place keywords are gone with the rest
+            # its place keywords are gone with the rest; its coordinates stay known, so export lists the
+            # places a scan naming it would write, as it lists its tags
+            spot = self.store.located([row.id]).get(row.id)
+            self.store.set_located(row.id, spot.lat if spot else None, spot.lon if spot else None, ())
             self.store.record_file(path, key=row.key, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                    state=UNTAGGED)
         if not plan.changes:  # left alone by the daemon all the same, as asked
