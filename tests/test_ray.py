@@ -266,6 +266,52 @@ def test_a_driver_killed_mid_run_resumes_from_the_store(
     alike(results(config, photos), local)
 
 
+def tagwatch_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it (a driver process of its own, joining the cluster if told)."""
+    return subprocess.run([sys.executable, "-m", "tagwatch", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def json_records(stderr: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a run (``--log-format json``), each parsed."""
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def small_setup(root: Path, sizes: dict[str, tuple[int, int]], first: str = "") -> tuple[Path, Path]:
+    """A few synthetic photos of the given sizes (by name) and a config, ``first`` its opening lines
+    (the top-level keys the config's sections would otherwise take)."""
+    photos = root / "photos"
+    photos.mkdir(parents=True)
+    for i, (name, size) in enumerate(sizes.items()):
+        synthetic.make_photo("red", "circle", i, size=size).save(photos / name, quality=90)
+    config = write_config(root / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, tags=TAGS,
+                          threshold=THRESHOLD, top_k=10)
+    config.write_text(first + config.read_text(encoding="utf-8"), encoding="utf-8")
+    return photos, config
+
+
+def test_stations_apply_the_configs_max_megapixels_as_the_local_engine_does(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """``max_megapixels = 0.05``: the 320 x 240 photos (0.077 MP) are refused on the stations, with the
+    local engine's message naming 0.05, not Pillow's own 89.48 MP limit, under which they were decoded;
+    the 200 x 200 ones (0.04 MP) are tagged by both engines."""
+    sizes = {**{f"big{i}.jpg": (320, 240) for i in range(3)},
+             **{f"small{i}.jpg": (200, 200) for i in range(3)}}
+    refused = {}
+    for engine in ("local", "ray"):
+        photos, config = small_setup(tmp_path / engine, sizes, "max_megapixels = 0.05\n")
+        ray_args = ["--engine", "ray", "--address", cluster.address] if engine == "ray" else []
+        run = tagwatch_cli("--log-format", "json", "scan", str(photos), "--config", str(config), *ray_args)
+        assert run.returncode == 1, run.stderr[-2000:]  # failed photos
+        refused[engine] = sorted((Path(r["path"]).name, r["reason"]) for r in json_records(run.stderr)
+                                 if r.get("event") == "skipped")
+        assert "scan: 6 photos: 3 failed, 3 tagged" in run.stderr, run.stderr[-2000:]
+    assert refused["ray"] == refused["local"]
+    assert [name for name, _ in refused["ray"]] == ["big0.jpg", "big1.jpg", "big2.jpg"]
+    assert all(reason == "refused: 0.1 megapixels, over the limit of 0.05 (max_megapixels); could be a "
+               "decompression bomb, so it was not decoded" for _, reason in refused["ray"])
+
+
 def test_without_ray_installed_the_engine_is_a_one_line_error(tmp_path: Path, library: Path) -> None:
     photos, config = setup(tmp_path, library)
     code = ("import sys; sys.modules['ray'] = None; from tagwatch.cli import main; "  # as if not installed

@@ -200,7 +200,7 @@ class Fleet:
                 handle = self.actor.options(
                     num_cpus=cpus, num_gpus=gpus, max_task_retries=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                ).remote(self.config.model, self.write_cfg, max(cpus, 1), device)
+                ).remote(self.config.model, self.write_cfg, max(cpus, 1), device, self.config.max_megapixels)
                 self.starting[handle.load.remote()] = Slot(handle, node_id, label)
                 self.placed[node_id] += 1
                 self.started[node_id] += 1

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .config import ModelConfig, WriteConfig
+from .config import DEFAULT_MAX_MEGAPIXELS, ModelConfig, WriteConfig
 from .formats import ImageError
+from .imaging import set_pixel_limit
 from .metadata import ExifTool, KeywordWriter, MetadataError
 from .vectors import Photo, ReadFailed, decode_each, encode, read_key
 from .writeback import WriteJob, write_file
@@ -67,7 +68,10 @@ class Station:
     """One model on one node, and the node's file work: key, encode, write.  Never the store."""
 
     def __init__(self, model: ModelConfig, write: WriteConfig | None, threads: int,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+        # The driver's ``max_megapixels``, as the local engine applies it: Pillow's limit is per
+        # process, and a station's process would otherwise keep Pillow's built-in 89.48 MP
+        set_pixel_limit(max_megapixels)
         self.cfg = replace(model, device=device)
         self.write_cfg = write
         self.threads = max(1, threads)
