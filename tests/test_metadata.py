@@ -214,6 +214,16 @@ def test_malformed_xmp_is_left_alone_and_reported(tmp_path: Path, writer: Keywor
         f"{photo}: keywords written to IPTC only; exiftool left the XMP untouched "
         "([Minor] Duplicate XMP property: exif:Make; rewriting it would also change XMP-exif:Make "
         "(A, B -> A))"]  # the two values differ: dropping one would lose it
+    # Written again (a re-score): the IPTC holds every keyword, the XMP still cannot be written, so
+    # the file is left as it is, not replaced by an identical copy (new inode and time: backups
+    # copied it again after every tag-list edit)
+    before = photo.stat()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tagwatch"):  # ours (owned): every field should hold them
+        writer.apply(writer.plan(photo, ["beach", "日本語"], owned=["beach", "日本語"]))
+    after = photo.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert caplog.records == []  # and no warning for a write that did not happen
 
 
 def _alive(pid: int) -> bool:

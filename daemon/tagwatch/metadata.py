@@ -8,6 +8,7 @@ every photo; exiftool kept every byte of image data and wrote UTF-8 keywords exa
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import itertools
 import json
 import logging
@@ -885,6 +886,14 @@ class KeywordWriter:
                 if wrong and minor:
                     reason = self._ignoring_minor_errors(edit, source, temp, minor)
                     wrong = wrong if reason else set()
+                families = {_family(tag) for tag in (*edit.expect, *edit.fields)}
+                if (wrong and edit.is_photo and pin is not None and {_family(tag) for tag in wrong} < families
+                        and filecmp.cmp(temp, path, shallow=False)):
+                    # One block could not be written and the other already held everything: the new
+                    # version is the old one byte for byte.  Replacing it would only give it a new
+                    # inode and time, and backups would copy it again after every re-score.
+                    log.debug("%s: %s; the rest already holds every keyword: left as it was", path, reason)
+                    return before
                 self._judge(edit, wrong, reason)
                 if pin is not None:
                     _copy_xattrs(pin.fd, temp)

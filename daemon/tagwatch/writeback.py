@@ -35,6 +35,7 @@ from pathlib import Path
 
 from . import shared
 from .captions import Captions, Reading
+from .freshness import restamp, stem_photos
 from .geotag import Placement, Places
 from .metadata import KEYWORD_FIELDS, FileChanged, FileState, Filled, KeywordWriter, MetadataError, WritePlan
 from .outcomes import Outcome, Status, record_failure, record_gone
@@ -135,6 +136,18 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
         else:
             tail.append("fields brought up to date" if rewrote else "nothing to write")
     return f"{verb} {path}: {'; '.join(head + tail)}"
+
+
+def _rewrote(job: WriteJob, now: os.stat_result) -> bool:
+    """Did the write change a file?  A sidecar edit did; a photo's write may find nothing to change
+    after all (a block exiftool cannot write, the other already complete), and the photo is then
+    the version read (see metadata's byte-for-byte check)."""
+    if not job.writes:
+        return False
+    assert job.plan is not None
+    read = job.stat
+    return (any(not edit.is_photo for edit in job.plan.edits)
+            or (read.st_ino, read.st_mtime_ns, read.st_size) != (now.st_ino, now.st_mtime_ns, now.st_size))
 
 
 class Writeback:
@@ -448,8 +461,9 @@ class Writeback:
         if dropped:
             fields["dropped"] = dropped
         log.info("%s", tagged_line(job.path, carried, places, job.kept_out, rules.threshold, bool(added),
-                                   removed, dropped, rewrote=job.writes), extra=fields)
-        return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=job.writes)
+                                   removed, dropped, rewrote=_rewrote(job, st)),
+                 extra=fields)
+        return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=_rewrote(job, st))
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
         """Step 1 or 2 failed: withdraw the ledger rows this plan recorded ahead (the file is as it
@@ -550,6 +564,7 @@ class Writeback:
                     continue
                 if self.writer is not None:  # its keywords leave a sidecar another photo still uses
                     shared.forget(self.writer, self.store, op.path)
+                    restamp(self.store, stem_photos(op.path))  # that write is no edit of theirs
                 if self.store.mark_deleted(op.path):
                     log.info("%s: deleted", op.path, extra={"event": "deleted", "path": op.path})
                 else:
@@ -562,6 +577,8 @@ class Writeback:
                 if self.writer is not None and not (known and shared.carry(self.writer, self.store,
                                                                            op.src, op.dst)):
                     move_sidecar(self.writer, op.src, op.dst)
+                if self.writer is not None and known:  # the sidecars moved or written: no edits
+                    restamp(self.store, [op.dst, *stem_photos(op.src)])
                 if not known:
                     unknown.append(op.dst)
                 else:
