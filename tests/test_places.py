@@ -27,6 +27,7 @@ from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
 from tagwatch.pipeline import Pipeline
 from tagwatch.places import Coordinates, Geocoder, coordinates
+from tagwatch.queue import Move
 from tagwatch.rebuild import rebuild
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
@@ -456,6 +457,13 @@ def test_a_geotag_in_a_sidecar_two_photos_share_reaches_both_and_is_not_passed_b
         for _ in range(2):  # each photo's write came before the other's record: neither looks edited
             assert env.run(jpg, png) == {"IMG_1.jpg": Status.UNCHANGED, "IMG_1.png": Status.UNCHANGED}
         assert side.stat().st_ctime_ns == changed
+
+        # Renamed, the JPG takes its keywords into IMG_3.xmp and out of IMG_1.xmp: tagwatch's writes,
+        # no edit of either photo
+        renamed = jpg.rename(jpg.with_name("IMG_3.jpg"))
+        assert env.pipeline.apply([Move(str(jpg), str(renamed))]) == []
+        assert (tmp_path / "in" / "IMG_3.xmp").exists()
+        assert env.run(renamed, png) == {"IMG_3.jpg": Status.UNCHANGED, "IMG_1.png": Status.UNCHANGED}
     finally:
         env.close()
 

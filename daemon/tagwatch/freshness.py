@@ -16,11 +16,11 @@ the photo look edited.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from .formats import IMAGE_SUFFIXES
 from .retry import access_cured
-from .store import DONE, FAILED, UNTAGGED, FileRow
+from .store import DONE, FAILED, UNTAGGED, FileRow, Store
 
 SIDECAR_SUFFIX = ".xmp"
 StatOf = Callable[[str], os.stat_result | None]  # a path's lstat, or None where there is none
@@ -50,6 +50,21 @@ def _sharers(side: str) -> list[str]:
     """The photos that may share the sidecar ``photo.xmp``: ``photo`` with each image suffix."""
     stem = side[:-len(SIDECAR_SUFFIX)]
     return [stem + spelled for suffix in sorted(IMAGE_SUFFIXES) for spelled in (suffix, suffix.upper())]
+
+
+def stem_photos(path: str) -> list[str]:
+    """The photos of ``path``'s stem (``IMG_1.jpg``, ``IMG_1.CR2``…): those a ``photo.xmp`` serves."""
+    return _sharers(os.path.splitext(path)[0] + SIDECAR_SUFFIX)
+
+
+def restamp(store: Store, paths: Iterable[str]) -> None:
+    """tagwatch has just written or moved the sidecar of these photos outside their own write (a
+    rename takes it along, a shared one loses a renamed or deleted photo's keywords): their records
+    are stamped anew, so that its change is not taken for a person's edit and read again."""
+    for path, row in store.files(list(dict.fromkeys(paths))).items():
+        if row.state in (DONE, FAILED):
+            store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=row.state,
+                              error=row.error)
 
 
 def sidecar_edited(row: FileRow, stat_of: StatOf = _lstat, recorded: Recorded | None = None) -> bool:
