@@ -138,6 +138,18 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     return f"{verb} {path}: {'; '.join(head + tail)}"
 
 
+def _rewrote(job: WriteJob, now: os.stat_result) -> bool:
+    """Did the write change a file?  A sidecar edit did; a photo's write may find nothing to change
+    after all (a block exiftool cannot write, the other already complete), and the photo is then
+    the version read (see metadata's byte-for-byte check)."""
+    if not job.writes:
+        return False
+    assert job.plan is not None
+    read = job.stat
+    return (any(not edit.is_photo for edit in job.plan.edits)
+            or (read.st_ino, read.st_mtime_ns, read.st_size) != (now.st_ino, now.st_mtime_ns, now.st_size))
+
+
 class Writeback:
     """The store's side of writing keywords: plan and record ahead, record done or failed."""
 
@@ -449,8 +461,9 @@ class Writeback:
         if dropped:
             fields["dropped"] = dropped
         log.info("%s", tagged_line(job.path, carried, places, job.kept_out, rules.threshold, bool(added),
-                                   removed, dropped, rewrote=job.writes), extra=fields)
-        return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=job.writes)
+                                   removed, dropped, rewrote=_rewrote(job, st)),
+                 extra=fields)
+        return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=_rewrote(job, st))
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
         """Step 1 or 2 failed: withdraw the ledger rows this plan recorded ahead (the file is as it
