@@ -64,6 +64,8 @@ def test_init_without_a_terminal_asks_nothing_and_takes_target_from_the_command_
     assert "Where should" not in result.stdout and "undo: tagwatch untag" in result.stdout
     assert load_config(plain).write.target == "embedded"
     assert "config edits apply when the daemon is told: pkill -HUP" in result.stdout
+    for made in (plain, plain.parent / "tags.toml"):  # the user's alone, whatever the umask
+        assert made.stat().st_mode & 0o777 == 0o600, made
     # A folder given relative to where init runs: the next/undo lines name it as the config does,
     # so they work from any folder
     relative = subprocess.run([sys.executable, "-m", "tagwatch", "init", "--config",

@@ -65,8 +65,10 @@ def init(target: Path, folders: Sequence[str], *, force: bool, where: str = "emb
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(example)
     tags = target.parent / "tags.toml"  # the shipped photo vocabulary, to edit
-    if not tags.exists():
-        shutil.copyfile(builtin_tag_list(), tags)
+    if not tags.exists():  # the user's alone, as the config is (faults.md), whatever the umask
+        fd = os.open(tags, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle, open(builtin_tag_list(), "rb") as shipped:
+            shutil.copyfileobj(shipped, handle)
     return tags
 
 
