@@ -20,6 +20,7 @@ from PIL import Image
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
 from shapes_lab import Lab
 from tagwatch.status import lock_path, state_path, write_state
+from tagwatch.store import Store
 from tagwatch.writeback import tagged_line
 
 
@@ -71,6 +72,24 @@ def test_status_shows_how_many_failures_it_leaves_out_and_names_them_as_the_log_
         ({"path": str(folder / name), "reason": reason} for name in names), key=lambda f: f["path"])
     alone = json.loads(tagwatch("status", "--failed", "--json", "--config", str(config)).stdout)
     assert alone == report["failures"]  # --failed --json: the list alone, not the whole report
+
+
+def test_status_text_counts_the_files_recorded_deleted(tmp_path: Path) -> None:
+    """A photo deleted is recorded so (its vector stays cached): the text counts it as --json did."""
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG)
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "notes.jpg").write_text("not a photo\n")
+    tagwatch("scan", str(folder), "--config", str(config))
+    (folder / "notes.jpg").unlink()
+    store = Store(config.parent / "state" / "tagwatch.db")  # as the daemon records a deletion it sees
+    try:
+        assert store.mark_deleted(str(folder / "notes.jpg"))
+    finally:
+        store.close()
+    report = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)
+    text = tagwatch("status", "--config", str(config)).stdout
+    assert report["deleted"] >= 1 and f"deleted           {report['deleted']:>9}" in text, text
 
 
 def test_status_writes_a_name_that_is_not_utf8_as_the_log_does(tmp_path: Path) -> None:

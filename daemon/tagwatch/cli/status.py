@@ -16,7 +16,8 @@ from ..store import Store
 from .common import load
 from .progress import duration
 
-COUNTS = ("files", "tagged", "pending", "failed", "untagged", "vectors", "encoded", "captioned",
+# deleted: files recorded gone (their vectors stay cached); the text showed it only in --json
+COUNTS = ("files", "tagged", "pending", "failed", "untagged", "deleted", "vectors", "encoded", "captioned",
           "keywords_written", "keywords_declined")
 
 
@@ -35,7 +36,7 @@ def status(config: Config, every_failure: bool = False) -> tuple[dict[str, Any],
         finally:
             store.close()
     else:
-        stats = {k: 0 for k in (*COUNTS, "deleted")}
+        stats = dict.fromkeys(COUNTS, 0)
         failures = []
     report = {**stats, "database": str(config.database), "model": identity,
               "daemon": daemon_state(config.database)}
