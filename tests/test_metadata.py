@@ -162,6 +162,29 @@ def test_hard_links_and_symlinks_are_refused_untouched(tmp_path: Path, writer: K
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jpg", "p.jpg"]
 
 
+def test_a_hard_linked_photo_with_target_both_gets_its_sidecar(tmp_path: Path) -> None:
+    """target = "both": the photo cannot be replaced without splitting its hard links, but its
+    sidecar can carry the keywords (the whole photo was refused, sidecar included)."""
+    from tagwatch.config import WriteConfig
+
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=4)
+    original = photo.read_bytes()
+    os.link(photo, tmp_path / "backup.jpg")
+    tool = ExifTool()
+    try:
+        KeywordWriter(tool, WriteConfig(target="both")).add(photo, ["beach"])
+    finally:
+        tool.close()
+    assert photo.read_bytes() == original and os.stat(photo).st_nlink == 2
+    assert exif_keywords(tmp_path / "p.jpg.xmp")["xmp"] == ["beach"]
+    with pytest.raises(MetadataError, match='with \\[write\\] target = "sidecar" or "both"'):
+        writer_embedded = KeywordWriter(ExifTool())
+        try:
+            writer_embedded.add(photo, ["forest"])
+        finally:
+            writer_embedded.exiftool.close()
+
+
 def test_extended_attributes_survive_the_replace(tmp_path: Path, writer: KeywordWriter) -> None:
     photo = noise_jpeg(tmp_path / "p.jpg", seed=4)
     try:

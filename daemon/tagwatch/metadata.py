@@ -679,8 +679,13 @@ class KeywordWriter:
         if not iptc_args and not any(f[1] for f in xmp) and not assign:
             return None
         if before.st_nlink > 1:
-            raise MetadataError(f"the file has {before.st_nlink} hard links; replacing it would split "
-                                "them into separate files, so it is left alone")
+            why = (f"the file has {before.st_nlink} hard links; replacing it would split them into "
+                   "separate files")
+            if self.settings.target == "both":  # its sidecar can still carry them: that edit goes ahead
+                log.warning("%s: %s, so its keywords go into its sidecar only", path, why)
+                return None
+            raise MetadataError(f"{why}, so it is left alone (with [write] target = \"sidecar\" or \"both\" "
+                                "its keywords go into a sidecar)")
         if not before.st_mode & 0o222:
             raise MetadataError("the file is read-only (no write permission); tagwatch leaves it alone")
         args = ["-charset", "iptc=UTF8"]
