@@ -16,12 +16,14 @@ import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: see below
 
+import shlex
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -310,6 +312,100 @@ def test_stations_apply_the_configs_max_megapixels_as_the_local_engine_does(
     assert [name for name, _ in refused["ray"]] == ["big0.jpg", "big1.jpg", "big2.jpg"]
     assert all(reason == "refused: 0.1 megapixels, over the limit of 0.05 (max_megapixels); could be a "
                "decompression bomb, so it was not decoded" for _, reason in refused["ray"])
+
+
+# A worker node as ray.cluster_utils.Cluster.add_node starts one, in a process of its own (which
+# ``ray start`` cannot do for a cluster bound to 127.0.0.1: it swaps that for the outward address)
+NODE_PROCESS = """
+import signal, sys, time
+from ray._private.node import Node
+from ray._private.parameter import RayParams
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # its processes are stopped at exit
+params = RayParams(gcs_address=sys.argv[1], node_ip_address="127.0.0.1", num_cpus=1, num_gpus=0,
+                   object_store_memory=int(sys.argv[2]), include_log_monitor=False, node_manager_port=0,
+                   min_worker_port=0, max_worker_port=0)
+params.dashboard_agent_listen_port = None
+Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@contextlib.contextmanager
+def node_without(cluster: Cluster, hidden: Path, log: Path) -> Iterator[str]:
+    """A worker node of one CPU that does not see ``hidden``: an empty tmpfs over it, in a mount
+    namespace of its own (a NAS not mounted on that node).  Yields its node id; the node is stopped
+    after (its whole process group).  Needs root, for unshare and mount."""
+    import ray
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a node that does not see the photos needs root and unshare(1)")
+    known = {node["NodeID"] for node in ray.nodes()}
+    start = (f"mount -t tmpfs -o size=1m tagwatch-test {shlex.quote(str(hidden))} && exec "
+             f"{shlex.quote(sys.executable)} -c {shlex.quote(NODE_PROCESS)} {cluster.address} "
+             f"{NODE['object_store_memory']}")
+    with open(log, "wb") as out:
+        process = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", start],
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (new := [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] not in known]):
+            assert process.poll() is None, log.read_text(errors="replace")[-2000:]
+            assert time.monotonic() < deadline, "the node did not join in 120 s"
+            time.sleep(0.5)
+        yield new[0]
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def test_a_node_that_cannot_see_the_photos_is_left_out_and_they_are_tagged_on_the_others(
+        cluster: Cluster, library: Path, local: Run, tmp_path: Path) -> None:
+    """A file this machine reads is never recorded gone (or failed) because a node could not open
+    it: that node is left out, its photos start over on the others, the summary names it and the
+    exit status is 1.  The other nodes' CPUs are held until the blind node is left out, so that it
+    surely gets the first photos."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    photos, config = setup(tmp_path, library)
+    held = placement_group([{"CPU": 1}] * len(cluster.worker_nodes), strategy="STRICT_SPREAD")
+    ray.get(held.ready(), timeout=60)  # a CPU of each node there now: not of the one started next
+    lines: list[str] = []
+    try:
+        with node_without(cluster, photos, tmp_path / "node.log") as blind:
+            driver = subprocess.Popen(
+                [sys.executable, "-m", "tagwatch", "scan", "--engine", "ray", "--address", cluster.address,
+                 str(photos), "--config", str(config)],
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            watchdog = threading.Timer(400, driver.kill)
+            watchdog.start()
+            assert driver.stderr is not None
+            for line in driver.stderr:
+                lines.append(line)
+                if held is not None and "gets no more photos" in line:  # the others may start stations
+                    remove_placement_group(held)
+                    held = None
+            watchdog.cancel()
+            returncode = driver.wait()
+    finally:
+        if held is not None:
+            remove_placement_group(held)
+    stderr = "".join(lines)
+    assert returncode == 1, stderr[-3000:]
+    assert f"scan: {PHOTOS} photos: {PHOTOS} tagged" in stderr, stderr[-3000:]
+    assert "vanished" not in stderr and "gone" not in stderr
+    left_out = [line for line in lines if line.startswith("  node ") and f"({blind[:8]})" in line]
+    assert len(left_out) == 1, stderr[-3000:]
+    assert f"LEFT OUT: it does not find {photos}/" in left_out[0], left_out
+    assert ", which this machine reads (" in left_out[0] and "mounted there at the same path?" in left_out[0]
+    alike(results(config, photos), local)  # every photo tagged as the local engine does, none deleted
 
 
 def test_without_ray_installed_the_engine_is_a_one_line_error(tmp_path: Path, library: Path) -> None:

@@ -32,6 +32,7 @@ again).  A driver killed mid-run loses nothing either: what was stored is there 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -45,11 +46,12 @@ from typing import Any
 import numpy as np
 
 from .config import Config
+from .logs import shown
 from .metadata import MetadataError, temp_files_of
 from .outcomes import Outcome, Status
 from .pipeline import Pipeline
 from .ray_node import Encoded, Station, StationInfo
-from .vectors import Photo
+from .vectors import FileVanished, Photo, ReadFailed
 from .writeback import WriteJob, write_file
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,8 @@ class NodeStats:
     encoded: int = 0
     written: int = 0
     lost: int = 0  # batches lost with it
+    unseen: int = 0  # photos it could not find or read that this machine reads (started over elsewhere)
+    left_out: str = ""  # why it got no more work: the first photo it could not read
     first: float | None = None  # first encode sent, last encode answered (monotonic seconds)
     last: float | None = None
 
@@ -120,6 +124,11 @@ class Summary:
     nodes: dict[str, NodeStats] = field(default_factory=dict)
     seconds: float = 0.0
 
+    @property
+    def trouble(self) -> bool:
+        """A node was left out of the scan: the cluster is not set up as it should be (exit 1)."""
+        return any(node.left_out for node in self.nodes.values())
+
     def lines(self) -> list[str]:
         """The end-of-scan report: totals, then each node's share, then the reasons for failures."""
         rate = self.photos / self.seconds if self.seconds > 0 else 0.0
@@ -133,7 +142,10 @@ class Summary:
         for node in sorted(self.nodes.values(), key=lambda n: n.label):
             lines.append(f"  node {node.label}: {node.encoded} encoded ({node.rate():.1f}/s), "
                          f"{node.keyed} keyed, {node.written} written"
-                         + (f", {node.lost} batches lost" if node.lost else ""))
+                         + (f", {node.lost} batches lost" if node.lost else "")
+                         + (f"; LEFT OUT: it {node.left_out} ({node.unseen} photo{'s' * (node.unseen != 1)} "
+                            "started over on other nodes): is the share mounted there at the same path?"
+                            if node.left_out else ""))
         for reason, count in self.failed.most_common(10):
             lines.append(f"  failed: {count}: {reason}")
         if len(self.failed) > 10:
@@ -154,6 +166,7 @@ class Slot:
     info: StationInfo | None = None  # once loaded
     encoding: int = 0  # batches in flight
     io: int = 0
+    retired: bool = False  # its node was left out: it gets no more batches, and ends once idle
 
 
 def _layout(resources: dict[str, float]) -> list[tuple[int, int, str]]:
@@ -181,6 +194,8 @@ class Fleet:
         self.placed: Counter[str] = Counter()  # stations per node id, starting ones included
         self.started: Counter[str] = Counter()  # stations ever started per node (crash loops stop)
         self.labels: dict[str, str] = {}
+        self.excluded: dict[str, str] = {}  # node id → why it gets no stations (it cannot read the photos)
+        self.retired: list[Slot] = []  # stations of excluded nodes, finishing the batches they hold
         self.grown = 0.0
 
     def grow(self) -> None:
@@ -192,7 +207,7 @@ class Fleet:
         for node in ray.nodes():
             node_id = node["NodeID"]
             layout = _layout(node.get("Resources", {}))
-            if not node.get("Alive") or self.placed[node_id] or not layout \
+            if not node.get("Alive") or self.placed[node_id] or not layout or node_id in self.excluded \
                     or self.started[node_id] >= ATTEMPTS * len(layout):
                 continue
             label = self.labels[node_id] = f"{node.get('NodeManagerAddress', '?')} ({node_id[:8]})"
@@ -218,6 +233,9 @@ class Fleet:
             return None
         if isinstance(info, str):  # the model cannot be loaded: the same everywhere
             raise ClusterError(f"on node {slot.label}: {info}")
+        if slot.node in self.excluded:  # left out while it loaded
+            self.retire(slot)
+            return None
         if info.identity != self.identity:
             raise ClusterError(
                 f"node {slot.label} loads the model as {info.identity}, this machine as {self.identity}: "
@@ -236,6 +254,39 @@ class Fleet:
             self.placed[slot.node] -= 1
             with contextlib.suppress(Exception):
                 ray.kill(slot.handle)
+
+    def exclude(self, node_id: str, reason: str) -> bool:
+        """Give the node no more work (it cannot read photos this machine reads); its stations end
+        once the batches they hold have answered.  False if it was left out already."""
+        if node_id in self.excluded:
+            return False
+        self.excluded[node_id] = reason
+        for key, slot in list(self.slots.items()):
+            if slot.node == node_id:
+                del self.slots[key]
+                slot.retired = True
+                self.retired.append(slot)
+                self.retire(slot)
+        return True
+
+    def retire(self, slot: Slot) -> None:
+        """End a station of a left-out node if it holds no batch (else when its last one answers)."""
+        import ray
+
+        if not (slot.encoding or slot.io):
+            with contextlib.suppress(Exception):
+                ray.kill(slot.handle)
+
+    def why_none(self) -> str:
+        """Why no station is left or starting, for the scan's one-line error."""
+        done = "the photos done so far are recorded"
+        if self.excluded:
+            nodes = "; ".join(f"node {self.labels.get(node, node[:8])} {reason}"
+                              for node, reason in self.excluded.items())
+            return (f"no node left that reads the photos: {nodes} (is the share mounted there at the same "
+                    f"path?); {done}: scan again once it is")
+        return (f"every station was lost and no node can take a new one; {done}: scan again when the "
+                "cluster is back")
 
     def ready(self, timeout: float = START_TIMEOUT_S) -> Slot:
         """Some loaded station, waiting for the first to load if need be (the tag list's prompts)."""
@@ -259,11 +310,12 @@ class Fleet:
     def close(self) -> None:
         import ray
 
-        for slot in [*self.slots.values(), *self.starting.values()]:
+        for slot in [*self.slots.values(), *self.starting.values(), *self.retired]:
             with contextlib.suppress(Exception):
                 ray.kill(slot.handle)
         self.slots.clear()
         self.starting.clear()
+        self.retired.clear()
 
 
 class RemoteModel:
@@ -346,8 +398,7 @@ class Scan:
             if not waiting:  # photos wait and no station is left or starting
                 self.fleet.grow()
                 if not self.fleet.starting:
-                    raise ClusterError("every station was lost and no node can take a new one; the photos "
-                                       "done so far are recorded: scan again when the cluster is back")
+                    raise ClusterError(self.fleet.why_none())
                 continue
             done, rest = ray.wait(waiting, num_returns=1, timeout=GROW_EVERY_S)
             if done:
@@ -442,6 +493,8 @@ class Scan:
             self._encoded(batch, result)
         else:
             self._written(batch, result)
+        if batch.slot.retired:
+            self.fleet.retire(batch.slot)
 
     def _keyed(self, batch: Batch, keys: list[Any]) -> None:
         self._node(batch.slot.node).keyed += len(keys)
@@ -450,7 +503,7 @@ class Scan:
             if isinstance(key, bytes):
                 photo.key = key
                 photos.append(photo)
-            else:
+            elif not self._unseen(batch.slot, photo, key):
                 self._done(self.pipeline.bad_file(photo, key, self.dry_run))
         cached = self.pipeline.cache.get({p.key for p in photos if p.key})
         hits = []
@@ -479,7 +532,8 @@ class Scan:
             group = self.encoding.pop(sent.key)
             if not isinstance(key, bytes):
                 for photo in group:
-                    self._done(self.pipeline.bad_file(photo, key, self.dry_run))
+                    if not self._unseen(batch.slot, photo, key):
+                        self._done(self.pipeline.bad_file(photo, key, self.dry_run))
                 continue
             fresh[key] = next(rows)
             if key != sent.key:  # replaced since it was keyed: the others keep the old picture
@@ -524,8 +578,42 @@ class Scan:
             if isinstance(result, os.stat_result):
                 self._node(batch.slot.node).written += 1
                 self._done(writeback.record_done(job, result, self.pipeline.rules))
+            elif isinstance(result, FileVanished):
+                # nothing was written; seen here, the photo is planned again (as after a lost write)
+                if not self._unseen(batch.slot, Photo(job.path, job.stat), result):
+                    gone = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), job.path)
+                    self._done(writeback.failed(job, gone))
             else:
                 self._done(writeback.failed(job, result))
+
+    def _unseen(self, slot: Slot, photo: Photo, problem: Any) -> bool:
+        """A node could not find or read ``photo``: if this machine reads it, that is the node's
+        problem, not the file's (a share not mounted there, another user's rights): the photo starts
+        over on the other nodes, never recorded gone or failed, and the node is left out of the rest
+        of the scan (the summary names it, the exit status is 1).  False when this machine cannot
+        read it either: the node was right, and the outcome is the file's."""
+        if not isinstance(problem, ReadFailed) or problem.transient:
+            return False
+        try:
+            with open(photo.path, "rb"):
+                now = os.stat(photo.path)
+        except OSError:
+            return False
+        before = photo.stat
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+            self._start_over(photo, reason=str(problem))  # replaced meanwhile: the node may have been right
+            return True
+        node = self._node(slot.node)
+        node.unseen += 1
+        what = ("does not find" if isinstance(problem, FileVanished) else f"cannot read ({problem})")
+        reason = f"{what} {shown(photo.path)}, which this machine reads"
+        if self.fleet.exclude(slot.node, reason):
+            node.left_out = reason
+            log.warning("ray: node %s %s: is the share mounted there at the same path? It gets no more "
+                        "photos; those it could not read start over on the other nodes", slot.label, reason,
+                        extra={"event": "node-left-out", "path": photo.path, "reason": reason})
+        self._start_over(photo, count=False)
+        return True
 
     # -- losses --------------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from .config import DEFAULT_MAX_MEGAPIXELS, ModelConfig, WriteConfig
 from .formats import ImageError
 from .imaging import set_pixel_limit
 from .metadata import ExifTool, KeywordWriter, MetadataError
-from .vectors import Photo, ReadFailed, decode_each, encode, read_key
+from .vectors import FileVanished, Photo, ReadFailed, decode_each, encode, read_key
 from .writeback import WriteJob, write_file
 
 log = logging.getLogger(__name__)
@@ -121,18 +121,21 @@ class Station:
         """A tag list's prompts → unit vectors (the driver stores them)."""
         return self.model.encode_texts(prompts)
 
-    def write(self, jobs: list[WriteJob]) -> list[os.stat_result | MetadataError | OSError]:
+    def write(self, jobs: list[WriteJob]) -> list[os.stat_result | MetadataError | OSError | FileVanished]:
         """Apply each planned write (:func:`~tagwatch.writeback.write_file`); per job the file's stat
-        afterwards, or the error the driver turns into an outcome."""
+        afterwards, or the error the driver turns into an outcome: :class:`FileVanished` where this
+        node does not find the file at all, which the driver, seeing it, blames on the node (a
+        share not mounted here), not on the file."""
         writer = getattr(self._local, "writer", None)
         if writer is None:
             writer = self._local.writer = KeywordWriter(ExifTool(), self.write_cfg)
-        out: list[os.stat_result | MetadataError | OSError] = []
+        out: list[os.stat_result | MetadataError | OSError | FileVanished] = []
         for job in jobs:
             try:
                 out.append(write_file(writer, job))
             except (MetadataError, OSError) as exc:
-                out.append(exc)
+                missing = not os.path.lexists(job.path)
+                out.append(FileVanished(f"not found on this node: {exc}") if missing else exc)
         return out
 
 

@@ -178,6 +178,7 @@ def scan_func(args: argparse.Namespace) -> int:
             write(line)
 
     skipped: list[str] = []  # named paths that are no photo: said as they are met
+    trouble = False  # ray: a node was left out (it could not read photos this machine reads)
     if args.engine == "ray":
         total = sum(1 for _ in unique(expand(args.paths, config.exclude, quiet=True), len(args.paths)))
         named = expand(args.paths, config.exclude, skipped=skipped)
@@ -185,6 +186,7 @@ def scan_func(args: argparse.Namespace) -> int:
                                       dry_run=args.dry_run, report=report)
         for line in summary.lines():
             print(logs.summary_line(args.log_format, line), file=sys.stderr)
+        trouble = summary.trouble
     else:
         paths = list(dict.fromkeys(expand(args.paths, config.exclude, clean_temp=not args.dry_run,
                                           skipped=skipped)))
@@ -195,7 +197,7 @@ def scan_func(args: argparse.Namespace) -> int:
         f"; {len(skipped)} named {'path' if len(skipped) == 1 else 'paths'} {SKIPPED}" if skipped else "") + (
         " (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)
-    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) or skipped else 0
+    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) or skipped or trouble else 0
 
 
 
