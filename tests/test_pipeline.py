@@ -180,6 +180,22 @@ def test_a_write_that_fails_leaves_the_photo_and_claims_no_keyword(env: Env, tmp
     assert env.run(photo) == {"p0.jpg": Status.TAGGED}
 
 
+def test_a_failure_of_tagwatchs_own_is_tried_again_and_a_files_own_is_not(env: Env, tmp_path: Path) -> None:
+    """An unexpected exception (a bug, or the package upgraded under a running daemon: every photo
+    it met failed with a TypeError) is recorded so this run does not loop on it, but the next start
+    or scan tries the photo again; a fault of the file's waits for the file to change."""
+    photo = noise_jpeg(tmp_path / "in" / "p.jpg", seed=11)
+    broken = tmp_path / "in" / "broken.jpg"
+    broken.write_text("not a photo\n")
+    bug = TypeError("judge() got an unexpected keyword argument 'dry_run'")
+    assert env.pipeline.give_up(str(photo), bug).status == Status.FAILED
+    assert env.store.file(str(photo)).error == (
+        f"internal error, tried again at the next start or scan: TypeError: {bug}")
+    assert env.run(broken) == {"broken.jpg": Status.FAILED}
+    assert env.run(photo, broken) == {"p.jpg": Status.TAGGED, "broken.jpg": Status.UNCHANGED}
+    assert len(exif_keywords(photo)["iptc"]) == 3
+
+
 def test_other_formats_are_tagged_through_a_sidecar(env: Env, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -282,7 +282,7 @@ class Engine:
                 outcome = Outcome(photo.path, Status.WAIT, error=passing)
             else:
                 try:
-                    outcome = self.pipeline.give_up(photo.path, f"{type(exc).__name__}: {exc}")
+                    outcome = self.pipeline.give_up(photo.path, exc)
                 except Exception as err:  # the store itself is failing: say so, keep going
                     log.error("%s: cannot record its failure: %s", photo.path, err)
                     outcome = Outcome(photo.path, Status.FAILED, error=str(exc))
@@ -454,7 +454,7 @@ class Engine:
                 except Exception as exc:  # anything unforeseen costs this file only
                     passing = transient_reason(exc)
                     outcome = (Outcome(job.path, Status.WAIT, error=passing) if passing is not None
-                               else self.pipeline.give_up(job.path, f"{type(exc).__name__}: {exc}"))
+                               else self.pipeline.give_up(job.path, exc))
             self._settle(lot, outcome)
         lot.jobs = []
         self._report(lot)

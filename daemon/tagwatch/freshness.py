@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 
 from .formats import IMAGE_SUFFIXES
-from .retry import access_cured
+from .retry import retried_anyway
 from .store import DONE, FAILED, UNTAGGED, FileRow, Store
 
 SIDECAR_SUFFIX = ".xmp"
@@ -110,5 +110,5 @@ def is_settled(row: FileRow | None, path: str, st: os.stat_result, *, fingerprin
     if row.state == DONE:
         return fingerprint is None or row.tagged_with == fingerprint
     if row.state == FAILED:
-        return not retry_failed and not access_cured(row.error, path, st)
+        return not retry_failed and not retried_anyway(row.error, path, st)
     return False

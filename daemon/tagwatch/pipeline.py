@@ -49,7 +49,7 @@ from .overrides import (
     names_files,
 )
 from .queue import Move, Op
-from .retry import TRANSIENT_ERRNOS, transient_reason
+from .retry import INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
 from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
@@ -556,14 +556,15 @@ class Pipeline:
             return record_gone(self.store, photo.path, reason)
         return record_failure(self.store, photo.path, photo.stat, reason, dry_run, photo.key)
 
-    def give_up(self, path: str, reason: str) -> Outcome:
-        """Record that ``path`` could not be processed at all (an unexpected error), so it is not
-        retried until it changes."""
+    def give_up(self, path: str, exc: BaseException) -> Outcome:
+        """Record that ``path`` could not be processed at all (an unexpected error: a bug, or the
+        package upgraded under a running daemon), so this run does not loop on it; unlike a fault of
+        the file's, it is tried again at the next start or scan (see freshness.is_settled)."""
         try:
             st: os.stat_result | None = os.lstat(path)
         except OSError:
             st = None
-        return record_failure(self.store, path, st, reason)
+        return record_failure(self.store, path, st, f"{INTERNAL_ERROR}{type(exc).__name__}: {exc}")
 
     # -- tag-list edits ------------------------------------------------------------------------
 

@@ -63,6 +63,18 @@ def access_cured(reason: str | None, path: str, st: os.stat_result) -> bool:
             and os.access(folder, os.W_OK | os.X_OK))
 
 
+# How a failure of tagwatch's own (an unexpected exception) begins: such a file is tried again at the
+# next start or scan, where a fault of the file's waits for the file to change
+INTERNAL_ERROR = "internal error, tried again at the next start or scan: "
+
+
+def retried_anyway(reason: str | None, path: str, st: os.stat_result) -> bool:
+    """A recorded failure to try again although the file did not change: tagwatch's own error (a
+    bug, or the package upgraded under a running daemon: every photo it met failed for good with a
+    TypeError), or a want of permission a chmod has cured (:func:`access_cured`)."""
+    return (reason or "").startswith(INTERNAL_ERROR) or access_cured(reason, path, st)
+
+
 class Backoff:
     """Per-key pauses that double from ``first`` up to ``cap`` seconds: quick to notice that space
     came back, yet a disk full for days costs one attempt per file every few minutes."""

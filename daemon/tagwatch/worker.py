@@ -115,7 +115,7 @@ class Worker(threading.Thread):
         if passing is not None:
             return [Outcome(path, Status.WAIT, error=passing) for path in paths]
         if len(paths) == 1:
-            return [self.pipeline.give_up(paths[0], f"{type(exc).__name__}: {exc}")]
+            return [self.pipeline.give_up(paths[0], exc)]
         log.warning("batch of %d failed (%s: %s); taking its files one by one", len(paths),
                     type(exc).__name__, exc)
         outcomes: list[Outcome] = []
@@ -125,7 +125,7 @@ class Worker(threading.Thread):
             except Exception as err:
                 passing = transient_reason(err)
                 outcomes.append(Outcome(path, Status.WAIT, error=passing) if passing is not None
-                                else self.pipeline.give_up(path, f"{type(err).__name__}: {err}"))
+                                else self.pipeline.give_up(path, err))
         return outcomes
 
     def _settle(self, outcomes: list[Outcome]) -> None:
