@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TAGS, TINY_CONFIG, exif_keywords, noise_jpeg, status, tagwatch
+from conftest import REPO, TAGS, TINY_CONFIG, exif_keywords, noise_jpeg, status, tagwatch, write_config
 from tagwatch.config import ModelConfig
 from tagwatch.model import ModelError, load_model, model_identity
 
@@ -113,6 +115,60 @@ def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, con
     good.unlink()
     untagged = tagwatch("untag", "--config", str(config), str(tmp_path))
     assert f"{good}: no longer on disk" in untagged.stderr and "1 gone" in untagged.stderr, untagged.stderr
+
+
+def test_a_file_named_in_an_excluded_or_hidden_folder_is_skipped_as_a_walk_skips_it(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """`find … | xargs tagwatch scan` names every file: one in a NAS's @eaDir or a hidden folder of a
+    watched folder is skipped, as the walk of that folder skips it, not written into."""
+    root = tmp_path / "w"
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    config.write_text('exclude = ["@eaDir"]\n' + config.read_text(encoding="utf-8"), encoding="utf-8")
+    thumb = noise_jpeg(root / "@eaDir" / "t.jpg", seed=3)
+    hidden = noise_jpeg(root / ".hidden" / "h.jpg", seed=4)
+    plain = noise_jpeg(root / "p.jpg", seed=5)
+    result = tagwatch("scan", "--config", str(config), str(thumb), str(hidden), str(plain))
+    assert result.returncode == 1
+    for path in (thumb, hidden):
+        assert f"{path}: skipped: excluded (a hidden name, or one of the exclude patterns)" in result.stderr
+        assert exif_keywords(path)["iptc"] == []
+    assert "scan: 1 photos: 1 tagged; 2 named paths skipped" in result.stderr
+
+
+def test_ctrl_c_ends_a_scan_with_a_line_saying_how_to_go_on(tmp_path: Path, config_file) -> None:
+    config = config_file()
+    folder = tmp_path / "many"
+    for i in range(48):
+        noise_jpeg(folder / f"p{i:02}.jpg", seed=i)
+    proc = subprocess.Popen([sys.executable, "-m", "tagwatch", "scan", "--config", str(config), str(folder)],
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stderr is not None
+    seen = ""
+    while "tagged " not in seen:  # the first photo written: interrupt the rest
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    last = rest.strip().splitlines()[-1]
+    assert re.search(r"scan: interrupted after \d+ photos; each one done is recorded: run the same command "
+                     r"again to go on$", last), rest
+    again = tagwatch("scan", "--config", str(config), str(folder))
+    assert again.returncode == 0 and "scan: 48 photos:" in again.stderr  # it goes on
+
+
+def test_a_photo_left_to_retry_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    """A scan ends before a photo that changed under its write is tried again: it names it, where
+    the summary only counted "1 retry"."""
+    from tagwatch.cli.scan import name_retry
+    from tagwatch.outcomes import Outcome, Status
+
+    with caplog.at_level("WARNING", logger="tagwatch"):
+        name_retry(Outcome("/p/a.jpg", Status.RETRY, error="changed while it was written; will retry"))
+        name_retry(Outcome("/p/b.jpg", Status.TAGGED))
+    assert caplog.messages == [
+        "/p/a.jpg: not tagged: changed while it was written; will retry; the next scan tags it"]
 
 
 def test_explain_lists_every_tag_with_its_verdict(tmp_path: Path, config_file) -> None:

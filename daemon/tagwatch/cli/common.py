@@ -145,16 +145,20 @@ def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> 
 
 
 def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
-           clean_temp: bool = False, skipped: list[str] | None = None) -> Iterator[str]:
+           clean_temp: bool = False, skipped: list[str] | None = None,
+           watched: Sequence[Path] = ()) -> Iterator[str]:
     """The photos named on the command line: files as given, folders walked (the config's exclude
     patterns honoured); anything else is skipped with a warning (unless ``quiet``: a counting pass)
     and added to ``skipped``: the command then exits 1, as a path it could not handle was named.
     ``clean_temp``: remove the temporary files a killed write left where the photos are (see
-    :func:`remove_stale_temp_files`)."""
+    :func:`remove_stale_temp_files`).  A file named is held to the exclude patterns and the hidden
+    rule as a walk holds it, from the watched folder (``watched``) it lies in, else its own folder:
+    ``find … | xargs tagwatch scan`` must not write into a NAS's ``@eaDir`` thumbnails."""
     if quiet:
         with _silenced():
-            yield from expand(paths, exclude)
+            yield from expand(paths, exclude, watched=watched)
         return
+    bases = sorted((str(w).rstrip("/") for w in watched), key=len, reverse=True)
     skipped = [] if skipped is None else skipped
     cleaned: set[str] = set()
     for given in paths:
@@ -166,8 +170,15 @@ def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
         elif path.is_file():
             if clean_temp:
                 remove_stale_temp_files([str(path.parent)], cleaned)
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                yield photo_path(given)
+            named = photo_path(given)
+            base = next((b for b in bases if named.startswith(b + "/")), os.path.dirname(named))
+            if path.suffix.lower() in IMAGE_SUFFIXES and not PathFilter([Path(base)], exclude).wanted(named):
+                reason = "excluded (a hidden name, or one of the exclude patterns)"
+                log.warning("%s: skipped: %s", path, reason, extra={"event": "skipped", "path": str(path),
+                                                                    "reason": reason})
+                skipped.append(str(path))
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                yield named
             else:
                 reason = f"not a photo file name ({' '.join(sorted(IMAGE_SUFFIXES))})"
                 log.warning("%s: skipped: %s", path, reason,

@@ -44,8 +44,8 @@ def export(config: Config, given: Sequence[str],
     try:
         pipeline = make_pipeline(config, store, None)  # encodes prompts without a cached vector, no photo
         try:
-            paths = (list(dict.fromkeys(expand(given, config.exclude, skipped=skipped))) if given
-                     else sorted(store.files_under("/")))
+            named = expand(given, config.exclude, skipped=skipped, watched=config.watch)
+            paths = list(dict.fromkeys(named)) if given else sorted(store.files_under("/"))
             keys: dict[str, bytes] = {}
             with progress(len(paths)) as bar:
                 vectors, missing = cached_vectors(store, pipeline.model.identity, paths, bar.advance, keys)

@@ -110,7 +110,10 @@ def scan_on_ray(config: Config, paths: Iterable[str], total: int, *, address: st
     consumed lazily, ``total`` of them.  This process alone opens the store.  Returns the outcome
     counts and the run's summary (encoded, cached, failures, per node)."""
     ray_driver.prepare(address)
-    connected = ray_driver.connect(address)
+    try:
+        connected = ray_driver.connect(address)  # a head that is not there: one line within 20 s
+    except ray_driver.ClusterError as exc:
+        raise UsageError(str(exc)) from None
     store = Store(config.database)
     exiftool = ExifTool()
     fleet = ray_driver.Fleet(config, model_identity(config.model), writes=not dry_run)
@@ -172,16 +175,49 @@ def scan_func(args: argparse.Namespace) -> int:
     if not args.dry_run:
         require_exiftool()
 
+    finished = [0]  # photos through every stage: said if the scan is interrupted
+
     def report(outcome: Outcome) -> None:
+        finished[0] += 1
+        name_retry(outcome)
         line = dry_line(outcome) if args.dry_run else None
         if line is not None:
             write(line)
 
     skipped: list[str] = []  # named paths that are no photo: said as they are met
     trouble = False  # ray: a node was left out (it could not read photos this machine reads)
+    try:
+        counts, total, trouble = _scan_all(args, config, skipped, report)
+    except KeyboardInterrupt:  # Ctrl-C: the batches in flight were finished and recorded
+        text = (f"scan: interrupted after {finished[0]} photos; each one done is recorded: run the same "
+                "command again to go on")
+        print(logs.summary_line(args.log_format, text), file=sys.stderr)
+        return 130
+    # a named path that is no photo is not one of the photos counted: said apart
+    text = f"scan: {total} photos: {count_text(counts)}" + (
+        f"; {len(skipped)} named {'path' if len(skipped) == 1 else 'paths'} {SKIPPED}" if skipped else "") + (
+        " (dry run: no file written)" if args.dry_run else "")
+    print(logs.summary_line(args.log_format, text), file=sys.stderr)
+    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) or skipped or trouble else 0
+
+
+def name_retry(outcome: Outcome) -> None:
+    """A photo left to try again (changed while it was written): the daemon tries again by itself,
+    a scan ends first, so it names the photo (its summary only counted "1 retry")."""
+    if outcome.status == Status.RETRY:
+        log.warning("%s: not tagged: %s; the next scan tags it", outcome.path, outcome.error,
+                    extra={"event": "retrying", "path": outcome.path, "reason": outcome.error})
+
+
+def _scan_all(args: argparse.Namespace, config: Config, skipped: list[str],
+              report: Callable[[Outcome], None]) -> tuple[dict[str, int], int, bool]:
+    """The scan on the engine asked for: (counts by status, photos named, whether a Ray node was
+    left out)."""
+    trouble = False
     if args.engine == "ray":
-        total = sum(1 for _ in unique(expand(args.paths, config.exclude, quiet=True), len(args.paths)))
-        named = expand(args.paths, config.exclude, skipped=skipped)
+        total = sum(1 for _ in unique(expand(args.paths, config.exclude, quiet=True, watched=config.watch),
+                                      len(args.paths)))
+        named = expand(args.paths, config.exclude, skipped=skipped, watched=config.watch)
         counts, summary = scan_on_ray(config, unique(named, len(args.paths)), total, address=args.address,
                                       dry_run=args.dry_run, report=report)
         for line in summary.lines():
@@ -189,15 +225,11 @@ def scan_func(args: argparse.Namespace) -> int:
         trouble = summary.trouble
     else:
         paths = list(dict.fromkeys(expand(args.paths, config.exclude, clean_temp=not args.dry_run,
+                                          watched=config.watch,
                                           skipped=skipped)))
         total = len(paths)
         counts = scan(config, paths, dry_run=args.dry_run, report=report)
-    # a named path that is no photo is not one of the photos counted: said apart
-    text = f"scan: {total} photos: {count_text(counts)}" + (
-        f"; {len(skipped)} named {'path' if len(skipped) == 1 else 'paths'} {SKIPPED}" if skipped else "") + (
-        " (dry run: no file written)" if args.dry_run else "")
-    print(logs.summary_line(args.log_format, text), file=sys.stderr)
-    return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) or skipped or trouble else 0
+    return counts, total, trouble
 
 
 
