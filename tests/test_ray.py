@@ -19,6 +19,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is
 import shlex
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -406,6 +407,31 @@ def test_a_node_that_cannot_see_the_photos_is_left_out_and_they_are_tagged_on_th
     assert f"LEFT OUT: it does not find {photos}/" in left_out[0], left_out
     assert ", which this machine reads (" in left_out[0] and "mounted there at the same path?" in left_out[0]
     alike(results(config, photos), local)  # every photo tagged as the local engine does, none deleted
+
+
+def test_an_address_with_no_ray_head_is_one_line_within_seconds(tmp_path: Path) -> None:
+    """A port nothing listens on, and one that accepts a connection but says nothing: each is one
+    tagwatch line naming the address and why, exit 2, within 20 s (Ray alone retried for more than
+    10 minutes, printing only its own warnings)."""
+    photos, config = small_setup(tmp_path, {"a.jpg": (320, 240)})
+    with socket.socket() as free:  # a port free a moment ago: nothing listens there
+        free.bind(("127.0.0.1", 0))
+        closed = free.getsockname()[1]
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes connections; nothing ever answers
+        mute = silent.getsockname()[1]
+        for port, reason in ((closed, f"nothing listens on port {closed} there (is `ray start --head "
+                                      f"--port {closed}` running there?)"),
+                             (mute, f"port {mute} accepts a connection but says nothing within 10 s: "
+                                    "not a Ray head")):
+            started = time.monotonic()
+            run = tagwatch_cli("scan", "--engine", "ray", "--address", f"127.0.0.1:{port}", str(photos),
+                               "--config", str(config), timeout=120)
+            assert time.monotonic() - started < 40, run.stderr[-2000:]  # 20 s, and Python's start
+            assert run.returncode == 2, run.stderr[-2000:]
+            assert run.stderr.splitlines() == [
+                f"tagwatch: error: cannot reach the Ray cluster at 127.0.0.1:{port}: {reason}"]
 
 
 def test_without_ray_installed_the_engine_is_a_one_line_error(tmp_path: Path, library: Path) -> None:

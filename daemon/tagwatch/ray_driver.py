@@ -36,6 +36,7 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -63,6 +64,10 @@ IO_THREADS = 2  # threads per station that read and write files beside the one t
 ATTEMPTS = 3  # a photo whose batch was lost this many times is reported, not tried again
 GROW_EVERY_S = 10.0  # how often the driver looks for nodes that joined the cluster
 START_TIMEOUT_S = 600.0  # no station ready after this long: the cluster has no room for one
+REACH_S = 10.0  # a head must accept a connection within this, then answer within this again
+GCS_TRIES = "RAY_gcs_server_port_wait_time_s"  # Ray's connection attempts to a head (~40 s each)
+# HTTP/2's client preface and an empty SETTINGS frame (length 0, type 4, no flags, stream 0)
+HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # 0: Ray takes 127.0.0.1 as this node's address
 INSTALL = "pip install 'tagwatch[ray]'"
 
@@ -692,17 +697,64 @@ def _one_line(exc: BaseException) -> str:
 
 def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` (None: RAY_ADDRESS, or one started on this machine with
-    ``ray start``, else a Ray for this scan alone); True if this call connected."""
+    ``ray start``, else a Ray for this scan alone); True if this call connected.
+
+    A head that is not there is found out first (:func:`reach`, 20 s at most): Ray itself retries
+    an unreachable address for more than 10 minutes, printing only its internal warnings.  Once
+    something answers as a gRPC server, Ray is given one attempt (~40 s) instead of 20, so an
+    address that is not a Ray head fails within about a minute too."""
     import ray
 
     if ray.is_initialized():
         return False
+    given = address or os.environ.get("RAY_ADDRESS")
+    if given and given not in ("auto", "local"):
+        problem = reach(given)
+        if problem:
+            raise ClusterError(f"cannot reach the Ray cluster at {given}: {problem}")
+    bounded = bool(given) and GCS_TRIES not in os.environ  # a user's own setting is kept
+    if bounded:
+        os.environ[GCS_TRIES] = "1"
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise ClusterError(f"cannot join the Ray cluster at {address or 'the default address'}: "
+        raise ClusterError(f"cannot join the Ray cluster at {given or 'the default address'}: "
                            f"{_one_line(exc)}") from None
+    finally:
+        if bounded:
+            os.environ.pop(GCS_TRIES, None)
     return True
+
+
+def reach(address: str, timeout: float = REACH_S) -> str | None:
+    """Why ``address`` (HOST:PORT, or ray://HOST:PORT) is no Ray head, or None if it may be one:
+    it must accept a connection within ``timeout`` and answer an HTTP/2 greeting with the server's
+    settings frame within ``timeout`` again, as any gRPC server (a Ray head) does at once."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit():
+        return None  # not HOST:PORT: Ray's own parsing says what is wrong
+    stage = "connect"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            stage = "answer"
+            sock.sendall(HTTP2_HELLO)
+            answer = b""
+            while len(answer) < 9 and (more := sock.recv(9 - len(answer))):
+                answer += more
+    except socket.gaierror as exc:
+        return f"unknown host {host!r} ({exc.strerror})"
+    except ConnectionRefusedError:
+        return f"nothing listens on port {port} there (is `ray start --head --port {port}` running there?)"
+    except TimeoutError:
+        if stage == "connect":
+            return f"no answer within {timeout:.0f} s (a wrong address, the machine down, or a firewall?)"
+        return f"port {port} accepts a connection but says nothing within {timeout:.0f} s: not a Ray head"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if len(answer) < 9 or answer[3] != 0x04:  # a frame header: 3 bytes length, 1 type (4: SETTINGS)
+        return f"something listens on port {port} there, but not a Ray head (it does not speak gRPC)"
+    return None
 
 
 def disconnect() -> None:
