@@ -135,6 +135,20 @@ def test_a_file_named_in_an_excluded_or_hidden_folder_is_skipped_as_a_walk_skips
     assert "scan: 1 photos: 1 tagged; 2 named paths skipped" in result.stderr
 
 
+def test_a_scan_says_how_many_pictures_of_formats_it_does_not_read_it_passed_over(
+        tmp_path: Path, config_file) -> None:
+    """AVIF (phones), GIF, BMP: not read, and not silently: the summary counts them by kind."""
+    config = config_file()
+    folder = tmp_path / "mixed"
+    noise_jpeg(folder / "p.jpg", seed=1)
+    for name in ("a.avif", "b.AVIF", "c.gif", "notes.txt", ".hidden.gif"):
+        (folder / name).write_bytes(b"\0" * 16)
+    result = tagwatch("scan", "--dry-run", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    assert ("scan: 1 photos: 1 tagged; 3 pictures in formats tagwatch does not read left alone "
+            "(.avif 2, .gif 1) (dry run: no file written)") in result.stderr
+
+
 def test_ctrl_c_ends_a_scan_with_a_line_saying_how_to_go_on(tmp_path: Path, config_file) -> None:
     config = config_file()
     folder = tmp_path / "many"

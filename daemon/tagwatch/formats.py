@@ -25,6 +25,8 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".mpo"})
 _RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".pef", ".srw"})
 _OTHER_SUFFIXES = frozenset({".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".hif"})
 IMAGE_SUFFIXES = JPEG_SUFFIXES | _OTHER_SUFFIXES | _RAW_SUFFIXES
+# Pictures tagwatch does not read: a scan counts those it passes over, so that they are not missed
+UNREAD_IMAGE_SUFFIXES = frozenset({".avif", ".gif", ".bmp", ".jxl", ".psd", ".svg"})
 # Formats whose keywords go into the file itself; all others get an XMP sidecar.
 EMBEDDABLE_SUFFIXES = JPEG_SUFFIXES
 

@@ -14,6 +14,7 @@ import logging
 import os
 import stat
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from .formats import IMAGE_SUFFIXES
+from .formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
 from .freshness import SIDECAR_SUFFIX, is_settled
 from .metadata import remove_if_stale
 from .queue import BatchQueue, Delete, Move
@@ -117,8 +118,8 @@ class PathFilter:
 
 
 def walk(root: Path, filt: PathFilter, clean_temp: bool = False, stop: threading.Event | None = None,
-         unlistable: set[str] | None = None, sidecars: dict[str, os.stat_result] | None = None
-         ) -> Iterator[tuple[str, os.stat_result]]:
+         unlistable: set[str] | None = None, sidecars: dict[str, os.stat_result] | None = None,
+         passed_over: Counter[str] | None = None) -> Iterator[tuple[str, os.stat_result]]:
     """Every wanted file under ``root`` with its stat; symlinks are never followed.
 
     ``clean_temp`` deletes temporary files a killed writer left beside photos (never those of a
@@ -126,7 +127,8 @@ def walk(root: Path, filt: PathFilter, clean_temp: bool = False, stop: threading
     must not wait for a scan of 200,000 files).  ``unlistable`` receives the folders that could not
     be listed: what is inside them was not seen, which is not the same as gone.  ``sidecars``, where
     given, holds the XMP sidecars of the folder whose files are being yielded, with their stats: from
-    the listing, so a photo without one costs no look-up.
+    the listing, so a photo without one costs no look-up.  ``passed_over`` counts, by suffix, the
+    pictures of a format tagwatch does not read (AVIF, GIF, …), for ``scan`` to say so.
     """
     stack = [str(root)]
     while stack and not (stop is not None and stop.is_set()):
@@ -154,6 +156,10 @@ def walk(root: Path, filt: PathFilter, clean_temp: bool = False, stop: threading
                         stack.append(entry.path)
                 elif entry.is_file(follow_symlinks=False) and filt.wanted(entry.path):
                     yield entry.path, entry.stat(follow_symlinks=False)
+                elif passed_over is not None and not entry.name.startswith("."):
+                    suffix = os.path.splitext(entry.name)[1].lower()
+                    if suffix in UNREAD_IMAGE_SUFFIXES:
+                        passed_over[suffix] += 1
             except OSError as exc:
                 log.warning("%s: skipped: %s", entry.path, exc.strerror)
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -146,7 +147,7 @@ def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> 
 
 def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
            clean_temp: bool = False, skipped: list[str] | None = None,
-           watched: Sequence[Path] = ()) -> Iterator[str]:
+           watched: Sequence[Path] = (), passed_over: Counter[str] | None = None) -> Iterator[str]:
     """The photos named on the command line: files as given, folders walked (the config's exclude
     patterns honoured); anything else is skipped with a warning (unless ``quiet``: a counting pass)
     and added to ``skipped``: the command then exits 1, as a path it could not handle was named.
@@ -165,7 +166,8 @@ def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
         path = Path(given).expanduser().absolute()
         if path.is_dir():
             resolved = path.resolve()
-            for found, _ in walk(resolved, PathFilter([resolved], exclude), clean_temp):
+            walked = walk(resolved, PathFilter([resolved], exclude), clean_temp, passed_over=passed_over)
+            for found, _ in walked:
                 yield found
         elif path.is_file():
             if clean_temp:

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .. import logs, ray_driver
@@ -185,9 +186,10 @@ def scan_func(args: argparse.Namespace) -> int:
             write(line)
 
     skipped: list[str] = []  # named paths that are no photo: said as they are met
+    passed_over: Counter[str] = Counter()  # pictures of formats not read, met in the folders walked
     trouble = False  # ray: a node was left out (it could not read photos this machine reads)
     try:
-        counts, total, trouble = _scan_all(args, config, skipped, report)
+        counts, total, trouble = _scan_all(args, config, skipped, report, passed_over)
     except KeyboardInterrupt:  # Ctrl-C: the batches in flight were finished and recorded
         text = (f"scan: interrupted after {finished[0]} photos; each one done is recorded: run the same "
                 "command again to go on")
@@ -196,7 +198,7 @@ def scan_func(args: argparse.Namespace) -> int:
     # a named path that is no photo is not one of the photos counted: said apart
     text = f"scan: {total} photos: {count_text(counts)}" + (
         f"; {len(skipped)} named {'path' if len(skipped) == 1 else 'paths'} {SKIPPED}" if skipped else "") + (
-        " (dry run: no file written)" if args.dry_run else "")
+        _passed_over(passed_over)) + (" (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)
     return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) or skipped or trouble else 0
 
@@ -209,15 +211,27 @@ def name_retry(outcome: Outcome) -> None:
                     extra={"event": "retrying", "path": outcome.path, "reason": outcome.error})
 
 
+def _passed_over(counts: Counter[str]) -> str:
+    """``; 3 pictures in formats tagwatch does not read left alone (.avif 2, .gif 1)``, or ""."""
+    if not counts:
+        return ""
+    total = sum(counts.values())
+    kinds = ", ".join(f"{suffix} {n}" for suffix, n in counts.most_common())
+    noun = "picture" if total == 1 else "pictures"
+    return f"; {total} {noun} in formats tagwatch does not read left alone ({kinds})"
+
+
 def _scan_all(args: argparse.Namespace, config: Config, skipped: list[str],
-              report: Callable[[Outcome], None]) -> tuple[dict[str, int], int, bool]:
+              report: Callable[[Outcome], None], passed_over: Counter[str]
+              ) -> tuple[dict[str, int], int, bool]:
     """The scan on the engine asked for: (counts by status, photos named, whether a Ray node was
     left out)."""
     trouble = False
     if args.engine == "ray":
         total = sum(1 for _ in unique(expand(args.paths, config.exclude, quiet=True, watched=config.watch),
                                       len(args.paths)))
-        named = expand(args.paths, config.exclude, skipped=skipped, watched=config.watch)
+        named = expand(args.paths, config.exclude, skipped=skipped, watched=config.watch,
+                       passed_over=passed_over)
         counts, summary = scan_on_ray(config, unique(named, len(args.paths)), total, address=args.address,
                                       dry_run=args.dry_run, report=report)
         for line in summary.lines():
@@ -225,7 +239,7 @@ def _scan_all(args: argparse.Namespace, config: Config, skipped: list[str],
         trouble = summary.trouble
     else:
         paths = list(dict.fromkeys(expand(args.paths, config.exclude, clean_temp=not args.dry_run,
-                                          watched=config.watch,
+                                          watched=config.watch, passed_over=passed_over,
                                           skipped=skipped)))
         total = len(paths)
         counts = scan(config, paths, dry_run=args.dry_run, report=report)
