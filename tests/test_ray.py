@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 import synthetic
-from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, write_config
+from conftest import CORPUS, REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, write_config
 from shapes_lab import TAGS, THRESHOLD
 from tagwatch.cli.scan import scan, scan_on_ray
 from tagwatch.config import load_config
@@ -407,6 +407,27 @@ def test_a_node_that_cannot_see_the_photos_is_left_out_and_they_are_tagged_on_th
     assert f"LEFT OUT: it does not find {photos}/" in left_out[0], left_out
     assert ", which this machine reads (" in left_out[0] and "mounted there at the same path?" in left_out[0]
     alike(results(config, photos), local)  # every photo tagged as the local engine does, none deleted
+
+
+def test_a_stations_warnings_reach_the_driver_once_in_its_format_naming_the_photo(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """Pillow's complaint about a photo decoded on a station is one record of the driver's log, in
+    its format (here JSON: every line parses), naming the photo as the local engine does; not the
+    station's raw stderr, without the path, in colour, several times."""
+    damaged = CORPUS / "pillow__hopper_bad_exif.jpg"
+    if not damaged.exists():
+        pytest.skip(f"the corpus is not here: {CORPUS}")
+    photos, config = small_setup(tmp_path, {"a.jpg": (320, 240)})
+    (photos / damaged.name).write_bytes(damaged.read_bytes())
+    run = tagwatch_cli("--log-format", "json", "scan", "--engine", "ray", "--address", cluster.address,
+                       str(photos), "--config", str(config))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "\x1b[" not in run.stderr
+    records = [json.loads(line) for line in run.stderr.splitlines()]  # no stray line: all JSON
+    warned = [(r["level"], r["path"], r["reason"], r["logger"]) for r in records if "reason" in r]
+    assert warned == [("warning", str(photos / damaged.name),
+                       "Corrupt EXIF data. Expecting to read 12 bytes but only got 2.", "tagwatch.warnings")]
+    assert records[-1]["message"] == "scan: 2 photos: 2 tagged"
 
 
 def test_an_address_with_no_ray_head_is_one_line_within_seconds(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ from .logs import shown
 from .metadata import MetadataError, temp_files_of
 from .outcomes import Outcome, Status
 from .pipeline import Pipeline
-from .ray_node import Encoded, Station, StationInfo
+from .ray_node import Answer, Encoded, Station, StationInfo
 from .vectors import FileVanished, Photo, ReadFailed
 from .writeback import WriteJob, write_file
 
@@ -193,6 +193,7 @@ class Fleet:
 
         self.config, self.identity = config, identity
         self.write_cfg = config.write if writes else None
+        self.log_level = logging.getLogger("tagwatch").getEffectiveLevel()  # the stations log as this does
         self.actor = ray.remote(concurrency_groups={"io": IO_THREADS}, max_restarts=0)(Station)
         self.slots: dict[Any, Slot] = {}  # loaded, by actor handle's id
         self.starting: dict[Any, Slot] = {}  # load() reference → slot
@@ -220,7 +221,8 @@ class Fleet:
                 handle = self.actor.options(
                     num_cpus=cpus, num_gpus=gpus, max_task_retries=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                ).remote(self.config.model, self.write_cfg, max(cpus, 1), device, self.config.max_megapixels)
+                ).remote(self.config.model, self.write_cfg, max(cpus, 1), device, self.config.max_megapixels,
+                          self.log_level)
                 self.starting[handle.load.remote()] = Slot(handle, node_id, label)
                 self.placed[node_id] += 1
                 self.started[node_id] += 1
@@ -231,7 +233,7 @@ class Fleet:
 
         slot = self.starting.pop(ref)
         try:
-            info = ray.get(ref)
+            info = replay(ray.get(ref))
         except Exception as exc:  # its node was lost while it loaded: another may take its place
             log.warning("ray: a station on node %s did not start: %s", slot.label, _one_line(exc))
             self.placed[slot.node] -= 1
@@ -340,7 +342,7 @@ class RemoteModel:
         for attempt in range(1, ATTEMPTS + 1):
             slot = self.fleet.ready()
             try:
-                return np.asarray(ray.get(slot.handle.encode_texts.remote(list(texts))), np.float32)
+                return np.asarray(replay(ray.get(slot.handle.encode_texts.remote(list(texts)))), np.float32)
             except ray.exceptions.RayActorError as exc:
                 self.fleet.drop(slot)
                 if attempt == ATTEMPTS:
@@ -488,7 +490,7 @@ class Scan:
         else:
             batch.slot.io -= 1
         try:
-            result = ray.get(ref)
+            result = replay(ray.get(ref))
         except Exception as exc:  # the node or the station is gone, or the call failed
             self._lost(batch, exc)
             return
@@ -689,6 +691,17 @@ class Scan:
         return stats
 
 
+def replay(answer: Answer[Any]) -> Any:
+    """A station's answer's value, after logging here the lines the station logged: each once, in
+    this process's format (text or JSON, with the record's path and reason), at its level."""
+    for line in answer.lines:
+        logger = logging.getLogger(line.logger)
+        if logger.isEnabledFor(line.level):
+            logger.handle(logger.makeRecord(line.logger, line.level, "(station)", 0, line.message, (), None,
+                                            extra=line.fields))
+    return answer.value
+
+
 def _one_line(exc: BaseException) -> str:
     """A Ray error's first line, without its traceback."""
     text = str(exc).strip().splitlines()
@@ -716,7 +729,8 @@ def connect(address: str | None) -> bool:
     if bounded:
         os.environ[GCS_TRIES] = "1"
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        # Not the stations' stdout and stderr: their log lines come with their answers (replay)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ClusterError(f"cannot join the Ray cluster at {given or 'the default address'}: "
                            f"{_one_line(exc)}") from None

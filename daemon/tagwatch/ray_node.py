@@ -23,13 +23,14 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from . import __version__
+from . import __version__, logs
 from .config import DEFAULT_MAX_MEGAPIXELS, ModelConfig, WriteConfig
 from .formats import ImageError
 from .imaging import set_pixel_limit
@@ -40,6 +41,47 @@ from .writeback import WriteJob, write_file
 log = logging.getLogger(__name__)
 
 Problem = ImageError | ReadFailed  # what the read and decode stages raise for one file
+Written = os.stat_result | MetadataError | OSError | FileVanished  # a write's stat, or why not
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A station's log record, as plain data: the driver logs it again, in its own format."""
+
+    logger: str
+    level: int
+    message: str
+    fields: dict[str, Any]  # the record's extra fields (logs.FIELDS): path, reason, event...
+
+
+@dataclass
+class Answer(Generic[T]):
+    """A station call's result, with the log lines the station made since its last answer."""
+
+    value: T
+    lines: list[LogLine] = field(default_factory=list)
+
+
+class _Collector(logging.Handler):
+    """Keeps a station's log records for its next answer (thread-safe: a deque's ends are)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: deque[LogLine] = deque()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        fields = {name: getattr(record, name) for name in logs.FIELDS if hasattr(record, name)}
+        self.lines.append(LogLine(record.name, record.levelno, message, fields))
+
+    def drain(self) -> list[LogLine]:
+        out = []
+        while self.lines:
+            out.append(self.lines.popleft())
+        return out
 
 
 @dataclass(frozen=True)
@@ -68,7 +110,8 @@ class Station:
     """One model on one node, and the node's file work: key, encode, write.  Never the store."""
 
     def __init__(self, model: ModelConfig, write: WriteConfig | None, threads: int,
-                 device: str = "cpu", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+                 device: str = "cpu", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                 log_level: int = logging.WARNING) -> None:
         # The driver's ``max_megapixels``, as the local engine applies it: Pillow's limit is per
         # process, and a station's process would otherwise keep Pillow's built-in 89.48 MP
         set_pixel_limit(max_megapixels)
@@ -78,9 +121,12 @@ class Station:
         self.model: Any = None
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tagwatch-decode")
         self._local = threading.local()  # one exiftool per io thread: writes run side by side
-        _log_to_stderr()
+        self._logs = _collect_logs(log_level)
 
-    def load(self) -> StationInfo | str:
+    def _answer(self, value: T) -> Answer[T]:
+        return Answer(value, self._logs.drain())
+
+    def load(self) -> Answer[StationInfo | str]:
         """Load the model; its info, or the one-line reason it cannot be loaded."""
         import torch
 
@@ -90,15 +136,15 @@ class Station:
         try:
             self.model = load_model(self.cfg)
         except ModelError as exc:
-            return str(exc)
-        return StationInfo(self.model.identity, self.model.precision, self.cfg.device, socket.gethostname(),
-                           os.getpid(), __version__)
+            return self._answer(str(exc))
+        return self._answer(StationInfo(self.model.identity, self.model.precision, self.cfg.device,
+                                        socket.gethostname(), os.getpid(), __version__))
 
-    def keys(self, photos: list[Photo]) -> list[bytes | Problem]:
+    def keys(self, photos: list[Photo]) -> Answer[list[bytes | Problem]]:
         """Each photo's content key, or why it cannot be read (the bytes are dropped at once)."""
-        return list(self._pool.map(_key_only, photos))
+        return self._answer(list(self._pool.map(_key_only, photos)))
 
-    def encode(self, photos: list[Photo]) -> Encoded:
+    def encode(self, photos: list[Photo]) -> Answer[Encoded]:
         """Read, key, decode and encode: the key is taken again from the bytes that are decoded, so
         a vector always belongs to the key it is returned with (a file replaced since the driver
         keyed it comes back under its new key)."""
@@ -115,13 +161,14 @@ class Station:
                 else:
                     arrays.append(result)
         vectors = encode(self.model, arrays) if arrays else np.zeros((0, 0), np.float32)
-        return Encoded(keys, np.ascontiguousarray(vectors, np.float32), time.perf_counter() - started)
+        return self._answer(Encoded(keys, np.ascontiguousarray(vectors, np.float32),
+                                    time.perf_counter() - started))
 
-    def encode_texts(self, prompts: list[str]) -> np.ndarray:
+    def encode_texts(self, prompts: list[str]) -> Answer[np.ndarray]:
         """A tag list's prompts → unit vectors (the driver stores them)."""
-        return self.model.encode_texts(prompts)
+        return self._answer(self.model.encode_texts(prompts))
 
-    def write(self, jobs: list[WriteJob]) -> list[os.stat_result | MetadataError | OSError | FileVanished]:
+    def write(self, jobs: list[WriteJob]) -> Answer[list[Written]]:
         """Apply each planned write (:func:`~tagwatch.writeback.write_file`); per job the file's stat
         afterwards, or the error the driver turns into an outcome: :class:`FileVanished` where this
         node does not find the file at all, which the driver, seeing it, blames on the node (a
@@ -129,14 +176,14 @@ class Station:
         writer = getattr(self._local, "writer", None)
         if writer is None:
             writer = self._local.writer = KeywordWriter(ExifTool(), self.write_cfg)
-        out: list[os.stat_result | MetadataError | OSError | FileVanished] = []
+        out: list[Written] = []
         for job in jobs:
             try:
                 out.append(write_file(writer, job))
             except (MetadataError, OSError) as exc:
                 missing = not os.path.lexists(job.path)
                 out.append(FileVanished(f"not found on this node: {exc}") if missing else exc)
-        return out
+        return self._answer(out)
 
 
 def _key(photo: Photo) -> bytes | Problem:
@@ -155,12 +202,21 @@ def _key_only(photo: Photo) -> bytes | Problem:
     return key
 
 
-def _log_to_stderr() -> None:
-    """Our warnings (a keyword written to XMP only, a file that cannot be decoded) on the actor's
-    stderr, which Ray prints on the driver's terminal."""
-    logger = logging.getLogger("tagwatch")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
+def _collect_logs(level: int) -> _Collector:
+    """Our log records (a keyword written to XMP only, a file that cannot be decoded) and every
+    warning (Pillow's "Corrupt EXIF data", made one record naming the photo by :mod:`tagwatch.logs`)
+    kept for the driver, which logs each once in its own format (text or JSON).  Nothing goes to the
+    actor's stderr: Ray would print it on the driver's terminal raw, with colour codes, and more
+    than once where the worker's root logger has a handler of its own."""
+    found = next((h for h in logging.getLogger("tagwatch").handlers if isinstance(h, _Collector)), None)
+    if found is not None:  # a second station in this process (a test): one collector serves both
+        return found
+    collector = _Collector()
+    for name in ("tagwatch", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.addHandler(collector)
+        logger.propagate = False
+    logging.getLogger("tagwatch").setLevel(level)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING)
+    logs.log_warnings()
+    return collector
