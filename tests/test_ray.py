@@ -430,6 +430,56 @@ def test_a_stations_warnings_reach_the_driver_once_in_its_format_naming_the_phot
     assert records[-1]["message"] == "scan: 2 photos: 2 tagged"
 
 
+# A cluster of a head alone, started as the docs say (no CPU for Ray), in a process of its own
+HEAD_ONLY = """
+import signal, sys, time
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
+                  "include_dashboard": False, "object_store_memory": int(sys.argv[1])})
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # its processes are stopped at exit
+print(cluster.address, flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_cluster_with_no_node_for_a_station_says_so(library: Path, tmp_path: Path) -> None:
+    """A head started with --num-cpus 0 and no worker node: one line saying that no station could
+    start and why, not that every station was lost; both when the tag list's prompts must be encoded
+    first (a new database) and when they are stored (a station is needed for a new photo only)."""
+    photos, config = setup(tmp_path, library)
+    temp = tempfile.mkdtemp(prefix="tw-ray-", dir="/tmp")
+    head = subprocess.Popen([sys.executable, "-c", HEAD_ONLY, str(NODE["object_store_memory"])],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True, env={**os.environ, "RAY_TMPDIR": temp})
+    expected = ["tagwatch: error: no station could start: none of the Ray cluster's 1 node offers Ray a CPU "
+                "or a GPU (a head started with --num-cpus 0 runs none): start a worker node with `ray start "
+                "--address HEAD:PORT`"]
+    try:
+        assert head.stdout is not None
+        address = head.stdout.readline().strip()
+        assert address, "the head did not start"
+        command = ["scan", "--engine", "ray", "--address", address, "--config", str(config)]
+        fresh = tagwatch_cli(*command, str(photos))
+        assert (fresh.returncode, fresh.stderr.splitlines()) == (2, expected), fresh.stderr[-2000:]
+        # the prompts stored by a local scan of one photo: the next photo needs a station to encode it
+        first, second = sorted(photos.iterdir())[:2]
+        assert tagwatch_cli("scan", "--config", str(config), str(first)).returncode == 0
+        stored = tagwatch_cli(*command, str(second))
+        assert stored.returncode == 2, stored.stderr[-2000:]
+        assert stored.stderr.splitlines()[-1] == expected[0], stored.stderr[-2000:]
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(head.pid, sig)
+            try:
+                head.wait(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def test_an_address_with_no_ray_head_is_one_line_within_seconds(tmp_path: Path) -> None:
     """A port nothing listens on, and one that accepts a connection but says nothing: each is one
     tagwatch line naming the address and why, exit 2, within 20 s (Ray alone retried for more than

@@ -202,6 +202,8 @@ class Fleet:
         self.labels: dict[str, str] = {}
         self.excluded: dict[str, str] = {}  # node id → why it gets no stations (it cannot read the photos)
         self.retired: list[Slot] = []  # stations of excluded nodes, finishing the batches they hold
+        self.ever_ready = False  # a station loaded at some point (else none was lost: none started)
+        self.failed: dict[str, str] = {}  # node id → why its latest station did not start
         self.grown = 0.0
 
     def grow(self) -> None:
@@ -236,6 +238,7 @@ class Fleet:
             info = replay(ray.get(ref))
         except Exception as exc:  # its node was lost while it loaded: another may take its place
             log.warning("ray: a station on node %s did not start: %s", slot.label, _one_line(exc))
+            self.failed[slot.node] = _one_line(exc)
             self.placed[slot.node] -= 1
             return None
         if isinstance(info, str):  # the model cannot be loaded: the same everywhere
@@ -251,6 +254,7 @@ class Fleet:
                  info.pid)
         slot.info = info
         self.slots[id(slot.handle)] = slot
+        self.ever_ready = True
         return slot
 
     def drop(self, slot: Slot) -> None:
@@ -285,8 +289,20 @@ class Fleet:
                 ray.kill(slot.handle)
 
     def why_none(self) -> str:
-        """Why no station is left or starting, for the scan's one-line error."""
+        """Why no station is left or starting, for the scan's one-line error: nodes left out, none
+        that can hold one, stations that never started, or all lost."""
+        import ray
+
         done = "the photos done so far are recorded"
+        if not self.ever_ready and not self.excluded:
+            if self.failed:
+                nodes = "; ".join(f"node {self.labels.get(node, node[:8])}: {reason}"
+                                  for node, reason in self.failed.items())
+                return f"no station could start on the Ray cluster: {nodes}"
+            alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+            return (f"no station could start: none of the Ray cluster's {alive} node{'s' * (alive != 1)} "
+                    "offers Ray a CPU or a GPU (a head started with --num-cpus 0 runs none): start a worker "
+                    "node with `ray start --address HEAD:PORT`")
         if self.excluded:
             nodes = "; ".join(f"node {self.labels.get(node, node[:8])} {reason}"
                               for node, reason in self.excluded.items())
@@ -304,8 +320,7 @@ class Fleet:
             if not self.starting:
                 self.grow()
             if not self.starting:
-                raise ClusterError("no node of the Ray cluster can take a station (it needs a node with a "
-                                   "CPU or a GPU); is the cluster up?")
+                raise ClusterError(self.why_none())
             left = max(0.0, deadline - time.monotonic())
             done, _ = ray.wait(list(self.starting), num_returns=1, timeout=left)
             if not done:
