@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: see below
 
@@ -192,7 +193,8 @@ def test_a_cluster_scan_tags_every_photo_as_the_local_engine_does(
 
 
 def test_a_node_lost_mid_run_costs_only_its_batches(
-        cluster: Cluster, library: Path, local: Run, tmp_path: Path) -> None:
+        cluster: Cluster, library: Path, local: Run, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     photos, config = setup(tmp_path, library)
     victim = next(iter(cluster.worker_nodes))
     earlier = {pid for node in cluster.worker_nodes for pid, _ in stations(node)}  # still ending
@@ -226,6 +228,9 @@ def test_a_node_lost_mid_run_costs_only_its_batches(
     assert both_working, "the second station never started: nothing was tested"
     assert removed, "the node was never caught inside a batch: nothing was tested"
     assert summary.lost >= 1  # the node really took work with it
+    said = [r.getMessage() for r in caplog.records
+            if r.name == "tagwatch.ray_driver" and "batch" in r.getMessage()]
+    assert said and all(re.search(r" a batch of \d+ to (key|encode|write)[ :]", line) for line in said), said
     assert counts == {"tagged": PHOTOS}
     assert sorted(o.path for o in seen) == sorted(str(p) for p in photos.iterdir())  # each once, no temp file
     alike(results(config, photos), local)

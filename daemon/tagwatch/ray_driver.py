@@ -648,11 +648,13 @@ class Scan:
         self.summary.lost += 1
         self._node(batch.slot.node).lost += 1
         if isinstance(exc, ray.exceptions.RayActorError):
-            log.warning("ray: lost a station on node %s with a %s batch of %d: %s", batch.slot.label,
-                        batch.kind, len(batch.photos) or len(batch.jobs), reason)
+            # "a batch of 8 to encode": right for every kind, where "a %s batch" made "a encode batch"
+            log.warning("ray: lost a station on node %s with a batch of %d to %s: %s", batch.slot.label,
+                        len(batch.photos) or len(batch.jobs), batch.kind, reason)
             self.fleet.drop(batch.slot)
         else:
-            log.warning("ray: a %s batch on node %s failed: %s", batch.kind, batch.slot.label, reason)
+            log.warning("ray: a batch of %d to %s on node %s failed: %s",
+                        len(batch.photos) or len(batch.jobs), batch.kind, batch.slot.label, reason)
         if batch.kind == "write":
             if isinstance(exc, ray.exceptions.RayActorError) and batch.slot.info is not None:
                 self._clean(batch.jobs, batch.slot.info.pid)
