@@ -3,6 +3,8 @@
 One cluster serves the whole module (a head that runs nothing but the driver's connection, and two
 worker nodes of one CPU each, every one bound to 127.0.0.1 so no traffic leaves loopback); the
 ``xdist_group`` mark keeps these tests on one pytest-xdist worker, so the suite starts one cluster.
+Two tests start a little more for themselves, and stop it: a third node that does not see the photos
+(root only), and a head-only cluster.
 Each scan is compared with the local engine's scan of a copy of the same 200 photos (the test model,
 synthetic photos it knows): same content keys, same keywords in every file, vectors alike, the same
 ledger.
