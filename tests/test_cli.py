@@ -152,8 +152,8 @@ def test_a_scan_says_how_many_pictures_of_formats_it_does_not_read_it_passed_ove
 def test_ctrl_c_ends_a_scan_with_a_line_saying_how_to_go_on(tmp_path: Path, config_file) -> None:
     config = config_file()
     folder = tmp_path / "many"
-    for i in range(48):
-        noise_jpeg(folder / f"p{i:02}.jpg", seed=i)
+    for i in range(160):  # batches of 32: the first one written, four more to interrupt
+        noise_jpeg(folder / f"p{i:03}.jpg", seed=i)
     proc = subprocess.Popen([sys.executable, "-m", "tagwatch", "scan", "--config", str(config), str(folder)],
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stderr is not None
@@ -169,7 +169,7 @@ def test_ctrl_c_ends_a_scan_with_a_line_saying_how_to_go_on(tmp_path: Path, conf
     assert re.search(r"scan: interrupted after \d+ photos; each one done is recorded: run the same command "
                      r"again to go on$", last), rest
     again = tagwatch("scan", "--config", str(config), str(folder))
-    assert again.returncode == 0 and "scan: 48 photos:" in again.stderr  # it goes on
+    assert again.returncode == 0 and "scan: 160 photos:" in again.stderr  # it goes on
 
 
 def test_a_photo_left_to_retry_is_named(caplog: pytest.LogCaptureFixture) -> None:
