@@ -73,6 +73,9 @@ def test_reconcile_queues_what_changed_and_reports_what_vanished(tmp_path: Path)
     assert batch.ops == [Delete(str(root / "gone.jpg"))]
     assert (report.seen, report.queued, report.gone) == (4, 2, 1)
     assert not stale.exists() and in_flight.exists()
+    # A watched folder inside another ([watch] holds both): walked once, its photos counted once
+    report = reconcile([root, root / "sub"], PathFilter([root, root / "sub"]), store, queue)
+    assert (report.seen, report.queued) == (4, 2)
     store.close()
 
 

@@ -183,6 +183,8 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     folder that cannot be listed (chmod 000) keeps its files' records as they are: they may be fine,
     and are looked at again once it can be listed (``report.unlistable`` names it)."""
     report = ScanReport()
+    # a watched folder inside another is walked with it: walked again, its photos were counted twice
+    roots = [r for r in roots if not _inside(str(r), {str(o) for o in roots if o != r})]
     for root in roots:
         if not root.is_dir():  # not there (unplugged, unmounted): the watcher says so, and has it
             continue  # scanned when it is back; its records are kept meanwhile
