@@ -101,7 +101,13 @@ def test_install_writes_a_verified_unit_for_this_user_and_uninstall_removes_it(
     verify(unit, home)
 
     # Installing again replaces our own file; a unit the user wrote is never overwritten.
-    assert run_cli("service", "install", "--config", str(config), home=home).returncode == 0
+    again = run_cli("service", "install", "--config", str(config), home=home)
+    assert again.returncode == 0 and f"wrote {unit}" in again.stdout
+    # One unit per user: one for another config replaces it, and says whose daemon it no longer runs
+    other = write_config(home / "other", tiny_checkpoint, watch=[photos])
+    replaced = run_cli("service", "install", "--config", str(other), home=home)
+    assert f"replaced {unit}, which ran the config {config.resolve()}: it runs {other.resolve()} now" \
+        in replaced.stdout, replaced.stdout
     unit.write_text("[Service]\nExecStart=/bin/true\n")
     refused = run_cli("service", "install", "--config", str(config), home=home)
     assert refused.returncode == 2 and "not written by tagwatch" in refused.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -55,6 +56,12 @@ def unit(platform: str, config: Config) -> tuple[bytes, str]:
             "systemctl --user daemon-reload && systemctl --user enable --now tagwatch")
 
 
+def _runs_config(unit_text: bytes) -> str | None:
+    """The config file a unit (systemd's ExecStart, or launchd's arguments) runs the daemon with."""
+    found = re.search(rb"--config(?:</string>\s*<string>|\s+)([^<\s]+)", unit_text)
+    return found.group(1).decode(errors="replace") if found else None
+
+
 def service_func(args: argparse.Namespace) -> int:
     platform = args.platform or ("launchd" if sys.platform == "darwin" else "systemd")
     target = service_file(platform)
@@ -70,9 +77,15 @@ def service_func(args: argparse.Namespace) -> int:
     if args.print:
         sys.stdout.write(text.decode())
         return 0
+    before = _runs_config(target.read_bytes()) if ours else None
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, text, mode=0o644)  # readable by the service manager, like any unit file
-    print(f"wrote {target}\nnext: {enable}")
+    now = _runs_config(text)
+    if before is not None and before != now:  # one unit per user: the other config's daemon is gone
+        print(f"replaced {target}, which ran the config {before}: it runs {now} now")
+    else:
+        print(f"wrote {target}")
+    print(f"next: {enable}")
     if platform == "systemd":
         print("to keep it running while you are logged out (a NAS, a server): "
               "sudo loginctl enable-linger $USER")
