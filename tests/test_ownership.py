@@ -331,6 +331,28 @@ def hierarchical(photo: Path) -> list[str]:
     return value if isinstance(value, list) else [value]
 
 
+def test_a_keyword_already_there_in_another_case_is_not_written_again(tmp_path: Path,
+                                                                       tiny_checkpoint: Path) -> None:
+    """The person's BEACH is the keyword beach: no second spelling beside it; and a tag "florence"
+    with the place Florence is one keyword (a photo never gets the same keyword twice)."""
+    from tagwatch.config import PlacesConfig
+    from tagwatch.places import Geocoder
+
+    photo = person_tags(noise_jpeg(tmp_path / "in" / "p.jpg", seed=12), "BEACH")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-GPSLatitude=43.7731", "-GPSLatitudeRef=N",
+                    "-GPSLongitude=11.2560", "-GPSLongitudeRef=E", str(photo)], check=True)
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=3), places=PlacesConfig())
+    try:
+        env.pipeline.places.geocoder = Geocoder()
+        env.use(["beach", "florence", "forest"])
+        env.run(photo)
+        assert keyword_sets(photo) == [({"BEACH", "florence", "forest", "Italy", "Tuscany"},) * 2]
+        assert env.pipeline.untag(str(photo)).status == "untagged"
+        assert keyword_sets(photo) == [({"BEACH"},) * 2]
+    finally:
+        env.close()
+
+
 def test_a_predicted_keyword_the_person_placed_gets_no_path_of_ours(tmp_path: Path,
                                                                    tiny_checkpoint: Path) -> None:
     """The person has dog, filed in Lightroom as Pets|dog; tagwatch predicts dog under animal: the

@@ -498,10 +498,14 @@ class KeywordWriter:
 
         mine = {tag: self.forms.ours(tag, had) for tag in _FIELDS}
 
+        # the person's flat keywords, case-folded: their "RED" is the keyword red, already there
+        folded = {v.casefold() for v in photo.all | sidecar.all if v not in owned}
+
         def persons(keyword: str) -> bool:  # in the file in a form that is not one of ours
-            return any(value in existing.values(tag) and value not in mine[tag]
-                       for tag in _FIELDS for value in [self.forms.spell(tag, keyword, new[keyword])]
-                       for existing in files)
+            return keyword.casefold() in folded or any(
+                value in existing.values(tag) and value not in mine[tag]
+                for tag in _FIELDS for value in [self.forms.spell(tag, keyword, new[keyword])]
+                for existing in files)
 
         ours = [k for k in keywords if not (present(k, new[k]) if k in owned else persons(k))]
         gone = [o for o in owned if o not in new and (mode in ("sync", "overwrite") or o in withdraw)]

@@ -181,7 +181,7 @@ class Writeback:
         placed = self.places.decide(job.path, None, state.photo.gps, state.sidecar.gps)
         return Outcome(job.path, Status.TAGGED, job.tags,
                        places=[k for k in placed.keywords
-                               if k not in job.keywords and k.casefold() not in declined])
+                               if k.casefold() not in {t.casefold() for t in job.keywords} | declined])
 
     def plan_ahead(self, job: WriteJob, rules: TagRules) -> None:
         """Step 1: read the file's metadata, add its places and its description, plan the write and,
@@ -234,7 +234,8 @@ class Writeback:
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
                                                      state.sidecar.gps)
-            writing = keywords + [k for k in placed.keywords if k not in keywords and k.casefold() not in out]
+            listed = {k.casefold() for k in keywords}  # a tag "paris" and the place Paris: one keyword
+            writing = keywords + [k for k in placed.keywords if k.casefold() not in listed | out]
             paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}
             withdraw += [k for k in placed.withdraw if k not in keywords]
             fill, job.filled = placed.fill, placed.filled
