@@ -11,7 +11,7 @@ from .progress import Progress
 
 
 def db_func(args: argparse.Namespace) -> int:
-    from ..rebuild import rebuild
+    from ..rebuild import PRECIOUS, rebuild
 
     config = load(args)
     database = config.database
@@ -32,10 +32,16 @@ def db_func(args: argparse.Namespace) -> int:
         aside, counts, problems = rebuild(database, bar.expect, bar.advance)
     print(f"rebuilt {database}; the previous file is kept as {aside}")  # damaged or not: rebuild is asked
     print("carried over: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
-    for problem in problems:
-        print(f"unreadable: {problem}")
-    print("the next `tagwatch run` (or `scan`) re-tags what was lost; photos whose vectors were lost "
-          "are encoded again")
+    for problem in problems:  # one line per table that lost rows: how many, and what that costs
+        print(problem)
+    if not problems:
+        print("nothing was lost")
+    elif any(problem.split(":")[0] in (*PRECIOUS, "nothing readable") for problem in problems):
+        print("the next `tagwatch run` (or `scan`) re-tags the photos and encodes again the vectors that "
+              "were lost; the ledger rows lost cannot be recomputed (see above)")
+    else:
+        print("the next `tagwatch run` (or `scan`) re-tags what was lost; photos whose vectors were lost "
+              "are encoded again")
     return 0
 
 
