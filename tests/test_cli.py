@@ -149,6 +149,21 @@ def test_a_scan_says_how_many_pictures_of_formats_it_does_not_read_it_passed_ove
             "(.avif 2, .gif 1) (dry run: no file written)") in result.stderr
 
 
+def test_a_dry_run_says_which_photos_a_scan_would_not_write(tmp_path: Path, config_file) -> None:
+    """A hard-linked or read-only JPEG is refused by the scan: the dry run said it would write it."""
+    config = config_file()
+    folder = tmp_path / "lib"
+    linked, locked, fine = (noise_jpeg(folder / f"{n}.jpg", seed=i) for i, n in enumerate(("l", "r", "f")))
+    os.link(linked, tmp_path / "backup.jpg")
+    locked.chmod(0o444)
+    out = tagwatch("scan", "--dry-run", "--config", str(config), str(folder)).stdout
+    lines = {line.split("\t")[0]: line for line in out.splitlines()}
+    assert "(a scan would not write it: the file has 2 hard links;" in lines[str(linked)]
+    assert lines[str(locked)].endswith("(a scan would not write it: the file is read-only (no write "
+                                       "permission); tagwatch leaves it alone)")
+    assert "would not write" not in lines[str(fine)]
+
+
 def test_ctrl_c_ends_a_scan_with_a_line_saying_how_to_go_on(tmp_path: Path, config_file) -> None:
     config = config_file()
     folder = tmp_path / "many"

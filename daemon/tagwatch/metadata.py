@@ -651,6 +651,17 @@ class KeywordWriter:
                                   xmp_assign))
         return edits
 
+    def refusal(self, st: os.stat_result) -> str | None:
+        """Why a photo cannot take keywords into itself (a write replaces the file), or None: the
+        write refuses it, and a dry run says so instead of promising what the scan will not do."""
+        if st.st_nlink > 1:
+            return (f"the file has {st.st_nlink} hard links; replacing it would split them into separate "
+                    "files, so it is left alone (with [write] target = \"sidecar\" or \"both\" its keywords "
+                    "go into a sidecar)")
+        if not st.st_mode & 0o222:
+            return "the file is read-only (no write permission); tagwatch leaves it alone"
+        return None
+
     def _photo_edit(self, path: Path, before: os.stat_result, existing: Keywords,
                     change: Change, assign: Mapping[str, str | None],
                     exact: Mapping[str, list[str]]) -> Edit | None:
@@ -682,16 +693,13 @@ class KeywordWriter:
             xmp = self._xmp_fields(existing, change, exact=exact)
         if not iptc_args and not any(f[1] for f in xmp) and not assign:
             return None
-        if before.st_nlink > 1:
-            why = (f"the file has {before.st_nlink} hard links; replacing it would split them into "
-                   "separate files")
-            if self.settings.target == "both":  # its sidecar can still carry them: that edit goes ahead
-                log.warning("%s: %s, so its keywords go into its sidecar only", path, why)
-                return None
-            raise MetadataError(f"{why}, so it is left alone (with [write] target = \"sidecar\" or \"both\" "
-                                "its keywords go into a sidecar)")
-        if not before.st_mode & 0o222:
-            raise MetadataError("the file is read-only (no write permission); tagwatch leaves it alone")
+        why = self.refusal(before)
+        if why is not None and before.st_nlink > 1 and self.settings.target == "both":
+            # its sidecar can still carry them: that edit goes ahead
+            log.warning("%s: %s, so its keywords go into its sidecar only", path, why)
+            return None
+        if why is not None:
+            raise MetadataError(why)
         args = ["-charset", "iptc=UTF8"]
         if iptc_args or iptc_fill:
             if existing.latin1_iptc:

@@ -171,17 +171,27 @@ class Writeback:
         declined = (job.override.kept_out(self.store.ledger(row.id, DECLINED))
                     if row is not None and row.key == job.key else set())
         job = replace(job, tags=[(k, s) for k, s in job.tags if k.casefold() not in declined])
+        refused = self._refused(job)
         if self.places is None or self.reader is None:
-            return Outcome(job.path, Status.TAGGED, job.tags)
+            return Outcome(job.path, Status.TAGGED, job.tags, error=refused)
         try:
             state = self.reader.inspect(Path(job.path), job.stat)
         except (MetadataError, OSError) as exc:
             log.warning("%s: place not looked up: %s", job.path, exc)
-            return Outcome(job.path, Status.TAGGED, job.tags)
+            return Outcome(job.path, Status.TAGGED, job.tags, error=refused)
         placed = self.places.decide(job.path, None, state.photo.gps, state.sidecar.gps)
-        return Outcome(job.path, Status.TAGGED, job.tags,
+        return Outcome(job.path, Status.TAGGED, job.tags, error=refused,
                        places=[k for k in placed.keywords
                                if k.casefold() not in {t.casefold() for t in job.keywords} | declined])
+
+    def _refused(self, job: WriteJob) -> str | None:
+        """Why the scan would refuse this photo (hard links, read-only), for a dry run to say."""
+        reader = self.reader
+        if reader is None or not reader.embeds(Path(job.path)):
+            return None  # a sidecar carries the keywords: the photo itself is never written
+        if job.stat.st_nlink > 1 and reader.settings.target == "both":
+            return None
+        return reader.refusal(job.stat)
 
     def plan_ahead(self, job: WriteJob, rules: TagRules) -> None:
         """Step 1: read the file's metadata, add its places and its description, plan the write and,

@@ -155,7 +155,8 @@ def dry_line(outcome: Outcome) -> str | None:
     if outcome.status != Status.TAGGED:
         return None
     tags = ", ".join(f"{k} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags)
-    return f"{outcome.path}\t{tags or '(no tag above threshold)'}{place}"
+    refused = f" (a scan would not write it: {outcome.error})" if outcome.error else ""
+    return f"{outcome.path}\t{tags or '(no tag above threshold)'}{place}{refused}"
 
 
 def scan_func(args: argparse.Namespace) -> int:
