@@ -2,13 +2,15 @@
 in-process, a thin ``*_func`` that parses, calls and prints, and its ``add_parser``.
 
 Exit status: 0 success, 1 some files could not be handled (``scan``, ``untag``, ``export``: a path
-named that does not exist included), 2 a usage or config problem, reported as one line on stderr.
+named that does not exist included), 2 a usage or config problem or a damaged database, reported as
+one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -79,10 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ERRORS as exc:
-        print(logs.error_line(args.log_format or "text", str(exc)), file=sys.stderr)
+        message = (db.database_trouble(args, exc) if isinstance(exc, StoreError) else None) or str(exc)
+        print(logs.error_line(args.log_format or "text", message), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `tagwatch export | head`: the reader has all it wanted; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet too
         return 141
+    except sqlite3.Error as exc:  # a damaged database: one line, not a traceback
+        message = db.database_trouble(args, exc)
+        if message is None:
+            raise
+        print(logs.error_line(args.log_format or "text", message), file=sys.stderr)
+        return 2

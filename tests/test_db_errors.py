@@ -1,0 +1,71 @@
+"""A damaged database: every command says so in one line naming the file and `tagwatch db rebuild`
+and exits 2, never with a traceback."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from conftest import noise_jpeg, tagwatch, write_config
+from test_rebuild import damage, library
+
+DAMAGED = ("the database is damaged ({}); `tagwatch db rebuild` keeps what can still be read and sets the "
+           "damaged file aside")
+COMMANDS = (["status"], ["status", "--json"], ["export"], ["scan", "{photo}"], ["untag", "{photo}"], ["run"])
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The command's only line on stderr (a line of progress before it is no second error)."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1, result.stderr
+    assert result.stderr.rstrip().endswith(lines[0])
+    return lines[0]
+
+
+def run_each(config: Path, photo: Path) -> list[tuple[list[str], subprocess.CompletedProcess[str]]]:
+    return [(args, tagwatch(*(a.format(photo=photo) for a in args), "--config", str(config)))
+            for args in COMMANDS]
+
+
+def test_every_command_says_a_damaged_database_in_one_line_naming_the_rebuild(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """status, scan and export gave a 20-line traceback (sqlite3.DatabaseError: database disk image is
+    malformed); only db check and run said it clearly."""
+    photo = noise_jpeg(tmp_path / "photos" / "a.jpg", seed=1)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photo.parent])
+    database = tmp_path / "conf" / "state" / "tagwatch.db"
+    library(database)
+    with sqlite3.connect(database) as db:
+        count = db.execute("PRAGMA page_count").fetchone()[0]
+    damage(database, *range(2, count + 1))  # all but the schema: whatever a command reads is damaged
+
+    for args, result in run_each(config, photo):
+        assert result.returncode == 2, (args, result.stderr)
+        line = one_line(result)
+        # run checks first with SQLite's quick check, whose report says more than "malformed"
+        found = ".+" if args == ["run"] else r"database disk image is malformed"
+        pattern = re.escape(f"tagwatch: error: {database}: " + DAMAGED.format("@@")).replace("@@", found)
+        assert re.fullmatch(pattern, line), line
+
+
+def test_a_file_that_is_no_database_any_more_names_the_rebuild_too(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Its header overwritten: the store cannot even open it ('cannot open database: file is not a
+    database'), and that named no way out."""
+    photo = noise_jpeg(tmp_path / "photos" / "a.jpg", seed=2)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photo.parent])
+    database = tmp_path / "conf" / "state" / "tagwatch.db"
+    library(database)
+    damage(database, 1)
+    for args, result in run_each(config, photo):
+        assert result.returncode == 2, (args, result.stderr)
+        assert one_line(result) == f"tagwatch: error: {database}: " + DAMAGED.format("file is not a database")
+
+    rebuilt = tagwatch("db", "rebuild", "--config", str(config))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "nothing readable: file is not a database" in rebuilt.stdout
+    assert tagwatch("status", "--config", str(config)).returncode == 0  # a fresh, empty database
+
