@@ -1,14 +1,20 @@
-"""A damaged database: every command says so in one line naming the file and `tagwatch db rebuild`
-and exits 2, never with a traceback."""
+"""A database a command cannot use, damaged or on a full disk: every command says so in one line
+naming the file (and, for damage, `tagwatch db rebuild`) and exits 2, never with a traceback."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import noise_jpeg, tagwatch, write_config
+from tagwatch.store import Store
+from test_faults import mount_tmpfs
 from test_rebuild import damage, library
 
 DAMAGED = ("the database is damaged ({}); `tagwatch db rebuild` keeps what can still be read and sets the "
@@ -69,3 +75,45 @@ def test_a_file_that_is_no_database_any_more_names_the_rebuild_too(
     assert "nothing readable: file is not a database" in rebuilt.stdout
     assert tagwatch("status", "--config", str(config)).returncode == 0  # a fresh, empty database
 
+
+def fill(folder: Path) -> None:
+    """Write until the disk holding ``folder`` has no block left."""
+    with (folder / "filler.bin").open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def test_a_database_on_a_full_disk_is_one_line_saying_so_for_every_command(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """run died with a traceback (ENOSPC writing its lock file); the others said 'cannot open
+    database: disk I/O error' (SQLite cannot make its -shm file), not that the disk is full.  A
+    rebuild on a full disk set the database aside and then failed, leaving no database."""
+    small = tmp_path / "small"
+    small.mkdir()
+    why = mount_tmpfs(small)
+    if why is not None:
+        pytest.skip(why)
+    try:
+        photo = noise_jpeg(tmp_path / "photos" / "a.jpg", seed=3)
+        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photo.parent])
+        database = small / "db" / "tagwatch.db"
+        config.write_text(config.read_text(encoding="utf-8").replace('"state/tagwatch.db"', f'"{database}"'),
+                          encoding="utf-8")
+        Store(database).close()
+        before = database.read_bytes()
+        fill(small)
+        assert os.statvfs(small).f_bavail == 0
+        expected = (f"tagwatch: error: {database}: no space left on device (0 KiB free in "
+                    f"{database.parent}); tagwatch keeps its database, its -wal, -shm and lock files there: "
+                    "free some space and run the command again")
+        for args, result in [*run_each(config, photo),
+                             (["db", "rebuild"], tagwatch("db", "rebuild", "--config", str(config)))]:
+            assert result.returncode == 2, (args, result.stderr)
+            assert one_line(result) == expected, args
+        assert database.read_bytes() == before  # the rebuild put it back
+        assert not list(database.parent.glob("*.damaged-*"))
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

@@ -69,12 +69,27 @@ def rebuild(path: Path, expect: Callable[[int | None], None] = lambda total: Non
     for suffix in ("-wal", "-shm"):  # the log belongs to the damaged file: keep them together
         if Path(f"{path}{suffix}").exists():
             os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-    store = Store(path)
     try:
-        counts, problems = salvage(aside, store, expect, advance)
-    finally:
-        store.close()
+        store = Store(path)
+        try:
+            counts, problems = salvage(aside, store, expect, advance)
+        finally:
+            store.close()
+    except BaseException:  # a full disk, Ctrl-C: the damaged file goes back, a rebuild can start again
+        _put_back(path, aside)
+        raise
     return aside, counts, problems
+
+
+def _put_back(path: Path, aside: Path) -> None:
+    """Remove the half-built database and put the one set aside back where it was: else the next
+    rebuild would set the half-built one aside as the damaged file and salvage from it."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{aside}{suffix}").exists():
+            os.replace(f"{aside}{suffix}", f"{path}{suffix}")
 
 
 def salvage(damaged: Path, store: Store, expect: Callable[[int | None], None] = lambda total: None,

@@ -2,8 +2,8 @@
 in-process, a thin ``*_func`` that parses, calls and prints, and its ``add_parser``.
 
 Exit status: 0 success, 1 some files could not be handled (``scan``, ``untag``, ``export``: a path
-named that does not exist included), 2 a usage or config problem or a damaged database, reported as
-one line on stderr.
+named that does not exist included), 2 a usage or config problem, a damaged database or one on a full
+disk, reported as one line on stderr.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `tagwatch export | head`: the reader has all it wanted; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet too
         return 141
-    except sqlite3.Error as exc:  # a damaged database: one line, not a traceback
+    except (sqlite3.Error, OSError) as exc:  # a damaged database, a full disk: one line, not a traceback
         message = db.database_trouble(args, exc)
         if message is None:
             raise
