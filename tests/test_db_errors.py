@@ -4,15 +4,17 @@ naming the file (and, for damage, `tagwatch db rebuild`) and exits 2, never with
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import noise_jpeg, tagwatch, write_config
+from conftest import Daemon, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
 from tagwatch.store import Store
 from test_faults import mount_tmpfs
 from test_rebuild import damage, library
@@ -116,4 +118,48 @@ def test_a_database_on_a_full_disk_is_one_line_saying_so_for_every_command(
         assert database.read_bytes() == before  # the rebuild put it back
         assert not list(database.parent.glob("*.damaged-*"))
     finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_running_daemon_whose_database_disk_fills_says_it_once_and_goes_on(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """faults.md: a full disk under the database is one WARNING, tried again with no new line per
+    attempt, and the photos are tagged once space returns.  With a photo to record as failed (cut
+    short), each attempt logged 'batch failed' at ERROR and its 'skipped' line again (logged before
+    its record, which failed)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    why = mount_tmpfs(small)
+    if why is not None:
+        pytest.skip(why)
+    daemon = None
+    try:
+        root = tmp_path / "photos"
+        root.mkdir()
+        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+        database = small / "tagwatch.db"
+        config.write_text(config.read_text(encoding="utf-8").replace('"state/tagwatch.db"', f'"{database}"'),
+                          encoding="utf-8")
+        daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json"]).start()
+        warm = noise_jpeg(root / "warm.jpg", seed=1)
+        wait_for(lambda: len(exif_keywords(warm)["iptc"]) == 3)
+        fill(small)
+        photo = noise_jpeg(root / "p.jpg", seed=2)
+        bad = noise_jpeg(root / "bad.jpg", seed=3)  # cut short: a failure to record, on the full disk
+        bad.write_bytes(bad.read_bytes()[:600])
+        lines = lambda: [json.loads(line) for line in daemon.log().splitlines() if line.strip()]  # noqa: E731
+        wait_for(lambda: any(r["event"] == "retrying" for r in lines()))
+        time.sleep(8)  # attempts after 1, 2 and 4 s, each failing again
+        said = lines()
+        retrying = [r for r in said if r["event"] == "retrying"]
+        assert len(retrying) == 1 and "disk is full" in str(retrying[0]["reason"]), retrying
+        assert not [r for r in said if r["level"] == "error" or r.get("path") in (str(photo), str(bad))], said
+        (small / "filler.bin").unlink()
+        wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 3)
+        wait_for(lambda: [r for r in lines() if r.get("path") == str(bad) and r["event"] == "skipped"])
+        assert len([r for r in lines() if r.get("path") == str(bad)]) == 1  # said once, once recorded
+        assert daemon.stop() == 0
+    finally:
+        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
         subprocess.run(["umount", "-l", str(small)], check=False)

@@ -301,8 +301,11 @@ class Engine:
             try:
                 stage(lot)
             except Exception as exc:  # a bug in a stage: this batch's unsettled files fail, the rest go on
-                log.error("batch failed: %s: %s", type(exc).__name__, exc,
-                          exc_info=log.isEnabledFor(logging.DEBUG))
+                # a passing storage problem (the database's disk full) is said once by the retry
+                # policy, not as an error at each attempt (faults.md: no new line per attempt)
+                level = logging.DEBUG if transient_reason(exc) is not None else logging.ERROR
+                log.log(level, "batch failed: %s: %s", type(exc).__name__, exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
                 settled = {o.path for o in lot.outcomes}
                 self._give_up(lot, [p for p in lot.photos if p.path not in settled], exc)
                 lot.jobs = []

@@ -43,11 +43,12 @@ class Outcome:
 
 def record_failure(store: Store, path: str, st: os.stat_result | None, reason: str, dry_run: bool = False,
                    key: bytes | None = None) -> Outcome:
-    """Log why ``path`` cannot be used and record it failed (unless a dry run)."""
-    log.warning("%s: skipped: %s", path, reason, extra={"event": "skipped", "path": path, "reason": reason})
+    """Record ``path`` failed (unless a dry run) and log why it cannot be used: recorded first, so
+    that a store that cannot take the record (its disk full) logs no line at each attempt."""
     if not dry_run:
         store.record_file(path, key=key, size=st.st_size if st else None,
                           mtime_ns=st.st_mtime_ns if st else None, state=FAILED, error=reason)
+    log.warning("%s: skipped: %s", path, reason, extra={"event": "skipped", "path": path, "reason": reason})
     return Outcome(path, Status.FAILED, error=reason)
 
 

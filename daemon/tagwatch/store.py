@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -757,81 +757,3 @@ class Store:
             rows = self._db.execute("SELECT keyword, action, written, paths FROM ledger WHERE file_id = ? "
                                     "ORDER BY written, keyword", (file_id,)).fetchall()
         return [(r[0], r[1], r[2], tuple(r[3].split("\n")) if r[3] else ()) for r in rows]
-
-    # -- `tagwatch db rebuild` -----------------------------------------------------------------
-
-    def salvage_from(self, damaged: Path, expect: Callable[[int | None], None] = lambda total: None,
-                     advance: Callable[[int], None] = lambda count: None) -> tuple[dict[str, int], list[str]]:
-        """Copy every readable row of the database file ``damaged`` (opened read-only) into this one.
-
-        Returns the rows carried over per table and what could not be read.  A ledger (or filled,
-        located) row whose file row was lost is dropped: it has no file to name (and the foreign key
-        would refuse it).  A table an older schema did not have is skipped.  ``expect`` is told how
-        many rows there seem to be (None if even that is unreadable), ``advance`` of each thousand read.
-        """
-        counts: dict[str, int] = {}
-        problems: list[str] = []
-        try:
-            source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
-            try:
-                expect(_row_count(source))
-                for table in _tables(source):
-                    columns, rows, error = _salvage(source, table, advance)
-                    if error:
-                        problems.append(f"{table}: {error} after {len(rows)} rows")
-                    if rows and table in FILE_TABLES:
-                        with self._lock:
-                            files = {r[0] for r in self._db.execute("SELECT id FROM files")}
-                        at = columns.index("file_id")
-                        rows = [r for r in rows if r[at] in files]
-                    if rows:
-                        marks = ", ".join("?" * len(columns))
-                        with self.transaction() as db:
-                            verb = "REPLACE" if table == "counters" else "IGNORE"  # keep the old tallies
-                            db.executemany(f"INSERT OR {verb} INTO {table} ({', '.join(columns)}) "
-                                           f"VALUES ({marks})", rows)
-                    counts[table] = len(rows)
-            finally:
-                source.close()
-        except sqlite3.DatabaseError as exc:  # not even the schema is readable: start empty
-            problems.append(f"nothing readable: {exc}")
-        return counts, problems
-
-
-# Parents before children, so the ledger's file ids exist when its rows arrive.  ``filled`` is
-# ledger too (what untag puts back into a location field or a description); ``located`` and
-# ``places`` save a re-read of each photo's GPS and a gazetteer load, ``captions`` a captioning.
-SALVAGE_TABLES = ("files", "ledger", "filled", "located", "places", "image_vectors", "text_vectors",
-                  "captions", "counters")
-FILE_TABLES = ("ledger", "filled", "located")  # rows that name a file by its id
-
-
-def _tables(damaged: sqlite3.Connection) -> list[str]:
-    """The salvaged tables the damaged file has (an older schema lacks the newer ones)."""
-    have = {r[0] for r in damaged.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return [table for table in SALVAGE_TABLES if table in have]
-
-
-def _row_count(damaged: sqlite3.Connection) -> int | None:
-    """How many rows the salvaged tables claim to hold (for a progress bar), or None if unreadable."""
-    try:
-        return sum(damaged.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                   for table in _tables(damaged))
-    except sqlite3.DatabaseError:
-        return None
-
-
-def _salvage(damaged: sqlite3.Connection, table: str, advance: Callable[[int], None] = lambda count: None
-             ) -> tuple[list[str], list[tuple], str | None]:
-    """Rows of ``table`` up to the first unreadable page, and the error that stopped the read."""
-    rows: list[tuple] = []
-    columns: list[str] = []
-    try:
-        cursor = damaged.execute(f"SELECT * FROM {table}")  # fixed names, never input
-        columns = [c[0] for c in cursor.description]
-        while batch := cursor.fetchmany(1000):
-            rows += batch
-            advance(len(batch))
-    except sqlite3.DatabaseError as exc:
-        return (columns if rows else []), rows, str(exc)
-    return columns, rows, None
