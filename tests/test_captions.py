@@ -21,7 +21,7 @@ import pytest
 
 import synthetic
 import train_test_captioner as trainer
-from conftest import _SHARED_MODELS, REPO, SharedModel, tagwatch, write_config
+from conftest import _SHARED_MODELS, REPO, SharedModel, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.captions import from_config
 from tagwatch.config import CaptionsConfig, Config, ModelConfig, TaggingConfig, WriteConfig
 from tagwatch.metadata import ExifTool, KeywordWriter
@@ -320,9 +320,11 @@ def test_the_trainer_is_deterministic_from_its_seed() -> None:
 def test_a_captioner_that_is_no_coca_is_refused_at_start(tmp_path: Path) -> None:
     config = write_config(tmp_path, COCA_CHECKPOINT, model=REPO / "tests" / "data" / "shapes-clip.json",
                           extra="[captions]\nenabled = true\n")
-    result = tagwatch("scan", "--config", str(config), str(tmp_path))
+    photo = noise_jpeg(tmp_path / "photos" / "p.jpg", seed=1)  # a scan with nothing to do loads nothing
+    result = tagwatch("scan", "--config", str(config), str(photo.parent))
     assert result.returncode == 2
     assert "is not a CoCa model and cannot write captions" in result.stderr
+    assert exif_keywords(photo)["iptc"] == []
 
 
 def test_scan_captions_through_the_engine(tmp_path: Path) -> None:
