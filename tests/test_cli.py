@@ -171,7 +171,10 @@ def test_ctrl_c_ends_a_scan_with_a_line_saying_how_to_go_on(tmp_path: Path, conf
         for i in range(160):  # batches of 32: the first one written, four more to interrupt
             noise_jpeg(folder / f"p{i:03}.jpg", seed=1000 * attempt + i)
         command = [sys.executable, "-m", "tagwatch", "scan", "--config", str(config), str(folder)]
-        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        # Ctrl-C in a terminal: SIGINT at its default (a shell's background job, as CI may run the
+        # suite, starts its children with it ignored, and Python then raises no KeyboardInterrupt)
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert proc.stderr is not None
         seen = ""
         while "tagged " not in seen:  # the first photo written: interrupt the rest
