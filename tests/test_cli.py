@@ -133,6 +133,11 @@ def test_a_file_named_in_an_excluded_or_hidden_folder_is_skipped_as_a_walk_skips
         assert f"{path}: skipped: excluded (a hidden name, or one of the exclude patterns)" in result.stderr
         assert exif_keywords(path)["iptc"] == []
     assert "scan: 1 photos: 1 tagged; 2 named paths skipped" in result.stderr
+    # The folders named (`tagwatch scan /volume1/photo/*` names @eaDir too): skipped, not walked
+    folders = tagwatch("scan", "--config", str(config), str(thumb.parent), str(hidden.parent))
+    assert folders.returncode == 1
+    assert "scan: 0 photos: nothing to do; 2 named paths skipped" in folders.stderr
+    assert all(exif_keywords(path)["iptc"] == [] for path in (thumb, hidden))
 
 
 def test_a_scan_says_how_many_pictures_of_formats_it_does_not_read_it_passed_over(

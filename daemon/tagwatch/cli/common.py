@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import logging
 import os
 import shutil
@@ -166,6 +167,12 @@ def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
         path = Path(given).expanduser().absolute()
         if path.is_dir():
             resolved = path.resolve()
+            if _excluded_folder(resolved, bases, exclude):  # `scan /volume1/photo/*` names @eaDir too
+                reason = "excluded (a hidden name, or one of the exclude patterns)"
+                log.warning("%s: skipped: %s", path, reason, extra={"event": "skipped", "path": str(path),
+                                                                    "reason": reason})
+                skipped.append(str(path))
+                continue
             walked = walk(resolved, PathFilter([resolved], exclude), clean_temp, passed_over=passed_over)
             for found, _ in walked:
                 yield found
@@ -190,6 +197,16 @@ def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
             log.warning("%s: skipped: no such file or folder", path,
                         extra={"event": "skipped", "path": str(path), "reason": "no such file or folder"})
             skipped.append(str(path))
+
+
+def _excluded_folder(folder: Path, bases: Sequence[str], exclude: Sequence[str]) -> bool:
+    """A folder named on the command line that a walk would not enter: hidden or excluded below the
+    watched folder it lies in; outside every watched folder only an exclude pattern of its own name
+    counts (a hidden folder named outside them is where the person keeps photos, named on purpose)."""
+    base = next((b for b in bases if str(folder).startswith(b + "/")), None)
+    if base is not None:
+        return not PathFilter([Path(base)], exclude).wanted_dir(str(folder))
+    return any(fnmatch.fnmatchcase(folder.name, pattern) for pattern in PathFilter([folder], exclude).names)
 
 
 def photo_path(given: str) -> str:
