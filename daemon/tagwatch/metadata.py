@@ -696,7 +696,8 @@ class KeywordWriter:
         why = self.refusal(before)
         if why is not None and before.st_nlink > 1 and self.settings.target == "both":
             # its sidecar can still carry them: that edit goes ahead
-            log.warning("%s: %s, so its keywords go into its sidecar only", path, why)
+            log.warning("%s: the file has %d hard links; replacing it would split them into separate files, "
+                        "so its keywords go into its sidecar only", path, before.st_nlink)
             return None
         if why is not None:
             raise MetadataError(why)

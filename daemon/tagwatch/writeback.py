@@ -460,7 +460,8 @@ class Writeback:
         out = {k.casefold() for k in job.kept_out}
         carried = [k for k in keywords if k.casefold() not in out]
         fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": carried}
-        places = job.placed.claim.levels() if job.placed is not None and job.placed.claim else []
+        claimed = job.placed.claim.levels() if job.placed is not None and job.placed.claim else []
+        places = [p for p in claimed if p.casefold() not in out]  # one the person took out is not there
         if places:
             fields["places"] = places
         if job.kept_out:
