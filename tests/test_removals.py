@@ -308,6 +308,29 @@ def test_a_tag_taken_out_implies_no_level_and_stays_out_when_the_list_re_spells_
         env.close()
 
 
+def test_a_correction_applies_whatever_the_case_and_its_removal_implies_no_level(tmp_path: Path) -> None:
+    """The review page's corrections compare keywords as the rest does, without regard to case: a
+    rule removing "red" takes out the "Red" the list spells (and wrote), with the level it implied,
+    and one adding "SQUARE" where square is predicted writes no second spelling."""
+    tagging = TaggingConfig(threshold=THRESHOLD, mode="sync")  # expand = "parents"
+    env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
+    try:
+        (tmp_path / "shapes.toml").write_text(SHAPES_LIST.replace('keyword = "red"', 'keyword = "Red"'),
+                                              encoding="utf-8")
+        env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
+        photo = tmp_path / "in" / "square.jpg"
+        photo.parent.mkdir()
+        synthetic.make_photo("red", "square", 90004, (160, 120)).save(photo, quality=90)
+        assert env.run(photo) == {"square.jpg": Status.TAGGED}
+        assert held(photo, env) == {"Red", "square", "colour", "polygon", "shape"}
+        rule = f'[[override]]\npath = "{photo}"\nremove = ["red"]\nadd = ["SQUARE"]\n'
+        env.pipeline.use_overrides(parse_overrides(rule, tmp_path / "overrides.toml", [photo.parent]))
+        env.pipeline.retag()
+        assert held(photo, env) == {"square", "polygon", "shape"}
+    finally:
+        env.close()
+
+
 def tagwatch_export(env: Env, photo: Path) -> list[str]:
     """The keywords ``export`` lists for one photo (re-scored from the cached vector, as written)."""
     from tagwatch.export import as_written, kept_out, score

@@ -54,18 +54,26 @@ class Override:
         return bool(self.add or self.remove)
 
     def apply(self, tags: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """Predictions → what is written: removals dropped, additions appended (scored NaN)."""
-        kept = [(k, s) for k, s in tags if k not in self.remove]
-        have = {k for k, _ in kept}
-        return kept + [(k, OVERRIDE_SCORE) for k in self.add if k not in have]
+        """Predictions → what is written: removals dropped, additions appended (scored NaN).
+        Whatever the case: ``remove = ["star"]`` takes out a tag the list now spells "Star", and an
+        ``add`` of "Red" where red is predicted is that keyword, not a second spelling of it."""
+        removing = self.removes()
+        kept = [(k, s) for k, s in tags if k.casefold() not in removing]
+        have = {k.casefold() for k, _ in kept}
+        return kept + [(k, OVERRIDE_SCORE) for k in self.add if k.casefold() not in have]
+
+    def removes(self) -> set[str]:
+        """The keywords (case-folded) the correction takes out."""
+        return {k.casefold() for k in self.remove}
 
     def kept_out(self, declined: Iterable[str]) -> set[str]:
-        """Of the keywords a person took out of a photo (the ledger's declined), those never written
-        into it again, case-folded (a tag re-spelled "Star" is the "star" they took out): all but
-        the ones a correction of theirs adds back.  The write, a dry run, expansion and ``export``
-        decide with this; compare ``keyword.casefold()`` with it."""
+        """What is never written into the photo, case-folded (a tag re-spelled "Star" is the "star"
+        they took out): the keywords a person took out of it (the ledger's declined) but those a
+        correction of theirs adds back, and those a correction removes.  None of them implies a
+        level either.  The write, a dry run, expansion, explain and ``export`` decide with this;
+        compare ``keyword.casefold()`` with it."""
         added = {k.casefold() for k in self.add}
-        return {k.casefold() for k in declined} - added
+        return ({k.casefold() for k in declined} - added) | self.removes()
 
 
 NO_OVERRIDE = Override()

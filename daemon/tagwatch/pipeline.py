@@ -610,7 +610,8 @@ class Pipeline:
                 # An override may have to take out or adopt a keyword of ours the set does not show,
                 # or write one a person had taken out of the file
                 touches_ours = bool(override) and bool(
-                    {*override.add, *override.remove} & set(self.store.ledger(row.id))
+                    {k.casefold() for k in (*override.add, *override.remove)}
+                    & {k.casefold() for k in self.store.ledger(row.id)}
                     or set(override.add) & set(self.store.ledger(row.id, DECLINED)))
                 moded = row.id in other_mode and self._mode_rewrites(row, keywords)
                 if (row.state == DONE and set(keywords) == set(row.tags or ()) and row.id not in stale

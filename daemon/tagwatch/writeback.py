@@ -213,7 +213,7 @@ class Writeback:
         # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
         # wipe a person's keywords over a threshold typo.
         ours_to_fix = owned and rules.mode != "overwrite" and (
-            rules.mode == "sync" or any(k in owned for k in override.remove)
+            rules.mode == "sync" or any(k.casefold() in override.removes() for k in owned)
             or any(k in rules.paths and owned_paths.get(k, (k,)) != (rules.paths[k],) for k in owned))
         if self.writer is None or not (keywords or ours_to_fix or twins or self.places is not None
                                        or self.captions is not None):
@@ -235,7 +235,9 @@ class Writeback:
             orphans = orphaned_levels(job.tags, out, rules.levels) - set(override.add)
             job.tags = [(k, s) for k, s in job.tags if k not in orphans]
         keywords = [k for k in job.keywords if k.casefold() not in out]
-        writing, withdraw = keywords, list(override.remove)
+        # a correction removes ours in whatever case we wrote it ("Star" for its remove = ["star"])
+        removing = override.removes()
+        writing, withdraw = keywords, [*override.remove, *(o for o in owned if o.casefold() in removing)]
         known = rules.paths
         if self.captions is not None:  # a caption's keywords under their prefix; a list tag's path wins
             known = {**self.captions.paths(job.reading), **rules.paths}
