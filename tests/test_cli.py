@@ -161,12 +161,13 @@ def test_a_dry_run_says_which_photos_a_scan_would_not_write(tmp_path: Path, conf
     linked, locked, fine = (noise_jpeg(folder / f"{n}.jpg", seed=i) for i, n in enumerate(("l", "r", "f")))
     os.link(linked, tmp_path / "backup.jpg")
     locked.chmod(0o444)
-    out = tagwatch("scan", "--dry-run", "--config", str(config), str(folder)).stdout
-    lines = {line.split("\t")[0]: line for line in out.splitlines()}
+    result = tagwatch("scan", "--dry-run", "--config", str(config), str(folder))
+    lines = {line.split("\t")[0]: line for line in result.stdout.splitlines()}
     assert "(a scan would not write it: the file has 2 hard links;" in lines[str(linked)]
     assert lines[str(locked)].endswith("(a scan would not write it: the file is read-only (no write "
                                        "permission); tagwatch leaves it alone)")
     assert "would not write" not in lines[str(fine)]
+    assert "scan: 3 photos: 1 tagged, 2 would fail (dry run: no file written)" in result.stderr
 
 
 def test_ctrl_c_ends_a_scan_with_a_line_saying_how_to_go_on(tmp_path: Path, config_file) -> None:
@@ -193,8 +194,9 @@ def test_ctrl_c_ends_a_scan_with_a_line_saying_how_to_go_on(tmp_path: Path, conf
             continue
         assert proc.returncode == 130
         last = rest.strip().splitlines()[-1]
-        assert re.search(r"scan: interrupted after \d+ photos; each one done is recorded: run the same "
-                         r"command again to go on$", last), rest
+        assert re.search(r"scan: interrupted with \d+ or more photos done \(the batches in flight were "
+                         r"finished\); each one done is recorded: run the same command again to go on$",
+                         last), rest
         again = tagwatch("scan", "--config", str(config), str(folder))
         assert again.returncode == 0 and "scan: 160 photos:" in again.stderr  # it goes on
         return

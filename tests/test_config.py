@@ -100,6 +100,7 @@ listen = "[::1]:9100"
     ("database = ''\n", "database must be a path, not empty"),
     ("tags = ' '\n", "tags must be a tag list file or a built-in list's name, not empty"),
     ("[model]\ncache_dir = ''\n", "model.cache_dir must be a path, not empty"),
+    ("exclude = ['@eaDir', '']\n", "exclude must hold patterns, not an empty one"),
     ("[model]\ndevice = 'gpu'\n", "model.device must be a torch device like cpu, cuda, cuda:1 or mps"),
     ("watch = [", "not valid TOML"),
 ])

@@ -627,6 +627,8 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
             raise r.fail("poll_interval", "must be longer than 0 s")
     exclude = r.string_list("exclude")
     if exclude is not None:
+        if any(not pattern.strip() for pattern in exclude):
+            raise r.fail("exclude", "must hold patterns, not an empty one")
         values["exclude"] = tuple(exclude)
     tags = r.get("tags", str, "a path string")
     if tags is not None:

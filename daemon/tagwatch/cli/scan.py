@@ -97,7 +97,9 @@ def _any_new(store: Store, paths: Sequence[str]) -> bool:
 
 
 def _count(counts: dict[str, int], outcome: Outcome) -> None:
-    counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    # a dry run's photo the scan would refuse (read-only, hard links) is no "tagged" in its summary
+    status = "would fail" if outcome.status == Status.TAGGED and outcome.error else outcome.status
+    counts[status] = counts.get(status, 0) + 1
     if outcome.status == Status.WAIT:  # the daemon would retry later; a scan reports it
         log.warning("%s: not tagged: %s (run the scan again once that is fixed)", outcome.path, outcome.error,
                     extra={"event": "skipped", "path": outcome.path, "reason": outcome.error})
@@ -192,8 +194,8 @@ def scan_func(args: argparse.Namespace) -> int:
     try:
         counts, total, trouble = _scan_all(args, config, skipped, report, passed_over)
     except KeyboardInterrupt:  # Ctrl-C: the batches in flight were finished and recorded
-        text = (f"scan: interrupted after {finished[0]} photos; each one done is recorded: run the same "
-                "command again to go on")
+        text = (f"scan: interrupted with {finished[0]} or more photos done (the batches in flight were "
+                "finished); each one done is recorded: run the same command again to go on")
         print(logs.summary_line(args.log_format, text), file=sys.stderr)
         return 130
     # a named path that is no photo is not one of the photos counted: said apart
