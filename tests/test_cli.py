@@ -95,6 +95,7 @@ def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, con
     untagged = tagwatch("untag", "--config", str(config), str(gone))
     assert untagged.returncode == 1
     assert f"{gone}: skipped: no such file or folder" in untagged.stderr
+    assert "untag: 0 files: nothing to do; 1 named path skipped" in untagged.stderr  # as scan says it
     never = noise_jpeg(tmp_path / "never.jpg", seed=2)
     assert tagwatch("untag", "--config", str(config), str(never)).returncode == 0
     # Nothing named is a photo: the model is not loaded for nothing (here it cannot be: offline, never

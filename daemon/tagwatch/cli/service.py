@@ -83,9 +83,13 @@ def service_func(args: argparse.Namespace) -> int:
     now = _runs_config(text)
     if before is not None and before != now:  # one unit per user: the other config's daemon is gone
         print(f"replaced {target}, which ran the config {before}: it runs {now} now")
+        restart = ("systemctl --user daemon-reload && systemctl --user restart tagwatch"
+                   if platform == "systemd"
+                   else f"launchctl bootout gui/{os.getuid()} {shlex.quote(str(target))}, then {enable}")
+        print(f"next: {restart}   # a daemon already running goes on with the old config until then")
     else:
         print(f"wrote {target}")
-    print(f"next: {enable}")
+        print(f"next: {enable}")
     if platform == "systemd":
         print("to keep it running while you are logged out (a NAS, a server): "
               "sudo loginctl enable-linger $USER")

@@ -51,8 +51,11 @@ def untag_func(args: argparse.Namespace) -> int:
     config = load(args)
     require_exiftool()
     counts = untag(config, args.paths)
-    print(f"untag: {sum(counts.values())} files: {count_text(counts)}", file=sys.stderr)
-    return 1 if counts.get(Status.FAILED) or counts.get(SKIPPED) else 0
+    skipped = counts.pop(SKIPPED, 0)  # named paths with nothing there: said apart, as scan says them
+    print(f"untag: {sum(counts.values())} files: {count_text(counts)}"
+          + (f"; {skipped} named {'path' if skipped == 1 else 'paths'} {SKIPPED}" if skipped else ""),
+          file=sys.stderr)
+    return 1 if counts.get(Status.FAILED) or skipped else 0
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
