@@ -433,6 +433,25 @@ def test_a_geotag_written_into_the_sidecar_later_moves_the_places_without_encodi
         env.close()
 
 
+def test_a_geotag_in_the_other_sidecar_naming_is_read(tmp_path: Path, tiny_checkpoint: Path,
+                                                      geocoder: Geocoder) -> None:
+    """Lightroom geotags a RAW's ``IMG.xmp`` while tagwatch writes ``IMG.png.xmp`` (the default): the
+    edit was noticed (freshness watches both namings) but its position never read."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2), WriteConfig(),
+              PlacesConfig())
+    env.pipeline.places.geocoder = geocoder
+    try:
+        png = noise_png(tmp_path / "in" / "temple.png", seed=14)
+        assert env.run(png) == {"temple.png": Status.TAGGED}
+        lightroom = png.with_suffix(".xmp")
+        subprocess.run(["exiftool", "-q", "-o", str(lightroom), *KYOTO_XMP, str(png)], check=True)
+        assert env.run(png) == {"temple.png": Status.TAGGED}
+        subject = set(as_list(read_fields(png.parent / "temple.png.xmp", "XMP-dc:Subject")["XMP-dc:Subject"]))
+        assert {"Japan", "Kyoto"} <= subject
+    finally:
+        env.close()
+
+
 def test_a_geotag_in_a_sidecar_two_photos_share_reaches_both_and_is_not_passed_back_and_forth(
         tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder) -> None:
     """``IMG_1.jpg`` and ``IMG_1.png`` share ``IMG_1.xmp`` (Lightroom's naming), which tagwatch writes

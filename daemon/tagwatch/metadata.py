@@ -451,6 +451,22 @@ class KeywordWriter:
             return path.with_suffix(".xmp")
         return path.with_name(path.name + ".xmp")
 
+    def sidecar_gps(self, path: Path, sidecar: Keywords) -> Mapping[str, str]:
+        """The GPS a geotagger wrote beside the photo: its sidecar's (``sidecar``, as read), else the
+        other naming's, read only where that file exists: Lightroom geotags ``IMG.xmp``, digiKam
+        ``IMG.jpg.xmp``, whichever ``[write] sidecar`` says, and freshness notices an edit of either."""
+        if sidecar.gps:
+            return sidecar.gps
+        configured = self.sidecar_for(path)
+        other = path.with_name(path.name + ".xmp") if configured == path.with_suffix(".xmp") \
+            else path.with_suffix(".xmp")
+        if other == path or other.is_symlink() or not other.is_file():
+            return {}
+        try:
+            return self.read(other).gps
+        except MetadataError:
+            return {}
+
     def embeds(self, path: Path) -> bool:
         """Keywords go into the photo itself (JPEG, unless the target is sidecar only)."""
         return path.suffix.lower() in EMBEDDABLE_SUFFIXES and self.settings.target != "sidecar"

@@ -179,7 +179,8 @@ class Writeback:
         except (MetadataError, OSError) as exc:
             log.warning("%s: place not looked up: %s", job.path, exc)
             return Outcome(job.path, Status.TAGGED, job.tags, error=refused)
-        placed = self.places.decide(job.path, None, state.photo.gps, state.sidecar.gps)
+        placed = self.places.decide(job.path, None, state.photo.gps,
+                                    self.reader.sidecar_gps(Path(job.path), state.sidecar))
         return Outcome(job.path, Status.TAGGED, job.tags, error=refused,
                        places=[k for k in placed.keywords
                                if k.casefold() not in {t.casefold() for t in job.keywords} | declined])
@@ -245,7 +246,7 @@ class Writeback:
         fill: dict[str, str | None] = {}
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
-                                                     state.sidecar.gps)
+                                                     self.writer.sidecar_gps(Path(job.path), state.sidecar))
             listed = {k.casefold() for k in keywords}  # a tag "paris" and the place Paris: one keyword
             writing = keywords + [k for k in placed.keywords if k.casefold() not in listed | out]
             paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}

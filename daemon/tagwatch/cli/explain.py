@@ -13,7 +13,7 @@ from pathlib import Path
 from ..captions import Captions, Reading
 from ..config import Config
 from ..geotag import Places
-from ..metadata import ExifTool, KeywordWriter, MetadataError
+from ..metadata import ExifTool, Keywords, KeywordWriter, MetadataError
 from ..store import DECLINED, UNTAGGED, Store
 from ..tagger import select
 from .common import UsageError, add_tagging_flags, load, make_pipeline, photo_path, with_flags
@@ -148,7 +148,7 @@ def place_lines(config: Config, store: Store, path: str) -> list[str]:
         writer = KeywordWriter(exiftool, config.write)
         photo = writer.read(Path(path))
         side = writer.sidecar_for(Path(path))
-        sidecar_gps = writer.read(side).gps if side.is_file() else {}
+        sidecar_gps = writer.sidecar_gps(Path(path), writer.read(side) if side.is_file() else Keywords())
     except MetadataError as exc:
         return [f"place: not looked up ({exc})"]
     finally:
