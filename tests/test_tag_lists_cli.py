@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import tagwatch
+from tagwatch.config import builtin_tag_list
 
 
 def run(lab: Any, *args: str) -> Any:
@@ -47,6 +48,14 @@ def test_a_missing_tag_list_named_like_a_built_in_one_names_the_built_in_lists(s
     assert far.returncode == 2
     assert far.stderr.strip().endswith("/holiday.txt: tag list does not exist (the built-in lists, named "
                                        "without a path, are photo-tags and imagenet-1k)"), far.stderr
+
+
+def test_tags_check_takes_a_built_in_lists_name(shapes_lab: Any) -> None:
+    """`tags check photo-tags` answered "tag list does not exist (did you mean the built-in list
+    'photo-tags'?)": the name it was given, taken by the config's `tags` and --tags."""
+    result = run(shapes_lab, "tags", "check", "imagenet-1k", "--pairs", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{builtin_tag_list('imagenet-1k')}: 999 tags, 999 prompts"), result.stdout
 
 
 SAME = "".join(f'[[tag]]\nkeyword = "red {i}"\nprompts = ["a photo of a red."]\n\n' for i in range(8))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config
+from ..config import BUILTIN_TAG_LISTS, Config, builtin_tag_list
 from ..encoder import LazyModel
 from ..pipeline import Pipeline
 from ..store import Store
@@ -113,7 +113,8 @@ def senses(words: Sequence[str]) -> str:
 
 def check_func(args: argparse.Namespace) -> int:
     config = load(args)
-    path = Path(args.file).expanduser()
+    # a built-in list by its name, as the config's `tags` and --tags take it
+    path = builtin_tag_list(args.file) if args.file in BUILTIN_TAG_LISTS else Path(args.file).expanduser()
     print(render(check(config, path), path, args.pairs), end="")
     return 0
 
@@ -134,7 +135,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     tags_sub = tags.add_subparsers(dest="tags_command", required=True, metavar="ACTION")
     check = tags_sub.add_parser("check", parents=[common],
                                 help="validate a tag list (.txt or .toml) and report near-duplicate tags")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", help="a tag list file, or a built-in list's name (photo-tags)")
     check.add_argument("--pairs", type=_count, default=PAIRS_SHOWN, metavar="N",
                        help=f"list the N most similar near-duplicate pairs (default {PAIRS_SHOWN}; 0: all)")
     check.set_defaults(func=check_func)
