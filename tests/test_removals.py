@@ -327,6 +327,18 @@ def test_a_correction_applies_whatever_the_case_and_its_removal_implies_no_level
         env.pipeline.use_overrides(parse_overrides(rule, tmp_path / "overrides.toml", [photo.parent]))
         env.pipeline.retag()
         assert held(photo, env) == {"square", "polygon", "shape"}
+        (tmp_path / "overrides.toml").write_text(rule, encoding="utf-8")  # for explain, through the config
+        config = tmp_path / "config.toml"
+        config.write_text(f'tags = "{tmp_path / "shapes.toml"}"\n'
+                          f'overrides = "{tmp_path / "overrides.toml"}"\n'
+                          f'database = "{env.root / "state" / "tw.db"}"\n'
+                          f'[model]\nname = "{SHAPES_CONFIG}"\npretrained = "{SHAPES_CHECKPOINT}"\n'
+                          f'[tagging]\nthreshold = {THRESHOLD}\nmode = "sync"\n', encoding="utf-8")
+        lines = explain(load_config(config), str(photo)).lines
+        verdicts = {line.keyword: line.verdict for line in lines}
+        assert verdicts["Red"] == "removed by an override", verdicts
+        assert verdicts["square"].startswith("added by an override")  # SQUARE is square: one line
+        assert not verdicts.get("colour", "").startswith("TAGGED") and "SQUARE" not in verdicts
     finally:
         env.close()
 

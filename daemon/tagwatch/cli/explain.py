@@ -85,9 +85,9 @@ def explain(config: Config, image: str) -> Explanation:
     lines = []
     for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
         keyword = pipeline.tags.keywords[index]
-        if keyword in override.remove:
+        if keyword.casefold() in override.removes():  # as the write compares them, whatever the case
             verdict = "removed by an override"
-        elif keyword in override.add:
+        elif keyword.casefold() in {k.casefold() for k in override.add}:
             verdict = "added by an override"
         elif keyword.casefold() in kept and (index in chosen or keyword in implied):
             verdict = TAKEN_OUT
@@ -103,10 +103,11 @@ def explain(config: Config, image: str) -> Explanation:
         if own is not None:
             verdict = f"{verdict} (its threshold {own:+.4f})".lstrip()
         lines.append(Line(rank, float(scores[index]), keyword, verdict))
+    listed = {k.casefold() for k in pipeline.tags.keywords}
     lines += [Line(None, None, keyword, "added by an override") for keyword in override.add
-              if keyword not in pipeline.tags.keywords]
+              if keyword.casefold() not in listed]
     # levels above a predicted tag that are no tag of the list (the photo vocabulary's "animal")
-    lines += [Line(None, None, level, "removed by an override" if level in override.remove
+    lines += [Line(None, None, level, "removed by an override" if level.casefold() in override.removes()
                    else TAKEN_OUT if level.casefold() in kept
                    else f"TAGGED: a level above {below}") for level, below in implied.items()
               if level not in pipeline.tags.keywords and level not in override.add]
