@@ -339,6 +339,10 @@ def test_a_correction_applies_whatever_the_case_and_its_removal_implies_no_level
         assert verdicts["Red"] == "removed by an override", verdicts
         assert verdicts["square"].startswith("added by an override")  # SQUARE is square: one line
         assert not verdicts.get("colour", "").startswith("TAGGED") and "SQUARE" not in verdicts
+        # the review page's photo view: nothing is "about to be written", Red is the rejected one
+        view = Library(load_config(config), env.store, env.pipeline.writer, lambda: True).photo(str(photo))
+        page = {line.keyword: line.verdict for line in view.lines}
+        assert page["Red"] == "rejected by your correction" and view.pending == [], (page, view.pending)
     finally:
         env.close()
 

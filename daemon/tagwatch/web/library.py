@@ -509,7 +509,7 @@ class Library:
             for i in order:
                 keyword, score = scoring.tags.keywords[i], float(scores[i])
                 limit = float(scoring.thresholds[i])
-                rejected = keyword in override.remove
+                rejected = keyword.casefold() in override.removes()  # as the write compares them
                 if rejected:
                     verdict = "rejected by your correction"
                 elif keyword in declined and (i in chosen or keyword in implied):
@@ -546,10 +546,12 @@ class Library:
             chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
             predicted = scoring.expansion([(scoring.tags.keywords[i], 0.0) for i in chosen], kept)
             wanted = [k for k, _ in override.apply(predicted)]
-        pending = [f"adding {k!r}" for k in wanted if k not in owner and k.casefold() not in kept]
+        held = {k.casefold() for k in owner}  # the file's keywords, whatever their case, as the write does
+        pending = [f"adding {k!r}" for k in wanted if k.casefold() not in held | kept]
         sync = self.config.tagging.mode == "sync"
+        wanting = {k.casefold() for k in wanted}
         for keyword, whose in owner.items():
-            dropped = keyword in override.remove or (sync and keyword not in wanted)
+            dropped = keyword.casefold() in override.removes() or (sync and keyword.casefold() not in wanting)
             if whose == OURS and dropped:
                 pending.append(f"taking out {keyword!r}")
         return pending
