@@ -143,6 +143,7 @@ class Engine:
         for thread in self._threads:
             thread.start()
         self._closed = False
+        self._stopping = False  # the stop is on its way through the stages
 
     # -- the driver's side --------------------------------------------------------------------------
 
@@ -217,16 +218,20 @@ class Engine:
             return self._lots > 0
 
     def close(self) -> None:
-        """Finish every batch in flight, then stop the threads."""
+        """Finish every batch in flight, then stop the threads.  A close that a Ctrl-C interrupted
+        while it waited can be called again and goes on waiting: returning at once, it let the
+        caller close the store and exiftool under batches still being written."""
         if self._closed:
             return
-        self._closed = True
         self.drain()
-        self._encode_q.put(_STOP)
+        if not self._stopping:
+            self._stopping = True
+            self._encode_q.put(_STOP)
         for thread in self._threads:
             thread.join()
         self._pool.shutdown(wait=True)
         self._decoders.shutdown(wait=True)
+        self._closed = True
 
     # -- bookkeeping ----------------------------------------------------------------------------------
 

@@ -68,12 +68,27 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
                     engine.submit(paths[start:start + take], done, dry_run=dry_run, retry_failed=True)
                     start += take
             finally:
-                engine.close()  # every batch submitted is finished (an interrupted scan too)
+                finish(engine)  # every batch submitted is finished (an interrupted scan too)
         pipeline.close()
     finally:
         exiftool.close()
         store.close()
     return counts
+
+
+def finish(engine: Engine) -> None:
+    """Close the engine, every batch in flight finished, whatever Ctrl-C comes meanwhile (the
+    store and exiftool are closed next: a batch still running would be cut off mid-record); the
+    interrupt is raised again once it is done."""
+    interrupted = False
+    while True:
+        try:
+            engine.close()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 PEEK = 64  # photos looked at before the model is started ahead of the first one that needs it
