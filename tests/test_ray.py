@@ -339,6 +339,19 @@ while True:
 """
 
 
+def stop_group(process: subprocess.Popen[Any]) -> None:
+    """End a Ray process started in a session of its own, and everything it started: SIGTERM, then
+    SIGKILL if it is still there after 30 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @contextlib.contextmanager
 def node_without(cluster: Cluster, hidden: Path, log: Path) -> Iterator[str]:
     """A worker node of one CPU that does not see ``hidden``: an empty tmpfs over it, in a mount
@@ -363,14 +376,7 @@ def node_without(cluster: Cluster, hidden: Path, log: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield new[0]
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=30)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(process)
 
 
 def test_a_node_that_cannot_see_the_photos_is_left_out_and_they_are_tagged_on_the_others(
@@ -476,14 +482,7 @@ def test_a_cluster_with_no_node_for_a_station_says_so(library: Path, tmp_path: P
         assert stored.returncode == 2, stored.stderr[-2000:]
         assert stored.stderr.splitlines()[-1] == expected[0], stored.stderr[-2000:]
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(head.pid, sig)
-            try:
-                head.wait(timeout=30)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(head)
         shutil.rmtree(temp, ignore_errors=True)
 
 
