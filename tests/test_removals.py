@@ -223,16 +223,36 @@ def test_a_crash_before_the_write_and_a_save_built_from_before_it_are_not_remova
         env.close()
 
 
+def red_square(env: Env, tagging: TaggingConfig, seed: int, tag_list: str = SHAPES_LIST) -> Path:
+    """The shapes list (``tag_list``, with parents) in use, and a new red square photo to tag."""
+    (env.root / "shapes.toml").write_text(tag_list, encoding="utf-8")
+    env.pipeline.use_vocabulary(load_configured(env.root / "shapes.toml", tagging), tagging)
+    photo = env.root / "in" / "square.jpg"
+    photo.parent.mkdir()
+    synthetic.make_photo("red", "square", seed, (160, 120)).save(photo, quality=90)
+    return photo
+
+
+def explained(env: Env, photo: Path, overrides: str = "") -> dict[str, str]:
+    """``tagwatch explain``'s verdict per keyword for ``photo``, through a config naming the env's
+    database and shapes list (and ``overrides``, written to a file, where given)."""
+    config = env.root / "config.toml"
+    lines = [f'tags = "{env.root / "shapes.toml"}"', f'database = "{env.root / "state" / "tw.db"}"']
+    if overrides:
+        (env.root / "overrides.toml").write_text(overrides, encoding="utf-8")
+        lines.append(f'overrides = "{env.root / "overrides.toml"}"')
+    lines += ["[model]", f'name = "{SHAPES_CONFIG}"', f'pretrained = "{SHAPES_CHECKPOINT}"',
+              "[tagging]", f"threshold = {THRESHOLD}", 'mode = "sync"']
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {line.keyword: line.verdict for line in explain(load_config(config), str(photo)).lines}
+
+
 def test_expansion_levels_and_place_keywords_taken_out_stay_out(tmp_path: Path) -> None:
     tagging = TaggingConfig(threshold=THRESHOLD, mode="sync")  # expand = "parents"
     env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, places=PlacesConfig(), model=SHAPES_CONFIG)
     try:
         env.pipeline.places.geocoder = Geocoder()
-        (tmp_path / "shapes.toml").write_text(SHAPES_LIST, encoding="utf-8")
-        env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
-        photo = tmp_path / "in" / "square.jpg"
-        photo.parent.mkdir()
-        synthetic.make_photo("red", "square", 90002, (160, 120)).save(photo, quality=90)
+        photo = red_square(env, tagging, 90002)
         edit(photo, *FLORENCE, app=env.exiftool)
         assert env.run(photo) == {"square.jpg": Status.TAGGED}
         levels, places = {"colour", "polygon", "shape"}, {"Italy", "Tuscany", "Florence"}
@@ -277,11 +297,7 @@ def test_a_tag_taken_out_implies_no_level_and_stays_out_when_the_list_re_spells_
     tagging = TaggingConfig(threshold=THRESHOLD, mode="sync")  # expand = "parents"
     env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
     try:
-        (tmp_path / "shapes.toml").write_text(SHAPES_LIST, encoding="utf-8")
-        env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
-        photo = tmp_path / "in" / "square.jpg"
-        photo.parent.mkdir()
-        synthetic.make_photo("red", "square", 90003, (160, 120)).save(photo, quality=90)
+        photo = red_square(env, tagging, 90003)
         assert env.run(photo) == {"square.jpg": Status.TAGGED}
         assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
         take_out(photo, "red", app=env.exiftool, hierarchical=("colour|red",))
@@ -291,12 +307,7 @@ def test_a_tag_taken_out_implies_no_level_and_stays_out_when_the_list_re_spells_
         assert {k for k, _ in previewed.tags} == {"square", "polygon", "shape"}
         exported = tagwatch_export(env, photo)
         assert set(exported) == {"square", "polygon", "shape"}, exported
-        config = tmp_path / "config.toml"  # explain, reading the same database and list
-        config.write_text(f'tags = "{tmp_path / "shapes.toml"}"\n'
-                          f'database = "{env.root / "state" / "tw.db"}"\n'
-                          f'[model]\nname = "{SHAPES_CONFIG}"\npretrained = "{SHAPES_CHECKPOINT}"\n'
-                          f'[tagging]\nthreshold = {THRESHOLD}\nmode = "sync"\n', encoding="utf-8")
-        verdicts = {line.keyword: line.verdict for line in explain(load_config(config), str(photo)).lines}
+        verdicts = explained(env, photo)  # explain, reading the same database and list
         assert verdicts["red"] == TAKEN_OUT and not verdicts.get("colour", "").startswith("TAGGED"), verdicts
 
         (tmp_path / "shapes.toml").write_text(SHAPES_LIST.replace('keyword = "red"', 'keyword = "Red"'),
@@ -315,32 +326,20 @@ def test_a_correction_applies_whatever_the_case_and_its_removal_implies_no_level
     tagging = TaggingConfig(threshold=THRESHOLD, mode="sync")  # expand = "parents"
     env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
     try:
-        (tmp_path / "shapes.toml").write_text(SHAPES_LIST.replace('keyword = "red"', 'keyword = "Red"'),
-                                              encoding="utf-8")
-        env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
-        photo = tmp_path / "in" / "square.jpg"
-        photo.parent.mkdir()
-        synthetic.make_photo("red", "square", 90004, (160, 120)).save(photo, quality=90)
+        photo = red_square(env, tagging, 90004, SHAPES_LIST.replace('keyword = "red"', 'keyword = "Red"'))
         assert env.run(photo) == {"square.jpg": Status.TAGGED}
         assert held(photo, env) == {"Red", "square", "colour", "polygon", "shape"}
         rule = f'[[override]]\npath = "{photo}"\nremove = ["red"]\nadd = ["SQUARE"]\n'
         env.pipeline.use_overrides(parse_overrides(rule, tmp_path / "overrides.toml", [photo.parent]))
         env.pipeline.retag()
         assert held(photo, env) == {"square", "polygon", "shape"}
-        (tmp_path / "overrides.toml").write_text(rule, encoding="utf-8")  # for explain, through the config
-        config = tmp_path / "config.toml"
-        config.write_text(f'tags = "{tmp_path / "shapes.toml"}"\n'
-                          f'overrides = "{tmp_path / "overrides.toml"}"\n'
-                          f'database = "{env.root / "state" / "tw.db"}"\n'
-                          f'[model]\nname = "{SHAPES_CONFIG}"\npretrained = "{SHAPES_CHECKPOINT}"\n'
-                          f'[tagging]\nthreshold = {THRESHOLD}\nmode = "sync"\n', encoding="utf-8")
-        lines = explain(load_config(config), str(photo)).lines
-        verdicts = {line.keyword: line.verdict for line in lines}
+        verdicts = explained(env, photo, rule)
         assert verdicts["Red"] == "removed by an override", verdicts
         assert verdicts["square"].startswith("added by an override")  # SQUARE is square: one line
         assert not verdicts.get("colour", "").startswith("TAGGED") and "SQUARE" not in verdicts
         # the review page's photo view: nothing is "about to be written", Red is the rejected one
-        view = Library(load_config(config), env.store, env.pipeline.writer, lambda: True).photo(str(photo))
+        view = Library(load_config(env.root / "config.toml"), env.store, env.pipeline.writer,
+                       lambda: True).photo(str(photo))
         page = {line.keyword: line.verdict for line in view.lines}
         assert page["Red"] == "rejected by your correction" and view.pending == [], (page, view.pending)
     finally:
