@@ -113,9 +113,12 @@ def with_places(results: Sequence[Exported], store: Store, places: Places) -> li
         if is_unchanged(row, st):
             fresh[path] = row.id
     found = places.of_files(store.located(fresh.values()), fresh)
-    # a place spelled as one of the photo's tags ("Paris", the tag "paris") is that keyword: once
-    return [replace(r, places=[p for p in found.get(r.path, [])
-                               if p.casefold() not in {k.casefold() for k, _ in r.tags}]) for r in results]
+    def places(r: Exported) -> list[str]:
+        # a place spelled as one of the photo's tags ("Paris", the tag "paris") is that keyword: once
+        tags = {k.casefold() for k, _ in r.tags}
+        return [p for p in found.get(r.path, []) if p.casefold() not in tags]
+
+    return [replace(r, places=places(r)) for r in results]
 
 
 def kept_out(store: Store, overrides: Overrides, keys: Mapping[str, bytes]) -> dict[str, set[str]]:

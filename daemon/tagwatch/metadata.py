@@ -460,7 +460,10 @@ class KeywordWriter:
         configured = self.sidecar_for(path)
         other = path.with_name(path.name + ".xmp") if configured == path.with_suffix(".xmp") \
             else path.with_suffix(".xmp")
-        if other == path or other.is_symlink() or not other.is_file():
+        try:  # one lstat where there is no such file, as for most photos
+            if other == path or not stat.S_ISREG(other.lstat().st_mode):
+                return {}
+        except OSError:
             return {}
         try:
             return self.read(other).gps

@@ -181,9 +181,9 @@ class Writeback:
             return Outcome(job.path, Status.TAGGED, job.tags, error=refused)
         placed = self.places.decide(job.path, None, state.photo.gps,
                                     self.reader.sidecar_gps(Path(job.path), state.sidecar))
+        left_out = {t.casefold() for t in job.keywords} | declined  # a tag's spelling, or taken out
         return Outcome(job.path, Status.TAGGED, job.tags, error=refused,
-                       places=[k for k in placed.keywords
-                               if k.casefold() not in {t.casefold() for t in job.keywords} | declined])
+                       places=[k for k in placed.keywords if k.casefold() not in left_out])
 
     def _refused(self, job: WriteJob) -> str | None:
         """Why the scan would refuse this photo (hard links, read-only), for a dry run to say."""
