@@ -88,7 +88,7 @@ def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, con
     scanned = tagwatch("scan", "--config", str(config), str(good), str(gone))
     assert scanned.returncode == 1
     assert f"{gone}: skipped: no such file or folder" in scanned.stderr
-    assert "scan: 1 photos: 1 tagged; 1 named path skipped" in scanned.stderr
+    assert "scan: 1 photo: 1 tagged; 1 named path skipped" in scanned.stderr
     assert len(exif_keywords(good)["iptc"]) == 3
     exported = tagwatch("export", "--config", str(config), str(gone))
     assert (exported.returncode, json.loads(exported.stdout)) == (1, {})
@@ -134,7 +134,7 @@ def test_a_file_named_in_an_excluded_or_hidden_folder_is_skipped_as_a_walk_skips
     for path in (thumb, hidden):
         assert f"{path}: skipped: excluded (a hidden name, or one of the exclude patterns)" in result.stderr
         assert exif_keywords(path)["iptc"] == []
-    assert "scan: 1 photos: 1 tagged; 2 named paths skipped" in result.stderr
+    assert "scan: 1 photo: 1 tagged; 2 named paths skipped" in result.stderr
     # The folders named (`tagwatch scan /volume1/photo/*` names @eaDir too): skipped, not walked
     folders = tagwatch("scan", "--config", str(config), str(thumb.parent), str(hidden.parent))
     assert folders.returncode == 1
@@ -152,7 +152,7 @@ def test_a_scan_says_how_many_pictures_of_formats_it_does_not_read_it_passed_ove
         (folder / name).write_bytes(b"\0" * 16)
     result = tagwatch("scan", "--dry-run", "--config", str(config), str(folder))
     assert result.returncode == 0, result.stderr
-    assert ("scan: 1 photos: 1 tagged; 3 pictures in formats tagwatch does not read left alone "
+    assert ("scan: 1 photo: 1 tagged; 3 pictures in formats tagwatch does not read left alone "
             "(.avif 2, .gif 1) (dry run: no file written)") in result.stderr
 
 

@@ -144,7 +144,7 @@ def test_a_photo_named_through_a_linked_folder_is_the_one_the_store_knows(
     link.symlink_to(real)
     shapes_lab.run("scan", str(link))
     result = shapes_lab.run("untag", str(link / "red-circle.jpg"))
-    assert "untag: 1 files: 1 untagged" in result.stderr and "no record" not in result.stderr
+    assert "untag: 1 file: 1 untagged" in result.stderr and "no record" not in result.stderr
     assert exif_keywords(photo)["iptc"] == []
     said = shapes_lab.run("explain", str(link / "red-circle.jpg")).stdout
     assert said.startswith(f"{photo}: ") and "set aside by `tagwatch untag`" in said

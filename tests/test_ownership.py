@@ -261,7 +261,7 @@ def test_untag_with_nothing_of_ours_in_the_file_says_so(tmp_path: Path, tiny_che
     assert result.returncode == 0, result.stderr
     result = tagwatch("untag", "--config", str(config), str(photo))
     assert result.returncode == 0, result.stderr
-    assert "untag: 1 files: 1 unchanged" in result.stderr, result.stderr
+    assert "untag: 1 file: 1 unchanged" in result.stderr, result.stderr
     assert "nothing of tagwatch's in it to take out" in result.stderr
     assert keyword_sets(photo) == [({"beach"},) * 2]
 

@@ -583,7 +583,7 @@ def test_a_dry_run_shows_the_places_a_scan_writes_and_what_a_tagged_photo_carrie
     assert set(exif_keywords(photo)["iptc"]) == {*predicted, "Italy", "Tuscany", "Florence"}
     line, stderr = dry()
     assert line == f"{', '.join(predicted)}; place: Italy, Tuscany, Florence (already in the file)"
-    assert "scan: 1 photos: 1 unchanged" in stderr
+    assert "scan: 1 photo: 1 unchanged" in stderr
 
 
 def test_places_leave_a_description_tagwatch_filled_to_its_own_stage(

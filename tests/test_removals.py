@@ -134,7 +134,7 @@ def test_a_keyword_a_person_takes_out_stays_out_through_events_restarts_and_tag_
     # writes circle or square, predicted as they are
     mark = len(daemon.log())
     tags_file.write_text("\n".join(t for t in TAGS if t not in ("red", "green")) + "\n", encoding="utf-8")
-    daemon.wait_log("re-scored 2 files, rewrote 2", since=mark)
+    daemon.wait_log("re-scored 2 photos, rewrote 2", since=mark)
     assert (held(a), held(b)) == ({"Anna"}, set())
 
     # The person puts circle back: theirs now; the list restored gives back red and green only
@@ -142,7 +142,7 @@ def test_a_keyword_a_person_takes_out_stays_out_through_events_restarts_and_tag_
     wait_for(lambda: store_rows(database)[str(a)]["mtime_ns"] == a.stat().st_mtime_ns)
     mark = len(daemon.log())
     tags_file.write_text("\n".join(TAGS) + "\n", encoding="utf-8")
-    daemon.wait_log("re-scored 2 files, rewrote 2", since=mark)
+    daemon.wait_log("re-scored 2 photos, rewrote 2", since=mark)
     assert (held(a), held(b)) == ({"Anna", "circle", "red"}, {"green"})
     assert ledger(database, a) == {"red": ADDED, "circle": DECLINED}
     assert ledger(database, b) == {"green": ADDED, "square": DECLINED}

@@ -43,7 +43,7 @@ def test_notify_messages_reach_a_listening_socket(tmp_path: Path, tiny_checkpoin
     finally:
         listener.close()
     ready = [m for m in messages if "READY=1" in m]
-    assert len(ready) == 1 and "STATUS=watching 1 folders" in ready[0]
+    assert len(ready) == 1 and "STATUS=watching 1 folder;" in ready[0]
     assert f"MAINPID={daemon.proc.pid}" in ready[0]
     assert messages.index(ready[0]) < len(messages) - 1
     assert sum(m == "WATCHDOG=1" for m in messages) >= 3
@@ -121,7 +121,7 @@ def test_status_and_metrics_come_from_the_running_daemon(tmp_path: Path, tiny_ch
         added = sum(len(set(exif_keywords(photo)["iptc"]) - before[photo]) for photo in photos)
         edited = wait_for(lambda: (s := daemon_status()) and s.get("tagged_since_start") == 4 and s)
         assert edited["keywords_added_since_start"] == state["keywords_added_since_start"] + added
-        assert "re-scored 2 files, rewrote 2" in daemon.log()
+        assert "re-scored 2 photos, rewrote 2" in daemon.log()
     finally:
         assert daemon.stop() == 0
     assert daemon_status() is None  # stopped: the lock is free, whatever file is left
@@ -148,18 +148,18 @@ def test_sighup_applies_what_it_can_names_the_rest_and_a_new_mode_re_scores(tmp_
         log = daemon.wait_log(" reloaded: ", since=mark)[mark:]
         assert "config: a change of poll_interval, web.port takes effect after a restart" in log
         assert f"config {config} reloaded: applied log_level, tagging.top_k;" in log
-        daemon.wait_log("re-scored 1 files", since=mark)
+        daemon.wait_log("re-scored 1 photo", since=mark)
         assert len(exif_keywords(photo)["iptc"]) == 3  # append: our third keyword stays
         later = noise_jpeg(root / "b.jpg", 2)
         wait_for(lambda: len(exif_keywords(later)["iptc"]) == 2)
-        assert " DEBUG decoding 1 photos" in daemon.log()[mark:]  # log_level = "debug" took effect
+        assert " DEBUG decoding 1 photo" in daemon.log()[mark:]  # log_level = "debug" took effect
 
         mark = len(daemon.log())
         config.write_text(config.read_text(encoding="utf-8").replace("top_k = 2", 'top_k = 2\nmode = "sync"'),
                           encoding="utf-8")
         daemon.signal(signal.SIGHUP)
         wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 2)  # sync: no longer predicted, so out
-        log = daemon.wait_log("re-scored 2 files, rewrote 1", since=mark)[mark:]
+        log = daemon.wait_log("re-scored 2 photos, rewrote 1", since=mark)[mark:]
         assert "applied tagging.mode;" in log and "config: a change of poll_interval, web.port" in log
     finally:
         assert daemon.stop() == 0
@@ -208,7 +208,7 @@ def test_an_edit_of_the_overrides_is_logged_as_the_overrides_re_scored(tmp_path:
         overrides.write_text(f'[[override]]\npath = "{photo}"\nadd = ["holiday"]\n', encoding="utf-8")
         log = daemon.wait_log("re-scored", since=mark)[mark:]
         wait_for(lambda: "holiday" in exif_keywords(photo)["iptc"])
-        assert f"INFO overrides {overrides}: 1 rule; re-scored 1 files, rewrote 1 in " in log, log
+        assert f"INFO overrides {overrides}: 1 rule; re-scored 1 photo, rewrote 1 in " in log, log
         assert "tag list" not in log
     finally:
         assert daemon.stop() == 0

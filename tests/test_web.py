@@ -251,7 +251,7 @@ def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site
         'keyword = "star"  # shape\n', 'keyword = "star"  # shape\nthreshold = 0.3\n'), encoding="utf-8")
     site.daemon.wait_log(f"{len(TAGS)} tags", since=mark)
     log = site.daemon.log()[mark:]
-    assert re.search(r"re-scored (\d+) files", log).group(1) != "0"
+    assert re.search(r"re-scored (\d+) photos?", log).group(1) != "0"
     assert exif_keywords(photo) == {"iptc": ["green"], "xmp": ["green"]}
     assert site.encoded() == encoded
     # and it can be taken back from the page
@@ -588,7 +588,7 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
     assert 'remove = ["red"]' in (conf / "overrides.toml").read_text(encoding="utf-8")
     stderr = (tmp_path / "web.log").read_text(encoding="utf-8")
     assert "applied the corrections itself" in stderr and token not in stderr
-    assert "re-scored 1 photos, rewrote 1" in stderr  # the page's folder only: not the scan's elsewhere
+    assert "re-scored 1 photo, rewrote 1" in stderr  # the page's folder only: not the scan's elsewhere
 
 
 # -- thumbnails --------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from .outcomes import Outcome, Status
 from .pipeline import Pipeline
 from .retry import transient_reason
 from .vectors import Photo, ReadFailed, decode, encode, read_key
+from .wording import counted
 from .writeback import WriteJob
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ class Engine:
         if not photos:
             self._report(lot)
             return
-        log.debug("decoding %d photos", len(photos))
+        log.debug("decoding %s", counted(len(photos), "photo"))
         lot.fronts = [self._pool.submit(self._front, photo) for photo in photos]
         self._encode_q.put(lot)
 
@@ -414,7 +415,7 @@ class Engine:
                 pixels.setdefault(photo.key, front.pixels)
         if not pixels:
             return {}
-        log.debug("encoding %d photos", len(pixels))
+        log.debug("encoding %s", counted(len(pixels), "photo"))
         try:
             return dict(zip(pixels, encode(model, list(pixels.values())), strict=True))
         except Exception as exc:

@@ -54,6 +54,7 @@ from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary
+from .wording import counted
 from .writeback import TagRules, Writeback, WriteJob
 
 if TYPE_CHECKING:
@@ -506,7 +507,7 @@ class Pipeline:
             failed: set[bytes] = set()
             for n, (spec, spec_keys) in enumerate(wanted.items()):
                 spec_keys = [k for k in dict.fromkeys(spec_keys) if k not in failed]
-                log.debug("decoding %d photos", len(spec_keys))
+                log.debug("decoding %s", counted(len(spec_keys), "photo"))
                 decoded = decode_each([misses[k] for k in spec_keys], spec, self._pool.map,
                                       keep=n < len(wanted) - 1)
                 arrays[spec] = {}
@@ -527,7 +528,7 @@ class Pipeline:
                 ready = arrays[captioner.preprocess]
                 todo = [k for k in to_caption if k in ready]
                 if todo:
-                    log.debug("captioning %d photos", len(todo))
+                    log.debug("captioning %s", counted(len(todo), "photo"))
                     vectors, texts = caption(captioner, [ready[k] for k in todo],
                                              self.captions.cfg.max_tokens)
                     found = dict(zip(todo, texts, strict=True))
@@ -539,7 +540,7 @@ class Pipeline:
                 ready = arrays[model.preprocess]
                 todo = [k for k in to_encode if k in ready and k not in fresh]
                 if todo:
-                    log.debug("encoding %d photos", len(todo))
+                    log.debug("encoding %s", counted(len(todo), "photo"))
                     fresh.update(zip(todo, encode(model, [ready[k] for k in todo]), strict=True))
         return fresh
 

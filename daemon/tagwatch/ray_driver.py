@@ -53,6 +53,7 @@ from .outcomes import Outcome, Status
 from .pipeline import Pipeline
 from .ray_node import Answer, Encoded, Station, StationInfo
 from .vectors import FileVanished, Photo, ReadFailed
+from .wording import counted
 from .writeback import WriteJob, write_file
 
 log = logging.getLogger(__name__)
@@ -139,16 +140,16 @@ class Summary:
         rate = self.photos / self.seconds if self.seconds > 0 else 0.0
         failed = sum(self.failed.values())
         stations = sum(n.stations for n in self.nodes.values())
-        lines = [f"ray: {self.photos} photos in {self.seconds:.1f} s ({rate:.1f}/s): {self.encoded} encoded, "
-                 f"{self.cached} cached, {failed} failed; {stations} station{'s' * (stations != 1)} on "
-                 f"{len(self.nodes)} node{'s' * (len(self.nodes) != 1)}"
-                 + (f"; {self.lost} batch{'es' * (self.lost != 1)} lost and started again"
+        lines = [f"ray: {counted(self.photos, 'photo')} in {self.seconds:.1f} s ({rate:.1f}/s): "
+                 f"{self.encoded} encoded, {self.cached} cached, {failed} failed; "
+                 f"{counted(stations, 'station')} on {counted(len(self.nodes), 'node')}"
+                 + (f"; {counted(self.lost, 'batch', 'batches')} lost and started again"
                     if self.lost else "")]
         for node in sorted(self.nodes.values(), key=lambda n: n.label):
             lines.append(f"  node {node.label}: {node.encoded} encoded ({node.rate():.1f}/s), "
                          f"{node.keyed} keyed, {node.written} written"
-                         + (f", {node.lost} batches lost" if node.lost else "")
-                         + (f"; LEFT OUT: it {node.left_out} ({node.unseen} photo{'s' * (node.unseen != 1)} "
+                         + (f", {counted(node.lost, 'batch', 'batches')} lost" if node.lost else "")
+                         + (f"; LEFT OUT: it {node.left_out} ({counted(node.unseen, 'photo')} "
                             "started over on other nodes): is the share mounted there at the same path?"
                             if node.left_out else ""))
         for reason, count in self.failed.most_common(10):

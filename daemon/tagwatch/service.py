@@ -34,6 +34,7 @@ from .status import Activity, MetricsServer, hold_lock, render_prometheus, state
 from .store import Store
 from .vocabulary import VocabularyError
 from .watcher import PathFilter, Watcher, reconcile
+from .wording import counted
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,9 @@ class Daemon:
         encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
         checked, written = self.pipeline.retag(self.activity.record)  # status counts its rewrites
         what = (self._rules(overrides) if overrides_only else
-                f"tag list {self.config.tags}: {len(vocabulary.tags)} tags ({encoded} new prompt vectors)")
-        log.info("%s; re-scored %d files, rewrote %d in %.1f s", what, checked, written,
+                f"tag list {self.config.tags}: {counted(len(vocabulary.tags), 'tag')} "
+                f"({counted(encoded, 'new prompt vector')})")
+        log.info("%s; re-scored %s, rewrote %d in %.1f s", what, counted(checked, "photo"), written,
                  time.monotonic() - started)
 
     def _reload_tags(self) -> None:
@@ -142,12 +144,12 @@ class Daemon:
         except VocabularyError as exc:
             log.error("tag list not reloaded, keeping the previous one: %s", exc)
             # the overrides, read before the list, may have changed with it (a SIGHUP, both edited):
-            # those re-score; a rejected list alone changed nothing, and says no "re-scored 0 files"
+            # those re-score; a rejected list alone changed nothing, and says no "re-scored 0 photos"
             if self.pipeline.vocabulary is not None and (not edited or str(self.config.overrides) in edited):
                 checked, written = self.pipeline.retag(self.activity.record)
                 if checked:
-                    log.info("%s; re-scored %d files, rewrote %d", self._rules(self.pipeline.overrides),
-                             checked, written)
+                    log.info("%s; re-scored %s, rewrote %d", self._rules(self.pipeline.overrides),
+                             counted(checked, "photo"), written)
 
     def _watched_files(self) -> list[Path]:
         return [p for p in (self.config.tags, self.config.overrides) if p is not None]
@@ -270,7 +272,8 @@ class Daemon:
     def _report(self) -> None:
         stats = self.store.stats(self.model.identity)
         now = self.activity.snapshot()
-        self.notifier.status(f"watching {len(self.config.watch)} folders; {stats['tagged']} photos tagged, "
+        self.notifier.status(f"watching {counted(len(self.config.watch), 'folder')}; "
+                             f"{counted(stats['tagged'], 'photo')} tagged, "
                              f"{now['queue']} queued, {stats['failed']} failed; "
                              f"{now['tagged_per_min']:g}/min")
 
@@ -282,9 +285,9 @@ class Daemon:
             self.watcher.unlistable(report.unlistable)
         if self.stopped.is_set():
             return
-        log.info("scan%s: %d photos, %d queued, %d gone (%.1f s)",
-                 f" of {', '.join(map(str, roots))}" if roots else "", report.seen, report.queued,
-                 report.gone, time.monotonic() - started)
+        log.info("scan%s: %s, %d queued, %d gone (%.1f s)",
+                 f" of {', '.join(map(str, roots))}" if roots else "", counted(report.seen, "photo"),
+                 report.queued, report.gone, time.monotonic() - started)
 
     def _check_roots(self) -> None:
         """Watch again a watched folder that came back, or one holding a folder that can be listed
@@ -371,7 +374,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self._hangup.set())
         self.start()
         log.info("tagwatch is running (pid %d)", os.getpid())
-        self.notifier.ready(f"watching {len(self.config.watch)} folders")
+        self.notifier.ready(f"watching {counted(len(self.config.watch), 'folder')}")
         while not self.stopped.wait(0.5):
             if self._hangup.is_set():  # handled here, not in the signal handler, which must not log
                 self._hangup.clear()

@@ -25,6 +25,7 @@ from ..geotag import Places
 from ..pipeline import Pipeline
 from ..scoring import tag_thresholds
 from ..store import Store
+from ..wording import counted
 from .common import UsageError, expand, load, make_pipeline
 from .progress import Progress
 
@@ -86,8 +87,8 @@ def export_func(args: argparse.Namespace) -> int:
     render = render_json if args.format == "json" else render_csv
     sys.stdout.write(render(results, os.getcwd(), args.scores, config.captions.enabled))
     left = len(missing) + len(skipped)
-    print(f"export: {len(results)} photos" + (f"; {left} not exported (listed above)" if left else ""),
-          file=sys.stderr)
+    print(f"export: {counted(len(results), 'photo')}"
+          + (f"; {left} not exported (listed above)" if left else ""), file=sys.stderr)
     return 1 if skipped else 0  # a photo not encoded yet is listed, not an error: the daemon may get to it
 
 

@@ -19,6 +19,7 @@ from ..model import model_identity
 from ..outcomes import Outcome, Status
 from ..queue import backlog_batch, backlog_take
 from ..store import Store
+from ..wording import counted
 from .common import (
     SKIPPED,
     UsageError,
@@ -214,7 +215,7 @@ def scan_func(args: argparse.Namespace) -> int:
         print(logs.summary_line(args.log_format, text), file=sys.stderr)
         return 130
     # a named path that is no photo is not one of the photos counted: said apart
-    text = f"scan: {total} photos: {count_text(counts)}" + (
+    text = f"scan: {counted(total, 'photo')}: {count_text(counts)}" + (
         f"; {len(skipped)} named {'path' if len(skipped) == 1 else 'paths'} {SKIPPED}" if skipped else "") + (
         _passed_over(passed_over)) + (" (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)

@@ -13,6 +13,7 @@ from ..logs import one_line, shown
 from ..model import model_identity
 from ..status import daemon_state
 from ..store import Store
+from ..wording import counted
 from .common import load
 from .progress import duration
 
@@ -59,8 +60,9 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
     if daemon is None:
         lines.append("daemon    not running")
     else:
+        folders = counted(daemon["folders"], "folder") if "folders" in daemon else "? folders"
         lines.append(f"daemon    running, pid {daemon['pid']}, up {duration(daemon.get('uptime_s', 0))}, "
-                     f"watching {daemon.get('folders', '?')} folders, model "
+                     f"watching {folders}, model "
                      f"{'loaded' if daemon.get('model_loaded') else 'unloaded (idle)'}")
         if "queue" in daemon:
             lines.append(f"queue     {daemon['queue']} waiting; {daemon['tagged_since_start']} tagged and "

@@ -14,6 +14,7 @@ from ..pipeline import Pipeline
 from ..store import Store
 from ..tagger import NEAR_DUPLICATE, near_duplicates
 from ..vocabulary import Vocabulary, load_configured
+from ..wording import counted
 from ..wordnet import WordNet
 from .common import load, use_vocabulary
 
@@ -54,7 +55,8 @@ def render(result: Check, path: Path, shown: int = PAIRS_SHOWN) -> str:
     prompts = len(vocabulary.prompts())
     own = sum(tag.threshold is not None for tag in vocabulary.tags)
     nested = sum(bool(tag.parents) for tag in vocabulary.tags)
-    out.append(f"{path}: {len(vocabulary.tags)} tags, {prompts} prompts ({result.encoded} encoded now, "
+    out.append(f"{path}: {counted(len(vocabulary.tags), 'tag')}, {counted(prompts, 'prompt')} "
+               f"({result.encoded} encoded now, "
                f"{prompts - result.encoded} cached), {own} with their own threshold, {nested} with a parent")
     out += hierarchy(vocabulary)
     if result.pairs:
@@ -82,7 +84,8 @@ def hierarchy(vocabulary: Vocabulary) -> list[str]:
     if deepest.parents:
         out.append(f"deepest path: {deepest.path}")
     if vocabulary.unplaced:
-        out.append(f"not placed in WordNet: {len(vocabulary.unplaced)} tags stay flat (expansion adds "
+        out.append(f"not placed in WordNet: {counted(len(vocabulary.unplaced), 'tag')} "
+                   f"{'stays' if len(vocabulary.unplaced) == 1 else 'stay'} flat (expansion adds "
                    "nothing to them; a .toml list can name each one's synset):")
         out += [f"  {line}" for line in vocabulary.unplaced]
     return out

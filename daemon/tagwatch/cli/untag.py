@@ -14,6 +14,7 @@ from ..metadata import ExifTool, KeywordWriter
 from ..outcomes import Status
 from ..pipeline import Pipeline
 from ..store import Store
+from ..wording import counted
 from .common import SKIPPED, count_text, load, log, photo_path, remove_stale_temp_files, require_exiftool
 
 
@@ -52,7 +53,7 @@ def untag_func(args: argparse.Namespace) -> int:
     require_exiftool()
     counts = untag(config, args.paths)
     skipped = counts.pop(SKIPPED, 0)  # named paths with nothing there: said apart, as scan says them
-    print(f"untag: {sum(counts.values())} files: {count_text(counts)}"
+    print(f"untag: {counted(sum(counts.values()), 'file')}: {count_text(counts)}"
           + (f"; {skipped} named {'path' if skipped == 1 else 'paths'} {SKIPPED}" if skipped else ""),
           file=sys.stderr)
     return 1 if counts.get(Status.FAILED) or skipped else 0

@@ -33,6 +33,7 @@ from ..scoring import tag_thresholds
 from ..status import AlreadyRunning, hold_lock, running_daemon
 from ..store import Store, StoreError
 from ..vocabulary import Vocabulary, VocabularyError, read_list_file
+from ..wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class Applier:
                 checked, written = apply_now(self.config)
                 self.last_error = None
                 log.info("review page: no daemon running, so applied the corrections itself: re-scored "
-                         "%d photos, rewrote %d", checked, written)
+                         "%s, rewrote %d", counted(checked, "photo"), written)
             except (StoreError, MetadataError, OverridesError, VocabularyError, OSError) as exc:
                 self.last_error = str(exc)
                 log.error("review page: corrections not applied: %s", exc)

@@ -34,6 +34,7 @@ from ..status import daemon_state
 from ..store import ADDED, DECLINED, DONE, FAILED, USER, FileRow, Store
 from ..tagger import Expansion, TagMatrix, select, thresholds
 from ..vocabulary import Vocabulary, VocabularyError
+from ..wording import counted
 from .paths import PhotoRoots
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,7 @@ class Library:
                            f"{len(missing)} new prompts")
             return None
         if missing:
-            log.info("review page: encoding %d prompts of %s", len(missing), self.config.tags)
+            log.info("review page: encoding %s of %s", counted(len(missing), "prompt"), self.config.tags)
             model = LazyModel(self.config.model)
             try:
                 with model.using() as encoder:
