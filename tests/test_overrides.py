@@ -74,6 +74,9 @@ def test_fingerprint_follows_the_rules_and_is_empty_without_any() -> None:
     ('[[override]]\npath = "../x"\nadd = ["x"]\n', "overrides.toml:1: path '../x' must not contain '..'"),
     ('[[override]]\npath = "a"\n', "overrides.toml:1: the override neither adds nor removes a keyword"),
     ('[[override]]\npath = "a"\nadd = ["x"]\nremove = ["x"]\n', "overrides.toml:1: 'x' is both added"),
+    ('[[override]]\npath = "a"\nadd = ["x"]\nremove = ["X"]\n', "overrides.toml:1: 'x' is both added"),
+    ('[[override]]\npath = "a"\nadd = ["animal|dog"]\n',
+     "overrides.toml:1: add 'animal|dog' contains '|', which separates the levels"),
     ('[[override]]\npath = "a"\nadd = "x"\n', "overrides.toml:1: add must be a list of strings"),
     ('[[override]]\npath = "a"\nadd = ["' + "x" * 65 + '"]\n', "overrides.toml:1: keyword 'xxxxxxxx"),
     ('[[override]]\npath = "a"\nadd = ["x"\n',
@@ -223,7 +226,7 @@ def test_the_daemon_reloads_edited_overrides_and_rich_lists(tmp_path: Path, tiny
     assert f"{tags_file}:4: parent 'tree' of 'forest' is not a keyword in this list" in daemon.log()[mark:]
     later = noise_jpeg(root / "trip" / "q.jpg", seed=6)  # tagged with the last good list and overrides
     wait_for(lambda: keywords_in(later) == {"beach", "Urlaub"})
-    assert "re-scored 0 files" not in daemon.log()[mark:]  # a rejected list changed nothing
+    assert "re-scored 0 photos" not in daemon.log()[mark:]  # a rejected list changed nothing
     assert status(config)["encoded"] == encoded + 1
     assert daemon.stop() == 0
     assert status(config)["failed"] == 0

@@ -228,7 +228,13 @@ def parse_overrides(text: str, source: Path, roots: Sequence[Path | str] = ()) -
         remove = _keywords(raw.get("remove", []), where, "remove")
         if not add and not remove:
             raise OverridesError(f"{where}: the override neither adds nor removes a keyword")
-        both = [k for k in add if k in remove]
+        for keyword in add:  # as the review page refuses it: one already in a file can still go
+            nested = not_one_level(keyword)
+            if nested is not None:
+                raise OverridesError(f"{where}: add {keyword!r} {nested}; add each level as a keyword of "
+                                     "its own")
+        removed = {k.casefold() for k in remove}
+        both = [k for k in add if k.casefold() in removed]
         if both:
             raise OverridesError(f"{where}: {both[0]!r} is both added and removed")
         rules.append(Rule(pattern, add, remove, glob_regex(pattern)))
