@@ -43,7 +43,7 @@ def test_notify_messages_reach_a_listening_socket(tmp_path: Path, tiny_checkpoin
     finally:
         listener.close()
     ready = [m for m in messages if "READY=1" in m]
-    assert len(ready) == 1 and "STATUS=watching 1 folder;" in ready[0]
+    assert len(ready) == 1 and "STATUS=watching 1 folder\n" in ready[0]
     assert f"MAINPID={daemon.proc.pid}" in ready[0]
     assert messages.index(ready[0]) < len(messages) - 1
     assert sum(m == "WATCHDOG=1" for m in messages) >= 3
