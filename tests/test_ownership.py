@@ -178,6 +178,27 @@ def test_a_copied_photo_keeps_the_record_of_our_keywords(tmp_path: Path, tiny_ch
         env.close()
 
 
+def test_a_copy_is_said_to_be_of_the_file_still_there(tmp_path: Path, tiny_checkpoint: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A photo moved across disks, then copied: the line named the first path ever recorded with the
+    picture, which the move had taken away, not the file the person copied."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2))
+    try:
+        env.use(["beach", "forest"])
+        photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=13)
+        env.run(photo)
+        moved = copy_away(photo, "copy then delete")
+        env.pipeline.apply([Delete(str(photo))])
+        env.run(moved)
+        again = shutil.copy2(moved, tmp_path / "in" / "again.jpg")
+        caplog.clear()
+        with caplog.at_level("INFO", logger="tagwatch"):
+            assert env.run(again) == {"again.jpg": Status.TAGGED}
+        assert f"{again}: a copy of {moved}; beach, forest, written there" in caplog.text, caplog.text
+    finally:
+        env.close()
+
+
 def test_a_keyword_a_person_took_out_of_the_original_stays_out_of_its_copy(tmp_path: Path,
                                                                           tiny_checkpoint: Path) -> None:
     """The copy took the original's record of our keywords but not of the one the person had taken

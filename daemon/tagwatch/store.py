@@ -550,12 +550,14 @@ class Store:
         """The other files recorded with the picture ``key`` whose ledgers list keywords tagwatch added
         (deleted ones included: a move by copy-then-delete leaves the original's row deleted), and
         the keywords any file with that picture records as a person's (an override's, one overwrite
-        took out, one a person took out)."""
+        took out, one a person took out).  Files still there come first, the latest first: a copy is
+        said to be of the file a person can look at, not of a path the picture was moved away from."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT f.id, f.path, f.size, l.keyword, l.action, l.paths FROM files f JOIN ledger l "
-                "ON l.file_id = f.id WHERE f.key = ? AND f.path != ? ORDER BY l.written, l.keyword",
-                (key, path)).fetchall()
+                "ON l.file_id = f.id WHERE f.key = ? AND f.path != ? "
+                "ORDER BY f.state = ?, f.updated DESC, f.id, l.written, l.keyword",
+                (key, path, DELETED)).fetchall()
         twins: dict[int, Twin] = {}
         for r in rows:
             if r[4] == ADDED:
