@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .casefold import folded
 from .config import DEFAULT_EXPAND_STOP
 from .wordnet import Synset, WordNet, WordNetError
 
@@ -62,7 +63,7 @@ def derive(concepts: Mapping[str, Concept], wordnet: WordNet, stop: Collection[s
     that became parents this way (keyword → concept): no tag of the list, they are written only by
     expansion.
     """
-    stopped = {s.casefold() for s in stop}
+    stopped = folded(stop)
     by_synset: dict[str, str] = {}
     for concept in concepts.values():
         if concept.synset is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import editing, write_atomic
+from .casefold import folded
 from .vocabulary import (
     VocabularyError,
     check_keyword,
@@ -64,7 +65,7 @@ class Override:
 
     def removes(self) -> set[str]:
         """The keywords (case-folded) the correction takes out."""
-        return {k.casefold() for k in self.remove}
+        return folded(self.remove)
 
     def kept_out(self, declined: Iterable[str]) -> set[str]:
         """What is never written into the photo, case-folded (a tag re-spelled "Star" is the "star"
@@ -72,8 +73,8 @@ class Override:
         correction of theirs adds back, and those a correction removes.  None of them implies a
         level either.  The write, a dry run, expansion, explain and ``export`` decide with this;
         compare ``keyword.casefold()`` with it."""
-        added = {k.casefold() for k in self.add}
-        return ({k.casefold() for k in declined} - added) | self.removes()
+        added = folded(self.add)
+        return (folded(declined) - added) | self.removes()
 
 
 NO_OVERRIDE = Override()
@@ -233,7 +234,7 @@ def parse_overrides(text: str, source: Path, roots: Sequence[Path | str] = ()) -
             if nested is not None:
                 raise OverridesError(f"{where}: add {keyword!r} {nested}; add each level as a keyword of "
                                      "its own")
-        removed = {k.casefold() for k in remove}
+        removed = folded(remove)
         both = [k for k in add if k.casefold() in removed]
         if both:
             raise OverridesError(f"{where}: {both[0]!r} is both added and removed")

@@ -31,6 +31,7 @@ import numpy as np
 from . import listcache, logs
 from .captions import Captions, Reading, caption
 from .captions import from_config as captions_from_config
+from .casefold import folded
 from .config import Config, PlacesConfig, TaggingConfig
 from .formats import ImageError, IncompleteImage
 from .freshness import is_settled, is_unchanged
@@ -611,9 +612,9 @@ class Pipeline:
                 # An override may have to take out or adopt a keyword of ours the set does not show,
                 # or write one a person had taken out of the file
                 touches_ours = bool(override) and bool(
-                    {k.casefold() for k in (*override.add, *override.remove)}
-                    & {k.casefold() for k in self.store.ledger(row.id)}
-                    or set(override.add) & set(self.store.ledger(row.id, DECLINED)))
+                    folded((*override.add, *override.remove))
+                    & folded(self.store.ledger(row.id))
+                    or folded(override.add) & folded(self.store.ledger(row.id, DECLINED)))
                 moded = row.id in other_mode and self._mode_rewrites(row, keywords)
                 if (row.state == DONE and set(keywords) == set(row.tags or ()) and row.id not in stale
                         and not touches_ours and not moded):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .casefold import folded
 from .vocabulary import Vocabulary
 
 NEAR_DUPLICATE = 0.95  # cosine of two tag vectors above which they (nearly) always fire together
@@ -92,7 +93,7 @@ class Expansion:
     def of(cls, vocabulary: Vocabulary, tagging: Any) -> Expansion:
         if tagging.expand == "none":
             return cls()
-        stop = {s.casefold() for s in tagging.expand_stop}
+        stop = folded(tagging.expand_stop)
         levels = {}
         for tag in vocabulary.tags:
             above = [p for p in reversed(tag.parents) if p.casefold() not in stop]

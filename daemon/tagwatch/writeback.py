@@ -35,6 +35,7 @@ from pathlib import Path
 
 from . import shared
 from .captions import Captions, Reading
+from .casefold import folded
 from .freshness import restamp, stem_photos
 from .geotag import Placement, Places
 from .metadata import KEYWORD_FIELDS, FileChanged, FileState, Filled, KeywordWriter, MetadataError, WritePlan
@@ -181,7 +182,7 @@ class Writeback:
             return Outcome(job.path, Status.TAGGED, job.tags, error=refused)
         placed = self.places.decide(job.path, None, state.photo.gps,
                                     self.reader.sidecar_gps(Path(job.path), state.sidecar))
-        left_out = {t.casefold() for t in job.keywords} | declined  # a tag's spelling, or taken out
+        left_out = folded(job.keywords) | declined  # a tag's spelling, or taken out
         return Outcome(job.path, Status.TAGGED, job.tags, error=refused,
                        places=[k for k in placed.keywords if k.casefold() not in left_out])
 
@@ -231,7 +232,7 @@ class Writeback:
         # of theirs asks for it
         kept = override.kept_out(declined)
         job.kept_out = self.writer.absent(state, {k: () for k in declined if k.casefold() in kept})
-        out = {k.casefold() for k in job.kept_out}  # "Star" from a re-spelled tag is their "star"
+        out = folded(job.kept_out)  # "Star" from a re-spelled tag is their "star"
         if out and rules.levels:  # taken out just now: the levels it alone implied go with it
             orphans = orphaned_levels(job.tags, out, rules.levels) - set(override.add)
             job.tags = [(k, s) for k, s in job.tags if k not in orphans]
@@ -247,7 +248,7 @@ class Writeback:
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
                                                      self.writer.sidecar_gps(Path(job.path), state.sidecar))
-            listed = {k.casefold() for k in keywords}  # a tag "paris" and the place Paris: one keyword
+            listed = folded(keywords)  # a tag "paris" and the place Paris: one keyword
             writing = keywords + [k for k in placed.keywords if k.casefold() not in listed | out]
             paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}
             withdraw += [k for k in placed.withdraw if k not in keywords]
@@ -460,7 +461,7 @@ class Writeback:
                 where = placed.where
                 self.store.set_located(file_id, where and where.lat, where and where.lon,
                                        list(placed.keywords))
-        out = {k.casefold() for k in job.kept_out}
+        out = folded(job.kept_out)
         carried = [k for k in keywords if k.casefold() not in out]
         fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": carried}
         claimed = job.placed.claim.levels() if job.placed is not None and job.placed.claim else []

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..captions import Captions, Reading
+from ..casefold import folded
 from ..config import Config
 from ..geotag import Places
 from ..metadata import ExifTool, Keywords, KeywordWriter, MetadataError
@@ -83,11 +84,12 @@ def explain(config: Config, image: str) -> Explanation:
         for level in pipeline.expansion.levels.get(pipeline.tags.keywords[index], ()):
             implied.setdefault(level, pipeline.tags.keywords[index])
     lines = []
+    removes, adds = override.removes(), folded(override.add)  # as the write compares them, whatever the case
     for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
         keyword = pipeline.tags.keywords[index]
-        if keyword.casefold() in override.removes():  # as the write compares them, whatever the case
+        if keyword.casefold() in removes:
             verdict = "removed by an override"
-        elif keyword.casefold() in {k.casefold() for k in override.add}:
+        elif keyword.casefold() in adds:
             verdict = "added by an override"
         elif keyword.casefold() in kept and (index in chosen or keyword in implied):
             verdict = TAKEN_OUT
@@ -103,7 +105,7 @@ def explain(config: Config, image: str) -> Explanation:
         if own is not None:
             verdict = f"{verdict} (its threshold {own:+.4f})".lstrip()
         lines.append(Line(rank, float(scores[index]), keyword, verdict))
-    listed = {k.casefold() for k in pipeline.tags.keywords}
+    listed = folded(pipeline.tags.keywords)
     lines += [Line(None, None, keyword, "added by an override") for keyword in override.add
               if keyword.casefold() not in listed]
     # levels above a predicted tag that are no tag of the list (the photo vocabulary's "animal")

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from ..casefold import folded
 from ..config import Config
 from ..encoder import LazyModel
 from ..metadata import Keywords, KeywordWriter
@@ -547,10 +548,10 @@ class Library:
             chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
             predicted = scoring.expansion([(scoring.tags.keywords[i], 0.0) for i in chosen], kept)
             wanted = [k for k, _ in override.apply(predicted)]
-        held = {k.casefold() for k in owner}  # the file's keywords, whatever their case, as the write does
+        held = folded(owner)  # the file's keywords, whatever their case, as the write does
         pending = [f"adding {k!r}" for k in wanted if k.casefold() not in held | kept]
         sync = self.config.tagging.mode == "sync"
-        wanting = {k.casefold() for k in wanted}
+        wanting = folded(wanted)
         for keyword, whose in owner.items():
             dropped = keyword.casefold() in override.removes() or (sync and keyword.casefold() not in wanting)
             if whose == OURS and dropped:
