@@ -113,6 +113,15 @@ def test_a_repeated_tag_says_which_of_its_settings_are_not_used() -> None:
         '(line 4), prompts = ["a red thing."] (line 4)',)
 
 
+def test_a_parent_is_the_lists_tag_whatever_its_case() -> None:
+    """`parent = "Colour"` under a list whose tag is `colour` was "not a keyword in this list", where
+    every other comparison of keywords ignores case: it is that tag, spelt as the list spells it."""
+    vocabulary = rich('[[tag]]\nkeyword = "red"\nparent = "Colour"\n\n[[tag]]\nkeyword = "colour"\n')
+    assert [tag.path for tag in vocabulary.tags] == ["colour|red", "colour"]
+    with pytest.raises(VocabularyError, match="parent cycle: red → red"):
+        rich('[[tag]]\nkeyword = "red"\nparent = "RED"\n')
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ('[[tag]]\nkeyword = "a"\n\n[[tag]]\nkeyword = "b"\ntreshold = 0.3\n',
      "tags.toml:4: unknown key 'treshold' (known: keyword, prompts, synonyms, threshold, parent, synset)"),

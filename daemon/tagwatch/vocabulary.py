@@ -410,6 +410,10 @@ def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path, *,
         entries[entry.keyword] = entry
     if not entries:
         raise VocabularyError(f"{source}: the tag list holds no tags")
+    spelled = {keyword.casefold(): keyword for keyword in entries}  # one tag whatever the case
+    for entry in entries.values():  # `parent = "Colour"` is the list's `colour`, as RED is red
+        if entry.parent is not None:
+            entry.parent = spelled.get(entry.parent.casefold(), entry.parent)
     extra: dict[str, _Entry] = {}
     if any(e.reference is not None for e in entries.values()):
         wordnet = WordNet()
