@@ -119,6 +119,28 @@ def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, con
     assert f"{good}: no longer on disk" in untagged.stderr and "1 gone" in untagged.stderr, untagged.stderr
 
 
+def test_a_fifo_or_a_device_named_is_said_to_be_one_and_never_read(tmp_path: Path, config_file) -> None:
+    """`explain` of a FIFO waited for ever for a writer, and of a link to /dev/zero read until memory
+    ran out; `scan` called both "no such file", though they are there."""
+    config = config_file()
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.jpg"
+    zero.symlink_to("/dev/zero")
+    dangling = tmp_path / "gone.jpg"
+    dangling.symlink_to(tmp_path / "nothing.jpg")
+    scanned = tagwatch("scan", "--config", str(config), str(fifo), str(zero), str(dangling))
+    assert scanned.returncode == 1
+    assert f"{fifo}: skipped: not a regular file (a FIFO)" in scanned.stderr, scanned.stderr
+    assert f"{zero}: skipped: not a regular file (a character device)" in scanned.stderr
+    assert f"{dangling}: skipped: a symbolic link to nothing" in scanned.stderr
+    assert "scan: 0 photos: nothing to do; 3 named paths skipped" in scanned.stderr
+    for path, kind in ((fifo, "a FIFO"), (zero, "a character device")):
+        explained = tagwatch("explain", "--config", str(config), str(path), timeout=60)
+        assert explained.returncode == 1 and explained.stdout == ""
+        assert f": skipped: not a regular file ({kind})" in explained.stderr, explained.stderr
+
+
 def test_a_file_named_in_an_excluded_or_hidden_folder_is_skipped_as_a_walk_skips_it(
         tmp_path: Path, tiny_checkpoint: Path) -> None:
     """`find … | xargs tagwatch scan` names every file: one in a NAS's @eaDir or a hidden folder of a

@@ -8,6 +8,7 @@ import fnmatch
 import logging
 import os
 import shutil
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -194,9 +195,32 @@ def expand(paths: Sequence[str], exclude: Sequence[str], *, quiet: bool = False,
                             extra={"event": "skipped", "path": str(path), "reason": reason})
                 skipped.append(str(path))
         else:
-            log.warning("%s: skipped: no such file or folder", path,
-                        extra={"event": "skipped", "path": str(path), "reason": "no such file or folder"})
+            reason = not_a_file(path) or "no such file or folder"
+            log.warning("%s: skipped: %s", path, reason, extra={"event": "skipped", "path": str(path),
+                                                                "reason": reason})
             skipped.append(str(path))
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why a named path is no photo file a command may open, or None for a regular file: a FIFO
+    blocks the reader for ever and a link to ``/dev/zero`` reads until memory runs out, and both
+    were said to be "no such file"."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a symbolic link to nothing" if path.is_symlink() else "no such file or folder"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder, not a photo"
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    return f"not a regular file ({kind})"
 
 
 def _excluded_folder(folder: Path, bases: Sequence[str], exclude: Sequence[str]) -> bool:

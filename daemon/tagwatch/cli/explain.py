@@ -17,7 +17,16 @@ from ..geotag import Places
 from ..metadata import ExifTool, Keywords, KeywordWriter, MetadataError
 from ..store import DECLINED, UNTAGGED, Store
 from ..tagger import select
-from .common import UsageError, add_tagging_flags, load, make_pipeline, photo_path, with_flags
+from .common import (
+    UsageError,
+    add_tagging_flags,
+    load,
+    log,
+    make_pipeline,
+    not_a_file,
+    photo_path,
+    with_flags,
+)
 from .completion import list_keywords
 
 # A keyword tagwatch wrote that a person then took out of the file (the ledger says declined)
@@ -52,6 +61,10 @@ def explain(config: Config, image: str) -> Explanation:
     """Score one photo against the tag list and give each tag its verdict; with expansion on, the
     levels above the tags it gets are written too, and say which tag they come from."""
     path = photo_path(image)
+    problem = not_a_file(Path(path))
+    if problem is not None:  # a FIFO would block the read for ever, /dev/zero fill the memory
+        log.warning("%s: skipped: %s", path, problem)
+        raise Unusable(problem)
     store = Store(config.database)
     try:
         pipeline = make_pipeline(config, store, None)
