@@ -43,9 +43,26 @@ TAGS_LIST_SLASH = "\u2215"  # DIVISION SLASH: a '/' inside a TagsList level, whi
 DESCRIPTION_FIELDS = ("XMP-dc:Description", "IPTC:Caption-Abstract")
 # Single-value fields ``plan(fill=...)`` may fill where a photo leaves them empty (exiftool names).
 FILLABLE = (*LOCATION_FIELDS, *DESCRIPTION_FIELDS)
-# IPTC IIM's byte limits (exiftool truncates longer values, mid-character if need be)
-IPTC_LIMITS = {"IPTC:City": 32, "IPTC:Province-State": 32, "IPTC:Country-PrimaryLocationName": 64,
-               "IPTC:Country-PrimaryLocationCode": 3, "IPTC:Sub-location": 32, "IPTC:Caption-Abstract": 2000}
+# IPTC IIM's byte limits of its free-text datasets (exiftool 12.57's table: it truncates longer
+# values, mid-character if need be), and which of them may repeat (a list)
+IPTC_LIMITS = {f"IPTC:{name}": limit for name, limit in {
+    "Destination": 1024, "ServiceIdentifier": 10, "ProductID": 32, "ObjectName": 64, "EditStatus": 64,
+    "SupplementalCategories": 32, "FixtureIdentifier": 32, "Keywords": 64, "ContentLocationName": 64,
+    "SpecialInstructions": 256, "ReferenceService": 10, "OriginatingProgram": 32, "ProgramVersion": 10,
+    "By-line": 32, "By-lineTitle": 32, "City": 32, "Sub-location": 32, "Province-State": 32,
+    "Country-PrimaryLocationCode": 3, "Country-PrimaryLocationName": 64, "OriginalTransmissionReference": 32,
+    "Headline": 256, "Credit": 32, "Source": 32, "CopyrightNotice": 128, "Contact": 128,
+    "Caption-Abstract": 2000, "LocalCaption": 256, "Writer-Editor": 32, "AudioOutcue": 64, "JobID": 64,
+    "MasterDocumentID": 256, "ShortDocumentID": 64, "UniqueDocumentID": 128, "OwnerID": 128, "Prefs": 64,
+    "ClassifyState": 64, "SimilarityIndex": 32, "DocumentNotes": 1024, "DocumentHistory": 256,
+    "ExifCameraInfo": 4096, "CatalogSets": 256}.items()}
+_IPTC_LISTS = frozenset(f"IPTC:{name}" for name in (
+    "Destination", "ProductID", "SupplementalCategories", "Keywords", "ContentLocationName",
+    "ReferenceService", "By-line", "By-lineTitle", "Contact", "Writer-Editor", "CatalogSets"))
+# IPTC 1:90 CodedCharacterSet as exiftool prints it: UTF-8, and ISO 8859-1 designated as G0-G3
+# (exiftool reads both right: the latter with ``-charset iptc=Latin``, cp1252, a superset of its text)
+_UTF8_SET = "UTF8"
+_LATIN1_SETS = frozenset({"ESC , A", "ESC - A", "ESC . A", "ESC / A"})
 
 
 def temp_name(path: Path, sidecar: bool = False) -> Path:
@@ -177,7 +194,11 @@ class Keywords:
     xmp: tuple[str, ...] = ()  # dc:subject
     hierarchical: tuple[str, ...] = ()  # lr:hierarchicalSubject (Lightroom, digiKam, Immich)
     tags_list: tuple[str, ...] = ()  # digiKam:TagsList (digiKam, Immich read it first)
-    latin1_iptc: bool = False  # legacy IPTC in Latin-1 without 1:90: converted to UTF-8 on our write
+    latin1_iptc: bool = False  # IPTC text in Latin-1 (undeclared or declared): UTF-8 on our write
+    # the IPTC datasets holding non-ASCII text, as that text (exiftool name -> values), written again
+    # as UTF-8 when latin1_iptc; why the IPTC must be left as it is ("": it may be written)
+    recode: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    iptc_frozen: str = ""
     trailer_iptc: bool = False  # IPTC Keywords only in a trailer's copy (AFCP), none in the APP13 one
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write, unless stale
     stale_digest: bool = False  # it no longer matches the IPTC (changed since by another program)
@@ -190,6 +211,14 @@ class Keywords:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "all", frozenset(self.iptc) | frozenset(self.xmp))
+
+    @property
+    def iptc_known(self) -> tuple[str, ...]:
+        """The IPTC keywords whose text is known, those a field we create may copy: not the non-ASCII
+        ones of a charset exiftool misreads (their copy would be mojibake)."""
+        if self.iptc_frozen and not self.latin1_iptc:
+            return tuple(v for v in self.iptc if v.isascii())
+        return self.iptc
 
     def values(self, tag: str) -> tuple[str, ...]:
         return {IPTC: self.iptc, DC: self.xmp, HIERARCHICAL: self.hierarchical,
@@ -244,22 +273,65 @@ def _cp1252_bytes(text: str) -> bytes:
 def _decode_legacy_iptc(values: dict[str, object]) -> tuple[dict[str, object], bool]:
     """Undo exiftool's Latin (cp1252) reading of IPTC that has no 1:90 charset declaration.
 
-    Returns the values as the text they really are and whether they really are Latin-1: text that
-    is valid UTF-8 was written by an app that forgot the declaration and is taken as UTF-8.
+    Decided value by value, as apps that forgot the declaration (UTF-8) and old ones (Latin-1) often
+    wrote into the same block: a value that is valid UTF-8 is taken as UTF-8, one that is not stays
+    Latin-1 (cp1252), as read.  One block-wide choice turned every UTF-8 keyword into mojibake as soon
+    as one Latin-1 caption was there.  Returns the values as the text they really are and whether
+    any of them is Latin-1.
     """
-    strings = [s for v in values.values() for s in _as_list(v) if not s.isascii()]
-    try:
-        for s in strings:
-            _cp1252_bytes(s).decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return values, bool(strings)
+    latin1 = False
 
     def fix(value: object) -> object:
+        nonlocal latin1
         if isinstance(value, list):
             return [fix(v) for v in value]
-        return _cp1252_bytes(value).decode("utf-8") if isinstance(value, str) else value
+        if not isinstance(value, str) or value.isascii():
+            return value
+        try:
+            return _cp1252_bytes(value).decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            latin1 = True
+            return value
 
-    return {k: fix(v) for k, v in values.items()}, False
+    return {k: fix(v) for k, v in values.items()}, latin1
+
+
+def _iptc_charset(iptc: dict[str, object]) -> tuple[dict[str, object], bool, str]:
+    """The IPTC values as text, whether it is Latin-1 (to be written again as UTF-8 when 1:90 is set
+    to UTF-8 on our write), and why the block must be left as it is ("" if it need not).
+
+    Declared UTF-8 is read as such; declared ISO 8859-1 by exiftool as Latin, right.  Text in
+    another declared charset (Latin-2, Cyrillic, ...) exiftool also reads as cp1252, wrongly: no
+    UTF-8 version of it can be written, and declaring UTF-8 over its bytes would garble it.
+    """
+    declared = _first(iptc.get("IPTC:CodedCharacterSet"))
+    if declared is None:
+        return (*_decode_legacy_iptc(iptc), "")
+    text = [s for k, v in iptc.items() if k != "IPTC:CodedCharacterSet" for s in _as_list(v)
+            if not s.isascii()]
+    if declared == _UTF8_SET or not text:
+        return iptc, False, ""
+    if declared in _LATIN1_SETS:
+        return iptc, True, ""
+    return iptc, False, f"its IPTC text is in a character set tagwatch cannot convert to UTF-8 ({declared})"
+
+
+def _recode(iptc: Mapping[str, object]) -> tuple[dict[str, tuple[str, ...]], str]:
+    """The IPTC datasets holding non-ASCII text (exiftool name -> values) that a Latin-1 block's
+    conversion writes again, and why the conversion cannot be done ("" if it can): a value that
+    would pass its IPTC byte limit in UTF-8 (a Latin-1 letter takes two bytes) would be cut, a
+    repeated single dataset would keep one value, and a dataset not known as text is not rewritten."""
+    recode = {k: tuple(_as_list(v)) for k, v in iptc.items() if k.startswith("IPTC")
+              and k != "IPTC:CodedCharacterSet" and not all(s.isascii() for s in _as_list(v))}
+    for name, values in recode.items():
+        limit = IPTC_LIMITS.get(name)
+        long = next((v for v in values if limit is not None and len(v.encode("utf-8")) > limit), None)
+        if limit is None or (len(values) > 1 and name not in _IPTC_LISTS):
+            return recode, f"its IPTC is in Latin-1 and its {name} cannot be written again as UTF-8"
+        if long is not None:
+            return recode, (f"its IPTC is in Latin-1 and {name} '{long[:40]}' would be longer than IPTC's "
+                            f"{limit} bytes in UTF-8, so it cannot be converted without cutting it")
+    return recode, ""
 
 
 Entry = tuple[str, str]  # (keyword, hierarchical path); the path is the keyword itself when flat
@@ -658,7 +730,7 @@ class KeywordWriter:
             # A new sidecar starts with the photo's own keywords: apps that read the sidecar instead
             # of the photo must still see what a person tagged.
             seed = None if sidecar_before is not None else Keywords(
-                xmp=tuple(dict.fromkeys(photo.xmp + photo.iptc)), hierarchical=photo.hierarchical,
+                xmp=tuple(dict.fromkeys(photo.xmp + photo.iptc_known)), hierarchical=photo.hierarchical,
                 tags_list=photo.tags_list)
             fields = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=True,
                                       seed=seed)
@@ -689,7 +761,9 @@ class KeywordWriter:
         non-empty field and Apple Photos dc:subject only, so a field holding ours alone would hide them."""
         add, remove = change.values(self.forms, IPTC)
         seed = existing.xmp if add and not existing.iptc else ()
-        if IPTC in exact:
+        if existing.iptc_frozen:  # see _iptc_charset, _recode: the IPTC stays byte for byte
+            iptc_args, iptc_final, iptc_expect = [], list(existing.iptc), (frozenset(), frozenset())
+        elif IPTC in exact:
             iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, exact[IPTC], [], True)
         else:
             iptc_args, iptc_final, iptc_expect = _field(IPTC, existing.iptc, add, remove, change.overwrite,
@@ -700,12 +774,20 @@ class KeywordWriter:
                 iptc_args = [f"-{IPTC}={v}" for v in iptc_final] or [f"-{IPTC}="]
         iptc_fill = {n: v for n, v in assign.items() if n.startswith("IPTC:")}
         xmp_fill = {n: v for n, v in assign.items() if not n.startswith("IPTC:")}
-        note = ""
+        notes: list[str] = []
+        if existing.iptc_frozen:
+            if existing.xmp_error and (change.add or change.remove or assign):
+                raise MetadataError(f"{existing.iptc_frozen}, and its XMP cannot be read whole "
+                                    f"({existing.xmp_error}): neither can be written")
+            if change.add or change.remove or iptc_fill:
+                notes.append(f"{existing.iptc_frozen}; keywords written to XMP only, the IPTC left as it was")
+            iptc_fill = {}
+            assign = xmp_fill
         if existing.xmp_error:  # rebuilding the packet would lose what exiftool cannot read of it
             xmp: list[FieldEdit] = []
             if change.add or change.remove or xmp_fill:
-                note = (f"its XMP cannot be read whole ({existing.xmp_error}); keywords written to "
-                        "IPTC only, the XMP left as it was")
+                notes.append(f"its XMP cannot be read whole ({existing.xmp_error}); keywords written to "
+                             "IPTC only, the XMP left as it was")
             xmp_fill = {}
             assign = iptc_fill
         else:
@@ -721,12 +803,17 @@ class KeywordWriter:
         if why is not None:
             raise MetadataError(why)
         args = ["-charset", "iptc=UTF8"]
+        recoded: dict[str, Expect] = {}
         if iptc_args or iptc_fill:
             if existing.latin1_iptc:
-                # exiftool FAQ 10: re-read the legacy IPTC as Latin and store it as UTF-8 with 1:90 set.
-                args = ["-charset", "iptc=Latin", "-tagsfromfile", "@", "-IPTC:all", f"--{IPTC}",
-                        *(f"--{n}" for n in iptc_fill)]
+                # Latin-1 text must become UTF-8 before 1:90 says UTF-8 (exiftool FAQ 10): each value
+                # with non-ASCII text is written again as the text it was read as (see _iptc_charset),
+                # UTF-8 ones included, as exiftool's re-reading of the whole block as Latin would
+                # garble them; ASCII is the same bytes in both
+                recode = {n: v for n, v in existing.recode.items() if n != IPTC and n not in iptc_fill}
+                args += [f"-{n}={v}" for n, values in recode.items() for v in values]
                 args += [f"-{IPTC}={k}" for k in iptc_final] or [f"-{IPTC}="]
+                recoded = {n: (frozenset(values), frozenset()) for n, values in recode.items()}
             else:
                 args += iptc_args
             args += [f"-{n}={v or ''}" for n, v in iptc_fill.items()]
@@ -739,8 +826,9 @@ class KeywordWriter:
                 args.append("-Photoshop:IPTCDigest=new")
         args += [a for f in xmp for a in f[1]]
         args += [f"-{n}={v or ''}" for n, v in xmp_fill.items()]
-        return Edit(path, before, args, {IPTC: iptc_expect, **{f[0]: f[2] for f in xmp}}, True, dict(assign),
-                    note, {IPTC: iptc_final, **{f[0]: f[3] for f in xmp}})
+        expect = {**recoded, **({IPTC: iptc_expect} if not existing.iptc_frozen else {})}
+        return Edit(path, before, args, {**expect, **{f[0]: f[2] for f in xmp}}, True, dict(assign),
+                    "; ".join(notes), {IPTC: iptc_final, **{f[0]: f[3] for f in xmp}})
 
     def _xmp_fields(self, existing: Keywords, change: Change, sidecar: bool = False,
                     seed: Keywords | None = None, exact: Mapping[str, list[str]] | None = None
@@ -758,9 +846,9 @@ class KeywordWriter:
         if HIERARCHICAL in fields and not base.hierarchical and (sidecar or change.add):
             # A new hierarchical field: digiKam and Immich read it first, so a person's flat keywords
             # join ours there or those apps would hide them.
-            seeds[HIERARCHICAL] = tuple(dict.fromkeys(base.xmp + base.iptc))
+            seeds[HIERARCHICAL] = tuple(dict.fromkeys(base.xmp + base.iptc_known))
         if seed is None and not base.xmp and change.add:  # a new dc:subject: see _photo_edit
-            seeds[DC] = base.iptc
+            seeds[DC] = base.iptc_known
         exact = exact or {}
         out = []
         for tag in fields:
@@ -986,10 +1074,10 @@ def _keywords(record: dict[str, object]) -> Keywords:
     """The keywords of one folded exiftool record (see :meth:`KeywordWriter.read`)."""
     if "ExifTool:Error" in record:
         raise MetadataError(str(_as_list(record["ExifTool:Error"])[0]))
-    iptc = {k: v for k, v in record.items() if k.startswith("IPTC")}
-    latin1 = False
-    if "IPTC:CodedCharacterSet" not in iptc:
-        iptc, latin1 = _decode_legacy_iptc(iptc)
+    iptc, latin1, frozen = _iptc_charset({k: v for k, v in record.items() if k.startswith("IPTC")})
+    recode: dict[str, tuple[str, ...]] = {}
+    if latin1:
+        recode, frozen = _recode(iptc)
     # A trailer (AFCP, FotoStation) may hold a second IPTC copy, "IPTC2"; exiftool edits every
     # copy, so a keyword in any copy is already in the file.
     copies = sorted((k for k in iptc if re.fullmatch(r"IPTC\d*:Keywords", k)), key=lambda k: (k != IPTC, k))
@@ -1002,7 +1090,7 @@ def _keywords(record: dict[str, object]) -> Keywords:
         iptc=tuple(dict.fromkeys(v for k in copies for v in _as_list(iptc[k]))),
         trailer_iptc=bool(copies) and IPTC not in iptc,
         xmp=xmp(DC), hierarchical=xmp(HIERARCHICAL), tags_list=xmp(TAGS_LIST),
-        latin1_iptc=latin1,
+        latin1_iptc=latin1, recode=recode, iptc_frozen=frozen,
         has_digest="Photoshop:IPTCDigest" in record,
         stale_digest=_stale_digest(record),
         xmp_error=xmp_error,
