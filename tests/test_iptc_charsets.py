@@ -142,3 +142,24 @@ def test_latin1_iptc_too_long_in_utf8_is_left_as_it_is(tmp_path: Path, writer: K
                             check=True, capture_output=True, text=True).stdout
     assert json.loads(record)[0]["Keywords"] == word and "CodedCharacterSet" not in json.loads(record)[0]
     assert exif_keywords(photo)["xmp"] == [word, "harbour"]
+
+
+LONG = "Urgroßmutter Élise Müller-Lüdenscheidt bei der Hochzeit in Köln am Rhein 1952"
+
+
+def test_a_persons_xmp_keyword_over_64_bytes_is_not_copied_cut_into_iptc(
+        tmp_path: Path, writer: KeywordWriter, caplog: pytest.LogCaptureFixture) -> None:
+    """It was copied truncated (... in K) into the IPTC Keywords tagwatch created, under a warning
+    that said the IPTC was left untouched, and untag left the truncated copy and the block."""
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=6)
+    exiftool(photo, f"-XMP-dc:Subject={LONG}", "-XMP-dc:Subject=Hochzeit")
+    with caplog.at_level("WARNING", logger="tagwatch"):
+        plan = writer.plan(photo, ["red"])
+        writer.apply(plan)
+    assert exif_keywords(photo) == {"iptc": ["Hochzeit", "red"], "xmp": [LONG, "Hochzeit", "red"]}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{photo}: the person's keyword '{LONG}' left out of the IPTC Keywords tagwatch created: longer "
+        "than IPTC's 64 bytes, and a shortened copy would misspell it; kept in XMP only"]
+    untag(writer, photo, plan)
+    assert exif_keywords(photo) == {"iptc": [], "xmp": [LONG, "Hochzeit"]}
+    assert iptc(photo) == {"CodedCharacterSet": "UTF8", "EnvelopeRecordVersion": "4"}  # the remnants

@@ -59,6 +59,7 @@ IPTC_LIMITS = {f"IPTC:{name}": limit for name, limit in {
 _IPTC_LISTS = frozenset(f"IPTC:{name}" for name in (
     "Destination", "ProductID", "SupplementalCategories", "Keywords", "ContentLocationName",
     "ReferenceService", "By-line", "By-lineTitle", "Contact", "Writer-Editor", "CatalogSets"))
+KEYWORD_LIMIT = IPTC_LIMITS["IPTC:Keywords"]
 # IPTC 1:90 CodedCharacterSet as exiftool prints it: UTF-8, and ISO 8859-1 designated as G0-G3
 # (exiftool reads both right: the latter with ``-charset iptc=Latin``, cp1252, a superset of its text)
 _UTF8_SET = "UTF8"
@@ -761,6 +762,10 @@ class KeywordWriter:
         non-empty field and Apple Photos dc:subject only, so a field holding ours alone would hide them."""
         add, remove = change.values(self.forms, IPTC)
         seed = existing.xmp if add and not existing.iptc else ()
+        # A person's keyword over IPTC's limit would be cut short there (exiftool truncates): a
+        # misspelt copy in the field apps read first is worse than none
+        long = [v for v in seed if len(v.encode("utf-8")) > KEYWORD_LIMIT]
+        seed = tuple(v for v in seed if v not in long)
         if existing.iptc_frozen:  # see _iptc_charset, _recode: the IPTC stays byte for byte
             iptc_args, iptc_final, iptc_expect = [], list(existing.iptc), (frozenset(), frozenset())
         elif IPTC in exact:
@@ -783,6 +788,10 @@ class KeywordWriter:
                 notes.append(f"{existing.iptc_frozen}; keywords written to XMP only, the IPTC left as it was")
             iptc_fill = {}
             assign = xmp_fill
+        if long and iptc_args:
+            notes.append(f"the person's keyword{'s' if len(long) > 1 else ''} {', '.join(map(repr, long))} "
+                         "left out of the IPTC Keywords tagwatch created: longer than IPTC's "
+                         f"{KEYWORD_LIMIT} bytes, and a shortened copy would misspell it; kept in XMP only")
         if existing.xmp_error:  # rebuilding the packet would lose what exiftool cannot read of it
             xmp: list[FieldEdit] = []
             if change.add or change.remove or xmp_fill:
