@@ -5,12 +5,13 @@ and read back by exiftool (and exiv2, which digiKam uses) as separate processes.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import exif_keywords, noise_jpeg
+from conftest import CORPUS, exif_keywords, noise_jpeg
 from tagwatch.metadata import ExifTool, KeywordWriter
 
 
@@ -163,3 +164,18 @@ def test_a_persons_xmp_keyword_over_64_bytes_is_not_copied_cut_into_iptc(
     untag(writer, photo, plan)
     assert exif_keywords(photo) == {"iptc": [], "xmp": [LONG, "Hochzeit"]}
     assert iptc(photo) == {"CodedCharacterSet": "UTF8", "EnvelopeRecordVersion": "4"}  # the remnants
+
+
+def test_untag_keeps_a_persons_application_record_version(tmp_path: Path, writer: KeywordWriter) -> None:
+    """Its IPTC holds 1:90 and ApplicationRecordVersion 0 only: exiftool dropped record 2 with the
+    last keyword untag took out."""
+    photo = tmp_path / "ff00.jpg"
+    shutil.copyfile(CORPUS / "pillow__jpeg_ff00_header.jpg", photo)
+    photo.chmod(0o644)
+    assert iptc(photo) == {"CodedCharacterSet": "UTF8", "ApplicationRecordVersion": "0"}
+    plan = writer.plan(photo, ["red"])
+    writer.apply(plan)
+    assert exif_keywords(photo)["iptc"] == ["red"]
+    untag(writer, photo, plan)
+    record = iptc(photo)
+    assert "Keywords" not in record and record["ApplicationRecordVersion"] == "0"

@@ -64,6 +64,8 @@ KEYWORD_LIMIT = IPTC_LIMITS["IPTC:Keywords"]
 # (exiftool reads both right: the latter with ``-charset iptc=Latin``, cp1252, a superset of its text)
 _UTF8_SET = "UTF8"
 _LATIN1_SETS = frozenset({"ESC , A", "ESC - A", "ESC . A", "ESC / A"})
+# exiftool writes ApplicationRecordVersion 4 into every record 2 it creates
+_EXIFTOOL_RECORD_VERSION = "4"
 
 
 def temp_name(path: Path, sidecar: bool = False) -> Path:
@@ -200,6 +202,7 @@ class Keywords:
     # as UTF-8 when latin1_iptc; why the IPTC must be left as it is ("": it may be written)
     recode: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     iptc_frozen: str = ""
+    record_version: str | None = None  # IPTC ApplicationRecordVersion, where present
     trailer_iptc: bool = False  # IPTC Keywords only in a trailer's copy (AFCP), none in the APP13 one
     has_digest: bool = False  # Photoshop IPTCDigest present: refreshed on our write, unless stale
     stale_digest: bool = False  # it no longer matches the IPTC (changed since by another program)
@@ -825,6 +828,10 @@ class KeywordWriter:
                 recoded = {n: (frozenset(values), frozenset()) for n, values in recode.items()}
             else:
                 args += iptc_args
+            if existing.record_version not in (None, _EXIFTOOL_RECORD_VERSION):
+                # exiftool drops record 2 once a removal leaves only its mandatory version in it, so a
+                # person's version (not exiftool's own 4) is written again: set, it is kept
+                args.append(f"-IPTC:ApplicationRecordVersion={existing.record_version}")
             args += [f"-{n}={v or ''}" for n, v in iptc_fill.items()]
             args.append("-IPTC:CodedCharacterSet=UTF8")
             if existing.has_digest and not existing.stale_digest:
@@ -1100,6 +1107,7 @@ def _keywords(record: dict[str, object]) -> Keywords:
         trailer_iptc=bool(copies) and IPTC not in iptc,
         xmp=xmp(DC), hierarchical=xmp(HIERARCHICAL), tags_list=xmp(TAGS_LIST),
         latin1_iptc=latin1, recode=recode, iptc_frozen=frozen,
+        record_version=_first(iptc.get("IPTC:ApplicationRecordVersion")),
         has_digest="Photoshop:IPTCDigest" in record,
         stale_digest=_stale_digest(record),
         xmp_error=xmp_error,
