@@ -25,6 +25,7 @@ from tagwatch.formats import (
     IMAGE_SUFFIXES,
     JPEG_SUFFIXES,
     ImageError,
+    IncompleteImage,
     content_key,
     image_format,
     jpeg_key,
@@ -86,6 +87,22 @@ def test_bad_files_raise_a_reason() -> None:
         content_key(b"\x89PNG\r\n\x1a\n a PNG cut short")
     with pytest.raises(ImageError, match="not a JPEG"):
         jpeg_key(b"")
+
+
+def test_a_complete_jpeg_with_damaged_picture_data_is_corrupt_not_truncated() -> None:
+    """Bytes flipped inside the scan (a failing card) made a marker whose length ran past the end:
+    "truncated", which sends a photographer to send the file again, and waits for a copy that is
+    over.  A file ending with its end-of-image marker is complete: corrupt, and no wait."""
+    good = noise_jpeg(Path("/tmp") / "tagwatch-test-good.jpg", seed=4).read_bytes()
+    sos = good.index(b"\xff\xda")
+    damaged = bytearray(good)
+    damaged[sos + 400:sos + 404] = b"\xff\xc4\xff\xf0"  # a table segment 65,520 bytes long, mid-scan
+    corrupt = r"^corrupt JPEG \(segment at byte \d+ runs past the end of the file, though the file ends"
+    with pytest.raises(ImageError, match=corrupt) as caught:
+        content_key(bytes(damaged))
+    assert not isinstance(caught.value, IncompleteImage)
+    with pytest.raises(IncompleteImage, match=r"^truncated JPEG"):  # the same cut short: still copying
+        content_key(bytes(damaged[:len(damaged) // 2]))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow on two corpus files (the CLI logs it)

@@ -59,6 +59,15 @@ def _is_metadata_segment(marker: int) -> bool:
     return 0xE0 <= marker <= 0xEF or marker == 0xFE
 
 
+def _cut(data: bytes, where: str) -> ImageError:
+    """A JPEG whose segments run past its end: still being copied, or cut short (tried again once it
+    changes), unless it ends with its end-of-image marker, when it is complete and damaged inside
+    (corrupt picture data from a failing card): "truncated" sent a person to send it again."""
+    if data.endswith(b"\xff\xd9"):
+        return ImageError(f"corrupt JPEG ({where}, though the file ends with its end-of-image marker)")
+    return IncompleteImage(f"truncated JPEG ({where})")
+
+
 def jpeg_key(data: bytes) -> bytes:
     """Key of a JPEG: every segment that defines pixels, from SOI to the first image's EOI.
 
@@ -76,12 +85,12 @@ def jpeg_key(data: bytes) -> bytes:
     scans = 0
     while True:
         if pos + 2 > size:
-            raise IncompleteImage("truncated JPEG (no end-of-image marker)")
+            raise _cut(data, "no end-of-image marker")
         if view[pos] != 0xFF:
             # Junk between segments: decoders (libjpeg, Pillow) skip to the next marker; so do we.
             pos = data.find(b"\xff", pos)
             if pos < 0:
-                raise IncompleteImage("truncated JPEG (no end-of-image marker)")
+                raise _cut(data, "no end-of-image marker")
             continue
         marker = view[pos + 1]
         if marker == 0xFF:  # fill byte before a marker
@@ -97,10 +106,10 @@ def jpeg_key(data: bytes) -> bytes:
             pos += 2
             continue
         if pos + 4 > size:
-            raise IncompleteImage("truncated JPEG (no end-of-image marker)")
+            raise _cut(data, "no end-of-image marker")
         end = pos + 2 + int.from_bytes(view[pos + 2:pos + 4], "big")
         if end > size or end < pos + 4:
-            raise IncompleteImage(f"truncated JPEG (segment at byte {pos} runs past the end of the file)")
+            raise _cut(data, f"segment at byte {pos} runs past the end of the file")
         if not _is_metadata_segment(marker):
             digest.update(view[pos:end])
         pos = end
@@ -108,7 +117,7 @@ def jpeg_key(data: bytes) -> bytes:
             scans += 1
             found = _NEXT_MARKER.search(data, pos)
             if found is None:
-                raise IncompleteImage("truncated JPEG (no end-of-image marker)")
+                raise _cut(data, "no end-of-image marker")
             digest.update(view[pos:found.start()])
             pos = found.start()
 
