@@ -228,6 +228,14 @@ def test_the_daemon_reloads_edited_overrides_and_rich_lists(tmp_path: Path, tiny
     wait_for(lambda: keywords_in(later) == {"beach", "Urlaub"})
     assert "re-scored 0 photos" not in daemon.log()[mark:]  # a rejected list changed nothing
     assert status(config)["encoded"] == encoded + 1
+    # `tagwatch status` says which files on disk are not in use, and why (only the log said it)
+    wait_for(lambda: set(status(config)["daemon"]["rejected"]) == {"tag list", "overrides"})
+    shown = tagwatch("status", "--config", str(config)).stdout
+    assert (f"NOT IN USE: the tag list on disk, refused: {tags_file}:4: parent 'tree' of 'forest' is not a "
+            "keyword in this list; the previous one is in use until it is fixed") in shown, shown
+    assert f"NOT IN USE: the overrides on disk, refused: {overrides_file}:4: not valid TOML" in shown
+    tags_file.write_text('[[tag]]\nkeyword = "beach"\n[[tag]]\nkeyword = "forest"\nthreshold = 1.0\n')
+    wait_for(lambda: set(status(config)["daemon"]["rejected"]) == {"overrides"})
     assert daemon.stop() == 0
     assert status(config)["failed"] == 0
 
@@ -334,6 +342,29 @@ def test_a_relative_rule_naming_a_photo_in_two_watched_folders_stays(tmp_path: P
     (roots[0] / "twin.jpg").unlink()  # the other one gone: the rule names one photo, and follows it
     assert follow_move(text, source, roots, f"{roots[1]}/twin.jpg", f"{roots[1]}/twin-b.jpg")[1] == [
         ("twin.jpg", "twin-b.jpg")]
+
+
+def test_a_rule_naming_one_photo_goes_with_it_and_globs_and_twins_stay(tmp_path: Path) -> None:
+    """What the pipeline calls when another picture arrives where a corrected photo was deleted: the
+    rules naming exactly that photo are taken out, comments and every other rule kept."""
+    from tagwatch.overrides import correct, forget
+
+    roots = [tmp_path / "a", tmp_path / "b"]
+    for root in roots:
+        root.mkdir()
+    source = tmp_path / "overrides.toml"
+    photo = f"{roots[0]}/DSC_0100.jpg"
+    text = correct(HAND_WRITTEN, source, roots, photo, "Mayor Smith", "add")
+    text = correct(text, source, roots, photo, "blue", "remove")
+    text += '\n[[override]]\npath = "twin.jpg"  # relative: in each watched folder\nremove = ["white"]\n'
+    kept, gone = forget(text, source, roots, photo)
+    assert [(r.pattern, r.add, r.remove) for r in gone] == [(photo, ("Mayor Smith",), ("blue",))]
+    assert kept.startswith(HAND_WRITTEN) and "DSC_0100" not in kept and 'path = "twin.jpg"' in kept
+    assert forget(kept, source, roots, f"{roots[0]}/other.jpg") == (kept, [])  # "holidays/**" stays
+    (roots[1] / "twin.jpg").write_bytes(b"")  # the relative rule also names this photo: it stays
+    assert forget(kept, source, roots, f"{roots[0]}/twin.jpg") == (kept, [])
+    (roots[1] / "twin.jpg").unlink()
+    assert [r.pattern for r in forget(kept, source, roots, f"{roots[0]}/twin.jpg")[1]] == ["twin.jpg"]
 
 
 def test_the_daemon_moves_a_correction_along_with_its_renamed_photo(tmp_path: Path, tiny_checkpoint: Path,

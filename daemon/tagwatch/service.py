@@ -120,13 +120,16 @@ class Daemon:
             overrides = load_config_overrides(self.config)
             if self.config.overrides is not None and not overrides_only:
                 log.info("%s", self._rules(overrides))
+            self.activity.reject("overrides", None)
         except OverridesError as exc:
             if starting:
                 raise
             log.error("overrides not reloaded, keeping the previous ones: %s", exc)
+            self.activity.reject("overrides", str(exc))
             overrides = self.pipeline.overrides
         self.pipeline.use_overrides(overrides)
         vocabulary = load_tag_list(self.config)
+        self.activity.reject("tag list", None)
         started = time.monotonic()
         encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
         checked, written = self.pipeline.retag(self.activity.record)  # status counts its rewrites
@@ -143,6 +146,7 @@ class Daemon:
             self._load_tags(edited)
         except VocabularyError as exc:
             log.error("tag list not reloaded, keeping the previous one: %s", exc)
+            self.activity.reject("tag list", str(exc))
             # the overrides, read before the list, may have changed with it (a SIGHUP, both edited):
             # those re-score; a rejected list alone changed nothing, and says no "re-scored 0 photos"
             if self.pipeline.vocabulary is not None and (not edited or str(self.config.overrides) in edited):
@@ -309,7 +313,9 @@ class Daemon:
             new = load_config(self.config.source)
         except ConfigError as exc:
             log.error("config not reloaded: %s", exc)
+            self.activity.reject("config", str(exc))
             return
+        self.activity.reject("config", None)
         if self._cli_watch:  # the folders came from the command line: the config's do not apply
             new = replace(new, watch=self.config.watch, poll=self.config.poll)
         changed = changed_keys(self.config, new)

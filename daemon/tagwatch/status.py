@@ -110,6 +110,8 @@ class Activity:
         self._lock = threading.Lock()
         self.counts = {"tagged": 0, "unchanged": 0, "failed": 0, "keywords_added": 0, "batches": 0}
         self.last_error: dict[str, Any] | None = None
+        # "config", "tag list", "overrides" → why its edit on disk was refused (the last good one in use)
+        self.rejected: dict[str, str] = {}
         self._recent: deque[float] = deque()  # finish times of tagged files, for the rate
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
@@ -130,6 +132,16 @@ class Activity:
                     self.last_error = {"path": outcome.path, "reason": f"{outcome.error} (will retry)",
                                        "time": now}
 
+    def reject(self, what: str, reason: str | None) -> None:
+        """``what`` ("config", "tag list", "overrides") on disk was refused for ``reason`` and the
+        last good one stays in use; None: the one on disk is in use again.  Only the log said so,
+        so a person who broke the list and looked at `tagwatch status` saw all well."""
+        with self._lock:
+            if reason is None:
+                self.rejected.pop(what, None)
+            else:
+                self.rejected[what] = reason
+
     def snapshot(self) -> dict[str, Any]:
         now = time.time()
         with self._lock:
@@ -145,6 +157,7 @@ class Activity:
                 **{f"{name}_since_start": value for name, value in self.counts.items()},
                 "tagged_per_min": round(len(self._recent) * 60.0 / window, 2),
                 "last_error": self.last_error,
+                "rejected": dict(self.rejected),
                 "updated": now,
             }
 

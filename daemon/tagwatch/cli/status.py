@@ -69,6 +69,9 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
                          f"{daemon['failed_since_start']} failed since start; "
                          f"{daemon['tagged_per_min']:g} photos/min over the last 5 min"
                          + backlog(daemon))
+        for what, reason in sorted(daemon.get("rejected", {}).items()):
+            lines.append(f"NOT IN USE: the {what} on disk, refused: {one_line(reason)}; the previous one is "
+                         "in use until it is fixed")
         error = daemon.get("last_error")
         if error:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(error["time"]))
