@@ -424,6 +424,62 @@ def follow_move(text: str, source: Path, roots: Sequence[Path | str], src: str, 
     return result, [(old.rules[i].pattern, pattern) for i, pattern in changes.items()]
 
 
+def _forgotten(rule: Rule, roots: Sequence[str], path: str) -> bool:
+    """Does ``rule`` name exactly the photo at ``path``, and no other photo there is?  A relative
+    path naming a file in another watched folder too is about that photo as well, and stays."""
+    named = literal_path(rule.pattern)
+    if named is None:
+        return False
+    bases = [""] if rule.absolute else [root.rstrip("/") + "/" for root in roots]
+    return path in [base + named for base in bases] and not any(
+        os.path.lexists(base + named) for base in bases if base + named != path)
+
+
+def forget(text: str, source: Path, roots: Sequence[Path | str], path: str) -> tuple[str, list[Rule]]:
+    """``text`` of an overrides file without the rules naming exactly the deleted photo ``path``,
+    and those rules.  Kept, such a rule (the review page's correction) would correct the next,
+    unrelated picture saved under that name (a camera's DSC_0100.jpg again), and write its added
+    keyword, a person's, which sync and untag never take out.  Like :func:`follow_move`, tomlkit
+    keeps every comment and other rule, and the result is parsed back."""
+    import tomlkit
+
+    old = parse_overrides(text, source, roots)
+    gone = [index for index, rule in enumerate(old.rules) if _forgotten(rule, old.roots, path)]
+    if not gone:
+        return text, []
+    doc = tomlkit.parse(text)
+    for index in reversed(gone):
+        del doc["override"][index]
+    result = tomlkit.dumps(doc)
+    expected = [(r.pattern, r.add, r.remove) for i, r in enumerate(old.rules) if i not in gone]
+    if [(r.pattern, r.add, r.remove) for r in parse_overrides(result, source, roots).rules] != expected:
+        raise OverridesError(f"{source}: could not take the rules out safely in this file")
+    return result, [old.rules[i] for i in gone]
+
+
+def forgets(overrides: Overrides, paths: Sequence[str]) -> bool:
+    """Does a rule name exactly one of the deleted ``paths``?  Asked of the rules in memory, so a
+    deletion that concerns none costs no read of the file."""
+    return any(_forgotten(rule, overrides.roots, path) for rule in overrides.rules for path in paths)
+
+
+def forget_deleted(overrides: Overrides, paths: Sequence[str]) -> tuple[Overrides, list[Rule]]:
+    """Take the rules naming exactly one of the deleted photos ``paths`` out of the overrides file;
+    returns the overrides as now written and the rules taken out.  Replaced atomically, and only if
+    a rule went."""
+    assert overrides.source is not None
+    with editing(overrides.source):  # the review page may be saving a correction meanwhile
+        text = original = read_list_file(overrides.source, "overrides file", OverridesError)
+        gone: list[Rule] = []
+        for path in paths:
+            text, done = forget(text, overrides.source, overrides.roots, path)
+            gone += done
+        if text == original:
+            return overrides, []
+        write_atomic(overrides.source, text)
+    return parse_overrides(text, overrides.source, overrides.roots), gone
+
+
 def names_files(overrides: Overrides) -> bool:
     """Does a rule name one file (no glob)?  Only such a rule follows a photo that moves."""
     return any(literal_path(rule.pattern) is not None for rule in overrides.rules)
