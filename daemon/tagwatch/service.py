@@ -241,7 +241,7 @@ class Daemon:
         try:
             self._web = WebServer(self.config, apply_corrections=False)
         except WebError as exc:  # a port in use costs the page, not the tagging
-            log.error("%s; running without it", exc)
+            log.error("%s; running without it (restart the daemon to serve it once the port is free)", exc)
             return
         self._web.start()
 
