@@ -305,6 +305,82 @@ def test_a_photo_named_with_a_hash_or_a_question_mark_can_be_corrected(site: Sit
         wait_for(lambda: set(exif_keywords(photo)["iptc"]) == {colour, shape})  # noqa: B023
 
 
+def test_the_page_says_what_a_correction_will_and_will_not_do(site: Site) -> None:
+    """A newsroom's findings: ↺ of an added keyword offered an undo that did nothing, a photo set
+    aside by untag showed "Writing into the file…" for ever and its tags as "tagged", and an empty
+    keyword or a photo deleted meanwhile gave bare error pages."""
+    folder = site.root / "desk"
+    folder.mkdir()
+    photos = {"typo.jpg": ("green", "circle"), "aside.jpg": ("yellow", "square"), "gone.jpg": ("red", "star")}
+    for number, (name, (colour, shape)) in enumerate(photos.items()):
+        temp = folder / f".incoming-{number}.jpg"
+        synthetic.make_photo(colour, shape, 790 + number, (320, 240)).save(temp, quality=88)
+        temp.rename(folder / name)
+    for name, (colour, shape) in photos.items():
+        wait_for(lambda: set(exif_keywords(folder / name)["iptc"]) == {colour, shape})  # noqa: B023
+
+    def post(name: str, action: str, keyword: str) -> tuple[int, dict[str, str], str]:
+        code, headers, body = site.exchange("POST", f"/photo/0/desk/{name}",
+                                            body=f"action={action}&keyword={quote(keyword)}&csrf={site.csrf}")
+        return code, headers, body.decode()
+
+    # ↺ of a keyword written for a correction: the rule goes, the keyword stays, and the page says so
+    typo = folder / "typo.jpg"
+    assert post("typo.jpg", "add", "Dubiln")[0] == 303
+    wait_for(lambda: "Dubiln" in exif_keywords(typo)["iptc"])
+    code, headers, _ = post("typo.jpg", "undo", "Dubiln")
+    assert (code, headers["location"]) == (303, "/photo/0/desk/typo.jpg?note=restored-add&k=Dubiln")
+    page = site.request("GET", headers["location"])[1].decode()
+    assert "&#39;Dubiln&#39; stays in the photo, as your own keyword" in page, page[-2000:]
+    assert 'data-keyword="Dubiln" data-owner="person"' in page  # no ↺ that would do nothing
+    assert 'data-action="undo" data-keyword="Dubiln"' not in page.replace("\n", " ")
+    assert "Dubiln" in exif_keywords(typo)["iptc"]
+
+    # a photo untag set aside: a correction is kept for the scan that brings it back, nothing pends
+    aside = folder / "aside.jpg"
+    assert tagwatch("untag", "--config", str(site.config), str(aside)).returncode == 0
+    code, headers, _ = post("aside.jpg", "add", "Weather")
+    page = site.request("GET", headers["location"])[1].decode()
+    assert "nothing is written into the photo while untag has set it aside" in page
+    assert "Writing into the file" not in page and ">tagged<" not in page
+    assert "would be tagged (set aside by untag: `tagwatch scan` of it brings it back)" in page
+    assert exif_keywords(aside)["iptc"] == []
+
+    # an empty keyword, and a photo deleted while its page was open: the page says why, in its frame
+    code, _, page = post("typo.jpg", "add", "   ")
+    assert code == 400 and "Nothing was written: the keyword is empty." in page
+    (folder / "gone.jpg").unlink()
+    code, _, page = post("gone.jpg", "remove", "red")
+    assert code == 404 and "not in the watched folders any more (deleted or renamed" in page
+    assert "Nothing was written." in page and 'href="/"' in page
+
+
+def test_the_tag_filter_ignores_case_and_leaves_out_a_keyword_a_person_took_out(site: Site) -> None:
+    """`?tag=Purple` found nothing, and a photo a person took purple out of was still listed (and
+    counted on the Tags page) as carrying it."""
+    folder = site.root / "filter"
+    folder.mkdir()
+    kept, taken = folder / "kept.jpg", folder / "taken.jpg"
+    for number, photo in enumerate((kept, taken)):
+        temp = folder / f".incoming-{number}.jpg"
+        synthetic.make_photo("purple", "triangle", 800 + number, (320, 240)).save(temp, quality=88)
+        temp.rename(photo)
+    for photo in (kept, taken):
+        wait_for(lambda: "purple" in exif_keywords(photo)["iptc"])  # noqa: B023
+    time.sleep(1.1)  # a person's edit, a moment after tagwatch's write (not a write of ours settling)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords-=purple",
+                    "-XMP-dc:Subject-=purple", str(taken)], check=True)
+    store = Store(site.conf / "state" / "tagwatch.db")
+    try:
+        wait_for(lambda: "purple" in store.ledger(store.file(str(taken)).id, "declined"))
+    finally:
+        store.close()
+    for typed in ("purple", "Purple", "PURPLE"):
+        page = site.request("GET", f"/?folder=0/filter&tag={typed}")[1].decode()
+        assert f'data-path="{kept}"' in page, typed
+        assert f'data-path="{taken}"' not in page, typed
+
+
 def test_a_keyword_the_tag_list_would_refuse_is_refused_on_the_page_too(site: Site, browser) -> None:
     from urllib.parse import urlencode
 

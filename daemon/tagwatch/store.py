@@ -723,9 +723,11 @@ class Store:
         if state is not None:
             clauses.append(f"{prefix}state = ?")
             args.append(state)
-        if tag is not None:
+        if tag is not None:  # and not taken out of the file by a person since
             clauses.append(f"instr(char(10) || {prefix}tags || char(10), char(10) || ? || char(10)) > 0")
-            args.append(tag)
+            clauses.append(f"NOT EXISTS (SELECT 1 FROM ledger d WHERE d.file_id = {prefix or 'files.'}id "
+                           "AND d.keyword = ? AND d.action = ?)")
+            args += [tag, tag, DECLINED]
         return " AND ".join(clauses), args
 
     def stamp(self) -> tuple[int, float]:
@@ -742,6 +744,12 @@ class Store:
                 rows = self._db.execute("SELECT keyword, action FROM ledger WHERE file_id = ?", (file_id,))
                 found[file_id] = {r[0]: r[1] for r in rows}
         return found
+
+    def declined_pairs(self) -> set[tuple[int, str]]:
+        """(file id, keyword) of every keyword a person took out of a file (few: one per removal)."""
+        with self._lock:
+            return {(r[0], r[1]) for r in self._db.execute(
+                "SELECT file_id, keyword FROM ledger WHERE action = ?", (DECLINED,))}
 
     def declined(self, keys: Mapping[str, bytes | None]) -> dict[str, list[str]]:
         """path → the keywords a person took out of it, for files whose recorded picture is still

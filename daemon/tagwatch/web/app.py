@@ -29,12 +29,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ..calibrate import number
+from ..casefold import folded
 from ..config import Config
 from ..formats import ImageError
 from ..metadata import ExifTool, KeywordWriter
 from ..overrides import CORRECTIONS
 from ..status import running_daemon
-from ..store import Store
+from ..store import FAILED, UNTAGGED, USER, Store
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard
 from .corrections import Applier, CorrectionError, write_correction, write_threshold
 from .library import NEAR_MARGIN, Filters, Library
@@ -44,10 +45,19 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 SHOWS = {"all": "all photos", "recent": "recently tagged", "failed": "failed", "near": "near a threshold"}
-NOTES = {"rejected": "Rejected {k!r}: written to {f}; the photo follows in a moment.",
-         "added": "Added {k!r}: written to {f}; the photo follows in a moment.",
-         "restored": "Took back the correction of {k!r} in {f}; the photo follows in a moment.",
+NOTES = {"rejected": "Rejected {k!r}: written to {f}; {then}",
+         "added": "Added {k!r}: written to {f}; {then}",
+         "restored": "Took back the correction of {k!r} in {f}; {then}",
+         # a keyword written for a correction is the person's (never taken out), so ↺ cannot take it out
+         "restored-add": "Took back the correction of {k!r} in {f}. {k!r} stays in the photo, as your own "
+                         "keyword: tagwatch never takes out a keyword written for a correction (remove it "
+                         "in your photo app).",
          "threshold": "{m}"}
+# What follows a correction, by the photo's state: nothing is written into a photo untag set aside
+THEN = {UNTAGGED: "nothing is written into the photo while untag has set it aside: `tagwatch scan` of it "
+                  "brings it back, with the correction.",
+        FAILED: "the photo could not be tagged, so nothing is written into it until it can be."}
+GONE = "This photo is not in the watched folders any more (deleted or renamed since the page was opened)."
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                                  b"img-src 'self' data:; connect-src 'self'; form-action 'self'; "
@@ -169,7 +179,7 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
     def photo_path(request: Request) -> str:
         path = library.roots.resolve(request.path_params["root"], request.path_params["rel"])
         if path is None:
-            raise HTTPException(404)
+            raise HTTPException(404, GONE + (" Nothing was written." if request.method == "POST" else ""))
         return path
 
     # -- pages ---------------------------------------------------------------------------------
@@ -190,14 +200,16 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         floor = _number(request.query_params.get("floor"))
         note = request.query_params.get("note")
         message = None
+        view = library.photo(path, floor)
         if note in NOTES:
+            then = THEN.get(view.row.state if view.row else "", "the photo follows in a moment.")
             message = NOTES[note].format(k=request.query_params.get("k", ""), f=config.overrides,
-                                         m=request.query_params.get("m", ""))
+                                         m=request.query_params.get("m", ""), then=then)
         error = None
         if config.overrides is None:
             error = (f"Corrections are kept in an overrides file, and {config.source or 'the config'} names "
                      'none: add overrides = "overrides.toml" to it and restart tagwatch.')
-        return render(request, "photo.html", view=library.photo(path, floor), message=message, error=error)
+        return render(request, "photo.html", view=view, message=message, error=error)
 
     def photo_keywords(request: Request) -> Response:
         """The keywords panel alone: the photo page polls it while a correction is pending."""
@@ -207,8 +219,14 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         form = await _checked_form(request, guard)
         path = photo_path(request)
         action, keyword = form.get("action", ""), " ".join(str(form.get("keyword", "")).split())
-        if action not in CORRECTIONS or not keyword:
+        if action not in CORRECTIONS:
             raise HTTPException(400, "a correction needs an action (add, remove, undo) and a keyword")
+        if not keyword:  # the box's `required` lets spaces through
+            view = await run_in_threadpool(library.photo, path)
+            return render(request, "photo.html", status=400, view=view,
+                          error="Nothing was written: the keyword is empty.")
+        # ↺ of an added keyword already written: the rule goes, the keyword stays (the person's)
+        was_written = action == "undo" and await run_in_threadpool(_written_for_correction, path, keyword)
         try:
             written = await run_in_threadpool(write_correction, config, path, keyword, action)
         except CorrectionError as exc:
@@ -217,7 +235,8 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         log.info("review page: %s %r for %s (%s)", action, keyword, path, written)
         if applier is not None:
             applier.request()
-        note = {"remove": "rejected", "add": "added", "undo": "restored"}[str(action)]
+        note = "restored-add" if was_written else {"remove": "rejected", "add": "added", "undo": "restored"}[
+            str(action)]
         url = library.roots.url("photo", path)
         return RedirectResponse(f"{url}?{urlencode({'note': note, 'k': keyword})}", status_code=303)
 
@@ -273,11 +292,20 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         """The 403 page: no token, or (``origin``) a change sent from another site's page."""
         return env.get_template("forbidden.html").render(origin=origin).encode()
 
+    def _written_for_correction(path: str, keyword: str) -> bool:
+        """Is ``keyword`` in a rule's ``add`` for the photo, and written into it for that rule?"""
+        row = store.file(path)
+        if row is None or keyword.casefold() not in folded(library.scoring().overrides.for_path(path).add):
+            return False
+        ledger = store.ledgers([row.id]).get(row.id, {})
+        return any(k.casefold() == keyword.casefold() and action == USER for k, action in ledger.items())
+
     async def not_found(request: Request, exc: Exception) -> Response:
+        """An error page in the page's frame, with the way back (a bare "404 Not Found" was all)."""
         code = getattr(exc, "status_code", 500)
-        detail = getattr(exc, "detail", "")
-        return HTMLResponse(f"<!doctype html><title>{code}</title><h1>{code}</h1><p>{_escape(detail)}</p>",
-                            status_code=code)
+        detail = getattr(exc, "detail", "") or {404: "Not found."}.get(code, "")
+        body = env.get_template("error.html").render(code=code, detail=detail, notice=None, apply_error=None)
+        return HTMLResponse(body, status_code=code, headers={"cache-control": "no-store"})
 
     routes = [
         Route("/", grid),
@@ -322,12 +350,6 @@ async def _checked_form(request: Request, guard: Guard) -> Any:
     if not guard.csrf_ok(str(value) if value is not None else None):
         raise HTTPException(403, "the form's CSRF value is missing or wrong: reload the page and try again")
     return form
-
-
-def _escape(text: object) -> str:
-    from html import escape
-
-    return escape(str(text))
 
 
 def _ago(timestamp: float | None) -> str:

@@ -32,7 +32,7 @@ from ..overrides import Override, Overrides, OverridesError
 from ..pipeline import load_config_overrides, load_tag_list
 from ..scoring import tag_thresholds
 from ..status import daemon_state
-from ..store import ADDED, DECLINED, DONE, FAILED, USER, FileRow, Store
+from ..store import ADDED, DECLINED, DONE, FAILED, UNTAGGED, USER, FileRow, Store
 from ..tagger import Expansion, TagMatrix, select, thresholds
 from ..vocabulary import Vocabulary, VocabularyError
 from ..wording import counted
@@ -63,6 +63,11 @@ class Scoring:
         i = self.index.get(keyword)
         return None if i is None else float(self.thresholds[i])
 
+    def spelled(self, typed: str) -> str:
+        """The list's spelling of a keyword typed in any case (``Purple`` → ``purple``), else as typed."""
+        wanted = typed.casefold()
+        return next((keyword for keyword in self.index if keyword.casefold() == wanted), typed)
+
 
 @dataclass(frozen=True)
 class Chip:
@@ -72,11 +77,15 @@ class Chip:
     owner: str  # OURS, YOURS or PERSON; "rejected" for a correction that took it out
     score: float | None = None
     threshold: float | None = None
+    undone: bool = False  # PERSON: written for a correction since taken back; it stays, as the person's
 
     @property
     def hint(self) -> str:
         who = {OURS: "written by tagwatch", YOURS: "added by your correction", PERSON: "your own keyword",
                "rejected": "rejected by your correction"}[self.owner]
+        if self.undone:
+            who = ("written for a correction you took back: yours now, tagwatch never takes it out "
+                   "(remove it in your photo app)")
         if self.score is None:
             return who
         return f"{who}; score {self.score:.3f}, threshold {self.threshold:.3f}"
@@ -355,7 +364,7 @@ class Library:
         if filters.folder:
             folder = self.roots.folder(filters.folder)
             folders = [folder] if folder is not None else []
-        tag = filters.tag or None
+        tag = scoring.spelled(filters.tag) if filters.tag else None  # RED is the tag red, as everywhere
         offset = (filters.page - 1) * PAGE_SIZE
         margins: dict[str, float] = {}
         if filters.show == "near":
@@ -367,6 +376,8 @@ class Library:
             margins = {path: margin for path, (_, margin) in picked}
         else:
             state = {"failed": FAILED, "recent": DONE}.get(filters.show)
+            if tag is not None and state is None:  # a photo set aside by untag carries none of ours
+                state = DONE
             rows, total = self.store.browse(folders, state=state, tag=tag, recent=filters.show == "recent",
                                             limit=PAGE_SIZE, offset=offset)
         cards = self.cards(rows, scoring, margins)
@@ -464,14 +475,14 @@ class Library:
                scoring: Scoring, override: Override) -> list[Chip]:
         chips = []
         present = file_keywords(keywords) if keywords is not None else []
+        added = folded(override.add)  # a correction's keyword while a rule adds it: ↺ takes the rule back
         for keyword in present:
             action = ledger.get(keyword)
-            owner = (OURS if action == ADDED else YOURS if action == USER or keyword in override.add
-                     else PERSON)
+            owner = OURS if action == ADDED else YOURS if keyword.casefold() in added else PERSON
             i = scoring.index.get(keyword)
             score = float(scores[i]) if scores is not None and i is not None else None
             limit = scoring.threshold(keyword) if score is not None else None
-            chips.append(Chip(keyword, owner, score, limit))
+            chips.append(Chip(keyword, owner, score, limit, undone=owner == PERSON and action == USER))
         chips += [Chip(k, "rejected") for k in override.remove if k not in present]
         return chips
 
@@ -495,6 +506,11 @@ class Library:
         lowest = float(scoring.thresholds.min()) if len(scoring.thresholds) else 0.0
         floor = lowest - 0.1 if floor is None else floor
         lines: list[ScoreLine] = []
+        written = row is not None and row.state == DONE
+        written_not = ("set aside by untag: `tagwatch scan` of it brings it back"
+                       if row is not None and row.state == UNTAGGED else
+                       "not written: the photo could not be tagged" if row is not None and row.state == FAILED
+                       else "not written yet")
         if scores is not None:
             picked = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
             chosen = set(picked)
@@ -517,9 +533,10 @@ class Library:
                 elif keyword in declined and (i in chosen or keyword in implied):
                     verdict = "taken out of the file by a person: not written again"
                 elif i in chosen:
-                    verdict = "tagged"
+                    verdict = "tagged" if written else f"would be tagged ({written_not})"
                 elif keyword in implied:
-                    verdict = f"tagged: a level above {implied[keyword]}"
+                    verdict = (f"tagged: a level above {implied[keyword]}" if written else
+                               f"would be tagged, a level above {implied[keyword]} ({written_not})")
                 elif score > limit:
                     verdict = f"above its threshold, beyond top_k ({scoring.top_k})"
                 else:
@@ -542,6 +559,8 @@ class Library:
         thresholds, top_k, the levels expansion adds, then the overrides; not those a person took
         out, unless a correction adds them) against those exiftool reads.  The photo page polls
         while this is not empty, so it shows the file once the daemon (or this page) has written it."""
+        if row is None or row.state in (UNTAGGED, FAILED):
+            return []  # the daemon writes nothing into it until a scan brings it back, or it is fixed
         wanted: list[str] = list(override.add)
         kept = override.kept_out(declined)
         if scores is not None and row is not None and row.state == DONE:
@@ -609,9 +628,11 @@ class Library:
         def count() -> dict[str, int]:
             carried: dict[str, int] = {}
             rows, _ = self.store.browse(list(self.roots.roots), state=DONE, limit=-1)
+            out = self.store.declined_pairs()  # a keyword a person took out is not in the file
             for row in rows:
                 for keyword in row.tags or ():
-                    carried[keyword] = carried.get(keyword, 0) + 1
+                    if (row.id, keyword) not in out:
+                        carried[keyword] = carried.get(keyword, 0) + 1
             return carried
         carried: dict[str, int] = self._cached(("carried",), count)  # type: ignore[assignment]
         return [(tag.keyword, float(scoring.thresholds[i]), tag.threshold is not None,
