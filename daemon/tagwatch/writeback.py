@@ -248,9 +248,10 @@ class Writeback:
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
                                                      self.writer.sidecar_gps(Path(job.path), state.sidecar))
-            listed = folded(keywords)  # a tag "paris" and the place Paris: one keyword
-            writing = keywords + [k for k in placed.keywords if k.casefold() not in listed | out]
-            paths |= {k: p for k, p in placed.keywords.items() if k not in keywords}
+            listed = {k.casefold(): k for k in keywords}  # a tag "paris" and the place Paris: one keyword
+            writing = keywords + [k for k in placed.keywords if k.casefold() not in listed.keys() | out]
+            # ... written flat once, under the place's path, which stays whole (places|France|…|Paris)
+            paths |= {listed.get(k.casefold(), k): p for k, p in placed.keywords.items()}
             withdraw += [k for k in placed.withdraw if k not in keywords]
             fill, job.filled = placed.fill, placed.filled
         if self.captions is not None:  # the caption as the description, where the photo has none

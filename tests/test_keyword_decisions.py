@@ -1,0 +1,85 @@
+"""Which keywords a photo gets, under which path, and what the log and summary say of them.
+
+Real JPEGs, the real pipeline and store, exiftool writing and an independent exiftool reading back;
+the cases come from an archivist's report: a town that is also a tag, an override spelt in another
+case than the list, keywords a person had already, and a sidecar for a photo given nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import Env, exif_keywords, noise_jpeg
+from tagwatch.config import PlacesConfig, TaggingConfig
+from tagwatch.outcomes import Status
+from tagwatch.places import Geocoder
+from tagwatch.vocabulary import parse_rich_tag_list
+
+HIERARCHICAL = "XMP-lr:HierarchicalSubject"
+EIFFEL = ["-GPSLatitude=48.8584", "-GPSLatitudeRef=N", "-GPSLongitude=2.2945", "-GPSLongitudeRef=E"]
+ROME = ["-GPSLatitude=41.8986", "-GPSLatitudeRef=N", "-GPSLongitude=12.4769", "-GPSLongitudeRef=E"]
+
+
+@pytest.fixture(scope="module")
+def geocoder() -> Geocoder:
+    """One gazetteer for the module (~1 s to load)."""
+    return Geocoder()
+
+
+def exiftool(photo: Path, *args: str) -> None:
+    """Edit ``photo`` as another program would."""
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-codedcharacterset=utf8", *args, str(photo)],
+                   check=True, capture_output=True)
+
+
+def fields(photo: Path, *tags: str) -> dict[str, list[str]]:
+    """``tags`` as an independent exiftool reads them (UTF-8), each as a list; absent ones left out."""
+    out = subprocess.run(["exiftool", "-j", "-G1", "-charset", "iptc=UTF8", *(f"-{t}" for t in tags),
+                          str(photo)], check=True, capture_output=True, text=True).stdout
+    record = json.loads(out, parse_float=str, parse_int=str)[0]
+    record.pop("SourceFile")
+    return {k: [str(x) for x in v] if isinstance(v, list) else [str(v)] for k, v in record.items()}
+
+
+def rich_list(env: Env, text: str) -> None:
+    env.pipeline.use_vocabulary(parse_rich_tag_list(text, ("a photo of a {}.",), env.root / "tags.toml"))
+
+
+def test_a_tag_that_is_also_the_town_keeps_the_place_path_whole(tmp_path: Path, tiny_checkpoint: Path,
+                                                                 geocoder: Geocoder) -> None:
+    """Report §5: `paris` on the list (under `city`) and the photo taken at the Eiffel tower wrote
+    `places|France|Île-de-France` but no `…|Paris`: the photo was missing from its town in Lightroom,
+    digiKam and Immich while the log said `place: … Paris`.  The flat keyword is written once, as the
+    list spells it; the place path stays whole; untag takes it all out; a GPS edit to Rome puts the
+    keyword back under the tag's own path."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=3), places=PlacesConfig())
+    env.pipeline.places.geocoder = geocoder
+    try:
+        rich_list(env, '[[tag]]\nkeyword = "city"\n[[tag]]\nkeyword = "paris"\nparent = "city"\n'
+                       '[[tag]]\nkeyword = "red"\n')
+        photo = noise_jpeg(tmp_path / "in" / "eiffel.jpg", seed=7)
+        exiftool(photo, *EIFFEL)
+        assert env.run(photo) == {"eiffel.jpg": Status.TAGGED}
+        flat = exif_keywords(photo)
+        hierarchy = fields(photo, HIERARCHICAL)[HIERARCHICAL]
+        assert "places|France|Île-de-France|Paris" in hierarchy, hierarchy
+        assert {"places|France", "places|France|Île-de-France"} <= set(hierarchy)
+        for found in flat.values():  # one flat keyword, as the list spells it
+            assert [k for k in found if k.casefold() == "paris"] == ["paris"], found
+            assert {"France", "Île-de-France", "city", "red"} <= set(found)
+
+        exiftool(photo, *ROME)  # a metadata edit: the tag stays predicted, the town changes
+        assert env.run(photo) == {"eiffel.jpg": Status.TAGGED}
+        hierarchy = fields(photo, HIERARCHICAL)[HIERARCHICAL]
+        assert "city|paris" in hierarchy and "places|Italy|Lazio|Rome" in hierarchy
+        assert not [h for h in hierarchy if "France" in h], hierarchy
+
+        assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
+        assert fields(photo, "IPTC:Keywords", "XMP-dc:Subject", HIERARCHICAL) == {}
+    finally:
+        env.close()
+
