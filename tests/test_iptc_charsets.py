@@ -179,3 +179,14 @@ def test_untag_keeps_a_persons_application_record_version(tmp_path: Path, writer
     untag(writer, photo, plan)
     record = iptc(photo)
     assert "Keywords" not in record and record["ApplicationRecordVersion"] == "0"
+
+
+def test_a_persons_decomposed_keyword_is_the_composed_tag(tmp_path: Path, writer: KeywordWriter) -> None:
+    """macOS apps write "Élise" decomposed (E + U+0301); the list's "Élise" is composed.  Compared by
+    bytes they were two keywords, written side by side, and looking the same."""
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=9)
+    decomposed = "E\u0301lise"
+    exiftool(photo, "-codedcharacterset=utf8", f"-IPTC:Keywords={decomposed}",
+             f"-XMP-dc:Subject={decomposed}")
+    writer.apply(writer.plan(photo, ["\u00c9lise", "red"]))
+    assert exif_keywords(photo) == {"iptc": [decomposed, "red"], "xmp": [decomposed, "red"]}

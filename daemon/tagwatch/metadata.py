@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .atomic import Pin, Superseded, create, fsync_folder
+from .casefold import fold, folded
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
 from .formats import EMBEDDABLE_SUFFIXES
@@ -593,11 +594,11 @@ class KeywordWriter:
 
         mine = {tag: self.forms.ours(tag, had) for tag in _FIELDS}
 
-        # the person's flat keywords, case-folded: their "RED" is the keyword red, already there
-        folded = {v.casefold() for v in photo.all | sidecar.all if v not in owned}
+        # the person's flat keywords, folded: their "RED" (or a decomposed "Élise") is already there
+        theirs = folded(v for v in photo.all | sidecar.all if v not in owned)
 
         def persons(keyword: str) -> bool:  # in the file in a form that is not one of ours
-            return keyword.casefold() in folded or any(
+            return fold(keyword) in theirs or any(
                 value in existing.values(tag) and value not in mine[tag]
                 for tag in _FIELDS for value in [self.forms.spell(tag, keyword, new[keyword])]
                 for existing in files)
