@@ -16,6 +16,7 @@ import pytest
 from conftest import Env, exif_keywords, noise_jpeg
 from tagwatch.config import PlacesConfig, TaggingConfig
 from tagwatch.outcomes import Status
+from tagwatch.overrides import parse_overrides
 from tagwatch.places import Geocoder
 from tagwatch.vocabulary import parse_rich_tag_list
 
@@ -80,6 +81,31 @@ def test_a_tag_that_is_also_the_town_keeps_the_place_path_whole(tmp_path: Path, 
 
         assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
         assert fields(photo, "IPTC:Keywords", "XMP-dc:Subject", HIERARCHICAL) == {}
+    finally:
+        env.close()
+
+
+def test_an_override_add_in_another_case_gets_the_list_tags_path(tmp_path: Path,
+                                                                  tiny_checkpoint: Path) -> None:
+    """Report §7: `add = ["Blue"]` with `blue` under `colour` on the list wrote a flat `Blue` into
+    lr:hierarchicalSubject, while `add = ["blue"]` got `colour|blue`.  Keywords are compared without
+    regard to case: both get the list's path, as the list spells it (docs/overrides.md)."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=1))
+    root = tmp_path / "in"
+    try:
+        rich_list(env, '[[tag]]\nkeyword = "colour"\nthreshold = 1.0\n'  # these two: never predicted
+                       '[[tag]]\nkeyword = "red"\nparent = "colour"\n'
+                       '[[tag]]\nkeyword = "blue"\nparent = "colour"\nthreshold = 1.0\n')
+        upper, lower = noise_jpeg(root / "upper.jpg", seed=8), noise_jpeg(root / "lower.jpg", seed=9)
+        env.pipeline.use_overrides(parse_overrides(
+            f'[[override]]\npath = "{upper}"\nadd = ["Blue"]\n'
+            f'[[override]]\npath = "{lower}"\nadd = ["blue"]\n',
+            tmp_path / "overrides.toml", [root]))
+        assert env.run(upper, lower) == {"upper.jpg": Status.TAGGED, "lower.jpg": Status.TAGGED}
+        for photo, flat in ((upper, "Blue"), (lower, "blue")):
+            hierarchy = fields(photo, HIERARCHICAL)[HIERARCHICAL]
+            assert "colour|blue" in hierarchy and flat not in hierarchy, hierarchy
+            assert flat in exif_keywords(photo)["iptc"]
     finally:
         env.close()
 

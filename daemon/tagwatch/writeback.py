@@ -29,7 +29,7 @@ import contextlib
 import glob
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -96,6 +96,23 @@ class WriteJob:
     def writes(self) -> bool:
         """Does the file itself change?"""
         return self.plan is not None and self.plan.changes
+
+
+def known_paths(known: Mapping[str, str], keywords: Iterable[str]) -> dict[str, str]:
+    """The hierarchical path of each of ``keywords`` that ``known`` (the tag list's, a caption's) has
+    one for, whatever its case: keywords are compared without regard to case everywhere, so an
+    override's ``add = ["Blue"]`` is the list's ``blue`` and goes under its path, spelled as the list
+    spells it (``colour|blue``: digiKam's tags are case-sensitive, and ``colour/Blue`` would be a
+    second tag beside the one the predictions use).  An exact spelling wins over another case; a
+    list tag without a parent leaves the keyword flat, as it is spelt."""
+    wanted = list(dict.fromkeys(keywords))
+    found = {k: known[k] for k in wanted if k in known}
+    missing = {k.casefold() for k in wanted if k not in found}
+    if not missing:
+        return found
+    by_case = {k.casefold(): p for k, p in known.items() if k.casefold() in missing}
+    return found | {k: p if "|" in p else k for k in wanted
+                    if k not in found and (p := by_case.get(k.casefold())) is not None}
 
 
 def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
@@ -214,9 +231,10 @@ class Writeback:
         # Without a prediction there is something to do only to our own keywords: sync drops them,
         # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
         # wipe a person's keywords over a threshold typo.
+        list_paths = known_paths(rules.paths, owned)
         ours_to_fix = owned and rules.mode != "overwrite" and (
             rules.mode == "sync" or any(k.casefold() in override.removes() for k in owned)
-            or any(k in rules.paths and owned_paths.get(k, (k,)) != (rules.paths[k],) for k in owned))
+            or any(owned_paths.get(k, (k,)) != (p,) for k, p in list_paths.items()))
         if self.writer is None or not (keywords or ours_to_fix or twins or self.places is not None
                                        or self.captions is not None):
             return
@@ -243,7 +261,7 @@ class Writeback:
         known = rules.paths
         if self.captions is not None:  # a caption's keywords under their prefix; a list tag's path wins
             known = {**self.captions.paths(job.reading), **rules.paths}
-        paths = {k: known[k] for k in (*keywords, *owned) if k in known}
+        paths = known_paths(known, (*keywords, *owned))
         fill: dict[str, str | None] = {}
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
