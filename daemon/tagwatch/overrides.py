@@ -450,7 +450,11 @@ def forget(text: str, source: Path, roots: Sequence[Path | str], path: str) -> t
     doc = tomlkit.parse(text)
     for index in reversed(gone):
         del doc["override"][index]
+    if not doc["override"]:
+        del doc["override"]
     result = tomlkit.dumps(doc)
+    if result.rstrip().endswith(_MARK):  # the review page's comment above the last rule taken out
+        result = result.rstrip()[:-len(_MARK)].rstrip("\n") + "\n"
     expected = [(r.pattern, r.add, r.remove) for i, r in enumerate(old.rules) if i not in gone]
     if [(r.pattern, r.add, r.remove) for r in parse_overrides(result, source, roots).rules] != expected:
         raise OverridesError(f"{source}: could not take the rules out safely in this file")

@@ -46,6 +46,8 @@ from .overrides import (
     OverridesError,
     follow_moves,
     follows,
+    forget_deleted,
+    forgets,
     load_overrides,
     names_files,
 )
@@ -401,17 +403,42 @@ class Pipeline:
         fresh = [p for p in photos if p.key is not None]
         rows = self.store.files(p.path for p in fresh)
         moves: list[tuple[str, str, bool]] = []
+        replaced: list[str] = []
         for photo in fresh:
             row = rows.get(photo.path)
             if row is not None and row.state != DELETED:
                 continue  # known here: not a photo that arrived from elsewhere
+            if row is not None and row.key != photo.key:
+                replaced.append(photo.path)  # another picture where a deleted photo was
             assert photo.key is not None
             for old in self.store.paths_of_picture(photo.key, photo.path):
                 if not os.path.lexists(old) and follows(self.overrides, [(old, photo.path, False)]):
                     moves.append((old, photo.path, False))
                     break
+        if replaced and forgets(self.overrides, replaced):
+            self._forget(replaced)
         if moves:
             self._follow(moves)
+
+    def _forget(self, paths: list[str]) -> None:
+        """A correction is of the photo it was made on: a rule naming exactly a deleted photo, where
+        another picture now arrives under its name (a camera's DSC_0100.jpg again), is taken out of
+        the overrides file before that picture is judged, or it would get the old one's keywords (a
+        person's name on someone else) as the person's, never taken out again."""
+        source = self.overrides.source
+        try:
+            overrides, gone = forget_deleted(self.overrides, paths)
+        except (OSError, OverridesError) as exc:
+            log.warning("%s: a rule naming a deleted photo still names its path, where another picture "
+                        "now is (%s); edit it by hand", source, getattr(exc, "strerror", None) or exc)
+            return
+        for rule in gone:
+            said = "; ".join(f"{what} {', '.join(words)}" for what, words in (("add", rule.add),
+                                                                            ("remove", rule.remove)) if words)
+            log.info("%s: the rule for %s (%s) went with the deleted photo: another picture is there now",
+                     source, rule.pattern, said, extra={"event": "rule-removed", "path": rule.pattern})
+        if gone:
+            self.use_overrides(overrides)
 
     def _finish(self, path: str, key: bytes | None, st: os.stat_result, tags: list[tuple[str, float]],
                 override: Override = NO_OVERRIDE, reading: Reading | None = None) -> Outcome:
