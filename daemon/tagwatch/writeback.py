@@ -619,6 +619,9 @@ class Writeback:
                 else:
                     log.info("moved %s -> %s", op.src, op.dst,
                              extra={"event": "moved", "path": op.dst, "from": op.src})
+                    row = self.store.file(op.dst)
+                    if row is not None and row.state != DONE:  # renamed mid-write (an ingest script
+                        unknown.append(op.dst)  # at 0.1 s): its batch met the old name gone
         return unknown
 
 
