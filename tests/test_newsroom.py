@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, exif_keywords, noise_jpeg
+from conftest import Env, exif_keywords, noise_jpeg, tagwatch
 from tagwatch.config import TaggingConfig
 from tagwatch.formats import content_key
 from tagwatch.outcomes import Status
@@ -77,3 +77,16 @@ def test_a_photo_renamed_while_its_keywords_were_being_written_is_tagged_under_i
     assert env.pipeline.apply([Move(str(incoming), str(story))]) == [str(story)]  # looked at again
     assert env.run(story) == {"story_1.jpg": Status.TAGGED}
     assert len(exif_keywords(story)["iptc"]) == 2
+
+
+def test_explain_says_when_its_verdicts_are_not_in_the_file(tmp_path: Path, config_file) -> None:
+    """A photo left pending read "TAGGED" in explain while it carried nothing: the verdicts are what
+    a write will do, and explain now says the photo has not been written yet (or could not be)."""
+    config = config_file()
+    photo = noise_jpeg(tmp_path / "drop" / "story.jpg", seed=4)
+    before = tagwatch("explain", "--config", str(config), str(photo))
+    assert before.returncode == 0, before.stderr
+    assert "not tagged yet: the verdicts below are what the daemon or a scan will write" in before.stdout
+    assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
+    after = tagwatch("explain", "--config", str(config), str(photo)).stdout
+    assert "not tagged yet" not in after and "TAGGED" in after

@@ -15,7 +15,7 @@ from ..casefold import folded
 from ..config import Config
 from ..geotag import Places
 from ..metadata import ExifTool, Keywords, KeywordWriter, MetadataError
-from ..store import DECLINED, UNTAGGED, Store
+from ..store import DECLINED, FAILED, PENDING, UNTAGGED, Store
 from ..tagger import select
 from .common import (
     UsageError,
@@ -55,6 +55,7 @@ class Explanation:
     place: list[str] = field(default_factory=list)  # the photo's coordinates and place ([places] on)
     caption: list[str] = field(default_factory=list)  # its caption and candidates ([captions] on)
     set_aside: bool = False  # ``untag`` took its keywords out: the verdicts are what a scan would do
+    unwritten: str = ""  # why the verdicts are not (yet) in the file: never tagged, pending, failed
 
 
 def explain(config: Config, image: str) -> Explanation:
@@ -81,6 +82,10 @@ def explain(config: Config, image: str) -> Explanation:
         row = store.file(path)
         declined = set(store.ledger(row.id, DECLINED)) if row is not None else set()
         set_aside = row is not None and row.state == UNTAGGED
+        unwritten = ("not tagged yet: the verdicts below are what the daemon or a scan will write"
+                     if row is None or row.state == PENDING else
+                     f"not written: it could not be tagged ({row.error}); the verdicts below are what a "
+                     "scan will write once it can" if row.state == FAILED else "")
     finally:
         store.close()
     assert pipeline.tags is not None and pipeline.vocabulary is not None
@@ -129,7 +134,7 @@ def explain(config: Config, image: str) -> Explanation:
     said = caption_lines(pipeline.captions, reading, override.remove) if pipeline.captions else []
     if set_aside:
         lines = [replace(line, verdict=aside(line.verdict)) for line in lines]
-    return Explanation(path, pipeline.model.identity, lines, place, said, set_aside)
+    return Explanation(path, pipeline.model.identity, lines, place, said, set_aside, unwritten)
 
 
 def aside(verdict: str) -> str:
@@ -178,6 +183,8 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
     that an override adds or removes; or, with ``names``, just those tags wherever they rank."""
     out = [f"{explanation.path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
            f"model {explanation.model}", *explanation.place]
+    if explanation.unwritten:
+        out.append(explanation.unwritten)
     if explanation.set_aside:
         out.append("set aside by `tagwatch untag`: no keyword is written into it and the daemon leaves it "
                    f"alone; `tagwatch scan {shlex.quote(explanation.path)}` tags it again")
