@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Env, exif_keywords, noise_jpeg
-from tagwatch.config import PlacesConfig, TaggingConfig
+from tagwatch.config import PlacesConfig, TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
 from tagwatch.places import Geocoder
@@ -109,3 +109,29 @@ def test_an_override_add_in_another_case_gets_the_list_tags_path(tmp_path: Path,
     finally:
         env.close()
 
+
+def test_no_sidecar_for_a_photo_given_nothing_of_tagwatchs(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Report §14: with target "sidecar", a photo that got no prediction but held a person's
+    keywords got a new XMP sidecar ("fields brought up to date") holding their keywords alone, which
+    untag left behind; so did one predicted only keywords it had already.  A photo given a keyword
+    still gets its sidecar."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=0.99), write=WriteConfig(target="sidecar"),
+              places=PlacesConfig())  # places on, as by default: the write is planned for every photo
+    root = tmp_path / "in"
+    try:
+        oma, persons, plain = (noise_jpeg(root / f"{n}.jpg", seed=s)
+                               for n, s in (("oma", 15), ("p", 16), ("c", 17)))
+        exiftool(oma, "-IPTC:Keywords=Oma Käthe")
+        exiftool(persons, "-IPTC:Keywords=red", "-IPTC:Keywords=Circle")
+        before = {p: p.read_bytes() for p in (oma, persons)}
+        assert env.run(oma) == {"oma.jpg": Status.TAGGED}
+        env.use(["red", "circle"], TaggingConfig(threshold=-1.0, top_k=2))
+        assert env.run(persons, plain) == {"p.jpg": Status.TAGGED, "c.jpg": Status.TAGGED}
+        assert sorted(p.name for p in root.iterdir()) == ["c.jpg", "c.jpg.xmp", "oma.jpg", "p.jpg"]
+        assert {p: p.read_bytes() for p in (oma, persons)} == before
+        assert sorted(fields(root / "c.jpg.xmp", "XMP-dc:Subject")["XMP-dc:Subject"]) == ["circle", "red"]
+        for photo in (oma, persons):  # nor does untag make one, to take nothing out of it
+            assert env.pipeline.untag(str(photo)).status == Status.UNCHANGED
+        assert sorted(p.name for p in root.iterdir()) == ["c.jpg", "c.jpg.xmp", "oma.jpg", "p.jpg"]
+    finally:
+        env.close()

@@ -29,7 +29,7 @@ import contextlib
 import glob
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -113,6 +113,23 @@ def known_paths(known: Mapping[str, str], keywords: Iterable[str]) -> dict[str, 
     by_case = {k.casefold(): p for k, p in known.items() if k.casefold() in missing}
     return found | {k: p if "|" in p else k for k in wanted
                     if k not in found and (p := by_case.get(k.casefold())) is not None}
+
+
+def idle_sidecar(plan: WritePlan, owned: Collection[str]) -> WritePlan:
+    """``plan`` without the edits that would create a sidecar where nothing of tagwatch's goes: a
+    photo that gets no prediction (or only keywords a person gave it already), with
+    ``target = "sidecar"``, would otherwise get a new XMP file holding the person's keywords alone,
+    which untag, having nothing of ours to take out of it, would leave beside the photo."""
+    if (plan.ours or plan.removed or plan.dropped or plan.respelled or plan.fills_ahead or plan.fills
+            or any(k in owned for k in plan.keywords)):
+        return plan
+    return _no_new_sidecar(plan)
+
+
+def _no_new_sidecar(plan: WritePlan) -> WritePlan:
+    """``plan`` without an edit that creates a sidecar (one that did not exist when it was read)."""
+    edits = [edit for edit in plan.edits if edit.is_photo or edit.before is not None]
+    return plan if len(edits) == len(plan.edits) else replace(plan, edits=edits)
 
 
 def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
@@ -287,9 +304,9 @@ class Writeback:
         if others:
             owned_paths = {**owned_paths, **self.share(job, state, others, keywords)}
             owned, writing, mode = self._beside(job, state, others, writing, withdraw, mode)
-        plan = job.plan = self.writer.plan(
+        plan = job.plan = idle_sidecar(self.writer.plan(
             Path(job.path), writing, before=job.stat, mode=mode, owned=owned, owned_paths=owned_paths,
-            paths=paths, withdraw=withdraw, state=state, fill=fill, filled=job.filled)
+            paths=paths, withdraw=withdraw, state=state, fill=fill, filled=job.filled), owned)
         if not plan.changes:
             return
         mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
@@ -557,6 +574,8 @@ class Writeback:
         try:
             plan = self.writer.plan_untag(Path(path), shared.ours_only(owned, others), dropped,
                                           self.store.ledger_paths(row.id), filled)
+            if not plan.restored:  # nothing of ours is in a sidecar not there: none is created to take it out
+                plan = _no_new_sidecar(plan)
             st = self.writer.apply(plan)
         except (MetadataError, OSError) as exc:
             reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
