@@ -250,7 +250,8 @@ def test_explain_lists_every_tag_with_its_verdict(tmp_path: Path, config_file) -
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith(f"{photo}: threshold -1.0, top_k 3")
-    rows = lines[1:]
+    assert lines[1].startswith("not tagged yet: ")  # never scanned: the verdicts are what a write will do
+    rows = lines[2:]
     assert len(rows) == len(TAGS)
     scores = [float(row.split()[1]) for row in rows]
     assert scores == sorted(scores, reverse=True)

@@ -86,7 +86,7 @@ def test_explain_says_when_its_verdicts_are_not_in_the_file(tmp_path: Path, conf
     photo = noise_jpeg(tmp_path / "drop" / "story.jpg", seed=4)
     before = tagwatch("explain", "--config", str(config), str(photo))
     assert before.returncode == 0, before.stderr
-    assert "not tagged yet: the verdicts below are what the daemon or a scan will write" in before.stdout
+    assert "not tagged yet: none of the verdicts below is in the file" in before.stdout
     assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
     after = tagwatch("explain", "--config", str(config), str(photo)).stdout
     assert "not tagged yet" not in after and "TAGGED" in after

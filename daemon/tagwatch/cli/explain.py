@@ -82,10 +82,10 @@ def explain(config: Config, image: str) -> Explanation:
         row = store.file(path)
         declined = set(store.ledger(row.id, DECLINED)) if row is not None else set()
         set_aside = row is not None and row.state == UNTAGGED
-        unwritten = ("not tagged yet: the verdicts below are what the daemon or a scan will write"
+        unwritten = ("not tagged yet: none of the verdicts below is in the file"
                      if row is None or row.state == PENDING else
-                     f"not written: it could not be tagged ({row.error}); the verdicts below are what a "
-                     "scan will write once it can" if row.state == FAILED else "")
+                     f"not written: it could not be tagged ({row.error}); none of the verdicts below is "
+                     "in the file" if row.state == FAILED else "")
     finally:
         store.close()
     assert pipeline.tags is not None and pipeline.vocabulary is not None
