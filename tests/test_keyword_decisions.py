@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, exif_keywords, noise_jpeg
+from conftest import Env, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import PlacesConfig, TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
@@ -108,6 +108,31 @@ def test_an_override_add_in_another_case_gets_the_list_tags_path(tmp_path: Path,
             assert flat in exif_keywords(photo)["iptc"]
     finally:
         env.close()
+
+
+def test_the_log_and_summary_say_what_was_written(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Report §17: `tagged …: circle, red` for a photo holding the person's `RED` (no red written);
+    `no tag above threshold` for a photo whose two predictions an override removed; and `2 tagged`
+    for a scan that wrote into one photo.  Every photo here gets both tags predicted."""
+    root = tmp_path / "in"
+    theirs, corrected, plain = (noise_jpeg(root / f"{n}.jpg", seed=s)
+                                for n, s in (("a", 17), ("b", 18), ("c", 19)))
+    exiftool(theirs, "-IPTC:Keywords=RED", "-XMP-dc:Subject=RED")
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle"], top_k=2)
+    config.write_text(config.read_text().replace('tags = "tags.txt"',
+                                                 'tags = "tags.txt"\noverrides = "o.toml"'))
+    (config.parent / "o.toml").write_text(f'[[override]]\npath = "{corrected}"\nremove = ["red", "circle"]\n')
+    result = tagwatch("scan", str(root), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f"tagged {theirs}: circle; already in the file: red" in result.stderr
+    assert exif_keywords(theirs) == {"iptc": ["RED", "circle"], "xmp": ["RED", "circle"]}
+    line = next(line for line in result.stderr.splitlines() if f" {corrected}: " in line)
+    said = line.split("INFO ", 1)[1]
+    assert said in (f"checked {corrected}: removed by an override: {names}; nothing to write"
+                    for names in ("red, circle", "circle, red")), line
+    assert exif_keywords(corrected) == {"iptc": [], "xmp": []}
+    assert f"tagged {plain}: " in result.stderr
+    assert "scan: 3 photos: 2 tagged, 1 unchanged" in result.stderr
 
 
 def test_no_sidecar_for_a_photo_given_nothing_of_tagwatchs(tmp_path: Path, tiny_checkpoint: Path) -> None:

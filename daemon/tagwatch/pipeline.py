@@ -58,7 +58,7 @@ from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary
 from .wording import counted
-from .writeback import TagRules, Writeback, WriteJob
+from .writeback import TagRules, Writeback, WriteJob, corrected
 
 if TYPE_CHECKING:
     from .encoder import LazyModel
@@ -261,8 +261,7 @@ class Pipeline:
 
     def decide(self, path: str, tags: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], Override]:
         """Predictions → what ``path`` should carry, after its overrides."""
-        override = self.overrides.for_path(path)
-        return (override.apply(tags) if override else tags), override
+        return corrected(self.overrides.for_path(path), tags)
 
     # -- one batch -----------------------------------------------------------------------------
 

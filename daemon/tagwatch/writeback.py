@@ -66,6 +66,25 @@ class TagRules:
     levels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # tag → levels expansion adds
 
 
+@dataclass(frozen=True)
+class Corrected(Override):
+    """A photo's override as applied to its predictions, with those it took out (``took``): a photo
+    left with no tag because a correction removed what was predicted is logged so, not as having
+    no tag above the threshold.  It travels in :class:`WriteJob`'s ``override``, as any engine
+    builds the job from :meth:`tagwatch.pipeline.Pipeline.judge`'s answer."""
+
+    took: tuple[str, ...] = ()
+
+
+def corrected(override: Override, tags: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], Override]:
+    """Predictions → what is written after ``override``, and the override with what it took out."""
+    if not override:
+        return tags, override
+    removing = override.removes()
+    took = tuple(k for k, _ in tags if k.casefold() in removing)
+    return override.apply(tags), Corrected(override.add, override.remove, took) if took else override
+
+
 @dataclass
 class WriteJob:
     """One file's keywords on their way into it."""
@@ -146,7 +165,7 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
 
 def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_out: Sequence[str],
                 threshold: float, wrote: bool, removed: Sequence[str] = (), dropped: Sequence[str] = (),
-                rewrote: bool = False) -> str:
+                rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = ()) -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
@@ -154,11 +173,24 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     file)" follows the keywords it is about, never what a person took out; a sync re-score that only
     took a keyword of ours out says which (``checked …: beach; took out tagwatch's no longer
     predicted: forest``).  ``rewrote``: the file changed though no keyword did (a description or a
-    location field taken out or filled, a hierarchical path re-spelled)."""
-    head = [", ".join(carried)] if carried else [] if kept_out else [f"no tag above threshold {threshold}"]
+    location field taken out or filled, a hierarchical path re-spelled).
+
+    ``theirs``: those of ``carried`` the file held already as a person's (their ``RED`` for our red),
+    so not written: where something else was, the line says so (``tagged …: circle; already in the
+    file: red``) instead of listing them as written.  ``overridden``: predictions an override took
+    out (``checked …: removed by an override: red, circle; nothing to write``), which passed the
+    threshold: a photo left without a tag by them has not "no tag above threshold"."""
+    written = wrote or bool(removed or dropped)
+    shown = [k for k in carried if k not in theirs] if written else list(carried)
+    head = [", ".join(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
+        f"no tag above threshold {threshold}"]
     if places:
         head.append(f"place: {', '.join(places)}")
+    if written and len(shown) < len(carried):
+        head.append(f"already in the file: {', '.join(k for k in carried if k in theirs)}")
     tail = [f"left out, as a person took them out: {', '.join(kept_out)}"] if kept_out else []
+    if overridden:
+        tail.append(f"removed by an override: {', '.join(overridden)}")
     if removed:
         tail.append(f"took out tagwatch's no longer predicted: {', '.join(removed)}")
     if dropped:
@@ -512,8 +544,12 @@ class Writeback:
             fields["removed"] = removed
         if dropped:
             fields["dropped"] = dropped
+        # predicted, and in the file as a person's already: not written (their "RED" for our red)
+        theirs = [k for k in carried if k not in added and k not in job.owned] if plan is not None else []
+        took = override.took if isinstance(override, Corrected) else ()
         log.info("%s", tagged_line(job.path, carried, places, job.kept_out, rules.threshold, bool(added),
-                                   removed, dropped, rewrote=_rewrote(job, st)),
+                                   removed, dropped, rewrote=_rewrote(job, st), theirs=theirs,
+                                   overridden=[k for k in took if k.casefold() not in out]),
                  extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=_rewrote(job, st))
 

@@ -58,7 +58,7 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
 
             def done(outcomes: list[Outcome]) -> None:
                 for outcome in outcomes:
-                    _count(counts, outcome)
+                    _count(counts, outcome, dry_run)
                     report(outcome)
                 bar.advance(len(outcomes))
 
@@ -112,9 +112,16 @@ def _any_new(store: Store, paths: Sequence[str]) -> bool:
     return False
 
 
-def _count(counts: dict[str, int], outcome: Outcome) -> None:
-    # a dry run's photo the scan would refuse (read-only, hard links) is no "tagged" in its summary
-    status = "would fail" if outcome.status == Status.TAGGED and outcome.error else outcome.status
+def _count(counts: dict[str, int], outcome: Outcome, dry_run: bool) -> None:
+    """Count ``outcome`` under the status the summary gives it.  A dry run's photo the scan would
+    refuse (read-only, hard links) is no "tagged"; nor is a photo the scan checked and left as it
+    was (no tag above the threshold, or only keywords it had already): "unchanged", as the log line
+    says "nothing to write" or "(already in the file)" of it."""
+    status: str = outcome.status
+    if outcome.status == Status.TAGGED and dry_run and outcome.error:
+        status = "would fail"
+    elif outcome.status == Status.TAGGED and not dry_run and not outcome.wrote:
+        status = Status.UNCHANGED
     counts[status] = counts.get(status, 0) + 1
     if outcome.status == Status.WAIT:  # the daemon would retry later; a scan reports it
         log.warning("%s: not tagged: %s (run the scan again once that is fixed)", outcome.path, outcome.error,
@@ -144,7 +151,7 @@ def scan_on_ray(config: Config, paths: Iterable[str], total: int, *, address: st
                                  model=ray_driver.RemoteModel(fleet), reader=writer)
         with progress(total) as bar:
             def finish(outcome: Outcome) -> None:
-                _count(counts, outcome)
+                _count(counts, outcome, dry_run)
                 report(outcome)
                 bar.advance()
 
