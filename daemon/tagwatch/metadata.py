@@ -44,6 +44,12 @@ TAGS_LIST_SLASH = "\u2215"  # DIVISION SLASH: a '/' inside a TagsList level, whi
 DESCRIPTION_FIELDS = ("XMP-dc:Description", "IPTC:Caption-Abstract")
 # Single-value fields ``plan(fill=...)`` may fill where a photo leaves them empty (exiftool names).
 FILLABLE = (*LOCATION_FIELDS, *DESCRIPTION_FIELDS)
+# The IPTC IIM field and its XMP twin that readers take as one (MWG: XMP first, else IPTC)
+_TWIN_PAIRS = (("IPTC:City", "XMP-photoshop:City"), ("IPTC:Province-State", "XMP-photoshop:State"),
+               ("IPTC:Country-PrimaryLocationName", "XMP-photoshop:Country"),
+               ("IPTC:Country-PrimaryLocationCode", "XMP-iptcCore:CountryCode"),
+               ("IPTC:Caption-Abstract", "XMP-dc:Description"))
+TWINS = {**dict(_TWIN_PAIRS), **{xmp: iptc for iptc, xmp in _TWIN_PAIRS}}
 # IPTC IIM's byte limits of its free-text datasets (exiftool 12.57's table: it truncates longer
 # values, mid-character if need be), and which of them may repeat (a list)
 IPTC_LIMITS = {f"IPTC:{name}": limit for name, limit in {
@@ -1224,16 +1230,24 @@ def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[s
 
     A field is ours to set when it is empty (absent or blank) or still holds a value of ours; a value
     a person wrote (or changed ours into) is never touched, and our record of the field is dropped.
+    A field whose twin (IPTC City and XMP City) holds a person's value gets that value, not ours:
+    the two disagreed (their Firenze, our Florence), and readers show either.
     """
     assign: dict[str, str | None] = {}
     ahead: dict[str, Filled] = {}
     after: dict[str, Filled | None] = {}
+
+    def persons(name: str) -> str | None:  # the value a person wrote in the field, if any
+        value, record = existing.fields.get(name), filled.get(name)
+        return value if value and value.strip() and (record is None or value not in record.ours) else None
+
     for name in dict.fromkeys([*fill, *filled]):
         if (sidecar and name.startswith("IPTC:")) or name in _FIELDS:  # IIM has no place in an XMP
             continue  # sidecar; a keyword field we created is the untag's business
         current, record = existing.fields.get(name), filled.get(name)
         want = fill.get(name)
-        want = fit(name, want) if want else None
+        theirs = persons(TWINS[name]) if want and name in TWINS else None
+        want = fit(name, theirs or want) if want else None
         ours = record is not None and current in record.ours
         if want is not None and (ours or current is None or not current.strip()):
             previous = record.previous if ours and record is not None else current
