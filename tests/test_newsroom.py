@@ -5,11 +5,12 @@ photo gets two known tags), and a real overrides file."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import Env, exif_keywords, noise_jpeg, tagwatch
+from conftest import TAGS, Env, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import TaggingConfig
 from tagwatch.formats import content_key
 from tagwatch.outcomes import Status
@@ -90,3 +91,25 @@ def test_explain_says_when_its_verdicts_are_not_in_the_file(tmp_path: Path, conf
     assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
     after = tagwatch("explain", "--config", str(config), str(photo)).stdout
     assert "not tagged yet" not in after and "TAGGED" in after
+
+
+def test_an_overrides_file_not_there_yet_is_said_once(tmp_path: Path, tiny_checkpoint: Path,
+                                                      daemon_factory) -> None:
+    """Right after `tagwatch init`, the overrides file the config names does not exist until the
+    review page's first correction: the warning came again at every tag-list save and SIGHUP (8
+    times in 5 minutes on a newsroom desk), where the docs promise one at the start."""
+    root = tmp_path / "drop"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    config.write_text('overrides = "overrides.toml"\n' + config.read_text(encoding="utf-8"), encoding="utf-8")
+    daemon = daemon_factory(config).start()
+    tags = config.parent / "tags.txt"
+    for count, extra in ((len(TAGS) + 1, ["harbour"]), (len(TAGS) + 2, ["harbour", "lake"])):
+        mark = len(daemon.log())
+        tags.write_text("\n".join([*TAGS, *extra]) + "\n", encoding="utf-8")
+        daemon.wait_log(f": {count} tags (", since=mark)
+    mark = len(daemon.log())
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(" reloaded: ", since=mark)
+    assert daemon.log().count("the overrides file does not exist yet") == 1, daemon.log()
+    assert daemon.stop() == 0

@@ -101,6 +101,7 @@ class Daemon:
         self._reload_timer: threading.Timer | None = None
         self._reload_lock = threading.Lock()
         self._edited: set[str] = set()  # the tag list, the overrides: edited since the last reload
+        self._warned: set[str] = set()  # the overrides' warnings logged (the file not there yet)
         self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
 
     # -- tag list ------------------------------------------------------------------------------
@@ -117,7 +118,11 @@ class Daemon:
         starting = self.pipeline.vocabulary is None
         overrides_only = bool(edited) and set(edited) == {str(self.config.overrides)}
         try:
-            overrides = load_config_overrides(self.config)
+            overrides = load_config_overrides(self.config, quiet=True)
+            for warning in overrides.warnings:  # once, not again at every tag-list edit and SIGHUP
+                if warning not in self._warned:
+                    log.warning("%s", warning)
+            self._warned = set(overrides.warnings)  # one that went and came back is news again
             if self.config.overrides is not None and not overrides_only:
                 log.info("%s", self._rules(overrides))
             self.activity.reject("overrides", None)
