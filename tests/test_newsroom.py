@@ -4,6 +4,7 @@ photo gets two known tags), and a real overrides file."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -113,3 +114,22 @@ def test_an_overrides_file_not_there_yet_is_said_once(tmp_path: Path, tiny_check
     daemon.wait_log(" reloaded: ", since=mark)
     assert daemon.log().count("the overrides file does not exist yet") == 1, daemon.log()
     assert daemon.stop() == 0
+
+
+def test_a_file_name_that_is_not_utf8_is_a_skipped_event(tmp_path: Path, config_file) -> None:
+    """A photo copied from an old card reader with a Latin-1 name: `scan` of its folder ended in a
+    traceback (the daemon's JSON log gave an event "log" with no path or reason, which the faults
+    page's `select(.event == "skipped")` recipe misses), and `explain` of it in another."""
+    config = config_file()
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    bad = Path(os.fsdecode(bytes(folder) + b"/bad\xffname.jpg"))
+    noise_jpeg(bad, seed=5)
+    result = tagwatch("--log-format", "json", "scan", "--config", str(config), str(folder))
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    skipped = [r for r in records if r.get("event") == "skipped"]
+    assert len(skipped) == 1, result.stderr
+    assert skipped[0]["reason"] == "the file name is not valid UTF-8; rename the file"
+    assert skipped[0]["path"].endswith("bad\\udcffname.jpg'"), skipped[0]
+    explained = tagwatch("explain", "--config", str(config), str(bad))  # a traceback before
+    assert explained.returncode == 1 and "skipped: the file name is not valid UTF-8" in explained.stderr

@@ -69,7 +69,9 @@ _PLACES = "places="  # the fingerprint's part for the [places] settings (last: t
 _MODE = "mode="  # the fingerprint's part for [tagging] mode: a file written under another is looked at
 
 
-def _utf8(path: str) -> bool:
+def utf8_name(path: str) -> bool:
+    """Can the store (and exiftool's argument pipe) hold ``path``?  A name decoded with surrogate
+    escapes (an old card's Latin-1 bytes) cannot."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
@@ -272,10 +274,11 @@ class Pipeline:
         a name the store cannot hold).  Both engines start here."""
         paths = list(dict.fromkeys(paths))
         outcomes: list[Outcome] = []
-        unnamed = [p for p in paths if not p.isprintable() and not _utf8(p)]
+        unnamed = [p for p in paths if not p.isprintable() and not utf8_name(p)]
         for path in unnamed:  # the store keys files by UTF-8 path; such a name cannot be recorded
             reason = "the file name is not valid UTF-8; rename the file"
-            log.warning("%s: skipped: %s", logs.shown(path), reason)
+            log.warning("%s: skipped: %s", logs.shown(path), reason,  # a `skipped` event, as any other's
+                        extra={"event": "skipped", "path": logs.shown(path), "reason": reason})
             outcomes.append(Outcome(path, Status.FAILED, error=reason))
         paths = [p for p in paths if p not in unnamed]
         rows = self.store.files(paths)

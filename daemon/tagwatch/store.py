@@ -335,9 +335,7 @@ class Store:
     # -- files ---------------------------------------------------------------------------------
 
     def file(self, path: str) -> FileRow | None:
-        with self._lock:
-            r = self._db.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
-        return _row(r) if r else None
+        return self.files([path]).get(path)  # a name not valid UTF-8 is never recorded (see _each)
 
     def files_under(self, folder: str) -> dict[str, FileRow]:
         low, high = _under(folder)
@@ -350,11 +348,16 @@ class Store:
         return {path: _row(r) for path, r in self._each("SELECT * FROM files WHERE path = ?", paths).items()}
 
     def _each(self, sql: str, items: Iterable[Any], *extra: Any) -> dict[Any, sqlite3.Row]:
-        """Run a one-row primary-key SELECT per distinct item (bound first, then ``extra``)."""
+        """Run a one-row primary-key SELECT per distinct item (bound first, then ``extra``).  A path
+        that is not valid UTF-8 (an old card's Latin-1 name) cannot be recorded, so none is found:
+        binding it crashed `scan` of its folder with a traceback."""
         found: dict[Any, sqlite3.Row] = {}
         with self._lock:
             for item in dict.fromkeys(items):
-                r = self._db.execute(sql, (item, *extra)).fetchone()
+                try:
+                    r = self._db.execute(sql, (item, *extra)).fetchone()
+                except UnicodeEncodeError:
+                    continue
                 if r is not None:
                     found[item] = r
         return found

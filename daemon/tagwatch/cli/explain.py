@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .. import logs
 from ..captions import Captions, Reading
 from ..casefold import folded
 from ..config import Config
 from ..geotag import Places
 from ..metadata import ExifTool, Keywords, KeywordWriter, MetadataError
+from ..pipeline import utf8_name
 from ..store import DECLINED, FAILED, PENDING, UNTAGGED, Store
 from ..tagger import select
 from .common import (
@@ -63,8 +65,10 @@ def explain(config: Config, image: str) -> Explanation:
     levels above the tags it gets are written too, and say which tag they come from."""
     path = photo_path(image)
     problem = not_a_file(Path(path))
+    if problem is None and not utf8_name(path):  # exiftool's argument pipe could not take it
+        problem = "the file name is not valid UTF-8; rename the file"
     if problem is not None:  # a FIFO would block the read for ever, /dev/zero fill the memory
-        log.warning("%s: skipped: %s", path, problem)
+        log.warning("%s: skipped: %s", logs.shown(path), problem)
         raise Unusable(problem)
     store = Store(config.database)
     try:
