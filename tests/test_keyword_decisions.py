@@ -122,6 +122,9 @@ def test_the_log_and_summary_say_what_was_written(tmp_path: Path, tiny_checkpoin
     config.write_text(config.read_text().replace('tags = "tags.txt"',
                                                  'tags = "tags.txt"\noverrides = "o.toml"'))
     (config.parent / "o.toml").write_text(f'[[override]]\npath = "{corrected}"\nremove = ["red", "circle"]\n')
+    dry = tagwatch("scan", "--dry-run", str(corrected), "--config", str(config)).stdout  # said the same way
+    assert dry in (f"{corrected}\tremoved by an override: {names}\n"
+                   for names in ("red, circle", "circle, red")), dry
     result = tagwatch("scan", str(root), "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert f"tagged {theirs}: circle; already in the file: red" in result.stderr
@@ -160,3 +163,20 @@ def test_no_sidecar_for_a_photo_given_nothing_of_tagwatchs(tmp_path: Path, tiny_
         assert sorted(p.name for p in root.iterdir()) == ["c.jpg", "c.jpg.xmp", "oma.jpg", "p.jpg"]
     finally:
         env.close()
+
+
+def test_a_dry_run_leaves_out_a_keyword_a_person_took_out_since_the_last_scan(tmp_path: Path,
+                                                                             tiny_checkpoint: Path) -> None:
+    """Report §9: the person took `circle` out of a tagged photo; the dry run still listed it as to
+    be written, and only a real scan (which records the removal) made the dry run right."""
+    photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=21)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle"], top_k=2)
+    assert tagwatch("scan", str(photo), "--config", str(config)).returncode == 0
+    exiftool(photo, "-IPTC:Keywords-=circle", "-XMP-dc:Subject-=circle")
+    dry = tagwatch("scan", "--dry-run", str(photo), "--config", str(config))
+    assert dry.returncode == 0, dry.stderr
+    line = next(line for line in dry.stdout.splitlines() if line.startswith(str(photo)))
+    assert "red" in line and "circle" not in line, line
+    real = tagwatch("scan", str(photo), "--config", str(config))
+    assert "circle taken out of it by a person" in real.stderr, real.stderr
+    assert exif_keywords(photo)["iptc"] == ["red"]

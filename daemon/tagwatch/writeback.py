@@ -232,24 +232,34 @@ class Writeback:
     def preview(self, job: WriteJob) -> Outcome:
         """A dry run's outcome: the keywords decided, with the places the photo's GPS gives (read
         here, as step 1 reads it), so that it shows what a scan would write; nothing is recorded.
-        Keywords a person took out of this photo (recorded as declined) are left out, as the write
-        leaves them out."""
+        Keywords a person took out of this photo are left out, as the write leaves them out: those
+        recorded as declined, and those taken out since, found as the scan finds them (a dry run
+        listed them as written, and the scan after it left them out)."""
         row = self.store.file(job.path)
-        declined = (job.override.kept_out(self.store.ledger(row.id, DECLINED))
-                    if row is not None and row.key == job.key else set())
+        mine = row is not None and row.key == job.key
+        taken: list[str] = []
+        state: FileState | None = None
+        owned = self.store.ledger(row.id) if mine and row is not None else []
+        if self.reader is not None and (owned or self.places is not None):
+            try:
+                state = self.reader.inspect(Path(job.path), job.stat)
+            except (MetadataError, OSError) as exc:
+                log.warning("%s: %s: %s", job.path, "place not looked up" if self.places else "not read", exc)
+        if state is not None and owned and row is not None:  # taken out since: the scan records it
+            seen = replace(job, owned=owned)
+            found, _, stale = self._removed(seen, row, state, self.store.ledger_paths(row.id), self.reader)
+            taken = [] if stale else found
+        declined = (job.override.kept_out([*self.store.ledger(row.id, DECLINED), *taken])
+                    if mine and row is not None else set())
         job = replace(job, tags=[(k, s) for k, s in job.tags if k.casefold() not in declined])
         refused = self._refused(job)
-        if self.places is None or self.reader is None:
-            return Outcome(job.path, Status.TAGGED, job.tags, error=refused)
-        try:
-            state = self.reader.inspect(Path(job.path), job.stat)
-        except (MetadataError, OSError) as exc:
-            log.warning("%s: place not looked up: %s", job.path, exc)
-            return Outcome(job.path, Status.TAGGED, job.tags, error=refused)
+        took = list(job.override.took) if isinstance(job.override, Corrected) else []
+        if self.places is None or state is None or self.reader is None:
+            return Outcome(job.path, Status.TAGGED, job.tags, error=refused, overridden=took)
         placed = self.places.decide(job.path, None, state.photo.gps,
                                     self.reader.sidecar_gps(Path(job.path), state.sidecar))
         left_out = folded(job.keywords) | declined  # a tag's spelling, or taken out
-        return Outcome(job.path, Status.TAGGED, job.tags, error=refused,
+        return Outcome(job.path, Status.TAGGED, job.tags, error=refused, overridden=took,
                        places=[k for k in placed.keywords if k.casefold() not in left_out])
 
     def _refused(self, job: WriteJob) -> str | None:
@@ -454,16 +464,14 @@ class Writeback:
         if not job.owned:
             return declined
         assert self.writer is not None
-        pending = self.store.pending_ledger(row.id)
-        gone = self.writer.absent(state, {o: owned_paths.get(o, ()) for o in job.owned})
-        job.held = [o for o in job.owned if o not in gone]
-        taken = [o for o in gone if o not in pending]
-        job.unwritten = [o for o in gone if o in pending]
+        taken, unwritten, stale = self._removed(job, row, state, owned_paths, self.writer)
+        job.held = [o for o in job.owned if o not in taken and o not in unwritten]
+        job.unwritten = unwritten
         if not taken:
             return declined
-        changed = self._changed_ns(job.path, state)
-        if (row.written_ns is not None and changed - row.written_ns <= STALE_SAVE_NS
-                and set(taken) == self.store.last_written(row.id)):
+        if stale:
+            assert row.written_ns is not None
+            changed = self._changed_ns(job.path, state)
             log.info("%s: saved by another program %.1f s after tagwatch wrote it, without the keywords "
                      "that write added (%s): built from the version before it, so they are written again",
                      job.path, (changed - row.written_ns) / 1e9, ", ".join(taken),
@@ -477,12 +485,28 @@ class Writeback:
                                                              "keywords": taken})
         return declined | set(taken)
 
+    def _removed(self, job: WriteJob, row: FileRow, state: FileState,
+                 owned_paths: Mapping[str, Sequence[str]], reader: KeywordWriter
+                 ) -> tuple[list[str], list[str], bool]:
+        """Of ``job.owned``, the keywords the file no longer holds: (taken out since a write recorded
+        done, recorded ahead of a write never done, whether the save looks built from the version
+        before our last write).  Reads nothing but ``state``; :meth:`taken_out` and a dry run's
+        :meth:`preview` decide the same way."""
+        pending = self.store.pending_ledger(row.id)
+        gone = reader.absent(state, {o: owned_paths.get(o, ()) for o in job.owned})
+        taken = [o for o in gone if o not in pending]
+        stale = bool(taken) and row.written_ns is not None and (
+            self._changed_ns(job.path, state) - row.written_ns <= STALE_SAVE_NS
+            and set(taken) == self.store.last_written(row.id))
+        return taken, [o for o in gone if o in pending], stale
+
     def _changed_ns(self, path: str, state: FileState) -> int:
         """When the photo or its sidecar last changed (the newer), by the file system's clock."""
-        assert self.writer is not None
+        reader = self.writer or self.reader  # a dry run's reader names the same sidecar
+        assert reader is not None
         changed = state.before.st_ctime_ns
         with contextlib.suppress(OSError):
-            changed = max(changed, self.writer.sidecar_for(Path(path)).lstat().st_ctime_ns)
+            changed = max(changed, reader.sidecar_for(Path(path)).lstat().st_ctime_ns)
         return changed
 
     def _written_ns(self, job: WriteJob, st: os.stat_result) -> int | None:

@@ -181,7 +181,9 @@ def dry_line(outcome: Outcome) -> str | None:
         return None
     tags = ", ".join(f"{k} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags)
     refused = f" (a scan would not write it: {outcome.error})" if outcome.error else ""
-    return f"{outcome.path}\t{tags or '(no tag above threshold)'}{place}{refused}"
+    removed = f"removed by an override: {', '.join(outcome.overridden)}" if outcome.overridden else ""
+    shown = (f"{tags}; {removed}" if tags and removed else tags or removed or "(no tag above threshold)")
+    return f"{outcome.path}\t{shown}{place}{refused}"
 
 
 def scan_func(args: argparse.Namespace) -> int:
