@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TAGS, Env, exif_keywords, noise_jpeg, tagwatch, write_config
+from conftest import TAGS, Env, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
 from tagwatch.config import TaggingConfig
 from tagwatch.formats import content_key
 from tagwatch.outcomes import Status
@@ -133,3 +135,28 @@ def test_a_file_name_that_is_not_utf8_is_a_skipped_event(tmp_path: Path, config_
     assert skipped[0]["path"].endswith("bad\\udcffname.jpg'"), skipped[0]
     explained = tagwatch("explain", "--config", str(config), str(bad))  # a traceback before
     assert explained.returncode == 1 and "skipped: the file name is not valid UTF-8" in explained.stderr
+
+
+def test_the_daemon_counts_a_photo_it_wrote_nothing_into_as_unchanged(tmp_path: Path, tiny_checkpoint: Path,
+                                                                     daemon_factory) -> None:
+    """A copy of a tagged photo dropped in again (its keywords all there) was counted "tagged" in
+    `tagwatch status`, though nothing was written; `scan` counts such a photo unchanged."""
+    root = tmp_path / "drop"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    daemon = daemon_factory(config).start()
+
+    def state() -> dict:
+        return json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)["daemon"] or {}
+
+    first = noise_jpeg(tmp_path / "a.jpg", seed=6)
+    first.rename(root / "a.jpg")
+    wait_for(lambda: state().get("tagged_since_start") == 1)
+    mark = len(daemon.log())
+    shutil.copy2(root / "a.jpg", tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").rename(root / "b.jpg")
+    daemon.wait_log(f"{root / 'b.jpg'}: ", since=mark)
+    seen = time.time()
+    later = wait_for(lambda: (s := state()) and time.time() - s["age_s"] > seen + 0.1 and s)  # written since
+    assert later["tagged_since_start"] == 1 and later["unchanged_since_start"] >= 1, later
+    assert daemon.stop() == 0

@@ -119,10 +119,13 @@ class Activity:
         with self._lock:
             self.counts["batches"] += 1
             for outcome in outcomes:
-                if outcome.status == Status.TAGGED:
+                if outcome.status == Status.TAGGED and outcome.wrote:
                     self.counts["tagged"] += 1
                     self.counts["keywords_added"] += len(outcome.added)
                     self._recent.append(now)
+                elif outcome.status == Status.TAGGED:  # checked, nothing to write: as scan counts it
+                    self.counts["unchanged"] += 1
+                    self._recent.append(now)  # the rate is of photos done, for the backlog's time
                 elif outcome.status == Status.UNCHANGED:
                     self.counts["unchanged"] += 1
                 elif outcome.status == Status.FAILED:
