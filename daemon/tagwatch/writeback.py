@@ -165,7 +165,8 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
 
 def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_out: Sequence[str],
                 threshold: float, wrote: bool, removed: Sequence[str] = (), dropped: Sequence[str] = (),
-                rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = ()) -> str:
+                rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = (),
+                withdrawn: Sequence[str] = ()) -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
@@ -179,7 +180,10 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     so not written: where something else was, the line says so (``tagged …: circle; already in the
     file: red``) instead of listing them as written.  ``overridden``: predictions an override took
     out (``checked …: removed by an override: red, circle; nothing to write``), which passed the
-    threshold: a photo left without a tag by them has not "no tag above threshold"."""
+    threshold: a photo left without a tag by them has not "no tag above threshold".  ``withdrawn``:
+    keywords of ours this write took out because an override removes them (a rejection on the
+    review page), which are still predicted: not "no longer predicted"."""
+    removed = [*removed, *withdrawn]  # both taken out of the file; said apart below
     written = wrote or bool(removed or dropped)
     shown = [k for k in carried if k not in theirs] if written else list(carried)
     head = [", ".join(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
@@ -191,8 +195,11 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     tail = [f"left out, as a person took them out: {', '.join(kept_out)}"] if kept_out else []
     if overridden:
         tail.append(f"removed by an override: {', '.join(overridden)}")
-    if removed:
-        tail.append(f"took out tagwatch's no longer predicted: {', '.join(removed)}")
+    if withdrawn:
+        tail.append(f"took out, as a correction asks: {', '.join(withdrawn)}")
+    unpredicted = [k for k in removed if k not in withdrawn]
+    if unpredicted:
+        tail.append(f"took out tagwatch's no longer predicted: {', '.join(unpredicted)}")
     if dropped:
         tail.append(f"took out, as overwrite mode does: {', '.join(dropped)}")
     verb = "tagged" if wrote or ((carried or places) and not (removed or dropped)) else "checked"
@@ -571,9 +578,13 @@ class Writeback:
         # predicted, and in the file as a person's already: not written (their "RED" for our red)
         theirs = [k for k in carried if k not in added and k not in job.owned] if plan is not None else []
         took = override.took if isinstance(override, Corrected) else ()
+        rejected = override.removes()  # ours taken out as a correction asks: still predicted
+        withdrawn = [k for k in removed if k.casefold() in rejected]
         log.info("%s", tagged_line(job.path, carried, places, job.kept_out, rules.threshold, bool(added),
-                                   removed, dropped, rewrote=_rewrote(job, st), theirs=theirs,
-                                   overridden=[k for k in took if k.casefold() not in out]),
+                                   [k for k in removed if k not in withdrawn], dropped,
+                                   rewrote=_rewrote(job, st), theirs=theirs,
+                                   overridden=[k for k in took if k.casefold() not in out
+                                               and k not in withdrawn], withdrawn=withdrawn),
                  extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=_rewrote(job, st))
 
