@@ -160,3 +160,24 @@ def test_the_daemon_counts_a_photo_it_wrote_nothing_into_as_unchanged(tmp_path: 
     later = wait_for(lambda: (s := state()) and time.time() - s["age_s"] > seen + 0.1 and s)  # written since
     assert later["tagged_since_start"] == 1 and later["unchanged_since_start"] >= 1, later
     assert daemon.stop() == 0
+
+
+def test_a_re_score_that_writes_nothing_logs_no_tagging(tmp_path: Path, tiny_checkpoint: Path,
+                                                       daemon_factory) -> None:
+    """A tag-list edit re-scores every cached photo: each one whose predictions changed but whose
+    file did not (append mode keeps a tag dropped from the list) logged "tagged …: … (already in the
+    file)", ten such lines before "rewrote 0" reading as ten taggings."""
+    root = tmp_path / "drop"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=len(TAGS))  # every tag
+    daemon = daemon_factory(config).start()
+    photo = noise_jpeg(tmp_path / "a.jpg", seed=8)
+    photo = photo.rename(root / "a.jpg")
+    wait_for(lambda: len(exif_keywords(photo)["iptc"]) == len(TAGS))
+    dropped = TAGS[0]
+    mark = len(daemon.log())
+    (config.parent / "tags.txt").write_text("\n".join(TAGS[1:]) + "\n", encoding="utf-8")
+    said = daemon.wait_log("re-scored 1 photo, rewrote ", since=mark)[mark:]
+    assert "rewrote 0" in said and f"tagged {photo}" not in said, said
+    assert dropped in exif_keywords(photo)["iptc"]  # append: ours stays
+    assert daemon.stop() == 0

@@ -443,9 +443,11 @@ class Pipeline:
             self.use_overrides(overrides)
 
     def _finish(self, path: str, key: bytes | None, st: os.stat_result, tags: list[tuple[str, float]],
-                override: Override = NO_OVERRIDE, reading: Reading | None = None) -> Outcome:
+                override: Override = NO_OVERRIDE, reading: Reading | None = None, rescore: bool = False
+                ) -> Outcome:
         """Write the predicted keywords (after overrides), with the caption's, and record the result."""
-        return self.writeback.finish(WriteJob(path, key, st, tags, override, reading=reading), self.rules)
+        job = WriteJob(path, key, st, tags, override, reading=reading, rescore=rescore)
+        return self.writeback.finish(job, self.rules)
 
     def vector_for(self, path: str) -> np.ndarray:
         """The image vector of one file, from the cache or freshly encoded (``tagwatch explain``)."""
@@ -659,7 +661,7 @@ class Pipeline:
                     continue
                 try:
                     if is_unchanged(row, st):
-                        outcome = self._finish(row.path, row.key, st, tags, override, reading)
+                        outcome = self._finish(row.path, row.key, st, tags, override, reading, rescore=True)
                     else:  # changed on disk since we last saw it: treat it as new
                         outcome = self.process([row.path])[0]
                 except Exception as exc:  # the database is read-only for now, say: this file waits

@@ -106,6 +106,7 @@ class WriteJob:
     # owned, left in a sidecar another photo shares (it has them too), no longer this photo's
     released: list[str] = field(default_factory=list)
     reading: Reading | None = None  # the caption stage's (captions on): its keywords are in ``tags``
+    rescore: bool = False  # a re-score from cached vectors: a photo it leaves as it was is no news
 
     @property
     def keywords(self) -> list[str]:
@@ -580,12 +581,14 @@ class Writeback:
         took = override.took if isinstance(override, Corrected) else ()
         rejected = override.removes()  # ours taken out as a correction asks: still predicted
         withdrawn = [k for k in removed if k.casefold() in rejected]
-        log.info("%s", tagged_line(job.path, carried, places, job.kept_out, rules.threshold, bool(added),
-                                   [k for k in removed if k not in withdrawn], dropped,
-                                   rewrote=_rewrote(job, st), theirs=theirs,
-                                   overridden=[k for k in took if k.casefold() not in out
-                                               and k not in withdrawn], withdrawn=withdrawn),
-                 extra=fields)
+        # A tag-list edit re-scores every cached photo: one line per photo it wrote nothing into
+        # ("tagged …: blue (already in the file)" ten times, then "rewrote 0") read as ten taggings
+        quiet = job.rescore and not (added or removed or dropped or _rewrote(job, st))
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s", tagged_line(
+            job.path, carried, places, job.kept_out, rules.threshold, bool(added),
+            [k for k in removed if k not in withdrawn], dropped, rewrote=_rewrote(job, st), theirs=theirs,
+            overridden=[k for k in took if k.casefold() not in out and k not in withdrawn],
+            withdrawn=withdrawn), extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=_rewrote(job, st))
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
