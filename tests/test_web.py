@@ -337,6 +337,9 @@ def test_the_page_says_what_a_correction_will_and_will_not_do(site: Site) -> Non
     assert 'data-keyword="Dubiln" data-owner="person"' in page  # no ↺ that would do nothing
     assert 'data-action="undo" data-keyword="Dubiln"' not in page.replace("\n", " ")
     assert "Dubiln" in exif_keywords(typo)["iptc"]
+    code, headers, _ = post("typo.jpg", "undo", "Dubiln")  # again, from a stale tab: nothing to take back
+    page = site.request("GET", headers["location"])[1].decode()
+    assert "No correction of &#39;Dubiln&#39; for this photo is left in" in page, page[-2000:]
 
     # a photo untag set aside: a correction is kept for the scan that brings it back, nothing pends
     aside = folder / "aside.jpg"
@@ -355,6 +358,8 @@ def test_the_page_says_what_a_correction_will_and_will_not_do(site: Site) -> Non
     code, _, page = post("gone.jpg", "remove", "red")
     assert code == 404 and "not in the watched folders any more (deleted or renamed" in page
     assert "Nothing was written." in page and 'href="/"' in page
+    code, _, page = site.exchange("POST", "/tag/no-such-tag", body=f"threshold=0.3&csrf={site.csrf}")
+    assert code == 404 and "&#39;no-such-tag&#39; is not in the tag list" in page.decode()
 
 
 def test_the_tag_filter_ignores_case_and_leaves_out_a_keyword_a_person_took_out(site: Site) -> None:

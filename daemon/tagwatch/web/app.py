@@ -52,6 +52,8 @@ NOTES = {"rejected": "Rejected {k!r}: written to {f}; {then}",
          "restored-add": "Took back the correction of {k!r} in {f}. {k!r} stays in the photo, as your own "
                          "keyword: tagwatch never takes out a keyword written for a correction (remove it "
                          "in your photo app).",
+         "nothing-undone": "No correction of {k!r} for this photo is left in {f} (taken back already, in "
+                           "another tab?): nothing was written.",
          "threshold": "{m}"}
 # What follows a correction, by the photo's state: nothing is written into a photo untag set aside
 THEN = {UNTAGGED: "nothing is written into the photo while untag has set it aside: `tagwatch scan` of it "
@@ -227,6 +229,10 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
                           error="Nothing was written: the keyword is empty.")
         # ↺ of an added keyword already written: the rule goes, the keyword stays (the person's)
         was_written = action == "undo" and await run_in_threadpool(_written_for_correction, path, keyword)
+        if action == "undo" and not await run_in_threadpool(_corrected, path, keyword):  # a second click
+            url = library.roots.url("photo", path)
+            return RedirectResponse(f"{url}?{urlencode({'note': 'nothing-undone', 'k': keyword})}",
+                                    status_code=303)
         try:
             written = await run_in_threadpool(write_correction, config, path, keyword, action)
         except CorrectionError as exc:
@@ -271,7 +277,8 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         value = _number(str(form.get("threshold", "")), low=-math.inf, high=math.inf)
         scoring = await run_in_threadpool(library.scoring)
         if keyword not in scoring.index:
-            raise HTTPException(404)
+            raise HTTPException(404, f"{keyword!r} is not in the tag list {config.tags} any more (taken out "
+                                     "since the page was opened?): nothing was written.")
         try:
             if value is None:
                 raise CorrectionError(f"not a threshold: {form.get('threshold')!r}")
@@ -291,6 +298,11 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
     def forbidden(origin: str | None) -> bytes:
         """The 403 page: no token, or (``origin``) a change sent from another site's page."""
         return env.get_template("forbidden.html").render(origin=origin).encode()
+
+    def _corrected(path: str, keyword: str) -> bool:
+        """Does a rule for the photo add or remove ``keyword`` (whatever its case)?"""
+        override = library.scoring().overrides.for_path(path)
+        return keyword.casefold() in folded((*override.add, *override.remove))
 
     def _written_for_correction(path: str, keyword: str) -> bool:
         """Is ``keyword`` in a rule's ``add`` for the photo, and written into it for that rule?"""
