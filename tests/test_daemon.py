@@ -132,7 +132,7 @@ def test_tag_list_edit_retags_without_encoding_any_image(running: Daemon) -> Non
     with running.restoring(tags_file, f": {len(TAGS)} tags ("):
         mark = len(running.log())
         tags_file.write_text("\n".join([*TAGS, "harbour"]) + "\n", encoding="utf-8")  # edited while running
-        running.wait_log("1 new prompt vectors", since=mark)
+        running.wait_log("(1 new prompt vector)", since=mark)
         for photo in photos:
             wait_for(lambda p=photo: tagged_with(p, [*TAGS, "harbour"]))
         assert status(running.config)["encoded"] == before

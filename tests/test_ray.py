@@ -233,7 +233,8 @@ def test_a_node_lost_mid_run_costs_only_its_batches(
     said = [r.getMessage() for r in caplog.records
             if r.name == "tagwatch.ray_driver" and "batch" in r.getMessage()]
     assert said and all(re.search(r" a batch of \d+ to (key|encode|write)[ :]", line) for line in said), said
-    assert counts == {"tagged": PHOTOS}
+    # a photo the lost node had written before it went is found complete by its second batch: unchanged
+    assert set(counts) <= {"tagged", "unchanged"} and sum(counts.values()) == PHOTOS, counts
     assert sorted(o.path for o in seen) == sorted(str(p) for p in photos.iterdir())  # each once, no temp file
     alike(results(config, photos), local)
 

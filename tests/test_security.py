@@ -150,7 +150,7 @@ def test_offline_daemon_and_scan_stay_in_their_folders_with_private_files(
         os.rename(photos[0], sandbox.photos / "trip" / "renamed.jpg")
         daemon.wait_log("moved", since=mark)
         tags.write_text(tags.read_text(encoding="utf-8") + "harbour\n", encoding="utf-8")
-        daemon.wait_log("1 new prompt vectors", since=mark)
+        daemon.wait_log("(1 new prompt vector)", since=mark)
         assert daemon.stop() == 0
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:
