@@ -85,7 +85,7 @@ def init_func(args: argparse.Namespace) -> int:
                                         "to change it)\n")
     print(f"wrote {target}: keywords go {CHOICES[where]}\n{watching}"
           f"tag list {tags} (edit it while tagwatch runs; changes apply at once)\n"
-          f"config edits apply when the daemon is told: pkill -HUP -f 'tagwatch run' (or a restart)\n"
+          f"config edits apply when the daemon is told: pkill -HUP -u $USER -f 'tagwatch run' (or restart)\n"
           f"next: tagwatch scan --dry-run{config} {folder}   # the tags it would write; writes nothing\n"
           f"      tagwatch run{config}   # watch the folders and tag new or changed photos\n"
           f"undo: tagwatch untag{config} {folder}   # takes out exactly the keywords tagwatch wrote")
