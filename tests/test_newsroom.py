@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -181,3 +182,23 @@ def test_a_re_score_that_writes_nothing_logs_no_tagging(tmp_path: Path, tiny_che
     assert "rewrote 0" in said and f"tagged {photo}" not in said, said
     assert dropped in exif_keywords(photo)["iptc"]  # append: ours stays
     assert daemon.stop() == 0
+
+
+def test_a_keyword_taken_out_then_added_back_by_a_correction_is_said_so(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The line said "never written into this photo again", then the write put it back, as the
+    person's correction asks (a correction adding a keyword is their word)."""
+    desk = tmp_path / "desk"
+    photo = noise_jpeg(desk / "p.jpg", seed=9)
+    env.run(photo)
+    keyword = exif_keywords(photo)["iptc"][0]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-IPTC:Keywords-={keyword}",
+                    f"-XMP-dc:Subject-={keyword}", str(photo)], check=True)
+    source = tmp_path / "overrides.toml"
+    source.write_text(correct("", source, [desk], str(photo), keyword, "add"), encoding="utf-8")
+    env.pipeline.use_overrides(load_overrides(source, [desk]))
+    with caplog.at_level("INFO", logger="tagwatch"):
+        env.run(photo)
+    assert (f"{keyword} taken out of it by a person (or another program); never written into this photo "
+            f"again unless a correction adds it, as one does: {keyword}") in caplog.text, caplog.text
+    assert keyword in exif_keywords(photo)["iptc"]

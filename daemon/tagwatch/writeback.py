@@ -488,9 +488,12 @@ class Writeback:
             return declined
         self.store.decline(row.id, taken)
         job.owned = [o for o in job.owned if o not in taken]
+        asked = folded(job.override.add)  # a correction that adds one back is the person's word
+        back = [k for k in taken if k.casefold() in asked]
         log.info("%s: %s taken out of it by a person (or another program); never written into this photo "
-                 "again", job.path, ", ".join(taken), extra={"event": "declined", "path": job.path,
-                                                             "keywords": taken})
+                 "again%s", job.path, ", ".join(taken),
+                 f" unless a correction adds it, as one does: {', '.join(back)}" if back else "",
+                 extra={"event": "declined", "path": job.path, "keywords": taken})
         return declined | set(taken)
 
     def _removed(self, job: WriteJob, row: FileRow, state: FileState,
