@@ -35,7 +35,7 @@ from pathlib import Path
 
 from . import shared
 from .captions import Captions, Reading
-from .casefold import folded
+from .casefold import fold, folded
 from .freshness import restamp, stem_photos
 from .geotag import Placement, Places
 from .metadata import KEYWORD_FIELDS, FileChanged, FileState, Filled, KeywordWriter, MetadataError, WritePlan
@@ -262,13 +262,18 @@ class Writeback:
         job = replace(job, tags=[(k, s) for k, s in job.tags if k.casefold() not in declined])
         refused = self._refused(job)
         took = list(job.override.took) if isinstance(job.override, Corrected) else []
-        if self.places is None or state is None or self.reader is None:
-            return Outcome(job.path, Status.TAGGED, job.tags, error=refused, overridden=took)
-        placed = self.places.decide(job.path, None, state.photo.gps,
-                                    self.reader.sidecar_gps(Path(job.path), state.sidecar))
-        left_out = folded(job.keywords) | declined  # a tag's spelling, or taken out
-        return Outcome(job.path, Status.TAGGED, job.tags, error=refused, overridden=took,
-                       places=[k for k in placed.keywords if k.casefold() not in left_out])
+        places: list[str] = []
+        if self.places is not None and state is not None and self.reader is not None:
+            placed = self.places.decide(job.path, None, state.photo.gps,
+                                        self.reader.sidecar_gps(Path(job.path), state.sidecar))
+            left_out = folded(job.keywords) | declined  # a tag's spelling, or taken out
+            places = [k for k in placed.keywords if k.casefold() not in left_out]
+        # every keyword in the file already (the person's, or ours): the scan would count it unchanged
+        held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
+        wanted = (*job.keywords, *places)
+        there = bool(wanted) and not refused and all(fold(k) in held for k in wanted)
+        return Outcome(job.path, Status.UNCHANGED if there else Status.TAGGED, job.tags, error=refused,
+                       overridden=took, places=places)
 
     def _refused(self, job: WriteJob) -> str | None:
         """Why the scan would refuse this photo (hard links, read-only), for a dry run to say."""

@@ -175,7 +175,8 @@ def dry_line(outcome: Outcome) -> str | None:
     store keeps no scores), so that every photo shows its tags."""
     place = f"; place: {', '.join(outcome.places)}" if outcome.places else ""
     if outcome.status == Status.UNCHANGED and outcome.error is None:  # failed ones are said already
-        tags = ", ".join(k for k, _ in outcome.tags)
+        # scores where this run has them (a photo whose keywords are all in it already), else none
+        tags = ", ".join(k if math.isnan(s) else f"{k} ({s:.3f})" for k, s in outcome.tags)
         return f"{outcome.path}\t{tags or '(no tag above threshold)'}{place} (already in the file)"
     if outcome.status != Status.TAGGED:
         return None
