@@ -340,7 +340,8 @@ def _recode(iptc: Mapping[str, object]) -> tuple[dict[str, tuple[str, ...]], str
         if limit is None or (len(values) > 1 and name not in _IPTC_LISTS):
             return recode, f"its IPTC is in Latin-1 and its {name} cannot be written again as UTF-8"
         if long is not None:
-            return recode, (f"its IPTC is in Latin-1 and {name} '{long[:40]}' would be longer than IPTC's "
+            shown = long if len(long) <= 40 else long[:40] + "…"  # not the value found: cut for the line
+            return recode, (f"its IPTC is in Latin-1 and {name} '{shown}' would be longer than IPTC's "
                             f"{limit} bytes in UTF-8, so it cannot be converted without cutting it")
     return recode, ""
 

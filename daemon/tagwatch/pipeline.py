@@ -277,8 +277,10 @@ class Pipeline:
         unnamed = [p for p in paths if not p.isprintable() and not utf8_name(p)]
         for path in unnamed:  # the store keys files by UTF-8 path; such a name cannot be recorded
             reason = "the file name is not valid UTF-8; rename the file"
-            log.warning("%s: skipped: %s", logs.shown(path), reason,  # a `skipped` event, as any other's
-                        extra={"event": "skipped", "path": logs.shown(path), "reason": reason})
+            # a `skipped` event, as any other's; its path with the bytes UTF-8 lacks as \xff, unquoted
+            said = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            log.warning("%s: skipped: %s", logs.shown(path), reason,
+                        extra={"event": "skipped", "path": said, "reason": reason})
             outcomes.append(Outcome(path, Status.FAILED, error=reason))
         paths = [p for p in paths if p not in unnamed]
         rows = self.store.files(paths)
