@@ -150,8 +150,8 @@ def test_bad_files_give_one_line_each_and_good_ones_still_get_tagged(
     assert result == {"truncated.jpg": Status.FAILED, "empty.jpg": Status.FAILED, "text.jpg": Status.FAILED,
                       "vanished.jpg": Status.GONE, "good.jpg": Status.TAGGED}
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"{vanished}: gone: file vanished before it could be read (deleted or renamed)" in caplog.text
     assert warnings == [
-        f"{vanished}: skipped: file vanished before it could be read",
         f"{truncated}: skipped: truncated JPEG (no end-of-image marker)",
         f"{empty}: skipped: empty file (0 bytes)",
         f"{text}: skipped: not an image format tagwatch reads",

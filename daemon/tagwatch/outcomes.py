@@ -54,7 +54,10 @@ def record_failure(store: Store, path: str, st: os.stat_result | None, reason: s
 
 
 def record_gone(store: Store, path: str, reason: str) -> Outcome:
-    """Log and record that ``path`` vanished before we were done with it."""
-    log.warning("%s: skipped: %s", path, reason, extra={"event": "gone", "path": path, "reason": reason})
+    """Log and record that ``path`` vanished before we were done with it: deleted, or renamed (an
+    ingest script's rename a moment after the drop), when the new name is tagged: news, not a
+    warning, which sent a person looking for a photo that was tagged under its new name."""
+    log.info("%s: gone: %s (deleted or renamed)", path, reason, extra={"event": "gone", "path": path,
+                                                                       "reason": reason})
     store.mark_deleted(path)
     return Outcome(path, Status.GONE, error=reason)
