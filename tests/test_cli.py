@@ -138,7 +138,7 @@ def test_a_fifo_or_a_device_named_is_said_to_be_one_and_never_read(tmp_path: Pat
     for path, kind in ((fifo, "a FIFO"), (zero, "a character device")):
         explained = tagwatch("explain", "--config", str(config), str(path), timeout=60)
         assert explained.returncode == 1 and explained.stdout == ""
-        assert f": skipped: not a regular file ({kind})" in explained.stderr, explained.stderr
+        assert f"{path}: skipped: not a regular file ({kind})" in explained.stderr, explained.stderr
 
 
 def test_a_file_named_in_an_excluded_or_hidden_folder_is_skipped_as_a_walk_skips_it(

@@ -64,11 +64,11 @@ def explain(config: Config, image: str) -> Explanation:
     """Score one photo against the tag list and give each tag its verdict; with expansion on, the
     levels above the tags it gets are written too, and say which tag they come from."""
     path = photo_path(image)
-    problem = not_a_file(Path(path))
+    problem = not_a_file(Path(image).expanduser())  # named as given, as scan names it
     if problem is None and not utf8_name(path):  # exiftool's argument pipe could not take it
         problem = "the file name is not valid UTF-8; rename the file"
     if problem is not None:  # a FIFO would block the read for ever, /dev/zero fill the memory
-        log.warning("%s: skipped: %s", logs.shown(path), problem)
+        log.warning("%s: skipped: %s", logs.shown(str(Path(image).expanduser().absolute())), problem)
         raise Unusable(problem)
     store = Store(config.database)
     try:
