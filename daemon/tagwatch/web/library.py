@@ -559,7 +559,7 @@ class Library:
         thresholds, top_k, the levels expansion adds, then the overrides; not those a person took
         out, unless a correction adds them) against those exiftool reads.  The photo page polls
         while this is not empty, so it shows the file once the daemon (or this page) has written it."""
-        if row is None or row.state in (UNTAGGED, FAILED):
+        if row is not None and row.state in (UNTAGGED, FAILED):
             return []  # the daemon writes nothing into it until a scan brings it back, or it is fixed
         wanted: list[str] = list(override.add)
         kept = override.kept_out(declined)
