@@ -56,8 +56,8 @@ NOTES = {"rejected": "Rejected {k!r}: written to {f}; {then}",
                            "another tab?): nothing was written.",
          "threshold": "{m}"}
 # What follows a correction, by the photo's state: nothing is written into a photo untag set aside
-THEN = {UNTAGGED: "nothing is written into the photo while untag has set it aside: `tagwatch scan` of it "
-                  "brings it back, with the correction.",
+THEN = {UNTAGGED: "nothing is written into the photo while untag has set it aside: a `tagwatch scan` of it "
+                  "tags it again, with the corrections then in the file.",
         FAILED: "the photo could not be tagged, so nothing is written into it until it can be."}
 GONE = "This photo is not in the watched folders any more (deleted or renamed since the page was opened)."
 SECURITY_HEADERS = [
