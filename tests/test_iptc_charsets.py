@@ -123,12 +123,18 @@ def test_iptc_in_a_charset_that_cannot_be_converted_is_left_as_it_is(
     exiftool(photo, "-charset", "iptc=Latin2", "-IPTC:CodedCharacterSet=ESC - B", "-IPTC:Keywords=Łódź")
     raw = exiv2_keywords(photo)
     with caplog.at_level("WARNING", logger="tagwatch"):
-        writer.apply(writer.plan(photo, ["harbour"]))
+        plan = writer.plan(photo, ["harbour"])
+        writer.apply(plan)
     assert exiv2_keywords(photo) == raw and iptc(photo)["CodedCharacterSet"] == "ESC - B"
     assert exif_keywords(photo)["xmp"] == ["harbour"]  # the misread Łódź is not copied as mojibake
     assert [r.getMessage() for r in caplog.records] == [
         f"{photo}: its IPTC text is in a character set tagwatch cannot convert to UTF-8 (ESC - B); "
         "keywords written to XMP only, the IPTC left as it was"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tagwatch"):  # untag: ours were never in that IPTC
+        untag(writer, photo, plan)
+    assert exiv2_keywords(photo) == raw and exif_keywords(photo)["xmp"] == []
+    assert caplog.records == [], [r.getMessage() for r in caplog.records]  # it said "written" again
 
 
 def test_latin1_iptc_too_long_in_utf8_is_left_as_it_is(tmp_path: Path, writer: KeywordWriter) -> None:

@@ -795,8 +795,12 @@ class KeywordWriter:
             if existing.xmp_error and (change.add or change.remove or assign):
                 raise MetadataError(f"{existing.iptc_frozen}, and its XMP cannot be read whole "
                                     f"({existing.xmp_error}): neither can be written")
-            if change.add or change.remove or iptc_fill:
+            stuck = [k for k, _ in change.remove if k in existing.iptc]  # ours there from before: stay
+            if change.add or iptc_fill:
                 notes.append(f"{existing.iptc_frozen}; keywords written to XMP only, the IPTC left as it was")
+            elif stuck:  # an untag, a sync: said only where the IPTC keeps one of ours (never written
+                notes.append(f"{existing.iptc_frozen}; {', '.join(stuck)} taken out of XMP only, the IPTC "
+                             "left as it was")  # there while it was frozen, so most often none)
             iptc_fill = {}
             assign = xmp_fill
         if long and iptc_args:
