@@ -1,6 +1,8 @@
 """A newsroom drop folder: cameras reuse file names, ingest scripts rename a photo the moment it
-lands.  Real pipeline, real store, real exiftool, the tiny CLIP (threshold -1 and top_k 2, so every
-photo gets two known tags), and a real overrides file."""
+lands, the desk edits the tag list all day and reads `tagwatch status` and the log.  The cases come
+from a photo desk's report.  Real pipeline, real store, real exiftool and a real overrides file with
+the tiny CLIP (threshold -1, so every photo gets its top_k tags); the daemon's own behaviour through a
+real daemon on a real folder, and the commands through the CLI."""
 
 from __future__ import annotations
 
