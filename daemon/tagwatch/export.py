@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .casefold import fold
 from .formats import ImageError, content_key
 from .freshness import is_unchanged
 from .geotag import Places
@@ -115,8 +116,8 @@ def with_places(results: Sequence[Exported], store: Store, places: Places) -> li
     found = places.of_files(store.located(fresh.values()), fresh)
     def places(r: Exported) -> list[str]:
         # a place spelled as one of the photo's tags ("Paris", the tag "paris") is that keyword: once
-        tags = {k.casefold() for k, _ in r.tags}
-        return [p for p in found.get(r.path, []) if p.casefold() not in tags]
+        tags = {fold(k) for k, _ in r.tags}
+        return [p for p in found.get(r.path, []) if fold(p) not in tags]
 
     return [replace(r, places=places(r)) for r in results]
 
@@ -138,8 +139,8 @@ def as_written(results: Sequence[Exported], overrides: Overrides,
         override = overrides.for_path(r.path)
         out = kept.get(r.path, ())
         tags = override.apply(r.tags) if override else r.tags
-        written.append(replace(r, tags=[(k, s) for k, s in tags if k.casefold() not in out],
-                               places=[p for p in r.places if p.casefold() not in out]))
+        written.append(replace(r, tags=[(k, s) for k, s in tags if fold(k) not in out],
+                               places=[p for p in r.places if fold(p) not in out]))
     return written
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .casefold import folded
+from .casefold import fold, folded
 from .config import DEFAULT_EXPAND_STOP
 from .wordnet import Synset, WordNet, WordNetError
 
@@ -73,7 +73,7 @@ def derive(concepts: Mapping[str, Concept], wordnet: WordNet, stop: Collection[s
     def name(synset: Synset) -> str | None:
         """The keyword this ancestor is written as, or None when it is no usable level."""
         keyword = by_synset.get(synset.offset) or reference.names.get(synset.offset)
-        if keyword is None or keyword.casefold() in stopped:
+        if keyword is None or fold(keyword) in stopped:
             return None
         same = concepts.get(keyword) or extra.get(keyword)
         if same is not None and same.synset not in (None, synset.offset):
@@ -116,7 +116,7 @@ def wordnet_synonyms(keyword: str, synset: Synset, wordnet: WordNet) -> list[str
     or misleading word would pull the prompt average away from the concept."""
     out = []
     for lemma in synset.lemmas:
-        if lemma.casefold() == keyword.casefold() or lemma != lemma.lower():
+        if fold(lemma) == fold(keyword) or lemma != lemma.lower():
             continue
         seen = dict(wordnet.senses(lemma)).get(synset.offset, 0)
         match = wordnet.match(lemma)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import editing, write_atomic
-from .casefold import folded
+from .casefold import fold, folded
 from .vocabulary import (
     VocabularyError,
     check_keyword,
@@ -59,9 +59,9 @@ class Override:
         Whatever the case: ``remove = ["star"]`` takes out a tag the list now spells "Star", and an
         ``add`` of "Red" where red is predicted is that keyword, not a second spelling of it."""
         removing = self.removes()
-        kept = [(k, s) for k, s in tags if k.casefold() not in removing]
-        have = {k.casefold() for k, _ in kept}
-        return kept + [(k, OVERRIDE_SCORE) for k in self.add if k.casefold() not in have]
+        kept = [(k, s) for k, s in tags if fold(k) not in removing]
+        have = {fold(k) for k, _ in kept}
+        return kept + [(k, OVERRIDE_SCORE) for k in self.add if fold(k) not in have]
 
     def removes(self) -> set[str]:
         """The keywords (case-folded) the correction takes out."""
@@ -72,7 +72,7 @@ class Override:
         they took out): the keywords a person took out of it (the ledger's declined) but those a
         correction of theirs adds back, and those a correction removes.  None of them implies a
         level either.  The write, a dry run, expansion, explain and ``export`` decide with this;
-        compare ``keyword.casefold()`` with it."""
+        compare ``fold(keyword)`` with it."""
         added = folded(self.add)
         return (folded(declined) - added) | self.removes()
 
@@ -235,7 +235,7 @@ def parse_overrides(text: str, source: Path, roots: Sequence[Path | str] = ()) -
                 raise OverridesError(f"{where}: add {keyword!r} {nested}; add each level as a keyword of "
                                      "its own")
         removed = folded(remove)
-        both = [k for k in add if k.casefold() in removed]
+        both = [k for k in add if fold(k) in removed]
         if both:
             raise OverridesError(f"{where}: {both[0]!r} is both added and removed")
         rules.append(Rule(pattern, add, remove, glob_regex(pattern)))

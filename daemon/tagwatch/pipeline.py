@@ -31,7 +31,7 @@ import numpy as np
 from . import listcache, logs
 from .captions import Captions, Reading, caption
 from .captions import from_config as captions_from_config
-from .casefold import folded
+from .casefold import fold, folded
 from .config import Config, PlacesConfig, TaggingConfig
 from .formats import ImageError, IncompleteImage
 from .freshness import is_settled, is_unchanged
@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 
 _PLACES = "places="  # the fingerprint's part for the [places] settings (last: the stale check reads it)
 _MODE = "mode="  # the fingerprint's part for [tagging] mode: a file written under another is looked at
+
+
+NOT_UTF8 = "the file name is not valid UTF-8; rename the file"  # why such a photo is skipped
 
 
 def utf8_name(path: str) -> bool:
@@ -276,7 +279,7 @@ class Pipeline:
         outcomes: list[Outcome] = []
         unnamed = [p for p in paths if not p.isprintable() and not utf8_name(p)]
         for path in unnamed:  # the store keys files by UTF-8 path; such a name cannot be recorded
-            reason = "the file name is not valid UTF-8; rename the file"
+            reason = NOT_UTF8
             # a `skipped` event, as any other's; its path with the bytes UTF-8 lacks as \xff, unquoted
             said = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             log.warning("%s: skipped: %s", logs.shown(path), reason,
@@ -324,9 +327,9 @@ class Pipeline:
         # predicted, and kept out of the file
         declined = self.overrides.for_path(row.path).kept_out(self.store.ledger(row.id, DECLINED))
         return Outcome(row.path, Status.UNCHANGED,
-                       [(tag, math.nan) for tag in row.tags if tag.casefold() not in declined],
+                       [(tag, math.nan) for tag in row.tags if fold(tag) not in declined],
                        places=[k for k in (located.keywords if located else [])
-                               if k.casefold() not in declined])
+                               if fold(k) not in declined])
 
     def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
                 wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> list[Outcome]:

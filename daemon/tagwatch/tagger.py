@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .casefold import folded
+from .casefold import fold, folded
 from .vocabulary import Vocabulary
 
 NEAR_DUPLICATE = 0.95  # cosine of two tag vectors above which they (nearly) always fire together
@@ -96,7 +96,7 @@ class Expansion:
         stop = folded(tagging.expand_stop)
         levels = {}
         for tag in vocabulary.tags:
-            above = [p for p in reversed(tag.parents) if p.casefold() not in stop]
+            above = [p for p in reversed(tag.parents) if fold(p) not in stop]
             if tagging.expand_depth:
                 above = above[:tagging.expand_depth]
             if above:
@@ -113,7 +113,7 @@ class Expansion:
         seen = {keyword for keyword, _ in tags}
         out = list(tags)
         for keyword, score in tags:
-            if keyword.casefold() in kept_out:
+            if fold(keyword) in kept_out:
                 continue
             for level in self.levels.get(keyword, ()):
                 if level not in seen:
@@ -129,9 +129,9 @@ def orphaned_levels(tags: list[tuple[str, float]], kept_out: Collection[str],
     written, after the levels were added: expansion gives a level the score of the tag that implies
     it, which tells it from the same keyword predicted on its own merit."""
     score = dict(tags)
-    justified = {level for keyword, _ in tags if keyword.casefold() not in kept_out
+    justified = {level for keyword, _ in tags if fold(keyword) not in kept_out
                  for level in levels.get(keyword, ())}
-    return {level for keyword, s in tags if keyword.casefold() in kept_out
+    return {level for keyword, s in tags if fold(keyword) in kept_out
             for level in levels.get(keyword, ()) if level not in justified and score.get(level) == s}
 
 

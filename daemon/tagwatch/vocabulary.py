@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hierarchy
+from .casefold import fold
 from .config import BUILTIN_TAG_LISTS
 from .wordnet import WordNet, WordNetError
 
@@ -223,9 +224,9 @@ class _Seen:
 
     def again(self, keyword: str, line: int, ignored: tuple[str, ...] = ()) -> bool:
         """Record ``keyword`` at ``line``; True if the list already has it (in any case)."""
-        first = self._folded.get(keyword.casefold())
+        first = self._folded.get(fold(keyword))
         if first is None:
-            self._folded[keyword.casefold()] = keyword
+            self._folded[fold(keyword)] = keyword
             self.first_line[keyword] = line
             return False
         self._again.setdefault(first, []).append(_Again(line, keyword, ignored))
@@ -410,10 +411,10 @@ def parse_rich_tag_list(text: str, templates: tuple[str, ...], source: Path, *,
         entries[entry.keyword] = entry
     if not entries:
         raise VocabularyError(f"{source}: the tag list holds no tags")
-    spelled = {keyword.casefold(): keyword for keyword in entries}  # one tag whatever the case
+    spelled = {fold(keyword): keyword for keyword in entries}  # one tag whatever the case
     for entry in entries.values():  # `parent = "Colour"` is the list's `colour`, as RED is red
         if entry.parent is not None:
-            entry.parent = spelled.get(entry.parent.casefold(), entry.parent)
+            entry.parent = spelled.get(fold(entry.parent), entry.parent)
     extra: dict[str, _Entry] = {}
     if any(e.reference is not None for e in entries.values()):
         wordnet = WordNet()
@@ -512,7 +513,7 @@ def _builtin_hint(path: Path) -> str:
     """For a tag list that does not exist: the built-in lists' names (``--tags photo_tags`` was a
     path beside the working folder), the nearest first."""
     names = list(BUILTIN_TAG_LISTS)
-    close = difflib.get_close_matches(path.stem.casefold().replace("_", "-"), names, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(fold(path.stem).replace("_", "-"), names, n=1, cutoff=0.6)
     if close:
         return f" (did you mean the built-in list {close[0]!r}? the built-in lists are {' and '.join(names)})"
     return f" (the built-in lists, named without a path, are {' and '.join(names)})"

@@ -81,7 +81,7 @@ def corrected(override: Override, tags: list[tuple[str, float]]) -> tuple[list[t
     if not override:
         return tags, override
     removing = override.removes()
-    took = tuple(k for k, _ in tags if k.casefold() in removing)
+    took = tuple(k for k, _ in tags if fold(k) in removing)
     return override.apply(tags), Corrected(override.add, override.remove, took) if took else override
 
 
@@ -127,12 +127,12 @@ def known_paths(known: Mapping[str, str], keywords: Iterable[str]) -> dict[str, 
     list tag without a parent leaves the keyword flat, as it is spelt."""
     wanted = list(dict.fromkeys(keywords))
     found = {k: known[k] for k in wanted if k in known}
-    missing = {k.casefold() for k in wanted if k not in found}
+    missing = {fold(k) for k in wanted if k not in found}
     if not missing:
         return found
-    by_case = {k.casefold(): p for k, p in known.items() if k.casefold() in missing}
+    by_case = {fold(k): p for k, p in known.items() if fold(k) in missing}
     return found | {k: p if "|" in p else k for k in wanted
-                    if k not in found and (p := by_case.get(k.casefold())) is not None}
+                    if k not in found and (p := by_case.get(fold(k))) is not None}
 
 
 def idle_sidecar(plan: WritePlan, owned: Collection[str]) -> WritePlan:
@@ -259,7 +259,7 @@ class Writeback:
             taken = [] if stale else found
         declined = (job.override.kept_out([*self.store.ledger(row.id, DECLINED), *taken])
                     if mine and row is not None else set())
-        job = replace(job, tags=[(k, s) for k, s in job.tags if k.casefold() not in declined])
+        job = replace(job, tags=[(k, s) for k, s in job.tags if fold(k) not in declined])
         refused = self._refused(job)
         took = list(job.override.took) if isinstance(job.override, Corrected) else []
         places: list[str] = []
@@ -267,7 +267,7 @@ class Writeback:
             placed = self.places.decide(job.path, None, state.photo.gps,
                                         self.reader.sidecar_gps(Path(job.path), state.sidecar))
             left_out = folded(job.keywords) | declined  # a tag's spelling, or taken out
-            places = [k for k in placed.keywords if k.casefold() not in left_out]
+            places = [k for k in placed.keywords if fold(k) not in left_out]
         # every keyword in the file already (the person's, or ours): the scan would count it unchanged
         held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
         wanted = (*job.keywords, *places)
@@ -305,7 +305,7 @@ class Writeback:
         # wipe a person's keywords over a threshold typo.
         list_paths = known_paths(rules.paths, owned)
         ours_to_fix = owned and rules.mode != "overwrite" and (
-            rules.mode == "sync" or any(k.casefold() in override.removes() for k in owned)
+            rules.mode == "sync" or any(fold(k) in override.removes() for k in owned)
             or any(owned_paths.get(k, (k,)) != (p,) for k, p in list_paths.items()))
         if self.writer is None or not (keywords or ours_to_fix or twins or self.places is not None
                                        or self.captions is not None):
@@ -321,15 +321,15 @@ class Writeback:
         # A keyword a person took out stays out, unless they put it back (theirs then) or an override
         # of theirs asks for it
         kept = override.kept_out(declined)
-        job.kept_out = self.writer.absent(state, {k: () for k in declined if k.casefold() in kept})
+        job.kept_out = self.writer.absent(state, {k: () for k in declined if fold(k) in kept})
         out = folded(job.kept_out)  # "Star" from a re-spelled tag is their "star"
         if out and rules.levels:  # taken out just now: the levels it alone implied go with it
             orphans = orphaned_levels(job.tags, out, rules.levels) - set(override.add)
             job.tags = [(k, s) for k, s in job.tags if k not in orphans]
-        keywords = [k for k in job.keywords if k.casefold() not in out]
+        keywords = [k for k in job.keywords if fold(k) not in out]
         # a correction removes ours in whatever case we wrote it ("Star" for its remove = ["star"])
         removing = override.removes()
-        writing, withdraw = keywords, [*override.remove, *(o for o in owned if o.casefold() in removing)]
+        writing, withdraw = keywords, [*override.remove, *(o for o in owned if fold(o) in removing)]
         known = rules.paths
         if self.captions is not None:  # a caption's keywords under their prefix; a list tag's path wins
             known = {**self.captions.paths(job.reading), **rules.paths}
@@ -338,10 +338,10 @@ class Writeback:
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
                                                      self.writer.sidecar_gps(Path(job.path), state.sidecar))
-            listed = {k.casefold(): k for k in keywords}  # a tag "paris" and the place Paris: one keyword
-            writing = keywords + [k for k in placed.keywords if k.casefold() not in listed.keys() | out]
+            listed = {fold(k): k for k in keywords}  # a tag "paris" and the place Paris: one keyword
+            writing = keywords + [k for k in placed.keywords if fold(k) not in listed.keys() | out]
             # ... written flat once, under the place's path, which stays whole (places|France|…|Paris)
-            paths |= {listed.get(k.casefold(), k): p for k, p in placed.keywords.items()}
+            paths |= {listed.get(fold(k), k): p for k, p in placed.keywords.items()}
             withdraw += [k for k in placed.withdraw if k not in keywords]
             fill, job.filled = placed.fill, placed.filled
         if self.captions is not None:  # the caption as the description, where the photo has none
@@ -494,7 +494,7 @@ class Writeback:
         self.store.decline(row.id, taken)
         job.owned = [o for o in job.owned if o not in taken]
         asked = folded(job.override.add)  # a correction that adds one back is the person's word
-        back = [k for k in taken if k.casefold() in asked]
+        back = [k for k in taken if fold(k) in asked]
         log.info("%s: %s taken out of it by a person (or another program); never written into this photo "
                  "again%s", job.path, ", ".join(taken),
                  f" unless a correction adds it, as one does: {', '.join(back)}" if back else "",
@@ -570,10 +570,10 @@ class Writeback:
                 self.store.set_located(file_id, where and where.lat, where and where.lon,
                                        list(placed.keywords))
         out = folded(job.kept_out)
-        carried = [k for k in keywords if k.casefold() not in out]
+        carried = [k for k in keywords if fold(k) not in out]
         fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": carried}
         claimed = job.placed.claim.levels() if job.placed is not None and job.placed.claim else []
-        places = [p for p in claimed if p.casefold() not in out]  # one the person took out is not there
+        places = [p for p in claimed if fold(p) not in out]  # one the person took out is not there
         if places:
             fields["places"] = places
         if job.kept_out:
@@ -588,16 +588,17 @@ class Writeback:
         theirs = [k for k in carried if k not in added and k not in job.owned] if plan is not None else []
         took = override.took if isinstance(override, Corrected) else ()
         rejected = override.removes()  # ours taken out as a correction asks: still predicted
-        withdrawn = [k for k in removed if k.casefold() in rejected]
+        withdrawn = [k for k in removed if fold(k) in rejected]
         # A tag-list edit re-scores every cached photo: one line per photo it wrote nothing into
         # ("tagged …: blue (already in the file)" ten times, then "rewrote 0") read as ten taggings
-        quiet = job.rescore and not (added or removed or dropped or _rewrote(job, st))
+        rewrote = _rewrote(job, st)
+        quiet = job.rescore and not (added or removed or dropped or rewrote)
         log.log(logging.DEBUG if quiet else logging.INFO, "%s", tagged_line(
             job.path, carried, places, job.kept_out, rules.threshold, bool(added),
-            [k for k in removed if k not in withdrawn], dropped, rewrote=_rewrote(job, st), theirs=theirs,
-            overridden=[k for k in took if k.casefold() not in out and k not in withdrawn],
+            [k for k in removed if k not in withdrawn], dropped, rewrote=rewrote, theirs=theirs,
+            overridden=[k for k in took if fold(k) not in out and k not in withdrawn],
             withdrawn=withdrawn), extra=fields)
-        return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=_rewrote(job, st))
+        return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
         """Step 1 or 2 failed: withdraw the ledger rows this plan recorded ahead (the file is as it

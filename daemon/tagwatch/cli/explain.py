@@ -12,11 +12,11 @@ from pathlib import Path
 
 from .. import logs
 from ..captions import Captions, Reading
-from ..casefold import folded
+from ..casefold import fold, folded
 from ..config import Config
 from ..geotag import Places
 from ..metadata import ExifTool, Keywords, KeywordWriter, MetadataError
-from ..pipeline import utf8_name
+from ..pipeline import NOT_UTF8, utf8_name
 from ..store import DECLINED, FAILED, PENDING, UNTAGGED, Store
 from ..tagger import select
 from .common import (
@@ -64,11 +64,12 @@ def explain(config: Config, image: str) -> Explanation:
     """Score one photo against the tag list and give each tag its verdict; with expansion on, the
     levels above the tags it gets are written too, and say which tag they come from."""
     path = photo_path(image)
-    problem = not_a_file(Path(image).expanduser())  # named as given, as scan names it
+    given = Path(image).expanduser().absolute()  # named as given, as scan names it
+    problem = not_a_file(given)
     if problem is None and not utf8_name(path):  # exiftool's argument pipe could not take it
-        problem = "the file name is not valid UTF-8; rename the file"
+        problem = NOT_UTF8
     if problem is not None:  # a FIFO would block the read for ever, /dev/zero fill the memory
-        log.warning("%s: skipped: %s", logs.shown(str(Path(image).expanduser().absolute())), problem)
+        log.warning("%s: skipped: %s", logs.shown(str(given)), problem)
         raise Unusable(problem)
     store = Store(config.database)
     try:
@@ -101,7 +102,7 @@ def explain(config: Config, image: str) -> Explanation:
     kept = override.kept_out(declined)  # case-folded: what a person took out stays out
     implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
     for index in picked:
-        if pipeline.tags.keywords[index].casefold() in kept:
+        if fold(pipeline.tags.keywords[index]) in kept:
             continue  # a tag a person took out implies no level (tagger.Expansion)
         for level in pipeline.expansion.levels.get(pipeline.tags.keywords[index], ()):
             implied.setdefault(level, pipeline.tags.keywords[index])
@@ -109,11 +110,11 @@ def explain(config: Config, image: str) -> Explanation:
     removes, adds = override.removes(), folded(override.add)  # as the write compares them, whatever the case
     for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
         keyword = pipeline.tags.keywords[index]
-        if keyword.casefold() in removes:
+        if fold(keyword) in removes:
             verdict = "removed by an override"
-        elif keyword.casefold() in adds:
+        elif fold(keyword) in adds:
             verdict = "added by an override"
-        elif keyword.casefold() in kept and (index in chosen or keyword in implied):
+        elif fold(keyword) in kept and (index in chosen or keyword in implied):
             verdict = TAKEN_OUT
         elif index in chosen:
             verdict = "TAGGED"
@@ -129,10 +130,10 @@ def explain(config: Config, image: str) -> Explanation:
         lines.append(Line(rank, float(scores[index]), keyword, verdict))
     listed = folded(pipeline.tags.keywords)
     lines += [Line(None, None, keyword, "added by an override") for keyword in override.add
-              if keyword.casefold() not in listed]
+              if fold(keyword) not in listed]
     # levels above a predicted tag that are no tag of the list (the photo vocabulary's "animal")
-    lines += [Line(None, None, level, "removed by an override" if level.casefold() in override.removes()
-                   else TAKEN_OUT if level.casefold() in kept
+    lines += [Line(None, None, level, "removed by an override" if fold(level) in override.removes()
+                   else TAKEN_OUT if fold(level) in kept
                    else f"TAGGED: a level above {below}") for level, below in implied.items()
               if level not in pipeline.tags.keywords and level not in override.add]
     said = caption_lines(pipeline.captions, reading, override.remove) if pipeline.captions else []
@@ -217,10 +218,10 @@ def _named(explanation: Explanation, name: str, config: Config) -> Line:
     known = {line.keyword: line for line in explanation.lines}
     if name in known:
         return known[name]
-    folded = {keyword.casefold(): line for keyword, line in reversed(known.items())}  # the first wins
-    if name.casefold() in folded:
-        return folded[name.casefold()]
-    close = difflib.get_close_matches(name.casefold(), list(folded), n=3)
+    folded = {fold(keyword): line for keyword, line in reversed(known.items())}  # the first wins
+    if fold(name) in folded:
+        return folded[fold(name)]
+    close = difflib.get_close_matches(fold(name), list(folded), n=3)
     hint = f" (did you mean {', '.join(repr(folded[c].keyword) for c in close)}?)" if close else ""
     raise UsageError(f"{name!r}: not in the tag list {config.tags}{hint}")
 

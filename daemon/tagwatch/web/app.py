@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ..calibrate import number
-from ..casefold import folded
+from ..casefold import fold, folded
 from ..config import Config
 from ..formats import ImageError
 from ..metadata import ExifTool, KeywordWriter
@@ -302,15 +302,15 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
     def _corrected(path: str, keyword: str) -> bool:
         """Does a rule for the photo add or remove ``keyword`` (whatever its case)?"""
         override = library.scoring().overrides.for_path(path)
-        return keyword.casefold() in folded((*override.add, *override.remove))
+        return fold(keyword) in folded((*override.add, *override.remove))
 
     def _written_for_correction(path: str, keyword: str) -> bool:
         """Is ``keyword`` in a rule's ``add`` for the photo, and written into it for that rule?"""
         row = store.file(path)
-        if row is None or keyword.casefold() not in folded(library.scoring().overrides.for_path(path).add):
+        if row is None or fold(keyword) not in folded(library.scoring().overrides.for_path(path).add):
             return False
         ledger = store.ledgers([row.id]).get(row.id, {})
-        return any(k.casefold() == keyword.casefold() and action == USER for k, action in ledger.items())
+        return any(fold(k) == fold(keyword) and action == USER for k, action in ledger.items())
 
     async def not_found(request: Request, exc: Exception) -> Response:
         """An error page in the page's frame, with the way back (a bare "404 Not Found" was all)."""

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from ..casefold import folded
+from ..casefold import fold, folded
 from ..config import Config
 from ..encoder import LazyModel
 from ..metadata import Keywords, KeywordWriter
@@ -65,8 +65,8 @@ class Scoring:
 
     def spelled(self, typed: str) -> str:
         """The list's spelling of a keyword typed in any case (``Purple`` → ``purple``), else as typed."""
-        wanted = typed.casefold()
-        return next((keyword for keyword in self.index if keyword.casefold() == wanted), typed)
+        wanted = fold(typed)
+        return next((keyword for keyword in self.index if fold(keyword) == wanted), typed)
 
 
 @dataclass(frozen=True)
@@ -478,7 +478,7 @@ class Library:
         added = folded(override.add)  # a correction's keyword while a rule adds it: ↺ takes the rule back
         for keyword in present:
             action = ledger.get(keyword)
-            owner = OURS if action == ADDED else YOURS if keyword.casefold() in added else PERSON
+            owner = OURS if action == ADDED else YOURS if fold(keyword) in added else PERSON
             i = scoring.index.get(keyword)
             score = float(scores[i]) if scores is not None and i is not None else None
             limit = scoring.threshold(keyword) if score is not None else None
@@ -517,7 +517,7 @@ class Library:
             implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
             kept = override.kept_out(declined)
             for i in picked:
-                if scoring.tags.keywords[i].casefold() in kept:
+                if fold(scoring.tags.keywords[i]) in kept:
                     continue  # a tag a person took out implies no level (Expansion)
                 for level in scoring.expansion.levels.get(scoring.tags.keywords[i], ()):
                     implied.setdefault(level, scoring.tags.keywords[i])
@@ -527,7 +527,7 @@ class Library:
             for i in order:
                 keyword, score = scoring.tags.keywords[i], float(scores[i])
                 limit = float(scoring.thresholds[i])
-                rejected = keyword.casefold() in override.removes()  # as the write compares them
+                rejected = fold(keyword) in override.removes()  # as the write compares them
                 if rejected:
                     verdict = "rejected by your correction"
                 elif keyword in declined and (i in chosen or keyword in implied):
@@ -568,11 +568,11 @@ class Library:
             predicted = scoring.expansion([(scoring.tags.keywords[i], 0.0) for i in chosen], kept)
             wanted = [k for k, _ in override.apply(predicted)]
         held = folded(owner)  # the file's keywords, whatever their case, as the write does
-        pending = [f"adding {k!r}" for k in wanted if k.casefold() not in held | kept]
+        pending = [f"adding {k!r}" for k in wanted if fold(k) not in held | kept]
         sync = self.config.tagging.mode == "sync"
         wanting = folded(wanted)
         for keyword, whose in owner.items():
-            dropped = keyword.casefold() in override.removes() or (sync and keyword.casefold() not in wanting)
+            dropped = fold(keyword) in override.removes() or (sync and fold(keyword) not in wanting)
             if whose == OURS and dropped:
                 pending.append(f"taking out {keyword!r}")
         return pending
