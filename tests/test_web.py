@@ -189,6 +189,21 @@ def text(driver: object, selector: str) -> str:
         "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", selector)
 
 
+def dropped(site: Site, name: str, photos: dict[str, tuple[str, str]], seed: int) -> Path:
+    """A new folder ``name`` of the watched library with ``photos`` (file name → colour, shape), each
+    saved under a hidden name and renamed in, as a copy lands whole; returned once the daemon has
+    written each one's two keywords."""
+    folder = site.root / name
+    folder.mkdir()
+    for number, (file, (colour, shape)) in enumerate(photos.items()):
+        temp = folder / f".incoming-{number}.jpg"
+        synthetic.make_photo(colour, shape, seed + number, (320, 240)).save(temp, quality=88)
+        temp.rename(folder / file)
+    for file, (colour, shape) in photos.items():
+        wait_for(lambda: set(exif_keywords(folder / file)["iptc"]) == {colour, shape})  # noqa: B023
+    return folder
+
+
 # -- what a person sees ------------------------------------------------------------------------------
 
 def test_a_photo_dropped_into_the_folder_appears_in_the_grid_with_its_keywords(site: Site, browser) -> None:
@@ -280,15 +295,8 @@ def test_a_photo_named_with_a_hash_or_a_question_mark_can_be_corrected(site: Sit
     encode them exactly once, as the grid's links do."""
     from selenium.webdriver.common.by import By
 
-    folder = site.root / "names"
-    folder.mkdir()
     photos = {"Party #2.jpg": ("purple", "triangle"), "What?.jpg": ("yellow", "square")}
-    for number, (name, (colour, shape)) in enumerate(photos.items()):
-        temp = folder / f".incoming-{number}.jpg"
-        synthetic.make_photo(colour, shape, 780 + number, (320, 240)).save(temp, quality=88)
-        temp.rename(folder / name)
-    for name, (colour, shape) in photos.items():
-        wait_for(lambda: set(exif_keywords(folder / name)["iptc"]) == {colour, shape})  # noqa: B023
+    folder = dropped(site, "names", photos, 780)
     for name, (colour, shape) in photos.items():
         photo, url = folder / name, f"/photo/0/names/{quote(name)}"
         browser.get(f"{site.base}/?folder=0/names")
@@ -311,15 +319,8 @@ def test_the_page_says_what_a_correction_will_and_will_not_do(site: Site) -> Non
     """A newsroom's findings: ↺ of an added keyword offered an undo that did nothing, a photo set
     aside by untag showed "Writing into the file…" for ever and its tags as "tagged", and an empty
     keyword or a photo deleted meanwhile gave bare error pages."""
-    folder = site.root / "desk"
-    folder.mkdir()
-    photos = {"typo.jpg": ("green", "circle"), "aside.jpg": ("yellow", "square"), "gone.jpg": ("red", "star")}
-    for number, (name, (colour, shape)) in enumerate(photos.items()):
-        temp = folder / f".incoming-{number}.jpg"
-        synthetic.make_photo(colour, shape, 790 + number, (320, 240)).save(temp, quality=88)
-        temp.rename(folder / name)
-    for name, (colour, shape) in photos.items():
-        wait_for(lambda: set(exif_keywords(folder / name)["iptc"]) == {colour, shape})  # noqa: B023
+    folder = dropped(site, "desk", {"typo.jpg": ("green", "circle"), "aside.jpg": ("yellow", "square"),
+                                    "gone.jpg": ("red", "star")}, 790)
 
     def post(name: str, action: str, keyword: str) -> tuple[int, dict[str, str], str]:
         code, headers, body = site.exchange("POST", f"/photo/0/desk/{name}",
@@ -365,15 +366,8 @@ def test_the_page_says_what_a_correction_will_and_will_not_do(site: Site) -> Non
 def test_the_tag_filter_ignores_case_and_leaves_out_a_keyword_a_person_took_out(site: Site) -> None:
     """`?tag=Purple` found nothing, and a photo a person took purple out of was still listed (and
     counted on the Tags page) as carrying it."""
-    folder = site.root / "filter"
-    folder.mkdir()
+    folder = dropped(site, "filter", dict.fromkeys(("kept.jpg", "taken.jpg"), ("purple", "triangle")), 800)
     kept, taken = folder / "kept.jpg", folder / "taken.jpg"
-    for number, photo in enumerate((kept, taken)):
-        temp = folder / f".incoming-{number}.jpg"
-        synthetic.make_photo("purple", "triangle", 800 + number, (320, 240)).save(temp, quality=88)
-        temp.rename(photo)
-    for photo in (kept, taken):
-        wait_for(lambda: "purple" in exif_keywords(photo)["iptc"])  # noqa: B023
     time.sleep(1.1)  # a person's edit, a moment after tagwatch's write (not a write of ours settling)
     subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords-=purple",
                     "-XMP-dc:Subject-=purple", str(taken)], check=True)
