@@ -182,9 +182,8 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     file: red``) instead of listing them as written.  ``overridden``: predictions an override took
     out (``checked …: removed by an override: red, circle; nothing to write``), which passed the
     threshold: a photo left without a tag by them has not "no tag above threshold".  ``withdrawn``:
-    keywords of ours this write took out because an override removes them (a rejection on the
+    those of ``removed`` this write took out because an override removes them (a rejection on the
     review page), which are still predicted: not "no longer predicted"."""
-    removed = [*removed, *withdrawn]  # both taken out of the file; said apart below
     written = wrote or bool(removed or dropped)
     shown = [k for k in carried if k not in theirs] if written else list(carried)
     head = [", ".join(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
@@ -595,7 +594,7 @@ class Writeback:
         quiet = job.rescore and not (added or removed or dropped or rewrote)
         log.log(logging.DEBUG if quiet else logging.INFO, "%s", tagged_line(
             job.path, carried, places, job.kept_out, rules.threshold, bool(added),
-            [k for k in removed if k not in withdrawn], dropped, rewrote=rewrote, theirs=theirs,
+            removed, dropped, rewrote=rewrote, theirs=theirs,
             overridden=[k for k in took if fold(k) not in out and k not in withdrawn],
             withdrawn=withdrawn), extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote)
