@@ -228,8 +228,9 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
             return render(request, "photo.html", status=400, view=view,
                           error="Nothing was written: the keyword is empty.")
         # ↺ of an added keyword already written: the rule goes, the keyword stays (the person's)
-        was_written = action == "undo" and await run_in_threadpool(_written_for_correction, path, keyword)
-        if action == "undo" and not await run_in_threadpool(_corrected, path, keyword):  # a second click
+        corrected, was_written = (await run_in_threadpool(_correction_of, path, keyword) if action == "undo"
+                                  else (True, False))
+        if not corrected:  # a second click, a stale tab: nothing left to take back
             url = library.roots.url("photo", path)
             return RedirectResponse(f"{url}?{urlencode({'note': 'nothing-undone', 'k': keyword})}",
                                     status_code=303)
@@ -299,18 +300,18 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         """The 403 page: no token, or (``origin``) a change sent from another site's page."""
         return env.get_template("forbidden.html").render(origin=origin).encode()
 
-    def _corrected(path: str, keyword: str) -> bool:
-        """Does a rule for the photo add or remove ``keyword`` (whatever its case)?"""
+    def _correction_of(path: str, keyword: str) -> tuple[bool, bool]:
+        """Does a rule for the photo add or remove ``keyword`` (whatever its case); and does one add
+        it, written into the photo for that rule (↺ then takes back the rule, not the keyword)?"""
         override = library.scoring().overrides.for_path(path)
-        return fold(keyword) in folded((*override.add, *override.remove))
-
-    def _written_for_correction(path: str, keyword: str) -> bool:
-        """Is ``keyword`` in a rule's ``add`` for the photo, and written into it for that rule?"""
+        word = fold(keyword)
+        if word not in folded((*override.add, *override.remove)):
+            return False, False
         row = store.file(path)
-        if row is None or fold(keyword) not in folded(library.scoring().overrides.for_path(path).add):
-            return False
+        if row is None or word not in folded(override.add):
+            return True, False
         ledger = store.ledgers([row.id]).get(row.id, {})
-        return any(fold(k) == fold(keyword) and action == USER for k, action in ledger.items())
+        return True, any(fold(k) == word and action == USER for k, action in ledger.items())
 
     async def not_found(request: Request, exc: Exception) -> Response:
         """An error page in the page's frame, with the way back (a bare "404 Not Found" was all)."""
