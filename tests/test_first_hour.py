@@ -80,6 +80,27 @@ def test_init_without_a_terminal_asks_nothing_and_takes_target_from_the_command_
         encoding="utf-8")  # the line keeps its explanation
 
 
+def test_init_with_a_relative_config_prints_next_and_undo_lines_that_work_from_any_folder(
+        tmp_path: Path) -> None:
+    """`init --config cfg3/config.toml` printed `--config cfg3/config.toml` in its next/undo lines:
+    kept for later or pasted into a unit, they failed from any other folder."""
+    (tmp_path / "relf").mkdir()
+    result = subprocess.run([sys.executable, "-m", "tagwatch", "--config", "cfg3/config.toml", "init",
+                             "--target", "sidecar", "relf"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    config, folder = tmp_path / "cfg3" / "config.toml", tmp_path / "relf"
+    assert f"wrote {config}:" in result.stdout
+    assert f"next: tagwatch scan --dry-run --config {config} {folder}   #" in result.stdout
+    assert f"      tagwatch run --config {config}   #" in result.stdout
+    assert f"undo: tagwatch untag --config {config} {folder}   #" in result.stdout
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    undo = shlex.split(result.stdout.split("undo: ")[1].split("   #")[0])
+    assert subprocess.run([sys.executable, "-m", *undo], capture_output=True, text=True, cwd=elsewhere,
+                          timeout=60).returncode == 0  # the kept line works from another folder
+
+
 def test_without_exiftool_the_error_names_the_package_to_install(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('database = "tagwatch.db"\n', encoding="utf-8")

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -73,14 +74,16 @@ def init(target: Path, folders: Sequence[str], *, force: bool, where: str = "emb
 
 
 def init_func(args: argparse.Namespace) -> int:
-    target = Path(args.config).expanduser() if args.config else default_config_path()
+    # absolute: the next/undo lines below are kept and pasted into other terminals and units
+    target = Path(args.config).expanduser().absolute() if args.config else default_config_path()
     if target.exists() and not args.force:  # before asking anything
         raise UsageError(f"{target} already exists (use --force to overwrite it)")
     where = args.target or (ask_target() if sys.stdin.isatty() else "embedded")
     tags = init(target, args.folders, force=args.force, where=where)
-    config = "" if args.config is None else f" --config {target}"
+    config = "" if args.config is None else f" --config {shlex.quote(str(target))}"
     # the folder as the config holds it: the lines below work from any folder, not only this one
-    folder = str(Path(args.folders[0]).expanduser().absolute()) if args.folders else DEFAULT_FOLDER
+    folder = (shlex.quote(str(Path(args.folders[0]).expanduser().absolute())) if args.folders
+              else DEFAULT_FOLDER)
     watching = "" if args.folders else (f"watch: {DEFAULT_FOLDER} (no FOLDER given; edit watch in {target} "
                                         "to change it)\n")
     print(f"wrote {target}: keywords go {CHOICES[where]}\n{watching}"
