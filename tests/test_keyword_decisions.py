@@ -166,6 +166,41 @@ def test_no_sidecar_for_a_photo_given_nothing_of_tagwatchs(tmp_path: Path, tiny_
         env.close()
 
 
+def test_a_dry_run_names_the_keywords_of_ours_a_sync_scan_would_take_out(tmp_path: Path,
+                                                                          tiny_checkpoint: Path) -> None:
+    """A user's report: in sync mode, `scan --dry-run --threshold 0.65` (the documented way to try a
+    threshold) listed what stays and called the photo "already in the file", and the scan after it
+    took four keywords out.  The dry run names them, counts the photo as the scan does, and a photo
+    with nothing to write counts unchanged in both."""
+    photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=22)
+    blank = noise_jpeg(tmp_path / "in" / "b.jpg", seed=23)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle"], top_k=2)
+    assert tagwatch("scan", str(photo), "--config", str(config)).returncode == 0
+    written = exif_keywords(photo)["iptc"]
+    assert sorted(written) == ["circle", "red"]
+
+    def dry(*flags: str) -> tuple[str, str]:
+        result = tagwatch("scan", "--dry-run", "--mode", "sync", *flags, str(photo), str(blank),
+                          "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        lines = dict(line.split("\t") for line in result.stdout.splitlines())
+        return lines[str(photo)], result.stderr
+
+    line, stderr = dry("--top-k", "1")
+    kept, _, taken = line.partition("; would take out tagwatch's no longer predicted: ")
+    assert re.fullmatch(r"(red|circle) \([-\d.]+\)", kept), line
+    assert taken == ({"red", "circle"} - {kept.split(" ")[0]}).pop(), line
+    line, stderr = dry("--threshold", "1")
+    nothing, _, taken_all = line.partition("; would take out tagwatch's no longer predicted: ")
+    assert nothing == "(no tag above threshold)" and sorted(taken_all.split(", ")) == ["circle", "red"], line
+    assert "scan: 2 photos: 1 tagged, 1 unchanged (dry run: no file written)" in stderr, stderr
+    assert exif_keywords(photo)["iptc"] == written  # a dry run writes nothing
+    real = tagwatch("scan", "--mode", "sync", "--top-k", "1", str(photo), "--config", str(config))
+    assert real.returncode == 0, real.stderr
+    assert exif_keywords(photo)["iptc"] == [kept.split(" ")[0]]
+    assert f"took out tagwatch's no longer predicted: {taken}" in real.stderr, real.stderr
+
+
 def test_a_dry_run_leaves_out_a_keyword_a_person_took_out_since_the_last_scan(tmp_path: Path,
                                                                              tiny_checkpoint: Path) -> None:
     """Report §9: the person took `circle` out of a tagged photo; the dry run still listed it as to

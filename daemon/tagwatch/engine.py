@@ -456,7 +456,7 @@ class Engine:
         """Write each file's keywords (the ledger-first protocol), then report the batch."""
         for job in lot.jobs:
             if lot.dry_run:
-                outcome = self.pipeline.writeback.preview(job)
+                outcome = self.pipeline.writeback.preview(job, self.pipeline.rules)
             else:
                 try:
                     outcome = self.pipeline.writeback.finish(job, self.pipeline.rules)

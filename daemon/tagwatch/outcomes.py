@@ -40,6 +40,7 @@ class Outcome:
     wrote: bool = False  # the file was rewritten (keywords added, taken out or re-spelled)
     places: list[str] = field(default_factory=list)  # a dry run's: the place keywords it would carry
     overridden: list[str] = field(default_factory=list)  # a dry run's: predictions an override removes
+    dropping: list[str] = field(default_factory=list)  # a dry run's: ours sync mode takes out, unpredicted
 
 
 def record_failure(store: Store, path: str, st: os.stat_result | None, reason: str, dry_run: bool = False,

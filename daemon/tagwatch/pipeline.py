@@ -373,7 +373,7 @@ class Pipeline:
         for photo, (tags, override), reading in zip(photos, judged, readings, strict=True):
             if dry_run:
                 job = WriteJob(photo.path, photo.key, photo.stat, tags, override)
-                outcomes.append(self.writeback.preview(job))
+                outcomes.append(self.writeback.preview(job, self.rules))
             else:
                 outcomes.append(self._finish(photo.path, photo.key, photo.stat, tags, override, reading))
 

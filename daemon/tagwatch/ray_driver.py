@@ -582,7 +582,7 @@ class Scan:
         for photo, (tags, override) in zip(photos, pipeline.judge(photos, dry_run=self.dry_run), strict=True):
             job = WriteJob(photo.path, photo.key, photo.stat, tags, override)
             if self.dry_run:
-                self._done(writeback.preview(job))
+                self._done(writeback.preview(job, pipeline.rules))
                 continue
             try:
                 writeback.plan_ahead(job, pipeline.rules)

@@ -236,12 +236,15 @@ class Writeback:
 
     # -- the write protocol ---------------------------------------------------------------------
 
-    def preview(self, job: WriteJob) -> Outcome:
+    def preview(self, job: WriteJob, rules: TagRules) -> Outcome:
         """A dry run's outcome: the keywords decided, with the places the photo's GPS gives (read
         here, as step 1 reads it), so that it shows what a scan would write; nothing is recorded.
         Keywords a person took out of this photo are left out, as the write leaves them out: those
         recorded as declined, and those taken out since, found as the scan finds them (a dry run
-        listed them as written, and the scan after it left them out)."""
+        listed them as written, and the scan after it left them out).  Our keywords in the file that
+        the scan would take out (sync mode's no longer predicted, a correction's remove) are named:
+        a dry run with a stricter threshold called such a photo unchanged, and the scan after it
+        took four keywords out."""
         row = self.store.file(job.path)
         mine = row is not None and row.key == job.key
         taken: list[str] = []
@@ -252,10 +255,13 @@ class Writeback:
                 state = self.reader.inspect(Path(job.path), job.stat)
             except (MetadataError, OSError) as exc:
                 log.warning("%s: %s: %s", job.path, "place not looked up" if self.places else "not read", exc)
+        absent: list[str] = []  # ours the file no longer holds: nothing of them to take out
         if state is not None and owned and row is not None:  # taken out since: the scan records it
             seen = replace(job, owned=owned)
-            found, _, stale = self._removed(seen, row, state, self.store.ledger_paths(row.id), self.reader)
+            found, unwritten, stale = self._removed(seen, row, state, self.store.ledger_paths(row.id),
+                                                    self.reader)
             taken = [] if stale else found
+            absent = found + unwritten
         declined = (job.override.kept_out([*self.store.ledger(row.id, DECLINED), *taken])
                     if mine and row is not None else set())
         job = replace(job, tags=[(k, s) for k, s in job.tags if fold(k) not in declined])
@@ -267,12 +273,20 @@ class Writeback:
                                         self.reader.sidecar_gps(Path(job.path), state.sidecar))
             left_out = folded(job.keywords) | declined  # a tag's spelling, or taken out
             places = [k for k in placed.keywords if fold(k) not in left_out]
+        wanted = (*job.keywords, *places)
+        # ours the scan takes out, as plan_ahead decides: sync (and overwrite with a prediction) every
+        # one no longer predicted, any mode those a correction removes
+        sweeps = rules.mode == "sync" or (rules.mode == "overwrite" and bool(job.keywords))
+        removes, kept = job.override.removes(), folded(wanted)
+        leaving = [o for o in owned if state is not None and o not in absent and fold(o) not in kept
+                   and (sweeps or fold(o) in removes)]
+        took += [o for o in leaving if fold(o) in removes and fold(o) not in folded(took)]
+        dropping = [o for o in leaving if fold(o) not in removes]
         # every keyword in the file already (the person's, or ours): the scan would count it unchanged
         held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
-        wanted = (*job.keywords, *places)
-        there = bool(wanted) and not refused and all(fold(k) in held for k in wanted)
+        there = bool(wanted) and not refused and not leaving and all(fold(k) in held for k in wanted)
         return Outcome(job.path, Status.UNCHANGED if there else Status.TAGGED, job.tags, error=refused,
-                       overridden=took, places=places)
+                       overridden=took, places=places, dropping=dropping)
 
     def _refused(self, job: WriteJob) -> str | None:
         """Why the scan would refuse this photo (hard links, read-only), for a dry run to say."""

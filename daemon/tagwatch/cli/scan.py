@@ -116,11 +116,13 @@ def _count(counts: dict[str, int], outcome: Outcome, dry_run: bool) -> None:
     """Count ``outcome`` under the status the summary gives it.  A dry run's photo the scan would
     refuse (read-only, hard links) is no "tagged"; nor is a photo the scan checked and left as it
     was (no tag above the threshold, or only keywords it had already): "unchanged", as the log line
-    says "nothing to write" or "(already in the file)" of it."""
+    says "nothing to write" or "(already in the file)" of it; a dry run's photo with nothing to
+    write or take out is "unchanged" as the scan's is."""
     status: str = outcome.status
     if outcome.status == Status.TAGGED and dry_run and outcome.error:
         status = "would fail"
-    elif outcome.status == Status.TAGGED and not dry_run and not outcome.wrote:
+    elif outcome.status == Status.TAGGED and not (outcome.wrote if not dry_run else (
+            outcome.tags or outcome.places or outcome.overridden or outcome.dropping)):
         status = Status.UNCHANGED
     counts[status] = counts.get(status, 0) + 1
     if outcome.status == Status.WAIT:  # the daemon would retry later; a scan reports it
@@ -182,8 +184,11 @@ def dry_line(outcome: Outcome) -> str | None:
         return None
     tags = ", ".join(f"{k} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags)
     refused = f" (a scan would not write it: {outcome.error})" if outcome.error else ""
-    removed = f"removed by an override: {', '.join(outcome.overridden)}" if outcome.overridden else ""
-    shown = (f"{tags}; {removed}" if tags and removed else tags or removed or "(no tag above threshold)")
+    removed = "; ".join(f"{what}: {', '.join(keywords)}" for what, keywords in (
+        ("removed by an override", outcome.overridden),
+        ("would take out tagwatch's no longer predicted", outcome.dropping)) if keywords)
+    shown = "; ".join(part for part in (tags or ("" if outcome.overridden else "(no tag above threshold)"),
+                                        removed) if part)
     return f"{outcome.path}\t{shown}{place}{refused}"
 
 
