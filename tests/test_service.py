@@ -9,6 +9,8 @@ import re
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -212,3 +214,32 @@ def test_an_edit_of_the_overrides_is_logged_as_the_overrides_re_scored(tmp_path:
         assert "tag list" not in log
     finally:
         assert daemon.stop() == 0
+
+
+def test_installing_the_unit_again_after_adding_a_folder_says_to_restart(tmp_path: Path,
+                                                                         tiny_checkpoint: Path) -> None:
+    """`service install` again for the same config (a folder added to watch) said `enable --now`,
+    which leaves a running daemon as it was, the new folder read-only to it: it says restart."""
+    home = tmp_path / "home"
+    photos, more = home / "photos", home / "photos2"
+    photos.mkdir(parents=True)
+    more.mkdir()
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+
+    def install(config: Path) -> str:
+        result = subprocess.run([sys.executable, "-m", "tagwatch", "--config", str(config), "service",
+                                 "install", "--platform", "systemd"],
+                                capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    unit = home / ".config" / "systemd" / "user" / "tagwatch.service"
+    config = write_config(home / "conf", tiny_checkpoint, watch=[photos])
+    first = install(config)
+    assert "next: systemctl --user daemon-reload && systemctl --user enable --now tagwatch" in first
+    write_config(home / "conf", tiny_checkpoint, watch=[photos, more])
+    again = install(config)
+    assert f"-{more}" in unit.read_text(encoding="utf-8")
+    assert f"wrote {unit}, replacing the one that was there" in again
+    assert "next: systemctl --user daemon-reload && systemctl --user restart tagwatch   #" in again
+    assert "enable --now" not in again

@@ -77,19 +77,25 @@ def service_func(args: argparse.Namespace) -> int:
     if args.print:
         sys.stdout.write(text.decode())
         return 0
+    existed = target.exists()
     before = _runs_config(target.read_bytes()) if ours else None
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, text, mode=0o644)  # readable by the service manager, like any unit file
     now = _runs_config(text)
-    if before is not None and before != now:  # one unit per user: the other config's daemon is gone
-        print(f"replaced {target}, which ran the config {before}: it runs {now} now")
+    if not existed:
+        print(f"wrote {target}")
+        print(f"next: {enable}")
+    else:  # `enable --now` leaves a running daemon alone: only a restart takes up the new unit
+        if before is not None and before != now:  # one unit per user: the other config's daemon is gone
+            print(f"replaced {target}, which ran the config {before}: it runs {now} now")
+            why = "goes on with the old config until then"
+        else:  # e.g. a folder added to watch: ReadWritePaths= is the new unit's, read at its start
+            print(f"wrote {target}, replacing the one that was there")
+            why = "keeps the old unit's settings (a folder added to watch stays read-only to it) until then"
         restart = ("systemctl --user daemon-reload && systemctl --user restart tagwatch"
                    if platform == "systemd"
                    else f"launchctl bootout gui/{os.getuid()} {shlex.quote(str(target))}, then {enable}")
-        print(f"next: {restart}   # a daemon already running goes on with the old config until then")
-    else:
-        print(f"wrote {target}")
-        print(f"next: {enable}")
+        print(f"next: {restart}   # a daemon already running {why}")
     if platform == "systemd":
         print("to keep it running while you are logged out (a NAS, a server): "
               "sudo loginctl enable-linger $USER")
