@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import tagwatch
+from conftest import noise_jpeg, tagwatch
 from tagwatch.config import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
@@ -121,6 +123,25 @@ def test_cli_reports_config_errors_in_one_line_with_status_2(tmp_path: Path) -> 
         lines = result.stderr.strip().splitlines()
         assert lines == [f"tagwatch: error: {path}: unknown key 'tagging.treshold' (known here: "
                          "expand, expand_depth, expand_stop, mode, templates, threshold, top_k)"]
+
+
+def test_a_missing_checkpoint_or_model_file_names_the_config_like_every_config_error(tmp_path: Path) -> None:
+    """`model.pretrained: checkpoint file … does not exist` named no config: with several (one per
+    `tagwatch@` instance) a user could not tell which file to fix."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    photo = noise_jpeg(tmp_path / "a.jpg", 1)
+    (folder / "c.toml").write_text('database = "db/x.db"\n[model]\n'
+                                   f'pretrained = "{tmp_path}/nope.safetensors"\n', encoding="utf-8")
+    (folder / "c3.toml").write_text(f'database = "db/x.db"\n[model]\nname = "{tmp_path}/nope.json"\n'
+                                    'pretrained = "none"\n', encoding="utf-8")
+    for config, message in (("bad/c.toml", f"model.pretrained: checkpoint file '{tmp_path}/nope.safetensors' "
+                                           "does not exist"),
+                            ("bad/c3.toml", f"model.name: model config file '{tmp_path}/nope.json' does not "
+                                            "exist")):
+        result = subprocess.run([sys.executable, "-m", "tagwatch", "--config", config, "scan", "--dry-run",
+                                 str(photo)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert (result.returncode, result.stderr) == (2, f"tagwatch: error: {config}: {message}\n")
 
 
 def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:

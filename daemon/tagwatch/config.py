@@ -98,6 +98,9 @@ class ModelConfig:
     # Where auto's measured choice is remembered: not a TOML key, set beside the database by Config
     # (None: measured at every load).
     precision_cache: Path | None = None
+    # The config file these came from, as named (not a TOML key; "" for the built-in defaults): the
+    # model's own errors name it, as every other config error does, once several configs exist.
+    source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -345,7 +348,7 @@ def is_checkpoint_path(pretrained: str) -> bool:
 def _model(raw: dict[str, Any], base: Path, where: str) -> ModelConfig:
     r = _Reader(raw, "model.", where)
     cfg = ModelConfig()
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"source": where}
     for name in ("name", "pretrained", "device"):
         value = r.get(name, str, "a string")
         if value is not None:

@@ -54,6 +54,12 @@ def _is_config_file(name: str) -> bool:
     return name.endswith(".json")
 
 
+def _key(cfg: ModelConfig, name: str) -> str:
+    """``config.toml: model.NAME`` for an error about that key: the file named, as every other config
+    error names it (a user with several configs could not tell which one was meant)."""
+    return f"{cfg.source}: model.{name}" if cfg.source else f"model.{name}"
+
+
 def model_identity(cfg: ModelConfig) -> str:
     """A string that changes whenever the vectors a model produces could change.
 
@@ -64,7 +70,7 @@ def model_identity(cfg: ModelConfig) -> str:
     if _is_config_file(name):
         path = Path(name).expanduser()
         if not path.is_file():
-            raise ModelError(f"model.name: model config file '{path}' does not exist")
+            raise ModelError(f"{_key(cfg, 'name')}: model config file '{path}' does not exist")
         name = f"{path.stem}@{_file_digest(path)[:8]}"
     pretrained = cfg.pretrained
     if pretrained.lower() == RANDOM_WEIGHTS:
@@ -72,7 +78,7 @@ def model_identity(cfg: ModelConfig) -> str:
     if is_checkpoint_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
-            raise ModelError(f"model.pretrained: checkpoint file '{path}' does not exist")
+            raise ModelError(f"{_key(cfg, 'pretrained')}: checkpoint file '{path}' does not exist")
         return f"{name}/sha256:{_file_digest(path)}"
     return f"{name}/{pretrained}"
 
