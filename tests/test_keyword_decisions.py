@@ -166,6 +166,33 @@ def test_no_sidecar_for_a_photo_given_nothing_of_tagwatchs(tmp_path: Path, tiny_
         env.close()
 
 
+def test_a_keyword_a_correction_adds_follows_its_parent_renamed_in_the_list(tmp_path: Path,
+                                                                           tiny_checkpoint: Path) -> None:
+    """A user's report: a correction's `add = ["Blue"]` went under the list's `colour|blue`; the list's
+    parent renamed to `color`, tagwatch's own keywords moved and Blue stayed under `colour|blue`, a
+    `colour` node no list names left in every keyword tree, untag or not.  Its path follows the list
+    as ours do; the keyword itself stays the person's (untag leaves it, under the list's path)."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=1.0, mode="sync"))  # nothing predicted
+    try:
+        photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=24)
+        env.pipeline.use_overrides(parse_overrides(f'[[override]]\npath = "{photo}"\nadd = ["Blue"]\n',
+                                                   tmp_path / "o.toml", [photo.parent]))
+        listed = '[[tag]]\nkeyword = "{0}"\n[[tag]]\nkeyword = "blue"\nparent = "{0}"\n'
+        rich_list(env, listed.format("colour"))
+        assert env.run(photo) == {"a.jpg": Status.TAGGED}
+        assert fields(photo, HIERARCHICAL)[HIERARCHICAL] == ["colour|blue"]
+        for parent in ("color", "hue"):
+            rich_list(env, listed.format(parent))
+            env.pipeline.retag()
+            assert fields(photo, HIERARCHICAL)[HIERARCHICAL] == [f"{parent}|blue"]
+            assert exif_keywords(photo) == {"iptc": ["Blue"], "xmp": ["Blue"]}
+        assert env.pipeline.untag(str(photo)).status == Status.UNCHANGED  # nothing of ours in it
+        assert fields(photo, HIERARCHICAL)[HIERARCHICAL] == ["hue|blue"]
+        assert exif_keywords(photo)["iptc"] == ["Blue"]
+    finally:
+        env.close()
+
+
 def test_a_dry_run_names_the_keywords_of_ours_a_sync_scan_would_take_out(tmp_path: Path,
                                                                           tiny_checkpoint: Path) -> None:
     """A user's report: in sync mode, `scan --dry-run --threshold 0.65` (the documented way to try a

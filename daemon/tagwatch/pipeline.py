@@ -58,7 +58,7 @@ from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary
 from .wording import counted
-from .writeback import TagRules, Writeback, WriteJob, corrected
+from .writeback import TagRules, Writeback, WriteJob, corrected, known_paths
 
 if TYPE_CHECKING:
     from .encoder import LazyModel
@@ -606,6 +606,13 @@ class Pipeline:
 
     # -- tag-list edits ------------------------------------------------------------------------
 
+    def _corrections_stale(self) -> set[int]:
+        """Files holding a keyword a correction added under another path than the list now gives it
+        (see :meth:`Writeback.plan_ahead`): a parent edit moves it as it moves ours."""
+        added = self.store.corrections_paths()
+        wanted = known_paths(self._paths, {keyword for _, keyword, _ in added})
+        return {file_id for file_id, keyword, paths in added if paths != (wanted.get(keyword, keyword),)}
+
     def retag(self, observe: Callable[[list[Outcome]], None] | None = None) -> tuple[int, int]:
         """Re-score every cached file tagged with an older tag list (inside the folders given to
         :meth:`confine`, if any); no image is encoded.
@@ -624,7 +631,7 @@ class Pipeline:
         tried: list[Outcome] = []
         chunk = 4096
         # Files holding one of our keywords under a path its parent no longer gives it
-        stale = (self.store.stale_paths(self._paths) if rows and (
+        stale = (self.store.stale_paths(self._paths) | self._corrections_stale() if rows and (
             any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
         if rows and self.places.enabled:
             stale |= self._places_stale([r for r, _ in rows])

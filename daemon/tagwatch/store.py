@@ -451,11 +451,12 @@ class Store:
             db.executemany("UPDATE ledger SET paths = ? WHERE file_id = ? AND keyword = ?",
                            [(_paths(k, p), file_id, k) for k, p in paths.items()])
 
-    def ledger_paths(self, file_id: int) -> dict[str, tuple[str, ...]]:
-        """keyword → the hierarchical paths tagwatch wrote it under, for keywords not written flat."""
+    def ledger_paths(self, file_id: int, action: str = ADDED) -> dict[str, tuple[str, ...]]:
+        """keyword → the hierarchical paths tagwatch wrote it under, for keywords not written flat
+        (with USER: those an override asked for, whose path is the list's and follows it)."""
         with self._lock:
             rows = self._db.execute("SELECT keyword, paths FROM ledger WHERE file_id = ? AND action = ? "
-                                    "AND paths IS NOT NULL", (file_id, ADDED)).fetchall()
+                                    "AND paths IS NOT NULL", (file_id, action)).fetchall()
         return {r[0]: tuple(r[1].split("\n")) for r in rows}
 
     def has_ledger_paths(self) -> bool:
@@ -476,6 +477,14 @@ class Store:
                    WHERE l.action = ? AND COALESCE(l.paths, l.keyword) != w.path""", (ADDED,)).fetchall()
             db.execute("DELETE FROM wanted_paths")
         return {r[0] for r in rows}
+
+    def corrections_paths(self) -> list[tuple[int, str, tuple[str, ...]]]:
+        """(file id, keyword, paths written under) of every keyword a correction added: the list's
+        path, which follows a parent edit (compared in Python: the list spells it in its own case)."""
+        with self._lock:
+            rows = self._db.execute("SELECT file_id, keyword, paths FROM ledger WHERE action = ?",
+                                    (USER,)).fetchall()
+        return [(r[0], r[1], tuple(r[2].split("\n")) if r[2] else (r[1],)) for r in rows]
 
     def remove_ledger(self, file_id: int, keywords: list[str]) -> None:
         """Forget keywords: recorded ahead of a write that did not happen, or no longer in the file."""

@@ -372,9 +372,19 @@ class Writeback:
         if others:
             owned_paths = {**owned_paths, **self.share(job, state, others, keywords)}
             owned, writing, mode = self._beside(job, state, others, writing, withdraw, mode)
+        # A keyword a correction adds is the person's, but the path it went under is the list's: it
+        # follows a parent edit as ours do (planned as ours while the correction asks for it; its
+        # flat form stays whatever happens), or the old parent stayed in every keyword tree
+        users: dict[str, tuple[str, ...]] = {}
+        if row is not None:
+            written = self.store.ledger_paths(row.id, USER)
+            users = {k: written.get(k, (k,)) for k in self.store.ledger(row.id, USER)
+                     if k in override.add and k not in owned}
+        owned_paths = {**owned_paths, **users}
         plan = job.plan = idle_sidecar(self.writer.plan(
-            Path(job.path), writing, before=job.stat, mode=mode, owned=owned, owned_paths=owned_paths,
-            paths=paths, withdraw=withdraw, state=state, fill=fill, filled=job.filled), owned)
+            Path(job.path), writing, before=job.stat, mode=mode, owned=[*owned, *users],
+            owned_paths=owned_paths, paths=paths, withdraw=withdraw, state=state, fill=fill,
+            filled=job.filled), owned)
         if not plan.changes:
             return
         mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
@@ -574,7 +584,7 @@ class Writeback:
                 self.store.remove_ledger(file_id, [k for k in job.unwritten if k not in plan.ours])
                 self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
                 self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in job.owned],
-                                      USER)
+                                      USER, paths=plan.paths)
                 self.store.remove_ledger(file_id, job.released)  # the other photo's now, in the sidecar
                 self.store.set_filled(file_id, plan.fills)
             placed = job.placed
