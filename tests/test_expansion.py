@@ -252,8 +252,9 @@ def test_explain_and_export_show_the_levels_expansion_writes(shapes_lab: Any, tm
     score = dict(exported.tags)["golden retriever"]
     if expand == "parents":
         rank, verdict = shown["dog"]
-        assert len(rank) == 2 and verdict == "TAGGED: a level above golden retriever"  # scored, ranked
-        assert shown["animal"] == ([], "TAGGED: a level above golden retriever")  # no tag: no score
+        assert len(rank) == 2 and verdict.startswith("TAGGED: a level above golden retriever (its own score ")
+        assert rank[1] == f"{score:+.4f}"  # export's score, the tag's below it: one score per keyword
+        assert shown["animal"] == ([f"{score:+.4f}"], "TAGGED: a level above golden retriever")  # no rank
         assert exported.tags[2:] == [("dog", score), ("animal", score)]  # after the predictions
     else:
         assert shown["dog"][1] == "" and "animal" not in shown
@@ -280,7 +281,8 @@ def test_the_review_page_counts_the_levels_among_what_a_photo_gets(shapes_lab: A
         store.close()
     assert view.pending == []
     verdicts = {line.keyword: line.verdict for line in view.lines}
-    assert verdicts["dog"] == "tagged: a level above golden retriever"
+    assert verdicts["dog"].startswith("tagged: a level above golden retriever (score and threshold of golden "
+                                      "retriever; its own score ")
 
 
 HAND_MADE_TOML = """\

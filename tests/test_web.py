@@ -382,6 +382,40 @@ def test_the_tag_filter_ignores_case_and_leaves_out_a_keyword_a_person_took_out(
         assert f'data-path="{taken}"' not in page, typed
 
 
+def test_a_level_shows_the_score_it_is_exported_with_and_says_which_tag_it_is_above(
+        site: Site, tag_list: Path) -> None:
+    """A level written because a tag below it matched (colour above red) showed its own score on the
+    page, far below its threshold ("score -0.035, threshold 0.360") and nothing said why it was in
+    the file, while export gave it the score of the best tag below it, as the docs say.  One score
+    per keyword: the page shows export's, against that tag's threshold, and names the tag."""
+    mark = len(site.daemon.log())
+    edited = tag_list.read_text(encoding="utf-8").replace("  # colour\n", '  # colour\nparent = "colour"\n')
+    # its own threshold out of reach: only a level is ever written (the model may score "colour" well)
+    tag_list.write_text(edited + '[[tag]]\nkeyword = "colour"\nthreshold = 0.99\n', encoding="utf-8")
+    site.daemon.wait_log(f"{len(TAGS) + 1} tags", since=mark)
+    photo = site.root / "2024" / "red-star.jpg"
+    assert set(exif_keywords(photo)["iptc"]) == {"red", "star", "colour"}
+    exported = tagwatch("export", "--scores", "--config", str(site.config), str(photo))
+    assert exported.returncode == 0, exported.stderr
+    scores = json.loads(exported.stdout)[str(photo)]
+    assert scores["colour"] == scores["red"]
+
+    def hints(page: str) -> dict[str, str]:
+        return dict((k, h) for h, k in re.findall(r'class="chip ours" title="([^"]*)" data-keyword="([^"]*)"',
+                                                   page))
+
+    page = site.request("GET", "/photo/0/2024/red-star.jpg")[1].decode()
+    red = f"score {scores['red']:.3f}, threshold {THRESHOLD:.3f}"
+    assert hints(page)["red"] == f"written by tagwatch; {red}"
+    assert hints(page)["colour"] == f"written by tagwatch; {red} (a level above red: its score and threshold)"
+    row = re.search(r'<tr class="(\w+)" data-keyword="colour">(.*?)</tr>', page, re.S)
+    assert row.group(1) == "above", row.group(0)
+    assert f'<td class="num">{scores["red"]:.3f}</td>' in row.group(2)
+    assert "tagged: a level above red (score and threshold of red; its own score" in row.group(2)
+    grid = site.request("GET", "/?folder=0/2024")[1].decode()
+    assert f"{red} (a level above red: its score and threshold)" in grid
+
+
 def test_a_keyword_the_tag_list_would_refuse_is_refused_on_the_page_too(site: Site, browser) -> None:
     from urllib.parse import urlencode
 

@@ -110,15 +110,21 @@ class Expansion:
         out of this photo, which imply no level (their own pair stays, for the write to leave out)."""
         if not self.levels:
             return tags
+        return [*tags, *((level, score) for level, (_, score) in self.implied(tags, kept_out).items())]
+
+    def implied(self, tags: list[tuple[str, float]],
+                kept_out: Collection[str] = ()) -> dict[str, tuple[str, float]]:
+        """Each level the predicted (keyword, score) pairs (best first) add, in the order
+        :meth:`__call__` adds them → the best tag below it and that tag's score, which the level
+        carries: the one rule ``export``, ``explain``, the dry run and the review page all show."""
         seen = {keyword for keyword, _ in tags}
-        out = list(tags)
+        out: dict[str, tuple[str, float]] = {}
         for keyword, score in tags:
             if fold(keyword) in kept_out:
                 continue
             for level in self.levels.get(keyword, ()):
-                if level not in seen:
-                    seen.add(level)
-                    out.append((level, score))
+                if level not in seen and level not in out:
+                    out[level] = (keyword, score)
         return out
 
 

@@ -100,15 +100,14 @@ def explain(config: Config, image: str) -> Explanation:
     chosen = set(picked)
     override = pipeline.overrides.for_path(path)
     kept = override.kept_out(declined)  # case-folded: what a person took out stays out
-    implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
-    for index in picked:
-        if fold(pipeline.tags.keywords[index]) in kept:
-            continue  # a tag a person took out implies no level (tagger.Expansion)
-        for level in pipeline.expansion.levels.get(pipeline.tags.keywords[index], ()):
-            implied.setdefault(level, pipeline.tags.keywords[index])
+    # a level expansion writes → the best predicted tag below it and its score, which the level carries
+    keywords = pipeline.tags.keywords
+    implied = pipeline.expansion.implied([(keywords[i], float(scores[i])) for i in picked], kept)
+    shown = [implied[k][1] if k in implied else float(s) for k, s in zip(keywords, scores, strict=True)]
     lines = []
     removes, adds = override.removes(), folded(override.add)  # as the write compares them, whatever the case
-    for rank, index in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
+    order = sorted(range(len(scores)), key=lambda i: (-shown[i], keywords[i] in implied))  # level after tag
+    for rank, index in enumerate(order, start=1):
         keyword = pipeline.tags.keywords[index]
         if fold(keyword) in removes:
             verdict = "removed by an override"
@@ -119,22 +118,24 @@ def explain(config: Config, image: str) -> Explanation:
         elif index in chosen:
             verdict = "TAGGED"
         elif keyword in implied:
-            verdict = f"TAGGED: a level above {implied[keyword]}"
+            verdict = f"TAGGED: a level above {implied[keyword][0]}"
         elif scores[index] > limits[index]:
             verdict = "above threshold, beyond top_k"
         else:
             verdict = ""
+        if keyword in implied:  # its score is the tag's below; its own says why it is no prediction
+            verdict = f"{verdict} (its own score {scores[index]:+.4f})".lstrip()
         own = pipeline.vocabulary.tags[index].threshold
         if own is not None:
             verdict = f"{verdict} (its threshold {own:+.4f})".lstrip()
-        lines.append(Line(rank, float(scores[index]), keyword, verdict))
+        lines.append(Line(rank, shown[index], keyword, verdict))
     listed = folded(pipeline.tags.keywords)
     lines += [Line(None, None, keyword, "added by an override") for keyword in override.add
               if fold(keyword) not in listed]
     # levels above a predicted tag that are no tag of the list (the photo vocabulary's "animal")
-    lines += [Line(None, None, level, "removed by an override" if fold(level) in override.removes()
+    lines += [Line(None, score, level, "removed by an override" if fold(level) in override.removes()
                    else TAKEN_OUT if fold(level) in kept
-                   else f"TAGGED: a level above {below}") for level, below in implied.items()
+                   else f"TAGGED: a level above {below}") for level, (below, score) in implied.items()
               if level not in pipeline.tags.keywords and level not in override.add]
     said = caption_lines(pipeline.captions, reading, override.remove) if pipeline.captions else []
     if set_aside:
@@ -200,11 +201,10 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
         shown = [line for line in explanation.lines if not top or line.rank is None or line.rank <= top
                  or line.verdict.startswith(("TAGGED", "added", "removed", SET_ASIDE))
                  or line.verdict == TAKEN_OUT]
-    for line in shown:
-        if line.rank is None or line.score is None:
-            out.append(f"{'':>5}  {'':>7}  {line.keyword:<40} {line.verdict}")
-        else:
-            out.append(f"{line.rank:>5}  {line.score:+.4f}  {line.keyword:<40} {line.verdict}".rstrip())
+    for line in shown:  # a level that is no tag has a score (the tag's below it) but no rank
+        rank = "" if line.rank is None else str(line.rank)
+        score = "" if line.score is None else f"{line.score:+.4f}"
+        out.append(f"{rank:>5}  {score:>7}  {line.keyword:<40} {line.verdict}".rstrip())
     hidden = len(explanation.lines) - len(shown)
     if hidden and not names:
         out.append(f"... {hidden} more tags score lower (--top 0 lists them all, --tag NAME one of them)")

@@ -78,6 +78,7 @@ class Chip:
     score: float | None = None
     threshold: float | None = None
     undone: bool = False  # PERSON: written for a correction since taken back; it stays, as the person's
+    above: str = ""  # a level expansion writes above this tag: score and threshold are that tag's
 
     @property
     def hint(self) -> str:
@@ -88,7 +89,8 @@ class Chip:
                    "(remove it in your photo app)")
         if self.score is None:
             return who
-        return f"{who}; score {self.score:.3f}, threshold {self.threshold:.3f}"
+        level = f" (a level above {self.above}: its score and threshold)" if self.above else ""
+        return f"{who}; score {self.score:.3f}, threshold {self.threshold:.3f}{level}"
 
 
 @dataclass(frozen=True)
@@ -267,6 +269,12 @@ class KeywordCache:
 def file_keywords(keywords: Keywords) -> list[str]:
     """The flat keywords of a file, IPTC's order first, then those only in XMP."""
     return list(dict.fromkeys((*keywords.iptc, *keywords.xmp)))
+
+
+def _declined(ledger: dict[str, str], keywords: Keywords | None) -> set[str]:
+    """Keywords of ours a person took out of the file (not in it now): never written in again."""
+    present = set(file_keywords(keywords)) if keywords is not None else set()
+    return {k for k, action in ledger.items() if action == DECLINED and k not in present}
 
 
 class Library:
@@ -456,8 +464,11 @@ class Library:
             found = read.get(row.path)
             row_scores = by_path.get(row.path)
             override = scoring.overrides.for_path(row.path)
-            chips = self._chips(found if isinstance(found, Keywords) else None, ledgers.get(row.id, {}),
-                                row_scores, scoring, override)
+            keywords = found if isinstance(found, Keywords) else None
+            ledger = ledgers.get(row.id, {})
+            levels = (self._levels(row_scores, scoring, override, _declined(ledger, keywords))
+                      if row_scores is not None else {})
+            chips = self._chips(keywords, ledger, row_scores, scoring, override, levels)
             top: tuple[tuple[str, float], ...] = ()
             if row_scores is not None:
                 best = np.argpartition(-row_scores, min(5, len(row_scores) - 1))[:5]
@@ -471,18 +482,35 @@ class Library:
         return cards
 
     @staticmethod
+    def _levels(scores: np.ndarray, scoring: Scoring, override: Override,
+                declined: set[str]) -> dict[str, tuple[str, float]]:
+        """The levels expansion writes into this photo → the best tag below each and its score:
+        :meth:`tagger.Expansion.implied`, the rule ``export`` and the write use, so a level shows the
+        score it is exported with, not its own (which is below its threshold, or it would be a tag)."""
+        picked = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
+        return scoring.expansion.implied([(scoring.tags.keywords[i], float(scores[i])) for i in picked],
+                                         override.kept_out(declined))
+
+    @staticmethod
     def _chips(keywords: Keywords | None, ledger: dict[str, str], scores: np.ndarray | None,
-               scoring: Scoring, override: Override) -> list[Chip]:
+               scoring: Scoring, override: Override,
+               levels: dict[str, tuple[str, float]] | None = None) -> list[Chip]:
+        """The file's keywords, whose each is, and its score: a level's is the tag's below it
+        (``levels``, from :meth:`_levels`), against that tag's threshold."""
         chips = []
+        levels = levels or {}
         present = file_keywords(keywords) if keywords is not None else []
         added = folded(override.add)  # a correction's keyword while a rule adds it: ↺ takes the rule back
         for keyword in present:
             action = ledger.get(keyword)
             owner = OURS if action == ADDED else YOURS if fold(keyword) in added else PERSON
+            below, carried = levels.get(keyword, ("", 0.0))
             i = scoring.index.get(keyword)
-            score = float(scores[i]) if scores is not None and i is not None else None
-            limit = scoring.threshold(keyword) if score is not None else None
-            chips.append(Chip(keyword, owner, score, limit, undone=owner == PERSON and action == USER))
+            score = (carried if below else float(scores[i]) if scores is not None and i is not None
+                     else None)
+            limit = scoring.threshold(below or keyword) if score is not None else None
+            chips.append(Chip(keyword, owner, score, limit, undone=owner == PERSON and action == USER,
+                              above=below))
         chips += [Chip(k, "rejected") for k in override.remove if k not in present]
         return chips
 
@@ -499,10 +527,11 @@ class Library:
         if row is not None and row.key is not None:
             vector = self.store.image_vectors([row.key], self.identity).get(row.key)
         scores = scoring.tags.scores(vector)[0] if vector is not None else None
-        chips = self._chips(keywords, ledger, scores, scoring, override)
-        owner = {c.keyword: c.owner for c in chips if c.owner != "rejected"}
         # Keywords of ours a person took out of the file: tagwatch never writes them in again
-        declined = {k for k, action in ledger.items() if action == DECLINED and k not in owner}
+        declined = _declined(ledger, keywords)
+        implied = self._levels(scores, scoring, override, declined) if scores is not None else {}
+        chips = self._chips(keywords, ledger, scores, scoring, override, implied)
+        owner = {c.keyword: c.owner for c in chips if c.owner != "rejected"}
         lowest = float(scoring.thresholds.min()) if len(scoring.thresholds) else 0.0
         floor = lowest - 0.1 if floor is None else floor
         lines: list[ScoreLine] = []
@@ -512,21 +541,22 @@ class Library:
                        "not written: the photo could not be tagged" if row is not None and row.state == FAILED
                        else "not written yet")
         if scores is not None:
-            picked = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
-            chosen = set(picked)
-            implied: dict[str, str] = {}  # a level expansion writes → the best predicted tag below it
-            kept = override.kept_out(declined)
-            for i in picked:
-                if fold(scoring.tags.keywords[i]) in kept:
-                    continue  # a tag a person took out implies no level (Expansion)
-                for level in scoring.expansion.levels.get(scoring.tags.keywords[i], ()):
-                    implied.setdefault(level, scoring.tags.keywords[i])
-            order = [i for i in np.argsort(-scores) if scores[i] > floor][:60]
-            top = max([float(scores[i]) for i in order] + [float(scoring.thresholds.max()), floor + 0.05])
+            chosen = set(select(scores[None, :], scoring.thresholds, scoring.top_k)[0])
+            # a level carries the score of the best tag below it (as exported), against that tag's threshold
+            shown = scores.astype(np.float32)
+            limits = scoring.thresholds.copy()
+            level = np.zeros(len(shown), bool)
+            for keyword, (below, carried) in implied.items():
+                if keyword in scoring.index:
+                    shown[scoring.index[keyword]] = carried
+                    limits[scoring.index[keyword]] = scoring.thresholds[scoring.index[below]]
+                    level[scoring.index[keyword]] = True
+            order = [i for i in np.lexsort((level, -shown)) if shown[i] > floor][:60]  # a level after its tag
+            top = max([float(shown[i]) for i in order] + [float(scoring.thresholds.max()), floor + 0.05])
             span = max(top + 0.02 - floor, 1e-6)
             for i in order:
-                keyword, score = scoring.tags.keywords[i], float(scores[i])
-                limit = float(scoring.thresholds[i])
+                keyword, score = scoring.tags.keywords[i], float(shown[i])
+                limit = float(limits[i])
                 rejected = fold(keyword) in override.removes()  # as the write compares them
                 if rejected:
                     verdict = "rejected by your correction"
@@ -535,12 +565,15 @@ class Library:
                 elif i in chosen:
                     verdict = "tagged" if written else f"would be tagged ({written_not})"
                 elif keyword in implied:
-                    verdict = (f"tagged: a level above {implied[keyword]}" if written else
-                               f"would be tagged, a level above {implied[keyword]} ({written_not})")
+                    verdict = (f"tagged: a level above {implied[keyword][0]}" if written else
+                               f"would be tagged, a level above {implied[keyword][0]} ({written_not})")
                 elif score > limit:
                     verdict = f"above its threshold, beyond top_k ({scoring.top_k})"
                 else:
                     verdict = "below its threshold"
+                if keyword in implied:  # whose score and threshold these are, and its own score
+                    verdict += (f" (score and threshold of {implied[keyword][0]}; its own score "
+                                f"{float(scores[i]):.3f})")
                 lines.append(ScoreLine(keyword, score, limit, verdict, owner.get(keyword), rejected,
                                        100 * (score - floor) / span, 100 * (limit - floor) / span))
         pending = self._pending(row, scores, scoring, override, owner, declined)
