@@ -124,6 +124,59 @@ def test_before_and_after_numbers_on_a_constructed_case(tmp_path: Path) -> None:
     assert row.split() == ["beach", "2", "3", "0.28", "0.23", "100%", "67%", "50%", "100%", "67%", "80%"]
 
 
+CAL_TAGS = """\
+[[tag]]
+keyword = "circle"
+
+[[tag]]
+keyword = "red"
+
+[[tag]]
+keyword = "beach"
+"""
+
+
+def test_calibrate_writes_only_thresholds_that_change_and_improve_as_the_review_page_does(
+        tmp_path: Path) -> None:
+    """`calibrate` wrote `threshold = 0.36` under a tag whose calibrated value was the global 0.36 it
+    followed, pinning it there (the review page writes nothing for an unchanged value), and moved red
+    from 0.36 to 0.4 at the same F1.  Now both keep the threshold they have, the table and a line
+    say why, and only a threshold that does better on the examples is written."""
+    from tagwatch.cli.calibrate import Calibration, write
+    from tagwatch.config import Config, TaggingConfig
+
+    keywords = ["circle", "red", "beach"]
+    folders = {"circle": ["c1", "c2"], "red": ["r1"], "beach": ["b1"], "none": ["n1", "n2"]}
+    data = labels(folders, keywords, {}, tmp_path)
+    #                  circle  red   beach
+    scores = np.array([[0.50, 0.10, 0.10],   # c1
+                       [0.60, 0.10, 0.10],   # c2
+                       [0.10, 0.70, 0.10],   # r1: red is perfect at 0.36 already (F1 100%)
+                       [0.10, 0.10, 0.30],   # b1: beach misses it at 0.36
+                       [0.22, 0.10, 0.10],   # n1: circle's widest gap is (0.22, 0.50): 0.36
+                       [0.20, 0.10, 0.10]],  # n2
+                      np.float32)
+    tags = [FakeTag(k) for k in keywords]
+    results = calibrate(scores, data, keywords, tag_thresholds(tags, 0.36))
+    assert [(r.keyword, r.after, r.kept) for r in results] == [
+        ("circle", 0.36, "its threshold already"), ("red", 0.4, "F1 no better"), ("beach", 0.2, "")]
+    table = {line.split()[0]: line for line in render_table(results).splitlines()[2:]}
+    assert table["circle"].endswith("kept: its threshold already")
+    assert table["red"].endswith("kept: F1 no better") and not table["beach"].endswith("better")
+
+    listed = tmp_path / "tags.toml"
+    listed.write_text(CAL_TAGS, encoding="utf-8")
+    config = Config(tags=listed, tagging=TaggingConfig(threshold=0.36), source=tmp_path / "config.toml")
+    said = write(config, Calibration(results, keywords, 6, 0))
+    assert said == f"wrote 1 threshold into {listed}"
+    assert listed.read_text(encoding="utf-8") == CAL_TAGS.replace(
+        'keyword = "beach"\n', 'keyword = "beach"\nthreshold = 0.2\n')  # circle and red still follow 0.36
+    only_kept = [r for r in results if r.kept]
+    listed.write_text(CAL_TAGS, encoding="utf-8")
+    assert write(config, Calibration(only_kept, keywords, 6, 0)).startswith("nothing written")
+    assert listed.read_text(encoding="utf-8") == CAL_TAGS
+
+
 def test_a_child_tags_examples_say_nothing_about_its_parent(tmp_path: Path) -> None:
     keywords = ["animal", "dog", "golden retriever"]
     ancestors = {"golden retriever": ("animal", "dog"), "dog": ("animal",)}
@@ -407,7 +460,13 @@ def test_the_rich_twin_of_a_plain_list_writes_the_same_keywords_under_the_same_p
                           ("none", "red-circle.jpg")):
         (examples / folder).mkdir(parents=True)
         shutil.copy(shapes_lab.library / photo, examples / folder / photo)
-    result = shapes_lab.run("calibrate", "--tags", str(plain), str(examples))
+    # a global threshold no true tag passes, beside the lab's (its database): calibration improves
+    # green's and square's F1 and writes them (a threshold no better than the one in use is not written)
+    strict = shapes_lab.config.with_name("strict.toml")
+    lab = shapes_lab.config.read_text(encoding="utf-8")
+    strict.write_text(re.sub(r"^threshold = .*$", "threshold = 0.9", lab, flags=re.M), encoding="utf-8")
+    result = tagwatch("calibrate", "--tags", str(plain), str(examples), "--config", str(strict))
+    assert result.returncode == 0, result.stderr
     assert "the WordNet sense of the 9 it places (the same levels above them)" in result.stdout
     twin = tmp_path / "plain.toml"
     assert f'tags = "{twin}"' in result.stdout

@@ -100,6 +100,18 @@ def labels(folders: Mapping[str, Sequence[str]], keywords: Sequence[str],
 
 # -- thresholds ----------------------------------------------------------------------------------
 
+UNCHANGED = "its threshold already"  # TagResult.kept: writing it would pin, not change, it
+NO_BETTER = "F1 no better"  # TagResult.kept: the examples do not prefer the calibrated value
+
+
+def same_threshold(a: float, b: float) -> bool:
+    """Do two thresholds decide alike?  The daemon compares scores with them in float32, so 0.36 and
+    0.36000001430511475 are one threshold.  Neither calibrate nor the review page writes a value
+    that is the tag's threshold already: a tag that follows ``[tagging] threshold`` would be pinned
+    to today's value and stop following the config."""
+    return bool(np.float32(a) == np.float32(b))
+
+
 @dataclass(frozen=True)
 class TagResult:
     keyword: str
@@ -109,11 +121,18 @@ class TagResult:
     after: float  # the calibrated one
     before_counts: Counts
     after_counts: Counts
+    kept: str = ""  # why the threshold in use stays (UNCHANGED, NO_BETTER); "" when ``after`` is written
 
 
 def calibrate(scores: np.ndarray, data: Labels, keywords: Sequence[str],
               current: np.ndarray) -> list[TagResult]:
-    """For each tag with examples: the F1-best threshold, and the counts with the old and the new."""
+    """For each tag with examples: the F1-best threshold, and the counts with the old and the new.
+
+    A tag keeps the threshold in use (``kept`` says why) when the calibrated one is the same, and
+    when it scores no better F1 on the examples: among equally good thresholds the widest gap's
+    middle is only a tie-break, no evidence that the one in use is worse, and moving it would change
+    which other photos get the tag for no measured gain.
+    """
     scores = np.asarray(scores, np.float32)
     results = []
     for j in data.columns:
@@ -121,11 +140,25 @@ def calibrate(scores: np.ndarray, data: Labels, keywords: Sequence[str],
         tag_scores, truth = scores[mask, j], data.truth[mask, j]
         after, _ = best_threshold(tag_scores, truth)
         before = float(current[j])
-        results.append(TagResult(
-            keywords[j], int(truth.sum()), int((~truth).sum()), before, after,
-            counts((tag_scores > np.float32(before))[:, None], truth[:, None])[0],
-            counts((tag_scores > np.float32(after))[:, None], truth[:, None])[0]))
+        old = counts((tag_scores > np.float32(before))[:, None], truth[:, None])[0]
+        new = counts((tag_scores > np.float32(after))[:, None], truth[:, None])[0]
+        kept = UNCHANGED if same_threshold(after, before) else NO_BETTER if new.f1 <= old.f1 else ""
+        results.append(TagResult(keywords[j], int(truth.sum()), int((~truth).sum()), before, after,
+                                 old, new, kept))
     return results
+
+
+def to_write(results: Sequence[TagResult]) -> dict[str, float]:
+    """keyword → calibrated threshold, for the tags whose threshold calibration changes."""
+    return {r.keyword: r.after for r in results if not r.kept}
+
+
+def kept_line(results: Sequence[TagResult]) -> str:
+    """The tags left at the threshold in use and why, one line (empty when every tag moves)."""
+    kept = [f"{r.keyword} ({number(r.before)} already)" if r.kept == UNCHANGED else
+            f"{r.keyword} (F1 {_percent(r.after_counts.f1)} at {number(r.after)}, no better than at "
+            f"{number(r.before)})" for r in results if r.kept]
+    return f"left at the threshold they have: {', '.join(kept)}" if kept else ""
 
 
 def _percent(value: float | None) -> str:
@@ -133,7 +166,8 @@ def _percent(value: float | None) -> str:
 
 
 def render_table(results: Sequence[TagResult]) -> str:
-    """Before/after threshold, precision, recall and F1 of each calibrated tag, one line each."""
+    """Before/after threshold, precision, recall and F1 of each calibrated tag, one line each; a tag
+    that keeps its threshold ends with why (``kept``)."""
     width = max([len("tag"), *(len(r.keyword) for r in results)])
     lines = [f"{'':<{width}}  {'photos':>9}  {'threshold':^15}  {'precision':^13}  {'recall':^13}  "
              f"{'F1':^13}",
@@ -146,7 +180,7 @@ def render_table(results: Sequence[TagResult]) -> str:
             f"{number(r.before):>7} {number(r.after):>7}  "
             f"{_percent(b.precision):>6} {_percent(a.precision):>6}  "
             f"{_percent(b.recall):>6} {_percent(a.recall):>6}  "
-            f"{_percent(b.f1):>6} {_percent(a.f1):>6}")
+            f"{_percent(b.f1):>6} {_percent(a.f1):>6}" + (f"  kept: {r.kept}" if r.kept else ""))
     return "\n".join(lines) + "\n"
 
 

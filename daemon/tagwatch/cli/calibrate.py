@@ -14,10 +14,12 @@ from ..calibrate import (
     NEGATIVES,
     TagResult,
     calibrate,
+    kept_line,
     labels,
     read_examples,
     render_table,
     save_thresholds,
+    to_write,
 )
 from ..config import Config
 from ..scoring import tag_thresholds
@@ -81,9 +83,13 @@ def measure(config: Config, root: Path,
 
 
 def write(config: Config, calibration: Calibration) -> str:
-    """Write the thresholds (:func:`tagwatch.calibrate.save_thresholds`, which the review page's tag
-    page uses too); returns what to tell the user."""
-    return save_thresholds(config, calibration.keywords, {r.keyword: r.after for r in calibration.results})
+    """Write the thresholds that change (:func:`tagwatch.calibrate.save_thresholds`, which the review
+    page's tag page uses too, and like it nothing for a tag whose threshold stays: see
+    :func:`tagwatch.calibrate.calibrate`); returns what to tell the user."""
+    thresholds = to_write(calibration.results)
+    if not thresholds:
+        return f"nothing written: every calibrated tag keeps its threshold; {config.tags} is unchanged"
+    return save_thresholds(config, calibration.keywords, thresholds)
 
 
 def calibrate_func(args: argparse.Namespace) -> int:
@@ -92,6 +98,8 @@ def calibrate_func(args: argparse.Namespace) -> int:
     print(f"{calibration.photos} example photos ({calibration.encoded} encoded now, the rest from the "
           f"cache); decisions are score > threshold, top_k not applied")
     sys.stdout.write(render_table(calibration.results))
+    if kept := kept_line(calibration.results):
+        print(kept)
     if args.dry_run:
         print("dry run: the tag list was not changed")
         return 0

@@ -20,10 +20,8 @@ import os
 import threading
 from pathlib import Path
 
-import numpy as np
-
 from ..atomic import editing, write_atomic
-from ..calibrate import CalibrationError, number, save_thresholds
+from ..calibrate import CalibrationError, number, same_threshold, save_thresholds
 from ..config import Config
 from ..exiftool import MetadataError
 from ..metadata import ExifTool, KeywordWriter
@@ -69,15 +67,15 @@ def write_correction(config: Config, path: str, keyword: str, action: str) -> Pa
 def write_threshold(config: Config, vocabulary: Vocabulary, keyword: str, threshold: float) -> str:
     """A tag's threshold into the tag list, as ``tagwatch calibrate`` writes it; what to tell.
 
-    The value the tag already has (the same float32, which is all the daemon compares) writes
-    nothing: saving a tag that follows ``[tagging] threshold`` would otherwise pin today's global
-    value into the list, and it would stop following the config.
+    The value the tag already has (:func:`tagwatch.calibrate.same_threshold`, the rule calibrate
+    follows too) writes nothing: saving a tag that follows ``[tagging] threshold`` would otherwise
+    pin today's global value into the list, and it would stop following the config.
     """
     if not -1.0 <= threshold <= 1.0:
         raise CorrectionError(f"a threshold is a cosine similarity in [-1, 1], got {threshold}")
     tag = vocabulary.tags[vocabulary.keywords.index(keyword)]
     in_use = float(tag_thresholds([tag], config.tagging.threshold)[0])
-    if np.float32(threshold) == np.float32(in_use):
+    if same_threshold(threshold, in_use):
         whose = (f"its own, in {config.tags.name}" if tag.threshold is not None
                  else "the global one, [tagging] threshold")
         return f"threshold of {keyword!r} unchanged: {number(in_use)} ({whose}); nothing written"
