@@ -62,3 +62,26 @@ def test_score_is_the_cosine_of_the_candidates_prompt_with_the_photo() -> None:
                "a photo of a cat.": np.array([-1.0, 0.0], np.float32)}
     got = score(image, [Candidate("dog", True), Candidate("cat", True)], vectors, "a photo of a {}.")
     assert np.allclose(got, [0.6, -1.0])
+
+
+def test_parts_of_a_list_tag_the_caption_names_are_not_keywords_on_their_own() -> None:
+    """"a purple vertical bar" with "vertical bar" in the list: "bar" and "vertical" alone are
+    fragments of it (the list decides that tag by its own threshold); the longer phrase is no part."""
+    found = candidates("a green star to the left of a purple vertical bar")
+    scores = {"green star": 0.12, "star": 0.28, "purple vertical bar": 0.3, "vertical bar": 0.31,
+              "bar": 0.54, "green": 0.2, "purple": 0.2, "vertical": 0.34}
+    decided = {s.text: s for s in choose(found, [scores[c.text] for c in found], threshold=0.1, top_k=5,
+                                         taken={"vertical bar", "star"})}
+    assert decided["bar"].reason == decided["vertical"].reason == "part of 'vertical bar', in the tag list"
+    assert decided["vertical bar"].reason == decided["star"].reason == "in the tag list"
+    assert {t for t, _ in kept(decided.values())} == {"purple vertical bar", "green star", "green", "purple"}
+    # a caption that names only the part keeps it: "a bar" is not the list's "vertical bar"
+    alone = choose(candidates("a bar"), [0.5], threshold=0.1, top_k=5, taken={"vertical bar"})
+    assert kept(alone) == [("bar", 0.5)]
+
+
+def test_a_lone_colour_word_is_a_modifier() -> None:
+    assert [(c.text, c.noun) for c in candidates("a purple")] == [("purple", False)]
+    found = {c.text: c.noun for c in candidates("a white and black dog")}
+    assert found == {"black dog": True, "dog": True, "white": False, "black": False}
+    assert candidates("a purple vertical bar")[0] == Candidate("purple vertical bar", True)

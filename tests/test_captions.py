@@ -346,3 +346,68 @@ def test_the_ray_engine_refuses_captions_it_cannot_write(tmp_path: Path) -> None
     result = tagwatch("scan", "--engine", "ray", "--config", str(config), str(tmp_path))
     assert result.returncode == 2
     assert "--engine ray does not write captions yet" in result.stderr
+
+
+SHAPES_CLIP = REPO / "tests" / "data" / "shapes-clip"
+SHAPE_PHOTOS = {"red-circle.jpg": ("red", "circle", 9_000_001),
+                "orange-bar.jpg": ("orange", "horizontal bar", 9_000_006),
+                "blank.jpg": (None, None, 9_000_007)}
+
+
+def _shapes(tmp_path: Path, tags: list[str], *, enabled: bool = True, mode: str = "sync",
+            threshold: float = 0.36) -> tuple[Path, Path]:
+    """A folder of the user test's photos (a red circle, an orange horizontal bar, a blank background)
+    and a config as in its reproduction: the shapes CLIP tags, the test captioner captions beside it,
+    its words under ``caption|``, the caption written as the description."""
+    folder = tmp_path / "photos"
+    folder.mkdir(exist_ok=True)
+    for name, (colour, shape, seed) in SHAPE_PHOTOS.items():
+        if not (folder / name).exists():
+            synthetic.make_photo(colour, shape, seed).save(folder / name, "JPEG", quality=90)
+    return folder, _shapes_config(tmp_path, tags, enabled=enabled, mode=mode, threshold=threshold)
+
+
+def _shapes_config(tmp_path: Path, tags: list[str], *, enabled: bool = True, mode: str = "sync",
+                   threshold: float = 0.36) -> Path:
+    extra = (f'[captions]\nenabled = {str(enabled).lower()}\nname = "{COCA_CONFIG}"\n'
+             f'pretrained = "{COCA_CHECKPOINT}"\nprefix = "{PREFIX}"\nwrite_description = true\n')
+    config = write_config(tmp_path / "conf", SHAPES_CLIP.with_suffix(".safetensors"),
+                          model=SHAPES_CLIP.with_suffix(".json"), tags=tags, threshold=threshold, top_k=5,
+                          extra=extra)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[tagging]\n", f'[tagging]\nmode = "{mode}"\n'), encoding="utf-8")
+    return config
+
+
+SHAPE_TAGS = ["red", "blue", "orange", "circle", "horizontal bar"]
+
+
+def test_a_lone_colour_in_a_caption_is_a_modifier(tmp_path: Path) -> None:
+    folder, config = _shapes(tmp_path, SHAPE_TAGS)
+    explained = tagwatch("explain", "--config", str(config), str(folder / "blank.jpg"))
+    assert explained.returncode == 0, explained.stderr
+    assert "caption: 'a purple'" in explained.stdout
+    assert re.search(r"^ +1  [+-]\d\.\d{4}  purple +modifier +below threshold$", explained.stdout, re.M), \
+        explained.stdout
+
+
+def test_parts_of_a_list_tag_the_caption_names_are_not_written_on_their_own(tmp_path: Path) -> None:
+    """"a green star to the left of a purple vertical bar" with "vertical bar" in the list, below its
+    threshold on this photo: the photo got "bar" and "vertical" as caption keywords, two fragments
+    meaning nothing.  Now neither is written; explain says why."""
+    photo = tmp_path / "photos" / "scene.jpg"
+    photo.parent.mkdir()
+    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
+                                         9_000_010)).save(photo, "JPEG", quality=90)
+    config = _shapes_config(tmp_path, ["vertical bar", "star", "red", "circle"])
+    explained = tagwatch("explain", "--config", str(config), str(photo))
+    said = explained.stdout
+    assert "caption: 'a green star to the left of a purple vertical bar'" in said, said
+    for word in ("bar", "vertical"):
+        line = rf"  {word} +(noun|modifier) +part of 'vertical bar', in the tag list$"
+        assert re.search(line, said, re.M), said
+    scanned = tagwatch("scan", "--config", str(config), str(photo))
+    assert scanned.returncode == 0, scanned.stderr
+    got = read_back([photo])[photo.name]
+    assert not {"bar", "vertical"} & {*got["keywords"], *got["subject"], *got["open"]}, got
+    assert "vertical bar" not in got["keywords"]  # below the list's threshold here: the list decides

@@ -14,7 +14,9 @@ Candidates are the caption's content words and phrases of 1-3 words: runs of wor
 stop-words (articles, prepositions, pronouns, spatial words, common caption verbs, counting words).
 Nouns are preferred: in an English noun phrase the head noun comes last ("red *dress*", "golden
 retriever *puppy*"), so the phrases that end a run are taken as nouns, and so is any word a noun
-lexicon (``nouns``) knows; a lone modifier ("red") is a candidate too, ranked after every noun.
+lexicon (``nouns``) knows; a lone modifier ("red") is a candidate too, ranked after every noun.  A
+colour word alone in its run ("a purple", "a white and black dog") is a modifier too: a caption that
+names only a colour names no thing.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ sitting standing holding looking laying lying riding walking playing posing wear
 eating drinking watching waiting flying running hanging parked sits stands holds looks lays
 rides walks plays poses wears uses eats made taken seen filled covered topped
 """.split())  # noqa: SIM905 (a block of words reads better than a list of 200 strings)
+
+# Colour words: alone in a run ("a purple", "white" in "a white and black dog") they are a modifier
+# whose noun the caption left out, not a head noun.  The price: "an orange" (the fruit) alone counts
+# as a modifier too; it stays a candidate, only ranked after the nouns.
+COLOURS: frozenset[str] = frozenset("""
+red orange yellow green blue purple pink brown black white grey gray violet beige turquoise maroon
+navy teal cyan magenta crimson scarlet golden silver colorful colourful multicolored multicoloured
+""".split())  # noqa: SIM905
 
 MAX_WORDS = 3
 MAX_BYTES = 64  # IPTC IIM's limit for one keyword: exiftool would cut a longer one, and untag miss it
@@ -82,7 +92,8 @@ def candidates(caption: str, nouns: Collection[str] | None = None,
     """Content phrases of 1 to ``max_words`` words, nouns first, each once, in caption order.
 
     With a noun lexicon, a phrase counts as a noun when its last word is a noun; without one, when it
-    ends where its run of content words ends (the head of an English noun phrase comes last).
+    ends where its run of content words ends (the head of an English noun phrase comes last), unless
+    it is a lone colour word (:data:`COLOURS`).
     """
     runs: list[list[str]] = [[]]
     for word in words(caption):
@@ -96,7 +107,8 @@ def candidates(caption: str, nouns: Collection[str] | None = None,
         for end in range(len(run), 0, -1):
             for start in range(max(0, end - max_words), end):
                 phrase = run[start:end]
-                head = (phrase[-1] in nouns) if nouns is not None else end == len(run)
+                head = ((phrase[-1] in nouns) if nouns is not None
+                        else end == len(run) and not (len(run) == 1 and run[0] in COLOURS))
                 if len(phrase) > 1 and not head:
                     continue  # "red horizontal": a phrase that is no noun is no keyword
                 text = " ".join(phrase)
@@ -128,10 +140,13 @@ def choose(found: Sequence[Candidate], scores: Sequence[float], threshold: float
     """Every candidate with its decision; the kept ones are the photo's open-vocabulary keywords.
 
     Kept: a score above ``threshold``, not a duplicate of ``taken`` (the tag list's keywords and
-    synonyms) nor of a better candidate (plural and singular count as one), and within the ``top_k``
-    best, nouns ranked before modifiers.
+    synonyms) nor of a better candidate (plural and singular count as one), not a part of a list tag
+    the caption names ("bar" or "vertical" of a caption's "vertical bar": the list decides that tag
+    by its own threshold, and a fragment of it alone means something else), and within the
+    ``top_k`` best, nouns ranked before modifiers.
     """
     taken_norm = {_norm(t) for t in taken}
+    parts = _parts(c.text for c in found if _norm(c.text) in taken_norm)
     order = sorted(range(len(found)), key=lambda i: (not found[i].noun, -scores[i]))
     decided: dict[int, Scored] = {}
     seen: set[str] = set()
@@ -140,12 +155,24 @@ def choose(found: Sequence[Candidate], scores: Sequence[float], threshold: float
         candidate, score = found[i], float(scores[i])
         norm = _norm(candidate.text)
         reason = ("below threshold" if score <= threshold else "in the tag list" if norm in taken_norm
+                  else f"part of {parts[norm]!r}, in the tag list" if norm in parts
                   else "duplicate" if norm in seen else "beyond top_k" if kept >= top_k else "")
         if not reason:
             kept += 1
             seen.add(norm)
         decided[i] = Scored(candidate.text, round(score, 4), candidate.noun, not reason, reason)
     return [decided[i] for i in order]
+
+
+def _parts(tags: Iterable[str]) -> dict[str, str]:
+    """Each shorter run of words inside one of ``tags`` (normalised) → the tag it is part of."""
+    out: dict[str, str] = {}
+    for tag in tags:
+        run = _norm(tag).split()
+        for size in range(len(run) - 1, 0, -1):
+            for start in range(len(run) - size + 1):
+                out.setdefault(" ".join(run[start:start + size]), tag)
+    return out
 
 
 def kept(scored: Iterable[Scored]) -> list[tuple[str, float]]:
