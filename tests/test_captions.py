@@ -411,3 +411,15 @@ def test_parts_of_a_list_tag_the_caption_names_are_not_written_on_their_own(tmp_
     got = read_back([photo])[photo.name]
     assert not {"bar", "vertical"} & {*got["keywords"], *got["subject"], *got["open"]}, got
     assert "vertical bar" not in got["keywords"]  # below the list's threshold here: the list decides
+
+
+def test_untag_names_the_description_it_removed(tmp_path: Path) -> None:
+    """A photo whose only change by tagwatch was its description: untag said "removed nothing"."""
+    folder, config = _shapes(tmp_path, ["red circle", "circle", "red"], threshold=0.99)
+    photo = folder / "red-circle.jpg"
+    assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
+    assert read_back([photo])[photo.name]["description"] == "a red circle"
+    untagged = tagwatch("untag", "--config", str(config), str(photo))
+    assert untagged.returncode == 0, untagged.stderr
+    assert f"untagged {photo}: removed description 'a red circle'" in untagged.stderr, untagged.stderr
+    assert read_back([photo])[photo.name]["description"] is None

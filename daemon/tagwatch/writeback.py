@@ -38,7 +38,17 @@ from .captions import Captions, Reading
 from .casefold import fold, folded
 from .freshness import restamp, stem_photos
 from .geotag import Placement, Places
-from .metadata import KEYWORD_FIELDS, FileChanged, FileState, Filled, KeywordWriter, MetadataError, WritePlan
+from .metadata import (
+    DESCRIPTION_FIELDS,
+    KEYWORD_FIELDS,
+    TWINS,
+    FileChanged,
+    FileState,
+    Filled,
+    KeywordWriter,
+    MetadataError,
+    WritePlan,
+)
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
 from .queue import Delete, Op
@@ -698,7 +708,14 @@ class Writeback:
                                    state=UNTAGGED)
         if not plan.changes:  # left alone by the daemon all the same, as asked
             return Outcome(path, Status.UNCHANGED, error="nothing of tagwatch's in it to take out")
-        log.info("untagged %s: removed %s%s%s", path, ", ".join(plan.removed) or "nothing",
+        # the fields it gave back (our description, a place's City...) are named with the keywords,
+        # each pair of twins once: an untag that took out only a description said "removed nothing"
+        gave = {name: filled[name].ours[-1] for edit in plan.edits for name in edit.fields
+                if name in filled and filled[name].ours}
+        shown = [n for n in gave if not (n.startswith("IPTC:") and TWINS.get(n) in gave)]  # XMP of twins
+        fields = [f"{'description' if n in DESCRIPTION_FIELDS else n.split(':')[-1]} {gave[n]!r}"
+                  for n in shown]
+        log.info("untagged %s: removed %s%s%s", path, ", ".join([*plan.removed, *fields]) or "nothing",
                  f"; restored {', '.join(plan.restored)}" if plan.restored else "",
                  f"; left in the sidecar it shares with {', '.join(others.paths)}, which has them from "
                  f"tagwatch too: {', '.join(left)}" if left else "")
