@@ -382,6 +382,23 @@ def _shapes_config(tmp_path: Path, tags: list[str], *, enabled: bool = True, mod
 SHAPE_TAGS = ["red", "blue", "orange", "circle", "horizontal bar"]
 
 
+def test_a_caption_clip_does_not_confirm_is_not_written_as_the_description(tmp_path: Path) -> None:
+    """The orange bar is captioned "an orange square" and the blank photo "a purple": CLIP confirms
+    neither "square" nor "purple", so neither caption becomes a description (it did, and every photo
+    app showed and searched the mistake); "a red circle", whose nouns CLIP confirms, does."""
+    folder, config = _shapes(tmp_path, SHAPE_TAGS)
+    scanned = tagwatch("scan", "--config", str(config), str(folder))
+    assert scanned.returncode == 0, scanned.stderr
+    found = read_back(sorted(folder.iterdir()))
+    ours = found["red-circle.jpg"]
+    assert ours["description"] == ours["caption_abstract"] == "a red circle"
+    for name in ("orange-bar.jpg", "blank.jpg"):
+        assert found[name]["description"] is None and found[name]["caption_abstract"] is None, found[name]
+    assert "horizontal bar" in found["orange-bar.jpg"]["keywords"]  # its list tags are written all the same
+    explained = tagwatch("explain", "--config", str(config), str(folder / "orange-bar.jpg"))
+    assert "caption: 'an orange square'" in explained.stdout, explained.stdout
+
+
 def test_a_lone_colour_in_a_caption_is_a_modifier(tmp_path: Path) -> None:
     folder, config = _shapes(tmp_path, SHAPE_TAGS)
     explained = tagwatch("explain", "--config", str(config), str(folder / "blank.jpg"))
@@ -411,6 +428,63 @@ def test_parts_of_a_list_tag_the_caption_names_are_not_written_on_their_own(tmp_
     got = read_back([photo])[photo.name]
     assert not {"bar", "vertical"} & {*got["keywords"], *got["subject"], *got["open"]}, got
     assert "vertical bar" not in got["keywords"]  # below the list's threshold here: the list decides
+
+
+def _describe_persons(photo: Path, text: str) -> None:
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-XMP-dc:Description={text}", str(photo)],
+                   check=True)
+
+
+@pytest.mark.parametrize("mode", ["sync", "append"])
+def test_turning_captions_off_takes_our_descriptions_out_as_it_takes_out_caption_keywords(
+        tmp_path: Path, mode: str) -> None:
+    """Captions off: sync takes out our caption keywords, and now our description with them (it left
+    them in every photo); append keeps both, as it keeps every keyword of ours.  A person's
+    description is never touched."""
+    folder, config = _shapes(tmp_path, SHAPE_TAGS, mode=mode)
+    theirs = Path(shutil.copy(folder / "red-circle.jpg", folder / "theirs.jpg"))
+    _describe_persons(theirs, "Grandma's red ball")
+    assert tagwatch("scan", "--config", str(config), str(folder)).returncode == 0
+    before = read_back([folder / "red-circle.jpg", theirs])
+    assert before["red-circle.jpg"]["description"] == "a red circle"
+    assert "red circle" in before["red-circle.jpg"]["open"]
+    _shapes(tmp_path, SHAPE_TAGS, enabled=False, mode=mode)
+    scanned = tagwatch("scan", "--config", str(config), str(folder))
+    assert scanned.returncode == 0, scanned.stderr
+    after = read_back([folder / "red-circle.jpg", theirs])
+    ours = after["red-circle.jpg"]
+    if mode == "sync":
+        assert ours["description"] is None and ours["caption_abstract"] is None, ours
+        assert "red circle" not in ours["keywords"]
+    else:
+        assert ours["description"] == ours["caption_abstract"] == "a red circle"
+        assert "red circle" in ours["keywords"]
+    assert after["theirs.jpg"]["description"] == "Grandma's red ball"
+
+
+def test_a_daemon_restarted_with_captions_off_takes_out_a_description_that_was_all_it_wrote(
+        tmp_path: Path) -> None:
+    """The daemon re-scores from the cache, and a photo whose keywords stay the same is not rewritten:
+    a photo that got only our description (each caption word is a list tag, none above the list's
+    threshold) kept it after captions were turned off in sync mode."""
+    photo = tmp_path / "red.jpg"
+    scene = synthetic.Scene(("red", "circle"), None, None, 9_999_996)
+    synthetic.make_scene(scene).save(photo, "JPEG", quality=90)
+    swallow = ["red circle", "circle", "red"]  # each caption word a list tag (none above 0.9): no keyword
+    env = Captioning(tmp_path / "state", tags=swallow, mode="sync")
+    try:
+        assert env.run([photo]) == {"red.jpg": "tagged"}
+        got = read_back([photo])[photo.name]
+        assert got["description"] == "a red circle" and got["keywords"] == [], got
+        tagging = TaggingConfig(threshold=0.9, top_k=5, mode="sync")
+        restarted = Pipeline(env.store, env.model, KeywordWriter(env.exiftool, WriteConfig()), tagging)
+        restarted.use_vocabulary(parse_tag_list("\n".join(swallow), ("a photo of a {}.",),
+                                                tmp_path / "tags.txt"))
+        assert restarted.retag() == (1, 1)  # re-scored, and rewritten: the description out
+        got = read_back([photo])[photo.name]
+        assert got["description"] is None and got["caption_abstract"] is None, got
+    finally:
+        env.close()
 
 
 def test_untag_names_the_description_it_removed(tmp_path: Path) -> None:

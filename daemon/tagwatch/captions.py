@@ -132,6 +132,14 @@ class Reading:
     def keywords(self) -> list[tuple[str, float]]:
         return words.kept(self.scored)
 
+    @property
+    def confirmed(self) -> bool:
+        """Did CLIP see what the caption says: a noun of it (a head noun, alone or in its phrase)
+        scored above the threshold, kept or not (a list tag, a duplicate, beyond top_k)?  Only then
+        is the caption written as the description: the CLIP check keeps a caption's mistake out of
+        the keywords, and a description apps show and search must not carry it either."""
+        return any(s.noun and s.reason != "below threshold" for s in self.scored)
+
 
 class Captions:
     """The ``[captions]`` settings at work: the captioner's handle and identity, its cache, and the
@@ -177,7 +185,7 @@ class Captions:
         return {k: self.path(k) for k, _ in reading.keywords}
 
     def describe(self, reading: Reading | None, state: FileState,
-                 records: Mapping[str, tuple[tuple[str, ...], str | None]]
+                 records: Mapping[str, tuple[tuple[str, ...], str | None]], sweep: bool = False
                  ) -> tuple[dict[str, str | None], dict[str, Filled]]:
         """The description fields to fill with the caption, for the writer's ``fill``/``filled``.
 
@@ -186,19 +194,32 @@ class Captions:
         there before is taken out again.  With ``write_description`` off, a description of ours from
         earlier is taken out too; the ledger's ``filled`` records (``records``, any field: only the
         description's are read) say which text is ours.  Without a reading (no caption known) the
-        description is left as it is.
+        description is left as it is.  A caption CLIP does not confirm (:attr:`Reading.confirmed`)
+        is not written; one of ours written before goes as our caption keywords no longer predicted
+        go: out where the write takes those out (``sweep``: sync, or overwrite with a prediction),
+        left in append mode.
         """
         if reading is None:
             return {}, {}
-        filled = {name: Filled(*records[name]) for name in DESCRIPTION_FIELDS if name in records}
+        filled = self.left_over(records)
         if not reading.caption or not self.cfg.write_description:
             return {}, filled
+        if not reading.confirmed:
+            return {}, (filled if sweep else {})
         theirs = [name for name in DESCRIPTION_FIELDS for fields in (state.photo.fields, state.sidecar.fields)
                   if (fields.get(name) or "").strip() and fields.get(name) not in (
                       filled[name].ours if name in filled else ())]
         if theirs:
             return {}, filled
         return dict.fromkeys(DESCRIPTION_FIELDS, reading.caption), filled
+
+    @staticmethod
+    def left_over(records: Mapping[str, tuple[tuple[str, ...], str | None]]) -> dict[str, Filled]:
+        """The ledger's records of descriptions we wrote (``records``: any filled field): with
+        ``[captions]`` off, ``sync`` and ``overwrite`` hand these to the writer with nothing to fill,
+        which takes our text out (and leaves a description a person wrote or edited), as they take
+        out our caption keywords; ``append`` keeps both."""
+        return {name: Filled(*records[name]) for name in DESCRIPTION_FIELDS if name in records}
 
     # -- keywords ----------------------------------------------------------------------------------
 

@@ -635,7 +635,7 @@ class Pipeline:
             any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
         if rows and self.places.enabled:
             stale |= self._places_stale([r for r, _ in rows])
-        if rows and self.captions is not None:
+        if rows and (self.captions is not None or self.tagging.mode != "append"):
             stale |= self._captions_stale([r for r, _ in rows])
         other_mode = self._other_mode([r for r, _ in rows]) if self.tagging.mode != "append" else set()
         uncaptioned: list[str] = []
@@ -711,8 +711,11 @@ class Pipeline:
 
     def _captions_stale(self, rows: Sequence[FileRow]) -> set[int]:
         """Files tagged under other ``[captions]`` settings: rewritten even where their keywords stay
-        the same, since their description may have to come (or go)."""
-        current = self.captions.fingerprint() if self.captions is not None else ""
+        the same, since their description may have to come (or go).  With captions turned off, those
+        tagged with them on: sync and overwrite take our description out, as our caption keywords."""
+        if self.captions is None:
+            return {r.id for r in rows if "|captions:" in (r.tagged_with or "")}
+        current = self.captions.fingerprint()
         return {r.id for r in rows if current not in (r.tagged_with or "")}
 
     def _places_stale(self, rows: Sequence[FileRow]) -> set[int]:

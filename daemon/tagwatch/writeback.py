@@ -331,7 +331,9 @@ class Writeback:
             rules.mode == "sync" or any(fold(k) in override.removes() for k in owned)
             or any(owned_paths.get(k, (k,)) != (p,) for k, p in list_paths.items()))
         if self.writer is None or not (keywords or ours_to_fix or twins or self.places is not None
-                                       or self.captions is not None):
+                                       or self.captions is not None or (  # [captions] off: see below
+                                           rules.mode == "sync" and row is not None
+                                           and bool(Captions.left_over(self.store.filled(row.id))))):
             return
         state = self.writer.inspect(Path(job.path), job.stat)
         if twins:
@@ -367,10 +369,15 @@ class Writeback:
             paths |= {listed.get(fold(k), k): p for k, p in placed.keywords.items()}
             withdraw += [k for k in placed.withdraw if k not in keywords]
             fill, job.filled = placed.fill, placed.filled
+        # our description goes where our caption keywords no longer predicted go: out in sync (and
+        # overwrite with a prediction), kept in append
+        sweep = rules.mode == "sync" or (rules.mode == "overwrite" and bool(keywords))
         if self.captions is not None:  # the caption as the description, where the photo has none
             records = self.store.filled(row.id) if row is not None else {}
-            more, ours = self.captions.describe(job.reading, state, records)
+            more, ours = self.captions.describe(job.reading, state, records, sweep)
             fill, job.filled = {**fill, **more}, {**job.filled, **ours}
+        elif sweep and row is not None:  # [captions] off: our description out, as our caption keywords
+            job.filled = {**job.filled, **Captions.left_over(self.store.filled(row.id))}
         file_id = row.id if row is not None else job.file_id  # a copy's: recorded by adopt
         if file_id is not None:  # the keyword fields tagwatch created or overwrote: what untag gives back
             records = self.store.filled(file_id)
