@@ -144,6 +144,27 @@ def test_a_missing_checkpoint_or_model_file_names_the_config_like_every_config_e
         assert (result.returncode, result.stderr) == (2, f"tagwatch: error: {config}: {message}\n")
 
 
+def test_a_database_folder_that_cannot_be_made_is_one_line_naming_the_config(tmp_path: Path) -> None:
+    """`run` and `scan` gave a traceback and exit 1 (under systemd a restart loop, a traceback each
+    time) when the database's folder could not be created or a file stood where it should be."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = noise_jpeg(photos / "a.jpg", 1)
+    (tmp_path / "db").write_bytes(b"an earlier database")
+    cases = {"db/rel.db": f"cannot create folder {tmp_path / 'db'}: a file of that name is in the way",
+             "db/sub/rel.db": f"cannot create folder {tmp_path / 'db' / 'sub'}: not a directory"}
+    if Path("/proc/self").is_dir():  # nobody, root included, makes a folder there
+        cases["/proc/tw/x.db"] = "cannot create folder /proc/tw: no such file or directory"
+    for database, reason in cases.items():
+        config = write(tmp_path, f'watch = ["{photos}"]\ndatabase = "{database}"\n')
+        for command in (["run"], ["scan", "--dry-run", str(photo)]):
+            result = tagwatch("--config", str(config), *command, timeout=60)
+            assert result.returncode == 2, (command, result.stderr)
+            assert result.stderr.startswith(f"tagwatch: error: {config}: database: {reason}; "), result.stderr
+            assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert (tmp_path / "db").read_bytes() == b"an earlier database"
+
+
 def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
     result = tagwatch("status", "--config", str(tmp_path / "nope.toml"))
     assert result.returncode == 2

@@ -44,13 +44,22 @@ class AlreadyRunning(RuntimeError):
     """Another daemon holds the database; the message names it."""
 
 
+class LockUnavailable(OSError):
+    """The lock file cannot be created or opened (a folder not writable, a file where a folder should
+    be); the message names it and why, for one line instead of a traceback."""
+
+
 def hold_lock(database: Path) -> int:
     """Hold ``DATABASE.lock`` until the returned descriptor is closed: two daemons on one database
     would tag every photo twice (the review page takes it too while it applies a correction with no
     daemon running).  The kernel drops the lock when the process dies, even by SIGKILL."""
     path = lock_path(database)
-    private_folder(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        private_folder(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise LockUnavailable(exc.errno, f"cannot create {exc.filename or path}: {reason}") from None
     for attempt in range(10):  # `tagwatch status` may hold a shared lock for a moment
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import exiftool, logs
-from ..config import BUILTIN_TAG_LISTS, MODES, TARGETS, Config, builtin_tag_list, load_config
+from ..config import (
+    BUILTIN_TAG_LISTS,
+    MODES,
+    TARGETS,
+    Config,
+    builtin_tag_list,
+    default_config_path,
+    load_config,
+)
 from ..formats import IMAGE_SUFFIXES
 from ..imaging import set_pixel_limit
 from ..metadata import KeywordWriter, remove_if_stale
@@ -50,8 +58,27 @@ def load(args: argparse.Namespace) -> Config:
     args.log_format = args.log_format or config.log_format
     setup_logging(config.log_level, args.verbose, args.log_format)
     set_pixel_limit(config.max_megapixels)
+    database_folder(config)
     torch_cache(config.database.parent / "torch-cache")
     return config
+
+
+def database_folder(config: Config) -> None:
+    """Create the database's folder (0700), or say in one line, naming the config, why it cannot be:
+    a traceback from deep in the lock or the store was all `run` said, and under systemd each restart
+    wrote another into the journal."""
+    folder = config.database.parent
+    where = (f"{config.source}: database" if config.source is not None
+             else f"database {config.database} (the default; set database in {default_config_path()})")
+    try:
+        private_folder(folder)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise UsageError(f"{where}: cannot create folder {exc.filename or folder}: {reason}; name a "
+                         "database in a folder you can write") from None
+    if not folder.is_dir():
+        raise UsageError(f"{where}: cannot create folder {folder}: a file of that name is in the way; "
+                         "move it, or name another database") from None
 
 
 # -- flags that override the config for one run (quick experiments) -------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import default_config_path
 from ..encoder import LazyModel
-from ..status import AlreadyRunning
+from ..status import AlreadyRunning, LockUnavailable
 from .common import UsageError, load, require_exiftool
 
 
@@ -31,6 +31,8 @@ def run_func(args: argparse.Namespace) -> int:
         daemon = Daemon(config, cli_watch=bool(args.folders), model=model)
     except AlreadyRunning as exc:
         raise UsageError(str(exc)) from None
+    except LockUnavailable as exc:  # a traceback and exit 1 were a restart loop under systemd
+        raise UsageError(f"{where}: database: {exc.strerror}") from None
     return daemon.run_forever()
 
 
