@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -29,7 +30,17 @@ from urllib.parse import quote, unquote
 import pytest
 
 import synthetic
-from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, Daemon, exif_keywords, status, tagwatch, wait_for
+from conftest import (
+    REPO,
+    SHAPES_CHECKPOINT,
+    SHAPES_CONFIG,
+    Daemon,
+    exif_keywords,
+    status,
+    tagwatch,
+    wait_for,
+    write_config,
+)
 from tagwatch.config import load_config
 from tagwatch.model import model_identity
 from tagwatch.store import Store
@@ -382,38 +393,63 @@ def test_the_tag_filter_ignores_case_and_leaves_out_a_keyword_a_person_took_out(
         assert f'data-path="{taken}"' not in page, typed
 
 
-def test_a_level_shows_the_score_it_is_exported_with_and_says_which_tag_it_is_above(
-        site: Site, tag_list: Path) -> None:
+@contextmanager
+def page_alone(config: Path, root: Path) -> Iterator[Site]:
+    """`tagwatch web` on its own (no daemon) for ``config``, as a person opens it beside `tagwatch
+    scan`: a test with settings of its own leaves the module's daemon and photos as they were."""
+    web = subprocess.Popen([sys.executable, "-m", "tagwatch", "web", "--config", str(config), "--port", "0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True)
+    try:
+        match = re.fullmatch(r"review page: http://127\.0\.0\.1:(\d+)/\?token=(\S+)\n",
+                             web.stdout.readline())  # type: ignore[union-attr]
+        assert match
+        port, token = int(match.group(1)), match.group(2)
+        yield Site(root, config.parent, config, None, f"http://127.0.0.1:{port}", port, token)  # type: ignore[arg-type]
+    finally:
+        web.terminate()
+        assert web.wait(timeout=30) == 0
+
+
+def ours(page: str) -> dict[str, str]:
+    """keyword → hover text of each of tagwatch's keyword chips on a page."""
+    chip = r'class="chip ours" title="([^"]*)" data-keyword="([^"]*)"'
+    return {keyword: hint for hint, keyword in re.findall(chip, page)}
+
+
+def test_a_level_shows_the_score_it_is_exported_with_and_says_which_tag_it_is_above(tmp_path: Path) -> None:
     """A level written because a tag below it matched (colour above red) showed its own score on the
     page, far below its threshold ("score -0.035, threshold 0.360") and nothing said why it was in
     the file, while export gave it the score of the best tag below it, as the docs say.  One score
     per keyword: the page shows export's, against that tag's threshold, and names the tag."""
-    mark = len(site.daemon.log())
-    edited = tag_list.read_text(encoding="utf-8").replace("  # colour\n", '  # colour\nparent = "colour"\n')
-    # its own threshold out of reach: only a level is ever written (the model may score "colour" well)
-    tag_list.write_text(edited + '[[tag]]\nkeyword = "colour"\nthreshold = 0.99\n', encoding="utf-8")
-    site.daemon.wait_log(f"{len(TAGS) + 1} tags", since=mark)
-    photo = site.root / "2024" / "red-star.jpg"
+    root = tmp_path / "photos"
+    photo = root / "red-star.jpg"
+    root.mkdir()
+    synthetic.make_photo("red", "star", 701, (320, 240)).save(photo, quality=88)
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, watch=[root],
+                          threshold=THRESHOLD)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('"tags.txt"', '"tags.toml"'), encoding="utf-8")
+    # colour's own threshold out of reach: it is only ever written as a level (the model may score it well)
+    levels = tags_toml().replace("  # colour\n", '  # colour\nparent = "colour"\n')
+    (config.parent / "tags.toml").write_text(levels + '[[tag]]\nkeyword = "colour"\nthreshold = 0.99\n',
+                                             encoding="utf-8")
+    assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
     assert set(exif_keywords(photo)["iptc"]) == {"red", "star", "colour"}
-    exported = tagwatch("export", "--scores", "--config", str(site.config), str(photo))
+    exported = tagwatch("export", "--scores", "--config", str(config), str(photo))
     assert exported.returncode == 0, exported.stderr
     scores = json.loads(exported.stdout)[str(photo)]
     assert scores["colour"] == scores["red"]
-
-    def hints(page: str) -> dict[str, str]:
-        return dict((k, h) for h, k in re.findall(r'class="chip ours" title="([^"]*)" data-keyword="([^"]*)"',
-                                                   page))
-
-    page = site.request("GET", "/photo/0/2024/red-star.jpg")[1].decode()
+    with page_alone(config, root) as site:
+        page = site.request("GET", "/photo/0/red-star.jpg")[1].decode()
+        grid = site.request("GET", "/")[1].decode()
     red = f"score {scores['red']:.3f}, threshold {THRESHOLD:.3f}"
-    assert hints(page)["red"] == f"written by tagwatch; {red}"
-    assert hints(page)["colour"] == f"written by tagwatch; {red} (a level above red: its score and threshold)"
+    assert ours(page)["red"] == f"written by tagwatch; {red}"
+    assert ours(page)["colour"] == f"written by tagwatch; {red} (a level above red: its score and threshold)"
     row = re.search(r'<tr class="(\w+)" data-keyword="colour">(.*?)</tr>', page, re.S)
     assert row.group(1) == "above", row.group(0)
     assert f'<td class="num">{scores["red"]:.3f}</td>' in row.group(2)
     assert "tagged: a level above red (score and threshold of red; its own score" in row.group(2)
-    grid = site.request("GET", "/?folder=0/2024")[1].decode()
-    assert f"{red} (a level above red: its score and threshold)" in grid
+    assert ours(grid)["colour"] == ours(page)["colour"]
 
 
 def test_a_keyword_the_tag_list_would_refuse_is_refused_on_the_page_too(site: Site, browser) -> None:
@@ -700,6 +736,40 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
     stderr = (tmp_path / "web.log").read_text(encoding="utf-8")
     assert "applied the corrections itself" in stderr and token not in stderr
     assert "re-scored 1 photo, rewrote 1" in stderr  # the page's folder only: not the scan's elsewhere
+
+
+def test_the_photo_page_shows_the_caption_and_its_candidates_scores(tmp_path: Path) -> None:
+    """With captions on, the caption (also the photo's description) was nowhere on the photo page,
+    and a caption keyword's hover said only "written by tagwatch", while explain and export scored
+    it.  The page shows the caption and each candidate with the score export gives it, and a caption
+    keyword's hover its score against the [captions] threshold.  `tagwatch web` alone, as a person
+    opens it beside `tagwatch scan`."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "scene.jpg"
+    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
+                                         9_999_998)).save(photo, "JPEG", quality=90)
+    coca = REPO / "tests" / "data" / "shapes-coca"
+    threshold = json.loads(coca.with_suffix(".train.json").read_text(encoding="utf-8"))["keyword_threshold"]
+    config = write_config(tmp_path / "conf", coca.with_suffix(".safetensors"),
+                          model=coca.with_suffix(".json"), watch=[root], tags=["grass", "sky"], threshold=0.9,
+                          extra=f'[captions]\nenabled = true\nthreshold = {threshold}\nprefix = "caption"\n'
+                                "write_description = true\n")
+    assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
+    exported = tagwatch("export", "--scores", "--config", str(config), str(photo))
+    entry = json.loads(exported.stdout)[str(photo)]
+    kept = {k: v for k, v in entry["tags"].items() if k in exif_keywords(photo)["iptc"]}
+    assert kept and entry["caption"] == "a green star to the left of a purple vertical bar", exported.stdout
+    with page_alone(config, root) as site:
+        code, body = site.request("GET", "/photo/0/scene.jpg")
+    html = body.decode()
+    assert code == 200, html[-800:]
+    assert '<p class="caption-text">a green star to the left of a purple vertical bar</p>' in html
+    rows = dict(re.findall(r'data-candidate="([^"]*)"><td>[^<]*</td><td class="num">([-\d.]+)</td>', html))
+    assert rows == {k: f"{v:.3f}" for k, v in entry["candidates"].items()}
+    for keyword, score in kept.items():
+        assert ours(html)[keyword] == (f"written by tagwatch; score {score:.3f}, threshold {threshold:.3f} "
+                                  "(a keyword of the caption: [captions] threshold)")
 
 
 # -- thumbnails --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from ..captions import Captions, Reading
 from ..casefold import fold, folded
 from ..config import Config
 from ..encoder import LazyModel
@@ -34,6 +35,7 @@ from ..scoring import tag_thresholds
 from ..status import daemon_state
 from ..store import ADDED, DECLINED, DONE, FAILED, UNTAGGED, USER, FileRow, Store
 from ..tagger import Expansion, TagMatrix, select, thresholds
+from ..vectors import text_vectors
 from ..vocabulary import Vocabulary, VocabularyError
 from ..wording import counted
 from .paths import PhotoRoots
@@ -79,6 +81,7 @@ class Chip:
     threshold: float | None = None
     undone: bool = False  # PERSON: written for a correction since taken back; it stays, as the person's
     above: str = ""  # a level expansion writes above this tag: score and threshold are that tag's
+    caption: bool = False  # a keyword of the photo's caption: score and threshold are [captions]'
 
     @property
     def hint(self) -> str:
@@ -89,7 +92,8 @@ class Chip:
                    "(remove it in your photo app)")
         if self.score is None:
             return who
-        level = f" (a level above {self.above}: its score and threshold)" if self.above else ""
+        level = (f" (a level above {self.above}: its score and threshold)" if self.above else
+                 " (a keyword of the caption: [captions] threshold)" if self.caption else "")
         return f"{who}; score {self.score:.3f}, threshold {self.threshold:.3f}{level}"
 
 
@@ -155,6 +159,16 @@ class ScoreLine:
 
 
 @dataclass(frozen=True)
+class CaptionView:
+    """The photo's caption (``[captions]`` on) and each candidate keyword as ``explain`` shows it."""
+
+    text: str | None  # None: not captioned yet
+    captioner: str
+    threshold: float
+    candidates: list[tuple[str, float, str, str]] = field(default_factory=list)  # text, score, kind, verdict
+
+
+@dataclass(frozen=True)
 class PhotoView:
     path: str
     name: str
@@ -173,6 +187,7 @@ class PhotoView:
     pending: list[str]
     history: list[tuple[str, str, float, tuple[str, ...]]]
     tag_list: tuple[str, ...]
+    caption: CaptionView | None = None  # [captions] on
 
 
 @dataclass(frozen=True)
@@ -293,6 +308,7 @@ class Library:
         self.notice: str | None = None  # a tag list or overrides problem the pages mention
         self._cache: OrderedDict[tuple[object, ...], object] = OrderedDict()  # see _cached
         self._cache_lock = threading.Lock()
+        self._captions: Captions | None = None  # built on the first photo page, with [captions] on
 
     # -- the tag list --------------------------------------------------------------------------
 
@@ -494,11 +510,14 @@ class Library:
     @staticmethod
     def _chips(keywords: Keywords | None, ledger: dict[str, str], scores: np.ndarray | None,
                scoring: Scoring, override: Override,
-               levels: dict[str, tuple[str, float]] | None = None) -> list[Chip]:
+               levels: dict[str, tuple[str, float]] | None = None,
+               captioned: tuple[dict[str, float], float] | None = None) -> list[Chip]:
         """The file's keywords, whose each is, and its score: a level's is the tag's below it
-        (``levels``, from :meth:`_levels`), against that tag's threshold."""
+        (``levels``, from :meth:`_levels`), against that tag's threshold; a caption keyword's is its
+        candidate's (``captioned``: case-folded keyword → score, and the ``[captions]`` threshold)."""
         chips = []
         levels = levels or {}
+        from_caption, caption_limit = captioned or ({}, 0.0)
         present = file_keywords(keywords) if keywords is not None else []
         added = folded(override.add)  # a correction's keyword while a rule adds it: ↺ takes the rule back
         for keyword in present:
@@ -509,8 +528,11 @@ class Library:
             score = (carried if below else float(scores[i]) if scores is not None and i is not None
                      else None)
             limit = scoring.threshold(below or keyword) if score is not None else None
+            caption = score is None and fold(keyword) in from_caption
+            if caption:
+                score, limit = from_caption[fold(keyword)], caption_limit
             chips.append(Chip(keyword, owner, score, limit, undone=owner == PERSON and action == USER,
-                              above=below))
+                              above=below, caption=caption))
         chips += [Chip(k, "rejected") for k in override.remove if k not in present]
         return chips
 
@@ -530,7 +552,10 @@ class Library:
         # Keywords of ours a person took out of the file: tagwatch never writes them in again
         declined = _declined(ledger, keywords)
         implied = self._levels(scores, scoring, override, declined) if scores is not None else {}
-        chips = self._chips(keywords, ledger, scores, scoring, override, implied)
+        caption = self._caption(row, vector, scoring, override) if self.config.captions.enabled else None
+        captioned = (({fold(text): score for text, score, _, verdict in caption.candidates
+                       if verdict == "TAGGED"}, caption.threshold) if caption is not None else None)
+        chips = self._chips(keywords, ledger, scores, scoring, override, implied, captioned)
         owner = {c.keyword: c.owner for c in chips if c.owner != "rejected"}
         lowest = float(scoring.thresholds.min()) if len(scoring.thresholds) else 0.0
         floor = lowest - 0.1 if floor is None else floor
@@ -584,7 +609,44 @@ class Library:
                          found if isinstance(found, str) else None, tuple(chips), lines, floor,
                          override.remove, override.add, pending,
                          self.store.ledger_history(row.id) if row else [],
-                         tuple(scoring.vocabulary.keywords))
+                         tuple(scoring.vocabulary.keywords), caption)
+
+    def _caption(self, row: FileRow | None, vector: np.ndarray | None, scoring: Scoring,
+                 override: Override) -> CaptionView:
+        """The photo's cached caption and its candidates scored as ``explain`` scores them (the
+        tagging model's text vectors, from the store); no photo is captioned here: a photo the
+        daemon has not captioned yet says so."""
+        if self._captions is None:
+            with self._load_lock:
+                if self._captions is None:  # its captioner child starts only to caption: never here
+                    self._captions = Captions(self.store, self.config.captions, LazyModel(self.config.model),
+                                              self.config.model)
+        captions = self._captions
+        cfg = captions.cfg
+        text = captions.cache.get([row.key]).get(row.key) if row is not None and row.key else None
+        if text is None or vector is None:
+            return CaptionView(None, captions.identity, cfg.threshold)
+        captions.use_vocabulary(scoring.vocabulary)  # a candidate duplicating a list tag is not kept
+        reading: Reading = captions.readings([(text, vector)], self.config.tagging.templates[0],
+                                             self._text_vectors)[0]
+        removed = folded(override.remove)
+        return CaptionView(text, captions.identity, cfg.threshold, [
+            (s.text, s.score, "noun" if s.noun else "modifier",
+             "rejected by your correction" if s.kept and fold(s.text) in removed
+             else "TAGGED" if s.kept else s.reason) for s in reading.scored])
+
+    def _text_vectors(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The tagging model's text vectors of ``prompts`` (a caption's candidates): from the store,
+        where the daemon put them when it read the caption; any missing are encoded by the model's
+        child, which ends right after (as :meth:`_load` does for a tag list)."""
+        found = self.store.text_vectors(prompts, self.identity)
+        if all(p in found for p in prompts):
+            return found
+        model = LazyModel(self.config.model)
+        try:
+            return text_vectors(self.store, model, prompts)[0]
+        finally:
+            model.close()
 
     def _pending(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
                  owner: dict[str, str], declined: set[str]) -> list[str]:
@@ -680,4 +742,4 @@ class Library:
                 "model": self.identity, "now": time.time()}
 
 
-__all__ = ["Filters", "Library", "Page", "PhotoView", "TagView"]
+__all__ = ["CaptionView", "Filters", "Library", "Page", "PhotoView", "TagView"]
