@@ -456,6 +456,8 @@ def test_turning_captions_off_takes_our_descriptions_out_as_it_takes_out_caption
     if mode == "sync":
         assert ours["description"] is None and ours["caption_abstract"] is None, ours
         assert "red circle" not in ours["keywords"]
+        line = next(line for line in scanned.stderr.splitlines() if "red-circle.jpg" in line)
+        assert line.endswith("; took out tagwatch's description 'a red circle'"), line  # said, not "fields…"
     else:
         assert ours["description"] == ours["caption_abstract"] == "a red circle"
         assert "red circle" in ours["keywords"]

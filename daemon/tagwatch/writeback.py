@@ -177,7 +177,7 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
 def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_out: Sequence[str],
                 threshold: float, wrote: bool, removed: Sequence[str] = (), dropped: Sequence[str] = (),
                 rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = (),
-                withdrawn: Sequence[str] = ()) -> str:
+                withdrawn: Sequence[str] = (), gave_back: Sequence[str] = ()) -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
@@ -193,7 +193,9 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     out (``checked …: removed by an override: red, circle; nothing to write``), which passed the
     threshold: a photo left without a tag by them has not "no tag above threshold".  ``withdrawn``:
     those of ``removed`` this write took out because an override removes them (a rejection on the
-    review page), which are still predicted: not "no longer predicted"."""
+    review page), which are still predicted: not "no longer predicted".  ``gave_back``: filled
+    fields whose value of ours the write took out (:func:`given_back`), named instead of "fields
+    brought up to date"."""
     written = wrote or bool(removed or dropped)
     shown = [k for k in carried if k not in theirs] if written else list(carried)
     head = [", ".join(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
@@ -212,14 +214,28 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
         tail.append(f"took out tagwatch's no longer predicted: {', '.join(unpredicted)}")
     if dropped:
         tail.append(f"took out, as overwrite mode does: {', '.join(dropped)}")
+    if gave_back:
+        tail.append(f"took out tagwatch's {', '.join(gave_back)}")
     verb = "tagged" if wrote or ((carried or places) and not (removed or dropped)) else "checked"
     if not (wrote or removed or dropped):
+        updated = rewrote and not gave_back  # what changed is named, or it is "fields brought up to date"
         if carried or places:
-            head[-1] += " (already in the file; fields brought up to date)" if rewrote else \
+            head[-1] += " (already in the file; fields brought up to date)" if updated else \
                 " (already in the file)"
-        else:
+        elif not gave_back:
             tail.append("fields brought up to date" if rewrote else "nothing to write")
     return f"{verb} {path}: {'; '.join(head + tail)}"
+
+
+def given_back(plan: WritePlan, filled: Mapping[str, Filled]) -> list[str]:
+    """The filled fields of ours (``filled``, the ledger's records) that ``plan`` takes our value out
+    of, named for a log line (``description 'a red circle'``, ``City 'Florence'``), each pair of
+    twins once: an untag, or captions turned off in sync mode, that took out only a description
+    said "removed nothing" or "fields brought up to date"."""
+    gave = {name: filled[name].ours[-1] for edit in plan.edits for name, value in edit.fields.items()
+            if name in filled and filled[name].ours and value == filled[name].previous}
+    shown = [n for n in gave if not (n.startswith("IPTC:") and TWINS.get(n) in gave)]  # XMP of twins
+    return [f"{'description' if n in DESCRIPTION_FIELDS else n.split(':')[-1]} {gave[n]!r}" for n in shown]
 
 
 def _rewrote(job: WriteJob, now: os.stat_result) -> bool:
@@ -632,12 +648,13 @@ class Writeback:
         # A tag-list edit re-scores every cached photo: one line per photo it wrote nothing into
         # ("tagged …: blue (already in the file)" ten times, then "rewrote 0") read as ten taggings
         rewrote = _rewrote(job, st)
+        gave = given_back(plan, job.filled) if rewrote and plan is not None else []
         quiet = job.rescore and not (added or removed or dropped or rewrote)
         log.log(logging.DEBUG if quiet else logging.INFO, "%s", tagged_line(
             job.path, carried, places, job.kept_out, rules.threshold, bool(added),
             removed, dropped, rewrote=rewrote, theirs=theirs,
             overridden=[k for k in took if fold(k) not in out and k not in withdrawn],
-            withdrawn=withdrawn), extra=fields)
+            withdrawn=withdrawn, gave_back=gave), extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
@@ -717,11 +734,7 @@ class Writeback:
             return Outcome(path, Status.UNCHANGED, error="nothing of tagwatch's in it to take out")
         # the fields it gave back (our description, a place's City...) are named with the keywords,
         # each pair of twins once: an untag that took out only a description said "removed nothing"
-        gave = {name: filled[name].ours[-1] for edit in plan.edits for name in edit.fields
-                if name in filled and filled[name].ours}
-        shown = [n for n in gave if not (n.startswith("IPTC:") and TWINS.get(n) in gave)]  # XMP of twins
-        fields = [f"{'description' if n in DESCRIPTION_FIELDS else n.split(':')[-1]} {gave[n]!r}"
-                  for n in shown]
+        fields = given_back(plan, {name: record for name, record in filled.items() if record.ours})
         log.info("untagged %s: removed %s%s%s", path, ", ".join([*plan.removed, *fields]) or "nothing",
                  f"; restored {', '.join(plan.restored)}" if plan.restored else "",
                  f"; left in the sidecar it shares with {', '.join(others.paths)}, which has them from "
