@@ -243,3 +243,66 @@ def test_installing_the_unit_again_after_adding_a_folder_says_to_restart(tmp_pat
     assert f"wrote {unit}, replacing the one that was there" in again
     assert "next: systemctl --user daemon-reload && systemctl --user restart tagwatch   #" in again
     assert "enable --now" not in again
+
+
+def test_status_with_a_bad_edit_of_the_config_still_shows_the_daemon_and_what_is_not_in_use(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A config edit the daemon refused on SIGHUP made `tagwatch status` fail with the config's
+    error (exit 2): no queue, no counts, and never the documented "NOT IN USE" line.  It needs only
+    the database, read leniently from the file; the config's error is a warning."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    good = config.read_text(encoding="utf-8")
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        mark = len(daemon.log())
+        config.write_text(good.replace("threshold = -1.0", 'threshold = "high"'), encoding="utf-8")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("config not reloaded", since=mark)
+        wait_for(lambda: "config" in json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)[
+            "daemon"].get("rejected", {}))
+        result = tagwatch("status", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert f"database  {tmp_path / 'conf' / 'state' / 'tagwatch.db'}\n" in result.stdout
+        assert f"daemon    running, pid {daemon.proc.pid}," in result.stdout
+        assert (f"NOT IN USE: the config on disk, refused: {config}: tagging.threshold must be a number in "
+                "[-1, 1], got str 'high'; the previous one is in use until it is fixed") in result.stdout
+        assert "files " in result.stdout and "error:" not in result.stderr
+        assert f"WARNING {config}: tagging.threshold must be a number" in result.stderr
+        assert "the running daemon goes on with the config it last loaded" in result.stderr
+        as_json = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)
+        assert as_json["daemon"]["pid"] == daemon.proc.pid and "tagging.threshold" in as_json["config_error"]
+        # Not TOML at all: the database line is still read
+        config.write_text(good + "watch = [\n", encoding="utf-8")
+        broken = tagwatch("status", "--config", str(config))
+        assert broken.returncode == 0 and f"pid {daemon.proc.pid}" in broken.stdout, broken.stderr
+        assert "not valid TOML" in broken.stderr
+    finally:
+        config.write_text(good, encoding="utf-8")
+        assert daemon.stop() == 0
+
+
+def test_text_status_says_how_old_the_daemons_snapshot_is(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The daemon rewrites its state every few seconds; the text view showed counts seconds behind
+    the log without a word, while --json had age_s.  A daemon held still (SIGSTOP) lets it age."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+
+    def state() -> dict[str, object]:
+        return json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)["daemon"]
+
+    try:
+        wait_for(lambda: "age_s" in state())
+        daemon.signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: float(state()["age_s"]) > 3)  # type: ignore[arg-type]
+            text = tagwatch("status", "--config", str(config)).stdout
+        finally:
+            daemon.signal(signal.SIGCONT)
+        line = next(line for line in text.splitlines() if line.startswith("daemon "))
+        assert re.search(r"; as of \d+ s ago$", line), line
+    finally:
+        assert daemon.stop() == 0

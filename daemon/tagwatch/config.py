@@ -6,6 +6,7 @@ Every problem is reported as one line that names the file and the key, so a user
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tomllib
@@ -693,3 +694,54 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     return parse_config(raw, path.resolve().parent, str(path), source=path.resolve())
 
+
+
+_DATABASE_LINE = re.compile(r"""^\s*database\s*=\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)')\s*(?:#.*)?$""")
+_TABLE_LINE = re.compile(r"^\s*\[")
+
+
+def lenient_database(path: Path, error: ConfigError) -> tuple[Path, ModelConfig | None]:
+    """The database (and, where its table is valid, the model) of the config file ``path`` that
+    :func:`load_config` refused with ``error``, read as it would read them: ``tagwatch status`` needs
+    only these to show the running daemon, which goes on with the config it last loaded, while
+    the file on disk has a bad edit.  The TOML is parsed if it can be; if not, the top-level
+    ``database = "…"`` line is looked for.  Raises ``error`` where the database cannot be told for
+    sure (no such file, unreadable, or a ``database`` value that is no path)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise error from None
+    base, where = path.resolve().parent, str(path)
+    try:
+        raw: dict[str, Any] | None = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raw = None
+    if raw is not None:
+        try:
+            database = _Reader(raw, "", where).path("database", base)
+        except ConfigError:
+            raise error from None
+        model = None
+        with contextlib.suppress(ConfigError):
+            table = raw.get("model", {})
+            model = _model(table, base, where) if isinstance(table, dict) else None
+        return database or default_database_path(), model
+    for line in text.splitlines():  # not TOML: the database line, if it is still readable
+        if _TABLE_LINE.match(line):
+            break
+        if re.match(r"\s*database\s*=", line):
+            found = _DATABASE_LINE.match(line)
+            value = None if found is None else (found.group(2) if found.group(1) is None
+                                                else _unescape(found.group(1)))
+            if not value or not value.strip():
+                raise error from None
+            return _path(value, base), None
+    return default_database_path(), None
+
+
+def _unescape(text: str) -> str | None:
+    """A TOML basic string's body as its value; None for a bad escape."""
+    try:
+        return str(tomllib.loads(f'v = "{text}"')["v"])
+    except tomllib.TOMLDecodeError:
+        return None

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import Config, ConfigError, ModelConfig, default_config_path, lenient_database
 from ..logs import one_line, shown
 from ..model import model_identity
 from ..status import daemon_state
 from ..store import Store
 from ..wording import counted
-from .common import load
+from .common import load, setup_logging
 from .progress import duration
+
+log = logging.getLogger("tagwatch")
 
 # deleted: files recorded gone (their vectors stay cached); the text showed it only in --json
 COUNTS = ("files", "tagged", "pending", "failed", "untagged", "deleted", "vectors", "encoded", "captioned",
@@ -25,10 +29,12 @@ COUNTS = ("files", "tagged", "pending", "failed", "untagged", "deleted", "vector
 SHOWN_FAILURES = 5  # the text lists the latest few; --failed and --json list them all
 
 
-def status(config: Config, every_failure: bool = False) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def status(config: Config, every_failure: bool = False,
+           identity: str | None = None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The report ``--json`` prints, and the failures (path, reason), latest first: all of them, or
-    only the last :data:`SHOWN_FAILURES`."""
-    identity = model_identity(config.model)
+    only the last :data:`SHOWN_FAILURES`.  ``identity``: the model's, where the config's cannot be
+    worked out (see :func:`lenient`)."""
+    identity = identity or model_identity(config.model)
     if config.database.exists():
         store = Store(config.database)
         try:
@@ -42,6 +48,18 @@ def status(config: Config, every_failure: bool = False) -> tuple[dict[str, Any],
     report = {**stats, "database": str(config.database), "model": identity,
               "daemon": daemon_state(config.database)}
     return report, failures
+
+
+STALE_S = 2.0  # a snapshot older than this says its age: the counts may lag the log by that much
+
+
+def as_of(daemon: dict[str, Any]) -> str:
+    """``; as of 8 s ago`` where the daemon's snapshot (rewritten every few seconds) is older than
+    :data:`STALE_S`: the text showed 77 tagged while the log, a moment later, had 112."""
+    age = daemon.get("age_s")
+    if age is None or age <= STALE_S:
+        return ""
+    return f"; as of {age:.0f} s ago" if age < 120 else f"; as of {duration(age)} ago"
 
 
 def backlog(daemon: dict[str, Any]) -> str:
@@ -63,7 +81,7 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
         folders = counted(daemon["folders"], "folder") if "folders" in daemon else "? folders"
         lines.append(f"daemon    running, pid {daemon['pid']}, up {duration(daemon.get('uptime_s', 0))}, "
                      f"watching {folders}, model "
-                     f"{'loaded' if daemon.get('model_loaded') else 'unloaded (idle)'}")
+                     f"{'loaded' if daemon.get('model_loaded') else 'unloaded (idle)'}" + as_of(daemon))
         if "queue" in daemon:
             lines.append(f"queue     {daemon['queue']} waiting; {daemon['tagged_since_start']} tagged and "
                          f"{daemon['failed_since_start']} failed since start; "
@@ -89,8 +107,33 @@ def failure_line(path: str, reason: str) -> str:
     return f"{shown(path)}: {one_line(reason)}"
 
 
+UNKNOWN_MODEL = "unknown (the config on disk does not load)"
+
+
+def lenient(args: argparse.Namespace) -> tuple[Config, str | None, str | None]:
+    """The config, or, where the file on disk does not load (a bad edit while the daemon runs on
+    the one it loaded before), one holding its database and model read leniently (see
+    :func:`~tagwatch.config.lenient_database`): status needs only those to show the daemon and its
+    "NOT IN USE" line.  Returns the config, the model identity to use instead of the config's
+    (None: the config's), and the error the file gave (None: it loads)."""
+    try:
+        return load(args), None, None
+    except ConfigError as exc:
+        path = Path(args.config).expanduser() if args.config else default_config_path()
+        database, model = lenient_database(path, exc)  # raises exc where the database is unsure
+        args.log_format = args.log_format or "text"
+        setup_logging("info", args.verbose, args.log_format)
+        config = Config(database=database, model=model or ModelConfig(), source=path.resolve())
+        return config, None if model is not None else UNKNOWN_MODEL, str(exc)
+
+
 def status_func(args: argparse.Namespace) -> int:
-    report, failures = status(load(args), every_failure=args.json or args.failed)
+    config, identity, problem = lenient(args)
+    report, failures = status(config, every_failure=args.json or args.failed, identity=identity)
+    if problem is not None:  # a warning, not the end: the daemon and the database are still there
+        report["config_error"] = problem
+        running = "; the running daemon goes on with the config it last loaded" if report["daemon"] else ""
+        log.warning("%s (status read only the database from it%s)", problem, running)
     if args.json and args.failed:  # the failures alone, as --failed alone prints them
         print(json.dumps([{"path": path, "reason": reason} for path, reason in failures], indent=2))
     elif args.json:
