@@ -306,3 +306,31 @@ def test_text_status_says_how_old_the_daemons_snapshot_is(tmp_path: Path, tiny_c
         assert re.search(r"; as of \d+ s ago$", line), line
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_duplicate_tag_is_warned_once_not_at_every_reload(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The same duplicate-tag warnings came back at every SIGHUP and tag-list reload: journal noise
+    that hid the line that mattered.  Each is logged once, and a new one when the list gets it."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root],
+                          tags=["red", "circle", "Red", "square", "circle"])
+    tags = config.parent / "tags.txt"
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        assert daemon.log().count("duplicate tag 'Red'") == 1
+        mark = len(daemon.log())
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("re-scored", since=mark)
+        mark = len(daemon.log())
+        tags.write_text("red\ncircle\nRed\nsquare\ncircle\nstar\n", encoding="utf-8")  # still both
+        daemon.wait_log("4 tags", since=mark)
+        mark = len(daemon.log())
+        tags.write_text("red\ncircle\nRed\nsquare\ncircle\nstar\nstar\n", encoding="utf-8")
+        log = daemon.wait_log("re-scored", since=mark)
+        assert "duplicate tag 'star'" in log[mark:]
+        assert log.count("duplicate tag 'Red'") == 1 and log.count("duplicate tag 'circle'") == 1, log
+    finally:
+        assert daemon.stop() == 0
+    check = tagwatch("tags", "check", "--config", str(config), str(tags))  # shows them all, every time
+    assert "duplicate tag 'Red'" in check.stdout + check.stderr

@@ -102,6 +102,7 @@ class Daemon:
         self._reload_lock = threading.Lock()
         self._edited: set[str] = set()  # the tag list, the overrides: edited since the last reload
         self._warned: set[str] = set()  # the overrides' warnings logged (the file not there yet)
+        self._tags_warned: set[str] = set()  # the tag list's (a duplicate tag) logged since they appeared
         self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
 
     # -- tag list ------------------------------------------------------------------------------
@@ -133,7 +134,11 @@ class Daemon:
             self.activity.reject("overrides", str(exc))
             overrides = self.pipeline.overrides
         self.pipeline.use_overrides(overrides)
-        vocabulary = load_tag_list(self.config)
+        vocabulary = load_tag_list(self.config, quiet=True)
+        for warning in vocabulary.warnings:  # once per process, as the overrides': not at every reload
+            if warning not in self._tags_warned:  # of an unchanged list (`tags check` lists them all)
+                log.warning("%s", warning)
+        self._tags_warned = set(vocabulary.warnings)  # one that went and came back is news again
         self.activity.reject("tag list", None)
         started = time.monotonic()
         encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
