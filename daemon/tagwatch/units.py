@@ -36,13 +36,19 @@ _SYSTEM_HEADER = """\
 #
 #   sudo useradd --system --create-home photos          # or an existing account
 #   sudo install -D -o photos -m 600 config.toml /etc/tagwatch/photos.toml
+#   sudo install -o photos -m 600 tags.toml /etc/tagwatch/tags.toml   # the list beside it (below)
 #   sudo cp systemd/tagwatch@.service /etc/systemd/system/
 #   sudo systemctl edit tagwatch@photos                 # add: [Service] ReadWritePaths=/srv/photos
 #   sudo systemctl enable --now tagwatch@photos
 #
-# The database and model cache live in /var/lib/tagwatch/photos and /var/cache/tagwatch/photos
-# (systemd creates them for that user); the photo folders must be listed in ReadWritePaths=.
-# ExecStart assumes `pip install tagwatch` into /opt/tagwatch: edit it for your install.
+# A config from `tagwatch init` says tags = "tags.toml", read beside the config: copy that list
+# too (one per instance? name it photos-tags.toml and set tags to that), or set tags = "photo-tags"
+# for the shipped list; else the start fails, every 10 s, with "tag list does not exist".
+# The database is /var/lib/tagwatch/photos/tagwatch/tagwatch.db and the model cache
+# /var/cache/tagwatch/photos/tagwatch/models (XDG_DATA_HOME and XDG_CACHE_HOME below; systemd
+# creates the folders for that user) unless the config names its own; the photo folders must be
+# listed in ReadWritePaths=.  ExecStart assumes `pip install tagwatch` into /opt/tagwatch: edit it
+# for your install.
 """
 
 _SERVICE = """\
