@@ -322,8 +322,13 @@ class EncoderProcess:
 
 
 def _config_dict(cfg: ModelConfig) -> dict[str, Any]:
-    return {**asdict(cfg), "cache_dir": str(cfg.cache_dir),
-            "precision_cache": None if cfg.precision_cache is None else str(cfg.precision_cache)}
+    """The model's settings as the pipe carries them, without the file they came from (``source``,
+    for error lines): the child loaded ahead compares them, and a config named another way (relative,
+    absolute) must still find the model it loaded."""
+    raw = {**asdict(cfg), "cache_dir": str(cfg.cache_dir),
+           "precision_cache": None if cfg.precision_cache is None else str(cfg.precision_cache)}
+    del raw["source"]
+    return raw
 
 
 # -- the child's side ----------------------------------------------------------------------------
