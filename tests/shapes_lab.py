@@ -74,11 +74,11 @@ class Lab:
         return {name: Path(shutil.copy(self.library / name, folder / name)) for name in PHOTOS}
 
 
-def on_a_terminal(*args: str) -> tuple[int, str, str]:
+def on_a_terminal(*args: str, rows: int = 30, columns: int = 100) -> tuple[int, str, str]:
     """Run tagwatch with its stderr on a pseudo-terminal, as in a person's shell; (status, stdout,
-    what the terminal showed)."""
+    what the terminal showed). ``rows=0, columns=0``: a terminal that reports no size (``script``)."""
     main, side = pty.openpty()
-    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 30 rows, 100 columns
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen([sys.executable, "-m", "tagwatch", *args], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=side)

@@ -189,6 +189,17 @@ def test_calibrate_db_rebuild_and_export_show_a_bar_on_a_terminal(lab: Lab, tmp_
     assert sorted(Path(p).name for p in json.loads(out)) == sorted(PHOTOS)
 
 
+def test_a_terminal_that_reports_no_size_still_shows_an_80_column_bar(lab: Lab) -> None:
+    """``script``, serial consoles and container exec terminals report 0x0: a scan there showed no
+    bar and no progress line at all (tqdm drew nothing for 0 rows)."""
+    status, _, shown = on_a_terminal("scan", "--dry-run", str(lab.library), "--config", str(lab.config),
+                                     rows=0, columns=0)
+    assert status == 0, shown
+    assert re.search(bar("scan", 3, "photo"), shown), shown
+    drawn = [line for line in re.split(r"[\r\n]+", shown) if line.startswith("scan: 100%|")]
+    assert drawn and all(len(line) == 80 for line in drawn), drawn
+
+
 def test_without_a_terminal_progress_is_a_log_line_with_rate_and_time_left(
         caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]

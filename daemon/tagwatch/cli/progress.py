@@ -18,6 +18,7 @@ from typing import IO, Any
 log = logging.getLogger("tagwatch")
 
 EVERY_S = 30.0  # seconds between two plain progress lines
+UNSIZED = (80, 24)  # columns, rows of the bar on a terminal that reports its size as 0x0
 
 
 def duration(seconds: float) -> str:
@@ -64,14 +65,18 @@ class Progress:
         self.bar: Any = None
         self._redirect = contextlib.ExitStack()
         if stream.isatty() and total != 0:
-            try:  # a terminal that reports no width (0 columns) would get an empty bar
-                sized = os.get_terminal_size(stream.fileno()).columns > 0
+            try:  # ``script``, serial consoles and exec terminals report 0 columns and 0 rows
+                size = os.get_terminal_size(stream.fileno())
+                sized = size.columns > 0 and size.lines > 0
             except (OSError, ValueError):
                 sized = False
             from tqdm import tqdm  # here: it costs every command's start 0.02 s otherwise
 
+            # tqdm takes rows-1 from the terminal and draws nothing at all when that is below 1, so an
+            # unsized terminal gets a fixed 80x24 bar (\r redraws, which script and consoles show too)
             self.bar = tqdm(total=total, desc=what, unit=unit, file=stream, dynamic_ncols=sized,
-                            ncols=None if sized else 80, mininterval=0.5, smoothing=0.1)
+                            ncols=None if sized else UNSIZED[0], nrows=None if sized else UNSIZED[1],
+                            mininterval=0.5, smoothing=0.1)
             from tqdm.contrib.logging import logging_redirect_tqdm  # here: it imports asyncio (0.02 s)
 
             self._redirect.enter_context(logging_redirect_tqdm())  # log lines above the bar, not through it
