@@ -16,7 +16,7 @@ import pytest
 
 from conftest import Env, exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import PlacesConfig, TaggingConfig, WriteConfig
-from tagwatch.outcomes import Status
+from tagwatch.outcomes import Outcome, Status
 from tagwatch.overrides import parse_overrides
 from tagwatch.places import Geocoder
 from tagwatch.vocabulary import parse_rich_tag_list
@@ -189,6 +189,32 @@ def test_a_keyword_a_correction_adds_follows_its_parent_renamed_in_the_list(tmp_
         assert env.pipeline.untag(str(photo)).status == Status.UNCHANGED  # nothing of ours in it
         assert fields(photo, HIERARCHICAL)[HIERARCHICAL] == ["hue|blue"]
         assert exif_keywords(photo)["iptc"] == ["Blue"]
+    finally:
+        env.close()
+
+
+def test_a_tag_deleted_from_the_list_reads_no_photo_in_append_mode(tmp_path: Path,
+                                                                   tiny_checkpoint: Path) -> None:
+    """A user's report (24,000 photos): deleting one tag from the list in append mode, which never
+    takes a keyword out, read the metadata of the 6,093 photos that had it, wrote nothing, took 35 s
+    and counted them all "unchanged" in status.  Such a photo is left as it is, unread and uncounted;
+    in sync mode the same edit still takes the keyword out."""
+    tagging = TaggingConfig(threshold=-1.0, top_k=3)
+    env = Env(tmp_path, tiny_checkpoint, tagging)
+    try:
+        photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=25)
+        env.use(["red", "circle", "beach"], tagging)
+        assert env.run(photo) == {"a.jpg": Status.TAGGED}
+        assert sorted(exif_keywords(photo)["iptc"]) == ["beach", "circle", "red"]
+        seen: list[Outcome] = []
+        env.use(["red", "circle"], tagging)  # beach deleted from the list
+        assert env.pipeline.retag(seen.extend) == (1, 0)
+        assert seen == []  # not read, not counted: nothing of it could change
+        assert sorted(exif_keywords(photo)["iptc"]) == ["beach", "circle", "red"]  # append keeps ours
+        env.use(["red"], TaggingConfig(threshold=-1.0, top_k=3, mode="sync"))
+        assert env.pipeline.retag(seen.extend) == (1, 1)
+        assert [(Path(o.path).name, o.wrote) for o in seen] == [("a.jpg", True)]
+        assert exif_keywords(photo)["iptc"] == ["red"]
     finally:
         env.close()
 
