@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Env, exif_keywords, noise_jpeg, tagwatch, write_config
+from tagwatch.cli.status import COUNTS, render
 from tagwatch.config import PlacesConfig, TaggingConfig, WriteConfig
 from tagwatch.outcomes import Outcome, Status
 from tagwatch.overrides import parse_overrides
@@ -217,6 +218,33 @@ def test_a_tag_deleted_from_the_list_reads_no_photo_in_append_mode(tmp_path: Pat
         assert exif_keywords(photo)["iptc"] == ["red"]
     finally:
         env.close()
+
+
+def test_a_long_re_scoring_is_counted_as_it_goes_and_status_names_what_it_only_checked(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A user's report: for the 140 s a tag-list edit took to rewrite 6,093 photos, `tagwatch status`
+    said "0 tagged … 0 photos/min", then jumped; and once a re-scoring had only checked photos it said
+    "0 tagged … 4882.61 photos/min".  The re-scoring tells the daemon's count every 50 photos, and
+    status names the checked ones beside the rate that includes them."""
+    tagging = TaggingConfig(threshold=-1.0, top_k=1, mode="sync")
+    env = Env(tmp_path, tiny_checkpoint, tagging)
+    try:
+        photos = [noise_jpeg(tmp_path / "in" / f"{i:03d}.jpg", seed=100 + i) for i in range(60)]
+        env.use(["beach"], tagging)
+        assert set(env.run(*photos).values()) == {Status.TAGGED}
+        told: list[list[Outcome]] = []
+        env.use(["forest"], tagging)  # every photo's one keyword changes
+        assert env.pipeline.retag(lambda outcomes: told.append(list(outcomes))) == (60, 60)
+        assert [len(t) for t in told] == [50, 10]  # the first 50 counted before the last was written
+    finally:
+        env.close()
+    daemon = {"pid": 1, "uptime_s": 60, "folders": 1, "model_loaded": False, "queue": 0,
+              "tagged_since_start": 0, "failed_since_start": 0, "unchanged_since_start": 8593,
+              "tagged_per_min": 4882.61}
+    report = {"daemon": daemon, "database": "tw.db", "model": "m", **dict.fromkeys(COUNTS, 0)}
+    line = next(line for line in render(report, []).splitlines() if line.startswith("queue"))
+    assert line.startswith("queue     0 waiting; 0 tagged and 0 failed since start, 8593 checked with "
+                           "nothing to write; 4882.61 photos/min over the last 5 min"), line
 
 
 def test_a_dry_run_names_the_keywords_of_ours_a_sync_scan_would_take_out(tmp_path: Path,

@@ -613,6 +613,10 @@ class Pipeline:
         wanted = known_paths(self._paths, {keyword for _, keyword, _ in added})
         return {file_id for file_id, keyword, paths in added if paths != (wanted.get(keyword, keyword),)}
 
+    # A re-scoring tells ``observe`` of the files it wrote or tried this many at a time: status showed
+    # "0 tagged, 0 photos/min" for the 140 s a tag-list edit took to rewrite 6,093 photos, then all at once
+    OBSERVED_EVERY = 50
+
     def retag(self, observe: Callable[[list[Outcome]], None] | None = None) -> tuple[int, int]:
         """Re-score every cached file tagged with an older tag list (inside the folders given to
         :meth:`confine`, if any); no image is encoded.
@@ -689,6 +693,9 @@ class Pipeline:
                     self._deferred.append(outcome)
                 else:
                     tried.append(outcome)
+                if observe is not None and len(tried) >= self.OBSERVED_EVERY:  # status moves as it goes
+                    observe(tried)
+                    tried = []
             self.store.update_predictions(same, self.fingerprint)
         # Captions just turned on: these need their pixels again, so they go through the queue in
         # ordinary batches (the worker queues RETRY outcomes) instead of holding up this re-scoring.

@@ -83,9 +83,13 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
                      f"watching {folders}, model "
                      f"{'loaded' if daemon.get('model_loaded') else 'unloaded (idle)'}" + as_of(daemon))
         if "queue" in daemon:
+            # the rate is of photos done, checked ones too (the backlog's time): they are counted
+            # beside it, or "0 tagged … 4882.61 photos/min" read as a contradiction
+            checked = daemon.get("unchanged_since_start", 0)
             lines.append(f"queue     {daemon['queue']} waiting; {daemon['tagged_since_start']} tagged and "
-                         f"{daemon['failed_since_start']} failed since start; "
-                         f"{daemon['tagged_per_min']:g} photos/min over the last 5 min"
+                         f"{daemon['failed_since_start']} failed since start"
+                         + (f", {checked} checked with nothing to write" if checked else "")
+                         + f"; {daemon['tagged_per_min']:g} photos/min over the last 5 min"
                          + backlog(daemon))
         for what, reason in sorted(daemon.get("rejected", {}).items()):
             lines.append(f"NOT IN USE: the {what} on disk, refused: {one_line(reason)}; the previous one is "
