@@ -772,6 +772,76 @@ def test_the_photo_page_shows_the_caption_and_its_candidates_scores(tmp_path: Pa
                                   "(a keyword of the caption: [captions] threshold)")
 
 
+def test_an_event_folder_deep_in_an_archive_is_reached_from_its_photos_and_from_the_grid(
+        site: Site, browser, tmp_path: Path) -> None:
+    """A YEAR/MONTH/EVENT archive: the folder select offered the watched folder and the years only, and
+    the photo page's folder was plain text, so an event's photos could be had only by typing its path
+    into the address.  Each level of a photo's folder links to the grid of that folder; the grid of a
+    folder shows the way up and links the folders inside it, and its select offers those (a level at
+    a time, never thousands of folders in one list).  `tagwatch web` alone on a library of its own."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    root = tmp_path / "Photos"
+    month = root / "2019" / "07 Juli"
+    wedding = month / "Hochzeit Anna & Jörg"
+    photos = {wedding / "red-star.jpg": ("red", "star"),
+              month / "Strand" / "blue-square.jpg": ("blue", "square"),
+              root / "2019" / "08 August" / "green-circle.jpg": ("green", "circle")}
+    for number, (path, (colour, shape)) in enumerate(photos.items()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        synthetic.make_photo(colour, shape, 820 + number, (320, 240)).save(path, quality=88)
+    (root / "2019" / ".thumbnails").mkdir()  # hidden: never offered
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, watch=[root],
+                          tags=TAGS, threshold=THRESHOLD)
+    assert tagwatch("scan", "--config", str(config), str(root)).returncode == 0
+    assert set(exif_keywords(wedding / "red-star.jpg")["iptc"]) == {"red", "star"}
+
+    def shown() -> set[str]:
+        """The names of the photos in the grid (none while a page loads)."""
+        return set(browser.execute_script(
+            "return Array.from(document.querySelectorAll('li.card'), c => c.dataset.path.split('/').pop())"))
+
+    def links(selector: str) -> list[str]:
+        return browser.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0]), a => a.textContent)", selector)
+
+    def go(link: str, photos: set[str]) -> None:
+        """Follow the link named ``link`` and wait for the grid of ``photos`` it leads to."""
+        browser.find_element(By.LINK_TEXT, link).click()
+        wait_for(lambda: shown() == photos)
+
+    with page_alone(config, root) as alone:
+        browser.get(f"{alone.base}/?token={alone.token}")
+        # up from a photo: each level of its folder is a link to the grid of that folder
+        browser.get(f"{alone.base}/photo/0/2019/{quote('07 Juli/Hochzeit Anna & Jörg')}/red-star.jpg")
+        assert links("#crumbs a.folder") == [str(root), "2019", "07 Juli", "Hochzeit Anna & Jörg"]
+        go("07 Juli", {"red-star.jpg", "blue-square.jpg"})
+        assert links("#folder-path > a") == ["every watched folder", str(root), "2019"]
+        assert links("#subfolders a") == ["Hochzeit Anna & Jörg", "Strand"]
+        # down into the event; another filter keeps the folder (the select holds it)
+        go("Hochzeit Anna & Jörg", {"red-star.jpg"})
+        folder = Select(browser.find_element(By.NAME, "folder"))
+        assert folder.first_selected_option.text == str(wedding)
+        browser.find_element(By.NAME, "tag").send_keys("red")
+        browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+        wait_for(lambda: "tag=red" in browser.current_url and shown() == {"red-star.jpg"})
+        assert Select(browser.find_element(By.NAME, "folder")).first_selected_option.text == str(wedding)
+        # down from the top: the select offers the years, a year's grid its months, and so on
+        browser.get(f"{alone.base}/")
+        folder = Select(browser.find_element(By.NAME, "folder"))
+        assert [o.text for o in folder.options] == ["every watched folder", str(root), f"{root}/2019"]
+        folder.select_by_visible_text(f"{root}/2019")
+        browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+        wait_for(lambda: shown() == {"red-star.jpg", "blue-square.jpg", "green-circle.jpg"})
+        assert links("#subfolders a") == ["07 Juli", "08 August"]
+        folder = Select(browser.find_element(By.NAME, "folder"))
+        assert [o.text for o in folder.options] == ["every watched folder", str(root), f"{root}/2019",
+                                                    f"{root}/2019/07 Juli", f"{root}/2019/08 August"]
+        go("07 Juli", {"red-star.jpg", "blue-square.jpg"})
+        screenshot(browser, "review-grid-folder")
+
+
 # -- thumbnails --------------------------------------------------------------------------------------
 
 def test_thumbnails_are_upright_and_cached_by_content_key(tmp_path: Path) -> None:

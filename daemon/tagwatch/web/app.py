@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -193,9 +194,12 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
                           show=show if show in SHOWS else "all",
                           margin=_number(q.get("margin"), NEAR_MARGIN, 0.0, 1.0) or 0.0,
                           page=max(1, int(q["page"])) if q.get("page", "").isdigit() else 1)
+        tree = library.folder_tree(filters.folder)
+        if tree is not None:  # one spelling of the folder: the select finds it, the links keep it
+            filters = replace(filters, folder=tree.value)
         page = library.grid(filters)
-        return render(request, "grid.html", page=page, filters=filters, folders=library.folders(),
-                      keywords=library.scoring().vocabulary.keywords)
+        return render(request, "grid.html", page=page, filters=filters, folders=library.folders(tree),
+                      tree=tree, keywords=library.scoring().vocabulary.keywords)
 
     def photo(request: Request) -> Response:
         path = photo_path(request)

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 60
 NEAR_MARGIN = 0.03  # cosine: "near the threshold" unless the person picks another margin
 NEIGHBOURS = 12  # photos shown just above and just below a tag's threshold
+SUBFOLDERS = 1000  # folders inside the grid's folder listed as links (the select offers OPTIONS of them)
+OPTIONS = 200  # folders a level offers in the grid's folder select: the page stays light
 OURS, YOURS, PERSON = "ours", "yours", "person"  # whose keyword: tagwatch's, a correction's, the person's
 
 
@@ -138,6 +140,23 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class FolderTree:
+    """Where the grid's folder filter stands: each level from the watched folder down to it and the
+    folders directly inside it, so a YEAR/MONTH/EVENT archive is walked a level at a time, never
+    offered as one list of thousands of folders."""
+
+    value: str  # the filter as the links and the select write it (``0/2019/07 Juli``)
+    crumbs: list[tuple[str, str]]  # (filter, name) of each level: the watched folder (its path) first
+    children: list[tuple[str, str]]  # (filter, name) of the folders directly inside it, by name
+    more: int = 0  # folders inside it past SUBFOLDERS, not listed
+
+    @property
+    def path(self) -> str:
+        """The folder's full path, as the select labels it."""
+        return "/".join(name for _, name in self.crumbs)
+
+
+@dataclass(frozen=True)
 class Page:
     cards: list[Card]
     total: int
@@ -188,6 +207,7 @@ class PhotoView:
     history: list[tuple[str, str, float, tuple[str, ...]]]
     tag_list: tuple[str, ...]
     caption: CaptionView | None = None  # [captions] on
+    crumbs: tuple[tuple[str, str], ...] = ()  # (grid address, name) of each folder level above it
 
 
 @dataclass(frozen=True)
@@ -286,6 +306,19 @@ def file_keywords(keywords: Keywords) -> list[str]:
     return list(dict.fromkeys((*keywords.iptc, *keywords.xmp)))
 
 
+def subfolders(path: str) -> list[str]:
+    """Names of the folders directly inside ``path``, sorted as a person reads them (case aside):
+    hidden ones left out (the watcher skips them) and links (the page opens no photo through one).
+    One directory read, no walk, so a folder of a 200,000-photo archive costs what its level holds."""
+    try:
+        with os.scandir(path) as entries:
+            names = [e.name for e in entries
+                     if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return sorted(names, key=lambda name: (name.casefold(), name))
+
+
 def _declined(ledger: dict[str, str], keywords: Keywords | None) -> set[str]:
     """Keywords of ours a person took out of the file (not in it now): never written in again."""
     present = set(file_keywords(keywords)) if keywords is not None else set()
@@ -369,18 +402,34 @@ class Library:
 
     # -- the grid ------------------------------------------------------------------------------
 
-    def folders(self) -> list[tuple[str, str]]:
-        """(filter value, label) of each watched folder and the folders directly inside it."""
+    def folders(self, tree: FolderTree | None = None) -> list[tuple[str, str]]:
+        """(filter value, label) for the grid's folder select: each watched folder and the folders
+        directly inside it; with a folder picked (``tree``), the levels down to it and the folders
+        inside it instead, so every folder is a few picks away and the select stays short."""
         out: list[tuple[str, str]] = []
         for index, root in enumerate(self.roots.roots):
             out.append((str(index), root))
-            try:
-                names = sorted(e.name for e in os.scandir(root)
-                               if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
-            except OSError:
-                names = []
-            out += [(f"{index}/{name}", f"{root}/{name}") for name in names[:200]]
+            if tree is None:
+                out += [(f"{index}/{name}", f"{root}/{name}") for name in subfolders(root)[:OPTIONS]]
+            elif tree.crumbs[0][0] == str(index):
+                out += [(value, "/".join(name for _, name in tree.crumbs[:depth + 1]))
+                        for depth, (value, _) in enumerate(tree.crumbs) if depth]
+                out += [(value, f"{tree.path}/{name}") for value, name in tree.children[:OPTIONS]]
         return out
+
+    def folder_tree(self, value: str) -> FolderTree | None:
+        """The levels down to the folder filter ``value`` and the folders inside it; None: no folder
+        picked, or one that is not inside a watched folder."""
+        where = self.roots.folder_parts(value) if value else None
+        if where is None:
+            return None
+        index, parts = where
+        crumbs = [(str(index), self.roots.roots[index])] + [
+            (f"{index}/{'/'.join(parts[:depth])}", parts[depth - 1]) for depth in range(1, len(parts) + 1)]
+        names = subfolders(os.path.join(self.roots.roots[index], *parts))
+        current = crumbs[-1][0]
+        return FolderTree(current, crumbs, [(f"{current}/{name}", name) for name in names[:SUBFOLDERS]],
+                          max(0, len(names) - SUBFOLDERS))
 
     def grid(self, filters: Filters) -> Page:
         scoring = self.scoring()
@@ -604,12 +653,14 @@ class Library:
         pending = self._pending(row, scores, scoring, override, owner, declined)
         folder, name = os.path.split(path)
         url = self.roots.url
+        crumbs = tuple(("/?" + urlencode({"folder": value}), label)
+                       for value, label in self.roots.folder_crumbs(path))
         return PhotoView(path, name, folder, row, url("photo", path) or "", url("photo-keywords", path) or "",
                          url("preview", path) or "", keywords,
                          found if isinstance(found, str) else None, tuple(chips), lines, floor,
                          override.remove, override.add, pending,
                          self.store.ledger_history(row.id) if row else [],
-                         tuple(scoring.vocabulary.keywords), caption)
+                         tuple(scoring.vocabulary.keywords), caption, crumbs)
 
     def _caption(self, row: FileRow | None, vector: np.ndarray | None, scoring: Scoring,
                  override: Override) -> CaptionView:

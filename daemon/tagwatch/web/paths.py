@@ -57,10 +57,27 @@ class PhotoRoots:
 
     def folder(self, value: str) -> str | None:
         """A folder filter ``<root>`` or ``<root>/<relative folder>`` as an absolute path, or None."""
+        where = self.folder_parts(value)
+        return None if where is None else os.path.join(self.roots[where[0]], *where[1])
+
+    def folder_parts(self, value: str) -> tuple[int, list[str]] | None:
+        """(root number, the folder names below it) of a folder filter, or None: the one parse that
+        the grid, its folder links and its select share, so ``0/2019/`` and ``0/2019`` are one folder."""
         head, _, rest = value.strip("/").partition("/")
         if not head.isdigit() or not 0 <= int(head) < len(self.roots):
             return None
         parts = [p for p in rest.split("/") if p]
         if any(p in (".", "..") for p in parts):
             return None
-        return os.path.join(self.roots[int(head)], *parts)
+        return int(head), parts
+
+    def folder_crumbs(self, path: str) -> list[tuple[str, str]]:
+        """(folder filter, name) of each folder from the watched one down to the one holding the photo
+        at ``path``: the photo page links each level to the grid of that folder."""
+        where = self.locate(path)
+        if where is None:
+            return []
+        index, relative = where
+        parts = relative.split("/")[:-1]
+        return [(str(index), self.roots[index])] + [
+            (f"{index}/{'/'.join(parts[:depth])}", parts[depth - 1]) for depth in range(1, len(parts) + 1)]
