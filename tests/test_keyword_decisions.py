@@ -8,6 +8,7 @@ case than the list, keywords a person had already, and a sidecar for a photo giv
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -247,6 +248,26 @@ def test_a_long_re_scoring_is_counted_as_it_goes_and_status_names_what_it_only_c
                            "nothing to write; 4882.61 photos/min over the last 5 min"), line
 
 
+def test_a_touched_photo_is_no_news_and_a_photo_with_no_tag_is_counted_so(tmp_path: Path,
+                                                                          tiny_checkpoint: Path) -> None:
+    """A user's report (24,000 photos): a first index ended "22800 tagged, 1200 unchanged", read as
+    1,200 photos skipped (they had no tag above the threshold); and touching 5,836 tagged photos gave
+    5,836 "tagged … (already in the file)" lines for photos nothing was written into."""
+    photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=26)
+    blank = noise_jpeg(tmp_path / "other" / "b.jpg", seed=27)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle"], top_k=2)
+    assert tagwatch("scan", str(photo), "--config", str(config)).returncode == 0
+    data = photo.read_bytes()
+    os.utime(photo)  # touched: same bytes, new times
+    again = tagwatch("scan", str(photo), "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert str(photo) not in again.stderr and photo.read_bytes() == data, again.stderr
+    assert "scan: 1 photo: 1 unchanged" in again.stderr
+    none = tagwatch("scan", "--threshold", "1", str(blank), "--config", str(config))
+    assert f"checked {blank}: no tag above threshold 1.0; nothing to write" in none.stderr, none.stderr
+    assert "scan: 1 photo: 1 with no tag above the threshold" in none.stderr, none.stderr
+
+
 def test_a_dry_run_names_the_keywords_of_ours_a_sync_scan_would_take_out(tmp_path: Path,
                                                                           tiny_checkpoint: Path) -> None:
     """A user's report: in sync mode, `scan --dry-run --threshold 0.65` (the documented way to try a
@@ -274,7 +295,7 @@ def test_a_dry_run_names_the_keywords_of_ours_a_sync_scan_would_take_out(tmp_pat
     line, stderr = dry("--threshold", "1")
     nothing, _, taken_all = line.partition("; would take out tagwatch's no longer predicted: ")
     assert nothing == "(no tag above threshold)" and sorted(taken_all.split(", ")) == ["circle", "red"], line
-    assert "scan: 2 photos: 1 tagged, 1 unchanged (dry run: no file written)" in stderr, stderr
+    assert "scan: 2 photos: 1 tagged, 1 with no tag above the threshold (dry run: no file written)" in stderr
     assert exif_keywords(photo)["iptc"] == written  # a dry run writes nothing
     real = tagwatch("scan", "--mode", "sync", "--top-k", "1", str(photo), "--config", str(config))
     assert real.returncode == 0, real.stderr

@@ -39,7 +39,7 @@ class Outcome:
     error: str | None = None
     wrote: bool = False  # the file was rewritten (keywords added, taken out or re-spelled)
     places: list[str] = field(default_factory=list)  # a dry run's: the place keywords it would carry
-    overridden: list[str] = field(default_factory=list)  # a dry run's: predictions an override removes
+    overridden: list[str] = field(default_factory=list)  # predictions an override removes (took out)
     dropping: list[str] = field(default_factory=list)  # a dry run's: ours sync mode takes out, unpredicted
 
 

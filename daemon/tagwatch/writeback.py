@@ -117,6 +117,9 @@ class WriteJob:
     released: list[str] = field(default_factory=list)
     reading: Reading | None = None  # the caption stage's (captions on): its keywords are in ``tags``
     rescore: bool = False  # a re-score from cached vectors: a photo it leaves as it was is no news
+    # the picture as recorded, tagged as now already (its times touched, a save of other metadata):
+    # left as it was, no news either (5,836 photos touched were 5,836 "(already in the file)" lines)
+    same: bool = False
 
     @property
     def keywords(self) -> list[str]:
@@ -334,6 +337,8 @@ class Writeback:
         # tagged one inherits none of it (recording the new key forgets it; see Store.record_file)
         if row is not None and row.key is not None and job.key is not None and row.key != job.key:
             row = None
+        job.same = (row is not None and row.state == DONE and row.key == job.key
+                    and set(row.tags or ()) == set(keywords))
         owned = job.owned = self.store.ledger(row.id) if row is not None else []
         owned_paths: Mapping[str, Sequence[str]] = self.store.ledger_paths(row.id) if row is not None else {}
         # A file new to the store may be a copy of one tagwatch wrote into (see adopt)
@@ -649,13 +654,14 @@ class Writeback:
         # ("tagged …: blue (already in the file)" ten times, then "rewrote 0") read as ten taggings
         rewrote = _rewrote(job, st)
         gave = given_back(plan, job.filled) if rewrote and plan is not None else []
-        quiet = job.rescore and not (added or removed or dropped or rewrote)
+        quiet = (job.rescore or (job.same and not job.kept_out)) and not (
+            added or removed or dropped or rewrote)
+        overridden = [k for k in took if fold(k) not in out and k not in withdrawn]
         log.log(logging.DEBUG if quiet else logging.INFO, "%s", tagged_line(
             job.path, carried, places, job.kept_out, rules.threshold, bool(added),
-            removed, dropped, rewrote=rewrote, theirs=theirs,
-            overridden=[k for k in took if fold(k) not in out and k not in withdrawn],
+            removed, dropped, rewrote=rewrote, theirs=theirs, overridden=overridden,
             withdrawn=withdrawn, gave_back=gave), extra=fields)
-        return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote)
+        return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote, overridden=overridden)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
         """Step 1 or 2 failed: withdraw the ledger rows this plan recorded ahead (the file is as it

@@ -112,18 +112,23 @@ def _any_new(store: Store, paths: Sequence[str]) -> bool:
     return False
 
 
+NO_TAG = "with no tag above the threshold"  # the summary's count of photos checked that got none
+
+
 def _count(counts: dict[str, int], outcome: Outcome, dry_run: bool) -> None:
     """Count ``outcome`` under the status the summary gives it.  A dry run's photo the scan would
     refuse (read-only, hard links) is no "tagged"; nor is a photo the scan checked and left as it
     was (no tag above the threshold, or only keywords it had already): "unchanged", as the log line
     says "nothing to write" or "(already in the file)" of it; a dry run's photo with nothing to
-    write or take out is "unchanged" as the scan's is."""
+    write or take out is "unchanged" as the scan's is.  Of those, one with no tag at all is said so
+    (a first index of 24,000 photos ended "1200 unchanged", read as 1,200 photos skipped)."""
     status: str = outcome.status
     if outcome.status == Status.TAGGED and dry_run and outcome.error:
         status = "would fail"
     elif outcome.status == Status.TAGGED and not (outcome.wrote if not dry_run else (
             outcome.tags or outcome.places or outcome.overridden or outcome.dropping)):
-        status = Status.UNCHANGED
+        untagged = not (outcome.tags or outcome.places or outcome.overridden)
+        status = NO_TAG if untagged else Status.UNCHANGED
     counts[status] = counts.get(status, 0) + 1
     if outcome.status == Status.WAIT:  # the daemon would retry later; a scan reports it
         log.warning("%s: not tagged: %s (run the scan again once that is fixed)", outcome.path, outcome.error,
