@@ -75,6 +75,12 @@ class TagRules:
     fingerprint: str = ""  # of the tag list and settings: recorded with the tags
     levels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # tag → levels expansion adds
 
+    def sweeps(self, predicted: bool) -> bool:
+        """Does a write take out what of ours is no longer predicted (keywords, our description)?
+        sync always; overwrite where something is predicted (with nothing it writes as append, see
+        :meth:`Writeback.plan_ahead`); append never.  The write and a dry run decide with this."""
+        return self.mode == "sync" or (self.mode == "overwrite" and predicted)
+
 
 @dataclass(frozen=True)
 class Corrected(Override):
@@ -305,8 +311,7 @@ class Writeback:
         wanted = (*job.keywords, *places)
         # ours the scan takes out, as plan_ahead decides: sync (and overwrite with a prediction) every
         # one no longer predicted, any mode those a correction removes
-        sweeps = rules.mode == "sync" or (rules.mode == "overwrite" and bool(job.keywords))
-        removes, kept = job.override.removes(), folded(wanted)
+        removes, kept, sweeps = job.override.removes(), folded(wanted), rules.sweeps(bool(job.keywords))
         leaving = [o for o in owned if state is not None and o not in absent and fold(o) not in kept
                    and (sweeps or fold(o) in removes)]
         took += [o for o in leaving if fold(o) in removes and fold(o) not in folded(took)]
@@ -392,7 +397,7 @@ class Writeback:
             fill, job.filled = placed.fill, placed.filled
         # our description goes where our caption keywords no longer predicted go: out in sync (and
         # overwrite with a prediction), kept in append
-        sweep = rules.mode == "sync" or (rules.mode == "overwrite" and bool(keywords))
+        sweep = rules.sweeps(bool(keywords))
         if self.captions is not None:  # the caption as the description, where the photo has none
             records = self.store.filled(row.id) if row is not None else {}
             more, ours = self.captions.describe(job.reading, state, records, sweep)
