@@ -696,7 +696,6 @@ def load_config(path: Path | None) -> Config:
 
 
 
-_DATABASE_LINE = re.compile(r"""^\s*database\s*=\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)')\s*(?:#.*)?$""")
 _TABLE_LINE = re.compile(r"^\s*\[")
 
 
@@ -729,19 +728,12 @@ def lenient_database(path: Path, error: ConfigError) -> tuple[Path, ModelConfig 
     for line in text.splitlines():  # not TOML: the database line, if it is still readable
         if _TABLE_LINE.match(line):
             break
-        if re.match(r"\s*database\s*=", line):
-            found = _DATABASE_LINE.match(line)
-            value = None if found is None else (found.group(2) if found.group(1) is None
-                                                else _unescape(found.group(1)))
-            if not value or not value.strip():
+        if re.match(r"\s*database\s*=", line):  # that line alone is TOML, or the database is unsure
+            try:
+                value = tomllib.loads(line).get("database")
+            except tomllib.TOMLDecodeError:
+                value = None
+            if not isinstance(value, str) or not value.strip():
                 raise error from None
             return _path(value, base), None
     return default_database_path(), None
-
-
-def _unescape(text: str) -> str | None:
-    """A TOML basic string's body as its value; None for a bad escape."""
-    try:
-        return str(tomllib.loads(f'v = "{text}"')["v"])
-    except tomllib.TOMLDecodeError:
-        return None
