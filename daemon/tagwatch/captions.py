@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FINGERPRINT = "captions:"  # how its part of the pipeline's fingerprint begins (see Pipeline._captions_stale)
+
 DECODING = "greedy"  # the only decoding there is (see model.caption_tokens)
 
 
@@ -167,7 +169,8 @@ class Captions:
     def fingerprint(self) -> str:
         """Part of the pipeline's fingerprint: a change here re-scores every photo (no new caption)."""
         c = self.cfg
-        return f"captions:{self.identity}:{c.threshold:.6f}:{c.top_k}:{c.prefix}:{int(c.write_description)}"
+        return (f"{FINGERPRINT}{self.identity}:{c.threshold:.6f}:{c.top_k}:{c.prefix}:"
+                f"{int(c.write_description)}")
 
     def use_vocabulary(self, vocabulary: Vocabulary) -> None:
         """The list's keywords, synonyms and parents: a caption keyword duplicating one is dropped."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import listcache, logs
+from .captions import FINGERPRINT as CAPTIONS_FINGERPRINT
 from .captions import Captions, Reading, caption
 from .captions import from_config as captions_from_config
 from .casefold import fold, folded
@@ -724,7 +725,7 @@ class Pipeline:
         the same, since their description may have to come (or go).  With captions turned off, those
         tagged with them on: sync and overwrite take our description out, as our caption keywords."""
         if self.captions is None:
-            return {r.id for r in rows if "|captions:" in (r.tagged_with or "")}
+            return {r.id for r in rows if f"|{CAPTIONS_FINGERPRINT}" in (r.tagged_with or "")}
         current = self.captions.fingerprint()
         return {r.id for r in rows if current not in (r.tagged_with or "")}
 
