@@ -216,6 +216,48 @@ def test_sigkill_mid_burst_then_restart_finishes_the_work(tmp_path: Path, tiny_c
     assert code == 0
 
 
+def test_a_folder_moved_while_the_daemon_was_stopped_is_logged_as_moved(tmp_path: Path,
+                                                                        tiny_checkpoint: Path) -> None:
+    """A library reorganised with the daemon stopped: the start-up scan logged each photo of the moved
+    folder as "a copy of" some other file with the picture and then as "deleted" (24,000 photos: 2,375
+    such copies named after unrelated photos, 2,500 deletions).  A photo found under a new name with
+    the size and time of a recorded one that is gone was moved: one "moved" line, its record and
+    ledger follow it (untag still takes tagwatch's keywords out), nothing is encoded."""
+    root = tmp_path / "photos"
+    album = root / "2019" / "wedding"
+    photos = [noise_jpeg(album / f"IMG_{i}.jpg", seed=400 + i) for i in range(3)]
+    kept = noise_jpeg(root / "kept.jpg", seed=410)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        for photo in [*photos, kept]:
+            wait_for(lambda p=photo: len(exif_keywords(p)["iptc"]) == 3)
+    finally:
+        assert daemon.stop() == 0
+    encoded = status(config)["encoded"]
+    moved_to = root / "2018" / "wedding (moved)"
+    moved_to.parent.mkdir()
+    os.rename(album, moved_to)
+    copied = Path(shutil.copy2(kept, root / "2018" / "kept.jpg"))  # a copy keeps its name and time too
+    mark = len(daemon.log())
+    daemon.start()
+    try:
+        log = daemon.wait_log("scan: ", since=mark)
+        wait_for(lambda: len(exif_keywords(copied)["iptc"]) == 3)
+        log = daemon.log()[mark:]
+    finally:
+        assert daemon.stop() == 0
+    for photo in photos:
+        assert f"moved {photo} -> {moved_to / photo.name}" in log, log
+        assert f"{photo}: deleted" not in log
+    assert "a copy of" not in log.replace(f"{copied}: a copy of {kept}", ""), log
+    assert "5 photos, 1 queued, 0 gone, 3 moved" in log, log
+    assert status(config)["encoded"] == encoded  # nothing encoded again
+    untag = tagwatch("untag", "--config", str(config), str(moved_to / photos[0].name))
+    assert untag.returncode == 0, untag.stderr
+    assert exif_keywords(moved_to / photos[0].name)["iptc"] == []
+
+
 def test_a_polled_folder_is_tagged_and_its_own_writes_keep_the_ledger(tmp_path: Path,
                                                                        tiny_checkpoint: Path) -> None:
     """A network mount (`poll = true`) gets no inotify events: the polling observer finds the photo.

@@ -189,7 +189,9 @@ def test_a_copy_is_said_to_be_of_the_file_still_there(tmp_path: Path, tiny_check
         env.run(photo)
         moved = copy_away(photo, "copy then delete")
         env.pipeline.apply([Delete(str(photo))])
-        env.run(moved)
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.run(moved)
+        assert f"{moved}: moved here from {photo}; beach, forest, written there" in caplog.text, caplog.text
         again = shutil.copy2(moved, tmp_path / "in" / "again.jpg")
         caplog.clear()
         with caplog.at_level("INFO", logger="tagwatch"):

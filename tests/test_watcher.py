@@ -79,6 +79,30 @@ def test_reconcile_queues_what_changed_and_reports_what_vanished(tmp_path: Path)
     store.close()
 
 
+def test_a_file_moved_while_no_one_watched_is_queued_as_a_rename(tmp_path: Path) -> None:
+    """A recorded file gone and a new one with its name, size and time: a rename, not a new photo
+    and a deletion.  Two recorded files with that name, size and time: which moved is unknown."""
+    root = tmp_path / "photos"
+    moved = noise_jpeg(root / "new" / "a.jpg", seed=5)
+    twin = noise_jpeg(root / "new" / "b.jpg", seed=6)
+    st, tw = moved.stat(), twin.stat()
+    store = Store(tmp_path / "db" / "tw.db")
+    store.record_file(str(root / "old" / "a.jpg"), key=b"a" * 16, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                      state=DONE)
+    for folder in ("x", "y"):  # b.jpg was in two folders, both gone
+        store.record_file(str(root / folder / "b.jpg"), key=b"b" * 16, size=tw.st_size,
+                          mtime_ns=tw.st_mtime_ns, state=DONE)
+    queue = BatchQueue(size=100, max_wait=0, settle=0)
+    report = reconcile([root], PathFilter([root]), store, queue)
+    batch = drain(queue)
+    assert Move(str(root / "old" / "a.jpg"), str(moved)) in batch.ops
+    assert sorted(batch.paths) == sorted([str(moved), str(twin)])
+    assert sorted(op.path for op in batch.ops if isinstance(op, Delete)) == [
+        str(root / "x" / "b.jpg"), str(root / "y" / "b.jpg")]
+    assert (report.seen, report.queued, report.gone, report.moved) == (2, 1, 2, 1)
+    store.close()
+
+
 def test_an_interrupted_scan_stops_walking_and_calls_nothing_gone(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     noise_jpeg(root / "a.jpg", seed=1)

@@ -299,9 +299,10 @@ class Daemon:
             self.watcher.unlistable(report.unlistable)
         if self.stopped.is_set():
             return
-        log.info("scan%s: %s, %d queued, %d gone (%.1f s)",
+        log.info("scan%s: %s, %d queued, %d gone%s (%.1f s)",
                  f" of {', '.join(map(str, roots))}" if roots else "", counted(report.seen, "photo"),
-                 report.queued, report.gone, time.monotonic() - started)
+                 report.queued, report.gone, f", {report.moved} moved" if report.moved else "",
+                 time.monotonic() - started)
 
     def _check_roots(self) -> None:
         """Watch again a watched folder that came back, or one holding a folder that can be listed

@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from .formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
 from .freshness import SIDECAR_SUFFIX, is_settled
 from .metadata import remove_if_stale
 from .queue import BatchQueue, Delete, Move
-from .store import Store
+from .store import FileRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ class ScanReport:
     seen: int = 0
     queued: int = 0
     gone: int = 0
+    moved: int = 0  # photos found under another name, the old one gone: moved while no one watched
     unlistable: set[str] = field(default_factory=set)  # folders not listed: their files were kept
 
 
@@ -177,23 +178,55 @@ def _inside(path: str, folders: set[str]) -> bool:
     return any(path.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
+Signature = tuple[str, int, int]
+
+
+def _signature(path: str, size: int | None, mtime_ns: int | None) -> Signature | None:
+    """What a move keeps of a file: its name, size and modification time (``mv``, a file manager's
+    move, ``rsync -a`` and ``cp -p`` all keep them); the same test :func:`is_unchanged` trusts."""
+    if size is None or mtime_ns is None:
+        return None
+    return os.path.basename(path), size, mtime_ns
+
+
+def _by_signature(known: Mapping[str, FileRow]) -> dict[Signature, str | None]:
+    """The recorded files by :func:`_signature`; None where two share one (which moved is unknown)."""
+    found: dict[Signature, str | None] = {}
+    for path, row in known.items():
+        sig = _signature(path, row.size, row.mtime_ns)
+        if sig is not None:
+            found[sig] = None if sig in found else path
+    return found
+
+
 def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: BatchQueue,
               clean_temp: bool = False, stop: threading.Event | None = None) -> ScanReport:
     """Compare the folders with the store: queue new and changed files, report vanished ones.  A
     folder that cannot be listed (chmod 000) keeps its files' records as they are: they may be fine,
-    and are looked at again once it can be listed (``report.unlistable`` names it)."""
+    and are looked at again once it can be listed (``report.unlistable`` names it).
+
+    A new file with the name, size and modification time of a recorded one that is gone was moved
+    while no daemon watched (a folder reorganised with the daemon stopped): it is queued as the
+    rename it is, its record and ledger following it, not as a new photo and a deleted one."""
     report = ScanReport()
     # a watched folder inside another is walked with it: walked again, its photos were counted twice
     roots = [r for r in roots if not _inside(str(r), {str(o) for o in roots if o != r})]
-    for root in roots:
-        if not root.is_dir():  # not there (unplugged, unmounted): the watcher says so, and has it
-            continue  # scanned when it is back; its records are kept meanwhile
-        known = store.files_under(str(root))
+    # A root that is not there (unplugged, unmounted) is left out: the watcher says so, and has it
+    # scanned when it is back; its records are kept meanwhile
+    knowns = {root: store.files_under(str(root)) for root in roots if root.is_dir()}
+    recorded = _by_signature({path: row for known in knowns.values() for path, row in known.items()})
+    arrived: dict[str, Signature] = {}  # new files that may be a recorded one moved: known at the end
+    gone: list[str] = []
+    for root, known in knowns.items():
         seen = report.seen
         sidecars: dict[str, os.stat_result] = {}  # the current folder's: a sidecar edited meanwhile
         for path, st in walk(root, filt, clean_temp, stop, report.unlistable, sidecars):
             report.seen += 1
             row = known.pop(path, None)
+            sig = _signature(path, st.st_size, st.st_mtime_ns) if row is None else None
+            if sig is not None and recorded.get(sig) is not None:
+                arrived[path] = sig
+                continue
             # A chmod while the daemon was down can have cured a failure; a geotagger can have written
             # the photo's sidecar
             if is_settled(row, path, st, stat_of=sidecars.get, recorded=store.files):
@@ -201,7 +234,7 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             queue.put(path, delay=0.0)
             report.queued += 1
         if stop is not None and stop.is_set():
-            break  # an interrupted walk has not seen everything: nothing may be called gone
+            return report  # an interrupted walk has not seen everything: nothing may be called gone
         if report.unlistable:
             known = {path: row for path, row in known.items() if not _inside(path, report.unlistable)}
         if known and report.seen == seen:
@@ -210,7 +243,19 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             log.warning("%s: no photos found where %d were; taken for an unmounted or unplugged "
                         "drive: their records are kept until they are back", root, len(known))
             continue
-        for path in known:
+        gone.extend(known)
+    left = set(gone)
+    for path, sig in arrived.items():
+        src = recorded[sig]
+        if src in left:  # the rename is applied first; the file is then looked at as any other
+            left.discard(src)
+            queue.op(Move(src, path))
+            report.moved += 1
+        else:
+            report.queued += 1
+        queue.put(path, delay=0.0)
+    for path in gone:
+        if path in left:
             queue.op(Delete(path))
             report.gone += 1
     return report

@@ -521,8 +521,10 @@ class Writeback:
             self.store.set_filled(job.file_id, {name: record for name, record in records.items()
                                                 if name in KEYWORD_FIELDS})
         job.owned = job.held = list(adopted)
-        log.info("%s: a copy of %s; %s, written there by tagwatch, are tagwatch's here too",
-                 job.path, sources[0].path, ", ".join(adopted),
+        # a copy has its original beside it; a file manager's move across disks does not
+        log.info("%s: %s %s; %s, written there by tagwatch, are tagwatch's here too", job.path,
+                 "a copy of" if os.path.lexists(sources[0].path) else "moved here from", sources[0].path,
+                 ", ".join(adopted),
                  extra={"event": "adopted", "path": job.path, "from": sources[0].path,
                         "keywords": list(adopted)})
         return adopted
