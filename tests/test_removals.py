@@ -12,6 +12,7 @@ write (a photo app that read the photo just before tagwatch wrote it).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -315,6 +316,33 @@ def test_a_tag_taken_out_implies_no_level_and_stays_out_when_the_list_re_spells_
         env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
         env.pipeline.retag()
         assert held(photo, env) == {"square", "polygon", "shape"}  # no "Red" either
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("mode", ["append", "sync"])
+def test_a_tag_the_list_re_spells_replaces_ours_and_is_never_written_twice(tmp_path: Path, mode: str) -> None:
+    """The tag list re-spelling circle as "Circle" left both spellings in every photo tagged before,
+    in append mode (the default): "purple, circle, colour, Circle".  Ours is one keyword whatever its
+    case: the new spelling replaces it in every field (the hierarchical path too), untag takes it out."""
+    tagging = TaggingConfig(threshold=THRESHOLD, mode=mode)  # expand = "parents"
+    env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
+    try:
+        photo = red_square(env, tagging, 90006)
+        put_in(photo, "Anna")
+        assert env.run(photo) == {"square.jpg": Status.TAGGED}
+        assert held(photo, env) == {"Anna", "red", "square", "colour", "polygon", "shape"}
+        (tmp_path / "shapes.toml").write_text(SHAPES_LIST.replace('keyword = "red"', 'keyword = "Red"'),
+                                              encoding="utf-8")
+        env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
+        assert env.pipeline.retag() == (1, 1)
+        assert held(photo, env) == {"Anna", "Red", "square", "colour", "polygon", "shape"}
+        out = subprocess.run(["exiftool", "-j", "-XMP-lr:HierarchicalSubject", str(photo)], check=True,
+                             capture_output=True, text=True).stdout
+        paths = json.loads(out)[0]["HierarchicalSubject"]
+        assert "colour|Red" in paths and "colour|red" not in paths, paths
+        assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
+        assert held(photo, env) == {"Anna"}
     finally:
         env.close()
 

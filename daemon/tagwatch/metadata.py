@@ -611,7 +611,11 @@ class KeywordWriter:
                 for existing in files)
 
         ours = [k for k in keywords if not (present(k, new[k]) if k in owned else persons(k))]
-        gone = [o for o in owned if o not in new and (mode in ("sync", "overwrite") or o in withdraw)]
+        # A keyword of ours the tag list now spells otherwise ("circle" → "Circle") is the same
+        # keyword: the new spelling replaces ours in every mode, as a new path does; append kept both
+        spelt = folded(new)
+        gone = [o for o in owned if o not in new and (mode in ("sync", "overwrite") or o in withdraw
+                                                      or fold(o) in spelt)]
         removed = [o for o in gone if any(present(o, p) for p in had[o])]
         targets = {o: new[o] if o in new else paths.get(o) for o in owned if o not in gone}
         respelled = {o: p for o, p in targets.items() if p is not None and set(had[o]) != {p}}
