@@ -315,6 +315,33 @@ def test_a_new_dc_subject_carries_the_persons_iptc_keywords(name: str, tmp_path:
     assert exif_keywords(photo) == {"iptc": persons, "xmp": []}  # the dc:subject tagwatch made goes
 
 
+@pytest.mark.parametrize("how", ["a correction", "added since"])
+def test_a_new_dc_subject_that_untag_leaves_keeps_the_persons_keywords_beside_what_it_keeps(
+        how: str, tmp_path: Path, writer: KeywordWriter) -> None:
+    """Untag took the copies of the person's IPTC keywords out of the dc:subject and
+    lr:hierarchicalSubject tagwatch created but left a correction's keyword (the person's word,
+    which untag keeps) in them: alone there, it hid the family's seven keywords from digiKam,
+    Immich and Apple Photos, which read those fields first.  The same for a keyword a person added
+    to the new field since."""
+    photo = copy_from_corpus("pillow__iptc.jpg", tmp_path)
+    persons = IPTC_ONLY["pillow__iptc.jpg"]
+    word = "Budapest trip" if how == "a correction" else "Grandma"
+    plan = writer.plan(photo, ["harbour", word] if how == "a correction" else ["harbour"],
+                       paths={"harbour": "place|harbour"})
+    writer.apply(plan)
+    if how == "added since":
+        subprocess.run(["exiftool", "-q", "-overwrite_original", f"-XMP-dc:Subject+={word}",
+                        f"-XMP-lr:HierarchicalSubject+={word}", str(photo)], check=True)
+    writer.apply(writer.plan_untag(photo, ["harbour"], [], owned_paths={"harbour": ("place|harbour",)},
+                                   filled=plan.fills))
+    found = exif_keywords(photo)
+    assert found["xmp"] == [*persons, word], found
+    assert found["iptc"] == (persons if how == "added since" else [*persons, word]), found
+    out = subprocess.run(["exiftool", "-j", "-XMP-lr:HierarchicalSubject", str(photo)], check=True,
+                         capture_output=True, text=True).stdout
+    assert json.loads(out, parse_int=str)[0]["HierarchicalSubject"] == [*persons, word]
+
+
 def test_a_new_iptc_keywords_carries_the_persons_xmp_keywords(tmp_path: Path, writer: KeywordWriter) -> None:
     photo = copy_from_corpus("exiftool__XMP.jpg", tmp_path)
     persons = ["ExifTool", "Test", "XMP"]

@@ -1226,10 +1226,17 @@ def _undone(record: Filled, current: tuple[str, ...], ours: Collection[str]) -> 
     out: the person's values it held before, in their order (those overwrite took out put back, not
     those a person took out since), then what a person added to it since; without ours, and without
     the person's keywords we copied in (they are still in the field they came from).  Empty: the
-    field goes (it was absent, or held only ours)."""
+    field goes (it was absent, or held only ours).
+
+    A field tagwatch created that keeps something (a correction's keyword, which untag leaves, or
+    one a person added to it since) keeps the copies too: holding that alone, it would hide the
+    person's other keywords from the apps that read it first (digiKam, Immich, Apple Photos)."""
     values, taken = _before(record)
     kept = [v for v in values if v not in ours and (v in current or v in taken)]
-    return kept + [v for v in current if v not in values and v not in ours and v not in record.ours]
+    since = [v for v in current if v not in values and v not in ours and v not in record.ours]
+    if since and record.previous is None:
+        return [v for v in current if v not in ours and (v in since or v in record.ours)]
+    return kept + since
 
 
 def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[str, Filled],
