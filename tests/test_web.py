@@ -452,6 +452,35 @@ def test_a_level_shows_the_score_it_is_exported_with_and_says_which_tag_it_is_ab
     assert ours(grid)["colour"] == ours(page)["colour"]
 
 
+def test_a_photo_scored_below_the_floor_is_not_said_to_have_no_vector(tmp_path: Path) -> None:
+    """A photo tagwatch had scored (state done, its scores in `explain`) whose every score fell below
+    the photo page's floor (the lowest threshold - 0.1) read "No cached vector for this photo yet: it
+    is scored once tagwatch has seen it".  The page says no tag scores above the floor, and its link
+    shows the scores; only a photo without a vector still says it has none."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo, unseen = root / "red-star.jpg", root / "unseen.jpg"
+    synthetic.make_photo("red", "star", 702, (320, 240)).save(photo, quality=88)
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, watch=[root], tags=TAGS,
+                          threshold=0.99)  # floor 0.89: above every score of the shapes model
+    assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
+    synthetic.make_photo("blue", "square", 703, (320, 240)).save(unseen, quality=88)  # after the scan
+    with page_alone(config, root) as site:
+        code, body = site.request("GET", "/photo/0/red-star.jpg")
+        page = body.decode()
+        assert code == 200, page[-800:]
+        assert "No cached vector" not in page
+        assert "No tag scores above 0.890 for this photo" in page
+        assert "state-done" in page and 'data-keyword="star"' not in page
+        lower = re.search(r'<p id="no-scores">.*?<a href="\?floor=([-\d.]+)">show lower ones</a>', page)
+        assert lower, page[-1500:]
+        shown = site.request("GET", f"/photo/0/red-star.jpg?floor={lower.group(1)}")[1].decode()
+        assert '<tr class="below" data-keyword="star">' in shown  # its best scores, each below 0.99
+        assert "No tag scores above" not in shown
+        fresh = site.request("GET", "/photo/0/unseen.jpg")[1].decode()
+    assert "No cached vector for this photo yet: it is scored once tagwatch has seen it." in fresh
+
+
 def test_a_keyword_the_tag_list_would_refuse_is_refused_on_the_page_too(site: Site, browser) -> None:
     from urllib.parse import urlencode
 

@@ -208,6 +208,8 @@ class PhotoView:
     tag_list: tuple[str, ...]
     caption: CaptionView | None = None  # [captions] on
     crumbs: tuple[tuple[str, str], ...] = ()  # (grid address, name) of each folder level above it
+    scored: bool = False  # it has a cached vector: no line above the floor is not "not scored yet"
+    lower: float = 0.0  # the floor "show lower ones" goes to: low enough to show its best scores
 
 
 @dataclass(frozen=True)
@@ -651,6 +653,9 @@ class Library:
                 lines.append(ScoreLine(keyword, score, limit, verdict, owner.get(keyword), rejected,
                                        100 * (score - floor) / span, 100 * (limit - floor) / span))
         pending = self._pending(row, scores, scoring, override, owner, declined)
+        lower = floor - 0.2
+        if scores is not None and len(scores) and not lines:  # every score below the floor: reach the best
+            lower = min(lower, math.floor((float(scores.max()) - 0.1) * 20) / 20)
         folder, name = os.path.split(path)
         url = self.roots.url
         crumbs = tuple(("/?" + urlencode({"folder": value}), label)
@@ -660,7 +665,7 @@ class Library:
                          found if isinstance(found, str) else None, tuple(chips), lines, floor,
                          override.remove, override.add, pending,
                          self.store.ledger_history(row.id) if row else [],
-                         tuple(scoring.vocabulary.keywords), caption, crumbs)
+                         tuple(scoring.vocabulary.keywords), caption, crumbs, scores is not None, lower)
 
     def _caption(self, row: FileRow | None, vector: np.ndarray | None, scoring: Scoring,
                  override: Override) -> CaptionView:
