@@ -481,6 +481,59 @@ def test_a_photo_scored_below_the_floor_is_not_said_to_have_no_vector(tmp_path: 
     assert "No cached vector for this photo yet: it is scored once tagwatch has seen it." in fresh
 
 
+def card_chips(page: str) -> dict[str, dict[str, str]]:
+    """Photo path → keyword → owner class of each card's chips in a grid page."""
+    chip = r'<li class="chip (\w+)" title="[^"]*" data-keyword="([^"]*)"'
+    found: dict[str, dict[str, str]] = {}
+    for card in page.split('<li class="card ')[1:]:
+        path, body = re.match(r'[^"]*" data-path="([^"]*)">(.*)', card, re.S).groups()
+        found[path] = {keyword: owner for owner, keyword in re.findall(chip, body)}
+    return found
+
+
+def test_a_folder_rule_shows_its_rejection_only_where_it_changed_something(tmp_path: Path) -> None:
+    """A folder rule (`real/**`, remove = ["red"]) put a struck-through "red" chip under "keywords in
+    the file", with an ↺ that could only answer "edit that rule", on every photo of the folder, even
+    on those that never had red or a score near it (61 chips on a real grid).  It shows where it
+    keeps red out (the photo it is predicted for), the photo's own correction shows with its ↺
+    wherever it is, and a photo the rule changes nothing in says so under its keywords instead."""
+    root = tmp_path / "photos"
+    real = root / "real"
+    real.mkdir(parents=True)
+    shapes = {"red-star.jpg": ("red", "star"), "green-circle.jpg": ("green", "circle"),
+              "blue-square.jpg": ("blue", "square")}
+    for number, (name, (colour, shape)) in enumerate(shapes.items()):
+        synthetic.make_photo(colour, shape, 710 + number, (320, 240)).save(real / name, quality=88)
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, watch=[root], tags=TAGS,
+                          threshold=THRESHOLD)
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        'tags = "tags.txt"\n', 'tags = "tags.txt"\noverrides = "overrides.toml"\n'), encoding="utf-8")
+    green = real / "green-circle.jpg"
+    (config.parent / "overrides.toml").write_text(
+        '[[override]]\npath = "real/**"\nremove = ["red", "triangle"]\n\n'
+        f'[[override]]\npath = "{green}"\nremove = ["star"]\n', encoding="utf-8")
+    assert tagwatch("scan", "--config", str(config), str(root)).returncode == 0
+    assert set(exif_keywords(real / "red-star.jpg")["iptc"]) == {"star"}  # red kept out by the rule
+    assert set(exif_keywords(green)["iptc"]) == {"green", "circle"}
+    with page_alone(config, root) as site:
+        grid = card_chips(site.request("GET", "/?folder=0/real")[1].decode())
+        pages = {name: site.request("GET", f"/photo/0/real/{name}")[1].decode() for name in shapes}
+    rejected = {Path(path).name: {k for k, owner in found.items() if owner == "rejected"}
+                for path, found in grid.items()}
+    assert rejected == {"red-star.jpg": {"red"}, "green-circle.jpg": {"star"}, "blue-square.jpg": set()}
+    assert grid[str(real / "blue-square.jpg")] == {"blue": "ours", "square": "ours"}
+    # the photo pages: the same chips; a removal that changes nothing in the photo named under them
+    assert 'data-keyword="red" data-owner="rejected"' in pages["red-star.jpg"]
+    assert 'data-keyword="star" data-owner="rejected"' in pages["green-circle.jpg"]
+    assert 'data-action="undo" data-keyword="star"' in pages["green-circle.jpg"].replace("\n", " ")
+    blue = pages["blue-square.jpg"]
+    assert 'data-owner="rejected"' not in blue
+    idle = re.search(r'<p class="help" id="idle-removals">(.*?)</p>', blue, re.S)
+    assert idle, blue[-3000:]
+    assert re.findall(r'data-keyword="([^"]*)">[^<]*</span> <small>\(the rule for ([^)]*)\)',
+                      idle.group(1)) == [("red", "real/**"), ("triangle", "real/**")]
+
+
 def test_a_keyword_the_tag_list_would_refuse_is_refused_on_the_page_too(site: Site, browser) -> None:
     from urllib.parse import urlencode
 

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -29,7 +29,7 @@ from ..config import Config
 from ..encoder import LazyModel
 from ..metadata import Keywords, KeywordWriter
 from ..model import model_identity
-from ..overrides import Override, Overrides, OverridesError
+from ..overrides import Override, Overrides, OverridesError, glob_escape
 from ..pipeline import load_config_overrides, load_tag_list
 from ..scoring import tag_thresholds
 from ..status import daemon_state
@@ -210,6 +210,7 @@ class PhotoView:
     crumbs: tuple[tuple[str, str], ...] = ()  # (grid address, name) of each folder level above it
     scored: bool = False  # it has a cached vector: no line above the floor is not "not scored yet"
     lower: float = 0.0  # the floor "show lower ones" goes to: low enough to show its best scores
+    idle: tuple[tuple[str, str], ...] = ()  # (keyword, rule's path): removals changing nothing here
 
 
 @dataclass(frozen=True)
@@ -533,9 +534,10 @@ class Library:
             override = scoring.overrides.for_path(row.path)
             keywords = found if isinstance(found, Keywords) else None
             ledger = ledgers.get(row.id, {})
-            levels = (self._levels(row_scores, scoring, override, _declined(ledger, keywords))
-                      if row_scores is not None else {})
-            chips = self._chips(keywords, ledger, row_scores, scoring, override, levels)
+            declined = _declined(ledger, keywords)
+            levels = self._levels(row_scores, scoring, override, declined) if row_scores is not None else {}
+            rejected, _ = self._rejections(row.path, scoring, override, row_scores, ledger, declined)
+            chips = self._chips(keywords, ledger, row_scores, scoring, override, levels, rejected=rejected)
             top: tuple[tuple[str, float], ...] = ()
             if row_scores is not None:
                 best = np.argpartition(-row_scores, min(5, len(row_scores) - 1))[:5]
@@ -562,10 +564,12 @@ class Library:
     def _chips(keywords: Keywords | None, ledger: dict[str, str], scores: np.ndarray | None,
                scoring: Scoring, override: Override,
                levels: dict[str, tuple[str, float]] | None = None,
-               captioned: tuple[dict[str, float], float] | None = None) -> list[Chip]:
+               captioned: tuple[dict[str, float], float] | None = None,
+               rejected: Sequence[str] = ()) -> list[Chip]:
         """The file's keywords, whose each is, and its score: a level's is the tag's below it
         (``levels``, from :meth:`_levels`), against that tag's threshold; a caption keyword's is its
-        candidate's (``captioned``: case-folded keyword → score, and the ``[captions]`` threshold)."""
+        candidate's (``captioned``: case-folded keyword → score, and the ``[captions]`` threshold);
+        then the ``rejected`` ones not in the file (:meth:`_rejections` picks them)."""
         chips = []
         levels = levels or {}
         from_caption, caption_limit = captioned or ({}, 0.0)
@@ -584,8 +588,37 @@ class Library:
                 score, limit = from_caption[fold(keyword)], caption_limit
             chips.append(Chip(keyword, owner, score, limit, undone=owner == PERSON and action == USER,
                               above=below, caption=caption))
-        chips += [Chip(k, "rejected") for k in override.remove if k not in present]
+        chips += [Chip(k, "rejected") for k in rejected if k not in present]
         return chips
+
+    @staticmethod
+    def _rejections(path: str, scoring: Scoring, override: Override, scores: np.ndarray | None,
+                    ledger: dict[str, str], declined: set[str], confirmed: Collection[str] = ()
+                    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """The overrides' removals for this photo, split in two.  Shown struck through: those that
+        keep out something tagwatch would write without them (a tag scoring above its threshold, a
+        level one of those implies, a caption keyword the model confirms: ``confirmed``, folded), or
+        that the ledger has as tagwatch's, and the photo's own correction (↺ takes it back).  The
+        rest, (keyword, the deciding rule's path): a folder rule that changes nothing in this photo,
+        which would otherwise stand as a keyword of the file on every photo the glob matches."""
+        if not override.remove:
+            return [], []
+        wanted = set(confirmed) | {fold(k) for k, action in ledger.items() if action in (ADDED, DECLINED)}
+        if scores is not None:
+            wanted |= {fold(scoring.tags.keywords[i]) for i in np.flatnonzero(scores > scoring.thresholds)}
+            picked = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
+            unruled = Override(add=override.add).kept_out(declined)  # no removal: what they keep out
+            wanted |= folded(scoring.expansion.implied(
+                [(scoring.tags.keywords[i], float(scores[i])) for i in picked], unruled))
+        deciding: dict[str, str] = {}  # keyword → the last rule matching the photo that names it
+        if any(fold(k) not in wanted for k in override.remove):
+            overrides = scoring.overrides
+            for rule in overrides.rules:
+                says = Overrides((rule,), overrides.roots).for_path(path)
+                deciding.update(dict.fromkeys((*says.add, *says.remove), rule.pattern))
+        own = glob_escape(path)  # the pattern of the photo's own rule, as a correction writes it
+        shown = [k for k in override.remove if fold(k) in wanted or deciding.get(k) == own]
+        return shown, [(k, deciding.get(k, "")) for k in override.remove if k not in shown]
 
     # -- one photo -----------------------------------------------------------------------------
 
@@ -606,7 +639,11 @@ class Library:
         caption = self._caption(row, vector, scoring, override) if self.config.captions.enabled else None
         captioned = (({fold(text): score for text, score, _, verdict in caption.candidates
                        if verdict == "TAGGED"}, caption.threshold) if caption is not None else None)
-        chips = self._chips(keywords, ledger, scores, scoring, override, implied, captioned)
+        kept = ("TAGGED", "rejected by your correction")  # a caption keyword kept, or kept out by a rule
+        confirmed = ({fold(text) for text, _, _, verdict in caption.candidates if verdict in kept}
+                     if caption is not None else set())
+        rejected, idle = self._rejections(path, scoring, override, scores, ledger, declined, confirmed)
+        chips = self._chips(keywords, ledger, scores, scoring, override, implied, captioned, rejected)
         owner = {c.keyword: c.owner for c in chips if c.owner != "rejected"}
         lowest = float(scoring.thresholds.min()) if len(scoring.thresholds) else 0.0
         floor = lowest - 0.1 if floor is None else floor
@@ -665,7 +702,8 @@ class Library:
                          found if isinstance(found, str) else None, tuple(chips), lines, floor,
                          override.remove, override.add, pending,
                          self.store.ledger_history(row.id) if row else [],
-                         tuple(scoring.vocabulary.keywords), caption, crumbs, scores is not None, lower)
+                         tuple(scoring.vocabulary.keywords), caption, crumbs, scores is not None, lower,
+                         tuple(idle))
 
     def _caption(self, row: FileRow | None, vector: np.ndarray | None, scoring: Scoring,
                  override: Override) -> CaptionView:
