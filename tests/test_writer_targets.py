@@ -114,6 +114,45 @@ def test_formats_we_do_not_write_into_always_get_a_sidecar(tmp_path: Path, exift
     assert side["XMP-dc:Subject"] == side["XMP-lr:HierarchicalSubject"] == WORDS
 
 
+@pytest.mark.parametrize("target", ["embedded", "both"])
+@pytest.mark.parametrize("fmt", ["png", "webp", "tiff", "heic", "dng"])
+def test_a_picture_saved_with_a_jpg_name_gets_the_sidecar_of_its_format(tmp_path: Path, exiftool: ExifTool,
+                                                                        fmt: str, target: str) -> None:
+    """A screenshot saved as PNG under ``shot.jpg`` is decoded as the PNG it is; its keywords went to
+    exiftool as a JPEG's, which refused ("Not a valid JPG (looks more like a PNG)") and the photo got
+    none.  Every format the docs list gets its sidecar whatever the name, and untag finds it there."""
+    from test_imaging import encode, red_picture
+
+    writer = KeywordWriter(exiftool, WriteConfig(target=target))
+    photo = tmp_path / "shot.jpg"
+    photo.write_bytes(encode(red_picture(5), fmt))
+    data = photo.read_bytes()
+    assert writer.add(photo, WORDS) == WORDS
+    assert photo.read_bytes() == data
+    side = fields(tmp_path / "shot.jpg.xmp")
+    assert side["XMP-dc:Subject"] == side["XMP-lr:HierarchicalSubject"] == WORDS
+    assert readers(photo, tmp_path / "shot.jpg.xmp")["digiKam"] == set(WORDS)
+    writer.apply(writer.plan_untag(photo, WORDS, []))
+    assert photo.read_bytes() == data
+    assert fields(tmp_path / "shot.jpg.xmp")["XMP-dc:Subject"] == []
+
+
+@pytest.mark.parametrize("name", ["photo.png", "photo.webp", "photo.tif", "photo.heic", "photo.dng"])
+def test_a_jpeg_under_another_formats_name_gets_a_sidecar_never_a_rewrite(tmp_path: Path, exiftool: ExifTool,
+                                                                         name: str) -> None:
+    """exiftool picks its writer by the name and refuses a JPEG named .png; writing it anyway would
+    still leave a JPEG that apps trusting the name misread.  So the photo stays byte-identical, even
+    with target embedded, and its keywords go to its sidecar."""
+    writer = KeywordWriter(exiftool, WriteConfig(target="embedded"))
+    photo = noise_jpeg(tmp_path / name, seed=4)
+    data = photo.read_bytes()
+    assert not writer.embeds(photo)
+    assert writer.add(photo, WORDS) == WORDS
+    assert photo.read_bytes() == data
+    assert fields(tmp_path / f"{name}.xmp")["XMP-dc:Subject"] == WORDS
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name, f"{name}.xmp"]
+
+
 def test_an_existing_sidecar_is_merged_never_clobbered(tmp_path: Path, exiftool: ExifTool) -> None:
     """darktable keeps its whole edit history in photo.jpg.xmp: it must survive our keywords."""
     writer = KeywordWriter(exiftool, WriteConfig(target="sidecar"))

@@ -3,18 +3,21 @@
 The content key hashes only the bytes that carry the picture, so editing metadata (by us or any
 other app), renaming, moving or copying a photo keeps its key, and the cached vector is found again
 without decoding a pixel.  Formats are told apart by their magic numbers, never by the file name:
-JPEG/MPO, PNG, WebP, TIFF, HEIC/HEIF and camera RAW.  Only JPEG gets keywords written into the file
-(:data:`EMBEDDABLE_SUFFIXES`); every other format is tagged through an XMP sidecar.
+JPEG/MPO, PNG, WebP, TIFF, HEIC/HEIF and camera RAW.  Only JPEG gets keywords written into the file,
+and only under a JPEG name (:func:`embeddable`); every other file is tagged through an XMP sidecar.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
+from pathlib import Path
 
 from PIL import Image
 
@@ -27,7 +30,8 @@ _OTHER_SUFFIXES = frozenset({".png", ".webp", ".tif", ".tiff", ".heic", ".heif",
 IMAGE_SUFFIXES = JPEG_SUFFIXES | _OTHER_SUFFIXES | _RAW_SUFFIXES
 # Pictures tagwatch does not read: a scan counts those it passes over, so that they are not missed
 UNREAD_IMAGE_SUFFIXES = frozenset({".avif", ".gif", ".bmp", ".jxl", ".psd", ".svg"})
-# Formats whose keywords go into the file itself; all others get an XMP sidecar.
+# The names under which keywords may go into the file itself, when its bytes are a JPEG too
+# (:func:`embeddable`); all other files get an XMP sidecar.
 EMBEDDABLE_SUFFIXES = JPEG_SUFFIXES
 
 _KEY_BYTES = 16  # 128 bits of SHA-256: collisions are out of reach for any photo library
@@ -171,6 +175,65 @@ def image_format(data: bytes) -> str:
             return "heif"
         raise ImageError("not an image format tagwatch reads (an ISO media file, but not HEIC or CR3)")
     raise ImageError("not an image format tagwatch reads")
+
+
+def announced_format(head: bytes) -> str | None:
+    """The format a file's first bytes announce by their magic number alone (no structure is read):
+    ``jpeg``, ``png``, ``webp``, ``tiff`` (TIFF, DNG and the TIFF-based RAWs), ``heif``, ``raw``, or
+    None for bytes that are no image tagwatch reads.  Enough to choose where keywords go; what the
+    pixels are is :func:`image_format`'s to say."""
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if head.startswith(_PNG_SIGNATURE):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in _TIFF_HEADERS:
+        return "tiff"
+    if head.startswith(b"FUJIFILMCCD-RAW") or head[:4] in _TIFF_LIKE_RAW_HEADERS:
+        return "raw"
+    if head[4:8] == b"ftyp":
+        try:
+            brands = _ftyp_brands(head)
+        except ImageError:  # an ftyp box longer than the head read: no image tagwatch knows
+            return None
+        if b"crx " in brands:
+            return "raw"
+        if brands & _HEVC_BRANDS:
+            return "heif"
+    return None
+
+
+_HEAD_BYTES = 512  # the longest ftyp box of a real HEIC or CR3 is well under this
+
+
+def embeddable(path: Path) -> bool:
+    """Whether keywords may be written into the file itself: a JPEG by its name *and* its bytes.
+
+    The pixels are read by the bytes (:func:`image_format`), so where keywords go follows them too: a
+    PNG saved as ``shot.jpg`` (screenshots, graphics) is a PNG and gets a sidecar like any PNG; so do
+    WebP, TIFF, HEIC and RAW under a JPEG name.  A JPEG under another name (``photo.png``) gets a
+    sidecar as well, never a rewrite: exiftool picks its writer by the name and refuses bytes that
+    say otherwise ("Not a valid PNG (looks more like a JPEG)"), and a JPEG kept under a PNG name
+    would still mislead every app that trusts the name.  Bytes that are no image at all (a text file
+    named ``.jpg``), or a file whose first bytes cannot be read, are judged by the name: the decoder
+    or exiftool then says why, as before.
+    """
+    if path.suffix.lower() not in EMBEDDABLE_SUFFIXES:
+        return False
+    try:  # non-blocking: a FIFO put where the photo was must not hang the writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return True
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return True
+        head = os.read(fd, _HEAD_BYTES)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return announced_format(head) in ("jpeg", None)
 
 
 def content_key(data: bytes) -> bytes:

@@ -25,7 +25,7 @@ from .atomic import Pin, Superseded, create, fsync_folder
 from .casefold import fold, folded
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
-from .formats import EMBEDDABLE_SUFFIXES
+from .formats import embeddable
 from .places import GPS_TAGS, LOCATION_FIELDS
 from .retry import TRANSIENT_ERRNOS
 
@@ -555,11 +555,14 @@ class KeywordWriter:
             return {}
 
     def embeds(self, path: Path) -> bool:
-        """Keywords go into the photo itself (JPEG, unless the target is sidecar only)."""
-        return path.suffix.lower() in EMBEDDABLE_SUFFIXES and self.settings.target != "sidecar"
+        """Keywords go into the photo itself: a JPEG by its bytes and its name (a PNG named
+        ``.jpg`` is a PNG, see :func:`~tagwatch.formats.embeddable`), unless the target is sidecar."""
+        return self.settings.target != "sidecar" and embeddable(path)
 
     def uses_sidecar(self, path: Path) -> bool:
-        return path.suffix.lower() not in EMBEDDABLE_SUFFIXES or self.settings.target != "embedded"
+        """Keywords go into the photo's XMP sidecar: every file but an embeddable JPEG, and that too
+        unless the target is embedded only."""
+        return self.settings.target != "embedded" or not embeddable(path)
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -734,14 +737,17 @@ class KeywordWriter:
         ``assign``, ``side_assign``: filled fields to set (None: delete) in the photo, in the sidecar;
         ``exact``: the photo's keyword fields to set to exactly these values (none: delete)."""
         edits: list[Edit] = []
-        if path.suffix.lower() in EMBEDDABLE_SUFFIXES:
-            embedded = change if self.embeds(path) else change.removal_only()
+        # The bytes decide, not only the name: exiftool refuses to write a PNG named .jpg (or a
+        # JPEG named .png), so such a file is never edited itself and gets a sidecar like any PNG
+        can_embed = embeddable(path)
+        if can_embed:
+            embedded = change if self.settings.target != "sidecar" else change.removal_only()
             edit = self._photo_edit(path, before, photo, embedded, assign or {}, exact or {})
             if edit is not None:
                 edits.append(edit)
         side = self.sidecar_for(path)
-        if self.uses_sidecar(path) or side.exists() or side_assign:
-            uses = self.uses_sidecar(path)
+        uses = self.settings.target != "embedded" or not can_embed
+        if uses or side.exists() or side_assign:
             sidecar_before = side.lstat() if side.exists() else None
             # A new sidecar starts with the photo's own keywords: apps that read the sidecar instead
             # of the photo must still see what a person tagged.
