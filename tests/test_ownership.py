@@ -7,6 +7,7 @@ to the list length predicts every tag on the list, so a tag-list edit decides th
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, Env, exif_keywords, noise_jpeg, tagwatch, write_config
+from tagwatch import writeback
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
 from tagwatch.queue import Delete, Move
-from tagwatch.store import UNTAGGED
+from tagwatch.store import DECLINED, UNTAGGED
 from tagwatch.vocabulary import parse_rich_tag_list
 
 
@@ -174,6 +176,50 @@ def test_a_copied_photo_keeps_the_record_of_our_keywords(tmp_path: Path, tiny_ch
         assert keyword_sets(copy) == [({"Anna", "forest", "mountain"},) * 2]
         assert env.pipeline.untag(str(copy)).status == Status.UNTAGGED
         assert keyword_sets(copy) == [({"Anna"},) * 2]
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("how", ["cp over it", "rsync (a temporary file renamed over it)"])
+def test_a_photo_sent_again_over_the_tagged_one_gets_its_keywords_again(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture, how: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drop folder: the photographer sends the same photo again, straight from the camera, over
+    the one tagwatch tagged.  It holds none of tagwatch's keywords, which was taken for a person
+    taking them out: never written again, the photo left with no keywords for good (and the dry run
+    said "no tag above threshold").  The version tagwatch found before its first write is
+    recognised by its metadata: its keywords are written again.  A person's removal stays one."""
+    # sent again minutes later, not within the seconds a save built from the version before our
+    # write lands in (that one is written again as well: see STALE_SAVE_NS)
+    monkeypatch.setattr(writeback, "STALE_SAVE_NS", 0)
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2))
+    try:
+        env.use(["beach", "forest"])
+        camera = person_tags(noise_jpeg(tmp_path / "camera" / "a.jpg", seed=21), "Anna")
+        photo = tmp_path / "in" / "a.jpg"
+        photo.parent.mkdir()
+        shutil.copyfile(camera, photo)
+        assert env.run(photo) == {"a.jpg": Status.TAGGED}
+        for _ in range(2):  # sent again twice: the second time is recognised as well
+            if how == "cp over it":
+                shutil.copyfile(camera, photo)
+            else:
+                os.replace(shutil.copyfile(camera, photo.with_name(".a.jpg.Xq3f")), photo)
+            assert keyword_sets(photo) == [({"Anna"},) * 2]
+            preview = env.pipeline.process([str(photo)], dry_run=True)[0]
+            assert {k for k, _ in preview.tags} == {"beach", "forest"}, preview
+            caplog.clear()
+            with caplog.at_level("INFO", logger="tagwatch"):
+                assert env.run(photo) == {"a.jpg": Status.TAGGED}
+            assert keyword_sets(photo) == [({"Anna", "beach", "forest"},) * 2]
+            assert "the version tagwatch found before its first write, again" in caplog.text, caplog.text
+            assert env.store.ledger(env.store.file(str(photo)).id, DECLINED) == []
+        # A person who takes one out (here with exiftool, as an app would) took it out
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords-=beach",
+                        "-XMP-dc:Subject-=beach", str(photo)], check=True)
+        env.run(photo)
+        assert keyword_sets(photo) == [({"Anna", "forest"},) * 2]
+        assert env.store.ledger(env.store.file(str(photo)).id, DECLINED) == ["beach"]
     finally:
         env.close()
 

@@ -134,6 +134,12 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     INSERT INTO counters VALUES ('captioned', 0);
     """,
+    # 7: ``files.found``: a digest of the metadata of the version tagwatch found before its first
+    # write into the file (see freshness.header_digest), to tell that version sent again (a drop
+    # folder's re-delivery, a restore from a backup) from a person taking our keywords out
+    """
+    ALTER TABLE files ADD COLUMN found BLOB;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -175,6 +181,7 @@ class FileRow:
     tagged_with: str | None  # fingerprint of the tag list and settings that predicted them
     updated: float | None = None  # when the row last changed (seconds since the epoch)
     written_ns: int | None = None  # st_ctime_ns of the version tagwatch last added keywords to
+    found: bytes | None = None  # the metadata digest of the version before tagwatch's first write
 
 
 @dataclass(frozen=True)
@@ -209,7 +216,7 @@ def _tags(text: str | None) -> tuple[str, ...] | None:
 
 def _row(r: sqlite3.Row) -> FileRow:
     return FileRow(r["id"], r["path"], r["key"], r["size"], r["mtime_ns"], r["state"], r["error"],
-                   _tags(r["tags"]), r["tagged_with"], r["updated"], r["written_ns"])
+                   _tags(r["tags"]), r["tagged_with"], r["updated"], r["written_ns"], r["found"])
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -381,6 +388,8 @@ class Store:
                    ON CONFLICT(path) DO UPDATE SET
                      tags = CASE WHEN files.key IS excluded.key THEN files.tags END,
                      tagged_with = CASE WHEN files.key IS excluded.key THEN files.tagged_with END,
+                     found = CASE WHEN excluded.key IS NULL OR files.key IS excluded.key
+                                  THEN files.found END,
                      key = COALESCE(excluded.key, files.key), size = excluded.size,
                      mtime_ns = excluded.mtime_ns, state = excluded.state, error = excluded.error,
                      updated = excluded.updated""",
@@ -395,6 +404,11 @@ class Store:
             db.execute("UPDATE files SET tags = ?, tagged_with = ?, size = ?, mtime_ns = ?, state = ?, "
                        "error = NULL, updated = ?, written_ns = COALESCE(?, written_ns) WHERE id = ?",
                        ("\n".join(tags), fingerprint, size, mtime_ns, DONE, time.time(), written_ns, file_id))
+
+    def set_found(self, file_id: int, digest: bytes) -> None:
+        """Remember the version tagwatch found before its first write (kept across later writes)."""
+        with self.transaction() as db:
+            db.execute("UPDATE files SET found = COALESCE(found, ?) WHERE id = ?", (digest, file_id))
 
     def update_predictions(self, predictions: list[tuple[int, list[str]]], fingerprint: str) -> None:
         """Re-scored files whose tag set did not change: nothing to write, remember the new list."""

@@ -49,6 +49,7 @@ from .metadata import (
     MetadataError,
     WritePlan,
 )
+from .original import header_digest
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
 from .queue import Delete, Op
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 # it (read before our write landed, renamed over it after): those keywords are written again rather
 # than taken for a person's removal.  A person takes longer to see a keyword and take it out.
 STALE_SAVE_NS = 10 * 1_000_000_000
+# Why keywords of ours missing from a file are no person's doing (see Writeback._removed)
+STALE, FOUND = "a save built from the version before our write", "the version found before our first write"
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class WriteJob:
     # the picture as recorded, tagged as now already (its times touched, a save of other metadata):
     # left as it was, no news either (5,836 photos touched were 5,836 "(already in the file)" lines)
     same: bool = False
+    found: bytes | None = None  # the metadata digest of the version read, before a first write
 
     @property
     def keywords(self) -> list[str]:
@@ -293,9 +297,9 @@ class Writeback:
         absent: list[str] = []  # ours the file no longer holds: nothing of them to take out
         if state is not None and owned and row is not None:  # taken out since: the scan records it
             seen = replace(job, owned=owned)
-            found, unwritten, stale = self._removed(seen, row, state, self.store.ledger_paths(row.id),
-                                                    self.reader)
-            taken = [] if stale else found
+            found, unwritten, why = self._removed(seen, row, state, self.store.ledger_paths(row.id),
+                                                  self.reader)
+            taken = [] if why else found
             absent = found + unwritten
         declined = (job.override.kept_out([*self.store.ledger(row.id, DECLINED), *taken])
                     if mine and row is not None else set())
@@ -362,6 +366,8 @@ class Writeback:
                                            and bool(Captions.left_over(self.store.filled(row.id))))):
             return
         state = self.writer.inspect(Path(job.path), job.stat)
+        if (row is None or row.found is None) and self.writer.embeds(Path(job.path)):
+            job.found = header_digest(Path(job.path))  # before our first write: see original.py
         if twins:
             owned_paths = self.adopt(job, state, twins, theirs)
         declined = (self.taken_out(job, row, state, owned_paths) if row is not None
@@ -545,18 +551,23 @@ class Writeback:
         if not job.owned:
             return declined
         assert self.writer is not None
-        taken, unwritten, stale = self._removed(job, row, state, owned_paths, self.writer)
+        taken, unwritten, why = self._removed(job, row, state, owned_paths, self.writer)
         job.held = [o for o in job.owned if o not in taken and o not in unwritten]
         job.unwritten = unwritten
         if not taken:
             return declined
-        if stale:
+        if why == STALE:
             assert row.written_ns is not None
             changed = self._changed_ns(job.path, state)
             log.info("%s: saved by another program %.1f s after tagwatch wrote it, without the keywords "
                      "that write added (%s): built from the version before it, so they are written again",
                      job.path, (changed - row.written_ns) / 1e9, ", ".join(taken),
                      extra={"event": "stale-save", "path": job.path, "keywords": taken})
+        elif why == FOUND:
+            log.info("%s: the version tagwatch found before its first write, again (sent again or "
+                     "restored): nobody took %s out of it, so they are written again", job.path,
+                     ", ".join(taken), extra={"event": "sent-again", "path": job.path, "keywords": taken})
+        if why is not None:
             job.unwritten += taken
             return declined
         self.store.decline(row.id, taken)
@@ -571,18 +582,25 @@ class Writeback:
 
     def _removed(self, job: WriteJob, row: FileRow, state: FileState,
                  owned_paths: Mapping[str, Sequence[str]], reader: KeywordWriter
-                 ) -> tuple[list[str], list[str], bool]:
+                 ) -> tuple[list[str], list[str], str | None]:
         """Of ``job.owned``, the keywords the file no longer holds: (taken out since a write recorded
-        done, recorded ahead of a write never done, whether the save looks built from the version
-        before our last write).  Reads nothing but ``state``; :meth:`taken_out` and a dry run's
-        :meth:`preview` decide the same way."""
+        done, recorded ahead of a write never done, why those taken out are no person's doing: None
+        (a person's), :data:`STALE` (the save looks built from the version before our last write) or
+        :data:`FOUND` (the file is the version tagwatch found before its first write: see
+        :mod:`tagwatch.original`)).  Reads nothing but ``state`` and, where something is taken, the
+        photo's metadata segments; :meth:`taken_out` and a dry run's :meth:`preview` decide the
+        same way."""
         pending = self.store.pending_ledger(row.id)
         gone = reader.absent(state, {o: owned_paths.get(o, ()) for o in job.owned})
         taken = [o for o in gone if o not in pending]
-        stale = bool(taken) and row.written_ns is not None and (
-            self._changed_ns(job.path, state) - row.written_ns <= STALE_SAVE_NS
-            and set(taken) == self.store.last_written(row.id))
-        return taken, [o for o in gone if o in pending], stale
+        why: str | None = None
+        if taken and row.found is not None and header_digest(Path(job.path)) == row.found:
+            why = FOUND
+        elif taken and row.written_ns is not None and (
+                self._changed_ns(job.path, state) - row.written_ns <= STALE_SAVE_NS
+                and set(taken) == self.store.last_written(row.id)):
+            why = STALE
+        return taken, [o for o in gone if o in pending], why
 
     def _changed_ns(self, path: str, state: FileState) -> int:
         """When the photo or its sidecar last changed (the newer), by the file system's clock."""
@@ -623,6 +641,9 @@ class Writeback:
             written_ns = self._written_ns(job, st) if plan is not None else None
             self.store.record_tagged(file_id, keywords, rules.fingerprint, st.st_size, st.st_mtime_ns,
                                      written_ns)
+            if job.found is not None and written_ns is not None and plan is not None and any(
+                    e.is_photo for e in plan.edits):  # our keywords went into the photo itself
+                self.store.set_found(file_id, job.found)
             if plan is not None:
                 # What the file now holds of ours is recorded written; what it never got is forgotten
                 self.store.confirm_ledger(file_id, [*job.held, *plan.ours])
