@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from PIL import Image
-
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
 from shapes_lab import Lab
 from tagwatch.status import lock_path, state_path, write_state
@@ -198,17 +196,6 @@ def test_wording_a_rebuild_of_a_healthy_database_and_a_photo_that_gets_no_tag(
     rebuilt = tagwatch("db", "rebuild", "--config", str(config))
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "; the previous file is kept as " in rebuilt.stdout and "damaged file" not in rebuilt.stdout
-
-
-def test_exiftool_refusing_a_png_named_jpg_names_the_file_once(shapes_lab: Lab, tmp_path: Path) -> None:
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    fake = folder / "png-named.jpg"
-    Image.open(shapes_lab.library / "red-circle.jpg").save(fake, "PNG")
-    result = tagwatch("scan", str(fake), "--config", str(shapes_lab.config))
-    assert result.returncode == 1
-    line = next(line for line in result.stderr.splitlines() if str(fake) in line)
-    assert line.endswith(f"{fake}: skipped: keywords not written: Not a valid JPG (looks more like a PNG)")
 
 
 def test_a_photo_that_gets_only_its_place_is_logged_so() -> None:
