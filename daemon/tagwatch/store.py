@@ -135,7 +135,7 @@ _MIGRATIONS: list[str] = [
     INSERT INTO counters VALUES ('captioned', 0);
     """,
     # 7: ``files.found``: a digest of the metadata of the version tagwatch found before its first
-    # write into the file (see freshness.header_digest), to tell that version sent again (a drop
+    # write into the file (see original.header_digest), to tell that version sent again (a drop
     # folder's re-delivery, a restore from a backup) from a person taking our keywords out
     """
     ALTER TABLE files ADD COLUMN found BLOB;
