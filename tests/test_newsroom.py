@@ -204,3 +204,46 @@ def test_a_keyword_taken_out_then_added_back_by_a_correction_is_said_so(
     assert (f"{keyword} taken out of it by a person (or another program); never written into this photo "
             f"again unless a correction adds it, as one does: {keyword}") in caplog.text, caplog.text
     assert keyword in exif_keywords(photo)["iptc"]
+
+
+def _daemon_state(config: Path) -> dict:
+    return json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)["daemon"] or {}
+
+
+def test_a_tag_list_saved_in_place_in_two_writes_is_applied_once_whole(tmp_path: Path, tiny_checkpoint: Path,
+                                                                        daemon_factory) -> None:
+    """A tag list saved in place in two writes 1.5 s apart (an editor over a slow share, a script
+    writing in parts) was applied half-written 0.5 s after the first: in sync mode every photo lost
+    the keywords the half list lacked, and got them back when the rest came.  The list is applied
+    once the writer closes it; a save by rename into place is still picked up."""
+    root = tmp_path / "drop"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    config.write_text(config.read_text(encoding="utf-8").replace("top_k = 3", 'top_k = 3\nmode = "sync"'),
+                      encoding="utf-8")
+    daemon = daemon_factory(config).start()
+    photo = noise_jpeg(tmp_path / "a.jpg", seed=61).rename(root / "a.jpg")
+    wait_for(lambda: _daemon_state(config).get("tagged_since_start") == 1)
+    before = exif_keywords(photo)
+    assert len(before["iptc"]) == 3
+    tags = config.parent / "tags.txt"
+    mark = len(daemon.log())
+    with tags.open("w", encoding="utf-8") as handle:  # in place: truncated, then written in two parts
+        handle.write(f"{TAGS[0]}\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+        time.sleep(1.5)  # the writer pauses (the settle time is 0.3 s)
+        handle.write("\n".join(TAGS[1:]) + "\n")  # the list as it was: nothing to change
+    daemon.wait_log(f": {len(TAGS)} tags (", since=mark)
+    log = daemon.log()[mark:]
+    assert log.count(f"tag list {tags}") == 1, log
+    assert "re-scored 0 photos" in log and "took out" not in log, log
+    assert exif_keywords(photo) == before
+
+    mark = len(daemon.log())
+    saved = tags.with_name("tags.txt.tmp")
+    saved.write_text("\n".join([*TAGS, "harbour"]) + "\n", encoding="utf-8")
+    os.replace(saved, tags)  # an editor's atomic save
+    daemon.wait_log(f": {len(TAGS) + 1} tags (", since=mark)
+    assert daemon.stop() == 0
+

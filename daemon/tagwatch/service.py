@@ -20,6 +20,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from .captions import from_config as captions_from_config
 from .config import Config, ConfigError, changed_keys, load_config
@@ -30,6 +31,7 @@ from .notify import Notifier
 from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue, backlog_batch
+from .retry import QUIET_S
 from .status import Activity, MetricsServer, hold_lock, render_prometheus, state_path, write_state
 from .store import Store
 from .vocabulary import VocabularyError
@@ -47,19 +49,57 @@ RELOADABLE = ("tags", "overrides", "tagging", "log_level", "max_megapixels")
 _PAGE_FILES = ("tags", "overrides")  # the files the review page writes into
 
 
-class _TagListHandler(FileSystemEventHandler):
-    """Calls back when a watched file (the tag list, the overrides) is written, replaced (editors'
-    atomic saves) or created."""
+# What an event says of a watched file (the tag list, the overrides): being written (created or
+# written to: an in-place save is truncated first and may pause between writes), saved (closed after
+# writing, or renamed into place: complete), touched (its attributes: complete unless being written),
+# or gone (deleted, moved out of its folder: the last good one stays in use, and nothing waits for it).
+WRITING, SAVED, TOUCHED, GONE = "writing", "saved", "touched", "gone"
 
-    def __init__(self, paths: set[str], callback: Callable[[str], None]) -> None:
+
+def _edit_observer() -> BaseObserver:
+    """On Linux an inotify observer that reports a close after writing (IN_CLOSE_WRITE), and a file
+    moved in from another folder as a move, not as a file created (which would be waited on for a
+    close that never comes); elsewhere the platform's, which reports no close."""
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+    except Exception:  # no inotify here: ImportError or watchdog's UnsupportedLibcError
+        return Observer()
+    if Observer is not InotifyObserver:  # watchdog chose another for this platform
+        return Observer()
+    return InotifyObserver(generate_full_events=True)
+
+
+def _reports_closes(observer: BaseObserver) -> bool:
+    """Does ``observer`` report a file closed after writing?  Only inotify's does."""
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+    except Exception:
+        return False
+    return isinstance(observer, InotifyObserver)
+
+
+class _TagListHandler(FileSystemEventHandler):
+    """Calls back with the watched file (the tag list, the overrides) an event is about and what it
+    says of it: :data:`WRITING`, :data:`SAVED`, :data:`TOUCHED` or :data:`GONE`.  A file renamed
+    to another name in its folder counts as saved, so its absence is said at once (as before)."""
+
+    def __init__(self, paths: set[str], callback: Callable[[str, str], None]) -> None:
         self.paths, self.callback = paths, callback
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
             return
-        paths = {os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")}
-        if self.paths & paths and event.event_type != "deleted":
-            self.callback(min(self.paths & paths))
+        src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(getattr(event, "dest_path", "") or "")
+        if kind == "moved":  # an editor's atomic save (into place), a rename, a move out of the folder
+            if dest in self.paths:
+                self.callback(dest, SAVED)
+            elif src in self.paths:
+                self.callback(src, SAVED if dest else GONE)
+            return
+        if src in self.paths:
+            self.callback(src, {"closed": SAVED, "attrib": TOUCHED, "deleted": GONE}.get(kind, WRITING))
 
 
 class Daemon:
@@ -96,11 +136,14 @@ class Daemon:
         self._metrics: MetricsServer | None = None
         self._web = None  # the review page, with [web] enabled = true
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self._tag_observer: Observer | None = None
+        self._tag_observer: BaseObserver | None = None
+        self._closes_reported = False  # the tag observer reports closes: a file written waits for its own
         self._tags_mtime: int | None = None
         self._reload_timer: threading.Timer | None = None
         self._reload_lock = threading.Lock()
         self._edited: set[str] = set()  # the tag list, the overrides: edited since the last reload
+        self._writing: set[str] = set()  # of those, the ones written to and not yet closed (or quiet)
+        self._asked = False  # a SIGHUP asked for the next reload: it re-reads everything, now
         self._warned: set[str] = set()  # the overrides' warnings logged (the file not there yet)
         self._tags_warned: set[str] = set()  # the tag list's (a duplicate tag) logged since they appeared
         self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
@@ -150,8 +193,15 @@ class Daemon:
                  time.monotonic() - started)
 
     def _reload_tags(self) -> None:
+        """The worker's reload (an edit's, a SIGHUP's).  An edit's waits if a file began to be
+        written again since it was asked for: its close asks again (a SIGHUP is a person's word, and
+        reads what is there)."""
         with self._reload_lock:
-            edited, self._edited = self._edited, set()
+            asked, self._asked = self._asked, False
+            if self._edited and not asked and self._writing and self._closes_reported:
+                log.debug("reload put off: %s is being written", ", ".join(sorted(self._writing)))
+                return
+            edited, self._edited = ((set(), set()) if asked else (self._edited, set()))
         try:
             self._load_tags(edited)
         except VocabularyError as exc:
@@ -172,25 +222,54 @@ class Daemon:
         if self._tag_observer is not None:
             self._tag_observer.stop()
             self._tag_observer.join(timeout=10)
-        self._tag_observer = Observer()
+        self._tag_observer = _edit_observer()
+        self._closes_reported = _reports_closes(self._tag_observer)
         files = self._watched_files()
+        with self._reload_lock:  # a file no longer watched is not waited for
+            self._writing &= {str(p) for p in files}
         handler = _TagListHandler({str(p) for p in files}, self._file_edited)
         for folder in dict.fromkeys(p.parent for p in files):
             self._tag_observer.schedule(handler, str(folder), recursive=False)
         self._tag_observer.start()
 
-    def _file_edited(self, path: str) -> None:
-        """Reload once the edited file has been quiet for the settle time: an editor that saves in
-        place first truncates the file, and a half-written tag list or overrides file must not be
-        applied (an empty overrides file is valid, and would drop every override for a moment)."""
+    def _file_edited(self, path: str, what: str) -> None:
+        """Reload once the edited file is complete: an editor that saves in place first truncates the
+        file, and may pause between writes (a slow share, a script writing in parts, ``cat >`` typed
+        line by line), and a half-written tag list or overrides file must not be applied (in sync
+        mode a list cut short takes keywords out of every photo, an empty overrides file drops every
+        override).  A file written to waits for its close (inotify reports it), however long the
+        pause; where no close is reported (not Linux) for :data:`~tagwatch.retry.QUIET_S` without an
+        event.  A save complete at once (closed, renamed into place) reloads after the settle time,
+        which only gathers the events of one save (and of the other file, saved with it)."""
         with self._reload_lock:
-            self._edited.add(path)
+            if what == GONE:  # nothing to read, and no close to wait for
+                self._writing.discard(path)
+                if not self._edited or self._reload_timer is not None:
+                    return
+            else:
+                self._edited.add(path)
+            if what == WRITING:
+                self._writing.add(path)
+            elif what == SAVED:
+                self._writing.discard(path)
             if self._reload_timer is not None:
                 self._reload_timer.cancel()
-            self._reload_timer = threading.Timer(max(self.config.batch.settle_ms / 1000, 0.2),
-                                                 self.worker.request_reload)
+                self._reload_timer = None
+            if self._writing and self._closes_reported:
+                log.debug("%s being written; reloading once it is closed", ", ".join(sorted(self._writing)))
+                return
+            delay = QUIET_S if self._writing else max(self.config.batch.settle_ms / 1000, 0.2)
+            self._reload_timer = threading.Timer(delay, self._edits_done)
             self._reload_timer.daemon = True
             self._reload_timer.start()
+
+    def _edits_done(self) -> None:
+        """The edited files are complete (or, with no close reported, quiet long enough): reload."""
+        with self._reload_lock:
+            if not self._closes_reported:  # quiet long enough counts as closed
+                self._writing.clear()
+            self._reload_timer = None
+        self.worker.request_reload()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -318,7 +397,7 @@ class Daemon:
         says what was applied, so that no change goes unapplied without a word."""
         if self.config.source is None:
             log.info("config: none to re-read (built-in defaults); re-reading the tag list and overrides")
-            self.worker.request_reload()
+            self._ask_reload()
             return
         try:
             new = load_config(self.config.source)
@@ -355,6 +434,12 @@ class Daemon:
         set_pixel_limit(self.config.max_megapixels)
         if self._watched_files() != watched:
             self._watch_tag_list()
+        self._ask_reload()
+
+    def _ask_reload(self) -> None:
+        """A SIGHUP's reload: everything re-read now, a file being written included."""
+        with self._reload_lock:
+            self._asked = True
         self.worker.request_reload()
 
     def stop(self) -> None:
