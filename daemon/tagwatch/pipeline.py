@@ -360,6 +360,8 @@ class Pipeline:
         for group in ([p for p in photos if p.key in cached], [p for p in photos if p.key not in cached]):
             if group:
                 self._tag(group, outcomes, dry_run)
+        if not dry_run:
+            self.remember_failures(outcomes)
         return outcomes
 
     def _tag(self, photos: list[Photo], outcomes: list[Outcome], dry_run: bool) -> None:
@@ -646,17 +648,19 @@ class Pipeline:
         uncaptioned: list[str] = []
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
-            predictions = self._expand([(r.path, r.key) for r, _ in part], predict(
-                np.stack([v for _, v in part]), self.tags, self.thresholds, self.tagging.top_k))
             same: list[tuple[int, list[str]]] = []
-            captions = self.captions.cache.get(r.key for r, _ in part if r.key) if self.captions else {}
-            readings = self.read_captions([(captions.get(r.key) if r.key else None, v) for r, v in part])
-            for (row, _), predicted, reading in zip(part, predictions, readings, strict=True):
-                if self.captions is not None and reading is None:
+            for (row, _), wanted in zip(part, self._wanted(part), strict=True):
+                if wanted is None:
                     uncaptioned.append(row.path)  # captions were turned on: its pixels are needed
                     continue
-                tags, override = self.decide(row.path, predicted + (reading.keywords if reading else []))
+                tags, override, reading = wanted
                 keywords = [k for k, _ in tags]
+                if row.state == FAILED and row.tagged_with is not None and row.id not in stale and (
+                        set(keywords) == set(row.tags or ())):
+                    # failed with these very keywords (see remember_failures): the file's own fault,
+                    # which a re-score cannot cure; tried again when the file or its keywords change
+                    same.append((row.id, keywords))
+                    continue
                 # An override may have to take out or adopt a keyword of ours the set does not show,
                 # or write one a person had taken out of the file
                 touches_ours = bool(override) and bool(
@@ -693,6 +697,7 @@ class Pipeline:
                 if outcome.status == Status.WAIT:
                     self._deferred.append(outcome)
                 else:
+                    self.remember_failures([outcome])
                     tried.append(outcome)
                 if observe is not None and len(tried) >= self.OBSERVED_EVERY:  # status moves as it goes
                     observe(tried)
@@ -704,6 +709,43 @@ class Pipeline:
         if observe is not None and tried:
             observe(tried)
         return len(rows), written
+
+    def _wanted(self, part: Sequence[tuple[FileRow, np.ndarray]]
+                ) -> list[tuple[list[tuple[str, float]], Override, Reading | None] | None]:
+        """What each recorded file with its cached vector should carry now (tags after overrides, the
+        override, the caption's reading); None where captions are on and it has none yet."""
+        assert self.tags is not None
+        predictions = self._expand([(r.path, r.key) for r, _ in part], predict(
+            np.stack([v for _, v in part]), self.tags, self.thresholds, self.tagging.top_k))
+        captions = self.captions.cache.get(r.key for r, _ in part if r.key) if self.captions else {}
+        readings = self.read_captions([(captions.get(r.key) if r.key else None, v) for r, v in part])
+        wanted: list[tuple[list[tuple[str, float]], Override, Reading | None] | None] = []
+        for (row, _), predicted, reading in zip(part, predictions, readings, strict=True):
+            if self.captions is not None and reading is None:
+                wanted.append(None)
+                continue
+            tags, override = self.decide(row.path, predicted + (reading.keywords if reading else []))
+            wanted.append((tags, override, reading))
+        return wanted
+
+    def remember_failures(self, outcomes: Iterable[Outcome]) -> None:
+        """Stamp each file that just failed, and has a cached vector, with the tag list and settings
+        it failed under and the keywords it was to get.  :meth:`retag` tries a failed file again
+        only where those keywords change (a tag exiftool could not write fails every photo given
+        it, until the list is fixed), not at every save of an unchanged list, SIGHUP and start:
+        a PNG named .jpg, or a hard-linked pair, was tried and reported again at each."""
+        failed = [o.path for o in outcomes if o.status == Status.FAILED]
+        if not failed or self.tags is None:
+            return
+        rows = [r for r in self.store.files(failed).values()
+                if r.state == FAILED and r.key is not None and r.tagged_with != self.fingerprint]
+        vectors = self.cache.get({r.key for r in rows if r.key is not None}) if rows else {}
+        part = [(r, vectors[r.key]) for r in rows if r.key in vectors]
+        if not part:
+            return
+        self.store.update_predictions([(row.id, [k for k, _ in wanted[0]])
+                                       for (row, _), wanted in zip(part, self._wanted(part), strict=True)
+                                       if wanted is not None], self.fingerprint)
 
     def _other_mode(self, rows: Sequence[FileRow]) -> set[int]:
         """Files written under another ``[tagging] mode`` than the one in use, as their fingerprint

@@ -122,6 +122,9 @@ class Activity:
         # "config", "tag list", "overrides" → why its edit on disk was refused (the last good one in use)
         self.rejected: dict[str, str] = {}
         self._recent: deque[float] = deque()  # finish times of tagged files, for the rate
+        # photos failed since the start, by path, with the reason: one failing again for the same
+        # reason (an event, a re-score, a SIGHUP) is counted once
+        self._failing: dict[str, str] = {}
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         now = time.time()
@@ -138,11 +141,16 @@ class Activity:
                 elif outcome.status == Status.UNCHANGED:
                     self.counts["unchanged"] += 1
                 elif outcome.status == Status.FAILED:
-                    self.counts["failed"] += 1
-                    self.last_error = {"path": outcome.path, "reason": outcome.error or "?", "time": now}
+                    reason = outcome.error or "?"
+                    if self._failing.get(outcome.path) != reason:  # the same failure again is no news
+                        self.counts["failed"] += 1
+                        self._failing[outcome.path] = reason
+                    self.last_error = {"path": outcome.path, "reason": reason, "time": now}
                 elif outcome.status == Status.WAIT:  # a full disk is news even though it will be retried
                     self.last_error = {"path": outcome.path, "reason": f"{outcome.error} (will retry)",
                                        "time": now}
+                if outcome.status in (Status.TAGGED, Status.GONE, Status.UNTAGGED):
+                    self._failing.pop(outcome.path, None)
 
     def reject(self, what: str, reason: str | None) -> None:
         """``what`` ("config", "tag list", "overrides") on disk was refused for ``reason`` and the

@@ -130,11 +130,17 @@ class Worker(threading.Thread):
 
     def _settle(self, outcomes: list[Outcome]) -> None:
         """Count the outcomes and queue again what must be retried: RETRY at once, WAIT after a pause
-        that grows while the problem lasts (reported once per file, not once per attempt)."""
+        that grows while the problem lasts (reported once per file, not once per attempt).  A file
+        that failed is stamped with what it failed under, so a re-score does not try it again for
+        nothing (see Pipeline.remember_failures)."""
         if self._observe is not None:
             self._observe(outcomes)
         with self._retry_lock:
             self._retry(outcomes)
+        try:
+            self.pipeline.remember_failures(outcomes)
+        except Exception as exc:  # the database busy, say: it costs one needless retry at a re-score
+            log.debug("failures not stamped: %s: %s", type(exc).__name__, exc)
 
     def _retry(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
