@@ -298,3 +298,20 @@ def test_a_photo_that_failed_is_not_tried_again_by_a_re_score_a_sighup_or_a_rest
     assert daemon.log().count(f"{pair[0]}: skipped") == 3
     assert daemon.stop() == 0
 
+
+def test_status_does_not_count_the_check_of_its_own_write(tmp_path: Path, tiny_checkpoint: Path,
+                                                          daemon_factory) -> None:
+    """One photo dropped and tagged made `status` say "1 tagged … 1 checked with nothing to write":
+    the event of tagwatch's own write was looked at, found as recorded, and counted as a photo
+    checked."""
+    root = tmp_path / "drop"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    daemon = daemon_factory(config).start()
+    photo = noise_jpeg(tmp_path / "a.jpg", seed=63).rename(root / "a.jpg")
+    daemon.wait_log(f"tagged {photo}")
+    # the photo's batch, then its own write's event looked at (the order the worker takes them)
+    done = wait_for(lambda: (s := _daemon_state(config)).get("batches_since_start", 0) >= 2 and s)
+    assert done["tagged_since_start"] == 1 and done["unchanged_since_start"] == 0, done
+    assert "checked with nothing to write" not in tagwatch("status", "--config", str(config)).stdout
+    assert daemon.stop() == 0

@@ -139,7 +139,7 @@ class Activity:
                     self.counts["unchanged"] += 1
                     self._recent.append(now)  # the rate is of photos done, for the backlog's time
                 elif outcome.status == Status.UNCHANGED:
-                    self.counts["unchanged"] += 1
+                    pass  # found as recorded, nothing read (most often our own write's event): not checked
                 elif outcome.status == Status.FAILED:
                     reason = outcome.error or "?"
                     if self._failing.get(outcome.path) != reason:  # the same failure again is no news
