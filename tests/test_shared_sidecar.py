@@ -9,13 +9,26 @@ and daemon, exiftool reading back.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
+import synthetic
+from conftest import (
+    SHAPES_CHECKPOINT,
+    SHAPES_CONFIG,
+    Daemon,
+    Env,
+    exif_keywords,
+    noise_jpeg,
+    status,
+    tagwatch,
+    wait_for,
+    write_config,
+)
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
@@ -103,6 +116,36 @@ def test_a_correction_of_one_photo_leaves_the_keyword_the_other_has_in_their_sid
         assert in_sidecar(side) == {"beach"}  # the JPG's forest goes: the PNG has no forest now
         assert env.pipeline.untag(str(png)).status == Status.UNTAGGED
         assert in_sidecar(side) == set()
+    finally:
+        env.close()
+
+
+def test_a_keyword_taken_out_of_the_shared_sidecar_is_named_only_for_the_photo_it_was_predicted_for(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The person takes the RAW's keyword out of the sidecar both photos share: it stays out for
+    both, but the JPEG's line said "left out, as a person took them out: blue" for a keyword it was
+    never predicted and never had."""
+    env = Env(tmp_path, SHAPES_CHECKPOINT, TaggingConfig(threshold=0.36, top_k=5),
+              WriteConfig(target="sidecar", sidecar="photo.xmp"), model=SHAPES_CONFIG)
+    try:
+        env.use(["red", "blue", "star", "circle"])
+        (tmp_path / "in").mkdir()
+        jpg, raw = tmp_path / "in" / "IMG_1.jpg", tmp_path / "in" / "IMG_1.png"
+        synthetic.make_photo("red", "star", 4242).save(jpg, quality=90)
+        synthetic.make_photo("blue", "circle", 4243).save(raw, "PNG")
+        side = tmp_path / "in" / "IMG_1.xmp"
+        assert env.run(jpg, raw) == {"IMG_1.jpg": Status.TAGGED, "IMG_1.png": Status.TAGGED}
+        assert in_sidecar(side) == {"red", "star", "blue", "circle"}
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject-=blue",
+                        "-XMP-lr:HierarchicalSubject-=blue", str(side)], check=True)  # as digiKam does
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="tagwatch"):
+            env.run(raw, jpg)
+        lines = {name: [r.getMessage() for r in caplog.records if r.getMessage().startswith(
+            f"tagged {tmp_path / 'in' / name}")] for name in ("IMG_1.png", "IMG_1.jpg")}
+        assert "left out, as a person took them out: blue" in lines["IMG_1.png"][0], lines
+        assert lines["IMG_1.jpg"] and not any("left out" in line for line in lines["IMG_1.jpg"]), lines
+        assert in_sidecar(side) == {"red", "star", "circle"}
     finally:
         env.close()
 

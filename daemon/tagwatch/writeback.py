@@ -378,8 +378,8 @@ class Writeback:
         # A keyword a person took out stays out, unless they put it back (theirs then) or an override
         # of theirs asks for it
         kept = override.kept_out(declined)
-        job.kept_out = self.writer.absent(state, {k: () for k in declined if fold(k) in kept})
-        out = folded(job.kept_out)  # "Star" from a re-spelled tag is their "star"
+        left_out = self.writer.absent(state, {k: () for k in declined if fold(k) in kept})
+        out = folded(left_out)  # "Star" from a re-spelled tag is their "star"
         if out and rules.levels:  # taken out just now: the levels it alone implied go with it
             orphans = orphaned_levels(job.tags, out, rules.levels) - set(override.add)
             job.tags = [(k, s) for k, s in job.tags if k not in orphans]
@@ -401,6 +401,10 @@ class Writeback:
             paths |= {listed.get(fold(k), k): p for k, p in placed.keywords.items()}
             withdraw += [k for k in placed.withdraw if k not in keywords]
             fill, job.filled = placed.fill, placed.filled
+        # Named as left out: what this photo would carry, not every keyword ever taken out of it or
+        # of the sidecar it shares (the RAW's "blue" was named for its red JPEG)
+        would = folded([*job.keywords, *(job.placed.keywords if job.placed is not None else ())])
+        job.kept_out = [k for k in left_out if fold(k) in would]
         # our description goes where our caption keywords no longer predicted go: out in sync (and
         # overwrite with a prediction), kept in append
         sweep = rules.sweeps(bool(keywords))
