@@ -230,6 +230,9 @@ def test_a_node_lost_mid_run_costs_only_its_batches(
     assert both_working, "the second station never started: nothing was tested"
     assert removed, "the node was never caught inside a batch: nothing was tested"
     assert summary.lost >= 1  # the node really took work with it
+    # each photo counted once, however often its batch was started again: encoded once, then cached
+    assert (summary.encoded, summary.cached, summary.unread, summary.skipped) == (PHOTOS, 0, 0, 0), \
+        summary.lines()[0]
     said = [r.getMessage() for r in caplog.records
             if r.name == "tagwatch.ray_driver" and "batch" in r.getMessage()]
     assert said and all(re.search(r" a batch of \d+ to (key|encode|write)[ :]", line) for line in said), said
@@ -272,7 +275,11 @@ def test_a_driver_killed_mid_run_resumes_from_the_store(
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"scan: {PHOTOS} photos: " in again.stderr
     summary = next(line for line in again.stderr.splitlines() if line.startswith("ray: "))
-    assert f": {PHOTOS - stored} encoded, " in summary and ", 0 failed" in summary  # none encoded again
+    split = re.search(r": (\d+) encoded, (\d+) cached, (\d+) without a vector, (\d+) skipped;", summary)
+    assert split, summary
+    encoded, cached, unread, skipped = map(int, split.groups())
+    assert (encoded, unread) == (PHOTOS - stored, 0), summary  # none encoded again
+    assert encoded + cached + skipped == PHOTOS, summary  # recorded ones skipped, the others' vectors cached
     assert again.stderr.count("  node 127.0.0.1 ") == 2  # each node's share
     alike(results(config, photos), local)
 
@@ -420,6 +427,7 @@ def test_a_node_that_cannot_see_the_photos_is_left_out_and_they_are_tagged_on_th
     assert len(left_out) == 1, stderr[-3000:]
     assert f"LEFT OUT: it does not find {photos}/" in left_out[0], left_out
     assert ", which this machine reads (" in left_out[0] and "mounted there at the same path?" in left_out[0]
+    assert ": 0 encoded (0.0/s), 0 keyed, 0 written;" in left_out[0]  # it found none of what it was given
     alike(results(config, photos), local)  # every photo tagged as the local engine does, none deleted
 
 
@@ -531,3 +539,125 @@ def test_a_lost_stations_temporary_files_are_found_by_its_pid(tmp_path: Path) ->
         (tmp_path / name).write_bytes(b"x")
     assert sorted(p.name for p in temp_files_of(tmp_path, 4242)) == [
         ".4242-7.tagwatch-tmp", ".4242-8.tagwatch-tmp.xmp", ".photo.jpg.4242-2.tagwatch-tmp"]
+
+
+def test_ctrl_c_lets_the_stations_finish_their_batches_and_says_how_many_photos_are_done(
+        cluster: Cluster, library: Path, local: Run, tmp_path: Path) -> None:
+    """Ctrl-C while the stations write: the driver hands out no more work, waits for the batches
+    they hold and records them, then says how many photos are done: exactly the photos recorded,
+    and no photo carries keywords that are not recorded, no temporary file is left.  The next run
+    goes on, and removes what a killed writer left before (an old temporary file of a process that
+    is gone), not what may be a node's write in flight (a fresh one)."""
+    photos, config = setup(tmp_path, library)
+    command = ["scan", "--engine", "ray", "--address", cluster.address, str(photos), "--config", str(config)]
+    driver = subprocess.Popen([sys.executable, "-m", "tagwatch", *command], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(400, driver.kill)
+    watchdog.start()
+    lines: list[str] = []
+    assert driver.stderr is not None
+    for line in driver.stderr:
+        lines.append(line)
+        if " INFO tagged " in line and len([x for x in lines if " INFO tagged " in x]) == 1:
+            driver.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches the command
+    watchdog.cancel()
+    stderr = "".join(lines)
+    assert driver.wait() == 130, stderr[-3000:]
+    assert "ray: interrupted: no more work is handed out; the stations finish the " in stderr, stderr[-3000:]
+    closing = re.fullmatch(r"scan: interrupted with (\d+) photos? done \(the stations finished the "
+                           r"batches they held first\); each photo done is recorded: run the same "
+                           r"command again to go on\n", lines[-1])
+    assert closing, stderr[-3000:]
+    first = results(config, photos)
+    recorded = {name for name, state in first.states.items() if state == "done"}
+    written = {name for name, words in first.keywords.items() if words}
+    assert 0 < len(recorded) < PHOTOS  # it was stopped mid-scan
+    assert int(closing[1]) == len(recorded), stderr[-3000:]  # the count is the photos done
+    assert written <= recorded  # no station was cut off after writing a photo
+    assert not [p.name for p in photos.iterdir() if ".tagwatch-tmp" in p.name]
+
+    old, fresh = photos / ".4194305-1.tagwatch-tmp", photos / ".4194305-2.tagwatch-tmp"  # no such PID
+    old.write_bytes(b"half a photo")
+    long_ago = time.time() - 3600
+    os.utime(old, (long_ago, long_ago))
+    fresh.write_bytes(b"")  # as far as this machine can tell, another node's write in flight
+    again = tagwatch_cli(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{old}: removed a temporary file left by an interrupted write" in again.stderr
+    assert not old.exists() and fresh.exists()
+    fresh.unlink()
+    totals = next(line for line in again.stderr.splitlines() if line.startswith("ray: "))
+    assert f": {PHOTOS - len(first.vectors)} encoded, {len(first.vectors) - len(recorded)} cached, " \
+           f"0 without a vector, {len(recorded)} skipped;" in totals, totals
+    alike(results(config, photos), local)
+
+
+def test_the_summary_counts_each_photo_once(cluster: Cluster, tmp_path: Path) -> None:
+    """encoded + cached + without a vector + skipped = the photos: a picture under two names (hard
+    links, which the write refuses) is encoded once and cached once, not also counted failed; a
+    file that is no photo has no vector; a second scan skips what it settled."""
+    photos, config = small_setup(tmp_path, {f"{name}.jpg": (320, 240) for name in "abc"})
+    os.link(photos / "c.jpg", photos / "c-link.jpg")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a photo")
+    paths = sorted(str(p) for p in photos.iterdir())
+    counts, summary = scan_on_ray(load_config(config), iter(paths), len(paths), address=cluster.address,
+                                  dry_run=False)
+    assert counts.get("failed") == 3, counts  # the two links and the broken file
+    assert ": 3 encoded, 1 cached, 1 without a vector, 0 skipped; " in summary.lines()[0], summary.lines()
+    assert sum(node.keyed for node in summary.nodes.values()) <= 4  # the broken file has no key
+    counts, summary = scan_on_ray(load_config(config), iter(paths), len(paths), address=cluster.address,
+                                  dry_run=False)
+    # the failed ones are tried again (their vectors stored), the two tagged ones are not read
+    assert ": 0 encoded, 2 cached, 1 without a vector, 2 skipped; " in summary.lines()[0], summary.lines()
+
+
+def test_without_an_address_it_says_which_cluster_it_takes(cluster: Cluster, tmp_path: Path) -> None:
+    """No --address, no RAY_ADDRESS: the cluster `ray start` recorded where Ray looks is joined and
+    named; with none recorded there, one line says a Ray of its own is started for the scan, and
+    none of Ray's own log lines reaches the terminal."""
+    photos, config = small_setup(tmp_path, {"a.jpg": (320, 240)})
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = [sys.executable, "-m", "tagwatch", "scan", "--dry-run", "--engine", "ray", str(photos),
+               "--config", str(config)]
+    recorded = Path(env["RAY_TMPDIR"]) / "ray" / "ray_current_cluster"  # the fixture's Cluster wrote it
+    assert recorded.read_text().strip() == cluster.address
+    joined = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    assert f"ray: joining the Ray cluster at {cluster.address} (recorded by `ray start` in {recorded})" \
+        in joined.stderr, joined.stderr[-3000:]
+    assert joined.stderr.count("  node 127.0.0.1 ") == 2  # the fixture's two worker nodes
+
+    empty = Path(tempfile.mkdtemp(prefix="tw-ray-", dir="/tmp"))  # short: socket paths have a length limit
+    try:
+        # HOME too: the Ray it starts makes itself an auth token there (~/.ray/auth_token), which
+        # every later Ray of this user would then use
+        alone = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                               env={**env, "RAY_TMPDIR": str(empty), "HOME": str(empty)})
+    finally:
+        shutil.rmtree(empty, ignore_errors=True)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    said = [line for line in alone.stderr.splitlines() if "no running Ray cluster" in line]
+    assert len(said) == 1, alone.stderr[-3000:]
+    assert ("ray: no running Ray cluster found on this machine (`ray start` records its head in "
+            f"{empty}/ray/ray_current_cluster)") in said[0]
+    assert said[0].endswith(": starting a Ray of its own for this scan; pass --address HOST:PORT to use a "
+                            "cluster")
+    assert "Token authentication" not in alone.stderr
+    assert not re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t", alone.stderr, re.M)  # Ray's log format
+    assert "scan: 1 photo: 1 tagged (dry run: no file written)" in alone.stderr, alone.stderr[-3000:]
+
+
+def test_a_wrong_address_is_one_line_in_plain_words(cluster: Cluster, tmp_path: Path) -> None:
+    """An address without a port, and the head's raylet port (a gRPC server, but no Ray head): one
+    line each, no Python exception names, none of Ray's own log lines before it; exit status 2."""
+    photos, config = small_setup(tmp_path, {"a.jpg": (320, 240)})
+    raylet = f"127.0.0.1:{cluster.head_node.node_manager_port}"
+    for address, reason in (
+            ("127.0.0.1", "give the address as HOST:PORT, as `ray start --head` printed it"),
+            ("http://127.0.0.1:6379", "give the address as HOST:PORT, without http://"),
+            (raylet, "it answers but is not a Ray head (is the port the one `ray start --head` printed?)")):
+        run = tagwatch_cli("scan", "--engine", "ray", "--dry-run", "--address", address, str(photos),
+                           "--config", str(config), timeout=120)
+        verb = "join" if address == raylet else "reach"
+        assert (run.returncode, run.stderr.splitlines()) == (
+            2, [f"tagwatch: error: cannot {verb} the Ray cluster at {address}: {reason}"]), run.stderr[-2000:]

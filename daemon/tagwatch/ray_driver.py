@@ -27,6 +27,10 @@ holds and what the ledger says is ours, so a keyword already written is not writ
 forgotten.  Ray's own task retries are off for that reason (a retried write would carry a plan made
 before the first attempt).  A photo lost :data:`ATTEMPTS` times is reported as WAIT (run the scan
 again).  A driver killed mid-run loses nothing either: what was stored is there for the next run.
+Ctrl-C hands out no more work and lets the stations finish and record the batches they hold, so the
+count the scan then gives is true; a second one kills them, and the driver deletes the temporary
+files of the writes they had in flight (it knows their PIDs; a later run's walk cannot tell a dead
+station's file from a live one on another node but by its age: :func:`remove_left_temp_files`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ import errno
 import ipaddress
 import logging
 import os
+import signal
 import socket
+import sys
+import tempfile
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -48,7 +56,7 @@ import numpy as np
 
 from .config import Config
 from .logs import shown
-from .metadata import MetadataError, temp_files_of
+from .metadata import MetadataError, is_stale_temp_file, temp_files_of
 from .outcomes import Outcome, Status
 from .pipeline import Pipeline
 from .ray_node import Answer, Encoded, Station, StationInfo
@@ -66,6 +74,11 @@ ATTEMPTS = 3  # a photo whose batch was lost this many times is reported, not tr
 GROW_EVERY_S = 10.0  # how often the driver looks for nodes that joined the cluster
 START_TIMEOUT_S = 600.0  # no station ready after this long: the cluster has no room for one
 REACH_S = 10.0  # a head must accept a connection within this, then answer within this again
+POLL_S = 1.0  # the scan's longest wait for an answer: a Ctrl-C is noticed within this
+DRAIN_S = 60.0  # after Ctrl-C, how long the stations get to finish the batches they hold
+KILLED_S = 10.0  # after stations are killed, how long their calls get to report them gone
+STALE_AFTER_S = 300.0  # a temporary file nobody modified for this long is no write in flight anywhere
+ADDRESS_FILE = "ray/ray_current_cluster"  # where `ray start` records its head, under Ray's temp folder
 GCS_TRIES = "RAY_gcs_server_port_wait_time_s"  # Ray's connection attempts to a head (~40 s each)
 # HTTP/2's client preface and an empty SETTINGS frame (length 0, type 4, no flags, stream 0)
 HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -82,7 +95,8 @@ def prepare(address: str | None) -> None:
     machine's loopback address, Ray is told first that this node's address is 127.0.0.1 too:
     otherwise it connects through the machine's outward address, where a loopback cluster does not
     listen."""
-    if address and _loopback(address):
+    target = _target(address)
+    if target and _loopback(target):
         os.environ.setdefault(LOOPBACK_ONLY, "0")
     import ray  # noqa: F401
 
@@ -121,10 +135,16 @@ class NodeStats:
 
 @dataclass
 class Summary:
+    """The scan's totals.  Each photo is counted once, by how its outcome came: ``encoded`` +
+    ``cached`` + ``unread`` + ``skipped`` = ``photos``, however often a lost batch started it over
+    (docs/ray.md, "What you see")."""
+
     photos: int = 0
     counts: Counter[str] = field(default_factory=Counter)  # outcomes by status
-    encoded: int = 0  # vectors computed by a station
-    cached: int = 0  # photos that needed none: stored already, or the same picture as another file
+    encoded: int = 0  # its vector computed by a station in this scan
+    cached: int = 0  # it had one without encoding: stored already, or the same picture as another file
+    unread: int = 0  # read on a node, but no vector came of it: unreadable, not decodable, lost, vanished
+    skipped: int = 0  # never read: tagged with this tag list already and unchanged (or gone) at its stat
     failed: Counter[str] = field(default_factory=Counter)  # reason → photos
     lost: int = 0  # batches lost with a node (or a station) and started again
     nodes: dict[str, NodeStats] = field(default_factory=dict)
@@ -138,10 +158,10 @@ class Summary:
     def lines(self) -> list[str]:
         """The end-of-scan report: totals, then each node's share, then the reasons for failures."""
         rate = self.photos / self.seconds if self.seconds > 0 else 0.0
-        failed = sum(self.failed.values())
         stations = sum(n.stations for n in self.nodes.values())
         lines = [f"ray: {counted(self.photos, 'photo')} in {self.seconds:.1f} s ({rate:.1f}/s): "
-                 f"{self.encoded} encoded, {self.cached} cached, {failed} failed; "
+                 f"{self.encoded} encoded, {self.cached} cached, {self.unread} without a vector, "
+                 f"{self.skipped} skipped; "
                  f"{counted(stations, 'station')} on {counted(len(self.nodes), 'node')}"
                  + (f"; {counted(self.lost, 'batch', 'batches')} lost and started again"
                     if self.lost else "")]
@@ -158,6 +178,16 @@ class Summary:
             lines.append(f"  failed: {sum(c for _, c in self.failed.most_common()[10:])} for other reasons "
                          "(each is in the log)")
         return lines
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C ended the scan on the cluster.  ``drained``: the stations answered every batch they
+    held and each answer was recorded before it ended; else they were stopped mid-batch (``why``),
+    and ``removed`` temporary files their writes in flight left beside photos were deleted."""
+
+    def __init__(self, drained: bool, why: str = "") -> None:
+        super().__init__(why)
+        self.drained, self.why, self.removed = drained, why, 0
 
 
 # -- the stations ---------------------------------------------------------------------------------
@@ -396,34 +426,98 @@ class Scan:
         self.to_write: deque[WriteJob] = deque()
         self.inflight: dict[Any, Batch] = {}
         self.open = 0  # photos between select and their outcome
+        self.vectors: dict[str, str] = {}  # open photos that have a vector: "encoded" or "cached"
+        self.stopping = False  # Ctrl-C: no more work is handed out; the batches held are finished
+        self.deadline = 0.0  # ... until then at most
 
     # -- the loop ----------------------------------------------------------------------------------
 
     def run(self, paths: Iterable[str]) -> Summary:
+        """Tag ``paths``; the summary once every photo has its outcome.  Ctrl-C raises
+        :class:`Interrupted`: after the batches the stations hold are answered and recorded (a
+        second Ctrl-C, or :data:`DRAIN_S` passing, stops them mid-batch instead).  Whatever ends
+        the scan early kills the stations and deletes the temporary files of their writes in flight."""
+        started = time.monotonic()
+        try:
+            with self._ctrl_c():
+                self._loop(paths)
+        except BaseException as exc:
+            removed = self._abandon()
+            if isinstance(exc, KeyboardInterrupt):  # the second Ctrl-C, or the stations too slow
+                stop = exc if isinstance(exc, Interrupted) else Interrupted(False, "Ctrl-C again")
+                stop.removed = removed
+                raise stop from None
+            raise
+        if self.stopping:
+            raise Interrupted(True)
+        self.summary.seconds = time.monotonic() - started
+        for node, count in self.fleet.started.items():
+            self._node(node).stations = count
+        return self.summary
+
+    def stop(self) -> None:
+        """Hand out no more work; end once the batches in flight have answered (Ctrl-C)."""
+        if not self.stopping:
+            self.stopping, self.deadline = True, time.monotonic() + DRAIN_S
+
+    @contextlib.contextmanager
+    def _ctrl_c(self) -> Iterator[None]:
+        """The first Ctrl-C stops the scan in order (:meth:`stop`), the second at once.  Left alone
+        off the main thread, and where SIGINT is ignored (a background job of a script)."""
+        if threading.current_thread() is not threading.main_thread() \
+                or signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+            yield
+            return
+
+        def interrupt(signum: int, frame: Any) -> None:
+            if self.stopping:
+                raise KeyboardInterrupt
+            self.stop()  # the loop says so when it sees it: no logging inside a signal handler
+
+        previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _loop(self, paths: Iterable[str]) -> None:
         import ray
 
-        started = last_station = time.monotonic()
+        last_station = time.monotonic()
         source = iter(paths)
-        exhausted = False
+        exhausted = told = False
         while True:
-            exhausted = self._feed(source, exhausted)
-            self._dispatch()
-            if exhausted and not (self.again or self.open or self.inflight):
-                break
-            if time.monotonic() - self.fleet.grown > GROW_EVERY_S:
-                self.fleet.grow()
-            if self.fleet.slots:
-                last_station = time.monotonic()
-            elif time.monotonic() - last_station > START_TIMEOUT_S:
-                raise ClusterError(f"no station has been ready on the Ray cluster for "
-                                   f"{START_TIMEOUT_S:.0f} s: are its CPUs taken by other jobs?")
-            waiting = [*self.inflight, *self.fleet.starting]
-            if not waiting:  # photos wait and no station is left or starting
-                self.fleet.grow()
-                if not self.fleet.starting:
-                    raise ClusterError(self.fleet.why_none())
-                continue
-            done, rest = ray.wait(waiting, num_returns=1, timeout=GROW_EVERY_S)
+            if self.stopping:
+                if not self.inflight:
+                    return
+                if not told:
+                    told = True
+                    log.warning("ray: interrupted: no more work is handed out; the stations finish the "
+                                "%s they hold and each is recorded (at most %.0f s; Ctrl-C again to stop "
+                                "them at once)", counted(len(self.inflight), "batch", "batches"), DRAIN_S)
+                if time.monotonic() > self.deadline:
+                    raise Interrupted(False, "the stations did not finish their batches within "
+                                             f"{DRAIN_S:.0f} s")
+                waiting = list(self.inflight)  # stations still starting get no work now
+            else:
+                exhausted = self._feed(source, exhausted)
+                self._dispatch()
+                if exhausted and not (self.again or self.open or self.inflight):
+                    return
+                if time.monotonic() - self.fleet.grown > GROW_EVERY_S:
+                    self.fleet.grow()
+                if self.fleet.slots:
+                    last_station = time.monotonic()
+                elif time.monotonic() - last_station > START_TIMEOUT_S:
+                    raise ClusterError(f"no station has been ready on the Ray cluster for "
+                                       f"{START_TIMEOUT_S:.0f} s: are its CPUs taken by other jobs?")
+                waiting = [*self.inflight, *self.fleet.starting]
+                if not waiting:  # photos wait and no station is left or starting
+                    self.fleet.grow()
+                    if not self.fleet.starting:
+                        raise ClusterError(self.fleet.why_none())
+                    continue
+            done, rest = ray.wait(waiting, num_returns=1, timeout=POLL_S)
             if done:
                 more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
                 done += more
@@ -432,10 +526,21 @@ class Scan:
                     self.fleet.loaded(ref)
                 else:
                     self._collect(ref)
-        self.summary.seconds = time.monotonic() - started
-        for node, count in self.fleet.started.items():
-            self._node(node).stations = count
-        return self.summary
+
+    def _abandon(self) -> int:
+        """The scan ends early: kill every station, wait (briefly) until the calls they held report
+        them gone, then delete the temporary files their writes in flight left beside photos (their
+        processes, and with them their exiftools, are dead: nothing writes those files any more).
+        Returns how many were deleted."""
+        import ray
+
+        writes = [(ref, batch) for ref, batch in self.inflight.items() if batch.kind == "write"]
+        self.fleet.close()
+        if writes:
+            with contextlib.suppress(Exception):
+                ray.wait([ref for ref, _ in writes], num_returns=len(writes), timeout=KILLED_S)
+        return sum(self._clean(batch.jobs, batch.slot.info.pid) for _, batch in writes
+                   if batch.slot.info is not None)
 
     def _feed(self, source: Iterator[str], exhausted: bool) -> bool:
         """Take paths (lost ones first) while the window has room; True once the walk is done."""
@@ -451,7 +556,7 @@ class Scan:
                     self.summary.photos += 1
             photos, outcomes = self.pipeline.select(chunk, dry_run=self.dry_run, retry_failed=True)
             for outcome in outcomes:
-                self._done(outcome, counted=False)
+                self._done(outcome, counted=False, read=False)
             self.to_key.extend(photos)
             self.open += len(photos)
         return exhausted
@@ -520,7 +625,7 @@ class Scan:
             self.fleet.retire(batch.slot)
 
     def _keyed(self, batch: Batch, keys: list[Any]) -> None:
-        self._node(batch.slot.node).keyed += len(keys)
+        self._node(batch.slot.node).keyed += sum(isinstance(key, bytes) for key in keys)  # what it found
         photos: list[Photo] = []
         for photo, key in zip(batch.photos, keys, strict=True):
             if isinstance(key, bytes):
@@ -539,14 +644,14 @@ class Scan:
                 self.encoding[photo.key].append(photo)
             else:
                 self.waiting.setdefault(photo.key, []).append(photo)
-        self.summary.cached += len(hits)
+        for photo in hits:
+            self.vectors.setdefault(photo.path, "cached")  # encoded before it was lost, it stays so
         self._tag(hits)
 
     def _encoded(self, batch: Batch, answer: Encoded) -> None:
         node = self._node(batch.slot.node)
         node.last = time.monotonic()
-        node.encoded += len(answer.vectors)
-        self.summary.encoded += len(answer.vectors)
+        node.encoded += len(answer.vectors)  # the node's work: a photo is counted in the totals once
         rows = iter(answer.vectors)
         fresh: dict[bytes, np.ndarray] = {}
         groups: list[tuple[bytes, list[Photo]]] = []
@@ -568,15 +673,16 @@ class Scan:
         stored = self.pipeline.cache.put(fresh) if fresh else {}  # the stored (float16) form
         photos = []
         for key, group in groups:
-            self.summary.cached += len(group) - 1
-            for photo in group:
+            for i, photo in enumerate(group):  # the first was encoded; the others have its picture
                 photo.key, photo.vector = key, stored[key]
+                self.vectors.setdefault(photo.path, "cached" if i else "encoded")
                 photos.append(photo)
         self._tag(photos)
 
     def _tag(self, photos: list[Photo]) -> None:
-        """Photos with vectors → keywords decided, recorded ahead, and written (on a node) or not."""
-        if not photos:
+        """Photos with vectors → keywords decided, recorded ahead, and written (on a node) or not.
+        Not once the scan is stopping: they are left for the next run, their vectors stored."""
+        if not photos or self.stopping:
             return
         pipeline, writeback = self.pipeline, self.pipeline.writeback
         for photo, (tags, override) in zip(photos, pipeline.judge(photos, dry_run=self.dry_run), strict=True):
@@ -667,18 +773,21 @@ class Scan:
         for photo in photos:
             self._start_over(photo, reason=reason)
 
-    def _clean(self, jobs: list[WriteJob], pid: int) -> None:
+    def _clean(self, jobs: list[WriteJob], pid: int) -> int:
         """Delete the temporary files a station that died mid-write left beside its photos and
-        sidecars (the photo itself is whole: it is replaced only by an atomic rename)."""
+        sidecars (the photo itself is whole: it is replaced only by an atomic rename); how many."""
         writer = self.pipeline.writer
         assert writer is not None
         folders = {folder for job in jobs
                    for folder in (Path(job.path).parent, writer.sidecar_for(Path(job.path)).parent)}
+        removed = 0
         for folder in folders:
             for temp in temp_files_of(folder, pid):
                 with contextlib.suppress(OSError):
                     temp.unlink()
+                    removed += 1
                     log.info("%s: removed a temporary file left by a lost write", temp)
+        return removed
 
     def _start_over(self, photo: Photo, count: bool = True, reason: str = "") -> None:
         """Send ``photo`` back to the start; ``count``: it was lost, and only so many times."""
@@ -687,16 +796,27 @@ class Scan:
             self.attempts[photo.path] += 1
             if self.attempts[photo.path] >= ATTEMPTS:
                 reason = f"lost with its Ray worker {ATTEMPTS} times ({reason})"
-                self._done(Outcome(photo.path, Status.WAIT, error=reason), counted=False)
+                self._done(Outcome(photo.path, Status.WAIT, error=reason), counted=False, read=True)
                 return
         self.again.append(photo.path)
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
-    def _done(self, outcome: Outcome, counted: bool = True) -> None:
+    def _done(self, outcome: Outcome, counted: bool = True, read: bool = True) -> None:
+        """``outcome`` is the photo's last; ``counted``: it is still open in the window; ``read``:
+        it was sent to a node (else :meth:`Pipeline.select` settled it by its stat alone)."""
         if counted:
             self.open -= 1
         self.attempts.pop(outcome.path, None)
+        how = self.vectors.pop(outcome.path, None)
+        if how == "encoded":
+            self.summary.encoded += 1
+        elif how == "cached":
+            self.summary.cached += 1
+        elif read:
+            self.summary.unread += 1
+        else:
+            self.summary.skipped += 1
         self.summary.counts[outcome.status] += 1
         if outcome.status == Status.FAILED and outcome.error:
             self.summary.failed[outcome.error] += 1
@@ -726,32 +846,119 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _plain(exc: BaseException) -> str:
+    """A Ray error's first line, in its own words: no exception class, no traceback."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else "Ray gave no reason"
+
+
+def recorded_address() -> tuple[str | None, Path]:
+    """The head that ``ray start`` recorded on this machine, and the file it is recorded in, where
+    Ray itself looks (``ray._common.utils.get_ray_address_file``): ``ray/ray_current_cluster`` under
+    $RAY_TMPDIR, else $TMPDIR, else /tmp.  A cluster started with ``--temp-dir`` records itself in
+    that folder instead, where Ray does not look: it is not found.  Read without importing Ray
+    (:func:`prepare` must know the address first)."""
+    if "RAY_TMPDIR" in os.environ:
+        base = os.environ["RAY_TMPDIR"]
+    elif sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        base = os.environ["TMPDIR"]
+    else:
+        base = "/tmp"
+    where = Path(base) / ADDRESS_FILE
+    try:
+        found = where.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        found = ""
+    return found or None, where
+
+
+def _target(address: str | None) -> str | None:
+    """The head the scan will join: ``address``, else RAY_ADDRESS, else the one recorded on this
+    machine; None for a Ray of its own."""
+    given = address or os.environ.get("RAY_ADDRESS") or None
+    if given == "local":
+        return None
+    if given in (None, "auto"):
+        return recorded_address()[0] or (None if given is None else given)
+    return given
+
+
+def _other_heads() -> list[str]:
+    """Ray heads running on this machine (found by their processes, as ``ray status`` does),
+    for the line that says none was found where Ray looks: one started with ``--temp-dir``."""
+    import ray
+
+    with contextlib.suppress(Exception):
+        return sorted(ray._private.services.find_gcs_addresses())
+    return []
+
+
+@contextlib.contextmanager
+def _held_stderr() -> Iterator[None]:
+    """Whatever is written on file descriptor 2 meanwhile is dropped: Ray's C++ client prints its
+    own log lines there (``gcs_client.cc: Failed to get cluster ID …``) before the error the scan
+    says in one line of its own.  Only while joining a cluster: a Ray started here would give its
+    processes this descriptor."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` (None: RAY_ADDRESS, or one started on this machine with
-    ``ray start``, else a Ray for this scan alone); True if this call connected.
+    """Join the cluster at ``address`` (None: RAY_ADDRESS, or the one ``ray start`` recorded on this
+    machine, else a Ray for this scan alone, said in a line); True if this call connected.
 
     A head that is not there is found out first (:func:`reach`, 20 s at most): Ray itself retries
     an unreachable address for more than 10 minutes, printing only its internal warnings.  Once
     something answers as a gRPC server, Ray is given one attempt (~40 s) instead of 20, so an
-    address that is not a Ray head fails within about a minute too."""
+    address that is not a Ray head fails within about a minute too.  Every failure is one line in
+    plain words (:class:`ClusterError`); Ray's own log lines stay off the terminal."""
     import ray
 
     if ray.is_initialized():
         return False
-    given = address or os.environ.get("RAY_ADDRESS")
-    if given and given not in ("auto", "local"):
+    given = _target(address)
+    named = address or os.environ.get("RAY_ADDRESS")
+    origin = "" if named else f" (recorded by `ray start` in {recorded_address()[1]})"
+    if given is None:
+        heads = _other_heads()
+        which = "Ray heads run" if len(heads) > 1 else "a Ray head runs"
+        hint = (f" ({which} here at {', '.join(heads[:3])}, not recorded there: started with --temp-dir?)"
+                if heads else "")
+        log.warning("ray: no running Ray cluster found on this machine (`ray start` records its head in "
+                    "%s)%s: starting a Ray of its own for this scan; pass --address HOST:PORT to use a "
+                    "cluster",
+                    recorded_address()[1], hint)
+    elif not named:
+        log.info("ray: joining the Ray cluster at %s%s", given, origin)
+    if given and given != "auto":
         problem = reach(given)
         if problem:
-            raise ClusterError(f"cannot reach the Ray cluster at {given}: {problem}")
+            raise ClusterError(f"cannot reach the Ray cluster at {given}{origin}: {problem}")
     bounded = bool(given) and GCS_TRIES not in os.environ  # a user's own setting is kept
     if bounded:
         os.environ[GCS_TRIES] = "1"
     try:
-        # Not the stations' stdout and stderr: their log lines come with their answers (replay)
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise ClusterError(f"cannot join the Ray cluster at {given or 'the default address'}: "
-                           f"{_one_line(exc)}") from None
+        with _held_stderr() if given else contextlib.nullcontext():
+            # Not the stations' stdout and stderr: their log lines come with their answers (replay).
+            # Ray's own warnings (a token set up for the Ray it starts) are not the user's business.
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError, OSError) as exc:
+        if not given:
+            raise ClusterError(f"cannot start a Ray on this machine: {_plain(exc)}") from None
+        if isinstance(exc, ConnectionError):  # it speaks gRPC (reach), but no Ray head answered
+            raise ClusterError(f"cannot join the Ray cluster at {given}{origin}: it answers but is not a "
+                               "Ray head (is the port the one `ray start --head` printed?)") from None
+        raise ClusterError(f"cannot join the Ray cluster at {given}{origin}: {_plain(exc)}") from None
     finally:
         if bounded:
             os.environ.pop(GCS_TRIES, None)
@@ -762,10 +969,13 @@ def reach(address: str, timeout: float = REACH_S) -> str | None:
     """Why ``address`` (HOST:PORT, or ray://HOST:PORT) is no Ray head, or None if it may be one:
     it must accept a connection within ``timeout`` and answer an HTTP/2 greeting with the server's
     settings frame within ``timeout`` again, as any gRPC server (a Ray head) does at once."""
+    scheme, sep, _ = address.partition("://")
+    if sep and scheme != "ray":
+        return f"give the address as HOST:PORT, without {scheme}://"
     host, colon, port = address.removeprefix("ray://").rpartition(":")
     host = host.strip("[]")
     if not colon or not host or not port.isdigit():
-        return None  # not HOST:PORT: Ray's own parsing says what is wrong
+        return "give the address as HOST:PORT, as `ray start --head` printed it"
     stage = "connect"
     try:
         with socket.create_connection((host, int(port)), timeout=timeout) as sock:
@@ -787,6 +997,38 @@ def reach(address: str, timeout: float = REACH_S) -> str | None:
     if len(answer) < 9 or answer[3] != 0x04:  # a frame header: 3 bytes length, 1 type (4: SETTINGS)
         return f"something listens on port {port} there, but not a Ray head (it does not speak gRPC)"
     return None
+
+
+def remove_left_temp_files(folder: str) -> int:
+    """Delete the temporary files of ours (``.PID-N.tagwatch-tmp``) that a write killed midway left
+    in ``folder`` (not below): those a killed station or driver left.  The driver walks the folders
+    anyway; the PID in the name may be a station's on another node, so :func:`is_stale_temp_file`
+    (no such process here) is not enough: a file is removed only when, besides, nothing has
+    modified it for :data:`STALE_AFTER_S` (a write in flight anywhere keeps its file growing, and
+    removing it would only make that write fail, never harm the photo).  Returns how many."""
+    now = time.time()
+    removed = 0
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not is_stale_temp_file(entry.name):  # not ours, or its PID runs here: perhaps writing
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False) \
+                            or now - entry.stat(follow_symlinks=False).st_mtime < STALE_AFTER_S:
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:  # another cleaner was first
+                    continue
+                except OSError as exc:
+                    log.warning("%s: cannot remove this temporary file left by an interrupted write: %s",
+                                entry.path, exc.strerror)
+                    continue
+                removed += 1
+                log.info("%s: removed a temporary file left by an interrupted write", entry.path)
+    except OSError:
+        pass  # the photos' own lines say what is wrong with the folder
+    return removed
 
 
 def disconnect() -> None:

@@ -229,9 +229,12 @@ def scan_func(args: argparse.Namespace) -> int:
     trouble = False  # ray: a node was left out (it could not read photos this machine reads)
     try:
         counts, total, trouble = _scan_all(args, config, skipped, report, passed_over)
-    except KeyboardInterrupt:  # Ctrl-C: the batches in flight were finished and recorded
-        text = (f"scan: interrupted with {finished[0]} or more photos done (the batches in flight were "
-                "finished); each one done is recorded: run the same command again to go on")
+    except KeyboardInterrupt as stop:  # Ctrl-C
+        if args.engine == "ray":
+            text = interrupted_on_ray(finished[0], stop)
+        else:  # the batches in flight were finished and recorded
+            text = (f"scan: interrupted with {finished[0]} or more photos done (the batches in flight were "
+                    "finished); each one done is recorded: run the same command again to go on")
         print(logs.summary_line(args.log_format, text), file=sys.stderr)
         return 130
     # a named path that is no photo is not one of the photos counted: said apart
@@ -240,6 +243,22 @@ def scan_func(args: argparse.Namespace) -> int:
         _passed_over(passed_over)) + (" (dry run: no file written)" if args.dry_run else "")
     print(logs.summary_line(args.log_format, text), file=sys.stderr)
     return 1 if counts.get(Status.FAILED) or counts.get(Status.WAIT) or skipped or trouble else 0
+
+
+def interrupted_on_ray(done: int, stop: KeyboardInterrupt) -> str:
+    """The closing line of a Ray scan that Ctrl-C ended: how many photos are done (each recorded),
+    and whether the stations finished and recorded what they held first (then no photo was written
+    that is not counted) or were stopped mid-batch, the temporary files of their writes removed."""
+    again = "each photo done is recorded: run the same command again to go on"
+    if not isinstance(stop, ray_driver.Interrupted):  # before the stations had work
+        return f"scan: interrupted with {counted(done, 'photo')} done; {again}"
+    if stop.drained:
+        return (f"scan: interrupted with {counted(done, 'photo')} done (the stations finished the batches "
+                f"they held first); {again}")
+    removed = (f", and the {counted(stop.removed, 'temporary file')} their writes in flight left beside "
+               "photos removed" if stop.removed else "")
+    return (f"scan: interrupted with {counted(done, 'photo')} done: the stations were stopped mid-batch "
+            f"({stop.why}){removed}; a photo they were writing is whole, as before or as written; {again}")
 
 
 def name_retry(outcome: Outcome) -> None:
@@ -271,6 +290,8 @@ def _scan_all(args: argparse.Namespace, config: Config, skipped: list[str],
                                       len(args.paths)))
         named = expand(args.paths, config.exclude, skipped=skipped, watched=config.watch,
                        passed_over=passed_over)
+        if not args.dry_run:
+            named = cleaning(named)
         counts, summary = scan_on_ray(config, unique(named, len(args.paths)), total, address=args.address,
                                       dry_run=args.dry_run, report=report)
         for line in summary.lines():
@@ -284,6 +305,18 @@ def _scan_all(args: argparse.Namespace, config: Config, skipped: list[str],
         counts = scan(config, paths, dry_run=args.dry_run, report=report)
     return counts, total, trouble
 
+
+
+def cleaning(paths: Iterable[str]) -> Iterator[str]:
+    """``paths``, each folder they lie in rid first of the temporary files a write killed midway left
+    there, by a Ray station or driver (:func:`ray_driver.remove_left_temp_files`: on this machine or
+    another); the local engine's walk does this for its own writers."""
+    folder = None
+    for path in paths:
+        if os.path.dirname(path) != folder:
+            folder = os.path.dirname(path)
+            ray_driver.remove_left_temp_files(folder)
+        yield path
 
 
 def unique(paths: Iterable[str], sources: int) -> Iterator[str]:
