@@ -246,6 +246,32 @@ def test_sync_removes_only_ours_and_untag_restores_what_overwrite_took(tmp_path:
     assert jpeg_key(photo.read_bytes()) == key
 
 
+@pytest.mark.parametrize("mode", ["append", "sync"])
+def test_a_keyword_of_ours_a_person_re_filed_under_their_parent_stays_filed_there(
+        tmp_path: Path, exiftool: ExifTool, mode: str) -> None:
+    """digiKam: green dragged from tagwatch's Farbe to the person's own "Meine Farben" (both trees).
+    The next write put Farbe|green and Farbe/green back beside theirs: green twice in digiKam's tree."""
+    writer = KeywordWriter(exiftool)
+    photo = with_person_tags(noise_jpeg(tmp_path / "p.jpg", seed=3))
+    paths = {"green": "Farbe|green", "star": "Form|star"}
+    owned = {"owned": ["green", "star"], "owned_paths": {"green": ("Farbe|green",), "star": ("Form|star",)}}
+    writer.apply(writer.plan(photo, ["green", "star"], paths=paths))
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-lr:HierarchicalSubject-=Farbe|green",
+                    "-XMP-lr:HierarchicalSubject+=Meine Farben|green", "-XMP-digiKam:TagsList-=Farbe/green",
+                    "-XMP-digiKam:TagsList+=Meine Farben/green", str(photo)], check=True)
+    plan = writer.plan(photo, ["green", "star"], mode=mode, paths=paths, **owned)
+    assert not plan.changes, plan.edits
+    record = fields(photo)
+    assert sorted(record["XMP-lr:HierarchicalSubject"]) == ["Form|star", "Meine Farben|green", "People|Anna"]
+    assert sorted(record["XMP-digiKam:TagsList"]) == ["Form/star", "Meine Farben/green", "People/Anna"]
+    # a keyword of ours taken out of one tree only is still completed there from the other fields
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-lr:HierarchicalSubject-=Form|star",
+                    str(photo)], check=True)
+    writer.apply(writer.plan(photo, ["green", "star"], mode=mode, paths=paths, **owned))
+    assert sorted(fields(photo)["XMP-lr:HierarchicalSubject"]) == ["Form|star", "Meine Farben|green",
+                                                                   "People|Anna"]
+
+
 def test_a_parent_path_goes_into_both_hierarchical_fields(tmp_path: Path, exiftool: ExifTool) -> None:
     paths = {"golden retriever": "animal|dog|golden retriever", "dog": "animal|dog"}
     for prefix, expect_lr, expect_tags in (

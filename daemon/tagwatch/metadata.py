@@ -397,6 +397,7 @@ class Change:
     add: tuple[Entry, ...] = ()
     remove: tuple[Entry, ...] = ()
     overwrite: bool = False
+    filed: frozenset[tuple[str, str]] = frozenset()  # (field, keyword): filed there by the person
 
     @property
     def nested(self) -> bool:
@@ -404,7 +405,7 @@ class Change:
         return any(path != keyword for keyword, path in self.add)
 
     def values(self, forms: Forms, tag: str) -> tuple[list[str], list[str]]:
-        add = list(dict.fromkeys(forms.spell(tag, k, p) for k, p in self.add))
+        add = list(dict.fromkeys(forms.spell(tag, k, p) for k, p in self.add if (tag, k) not in self.filed))
         remove = [v for v in dict.fromkeys(v for k, p in self.remove for v in forms.spellings(tag, k, p))
                   if v not in add]
         return add, remove
@@ -614,6 +615,18 @@ class KeywordWriter:
                 for existing in files)
 
         ours = [k for k in keywords if not (present(k, new[k]) if k in owned else persons(k))]
+
+        def filed(tag: str, keyword: str) -> bool:  # ours, re-filed there under a parent of theirs
+            sep = "|" if tag == HIERARCHICAL else "/"
+            values = [v for existing in files for v in existing.values(tag)]
+            return self.forms.spell(tag, keyword, new[keyword]) not in values and any(
+                sep in v and v.rsplit(sep, 1)[1].replace(TAGS_LIST_SLASH, "/") == keyword
+                and v not in mine[tag] for v in values)
+
+        # A keyword of ours a person re-filed under a parent of theirs (digiKam, Lightroom: green
+        # dragged under "My colours") stays filed there: our path is not put back beside theirs
+        refiled = frozenset((tag, k) for k in keywords if k in owned and new[k] != k
+                            for tag in (HIERARCHICAL, TAGS_LIST) if filed(tag, k))
         # A keyword of ours the tag list now spells otherwise ("circle" → "Circle") is the same
         # keyword: the new spelling replaces ours in every mode, as a new path does; append kept both
         spelt = folded(new)
@@ -633,7 +646,7 @@ class KeywordWriter:
         added = keywords if mode == "overwrite" else [k for k in keywords if k in owned or k in ours]
         change = Change(tuple((k, new[k]) for k in added) + tuple(kept),
                         tuple((o, p) for o in [*removed, *respelled] for p in had[o]),
-                        overwrite=mode == "overwrite")
+                        overwrite=mode == "overwrite", filed=refiled if mode != "overwrite" else frozenset())
         embeds = self.embeds(path)  # filled fields go where the keywords go: the photo, else its sidecar
         if embeds and photo.xmp_error:  # a packet we cannot read whole is never rewritten (see read)
             fill = {n: v for n, v in (fill or {}).items() if n.startswith("IPTC:")}
