@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -479,6 +480,39 @@ def test_a_photo_scored_below_the_floor_is_not_said_to_have_no_vector(tmp_path: 
         assert "No tag scores above" not in shown
         fresh = site.request("GET", "/photo/0/unseen.jpg")[1].decode()
     assert "No cached vector for this photo yet: it is scored once tagwatch has seen it." in fresh
+
+
+def test_the_page_a_daemon_serves_scores_with_the_threshold_a_sighup_applied(tmp_path: Path) -> None:
+    """The daemon applied a new [tagging] threshold on SIGHUP, but the review page it serves kept
+    the one it started with: it called it "the global one", showed keywords as tagged and "Writing
+    into the file: adding 'circle'…" for a write the daemon would never make."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    synthetic.make_photo("red", "star", 702, (320, 240)).save(root / "red-star.jpg", quality=88)
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, watch=[root], tags=TAGS,
+                          threshold=THRESHOLD, top_k=5, extra="[web]\nenabled = true\nport = 0\n")
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        port = int(re.search(r"review page on http://127\.0\.0\.1:(\d+)/", daemon.log()).group(1))
+        token = (tmp_path / "conf" / "state" / "web-token").read_text().strip()
+        site = Site(root, config.parent, config, daemon, f"http://127.0.0.1:{port}", port, token)
+        wait_for(lambda: status(config)["tagged"] == 1)
+
+        def star() -> str:
+            code, body = site.request("GET", "/tag/star")
+            assert code == 200
+            return " ".join(body.decode().split())
+
+        assert f"above the threshold {THRESHOLD:.3f} (the global one)" in star()
+        mark = len(daemon.log())
+        config.write_text(config.read_text().replace(f"threshold = {THRESHOLD}", "threshold = 0.9"))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("reloaded: applied tagging.threshold", since=mark)
+        assert "above the threshold 0.900 (the global one)" in star()
+        photo = " ".join(site.request("GET", "/photo/0/red-star.jpg")[1].decode().split())
+        assert "Writing into the file" not in photo and "0.900" in photo
+    finally:
+        assert daemon.stop() == 0
 
 
 def card_chips(page: str) -> dict[str, dict[str, str]]:

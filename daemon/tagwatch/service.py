@@ -432,6 +432,8 @@ class Daemon:
         if "log_level" in applied:  # only when changed: a -v on the command line holds until then
             logging.getLogger("tagwatch").setLevel(self.config.log_level.upper())
         set_pixel_limit(self.config.max_megapixels)
+        if self._web is not None:  # the page it serves scores as the daemon does
+            self._web.use_tagging(self.config.tagging)
         if self._watched_files() != watched:
             self._watch_tag_list()
         self._ask_reload()

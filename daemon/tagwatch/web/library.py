@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..captions import Captions, Reading
 from ..casefold import fold, folded
-from ..config import Config
+from ..config import Config, TaggingConfig
 from ..encoder import LazyModel
 from ..metadata import Keywords, KeywordWriter
 from ..model import model_identity
@@ -345,6 +345,16 @@ class Library:
         self._cache: OrderedDict[tuple[object, ...], object] = OrderedDict()  # see _cached
         self._cache_lock = threading.Lock()
         self._captions: Captions | None = None  # built on the first photo page, with [captions] on
+
+    def use_tagging(self, tagging: TaggingConfig) -> None:
+        """Score with ``tagging`` from now on: the daemon hosting the page reloaded its config (a
+        threshold, a mode, top_k changed by SIGHUP); the page went on showing the old one as the
+        global threshold and "writing" keywords the daemon would never write."""
+        with self._load_lock:
+            self.config = replace(self.config, tagging=tagging)
+            self._stamp = None  # the thresholds, top_k and levels are the scoring's: built again
+        with self._cache_lock:
+            self._cache.clear()
 
     # -- the tag list --------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..atomic import write_atomic
-from ..config import Config, is_loopback
+from ..config import Config, TaggingConfig, is_loopback
 from ..status import running_daemon
 from .auth import load_token, token_path
 
@@ -185,6 +185,10 @@ class WebServer:
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                         name="tagwatch-web", daemon=True)
         self._thread.start()
+
+    def use_tagging(self, tagging: TaggingConfig) -> None:
+        """The daemon reloaded its config (SIGHUP): the pages score with its new ``[tagging]``."""
+        self.app.state.library.use_tagging(tagging)
 
     def stop(self) -> None:
         self.server.should_exit = True
