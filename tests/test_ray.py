@@ -550,8 +550,11 @@ def test_ctrl_c_lets_the_stations_finish_their_batches_and_says_how_many_photos_
     is gone), not what may be a node's write in flight (a fresh one)."""
     photos, config = setup(tmp_path, library)
     command = ["scan", "--engine", "ray", "--address", cluster.address, str(photos), "--config", str(config)]
+    # SIGINT at its default, as in a terminal: pytest-xdist's workers ignore it, and a child
+    # inherits that (the scan then ran to its end and exited 0)
     driver = subprocess.Popen([sys.executable, "-m", "tagwatch", *command], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(400, driver.kill)
     watchdog.start()
     lines: list[str] = []
