@@ -299,6 +299,23 @@ def test_a_photo_that_failed_is_not_tried_again_by_a_re_score_a_sighup_or_a_rest
     assert daemon.stop() == 0
 
 
+def test_a_photo_a_scan_found_failing_is_not_tried_again_by_the_daemons_start(
+        tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
+    """A failure recorded by `tagwatch scan` carried no tag list, so the daemon's first re-score
+    tried the photo again (and logged it again) for nothing; only the daemon's own were stamped."""
+    root = tmp_path / "drop"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    first = noise_jpeg(root / "hard1.jpg", seed=64)
+    os.link(first, root / "hard2.jpg")
+    scanned = tagwatch("scan", "--config", str(config), str(root))
+    assert scanned.returncode == 1 and "2 failed" in scanned.stderr, scanned.stderr
+    daemon = daemon_factory(config).start()
+    log = daemon.wait_log("scan: ")  # the start-up scan, after the start's re-score
+    assert "skipped" not in log and "re-scored 2 photos" not in log, log
+    assert daemon.stop() == 0
+
+
 def test_status_does_not_count_the_check_of_its_own_write(tmp_path: Path, tiny_checkpoint: Path,
                                                           daemon_factory) -> None:
     """One photo dropped and tagged made `status` say "1 tagged … 1 checked with nothing to write":

@@ -60,6 +60,8 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
                 for outcome in outcomes:
                     _count(counts, outcome, dry_run)
                     report(outcome)
+                if not dry_run:  # the daemon's re-scores then leave them until they change
+                    pipeline.remember_failures(outcomes)
                 bar.advance(len(outcomes))
 
             try:
@@ -160,6 +162,8 @@ def scan_on_ray(config: Config, paths: Iterable[str], total: int, *, address: st
             def finish(outcome: Outcome) -> None:
                 _count(counts, outcome, dry_run)
                 report(outcome)
+                if not dry_run:  # as the local engine's scan does
+                    pipeline.remember_failures([outcome])
                 bar.advance()
 
             summary = ray_driver.run_scan(pipeline, fleet, paths, batch=config.batch.size, dry_run=dry_run,
