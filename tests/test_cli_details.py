@@ -198,6 +198,14 @@ def test_wording_a_rebuild_of_a_healthy_database_and_a_photo_that_gets_no_tag(
     assert "; the previous file is kept as " in rebuilt.stdout and "damaged file" not in rebuilt.stdout
 
 
+def test_a_keyword_holding_a_comma_is_quoted_in_the_line() -> None:
+    """rtag wrote ImageNet's comma lists as keywords: an overwrite that took two out read as six."""
+    line = tagged_line("/p/a.jpg", ["circle"], [], [], 0.36, wrote=False,
+                       dropped=["loudspeaker, speaker, speaker unit", "ping-pong ball"])
+    assert line == ('checked /p/a.jpg: circle; took out, as overwrite mode does: '
+                    '"loudspeaker, speaker, speaker unit", ping-pong ball')
+
+
 def test_a_photo_that_gets_only_its_place_is_logged_so() -> None:
     line = tagged_line("/p/a.jpg", [], ["Spain", "Madrid"], [], 0.36, wrote=True)
     assert line == "tagged /p/a.jpg: no tag above threshold 0.36; place: Spain, Madrid"

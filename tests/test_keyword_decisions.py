@@ -303,6 +303,29 @@ def test_a_dry_run_names_the_keywords_of_ours_a_sync_scan_would_take_out(tmp_pat
     assert f"took out tagwatch's no longer predicted: {taken}" in real.stderr, real.stderr
 
 
+def test_a_dry_run_of_overwrite_names_the_persons_keywords_the_scan_would_take_out(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """An rtag user's report: `scan --dry-run --mode overwrite` said "(already in the file)" and
+    "1 unchanged" for a photo whose own keywords (rtag's "ping-pong ball", the person's "Tante Renée")
+    the real scan then deleted.  The dry run names them and counts the photo as the scan does."""
+    photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=28)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle"], top_k=2)
+    exiftool(photo, "-IPTC:Keywords=red", "-IPTC:Keywords=circle", "-IPTC:Keywords=ping-pong ball",
+             "-IPTC:Keywords=Tante Renée")  # tagged by rtag, a name added by hand
+    dry = tagwatch("scan", "--dry-run", "--mode", "overwrite", str(photo), "--config", str(config))
+    assert dry.returncode == 0, dry.stderr
+    line = dry.stdout.strip().split("\t")[1]
+    assert line.endswith("; would take out, as overwrite mode does: Tante Renée, ping-pong ball"), line
+    assert "scan: 1 photo: 1 tagged (dry run: no file written)" in dry.stderr, dry.stderr
+    real = tagwatch("scan", "--mode", "overwrite", str(photo), "--config", str(config))
+    assert real.returncode == 0, real.stderr
+    assert sorted(exif_keywords(photo)["iptc"]) == ["circle", "red"]
+    assert "took out, as overwrite mode does: Tante Renée, ping-pong ball" in real.stderr, real.stderr
+    # a photo holding nothing but its predictions: unchanged in both
+    again = tagwatch("scan", "--dry-run", "--mode", "overwrite", str(photo), "--config", str(config))
+    assert "scan: 1 photo: 1 unchanged" in again.stderr, again.stderr
+
+
 def test_a_dry_run_leaves_out_a_keyword_a_person_took_out_since_the_last_scan(tmp_path: Path,
                                                                              tiny_checkpoint: Path) -> None:
     """Report §9: the person took `circle` out of a tagged photo; the dry run still listed it as to

@@ -41,6 +41,7 @@ class Outcome:
     places: list[str] = field(default_factory=list)  # a dry run's: the place keywords it would carry
     overridden: list[str] = field(default_factory=list)  # predictions an override removes (took out)
     dropping: list[str] = field(default_factory=list)  # a dry run's: ours sync mode takes out, unpredicted
+    overwriting: list[str] = field(default_factory=list)  # a dry run's: a person's overwrite takes out
 
 
 def record_failure(store: Store, path: str, st: os.stat_result | None, reason: str, dry_run: bool = False,

@@ -56,6 +56,7 @@ from .queue import Delete, Op
 from .retry import transient_reason
 from .store import DECLINED, DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store, Twin
 from .tagger import orphaned_levels
+from .wording import listed
 
 log = logging.getLogger(__name__)
 
@@ -211,24 +212,24 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     brought up to date"."""
     written = wrote or bool(removed or dropped)
     shown = [k for k in carried if k not in theirs] if written else list(carried)
-    head = [", ".join(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
+    head = [listed(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
         f"no tag above threshold {threshold}"]
     if places:
-        head.append(f"place: {', '.join(places)}")
+        head.append(f"place: {listed(places)}")
     if written and len(shown) < len(carried):
-        head.append(f"already in the file: {', '.join(k for k in carried if k in theirs)}")
-    tail = [f"left out, as a person took them out: {', '.join(kept_out)}"] if kept_out else []
+        head.append(f"already in the file: {listed(k for k in carried if k in theirs)}")
+    tail = [f"left out, as a person took them out: {listed(kept_out)}"] if kept_out else []
     if overridden:
-        tail.append(f"removed by an override: {', '.join(overridden)}")
+        tail.append(f"removed by an override: {listed(overridden)}")
     if withdrawn:
-        tail.append(f"took out, as a correction asks: {', '.join(withdrawn)}")
+        tail.append(f"took out, as a correction asks: {listed(withdrawn)}")
     unpredicted = [k for k in removed if k not in withdrawn]
     if unpredicted:
-        tail.append(f"took out tagwatch's no longer predicted: {', '.join(unpredicted)}")
+        tail.append(f"took out tagwatch's no longer predicted: {listed(unpredicted)}")
     if dropped:
-        tail.append(f"took out, as overwrite mode does: {', '.join(dropped)}")
+        tail.append(f"took out, as overwrite mode does: {listed(dropped)}")
     if gave_back:
-        tail.append(f"took out tagwatch's {', '.join(gave_back)}")
+        tail.append(f"took out tagwatch's {listed(gave_back)}")
     verb = "tagged" if wrote or ((carried or places) and not (removed or dropped)) else "checked"
     if not (wrote or removed or dropped):
         updated = rewrote and not gave_back  # what changed is named, or it is "fields brought up to date"
@@ -283,13 +284,15 @@ class Writeback:
         listed them as written, and the scan after it left them out).  Our keywords in the file that
         the scan would take out (sync mode's no longer predicted, a correction's remove) are named:
         a dry run with a stricter threshold called such a photo unchanged, and the scan after it
-        took four keywords out."""
+        took four keywords out.  So are the person's keywords overwrite mode would take out: a dry
+        run of ``--mode overwrite`` called a photo unchanged whose own keywords the scan deleted."""
         row = self.store.file(job.path)
         mine = row is not None and row.key == job.key
         taken: list[str] = []
         state: FileState | None = None
         owned = self.store.ledger(row.id) if mine and row is not None else []
-        if self.reader is not None and (owned or self.places is not None):
+        overwrites = rules.mode == "overwrite" and bool(job.keywords)  # as plan_ahead: places alone never
+        if self.reader is not None and (owned or self.places is not None or overwrites):
             try:
                 state = self.reader.inspect(Path(job.path), job.stat)
             except (MetadataError, OSError) as exc:
@@ -320,11 +323,15 @@ class Writeback:
                    and (sweeps or fold(o) in removes)]
         took += [o for o in leaving if fold(o) in removes and fold(o) not in folded(took)]
         dropping = [o for o in leaving if fold(o) not in removes]
+        # overwrite: the file's keywords neither predicted nor ours go (KeywordWriter.plan's dropped)
+        in_file = state.photo.all | state.sidecar.all if overwrites and state is not None else set()
+        overwriting = sorted(k for k in in_file if k not in wanted and k not in owned)
         # every keyword in the file already (the person's, or ours): the scan would count it unchanged
         held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
-        there = bool(wanted) and not refused and not leaving and all(fold(k) in held for k in wanted)
+        there = bool(wanted) and not refused and not leaving and not overwriting and all(
+            fold(k) in held for k in wanted)
         return Outcome(job.path, Status.UNCHANGED if there else Status.TAGGED, job.tags, error=refused,
-                       overridden=took, places=places, dropping=dropping)
+                       overridden=took, places=places, dropping=dropping, overwriting=overwriting)
 
     def _refused(self, job: WriteJob) -> str | None:
         """Why the scan would refuse this photo (hard links, read-only), for a dry run to say."""
@@ -534,7 +541,7 @@ class Writeback:
         # a copy has its original beside it; a file manager's move across disks does not
         log.info("%s: %s %s; %s, written there by tagwatch, are tagwatch's here too", job.path,
                  "a copy of" if os.path.lexists(sources[0].path) else "moved here from", sources[0].path,
-                 ", ".join(adopted),
+                 listed(adopted),
                  extra={"event": "adopted", "path": job.path, "from": sources[0].path,
                         "keywords": list(adopted)})
         return adopted
@@ -565,12 +572,12 @@ class Writeback:
             changed = self._changed_ns(job.path, state)
             log.info("%s: saved by another program %.1f s after tagwatch wrote it, without the keywords "
                      "that write added (%s): built from the version before it, so they are written again",
-                     job.path, (changed - row.written_ns) / 1e9, ", ".join(taken),
+                     job.path, (changed - row.written_ns) / 1e9, listed(taken),
                      extra={"event": "stale-save", "path": job.path, "keywords": taken})
         elif why == FOUND:
             log.info("%s: the version tagwatch found before its first write, again (sent again or "
                      "restored): nobody took %s out of it, so they are written again", job.path,
-                     ", ".join(taken), extra={"event": "sent-again", "path": job.path, "keywords": taken})
+                     listed(taken), extra={"event": "sent-again", "path": job.path, "keywords": taken})
         if why is not None:
             job.unwritten += taken
             return declined
@@ -579,8 +586,8 @@ class Writeback:
         asked = folded(job.override.add)  # a correction that adds one back is the person's word
         back = [k for k in taken if fold(k) in asked]
         log.info("%s: %s taken out of it by a person (or another program); never written into this photo "
-                 "again%s", job.path, ", ".join(taken),
-                 f" unless a correction adds it, as one does: {', '.join(back)}" if back else "",
+                 "again%s", job.path, listed(taken),
+                 f" unless a correction adds it, as one does: {listed(back)}" if back else "",
                  extra={"event": "declined", "path": job.path, "keywords": taken})
         return declined | set(taken)
 
@@ -773,10 +780,10 @@ class Writeback:
         # the fields it gave back (our description, a place's City...) are named with the keywords,
         # each pair of twins once: an untag that took out only a description said "removed nothing"
         fields = given_back(plan, {name: record for name, record in filled.items() if record.ours})
-        log.info("untagged %s: removed %s%s%s", path, ", ".join([*plan.removed, *fields]) or "nothing",
-                 f"; restored {', '.join(plan.restored)}" if plan.restored else "",
+        log.info("untagged %s: removed %s%s%s", path, listed([*plan.removed, *fields]) or "nothing",
+                 f"; restored {listed(plan.restored)}" if plan.restored else "",
                  f"; left in the sidecar it shares with {', '.join(others.paths)}, which has them from "
-                 f"tagwatch too: {', '.join(left)}" if left else "")
+                 f"tagwatch too: {listed(left)}" if left else "")
         return Outcome(path, Status.UNTAGGED, added=plan.restored)
 
     # -- renames and deletions ------------------------------------------------------------------

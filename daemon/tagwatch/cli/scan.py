@@ -19,7 +19,7 @@ from ..model import model_identity
 from ..outcomes import Outcome, Status
 from ..queue import backlog_batch, backlog_take
 from ..store import Store
-from ..wording import counted
+from ..wording import counted, listed
 from .common import (
     SKIPPED,
     UsageError,
@@ -128,7 +128,7 @@ def _count(counts: dict[str, int], outcome: Outcome, dry_run: bool) -> None:
     if outcome.status == Status.TAGGED and dry_run and outcome.error:
         status = "would fail"
     elif outcome.status == Status.TAGGED and not (outcome.wrote if not dry_run else (
-            outcome.tags or outcome.places or outcome.overridden or outcome.dropping)):
+            outcome.tags or outcome.places or outcome.overridden or outcome.dropping or outcome.overwriting)):
         untagged = not (outcome.tags or outcome.places or outcome.overridden)
         status = NO_TAG if untagged else Status.UNCHANGED
     counts[status] = counts.get(status, 0) + 1
@@ -193,9 +193,10 @@ def dry_line(outcome: Outcome) -> str | None:
         return None
     tags = ", ".join(f"{k} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags)
     refused = f" (a scan would not write it: {outcome.error})" if outcome.error else ""
-    removed = "; ".join(f"{what}: {', '.join(keywords)}" for what, keywords in (
+    removed = "; ".join(f"{what}: {listed(keywords)}" for what, keywords in (
         ("removed by an override", outcome.overridden),
-        ("would take out tagwatch's no longer predicted", outcome.dropping)) if keywords)
+        ("would take out tagwatch's no longer predicted", outcome.dropping),
+        ("would take out, as overwrite mode does", outcome.overwriting)) if keywords)
     shown = "; ".join(part for part in (tags or ("" if outcome.overridden else "(no tag above threshold)"),
                                         removed) if part)
     return f"{outcome.path}\t{shown}{place}{refused}"
