@@ -309,8 +309,10 @@ class Pipeline:
                 outcomes.append(record_failure(self.store, path, st, reason, dry_run))
                 continue
             row = rows.get(path)
-            if is_settled(row, path, st, fingerprint=self.fingerprint, retry_failed=retry_failed,
-                          recorded=self.store.files):
+            # `scan --take-over`: a photo tagged already may hold keywords of the list to take over
+            if not self.writeback.take_over and is_settled(
+                    row, path, st, fingerprint=self.fingerprint, retry_failed=retry_failed,
+                    recorded=self.store.files):
                 assert row is not None
                 outcomes.append(self._settled(row, dry_run))
                 continue

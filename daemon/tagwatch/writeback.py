@@ -273,6 +273,9 @@ class Writeback:
         self.reader = reader or writer  # reads a file's metadata; a dry run's never writes
         self.places = places if places is not None and places.enabled else None
         self.captions = captions  # None: [captions] off
+        # `scan --take-over LIST`: keywords of that list (folded) the photos hold, written by another
+        # tagger (rtag), become tagwatch's (see take_over)
+        self.take_over: frozenset[str] = frozenset()
 
     # -- the write protocol ---------------------------------------------------------------------
 
@@ -292,11 +295,13 @@ class Writeback:
         state: FileState | None = None
         owned = self.store.ledger(row.id) if mine and row is not None else []
         overwrites = rules.mode == "overwrite" and bool(job.keywords)  # as plan_ahead: places alone never
-        if self.reader is not None and (owned or self.places is not None or overwrites):
+        if self.reader is not None and (owned or self.places is not None or overwrites or self.take_over):
             try:
                 state = self.reader.inspect(Path(job.path), job.stat)
             except (MetadataError, OSError) as exc:
                 log.warning("%s: %s: %s", job.path, "place not looked up" if self.places else "not read", exc)
+        if state is not None:  # what --take-over would make tagwatch's: ours from here on
+            owned = [*owned, *self._claimable(replace(job, owned=owned), state, row if mine else None)]
         absent: list[str] = []  # ours the file no longer holds: nothing of them to take out
         if state is not None and owned and row is not None:  # taken out since: the scan records it
             seen = replace(job, owned=owned)
@@ -367,8 +372,9 @@ class Writeback:
         ours_to_fix = owned and rules.mode != "overwrite" and (
             rules.mode == "sync" or any(fold(k) in override.removes() for k in owned)
             or any(owned_paths.get(k, (k,)) != (p,) for k, p in list_paths.items()))
-        if self.writer is None or not (keywords or ours_to_fix or twins or self.places is not None
-                                       or self.captions is not None or (  # [captions] off: see below
+        if self.writer is None or not (keywords or ours_to_fix or twins or self.take_over
+                                       or self.places is not None or self.captions is not None
+                                       or (  # [captions] off: see below
                                            rules.mode == "sync" and row is not None
                                            and bool(Captions.left_over(self.store.filled(row.id))))):
             return
@@ -377,6 +383,7 @@ class Writeback:
             job.found = header_digest(Path(job.path))  # before our first write: see original.py
         if twins:
             owned_paths = self.adopt(job, state, twins, theirs)
+        self.claim(job, state, row)
         declined = (self.taken_out(job, row, state, owned_paths) if row is not None
                     else set(self.store.ledger(job.file_id, DECLINED)) if job.file_id is not None else set())
         others = shared.mates(self.writer, self.store, job.path)
@@ -545,6 +552,39 @@ class Writeback:
                  extra={"event": "adopted", "path": job.path, "from": sources[0].path,
                         "keywords": list(adopted)})
         return adopted
+
+    def _claimable(self, job: WriteJob, state: FileState, row: FileRow | None) -> list[str]:
+        """The keywords ``--take-over`` makes tagwatch's in this photo: those of its list the photo
+        or its sidecar holds, not ours already, and not a person's word to tagwatch (a correction's,
+        one a person took out or overwrite took out: recorded in the ledger)."""
+        if not self.take_over:
+            return []
+        words = set(job.owned) | {k for k in job.override.add}
+        if row is not None:
+            words |= {k for action in (DECLINED, USER, REMOVED) for k in self.store.ledger(row.id, action)}
+        theirs = folded(words)
+        return sorted(k for k in state.photo.all | state.sidecar.all
+                      if fold(k) in self.take_over and fold(k) not in theirs)
+
+    def claim(self, job: WriteJob, state: FileState, row: FileRow | None) -> None:
+        """``scan --take-over LIST``: a library another tagger wrote keywords into (rtag) hands them
+        over: those of the list the photo holds are recorded tagwatch's, as if tagwatch had written
+        them, so that sync takes out the ones it no longer predicts and untag takes them all out.
+        Without it they are the person's, whom tagwatch never overrules.  Recorded at once: they
+        are in the file already."""
+        claimed = self._claimable(job, state, row)
+        if not claimed:
+            return
+        st = job.stat
+        with self.store.transaction():
+            file_id = row.id if row is not None else self.store.record_file(
+                job.path, key=job.key, size=st.st_size, mtime_ns=st.st_mtime_ns, state=PENDING)
+            self.store.add_ledger(file_id, claimed)
+            self.store.confirm_ledger(file_id, claimed)
+        job.file_id = file_id
+        job.owned, job.held = [*job.owned, *claimed], [*job.held, *claimed]
+        log.info("%s: taken over, tagwatch's from now on: %s", job.path, listed(claimed),
+                 extra={"event": "taken-over", "path": job.path, "keywords": claimed})
 
     def taken_out(self, job: WriteJob, row: FileRow, state: FileState,
                   owned_paths: Mapping[str, Sequence[str]]) -> set[str]:

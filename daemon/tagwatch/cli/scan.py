@@ -8,8 +8,10 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 from .. import logs, ray_driver
+from ..casefold import fold
 from ..config import Config
 from ..encoder import LazyModel
 from ..engine import Engine
@@ -37,7 +39,8 @@ from .progress import Progress, write
 
 def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
          report: Callable[[Outcome], None] = lambda outcome: None,
-         progress: Callable[[int], Progress] = lambda total: Progress(total, "scan")) -> dict[str, int]:
+         progress: Callable[[int], Progress] = lambda total: Progress(total, "scan"),
+         take_over: frozenset[str] = frozenset()) -> dict[str, int]:
     """Tag ``paths`` (photo files) through the overlapped engine, a backlog's batch at a time
     (:func:`~tagwatch.queue.backlog_batch`); count the outcomes by status.
     ``report`` sees each outcome (from the engine's write thread, one batch at a time)."""
@@ -52,6 +55,7 @@ def scan(config: Config, paths: Sequence[str], *, dry_run: bool,
             model.prefetch()  # the child's start (torch, the model: seconds) overlaps reading the tag list
         writer = KeywordWriter(exiftool, config.write)
         pipeline = make_pipeline(config, store, None if dry_run else writer, model=model, reader=writer)
+        pipeline.writeback.take_over = take_over
         engine = Engine(pipeline)
         size = backlog_batch(config.batch.size, config.model.device)  # a scan is a backlog
         with progress(len(paths)) as bar:
@@ -140,7 +144,7 @@ def _count(counts: dict[str, int], outcome: Outcome, dry_run: bool) -> None:
 def scan_on_ray(config: Config, paths: Iterable[str], total: int, *, address: str | None, dry_run: bool,
                 report: Callable[[Outcome], None] = lambda outcome: None,
                 progress: Callable[[int], Progress] = lambda total: Progress(total, "scan"),
-                ) -> tuple[dict[str, int], ray_driver.Summary]:
+                take_over: frozenset[str] = frozenset()) -> tuple[dict[str, int], ray_driver.Summary]:
     """``scan`` with the expensive stages on a Ray cluster (``address``; docs/ray.md); ``paths`` is
     consumed lazily, ``total`` of them.  This process alone opens the store.  Returns the outcome
     counts and the run's summary (encoded, cached, failures, per node)."""
@@ -158,6 +162,7 @@ def scan_on_ray(config: Config, paths: Iterable[str], total: int, *, address: st
         writer = KeywordWriter(exiftool, config.write)
         pipeline = make_pipeline(config, store, None if dry_run else writer,
                                  model=ray_driver.RemoteModel(fleet), reader=writer)
+        pipeline.writeback.take_over = take_over
         with progress(total) as bar:
             def finish(outcome: Outcome) -> None:
                 _count(counts, outcome, dry_run)
@@ -290,6 +295,7 @@ def _scan_all(args: argparse.Namespace, config: Config, skipped: list[str],
     """The scan on the engine asked for: (counts by status, photos named, whether a Ray node was
     left out)."""
     trouble = False
+    take_over = taken_over(args.take_over) if args.take_over else frozenset()
     if args.engine == "ray":
         total = sum(1 for _ in unique(expand(args.paths, config.exclude, quiet=True, watched=config.watch),
                                       len(args.paths)))
@@ -298,7 +304,7 @@ def _scan_all(args: argparse.Namespace, config: Config, skipped: list[str],
         if not args.dry_run:
             named = cleaning(named)
         counts, summary = scan_on_ray(config, unique(named, len(args.paths)), total, address=args.address,
-                                      dry_run=args.dry_run, report=report)
+                                      dry_run=args.dry_run, report=report, take_over=take_over)
         for line in summary.lines():
             print(logs.summary_line(args.log_format, line), file=sys.stderr)
         trouble = summary.trouble
@@ -307,9 +313,25 @@ def _scan_all(args: argparse.Namespace, config: Config, skipped: list[str],
                                           watched=config.watch, passed_over=passed_over,
                                           skipped=skipped)))
         total = len(paths)
-        counts = scan(config, paths, dry_run=args.dry_run, report=report)
+        counts = scan(config, paths, dry_run=args.dry_run, report=report, take_over=take_over)
     return counts, total, trouble
 
+
+
+def taken_over(path: str) -> frozenset[str]:
+    """The keywords ``--take-over`` names (folded): a plain list, one per line (rtag's tags file: a
+    line may hold commas, as ImageNet's do, and is one keyword); ``#`` comments and blank lines
+    skipped.  Unreadable, or naming nothing: one line and exit 2."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"--take-over {path}: cannot read it: {reason}") from None
+    words = frozenset(fold(line.strip()) for line in text.splitlines()
+                      if line.strip() and not line.lstrip().startswith("#"))
+    if not words:
+        raise UsageError(f"--take-over {path}: names no keyword (one per line)")
+    return words
 
 
 def cleaning(paths: Iterable[str]) -> Iterator[str]:
@@ -349,5 +371,9 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     scan.add_argument("--address", metavar="ADDR",
                       help="the Ray cluster's head, HOST:PORT (default: RAY_ADDRESS, or the cluster "
                            "`ray start` began on this machine, else a Ray for this scan alone)")
+    scan.add_argument("--take-over", metavar="LIST",
+                      help="keywords another tagger (rtag) wrote: those in LIST (a tags file, one per line) "
+                           "that the photos hold become tagwatch's, so that sync can take them out and "
+                           "untag removes them; without it they are the person's, kept for good")
     add_tagging_flags(scan, writing=True)
     scan.set_defaults(func=scan_func)
