@@ -12,7 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import REPO, exif_keywords, noise_jpeg, status, tagwatch
+from conftest import (
+    REPO,
+    SHAPES_CHECKPOINT,
+    SHAPES_CONFIG,
+    exif_keywords,
+    noise_jpeg,
+    status,
+    tagwatch,
+    write_config,
+)
+from synthetic import make_photo
 from tagwatch.export import display_path, render_csv, render_json, score
 from tagwatch.tagger import TagMatrix
 
@@ -139,6 +149,39 @@ def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path,
     everything = export(config)  # no PATH: every photo the database knows
     assert set(json.loads(everything.stdout)) == {str(kept)}
     assert f"{edited}: {not_encoded}" in everything.stderr
+
+
+def test_a_photos_score_does_not_depend_on_the_photos_exported_with_it(tmp_path: Path) -> None:
+    """Report xN #5: `export --scores` gave red-circle's circle 0.6414 alone and 0.6413 beside other
+    photos (explain: +0.6414), as a float32 product rounds with the batch's size.  A user diffing two
+    exports saw scores move that had no reason to; at a threshold, the tag itself could."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    shots = [("red", "circle", 9000000), ("blue", "square", 9000001), ("green", "triangle", 9000002),
+             ("yellow", "star", 9000003), ("purple", "circle", 9000004), ("orange", "square", 9000005)]
+    photos = []
+    for colour, shape, seed in shots:
+        photos.append(library / f"{colour}-{shape}.jpg")
+        make_photo(colour, shape, seed).save(photos[-1], quality=90)
+    words = ["red", "green", "blue", "yellow", "purple", "orange", "circle", "square", "triangle", "star"]
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, tags=words,
+                          threshold=-1.0, top_k=10)  # every tag of every photo exported, with its score
+    assert tagwatch("scan", "--config", str(config), str(library)).returncode == 0
+
+    def exported(*paths: Path) -> dict[tuple[str, str], str]:
+        result = export(config, "--scores", "--format", "csv", *map(str, paths))
+        assert result.returncode == 0, result.stderr
+        return {(path, tag): value for path, tag, value in list(csv.reader(io.StringIO(result.stdout)))[1:]}
+
+    together = exported(library)
+    assert len(together) == len(photos) * len(words)
+    for photo in photos:
+        alone = exported(photo)
+        assert alone == {key: value for key, value in together.items() if key[0] == str(photo)}
+        assert exported(photo, photos[0] if photo != photos[0] else photos[1]).items() >= alone.items()
+    explained = tagwatch("explain", "--config", str(config), "--tag", "circle", str(photos[0]))
+    assert explained.returncode == 0, explained.stderr
+    assert f"+{together[(str(photos[0]), 'circle')]}" in explained.stdout
 
 
 def test_renderers_on_a_constructed_case() -> None:

@@ -112,6 +112,29 @@ def test_select_threshold_top_k_and_order() -> None:
     assert select(scores, -1.0, 1) == [[1], [0]]
 
 
+def test_a_photos_scores_and_tags_are_the_same_whatever_it_is_scored_with() -> None:
+    """A library re-scored in chunks, a daemon batch, `explain` of one photo: the float32 product
+    rounded differently per batch size (15% of scores moved by an ulp), so a photo at a threshold
+    could be tagged in one and not the other (report xN #5)."""
+    rng = np.random.default_rng(5)
+    images = rng.standard_normal((300, 512)).astype(np.float16)  # stored vectors are float16
+    tags = TagMatrix(tuple(f"t{i}" for i in range(200)), normalize(rng.standard_normal((200, 512))))
+    whole = tags.scores(images)
+    assert whole.dtype == np.float32
+    for size in (1, 2, 3, 8, 100):
+        parts = np.concatenate([tags.scores(images[s:s + size]) for s in range(0, len(images), size)])
+        assert np.array_equal(parts, whole)
+    # each photo's best tag with its threshold one float32 step below its score: tagged, alone or not
+    best = whole.argmax(axis=1)
+    limits = np.full(len(tags.keywords), 1.0, np.float32)
+    for photo in range(0, len(images), 40):
+        limits[:] = 1.0
+        limits[best[photo]] = np.nextafter(whole[photo, best[photo]], np.float32(-1))
+        expected = [(f"t{best[photo]}", float(whole[photo, best[photo]]))]
+        assert predict(images[photo], tags, limits, 10)[0] == expected
+        assert predict(images, tags, limits, 10)[photo] == expected
+
+
 def test_tag_vectors_average_their_prompts() -> None:
     vocabulary = parse_tag_list("dog\ncat\n", ("a {}", "the {}"), Path("t"))
     vectors = {"a dog": np.array([1.0, 0.0, 0.0]), "the dog": np.array([0.0, 1.0, 0.0]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,9 @@ from .casefold import fold, folded
 from .vocabulary import Vocabulary
 
 NEAR_DUPLICATE = 0.95  # cosine of two tag vectors above which they (nearly) always fire together
+# Scores are sums of products of vector components on this grid, so exact in float64 (see on_grid).
+GRID = 2.0 ** 24
+SCORE_BLOCK = 4096  # image rows scored at once: bounds the float64 intermediate (~32 MB per 1,000 tags)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -25,6 +29,19 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+def on_grid(vectors: np.ndarray) -> np.ndarray:
+    """Unit rows rounded to multiples of 2^-24, as float64.
+
+    Why: a float32 matrix product rounds each score in an order that depends on the batch's shape
+    (OpenBLAS blocks a 1-row product differently from a 4096-row one), so one photo's score
+    changed in the 4th decimal with what else was scored beside it, and a photo at a threshold
+    could be tagged in one batch and not in another.  On this grid each product of two components
+    is a multiple of 2^-48 and, by Cauchy-Schwarz, every partial sum of them is below 2 in size: 50
+    bits, so float64 holds every sum exactly and the order no longer matters.  The rounding moves
+    a component by at most 2^-25 (a score by ~1e-7, float32's own rounding)."""
+    return np.rint(np.asarray(vectors, np.float64) * GRID) / GRID
 
 
 @dataclass(frozen=True)
@@ -42,9 +59,22 @@ class TagMatrix:
         rows = np.add.reduceat(prompts, starts, axis=0) / counts[:, None].astype(np.float32)
         return cls(tuple(vocabulary.keywords), normalize(rows))
 
+    @cached_property
+    def _exact(self) -> np.ndarray:
+        """The tag vectors on the score grid, transposed: (dim, tags) float64."""
+        return np.ascontiguousarray(on_grid(self.vectors).T)
+
     def scores(self, images: np.ndarray) -> np.ndarray:
-        """(N, dim) image vectors → (N, tags) cosine similarities."""
-        return normalize(np.atleast_2d(images)) @ self.vectors.T
+        """(N, dim) image vectors → (N, tags) cosine similarities, float32.
+
+        A photo's score is the same whatever else is scored with it (pipeline batch, re-score
+        chunk, ``explain`` alone, ``export`` of a folder, the review page): the product is exact
+        (:func:`on_grid`) and only then rounded once to float32, which all comparisons use."""
+        images = normalize(np.atleast_2d(images))
+        out = np.empty((len(images), len(self.keywords)), np.float32)
+        for start in range(0, len(images), SCORE_BLOCK):
+            out[start:start + SCORE_BLOCK] = on_grid(images[start:start + SCORE_BLOCK]) @ self._exact
+        return out
 
 
 def thresholds(vocabulary: Vocabulary, default: float) -> np.ndarray:
