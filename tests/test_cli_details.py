@@ -217,6 +217,11 @@ def test_a_photo_that_gets_only_its_place_is_logged_so() -> None:
                     "took them out: red")
     line = tagged_line("/p/a.jpg", ["circle"], [], [], 0.36, wrote=False, rewrote=True)  # a description out
     assert line == "tagged /p/a.jpg: circle (already in the file; fields brought up to date)"
+    # a [places] root or a parent edit re-files them: said so (243 lines read "fields brought up to date")
+    line = tagged_line("/p/a.jpg", ["circle"], ["Italy"], [], 0.36, wrote=False, rewrote=True,
+                       respelled=["Italy"])
+    assert line == ("tagged /p/a.jpg: circle; place: Italy (already in the file; re-filed under their new "
+                    "paths: Italy)")
 
 
 def test_json_log_lines_carry_places_and_what_a_person_took_out(shapes_lab: Lab, tmp_path: Path) -> None:

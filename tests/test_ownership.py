@@ -444,8 +444,8 @@ def test_a_predicted_keyword_the_person_placed_gets_no_path_of_ours(tmp_path: Pa
         env.close()
 
 
-def test_parent_paths_are_ours_exactly_through_a_parent_edit_sync_and_untag(tmp_path: Path,
-                                                                          tiny_checkpoint: Path) -> None:
+def test_parent_paths_are_ours_exactly_through_a_parent_edit_sync_and_untag(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
     photo = person_tags(noise_jpeg(tmp_path / "in" / "p.jpg", seed=8), "Anna")
     before = keyword_sets(photo)
     env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=10, mode="sync"),
@@ -467,7 +467,9 @@ def test_parent_paths_are_ours_exactly_through_a_parent_edit_sync_and_untag(tmp_
 
         encoded = env.encoded()
         use(tree.format(parent="animal"))  # the same tags predicted, only the hierarchy moves
-        assert env.pipeline.retag() == (1, 1)  # rewritten: no keyword added, the hierarchy re-spelled
+        with caplog.at_level("INFO", logger="tagwatch"):
+            assert env.pipeline.retag() == (1, 1)  # rewritten: no keyword added, the hierarchy re-spelled
+        assert "(already in the file; re-filed under their new paths: golden retriever)" in caplog.text
         assert env.encoded() == encoded
         assert sorted(hierarchical(photo)) == ["Anna", "auto|animal", "auto|animal|dog",
                                                "auto|animal|golden retriever"]

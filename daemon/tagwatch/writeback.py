@@ -191,7 +191,8 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
 def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_out: Sequence[str],
                 threshold: float, wrote: bool, removed: Sequence[str] = (), dropped: Sequence[str] = (),
                 rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = (),
-                withdrawn: Sequence[str] = (), gave_back: Sequence[str] = ()) -> str:
+                withdrawn: Sequence[str] = (), gave_back: Sequence[str] = (), respelled: Sequence[str] = ()
+                ) -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
@@ -209,7 +210,8 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     those of ``removed`` this write took out because an override removes them (a rejection on the
     review page), which are still predicted: not "no longer predicted".  ``gave_back``: filled
     fields whose value of ours the write took out (:func:`given_back`), named instead of "fields
-    brought up to date"."""
+    brought up to date"; so are ``respelled``, keywords whose hierarchical path the write changed (a
+    parent or ``[places] root`` edit: 243 photos read "fields brought up to date" of that)."""
     written = wrote or bool(removed or dropped)
     shown = [k for k in carried if k not in theirs] if written else list(carried)
     head = [listed(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
@@ -233,11 +235,12 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     verb = "tagged" if wrote or ((carried or places) and not (removed or dropped)) else "checked"
     if not (wrote or removed or dropped):
         updated = rewrote and not gave_back  # what changed is named, or it is "fields brought up to date"
+        what = (f"re-filed under their new paths: {listed(respelled)}" if respelled
+                else "fields brought up to date")
         if carried or places:
-            head[-1] += " (already in the file; fields brought up to date)" if updated else \
-                " (already in the file)"
+            head[-1] += f" (already in the file; {what})" if updated else " (already in the file)"
         elif not gave_back:
-            tail.append("fields brought up to date" if rewrote else "nothing to write")
+            tail.append(what if rewrote else "nothing to write")
     return f"{verb} {path}: {'; '.join(head + tail)}"
 
 
@@ -739,7 +742,8 @@ class Writeback:
         log.log(logging.DEBUG if quiet else logging.INFO, "%s", tagged_line(
             job.path, carried, places, job.kept_out, rules.threshold, bool(added),
             removed, dropped, rewrote=rewrote, theirs=theirs, overridden=overridden,
-            withdrawn=withdrawn, gave_back=gave), extra=fields)
+            withdrawn=withdrawn, gave_back=gave,
+            respelled=plan.respelled if rewrote and plan is not None else ()), extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote, overridden=overridden)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
