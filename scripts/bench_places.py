@@ -68,11 +68,12 @@ which, points = sys.argv[1], json.loads(sys.argv[2])
 base = rss()
 started = time.perf_counter()
 if which == 'tagwatch':
+    from tagwatch.config import PlacesConfig
     from tagwatch.places import Coordinates, Geocoder
-    geocoder = Geocoder()
-    first = geocoder.find(Coordinates(*points[0]))
+    geocoder, town_km = Geocoder(), PlacesConfig().max_distance_km  # extents as the daemon's default
+    first = geocoder.find(Coordinates(*points[0]), town_km)
     def one(lat, lon):
-        p = geocoder.find(Coordinates(lat, lon))
+        p = geocoder.find(Coordinates(lat, lon), town_km)
         return (p.country, p.locality) if p else ('', '')
 elif which == 'reverse_geocode':
     import reverse_geocode

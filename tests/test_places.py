@@ -246,6 +246,49 @@ def test_a_photo_gets_the_country_it_was_taken_in_not_the_big_city_next_door(
     assert upgraded.fingerprint != PlacesConfig().fingerprint()  # photos placed before are placed again
 
 
+# Photos 15-20 km from a very large city's GeoNames point, inside its (20 km) estimated extent but
+# beyond the 15 km claim distance, each standing in a town of its own (xO #1): the big city must not
+# win as the town only to be refused, leaving no town at all.  Each: the levels above the town, and
+# the town where the disc rule gives the one a person names (else any town within reach).
+RING = {
+    # Tai Po (274,100 people, its point 0.13 km away); Hong Kong's point 19.1 km.  Tai Po lies inside
+    # the extent of GeoNames' "New Territories" (3.98 million people, 6.7 km), which may claim it
+    "Tai Po": (22.45, 114.17, ["Hong Kong"], None),
+    # Kingston upon Thames (0.2 km), in Greater London; London's point 16.2 km
+    "Kingston upon Thames": (51.4123, -0.3007, ["United Kingdom", "England"], "Kingston upon Thames"),
+    # Kawasaki, Kanagawa (its point 1.7 km away), inside Yokohama's extent (11.8 km); Tokyo's 17.7 km
+    "Kawasaki": (35.5308, 139.7029, ["Japan", "Kanagawa"], None),
+}
+
+
+def test_a_photo_near_a_big_citys_edge_gets_the_town_it_stands_in_not_no_town(
+        tmp_path: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    finder = places(tmp_path, geocoder, fill_location=True)
+    reader = KeywordWriter(exiftool)
+    source = noise_jpeg(tmp_path / "source.jpg", seed=3, size=(32, 24))
+    for i, (spot, (lat, lon, above, town)) in enumerate(RING.items()):
+        photo = tmp_path / f"ring-{i}.jpg"
+        shutil.copyfile(source, photo)
+        geotag(exiftool, photo, f"-GPSLatitude={lat}", "-GPSLatitudeRef=N", f"-GPSLongitude={abs(lon)}",
+               f"-GPSLongitudeRef={'E' if lon >= 0 else 'W'}")
+        placed = finder.decide(str(photo), None, reader.read(photo).gps, {})
+        lines = finder.describe(placed)
+        assert placed.place is not None and placed.place.distance_km <= 15, (spot, lines)
+        assert placed.claim.locality, (spot, lines)  # a town, never nothing with one right there
+        assert not any("locality not claimed" in line for line in lines), (spot, lines)
+        assert placed.fill["XMP-photoshop:City"] == placed.claim.locality
+        assert placed.claim.levels()[:len(above)] == above, (spot, lines)
+        if town is not None:  # Greater London's edge: the borough's town, as a person says it
+            assert placed.claim.levels() == [*above, town], (spot, lines)
+    # With a shorter claim distance a city's extent reaches only that far: 9 km from Paris' point,
+    # at the basilica of Saint-Denis, max_distance_km = 5 gives Saint-Denis, not Paris refused
+    near = places(tmp_path, geocoder, max_distance_km=5.0)
+    assert near.claim(Coordinates(48.9356, 2.3597))[1].levels() == ["France", "Île-de-France", "Saint-Denis"]
+    # ... the default gives Paris there, and each answer is cached under its own claim distance
+    assert places(tmp_path, geocoder).claim(Coordinates(48.9356, 2.3597))[1].locality == "Paris"
+    assert near.claim(Coordinates(48.9356, 2.3597))[1].locality == "Saint-Denis"
+
+
 def test_each_point_is_looked_up_once_and_cached_by_its_coordinates(tmp_path: Path) -> None:
     store = Store(tmp_path / "tw.db")
     finder = Places(PlacesConfig(), store)  # its own gazetteer, not loaded yet

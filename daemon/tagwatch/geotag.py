@@ -66,12 +66,15 @@ class Places:
         return fingerprint if fingerprint == "off" else f"{fingerprint}:{RULES}"
 
     def find(self, where: Coordinates) -> Place | None:
-        """The gazetteer's answer for ``where``: from the store when this point was seen before."""
-        cached = self.store.place(where.lat, where.lon, self.geocoder.source)
+        """The gazetteer's answer for ``where``: from the store when this point was seen before
+        under the same claim distance (a town's extent reaches no farther, so it picks the place)."""
+        town_km = self.settings.max_distance_km
+        key = f"{self.geocoder.source}, towns within {town_km:g} km"
+        cached = self.store.place(where.lat, where.lon, key)
         if cached is not None:
             return None if cached == NOWHERE else Place(*cached)
-        place = self.geocoder.find(where)
-        self.store.put_place(where.lat, where.lon, self.geocoder.source,
+        place = self.geocoder.find(where, town_km)
+        self.store.put_place(where.lat, where.lon, key,
                              None if place is None else (place.country, place.region, place.locality,
                                                          place.distance_km))
         return place

