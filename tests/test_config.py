@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import noise_jpeg, tagwatch
+from conftest import exif_keywords, noise_jpeg, tagwatch, write_config
 from tagwatch.config import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
@@ -85,7 +85,7 @@ listen = "[::1]:9100"
     ("colour = 1\n", "unknown key 'colour'"),
     ("[tagging]\nthreshold = 'high'\n", "tagging.threshold must be a number"),
     ("[tagging]\nthreshold = 1.5\n", "tagging.threshold must be a cosine similarity in [-1, 1]"),
-    ("[tagging]\ntop_k = 0\n", "tagging.top_k must be at least 1"),
+    ("[tagging]\ntop_k = -1\n", "tagging.top_k must be 0 (no cap) or more, got -1"),
     ("[tagging]\ntemplates = ['no placeholder']\n", "tagging.templates entry 'no placeholder'"),
     ("[tagging]\nmode = 'replace'\n", "tagging.mode must be one of 'append', 'sync', 'overwrite'"),
     ("[write]\ntarget = 'xmp'\n", "write.target must be one of 'embedded', 'sidecar', 'both'"),
@@ -113,6 +113,29 @@ def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     assert message in str(caught.value)
     assert str(path) in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_rtags_settings_write_every_tag_above_the_threshold(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Report xN #3: rtag writes every tag above its threshold, scored on the bare tag; tagwatch
+    capped at top_k = 10 with no way off (`top_k = 0` was refused), so docs/tag-lists.md's 'exactly
+    rtag's' wrote 10 of 26 ImageNet tags.  The recipe the docs give: top_k = 0, templates = ["{}"]."""
+    words = [f"word{i}" for i in range(14)]  # more than the default cap of 10, all above threshold -1
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=words, threshold=-1.0, top_k=0)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("top_k = 0\n", 'top_k = 0\ntemplates = ["{}"]\nexpand = "none"\n'),
+                      encoding="utf-8")
+    photo = noise_jpeg(tmp_path / "lib" / "p.jpg", seed=3)
+
+    dry = tagwatch("scan", "--dry-run", "--config", str(config), str(photo))
+    assert dry.returncode == 0, dry.stderr
+    assert len(dry.stdout.split("\t")[1].split(", ")) == len(words)
+    explained = tagwatch("explain", "--config", str(config), str(photo))
+    assert explained.returncode == 0, explained.stderr
+    assert "top_k 0 (no cap)" in explained.stdout.splitlines()[0]
+    assert "beyond top_k" not in explained.stdout
+    assert sum(line.endswith("TAGGED") for line in explained.stdout.splitlines()) == len(words)
+    assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
+    assert sorted(exif_keywords(photo)["iptc"]) == sorted(words)  # all 14 written, not 10
 
 
 def test_cli_reports_config_errors_in_one_line_with_status_2(tmp_path: Path) -> None:

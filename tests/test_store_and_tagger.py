@@ -110,6 +110,10 @@ def test_select_threshold_top_k_and_order() -> None:
     assert select(scores, 0.25, 2) == [[1, 2], [0]]
     assert select(scores, 0.95, 3) == [[], []]
     assert select(scores, -1.0, 1) == [[1], [0]]
+    # top_k 0: no cap, every tag above its threshold (rtag's output), with one threshold or per tag
+    assert select(scores, -1.0, 0) == [[1, 2, 3, 4, 0], [0, 1, 2, 3, 4]]
+    assert select(scores, np.array([0.25, 0.6, 0.25, 0.25, 0.1], np.float32), 0) == [[2, 3, 4], [0]]
+    assert select(np.zeros((2, 0), np.float32), 0.25, 0) == [[], []]  # an empty list
 
 
 def test_a_photos_scores_and_tags_are_the_same_whatever_it_is_scored_with() -> None:

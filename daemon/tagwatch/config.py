@@ -107,7 +107,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TaggingConfig:
     threshold: float = 0.25
-    top_k: int = 10
+    top_k: int = 10  # 0: no cap, every tag above its threshold (rtag's output)
     templates: tuple[str, ...] = ("a photo of a {}.",)
     mode: str = "append"
     expand: str = "parents"  # "parents": a tag also writes the levels above it (dog, animal)
@@ -386,8 +386,8 @@ def _tagging(raw: dict[str, Any], where: str) -> TaggingConfig:
         values["threshold"] = float(threshold)
     top_k = r.get("top_k", int, "a whole number")
     if top_k is not None:
-        if top_k < 1:
-            raise r.fail("top_k", f"must be at least 1, got {top_k}")
+        if top_k < 0:  # 0 is no cap: every tag above the threshold, as rtag writes them
+            raise r.fail("top_k", f"must be 0 (no cap) or more, got {top_k}")
         values["top_k"] = top_k
     templates = r.string_list("templates")
     if templates is not None:

@@ -4,7 +4,7 @@ precision, and the threshold that maximises F1.
 Pure numpy, shared by ``tagwatch export``, ``tagwatch calibrate`` and ``scripts/evaluate.py`` so the
 three judge tags exactly the way the tags are chosen for writing: a tag is kept when its score is
 above its own threshold (a rich tag list's per-tag ``threshold``, else the global one), and at most
-``top_k`` kept tags per photo, best score first.
+``top_k`` kept tags per photo (0: no cap), best score first.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def has_own_thresholds(tags: Sequence[Any]) -> bool:
 
 
 def choose(scores: np.ndarray, thresholds: np.ndarray | float, top_k: int) -> list[list[int]]:
-    """For each row, the tags above their threshold, at most ``top_k``, best first.
+    """For each row, the tags above their threshold, at most ``top_k`` (0: all of them), best first.
 
     Tags below their own threshold are set to -inf and the daemon's selection then keeps the best
     ``top_k`` of the rest: with one global threshold this is exactly :func:`tagger.select`.  The

@@ -2,7 +2,7 @@
 
 A tag's vector is the mean of its prompts' unit vectors, renormalised (the CLIP prompt ensemble).
 An image gets every tag whose cosine similarity is above its threshold (one for all, or per tag from a
-rich tag list), at most ``top_k``, best first; then, with expansion on, the levels above each of
+rich tag list), at most ``top_k`` (0: no cap), best first; then, with expansion on, the levels above each of
 them (``golden retriever`` → ``dog``, ``animal``), each once, after the predicted tags.
 """
 
@@ -87,11 +87,14 @@ def select(scores: np.ndarray, threshold: float | np.ndarray, top_k: int) -> lis
     """For each row, the indices of the best ``top_k`` scores above their threshold, best first.
 
     ``threshold`` is one number or one per tag (column); either way the whole batch is compared at
-    once.  A tag below its threshold never takes a top_k place from one above its own.
+    once.  A tag below its threshold never takes a top_k place from one above its own.  ``top_k``
+    0 is no cap: every tag above its threshold, as rtag writes them.
     """
     scores = np.atleast_2d(scores)
     limits = np.asarray(threshold, scores.dtype)  # compared at the scores' precision, as before
-    k = min(top_k, scores.shape[1])
+    k = scores.shape[1] if top_k == 0 else min(top_k, scores.shape[1])
+    if k == 0:  # no tags at all
+        return [[] for _ in range(len(scores))]
     if limits.ndim and limits.size and (limits == limits[0]).all():
         limits = limits[0]  # one threshold for all (a plain list): the cheaper path below
     # per tag: a failing tag costs infinity, so it sorts last and is never chosen

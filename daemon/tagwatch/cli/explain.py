@@ -187,7 +187,8 @@ def place_lines(config: Config, store: Store, path: str) -> list[str]:
 def render(explanation: Explanation, config: Config, top: int = 15, names: Sequence[str] = ()) -> str:
     """The header and the ``top`` best tags (0: all), with any tag further down that is written or
     that an override adds or removes; or, with ``names``, just those tags wherever they rank."""
-    out = [f"{explanation.path}: threshold {config.tagging.threshold}, top_k {config.tagging.top_k}, "
+    cap = config.tagging.top_k or "0 (no cap)"
+    out = [f"{explanation.path}: threshold {config.tagging.threshold}, top_k {cap}, "
            f"model {explanation.model}", *explanation.place]
     if explanation.unwritten:
         out.append(explanation.unwritten)
