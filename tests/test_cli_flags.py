@@ -56,6 +56,7 @@ def test_scan_threshold_top_k_and_tags_apply_to_that_run_only(lab: Lab) -> None:
                                               if level not in predicted))
     one = lab.dry("--top-k", "1")
     assert all(len(tags) == 1 and tags[0] in PHOTOS[name] for name, tags in one.items())
+    assert lab.dry("--top-k", "0") == lab.dry("--top-k", "1000")  # 0: no cap, as rtag writes
     shapes_only = lab.dry("--tags", str(lab.shapes))
     assert shapes_only == {name: [shape] for name, (_, shape) in PHOTOS.items()}
     assert lab.config.read_bytes() == config_before
@@ -65,7 +66,7 @@ def test_scan_threshold_top_k_and_tags_apply_to_that_run_only(lab: Lab) -> None:
 
 def test_bad_flag_values_are_one_line_errors(lab: Lab) -> None:
     for args, message in ((("--threshold", "2"), "a cosine similarity is in [-1, 1], got 2"),
-                          (("--top-k", "0"), "must be at least 1, got 0"),
+                          (("--top-k", "-1"), "must be 0 (no cap) or more, got -1"),
                           (("--mode", "replace"), "invalid choice: 'replace'")):
         result = tagwatch("scan", "--dry-run", str(lab.library), *args, "--config", str(lab.config))
         assert result.returncode == 2 and message in result.stderr

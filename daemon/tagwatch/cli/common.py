@@ -93,13 +93,14 @@ def _cosine(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
+def _cap(text: str) -> int:
+    """``--top-k``: a whole number, 0 for no cap (every tag above its threshold, as rtag writes)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no cap) or more, got {text}")
     return value
 
 
@@ -110,8 +111,8 @@ def add_tagging_flags(parser: argparse.ArgumentParser, *, writing: bool) -> None
     group.add_argument("--threshold", type=_cosine, metavar="COSINE",
                        help="the score a tag must exceed, in [-1, 1] ([tagging] threshold; a tag with "
                             "its own threshold in a rich list keeps it)")
-    group.add_argument("--top-k", type=_positive, metavar="N",
-                       help="at most N tags per photo ([tagging] top_k)")
+    group.add_argument("--top-k", type=_cap, metavar="N",
+                       help="at most N tags per photo, 0 for no cap ([tagging] top_k)")
     group.add_argument("--tags", metavar="FILE",
                        help="another tag list, .txt or .toml, or a built-in one by name: "
                             f"{' or '.join(BUILTIN_TAG_LISTS)} (tags)"
