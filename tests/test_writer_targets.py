@@ -13,10 +13,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import noise_jpeg
+from conftest import noise_jpeg, tagwatch, write_config
 from tagwatch.config import WriteConfig
 from tagwatch.formats import jpeg_key
 from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
@@ -293,3 +294,76 @@ def test_a_parent_path_goes_into_both_hierarchical_fields(tmp_path: Path, exifto
         writer.apply(writer.plan_untag(photo, ["golden retriever", "beach"], [],
                                        {"golden retriever": ["animal|dog|golden retriever"]}))
         assert fields(photo) == fields(with_person_tags(noise_jpeg(tmp_path / "fresh.jpg", seed=2)))
+
+
+def sidecar_before_tagwatch(photo: Path, *args: str) -> Path:
+    """A person's sidecar that exists before tagwatch (Lightroom, darktable): dc:subject only, or
+    ``args``; returns it."""
+    side = photo.with_name(photo.name + ".xmp")
+    subprocess.run(["exiftool", "-q", *(args or ("-XMP-dc:Subject=Reise",)), "-o", str(side)], check=True)
+    return side
+
+
+@pytest.mark.parametrize("mode", ["append", "sync", "overwrite"])
+def test_untag_gives_a_persons_sidecar_back_without_the_field_tagwatch_created(
+        tmp_path: Path, tiny_checkpoint: Path, mode: str) -> None:
+    """A PNG's sidecar held only the person's dc:subject `Reise`; tagwatch added an
+    lr:hierarchicalSubject starting with a copy of `Reise` (Immich reads no dc:subject), and untag left
+    that field behind holding the copy: the ledger recorded the fields it created for a JPEG only."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    png = folder / "a.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(png)
+    side = sidecar_before_tagwatch(png)
+    before = fields(side)
+    assert before["XMP-dc:Subject"] == ["Reise"] and not before["XMP-lr:HierarchicalSubject"]
+    config = write_config(tmp_path / "conf", tiny_checkpoint, top_k=2)
+    config.write_text(config.read_text().replace("top_k = 2\n", f'top_k = 2\nmode = "{mode}"\n'))
+    assert tagwatch("scan", "--config", str(config), str(folder)).returncode == 0
+    tagged = fields(side)
+    assert len(tagged["XMP-lr:HierarchicalSubject"]) >= 2
+    assert ("Reise" in tagged["XMP-lr:HierarchicalSubject"]) == (mode != "overwrite")
+    result = tagwatch("untag", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    assert fields(side) == before
+
+
+def test_untag_gives_back_the_photos_and_its_sidecars_created_fields_each_its_own(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Target "both": tagwatch creates dc:subject and lr:hierarchicalSubject in the photo (copies of
+    its IPTC `Toskana`) and an lr:hierarchicalSubject in the person's existing sidecar (a copy of its
+    `Reise`); the ledger keeps one record per field name, so the two fields of one name must not
+    share one.  Untag gives both files back as they were."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    photo = noise_jpeg(folder / "p.jpg", seed=4)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-charset", "iptc=UTF8",
+                    "-IPTC:Keywords=Toskana", str(photo)], check=True)
+    side = sidecar_before_tagwatch(photo)
+    photo_before, side_before = fields(photo), fields(side)
+    assert not photo_before["XMP-dc:Subject"] and not side_before["XMP-lr:HierarchicalSubject"]
+    config = write_config(tmp_path / "conf", tiny_checkpoint, top_k=2,
+                          extra='[write]\ntarget = "both"\nhierarchy_prefix = "auto"\n')
+    assert tagwatch("scan", "--config", str(config), str(folder)).returncode == 0
+    assert "Toskana" in fields(photo)["XMP-lr:HierarchicalSubject"]
+    assert "Reise" in fields(side)["XMP-lr:HierarchicalSubject"]
+    result = tagwatch("untag", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    assert (fields(photo), fields(side)) == (photo_before, side_before)
+
+
+def test_a_sidecar_tagwatch_created_is_kept_by_untag_with_the_persons_keywords(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The documented exception: a sidecar tagwatch created starts with the photo's keywords (apps
+    reading it instead of the photo must see them); untag takes ours out and keeps it, theirs in it."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    photo = noise_jpeg(folder / "p.jpg", seed=5)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject=Reise", str(photo)], check=True)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, top_k=2, extra='[write]\ntarget = "sidecar"\n')
+    assert tagwatch("scan", "--config", str(config), str(folder)).returncode == 0
+    side = folder / "p.jpg.xmp"
+    assert len(fields(side)["XMP-dc:Subject"]) == 3
+    assert tagwatch("untag", "--config", str(config), str(folder)).returncode == 0
+    left = fields(side)
+    assert (left["XMP-dc:Subject"], left["XMP-lr:HierarchicalSubject"]) == (["Reise"], ["Reise"])

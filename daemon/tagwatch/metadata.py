@@ -263,7 +263,12 @@ def fit(name: str, value: str) -> str:
         return value
     return value.encode("utf-8")[:limit].decode("utf-8", "ignore").rstrip()
 _FIELDS = (IPTC, DC, HIERARCHICAL, TAGS_LIST)
-KEYWORD_FIELDS = _FIELDS  # the ledger's filled records under these names are untag's (see _created)
+# The ledger's record of a keyword field of an existing sidecar is kept under this name, apart from
+# the photo's own field of the same name (target "both" writes both, and each needs its own record)
+SIDECAR_RECORD = "sidecar "
+_SIDECAR_FIELDS = tuple(SIDECAR_RECORD + tag for tag in (DC, HIERARCHICAL, TAGS_LIST))
+# the ledger's filled records under these names are untag's (see _created)
+KEYWORD_FIELDS = (*_FIELDS, *_SIDECAR_FIELDS)
 Expect = tuple[frozenset[str], frozenset[str]]  # (values a field must hold, values it must not)
 FieldEdit = tuple[str, list[str], Expect, list[str]]  # (field, exiftool arguments, expectations, final)
 
@@ -653,35 +658,46 @@ class KeywordWriter:
         assign, ahead, after = _fills(photo if embeds else sidecar, fill or {}, filled or {}, not embeds)
         edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)))
         written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
-        records = self._field_records(edits, photo, owned_paths={**had, **written}, filled=filled or {},
-                                      overwrite=change.overwrite)
+        records = self._field_records(edits, photo, sidecar, owned_paths={**had, **written},
+                                      filled=filled or {}, overwrite=change.overwrite)
         ahead |= records
         after |= records
         return WritePlan(path, before, edits, list(keywords), ours, removed, dropped, paths=written,
                          respelled=list(respelled), fills_ahead=ahead, fills=after)
 
-    def _field_records(self, edits: list[Edit], photo: Keywords, owned_paths: Mapping[str, Sequence[str]],
-                       filled: Mapping[str, Filled], overwrite: bool) -> dict[str, Filled]:
-        """The ledger's records of the photo's keyword fields this write creates or overwrites, so that
-        untag can give each field back as it was (see :func:`_undone`): a new field starts with the
-        person's keywords from the others (see :meth:`_photo_edit`), and overwrite takes a person's
-        keywords out of each field, in an order and a presence of its own (:func:`_overwritten`).
+    def _field_records(self, edits: list[Edit], photo: Keywords, sidecar: Keywords,
+                       owned_paths: Mapping[str, Sequence[str]], filled: Mapping[str, Filled],
+                       overwrite: bool) -> dict[str, Filled]:
+        """The ledger's records of the keyword fields this write creates or overwrites, in the photo
+        and in a sidecar that was there before, so that untag can give each field back as it was
+        (see :func:`_undone`): a new field starts with the person's keywords from the others (see
+        :meth:`_photo_edit`, :meth:`_xmp_fields`), and overwrite takes a person's keywords out of
+        each field, in an order and a presence of its own (:func:`_overwritten`).  A sidecar's fields
+        are recorded under their own names (:func:`_record_name`).  A sidecar tagwatch creates gets
+        none: untag empties it of our keywords and keeps it, with the person's it started with.
         ``owned_paths``: every keyword of ours, before and after the write → its paths."""
         records: dict[str, Filled] = {}
-        for edit in (e for e in edits if e.is_photo):
+        for edit in edits:
+            if not edit.is_photo and edit.before is None:
+                continue
+            existing = photo if edit.is_photo else sidecar
             for tag, final in edit.final.items():
+                name = _record_name(tag, edit.is_photo)
                 ours = self.forms.ours(tag, owned_paths)
-                record = (_overwritten if overwrite else _created)(tag, photo.values(tag), final, ours,
-                                                                   filled.get(tag))
+                record = (_overwritten if overwrite else _created)(tag, existing.values(tag), final, ours,
+                                                                   filled.get(name))
                 if record is not None:
-                    records[tag] = record
+                    records[name] = record
         return records
 
     def plan_untag(self, path: Path, owned: list[str], dropped: list[str],
                    owned_paths: Mapping[str, Sequence[str]] | None = None,
                    filled: Mapping[str, Filled] | None = None) -> WritePlan:
         """Take out exactly the keywords tagwatch added (under every path the ledger recorded), put
-        back those overwrite took out, and give each field tagwatch filled its earlier value."""
+        back those overwrite took out, and give each field tagwatch filled, created or overwrote (in
+        the photo and in its sidecar) its earlier value.  The plan's ``fills``: None for each record
+        of ``filled``, but a sidecar's keyword field that stays (another photo sharing the sidecar
+        has keywords in it from tagwatch) keeps its record, as it now stands, for that photo's untag."""
         owned_paths = owned_paths or {}
         before, photo, sidecar = self._state(path, None)
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
@@ -694,16 +710,31 @@ class KeywordWriter:
         change = Change(tuple((k, k) for k in restored), tuple((o, p) for o in removed for p in had[o]))
         filled = filled or {}
         assign, side = ({name: record.previous for name, record in filled.items()
-                         if name not in _FIELDS and existing.fields.get(name) in record.ours
+                         if name not in KEYWORD_FIELDS and existing.fields.get(name) in record.ours
                          and not (existing is sidecar and name.startswith("IPTC:"))}
                         for existing in (photo, sidecar))
-        exact = {tag: undone for tag in _FIELDS if (record := filled.get(tag)) is not None
-                 and (undone := _undone(record, photo.values(tag),
-                                        self.forms.ours(tag, had)))
-                 != list(photo.values(tag))}
-        edits = self._edits(path, before, photo, sidecar, change, assign, side, exact)
-        return WritePlan(path, before, edits, [], [], removed, [], restored,
-                         fills=dict.fromkeys(filled))
+        exact: dict[bool, dict[str, list[str]]] = {True: {}, False: {}}  # photo?: its fields' values
+        fills: dict[str, Filled | None] = dict.fromkeys(filled)
+        for is_photo, existing in ((True, photo), (False, sidecar)):
+            for tag in _FIELDS:
+                name = _record_name(tag, is_photo)
+                record = filled.get(name)
+                if record is None:
+                    continue
+                current = existing.values(tag)
+                undone = _undone(record, current, self.forms.ours(tag, had))
+                if undone and record.previous is None:
+                    # a field we created that stays (a photo sharing the sidecar has keywords in it):
+                    # the person's keywords put back join their copies there, copies themselves
+                    back = [v for k in restored if (v := self.forms.spell(tag, k, k)) not in undone]
+                    undone += back
+                    record = Filled((*record.ours, *back), None)
+                if undone != list(current):
+                    exact[is_photo][tag] = undone
+                if undone and not is_photo:  # what the photos sharing the sidecar give back on their untag
+                    fills[name] = record
+        edits = self._edits(path, before, photo, sidecar, change, assign, side, exact[True], exact[False])
+        return WritePlan(path, before, edits, [], [], removed, [], restored, fills=fills)
 
     def absent(self, state: FileState, keywords: Mapping[str, Sequence[str]]) -> list[str]:
         """Which of ``keywords`` (each → the hierarchical paths it was written under; empty: flat)
@@ -744,11 +775,13 @@ class KeywordWriter:
     def _edits(self, path: Path, before: os.stat_result, photo: Keywords, sidecar: Keywords,
                change: Change, assign: Mapping[str, str | None] | None = None,
                side_assign: Mapping[str, str | None] | None = None,
-               exact: Mapping[str, list[str]] | None = None) -> list[Edit]:
+               exact: Mapping[str, list[str]] | None = None,
+               side_exact: Mapping[str, list[str]] | None = None) -> list[Edit]:
         """The photo's and the sidecar's edits.  Keywords are added only where the target says;
         removals reach every place tagwatch may have written (the target may have changed since).
         ``assign``, ``side_assign``: filled fields to set (None: delete) in the photo, in the sidecar;
-        ``exact``: the photo's keyword fields to set to exactly these values (none: delete)."""
+        ``exact``, ``side_exact``: the photo's, the sidecar's keyword fields to set to exactly these
+        values (none: delete)."""
         edits: list[Edit] = []
         # The bytes decide, not only the name: exiftool refuses to write a PNG named .jpg (or a
         # JPEG named .png), so such a file is never edited itself and gets a sidecar like any PNG
@@ -768,13 +801,13 @@ class KeywordWriter:
                 xmp=tuple(dict.fromkeys(photo.xmp + photo.iptc_known)), hierarchical=photo.hierarchical,
                 tags_list=photo.tags_list)
             fields = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=True,
-                                      seed=seed)
+                                      seed=seed, exact=side_exact if sidecar_before is not None else None)
             xmp_assign = {name: value for name, value in (side_assign or {}).items()
                           if not name.startswith("IPTC:")}
             args = [a for f in fields for a in f[1]] + [f"-{n}={v or ''}" for n, v in xmp_assign.items()]
             if args:
                 edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False,
-                                  xmp_assign))
+                                  xmp_assign, final={f[0]: f[3] for f in fields}))
         return edits
 
     def refusal(self, st: os.stat_result) -> str | None:
@@ -1277,7 +1310,7 @@ def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[s
         return value if value and value.strip() and (record is None or value not in record.ours) else None
 
     for name in dict.fromkeys([*fill, *filled]):
-        if (sidecar and name.startswith("IPTC:")) or name in _FIELDS:  # IIM has no place in an XMP
+        if (sidecar and name.startswith("IPTC:")) or name in KEYWORD_FIELDS:  # IIM has no place in an XMP
             continue  # sidecar; a keyword field we created is the untag's business
         current, record = existing.fields.get(name), filled.get(name)
         want = fill.get(name)
@@ -1298,6 +1331,12 @@ def _fills(existing: Keywords, fill: Mapping[str, str | None], filled: Mapping[s
         elif record is not None:  # a person's value now
             after[name] = None
     return assign, ahead, after
+
+
+def _record_name(tag: str, photo: bool) -> str:
+    """The name of a keyword field's record in the ledger: the field's own for the photo's, marked
+    for its sidecar's, so that the two fields of one name never share (and overwrite) one record."""
+    return tag if photo else SIDECAR_RECORD + tag
 
 
 def _changed(before: os.stat_result, now: os.stat_result) -> bool:
