@@ -205,14 +205,9 @@ def xmp_fields(path: Path) -> dict[str, list[str]]:
 
 
 # The PNG is tagged first, so its ledger has the records of the fields created in the sidecar; its
-# untag first keeps them for the JPG's keywords, and the JPG's untag needs those records
-HANDED_OVER = pytest.mark.xfail(strict=True, reason=(
-    "needs writeback.py's untag to hand the plan's kept sidecar records (plan.fills) to the photos "
-    "sharing the sidecar (asked of writeback.py's owner)"))
-
-
+# untag first keeps the fields for the JPG's keywords and hands the records to it
 @pytest.mark.parametrize("mode", ["append", "sync", "overwrite"])
-@pytest.mark.parametrize("first", [pytest.param("IMG_1.png", marks=HANDED_OVER), "IMG_1.jpg"])
+@pytest.mark.parametrize("first", ["IMG_1.png", "IMG_1.jpg"])
 def test_untag_of_both_photos_gives_the_persons_shared_sidecar_back_as_it_was(
         tmp_path: Path, tiny_checkpoint: Path, first: str, mode: str) -> None:
     """IMG_1.xmp was the person's (dc:subject `Reise` only) before tagwatch added an

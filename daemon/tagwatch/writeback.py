@@ -41,6 +41,7 @@ from .geotag import Placement, Places
 from .metadata import (
     DESCRIPTION_FIELDS,
     KEYWORD_FIELDS,
+    SIDECAR_RECORD,
     TWINS,
     FileChanged,
     FileState,
@@ -813,6 +814,13 @@ class Writeback:
         with self.store.transaction():
             self.store.remove_ledger(row.id, owned + dropped)
             self.store.set_filled(row.id, dict.fromkeys(filled))
+            # A keyword field tagwatch created or overwrote in the sidecar this photo shares, which stays
+            # for the keywords another photo has in it from tagwatch, is given back by that one's untag
+            kept = {name: record for name, record in plan.fills.items()
+                    if record is not None and name.startswith(SIDECAR_RECORD)}
+            for mate in self.store.files(others.paths).values() if others.held and kept else ():
+                theirs = self.store.filled(mate.id)
+                self.store.set_filled(mate.id, {name: r for name, r in kept.items() if name not in theirs})
             # its place keywords are gone with the rest; its coordinates stay known, so export lists the
             # places a scan naming it would write, as it lists its tags
             spot = self.store.located([row.id]).get(row.id)
