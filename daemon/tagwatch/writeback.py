@@ -278,7 +278,7 @@ class Writeback:
         self.places = places if places is not None and places.enabled else None
         self.captions = captions  # None: [captions] off
         # `scan --take-over LIST`: keywords of that list (folded) the photos hold, written by another
-        # tagger (rtag), become tagwatch's (see take_over)
+        # tagger (rtag), become tagwatch's (see claim)
         self.take_over: frozenset[str] = frozenset()
 
     # -- the write protocol ---------------------------------------------------------------------
