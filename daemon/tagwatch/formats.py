@@ -149,6 +149,28 @@ def image_format(data: bytes) -> str:
     A TIFF-structured file counts as RAW when it is a DNG, a CR2, or holds sensor (CFA or linear raw)
     data in any of its IFDs, which is how NEF, ARW, PEF and SRW look.
     """
+    kind = announced_format(data)
+    if kind == "tiff":
+        if bytes(data[8:10]) == b"CR":  # Canon CR2: a TIFF with its own signature after the header
+            return "raw"
+        ifds = _tiff_ifds(data, "TIFF")
+        if _DNG_VERSION in ifds[0].entries:
+            return "dng"
+        if any(set(ifd.uints(262)) & {_CFA, _LINEAR_RAW} for ifd in ifds):
+            return "raw"
+    if kind is not None:
+        return kind
+    if bytes(data[4:8]) == b"ftyp":
+        _ftyp_brands(data)  # a box cut short says so
+        raise ImageError("not an image format tagwatch reads (an ISO media file, but not HEIC or CR3)")
+    raise ImageError("not an image format tagwatch reads")
+
+
+def announced_format(data: bytes) -> str | None:
+    """The format a file's first bytes announce by their magic number alone (no structure is read):
+    ``jpeg``, ``png``, ``webp``, ``tiff`` (TIFF, DNG and the TIFF-based RAWs), ``heif``, ``raw``, or
+    None for bytes that are no image tagwatch reads.  Enough to choose where keywords go (from a
+    file's first bytes); what the pixels are is :func:`image_format`'s to say, from this."""
     head = bytes(data[:16])
     if head.startswith(b"\xff\xd8"):
         return "jpeg"
@@ -159,45 +181,13 @@ def image_format(data: bytes) -> str:
     if head.startswith(b"FUJIFILMCCD-RAW") or head[:4] in _TIFF_LIKE_RAW_HEADERS:
         return "raw"
     if head[:4] in _TIFF_HEADERS:
-        if head[8:10] == b"CR":  # Canon CR2: a TIFF with its own signature after the header
-            return "raw"
-        ifds = _tiff_ifds(data, "TIFF")
-        if _DNG_VERSION in ifds[0].entries:
-            return "dng"
-        if any(set(ifd.uints(262)) & {_CFA, _LINEAR_RAW} for ifd in ifds):
-            return "raw"
         return "tiff"
-    if head[4:8] == b"ftyp":
-        brands = _ftyp_brands(data)
-        if b"crx " in brands:  # Canon CR3
-            return "raw"
-        if brands & _HEVC_BRANDS:
-            return "heif"
-        raise ImageError("not an image format tagwatch reads (an ISO media file, but not HEIC or CR3)")
-    raise ImageError("not an image format tagwatch reads")
-
-
-def announced_format(head: bytes) -> str | None:
-    """The format a file's first bytes announce by their magic number alone (no structure is read):
-    ``jpeg``, ``png``, ``webp``, ``tiff`` (TIFF, DNG and the TIFF-based RAWs), ``heif``, ``raw``, or
-    None for bytes that are no image tagwatch reads.  Enough to choose where keywords go; what the
-    pixels are is :func:`image_format`'s to say."""
-    if head.startswith(b"\xff\xd8"):
-        return "jpeg"
-    if head.startswith(_PNG_SIGNATURE):
-        return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:4] in _TIFF_HEADERS:
-        return "tiff"
-    if head.startswith(b"FUJIFILMCCD-RAW") or head[:4] in _TIFF_LIKE_RAW_HEADERS:
-        return "raw"
     if head[4:8] == b"ftyp":
         try:
-            brands = _ftyp_brands(head)
-        except ImageError:  # an ftyp box longer than the head read: no image tagwatch knows
+            brands = _ftyp_brands(data)
+        except ImageError:  # an ftyp box longer than the bytes given: no image tagwatch knows
             return None
-        if b"crx " in brands:
+        if b"crx " in brands:  # Canon CR3
             return "raw"
         if brands & _HEVC_BRANDS:
             return "heif"
