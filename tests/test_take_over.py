@@ -22,12 +22,17 @@ def rtagged(path: Path, seed: int) -> Path:
     return photo
 
 
+def rtag_setup(tmp_path: Path, checkpoint: Path) -> tuple[Path, Path]:
+    """rtag's tags file, and a config tagging with tagwatch's own list (two tags a photo)."""
+    tags = tmp_path / "rtag-tags.txt"
+    tags.write_text(RTAG_LIST, encoding="utf-8")
+    return tags, write_config(tmp_path / "conf", checkpoint, tags=["beach", "forest", "mountain"], top_k=2)
+
+
 def test_sync_replaces_what_rtag_wrote_and_keeps_what_the_person_typed(tmp_path: Path,
                                                                       tiny_checkpoint: Path) -> None:
     photo = rtagged(tmp_path / "lib" / "a.jpg", seed=81)
-    tags = tmp_path / "rtag-tags.txt"
-    tags.write_text(RTAG_LIST, encoding="utf-8")
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach", "forest", "mountain"], top_k=2)
+    tags, config = rtag_setup(tmp_path, tiny_checkpoint)
     scan = ["scan", "--config", str(config), "--take-over", str(tags), "--mode", "sync"]
     plain = tagwatch("scan", "--config", str(config), "--mode", "sync", "--dry-run", str(photo))
     assert "would take out" not in plain.stdout, plain.stdout  # the person's, without --take-over
@@ -54,9 +59,7 @@ def test_append_makes_them_tagwatchs_for_untag_even_in_a_photo_tagged_already(tm
                                                                              tiny_checkpoint: Path) -> None:
     """The photo was tagged by tagwatch before the take-over (a scan would pass it over as done)."""
     photo = rtagged(tmp_path / "lib" / "a.jpg", seed=82)
-    tags = tmp_path / "rtag-tags.txt"
-    tags.write_text(RTAG_LIST, encoding="utf-8")
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach", "forest", "mountain"], top_k=2)
+    tags, config = rtag_setup(tmp_path, tiny_checkpoint)
     assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
     assert len(exif_keywords(photo)["iptc"]) == 5
     taken = tagwatch("scan", "--config", str(config), "--take-over", str(tags), str(photo))
