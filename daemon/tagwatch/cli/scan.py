@@ -321,7 +321,9 @@ def _scan_all(args: argparse.Namespace, config: Config, skipped: list[str],
 def taken_over(path: str) -> frozenset[str]:
     """The keywords ``--take-over`` names (folded): a plain list, one per line (rtag's tags file: a
     line may hold commas, as ImageNet's do, and is one keyword); ``#`` comments and blank lines
-    skipped.  Unreadable, or naming nothing: one line and exit 2."""
+    skipped.  Unreadable, or naming nothing: one line and exit 2.  Not read as a tag list
+    (:mod:`tagwatch.vocabulary`): rtag's ImageNet lines run past IPTC's 64 bytes, which a tag list
+    refuses, and these keywords are only looked up, never written."""
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
