@@ -213,20 +213,26 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     roots = [r for r in roots if not _inside(str(r), {str(o) for o in roots if o != r})]
     # A root that is not there (unplugged, unmounted) is left out: the watcher says so, and has it
     # scanned when it is back; its records are kept meanwhile
-    knowns = {root: store.files_under(str(root)) for root in roots if root.is_dir()}
-    recorded = _by_signature({path: row for known in knowns.values() for path, row in known.items()})
+    records = {root: store.files_under(str(root)) for root in roots if root.is_dir()}
+    # the records by signature, built at the first new file met: a start that finds none (a daemon
+    # restarted on an unchanged library) does without it
+    recorded: dict[Signature, str | None] | None = None
     arrived: dict[str, Signature] = {}  # new files that may be a recorded one moved: known at the end
     gone: list[str] = []
-    for root, known in knowns.items():
+    for root, rows in records.items():
+        known = dict(rows)  # popped as they are found: what is left is gone
         seen = report.seen
         sidecars: dict[str, os.stat_result] = {}  # the current folder's: a sidecar edited meanwhile
         for path, st in walk(root, filt, clean_temp, stop, report.unlistable, sidecars):
             report.seen += 1
             row = known.pop(path, None)
-            sig = _signature(path, st.st_size, st.st_mtime_ns) if row is None else None
-            if sig is not None and recorded.get(sig) is not None:
-                arrived[path] = sig
-                continue
+            if row is None:
+                if recorded is None:
+                    recorded = _by_signature({p: r for found in records.values() for p, r in found.items()})
+                sig = _signature(path, st.st_size, st.st_mtime_ns)
+                if sig is not None and recorded.get(sig) is not None:
+                    arrived[path] = sig
+                    continue
             # A chmod while the daemon was down can have cured a failure; a geotagger can have written
             # the photo's sidecar
             if is_settled(row, path, st, stat_of=sidecars.get, recorded=store.files):
@@ -246,6 +252,7 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
         gone.extend(known)
     left = set(gone)
     for path, sig in arrived.items():
+        assert recorded is not None  # built when the first of them was met
         src = recorded[sig]
         if src in left:  # the rename is applied first; the file is then looked at as any other
             left.discard(src)
