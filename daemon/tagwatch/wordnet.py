@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +28,7 @@ _SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", 
              ("ies", "y"), ("ves", "f"), ("s", ""))
 _NAME = re.compile(r"^(?P<lemma>.+)\.n\.(?P<sense>\d{1,3})$", re.IGNORECASE)
 _OFFSET = re.compile(r"^n?(?P<offset>\d{1,8})$")  # zero-padded to 8 digits: "2012849" is 02012849
+_SYNSET_LINE = re.compile(rb"^S\t(\d{8})\t([^\t\n]*)\t", re.MULTILINE)  # offset, its parents
 
 
 class WordNetError(ValueError):
@@ -229,3 +230,17 @@ class WordNet:
         while chain[-1].hypernyms and len(chain) < 64:
             chain.append(self.synset(chain[-1].hypernyms[0]))
         return chain[::-1]
+
+    def children(self, offsets: Collection[str]) -> dict[str, list[str]]:
+        """offset → the offsets of the synsets directly below it (kinds and instances), in the file's
+        order, for each of ``offsets``.  The file stores parents only, so this is one scan of its
+        82,000 synset lines (about 0.1 s): for a one-off command (``tags suggest``), never the daemon."""
+        wanted = set(offsets)
+        found: dict[str, list[str]] = {offset: [] for offset in wanted}
+        start, end = self._sections[b"S"]
+        for line in _SYNSET_LINE.finditer(self._data, start, end):
+            for parent in line.group(2).split():
+                key = parent.decode("ascii")
+                if key in wanted:
+                    found[key].append(line.group(1).decode("ascii"))
+        return found

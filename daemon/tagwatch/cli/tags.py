@@ -1,19 +1,33 @@
 """``tagwatch tags check FILE``: validate a tag list, report tags whose text vectors nearly match and
-where the list sits in WordNet; ``tagwatch tags senses WORD…``: a word's WordNet senses, to pick one."""
+where the list sits in WordNet; ``tagwatch tags senses WORD…``: a word's WordNet senses, to pick one;
+``tagwatch tags suggest [FILE]``: words the list lacks, counted on the photos already indexed."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from .. import suggest as suggesting
 from ..config import BUILTIN_TAG_LISTS, Config, builtin_tag_list
 from ..encoder import LazyModel
-from ..pipeline import Pipeline
+from ..export import display_path, kept_out
+from ..pipeline import Pipeline, load_config_overrides
+from ..scoring import tag_thresholds
 from ..store import Store
 from ..tagger import NEAR_DUPLICATE, near_duplicates
-from ..vocabulary import Vocabulary, load_configured
+from ..vocabulary import (
+    Vocabulary,
+    load_configured,
+    parse_rich_tag_list,
+    parse_tag_list,
+    read_list_file,
+)
 from ..wording import counted
 from ..wordnet import WordNet
 from .common import load, use_vocabulary
@@ -114,6 +128,183 @@ def senses(words: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+# -- tags suggest ----------------------------------------------------------------------------------
+
+SUGGESTIONS_SHOWN = 30  # rows of the table (--limit)
+EXAMPLES_SHOWN = 3  # example photos per word (--examples)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One row of the table: the word, how near the list it is, and the evidence for it."""
+
+    candidate: suggesting.Candidate
+    nearest: str  # the list tag whose text vector is closest
+    similarity: float  # their cosine
+    photos: int | None  # indexed photos that would get the word; None: no photo indexed yet
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suggestions:
+    """What ``tags suggest`` found, with what the header says about how it was counted."""
+
+    source: Path
+    rich: bool  # a .toml list: the paste block is [[tag]] tables
+    model: str
+    found: suggesting.Candidates | None  # None: no tag of the list is placed in WordNet
+    rows: list[Suggestion]
+    encoded: int = 0  # candidate prompts encoded now (the rest came from the cache)
+    indexed: int = 0  # photos with a cached vector of this model
+    listed: int = 0  # tags in the list
+    threshold: float = 0.0
+    top_k: int = 0
+    seconds: tuple[float, float, float] = (0.0, 0.0, 0.0)  # WordNet, encoding, counting
+
+
+def suggest(config: Config, path: Path, examples: int = EXAMPLES_SHOWN) -> Suggestions:
+    """Words the list at ``path`` lacks (:mod:`tagwatch.suggest`), each with its nearest list tag
+    and the indexed photos that would get it once added.  The candidates are taken into the list as
+    a person would paste them and parsed as the daemon parses it, so each gets exactly the prompts
+    (templates, WordNet synonyms) and threshold it would have; nothing is written anywhere but the
+    prompt-vector cache."""
+    began = time.perf_counter()
+    vocabulary = load_configured(path, config.tagging)
+    rich = suggesting.is_rich(path.suffix)
+    found = suggesting.candidates(vocabulary, WordNet())
+    identity = LazyModel(config.model).identity
+    if not found.placed:
+        return Suggestions(path, rich, identity, None, [])
+    listed = len(vocabulary.tags)
+    amended = _amended(vocabulary, path, rich, found.words, config)
+    words = {tag.keyword: n for n, tag in enumerate(amended.tags[listed:], start=listed)}
+    found = suggesting.Candidates([c for c in found.words if c.word in words], found.placed, found.found,
+                                  found.above)
+    wordnet_s = time.perf_counter() - began
+    store = Store(config.database)
+    try:
+        pipeline = Pipeline(store, LazyModel(config.model), None, config.tagging)
+        try:
+            encoded = use_vocabulary(pipeline, store, amended)
+        finally:
+            pipeline.close()
+        encode_s = time.perf_counter() - began - wordnet_s
+        assert pipeline.tags is not None
+        matrix = pipeline.tags
+        near = suggesting.nearest(matrix, listed)
+        rows = store.tagged_files(pipeline.model.identity)
+        counted_by: suggesting.Evidence | None = None
+        if rows:
+            paths = [row.path for row, _ in rows]
+            vectors = np.stack([vector for _, vector in rows])
+            overrides = load_config_overrides(config, watching=False)
+            kept = kept_out(store, overrides, {row.path: row.key for row, _ in rows if row.key is not None})
+            counted_by = suggesting.evidence(matrix, listed, vectors, paths,
+                                             tag_thresholds(vocabulary.tags, config.tagging.threshold),
+                                             config.tagging.threshold, config.tagging.top_k, examples, kept)
+    finally:
+        store.close()
+    out = []
+    for candidate in found.words:
+        column = words[candidate.word] - listed
+        tag, similarity = near[column]
+        photos = None if counted_by is None else int(counted_by.photos[column])
+        shown = () if counted_by is None else tuple(counted_by.examples[column])
+        out.append(Suggestion(candidate, tag, similarity, photos, shown))
+    out.sort(key=lambda s: (-(s.photos or 0), -s.similarity, s.candidate.word))
+    seconds = (wordnet_s, encode_s, time.perf_counter() - began - wordnet_s - encode_s)
+    return Suggestions(path, rich, pipeline.model.identity, found, out, encoded, len(rows), listed,
+                       config.tagging.threshold, config.tagging.top_k, seconds)
+
+
+def _amended(vocabulary: Vocabulary, path: Path, rich: bool, words: Sequence[suggesting.Candidate],
+             config: Config) -> Vocabulary:
+    """The list with every candidate pasted at its end, parsed as ``load_configured`` parses it."""
+    text = suggesting.amended_text(read_list_file(path, "tag list"), rich, words)
+    tagging = config.tagging
+    if rich:
+        return parse_rich_tag_list(text, tagging.templates, path, stop=tagging.expand_stop)
+    return parse_tag_list(text, tagging.templates, path, place=tagging.expand != "none",
+                          stop=tagging.expand_stop)
+
+
+def short_model(identity: str) -> str:
+    """A model's identity as a person reads it: a checkpoint's digest cut to 12 hex digits."""
+    head, sep, digest = identity.partition("sha256:")
+    return head + sep + digest[:12] if sep else identity
+
+
+def render_suggestions(result: Suggestions, limit: int = SUGGESTIONS_SHOWN, every: bool = False,
+                       cwd: str | None = None) -> str:
+    """What ``tags suggest`` prints: the table (most photos first, then the most similar), each
+    counted word's example photos, and the block to paste into the list."""
+    where = result.source
+    found = result.found
+    if found is None:
+        return (f"{where}: no tag WordNet places, so there is nothing to find words around: suggestions "
+                "need tags WordNet knows (in a .toml list, name each tag's sense: synset = \"dog.n.01\"; "
+                "`tagwatch tags senses WORD` lists them)\n")
+    cwd = os.getcwd() if cwd is None else cwd
+    model = short_model(result.model)
+    out = [f"{where}: {counted(len(found.words), 'word')} the list lacks, the siblings and children of "
+           f"its {counted(found.placed, 'tag')} WordNet places"
+           + (f" (of {result.listed}; `tagwatch tags check` names the others)" if result.listed > found.placed
+              else "")
+           + f"; {result.encoded} prompts encoded now"]
+    if found.found > len(found.words):
+        out.append(f"capped at {len(found.words)} of {found.found} candidates, taken in turns from every tag")
+    if result.indexed:
+        out.append(f"photos: of the {counted(result.indexed, 'photo')} indexed with {model}, those that "
+                   f"get the word once it is added to the list (threshold {result.threshold}, top_k "
+                   f"{result.top_k or 'no cap'}, the list's own thresholds)")
+    else:
+        out.append(f"no photo indexed with {model} yet: run `tagwatch scan FOLDER` first to count photos")
+    rows = result.rows if every or not limit else result.rows[:limit]
+    if result.indexed and not every:
+        counted_rows = [r for r in rows if r.photos]
+        rows = counted_rows or rows  # words no photo gets come after, with --all
+    if not rows:
+        out.append("nothing to suggest")
+        return "\n".join(out) + "\n"
+    width = max(len("word"), *(len(r.candidate.word) for r in rows))
+    near = max(len("nearest tag"), *(len(f"{r.nearest} {r.similarity:.2f}") for r in rows))
+    out.append(f"  {'word':<{width}}  {'photos':>6}  {'nearest tag':<{near}}  WordNet")
+    for r in rows:
+        photos = "-" if r.photos is None else str(r.photos)
+        c = r.candidate
+        out.append(f"  {c.word:<{width}}  {photos:>6}  {f'{r.nearest} {r.similarity:.2f}':<{near}}  "
+                   f"{c.name} ({c.relation} of {c.found})")
+        if r.examples:
+            shown = ", ".join(display_path(p, cwd) for p in r.examples)
+            rest = (r.photos or 0) - len(r.examples)
+            more = f" and {rest} more" if rest > 0 else ""
+            out.append(f"  {'':<{width}}  {'':>6}  e.g. {shown}{more}")
+    hidden = len(result.rows) - len(rows)
+    if hidden:
+        none = sum(1 for r in result.rows[len(rows):] if not r.photos) if result.indexed else 0
+        why = f" ({none} that no photo would get)" if none else ""
+        out.append(f"  ... and {hidden} more{why}: --all lists every one")
+    pasted = [r.candidate for r in rows if r.photos or not result.indexed]
+    if pasted:
+        out.append("")
+        out.append(f"# to add them, paste the lines of the words you want at the end of {where.name}:")
+        out.append(suggesting.paste_block(result.rich, pasted).rstrip("\n"))
+    out.append("(nothing was written: not the list, not a photo)")
+    return "\n".join(out) + "\n"
+
+
+def suggest_func(args: argparse.Namespace) -> int:
+    config = load(args)
+    given = args.file
+    if given is None:
+        path = config.tags
+    else:
+        path = builtin_tag_list(given) if given in BUILTIN_TAG_LISTS else Path(given).expanduser()
+    result = suggest(config, path, args.examples)
+    print(render_suggestions(result, args.limit, args.all), end="")
+    return 0
+
+
 def check_func(args: argparse.Namespace) -> int:
     config = load(args)
     # a built-in list by its name, as the config's `tags` and --tags take it
@@ -146,3 +337,15 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                                 help="a word's WordNet noun senses, to name one as a tag's synset")
     words.add_argument("words", nargs="+", metavar="WORD")
     words.set_defaults(func=senses_func)
+    more = tags_sub.add_parser("suggest", parents=[common],
+                               help="words the list lacks (WordNet siblings and children of its tags), "
+                                    "each with the indexed photos that would get it; writes nothing")
+    more.add_argument("file", metavar="FILE", nargs="?",
+                      help="a tag list file, or a built-in list's name (default: the config's tags)")
+    more.add_argument("--limit", type=_count, default=SUGGESTIONS_SHOWN, metavar="N",
+                      help=f"show the N best words (default {SUGGESTIONS_SHOWN}; 0: all)")
+    more.add_argument("--examples", type=_count, default=EXAMPLES_SHOWN, metavar="K",
+                      help=f"name K photos that would get each word (default {EXAMPLES_SHOWN})")
+    more.add_argument("--all", action="store_true",
+                      help="every candidate, those no photo would get included")
+    more.set_defaults(func=suggest_func)
