@@ -185,6 +185,9 @@ class WebConfig:
     enabled: bool = False
     host: str = "127.0.0.1"  # anything else exposes the page beyond this machine, and says so
     port: int = 8765  # 0: any free port (the log names it)
+    # where a reverse proxy serves the page ("https://photos.home.lan"): its origins may POST, its hosts
+    # may be the Host header (a proxy sends its own address as Origin, and may pass the browser's Host)
+    public_url: tuple[str, ...] = ()
 
     @property
     def loopback(self) -> bool:
@@ -550,6 +553,29 @@ def _metrics(raw: dict[str, Any], where: str) -> MetricsConfig:
     return MetricsConfig(host, int(port))
 
 
+def _public_url(r: _Reader, url: object) -> str:
+    """``scheme://host[:port]`` as a browser sends it in ``Origin`` (lower case, no default port):
+    the page's links start at ``/``, so an address with a path (a proxy's ``/photos/``) cannot serve it."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str):
+        raise r.fail("public_url", f"must be addresses like \"https://photos.home.lan\", got {url!r}")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.username
+            or parts.password or parts.query or parts.fragment or parts.path not in ("", "/")):
+        raise r.fail("public_url", f'must be an address like "https://photos.home.lan" or '
+                                   f'"http://nas:8080": http or https, a host, a port if any, no path '
+                                   f"(the page must be at the root of its address), got {url!r}")
+    host = parts.hostname
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
 def _web(raw: dict[str, Any], where: str) -> WebConfig:
     """``[web]``: the review page.  A host other than loopback is allowed, because a person wrote it
     here on purpose (a NAS reviewed from a laptop); the page then logs that it is exposed."""
@@ -557,8 +583,13 @@ def _web(raw: dict[str, Any], where: str) -> WebConfig:
     enabled = r.get("enabled", bool, "true or false")
     host = r.get("host", str, 'an address like "127.0.0.1" (or "0.0.0.0" to expose the page)')
     port = r.get("port", int, "a port number")
+    public = r.get("public_url", (str, list), 'the address a reverse proxy serves the page at, like '
+                                              '"https://photos.home.lan" (or a list of them)')
     r.finish()
     values: dict[str, Any] = {}
+    if public is not None:
+        values["public_url"] = tuple(_public_url(r, url) for url in ([public] if isinstance(public, str)
+                                                                    else public))
     if enabled is not None:
         values["enabled"] = enabled
     if host is not None:
