@@ -51,6 +51,23 @@ def test_a_version_1_database_upgrades_keeping_its_ledger(tmp_path: Path) -> Non
     store.close()
 
 
+def test_a_migration_that_cannot_run_names_its_step_and_the_way_out(tmp_path: Path) -> None:
+    """A step that fails leaves the steps before it done and says which step, and what to do."""
+    from tagwatch.store import _MIGRATIONS, StoreError
+
+    path = tmp_path / "tw.db"
+    db = sqlite3.connect(path)
+    db.executescript("".join(_MIGRATIONS[:3]) + "PRAGMA user_version = 3;"
+                     "CREATE TABLE places (lat INTEGER);")  # a half of step 4 no build ever left
+    db.close()
+    with pytest.raises(StoreError, match=r"from schema 3 \(step 4, places\): table places already "
+                                         r"exists; `tagwatch db rebuild`"):
+        Store(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3  # step 4's transaction rolled back
+    db.close()
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "tw.db"
     db = sqlite3.connect(path)

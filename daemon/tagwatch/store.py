@@ -1,23 +1,28 @@
 """SQLite: the file table, vectors and captions by content key and model, text vectors, the keyword ledger.
 
 All SQL lives here.  The database runs in WAL mode so ``tagwatch status`` can read while the daemon
-writes, and every schema change is a numbered migration so an old database upgrades in place.
+writes, and every schema change is a numbered migration so an old database upgrades in place.  The
+numbers alone do not say what a database holds: branches merged into main renumbered their steps
+(see ``_STEPS``), so each step is run only where its effect is missing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # Vectors are stored as float16: half the disk of float32 and cosine scores within ~1e-3 of it.
 # Scoring always reads this stored form, so a fresh encode and a retag give identical tags.
@@ -142,6 +147,38 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+
+
+# Each migration's name (for the log) and how to tell its effect is already in a database.  A
+# user_version says which numbered steps ran, but not always which steps: builds of main numbered
+# them differently before branches were merged.  Every numbering main ever had:
+#   1..3 as now (5511b57, the first release, is 3);
+#   4 = captions (the captions branch, f3edf05..0cd6c3e, before places was merged into it);
+#   4 = places, 5 = captions (5537e5d..715c6b3, e.g. 1e9a1f6);
+#   4 = places, 5 = a person's removals (main before 9350658 merged the captions branch);
+#   4 = places, 5 = removals, 6 = captions, 7 = found (9350658 on).
+# Every step's SQL was the same in each numbering.  So a database at schema 5 may hold captions and
+# lack the removals' columns, and one at 4 may hold captions and lack places: each step runs where
+# its effect is missing and is skipped where it is present, whatever the number says.
+_STEPS: list[tuple[str, Callable[[sqlite3.Connection], bool]]] = [
+    ("the initial schema", lambda db: "files" in _tables(db)),
+    ("the ledger's removed keywords", lambda db: "action" in _columns(db, "ledger")),
+    ("the ledger's hierarchical paths", lambda db: "paths" in _columns(db, "ledger")),
+    ("places", lambda db: {"places", "located", "filled"} <= _tables(db)),
+    ("a person's removals", lambda db: "pending" in _columns(db, "ledger")
+     and "written_ns" in _columns(db, "files")),
+    ("captions", lambda db: "captions" in _tables(db)),
+    ("the found digest", lambda db: "found" in _columns(db, "files")),
+]
+assert len(_STEPS) == SCHEMA_VERSION
 
 
 class StoreError(RuntimeError):
@@ -286,14 +323,44 @@ class Store:
         return None
 
     def _migrate(self) -> None:
+        """Bring the schema up to this tagwatch's, one transaction per step, by what the database
+        holds: a step whose effect is there is skipped, a missing one runs even below the number
+        (see ``_STEPS``), so a database from any earlier build of main opens with nothing lost."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: database schema {version} is newer than this tagwatch "
                              f"({SCHEMA_VERSION}); upgrade tagwatch")
-        for number in range(version, SCHEMA_VERSION):
-            with self._lock:  # executescript commits on its own; each migration is one transaction
-                self._db.executescript(
-                    f"BEGIN; {_MIGRATIONS[number]}; PRAGMA user_version={number + 1}; COMMIT;")
+        if version == SCHEMA_VERSION:
+            return
+        ran: list[str] = []
+        found: list[str] = []  # steps above the number whose effect was there already
+        current = version
+        with self._lock:
+            for number, (sql, (name, present)) in enumerate(zip(_MIGRATIONS, _STEPS, strict=True), 1):
+                if present(self._db):
+                    if number > current:
+                        found.append(f"{name} ({number})")
+                        current = number
+                        self._db.execute(f"PRAGMA user_version = {number}")
+                    continue
+                try:  # executescript commits on its own; each migration is one transaction
+                    self._db.executescript(
+                        f"BEGIN; {sql}; PRAGMA user_version = {max(current, number)}; COMMIT;")
+                except sqlite3.DatabaseError as exc:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise StoreError(
+                        f"{self.path}: cannot migrate the database from schema {version} "
+                        f"(step {number}, {name}): {exc}; `tagwatch db rebuild` carries every "
+                        f"readable row into a fresh database and keeps this file beside it") from None
+                ran.append(f"{name} ({number})")
+                current = max(current, number)
+        if version:  # a new database is no news
+            done = f"added {', '.join(ran)}" if ran else "nothing to add"
+            there = (f"; already there: {', '.join(found)} (the build that wrote it numbered its "
+                     f"steps differently)") if found else ""
+            log.info("%s: database schema %d migrated to %d: %s%s", self.path, version, SCHEMA_VERSION,
+                     done, there)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
