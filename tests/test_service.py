@@ -334,3 +334,39 @@ def test_a_duplicate_tag_is_warned_once_not_at_every_reload(tmp_path: Path, tiny
         assert daemon.stop() == 0
     check = tagwatch("tags", "check", "--config", str(config), str(tags))  # shows them all, every time
     assert "duplicate tag 'Red'" in check.stdout + check.stderr
+
+
+def test_a_daemon_started_by_a_unit_older_than_service_install_writes_says_to_install_it_again(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A unit an older tagwatch installed (5511b57's ReadWritePaths had no config folder) keeps the
+    review page's corrections from being saved: the daemon says so at start, naming the command."""
+    home = tmp_path / "home"
+    photos = home / "photos"
+    photos.mkdir(parents=True)
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    config = write_config(home / "conf", tiny_checkpoint, watch=[photos])
+
+    def install() -> None:
+        result = subprocess.run([sys.executable, "-m", "tagwatch", "--config", str(config), "service",
+                                 "install", "--platform", "systemd"],
+                                capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+        assert result.returncode == 0, result.stderr
+
+    install()
+    unit = home / ".config" / "systemd" / "user" / "tagwatch.service"
+    text = unit.read_text(encoding="utf-8")
+    assert f" -{config.parent}\n" in text
+    unit.write_text(text.replace(f" -{config.parent}\n", "\n"), encoding="utf-8")  # as the old one was
+
+    daemon = Daemon(config, tmp_path / "daemon.log", env=env).start()
+    assert daemon.stop() == 0
+    warning = [line for line in daemon.log().splitlines() if "WARNING" in line and str(unit) in line]
+    assert len(warning) == 1, daemon.log()
+    assert f"does not let the daemon write {config.parent} " in warning[0]
+    assert "run `tagwatch service install`, then `systemctl --user daemon-reload" in warning[0]
+
+    install()  # the unit as this tagwatch writes it: nothing to say
+    mark = len(daemon.log())
+    daemon.start()
+    assert daemon.stop() == 0
+    assert str(unit) not in daemon.log()[mark:]

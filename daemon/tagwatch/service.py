@@ -275,6 +275,12 @@ class Daemon:
 
     def start(self) -> None:
         """Load the tag list (errors end the start), start watching, schedule scans."""
+        if not self._cli_watch:  # the installed unit runs the config's folders, not the command line's
+            from .cli.service import stale_unit
+
+            stale = stale_unit(self.config)
+            if stale is not None:
+                log.warning("%s", stale)
         # exiftool's start, not the first photo's write, waits for Perl
         self.writer.warm_up_aside(self.config.database.parent)
         self._load_tags()

@@ -62,6 +62,39 @@ def _runs_config(unit_text: bytes) -> str | None:
     return found.group(1).decode(errors="replace") if found else None
 
 
+def _writable(unit_text: bytes) -> list[str]:
+    """The folders a systemd unit's ReadWritePaths= lets the daemon write, as plain paths."""
+    found = re.search(rb"^ReadWritePaths=(.*)$", unit_text, re.M)
+    words = found.group(1).decode(errors="replace").split() if found else []
+    return [w.removeprefix("-").replace("\\x20", " ").replace("\\x5c", "\\").replace("%%", "%")
+            for w in words]
+
+
+def stale_unit(config: Config) -> str | None:
+    """Why the installed systemd user unit for this config is older than the one `service install`
+    writes now, or None.  The unit's sandbox lets the daemon write only the folders listed when it
+    was written: a unit from an older tagwatch lacks the tag list's folder, where the review page
+    saves corrections (they failed), and one written before a folder was added to ``watch`` keeps
+    that folder read-only.  Said at the daemon's start, since nothing else would say it."""
+    if sys.platform == "darwin" or config.source is None or not config.watch:
+        return None
+    target = service_file("systemd")
+    try:
+        installed = target.read_bytes()
+    except OSError:  # none installed (or unreadable): nothing to compare
+        return None
+    if units.MARKER.encode() not in installed or _runs_config(installed) != str(config.source.resolve()):
+        return None  # a unit of the person's own, or one that runs another config
+    has = set(_writable(installed))
+    missing = [p for p in _writable(unit("systemd", config)[0]) if p not in has]
+    if not missing:
+        return None
+    return (f"{target} is older than the unit `tagwatch service install` writes now: its sandbox does "
+            f"not let the daemon write {', '.join(missing)} (the watched folders, the database's, the "
+            f"model cache and the tag list's, where the review page saves corrections); run `tagwatch "
+            f"service install`, then `systemctl --user daemon-reload && systemctl --user restart tagwatch`")
+
+
 def service_func(args: argparse.Namespace) -> int:
     platform = args.platform or ("launchd" if sys.platform == "darwin" else "systemd")
     target = service_file(platform)
