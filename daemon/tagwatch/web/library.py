@@ -37,8 +37,9 @@ from ..store import ADDED, DECLINED, DONE, FAILED, UNTAGGED, USER, FileRow, Stor
 from ..tagger import Expansion, TagMatrix, select, thresholds
 from ..vectors import text_vectors
 from ..vocabulary import Vocabulary, VocabularyError
+from ..watcher import PathFilter
 from ..wording import counted
-from .paths import PhotoRoots
+from .paths import PhotoRoots, real
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,11 @@ class KeywordCache:
         to_read: dict[Path, tuple[str, tuple[int, int]]] = {}
         for path in paths:
             source = self._source(path)
+            if not real(str(source)):  # the daemon follows no link: nothing is read through one here
+                what = "it is" if source == Path(path) else f"its sidecar {source.name} is"
+                found[path] = (f"{what} a symbolic link or reached through one, which tagwatch does not "
+                               "follow: nothing is read through it")
+                continue
             try:
                 st = os.stat(source)
             except FileNotFoundError:
@@ -309,14 +315,18 @@ def file_keywords(keywords: Keywords) -> list[str]:
     return list(dict.fromkeys((*keywords.iptc, *keywords.xmp)))
 
 
-def subfolders(path: str) -> list[str]:
+def subfolders(path: str, filt: PathFilter) -> list[str]:
     """Names of the folders directly inside ``path``, sorted as a person reads them (case aside):
-    hidden ones left out (the watcher skips them) and links (the page opens no photo through one).
-    One directory read, no walk, so a folder of a 200,000-photo archive costs what its level holds."""
+    those the daemon skips left out (hidden, excluded: its own :class:`PathFilter`), and links (the
+    page opens no photo through one).  A ``path`` reached through a link lists nothing, as a missing
+    folder: a link to ``/`` would otherwise let the page browse the whole file system.  One directory
+    read, no walk, so a folder of a 200,000-photo archive costs what its level holds."""
+    if not real(path):
+        return []
     try:
         with os.scandir(path) as entries:
             names = [e.name for e in entries
-                     if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+                     if e.is_dir(follow_symlinks=False) and filt.wanted_dir(e.path)]
     except OSError:
         return []
     return sorted(names, key=lambda name: (name.casefold(), name))
@@ -334,7 +344,7 @@ class Library:
     def __init__(self, config: Config, store: Store, writer: KeywordWriter,
                  daemon_running: Callable[[], bool]) -> None:
         self.config, self.store = config, store
-        self.roots = PhotoRoots(config.watch)
+        self.roots = PhotoRoots(config.watch, config.exclude)
         self.identity = model_identity(config.model)
         self.keywords = KeywordCache(writer)
         self.daemon_running = daemon_running
@@ -423,7 +433,8 @@ class Library:
         for index, root in enumerate(self.roots.roots):
             out.append((str(index), root))
             if tree is None:
-                out += [(f"{index}/{name}", f"{root}/{name}") for name in subfolders(root)[:OPTIONS]]
+                out += [(f"{index}/{name}", f"{root}/{name}")
+                        for name in subfolders(root, self.roots.filter)[:OPTIONS]]
             elif tree.crumbs[0][0] == str(index):
                 out += [(value, "/".join(name for _, name in tree.crumbs[:depth + 1]))
                         for depth, (value, _) in enumerate(tree.crumbs) if depth]
@@ -439,7 +450,7 @@ class Library:
         index, parts = where
         crumbs = [(str(index), self.roots.roots[index])] + [
             (f"{index}/{'/'.join(parts[:depth])}", parts[depth - 1]) for depth in range(1, len(parts) + 1)]
-        names = subfolders(os.path.join(self.roots.roots[index], *parts))
+        names = subfolders(os.path.join(self.roots.roots[index], *parts), self.roots.filter)
         current = crumbs[-1][0]
         return FolderTree(current, crumbs, [(f"{current}/{name}", name) for name in names[:SUBFOLDERS]],
                           max(0, len(names) - SUBFOLDERS))

@@ -4,7 +4,9 @@ A URL never carries an absolute path: ``<root>`` is the watched folder's number 
 relative to it.  A path with ``..``, ``.`` or empty components, an absolute one, a hidden name, a
 name that is not a photo, or one that reaches its file through a symbolic link (anywhere along the
 way, the file itself included) names nothing: the page answers 404, the same as for a missing file,
-so nothing outside the watched folders can be read or even probed.
+so nothing outside the watched folders can be read or even probed.  Which names are skipped (hidden
+ones, the config's ``exclude``) is the daemon's own rule, :class:`~tagwatch.watcher.PathFilter`: the
+page lists and opens no folder or photo the daemon would not look at.
 """
 
 from __future__ import annotations
@@ -15,26 +17,36 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from ..formats import IMAGE_SUFFIXES
+from ..watcher import PathFilter
+
+
+def real(path: str) -> bool:
+    """Is ``path`` reached through no symbolic link, itself included?  The daemon follows none, so
+    the page reads nothing through one (a link dropped into a shared folder could name any file)."""
+    try:
+        return os.path.realpath(path) == path
+    except (OSError, ValueError):
+        return False
 
 
 class PhotoRoots:
-    def __init__(self, roots: Sequence[Path]) -> None:
+    def __init__(self, roots: Sequence[Path], exclude: Sequence[str] = ()) -> None:
         self.roots = tuple(str(r).rstrip("/") or "/" for r in roots)
+        self.filter = PathFilter(roots, exclude)  # the daemon's rule: hidden names, `exclude`
 
     def resolve(self, index: int, relative: str) -> str | None:
         """The absolute path of a photo inside watched folder ``index``, or None (404)."""
         if not 0 <= index < len(self.roots) or not relative or "\0" in relative:
             return None
         parts = relative.split("/")
-        if relative.startswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-            return None
-        if os.path.splitext(parts[-1])[1].lower() not in IMAGE_SUFFIXES:
+        if relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
             return None
         root = self.roots[index]
         path = os.path.join(root, *parts)
+        if not self.filter.wanted(path):  # hidden, excluded or not a photo: the daemon never sees it
+            return None
         try:
-            if os.path.realpath(path) != path or not stat.S_ISREG(os.lstat(path).st_mode):
+            if not real(path) or not stat.S_ISREG(os.lstat(path).st_mode):
                 return None  # a symbolic link somewhere on the way (or none of a file)
         except OSError:
             return None
@@ -62,12 +74,18 @@ class PhotoRoots:
 
     def folder_parts(self, value: str) -> tuple[int, list[str]] | None:
         """(root number, the folder names below it) of a folder filter, or None: the one parse that
-        the grid, its folder links and its select share, so ``0/2019/`` and ``0/2019`` are one folder."""
+        the grid, its folder links and its select share, so ``0/2019/`` and ``0/2019`` are one folder.
+        A hidden or excluded name is no folder of the page's (the daemon skips it); one reached through
+        a symbolic link parses, and :func:`real` keeps the grid from listing anything through it, so it
+        gets the answer a missing folder gets."""
         head, _, rest = value.strip("/").partition("/")
-        if not head.isdigit() or not 0 <= int(head) < len(self.roots):
+        # "²".isdigit() is true and int("²") raises: ASCII digits only, and a number of sane length
+        if not (head.isascii() and head.isdigit()) or len(head) > 6 or not 0 <= int(head) < len(self.roots):
             return None
         parts = [p for p in rest.split("/") if p]
-        if any(p in (".", "..") for p in parts):
+        if "\0" in rest or any(p in (".", "..") for p in parts):
+            return None
+        if parts and not self.filter.wanted_dir(os.path.join(self.roots[int(head)], *parts)):
             return None
         return int(head), parts
 
