@@ -1,10 +1,11 @@
 """The review page's routes: Starlette endpoints rendering Jinja2 templates.
 
 Every route sits behind :class:`TokenGate` (403 without the token); every POST checks the CSRF value
-before it reads anything else.  Photos, thumbnails and previews are found through
-:class:`~tagwatch.web.paths.PhotoRoots` only, so a URL can name nothing outside the watched folders.
-Routes are plain functions: Starlette runs them in its thread pool, where SQLite, exiftool and Pillow
-may block without stalling the server.
+before it does anything (:func:`_checked_form`: a wrong ``X-CSRF-Token`` header, a body that is not a
+small url-encoded form, are refused before the body is read).  Photos, thumbnails and previews are
+found through :class:`~tagwatch.web.paths.PhotoRoots` only, so a URL can name nothing outside the
+watched folders.  Routes are plain functions: Starlette runs them in its thread pool, where SQLite,
+exiftool and Pillow may block without stalling the server.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -70,7 +73,27 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 
+FORM_LIMIT = 64 * 1024  # bytes of a POSTed form: a correction's is well under 1 KB
+FORM_FIELDS = 20
+PAGE_DIGITS = 9  # a page number past 999,999,999 is none: (page - 1) * 60 must stay a SQLite integer
+
 Scope = MutableMapping[str, Any]
+
+
+class FileName(Convertor[str]):
+    """``{rel:file}``: Starlette's ``path`` convertor is ``.*``, which stops at a line break, so a
+    photo named ``a\\nb.jpg`` (the daemon tags it) was listed in the grid and 404 everywhere else."""
+
+    regex = "[^\\x00]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("file", FileName())
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
@@ -81,25 +104,46 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        started = False
+
         async def send_with_headers(message: dict[str, Any]) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if started:
+                raise
+            # Starlette's own 500 answers from outside this middleware: no security headers on it
+            log.exception("review page: %s %s failed", scope.get("method"), scope.get("path"))
+            await PlainTextResponse("500: the review page failed on this request; the log says why.",
+                                    status_code=500)(scope, receive, send_with_headers)
 
 
 class TokenGate:
     """ASGI middleware: the token, cookie or header first, or 403.
 
     ``?token=`` on a GET is answered with the session cookie and a redirect to the same address
-    without it (Jupyter's way), so the token does not stay in the address bar, the history or a
-    Referer.  A POST from another origin is refused whatever it carries, and says so.  It sits inside
-    the Host check, so a foreign Host (DNS rebinding) gets 400 before the token is even looked at.
+    without it (Jupyter's way), so the token does not stay in the address bar or go out in a
+    Referer.  A POST from another origin is refused whatever it carries, and says so; ``origins``
+    are those of ``[web] public_url``, where a reverse proxy serves the page (a proxy forwards the
+    browser's Origin, its own address, while Host names this server).  It sits inside the Host check,
+    so a foreign Host (DNS rebinding) gets 400 before the token is even looked at.
+
+    The browser's history keeps the address it was first given, token and all (the redirect takes it
+    out of the address bar only): the docs say how to change the token.
     """
 
-    def __init__(self, app: ASGIApp, guard: Guard, forbidden: Callable[[str | None], bytes]) -> None:
-        self.app, self.guard, self.forbidden = app, guard, forbidden
+    def __init__(self, app: ASGIApp, guard: Guard, forbidden: Callable[[str | None], bytes],
+                 origins: frozenset[str] = frozenset()) -> None:
+        self.app, self.guard, self.forbidden, self.origins = app, guard, forbidden, origins
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -112,7 +156,8 @@ class TokenGate:
         response: Response
         if not self._holds_token(request, given):
             response = HTMLResponse(self.forbidden(None), status_code=403)
-        elif request.method == "POST" and origin is not None and origin != _origin(request):
+        elif (request.method == "POST" and origin is not None and origin != _origin(request)
+              and origin not in self.origins):
             response = HTMLResponse(self.forbidden(origin), status_code=403)
         elif given and request.method in ("GET", "HEAD"):
             response = RedirectResponse(_without_token(scope, query), status_code=303)
@@ -132,15 +177,27 @@ class TokenGate:
 
 def _without_token(scope: Scope, query: list[tuple[str, str]]) -> str:
     """The address asked for without ``?token=``: its path as the browser sent it (re-encoding the
-    decoded one encoded a file name's ``#`` or ``?`` twice), and relative, so it names no host."""
+    decoded one encoded a file name's ``#`` or ``?`` twice), and relative, so it names no host: one
+    slash first, since ``//evil.example/`` is another site's address to a browser."""
     raw = scope.get("raw_path")  # only bytes a client left raw get encoded:
     path = quote(raw, safe="/%:@!$&'()*+,;=~") if raw else quote(scope["path"])
+    path = "/" + path.lstrip("/")
     rest = urlencode([(k, v) for k, v in query if k != "token"])
     return f"{path}?{rest}" if rest else path
 
 
 def _origin(request: Request) -> str:
     return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def _page(value: str) -> int:
+    """The grid's ``page``: 1 when not given, else a whole number from 1 (ASCII digits: ``"²".isdigit()``
+    is true and ``int("²")`` raised, a 500 with a traceback in the log), or 400 saying so."""
+    if not value:
+        return 1
+    if not (value.isascii() and value.isdigit()) or len(value) > PAGE_DIGITS or int(value) < 1:
+        raise HTTPException(400, f"Not a page number: {value[:40]!r}. Pages are numbered from 1.")
+    return int(value)
 
 
 def _number(value: str | None, default: float | None = None, low: float = -1.0, high: float = 1.0
@@ -193,7 +250,7 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         filters = Filters(folder=q.get("folder", ""), tag=q.get("tag", "").strip(),
                           show=show if show in SHOWS else "all",
                           margin=_number(q.get("margin"), NEAR_MARGIN, 0.0, 1.0) or 0.0,
-                          page=max(1, int(q["page"])) if q.get("page", "").isdigit() else 1)
+                          page=_page(q.get("page", "")))
         tree = library.folder_tree(filters.folder)
         if tree is not None:  # one spelling of the folder: the select finds it, the links keep it
             filters = replace(filters, folder=tree.value)
@@ -227,6 +284,11 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         action, keyword = form.get("action", ""), " ".join(str(form.get("keyword", "")).split())
         if action not in CORRECTIONS:
             raise HTTPException(400, "a correction needs an action (add, remove, undo) and a keyword")
+        if _undecodable(keyword):  # a form sent in Latin-1 (J%F6rg): no keyword to write, and no guess
+            view = await run_in_threadpool(library.photo, path)
+            return render(request, "photo.html", status=409, view=view, error=(
+                f"Nothing was written: the keyword {_shown(keyword)} is not UTF-8 text (the form sent "
+                "bytes that are no UTF-8 character; the page's own forms send UTF-8, a script must too)."))
         if not keyword:  # the box's `required` lets spaces through
             view = await run_in_threadpool(library.photo, path)
             return render(request, "photo.html", status=400, view=view,
@@ -326,11 +388,11 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
 
     routes = [
         Route("/", grid),
-        Route("/photo/{root:int}/{rel:path}", photo),
-        Route("/photo/{root:int}/{rel:path}", correct, methods=["POST"]),
-        Route("/photo-keywords/{root:int}/{rel:path}", photo_keywords),
-        Route("/thumb/{root:int}/{rel:path}", thumb),
-        Route("/preview/{root:int}/{rel:path}", thumb),
+        Route("/photo/{root:int}/{rel:file}", photo),
+        Route("/photo/{root:int}/{rel:file}", correct, methods=["POST"]),
+        Route("/photo-keywords/{root:int}/{rel:file}", photo_keywords),
+        Route("/thumb/{root:int}/{rel:file}", thumb),
+        Route("/preview/{root:int}/{rel:file}", thumb),
         Route("/tags", tags),
         Route("/tag/{keyword:path}", tag),
         Route("/tag/{keyword:path}", set_threshold, methods=["POST"]),
@@ -339,11 +401,10 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         Route("/status-panel", status),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if config.web.loopback else ["*"]
     app = Starlette(routes=routes, middleware=[  # outermost first: the Host check before the token
         Middleware(SecurityHeaders),
-        Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
-        Middleware(TokenGate, guard=guard, forbidden=forbidden),
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(config)),
+        Middleware(TokenGate, guard=guard, forbidden=forbidden, origins=frozenset(config.web.public_url)),
     ], exception_handlers={HTTPException: not_found})
 
     def close() -> None:
@@ -360,13 +421,62 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
     return app
 
 
-async def _checked_form(request: Request, guard: Guard) -> Any:
-    """The POSTed form, once its CSRF value is right (403 otherwise, before anything is done)."""
-    form = await request.form()
-    value = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
-    if not guard.csrf_ok(str(value) if value is not None else None):
+def allowed_hosts(config: Config) -> list[str]:
+    """The Host headers a page on loopback answers: loopback's names, the address it listens on
+    (``--host 127.0.0.2`` printed an address that answered 400), and the hosts of ``[web]
+    public_url`` (a proxy passing the browser's Host).  Anything else is DNS rebinding.  A page
+    listening beyond loopback answers any name another machine reaches it by."""
+    if not config.web.loopback:
+        return ["*"]
+    hosts = ["127.0.0.1", "localhost", "[::1]", "::1", config.web.host]
+    hosts += [urlsplit(url).hostname or "" for url in config.web.public_url]
+    return list(dict.fromkeys(h for h in hosts if h))
+
+
+async def _checked_form(request: Request, guard: Guard) -> FormData:
+    """The POSTed form, once its CSRF value is right (403 otherwise, before anything is done).
+
+    Refused before the body is read: a wrong ``X-CSRF-Token`` header (403), a body that is not
+    url-encoded (415: the page's forms never are) or longer than :data:`FORM_LIMIT` (413).  Else the
+    body, at most that long, is read and its ``csrf`` field checked.  A byte sequence that is no UTF-8
+    is kept as surrogates (``surrogateescape``), for the route to refuse, never a U+FFFD written."""
+    header = request.headers.get(CSRF_HEADER)
+    if header is not None and not guard.csrf_ok(header):
+        raise HTTPException(403, "the request's CSRF value is wrong: reload the page and try again")
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise HTTPException(415, "the page takes its changes as a url-encoded form "
+                                 "(application/x-www-form-urlencoded): nothing was read or done")
+    length = request.headers.get("content-length", "")
+    too_long = HTTPException(413, f"a change is a form of at most {FORM_LIMIT // 1024} KB: nothing was done")
+    if length and (not (length.isascii() and length.isdigit()) or int(length) > FORM_LIMIT):
+        raise too_long
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            raise too_long
+    try:
+        pairs = parse_qsl(bytes(body).decode("utf-8", "surrogateescape"), keep_blank_values=True,
+                          encoding="utf-8", errors="surrogateescape", max_num_fields=FORM_FIELDS)
+    except ValueError:
+        raise HTTPException(400, f"a change is a form of at most {FORM_FIELDS} fields: nothing was done"
+                            ) from None
+    form = FormData(pairs)
+    value = header if header is not None else form.get(CSRF_FIELD)
+    if not isinstance(value, str) or not value.isascii() or not guard.csrf_ok(value):
         raise HTTPException(403, "the form's CSRF value is missing or wrong: reload the page and try again")
     return form
+
+
+def _undecodable(text: str) -> bool:
+    """Does ``text`` hold bytes that were no UTF-8 (``surrogateescape``'s lone surrogates)?"""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _shown(text: str) -> str:
+    """``text`` for a message, its undecodable bytes as ``\\xff``: a lone surrogate cannot be sent."""
+    return repr(text.encode("utf-8", "surrogateescape"))[1:]
 
 
 def _ago(timestamp: float | None) -> str:
