@@ -401,7 +401,11 @@ def test_a_keyword_that_is_not_utf8_is_refused_and_nothing_written(page: Page) -
 
 def test_tagwatch_web_on_another_loopback_address_answers_at_the_address_it_prints(page: Page) -> None:
     """``--host 127.0.0.2`` printed http://127.0.0.2:PORT/?token=… and that address answered 400
-    "Invalid host header": the Host check knew only 127.0.0.1, localhost and ::1."""
+    "Invalid host header": the Host check knew only 127.0.0.1, localhost and ::1.  It also starts
+    with its token file deleted, as the docs say to change the token: the old one is refused."""
+    token_file = page.conf / "state" / "web-token"
+    kept = token_file.read_text()
+    token_file.unlink()
     web = subprocess.Popen([sys.executable, "-m", "tagwatch", "web", "--config", str(page.config),
                             "--host", "127.0.0.2", "--port", "0"], stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, cwd=REPO, text=True)
@@ -414,6 +418,11 @@ def test_tagwatch_web_on_another_loopback_address_answers_at_the_address_it_prin
         answer = connection.getresponse()
         assert answer.status == 303 and answer.getheader("location") == "/", answer.status
         connection.close()
+        assert match.group(2) != page.token
+        connection = http.client.HTTPConnection("127.0.0.2", int(match.group(1)), timeout=60)
+        connection.request("GET", f"/?token={page.token}")
+        assert connection.getresponse().status == 403  # the old token, changed
+        connection.close()
         connection = http.client.HTTPConnection("127.0.0.2", int(match.group(1)), timeout=60)
         connection.request("GET", "/", headers={"Host": "evil.example",
                                                 "Authorization": f"token {page.token}"})
@@ -421,6 +430,7 @@ def test_tagwatch_web_on_another_loopback_address_answers_at_the_address_it_prin
         connection.close()
     finally:
         web.terminate()
+        token_file.write_text(kept)  # the module's page goes on with its token
         assert web.wait(timeout=30) == 0
 
 

@@ -3,7 +3,9 @@
 The token lives in the data folder (``web-token``, readable by this user only), so the address stays
 the same across restarts and ``tagwatch web --url`` can print it again.  A request proves it holds
 the token by ``?token=`` (the address as printed: answered with a session cookie and a redirect to the
-same address without the token, so it leaves the address bar and history), the cookie, or an
+same address without the token, so it leaves the address bar and goes out in no Referer; the
+browser's history still keeps the address first opened, token and all, which docs/review-page.md
+says, with how to change the token: delete ``web-token``, restart the page), the cookie, or an
 ``Authorization: token …`` header (scripts).  Everything else gets 403, static files included.
 
 State-changing requests are POSTs carrying a CSRF value (a form field or an ``X-CSRF-Token`` header)
