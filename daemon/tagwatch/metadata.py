@@ -443,6 +443,7 @@ class WritePlan:
     removed: list[str] = field(default_factory=list)  # our own keywords taken out (sync, untag)
     dropped: list[str] = field(default_factory=list)  # a person's keywords overwrite takes out
     restored: list[str] = field(default_factory=list)  # a person's keywords untag puts back
+    unrestored: list[str] = field(default_factory=list)  # those it could not: the ledger keeps them
     # keyword → the hierarchical paths it is written under afterwards, for ``ours`` and ``respelled``
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
     respelled: list[str] = field(default_factory=list)  # our keywords whose parent changed
@@ -577,7 +578,7 @@ class KeywordWriter:
              owned_paths: Mapping[str, Sequence[str]] | None = None,
              withdraw: Collection[str] = (), state: FileState | None = None,
              fill: Mapping[str, str | None] | None = None,
-             filled: Mapping[str, Filled] | None = None) -> WritePlan:
+             filled: Mapping[str, Filled] | None = None, taken: Sequence[str] = ()) -> WritePlan:
         """Work out what tagging ``path`` with ``keywords`` changes, without changing anything yet.
 
         ``mode``: "append" adds; "sync" also takes out ``owned`` keywords (those tagwatch added
@@ -595,7 +596,9 @@ class KeywordWriter:
         ``fill``: single-value fields (:data:`FILLABLE`) → the value tagwatch wants there, written only
         where the field is empty or holds our own earlier value (``filled``, the ledger's record);
         None takes ours out again, putting back what was there.  ``state``: the files as already
-        read by :meth:`inspect` (default: read now).
+        read by :meth:`inspect` (default: read now).  ``taken``: the person's keywords earlier
+        overwrites took out of the file (the ledger's removed rows), so that the record of a flat field
+        an older build overwrote, which has none, says they were there (:func:`_overwritten`).
         """
         paths = paths or {}
         owned_paths = owned_paths or {}
@@ -659,7 +662,9 @@ class KeywordWriter:
         edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)))
         written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
         records = self._field_records(edits, photo, sidecar, owned_paths={**had, **written},
-                                      filled=filled or {}, overwrite=change.overwrite)
+                                      filled=filled or {}, overwrite=change.overwrite,
+                                      taken=[k for k in unclaimed(taken, filled or {})
+                                             if k not in photo.all | sidecar.all])
         ahead |= records
         after |= records
         return WritePlan(path, before, edits, list(keywords), ours, removed, dropped, paths=written,
@@ -667,7 +672,7 @@ class KeywordWriter:
 
     def _field_records(self, edits: list[Edit], photo: Keywords, sidecar: Keywords,
                        owned_paths: Mapping[str, Sequence[str]], filled: Mapping[str, Filled],
-                       overwrite: bool) -> dict[str, Filled]:
+                       overwrite: bool, taken: Sequence[str] = ()) -> dict[str, Filled]:
         """The ledger's records of the keyword fields this write creates or overwrites, in the photo
         and in a sidecar that was there before, so that untag can give each field back as it was
         (see :func:`_undone`): a new field starts with the person's keywords from the others (see
@@ -675,7 +680,9 @@ class KeywordWriter:
         each field, in an order and a presence of its own (:func:`_overwritten`).  A sidecar's fields
         are recorded under their own names (:func:`_record_name`).  A sidecar tagwatch creates gets
         none: untag empties it of our keywords and keeps it, with the person's it started with.
-        ``owned_paths``: every keyword of ours, before and after the write → its paths."""
+        ``owned_paths``: every keyword of ours, before and after the write → its paths; ``taken``: the
+        person's keywords an earlier overwrite took out that no record says where from (an older
+        build wrote none): each flat field overwrite sets records them as held before."""
         records: dict[str, Filled] = {}
         for edit in edits:
             if not edit.is_photo and edit.before is None:
@@ -684,8 +691,9 @@ class KeywordWriter:
             for tag, final in edit.final.items():
                 name = _record_name(tag, edit.is_photo)
                 ours = self.forms.ours(tag, owned_paths)
-                record = (_overwritten if overwrite else _created)(tag, existing.values(tag), final, ours,
-                                                                   filled.get(name))
+                record = (_overwritten(tag, existing.values(tag), final, ours, filled.get(name),
+                                       taken if tag in (IPTC, DC) else ()) if overwrite
+                          else _created(tag, existing.values(tag), final, ours, filled.get(name)))
                 if record is not None:
                     records[name] = record
         return records
@@ -707,8 +715,14 @@ class KeywordWriter:
 
         removed = [o for o in owned if any(present(o, p) for p in had[o])]
         restored = [k for k in dropped if not present(k, None)]
-        change = Change(tuple((k, k) for k in restored), tuple((o, p) for o in removed for p in had[o]))
         filled = filled or {}
+        # Put back flat, into IPTC Keywords and dc:subject; a hierarchical field never gets a person's
+        # keyword under our prefix (auto|Anna): each one's values are set in the loop below
+        change = Change(tuple((k, k) for k in restored), tuple((o, p) for o in removed for p in had[o]))
+        # those no record places (an older build overwrote the photo) go into every flat field, a
+        # field recorded as created too: a keyword untag says it restores must end up in the file
+        anywhere = unclaimed(restored, filled)
+        flat = Forms()
         assign, side = ({name: record.previous for name, record in filled.items()
                          if name not in KEYWORD_FIELDS and existing.fields.get(name) in record.ours
                          and not (existing is sidecar and name.startswith("IPTC:"))}
@@ -719,14 +733,24 @@ class KeywordWriter:
             for tag in _FIELDS:
                 name = _record_name(tag, is_photo)
                 record = filled.get(name)
-                if record is None:
-                    continue
                 current = existing.values(tag)
-                undone = _undone(record, current, self.forms.ours(tag, had))
-                if undone and record.previous is None:
+                ours = self.forms.ours(tag, had)
+                if record is None:
+                    if tag in (HIERARCHICAL, TAGS_LIST) and restored:
+                        # No record (an older build wrote it): the person's keywords put back join it
+                        # flat, as Lightroom files a flat keyword, where it keeps a value of theirs;
+                        # emptied of ours, it goes (an older build created it, or overwrite emptied it)
+                        left = [v for v in current if v not in ours]
+                        back = [flat.spell(tag, k, k) for k in restored] if left else []
+                        exact[is_photo][tag] = [*left, *(v for v in dict.fromkeys(back) if v not in left)]
+                    continue
+                undone = _undone(record, current, ours)
+                if tag in (IPTC, DC):
+                    undone += [k for k in anywhere if k not in undone]
+                elif undone and record.previous is None:
                     # a field we created that stays (a photo sharing the sidecar has keywords in it):
-                    # the person's keywords put back join their copies there, copies themselves
-                    back = [v for k in restored if (v := self.forms.spell(tag, k, k)) not in undone]
+                    # the person's keywords put back join their copies there, flat copies themselves
+                    back = [v for k in restored if (v := flat.spell(tag, k, k)) not in undone]
                     undone += back
                     record = Filled((*record.ours, *back), None)
                 if undone != list(current):
@@ -734,7 +758,13 @@ class KeywordWriter:
                 if undone and not is_photo:  # what the photos sharing the sidecar give back on their untag
                     fills[name] = record
         edits = self._edits(path, before, photo, sidecar, change, assign, side, exact[True], exact[False])
-        return WritePlan(path, before, edits, [], [], removed, [], restored, fills=fills)
+        # said restored only where it is in a flat field afterwards (the log line, the ledger's rows)
+        back = {v for edit in edits for tag in (IPTC, DC) for v in edit.final.get(tag, ())}
+        missed = [k for k in restored if k not in back]
+        if missed:
+            log.warning("%s: cannot put back %s, which overwrite took out", path, ", ".join(missed))
+        return WritePlan(path, before, edits, [], [], removed, [], [k for k in restored if k in back],
+                         fills=fills, unrestored=missed)
 
     def absent(self, state: FileState, keywords: Mapping[str, Sequence[str]]) -> list[str]:
         """Which of ``keywords`` (each → the hierarchical paths it was written under; empty: flat)
@@ -1239,19 +1269,36 @@ def _created(tag: str, existing: tuple[str, ...], final: list[str], ours: Collec
 
 
 def _overwritten(tag: str, existing: tuple[str, ...], final: list[str], ours: Collection[str],
-                 record: Filled | None) -> Filled | None:
+                 record: Filled | None, earlier: Sequence[str] = ()) -> Filled | None:
     """The ledger's record of a keyword field overwrite sets to ``final``, or None if it stays as it
     is: the person's keywords copied into it from the other fields, and (:func:`_before_text`) the
     person's values it held before tagwatch first changed it, in their order, with those a person
-    added since after them, and which of those values an overwrite took out."""
+    added since after them, and which of those values an overwrite took out.
+
+    ``earlier``: the person's flat keywords an earlier overwrite took out that no record places
+    (:func:`unclaimed`).  A flat field with no record (an older build overwrote it, and kept none),
+    or one recorded as created although an overwrite had taken a person's keyword out of the photo,
+    held them: it was the person's field, and untag puts them back into it.  Without this, the field
+    holding only ours now was recorded as created, and untag deleted it with the person's keyword."""
     if list(existing) == final:
         return None
     copied = tuple(dict.fromkeys((*(record.ours if record else ()),
                                   *(v for v in final if v not in existing and v not in ours))))
     values, taken = _before(record)
+    if record is None or record.previous is None:
+        values += [v for v in earlier if v not in values]
+        taken += [v for v in earlier if v not in taken and v not in existing]
     values += [v for v in existing if v not in ours and v not in copied and v not in values]
     taken += [v for v in values if v in existing and v not in final and v not in taken]
     return Filled(copied, _before_text(values, taken))
+
+
+def unclaimed(dropped: Sequence[str], filled: Mapping[str, Filled]) -> list[str]:
+    """The person's keywords an overwrite took out (the ledger's removed rows) that no flat keyword
+    field's record says it took (an older build's overwrite, before the ledger recorded fields): they
+    were in IPTC Keywords or dc:subject, which one no record tells, so both get them back."""
+    said = {v for name in (IPTC, DC, SIDECAR_RECORD + DC) for v in _before(filled.get(name))[1]}
+    return [k for k in dict.fromkeys(dropped) if k not in said]
 
 
 def _before(record: Filled | None) -> tuple[list[str], list[str]]:

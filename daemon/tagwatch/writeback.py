@@ -452,10 +452,12 @@ class Writeback:
             users = {k: written.get(k, (k,)) for k in self.store.ledger(row.id, USER)
                      if k in override.add and k not in owned}
         owned_paths = {**owned_paths, **users}
+        # the person's keywords earlier overwrites took out: an older build's left no field record
+        taken = self.store.ledger(file_id, REMOVED) if file_id is not None and mode == "overwrite" else []
         plan = job.plan = idle_sidecar(self.writer.plan(
             Path(job.path), writing, before=job.stat, mode=mode, owned=[*owned, *users],
             owned_paths=owned_paths, paths=paths, withdraw=withdraw, state=state, fill=fill,
-            filled=job.filled), owned)
+            filled=job.filled, taken=taken), owned)
         if not plan.changes:
             return
         mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
@@ -812,7 +814,8 @@ class Writeback:
             log.warning("%s: not untagged: %s", path, reason)
             return Outcome(path, Status.FAILED, error=reason)
         with self.store.transaction():
-            self.store.remove_ledger(row.id, owned + dropped)
+            # a person's keyword it could not put back stays remembered, for the next untag
+            self.store.remove_ledger(row.id, owned + [k for k in dropped if k not in plan.unrestored])
             self.store.set_filled(row.id, dict.fromkeys(filled))
             # A keyword field tagwatch created or overwrote in the sidecar this photo shares, which stays
             # for the keywords another photo has in it from tagwatch, is given back by that one's untag
