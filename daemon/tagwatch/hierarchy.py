@@ -69,16 +69,20 @@ def derive(concepts: Mapping[str, Concept], wordnet: WordNet, stop: Collection[s
         if concept.synset is not None:
             by_synset.setdefault(concept.synset, concept.keyword)
     extra: dict[str, Concept] = {}
+    # folded keyword → concept: a level the vocabulary names `green` is the list's `Green`, as
+    # every other keyword comparison folds (else a photo would get `Green` and `green`)
+    spelled: dict[str, Concept] = {fold(k): c for k, c in concepts.items()}
 
     def name(synset: Synset) -> str | None:
-        """The keyword this ancestor is written as, or None when it is no usable level."""
+        """The keyword this ancestor is written as (the list's spelling where the list has the word),
+        or None when it is no usable level."""
         keyword = by_synset.get(synset.offset) or reference.names.get(synset.offset)
         if keyword is None or fold(keyword) in stopped:
             return None
-        same = concepts.get(keyword) or extra.get(keyword)
+        same = spelled.get(fold(keyword))
         if same is not None and same.synset not in (None, synset.offset):
             return None  # the list uses this word for another meaning ("crane" the machine)
-        return keyword
+        return keyword if same is None else same.keyword
 
     def place(concept: Concept, synset: Synset, chain: frozenset[str] = frozenset()) -> None:
         """Set ``concept``'s parent from ``synset``'s place: the vocabulary's hand-made parent for it,
@@ -88,18 +92,19 @@ def derive(concepts: Mapping[str, Concept], wordnet: WordNet, stop: Collection[s
         if made is not None and made not in chain:
             above = wordnet.synset(made)
             keyword = name(above)
-            if keyword is None or keyword == concept.keyword:  # no usable level: the next one above it
+            if keyword is None or fold(keyword) == fold(concept.keyword):  # no usable level: the next up
                 place(concept, above, chain | {synset.offset})
                 return
         else:
+            own = fold(concept.keyword)
             named = [(above, keyword) for above in wordnet.ancestors(synset)
-                     for keyword in [name(above)] if keyword is not None and keyword != concept.keyword]
+                     for keyword in [name(above)] if keyword is not None and fold(keyword) != own]
             if not named:
                 return
             above, keyword = max(named, key=lambda pair: wordnet.depth(pair[0]))  # the first of the deepest
         concept.parent = keyword
-        if keyword not in concepts and keyword not in extra:
-            level = extra[keyword] = Concept(keyword, above.offset, None)
+        if fold(keyword) not in spelled:
+            level = extra[keyword] = spelled[fold(keyword)] = Concept(keyword, above.offset, None)
             place(level, above, chain | {synset.offset})
 
     for concept in list(concepts.values()):
