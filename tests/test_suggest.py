@@ -171,9 +171,11 @@ def test_a_plain_list_gets_plain_lines_to_paste(lab: Library, tmp_path: Path) ->
     out = lab.run("tags", "suggest", str(plain), "--all")
     assert "its 1 tag WordNet places (of 2;" in out  # blue has many senses, none dominant: not placed
     rows = table(out)
-    assert rows and "of square)" in out and "of blue)" not in out
-    block = out.split("at the end of plain.txt:\n", 1)[1].splitlines()[:-1]
-    assert block == [word for word, photos in rows if photos]  # one word a line, the counted ones
+    assert rows and "of square" in out and "of blue" not in out
+    block = out.split("at the end of plain.txt:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    result = suggest(load_config(lab.config), plain)
+    keeps = {s.candidate.word for s in result.rows if s.candidate.plain_sense is None}
+    assert block == [word for word, photos in rows if photos and word in keeps]  # one word a line
     assert plain.read_bytes() == (tmp_path / "copy.txt").read_bytes()
 
 
@@ -187,3 +189,159 @@ def test_a_word_wins_a_top_k_place_only_from_the_tags_it_outscores() -> None:
     got = would_get(scores, 2, np.array([0.5, 0.5]), 0.5, 2)
     assert got[:, 0].tolist() == [True, False, True, False]
     assert would_get(scores, 2, np.array([0.5, 0.5]), 0.5, 0)[:, 0].tolist() == [True, True, True, False]
+
+
+# -- where the pasted words sit, and what the counts promise (xS #2-#4, #6-#10) ------------------------
+
+def pasted_rich(result: Suggestions, words: list[str]) -> dict[str, str | None]:
+    """Each of ``words`` pasted into the list as its [[tag]] (the sense kept), parsed as the daemon
+    parses it: word → its parent."""
+    from tagwatch.suggest import paste_block, rich_form
+    from tagwatch.vocabulary import parse_rich_tag_list, parse_tag_list
+    from tagwatch.wordnet import WordNet
+    chosen = [s.candidate for s in result.rows if s.candidate.word in words]
+    text = result.source.read_text(encoding="utf-8")
+    if result.source.suffix == ".txt":  # the words in the senses expansion places them in
+        text = rich_form(parse_tag_list(text, ("{}",), result.source, place=True), WordNet())
+    parsed = parse_rich_tag_list(text + "\n" + paste_block(True, chosen), ("{}",), result.source)
+    return {t.keyword: (t.parents[-1] if t.parents else None) for t in parsed.tags}
+
+
+def test_a_rich_tag_without_synset_is_not_looked_around(lab: Library, tmp_path: Path) -> None:
+    """`Dog` and `Animal` name no synset: the list does not place them, so no word is found from them
+    (the report's "poodle (child of Dog)" landed under a second `dog`); the header says why."""
+    dogs = tmp_path / "dogs.toml"
+    dogs.write_text('[[tag]]\nkeyword = "Dog"\n\n[[tag]]\nkeyword = "Animal"\n\n[[tag]]\n'
+                    'keyword = "golden retriever"\nsynset = "golden_retriever.n.01"\n', encoding="utf-8")
+    result = suggest(load_config(lab.config), dogs, limit=0)
+    assert result.found is not None and result.found.placed == 1
+    assert {s.candidate.found for s in result.rows} == {"golden retriever"}
+    assert "poodle" not in {s.candidate.word for s in result.rows}
+    out = lab.run("tags", "suggest", str(dogs), "--limit", "3")
+    assert "(of 3; the others name no synset" in out and "tags check` names the others" not in out
+
+
+def test_siblings_sit_under_the_parent_tagwatch_gives_the_tag(lab: Library, tmp_path: Path) -> None:
+    """A plain kitten is animal|cat|kitten and pancake food|pancake: their siblings are the kinds
+    under cat and food, not WordNet's young mammals (lamb, calf) or cakes; and every row's
+    'sibling of X under P' / 'child of X' is where the pasted word lands."""
+    listed = tmp_path / "kp.txt"
+    listed.write_text("kitten\npancake\n", encoding="utf-8")
+    result = suggest(load_config(lab.config), listed, limit=0, every=True)
+    words = {s.candidate.word: s.candidate for s in result.rows}
+    assert words and not {"lamb", "calf", "foal", "cheesecake", "cupcake"} & set(words)
+    assert {c.parent for c in words.values() if c.relation == "sibling" and c.found == "kitten"} <= {"cat"}
+    landed = pasted_rich(result, list(words))
+    for c in words.values():
+        assert landed[c.word] == c.parent, (c, landed[c.word])
+    green = tmp_path / "green.toml"
+    green.write_text('[[tag]]\nkeyword = "Green"\n\n[[tag]]\nkeyword = "sage green"\n'
+                     'synset = "sage_green.n.01"\n', encoding="utf-8")
+    shades = suggest(load_config(lab.config), green, limit=0, every=True)
+    assert shades.rows and all(s.candidate.parent == "Green" for s in shades.rows)
+    assert "sibling of sage green under Green" in lab.run("tags", "suggest", str(green), "--all")
+
+
+def test_a_plain_list_pastes_only_words_it_reads_in_the_sense_found(lab: Library, tmp_path: Path) -> None:
+    """head was found as the domestic animal (head.n.02) beside dog; a plain list reads head as the
+    body part, and mare as nothing: those are named apart, with the .toml form, never in the block."""
+    listed = tmp_path / "tags2.txt"
+    listed.write_text("dog\nhorse\ncircle\n", encoding="utf-8")
+    out = lab.run("tags", "suggest", str(listed), "--limit", "0", "--all", "--examples", "0")
+    block = out.split("at the end of tags2.txt:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert "head" not in block and "mare" not in block
+    assert "#   head → head.n.02 (a plain list reads it as head.n.01)" in out
+    assert re.search(r"^#   mare → mare\.n\.01 \(a plain list leaves it flat: ambiguous", out, re.MULTILINE)
+    from tagwatch.vocabulary import parse_tag_list
+    placed = parse_tag_list(listed.read_text() + "\n".join(block) + "\n", ("{}",), listed, place=True)
+    result = suggest(load_config(lab.config), listed, limit=0, every=True)
+    found = {s.candidate.word: s.candidate for s in result.rows}
+    for tag in placed.tags[3:]:  # each pasted word in the sense the table named, under its parent
+        assert tag.synset == found[tag.keyword].synset
+        assert (tag.parents[-1] if tag.parents else None) == found[tag.keyword].parent
+
+
+def test_limit_caps_the_table_with_all_too(lab: Library) -> None:
+    """--all adds the words no photo gets; --limit still caps the rows, and the hint names --limit."""
+    out = lab.run("tags", "suggest", "--all", "--limit", "3", "--examples", "0")
+    assert len(table(out)) == 3
+    assert "more: --limit 0 lists every one" in out and "--all lists every one" not in out
+    assert len(table(lab.run("tags", "suggest", "--all", "--limit", "0"))) > 3
+
+
+def test_expand_none_places_no_plain_word(lab: Library, tmp_path: Path) -> None:
+    """With expand = "none" a plain list is its lines: suggest looks nothing up and says so, rather
+    than pointing at a `tags check` that names nothing."""
+    config = tmp_path / "none.toml"
+    config.write_text(lab.config.read_text().replace("[tagging]\n", '[tagging]\nexpand = "none"\n'),
+                      encoding="utf-8")
+    listed = tmp_path / "mine.txt"
+    listed.write_text("red\ngreen\nstar\n", encoding="utf-8")
+    result = tagwatch("--config", str(config), "tags", "suggest", str(listed))
+    assert result.returncode == 0, result.stderr
+    assert 'expand = "none" a plain list is its lines' in result.stdout
+    assert "sibling of" not in result.stdout and "tags check" not in result.stdout
+
+
+def test_a_built_in_list_is_pasted_into_your_own_copy(lab: Library) -> None:
+    out = lab.run("tags", "suggest", "photo-tags", "--limit", "2", "--examples", "0")
+    assert "at the end of your own copy of photo-tags.toml, not the package's file (`tagwatch init`" in out
+    assert "at the end of photo-tags.toml:" not in out
+
+
+def scanned(folder: Path, word: str) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.suffix == ".jpg" and word in exif_keywords(p)["xmp"]}
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The library under `watch` with top_k 2 (so added words compete), and three green photos
+    indexed by a scan outside it; returns (config, library, outside)."""
+    library, outside = tmp_path / "library", tmp_path / "outside"
+    library.mkdir()
+    outside.mkdir()
+    for n, (colour, shape) in enumerate(PHOTOS):
+        synthetic.make_photo(colour, shape, seed=47000 + n, size=(160, 120)).save(
+            library / f"{n:02d}-{colour}-{shape}.jpg", quality=90)
+    for k in range(3):
+        synthetic.make_photo("green", "star", seed=48000 + k, size=(160, 120)).save(
+            outside / f"g{k}.jpg", quality=90)
+    config = with_list(write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG,
+                                    threshold=THRESHOLD, top_k=2, watch=[library]))
+    assert tagwatch("scan", str(library), str(outside), "--config", str(config)).returncode == 0
+    return config, library, outside
+
+
+def test_the_block_counts_are_what_pasting_the_whole_block_writes(watched: tuple[Path, Path, Path]) -> None:
+    """Each word's 'photos' is for it alone; 'block' is for the whole block pasted, the words competing
+    for top_k: paste it, scan, and exiftool finds exactly the block counts."""
+    config, library, _ = watched
+    out = tagwatch("tags", "suggest", "--limit", "5", "--config", str(config)).stdout
+    assert "if it alone is added" in out and "'block' is each word's count with the whole block" in out
+    result = suggest(load_config(config), config.parent / "tags.toml", limit=5)
+    block = {s.candidate.word: s.together for s in result.shown if s.together is not None}
+    alone = {s.candidate.word: s.photos for s in result.shown}
+    assert len(block) >= 3 and any(block[w] != alone[w] for w in block)  # top_k 2: they compete
+    pasted = out.split("at the end of tags.toml:\n", 1)[1].split("\n(nothing was written", 1)[0]
+    (config.parent / "tags.toml").write_text(LIST + "\n" + pasted + "\n", encoding="utf-8")
+    assert tagwatch("scan", str(library), "--config", str(config)).returncode == 0
+    assert {w: len(scanned(library, w)) for w in block} == block
+
+
+def test_photos_outside_the_watched_folders_are_counted_apart(watched: tuple[Path, Path, Path]) -> None:
+    """green gets the four green photos of the watched library (what the daemon's re-score writes)
+    and, apart, the three green ones a scan indexed outside it; a scan of the library alone (the
+    daemon's reach) writes exactly the first, one naming the outside folder the rest."""
+    config, library, outside = watched
+    result = suggest(load_config(config), config.parent / "tags.toml")
+    green = next(s for s in result.rows if s.candidate.word == "green")
+    assert (green.photos, green.outside) == (len(GREEN), 3)
+    out = tagwatch("tags", "suggest", "--config", str(config)).stdout
+    assert "of the 12 photos indexed with" in out and "under the watched folders" in out
+    assert "elsewhere: of the 3 photos indexed outside the watched folders" in out
+    green_tag = '\n[[tag]]\nkeyword = "green"\nsynset = "green.n.01"\n'
+    (config.parent / "tags.toml").write_text(LIST + green_tag, encoding="utf-8")
+    assert tagwatch("scan", str(library), "--config", str(config)).returncode == 0
+    assert scanned(library, "green") == GREEN and not scanned(outside, "green")
+    assert tagwatch("scan", str(outside), "--config", str(config)).returncode == 0
+    assert len(scanned(outside, "green")) == green.outside

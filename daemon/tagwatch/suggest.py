@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .casefold import fold
-from .tagger import SCORE_BLOCK, TagMatrix
+from .tagger import SCORE_BLOCK, TagMatrix, select
 from .vocabulary import RICH_SUFFIX, Vocabulary, not_one_level, unwritable
 from .wordnet import Synset, WordNet
 
@@ -44,6 +44,16 @@ class Candidate:
     name: str  # ``green.n.01``: what a rich list's ``synset =`` takes
     found: str  # the list tag it was found from
     relation: str  # "sibling" (same parent as ``found``) or "child" (a kind of ``found``)
+    parent: str | None = None  # the parent tagwatch gives it once pasted (a sibling of a flat tag: None)
+    pinned: bool = False  # a rich list's block names ``parent``: the list's own, for ``found`` too
+    plain_sense: str | None = None  # a plain list: why pasting the word keeps no sense (None: it does)
+
+    def where(self) -> str:
+        """Where the pasted word sits, as the table says it: ``child of dog``, ``sibling of kitten
+        under cat``; a sibling of a flat tag is flat too."""
+        if self.relation == "child":
+            return f"child of {self.found}"
+        return f"sibling of {self.found}" + (f" under {self.parent}" if self.parent else ", both flat")
 
 
 @dataclass(frozen=True)
@@ -54,18 +64,11 @@ class Candidates:
     above: int  # words left out because they lie above a list tag (levels, expansion's business)
 
 
-def placed_synsets(vocabulary: Vocabulary, wordnet: WordNet) -> dict[str, str]:
-    """keyword → WordNet offset of each list tag WordNet places: the synset a rich list names or
-    expansion matched, else the one a plain word names unambiguously (as expansion would place it)."""
-    out: dict[str, str] = {}
-    for tag in vocabulary.tags:
-        if tag.synset is not None:
-            out[tag.keyword] = tag.synset
-            continue
-        match = wordnet.match(tag.keyword)
-        if match.synset is not None:
-            out[tag.keyword] = match.synset.offset
-    return out
+def placed_synsets(vocabulary: Vocabulary) -> dict[str, str]:
+    """keyword → WordNet offset of each list tag the list's own parsing placed, as the daemon does
+    (``load_configured``): a rich list's ``synset =``, a plain word expansion matched.  A rich tag
+    without ``synset`` is not placed, nor is any plain word under ``expand = "none"``."""
+    return {tag.keyword: tag.synset for tag in vocabulary.tags if tag.synset is not None}
 
 
 def keyword_of(synset: Synset) -> str | None:
@@ -77,23 +80,38 @@ def keyword_of(synset: Synset) -> str | None:
     return None
 
 
-def candidates(vocabulary: Vocabulary, wordnet: WordNet, cap: int = CANDIDATE_CAP) -> Candidates:
+def candidates(vocabulary: Vocabulary, wordnet: WordNet, cap: int = CANDIDATE_CAP,
+               explicit: Collection[str] = ()) -> Candidates:
     """The children and siblings of the list's placed tags, each word once, at most ``cap``: taken
     in turns over the tags (each tag's children first, then its siblings), so a capped list still
-    has words around every tag."""
-    placed = placed_synsets(vocabulary, wordnet)
+    has words around every tag.  A tag's siblings are looked for under the parent tagwatch gives it
+    (its level's synset) and under WordNet's; :func:`verified` keeps those the list places there.
+    ``explicit``: the tags whose parent the list names itself (``parent =``): their siblings are
+    pasted with that parent (``pinned``)."""
+    placed = placed_synsets(vocabulary)
     known = {fold(k) for k in vocabulary.hierarchy()}  # tags and the levels expansion writes
     known |= {fold(s) for tag in vocabulary.tags for s in tag.synonyms}
     taken = set(placed.values()) | {t.synset for t in vocabulary.ancestors if t.synset}
+    synset_of = {fold(t.keyword): t.synset for t in (*vocabulary.ancestors, *vocabulary.tags)}
+    parent_of = {t.keyword: t.parents[-1] if t.parents else None for t in vocabulary.tags}
+    pinned = {fold(k) for k in explicit}
     above: set[str] = set()  # every WordNet ancestor of a list tag
     for offset in placed.values():
         above.update(s.offset for s in wordnet.ancestors(wordnet.synset(offset)))
-    parents = {keyword: wordnet.synset(offset).hypernyms for keyword, offset in placed.items()}
+    parents: dict[str, list[str]] = {}  # keyword → the synsets whose children are its siblings
+    for keyword, offset in placed.items():
+        level = parent_of[keyword]
+        own = synset_of.get(fold(level)) if level is not None else None
+        if own and fold(keyword) in pinned:  # the list's own grouping: the kinds of its level only
+            parents[keyword] = [own]
+            continue
+        parents[keyword] = list(dict.fromkeys([*([own] if own else []), *wordnet.synset(offset).hypernyms]))
     below = wordnet.children({*placed.values(), *(p for ps in parents.values() for p in ps)})
     per_tag: list[list[Candidate]] = []
     seen: set[str] = set()
     left_above: set[str] = set()
     for keyword, offset in placed.items():
+        level = parent_of[keyword]
         related = [(child, "child") for child in below[offset]]
         related += [(sibling, "sibling") for parent in parents[keyword] for sibling in below[parent]]
         own: list[Candidate] = []
@@ -109,11 +127,34 @@ def candidates(vocabulary: Vocabulary, wordnet: WordNet, cap: int = CANDIDATE_CA
                 left_above.add(other)
                 continue
             known.add(fold(word))
-            own.append(Candidate(word, other, wordnet.name(synset), keyword, relation))
+            child = relation == "child"
+            own.append(Candidate(word, other, wordnet.name(synset), keyword, relation,
+                                 keyword if child else level,
+                                 not child and level is not None and fold(keyword) in pinned))
         per_tag.append(own)
     # in turns, one word of each tag at a time: a cap leaves every tag some, not the first tags all
     words = [c for turn in itertools.zip_longest(*per_tag) for c in turn if c is not None]
     return Candidates(words[:cap], len(placed), len(words), len(left_above))
+
+
+def verified(words: Sequence[Candidate], placed: Vocabulary) -> list[Candidate]:
+    """The candidates that sit where the table says once pasted: ``placed`` is the list with every
+    candidate pasted as a rich list's ``[[tag]]`` (its sense kept), parsed as the daemon parses it.
+    A sibling found under WordNet's parent that the list puts elsewhere (a lamb is no kind of cat,
+    kitten's parent here) is left out, as is a child that lands under another tag."""
+    parent = {fold(t.keyword): (fold(t.parents[-1]) if t.parents else None) for t in placed.tags}
+    return [c for c in words
+            if fold(c.word) in parent and parent[fold(c.word)] == (fold(c.parent) if c.parent else None)]
+
+
+def rich_form(vocabulary: Vocabulary, wordnet: WordNet) -> str:
+    """A plain list as the rich list that places it the same way: each placed word with the synset
+    expansion matched (so a pasted word's place can be read as a ``.toml`` list would give it)."""
+    out = []
+    for tag in vocabulary.tags:
+        sense = f"synset = {json.dumps(wordnet.name(wordnet.synset(tag.synset)))}\n" if tag.synset else ""
+        out.append(f"[[tag]]\nkeyword = {json.dumps(tag.keyword, ensure_ascii=False)}\n{sense}")
+    return "\n".join(out)
 
 
 def amended_text(text: str, rich: bool, words: Sequence[Candidate]) -> str:
@@ -123,11 +164,15 @@ def amended_text(text: str, rich: bool, words: Sequence[Candidate]) -> str:
 
 def paste_block(rich: bool, words: Sequence[Candidate]) -> str:
     """The lines that add ``words`` to a list: a plain list's one word a line, a rich list's
-    ``[[tag]]`` with the WordNet sense it was found as (so its parents come from WordNet)."""
+    ``[[tag]]`` with the WordNet sense it was found as (so its parents come from WordNet), and the
+    list's own parent where the list names the tag's (``pinned``)."""
     if not rich:
         return "".join(f"{c.word}\n" for c in words)
+    def parent(c: Candidate) -> str:
+        return f"parent = {json.dumps(c.parent, ensure_ascii=False)}\n" if c.pinned and c.parent else ""
+
     return "\n".join(f"[[tag]]\nkeyword = {json.dumps(c.word, ensure_ascii=False)}\n"
-                     f"synset = {json.dumps(c.name)}\n" for c in words)
+                     f"synset = {json.dumps(c.name)}\n{parent(c)}" for c in words)
 
 
 def is_rich(path_suffix: str) -> bool:
@@ -149,8 +194,9 @@ def nearest(matrix: TagMatrix, listed: int) -> list[tuple[str, float]]:
 class Evidence:
     """Per candidate: how many photos would get it, and the first few of them."""
 
-    photos: np.ndarray  # (candidates,) int
+    photos: np.ndarray  # (candidates,) int: among the photos ``inside`` (all, when none is given)
     examples: list[list[str]] = field(default_factory=list)
+    outside: np.ndarray | None = None  # (candidates,) int: among the other photos
 
 
 def would_get(scores: np.ndarray, listed: int, thresholds: np.ndarray, threshold: float,
@@ -169,6 +215,22 @@ def would_get(scores: np.ndarray, listed: int, thresholds: np.ndarray, threshold
     return above & (_ahead(passing, extra) < top_k)
 
 
+def all_get(scores: np.ndarray, listed: int, thresholds: np.ndarray, threshold: float,
+            top_k: int) -> np.ndarray:
+    """(photos, candidates) bool: the photo gets the candidate when *all* the candidates in
+    ``scores`` are added to the list together (they compete with each other for ``top_k`` too):
+    what pasting the whole block gives.  Tagging's own :func:`tagger.select` over list and block."""
+    limits = np.concatenate([np.asarray(thresholds, np.float32),
+                             np.full(scores.shape[1] - listed, threshold, np.float32)])
+    chosen = select(np.asarray(scores, np.float32), limits, top_k)
+    out = np.zeros((len(scores), scores.shape[1] - listed), bool)
+    for row, columns in enumerate(chosen):
+        for column in columns:
+            if column >= listed:
+                out[row, column - listed] = True
+    return out
+
+
 def _ahead(passing: np.ndarray, extra: np.ndarray) -> np.ndarray:
     """For each (photo, candidate): the passing list scores above the candidate's, by sorting each
     photo's passing scores once (a (photos, tags, candidates) cube would be gigabytes)."""
@@ -182,26 +244,39 @@ def _ahead(passing: np.ndarray, extra: np.ndarray) -> np.ndarray:
 
 def evidence(matrix: TagMatrix, listed: int, vectors: np.ndarray, paths: Sequence[str],
              thresholds: np.ndarray, threshold: float, top_k: int, examples: int,
-             kept_out: Mapping[str, Collection[str]] | None = None) -> Evidence:
+             kept_out: Mapping[str, Collection[str]] | None = None,
+             inside: Sequence[bool] | None = None, block: Sequence[int] | None = None) -> Evidence:
     """Each candidate's count of photos that would get it (``vectors``: the photos' cached image
     vectors, ``paths`` theirs), with up to ``examples`` of their paths; a photo from which a person
     took the word out (``kept_out``: path → case-folded keywords) never gets it back, so it is not
-    counted."""
-    words = {fold(k): n for n, k in enumerate(matrix.keywords[listed:])}
-    total = np.zeros(len(words), np.int64)
-    shown: list[list[str]] = [[] for _ in words]
+    counted.  ``inside``: per photo, whether the daemon's re-score reaches it (under ``watch``); the
+    others are counted apart.  ``block``: count only these candidate columns, added *together*
+    (:func:`all_get`) rather than each alone; the counts are in that order."""
+    keywords = matrix.keywords[listed:]
+    columns = list(range(len(keywords))) if block is None else list(block)
+    words = {fold(keywords[c]): n for n, c in enumerate(columns)}
+    total = np.zeros(len(columns), np.int64)
+    elsewhere = np.zeros(len(columns), np.int64)
+    shown: list[list[str]] = [[] for _ in columns]
     kept_out = kept_out or {}
+    mask = np.ones(len(paths), bool) if inside is None else np.asarray(inside, bool)
+    take = np.array([*range(listed), *(listed + c for c in columns)], np.int64)
     for start in range(0, len(vectors), SCORE_BLOCK):
         part = matrix.scores(vectors[start:start + SCORE_BLOCK])
-        gets = would_get(part, listed, thresholds, threshold, top_k)
+        if block is None:
+            gets = would_get(part, listed, thresholds, threshold, top_k)
+        else:
+            gets = all_get(part[:, take], listed, thresholds, threshold, top_k)
         for row, path in enumerate(paths[start:start + SCORE_BLOCK]):
             for word in kept_out.get(path, ()):
                 if word in words:
                     gets[row, words[word]] = False
-        total += gets.sum(axis=0)
+        here = mask[start:start + SCORE_BLOCK]
+        total += gets[here].sum(axis=0)
+        elsewhere += gets[~here].sum(axis=0)
         for column in np.flatnonzero(gets.any(axis=0)):
             room = examples - len(shown[column])
             if room > 0:
                 rows = np.flatnonzero(gets[:, column])[:room]
                 shown[column] += [paths[start + int(r)] for r in rows]
-    return Evidence(total, shown)
+    return Evidence(total, shown, elsewhere)
