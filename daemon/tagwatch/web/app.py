@@ -40,6 +40,7 @@ from ..metadata import ExifTool, KeywordWriter
 from ..overrides import CORRECTIONS
 from ..status import running_daemon
 from ..store import FAILED, UNTAGGED, USER, Store
+from ..wording import counted
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard
 from .corrections import Applier, CorrectionError, write_correction, write_threshold
 from .library import NEAR_MARGIN, Filters, Library
@@ -229,10 +230,12 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
     env.filters["score"] = lambda s: "—" if s is None else f"{s:.3f}"
     env.filters["decimal"] = number  # a threshold as calibrate writes it: 0.3, not float32's noise
     env.filters["ago"] = _ago
+    env.filters["counted"] = counted  # "1 folder", "2 folders": as `tagwatch status` says it
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.setdefault("notice", library.notice)
         context.setdefault("apply_error", applier.last_error if applier else None)
+        context.setdefault("appending", library.appending)
         return templates.TemplateResponse(request, name, context, status_code=status,
                                           headers={"cache-control": "no-store"})
 

@@ -116,6 +116,7 @@ class Card:
     top: tuple[tuple[str, float], ...] = ()  # best scores, shown on hover
     read_error: str | None = None
     margin: float | None = None  # distance of the nearest threshold (the near filter)
+    kept: str = ""  # the grid's tag, which this photo carries but is not predicted now (append mode)
 
     @property
     def title(self) -> str:
@@ -164,6 +165,33 @@ class Page:
     filters: Filters
     pages: int
     notice: str | None = None
+    predicted: int | None = None  # with a tag filter: how many of the ``total`` carrying it are predicted now
+    tag: str = ""  # the filter's tag as the list spells it
+
+
+@dataclass(frozen=True)
+class Carriers:
+    """Which photos carry each keyword and which are predicted to now (case-folded keyword → file ids).
+
+    *Carry*: the ledger says tagwatch wrote it into the file (its own, or for a correction) and no
+    person took it out since, or a tagged photo's current prediction holds it (written, or the
+    person's already).  *Predicted now*: the tag list, thresholds, top_k, levels and corrections give
+    it to the photo today.  They differ where ``[tagging] mode = "append"`` keeps a keyword the list
+    no longer predicts (a threshold raised since): the report's "pastel: 8 photos" while 24 files
+    carried it, so the photos to reject it from could not be found.  The ledger, not exiftool, is
+    read: one query per photo, no file opened, so a 100,000-photo library is counted in about a
+    second (and cached).  A keyword a person wrote in with another program, never predicted, is not
+    counted: tagwatch does not know of it.
+    """
+
+    carried: dict[str, frozenset[int]]
+    predicted: dict[str, frozenset[int]]
+
+    def carrying(self, keyword: str) -> frozenset[int]:
+        return self.carried.get(fold(keyword), frozenset())
+
+    def predicting(self, keyword: str) -> frozenset[int]:
+        return self.predicted.get(fold(keyword), frozenset())
 
 
 @dataclass(frozen=True)
@@ -239,12 +267,14 @@ class TagView:
     total: int
     above: int  # photos scoring above the threshold shown (proposed, else current)
     above_now: int  # ... above the current threshold
-    carried: int  # photos whose keywords (after top_k and overrides) hold it
+    carried: int  # photos whose file carries it (see :class:`Carriers`)
     just_above: list[tuple[Card, float]]
     just_below: list[tuple[Card, float]]
     rich: bool  # the tag list is a .toml the threshold can be written into
     parent: str = ""
     prompts: tuple[str, ...] = field(default_factory=tuple)
+    predicted: int = 0  # photos the list gives it now (top_k, levels and corrections applied)
+    append: bool = False  # [tagging] mode = "append": a keyword no longer predicted stays in the file
 
 
 def _stamp(path: Path | None) -> tuple[int, int, int] | None:
@@ -473,13 +503,60 @@ class Library:
             margins = {path: margin for path, (_, margin) in picked}
         else:
             state = {"failed": FAILED, "recent": DONE}.get(filters.show)
-            if tag is not None and state is None:  # a photo set aside by untag carries none of ours
-                state = DONE
-            rows, total = self.store.browse(folders, state=state, tag=tag, recent=filters.show == "recent",
-                                            limit=PAGE_SIZE, offset=offset)
+            recent = filters.show == "recent"
+            if tag is None:
+                rows, total = self.store.browse(folders, state=state, recent=recent, limit=PAGE_SIZE,
+                                                offset=offset)
+            else:  # the photos whose file carries it, not only those the list predicts it for now
+                carriers = self._carriers()
+                carrying, predicting = carriers.carrying(tag), carriers.predicting(tag)
+                found = [row for row in self._listed(folders, state, recent) if row.id in carrying]
+                total, rows = len(found), found[offset:offset + PAGE_SIZE]
+                now = {row.path for row in rows if row.id in predicting}
+                cards = [card if card.path in now else replace(card, kept=tag)
+                         for card in self.cards(rows, scoring, margins)]
+                return Page(cards, total, filters, max(1, math.ceil(total / PAGE_SIZE)), self.notice,
+                            sum(1 for row in found if row.id in predicting), tag)
         cards = self.cards(rows, scoring, margins)
         pages = max(1, math.ceil(total / PAGE_SIZE))
-        return Page(cards, total, filters, pages, self.notice)
+        return Page(cards, total, filters, pages, self.notice, tag=tag or "")
+
+    def _database_stamp(self) -> tuple[object, ...]:
+        """Changes with every commit to the database (its WAL file, then the file at a checkpoint):
+        the store's own stamp follows file rows only, and a re-score that changes a photo's
+        predictions, or a person's removal, left the counts as they were until a file changed."""
+        database = self.store.path
+        return _stamp(database), _stamp(database.with_name(database.name + "-wal"))
+
+    def _listed(self, folders: Sequence[str], state: str | None, recent: bool) -> list[FileRow]:
+        """Every live photo inside ``folders`` (in ``state``), in the grid's order: a tag filter
+        keeps those carrying the tag, which the store cannot select by itself (the ledger decides)."""
+        def load() -> list[FileRow]:
+            return self.store.browse(folders, state=state, recent=recent, limit=-1)[0]
+        return self._cached(("listed", tuple(folders), state, recent, *self._database_stamp()),  # type: ignore[return-value]
+                            load)
+
+    def _carriers(self) -> Carriers:
+        """:class:`Carriers` of every photo in the watched folders, cached until the database changes."""
+        def count() -> Carriers:
+            rows = self._listed(list(self.roots.roots), None, False)
+            ledgers = self.store.ledgers(row.id for row in rows)
+            carried: dict[str, set[int]] = {}
+            predicted: dict[str, set[int]] = {}
+            for row in rows:
+                ledger = {fold(k): action for k, action in ledgers.get(row.id, {}).items()}
+                for keyword, action in ledger.items():
+                    if action in (ADDED, USER):  # DECLINED replaced ADDED where a person took it out
+                        carried.setdefault(keyword, set()).add(row.id)
+                if row.state != DONE:
+                    continue
+                for keyword in folded(row.tags or ()):
+                    if ledger.get(keyword) != DECLINED:  # a person took it out: never written again
+                        predicted.setdefault(keyword, set()).add(row.id)
+                        carried.setdefault(keyword, set()).add(row.id)
+            return Carriers({k: frozenset(v) for k, v in carried.items()},
+                            {k: frozenset(v) for k, v in predicted.items()})
+        return self._cached(("carriers", *self._database_stamp()), count)  # type: ignore[return-value]
 
     def _cached(self, key: tuple[object, ...], make: Callable[[], object]) -> object:
         """``make()``, kept while the store's file rows are unchanged (a few entries): paging through
@@ -492,7 +569,7 @@ class Library:
         value = make()
         with self._cache_lock:
             self._cache[key] = value
-            while len(self._cache) > 6:
+            while len(self._cache) > 8:
                 self._cache.popitem(last=False)
         return value
 
@@ -819,7 +896,7 @@ class Library:
         near_below = below[np.argsort(-scores[below], kind="stable")][:NEIGHBOURS]
         picked = [rows[i] for i in (*near_above.tolist(), *near_below.tolist())]
         cards = {c.path: c for c in self.cards(picked, scoring)}
-        carried = sum(1 for row in rows if keyword in (row.tags or ()))
+        carriers = self._carriers()
 
         def neighbours(indices: np.ndarray) -> list[tuple[Card, float]]:
             return [(cards[rows[i].path], float(scores[i])) for i in indices.tolist()
@@ -828,25 +905,24 @@ class Library:
         return TagView(
             keyword, current, tag.threshold is not None, proposed, bars, lo, hi, x(current),
             None if proposed is None else x(proposed), len(rows), len(above),
-            int((scores > np.float32(current)).sum()), carried,
+            int((scores > np.float32(current)).sum()), len(carriers.carrying(keyword)),
             neighbours(near_above), neighbours(near_below),
-            self.config.tags.suffix.lower() == ".toml", "|".join(tag.parents), tag.prompts)
+            self.config.tags.suffix.lower() == ".toml", "|".join(tag.parents), tag.prompts,
+            len(carriers.predicting(keyword)), self.config.tagging.mode == "append")
 
-    def tag_counts(self) -> list[tuple[str, float, bool, int]]:
-        """(keyword, threshold, has its own, photos carrying it) for every tag of the list."""
+    def tag_counts(self) -> list[tuple[str, float, bool, int, int]]:
+        """(keyword, threshold, has its own, photos carrying it, photos predicted now) for every tag
+        of the list (see :class:`Carriers`)."""
         scoring = self.scoring()
-        def count() -> dict[str, int]:
-            carried: dict[str, int] = {}
-            rows, _ = self.store.browse(list(self.roots.roots), state=DONE, limit=-1)
-            out = self.store.declined_pairs()  # a keyword a person took out is not in the file
-            for row in rows:
-                for keyword in row.tags or ():
-                    if (row.id, keyword) not in out:
-                        carried[keyword] = carried.get(keyword, 0) + 1
-            return carried
-        carried: dict[str, int] = self._cached(("carried",), count)  # type: ignore[assignment]
+        carriers = self._carriers()
         return [(tag.keyword, float(scoring.thresholds[i]), tag.threshold is not None,
-                 carried.get(tag.keyword, 0)) for i, tag in enumerate(scoring.vocabulary.tags)]
+                 len(carriers.carrying(tag.keyword)), len(carriers.predicting(tag.keyword)))
+                for i, tag in enumerate(scoring.vocabulary.tags)]
+
+    @property
+    def appending(self) -> bool:
+        """``[tagging] mode = "append"``: a keyword tagwatch wrote stays when no longer predicted."""
+        return self.config.tagging.mode == "append"
 
     # -- status --------------------------------------------------------------------------------
 
@@ -857,4 +933,4 @@ class Library:
                 "model": self.identity, "now": time.time()}
 
 
-__all__ = ["CaptionView", "Filters", "Library", "Page", "PhotoView", "TagView"]
+__all__ = ["CaptionView", "Carriers", "Filters", "Library", "Page", "PhotoView", "TagView"]
