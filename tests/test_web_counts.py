@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,10 +29,12 @@ import pytest
 
 import synthetic
 from conftest import (
+    REPO,
     SHAPES_CHECKPOINT,
     SHAPES_CONFIG,
     Daemon,
     exif_keywords,
+    read_only_folder,
     status,
     tagwatch,
     wait_for,
@@ -201,3 +205,116 @@ def test_the_status_tab_counts_one_folder_in_the_singular(library: Library, brow
     wait_for(lambda: "watching" in words(browser, "#status"))
     shown = words(browser, "#status")
     assert "watching 1 folder," in shown and "1 folders" not in shown, shown
+
+
+def untouched(library: Library) -> list[str]:
+    """The star photos whose file carries tagwatch's star and that no correction names (another test
+    of the module may have rejected it on one): by name."""
+    overrides = library.conf / "overrides.toml"
+    rules = overrides.read_text(encoding="utf-8") if overrides.exists() else ""
+    return sorted(photo for photo in carrying(library, "star") if str(library.root / photo) not in rules)
+
+
+def refused(browser: object, base: str, photo: str) -> str:
+    """Reject the star of ``photo`` in the browser; the error banner the page answers with."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{base}/photo/0/{photo}")  # type: ignore[attr-defined]
+    assert chips(browser, "#file-keywords")["star"] == "ours"
+    browser.find_element(By.CSS_SELECTOR, REJECT).click()  # type: ignore[attr-defined]
+    wait_for(lambda: words(browser, "p.banner.error") != "")
+    return words(browser, "p.banner.error")
+
+
+def nothing_saved(library: Library, photo: str, before: dict[Path, bytes]) -> None:
+    """The config folder as it was (no overrides file, no temporary one left), the photo untouched."""
+    assert {p: p.read_bytes() for p in library.conf.iterdir()} == before
+    assert "star" in exif_keywords(library.root / photo)["iptc"]
+
+
+def can_mount_read_only(folder: Path) -> bool:
+    """Can this user bind-mount a folder read-only in a mount namespace of its own (root, here)?"""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", 'mount -o bind,ro "$0" "$0" && ! touch "$0/.probe"',
+                            str(folder)], capture_output=True)
+    return probe.returncode == 0 and not (folder / ".probe").exists()
+
+
+def test_a_correction_a_read_only_config_folder_cannot_take_is_refused_with_the_reason(
+        library: Library, browser, tmp_path: Path) -> None:
+    """As the old unit's sandbox does it: `tagwatch web` in a mount namespace where the config
+    folder is a read-only bind mount (EROFS, even to root).  The page answers with one line naming
+    the file, the cause and `tagwatch service install`; nothing is written and the page goes on."""
+    from selenium.webdriver.common.by import By
+
+    if not can_mount_read_only(library.conf):
+        pytest.skip("cannot bind-mount a folder read-only here (needs root and unshare)")
+    before = {p: p.read_bytes() for p in library.conf.iterdir()}
+    log = tmp_path / "web.log"
+    with log.open("wb") as err:
+        web = subprocess.Popen(
+            ["unshare", "-m", "sh", "-c", 'mount -o bind,ro "$0" "$0" && exec "$@"', str(library.conf),
+             sys.executable, "-m", "tagwatch", "web", "--config", str(library.config), "--port", "0"],
+            stdout=subprocess.PIPE, stderr=err, cwd=REPO, text=True)
+    try:
+        line = web.stdout.readline()  # type: ignore[union-attr]
+        match = re.fullmatch(r"review page: (http://127\.0\.0\.1:\d+)/\?token=(\S+)\n", line)
+        assert match, line + log.read_text()
+        base = match.group(1)
+        browser.get(f"{base}/?token={match.group(2)}")
+        photo = untouched(library)[0]
+        error = refused(browser, base, photo)
+        overrides = library.conf / "overrides.toml"
+        assert error.startswith(f"Nothing was saved: cannot write the overrides file {overrides}: read-only "
+                                f"file system (in its folder {library.conf}). If tagwatch runs as a systemd "
+                                "service whose unit an older tagwatch wrote, its sandbox keeps that folder "
+                                "read-only: run `tagwatch service install` again"), error
+        assert "(docs/service.md, Upgrading)" in error
+        nothing_saved(library, photo, before)
+        # the page goes on: its photo, its grid
+        assert chips(browser, "#file-keywords")["star"] == "ours"
+        browser.get(f"{base}/")
+        wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "li.card")) == len(PHOTOS))
+    finally:
+        web.terminate()
+        assert web.wait(timeout=30) == 0
+    logged = log.read_text(encoding="utf-8")
+    assert "Traceback" not in logged and "Internal Server Error" not in logged, logged
+    assert f"review page: remove 'star' for {library.root / photo} refused: Nothing was saved" in logged
+
+
+def test_a_correction_an_unwritable_config_folder_cannot_take_is_refused_on_the_daemons_page(
+        library: Library, browser) -> None:
+    """The daemon's own page, its config folder refusing new files (chmod for a user, the immutable
+    attribute for root): the same one-line refusal, with the cause the system gives; a threshold
+    saved on a tag's page too (the tag list lives there)."""
+    from selenium.webdriver.common.by import By
+
+    photo = untouched(library)[-1]
+    before = {p: p.read_bytes() for p in library.conf.iterdir()}
+    mark = len(library.daemon.log())
+    with read_only_folder(library.conf):
+        error = refused(browser, library.base, photo)
+        browser.get(f"{library.base}/tag/red")
+        field = browser.find_element(By.ID, "threshold")
+        field.clear()
+        field.send_keys("0.5")
+        browser.find_element(By.ID, "save-threshold").click()
+        wait_for(lambda: words(browser, "p.banner.error") != "")
+        threshold = words(browser, "p.banner.error")
+        nothing_saved(library, photo, before)
+    cause = "operation not permitted" if "operation not permitted" in error else "permission denied"
+    overrides = library.conf / "overrides.toml"
+    assert error.startswith(f"Nothing was saved: cannot write the overrides file {overrides}: {cause} "
+                            f"(in its folder {library.conf}). Let the user the review page runs as ("), error
+    assert "run `tagwatch service install` again" in error
+    assert threshold.startswith(f"Nothing was saved: cannot write the tag list {library.conf / 'tags.toml'}: "
+                                f"{cause} (in its folder {library.conf})."), threshold
+    logged = library.daemon.log()[mark:]
+    assert "Traceback" not in logged and "refused: Nothing was saved" in logged, logged
+    # writable again: the same correction is saved and reaches the file
+    browser.get(f"{library.base}/photo/0/{photo}")
+    assert chips(browser, "#file-keywords")["star"] == "ours"
+    browser.find_element(By.CSS_SELECTOR, REJECT).click()
+    wait_for(lambda: "star" not in exif_keywords(library.root / photo)["iptc"])

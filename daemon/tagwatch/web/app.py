@@ -306,6 +306,7 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         try:
             written = await run_in_threadpool(write_correction, config, path, keyword, action)
         except CorrectionError as exc:
+            log.warning("review page: %s %r for %s refused: %s", action, keyword, path, exc)
             view = await run_in_threadpool(library.photo, path)
             return render(request, "photo.html", status=409, view=view, error=str(exc))
         log.info("review page: %s %r for %s (%s)", action, keyword, path, written)
@@ -354,6 +355,7 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
                 raise CorrectionError(f"not a threshold: {form.get('threshold')!r}")
             message = await run_in_threadpool(write_threshold, config, scoring.vocabulary, keyword, value)
         except CorrectionError as exc:
+            log.warning("review page: threshold of %r refused: %s", keyword, exc)
             view = await run_in_threadpool(library.tag, keyword, value)
             return render(request, "tag.html", status=409, view=view, error=str(exc), tag_list=config.tags)
         log.info("review page: threshold of %r at %s: %s", keyword, number(value), message.splitlines()[0])

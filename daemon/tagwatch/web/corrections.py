@@ -15,6 +15,8 @@ the lock go.  No image is ever encoded for a correction.
 
 from __future__ import annotations
 
+import errno
+import getpass
 import logging
 import os
 import threading
@@ -43,6 +45,35 @@ class CorrectionError(ValueError):
     """A correction could not be written; the message says why and what to do."""
 
 
+SERVICE = ("if tagwatch runs as a systemd service whose unit an older tagwatch wrote, its sandbox keeps "
+           "that folder read-only: run `tagwatch service install` again, then `systemctl --user "
+           "daemon-reload` and restart it (docs/service.md, Upgrading)")
+
+
+def unwritable(what: str, target: Path, exc: OSError) -> CorrectionError:
+    """The refusal of a save the file system would not take, in one line: the file, the cause, what
+    to do.  Under an older systemd unit (``ProtectSystem=strict`` without the config folder in
+    ``ReadWritePaths``) every correction answered a bare "Internal Server Error", a traceback in the
+    log, and the person could not tell that nothing had been saved."""
+    folder = target.parent
+    cause = (exc.strerror or str(exc)).lower() if exc.errno is None else os.strerror(exc.errno).lower()
+    if exc.errno == errno.EROFS:
+        todo = f"{SERVICE[0].upper()}{SERVICE[1:]}; else mount {folder} read-write"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        todo = f"Let the user the review page runs as ({_user()}) write to {folder}; {SERVICE}"
+    else:
+        todo = "Fix that, then save it again"
+    return CorrectionError(f"Nothing was saved: cannot write {what} {target}: {cause} (in its folder "
+                           f"{folder}). {todo}.")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a name (a container): the number says it
+        return f"uid {os.getuid()}"
+
+
 def write_correction(config: Config, path: str, keyword: str, action: str) -> Path:
     """Record ``action`` (add, remove, undo) of ``keyword`` for the photo at ``path`` in the
     overrides file; returns the file.  Creates the file (0600) when the config names one that does
@@ -52,15 +83,18 @@ def write_correction(config: Config, path: str, keyword: str, action: str) -> Pa
         where = config.source or "the config"
         raise CorrectionError(f"corrections are kept in an overrides file, and {where} names none: add "
                               f'overrides = "overrides.toml" to it (beside tags) and restart tagwatch')
-    with editing(target):  # two corrections at once (the page's threads, a rename's rule) both stay
-        text = (read_list_file(target, "overrides file", CorrectionError) if target.exists()
-                else OVERRIDES_HEADER)
-        try:
-            result = correct(text, target, config.watch, path, keyword, action)
-        except (OverridesError, VocabularyError) as exc:
-            raise CorrectionError(str(exc)) from None
-        if result != text or not target.exists():
-            write_atomic(target, result)
+    try:
+        with editing(target):  # two corrections at once (the page's threads, a rename's rule) both stay
+            text = (read_list_file(target, "overrides file", CorrectionError) if target.exists()
+                    else OVERRIDES_HEADER)
+            try:
+                result = correct(text, target, config.watch, path, keyword, action)
+            except (OverridesError, VocabularyError) as exc:
+                raise CorrectionError(str(exc)) from None
+            if result != text or not target.exists():
+                write_atomic(target, result)  # a temporary file renamed over it: all of it, or nothing
+    except OSError as exc:
+        raise unwritable("the overrides file", target, exc) from None
     return target
 
 
@@ -81,8 +115,10 @@ def write_threshold(config: Config, vocabulary: Vocabulary, keyword: str, thresh
         return f"threshold of {keyword!r} unchanged: {number(in_use)} ({whose}); nothing written"
     try:
         return save_thresholds(config, vocabulary.keywords, {keyword: threshold})
-    except (CalibrationError, OSError) as exc:
+    except CalibrationError as exc:
         raise CorrectionError(str(exc)) from None
+    except OSError as exc:  # a plain list's threshold goes into a .toml beside it: the same folder
+        raise unwritable("the tag list", config.tags, exc) from None
 
 
 def apply_now(config: Config) -> tuple[int, int]:
