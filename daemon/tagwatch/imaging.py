@@ -72,8 +72,10 @@ def _rawpy() -> ModuleType:
     return rawpy
 
 
-# Pillow's warnings about a file it still decodes whole: nothing for the user to do, so logged at debug
-_MINOR_WARNINGS = ("appears to be a malformed MPO file",)
+# Pillow's warnings about a file it still decodes whole: nothing for the user to do, so logged at debug.
+# "Tag data larger than file. Skipping tag 65504" is a step of its EXIF reader, said once per tag before
+# the "Corrupt EXIF data" that sums the damage up: three WARNING lines for one file (xQ #6)
+_MINOR_WARNINGS = ("appears to be a malformed MPO file", "Skipping tag")
 
 
 def judge_warning(category: type[Warning], text: str) -> int | None:

@@ -84,18 +84,51 @@ def _drop(category: type[Warning], text: str) -> None:
     return None
 
 
+class _Subject:
+    """The file a thread is working on, how to judge its warnings, and those it raised so far."""
+
+    def __init__(self, path: str, judge: Judge) -> None:
+        self.path, self.judge = path, judge
+        self.held: list[tuple[int, str]] = []  # (level, text), in the order raised
+
+    def flush(self, failed: bool) -> None:
+        """The file's warnings as one line: Pillow's "Corrupt EXIF data" is often preceded by a
+        "Skipping tag 65504" for each tag it gave up on, three WARNING lines for one damaged file
+        where faults.md promises one.  The most serious first, at its level, the rest as DEBUG lines.
+        A file that then failed anyway gets only DEBUG lines: its "skipped" line names the reason."""
+        held, self.held = self.held, []
+        if not held:
+            return
+        texts = list(dict.fromkeys(text for _, text in held))
+        level = max(level for level, _ in held)
+        head = next(text for lvl, text in held if lvl == level)
+        others = [text for text in texts if text != head]
+        warn = logging.getLogger(WARNINGS_LOGGER)
+        more = f" (and {len(others)} more from the decoder: -v shows them)" if others and not failed else ""
+        warn.log(logging.DEBUG if failed else level, "%s: %s%s", self.path, head, more,
+                 extra={"path": self.path, "reason": head})
+        for text in others:
+            warn.debug("%s: %s", self.path, text, extra={"path": self.path, "reason": text})
+
+
 @contextlib.contextmanager
 def about(path: str, judge: Judge = _as_warning) -> Iterator[None]:
     """Warnings this thread raises meanwhile are one log line ``path: text`` at ``judge``'s level: a
     library's complaint about a photo (Pillow's "Corrupt EXIF data") names the photo.  A thread-local,
     not ``warnings.catch_warnings``, which swaps process-wide state and so loses or misroutes the
-    warnings of the other decode threads."""
+    warnings of the other decode threads.  Held until the block ends, then said once (see
+    :meth:`_Subject.flush`): at DEBUG if the block raised, as the failure is then said anyway."""
     outer = getattr(_subject, "value", None)
-    _subject.value = (path, judge)
+    subject = _Subject(path, judge)
+    _subject.value = subject
+    failed = True
     try:
         yield
+        failed = False
     finally:
         _subject.value = outer
+        if path:
+            subject.flush(failed)
 
 
 def quiet() -> contextlib.AbstractContextManager[None]:
@@ -106,15 +139,15 @@ def quiet() -> contextlib.AbstractContextManager[None]:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: object = None, line: str | None = None) -> None:
-    """``warnings.showwarning`` as one log line, never Python's two (the text, then the source line)."""
+    """``warnings.showwarning`` as one log line, never Python's two (the text, then the source line);
+    one about a file being worked on waits for :func:`about` to say it with the others."""
     text = " ".join(str(message).split())
-    path, judge = getattr(_subject, "value", None) or ("", _as_warning)
-    level = judge(category, text)
+    subject: _Subject | None = getattr(_subject, "value", None)
+    level = (subject.judge if subject is not None else _as_warning)(category, text)
     if level is None:
         return
-    if path:
-        logging.getLogger(WARNINGS_LOGGER).log(level, "%s: %s", path, text,
-                                               extra={"path": path, "reason": text})
+    if subject is not None and subject.path:
+        subject.held.append((level, text))
     else:
         logging.getLogger("py.warnings").log(level, "%s: %s (%s:%d)", category.__name__, text,
                                              filename, lineno)
