@@ -61,6 +61,7 @@ from .model import (
     onnx_start,
     return_freed_memory,
 )
+from .retry import TransientError
 from .store import private_folder
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,17 @@ MODEL_SPECS_NAME = "model-inputs.json"  # beside the database: each model's inpu
 
 class _ChildDied(Exception):
     """The child ended while we waited for its answer; the message says how."""
+
+    def __init__(self, how: str, returncode: int | None = None) -> None:
+        super().__init__(how)
+        self.returncode = returncode
+
+
+class ModelKilled(ModelError, TransientError):
+    """The child was killed by a signal while it loaded the model (the OOM killer, most often): a
+    passing fault of the host, not of the model or of any photo, so the photos wait and the load is
+    tried again, backing off, as on a full disk.  A child that fails the load with an error (a bad
+    checkpoint) or exits with a status is a :class:`ModelError` still: it would fail again."""
 
 
 # -- framing (both sides) ------------------------------------------------------------------------
@@ -241,19 +253,24 @@ class EncoderProcess:
                 self._relay.join(timeout=2.0)  # its last words (a traceback's last line) into the tail
             how = _how_it_ended(returncode, self._tail)
             self._discard()
-            raise _ChildDied(how)
+            raise _ChildDied(how, returncode)
         answer, data = reply
         if not answer.get("ok"):
             raise ModelError(str(answer.get("error") or "model: the encoder process failed"))
         return answer, data
 
     def _setup(self, op: str) -> None:
-        """validate or load, which are not retried: a child that dies there will die again."""
+        """validate or load, not retried here: a child that exits with an error there will again.
+        One killed by a signal (the OOM killer under memory pressure) is :class:`ModelKilled`, which
+        the photos' retry policy waits out, backing off (it was an internal error: xQ #5)."""
         try:
             # The environment as it is now: a child started early (tagwatch.prestart) did not
             # inherit what the command set since (torch's cache folder in the data folder)
             answer, _ = self._call({"op": op, "config": _config_dict(self.cfg), "environ": dict(os.environ)})
         except _ChildDied as died:
+            if died.returncode is not None and died.returncode < 0:
+                raise ModelKilled(f"model: the encoder process was killed while loading the model ({died}); "
+                                  "it is started again") from None
             raise ModelError(f"model: the encoder process ended while loading the model ({died})") from None
         if op == "load":
             spec = answer["preprocess"]

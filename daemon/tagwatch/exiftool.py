@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import queue
 import re
@@ -25,7 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .retry import TransientError
+from .retry import EXIFTOOL_ENDED, EXIFTOOL_HUNG, TransientError
+
+log = logging.getLogger(__name__)
 
 # What a machine without exiftool is told, naming each system's package
 NOT_FOUND = ("exiftool not found on PATH; install it (Debian/Ubuntu: sudo apt install "
@@ -44,6 +47,23 @@ class FileChanged(MetadataError):
 class StorageError(MetadataError, TransientError):
     """The disk or the network failed the write (full, over quota, I/O error); nothing was replaced,
     and the same write is worth trying again later."""
+
+
+class ExifToolFault(StorageError):
+    """The exiftool process itself failed on a command: killed (the OOM killer, a person), crashed, or
+    silent past the timeout (a stuck NAS).  A fault of the machine, not of the photo, so the photo
+    waits and is tried again with a fresh exiftool; a photo that kills it every time is told apart
+    by the worker (see :data:`tagwatch.retry.EXIFTOOL_TRIES`).  It was a plain MetadataError, which
+    marked the photo failed for good (xQ #2)."""
+
+
+class _NoAnswer(MetadataError):
+    """exiftool said nothing within the timeout."""
+
+
+# Say once that exiftool has gone quiet this long into a command, well before the timeout ends it:
+# a stuck share was 120 s of silence, with nothing in the log and `status` showing nothing waiting
+SILENT_NOTICE_S = 10.0
 
 
 def _argline(arg: str) -> str:
@@ -131,15 +151,32 @@ class _Spawner:
 _spawner = _Spawner()
 
 
+def _how_it_ended(proc: subprocess.Popen[bytes]) -> str:
+    """How exiftool ended, for the log: a closed pipe comes a moment before the exit is seen."""
+    try:
+        code = proc.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return "its pipes closed"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + (", perhaps out of memory" if name == "SIGKILL" else "")
+    return f"exit status {code}"
+
+
 class ExifTool:
     """One ``exiftool -stay_open`` process, started on first use and restarted if it dies.
 
     Starting exiftool costs ~100 ms of Perl start-up; a command to a running process costs ~5 ms.
     """
 
-    def __init__(self, executable: str = "exiftool", timeout: float = 120.0) -> None:
+    def __init__(self, executable: str = "exiftool", timeout: float = 120.0,
+                 notice: float = SILENT_NOTICE_S) -> None:
         self.executable = executable
         self.timeout = timeout
+        self.notice = notice  # seconds of silence before one line says exiftool is not answering
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._seq = 0
@@ -169,10 +206,15 @@ class ExifTool:
                 assert proc.stdin is not None
                 proc.stdin.write(("\n".join(lines) + "\n").encode("utf-8"))
                 proc.stdin.flush()
-                out, err = self._collect(proc, marker.encode())
-            except (OSError, MetadataError) as exc:
+                out, err = self._collect(proc, marker.encode(), args[-1] if args else "")
+            except _NoAnswer:
                 self._kill()
-                raise MetadataError(f"exiftool failed: {exc}") from None
+                raise ExifToolFault(f"exiftool failed: {EXIFTOOL_HUNG} {self.timeout:.0f} s; it was "
+                                    "stopped and a new one starts for the next try") from None
+            except (OSError, MetadataError):  # its pipes closed, or broke: it ended under us
+                how = _how_it_ended(proc)
+                self._kill()
+                raise ExifToolFault(f"exiftool failed: {EXIFTOOL_ENDED} ({how})") from None
             return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
     @contextmanager
@@ -197,19 +239,29 @@ class ExifTool:
             (links / "d").unlink(missing_ok=True)
             links.rmdir()
 
-    def _collect(self, proc: subprocess.Popen[bytes], marker: bytes) -> tuple[bytes, bytes]:
+    def _collect(self, proc: subprocess.Popen[bytes], marker: bytes, about: str) -> tuple[bytes, bytes]:
+        """The command's answer up to ``marker``; one line if it is silent for :attr:`notice`
+        seconds (``about``: the file it works on, for that line)."""
         assert proc.stdout is not None and proc.stderr is not None
         buffers = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
         pending = set(buffers)
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
+        deadline, notice = start + self.timeout, start + self.notice
         with selectors.DefaultSelector() as selector:
             for fd in buffers:
                 selector.register(fd, selectors.EVENT_READ)
             while pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise MetadataError(f"no answer within {self.timeout:.0f} s")
-                for key, _ in selector.select(remaining):
+                now = time.monotonic()
+                if now >= deadline:
+                    raise _NoAnswer(f"no answer within {self.timeout:.0f} s")
+                if notice <= now:
+                    notice = deadline
+                    log.warning("exiftool has not answered for %.0f s (working on %s): photos wait for it; "
+                                "a stuck network share? It is stopped and started again at %.0f s",
+                                now - start, about, self.timeout,
+                                extra={"event": "retrying", "path": about,
+                                       "reason": "exiftool not answering"})
+                for key, _ in selector.select(min(deadline, notice) - now):
                     chunk = os.read(key.fd, 1 << 16)
                     if not chunk:
                         raise MetadataError("the exiftool process ended unexpectedly")

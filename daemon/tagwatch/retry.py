@@ -32,6 +32,25 @@ MAX_DELAY_S = 300.0
 QUIET_S = 5.0  # a file cut short that stays the same this long is not being written any more
 
 
+# How exiftool.ExifToolFault's reasons begin (after "exiftool failed: "): its process ended under a
+# command, or said nothing within its timeout.  Either is retried with a fresh exiftool
+EXIFTOOL_ENDED = "the exiftool process ended while it worked on the file"
+EXIFTOOL_HUNG = "no answer within"
+# A photo on which exiftool ended this many times running, with exiftool working on other photos
+# in between, is taken to be what kills it (a file that crashes it): failed as the file's fault
+EXIFTOOL_TRIES = 3
+
+
+def exiftool_fault(reason: str | None) -> str | None:
+    """"ended" or "hung" where ``reason`` (a WAIT outcome's) is exiftool's own failure, else None."""
+    text = reason or ""
+    if f"exiftool failed: {EXIFTOOL_ENDED}" in text:
+        return "ended"
+    if f"exiftool failed: {EXIFTOOL_HUNG}" in text:
+        return "hung"
+    return None
+
+
 class TransientError(RuntimeError):
     """A problem of the disk or the network, not of the file; the message is the reason."""
 

@@ -18,10 +18,10 @@ import threading
 from collections.abc import Callable
 
 from .engine import Engine
-from .outcomes import Outcome, Status
+from .outcomes import Outcome, Status, record_failure
 from .pipeline import Pipeline
 from .queue import Batch, BatchQueue, Delete, Move, Op
-from .retry import Backoff, StillWriting, transient_reason
+from .retry import EXIFTOOL_TRIES, Backoff, StillWriting, exiftool_fault, transient_reason
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 # of holding the rest of its batch, and every batch behind it, until that batch is done: at a daemon's
 # start that is the model's whole load.
 HELD_DELAY = 0.25
+
+
+def _shared(reason: str | None) -> str | None:
+    """Which passing trouble every photo waits on alike, said once while it lasts rather than once
+    per photo: the database's, or the model's (its process killed while loading)."""
+    text = reason or ""
+    return "database" if text.startswith("database:") else "model" if text.startswith("model:") else None
 
 
 def _names(op: Op) -> Callable[[str], bool]:
@@ -49,7 +56,10 @@ class Worker(threading.Thread):
         self._observe = observe  # told every batch's outcomes: the counters `status` shows
         self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
         self._writing = StillWriting()  # files that look cut short: still being copied?
-        self._db_trouble: str | None = None  # the database's passing problem, while it lasts
+        self._trouble: dict[str, str] = {}  # "database", "model" → its passing problem, while it lasts
+        self._waited: dict[str, set[str]] = {}  # of those, the photos that waited on each
+        self._faults: dict[str, tuple[int, int]] = {}  # photo → exiftool faults on it running, _progress then
+        self._progress = 0  # photos tagged so far: has exiftool worked on others since a photo's fault?
         self._retry_lock = threading.Lock()  # outcomes arrive from the engine's threads
         self._reload_requested = threading.Event()
         self.batches = 0
@@ -102,11 +112,28 @@ class Worker(threading.Thread):
             paths = [path for path in paths if path not in held]
         if not paths:
             return
+        self._taken(paths)
         try:
-            self.engine.submit(paths, self._settle, wait_for_writers=self._still_writing)
+            self.engine.submit(paths, lambda outcomes, p=tuple(paths): self._done(p, outcomes),
+                               wait_for_writers=self._still_writing)
         except Exception as exc:  # selecting failed (the database): file by file, nothing else running
             self.engine.drain()
-            self._settle(self._one_by_one(paths, exc))
+            self._done(tuple(paths), self._one_by_one(paths, exc))
+
+    def _taken(self, paths: list[str]) -> None:
+        """Tell the observer these photos are in hand: `status` counts them as waiting until their
+        outcomes come, as it counts the queue.  A photo held by a locked database or a silent
+        exiftool was in neither, and status said "0 waiting" for as long as it lasted (xQ #4)."""
+        if self._observe is not None:
+            self._observe([Outcome(path, Status.TAKEN) for path in paths])
+
+    def _done(self, paths: tuple[str, ...], outcomes: list[Outcome]) -> None:
+        """A batch's outcomes; a photo it holds none for (dropped on the way) is let go of all the
+        same, so status does not count it as waiting for ever."""
+        settled = {o.path for o in outcomes}
+        if self._observe is not None and not settled.issuperset(paths):
+            self._observe([Outcome(path, Status.UNCHANGED) for path in paths if path not in settled])
+        self._settle(outcomes)
 
     def _one_by_one(self, paths: list[str], exc: Exception) -> list[Outcome]:
         """After a batch raised: a passing problem (the database's disk is full) puts every file back
@@ -133,6 +160,8 @@ class Worker(threading.Thread):
         that grows while the problem lasts (reported once per file, not once per attempt).  A file
         that failed is stamped with what it failed under, so a re-score does not try it again for
         nothing (see Pipeline.remember_failures)."""
+        with self._retry_lock:
+            outcomes = [self._bounded(o) for o in outcomes]
         if self._observe is not None:
             self._observe(outcomes)
         with self._retry_lock:
@@ -141,6 +170,47 @@ class Worker(threading.Thread):
             self.pipeline.remember_failures(outcomes)
         except Exception as exc:  # the database busy, say: it costs one needless retry at a re-score
             log.debug("failures not stamped: %s: %s", type(exc).__name__, exc)
+
+    def _bounded(self, outcome: Outcome) -> Outcome:
+        """``outcome``, or a failure of the file where exiftool failed on this photo too often.
+
+        A dead or silent exiftool is the machine's passing fault: the photo waits, and the next try
+        gets a fresh exiftool.  But a file that makes exiftool crash would be tried for ever, so the
+        photo on which it ended :data:`EXIFTOOL_TRIES` times running is failed as the file's fault,
+        with a line that says so.  A silence counts against the photo only where exiftool tagged
+        other photos since its last one: a stuck share silences it on every photo alike, and those
+        wait, as for any passing fault of the network."""
+        path = outcome.path
+        if outcome.status in (Status.TAGGED, Status.FAILED, Status.GONE, Status.UNTAGGED):
+            self._faults.pop(path, None)
+            if outcome.status == Status.TAGGED:
+                self._progress += 1
+            return outcome
+        kind = exiftool_fault(outcome.error) if outcome.status == Status.WAIT else None
+        if kind is None:
+            return outcome
+        count, seen = self._faults.get(path, (0, -1))
+        if kind == "ended" or seen != self._progress:
+            count += 1
+        self._faults[path] = (count, self._progress)
+        if count < EXIFTOOL_TRIES:
+            return outcome
+        self._faults.pop(path, None)
+        self._backoff.clear(path)
+        how = (outcome.error or "").removeprefix("keywords not written: ")
+        reason = (f"keywords not written: exiftool failed on this file {count} times running, the last: "
+                  f"{how}; taken as a fault of the file (one exiftool cannot handle), tried again once it "
+                  "changes")
+        try:
+            st: os.stat_result | None = os.lstat(path)
+        except OSError:
+            st = None
+        try:
+            failed = record_failure(self.pipeline.store, path, st, reason)
+        except Exception as exc:  # the store cannot take it now: the photo waits on
+            log.debug("%s: failure not recorded: %s: %s", path, type(exc).__name__, exc)
+            return outcome
+        return Outcome(path, Status.FAILED, outcome.tags, error=failed.error)
 
     def _retry(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -152,14 +222,16 @@ class Worker(threading.Thread):
             elif outcome.status == Status.WAIT:
                 first = path not in self._backoff
                 delay = self._backoff.next(path)
-                # The database's trouble is every photo's: said once while it lasts, not per photo
-                shared = (outcome.error or "").startswith("database:")
-                if first and shared and self._db_trouble is None:
-                    self._db_trouble = outcome.error
+                # The database's or the model's trouble is every photo's: said once while it lasts
+                shared = _shared(outcome.error)
+                if shared is not None:
+                    self._waited.setdefault(shared, set()).add(path)
+                if shared is not None and shared not in self._trouble:
+                    self._trouble[shared] = outcome.error or ""
                     log.warning("photos are not tagged yet: %s; they wait and are tried again, backing "
                                 "off to once every %g s, until it works", outcome.error, self._backoff.cap,
                                 extra={"event": "retrying", "reason": outcome.error})
-                elif first and not shared:
+                elif first and shared is None:
                     log.warning("%s: not tagged yet: %s; trying again in %g s, backing off to once every "
                                 "%g s, until it works", path, outcome.error, delay, self._backoff.cap,
                                 extra={"event": "retrying", "path": path, "reason": outcome.error})
@@ -170,13 +242,20 @@ class Worker(threading.Thread):
             else:
                 if path in self._backoff:
                     self._backoff.clear(path)
-                if self._db_trouble is not None and outcome.status in (Status.TAGGED, Status.FAILED,
-                                                                       Status.GONE):
-                    self._db_trouble = None  # the store took a write: the waiting photos go now
-                    waiting = self._backoff.keys()
-                    log.info("the database takes writes again; %d waiting photos are tried now", len(waiting))
-                    for other in waiting:
-                        self.queue.put(other, delay=0.0, force=True)
+                # the store took a write (the database's trouble is over), a photo was encoded (the
+                # model's): the photos that waited on it go now.  Counted by the photos that waited
+                # on it, this one included: the backoff's keys left at that moment said 1 for 3
+                for shared, proof in (("database", (Status.TAGGED, Status.FAILED, Status.GONE)),
+                                      ("model", (Status.TAGGED,))):
+                    if shared in self._trouble and outcome.status in proof:
+                        del self._trouble[shared]
+                        waited = self._waited.pop(shared, set())
+                        what = ("the database takes writes again" if shared == "database"
+                                else "the model loads again")
+                        log.info("%s; the %d photos that waited for it are tried now", what, len(waited))
+                        for other in waited:
+                            if other != path and other in self._backoff:
+                                self.queue.put(other, delay=0.0, force=True)
 
     def _guard(self, work: Callable[[], None]) -> None:
         """Nothing that goes wrong in one batch may stop the daemon."""

@@ -1,0 +1,274 @@
+"""Faults of the machine, not of the photo (xQ #2, #4, #5, #6): an exiftool child killed or silent, the
+encoder child killed while it loads, a batch held by a silent exiftool, and a damaged JPEG's log lines.
+
+Real processes and signals throughout: the real exiftool stopped and killed under a command, a stand-in
+named ``exiftool`` first on PATH that kills itself (and its real exiftool) on a given photo, the encoder
+child killed with its load request in its pipe, real JPEGs read back with exiftool.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import sqlite3
+import struct
+import sys
+import termios
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_CONFIG, Daemon, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
+from tagwatch.config import ModelConfig
+from tagwatch.encoder import LazyModel, ModelKilled
+from tagwatch.exiftool import ExifTool, ExifToolFault
+from tagwatch.model import ModelError
+from tagwatch.retry import EXIFTOOL_TRIES, transient_reason
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (T: stopped), or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def _queued(fd: int) -> int:
+    """Bytes written into a pipe and not yet read by the process at the other end."""
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return count[0]
+
+
+def _kill_under_command(pid: int, pipe: int, call: Callable[[], object]) -> BaseException | None:
+    """Stop ``pid``, run ``call`` on a thread until its request lies whole in ``pipe`` (the child's
+    stdin), then SIGKILL the child, as the OOM killer would; what ``call`` raised, if anything."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: _state(pid) == "T")
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the test's thread
+            raised.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        wait_for(lambda: _queued(pipe) > 0)
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        worker.join(timeout=120)
+    assert not worker.is_alive()
+    return raised[0] if raised else None
+
+
+# -- #2: exiftool killed or silent under a command -------------------------------------------------
+
+def test_an_exiftool_killed_under_a_command_is_a_passing_fault_and_the_next_gets_a_fresh_one(
+        tmp_path: Path) -> None:
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    exiftool = ExifTool()
+    try:
+        exiftool.execute("-ver")
+        pid, proc = exiftool.pid, exiftool._proc
+        assert pid is not None and proc is not None and proc.stdin is not None
+        exc = _kill_under_command(pid, proc.stdin.fileno(), lambda: exiftool.execute("-j", str(photo)))
+        assert isinstance(exc, ExifToolFault), exc
+        reason = transient_reason(exc)  # retried by the worker, not recorded as the photo's failure
+        assert reason is not None and "killed by SIGKILL" in reason and "ended while it worked" in reason
+        out, _ = exiftool.execute("-j", str(photo))  # a new exiftool answers
+        assert json.loads(out)[0]["SourceFile"] == str(photo) and exiftool.pid not in (None, pid)
+    finally:
+        exiftool.close()
+
+
+def test_a_silent_exiftool_is_said_once_then_stopped_and_the_photo_waits(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stuck share: exiftool says nothing (SIGSTOP here).  One line says so before the timeout ends
+    it; the photo's write is a passing fault; the next command gets a fresh exiftool."""
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=2)
+    exiftool = ExifTool(timeout=3, notice=1)
+    try:
+        exiftool.execute("-ver")
+        pid = exiftool.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        with caplog.at_level(logging.WARNING, logger="tagwatch.exiftool"), \
+                pytest.raises(ExifToolFault) as silent:
+            exiftool.execute("-j", str(photo))
+        assert transient_reason(silent.value) is not None and "no answer within 3 s" in str(silent.value)
+        said = [r.getMessage() for r in caplog.records if r.name == "tagwatch.exiftool"]
+        assert len(said) == 1 and "has not answered" in said[0] and str(photo) in said[0]
+        assert _state(pid) in ("", "Z")  # stopped for good, not left behind
+        out, _ = exiftool.execute("-j", str(photo))
+        assert json.loads(out)[0]["SourceFile"] == str(photo)
+    finally:
+        exiftool.close()
+
+
+# A stand-in named exiftool: runs the real one, and on a command naming a photo whose name holds
+# "crash" kills the real one and itself (SIGKILL), once for a "crashonce" photo, always for the others
+STAND_IN = """#!{python}
+import os, signal, subprocess, sys
+real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE)
+for line in sys.stdin.buffer:
+    if b"crash" in line and (b"crashonce" not in line or not os.path.exists({flag!r})):
+        if b"crashonce" in line:
+            open({flag!r}, "w").close()
+        real.kill()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real.stdin.write(line)
+    real.stdin.flush()
+"""
+
+
+def test_a_photo_whose_exiftool_is_killed_is_tagged_and_one_that_kills_it_each_time_fails_once(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """exiftool killed under a photo's write: the photo waits and is tagged with a fresh exiftool (it
+    was failed for good, no retry on SIGHUP or restart).  A photo that kills it every time is failed
+    as the file's fault after EXIFTOOL_TRIES tries, with one line saying so."""
+    real = shutil.which("exiftool")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "exiftool"
+    flag = str(tmp_path / "crashed-once")
+    stand_in.write_text(STAND_IN.format(python=sys.executable, real=real, flag=flag), encoding="utf-8")
+    stand_in.chmod(0o755)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos])
+    daemon = Daemon(config, tmp_path / "daemon.log", {"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    daemon.start()
+    try:
+        once = noise_jpeg(photos / "crashonce.jpg", seed=3)
+        always = noise_jpeg(photos / "crashalways.jpg", seed=4)
+        plain = noise_jpeg(photos / "plain.jpg", seed=5)
+        wait_for(lambda: exif_keywords(once)["iptc"] and exif_keywords(plain)["iptc"])
+        log = daemon.wait_log(f"{always}: skipped: keywords not written: exiftool failed on this file "
+                              f"{EXIFTOOL_TRIES} times running")
+        failed = tagwatch("status", "--failed", "--config", str(config))
+        assert failed.returncode == 0, failed.stderr
+    finally:
+        daemon.stop()
+    assert (tmp_path / "crashed-once").exists()  # it was killed under crashonce.jpg, then tagged
+    assert f"{once}: not tagged yet: keywords not written: exiftool failed: the exiftool process ended" in log
+    assert "killed by SIGKILL" in log
+    assert str(once) not in failed.stdout and str(plain) not in failed.stdout
+    assert f"{always}: keywords not written: exiftool failed on this file" in failed.stdout
+    assert exif_keywords(always) == {"iptc": [], "xmp": []}  # untouched
+    assert log.count(f"{always}: skipped:") == 1 and "Traceback" not in log
+
+
+# -- #5: the encoder child killed while it loads -------------------------------------------------------
+
+def test_an_encoder_killed_while_loading_is_a_passing_fault_and_a_bad_checkpoint_is_not(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    lazy = LazyModel(ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint)))
+    try:
+        encoder = lazy.get()
+        encoder.close()
+        encoder.validate()  # a fresh child, torch imported, the weights not loaded yet
+        pid, proc = encoder.pid, encoder._proc
+        assert pid is not None and proc is not None and proc.stdin is not None
+        exc = _kill_under_command(pid, proc.stdin.fileno(), encoder.load)
+        assert isinstance(exc, ModelKilled), exc  # an OOM kill: the host's, photos wait and retry
+        reason = transient_reason(exc)
+        assert reason is not None and reason.startswith("model: ") and "killed by SIGKILL" in reason
+        assert "perhaps out of memory" in reason
+        encoder.load()  # and the next try loads
+        assert encoder.loaded
+    finally:
+        lazy.close()
+    bad = tmp_path / "clip.pt"
+    bad.write_bytes(b"this is not a checkpoint\n")
+    broken = LazyModel(ModelConfig(name=str(TINY_CONFIG), pretrained=str(bad)))
+    try:
+        with pytest.raises(ModelError) as failed:
+            broken.get()
+        assert not isinstance(failed.value, ModelKilled) and transient_reason(failed.value) is None
+    finally:
+        broken.close()
+
+
+# -- #6: a damaged JPEG's log lines ---------------------------------------------------------------
+
+def _with_app1(source: bytes, segment: bytes, declared: int | None = None) -> bytes:
+    """``source`` with an APP1 segment put first, its length field ``declared`` (or its true one)."""
+    length = len(segment) + 2 if declared is None else declared
+    return source[:2] + b"\xff\xe1" + struct.pack(">H", length) + segment + source[2:]
+
+
+def test_a_damaged_jpeg_costs_one_warning_line(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The repro's APP1 whose declared length overruns its data (Pillow: two "Skipping tag", one
+    "Corrupt EXIF data", then the decode fails) is one WARNING line, the skip with its reason; a
+    photo whose Exif IFD is cut short but which decodes is one line too, naming the damage."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    clean = noise_jpeg(tmp_path / "clean.jpg", seed=6).read_bytes()
+    overrun = photos / "badapp1.jpg"
+    overrun.write_bytes(_with_app1(clean, b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08" + b"\xff" * 50, 200))
+    cut = photos / "cutifd.jpg"  # three entries declared, one whose data lies past the end, then cut
+    entry = struct.pack(">HHII", 0x010F, 2, 1000, 5000)
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x03" + entry + b"\x01\x10\x00"
+    cut.write_bytes(_with_app1(clean, b"Exif\x00\x00" + tiff))
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos])
+    result = tagwatch("scan", "--config", str(config), str(photos))
+    warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert [line for line in warnings if "badapp1.jpg" in line] == [
+        next(line for line in warnings if f"{overrun}: skipped: cannot decode" in line)], result.stderr
+    (damaged,) = [line for line in warnings if "cutifd.jpg" in line]
+    assert f"{cut}: Corrupt EXIF data." in damaged, result.stderr
+    assert exif_keywords(cut)["iptc"] and not exif_keywords(overrun)["iptc"]
+
+
+# -- #4: photos held by a locked database are counted, and the resume line counts them ------------
+
+def waiting(config: Path) -> object:
+    """What `tagwatch status --json` says the running daemon has waiting."""
+    return status(config).get("daemon", {}).get("queue")  # type: ignore[attr-defined]
+
+
+def test_photos_held_by_a_locked_database_count_as_waiting_and_the_resume_line_counts_them(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A backup script holds the database (BEGIN EXCLUSIVE): `status` counted 0 waiting for as long
+    as the photos were held in a batch (the first 30 s, SQLite's busy timeout), and the line when it
+    took writes again said "1 waiting photos" for 3."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos])
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    stage = tmp_path / "stage"
+    made = [noise_jpeg(stage / f"p{i}.jpg", seed=10 + i) for i in range(3)]
+    holder = sqlite3.connect(tmp_path / "conf" / "state" / "tagwatch.db", isolation_level=None, timeout=60)
+    try:
+        daemon.wait_log("scan: ")
+        holder.execute("BEGIN EXCLUSIVE")
+        os.rename(stage, photos / "new")  # one move: the three arrive together
+        wait_for(lambda: waiting(config) == 3)  # held in a batch, waiting
+        mark = len(daemon.log())
+        daemon.wait_log("photos are not tagged yet: database: database is locked")
+        assert waiting(config) == 3  # back in the queue, backing off
+        holder.execute("COMMIT")
+        daemon.wait_log("the database takes writes again; the 3 photos that waited for it are tried now",
+                        since=mark)
+        new = [photos / "new" / p.name for p in made]
+        wait_for(lambda: all(exif_keywords(p)["iptc"] for p in new))
+        wait_for(lambda: waiting(config) == 0)
+    finally:
+        holder.close()
+        daemon.stop()
