@@ -202,6 +202,12 @@ class Engine:
         with self._cond:
             return {path for path in paths if path in self._inflight}
 
+    def held(self) -> int:
+        """Photos submitted and not yet settled: waiting as much as the queue's (``tagwatch status``
+        counts both; while a locked database or a silent exiftool holds a batch, only these wait)."""
+        with self._cond:
+            return len(self._inflight)
+
     def wait_clear(self, touches: Callable[[str], bool]) -> None:
         """Wait until no path in flight is one ``touches`` names (a rename's source, a deleted folder's
         files): their batches finish first, then the caller applies its change."""

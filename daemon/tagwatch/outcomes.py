@@ -28,9 +28,6 @@ class Status(StrEnum):
     RETRY = "retry"  # try again soon: still being written, or changed under our write
     WAIT = "wait"  # a passing disk or network problem: try again after a pause (see retry.Backoff)
     UNTAGGED = "untagged"  # `tagwatch untag` took our keywords out
-    # not an end: the worker handed the photo to the engine (told to its observer, so that `tagwatch
-    # status` counts it as waiting until its outcome comes; the queue alone no longer holds it)
-    TAKEN = "taken"
 
 
 @dataclass

@@ -131,7 +131,9 @@ class Daemon:
                                 backlog=backlog_batch(config.batch.size, config.model.device))
         self.filter = PathFilter(config.watch, config.exclude)
         self.watcher = Watcher(config.watch, self.filter, self.queue, config.poll, config.poll_interval)
-        self.activity = Activity(lambda: len(self.queue), len(config.watch))
+        # waiting: the queue's photos and those a batch holds (a locked database or a silent exiftool
+        # holds a batch: status said "0 waiting" for as long as it lasted)
+        self.activity = Activity(lambda: len(self.queue) + self.worker.engine.held(), len(config.watch))
         self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record)
         self._metrics: MetricsServer | None = None
         self._web = None  # the review page, with [web] enabled = true

@@ -125,21 +125,12 @@ class Activity:
         # photos failed since the start, by path, with the reason: one failing again for the same
         # reason (an event, a re-score, a SIGHUP) is counted once
         self._failing: dict[str, str] = {}
-        # photos the worker has in hand (Status.TAKEN) and no outcome yet: waiting as much as the
-        # queue's, and the only ones while a locked database or a silent exiftool holds a batch
-        self._in_hand: set[str] = set()
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         now = time.time()
-        outcomes = list(outcomes)
         with self._lock:
-            if any(o.status != Status.TAKEN for o in outcomes):
-                self.counts["batches"] += 1
+            self.counts["batches"] += 1
             for outcome in outcomes:
-                if outcome.status == Status.TAKEN:
-                    self._in_hand.add(outcome.path)
-                    continue
-                self._in_hand.discard(outcome.path)
                 if outcome.status == Status.TAGGED and outcome.wrote:
                     self.counts["tagged"] += 1
                     self.counts["keywords_added"] += len(outcome.added)
@@ -182,7 +173,7 @@ class Activity:
                 "started": self.started,
                 "uptime_s": round(now - self.started, 1),
                 "folders": self.folders,
-                "queue": self._queue_depth() + len(self._in_hand),
+                "queue": self._queue_depth(),
                 **{f"{name}_since_start": value for name, value in self.counts.items()},
                 "tagged_per_min": round(len(self._recent) * 60.0 / window, 2),
                 "last_error": self.last_error,

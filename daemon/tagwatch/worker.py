@@ -112,28 +112,11 @@ class Worker(threading.Thread):
             paths = [path for path in paths if path not in held]
         if not paths:
             return
-        self._taken(paths)
         try:
-            self.engine.submit(paths, lambda outcomes, p=tuple(paths): self._done(p, outcomes),
-                               wait_for_writers=self._still_writing)
+            self.engine.submit(paths, self._settle, wait_for_writers=self._still_writing)
         except Exception as exc:  # selecting failed (the database): file by file, nothing else running
             self.engine.drain()
-            self._done(tuple(paths), self._one_by_one(paths, exc))
-
-    def _taken(self, paths: list[str]) -> None:
-        """Tell the observer these photos are in hand: `status` counts them as waiting until their
-        outcomes come, as it counts the queue.  A photo held by a locked database or a silent
-        exiftool was in neither, and status said "0 waiting" for as long as it lasted (xQ #4)."""
-        if self._observe is not None:
-            self._observe([Outcome(path, Status.TAKEN) for path in paths])
-
-    def _done(self, paths: tuple[str, ...], outcomes: list[Outcome]) -> None:
-        """A batch's outcomes; a photo it holds none for (dropped on the way) is let go of all the
-        same, so status does not count it as waiting for ever."""
-        settled = {o.path for o in outcomes}
-        if self._observe is not None and not settled.issuperset(paths):
-            self._observe([Outcome(path, Status.UNCHANGED) for path in paths if path not in settled])
-        self._settle(outcomes)
+            self._settle(self._one_by_one(paths, exc))
 
     def _one_by_one(self, paths: list[str], exc: Exception) -> list[Outcome]:
         """After a batch raised: a passing problem (the database's disk is full) puts every file back
