@@ -110,7 +110,7 @@ def test_a_keyword_a_person_takes_out_stays_out_through_events_restarts_and_tag_
     edit(a, "-IPTC:Keywords-=circle", "-XMP-dc:Subject-=circle", "-IPTC:Keywords+=Anna",
          "-XMP-dc:Subject+=Anna")
     daemon.wait_log(f"{a}: circle taken out of it by a person", since=mark)
-    daemon.wait_log(f"tagged {a}: red", since=mark)
+    daemon.wait_log(f"checked {a}: red (already in the file)", since=mark)  # nothing written
     assert held(a) == {"red", "Anna"}  # not written back; our other keyword and theirs stay
     assert ledger(database, a) == {"red": ADDED, "circle": DECLINED}
     assert "circle" in ours(database, a)  # still what the photo is predicted to show
@@ -121,7 +121,7 @@ def test_a_keyword_a_person_takes_out_stays_out_through_events_restarts_and_tag_
     mark = len(daemon.log())
     daemon.start()
     daemon.wait_log(f"{b}: square taken out of it by a person", since=mark)
-    daemon.wait_log(f"tagged {b}: green", since=mark)
+    daemon.wait_log(f"checked {b}: green (already in the file)", since=mark)
     assert held(b) == {"green"}
     # A dry run shows what a scan would write: never the keyword the person took out, for a photo
     # settled (its recorded tags) or decided again (another top_k)

@@ -142,7 +142,7 @@ def test_a_keyword_taken_out_of_the_shared_sidecar_is_named_only_for_the_photo_i
         with caplog.at_level("DEBUG", logger="tagwatch"):
             env.run(raw, jpg)
         lines = {name: [r.getMessage() for r in caplog.records if r.getMessage().startswith(
-            f"tagged {tmp_path / 'in' / name}")] for name in ("IMG_1.png", "IMG_1.jpg")}
+            f"checked {tmp_path / 'in' / name}")] for name in ("IMG_1.png", "IMG_1.jpg")}  # nothing written
         assert "left out, as a person took them out: blue" in lines["IMG_1.png"][0], lines
         assert lines["IMG_1.jpg"] and not any("left out" in line for line in lines["IMG_1.jpg"]), lines
         assert in_sidecar(side) == {"red", "star", "circle"}

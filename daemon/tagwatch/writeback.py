@@ -57,7 +57,7 @@ from .queue import Delete, Op
 from .retry import transient_reason
 from .store import DECLINED, DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store, Twin
 from .tagger import orphaned_levels
-from .wording import listed
+from .wording import held_in, listed
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,8 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
 def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_out: Sequence[str],
                 threshold: float, wrote: bool, removed: Sequence[str] = (), dropped: Sequence[str] = (),
                 rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = (),
-                withdrawn: Sequence[str] = (), gave_back: Sequence[str] = (), respelled: Sequence[str] = ()
-                ) -> str:
+                withdrawn: Sequence[str] = (), gave_back: Sequence[str] = (), respelled: Sequence[str] = (),
+                where: str = "the file") -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
@@ -212,7 +212,11 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     review page), which are still predicted: not "no longer predicted".  ``gave_back``: filled
     fields whose value of ours the write took out (:func:`given_back`), named instead of "fields
     brought up to date"; so are ``respelled``, keywords whose hierarchical path the write changed (a
-    parent or ``[places] root`` edit: 243 photos read "fields brought up to date" of that)."""
+    parent or ``[places] root`` edit: 243 photos read "fields brought up to date" of that).
+
+    ``where``: where the keywords are (:func:`~tagwatch.wording.held_in`): a HEIC's are "already in
+    its sidecar", not "in the file".  A photo nothing was written into is "checked", never "tagged":
+    ``scan`` counts it unchanged, and the line must not say otherwise."""
     written = wrote or bool(removed or dropped)
     shown = [k for k in carried if k not in theirs] if written else list(carried)
     head = [listed(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
@@ -220,7 +224,7 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     if places:
         head.append(f"place: {listed(places)}")
     if written and len(shown) < len(carried):
-        head.append(f"already in the file: {listed(k for k in carried if k in theirs)}")
+        head.append(f"already in {where}: {listed(k for k in carried if k in theirs)}")
     tail = [f"left out, as a person took them out: {listed(kept_out)}"] if kept_out else []
     if overridden:
         tail.append(f"removed by an override: {listed(overridden)}")
@@ -233,13 +237,13 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
         tail.append(f"took out, as overwrite mode does: {listed(dropped)}")
     if gave_back:
         tail.append(f"took out tagwatch's {listed(gave_back)}")
-    verb = "tagged" if wrote or ((carried or places) and not (removed or dropped)) else "checked"
+    verb = "tagged" if wrote or (rewrote and (carried or places) and not (removed or dropped)) else "checked"
     if not (wrote or removed or dropped):
         updated = rewrote and not gave_back  # what changed is named, or it is "fields brought up to date"
         what = (f"re-filed under their new paths: {listed(respelled)}" if respelled
                 else "fields brought up to date")
         if carried or places:
-            head[-1] += f" (already in the file; {what})" if updated else " (already in the file)"
+            head[-1] += f" (already in {where}; {what})" if updated else f" (already in {where})"
         elif not gave_back:
             tail.append(what if rewrote else "nothing to write")
     return f"{verb} {path}: {'; '.join(head + tail)}"
@@ -683,6 +687,16 @@ class Writeback:
                 marks.append(self.writer.sidecar_for(Path(job.path)).lstat().st_ctime_ns)
         return max(marks, default=None)
 
+    def _held_in(self, path: str) -> str:
+        """Where ``path``'s keywords are, for its log line (see :func:`~tagwatch.wording.held_in`)."""
+        writer = self.writer or self.reader
+        if writer is None:
+            return "the file"
+        photo = Path(path)
+        side = writer.uses_sidecar(photo)
+        mates = [m.name for m in shared.stem_mates(writer, photo)] if side else []
+        return held_in(writer.embeds(photo), side, mates)
+
     def record_done(self, job: WriteJob, st: os.stat_result, rules: TagRules) -> Outcome:
         """Step 3: the file holds its keywords (``st``: its stat after the write); record it tagged."""
         plan, override, keywords = job.plan, job.override, job.keywords
@@ -746,7 +760,8 @@ class Writeback:
             job.path, carried, places, job.kept_out, rules.threshold, bool(added),
             removed, dropped, rewrote=rewrote, theirs=theirs, overridden=overridden,
             withdrawn=withdrawn, gave_back=gave,
-            respelled=plan.respelled if rewrote and plan is not None else ()), extra=fields)
+            respelled=plan.respelled if rewrote and plan is not None else (), where=self._held_in(job.path)),
+            extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote, overridden=overridden)
 
     def failed(self, job: WriteJob, exc: MetadataError | OSError) -> Outcome:
