@@ -17,6 +17,7 @@ import pytest
 import synthetic
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env
 from tagwatch.config import TaggingConfig, WriteConfig
+from tagwatch.outcomes import Status
 from tagwatch.writeback import tagged_line
 
 pillow_heif.register_heif_opener()
@@ -46,6 +47,41 @@ def subject(side: Path) -> set[str]:
                          text=True).stdout
     value = json.loads(out)[0].get("Subject", [])
     return {str(v) for v in (value if isinstance(value, list) else [value])}
+
+
+def test_untag_removes_the_sidecar_tagwatch_made_and_keeps_one_a_person_added_to(tmp_path: Path) -> None:
+    """`untag` left an empty XMP packet beside every HEIC, PNG and WebP tagwatch had tagged."""
+    env = shapes_env(tmp_path)
+    try:
+        plain = photo(tmp_path / "phone" / "IMG_1007.HEIC", "purple", "square", 9007)
+        added = photo(tmp_path / "phone" / "Screenshot_1.png", "yellow", "circle", 9008)
+        before = sorted(p.name for p in plain.parent.iterdir())
+        assert env.run(plain, added) == {"IMG_1007.HEIC": Status.TAGGED, "Screenshot_1.png": Status.TAGGED}
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject+=Urlaub", f"{added}.xmp"],
+                       check=True)
+        assert env.pipeline.untag(str(plain)).status == Status.UNTAGGED
+        assert env.pipeline.untag(str(added)).status == Status.UNTAGGED
+        assert sorted(p.name for p in plain.parent.iterdir()) == sorted([*before, "Screenshot_1.png.xmp"])
+        assert subject(Path(f"{added}.xmp")) == {"Urlaub"}
+    finally:
+        env.close()
+
+
+def test_untag_of_a_photo_shared_sidecar_goes_with_the_last_photo(tmp_path: Path) -> None:
+    """A HEIC and a JPEG of one stem share IMG_2100.xmp (``sidecar = "photo.xmp"``): the first untag
+    leaves the other's keywords in it, the second removes the file tagwatch made."""
+    env = shapes_env(tmp_path, WriteConfig(target="sidecar", sidecar="photo.xmp"))
+    try:
+        heic = photo(tmp_path / "iphone" / "IMG_2100.HEIC", "red", "circle", 2100)
+        jpg = photo(tmp_path / "iphone" / "IMG_2100.JPG", "blue", "star", 2101)
+        side = tmp_path / "iphone" / "IMG_2100.xmp"
+        assert env.run(jpg, heic) == {"IMG_2100.JPG": Status.TAGGED, "IMG_2100.HEIC": Status.TAGGED}
+        assert env.pipeline.untag(str(jpg)).status == Status.UNTAGGED
+        assert subject(side) == {"red", "circle"}
+        assert env.pipeline.untag(str(heic)).status == Status.UNTAGGED
+        assert not side.exists()
+    finally:
+        env.close()
 
 
 def test_keywords_already_there_are_said_where_they_are_and_the_photo_checked(

@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import logging
 import os
+import stat
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import shared
+from .atomic import fsync_folder
 from .captions import Captions, Reading
 from .casefold import fold, folded
 from .freshness import restamp, stem_photos
@@ -169,6 +172,53 @@ def idle_sidecar(plan: WritePlan, owned: Collection[str]) -> WritePlan:
             or any(k in owned for k in plan.keywords)):
         return plan
     return _no_new_sidecar(plan)
+
+
+# The ledger's record of the sidecar file itself, beside its fields' (a filled record of no field):
+# Filled((), None) where tagwatch's write created it, Filled((), "") where it was there before
+# tagwatch's first write into it.  untag and a photo's deletion remove a sidecar that holds nothing
+# once tagwatch's keywords are out of it, unless this record says it was there before (a file a person
+# or an app made is theirs, empty or not).  A sidecar an older version wrote has no record: emptied,
+# it holds nothing of anyone's either, and goes too.
+SIDECAR_FILE = SIDECAR_RECORD + "file"
+# What exiftool writes into every XMP packet: a sidecar holding nothing else holds nothing of anyone's
+_BOILERPLATE = frozenset({"SourceFile", "XMP-x:XMPToolkit"})
+
+
+def holds_nothing(writer: KeywordWriter, side: Path) -> bool:
+    """Does the XMP file ``side`` hold no field at all beyond exiftool's own boilerplate (the toolkit
+    that wrote it)?  Anything exiftool warns about or cannot read counts as something."""
+    out, _ = writer.exiftool.execute("-j", "-a", "-G1", "-XMP:All", "-ExifTool:Warning", "-ExifTool:Error",
+                                     str(side))
+    try:
+        record = json.loads(out)[0] if out else {}
+    except (ValueError, IndexError, TypeError):
+        return False
+    return bool(record) and set(record) <= _BOILERPLATE
+
+
+def drop_empty_sidecar(writer: KeywordWriter, side: Path, record: Filled | None) -> bool:
+    """Remove ``side`` if it holds nothing (:func:`holds_nothing`) and ``record`` (its
+    :data:`SIDECAR_FILE` record) does not say it was there before tagwatch: an empty ``.xmp`` left
+    beside every HEIC, PNG and WebP after untag is one stray file per photo, which Syncthing and
+    Nextcloud copy to every phone.  A sidecar saved by another program while it was read stays."""
+    if record is not None and record.previous is not None:
+        return False
+    try:
+        before = side.lstat()
+        if not stat.S_ISREG(before.st_mode) or not holds_nothing(writer, side):
+            return False
+        now = side.lstat()
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+            return False
+        side.unlink()
+        fsync_folder(side.parent)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("%s: the empty sidecar not removed: %s", side, exc.strerror or exc)
+        return False
+    return True
 
 
 def _no_new_sidecar(plan: WritePlan) -> WritePlan:
@@ -724,6 +774,10 @@ class Writeback:
                                       USER, paths=plan.paths)
                 self.store.remove_ledger(file_id, job.released)  # the other photo's now, in the sidecar
                 self.store.set_filled(file_id, plan.fills)
+                side = next((e for e in plan.edits if not e.is_photo), None) if job.writes else None
+                if side is not None and SIDECAR_FILE not in self.store.filled(file_id):  # see SIDECAR_FILE
+                    made = Filled((), None if side.before is None else "")
+                    self.store.set_filled(file_id, {SIDECAR_FILE: made})
             placed = job.placed
             if placed is not None:
                 where = placed.where
@@ -812,9 +866,17 @@ class Writeback:
             return Outcome(path, Status.GONE, error="no longer on disk")
         if (row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED)
                 and not self.store.filled(row.id)):
+            # an earlier untag (an older version's) may have left its emptied sidecar: it goes now
+            side = self.writer.sidecar_for(Path(path))
+            if (self.writer.uses_sidecar(Path(path)) and side.is_file() and not side.is_symlink()
+                    and drop_empty_sidecar(self.writer, side, None)):
+                log.info("untagged %s: removed its sidecar %s, which held nothing (left by an earlier untag)",
+                         path, side.name)
+                return Outcome(path, Status.UNTAGGED)
             return Outcome(path, Status.UNCHANGED, error="already untagged")
         owned, dropped = self.store.ledger(row.id), self.store.ledger(row.id, REMOVED)
         filled = {name: Filled(*record) for name, record in self.store.filled(row.id).items()}
+        made = filled.pop(SIDECAR_FILE, None)  # the sidecar file's own record: no field to give back
         self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
         others = shared.mates(self.writer, self.store, path)  # what they have in a sidecar shared stays
         left = [k for k in owned if k in others.held]
@@ -828,10 +890,21 @@ class Writeback:
             reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
             log.warning("%s: not untagged: %s", path, reason)
             return Outcome(path, Status.FAILED, error=reason)
+        # A sidecar tagwatch made (by its record; without one, an older version's that had keywords of
+        # ours in it) that holds nothing now goes, the folder as it was before tagwatch; one that still
+        # holds keywords of a photo sharing it passes the record on, for that one's untag
+        side = self.writer.sidecar_for(Path(path))
+        ours = made is not None or (bool(owned) and self.writer.uses_sidecar(Path(path)))
+        gone = (ours and side.is_file() and not side.is_symlink()
+                and drop_empty_sidecar(self.writer, side, made))
         with self.store.transaction():
             # a person's keyword it could not put back stays remembered, for the next untag
             self.store.remove_ledger(row.id, owned + [k for k in dropped if k not in plan.unrestored])
-            self.store.set_filled(row.id, dict.fromkeys(filled))
+            self.store.set_filled(row.id, dict.fromkeys([*filled, SIDECAR_FILE]))
+            if made is not None and made.previous is None and not gone:
+                for mate in self.store.files(others.paths).values():
+                    if Filled(*self.store.filled(mate.id).get(SIDECAR_FILE, ((), None))).previous is not None:
+                        self.store.set_filled(mate.id, {SIDECAR_FILE: made})  # made by tagwatch after all
             # A keyword field tagwatch created or overwrote in the sidecar this photo shares, which stays
             # for the keywords another photo has in it from tagwatch, is given back by that one's untag
             kept = {name: record for name, record in plan.fills.items()
@@ -845,15 +918,17 @@ class Writeback:
             self.store.set_located(row.id, spot.lat if spot else None, spot.lon if spot else None, ())
             self.store.record_file(path, key=row.key, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                    state=UNTAGGED)
-        if not plan.changes:  # left alone by the daemon all the same, as asked
+        emptied = (f"; removed its sidecar {side.name}, which tagwatch made and which holds nothing now"
+                   if gone else "")
+        if not plan.changes and not gone:  # left alone by the daemon all the same, as asked
             return Outcome(path, Status.UNCHANGED, error="nothing of tagwatch's in it to take out")
         # the fields it gave back (our description, a place's City...) are named with the keywords,
         # each pair of twins once: an untag that took out only a description said "removed nothing"
         fields = given_back(plan, {name: record for name, record in filled.items() if record.ours})
-        log.info("untagged %s: removed %s%s%s", path, listed([*plan.removed, *fields]) or "nothing",
+        log.info("untagged %s: removed %s%s%s%s", path, listed([*plan.removed, *fields]) or "nothing",
                  f"; restored {listed(plan.restored)}" if plan.restored else "",
                  f"; left in the sidecar it shares with {', '.join(others.paths)}, which has them from "
-                 f"tagwatch too: {listed(left)}" if left else "")
+                 f"tagwatch too: {listed(left)}" if left else "", emptied)
         return Outcome(path, Status.UNTAGGED, added=plan.restored)
 
     # -- renames and deletions ------------------------------------------------------------------
