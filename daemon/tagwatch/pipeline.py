@@ -288,6 +288,10 @@ class Pipeline:
             outcomes.append(Outcome(path, Status.FAILED, error=reason))
         paths = [p for p in paths if p not in unnamed]
         rows = self.store.files(paths)
+        # A photo recorded tagged whose vector is not cached (a `db rebuild` lost it, the config names
+        # another model) is not settled: it is encoded again, or a re-score could never judge it
+        vectored = self.store.vectored([r.key for r in rows.values() if r.state == DONE and r.key],
+                                       self.cache.model_id)
         photos: list[Photo] = []
         for path in paths:
             try:
@@ -312,7 +316,7 @@ class Pipeline:
             # `scan --take-over`: a photo tagged already may hold keywords of the list to take over
             if not self.writeback.take_over and is_settled(
                     row, path, st, fingerprint=self.fingerprint, retry_failed=retry_failed,
-                    recorded=self.store.files):
+                    recorded=self.store.files) and (row is None or row.state != DONE or row.key in vectored):
                 assert row is not None
                 outcomes.append(self._settled(row, dry_run))
                 continue
@@ -632,10 +636,22 @@ class Pipeline:
         of each file written or tried (the daemon counts them in its status, as it counts any
         tagging; a deferred one is told when the worker retries it).  Returns (files re-scored,
         files written).
+
+        Tagged files with no cached vector of the model in use (a ``db rebuild`` lost it, the config
+        names another model) cannot be re-scored: they are handed to the worker to be encoded again
+        (:meth:`take_deferred`), and one line says how many, instead of leaving their old keywords
+        in silently.  This runs at every start too, so a restart encodes them.
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity, self.roots)
                 if r.tagged_with != self.fingerprint]
+        lost = self.store.unvectored(self.model.identity, self.roots)
+        if lost:
+            log.info("%s tagged before %s no cached vector of model %s (lost in a `db rebuild`, or the "
+                     "model changed): not re-scored; queued to be encoded and tagged again",
+                     counted(len(lost), "photo"), "has" if len(lost) == 1 else "have", self.model.identity)
+            self._deferred += [Outcome(path, Status.RETRY, error="no cached vector: to be encoded again")
+                               for path in lost]
         written = 0
         tried: list[Outcome] = []
         chunk = 4096

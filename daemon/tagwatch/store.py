@@ -625,6 +625,35 @@ class Store:
                 (model, DONE, FAILED, *(b for pair in bounds for b in pair))).fetchall()
         return [(_row(r), _vector(r["vector"])) for r in rows]
 
+    def unvectored(self, model: str, folders: Sequence[str] = ()) -> list[str]:
+        """Live files recorded tagged whose picture has no cached vector for ``model`` (inside
+        ``folders``, when given): a ``db rebuild`` lost it, or the config names another model.  A
+        re-score cannot judge them and the reconcile scan finds them unchanged, so without this
+        they were never encoded again (and sync left their old keywords in).  One query: a daemon
+        restarted on an intact library pays one index probe per file, no look-up per path."""
+        bounds = [_under(folder) for folder in folders]
+        inside = " OR ".join("(f.path >= ? AND f.path < ?)" for _ in bounds)
+        with self._lock:
+            rows = self._db.execute(
+                f"""SELECT f.path FROM files f WHERE f.state = ? AND f.key IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM image_vectors v WHERE v.key = f.key AND v.model = ?)
+                    {f"AND ({inside})" if inside else ""} ORDER BY f.id""",
+                (DONE, model, *(b for pair in bounds for b in pair))).fetchall()
+        return [r[0] for r in rows]
+
+    def vectored(self, keys: Iterable[bytes], model: str) -> set[bytes]:
+        """Which of ``keys`` have a cached vector for ``model``: a batch's question, asked in chunks
+        of one query each (no vector is read)."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[bytes] = set()
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                part = wanted[start:start + 500]
+                marks = ", ".join("?" * len(part))
+                found.update(r[0] for r in self._db.execute(
+                    f"SELECT key FROM image_vectors WHERE model = ? AND key IN ({marks})", (model, *part)))
+        return found
+
     def ledger(self, file_id: int, action: str = ADDED) -> list[str]:
         """Keywords tagwatch added to the file (or, with REMOVED, took out of it), oldest first."""
         with self._lock:

@@ -1,0 +1,159 @@
+"""Coming back from damage a sysadmin meets (report xQ): a `db rebuild` that lost image vectors, a
+model changed in the config.  Real parts throughout: real databases damaged page by page and rebuilt
+by the command, real JPEGs, exiftool reading back, a daemon as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import synthetic
+from conftest import (
+    SHAPES_CHECKPOINT,
+    SHAPES_CONFIG,
+    Daemon,
+    exif_keywords,
+    status,
+    tagwatch,
+    wait_for,
+    write_config,
+)
+
+TAGS = ["red", "green", "blue", "yellow", "purple", "orange",
+        "square", "triangle", "star", "circle", "horizontal bar", "vertical bar"]
+PHOTOS = 48
+
+
+def blue_library(folder: Path) -> list[Path]:
+    """Blue shapes the test model knows: every photo is given ``blue``, so any of them whose vector a
+    rebuild loses is one sync must still take ``blue`` out of."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = []
+    for i in range(PHOTOS):
+        shape = synthetic.SHAPES[i % len(synthetic.SHAPES)]
+        photo = folder / f"blue-{shape.replace(' ', '_')}-{i:03}.jpg"
+        synthetic.make_photo("blue", shape, 4400000 + i, (320, 240)).save(photo, quality=90)
+        photos.append(photo)
+    return photos
+
+
+def sync_config(folder: Path, library: Path, checkpoint: Path = SHAPES_CHECKPOINT,
+                model: Path = SHAPES_CONFIG) -> Path:
+    """The report's settings: the shapes model, threshold 0.36, sync mode, no expansion."""
+    config = write_config(folder, checkpoint, watch=[library], tags=TAGS, threshold=0.36, top_k=5,
+                          model=model)
+    text = config.read_text(encoding="utf-8").replace(
+        "[tagging]\n", '[tagging]\nmode = "sync"\nexpand = "none"\n')
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def lose_vectors(database: Path) -> int:
+    """The report's damage: the vectors table's last page overwritten with noise, then the real
+    `tagwatch db rebuild`; returns how many photos lost their vector."""
+    with sqlite3.connect(database) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        before = db.execute("SELECT COUNT(*) FROM image_vectors").fetchone()[0]
+        page = db.execute("SELECT max(pageno) FROM dbstat WHERE name = 'image_vectors'").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+    with database.open("r+b") as handle:
+        handle.seek((page - 1) * size)
+        handle.write(os.urandom(size))
+    rebuilt = tagwatch("db", "rebuild", "--config", str(database.parent.parent / "config.toml"))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "photos whose vectors were lost are encoded again" in rebuilt.stdout
+    with sqlite3.connect(database) as db:
+        after = db.execute("SELECT COUNT(*) FROM image_vectors").fetchone()[0]
+    assert 0 < before - after < before
+    return before - after
+
+
+def carrying(photos: list[Path], keyword: str) -> list[str]:
+    """The photos whose IPTC Keywords or XMP dc:subject hold ``keyword``, as exiftool reads them."""
+    return [p.name for p in photos if keyword in {*exif_keywords(p)["iptc"], *exif_keywords(p)["xmp"]}]
+
+
+def settles(daemon: Daemon, check: Callable[[], object]) -> None:
+    """:func:`wait_for`, the daemon's log in the message if it never holds."""
+    try:
+        wait_for(check)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the daemon's log:\n{daemon.log()[-6000:]}") from None
+
+
+def test_sync_takes_a_removed_tag_out_of_photos_whose_vectors_a_rebuild_lost(tmp_path: Path) -> None:
+    """The report's case: after a rebuild lost some vectors, `blue` taken out of the list.  The
+    re-score judged only the photos with a vector and the rest kept tagwatch's `blue` for good; no
+    restart or scan encoded them again.  Now the daemon's start queues them (one line says how many)
+    and they are encoded and written under the edited list."""
+    library = tmp_path / "lib"
+    photos = blue_library(library)
+    config = sync_config(tmp_path / "conf", library)
+    scanned = tagwatch("scan", str(library), "--config", str(config))
+    assert scanned.returncode == 0, scanned.stderr
+    assert len(carrying(photos, "blue")) == PHOTOS
+    lost = lose_vectors(tmp_path / "conf" / "state" / "tagwatch.db")
+
+    tags = tmp_path / "conf" / "tags.txt"
+    edited = tmp_path / "conf" / "tags.new"
+    edited.write_text("\n".join(t for t in TAGS if t != "blue") + "\n", encoding="utf-8")
+    edited.rename(tags)
+
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.start()
+        settles(daemon, lambda: not carrying(photos, "blue"))
+        settles(daemon, lambda: status(config)["vectors"] == PHOTOS)
+        log = daemon.log()
+        assert (f"{lost} photos tagged before have no cached vector of model shapes-clip" in log
+                or f"{lost} photo tagged before has no cached vector of model shapes-clip" in log), log
+        restart = len(daemon.log())
+        assert daemon.stop() == 0
+        daemon.start().wait_log("scan: ", since=restart)
+        assert "no cached vector" not in daemon.log()[restart:]  # an intact library: nothing to say
+    finally:
+        daemon.stop()
+    assert not carrying(photos, "blue")
+    assert all(exif_keywords(p)["iptc"] for p in photos)  # its shape stays
+
+
+def test_scan_encodes_again_photos_whose_vectors_a_rebuild_lost(tmp_path: Path) -> None:
+    """`scan` of the folder after the rebuild said "60 unchanged" and left the vectors lost (the
+    rebuild promised they are encoded again): a photo recorded tagged without a vector is not settled."""
+    library = tmp_path / "lib"
+    blue_library(library)
+    config = sync_config(tmp_path / "conf", library)
+    assert tagwatch("scan", str(library), "--config", str(config)).returncode == 0
+    lose_vectors(tmp_path / "conf" / "state" / "tagwatch.db")
+    assert status(config)["vectors"] < PHOTOS
+    again = tagwatch("scan", str(library), "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert status(config)["vectors"] == PHOTOS
+
+
+def test_a_model_changed_in_the_config_encodes_every_tagged_photo_again(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A config that names another model: the start found every photo unchanged and the re-score
+    found no vector of the new model, so nothing was ever encoded with it.  The same path as a lost
+    vector covers it: the start queues them all, and the next start, on a library now intact, has
+    nothing to encode."""
+    library = tmp_path / "lib"
+    blue_library(library)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[library], tags=TAGS)
+    assert tagwatch("scan", str(library), "--config", str(config)).returncode == 0
+    sync_config(tmp_path / "conf", library)  # the same config, now naming the shapes model
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        log = daemon.start().log()
+        assert f"{PHOTOS} photos tagged before have no cached vector of model shapes-clip" in log, log
+        settles(daemon, lambda: status(config)["vectors"] == PHOTOS)
+        settles(daemon, lambda: status(config)["encoded"] >= 2 * PHOTOS)
+        restart = len(daemon.log())
+        assert daemon.stop() == 0
+        log = daemon.start().wait_log("scan: ", since=restart)[restart:]
+        assert "no cached vector" not in log and f"scan: {PHOTOS} photos, 0 queued" in log, log
+    finally:
+        daemon.stop()
+
