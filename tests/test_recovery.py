@@ -1,13 +1,19 @@
 """Coming back from damage a sysadmin meets (report xQ): a `db rebuild` that lost image vectors, a
-model changed in the config.  Real parts throughout: real databases damaged page by page and rebuilt
-by the command, real JPEGs, exiftool reading back, a daemon as a subprocess."""
+model changed in the config, a writer killed with `kill -9` whose temporary file a restart must clean.
+Real parts throughout: real databases damaged page by page and rebuilt by the command, real JPEGs,
+exiftool reading back, a daemon as a subprocess, a real zombie process."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 import synthetic
 from conftest import (
@@ -15,11 +21,13 @@ from conftest import (
     SHAPES_CONFIG,
     Daemon,
     exif_keywords,
+    noise_jpeg,
     status,
     tagwatch,
     wait_for,
     write_config,
 )
+from tagwatch.metadata import is_stale_temp_file
 
 TAGS = ["red", "green", "blue", "yellow", "purple", "orange",
         "square", "triangle", "star", "circle", "horizontal bar", "vertical bar"]
@@ -157,3 +165,39 @@ def test_a_model_changed_in_the_config_encodes_every_tagged_photo_again(
     finally:
         daemon.stop()
 
+
+def state_of(pid: int) -> str:
+    """The process's state letter as Linux's /proc shows it (``Z``: a zombie)."""
+    return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0].decode()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a zombie is read from /proc here")
+def test_a_restart_removes_the_temporary_file_of_a_killed_writer_not_yet_reaped(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """`kill -9` of the daemon mid-write and a restart within the second its parent takes to reap it:
+    the killed writer was still a zombie, `kill(pid, 0)` answered for it, and the start-up scan kept
+    its `.PID-N.tagwatch-tmp` (a hidden full copy of a photo) until the next start.  A real zombie
+    here: a child killed and not waited for."""
+    library = tmp_path / "lib"
+    photo = noise_jpeg(library / "photo.jpg", seed=31)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        left = library / f".{writer.pid}-64.tagwatch-tmp"
+        left.write_bytes(photo.read_bytes())  # what a write killed midway leaves: a copy of the photo
+        assert not is_stale_temp_file(left.name)  # its writer runs: perhaps a write in flight
+        os.kill(writer.pid, signal.SIGKILL)
+        wait_for(lambda: state_of(writer.pid) == "Z")  # killed, and not reaped: this test never waits
+
+        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[library])
+        daemon = Daemon(config, tmp_path / "daemon.log")
+        try:
+            log = daemon.start().wait_log("scan: ")
+        finally:
+            daemon.stop()
+        assert state_of(writer.pid) == "Z"  # still a zombie all along
+        assert not left.exists(), log
+        assert f"{left}: removed a temporary file left by an interrupted write" in log
+        assert photo.exists() and exif_keywords(photo)["iptc"]
+    finally:
+        writer.kill()
+        writer.wait()

@@ -120,16 +120,55 @@ def remove_if_stale(entry: os.DirEntry[str]) -> bool:
 
 
 def _gone(pid: int) -> bool:
-    """Whether process ``pid`` has ended (this process and another user's live one have not)."""
+    """Whether process ``pid`` has ended (this process and another user's live one have not).
+
+    A process killed but not yet reaped by its parent (a zombie: ``kill -9`` of the daemon, then a
+    restart within the second or two its supervisor or a container's init takes to reap it) has
+    ended too, though ``kill(pid, 0)`` still succeeds for it: a start-up scan that asked only that
+    kept the killed writer's temporary file beside the photo until the next start.  Linux says
+    so in ``/proc/PID/stat`` (state ``Z``, or ``X`` while it is being reaped); macOS, which has no
+    ``/proc``, in ``ps -o stat=`` (``Z``).  Where neither can be read the process counts as alive:
+    a file kept is tidied at a later start, a write in flight deleted is lost."""
     if pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:  # alive, another user's
+    except PermissionError:  # another user's: alive, unless a zombie
+        pass
+    return _process_state(pid) in ("Z", "X")
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` (``R``, ``S``, ``Z``…), None where it cannot be read."""
+    if _own_proc():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                # "PID (comm) S …": comm may hold spaces and parentheses; the state follows the last ")"
+                return handle.read().rpartition(b")")[2].split()[0].decode("ascii")
+        except FileNotFoundError:  # it answered kill() a moment ago: reaped since
+            return "X"
+        except (OSError, IndexError, UnicodeDecodeError):
+            return None
+    import subprocess  # no /proc (macOS, the BSDs): ps, once per temporary file of a PID that answers
+
+    try:
+        found = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True,
+                               timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found[:1] or None
+
+
+def _own_proc() -> bool:
+    """Is there a ``/proc`` whose numbers are this process's PIDs (not another PID namespace's,
+    where ``/proc/PID`` would be some other process)?"""
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            return int(handle.read().split(b" ", 1)[0]) == os.getpid()
+    except (OSError, ValueError):
         return False
-    return False
 
 
 def _warm_up_scrap(data: Path) -> Path:
