@@ -211,9 +211,11 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     report = ScanReport()
     # a watched folder inside another is walked with it: walked again, its photos were counted twice
     roots = [r for r in roots if not _inside(str(r), {str(o) for o in roots if o != r})]
-    # A root that is not there (unplugged, unmounted) is left out: the watcher says so, and has it
-    # scanned when it is back; its records are kept meanwhile
-    records = {root: store.files_under(str(root)) for root in roots if root.is_dir()}
+    # A root that is not there (unplugged, unmounted), or that is reached through a symbolic link
+    # now (renamed away, a link left in its place), is left out: the watcher says so, and has it
+    # scanned when it is back; its records are kept meanwhile (walked, every photo was refused)
+    records = {root: store.files_under(str(root)) for root in roots
+               if root.is_dir() and linked_to(root) is None}
     # the records by signature, built at the first new file met: a start that finds none (a daemon
     # restarted on an unchanged library) does without it
     recorded: dict[Signature, str | None] | None = None
@@ -266,6 +268,15 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             queue.op(Delete(path))
             report.gone += 1
     return report
+
+
+def linked_to(root: Path) -> str | None:
+    """Where ``root`` leads, if a symbolic link now stands on its way (the folder itself, or one
+    above it); None while its path is its real path.  The watched folders are real paths (the
+    config resolves them), so a link there came after the start: a folder renamed away and a link
+    to it left in its place, which ``stat`` follows to the very folder watched."""
+    real = os.path.realpath(root)
+    return None if real == str(root) else real
 
 
 def _through_link(path: str) -> bool:
@@ -386,7 +397,10 @@ class Watcher:
     A root can go away while the daemon runs: a folder deleted and made again, a drive unplugged, a
     NAS unmounted and mounted again.  watchdog's observer of that root then ends, or watches a folder
     that is no longer there, and says nothing.  :meth:`check` (called every few seconds) notices,
-    says so once, and watches the root again as soon as it is back.
+    says so once, and watches the root again as soon as it is back.  A root renamed away and
+    replaced by a symbolic link to it (``stat`` still finds the folder watched) is a link on the
+    way, never followed while the daemon runs: :meth:`check` says so once and stops watching it,
+    and watches it again once a real folder is back at its path.
 
     A folder inside a root that cannot be listed (chmod 000) cannot be watched either: inotify needs
     to read it.  :meth:`unlistable` is told of it (by a scan, or by an event's walk), and
@@ -402,6 +416,7 @@ class Watcher:
         self._observers: dict[Path, tuple[BaseObserver, tuple[int, int]]] = {}  # root -> (observer, dev+ino)
         self._missing: set[Path] = set()
         self._awaited: set[Path] = set()  # missing since the start: not yet seen at all
+        self._linked: dict[Path, str] = {}  # reached through a link now: root -> where it leads
         self._unlistable: set[str] = set()  # folders inside a root that could not be listed
         self._noted = threading.Lock()  # for that set alone: an event's walk adds to it, and an
         self._lock = threading.Lock()  # observer being stopped under this lock may be in that walk
@@ -414,7 +429,11 @@ class Watcher:
         with self._lock:
             for root in self.roots:
                 if root.is_dir():
-                    self._watch(root)
+                    target = linked_to(root)
+                    if target is None:
+                        self._watch(root)
+                    else:
+                        self._refuse_link(root, target)
                     continue
                 self._missing.add(root)
                 self._awaited.add(root)
@@ -495,7 +514,7 @@ class Watcher:
                 continue
             root = next((r for r in sorted(self.roots, key=lambda r: len(str(r)), reverse=True)
                          if folder == str(r) or folder.startswith(str(r).rstrip("/") + "/")), None)
-            if root is None or root in self._missing:
+            if root is None or root in self._missing or root in self._linked:
                 continue
             log.info("%s: the folder can be listed now; watching it and scanning %s", folder, root)
             if root not in roots:
@@ -520,12 +539,18 @@ class Watcher:
                     here = False
                 watching = self._observers.get(root)
                 if not here:
+                    self._linked.pop(root, None)
                     if root not in self._missing:
                         self._missing.add(root)
                         log.warning("%s: the watched folder is gone (deleted, or its drive unplugged or "
                                     "unmounted); watching for it to come back", root)
                         self._stop(root)
                     continue
+                target = linked_to(root)
+                if target is not None:
+                    self._refuse_link(root, target)
+                    continue
+                self._linked.pop(root, None)
                 if watching is not None and watching[1] == (st.st_dev, st.st_ino) and all(
                         emitter.is_alive() for emitter in watching[0].emitters):
                     continue
@@ -540,6 +565,21 @@ class Watcher:
                                 "there now); watching it again and scanning it", root)
                 back.append(root)
         return back
+
+    def _refuse_link(self, root: Path, target: str) -> None:
+        """``root`` is reached through a symbolic link now: its observer is stopped and one line says
+        why, once per place it leads to.  Links are never followed while the daemon runs (its paths
+        would no longer be the photos' real ones, which every record and the pipeline check); a
+        restart watches the folder the link leads to, as for a link named in the config."""
+        if self._linked.get(root) == target:
+            return
+        self._linked[root] = target
+        self._missing.discard(root)  # a link that goes later is news again
+        self._stop(root)
+        log.warning("%s: the watched folder is now a symbolic link, or reached through one (it leads to "
+                    "%s); links are not followed while tagwatch runs, so it is not watched, and its photos "
+                    "keep their records: restart tagwatch to watch the folder the link leads to, or put "
+                    "the folder back", root, target)
 
     def _stop(self, root: Path) -> None:
         watching = self._observers.pop(root, None)
