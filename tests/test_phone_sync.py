@@ -18,6 +18,7 @@ import synthetic
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
+from tagwatch.queue import Delete
 from tagwatch.writeback import tagged_line
 
 pillow_heif.register_heif_opener()
@@ -47,6 +48,61 @@ def subject(side: Path) -> set[str]:
                          text=True).stdout
     value = json.loads(out)[0].get("Subject", [])
     return {str(v) for v in (value if isinstance(value, list) else [value])}
+
+
+def test_a_new_photo_under_a_deleted_ones_name_gets_none_of_its_keywords(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """IMG_1003.HEIC (an orange star) deleted on the phone, a blue square synced in later under its
+    name: its sidecar read "star, orange, blue, square", and untag left "star, orange", taken for the
+    person's.  The deleted photo's keywords leave its sidecar with it (the sidecar tagwatch made goes);
+    a person's keyword in another deleted photo's sidecar stays there, with the file."""
+    env = shapes_env(tmp_path)
+    try:
+        old = photo(tmp_path / "phone" / "IMG_1003.HEIC", "orange", "star", 9001)
+        kept = photo(tmp_path / "phone" / "IMG_1004.HEIC", "red", "circle", 9002)
+        side, kept_side = Path(f"{old}.xmp"), Path(f"{kept}.xmp")
+        assert env.run(old, kept) == {"IMG_1003.HEIC": Status.TAGGED, "IMG_1004.HEIC": Status.TAGGED}
+        assert subject(side) == {"orange", "star"} and subject(kept_side) == {"red", "circle"}
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject+=Oma", str(kept_side)],
+                       check=True)  # the person's own keyword, added in digiKam
+        old.unlink()
+        kept.unlink()
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.pipeline.apply([Delete(str(old)), Delete(str(kept))])
+        assert not side.exists()  # tagwatch made it, and nothing of anyone's was left in it
+        assert subject(kept_side) == {"Oma"}  # the person's stays, the file with it
+        said = [r.getMessage() for r in caplog.records if ": deleted" in r.getMessage()]
+        assert any(m.startswith(f"{old}: deleted; its sidecar IMG_1003.HEIC.xmp removed") for m in said), said
+
+        new = photo(old, "blue", "square", 9909)
+        assert env.run(new) == {"IMG_1003.HEIC": Status.TAGGED}
+        assert subject(side) == {"blue", "square"}
+        assert env.pipeline.untag(str(new)).status == Status.UNTAGGED
+        assert not side.exists()  # everything in it was tagwatch's: the folder as it was
+    finally:
+        env.close()
+
+
+def test_the_same_picture_back_from_the_bin_is_tagged_again(tmp_path: Path) -> None:
+    """Syncthing's "delete" moves the photo into .stversions; restored, it is the same picture: its
+    keywords are written again as tagwatch's (untag takes them out), not lost nor taken for a
+    person's removal."""
+    env = shapes_env(tmp_path)
+    try:
+        shot = photo(tmp_path / "phone" / "IMG_1005.png", "green", "triangle", 9005)
+        side = Path(f"{shot}.xmp")
+        assert env.run(shot) == {"IMG_1005.png": Status.TAGGED}
+        data = shot.read_bytes()
+        shot.unlink()
+        env.pipeline.apply([Delete(str(shot))])
+        assert not side.exists()
+        shot.write_bytes(data)
+        assert env.run(shot) == {"IMG_1005.png": Status.TAGGED}
+        assert subject(side) == {"green", "triangle"}
+        assert env.pipeline.untag(str(shot)).status == Status.UNTAGGED
+        assert not side.exists()
+    finally:
+        env.close()
 
 
 def test_untag_removes_the_sidecar_tagwatch_made_and_keeps_one_a_person_added_to(tmp_path: Path) -> None:

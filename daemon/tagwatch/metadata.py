@@ -739,14 +739,17 @@ class KeywordWriter:
 
     def plan_untag(self, path: Path, owned: list[str], dropped: list[str],
                    owned_paths: Mapping[str, Sequence[str]] | None = None,
-                   filled: Mapping[str, Filled] | None = None) -> WritePlan:
+                   filled: Mapping[str, Filled] | None = None, state: FileState | None = None) -> WritePlan:
         """Take out exactly the keywords tagwatch added (under every path the ledger recorded), put
         back those overwrite took out, and give each field tagwatch filled, created or overwrote (in
         the photo and in its sidecar) its earlier value.  The plan's ``fills``: None for each record
         of ``filled``, but a sidecar's keyword field that stays (another photo sharing the sidecar
-        has keywords in it from tagwatch) keeps its record, as it now stands, for that photo's untag."""
+        has keywords in it from tagwatch) keeps its record, as it now stands, for that photo's untag.
+        ``state``: the files as already read (default: read now); a deleted photo's sidecar alone,
+        whose photo cannot be read (:meth:`tagwatch.writeback.Writeback.release`)."""
         owned_paths = owned_paths or {}
-        before, photo, sidecar = self._state(path, None)
+        before, photo, sidecar = ((state.before, state.photo, state.sidecar) if state is not None
+                                  else self._state(path, None))
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
 
         def present(keyword: str, where: str | None) -> bool:

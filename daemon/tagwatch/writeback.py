@@ -49,6 +49,7 @@ from .metadata import (
     FileChanged,
     FileState,
     Filled,
+    Keywords,
     KeywordWriter,
     MetadataError,
     WritePlan,
@@ -931,6 +932,53 @@ class Writeback:
                  f"tagwatch too: {listed(left)}" if left else "", emptied)
         return Outcome(path, Status.UNTAGGED, added=plan.restored)
 
+    def release(self, path: str) -> str:
+        """A photo deleted (still recorded in the store): tagwatch's keywords (a correction's too)
+        and filled fields leave its own sidecar, and the sidecar goes where tagwatch made it and
+        nothing is left in it (:func:`drop_empty_sidecar`).  Phones reuse names (``IMG_1234.HEIC``):
+        left there, they were the next photo of that name's, taken for the person's keywords of a
+        picture they were never predicted for, and untag could not take them out.  A sidecar that
+        another photo uses is :func:`tagwatch.shared.forget`'s; one holding a person's keywords or a
+        darktable history keeps them.  Returns what the "deleted" line adds ("" if nothing)."""
+        assert self.writer is not None
+        row = self.store.file(path)
+        photo = Path(path)
+        side = self.writer.sidecar_for(photo)
+        if (row is None or row.state == DELETED or not side.is_file() or side.is_symlink()
+                or shared.stem_mates(self.writer, photo, any_file=True)):
+            return ""
+        owned = list(dict.fromkeys([*self.store.ledger(row.id), *self.store.ledger(row.id, USER)]))
+        records = self.store.filled(row.id)
+        made = Filled(*records[SIDECAR_FILE]) if SIDECAR_FILE in records else None
+        embeds = self.writer.embeds(photo)  # a JPEG's own fields went with it: only the sidecar's count
+        filled = {name: Filled(*record) for name, record in records.items() if name != SIDECAR_FILE
+                  and (name.startswith(SIDECAR_RECORD) or (not embeds and name not in KEYWORD_FIELDS))}
+        if not owned and not filled and made is None:
+            return ""
+        paths = {**self.store.ledger_paths(row.id, USER), **self.store.ledger_paths(row.id)}
+        try:
+            state = FileState(side.lstat(), Keywords(), self.writer.read(side))
+            plan = self.writer.plan_untag(photo, owned, [], paths, filled, state=state)
+            plan = replace(plan, edits=[edit for edit in plan.edits if not edit.is_photo])
+            if plan.changes:
+                self.writer.apply(plan)
+            gone = (made is not None or bool(plan.removed)) and drop_empty_sidecar(self.writer, side, made)
+        except (MetadataError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
+            log.warning("%s: tagwatch's keywords not taken out of its sidecar %s: %s", path, side.name,
+                        reason)
+            return ""
+        with self.store.transaction():
+            if not embeds:  # gone from every file: the picture back (from a bin) is tagged afresh
+                self.store.remove_ledger(row.id, plan.removed)  # a correction's rows too
+            self.store.set_filled(row.id, {**dict.fromkeys(filled), SIDECAR_FILE: None})
+        fields = given_back(plan, {name: record for name, record in filled.items() if record.ours})
+        took = listed([*plan.removed, *fields])
+        if gone:
+            return (f"; its sidecar {side.name} removed, which tagwatch made"
+                    + (f" and which held only tagwatch's {took}" if took else " and which held nothing"))
+        return f"; tagwatch's {took} taken out of its sidecar {side.name}" if took else ""
+
     # -- renames and deletions ------------------------------------------------------------------
 
     def apply_ops(self, ops: Sequence[Op]) -> list[str]:
@@ -949,11 +997,13 @@ class Writeback:
                 if op.is_dir:
                     self.store.mark_deleted_under(op.path)
                     continue
+                released = ""
                 if self.writer is not None:  # its keywords leave a sidecar another photo still uses
                     shared.forget(self.writer, self.store, op.path)
                     restamp(self.store, stem_photos(op.path))  # that write is no edit of theirs
+                    released = self.release(op.path)  # ... and its own sidecar
                 if self.store.mark_deleted(op.path):
-                    log.info("%s: deleted", op.path, extra={"event": "deleted", "path": op.path})
+                    log.info("%s: deleted%s", op.path, released, extra={"event": "deleted", "path": op.path})
                 else:
                     log.info("%s: skipped: deleted before it could be tagged", op.path)
             elif op.is_dir:
