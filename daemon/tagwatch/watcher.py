@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,21 @@ from .queue import BatchQueue, Delete, Move
 from .store import FileRow, Store
 
 log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class HalfMove(Move):
+    """A move inotify reported only the first half of: the photo left ``src`` for a folder made a
+    moment before (``mkdir 2025/06 && mv IMG_1017.HEIC 2025/06/``: a sorting script, Nextcloud's
+    "sort by month"), which was not watched yet when the photo arrived, and turned up at ``dst`` in
+    that folder's walk.  Paired by name here, where nothing is recorded; applied, it is the move only
+    if ``dst`` has the name, size and modification time recorded for ``src``, as the start-up scan
+    pairs a move made while no one watched, and ``src`` deleted otherwise
+    (:meth:`tagwatch.writeback.Writeback.apply_ops`).  Before, the photo was logged "deleted", its
+    sidecar left behind with its keywords and a second one made at the new place."""
+
+
+ARRIVALS = 4096  # photos found in new folders remembered by name, for the half of a move still to come
+
 
 CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only for stray events
 
@@ -293,6 +308,9 @@ class _Handler(FileSystemEventHandler):
                  unlistable: Callable[[set[str]], None] = lambda folders: None) -> None:
         self.filt, self.queue = filt, queue
         self._unlistable = unlistable  # told the folders a walk could not list
+        # name → path of photos found in a new folder (its walk, watchdog's own walk of it): where a
+        # photo whose move inotify saw only half of went (see HalfMove)
+        self._arrived: OrderedDict[str, str] = OrderedDict()
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -303,9 +321,27 @@ class _Handler(FileSystemEventHandler):
     def _enqueue_tree(self, folder: str) -> None:
         unlistable: set[str] = set()
         for path, _ in walk(Path(folder), self.filt, unlistable=unlistable):
+            self._arrival(path)
             self.queue.put(path)
         if unlistable:
             self._unlistable(unlistable)
+
+    def _arrival(self, path: str) -> None:
+        """Remember a photo found in a new folder, by name (the latest :data:`ARRIVALS` of them)."""
+        name = os.path.basename(path)
+        self._arrived.pop(name, None)
+        self._arrived[name] = path
+        while len(self._arrived) > ARRIVALS:
+            self._arrived.popitem(last=False)
+
+    def _went_to(self, src: str) -> str | None:
+        """Where a photo that left ``src`` for a folder inotify did not watch yet is now: a photo of
+        its name found in a new folder since, still there; None if there is none (moved out of the
+        watched folders, or into a hidden one)."""
+        dst = self._arrived.pop(os.path.basename(src), None)
+        if dst is None or dst == src or not self.filt.wanted(dst) or not os.path.isfile(dst):
+            return None
+        return dst
 
     def _retry_folder(self, folder: str) -> None:
         """A folder's attributes changed (a chmod): its photos that failed for want of permission may
@@ -345,6 +381,8 @@ class _Handler(FileSystemEventHandler):
         if isinstance(event, FileCreatedEvent | FileModifiedEvent | FileAttribEvent):
             # An attribute change (chmod) can make a file that failed for want of permission taggable
             if self.filt.wanted(src):
+                if isinstance(event, FileCreatedEvent):  # watchdog's walk of a new folder says these too
+                    self._arrival(src)
                 self.queue.put(src)
             for photo in self._photos_of(src):
                 self.queue.put(photo)
@@ -369,8 +407,9 @@ class _Handler(FileSystemEventHandler):
             src_ok, dst_ok = self.filt.wanted(src), self.filt.wanted(dst)
             if src_ok and dst_ok:
                 self.queue.op(Move(src, dst))
-            elif src_ok:
-                self.queue.op(Delete(src))
+            elif src_ok:  # moved out of sight; or (dst "") into a new folder inotify did not watch yet
+                went = None if dst else self._went_to(src)
+                self.queue.op(HalfMove(src, went) if went is not None else Delete(src))
             elif dst_ok and not _through_link(dst):  # an atomic save, a file moved in from a hidden
                 self.queue.put(dst, delay=CLOSED_DELAY)  # name or (src "") from outside the watched folders
             for photo in self._photos_of(dst):  # a sidecar saved atomically (exiftool, digiKam)

@@ -61,6 +61,7 @@ from .queue import Delete, Op
 from .retry import transient_reason
 from .store import DECLINED, DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store, Twin
 from .tagger import orphaned_levels
+from .watcher import HalfMove
 from .wording import held_in, listed
 
 log = logging.getLogger(__name__)
@@ -981,11 +982,26 @@ class Writeback:
 
     # -- renames and deletions ------------------------------------------------------------------
 
+    def _moved_here(self, src: str, dst: str) -> bool:
+        """Is ``dst`` the photo recorded at ``src``, moved (a :class:`~tagwatch.watcher.HalfMove`)?
+        Its name, size and modification time say so, as for a move the start-up scan finds (``mv``
+        and file managers keep them); a file recorded at ``dst`` already is another photo."""
+        row, there = self.store.file(src), self.store.file(dst)
+        if row is None or row.state == DELETED or (there is not None and there.state != DELETED):
+            return False
+        try:
+            st = os.lstat(dst)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
+
     def apply_ops(self, ops: Sequence[Op]) -> list[str]:
         """Apply renames and deletions to the store; returns the paths to look at: moved paths the
         store did not know, and "deleted" files that are there (replaced since)."""
         unknown: list[str] = []
         for op in ops:
+            if isinstance(op, HalfMove) and not self._moved_here(op.src, op.dst):
+                op = Delete(op.src)  # another picture that only has its name: the photo is gone
             if isinstance(op, Delete):
                 # Replaced since (a polling observer sees an atomic replace as delete + create; an
                 # exchange of names, see atomic.py, reports the photo moved to a hidden name): the row
