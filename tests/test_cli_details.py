@@ -213,7 +213,7 @@ def test_a_photo_that_gets_only_its_place_is_logged_so() -> None:
     assert line == "checked /p/a.jpg: left out, as a person took them out: red; nothing to write"
     # "(already in the file)" is about the keywords, never about the one a person took out
     line = tagged_line("/p/a.jpg", ["circle"], ["Italy"], ["red"], 0.36, wrote=False)
-    assert line == ("tagged /p/a.jpg: circle; place: Italy (already in the file); left out, as a person "
+    assert line == ("checked /p/a.jpg: circle; place: Italy (already in the file); left out, as a person "
                     "took them out: red")
     line = tagged_line("/p/a.jpg", ["circle"], [], [], 0.36, wrote=False, rewrote=True)  # a description out
     assert line == "tagged /p/a.jpg: circle (already in the file; fields brought up to date)"
