@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -24,7 +25,8 @@ from tagwatch.config import TaggingConfig
 from tagwatch.engine import Engine
 from tagwatch.outcomes import Outcome, Status
 from tagwatch.queue import BatchQueue, Move
-from tagwatch.store import DONE
+from tagwatch.retry import EXIFTOOL_TRIES
+from tagwatch.store import DONE, FAILED
 from tagwatch.worker import Worker
 
 
@@ -329,3 +331,63 @@ def test_a_backlog_decodes_at_a_lower_priority_than_the_model_and_exiftool_a_lon
     assert niceness["lone.jpg"] == ours
     assert [niceness[p.name] for p in second] == [min(19, ours + cores.DECODE_NICENESS)] * 3
     assert all(len(exif_keywords(p)["iptc"]) == 3 for p in [lone, *first, *second])
+
+
+# A stand-in named exiftool: runs the real one, and goes silent for good (a stuck share) on the first
+# command that names a photo under a folder called "nas"; the real exiftool ends when it is stopped
+HANGS_ON_NAS = """#!{python}
+import subprocess, sys, time
+real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE)
+for line in sys.stdin.buffer:
+    if b"/nas/" in line:
+        while True:
+            time.sleep(60)
+    real.stdin.write(line)
+    real.stdin.flush()
+"""
+
+
+def test_a_stuck_share_beside_a_local_folder_keeps_its_photo_waiting_not_failed(
+        env: Env, tmp_path: Path) -> None:
+    """watch = [local folder, NAS]: the NAS stops answering while local photos keep being tagged.
+    The NAS photo waits however often its silent exiftool is stopped (docs/faults.md); the local
+    tagging counted as "exiftool worked on other photos" and failed it for good after 3 tries."""
+    real = shutil.which("exiftool")
+    assert real is not None
+    stand_in = tmp_path / "bin" / "exiftool"
+    stand_in.parent.mkdir()
+    stand_in.write_text(HANGS_ON_NAS.format(python=sys.executable, real=real), encoding="utf-8")
+    stand_in.chmod(0o755)
+    env.exiftool.close()
+    env.exiftool.executable, env.exiftool.timeout, env.exiftool.notice = str(stand_in), 1.5, 1.0
+    local, nas = tmp_path / "local", tmp_path / "nas"
+    env.pipeline.confine([local, nas])
+    stuck = noise_jpeg(nas / "stuck.jpg", seed=1)
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    seen: list[Outcome] = []
+    made = [0]
+
+    def observe(outcomes: list[Outcome]) -> None:
+        """Each time the NAS photo waits, a new local photo arrives and is tagged before its retry."""
+        seen.extend(outcomes)
+        for outcome in outcomes:
+            if outcome.path == str(stuck) and outcome.status == Status.WAIT:
+                made[0] += 1
+                queue.put(str(noise_jpeg(local / f"l{made[0]}.jpg", seed=100 + made[0])))
+
+    worker = Worker(queue, env.pipeline, reload=lambda: None, observe=observe)
+    worker.start()
+    try:
+        queue.put(str(stuck))
+        waits = lambda: [o.status for o in seen if o.path == str(stuck)]  # noqa: E731
+        wait_for(lambda: waits().count(Status.WAIT) > EXIFTOOL_TRIES or Status.FAILED in waits(),
+                 timeout=120)
+    finally:
+        queue.close()
+        worker.join(timeout=60)
+    assert Status.FAILED not in waits(), [o.error for o in seen if o.path == str(stuck)]
+    row = env.store.file(str(stuck))
+    assert row is None or row.state != FAILED
+    tagged = [o.path for o in seen if o.status == Status.TAGGED]
+    assert len(tagged) >= EXIFTOOL_TRIES and all(p.startswith(str(local) + "/") for p in tagged)
+    assert exif_keywords(local / "l1.jpg")["iptc"]

@@ -58,8 +58,10 @@ class Worker(threading.Thread):
         self._writing = StillWriting()  # files that look cut short: still being copied?
         self._trouble: dict[str, str] = {}  # "database", "model" → its passing problem, while it lasts
         self._waited: dict[str, set[str]] = {}  # of those, the photos that waited on each
-        self._faults: dict[str, tuple[int, int]] = {}  # photo → exiftool faults on it running, _progress then
-        self._progress = 0  # photos tagged so far: has exiftool worked on others since a photo's fault?
+        self._faults: dict[str, tuple[int, int]] = {}  # photo → exiftool faults on it running, progress then
+        # photos tagged so far under each watched folder: has exiftool worked on others beside a photo
+        # since its fault?  Per folder, as a stuck share beside a local folder stalls only its own
+        self._progress: dict[str, int] = {}
         self._retry_lock = threading.Lock()  # outcomes arrive from the engine's threads
         self._reload_requested = threading.Event()
         self.batches = 0
@@ -100,8 +102,9 @@ class Worker(threading.Thread):
 
     def _handle(self, batch: Batch) -> None:
         for op in batch.ops:
-            if isinstance(op, Delete):
-                with self._retry_lock:
+            with self._retry_lock:  # a photo gone from its path starts afresh wherever it went
+                self._faults.pop(op.src if isinstance(op, Move) else op.path, None)
+                if isinstance(op, Delete):
                     self._backoff.clear(op.path)
             self.engine.wait_clear(_names(op))
         paths = batch.paths + self.pipeline.apply(batch.ops)
@@ -162,20 +165,22 @@ class Worker(threading.Thread):
         photo on which it ended :data:`EXIFTOOL_TRIES` times running is failed as the file's fault,
         with a line that says so.  A silence counts against the photo only where exiftool tagged
         other photos since its last one: a stuck share silences it on every photo alike, and those
-        wait, as for any passing fault of the network."""
+        wait, as for any passing fault of the network.  Other photos count only under the same
+        watched folder: a local folder tagged on beside a stuck share failed the share's photos."""
         path = outcome.path
-        if outcome.status in (Status.TAGGED, Status.FAILED, Status.GONE, Status.UNTAGGED):
-            self._faults.pop(path, None)
-            if outcome.status == Status.TAGGED:
-                self._progress += 1
-            return outcome
         kind = exiftool_fault(outcome.error) if outcome.status == Status.WAIT else None
         if kind is None:
+            if outcome.status != Status.WAIT:  # settled, or to be taken afresh: no entry left behind
+                self._faults.pop(path, None)
+            if outcome.status == Status.TAGGED:
+                root = self._root(path)
+                self._progress[root] = self._progress.get(root, 0) + 1
             return outcome
+        progress = self._progress.get(self._root(path), 0)
         count, seen = self._faults.get(path, (0, -1))
-        if kind == "ended" or seen != self._progress:
+        if kind == "ended" or seen != progress:
             count += 1
-        self._faults[path] = (count, self._progress)
+        self._faults[path] = (count, progress)
         if count < EXIFTOOL_TRIES:
             return outcome
         self._faults.pop(path, None)
@@ -194,6 +199,11 @@ class Worker(threading.Thread):
             log.debug("%s: failure not recorded: %s: %s", path, type(exc).__name__, exc)
             return outcome
         return Outcome(path, Status.FAILED, outcome.tags, error=failed.error)
+
+    def _root(self, path: str) -> str:
+        """The watched folder ``path`` is under (the longest), or its own folder outside them all."""
+        under = [root for root in self.pipeline.roots if path.startswith(root + "/")]
+        return max(under, key=len) if under else os.path.dirname(path)
 
     def _retry(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
