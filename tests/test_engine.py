@@ -21,6 +21,7 @@ import pytest
 
 from conftest import Env, exif_keywords, noise_jpeg, read_only_folder, wait_for
 from tagwatch import cores
+from tagwatch import worker as worker_module
 from tagwatch.config import TaggingConfig
 from tagwatch.engine import Engine
 from tagwatch.outcomes import Outcome, Status
@@ -391,3 +392,33 @@ def test_a_stuck_share_beside_a_local_folder_keeps_its_photo_waiting_not_failed(
     tagged = [o.path for o in seen if o.status == Status.TAGGED]
     assert len(tagged) >= EXIFTOOL_TRIES and all(p.startswith(str(local) + "/") for p in tagged)
     assert exif_keywords(local / "l1.jpg")["iptc"]
+
+
+def test_a_photo_queued_again_while_its_batch_is_held_is_counted_once_as_waiting(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo edited while a batch holds it (a locked database, a silent exiftool) goes back to the
+    queue to wait for that batch: `tagwatch status` counted it in the queue and in the batch, "2
+    waiting" for one photo."""
+    monkeypatch.setattr(worker_module, "HELD_DELAY", 600.0)  # it stays queued while the test looks
+    photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=1)
+    env.model.get()
+    env.exiftool.execute("-ver")
+    assert env.exiftool._proc is not None
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None)
+    worker.start()
+    try:
+        with stopped(env.exiftool._proc.pid):  # its write hangs: the batch holds it
+            queue.put(str(photo))
+            wait_for(lambda: worker.batches == 1 and worker.engine.held() == 1)
+            assert worker.waiting() == 1
+            queue.put(str(photo))  # edited meanwhile
+            wait_for(lambda: worker.batches == 2)  # taken, found held, put back to wait for its batch
+            assert len(queue) == 1 and worker.engine.held() == 1  # in both, what status added up
+            assert worker.waiting() == 1
+        wait_for(lambda: worker.engine.held() == 0)
+        assert worker.waiting() == 1  # only queued now
+    finally:
+        queue.close()
+        worker.join(timeout=60)
+    assert len(exif_keywords(photo)["iptc"]) == 3

@@ -132,8 +132,8 @@ class Daemon:
         self.filter = PathFilter(config.watch, config.exclude)
         self.watcher = Watcher(config.watch, self.filter, self.queue, config.poll, config.poll_interval)
         # waiting: the queue's photos and those a batch holds (a locked database or a silent exiftool
-        # holds a batch: status said "0 waiting" for as long as it lasted)
-        self.activity = Activity(lambda: len(self.queue) + self.worker.engine.held(), len(config.watch))
+        # holds a batch: status said "0 waiting" for as long as it lasted), each photo once
+        self.activity = Activity(lambda: self.worker.waiting(), len(config.watch))
         self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record)
         self._metrics: MetricsServer | None = None
         self._web = None  # the review page, with [web] enabled = true

@@ -63,10 +63,20 @@ class Worker(threading.Thread):
         # since its fault?  Per folder, as a stuck share beside a local folder stalls only its own
         self._progress: dict[str, int] = {}
         self._retry_lock = threading.Lock()  # outcomes arrive from the engine's threads
+        # photos put back in the queue while a batch held them: in both, and counted once by waiting()
+        self._requeued: set[str] = set()
         self._reload_requested = threading.Event()
         self.batches = 0
         self.idle = threading.Event()
         self.engine = Engine(pipeline, on_idle=queue.wake)  # woken: the worker sees it is idle
+
+    def waiting(self) -> int:
+        """Photos waiting, as ``tagwatch status`` counts them: the queue's and those a batch holds (a
+        locked database or a silent exiftool holds a batch), a photo in both counted once: one edited
+        while its batch was held said "4 waiting" for 3."""
+        with self._retry_lock:
+            requeued = list(self._requeued)
+        return len(self.queue) + self.engine.held() - len(self.engine.in_flight(requeued))
 
     def request_reload(self) -> None:
         self._reload_requested.set()
@@ -104,11 +114,15 @@ class Worker(threading.Thread):
         for op in batch.ops:
             with self._retry_lock:  # a photo gone from its path starts afresh wherever it went
                 self._faults.pop(op.src if isinstance(op, Move) else op.path, None)
+                self._requeued.discard(op.src if isinstance(op, Move) else op.path)
                 if isinstance(op, Delete):
                     self._backoff.clear(op.path)
             self.engine.wait_clear(_names(op))
         paths = batch.paths + self.pipeline.apply(batch.ops)
         held = self.engine.in_flight(paths)
+        with self._retry_lock:  # taken off the queue: only the batch holds them, or the queue again
+            self._requeued.difference_update(batch.paths)
+            self._requeued.update(held)
         if held:  # queued again while a batch tags them: they wait for it, not the photos with them
             for path in held:
                 self.queue.put(path, delay=HELD_DELAY, force=True)
