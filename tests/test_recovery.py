@@ -5,6 +5,7 @@ exiftool reading back, a daemon as a subprocess, a real zombie process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -27,7 +28,9 @@ from conftest import (
     wait_for,
     write_config,
 )
+from tagwatch.config import load_config
 from tagwatch.metadata import is_stale_temp_file
+from tagwatch.web.corrections import apply_now
 
 TAGS = ["red", "green", "blue", "yellow", "purple", "orange",
         "square", "triangle", "star", "circle", "horizontal bar", "vertical bar"]
@@ -201,3 +204,23 @@ def test_a_restart_removes_the_temporary_file_of_a_killed_writer_not_yet_reaped(
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_the_review_page_with_no_daemon_does_not_say_photos_were_queued_to_be_encoded(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The review page applies a correction itself when no daemon runs (``apply_now``).  After a model
+    change it logged "queued to be encoded and tagged again" and nothing was queued or encoded: it
+    says when they will be, and the daemon's start, which does encode them, still says "queued"."""
+    library = tmp_path / "lib"
+    blue_library(library)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[library], tags=TAGS)
+    assert tagwatch("scan", str(library), "--config", str(config)).returncode == 0
+    sync_config(tmp_path / "conf", library)  # the same config, now naming the shapes model
+    with caplog.at_level(logging.INFO, logger="tagwatch.pipeline"):
+        apply_now(load_config(config))
+    said = [r.getMessage() for r in caplog.records if "no cached vector" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"{PHOTOS} photos tagged before have no cached vector of model shapes-clip")
+    assert "queued" not in said[0]
+    assert "when the daemon next starts, or by `tagwatch scan` of them" in said[0]
+    assert status(config)["vectors"] < PHOTOS  # nothing was encoded: the line is the truth

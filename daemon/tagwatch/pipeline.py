@@ -626,7 +626,8 @@ class Pipeline:
     # "0 tagged, 0 photos/min" for the 140 s a tag-list edit took to rewrite 6,093 photos, then all at once
     OBSERVED_EVERY = 50
 
-    def retag(self, observe: Callable[[list[Outcome]], None] | None = None) -> tuple[int, int]:
+    def retag(self, observe: Callable[[list[Outcome]], None] | None = None,
+              queue_unvectored: bool = False) -> tuple[int, int]:
         """Re-score every cached file tagged with an older tag list (inside the folders given to
         :meth:`confine`, if any); no image is encoded.
 
@@ -638,20 +639,25 @@ class Pipeline:
         files written).
 
         Tagged files with no cached vector of the model in use (a ``db rebuild`` lost it, the config
-        names another model) cannot be re-scored: they are handed to the worker to be encoded again
-        (:meth:`take_deferred`), and one line says how many, instead of leaving their old keywords
-        in silently.  This runs at every start too, so a restart encodes them.
+        names another model) cannot be re-scored, and one line says how many, instead of leaving
+        their old keywords in silently.  With ``queue_unvectored`` (the daemon, whose worker takes
+        :meth:`take_deferred`) they are handed on to be encoded again; this runs at every start too,
+        so a restart encodes them.  Elsewhere (the review page with no daemon running) nothing
+        would take them, and the line says when they will be: the line said "queued" there.
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity, self.roots)
                 if r.tagged_with != self.fingerprint]
         lost = self.store.unvectored(self.model.identity, self.roots)
         if lost:
+            then = ("queued to be encoded and tagged again" if queue_unvectored else
+                    "encoded and tagged again when the daemon next starts, or by `tagwatch scan` of them")
             log.info("%s tagged before %s no cached vector of model %s (lost in a `db rebuild`, or the "
-                     "model changed): not re-scored; queued to be encoded and tagged again",
-                     counted(len(lost), "photo"), "has" if len(lost) == 1 else "have", self.model.identity)
-            self._deferred += [Outcome(path, Status.RETRY, error="no cached vector: to be encoded again")
-                               for path in lost]
+                     "model changed): not re-scored; %s", counted(len(lost), "photo"),
+                     "has" if len(lost) == 1 else "have", self.model.identity, then)
+            if queue_unvectored:
+                self._deferred += [Outcome(path, Status.RETRY, error="no cached vector: to be encoded again")
+                                   for path in lost]
         written = 0
         tried: list[Outcome] = []
         chunk = 4096

@@ -187,7 +187,8 @@ class Daemon:
         self.activity.reject("tag list", None)
         started = time.monotonic()
         encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
-        checked, written = self.pipeline.retag(self.activity.record)  # status counts its rewrites
+        # status counts its rewrites; the worker encodes photos with no vector
+        checked, written = self.pipeline.retag(self.activity.record, queue_unvectored=True)
         what = (self._rules(overrides) if overrides_only else
                 f"tag list {self.config.tags}: {counted(len(vocabulary.tags), 'tag')} "
                 f"({counted(encoded, 'new prompt vector')})")
@@ -212,7 +213,7 @@ class Daemon:
             # the overrides, read before the list, may have changed with it (a SIGHUP, both edited):
             # those re-score; a rejected list alone changed nothing, and says no "re-scored 0 photos"
             if self.pipeline.vocabulary is not None and (not edited or str(self.config.overrides) in edited):
-                checked, written = self.pipeline.retag(self.activity.record)
+                checked, written = self.pipeline.retag(self.activity.record, queue_unvectored=True)
                 if checked:
                     log.info("%s; re-scored %s, rewrote %d", self._rules(self.pipeline.overrides),
                              counted(checked, "photo"), written)
