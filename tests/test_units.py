@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, write_config
 from tagwatch import units
+from tagwatch.config import load_config
 
 SYSTEMD = REPO / "systemd"
 
@@ -153,3 +154,28 @@ def test_install_needs_a_config_with_folders(tmp_path: Path, tiny_checkpoint: Pa
     empty = run_cli("service", "install", "--config", str(config), home=home)
     assert empty.returncode == 2 and "watch" in empty.stderr
     assert not (home / ".config" / "systemd").exists()
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="a systemd unit")
+def test_a_unit_with_odd_folder_names_is_current_and_a_missing_one_is_named_plainly(
+        tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's start compares the installed unit with the one `service install` writes now.  A
+    folder's name with a space, a per-cent sign or a backslash is escaped in ReadWritePaths=: read
+    back by the same rule it is written by, a current unit raises no "your unit is older" warning at
+    every start, and a folder it lacks is named as the person knows it."""
+    home = tmp_path / "home"
+    odd = [home / "My Photos", home / "100% Film", home / "back\\slash"]
+    for folder in odd:
+        folder.mkdir(parents=True)
+    config = write_config(home / "conf", tiny_checkpoint, watch=odd)
+    assert run_cli("service", "install", "--platform", "systemd", "--config", str(config),
+                   home=home).returncode == 0
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    unit = units.unit_file("systemd")
+    assert unit.is_file()
+    assert units.stale_unit(load_config(config)) is None
+    text = unit.read_text(encoding="utf-8")
+    unit.write_text(text.replace(" -" + str(home / "100%% Film").replace(" ", "\\x20"), ""), encoding="utf-8")
+    stale = units.stale_unit(load_config(config))
+    assert stale is not None and f"does not let the daemon write {home / '100% Film'} (" in stale

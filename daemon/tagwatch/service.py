@@ -22,6 +22,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from . import units
 from .captions import from_config as captions_from_config
 from .config import Config, ConfigError, changed_keys, load_config
 from .encoder import LazyModel
@@ -279,9 +280,7 @@ class Daemon:
     def start(self) -> None:
         """Load the tag list (errors end the start), start watching, schedule scans."""
         if not self._cli_watch:  # the installed unit runs the config's folders, not the command line's
-            from .cli.service import stale_unit
-
-            stale = stale_unit(self.config)
+            stale = units.stale_unit(self.config)
             if stale is not None:
                 log.warning("%s", stale)
         # exiftool's start, not the first photo's write, waits for Perl

@@ -8,9 +8,13 @@ never drift apart; a test compares them.
 from __future__ import annotations
 
 import plistlib
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .config import Config, default_config_path
 
 MARKER = "written by tagwatch service install"
 LAUNCHD_LABEL = "org.tagwatch.agent"
@@ -125,6 +129,63 @@ def _unit_path(path: str) -> str:
     """A ReadWritePaths entry; systemd has no quoting there, so spaces are escaped as ``\\x20``."""
     escaped = path if path.startswith("%h") else path.replace("%", "%%")
     return "-" + escaped.replace("\\", "\\x5c").replace(" ", "\\x20")
+
+
+def unit_file(platform: str) -> Path:
+    """Where ``tagwatch service install`` writes this user's unit (``systemd``) or agent (``launchd``)."""
+    if platform == "launchd":
+        return Path.home() / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
+    return default_config_path().parent.parent / "systemd" / "user" / "tagwatch.service"
+
+
+def writable_folders(config: Config) -> tuple[str, ...]:
+    """The folders a user's unit for ``config`` lets the daemon write: the watched folders, the
+    database's, the model cache, and the tag list's and the overrides' (the review page saves
+    corrections and thresholds there; the daemon moves a correction along when its photo is renamed)."""
+    edited = [p.parent for p in (config.tags, config.overrides) if p is not None]
+    writable = (*config.watch, config.database.parent, config.model.cache_dir, *edited)
+    return tuple(str(p) for p in dict.fromkeys(writable))
+
+
+def runs_config(unit_text: bytes) -> str | None:
+    """The config file a unit (systemd's ExecStart, or launchd's arguments) runs the daemon with."""
+    found = re.search(rb"--config(?:</string>\s*<string>|\s+)([^<\s]+)", unit_text)
+    return found.group(1).decode(errors="replace") if found else None
+
+
+def _read_write_words(unit_text: bytes) -> set[str]:
+    """A systemd unit's ReadWritePaths= entries as written (escaped by :func:`_unit_path`), without
+    the leading "-" that only lets a folder be missing."""
+    found = re.search(rb"^ReadWritePaths=(.*)$", unit_text, re.M)
+    return {w.removeprefix("-") for w in found.group(1).decode(errors="replace").split()} if found else set()
+
+
+def stale_unit(config: Config) -> str | None:
+    """Why the installed systemd user unit for this config is older than the one `service install`
+    writes now, or None.  The unit's sandbox lets the daemon write only the folders listed when it
+    was written: a unit from an older tagwatch lacks the tag list's folder, where the review page
+    saves corrections (they failed), and one written before a folder was added to ``watch`` keeps
+    that folder read-only.  Said at the daemon's start, since nothing else would say it.
+
+    Each folder is compared as :func:`_unit_path` writes it, so the escaping has one rule: a
+    hand-made reverse of it would make every start warn once the two drifted apart."""
+    if sys.platform == "darwin" or config.source is None or not config.watch:
+        return None
+    target = unit_file("systemd")
+    try:
+        installed = target.read_bytes()
+    except OSError:  # none installed (or unreadable): nothing to compare
+        return None
+    if MARKER.encode() not in installed or runs_config(installed) != str(config.source.resolve()):
+        return None  # a unit of the person's own, or one that runs another config
+    has = _read_write_words(installed)
+    missing = [p for p in writable_folders(config) if _unit_path(p).removeprefix("-") not in has]
+    if not missing:
+        return None
+    return (f"{target} is older than the unit `tagwatch service install` writes now: its sandbox does "
+            f"not let the daemon write {', '.join(missing)} (the watched folders, the database's, the "
+            f"model cache and the tag list's, where the review page saves corrections); run `tagwatch "
+            f"service install`, then `systemctl --user daemon-reload && systemctl --user restart tagwatch`")
 
 
 def systemd_user_unit(spec: ServiceSpec, shipped: bool = False) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -16,9 +15,7 @@ from .common import UsageError, load
 
 
 def service_file(platform: str) -> Path:
-    if platform == "launchd":
-        return Path.home() / "Library" / "LaunchAgents" / f"{units.LAUNCHD_LABEL}.plist"
-    return default_config_path().parent.parent / "systemd" / "user" / "tagwatch.service"
+    return units.unit_file(platform)
 
 
 def uninstall(platform: str, target: Path, *, ours: bool, force: bool) -> str:
@@ -47,52 +44,9 @@ def unit(platform: str, config: Config) -> tuple[bytes, str]:
         text = text.replace(b"<dict>", f"<!-- {units.MARKER} -->\n<dict>".encode(), 1)
         target = service_file(platform)
         return text, f"launchctl bootstrap gui/{os.getuid()} {shlex.quote(str(target))}"
-    # The tag list's and the overrides' folders too: the review page saves corrections and
-    # thresholds there, and the daemon moves a correction along when its photo is renamed
-    edited = [p.parent for p in (config.tags, config.overrides) if p is not None]
-    writable = (*config.watch, config.database.parent, config.model.cache_dir, *edited)
-    spec = units.ServiceSpec(command, tuple(str(p) for p in dict.fromkeys(writable)))
+    spec = units.ServiceSpec(command, units.writable_folders(config))
     return (units.systemd_user_unit(spec).encode(),
             "systemctl --user daemon-reload && systemctl --user enable --now tagwatch")
-
-
-def _runs_config(unit_text: bytes) -> str | None:
-    """The config file a unit (systemd's ExecStart, or launchd's arguments) runs the daemon with."""
-    found = re.search(rb"--config(?:</string>\s*<string>|\s+)([^<\s]+)", unit_text)
-    return found.group(1).decode(errors="replace") if found else None
-
-
-def _writable(unit_text: bytes) -> list[str]:
-    """The folders a systemd unit's ReadWritePaths= lets the daemon write, as plain paths."""
-    found = re.search(rb"^ReadWritePaths=(.*)$", unit_text, re.M)
-    words = found.group(1).decode(errors="replace").split() if found else []
-    return [w.removeprefix("-").replace("\\x20", " ").replace("\\x5c", "\\").replace("%%", "%")
-            for w in words]
-
-
-def stale_unit(config: Config) -> str | None:
-    """Why the installed systemd user unit for this config is older than the one `service install`
-    writes now, or None.  The unit's sandbox lets the daemon write only the folders listed when it
-    was written: a unit from an older tagwatch lacks the tag list's folder, where the review page
-    saves corrections (they failed), and one written before a folder was added to ``watch`` keeps
-    that folder read-only.  Said at the daemon's start, since nothing else would say it."""
-    if sys.platform == "darwin" or config.source is None or not config.watch:
-        return None
-    target = service_file("systemd")
-    try:
-        installed = target.read_bytes()
-    except OSError:  # none installed (or unreadable): nothing to compare
-        return None
-    if units.MARKER.encode() not in installed or _runs_config(installed) != str(config.source.resolve()):
-        return None  # a unit of the person's own, or one that runs another config
-    has = set(_writable(installed))
-    missing = [p for p in _writable(unit("systemd", config)[0]) if p not in has]
-    if not missing:
-        return None
-    return (f"{target} is older than the unit `tagwatch service install` writes now: its sandbox does "
-            f"not let the daemon write {', '.join(missing)} (the watched folders, the database's, the "
-            f"model cache and the tag list's, where the review page saves corrections); run `tagwatch "
-            f"service install`, then `systemctl --user daemon-reload && systemctl --user restart tagwatch`")
 
 
 def service_func(args: argparse.Namespace) -> int:
@@ -111,10 +65,10 @@ def service_func(args: argparse.Namespace) -> int:
         sys.stdout.write(text.decode())
         return 0
     existed = target.exists()
-    before = _runs_config(target.read_bytes()) if ours else None
+    before = units.runs_config(target.read_bytes()) if ours else None
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, text, mode=0o644)  # readable by the service manager, like any unit file
-    now = _runs_config(text)
+    now = units.runs_config(text)
     if not existed:
         print(f"wrote {target}")
         print(f"next: {enable}")
