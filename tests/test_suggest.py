@@ -18,6 +18,7 @@ from tagwatch.casefold import fold
 from tagwatch.cli.tags import Suggestions, suggest
 from tagwatch.config import load_config
 from tagwatch.suggest import would_get
+from tagwatch.tagger import select
 
 # The model scores a photo's true colour and shape 0.59-0.70 and words it does not know up to 0.27
 # (tests/shapes_lab.py): 0.45 keeps a wide margin on either side.
@@ -189,6 +190,30 @@ def test_a_word_wins_a_top_k_place_only_from_the_tags_it_outscores() -> None:
     got = would_get(scores, 2, np.array([0.5, 0.5]), 0.5, 2)
     assert got[:, 0].tolist() == [True, False, True, False]
     assert would_get(scores, 2, np.array([0.5, 0.5]), 0.5, 0)[:, 0].tolist() == [True, True, True, False]
+
+
+
+@pytest.mark.parametrize("top_k", [0, 1, 3])
+def test_would_get_is_what_tagging_selects_with_the_word_added_over_random_scores(top_k: int) -> None:
+    """``would_get`` is a fast copy of tagging's rule (:func:`tagger.select`), and `tags suggest`
+    promises its counts are exactly what a scan writes: over many random score matrices and
+    thresholds (one for all, or each tag its own; scores drawn near them), each candidate's column
+    is what ``select`` gives for the list plus that candidate alone."""
+    rng = np.random.default_rng(20260)
+    for _ in range(300):
+        photos, listed, candidates = (int(rng.integers(1, 12)), int(rng.integers(0, 7)),
+                                      int(rng.integers(1, 5)))
+        threshold = float(rng.uniform(0.1, 0.4))
+        own = (np.full(listed, threshold) if rng.random() < 0.3
+               else rng.uniform(0.05, 0.45, listed)).astype(np.float32)
+        scores = rng.uniform(0.0, 0.5, (photos, listed + candidates)).astype(np.float32)
+        got = would_get(scores, listed, own, threshold, top_k)
+        assert got.shape == (photos, candidates)
+        for c in range(candidates):
+            alone = scores[:, [*range(listed), listed + c]]
+            limits = np.append(own, np.float32(threshold))
+            chosen = select(alone, limits, top_k)
+            assert got[:, c].tolist() == [listed in row for row in chosen], (scores, own, threshold, c)
 
 
 # -- where the pasted words sit, and what the counts promise (xS #2-#4, #6-#10) ------------------------
