@@ -11,12 +11,16 @@ PNG's) coordinates there, and the photo itself never changes.  The sidecar's cha
 tool sets back, unlike the modification time ``exiftool -P`` keeps) is compared with when the store
 last recorded the photo: tagwatch's own sidecar writes come before that record, so they never make
 the photo look edited.
+
+A photo recorded tagged is settled only while its image vector of the model in use is cached (where
+the caller asks with ``vectored``): a ``db rebuild`` that lost it, or a config naming another model,
+leaves a photo that no re-score can judge, so it is encoded again.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 
 from .formats import IMAGE_SUFFIXES
 from .retry import retried_anyway
@@ -91,11 +95,12 @@ def sidecar_edited(row: FileRow, stat_of: StatOf = _lstat, recorded: Recorded | 
 
 
 def is_settled(row: FileRow | None, path: str, st: os.stat_result, *, fingerprint: str | None = None,
-               retry_failed: bool = False, stat_of: StatOf = _lstat, recorded: Recorded | None = None
-               ) -> bool:
+               retry_failed: bool = False, stat_of: StatOf = _lstat, recorded: Recorded | None = None,
+               vectored: Container[bytes] | None = None) -> bool:
     """Nothing to do for ``path``: `tagwatch untag` set it aside, or it and its sidecar are unchanged
-    and it is either tagged (with the tag list ``fingerprint`` when given) or failed for a reason a
-    chmod has not cured.
+    and it is either tagged (with the tag list ``fingerprint`` when given, and with its content key
+    among ``vectored`` when given: the keys whose vector of the model in use is cached) or failed
+    for a reason a chmod has not cured.
 
     ``retry_failed`` (``scan``: a person asked) takes failed and set-aside files up again.  A failure
     for want of permission is tried again once a chmod has cured it (the daemon hears of it as an
@@ -108,7 +113,8 @@ def is_settled(row: FileRow | None, path: str, st: os.stat_result, *, fingerprin
     if not is_unchanged(row, st) or (row.state in (DONE, FAILED) and sidecar_edited(row, stat_of, recorded)):
         return False
     if row.state == DONE:
-        return fingerprint is None or row.tagged_with == fingerprint
+        return ((fingerprint is None or row.tagged_with == fingerprint)
+                and (vectored is None or (row.key is not None and row.key in vectored)))
     if row.state == FAILED:
         return not retry_failed and not retried_anyway(row.error, path, st)
     return False

@@ -288,8 +288,7 @@ class Pipeline:
             outcomes.append(Outcome(path, Status.FAILED, error=reason))
         paths = [p for p in paths if p not in unnamed]
         rows = self.store.files(paths)
-        # A photo recorded tagged whose vector is not cached (a `db rebuild` lost it, the config names
-        # another model) is not settled: it is encoded again, or a re-score could never judge it
+        # the keys with a cached vector: a photo recorded tagged without one is not settled (freshness)
         vectored = self.store.vectored([r.key for r in rows.values() if r.state == DONE and r.key],
                                        self.cache.model_id)
         photos: list[Photo] = []
@@ -316,7 +315,7 @@ class Pipeline:
             # `scan --take-over`: a photo tagged already may hold keywords of the list to take over
             if not self.writeback.take_over and is_settled(
                     row, path, st, fingerprint=self.fingerprint, retry_failed=retry_failed,
-                    recorded=self.store.files) and (row is None or row.state != DONE or row.key in vectored):
+                    recorded=self.store.files, vectored=vectored):
                 assert row is not None
                 outcomes.append(self._settled(row, dry_run))
                 continue
