@@ -8,7 +8,10 @@ Real files (HEIC through pillow-heif, PNG), the shapes model, real SQLite and ex
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pillow_heif
@@ -18,8 +21,10 @@ import synthetic
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
-from tagwatch.queue import Delete
-from tagwatch.writeback import tagged_line
+from tagwatch.queue import BatchQueue, Delete
+from tagwatch.store import DELETED
+from tagwatch.watcher import PathFilter, reconcile
+from tagwatch.writeback import SIDECAR_FILE, tagged_line
 
 pillow_heif.register_heif_opener()
 SHAPES = ["red", "green", "blue", "yellow", "purple", "orange", "circle", "square", "triangle", "star"]
@@ -168,3 +173,143 @@ def test_the_line_says_where_the_keywords_are() -> None:
     assert line == "tagged /p/a.png: circle; already in its sidecar: red"
     line = tagged_line("/p/a.jpg", ["circle"], [], [], 0.36, wrote=False, rewrote=True)
     assert line == "tagged /p/a.jpg: circle (already in the file; fields brought up to date)"
+
+
+def _forget_sidecar_record(env: Env, path: Path) -> None:
+    """The state an older tagwatch (5511b57) left: ledger rows of its keywords, no record of the
+    sidecar it made (the 'sidecar file' record came with becf97e)."""
+    row = env.store.file(str(path))
+    assert row is not None
+    assert SIDECAR_FILE in env.store.filled(row.id)
+    env.store.set_filled(row.id, {SIDECAR_FILE: None})
+
+
+def test_a_sidecar_an_older_version_made_goes_at_untag_after_this_version_rewrote_it(tmp_path: Path) -> None:
+    """After an upgrade the first write into an older version's sidecar recorded it "there before
+    tagwatch", and untag left one empty IMG.HEIC.xmp per photo (review #1)."""
+    env = shapes_env(tmp_path)
+    try:
+        shot = photo(tmp_path / "phone" / "IMG_1101.HEIC", "purple", "square", 1101)
+        side = Path(f"{shot}.xmp")
+        assert env.run(shot) == {"IMG_1101.HEIC": Status.TAGGED}
+        _forget_sidecar_record(env, shot)
+        # this version's first start rewrites it (here: sync mode with a stricter top_k takes one out)
+        env.use(SHAPES, TaggingConfig(threshold=0.36, top_k=1, mode="sync"))
+        assert env.run(shot) == {"IMG_1101.HEIC": Status.TAGGED}
+        assert len(subject(side)) == 1
+        assert env.pipeline.untag(str(shot)).status == Status.UNTAGGED
+        assert not side.exists(), f"left: {side.name}"
+    finally:
+        env.close()
+
+
+def test_a_second_untag_keeps_a_sidecar_that_was_there_before(tmp_path: Path) -> None:
+    """An app's XMP holding only exiftool's toolkit line was kept by untag, as there before tagwatch,
+    and removed by the next untag, taken for one an older untag left (review #3)."""
+    env = shapes_env(tmp_path)
+    try:
+        shot = photo(tmp_path / "phone" / "IMG_1102.HEIC", "green", "circle", 1102)
+        side = Path(f"{shot}.xmp")
+        subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=x", str(side)], check=True)  # a new XMP file
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject=", str(side)], check=True)
+        assert side.exists() and subject(side) == set()
+        assert env.run(shot) == {"IMG_1102.HEIC": Status.TAGGED}
+        assert subject(side) == {"green", "circle"}
+        assert env.pipeline.untag(str(shot)).status == Status.UNTAGGED
+        assert side.exists() and subject(side) == set()
+        env.pipeline.untag(str(shot))
+        assert side.exists(), "the second untag removed a sidecar that was there before tagwatch"
+    finally:
+        env.close()
+
+
+# A stand-in named exiftool: runs the real one and, while the file ARM exists, kills the real one and
+# itself (SIGKILL, as the OOM killer does) on the first command line holding ARM's text; ARM goes then
+STAND_IN = """#!{python}
+import os, signal, subprocess, sys
+real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE)
+for line in sys.stdin.buffer:
+    try:
+        trigger = open({arm!r}, "rb").read().strip()
+    except OSError:
+        trigger = b""
+    if trigger and trigger in line:
+        os.unlink({arm!r})
+        real.kill()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real.stdin.write(line)
+    real.stdin.flush()
+"""
+
+
+def _killing_exiftool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put the stand-in first on PATH; returns the file that arms it."""
+    real = shutil.which("exiftool")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    arm = tmp_path / "arm"
+    stand_in = bin_dir / "exiftool"
+    stand_in.write_text(STAND_IN.format(python=sys.executable, real=real, arm=str(arm)), encoding="utf-8")
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return arm
+
+
+def test_exiftool_killed_while_untag_checks_the_emptied_sidecar_untags_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """exiftool killed in the empty-sidecar check escaped untag after the photo was rewritten: the
+    ledger stayed, and `tagwatch untag DIR` stopped at that photo (review #2).  The sidecar is kept,
+    the photo untagged, the next photo untagged too; a later untag removes the emptied sidecar."""
+    arm = _killing_exiftool(tmp_path, monkeypatch)
+    env = shapes_env(tmp_path)
+    try:
+        first = photo(tmp_path / "phone" / "IMG_1103.HEIC", "red", "star", 1103)
+        second = photo(tmp_path / "phone" / "IMG_1104.HEIC", "blue", "circle", 1104)
+        assert env.run(first, second) == {"IMG_1103.HEIC": Status.TAGGED, "IMG_1104.HEIC": Status.TAGGED}
+        arm.write_text("-XMP:All")  # only the empty-sidecar check asks for that
+        assert env.pipeline.untag(str(first)).status == Status.UNTAGGED
+        assert not arm.exists()  # it was killed there
+        row = env.store.file(str(first))
+        assert row is not None and env.store.ledger(row.id) == []
+        assert Path(f"{first}.xmp").exists() and subject(Path(f"{first}.xmp")) == set()
+        assert env.pipeline.untag(str(second)).status == Status.UNTAGGED
+        assert not Path(f"{second}.xmp").exists()
+        assert env.pipeline.untag(str(first)).status == Status.UNTAGGED  # the emptied one goes now
+        assert not Path(f"{first}.xmp").exists()
+    finally:
+        env.close()
+
+
+def test_a_deleted_photos_sidecar_cleanup_hit_by_a_passing_fault_is_done_at_the_next_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """exiftool killed while a deleted photo's keywords left its sidecar: the photo was marked
+    deleted all the same and never tried again, its keywords left for the next photo of its name
+    (review #4).  It stays recorded, and the next start's scan finds it gone and cleans up."""
+    arm = _killing_exiftool(tmp_path, monkeypatch)
+    env = shapes_env(tmp_path)
+    try:
+        root = tmp_path / "phone"
+        shot = photo(root / "IMG_1105.HEIC", "orange", "square", 1105)
+        stays = photo(root / "IMG_1106.HEIC", "yellow", "triangle", 1106)  # the folder is no empty drive
+        side = Path(f"{shot}.xmp")
+        assert env.run(shot, stays) == {"IMG_1105.HEIC": Status.TAGGED, "IMG_1106.HEIC": Status.TAGGED}
+        shot.unlink()
+        arm.write_text(side.name)  # the first command naming the sidecar: the read of it
+        env.pipeline.apply([Delete(str(shot))])
+        assert not arm.exists()
+        assert subject(side) == {"orange", "square"}
+        row = env.store.file(str(shot))
+        assert row is not None and row.state != DELETED  # not lost: still recorded
+        queue = BatchQueue(size=100, max_wait=0, settle=0)
+        report = reconcile([root], PathFilter([root]), env.store, queue)
+        assert report.gone == 1
+        batch = queue.get(timeout=0)
+        assert batch is not None
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.pipeline.apply(batch.ops)
+        assert not side.exists()
+        said = [r.getMessage() for r in caplog.records if ": deleted" in r.getMessage()]
+        assert any(m.startswith(f"{shot}: deleted; its sidecar {side.name} removed") for m in said), said
+    finally:
+        env.close()

@@ -137,6 +137,9 @@ class WriteJob:
     # left as it was, no news either (5,836 photos touched were 5,836 "(already in the file)" lines)
     same: bool = False
     found: bytes | None = None  # the metadata digest of the version read, before a first write
+    # no ledger row nor filled record before this write: tagwatch's first into the photo, so a sidecar
+    # found is no earlier write's of ours (an older version's kept no record of it; see SIDECAR_FILE)
+    first: bool = True
 
     @property
     def keywords(self) -> list[str]:
@@ -178,9 +181,11 @@ def idle_sidecar(plan: WritePlan, owned: Collection[str]) -> WritePlan:
 
 # The ledger's record of the sidecar file itself, beside its fields' (a filled record of no field):
 # Filled((), None) where tagwatch's write created it, Filled((), "") where it was there before
-# tagwatch's first write into it.  untag and a photo's deletion remove a sidecar that holds nothing
-# once tagwatch's keywords are out of it, unless this record says it was there before (a file a person
-# or an app made is theirs, empty or not).  A sidecar an older version wrote has no record: emptied,
+# tagwatch's first write into the photo (no ledger row nor filled record yet).  untag and a photo's
+# deletion remove a sidecar that holds nothing once tagwatch's keywords are out of it, unless this
+# record says it was there before (a file a person or an app made is theirs, empty or not; the record
+# outlives untag, so a second untag keeps it too).  A sidecar an older version wrote has no record,
+# and gets none from a later write into it (the ledger has rows of that version's writes): emptied,
 # it holds nothing of anyone's either, and goes too.
 SIDECAR_FILE = SIDECAR_RECORD + "file"
 # What exiftool writes into every XMP packet: a sidecar holding nothing else holds nothing of anyone's
@@ -217,8 +222,9 @@ def drop_empty_sidecar(writer: KeywordWriter, side: Path, record: Filled | None)
         fsync_folder(side.parent)
     except FileNotFoundError:
         return False
-    except OSError as exc:
-        log.warning("%s: the empty sidecar not removed: %s", side, exc.strerror or exc)
+    except (MetadataError, OSError) as exc:  # exiftool killed or silent (a stuck NAS): kept, never lost
+        reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror or exc
+        log.warning("%s: the empty sidecar not removed: %s", side, reason)
         return False
     return True
 
@@ -414,6 +420,9 @@ class Writeback:
         override = job.override
         keywords = job.keywords
         row = self.store.file(job.path)
+        # the sidecar is the path's: one an earlier write of ours made stays ours, whatever the picture
+        job.first = row is None or not (self.store.ledger(row.id) or self.store.ledger(row.id, REMOVED)
+                                        or self.store.filled(row.id))
         # The ledger belongs to the path and the picture it held: a photo renamed or saved over a
         # tagged one inherits none of it (recording the new key forgets it; see Store.record_file)
         if row is not None and row.key is not None and job.key is not None and row.key != job.key:
@@ -777,7 +786,8 @@ class Writeback:
                 self.store.remove_ledger(file_id, job.released)  # the other photo's now, in the sidecar
                 self.store.set_filled(file_id, plan.fills)
                 side = next((e for e in plan.edits if not e.is_photo), None) if job.writes else None
-                if side is not None and SIDECAR_FILE not in self.store.filled(file_id):  # see SIDECAR_FILE
+                if side is not None and SIDECAR_FILE not in self.store.filled(file_id) and (
+                        side.before is None or job.first):  # see SIDECAR_FILE
                     made = Filled((), None if side.before is None else "")
                     self.store.set_filled(file_id, {SIDECAR_FILE: made})
             placed = job.placed
@@ -866,12 +876,15 @@ class Writeback:
             return Outcome(path, Status.UNCHANGED, error="tagwatch has no record of this file")
         if not os.path.lexists(path):  # deleted while no daemon ran to see it: nothing to give back
             return Outcome(path, Status.GONE, error="no longer on disk")
+        records = self.store.filled(row.id)
         if (row.state == UNTAGGED and not self.store.ledger(row.id) and not self.store.ledger(row.id, REMOVED)
-                and not self.store.filled(row.id)):
-            # an earlier untag (an older version's) may have left its emptied sidecar: it goes now
+                and not set(records) - {SIDECAR_FILE}):
+            # an earlier untag (an older version's) may have left its emptied sidecar: it goes now,
+            # unless its record says it was there before tagwatch (kept by the first untag)
             side = self.writer.sidecar_for(Path(path))
+            record = Filled(*records[SIDECAR_FILE]) if SIDECAR_FILE in records else None
             if (self.writer.uses_sidecar(Path(path)) and side.is_file() and not side.is_symlink()
-                    and drop_empty_sidecar(self.writer, side, None)):
+                    and drop_empty_sidecar(self.writer, side, record)):
                 log.info("untagged %s: removed its sidecar %s, which held nothing (left by an earlier untag)",
                          path, side.name)
                 return Outcome(path, Status.UNTAGGED)
@@ -902,7 +915,10 @@ class Writeback:
         with self.store.transaction():
             # a person's keyword it could not put back stays remembered, for the next untag
             self.store.remove_ledger(row.id, owned + [k for k in dropped if k not in plan.unrestored])
-            self.store.set_filled(row.id, dict.fromkeys([*filled, SIDECAR_FILE]))
+            # a sidecar that was there before tagwatch and stays is still not tagwatch's: its record
+            # stays, or the next untag took it for one an older untag left, and removed it
+            before = made is not None and made.previous is not None and not gone
+            self.store.set_filled(row.id, dict.fromkeys([*filled, *([] if before else [SIDECAR_FILE])]))
             if made is not None and made.previous is None and not gone:
                 for mate in self.store.files(others.paths).values():
                     if Filled(*self.store.filled(mate.id).get(SIDECAR_FILE, ((), None))).previous is not None:
@@ -933,14 +949,17 @@ class Writeback:
                  f"tagwatch too: {listed(left)}" if left else "", emptied)
         return Outcome(path, Status.UNTAGGED, added=plan.restored)
 
-    def release(self, path: str) -> str:
+    def release(self, path: str) -> str | None:
         """A photo deleted (still recorded in the store): tagwatch's keywords (a correction's too)
         and filled fields leave its own sidecar, and the sidecar goes where tagwatch made it and
         nothing is left in it (:func:`drop_empty_sidecar`).  Phones reuse names (``IMG_1234.HEIC``):
         left there, they were the next photo of that name's, taken for the person's keywords of a
         picture they were never predicted for, and untag could not take them out.  A sidecar that
         another photo uses is :func:`tagwatch.shared.forget`'s; one holding a person's keywords or a
-        darktable history keeps them.  Returns what the "deleted" line adds ("" if nothing)."""
+        darktable history keeps them.  Returns what the "deleted" line adds ("" if nothing), or None
+        where a passing fault (exiftool killed or silent, a NAS's I/O error) kept the keywords in: the
+        photo then stays recorded, and the next start's scan, finding it gone, tries again (marked
+        deleted, it was never tried again, and the next photo of its name got its keywords)."""
         assert self.writer is not None
         row = self.store.file(path)
         photo = Path(path)
@@ -966,9 +985,10 @@ class Writeback:
             gone = (made is not None or bool(plan.removed)) and drop_empty_sidecar(self.writer, side, made)
         except (MetadataError, OSError) as exc:
             reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
-            log.warning("%s: tagwatch's keywords not taken out of its sidecar %s: %s", path, side.name,
-                        reason)
-            return ""
+            passing = transient_reason(exc)
+            log.warning("%s: tagwatch's keywords not taken out of its sidecar %s: %s%s", path, side.name,
+                        reason, "; tried again when tagwatch next starts" if passing else "")
+            return None if passing else ""
         with self.store.transaction():
             if not embeds:  # gone from every file: the picture back (from a bin) is tagged afresh
                 self.store.remove_ledger(row.id, plan.removed)  # a correction's rows too
@@ -1013,11 +1033,13 @@ class Writeback:
                 if op.is_dir:
                     self.store.mark_deleted_under(op.path)
                     continue
-                released = ""
+                released: str | None = ""
                 if self.writer is not None:  # its keywords leave a sidecar another photo still uses
                     shared.forget(self.writer, self.store, op.path)
                     restamp(self.store, stem_photos(op.path))  # that write is no edit of theirs
                     released = self.release(op.path)  # ... and its own sidecar
+                if released is None:  # kept recorded: the start-up scan finds it gone and tries again
+                    continue
                 if self.store.mark_deleted(op.path):
                     log.info("%s: deleted%s", op.path, released, extra={"event": "deleted", "path": op.path})
                 else:
