@@ -13,9 +13,11 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import wait_for
 from tagwatch.outcomes import Status
-from tagwatch.queue import Batch, BatchQueue, Delete, Move
+from tagwatch.queue import Batch, BatchQueue, Delete, HalfMove, Move
 from tagwatch.watcher import PathFilter, Watcher
 from test_phone_sync import photo, shapes_env, subject
 
@@ -63,8 +65,6 @@ def test_a_half_seen_move_takes_the_sidecar_along_and_a_stranger_is_no_move(tmp_
     """The move as the watcher now reports it, applied: the record, ledger and sidecar follow the
     photo (one "moved" line, nothing tagged again).  A file that only has the name of a photo gone
     (another picture) is no move: the old one is deleted, its keywords out of its own sidecar."""
-    from tagwatch.watcher import HalfMove
-
     env = shapes_env(tmp_path)
     try:
         moving = photo(tmp_path / "phone-mom" / "IMG_1017.HEIC", "green", "square", 1017)
@@ -81,4 +81,61 @@ def test_a_half_seen_move_takes_the_sidecar_along_and_a_stranger_is_no_move(tmp_
         assert env.run(there, stranger) == {"IMG_1017.HEIC": Status.UNCHANGED, "IMG_1018.HEIC": Status.TAGGED}
         assert subject(Path(f"{stranger}.xmp")) == {"blue", "circle"}
     finally:
+        env.close()
+
+
+PAIRS = 8  # two phones' photos of one name each, sorted into two new folders back to back
+
+
+def test_two_photos_of_one_name_sorted_into_two_new_folders_are_both_moves(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Phones reuse names: ``phoneA/IMG_0001.HEIC`` and ``phoneB/IMG_0001.HEIC`` moved into
+    ``2024/05`` and ``2025/05`` (each made just before) in one burst.  The watcher remembered one
+    path per name, so the first half move was paired with the other photo and both were taken for
+    deletions: logged deleted, their sidecars stripped, both tagged again as new (review #10)."""
+    env = shapes_env(tmp_path)
+    root = tmp_path / "phones"
+    colours = ["red", "green", "blue", "yellow", "purple", "orange"]
+    shots = {}
+    for i in range(PAIRS):
+        for phone, shape in (("phoneA", "star"), ("phoneB", "circle")):
+            path = root / phone / f"IMG_{i:04d}.HEIC"
+            shots[path] = photo(path, colours[i % len(colours)], shape, 7000 + 2 * i + len(phone))
+    queue = BatchQueue(size=1000, max_wait=0, settle=0)
+    watcher = Watcher([root], PathFilter([root]), queue)
+    try:
+        assert set(env.run(*shots).values()) == {Status.TAGGED}
+        keywords = {path: subject(Path(f"{path}.xmp")) for path in shots}
+        watcher.start()
+        time.sleep(0.2)  # the observer's watches in place, as the daemon's are long before a move
+        moved = {}
+        for i in range(PAIRS):
+            for phone, year in (("phoneA", "2024"), ("phoneB", "2025")):
+                folder = root / "sorted" / f"{i}" / year / "05"
+                folder.mkdir(parents=True)
+                src = root / phone / f"IMG_{i:04d}.HEIC"
+                os.rename(src, folder / src.name)
+                moved[str(src)] = str(folder / src.name)
+        seen = Batch()
+
+        def told() -> bool:  # every photo's old name accounted for, by a move or a deletion
+            batch = queue.get(timeout=0.5) or Batch()
+            seen.ops.extend(batch.ops)
+            said = {op.src for op in seen.ops if isinstance(op, Move)} | {
+                op.path for op in seen.ops if isinstance(op, Delete)}
+            return set(moved) <= said
+
+        wait_for(told, timeout=60)
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.pipeline.apply(seen.ops)
+        deleted = [r.getMessage() for r in caplog.records if ": deleted" in r.getMessage()]
+        assert deleted == [], f"{len(deleted)} of {2 * PAIRS} moves taken for deletions: {deleted[:4]}"
+        for src, dst in moved.items():
+            row = env.store.file(dst)
+            assert row is not None and env.store.file(src) is None, (src, dst)
+            assert subject(Path(f"{dst}.xmp")) == keywords[Path(src)]  # the sidecar went along
+            assert not Path(f"{src}.xmp").exists()
+        assert set(env.run(*map(Path, moved.values())).values()) == {Status.UNCHANGED}
+    finally:
+        watcher.stop()
         env.close()

@@ -30,7 +30,29 @@ class Delete:
     is_dir: bool = False
 
 
-Op = Move | Delete
+@dataclass(frozen=True)
+class HalfMove(Move):
+    """A move inotify reported only the first half of: the photo left ``src`` for a folder made a
+    moment before (``mkdir 2025/06 && mv IMG_1017.HEIC 2025/06/``: a sorting script, Nextcloud's
+    "sort by month"), which was not watched yet when the photo arrived, and turned up in that
+    folder's walk.  The watcher pairs it by name alone, where nothing is recorded: ``dst`` and
+    ``also`` are every photo of that name found in new folders since (phones reuse names: two
+    ``IMG_0001.HEIC`` sorted into two new folders in one burst).  Applied, it is the move to the one
+    with the size and modification time recorded for ``src``, as the start-up scan pairs a move made
+    while no one watched, and ``src`` deleted if none has them
+    (:meth:`tagwatch.writeback.Writeback.apply_ops`).  Before, the photo was logged "deleted", its
+    sidecar left behind with its keywords and a second one made at the new place.  Here with the
+    other ops, not in the watcher: the store's side applies it and imports nothing of watchdog."""
+
+    also: tuple[str, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """Where the photo may be now, the latest found first."""
+        return (self.dst, *self.also)
+
+
+Op = Move | Delete  # a HalfMove is a Move: where it is not known to be one, it is the move it names
 
 
 @dataclass

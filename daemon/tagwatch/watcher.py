@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,24 +40,14 @@ from watchdog.observers.polling import PollingObserverVFS
 from .formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
 from .freshness import SIDECAR_SUFFIX, is_settled
 from .metadata import remove_if_stale
-from .queue import BatchQueue, Delete, Move
+from .queue import BatchQueue, Delete, HalfMove, Move
 from .store import FileRow, Store
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class HalfMove(Move):
-    """A move inotify reported only the first half of: the photo left ``src`` for a folder made a
-    moment before (``mkdir 2025/06 && mv IMG_1017.HEIC 2025/06/``: a sorting script, Nextcloud's
-    "sort by month"), which was not watched yet when the photo arrived, and turned up at ``dst`` in
-    that folder's walk.  Paired by name here, where nothing is recorded; applied, it is the move only
-    if ``dst`` has the name, size and modification time recorded for ``src``, as the start-up scan
-    pairs a move made while no one watched, and ``src`` deleted otherwise
-    (:meth:`tagwatch.writeback.Writeback.apply_ops`).  Before, the photo was logged "deleted", its
-    sidecar left behind with its keywords and a second one made at the new place."""
-
-
-ARRIVALS = 4096  # photos found in new folders remembered by name, for the half of a move still to come
+# photos found in new folders remembered (by name), for the half of a move still to come; and the new
+# folders remembered, whose photos watchdog reports as created after the folder
+ARRIVALS = 4096
 
 
 CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only for stray events
@@ -188,8 +178,9 @@ class ScanReport:
     unlistable: set[str] = field(default_factory=set)  # folders not listed: their files were kept
 
 
-def _inside(path: str, folders: set[str]) -> bool:
-    """Is ``path`` inside one of ``folders``?"""
+def inside(path: str, folders: Collection[str]) -> bool:
+    """Is ``path`` inside one of ``folders``?  The rule the store's folder queries follow too
+    (``Store.files_under``, the re-score's ``tagged_files``): ``tags suggest`` counts by it."""
     return any(path.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
@@ -225,7 +216,7 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     rename it is, its record and ledger following it, not as a new photo and a deleted one."""
     report = ScanReport()
     # a watched folder inside another is walked with it: walked again, its photos were counted twice
-    roots = [r for r in roots if not _inside(str(r), {str(o) for o in roots if o != r})]
+    roots = [r for r in roots if not inside(str(r), {str(o) for o in roots if o != r})]
     # A root that is not there (unplugged, unmounted), or that is reached through a symbolic link
     # now (renamed away, a link left in its place), is left out: the watcher says so, and has it
     # scanned when it is back; its records are kept meanwhile (walked, every photo was refused)
@@ -259,7 +250,7 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
         if stop is not None and stop.is_set():
             return report  # an interrupted walk has not seen everything: nothing may be called gone
         if report.unlistable:
-            known = {path: row for path, row in known.items() if not _inside(path, report.unlistable)}
+            known = {path: row for path, row in known.items() if not inside(path, report.unlistable)}
         if known and report.seen == seen:
             # An unmounted drive leaves its mount point empty (or absent): its photos are not gone,
             # and calling them so would make the drive's return cost a full re-read of every one.
@@ -285,20 +276,25 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     return report
 
 
-def linked_to(root: Path) -> str | None:
-    """Where ``root`` leads, if a symbolic link now stands on its way (the folder itself, or one
-    above it); None while its path is its real path.  The watched folders are real paths (the
-    config resolves them), so a link there came after the start: a folder renamed away and a link
-    to it left in its place, which ``stat`` follows to the very folder watched."""
-    real = os.path.realpath(root)
-    return None if real == str(root) else real
+def linked_to(path: str | Path) -> str | None:
+    """Where ``path`` leads, if a symbolic link stands on its way (itself, or a folder above it);
+    None while its path is its real path.  The one "reached through a link" rule of the watcher and
+    the review page (:mod:`tagwatch.web.paths`): tagwatch follows no link, and the page reads nothing
+    through one.  The watched folders are real paths (the config resolves them), so a link on a
+    root's way came after the start: a folder renamed away and a link to it left in its place, which
+    ``stat`` follows to the very folder watched.  A path with no real path (a NUL from a URL, a loop)
+    leads to ``""``: nowhere, but through no real path either."""
+    try:
+        real = os.path.realpath(path)
+    except (OSError, ValueError):
+        return ""
+    return None if real == os.fspath(path) else real
 
 
 def _through_link(path: str) -> bool:
-    """Is ``path`` itself a link, or reached through a link to a folder?  watchdog reports a new
-    link to a folder as a new folder, and may report what it finds behind it."""
-    return (os.path.islink(path) and os.path.isdir(path)) or (
-        os.path.realpath(os.path.dirname(path)) != os.path.dirname(path))
+    """Is ``path`` itself a link to a folder, or reached through a link to a folder?  watchdog
+    reports a new link to a folder as a new folder, and may report what it finds behind it."""
+    return (os.path.islink(path) and os.path.isdir(path)) or linked_to(os.path.dirname(path)) is not None
 
 
 class _Handler(FileSystemEventHandler):
@@ -308,9 +304,14 @@ class _Handler(FileSystemEventHandler):
                  unlistable: Callable[[set[str]], None] = lambda folders: None) -> None:
         self.filt, self.queue = filt, queue
         self._unlistable = unlistable  # told the folders a walk could not list
-        # name → path of photos found in a new folder (its walk, watchdog's own walk of it): where a
-        # photo whose move inotify saw only half of went (see HalfMove)
-        self._arrived: OrderedDict[str, str] = OrderedDict()
+        # Photos found in a new folder (its walk, watchdog's own walk of it), the latest ARRIVALS: where
+        # a photo whose move inotify saw only half of went (see HalfMove).  Every photo of a name is
+        # kept (phones reuse names), and the new folders, so that a photo created elsewhere is none.
+        # One handler serves every root's observer thread: these are changed under _arrivals_lock.
+        self._arrived: OrderedDict[str, str] = OrderedDict()  # path → its name, oldest first
+        self._named: dict[str, list[str]] = {}  # name → those paths, oldest first
+        self._new_folders: OrderedDict[str, None] = OrderedDict()
+        self._arrivals_lock = threading.Lock()
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -319,6 +320,11 @@ class _Handler(FileSystemEventHandler):
             log.error("event %s failed: %s", event, exc)
 
     def _enqueue_tree(self, folder: str) -> None:
+        with self._arrivals_lock:  # watchdog's own walk of it reports its photos as created, after it
+            self._new_folders.pop(folder, None)
+            self._new_folders[folder] = None
+            while len(self._new_folders) > ARRIVALS:
+                self._new_folders.popitem(last=False)
         unlistable: set[str] = set()
         for path, _ in walk(Path(folder), self.filt, unlistable=unlistable):
             self._arrival(path)
@@ -326,22 +332,39 @@ class _Handler(FileSystemEventHandler):
         if unlistable:
             self._unlistable(unlistable)
 
-    def _arrival(self, path: str) -> None:
-        """Remember a photo found in a new folder, by name (the latest :data:`ARRIVALS` of them)."""
-        name = os.path.basename(path)
-        self._arrived.pop(name, None)
-        self._arrived[name] = path
-        while len(self._arrived) > ARRIVALS:
-            self._arrived.popitem(last=False)
+    def _in_new_folder(self, path: str) -> bool:
+        """Is ``path`` inside a folder made (or moved in) since, which watchdog walks and reports?"""
+        folder, parent = os.path.dirname(path), ""
+        with self._arrivals_lock:
+            while folder != parent:  # up to "/": a look-up a level, never a pass over the folders
+                if folder in self._new_folders:
+                    return True
+                folder, parent = os.path.dirname(folder), folder
+        return False
 
-    def _went_to(self, src: str) -> str | None:
-        """Where a photo that left ``src`` for a folder inotify did not watch yet is now: a photo of
-        its name found in a new folder since, still there; None if there is none (moved out of the
-        watched folders, or into a hidden one)."""
-        dst = self._arrived.pop(os.path.basename(src), None)
-        if dst is None or dst == src or not self.filt.wanted(dst) or not os.path.isfile(dst):
-            return None
-        return dst
+    def _arrival(self, path: str) -> None:
+        """Remember a photo found in a new folder (the latest :data:`ARRIVALS` of them)."""
+        name = os.path.basename(path)
+        with self._arrivals_lock:
+            if path in self._arrived:
+                return
+            self._arrived[path] = name
+            self._named.setdefault(name, []).append(path)
+            while len(self._arrived) > ARRIVALS:
+                old, old_name = self._arrived.popitem(last=False)
+                paths = self._named[old_name]
+                paths.remove(old)
+                if not paths:
+                    del self._named[old_name]
+
+    def _went_to(self, src: str) -> list[str]:
+        """Where a photo that left ``src`` for a folder inotify did not watch yet may be now: the
+        photos of its name found in new folders since and still there, the latest first (the store's
+        side picks the one with its size and time); none if it was moved out of the watched folders,
+        or into a hidden one.  They stay remembered: the photo is perhaps another of them."""
+        with self._arrivals_lock:
+            found = list(reversed(self._named.get(os.path.basename(src), [])))
+        return [dst for dst in found if dst != src and self.filt.wanted(dst) and os.path.isfile(dst)]
 
     def _retry_folder(self, folder: str) -> None:
         """A folder's attributes changed (a chmod): its photos that failed for want of permission may
@@ -381,7 +404,8 @@ class _Handler(FileSystemEventHandler):
         if isinstance(event, FileCreatedEvent | FileModifiedEvent | FileAttribEvent):
             # An attribute change (chmod) can make a file that failed for want of permission taggable
             if self.filt.wanted(src):
-                if isinstance(event, FileCreatedEvent):  # watchdog's walk of a new folder says these too
+                # watchdog's walk of a new folder says its photos are created: where a move may have gone
+                if isinstance(event, FileCreatedEvent) and self._in_new_folder(src):
                     self._arrival(src)
                 self.queue.put(src)
             for photo in self._photos_of(src):
@@ -408,8 +432,8 @@ class _Handler(FileSystemEventHandler):
             if src_ok and dst_ok:
                 self.queue.op(Move(src, dst))
             elif src_ok:  # moved out of sight; or (dst "") into a new folder inotify did not watch yet
-                went = None if dst else self._went_to(src)
-                self.queue.op(HalfMove(src, went) if went is not None else Delete(src))
+                went = [] if dst else self._went_to(src)
+                self.queue.op(HalfMove(src, went[0], also=tuple(went[1:])) if went else Delete(src))
             elif dst_ok and not _through_link(dst):  # an atomic save, a file moved in from a hidden
                 self.queue.put(dst, delay=CLOSED_DELAY)  # name or (src "") from outside the watched folders
             for photo in self._photos_of(dst):  # a sidecar saved atomically (exiftool, digiKam)

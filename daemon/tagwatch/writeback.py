@@ -57,11 +57,10 @@ from .metadata import (
 from .original import header_digest
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
-from .queue import Delete, Op
+from .queue import Delete, HalfMove, Move, Op
 from .retry import transient_reason
 from .store import DECLINED, DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store, Twin
 from .tagger import orphaned_levels
-from .watcher import HalfMove
 from .wording import held_in, listed
 
 log = logging.getLogger(__name__)
@@ -1003,7 +1002,7 @@ class Writeback:
     # -- renames and deletions ------------------------------------------------------------------
 
     def _moved_here(self, src: str, dst: str) -> bool:
-        """Is ``dst`` the photo recorded at ``src``, moved (a :class:`~tagwatch.watcher.HalfMove`)?
+        """Is ``dst`` the photo recorded at ``src``, moved (a :class:`~tagwatch.queue.HalfMove`)?
         Its name, size and modification time say so, as for a move the start-up scan finds (``mv``
         and file managers keep them); a file recorded at ``dst`` already is another photo."""
         row, there = self.store.file(src), self.store.file(dst)
@@ -1020,8 +1019,10 @@ class Writeback:
         store did not know, and "deleted" files that are there (replaced since)."""
         unknown: list[str] = []
         for op in ops:
-            if isinstance(op, HalfMove) and not self._moved_here(op.src, op.dst):
-                op = Delete(op.src)  # another picture that only has its name: the photo is gone
+            if isinstance(op, HalfMove):  # the photo moved is the one with its size and time
+                dst = next((d for d in op.candidates if self._moved_here(op.src, d)), None)
+                # none: other pictures that only have its name, and the photo is gone
+                op = Move(op.src, dst) if dst is not None else Delete(op.src)
             if isinstance(op, Delete):
                 # Replaced since (a polling observer sees an atomic replace as delete + create; an
                 # exchange of names, see atomic.py, reports the photo moved to a hidden name): the row
