@@ -29,6 +29,7 @@ from ..vocabulary import (
     parse_tag_list,
     read_list_file,
 )
+from ..watcher import inside as under
 from ..wording import counted
 from ..wordnet import WordNet
 from .common import load, use_vocabulary
@@ -244,8 +245,8 @@ def suggest(config: Config, path: Path, examples: int = EXAMPLES_SHOWN, limit: i
             keys = {row.path: row.key for row, _ in rows if row.key is not None}
             kept_keys = kept_out(store, overrides, keys)
             # the daemon re-scores only the photos under its folders (Pipeline.confine, retag)
-            roots = [str(root).rstrip("/") + "/" for root in watched]
-            inside = [not roots or any(p.startswith(root) for root in roots) for p in paths]
+            roots = [str(root) for root in watched]
+            inside = [not roots or under(p, roots) for p in paths]
             thresholds = tag_thresholds(vocabulary.tags, config.tagging.threshold)
             counting = (matrix, listed, vectors, paths, thresholds, config.tagging.threshold,
                         config.tagging.top_k)

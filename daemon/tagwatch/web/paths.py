@@ -17,16 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from ..watcher import PathFilter
+from ..watcher import PathFilter, linked_to
 
 
 def real(path: str) -> bool:
     """Is ``path`` reached through no symbolic link, itself included?  The daemon follows none, so
-    the page reads nothing through one (a link dropped into a shared folder could name any file)."""
-    try:
-        return os.path.realpath(path) == path
-    except (OSError, ValueError):
-        return False
+    the page reads nothing through one (a link dropped into a shared folder could name any file):
+    the watcher's own rule, :func:`~tagwatch.watcher.linked_to`."""
+    return linked_to(path) is None
 
 
 class PhotoRoots:
