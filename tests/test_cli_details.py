@@ -202,7 +202,7 @@ def test_a_keyword_holding_a_comma_is_quoted_in_the_line() -> None:
     """rtag wrote ImageNet's comma lists as keywords: an overwrite that took two out read as six."""
     line = tagged_line("/p/a.jpg", ["circle"], [], [], 0.36, wrote=False,
                        dropped=["loudspeaker, speaker, speaker unit", "ping-pong ball"])
-    assert line == ('checked /p/a.jpg: circle; took out, as overwrite mode does: '
+    assert line == ('updated /p/a.jpg: circle; took out, as overwrite mode does: '
                     '"loudspeaker, speaker, speaker unit", ping-pong ball')
 
 

@@ -92,7 +92,7 @@ def test_the_log_names_what_a_sync_re_score_took_out(tmp_path: Path, tiny_checkp
         with caplog.at_level("INFO", logger="tagwatch"):
             env.pipeline.retag()
         assert set(exif_keywords(photo)["xmp"]) == {"forest"}
-        line = f"checked {photo}: forest; took out tagwatch's no longer predicted: mountain"
+        line = f"updated {photo}: forest; took out tagwatch's no longer predicted: mountain"
         assert line in caplog.messages
         record = next(r for r in caplog.records if getattr(r, "event", None) == "tagged")
         assert record.removed == ["mountain"]  # --log-format json carries it as "removed"

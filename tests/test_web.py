@@ -269,7 +269,7 @@ def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site
     wait_for(lambda: chips(browser, "#file-keywords") == {"green": "ours", "star": "rejected"})
     assert exif_keywords(photo) == {"iptc": ["green"], "xmp": ["green"]}
     # still predicted: the log says the correction took it out ("no longer predicted" before)
-    assert f"checked {photo}: green; took out, as a correction asks: star" in site.daemon.log()
+    assert f"updated {photo}: green; took out, as a correction asks: star" in site.daemon.log()
     overrides = (site.conf / "overrides.toml").read_text(encoding="utf-8")
     assert f'path = "{photo}"\nremove = ["star"]' in overrides
     encoded = site.encoded()

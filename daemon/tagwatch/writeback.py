@@ -256,7 +256,7 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
     tagged with an empty list or with "no tag" said to be already in the file; "(already in the
     file)" follows the keywords it is about, never what a person took out; a sync re-score that only
-    took a keyword of ours out says which (``checked …: beach; took out tagwatch's no longer
+    took a keyword of ours out says which (``updated …: beach; took out tagwatch's no longer
     predicted: forest``).  ``rewrote``: the file changed though no keyword did (a description or a
     location field taken out or filled, a hierarchical path re-spelled).
 
@@ -273,7 +273,9 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
 
     ``where``: where the keywords are (:func:`~tagwatch.wording.held_in`): a HEIC's are "already in
     its sidecar", not "in the file".  A photo nothing was written into is "checked", never "tagged":
-    ``scan`` counts it unchanged, and the line must not say otherwise."""
+    ``scan`` counts it unchanged, and the line must not say otherwise; one rewritten only to take
+    keywords or fields out is "updated" (``updated …: green; took out, as a correction asks: star``),
+    counted as written."""
     written = wrote or bool(removed or dropped)
     shown = [k for k in carried if k not in theirs] if written else list(carried)
     head = [listed(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
@@ -294,7 +296,10 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
         tail.append(f"took out, as overwrite mode does: {listed(dropped)}")
     if gave_back:
         tail.append(f"took out tagwatch's {listed(gave_back)}")
-    verb = "tagged" if wrote or (rewrote and (carried or places) and not (removed or dropped)) else "checked"
+    if wrote or (rewrote and (carried or places) and not (removed or dropped)):
+        verb = "tagged"
+    else:  # the file rewritten only to take something out is "updated", as scan counts it (not unchanged)
+        verb = "updated" if removed or dropped or gave_back or rewrote else "checked"
     if not (wrote or removed or dropped):
         updated = rewrote and not gave_back  # what changed is named, or it is "fields brought up to date"
         what = (f"re-filed under their new paths: {listed(respelled)}" if respelled
