@@ -5,6 +5,7 @@ exiftool reading back, a daemon as a subprocess, a real zombie process."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -82,8 +83,18 @@ def lose_vectors(database: Path) -> int:
 
 
 def carrying(photos: list[Path], keyword: str) -> list[str]:
-    """The photos whose IPTC Keywords or XMP dc:subject hold ``keyword``, as exiftool reads them."""
-    return [p.name for p in photos if keyword in {*exif_keywords(p)["iptc"], *exif_keywords(p)["xmp"]}]
+    """The photos whose IPTC Keywords or XMP dc:subject hold ``keyword``, as exiftool reads them (one
+    exiftool for all of them: two per photo made each poll of 48 photos cost seconds)."""
+    command = ["exiftool", "-j", "-q", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-XMP-dc:Subject"]
+    out = subprocess.run([*command, *map(str, photos)], capture_output=True, text=True, check=False).stdout
+    found = {Path(row["SourceFile"]).name: row for row in json.loads(out or "[]")}
+
+    def values(row: dict[str, object], name: str) -> set[str]:
+        value = row.get(name, [])
+        return {str(v) for v in (value if isinstance(value, list) else [value])}
+
+    return [p.name for p in photos
+            if keyword in values(row := found.get(p.name, {}), "Keywords") | values(row, "Subject")]
 
 
 def settles(daemon: Daemon, check: Callable[[], object]) -> None:
