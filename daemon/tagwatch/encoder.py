@@ -61,7 +61,7 @@ from .model import (
     onnx_start,
     return_freed_memory,
 )
-from .retry import TransientError
+from .retry import TransientError, killed_by
 from .store import private_folder
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,7 @@ def _how_it_ended(returncode: int | None, tail: collections.deque[str]) -> str:
     if returncode is None:
         return "it stopped answering"
     if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}" + (", perhaps out of memory" if name == "SIGKILL" else "")
+        return killed_by(-returncode)
     last = f": {tail[-1]}" if tail else ""
     return f"exit status {returncode}{last}"
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .retry import EXIFTOOL_ENDED, EXIFTOOL_HUNG, TransientError
+from .retry import EXIFTOOL_ENDED, EXIFTOOL_HUNG, TransientError, killed_by
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +158,7 @@ def _how_it_ended(proc: subprocess.Popen[bytes]) -> str:
     except subprocess.TimeoutExpired:
         return "its pipes closed"
     if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name}" + (", perhaps out of memory" if name == "SIGKILL" else "")
+        return killed_by(-code)
     return f"exit status {code}"
 
 

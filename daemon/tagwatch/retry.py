@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sqlite3
 import time
 
@@ -148,3 +149,13 @@ class StillWriting:
 
     def forget(self, key: str) -> None:
         self._seen.pop(key, None)
+
+
+def killed_by(number: int) -> str:
+    """How a child process (the model's, exiftool) ended by a signal, for a log line: SIGKILL is most
+    often the kernel's out-of-memory killer, so the line says so."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return f"killed by {name}" + (", perhaps out of memory" if name == "SIGKILL" else "")
