@@ -19,6 +19,7 @@ import pytest
 
 import synthetic
 from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env
+from tagwatch.cli.scan import dry_line
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
 from tagwatch.queue import BatchQueue, Delete
@@ -160,6 +161,31 @@ def test_keywords_already_there_are_said_where_they_are_and_the_photo_checked(
         lines = [r.getMessage() for r in caplog.records if str(heic) in r.getMessage()]
         said = f"checked {heic}: red, circle (already in the sidecar it shares with IMG_2100.JPG)"
         assert said in lines, lines
+    finally:
+        env.close()
+
+
+def test_a_dry_run_says_where_the_keywords_are(tmp_path: Path) -> None:
+    """`scan --dry-run` said "(already in the file)" of a HEIC whose keywords are in its sidecar (the
+    scan's own line said "already in its sidecar"): for a photo tagged already, and for one a changed
+    tag list would give the keywords it carries."""
+    env = shapes_env(tmp_path)
+    try:
+        heic = photo(tmp_path / "phone" / "IMG_3000.HEIC", "red", "circle", 3000)
+        jpg = photo(tmp_path / "phone" / "IMG_3001.JPG", "blue", "square", 3001)
+        env.pipeline.process([str(heic), str(jpg)])
+
+        def lines() -> dict[str, str | None]:
+            return {Path(o.path).name: dry_line(o)
+                    for o in env.pipeline.process([str(heic), str(jpg)], dry_run=True)}
+
+        settled = lines()  # tagged with this list: what the store recorded
+        env.use([*SHAPES, "teal"])  # a new list: the photos are read and their keywords found there
+        changed = lines()
+        for said in (settled, changed):
+            assert str(said["IMG_3000.HEIC"]).endswith(" (already in its sidecar)"), said
+            assert str(said["IMG_3001.JPG"]).endswith(" (already in the file)"), said
+        assert "(0." in str(changed["IMG_3000.HEIC"])  # scored by this run, not read from the store
     finally:
         env.close()
 

@@ -42,6 +42,7 @@ class Outcome:
     overridden: list[str] = field(default_factory=list)  # predictions an override removes (took out)
     dropping: list[str] = field(default_factory=list)  # a dry run's: ours sync mode takes out, unpredicted
     overwriting: list[str] = field(default_factory=list)  # a dry run's: a person's overwrite takes out
+    where: str = "the file"  # a dry run's: where its keywords are (wording.held_in): "its sidecar" for a HEIC
 
 
 def record_failure(store: Store, path: str, st: os.stat_result | None, reason: str, dry_run: bool = False,

@@ -335,7 +335,7 @@ class Pipeline:
         return Outcome(row.path, Status.UNCHANGED,
                        [(tag, math.nan) for tag in row.tags if fold(tag) not in declined],
                        places=[k for k in (located.keywords if located else [])
-                               if fold(k) not in declined])
+                               if fold(k) not in declined], where=self.writeback.where_keywords(row.path))
 
     def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
                 wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> list[Outcome]:

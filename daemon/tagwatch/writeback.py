@@ -406,7 +406,8 @@ class Writeback:
         there = bool(wanted) and not refused and not leaving and not overwriting and all(
             fold(k) in held for k in wanted)
         return Outcome(job.path, Status.UNCHANGED if there else Status.TAGGED, job.tags, error=refused,
-                       overridden=took, places=places, dropping=dropping, overwriting=overwriting)
+                       overridden=took, places=places, dropping=dropping, overwriting=overwriting,
+                       where=self.where_keywords(job.path))
 
     def _refused(self, job: WriteJob) -> str | None:
         """Why the scan would refuse this photo (hard links, read-only), for a dry run to say."""
@@ -752,7 +753,7 @@ class Writeback:
                 marks.append(self.writer.sidecar_for(Path(job.path)).lstat().st_ctime_ns)
         return max(marks, default=None)
 
-    def _held_in(self, path: str) -> str:
+    def where_keywords(self, path: str) -> str:
         """Where ``path``'s keywords are, for its log line (see :func:`~tagwatch.wording.held_in`)."""
         writer = self.writer or self.reader
         if writer is None:
@@ -830,7 +831,8 @@ class Writeback:
             job.path, carried, places, job.kept_out, rules.threshold, bool(added),
             removed, dropped, rewrote=rewrote, theirs=theirs, overridden=overridden,
             withdrawn=withdrawn, gave_back=gave,
-            respelled=plan.respelled if rewrote and plan is not None else (), where=self._held_in(job.path)),
+            respelled=plan.respelled if rewrote and plan is not None else (),
+            where=self.where_keywords(job.path)),
             extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote, overridden=overridden)
 
