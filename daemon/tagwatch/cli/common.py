@@ -166,6 +166,26 @@ def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None,
                         use_vocabulary(pipeline, store, vocabulary))
 
 
+@contextlib.contextmanager
+def vocabulary_encoded(config: Config, vocabulary: Vocabulary) -> Iterator[tuple[Store, Pipeline, int]]:
+    """The store open, with a pipeline holding ``vocabulary``'s prompt vectors (encoded by the
+    config's model where the cache lacks them) and how many were encoded: what `tags check` and
+    `tags suggest` read before counting or comparing.  The model child is closed before the body
+    runs (it needs only the vectors); the store when it ends."""
+    from ..encoder import LazyModel  # at run time only, as pipeline_for imports it
+
+    store = Store(config.database)
+    try:
+        pipeline = Pipeline(store, LazyModel(config.model), None, config.tagging)
+        try:
+            encoded = use_vocabulary(pipeline, store, vocabulary)
+        finally:
+            pipeline.close()
+        yield store, pipeline, encoded
+    finally:
+        store.close()
+
+
 def use_vocabulary(pipeline: Pipeline, store: Store, vocabulary: Vocabulary) -> int:
     """``pipeline.use_vocabulary`` with a progress bar while prompts are encoded (a new list of a
     thousand tags takes a while); returns how many were."""

@@ -18,9 +18,8 @@ from .. import suggest as suggesting
 from ..config import BUILTIN_TAG_LISTS, Config, builtin_tag_list, is_builtin_tag_list
 from ..encoder import LazyModel
 from ..export import display_path, kept_out
-from ..pipeline import Pipeline, load_config_overrides
+from ..pipeline import load_config_overrides
 from ..scoring import tag_thresholds
-from ..store import Store
 from ..tagger import NEAR_DUPLICATE, near_duplicates
 from ..vocabulary import (
     Vocabulary,
@@ -32,7 +31,7 @@ from ..vocabulary import (
 from ..watcher import inside as under
 from ..wording import counted
 from ..wordnet import WordNet
-from .common import load, use_vocabulary
+from .common import load, vocabulary_encoded
 
 
 @dataclass(frozen=True)
@@ -47,17 +46,9 @@ def check(config: Config, path: Path) -> Check:
     """Load the list as the daemon would (errors: one line naming the file; with ``[tagging] expand``
     on, a plain list's words placed in WordNet), encode its prompts, find near-duplicates."""
     vocabulary = load_configured(path, config.tagging)
-    store = Store(config.database)
-    try:
-        pipeline = Pipeline(store, LazyModel(config.model), None, config.tagging)
-        try:
-            encoded = use_vocabulary(pipeline, store, vocabulary)
-        finally:
-            pipeline.close()
-    finally:
-        store.close()
-    assert pipeline.tags is not None
-    return Check(vocabulary, encoded, pipeline.model.identity, near_duplicates(pipeline.tags))
+    with vocabulary_encoded(config, vocabulary) as (_, pipeline, encoded):
+        assert pipeline.tags is not None
+        return Check(vocabulary, encoded, pipeline.model.identity, near_duplicates(pipeline.tags))
 
 
 PAIRS_SHOWN = 20  # near-duplicate pairs printed, the most similar first (the vocabulary under a
@@ -223,13 +214,7 @@ def suggest(config: Config, path: Path, examples: int = EXAMPLES_SHOWN, limit: i
                                   found.above)
     wordnet_s = time.perf_counter() - began
     watched = tuple(config.watch)
-    store = Store(config.database)
-    try:
-        pipeline = Pipeline(store, LazyModel(config.model), None, config.tagging)
-        try:
-            encoded = use_vocabulary(pipeline, store, amended)
-        finally:
-            pipeline.close()
+    with vocabulary_encoded(config, amended) as (store, pipeline, encoded):
         encode_s = time.perf_counter() - began - wordnet_s
         assert pipeline.tags is not None
         matrix = pipeline.tags
@@ -268,8 +253,6 @@ def suggest(config: Config, path: Path, examples: int = EXAMPLES_SHOWN, limit: i
             counts = {r.candidate.word: int(n) for r, n in zip(block, together.photos, strict=True)}
             out = [replace(r, together=counts.get(r.candidate.word)) for r in out]
             table = [replace(r, together=counts.get(r.candidate.word)) for r in table]
-    finally:
-        store.close()
     seconds = (wordnet_s, encode_s, time.perf_counter() - began - wordnet_s - encode_s)
     return Suggestions(path, rich, pipeline.model.identity, found, out, encoded, len(rows), listed,
                        config.tagging.threshold, config.tagging.top_k, seconds, table, more, unseen,
