@@ -17,6 +17,7 @@ import pytest
 
 from conftest import wait_for
 from tagwatch.outcomes import Status
+from tagwatch.overrides import correct, load_overrides
 from tagwatch.queue import Batch, BatchQueue, Delete, HalfMove, Move
 from tagwatch.watcher import PathFilter, Watcher
 from test_phone_sync import photo, shapes_env, subject
@@ -79,6 +80,37 @@ def test_a_half_seen_move_takes_the_sidecar_along_and_a_stranger_is_no_move(tmp_
         assert not Path(f"{moving}.xmp").exists() and subject(Path(f"{there}.xmp")) == {"green", "square"}
         assert not Path(f"{leaving}.xmp").exists()  # its keywords went with it: tagwatch made the file
         assert env.run(there, stranger) == {"IMG_1017.HEIC": Status.UNCHANGED, "IMG_1018.HEIC": Status.TAGGED}
+        assert subject(Path(f"{stranger}.xmp")) == {"blue", "circle"}
+    finally:
+        env.close()
+
+
+def test_a_correction_follows_a_half_seen_move_only_to_the_photo_it_was(tmp_path: Path) -> None:
+    """A half-seen move names every new file of the photo's name; the rule of a photo corrected on
+    the review page followed it to that name even where the photo was gone and the file there was
+    another picture: the stranger got the deleted photo's correction (Oma added, its own tag kept
+    out).  The rule follows the photo that moved, and a photo gone takes its rule nowhere."""
+    env = shapes_env(tmp_path)
+    root = tmp_path / "phone-mom"
+    try:
+        moving = photo(root / "IMG_1017.HEIC", "green", "square", 1017)
+        leaving = photo(root / "IMG_1018.HEIC", "red", "star", 1018)
+        source = tmp_path / "overrides.toml"
+        text = correct("# ours\n", source, [tmp_path], str(moving), "Opa", "add")
+        source.write_text(correct(text, source, [tmp_path], str(leaving), "Oma", "add"), encoding="utf-8")
+        env.pipeline.use_overrides(load_overrides(source, [tmp_path]))
+        env.run(moving, leaving)
+        assert "Oma" in subject(Path(f"{leaving}.xmp"))
+        there = tmp_path / "phone-dad" / "2025" / "06" / moving.name
+        there.parent.mkdir(parents=True)
+        os.rename(moving, there)
+        stranger = photo(there.parent / leaving.name, "blue", "circle", 4242)
+        leaving.unlink()
+        env.pipeline.apply([HalfMove(str(moving), str(there)), HalfMove(str(leaving), str(stranger))])
+        rules = source.read_text(encoding="utf-8")
+        assert f'"{there}"' in rules and f'"{moving}"' not in rules  # the photo's rule went with it
+        assert f'"{stranger}"' not in rules  # the stranger is not the photo corrected
+        env.run(stranger)
         assert subject(Path(f"{stranger}.xmp")) == {"blue", "circle"}
     finally:
         env.close()

@@ -52,7 +52,7 @@ from .overrides import (
     load_overrides,
     names_files,
 )
-from .queue import Move, Op
+from .queue import Op
 from .retry import INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
 from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store
 from .tagger import Expansion, TagMatrix, predict, thresholds
@@ -809,9 +809,10 @@ class Pipeline:
 
     def apply(self, ops: Sequence[Op]) -> list[str]:
         """Apply renames and deletions to the store, and renames to the overrides' rules naming one
-        file; returns moved paths the store did not know."""
-        unknown = self.writeback.apply_ops(ops)
-        moves = [(op.src, op.dst, op.is_dir) for op in ops if isinstance(op, Move)]
+        file; returns moved paths the store did not know.  A rule follows a half-seen move only to
+        the photo it was (a correction of a photo gone never names another picture of its name)."""
+        unknown, applied = self.writeback.apply_ops(ops)
+        moves = [(op.src, op.dst, op.is_dir) for op in applied]
         if moves and self.overrides.source is not None and follows(self.overrides, moves):
             self._follow(moves)
         return unknown

@@ -1021,15 +1021,19 @@ class Writeback:
             return False
         return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
 
-    def apply_ops(self, ops: Sequence[Op]) -> list[str]:
-        """Apply renames and deletions to the store; returns the paths to look at: moved paths the
-        store did not know, and "deleted" files that are there (replaced since)."""
+    def apply_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[Move]]:
+        """Apply renames and deletions to the store; returns the paths to look at (moved paths the
+        store did not know, and "deleted" files that are there, replaced since) and the moves as
+        applied: a half-seen move is the move to the candidate that is the photo, or a deletion."""
         unknown: list[str] = []
+        moved: list[Move] = []
         for op in ops:
             if isinstance(op, HalfMove):  # the photo moved is the one with its size and time
                 dst = next((d for d in op.candidates if self._moved_here(op.src, d)), None)
                 # none: other pictures that only have its name, and the photo is gone
                 op = Move(op.src, dst) if dst is not None else Delete(op.src)
+            if isinstance(op, Move):
+                moved.append(op)
             if isinstance(op, Delete):
                 # Replaced since (a polling observer sees an atomic replace as delete + create; an
                 # exchange of names, see atomic.py, reports the photo moved to a hidden name): the row
@@ -1070,7 +1074,7 @@ class Writeback:
                     row = self.store.file(op.dst)
                     if row is not None and row.state != DONE:  # renamed mid-write (an ingest script
                         unknown.append(op.dst)  # at 0.1 s): its batch met the old name gone
-        return unknown
+        return unknown, moved
 
 
 def move_sidecar(writer: KeywordWriter, src: str, dst: str) -> None:
