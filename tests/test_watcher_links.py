@@ -4,13 +4,15 @@ link, a real store."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
 
-from conftest import noise_jpeg, wait_for
+from conftest import Daemon, noise_jpeg, tagwatch, wait_for, write_config
 from tagwatch.queue import BatchQueue
+from tagwatch.status import render_prometheus
 from tagwatch.store import DONE, Store
 from tagwatch.watcher import PathFilter, Watcher, reconcile
 
@@ -82,3 +84,36 @@ def test_a_root_whose_parent_became_a_link_is_refused_too(tmp_path: Path,
         assert len(said) == 1 and str(tmp_path / "disk-old" / "photos") in said[0], said
     finally:
         watcher.stop()
+
+
+def test_status_names_the_folders_it_does_not_watch_and_why(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """`tagwatch status` said "watching 2 folders" of a daemon watching neither: one on a drive not
+    plugged in, one replaced by a symbolic link (xQ #3 said it only in the log).  It counts what is
+    watched and names each folder that is not, with why; the metrics count them for an alert."""
+    root, absent = tmp_path / "w", tmp_path / "usb" / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root, absent])
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        real = tmp_path / "w-real"
+        root.rename(real)
+        root.symlink_to(real, target_is_directory=True)
+        daemon.wait_log(f"{root}: the watched folder is now a symbolic link")
+
+        def said() -> str:
+            return tagwatch("status", "--config", str(config)).stdout
+
+        wait_for(lambda: "watching 0 of 2 folders" in said())
+        text = said()
+        assert f"NOT WATCHED: {absent}: not there (a drive not plugged in" in text, text
+        assert f"NOT WATCHED: {root}: reached through a symbolic link (it leads to {real})" in text, text
+        snapshot = json.loads(tagwatch("status", "--json", "--config", str(config)).stdout)["daemon"]
+        assert "tagwatch_folders_unwatched 2\n" in render_prometheus(snapshot, {})
+
+        root.unlink()  # the folder put back: watched again, and said so
+        real.rename(root)
+        wait_for(lambda: "watching 1 of 2 folders" in said())
+        assert f"NOT WATCHED: {root}" not in said()
+    finally:
+        daemon.stop()

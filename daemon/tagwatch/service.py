@@ -33,7 +33,15 @@ from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue, backlog_batch
 from .retry import QUIET_S
-from .status import Activity, MetricsServer, hold_lock, render_prometheus, state_path, write_state
+from .status import (
+    Activity,
+    MetricsServer,
+    hold_lock,
+    render_prometheus,
+    state_path,
+    watching,
+    write_state,
+)
 from .store import Store
 from .vocabulary import VocabularyError
 from .watcher import PathFilter, Watcher, reconcile
@@ -134,7 +142,7 @@ class Daemon:
         self.watcher = Watcher(config.watch, self.filter, self.queue, config.poll, config.poll_interval)
         # waiting: the queue's photos and those a batch holds (a locked database or a silent exiftool
         # holds a batch: status said "0 waiting" for as long as it lasted), each photo once
-        self.activity = Activity(lambda: self.worker.waiting(), len(config.watch))
+        self.activity = Activity(lambda: self.worker.waiting(), len(config.watch), self.watcher.unwatched)
         self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record)
         self._metrics: MetricsServer | None = None
         self._web = None  # the review page, with [web] enabled = true
@@ -373,7 +381,7 @@ class Daemon:
     def _report(self) -> None:
         stats = self.store.stats(self.model.identity)
         now = self.activity.snapshot()
-        self.notifier.status(f"watching {counted(len(self.config.watch), 'folder')}; "
+        self.notifier.status(f"{watching(len(self.config.watch), len(now['unwatched']))}; "
                              f"{counted(stats['tagged'], 'photo')} tagged, "
                              f"{now['queue']} queued, {stats['failed']} failed; "
                              f"{now['tagged_per_min']:g}/min")
@@ -486,7 +494,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self._hangup.set())
         self.start()
         log.info("tagwatch is running (pid %d)", os.getpid())
-        self.notifier.ready(f"watching {counted(len(self.config.watch), 'folder')}")
+        self.notifier.ready(watching(len(self.config.watch), len(self.watcher.unwatched())))
         while not self.stopped.wait(0.5):
             if self._hangup.is_set():  # handled here, not in the signal handler, which must not log
                 self._hangup.clear()

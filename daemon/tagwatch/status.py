@@ -25,6 +25,7 @@ from typing import Any
 from .atomic import write_atomic
 from .outcomes import Outcome, Status
 from .store import private_folder
+from .wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +110,21 @@ def daemon_state(database: Path) -> dict[str, Any] | None:
     return state
 
 
+def watching(folders: int, unwatched: int) -> str:
+    """``watching 2 folders``, or ``watching 1 of 2 folders`` while one is missing or reached through
+    a link: `tagwatch status` and systemd's status line said "watching 2 folders" of those."""
+    return f"watching {folders - unwatched} of {counted(folders, 'folder')}" if unwatched else \
+        f"watching {counted(folders, 'folder')}"
+
+
 class Activity:
     """Counters the worker feeds after each batch; read from other threads as one snapshot."""
 
-    def __init__(self, queue_depth: Callable[[], int], folders: int) -> None:
+    def __init__(self, queue_depth: Callable[[], int], folders: int,
+                 unwatched: Callable[[], dict[str, str]] = dict) -> None:
         self._queue_depth = queue_depth
         self.folders = folders
+        self._unwatched = unwatched  # watched folders not watched now → why (Watcher.unwatched)
         self.started = time.time()
         self._lock = threading.Lock()
         self.counts = {"tagged": 0, "unchanged": 0, "failed": 0, "keywords_added": 0, "batches": 0}
@@ -173,6 +183,7 @@ class Activity:
                 "started": self.started,
                 "uptime_s": round(now - self.started, 1),
                 "folders": self.folders,
+                "unwatched": self._unwatched(),
                 "queue": self._queue_depth(),
                 **{f"{name}_since_start": value for name, value in self.counts.items()},
                 "tagged_per_min": round(len(self._recent) * 60.0 / window, 2),
@@ -215,6 +226,10 @@ def render_prometheus(snapshot: dict[str, Any], files: dict[str, int]) -> str:
     lines = []
     for key, name, kind, text in _METRICS:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {snapshot[key]}"]
+    lines += ["# HELP tagwatch_folders_unwatched Watched folders not watched now: missing, or reached "
+              "through a symbolic link (`tagwatch status` says why).",
+              "# TYPE tagwatch_folders_unwatched gauge",
+              f"tagwatch_folders_unwatched {len(snapshot.get('unwatched') or {})}"]
     lines += ["# HELP tagwatch_files Photos known to the database, by state.", "# TYPE tagwatch_files gauge"]
     lines += [f'tagwatch_files{{state="{state}"}} {count}' for state, count in sorted(files.items())]
     return "\n".join(lines) + "\n"

@@ -629,6 +629,18 @@ class Watcher:
                 back.append(root)
         return back
 
+    def unwatched(self) -> dict[str, str]:
+        """The roots not watched now, each with why, for `tagwatch status`: a folder missing or
+        reached through a link was said only in the log, and status said "watching 1 folder" of the
+        one it refused.  Read without the lock (copies of a set and a dict): a status snapshot never
+        waits for an observer being stopped."""
+        gone = {str(root): "not there (a drive not plugged in, a share not mounted?); it is watched when "
+                "it appears" for root in set(self._missing)}
+        linked = {str(root): f"reached through a symbolic link (it leads to {target}), not followed while "
+                  "tagwatch runs; restart tagwatch to watch the folder it leads to, or put the folder back"
+                  for root, target in dict(self._linked).items()}
+        return gone | linked
+
     def _refuse_link(self, root: Path, target: str) -> None:
         """``root`` is reached through a symbolic link now: its observer is stopped and one line says
         why, once per place it leads to.  Links are never followed while the daemon runs (its paths

@@ -13,9 +13,8 @@ from typing import Any
 from ..config import Config, ConfigError, ModelConfig, default_config_path, lenient_database
 from ..logs import one_line, shown
 from ..model import model_identity
-from ..status import daemon_state
+from ..status import daemon_state, watching
 from ..store import Store
-from ..wording import counted
 from .common import load, setup_logging
 from .progress import duration
 
@@ -78,9 +77,10 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
     if daemon is None:
         lines.append("daemon    not running")
     else:
-        folders = counted(daemon["folders"], "folder") if "folders" in daemon else "? folders"
+        unwatched = daemon.get("unwatched") or {}  # a folder missing, or replaced by a link
+        folders = watching(daemon["folders"], len(unwatched)) if "folders" in daemon else "watching ? folders"
         lines.append(f"daemon    running, pid {daemon['pid']}, up {duration(daemon.get('uptime_s', 0))}, "
-                     f"watching {folders}, model "
+                     f"{folders}, model "
                      f"{'loaded' if daemon.get('model_loaded') else 'unloaded (idle)'}" + as_of(daemon))
         if "queue" in daemon:
             # the rate is of photos done, checked ones too (the backlog's time): they are counted
@@ -91,6 +91,8 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
                          + (f", {checked} checked with nothing to write" if checked else "")
                          + f"; {daemon['tagged_per_min']:g} photos/min over the last 5 min"
                          + backlog(daemon))
+        for folder, why in sorted(unwatched.items()):
+            lines.append(f"NOT WATCHED: {shown(folder)}: {one_line(why)}")
         for what, reason in sorted(daemon.get("rejected", {}).items()):
             lines.append(f"NOT IN USE: the {what} on disk, refused: {one_line(reason)}; the previous one is "
                          "in use until it is fixed")
