@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -394,3 +396,32 @@ def shapes_lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from shapes_lab import Lab
 
     return Lab(tmp_path_factory.mktemp("lab"))
+
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's chromium through its own chromedriver, given by path: nothing is downloaded.  A test
+    using it is skipped where they are not installed (scripts/setup-env installs them as root)."""
+    if not CHROMEDRIVER.exists() or not CHROMIUM.exists():
+        pytest.skip("chromium and chromium-driver are not installed (scripts/setup-env installs them "
+                    "as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tempfile.mkdtemp(prefix="tagwatch-chromium-")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run",
+                     "--window-size=1280,900", f"--user-data-dir={profile}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from conftest import (
     SHAPES_CHECKPOINT,
     SHAPES_CONFIG,
     Daemon,
+    chromium,
     exif_keywords,
     status,
     tagwatch,
@@ -49,8 +49,6 @@ from tagwatch.web.auth import Guard
 
 pytestmark = pytest.mark.xdist_group("web")  # one worker: one daemon, one browser (see above)
 
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TAGWATCH_ARTIFACTS", REPO / "test-artifacts"))
 THRESHOLD = json.loads((REPO / "tests" / "data" / "shapes-clip.train.json").read_text())["threshold"]
 TAGS = [*synthetic.COLOURS, *synthetic.SHAPES]
@@ -145,28 +143,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[object]:
-    """Debian's chromium through its own chromedriver, given by path: nothing is downloaded."""
-    if not CHROMEDRIVER.exists() or not CHROMIUM.exists():
-        pytest.skip("chromium and chromium-driver are not installed (scripts/setup-env installs them "
-                    "as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="tagwatch-chromium-")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run",
-                     "--window-size=1280,900", f"--user-data-dir={profile}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+    """A browser logged in as a person is, with the address the page printed."""
+    with chromium() as driver:
         driver.get(f"{site.base}/?token={site.token}")  # as printed: the page sets its cookie
         assert "token=" not in driver.current_url, "the token must leave the address bar"
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +32,14 @@ from conftest import (
     SHAPES_CHECKPOINT,
     SHAPES_CONFIG,
     Daemon,
+    chromium,
     exif_keywords,
     read_only_folder,
     status,
     tagwatch,
     wait_for,
 )
-from test_web import CHROMEDRIVER, CHROMIUM, THRESHOLD, chips, screenshot, tags_toml, text
+from test_web import THRESHOLD, chips, screenshot, tags_toml, text
 
 pytestmark = pytest.mark.xdist_group("web-counts")  # one worker: one daemon, one browser
 
@@ -94,26 +94,9 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Library]:
 
 @pytest.fixture(scope="module")
 def browser(library: Library) -> Iterator[object]:
-    if not CHROMEDRIVER.exists() or not CHROMIUM.exists():
-        pytest.skip("chromium and chromium-driver are not installed (scripts/setup-env installs them "
-                    "as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="tagwatch-chromium-")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run",
-                     "--window-size=1280,900", f"--user-data-dir={profile}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+    with chromium() as driver:
         driver.get(f"{library.base}/?token={library.token}")
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def words(driver: object, selector: str) -> str:

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,15 +24,13 @@ from urllib.parse import quote
 import pytest
 
 import synthetic
-from conftest import REPO, exif_keywords, tagwatch, wait_for, write_config
+from conftest import REPO, chromium, exif_keywords, tagwatch, wait_for, write_config
 from tagwatch.config import ConfigError, load_config
 from tagwatch.overrides import load_overrides
 from tagwatch.web.auth import Guard
 
 pytestmark = pytest.mark.xdist_group("web-hardening")  # one page, one browser for the module
 
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM = Path("/usr/bin/chromium")
 PUBLIC = "https://photos.example"  # where a TLS proxy would serve the page
 SHAPES = [("red", "star"), ("green", "circle"), ("blue", "square"), ("yellow", "triangle")]
 NEWLINE = "new\nline.jpg"
@@ -172,25 +169,8 @@ def page(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Ite
 
 @pytest.fixture(scope="module")
 def browser(page: Page) -> Iterator[object]:
-    """Debian's chromium through its own chromedriver, given by path: nothing is downloaded."""
-    if not CHROMEDRIVER.exists() or not CHROMIUM.exists():
-        pytest.skip("chromium and chromium-driver are not installed (scripts/setup-env installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="tagwatch-chromium-")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run",
-                     "--window-size=1280,900", f"--user-data-dir={profile}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def main(html: str) -> str:
