@@ -369,17 +369,22 @@ def cmdline(pid: int) -> str:
 
 
 def wait_for(check: Callable[[], object], timeout: float = WAIT_S, interval: float = 0.1) -> object:
-    """Poll ``check`` until it returns something truthy (raising AssertionError on timeout)."""
+    """Poll ``check`` until it returns something truthy (raising AssertionError on timeout).
+
+    A check that takes time itself (exiftool reading a photo: 0.1 CPU-seconds; `tagwatch status`:
+    0.3) is run again only after twice its own time: polled back to back, it took most of a core
+    from the daemon it waited for and from the suite's other worker."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
+        began = time.monotonic()
         try:
             result = check()
             if result:
                 return result
         except (AssertionError, subprocess.CalledProcessError, FileNotFoundError, ValueError) as exc:
             last_error = exc
-        time.sleep(interval)
+        time.sleep(max(interval, 2 * (time.monotonic() - began)))
     raise AssertionError(f"condition not met within {timeout} s (last error: {last_error})")
 
 
