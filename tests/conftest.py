@@ -376,7 +376,7 @@ def wait_for(check: Callable[[], object], timeout: float = WAIT_S, interval: flo
     from the daemon it waited for and from the suite's other worker."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    while True:
         began = time.monotonic()
         try:
             result = check()
@@ -384,7 +384,10 @@ def wait_for(check: Callable[[], object], timeout: float = WAIT_S, interval: flo
                 return result
         except (AssertionError, subprocess.CalledProcessError, FileNotFoundError, ValueError) as exc:
             last_error = exc
-        time.sleep(max(interval, 2 * (time.monotonic() - began)))
+        left = deadline - time.monotonic()
+        if left <= 0:  # checked at the deadline at the latest, never only before it
+            break
+        time.sleep(min(max(interval, 2 * (time.monotonic() - began)), left))
     raise AssertionError(f"condition not met within {timeout} s (last error: {last_error})")
 
 

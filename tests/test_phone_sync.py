@@ -173,11 +173,14 @@ def test_a_dry_run_says_where_the_keywords_are(tmp_path: Path) -> None:
     try:
         heic = photo(tmp_path / "phone" / "IMG_3000.HEIC", "red", "circle", 3000)
         jpg = photo(tmp_path / "phone" / "IMG_3001.JPG", "blue", "square", 3001)
-        env.pipeline.process([str(heic), str(jpg)])
+        blank = tmp_path / "phone" / "IMG_3002.HEIC"  # a wall: no tag, no sidecar made
+        synthetic.make_photo(None, None, 3002).save(blank, "HEIF")
+        env.pipeline.process([str(heic), str(jpg), str(blank)])
+        assert not Path(f"{blank}.xmp").exists()
 
         def lines() -> dict[str, str | None]:
             return {Path(o.path).name: dry_line(o)
-                    for o in env.pipeline.process([str(heic), str(jpg)], dry_run=True)}
+                    for o in env.pipeline.process([str(heic), str(jpg), str(blank)], dry_run=True)}
 
         settled = lines()  # tagged with this list: what the store recorded
         env.use([*SHAPES, "teal"])  # a new list: the photos are read and their keywords found there
@@ -185,6 +188,7 @@ def test_a_dry_run_says_where_the_keywords_are(tmp_path: Path) -> None:
         for said in (settled, changed):
             assert str(said["IMG_3000.HEIC"]).endswith(" (already in its sidecar)"), said
             assert str(said["IMG_3001.JPG"]).endswith(" (already in the file)"), said
+        assert settled["IMG_3002.HEIC"] == f"{blank}\t(no tag above threshold)"  # no sidecar to look in
         assert "(0." in str(changed["IMG_3000.HEIC"])  # scored by this run, not read from the store
     finally:
         env.close()

@@ -332,10 +332,11 @@ class Pipeline:
         located = self.store.located([row.id]).get(row.id) if self.places.enabled else None
         # predicted, and kept out of the file
         declined = self.overrides.for_path(row.path).kept_out(self.store.ledger(row.id, DECLINED))
-        return Outcome(row.path, Status.UNCHANGED,
-                       [(tag, math.nan) for tag in row.tags if fold(tag) not in declined],
-                       places=[k for k in (located.keywords if located else [])
-                               if fold(k) not in declined], where=self.writeback.where_keywords(row.path))
+        tags = [(tag, math.nan) for tag in row.tags if fold(tag) not in declined]
+        places = [k for k in (located.keywords if located else []) if fold(k) not in declined]
+        # where they are, said of a photo carrying some (reading a JPEG's first bytes: not for none)
+        where = self.writeback.where_keywords(row.path) if tags or places else "the file"
+        return Outcome(row.path, Status.UNCHANGED, tags, places=places, where=where)
 
     def process(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
                 wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> list[Outcome]:

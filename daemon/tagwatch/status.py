@@ -110,9 +110,12 @@ def daemon_state(database: Path) -> dict[str, Any] | None:
     return state
 
 
-def watching(folders: int, unwatched: int) -> str:
+def watching(folders: int | None, unwatched: int = 0) -> str:
     """``watching 2 folders``, or ``watching 1 of 2 folders`` while one is missing or reached through
-    a link: `tagwatch status` and systemd's status line said "watching 2 folders" of those."""
+    a link: `tagwatch status` and systemd's status line said "watching 2 folders" of those.  None: a
+    state file without the count (an older daemon's)."""
+    if folders is None:
+        return "watching ? folders"
     return f"watching {folders - unwatched} of {counted(folders, 'folder')}" if unwatched else \
         f"watching {counted(folders, 'folder')}"
 

@@ -480,6 +480,7 @@ class Watcher:
         self._missing: set[Path] = set()
         self._awaited: set[Path] = set()  # missing since the start: not yet seen at all
         self._linked: dict[Path, str] = {}  # reached through a link now: root -> where it leads
+        self._failed: dict[Path, str] = {}  # there, but neither watched nor polled: root -> why
         self._unlistable: set[str] = set()  # folders inside a root that could not be listed
         self._noted = threading.Lock()  # for that set alone: an event's walk adds to it, and an
         self._lock = threading.Lock()  # observer being stopped under this lock may be in that walk
@@ -508,6 +509,7 @@ class Watcher:
             st = os.stat(root)
         except OSError as exc:
             log.error("%s: cannot watch: %s", root, exc.strerror or exc)
+            self._failed[root] = f"cannot watch it: {exc.strerror or exc}"
             return
         identity = (st.st_dev, st.st_ino)
         if root in self.poll:
@@ -530,6 +532,7 @@ class Watcher:
             self._poll(root, identity, "polling every {:g} s")
             return
         self._observers[root] = (observer, identity)
+        self._failed.pop(root, None)
         log.info("watching %s", root)
 
     def _poll(self, root: Path, identity: tuple[int, int], how: str) -> None:
@@ -541,8 +544,11 @@ class Watcher:
             observer.start()
         except OSError as exc:
             log.error("%s: cannot poll: %s; only the periodic rescan will see it", root, exc.strerror or exc)
+            self._failed[root] = (f"cannot watch or poll it ({exc.strerror or exc}); only the periodic "
+                                  "rescan sees its photos")
             return
         self._observers[root] = (observer, identity)
+        self._failed.pop(root, None)
         if root not in self.polled:
             self.polled.append(root)
         log.info("watching %s: %s", root, how.format(self.poll_interval))
@@ -630,16 +636,17 @@ class Watcher:
         return back
 
     def unwatched(self) -> dict[str, str]:
-        """The roots not watched now, each with why, for `tagwatch status`: a folder missing or
-        reached through a link was said only in the log, and status said "watching 1 folder" of the
-        one it refused.  Read without the lock (copies of a set and a dict): a status snapshot never
-        waits for an observer being stopped."""
+        """The roots not watched now, each with why, for `tagwatch status`: a folder missing, reached
+        through a link, or that inotify and polling both refused was said only in the log, and status
+        said "watching 1 folder" of it.  Read without the lock (copies of a set and dicts): a status
+        snapshot never waits for an observer being stopped."""
         gone = {str(root): "not there (a drive not plugged in, a share not mounted?); it is watched when "
                 "it appears" for root in set(self._missing)}
         linked = {str(root): f"reached through a symbolic link (it leads to {target}), not followed while "
                   "tagwatch runs; restart tagwatch to watch the folder it leads to, or put the folder back"
                   for root, target in dict(self._linked).items()}
-        return gone | linked
+        failed = {str(root): why for root, why in dict(self._failed).items()}
+        return failed | gone | linked
 
     def _refuse_link(self, root: Path, target: str) -> None:
         """``root`` is reached through a symbolic link now: its observer is stopped and one line says

@@ -407,7 +407,7 @@ class Writeback:
             fold(k) in held for k in wanted)
         return Outcome(job.path, Status.UNCHANGED if there else Status.TAGGED, job.tags, error=refused,
                        overridden=took, places=places, dropping=dropping, overwriting=overwriting,
-                       where=self.where_keywords(job.path))
+                       where=self.where_keywords(job.path) if there else "the file")
 
     def _refused(self, job: WriteJob) -> str | None:
         """Why the scan would refuse this photo (hard links, read-only), for a dry run to say."""
@@ -759,9 +759,10 @@ class Writeback:
         if writer is None:
             return "the file"
         photo = Path(path)
-        side = writer.uses_sidecar(photo)
+        embeds = writer.embeds(photo)  # reads a JPEG's first bytes: once, for uses_sidecar's answer too
+        side = writer.settings.target != "embedded" or not embeds  # KeywordWriter.uses_sidecar
         mates = [m.name for m in shared.stem_mates(writer, photo)] if side else []
-        return held_in(writer.embeds(photo), side, mates)
+        return held_in(embeds, side, mates)
 
     def record_done(self, job: WriteJob, st: os.stat_result, rules: TagRules) -> Outcome:
         """Step 3: the file holds its keywords (``st``: its stat after the write); record it tagged."""

@@ -193,6 +193,8 @@ def dry_line(outcome: Outcome) -> str | None:
     if outcome.status == Status.UNCHANGED and outcome.error is None:  # failed ones are said already
         # scores where this run has them (a photo whose keywords are all in it already), else none
         tags = ", ".join(k if math.isnan(s) else f"{k} ({s:.3f})" for k, s in outcome.tags)
+        if not tags and not place:  # nothing in it to be found anywhere
+            return f"{outcome.path}\t(no tag above threshold)"
         return f"{outcome.path}\t{tags or '(no tag above threshold)'}{place} (already in {outcome.where})"
     if outcome.status != Status.TAGGED:
         return None

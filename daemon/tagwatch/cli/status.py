@@ -78,7 +78,7 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
         lines.append("daemon    not running")
     else:
         unwatched = daemon.get("unwatched") or {}  # a folder missing, or replaced by a link
-        folders = watching(daemon["folders"], len(unwatched)) if "folders" in daemon else "watching ? folders"
+        folders = watching(daemon.get("folders"), len(unwatched))
         lines.append(f"daemon    running, pid {daemon['pid']}, up {duration(daemon.get('uptime_s', 0))}, "
                      f"{folders}, model "
                      f"{'loaded' if daemon.get('model_loaded') else 'unloaded (idle)'}" + as_of(daemon))

@@ -231,7 +231,7 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
     env.filters["decimal"] = number  # a threshold as calibrate writes it: 0.3, not float32's noise
     env.filters["ago"] = _ago
     env.filters["counted"] = counted  # "1 folder", "2 folders": as `tagwatch status` says it
-    env.filters["watching"] = lambda d: watching(d["folders"], len(d.get("unwatched") or {}))  # as status
+    env.filters["watching"] = lambda d: watching(d.get("folders"), len(d.get("unwatched") or {}))  # as status
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.setdefault("notice", library.notice)
