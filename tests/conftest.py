@@ -7,6 +7,7 @@ the same ``[model] name / pretrained`` path a user's local checkpoint takes.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -197,11 +199,79 @@ class Env:
         self.store.close()
 
 
+class _KeptExifTool:
+    """One ``exiftool -stay_open`` per test process, for reading back what was written: a fresh
+    exiftool costs about 0.1 CPU-seconds to start (Perl and its modules) and the suite reads back
+    some 1,200 times, most of them polling a photo until the daemon has written it; a kept one
+    answers in milliseconds.  Still exiftool, none of tagwatch's code: an independent reader.
+    Errors go to a file read after each command (exiftool writes them before its ``{ready}``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._errors: Any = None
+
+    def run(self, args: Sequence[str]) -> str:
+        """``exiftool ARGS``' standard output; CalledProcessError where it reports an error, as
+        ``subprocess.run(..., check=True)`` raised (a photo not there yet, while polling)."""
+        if any("\n" in a for a in args):  # the argument file is one argument a line
+            return subprocess.run(["exiftool", *args], check=True, capture_output=True, text=True).stdout
+        with self._lock:
+            proc = self._start()
+            assert proc.stdin is not None and proc.stdout is not None
+            seen = self._errors.tell()
+            proc.stdin.write("".join(f"{a}\n" for a in args) + "-execute\n")
+            proc.stdin.flush()
+            out = []
+            for line in proc.stdout:
+                if line == "{ready}\n":
+                    break
+                out.append(line)
+            else:
+                self._proc = None
+                raise subprocess.CalledProcessError(1, ["exiftool", *args], "".join(out), "exiftool ended")
+            self._errors.seek(seen)
+            errors = self._errors.read()
+        if any(line.startswith("Error") for line in errors.splitlines()):
+            raise subprocess.CalledProcessError(1, ["exiftool", *args], "".join(out), errors)
+        return "".join(out)
+
+    def _start(self) -> subprocess.Popen[str]:
+        if self._proc is None or self._proc.poll() is not None:
+            if self._errors is None:
+                # kept open as long as the exiftool writing into it: closed at exit
+                self._errors = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+                atexit.register(self.close)
+            self._proc = subprocess.Popen(["exiftool", "-stay_open", "True", "-@", "-"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
+                                          text=True, encoding="utf-8", errors="replace")
+        return self._proc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                assert self._proc.stdin is not None
+                with contextlib.suppress(OSError):
+                    self._proc.stdin.write("-stay_open\nFalse\n")
+                    self._proc.stdin.close()
+                try:
+                    self._proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+            self._proc = None
+
+
+_reader = _KeptExifTool()
+
+
+def exiftool_read(*args: str | Path) -> str:
+    """``exiftool ARGS``' output (``-j …`` for JSON) from the test process's kept exiftool."""
+    return _reader.run([str(a) for a in args])
+
+
 def exif_keywords(path: Path) -> dict[str, list[str]]:
     """What an independent reader (exiftool, UTF-8) finds in IPTC Keywords and XMP dc:subject."""
-    out = subprocess.run(
-        ["exiftool", "-j", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-XMP-dc:Subject", str(path)],
-        check=True, capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-XMP-dc:Subject", path)
     record = json.loads(out, parse_float=str, parse_int=str)[0]
 
     def as_list(value: object) -> list[str]:

@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import stat
-import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import TAGS, exif_keywords, noise_jpeg, tagwatch, write_config
+from conftest import TAGS, exif_keywords, exiftool_read, noise_jpeg, tagwatch, write_config
 from tagwatch.atomic import write_atomic
 from tagwatch.calibrate import (
     CalibrationError,
@@ -438,9 +437,8 @@ def test_calibrate_changes_the_keywords_the_next_scan_writes(tmp_path: Path, tin
 
 def _written(photo: Path) -> dict[str, list[str]]:
     """The keywords and hierarchical keywords exiftool reads back from ``photo``."""
-    out = subprocess.run(["exiftool", "-j", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-XMP-dc:Subject",
-                          "-XMP-lr:HierarchicalSubject", str(photo)], check=True, capture_output=True,
-                         text=True).stdout
+    out = exiftool_read("-j", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-XMP-dc:Subject",
+                        "-XMP-lr:HierarchicalSubject", str(photo))
     record = json.loads(out)[0]
     return {key: sorted(map(str, value if isinstance(value, list) else [value]))
             for key in ("Keywords", "Subject", "HierarchicalSubject") if (value := record.get(key))}

@@ -21,7 +21,16 @@ import pytest
 
 import synthetic
 import train_test_captioner as trainer
-from conftest import _SHARED_MODELS, REPO, SharedModel, exif_keywords, noise_jpeg, tagwatch, write_config
+from conftest import (
+    _SHARED_MODELS,
+    REPO,
+    SharedModel,
+    exif_keywords,
+    exiftool_read,
+    noise_jpeg,
+    tagwatch,
+    write_config,
+)
 from tagwatch.captions import from_config
 from tagwatch.config import CaptionsConfig, Config, ModelConfig, TaggingConfig, WriteConfig
 from tagwatch.metadata import ExifTool, KeywordWriter
@@ -82,10 +91,9 @@ class Captioning:
 
 def read_back(paths: list[Path]) -> dict[str, dict[str, object]]:
     """What exiftool finds in each photo: description fields, flat and hierarchical keywords."""
-    out = subprocess.run(["exiftool", "-j", "-G1", "-charset", "iptc=UTF8", "-XMP-dc:Description",
-                          "-IPTC:Caption-Abstract", "-IPTC:Keywords", "-XMP-dc:Subject",
-                          "-XMP-lr:HierarchicalSubject", *map(str, paths)],
-                         check=True, capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-G1", "-charset", "iptc=UTF8", "-XMP-dc:Description",
+                        "-IPTC:Caption-Abstract", "-IPTC:Keywords", "-XMP-dc:Subject",
+                        "-XMP-lr:HierarchicalSubject", *map(str, paths))
     records = json.loads(out, parse_float=str, parse_int=str)
 
     def as_list(value: object) -> list[str]:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
+from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, exiftool_read, tagwatch, write_config
 from shapes_lab import Lab
 from tagwatch.status import lock_path, state_path, write_state
 from tagwatch.store import Store
@@ -239,8 +239,7 @@ def test_json_log_lines_carry_places_and_what_a_person_took_out(shapes_lab: Lab,
     first = tagged_record()
     assert first["places"] == ["Italy", "Tuscany", "Florence"] and "declined" not in first
     assert "red" in first["tags"]
-    found = json.loads(subprocess.run(["exiftool", "-j", "-HierarchicalSubject", "-TagsList", str(photo)],
-                                      capture_output=True, text=True, check=True).stdout)[0]
+    found = json.loads(exiftool_read("-j", "-HierarchicalSubject", "-TagsList", str(photo)))[0]
     gone = ("red", "Florence")  # a tag and a place, taken out of every field as Lightroom does
     paths = [f"-XMP-lr:HierarchicalSubject-={p}" for p in found.get("HierarchicalSubject", [])
              if p.split("|")[-1] in gone]

@@ -5,11 +5,10 @@ shapes model, a real JPEG scanned by ``tagwatch scan``, exiftool to read back wh
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import synthetic
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
+from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, exiftool_read, tagwatch, write_config
 from tagwatch.vocabulary import parse_rich_tag_list
 
 GREEN = """\
@@ -40,8 +39,7 @@ synset = "poodle.n.01"
 
 
 def hierarchical(path: Path) -> list[str]:
-    out = subprocess.run(["exiftool", "-j", "-XMP-lr:HierarchicalSubject", str(path)], check=True,
-                         capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-XMP-lr:HierarchicalSubject", str(path))
     value = json.loads(out)[0].get("HierarchicalSubject", [])
     return [value] if isinstance(value, str) else [str(v) for v in value]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, exif_keywords, noise_jpeg
+from conftest import CORPUS, exif_keywords, exiftool_read, noise_jpeg
 from tagwatch.metadata import ExifTool, KeywordWriter
 
 
@@ -30,8 +30,7 @@ def exiftool(photo: Path, *args: str) -> None:
 def iptc(photo: Path) -> dict[str, object]:
     """Every IPTC dataset as an independent reader finds it (1:90 says how to decode; undeclared:
     UTF-8, as most readers assume today)."""
-    out = subprocess.run(["exiftool", "-j", "-charset", "iptc=UTF8", "-IPTC:all", str(photo)], check=True,
-                         capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-charset", "iptc=UTF8", "-IPTC:all", str(photo))
     record = json.loads(out, parse_float=str, parse_int=str)[0]
     record.pop("SourceFile")
     return record
@@ -145,8 +144,7 @@ def test_latin1_iptc_too_long_in_utf8_is_left_as_it_is(tmp_path: Path, writer: K
     before = photo.read_bytes()
     writer.apply(writer.plan(photo, ["harbour"]))
     assert photo.read_bytes() != before  # written: XMP
-    record = subprocess.run(["exiftool", "-j", "-charset", "iptc=latin", "-IPTC:all", str(photo)],
-                            check=True, capture_output=True, text=True).stdout
+    record = exiftool_read("-j", "-charset", "iptc=latin", "-IPTC:all", str(photo))
     assert json.loads(record)[0]["Keywords"] == word and "CodedCharacterSet" not in json.loads(record)[0]
     assert exif_keywords(photo)["xmp"] == [word, "harbour"]
 

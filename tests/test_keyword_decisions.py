@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, exif_keywords, noise_jpeg, tagwatch, write_config
+from conftest import Env, exif_keywords, exiftool_read, noise_jpeg, tagwatch, write_config
 from tagwatch.cli.status import COUNTS, render
 from tagwatch.config import PlacesConfig, TaggingConfig, WriteConfig
 from tagwatch.outcomes import Outcome, Status
@@ -42,8 +42,7 @@ def exiftool(photo: Path, *args: str) -> None:
 
 def fields(photo: Path, *tags: str) -> dict[str, list[str]]:
     """``tags`` as an independent exiftool reads them (UTF-8), each as a list; absent ones left out."""
-    out = subprocess.run(["exiftool", "-j", "-G1", "-charset", "iptc=UTF8", *(f"-{t}" for t in tags),
-                          str(photo)], check=True, capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-G1", "-charset", "iptc=UTF8", *(f"-{t}" for t in tags), str(photo))
     record = json.loads(out, parse_float=str, parse_int=str)[0]
     record.pop("SourceFile")
     return {k: [str(x) for x in v] if isinstance(v, list) else [str(v)] for k, v in record.items()}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, exif_keywords, noise_jpeg
+from conftest import CORPUS, exif_keywords, exiftool_read, noise_jpeg
 from tagwatch.formats import jpeg_key
 from tagwatch.metadata import ExifTool, FileChanged, KeywordWriter, MetadataError, is_temp_file
 
@@ -33,8 +33,7 @@ def copy_from_corpus(name: str, folder: Path) -> Path:
 
 
 def exif_json(path: Path, *tags: str) -> dict[str, object]:
-    out = subprocess.run(["exiftool", "-j", "-G1", *tags, str(path)], check=True, capture_output=True,
-                         text=True).stdout
+    out = exiftool_read("-j", "-G1", *tags, str(path))
     return json.loads(out)[0]
 
 
@@ -337,8 +336,7 @@ def test_a_new_dc_subject_that_untag_leaves_keeps_the_persons_keywords_beside_wh
     found = exif_keywords(photo)
     assert found["xmp"] == [*persons, word], found
     assert found["iptc"] == (persons if how == "added since" else [*persons, word]), found
-    out = subprocess.run(["exiftool", "-j", "-XMP-lr:HierarchicalSubject", str(photo)], check=True,
-                         capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-XMP-lr:HierarchicalSubject", str(photo))
     assert json.loads(out, parse_int=str)[0]["HierarchicalSubject"] == [*persons, word]
 
 

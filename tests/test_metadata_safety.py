@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import exif_keywords, noise_jpeg
+from conftest import exif_keywords, exiftool_read, noise_jpeg
 from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
 from xmp_damage import CLASSES, exiv2_reads, with_xmp, xmp_segment
 
@@ -27,8 +27,7 @@ def writer() -> Iterator[KeywordWriter]:
 
 def xmp_values(photo: Path) -> dict[str, set[str]]:
     """Every XMP property exiftool reads (each copy of a repeated one folded into one set)."""
-    out = subprocess.run(["exiftool", "-j", "-a", "-G1:4", "-XMP:all", str(photo)], capture_output=True,
-                         text=True, check=True).stdout
+    out = exiftool_read("-j", "-a", "-G1:4", "-XMP:all", str(photo))
     found: dict[str, set[str]] = {}
     for key, value in json.loads(out)[0].items():
         if key != "SourceFile":

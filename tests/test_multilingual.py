@@ -8,10 +8,9 @@ file is the same path a multilingual model takes.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from conftest import Env, noise_jpeg, tagwatch, write_config
+from conftest import Env, exiftool_read, noise_jpeg, tagwatch, write_config
 from tagwatch.config import TaggingConfig
 from tagwatch.vocabulary import load_vocabulary
 
@@ -41,9 +40,8 @@ keyword = "東京スカイツリーの夜景と隅田川の花火大会"   # 21 
 
 
 def read_back(photo: Path) -> dict[str, list[str]]:
-    out = subprocess.run(["exiftool", "-j", "-G1", "-charset", "iptc=UTF8", "-IPTC:Keywords",
-                          "-IPTC:CodedCharacterSet", "-XMP-dc:Subject", "-XMP-lr:HierarchicalSubject",
-                          str(photo)], check=True, capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-G1", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-IPTC:CodedCharacterSet",
+                        "-XMP-dc:Subject", "-XMP-lr:HierarchicalSubject", str(photo))
     record = json.loads(out)[0]
     as_list = lambda v: [] if v is None else [str(x) for x in v] if isinstance(v, list) else [str(v)]  # noqa: E731
     assert record.get("IPTC:CodedCharacterSet") == "UTF8"  # declared, so every reader decodes it

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, Env, exif_keywords, noise_jpeg, tagwatch, write_config
+from conftest import CORPUS, Env, exif_keywords, exiftool_read, noise_jpeg, tagwatch, write_config
 from tagwatch import writeback
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
@@ -394,8 +394,7 @@ def test_untag_command_on_a_folder(tmp_path: Path, tiny_checkpoint: Path) -> Non
 
 
 def hierarchical(photo: Path) -> list[str]:
-    out = subprocess.run(["exiftool", "-j", "-XMP-lr:HierarchicalSubject", str(photo)], check=True,
-                         capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-XMP-lr:HierarchicalSubject", str(photo))
     value = json.loads(out)[0].get("HierarchicalSubject", [])
     return value if isinstance(value, list) else [value]
 

@@ -18,7 +18,7 @@ import pillow_heif
 import pytest
 
 import synthetic
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env
+from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env, exiftool_read
 from tagwatch.cli.scan import dry_line
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
@@ -50,8 +50,7 @@ def subject(side: Path) -> set[str]:
     """The sidecar's dc:subject as exiftool reads it (empty where there is no sidecar)."""
     if not side.exists():
         return set()
-    out = subprocess.run(["exiftool", "-j", "-XMP-dc:Subject", str(side)], check=True, capture_output=True,
-                         text=True).stdout
+    out = exiftool_read("-j", "-XMP-dc:Subject", str(side))
     value = json.loads(out)[0].get("Subject", [])
     return {str(v) for v in (value if isinstance(value, list) else [value])}
 

@@ -18,7 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, Daemon, Env, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
+from conftest import (
+    CORPUS,
+    Daemon,
+    Env,
+    exif_keywords,
+    exiftool_read,
+    noise_jpeg,
+    status,
+    tagwatch,
+    wait_for,
+    write_config,
+)
 from tagwatch.config import ConfigError, PlacesConfig, TaggingConfig, WriteConfig, parse_config
 from tagwatch.formats import content_key
 from tagwatch.geotag import Places
@@ -91,8 +102,7 @@ def geotag(exiftool: ExifTool, photo: Path, *args: str) -> Path:
 
 
 def read_fields(photo: Path, *tags: str) -> dict[str, object]:
-    out = subprocess.run(["exiftool", "-j", "-G1", "-charset", "iptc=UTF8", *(f"-{t}" for t in tags),
-                          str(photo)], check=True, capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-G1", "-charset", "iptc=UTF8", *(f"-{t}" for t in tags), str(photo))
     record = json.loads(out)[0]
     record.pop("SourceFile")
     return record

@@ -21,7 +21,16 @@ from pathlib import Path
 import pytest
 
 import synthetic
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Daemon, Env, exif_keywords, noise_jpeg, wait_for
+from conftest import (
+    SHAPES_CHECKPOINT,
+    SHAPES_CONFIG,
+    Daemon,
+    Env,
+    exif_keywords,
+    exiftool_read,
+    noise_jpeg,
+    wait_for,
+)
 from conftest import tagwatch as cli
 from tagwatch.cli.explain import TAKEN_OUT, explain
 from tagwatch.cli.status import render, status
@@ -337,8 +346,7 @@ def test_a_tag_the_list_re_spells_replaces_ours_and_is_never_written_twice(tmp_p
         env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
         assert env.pipeline.retag() == (1, 1)
         assert held(photo, env) == {"Anna", "Red", "square", "colour", "polygon", "shape"}
-        out = subprocess.run(["exiftool", "-j", "-XMP-lr:HierarchicalSubject", str(photo)], check=True,
-                             capture_output=True, text=True).stdout
+        out = exiftool_read("-j", "-XMP-lr:HierarchicalSubject", str(photo))
         paths = json.loads(out)[0]["HierarchicalSubject"]
         assert "colour|Red" in paths and "colour|red" not in paths, paths
         assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED

@@ -23,6 +23,7 @@ from conftest import (
     Daemon,
     Env,
     exif_keywords,
+    exiftool_read,
     noise_jpeg,
     status,
     tagwatch,
@@ -197,8 +198,7 @@ def test_a_photo_deleted_takes_its_own_keywords_out_of_the_sidecar_it_shared(tmp
 
 def xmp_fields(path: Path) -> dict[str, list[str]]:
     """A sidecar's dc:subject and lr:hierarchicalSubject, as exiftool reads them."""
-    out = subprocess.run(["exiftool", "-j", "-Subject", "-HierarchicalSubject", str(path)],
-                         check=True, capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-Subject", "-HierarchicalSubject", str(path))
     record = json.loads(out)[0]
     return {tag: [str(v) for v in value] if isinstance(value := record.get(tag, []), list) else [str(value)]
             for tag in ("Subject", "HierarchicalSubject")}

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import synthetic
-from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, tagwatch
+from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, exiftool_read, tagwatch
 
 OLD = "5511b57"  # the first release (schema 3), the build the upgrade report started from
 FIELDS = ("IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList")
@@ -43,8 +43,7 @@ parent = "shape"
 
 def fields(photo: Path) -> dict[str, list[str]]:
     """The photo's keyword fields as exiftool reads them (absent fields left out)."""
-    out = subprocess.run(["exiftool", "-j", "-G1", "-charset", "iptc=UTF8", *(f"-{f}" for f in FIELDS),
-                          str(photo)], check=True, capture_output=True, text=True).stdout
+    out = exiftool_read("-j", "-G1", "-charset", "iptc=UTF8", *(f"-{f}" for f in FIELDS), str(photo))
     record = json.loads(out)[0]
     return {name: [str(v) for v in (value if isinstance(value, list) else [value])]
             for name, value in record.items() if name != "SourceFile"}

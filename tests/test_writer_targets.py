@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import noise_jpeg, tagwatch, write_config
+from conftest import exiftool_read, noise_jpeg, tagwatch, write_config
 from tagwatch.config import WriteConfig
 from tagwatch.formats import jpeg_key
 from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
@@ -162,11 +162,9 @@ def test_an_existing_sidecar_is_merged_never_clobbered(tmp_path: Path, exiftool:
     subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=holiday", "-XMP-xmp:Rating=4",
                     "-XMP-dc:Description=edited in darktable", "-o", str(sidecar)], check=True)
     sidecar.chmod(0o640)
-    before = json.loads(subprocess.run(["exiftool", "-j", "-G1", "-XMP:all", str(sidecar)],
-                                       capture_output=True, check=True, text=True).stdout)[0]
+    before = json.loads(exiftool_read("-j", "-G1", "-XMP:all", str(sidecar)))[0]
     assert writer.add(photo, ["beach", "holiday"]) == ["beach"]  # holiday was the person's
-    after = json.loads(subprocess.run(["exiftool", "-j", "-G1", "-XMP:all", str(sidecar)],
-                                      capture_output=True, check=True, text=True).stdout)[0]
+    after = json.loads(exiftool_read("-j", "-G1", "-XMP:all", str(sidecar)))[0]
     assert after.pop("XMP-dc:Subject") == ["holiday", "beach"]
     assert after.pop("XMP-lr:HierarchicalSubject") == ["holiday", "beach"]  # so that Immich sees them
     before.pop("XMP-dc:Subject")
