@@ -122,8 +122,9 @@ def test_a_silent_exiftool_is_said_once_then_stopped_and_the_photo_waits(
 # A stand-in named exiftool: runs the real one, and on a command naming a photo whose name holds
 # "crash" kills the real one and itself (SIGKILL), once for a "crashonce" photo, always for the others
 STAND_IN = """#!{python}
-import os, signal, subprocess, sys
-real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE)
+import ctypes, os, signal, subprocess, sys
+die_with_parent = lambda: ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # no orphan exiftool left polling
+real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE, preexec_fn=die_with_parent)
 for line in sys.stdin.buffer:
     if b"crash" in line and (b"crashonce" not in line or not os.path.exists({flag!r})):
         if b"crashonce" in line:

@@ -255,8 +255,9 @@ def test_a_second_untag_keeps_a_sidecar_that_was_there_before(tmp_path: Path) ->
 # A stand-in named exiftool: runs the real one and, while the file ARM exists, kills the real one and
 # itself (SIGKILL, as the OOM killer does) on the first command line holding ARM's text; ARM goes then
 STAND_IN = """#!{python}
-import os, signal, subprocess, sys
-real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE)
+import ctypes, os, signal, subprocess, sys
+die_with_parent = lambda: ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # no orphan exiftool left polling
+real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE, preexec_fn=die_with_parent)
 for line in sys.stdin.buffer:
     try:
         trigger = open({arm!r}, "rb").read().strip()
