@@ -261,6 +261,25 @@ class _KeptExifTool:
             self._proc = None
 
 
+def exiftool_stand_in(folder: Path, body: str) -> Path:
+    """An executable named exiftool in ``folder`` (made): it runs the real one as ``real`` and hands it
+    its input through ``body``, Python lines reading ``sys.stdin.buffer`` that may go silent or kill
+    (``os``, ``signal``, ``subprocess``, ``sys`` and ``time`` imported).  The real exiftool dies with
+    the stand-in (PR_SET_PDEATHSIG): one left behind when tagwatch stops a silent stand-in polls its
+    closed input for ever (four were still running after a suite)."""
+    real = shutil.which("exiftool")
+    assert real is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "exiftool"
+    path.write_text(f"#!{sys.executable}\n"
+                    "import ctypes, os, signal, subprocess, sys, time\n"
+                    "die_with_parent = lambda: ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
+                    f"real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE, "
+                    "preexec_fn=die_with_parent)\n" + body, encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
 _reader = _KeptExifTool()
 
 

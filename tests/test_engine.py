@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, exif_keywords, noise_jpeg, read_only_folder, wait_for
+from conftest import Env, exif_keywords, exiftool_stand_in, noise_jpeg, read_only_folder, wait_for
 from tagwatch import cores
 from tagwatch import worker as worker_module
 from tagwatch.config import TaggingConfig
@@ -334,15 +333,9 @@ def test_a_backlog_decodes_at_a_lower_priority_than_the_model_and_exiftool_a_lon
     assert all(len(exif_keywords(p)["iptc"]) == 3 for p in [lone, *first, *second])
 
 
-# A stand-in named exiftool: runs the real one, and goes silent for good (a stuck share) on the first
-# command that names a photo under a folder called "nas"; the real exiftool ends when it is stopped
-# The real exiftool dies with the stand-in (PR_SET_PDEATHSIG): one left behind when tagwatch stops a
-# silent stand-in keeps polling its closed input for ever (four such were still running after a suite)
-HANGS_ON_NAS = """#!{python}
-import ctypes, signal, subprocess, sys, time
-die_with_parent = lambda: ctypes.CDLL(None).prctl(1, signal.SIGKILL)
-real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE, preexec_fn=die_with_parent)
-for line in sys.stdin.buffer:
+# The stand-in's input (conftest.exiftool_stand_in): silent for good (a stuck share) from the first
+# command that names a photo under a folder called "nas"
+HANGS_ON_NAS = """for line in sys.stdin.buffer:
     if b"/nas/" in line:
         while True:
             time.sleep(60)
@@ -356,12 +349,7 @@ def test_a_stuck_share_beside_a_local_folder_keeps_its_photo_waiting_not_failed(
     """watch = [local folder, NAS]: the NAS stops answering while local photos keep being tagged.
     The NAS photo waits however often its silent exiftool is stopped (docs/faults.md); the local
     tagging counted as "exiftool worked on other photos" and failed it for good after 3 tries."""
-    real = shutil.which("exiftool")
-    assert real is not None
-    stand_in = tmp_path / "bin" / "exiftool"
-    stand_in.parent.mkdir()
-    stand_in.write_text(HANGS_ON_NAS.format(python=sys.executable, real=real), encoding="utf-8")
-    stand_in.chmod(0o755)
+    stand_in = exiftool_stand_in(tmp_path / "bin", HANGS_ON_NAS)
     env.exiftool.close()
     env.exiftool.executable, env.exiftool.timeout, env.exiftool.notice = str(stand_in), 1.5, 1.0
     local, nas = tmp_path / "local", tmp_path / "nas"

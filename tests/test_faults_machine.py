@@ -14,11 +14,9 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import signal
 import sqlite3
 import struct
-import sys
 import termios
 import threading
 from collections.abc import Callable
@@ -26,7 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_CONFIG, Daemon, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
+from conftest import (
+    TINY_CONFIG,
+    Daemon,
+    exif_keywords,
+    exiftool_stand_in,
+    noise_jpeg,
+    status,
+    tagwatch,
+    wait_for,
+    write_config,
+)
 from tagwatch.config import ModelConfig
 from tagwatch.encoder import LazyModel, ModelKilled
 from tagwatch.exiftool import ExifTool, ExifToolFault
@@ -119,13 +127,9 @@ def test_a_silent_exiftool_is_said_once_then_stopped_and_the_photo_waits(
         exiftool.close()
 
 
-# A stand-in named exiftool: runs the real one, and on a command naming a photo whose name holds
-# "crash" kills the real one and itself (SIGKILL), once for a "crashonce" photo, always for the others
-STAND_IN = """#!{python}
-import ctypes, os, signal, subprocess, sys
-die_with_parent = lambda: ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # no orphan exiftool left polling
-real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE, preexec_fn=die_with_parent)
-for line in sys.stdin.buffer:
+# The stand-in's input (conftest.exiftool_stand_in): on a command naming a photo whose name holds
+# "crash" it kills the real exiftool and itself (SIGKILL), once for a "crashonce" photo, always for others
+STAND_IN = """for line in sys.stdin.buffer:
     if b"crash" in line and (b"crashonce" not in line or not os.path.exists({flag!r})):
         if b"crashonce" in line:
             open({flag!r}, "w").close()
@@ -141,14 +145,8 @@ def test_a_photo_whose_exiftool_is_killed_is_tagged_and_one_that_kills_it_each_t
     """exiftool killed under a photo's write: the photo waits and is tagged with a fresh exiftool (it
     was failed for good, no retry on SIGHUP or restart).  A photo that kills it every time is failed
     as the file's fault after EXIFTOOL_TRIES tries, with one line saying so."""
-    real = shutil.which("exiftool")
-    assert real is not None
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    stand_in = bin_dir / "exiftool"
-    flag = str(tmp_path / "crashed-once")
-    stand_in.write_text(STAND_IN.format(python=sys.executable, real=real, flag=flag), encoding="utf-8")
-    stand_in.chmod(0o755)
+    exiftool_stand_in(bin_dir, STAND_IN.format(flag=str(tmp_path / "crashed-once")))
     photos = tmp_path / "photos"
     photos.mkdir()
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos])

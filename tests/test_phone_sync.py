@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pillow_heif
 import pytest
 
 import synthetic
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env, exiftool_read
+from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Env, exiftool_read, exiftool_stand_in
 from tagwatch.cli.scan import dry_line
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
@@ -252,13 +250,9 @@ def test_a_second_untag_keeps_a_sidecar_that_was_there_before(tmp_path: Path) ->
         env.close()
 
 
-# A stand-in named exiftool: runs the real one and, while the file ARM exists, kills the real one and
-# itself (SIGKILL, as the OOM killer does) on the first command line holding ARM's text; ARM goes then
-STAND_IN = """#!{python}
-import ctypes, os, signal, subprocess, sys
-die_with_parent = lambda: ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # no orphan exiftool left polling
-real = subprocess.Popen([{real!r}, *sys.argv[1:]], stdin=subprocess.PIPE, preexec_fn=die_with_parent)
-for line in sys.stdin.buffer:
+# The stand-in's input (conftest.exiftool_stand_in): while the file ARM exists, it kills the real exiftool
+# and itself (SIGKILL, as the OOM killer does) on the first command line holding ARM's text; ARM goes then
+STAND_IN = """for line in sys.stdin.buffer:
     try:
         trigger = open({arm!r}, "rb").read().strip()
     except OSError:
@@ -274,14 +268,9 @@ for line in sys.stdin.buffer:
 
 def _killing_exiftool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Put the stand-in first on PATH; returns the file that arms it."""
-    real = shutil.which("exiftool")
-    assert real is not None
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     arm = tmp_path / "arm"
-    stand_in = bin_dir / "exiftool"
-    stand_in.write_text(STAND_IN.format(python=sys.executable, real=real, arm=str(arm)), encoding="utf-8")
-    stand_in.chmod(0o755)
+    exiftool_stand_in(bin_dir, STAND_IN.format(arm=str(arm)))
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     return arm
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import Env, wait_for
 from tagwatch.outcomes import Status
 from tagwatch.overrides import correct, load_overrides
 from tagwatch.queue import Batch, BatchQueue, Delete, HalfMove, Move
@@ -62,6 +62,19 @@ def test_moves_into_folders_made_just_before_are_moves(tmp_path: Path) -> None:
     assert pairs == moved
 
 
+def sort_one_replace_the_other(env: Env, tmp_path: Path, moving: Path, leaving: Path) -> tuple[Path, Path]:
+    """``moving`` sorted into a folder made just before, ``leaving`` deleted and another picture put
+    there under its name; the half-seen moves the watcher reports for them applied.  Returns where
+    ``moving`` is now and the other picture."""
+    there = tmp_path / "phone-dad" / "2025" / "06" / moving.name
+    there.parent.mkdir(parents=True)
+    os.rename(moving, there)
+    stranger = photo(there.parent / leaving.name, "blue", "circle", 4242)
+    leaving.unlink()
+    env.pipeline.apply([HalfMove(str(moving), str(there)), HalfMove(str(leaving), str(stranger))])
+    return there, stranger
+
+
 def test_a_half_seen_move_takes_the_sidecar_along_and_a_stranger_is_no_move(tmp_path: Path) -> None:
     """The move as the watcher now reports it, applied: the record, ledger and sidecar follow the
     photo (one "moved" line, nothing tagged again).  A file that only has the name of a photo gone
@@ -71,12 +84,7 @@ def test_a_half_seen_move_takes_the_sidecar_along_and_a_stranger_is_no_move(tmp_
         moving = photo(tmp_path / "phone-mom" / "IMG_1017.HEIC", "green", "square", 1017)
         leaving = photo(tmp_path / "phone-mom" / "IMG_1018.HEIC", "red", "star", 1018)
         assert env.run(moving, leaving) == {"IMG_1017.HEIC": Status.TAGGED, "IMG_1018.HEIC": Status.TAGGED}
-        there = tmp_path / "phone-dad" / "2025" / "06" / moving.name
-        there.parent.mkdir(parents=True)
-        os.rename(moving, there)
-        stranger = photo(there.parent / leaving.name, "blue", "circle", 4242)
-        leaving.unlink()
-        env.pipeline.apply([HalfMove(str(moving), str(there)), HalfMove(str(leaving), str(stranger))])
+        there, stranger = sort_one_replace_the_other(env, tmp_path, moving, leaving)
         assert not Path(f"{moving}.xmp").exists() and subject(Path(f"{there}.xmp")) == {"green", "square"}
         assert not Path(f"{leaving}.xmp").exists()  # its keywords went with it: tagwatch made the file
         assert env.run(there, stranger) == {"IMG_1017.HEIC": Status.UNCHANGED, "IMG_1018.HEIC": Status.TAGGED}
@@ -101,12 +109,7 @@ def test_a_correction_follows_a_half_seen_move_only_to_the_photo_it_was(tmp_path
         env.pipeline.use_overrides(load_overrides(source, [tmp_path]))
         env.run(moving, leaving)
         assert "Oma" in subject(Path(f"{leaving}.xmp"))
-        there = tmp_path / "phone-dad" / "2025" / "06" / moving.name
-        there.parent.mkdir(parents=True)
-        os.rename(moving, there)
-        stranger = photo(there.parent / leaving.name, "blue", "circle", 4242)
-        leaving.unlink()
-        env.pipeline.apply([HalfMove(str(moving), str(there)), HalfMove(str(leaving), str(stranger))])
+        there, stranger = sort_one_replace_the_other(env, tmp_path, moving, leaving)
         rules = source.read_text(encoding="utf-8")
         assert f'"{there}"' in rules and f'"{moving}"' not in rules  # the photo's rule went with it
         assert f'"{stranger}"' not in rules  # the stranger is not the photo corrected
