@@ -249,3 +249,91 @@ def test_json_log_lines_carry_places_and_what_a_person_took_out(shapes_lab: Lab,
     again = tagged_record()
     assert sorted(again["declined"]) == ["Florence", "red"] and "red" not in again["tags"]
     assert again["places"] == ["Italy", "Tuscany"] and "circle" in again["tags"]  # as in the file
+
+
+# -- what a data-minded archivist read in the lines (a newline in a name, a comma in a keyword) ------
+
+QUOTED_LIST = """[[tag]]
+keyword = 'red, "scarlet"'
+prompts = ["a photo of a red."]
+
+[[tag]]
+keyword = "circle"
+threshold = 0.5
+
+[[tag]]
+keyword = "square"
+"""
+
+
+def test_a_dry_run_gives_one_line_a_script_can_read_per_photo(shapes_lab: Lab, tmp_path: Path) -> None:
+    """A line break in a file name split a photo's line in two, and ``red, "scarlet"`` read as
+    three keywords closed early: the name is escaped as the log escapes it, the keyword quoted with
+    its quotes doubled, so ``csv`` reads the keywords back."""
+    import csv
+
+    photos = shapes_lab.copy(tmp_path / "mine")
+    odd = photos["red-circle.jpg"].rename(tmp_path / "mine" / "red\ncircle.jpg")
+    tags = tmp_path / "quoted.toml"
+    tags.write_text(QUOTED_LIST, encoding="utf-8")
+    out = shapes_lab.run("scan", "--dry-run", "--tags", str(tags), str(tmp_path / "mine")).stdout
+    lines = out.splitlines()
+    assert len(lines) == 3, out  # one per photo
+    (line,) = [line for line in lines if "circle.jpg" in line]
+    name, _, keywords = line.partition("\t")
+    assert name == str(odd).replace("\n", "\\n"), line
+    read = [k.rsplit(" (", 1)[0] for k in next(csv.reader([keywords], skipinitialspace=True))]
+    assert sorted(read) == ['circle', 'red, "scarlet"'], line
+
+    explained = shapes_lab.run("explain", "--tags", str(tags), str(odd)).stdout
+    assert explained.splitlines()[0].startswith(f"{tmp_path}/mine/red\\ncircle.jpg: threshold "), explained
+
+
+def test_the_log_quotes_a_keyword_holding_quotes_so_that_it_reads_back() -> None:
+    line = tagged_line("/p/a.jpg", ['orange, "tangerine"', "circle"], [], [], 0.36, wrote=True)
+    assert line == 'tagged /p/a.jpg: "orange, ""tangerine""", circle'
+
+
+def test_explain_suggests_the_tag_a_name_begins(shapes_lab: Lab, tmp_path: Path) -> None:
+    """``--tag red`` on a list whose tag is ``red, "scarlet"`` suggested nothing of it (difflib's
+    ratio alone); the keyword the typed name begins comes first."""
+    photo = shapes_lab.copy(tmp_path / "mine")["red-circle.jpg"]
+    tags = tmp_path / "quoted.toml"
+    tags.write_text(QUOTED_LIST, encoding="utf-8")
+    result = tagwatch("explain", "--tags", str(tags), "--tag", "red", str(photo), "--config",
+                      str(shapes_lab.config))
+    assert result.returncode == 2, result.stderr
+    assert "(did you mean 'red, \"scarlet\"'" in result.stderr, result.stderr
+
+
+def test_a_photo_with_no_tag_says_whose_threshold_it_missed(shapes_lab: Lab, tmp_path: Path) -> None:
+    """With a tag's own threshold in the list, "no tag above threshold 0.45" was untrue of it."""
+    photo = shapes_lab.copy(tmp_path / "mine")["blue-square.jpg"]
+    tags = tmp_path / "own.toml"
+    tags.write_text('[[tag]]\nkeyword = "circle"\nthreshold = 0.3\n\n[[tag]]\nkeyword = "triangle"\n',
+                    encoding="utf-8")
+    result = shapes_lab.run("scan", "--tags", str(tags), str(photo))
+    assert (f"checked {photo}: no tag above its threshold (0.45, or the tag's own in the tag list); "
+            "nothing to write") in result.stderr, result.stderr
+    plain = tmp_path / "plain.txt"
+    plain.write_text("circle\ntriangle\n", encoding="utf-8")
+    photo = shapes_lab.copy(tmp_path / "yours")["blue-square.jpg"]
+    result = shapes_lab.run("scan", "--tags", str(plain), str(photo))
+    assert f"checked {photo}: no tag above threshold 0.45; nothing to write" in result.stderr, result.stderr
+
+
+def test_a_dry_run_counts_a_read_only_photo_with_nothing_to_write_as_the_scan_does(
+        shapes_lab: Lab, tmp_path: Path) -> None:
+    """A read-only photo that gets no tag was "1 would fail" in the dry run; the scan checks it and
+    counts it with no tag above the threshold.  One that gets a tag still would fail."""
+    photos = shapes_lab.copy(tmp_path / "mine")
+    for photo in photos.values():
+        photo.chmod(0o444)
+    dry = shapes_lab.run("scan", "--dry-run", "--threshold", "0.99", str(tmp_path / "mine"))
+    real = shapes_lab.run("scan", "--threshold", "0.99", str(tmp_path / "mine"))
+    counted = "scan: 3 photos: 3 with no tag above the threshold"
+    assert f"{counted} (dry run: no file written)" in dry.stderr, dry.stderr
+    assert counted in real.stderr, real.stderr
+    tagging = shapes_lab.run("scan", "--dry-run", str(photos["red-circle.jpg"]))
+    assert "(a scan would not write it: the file is read-only" in tagging.stdout, tagging.stdout
+    assert "1 would fail" in tagging.stderr, tagging.stderr

@@ -650,6 +650,18 @@ def test_moving_a_threshold_on_its_page_changes_which_photos_carry_it_without_en
     assert site.encoded() == encoded
 
 
+def test_a_score_just_below_a_threshold_never_reads_as_the_threshold() -> None:
+    """The tag page listed a photo scoring 0.5409 under "Just below (do not)" a threshold of 0.541
+    as "0.541": the scores beside a threshold (its neighbours, a keyword's hover) show as many more
+    decimals as tell them apart."""
+    from tagwatch.wording import score_beside
+
+    assert score_beside(0.5409, 0.541) == "0.5409"  # under it
+    assert score_beside(0.54102, 0.541) == "0.54102"  # over it
+    assert score_beside(0.612, 0.541) == "0.612"  # three decimals where they tell
+    assert score_beside(0.541, 0.541) == "0.541"  # at it: as it is
+
+
 # -- security ----------------------------------------------------------------------------------------
 
 def test_every_route_needs_the_token_and_photos_stay_inside_the_watched_folder(

@@ -159,6 +159,7 @@ class Pipeline:
         self.vocabulary: Vocabulary | None = None
         self.tags: TagMatrix | None = None
         self.thresholds = np.zeros(0, np.float32)  # per tag, in tag order
+        self._own_thresholds = False  # some tag has a threshold of its own (the log line of no tag says so)
         self.overrides = Overrides()
         self.fingerprint = ""
         self.cache = VectorCache(store, model.identity)
@@ -214,6 +215,7 @@ class Pipeline:
         self.vocabulary, self.tagging = vocabulary, tagging
         self.tags = TagMatrix.build(vocabulary, vectors)
         self.thresholds = thresholds(vocabulary, tagging.threshold)
+        self._own_thresholds = any(t.threshold not in (None, tagging.threshold) for t in vocabulary.tags)
         self._paths = vocabulary.hierarchy()
         self.expansion = Expansion.of(vocabulary, tagging)
         if self.captions is not None:
@@ -263,7 +265,7 @@ class Pipeline:
     def rules(self) -> TagRules:
         """What a write needs of the tag list and settings in use."""
         return TagRules(self.tagging.mode, self.tagging.threshold, self._paths, self.fingerprint,
-                        self.expansion.levels)
+                        self.expansion.levels, own_thresholds=self._own_thresholds)
 
     def decide(self, path: str, tags: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], Override]:
         """Predictions → what ``path`` should carry, after its overrides."""

@@ -11,10 +11,20 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
+def quoted(keyword: str) -> str:
+    """A keyword as a line of them shows it: as it is, or quoted where it holds a comma (rtag's
+    ImageNet keyword ``loudspeaker, speaker, speaker unit`` read as three keywords) or a double
+    quote, whose quotes are then doubled as in CSV (``orange, "tangerine"`` read as
+    ``"orange, "tangerine""``, a keyword closed early): Python's ``csv.reader`` with
+    ``skipinitialspace=True`` reads the line back into the keywords."""
+    if "," not in keyword and '"' not in keyword:
+        return keyword
+    return '"' + keyword.replace('"', '""') + '"'
+
+
 def listed(keywords: Iterable[str]) -> str:
-    """Keywords in a line, ``, ``-separated; one that holds a comma itself is quoted, or rtag's
-    ImageNet keyword ``loudspeaker, speaker, speaker unit`` read as three keywords taken out."""
-    return ", ".join(f'"{k}"' if "," in k else k for k in keywords)
+    """Keywords in a line, ``, ``-separated, each as :func:`quoted` shows it."""
+    return ", ".join(quoted(k) for k in keywords)
 
 
 def held_in(embeds: bool, sidecar: bool, shared_with: Sequence[str] = ()) -> str:
@@ -26,3 +36,13 @@ def held_in(embeds: bool, sidecar: bool, shared_with: Sequence[str] = ()) -> str
     if embeds:
         return f"the file and {side}" if sidecar else "the file"
     return side
+
+
+def score_beside(score: float, limit: float) -> str:
+    """A score shown beside a threshold: three decimals, or as many more (up to six) as it takes not
+    to read as the threshold itself: a photo at 0.5409 under a threshold of 0.541 read "0.541" in
+    the review page's list of those that do not get the tag.  One at the threshold reads as it."""
+    for places in range(3, 7):
+        if f"{score:.{places}f}" != f"{limit:.{places}f}":
+            return f"{score:.{places}f}"
+    return f"{score:.3f}"

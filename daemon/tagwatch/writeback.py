@@ -83,6 +83,7 @@ class TagRules:
     paths: Mapping[str, str] = field(default_factory=dict)  # keyword → hierarchical path, every tag
     fingerprint: str = ""  # of the tag list and settings: recorded with the tags
     levels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # tag → levels expansion adds
+    own_thresholds: bool = False  # some tag has its own threshold (a rich list): the line says so
 
     def sweeps(self, predicted: bool) -> bool:
         """Does a write take out what of ours is no longer predicted (keywords, our description)?
@@ -250,7 +251,7 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
                 threshold: float, wrote: bool, removed: Sequence[str] = (), dropped: Sequence[str] = (),
                 rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = (),
                 withdrawn: Sequence[str] = (), gave_back: Sequence[str] = (), respelled: Sequence[str] = (),
-                where: str = "the file") -> str:
+                where: str = "the file", own_thresholds: bool = False) -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
@@ -271,6 +272,9 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     brought up to date"; so are ``respelled``, keywords whose hierarchical path the write changed (a
     parent or ``[places] root`` edit: 243 photos read "fields brought up to date" of that).
 
+    ``own_thresholds``: some tag of the list has a threshold of its own, so "no tag above threshold
+    0.36" would be untrue of it: the line says "its threshold" and names both.
+
     ``where``: where the keywords are (:func:`~tagwatch.wording.held_in`): a HEIC's are "already in
     its sidecar", not "in the file".  A photo nothing was written into is "checked", never "tagged":
     ``scan`` counts it unchanged, and the line must not say otherwise; one rewritten only to take
@@ -278,8 +282,10 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     counted as written."""
     written = wrote or bool(removed or dropped)
     shown = [k for k in carried if k not in theirs] if written else list(carried)
+    below = (f"its threshold ({threshold}, or the tag's own in the tag list)" if own_thresholds
+             else f"threshold {threshold}")
     head = [listed(shown)] if shown else [] if kept_out or overridden or (written and theirs) else [
-        f"no tag above threshold {threshold}"]
+        f"no tag above {below}"]
     if places:
         head.append(f"place: {listed(places)}")
     if written and len(shown) < len(carried):
@@ -382,7 +388,6 @@ class Writeback:
         declined = (job.override.kept_out([*self.store.ledger(row.id, DECLINED), *taken])
                     if mine and row is not None else set())
         job = replace(job, tags=[(k, s) for k, s in job.tags if fold(k) not in declined])
-        refused = self._refused(job)
         took = list(job.override.took) if isinstance(job.override, Corrected) else []
         places: list[str] = []
         if self.places is not None and state is not None and self.reader is not None:
@@ -403,8 +408,10 @@ class Writeback:
         overwriting = sorted(k for k in in_file if k not in wanted and k not in owned)
         # every keyword in the file already (the person's, or ours): the scan would count it unchanged
         held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
-        there = bool(wanted) and not refused and not leaving and not overwriting and all(
-            fold(k) in held for k in wanted)
+        writes = bool(leaving or overwriting) or any(fold(k) not in held for k in wanted)
+        # a read-only photo with nothing to write is no failure: the scan checks it and goes on
+        refused = self._refused(job) if writes else None
+        there = bool(wanted) and not writes
         return Outcome(job.path, Status.UNCHANGED if there else Status.TAGGED, job.tags, error=refused,
                        overridden=took, places=places, dropping=dropping, overwriting=overwriting,
                        where=self.where_keywords(job.path) if there else "the file")
@@ -833,7 +840,7 @@ class Writeback:
             removed, dropped, rewrote=rewrote, theirs=theirs, overridden=overridden,
             withdrawn=withdrawn, gave_back=gave,
             respelled=plan.respelled if rewrote and plan is not None else (),
-            where=self.where_keywords(job.path)),
+            where=self.where_keywords(job.path), own_thresholds=rules.own_thresholds),
             extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote, overridden=overridden)
 

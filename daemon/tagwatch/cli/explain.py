@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import shlex
 import shutil
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from .. import logs
 from ..captions import Captions, Reading
-from ..casefold import fold, folded
+from ..casefold import fold, folded, resembling
 from ..config import Config
 from ..geotag import Places
 from ..metadata import ExifTool, Keywords, KeywordWriter, MetadataError
@@ -188,7 +187,7 @@ def render(explanation: Explanation, config: Config, top: int = 15, names: Seque
     """The header and the ``top`` best tags (0: all), with any tag further down that is written or
     that an override adds or removes; or, with ``names``, just those tags wherever they rank."""
     cap = config.tagging.top_k or "0 (no cap)"
-    out = [f"{explanation.path}: threshold {config.tagging.threshold}, top_k {cap}, "
+    out = [f"{logs.shown(explanation.path)}: threshold {config.tagging.threshold}, top_k {cap}, "
            f"model {explanation.model}", *explanation.place]
     if explanation.unwritten:
         out.append(explanation.unwritten)
@@ -222,8 +221,8 @@ def _named(explanation: Explanation, name: str, config: Config) -> Line:
     folded = {fold(keyword): line for keyword, line in reversed(known.items())}  # the first wins
     if fold(name) in folded:
         return folded[fold(name)]
-    close = difflib.get_close_matches(fold(name), list(folded), n=3)
-    hint = f" (did you mean {', '.join(repr(folded[c].keyword) for c in close)}?)" if close else ""
+    close = resembling(name, known)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
     raise UsageError(f"{name!r}: not in the tag list {config.tags}{hint}")
 
 

@@ -21,7 +21,7 @@ from ..model import model_identity
 from ..outcomes import Outcome, Status
 from ..queue import backlog_batch, backlog_take
 from ..store import Store
-from ..wording import counted, listed
+from ..wording import counted, listed, quoted
 from .common import (
     SKIPPED,
     UsageError,
@@ -188,17 +188,20 @@ def scan_on_ray(config: Config, paths: Iterable[str], total: int, *, address: st
 def dry_line(outcome: Outcome) -> str | None:
     """A dry run's line for a photo: the tags it would get with their scores (``override`` for a
     person's) and its place; for a photo tagged with these settings already, what it carries (the
-    store keeps no scores), so that every photo shows its tags."""
-    place = f"; place: {', '.join(outcome.places)}" if outcome.places else ""
+    store keeps no scores), so that every photo shows its tags.  One line per photo whatever its
+    name (escaped as the log escapes it) or its keywords (quoted as the log quotes them), so that a
+    script can read the lines."""
+    path = logs.shown(outcome.path)
+    place = f"; place: {listed(outcome.places)}" if outcome.places else ""
     if outcome.status == Status.UNCHANGED and outcome.error is None:  # failed ones are said already
         # scores where this run has them (a photo whose keywords are all in it already), else none
-        tags = ", ".join(k if math.isnan(s) else f"{k} ({s:.3f})" for k, s in outcome.tags)
+        tags = ", ".join(quoted(k) if math.isnan(s) else f"{quoted(k)} ({s:.3f})" for k, s in outcome.tags)
         if not tags and not place:  # nothing in it to be found anywhere
-            return f"{outcome.path}\t(no tag above threshold)"
-        return f"{outcome.path}\t{tags or '(no tag above threshold)'}{place} (already in {outcome.where})"
+            return f"{path}\t(no tag above threshold)"
+        return f"{path}\t{tags or '(no tag above threshold)'}{place} (already in {outcome.where})"
     if outcome.status != Status.TAGGED:
         return None
-    tags = ", ".join(f"{k} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags)
+    tags = ", ".join(f"{quoted(k)} ({'override' if math.isnan(s) else f'{s:.3f}'})" for k, s in outcome.tags)
     refused = f" (a scan would not write it: {outcome.error})" if outcome.error else ""
     removed = "; ".join(f"{what}: {listed(keywords)}" for what, keywords in (
         ("removed by an override", outcome.overridden),
@@ -206,7 +209,7 @@ def dry_line(outcome: Outcome) -> str | None:
         ("would take out, as overwrite mode does", outcome.overwriting)) if keywords)
     shown = "; ".join(part for part in (tags or ("" if outcome.overridden else "(no tag above threshold)"),
                                         removed) if part)
-    return f"{outcome.path}\t{shown}{place}{refused}"
+    return f"{path}\t{shown}{place}{refused}"
 
 
 def scan_func(args: argparse.Namespace) -> int:

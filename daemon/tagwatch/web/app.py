@@ -40,7 +40,7 @@ from ..metadata import ExifTool, KeywordWriter
 from ..overrides import CORRECTIONS
 from ..status import running_daemon, watching
 from ..store import FAILED, UNTAGGED, USER, Store
-from ..wording import counted
+from ..wording import counted, score_beside
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard
 from .corrections import Applier, CorrectionError, write_correction, write_threshold
 from .library import NEAR_MARGIN, Filters, Library
@@ -228,6 +228,7 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
                        near_margin=NEAR_MARGIN)
     env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "—"
     env.filters["score"] = lambda s: "—" if s is None else f"{s:.3f}"
+    env.filters["score_beside"] = score_beside
     env.filters["decimal"] = number  # a threshold as calibrate writes it: 0.3, not float32's noise
     env.filters["ago"] = _ago
     env.filters["counted"] = counted  # "1 folder", "2 folders": as `tagwatch status` says it

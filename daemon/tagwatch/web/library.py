@@ -38,7 +38,7 @@ from ..tagger import Expansion, TagMatrix, select, thresholds
 from ..vectors import text_vectors
 from ..vocabulary import Vocabulary, VocabularyError
 from ..watcher import PathFilter
-from ..wording import counted
+from ..wording import counted, score_beside
 from .paths import PhotoRoots, real
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ class Chip:
             return who
         level = (f" (a level above {self.above}: its score and threshold)" if self.above else
                  " (a keyword of the caption: [captions] threshold)" if self.caption else "")
-        return f"{who}; score {self.score:.3f}, threshold {self.threshold:.3f}{level}"
+        limit = self.score if self.threshold is None else self.threshold
+        return f"{who}; score {score_beside(self.score, limit)}, threshold {limit:.3f}{level}"
 
 
 @dataclass(frozen=True)
