@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,39 @@ def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path,
     everything = export(config)  # no PATH: every photo the database knows
     assert set(json.loads(everything.stdout)) == {str(kept)}
     assert f"{edited}: {not_encoded}" in everything.stderr
+
+
+def test_a_photo_whose_name_is_not_utf8_is_left_out_and_named_as_scan_names_it(
+        tmp_path: Path, config_file) -> None:
+    """Report xV #1: a copy from an old card with a Latin-1 name was exported with the raw byte in
+    the path, so no JSON or CSV reader could load the file (and a strict UTF-8 stdout ended in a
+    traceback and nothing written); one never encoded was told `tagwatch scan` would encode it, which
+    scan refuses.  Now both are left out, named on stderr as the log names them, with scan's reason."""
+    config = config_file()
+    lib = tmp_path / "lib"
+    good = noise_jpeg(lib / "good.jpg", seed=1)
+    assert tagwatch("scan", "--config", str(config), str(lib)).returncode == 0
+    copied = os.fsdecode(bytes(lib) + b"/caf\xe9 copy.jpg")
+    shutil.copyfile(good, copied)  # the same picture: its vector is cached
+    fresh = os.fsdecode(bytes(lib) + b"/gr\xfcn.jpg")
+    noise_jpeg(Path(fresh), seed=2)
+    reason = "not exported: the file name is not valid UTF-8; rename the file"
+    # strict as under most UTF-8 locales (the traceback), lenient as under C.UTF-8 (the raw bytes)
+    for errors, form in (("strict", "json"), ("surrogateescape", "csv")):
+        result = subprocess.run(
+            [sys.executable, "-m", "tagwatch", "export", "--config", str(config), "--format", form, str(lib)],
+            capture_output=True, timeout=120, cwd=tmp_path,
+            env={**os.environ, "PYTHONIOENCODING": f"utf-8:{errors}"})
+        said = result.stderr.decode("utf-8")
+        assert result.returncode == 0, said
+        out = result.stdout.decode("utf-8")  # valid UTF-8, every byte of it
+        if form == "json":
+            assert json.loads(out) == {"lib/good.jpg": exif_keywords(good)["iptc"]}
+        else:
+            assert [row[0] for row in csv.reader(io.StringIO(out))] == ["path", "lib/good.jpg"]
+        assert f"{copied!a}: {reason}\n" in said and f"{fresh!a}: {reason}\n" in said
+        assert "not encoded yet" not in said and "Traceback" not in said
+        assert "export: 1 photo; 2 not exported (listed above)" in said
 
 
 def test_a_photos_score_does_not_depend_on_the_photos_exported_with_it(tmp_path: Path) -> None:

@@ -83,6 +83,13 @@ def utf8_name(path: str) -> bool:
     return True
 
 
+def not_utf8_names(paths: Iterable[str]) -> list[str]:
+    """Those of ``paths`` every command refuses, :data:`NOT_UTF8` their reason: the daemon and
+    ``scan`` skip them here (:meth:`Pipeline.select`), ``export`` leaves them out by the same rule.
+    ``isprintable`` first, as it is quick and no name decoded with surrogate escapes passes it."""
+    return [p for p in paths if not p.isprintable() and not utf8_name(p)]
+
+
 def _read(photo: Photo) -> ImageError | ReadFailed | None:
     """:func:`read_key` for a pool's ``map``: the problem instead of raising it."""
     try:
@@ -280,7 +287,7 @@ class Pipeline:
         a name the store cannot hold).  Both engines start here."""
         paths = list(dict.fromkeys(paths))
         outcomes: list[Outcome] = []
-        unnamed = [p for p in paths if not p.isprintable() and not utf8_name(p)]
+        unnamed = not_utf8_names(paths)
         for path in unnamed:  # the store keys files by UTF-8 path; such a name cannot be recorded
             reason = NOT_UTF8
             # a `skipped` event, as any other's; its path with the bytes UTF-8 lacks as \xff, unquoted

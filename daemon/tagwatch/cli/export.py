@@ -22,7 +22,8 @@ from ..export import (
     with_places,
 )
 from ..geotag import Places
-from ..pipeline import Pipeline
+from ..logs import shown
+from ..pipeline import NOT_UTF8, Pipeline, not_utf8_names
 from ..scoring import tag_thresholds
 from ..store import Store
 from ..wording import counted
@@ -38,7 +39,9 @@ def export(config: Config, given: Sequence[str],
     (:func:`tagwatch.export.as_written`: its corrections, not what a person took out), with its place
     keywords (``[places]`` on) and its caption, caption keywords and scored candidates (``[captions]``
     on, from the cached captions: no photo is captioned here); and for each photo without a vector,
-    the reason.  ``skipped`` receives the named paths that are no photo (none there, another file)."""
+    the reason, as for each photo whose name is not valid UTF-8 (scan and the daemon refuse it too:
+    :func:`tagwatch.pipeline.not_utf8_names`).  ``skipped`` receives the named paths that are no photo
+    (none there, another file)."""
     if not config.database.exists():
         raise UsageError(f"{config.database}: no database yet; `tagwatch scan` or `tagwatch run` makes it")
     store = Store(config.database)
@@ -47,9 +50,12 @@ def export(config: Config, given: Sequence[str],
         try:
             named = expand(given, config.exclude, skipped=skipped, watched=config.watch)
             paths = list(dict.fromkeys(named)) if given else sorted(store.files_under("/"))
+            refused = set(not_utf8_names(paths))  # scan's rule: a name no JSON or CSV reader would load
+            paths = [p for p in paths if p not in refused]
             keys: dict[str, bytes] = {}
             with progress(len(paths)) as bar:
                 vectors, missing = cached_vectors(store, pipeline.model.identity, paths, bar.advance, keys)
+            missing.update(dict.fromkeys(refused, NOT_UTF8))
             assert pipeline.vocabulary is not None and pipeline.tags is not None
             thresholds = tag_thresholds(pipeline.vocabulary.tags, config.tagging.threshold)
             kept = kept_out(store, pipeline.overrides, keys)
@@ -83,13 +89,13 @@ def export_func(args: argparse.Namespace) -> int:
     skipped: list[str] = []
     results, missing = export(config, args.paths, skipped=skipped)
     for path, reason in sorted(missing.items()):
-        print(f"{path}: not exported: {reason}", file=sys.stderr)
+        print(f"{shown(path)}: not exported: {reason}", file=sys.stderr)
     render = render_json if args.format == "json" else render_csv
     sys.stdout.write(render(results, os.getcwd(), args.scores, config.captions.enabled))
     left = len(missing) + len(skipped)
     print(f"export: {counted(len(results), 'photo')}"
           + (f"; {left} not exported (listed above)" if left else ""), file=sys.stderr)
-    return 1 if skipped else 0  # a photo not encoded yet is listed, not an error: the daemon may get to it
+    return 1 if skipped else 0  # a photo left out is listed, not an error: the rest is exported whole
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
