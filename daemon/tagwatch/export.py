@@ -1,7 +1,9 @@
 """``tagwatch export``: every photo's tags as JSON or CSV, re-scored from the cached vectors.
 
-What is exported is what tagwatch writes into each photo (or would, once it gets to it): the
-predictions, with the photo's corrections applied and without a keyword a person took out of it.
+What is exported is what tagwatch would write into each photo today (or will, once it gets to it):
+the predictions, with the photo's corrections applied and without a keyword a person took out of it.
+The file may hold more: a person's own keywords, and in append mode those tagwatch wrote before and
+no longer predicts (docs/export.md).
 No image is encoded: a photo whose pixels have a vector in the store (for this model) is scored
 against the current tag list; any other photo is reported as not encoded.  A photo's content key is
 taken from the store while its size and modification time still match what was recorded, and
