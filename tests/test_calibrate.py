@@ -176,6 +176,29 @@ def test_calibrate_writes_only_thresholds_that_change_and_improve_as_the_review_
     assert listed.read_text(encoding="utf-8") == CAL_TAGS
 
 
+def test_a_twin_already_there_names_the_tags_line_that_would_use_it(tmp_path: Path) -> None:
+    """The second `calibrate` of a .txt list kept outside the config's folder said `set tags =
+    "plain.toml"`, a file the config's folder does not hold, while the first run's success message
+    gave the whole path.  Both now give the line that names the twin from the config's folder."""
+    from tagwatch.calibrate import save_thresholds
+    from tagwatch.config import Config
+
+    conf, lists = tmp_path / "conf", tmp_path / "lists"
+    for folder in (conf, lists):
+        folder.mkdir()
+        (folder / "plain.txt").write_text("red\n", encoding="utf-8")
+        (folder / "plain.toml").write_text('[[tag]]\nkeyword = "red"\n', encoding="utf-8")
+    elsewhere = Config(tags=lists / "plain.txt", source=conf / "config.toml")
+    with pytest.raises(CalibrationError) as refused:
+        save_thresholds(elsewhere, ["red"], {"red": 0.3})
+    twin = lists / "plain.toml"
+    assert str(refused.value) == (f'{twin} already exists; set tags = "{twin}" in the config to calibrate '
+                                  "it, or move it away")
+    beside = Config(tags=conf / "plain.txt", source=conf / "config.toml")
+    with pytest.raises(CalibrationError, match=r'; set tags = "plain\.toml" in the config'):
+        save_thresholds(beside, ["red"], {"red": 0.3})
+
+
 def test_a_child_tags_examples_say_nothing_about_its_parent(tmp_path: Path) -> None:
     keywords = ["animal", "dog", "golden retriever"]
     ancestors = {"golden retriever": ("animal", "dog"), "dog": ("animal",)}

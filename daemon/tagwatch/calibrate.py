@@ -365,7 +365,7 @@ def save_thresholds(config: Config, keywords: Sequence[str], thresholds: Mapping
     target = folder / f"{tags.stem}.toml"
     with editing(target):  # never over a twin another save made meanwhile
         if target.exists():
-            raise CalibrationError(f"{target} already exists; set tags = {toml_string(target.name)} in "
+            raise CalibrationError(f"{target} already exists; set {_tags_line(config, target)} in "
                                    "the config to calibrate it, or move it away")
         placed = ""
         if rich:
@@ -380,6 +380,12 @@ def save_thresholds(config: Config, keywords: Sequence[str], thresholds: Mapping
                           "above them)")
         write_atomic(target, text, like=tags)
     where = config.source or default_config_path()
-    name = target.name if config.source and target.parent == config.source.parent else str(target)
     return (f"wrote {target}: the tags of {tags.name} with {_count(thresholds)}{placed}.\n"
-            f"To use it, set in {where}:\n    tags = {toml_string(name)}")
+            f"To use it, set in {where}:\n    {_tags_line(config, target)}")
+
+
+def _tags_line(config: Config, target: Path) -> str:
+    """The config line that switches to the tag list ``target``: its bare name beside the config, else
+    its whole path (a config's paths are relative to the config's folder, not to the tag list's)."""
+    name = target.name if config.source and target.parent == config.source.parent else str(target)
+    return f"tags = {toml_string(name)}"
