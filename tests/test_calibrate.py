@@ -95,7 +95,7 @@ def test_before_and_after_numbers_on_a_constructed_case(tmp_path: Path) -> None:
     keywords = ["beach", "forest", "city"]
     folders = {"beach": ["b1", "b2"], "forest": ["f1"], "none": ["n1", "n2"]}
     data = labels(folders, keywords, {}, tmp_path)
-    assert data.paths == ["b1", "b2", "f1", "n1", "n2"] and data.columns == [0, 1]
+    assert data.pictures == ["b1", "b2", "f1", "n1", "n2"] and data.columns == [0, 1]
     #                  beach  forest  city
     scores = np.array([[0.30, 0.10, 0.5],   # b1
                        [0.26, 0.12, 0.5],   # b2
@@ -166,13 +166,13 @@ def test_calibrate_writes_only_thresholds_that_change_and_improve_as_the_review_
     listed = tmp_path / "tags.toml"
     listed.write_text(CAL_TAGS, encoding="utf-8")
     config = Config(tags=listed, tagging=TaggingConfig(threshold=0.36), source=tmp_path / "config.toml")
-    said = write(config, Calibration(results, keywords, 6, 0))
+    said = write(config, Calibration(results, keywords, 6, 6, 0))
     assert said == f"wrote 1 threshold into {listed}"
     assert listed.read_text(encoding="utf-8") == CAL_TAGS.replace(
         'keyword = "beach"\n', 'keyword = "beach"\nthreshold = 0.2\n')  # circle and red still follow 0.36
     only_kept = [r for r in results if r.kept]
     listed.write_text(CAL_TAGS, encoding="utf-8")
-    assert write(config, Calibration(only_kept, keywords, 6, 0)).startswith("nothing written")
+    assert write(config, Calibration(only_kept, keywords, 6, 6, 0)).startswith("nothing written")
     assert listed.read_text(encoding="utf-8") == CAL_TAGS
 
 
@@ -204,7 +204,7 @@ def test_a_child_tags_examples_say_nothing_about_its_parent(tmp_path: Path) -> N
     ancestors = {"golden retriever": ("animal", "dog"), "dog": ("animal",)}
     folders = {"golden retriever": ["g1"], "dog": ["d1", "g1"], "none": ["n1"]}
     data = labels(folders, keywords, ancestors, tmp_path)
-    g1, d1, n1 = (data.paths.index(p) for p in ("g1", "d1", "n1"))
+    g1, d1, n1 = (data.pictures.index(p) for p in ("g1", "d1", "n1"))
     assert data.truth[g1].tolist() == [False, True, True]
     assert data.considered[g1].tolist() == [False, True, True]  # not a negative of animal
     assert data.considered[d1].tolist() == [False, True, True]
@@ -390,23 +390,44 @@ def test_calibrate_from_the_command_line_counts_no_child_example_as_a_negative_o
     """A photo of a golden retriever is also a dog and a pet: it must not count against them.
     (The command once read a ``parent`` attribute the tags do not have, so every child example was
     counted as a negative of its parent and grandparent.)  Only the folders matter here, not what
-    the photos show: they are copies of the lab's, whose vectors are cached."""
+    the photos show: six different pictures (copies of one would be one picture)."""
     hierarchy = tmp_path / "tags.toml"
     hierarchy.write_text(HIERARCHY, encoding="utf-8")
     examples = tmp_path / "examples"
-    photos = sorted(shapes_lab.library.iterdir())
+    seed = 4100
     for name, count in {"pet": 1, "dog": 2, "golden retriever": 1, "none": 2}.items():
-        (examples / name).mkdir(parents=True)
         for i in range(count):
-            shutil.copy(photos[i], examples / name / f"{i}.jpg")
+            seed += 1
+            noise_jpeg(examples / name / f"{i}.jpg", seed=seed)
     result = tagwatch("calibrate", "--dry-run", "--tags", str(hierarchy), str(examples),
                       "--config", str(shapes_lab.config))
     assert result.returncode == 0, result.stderr
-    assert "6 example photos (0 encoded now" in result.stdout
+    assert "6 example photos (" in result.stdout
     rows = {keyword: re.split(r"\s{2,}", line.strip())[1:3] for line in result.stdout.splitlines()
             for keyword in ("pet", "dog", "golden retriever") if line.startswith(keyword + " ")}
     # positives, negatives: pet's negatives are none/ only; dog's are pet/ and none/
     assert rows == {"pet": ["1", "2"], "dog": ["2", "3"], "golden retriever": ["1", "5"]}
+
+
+def test_the_same_picture_in_two_folders_is_a_positive_of_both_and_counted_once(
+        shapes_lab: Any, tmp_path: Path) -> None:
+    """The docs say the same photo in two folders is a positive for both; examples were keyed by path,
+    so a red circle copied into red/ and circle/ was also a negative of each other tag: red had 3
+    negatives and 50% precision where every red prediction is a red photo.  A copy is the same
+    picture (its content key, as the cache knows): a positive of both, a negative of neither, once."""
+    examples = tmp_path / "examples"
+    for folder, photo, name in (("red", "red-circle.jpg", "a.jpg"), ("circle", "red-circle.jpg", "b.jpg"),
+                                ("none", "blue-square.jpg", "c.jpg"),
+                                ("none", "green-triangle.jpg", "d.jpg")):
+        (examples / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shapes_lab.library / photo, examples / folder / name)
+    result = shapes_lab.run("calibrate", "--dry-run", str(examples))
+    assert "4 example photos: 3 pictures, copies counted once (0 encoded now" in result.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()
+            if line.startswith(("red ", "circle "))}
+    assert set(rows) == {"red", "circle"}
+    for row in rows.values():  # pos, neg, threshold before; precision, recall and F1 before and after
+        assert row[:3] + row[4:10] == ["1", "2", "0.45"] + ["100%"] * 6
 
 
 TAGS_TOML = """\

@@ -1,10 +1,10 @@
 """``tagwatch calibrate``: per-tag thresholds learnt from a few example photos per tag.
 
 The examples folder holds one folder per tag, named exactly as its keyword, plus ``none`` for photos
-that should get none of the tags.  Every photo is a positive for its folder's tag and a negative for
-every other tag, except that a photo of a child tag (``golden retriever``) says nothing about its
-ancestors (``dog``, ``animal``): it is left out of their counts.  Each tag gets the threshold whose
-decisions ``score > threshold`` have the best F1 on its examples.
+that should get none of the tags.  Every picture (copies are one) is a positive for its folders' tags
+and a negative for every other tag, except that a photo of a child tag (``golden retriever``) says
+nothing about its ancestors (``dog``, ``animal``): it is left out of their counts.  Each tag gets the
+threshold whose decisions ``score > threshold`` have the best F1 on its examples.
 
 The thresholds are written into the rich tag list by editing its text, so a person's comments,
 order and layout survive; a plain ``.txt`` list gets a ``.toml`` twin instead, naming the WordNet
@@ -19,7 +19,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,26 +64,30 @@ def read_examples(root: Path) -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class Labels:
-    paths: list[str]
-    truth: np.ndarray  # (photos, tags) bool: the photo is an example of the tag
-    considered: np.ndarray  # (photos, tags) bool: the pair counts (positive or negative)
+    pictures: list[Hashable]  # each once, however many folders hold it
+    truth: np.ndarray  # (pictures, tags) bool: the picture is an example of the tag
+    considered: np.ndarray  # (pictures, tags) bool: the pair counts (positive or negative)
     columns: list[int]  # the tags that have examples, in tag-list order
 
 
-def labels(folders: Mapping[str, Sequence[str]], keywords: Sequence[str],
+def labels(folders: Mapping[str, Sequence[Hashable]], keywords: Sequence[str],
            ancestors: Mapping[str, Sequence[str]], root: Path) -> Labels:
     """The positives and negatives of each tag; a folder that names no tag is an error (a typo
     would otherwise calibrate nothing and say nothing).  ``ancestors`` maps a keyword to its
-    ancestors' keywords (a vocabulary tag's ``parents``); a keyword without any may be left out."""
+    ancestors' keywords (a vocabulary tag's ``parents``); a keyword without any may be left out.
+
+    ``folders`` hold pictures, not files: the command passes each photo's content key, so a copy of
+    one picture in ``red/`` and ``circle/`` is one picture, a positive of both tags and a negative of
+    neither, counted once (keyed by path, each copy was a negative of the other folder's tag)."""
     index = {k: i for i, k in enumerate(keywords)}
     for name in folders:
         if name != NEGATIVES and name not in index:
             close = difflib.get_close_matches(name, list(index), n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise CalibrationError(f"{root / name}: no tag with the keyword {name!r} in the tag list{hint}")
-    paths = list(dict.fromkeys(p for photos in folders.values() for p in photos))
-    row = {p: i for i, p in enumerate(paths)}
-    truth = np.zeros((len(paths), len(keywords)), bool)
+    pictures = list(dict.fromkeys(p for photos in folders.values() for p in photos))
+    row = {p: i for i, p in enumerate(pictures)}
+    truth = np.zeros((len(pictures), len(keywords)), bool)
     considered = np.ones_like(truth)
     for name, photos in folders.items():
         if name == NEGATIVES:
@@ -95,7 +99,7 @@ def labels(folders: Mapping[str, Sequence[str]], keywords: Sequence[str],
             considered[row[photo], above] = False
     considered |= truth  # a photo filed under the parent too is its positive
     columns = [index[name] for name, photos in folders.items() if name != NEGATIVES and photos]
-    return Labels(paths, truth, considered, sorted(columns))
+    return Labels(pictures, truth, considered, sorted(columns))
 
 
 # -- thresholds ----------------------------------------------------------------------------------

@@ -480,12 +480,15 @@ class Pipeline:
         return vectors[path]
 
     def vectors_for(self, paths: Sequence[str], batch_size: int = 32,
-                    captions: dict[str, str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+                    captions: dict[str, str] | None = None, keys: dict[str, bytes] | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """Image vectors of files, from the cache or freshly encoded and cached, ``batch_size`` at a
         time; records no file state and writes nothing (``explain``, ``calibrate``, evaluation).
 
         Returns the vectors by path and, for files that could not be used, the reason; with captions
-        on, ``captions`` receives each photo's caption (cached, or generated and cached).
+        on, ``captions`` receives each photo's caption (cached, or generated and cached); ``keys``
+        receives the content key of each photo with a vector (copies share one: ``calibrate``
+        counts a picture once).
         """
         vectors: dict[str, np.ndarray] = {}
         errors: dict[str, str] = {}
@@ -507,6 +510,8 @@ class Pipeline:
             self._fill_vectors(photos, outcomes, dry_run=True, caption=captions is not None)
             errors.update((o.path, o.error or o.status) for o in outcomes)
             vectors.update((p.path, p.vector) for p in photos if p.vector is not None)
+            if keys is not None:
+                keys.update((p.path, p.key) for p in photos if p.vector is not None and p.key is not None)
             if captions is not None:
                 captions.update((p.path, p.caption) for p in photos if p.caption is not None)
         return vectors, errors

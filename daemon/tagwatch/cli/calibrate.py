@@ -34,6 +34,7 @@ class Calibration:
     results: list[TagResult]
     keywords: list[str]  # the whole tag list, in order
     photos: int  # example photos with a vector
+    pictures: int  # of which different pictures (a copy in another folder is the same picture)
     encoded: int  # of which encoded now (the rest came from the cache)
 
 
@@ -53,10 +54,12 @@ def measure(config: Config, root: Path,
             encoded_before = store.stats(pipeline.model.identity)["encoded"]
             paths = list(dict.fromkeys(p for photos in folders.values() for p in photos))
             vectors: dict[str, np.ndarray] = {}
+            keys: dict[str, bytes] = {}  # path → content key: the picture, as the cache knows it
             size = config.batch.size
             with progress(len(paths)) as bar:
                 for start in range(0, len(paths), size):
-                    found, _ = pipeline.vectors_for(paths[start:start + size], size)  # failures are logged
+                    found, _ = pipeline.vectors_for(paths[start:start + size], size,  # failures are logged
+                                                    keys=keys)
                     vectors.update(found)
                     bar.advance(len(paths[start:start + size]))
             encoded = store.stats(pipeline.model.identity)["encoded"] - encoded_before
@@ -64,14 +67,15 @@ def measure(config: Config, root: Path,
             pipeline.close()
     finally:
         store.close()
-    usable = {name: [p for p in photos if p in vectors] for name, photos in folders.items()}
+    usable = {name: [keys[p] for p in photos if p in vectors] for name, photos in folders.items()}
     for name, photos in usable.items():
         if name != NEGATIVES and not photos:
             log.warning("%s: no usable example photo; its tag keeps its threshold", root / name)
     data = labels(usable, keywords, ancestors, root)
     if not data.columns:
         raise UsageError(f"{root}: no tag has a usable example photo")
-    scores = pipeline.tags.scores(np.stack([vectors[p] for p in data.paths]))
+    by_key = {keys[p]: vector for p, vector in vectors.items()}
+    scores = pipeline.tags.scores(np.stack([by_key[k] for k in data.pictures]))
     results = calibrate(scores, data, keywords, tag_thresholds(tags, config.tagging.threshold))
     for result in results:
         if not result.negatives:
@@ -79,7 +83,7 @@ def measure(config: Config, root: Path,
                         "nothing says how low another photo may score; add photos that should not get it "
                         "to %s (or examples of other tags in their folders)", result.keyword,
                         result.positives, "" if result.positives == 1 else "s", root / NEGATIVES)
-    return Calibration(results, list(keywords), len(data.paths), encoded)
+    return Calibration(results, list(keywords), len(vectors), len(data.pictures), encoded)
 
 
 def write(config: Config, calibration: Calibration) -> str:
@@ -95,8 +99,10 @@ def write(config: Config, calibration: Calibration) -> str:
 def calibrate_func(args: argparse.Namespace) -> int:
     config = with_flags(load(args), args)
     calibration = measure(config, Path(args.examples).expanduser().absolute())
-    print(f"{calibration.photos} example photos ({calibration.encoded} encoded now, the rest from the "
-          f"cache); decisions are score > threshold, top_k not applied")
+    copies = (f": {calibration.pictures} pictures, copies counted once"
+              if calibration.pictures < calibration.photos else "")
+    print(f"{calibration.photos} example photos{copies} ({calibration.encoded} encoded now, the rest from "
+          f"the cache); decisions are score > threshold, top_k not applied")
     sys.stdout.write(render_table(calibration.results))
     if kept := kept_line(calibration.results):
         print(kept)
