@@ -22,7 +22,8 @@ photos of a class WordNet cannot place count only when the prediction is exactly
 
 ``labels``: a CSV whose first column is a photo (relative to the CSV's folder) and whose other
 columns hold its labels, several per cell separated by ``;`` (an optional header row starts with
-``file``, ``path`` or ``image``).  The photos are tagged as the daemon would tag them (each tag's own
+``file``, ``path`` or ``image``); a label names a tag as keywords are compared (case and Unicode
+normalisation aside).  The photos are tagged as the daemon would tag them (each tag's own
 threshold where the tag list has one, else ``tagging.threshold``; at most ``top_k``; the levels that
 expansion adds are left out, so each tag is judged on its own score) and
 precision, recall and F1 are printed for the global threshold, for the per-tag thresholds when the
@@ -50,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from tagwatch.casefold import fold
 from tagwatch.config import Config, ConfigError, load_config
 from tagwatch.encoder import LazyModel
 from tagwatch.formats import IMAGE_SUFFIXES
@@ -200,12 +202,12 @@ def prompt_vocabulary(classes: list[str], templates: tuple[str, ...], source: Pa
 
 def list_vocabulary(classes: list[str], tags: Vocabulary) -> Vocabulary:
     """The classes as the tag list ``tags`` describes them (its prompts, synonyms, synsets)."""
-    known = {tag.keyword: tag for tag in tags.tags}
-    missing = [c for c in classes if c not in known]
+    known = {fold(tag.keyword): tag for tag in tags.tags}
+    missing = [c for c in classes if fold(c) not in known]
     if missing:
         raise EvaluationError(f"{tags.source}: class {missing[0]!r} is not a tag in the list"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    return Vocabulary(tags=tuple(known[c] for c in classes), source=tags.source)
+    return Vocabulary(tags=tuple(known[fold(c)] for c in classes), source=tags.source)
 
 
 # -- the hierarchy ------------------------------------------------------------------------------
@@ -217,10 +219,10 @@ def class_paths(classes: list[str], folders_of: dict[str, list[str]], tags: Voca
                 wordnet: WordNet) -> list[list[str] | None]:
     """Each class's first WordNet hypernym path (offsets, ``entity`` first), None where WordNet
     cannot place it: its synset in the tag list, else a wnid folder name, else its name."""
-    listed = {tag.keyword: tag.synset for tag in tags.tags} if tags is not None else {}
+    listed = {fold(tag.keyword): tag.synset for tag in tags.tags} if tags is not None else {}
     out: list[list[str] | None] = []
     for name in classes:
-        offset = listed.get(name)
+        offset = listed.get(fold(name))
         for folder in folders_of.get(name, ()):
             if offset is None and _WNID.match(folder):
                 with contextlib.suppress(WordNetError):
@@ -304,11 +306,11 @@ def evaluate_labels(vectors: Vectors, csv_path: Path, vocabulary: Vocabulary, th
                     top_k: int) -> dict[str, Any]:
     rows = read_labels(csv_path)
     keywords = vocabulary.keywords
-    index = {k: i for i, k in enumerate(keywords)}
+    index = {fold(k): i for i, k in enumerate(keywords)}  # a label names a tag as keywords are compared
     unknown: dict[str, int] = {}
     for _, labels in rows:
         for label in labels:
-            if label not in index:
+            if fold(label) not in index:
                 unknown[label] = unknown.get(label, 0) + 1
     found, encoded = vectors.images([p for p, _ in rows])
     rows = [(p, labels) for p, labels in rows if p in found]
@@ -316,7 +318,7 @@ def evaluate_labels(vectors: Vectors, csv_path: Path, vocabulary: Vocabulary, th
         raise EvaluationError(f"{csv_path}: no photo could be read")
     truth = np.zeros((len(rows), len(keywords)), bool)
     for n, (_, labels) in enumerate(rows):
-        truth[n, [index[x] for x in labels if x in index]] = True
+        truth[n, [index[fold(x)] for x in labels if fold(x) in index]] = True
     scores = vectors.tags(vocabulary).scores(np.stack([found[p] for p, _ in rows]))
     summaries = [_summary(f"global {threshold:g}", chosen_matrix(scores, threshold, top_k), truth)]
     in_use = tag_thresholds(vocabulary.tags, threshold)

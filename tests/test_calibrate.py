@@ -12,6 +12,7 @@ import re
 import shutil
 import stat
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -428,6 +429,26 @@ def test_the_same_picture_in_two_folders_is_a_positive_of_both_and_counted_once(
     assert set(rows) == {"red", "circle"}
     for row in rows.values():  # pos, neg, threshold before; precision, recall and F1 before and after
         assert row[:3] + row[4:10] == ["1", "2", "0.45"] + ["100%"] * 6
+
+
+def test_folders_name_tags_as_keywords_are_compared_decomposed_or_in_another_case(
+        shapes_lab: Any, tmp_path: Path) -> None:
+    """A folder a Mac or an SMB share wrote decomposed (E + U+0301) was refused with a message naming
+    the same-looking keyword twice ('no tag with the keyword 'Étoile' … did you mean 'Étoile'?').
+    Folder names are compared as tagwatch compares keywords: normalisation and case aside."""
+    tags = tmp_path / "tags.txt"
+    tags.write_text("Étoile\nred\n", encoding="utf-8")
+    decomposed = unicodedata.normalize("NFD", "Étoile")
+    assert decomposed != "Étoile"
+    examples = tmp_path / "examples"
+    for folder, photo in ((decomposed, "green-triangle.jpg"), ("RED", "red-circle.jpg"),
+                          ("None", "blue-square.jpg")):
+        (examples / folder).mkdir(parents=True)
+        shutil.copy(shapes_lab.library / photo, examples / folder)
+    result = shapes_lab.run("calibrate", "--dry-run", "--tags", str(tags), str(examples))
+    rows = {line.split()[0]: line.split()[1:3] for line in result.stdout.splitlines()
+            if line.startswith(("Étoile ", "red "))}
+    assert rows == {"Étoile": ["1", "2"], "red": ["1", "2"]}  # the list's spelling; None/ holds negatives
 
 
 TAGS_TOML = """\

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,33 @@ def test_multi_label_csv_gives_precision_recall_f1_and_map(tmp_path: Path, confi
     assert "label 'red' (4 photos) is not a tag in the list: ignored" in text.stdout
     assert any(line.startswith("mAP ") for line in text.stdout.splitlines())
     assert any(line.split()[:2] == ["triangle", "0"] for line in text.stdout.splitlines())
+
+
+def test_labels_and_class_folders_name_tags_as_keywords_are_compared(tmp_path: Path, config: Path) -> None:
+    """A label written decomposed (as macOS writes É) or in another case was 'not a tag in the list:
+    ignored', so that tag's every prediction counted as a false positive; a class folder so named
+    was refused.  They name the tag, as keywords are compared everywhere in tagwatch."""
+    tags = tmp_path / "accents.txt"
+    tags.write_text("Étoile\nred\ncircle\n", encoding="utf-8")
+    star = unicodedata.normalize("NFD", "Étoile")
+    rows = ["file,labels"]
+    for i in range(4):
+        shape_jpeg(tmp_path / "photos" / f"p{i}.jpg", "red", SHAPES[i % 2], seed=40 + i)
+        rows.append(f"photos/p{i}.jpg,{star};Red" if i % 2 else f"photos/p{i}.jpg,CIRCLE")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = evaluate("labels", str(labels), "--tags", str(tags), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "is not a tag in the list" not in result.stdout
+    positives = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()
+                 if line.startswith(("Étoile ", "red ", "circle "))}
+    assert positives == {"Étoile": "2", "red": "2", "circle": "2"}
+
+    for i, folder in enumerate(("RED", star)):
+        shape_jpeg(tmp_path / "classes" / folder / "0.jpg", "red", SHAPES[i], seed=50 + i)
+    classes = evaluate("classes", str(tmp_path / "classes"), "--tags", str(tags), "--config", str(config))
+    assert classes.returncode == 0, classes.stderr
+    assert "classes tag list: accents.txt " in classes.stdout
 
 
 def test_the_shapes_model_scores_high_on_synthetic_sets_and_a_bad_threshold_shows(tmp_path: Path) -> None:

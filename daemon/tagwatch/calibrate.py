@@ -1,10 +1,11 @@
 """``tagwatch calibrate``: per-tag thresholds learnt from a few example photos per tag.
 
-The examples folder holds one folder per tag, named exactly as its keyword, plus ``none`` for photos
-that should get none of the tags.  Every picture (copies are one) is a positive for its folders' tags
-and a negative for every other tag, except that a photo of a child tag (``golden retriever``) says
-nothing about its ancestors (``dog``, ``animal``): it is left out of their counts.  Each tag gets the
-threshold whose decisions ``score > threshold`` have the best F1 on its examples.
+The examples folder holds one folder per tag, named as its keyword (compared as keywords are:
+case and Unicode normalisation aside), plus ``none`` for photos that should get none of the tags.
+Every picture (copies are one) is a positive for its folders' tags and a negative for every other
+tag, except that a photo of a child tag (``golden retriever``) says nothing about its ancestors
+(``dog``, ``animal``): it is left out of their counts.  Each tag gets the threshold whose decisions
+``score > threshold`` have the best F1 on its examples.
 
 The thresholds are written into the rich tag list by editing its text, so a person's comments,
 order and layout survive; a plain ``.txt`` list gets a ``.toml`` twin instead, naming the WordNet
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import editing, write_atomic
+from .casefold import fold
 from .config import Config, default_config_path, is_builtin_tag_list
 from .formats import IMAGE_SUFFIXES
 from .scoring import Counts, best_threshold, counts
@@ -38,6 +40,12 @@ NEGATIVES = "none"  # the folder of photos that should get no tag at all
 
 class CalibrationError(ValueError):
     """Calibration cannot go on; the message names the folder or file and says why."""
+
+
+def is_negatives(name: str) -> bool:
+    """Is the folder ``name`` the negatives' (``none``, ``None``)?  Folder names are compared as
+    keywords are, so a folder a Mac wrote decomposed or capitalised names what it looks like."""
+    return fold(name) == NEGATIVES
 
 
 # -- examples ------------------------------------------------------------------------------------
@@ -56,7 +64,7 @@ def read_examples(root: Path) -> dict[str, list[str]]:
             photos += [os.path.join(folder, f) for f in files
                        if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
         folders[entry.name] = sorted(photos)
-    if not any(name != NEGATIVES for name in folders):
+    if all(map(is_negatives, folders)):
         raise CalibrationError(f"{root}: holds no example folders (one folder per tag, named as its "
                                f"keyword, plus '{NEGATIVES}' for photos that should get no tag)")
     return folders
@@ -79,10 +87,10 @@ def labels(folders: Mapping[str, Sequence[Hashable]], keywords: Sequence[str],
     ``folders`` hold pictures, not files: the command passes each photo's content key, so a copy of
     one picture in ``red/`` and ``circle/`` is one picture, a positive of both tags and a negative of
     neither, counted once (keyed by path, each copy was a negative of the other folder's tag)."""
-    index = {k: i for i, k in enumerate(keywords)}
+    index = {fold(k): i for i, k in enumerate(keywords)}  # keywords that fold together are refused
     for name in folders:
-        if name != NEGATIVES and name not in index:
-            close = difflib.get_close_matches(name, list(index), n=3)
+        if not is_negatives(name) and fold(name) not in index:
+            close = difflib.get_close_matches(name, list(keywords), n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise CalibrationError(f"{root / name}: no tag with the keyword {name!r} in the tag list{hint}")
     pictures = list(dict.fromkeys(p for photos in folders.values() for p in photos))
@@ -90,15 +98,16 @@ def labels(folders: Mapping[str, Sequence[Hashable]], keywords: Sequence[str],
     truth = np.zeros((len(pictures), len(keywords)), bool)
     considered = np.ones_like(truth)
     for name, photos in folders.items():
-        if name == NEGATIVES:
+        if is_negatives(name):
             continue
-        column = index[name]
-        above = [index[a] for a in ancestors.get(name, ()) if a in index and a != name]
+        column = index[fold(name)]  # Red/ and red/ are both red's
+        above = [index[fold(a)] for a in ancestors.get(keywords[column], ())
+                 if fold(a) in index and index[fold(a)] != column]
         for photo in photos:
             truth[row[photo], column] = True
             considered[row[photo], above] = False
     considered |= truth  # a photo filed under the parent too is its positive
-    columns = [index[name] for name, photos in folders.items() if name != NEGATIVES and photos]
+    columns = {index[fold(name)] for name, photos in folders.items() if not is_negatives(name) and photos}
     return Labels(pictures, truth, considered, sorted(columns))
 
 

@@ -14,6 +14,7 @@ from ..calibrate import (
     NEGATIVES,
     TagResult,
     calibrate,
+    is_negatives,
     kept_line,
     labels,
     read_examples,
@@ -69,7 +70,7 @@ def measure(config: Config, root: Path,
         store.close()
     usable = {name: [keys[p] for p in photos if p in vectors] for name, photos in folders.items()}
     for name, photos in usable.items():
-        if name != NEGATIVES and not photos:
+        if not is_negatives(name) and not photos:
             log.warning("%s: no usable example photo; its tag keeps its threshold", root / name)
     data = labels(usable, keywords, ancestors, root)
     if not data.columns:
