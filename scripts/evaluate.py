@@ -20,12 +20,12 @@ at which the classes differ.  A class is placed in WordNet by its synset in ``--
 named with its ImageNet wnid (``n02099601``), or by its name when that names one noun clearly;
 photos of a class WordNet cannot place count only when the prediction is exactly right.
 
-``labels``: a CSV whose first column is a photo (relative to the CSV's folder) and whose other
-columns hold its labels, several per cell separated by ``;`` (an optional header row starts with
-``file``, ``path`` or ``image``); a label names a tag as keywords are compared (case and Unicode
-normalisation aside).  The photos are tagged as the daemon would tag them (each tag's own
-threshold where the tag list has one, else ``tagging.threshold``; at most ``top_k``; the levels that
-expansion adds are left out, so each tag is judged on its own score) and
+``labels``: a CSV (UTF-8, a byte-order mark accepted) whose first column is a photo (relative to
+the CSV's folder) and whose other columns hold its labels, several per cell separated by ``;`` (an
+optional header row starts with ``file``, ``path`` or ``image``); a label names a tag as keywords
+are compared (case and Unicode normalisation aside).  The photos are tagged as the daemon would tag
+them (each tag's own threshold where the tag list has one, else ``tagging.threshold``; at most
+``top_k``; the levels that expansion adds are left out, so each tag is judged on its own score) and
 precision, recall and F1 are printed for the global threshold, for the per-tag thresholds when the
 list has any, and per tag, with each tag's average precision and their mean (mAP).
 
@@ -71,6 +71,7 @@ from tagwatch.vocabulary import Tag, Vocabulary, VocabularyError, load_configure
 from tagwatch.wordnet import WordNet, WordNetError
 
 BARE = "{}"  # the bare tag as its own prompt (rtag's first row)
+ENCODING = "utf-8-sig"  # a byte-order mark (Excel's "CSV UTF-8") is accepted, as tag lists accept it
 
 
 class EvaluationError(ValueError):
@@ -92,7 +93,7 @@ def photos_in(folder: Path) -> list[str]:
 def read_mapping(path: Path) -> dict[str, str]:
     """Folder name → tag, from a JSON object or ``folder tag words`` lines (``#`` comments)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=ENCODING)
     except (OSError, UnicodeDecodeError) as exc:
         raise EvaluationError(f"{path}: cannot read mapping: {exc}") from None
     if path.suffix.lower() == ".json":
@@ -150,7 +151,7 @@ def read_class_folders(root: Path, mapping: dict[str, str] | None
 def read_labels(path: Path) -> list[tuple[str, list[str]]]:
     """(photo path, its labels) rows of a multi-label CSV."""
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding=ENCODING, newline="") as handle:
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise EvaluationError(f"{path}: cannot read: {exc}") from None
@@ -296,10 +297,11 @@ def evaluate_classes(vectors: Vectors, root: Path, mapping: dict[str, str] | Non
 def _summary(name: str, predicted: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     per_tag = counts(predicted, truth)
     total = micro(per_tag)
-    labelled = [c for c, has in zip(per_tag, truth.any(axis=0), strict=True) if has]
+    # macro F1 over the tags with a positive, like mAP; a tag's F1 is undefined (None, shown "—")
+    # only without positives and predictions, and an undefined value is never averaged as 0
+    f1s = [c.f1 for c, has in zip(per_tag, truth.any(axis=0), strict=True) if has and c.f1 is not None]
     return {"thresholds": name, "precision": total.precision, "recall": total.recall, "f1": total.f1,
-            "macro_f1": sum(c.f1 for c in labelled) / len(labelled) if labelled else None,
-            "predicted": total.tp + total.fp}
+            "macro_f1": sum(f1s) / len(f1s) if f1s else None, "predicted": total.tp + total.fp}
 
 
 def evaluate_labels(vectors: Vectors, csv_path: Path, vocabulary: Vocabulary, threshold: float,

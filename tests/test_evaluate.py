@@ -181,6 +181,47 @@ def test_labels_and_class_folders_name_tags_as_keywords_are_compared(tmp_path: P
     assert "classes tag list: accents.txt " in classes.stdout
 
 
+def test_a_tag_without_positives_or_predictions_has_no_f1(tmp_path: Path, config: Path) -> None:
+    """Such a tag showed precision —, recall — and F1 0.00%: F1 is as undefined as they are there.
+    It shows —, is null in the JSON, and macro F1 averages the tags with a positive, as before."""
+    tags = tmp_path / "tags.toml"  # square: a threshold no score passes, and no label names it
+    tags.write_text('[[tag]]\nkeyword = "red"\n\n[[tag]]\nkeyword = "green"\n\n[[tag]]\n'
+                    'keyword = "circle"\n\n[[tag]]\nkeyword = "square"\nthreshold = 1.0\n', encoding="utf-8")
+    rows = ["file,labels"]
+    for i in range(4):
+        shape_jpeg(tmp_path / "photos" / f"p{i}.jpg", ("red", "green")[i % 2], "circle", seed=60 + i)
+        rows.append(f"photos/p{i}.jpg,{('red', 'green')[i % 2]};circle")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    args = ("labels", str(labels), "--tags", str(tags), "--threshold", "-1", "--config", str(config))
+    text = evaluate(*args)
+    assert text.returncode == 0, text.stderr
+    square = next(line.split() for line in text.stdout.splitlines() if line.startswith("square "))
+    assert square == ["square", "0", "1.0000", "—", "—", "—", "—"]  # precision, recall, F1, AP
+    result = json.loads(evaluate(*args, "--json").stdout)
+    per_tag = {t["tag"]: t for t in result["per_tag"]}
+    assert per_tag["square"]["f1"] is None
+    own = next(s for s in result["summaries"] if s["thresholds"] == "per-tag (tag list)")
+    assert own["macro_f1"] == pytest.approx(np.mean([per_tag[t]["f1"] for t in ("red", "green", "circle")]))
+
+
+def test_a_labels_csv_saved_with_a_byte_order_mark_reads_as_without(tmp_path: Path, config: Path) -> None:
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark: the header row became a photo
+    ('\ufefffile: skipped: cannot read') and its 'labels' a label not in the list."""
+    rows = ["file,labels"]
+    for i in range(3):
+        shape_jpeg(tmp_path / "photos" / f"p{i}.jpg", "red", "square", seed=70 + i)
+        rows.append(f"photos/p{i}.jpg,red;square")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n", encoding="utf-8-sig")
+    assert labels.read_bytes().startswith(b"\xef\xbb\xbf")
+    result = evaluate("labels", str(labels), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+    assert result.stdout.startswith("labels.csv: 3 photos, 4 tags, top_k 2;")
+    assert "is not a tag in the list" not in result.stdout
+
+
 def test_the_shapes_model_scores_high_on_synthetic_sets_and_a_bad_threshold_shows(tmp_path: Path) -> None:
     made = subprocess.run([sys.executable, str(REPO / "scripts" / "synthetic.py"), str(tmp_path / "syn"),
                            "--per-class", "1", "--blanks", "6"], capture_output=True, text=True, timeout=120)

@@ -155,6 +155,7 @@ def calibrate(scores: np.ndarray, data: Labels, keywords: Sequence[str],
         before = float(current[j])
         old = counts((tag_scores > np.float32(before))[:, None], truth[:, None])[0]
         new = counts((tag_scores > np.float32(after))[:, None], truth[:, None])[0]
+        assert new.f1 is not None and old.f1 is not None  # a calibrated tag has a positive
         kept = UNCHANGED if same_threshold(after, before) else NO_BETTER if new.f1 <= old.f1 else ""
         results.append(TagResult(keywords[j], int(truth.sum()), int((~truth).sum()), before, after,
                                  old, new, kept))

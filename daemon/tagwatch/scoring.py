@@ -68,10 +68,11 @@ class Counts:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
 
     @property
-    def f1(self) -> float:
-        """2·TP / (2·TP + FP + FN); 0 when there is nothing to find and nothing predicted wrongly."""
+    def f1(self) -> float | None:
+        """2·TP / (2·TP + FP + FN); None when there is nothing to find and nothing was predicted:
+        undefined like precision and recall then, not 0 (nothing was missed or got wrong)."""
         total = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / total if total else 0.0
+        return 2 * self.tp / total if total else None
 
 
 def counts(predicted: np.ndarray, truth: np.ndarray, considered: np.ndarray | None = None) -> list[Counts]:
