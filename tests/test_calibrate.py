@@ -217,6 +217,9 @@ def test_a_folder_that_names_no_tag_is_an_error_with_a_hint(tmp_path: Path) -> N
     with pytest.raises(CalibrationError, match=r"/beech: no tag with the keyword 'beech' in the tag list "
                                                r"\(did you mean 'beach'\?\)"):
         labels({"beech": ["x"]}, ["beach", "forest"], {}, tmp_path)
+    # the keyword the folder's name begins comes first (difflib's ratio alone said 'triangle')
+    with pytest.raises(CalibrationError, match=r"\(did you mean 'orange, \"tangerine\"'"):
+        labels({"orange": ["x"]}, ["triangle", 'orange, "tangerine"'], {}, tmp_path)
 
 
 def test_read_examples_finds_photos_and_skips_hidden(tmp_path: Path) -> None:

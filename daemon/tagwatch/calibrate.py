@@ -16,7 +16,6 @@ writes are checked by parsing the result back before the file is atomically repl
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 import tomllib
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import editing, write_atomic
-from .casefold import fold
+from .casefold import fold, resembling
 from .config import Config, default_config_path, is_builtin_tag_list
 from .formats import IMAGE_SUFFIXES
 from .scoring import Counts, best_threshold, counts
@@ -90,7 +89,7 @@ def labels(folders: Mapping[str, Sequence[Hashable]], keywords: Sequence[str],
     index = {fold(k): i for i, k in enumerate(keywords)}  # keywords that fold together are refused
     for name in folders:
         if not is_negatives(name) and fold(name) not in index:
-            close = difflib.get_close_matches(name, list(keywords), n=3)
+            close = resembling(name, keywords)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise CalibrationError(f"{root / name}: no tag with the keyword {name!r} in the tag list{hint}")
     pictures = list(dict.fromkeys(p for photos in folders.values() for p in photos))
