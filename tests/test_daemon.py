@@ -24,8 +24,10 @@ from conftest import (
     wait_for,
     write_config,
 )
+from tagwatch import logs
 from tagwatch.formats import jpeg_key
 from tagwatch.metadata import is_temp_file
+from tagwatch.pipeline import NOT_UTF8
 
 
 def tagged_with(path: Path, expected: list[str]) -> bool:
@@ -38,7 +40,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> 
     """One daemon for the tests below; each works in its own subfolder of the watched root."""
     base = tmp_path_factory.mktemp("daemon")
     root = base / "photos"
-    for sub in ("drop", "other", "bad", "retag", "scope"):  # watched before the tests drop files into them
+    for sub in ("drop", "other", "bad", "retag", "scope", "card"):  # watched before files are dropped in
         (root / sub).mkdir(parents=True)
     config = write_config(base / "conf", tiny_checkpoint, watch=[root], top_k=10)  # every tag, always
     daemon = Daemon(config, base / "daemon.log").start()
@@ -107,6 +109,41 @@ def test_bad_files_are_logged_once_and_the_daemon_keeps_going(running: Daemon) -
     for path in expected:
         assert log.count(f"{path}: skipped") == 1, log
     assert running.proc is not None and running.proc.poll() is None
+
+
+def test_a_photo_renamed_as_its_not_utf8_skip_line_advises_is_tagged_at_once(running: Daemon) -> None:
+    """xV #2: a photo whose name is not valid UTF-8 (an old card reader's Latin-1) is skipped, "the
+    file name is not valid UTF-8; rename the file".  Renamed so, it logged "ERROR batch failed:
+    UnicodeEncodeError" and was tagged only after a restart; deleting one logged the same.  Renamed
+    (itself, or its folder), it is tagged at once with a photo dropped beside it; a tagged photo
+    renamed to such a name is skipped, saying so once.  Nothing fails."""
+    folder: Path = running.root / "card"  # type: ignore[attr-defined]
+
+    def named(name: bytes) -> Path:
+        return Path(os.fsdecode(bytes(folder) + b"/" + name))
+
+    def skipped(path: Path) -> str:
+        return f"{logs.shown(str(path))}: skipped: {NOT_UTF8}"
+
+    mark = len(running.log())
+    card, doomed, trip = (noise_jpeg(named(name), seed=31 + i) for i, name in
+                          enumerate([b"gelb \xfc.jpg", b"weg \xe9.jpg", b"urlaub \xe9/strand.jpg"]))
+    for path in (card, doomed, trip):
+        running.wait_log(skipped(path), since=mark)
+    renamed, trip_renamed = folder / "gelb.jpg", folder / "urlaub"
+    os.rename(card, renamed)  # as advised
+    beside = noise_jpeg(folder / "beside.jpg", seed=34)
+    doomed.unlink()
+    os.rename(trip.parent, trip_renamed)
+    wait_for(lambda: all(tagged_with(p, TAGS) for p in (renamed, beside, trip_renamed / "strand.jpg")))
+    away = named(b"gelb \xe9.jpg")
+    os.rename(renamed, away)  # a tagged photo renamed to such a name
+    running.wait_log(skipped(away), since=mark)
+    time.sleep(1.0)  # time for any error or repeated complaint to show up
+    log = running.log()[mark:]
+    assert "ERROR" not in log and "Traceback" not in log, log
+    for path in (card, doomed, trip, away):
+        assert log.count(f"{logs.shown(str(path))}: skipped") == 1, log
 
 
 def test_a_photo_written_slowly_is_tagged_once_complete(running: Daemon) -> None:

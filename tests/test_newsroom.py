@@ -21,8 +21,9 @@ from tagwatch.config import TaggingConfig
 from tagwatch.formats import content_key
 from tagwatch.outcomes import Status
 from tagwatch.overrides import correct, load_overrides
-from tagwatch.queue import Delete, Move
-from tagwatch.store import PENDING
+from tagwatch.queue import BatchQueue, Delete, HalfMove, Move
+from tagwatch.store import DELETED, PENDING
+from tagwatch.worker import Worker
 
 
 @pytest.fixture
@@ -138,6 +139,84 @@ def test_a_file_name_that_is_not_utf8_is_a_skipped_event(tmp_path: Path, config_
     assert skipped[0]["path"] == f"{folder}/bad\\xffname.jpg", skipped[0]  # no quotes: jq -r .path
     explained = tagwatch("explain", "--config", str(config), str(bad))  # a traceback before
     assert explained.returncode == 1 and "skipped: the file name is not valid UTF-8" in explained.stderr
+
+
+def not_utf8(folder: Path, name: bytes) -> Path:
+    """``folder``/``name`` where ``name`` holds bytes UTF-8 lacks (an old card reader's Latin-1)."""
+    return Path(os.fsdecode(bytes(folder) + b"/" + name))
+
+
+def test_every_rename_and_deletion_naming_a_name_not_utf8_is_applied_and_looked_at(
+        env: Env, tmp_path: Path) -> None:
+    """Each kind of op the watcher queues, from, to or of a name that is not valid UTF-8, a file's or
+    a folder's: SQLite cannot encode such a name, and each raised (UnicodeEncodeError).  Nothing
+    was ever recorded under one; a photo moved to a valid name is looked at and tagged as any moved
+    in; a recorded photo or folder moved to such a name leaves the store, and is looked at to be
+    skipped, saying why."""
+    card = tmp_path / "card"
+    tagged, sorted_, album = (noise_jpeg(card / name, seed=i) for i, name in
+                              enumerate(["tagged.jpg", "sorted.jpg", "album/a.jpg"], 1))
+    assert set(env.run(tagged, sorted_, album).values()) == {Status.TAGGED}
+    moves = {  # (src, dst) on disk: a recorded photo, a recorded folder, then files never recorded
+        tagged: not_utf8(card, b"tagged \xe9.jpg"), album.parent: not_utf8(card, b"album \xe9"),
+        sorted_: not_utf8(card, b"2025 \xe9/sorted.jpg"),  # sorted into a new folder: a half-seen move
+        noise_jpeg(not_utf8(card, b"gelb \xfc.jpg"), seed=4): card / "gelb.jpg",
+        noise_jpeg(not_utf8(card, b"trip \xe9/b.jpg"), seed=5).parent: card / "trip",
+        noise_jpeg(not_utf8(card, b"x \xfc.jpg"), seed=6): not_utf8(card, b"y \xfc.jpg"),
+    }
+    for src, dst in moves.items():
+        dst.parent.mkdir(exist_ok=True)
+        os.rename(src, dst)
+    gone, gone_folder = noise_jpeg(not_utf8(card, b"weg \xe9.jpg"), seed=7), not_utf8(card, b"alt \xe9")
+    gone.unlink()
+    ops = [Move(str(tagged), str(moves[tagged])),
+           Move(str(album.parent), str(moves[album.parent]), is_dir=True),  # and its photo's own move
+           Move(str(album), str(moves[album.parent] / "a.jpg")),
+           HalfMove(str(sorted_), str(moves[sorted_])),  # its candidate queued by the watcher
+           Move(str(not_utf8(card, b"gelb \xfc.jpg")), str(card / "gelb.jpg")),
+           Move(str(not_utf8(card, b"trip \xe9")), str(card / "trip"), is_dir=True),
+           Move(str(not_utf8(card, b"trip \xe9/b.jpg")), str(card / "trip" / "b.jpg")),
+           Move(str(not_utf8(card, b"x \xfc.jpg")), str(not_utf8(card, b"y \xfc.jpg"))),
+           HalfMove(str(not_utf8(card, b"h \xfc.jpg")), str(card / "new" / "h.jpg")),
+           Delete(str(gone)), Delete(str(gone_folder), is_dir=True)]
+    looked_at = env.pipeline.apply(ops)
+    assert looked_at == [str(moves[tagged]), str(moves[album.parent] / "a.jpg"), str(card / "gelb.jpg"),
+                         str(card / "trip" / "b.jpg"), str(not_utf8(card, b"y \xfc.jpg"))]
+    for left in (tagged, album, sorted_):  # nothing can follow them to such a name
+        assert env.store.file(str(left)).state == DELETED  # type: ignore[union-attr]
+    outcomes = env.run(*map(Path, looked_at))
+    assert outcomes == {"tagged \udce9.jpg": Status.FAILED, "a.jpg": Status.FAILED, "gelb.jpg": Status.TAGGED,
+                        "b.jpg": Status.TAGGED, "y \udcfc.jpg": Status.FAILED}  # FAILED: skipped (NOT_UTF8)
+    assert all(len(exif_keywords(p)["iptc"]) == 2 for p in (card / "gelb.jpg", card / "trip" / "b.jpg"))
+
+
+def test_a_photo_renamed_from_a_name_not_utf8_is_tagged_and_its_batch_loses_no_photo(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A photo from an old card reader (a Latin-1 name) is skipped: "the file name is not valid
+    UTF-8; rename the file".  Renamed as advised, or deleted, its op asked SQLite about the old name:
+    "batch failed: UnicodeEncodeError", and neither the renamed photo nor the new photos of its batch
+    were tagged (until a restart or the hourly scan)."""
+    folder = tmp_path / "card"
+    bad, doomed = noise_jpeg(not_utf8(folder, b"gelb \xfc.jpg"), seed=1), noise_jpeg(
+        not_utf8(folder, b"weg \xe9.jpg"), seed=2)
+    assert env.run(bad, doomed) == {bad.name: Status.FAILED, doomed.name: Status.FAILED}  # skipped
+    renamed = folder / "gelb.jpg"
+    os.rename(bad, renamed)
+    doomed.unlink()
+    others = [noise_jpeg(folder / f"new_{i}.jpg", seed=10 + i) for i in range(2)]
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    queue.op(Move(str(bad), str(renamed)))
+    queue.op(Delete(str(doomed)))
+    for path in others:
+        queue.put(str(path), delay=0.0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None)
+    worker.start()  # its first batch: the rename, the deletion and the two new photos
+    try:
+        wait_for(lambda: all(len(exif_keywords(p)["iptc"]) == 2 for p in (renamed, *others)), timeout=30)
+    finally:
+        queue.close()
+        worker.join(timeout=60)
+    assert "batch failed" not in caplog.text and "not recorded" not in caplog.text, caplog.text
 
 
 def test_the_daemon_counts_a_photo_it_wrote_nothing_into_as_unchanged(tmp_path: Path, tiny_checkpoint: Path,

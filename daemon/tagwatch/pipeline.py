@@ -54,7 +54,7 @@ from .overrides import (
 )
 from .queue import Op
 from .retry import INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
-from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store
+from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store, utf8_name
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary
@@ -71,16 +71,6 @@ _MODE = "mode="  # the fingerprint's part for [tagging] mode: a file written und
 
 
 NOT_UTF8 = "the file name is not valid UTF-8; rename the file"  # why such a photo is skipped
-
-
-def utf8_name(path: str) -> bool:
-    """Can the store (and exiftool's argument pipe) hold ``path``?  A name decoded with surrogate
-    escapes (an old card's Latin-1 bytes) cannot."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def not_utf8_names(paths: Iterable[str]) -> list[str]:

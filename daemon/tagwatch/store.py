@@ -37,6 +37,18 @@ USER = "user"  # written because an override asked for it: the person's, never r
 # written into this photo again, and no longer ours (sync and untag leave it alone)
 DECLINED = "declined"
 
+
+def utf8_name(path: str) -> bool:
+    """Can the store (and exiftool's argument pipe) hold ``path``?  A name decoded with surrogate
+    escapes (an old card's Latin-1 bytes) cannot: it is never recorded, and SQLite cannot even be
+    asked about it (``UnicodeEncodeError``)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _MIGRATIONS: list[str] = [
     # 1: the initial schema
     """

@@ -35,7 +35,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import shared
+from . import logs, shared
 from .atomic import fsync_folder
 from .captions import Captions, Reading
 from .casefold import fold, folded
@@ -59,7 +59,19 @@ from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
 from .queue import Delete, HalfMove, Move, Op
 from .retry import transient_reason
-from .store import DECLINED, DELETED, DONE, PENDING, REMOVED, UNTAGGED, USER, FileRow, Store, Twin
+from .store import (
+    DECLINED,
+    DELETED,
+    DONE,
+    PENDING,
+    REMOVED,
+    UNTAGGED,
+    USER,
+    FileRow,
+    Store,
+    Twin,
+    utf8_name,
+)
 from .tagger import orphaned_levels
 from .wording import held_in, listed
 
@@ -1032,57 +1044,99 @@ class Writeback:
     def apply_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[Move]]:
         """Apply renames and deletions to the store; returns the paths to look at (moved paths the
         store did not know, and "deleted" files that are there, replaced since) and the moves as
-        applied: a half-seen move is the move to the candidate that is the photo, or a deletion."""
+        applied: a half-seen move is the move to the candidate that is the photo, or a deletion.
+        An op that fails is logged and costs only itself: one that raised here lost the other ops
+        and every photo of the worker's batch."""
         unknown: list[str] = []
         moved: list[Move] = []
         for op in ops:
-            if isinstance(op, HalfMove):  # the photo moved is the one with its size and time
-                dst = next((d for d in op.candidates if self._moved_here(op.src, d)), None)
-                # none: other pictures that only have its name, and the photo is gone
-                op = Move(op.src, dst) if dst is not None else Delete(op.src)
-            if isinstance(op, Move):
-                moved.append(op)
-            if isinstance(op, Delete):
-                # Replaced since (a polling observer sees an atomic replace as delete + create; an
-                # exchange of names, see atomic.py, reports the photo moved to a hidden name): the row
-                # and ledger stay, and the file is looked at again, as the op dropped its queued event.
-                if os.path.lexists(op.path):
-                    if not op.is_dir:
-                        unknown.append(op.path)
-                    continue
-                if op.is_dir:
-                    self.store.mark_deleted_under(op.path)
-                    continue
-                released: str | None = ""
-                if self.writer is not None:  # its keywords leave a sidecar another photo still uses
-                    shared.forget(self.writer, self.store, op.path)
-                    restamp(self.store, stem_photos(op.path))  # that write is no edit of theirs
-                    released = self.release(op.path)  # ... and its own sidecar
-                if released is None:  # kept recorded: the start-up scan finds it gone and tries again
-                    continue
-                if self.store.mark_deleted(op.path):
-                    log.info("%s: deleted%s", op.path, released, extra={"event": "deleted", "path": op.path})
-                else:
-                    log.info("%s: skipped: deleted before it could be tagged", op.path)
-            elif op.is_dir:
-                self.store.move_tree(op.src, op.dst)
-            else:
-                known = self.store.move(op.src, op.dst)
-                # A sidecar the photo shares stays where it is; its own keywords go with it
-                if self.writer is not None and not (known and shared.carry(self.writer, self.store,
-                                                                           op.src, op.dst)):
-                    move_sidecar(self.writer, op.src, op.dst)
-                if self.writer is not None and known:  # the sidecars moved or written: no edits
-                    restamp(self.store, [op.dst, *stem_photos(op.src)])
-                if not known:
-                    unknown.append(op.dst)
-                else:
-                    log.info("moved %s -> %s", op.src, op.dst,
-                             extra={"event": "moved", "path": op.dst, "from": op.src})
-                    row = self.store.file(op.dst)
-                    if row is not None and row.state != DONE:  # renamed mid-write (an ingest script
-                        unknown.append(op.dst)  # at 0.1 s): its batch met the old name gone
+            try:
+                self._apply_op(op, unknown, moved)
+            except Exception as exc:  # the batch's photos and other ops go on whatever one op does
+                path = op.src if isinstance(op, Move) else op.path
+                what = f"its rename to {logs.shown(op.dst)}" if isinstance(op, Move) else "its deletion"
+                log.error("%s: %s not recorded: %s: %s", logs.shown(path), what, type(exc).__name__, exc,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+                if isinstance(op, Move) and not op.is_dir:
+                    unknown.append(op.dst)  # looked at where it is now, as a photo moved in
         return unknown, moved
+
+    def _apply_op(self, op: Op, unknown: list[str], moved: list[Move]) -> None:
+        """One op of :meth:`apply_ops`, adding to its paths to look at and moves applied."""
+        half = isinstance(op, HalfMove)
+        if isinstance(op, HalfMove):  # the photo moved is the one with its size and time
+            dst = next((d for d in op.candidates if self._moved_here(op.src, d)), None)
+            # none: other pictures that only have its name, and the photo is gone
+            op = Move(op.src, dst) if dst is not None else Delete(op.src)
+        if isinstance(op, Delete):
+            # Replaced since (a polling observer sees an atomic replace as delete + create; an
+            # exchange of names, see atomic.py, reports the photo moved to a hidden name): the row
+            # and ledger stay, and the file is looked at again, as the op dropped its queued event.
+            if os.path.lexists(op.path):
+                if not op.is_dir:
+                    unknown.append(op.path)
+                return
+            if not utf8_name(op.path):  # never recorded (skipped, saying why): nothing to forget
+                return
+            if op.is_dir:
+                self.store.mark_deleted_under(op.path)
+                return
+            released = self._leave(op.path)
+            if released is None:  # kept recorded: the start-up scan finds it gone and tries again
+                return
+            if self.store.mark_deleted(op.path):
+                log.info("%s: deleted%s", op.path, released, extra={"event": "deleted", "path": op.path})
+            else:
+                log.info("%s: skipped: deleted before it could be tagged", op.path)
+            return
+        if not (utf8_name(op.src) and utf8_name(op.dst)):
+            self._move_unrecordable(op, unknown, look=not half)
+            return
+        moved.append(op)
+        if op.is_dir:
+            self.store.move_tree(op.src, op.dst)
+            return
+        known = self.store.move(op.src, op.dst)
+        # A sidecar the photo shares stays where it is; its own keywords go with it
+        if self.writer is not None and not (known and shared.carry(self.writer, self.store, op.src, op.dst)):
+            move_sidecar(self.writer, op.src, op.dst)
+        if self.writer is not None and known:  # the sidecars moved or written: no edits
+            restamp(self.store, [op.dst, *stem_photos(op.src)])
+        if not known:
+            unknown.append(op.dst)
+        else:
+            log.info("moved %s -> %s", op.src, op.dst,
+                     extra={"event": "moved", "path": op.dst, "from": op.src})
+            row = self.store.file(op.dst)
+            if row is not None and row.state != DONE:  # renamed mid-write (an ingest script
+                unknown.append(op.dst)  # at 0.1 s): its batch met the old name gone
+
+    def _leave(self, path: str) -> str | None:
+        """A recorded photo gone from ``path``: its keywords out of a sidecar another photo still
+        uses, and out of its own (:meth:`release`, whose answer this is)."""
+        if self.writer is None:
+            return ""
+        shared.forget(self.writer, self.store, path)
+        restamp(self.store, stem_photos(path))  # that write is no edit of theirs
+        return self.release(path)
+
+    def _move_unrecordable(self, op: Move, unknown: list[str], *, look: bool) -> None:
+        """A rename from or to a name the store cannot hold (:func:`~tagwatch.store.utf8_name`).
+        Nothing was ever recorded under such a name (its photos were skipped, saying why), and SQLite
+        cannot be asked about it: the rename raised, failing the batch, and a photo renamed as its
+        skip line advises was not tagged.  Here what was recorded under a valid ``src`` leaves the
+        store (its sidecar going with the photo: nothing can follow it to such a name), and the file
+        at ``dst`` is looked at (``look``; a half-seen move's candidates are queued already), as any
+        photo moved in: tagged, or skipped with its one line.  A folder's photos are each reported
+        moved too (watchdog's moves under a moved folder, the scan's), and so looked at."""
+        if self.writer is not None and not op.is_dir:  # its sidecar goes with it, as any photo's
+            move_sidecar(self.writer, op.src, op.dst)
+        if utf8_name(op.src) and op.is_dir:
+            self.store.mark_deleted_under(op.src)
+        elif utf8_name(op.src) and self._leave(op.src) is not None:
+            self.store.mark_deleted(op.src)
+        if look and not op.is_dir:
+            unknown.append(op.dst)
 
 
 def move_sidecar(writer: KeywordWriter, src: str, dst: str) -> None:
@@ -1096,6 +1150,6 @@ def move_sidecar(writer: KeywordWriter, src: str, dst: str) -> None:
         return
     try:
         os.rename(old, new)
-        log.info("moved sidecar %s -> %s", old, new)
+        log.info("moved sidecar %s -> %s", logs.shown(str(old)), logs.shown(str(new)))
     except OSError as exc:
-        log.warning("%s: sidecar not moved with its photo: %s", old, exc.strerror)
+        log.warning("%s: sidecar not moved with its photo: %s", logs.shown(str(old)), exc.strerror)
