@@ -434,6 +434,23 @@ def test_the_same_picture_in_two_folders_is_a_positive_of_both_and_counted_once(
         assert row[:3] + row[4:10] == ["1", "2", "0.45"] + ["100%"] * 6
 
 
+def test_a_picture_filed_under_a_tag_and_under_none_is_said_and_counted_for_the_tag(
+        shapes_lab: Any, tmp_path: Path) -> None:
+    """A copy of a red circle in red/ and in none/ counted as red's example without a word: the
+    person meant one of the two, and the counts hid which was taken."""
+    examples = tmp_path / "examples"
+    for folder, photo, name in (("red", "red-circle.jpg", "a.jpg"), ("none", "red-circle.jpg", "b.jpg"),
+                                ("none", "blue-square.jpg", "c.jpg")):
+        (examples / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shapes_lab.library / photo, examples / folder / name)
+    result = shapes_lab.run("calibrate", "--dry-run", str(examples))
+    assert (f"{examples / 'none' / 'b.jpg'}: the same picture is in red/ too: counted as an example of red, "
+            "not of a photo that should get no tag") in result.stderr, result.stderr
+    assert "c.jpg" not in result.stderr
+    (row,) = [line.split()[1:3] for line in result.stdout.splitlines() if line.startswith("red ")]
+    assert row == ["1", "1"]  # the red circle a positive, the blue square its negative
+
+
 def test_folders_name_tags_as_keywords_are_compared_decomposed_or_in_another_case(
         shapes_lab: Any, tmp_path: Path) -> None:
     """A folder a Mac or an SMB share wrote decomposed (E + U+0301) was refused with a message naming

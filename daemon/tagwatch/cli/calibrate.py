@@ -23,6 +23,7 @@ from ..calibrate import (
     to_write,
 )
 from ..config import Config
+from ..logs import shown
 from ..scoring import tag_thresholds
 from ..store import Store
 from .common import UsageError, load, log, make_pipeline, with_flags
@@ -72,6 +73,7 @@ def measure(config: Config, root: Path,
     for name, photos in usable.items():
         if not is_negatives(name) and not photos:
             log.warning("%s: no usable example photo; its tag keeps its threshold", root / name)
+    _warn_filed_both_ways(folders, keys, root)
     data = labels(usable, keywords, ancestors, root)
     if not data.columns:
         raise UsageError(f"{root}: no tag has a usable example photo")
@@ -85,6 +87,26 @@ def measure(config: Config, root: Path,
                         "to %s (or examples of other tags in their folders)", result.keyword,
                         result.positives, "" if result.positives == 1 else "s", root / NEGATIVES)
     return Calibration(results, list(keywords), len(vectors), len(data.pictures), encoded)
+
+
+def _warn_filed_both_ways(folders: dict[str, list[str]], keys: dict[str, bytes], root: Path) -> None:
+    """A picture in ``none`` that a tag's folder holds too (a copy filed twice) counts as that tag's
+    example, not as a photo that should get no tag: said once per copy in ``none``, naming where else
+    it is, as the counts would otherwise hide it."""
+    filed: dict[bytes, list[str]] = {}
+    for name, photos in folders.items():
+        if not is_negatives(name):
+            for path in photos:
+                if path in keys:
+                    filed.setdefault(keys[path], []).append(name)
+    for name, photos in folders.items():
+        if is_negatives(name):
+            for path in photos:
+                tags = filed.get(keys.get(path, b""), [])
+                if tags:
+                    log.warning("%s: the same picture is in %s too: counted as an example of %s, not of "
+                                "a photo that should get no tag", shown(path),
+                                ", ".join(f"{t}/" for t in tags), ", ".join(tags))
 
 
 def write(config: Config, calibration: Calibration) -> str:
