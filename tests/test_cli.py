@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -176,6 +177,33 @@ def test_a_scan_says_how_many_pictures_of_formats_it_does_not_read_it_passed_ove
     assert result.returncode == 0, result.stderr
     assert ("scan: 1 photo: 1 tagged; 3 pictures in formats tagwatch does not read left alone "
             "(.avif 2, .gif 1) (dry run: no file written)") in result.stderr
+
+
+def test_every_camera_raw_rawpy_reads_is_tagged_and_the_others_are_counted(
+        tmp_path: Path, config_file) -> None:
+    """Phase One IIQ, Hasselblad 3FR/FFF, Leica RWL, Nikon NRW, Epson ERF… were skipped by their name,
+    not even counted, while a .gif was: each is tagged through its sidecar now (a DNG and a TIFF-based
+    RAW, the layouts cameras write, under those names), and Sigma's X3F is counted as left alone."""
+    from test_imaging import dng_bytes, red_picture
+
+    config = config_file()
+    folder = tmp_path / "raws"
+    folder.mkdir()
+    dng = dng_bytes(red_picture(9, (320, 240)))
+    tiff_raw = dng.replace(struct.pack("<HHI", 50706, 1, 4), struct.pack("<HHI", 65000, 1, 4))
+    raws = {"P_1.IIQ": dng, "P_1.3FR": tiff_raw, "P_1.fff": dng, "P_1.RWL": dng, "P_1.NRW": tiff_raw,
+            "P_1.ERF": tiff_raw, "P_1.MEF": tiff_raw, "P_1.MOS": tiff_raw, "P_1.SR2": tiff_raw,
+            "P_1.KDC": tiff_raw}
+    for name, data in raws.items():
+        (folder / name).write_bytes(data)
+    (folder / "S_1.X3F").write_bytes(b"FOVb" + b"\0" * 60)
+    (folder / "x.gif").write_bytes(b"GIF89a" + b"\0" * 10)
+    result = tagwatch("scan", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    assert (f"scan: {len(raws)} photos: {len(raws)} tagged; 2 pictures in formats tagwatch does not read "
+            "left alone (.gif 1, .x3f 1)") in result.stderr
+    for name in raws:
+        assert exif_keywords(folder / f"{name}.xmp")["xmp"], name  # photo.jpg.xmp naming, the default
 
 
 def test_a_dry_run_says_which_photos_a_scan_would_not_write(tmp_path: Path, config_file) -> None:

@@ -287,7 +287,8 @@ def colour_means(array: np.ndarray) -> np.ndarray:
 def test_suffixes_name_every_tagged_format() -> None:
     assert EMBEDDABLE_SUFFIXES == JPEG_SUFFIXES <= IMAGE_SUFFIXES
     assert {".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw",
-            ".orf", ".rw2", ".raf", ".pef", ".srw"} <= IMAGE_SUFFIXES
+            ".orf", ".rw2", ".raf", ".pef", ".srw", ".nrw", ".rwl", ".iiq", ".3fr", ".fff", ".erf",
+            } <= IMAGE_SUFFIXES
     assert all(s == s.lower() and s.startswith(".") for s in IMAGE_SUFFIXES)
 
 
@@ -518,6 +519,15 @@ def test_other_camera_raws_are_keyed_by_the_whole_file_and_checked_for_truncatio
         content_key(raf + b"\0" * 200)
     for header in (b"IIRO", b"IIRS", b"MMOR", b"IIU\0"):  # Olympus ORF, Panasonic RW2
         assert image_format(header + b"\0" * 12) == "raw"
+    # Phase One IIQ: a TIFF whose IFD holds only an RGB preview, with Phase One's block ('IIII' and
+    # its version) right after the header, where LibRaw and exiftool look; the same TIFF without it
+    # stays a TIFF.
+    pixels = np.asarray(red_picture(3).convert("RGB")).tobytes()
+    rgb = {256: (4, [96]), 257: (4, [64]), 258: (3, [8, 8, 8]), 259: (3, [1]), 262: (3, [2]),
+           277: (3, [3]), 278: (4, [64])}
+    assert image_format(tiff_bytes([(rgb, pixels)])) == "tiff"
+    iiq = tiff_bytes([(rgb, b"IIII\x01\0\0\0" + b"\0" * 8 + pixels)])
+    assert image_format(iiq) == "raw" and content_key(iiq) == raw_key(iiq)
 
 
 def test_a_missing_decoder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

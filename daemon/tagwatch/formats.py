@@ -25,11 +25,17 @@ from . import logs
 
 # Files the daemon tags.  MPO (multi-picture JPEG) is a JPEG whose first image is the picture.
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".mpo"})
-_RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".pef", ".srw"})
+# Camera RAWs: the ones LibRaw (rawpy) decodes whose bytes image_format knows, current cameras' first;
+# the TIFF-based ones are told by their sensor data, IIQ by Phase One's block, the others by magic.
+_RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2",
+                           ".rwl", ".raf", ".pef", ".srw", ".iiq", ".3fr", ".fff", ".erf", ".mef", ".mos",
+                           ".kdc", ".dcr"})
 _OTHER_SUFFIXES = frozenset({".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".hif"})
 IMAGE_SUFFIXES = JPEG_SUFFIXES | _OTHER_SUFFIXES | _RAW_SUFFIXES
 # Pictures tagwatch does not read: a scan counts those it passes over, so that they are not missed
-UNREAD_IMAGE_SUFFIXES = frozenset({".avif", ".gif", ".bmp", ".jxl", ".psd", ".svg"})
+# (camera RAWs in containers of their own that image_format does not know: Sigma X3F, Canon CRW,
+# Minolta MRW).
+UNREAD_IMAGE_SUFFIXES = frozenset({".avif", ".gif", ".bmp", ".jxl", ".psd", ".svg", ".x3f", ".crw", ".mrw"})
 # The names under which keywords may go into the file itself, when its bytes are a JPEG too
 # (:func:`embeddable`); all other files get an XMP sidecar.
 EMBEDDABLE_SUFFIXES = JPEG_SUFFIXES
@@ -138,6 +144,9 @@ _TIFF_HEADERS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic TIFF and Big
 # TIFF-structured RAWs with a magic number of their own: Olympus ORF and Panasonic RW2.
 _TIFF_LIKE_RAW_HEADERS = (b"IIRO", b"IIRS", b"MMOR", b"IIU\0")
 _HEVC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
+# Phase One IIQ: a TIFF whose first bytes hold the start of Phase One's own block, where the sensor
+# data is (its IFDs hold only a preview); LibRaw looks for it there too.
+_PHASE_ONE = (b"IIII", b"MMMM")
 _CFA, _LINEAR_RAW = 32803, 34892  # PhotometricInterpretation of undemosaiced sensor data
 _DNG_VERSION = 50706
 
@@ -146,12 +155,15 @@ def image_format(data: bytes) -> str:
     """The format of an image file's bytes, from its magic numbers (never from its name).
 
     One of ``jpeg``, ``png``, ``webp``, ``tiff``, ``heif``, ``dng`` or ``raw`` (any other camera RAW).
-    A TIFF-structured file counts as RAW when it is a DNG, a CR2, or holds sensor (CFA or linear raw)
-    data in any of its IFDs, which is how NEF, ARW, PEF and SRW look.
+    A TIFF-structured file counts as RAW when it is a DNG, a CR2, a Phase One IIQ, or holds sensor (CFA
+    or linear raw) data in any of its IFDs, which is how NEF, NRW, ARW, PEF, SRW, 3FR, ERF and the
+    other TIFF-based RAWs look.
     """
     kind = announced_format(data)
     if kind == "tiff":
         if bytes(data[8:10]) == b"CR":  # Canon CR2: a TIFF with its own signature after the header
+            return "raw"
+        if any(mark in bytes(data[4:32]) for mark in _PHASE_ONE):
             return "raw"
         ifds = _tiff_ifds(data, "TIFF")
         if _DNG_VERSION in ifds[0].entries:
@@ -693,7 +705,7 @@ def _heif_references(data: bytes, iref: tuple[int, int] | None) -> list[tuple[by
 # --- Other camera RAWs ----------------------------------------------------------------------------
 
 def raw_key(data: bytes) -> bytes:
-    """Key of a camera RAW other than DNG (CR2, CR3, NEF, ARW, ORF, RW2, RAF, PEF, SRW): the whole file.
+    """Key of a camera RAW other than DNG (CR2, CR3, NEF, ARW, ORF, RW2, RAF, IIQ, 3FR…): the whole file.
 
     Each maker keeps its sensor data somewhere of its own (maker-note offsets, RW2's tag 0x118,
     CR3 tracks, RAF's CFA block, Sony's encrypted SR2 area), so a key built from the standard
