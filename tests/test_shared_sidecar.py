@@ -229,3 +229,32 @@ def test_untag_of_both_photos_gives_the_persons_shared_sidecar_back_as_it_was(
         result = run("untag", str(folder / name))
         assert result.returncode == 0, result.stderr
     assert xmp_fields(side) == {"Subject": ["Reise"], "HierarchicalSubject": []}
+
+
+@pytest.mark.parametrize("first, then", [("photo.jpg.xmp", "photo.xmp"), ("photo.xmp", "photo.jpg.xmp")])
+def test_untag_takes_tagwatch_s_keywords_out_of_the_sidecar_of_the_naming_used_before(
+        tmp_path: Path, tiny_checkpoint: Path, first: str, then: str) -> None:
+    """After `[write] sidecar` changed, untag said "nothing of tagwatch's in it to take out", forgot
+    the ledger and left tagwatch's keywords in the old-named sidecar for good.  The old-named sidecar
+    is reached now (this photo's alone); her keyword and rating in it stay."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    png = noise_png(folder / "IMG_1.png", seed=2)
+    old_side, new_side = (png.with_suffix(".xmp") if naming == "photo.xmp" else folder / "IMG_1.png.xmp"
+                          for naming in (first, then))
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3,
+                          extra=f'[write]\nsidecar = "{first}"\n')
+    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    assert run("scan", str(folder)).returncode == 0
+    own = predicted(config, folder)["IMG_1.png"]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject+=bride", "-XMP-xmp:Rating=4",
+                    str(old_side)], check=True)
+    assert in_sidecar(old_side) == own | {"bride"} and not new_side.exists()
+    config.write_text(config.read_text(encoding="utf-8").replace(first, then), encoding="utf-8")
+
+    result = run("untag", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "nothing of tagwatch's" not in result.stderr and "untagged" in result.stderr, result.stderr
+    assert in_sidecar(old_side) == {"bride"} and not new_side.exists()
+    assert exiftool_read("-s3", "-XMP-xmp:Rating", old_side).strip() == "4"
+

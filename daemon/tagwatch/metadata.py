@@ -25,7 +25,7 @@ from .atomic import Pin, Superseded, create, fsync_folder
 from .casefold import fold, folded
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
-from .formats import embeddable
+from .formats import IMAGE_SUFFIXES, embeddable
 from .places import GPS_TAGS, LOCATION_FIELDS
 from .retry import TRANSIENT_ERRNOS
 
@@ -587,9 +587,7 @@ class KeywordWriter:
         ``IMG.jpg.xmp``, whichever ``[write] sidecar`` says, and freshness notices an edit of either."""
         if sidecar.gps:
             return sidecar.gps
-        configured = self.sidecar_for(path)
-        other = path.with_name(path.name + ".xmp") if configured == path.with_suffix(".xmp") \
-            else path.with_suffix(".xmp")
+        other = self._other_naming(path)
         try:  # one lstat where there is no such file, as for most photos
             if other == path or not stat.S_ISREG(other.lstat().st_mode):
                 return {}
@@ -599,6 +597,38 @@ class KeywordWriter:
             return self.read(other).gps
         except MetadataError:
             return {}
+
+    def _other_naming(self, path: Path) -> Path:
+        """The sidecar name the other ``[write] sidecar`` setting gives ``path``."""
+        configured = self.sidecar_for(path)
+        return path.with_name(path.name + ".xmp") if configured == path.with_suffix(".xmp") \
+            else path.with_suffix(".xmp")
+
+    def other_sidecar(self, path: Path) -> tuple[Path, Keywords] | None:
+        """The sidecar of the other naming, read, where tagwatch may have written into it before
+        ``[write] sidecar`` changed: removals (untag, sync) reach it too, or its keywords would stay
+        there with no ledger left to take them out.  None where there is no such regular file, where
+        it cannot be read whole (never rewritten then), or where it may be another photo's: ``IMG_1.xmp``
+        while another picture has the stem ``IMG_1`` (a RAW+JPEG pair's shared sidecar)."""
+        other = self._other_naming(path)
+        try:  # one lstat where there is no such file, as for most photos
+            if other == path or not stat.S_ISREG(other.lstat().st_mode):
+                return None
+        except OSError:
+            return None
+        if other == path.with_suffix(".xmp"):
+            try:
+                with os.scandir(path.parent) as entries:
+                    if any(e.name != path.name and Path(e.name).stem == path.stem
+                           and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in entries):
+                        return None
+            except OSError:
+                return None
+        try:
+            keywords = self.read(other)
+        except MetadataError:
+            return None
+        return None if keywords.xmp_error else (other, keywords)
 
     def embeds(self, path: Path) -> bool:
         """Keywords go into the photo itself: a JPEG by its bytes and its name (a PNG named
@@ -751,9 +781,11 @@ class KeywordWriter:
         before, photo, sidecar = ((state.before, state.photo, state.sidecar) if state is not None
                                   else self._state(path, None))
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
+        other = self.other_sidecar(path)
+        files = (photo, sidecar) if other is None else (photo, sidecar, other[1])
 
         def present(keyword: str, where: str | None) -> bool:
-            return self.forms.present(keyword, photo, where) or self.forms.present(keyword, sidecar, where)
+            return any(self.forms.present(keyword, existing, where) for existing in files)
 
         removed = [o for o in owned if any(present(o, p) for p in had[o])]
         restored = [k for k in dropped if not present(k, None)]
@@ -799,7 +831,8 @@ class KeywordWriter:
                     exact[is_photo][tag] = undone
                 if undone and not is_photo:  # what the photos sharing the sidecar give back on their untag
                     fills[name] = record
-        edits = self._edits(path, before, photo, sidecar, change, assign, side, exact[True], exact[False])
+        edits = self._edits(path, before, photo, sidecar, change, assign, side, exact[True], exact[False],
+                            other=other)
         # said restored only where it is in a flat field afterwards (the log line, the ledger's rows)
         back = {v for edit in edits for tag in (IPTC, DC) for v in edit.final.get(tag, ())}
         missed = [k for k in restored if k not in back]
@@ -848,9 +881,11 @@ class KeywordWriter:
                change: Change, assign: Mapping[str, str | None] | None = None,
                side_assign: Mapping[str, str | None] | None = None,
                exact: Mapping[str, list[str]] | None = None,
-               side_exact: Mapping[str, list[str]] | None = None) -> list[Edit]:
+               side_exact: Mapping[str, list[str]] | None = None,
+               other: tuple[Path, Keywords] | None = None) -> list[Edit]:
         """The photo's and the sidecar's edits.  Keywords are added only where the target says;
-        removals reach every place tagwatch may have written (the target may have changed since).
+        removals reach every place tagwatch may have written (the target, or the sidecar's naming,
+        may have changed since: :meth:`other_sidecar`, read here unless given as ``other``).
         ``assign``, ``side_assign``: filled fields to set (None: delete) in the photo, in the sidecar;
         ``exact``, ``side_exact``: the photo's, the sidecar's keyword fields to set to exactly these
         values (none: delete)."""
@@ -880,6 +915,14 @@ class KeywordWriter:
             if args:
                 edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False,
                                   xmp_assign, final={f[0]: f[3] for f in fields}))
+        if change.remove and not change.overwrite:
+            other = other or self.other_sidecar(path)
+            if other is not None:
+                fields = self._xmp_fields(other[1], change.removal_only(), sidecar=True)
+                args = [a for f in fields for a in f[1]]
+                if args:
+                    edits.append(Edit(other[0], other[0].lstat(), args, {f[0]: f[2] for f in fields}, False,
+                                      final={f[0]: f[3] for f in fields}))
         return edits
 
     def refusal(self, st: os.stat_result) -> str | None:
