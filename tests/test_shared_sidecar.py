@@ -30,10 +30,11 @@ from conftest import (
     wait_for,
     write_config,
 )
+from tagwatch import shared
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
-from tagwatch.queue import Delete
+from tagwatch.queue import Delete, Move
 
 TAGS4 = ["beach", "forest", "mountain", "city street"]  # top_k 3 of 4: two photos share at least two
 SIDECAR = '[write]\ntarget = "sidecar"\nsidecar = "photo.xmp"\n'
@@ -258,3 +259,39 @@ def test_untag_takes_tagwatch_s_keywords_out_of_the_sidecar_of_the_naming_used_b
     assert in_sidecar(old_side) == {"bride"} and not new_side.exists()
     assert exiftool_read("-s3", "-XMP-xmp:Rating", old_side).strip() == "4"
 
+
+def test_a_shared_sidecar_that_moves_along_with_its_photo_is_no_warning(
+        tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Lightroom renames IMG_1.png, IMG_1.xmp and IMG_1.jpg one after the other.  Where the sidecar's
+    move landed just as the PNG's rename was handled, the log said "WARNING … keywords not moved from
+    the sidecar IMG_1.xmp it shares: File not found (its next scan writes them)".  It moved along,
+    complete: no warning, nothing written."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=3),
+              WriteConfig(target="sidecar", sidecar="photo.xmp"))
+    try:
+        env.use(TAGS4)
+        jpg, png = pair(tmp_path / "in")
+        env.pipeline.process([str(jpg), str(png)])
+        old, new = tmp_path / "in" / "IMG_1.xmp", tmp_path / "in" / "W_1.xmp"
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-xmp:Rating=4", str(old)], check=True)
+        held = in_sidecar(old)
+        renamed = png.rename(png.with_name("W_1.png"))
+        real_mates = shared.stem_mates
+
+        def sidecar_moves_now(*args: object, **kwargs: object) -> list[Path]:
+            found = real_mates(*args, **kwargs)  # type: ignore[arg-type]
+            if old.exists():  # Lightroom's move of the sidecar lands right after tagwatch looked
+                old.rename(new)
+            return found
+
+        monkeypatch.setattr(shared, "stem_mates", sidecar_moves_now)
+        written = new.stat().st_mtime_ns if new.exists() else None
+        with caplog.at_level("INFO"):
+            env.pipeline.apply([Move(str(png), str(renamed))])
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+        assert "written to its own sidecar" not in caplog.text and written is None
+        assert in_sidecar(new) == held and exiftool_read("-s3", "-XMP-xmp:Rating", new).strip() == "4"
+        assert env.store.file(str(renamed)) is not None
+    finally:
+        env.close()

@@ -115,6 +115,11 @@ def carry(writer: KeywordWriter, store: Store, src: str, dst: str) -> bool:
         if left:
             _leave(writer, store, left[0], f"{Path(src).name}'s keywords, renamed to {dst}", owned, paths)
     except (MetadataError, OSError) as exc:
+        if not os.path.lexists(old) and new.is_file():
+            # Lightroom, Capture One, darktable rename the sidecar with its photo, one file after
+            # the other: the one it shares moved to the new name as it was read, which is no failure
+            log.debug("%s: its sidecar %s moved along with it, to %s", dst, old.name, new.name)
+            return True
         reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
         log.warning("%s: keywords not moved from the sidecar %s it shares: %s (its next scan writes them)",
                     dst, old.name, reason)
