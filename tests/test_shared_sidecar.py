@@ -260,6 +260,29 @@ def test_untag_takes_tagwatch_s_keywords_out_of_the_sidecar_of_the_naming_used_b
     assert exiftool_read("-s3", "-XMP-xmp:Rating", old_side).strip() == "4"
 
 
+def test_untag_leaves_a_persons_keyword_in_another_apps_sidecar_where_ours_is_in_its_own(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A photographer in darktable (IMG_1.png.xmp) and Lightroom (IMG_1.xmp, tagwatch's naming) gave
+    the photo in darktable a keyword tagwatch also writes: untag takes tagwatch's out of the sidecar it
+    writes and leaves darktable's alone (only keywords of ours found nowhere else are looked for there)."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    png = noise_png(folder / "IMG_1.png", seed=2)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3,
+                          extra='[write]\nsidecar = "photo.xmp"\n')
+    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    assert run("scan", str(folder)).returncode == 0
+    own = predicted(config, folder)["IMG_1.png"]
+    darktable = folder / "IMG_1.png.xmp"
+    subprocess.run(["exiftool", "-q", "-o", str(darktable), *(f"-XMP-dc:Subject={k}" for k in sorted(own)),
+                    "-XMP-xmp:Rating=2"], check=True)
+    result = run("untag", str(folder))
+    assert result.returncode == 0, result.stderr
+    ours = png.with_suffix(".xmp")  # tagwatch made it: emptied of ours, it goes
+    assert not ours.exists() or not in_sidecar(ours) & own, result.stderr
+    assert in_sidecar(darktable) == own, result.stderr
+
+
 def test_a_shared_sidecar_that_moves_along_with_its_photo_is_no_warning(
         tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

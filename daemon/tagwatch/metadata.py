@@ -606,7 +606,7 @@ class KeywordWriter:
 
     def other_sidecar(self, path: Path) -> tuple[Path, Keywords] | None:
         """The sidecar of the other naming, read, where tagwatch may have written into it before
-        ``[write] sidecar`` changed: removals (untag, sync) reach it too, or its keywords would stay
+        ``[write] sidecar`` changed: untag reaches it too (:meth:`plan_untag`), or its keywords would stay
         there with no ledger left to take them out.  None where there is no such regular file, where
         it cannot be read whole (never rewritten then), or where it may be another photo's: ``IMG_1.xmp``
         while another picture has the stem ``IMG_1`` (a RAW+JPEG pair's shared sidecar)."""
@@ -781,13 +781,18 @@ class KeywordWriter:
         before, photo, sidecar = ((state.before, state.photo, state.sidecar) if state is not None
                                   else self._state(path, None))
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
-        other = self.other_sidecar(path)
-        files = (photo, sidecar) if other is None else (photo, sidecar, other[1])
 
-        def present(keyword: str, where: str | None) -> bool:
+        def present(keyword: str, where: str | None, files: Sequence[Keywords] = (photo, sidecar)) -> bool:
             return any(self.forms.present(keyword, existing, where) for existing in files)
 
         removed = [o for o in owned if any(present(o, p) for p in had[o])]
+        # Ours that neither the photo nor its sidecar holds may be in the sidecar of the naming used
+        # before [write] sidecar changed: those, and only those, come out of it (a keyword of ours
+        # that is here too may be a person's own in another app's sidecar: darktable's beside Lightroom's)
+        other = self.other_sidecar(path) if len(removed) < len(owned) else None
+        stray = [o for o in owned if o not in removed and other is not None
+                 and any(present(o, p, (other[1],)) for p in had[o])]
+        removed += stray
         restored = [k for k in dropped if not present(k, None)]
         filled = filled or {}
         # Put back flat, into IPTC Keywords and dc:subject; a hierarchical field never gets a person's
@@ -831,8 +836,9 @@ class KeywordWriter:
                     exact[is_photo][tag] = undone
                 if undone and not is_photo:  # what the photos sharing the sidecar give back on their untag
                     fills[name] = record
-        edits = self._edits(path, before, photo, sidecar, change, assign, side, exact[True], exact[False],
-                            other=other)
+        edits = self._edits(path, before, photo, sidecar, change, assign, side, exact[True], exact[False])
+        if other is not None and stray:
+            edits += self._other_edit(other, Change((), tuple((o, p) for o in stray for p in had[o])))
         # said restored only where it is in a flat field afterwards (the log line, the ledger's rows)
         back = {v for edit in edits for tag in (IPTC, DC) for v in edit.final.get(tag, ())}
         missed = [k for k in restored if k not in back]
@@ -881,11 +887,10 @@ class KeywordWriter:
                change: Change, assign: Mapping[str, str | None] | None = None,
                side_assign: Mapping[str, str | None] | None = None,
                exact: Mapping[str, list[str]] | None = None,
-               side_exact: Mapping[str, list[str]] | None = None,
-               other: tuple[Path, Keywords] | None = None) -> list[Edit]:
+               side_exact: Mapping[str, list[str]] | None = None) -> list[Edit]:
         """The photo's and the sidecar's edits.  Keywords are added only where the target says;
-        removals reach every place tagwatch may have written (the target, or the sidecar's naming,
-        may have changed since: :meth:`other_sidecar`, read here unless given as ``other``).
+        removals reach every place tagwatch may have written (the target may have changed since; the
+        sidecar's naming: :meth:`plan_untag`).
         ``assign``, ``side_assign``: filled fields to set (None: delete) in the photo, in the sidecar;
         ``exact``, ``side_exact``: the photo's, the sidecar's keyword fields to set to exactly these
         values (none: delete)."""
@@ -915,15 +920,16 @@ class KeywordWriter:
             if args:
                 edits.append(Edit(side, sidecar_before, args, {f[0]: f[2] for f in fields}, False,
                                   xmp_assign, final={f[0]: f[3] for f in fields}))
-        if change.remove and not change.overwrite:
-            other = other or self.other_sidecar(path)
-            if other is not None:
-                fields = self._xmp_fields(other[1], change.removal_only(), sidecar=True)
-                args = [a for f in fields for a in f[1]]
-                if args:
-                    edits.append(Edit(other[0], other[0].lstat(), args, {f[0]: f[2] for f in fields}, False,
-                                      final={f[0]: f[3] for f in fields}))
         return edits
+
+    def _other_edit(self, other: tuple[Path, Keywords], change: Change) -> list[Edit]:
+        """The removals ``change`` makes in the sidecar of the other naming (:meth:`other_sidecar`)."""
+        fields = self._xmp_fields(other[1], change, sidecar=True)
+        args = [a for f in fields for a in f[1]]
+        if not args:
+            return []
+        return [Edit(other[0], other[0].lstat(), args, {f[0]: f[2] for f in fields}, False,
+                     final={f[0]: f[3] for f in fields})]
 
     def refusal(self, st: os.stat_result) -> str | None:
         """Why a photo cannot take keywords into itself (a write replaces the file), or None: the
