@@ -26,6 +26,7 @@ from tagwatch.formats import (
     JPEG_SUFFIXES,
     ImageError,
     IncompleteImage,
+    UnsettledRaw,
     content_key,
     image_format,
     jpeg_key,
@@ -189,11 +190,13 @@ def red_picture(seed: int, size: tuple[int, int] = (96, 64)) -> Image.Image:
     return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
 
 
-def tiff_bytes(ifds: list[tuple[dict[int, tuple[int, object]], bytes]]) -> bytes:
+def tiff_bytes(ifds: list[tuple[dict[int, tuple[int, object]], bytes]], camera_layout: bool = False) -> bytes:
     """A little-endian TIFF written by hand: IFD0 from ``ifds[0]``, the others as its SubIFDs.
 
     Each IFD is ``({tag: (type, values)}, image data)``; strip offset and byte count are filled in.
     Types: 1 BYTE (values as bytes), 2 ASCII (a str), 3 SHORT, 4 LONG, 5 RATIONAL, 10 SRATIONAL.
+    The image data comes first, unless ``camera_layout``: then the IFDs come first, then the
+    SubIFDs' data (the preview), then IFD0's (the sensor data), as cameras write their RAWs.
     """
     formats = {1: "B", 3: "H", 4: "I", 5: "II", 10: "ii"}
     out = bytearray(b"II*\0\0\0\0\0")
@@ -220,23 +223,40 @@ def tiff_bytes(ifds: list[tuple[dict[int, tuple[int, object]], bytes]]) -> bytes
                 extra += raw + b"\0" * (len(raw) % 2)
         return bytes(table + b"\0\0\0\0" + extra)
 
+    def tagged(index: int, strip: int, subs: list[int]) -> dict[int, tuple[int, object]]:
+        entries, data = ifds[index]
+        return {**entries, 273: (4, [strip]), 279: (4, [len(data)]), **({330: (4, subs)} if subs else {})}
+
+    if camera_layout:  # directories' sizes do not depend on the offsets they hold: place, then fill in
+        dummies = [0] * (len(ifds) - 1)
+        at = [8]
+        for index in range(len(ifds)):
+            at.append(at[-1] + len(directory(tagged(index, 0, dummies if index == 0 else []), 0)))
+        strips, end = [0] * len(ifds), at[-1]
+        for index in [*range(1, len(ifds)), 0]:
+            strips[index], end = end, end + len(ifds[index][1]) + len(ifds[index][1]) % 2
+        out = bytearray(b"II*\0" + struct.pack("<I", 8))
+        for index in range(len(ifds)):
+            out += directory(tagged(index, strips[index], at[1:-1] if index == 0 else []), at[index])
+        for index in [*range(1, len(ifds)), 0]:
+            out += ifds[index][1] + b"\0" * (len(ifds[index][1]) % 2)
+        return bytes(out)
     subs = []
-    for (entries, data), strip in list(zip(ifds, strips, strict=True))[1:]:
+    for index, strip in list(enumerate(strips))[1:]:
         subs.append(len(out))
-        out += directory({**entries, 273: (4, [strip]), 279: (4, [len(data)])}, len(out))
-    entries = {**ifds[0][0], 273: (4, [strips[0]]), 279: (4, [len(ifds[0][1])])}
-    if subs:
-        entries[330] = (4, subs)
+        out += directory(tagged(index, strip, []), len(out))
     out[4:8] = struct.pack("<I", len(out))
-    out += directory(entries, len(out))
+    out += directory(tagged(0, strips[0], subs), len(out))
     return bytes(out)
 
 
 def dng_bytes(picture: Image.Image, preview: Image.Image | None = None, orientation: int = 1,
-              bitmap: bool = False, preview_exif: Image.Exif | None = None) -> bytes:
+              bitmap: bool = False, preview_exif: Image.Exif | None = None, camera_layout: bool = False,
+              make: str = "Tagwatch") -> bytes:
     """A real DNG that LibRaw reads: 16-bit RGGB sensor data sampled from ``picture``, and optionally
     a preview in a SubIFD, the way cameras and Adobe's converter store one: JPEG (with EXIF of its
-    own first if given, as camera previews have it), or 8-bit RGB."""
+    own first if given, as camera previews have it), or 8-bit RGB.  ``camera_layout``: see
+    :func:`tiff_bytes`; ``make``: the Make tag."""
     rgb = np.asarray(picture, np.uint16) * 257
     height, width, _ = rgb.shape
     cfa = np.empty((height, width), "<u2")
@@ -244,7 +264,7 @@ def dng_bytes(picture: Image.Image, preview: Image.Image | None = None, orientat
     cfa[1::2, 0::2], cfa[1::2, 1::2] = rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]
     identity = [1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1]
     raw_ifd = {254: (4, [0]), 256: (4, [width]), 257: (4, [height]), 258: (3, [16]), 259: (3, [1]),
-               262: (3, [32803]), 271: (2, "Tagwatch"), 272: (2, "Test"), 274: (3, [orientation]),
+               262: (3, [32803]), 271: (2, make), 272: (2, "Test"), 274: (3, [orientation]),
                277: (3, [1]), 278: (4, [height]), 284: (3, [1]), 33421: (3, [2, 2]), 33422: (1, b"\0\1\1\2"),
                50706: (1, b"\1\4\0\0"), 50708: (2, "Tagwatch Test"), 50717: (4, [65535]),
                50721: (10, identity), 50728: (5, [1, 1, 1, 1, 1, 1]), 50778: (3, [21])}
@@ -259,7 +279,15 @@ def dng_bytes(picture: Image.Image, preview: Image.Image | None = None, orientat
         ifds.append(({254: (4, [1]), 256: (4, [preview.width]), 257: (4, [preview.height]),
                       258: (3, [8, 8, 8]), 277: (3, [3]), 278: (4, [preview.height]), 284: (3, [1]),
                       **coding}, preview.tobytes() if bitmap else jpeg.getvalue()))
-    return tiff_bytes(ifds)
+    return tiff_bytes(ifds, camera_layout)
+
+
+def camera_raw_bytes(picture: Image.Image, make: str = "Tagwatch", header: bytes = b"II*\0") -> bytes:
+    """A TIFF-based RAW that is not a DNG (as NEF, ARW, PEF and SRW are; ``header`` b"IIU\\0" for a
+    Panasonic RW2), laid out as cameras write one: IFDs, then the JPEG preview, then the sensor data
+    (LibRaw decodes it)."""
+    dng = dng_bytes(picture, picture, camera_layout=True, make=make)
+    return header + dng[4:].replace(struct.pack("<HHI", 50706, 1, 4), struct.pack("<HHI", 65000, 1, 4))
 
 
 def encode(picture: Image.Image, fmt: str, **options: object) -> bytes:
@@ -528,6 +556,33 @@ def test_other_camera_raws_are_keyed_by_the_whole_file_and_checked_for_truncatio
     assert image_format(tiff_bytes([(rgb, pixels)])) == "tiff"
     iiq = tiff_bytes([(rgb, b"IIII\x01\0\0\0" + b"\0" * 8 + pixels)])
     assert image_format(iiq) == "raw" and content_key(iiq) == raw_key(iiq)
+
+
+def test_a_camera_raw_whose_sensor_data_does_not_end_inside_the_file_is_cut_short() -> None:
+    """Issue: a RAW laid out as cameras write one (IFDs, preview, then the sensor data) passed the
+    check while its sensor data only began inside the file, so a RAW tethered in chunks was keyed
+    (and tagged from its preview) at every chunk, each one a new key."""
+    arw = camera_raw_bytes(red_picture(14, (120, 80)))
+    assert image_format(arw) == "raw" and len(raw_key(arw)) == 16
+    red, green, blue = colour_means(prepare(arw, SPEC))
+    assert red > 0.75 and red > 2 * max(green, blue), (red, green, blue)
+    sensor_at = len(arw) - 120 * 80 * 2
+    for cut in (sensor_at + 1, (sensor_at + len(arw)) // 2, len(arw) - 1):
+        with pytest.raises(IncompleteImage, match=r"^truncated RAW .* runs past the end"):
+            content_key(arw[:cut])
+        with pytest.raises(IncompleteImage) as caught:  # such a RAW is cut short however long it sat
+            content_key(arw[:cut], settled=True)
+        assert not isinstance(caught.value, UnsettledRaw)
+    # Panasonic's byte counts may be the uncompressed size, and Hasselblad's are as loose: waited
+    # for while the file grows, keyed as it is once it has stopped
+    for loose in (camera_raw_bytes(red_picture(14, (120, 80)), header=b"IIU\0"),
+                  camera_raw_bytes(red_picture(14, (120, 80)), make="Hasselblad")):
+        short = loose[:len(loose) - 100]
+        with pytest.raises(UnsettledRaw, match=r"^truncated RAW .* keyed once it stops growing"):
+            content_key(short)
+        assert content_key(short, settled=True) == raw_key(short, settled=True)
+        with pytest.raises(IncompleteImage, match=r"is past the end"):  # no sensor data at all
+            content_key(loose[:sensor_at], settled=True)
 
 
 def test_a_missing_decoder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from tagwatch.pipeline import Pipeline
 from tagwatch.queue import TAIL_BATCH, BatchQueue, Delete, Move, backlog_batch, backlog_take
 from tagwatch.vocabulary import parse_tag_list
 from tagwatch.writeback import WriteJob, write_file
+from test_imaging import camera_raw_bytes, red_picture
 
 ALL_TAGS = TaggingConfig(threshold=-1.0, top_k=len(TAGS))
 
@@ -243,6 +244,31 @@ def test_a_file_still_being_written_is_retried_not_failed(env: Env, tmp_path: Pa
     assert env.run(partial) == {"partial.jpg": Status.FAILED}  # a one-shot scan does not wait
     partial.write_bytes(good)
     assert env.run(partial) == {"partial.jpg": Status.TAGGED}
+
+
+def test_a_camera_raw_still_being_written_is_waited_for_then_failed_if_cut_short(env: Env,
+                                                                                 tmp_path: Path) -> None:
+    """Issue: a RAW written in chunks was tagged from its preview before its sensor data was all
+    there; each chunk gave it a new key, and the record of tagwatch's keywords was lost."""
+    whole = camera_raw_bytes(red_picture(15, (120, 80)))
+    partial = tmp_path / "in" / "DSC00002.ARW"
+    partial.parent.mkdir()
+    partial.write_bytes(whole[:len(whole) - 4000])  # structure and preview complete, sensor data not
+    assert env.run(partial, wait_for_writers=lambda path, st: True) == {"DSC00002.ARW": Status.RETRY}
+    assert env.store.file(str(partial)) is None and not list(partial.parent.glob("*.xmp"))
+    assert env.run(partial, wait_for_writers=lambda path, st: False) == {"DSC00002.ARW": Status.FAILED}
+    assert "runs past the end" in (env.store.file(str(partial)).error or "")
+    partial.write_bytes(whole)
+    assert env.run(partial) == {"DSC00002.ARW": Status.TAGGED}
+    assert list(partial.parent.glob("*.xmp"))  # its sidecar
+
+    # A Panasonic RAW whose byte count says more than it holds: waited for, then taken as it is
+    rw2 = tmp_path / "in" / "P1000001.RW2"
+    loose = camera_raw_bytes(red_picture(16, (120, 80)), header=b"IIU\0")
+    rw2.write_bytes(loose[:len(loose) - 100])
+    assert env.run(rw2, wait_for_writers=lambda path, st: True) == {"P1000001.RW2": Status.RETRY}
+    assert env.run(rw2, wait_for_writers=lambda path, st: False) == {"P1000001.RW2": Status.RETRY}
+    assert env.run(rw2, wait_for_writers=lambda path, st: False) == {"P1000001.RW2": Status.TAGGED}
 
 
 def test_the_write_runs_in_three_steps_that_another_engine_can_split(env: Env, tmp_path: Path) -> None:

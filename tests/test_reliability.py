@@ -24,12 +24,22 @@ from pathlib import Path
 import pytest
 
 import synthetic
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, Daemon, Env, noise_jpeg, wait_for, write_config
+from conftest import (
+    SHAPES_CHECKPOINT,
+    SHAPES_CONFIG,
+    Daemon,
+    Env,
+    noise_jpeg,
+    tagwatch,
+    wait_for,
+    write_config,
+)
 from tagwatch.config import TaggingConfig
 from tagwatch.service import STATE_INTERVAL_S
 from tagwatch.status import lock_path, state_path
 from tagwatch.vocabulary import Tag, Vocabulary
 from test_faults import drop_file_capabilities
+from test_imaging import camera_raw_bytes
 from xmp_damage import CLASSES, with_xmp, xmp_segment
 
 TAGS = [*synthetic.COLOURS, *synthetic.SHAPES]
@@ -410,6 +420,34 @@ def test_a_photo_copied_slowly_is_tagged_once_complete_and_never_failed(daemon: 
             time.sleep(0.5)
     wait_for(lambda: has(photo, "yellow", "square"))
     assert f"{photo}: skipped" not in daemon.log()[mark:]
+
+
+def test_a_raw_tethered_in_chunks_is_tagged_once_complete_and_its_keywords_stay_tagwatchs(
+        tmp_path: Path, daemon_factory) -> None:
+    """Issue: a RAW written by tethering in chunks (IFDs and preview first, sensor data last) was
+    tagged from its preview while incomplete and again at every chunk (each a new key), and the
+    record of tagwatch's keywords was dropped at each one: once complete, untag found nothing of
+    tagwatch's in its sidecar.  Here: eight chunks 0.5 s apart, the daemon looking every 50 ms."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    daemon: Daemon = daemon_factory(shapes_config(tmp_path / "conf", [root])).start()
+    data = camera_raw_bytes(synthetic.make_photo("green", "circle", 790, (320, 240)))
+    photo = root / "DSC00002.ARW"
+    step = len(data) // 8 + 1
+    with photo.open("wb") as handle:
+        for start in range(0, len(data), step):
+            handle.write(data[start:start + step])
+            handle.flush()
+            time.sleep(0.5)
+    sidecar = wait_for(lambda: next(root.glob("*.xmp"), None))
+    wait_for(lambda: f"tagged {photo}" in daemon.log())
+    time.sleep(1)
+    lines = [line for line in daemon.log().splitlines() if str(photo) in line]
+    assert len(lines) == 1 and "tagged" in lines[0] and "green" in lines[0] and "circle" in lines[0], lines
+    assert daemon.stop() == 0
+    untagged = tagwatch("untag", "--config", str(daemon.config), str(photo))
+    assert untagged.returncode == 0 and "removed" in untagged.stderr, untagged.stderr
+    assert not sidecar.exists() or "circle" not in sidecar.read_text(encoding="utf-8")
 
 
 def test_a_read_only_database_is_said_at_start_and_tagging_resumes_once_writable(tmp_path: Path) -> None:

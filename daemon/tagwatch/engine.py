@@ -164,7 +164,8 @@ class Engine:
                 self._inflight[path] = self._inflight.get(path, 0) + 1
             self._lots += 1
         try:
-            photos, outcomes = self.pipeline.select(paths, dry_run=dry_run, retry_failed=retry_failed)
+            photos, outcomes = self.pipeline.select(paths, dry_run=dry_run, retry_failed=retry_failed,
+                                                    watched=wait_for_writers is not None)
         except BaseException:
             with self._cond:
                 self._release(paths)

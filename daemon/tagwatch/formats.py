@@ -64,6 +64,12 @@ class IncompleteImage(ImageError):
     still in progress, which the daemon waits for instead of failing at once."""
 
 
+class UnsettledRaw(IncompleteImage):
+    """A RAW whose sensor data runs past the end of the file where its maker's byte counts may say
+    more than the file holds (:func:`_loose_byte_counts`): a copy in progress, or the whole file.
+    Waited for like any file cut short, then keyed as it is once it has stopped growing."""
+
+
 def _is_metadata_segment(marker: int) -> bool:
     """APP0-APP15 (EXIF, XMP, IPTC, ICC, MPF, …) and COM carry no pixels."""
     return 0xE0 <= marker <= 0xEF or marker == 0xFE
@@ -238,7 +244,7 @@ def embeddable(path: Path) -> bool:
     return announced_format(head) in ("jpeg", None)
 
 
-def content_key(data: bytes) -> bytes:
+def content_key(data: bytes, *, settled: bool = False) -> bytes:
     """The content key of an image file's bytes: hashes what carries the picture, never metadata.
 
     Per format (the domain prefix differs for each, so keys never collide across formats):
@@ -248,7 +254,7 @@ def content_key(data: bytes) -> bytes:
     * WebP: :func:`webp_key`, the bitstream, alpha and animation chunks.
     * TIFF and DNG: :func:`tiff_key`, every IFD's image data and the tags that say how to decode it.
     * HEIC/HEIF: :func:`heif_key`, every image item's coded data and decoding properties.
-    * Other camera RAWs: :func:`raw_key`, the whole file.
+    * Other camera RAWs: :func:`raw_key`, the whole file (``settled``: see there).
 
     An EXIF orientation other than 1 (JPEG, PNG, WebP, TIFF, DNG) is part of the key: the photo is
     shown turned, and CLIP sees a turned photo differently.  HEIC carries its rotation in boxes the
@@ -258,7 +264,7 @@ def content_key(data: bytes) -> bytes:
     kind = image_format(data)
     keyers = {"jpeg": jpeg_key, "png": png_key, "webp": webp_key, "tiff": tiff_key, "dng": tiff_key,
               "heif": heif_key}
-    key = keyers.get(kind, raw_key)(data)
+    key = keyers[kind](data) if kind in keyers else raw_key(data, settled=settled)
     turn = _exif_orientation(data) if kind in ("jpeg", "png", "webp", "tiff", "dng") else 1
     if turn == 1:
         return key
@@ -704,7 +710,7 @@ def _heif_references(data: bytes, iref: tuple[int, int] | None) -> list[tuple[by
 
 # --- Other camera RAWs ----------------------------------------------------------------------------
 
-def raw_key(data: bytes) -> bytes:
+def raw_key(data: bytes, *, settled: bool = False) -> bytes:
     """Key of a camera RAW other than DNG (CR2, CR3, NEF, ARW, ORF, RW2, RAF, IIQ, 3FR…): the whole file.
 
     Each maker keeps its sensor data somewhere of its own (maker-note offsets, RW2's tag 0x118,
@@ -715,21 +721,28 @@ def raw_key(data: bytes) -> bytes:
     written into the RAW by another app costs: a new key, so one decode of the embedded preview and
     one model run for that photo, which is then tagged again as if new.
 
-    The file's own structure is checked first, so a RAW still being copied is reported as truncated.
+    The file's own structure is checked first, so a RAW still being copied is reported as truncated:
+    keyed while it grows, it would get a new key with every chunk written, and the record of the
+    keywords tagwatch wrote into its sidecar would be dropped at each one.  ``settled``: the file has
+    stopped growing (see :func:`_check_raw_structure`).
     """
     if image_format(data) != "raw":
         raise ImageError("not a camera RAW file")
-    _check_raw_structure(data)
+    _check_raw_structure(data, settled)
     digest = hashlib.sha256(_RAW_DOMAIN)
     digest.update(data)
     return digest.digest()[:_KEY_BYTES]
 
 
-def _check_raw_structure(data: bytes) -> None:
+def _check_raw_structure(data: bytes, settled: bool = False) -> None:
     """Refuse a RAW whose container says it is longer than the file (a copy still in progress).
 
-    Lenient on purpose: a TIFF-like RAW's image data need only start inside the file, because some
-    cameras round byte counts up; LibRaw itself reports a file that really ends too soon.
+    A TIFF-like RAW's strips and tiles must end inside the file: cameras write the IFDs and the
+    preview first and the sensor data last, so a RAW being written by tethering or a slow copy has a
+    complete structure and preview long before its sensor data ends.  The one leniency is for makers
+    whose byte counts may say more than the file holds (:func:`_loose_byte_counts`): their sensor
+    data need only start inside the file, and only once it has stopped growing (``settled``, judged by
+    the caller: :class:`tagwatch.retry.StillWriting`); until then it is :class:`UnsettledRaw`.
     """
     if data[:15] == b"FUJIFILMCCD-RAW":
         if len(data) < 108:
@@ -743,8 +756,26 @@ def _check_raw_structure(data: bytes) -> None:
         for _ in _boxes(data, 0, len(data), "RAW"):
             pass
         return
-    for ifd in _tiff_ifds(data, "RAW"):
+    ifds = _tiff_ifds(data, "RAW")
+    loose = _loose_byte_counts(data, ifds)
+    for ifd in ifds:
         for tags in _TIFF_DATA_TAGS:
             for offset, length in zip(*(ifd.uints(tag) for tag in tags), strict=False):
-                if length and offset >= len(data):
+                if not length or offset + length <= len(data):
+                    continue
+                if offset >= len(data):
                     raise IncompleteImage(f"truncated RAW (image data at byte {offset} is past the end)")
+                if not loose:
+                    raise IncompleteImage(f"truncated RAW (image data at byte {offset} runs past the end)")
+                if not settled:
+                    raise UnsettledRaw(f"truncated RAW (image data at byte {offset} runs past the end, "
+                                       "which its maker's byte counts may do: keyed once it stops growing)")
+
+
+def _loose_byte_counts(data: bytes, ifds: list[_Ifd]) -> bool:
+    """Is this a RAW whose strip byte counts may say more than the file holds?  Panasonic's (RW2,
+    and Leica's RWL made alike) may hold the uncompressed size there, and Hasselblad's 3FR is as
+    loose: exiftool's validator leaves exactly these out of its "runs past end of file" check."""
+    if data[:4] == b"IIU\0":
+        return True
+    return 271 in ifds[0].entries and ifds[0].value(271).startswith(b"Hasselblad")  # Make

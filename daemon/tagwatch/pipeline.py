@@ -34,7 +34,7 @@ from .captions import Captions, Reading, caption
 from .captions import from_config as captions_from_config
 from .casefold import fold, folded
 from .config import Config, PlacesConfig, TaggingConfig
-from .formats import ImageError, IncompleteImage
+from .formats import ImageError, IncompleteImage, UnsettledRaw
 from .freshness import is_settled, is_unchanged
 from .geotag import Places
 from .imaging import Preprocess
@@ -165,6 +165,9 @@ class Pipeline:
         self._paths: dict[str, str] = {}  # keyword → hierarchical path, every tag and level above one
         self.expansion = Expansion()  # the levels above each tag that a prediction also writes
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode")
+        # RAWs whose sensor data runs past their end, seen to stop growing: path -> (size, mtime_ns)
+        # then; the next read keys them as they are (formats.UnsettledRaw)
+        self._stopped: dict[str, tuple[int, int]] = {}
         self.roots: tuple[str, ...] = ()  # set by the daemon: files must lie inside, reached directly
         self._deferred: list[Outcome] = []  # WAIT outcomes of a retag, for the worker to schedule
 
@@ -270,11 +273,13 @@ class Pipeline:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def select(self, paths: Iterable[str], *, dry_run: bool = False,
-               retry_failed: bool = False) -> tuple[list[Photo], list[Outcome]]:
+    def select(self, paths: Iterable[str], *, dry_run: bool = False, retry_failed: bool = False,
+               watched: bool = False) -> tuple[list[Photo], list[Outcome]]:
         """The first stage, on the store's side: which of ``paths`` need reading, as :class:`Photo`
         (stat taken), and the outcome of each that does not (settled, vanished, not a regular file,
-        a name the store cannot hold).  Both engines start here."""
+        a name the store cannot hold).  Both engines start here.  ``watched``: files that look cut
+        short are waited for (see :meth:`bad_file`), so none is taken as it is before it was seen to
+        stop growing."""
         paths = list(dict.fromkeys(paths))
         outcomes: list[Outcome] = []
         unnamed = not_utf8_names(paths)
@@ -318,7 +323,8 @@ class Pipeline:
                 assert row is not None
                 outcomes.append(self._settled(row, dry_run))
                 continue
-            photos.append(Photo(path, st))
+            stopped = self._stopped.pop(path, None)
+            photos.append(Photo(path, st, settled=not watched or stopped == (st.st_size, st.st_mtime_ns)))
         return photos, outcomes
 
     def _settled(self, row: FileRow, dry_run: bool) -> Outcome:
@@ -351,7 +357,8 @@ class Pipeline:
         ``scan`` run the same stages overlapped (:class:`tagwatch.engine.Engine`).
         """
         assert self.tags is not None, "use_vocabulary() first"
-        photos, outcomes = self.select(paths, dry_run=dry_run, retry_failed=retry_failed)
+        photos, outcomes = self.select(paths, dry_run=dry_run, retry_failed=retry_failed,
+                                       watched=wait_for_writers is not None)
         for photo, problem in zip(photos, self._pool.map(_read, photos), strict=True):
             if problem is not None:
                 outcomes.append(self.bad_file(photo, problem, dry_run, wait_for_writers))
@@ -596,11 +603,17 @@ class Pipeline:
 
     def bad_file(self, photo: Photo, problem: ImageError | ReadFailed, dry_run: bool,
                  wait_for_writers: Callable[[str, os.stat_result], bool] | None = None) -> Outcome:
-        """A file we could not use: retry if it is probably still being written, else record why."""
+        """A file we could not use: retry if it is probably still being written, else record why.
+
+        A RAW whose maker's byte counts may overshoot (:class:`UnsettledRaw`) is waited for alike;
+        once it has stopped growing it is tried again at once, to be keyed as it is."""
         reason = str(problem)
-        if (wait_for_writers is not None and isinstance(problem, IncompleteImage)
-                and wait_for_writers(photo.path, photo.stat)):
-            return Outcome(photo.path, Status.RETRY, error=reason)
+        if wait_for_writers is not None and isinstance(problem, IncompleteImage):
+            if wait_for_writers(photo.path, photo.stat):
+                return Outcome(photo.path, Status.RETRY, error=reason)
+            if isinstance(problem, UnsettledRaw) and not photo.settled:
+                self._stopped[photo.path] = (photo.stat.st_size, photo.stat.st_mtime_ns)
+                return Outcome(photo.path, Status.RETRY, error=reason)
         if isinstance(problem, ReadFailed) and problem.transient:
             return Outcome(photo.path, Status.WAIT, error=reason)
         if isinstance(problem, FileVanished):

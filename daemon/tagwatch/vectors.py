@@ -70,6 +70,9 @@ class Photo:
     key: bytes | None = None  # read_key
     vector: np.ndarray | None = None  # from the cache, or encoded
     caption: str | None = None  # from the caption cache, or generated (captions on: tagwatch.captions)
+    # Seen to stop growing, or taken as it is (no one watches it): a RAW whose maker's byte counts
+    # overshoot is keyed only then (formats.UnsettledRaw)
+    settled: bool = True
 
 
 def read_key(photo: Photo) -> None:
@@ -84,7 +87,7 @@ def read_key(photo: Photo) -> None:
     if not photo.data:
         raise IncompleteImage("empty file (0 bytes)")
     try:
-        photo.key = content_key(photo.data)
+        photo.key = content_key(photo.data, settled=photo.settled)
     except ImageError:
         photo.data = None
         raise
