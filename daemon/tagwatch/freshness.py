@@ -26,7 +26,10 @@ from .formats import IMAGE_SUFFIXES
 from .retry import retried_anyway
 from .store import DONE, FAILED, UNTAGGED, FileRow, Store
 
-SIDECAR_SUFFIX = ".xmp"
+SIDECAR_SUFFIX = ".xmp"  # how tagwatch spells the extension of a sidecar it makes
+# The spellings found: Photo Mechanic and Windows ingest tools write IMG_1.XMP beside IMG_1.CR2, and
+# cards and NAS shares keep that case.  Apps keep the photo's own name as it is (IMG_1.CR2.xmp).
+SIDECAR_SPELLINGS = (SIDECAR_SUFFIX, ".XMP")
 StatOf = Callable[[str], os.stat_result | None]  # a path's lstat, or None where there is none
 Recorded = Callable[[list[str]], Mapping[str, FileRow]]  # the store's rows of the paths it knows
 
@@ -36,11 +39,29 @@ def is_unchanged(row: FileRow | None, st: os.stat_result) -> bool:
     return row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
 
 
+def is_sidecar(path: str) -> bool:
+    """``path`` is named as a sidecar is (``.xmp`` or ``.XMP``)."""
+    return path.endswith(SIDECAR_SPELLINGS)
+
+
+def sidecar_of(path: str, stem_named: bool, spelling: str = SIDECAR_SUFFIX) -> str:
+    """The sidecar of the photo ``path``: ``photo.xmp`` (``stem_named``: Lightroom, Capture One) or
+    ``photo.jpg.xmp`` (digiKam, darktable, Immich).  The one there is, whatever the case of its
+    extension (the lower-case one where there are both), so that a person's ``IMG_1.XMP`` is written
+    into and never joined by a second one; where there is none, the name spelled ``spelling``.  The
+    one place that decides which file is a photo's sidecar."""
+    base = os.path.splitext(path)[0] if stem_named else path
+    for suffix in SIDECAR_SPELLINGS:
+        if os.path.lexists(base + suffix):
+            return base + suffix
+    return base + spelling
+
+
 def sidecars(path: str) -> tuple[str, ...]:
-    """The sidecars tagwatch reads for ``path``, in either naming (``write.sidecar``):
-    ``photo.jpg.xmp`` (digiKam, darktable, Immich) and ``photo.xmp`` (Lightroom, Capture One)."""
+    """The sidecars tagwatch reads for ``path``, in either naming (``write.sidecar``) and either
+    spelling: ``photo.jpg.xmp`` (digiKam, darktable, Immich) and ``photo.xmp`` (Lightroom, Capture One)."""
     stem = os.path.splitext(path)[0]
-    return (path + SIDECAR_SUFFIX,) if stem == path else (path + SIDECAR_SUFFIX, stem + SIDECAR_SUFFIX)
+    return tuple(base + suffix for base in dict.fromkeys((path, stem)) for suffix in SIDECAR_SPELLINGS)
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -86,7 +107,7 @@ def sidecar_edited(row: FileRow, stat_of: StatOf = _lstat, recorded: Recorded | 
         st = stat_of(side)
         if st is None or st.st_ctime_ns <= row.updated * 1e9:
             continue
-        if recorded is not None and side != row.path + SIDECAR_SUFFIX:
+        if recorded is not None and side[:-len(SIDECAR_SUFFIX)] != row.path:  # a photo.xmp
             others = recorded([p for p in _sharers(side) if p != row.path])
             if any(o.updated is not None and st.st_ctime_ns <= o.updated * 1e9 for o in others.values()):
                 continue  # written by tagwatch for a photo sharing it, and not changed since

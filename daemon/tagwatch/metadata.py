@@ -26,6 +26,7 @@ from .casefold import fold, folded
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
 from .formats import IMAGE_SUFFIXES, embeddable
+from .freshness import SIDECAR_SUFFIX, sidecar_of
 from .places import GPS_TAGS, LOCATION_FIELDS
 from .retry import TRANSIENT_ERRNOS
 
@@ -575,11 +576,15 @@ class KeywordWriter:
             raise MetadataError(str(_as_list(record["ExifTool:Error"])[0]))
         return record
 
-    def sidecar_for(self, path: Path) -> Path:
-        """``photo.jpg.xmp`` (digiKam, darktable, Immich) or ``photo.xmp`` (Lightroom, Capture One)."""
-        if self.settings.sidecar == "photo.xmp":
-            return path.with_suffix(".xmp")
-        return path.with_name(path.name + ".xmp")
+    @property
+    def stem_named(self) -> bool:
+        """Sidecars are named ``photo.xmp`` (Lightroom, Capture One), not ``photo.jpg.xmp``."""
+        return self.settings.sidecar == "photo.xmp"
+
+    def sidecar_for(self, path: Path, spelling: str = SIDECAR_SUFFIX) -> Path:
+        """``photo.jpg.xmp`` (digiKam, darktable, Immich) or ``photo.xmp`` (Lightroom, Capture One),
+        as it is spelled where there is one (``IMG_1.XMP``): :func:`tagwatch.freshness.sidecar_of`."""
+        return Path(sidecar_of(str(path), self.stem_named, spelling))
 
     def sidecar_gps(self, path: Path, sidecar: Keywords) -> Mapping[str, str]:
         """The GPS a geotagger wrote beside the photo: its sidecar's (``sidecar``, as read), else the
@@ -599,10 +604,8 @@ class KeywordWriter:
             return {}
 
     def _other_naming(self, path: Path) -> Path:
-        """The sidecar name the other ``[write] sidecar`` setting gives ``path``."""
-        configured = self.sidecar_for(path)
-        return path.with_name(path.name + ".xmp") if configured == path.with_suffix(".xmp") \
-            else path.with_suffix(".xmp")
+        """The sidecar the other ``[write] sidecar`` setting gives ``path`` (spelled as it is there)."""
+        return Path(sidecar_of(str(path), not self.stem_named))
 
     def other_sidecar(self, path: Path) -> tuple[Path, Keywords] | None:
         """The sidecar of the other naming, read, where tagwatch may have written into it before
@@ -616,7 +619,7 @@ class KeywordWriter:
                 return None
         except OSError:
             return None
-        if other == path.with_suffix(".xmp"):
+        if not self.stem_named:  # the other naming is photo.xmp, which another picture of the stem may share
             try:
                 with os.scandir(path.parent) as entries:
                     if any(e.name != path.name and Path(e.name).stem == path.stem

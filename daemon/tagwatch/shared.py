@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .formats import IMAGE_SUFFIXES
+from .freshness import is_sidecar
 from .metadata import KeywordWriter, MetadataError
 from .store import ADDED, DECLINED, DELETED, USER, Store
 
@@ -46,12 +47,12 @@ def stem_mates(writer: KeywordWriter, path: Path, *, any_file: bool = False) -> 
     """The other files whose sidecar is ``path``'s: with ``photo.xmp`` naming, the photos of the same
     folder and stem (``any_file``: every file of that stem but a sidecar, such as a RAW format
     tagwatch does not read, whose sidecar it still is for the apps that do)."""
-    side = writer.sidecar_for(path)
-    if side.name == path.name + ".xmp":  # photo.jpg.xmp naming: each photo has its own
+    if not writer.stem_named:  # photo.jpg.xmp naming: each photo has its own
         return []
+    side = writer.sidecar_for(path)
     found = []
     for other in path.parent.glob(glob.escape(path.stem) + ".*"):
-        if other == path or other.suffix.lower() == ".xmp" or other.is_symlink() or not other.is_file():
+        if other == path or is_sidecar(other.name) or other.is_symlink() or not other.is_file():
             continue
         if writer.sidecar_for(other) == side and (any_file or other.suffix.lower() in IMAGE_SUFFIXES):
             found.append(other)
@@ -97,8 +98,9 @@ def carry(writer: KeywordWriter, store: Store, src: str, dst: str) -> bool:
     old stem still uses, or whose new name's sidecar exists already: its own keywords are written
     into the sidecar of its new name, and taken out of the old one where no other photo has them.
     False when there is nothing of the kind to do (the caller moves an unshared sidecar along)."""
-    old, new = writer.sidecar_for(Path(src)), writer.sidecar_for(Path(dst))
-    if old == new or not old.is_file() or old.is_symlink() or old.name == Path(src).name + ".xmp":
+    old = writer.sidecar_for(Path(src))
+    new = writer.sidecar_for(Path(dst), old.suffix)  # one made for it spelled as the old one
+    if old == new or not old.is_file() or old.is_symlink() or not writer.stem_named:
         return False
     left = stem_mates(writer, Path(src), any_file=True)
     if not left and not os.path.lexists(new):

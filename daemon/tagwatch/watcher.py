@@ -38,7 +38,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
 from .formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
-from .freshness import SIDECAR_SUFFIX, is_settled
+from .freshness import SIDECAR_SUFFIX, is_settled, is_sidecar
 from .metadata import remove_if_stale
 from .queue import BatchQueue, Delete, HalfMove, Move
 from .store import FileRow, Store
@@ -149,7 +149,7 @@ def walk(root: Path, filt: PathFilter, clean_temp: bool = False, stop: threading
         if sidecars is not None:
             sidecars.clear()
             for entry in listing:
-                if entry.name.endswith(SIDECAR_SUFFIX):
+                if is_sidecar(entry.name):
                     with contextlib.suppress(OSError):
                         sidecars[entry.path] = entry.stat(follow_symlinks=False)
         for entry in listing:
@@ -384,7 +384,7 @@ class _Handler(FileSystemEventHandler):
         photo for ``photo.jpg.xmp``; for ``photo.xmp``, the photos named ``photo`` with an image
         suffix beside it.  Queued, a photo is read again only if the sidecar changed after its last
         record (:func:`tagwatch.freshness.is_settled`): tagwatch's own sidecar writes come before."""
-        if not path.endswith(SIDECAR_SUFFIX) or _through_link(path):
+        if not is_sidecar(path) or _through_link(path):
             return []
         base = path[:-len(SIDECAR_SUFFIX)]
         names = [base] if self.filt.wanted(base) else [

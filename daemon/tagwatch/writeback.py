@@ -39,7 +39,7 @@ from . import logs, shared
 from .atomic import fsync_folder
 from .captions import Captions, Reading
 from .casefold import fold, folded
-from .freshness import restamp, stem_photos
+from .freshness import is_sidecar, restamp, stem_photos
 from .geotag import Placement, Places
 from .metadata import (
     DESCRIPTION_FIELDS,
@@ -1142,11 +1142,12 @@ class Writeback:
 def move_sidecar(writer: KeywordWriter, src: str, dst: str) -> None:
     """A photo renamed by a file manager leaves its sidecar behind; take it along, unless the new
     name already has one or other files still share it (``photo.xmp`` of a RAW+JPEG pair)."""
-    old, new = writer.sidecar_for(Path(src)), writer.sidecar_for(Path(dst))
+    old = writer.sidecar_for(Path(src))
+    new = writer.sidecar_for(Path(dst), old.suffix)  # moved, it keeps its spelling: IMG_1.XMP
     if old == new or not old.is_file() or old.is_symlink() or os.path.lexists(new):
         return
-    if old.name != Path(src).name + ".xmp" and any(
-            p.suffix.lower() != ".xmp" for p in old.parent.glob(glob.escape(old.stem) + ".*")):
+    if writer.stem_named and any(
+            not is_sidecar(p.name) for p in old.parent.glob(glob.escape(old.stem) + ".*")):
         return
     try:
         os.rename(old, new)
