@@ -318,3 +318,162 @@ def test_a_shared_sidecar_that_moves_along_with_its_photo_is_no_warning(
         assert env.store.file(str(renamed)) is not None
     finally:
         env.close()
+
+
+# A JPEG that embeds its keywords (target embedded, as Lightroom and Capture One users set it): the
+# sidecar it shares with its RAW (here the PNG) is the RAW's, not one of the JPEG's keyword fields
+EMBEDDED = WriteConfig(target="embedded", sidecar="photo.xmp")
+
+
+def in_jpeg(path: Path) -> set[str]:
+    """The JPEG's own keywords, as Lightroom, Apple Photos and Windows read them: IPTC and dc:subject."""
+    found = exif_keywords(path)
+    assert set(found["iptc"]) == set(found["xmp"]), found
+    return set(found["iptc"])
+
+
+@pytest.mark.parametrize("target", ["embedded", "both"])
+def test_untag_takes_the_jpegs_keywords_out_of_the_jpeg_of_a_pair(tmp_path: Path, tiny_checkpoint: Path,
+                                                                   target: str) -> None:
+    """`untag` of the folder (the JPEG first) left the JPEG's keywords in it, as the RAW had them in
+    the sidecar, forgot them and said "nothing of tagwatch's in it to take out"; a second untag said
+    "already untagged"."""
+    folder = tmp_path / "sc"
+    jpg, _ = pair(folder)
+    extra = f'[write]\ntarget = "{target}"\nsidecar = "photo.xmp"\n'
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach", "forest"], top_k=2, extra=extra)
+    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    assert run("scan", str(folder)).returncode == 0
+    assert in_jpeg(jpg) == in_sidecar(folder / "IMG_1.xmp") == {"beach", "forest"}
+    result = run("untag", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "nothing of tagwatch's" not in result.stderr
+    assert in_jpeg(jpg) == set()
+    assert in_sidecar(folder / "IMG_1.xmp") == set()
+
+
+def test_a_keyword_taken_out_of_the_jpeg_of_a_pair_stays_out(tmp_path: Path, tiny_checkpoint: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The person took tagwatch's `forest` out of the JPEG (every field, as Lightroom saves it) and
+    the next scan wrote it straight back: the RAW's sidecar still held it."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2), EMBEDDED)
+    try:
+        env.use(["beach", "forest"])
+        jpg, png = pair(tmp_path / "in")
+        side = tmp_path / "in" / "IMG_1.xmp"
+        assert env.run(png, jpg) == {"IMG_1.png": Status.TAGGED, "IMG_1.jpg": Status.TAGGED}
+        assert in_jpeg(jpg) == in_sidecar(side) == {"beach", "forest"}
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-Keywords-=forest",  # as Lightroom saves
+                        "-XMP-dc:Subject-=forest", "-XMP-lr:HierarchicalSubject-=forest", str(jpg)],
+                       check=True)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.run(jpg, png)
+        assert in_jpeg(jpg) == {"beach"}
+        assert in_sidecar(side) == {"beach", "forest"}  # the RAW's stay
+        assert any("forest taken out of it by a person" in r.getMessage() for r in caplog.records)
+        assert env.pipeline.untag(str(jpg)).status == Status.UNTAGGED
+        assert in_jpeg(jpg) == set()
+        assert in_sidecar(side) == {"beach", "forest"}
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("order", ["jpg-first", "png-first"])
+def test_sync_takes_a_tag_off_the_list_out_of_both_photos_of_a_pair(tmp_path: Path, tiny_checkpoint: Path,
+                                                                    order: str) -> None:
+    """`forest` taken off the tag list in sync mode stayed in the JPEG and the sidecar when the JPEG
+    was handled first: each photo left it to the other, which had it from tagwatch too."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"), EMBEDDED)
+    try:
+        env.use(["beach", "forest"])
+        jpg, png = pair(tmp_path / "in")
+        side = tmp_path / "in" / "IMG_1.xmp"
+        photos = (jpg, png) if order == "jpg-first" else (png, jpg)
+        env.run(*photos)
+        assert in_jpeg(jpg) == in_sidecar(side) == {"beach", "forest"}
+        env.use(["beach"])
+        env.run(*photos)
+        assert in_jpeg(jpg) == in_sidecar(side) == {"beach"}
+        assert env.run(*photos) == {"IMG_1.jpg": Status.UNCHANGED, "IMG_1.png": Status.UNCHANGED}
+    finally:
+        env.close()
+
+
+def test_a_keyword_of_the_persons_in_the_raws_sidecar_is_written_into_the_jpeg(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The person had keyworded the RAW `forest` (in IMG_1.xmp): the JPEG, predicted `forest`, never
+    got it, and its line said "already in the file"."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2), EMBEDDED)
+    try:
+        env.use(["beach", "forest"])
+        jpg, png = pair(tmp_path / "in")
+        side = tmp_path / "in" / "IMG_1.xmp"
+        subprocess.run(["exiftool", "-q", "-XMP-xmp:Rating=4", "-XMP-dc:Subject=forest",
+                        "-XMP-lr:HierarchicalSubject=forest", "-o", str(side)], check=True)
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.run(png, jpg)
+        assert in_jpeg(jpg) == {"beach", "forest"}
+        line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith(f"tagged {jpg}"))
+        assert "already" not in line, line
+        assert env.pipeline.untag(str(jpg)).status == Status.UNTAGGED
+        assert in_jpeg(jpg) == set()
+        assert env.pipeline.untag(str(png)).status == Status.UNTAGGED
+        assert in_sidecar(side) == {"forest"}  # the person's
+    finally:
+        env.close()
+
+
+def test_the_jpeg_after_its_raw_is_not_said_to_hold_its_keywords_already(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every JPEG tagged after its RAW was logged "(already in the file; fields brought up to date)",
+    although tagwatch had just written every keyword into it."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2), EMBEDDED)
+    try:
+        env.use(["beach", "forest"])
+        jpg, png = pair(tmp_path / "in")
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.run(png)
+            env.run(jpg)
+        line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith(f"tagged {jpg}"))
+        assert "already" not in line, line
+        assert in_jpeg(jpg) == {"beach", "forest"}
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("step", ["sync", "untag"])
+def test_a_jpeg_that_wrote_the_shared_sidecar_before_its_target_became_embedded_takes_its_keywords_out_of_it(
+        tmp_path: Path, step: str) -> None:
+    """Removals reach every place tagwatch may have written: the JPEG tagged with target both, then
+    embedded only, still takes what it wrote out of the sidecar (by its rules: the PNG's stay)."""
+    tagging = TaggingConfig(threshold=0.36, top_k=5, mode="sync")
+    env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, WriteConfig(target="both", sidecar="photo.xmp"),
+              model=SHAPES_CONFIG)
+    (tmp_path / "in").mkdir()
+    jpg, png = tmp_path / "in" / "IMG_1.jpg", tmp_path / "in" / "IMG_1.png"
+    side = tmp_path / "in" / "IMG_1.xmp"
+    synthetic.make_photo("red", "star", 4242).save(jpg, quality=90)
+    synthetic.make_photo("blue", "circle", 4243).save(png, "PNG")
+    try:
+        env.use(["red", "blue", "star", "circle"])
+        assert env.run(jpg, png) == {"IMG_1.jpg": Status.TAGGED, "IMG_1.png": Status.TAGGED}
+    finally:
+        env.close()
+    assert in_jpeg(jpg) == {"red", "star"}
+    assert in_sidecar(side) == {"red", "star", "blue", "circle"}
+    env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, EMBEDDED, model=SHAPES_CONFIG)
+    try:
+        if step == "sync":
+            env.use(["blue", "star", "circle"])  # red taken off the list
+            env.run(jpg, png)
+            assert in_jpeg(jpg) == {"star"}
+            assert in_sidecar(side) == {"star", "blue", "circle"}
+        else:
+            assert env.pipeline.untag(str(jpg)).status == Status.UNTAGGED
+            assert in_jpeg(jpg) == set()
+            assert in_sidecar(side) == {"blue", "circle"}
+            assert env.pipeline.untag(str(png)).status == Status.UNTAGGED
+            assert in_sidecar(side) == set()
+    finally:
+        env.close()

@@ -17,7 +17,7 @@ import re
 import stat
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -289,11 +289,14 @@ class Filled(NamedTuple):
 
 @dataclass(frozen=True)
 class FileState:
-    """A photo and its sidecar as read before planning: the plan refuses to act if the photo changed."""
+    """A photo and its sidecar as read before planning: the plan refuses to act if the photo changed.
+    ``apart``: the sidecar is another photo's, none of this one's keyword fields (see
+    :func:`tagwatch.shared.apart`): ``sidecar`` is then empty, and the plan never writes it."""
 
     before: os.stat_result
     photo: Keywords
     sidecar: Keywords
+    apart: bool = False
 
 
 def fit(name: str, value: str) -> str:
@@ -650,7 +653,8 @@ class KeywordWriter:
              owned_paths: Mapping[str, Sequence[str]] | None = None,
              withdraw: Collection[str] = (), state: FileState | None = None,
              fill: Mapping[str, str | None] | None = None,
-             filled: Mapping[str, Filled] | None = None, taken: Sequence[str] = ()) -> WritePlan:
+             filled: Mapping[str, Filled] | None = None, taken: Sequence[str] = (),
+             side_keep: Collection[str] = ()) -> WritePlan:
         """Work out what tagging ``path`` with ``keywords`` changes, without changing anything yet.
 
         ``mode``: "append" adds; "sync" also takes out ``owned`` keywords (those tagwatch added
@@ -671,11 +675,14 @@ class KeywordWriter:
         read by :meth:`inspect` (default: read now).  ``taken``: the person's keywords earlier
         overwrites took out of the file (the ledger's removed rows), so that the record of a flat field
         an older build overwrote, which has none, says they were there (:func:`_overwritten`).
+        ``side_keep``: keywords taken out of the photo itself but left in its sidecar, which another
+        photo sharing it has them in from tagwatch (:meth:`tagwatch.writeback.Writeback._beside`).
         """
         paths = paths or {}
         owned_paths = owned_paths or {}
         before, photo, sidecar = ((state.before, state.photo, state.sidecar) if state is not None
                                   else self._state(path, before))
+        apart = state is not None and state.apart
         files = (photo, sidecar)
         new = {k: paths.get(k, k) for k in keywords}
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
@@ -731,7 +738,8 @@ class KeywordWriter:
         if embeds and photo.xmp_error:  # a packet we cannot read whole is never rewritten (see read)
             fill = {n: v for n, v in (fill or {}).items() if n.startswith("IPTC:")}
         assign, ahead, after = _fills(photo if embeds else sidecar, fill or {}, filled or {}, not embeds)
-        edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)))
+        edits = self._edits(path, before, photo, sidecar, change, *((assign, {}) if embeds else ({}, assign)),
+                            apart=apart, side_keep=side_keep)
         written = {k: (new[k],) for k in ours} | {o: (p,) for o, p in respelled.items()}
         records = self._field_records(edits, photo, sidecar, owned_paths={**had, **written},
                                       filled=filled or {}, overwrite=change.overwrite,
@@ -772,21 +780,27 @@ class KeywordWriter:
 
     def plan_untag(self, path: Path, owned: list[str], dropped: list[str],
                    owned_paths: Mapping[str, Sequence[str]] | None = None,
-                   filled: Mapping[str, Filled] | None = None, state: FileState | None = None) -> WritePlan:
+                   filled: Mapping[str, Filled] | None = None, state: FileState | None = None,
+                   side_keep: Collection[str] = ()) -> WritePlan:
         """Take out exactly the keywords tagwatch added (under every path the ledger recorded), put
         back those overwrite took out, and give each field tagwatch filled, created or overwrote (in
         the photo and in its sidecar) its earlier value.  The plan's ``fills``: None for each record
         of ``filled``, but a sidecar's keyword field that stays (another photo sharing the sidecar
         has keywords in it from tagwatch) keeps its record, as it now stands, for that photo's untag.
         ``state``: the files as already read (default: read now); a deleted photo's sidecar alone,
-        whose photo cannot be read (:meth:`tagwatch.writeback.Writeback.release`)."""
+        whose photo cannot be read (:meth:`tagwatch.writeback.Writeback.release`).  ``side_keep``:
+        keywords of ``owned`` taken out of the photo itself only: the sidecar it shares keeps them for
+        another photo that has them there from tagwatch."""
         owned_paths = owned_paths or {}
         before, photo, sidecar = ((state.before, state.photo, state.sidecar) if state is not None
                                   else self._state(path, None))
+        apart = state is not None and state.apart
         had = {o: tuple(owned_paths.get(o) or (o,)) for o in owned}
+        side_had = {o: p for o, p in had.items() if o not in side_keep}
 
-        def present(keyword: str, where: str | None, files: Sequence[Keywords] = (photo, sidecar)) -> bool:
-            return any(self.forms.present(keyword, existing, where) for existing in files)
+        def present(keyword: str, where: str | None) -> bool:
+            return self.forms.present(keyword, photo, where) or (
+                keyword not in side_keep and self.forms.present(keyword, sidecar, where))
 
         removed = [o for o in owned if any(present(o, p) for p in had[o])]
         # Ours that neither the photo nor its sidecar holds may be in the sidecar of the naming used
@@ -794,7 +808,7 @@ class KeywordWriter:
         # that is here too may be a person's own in another app's sidecar: darktable's beside Lightroom's)
         other = self.other_sidecar(path) if len(removed) < len(owned) else None
         stray = [o for o in owned if o not in removed and other is not None
-                 and any(present(o, p, (other[1],)) for p in had[o])]
+                 and any(self.forms.present(o, other[1], p) for p in had[o])]
         removed += stray
         restored = [k for k in dropped if not present(k, None)]
         filled = filled or {}
@@ -816,7 +830,7 @@ class KeywordWriter:
                 name = _record_name(tag, is_photo)
                 record = filled.get(name)
                 current = existing.values(tag)
-                ours = self.forms.ours(tag, had)
+                ours = self.forms.ours(tag, had if is_photo else side_had)
                 if record is None:
                     if tag in (HIERARCHICAL, TAGS_LIST) and restored:
                         # No record (an older build wrote it): the person's keywords put back join it
@@ -839,7 +853,8 @@ class KeywordWriter:
                     exact[is_photo][tag] = undone
                 if undone and not is_photo:  # what the photos sharing the sidecar give back on their untag
                     fills[name] = record
-        edits = self._edits(path, before, photo, sidecar, change, assign, side, exact[True], exact[False])
+        edits = self._edits(path, before, photo, sidecar, change, assign, side, exact[True], exact[False],
+                            apart=apart, side_keep=side_keep)
         if other is not None and stray:
             edits += self._other_edit(other, Change((), tuple((o, p) for o in stray for p in had[o])))
         # said restored only where it is in a flat field afterwards (the log line, the ledger's rows)
@@ -859,12 +874,13 @@ class KeywordWriter:
                 if not any(self.forms.present(keyword, existing, where)
                            for existing in (state.photo, state.sidecar) for where in (*paths, None))]
 
-    def inspect(self, path: Path, before: os.stat_result | None = None) -> FileState:
+    def inspect(self, path: Path, before: os.stat_result | None = None, apart: bool = False) -> FileState:
         """Read the photo and its sidecar once, for a caller that needs their metadata (GPS) to
-        decide what to plan; :class:`FileChanged` if the photo is no longer ``before``."""
-        return FileState(*self._state(path, before))
+        decide what to plan; :class:`FileChanged` if the photo is no longer ``before``.  ``apart``:
+        the sidecar is another photo's (see :class:`FileState`), not read."""
+        return FileState(*self._state(path, before, apart), apart)
 
-    def _state(self, path: Path, before: os.stat_result | None
+    def _state(self, path: Path, before: os.stat_result | None, apart: bool = False
                ) -> tuple[os.stat_result, Keywords, Keywords]:
         now = path.lstat()
         if stat.S_ISLNK(now.st_mode):
@@ -873,6 +889,8 @@ class KeywordWriter:
             raise FileChanged("the file changed since it was read; will retry")
         photo = self.read(path)
         sidecar = _NO_KEYWORDS
+        if apart:
+            return now, photo, sidecar
         side = self.sidecar_for(path)
         if side.is_symlink():
             raise MetadataError(f"its sidecar {side.name} is a symbolic link; tagwatch leaves it alone")
@@ -890,10 +908,13 @@ class KeywordWriter:
                change: Change, assign: Mapping[str, str | None] | None = None,
                side_assign: Mapping[str, str | None] | None = None,
                exact: Mapping[str, list[str]] | None = None,
-               side_exact: Mapping[str, list[str]] | None = None) -> list[Edit]:
+               side_exact: Mapping[str, list[str]] | None = None, *, apart: bool = False,
+               side_keep: Collection[str] = ()) -> list[Edit]:
         """The photo's and the sidecar's edits.  Keywords are added only where the target says;
         removals reach every place tagwatch may have written (the target may have changed since; the
-        sidecar's naming: :meth:`plan_untag`).
+        sidecar's naming: :meth:`plan_untag`), but for ``apart`` the sidecar is another photo's (see
+        :class:`FileState`) and is not touched, and ``side_keep`` stay in the sidecar (another photo
+        sharing it has them there).
         ``assign``, ``side_assign``: filled fields to set (None: delete) in the photo, in the sidecar;
         ``exact``, ``side_exact``: the photo's, the sidecar's keyword fields to set to exactly these
         values (none: delete)."""
@@ -908,7 +929,9 @@ class KeywordWriter:
                 edits.append(edit)
         side = self.sidecar_for(path)
         uses = self.settings.target != "embedded" or not can_embed
-        if uses or side.exists() or side_assign:
+        if side_keep:
+            change = replace(change, remove=tuple((k, p) for k, p in change.remove if k not in side_keep))
+        if not apart and (uses or side.exists() or side_assign):
             sidecar_before = side.lstat() if side.exists() else None
             # A new sidecar starts with the photo's own keywords: apps that read the sidecar instead
             # of the photo must still see what a person tagged.

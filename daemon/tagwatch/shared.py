@@ -9,6 +9,11 @@ that stem has it from tagwatch too, a keyword already there because the other ph
 photo's as well (not the person's) when it is predicted for this one, and a keyword a person took
 out of the shared sidecar stays out of it for both photos.  A photo renamed away from its stem takes
 its own keywords to a sidecar of its new name and leaves the other photo's where they are.
+
+A photo's embedded fields are its own: a JPEG that embeds its keywords (target "embedded") is
+judged on its own fields alone, as Lightroom, Apple Photos and Windows read it, and the RAW's
+sidecar beside it is none of its keyword fields (:func:`apart`); a JPEG that writes the sidecar too
+(target "both") takes its keywords out of itself whole, and out of the sidecar by the rules above.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 from .formats import IMAGE_SUFFIXES
 from .freshness import is_sidecar
-from .metadata import KeywordWriter, MetadataError
+from .metadata import SIDECAR_RECORD, KeywordWriter, MetadataError
 from .store import ADDED, DECLINED, DELETED, USER, Store
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,21 @@ def stem_mates(writer: KeywordWriter, path: Path, *, any_file: bool = False) -> 
     return sorted(found)
 
 
+def apart(writer: KeywordWriter, store: Store, path: str) -> bool:
+    """Is the sidecar ``path`` shares none of its keyword fields?  So for a photo that embeds its
+    keywords and nothing else (a JPEG, target "embedded") beside another photo of its stem (its
+    RAW): Lightroom, Apple Photos and Windows read the JPEG's own metadata, never the RAW's
+    ``IMG_1.xmp``, so what the JPEG holds, what a person took out of it and what untag and sync take
+    out are judged on its own fields, and the sidecar is left to the RAW.  Not so for one that wrote
+    into that sidecar under an earlier target (its ledger's records of it say so): it takes its
+    keywords out of the sidecar too, by the shared sidecar's rules."""
+    photo = Path(path)
+    if writer.uses_sidecar(photo) or not stem_mates(writer, photo):
+        return False
+    row = store.file(path)
+    return row is None or not any(name.startswith(SIDECAR_RECORD) for name in store.filled(row.id))
+
+
 def mates(writer: KeywordWriter, store: Store, path: str) -> Mates:
     """The other photos sharing ``path``'s sidecar and what they have in it from tagwatch (their
     ledgers' keywords, a correction's included: those are the person's for that photo)."""
@@ -67,13 +87,16 @@ def mates(writer: KeywordWriter, store: Store, path: str) -> Mates:
     others = [str(p) for p in stem_mates(writer, Path(path))]
     if not others:
         return NO_MATES
-    return Mates(tuple(others), *_ledgers(store, others))
+    return Mates(tuple(others), *_ledgers(writer, store, others))
 
 
-def _ledgers(store: Store, paths: Sequence[str]) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
-    """The keywords ``paths`` have from tagwatch (→ the hierarchical paths written under), and those
-    a person took out of them."""
-    rows = [row for row in store.files(paths).values() if row.state != DELETED]
+def _ledgers(writer: KeywordWriter, store: Store, paths: Sequence[str]
+             ) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
+    """The keywords ``paths`` have from tagwatch in their sidecar (→ the hierarchical paths written
+    under), and those a person took out of it: a photo whose sidecar is another's (:func:`apart`)
+    has nothing there."""
+    rows = [row for row in store.files(paths).values()
+            if row.state != DELETED and not apart(writer, store, row.path)]
     ledgers = store.ledgers(row.id for row in rows)
     held: dict[str, tuple[str, ...]] = {}
     declined: set[str] = set()
@@ -85,12 +108,6 @@ def _ledgers(store: Store, paths: Sequence[str]) -> tuple[dict[str, tuple[str, .
             elif action == DECLINED:
                 declined.add(keyword)
     return held, frozenset(declined)
-
-
-def ours_only(owned: Sequence[str], others: Mates) -> list[str]:
-    """The keywords of ``owned`` that no photo sharing the sidecar has from tagwatch too: those a
-    removal may take out of it."""
-    return [k for k in owned if k not in others.held]
 
 
 def carry(writer: KeywordWriter, store: Store, src: str, dst: str) -> bool:
@@ -169,7 +186,7 @@ def _leave(writer: KeywordWriter, store: Store, mate: Path, whose: str, gone: Co
     """Take out of ``mate``'s sidecar the keywords ``gone`` of a photo renamed or deleted (``whose``
     says which, for the log) that no photo still using it has from tagwatch, nor ``mate`` holds in
     its own fields."""
-    held, _ = _ledgers(store, [str(mate), *(str(p) for p in stem_mates(writer, mate))])
+    held, _ = _ledgers(writer, store, [str(mate), *(str(p) for p in stem_mates(writer, mate))])
     photo = writer.read(mate).all
     only = [k for k in gone if k not in held and k not in photo]
     if not only:

@@ -385,7 +385,8 @@ class Writeback:
         overwrites = rules.mode == "overwrite" and bool(job.keywords)  # as plan_ahead: places alone never
         if self.reader is not None and (owned or self.places is not None or overwrites or self.take_over):
             try:
-                state = self.reader.inspect(Path(job.path), job.stat)
+                state = self.reader.inspect(Path(job.path), job.stat,
+                                            shared.apart(self.reader, self.store, job.path))
             except (MetadataError, OSError) as exc:
                 log.warning("%s: %s: %s", job.path, "place not looked up" if self.places else "not read", exc)
         if state is not None:  # what --take-over would make tagwatch's: ours from here on
@@ -471,7 +472,7 @@ class Writeback:
                                            rules.mode == "sync" and row is not None
                                            and bool(Captions.left_over(self.store.filled(row.id))))):
             return
-        state = self.writer.inspect(Path(job.path), job.stat)
+        state = self.writer.inspect(Path(job.path), job.stat, shared.apart(self.writer, self.store, job.path))
         if (row is None or row.found is None) and self.writer.embeds(Path(job.path)):
             job.found = header_digest(Path(job.path))  # before our first write: see original.py
         if twins:
@@ -479,7 +480,7 @@ class Writeback:
         self.claim(job, state, row)
         declined = (self.taken_out(job, row, state, owned_paths) if row is not None
                     else set(self.store.ledger(job.file_id, DECLINED)) if job.file_id is not None else set())
-        others = shared.mates(self.writer, self.store, job.path)
+        others = shared.NO_MATES if state.apart else shared.mates(self.writer, self.store, job.path)
         declined |= others.declined  # taken out of the sidecar they share: out for both photos
         owned = job.owned
         # A keyword a person took out stays out, unless they put it back (theirs then) or an override
@@ -529,9 +530,10 @@ class Writeback:
         # Places alone never overwrite: with nothing predicted, overwrite would make a photo's keywords
         # its place and nothing else (the threshold-typo case above).
         mode = rules.mode if keywords or rules.mode != "overwrite" else "append"
+        side_keep: list[str] = []
         if others:
             owned_paths = {**owned_paths, **self.share(job, state, others, keywords)}
-            owned, writing, mode = self._beside(job, state, others, writing, withdraw, mode)
+            owned, writing, mode, side_keep = self._beside(job, state, others, writing, withdraw, mode)
         # A keyword a correction adds is the person's, but the path it went under is the list's: it
         # follows a parent edit as ours do (planned as ours while the correction asks for it; its
         # flat form stays whatever happens), or the old parent stayed in every keyword tree
@@ -546,7 +548,7 @@ class Writeback:
         plan = job.plan = idle_sidecar(self.writer.plan(
             Path(job.path), writing, before=job.stat, mode=mode, owned=[*owned, *users],
             owned_paths=owned_paths, paths=paths, withdraw=withdraw, state=state, fill=fill,
-            filled=job.filled, taken=taken), owned)
+            filled=job.filled, taken=taken, side_keep=side_keep), owned)
         if not plan.changes:
             return
         mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
@@ -585,26 +587,27 @@ class Writeback:
         return found
 
     def _beside(self, job: WriteJob, state: FileState, others: shared.Mates, writing: list[str],
-                withdraw: Sequence[str], mode: str) -> tuple[list[str], list[str], str]:
+                withdraw: Sequence[str], mode: str) -> tuple[list[str], list[str], str, list[str]]:
         """What this photo's write leaves in the sidecar it shares: the keywords the other photos
         have there from tagwatch stay, whatever the mode (sync, overwrite, a correction's remove).
-        Returns (owned, writing, mode) for the plan.  A photo written through its sidecar only keeps
-        them by writing them as they are (neither ours nor the person's for this photo) and lets go
-        of those it no longer wants; a photo that embeds keywords (a JPEG with target embedded or
-        both) leaves them to the other photo, in itself too, until it has them no more; its
+        Returns (owned, writing, mode, side_keep) for the plan.  A photo written through its sidecar
+        only keeps them by writing them as they are (neither ours nor the person's for this photo)
+        and lets go of those it no longer wants; a photo that embeds keywords too (a JPEG with target
+        both, or one that wrote the sidecar under an earlier target) takes them out of its own
+        fields as any photo does and leaves them in the sidecar alone (``side_keep``); its
         overwrite, which would set its sidecar to its own keywords alone, works as sync."""
         assert self.writer is not None
         keep = [k for k, paths in others.held.items()
                 if k not in writing and not self.writer.absent(state, {k: paths})]
         if not keep:
-            return job.owned, writing, mode
+            return job.owned, writing, mode, []
         if not self.writer.embeds(Path(job.path)):
             job.released = [o for o in job.owned if o in keep and (mode != "append" or o in withdraw)]
-            return job.owned, [*writing, *keep], mode
+            return job.owned, [*writing, *keep], mode, []
         if mode == "overwrite":
             log.info("%s: written as in sync mode, not overwrite: its sidecar %s holds the keywords of %s "
                      "too", job.path, self.writer.sidecar_for(Path(job.path)).name, ", ".join(others.paths))
-        return [o for o in job.owned if o not in keep], writing, "sync" if mode == "overwrite" else mode
+        return job.owned, writing, "sync" if mode == "overwrite" else mode, keep
 
     def adopt(self, job: WriteJob, state: FileState, twins: Sequence[Twin], theirs: set[str]
               ) -> dict[str, tuple[str, ...]]:
@@ -749,10 +752,13 @@ class Writeback:
         return taken, [o for o in gone if o in pending], why
 
     def _changed_ns(self, path: str, state: FileState) -> int:
-        """When the photo or its sidecar last changed (the newer), by the file system's clock."""
+        """When the photo or its sidecar (unless another photo's: ``state.apart``) last changed (the
+        newer), by the file system's clock."""
         reader = self.writer or self.reader  # a dry run's reader names the same sidecar
         assert reader is not None
         changed = state.before.st_ctime_ns
+        if state.apart:
+            return changed
         with contextlib.suppress(OSError):
             changed = max(changed, reader.sidecar_for(Path(path)).lstat().st_ctime_ns)
         return changed
@@ -919,11 +925,13 @@ class Writeback:
         filled = {name: Filled(*record) for name, record in self.store.filled(row.id).items()}
         made = filled.pop(SIDECAR_FILE, None)  # the sidecar file's own record: no field to give back
         self.store.record_file(path, key=row.key, size=row.size, mtime_ns=row.mtime_ns, state=UNTAGGED)
-        others = shared.mates(self.writer, self.store, path)  # what they have in a sidecar shared stays
+        apart = shared.apart(self.writer, self.store, path)
+        # what they have in a sidecar shared stays there, and leaves only this photo's own fields
+        others = shared.NO_MATES if apart else shared.mates(self.writer, self.store, path)
         left = [k for k in owned if k in others.held]
         try:
-            plan = self.writer.plan_untag(Path(path), shared.ours_only(owned, others), dropped,
-                                          self.store.ledger_paths(row.id), filled)
+            plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id), filled,
+                                          state=self.writer.inspect(Path(path), None, apart), side_keep=left)
             if not plan.restored:  # nothing of ours is in a sidecar not there: none is created to take it out
                 plan = _no_new_sidecar(plan)
             st = self.writer.apply(plan)
