@@ -477,3 +477,32 @@ def test_a_jpeg_that_wrote_the_shared_sidecar_before_its_target_became_embedded_
             assert in_sidecar(side) == set()
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("op", ["rename", "delete"])
+def test_a_jpeg_renamed_or_deleted_leaves_the_persons_keyword_in_its_raws_sidecar(tmp_path: Path,
+                                                                                 tiny_checkpoint: Path,
+                                                                                 op: str) -> None:
+    """The JPEG has `forest` from tagwatch in itself; the RAW's sidecar has the person's `forest`:
+    the JPEG renamed or deleted takes nothing out of that sidecar, which was never its."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2), EMBEDDED)
+    try:
+        env.use(["beach", "forest"])
+        jpg, png = pair(tmp_path / "in")
+        side = tmp_path / "in" / "IMG_1.xmp"
+        subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=forest", "-o", str(side)], check=True)
+        env.run(png, jpg)
+        assert in_jpeg(jpg) == in_sidecar(side) == {"beach", "forest"}
+        if op == "rename":
+            renamed = jpg.rename(tmp_path / "in" / "IMG_3.jpg")
+            env.pipeline.apply([Move(str(jpg), str(renamed))])
+            assert in_jpeg(renamed) == {"beach", "forest"}
+            assert not (tmp_path / "in" / "IMG_3.xmp").exists()
+        else:
+            jpg.unlink()
+            env.pipeline.apply([Delete(str(jpg))])
+        assert in_sidecar(side) == {"beach", "forest"}
+        assert env.pipeline.untag(str(png)).status == Status.UNTAGGED
+        assert in_sidecar(side) == {"forest"}
+    finally:
+        env.close()

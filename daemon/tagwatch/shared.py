@@ -64,18 +64,19 @@ def stem_mates(writer: KeywordWriter, path: Path, *, any_file: bool = False) -> 
     return sorted(found)
 
 
-def apart(writer: KeywordWriter, store: Store, path: str) -> bool:
+def apart(writer: KeywordWriter, store: Store, path: str, recorded: str | None = None) -> bool:
     """Is the sidecar ``path`` shares none of its keyword fields?  So for a photo that embeds its
     keywords and nothing else (a JPEG, target "embedded") beside another photo of its stem (its
     RAW): Lightroom, Apple Photos and Windows read the JPEG's own metadata, never the RAW's
     ``IMG_1.xmp``, so what the JPEG holds, what a person took out of it and what untag and sync take
     out are judged on its own fields, and the sidecar is left to the RAW.  Not so for one that wrote
     into that sidecar under an earlier target (its ledger's records of it say so): it takes its
-    keywords out of the sidecar too, by the shared sidecar's rules."""
+    keywords out of the sidecar too, by the shared sidecar's rules.  ``recorded``: where the store
+    has the photo now, when ``path`` is the name it was renamed from."""
     photo = Path(path)
     if writer.uses_sidecar(photo) or not stem_mates(writer, photo):
         return False
-    row = store.file(path)
+    row = store.file(recorded or path)
     return row is None or not any(name.startswith(SIDECAR_RECORD) for name in store.filled(row.id))
 
 
@@ -151,7 +152,8 @@ def forget(writer: KeywordWriter, store: Store, path: str) -> None:
     would be taken for the person's keywords of the other photo."""
     row = store.file(path)
     side = writer.sidecar_for(Path(path))
-    if row is None or row.state == DELETED or not side.is_file() or side.is_symlink():
+    if (row is None or row.state == DELETED or not side.is_file() or side.is_symlink()
+            or apart(writer, store, path)):  # nothing of its in that sidecar
         return
     left = stem_mates(writer, Path(path), any_file=True)
     if not left:

@@ -1105,8 +1105,11 @@ class Writeback:
             self.store.move_tree(op.src, op.dst)
             return
         known = self.store.move(op.src, op.dst)
-        # A sidecar the photo shares stays where it is; its own keywords go with it
-        if self.writer is not None and not (known and shared.carry(self.writer, self.store, op.src, op.dst)):
+        # A sidecar the photo shares stays where it is; its own keywords go with it (none, from a
+        # sidecar that was never its: shared.apart)
+        if self.writer is not None and not (known and (
+                shared.apart(self.writer, self.store, op.src, op.dst)
+                or shared.carry(self.writer, self.store, op.src, op.dst))):
             move_sidecar(self.writer, op.src, op.dst)
         if self.writer is not None and known:  # the sidecars moved or written: no edits
             restamp(self.store, [op.dst, *stem_photos(op.src)])
