@@ -379,12 +379,14 @@ def test_a_keyword_taken_out_of_the_jpeg_of_a_pair_stays_out(tmp_path: Path, tin
         env.close()
 
 
+@pytest.mark.parametrize("target", ["embedded", "both"])
 @pytest.mark.parametrize("order", ["jpg-first", "png-first"])
 def test_sync_takes_a_tag_off_the_list_out_of_both_photos_of_a_pair(tmp_path: Path, tiny_checkpoint: Path,
-                                                                    order: str) -> None:
+                                                                    order: str, target: str) -> None:
     """`forest` taken off the tag list in sync mode stayed in the JPEG and the sidecar when the JPEG
     was handled first: each photo left it to the other, which had it from tagwatch too."""
-    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"), EMBEDDED)
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"),
+              WriteConfig(target=target, sidecar="photo.xmp"))
     try:
         env.use(["beach", "forest"])
         jpg, png = pair(tmp_path / "in")
