@@ -333,21 +333,24 @@ def in_jpeg(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("target", ["embedded", "both"])
+@pytest.mark.parametrize("first", ["folder", "IMG_1.png"])
 def test_untag_takes_the_jpegs_keywords_out_of_the_jpeg_of_a_pair(tmp_path: Path, tiny_checkpoint: Path,
-                                                                   target: str) -> None:
+                                                                   target: str, first: str) -> None:
     """`untag` of the folder (the JPEG first) left the JPEG's keywords in it, as the RAW had them in
     the sidecar, forgot them and said "nothing of tagwatch's in it to take out"; a second untag said
-    "already untagged"."""
+    "already untagged".  The RAW first, with target both, said that of the RAW, whose keywords the
+    sidecar keeps for the JPEG."""
     folder = tmp_path / "sc"
-    jpg, _ = pair(folder)
+    jpg, png = pair(folder)
     extra = f'[write]\ntarget = "{target}"\nsidecar = "photo.xmp"\n'
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach", "forest"], top_k=2, extra=extra)
     run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
     assert run("scan", str(folder)).returncode == 0
     assert in_jpeg(jpg) == in_sidecar(folder / "IMG_1.xmp") == {"beach", "forest"}
-    result = run("untag", str(folder))
+    result = run("untag", *([str(folder)] if first == "folder" else [str(png), str(jpg)]))
     assert result.returncode == 0, result.stderr
     assert "nothing of tagwatch's" not in result.stderr
+    assert "2 untagged" in result.stderr
     assert in_jpeg(jpg) == set()
     assert in_sidecar(folder / "IMG_1.xmp") == set()
 

@@ -972,7 +972,9 @@ class Writeback:
                                    state=UNTAGGED)
         emptied = (f"; removed its sidecar {side.name}, which tagwatch made and which holds nothing now"
                    if gone else "")
-        if not plan.changes and not gone:  # left alone by the daemon all the same, as asked
+        # left alone by the daemon all the same, as asked; one whose keywords all stay in the sidecar
+        # it shares, for the other photo, is untagged all the same: they are no longer its
+        if not plan.changes and not gone and not left:
             return Outcome(path, Status.UNCHANGED, error="nothing of tagwatch's in it to take out")
         # the fields it gave back (our description, a place's City...) are named with the keywords,
         # each pair of twins once: an untag that took out only a description said "removed nothing"
