@@ -40,8 +40,26 @@ def is_unchanged(row: FileRow | None, st: os.stat_result) -> bool:
 
 
 def is_sidecar(path: str) -> bool:
-    """``path`` is named as a sidecar is (``.xmp`` or ``.XMP``)."""
-    return path.endswith(SIDECAR_SPELLINGS)
+    """``path`` is named as a sidecar is: ``.xmp`` in any case (``.XMP``, ``.Xmp``)."""
+    return path[-4:].lower() == SIDECAR_SUFFIX
+
+
+def stem_files(path: str) -> list[str]:
+    """The other regular files of ``path``'s folder and stem that are no sidecar (``IMG_1.JPG``,
+    ``IMG_1.CR2``, a RAW tagwatch does not read): the files a ``photo.xmp`` sidecar may be shared
+    with, for apps that read it for each of them."""
+    folder, name = os.path.split(path)
+    stem = os.path.splitext(name)[0]
+    found = []
+    try:
+        with os.scandir(folder or ".") as entries:
+            for entry in entries:
+                if (entry.name != name and os.path.splitext(entry.name)[0] == stem
+                        and not is_sidecar(entry.name) and entry.is_file(follow_symlinks=False)):
+                    found.append(entry.path)
+    except OSError:
+        return []
+    return sorted(found)
 
 
 def sidecar_of(path: str, stem_named: bool, spelling: str = SIDECAR_SUFFIX) -> str:

@@ -25,8 +25,8 @@ from .atomic import Pin, Superseded, create, fsync_folder
 from .casefold import fold, folded
 from .config import WriteConfig
 from .exiftool import ExifTool, FileChanged, MetadataError, StorageError
-from .formats import IMAGE_SUFFIXES, embeddable
-from .freshness import SIDECAR_SUFFIX, sidecar_of
+from .formats import embeddable
+from .freshness import SIDECAR_SUFFIX, sidecar_of, stem_files
 from .places import GPS_TAGS, LOCATION_FIELDS
 from .retry import TRANSIENT_ERRNOS
 
@@ -622,16 +622,12 @@ class KeywordWriter:
                 return None
         except OSError:
             return None
-        if not self.stem_named:  # the other naming is photo.xmp, which another picture of the stem may share
-            try:
-                with os.scandir(path.parent) as entries:
-                    if any(e.name != path.name and Path(e.name).stem == path.stem
-                           and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in entries):
-                        return None
-            except OSError:
-                return None
+        if not self.stem_named and stem_files(str(path)):  # the other naming is photo.xmp: shared
+            return None
         try:
             keywords = self.read(other)
+        except StorageError:  # exiftool's or the disk's passing fault, ExifToolFault's too
+            raise  # untag fails and is tried again: it never forgets what may be there
         except MetadataError:
             return None
         return None if keywords.xmp_error else (other, keywords)
@@ -781,7 +777,7 @@ class KeywordWriter:
     def plan_untag(self, path: Path, owned: list[str], dropped: list[str],
                    owned_paths: Mapping[str, Sequence[str]] | None = None,
                    filled: Mapping[str, Filled] | None = None, state: FileState | None = None,
-                   side_keep: Collection[str] = ()) -> WritePlan:
+                   side_keep: Collection[str] = (), other_naming: bool = False) -> WritePlan:
         """Take out exactly the keywords tagwatch added (under every path the ledger recorded), put
         back those overwrite took out, and give each field tagwatch filled, created or overwrote (in
         the photo and in its sidecar) its earlier value.  The plan's ``fills``: None for each record
@@ -806,9 +802,12 @@ class KeywordWriter:
         # Ours that neither the photo nor its sidecar holds may be in the sidecar of the naming used
         # before [write] sidecar changed: those, and only those, come out of it (a keyword of ours
         # that is here too may be a person's own in another app's sidecar: darktable's beside Lightroom's)
-        other = self.other_sidecar(path) if len(removed) < len(owned) else None
-        stray = [o for o in owned if o not in removed and other is not None
-                 and any(self.forms.present(o, other[1], p) for p in had[o])]
+        # (``other_naming``: untag's own plan only; not a keyword kept in the shared sidecar for the
+        # other photo, nor a mate's plan of a photo renamed or deleted, which never wrote there)
+        missing = [o for o in owned if o not in removed and o not in side_keep]
+        other = self.other_sidecar(path) if other_naming and missing else None
+        stray = [o for o in missing if other is not None and any(self.forms.present(o, other[1], p)
+                                                                 for p in had[o])]
         removed += stray
         restored = [k for k in dropped if not present(k, None)]
         filled = filled or {}

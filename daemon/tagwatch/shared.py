@@ -18,7 +18,6 @@ sidecar beside it is none of its keyword fields (:func:`apart`); a JPEG that wri
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .formats import IMAGE_SUFFIXES
-from .freshness import is_sidecar
+from .freshness import stem_files
 from .metadata import SIDECAR_RECORD, KeywordWriter, MetadataError
 from .store import ADDED, DECLINED, DELETED, USER, Store
 
@@ -55,13 +54,8 @@ def stem_mates(writer: KeywordWriter, path: Path, *, any_file: bool = False) -> 
     if not writer.stem_named:  # photo.jpg.xmp naming: each photo has its own
         return []
     side = writer.sidecar_for(path)
-    found = []
-    for other in path.parent.glob(glob.escape(path.stem) + ".*"):
-        if other == path or is_sidecar(other.name) or other.is_symlink() or not other.is_file():
-            continue
-        if writer.sidecar_for(other) == side and (any_file or other.suffix.lower() in IMAGE_SUFFIXES):
-            found.append(other)
-    return sorted(found)
+    return [other for other in map(Path, stem_files(str(path)))
+            if writer.sidecar_for(other) == side and (any_file or other.suffix.lower() in IMAGE_SUFFIXES)]
 
 
 def apart(writer: KeywordWriter, store: Store, path: str, recorded: str | None = None) -> bool:

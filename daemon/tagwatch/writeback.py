@@ -421,7 +421,8 @@ class Writeback:
         overwriting = sorted(k for k in in_file if k not in wanted and k not in owned)
         # every keyword in the file already (the person's, or ours): the scan would count it unchanged
         held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
-        writes = bool(leaving or overwriting) or any(fold(k) not in held for k in wanted)
+        # (a place may fill location fields too: a photo with one counts as written, as it may be)
+        writes = bool(leaving or overwriting or places) or any(fold(k) not in held for k in wanted)
         # a read-only photo with nothing to write is no failure: the scan checks it and goes on
         refused = self._refused(job) if writes else None
         there = bool(wanted) and not writes
@@ -931,7 +932,8 @@ class Writeback:
         left = [k for k in owned if k in others.held]
         try:
             plan = self.writer.plan_untag(Path(path), owned, dropped, self.store.ledger_paths(row.id), filled,
-                                          state=self.writer.inspect(Path(path), None, apart), side_keep=left)
+                                          state=self.writer.inspect(Path(path), None, apart), side_keep=left,
+                                          other_naming=True)
             if not plan.restored:  # nothing of ours is in a sidecar not there: none is created to take it out
                 plan = _no_new_sidecar(plan)
             st = self.writer.apply(plan)
