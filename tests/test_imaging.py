@@ -547,15 +547,17 @@ def test_other_camera_raws_are_keyed_by_the_whole_file_and_checked_for_truncatio
         content_key(raf + b"\0" * 200)
     for header in (b"IIRO", b"IIRS", b"MMOR", b"IIU\0"):  # Olympus ORF, Panasonic RW2
         assert image_format(header + b"\0" * 12) == "raw"
-    # Phase One IIQ: a TIFF whose IFD holds only an RGB preview, with Phase One's block ('IIII' and
-    # its version) right after the header, where LibRaw and exiftool look; the same TIFF without it
-    # stays a TIFF.
+    # Phase One IIQ: a TIFF whose IFD holds only an RGB preview, with Phase One's block (its byte
+    # order mark, then "Raw" in that order) right after the header, where LibRaw and exiftool look;
+    # the same TIFF without it stays a TIFF, and so does one whose pixels merely begin with IIII.
     pixels = np.asarray(red_picture(3).convert("RGB")).tobytes()
     rgb = {256: (4, [96]), 257: (4, [64]), 258: (3, [8, 8, 8]), 259: (3, [1]), 262: (3, [2]),
            277: (3, [3]), 278: (4, [64])}
     assert image_format(tiff_bytes([(rgb, pixels)])) == "tiff"
-    iiq = tiff_bytes([(rgb, b"IIII\x01\0\0\0" + b"\0" * 8 + pixels)])
-    assert image_format(iiq) == "raw" and content_key(iiq) == raw_key(iiq)
+    assert image_format(tiff_bytes([(rgb, b"IIII\x01\0\0\0" + pixels)])) == "tiff"
+    for block in (b"IIII\x01waR", b"MMMMRaw\x01"):
+        iiq = tiff_bytes([(rgb, block + b"\0" * 8 + pixels)])
+        assert image_format(iiq) == "raw" and content_key(iiq) == raw_key(iiq)
 
 
 def test_a_camera_raw_whose_sensor_data_does_not_end_inside_the_file_is_cut_short() -> None:

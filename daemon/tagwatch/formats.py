@@ -150,11 +150,21 @@ _TIFF_HEADERS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic TIFF and Big
 # TIFF-structured RAWs with a magic number of their own: Olympus ORF and Panasonic RW2.
 _TIFF_LIKE_RAW_HEADERS = (b"IIRO", b"IIRS", b"MMOR", b"IIU\0")
 _HEVC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
-# Phase One IIQ: a TIFF whose first bytes hold the start of Phase One's own block, where the sensor
-# data is (its IFDs hold only a preview); LibRaw looks for it there too.
-_PHASE_ONE = (b"IIII", b"MMMM")
+# Phase One IIQ: a TIFF whose first 32 bytes hold the start of Phase One's own block, where the
+# sensor data is (its IFDs hold only a preview): its byte-order mark, then "Raw" in that order
+# (LibRaw's parse_phase_one checks both; a plain TIFF's pixels may begin with IIII after the header).
+_PHASE_ONE = ((b"IIII", 5, b"waR"), (b"MMMM", 4, b"Raw"))
 _CFA, _LINEAR_RAW = 32803, 34892  # PhotometricInterpretation of undemosaiced sensor data
 _DNG_VERSION = 50706
+
+
+def _phase_one(head: bytes) -> bool:
+    """Phase One's block begins in the first 32 bytes (:data:`_PHASE_ONE`)."""
+    for mark, at, signature in _PHASE_ONE:
+        i = head.find(mark, 0, 32)
+        if i >= 0 and head[i + at:i + at + 3] == signature:
+            return True
+    return False
 
 
 def image_format(data: bytes) -> str:
@@ -169,7 +179,7 @@ def image_format(data: bytes) -> str:
     if kind == "tiff":
         if bytes(data[8:10]) == b"CR":  # Canon CR2: a TIFF with its own signature after the header
             return "raw"
-        if any(mark in bytes(data[4:32]) for mark in _PHASE_ONE):
+        if _phase_one(bytes(data[:40])):
             return "raw"
         ifds = _tiff_ifds(data, "TIFF")
         if _DNG_VERSION in ifds[0].entries:
