@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from .atomic import editing, write_atomic
-from .casefold import fold, resembling
+from .casefold import fold
 from .config import Config, default_config_path, is_builtin_tag_list
 from .formats import IMAGE_SUFFIXES
 from .scoring import Counts, best_threshold, counts
 from .vocabulary import Vocabulary, load_configured, parse_rich_tag_list
+from .wording import resembling
 from .wordnet import WordNet
 
 NEGATIVES = "none"  # the folder of photos that should get no tag at all
@@ -154,8 +155,8 @@ def calibrate(scores: np.ndarray, data: Labels, keywords: Sequence[str],
         before = float(current[j])
         old = counts((tag_scores > np.float32(before))[:, None], truth[:, None])[0]
         new = counts((tag_scores > np.float32(after))[:, None], truth[:, None])[0]
-        assert new.f1 is not None and old.f1 is not None  # a calibrated tag has a positive
-        kept = UNCHANGED if same_threshold(after, before) else NO_BETTER if new.f1 <= old.f1 else ""
+        better = (new.f1 or 0.0) > (old.f1 or 0.0)  # both defined: a calibrated tag has a positive
+        kept = UNCHANGED if same_threshold(after, before) else "" if better else NO_BETTER
         results.append(TagResult(keywords[j], int(truth.sum()), int((~truth).sum()), before, after,
                                  old, new, kept))
     return results

@@ -1,9 +1,12 @@
 """Counts and lists in messages: a person reads "1 photo", not "1 photos", and one spelling serves every
-line."""
+line; and the keywords a mistyped name may have meant."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
+
+from .casefold import fold
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
@@ -46,3 +49,16 @@ def score_beside(score: float, limit: float) -> str:
         if f"{score:.{places}f}" != f"{limit:.{places}f}":
             return f"{score:.{places}f}"
     return f"{score:.3f}"
+
+
+def resembling(name: str, keywords: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``keywords`` that ``name`` may have meant, for a "did you mean" hint, compared
+    folded: first those that begin with it (``orange`` for the list's ``orange, "tangerine"``, which
+    difflib's ratio alone ranked below ``triangle``), then difflib's close matches."""
+    spelled: dict[str, str] = {}
+    for keyword in keywords:
+        spelled.setdefault(fold(keyword), keyword)  # the first spelling of a folded keyword wins
+    typed = fold(name).strip()
+    starting = [k for k in spelled if typed and k.startswith(typed)]
+    close = difflib.get_close_matches(typed, list(spelled), n=n)
+    return [spelled[k] for k in dict.fromkeys([*starting, *close])][:n]

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from .. import logs
 from ..captions import Captions, Reading
-from ..casefold import fold, folded, resembling
+from ..casefold import fold, folded
 from ..config import Config
 from ..geotag import Places
 from ..metadata import ExifTool, Keywords, KeywordWriter, MetadataError
 from ..pipeline import NOT_UTF8, utf8_name
 from ..store import DECLINED, FAILED, PENDING, UNTAGGED, Store
 from ..tagger import select
+from ..wording import resembling
 from .common import (
     UsageError,
     add_tagging_flags,
