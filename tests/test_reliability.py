@@ -404,6 +404,17 @@ def test_a_watched_folder_missing_at_start_is_watched_once_it_appears(tmp_path: 
             assert daemon.stop() == 0
 
 
+def write_in_chunks(photo: Path, data: bytes, parts: int = 8, pause: float = 0.5) -> None:
+    """Write ``data`` into ``photo`` as a slow copy or a tethering program does: ``parts`` chunks,
+    each flushed, ``pause`` seconds apart (the daemon's settle time here is 50 ms)."""
+    step = len(data) // parts + 1
+    with photo.open("wb") as handle:
+        for start in range(0, len(data), step):
+            handle.write(data[start:start + step])
+            handle.flush()
+            time.sleep(pause)
+
+
 def test_a_photo_copied_slowly_is_tagged_once_complete_and_never_failed(daemon: Daemon) -> None:
     """Issue: a photo copied over a slow share (1 MB every 0.7 s) was failed as a truncated JPEG after
     ~3 s of retries while it was still growing.  Here: pauses of 0.5 s between tenths, and the
@@ -412,12 +423,7 @@ def test_a_photo_copied_slowly_is_tagged_once_complete_and_never_failed(daemon: 
     data = shape_jpeg(folder.parent.parent / "slow-source.jpg", "yellow", "square", 770).read_bytes()
     photo = folder / "slow.jpg"
     mark = len(daemon.log())
-    step = len(data) // 8 + 1
-    with photo.open("wb") as handle:
-        for start in range(0, len(data), step):
-            handle.write(data[start:start + step])
-            handle.flush()
-            time.sleep(0.5)
+    write_in_chunks(photo, data)
     wait_for(lambda: has(photo, "yellow", "square"))
     assert f"{photo}: skipped" not in daemon.log()[mark:]
 
@@ -433,12 +439,7 @@ def test_a_raw_tethered_in_chunks_is_tagged_once_complete_and_its_keywords_stay_
     daemon: Daemon = daemon_factory(shapes_config(tmp_path / "conf", [root])).start()
     data = camera_raw_bytes(synthetic.make_photo("green", "circle", 790, (320, 240)))
     photo = root / "DSC00002.ARW"
-    step = len(data) // 8 + 1
-    with photo.open("wb") as handle:
-        for start in range(0, len(data), step):
-            handle.write(data[start:start + step])
-            handle.flush()
-            time.sleep(0.5)
+    write_in_chunks(photo, data)
     sidecar = wait_for(lambda: next(root.glob("*.xmp"), None))
     wait_for(lambda: f"tagged {photo}" in daemon.log())
     time.sleep(1)
