@@ -93,12 +93,12 @@ class Chip:
         if self.undone:
             who = ("written for a correction you took back: yours now, tagwatch never takes it out "
                    "(remove it in your photo app)")
-        if self.score is None:
+        if self.score is None or self.threshold is None:
             return who
         level = (f" (a level above {self.above}: its score and threshold)" if self.above else
                  " (a keyword of the caption: [captions] threshold)" if self.caption else "")
-        limit = self.score if self.threshold is None else self.threshold
-        return f"{who}; score {score_beside(self.score, limit)}, threshold {limit:.3f}{level}"
+        score = score_beside(self.score, self.threshold)
+        return f"{who}; score {score}, threshold {self.threshold:.3f}{level}"
 
 
 @dataclass(frozen=True)
