@@ -15,8 +15,8 @@ from ..casefold import fold, folded
 from ..config import Config
 from ..geotag import Places
 from ..metadata import ExifTool, Keywords, KeywordWriter, MetadataError
-from ..pipeline import NOT_UTF8, utf8_name
-from ..store import DECLINED, FAILED, PENDING, UNTAGGED, Store
+from ..pipeline import NOT_UTF8
+from ..store import DECLINED, FAILED, PENDING, UNTAGGED, Store, utf8_name
 from ..tagger import select
 from ..wording import resembling
 from .common import (
