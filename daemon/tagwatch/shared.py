@@ -68,7 +68,7 @@ def apart(writer: KeywordWriter, store: Store, path: str, recorded: str | None =
     keywords out of the sidecar too, by the shared sidecar's rules.  ``recorded``: where the store
     has the photo now, when ``path`` is the name it was renamed from."""
     photo = Path(path)
-    if not stem_mates(writer, photo) or writer.uses_sidecar(photo):  # the first reads nothing by default
+    if writer.uses_sidecar(photo) or not stem_mates(writer, photo):  # the folder listed only where it counts
         return False
     row = store.file(recorded or path)
     return row is None or not any(name.startswith(SIDECAR_RECORD) for name in store.filled(row.id))

@@ -31,8 +31,9 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from . import logs, shared
@@ -263,7 +264,7 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
                 threshold: float, wrote: bool, removed: Sequence[str] = (), dropped: Sequence[str] = (),
                 rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = (),
                 withdrawn: Sequence[str] = (), gave_back: Sequence[str] = (), respelled: Sequence[str] = (),
-                where: str = "the file", own_thresholds: bool = False) -> str:
+                where: str | Callable[[], str] = "the file", own_thresholds: bool = False) -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
@@ -288,8 +289,10 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     0.36" would be untrue of it: the line says "its threshold" and names both.
 
     ``where``: where the keywords are (:func:`~tagwatch.wording.held_in`): a HEIC's are "already in
-    its sidecar", not "in the file".  A photo nothing was written into is "checked", never "tagged":
-    ``scan`` counts it unchanged, and the line must not say otherwise; one rewritten only to take
+    its sidecar", not "in the file"; a callable is asked only where the line says it (finding a
+    shared sidecar's other photos lists the folder).  A photo nothing was written into is
+    "checked", never "tagged": ``scan`` counts it unchanged, and the line must not say otherwise; one
+    rewritten only to take
     keywords or fields out is "updated" (``updated …: green; took out, as a correction asks: star``),
     counted as written."""
     written = wrote or bool(removed or dropped)
@@ -301,7 +304,7 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     if places:
         head.append(f"place: {listed(places)}")
     if written and len(shown) < len(carried):
-        head.append(f"already in {where}: {listed(k for k in carried if k in theirs)}")
+        head.append(f"already in {_said(where)}: {listed(k for k in carried if k in theirs)}")
     tail = [f"left out, as a person took them out: {listed(kept_out)}"] if kept_out else []
     if overridden:
         tail.append(f"removed by an override: {listed(overridden)}")
@@ -323,10 +326,16 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
         what = (f"re-filed under their new paths: {listed(respelled)}" if respelled
                 else "fields brought up to date")
         if carried or places:
-            head[-1] += f" (already in {where}; {what})" if updated else f" (already in {where})"
+            held = _said(where)
+            head[-1] += f" (already in {held}; {what})" if updated else f" (already in {held})"
         elif not gave_back:
             tail.append(what if rewrote else "nothing to write")
     return f"{verb} {path}: {'; '.join(head + tail)}"
+
+
+def _said(where: str | Callable[[], str]) -> str:
+    """:func:`tagged_line`'s ``where``, asked for only by a line that says it."""
+    return where() if callable(where) else where
 
 
 def given_back(plan: WritePlan, filled: Mapping[str, Filled]) -> list[str]:
@@ -859,7 +868,7 @@ class Writeback:
             removed, dropped, rewrote=rewrote, theirs=theirs, overridden=overridden,
             withdrawn=withdrawn, gave_back=gave,
             respelled=plan.respelled if rewrote and plan is not None else (),
-            where=self.where_keywords(job.path), own_thresholds=rules.own_thresholds),
+            where=partial(self.where_keywords, job.path), own_thresholds=rules.own_thresholds),
             extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote, overridden=overridden)
 
