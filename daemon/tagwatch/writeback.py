@@ -292,9 +292,8 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     its sidecar", not "in the file"; a callable is asked only where the line says it (finding a
     shared sidecar's other photos lists the folder).  A photo nothing was written into is
     "checked", never "tagged": ``scan`` counts it unchanged, and the line must not say otherwise; one
-    rewritten only to take
-    keywords or fields out is "updated" (``updated …: green; took out, as a correction asks: star``),
-    counted as written."""
+    rewritten only to take keywords or fields out is "updated" (``updated …: green; took out, as a
+    correction asks: star``), counted as written."""
     written = wrote or bool(removed or dropped)
     shown = [k for k in carried if k not in theirs] if written else list(carried)
     below = (f"its threshold ({threshold}, or the tag's own in the tag list)" if own_thresholds
