@@ -40,7 +40,7 @@ from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
 from tagwatch.places import Geocoder
-from tagwatch.store import ADDED, DECLINED, USER, Store
+from tagwatch.store import ADDED, DECLINED, USER, WITHDRAWN, Store
 from tagwatch.vocabulary import load_configured
 from tagwatch.web.library import Library
 from tagwatch.writeback import WriteJob
@@ -229,6 +229,44 @@ def test_a_crash_before_the_write_and_a_save_built_from_before_it_are_not_remova
         assert held(photo, env) == {"beach", "forest", "mountain"}
         assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
         assert held(photo, env) == {"beach", "forest"}  # untag: only mountain was still ours
+    finally:
+        env.close()
+
+
+def test_a_save_built_from_before_a_sync_removal_leaves_the_keyword_tagwatchs(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A photo app read the photo, sync then took a keyword off the list out of it, and the app's
+    save (with a change of its own) lands seconds later with that keyword back: it was taken for
+    the person's, which sync and untag never take out, so a tag gone from the list stayed in the
+    photo for good.  Now it is tagwatch's again and taken out again; put back long after, it is theirs."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"))
+    try:
+        env.use(["beach", "forest"])
+        photo = noise_jpeg(tmp_path / "in" / "p.jpg", seed=12)
+        assert env.run(photo) == {"p.jpg": Status.TAGGED}
+        assert held(photo, env) == {"beach", "forest"}
+        editor = tmp_path / "editor.jpg"
+        editor.write_bytes(photo.read_bytes())  # the app reads the photo
+        env.use(["beach"])  # forest off the list: sync takes it out
+        assert env.pipeline.retag() == (1, 1)
+        assert held(photo, env) == {"beach"}
+        edit(editor, "-XMP-xmp:Rating=5", app=env.exiftool)  # the app saves its copy over the photo
+        editor.replace(photo)
+        assert held(photo, env) == {"beach", "forest"}
+        assert env.run(photo) == {"p.jpg": Status.TAGGED}
+        assert held(photo, env) == {"beach"}  # taken out again; the app's own change kept
+        assert json.loads(exiftool_read("-j", "-XMP-xmp:Rating", photo))[0]["Rating"] == 5
+        row = env.store.file(str(photo))
+        assert env.store.ledgers([row.id])[row.id] == {"beach": ADDED, "forest": WITHDRAWN}
+
+        # Put back an hour after tagwatch took it out (as the ledger tells it): the person's
+        with sqlite3.connect(env.store.path) as db:
+            db.execute("UPDATE ledger SET written = written - 3600 WHERE action = ?", (WITHDRAWN,))
+        put_in(photo, "forest", app=env.exiftool)
+        env.run(photo)
+        assert held(photo, env) == {"beach", "forest"}
+        assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
+        assert held(photo, env) == {"forest"}
     finally:
         env.close()
 

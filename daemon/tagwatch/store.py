@@ -36,6 +36,11 @@ USER = "user"  # written because an override asked for it: the person's, never r
 # A keyword tagwatch wrote that a person (or another program) then took out of the file: never
 # written into this photo again, and no longer ours (sync and untag leave it alone)
 DECLINED = "declined"
+# A keyword of ours that a write of tagwatch's took out again (sync: no longer predicted; a correction;
+# a place the photo is no longer at).  Its ``written`` is the change time of the version that write put
+# in place (the file system's clock, as ``files.written_ns``), so that a save made within seconds after
+# it, built from the version before it, is told from a person putting the keyword back.
+WITHDRAWN = "withdrawn"
 
 
 def utf8_name(path: str) -> bool:
@@ -515,6 +520,40 @@ class Store:
             db.executemany("UPDATE ledger SET pending = 0 WHERE file_id = ? AND keyword = ? AND action = ?",
                            [(file_id, k, ADDED) for k in keywords])
 
+    def withdraw(self, file_id: int, keywords: Iterable[str], changed_ns: int | None) -> None:
+        """Keywords of ours a write took out of the file (``changed_ns``: the change time of the
+        version it put in place): kept as withdrawn, or forgotten where that time is unknown or
+        tagwatch had not added them (a correction's own keyword)."""
+        keywords = list(keywords)
+        with self.transaction() as db:
+            if changed_ns is not None:
+                db.executemany("UPDATE ledger SET action = ?, written = ?, pending = 0 "
+                               "WHERE file_id = ? AND keyword = ? AND action = ? AND pending = 0",
+                               [(WITHDRAWN, changed_ns / 1e9, file_id, k, ADDED) for k in keywords])
+            db.executemany("DELETE FROM ledger WHERE file_id = ? AND keyword = ? AND action != ?",
+                           [(file_id, k, WITHDRAWN) for k in keywords])
+
+    def last_withdrawn(self, file_id: int) -> tuple[dict[str, tuple[str, ...]], int | None]:
+        """The keywords of ours the latest withdrawing write took out (→ the hierarchical paths they
+        were written under), and the change time (ns) of the version it put in place."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT keyword, paths, written FROM ledger WHERE file_id = ? AND action = ? AND written = "
+                "(SELECT MAX(written) FROM ledger WHERE file_id = ? AND action = ?)",
+                (file_id, WITHDRAWN, file_id, WITHDRAWN)).fetchall()
+        if not rows:
+            return {}, None
+        return ({r[0]: tuple(r[1].split("\n")) if r[1] else (r[0],) for r in rows}, round(rows[0][2] * 1e9))
+
+    def reclaim(self, file_id: int, keywords: Iterable[str]) -> None:
+        """Withdrawn keywords found back in the file from a save built from before their withdrawal:
+        ours again (written, so not pending), for the decision that took them out to take them out again."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("UPDATE ledger SET action = ?, written = ?, pending = 0 WHERE file_id = ? "
+                           "AND keyword = ? AND action = ?",
+                           [(ADDED, now, file_id, k, WITHDRAWN) for k in keywords])
+
     def pending_ledger(self, file_id: int) -> set[str]:
         """Keywords of ours recorded ahead of a write not yet recorded done (maybe never written)."""
         with self._lock:
@@ -697,7 +736,7 @@ class Store:
             if r[4] == ADDED:
                 paths = tuple(r[5].split("\n")) if r[5] else (r[3],)
                 twins.setdefault(r[0], Twin(r[0], r[1], r[2], {})).ledger[r[3]] = paths
-        return list(twins.values()), {r[3] for r in rows if r[4] != ADDED}
+        return list(twins.values()), {r[3] for r in rows if r[4] not in (ADDED, WITHDRAWN)}
 
     # -- places --------------------------------------------------------------------------------
 
@@ -871,7 +910,8 @@ class Store:
         return count, latest or 0.0
 
     def ledgers(self, file_ids: Iterable[int]) -> dict[int, dict[str, str]]:
-        """file id → keyword → ledger action (ADDED, REMOVED, USER, DECLINED), for many files at once."""
+        """file id → keyword → ledger action (ADDED, REMOVED, USER, DECLINED, WITHDRAWN), for many
+        files at once."""
         found: dict[int, dict[str, str]] = {}
         with self._lock:
             for file_id in dict.fromkeys(file_ids):

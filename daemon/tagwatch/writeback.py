@@ -471,9 +471,10 @@ class Writeback:
         # Without a prediction there is something to do only to our own keywords: sync drops them,
         # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
         # wipe a person's keywords over a threshold typo.
+        withdrawn, withdrawn_ns = self.store.last_withdrawn(row.id) if row is not None else ({}, None)
         list_paths = known_paths(rules.paths, owned)
-        ours_to_fix = owned and rules.mode != "overwrite" and (
-            rules.mode == "sync" or any(fold(k) in override.removes() for k in owned)
+        ours_to_fix = (owned or withdrawn) and rules.mode != "overwrite" and (
+            rules.mode == "sync" or any(fold(k) in override.removes() for k in [*owned, *withdrawn])
             or any(owned_paths.get(k, (k,)) != (p,) for k, p in list_paths.items()))
         if self.writer is None or not (keywords or ours_to_fix or twins or self.take_over
                                        or self.places is not None or self.captions is not None
@@ -486,6 +487,9 @@ class Writeback:
             job.found = header_digest(Path(job.path))  # before our first write: see original.py
         if twins:
             owned_paths = self.adopt(job, state, twins, theirs)
+        if row is not None and withdrawn_ns is not None and self.reclaim(job, row, state, withdrawn,
+                                                                         withdrawn_ns):
+            owned_paths = self.store.ledger_paths(row.id)
         self.claim(job, state, row)
         declined = (self.taken_out(job, row, state, owned_paths) if row is not None
                     else set(self.store.ledger(job.file_id, DECLINED)) if job.file_id is not None else set())
@@ -693,6 +697,26 @@ class Writeback:
         log.info("%s: taken over, tagwatch's from now on: %s", job.path, listed(claimed),
                  extra={"event": "taken-over", "path": job.path, "keywords": claimed})
 
+    def reclaim(self, job: WriteJob, row: FileRow, state: FileState, withdrawn: Mapping[str, Sequence[str]],
+                withdrawn_ns: int) -> bool:
+        """Keywords of ours that tagwatch's latest withdrawing write took out (sync: no longer
+        predicted; a correction) and a save made within :data:`STALE_SAVE_NS` after it puts back, all
+        of them: that save was built from the version before the write (an editor that read the
+        sidecar just before), so they are ours again, and what took them out takes them out again.
+        They were taken for a person's, which sync and untag never take out."""
+        assert self.writer is not None
+        changed = self._changed_ns(job.path, state)
+        if not 0 < changed - withdrawn_ns <= STALE_SAVE_NS or self.writer.absent(state, withdrawn):
+            return False
+        back = list(withdrawn)
+        self.store.reclaim(row.id, back)
+        job.owned = [*job.owned, *back]
+        log.info("%s: saved by another program %.1f s after tagwatch took %s out of it, with them back: "
+                 "built from the version before, so they are tagwatch's again", job.path,
+                 (changed - withdrawn_ns) / 1e9, listed(back),
+                 extra={"event": "stale-save", "path": job.path, "keywords": back})
+        return True
+
     def taken_out(self, job: WriteJob, row: FileRow, state: FileState,
                   owned_paths: Mapping[str, Sequence[str]]) -> set[str]:
         """The keywords a person took out of this photo: those recorded before, and those of ours a
@@ -773,13 +797,17 @@ class Writeback:
         return changed
 
     def _written_ns(self, job: WriteJob, st: os.stat_result) -> int | None:
+        """:meth:`_placed_ns`, or None if this write added no keyword (a save built from the version
+        before a write that only took keywords out or re-spelled them lacks nothing of ours)."""
+        assert job.plan is not None
+        return self._placed_ns(job, st) if job.plan.ours else None
+
+    def _placed_ns(self, job: WriteJob, st: os.stat_result) -> int | None:
         """The change time of what this write put in place (the photo, its sidecar: the newer), or
-        None if it added no keyword (a save built from the version before a write that only took
-        keywords out or re-spelled them lacks nothing of ours).  The sidecar's is read now: if
-        another program has saved it since, its time is later still, which only makes that save look
-        more like one built from ours."""
+        None where it wrote nothing.  The sidecar's is read now: if another program has saved it
+        since, its time is later still, which only makes that save look more like one built from ours."""
         assert job.plan is not None and self.writer is not None
-        if not job.writes or not job.plan.ours:
+        if not job.writes:
             return None
         marks = [st.st_ctime_ns] if any(e.is_photo for e in job.plan.edits) else []
         if any(not e.is_photo for e in job.plan.edits):
@@ -804,7 +832,7 @@ class Writeback:
         added: list[str] = []
         if job.writes:
             assert plan is not None and job.file_id is not None
-            self.store.remove_ledger(job.file_id, plan.removed)
+            self.store.withdraw(job.file_id, plan.removed, self._placed_ns(job, st))
             added = plan.ours
         log.debug("%s: recording it tagged", job.path)
         with self.store.transaction():
