@@ -293,6 +293,52 @@ def test_a_correction_after_a_later_matching_rule_is_appended_so_it_wins() -> No
         correct("[[override]]\npath = \n", source, roots, "/p/a.jpg", "y", "remove")
 
 
+GRANDMA = """
+# Grandma Else: every photo of the garden party 2025 gets her name
+[[override]]
+path = "2025/garden/**"
+add = ["Else"]
+"""
+
+
+def page_rule(path: str, *keys: str) -> str:
+    """A rule as the review page writes it, its own comment above it."""
+    return f'\n# a correction made on the review page\n[[override]]\npath = "{path}"\n' + "".join(
+        f"{key}\n" for key in keys)
+
+
+def same_rules_both_ways(text: str) -> list[dict]:
+    """The rules as tomllib (the daemon) reads ``text``, asserted the same as tomlkit's (the page)."""
+    import tomllib
+
+    import tomlkit
+
+    assert tomlkit.parse(text).unwrap() == tomllib.loads(text)
+    return tomllib.loads(text)["override"]
+
+
+def test_a_key_the_page_adds_goes_under_its_rules_last_key_not_under_the_next_rules_comment() -> None:
+    """xW #4: tomlkit keeps the lines above a header at the end of the rule before it, so `add` went
+    below the next rule's blank line and comment, which then sat above the wrong line."""
+    from tagwatch.overrides import correct
+
+    source, roots = Path("overrides.toml"), [Path("/photos")]
+    purple, star = "/photos/2025/purple-vertical_bar.jpg", "/photos/2025/red-star.jpg"
+    text = correct(HAND_WRITTEN, source, roots, purple, "purple", "remove") + GRANDMA
+    text = correct(text, source, roots, star, "red", "remove")
+    text = correct(text, source, roots, purple, "Lila", "add")
+    assert text == (HAND_WRITTEN + page_rule(purple, 'remove = ["purple"]', 'add = ["Lila"]') + GRANDMA
+                    + page_rule(star, 'remove = ["red"]'))
+    # a remove added to a rule with only an add; the page's own comment stays above its own rule
+    text = HAND_WRITTEN + page_rule(purple, 'add = ["Lila"]') + page_rule(star, 'add = ["Anna"]')
+    text = correct(text, source, roots, purple, "purple", "remove")
+    text = correct(text, source, roots, star, "red", "remove")
+    assert text == HAND_WRITTEN + page_rule(purple, 'add = ["Lila"]', 'remove = ["purple"]') + page_rule(
+        star, 'add = ["Anna"]', 'remove = ["red"]')
+    assert same_rules_both_ways(text)[1:] == [{"path": purple, "add": ["Lila"], "remove": ["purple"]},
+                                              {"path": star, "add": ["Anna"], "remove": ["red"]}]
+
+
 # -- rules that follow a renamed photo ----------------------------------------------------------------
 
 def test_a_rule_naming_one_photo_follows_its_rename_and_globs_stay_as_written(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .atomic import editing, write_atomic
 from .casefold import fold, folded
@@ -35,6 +35,9 @@ from .vocabulary import (
     string_list,
     table_lines,
 )
+
+if TYPE_CHECKING:
+    from tomlkit.items import Item, Table
 
 _RULE_KEYS = ("path", "add", "remove")
 OVERRIDE_SCORE = math.nan  # the "score" of a keyword an override adds: none, it was not predicted
@@ -274,6 +277,36 @@ def _matches(rule: Rule, path: str, roots: Sequence[str]) -> bool:
     return any(path.startswith(root + "/") and rule.regex.match(path[len(root) + 1:]) for root in roots)
 
 
+# -- the lines heading a rule ---------------------------------------------------------------------------
+#
+# tomlkit parses the blank lines and comments above an [[override]] header into the end of the table
+# before it.  So a key appended to a rule with tomlkit alone lands below the next rule's comment.  These
+# keep those lines above the rule they head.
+
+def _take_tail(table: Table) -> list[Item]:
+    """Take the keyless lines (blank lines, comments) after ``table``'s last key off it: they head the
+    next rule, or end the file."""
+    body = table.value.body
+    start = len(body)
+    while start and body[start - 1][0] is None:
+        start -= 1
+    tail = [item for _, item in body[start:]]
+    del body[start:]  # keyless: no index of tomlkit's key map points here
+    return tail
+
+
+def _put_tail(table: Table, tail: list[Item]) -> None:
+    for item in tail:
+        table.raw_append(None, item)  # raw: a comment is not re-indented like a key
+
+
+def _add_key(table: Table, key: str, value: list[str]) -> None:
+    """``key = value`` in ``table``, right under its last key, above the lines heading the next rule."""
+    tail = _take_tail(table)
+    table[key] = value
+    _put_tail(table, tail)
+
+
 def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, keyword: str,
             action: str) -> str:
     """``text`` of an overrides file changed so that the photo at ``path`` gets ``keyword``
@@ -318,7 +351,7 @@ def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, key
                 table[key].remove(keyword)
         if put is not None:
             if put not in table:
-                table[put] = [keyword]
+                _add_key(table, put, [keyword])
             elif keyword not in table[put]:
                 table[put].append(keyword)
         for key in ("add", "remove"):
