@@ -339,6 +339,24 @@ def test_a_key_the_page_adds_goes_under_its_rules_last_key_not_under_the_next_ru
                                               {"path": star, "add": ["Anna"], "remove": ["red"]}]
 
 
+def test_a_rule_the_page_takes_out_leaves_the_next_rules_comment_above_that_rule(tmp_path: Path) -> None:
+    """A rule taken out (↺ of its last correction, or its photo deleted) took with it the comment
+    heading the next rule, which tomlkit keeps at its end, and left its own above the next rule."""
+    from tagwatch.overrides import correct, forget
+
+    source, roots = tmp_path / "overrides.toml", [Path("/photos")]
+    purple, star = "/photos/2025/purple-vertical_bar.jpg", "/photos/2025/red-star.jpg"
+    kept = HAND_WRITTEN + GRANDMA + page_rule(star, 'add = ["red"]')
+    text = kept.replace(GRANDMA, page_rule(purple, 'remove = ["purple"]') + GRANDMA)
+    assert correct(text, source, roots, purple, "purple", "undo") == kept
+    assert forget(text, source, roots, purple)[0] == kept
+    assert correct(kept, source, roots, star, "red", "undo") == HAND_WRITTEN + GRANDMA
+    # the first rule in a file the page began
+    text = page_rule(purple, 'remove = ["purple"]').lstrip("\n") + GRANDMA
+    assert correct(text, source, roots, purple, "purple", "undo") == GRANDMA.lstrip("\n")
+    assert same_rules_both_ways(GRANDMA) == [{"path": "2025/garden/**", "add": ["Else"]}]
+
+
 # -- rules that follow a renamed photo ----------------------------------------------------------------
 
 def test_a_rule_naming_one_photo_follows_its_rename_and_globs_stay_as_written(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from .vocabulary import (
 )
 
 if TYPE_CHECKING:
+    from tomlkit import TOMLDocument
     from tomlkit.items import Item, Table
 
 _RULE_KEYS = ("path", "add", "remove")
@@ -280,8 +281,9 @@ def _matches(rule: Rule, path: str, roots: Sequence[str]) -> bool:
 # -- the lines heading a rule ---------------------------------------------------------------------------
 #
 # tomlkit parses the blank lines and comments above an [[override]] header into the end of the table
-# before it.  So a key appended to a rule with tomlkit alone lands below the next rule's comment.  These
-# keep those lines above the rule they head.
+# before it (the lines above the first header stay in the document, ahead of the array).  So a key
+# appended to a rule with tomlkit alone lands below the next rule's comment, and a rule taken out takes
+# the next rule's comment with it.  These keep those lines above the rule they head.
 
 def _take_tail(table: Table) -> list[Item]:
     """Take the keyless lines (blank lines, comments) after ``table``'s last key off it: they head the
@@ -305,6 +307,51 @@ def _add_key(table: Table, key: str, value: list[str]) -> None:
     tail = _take_tail(table)
     table[key] = value
     _put_tail(table, tail)
+
+
+def _unmarked(lines: list[Item]) -> list[Item]:
+    """The lines heading a rule that goes, without the comment the review page wrote above it (and the
+    blank lines that set that comment apart); a person's own comments stay."""
+    from tomlkit.items import Comment, Null, Whitespace
+
+    kept = [item for item in lines if not isinstance(item, Null)]
+    if not kept or not isinstance(kept[-1], Comment) or kept[-1].as_string().strip() != _MARK:
+        return kept
+    kept.pop()
+    while kept and isinstance(kept[-1], Whitespace):
+        kept.pop()
+    return kept
+
+
+def _without_rules(doc: TOMLDocument, gone: Iterable[int]) -> str:
+    """The text of the overrides file ``doc`` without its rules at the indexes ``gone``.  The lines
+    heading the rule after each one stay above that rule; the review page's comment above a rule goes
+    with it.  tomlkit keeps the lines above the first header ahead of the array, with no call to add
+    lines there: when the first rule goes, the next rule's lines are put after them in the text, where
+    tomlkit writes them (at the very start)."""
+    import tomlkit
+
+    rules = doc["override"]
+    order = sorted(set(gone), reverse=True)
+    lead: list[Item] = []  # the lines heading the first rule kept, when every rule before it goes
+    for index in order:
+        tail = _take_tail(rules[index])
+        if index:
+            _put_tail(rules[index - 1], _unmarked(_take_tail(rules[index - 1])) + tail)
+        else:
+            lead = tail
+        del rules[index]
+    if not rules:
+        del doc["override"]
+    result = tomlkit.dumps(doc)
+    if 0 not in order:
+        return result
+    top = [item for key, item in doc.body if key is None]  # every key is in an [[override]] table
+    written = "".join(item.as_string() for item in top)
+    assert result.startswith(written), "tomlkit writes the lines above the first rule first"
+    above = "".join(item.as_string() for item in _unmarked(top))
+    heading = "".join(item.as_string() for item in lead)  # no blank line to start the file with
+    return above + (heading if above else heading.lstrip("\n")) + result[len(written):]
 
 
 def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, keyword: str,
@@ -358,13 +405,10 @@ def correct(text: str, source: Path, roots: Sequence[Path | str], path: str, key
             if key in table and not table[key]:
                 del table[key]
         if "add" not in table and "remove" not in table:  # nothing left to say about this photo
-            del doc["override"][target]
+            result = _without_rules(doc, [target])
             changed = None
-            if not doc["override"]:
-                del doc["override"]
-        result = tomlkit.dumps(doc)
-        if changed is None and result.rstrip().endswith(_MARK):  # the comment of the rule just taken out
-            result = result.rstrip()[:-len(_MARK)].rstrip("\n") + "\n"
+        else:
+            result = tomlkit.dumps(doc)
     else:
         table = tomlkit.table()
         table["path"] = glob_escape(path)
@@ -480,14 +524,7 @@ def forget(text: str, source: Path, roots: Sequence[Path | str], path: str) -> t
     gone = [index for index, rule in enumerate(old.rules) if _forgotten(rule, old.roots, path)]
     if not gone:
         return text, []
-    doc = tomlkit.parse(text)
-    for index in reversed(gone):
-        del doc["override"][index]
-    if not doc["override"]:
-        del doc["override"]
-    result = tomlkit.dumps(doc)
-    if result.rstrip().endswith(_MARK):  # the review page's comment above the last rule taken out
-        result = result.rstrip()[:-len(_MARK)].rstrip("\n") + "\n"
+    result = _without_rules(tomlkit.parse(text), gone)
     expected = [(r.pattern, r.add, r.remove) for i, r in enumerate(old.rules) if i not in gone]
     if [(r.pattern, r.add, r.remove) for r in parse_overrides(result, source, roots).rules] != expected:
         raise OverridesError(f"{source}: could not take the rules out safely in this file")
