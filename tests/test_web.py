@@ -236,6 +236,45 @@ def test_a_photo_dropped_into_the_folder_appears_in_the_grid_with_its_keywords(s
     assert "running, pid" in text(browser, "#status")
 
 
+def photo_page_at(driver: object, url: str, width: int, name: str) -> dict[str, int]:
+    """The photo page ``url`` on a screen ``width`` px wide (Chrome's device emulation; under 800 px
+    as a phone): how wide the page lays out, where the score table and its right-most button end, and
+    how many score lines keep all their cells on one row.  A screenshot of the table is kept as
+    ``name``."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {  # type: ignore[attr-defined]
+        "width": width, "height": 844, "screenWidth": width, "screenHeight": 844, "deviceScaleFactor": 1,
+        "mobile": width < 800})
+    try:
+        driver.get(url)  # type: ignore[attr-defined]
+        wait_for(lambda: driver.execute_script("return document.readyState") == "complete")  # type: ignore[attr-defined]
+        found = driver.execute_script(  # type: ignore[attr-defined]
+            "const right = s => Math.max(0, ...Array.from(document.querySelectorAll(s), "
+            "e => Math.ceil(e.getBoundingClientRect().right)));"
+            "const rows = Array.from(document.querySelectorAll('table.scores tbody tr'));"
+            "document.querySelector('table.scores').scrollIntoView();"
+            "return {screen: screen.width, page: document.documentElement.scrollWidth, "
+            "table: right('table.scores'), buttons: right('table.scores button'), lines: rows.length, "
+            "one_row: rows.filter(r => new Set(Array.from(r.cells, c => c.getBoundingClientRect().top)).size "
+            "== 1).length}")
+        screenshot(driver, name)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})  # type: ignore[attr-defined]
+    return found
+
+
+def test_the_photo_page_with_its_scores_fits_a_phone_screen(site: Site, browser) -> None:
+    """xW #5: at 390 px the score table was 468 px wide: the page scrolled sideways and the reject
+    buttons lay beyond the screen's right edge.  Every line shown (floor 0, the longest verdicts); on
+    a phone a line's verdict goes under it, on a desktop each line stays one row."""
+    url = f"{site.base}/photo/0/2025/{photo_name('blue', 'horizontal bar')}?floor=0"
+    phone = photo_page_at(browser, url, 390, "review-photo-phone")
+    assert phone["page"] <= phone["screen"] == 390, phone
+    assert 0 < phone["buttons"] <= phone["table"] <= 390, phone
+    desktop = photo_page_at(browser, url, 1280, "review-photo-scores")
+    assert desktop["page"] <= desktop["screen"] == 1280, desktop
+    assert desktop["one_row"] == desktop["lines"] == phone["lines"] > phone["one_row"], (desktop, phone)
+
+
 def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site: Site, browser,
                                                                             tag_list: Path) -> None:
     from selenium.webdriver.common.by import By
