@@ -161,6 +161,12 @@ def test_a_full_disk_leaves_the_photo_intact_and_tagging_resumes_when_space_retu
     wait_for(lambda: tagged(photo))
     assert len(about(faulty, photo, "tagged")) == 1
     assert len(complaints(faulty, photo)) == 1, complaints(faulty, photo)
+    # status no longer calls it an error that will be retried: it was, and the photo is done
+    wait_for(lambda: (json.loads(state.read_text())["last_error"] or {}).get("resolved"))
+    report = tagwatch("status", "--config", str(faulty.config))
+    line = next(line for line in report.stdout.splitlines() if line.startswith("last error"))
+    assert "no space left on device" in line and "(retried: done since) at " in line, line
+    assert "will retry" not in line
 
 
 def needs_modes(daemon: Daemon) -> None:

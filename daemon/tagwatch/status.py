@@ -120,6 +120,9 @@ def watching(folders: int | None, unwatched: int = 0) -> str:
         f"watching {counted(folders, 'folder')}"
 
 
+WILL_RETRY = " (will retry)"  # a last error that passes by itself (a full disk): it is tried again
+
+
 class Activity:
     """Counters the worker feeds after each batch; read from other threads as one snapshot."""
 
@@ -160,10 +163,19 @@ class Activity:
                         self._failing[outcome.path] = reason
                     self.last_error = {"path": outcome.path, "reason": reason, "time": now}
                 elif outcome.status == Status.WAIT:  # a full disk is news even though it will be retried
-                    self.last_error = {"path": outcome.path, "reason": f"{outcome.error} (will retry)",
+                    self.last_error = {"path": outcome.path, "reason": f"{outcome.error}{WILL_RETRY}",
                                        "time": now}
                 if outcome.status in (Status.TAGGED, Status.GONE, Status.UNTAGGED):
                     self._failing.pop(outcome.path, None)
+                    self._resolve(outcome.path, now)
+
+    def _resolve(self, path: str, now: float) -> None:
+        """The photo whose passing failure is the last error is done: the error says it was retried
+        and when, instead of "(will retry)" a day later with nothing left to retry."""
+        error = self.last_error
+        if error is not None and error["path"] == path and error["reason"].endswith(WILL_RETRY):
+            error["reason"] = error["reason"].removesuffix(WILL_RETRY) + " (retried: done since)"
+            error["resolved"] = now
 
     def reject(self, what: str, reason: str | None) -> None:
         """``what`` ("config", "tag list", "overrides") on disk was refused for ``reason`` and the

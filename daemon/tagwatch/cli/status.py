@@ -99,7 +99,9 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
         error = daemon.get("last_error")
         if error:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(error["time"]))
-            lines.append(f"last error {when} {shown(error['path'])}: {one_line(error['reason'])}")
+            done = error.get("resolved")
+            since = f" at {time.strftime('%H:%M:%S', time.localtime(done))}" if done else ""
+            lines.append(f"last error {when} {shown(error['path'])}: {one_line(error['reason'])}{since}")
     lines += [f"{name:<17} {report[name]:>9}" for name in COUNTS]
     lines += [f"failed: {failure_line(path, reason)}" for path, reason in failures]
     more = report["failed"] - len(failures)
