@@ -435,6 +435,59 @@ def test_a_photo_without_gps_gets_its_places_when_it_is_geotagged_later(
         env.close()
 
 
+def test_a_correction_removing_a_place_takes_it_out_with_the_levels_below_until_it_is_undone(
+        tmp_path: Path, tiny_checkpoint: Path, geocoder: Geocoder, exiftool: ExifTool) -> None:
+    """xW #1: ✕ on a place keyword on the review page wrote `remove = ["England"]`, and the log said
+    "re-scored 13 photos, rewrote 0": the place stayed in IPTC, XMP and the hierarchy, through
+    restarts and edits of the photo.  A correction removing a level takes it out with the levels below
+    it (Florence lies in Tuscany: `places|Italy|Tuscany|Florence` would still name it), their location
+    fields too, in append mode as in any; the photo read again keeps them out; undo puts them back."""
+    env = place_env(tmp_path, tiny_checkpoint, geocoder, fill_location=True)
+    fields = ("IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", *LOCATION)
+    root = tmp_path / "in"
+    photo = geotag(exiftool, noise_jpeg(root / "duomo.jpg", seed=14), *FLORENCE)
+
+    def correct(rule: str) -> tuple[int, int]:
+        """The overrides file edited (as the review page does), and the re-score the daemon runs."""
+        env.pipeline.use_overrides(parse_overrides(rule, tmp_path / "overrides.toml", [root]))
+        return env.pipeline.retag()
+
+    def where() -> tuple[set[str], list[str], dict[str, object]]:
+        got = read_fields(photo, *fields)
+        flat = set(as_list(got.pop("IPTC:Keywords")))
+        assert set(as_list(got.pop("XMP-dc:Subject"))) == flat
+        return flat, [h for h in as_list(got.pop("XMP-lr:HierarchicalSubject")) if "|" in h], got
+
+    try:
+        assert env.run(photo) == {"duomo.jpg": Status.TAGGED}
+        flat, _, located = where()
+        predicted = flat - {"Italy", "Tuscany", "Florence"}
+        assert located["IPTC:City"] == "Florence"
+        assert correct(f'[[override]]\npath = "{photo}"\nremove = ["tuscany"]\n') == (1, 1)
+        taken_out = where()
+        flat, hierarchy, located = taken_out
+        assert flat == predicted | {"Italy"}
+        assert hierarchy == ["places|Italy"]
+        assert located == {"IPTC:Country-PrimaryLocationName": "Italy", "XMP-photoshop:Country": "Italy",
+                           "IPTC:Country-PrimaryLocationCode": "ITA", "XMP-iptcCore:CountryCode": "ITA"}
+        geotag(exiftool, photo, "-XMP-dc:Title=edited")  # an edit: the photo is read and placed again
+        assert env.run(photo) == {"duomo.jpg": Status.TAGGED}
+        assert where() == taken_out
+
+        assert correct(f'[[override]]\npath = "{photo}"\nremove = ["Florence"]\n') == (1, 1)
+        flat, hierarchy, located = where()
+        assert flat == predicted | {"Italy", "Tuscany"}
+        assert hierarchy == ["places|Italy", "places|Italy|Tuscany"]
+        assert "IPTC:City" not in located and located["IPTC:Province-State"] == "Tuscany"
+
+        assert correct("") == (1, 1)  # undone: the places come back, whole
+        flat, hierarchy, located = where()
+        assert flat == predicted | {"Italy", "Tuscany", "Florence"}
+        assert "places|Italy|Tuscany|Florence" in hierarchy and located["IPTC:City"] == "Florence"
+    finally:
+        env.close()
+
+
 KYOTO_XMP = ["-XMP-exif:GPSLatitude=35.0116", "-XMP-exif:GPSLongitude=135.7681"]
 SAPPORO_XMP = ["-XMP-exif:GPSLatitude=43.0621", "-XMP-exif:GPSLongitude=141.3544"]
 

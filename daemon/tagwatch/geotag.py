@@ -8,12 +8,14 @@ a GPS edit (a metadata edit, same content key) changes the places without encodi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from .casefold import folded
 from .config import PlacesConfig
 from .metadata import Filled
 from .places import (
+    LEVELS,
     LOCATION_FIELDS,
     NO_GPS,
     RULES,
@@ -38,12 +40,13 @@ class Placement:
 
     where: Coordinates | None = None
     place: Place | None = None
-    claim: Claim = field(default_factory=Claim)
-    keywords: dict[str, str] = field(default_factory=dict)  # keyword → hierarchical path
+    claim: Claim = field(default_factory=Claim)  # the gazetteer's, before a correction cuts it
+    keywords: dict[str, str] = field(default_factory=dict)  # keyword → hierarchical path, as written
     withdraw: tuple[str, ...] = ()  # place keywords given earlier that no longer apply
     fill: dict[str, str | None] = field(default_factory=dict)  # location field → value (None: not ours)
     filled: dict[str, Filled] = field(default_factory=dict)  # the ledger's record of filled fields
     why: str = ""  # why there are no coordinates
+    rejected: tuple[str, ...] = ()  # levels of the claim a correction takes out (see Claim.without)
 
 
 class Places:
@@ -96,9 +99,10 @@ class Places:
         return keywords(found, self.settings.root)
 
     def decide(self, path: str, file_id: int | None, photo_gps: Mapping[str, str],
-               sidecar_gps: Mapping[str, str]) -> Placement:
+               sidecar_gps: Mapping[str, str], out: Collection[str] = ()) -> Placement:
         """The place keywords and fields of one photo, from the GPS tags read from it (the photo's
-        own first, its sidecar's where the photo has none: geotaggers write RAW files' sidecars)."""
+        own first, its sidecar's where the photo has none: geotaggers write RAW files' sidecars),
+        without the levels its corrections remove (``out``, case-folded: see :meth:`Claim.without`)."""
         where, why = coordinates(photo_gps)
         if where is None and sidecar_gps:
             where, why_sidecar = coordinates(sidecar_gps)
@@ -109,15 +113,17 @@ class Places:
         if where is not None and not found:
             log.debug("%s: no place: nothing within %g km of %s", path, self.settings.country_distance_km,
                       where)
-        given = self.keywords(found)
+        kept = found.without(out)
+        given = self.keywords(kept)
+        rejected = tuple(k for k in found.levels() if k not in given)
         before = self.store.located([file_id]).get(file_id) if file_id is not None else None
         withdraw = tuple(k for k in (before.keywords if before else ()) if k not in given)
         # The location fields' records only: the ledger's other filled fields (a caption's description,
         # a hierarchical field tagwatch created) are other stages' to keep or take out
         records = self.store.filled(file_id) if file_id is not None else {}
         filled = {name: Filled(*records[name]) for name in LOCATION_FIELDS if name in records}
-        fill = location_fields(found) if self.settings.fill_location else {}
-        return Placement(where, place, found, given, withdraw, fill, filled, why)
+        fill = location_fields(kept) if self.settings.fill_location else {}
+        return Placement(where, place, found, given, withdraw, fill, filled, why, rejected)
 
     def describe(self, placed: Placement) -> list[str]:
         """Lines for ``explain``: the coordinates, the place found and its distance, what is written."""
@@ -139,18 +145,41 @@ class Places:
             lines.append(f"  locality not claimed: {place.locality} is beyond max_distance_km = "
                          f"{self.settings.max_distance_km:g}")
         paths = list(placed.keywords.values())
-        lines.append(f"  keywords: {', '.join(placed.keywords)} (hierarchy: {paths[-1]})")
-        if self.settings.fill_location:
-            fields = ", ".join(f"{name}={value}" for name, value in placed.fill.items() if value)
+        if paths:
+            lines.append(f"  keywords: {', '.join(placed.keywords)} (hierarchy: {paths[-1]})")
+        if placed.rejected:
+            lines.append(f"  removed by an override: {', '.join(placed.rejected)} (the levels below one "
+                         "it removes go with it)")
+        fields = ", ".join(f"{name}={value}" for name, value in placed.fill.items() if value)
+        if fields:
             lines.append(f"  location fields, where empty: {fields}")
         return lines
 
-    def of_files(self, located: Mapping[int, Located], file_ids: Mapping[str, int]) -> dict[str, list[str]]:
-        """The place keywords of recorded files (``export``), from their last coordinates; a point
-        the store never looked up loads the gazetteer."""
-        out: dict[str, list[str]] = {}
+    def of_files(self, located: Mapping[int, Located], file_ids: Mapping[str, int],
+                 out: Mapping[str, Collection[str]] | None = None) -> dict[str, list[str]]:
+        """The place keywords of recorded files (``export``), from their last coordinates, without
+        the levels each one's corrections remove (``out``: path → case-folded removes); a point the
+        store never looked up loads the gazetteer."""
+        out = out or {}
+        found: dict[str, list[str]] = {}
         for path, file_id in file_ids.items():
             spot = located.get(file_id)
             if spot is not None and spot.lat is not None and spot.lon is not None:
-                out[path] = list(self.keywords(self.claim(Coordinates(spot.lat, spot.lon))[1]))
-        return out
+                found[path] = self.at(Coordinates(spot.lat, spot.lon), out.get(path, ()))
+        return found
+
+    def at(self, where: Coordinates, out: Collection[str] = ()) -> list[str]:
+        """The place keywords of a photo taken at ``where``, without the levels ``out`` removes."""
+        return list(self.keywords(self.claim(where)[1].without(out)))
+
+    def outdated(self, spot: Located, out: Collection[str]) -> bool:
+        """Are the place keywords last written at ``spot`` not those the photo's corrections (``out``,
+        case-folded removes) leave now?  A correction of a place, or its undo, changes no predicted
+        tag, so a re-score asks this.  Three levels written and none removed now: nothing was cut and
+        nothing is, so no look-up (the place cache answers the others; a settings change is read
+        again anyway, see ``Pipeline._places_stale``)."""
+        if spot.lat is None or spot.lon is None:
+            return False
+        if len(spot.keywords) == LEVELS and not folded(spot.keywords) & set(out):
+            return False
+        return list(spot.keywords) != self.at(Coordinates(spot.lat, spot.lon), out)

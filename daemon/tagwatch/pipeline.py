@@ -682,7 +682,7 @@ class Pipeline:
         stale = (self.store.stale_paths(self._paths) | self._corrections_stale() if rows and (
             any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
         if rows and self.places.enabled:
-            stale |= self._places_stale([r for r, _ in rows])
+            stale |= self._places_stale([r for r, _ in rows]) | self._places_corrected([r for r, _ in rows])
         if rows and (self.captions is not None or self.tagging.mode != "append"):
             stale |= self._captions_stale([r for r, _ in rows])
         other_mode = self._other_mode([r for r, _ in rows]) if self.tagging.mode != "append" else set()
@@ -818,6 +818,14 @@ class Pipeline:
         current = f"{_PLACES}{self.places.fingerprint}"
         changed = {r.id for r in rows if not (r.tagged_with or "").endswith(current)}
         return changed & self.store.maybe_located() if changed else set()
+
+    def _places_corrected(self, rows: Sequence[FileRow]) -> set[int]:
+        """Files whose place keywords as last written are not those their corrections leave now
+        (:meth:`Places.outdated`): a ✕ on a place, or its ↺, changes no predicted tag, and the
+        re-score it starts rewrote nothing ("re-scored 13 photos, rewrote 0")."""
+        placed = self.store.located(r.id for r in rows if r.state == DONE)
+        return {r.id for r in rows if r.id in placed
+                and self.places.outdated(placed[r.id], self.overrides.for_path(r.path).removes())}
 
     # -- untag, renames and deletions ----------------------------------------------------------
 

@@ -38,12 +38,13 @@ import math
 import threading
 import time
 from array import array
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
 
 import numpy as np
 
+from .casefold import fold
 from .config import PLACES_MAX_KM
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,9 @@ class Geocoder:
         return gazetteer.find(where, town_km)
 
 
+LEVELS = 3  # country, region, locality: the most levels a claim has
+
+
 @dataclass(frozen=True)
 class Claim:
     """What tagwatch says about a photo's place after the distance rules: each part may be empty."""
@@ -367,6 +371,22 @@ class Claim:
             if level and level not in out:
                 out.append(level.replace("|", "/"))  # '|' separates hierarchy levels
         return out
+
+    def without(self, out: Collection[str]) -> Claim:
+        """This claim cut at the first level a correction removes (``out``: case-folded, as
+        :meth:`tagwatch.overrides.Override.removes` gives them), the levels below it with it: a town
+        lies in its region and a region in its country, so "not England" means not Sheffield either,
+        and the hierarchy written (``places|United Kingdom|England|Sheffield``) never names a level
+        taken out.  The levels above stay.  The location fields follow the cut claim."""
+        if not out:
+            return self
+        parts = [self.country, self.region, self.locality]
+        for i, level in enumerate(parts):
+            if level and fold(level.replace("|", "/")) in out:
+                parts[i:] = [""] * (len(parts) - i)
+                break
+        country, region, locality = parts
+        return Claim(country, self.code if country else "", region, locality)
 
 
 def claim(place: Place | None, max_distance_km: float, country_distance_km: float) -> Claim:

@@ -411,15 +411,17 @@ class Writeback:
         job = replace(job, tags=[(k, s) for k, s in job.tags if fold(k) not in declined])
         took = list(job.override.took) if isinstance(job.override, Corrected) else []
         places: list[str] = []
+        removes = job.override.removes()
         if self.places is not None and state is not None and self.reader is not None:
             placed = self.places.decide(job.path, None, state.photo.gps,
-                                        self.reader.sidecar_gps(Path(job.path), state.sidecar))
+                                        self.reader.sidecar_gps(Path(job.path), state.sidecar), removes)
             left_out = folded(job.keywords) | declined  # a tag's spelling, or taken out
             places = [k for k in placed.keywords if fold(k) not in left_out]
+            removes |= folded(placed.rejected)  # a place level below one a correction removes
         wanted = (*job.keywords, *places)
         # ours the scan takes out, as plan_ahead decides: sync (and overwrite with a prediction) every
         # one no longer predicted, any mode those a correction removes
-        removes, kept, sweeps = job.override.removes(), folded(wanted), rules.sweeps(bool(job.keywords))
+        kept, sweeps = folded(wanted), rules.sweeps(bool(job.keywords))
         leaving = [o for o in owned if state is not None and o not in absent and fold(o) not in kept
                    and (sweeps or fold(o) in removes)]
         took += [o for o in leaving if fold(o) in removes and fold(o) not in folded(took)]
@@ -515,7 +517,8 @@ class Writeback:
         fill: dict[str, str | None] = {}
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
-                                                     self.writer.sidecar_gps(Path(job.path), state.sidecar))
+                                                     self.writer.sidecar_gps(Path(job.path), state.sidecar),
+                                                     removing)
             listed = {fold(k): k for k in keywords}  # a tag "paris" and the place Paris: one keyword
             writing = keywords + [k for k in placed.keywords if fold(k) not in listed.keys() | out]
             # ... written flat once, under the place's path, which stays whole (places|France|…|Paris)
@@ -866,7 +869,7 @@ class Writeback:
         out = folded(job.kept_out)
         carried = [k for k in keywords if fold(k) not in out]
         fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": carried}
-        claimed = job.placed.claim.levels() if job.placed is not None and job.placed.claim else []
+        claimed = list(job.placed.keywords) if job.placed is not None else []
         places = [p for p in claimed if fold(p) not in out]  # one the person took out is not there
         if places:
             fields["places"] = places
@@ -881,7 +884,8 @@ class Writeback:
         # predicted, and in the file as a person's already: not written (their "RED" for our red)
         theirs = [k for k in carried if k not in added and k not in job.owned] if plan is not None else []
         took = override.took if isinstance(override, Corrected) else ()
-        rejected = override.removes()  # ours taken out as a correction asks: still predicted
+        # ours taken out as a correction asks: still predicted, or a place level below one it removes
+        rejected = override.removes() | folded(job.placed.rejected if job.placed is not None else ())
         withdrawn = [k for k in removed if fold(k) in rejected]
         # A tag-list edit re-scores every cached photo: one line per photo it wrote nothing into
         # ("tagged …: blue (already in the file)" ten times, then "rewrote 0") read as ten taggings
