@@ -44,6 +44,7 @@ from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
 from tagwatch.writeback import TagRules, Writeback, WriteJob, write_file
 from test_encoder import IDLE_RSS_LIMIT_MB, _rss_mb
+from test_web import page_alone
 
 LOCATION = ("IPTC:City", "IPTC:Province-State", "IPTC:Country-PrimaryLocationName",
             "IPTC:Country-PrimaryLocationCode", "XMP-photoshop:City", "XMP-photoshop:State",
@@ -486,6 +487,42 @@ def test_a_correction_removing_a_place_takes_it_out_with_the_levels_below_until_
         assert "places|Italy|Tuscany|Florence" in hierarchy and located["IPTC:City"] == "Florence"
     finally:
         env.close()
+
+
+def test_scan_explain_export_and_the_review_page_leave_out_a_place_a_correction_removes(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """xW #1 through the CLI, with the rule the review page's ✕ writes: `scan` takes `England` and
+    the `Sheffield` below it out of the photo, `explain` says the override removed them, `export`
+    leaves them out, and the page shows England rejected with its ↺ (it kept a plain ✕)."""
+    root = tmp_path / "photos"
+    photo = copy(CORPUS / "exiftool__Apple.jpg", root)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=2)
+    text = config.read_text().replace('tags = "tags.txt"', 'tags = "tags.txt"\noverrides = "o.toml"')
+    config.write_text(text)
+    assert tagwatch("scan", "--config", str(config), str(root)).returncode == 0
+    assert {"United Kingdom", "England", "Sheffield"} <= set(exif_keywords(photo)["iptc"])
+    (config.parent / "o.toml").write_text(f'[[override]]\npath = "{photo}"\nremove = ["England"]\n')
+    result = tagwatch("scan", "--config", str(config), str(root))
+    assert result.returncode == 0, result.stderr
+    assert "took out, as a correction asks: England, Sheffield" in result.stderr, result.stderr
+    got = read_fields(photo, "IPTC:Keywords", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject")
+    for field in got.values():
+        assert not {"England", "Sheffield"} & set(as_list(field)), got
+    assert [h for h in as_list(got["XMP-lr:HierarchicalSubject"]) if "|" in h] == ["places|United Kingdom"]
+
+    explained = tagwatch("explain", "--config", str(config), str(photo)).stdout
+    assert "place: Sheffield, England, United Kingdom (Sheffield's centre 0.6 km away)" in explained
+    assert "  keywords: United Kingdom (hierarchy: places|United Kingdom)" in explained, explained[:600]
+    assert "  removed by an override: England, Sheffield" in explained
+    exported = tagwatch("export", "--config", str(config), str(photo))
+    (keywords,) = json.loads(exported.stdout).values()
+    assert keywords[-1] == "United Kingdom" and not {"England", "Sheffield"} & set(keywords)
+
+    with page_alone(config, root) as site:
+        page = site.request("GET", f"/photo/0/{photo.name}")[1].decode()
+    assert 'data-keyword="England" data-owner="rejected"' in page
+    assert 'data-action="undo" data-keyword="England"' in page.replace("\n", " ")
+    assert 'data-keyword="Sheffield"' not in page
 
 
 KYOTO_XMP = ["-XMP-exif:GPSLatitude=35.0116", "-XMP-exif:GPSLongitude=135.7681"]

@@ -102,9 +102,11 @@ def score(vectors: dict[str, np.ndarray], tags: TagMatrix, thresholds: np.ndarra
             for n, (path, chosen) in enumerate(zip(paths, choose(scores, thresholds, top_k), strict=True))]
 
 
-def with_places(results: Sequence[Exported], store: Store, places: Places) -> list[Exported]:
+def with_places(results: Sequence[Exported], store: Store, places: Places,
+                overrides: Overrides) -> list[Exported]:
     """Each photo's place keywords, from the coordinates recorded when it was last tagged (a photo
-    changed since has its places again once the daemon or ``scan`` has seen the change)."""
+    changed since has its places again once the daemon or ``scan`` has seen the change), without
+    the levels its corrections remove, as the write leaves them out."""
     paths = [r.path for r in results]
     rows = store.files(paths)
     fresh: dict[str, int] = {}
@@ -115,7 +117,8 @@ def with_places(results: Sequence[Exported], store: Store, places: Places) -> li
             continue
         if is_unchanged(row, st):
             fresh[path] = row.id
-    found = places.of_files(store.located(fresh.values()), fresh)
+    found = places.of_files(store.located(fresh.values()), fresh,
+                            {path: overrides.for_path(path).removes() for path in fresh})
     def places(r: Exported) -> list[str]:
         # a place spelled as one of the photo's tags ("Paris", the tag "paris") is that keyword: once
         tags = {fold(k) for k, _ in r.tags}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -83,7 +83,8 @@ def explain(config: Config, image: str) -> Explanation:
             reading = pipeline.read_captions([(captions.get(path), vector)])[0]
         finally:
             pipeline.close()
-        place = place_lines(config, store, path) if config.places.enabled else []
+        removes = pipeline.overrides.for_path(path).removes()
+        place = place_lines(config, store, path, removes) if config.places.enabled else []
         row = store.file(path)
         declined = set(store.ledger(row.id, DECLINED)) if row is not None else set()
         set_aside = row is not None and row.state == UNTAGGED
@@ -166,8 +167,9 @@ def caption_lines(captions: Captions, reading: Reading | None, removed: Sequence
     return out
 
 
-def place_lines(config: Config, store: Store, path: str) -> list[str]:
-    """``explain``'s account of a photo's place: coordinates, the place found, its distance."""
+def place_lines(config: Config, store: Store, path: str, removes: Collection[str] = ()) -> list[str]:
+    """``explain``'s account of a photo's place: coordinates, the place found, its distance, and the
+    levels its corrections take out (``removes``, case-folded)."""
     if shutil.which("exiftool") is None:
         return ["place: not looked up (exiftool not found)"]
     exiftool = ExifTool()
@@ -181,7 +183,7 @@ def place_lines(config: Config, store: Store, path: str) -> list[str]:
     finally:
         exiftool.close()
     places = Places(config.places, store)
-    return places.describe(places.decide(path, None, photo.gps, sidecar_gps))
+    return places.describe(places.decide(path, None, photo.gps, sidecar_gps, removes))
 
 
 def render(explanation: Explanation, config: Config, top: int = 15, names: Sequence[str] = ()) -> str:

@@ -66,7 +66,7 @@ def export(config: Config, given: Sequence[str],
         finally:
             pipeline.close()
         if config.places.enabled:
-            results = with_places(results, store, Places(config.places, store))
+            results = with_places(results, store, Places(config.places, store), pipeline.overrides)
         results = as_written(results, pipeline.overrides, kept)
     finally:
         store.close()
