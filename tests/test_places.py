@@ -493,15 +493,18 @@ def test_scan_explain_export_and_the_review_page_leave_out_a_place_a_correction_
         tmp_path: Path, tiny_checkpoint: Path) -> None:
     """xW #1 through the CLI, with the rule the review page's ✕ writes: `scan` takes `England` and
     the `Sheffield` below it out of the photo, `explain` says the override removed them, `export`
-    leaves them out, and the page shows England rejected with its ↺ (it kept a plain ✕)."""
+    leaves them out, and the page shows England rejected with its ↺ (it kept a plain ✕).  A folder
+    rule's removal of a place is shown where it keeps the place out, not as changing nothing there."""
     root = tmp_path / "photos"
     photo = copy(CORPUS / "exiftool__Apple.jpg", root)
+    walk = copy(CORPUS / "exiftool__GPS.jpg", root / "walks")  # United Kingdom, England, Horsley
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=2)
     text = config.read_text().replace('tags = "tags.txt"', 'tags = "tags.txt"\noverrides = "o.toml"')
     config.write_text(text)
     assert tagwatch("scan", "--config", str(config), str(root)).returncode == 0
     assert {"United Kingdom", "England", "Sheffield"} <= set(exif_keywords(photo)["iptc"])
-    (config.parent / "o.toml").write_text(f'[[override]]\npath = "{photo}"\nremove = ["England"]\n')
+    (config.parent / "o.toml").write_text(f'[[override]]\npath = "{photo}"\nremove = ["England"]\n'
+                                          '[[override]]\npath = "walks/**"\nremove = ["Horsley"]\n')
     result = tagwatch("scan", "--config", str(config), str(root))
     assert result.returncode == 0, result.stderr
     assert "took out, as a correction asks: England, Sheffield" in result.stderr, result.stderr
@@ -518,11 +521,15 @@ def test_scan_explain_export_and_the_review_page_leave_out_a_place_a_correction_
     (keywords,) = json.loads(exported.stdout).values()
     assert keywords[-1] == "United Kingdom" and not {"England", "Sheffield"} & set(keywords)
 
+    assert "Horsley" not in exif_keywords(walk)["iptc"]
+
     with page_alone(config, root) as site:
         page = site.request("GET", f"/photo/0/{photo.name}")[1].decode()
+        walked = site.request("GET", f"/photo/0/walks/{walk.name}")[1].decode()
     assert 'data-keyword="England" data-owner="rejected"' in page
     assert 'data-action="undo" data-keyword="England"' in page.replace("\n", " ")
     assert 'data-keyword="Sheffield"' not in page
+    assert 'data-keyword="Horsley" data-owner="rejected"' in walked and 'id="idle-removals"' not in walked
 
 
 KYOTO_XMP = ["-XMP-exif:GPSLatitude=35.0116", "-XMP-exif:GPSLongitude=135.7681"]

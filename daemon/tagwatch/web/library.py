@@ -27,10 +27,12 @@ from ..captions import Captions, Reading
 from ..casefold import fold, folded
 from ..config import Config, TaggingConfig
 from ..encoder import LazyModel
+from ..geotag import Places
 from ..metadata import Keywords, KeywordWriter
 from ..model import model_identity
 from ..overrides import Override, Overrides, OverridesError, glob_escape
 from ..pipeline import load_config_overrides, load_tag_list
+from ..places import Coordinates
 from ..scoring import tag_thresholds
 from ..status import daemon_state
 from ..store import ADDED, DECLINED, DONE, FAILED, UNTAGGED, USER, FileRow, Store
@@ -386,6 +388,7 @@ class Library:
         self._cache: OrderedDict[tuple[object, ...], object] = OrderedDict()  # see _cached
         self._cache_lock = threading.Lock()
         self._captions: Captions | None = None  # built on the first photo page, with [captions] on
+        self.places = Places(config.places, store)  # the gazetteer loads only for a point not cached
 
     def use_tagging(self, tagging: TaggingConfig) -> None:
         """Score with ``tagging`` from now on: the daemon hosting the page reloaded its config (a
@@ -635,7 +638,8 @@ class Library:
             ledger = ledgers.get(row.id, {})
             declined = _declined(ledger, keywords)
             levels = self._levels(row_scores, scoring, override, declined) if row_scores is not None else {}
-            rejected, _ = self._rejections(row.path, scoring, override, row_scores, ledger, declined)
+            rejected, _ = self._rejections(row.path, scoring, override, row_scores, ledger, declined,
+                                           self._placed(row, override))
             chips = self._chips(keywords, ledger, row_scores, scoring, override, levels, rejected=rejected)
             top: tuple[tuple[str, float], ...] = ()
             if row_scores is not None:
@@ -690,13 +694,26 @@ class Library:
         chips += [Chip(k, "rejected") for k in rejected if k not in present]
         return chips
 
+    def _placed(self, row: FileRow | None, override: Override) -> set[str]:
+        """The place keywords (case-folded) the photo's coordinates give it before its corrections,
+        where one removes something: a removed place keeps out what tagwatch would write, as a tag
+        scoring above its threshold does (:meth:`_rejections`).  From the place cache the daemon
+        filled; asked only of a photo with a removal."""
+        if row is None or not override.remove or not self.config.places.enabled:
+            return set()
+        spot = self.store.located([row.id]).get(row.id)
+        if spot is None or spot.lat is None or spot.lon is None:
+            return set()
+        return folded(self.places.at(Coordinates(spot.lat, spot.lon)))
+
     @staticmethod
     def _rejections(path: str, scoring: Scoring, override: Override, scores: np.ndarray | None,
                     ledger: dict[str, str], declined: set[str], confirmed: Collection[str] = ()
                     ) -> tuple[list[str], list[tuple[str, str]]]:
         """The overrides' removals for this photo, split in two.  Shown struck through: those that
         keep out something tagwatch would write without them (a tag scoring above its threshold, a
-        level one of those implies, a caption keyword the model confirms: ``confirmed``, folded), or
+        level one of those implies, a caption keyword the model confirms or a place the photo's
+        coordinates give: ``confirmed``, folded), or
         that the ledger has as tagwatch's, and the photo's own correction (↺ takes it back).  The
         rest, (keyword, the deciding rule's path): a folder rule that changes nothing in this photo,
         which would otherwise stand as a keyword of the file on every photo the glob matches."""
@@ -741,7 +758,8 @@ class Library:
         kept = ("TAGGED", "rejected by your correction")  # a caption keyword kept, or kept out by a rule
         confirmed = ({fold(text) for text, _, _, verdict in caption.candidates if verdict in kept}
                      if caption is not None else set())
-        rejected, idle = self._rejections(path, scoring, override, scores, ledger, declined, confirmed)
+        rejected, idle = self._rejections(path, scoring, override, scores, ledger, declined,
+                                          confirmed | self._placed(row, override))
         chips = self._chips(keywords, ledger, scores, scoring, override, implied, captioned, rejected)
         owner = {c.keyword: c.owner for c in chips if c.owner != "rejected"}
         lowest = float(scoring.thresholds.min()) if len(scoring.thresholds) else 0.0
