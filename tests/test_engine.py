@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -258,6 +259,41 @@ def test_on_two_cores_photos_decode_one_at_a_time_while_the_model_loads(
     assert spy.count == {False: 8, True: 8}
     assert spy.most[False] == 1  # one decode at a time while the child loaded
     assert spy.most[True] == 2  # both threads once it was loaded
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_copies_in_later_batches_than_their_originals_are_not_encoded_again(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool) -> None:
+    """12 new photos and a ``cp -r`` of them, one scan (xX #4): the copies' batches looked their keys
+    up in the cache before the originals' batches had stored their vectors, and 17 pictures were
+    encoded for 12.  The model's child is held still until every photo is decoded, so that every
+    copy surely misses the cache: each copy must take its original's vector, not be encoded."""
+    import tagwatch.engine as engine_module
+
+    originals = [noise_jpeg(tmp_path / "a" / f"p{i}.jpg", seed=i) for i in range(12)]
+    (tmp_path / "b").mkdir()
+    copies = [Path(shutil.copyfile(p, tmp_path / "b" / f"copy{i}.jpg")) for i, p in enumerate(originals)]
+    spy = DecodeSpy(engine_module.decode, env.model)
+    monkeypatch.setattr(engine_module, "decode", spy)
+    child = env.model.get().pid
+    assert child is not None
+    paths = [str(p) for p in originals + copies]
+    collect = Collect()
+    engine = Engine(env.pipeline)
+    try:
+        with stopped(child):  # the first batch waits in the encoder: nothing is stored meanwhile
+            for start in range(0, len(paths), 4):  # the copies in the fourth to sixth batches
+                engine.submit(paths[start:start + 4], collect, dry_run=dry_run)
+            wait_for(lambda: sum(spy.count.values()) == 24)  # all decoded: no copy found cached
+        engine.drain()
+    finally:
+        engine.close()
+    assert env.encoded() == 12
+    assert collect.statuses() == {p.name: Status.TAGGED for p in originals + copies}
+    for original, copy in zip(originals, copies, strict=True):
+        assert collect.outcomes[copy.name].tags == collect.outcomes[original.name].tags != []
+        if not dry_run:
+            assert exif_keywords(copy) == exif_keywords(original)
 
 
 @pytest.mark.parametrize(("cores", "at_once"), [(1, 1), (2, 1), (3, None), (8, None)])

@@ -27,7 +27,9 @@ What stays as it was with one batch at a time:
   to the decode pool, ``encoding``, ``storing``, and the write's per-file lines);
 - **bounded memory**: at most :data:`AHEAD_PHOTOS` photos between admission and the end of their
   encode, kept as uint8 pixels (a 256 px photo is 192 KiB); file bytes live only inside one decode
-  task; the stages after the encoder hold vectors and tags, two batches each at most;
+  task; the stages after the encoder hold vectors and tags, two batches each at most; the encode
+  thread keeps the vectors of its last few batches (:class:`_Recent`), so that a picture is encoded
+  once even where its copy came in a later batch than it, before its vector was stored;
 - **a failure costs only its files**: a problem with one file is that file's outcome; a batch the
   model fails on is encoded again one photo at a time; a passing storage problem (a full disk) makes
   its files WAIT; nothing a batch does stops a thread.
@@ -43,7 +45,8 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -56,6 +59,7 @@ from .imaging import Preprocess
 from .outcomes import Outcome, Status
 from .pipeline import Pipeline
 from .retry import transient_reason
+from .store import stored_form
 from .vectors import Photo, ReadFailed, decode, encode, read_key
 from .wording import counted
 from .writeback import WriteJob
@@ -103,6 +107,40 @@ class _Lot:
         return _Lot(photos, self.done, self.dry_run, self.wait_for_writers)
 
 
+class _Recent:
+    """The vectors the encode stage made lately, by the model that made them (its identity and
+    precision) and content key, in their stored form: a copy of a picture in a later batch takes its
+    original's vector here instead of being encoded again.  The cache cannot give it: the copy's
+    decode task looked the key up before the original's batch was through the store stage (a copy
+    dropped in with its original: 12 photos and a ``cp -r`` of them, 17 encodes for 12 pictures).
+    Only the encode thread uses it: no lock.
+
+    How many it keeps follows the engine's own bounds, so that no copy finds its original gone: a
+    copy's lookup missed only while the original's batch was not stored, so the batches encoded
+    after the original's and before the copy's are those waiting for the store stage then (at most
+    :data:`STAGE_QUEUE`, and one the encode thread holds) and those not yet encoded then (fewer than
+    the engine's ``ahead`` photos); with the original's own batch, ``ahead`` photos and
+    ``STAGE_QUEUE + 2`` of the largest batch seen (192 vectors of 1 KiB for a CPU's batches of 16 and
+    ViT-B).  Oldest first out, in the order they were encoded: the order that bound counts in."""
+
+    def __init__(self, ahead: int) -> None:
+        self.ahead = ahead
+        self.room = ahead
+        self._vectors: OrderedDict[tuple[str, str, bytes], np.ndarray] = OrderedDict()
+
+    def take(self, model: EncoderProcess, key: bytes) -> np.ndarray | None:
+        """The stored form of the vector ``model`` made for ``key`` lately, if it did."""
+        return self._vectors.get((model.identity, model.precision, key))
+
+    def keep(self, model: EncoderProcess, vectors: Mapping[bytes, np.ndarray], batch: int) -> None:
+        """Remember what ``model`` just encoded for a batch of ``batch`` photos; forget the oldest."""
+        self.room = max(self.room, self.ahead + (STAGE_QUEUE + 2) * batch)
+        for key, vector in vectors.items():
+            self._vectors[model.identity, model.precision, key] = stored_form(vector)
+        while len(self._vectors) > self.room:
+            self._vectors.popitem(last=False)
+
+
 def _decodes_while_loading(decode_threads: int) -> threading.BoundedSemaphore | None:
     """How many photos decode at once while the model's child loads, where that must be fewer than
     ``decode_threads``: the load (importing torch, the tower, the first batch: over a second of one
@@ -129,6 +167,7 @@ class Engine:
         self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-decode",
                                             initializer=cores.give_way)
         self._while_loading = _decodes_while_loading(decode_threads)
+        self._recent = _Recent(self.ahead)  # the encode thread's own
         self._cond = threading.Condition()
         self._inflight: dict[str, int] = {}  # path → batches holding it (one, but for a racing caller)
         self._unencoded = 0  # photos charged against ``ahead``
@@ -372,7 +411,9 @@ class Engine:
         return decode(data, spec, path)
 
     def _encode_stage(self, lot: _Lot) -> None:
-        """Wait for the batch's decodes, encode its misses (once per distinct key)."""
+        """Wait for the batch's decodes, encode its misses (once per distinct key, and not again
+        where the model encoded the key for an earlier batch)."""
+        size = len(lot.photos)
         pending: list[tuple[Photo, _Front]] = []
         ready: list[Photo] = []
         for photo, future in zip(lot.photos, lot.fronts, strict=True):
@@ -400,10 +441,26 @@ class Engine:
         if pending:
             try:
                 with self.pipeline.model.using() as model:
-                    lot.fresh = self._encode(lot, pending, model)
+                    pending = self._reuse(pending, model)
+                    lot.fresh = self._encode(lot, pending, model) if pending else {}
+                    self._recent.keep(model, lot.fresh, size)
             except Exception as exc:  # the model cannot load: every photo waiting for it
                 self._give_up(lot, [p for p, _ in pending], exc)
         self._uncharge(lot)
+
+    def _reuse(self, pending: list[tuple[Photo, _Front]],
+               model: EncoderProcess) -> list[tuple[Photo, _Front]]:
+        """Give the photos whose picture ``model`` encoded for an earlier batch that vector (they were
+        decoded for nothing: their lookup came too early, see :class:`_Recent`); the others remain."""
+        left = []
+        for photo, front in pending:
+            assert photo.key is not None
+            photo.vector = self._recent.take(model, photo.key)
+            if photo.vector is None:
+                left.append((photo, front))
+        if len(left) < len(pending):
+            log.debug("%s encoded for an earlier batch", counted(len(pending) - len(left), "photo"))
+        return left
 
     def _encode(self, lot: _Lot, pending: list[tuple[Photo, _Front]],
                 model: EncoderProcess) -> dict[bytes, np.ndarray]:
