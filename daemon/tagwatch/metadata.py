@@ -956,6 +956,17 @@ class KeywordWriter:
         return [Edit(other[0], other[0].lstat(), args, {f[0]: f[2] for f in fields}, False,
                      final={f[0]: f[3] for f in fields})]
 
+    def refuses(self, photo: Path, st: os.stat_result) -> str | None:
+        """Why a write of keywords into ``photo`` (as ``st`` finds it) would be refused, or None: a
+        photo whose keywords go into its sidecar is never written itself, and a hard-linked one with
+        ``target = "both"`` still gets its sidecar (see :meth:`refusal`).  A dry run says so, and the
+        review page, instead of promising a correction that the write will refuse."""
+        if not self.embeds(photo):
+            return None
+        if st.st_nlink > 1 and self.settings.target == "both":
+            return None
+        return self.refusal(st)
+
     def refusal(self, st: os.stat_result) -> str | None:
         """Why a photo cannot take keywords into itself (a write replaces the file), or None: the
         write refuses it, and a dry run says so instead of promising what the scan will not do."""

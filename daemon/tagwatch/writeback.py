@@ -181,6 +181,16 @@ def known_paths(known: Mapping[str, str], keywords: Iterable[str]) -> dict[str, 
                     if k not in found and (p := by_case.get(fold(k))) is not None}
 
 
+def carried(keywords: Sequence[str], places: Iterable[str], out: Collection[str]) -> list[str]:
+    """The flat keywords a write puts in a photo: ``keywords`` as decided (tags, levels, a caption's,
+    after the overrides), then each of its ``places`` that is neither one of them (a tag "paris" and the
+    place Paris are one keyword) nor kept out (``out``, case-folded).  The write decides with this, and
+    so does the review page's *Writing into the file* line, which said it was taking out every place
+    and caption keyword of a photo in sync mode while nothing was written."""
+    listed = folded(keywords)
+    return [*keywords, *(k for k in places if fold(k) not in listed and fold(k) not in out)]
+
+
 def idle_sidecar(plan: WritePlan, owned: Collection[str]) -> WritePlan:
     """``plan`` without the edits that would create a sidecar where nothing of tagwatch's goes: a
     photo that gets no prediction (or only keywords a person gave it already), with
@@ -442,12 +452,7 @@ class Writeback:
 
     def _refused(self, job: WriteJob) -> str | None:
         """Why the scan would refuse this photo (hard links, read-only), for a dry run to say."""
-        reader = self.reader
-        if reader is None or not reader.embeds(Path(job.path)):
-            return None  # a sidecar carries the keywords: the photo itself is never written
-        if job.stat.st_nlink > 1 and reader.settings.target == "both":
-            return None
-        return reader.refusal(job.stat)
+        return None if self.reader is None else self.reader.refuses(Path(job.path), job.stat)
 
     def plan_ahead(self, job: WriteJob, rules: TagRules) -> None:
         """Step 1: read the file's metadata, add its places and its description, plan the write and,
@@ -520,7 +525,7 @@ class Writeback:
                                                      self.writer.sidecar_gps(Path(job.path), state.sidecar),
                                                      removing)
             listed = {fold(k): k for k in keywords}  # a tag "paris" and the place Paris: one keyword
-            writing = keywords + [k for k in placed.keywords if fold(k) not in listed.keys() | out]
+            writing = carried(keywords, placed.keywords, out)
             # ... written flat once, under the place's path, which stays whole (places|France|…|Paris)
             paths |= {listed.get(fold(k), k): p for k, p in placed.keywords.items()}
             withdraw += [k for k in placed.withdraw if k not in keywords]
