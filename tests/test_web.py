@@ -11,6 +11,7 @@ would start its own daemon and browser.  Screenshots are kept as artefacts in ``
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import os
@@ -44,6 +45,7 @@ from conftest import (
 )
 from tagwatch.config import load_config
 from tagwatch.model import model_identity
+from tagwatch.status import AlreadyRunning, hold_lock
 from tagwatch.store import Store
 from tagwatch.web.auth import Guard
 
@@ -918,6 +920,109 @@ def test_the_photo_page_shows_the_caption_and_its_candidates_scores(tmp_path: Pa
     for keyword, score in kept.items():
         assert ours(html)[keyword] == (f"written by tagwatch; score {score:.3f}, threshold {threshold:.3f} "
                                   "(a keyword of the caption: [captions] threshold)")
+
+
+FLORENCE = ["-GPSLatitude=43.7731", "-GPSLatitudeRef=N", "-GPSLongitude=11.2560", "-GPSLongitudeRef=E"]
+
+
+def panel_state(page: str) -> tuple[dict[str, str], str, bool]:
+    """A keyword panel's chips (keyword → owner), its *Writing into the file* line ("" for none), and
+    whether it polls."""
+    found = dict(re.findall(r'data-keyword="([^"]*)" data-owner="([^"]*)"', page))
+    line = re.search(r'<p class="pending" id="pending">(.*?)</p>', page, re.S)
+    return found, html.unescape(line.group(1)) if line else "", "hx-get=" in page
+
+
+def held_lock(database: Path) -> int | None:
+    """The daemon's lock on ``database``, or None while another holds it (the page applying a
+    correction)."""
+    try:
+        return hold_lock(database)
+    except AlreadyRunning:
+        return None
+
+
+def test_the_panel_says_writing_only_while_a_caption_keyword_or_a_place_is_on_its_way(tmp_path: Path) -> None:
+    """In sync mode with captions and places on, the page's idea of what tagwatch wants in the file
+    left out caption keywords and place keywords: every such photo said *Writing into the file:
+    taking out 'green star'…* for good, though nothing was written, and its keyword panel was swapped
+    every second, each swap throwing a keyboard user's focus to <body>; after ↺ of a rejected
+    caption keyword the panel showed it missing and nothing on its way, while the file got it back.
+    The page decides what tagwatch wants as the write does.  `tagwatch web` alone, with the daemon's
+    lock held by the test where a change must stay on its way (a daemon busy elsewhere)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "scene.jpg"
+    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
+                                         9_999_998)).save(photo, "JPEG", quality=90)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", *FLORENCE, str(photo)], check=True)
+    coca = REPO / "tests" / "data" / "shapes-coca"
+    threshold = json.loads(coca.with_suffix(".train.json").read_text(encoding="utf-8"))["keyword_threshold"]
+    config = write_config(tmp_path / "conf", coca.with_suffix(".safetensors"),
+                          model=coca.with_suffix(".json"), watch=[root], tags=["grass", "sky"], threshold=0.9,
+                          extra=f'[captions]\nenabled = true\nthreshold = {threshold}\nprefix = "caption"\n'
+                                "[places]\nenabled = true\n")
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        'tags = "tags.txt"\n', 'tags = "tags.txt"\noverrides = "overrides.toml"\n').replace(
+        "top_k = 3\n", 'top_k = 3\nmode = "sync"\n'), encoding="utf-8")
+    assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
+    assert {"green star", "Italy", "Tuscany", "Florence"} <= set(exif_keywords(photo)["iptc"])
+    database = config.parent / "state" / "tagwatch.db"
+    with page_alone(config, root) as site:
+        def panel() -> tuple[dict[str, str], str, bool]:
+            return panel_state(site.request("GET", "/photo-keywords/0/scene.jpg")[1].decode())
+
+        def post(action: str, keyword: str) -> None:
+            code, _ = site.request("POST", "/photo/0/scene.jpg",
+                                   body=f"action={action}&keyword={quote(keyword)}&csrf={site.csrf}")
+            assert code == 303
+
+        # tagged, nothing on its way: no line, no polling
+        chips, line, polls = panel()
+        assert (line, polls) == ("", False), line
+        assert chips["green star"] == chips["Florence"] == "ours"
+        # ✕ of a caption keyword: out of the file, and the panel says so once exiftool reads it
+        post("remove", "green star")
+        wait_for(lambda: "green star" not in exif_keywords(photo)["iptc"])
+        wait_for(lambda: panel() == ({**chips, "green star": "rejected"}, "", False))
+        fd = wait_for(lambda: held_lock(database))
+        try:
+            # ↺ while the daemon is busy: the caption keyword is on its way back, and the panel says so
+            post("undo", "green star")
+            chips_now, line, polls = panel()
+            assert (line, polls) == ("Writing into the file: adding 'green star'…", True)
+            assert "green star" not in chips_now
+            # a place rejected: on its way out
+            post("remove", "Florence")
+            chips_now, line, polls = panel()
+            assert chips_now["Florence"] == "ours" and polls
+            assert line == "Writing into the file: adding 'green star', taking out 'Florence'…"
+            post("undo", "Florence")
+            assert panel()[1] == "Writing into the file: adding 'green star'…"
+            # a keyboard user's focus stays on the ✕ it was on while the panel refreshes
+            with chromium() as browser:
+                browser.get(f"{site.base}/?token={site.token}")
+                browser.get(f"{site.base}/photo/0/scene.jpg")
+                keys = ActionChains(browser)
+                for _ in range(40):
+                    keys.send_keys(Keys.TAB).perform()
+                    if browser.execute_script("return document.activeElement.dataset.keyword") == "Italy":
+                        break
+                focused = "const e = document.activeElement; return [e.dataset.action, e.dataset.keyword]"
+                assert browser.execute_script(focused) == ["remove", "Italy"]
+                browser.execute_script("window.before = document.getElementById('keywords')")
+                wait_for(lambda: browser.execute_script(
+                    "return document.getElementById('keywords') !== window.before"))
+                assert browser.execute_script(focused) == ["remove", "Italy"]
+        finally:
+            os.close(fd)
+        # the daemon's turn (here the page's own, at the next correction): written, read back, quiet
+        post("add", "Anna")
+        wait_for(lambda: panel() == ({**chips, "Anna": "yours"}, "", False))
+        assert {"green star", "Anna", "Florence"} <= set(exif_keywords(photo)["iptc"])
 
 
 def test_an_event_folder_deep_in_an_archive_is_reached_from_its_photos_and_from_the_grid(

@@ -41,6 +41,7 @@ from ..vectors import text_vectors
 from ..vocabulary import Vocabulary, VocabularyError
 from ..watcher import PathFilter
 from ..wording import counted, score_beside
+from ..writeback import TagRules, carried, corrected
 from .paths import PhotoRoots, real
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ class PhotoView:
     floor: float
     rejected: tuple[str, ...]
     added: tuple[str, ...]
-    pending: list[str]
+    pending: list[str]  # the changes on their way into the file (the keyword panel polls meanwhile)
     history: list[tuple[str, str, float, tuple[str, ...]]]
     tag_list: tuple[str, ...]
     caption: CaptionView | None = None  # [captions] on
@@ -752,7 +753,8 @@ class Library:
         # Keywords of ours a person took out of the file: tagwatch never writes them in again
         declined = _declined(ledger, keywords)
         implied = self._levels(scores, scoring, override, declined) if scores is not None else {}
-        caption = self._caption(row, vector, scoring, override) if self.config.captions.enabled else None
+        reading = self._reading(row, vector, scoring) if self.config.captions.enabled else None
+        caption = self._caption(reading, override) if self.config.captions.enabled else None
         captioned = (({fold(text): score for text, score, _, verdict in caption.candidates
                        if verdict == "TAGGED"}, caption.threshold) if caption is not None else None)
         kept = ("TAGGED", "rejected by your correction")  # a caption keyword kept, or kept out by a rule
@@ -806,7 +808,11 @@ class Library:
                                 f"{float(scores[i]):.3f})")
                 lines.append(ScoreLine(keyword, score, limit, verdict, owner.get(keyword), rejected,
                                        100 * (score - floor) / span, 100 * (limit - floor) / span))
-        pending = self._pending(row, scores, scoring, override, owner, declined)
+        present = file_keywords(keywords) if keywords is not None else []
+        changes = self._changes(self._wanted(row, scores, scoring, override, declined, reading),
+                                override, declined, present, ledger)
+        # the daemon writes nothing into it until a scan brings it back, or it is fixed
+        pending = [] if row is not None and row.state in (UNTAGGED, FAILED) else changes
         lower = floor - 0.2
         if scores is not None and len(scores) and not lines:  # every score below the floor: reach the best
             lower = min(lower, math.floor((float(scores.max()) - 0.1) * 20) / 20)
@@ -822,26 +828,35 @@ class Library:
                          tuple(scoring.vocabulary.keywords), caption, crumbs, scores is not None, lower,
                          tuple(idle))
 
-    def _caption(self, row: FileRow | None, vector: np.ndarray | None, scoring: Scoring,
-                 override: Override) -> CaptionView:
-        """The photo's cached caption and its candidates scored as ``explain`` scores them (the
-        tagging model's text vectors, from the store); no photo is captioned here: a photo the
-        daemon has not captioned yet says so."""
+    def _captioner(self) -> Captions:
+        """The ``[captions]`` stage, built on the first photo page that needs it: its captioner child
+        starts only to caption, which never happens here."""
         if self._captions is None:
             with self._load_lock:
-                if self._captions is None:  # its captioner child starts only to caption: never here
+                if self._captions is None:
                     self._captions = Captions(self.store, self.config.captions, LazyModel(self.config.model),
                                               self.config.model)
-        captions = self._captions
-        cfg = captions.cfg
+        return self._captions
+
+    def _reading(self, row: FileRow | None, vector: np.ndarray | None, scoring: Scoring) -> Reading | None:
+        """The photo's cached caption and its candidates scored as ``explain`` and the write score them
+        (the tagging model's text vectors, from the store); None where the daemon has not captioned
+        it yet: no photo is captioned here."""
+        captions = self._captioner()
         text = captions.cache.get([row.key]).get(row.key) if row is not None and row.key else None
         if text is None or vector is None:
-            return CaptionView(None, captions.identity, cfg.threshold)
+            return None
         captions.use_vocabulary(scoring.vocabulary)  # a candidate duplicating a list tag is not kept
-        reading: Reading = captions.readings([(text, vector)], self.config.tagging.templates[0],
-                                             self._text_vectors)[0]
+        return captions.readings([(text, vector)], self.config.tagging.templates[0], self._text_vectors)[0]
+
+    def _caption(self, reading: Reading | None, override: Override) -> CaptionView:
+        """The caption and what became of each candidate keyword; a photo the daemon has not
+        captioned yet says so."""
+        captions = self._captioner()
+        if reading is None:
+            return CaptionView(None, captions.identity, captions.cfg.threshold)
         removed = folded(override.remove)
-        return CaptionView(text, captions.identity, cfg.threshold, [
+        return CaptionView(reading.caption, captions.identity, captions.cfg.threshold, [
             (s.text, s.score, "noun" if s.noun else "modifier",
              "rejected by your correction" if s.kept and fold(s.text) in removed
              else "TAGGED" if s.kept else s.reason) for s in reading.scored])
@@ -859,29 +874,40 @@ class Library:
         finally:
             model.close()
 
-    def _pending(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
-                 owner: dict[str, str], declined: set[str]) -> list[str]:
-        """What tagwatch is about to change in the file: the keywords it would write now (scores,
-        thresholds, top_k, the levels expansion adds, then the overrides; not those a person took
-        out, unless a correction adds them) against those exiftool reads.  The photo page polls
-        while this is not empty, so it shows the file once the daemon (or this page) has written it."""
-        if row is not None and row.state in (UNTAGGED, FAILED):
-            return []  # the daemon writes nothing into it until a scan brings it back, or it is fixed
-        wanted: list[str] = list(override.add)
+    def _wanted(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
+                declined: set[str], reading: Reading | None) -> tuple[list[str], bool] | None:
+        """What tagwatch writes into this photo now, and whether that write takes out what of ours it
+        no longer wants (sync): decided as the daemon decides it, from the same parts (:func:`select`
+        and the levels, the caption's keywords, :func:`corrected`, the places of its GPS, then
+        :func:`carried`).  None for a photo not tagged yet or without a cached vector: only its
+        corrections are known here."""
+        if scores is None or row is None or row.state != DONE:
+            return None
         kept = override.kept_out(declined)
-        if scores is not None and row is not None and row.state == DONE:
-            chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
-            predicted = scoring.expansion([(scoring.tags.keywords[i], 0.0) for i in chosen], kept)
-            wanted = [k for k, _ in override.apply(predicted)]
-        held = folded(owner)  # the file's keywords, whatever their case, as the write does
-        pending = [f"adding {k!r}" for k in wanted if fold(k) not in held | kept]
-        sync = self.config.tagging.mode == "sync"
-        wanting = folded(wanted)
-        for keyword, whose in owner.items():
-            dropped = fold(keyword) in override.removes() or (sync and fold(keyword) not in wanting)
-            if whose == OURS and dropped:
-                pending.append(f"taking out {keyword!r}")
-        return pending
+        chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
+        predicted = scoring.expansion([(scoring.tags.keywords[i], float(scores[i])) for i in chosen], kept)
+        tags, _ = corrected(override, predicted + (reading.keywords if reading is not None else []))
+        keywords = [k for k, _ in tags if fold(k) not in kept]
+        # the places its GPS gave when it was last written: a GPS edit is a change the daemon re-reads
+        located = self.store.located([row.id]).get(row.id) if self.config.places.enabled else None
+        sweeps = TagRules(self.config.tagging.mode).sweeps(bool(keywords))
+        return carried(keywords, located.keywords if located is not None else (), kept), sweeps
+
+    @staticmethod
+    def _changes(wanted: tuple[list[str], bool] | None, override: Override, declined: set[str],
+                 present: Sequence[str], ledger: dict[str, str]) -> list[str]:
+        """What tagwatch is about to change in the file: what it writes into it now (:meth:`_wanted`;
+        unknown, its corrections) against the keywords exiftool reads (``present``; the ledger says
+        which are its own).  The photo page polls while this is not empty, so it shows the file once
+        the daemon (or this page) has written it; nothing else may stay here, or the panel said
+        *Writing into the file* and was swapped every second for good."""
+        keywords, sweeps = wanted if wanted is not None else (list(override.add), False)
+        held = folded(present)  # the file's keywords, whatever their case, as the write does
+        changes = [f"adding {k!r}" for k in keywords if fold(k) not in held | override.kept_out(declined)]
+        wanting, removes = folded(keywords), override.removes()
+        changes += [f"taking out {k!r}" for k in present if ledger.get(k) == ADDED
+                    and (fold(k) in removes or (sweeps and fold(k) not in wanting))]
+        return changes
 
     # -- one tag -------------------------------------------------------------------------------
 
