@@ -287,9 +287,10 @@ def test_a_rejected_tag_leaves_the_file_and_stays_out_after_a_tag_list_edit(site
     assert chips(browser, "#file-keywords") == {"green": "ours", "star": "ours"}
     button = '#file-keywords button[data-action="{}"][data-keyword="star"]'
     browser.find_element(By.CSS_SELECTOR, button.format("remove")).click()
-    # the page shows the correction as pending, then the state exiftool reads back
+    # the page shows the correction saved, struck through, and writes it until exiftool reads it back
     wait_for(lambda: chips(browser, "#file-keywords") == {"green": "ours", "star": "rejected"})
-    assert exif_keywords(photo) == {"iptc": ["green"], "xmp": ["green"]}
+    wait_for(lambda: exif_keywords(photo) == {"iptc": ["green"], "xmp": ["green"]})
+    wait_for(lambda: not text(browser, "#pending"))
     # still predicted: the log says the correction took it out ("no longer predicted" before)
     assert f"updated {photo}: green; took out, as a correction asks: star" in site.daemon.log()
     overrides = (site.conf / "overrides.toml").read_text(encoding="utf-8")
@@ -340,7 +341,7 @@ def test_a_photo_named_with_a_hash_or_a_question_mark_can_be_corrected(site: Sit
                              f'#file-keywords button[data-action="remove"][data-keyword="{shape}"]').click()
         wait_for(lambda: chips(browser, "#file-keywords") == {colour: "ours", shape: "rejected"})  # noqa: B023
         assert browser.current_url.startswith(f"{site.base}{url}?note=rejected")
-        assert exif_keywords(photo) == {"iptc": [colour], "xmp": [colour]}
+        wait_for(lambda: exif_keywords(photo) == {"iptc": [colour], "xmp": [colour]})  # noqa: B023
         # a POST to the photo's address, and the token's redirect, come back to that same address
         code, headers, _ = site.exchange("POST", url, body=f"action=undo&keyword={shape}&csrf={site.csrf}")
         assert (code, headers["location"]) == (303, f"{url}?note=restored&k={shape}")
@@ -395,6 +396,52 @@ def test_the_page_says_what_a_correction_will_and_will_not_do(site: Site) -> Non
     assert "Nothing was written." in page and 'href="/"' in page
     code, _, page = site.exchange("POST", "/tag/no-such-tag", body=f"threshold=0.3&csrf={site.csrf}")
     assert code == 404 and "&#39;no-such-tag&#39; is not in the tag list" in page.decode()
+
+
+def test_a_correction_of_a_photo_that_cannot_be_written_is_shown_saved_and_says_why(site: Site,
+                                                                                   browser) -> None:
+    """A photo made read-only (copied from a card or a NAS): ✕ answered "the photo follows in a
+    moment", the daemon then refused the write, and the keyword panel, even reloaded, showed the
+    keyword as an ordinary one with ✕, not struck through, no ↺, no word of the failure (only the
+    File panel said "failed").  The page knows before the daemon tries: it promises nothing, shows
+    the rejection saved, and says beside the keywords why nothing is written; the correction
+    reaches the file once write permission is back."""
+    from selenium.webdriver.common.by import By
+
+    folder = dropped(site, "card", {"locked.jpg": ("blue", "star")}, 870)
+    photo, page = folder / "locked.jpg", f"{site.base}/photo/0/card/locked.jpg"
+    photo.chmod(0o444)
+    try:
+        browser.get(page)
+        browser.find_element(By.CSS_SELECTOR,
+                             '#file-keywords button[data-action="remove"][data-keyword="star"]').click()
+        wait_for(lambda: "note=rejected" in browser.current_url)
+        said = text(browser, "p.banner")
+        assert said.startswith(f"Rejected 'star': written to {site.conf / 'overrides.toml'}; but nothing is "
+                               "written into the photo while tagwatch cannot write it"), said
+        assert "follows in a moment" not in said
+        assert chips(browser, "#file-keywords") == {"blue": "ours", "star": "rejected"}
+        assert browser.find_elements(By.CSS_SELECTOR, '#file-keywords button[data-action="undo"]'
+                                                      '[data-keyword="star"]')
+        assert "the file is read-only" in text(browser, "#unwritable")
+        assert not text(browser, "#pending"), "nothing is on its way"
+        # the daemon tries, and is refused: the page, reloaded, still shows the correction, and why
+        site.daemon.wait_log(f"{photo}: skipped: keywords not written: the file is read-only")
+        browser.get(page)
+        assert chips(browser, "#file-keywords") == {"blue": "ours", "star": "rejected"}
+        assert text(browser, "#unwritable").startswith(
+            "Nothing is written into this photo now: keywords not written: the file is read-only")
+        assert "Waiting for it: taking out 'star'." in text(browser, "#unwritable")
+        assert set(exif_keywords(photo)["iptc"]) == {"blue", "star"}
+    finally:
+        photo.chmod(0o644)
+    # write permission back (an attribute change the daemon sees): the correction reaches the file
+    wait_for(lambda: exif_keywords(photo)["iptc"] == ["blue"])
+    browser.get(page)
+    wait_for(lambda: not text(browser, "#unwritable") and not text(browser, "#pending"))
+    assert chips(browser, "#file-keywords") == {"blue": "ours", "star": "rejected"}
+    photo.unlink()  # the module's other photos as they were: a tag page's neighbours count them
+    site.daemon.wait_log(f"{photo}: deleted")
 
 
 def test_the_tag_filter_ignores_case_and_leaves_out_a_keyword_a_person_took_out(site: Site) -> None:
@@ -995,10 +1042,10 @@ def test_the_panel_says_writing_only_while_a_caption_keyword_or_a_place_is_on_it
             chips_now, line, polls = panel()
             assert (line, polls) == ("Writing into the file: adding 'green star'…", True)
             assert "green star" not in chips_now
-            # a place rejected: on its way out
+            # a place rejected: saved (struck through, with its ↺) and on its way out
             post("remove", "Florence")
             chips_now, line, polls = panel()
-            assert chips_now["Florence"] == "ours" and polls
+            assert chips_now["Florence"] == "rejected" and polls
             assert line == "Writing into the file: adding 'green star', taking out 'Florence'…"
             post("undo", "Florence")
             assert panel()[1] == "Writing into the file: adding 'green star'…"

@@ -176,7 +176,7 @@ def test_a_keyword_the_files_carry_is_counted_and_found_after_its_threshold_was_
     assert chips(browser, "#file-keywords")["star"] == "ours"
     browser.find_element(By.CSS_SELECTOR, REJECT).click()
     wait_for(lambda: chips(browser, "#file-keywords").get("star") == "rejected")
-    assert "star" not in exif_keywords(library.root / photo)["iptc"]
+    wait_for(lambda: "star" not in exif_keywords(library.root / photo)["iptc"])
     browser.get(f"{library.base}/tags")
     wait_for(lambda: words(browser, f"{row} td.carried") == str(len(stars) - 1))
     assert words(browser, f"{row} td.predicted") == str(len(predicted))

@@ -39,11 +39,11 @@ from ..formats import ImageError
 from ..metadata import ExifTool, KeywordWriter
 from ..overrides import CORRECTIONS
 from ..status import running_daemon, watching
-from ..store import FAILED, UNTAGGED, USER, Store
+from ..store import UNTAGGED, USER, Store
 from ..wording import counted, score_beside
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard
 from .corrections import Applier, CorrectionError, write_correction, write_threshold
-from .library import NEAR_MARGIN, Filters, Library
+from .library import NEAR_MARGIN, Filters, Library, PhotoView
 from .thumbnails import Thumbnails
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,14 @@ NOTES = {"rejected": "Rejected {k!r}: written to {f}; {then}",
          "nothing-undone": "No correction of {k!r} for this photo is left in {f} (taken back already, in "
                            "another tab?): nothing was written.",
          "threshold": "{m}"}
-# What follows a correction, by the photo's state: nothing is written into a photo untag set aside
-THEN = {UNTAGGED: "nothing is written into the photo while untag has set it aside: a `tagwatch scan` of it "
-                  "tags it again, with the corrections then in the file.",
-        FAILED: "the photo could not be tagged, so nothing is written into it until it can be."}
+# What follows a correction: nothing is written into a photo untag set aside, nor into one tagwatch
+# cannot write (it failed, or the write would refuse it: read-only), which the page knows before the
+# daemon tries; any other follows in a moment
+SET_ASIDE = ("nothing is written into the photo while untag has set it aside: a `tagwatch scan` of it "
+             "tags it again, with the corrections then in the file.")
+UNWRITABLE = ("but nothing is written into the photo while tagwatch cannot write it (why is said beside its "
+              "keywords): the correction is kept, and reaches the file once it can.")
+FOLLOWS = "the photo follows in a moment."
 GONE = "This photo is not in the watched folders any more (deleted or renamed since the page was opened)."
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -270,9 +274,8 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         message = None
         view = library.photo(path, floor)
         if note in NOTES:
-            then = THEN.get(view.row.state if view.row else "", "the photo follows in a moment.")
             message = NOTES[note].format(k=request.query_params.get("k", ""), f=config.overrides,
-                                         m=request.query_params.get("m", ""), then=then)
+                                         m=request.query_params.get("m", ""), then=_then(view))
         error = None
         if config.overrides is None:
             error = (f"Corrections are kept in an overrides file, and {config.source or 'the config'} names "
@@ -474,6 +477,13 @@ async def _checked_form(request: Request, guard: Guard) -> FormData:
     if not isinstance(value, str) or not value.isascii() or not guard.csrf_ok(value):
         raise HTTPException(403, "the form's CSRF value is missing or wrong: reload the page and try again")
     return form
+
+
+def _then(view: PhotoView) -> str:
+    """What follows a correction of this photo, said in the page's answer to it."""
+    if view.row is not None and view.row.state == UNTAGGED:
+        return SET_ASIDE
+    return UNWRITABLE if view.unwritable else FOLLOWS
 
 
 def _undecodable(text: str) -> bool:

@@ -82,17 +82,20 @@ class Chip:
     """One keyword on a photo: whose it is, and its score against its threshold (list tags only)."""
 
     keyword: str
-    owner: str  # OURS, YOURS or PERSON; "rejected" for a correction that took it out
+    owner: str  # OURS, YOURS or PERSON; "rejected" for a correction that takes it out
     score: float | None = None
     threshold: float | None = None
     undone: bool = False  # PERSON: written for a correction since taken back; it stays, as the person's
     above: str = ""  # a level expansion writes above this tag: score and threshold are that tag's
     caption: bool = False  # a keyword of the photo's caption: score and threshold are [captions]'
+    in_file: bool = True  # False: a rejected keyword the file no longer holds
 
     @property
     def hint(self) -> str:
         who = {OURS: "written by tagwatch", YOURS: "added by your correction", PERSON: "your own keyword",
                "rejected": "rejected by your correction"}[self.owner]
+        if self.owner == "rejected" and self.in_file:
+            who += "; still in the file until tagwatch takes it out"
         if self.undone:
             who = ("written for a correction you took back: yours now, tagwatch never takes it out "
                    "(remove it in your photo app)")
@@ -204,7 +207,7 @@ class ScoreLine:
     score: float
     threshold: float
     verdict: str  # what it means for this photo, in words
-    in_file: str | None  # whose it is where the file carries it (OURS, YOURS, PERSON), else None
+    in_file: str | None  # whose it is where the file carries it (a chip's owner), else None
     rejected: bool
     bar: float  # 0-100: where the score sits on the page's scale
     line: float  # 0-100: where the threshold sits
@@ -244,6 +247,8 @@ class PhotoView:
     scored: bool = False  # it has a cached vector: no line above the floor is not "not scored yet"
     lower: float = 0.0  # the floor "show lower ones" goes to: low enough to show its best scores
     idle: tuple[tuple[str, str], ...] = ()  # (keyword, rule's path): removals changing nothing here
+    unwritable: str | None = None  # why nothing is written into the photo now (see Library._unwritable)
+    held_back: tuple[str, ...] = ()  # with ``unwritable``: the changes that wait for it
 
 
 @dataclass(frozen=True)
@@ -673,15 +678,20 @@ class Library:
         """The file's keywords, whose each is, and its score: a level's is the tag's below it
         (``levels``, from :meth:`_levels`), against that tag's threshold; a caption keyword's is its
         candidate's (``captioned``: case-folded keyword → score, and the ``[captions]`` threshold);
-        then the ``rejected`` ones not in the file (:meth:`_rejections` picks them)."""
+        then the ``rejected`` ones not in the file (:meth:`_rejections` picks them).  One of ours that
+        is ``rejected`` and still in the file (a write on its way, or a photo that cannot be written)
+        is shown rejected too, with its ↺: a ✕ there offered a correction already saved."""
         chips = []
         levels = levels or {}
         from_caption, caption_limit = captioned or ({}, 0.0)
         present = file_keywords(keywords) if keywords is not None else []
         added = folded(override.add)  # a correction's keyword while a rule adds it: ↺ takes the rule back
+        taking = folded(rejected)  # one of ours still in the file: the correction is saved, ↺ takes it back
         for keyword in present:
             action = ledger.get(keyword)
             owner = OURS if action == ADDED else YOURS if fold(keyword) in added else PERSON
+            if owner == OURS and fold(keyword) in taking:
+                owner = "rejected"
             below, carried = levels.get(keyword, ("", 0.0))
             i = scoring.index.get(keyword)
             score = (carried if below else float(scores[i]) if scores is not None and i is not None
@@ -692,7 +702,8 @@ class Library:
                 score, limit = from_caption[fold(keyword)], caption_limit
             chips.append(Chip(keyword, owner, score, limit, undone=owner == PERSON and action == USER,
                               above=below, caption=caption))
-        chips += [Chip(k, "rejected") for k in rejected if k not in present]
+        held = folded(present)
+        chips += [Chip(k, "rejected", in_file=False) for k in rejected if fold(k) not in held]
         return chips
 
     def _placed(self, row: FileRow | None, override: Override) -> set[str]:
@@ -763,7 +774,7 @@ class Library:
         rejected, idle = self._rejections(path, scoring, override, scores, ledger, declined,
                                           confirmed | self._placed(row, override))
         chips = self._chips(keywords, ledger, scores, scoring, override, implied, captioned, rejected)
-        owner = {c.keyword: c.owner for c in chips if c.owner != "rejected"}
+        owner = {c.keyword: c.owner for c in chips if c.in_file}
         lowest = float(scoring.thresholds.min()) if len(scoring.thresholds) else 0.0
         floor = lowest - 0.1 if floor is None else floor
         lines: list[ScoreLine] = []
@@ -811,8 +822,9 @@ class Library:
         present = file_keywords(keywords) if keywords is not None else []
         changes = self._changes(self._wanted(row, scores, scoring, override, declined, reading),
                                 override, declined, present, ledger)
-        # the daemon writes nothing into it until a scan brings it back, or it is fixed
-        pending = [] if row is not None and row.state in (UNTAGGED, FAILED) else changes
+        unwritable = self._unwritable(path, row)
+        # the daemon writes nothing into a photo untag set aside until a scan brings it back
+        pending = [] if unwritable or (row is not None and row.state == UNTAGGED) else changes
         lower = floor - 0.2
         if scores is not None and len(scores) and not lines:  # every score below the floor: reach the best
             lower = min(lower, math.floor((float(scores.max()) - 0.1) * 20) / 20)
@@ -826,7 +838,7 @@ class Library:
                          override.remove, override.add, pending,
                          self.store.ledger_history(row.id) if row else [],
                          tuple(scoring.vocabulary.keywords), caption, crumbs, scores is not None, lower,
-                         tuple(idle))
+                         tuple(idle), unwritable, tuple(changes) if unwritable else ())
 
     def _captioner(self) -> Captions:
         """The ``[captions]`` stage, built on the first photo page that needs it: its captioner child
@@ -880,8 +892,8 @@ class Library:
         no longer wants (sync): decided as the daemon decides it, from the same parts (:func:`select`
         and the levels, the caption's keywords, :func:`corrected`, the places of its GPS, then
         :func:`carried`).  None for a photo not tagged yet or without a cached vector: only its
-        corrections are known here."""
-        if scores is None or row is None or row.state != DONE:
+        corrections are known here.  One that failed is decided all the same: its write waits."""
+        if scores is None or row is None or row.state not in (DONE, FAILED):
             return None
         kept = override.kept_out(declined)
         chosen = select(scores[None, :], scoring.thresholds, scoring.top_k)[0]
@@ -908,6 +920,21 @@ class Library:
         changes += [f"taking out {k!r}" for k in present if ledger.get(k) == ADDED
                     and (fold(k) in removes or (sweeps and fold(k) not in wanting))]
         return changes
+
+    def _unwritable(self, path: str, row: FileRow | None) -> str | None:
+        """Why nothing is written into this photo now, or None: the store's reason for one that
+        failed, or why the write would refuse it as it is (read-only, hard links), known before the
+        daemon tries.  The page says so beside its keywords and after a correction, which it
+        promised would follow in a moment while the daemon then refused the write."""
+        if row is None or row.state == UNTAGGED:
+            return None
+        if row.state == FAILED:
+            return row.error or "it could not be tagged"
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return self.keywords.writer.refuses(Path(path), st)
 
     # -- one tag -------------------------------------------------------------------------------
 
