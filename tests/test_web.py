@@ -1042,12 +1042,13 @@ def test_the_panel_says_writing_only_while_a_caption_keyword_or_a_place_is_on_it
             chips_now, line, polls = panel()
             assert (line, polls) == ("Writing into the file: adding 'green star'…", True)
             assert "green star" not in chips_now
-            # a place rejected: saved (struck through, with its ↺) and on its way out
-            post("remove", "Florence")
+            # a region rejected: saved (struck through, with its ↺), and on its way out with its town
+            post("remove", "Tuscany")
             chips_now, line, polls = panel()
-            assert chips_now["Florence"] == "rejected" and polls
-            assert line == "Writing into the file: adding 'green star', taking out 'Florence'…"
-            post("undo", "Florence")
+            assert chips_now["Tuscany"] == "rejected" and polls
+            assert line == ("Writing into the file: adding 'green star', taking out 'Tuscany', "
+                            "taking out 'Florence'…")
+            post("undo", "Tuscany")
             assert panel()[1] == "Writing into the file: adding 'green star'…"
             # a keyboard user's focus stays on the ✕ it was on while the panel refreshes
             with chromium() as browser:

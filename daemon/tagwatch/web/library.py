@@ -890,7 +890,7 @@ class Library:
                 declined: set[str], reading: Reading | None) -> tuple[list[str], bool] | None:
         """What tagwatch writes into this photo now, and whether that write takes out what of ours it
         no longer wants (sync): decided as the daemon decides it, from the same parts (:func:`select`
-        and the levels, the caption's keywords, :func:`corrected`, the places of its GPS, then
+        and the levels, the caption's keywords, :func:`corrected`, :meth:`_places`, then
         :func:`carried`).  None for a photo not tagged yet or without a cached vector: only its
         corrections are known here.  One that failed is decided all the same: its write waits."""
         if scores is None or row is None or row.state not in (DONE, FAILED):
@@ -900,10 +900,18 @@ class Library:
         predicted = scoring.expansion([(scoring.tags.keywords[i], float(scores[i])) for i in chosen], kept)
         tags, _ = corrected(override, predicted + (reading.keywords if reading is not None else []))
         keywords = [k for k, _ in tags if fold(k) not in kept]
-        # the places its GPS gave when it was last written: a GPS edit is a change the daemon re-reads
-        located = self.store.located([row.id]).get(row.id) if self.config.places.enabled else None
         sweeps = TagRules(self.config.tagging.mode).sweeps(bool(keywords))
-        return carried(keywords, located.keywords if located is not None else (), kept), sweeps
+        return carried(keywords, self._places(row, override), kept), sweeps
+
+    def _places(self, row: FileRow, override: Override) -> list[str]:
+        """The place keywords the write gives this photo now: those of its coordinates as last written
+        (a GPS edit is a change the daemon reads again), less what its corrections take out, as the
+        write decides them (:meth:`Places.at`).  Not the place keywords last written: ↺ of a rejected
+        place would find nothing on its way back."""
+        spot = self.store.located([row.id]).get(row.id) if self.config.places.enabled else None
+        if spot is None or spot.lat is None or spot.lon is None:
+            return []
+        return self.places.at(Coordinates(spot.lat, spot.lon), override.removes())
 
     @staticmethod
     def _changes(wanted: tuple[list[str], bool] | None, override: Override, declined: set[str],
