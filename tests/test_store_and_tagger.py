@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import noise_jpeg, status, tagwatch, write_config
-from tagwatch.store import DELETED, DONE, REMOVED, SCHEMA_VERSION, Store
+from tagwatch.cli import status as status_command
+from tagwatch.config import Config
+from tagwatch.rebuild import rebuild
+from tagwatch.store import DELETED, DONE, PENDING, REMOVED, SCHEMA_VERSION, Store
 from tagwatch.tagger import TagMatrix, normalize, predict, select
 from tagwatch.vocabulary import parse_tag_list
 
@@ -197,5 +203,85 @@ def test_a_damaged_database_is_refused_clearly_and_rebuilt(tmp_path: Path, tiny_
     assert tagwatch("db", "check", "--config", str(config)).stdout.strip() == f"{database}: ok"
     with sqlite3.connect(database) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert tagwatch("scan", str(photos), "--config", str(config)).returncode == 0
+    scanned = tagwatch("scan", str(photos), "--config", str(config))
+    assert scanned.returncode == 0 and RESTORED not in scanned.stderr  # rebuilt, not an older copy
     assert status(config)["tagged"] == 40  # what was lost is tagged again
+
+
+RESTORED = "older than the one tagwatch last used here (restored from a backup?)"
+
+
+def _start(path: Path, caplog: pytest.LogCaptureFixture, write: str = "") -> bool:
+    """Open the database as a command does (recording ``write``, where given) and close it: was it
+    taken for an older copy than the one last used here?"""
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tagwatch"):
+        store = Store(path)
+    try:
+        if write:
+            store.record_file(write, key=b"k", size=1, mtime_ns=1, state=PENDING)
+        return RESTORED in caplog.text
+    finally:
+        store.close()
+
+
+def _put_in_place(copy: Path, path: Path) -> None:
+    """A database file copied over the one at ``path`` (its log removed, as service.md says)."""
+    shutil.copy(copy, path)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_and_a_move(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """xX #2: tagwatch notices (one WARNING, recorded) a database older than the one it last used,
+    even a backup taken while it ran; an ordinary start, a crash, `db rebuild`, the database moved
+    to another machine (or folder), and a database from before this change are never taken for one."""
+    path = tmp_path / "data" / "tw.db"
+    assert not _start(path, caplog, write="/p/a.jpg")  # a new database
+    assert not _start(path, caplog, write="/p/b.jpg")  # an ordinary start, twice
+    assert not _start(path, caplog)
+
+    # A crash: killed after its writes, never closed
+    crash = ("import os; from pathlib import Path; from tagwatch.store import Store, PENDING; "
+             f"s = Store(Path({str(path)!r})); "
+             "s.record_file('/p/c.jpg', key=b'k', size=1, mtime_ns=1, state=PENDING); os._exit(9)")
+    assert subprocess.run([sys.executable, "-c", crash]).returncode == 9
+    assert not _start(path, caplog, write="/p/d.jpg")
+
+    # A backup taken while a command runs, restored after it wrote more: noticed, once
+    backup = tmp_path / "backup.db"
+    store = Store(path)
+    try:
+        store.record_file("/p/e.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+        live, copy = sqlite3.connect(path), sqlite3.connect(backup)
+        live.backup(copy)  # sqlite3's .backup: a consistent snapshot of the live database
+        live.close()
+        copy.close()
+        store.record_file("/p/f.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+    finally:
+        store.close()
+    _put_in_place(backup, path)
+    assert _start(path, caplog)
+    report, _ = status_command.status(Config(database=path), identity="m")  # tagwatch status says so
+    assert report["restored"] is not None and report["files"] == 5  # as of the backup: no f.jpg
+    assert "found older than the one last used here on " in status_command.render(report, [])
+    assert not _start(path, caplog, write="/p/g.jpg")  # the mark follows the restored database
+
+    # db rebuild carries every readable row into a new file: not an older copy
+    rebuild(path)
+    assert not _start(path, caplog, write="/p/h.jpg")
+
+    # The database copied to another machine (or folder) that used another database, and one made
+    # before this change (no identity): neither is the database last used there
+    elsewhere = tmp_path / "other" / "tw.db"
+    assert not _start(elsewhere, caplog, write="/q/a.jpg")
+    assert not _start(elsewhere, caplog, write="/q/b.jpg")
+    _put_in_place(backup, elsewhere)
+    assert not _start(elsewhere, caplog, write="/q/c.jpg")
+    db = sqlite3.connect(backup)
+    db.execute("DELETE FROM counters WHERE name IN ('identity', 'generation')")
+    db.commit()
+    db.close()
+    _put_in_place(backup, path)
+    assert not _start(path, caplog)

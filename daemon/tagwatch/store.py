@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +201,37 @@ _STEPS: list[tuple[str, Callable[[sqlite3.Connection], bool]]] = [
 assert len(_STEPS) == SCHEMA_VERSION
 
 
+# Telling a database restored from an older copy (see Store._notice_restore).  Rows of ``counters``:
+# the database's identity (a random number given at its first write), its generation (one more at the
+# first write of each connection, every MARK_EVERY_S while it writes, and at the close of one that
+# wrote), and when tagwatch found it older than the one it last used (ns, this machine's clock).
+_IDENTITY, _GENERATION, _RESTORED = "identity", "generation", "restored"
+MARK_EVERY_S = 600.0
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The database tagwatch last used at a path, and how far it had got (its generation)."""
+
+    identity: int
+    generation: int
+
+
+def last_used_path(database: Path) -> Path:
+    """Where the :class:`Mark` of ``database`` is kept: beside it, as its lock and state file are, and
+    outside it, so that an older copy of the database put in its place finds a newer mark."""
+    return database.with_name(database.name + ".last-used")
+
+
+def _read_mark(path: Path) -> Mark | None:
+    """The mark at ``path``; None if there is none (or it is unreadable: then no restore is told)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Mark(int(data["identity"]), int(data["generation"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class StoreError(RuntimeError):
     """The database cannot be used; the message says why."""
 
@@ -306,14 +340,18 @@ class Store:
         self.path = path
         self._lock = threading.RLock()
         self._reopen = False  # a write found the database read-only: reconnect before the next one
+        self._marked: float | None = None  # when this connection last advanced the mark (monotonic)
         private_folder(path.parent)
         try:
             self._db = self._connect()
+            new = self._db.execute("PRAGMA user_version").fetchone()[0] == 0
             self._migrate()
         except sqlite3.DatabaseError as exc:
             hint = (" (SQLite needs to write beside it even to read it: check the permissions of the file "
                     "and its folder, and that the disk is mounted read-write)") if _read_only(exc) else ""
             raise StoreError(f"{path}: cannot open database: {exc}{hint}") from None
+        if not new:  # a database made now is older than nothing
+            self._notice_restore()
 
     def _connect(self) -> sqlite3.Connection:
         old_umask = os.umask(0o077)  # database, WAL and SHM files are the user's alone
@@ -392,10 +430,15 @@ class Store:
                 self._reopen = False
                 self._db.close()
                 self._db = self._connect()
+            marking = self._marked is None or time.monotonic() - self._marked >= MARK_EVERY_S
+            if marking:  # this commit reaches the disk before its mark is written (WAL syncs it)
+                self._db.execute("PRAGMA synchronous=FULL")
+            mark: Mark | None = None
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
+                    mark = self._advance(self._db) if marking else None
                 except BaseException:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
@@ -404,6 +447,73 @@ class Store:
             except sqlite3.OperationalError as exc:
                 self._reopen = _read_only(exc)
                 raise
+            finally:
+                if marking:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("PRAGMA synchronous=NORMAL")
+            if mark is not None:
+                self._put_mark(mark)
+
+    @staticmethod
+    def _advance(db: sqlite3.Connection) -> Mark:
+        """One generation more (and an identity, where the database has none yet), in the caller's
+        transaction: every write after it is newer than any copy taken before it."""
+        db.execute("INSERT OR IGNORE INTO counters VALUES (?, ?)", (_IDENTITY, secrets.randbits(62)))
+        db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                   (_GENERATION,))
+        values = dict(db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
+                                 (_IDENTITY, _GENERATION)).fetchall())
+        return Mark(values[_IDENTITY], values[_GENERATION])
+
+    def _put_mark(self, mark: Mark) -> None:
+        """Say beside the database how far it has got.  Written only after the generation is on disk,
+        so a crash or a power cut leaves the mark behind the database (a restore then goes unnoticed),
+        never ahead of it (an ordinary start taken for a restore); no fsync of its own for the same reason."""
+        self._marked = time.monotonic()
+        text = json.dumps({"identity": mark.identity, "generation": mark.generation}) + "\n"
+        try:
+            write_atomic(last_used_path(self.path), text, mode=0o600, durable=False)
+        except OSError as exc:
+            log.debug("%s: not written: %s", last_used_path(self.path), exc)
+
+    def _notice_restore(self) -> None:
+        """A database older than the one tagwatch last used at this path (a backup restored over it)
+        does not know what tagwatch did since that copy: the keywords sync or a correction took out of
+        photos are still tagwatch's in its ledger, and would be taken for a person's removals.  Record
+        when that was found (:meth:`restored_ns`; see Writeback._removed) and say so once; the mark
+        then follows this database.  A database the mark does not name (another one, copied from
+        another machine, or one no tagwatch with this mark ever wrote) is never taken for a restore."""
+        mark = _read_mark(last_used_path(self.path))
+        if mark is None:
+            return
+        try:
+            with self._lock:
+                values = dict(self._db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
+                                               (_IDENTITY, _GENERATION)).fetchall())
+        except sqlite3.DatabaseError:  # damaged: check() says so, with the way out
+            return
+        if values.get(_IDENTITY) != mark.identity or values.get(_GENERATION, 0) >= mark.generation:
+            return
+        unrecorded = ""
+        try:
+            with self.transaction() as db:  # the generation goes past the mark: noticed once
+                db.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)",
+                               [(_RESTORED, time.time_ns()), (_GENERATION, mark.generation)])
+        except sqlite3.OperationalError as exc:
+            unrecorded = f" (not recorded yet: {exc}; said again until it is)"
+        log.warning("%s: this database is older than the one tagwatch last used here (restored from a "
+                    "backup?): it does not know what tagwatch did after that copy was taken. Keywords of "
+                    "tagwatch's missing from photos changed before now are not taken for a person's "
+                    "removal: they are written again where still predicted (one a person took out after "
+                    "that copy was taken comes back once)%s", self.path, unrecorded,
+                    extra={"event": "database-restored"})
+
+    def restored_ns(self) -> int | None:
+        """When tagwatch found this database older than the one it last used (this machine's clock,
+        ns); None if it never did."""
+        with self._lock:
+            r = self._db.execute("SELECT value FROM counters WHERE name = ?", (_RESTORED,)).fetchone()
+        return None if r is None else int(r[0])
 
     def check(self) -> None:
         """Raise StoreError if SQLite finds damage (a power cut on a disk that lies about fsync, a
@@ -420,7 +530,12 @@ class Store:
                              f"file aside")
 
     def close(self) -> None:
+        """A connection that wrote ends with its mark advanced: a copy taken while it ran is older."""
         with self._lock:
+            if self._marked is not None:
+                self._marked = None
+                with suppress(sqlite3.Error), self.transaction():
+                    pass
             self._db.close()
 
     # -- files ---------------------------------------------------------------------------------

@@ -34,18 +34,21 @@ def status(config: Config, every_failure: bool = False,
     only the last :data:`SHOWN_FAILURES`.  ``identity``: the model's, where the config's cannot be
     worked out (see :func:`lenient`)."""
     identity = identity or model_identity(config.model)
+    restored: int | None = None
     if config.database.exists():
         store = Store(config.database)
         try:
             stats = store.stats(identity)
             failures = store.failures(stats["failed"] if every_failure else SHOWN_FAILURES)
+            restored = store.restored_ns()
         finally:
             store.close()
     else:
         stats = dict.fromkeys(COUNTS, 0)
         failures = []
     report = {**stats, "database": str(config.database), "model": identity,
-              "daemon": daemon_state(config.database)}
+              "daemon": daemon_state(config.database),
+              "restored": None if restored is None else restored / 1e9}  # see Store._notice_restore
     return report, failures
 
 
@@ -70,9 +73,19 @@ def backlog(daemon: dict[str, Any]) -> str:
     return f"; the queue is cleared in about {duration(daemon['eta_s'])}"
 
 
+def restored(when: float | None) -> str:
+    """`` (found older than the one last used here on …)`` where tagwatch found the database so (a
+    backup put back): the log said so once, and what it holds is as of that copy."""
+    if when is None:
+        return ""
+    day = time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
+    return f" (found older than the one last used here on {day}: restored from a backup?)"
+
+
 def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
     """The human-readable status."""
-    lines = [f"database  {report['database']}", f"model     {report['model']}"]
+    lines = [f"database  {report['database']}{restored(report.get('restored'))}",
+             f"model     {report['model']}"]
     daemon = report["daemon"]
     if daemon is None:
         lines.append("daemon    not running")
