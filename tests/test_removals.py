@@ -13,6 +13,7 @@ write (a photo app that read the photo just before tagwatch wrote it).
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -267,6 +268,70 @@ def test_a_save_built_from_before_a_sync_removal_leaves_the_keyword_tagwatchs(
         assert held(photo, env) == {"beach", "forest"}
         assert env.pipeline.untag(str(photo)).status == Status.UNTAGGED
         assert held(photo, env) == {"forest"}
+    finally:
+        env.close()
+
+
+RESTORED_WARNING = "older than the one tagwatch last used here (restored from a backup?)"
+
+
+def test_a_restored_database_backup_does_not_take_tagwatchs_later_removals_for_a_persons(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """xX #2: a backup of the database (and tag list) taken with tagwatch stopped, a tag-list edit
+    that has sync take forest out, then both backups restored.  The restored ledger says forest is
+    tagwatch's, the photo lacks it: it was declined for good ("taken out by a person"), though
+    predicted and nobody removed it.  Now the restore is noticed (one WARNING) and forest is
+    written again; a person's removal made after the restore is still theirs."""
+    sync = TaggingConfig(threshold=-1.0, top_k=2, mode="sync")
+    photo = noise_jpeg(tmp_path / "in" / "p.jpg", seed=13)
+    backup = tmp_path / "backup.db"
+
+    def session(tags: list[str]) -> Env:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="tagwatch"):
+            env = Env(tmp_path, tiny_checkpoint, sync)
+        env.use(tags)
+        return env
+
+    env = session(["beach", "forest"])
+    try:
+        assert env.run(photo) == {"p.jpg": Status.TAGGED}
+        assert held(photo, env) == {"beach", "forest"}
+    finally:
+        env.close()
+    shutil.copy(env.store.path, backup)  # tagwatch stopped: the file is the whole database
+    env = session(["beach"])  # forest off the list: sync takes it out
+    try:
+        assert RESTORED_WARNING not in caplog.text  # an ordinary start
+        assert env.pipeline.retag() == (1, 1)
+        assert held(photo, env) == {"beach"}
+    finally:
+        env.close()
+
+    shutil.copy(backup, env.store.path)  # the backup restored, and the tag list with it
+    env = session(["beach", "forest"])
+    try:
+        assert caplog.text.count(RESTORED_WARNING) == 1
+        caplog.clear()
+        with caplog.at_level("INFO", logger="tagwatch"):
+            assert env.run(photo) == {"p.jpg": Status.TAGGED}
+        assert held(photo, env) == {"beach", "forest"}  # written again, not declined
+        assert "taken out of it by a person" not in caplog.text
+        assert f"{photo}: changed before tagwatch found its database restored" in caplog.text
+        row = env.store.file(str(photo))
+        assert env.store.ledgers([row.id])[row.id] == {"beach": ADDED, "forest": ADDED}
+        assert env.store.stats(env.model.identity)["keywords_declined"] == 0
+
+        # The person takes beach out after the restore: theirs, as ever
+        take_out(photo, "beach", app=env.exiftool)
+        assert env.run(photo) == {"p.jpg": Status.TAGGED}
+        assert held(photo, env) == {"forest"}
+        assert env.store.ledgers([row.id])[row.id] == {"beach": DECLINED, "forest": ADDED}
+    finally:
+        env.close()
+    env = session(["beach", "forest"])  # noticed once: the next start is an ordinary one
+    try:
+        assert RESTORED_WARNING not in caplog.text
     finally:
         env.close()
 

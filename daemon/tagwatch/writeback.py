@@ -85,6 +85,7 @@ log = logging.getLogger(__name__)
 STALE_SAVE_NS = 10 * 1_000_000_000
 # Why keywords of ours missing from a file are no person's doing (see Writeback._removed)
 STALE, FOUND = "a save built from the version before our write", "the version found before our first write"
+RESTORED = "a change before the database was restored from an older copy"
 
 
 @dataclass(frozen=True)
@@ -757,6 +758,11 @@ class Writeback:
             log.info("%s: the version tagwatch found before its first write, again (sent again or "
                      "restored): nobody took %s out of it, so they are written again", job.path,
                      listed(taken), extra={"event": "sent-again", "path": job.path, "keywords": taken})
+        elif why == RESTORED:
+            log.info("%s: changed before tagwatch found its database restored from an older copy, which "
+                     "does not know what took %s out of it (tagwatch's own sync or correction, maybe): not "
+                     "taken for a person's removal, so written again where still predicted", job.path,
+                     listed(taken), extra={"event": "restored", "path": job.path, "keywords": taken})
         if why is not None:
             job.unwritten += taken
             return declined
@@ -775,21 +781,26 @@ class Writeback:
                  ) -> tuple[list[str], list[str], str | None]:
         """Of ``job.owned``, the keywords the file no longer holds: (taken out since a write recorded
         done, recorded ahead of a write never done, why those taken out are no person's doing: None
-        (a person's), :data:`STALE` (the save looks built from the version before our last write) or
+        (a person's), :data:`STALE` (the save looks built from the version before our last write),
         :data:`FOUND` (the file is the version tagwatch found before its first write: see
-        :mod:`tagwatch.original`)).  Reads nothing but ``state`` and, where something is taken, the
-        photo's metadata segments; :meth:`taken_out` and a dry run's :meth:`preview` decide the
-        same way."""
+        :mod:`tagwatch.original`) or :data:`RESTORED` (the file last changed before tagwatch found
+        its database restored from an older copy, whose ledger does not know what tagwatch took out
+        after that copy was taken: see Store._notice_restore)).  Reads nothing but ``state`` and,
+        where something is taken, the photo's metadata segments; :meth:`taken_out` and a dry run's
+        :meth:`preview` decide the same way."""
         pending = self.store.pending_ledger(row.id)
         gone = reader.absent(state, {o: owned_paths.get(o, ()) for o in job.owned})
         taken = [o for o in gone if o not in pending]
         why: str | None = None
+        restored = self.store.restored_ns() if taken else None
         if taken and row.found is not None and header_digest(Path(job.path)) == row.found:
             why = FOUND
         elif taken and row.written_ns is not None and (
                 self._changed_ns(job.path, state) - row.written_ns <= STALE_SAVE_NS
                 and set(taken) == self.store.last_written(row.id)):
             why = STALE
+        elif restored is not None and self._changed_ns(job.path, state) <= restored:
+            why = RESTORED  # what took them out came before this database was put back
         return taken, [o for o in gone if o in pending], why
 
     def _changed_ns(self, path: str, state: FileState) -> int:
