@@ -146,6 +146,14 @@ def test_the_wheel_installed_into_an_empty_environment_tags_a_photo(tmp_path: Pa
     assert ours - shipped == set(), "files of the package missing from the wheel"
     assert {f"tagwatch/data/{name}" for name in ("imagenet-1k.txt", "photo-tags.toml", "config.example.toml",
                                                  "wordnet-nouns.tsv.gz", "WORDNET-LICENSE")} <= shipped
+    # The README's tour uses the review page: a plain install (`pipx install .`) brings its packages
+    # (as an extra, `tagwatch web` stopped with "needs the web extra" after the documented install)
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = [line.partition(":")[2].strip() for line in archive.read(metadata).decode().splitlines()
+                    if line.startswith("Requires-Dist:")]
+    plain = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requires if "extra ==" not in r}
+    assert {"starlette", "uvicorn", "jinja2", "python-multipart", "tomlkit"} <= plain, requires
 
     env_dir = tmp_path / "fresh"
     run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], cwd=tmp_path)

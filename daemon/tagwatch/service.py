@@ -346,7 +346,8 @@ class Daemon:
         try:
             self._web = WebServer(self.config, apply_corrections=False)
         except WebError as exc:  # a port in use costs the page, not the tagging
-            log.error("%s; running without it (restart the daemon to serve it once the port is free)", exc)
+            log.error("%s; running without the review page (restart the daemon to serve it once that is "
+                      "fixed)", exc)
             return
         self._web.start()
 

@@ -14,7 +14,7 @@ def page_url(config: Config, host: str | None, port: int | None) -> str:
     """The address, with its token, of the page serving now for this data folder (the newest; --host
     and --port pick among several), for a person who lost it.  With none serving, where `tagwatch
     web` would serve it, and stderr says so: the config's port is only a guess at a running page's."""
-    from ..web.auth import load_token  # the web extra is only needed here
+    from ..web.auth import load_token  # the page's modules are imported only where it is used
     from ..web.server import open_host, page_address, running_pages
 
     token = load_token(config.database)

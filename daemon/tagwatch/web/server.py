@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class WebError(RuntimeError):
-    """The page cannot be served (the extra is not installed, the port is taken); one line."""
+    """The page cannot be served (a package of it is missing, the port is taken); one line."""
 
 
 def _imports() -> None:
@@ -40,8 +40,9 @@ def _imports() -> None:
         import tomlkit  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise WebError(f"the review page needs the web extra ({exc.name} is missing): "
-                       "pip install 'tagwatch[web]'") from None
+        raise WebError(f"the review page cannot start: {exc.name}, which tagwatch installs with itself, is "
+                       "missing (an incomplete install): install tagwatch again from its checkout, e.g. "
+                       "`pipx install --force .`") from None
 
 
 def bind(host: str, port: int) -> socket.socket:
