@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, Env, exif_keywords, exiftool_read, noise_jpeg, tagwatch, write_config
+from conftest import CORPUS, Env, exif_keywords, exiftool_read, noise_jpeg, status, tagwatch, write_config
 from tagwatch import writeback
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
@@ -245,6 +245,63 @@ def test_a_copy_is_said_to_be_of_the_file_still_there(tmp_path: Path, tiny_check
         assert f"{again}: a copy of {moved}; beach, forest, written there" in caplog.text, caplog.text
     finally:
         env.close()
+
+
+def tagged_library(tmp_path: Path, tiny_checkpoint: Path, *also: Path) -> tuple[Path, Path]:
+    """Three photos (one with a person's keyword) scanned under ``photos``, watched with ``also``
+    (each scanned too): the library and its config."""
+    library = tmp_path / "photos"
+    person_tags(noise_jpeg(library / "2024" / "p0.jpg", seed=500), "Holiday")
+    for i in (1, 2):
+        noise_jpeg(library / "2024" / f"p{i}.jpg", seed=500 + i)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[library, *also],
+                          tags=["beach", "forest"], top_k=2)
+    for folder in (library, *also):
+        result = tagwatch("scan", "--config", str(config), str(folder))
+        assert result.returncode == 0, result.stderr
+    return library, config
+
+
+def move_library(library: Path, new: Path, config: Path) -> Path:
+    """The library copied to a new disk as ``cp -a`` copies it (names, sizes, times), the old tree
+    deleted and ``watch`` set to the new root alone, as a person moves it."""
+    shutil.copytree(library, new)
+    shutil.rmtree(library)
+    text = config.read_text(encoding="utf-8")
+    line = next(line for line in text.splitlines() if line.startswith("watch = "))
+    config.write_text(text.replace(line, f"watch = {json.dumps([str(new)])}"),
+                      encoding="utf-8")
+    return new
+
+
+def test_a_library_moved_to_a_new_disk_is_counted_once(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Each photo of a library moved to a new root took its keywords up from its record at the old
+    path ("moved here from"), but that record stayed, for good: the old root, no longer watched,
+    never had its files seen gone.  ``status`` counted 6 files for 3 photos and every keyword
+    twice, and every ``export`` listed each old path "not exported: no such file".  A folder only
+    taken out of ``watch`` keeps its records: its photos are still there, and it may come back."""
+    archive = tmp_path / "archive"
+    noise_jpeg(archive / "a.jpg", seed=510)
+    library, config = tagged_library(tmp_path, tiny_checkpoint, archive)
+    before = status(config)
+    assert (before["files"], before["keywords_written"]) == (4, 8)
+    new = move_library(library, tmp_path / "newdisk" / "photos", config)  # archive: no longer watched
+    result = tagwatch("scan", "--config", str(config), str(new))
+    assert result.returncode == 0, result.stderr
+    assert f"{new}/2024/p1.jpg: moved here from {library}/2024/p1.jpg" in result.stderr, result.stderr
+    assert "scan: 3 photos: 3 unchanged" in result.stderr, result.stderr
+    after = status(config)
+    counters = ("files", "tagged", "keywords_written", "encoded")
+    assert [after[name] for name in counters] == [before[name] for name in counters], after
+    export = tagwatch("export", "--format", "csv", "--config", str(config))
+    assert export.returncode == 0, export.stderr
+    assert "not exported" not in export.stderr, export.stderr
+    exported = {Path(row.split(",")[0]).parent for row in export.stdout.splitlines()[1:]}
+    assert exported == {new / "2024", archive}, export.stdout
+    # the photos are still tagwatch's to take out where they are now
+    result = tagwatch("untag", "--config", str(config), str(new / "2024" / "p0.jpg"))
+    assert result.returncode == 0, result.stderr
+    assert keyword_sets(new / "2024" / "p0.jpg") == [({"Holiday"},) * 2]
 
 
 def test_a_keyword_a_person_took_out_of_the_original_stays_out_of_its_copy(tmp_path: Path,

@@ -280,6 +280,7 @@ class Twin:
     path: str
     size: int | None  # as last recorded: the version tagwatch wrote (or found holding its keywords)
     ledger: dict[str, tuple[str, ...]]  # keyword → the hierarchical paths written (itself when flat)
+    deleted: bool = False  # recorded gone: nothing of it is counted or retired any more
 
 
 @dataclass(frozen=True)
@@ -842,15 +843,15 @@ class Store:
         said to be of the file a person can look at, not of a path the picture was moved away from."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT f.id, f.path, f.size, l.keyword, l.action, l.paths FROM files f JOIN ledger l "
-                "ON l.file_id = f.id WHERE f.key = ? AND f.path != ? "
+                "SELECT f.id, f.path, f.size, l.keyword, l.action, l.paths, f.state FROM files f "
+                "JOIN ledger l ON l.file_id = f.id WHERE f.key = ? AND f.path != ? "
                 "ORDER BY f.state = ?, f.updated DESC, f.id, l.written, l.keyword",
                 (key, path, DELETED)).fetchall()
         twins: dict[int, Twin] = {}
         for r in rows:
             if r[4] == ADDED:
                 paths = tuple(r[5].split("\n")) if r[5] else (r[3],)
-                twins.setdefault(r[0], Twin(r[0], r[1], r[2], {})).ledger[r[3]] = paths
+                twins.setdefault(r[0], Twin(r[0], r[1], r[2], {}, r[6] == DELETED)).ledger[r[3]] = paths
         return list(twins.values()), {r[3] for r in rows if r[4] not in (ADDED, WITHDRAWN)}
 
     # -- places --------------------------------------------------------------------------------
@@ -948,14 +949,18 @@ class Store:
     # -- status --------------------------------------------------------------------------------
 
     def stats(self, model: str) -> dict[str, int]:
+        """The counters ``tagwatch status`` shows.  Keywords are counted in the files on record now:
+        a deleted photo's ledger is kept, for a copy of it to take up (see :meth:`same_picture`), and
+        is not counted (it made a library moved to a new disk count each keyword twice)."""
         with self._lock:
             db = self._db
             states = dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
             cached = db.execute("SELECT COUNT(*) FROM image_vectors WHERE model = ?", (model,)).fetchone()[0]
             encoded = db.execute("SELECT value FROM counters WHERE name = 'encoded'").fetchone()[0]
             captioned = db.execute("SELECT value FROM counters WHERE name = 'captioned'").fetchone()[0]
-            written = db.execute("SELECT COUNT(*) FROM ledger WHERE action = ?", (ADDED,)).fetchone()[0]
-            declined = db.execute("SELECT COUNT(*) FROM ledger WHERE action = ?", (DECLINED,)).fetchone()[0]
+            written, declined = (db.execute(
+                "SELECT COUNT(*) FROM ledger l JOIN files f ON f.id = l.file_id WHERE l.action = ? "
+                "AND f.state != ?", (action, DELETED)).fetchone()[0] for action in (ADDED, DECLINED))
         return {
             "files": sum(n for s, n in states.items() if s != DELETED),
             "tagged": states.get(DONE, 0),

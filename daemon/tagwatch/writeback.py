@@ -192,6 +192,38 @@ def carried(keywords: Sequence[str], places: Iterable[str], out: Collection[str]
     return [*keywords, *(k for k in places if fold(k) not in listed and fold(k) not in out)]
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """What a file new to the store takes up from the recorded files it is a copy of."""
+
+    sources: list[Twin]  # those files, the one it was moved from first
+    keywords: dict[str, tuple[str, ...]]  # ours in it → their paths
+    moved: Twin | None  # the file it was moved from (:func:`moved_from`), whose record it retires
+
+
+def adoption(reader: KeywordWriter, job: WriteJob, state: FileState, twins: Sequence[Twin],
+             theirs: Collection[str]) -> Adoption:
+    """What ``job``'s file takes up from ``twins``: :meth:`Writeback.adopt`'s rule, which a dry run
+    follows too (it said a moved library would be tagged again, and the scan left it alone)."""
+    sources = [twin for twin in twins
+               if twin.size == job.stat.st_size and not reader.absent(state, twin.ledger)]
+    moved = moved_from(job.path, sources)
+    if moved is not None:
+        sources = [moved, *(twin for twin in sources if twin is not moved)]
+    return Adoption(sources, {k: paths for twin in sources for k, paths in twin.ledger.items()
+                              if k not in theirs}, moved)
+
+
+def moved_from(path: str, sources: Sequence[Twin]) -> Twin | None:
+    """The copied file ``path`` was moved from, if one is gone: recorded, not as deleted, and no
+    longer there (a library copied to a new disk, the old one deleted, the new one watched in its
+    place: the old folder, no longer watched, never has its files seen gone; or a copy then a delete
+    whose delete is not yet seen).  One of the same name first, as a move keeps the name."""
+    gone = [twin for twin in sources if not twin.deleted and not os.path.lexists(twin.path)]
+    name = os.path.basename(path)
+    return next((twin for twin in gone if os.path.basename(twin.path) == name), gone[0] if gone else None)
+
+
 def idle_sidecar(plan: WritePlan, owned: Collection[str]) -> WritePlan:
     """``plan`` without the edits that would create a sidecar where nothing of tagwatch's goes: a
     photo that gets no prediction (or only keywords a person gave it already), with
@@ -643,12 +675,12 @@ class Writeback:
         keywords: a duplicate a person tagged, or a copy whose keywords they edited since, or one made
         before our write, holds the person's, and a keyword taken for ours would be taken out by
         untag.  Never a keyword any file of that picture records as a person's (``theirs``).
-        Recorded at once, as written: they are in the file already.  Returns the keywords adopted →
-        their paths."""
+        Recorded at once, as written: they are in the file already.  A copy of a file that is gone
+        is that file moved here (:func:`moved_from`): the rename it is, whose old record goes, as a
+        deleted photo's.  Returns the keywords adopted → their paths."""
         assert self.writer is not None
-        sources = [twin for twin in twins
-                   if twin.size == job.stat.st_size and not self.writer.absent(state, twin.ledger)]
-        adopted = {k: paths for twin in sources for k, paths in twin.ledger.items() if k not in theirs}
+        taken = adoption(self.writer, job, state, twins, theirs)
+        sources, adopted = taken.sources, taken.keywords
         if not adopted:
             return {}
         st = job.stat
@@ -660,8 +692,7 @@ class Writeback:
             self.store.confirm_ledger(job.file_id, adopted)
             self.store.add_ledger(job.file_id, self.store.ledger(sources[0].id, REMOVED), REMOVED)
             # a keyword a person took out of the original stays out of its copy
-            declined = {k for twin in sources for k in self.store.ledger(twin.id, DECLINED)}
-            self.store.add_ledger(job.file_id, sorted(declined), DECLINED)
+            self.store.add_ledger(job.file_id, sorted(self._declined_in(sources)), DECLINED)
             self.store.set_filled(job.file_id, {name: record for name, record in records.items()
                                                 if name in KEYWORD_FIELDS})
         job.owned = job.held = list(adopted)
@@ -671,7 +702,23 @@ class Writeback:
                  listed(adopted),
                  extra={"event": "adopted", "path": job.path, "from": sources[0].path,
                         "keywords": list(adopted)})
+        if taken.moved is not None:
+            self._retire(taken.moved.path)
         return adopted
+
+    def _declined_in(self, sources: Iterable[Twin]) -> set[str]:
+        """The keywords a person took out of any of ``sources``: out of their copy too."""
+        return {k for twin in sources for k in self.store.ledger(twin.id, DECLINED)}
+
+    def _retire(self, path: str) -> None:
+        """The record of a photo found moved away from ``path`` (:func:`moved_from`) goes as a deleted
+        photo's does: it was counted twice in ``status`` and listed by every ``export`` as "no such
+        file", for good where its folder is no longer watched (nothing ever saw it gone).  Its ledger
+        stays, as a deleted photo's, for other copies of it.  A passing fault that kept our keywords
+        in its sidecar keeps it recorded, as a deletion does (:meth:`release`)."""
+        released = self._leave(path)
+        if released is not None and self.store.mark_deleted(path) and released:
+            log.info("%s: deleted%s", path, released, extra={"event": "deleted", "path": path})
 
     def _claimable(self, job: WriteJob, state: FileState, row: FileRow | None) -> list[str]:
         """The keywords ``--take-over`` makes tagwatch's in this photo: those of its list the photo
