@@ -249,13 +249,14 @@ def test_a_copy_is_said_to_be_of_the_file_still_there(tmp_path: Path, tiny_check
 
 def tagged_library(tmp_path: Path, tiny_checkpoint: Path, *also: Path) -> tuple[Path, Path]:
     """Three photos (one with a person's keyword) scanned under ``photos``, watched with ``also``
-    (each scanned too): the library and its config."""
+    (each scanned too): the library and its config.  Places off: a dry run then reads a photo's
+    metadata only where it has a reason to."""
     library = tmp_path / "photos"
     person_tags(noise_jpeg(library / "2024" / "p0.jpg", seed=500), "Holiday")
     for i in (1, 2):
         noise_jpeg(library / "2024" / f"p{i}.jpg", seed=500 + i)
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[library, *also],
-                          tags=["beach", "forest"], top_k=2)
+                          tags=["beach", "forest"], top_k=2, extra="[places]\nenabled = false")
     for folder in (library, *also):
         result = tagwatch("scan", "--config", str(config), str(folder))
         assert result.returncode == 0, result.stderr
@@ -304,10 +305,34 @@ def test_a_library_moved_to_a_new_disk_is_counted_once(tmp_path: Path, tiny_chec
     assert keyword_sets(new / "2024" / "p0.jpg") == [({"Holiday"},) * 2]
 
 
+def test_a_dry_run_after_a_library_moved_says_what_the_scan_does(tmp_path: Path,
+                                                                 tiny_checkpoint: Path) -> None:
+    """After the move, ``scan --dry-run`` printed every photo with scores, "3 tagged": the whole
+    library about to be written again; the scan after it wrote nothing ("3 unchanged").  The dry run
+    takes each photo's keywords up from its old record as the scan does: "(already in the file)",
+    and in sync mode with fewer tags, the keywords of tagwatch's the scan takes out."""
+    library, config = tagged_library(tmp_path, tiny_checkpoint)
+    new = move_library(library, tmp_path / "newdisk" / "photos", config)
+    dry = tagwatch("scan", "--dry-run", "--config", str(config), str(new))
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert [line.endswith("(already in the file)") for line in lines] == [True] * 3, dry.stdout
+    assert "scan: 3 photos: 3 unchanged (dry run: no file written)" in dry.stderr, dry.stderr
+    sync = ("--mode", "sync", "--top-k", "1")
+    dry = tagwatch("scan", "--dry-run", *sync, "--config", str(config), str(new))
+    assert dry.stdout.count("would take out tagwatch's no longer predicted: ") == 3, dry.stdout
+    assert "scan: 3 photos: 3 tagged (dry run: no file written)" in dry.stderr, dry.stderr
+    real = tagwatch("scan", "--config", str(config), str(new))
+    assert "scan: 3 photos: 3 unchanged" in real.stderr, real.stderr
+    real = tagwatch("scan", *sync, "--config", str(config), str(new))
+    assert "scan: 3 photos: 3 tagged" in real.stderr, real.stderr
+    assert [len(held) for held, _ in keyword_sets(*sorted((new / "2024").iterdir()))] == [2, 1, 1]
+
+
 def test_a_keyword_a_person_took_out_of_the_original_stays_out_of_its_copy(tmp_path: Path,
                                                                           tiny_checkpoint: Path) -> None:
     """The copy took the original's record of our keywords but not of the one the person had taken
-    out, so the copy's first write put it back."""
+    out, so the copy's first write put it back.  A dry run said it would be written too."""
     env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2))
     try:
         env.use(["beach", "forest"])
@@ -320,6 +345,8 @@ def test_a_keyword_a_person_took_out_of_the_original_stays_out_of_its_copy(tmp_p
         assert keyword_sets(photo) == [({"forest"},) * 2]
         copy = copy_away(photo, "copy then delete")
         assert env.pipeline.apply([Delete(str(photo))]) == []
+        preview = env.pipeline.process([str(copy)], dry_run=True)[0]
+        assert (preview.status, [k for k, _ in preview.tags]) == (Status.UNCHANGED, ["forest"]), preview
         env.run(copy)
         assert keyword_sets(copy) == [({"forest"},) * 2]
         assert env.pipeline.untag(str(copy)).status == Status.UNTAGGED

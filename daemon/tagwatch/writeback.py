@@ -427,30 +427,41 @@ class Writeback:
         the scan would take out (sync mode's no longer predicted, a correction's remove) are named:
         a dry run with a stricter threshold called such a photo unchanged, and the scan after it
         took four keywords out.  So are the person's keywords overwrite mode would take out: a dry
-        run of ``--mode overwrite`` called a photo unchanged whose own keywords the scan deleted."""
+        run of ``--mode overwrite`` called a photo unchanged whose own keywords the scan deleted.
+        A photo new to the store takes up the keywords of ours of the file it is a copy of, as the
+        scan does (:meth:`adopt`): after a library was moved to a new disk, a dry run said every
+        photo would be tagged again, and the scan then left each one as it was."""
         row = self.store.file(job.path)
         mine = row is not None and row.key == job.key
         taken: list[str] = []
         state: FileState | None = None
         owned = self.store.ledger(row.id) if mine and row is not None else []
+        twins, theirs = (self.store.same_picture(job.key, job.path) if not mine and job.key is not None
+                         else ([], set()))
         overwrites = rules.mode == "overwrite" and bool(job.keywords)  # as plan_ahead: places alone never
-        if self.reader is not None and (owned or self.places is not None or overwrites or self.take_over):
+        if self.reader is not None and (owned or twins or self.places is not None or overwrites
+                                        or self.take_over):
             try:
                 state = self.reader.inspect(Path(job.path), job.stat,
                                             shared.apart(self.reader, self.store, job.path))
             except (MetadataError, OSError) as exc:
                 log.warning("%s: %s: %s", job.path, "place not looked up" if self.places else "not read", exc)
+        declined_there: set[str] = set()  # what a person took out of the file this one is a copy of
+        copied = (adoption(self.reader, job, state, twins, theirs)
+                  if state is not None and twins and self.reader is not None else None)
+        if copied is not None and copied.keywords:  # as adopt records them
+            owned, declined_there = list(copied.keywords), self._declined_in(copied.sources)
         if state is not None:  # what --take-over would make tagwatch's: ours from here on
             owned = [*owned, *self._claimable(replace(job, owned=owned), state, row if mine else None)]
         absent: list[str] = []  # ours the file no longer holds: nothing of them to take out
-        if state is not None and owned and row is not None:  # taken out since: the scan records it
+        if state is not None and owned and mine and row is not None:  # taken out since: the scan records it
             seen = replace(job, owned=owned)
             found, unwritten, why = self._removed(seen, row, state, self.store.ledger_paths(row.id),
                                                   self.reader)
             taken = [] if why else found
             absent = found + unwritten
         declined = (job.override.kept_out([*self.store.ledger(row.id, DECLINED), *taken])
-                    if mine and row is not None else set())
+                    if mine and row is not None else job.override.kept_out(declined_there))
         job = replace(job, tags=[(k, s) for k, s in job.tags if fold(k) not in declined])
         took = list(job.override.took) if isinstance(job.override, Corrected) else []
         places: list[str] = []
