@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, Env, exif_keywords, exiftool_read, noise_jpeg, status, tagwatch, write_config
+from conftest import (
+    CORPUS,
+    Daemon,
+    Env,
+    exif_keywords,
+    exiftool_read,
+    noise_jpeg,
+    status,
+    tagwatch,
+    write_config,
+)
 from tagwatch import writeback
 from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
@@ -248,9 +258,9 @@ def test_a_copy_is_said_to_be_of_the_file_still_there(tmp_path: Path, tiny_check
 
 
 def tagged_library(tmp_path: Path, tiny_checkpoint: Path, *also: Path) -> tuple[Path, Path]:
-    """Three photos (one with a person's keyword) scanned under ``photos``, watched with ``also``
-    (each scanned too): the library and its config.  Places off: a dry run then reads a photo's
-    metadata only where it has a reason to."""
+    """Three photos (one with a person's keyword) scanned under ``photos``, with any put there
+    before, watched with ``also`` (each scanned too): the library and its config.  Places off: a
+    dry run then reads a photo's metadata only where it has a reason to."""
     library = tmp_path / "photos"
     person_tags(noise_jpeg(library / "2024" / "p0.jpg", seed=500), "Holiday")
     for i in (1, 2):
@@ -270,8 +280,7 @@ def move_library(library: Path, new: Path, config: Path) -> Path:
     shutil.rmtree(library)
     text = config.read_text(encoding="utf-8")
     line = next(line for line in text.splitlines() if line.startswith("watch = "))
-    config.write_text(text.replace(line, f"watch = {json.dumps([str(new)])}"),
-                      encoding="utf-8")
+    config.write_text(text.replace(line, f"watch = {json.dumps([str(new)])}"), encoding="utf-8")
     return new
 
 
@@ -279,18 +288,24 @@ def test_a_library_moved_to_a_new_disk_is_counted_once(tmp_path: Path, tiny_chec
     """Each photo of a library moved to a new root took its keywords up from its record at the old
     path ("moved here from"), but that record stayed, for good: the old root, no longer watched,
     never had its files seen gone.  ``status`` counted 6 files for 3 photos and every keyword
-    twice, and every ``export`` listed each old path "not exported: no such file".  A folder only
-    taken out of ``watch`` keeps its records: its photos are still there, and it may come back."""
+    twice, and every ``export`` listed each old path "not exported: no such file" (one with nothing
+    of tagwatch's in it too: a person gave it the very words tagwatch would write).  A folder only
+    taken out of ``watch`` keeps its records: its photos are still there, and it may be watched
+    again."""
     archive = tmp_path / "archive"
     noise_jpeg(archive / "a.jpg", seed=510)
+    person_tags(noise_jpeg(tmp_path / "photos" / "2024" / "theirs.jpg", seed=503), "beach", "forest")
     library, config = tagged_library(tmp_path, tiny_checkpoint, archive)
     before = status(config)
-    assert (before["files"], before["keywords_written"]) == (4, 8)
+    assert (before["files"], before["keywords_written"]) == (5, 8)
     new = move_library(library, tmp_path / "newdisk" / "photos", config)  # archive: no longer watched
-    result = tagwatch("scan", "--config", str(config), str(new))
-    assert result.returncode == 0, result.stderr
-    assert f"{new}/2024/p1.jpg: moved here from {library}/2024/p1.jpg" in result.stderr, result.stderr
-    assert "scan: 3 photos: 3 unchanged" in result.stderr, result.stderr
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        for name in ("p0", "p1", "p2", "theirs"):
+            log = daemon.wait_log(f"checked {new}/2024/{name}.jpg: ")
+    finally:
+        assert daemon.stop() == 0
+    assert f"{new}/2024/p1.jpg: moved here from {library}/2024/p1.jpg" in log, log
     after = status(config)
     counters = ("files", "tagged", "keywords_written", "encoded")
     assert [after[name] for name in counters] == [before[name] for name in counters], after

@@ -192,7 +192,7 @@ class Pipeline:
         symbolic link: a folder link inside a watched root may point anywhere, and nothing outside is
         ours to write (a systemd unit lets the daemon write only there).  Photos a ``tagwatch scan``
         tagged elsewhere are brought up to date by the next scan of them."""
-        self.roots = tuple(str(r).rstrip("/") for r in roots)
+        self.roots = self.writeback.watched = tuple(str(r).rstrip("/") for r in roots)
 
     def _outside(self, path: str) -> bool:
         parent = os.path.dirname(path)

@@ -280,7 +280,6 @@ class Twin:
     path: str
     size: int | None  # as last recorded: the version tagwatch wrote (or found holding its keywords)
     ledger: dict[str, tuple[str, ...]]  # keyword → the hierarchical paths written (itself when flat)
-    deleted: bool = False  # recorded gone: nothing of it is counted or retired any more
 
 
 @dataclass(frozen=True)
@@ -828,11 +827,13 @@ class Store:
                 "SELECT keyword FROM ledger WHERE file_id = ? AND action = ? ORDER BY written, keyword",
                 (file_id, action))]
 
-    def paths_of_picture(self, key: bytes, path: str) -> list[str]:
-        """The other files recorded with the picture ``key``, deleted ones included, latest first."""
+    def paths_of_picture(self, key: bytes, path: str, *, deleted: bool = True) -> list[str]:
+        """The other files recorded with the picture ``key``, deleted ones included unless
+        ``deleted`` is False, latest first."""
         with self._lock:
             rows = self._db.execute("SELECT path FROM files WHERE key = ? AND path != ? "
-                                    "ORDER BY updated DESC", (key, path)).fetchall()
+                                    "AND (? OR state != ?) ORDER BY updated DESC",
+                                    (key, path, deleted, DELETED)).fetchall()
         return [r[0] for r in rows]
 
     def same_picture(self, key: bytes, path: str) -> tuple[list[Twin], set[str]]:
@@ -843,15 +844,15 @@ class Store:
         said to be of the file a person can look at, not of a path the picture was moved away from."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT f.id, f.path, f.size, l.keyword, l.action, l.paths, f.state FROM files f "
-                "JOIN ledger l ON l.file_id = f.id WHERE f.key = ? AND f.path != ? "
+                "SELECT f.id, f.path, f.size, l.keyword, l.action, l.paths FROM files f JOIN ledger l "
+                "ON l.file_id = f.id WHERE f.key = ? AND f.path != ? "
                 "ORDER BY f.state = ?, f.updated DESC, f.id, l.written, l.keyword",
                 (key, path, DELETED)).fetchall()
         twins: dict[int, Twin] = {}
         for r in rows:
             if r[4] == ADDED:
                 paths = tuple(r[5].split("\n")) if r[5] else (r[3],)
-                twins.setdefault(r[0], Twin(r[0], r[1], r[2], {}, r[6] == DELETED)).ledger[r[3]] = paths
+                twins.setdefault(r[0], Twin(r[0], r[1], r[2], {})).ledger[r[3]] = paths
         return list(twins.values()), {r[3] for r in rows if r[4] not in (ADDED, WITHDRAWN)}
 
     # -- places --------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ from .store import (
     utf8_name,
 )
 from .tagger import orphaned_levels
+from .watcher import inside
 from .wording import held_in, listed
 
 log = logging.getLogger(__name__)
@@ -192,36 +193,24 @@ def carried(keywords: Sequence[str], places: Iterable[str], out: Collection[str]
     return [*keywords, *(k for k in places if fold(k) not in listed and fold(k) not in out)]
 
 
-@dataclass(frozen=True)
-class Adoption:
-    """What a file new to the store takes up from the recorded files it is a copy of."""
-
-    sources: list[Twin]  # those files, the one it was moved from first
-    keywords: dict[str, tuple[str, ...]]  # ours in it → their paths
-    moved: Twin | None  # the file it was moved from (:func:`moved_from`), whose record it retires
-
-
 def adoption(reader: KeywordWriter, job: WriteJob, state: FileState, twins: Sequence[Twin],
-             theirs: Collection[str]) -> Adoption:
-    """What ``job``'s file takes up from ``twins``: :meth:`Writeback.adopt`'s rule, which a dry run
-    follows too (it said a moved library would be tagged again, and the scan left it alone)."""
+             theirs: Collection[str]) -> tuple[list[Twin], dict[str, tuple[str, ...]]]:
+    """The recorded files ``job``'s file is a copy of, and the keywords of ours it takes up from them
+    → their paths: :meth:`Writeback.adopt`'s rule, which a dry run follows too (it said a library
+    moved to a new disk would be tagged again, and the scan left every photo as it was)."""
     sources = [twin for twin in twins
                if twin.size == job.stat.st_size and not reader.absent(state, twin.ledger)]
-    moved = moved_from(job.path, sources)
-    if moved is not None:
-        sources = [moved, *(twin for twin in sources if twin is not moved)]
-    return Adoption(sources, {k: paths for twin in sources for k, paths in twin.ledger.items()
-                              if k not in theirs}, moved)
+    return sources, {k: paths for twin in sources for k, paths in twin.ledger.items() if k not in theirs}
 
 
-def moved_from(path: str, sources: Sequence[Twin]) -> Twin | None:
-    """The copied file ``path`` was moved from, if one is gone: recorded, not as deleted, and no
-    longer there (a library copied to a new disk, the old one deleted, the new one watched in its
-    place: the old folder, no longer watched, never has its files seen gone; or a copy then a delete
-    whose delete is not yet seen).  One of the same name first, as a move keeps the name."""
-    gone = [twin for twin in sources if not twin.deleted and not os.path.lexists(twin.path)]
+def moved_from(path: str, recorded: Sequence[str]) -> str | None:
+    """Which of ``recorded`` (the files on record, not as deleted, with the picture of the file new
+    to the store at ``path``) that file was moved from: one no longer there, one of the same name
+    first, as a move keeps the name.  A library copied to a new disk, the old tree deleted and the
+    new one watched in its place: the old folder, no longer watched, never has its files seen gone."""
+    gone = [old for old in recorded if not os.path.lexists(old)]
     name = os.path.basename(path)
-    return next((twin for twin in gone if os.path.basename(twin.path) == name), gone[0] if gone else None)
+    return next((old for old in gone if os.path.basename(old) == name), gone[0] if gone else None)
 
 
 def idle_sidecar(plan: WritePlan, owned: Collection[str]) -> WritePlan:
@@ -415,6 +404,8 @@ class Writeback:
         # `scan --take-over LIST`: keywords of that list (folded) the photos hold, written by another
         # tagger (rtag), become tagwatch's (see claim)
         self.take_over: frozenset[str] = frozenset()
+        # the daemon's watched folders: a file gone from one is seen gone there (see retire_moved)
+        self.watched: tuple[str, ...] = ()
 
     # -- the write protocol ---------------------------------------------------------------------
 
@@ -447,10 +438,10 @@ class Writeback:
             except (MetadataError, OSError) as exc:
                 log.warning("%s: %s: %s", job.path, "place not looked up" if self.places else "not read", exc)
         declined_there: set[str] = set()  # what a person took out of the file this one is a copy of
-        copied = (adoption(self.reader, job, state, twins, theirs)
-                  if state is not None and twins and self.reader is not None else None)
-        if copied is not None and copied.keywords:  # as adopt records them
-            owned, declined_there = list(copied.keywords), self._declined_in(copied.sources)
+        sources, adopted = (adoption(self.reader, job, state, twins, theirs)
+                            if state is not None and twins and self.reader is not None else ([], {}))
+        if adopted:  # as adopt records them
+            owned, declined_there = list(adopted), self._declined_in(sources)
         if state is not None:  # what --take-over would make tagwatch's: ours from here on
             owned = [*owned, *self._claimable(replace(job, owned=owned), state, row if mine else None)]
         absent: list[str] = []  # ours the file no longer holds: nothing of them to take out
@@ -516,9 +507,11 @@ class Writeback:
                     and set(row.tags or ()) == set(keywords))
         owned = job.owned = self.store.ledger(row.id) if row is not None else []
         owned_paths: Mapping[str, Sequence[str]] = self.store.ledger_paths(row.id) if row is not None else {}
-        # A file new to the store may be a copy of one tagwatch wrote into (see adopt)
+        # A file new to the store may be a copy of one tagwatch wrote into (see adopt), or one moved
+        # here from a path where its record is left (see retire_moved)
         twins, theirs = (self.store.same_picture(job.key, job.path) if row is None and job.key is not None
                          else ([], set()))
+        moved = self.retire_moved(job) if row is None else None
         # Without a prediction there is something to do only to our own keywords: sync drops them,
         # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
         # wipe a person's keywords over a threshold typo.
@@ -537,7 +530,7 @@ class Writeback:
         if (row is None or row.found is None) and self.writer.embeds(Path(job.path)):
             job.found = header_digest(Path(job.path))  # before our first write: see original.py
         if twins:
-            owned_paths = self.adopt(job, state, twins, theirs)
+            owned_paths = self.adopt(job, state, twins, theirs, moved)
         if row is not None and withdrawn_ns is not None and self.reclaim(job, row, state, withdrawn,
                                                                          withdrawn_ns):
             owned_paths = self.store.ledger_paths(row.id)
@@ -674,8 +667,8 @@ class Writeback:
                      "too", job.path, self.writer.sidecar_for(Path(job.path)).name, ", ".join(others.paths))
         return job.owned, writing, "sync" if mode == "overwrite" else mode, keep
 
-    def adopt(self, job: WriteJob, state: FileState, twins: Sequence[Twin], theirs: set[str]
-              ) -> dict[str, tuple[str, ...]]:
+    def adopt(self, job: WriteJob, state: FileState, twins: Sequence[Twin], theirs: set[str],
+              moved: str | None = None) -> dict[str, tuple[str, ...]]:
         """A file new to the store that holds the picture of files tagwatch wrote into may be a copy of
         one (``cp``, a move across disks or a file manager's copy-then-delete, a move out of the
         watched folders and back): the keywords of ours such a file's ledger lists are then ours in
@@ -686,14 +679,14 @@ class Writeback:
         keywords: a duplicate a person tagged, or a copy whose keywords they edited since, or one made
         before our write, holds the person's, and a keyword taken for ours would be taken out by
         untag.  Never a keyword any file of that picture records as a person's (``theirs``).
-        Recorded at once, as written: they are in the file already.  A copy of a file that is gone
-        is that file moved here (:func:`moved_from`): the rename it is, whose old record goes, as a
-        deleted photo's.  Returns the keywords adopted → their paths."""
+        Recorded at once, as written: they are in the file already.  ``moved``: the path the file
+        was moved from (:meth:`retire_moved`), whose record it takes up first.  Returns the keywords
+        adopted → their paths."""
         assert self.writer is not None
-        taken = adoption(self.writer, job, state, twins, theirs)
-        sources, adopted = taken.sources, taken.keywords
+        sources, adopted = adoption(self.writer, job, state, twins, theirs)
         if not adopted:
             return {}
+        sources.sort(key=lambda twin: twin.path != moved)  # stable: otherwise as same_picture has them
         st = job.stat
         records = self.store.filled(sources[0].id)
         with self.store.transaction():
@@ -713,23 +706,30 @@ class Writeback:
                  listed(adopted),
                  extra={"event": "adopted", "path": job.path, "from": sources[0].path,
                         "keywords": list(adopted)})
-        if taken.moved is not None:
-            self._retire(taken.moved.path)
         return adopted
 
     def _declined_in(self, sources: Iterable[Twin]) -> set[str]:
         """The keywords a person took out of any of ``sources``: out of their copy too."""
         return {k for twin in sources for k in self.store.ledger(twin.id, DECLINED)}
 
-    def _retire(self, path: str) -> None:
-        """The record of a photo found moved away from ``path`` (:func:`moved_from`) goes as a deleted
-        photo's does: it was counted twice in ``status`` and listed by every ``export`` as "no such
-        file", for good where its folder is no longer watched (nothing ever saw it gone).  Its ledger
-        stays, as a deleted photo's, for other copies of it.  A passing fault that kept our keywords
-        in its sidecar keeps it recorded, as a deletion does (:meth:`release`)."""
-        released = self._leave(path)
-        if released is not None and self.store.mark_deleted(path) and released:
-            log.info("%s: deleted%s", path, released, extra={"event": "deleted", "path": path})
+    def retire_moved(self, job: WriteJob) -> str | None:
+        """A file new to the store whose picture is on record at a path where no file is now was
+        moved from there (:func:`moved_from`): that record goes, as a deleted photo's does (its
+        ledger kept, for :meth:`adopt` and other copies).  Left, it stayed for good where its folder
+        is no longer watched (nothing ever saw it gone): ``status`` counted a library moved to a new
+        disk twice, and every ``export`` listed each old path as "no such file".  Not so in a folder
+        the daemon watches: the watcher sees the file gone there, and an unmounted drive's records
+        are kept until it is back.  A passing fault that kept our keywords in its sidecar keeps it
+        recorded, as for a deletion (:meth:`release`).  Returns the path it was moved from."""
+        if job.key is None:
+            return None
+        recorded = self.store.paths_of_picture(job.key, job.path, deleted=False)
+        old = moved_from(job.path, [path for path in recorded if not inside(path, self.watched)])
+        released = self._leave(old) if old is not None else None
+        if old is not None and released is not None and self.store.mark_deleted(old):
+            log.log(logging.INFO if released else logging.DEBUG, "%s: gone, moved to %s: its record goes%s",
+                    old, job.path, released, extra={"event": "deleted", "path": old})
+        return old
 
     def _claimable(self, job: WriteJob, state: FileState, row: FileRow | None) -> list[str]:
         """The keywords ``--take-over`` makes tagwatch's in this photo: those of its list the photo
