@@ -325,23 +325,26 @@ def test_a_dry_run_after_a_library_moved_says_what_the_scan_does(tmp_path: Path,
     """After the move, ``scan --dry-run`` printed every photo with scores, "3 tagged": the whole
     library about to be written again; the scan after it wrote nothing ("3 unchanged").  The dry run
     takes each photo's keywords up from its old record as the scan does: "(already in the file)",
-    and in sync mode with fewer tags, the keywords of tagwatch's the scan takes out."""
+    and in sync mode with fewer tags, the keywords of tagwatch's the scan takes out.  So is one
+    holding only a person's keywords, the very words tagwatch would write: it was "tagged" too."""
+    person_tags(noise_jpeg(tmp_path / "photos" / "2024" / "theirs.jpg", seed=503), "beach", "forest")
     library, config = tagged_library(tmp_path, tiny_checkpoint)
     new = move_library(library, tmp_path / "newdisk" / "photos", config)
     dry = tagwatch("scan", "--dry-run", "--config", str(config), str(new))
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
-    assert [line.endswith("(already in the file)") for line in lines] == [True] * 3, dry.stdout
-    assert "scan: 3 photos: 3 unchanged (dry run: no file written)" in dry.stderr, dry.stderr
+    assert [line.endswith("(already in the file)") for line in lines] == [True] * 4, dry.stdout
+    assert "scan: 4 photos: 4 unchanged (dry run: no file written)" in dry.stderr, dry.stderr
     sync = ("--mode", "sync", "--top-k", "1")
     dry = tagwatch("scan", "--dry-run", *sync, "--config", str(config), str(new))
     assert dry.stdout.count("would take out tagwatch's no longer predicted: ") == 3, dry.stdout
-    assert "scan: 3 photos: 3 tagged (dry run: no file written)" in dry.stderr, dry.stderr
+    assert "scan: 4 photos: 3 tagged, 1 unchanged (dry run: no file written)" in dry.stderr, dry.stderr
     real = tagwatch("scan", "--config", str(config), str(new))
-    assert "scan: 3 photos: 3 unchanged" in real.stderr, real.stderr
+    assert "scan: 4 photos: 4 unchanged" in real.stderr, real.stderr
     real = tagwatch("scan", *sync, "--config", str(config), str(new))
-    assert "scan: 3 photos: 3 tagged" in real.stderr, real.stderr
-    assert [len(held) for held, _ in keyword_sets(*sorted((new / "2024").iterdir()))] == [2, 1, 1]
+    assert "scan: 4 photos: 3 tagged, 1 unchanged" in real.stderr, real.stderr
+    photos = [new / "2024" / f"{name}.jpg" for name in ("p0", "p1", "p2", "theirs")]
+    assert [len(held) for held, _ in keyword_sets(*photos)] == [2, 1, 1, 2]  # p0: and its Holiday
 
 
 def test_a_keyword_a_person_took_out_of_the_original_stays_out_of_its_copy(tmp_path: Path,

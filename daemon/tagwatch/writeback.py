@@ -421,7 +421,9 @@ class Writeback:
         run of ``--mode overwrite`` called a photo unchanged whose own keywords the scan deleted.
         A photo new to the store takes up the keywords of ours of the file it is a copy of, as the
         scan does (:meth:`adopt`): after a library was moved to a new disk, a dry run said every
-        photo would be tagged again, and the scan then left each one as it was."""
+        photo would be tagged again, and the scan then left each one as it was.  A photo with
+        keywords to get is read even where nothing else asks for it (places off): one that holds
+        them all, as a person's, was "tagged" in the dry run and "(already in the file)" in the scan."""
         row = self.store.file(job.path)
         mine = row is not None and row.key == job.key
         taken: list[str] = []
@@ -430,8 +432,9 @@ class Writeback:
         twins, theirs = (self.store.same_picture(job.key, job.path) if not mine and job.key is not None
                          else ([], set()))
         overwrites = rules.mode == "overwrite" and bool(job.keywords)  # as plan_ahead: places alone never
-        if self.reader is not None and (owned or twins or self.places is not None or overwrites
-                                        or self.take_over):
+        # read as the scan reads it wherever it may hold what it would get (a person's same words)
+        if self.reader is not None and (owned or twins or job.keywords or self.places is not None
+                                        or overwrites or self.take_over):
             try:
                 state = self.reader.inspect(Path(job.path), job.stat,
                                             shared.apart(self.reader, self.store, job.path))
