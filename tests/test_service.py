@@ -216,33 +216,67 @@ def test_an_edit_of_the_overrides_is_logged_as_the_overrides_re_scored(tmp_path:
         assert daemon.stop() == 0
 
 
+def install_unit(config: Path, home: Path) -> str:
+    """`tagwatch service install` for ``config`` as the user whose home is ``home``: what it prints."""
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    result = subprocess.run([sys.executable, "-m", "tagwatch", "--config", str(config), "service",
+                             "install", "--platform", "systemd"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def enable_unit(unit: Path) -> None:
+    """What `systemctl --user enable tagwatch` does to the files: link the unit into default.target."""
+    wants = unit.parent / "default.target.wants"
+    wants.mkdir(exist_ok=True)
+    (wants / unit.name).symlink_to(unit)
+
+
 def test_installing_the_unit_again_after_adding_a_folder_says_to_restart(tmp_path: Path,
                                                                          tiny_checkpoint: Path) -> None:
     """`service install` again for the same config (a folder added to watch) said `enable --now`,
-    which leaves a running daemon as it was, the new folder read-only to it: it says restart."""
+    which leaves a running daemon as it was, the new folder read-only to it: for a unit that is
+    enabled, it says restart."""
     home = tmp_path / "home"
     photos, more = home / "photos", home / "photos2"
     photos.mkdir(parents=True)
     more.mkdir()
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
-
-    def install(config: Path) -> str:
-        result = subprocess.run([sys.executable, "-m", "tagwatch", "--config", str(config), "service",
-                                 "install", "--platform", "systemd"],
-                                capture_output=True, text=True, env=env, timeout=60)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
     unit = home / ".config" / "systemd" / "user" / "tagwatch.service"
     config = write_config(home / "conf", tiny_checkpoint, watch=[photos])
-    first = install(config)
+    first = install_unit(config, home)
     assert "next: systemctl --user daemon-reload && systemctl --user enable --now tagwatch" in first
+    enable_unit(unit)
     write_config(home / "conf", tiny_checkpoint, watch=[photos, more])
-    again = install(config)
+    again = install_unit(config, home)
     assert f"-{more}" in unit.read_text(encoding="utf-8")
     assert f"wrote {unit}, replacing the one that was there" in again
     assert "next: systemctl --user daemon-reload && systemctl --user restart tagwatch   #" in again
     assert "enable --now" not in again
+
+
+def test_installing_the_unit_again_before_enabling_it_still_says_to_enable_it(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """xY #2: a second `service install` before the unit was ever enabled (a newcomer re-running the
+    step, or adding a folder to watch) said only "daemon-reload && restart": followed, it starts the
+    daemon once, never at the next login.  A unit with no default.target.wants link gets `enable
+    --now` again, the restart named for a daemon started by hand; once enabled, the restart alone."""
+    home = tmp_path / "home"
+    photos = home / "photos"
+    photos.mkdir(parents=True)
+    unit = home / ".config" / "systemd" / "user" / "tagwatch.service"
+    config = write_config(home / "conf", tiny_checkpoint, watch=[photos])
+    enable = "next: systemctl --user daemon-reload && systemctl --user enable --now tagwatch"
+    assert enable in install_unit(config, home)
+    again = install_unit(config, home)
+    assert f"wrote {unit}, replacing the one that was there" in again
+    assert f"{enable}   # it was not enabled: now it starts at every login; a daemon you started by hand " \
+           "keeps the old unit's settings (a folder added to watch stays read-only to it) until " \
+           "`systemctl --user restart tagwatch`" in again, again
+    enable_unit(unit)
+    enabled = install_unit(config, home)
+    assert "next: systemctl --user daemon-reload && systemctl --user restart tagwatch   #" in enabled
+    assert "enable --now" not in enabled
 
 
 def test_status_with_a_bad_edit_of_the_config_still_shows_the_daemon_and_what_is_not_in_use(

@@ -109,7 +109,10 @@ def test_install_writes_a_verified_unit_for_this_user_and_uninstall_removes_it(
     replaced = run_cli("service", "install", "--config", str(other), home=home)
     assert f"replaced {unit}, which ran the config {config.resolve()}: it runs {other.resolve()} now" \
         in replaced.stdout, replaced.stdout
-    assert "next: systemctl --user daemon-reload && systemctl --user restart tagwatch" in replaced.stdout
+    # never enabled: enable it, as at the first install (a restart alone would not start it at login)
+    assert "next: systemctl --user daemon-reload && systemctl --user enable --now tagwatch   # it was not " \
+        "enabled: now it starts at every login; a daemon you started by hand goes on with the old config" \
+        in replaced.stdout, replaced.stdout
     unit.write_text("[Service]\nExecStart=/bin/true\n")
     refused = run_cli("service", "install", "--config", str(config), home=home)
     assert refused.returncode == 2 and "not written by tagwatch" in refused.stderr

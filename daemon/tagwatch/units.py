@@ -7,6 +7,7 @@ never drift apart; a test compares them.
 
 from __future__ import annotations
 
+import os
 import plistlib
 import re
 import sys
@@ -136,6 +137,14 @@ def unit_file(platform: str) -> Path:
     if platform == "launchd":
         return Path.home() / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
     return default_config_path().parent.parent / "systemd" / "user" / "tagwatch.service"
+
+
+def enabled(unit: Path) -> bool:
+    """Is the systemd user unit ``unit`` enabled: linked into default.target (its ``WantedBy=``) by
+    ``systemctl --user enable``, so that it starts at every login?  The link, not the unit file, says
+    so: ``service install`` tells to enable a unit that is not, and ``service uninstall`` refuses one
+    that is."""
+    return os.path.lexists(unit.parent / "default.target.wants" / unit.name)
 
 
 def writable_folders(config: Config) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ def uninstall(platform: str, target: Path, *, ours: bool, force: bool) -> str:
         raise UsageError(f"{target}: not installed")
     if not ours and not force:
         raise UsageError(f"{target} was not written by tagwatch; remove it yourself (or --force)")
-    if platform == "systemd" and (target.parent / "default.target.wants" / target.name).exists():
+    if platform == "systemd" and units.enabled(target):
         raise UsageError("the service is still enabled: run `systemctl --user disable --now tagwatch` "
                          "first")
     target.unlink()
@@ -49,6 +49,26 @@ def unit(platform: str, config: Config) -> tuple[bytes, str]:
             "systemctl --user daemon-reload && systemctl --user enable --now tagwatch")
 
 
+def next_step(platform: str, target: Path, enable: str, kept: str | None) -> str:
+    """The command that puts the unit just written to work.  ``kept``: what a daemon already running
+    keeps until it restarts, where the unit replaced one; None for a first install.
+
+    ``enable --now`` starts the unit and makes it start at every login, but leaves a running daemon
+    as it was, so an enabled unit needs a restart instead.  A unit not enabled yet gets ``enable
+    --now`` whether or not it replaced one: a second install said only "restart", which starts the
+    daemon once and never at the next login."""
+    if kept is None:
+        return enable
+    if platform == "launchd":
+        return (f"launchctl bootout gui/{os.getuid()} {shlex.quote(str(target))}, then {enable}   "
+                f"# a daemon already running {kept} until then")
+    if not units.enabled(target):
+        return (f"{enable}   # it was not enabled: now it starts at every login; a daemon you started by "
+                f"hand {kept} until `systemctl --user restart tagwatch`")
+    return ("systemctl --user daemon-reload && systemctl --user restart tagwatch   "
+            f"# a daemon already running {kept} until then")
+
+
 def service_func(args: argparse.Namespace) -> int:
     platform = args.platform or ("launchd" if sys.platform == "darwin" else "systemd")
     target = service_file(platform)
@@ -69,20 +89,16 @@ def service_func(args: argparse.Namespace) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, text, mode=0o644)  # readable by the service manager, like any unit file
     now = units.runs_config(text)
+    kept: str | None = None  # what a daemon already running keeps, where this replaced a unit
     if not existed:
         print(f"wrote {target}")
-        print(f"next: {enable}")
-    else:  # `enable --now` leaves a running daemon alone: only a restart takes up the new unit
-        if before is not None and before != now:  # one unit per user: the other config's daemon is gone
-            print(f"replaced {target}, which ran the config {before}: it runs {now} now")
-            why = "goes on with the old config until then"
-        else:  # e.g. a folder added to watch: ReadWritePaths= is the new unit's, read at its start
-            print(f"wrote {target}, replacing the one that was there")
-            why = "keeps the old unit's settings (a folder added to watch stays read-only to it) until then"
-        restart = ("systemctl --user daemon-reload && systemctl --user restart tagwatch"
-                   if platform == "systemd"
-                   else f"launchctl bootout gui/{os.getuid()} {shlex.quote(str(target))}, then {enable}")
-        print(f"next: {restart}   # a daemon already running {why}")
+    elif before is not None and before != now:  # one unit per user: the other config's daemon is gone
+        print(f"replaced {target}, which ran the config {before}: it runs {now} now")
+        kept = "goes on with the old config"
+    else:  # e.g. a folder added to watch: ReadWritePaths= is the new unit's, read at its start
+        print(f"wrote {target}, replacing the one that was there")
+        kept = "keeps the old unit's settings (a folder added to watch stays read-only to it)"
+    print(f"next: {next_step(platform, target, enable, kept)}")
     if platform == "systemd":
         print("to keep it running while you are logged out (a NAS, a server): "
               "sudo loginctl enable-linger $USER")
