@@ -37,6 +37,7 @@ from tagwatch.cli.explain import TAKEN_OUT, explain
 from tagwatch.cli.status import render, status
 from tagwatch.config import PlacesConfig, TaggingConfig, load_config
 from tagwatch.formats import content_key
+from tagwatch.logs import JsonFormatter
 from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
@@ -433,10 +434,13 @@ def test_a_tag_taken_out_implies_no_level_and_stays_out_when_the_list_re_spells_
 
 
 @pytest.mark.parametrize("mode", ["append", "sync"])
-def test_a_tag_the_list_re_spells_replaces_ours_and_is_never_written_twice(tmp_path: Path, mode: str) -> None:
+def test_a_tag_the_list_re_spells_replaces_ours_and_is_never_written_twice(
+        tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture) -> None:
     """The tag list re-spelling circle as "Circle" left both spellings in every photo tagged before,
     in append mode (the default): "purple, circle, colour, Circle".  Ours is one keyword whatever its
-    case: the new spelling replaces it in every field (the hierarchical path too), untag takes it out."""
+    case: the new spelling replaces it in every field (the hierarchical path too), untag takes it out.
+    The photo's log line says so (xY #4: it read "took out tagwatch's no longer predicted: red" on
+    every photo with the tag), and its JSON record counts nothing removed."""
     tagging = TaggingConfig(threshold=THRESHOLD, mode=mode)  # expand = "parents"
     env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
     try:
@@ -447,7 +451,13 @@ def test_a_tag_the_list_re_spells_replaces_ours_and_is_never_written_twice(tmp_p
         (tmp_path / "shapes.toml").write_text(SHAPES_LIST.replace('keyword = "red"', 'keyword = "Red"'),
                                               encoding="utf-8")
         env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
-        assert env.pipeline.retag() == (1, 1)
+        with caplog.at_level("INFO", logger="tagwatch"):
+            assert env.pipeline.retag() == (1, 1)
+        record = next(r for r in caplog.records if getattr(r, "event", None) == "tagged")
+        line = record.getMessage()
+        assert line == f"tagged {photo}: square, Red, polygon, shape, colour; re-spelled: red → Red", line
+        logged = json.loads(JsonFormatter().format(record))
+        assert logged["respelled"] == {"red": "Red"} and "removed" not in logged, logged
         assert held(photo, env) == {"Anna", "Red", "square", "colour", "polygon", "shape"}
         out = exiftool_read("-j", "-XMP-lr:HierarchicalSubject", str(photo))
         paths = json.loads(out)[0]["HierarchicalSubject"]

@@ -75,7 +75,7 @@ from .store import (
 )
 from .tagger import orphaned_levels
 from .watcher import inside
-from .wording import held_in, listed
+from .wording import held_in, listed, quoted
 
 log = logging.getLogger(__name__)
 
@@ -292,11 +292,21 @@ def write_file(writer: KeywordWriter, job: WriteJob) -> os.stat_result:
     return job.stat
 
 
+def new_spellings(removed: Sequence[str], carried: Iterable[str]) -> dict[str, str]:
+    """Keywords of ours a write took out → the spelling of them it carries instead (``square`` →
+    ``Square``): the tag list re-spelled them, and a re-spelled tag is the same keyword
+    (docs/tag-lists.md), so the log names them re-spelled, neither "no longer predicted" nor
+    removed (every photo with one read as having lost the tag)."""
+    spelled = {fold(k): k for k in carried}
+    return {k: spelled[fold(k)] for k in removed if fold(k) in spelled}
+
+
 def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_out: Sequence[str],
                 threshold: float, wrote: bool, removed: Sequence[str] = (), dropped: Sequence[str] = (),
                 rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = (),
                 withdrawn: Sequence[str] = (), gave_back: Sequence[str] = (), respelled: Sequence[str] = (),
-                where: str | Callable[[], str] = "the file", own_thresholds: bool = False) -> str:
+                where: str | Callable[[], str] = "the file", own_thresholds: bool = False,
+                new_spelling: Mapping[str, str] | None = None) -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
@@ -316,6 +326,9 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
     fields whose value of ours the write took out (:func:`given_back`), named instead of "fields
     brought up to date"; so are ``respelled``, keywords whose hierarchical path the write changed (a
     parent or ``[places] root`` edit: 243 photos read "fields brought up to date" of that).
+
+    ``new_spelling``: those of ``removed`` this write took out for their new spelling
+    (:func:`new_spellings`), named as re-spelled (``re-spelled: square → Square``).
 
     ``own_thresholds``: some tag of the list has a threshold of its own, so "no tag above threshold
     0.36" would be untrue of it: the line says "its threshold" and names both.
@@ -341,7 +354,11 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
         tail.append(f"removed by an override: {listed(overridden)}")
     if withdrawn:
         tail.append(f"took out, as a correction asks: {listed(withdrawn)}")
-    unpredicted = [k for k in removed if k not in withdrawn]
+    new_spelling = new_spelling or {}
+    if new_spelling:
+        tail.append("re-spelled: " + ", ".join(f"{quoted(old)} → {quoted(new)}"
+                                               for old, new in new_spelling.items()))
+    unpredicted = [k for k in removed if k not in withdrawn and k not in new_spelling]
     if unpredicted:
         tail.append(f"took out tagwatch's no longer predicted: {listed(unpredicted)}")
     if dropped:
@@ -954,8 +971,11 @@ class Writeback:
             fields["declined"] = job.kept_out
         removed = plan.removed if job.writes and plan is not None else []
         dropped = plan.dropped if job.writes and plan is not None else []
-        if removed:
-            fields["removed"] = removed
+        spellings = new_spellings(removed, [*carried, *places])  # the same keywords: not removed
+        if spellings:
+            fields["respelled"] = spellings
+        if any(k not in spellings for k in removed):
+            fields["removed"] = [k for k in removed if k not in spellings]
         if dropped:
             fields["dropped"] = dropped
         # predicted, and in the file as a person's already: not written (their "RED" for our red)
@@ -976,7 +996,8 @@ class Writeback:
             removed, dropped, rewrote=rewrote, theirs=theirs, overridden=overridden,
             withdrawn=withdrawn, gave_back=gave,
             respelled=plan.respelled if rewrote and plan is not None else (),
-            where=partial(self.where_keywords, job.path), own_thresholds=rules.own_thresholds),
+            where=partial(self.where_keywords, job.path), own_thresholds=rules.own_thresholds,
+            new_spelling=spellings),
             extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote, overridden=overridden)
 
