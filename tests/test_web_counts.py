@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -301,3 +302,56 @@ def test_a_correction_an_unwritable_config_folder_cannot_take_is_refused_on_the_
     assert chips(browser, "#file-keywords")["star"] == "ours"
     browser.find_element(By.CSS_SELECTOR, REJECT).click()
     wait_for(lambda: "star" not in exif_keywords(library.root / photo)["iptc"])
+
+
+def test_the_page_answering_a_saved_threshold_says_its_photos_wait_for_the_re_tag(
+        library: Library, browser, tmp_path: Path) -> None:
+    """xY #3: right after "Save threshold" the tag page read "2 score above the threshold 0.500;
+    4 predicted now": the photos' predictions were the old threshold's until the daemon re-scored
+    them.  A `tagwatch web` beside a daemon that is busy (held here with SIGSTOP, so the answer is
+    rendered before any re-score) says how many photos still wait for the list as saved and gives
+    their counts as last tagged, never as "predicted now"; the panel then follows the re-score by
+    itself, with no reload, to the counts of the saved threshold."""
+    from selenium.webdriver.common.by import By
+
+    exported = tagwatch("export", "--scores", "--config", str(library.config), str(library.root))
+    assert exported.returncode == 0, exported.stderr
+    scores = sorted(record["circle"] for record in json.loads(exported.stdout).values() if "circle" in record)
+    assert len(scores) == 2, scores  # red-circle and blue-circle
+    threshold = round((scores[0] + scores[1]) / 2, 4)  # one of them keeps it, in the saved list
+    log = tmp_path / "web.log"
+    with log.open("wb") as err:
+        web = subprocess.Popen([sys.executable, "-m", "tagwatch", "web", "--config", str(library.config),
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=err, cwd=REPO, text=True)
+    library.daemon.signal(signal.SIGSTOP)
+    try:
+        line = web.stdout.readline()  # type: ignore[union-attr]
+        match = re.fullmatch(r"review page: (http://127\.0\.0\.1:\d+)/\?token=(\S+)\n", line)
+        assert match, line + log.read_text()
+        browser.get(f"{match.group(1)}/?token={match.group(2)}")
+        browser.get(f"{match.group(1)}/tag/circle")
+        before = words(browser, "#counts")
+        assert "2 predicted now (top_k, levels and corrections applied); 2 carry circle in the file." \
+            in before, before
+        field = browser.find_element(By.ID, "threshold")
+        field.clear()
+        field.send_keys(str(threshold))
+        browser.find_element(By.ID, "save-threshold").click()
+        wait_for(lambda: "wrote 1 threshold into" in words(browser, ".banner.ok"))
+        answer = words(browser, "#counts")
+        assert f"1 score above the threshold {threshold:.3f};" in answer, answer
+        assert (f"{len(PHOTOS)} photos still to re-tag with the tag list as it is now: as last tagged, "
+                "2 predicted and 2 carry circle in the file.") in answer, answer
+        assert "predicted now" not in answer
+    finally:
+        library.daemon.signal(signal.SIGCONT)
+    try:
+        # the re-score reaches the photos: the same page, polling, shows the saved threshold's counts
+        wait_for(lambda: "predicted now" in words(browser, "#counts"))
+        after = words(browser, "#counts")
+        assert "1 score above the threshold" in after and "1 predicted now" in after, after
+        assert "2 carry circle in the file: 1 of them keep the circle tagwatch wrote before" in after, after
+        assert not browser.find_elements(By.ID, "behind")
+    finally:
+        web.terminate()
+        assert web.wait(timeout=30) == 0

@@ -73,6 +73,13 @@ _MODE = "mode="  # the fingerprint's part for [tagging] mode: a file written und
 NOT_UTF8 = "the file name is not valid UTF-8; rename the file"  # why such a photo is skipped
 
 
+def listed_with(tagged_with: str | None) -> str | None:
+    """The tag list's :meth:`Vocabulary.fingerprint` within a file's recorded fingerprint (its first
+    part, see :meth:`Pipeline._refresh_fingerprint`): the review page's tag page tells by it which
+    photos a re-score with the list as it is now has not reached yet."""
+    return tagged_with.split("|", 1)[0] if tagged_with else None
+
+
 def not_utf8_names(paths: Iterable[str]) -> list[str]:
     """Those of ``paths`` every command refuses, :data:`NOT_UTF8` their reason: the daemon and
     ``scan`` skip them here (:meth:`Pipeline.select`), ``export`` leaves them out by the same rule.
@@ -249,6 +256,7 @@ class Pipeline:
     def _refresh_fingerprint(self) -> None:
         if self.vocabulary is None:
             return
+        # the tag list's first: listed_with reads it
         parts = [self.vocabulary.fingerprint(), f"{self.tagging.threshold:.6f}", str(self.tagging.top_k),
                  f"{_MODE}{self.tagging.mode}", self.model.identity]
         if self.expansion.levels:  # what expansion adds (none: the fingerprint of before expansion)

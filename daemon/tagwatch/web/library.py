@@ -31,7 +31,7 @@ from ..geotag import Places
 from ..metadata import Keywords, KeywordWriter
 from ..model import model_identity
 from ..overrides import Override, Overrides, OverridesError, glob_escape
-from ..pipeline import load_config_overrides, load_tag_list
+from ..pipeline import listed_with, load_config_overrides, load_tag_list
 from ..places import Coordinates
 from ..scoring import tag_thresholds
 from ..status import daemon_state
@@ -284,6 +284,8 @@ class TagView:
     prompts: tuple[str, ...] = field(default_factory=tuple)
     predicted: int = 0  # photos the list gives it now (top_k, levels and corrections applied)
     append: bool = False  # [tagging] mode = "append": a keyword no longer predicted stays in the file
+    behind: int = 0  # photos not re-tagged yet with the list shown: ``predicted`` and ``carried`` are
+    #                  from before it (see Library._behind)
 
 
 def _stamp(path: Path | None) -> tuple[int, int, int] | None:
@@ -988,7 +990,22 @@ class Library:
             int((scores > np.float32(current)).sum()), len(carriers.carrying(keyword)),
             neighbours(near_above), neighbours(near_below),
             self.config.tags.suffix.lower() == ".toml", "|".join(tag.parents), tag.prompts,
-            len(carriers.predicting(keyword)), self.config.tagging.mode == "append")
+            len(carriers.predicting(keyword)), self.config.tagging.mode == "append", self._behind(scoring))
+
+    def _behind(self, scoring: Scoring) -> int:
+        """The photos with a cached vector whose keywords were last predicted with another tag list
+        than ``scoring``'s, as their recorded fingerprint says (:func:`listed_with`).  Right after a
+        threshold is saved that is all of them, until the daemon (or this page, with none running)
+        re-scores them: the page answering the save read "2 score above the threshold 0.500; 4
+        predicted now" with no word that the 4 were the old threshold's."""
+        current = scoring.vocabulary.fingerprint()
+
+        def count() -> int:
+            roots = list(self.roots.roots)
+            scored = {row.id for row in self._vectors(roots)[0]}  # the re-score reaches only these
+            return sum(1 for row in self._listed(roots, None, False)
+                       if row.state == DONE and row.id in scored and listed_with(row.tagged_with) != current)
+        return self._cached(("behind", current, *self._database_stamp()), count)  # type: ignore[return-value]
 
     def tag_counts(self) -> list[tuple[str, float, bool, int, int]]:
         """(keyword, threshold, has its own, photos carrying it, photos predicted now) for every tag
