@@ -831,9 +831,8 @@ class Pipeline:
         """Files whose place keywords as last written are not those their corrections leave now
         (:meth:`Places.outdated`): a ✕ on a place, or its ↺, changes no predicted tag, and the
         re-score it starts rewrote nothing ("re-scored 13 photos, rewrote 0").  Only files that had
-        coordinates are looked up, one by one: a library without GPS pays one query."""
-        maybe = self.store.maybe_located()
-        placed = self.store.located(r.id for r in rows if r.state == DONE and r.id in maybe)
+        coordinates are looked at, all read in one query."""
+        placed = self.store.placed()
         return {r.id for r in rows if r.id in placed
                 and self.places.outdated(placed[r.id], self.overrides.for_path(r.path).removes())}
 

@@ -174,8 +174,9 @@ class Activity:
         and when, instead of "(will retry)" a day later with nothing left to retry."""
         error = self.last_error
         if error is not None and error["path"] == path and error["reason"].endswith(WILL_RETRY):
-            error["reason"] = error["reason"].removesuffix(WILL_RETRY) + " (retried: done since)"
-            error["resolved"] = now
+            # a new dict: a snapshot handed out earlier may be serialised outside the lock meanwhile
+            reason = error["reason"].removesuffix(WILL_RETRY) + " (retried: done since)"
+            self.last_error = {**error, "reason": reason, "resolved": now}
 
     def reject(self, what: str, reason: str | None) -> None:
         """``what`` ("config", "tag list", "overrides") on disk was refused for ``reason`` and the

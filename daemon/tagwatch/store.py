@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,6 +325,13 @@ def _paths(keyword: str, paths: Sequence[str] | None) -> str | None:
     if not paths or list(paths) == [keyword]:
         return None
     return "\n".join(dict.fromkeys(paths))
+
+
+def inside(path: str, folders: Collection[str]) -> bool:
+    """Is ``path`` inside one of ``folders``?  The rule the store's folder queries follow too
+    (:meth:`Store.files_under`, the re-score's ``tagged_files``): ``tags suggest`` counts by it, the
+    watcher and a file moved in by it."""
+    return any(path.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
 def _under(folder: str) -> tuple[str, str]:
@@ -880,6 +887,15 @@ class Store:
         found = self._each("SELECT * FROM located WHERE file_id = ?", file_ids)
         return {file_id: Located(r[1], r[2], _tags(r[3]) or ()) for file_id, r in found.items()}
 
+    def placed(self) -> dict[int, Located]:
+        """Every live tagged file's last coordinates and place keywords, where it had coordinates:
+        one query for a re-score's look at them all (one per file held the lock for 100,000)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT l.* FROM located l JOIN files f ON f.id = l.file_id "
+                "WHERE f.state = ? AND l.lat IS NOT NULL", (DONE,)).fetchall()
+        return {r[0]: Located(r[1], r[2], _tags(r[3]) or ()) for r in rows}
+
     def maybe_located(self) -> set[int]:
         """Live files that had coordinates when last written, or were never looked at for them."""
         with self._lock:
@@ -959,9 +975,10 @@ class Store:
             cached = db.execute("SELECT COUNT(*) FROM image_vectors WHERE model = ?", (model,)).fetchone()[0]
             encoded = db.execute("SELECT value FROM counters WHERE name = 'encoded'").fetchone()[0]
             captioned = db.execute("SELECT value FROM counters WHERE name = 'captioned'").fetchone()[0]
-            written, declined = (db.execute(
-                "SELECT COUNT(*) FROM ledger l JOIN files f ON f.id = l.file_id WHERE l.action = ? "
-                "AND f.state != ?", (action, DELETED)).fetchone()[0] for action in (ADDED, DECLINED))
+            actions = dict(db.execute(  # one pass over the ledger (status asks every 10 s)
+                "SELECT l.action, COUNT(*) FROM ledger l JOIN files f ON f.id = l.file_id WHERE f.state != ? "
+                "GROUP BY l.action", (DELETED,)).fetchall())
+            written, declined = actions.get(ADDED, 0), actions.get(DECLINED, 0)
         return {
             "files": sum(n for s, n in states.items() if s != DELETED),
             "tagged": states.get(DONE, 0),

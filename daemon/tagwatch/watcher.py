@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from .formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
 from .freshness import SIDECAR_SUFFIX, is_settled, is_sidecar
 from .metadata import remove_if_stale
 from .queue import BatchQueue, Delete, HalfMove, Move
-from .store import FileRow, Store
+from .store import FileRow, Store, inside
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +176,6 @@ class ScanReport:
     gone: int = 0
     moved: int = 0  # photos found under another name, the old one gone: moved while no one watched
     unlistable: set[str] = field(default_factory=set)  # folders not listed: their files were kept
-
-
-def inside(path: str, folders: Collection[str]) -> bool:
-    """Is ``path`` inside one of ``folders``?  The rule the store's folder queries follow too
-    (``Store.files_under``, the re-score's ``tagged_files``): ``tags suggest`` counts by it."""
-    return any(path.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
 Signature = tuple[str, int, int]

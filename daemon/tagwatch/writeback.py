@@ -71,10 +71,10 @@ from .store import (
     FileRow,
     Store,
     Twin,
+    inside,
     utf8_name,
 )
 from .tagger import orphaned_levels
-from .watcher import inside
 from .wording import held_in, listed, quoted
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ log = logging.getLogger(__name__)
 # it (read before our write landed, renamed over it after): those keywords are written again rather
 # than taken for a person's removal.  A person takes longer to see a keyword and take it out.
 STALE_SAVE_NS = 10 * 1_000_000_000
+# Change times this close are one version: the ledger keeps a withdrawing write's as float seconds
+SAME_VERSION_NS = 1_000
 # Why keywords of ours missing from a file are no person's doing (see Writeback._removed)
 STALE, FOUND = "a save built from the version before our write", "the version found before our first write"
 RESTORED = "a change before the database was restored from an older copy"
@@ -422,7 +424,7 @@ class Writeback:
         # tagger (rtag), become tagwatch's (see claim)
         self.take_over: frozenset[str] = frozenset()
         # the daemon's watched folders: a file gone from one is seen gone there (see retire_moved)
-        self.watched: tuple[str, ...] = ()
+        self.watched: tuple[str, ...] = ()  # the daemon's folders: a file gone there is the watcher's
 
     # -- the write protocol ---------------------------------------------------------------------
 
@@ -551,14 +553,17 @@ class Writeback:
             job.found = header_digest(Path(job.path))  # before our first write: see original.py
         if twins:
             owned_paths = self.adopt(job, state, twins, theirs, moved)
-        if row is not None and withdrawn_ns is not None and self.reclaim(job, row, state, withdrawn,
-                                                                         withdrawn_ns):
-            owned_paths = self.store.ledger_paths(row.id)
         self.claim(job, state, row)
         declined = (self.taken_out(job, row, state, owned_paths) if row is not None
                     else set(self.store.ledger(job.file_id, DECLINED)) if job.file_id is not None else set())
         others = shared.NO_MATES if state.apart else shared.mates(self.writer, self.store, job.path)
         declined |= others.declined  # taken out of the sidecar they share: out for both photos
+        # after taken_out, whose "save built from before our write" test reads the ledger as that write
+        # left it (a reclaim first made a tag the same write swapped in look like a person's removal)
+        back = {k: p for k, p in withdrawn.items() if k not in others.held}  # the mates' stay in the sidecar
+        if row is not None and withdrawn_ns is not None and back and self.reclaim(job, row, state, back,
+                                                                                  withdrawn_ns):
+            owned_paths = self.store.ledger_paths(row.id)
         owned = job.owned
         # A keyword a person took out stays out, unless they put it back (theirs then) or an override
         # of theirs asks for it
@@ -793,7 +798,9 @@ class Writeback:
         They were taken for a person's, which sync and untag never take out."""
         assert self.writer is not None
         changed = self._changed_ns(job.path, state)
-        if not 0 < changed - withdrawn_ns <= STALE_SAVE_NS or self.writer.absent(state, withdrawn):
+        # later by more than the ledger's float seconds can blur (~250 ns): a save, not that write itself
+        later = changed - withdrawn_ns
+        if not SAME_VERSION_NS < later <= STALE_SAVE_NS or self.writer.absent(state, withdrawn):
             return False
         back = list(withdrawn)
         self.store.reclaim(row.id, back)

@@ -162,8 +162,12 @@ def make_pipeline(config: Config, store: Store, writer: KeywordWriter | None,
     """:func:`tagwatch.pipeline.pipeline_for` with a progress bar while new prompts are encoded
     (``model``: the config's child started ahead by the caller, or the Ray engine's stations;
     ``reader``: a dry run's, which reads the photos' GPS for their places and writes nothing)."""
-    return pipeline_for(config, store, writer, model=model, reader=reader, adopt=lambda pipeline, vocabulary:
-                        use_vocabulary(pipeline, store, vocabulary))
+    pipeline = pipeline_for(config, store, writer, model=model, reader=reader,
+                            adopt=lambda pipeline, vocabulary: use_vocabulary(pipeline, store, vocabulary))
+    # A record in the daemon's folders whose file is gone is the watcher's to retire (it keeps an
+    # unplugged drive's), never a command's that meets a copy of the picture elsewhere meanwhile
+    pipeline.writeback.watched = tuple(str(folder).rstrip("/") for folder in config.watch)
+    return pipeline
 
 
 @contextlib.contextmanager

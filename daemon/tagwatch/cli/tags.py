@@ -20,6 +20,7 @@ from ..encoder import LazyModel
 from ..export import display_path, kept_out
 from ..pipeline import load_config_overrides
 from ..scoring import tag_thresholds
+from ..store import inside as under
 from ..tagger import NEAR_DUPLICATE, near_duplicates
 from ..vocabulary import (
     Vocabulary,
@@ -28,7 +29,6 @@ from ..vocabulary import (
     parse_tag_list,
     read_list_file,
 )
-from ..watcher import inside as under
 from ..wording import counted
 from ..wordnet import WordNet
 from .common import load, vocabulary_encoded
