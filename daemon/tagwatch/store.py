@@ -334,6 +334,11 @@ def inside(path: str, folders: Collection[str]) -> bool:
     return any(path.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
+def _located(row: Sequence[Any]) -> Located:
+    """A ``located`` table row (file id, lat, lon, keywords) as :class:`Located`."""
+    return Located(row[1], row[2], _tags(row[3]) or ())
+
+
 def _under(folder: str) -> tuple[str, str]:
     """Bounds of every path inside ``folder`` for an index range scan (``/`` sorts before ``0``)."""
     prefix = folder.rstrip("/") + "/"
@@ -885,7 +890,7 @@ class Store:
     def located(self, file_ids: Iterable[int]) -> dict[int, Located]:
         """Each file's last coordinates and place keywords, where recorded."""
         found = self._each("SELECT * FROM located WHERE file_id = ?", file_ids)
-        return {file_id: Located(r[1], r[2], _tags(r[3]) or ()) for file_id, r in found.items()}
+        return {file_id: _located(r) for file_id, r in found.items()}
 
     def placed(self) -> dict[int, Located]:
         """Every live tagged file's last coordinates and place keywords, where it had coordinates:
@@ -894,7 +899,7 @@ class Store:
             rows = self._db.execute(
                 "SELECT l.* FROM located l JOIN files f ON f.id = l.file_id "
                 "WHERE f.state = ? AND l.lat IS NOT NULL", (DONE,)).fetchall()
-        return {r[0]: Located(r[1], r[2], _tags(r[3]) or ()) for r in rows}
+        return {r[0]: _located(r) for r in rows}
 
     def maybe_located(self) -> set[int]:
         """Live files that had coordinates when last written, or were never looked at for them."""

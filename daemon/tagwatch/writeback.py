@@ -807,7 +807,7 @@ class Writeback:
         job.owned = [*job.owned, *back]
         log.info("%s: saved by another program %.1f s after tagwatch took %s out of it, with them back: "
                  "built from the version before, so they are tagwatch's again", job.path,
-                 (changed - withdrawn_ns) / 1e9, listed(back),
+                 later / 1e9, listed(back),
                  extra={"event": "stale-save", "path": job.path, "keywords": back})
         return True
 
