@@ -235,6 +235,24 @@ def test_a_crash_before_the_write_and_a_save_built_from_before_it_are_not_remova
         env.close()
 
 
+def saved_from_before_a_retag(env: Env, tmp_path: Path, tags: list[str], seed: int) -> Path:
+    """A photo tagged beach and forest (sync, top_k 2), read by a photo app; the list then becomes
+    ``tags`` and the re-score writes the photo; the app then saves its copy (with a rating of its
+    own) over it: the version before that write is back, forest in it."""
+    env.use(["beach", "forest"])
+    photo = noise_jpeg(tmp_path / "in" / "p.jpg", seed=seed)
+    assert env.run(photo) == {"p.jpg": Status.TAGGED}
+    assert held(photo, env) == {"beach", "forest"}
+    editor = tmp_path / "editor.jpg"
+    editor.write_bytes(photo.read_bytes())  # the app reads the photo
+    env.use(tags)
+    assert env.pipeline.retag() == (1, 1)
+    assert held(photo, env) == set(tags)
+    edit(editor, "-XMP-xmp:Rating=5", app=env.exiftool)  # the app saves its copy over the photo
+    editor.replace(photo)
+    return photo
+
+
 def test_a_save_built_from_before_a_sync_removal_leaves_the_keyword_tagwatchs(
         tmp_path: Path, tiny_checkpoint: Path) -> None:
     """A photo app read the photo, sync then took a keyword off the list out of it, and the app's
@@ -243,17 +261,7 @@ def test_a_save_built_from_before_a_sync_removal_leaves_the_keyword_tagwatchs(
     photo for good.  Now it is tagwatch's again and taken out again; put back long after, it is theirs."""
     env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"))
     try:
-        env.use(["beach", "forest"])
-        photo = noise_jpeg(tmp_path / "in" / "p.jpg", seed=12)
-        assert env.run(photo) == {"p.jpg": Status.TAGGED}
-        assert held(photo, env) == {"beach", "forest"}
-        editor = tmp_path / "editor.jpg"
-        editor.write_bytes(photo.read_bytes())  # the app reads the photo
-        env.use(["beach"])  # forest off the list: sync takes it out
-        assert env.pipeline.retag() == (1, 1)
-        assert held(photo, env) == {"beach"}
-        edit(editor, "-XMP-xmp:Rating=5", app=env.exiftool)  # the app saves its copy over the photo
-        editor.replace(photo)
+        photo = saved_from_before_a_retag(env, tmp_path, ["beach"], seed=12)  # forest off the list
         assert held(photo, env) == {"beach", "forest"}
         assert env.run(photo) == {"p.jpg": Status.TAGGED}
         assert held(photo, env) == {"beach"}  # taken out again; the app's own change kept
@@ -281,17 +289,7 @@ def test_a_save_built_from_before_a_tag_swap_gets_both_put_right(
     reclaim once ran first and made forest the latest write, so lake was declined for good)."""
     env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2, mode="sync"))
     try:
-        env.use(["beach", "forest"])
-        photo = noise_jpeg(tmp_path / "in" / "p.jpg", seed=13)
-        assert env.run(photo) == {"p.jpg": Status.TAGGED}
-        assert held(photo, env) == {"beach", "forest"}
-        editor = tmp_path / "editor.jpg"
-        editor.write_bytes(photo.read_bytes())
-        env.use(["beach", "lake"])
-        assert env.pipeline.retag() == (1, 1)
-        assert held(photo, env) == {"beach", "lake"}
-        edit(editor, "-XMP-xmp:Rating=4", app=env.exiftool)
-        editor.replace(photo)
+        photo = saved_from_before_a_retag(env, tmp_path, ["beach", "lake"], seed=13)
         assert env.run(photo) == {"p.jpg": Status.TAGGED}
         assert held(photo, env) == {"beach", "lake"}
         row = env.store.file(str(photo))

@@ -935,23 +935,38 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
     assert "re-scored 1 photo, rewrote 1" in stderr  # the page's folder only: not the scan's elsewhere
 
 
+def scene_photo(tmp_path: Path) -> tuple[Path, Path]:
+    """A watched folder holding one scene the captions model describes: a green star to the left of
+    a purple vertical bar."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "scene.jpg"
+    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
+                                         9_999_998)).save(photo, "JPEG", quality=90)
+    return root, photo
+
+
+def captioned_config(tmp_path: Path, root: Path, extra: str) -> tuple[Path, float]:
+    """A config watching ``root`` with the shipped captions model (its tags, grass and sky, never
+    pass 0.9: the keywords are the caption's), and ``extra`` after its ``[captions]``; with the
+    captions threshold it was trained to."""
+    coca = REPO / "tests" / "data" / "shapes-coca"
+    threshold = json.loads(coca.with_suffix(".train.json").read_text(encoding="utf-8"))["keyword_threshold"]
+    config = write_config(tmp_path / "conf", coca.with_suffix(".safetensors"),
+                          model=coca.with_suffix(".json"), watch=[root], tags=["grass", "sky"], threshold=0.9,
+                          extra=f'[captions]\nenabled = true\nthreshold = {threshold}\nprefix = "caption"\n'
+                                + extra)
+    return config, threshold
+
+
 def test_the_photo_page_shows_the_caption_and_its_candidates_scores(tmp_path: Path) -> None:
     """With captions on, the caption (also the photo's description) was nowhere on the photo page,
     and a caption keyword's hover said only "written by tagwatch", while explain and export scored
     it.  The page shows the caption and each candidate with the score export gives it, and a caption
     keyword's hover its score against the [captions] threshold.  `tagwatch web` alone, as a person
     opens it beside `tagwatch scan`."""
-    root = tmp_path / "photos"
-    root.mkdir()
-    photo = root / "scene.jpg"
-    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
-                                         9_999_998)).save(photo, "JPEG", quality=90)
-    coca = REPO / "tests" / "data" / "shapes-coca"
-    threshold = json.loads(coca.with_suffix(".train.json").read_text(encoding="utf-8"))["keyword_threshold"]
-    config = write_config(tmp_path / "conf", coca.with_suffix(".safetensors"),
-                          model=coca.with_suffix(".json"), watch=[root], tags=["grass", "sky"], threshold=0.9,
-                          extra=f'[captions]\nenabled = true\nthreshold = {threshold}\nprefix = "caption"\n'
-                                "write_description = true\n")
+    root, photo = scene_photo(tmp_path)
+    config, threshold = captioned_config(tmp_path, root, "write_description = true\n")
     assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
     exported = tagwatch("export", "--scores", "--config", str(config), str(photo))
     entry = json.loads(exported.stdout)[str(photo)]
@@ -1000,18 +1015,9 @@ def test_the_panel_says_writing_only_while_a_caption_keyword_or_a_place_is_on_it
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    root = tmp_path / "photos"
-    root.mkdir()
-    photo = root / "scene.jpg"
-    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
-                                         9_999_998)).save(photo, "JPEG", quality=90)
+    root, photo = scene_photo(tmp_path)
     subprocess.run(["exiftool", "-q", "-overwrite_original", *FLORENCE, str(photo)], check=True)
-    coca = REPO / "tests" / "data" / "shapes-coca"
-    threshold = json.loads(coca.with_suffix(".train.json").read_text(encoding="utf-8"))["keyword_threshold"]
-    config = write_config(tmp_path / "conf", coca.with_suffix(".safetensors"),
-                          model=coca.with_suffix(".json"), watch=[root], tags=["grass", "sky"], threshold=0.9,
-                          extra=f'[captions]\nenabled = true\nthreshold = {threshold}\nprefix = "caption"\n'
-                                "[places]\nenabled = true\n")
+    config, _ = captioned_config(tmp_path, root, "[places]\nenabled = true\n")
     config.write_text(config.read_text(encoding="utf-8").replace(
         'tags = "tags.txt"\n', 'tags = "tags.txt"\noverrides = "overrides.toml"\n').replace(
         "top_k = 3\n", 'top_k = 3\nmode = "sync"\n'), encoding="utf-8")
