@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,39 +320,116 @@ def test_the_page_answering_a_saved_threshold_says_its_photos_wait_for_the_re_ta
     scores = sorted(record["circle"] for record in json.loads(exported.stdout).values() if "circle" in record)
     assert len(scores) == 2, scores  # red-circle and blue-circle
     threshold = round((scores[0] + scores[1]) / 2, 4)  # one of them keeps it, in the saved list
-    log = tmp_path / "web.log"
-    with log.open("wb") as err:
-        web = subprocess.Popen([sys.executable, "-m", "tagwatch", "web", "--config", str(library.config),
-                                "--port", "0"], stdout=subprocess.PIPE, stderr=err, cwd=REPO, text=True)
-    library.daemon.signal(signal.SIGSTOP)
-    try:
-        line = web.stdout.readline()  # type: ignore[union-attr]
-        match = re.fullmatch(r"review page: (http://127\.0\.0\.1:\d+)/\?token=(\S+)\n", line)
-        assert match, line + log.read_text()
-        browser.get(f"{match.group(1)}/?token={match.group(2)}")
-        browser.get(f"{match.group(1)}/tag/circle")
+    with page_beside(library, browser, tmp_path / "web.log") as base:
+        browser.get(f"{base}/tag/circle")
         before = words(browser, "#counts")
         assert "2 predicted now (top_k, levels and corrections applied); 2 carry circle in the file." \
             in before, before
-        field = browser.find_element(By.ID, "threshold")
-        field.clear()
-        field.send_keys(str(threshold))
-        browser.find_element(By.ID, "save-threshold").click()
-        wait_for(lambda: "wrote 1 threshold into" in words(browser, ".banner.ok"))
-        answer = words(browser, "#counts")
-        assert f"1 score above the threshold {threshold:.3f};" in answer, answer
-        assert (f"{len(PHOTOS)} photos still to re-tag with the tag list as it is now: as last tagged, "
-                "2 predicted and 2 carry circle in the file.") in answer, answer
-        assert "predicted now" not in answer
-    finally:
-        library.daemon.signal(signal.SIGCONT)
-    try:
+        with library_held(library):
+            save_threshold(browser, threshold)
+            answer = words(browser, "#counts")
+            assert f"1 score above the threshold {threshold:.3f};" in answer, answer
+            assert (f"{len(PHOTOS)} photos still to re-tag with the tag list as it is now: as last tagged, "
+                    "2 predicted and 2 carry circle in the file.") in answer, answer
+            assert "predicted now" not in answer
         # the re-score reaches the photos: the same page, polling, shows the saved threshold's counts
         wait_for(lambda: "predicted now" in words(browser, "#counts"))
         after = words(browser, "#counts")
         assert "1 score above the threshold" in after and "1 predicted now" in after, after
         assert "2 carry circle in the file: 1 of them keep the circle tagwatch wrote before" in after, after
         assert not browser.find_elements(By.ID, "behind")
+
+
+@contextmanager
+def page_beside(library: Library, browser: object, log: Path) -> Iterator[str]:
+    """A `tagwatch web` of the module's config beside its daemon, ``browser`` signed in to it: its
+    address.  Stopped (cleanly) on the way out."""
+    with log.open("wb") as err:
+        web = subprocess.Popen([sys.executable, "-m", "tagwatch", "web", "--config", str(library.config),
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=err, cwd=REPO, text=True)
+    try:
+        line = web.stdout.readline()  # type: ignore[union-attr]
+        match = re.fullmatch(r"review page: (http://127\.0\.0\.1:\d+)/\?token=(\S+)\n", line)
+        assert match, line + log.read_text()
+        browser.get(f"{match.group(1)}/?token={match.group(2)}")  # type: ignore[attr-defined]
+        yield match.group(1)
     finally:
         web.terminate()
         assert web.wait(timeout=30) == 0
+
+
+@contextmanager
+def library_held(library: Library) -> Iterator[None]:
+    """The daemon stopped (SIGSTOP) meanwhile: a page rendered inside is rendered before any re-score;
+    it re-scores what it missed once it goes on."""
+    library.daemon.signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        library.daemon.signal(signal.SIGCONT)
+
+
+def save_threshold(browser: object, threshold: float) -> None:
+    """Type ``threshold`` into the tag page open in ``browser`` and save it."""
+    from selenium.webdriver.common.by import By
+
+    field = browser.find_element(By.ID, "threshold")  # type: ignore[attr-defined]
+    field.clear()
+    field.send_keys(str(threshold))
+    browser.find_element(By.ID, "save-threshold").click()  # type: ignore[attr-defined]
+    wait_for(lambda: "wrote 1 threshold into" in words(browser, ".banner.ok"))
+
+
+def test_the_tags_list_and_the_tag_filter_say_their_photos_wait_for_the_re_tag_too(
+        library: Library, browser, tmp_path: Path) -> None:
+    """During a re-tag only the tag page was honest: the *Tags* list and the grid's tag filter gave
+    the last re-score's counts as "predicted now".  With red's threshold saved above every score and
+    the daemon held before it re-scores, both say how many photos are still to re-tag and give their
+    counts as last tagged, in the tag page's words; then each follows the re-score by itself, with no
+    reload, to the saved threshold's counts (none predicted, every file keeping its red)."""
+    from selenium.webdriver.common.by import By
+
+    red = {p.name for p in library.root.glob("red-*.jpg")}
+    assert carrying(library, "red") == red and len(red) == 2
+    row = 'tr[data-keyword="red"]'
+    with page_beside(library, browser, tmp_path / "web.log") as base:
+        browser.get(f"{base}/tags")
+        assert words(browser, f"{row} td.carried") == words(browser, f"{row} td.predicted") == "2"
+        assert not browser.find_elements(By.ID, "behind")
+        with library_held(library):
+            browser.get(f"{base}/tag/red")
+            save_threshold(browser, 0.99)
+            browser.get(f"{base}/tags")
+            told = words(browser, "#retag")
+            assert told == (f"{len(PHOTOS)} photos still to re-tag with the tag list as it is now: the "
+                            "counts below are as last tagged, in the files and predicted."), told
+            headers = words(browser, "table.tags thead")
+            assert "predicted as last tagged" in headers and "predicted now" not in headers, headers
+            assert words(browser, f"{row} td.threshold") == "0.990"
+            assert words(browser, f"{row} td.carried") == words(browser, f"{row} td.predicted") == "2"
+            screenshot(browser, "web-counts-tags-during-retag")
+            tags_tab = browser.current_window_handle
+            browser.switch_to.new_window("tab")
+            browser.get(f"{base}/?tag=red")
+            summary = words(browser, "#summary")
+            assert summary.startswith(f"2 photos carrying red ({len(PHOTOS)} photos still to re-tag with the "
+                                      "tag list as it is now: as last tagged, 2 of them predicted)"), summary
+            assert "predicted now" not in summary
+            assert not browser.find_elements(By.CSS_SELECTOR, ".kept")
+            screenshot(browser, "web-counts-filter-during-retag")
+        # the re-score reaches the photos: the grid, polling, shows the saved threshold's counts
+        wait_for(lambda: "predicted now" in words(browser, "#summary"))
+        summary = words(browser, "#summary")
+        assert ("2 photos carrying red (0 of them predicted now; the other 2 keep the red tagwatch wrote "
+                "before") in summary, summary
+        kept = [words(browser, f'li.card[data-path="{library.root / photo}"] .kept') for photo in sorted(red)]
+        assert kept == ["red: not predicted now"] * 2, kept
+        assert not browser.find_elements(By.ID, "behind")
+        screenshot(browser, "web-counts-retagged-filter")
+        # ... and so does the Tags list, left open in the other tab
+        browser.close()
+        browser.switch_to.window(tags_tab)
+        wait_for(lambda: "predicted now" in words(browser, "table.tags thead"))
+        assert not browser.find_elements(By.ID, "retag")
+        assert words(browser, f"{row} td.carried") == "2" and words(browser, f"{row} td.predicted") == "0"
+    assert carrying(library, "red") == red, "append mode takes no keyword out"

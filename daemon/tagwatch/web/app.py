@@ -334,7 +334,8 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
                             headers={"cache-control": "private, max-age=86400"})
 
     def tags(request: Request) -> Response:
-        return render(request, "tags.html", rows=library.tag_counts(), tag_list=config.tags)
+        counts = library.tag_counts()
+        return render(request, "tags.html", rows=counts.rows, behind=counts.behind, tag_list=config.tags)
 
     def tag(request: Request) -> Response:
         keyword = request.path_params["keyword"]

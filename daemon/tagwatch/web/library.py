@@ -174,6 +174,18 @@ class Page:
     notice: str | None = None
     predicted: int | None = None  # with a tag filter: how many of the ``total`` carrying it are predicted now
     tag: str = ""  # the filter's tag as the list spells it
+    behind: int = 0  # with a tag filter: photos not re-tagged yet with the list as it is now, so
+    #                  ``total`` and ``predicted`` are as last tagged (see Library._behind)
+
+
+@dataclass(frozen=True)
+class TagCounts:
+    """The *Tags* list: (keyword, threshold, has its own, photos carrying it, photos predicted) for
+    every tag, and the photos not re-tagged yet with the list as it is now (see Library._behind):
+    while there are any, the two counts are as last tagged."""
+
+    rows: list[tuple[str, float, bool, int, int]]
+    behind: int = 0
 
 
 @dataclass(frozen=True)
@@ -528,7 +540,7 @@ class Library:
                 cards = [card if card.path in now else replace(card, kept=tag)
                          for card in self.cards(rows, scoring, margins)]
                 return Page(cards, total, filters, max(1, math.ceil(total / PAGE_SIZE)), self.notice,
-                            sum(1 for row in found if row.id in predicting), tag)
+                            sum(1 for row in found if row.id in predicting), tag, self._behind(scoring))
         cards = self.cards(rows, scoring, margins)
         pages = max(1, math.ceil(total / PAGE_SIZE))
         return Page(cards, total, filters, pages, self.notice, tag=tag or "")
@@ -997,7 +1009,9 @@ class Library:
         than ``scoring``'s, as their recorded fingerprint says (:func:`listed_with`).  Right after a
         threshold is saved that is all of them, until the daemon (or this page, with none running)
         re-scores them: the page answering the save read "2 score above the threshold 0.500; 4
-        predicted now" with no word that the 4 were the old threshold's."""
+        predicted now" with no word that the 4 were the old threshold's.  The tag page, the *Tags*
+        list and the grid's tag filter all ask this one count (their counts come from the same
+        :class:`Carriers`), so the three say the same thing while a re-tag is on its way."""
         current = scoring.vocabulary.fingerprint()
 
         def count() -> int:
@@ -1007,14 +1021,15 @@ class Library:
                        if row.state == DONE and row.id in scored and listed_with(row.tagged_with) != current)
         return self._cached(("behind", current, *self._database_stamp()), count)  # type: ignore[return-value]
 
-    def tag_counts(self) -> list[tuple[str, float, bool, int, int]]:
-        """(keyword, threshold, has its own, photos carrying it, photos predicted now) for every tag
-        of the list (see :class:`Carriers`)."""
+    def tag_counts(self) -> TagCounts:
+        """Every tag of the list with the photos carrying it and those predicted (see
+        :class:`Carriers`), and how many photos are still to re-tag with it (:meth:`_behind`, as the
+        tag page): the list read the last re-score's counts as current while a re-tag was on its way."""
         scoring = self.scoring()
         carriers = self._carriers()
-        return [(tag.keyword, float(scoring.thresholds[i]), tag.threshold is not None,
-                 len(carriers.carrying(tag.keyword)), len(carriers.predicting(tag.keyword)))
-                for i, tag in enumerate(scoring.vocabulary.tags)]
+        return TagCounts([(tag.keyword, float(scoring.thresholds[i]), tag.threshold is not None,
+                           len(carriers.carrying(tag.keyword)), len(carriers.predicting(tag.keyword)))
+                          for i, tag in enumerate(scoring.vocabulary.tags)], self._behind(scoring))
 
     @property
     def appending(self) -> bool:
@@ -1030,4 +1045,4 @@ class Library:
                 "model": self.identity, "now": time.time()}
 
 
-__all__ = ["CaptionView", "Carriers", "Filters", "Library", "Page", "PhotoView", "TagView"]
+__all__ = ["CaptionView", "Carriers", "Filters", "Library", "Page", "PhotoView", "TagCounts", "TagView"]
