@@ -531,6 +531,24 @@ def test_scan_explain_export_and_the_review_page_leave_out_a_place_a_correction_
     assert 'data-keyword="Sheffield"' not in page
     assert 'data-keyword="Horsley" data-owner="rejected"' in walked and 'id="idle-removals"' not in walked
 
+    # the photo page reads the photo's recorded coordinates once (the struck-through England and what
+    # is on its way both come from them: it read them twice)
+    from tagwatch.config import load_config
+    from tagwatch.web.library import Library
+
+    store, exiftool = Store(config.parent / "state" / "tagwatch.db"), ExifTool()
+    read: list[list[int]] = []
+    located = store.located
+    store.located = lambda ids: located(read.append(list(ids)) or read[-1])  # type: ignore[method-assign]
+    try:
+        loaded = load_config(config)
+        view = Library(loaded, store, KeywordWriter(exiftool, loaded.write), lambda: True).photo(str(photo))
+        assert read == [[store.file(str(photo)).id]], read
+    finally:
+        exiftool.close()
+        store.close()
+    assert "England" in view.rejected and view.pending == [], (view.rejected, view.pending)
+
 
 KYOTO_XMP = ["-XMP-exif:GPSLatitude=35.0116", "-XMP-exif:GPSLongitude=135.7681"]
 SAPPORO_XMP = ["-XMP-exif:GPSLatitude=43.0621", "-XMP-exif:GPSLongitude=141.3544"]

@@ -35,7 +35,7 @@ from ..pipeline import listed_with, load_config_overrides, load_tag_list
 from ..places import Coordinates
 from ..scoring import tag_thresholds
 from ..status import daemon_state
-from ..store import ADDED, DECLINED, DONE, FAILED, UNTAGGED, USER, FileRow, Store
+from ..store import ADDED, DECLINED, DONE, FAILED, UNTAGGED, USER, FileRow, Located, Store
 from ..tagger import Expansion, TagMatrix, select, thresholds
 from ..vectors import text_vectors
 from ..vocabulary import Vocabulary, VocabularyError
@@ -658,8 +658,9 @@ class Library:
             ledger = ledgers.get(row.id, {})
             declined = _declined(ledger, keywords)
             levels = self._levels(row_scores, scoring, override, declined) if row_scores is not None else {}
+            spot = self._spot(row) if override.remove else None  # only a removal needs it (_placed)
             rejected, _ = self._rejections(row.path, scoring, override, row_scores, ledger, declined,
-                                           self._placed(row, override))
+                                           self._placed(spot, override))
             chips = self._chips(keywords, ledger, row_scores, scoring, override, levels, rejected=rejected)
             top: tuple[tuple[str, float], ...] = ()
             if row_scores is not None:
@@ -720,15 +721,20 @@ class Library:
         chips += [Chip(k, "rejected", in_file=False) for k in rejected if fold(k) not in held]
         return chips
 
-    def _placed(self, row: FileRow | None, override: Override) -> set[str]:
-        """The place keywords (case-folded) the photo's coordinates give it before its corrections,
-        where one removes something: a removed place keeps out what tagwatch would write, as a tag
-        scoring above its threshold does (:meth:`_rejections`).  From the place cache the daemon
-        filled; asked only of a photo with a removal."""
-        if row is None or not override.remove or not self.config.places.enabled:
-            return set()
-        spot = self.store.located([row.id]).get(row.id)
-        if spot is None or spot.lat is None or spot.lon is None:
+    def _spot(self, row: FileRow | None) -> Located | None:
+        """The photo's coordinates as last written and its place keywords (the store's ``located``
+        row; None with places off): read once per page view and passed to :meth:`_placed` and
+        :meth:`_places`, which read it each for themselves before (two queries per photo page)."""
+        if row is None or not self.config.places.enabled:
+            return None
+        return self.store.located([row.id]).get(row.id)
+
+    def _placed(self, spot: Located | None, override: Override) -> set[str]:
+        """The place keywords (case-folded) the photo's coordinates (``spot``, :meth:`_spot`) give it
+        before its corrections, where one removes something: a removed place keeps out what tagwatch
+        would write, as a tag scoring above its threshold does (:meth:`_rejections`).  From the place
+        cache the daemon filled."""
+        if not override.remove or spot is None or spot.lat is None or spot.lon is None:
             return set()
         return folded(self.places.at(Coordinates(spot.lat, spot.lon)))
 
@@ -785,8 +791,9 @@ class Library:
         kept = ("TAGGED", "rejected by your correction")  # a caption keyword kept, or kept out by a rule
         confirmed = ({fold(text) for text, _, _, verdict in caption.candidates if verdict in kept}
                      if caption is not None else set())
+        spot = self._spot(row)
         rejected, idle = self._rejections(path, scoring, override, scores, ledger, declined,
-                                          confirmed | self._placed(row, override))
+                                          confirmed | self._placed(spot, override))
         chips = self._chips(keywords, ledger, scores, scoring, override, implied, captioned, rejected)
         owner = {c.keyword: c.owner for c in chips if c.in_file}
         lowest = float(scoring.thresholds.min()) if len(scoring.thresholds) else 0.0
@@ -834,7 +841,7 @@ class Library:
                 lines.append(ScoreLine(keyword, score, limit, verdict, owner.get(keyword), rejected,
                                        100 * (score - floor) / span, 100 * (limit - floor) / span))
         present = file_keywords(keywords) if keywords is not None else []
-        changes = self._changes(self._wanted(row, scores, scoring, override, declined, reading),
+        changes = self._changes(self._wanted(row, scores, scoring, override, declined, reading, spot),
                                 override, declined, present, ledger)
         unwritable = self._unwritable(path, row)
         # the daemon writes nothing into a photo untag set aside until a scan brings it back
@@ -901,7 +908,8 @@ class Library:
             model.close()
 
     def _wanted(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
-                declined: set[str], reading: Reading | None) -> tuple[list[str], bool] | None:
+                declined: set[str], reading: Reading | None, spot: Located | None
+                ) -> tuple[list[str], bool] | None:
         """What tagwatch writes into this photo now, and whether that write takes out what of ours it
         no longer wants (sync): decided as the daemon decides it, from the same parts (:func:`select`
         and the levels, the caption's keywords, :func:`corrected`, :meth:`_places`, then
@@ -915,14 +923,13 @@ class Library:
         tags, _ = corrected(override, predicted + (reading.keywords if reading is not None else []))
         keywords = [k for k, _ in tags if fold(k) not in kept]
         sweeps = TagRules(self.config.tagging.mode).sweeps(bool(keywords))
-        return carried(keywords, self._places(row, override), kept), sweeps
+        return carried(keywords, self._places(spot, override), kept), sweeps
 
-    def _places(self, row: FileRow, override: Override) -> list[str]:
+    def _places(self, spot: Located | None, override: Override) -> list[str]:
         """The place keywords the write gives this photo now: those of its coordinates as last written
-        (a GPS edit is a change the daemon reads again), less what its corrections take out, as the
-        write decides them (:meth:`Places.at`).  Not the place keywords last written: ↺ of a rejected
-        place would find nothing on its way back."""
-        spot = self.store.located([row.id]).get(row.id) if self.config.places.enabled else None
+        (``spot``, :meth:`_spot`; a GPS edit is a change the daemon reads again), less what its
+        corrections take out, as the write decides them (:meth:`Places.at`).  Not the place keywords
+        last written: ↺ of a rejected place would find nothing on its way back."""
         if spot is None or spot.lat is None or spot.lon is None:
             return []
         return self.places.at(Coordinates(spot.lat, spot.lon), override.removes())
