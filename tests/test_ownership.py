@@ -590,3 +590,60 @@ def test_parent_paths_are_ours_exactly_through_a_parent_edit_sync_and_untag(
         assert hierarchical(photo) == []
     finally:
         env.close()
+
+
+def pending(config: Path, photo: Path) -> list[str]:
+    """What the review page's photo view says is on its way into ``photo`` (its *Writing into the
+    file* line), as a page serving ``config`` would render it now."""
+    from tagwatch.config import load_config
+    from tagwatch.metadata import ExifTool, KeywordWriter
+    from tagwatch.store import Store
+    from tagwatch.web.library import Library
+
+    loaded = load_config(config)
+    store, exiftool = Store(loaded.database), ExifTool()
+    try:
+        library = Library(loaded, store, KeywordWriter(exiftool, loaded.write), lambda: True)
+        return library.photo(str(photo)).pending
+    finally:
+        exiftool.close()
+        store.close()
+
+
+def test_the_review_page_says_overwrite_takes_a_persons_keyword_out_only_where_the_write_does(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The photo page's *Writing into the file* line knew nothing of overwrite mode: a keyword a
+    person saved into a photo, which the next write takes out, was not said to be on its way out.
+    The page now decides it with the write's own functions (``TagRules.planned``,
+    ``metadata.overwritten``), so it says so where something is predicted, and not where a
+    correction took out every prediction (overwrite then writes as append, keeping the person's).
+    Each time the page's answer is checked against what the scan then writes."""
+    root = tmp_path / "photos"
+    photo = noise_jpeg(root / "p.jpg", seed=41)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root],
+                          tags=["beach", "forest", "mountain"], top_k=1)
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        'tags = "tags.txt"\n', 'tags = "tags.txt"\noverrides = "o.toml"\n').replace(
+        "top_k = 1\n", 'top_k = 1\nmode = "overwrite"\n'), encoding="utf-8")
+
+    def scan() -> None:
+        result = tagwatch("scan", "--config", str(config), str(root))
+        assert result.returncode == 0, result.stderr
+
+    scan()
+    (tag,) = exif_keywords(photo)["iptc"]
+    assert pending(config, photo) == []
+    person_tags(photo, tag, "holiday")  # the person's app saves the photo with a keyword of theirs
+    assert pending(config, photo) == ["taking out 'holiday'"]
+    scan()
+    assert keyword_sets(photo) == [({tag},) * 2], "the write takes it out, as the page said"
+    assert pending(config, photo) == []
+
+    # the photo's one prediction rejected: nothing predicted, so overwrite writes as append
+    (config.parent / "o.toml").write_text(f'[[override]]\npath = "{photo}"\nremove = ["{tag}"]\n',
+                                          encoding="utf-8")
+    person_tags(photo, tag, "holiday")
+    assert pending(config, photo) == [f"taking out {tag!r}"]  # the correction's; holiday stays
+    scan()
+    assert keyword_sets(photo) == [({"holiday"},) * 2], "the write keeps it, as the page said"
+    assert pending(config, photo) == []

@@ -16,7 +16,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -718,10 +718,7 @@ class KeywordWriter:
         removed = [o for o in gone if any(present(o, p) for p in had[o])]
         targets = {o: new[o] if o in new else paths.get(o) for o in owned if o not in gone}
         respelled = {o: p for o, p in targets.items() if p is not None and set(had[o]) != {p}}
-        dropped: list[str] = []
-        if mode == "overwrite":
-            present_flat = photo.all | sidecar.all
-            dropped = sorted(k for k in present_flat if k not in keywords and k not in owned)
+        dropped = overwritten(photo.all | sidecar.all, keywords, owned) if mode == "overwrite" else []
         kept = [(o, p) for o, p in respelled.items()
                 if o not in new and any(present(o, q) for q in had[o])]  # append keeps unpredicted ours
         # A predicted keyword the person has is theirs in every field: no path or field of ours is
@@ -1418,6 +1415,15 @@ def _overwritten(tag: str, existing: tuple[str, ...], final: list[str], ours: Co
     values += [v for v in existing if v not in ours and v not in copied and v not in values]
     taken += [v for v in values if v in existing and v not in final and v not in taken]
     return Filled(copied, _before_text(values, taken))
+
+
+def overwritten(present: Iterable[str], keywords: Collection[str], owned: Collection[str]) -> list[str]:
+    """The person's flat keywords a write in overwrite mode takes out of a file holding ``present``
+    (IPTC and XMP, the photo's and its sidecar's): each neither written now (``keywords``, as
+    spelled: overwrite sets every field to exactly them) nor tagwatch's (``owned``).  The write
+    (:meth:`KeywordWriter.plan`'s ``dropped``), a dry run and the review page's *Writing into the
+    file* line decide with this; the page said nothing of them."""
+    return sorted(k for k in present if k not in keywords and k not in owned)
 
 
 def unclaimed(dropped: Sequence[str], filled: Mapping[str, Filled]) -> list[str]:

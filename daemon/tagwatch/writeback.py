@@ -54,6 +54,7 @@ from .metadata import (
     KeywordWriter,
     MetadataError,
     WritePlan,
+    overwritten,
 )
 from .original import header_digest
 from .outcomes import Outcome, Status, record_failure, record_gone
@@ -102,11 +103,19 @@ class TagRules:
     levels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # tag → levels expansion adds
     own_thresholds: bool = False  # some tag has its own threshold (a rich list): the line says so
 
+    def planned(self, predicted: bool) -> str:
+        """The mode a write plans a photo with: overwrite only where something is predicted for it;
+        with nothing, it writes as append (overwrite would wipe a person's keywords over a threshold
+        typo, or leave a photo its places alone).  The write (:meth:`Writeback.plan_ahead`), a dry run
+        (:meth:`Writeback.preview`) and the review page's *Writing into the file* line decide with
+        this, so that the page says overwrite takes a person's keyword out only where the write does."""
+        return "append" if self.mode == "overwrite" and not predicted else self.mode
+
     def sweeps(self, predicted: bool) -> bool:
         """Does a write take out what of ours is no longer predicted (keywords, our description)?
-        sync always; overwrite where something is predicted (with nothing it writes as append, see
-        :meth:`Writeback.plan_ahead`); append never.  The write and a dry run decide with this."""
-        return self.mode == "sync" or (self.mode == "overwrite" and predicted)
+        sync always; overwrite where something is predicted (:meth:`planned`); append never.  The
+        write, a dry run and the review page decide with this."""
+        return self.planned(predicted) != "append"
 
 
 @dataclass(frozen=True)
@@ -450,7 +459,7 @@ class Writeback:
         owned = self.store.ledger(row.id) if mine and row is not None else []
         twins, theirs = (self.store.same_picture(job.key, job.path) if not mine and job.key is not None
                          else ([], set()))
-        overwrites = rules.mode == "overwrite" and bool(job.keywords)  # as plan_ahead: places alone never
+        overwrites = rules.planned(bool(job.keywords)) == "overwrite"  # as plan_ahead: places alone never
         # read as the scan reads it wherever it may hold what it would get (a person's same words)
         if self.reader is not None and (owned or twins or job.keywords or self.places is not None
                                         or overwrites or self.take_over):
@@ -495,7 +504,7 @@ class Writeback:
         dropping = [o for o in leaving if fold(o) not in removes]
         # overwrite: the file's keywords neither predicted nor ours go (KeywordWriter.plan's dropped)
         in_file = state.photo.all | state.sidecar.all if overwrites and state is not None else set()
-        overwriting = sorted(k for k in in_file if k not in wanted and k not in owned)
+        overwriting = overwritten(in_file, wanted, owned)
         # every keyword in the file already (the person's, or ours): the scan would count it unchanged
         held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
         # (a place may fill location fields too: a photo with one counts as written, as it may be)
@@ -612,7 +621,7 @@ class Writeback:
                                            if name in records}}
         # Places alone never overwrite: with nothing predicted, overwrite would make a photo's keywords
         # its place and nothing else (the threshold-typo case above).
-        mode = rules.mode if keywords or rules.mode != "overwrite" else "append"
+        mode = rules.planned(bool(keywords))
         side_keep: list[str] = []
         if others:
             owned_paths = {**owned_paths, **self.share(job, state, others, keywords)}

@@ -28,7 +28,7 @@ from ..casefold import fold, folded
 from ..config import Config, TaggingConfig
 from ..encoder import LazyModel
 from ..geotag import Places
-from ..metadata import Keywords, KeywordWriter
+from ..metadata import Keywords, KeywordWriter, overwritten
 from ..model import model_identity
 from ..overrides import Override, Overrides, OverridesError, glob_escape
 from ..pipeline import listed_with, load_config_overrides, load_tag_list
@@ -909,12 +909,14 @@ class Library:
 
     def _wanted(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
                 declined: set[str], reading: Reading | None, spot: Located | None
-                ) -> tuple[list[str], bool] | None:
-        """What tagwatch writes into this photo now, and whether that write takes out what of ours it
-        no longer wants (sync): decided as the daemon decides it, from the same parts (:func:`select`
-        and the levels, the caption's keywords, :func:`corrected`, :meth:`_places`, then
-        :func:`carried`).  None for a photo not tagged yet or without a cached vector: only its
-        corrections are known here.  One that failed is decided all the same: its write waits."""
+                ) -> tuple[list[str], bool, bool] | None:
+        """What tagwatch writes into this photo now, whether that write takes out what of ours it no
+        longer wants (sync, and overwrite with a prediction) and whether it overwrites (a person's
+        keywords go too): decided as the daemon decides it, from the same parts (:func:`select` and
+        the levels, the caption's keywords, :func:`corrected`, :meth:`_places`, then :func:`carried`;
+        the mode by :meth:`TagRules.planned`).  None for a photo not tagged yet or without a cached
+        vector: only its corrections are known here.  One that failed is decided all the same: its
+        write waits."""
         if scores is None or row is None or row.state not in (DONE, FAILED):
             return None
         kept = override.kept_out(declined)
@@ -922,8 +924,9 @@ class Library:
         predicted = scoring.expansion([(scoring.tags.keywords[i], float(scores[i])) for i in chosen], kept)
         tags, _ = corrected(override, predicted + (reading.keywords if reading is not None else []))
         keywords = [k for k, _ in tags if fold(k) not in kept]
-        sweeps = TagRules(self.config.tagging.mode).sweeps(bool(keywords))
-        return carried(keywords, self._places(spot, override), kept), sweeps
+        rules = TagRules(self.config.tagging.mode)
+        return (carried(keywords, self._places(spot, override), kept), rules.sweeps(bool(keywords)),
+                rules.planned(bool(keywords)) == "overwrite")
 
     def _places(self, spot: Located | None, override: Override) -> list[str]:
         """The place keywords the write gives this photo now: those of its coordinates as last written
@@ -935,19 +938,24 @@ class Library:
         return self.places.at(Coordinates(spot.lat, spot.lon), override.removes())
 
     @staticmethod
-    def _changes(wanted: tuple[list[str], bool] | None, override: Override, declined: set[str],
+    def _changes(wanted: tuple[list[str], bool, bool] | None, override: Override, declined: set[str],
                  present: Sequence[str], ledger: dict[str, str]) -> list[str]:
         """What tagwatch is about to change in the file: what it writes into it now (:meth:`_wanted`;
         unknown, its corrections) against the keywords exiftool reads (``present``; the ledger says
-        which are its own).  The photo page polls while this is not empty, so it shows the file once
-        the daemon (or this page) has written it; nothing else may stay here, or the panel said
-        *Writing into the file* and was swapped every second for good."""
-        keywords, sweeps = wanted if wanted is not None else (list(override.add), False)
+        which are its own; overwrite takes out the person's others, by :func:`overwritten`, as the
+        write does).  The photo page polls while this is not empty, so it shows the file once the
+        daemon (or this page) has written it; nothing else may stay here, or the panel said *Writing
+        into the file* and was swapped every second for good."""
+        keywords, sweeps, overwrites = wanted if wanted is not None else (list(override.add), False, False)
         held = folded(present)  # the file's keywords, whatever their case, as the write does
         changes = [f"adding {k!r}" for k in keywords if fold(k) not in held | override.kept_out(declined)]
         wanting, removes = folded(keywords), override.removes()
         changes += [f"taking out {k!r}" for k in present if ledger.get(k) == ADDED
                     and (fold(k) in removes or (sweeps and fold(k) not in wanting))]
+        if overwrites:  # ours to the write: the ledger's, and those written for a correction still asking
+            owned = [k for k, action in ledger.items()
+                     if action == ADDED or (action == USER and k in override.add)]
+            changes += [f"taking out {k!r}" for k in overwritten(present, keywords, owned)]
         return changes
 
     def _unwritable(self, path: str, row: FileRow | None) -> str | None:
