@@ -236,12 +236,25 @@ class StoreError(RuntimeError):
     """The database cannot be used; the message says why."""
 
 
-_SQLITE_READONLY = 8
+# How long a write waits for another connection's write lock (SQLite's busy timeout) before it fails
+# with "database is locked": a command run by a person (``untag``, ``scan``, the review page) waits
+# out whatever another tagwatch or a backup holds for this long rather than fail.  The daemon's photo
+# batches wait less (see :meth:`Store.lock_wait` and ``retry.DATABASE_LOCK_WAIT_S``): for them a
+# lock is a passing fault, retried with a backoff, and said as soon as it is not a short one.
+LOCK_WAIT_S = 30.0
+
+
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
 
 
 def _read_only(exc: sqlite3.Error) -> bool:
     """SQLite's "attempt to write a readonly database", any of its extended codes."""
     return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_READONLY
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    """SQLite's BUSY or LOCKED: another connection holds the lock a write needs."""
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def private_folder(path: Path) -> None:
@@ -353,6 +366,7 @@ class Store:
         self._lock = threading.RLock()
         self._reopen = False  # a write found the database read-only: reconnect before the next one
         self._marked: float | None = None  # when this connection last advanced the mark (monotonic)
+        self._waits = threading.local()  # a thread's own lock wait, where it set one (lock_wait)
         private_folder(path.parent)
         try:
             self._db = self._connect()
@@ -368,7 +382,8 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         old_umask = os.umask(0o077)  # database, WAL and SHM files are the user's alone
         try:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                 timeout=LOCK_WAIT_S)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -379,15 +394,35 @@ class Store:
 
     def writable(self) -> str | None:
         """None if the database takes writes; else SQLite's reason.  SQLite opens a file it may not
-        write read-only without a word, and then fails every write: the daemon asks at start."""
+        write read-only without a word, and then fails every write: the daemon asks at start.  A
+        database another program holds locked is writable: asked without waiting for the lock (the
+        start waited 30 s), and not said to be read-only (the photos' writes say the lock)."""
         with self._lock:
             try:
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                self._db.execute("PRAGMA busy_timeout = 0")
                 self._db.execute(f"PRAGMA user_version = {int(version)}")  # a write of the same value
             except sqlite3.OperationalError as exc:
                 self._reopen = _read_only(exc)
-                return str(exc)
+                return None if _locked(exc) else str(exc)
+            finally:
+                with suppress(sqlite3.Error):
+                    self._db.execute(f"PRAGMA busy_timeout = {round(LOCK_WAIT_S * 1000)}")
         return None
+
+    @contextmanager
+    def lock_wait(self, seconds: float) -> Iterator[None]:
+        """Within this block, the calling thread's writes wait at most ``seconds`` for another
+        connection's lock (instead of :data:`LOCK_WAIT_S`) before failing with "database is locked".
+        The connection is shared by the daemon's threads behind one lock, so the wait is set for each
+        write transaction of this thread (two pragmas, microseconds) and put back after it; reads,
+        which WAL never makes wait for a writer, keep the connection's own."""
+        before = getattr(self._waits, "seconds", None)
+        self._waits.seconds = seconds
+        try:
+            yield
+        finally:
+            self._waits.seconds = before
 
     def _migrate(self) -> None:
         """Bring the schema up to this tagwatch's, one transaction per step, by what the database
@@ -445,6 +480,9 @@ class Store:
             marking = self._marked is None or time.monotonic() - self._marked >= MARK_EVERY_S
             if marking:  # this commit reaches the disk before its mark is written (WAL syncs it)
                 self._db.execute("PRAGMA synchronous=FULL")
+            wait = getattr(self._waits, "seconds", None)  # this thread's, see lock_wait
+            if wait is not None:
+                self._db.execute(f"PRAGMA busy_timeout = {round(wait * 1000)}")
             mark: Mark | None = None
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -463,6 +501,9 @@ class Store:
                 if marking:
                     with suppress(sqlite3.Error):
                         self._db.execute("PRAGMA synchronous=NORMAL")
+                if wait is not None:
+                    with suppress(sqlite3.Error):
+                        self._db.execute(f"PRAGMA busy_timeout = {round(LOCK_WAIT_S * 1000)}")
             if mark is not None:
                 self._put_mark(mark)
 
