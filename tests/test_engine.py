@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -449,3 +450,38 @@ def test_a_photo_queued_again_while_its_batch_is_held_is_counted_once_as_waiting
         queue.close()
         worker.join(timeout=60)
     assert len(exif_keywords(photo)["iptc"]) == 3
+
+
+def test_a_batch_that_meets_a_locked_database_waits_whole_and_the_rest_is_not_tried(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A backup script holds the database (BEGIN EXCLUSIVE) as a batch of photos whose vectors are
+    cached reaches its writes: the first photo waits out the engine's lock wait, and the others
+    wait with it, untried and untouched.  Each waited out the lock in turn: a batch of 32 said the
+    lock 32 waits late.  Once the lock is let go, the same photos are tagged."""
+    photos = [noise_jpeg(tmp_path / "in" / f"c{i}.jpg", seed=40 + i) for i in range(3)]
+    names = [str(p) for p in photos]
+    collect = Collect()
+    holder = sqlite3.connect(env.store.path, isolation_level=None)
+    engine = Engine(env.pipeline, lock_wait_s=0.2)  # the daemon's is DATABASE_LOCK_WAIT_S; a test's short
+    try:
+        engine.submit(names, Collect(), dry_run=True)  # the vectors cached, nothing written
+        engine.drain()
+        assert env.encoded() == 3
+        holder.execute("BEGIN EXCLUSIVE")
+        with caplog.at_level("DEBUG", logger="tagwatch"):
+            engine.submit(names, collect)
+            engine.drain()
+        assert {o.status for o in collect.outcomes.values()} == {Status.WAIT}
+        assert {o.error for o in collect.outcomes.values()} == {"database: database is locked"}
+        lines = [r.getMessage() for r in caplog.records]
+        tried = {line.split(":")[0] for line in lines if line.startswith(str(tmp_path))}
+        assert len(tried) == 1, tried  # the first photo met the lock; the others waited untried
+        assert not any(exif_keywords(p)["iptc"] for p in photos)
+        holder.execute("COMMIT")
+        engine.submit(names, collect)
+        engine.drain()
+    finally:
+        holder.close()
+        engine.close()
+    assert collect.statuses() == {p.name: Status.TAGGED for p in photos}
+    assert all(len(exif_keywords(p)["iptc"]) == 3 for p in photos)

@@ -58,7 +58,7 @@ from .formats import ImageError
 from .imaging import Preprocess
 from .outcomes import Outcome, Status
 from .pipeline import Pipeline
-from .retry import transient_reason
+from .retry import DATABASE, transient_reason
 from .store import stored_form
 from .vectors import Photo, ReadFailed, decode, encode, read_key
 from .wording import counted
@@ -157,9 +157,12 @@ class Engine:
     """Runs batches through the pipeline's stages concurrently (see the module's docstring)."""
 
     def __init__(self, pipeline: Pipeline, *, ahead: int = AHEAD_PHOTOS, decode_threads: int = 2,
-                 on_idle: Callable[[], None] | None = None) -> None:
+                 on_idle: Callable[[], None] | None = None, lock_wait_s: float | None = None) -> None:
         self.pipeline, self.ahead = pipeline, max(1, ahead)
         self._on_idle = on_idle  # told whenever the last batch in flight is done
+        # how long the stages' writes wait for a database another program holds locked (None: the
+        # store's own; the daemon's: retry.DATABASE_LOCK_WAIT_S, see Store.lock_wait)
+        self._lock_wait_s = lock_wait_s
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="tagwatch-read")
         # A backlog's pixels are decoded in threads that do only that, at a lower priority
         # (cores.give_way, see _decode): a thread once made nicer stays so, and the model's child is
@@ -344,6 +347,12 @@ class Engine:
 
     def _loop(self, inbox: queue.Queue[_Lot | None], stage: Callable[[_Lot], None],
               outbox: queue.Queue[_Lot | None] | None) -> None:
+        with (contextlib.nullcontext() if self._lock_wait_s is None
+              else self.pipeline.store.lock_wait(self._lock_wait_s)):
+            self._stages(inbox, stage, outbox)
+
+    def _stages(self, inbox: queue.Queue[_Lot | None], stage: Callable[[_Lot], None],
+                outbox: queue.Queue[_Lot | None] | None) -> None:
         while True:
             lot = inbox.get()
             if lot is _STOP:
@@ -517,10 +526,16 @@ class Engine:
             lot.jobs = []
 
     def _write_stage(self, lot: _Lot) -> None:
-        """Write each file's keywords (the ledger-first protocol), then report the batch."""
+        """Write each file's keywords (the ledger-first protocol), then report the batch.  Once one
+        file found the database unable to take writes (locked by another program, full), the rest of
+        the batch waits with it, untouched: each would have waited out the lock in turn, and a batch
+        of 32 photos whose vectors were cached said a lock 32 waits late."""
+        database: str | None = None  # the database's passing trouble, met by a file of this batch
         for job in lot.jobs:
             if lot.dry_run:
                 outcome = self.pipeline.writeback.preview(job, self.pipeline.rules)
+            elif database is not None:
+                outcome = Outcome(job.path, Status.WAIT, error=database)
             else:
                 try:
                     outcome = self.pipeline.writeback.finish(job, self.pipeline.rules)
@@ -528,6 +543,8 @@ class Engine:
                     passing = transient_reason(exc)
                     outcome = (Outcome(job.path, Status.WAIT, error=passing) if passing is not None
                                else self.pipeline.give_up(job.path, exc))
+                if outcome.status == Status.WAIT and (outcome.error or "").startswith(DATABASE):
+                    database = outcome.error
             self._settle(lot, outcome)
         lot.jobs = []
         self._report(lot)

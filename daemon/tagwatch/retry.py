@@ -30,6 +30,14 @@ _ACCESS_MARKERS = (os.strerror(errno.EACCES), os.strerror(errno.EPERM), "the fil
 
 FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 300.0
+# How long the daemon's photo batches wait for a database another program holds locked before the
+# photos WAIT, said in one line ("photos are not tagged yet: database: database is locked"), and are
+# retried with the backoff above.  A lock of another tagwatch (a command's write, the review page's
+# correction, `scan` beside the daemon) or a checkpoint lasts milliseconds and passes within it
+# without a word; one held longer (a backup script's BEGIN EXCLUSIVE, a `sqlite3` shell left in a
+# transaction, a VACUUM) is said this long after a photo met it, not after SQLite's 30 s
+# (store.LOCK_WAIT_S, which commands and the daemon's other writes keep: see docs/faults.md).
+DATABASE_LOCK_WAIT_S = 5.0
 QUIET_S = 5.0  # a file cut short that stays the same this long is not being written any more
 
 
@@ -52,6 +60,10 @@ def exiftool_fault(reason: str | None) -> str | None:
     return None
 
 
+# How a reason of the database's own begins (every photo's trouble alike: said once, see worker._shared)
+DATABASE = "database: "
+
+
 class TransientError(RuntimeError):
     """A problem of the disk or the network, not of the file; the message is the reason."""
 
@@ -65,7 +77,7 @@ def transient_reason(exc: BaseException) -> str | None:
     if isinstance(exc, sqlite3.OperationalError):
         code = getattr(exc, "sqlite_errorcode", None)
         if code is not None and code & 0xFF in _SQLITE_TRANSIENT:
-            return f"database: {exc}"
+            return f"{DATABASE}{exc}"
     return None
 
 

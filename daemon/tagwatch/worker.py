@@ -21,7 +21,15 @@ from .engine import Engine
 from .outcomes import Outcome, Status, record_failure
 from .pipeline import Pipeline
 from .queue import Batch, BatchQueue, Delete, Move, Op
-from .retry import EXIFTOOL_TRIES, Backoff, StillWriting, exiftool_fault, transient_reason
+from .retry import (
+    DATABASE,
+    DATABASE_LOCK_WAIT_S,
+    EXIFTOOL_TRIES,
+    Backoff,
+    StillWriting,
+    exiftool_fault,
+    transient_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +44,7 @@ def _shared(reason: str | None) -> str | None:
     """Which passing trouble every photo waits on alike, said once while it lasts rather than once
     per photo: the database's, or the model's (its process killed while loading)."""
     text = reason or ""
-    return "database" if text.startswith("database:") else "model" if text.startswith("model:") else None
+    return "database" if text.startswith(DATABASE) else "model" if text.startswith("model:") else None
 
 
 def _names(op: Op) -> Callable[[str], bool]:
@@ -68,7 +76,8 @@ class Worker(threading.Thread):
         self._reload_requested = threading.Event()
         self.batches = 0
         self.idle = threading.Event()
-        self.engine = Engine(pipeline, on_idle=queue.wake)  # woken: the worker sees it is idle
+        # photo batches wait DATABASE_LOCK_WAIT_S for a locked database, then WAIT (said at once)
+        self.engine = Engine(pipeline, on_idle=queue.wake, lock_wait_s=DATABASE_LOCK_WAIT_S)
 
     def waiting(self) -> int:
         """Photos waiting, as ``tagwatch status`` counts them: the queue's and those a batch holds (a
@@ -129,11 +138,13 @@ class Worker(threading.Thread):
             paths = [path for path in paths if path not in held]
         if not paths:
             return
-        try:
-            self.engine.submit(paths, self._settle, wait_for_writers=self._still_writing)
-        except Exception as exc:  # selecting failed (the database): file by file, nothing else running
-            self.engine.drain()
-            self._settle(self._one_by_one(paths, exc))
+        # selecting (and, with captions on, the whole batch) runs here: as short a wait as the stages'
+        with self.pipeline.store.lock_wait(DATABASE_LOCK_WAIT_S):
+            try:
+                self.engine.submit(paths, self._settle, wait_for_writers=self._still_writing)
+            except Exception as exc:  # selecting failed (the database): file by file, nothing else running
+                self.engine.drain()
+                self._settle(self._one_by_one(paths, exc))
 
     def _one_by_one(self, paths: list[str], exc: Exception) -> list[Outcome]:
         """After a batch raised: a passing problem (the database's disk is full) puts every file back
