@@ -285,3 +285,28 @@ def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_an
     db.close()
     _put_in_place(backup, path)
     assert not _start(path, caplog)
+
+
+def test_a_database_another_program_holds_locked_is_not_read_only_and_a_short_wait_is_this_threads(
+        tmp_path: Path) -> None:
+    """A backup script holds the database (BEGIN EXCLUSIVE) as the daemon starts: its check that the
+    database can be written waited SQLite's 30 s, then said "database is locked" as a read-only
+    database's reason (check the permissions).  A thread's lock_wait (the daemon's photo batches)
+    fails its writes within its own wait, and the connection's wait is put back for the others."""
+    path = tmp_path / "tw.db"
+    store = Store(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        store.record_file("/p/a.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+        holder.execute("BEGIN EXCLUSIVE")
+        assert store.writable() is None  # locked, not read-only: asked without waiting for the lock
+        with store.lock_wait(0.05), pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            store.record_file("/p/b.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+        assert store.file("/p/a.jpg") is not None  # reading never waits for the lock (WAL)
+        holder.execute("COMMIT")
+        with store.transaction() as db:
+            assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000  # the others' wait, put back
+        assert store.file("/p/b.jpg") is None
+    finally:
+        holder.close()
+        store.close()
