@@ -204,8 +204,10 @@ assert len(_STEPS) == SCHEMA_VERSION
 # Telling a database restored from an older copy (see Store._notice_restore).  Rows of ``counters``:
 # the database's identity (a random number given at its first write), its generation (one more at the
 # first write of each connection, every MARK_EVERY_S while it writes, and at the close of one that
-# wrote), and when tagwatch found it older than the one it last used (ns, this machine's clock).
-_IDENTITY, _GENERATION, _RESTORED = "identity", "generation", "restored"
+# wrote), when tagwatch found it older than the one it last used (ns, this machine's clock), and when
+# the daemon had checked every photo of its watched folders again after that (see
+# Store.restore_checked).
+_IDENTITY, _GENERATION, _RESTORED, _CHECKED = "identity", "generation", "restored", "restore-checked"
 MARK_EVERY_S = 600.0
 
 
@@ -563,10 +565,40 @@ class Store:
 
     def restored_ns(self) -> int | None:
         """When tagwatch found this database older than the one it last used (this machine's clock,
-        ns); None if it never did."""
+        ns); None if it never did.  Kept for the database's life: the rule it drives (a keyword of
+        ours missing from a photo that last changed before then is no person's removal) holds for
+        every photo not changed since, however late it is next looked at."""
         with self._lock:
             r = self._db.execute("SELECT value FROM counters WHERE name = ?", (_RESTORED,)).fetchone()
         return None if r is None else int(r[0])
+
+    def restore_unchecked(self) -> int | None:
+        """:meth:`restored_ns` while the restore is still news: until the daemon has checked every
+        photo of its watched folders again after it (:meth:`restore_checked`).  None once it has, or
+        if the database was never found restored.  ``tagwatch status`` says the restore while this
+        is not None; a year later it said it still, though nothing was left for it to tell."""
+        with self._lock:
+            values = dict(self._db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
+                                           (_RESTORED, _CHECKED)).fetchall())
+        restored, checked = values.get(_RESTORED), values.get(_CHECKED)
+        return None if restored is None or (checked is not None and checked >= restored) else int(restored)
+
+    def restore_checked(self, since_ns: int) -> int | None:
+        """Record that every photo of the watched folders was compared with its record, and every
+        one found changed was tagged, failed or found gone, in a pass that began at ``since_ns``
+        (this machine's clock).  Of a restore found before that pass, nothing is left to say: what
+        the older copy did not know showed in the photos changed since that copy was taken, and the
+        pass settled each of them (their keywords written again or forgotten, see Writeback._removed).
+        Returns when the database was found restored where this ends its note, else None (it was
+        found after the pass began, or its note had ended already)."""
+        with self.transaction() as db:
+            values = dict(db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
+                                     (_RESTORED, _CHECKED)).fetchall())
+            restored, checked = values.get(_RESTORED), values.get(_CHECKED)
+            if restored is None or restored > since_ns or (checked is not None and checked >= restored):
+                return None
+            db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?)", (_CHECKED, time.time_ns()))
+        return int(restored)
 
     def check(self) -> None:
         """Raise StoreError if SQLite finds damage (a power cut on a disk that lies about fsync, a

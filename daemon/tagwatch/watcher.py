@@ -176,6 +176,7 @@ class ScanReport:
     gone: int = 0
     moved: int = 0  # photos found under another name, the old one gone: moved while no one watched
     unlistable: set[str] = field(default_factory=set)  # folders not listed: their files were kept
+    left_out: list[str] = field(default_factory=list)  # watched folders not walked (not there, a link)
 
 
 Signature = tuple[str, int, int]
@@ -216,6 +217,7 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     # scanned when it is back; its records are kept meanwhile (walked, every photo was refused)
     records = {root: store.files_under(str(root)) for root in roots
                if root.is_dir() and linked_to(root) is None}
+    report.left_out = [str(root) for root in roots if root not in records]
     # the records by signature, built at the first new file met: a start that finds none (a daemon
     # restarted on an unchanged library) does without it
     recorded: dict[Signature, str | None] | None = None

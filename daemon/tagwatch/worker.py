@@ -74,6 +74,7 @@ class Worker(threading.Thread):
         # photos put back in the queue while a batch held them: in both, and counted once by waiting()
         self._requeued: set[str] = set()
         self._reload_requested = threading.Event()
+        self._when_settled: list[Callable[[], None]] = []  # told once nothing is queued or in flight
         self.batches = 0
         self.idle = threading.Event()
         # photo batches wait DATABASE_LOCK_WAIT_S for a locked database, then WAIT (said at once)
@@ -86,6 +87,14 @@ class Worker(threading.Thread):
         with self._retry_lock:
             requeued = list(self._requeued)
         return len(self.queue) + self.engine.held() - len(self.engine.in_flight(requeued))
+
+    def when_settled(self, call: Callable[[], None]) -> None:
+        """Call ``call`` (on this thread) once every photo queued before now is settled: nothing in
+        the queue, waiting out a backoff included, and no batch in flight.  Photos arriving all the
+        while put it off, as they should: they are not settled either."""
+        with self._retry_lock:
+            self._when_settled.append(call)
+        self.queue.wake()
 
     def request_reload(self) -> None:
         self._reload_requested.set()
@@ -107,12 +116,22 @@ class Worker(threading.Thread):
                 if not batch:
                     if not self.engine.busy:
                         self.idle.set()
+                        if not len(self.queue):
+                            self._settled()
                     continue
                 self.idle.clear()
                 self._guard(lambda b=batch: self._handle(b))
                 self.batches += 1
         finally:
             self.engine.close()  # finish the batches in flight
+
+    def _settled(self) -> None:
+        """Everything queued is done (this thread takes batches: none is between the queue and the
+        engine): tell those who asked (:meth:`when_settled`)."""
+        with self._retry_lock:
+            calls, self._when_settled = self._when_settled, []
+        for call in calls:
+            self._guard(call)
 
     def _still_writing(self, path: str, st: os.stat_result) -> bool:
         """``StillWriting``, asked from the engine's threads."""
