@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import noise_jpeg, status, tagwatch, write_config
+from conftest import Daemon, noise_jpeg, status, tagwatch, wait_for, write_config
 from tagwatch.cli import status as status_command
 from tagwatch.config import Config
 from tagwatch.rebuild import rebuild
@@ -268,6 +268,29 @@ def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_an
     assert "found older than the one last used here on " in status_command.render(report, [])
     assert not _start(path, caplog, write="/p/g.jpg")  # the mark follows the restored database
 
+    # The daemon's check of every watched photo ends the note (see the daemon's test below): only a
+    # pass begun after the restore was found; when it was found is kept, for Writeback's rule
+    store = Store(path)
+    try:
+        found = store.restored_ns()
+        assert found is not None
+        assert store.restore_checked(found - 1) is None and store.restore_unchecked() == found
+        assert store.restore_checked(found) == found and store.restore_unchecked() is None
+        assert store.restore_checked(found) is None  # ended once
+        assert store.restored_ns() == found
+        live, copy = sqlite3.connect(path), sqlite3.connect(backup)
+        live.backup(copy)  # another backup, restored after more writes: said again
+        live.close()
+        copy.close()
+    finally:
+        store.close()
+    assert not _start(path, caplog, write="/p/g2.jpg")
+    _put_in_place(backup, path)
+    assert _start(path, caplog)
+    report, _ = status_command.status(Config(database=path), identity="m")
+    assert report["restored"] > found / 1e9 and not report["restore_checked"]
+    assert "found older than the one last used here on " in status_command.render(report, [])
+
     # db rebuild carries every readable row into a new file: not an older copy
     rebuild(path)
     assert not _start(path, caplog, write="/p/h.jpg")
@@ -310,3 +333,52 @@ def test_a_database_another_program_holds_locked_is_not_read_only_and_a_short_wa
     finally:
         holder.close()
         store.close()
+
+
+def test_status_says_a_restored_database_until_the_daemon_has_checked_the_watched_folders_again(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A backup of the database put back: `tagwatch status` said "found older than the one last used
+    here on …" for the database's whole life, a year later still.  Now it says it until the daemon
+    has checked every watched photo again since (the photos that copy did not know are settled then,
+    one line says so), and not after, the daemon stopped or not.  When it was found stays recorded
+    (`restored` in --json): Writeback's rule still needs it for a photo not changed since."""
+    photos = tmp_path / "photos"
+    for i in range(2):
+        noise_jpeg(photos / f"p{i}.jpg", seed=60 + i)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos])
+    database = tmp_path / "conf" / "state" / "tagwatch.db"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        wait_for(lambda: status(config)["tagged"] == 2)
+        backup = tmp_path / "backup.db"
+        live, copy = sqlite3.connect(database), sqlite3.connect(backup)
+        live.backup(copy)  # sqlite3's .backup, as service.md says, while the daemon runs
+        live.close()
+        copy.close()
+        later = noise_jpeg(photos / "later.jpg", seed=70)  # tagged after the copy: it does not know it
+        wait_for(lambda: status(config)["tagged"] == 3)
+    finally:
+        daemon.stop()
+    _put_in_place(backup, database)
+
+    said = tagwatch("status", "--config", str(config))
+    assert RESTORED in said.stderr  # the first command to open it notices it, once
+    note, until = "found older than the one last used here on ", "said until the daemon has checked"
+    assert note in said.stdout and until in said.stdout
+    assert note in tagwatch("status", "--config", str(config)).stdout  # every time, until then
+
+    mark = len(daemon.log())
+    daemon.start()
+    try:
+        log = daemon.wait_log("every photo in the watched folders checked again since the database was found")
+        assert note not in tagwatch("status", "--config", str(config)).stdout
+        # the photo the copy did not know was looked at first (its scan queued it)
+        checked = log.index("every photo in the watched folders", mark)
+        assert "1 queued" in log[mark:checked] and f"{later}" in log[mark:checked], log[mark:]
+    finally:
+        daemon.stop()
+    assert note not in tagwatch("status", "--config", str(config)).stdout
+    report = status(config)
+    assert report["restored"] is not None and report["restore_checked"] is True
+    assert RESTORED not in daemon.log()  # said once, by the first command

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -158,6 +159,7 @@ class Daemon:
         self._warned: set[str] = set()  # the overrides' warnings logged (the file not there yet)
         self._tags_warned: set[str] = set()  # the tag list's (a duplicate tag) logged since they appeared
         self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
+        self._restore_check: int | None = None  # a full scan's start, its photos being settled (restore)
 
     # -- tag list ------------------------------------------------------------------------------
 
@@ -388,7 +390,7 @@ class Daemon:
                              f"{now['tagged_per_min']:g}/min")
 
     def _scan(self, clean_temp: bool = False, roots: tuple[Path, ...] | None = None) -> None:
-        started = time.monotonic()
+        started, began_ns = time.monotonic(), time.time_ns()
         report = reconcile(roots or self.config.watch, self.filter, self.store, self.queue, clean_temp,
                            self.stopped)
         if report.unlistable:  # watched and scanned once they can be listed
@@ -399,6 +401,32 @@ class Daemon:
                  f" of {', '.join(map(str, roots))}" if roots else "", counted(report.seen, "photo"),
                  report.queued, report.gone, f", {report.moved} moved" if report.moved else "",
                  time.monotonic() - started)
+        if roots is None and not report.unlistable and not report.left_out:  # every watched photo seen
+            self._check_restore(began_ns)
+
+    def _check_restore(self, began_ns: int) -> None:
+        """A scan of every watched folder, begun at ``began_ns``, compared each photo with its record:
+        once the photos it queued are settled, a restore found before it has nothing left to say
+        (see Store.restore_checked): ``tagwatch status`` stops saying it.  One pass asked at a time."""
+        if self._restore_check is not None or self.store.restore_unchecked() is None:
+            return
+        self._restore_check = began_ns
+
+        def settled() -> None:
+            self._restore_check = None
+            try:
+                restored = self.store.restore_checked(began_ns)
+            except sqlite3.Error as exc:  # locked, say: the next full scan records it
+                log.debug("the restore's check not recorded: %s", exc)
+                return
+            if restored is not None:
+                day = time.strftime("%Y-%m-%d %H:%M", time.localtime(restored / 1e9))
+                log.info("%s: every photo in the watched folders checked again since the database was found "
+                         "restored on %s (the photos changed after that copy was taken are settled); "
+                         "`tagwatch status` no longer says it", self.config.database, day,
+                         extra={"event": "restore-checked"})
+
+        self.worker.when_settled(settled)
 
     def _check_roots(self) -> None:
         """Watch again a watched folder that came back, or one holding a folder that can be listed

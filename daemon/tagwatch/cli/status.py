@@ -35,20 +35,25 @@ def status(config: Config, every_failure: bool = False,
     worked out (see :func:`lenient`)."""
     identity = identity or model_identity(config.model)
     restored: int | None = None
+    unchecked: int | None = None
     if config.database.exists():
         store = Store(config.database)
         try:
             stats = store.stats(identity)
             failures = store.failures(stats["failed"] if every_failure else SHOWN_FAILURES)
-            restored = store.restored_ns()
+            restored, unchecked = store.restored_ns(), store.restore_unchecked()
         finally:
             store.close()
     else:
         stats = dict.fromkeys(COUNTS, 0)
         failures = []
+    # restored: when it was found restored (see Store._notice_restore), for the database's life;
+    # restore_checked: false until the daemon has checked the watched folders again since (then
+    # there is nothing left to say of it, see Store.restore_checked)
     report = {**stats, "database": str(config.database), "model": identity,
               "daemon": daemon_state(config.database),
-              "restored": None if restored is None else restored / 1e9}  # see Store._notice_restore
+              "restored": None if restored is None else restored / 1e9,
+              "restore_checked": restored is not None and unchecked is None}
     return report, failures
 
 
@@ -73,18 +78,22 @@ def backlog(daemon: dict[str, Any]) -> str:
     return f"; the queue is cleared in about {duration(daemon['eta_s'])}"
 
 
-def restored(when: float | None) -> str:
+def restored(when: float | None, checked: bool = False) -> str:
     """`` (found older than the one last used here on …)`` where tagwatch found the database so (a
-    backup put back): the log said so once, and what it holds is as of that copy."""
-    if when is None:
+    backup put back): the log said so once, and what it holds is as of that copy.  Said until the
+    daemon has checked the watched folders again since (``checked``): then every photo the copy did
+    not know is settled, and the note told nothing more (it was said for the database's life)."""
+    if when is None or checked:
         return ""
     day = time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
-    return f" (found older than the one last used here on {day}: restored from a backup?)"
+    return (f" (found older than the one last used here on {day}: restored from a backup?; said until "
+            "the daemon has checked the watched folders again)")
 
 
 def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
     """The human-readable status."""
-    lines = [f"database  {report['database']}{restored(report.get('restored'))}",
+    lines = [f"database  {report['database']}"
+             f"{restored(report.get('restored'), bool(report.get('restore_checked')))}",
              f"model     {report['model']}"]
     daemon = report["daemon"]
     if daemon is None:
