@@ -293,3 +293,58 @@ def test_photos_held_by_a_locked_database_count_as_waiting_and_the_resume_line_c
     finally:
         holder.close()
         daemon.stop()
+
+
+# A tag-list edit, and a start, while a backup holds the database for minutes: the re-score waits
+# whole, said in one line, and resumes by itself once the database takes writes again
+RESCORE_WAITS = "the tag list's re-score waits: database: database is locked"
+OLD_TAGS, NEW_TAGS = ["beach", "forest", "mountain"], ["city street", "snow field", "harbour"]
+
+
+def _sync_config(tmp_path: Path, tiny_checkpoint: Path, photos: Path) -> Path:
+    """Sync mode: a tag taken out of the list comes out of the photos, so the old list's keywords
+    left in a photo are a re-score that did not happen."""
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos], tags=OLD_TAGS, top_k=2)
+    config.write_text(config.read_text(encoding="utf-8").replace("[tagging]", '[tagging]\nmode = "sync"'),
+                      encoding="utf-8")
+    return config
+
+
+def _rescored(paths: list[Path]) -> bool:
+    """Every photo carries keywords of the new list and none of the old one."""
+    keywords = [set(exif_keywords(p)["iptc"]) for p in paths]
+    return all(k & set(NEW_TAGS) and not k & set(OLD_TAGS) for k in keywords)
+
+
+def test_a_tag_list_edited_while_a_backup_holds_the_database_is_applied_once_it_is_let_go(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A nightly backup holds the database (BEGIN EXCLUSIVE) and the user edits the tag list: the
+    re-score waited SQLite's 30 s for each changed photo in turn, the daemon deaf meanwhile, and a
+    reload that met the lock ended in "batch failed", the photos left with the old list's keywords.
+    Now one line says the re-score waits for the database, `status` answers and counts no photo
+    failed, and once the lock is let go every photo carries the new list's keywords only."""
+    photos = tmp_path / "photos"
+    made = [noise_jpeg(photos / f"p{i}.jpg", seed=30 + i) for i in range(3)]
+    config = _sync_config(tmp_path, tiny_checkpoint, photos)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    holder = sqlite3.connect(tmp_path / "conf" / "state" / "tagwatch.db", isolation_level=None, timeout=60)
+    try:
+        wait_for(lambda: all(set(exif_keywords(p)["iptc"]) & set(OLD_TAGS) for p in made))
+        mark = len(daemon.log())
+        holder.execute("BEGIN EXCLUSIVE")
+        (tmp_path / "conf" / "tags.txt").write_text("\n".join(NEW_TAGS) + "\n", encoding="utf-8")
+        daemon.wait_log(RESCORE_WAITS, since=mark)
+        assert status(config).get("failed") == 0  # answers while the lock lasts; no photo failed
+        assert all(set(exif_keywords(p)["iptc"]) & set(OLD_TAGS) for p in made)  # nothing half done
+        holder.execute("COMMIT")
+        wait_for(lambda: _rescored(made))
+        daemon.wait_log("re-scored 3 photos, rewrote", since=mark)
+        log = daemon.log()[mark:]
+        assert log.count(RESCORE_WAITS) == 1, log
+        assert "batch failed" not in log and " ERROR " not in log, log
+        assert status(config).get("failed") == 0
+    finally:
+        holder.close()
+        daemon.stop()
+

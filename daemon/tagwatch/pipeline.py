@@ -53,7 +53,7 @@ from .overrides import (
     names_files,
 )
 from .queue import Op
-from .retry import INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
+from .retry import DATABASE, INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
 from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store, utf8_name
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
@@ -669,6 +669,11 @@ class Pipeline:
         :meth:`take_deferred`) they are handed on to be encoded again; this runs at every start too,
         so a restart encodes them.  Elsewhere (the review page with no daemon running) nothing
         would take them, and the line says when they will be: the line said "queued" there.
+
+        A write the database cannot take (another program holds it locked; read-only, full) raises:
+        the photos not reached wait untried, and a re-score run again later starts where this one
+        stopped (the photos it re-scored carry the new fingerprint).  A photo whose own disk fails
+        for a while waits in :meth:`take_deferred`, as a photo of a batch does.
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity, self.roots)
@@ -737,9 +742,15 @@ class Pipeline:
                         outcome = self._finish(row.path, row.key, st, tags, override, reading, rescore=True)
                     else:  # changed on disk since we last saw it: treat it as new
                         outcome = self.process([row.path])[0]
-                except Exception as exc:  # the database is read-only for now, say: this file waits
+                except Exception as exc:  # a passing fault of this file's disk: this file waits
                     passing = transient_reason(exc)
-                    if passing is None:
+                    if passing is None or passing.startswith(DATABASE):
+                        # The database's trouble (a backup's lock) is every photo's: the re-score
+                        # stops here, untried photos untouched (each waited out the lock in turn),
+                        # and the daemon runs it again later (Worker.rescore_waits); the photos
+                        # re-scored so far carry the new fingerprint and are not selected again
+                        if observe is not None and tried:
+                            observe(tried)
                         raise
                     outcome = Outcome(row.path, Status.WAIT, error=passing)
                 written += outcome.status == Status.TAGGED and outcome.wrote

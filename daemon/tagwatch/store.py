@@ -254,7 +254,7 @@ def _read_only(exc: sqlite3.Error) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_READONLY
 
 
-def _locked(exc: sqlite3.Error) -> bool:
+def locked(exc: BaseException) -> bool:
     """SQLite's BUSY or LOCKED: another connection holds the lock a write needs."""
     return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
@@ -406,7 +406,7 @@ class Store:
                 self._db.execute(f"PRAGMA user_version = {int(version)}")  # a write of the same value
             except sqlite3.OperationalError as exc:
                 self._reopen = _read_only(exc)
-                return None if _locked(exc) else str(exc)
+                return None if locked(exc) else str(exc)
             finally:
                 with suppress(sqlite3.Error):
                     self._db.execute(f"PRAGMA busy_timeout = {round(LOCK_WAIT_S * 1000)}")

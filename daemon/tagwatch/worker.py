@@ -6,7 +6,9 @@ A photo queued again while a batch in flight holds it goes back to the queue to 
 (:data:`HELD_DELAY`); the others of its batch go on.  Renames and deletions are applied here, in queue
 order: first the batches in flight that hold a path an operation names are finished
 (``Engine.wait_clear``), so the store sees them in the order they happened relative to tagging.  A
-tag-list reload waits for every batch in flight (its re-score writes files too).  Outcomes come back
+tag-list reload waits for every batch in flight (its re-score writes files too); one that finds the
+database unable to take writes (a backup's lock) is run again later, backing off as a photo does
+(:meth:`Worker.rescore_waits`).  Outcomes come back
 from the engine's threads, so the retry state is locked.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from .engine import Engine
@@ -74,6 +77,10 @@ class Worker(threading.Thread):
         # photos put back in the queue while a batch held them: in both, and counted once by waiting()
         self._requeued: set[str] = set()
         self._reload_requested = threading.Event()
+        # A reload whose re-score met the database's trouble (a backup's lock) runs again at this
+        # time (monotonic), backing off as a photo does; None: none waits
+        self._rescore = Backoff()
+        self._rescore_at: float | None = None
         self._when_settled: list[Callable[[], None]] = []  # told once nothing is queued or in flight
         self.batches = 0
         self.idle = threading.Event()
@@ -103,10 +110,12 @@ class Worker(threading.Thread):
     def run(self) -> None:
         try:
             while True:
-                if self._reload_requested.is_set():
+                due = self._rescore_at is not None and time.monotonic() >= self._rescore_at
+                if self._reload_requested.is_set() or due:
                     self._reload_requested.clear()
+                    self._rescore_at = None
                     self.engine.drain()  # a re-score writes files too: one writer per file
-                    self._guard(self._reload)
+                    self._guard(self._reloading)
                 deferred = self.pipeline.take_deferred()
                 if deferred:
                     self._guard(lambda d=deferred: self._settle(d))
@@ -116,14 +125,51 @@ class Worker(threading.Thread):
                 if not batch:
                     if not self.engine.busy:
                         self.idle.set()
-                        if not len(self.queue):
-                            self._settled()
+                        if not len(self.queue) and self._rescore_at is None:  # a waiting re-score
+                            self._settled()  # is not settled: its photos keep the old list's keywords
                     continue
                 self.idle.clear()
                 self._guard(lambda b=batch: self._handle(b))
                 self.batches += 1
         finally:
             self.engine.close()  # finish the batches in flight
+
+    def _reloading(self) -> None:
+        """The reload, its writes waiting as a photo batch's for a database another program holds
+        locked (DATABASE_LOCK_WAIT_S, not SQLite's 30 s for each changed photo in turn); one that
+        meets it is run again later (:meth:`rescore_waits`)."""
+        with self.pipeline.store.lock_wait(DATABASE_LOCK_WAIT_S):
+            try:
+                self._reload()
+            except Exception as exc:
+                if not self.rescore_waits(exc):
+                    raise
+                return
+        if "re-score" in self._rescore:  # its own line ("re-scored N photos") says it is done
+            self._rescore.clear("re-score")
+
+    def rescore_waits(self, exc: BaseException) -> bool:
+        """Where ``exc`` is the database's passing trouble (a backup script's lock, a full disk), the
+        tag list's re-score that met it waits: run again after 1, 2, 4 … s up to the backoff's cap,
+        or as soon as a photo's write shows the database takes writes again; said in one line while
+        it lasts.  The re-score starts where it stopped (Pipeline.retag).  False for any other
+        error, which is the caller's.  Also the daemon's start's, whose re-score met the lock."""
+        reason = transient_reason(exc)
+        if _shared(reason) != "database":
+            return False
+        first = "re-score" not in self._rescore
+        delay = self._rescore.next("re-score")
+        self._rescore_at = time.monotonic() + delay
+        if first:
+            log.warning("the tag list's re-score waits: %s; the photos keep their keywords until it "
+                        "resumes, by itself, once the database takes writes again (tried again backing "
+                        "off to once every %g s)", reason, self._rescore.cap,
+                        extra={"event": "retrying", "reason": reason})
+        else:
+            log.debug("the tag list's re-score still waits (attempt %d): %s", self._rescore.tries("re-score"),
+                      reason)
+        self.queue.wake()
+        return True
 
     def _settled(self) -> None:
         """Everything queued is done (this thread takes batches: none is between the queue and the
@@ -290,6 +336,8 @@ class Worker(threading.Thread):
                         what = ("the database takes writes again" if shared == "database"
                                 else "the model loads again")
                         log.info("%s; the %d photos that waited for it are tried now", what, len(waited))
+                        if shared == "database" and self._rescore_at is not None:
+                            self._rescore_at = time.monotonic()  # the re-score waiting on it goes too
                         for other in waited:
                             if other != path and other in self._backoff:
                                 self.queue.put(other, delay=0.0, force=True)
