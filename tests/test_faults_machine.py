@@ -348,3 +348,39 @@ def test_a_tag_list_edited_while_a_backup_holds_the_database_is_applied_once_it_
         holder.close()
         daemon.stop()
 
+
+def test_a_daemon_started_while_a_backup_holds_the_database_starts_and_catches_up_once_it_is_let_go(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Started at boot while a backup holds the database, with a tag list edited since it last ran
+    and a photo added: the start failed on the lock (the re-score's write) and the daemon exited.
+    Now it starts, says that the re-score and the new photo wait for the database, ends at once on
+    SIGTERM meanwhile, and, started again, catches up once the lock is let go."""
+    photos = tmp_path / "photos"
+    first = noise_jpeg(photos / "first.jpg", seed=40)
+    config = _sync_config(tmp_path, tiny_checkpoint, photos)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    wait_for(lambda: set(exif_keywords(first)["iptc"]) & set(OLD_TAGS))
+    assert daemon.stop() == 0
+    (tmp_path / "conf" / "tags.txt").write_text("\n".join(NEW_TAGS) + "\n", encoding="utf-8")
+    added = noise_jpeg(photos / "added.jpg", seed=41)
+    holder = sqlite3.connect(tmp_path / "conf" / "state" / "tagwatch.db", isolation_level=None, timeout=60)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        mark = len(daemon.log())
+        daemon.start()  # "tagwatch is running", under the lock
+        daemon.wait_log(RESCORE_WAITS, since=mark)
+        daemon.wait_log(LOCKED, since=mark)  # the added photo waits too
+        assert status(config).get("failed") == 0
+        assert daemon.stop() == 0  # SIGTERM ends it while the lock lasts
+        mark = len(daemon.log())
+        daemon.start()
+        daemon.wait_log(RESCORE_WAITS, since=mark)
+        holder.execute("COMMIT")
+        wait_for(lambda: _rescored([first, added]))
+        log = daemon.log()
+        assert "batch failed" not in log and " ERROR " not in log, log
+        assert status(config).get("failed") == 0
+    finally:
+        holder.close()
+        daemon.stop()

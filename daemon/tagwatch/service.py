@@ -33,7 +33,7 @@ from .notify import Notifier
 from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue, backlog_batch
-from .retry import QUIET_S
+from .retry import DATABASE_LOCK_WAIT_S, QUIET_S
 from .status import (
     Activity,
     MetricsServer,
@@ -295,7 +295,15 @@ class Daemon:
                 log.warning("%s", stale)
         # exiftool's start, not the first photo's write, waits for Perl
         self.writer.warm_up_aside(self.config.database.parent)
-        self._load_tags()
+        # A start under a backup's lock starts: the tag list is adopted (its new prompt vectors kept
+        # in memory where they cannot be stored), and a re-score that meets the lock waits in the
+        # worker as an edit's does, the photos backing off as ever.  Waited for as a batch's write.
+        with self.store.lock_wait(DATABASE_LOCK_WAIT_S):
+            try:
+                self._load_tags()
+            except Exception as exc:
+                if self.pipeline.vocabulary is None or not self.worker.rescore_waits(exc):
+                    raise
         self.watcher.start()
         self._watch_tag_list()
         self.worker.start()
