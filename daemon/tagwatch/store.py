@@ -453,6 +453,11 @@ class Store:
                 except sqlite3.DatabaseError as exc:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
+                    if locked(exc):  # a backup's lock outlasted LOCK_WAIT_S: nothing is wrong with it
+                        raise StoreError(
+                            f"{self.path}: cannot migrate the database from schema {version} yet: "
+                            f"another program holds it locked ({exc}); start again once it lets go "
+                            f"(the service's Restart=on-failure does so every 10 s)") from None
                     raise StoreError(
                         f"{self.path}: cannot migrate the database from schema {version} "
                         f"(step {number}, {name}): {exc}; `tagwatch db rebuild` carries every "
