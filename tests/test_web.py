@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -874,7 +875,9 @@ def test_tagwatch_web_on_the_port_the_daemon_serves_says_so_and_how_to_open_it(s
 def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, tmp_path: Path) -> None:
     """`tagwatch web` alone: a correction still reaches the file, through the same re-scoring from
     cached vectors a daemon does.  The vectors come from the module's store (the cache is keyed by
-    content, so a copy of a photo needs no encoding and no model)."""
+    content, so a copy of a photo needs no encoding and no model).  Made while a backup holds the
+    database, the page says it waits, and the correction reaches the file once the backup lets go,
+    with no other correction to start it."""
     root = tmp_path / "photos"
     root.mkdir()
     photo = root / "red-star.jpg"
@@ -918,9 +921,19 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
         printed = tagwatch("web", "--url", "--config", str(config))  # the port it took, not the config's
         assert printed.stdout.strip() == f"http://127.0.0.1:{port}/?token={token}"
         page = Site(root, conf, config, None, f"http://127.0.0.1:{port}", port, token)  # type: ignore[arg-type]
-        code, _ = page.request("POST", "/photo/0/red-star.jpg",
-                               body=f"action=remove&keyword=red&csrf={page.csrf}")
-        assert code == 303
+        backup = sqlite3.connect(conf / "state" / "tagwatch.db", isolation_level=None, timeout=60)
+        try:
+            backup.execute("BEGIN EXCLUSIVE")
+            code, _ = page.request("POST", "/photo/0/red-star.jpg",
+                                   body=f"action=remove&keyword=red&csrf={page.csrf}")
+            assert code == 303
+            wait_for(lambda: "corrections not applied yet: database: database is locked; tried again in"
+                     in (tmp_path / "web.log").read_text(encoding="utf-8"))
+            banner = page.request("GET", "/photo/0/red-star.jpg")[1].decode()
+            assert "Corrections not applied: database: database is locked; tried again by itself in" in banner
+            assert set(exif_keywords(photo)["iptc"]) == {"red", "star"}
+        finally:
+            backup.close()  # the backup ends: its transaction with it
         wait_for(lambda: exif_keywords(photo)["iptc"] == ["star"])
         panel = page.request("GET", "/photo-keywords/0/red-star.jpg")[1]
         assert b'data-keyword="red" data-owner="rejected"' in panel

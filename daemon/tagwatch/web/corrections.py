@@ -29,6 +29,7 @@ from ..exiftool import MetadataError
 from ..metadata import ExifTool, KeywordWriter
 from ..overrides import OverridesError, correct
 from ..pipeline import pipeline_for
+from ..retry import DATABASE_LOCK_WAIT_S, Backoff, transient_reason
 from ..scoring import tag_thresholds
 from ..status import AlreadyRunning, hold_lock, running_daemon
 from ..store import Store, StoreError
@@ -131,12 +132,16 @@ def apply_now(config: Config) -> tuple[int, int]:
         pipeline = pipeline_for(config, store, KeywordWriter(exiftool, config.write))
         try:
             pipeline.confine(config.watch)  # as the daemon: never a file reached through a folder link
-            return pipeline.retag()
+            with store.lock_wait(DATABASE_LOCK_WAIT_S):  # a backup's lock: said soon, tried again later
+                return pipeline.retag()
         finally:
             pipeline.close()
     finally:
         exiftool.close()
         store.close()
+
+
+APPLY = "apply"  # the Applier's one key in its Backoff
 
 
 class Applier:
@@ -163,11 +168,13 @@ class Applier:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
+        backoff, again = Backoff(), None  # a passing fault (a backup's lock) is tried again by itself
         while True:
-            self._wanted.wait()
+            self._wanted.wait(again)
             if self._stopped.is_set():
                 return
             self._wanted.clear()
+            again = None
             if running_daemon(self.config.database) is not None:
                 continue  # the daemon watches the files and applies them itself
             try:
@@ -177,14 +184,22 @@ class Applier:
             try:
                 checked, written = apply_now(self.config)
                 self.last_error = None
+                backoff.clear(APPLY)
                 log.info("review page: no daemon running, so applied the corrections itself: re-scored "
                          "%s, rewrote %d", counted(checked, "photo"), written)
-            except (StoreError, MetadataError, OverridesError, VocabularyError, OSError) as exc:
-                self.last_error = str(exc)
-                log.error("review page: corrections not applied: %s", exc)
-            except Exception as exc:  # a bug here must not end the page's thread
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("review page: corrections not applied")
+            except Exception as exc:  # sorted below: a passing fault, ours to say, or a bug
+                passing = transient_reason(exc)
+                if passing is not None:  # another program holds the database, a disk full for now...
+                    again = backoff.next(APPLY)
+                    self.last_error = f"{passing}; tried again by itself in {again:.0f} s"
+                    log.warning("review page: corrections not applied yet: %s; tried again in %.0f s",
+                                passing, again)
+                elif isinstance(exc, (StoreError, MetadataError, OverridesError, VocabularyError, OSError)):
+                    self.last_error = str(exc)
+                    log.error("review page: corrections not applied: %s", exc)
+                else:  # a bug here must not end the page's thread
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("review page: corrections not applied")
             finally:
                 os.close(fd)
                 self.runs += 1
