@@ -290,6 +290,11 @@ def test_photos_held_by_a_locked_database_count_as_waiting_and_the_resume_line_c
         wait_for(lambda: all(exif_keywords(p)["iptc"] for p in new))
         wait_for(lambda: waiting(config) == 0)
         assert daemon.log()[mark:].count(LOCKED) == 1  # one line for the three, not one per attempt
+        # their vectors, made before the lock, are cached once it is gone: tried again, the photos
+        # took them from the engine's memory and were tagged, and none was ever stored (export left
+        # them out as "not encoded yet", every re-score encoded them again)
+        counts = status(config)
+        assert (counts["files"], counts["vectors"]) == (4, 4), counts
     finally:
         holder.close()
         daemon.stop()

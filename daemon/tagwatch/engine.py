@@ -450,26 +450,32 @@ class Engine:
         if pending:
             try:
                 with self.pipeline.model.using() as model:
-                    pending = self._reuse(pending, model)
-                    lot.fresh = self._encode(lot, pending, model) if pending else {}
-                    self._recent.keep(model, lot.fresh, size)
+                    pending, reused = self._reuse(pending, model)
+                    encoded = self._encode(lot, pending, model) if pending else {}
+                    self._recent.keep(model, encoded, size)
+                    lot.fresh = {**reused, **encoded}  # a reused one may never have been stored
             except Exception as exc:  # the model cannot load: every photo waiting for it
                 self._give_up(lot, [p for p, _ in pending], exc)
         self._uncharge(lot)
 
-    def _reuse(self, pending: list[tuple[Photo, _Front]],
-               model: EncoderProcess) -> list[tuple[Photo, _Front]]:
+    def _reuse(self, pending: list[tuple[Photo, _Front]], model: EncoderProcess
+               ) -> tuple[list[tuple[Photo, _Front]], dict[bytes, np.ndarray]]:
         """Give the photos whose picture ``model`` encoded for an earlier batch that vector (they were
-        decoded for nothing: their lookup came too early, see :class:`_Recent`); the others remain."""
-        left = []
+        decoded for nothing: their lookup came too early, see :class:`_Recent`); the others remain.
+        Returns those others and the vectors given, to be stored with the batch's own: the earlier
+        batch may never have stored them (its store met a backup's lock, and its photos were tried
+        again, taking their vectors here: they were tagged and never cached)."""
+        left, reused = [], {}
         for photo, front in pending:
             assert photo.key is not None
             photo.vector = self._recent.take(model, photo.key)
             if photo.vector is None:
                 left.append((photo, front))
-        if len(left) < len(pending):
+            else:
+                reused[photo.key] = photo.vector
+        if reused:
             log.debug("%s encoded for an earlier batch", counted(len(pending) - len(left), "photo"))
-        return left
+        return left, reused
 
     def _encode(self, lot: _Lot, pending: list[tuple[Photo, _Front]],
                 model: EncoderProcess) -> dict[bytes, np.ndarray]:
