@@ -291,6 +291,46 @@ def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_an
     assert report["restored"] > found / 1e9 and not report["restore_checked"]
     assert "found older than the one last used here on " in status_command.render(report, [])
 
+    # A restore found while a backup holds the database (xZ #2, #4): the start does not wait for the
+    # lock to record it; it is known at once (status says it; Writeback's rule holds, so no keyword
+    # of the restore's is declined once the lock is gone) and recorded by the first write, before it
+    store = Store(path)
+    try:
+        store.record_file("/p/g3.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+        live, copy = sqlite3.connect(path), sqlite3.connect(backup)
+        live.backup(copy)
+        live.close()
+        copy.close()
+        store.record_file("/p/g4.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+    finally:
+        store.close()
+    _put_in_place(backup, path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="tagwatch"):
+            store = Store(path)
+        try:
+            assert caplog.text.count(RESTORED) == 1 and "not recorded yet: database is locked" in caplog.text
+            pending = store.restored_ns()
+            assert pending is not None and pending > report["restored"] * 1e9
+            assert store.restore_unchecked() == pending
+            report, _ = status_command.status(Config(database=path), identity="m")  # another process
+            assert "found older than the one last used here on " in status_command.render(report, [])
+            holder.execute("COMMIT")
+            store.record_file("/p/g5.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+        finally:
+            store.close()
+    finally:
+        holder.close()
+    store = Store(path)
+    try:
+        assert store.restored_ns() == pending  # recorded by the first write
+    finally:
+        store.close()
+    assert not _start(path, caplog)  # noticed once: the next start is an ordinary one
+
     # db rebuild carries every readable row into a new file: not an older copy
     rebuild(path)
     assert not _start(path, caplog, write="/p/h.jpg")

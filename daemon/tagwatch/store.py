@@ -209,6 +209,7 @@ assert len(_STEPS) == SCHEMA_VERSION
 # Store.restore_checked).
 _IDENTITY, _GENERATION, _RESTORED, _CHECKED = "identity", "generation", "restored", "restore-checked"
 MARK_EVERY_S = 600.0
+NOTICE_WAIT_S = 1.0  # how long recording a restore found at the start waits for another's lock
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,7 @@ class Store:
         self._reopen = False  # a write found the database read-only: reconnect before the next one
         self._marked: float | None = None  # when this connection last advanced the mark (monotonic)
         self._waits = threading.local()  # a thread's own lock wait, where it set one (lock_wait)
+        self._restore_pending: tuple[int, int] | None = None  # found, not yet recorded: (ns, generation)
         private_folder(path.parent)
         try:
             self._db = self._connect()
@@ -493,7 +495,10 @@ class Store:
             mark: Mark | None = None
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                pending = self._restore_pending
                 try:
+                    if pending is not None:  # a restore found under a backup's lock: before any write
+                        self._record_restore(self._db, *pending)
                     yield self._db
                     mark = self._advance(self._db) if marking else None
                 except BaseException:
@@ -501,6 +506,8 @@ class Store:
                         self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
+                if pending is not None:
+                    self._restore_pending = None
             except sqlite3.OperationalError as exc:
                 self._reopen = _read_only(exc)
                 raise
@@ -554,13 +561,18 @@ class Store:
             return
         if values.get(_IDENTITY) != mark.identity or values.get(_GENERATION, 0) >= mark.generation:
             return
-        unrecorded = ""
+        unrecorded, found = "", time.time_ns()
         try:
-            with self.transaction() as db:  # the generation goes past the mark: noticed once
-                db.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)",
-                               [(_RESTORED, time.time_ns()), (_GENERATION, mark.generation)])
+            # the generation goes past the mark: noticed once.  A backup holding the database is
+            # not waited for (status, export and explain answer under its lock; the daemon starts)
+            with self.lock_wait(NOTICE_WAIT_S), self.transaction() as db:
+                self._record_restore(db, found, mark.generation)
         except sqlite3.OperationalError as exc:
-            unrecorded = f" (not recorded yet: {exc}; said again until it is)"
+            # Kept here and recorded by this connection's first write, before it: the daemon's
+            # rule (restored_ns) holds from its start, so no keyword of the restore's is declined
+            # by a write made once the lock is gone; a command that writes nothing says it again
+            self._restore_pending = (found, mark.generation)
+            unrecorded = f" (not recorded yet: {exc}; recorded with this tagwatch's first write)"
         log.warning("%s: this database is older than the one tagwatch last used here (restored from a "
                     "backup?): it does not know what tagwatch did after that copy was taken. Keywords of "
                     "tagwatch's missing from photos changed before now are not taken for a person's "
@@ -568,12 +580,19 @@ class Store:
                     "that copy was taken comes back once)%s", self.path, unrecorded,
                     extra={"event": "database-restored"})
 
+    @staticmethod
+    def _record_restore(db: sqlite3.Connection, found: int, generation: int) -> None:
+        db.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)",
+                       [(_RESTORED, found), (_GENERATION, generation)])
+
     def restored_ns(self) -> int | None:
         """When tagwatch found this database older than the one it last used (this machine's clock,
         ns); None if it never did.  Kept for the database's life: the rule it drives (a keyword of
         ours missing from a photo that last changed before then is no person's removal) holds for
         every photo not changed since, however late it is next looked at."""
         with self._lock:
+            if self._restore_pending is not None:  # found at the start, not recorded yet (a lock)
+                return self._restore_pending[0]
             r = self._db.execute("SELECT value FROM counters WHERE name = ?", (_RESTORED,)).fetchone()
         return None if r is None else int(r[0])
 
@@ -586,6 +605,8 @@ class Store:
             values = dict(self._db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
                                            (_RESTORED, _CHECKED)).fetchall())
         restored, checked = values.get(_RESTORED), values.get(_CHECKED)
+        if self._restore_pending is not None:  # found at the start, not recorded yet (a lock)
+            restored = self._restore_pending[0]
         return None if restored is None or (checked is not None and checked >= restored) else int(restored)
 
     def restore_checked(self, since_ns: int) -> int | None:
