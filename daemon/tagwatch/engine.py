@@ -99,6 +99,7 @@ class _Lot:
     outcomes: list[Outcome] = field(default_factory=list)
     fronts: list[Future[_Front]] = field(default_factory=list)
     fresh: dict[bytes, np.ndarray] = field(default_factory=dict)  # encoded, not yet stored
+    reused: dict[bytes, np.ndarray] = field(default_factory=dict)  # encoded for an earlier batch
     jobs: list[WriteJob] = field(default_factory=list)
     charged: int = 0  # photos it counts against AHEAD_PHOTOS until encoded
 
@@ -453,7 +454,7 @@ class Engine:
                     pending, reused = self._reuse(pending, model)
                     encoded = self._encode(lot, pending, model) if pending else {}
                     self._recent.keep(model, encoded, size)
-                    lot.fresh = {**reused, **encoded}  # a reused one may never have been stored
+                    lot.fresh, lot.reused = encoded, reused
             except Exception as exc:  # the model cannot load: every photo waiting for it
                 self._give_up(lot, [p for p, _ in pending], exc)
         self._uncharge(lot)
@@ -462,9 +463,9 @@ class Engine:
                ) -> tuple[list[tuple[Photo, _Front]], dict[bytes, np.ndarray]]:
         """Give the photos whose picture ``model`` encoded for an earlier batch that vector (they were
         decoded for nothing: their lookup came too early, see :class:`_Recent`); the others remain.
-        Returns those others and the vectors given, to be stored with the batch's own: the earlier
-        batch may never have stored them (its store met a backup's lock, and its photos were tried
-        again, taking their vectors here: they were tagged and never cached)."""
+        Returns those others and the vectors given, stored with the batch's own where the store lacks
+        them: the earlier batch may never have stored them (its store met a backup's lock, and its
+        photos were tried again, taking their vectors here: they were tagged and never cached)."""
         left, reused = [], {}
         for photo, front in pending:
             assert photo.key is not None
@@ -516,6 +517,10 @@ class Engine:
         settled = {o.path for o in lot.outcomes}
         photos = [p for p in lot.photos if p.path not in settled]
         try:
+            if lot.reused:  # stored by their earlier batch, unless its store failed (see _reuse)
+                known = self.pipeline.cache.get(lot.reused)
+                lot.fresh = {**{k: v for k, v in lot.reused.items() if k not in known}, **lot.fresh}
+                lot.reused = {}
             if lot.fresh:
                 log.debug("storing %d vectors", len(lot.fresh))
                 stored = self.pipeline.cache.put(lot.fresh)  # scored in the stored form, as a retag is
