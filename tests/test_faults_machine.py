@@ -321,17 +321,31 @@ def _rescored(paths: list[Path]) -> bool:
     return all(k & set(NEW_TAGS) and not k & set(OLD_TAGS) for k in keywords)
 
 
+def _said(log: str) -> list[str]:
+    """The log's lines at INFO and above but the photos' own "tagged …" (a daemon run with -v logs
+    DEBUG too)."""
+    return [line for line in log.splitlines() if " INFO tagged " not in line
+            and any(f" {level} " in line for level in ("INFO", "WARNING", "ERROR"))]
+
+
 def test_a_tag_list_edited_while_a_backup_holds_the_database_is_applied_once_it_is_let_go(
         tmp_path: Path, tiny_checkpoint: Path) -> None:
     """A nightly backup holds the database (BEGIN EXCLUSIVE) and the user edits the tag list: the
     re-score waited SQLite's 30 s for each changed photo in turn, the daemon deaf meanwhile, and a
     reload that met the lock ended in "batch failed", the photos left with the old list's keywords.
     Now one line says the re-score waits for the database, `status` answers and counts no photo
-    failed, and once the lock is let go every photo carries the new list's keywords only."""
+    failed, and once the lock is let go every photo carries the new list's keywords only.  With an
+    overrides file (the review page's), each retry re-read both files, said "overrides …: 1 rule"
+    again and encoded the new prompts again: now a retry resumes the re-score alone, and the one
+    WARNING is all that is said between the list's edit and its "re-scored" line."""
     photos = tmp_path / "photos"
     made = [noise_jpeg(photos / f"p{i}.jpg", seed=30 + i) for i in range(3)]
     config = _sync_config(tmp_path, tiny_checkpoint, photos)
-    daemon = Daemon(config, tmp_path / "daemon.log")
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        'tags = "tags.txt"\n', 'tags = "tags.txt"\noverrides = "overrides.toml"\n'), encoding="utf-8")
+    (tmp_path / "conf" / "overrides.toml").write_text(
+        '[[override]]\npath = "/nowhere/x.jpg"\nadd = ["x"]\n', encoding="utf-8")
+    daemon = Daemon(config, tmp_path / "daemon.log", args=["-v"])
     daemon.start()
     holder = sqlite3.connect(tmp_path / "conf" / "state" / "tagwatch.db", isolation_level=None, timeout=60)
     try:
@@ -342,12 +356,16 @@ def test_a_tag_list_edited_while_a_backup_holds_the_database_is_applied_once_it_
         daemon.wait_log(RESCORE_WAITS, since=mark)
         assert status(config).get("failed") == 0  # answers while the lock lasts; no photo failed
         assert all(set(exif_keywords(p)["iptc"]) & set(OLD_TAGS) for p in made)  # nothing half done
+        daemon.wait_log("re-score still waits (attempt 3)", since=mark)  # retried twice under the lock
         holder.execute("COMMIT")
         wait_for(lambda: _rescored(made))
         daemon.wait_log("re-scored 3 photos, rewrote", since=mark)
         log = daemon.log()[mark:]
-        assert log.count(RESCORE_WAITS) == 1, log
-        assert "batch failed" not in log and " ERROR " not in log, log
+        said = _said(log)
+        assert len(said) == 3, said  # the overrides' line, the one WARNING, the re-score's line
+        assert "overrides.toml: 1 rule" in said[0] and RESCORE_WAITS in said[1], said
+        listed = f"tag list {tmp_path / 'conf' / 'tags.txt'}: 3 tags (3 new prompt vectors); re-scored 3"
+        assert listed in said[2], said
         assert status(config).get("failed") == 0
     finally:
         holder.close()

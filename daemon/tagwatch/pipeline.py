@@ -652,7 +652,7 @@ class Pipeline:
     OBSERVED_EVERY = 50
 
     def retag(self, observe: Callable[[list[Outcome]], None] | None = None,
-              queue_unvectored: bool = False) -> tuple[int, int]:
+              queue_unvectored: bool = False, resumed: bool = False) -> tuple[int, int]:
         """Re-score every cached file tagged with an older tag list (inside the folders given to
         :meth:`confine`, if any); no image is encoded.
 
@@ -672,13 +672,15 @@ class Pipeline:
 
         A write the database cannot take (another program holds it locked; read-only, full) raises:
         the photos not reached wait untried, and a re-score run again later starts where this one
-        stopped (the photos it re-scored carry the new fingerprint).  A photo whose own disk fails
-        for a while waits in :meth:`take_deferred`, as a photo of a batch does.
+        stopped (the photos it re-scored carry the new fingerprint); ``resumed``: this is that run,
+        whose photos with no cached vector were said and handed on by the first (only reads come
+        before that, which a lock does not stop).  A photo whose own disk fails for a while waits in
+        :meth:`take_deferred`, as a photo of a batch does.
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity, self.roots)
                 if r.tagged_with != self.fingerprint]
-        lost = self.store.unvectored(self.model.identity, self.roots)
+        lost = [] if resumed else self.store.unvectored(self.model.identity, self.roots)
         if lost:
             then = ("queued to be encoded and tagged again" if queue_unvectored else
                     "encoded and tagged again when the daemon next starts, or by `tagwatch scan` of them")

@@ -144,7 +144,8 @@ class Daemon:
         # waiting: the queue's photos and those a batch holds (a locked database or a silent exiftool
         # holds a batch: status said "0 waiting" for as long as it lasted), each photo once
         self.activity = Activity(lambda: self.worker.waiting(), len(config.watch), self.watcher.unwatched)
-        self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record)
+        self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record,
+                             resume=self._resume_rescore)
         self._metrics: MetricsServer | None = None
         self._web = None  # the review page, with [web] enabled = true
         self.scheduler = BackgroundScheduler(timezone="UTC")
@@ -160,6 +161,8 @@ class Daemon:
         self._tags_warned: set[str] = set()  # the tag list's (a duplicate tag) logged since they appeared
         self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
         self._restore_check: int | None = None  # a full scan's start, its photos being settled (restore)
+        # a re-score that met a locked database, resumed by the worker: its line, start, "say 0 photos"
+        self._waiting_rescore: tuple[str, float, bool] | None = None
 
     # -- tag list ------------------------------------------------------------------------------
 
@@ -198,13 +201,30 @@ class Daemon:
         self.activity.reject("tag list", None)
         started = time.monotonic()
         encoded = self.pipeline.use_vocabulary(vocabulary, self.config.tagging)
-        # status counts its rewrites; the worker encodes photos with no vector
-        checked, written = self.pipeline.retag(self.activity.record, queue_unvectored=True)
         what = (self._rules(overrides) if overrides_only else
                 f"tag list {self.config.tags}: {counted(len(vocabulary.tags), 'tag')} "
                 f"({counted(encoded, 'new prompt vector')})")
-        log.info("%s; re-scored %s, rewrote %d in %.1f s", what, counted(checked, "photo"), written,
-                 time.monotonic() - started)
+        self._rescore(what, started)
+
+    def _rescore(self, what: str, started: float, *, say_none: bool = True, resumed: bool = False) -> None:
+        """The re-score of the list just adopted, and its one line.  One that meets a locked database
+        raises, and is kept to be resumed (:meth:`_resume_rescore`) with the same line: the list and
+        its prompt vectors are in use already, so they are not read, said or encoded again."""
+        self._waiting_rescore = (what, started, say_none)
+        # status counts its rewrites; the worker encodes photos with no vector
+        checked, written = self.pipeline.retag(self.activity.record, queue_unvectored=True, resumed=resumed)
+        self._waiting_rescore = None
+        if checked or say_none:
+            log.info("%s; re-scored %s, rewrote %d in %.1f s", what, counted(checked, "photo"), written,
+                     time.monotonic() - started)
+
+    def _resume_rescore(self) -> None:
+        """The worker's retry of a re-score that met a locked database (Worker.rescore_waits): only
+        the re-score, from where it stopped, ending with the line the first attempt would have said."""
+        if self._waiting_rescore is None:  # a reload since has re-scored it
+            return
+        what, started, say_none = self._waiting_rescore
+        self._rescore(what, started, say_none=say_none, resumed=True)
 
     def _reload_tags(self) -> None:
         """The worker's reload (an edit's, a SIGHUP's).  An edit's waits if a file began to be
@@ -224,10 +244,7 @@ class Daemon:
             # the overrides, read before the list, may have changed with it (a SIGHUP, both edited):
             # those re-score; a rejected list alone changed nothing, and says no "re-scored 0 photos"
             if self.pipeline.vocabulary is not None and (not edited or str(self.config.overrides) in edited):
-                checked, written = self.pipeline.retag(self.activity.record, queue_unvectored=True)
-                if checked:
-                    log.info("%s; re-scored %s, rewrote %d", self._rules(self.pipeline.overrides),
-                             counted(checked, "photo"), written)
+                self._rescore(self._rules(self.pipeline.overrides), time.monotonic(), say_none=False)
 
     def _watched_files(self) -> list[Path]:
         return [p for p in (self.config.tags, self.config.overrides) if p is not None]

@@ -61,9 +61,13 @@ class Worker(threading.Thread):
     """The thread that feeds the engine batches from the queue and settles what they return."""
 
     def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None],
-                 observe: Callable[[list[Outcome]], None] | None = None) -> None:
+                 observe: Callable[[list[Outcome]], None] | None = None,
+                 resume: Callable[[], None] | None = None) -> None:
         super().__init__(name="tagwatch-worker", daemon=True)
         self.queue, self.pipeline, self._reload = queue, pipeline, reload
+        # a re-score that met a locked database is resumed with this alone (the daemon's: the re-score
+        # from where it stopped), not the whole reload: the list is read, said and encoded once
+        self._resume = resume or reload
         self._observe = observe  # told every batch's outcomes: the counters `status` shows
         self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
         self._writing = StillWriting()  # files that look cut short: still being copied?
@@ -112,10 +116,12 @@ class Worker(threading.Thread):
             while True:
                 due = self._rescore_at is not None and time.monotonic() >= self._rescore_at
                 if self._reload_requested.is_set() or due:
+                    # a reload asked for re-scores anyway: the waiting re-score is its
+                    call = self._reload if self._reload_requested.is_set() else self._resume
                     self._reload_requested.clear()
                     self._rescore_at = None
                     self.engine.drain()  # a re-score writes files too: one writer per file
-                    self._guard(self._reloading)
+                    self._guard(lambda c=call: self._reloading(c))
                 deferred = self.pipeline.take_deferred()
                 if deferred:
                     self._guard(lambda d=deferred: self._settle(d))
@@ -134,15 +140,16 @@ class Worker(threading.Thread):
         finally:
             self.engine.close()  # finish the batches in flight
 
-    def _reloading(self) -> None:
-        """The reload, its writes waiting as a photo batch's for a database another program holds
-        locked (DATABASE_LOCK_WAIT_S, not SQLite's 30 s for each changed photo in turn); one that
-        meets it is run again later (:meth:`rescore_waits`)."""
+    def _reloading(self, call: Callable[[], None]) -> None:
+        """The reload (or the resumed re-score), its writes waiting as a photo batch's for a database
+        another program holds locked (DATABASE_LOCK_WAIT_S, not SQLite's 30 s for each changed photo
+        in turn); one that meets it is resumed later (:meth:`rescore_waits`)."""
         with self.pipeline.store.lock_wait(DATABASE_LOCK_WAIT_S):
             try:
-                self._reload()
+                call()
             except Exception as exc:
                 if not self.rescore_waits(exc):
+                    self._rescore.clear("re-score")  # ended otherwise: the next wait is news again
                     raise
                 return
         if "re-score" in self._rescore:  # its own line ("re-scored N photos") says it is done
