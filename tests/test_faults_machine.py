@@ -41,6 +41,7 @@ from tagwatch.encoder import LazyModel, ModelKilled
 from tagwatch.exiftool import ExifTool, ExifToolFault
 from tagwatch.model import ModelError
 from tagwatch.retry import DATABASE_LOCK_WAIT_S, EXIFTOOL_TRIES, transient_reason
+from tagwatch.store import LOCK_WAIT_S
 
 
 def _state(pid: int) -> str:
@@ -367,6 +368,40 @@ def test_a_tag_list_edited_while_a_backup_holds_the_database_is_applied_once_it_
         listed = f"tag list {tmp_path / 'conf' / 'tags.txt'}: 3 tags (3 new prompt vectors); re-scored 3"
         assert listed in said[2], said
         assert status(config).get("failed") == 0
+    finally:
+        holder.close()
+        daemon.stop()
+
+
+def test_a_daemon_that_wrote_ends_promptly_on_sigterm_under_a_backups_lock_and_is_no_restore_next(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A reboot during the nightly backup: the daemon has tagged photos, the backup holds the
+    database, SIGTERM.  Its close waited SQLite's 30 s to advance the mark that tells a restored
+    database (systemd waited on it); now it gives up on the mark within a second, says so, and exits.
+    Started again once the lock is let go, the database is not taken for one restored from a backup
+    (the mark left behind equals the database's generation, never ahead of it)."""
+    photos = tmp_path / "photos"
+    made = [noise_jpeg(photos / f"p{i}.jpg", seed=50 + i) for i in range(2)]
+    config = _sync_config(tmp_path, tiny_checkpoint, photos)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    holder = sqlite3.connect(tmp_path / "conf" / "state" / "tagwatch.db", isolation_level=None, timeout=60)
+    try:
+        wait_for(lambda: all(set(exif_keywords(p)["iptc"]) & set(OLD_TAGS) for p in made))  # it wrote
+        holder.execute("BEGIN EXCLUSIVE")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
+        # well within the 30 s it waited (LOCK_WAIT_S): TimeoutExpired before
+        assert daemon.proc.wait(timeout=LOCK_WAIT_S / 2) == 0
+        assert "the mark of how far this database got is not advanced at the close" in daemon.log()
+        holder.execute("COMMIT")
+        mark = len(daemon.log())
+        daemon.start()
+        (tmp_path / "conf" / "tags.txt").write_text("\n".join(NEW_TAGS) + "\n", encoding="utf-8")
+        wait_for(lambda: _rescored(made))  # it writes: the start's check of the mark is long done
+        log = daemon.log()[mark:]
+        assert "restored from a backup" not in log and " WARNING " not in log, log
+        assert status(config).get("restored") is None
     finally:
         holder.close()
         daemon.stop()

@@ -210,6 +210,10 @@ assert len(_STEPS) == SCHEMA_VERSION
 _IDENTITY, _GENERATION, _RESTORED, _CHECKED = "identity", "generation", "restored", "restore-checked"
 MARK_EVERY_S = 600.0
 NOTICE_WAIT_S = 1.0  # how long recording a restore found at the start waits for another's lock
+# How long the close waits for another program's lock to advance the mark: it is best effort (one not
+# advanced leaves the mark equal to the database's last generation, never ahead of it), and a daemon
+# stopped during a backup's lock waited SQLite's 30 s for it
+CLOSE_LOCK_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -641,12 +645,21 @@ class Store:
                              f"file aside")
 
     def close(self) -> None:
-        """A connection that wrote ends with its mark advanced: a copy taken while it ran is older."""
+        """A connection that wrote ends with its mark advanced: a copy taken while it ran is older.
+        Best effort, waiting :data:`CLOSE_LOCK_WAIT_S` at most for another program's lock (a backup
+        holding the database made SIGTERM wait 30 s): not advanced, the mark stays at the generation
+        this connection last wrote, which the database holds too, so the next start is no restore;
+        only a copy taken since that mark (at most MARK_EVERY_S ago) would then go unnoticed."""
         with self._lock:
             if self._marked is not None:
                 self._marked = None
-                with suppress(sqlite3.Error), self.transaction():
-                    pass
+                try:
+                    with self.lock_wait(CLOSE_LOCK_WAIT_S), self.transaction():
+                        pass
+                except sqlite3.Error as exc:
+                    log.info("%s: the mark of how far this database got is not advanced at the close: %s "
+                             "(another program holds it locked?); the next start is not taken for a "
+                             "restore", self.path, exc)
             self._db.close()
 
     # -- files ---------------------------------------------------------------------------------
