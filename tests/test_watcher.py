@@ -97,6 +97,25 @@ def test_reconcile_queues_what_changed_and_reports_what_vanished(tmp_path: Path)
     store.close()
 
 
+def test_an_empty_mount_point_where_photos_were_is_left_out_of_the_scan_not_gone(tmp_path: Path) -> None:
+    """A watched drive unplugged, its mount point left empty: its photos' records are kept, and the
+    scan names the folder left out.  It was not: the scan counted as one that compared every watched
+    photo, and a restored database's note ended (Store.restore_checked) with the drive's photos
+    never looked at."""
+    here, drive = tmp_path / "photos", tmp_path / "mnt" / "usb"
+    photo = noise_jpeg(here / "a.jpg", seed=7)
+    drive.mkdir(parents=True)
+    store = Store(tmp_path / "db" / "tw.db")
+    st = photo.stat()
+    store.record_file(str(photo), key=b"a" * 16, size=st.st_size, mtime_ns=st.st_mtime_ns, state=DONE)
+    store.record_file(str(drive / "b.jpg"), key=b"b" * 16, size=1, mtime_ns=1, state=DONE)
+    queue = BatchQueue(size=100, max_wait=0, settle=0)
+    report = reconcile([here, drive], PathFilter([here, drive]), store, queue)
+    assert drain(queue).ops == []  # the drive's photo is not taken for gone
+    assert (report.seen, report.gone, report.left_out) == (1, 0, [str(drive)])
+    store.close()
+
+
 def test_a_file_moved_while_no_one_watched_is_queued_as_a_rename(tmp_path: Path) -> None:
     """A recorded file gone and a new one with its name, size and time: a rename, not a new photo
     and a deletion.  Two recorded files with that name, size and time: which moved is unknown."""

@@ -176,7 +176,9 @@ class ScanReport:
     gone: int = 0
     moved: int = 0  # photos found under another name, the old one gone: moved while no one watched
     unlistable: set[str] = field(default_factory=set)  # folders not listed: their files were kept
-    left_out: list[str] = field(default_factory=list)  # watched folders not walked (not there, a link)
+    # watched folders whose photos were not compared with their records: not there, reached through a
+    # link (not walked), or found empty where photos were recorded (an unplugged drive's mount point)
+    left_out: list[str] = field(default_factory=list)
 
 
 Signature = tuple[str, int, int]
@@ -252,6 +254,7 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             # and calling them so would make the drive's return cost a full re-read of every one.
             log.warning("%s: no photos found where %d were; taken for an unmounted or unplugged "
                         "drive: their records are kept until they are back", root, len(known))
+            report.left_out.append(str(root))  # none of them compared: this scan did not see them all
             continue
         gone.extend(known)
     left = set(gone)
