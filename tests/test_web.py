@@ -927,14 +927,25 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
             code, _ = page.request("POST", "/photo/0/red-star.jpg",
                                    body=f"action=remove&keyword=red&csrf={page.csrf}")
             assert code == 303
-            wait_for(lambda: "corrections not applied yet: database: database is locked; tried again in"
-                     in (tmp_path / "web.log").read_text(encoding="utf-8"))
-            banner = page.request("GET", "/photo/0/red-star.jpg")[1].decode()
-            assert "Corrections not applied: database: database is locked; tried again by itself in" in banner
+            wait_for(lambda: "corrections not applied yet: database: database is locked; tried again by "
+                     "itself" in (tmp_path / "web.log").read_text(encoding="utf-8"))
+
+            def banner() -> str:
+                text = page.request("GET", "/photo/0/red-star.jpg")[1].decode()
+                said = re.search(r"Corrections not applied: database: database is locked; tried again by "
+                                 r"itself, next at (\d\d:\d\d:\d\d)", text)
+                assert said, text
+                return said.group(1)
+
+            first = banner()  # when, not "in 256 s" for the whole pause
+            wait_for(lambda: banner() != first)  # tried again under the lock, and said when next
             assert set(exif_keywords(photo)["iptc"]) == {"red", "star"}
         finally:
             backup.close()  # the backup ends: its transaction with it
         wait_for(lambda: exif_keywords(photo)["iptc"] == ["star"])
+        said = (tmp_path / "web.log").read_text(encoding="utf-8")
+        assert said.count("corrections not applied yet") == 1, said  # once while it lasts, not every try
+        assert re.search(r"rewrote 1 \(applied now, after [2-9]\d* tries that had to wait\)", said), said
         panel = page.request("GET", "/photo-keywords/0/red-star.jpg")[1]
         assert b'data-keyword="red" data-owner="rejected"' in panel
     finally:

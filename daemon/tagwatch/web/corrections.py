@@ -20,6 +20,7 @@ import getpass
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 from ..atomic import editing, write_atomic
@@ -125,17 +126,19 @@ def write_threshold(config: Config, vocabulary: Vocabulary, keyword: str, thresh
 def apply_now(config: Config) -> tuple[int, int]:
     """Re-apply the tag list and overrides to every cached photo, as a daemon does after an edit
     (no image encoded; the model's child starts only for prompts never encoded).  The caller holds
-    the daemon's lock.  Returns (photos re-scored, photos rewritten)."""
+    the daemon's lock.  Returns (photos re-scored, photos rewritten).  Every write waits
+    DATABASE_LOCK_WAIT_S for another program's lock (a backup's: said soon, tried again later), the
+    new prompts' vectors too: stored at the pipeline's start, they waited SQLite's 30 s each part."""
     store = Store(config.database)
     exiftool = ExifTool()
     try:
-        pipeline = pipeline_for(config, store, KeywordWriter(exiftool, config.write))
-        try:
-            pipeline.confine(config.watch)  # as the daemon: never a file reached through a folder link
-            with store.lock_wait(DATABASE_LOCK_WAIT_S):  # a backup's lock: said soon, tried again later
+        with store.lock_wait(DATABASE_LOCK_WAIT_S):
+            pipeline = pipeline_for(config, store, KeywordWriter(exiftool, config.write))
+            try:
+                pipeline.confine(config.watch)  # as the daemon: never a file reached through a folder link
                 return pipeline.retag()
-        finally:
-            pipeline.close()
+            finally:
+                pipeline.close()
     finally:
         exiftool.close()
         store.close()
@@ -181,25 +184,36 @@ class Applier:
                 fd = hold_lock(self.config.database)
             except AlreadyRunning:
                 continue  # a daemon started meanwhile: it applies them at its start
+            waited = backoff.tries(APPLY)  # tries that met a passing fault, this one's before it
             try:
                 checked, written = apply_now(self.config)
                 self.last_error = None
                 backoff.clear(APPLY)
                 log.info("review page: no daemon running, so applied the corrections itself: re-scored "
-                         "%s, rewrote %d", counted(checked, "photo"), written)
+                         "%s, rewrote %d%s", counted(checked, "photo"), written,
+                         f" (applied now, after {counted(waited, 'try', 'tries')} that had to wait)"
+                         if waited else "")
             except Exception as exc:  # sorted below: a passing fault, ours to say, or a bug
                 passing = transient_reason(exc)
                 if passing is not None:  # another program holds the database, a disk full for now...
                     again = backoff.next(APPLY)
-                    self.last_error = f"{passing}; tried again by itself in {again:.0f} s"
-                    log.warning("review page: corrections not applied yet: %s; tried again in %.0f s",
-                                passing, again)
-                elif isinstance(exc, (StoreError, MetadataError, OverridesError, VocabularyError, OSError)):
-                    self.last_error = str(exc)
-                    log.error("review page: corrections not applied: %s", exc)
-                else:  # a bug here must not end the page's thread
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.exception("review page: corrections not applied")
+                    # the banner says when, not "in 256 s" for the whole pause
+                    self.last_error = (f"{passing}; tried again by itself, next at "
+                                       f"{time.strftime('%H:%M:%S', time.localtime(time.time() + again))}")
+                    if not waited:  # said once while it lasts, as the daemon says it; and when it ends
+                        log.warning("review page: corrections not applied yet: %s; tried again by itself, "
+                                    "backing off to once every %g s, until they are", passing, backoff.cap)
+                    else:
+                        log.debug("review page: corrections still not applied (try %d): %s", waited + 1,
+                                  passing)
+                else:
+                    backoff.clear(APPLY)  # the next passing fault is news again, its pauses short
+                    if isinstance(exc, (StoreError, MetadataError, OverridesError, VocabularyError, OSError)):
+                        self.last_error = str(exc)
+                        log.error("review page: corrections not applied: %s", exc)
+                    else:  # a bug here must not end the page's thread
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        log.exception("review page: corrections not applied")
             finally:
                 os.close(fd)
                 self.runs += 1
