@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -109,6 +110,58 @@ def test_tag_list_edit_rescored_without_image_encoding(tmp_path: Path, tiny_chec
             assert "harbour" in exif_keywords(f)["iptc"]
     finally:
         env.close()
+
+
+def _sqlite_fault(message: str, code: int) -> sqlite3.OperationalError:
+    """SQLite's error as its module raises it, with its result code (5 BUSY, 10 IOERR)."""
+    exc = sqlite3.OperationalError(message)
+    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return exc
+
+
+def test_a_database_fault_of_one_photos_rows_defers_that_photo_and_the_re_score_goes_on(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An I/O error of one damaged database page, which only one photo's rows touch: the re-score
+    stopped at that photo at every try (any passing database fault stopped it, as a backup's lock
+    does), and the photos after it kept the old list's keywords for as long as the page was bad.
+    Only another program's lock stops it now; this photo waits, as a photo of a batch does, and the
+    others are re-scored."""
+    files = photos(tmp_path / "in", 4)
+    env.run(*files)
+    damaged = str(files[1])
+    finish = env.pipeline.writeback.finish
+
+    def failing(job, rules):  # type: ignore[no-untyped-def]
+        if job.path == damaged:
+            raise _sqlite_fault("disk I/O error", 10)
+        return finish(job, rules)
+
+    monkeypatch.setattr(env.pipeline.writeback, "finish", failing)
+    env.use([*TAGS, "harbour"], TaggingConfig(threshold=-1.0, top_k=10))
+    assert env.pipeline.retag() == (4, 3)
+    assert [(o.path, o.status, o.error) for o in env.pipeline.take_deferred()] == [
+        (damaged, Status.WAIT, "database: disk I/O error")]
+    assert ["harbour" in exif_keywords(f)["iptc"] for f in files] == [True, False, True, True]
+
+
+def test_a_re_score_stopped_by_a_lock_outside_a_photos_write_still_counts_the_photos_it_did(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo gone meanwhile is recorded gone outside the photo's own try: when that write met a
+    backup's lock, the re-score raised without telling ``observe`` the photos it had re-scored, and
+    `tagwatch status` never counted them."""
+    files = photos(tmp_path / "in", 3)
+    env.run(*files)
+    files[2].unlink()  # the last one re-scored (in the order recorded)
+
+    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise _sqlite_fault("database is locked", 5)
+
+    monkeypatch.setattr("tagwatch.pipeline.record_gone", held)
+    env.use([*TAGS, "harbour"], TaggingConfig(threshold=-1.0, top_k=10))
+    observed: list[str] = []
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        env.pipeline.retag(lambda outcomes: observed.extend(o.path for o in outcomes))
+    assert sorted(observed) == sorted(str(f) for f in files[:2])
 
 
 def test_only_files_whose_tag_set_changed_are_rewritten(env: Env, tmp_path: Path) -> None:

@@ -53,8 +53,8 @@ from .overrides import (
     names_files,
 )
 from .queue import Op
-from .retry import DATABASE, INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
-from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store, utf8_name
+from .retry import INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
+from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store, locked, utf8_name
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary
@@ -670,12 +670,13 @@ class Pipeline:
         so a restart encodes them.  Elsewhere (the review page with no daemon running) nothing
         would take them, and the line says when they will be: the line said "queued" there.
 
-        A write the database cannot take (another program holds it locked; read-only, full) raises:
-        the photos not reached wait untried, and a re-score run again later starts where this one
-        stopped (the photos it re-scored carry the new fingerprint); ``resumed``: this is that run,
-        whose photos with no cached vector were said and handed on by the first (only reads come
-        before that, which a lock does not stop).  A photo whose own disk fails for a while waits in
-        :meth:`take_deferred`, as a photo of a batch does.
+        A write that meets another program's lock on the database raises: the photos not reached
+        wait untried, and a re-score run again later starts where this one stopped (the photos it
+        re-scored carry the new fingerprint); ``resumed``: this is that run, whose photos with no
+        cached vector were said and handed on by the first (only reads come before that, which a
+        lock does not stop).  A photo whose own disk fails for a while waits in
+        :meth:`take_deferred`, as a photo of a batch does, and so does one that meets the
+        database's other passing faults (an I/O error of a damaged page that only its rows touch).
         """
         assert self.tags is not None and self.vocabulary is not None
         rows = [(r, v) for r, v in self.store.tagged_files(self.model.identity, self.roots)
@@ -702,74 +703,78 @@ class Pipeline:
             stale |= self._captions_stale([r for r, _ in rows])
         other_mode = self._other_mode([r for r, _ in rows]) if self.tagging.mode != "append" else set()
         uncaptioned: list[str] = []
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            same: list[tuple[int, list[str]]] = []
-            for (row, _), wanted in zip(part, self._wanted(part), strict=True):
-                if wanted is None:
-                    uncaptioned.append(row.path)  # captions were turned on: its pixels are needed
-                    continue
-                tags, override, reading = wanted
-                keywords = [k for k, _ in tags]
-                if row.state == FAILED and row.tagged_with is not None and row.id not in stale and (
-                        set(keywords) == set(row.tags or ())):
-                    # failed with these very keywords (see remember_failures): the file's own fault,
-                    # which a re-score cannot cure; tried again when the file or its keywords change
-                    same.append((row.id, keywords))
-                    continue
-                # An override may have to take out or adopt a keyword of ours the set does not show,
-                # or write one a person had taken out of the file
-                touches_ours = bool(override) and bool(
-                    folded((*override.add, *override.remove))
-                    & folded(self.store.ledger(row.id))
-                    or folded(override.add) & folded(self.store.ledger(row.id, DECLINED)))
-                moded = row.id in other_mode and self._mode_rewrites(row, keywords)
-                # append mode takes no keyword out: a set that only lost some (a tag deleted from the
-                # list) changes no file, and reading thousands of them to find that took 35 s
-                kept = set(keywords) <= set(row.tags or ()) if self.tagging.mode == "append" else \
-                    set(keywords) == set(row.tags or ())
-                if row.state == DONE and kept and row.id not in stale and not touches_ours and not moded:
-                    same.append((row.id, keywords))
-                    continue
-                try:
-                    st = os.lstat(row.path)
-                except FileNotFoundError:
-                    record_gone(self.store, row.path, "file vanished")
-                    continue
-                except OSError as exc:
-                    log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
-                    continue
-                try:
-                    if is_unchanged(row, st):
-                        outcome = self._finish(row.path, row.key, st, tags, override, reading, rescore=True)
-                    else:  # changed on disk since we last saw it: treat it as new
-                        outcome = self.process([row.path])[0]
-                except Exception as exc:  # a passing fault of this file's disk: this file waits
-                    passing = transient_reason(exc)
-                    if passing is None or passing.startswith(DATABASE):
-                        # The database's trouble (a backup's lock) is every photo's: the re-score
-                        # stops here, untried photos untouched (each waited out the lock in turn),
-                        # and the daemon runs it again later (Worker.rescore_waits); the photos
-                        # re-scored so far carry the new fingerprint and are not selected again
-                        if observe is not None and tried:
-                            observe(tried)
-                        raise
-                    outcome = Outcome(row.path, Status.WAIT, error=passing)
-                written += outcome.status == Status.TAGGED and outcome.wrote
-                if outcome.status == Status.WAIT:
-                    self._deferred.append(outcome)
-                else:
-                    self.remember_failures([outcome])
-                    tried.append(outcome)
-                if observe is not None and len(tried) >= self.OBSERVED_EVERY:  # status moves as it goes
-                    observe(tried)
-                    tried = []
-            self.store.update_predictions(same, self.fingerprint)
-        # Captions just turned on: these need their pixels again, so they go through the queue in
-        # ordinary batches (the worker queues RETRY outcomes) instead of holding up this re-scoring.
-        self._deferred += [Outcome(path, Status.RETRY, error="to be captioned") for path in uncaptioned]
-        if observe is not None and tried:
-            observe(tried)
+        try:  # the photos tried are counted however it ends: a write outside the photo's try (a
+            # vanished file's, the chunk's unchanged photos') that meets the lock raises too
+            for start in range(0, len(rows), chunk):
+                part = rows[start:start + chunk]
+                same: list[tuple[int, list[str]]] = []
+                for (row, _), wanted in zip(part, self._wanted(part), strict=True):
+                    if wanted is None:
+                        uncaptioned.append(row.path)  # captions were turned on: its pixels are needed
+                        continue
+                    tags, override, reading = wanted
+                    keywords = [k for k, _ in tags]
+                    if row.state == FAILED and row.tagged_with is not None and row.id not in stale and (
+                            set(keywords) == set(row.tags or ())):
+                        # failed with these very keywords (see remember_failures): the file's own fault,
+                        # which a re-score cannot cure; tried again when the file or its keywords change
+                        same.append((row.id, keywords))
+                        continue
+                    # An override may have to take out or adopt a keyword of ours the set does not show,
+                    # or write one a person had taken out of the file
+                    touches_ours = bool(override) and bool(
+                        folded((*override.add, *override.remove))
+                        & folded(self.store.ledger(row.id))
+                        or folded(override.add) & folded(self.store.ledger(row.id, DECLINED)))
+                    moded = row.id in other_mode and self._mode_rewrites(row, keywords)
+                    # append mode takes no keyword out: a set that only lost some (a tag deleted from the
+                    # list) changes no file, and reading thousands of them to find that took 35 s
+                    kept = set(keywords) <= set(row.tags or ()) if self.tagging.mode == "append" else \
+                        set(keywords) == set(row.tags or ())
+                    if row.state == DONE and kept and row.id not in stale and not touches_ours and not moded:
+                        same.append((row.id, keywords))
+                        continue
+                    try:
+                        st = os.lstat(row.path)
+                    except FileNotFoundError:
+                        record_gone(self.store, row.path, "file vanished")
+                        continue
+                    except OSError as exc:
+                        log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)
+                        continue
+                    try:
+                        if is_unchanged(row, st):
+                            outcome = self._finish(row.path, row.key, st, tags, override, reading,
+                                                   rescore=True)
+                        else:  # changed on disk since we last saw it: treat it as new
+                            outcome = self.process([row.path])[0]
+                    except Exception as exc:  # a passing fault of this file's disk: this file waits
+                        passing = transient_reason(exc)
+                        if passing is None or locked(exc):
+                            # Another program's lock (a backup's) is every photo's: the re-score stops
+                            # here, untried photos untouched (each waited out the lock in turn), and the
+                            # daemon runs it again later (Worker.rescore_waits); the photos re-scored so
+                            # far carry the new fingerprint and are not selected again.  The database's
+                            # other passing faults (an I/O error of one damaged page, a full disk) wait
+                            # per photo as any photo's: one stopping all held every photo after it
+                            raise
+                        outcome = Outcome(row.path, Status.WAIT, error=passing)
+                    written += outcome.status == Status.TAGGED and outcome.wrote
+                    if outcome.status == Status.WAIT:
+                        self._deferred.append(outcome)
+                    else:
+                        self.remember_failures([outcome])
+                        tried.append(outcome)
+                    if observe is not None and len(tried) >= self.OBSERVED_EVERY:  # status moves as it goes
+                        observe(tried)
+                        tried = []
+                self.store.update_predictions(same, self.fingerprint)
+            # Captions just turned on: these need their pixels again, so they go through the queue in
+            # ordinary batches (the worker queues RETRY outcomes) instead of holding up this re-scoring.
+            self._deferred += [Outcome(path, Status.RETRY, error="to be captioned") for path in uncaptioned]
+        finally:
+            if observe is not None and tried:
+                observe(tried)
         return len(rows), written
 
     def _wanted(self, part: Sequence[tuple[FileRow, np.ndarray]]
