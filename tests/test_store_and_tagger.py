@@ -74,6 +74,29 @@ def test_a_migration_that_cannot_run_names_its_step_and_the_way_out(tmp_path: Pa
     db.close()
 
 
+def test_a_migration_step_found_done_under_a_backups_lock_says_the_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step whose effect is in the database already (a build that numbered its steps otherwise)
+    only writes its number: that write met a backup's lock outside the step's try, and the start
+    ended in "cannot open database: database is locked", not in the lock's own message."""
+    from tagwatch import store as store_module
+    from tagwatch.store import StoreError
+
+    path = tmp_path / "tw.db"
+    Store(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")  # the last step's effect is there
+    db.close()
+    monkeypatch.setattr(store_module, "LOCK_WAIT_S", 0.1)  # SQLite's wait, not the test's 30 s
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreError, match="another program holds it locked"):
+            Store(path)
+    finally:
+        holder.close()
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "tw.db"
     db = sqlite3.connect(path)

@@ -447,13 +447,13 @@ class Store:
         current = version
         with self._lock:
             for number, (sql, (name, present)) in enumerate(zip(_MIGRATIONS, _STEPS, strict=True), 1):
-                if present(self._db):
-                    if number > current:
-                        found.append(f"{name} ({number})")
-                        current = number
-                        self._db.execute(f"PRAGMA user_version = {number}")
-                    continue
                 try:  # executescript commits on its own; each migration is one transaction
+                    if present(self._db):
+                        if number > current:  # a write too: it meets a backup's lock as a step does
+                            self._db.execute(f"PRAGMA user_version = {number}")
+                            found.append(f"{name} ({number})")
+                            current = number
+                        continue
                     self._db.executescript(
                         f"BEGIN; {sql}; PRAGMA user_version = {max(current, number)}; COMMIT;")
                 except sqlite3.DatabaseError as exc:
