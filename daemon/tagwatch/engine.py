@@ -58,7 +58,7 @@ from .formats import ImageError
 from .imaging import Preprocess
 from .outcomes import Outcome, Status
 from .pipeline import Pipeline
-from .retry import DATABASE, transient_reason
+from .retry import database_fault, transient_reason
 from .store import stored_form
 from .vectors import Photo, ReadFailed, decode, encode, read_key
 from .wording import counted
@@ -554,7 +554,7 @@ class Engine:
                     passing = transient_reason(exc)
                     outcome = (Outcome(job.path, Status.WAIT, error=passing) if passing is not None
                                else self.pipeline.give_up(job.path, exc))
-                if outcome.status == Status.WAIT and (outcome.error or "").startswith(DATABASE):
+                if outcome.status == Status.WAIT and database_fault(outcome.error):
                     database = outcome.error
             self._settle(lot, outcome)
         lot.jobs = []

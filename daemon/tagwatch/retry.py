@@ -64,6 +64,13 @@ def exiftool_fault(reason: str | None) -> str | None:
 DATABASE = "database: "
 
 
+def database_fault(reason: str | None) -> bool:
+    """Is ``reason`` (a WAIT outcome's, :func:`transient_reason`'s) the database's passing trouble
+    rather than the photo's: a lock, a read-only or full database, its I/O error.  The one test the
+    engine and the worker ask (a re-score stops only for a lock: ``store.locked``)."""
+    return (reason or "").startswith(DATABASE)
+
+
 class TransientError(RuntimeError):
     """A problem of the disk or the network, not of the file; the message is the reason."""
 

@@ -25,11 +25,11 @@ from .outcomes import Outcome, Status, record_failure
 from .pipeline import Pipeline
 from .queue import Batch, BatchQueue, Delete, Move, Op
 from .retry import (
-    DATABASE,
     DATABASE_LOCK_WAIT_S,
     EXIFTOOL_TRIES,
     Backoff,
     StillWriting,
+    database_fault,
     exiftool_fault,
     transient_reason,
 )
@@ -47,7 +47,7 @@ def _shared(reason: str | None) -> str | None:
     """Which passing trouble every photo waits on alike, said once while it lasts rather than once
     per photo: the database's, or the model's (its process killed while loading)."""
     text = reason or ""
-    return "database" if text.startswith(DATABASE) else "model" if text.startswith("model:") else None
+    return "database" if database_fault(reason) else "model" if text.startswith("model:") else None
 
 
 def _names(op: Op) -> Callable[[str], bool]:
@@ -162,7 +162,7 @@ class Worker(threading.Thread):
         it lasts.  The re-score starts where it stopped (Pipeline.retag).  False for any other
         error, which is the caller's.  Also the daemon's start's, whose re-score met the lock."""
         reason = transient_reason(exc)
-        if _shared(reason) != "database":
+        if not database_fault(reason):
             return False
         first = "re-score" not in self._rescore
         delay = self._rescore.next("re-score")
