@@ -202,18 +202,15 @@ assert len(_STEPS) == SCHEMA_VERSION
 
 
 # Telling a database restored from an older copy (see Store._notice_restore).  Rows of ``counters``:
-# the database's identity (a random number given at its first write), its generation (one more at the
-# first write of each connection, every MARK_EVERY_S while it writes, and at the close of one that
-# wrote), when tagwatch found it older than the one it last used (ns, this machine's clock), and when
+# the database's identity (a random number given at its first write), its generation (one more at
+# every write transaction; the mark beside the database follows it at the first write of each
+# connection, every MARK_EVERY_S while it writes, and at the close of one that wrote), when
+# tagwatch found it older than the one it last used (ns, this machine's clock), and when
 # the daemon had checked every photo of its watched folders again after that (see
 # Store.restore_checked).
 _IDENTITY, _GENERATION, _RESTORED, _CHECKED = "identity", "generation", "restored", "restore-checked"
 MARK_EVERY_S = 600.0
 NOTICE_WAIT_S = 1.0  # how long recording a restore found at the start waits for another's lock
-# How long the close waits for another program's lock to advance the mark: it is best effort (one not
-# advanced leaves the mark equal to the database's last generation, never ahead of it), and a daemon
-# stopped during a backup's lock waited SQLite's 30 s for it
-CLOSE_LOCK_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -504,7 +501,7 @@ class Store:
                     if pending is not None:  # a restore found under a backup's lock: before any write
                         self._record_restore(self._db, *pending)
                     yield self._db
-                    mark = self._advance(self._db) if marking else None
+                    mark = self._advance(self._db)  # every write: a copy taken before it is older
                 except BaseException:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
@@ -522,7 +519,7 @@ class Store:
                 if wait is not None:
                     with suppress(sqlite3.Error):
                         self._db.execute(f"PRAGMA busy_timeout = {round(LOCK_WAIT_S * 1000)}")
-            if mark is not None:
+            if marking and mark is not None:
                 self._put_mark(mark)
 
     @staticmethod
@@ -645,21 +642,26 @@ class Store:
                              f"file aside")
 
     def close(self) -> None:
-        """A connection that wrote ends with its mark advanced: a copy taken while it ran is older.
-        Best effort, waiting :data:`CLOSE_LOCK_WAIT_S` at most for another program's lock (a backup
-        holding the database made SIGTERM wait 30 s): not advanced, the mark stays at the generation
-        this connection last wrote, which the database holds too, so the next start is no restore;
-        only a copy taken since that mark (at most MARK_EVERY_S ago) would then go unnoticed."""
+        """A connection that wrote ends with the mark at the database's generation, which its every
+        write advanced: a copy taken before its last write is older.  Read, not written, so a backup
+        holding the database neither holds the close (SIGTERM waited SQLite's 30 s for a write) nor
+        keeps the mark behind (a copy taken earlier in the run, restored, went unnoticed: user round
+        xZ #1); the database's files are made durable first, so the mark never leads them."""
         with self._lock:
             if self._marked is not None:
                 self._marked = None
                 try:
-                    with self.lock_wait(CLOSE_LOCK_WAIT_S), self.transaction():
-                        pass
-                except sqlite3.Error as exc:
-                    log.info("%s: the mark of how far this database got is not advanced at the close: %s "
-                             "(another program holds it locked?); the next start is not taken for a "
-                             "restore", self.path, exc)
+                    values = dict(self._db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
+                                                   (_IDENTITY, _GENERATION)).fetchall())
+                    mark = Mark(values[_IDENTITY], values[_GENERATION])
+                    for name in (f"{self.path}-wal", str(self.path)):
+                        with suppress(FileNotFoundError), open(name, "rb") as f:
+                            os.fsync(f.fileno())
+                except (sqlite3.Error, OSError, KeyError) as exc:
+                    log.info("%s: the mark of how far this database got is not moved at the close: %s; "
+                             "a copy taken since it was last moved would not be told from it", self.path, exc)
+                else:
+                    self._put_mark(mark)
             self._db.close()
 
     # -- files ---------------------------------------------------------------------------------
