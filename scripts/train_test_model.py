@@ -54,6 +54,17 @@ per-parameter update).  Today's recipe sums in another order, so its weights dif
 up to 0.23 apart) and it recommends 0.34 where the committed model's figures say 0.36; on all 120
 held-out photos both give the same tags at 0.36, which is what the test requires.  The checkpoint was
 kept rather than replaced because the documentation's worked examples quote its figures.
+
+On 2026-12-06 the recipe changed again for the suite's time, with the same seed, steps, photos and
+batch: the image tower trains in channels-last memory format, whose oneDNN convolutions and their
+gradients take its step in 51 ms instead of 73 (a 2-core AMD EPYC, Zen 4); only the 20 rows of the
+token table that the captions use are trained (see ``train``); and new tensors are not filled with NaN
+first.  The last two change no bit (checked: the same file as without them); channels-last sums in
+another order.  On that EPYC the retraining's 600 steps took 45 s instead of 59 (the whole script 59 s
+instead of 73); its held-out cosines are within 0.20 of the committed model's (the recipe before: 0.61
+on that host), it recommends 0.34 (the recipe before: 0.31 there, at the edge of the test's 0.36 ±
+0.05; 0.34 on the Xeon), and its tags at 0.36 are the committed model's on all 120 held-out photos.
+With seeds 2 and 3 it recommends 0.36 and 0.39 (the recipe before: 0.40 and 0.42).
 """
 
 from __future__ import annotations
@@ -127,6 +138,9 @@ def train(config: Path, seed: int, steps: int, photos: int, batch: int) -> Any:
 
     torch.set_num_threads(THREADS)  # the same sums in the same order on every run
     torch.use_deterministic_algorithms(True)
+    # ...without filling each new tensor with NaN first (deterministic mode's guard against reading
+    # memory no op wrote, which none here does: two runs still give identical files)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.manual_seed(seed)
     open_clip.add_model_config(config)
     model = open_clip.create_model(config.stem, pretrained=None)
@@ -139,8 +153,22 @@ def train(config: Path, seed: int, steps: int, photos: int, batch: int) -> Any:
     texts, meanings = captions()
     tokens = open_clip.get_tokenizer(config.stem)(texts)
     labels = torch.tensor([[consistent(item, m) for m in meanings] for item in listing], dtype=torch.float32)
-    images = torch.from_numpy(arrays)
+    # channels-last: oneDNN's convolutions and their gradients take the image tower's step in 51 ms
+    # instead of 73 (2-core EPYC); the weights are saved in the usual layout
+    images = torch.from_numpy(arrays).contiguous(memory_format=torch.channels_last)
+    model.visual.to(memory_format=torch.channels_last)
 
+    # The captions use 20 of the token table's 49408 rows.  The others get no gradient, and AdamW
+    # (no weight decay on embeddings) leaves a row with none exactly as it was, so only those 20 are
+    # trained, as a small table of their own put back at the end: the same weights to the bit, without
+    # a dense 49408 x 64 gradient and update each step.  Token ids map to rows in order, so the end of
+    # text (the highest id, where the text tower pools) is still each caption's highest.
+    assert model.text_pool_type == "argmax", model.text_pool_type
+    table = model.token_embedding
+    used = torch.unique(tokens)  # sorted
+    rows = torch.nn.Embedding.from_pretrained(table.weight.detach()[used].clone(), freeze=False)
+    tokens = torch.searchsorted(used, tokens)
+    model.token_embedding = rows
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
@@ -172,6 +200,9 @@ def train(config: Path, seed: int, steps: int, photos: int, batch: int) -> Any:
             boundary = -model.logit_bias.item() / model.logit_scale.exp().item()
             print(f"step {step:5d}  loss {loss.item():.4f}  boundary {boundary:+.3f}  "
                   f"{time.monotonic() - started:.0f} s", flush=True)
+    model.token_embedding = table
+    with torch.no_grad():
+        table.weight[used] = rows.weight
     model.eval()
     return model
 
