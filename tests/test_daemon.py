@@ -29,6 +29,10 @@ from tagwatch.formats import jpeg_key
 from tagwatch.metadata import is_temp_file
 from tagwatch.pipeline import NOT_UTF8
 
+# One daemon for the module (a module-scoped fixture) is built on each pytest-xdist worker that runs
+# one of the module's tests: keep them on one worker (scripts/test: --dist loadgroup), built once
+pytestmark = pytest.mark.xdist_group("daemon")
+
 
 def tagged_with(path: Path, expected: list[str]) -> bool:
     found = exif_keywords(path)

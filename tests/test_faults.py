@@ -22,6 +22,10 @@ import pytest
 from conftest import CORPUS, Daemon, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
 from tagwatch.status import state_path
 
+# One daemon for the module (a module-scoped fixture) is built on each pytest-xdist worker that runs
+# one of the module's tests: keep them on one worker (scripts/test: --dist loadgroup), built once
+pytestmark = pytest.mark.xdist_group("faults")
+
 PR_CAPBSET_DROP = 24
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SETPCAP = 1, 2, 8
 MAX_MEGAPIXELS = 20

@@ -42,6 +42,10 @@ from test_faults import drop_file_capabilities
 from test_imaging import camera_raw_bytes
 from xmp_damage import CLASSES, with_xmp, xmp_segment
 
+# One daemon for the module (a module-scoped fixture) is built on each pytest-xdist worker that runs
+# one of the module's tests: keep them on one worker (scripts/test: --dist loadgroup), built once
+pytestmark = pytest.mark.xdist_group("reliability")
+
 TAGS = [*synthetic.COLOURS, *synthetic.SHAPES]
 THRESHOLD = json.loads((SHAPES_CONFIG.parent / "shapes-clip.train.json").read_text())["threshold"]
 # A daemon's store that records a file and is killed: SQLite's -wal and -shm files stay

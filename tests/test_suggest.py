@@ -20,6 +20,10 @@ from tagwatch.config import load_config
 from tagwatch.suggest import would_get
 from tagwatch.tagger import select
 
+# One scanned library for the module (a module-scoped fixture) is built on each pytest-xdist worker that runs
+# one of the module's tests: keep them on one worker (scripts/test: --dist loadgroup), built once
+pytestmark = pytest.mark.xdist_group("suggest")
+
 # The model scores a photo's true colour and shape 0.59-0.70 and words it does not know up to 0.27
 # (tests/shapes_lab.py): 0.45 keeps a wide margin on either side.
 THRESHOLD = 0.45

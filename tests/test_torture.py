@@ -27,6 +27,10 @@ from conftest import CORPUS, corpus_files
 from tagwatch.formats import ImageError, jpeg_key
 from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
 
+# The corpus tagged once for the module (module-scoped fixtures) is tagged again on each pytest-xdist
+# worker that runs one of the module's tests: keep them on one worker (scripts/test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("torture")
+
 KEYWORDS = ["tagwatch", "Ünïcödé tag", "日本語", "beach"]
 # -G1:4 names each repeat of a tag in one group (Copy1, Copy2…): plain -a -G1 -j silently keeps only
 # the first.  -b puts binary blocks (thumbnails, previews, an MPO's second picture) in as base64.
