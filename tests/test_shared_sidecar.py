@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,10 @@ from tagwatch.config import TaggingConfig, WriteConfig
 from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
 from tagwatch.queue import Delete, Move
+
+# The scans of scanned_once (below, module-scoped) are made again on each pytest-xdist worker that runs
+# one of the tests sharing them: keep the module on one worker (scripts/test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("shared-sidecar")
 
 TAGS4 = ["beach", "forest", "mountain", "city street"]  # top_k 3 of 4: two photos share at least two
 SIDECAR = '[write]\ntarget = "sidecar"\nsidecar = "photo.xmp"\n'
@@ -66,15 +71,14 @@ def predicted(config: Path, folder: Path) -> dict[str, set[str]]:
 
 
 def test_two_photos_of_one_stem_keep_their_keywords_apart_in_their_shared_sidecar(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        scanned_once: Scanned) -> None:
     """The sidecar held both photos' keywords, but the second photo's ledger did not own those the
     first had put in: `untag IMG_1.png` took the JPG's keywords out too, and the JPG's next scan said
-    "unchanged" without them."""
-    folder = tmp_path / "sc"
-    jpg, png = pair(folder)
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3, extra=SIDECAR)
+    "unchanged" without them.  (Scanned with another test's pair, each in a folder of its own.)"""
+    config, root = scanned_once("pairs", PAIRS, tags=TAGS4, top_k=3, extra=SIDECAR)
+    folder = root / "two-photos"
+    jpg, png = folder / "IMG_1.jpg", folder / "IMG_1.png"
     run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
-    assert run("scan", str(folder)).returncode == 0
     own = predicted(config, folder)
     side = folder / "IMG_1.xmp"
     assert sorted(p.name for p in folder.iterdir()) == ["IMG_1.jpg", "IMG_1.png", "IMG_1.xmp"]
@@ -205,24 +209,64 @@ def xmp_fields(path: Path) -> dict[str, list[str]]:
             for tag in ("Subject", "HierarchicalSubject")}
 
 
+Scanned = Callable[..., tuple[Path, Path]]
+
+
+@pytest.fixture(scope="module")
+def scanned_once(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Scanned:
+    """For the tests that begin with the same scan under the same config: ``scanned_once(name, folders,
+    tags=, top_k=, extra=, mode=)`` is (config, root) after one scan of ``root``, whose subfolder
+    ``key`` ``folders[key]`` filled, made at its first call for ``name`` (a scan that encodes starts
+    the model: 2-3 s).  Each test has a folder of its own there and untags only its photos, so none
+    depends on another's having run."""
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def scan(name: str, folders: dict[str, Callable[[Path], object]], *, tags: list[str], top_k: int,
+             extra: str, mode: str | None = None) -> tuple[Path, Path]:
+        if name not in made:
+            base = tmp_path_factory.mktemp(f"scanned-{name}")
+            root = base / "sc"
+            for key, fill in folders.items():
+                fill(root / key)
+            config = write_config(base / "conf", tiny_checkpoint, tags=tags, top_k=top_k, extra=extra)
+            if mode is not None:
+                text = config.read_text(encoding="utf-8")
+                config.write_text(text.replace(f"top_k = {top_k}\n", f'top_k = {top_k}\nmode = "{mode}"\n'),
+                                  encoding="utf-8")
+            result = tagwatch("scan", "--config", str(config), str(root))
+            assert result.returncode == 0, result.stderr
+            made[name] = config, root
+        return made[name]
+
+    return scan
+
+
+# the folders of the two tests that begin with a scan of a pair under SIDECAR, each filled by pair()
+PAIRS: dict[str, Callable[[Path], object]] = {"two-photos": pair, "darktable": pair}
+
+
+def persons_pair(folder: Path) -> None:
+    """A pair whose IMG_1.xmp is the person's before tagwatch's scan: dc:subject `Reise` only."""
+    pair(folder)
+    subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=Reise", "-o", str(folder / "IMG_1.xmp")], check=True)
+
+
 # The PNG is tagged first, so its ledger has the records of the fields created in the sidecar; its
 # untag first keeps the fields for the JPG's keywords and hands the records to it
 @pytest.mark.parametrize("mode", ["append", "sync", "overwrite"])
 @pytest.mark.parametrize("first", ["IMG_1.png", "IMG_1.jpg"])
 def test_untag_of_both_photos_gives_the_persons_shared_sidecar_back_as_it_was(
-        tmp_path: Path, tiny_checkpoint: Path, first: str, mode: str) -> None:
+        scanned_once: Scanned, first: str, mode: str) -> None:
     """IMG_1.xmp was the person's (dc:subject `Reise` only) before tagwatch added an
     lr:hierarchicalSubject to it, starting with a copy of `Reise` (overwrite: took `Reise` out of
     dc:subject); once both photos are untagged, in either order, it is as it was: untag left the
-    field tagwatch created, holding the copy, as from a sidecar of one photo."""
-    folder = tmp_path / "sc"
-    pair(folder)
+    field tagwatch created, holding the copy, as from a sidecar of one photo.  (Both orders' pairs,
+    each in a folder of its own, are tagged by one scan.)"""
+    config, root = scanned_once(f"persons-{mode}", {"png-first": persons_pair, "jpg-first": persons_pair},
+                                tags=TAGS4, top_k=3, extra=SIDECAR, mode=mode)
+    folder = root / ("png-first" if first == "IMG_1.png" else "jpg-first")
     side = folder / "IMG_1.xmp"
-    subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=Reise", "-o", str(side)], check=True)
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3, extra=SIDECAR)
-    config.write_text(config.read_text().replace("top_k = 3\n", f'top_k = 3\nmode = "{mode}"\n'))
     run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
-    assert run("scan", str(folder)).returncode == 0
     tagged = xmp_fields(side)
     assert len(tagged["HierarchicalSubject"]) >= 3
     assert ("Reise" in tagged["Subject"] + tagged["HierarchicalSubject"]) == (mode != "overwrite")
@@ -283,23 +327,23 @@ def test_untag_leaves_a_persons_keyword_in_another_apps_sidecar_where_ours_is_in
     assert in_sidecar(darktable) == own, result.stderr
 
 
-def test_untag_of_one_photo_of_a_pair_leaves_another_apps_sidecar_as_it_is(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_untag_of_one_photo_of_a_pair_leaves_another_apps_sidecar_as_it_is(scanned_once: Scanned) -> None:
     """The keywords untag keeps in the shared IMG_1.xmp for the other photo are no strays: they were
-    looked for, and taken out of, darktable's IMG_1.png.xmp beside it, where they are the person's."""
-    _, png = pair(tmp_path / "lib")
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3, extra=SIDECAR)
-    assert tagwatch("scan", "--config", str(config), str(tmp_path / "lib")).returncode == 0
-    own = predicted(config, tmp_path / "lib")
+    looked for, and taken out of, darktable's IMG_1.png.xmp beside it, where they are the person's.
+    (Scanned with another test's pair, each in a folder of its own.)"""
+    config, root = scanned_once("pairs", PAIRS, tags=TAGS4, top_k=3, extra=SIDECAR)
+    lib = root / "darktable"
+    png = lib / "IMG_1.png"
+    own = predicted(config, lib)
     kept = own["IMG_1.png"] & own["IMG_1.jpg"]
     assert kept  # top_k 3 of 4: the two share some
-    darktable = tmp_path / "lib" / "IMG_1.png.xmp"
+    darktable = lib / "IMG_1.png.xmp"
     subprocess.run(["exiftool", "-q", "-o", str(darktable), *(f"-XMP-dc:Subject={k}" for k in sorted(kept))],
                    check=True)
     result = tagwatch("untag", "--config", str(config), str(png))
     assert result.returncode == 0, result.stderr
     assert in_sidecar(darktable) == kept, result.stderr
-    assert in_sidecar(tmp_path / "lib" / "IMG_1.xmp") >= kept  # still the JPEG's there
+    assert in_sidecar(lib / "IMG_1.xmp") >= kept  # still the JPEG's there
 
 
 def test_a_shared_sidecar_that_moves_along_with_its_photo_is_no_warning(
@@ -354,18 +398,19 @@ def in_jpeg(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("target", ["embedded", "both"])
 @pytest.mark.parametrize("first", ["folder", "IMG_1.png"])
-def test_untag_takes_the_jpegs_keywords_out_of_the_jpeg_of_a_pair(tmp_path: Path, tiny_checkpoint: Path,
-                                                                   target: str, first: str) -> None:
+def test_untag_takes_the_jpegs_keywords_out_of_the_jpeg_of_a_pair(scanned_once: Scanned, target: str,
+                                                                   first: str) -> None:
     """`untag` of the folder (the JPEG first) left the JPEG's keywords in it, as the RAW had them in
     the sidecar, forgot them and said "nothing of tagwatch's in it to take out"; a second untag said
     "already untagged".  The RAW first, with target both, said that of the RAW, whose keywords the
-    sidecar keeps for the JPEG."""
-    folder = tmp_path / "sc"
-    jpg, png = pair(folder)
-    extra = f'[write]\ntarget = "{target}"\nsidecar = "photo.xmp"\n'
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach", "forest"], top_k=2, extra=extra)
+    sidecar keeps for the JPEG.  (Both orders' pairs, each in a folder of its own, are tagged by one
+    scan.)"""
+    config, root = scanned_once(f"pairs-{target}", {"folder-first": pair, "png-first": pair},
+                                tags=["beach", "forest"], top_k=2,
+                                extra=f'[write]\ntarget = "{target}"\nsidecar = "photo.xmp"\n')
+    folder = root / ("folder-first" if first == "folder" else "png-first")
+    jpg, png = folder / "IMG_1.jpg", folder / "IMG_1.png"
     run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
-    assert run("scan", str(folder)).returncode == 0
     assert in_jpeg(jpg) == in_sidecar(folder / "IMG_1.xmp") == {"beach", "forest"}
     result = run("untag", *([str(folder)] if first == "folder" else [str(png), str(jpg)]))
     assert result.returncode == 0, result.stderr
