@@ -39,6 +39,11 @@ from tagwatch.queue import Move
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
 
+# Module-scoped fixtures (the held-out photos tagged, the user test's photos scanned) are made again on
+# each pytest-xdist worker that runs a test using them: keep the module on one worker (scripts/test:
+# --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("captions")
+
 COCA_CONFIG = REPO / "tests" / "data" / "shapes-coca.json"
 COCA_CHECKPOINT = REPO / "tests" / "data" / "shapes-coca.safetensors"
 TRAINING = json.loads((REPO / "tests" / "data" / "shapes-coca.train.json").read_text(encoding="utf-8"))
@@ -390,13 +395,22 @@ def _shapes_config(tmp_path: Path, tags: list[str], *, enabled: bool = True, mod
 SHAPE_TAGS = ["red", "blue", "orange", "circle", "horizontal bar"]
 
 
-def test_a_caption_clip_does_not_confirm_is_not_written_as_the_description(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def shapes_scanned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The user test's photos and config (``_shapes`` with SHAPE_TAGS), scanned once for the tests that
+    read what that scan wrote and explain its photos (a scan starts both models: ~5 s); (folder, config)."""
+    folder, config = _shapes(tmp_path_factory.mktemp("shapes-scanned"), SHAPE_TAGS)
+    scanned = tagwatch("scan", "--config", str(config), str(folder))
+    assert scanned.returncode == 0, scanned.stderr
+    return folder, config
+
+
+def test_a_caption_clip_does_not_confirm_is_not_written_as_the_description(
+        shapes_scanned: tuple[Path, Path]) -> None:
     """The orange bar is captioned "an orange square" and the blank photo "a purple": CLIP confirms
     neither "square" nor "purple", so neither caption becomes a description (it did, and every photo
     app showed and searched the mistake); "a red circle", whose nouns CLIP confirms, does."""
-    folder, config = _shapes(tmp_path, SHAPE_TAGS)
-    scanned = tagwatch("scan", "--config", str(config), str(folder))
-    assert scanned.returncode == 0, scanned.stderr
+    folder, config = shapes_scanned
     found = read_back(sorted(folder.iterdir()))
     ours = found["red-circle.jpg"]
     assert ours["description"] == ours["caption_abstract"] == "a red circle"
@@ -407,8 +421,8 @@ def test_a_caption_clip_does_not_confirm_is_not_written_as_the_description(tmp_p
     assert "caption: 'an orange square'" in explained.stdout, explained.stdout
 
 
-def test_a_lone_colour_in_a_caption_is_a_modifier(tmp_path: Path) -> None:
-    folder, config = _shapes(tmp_path, SHAPE_TAGS)
+def test_a_lone_colour_in_a_caption_is_a_modifier(shapes_scanned: tuple[Path, Path]) -> None:
+    folder, config = shapes_scanned
     explained = tagwatch("explain", "--config", str(config), str(folder / "blank.jpg"))
     assert explained.returncode == 0, explained.stderr
     assert "caption: 'a purple'" in explained.stdout
