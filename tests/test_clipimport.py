@@ -24,6 +24,11 @@ from tagwatch.config import ModelConfig
 from tagwatch.imaging import prepare_pixels
 from tagwatch.model import load_model
 
+# The child's report (module-scoped, a model load in a fresh interpreter: 4-5 s) is made again on each
+# pytest-xdist worker that runs one of the tests reading it: keep them on one worker (scripts/test:
+# --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("clipimport")
+
 TEXTS = ["a photo of a dog", "a beach"]
 
 # argv: tiny config, its checkpoint, a photo, and (for the light child) a config with a timm tower.
