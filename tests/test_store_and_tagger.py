@@ -248,6 +248,16 @@ def _start(path: Path, caplog: pytest.LogCaptureFixture, write: str = "") -> boo
         store.close()
 
 
+def _online_backup(path: Path, backup: Path) -> None:
+    """A consistent snapshot of the live database at ``path`` into ``backup`` (sqlite3's .backup)."""
+    live, copy = sqlite3.connect(path), sqlite3.connect(backup)
+    try:
+        live.backup(copy)
+    finally:
+        live.close()
+        copy.close()
+
+
 def _put_in_place(copy: Path, path: Path) -> None:
     """A database file copied over the one at ``path`` (its log removed, as service.md says)."""
     shutil.copy(copy, path)
@@ -277,10 +287,7 @@ def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_an
     store = Store(path)
     try:
         store.record_file("/p/e.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
-        live, copy = sqlite3.connect(path), sqlite3.connect(backup)
-        live.backup(copy)  # sqlite3's .backup: a consistent snapshot of the live database
-        live.close()
-        copy.close()
+        _online_backup(path, backup)  # sqlite3's .backup: a consistent snapshot of the live database
         store.record_file("/p/f.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
     finally:
         store.close()
@@ -301,10 +308,7 @@ def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_an
         assert store.restore_checked(found) == found and store.restore_unchecked() is None
         assert store.restore_checked(found) is None  # ended once
         assert store.restored_ns() == found
-        live, copy = sqlite3.connect(path), sqlite3.connect(backup)
-        live.backup(copy)  # another backup, restored after more writes: said again
-        live.close()
-        copy.close()
+        _online_backup(path, backup)  # another backup, restored after more writes: said again
     finally:
         store.close()
     assert not _start(path, caplog, write="/p/g2.jpg")
@@ -320,10 +324,7 @@ def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_an
     store = Store(path)
     try:
         store.record_file("/p/g3.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
-        live, copy = sqlite3.connect(path), sqlite3.connect(backup)
-        live.backup(copy)
-        live.close()
-        copy.close()
+        _online_backup(path, backup)
         store.record_file("/p/g4.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
     finally:
         store.close()
@@ -360,10 +361,7 @@ def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_an
     store = Store(path)
     try:
         store.record_file("/p/g6.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
-        live, copy = sqlite3.connect(path), sqlite3.connect(backup)
-        live.backup(copy)
-        live.close()
-        copy.close()
+        _online_backup(path, backup)
         store.record_file("/p/g7.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)  # within the 10 min
         holder = sqlite3.connect(path, isolation_level=None)
         try:
