@@ -57,14 +57,16 @@ kept rather than replaced because the documentation's worked examples quote its 
 
 On 2026-12-06 the recipe changed again for the suite's time, with the same seed, steps, photos and
 batch: the image tower trains in channels-last memory format, whose oneDNN convolutions and their
-gradients take its step in 51 ms instead of 73 (a 2-core AMD EPYC, Zen 4); only the 20 rows of the
-token table that the captions use are trained (see ``train``); and new tensors are not filled with NaN
-first.  The last two change no bit (checked: the same file as without them); channels-last sums in
-another order.  On that EPYC the retraining's 600 steps took 45 s instead of 59 (the whole script 59 s
-instead of 73); its held-out cosines are within 0.20 of the committed model's (the recipe before: 0.61
-on that host), it recommends 0.34 (the recipe before: 0.31 there, at the edge of the test's 0.36 ±
-0.05; 0.34 on the Xeon), and its tags at 0.36 are the committed model's on all 120 held-out photos.
-With seeds 2 and 3 it recommends 0.36 and 0.39 (the recipe before: 0.40 and 0.42).
+gradients take its step in 51 ms instead of 73 (a 2-core AMD EPYC, Zen 4); the text tower runs on the
+10 token positions the captions use, not the 16 of its context (tagwatch's own
+``_encode_text_short``, exact for a causal tower, as at inference); only the 20 rows of the token
+table that the captions use are trained (see ``train``); and new tensors are not filled with NaN
+first.  The last two change no bit (checked: the same file as without them); the first two sum in
+another order.  On that EPYC the retraining's 600 steps took 41 s instead of 59 (the whole script 54 s
+instead of 73); its held-out cosines are within 0.21 of the committed model's (the recipe before:
+0.61 on that host), it recommends 0.36 (the recipe before: 0.31 there, at the edge of the test's
+0.36 ± 0.05; 0.34 on the Xeon), and its tags at 0.36 are the committed model's on all 120 held-out
+photos.  With seeds 2 and 3 it recommends 0.38 and 0.36 (the recipe before: 0.40 and 0.42).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ import numpy as np
 import synthetic
 from tagwatch.config import ModelConfig
 from tagwatch.imaging import Preprocess, prepare, to_array
+from tagwatch.model import _encode_text_short as encode_text_short
 from tagwatch.model import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +192,7 @@ def train(config: Path, seed: int, steps: int, photos: int, batch: int) -> Any:
         x = images[pick]
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         image_vectors = F.normalize(model.encode_image(x), dim=-1)
-        text_vectors = F.normalize(model.encode_text(tokens), dim=-1)
+        text_vectors = F.normalize(encode_text_short(model, tokens), dim=-1)  # the used positions
         logits = model.logit_scale.exp() * image_vectors @ text_vectors.T + model.logit_bias
         loss = F.binary_cross_entropy_with_logits(logits, labels[pick])
         optimiser.zero_grad(set_to_none=True)
