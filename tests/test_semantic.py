@@ -23,6 +23,11 @@ import synthetic
 import train_test_model
 from conftest import REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, Daemon, tagwatch, wait_for, write_config
 
+# The held-out photos (module-scoped, 150 written as JPEG, PNG and WebP) are made again on each
+# pytest-xdist worker that runs a test tagging them: keep the module on one worker (scripts/test:
+# --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("semantic")
+
 TAGS = [*synthetic.COLOURS, *synthetic.SHAPES]
 TRAINING = json.loads((REPO / "tests" / "data" / "shapes-clip.train.json").read_text(encoding="utf-8"))
 THRESHOLD = TRAINING["threshold"]
