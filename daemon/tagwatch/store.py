@@ -261,6 +261,25 @@ def locked(exc: BaseException) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
+def _counters(db: sqlite3.Connection, *names: str) -> dict[str, int]:
+    """The ``counters`` rows named (those present): the one reader of the identity, the generation
+    and the restore's times, so that the close, a write and the restore's checks read them alike."""
+    marks = ", ".join("?" for _ in names)
+    return dict(db.execute(f"SELECT name, value FROM counters WHERE name IN ({marks})", names).fetchall())
+
+
+def _unchecked(values: Mapping[str, int]) -> int | None:
+    """When the database was found restored (``counters``' rows as :func:`_counters` reads them),
+    while no check of every watched photo has been recorded since; else None."""
+    restored, checked = values.get(_RESTORED), values.get(_CHECKED)
+    return None if restored is None or (checked is not None and checked >= restored) else int(restored)
+
+
+def _busy_timeout(db: sqlite3.Connection, seconds: float) -> None:
+    """Set how long ``db``'s writes wait for another connection's lock (SQLite's busy timeout)."""
+    db.execute(f"PRAGMA busy_timeout = {round(seconds * 1000)}")
+
+
 def private_folder(path: Path) -> None:
     """Create ``path`` and every missing parent readable by this user only (0700, as the XDG base
     directory spec asks: they hold photo paths); folders that exist keep their modes."""
@@ -405,14 +424,14 @@ class Store:
         with self._lock:
             try:
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                self._db.execute("PRAGMA busy_timeout = 0")
+                _busy_timeout(self._db, 0)
                 self._db.execute(f"PRAGMA user_version = {int(version)}")  # a write of the same value
             except sqlite3.OperationalError as exc:
                 self._reopen = _read_only(exc)
                 return None if locked(exc) else str(exc)
             finally:
                 with suppress(sqlite3.Error):
-                    self._db.execute(f"PRAGMA busy_timeout = {round(LOCK_WAIT_S * 1000)}")
+                    _busy_timeout(self._db, LOCK_WAIT_S)
         return None
 
     @contextmanager
@@ -492,7 +511,7 @@ class Store:
                 self._db.execute("PRAGMA synchronous=FULL")
             wait = getattr(self._waits, "seconds", None)  # this thread's, see lock_wait
             if wait is not None:
-                self._db.execute(f"PRAGMA busy_timeout = {round(wait * 1000)}")
+                _busy_timeout(self._db, wait)
             mark: Mark | None = None
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -518,7 +537,7 @@ class Store:
                         self._db.execute("PRAGMA synchronous=NORMAL")
                 if wait is not None:
                     with suppress(sqlite3.Error):
-                        self._db.execute(f"PRAGMA busy_timeout = {round(LOCK_WAIT_S * 1000)}")
+                        _busy_timeout(self._db, LOCK_WAIT_S)
             if marking and mark is not None:
                 self._put_mark(mark)
 
@@ -529,8 +548,7 @@ class Store:
         db.execute("INSERT OR IGNORE INTO counters VALUES (?, ?)", (_IDENTITY, secrets.randbits(62)))
         db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
                    (_GENERATION,))
-        values = dict(db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
-                                 (_IDENTITY, _GENERATION)).fetchall())
+        values = _counters(db, _IDENTITY, _GENERATION)
         return Mark(values[_IDENTITY], values[_GENERATION])
 
     def _put_mark(self, mark: Mark) -> None:
@@ -556,8 +574,7 @@ class Store:
             return
         try:
             with self._lock:
-                values = dict(self._db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
-                                               (_IDENTITY, _GENERATION)).fetchall())
+                values = _counters(self._db, _IDENTITY, _GENERATION)
         except sqlite3.DatabaseError:  # damaged: check() says so, with the way out
             return
         if values.get(_IDENTITY) != mark.identity or values.get(_GENERATION, 0) >= mark.generation:
@@ -603,12 +620,10 @@ class Store:
         if the database was never found restored.  ``tagwatch status`` says the restore while this
         is not None; a year later it said it still, though nothing was left for it to tell."""
         with self._lock:
-            values = dict(self._db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
-                                           (_RESTORED, _CHECKED)).fetchall())
-        restored, checked = values.get(_RESTORED), values.get(_CHECKED)
+            values = _counters(self._db, _RESTORED, _CHECKED)
         if self._restore_pending is not None:  # found at the start, not recorded yet (a lock)
-            restored = self._restore_pending[0]
-        return None if restored is None or (checked is not None and checked >= restored) else int(restored)
+            values[_RESTORED] = self._restore_pending[0]
+        return _unchecked(values)
 
     def restore_checked(self, since_ns: int) -> int | None:
         """Record that every photo of the watched folders was compared with its record, and every
@@ -619,13 +634,11 @@ class Store:
         Returns when the database was found restored where this ends its note, else None (it was
         found after the pass began, or its note had ended already)."""
         with self.transaction() as db:
-            values = dict(db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
-                                     (_RESTORED, _CHECKED)).fetchall())
-            restored, checked = values.get(_RESTORED), values.get(_CHECKED)
-            if restored is None or restored > since_ns or (checked is not None and checked >= restored):
+            restored = _unchecked(_counters(db, _RESTORED, _CHECKED))
+            if restored is None or restored > since_ns:
                 return None
             db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?)", (_CHECKED, time.time_ns()))
-        return int(restored)
+        return restored
 
     def check(self) -> None:
         """Raise StoreError if SQLite finds damage (a power cut on a disk that lies about fsync, a
@@ -651,8 +664,7 @@ class Store:
             if self._marked is not None:
                 self._marked = None
                 try:
-                    values = dict(self._db.execute("SELECT name, value FROM counters WHERE name IN (?, ?)",
-                                                   (_IDENTITY, _GENERATION)).fetchall())
+                    values = _counters(self._db, _IDENTITY, _GENERATION)
                     mark = Mark(values[_IDENTITY], values[_GENERATION])
                     for name in (f"{self.path}-wal", str(self.path)):
                         with suppress(FileNotFoundError), open(name, "rb") as f:
