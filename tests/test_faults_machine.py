@@ -244,6 +244,14 @@ def waiting(config: Path) -> object:
 
 
 LOCKED = "photos are not tagged yet: database: database is locked"
+RESUMED = "the database takes writes again; the {} photos that waited for it are tried now"
+# `tagwatch status` while they wait: no time from the rate measured before the lock (xZ #7)
+UNKNOWN = "time to clear the queue unknown while photos wait for the database (database is locked)"
+
+
+def said_by_status(config: Path) -> str:
+    """What `tagwatch status` prints."""
+    return tagwatch("status", "--config", str(config)).stdout
 # From the moment a batch meets the lock (its "storing" line) to the line saying it: the wait, and
 # room for a busy 2-core box.  Below SQLite's 30 s busy timeout, which the daemon said it after.
 SAID_WITHIN_S = DATABASE_LOCK_WAIT_S + 10
@@ -284,12 +292,16 @@ def test_photos_held_by_a_locked_database_count_as_waiting_and_the_resume_line_c
         met = len(daemon.wait_log("storing 3 vectors", since=mark))
         daemon.wait_log(LOCKED, since=met, timeout=SAID_WITHIN_S)  # said within seconds, not after 30 s
         assert waiting(config) == 3  # back in the queue, backing off
+        # a rate was measured (the early photo): it said "the queue is cleared in about 0m04s"
+        wait_for(lambda: UNKNOWN in said_by_status(config))
         holder.execute("COMMIT")
-        daemon.wait_log("the database takes writes again; the 3 photos that waited for it are tried now",
-                        since=mark)
         new = [photos / "new" / p.name for p in made]
         wait_for(lambda: all(exif_keywords(p)["iptc"] for p in new))
         wait_for(lambda: waiting(config) == 0)
+        # said before the photos it announces are tagged: it came after their "tagged" lines (xZ #8)
+        log = daemon.wait_log(RESUMED.format(3), since=mark)
+        resumed = log.index(RESUMED.format(3), mark)
+        assert all(log.index(f"tagged {p}", mark) > resumed for p in new), log[mark:]
         assert daemon.log()[mark:].count(LOCKED) == 1  # one line for the three, not one per attempt
         # their vectors, made before the lock, are cached once it is gone: tried again, the photos
         # took them from the engine's memory and were tagged, and none was ever stored (export left
@@ -304,6 +316,7 @@ def test_photos_held_by_a_locked_database_count_as_waiting_and_the_resume_line_c
 # A tag-list edit, and a start, while a backup holds the database for minutes: the re-score waits
 # whole, said in one line, and resumes by itself once the database takes writes again
 RESCORE_WAITS = "the tag list's re-score waits: database: database is locked"
+RESCORE_STATUS = "re-score  {} re-score waits for the database (database is locked); the photos keep"
 OLD_TAGS, NEW_TAGS = ["beach", "forest", "mountain"], ["city street", "snow field", "harbour"]
 
 
@@ -356,6 +369,7 @@ def test_a_tag_list_edited_while_a_backup_holds_the_database_is_applied_once_it_
         (tmp_path / "conf" / "tags.txt").write_text("\n".join(NEW_TAGS) + "\n", encoding="utf-8")
         daemon.wait_log(RESCORE_WAITS, since=mark)
         assert status(config).get("failed") == 0  # answers while the lock lasts; no photo failed
+        wait_for(lambda: RESCORE_STATUS.format("the tag list's") in said_by_status(config))  # nothing said it
         assert all(set(exif_keywords(p)["iptc"]) & set(OLD_TAGS) for p in made)  # nothing half done
         daemon.wait_log("re-score still waits (attempt 3)", since=mark)  # retried twice under the lock
         holder.execute("COMMIT")
@@ -368,6 +382,15 @@ def test_a_tag_list_edited_while_a_backup_holds_the_database_is_applied_once_it_
         listed = f"tag list {tmp_path / 'conf' / 'tags.txt'}: 3 tags (3 new prompt vectors); re-scored 3"
         assert listed in said[2], said
         assert status(config).get("failed") == 0
+        # a correction on the review page (an overrides edit) under the lock: its re-score waits too
+        holder.execute("BEGIN EXCLUSIVE")
+        (tmp_path / "conf" / "overrides.toml").write_text(
+            f'[[override]]\npath = "{made[0]}"\nadd = ["lighthouse"]\n', encoding="utf-8")
+        corrections = RESCORE_STATUS.format("the overrides' (the review page's corrections)")
+        wait_for(lambda: corrections in said_by_status(config))
+        holder.execute("COMMIT")
+        wait_for(lambda: "lighthouse" in exif_keywords(made[0])["iptc"])
+        wait_for(lambda: "re-score" not in said_by_status(config))
     finally:
         holder.close()
         daemon.stop()

@@ -14,6 +14,7 @@ import itertools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -145,6 +146,17 @@ class BatchQueue:
             self._ready.pop(path, None)
             self._due[path] = due
             heapq.heappush(self._heap, (due, next(self._seq), path))
+            self._cond.notify_all()
+
+    def hurry(self, paths: Iterable[str]) -> None:
+        """Make those of ``paths`` still waiting out a delay due now (photos backing off from a
+        trouble that has passed); a path not queued (in a batch now, or gone) is left alone."""
+        now = time.monotonic()
+        with self._cond:
+            for path in paths:
+                if path in self._due:
+                    self._due[path] = now
+                    heapq.heappush(self._heap, (now, next(self._seq), path))
             self._cond.notify_all()
 
     def op(self, operation: Op) -> None:

@@ -143,7 +143,8 @@ class Daemon:
         self.watcher = Watcher(config.watch, self.filter, self.queue, config.poll, config.poll_interval)
         # waiting: the queue's photos and those a batch holds (a locked database or a silent exiftool
         # holds a batch: status said "0 waiting" for as long as it lasted), each photo once
-        self.activity = Activity(lambda: self.worker.waiting(), len(config.watch), self.watcher.unwatched)
+        self.activity = Activity(lambda: self.worker.waiting(), len(config.watch), self.watcher.unwatched,
+                                 lambda: self._database_waits())
         self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record,
                              resume=self._resume_rescore)
         self._metrics: MetricsServer | None = None
@@ -217,6 +218,15 @@ class Daemon:
         if checked or say_none:
             log.info("%s; re-scored %s, rewrote %d in %.1f s", what, counted(checked, "photo"), written,
                      time.monotonic() - started)
+
+    def _database_waits(self) -> dict[str, str]:
+        """What waits for the database now (Worker.database_waits), a re-score named by what it is
+        of, for `tagwatch status`: the tag list's, or the overrides' (the review page's corrections)."""
+        waits = self.worker.database_waits()
+        rescore = self._waiting_rescore
+        if "rescore" in waits and rescore is not None:
+            waits["rescore_of"] = "overrides" if rescore[0].startswith("overrides ") else "tag list"
+        return waits
 
     def _resume_rescore(self) -> None:
         """The worker's retry of a re-score that met a locked database (Worker.rescore_waits): only

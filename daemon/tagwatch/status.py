@@ -107,6 +107,8 @@ def daemon_state(database: Path) -> dict[str, Any] | None:
     if "queue" in state and "tagged_per_min" in state:  # the backlog at the rate measured lately
         rate = state["tagged_per_min"] / 60
         state["eta_s"] = round(state["queue"] / rate) if rate > 0 else (0 if not state["queue"] else None)
+        if state["queue"] and (state.get("waiting_for_database") or {}).get("photos"):
+            state["eta_s"] = None  # they wait for the lock, not for the rate: unknown till it goes
     return state
 
 
@@ -127,10 +129,14 @@ class Activity:
     """Counters the worker feeds after each batch; read from other threads as one snapshot."""
 
     def __init__(self, queue_depth: Callable[[], int], folders: int,
-                 unwatched: Callable[[], dict[str, str]] = dict) -> None:
+                 unwatched: Callable[[], dict[str, str]] = dict,
+                 database_waits: Callable[[], dict[str, str]] = dict) -> None:
         self._queue_depth = queue_depth
         self.folders = folders
         self._unwatched = unwatched  # watched folders not watched now → why (Watcher.unwatched)
+        # what waits for the database's trouble (a backup's lock): "photos", "rescore" → its reason,
+        # "rescore_of" → "tag list" or "overrides" (Daemon._database_waits)
+        self._database_waits = database_waits
         self.started = time.time()
         self._lock = threading.Lock()
         self.counts = {"tagged": 0, "unchanged": 0, "failed": 0, "keywords_added": 0, "batches": 0}
@@ -201,6 +207,7 @@ class Activity:
                 "folders": self.folders,
                 "unwatched": self._unwatched(),
                 "queue": self._queue_depth(),
+                "waiting_for_database": self._database_waits(),
                 **{f"{name}_since_start": value for name, value in self.counts.items()},
                 "tagged_per_min": round(len(self._recent) * 60.0 / window, 2),
                 "last_error": self.last_error,

@@ -391,6 +391,10 @@ class Store:
         self._marked: float | None = None  # when this connection last advanced the mark (monotonic)
         self._waits = threading.local()  # a thread's own lock wait, where it set one (lock_wait)
         self._restore_pending: tuple[int, int] | None = None  # found, not yet recorded: (ns, generation)
+        # Called after each write transaction commits, on the thread that wrote, outside the store's
+        # lock: the daemon's worker says there, first, that the database takes writes again (before
+        # the lines of the photos the write was for) and sends what waited for it
+        self.on_commit: Callable[[], None] | None = None
         private_folder(path.parent)
         try:
             self._db = self._connect()
@@ -540,6 +544,8 @@ class Store:
                         _busy_timeout(self._db, LOCK_WAIT_S)
             if marking and mark is not None:
                 self._put_mark(mark)
+        if self.on_commit is not None:
+            self.on_commit()
 
     @staticmethod
     def _advance(db: sqlite3.Connection) -> Mark:

@@ -71,8 +71,8 @@ class Worker(threading.Thread):
         self._observe = observe  # told every batch's outcomes: the counters `status` shows
         self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
         self._writing = StillWriting()  # files that look cut short: still being copied?
-        self._trouble: dict[str, str] = {}  # "database", "model" → its passing problem, while it lasts
-        self._waited: dict[str, set[str]] = {}  # of those, the photos that waited on each
+        self._trouble: dict[str, str] = {}  # "model" → its passing problem, while it lasts
+        self._waited: dict[str, set[str]] = {}  # the photos that waited on it (the database's: below)
         self._faults: dict[str, tuple[int, int]] = {}  # photo → exiftool faults on it running, progress then
         # photos tagged so far under each watched folder: has exiftool worked on others beside a photo
         # since its fault?  Per folder, as a stuck share beside a local folder stalls only its own
@@ -81,10 +81,16 @@ class Worker(threading.Thread):
         # photos put back in the queue while a batch held them: in both, and counted once by waiting()
         self._requeued: set[str] = set()
         self._reload_requested = threading.Event()
-        # A reload whose re-score met the database's trouble (a backup's lock) runs again at this
-        # time (monotonic), backing off as a photo does; None: none waits
+        # The database's trouble (a backup's lock), behind a lock of its own, taken last: the store's
+        # commit hook (_database_back) takes it on whichever thread wrote, the retry lock held or not.
+        # A reload whose re-score met it runs again at _rescore_at (monotonic), backing off as a
+        # photo does (None: none waits); _database_waited: the photos that met it, while it lasts
+        self._database_lock = threading.Lock()
         self._rescore = Backoff()
         self._rescore_at: float | None = None
+        self._rescore_reason: str | None = None
+        self._database_waited: tuple[str, set[str]] | None = None  # (its reason, the photos)
+        pipeline.store.on_commit = self._database_back
         self._when_settled: list[Callable[[], None]] = []  # told once nothing is queued or in flight
         self.batches = 0
         self.idle = threading.Event()
@@ -107,6 +113,16 @@ class Worker(threading.Thread):
             self._when_settled.append(call)
         self.queue.wake()
 
+    def database_waits(self) -> dict[str, str]:
+        """What waits for the database's trouble now, with its reason: "photos" (in the queue, backing
+        off) and "rescore" (a tag list's, or the overrides'), for ``tagwatch status``: it showed a
+        time to clear the queue at the rate measured before the lock, and nothing of a re-score."""
+        with self._database_lock:
+            waits = {"photos": self._database_waited[0]} if self._database_waited is not None else {}
+            if self._rescore_at is not None:
+                waits["rescore"] = self._rescore_reason or ""
+        return waits
+
     def request_reload(self) -> None:
         self._reload_requested.set()
         self.queue.wake()
@@ -114,12 +130,15 @@ class Worker(threading.Thread):
     def run(self) -> None:
         try:
             while True:
-                due = self._rescore_at is not None and time.monotonic() >= self._rescore_at
-                if self._reload_requested.is_set() or due:
+                with self._database_lock:  # set by the engine's threads too (_database_back)
+                    due = self._rescore_at is not None and time.monotonic() >= self._rescore_at
+                    asked = self._reload_requested.is_set()
+                    if asked or due:
+                        self._rescore_at = None
+                if asked or due:
                     # a reload asked for re-scores anyway: the waiting re-score is its
-                    call = self._reload if self._reload_requested.is_set() else self._resume
+                    call = self._reload if asked else self._resume
                     self._reload_requested.clear()
-                    self._rescore_at = None
                     self.engine.drain()  # a re-score writes files too: one writer per file
                     self._guard(lambda c=call: self._reloading(c))
                 deferred = self.pipeline.take_deferred()
@@ -131,8 +150,9 @@ class Worker(threading.Thread):
                 if not batch:
                     if not self.engine.busy:
                         self.idle.set()
-                        if not len(self.queue) and self._rescore_at is None:  # a waiting re-score
-                            self._settled()  # is not settled: its photos keep the old list's keywords
+                        # a waiting re-score is not settled: its photos keep the old list's keywords
+                        if not len(self.queue) and "rescore" not in self.database_waits():
+                            self._settled()
                     continue
                 self.idle.clear()
                 self._guard(lambda b=batch: self._handle(b))
@@ -149,10 +169,11 @@ class Worker(threading.Thread):
                 call()
             except Exception as exc:
                 if not self.rescore_waits(exc):
-                    self._rescore.clear("re-score")  # ended otherwise: the next wait is news again
+                    with self._database_lock:  # ended otherwise: the next wait is news again
+                        self._rescore.clear("re-score")
                     raise
                 return
-        if "re-score" in self._rescore:  # its own line ("re-scored N photos") says it is done
+        with self._database_lock:  # done: its own line ("re-scored N photos") says so
             self._rescore.clear("re-score")
 
     def rescore_waits(self, exc: BaseException) -> bool:
@@ -164,17 +185,18 @@ class Worker(threading.Thread):
         reason = transient_reason(exc)
         if not database_fault(reason):
             return False
-        first = "re-score" not in self._rescore
-        delay = self._rescore.next("re-score")
-        self._rescore_at = time.monotonic() + delay
+        with self._database_lock:  # the start asks on its own thread, before this one runs
+            first = "re-score" not in self._rescore
+            delay = self._rescore.next("re-score")
+            self._rescore_at, self._rescore_reason = time.monotonic() + delay, reason
+            tries, cap = self._rescore.tries("re-score"), self._rescore.cap
         if first:
             log.warning("the tag list's re-score waits: %s; the photos keep their keywords until it "
                         "resumes, by itself, once the database takes writes again (tried again backing "
-                        "off to once every %g s)", reason, self._rescore.cap,
+                        "off to once every %g s)", reason, cap,
                         extra={"event": "retrying", "reason": reason})
         else:
-            log.debug("the tag list's re-score still waits (attempt %d): %s", self._rescore.tries("re-score"),
-                      reason)
+            log.debug("the tag list's re-score still waits (attempt %d): %s", tries, reason)
         self.queue.wake()
         return True
 
@@ -314,10 +336,10 @@ class Worker(threading.Thread):
                 delay = self._backoff.next(path)
                 # The database's or the model's trouble is every photo's: said once while it lasts
                 shared = _shared(outcome.error)
-                if shared is not None:
-                    self._waited.setdefault(shared, set()).add(path)
-                if shared is not None and shared not in self._trouble:
-                    self._trouble[shared] = outcome.error or ""
+                if shared is None:
+                    self.queue.put(path, delay=delay, force=True)
+                said = shared is not None and self._waits_for(shared, path, outcome.error or "", delay)
+                if shared is not None and not said:
                     log.warning("photos are not tagged yet: %s; they wait and are tried again, backing "
                                 "off to once every %g s, until it works", outcome.error, self._backoff.cap,
                                 extra={"event": "retrying", "reason": outcome.error})
@@ -328,26 +350,58 @@ class Worker(threading.Thread):
                 else:
                     log.debug("%s: still not tagged (attempt %d): %s", path, self._backoff.tries(path),
                               outcome.error)
-                self.queue.put(path, delay=delay, force=True)
             else:
                 if path in self._backoff:
                     self._backoff.clear(path)
-                # the store took a write (the database's trouble is over), a photo was encoded (the
-                # model's): the photos that waited on it go now.  Counted by the photos that waited
-                # on it, this one included: the backoff's keys left at that moment said 1 for 3
-                for shared, proof in (("database", (Status.TAGGED, Status.FAILED, Status.GONE)),
-                                      ("model", (Status.TAGGED,))):
-                    if shared in self._trouble and outcome.status in proof:
-                        del self._trouble[shared]
-                        waited = self._waited.pop(shared, set())
-                        what = ("the database takes writes again" if shared == "database"
-                                else "the model loads again")
-                        log.info("%s; the %d photos that waited for it are tried now", what, len(waited))
-                        if shared == "database" and self._rescore_at is not None:
-                            self._rescore_at = time.monotonic()  # the re-score waiting on it goes too
-                        for other in waited:
-                            if other != path and other in self._backoff:
-                                self.queue.put(other, delay=0.0, force=True)
+                if outcome.status in (Status.TAGGED, Status.FAILED, Status.GONE):
+                    self._database_back()  # said at the write that showed it, as a rule: no-op then
+                # a photo was encoded (the model's trouble is over): the photos that waited on it go
+                # now.  Counted by the photos that waited on it, this one included: the backoff's
+                # keys left at that moment said 1 for 3
+                if "model" in self._trouble and outcome.status == Status.TAGGED:
+                    del self._trouble["model"]
+                    waited = self._waited.pop("model", set())
+                    log.info("the model loads again; the %d photos that waited for it are tried now",
+                             len(waited))
+                    for other in waited:
+                        if other != path and other in self._backoff:
+                            self.queue.put(other, delay=0.0, force=True)
+
+    def _waits_for(self, shared: str, path: str, reason: str, delay: float) -> bool:
+        """Queue ``path`` again in ``delay`` s, waiting on ``shared``'s trouble (the database's, the
+        model's): was that trouble said already?  A photo waiting for the database is queued under
+        the lock the store's commit hook takes, so that a write committed meanwhile either finds it
+        queued, to hurry, or leaves the trouble to be said afresh (_database_back)."""
+        if shared != "database":
+            self._waited.setdefault(shared, set()).add(path)
+            said = shared in self._trouble
+            self._trouble.setdefault(shared, reason)
+            self.queue.put(path, delay=delay, force=True)
+            return said
+        with self._database_lock:
+            said = self._database_waited is not None
+            if self._database_waited is None:
+                self._database_waited = (reason, set())
+            self._database_waited[1].add(path)
+            self.queue.put(path, delay=delay, force=True)
+        return said
+
+    def _database_back(self) -> None:
+        """The store committed a write (its hook, on the thread that wrote it; or a photo's outcome
+        that showed it): the database takes writes again.  Said at once, before the "tagged" lines
+        of the photos whose write this was: said once their batch was settled, it came after them
+        (user round xZ #8).  The photos that waited for it are made due now, and so is a waiting
+        re-score; the photos in the batch that wrote are in no queue, and are not tried twice."""
+        with self._database_lock:
+            waited, self._database_waited = self._database_waited, None
+            if self._rescore_at is not None:
+                self._rescore_at = time.monotonic()
+                self.queue.wake()
+            if waited is None:
+                return
+            log.info("the database takes writes again; the %d photos that waited for it are tried now",
+                     len(waited[1]))
+            self.queue.hurry(waited[1])
 
     def _guard(self, work: Callable[[], None]) -> None:
         """Nothing that goes wrong in one batch may stop the daemon."""

@@ -13,6 +13,7 @@ from typing import Any
 from ..config import Config, ConfigError, ModelConfig, default_config_path, lenient_database
 from ..logs import one_line, shown
 from ..model import model_identity
+from ..retry import DATABASE
 from ..status import daemon_state, watching
 from ..store import Store
 from .common import load, setup_logging
@@ -70,12 +71,35 @@ def as_of(daemon: dict[str, Any]) -> str:
 
 
 def backlog(daemon: dict[str, Any]) -> str:
-    """How long the queue will take at the rate measured over the last minutes."""
+    """How long the queue will take at the rate measured over the last minutes; unknown while its
+    photos wait for the database (a backup's lock): the rate before it said "about 0m04s" for a
+    queue cleared 1m50s later, once the lock went."""
     if not daemon["queue"]:
         return ""
+    waits = daemon.get("waiting_for_database") or {}
+    if waits.get("photos"):
+        why = _why(waits["photos"])
+        return f"; time to clear the queue unknown while photos wait for the database ({why})"
     if daemon.get("eta_s") is None:
         return "; time to clear the queue unknown until photos are tagged"
     return f"; the queue is cleared in about {duration(daemon['eta_s'])}"
+
+
+def _why(reason: str) -> str:
+    """A database trouble's reason without the "database: " it begins with (retry.DATABASE)."""
+    return reason.removeprefix(DATABASE)
+
+
+def rescore_waits(daemon: dict[str, Any]) -> list[str]:
+    """The line for a re-score that waits for the database (a tag-list edit's, or the overrides': a
+    review-page correction is one): nothing said it, and the photos keep their keywords till then."""
+    waits = daemon.get("waiting_for_database") or {}
+    if "rescore" not in waits:
+        return []
+    of = ("the overrides' (the review page's corrections)" if waits.get("rescore_of") == "overrides"
+          else "the tag list's")
+    return [f"re-score  {of} re-score waits for the database ({_why(waits['rescore'])}); the photos "
+            "keep their keywords until it resumes, by itself, once the database takes writes again"]
 
 
 def restored(when: float | None, checked: bool = False) -> str:
@@ -113,6 +137,7 @@ def render(report: dict[str, Any], failures: list[tuple[str, str]]) -> str:
                          + (f", {checked} checked with nothing to write" if checked else "")
                          + f"; {daemon['tagged_per_min']:g} photos/min over the last 5 min"
                          + backlog(daemon))
+        lines += rescore_waits(daemon)
         for folder, why in sorted(unwatched.items()):
             lines.append(f"NOT WATCHED: {shown(folder)}: {one_line(why)}")
         for what, reason in sorted(daemon.get("rejected", {}).items()):
