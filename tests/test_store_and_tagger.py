@@ -465,4 +465,57 @@ def test_status_says_a_restored_database_until_the_daemon_has_checked_the_watche
     assert note not in tagwatch("status", "--config", str(config)).stdout
     report = status(config)
     assert report["restored"] is not None and report["restore_checked"] is True
-    assert RESTORED not in daemon.log()  # said once, by the first command
+    # found and said by the first command; the daemon's start said it again, for its log (xZ #9)
+    started = daemon.log()[mark:]
+    assert RESTORED not in started and started.count("was found older than the one tagwatch last used") == 1
+
+
+def test_a_restore_a_command_found_is_logged_at_the_start_and_its_note_ends_after_a_start_under_a_lock(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A backup put back, `tagwatch status` run first (it finds the restore and says it on its own
+    terminal), then the daemon started while the nightly backup holds the database.  The daemon's
+    log had nothing of the restore (xZ #9): now its start says it, with its event.  Its start-up scan
+    found every photo as the copy knew it, so the check was settled at once, under the lock: its
+    record waited 30 s for the lock and was dropped, and `tagwatch status` kept the note until the
+    next start (xZ #6).  Now the record waits the lock out, and the note ends once it is let go."""
+    photos = tmp_path / "photos"
+    for i in range(2):
+        noise_jpeg(photos / f"p{i}.jpg", seed=80 + i)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos])
+    database = tmp_path / "conf" / "state" / "tagwatch.db"
+    daemon = Daemon(config, tmp_path / "daemon.log", args=["-v"])  # -v: the check's record's lines
+    daemon.start()
+    try:
+        wait_for(lambda: status(config)["tagged"] == 2)
+    finally:
+        daemon.stop()
+    backup = tmp_path / "backup.db"
+    _online_backup(database, backup)
+    store = Store(database)  # a write after the copy (a `scan` of another folder): the copy is older
+    try:
+        store.record_file("/elsewhere/x.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+    finally:
+        store.close()
+    _put_in_place(backup, database)
+    note = "found older than the one last used here on "
+    said = tagwatch("status", "--config", str(config))
+    assert RESTORED in said.stderr and note in said.stdout  # found, said and recorded by the command
+
+    holder = sqlite3.connect(database, isolation_level=None, timeout=60)
+    mark = len(daemon.log())
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        daemon.start()
+        log = daemon.wait_log("the restore's check not recorded", since=mark)  # it met the lock
+        start = log[mark:]
+        assert " WARNING " in start and "was found older than the one tagwatch last used here on " in start
+        assert note in tagwatch("status", "--config", str(config)).stdout  # not checked while locked
+        holder.execute("COMMIT")
+        daemon.wait_log("every photo in the watched folders checked again since the database was found",
+                        since=mark)
+        assert note not in tagwatch("status", "--config", str(config)).stdout
+        assert status(config)["restore_checked"] is True
+        assert daemon.log()[mark:].count("older than the one tagwatch last used here") == 1  # said once
+    finally:
+        holder.close()
+        daemon.stop()

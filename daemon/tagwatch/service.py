@@ -33,7 +33,7 @@ from .notify import Notifier
 from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue, backlog_batch
-from .retry import DATABASE_LOCK_WAIT_S, QUIET_S
+from .retry import DATABASE_LOCK_WAIT_S, QUIET_S, Backoff
 from .status import (
     Activity,
     MetricsServer,
@@ -43,7 +43,7 @@ from .status import (
     watching,
     write_state,
 )
-from .store import Store
+from .store import Store, locked
 from .vocabulary import VocabularyError
 from .watcher import PathFilter, Watcher, reconcile
 from .wording import counted
@@ -52,6 +52,9 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 STATE_INTERVAL_S = 5.0  # how stale `tagwatch status` may be
+# A restore's check (every watched photo compared again) met a locked database: its record is tried
+# again after 1, 2, 4 … s up to this, so the note in `tagwatch status` ends soon after the lock goes
+CHECK_RETRY_CAP_S = 30.0
 ROOT_CHECK_S = 2.0  # how soon a watched folder that vanished and came back is watched again
 # What a SIGHUP applies at once (a section stands for every key in it): [tagging] re-scores what a new
 # mode, threshold or top_k changes.  A change of any other key is named as waiting for a restart.
@@ -162,6 +165,7 @@ class Daemon:
         self._tags_warned: set[str] = set()  # the tag list's (a duplicate tag) logged since they appeared
         self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
         self._restore_check: int | None = None  # a full scan's start, its photos being settled (restore)
+        self._check_backoff = Backoff(cap=CHECK_RETRY_CAP_S)  # its record, while the database is locked
         # a re-score that met a locked database, resumed by the worker: its line, start, "say 0 photos"
         self._waiting_rescore: tuple[str, float, bool] | None = None
 
@@ -322,6 +326,7 @@ class Daemon:
                 log.warning("%s", stale)
         # exiftool's start, not the first photo's write, waits for Perl
         self.writer.warm_up_aside(self.config.database.parent)
+        self._say_restore()
         # A start under a backup's lock starts: the tag list is adopted (its new prompt vectors kept
         # in memory where they cannot be stored), and a re-score that meets the lock waits in the
         # worker as an edit's does, the photos backing off as ever.  Waited for as a batch's write.
@@ -439,6 +444,22 @@ class Daemon:
         if roots is None and not report.unlistable and not report.left_out:  # every watched photo seen
             self._check_restore(began_ns)
 
+    def _say_restore(self) -> None:
+        """A restore found by a command before this start (`tagwatch status`, run first after a
+        backup was put back) was said on that terminal only, and the daemon's log had nothing of it
+        (user round xZ #9): said at the start, with its event, while `tagwatch status` still says it.
+        Not where this start found it itself: the store said it then."""
+        found = None if self.store.restore_said else self.store.restore_unchecked()
+        if found is None:
+            return
+        day = time.strftime("%Y-%m-%d %H:%M", time.localtime(found / 1e9))
+        log.warning("%s: this database was found older than the one tagwatch last used here on %s, before "
+                    "this start (restored from a backup?): it does not know what tagwatch did after that "
+                    "copy was taken. Keywords of tagwatch's missing from photos changed before then are not "
+                    "taken for a person's removal; `tagwatch status` says it until the daemon has checked "
+                    "the watched folders again", self.config.database, day,
+                    extra={"event": "database-restored"})
+
     def _check_restore(self, began_ns: int) -> None:
         """A scan of every watched folder, begun at ``began_ns``, compared each photo with its record:
         once the photos it queued are settled, a restore found before it has nothing left to say
@@ -446,22 +467,35 @@ class Daemon:
         if self._restore_check is not None or self.store.restore_unchecked() is None:
             return
         self._restore_check = began_ns
+        self.worker.when_settled(lambda: self._record_check(began_ns))
 
-        def settled() -> None:
-            self._restore_check = None
-            try:
+    def _record_check(self, began_ns: int) -> None:
+        """Record the check begun at ``began_ns`` (its photos are settled).  A database another
+        program holds locked (a backup's) makes the record wait, tried again backing off to once
+        every :data:`CHECK_RETRY_CAP_S`, on the scheduler's thread: it waited SQLite's 30 s on the
+        worker and was then dropped, so that a start under the lock left the note in `tagwatch
+        status` until the hourly rescan, or the next start (user round xZ #6)."""
+        try:
+            with self.store.lock_wait(DATABASE_LOCK_WAIT_S):
                 restored = self.store.restore_checked(began_ns)
-            except sqlite3.Error as exc:  # locked, say: the next full scan records it
-                log.debug("the restore's check not recorded: %s", exc)
+        except sqlite3.Error as exc:
+            if locked(exc) and not self.stopped.is_set():
+                delay = self._check_backoff.next("check")
+                log.debug("the restore's check not recorded yet: %s; tried again in %g s", exc, delay)
+                self.scheduler.add_job(self._record_check, "date", args=[began_ns], id="restore-check",
+                                       replace_existing=True,
+                                       run_date=datetime.fromtimestamp(time.time() + delay, UTC))
                 return
-            if restored is not None:
-                day = time.strftime("%Y-%m-%d %H:%M", time.localtime(restored / 1e9))
-                log.info("%s: every photo in the watched folders checked again since the database was found "
-                         "restored on %s (the photos changed after that copy was taken are settled); "
-                         "`tagwatch status` no longer says it", self.config.database, day,
-                         extra={"event": "restore-checked"})
-
-        self.worker.when_settled(settled)
+            log.debug("the restore's check not recorded: %s", exc)  # the next full scan records it
+            restored = None
+        self._restore_check = None
+        self._check_backoff.clear("check")
+        if restored is not None:
+            day = time.strftime("%Y-%m-%d %H:%M", time.localtime(restored / 1e9))
+            log.info("%s: every photo in the watched folders checked again since the database was found "
+                     "restored on %s (the photos changed after that copy was taken are settled); "
+                     "`tagwatch status` no longer says it", self.config.database, day,
+                     extra={"event": "restore-checked"})
 
     def _check_roots(self) -> None:
         """Watch again a watched folder that came back, or one holding a folder that can be listed

@@ -395,6 +395,7 @@ class Store:
         # lock: the daemon's worker says there, first, that the database takes writes again (before
         # the lines of the photos the write was for) and sends what waited for it
         self.on_commit: Callable[[], None] | None = None
+        self.restore_said = False  # this connection found the database restored, and said so
         private_folder(path.parent)
         try:
             self._db = self._connect()
@@ -597,6 +598,7 @@ class Store:
             # by a write made once the lock is gone; a command that writes nothing says it again
             self._restore_pending = (found, mark.generation)
             unrecorded = f" (not recorded yet: {exc}; recorded with this tagwatch's first write)"
+        self.restore_said = True
         log.warning("%s: this database is older than the one tagwatch last used here (restored from a "
                     "backup?): it does not know what tagwatch did after that copy was taken. Keywords of "
                     "tagwatch's missing from photos changed before now are not taken for a person's "
