@@ -272,6 +272,8 @@ def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_an
     to another machine (or folder), and a database from before this change are never taken for one."""
     path = tmp_path / "data" / "tw.db"
     assert not _start(path, caplog, write="/p/a.jpg")  # a new database
+    report, _ = status_command.status(Config(database=path), identity="m")
+    assert report["restored"] is None and report["restore_checked"] is None  # no claim: it said false
     assert not _start(path, caplog, write="/p/b.jpg")  # an ordinary start, twice
     assert not _start(path, caplog)
 

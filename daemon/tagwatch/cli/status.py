@@ -50,11 +50,12 @@ def status(config: Config, every_failure: bool = False,
         failures = []
     # restored: when it was found restored (see Store._notice_restore), for the database's life;
     # restore_checked: false until the daemon has checked the watched folders again since (then
-    # there is nothing left to say of it, see Store.restore_checked)
+    # there is nothing left to say of it, see Store.restore_checked); null for a database never
+    # found restored, of which there is nothing to claim (it said false, as if a check were owed)
     report = {**stats, "database": str(config.database), "model": identity,
               "daemon": daemon_state(config.database),
               "restored": None if restored is None else restored / 1e9,
-              "restore_checked": restored is not None and unchecked is None}
+              "restore_checked": None if restored is None else unchecked is None}
     return report, failures
 
 
