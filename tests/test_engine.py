@@ -485,3 +485,40 @@ def test_a_batch_that_meets_a_locked_database_waits_whole_and_the_rest_is_not_tr
         engine.close()
     assert collect.statuses() == {p.name: Status.TAGGED for p in photos}
     assert all(len(exif_keywords(p)["iptc"]) == 3 for p in photos)
+
+
+def test_when_settled_is_told_once_the_photos_queued_before_it_are_settled_not_while_one_waits(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker.when_settled, which the restore's check waits on (every watched photo compared, then
+    each one queued settled): with nothing queued it is told at once; while a photo waits out a
+    backup's lock (BEGIN EXCLUSIVE), backing off in the queue, it is not, however often the photo is
+    tried; once the lock is let go it is told after the photo is tagged, on the worker's thread."""
+    monkeypatch.setattr(worker_module, "DATABASE_LOCK_WAIT_S", 0.2)  # each try's wait; the daemon's 5 s
+    photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=60)
+    seen: list[Outcome] = []
+    told: list[tuple[str, str | None]] = []  # (the thread, the photo's state then), per call
+
+    def tell() -> None:
+        row = env.store.file(str(photo))
+        told.append((threading.current_thread().name, row and row.state))
+
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None, observe=seen.extend)
+    holder = sqlite3.connect(env.store.path, isolation_level=None)
+    worker.start()
+    try:
+        worker.when_settled(tell)
+        wait_for(lambda: len(told) == 1)  # nothing queued: at once
+        holder.execute("BEGIN EXCLUSIVE")
+        queue.put(str(photo))
+        wait_for(lambda: [o.status for o in seen].count(Status.WAIT) == 1)
+        worker.when_settled(tell)
+        wait_for(lambda: [o.status for o in seen].count(Status.WAIT) >= 2)  # tried again, still waits
+        assert len(told) == 1
+        holder.execute("COMMIT")
+        wait_for(lambda: len(told) == 2)
+    finally:
+        holder.close()
+        queue.close()
+        worker.join(timeout=60)
+    assert told == [("tagwatch-worker", None), ("tagwatch-worker", DONE)]  # told once it was tagged
