@@ -522,3 +522,36 @@ def test_when_settled_is_told_once_the_photos_queued_before_it_are_settled_not_w
         queue.close()
         worker.join(timeout=60)
     assert told == [("tagwatch-worker", None), ("tagwatch-worker", DONE)]  # told once it was tagged
+
+
+def test_a_rescore_still_waits_for_the_database_while_its_retry_is_tried(env: Env) -> None:
+    """A tag list's re-score met a backup's lock (BEGIN EXCLUSIVE) and is retried: `tagwatch status`
+    has a line for it (Worker.database_waits), which went missing whenever `status` looked during a
+    retry (up to 5 s of each, the lock still held); it ends once the re-score is done."""
+    holder = sqlite3.connect(env.store.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with env.store.lock_wait(0.05), pytest.raises(sqlite3.OperationalError) as met:
+            env.store.record_file("/p/a.jpg", key=b"k", size=1, mtime_ns=1, state=DONE)
+    finally:
+        holder.close()
+    trying, done = threading.Event(), threading.Event()
+
+    def resume() -> None:  # the retry, held while the test looks
+        trying.set()
+        done.wait(60)
+
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None, resume=resume)
+    assert worker.rescore_waits(met.value)  # as the daemon's start does, before the worker runs
+    assert worker.database_waits() == {"rescore": "database: database is locked"}
+    worker.start()
+    try:
+        wait_for(trying.is_set)  # its retry, after the backoff's first second
+        assert worker.database_waits() == {"rescore": "database: database is locked"}
+        done.set()
+        wait_for(lambda: worker.database_waits() == {})
+    finally:
+        done.set()
+        queue.close()
+        worker.join(timeout=60)

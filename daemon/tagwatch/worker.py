@@ -88,7 +88,7 @@ class Worker(threading.Thread):
         self._database_lock = threading.Lock()
         self._rescore = Backoff()
         self._rescore_at: float | None = None
-        self._rescore_reason: str | None = None
+        self._rescore_reason: str | None = None  # why it waits, until it is done (database_waits)
         self._database_waited: tuple[str, set[str]] | None = None  # (its reason, the photos)
         pipeline.store.on_commit = self._database_back
         self._when_settled: list[Callable[[], None]] = []  # told once nothing is queued or in flight
@@ -119,8 +119,8 @@ class Worker(threading.Thread):
         time to clear the queue at the rate measured before the lock, and nothing of a re-score."""
         with self._database_lock:
             waits = {"photos": self._database_waited[0]} if self._database_waited is not None else {}
-            if self._rescore_at is not None:
-                waits["rescore"] = self._rescore_reason or ""
+            if self._rescore_reason is not None:
+                waits["rescore"] = self._rescore_reason
         return waits
 
     def request_reload(self) -> None:
@@ -169,12 +169,17 @@ class Worker(threading.Thread):
                 call()
             except Exception as exc:
                 if not self.rescore_waits(exc):
-                    with self._database_lock:  # ended otherwise: the next wait is news again
-                        self._rescore.clear("re-score")
+                    self._rescore_ended()  # otherwise: the next wait is news again
                     raise
                 return
-        with self._database_lock:  # done: its own line ("re-scored N photos") says so
+        self._rescore_ended()  # done: its own line ("re-scored N photos") says so
+
+    def _rescore_ended(self) -> None:
+        """No re-score waits any more.  Not before: while a resumed one tries again (a drain, then
+        up to DATABASE_LOCK_WAIT_S), it still waits, and `tagwatch status` said nothing of it then."""
+        with self._database_lock:
             self._rescore.clear("re-score")
+            self._rescore_reason = None
 
     def rescore_waits(self, exc: BaseException) -> bool:
         """Where ``exc`` is the database's passing trouble (a backup script's lock, a full disk), the
