@@ -325,6 +325,34 @@ def test_a_dry_run_of_overwrite_names_the_persons_keywords_the_scan_would_take_o
     assert "scan: 1 photo: 1 unchanged" in again.stderr, again.stderr
 
 
+def test_a_dry_run_of_overwrite_keeps_the_persons_keywords_where_they_took_every_prediction_out(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Review L1: a person took tagwatch's "red" and "circle" out of a photo that also holds their
+    own "Tante Renée", and the tag list became just those two.  With every prediction taken out
+    there is nothing to write, so the scan writes as append and keeps their keyword; the dry run
+    decided overwrite before leaving the taken-out keywords out, and said it would take "Tante
+    Renée" out.  Dry run and scan now say and do the same: the keyword stays."""
+    photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=28)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle", "square"], top_k=3)
+    exiftool(photo, "-IPTC:Keywords=Tante Renée", "-XMP-dc:Subject=Tante Renée")
+    assert tagwatch("scan", str(photo), "--config", str(config)).returncode == 0
+    assert sorted(exif_keywords(photo)["iptc"]) == ["Tante Renée", "circle", "red", "square"]
+    # the person takes two of ours out (not every one the write added: no stale save)
+    exiftool(photo, "-IPTC:Keywords-=red", "-IPTC:Keywords-=circle", "-XMP-dc:Subject-=red",
+             "-XMP-dc:Subject-=circle")
+    (tmp_path / "conf" / "tags.txt").write_text("red\ncircle\n", encoding="utf-8")
+    dry = tagwatch("scan", "--dry-run", "--mode", "overwrite", str(photo), "--config", str(config))
+    assert dry.returncode == 0, dry.stderr
+    line = dry.stdout.strip().split("\t")[1]
+    assert "Tante" not in line, line
+    real = tagwatch("scan", "--mode", "overwrite", str(photo), "--config", str(config))
+    assert real.returncode == 0, real.stderr
+    assert sorted(exif_keywords(photo)["iptc"]) == ["Tante Renée", "square"], real.stderr
+    assert "overwrite mode" not in real.stderr, real.stderr
+    again = tagwatch("scan", "--dry-run", "--mode", "overwrite", str(photo), "--config", str(config))
+    assert "Tante" not in again.stdout, again.stdout
+
+
 def test_a_dry_run_leaves_out_a_keyword_a_person_took_out_since_the_last_scan(tmp_path: Path,
                                                                              tiny_checkpoint: Path) -> None:
     """Report §9: the person took `circle` out of a tagged photo; the dry run still listed it as to

@@ -459,10 +459,9 @@ class Writeback:
         owned = self.store.ledger(row.id) if mine and row is not None else []
         twins, theirs = (self.store.same_picture(job.key, job.path) if not mine and job.key is not None
                          else ([], set()))
-        overwrites = rules.planned(bool(job.keywords)) == "overwrite"  # as plan_ahead: places alone never
         # read as the scan reads it wherever it may hold what it would get (a person's same words)
         if self.reader is not None and (owned or twins or job.keywords or self.places is not None
-                                        or overwrites or self.take_over):
+                                        or self.take_over):
             try:
                 state = self.reader.inspect(Path(job.path), job.stat,
                                             shared.apart(self.reader, self.store, job.path))
@@ -482,9 +481,13 @@ class Writeback:
                                                   self.reader)
             taken = [] if why else found
             absent = found + unwritten
-        declined = (job.override.kept_out([*self.store.ledger(row.id, DECLINED), *taken])
-                    if mine and row is not None else job.override.kept_out(declined_there))
-        job = replace(job, tags=[(k, s) for k, s in job.tags if fold(k) not in declined])
+        declined_all = ([*self.store.ledger(row.id, DECLINED), *taken] if mine and row is not None
+                        else list(declined_there))
+        keywords, left_out, _ = self.left_out(job, declined_all, state, self.reader, rules)
+        declined = folded(left_out)
+        job = replace(job, tags=[(k, s) for k, s in job.tags if k in keywords])
+        # the mode, as plan_ahead decides it: on what is left once the person's removals are out
+        mode = rules.planned(bool(keywords))
         took = list(job.override.took) if isinstance(job.override, Corrected) else []
         places: list[str] = []
         removes = job.override.removes()
@@ -497,13 +500,13 @@ class Writeback:
         wanted = (*job.keywords, *places)
         # ours the scan takes out, as plan_ahead decides: sync (and overwrite with a prediction) every
         # one no longer predicted, any mode those a correction removes
-        kept, sweeps = folded(wanted), rules.sweeps(bool(job.keywords))
+        kept, sweeps = folded(wanted), rules.sweeps(bool(keywords))
         leaving = [o for o in owned if state is not None and o not in absent and fold(o) not in kept
                    and (sweeps or fold(o) in removes)]
         took += [o for o in leaving if fold(o) in removes and fold(o) not in folded(took)]
         dropping = [o for o in leaving if fold(o) not in removes]
         # overwrite: the file's keywords neither predicted nor ours go (KeywordWriter.plan's dropped)
-        in_file = state.photo.all | state.sidecar.all if overwrites and state is not None else set()
+        in_file = state.photo.all | state.sidecar.all if mode == "overwrite" and state is not None else set()
         overwriting = overwritten(in_file, wanted, owned)
         # every keyword in the file already (the person's, or ours): the scan would count it unchanged
         held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
@@ -515,6 +518,28 @@ class Writeback:
         return Outcome(job.path, Status.UNCHANGED if there else Status.TAGGED, job.tags, error=refused,
                        overridden=took, places=places, dropping=dropping, overwriting=overwriting,
                        where=self.where_keywords(job.path) if there else "the file")
+
+    @staticmethod
+    def left_out(job: WriteJob, declined: Iterable[str], state: FileState | None,
+                 reader: KeywordWriter | None, rules: TagRules) -> tuple[list[str], list[str], set[str]]:
+        """The keywords a person took out that this photo's write leaves out, decided once for the
+        write (:meth:`plan_ahead`) and a dry run (:meth:`preview`): those ``declined`` unless a
+        correction adds them back, and only while the file lacks them (one a person put back is
+        theirs).  Returns (the keywords left to write, those left out, the levels they alone
+        implied, which go with them).  The mode (:meth:`TagRules.planned`) is decided on what is
+        left: a dry run that decided it on the predictions before this said overwrite would take a
+        person's keyword out of a photo whose every prediction they had taken out, which the scan,
+        with nothing to write, left alone."""
+        kept = job.override.kept_out(declined)
+        gone = {k: () for k in declined if fold(k) in kept}
+        left_out = (reader.absent(state, gone) if state is not None and reader is not None
+                    else list(gone))
+        out = folded(left_out)  # "Star" from a re-spelled tag is their "star"
+        orphans: set[str] = set()
+        if out and rules.levels:  # taken out: the levels it alone implied go with it
+            orphans = orphaned_levels(job.tags, out, rules.levels) - set(job.override.add)
+        keywords = [k for k in job.keywords if fold(k) not in out and k not in orphans]
+        return keywords, left_out, orphans
 
     def _refused(self, job: WriteJob) -> str | None:
         """Why the scan would refuse this photo (hard links, read-only), for a dry run to say."""
@@ -576,13 +601,11 @@ class Writeback:
         owned = job.owned
         # A keyword a person took out stays out, unless they put it back (theirs then) or an override
         # of theirs asks for it
-        kept = override.kept_out(declined)
-        left_out = self.writer.absent(state, {k: () for k in declined if fold(k) in kept})
-        out = folded(left_out)  # "Star" from a re-spelled tag is their "star"
-        if out and rules.levels:  # taken out just now: the levels it alone implied go with it
-            orphans = orphaned_levels(job.tags, out, rules.levels) - set(override.add)
-            job.tags = [(k, s) for k, s in job.tags if k not in orphans]
-        keywords = [k for k in job.keywords if fold(k) not in out]
+        keywords, left_out, orphans = self.left_out(job, declined, state, self.writer, rules)
+        job.tags = [(k, s) for k, s in job.tags if k not in orphans]
+        out = folded(left_out)
+        # the mode, decided once on what is left to write: overwrite only where something is
+        mode = rules.planned(bool(keywords))
         # a correction removes ours in whatever case we wrote it ("Star" for its remove = ["star"])
         removing = override.removes()
         writing, withdraw = keywords, [*override.remove, *(o for o in owned if fold(o) in removing)]
@@ -619,9 +642,8 @@ class Writeback:
             records = self.store.filled(file_id)
             job.filled = {**job.filled, **{name: Filled(*records[name]) for name in KEYWORD_FIELDS
                                            if name in records}}
-        # Places alone never overwrite: with nothing predicted, overwrite would make a photo's keywords
-        # its place and nothing else (the threshold-typo case above).
-        mode = rules.planned(bool(keywords))
+        # (places alone never overwrite: with nothing predicted, overwrite would make a photo's keywords
+        # its place and nothing else, the threshold-typo case above)
         side_keep: list[str] = []
         if others:
             owned_paths = {**owned_paths, **self.share(job, state, others, keywords)}
