@@ -433,3 +433,59 @@ def test_the_tags_list_and_the_tag_filter_say_their_photos_wait_for_the_re_tag_t
         assert not browser.find_elements(By.ID, "retag")
         assert words(browser, f"{row} td.carried") == "2" and words(browser, f"{row} td.predicted") == "0"
     assert carrying(library, "red") == red, "append mode takes no keyword out"
+
+
+def test_a_page_following_a_re_tag_keeps_what_is_typed_and_stops_where_the_re_tag_stands_still(
+        library: Library, browser, tmp_path: Path) -> None:
+    """Review L4: the grid's tag filter and the *Tags* list reloaded every second while a re-tag was
+    on its way, and asked for ever where it never ends (photos the daemon will not re-tag).  Now the
+    counts change in place: the filter's text box keeps its focus and what the person typed while
+    the re-score moves them.  Where the count stands (the daemon held here), the page asks less
+    often, then stops and says so; the re-tag done meanwhile is not followed, and a reload looks again."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    def typing_kept() -> tuple[str, str]:
+        """The focused element's name and the filter box's text, as the person sees them."""
+        return tuple(browser.execute_script(
+            "return [document.activeElement.name || '', document.querySelector('input[name=tag]').value]"))
+
+    with page_beside(library, browser, tmp_path / "web.log") as base:
+        # the counts move while the person types in the filter box
+        with library_held(library):
+            browser.get(f"{base}/tag/green")
+            save_threshold(browser, 0.99)
+            browser.get(f"{base}/?tag=green")
+            assert "still to re-tag" in words(browser, "#summary")
+            browser.execute_script("window.notReloaded = true")
+            box = browser.find_element(By.NAME, "tag")
+            box.click()
+            box.send_keys(Keys.END, " and bl")  # not submitted: typing
+            assert typing_kept() == ("tag", "green and bl")
+        wait_for(lambda: "predicted now" in words(browser, "#summary"))
+        assert typing_kept() == ("tag", "green and bl")
+        assert browser.execute_script("return window.notReloaded === true"), "the page was reloaded"
+        assert not browser.find_elements(By.ID, "behind")
+
+        # the count stands still: the Tags list stops asking and says so
+        with library_held(library):
+            browser.get(f"{base}/tag/blue")
+            save_threshold(browser, 0.99)
+            browser.get(f"{base}/tags")
+            assert "still to re-tag" in words(browser, "#retag")
+            wait_for(lambda: browser.find_elements(By.ID, "retag-stopped"))
+            told = words(browser, "#retag")
+            assert "this page stopped following the re-tag: reload to look again" in told, told
+            assert not browser.find_elements(By.CSS_SELECTOR, "[hx-trigger]"), "still asking"
+        # the daemon re-tags (another tab sees it done); this one no longer asks, so it stays as it was
+        tags_tab = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        browser.get(f"{base}/tags")
+        wait_for(lambda: not browser.find_elements(By.ID, "retag") and "predicted now" in words(
+            browser, "table.tags thead"), interval=1)
+        browser.close()
+        browser.switch_to.window(tags_tab)
+        assert words(browser, "#retag") == told
+        browser.find_element(By.CSS_SELECTOR, "#retag-stopped a").click()  # reload: looks again
+        wait_for(lambda: "predicted now" in words(browser, "table.tags thead"))
+        assert not browser.find_elements(By.ID, "retag")

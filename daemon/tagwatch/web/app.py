@@ -43,7 +43,7 @@ from ..store import UNTAGGED, USER, Store
 from ..wording import counted, score_beside
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard
 from .corrections import Applier, CorrectionError, write_correction, write_threshold
-from .library import NEAR_MARGIN, Filters, Library, PhotoView
+from .library import NEAR_MARGIN, Filters, Follow, Library, PhotoView
 from .thumbnails import Thumbnails
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,8 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
             filters = replace(filters, folder=tree.value)
         page = library.grid(filters)
         return render(request, "grid.html", page=page, filters=filters, folders=library.folders(tree),
-                      tree=tree, keywords=library.scoring().vocabulary.keywords)
+                      tree=tree, keywords=library.scoring().vocabulary.keywords,
+                      follow=_follow(request, page.behind))
 
     def photo(request: Request) -> Response:
         path = photo_path(request)
@@ -335,7 +336,8 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
 
     def tags(request: Request) -> Response:
         counts = library.tag_counts()
-        return render(request, "tags.html", rows=counts.rows, behind=counts.behind, tag_list=config.tags)
+        return render(request, "tags.html", rows=counts.rows, behind=counts.behind, tag_list=config.tags,
+                      follow=_follow(request, counts.behind))
 
     def tag(request: Request) -> Response:
         keyword = request.path_params["keyword"]
@@ -345,7 +347,7 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
             raise HTTPException(404)
         template = "_tag_preview.html" if request.url.path.startswith("/tag-preview/") else "tag.html"
         return render(request, template, view=view, message=request.query_params.get("m"),
-                      tag_list=config.tags)
+                      tag_list=config.tags, follow=_follow(request, view.behind))
 
     async def set_threshold(request: Request) -> Response:
         form = await _checked_form(request, guard)
@@ -363,7 +365,8 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
         except CorrectionError as exc:
             log.warning("review page: threshold of %r refused: %s", keyword, exc)
             view = await run_in_threadpool(library.tag, keyword, value)
-            return render(request, "tag.html", status=409, view=view, error=str(exc), tag_list=config.tags)
+            return render(request, "tag.html", status=409, view=view, error=str(exc), tag_list=config.tags,
+                          follow=_follow(request, view.behind))
         log.info("review page: threshold of %r at %s: %s", keyword, number(value), message.splitlines()[0])
         if applier is not None:
             applier.request()
@@ -478,6 +481,13 @@ async def _checked_form(request: Request, guard: Guard) -> FormData:
     if not isinstance(value, str) or not value.isascii() or not guard.csrf_ok(value):
         raise HTTPException(403, "the form's CSRF value is missing or wrong: reload the page and try again")
     return form
+
+
+def _follow(request: Request, behind: int) -> Follow:
+    """How the page answering ``request`` follows the re-tag (:class:`Follow`), from what its ask
+    carried."""
+    q = request.query_params
+    return Follow.after(behind, q.get("was"), q.get("quiet"))
 
 
 def _then(view: PhotoView) -> str:

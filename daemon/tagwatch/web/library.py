@@ -148,6 +148,47 @@ class Filters:
         return urlencode({k: v for k, v in values.items() if v != defaults[k]})
 
 
+FIRST_WAIT_S = 2  # a page following a re-tag asks again after this long, then twice as long ...
+LONGEST_WAIT_S = 30  # ... up to this
+QUIET_POLLS = 4  # and stops after this many asks in a row found the count unchanged (2+4+8+16 s)
+
+
+@dataclass(frozen=True)
+class Follow:
+    """How a page whose counts are as last tagged follows the re-tag (:meth:`Library._behind`): it
+    asks again for its counts alone, sooner while the count moves and slower while it does not, and
+    stops once it has not moved for :data:`QUIET_POLLS` asks.  Asking every second reloaded the
+    grid and the *Tags* list for as long as the count stood, and it stands for good where the
+    daemon will not re-tag (photos scanned with another tag list, no daemon running)."""
+
+    behind: int  # photos still to re-tag, now
+    quiet: int = 0  # asks in a row before this one that found ``behind`` unchanged
+
+    @classmethod
+    def after(cls, behind: int, was: str | None, quiet: str | None) -> Follow:
+        """The follow of a page counting ``behind`` now; ``was`` and ``quiet`` are what the ask that
+        rendered it carried (None on a page opened, not asked for)."""
+        try:
+            before, still = int(was or ""), int(quiet or "")
+        except ValueError:
+            return cls(behind)
+        return cls(behind, min(still + 1, QUIET_POLLS) if before == behind else 0)
+
+    @property
+    def wait(self) -> int:
+        """Seconds before the next ask."""
+        return min(FIRST_WAIT_S * 2 ** self.quiet, LONGEST_WAIT_S)
+
+    @property
+    def stopped(self) -> bool:
+        """The count has not moved for long: the page stops asking (a reload asks again)."""
+        return self.quiet >= QUIET_POLLS
+
+    def query(self) -> str:
+        """What the next ask carries, for :meth:`after`."""
+        return urlencode({"was": self.behind, "quiet": self.quiet})
+
+
 @dataclass(frozen=True)
 class FolderTree:
     """Where the grid's folder filter stands: each level from the watched folder down to it and the
