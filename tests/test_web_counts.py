@@ -440,8 +440,9 @@ def test_a_page_following_a_re_tag_keeps_what_is_typed_and_stops_where_the_re_ta
     """Review L4: the grid's tag filter and the *Tags* list reloaded every second while a re-tag was
     on its way, and asked for ever where it never ends (photos the daemon will not re-tag).  Now the
     counts change in place: the filter's text box keeps its focus and what the person typed while
-    the re-score moves them.  Where the count stands (the daemon held here), the page asks less
-    often, then stops and says so; the re-tag done meanwhile is not followed, and a reload looks again."""
+    the re-score moves them, and a photo of the grid a person tabbed to keeps the focus.  Where the
+    count stands (the daemon held here), the page asks less often, then stops and says so; the
+    re-tag done meanwhile is not followed, and a reload looks again."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -466,6 +467,21 @@ def test_a_page_following_a_re_tag_keeps_what_is_typed_and_stops_where_the_re_ta
         assert typing_kept() == ("tag", "green and bl")
         assert browser.execute_script("return window.notReloaded === true"), "the page was reloaded"
         assert not browser.find_elements(By.ID, "behind")
+
+        # ... and while a person tabbing through the grid is on a photo: the cards are swapped, the
+        # focus stays on that photo (the whole results were swapped before, and the focus with them)
+        orange = str(library.root / name("orange", "star"))
+        with library_held(library):
+            browser.get(f"{base}/tag/orange")
+            save_threshold(browser, 0.99)
+            browser.get(f"{base}/?tag=orange")
+            assert "still to re-tag" in words(browser, "#summary")
+            browser.execute_script("document.querySelector(arguments[0]).focus()",
+                                   f'li.card[data-path="{orange}"] a.thumb')
+        wait_for(lambda: "predicted now" in words(browser, "#summary"))
+        on = browser.execute_script("const e = document.activeElement.closest('li.card'); "
+                                    "return e ? e.dataset.path : document.activeElement.tagName")
+        assert on == orange, on
 
         # the count stands still: the Tags list stops asking and says so
         with library_held(library):

@@ -10,6 +10,7 @@ exiftool and Pillow may block without stalling the server.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -235,6 +236,7 @@ def create_app(config: Config, *, token: str, port: int, apply_corrections: bool
     env.filters["score_beside"] = score_beside
     env.filters["decimal"] = number  # a threshold as calibrate writes it: 0.3, not float32's noise
     env.filters["ago"] = _ago
+    env.filters["anchor"] = _anchor  # a card's id: focus stays on it when the grid is swapped
     env.filters["counted"] = counted  # "1 folder", "2 folders": as `tagwatch status` says it
     env.filters["watching"] = lambda d: watching(d.get("folders"), len(d.get("unwatched") or {}))  # as status
 
@@ -481,6 +483,14 @@ async def _checked_form(request: Request, guard: Guard) -> FormData:
     if not isinstance(value, str) or not value.isascii() or not guard.csrf_ok(value):
         raise HTTPException(403, "the form's CSRF value is missing or wrong: reload the page and try again")
     return form
+
+
+def _anchor(path: str) -> str:
+    """An HTML id for a photo's card, the same in every rendering of it: htmx puts the keyboard
+    focus back on the element of the same id after a swap, so a person tabbing through the grid
+    stays on their photo while the counts of a re-tag are swapped in (a path may hold spaces, which
+    an id may not)."""
+    return "photo-" + hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
 def _follow(request: Request, behind: int) -> Follow:
