@@ -149,6 +149,12 @@ class VectorCache:
 
 
 TEXT_PART = 256  # prompts encoded and stored at a time: progress to show, and kept if interrupted
+# How long storing new prompt vectors waits for another program's lock.  They are a cache (kept in
+# memory when not stored, encoded again next time), and a lock that outlasts this is a backup's, on
+# which the re-score's first write then waits (retry.DATABASE_LOCK_WAIT_S) and says so: waiting the
+# full wait here too made a daemon started or reloaded under a backup's lock wait twice before its
+# line (10 s).  Another tagwatch's writes last milliseconds and pass within it.
+PROMPT_LOCK_WAIT_S = 1.0
 
 
 def text_vectors(store: Store, model: LazyModel, prompts: Sequence[str],
@@ -164,8 +170,13 @@ def text_vectors(store: Store, model: LazyModel, prompts: Sequence[str],
             for start in range(0, len(missing), TEXT_PART):
                 part = missing[start:start + TEXT_PART]
                 fresh = dict(zip(part, encoder.encode_texts(part), strict=True))
+                if unstored:  # an earlier part could not be stored: this one would only wait again
+                    unstored.update((p, stored_form(v)) for p, v in fresh.items())
+                    advance(len(part))
+                    continue
                 try:
-                    store.put_text_vectors(fresh, model.identity)
+                    with store.lock_wait(PROMPT_LOCK_WAIT_S):
+                        store.put_text_vectors(fresh, model.identity)
                 except Exception as exc:  # a read-only database must not stop the daemon's start
                     passing = transient_reason(exc)
                     if passing is None:
