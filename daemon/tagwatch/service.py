@@ -15,9 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -30,6 +31,7 @@ from .encoder import LazyModel
 from .imaging import set_pixel_limit
 from .metadata import ExifTool, KeywordWriter
 from .notify import Notifier
+from .outcomes import Outcome
 from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue, backlog_batch
@@ -52,6 +54,9 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 STATE_INTERVAL_S = 5.0  # how stale `tagwatch status` may be
+# How soon after a batch's outcomes the state file says them (`tagwatch status` showed a photo tagged
+# or failed up to STATE_INTERVAL_S after the log did); at most this often while batches keep coming
+STATE_SOON_S = 0.5
 # A restore's check (every watched photo compared again) met a locked database: its record is tried
 # again after 1, 2, 4 … s up to this, so the note in `tagwatch status` ends soon after the lock goes
 CHECK_RETRY_CAP_S = 30.0
@@ -148,7 +153,7 @@ class Daemon:
         # holds a batch: status said "0 waiting" for as long as it lasted), each photo once
         self.activity = Activity(lambda: self.worker.waiting(), len(config.watch), self.watcher.unwatched,
                                  lambda: self._database_waits())
-        self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self.activity.record,
+        self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self._observe,
                              resume=self._resume_rescore)
         self._metrics: MetricsServer | None = None
         self._web = None  # the review page, with [web] enabled = true
@@ -397,6 +402,19 @@ class Daemon:
         stats = self.store.stats(self.model.identity)
         files = {name: stats[name] for name in ("tagged", "pending", "failed", "untagged")}
         return render_prometheus(self.activity.snapshot(), files)
+
+    def _observe(self, outcomes: list[Outcome]) -> None:
+        """A batch's outcomes: counted, and the state file written within :data:`STATE_SOON_S`."""
+        self.activity.record(outcomes)
+        if not self.scheduler.running:  # starting (its first write comes at once) or stopping
+            return
+        soon = datetime.now(UTC) + timedelta(seconds=STATE_SOON_S)
+        try:
+            job = self.scheduler.get_job("state")
+            if job is not None and job.next_run_time is not None and job.next_run_time > soon:
+                job.modify(next_run_time=soon)
+        except JobLookupError:  # the scheduler shut down meanwhile: the daemon is stopping
+            pass
 
     def _save_state(self) -> None:
         """Every few seconds; a failure is logged when it starts (or its reason changes) and when it
