@@ -363,8 +363,11 @@ class Daemon:
                                    id="watchdog", max_instances=1, coalesce=True)
         if self.notifier.enabled:
             self.scheduler.add_job(self._report, "interval", seconds=10, id="status", coalesce=True)
+        # however late its thread gets to it (a busy box): run, never a "was missed" WARNING, as the
+        # write after a batch makes it run more often
         self.scheduler.add_job(self._save_state, "interval", seconds=STATE_INTERVAL_S, id="state",
-                               max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+                               max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
+                               misfire_grace_time=None)
         self.scheduler.add_job(self._check_roots, "interval", seconds=ROOT_CHECK_S, id="roots",
                                max_instances=1, coalesce=True)
         self._start_metrics()
