@@ -434,6 +434,9 @@ class Writeback:
         self.take_over: frozenset[str] = frozenset()
         # the daemon's watched folders: a file gone from one is seen gone there (see retire_moved)
         self.watched: tuple[str, ...] = ()  # the daemon's folders: a file gone there is the watcher's
+        # why a photo's missing keywords are no person's removal, as said at its try (see _once): a
+        # photo that waits out a backup's lock is tried again and again, and said it at every try
+        self._said: dict[str, tuple[object, ...]] = {}
 
     # -- the write protocol ---------------------------------------------------------------------
 
@@ -863,22 +866,24 @@ class Writeback:
         job.unwritten = unwritten
         if not taken:
             return declined
+        changed = self._changed_ns(job.path, state)
+        level = self._once(job.path, (why, tuple(taken), changed))
         if why == STALE:
             assert row.written_ns is not None
-            changed = self._changed_ns(job.path, state)
-            log.info("%s: saved by another program %.1f s after tagwatch wrote it, without the keywords "
-                     "that write added (%s): built from the version before it, so they are written again",
-                     job.path, (changed - row.written_ns) / 1e9, listed(taken),
-                     extra={"event": "stale-save", "path": job.path, "keywords": taken})
+            log.log(level, "%s: saved by another program %.1f s after tagwatch wrote it, without the "
+                    "keywords that write added (%s): built from the version before it, so they are "
+                    "written again", job.path, (changed - row.written_ns) / 1e9, listed(taken),
+                    extra={"event": "stale-save", "path": job.path, "keywords": taken})
         elif why == FOUND:
-            log.info("%s: the version tagwatch found before its first write, again (sent again or "
-                     "restored): nobody took %s out of it, so they are written again", job.path,
-                     listed(taken), extra={"event": "sent-again", "path": job.path, "keywords": taken})
+            log.log(level, "%s: the version tagwatch found before its first write, again (sent again or "
+                    "restored): nobody took %s out of it, so they are written again", job.path,
+                    listed(taken), extra={"event": "sent-again", "path": job.path, "keywords": taken})
         elif why == RESTORED:
-            log.info("%s: changed before tagwatch found its database restored from an older copy, which "
-                     "does not know what took %s out of it (tagwatch's own sync or correction, maybe): not "
-                     "taken for a person's removal, so written again where still predicted", job.path,
-                     listed(taken), extra={"event": "restored", "path": job.path, "keywords": taken})
+            log.log(level, "%s: changed before tagwatch found its database restored from an older copy, "
+                    "which does not know what took %s out of it (tagwatch's own sync or correction, "
+                    "maybe): not taken for a person's removal, so written again where still predicted",
+                    job.path, listed(taken),
+                    extra={"event": "restored", "path": job.path, "keywords": taken})
         if why is not None:
             job.unwritten += taken
             return declined
@@ -891,6 +896,16 @@ class Writeback:
                  f" unless a correction adds it, as one does: {listed(back)}" if back else "",
                  extra={"event": "declined", "path": job.path, "keywords": taken})
         return declined | set(taken)
+
+    def _once(self, path: str, said: tuple[object, ...]) -> int:
+        """The level of a line about ``path``'s try that says ``said``: INFO the first time, DEBUG at
+        its later tries until its outcome is recorded (:meth:`record_done`, :meth:`failed`).  A photo
+        that waits out a locked database is tried again every few seconds with the same file: its
+        line said five times read as five photos, or five restores."""
+        if self._said.get(path) == said:
+            return logging.DEBUG
+        self._said[path] = said
+        return logging.INFO
 
     def _removed(self, job: WriteJob, row: FileRow, state: FileState,
                  owned_paths: Mapping[str, Sequence[str]], reader: KeywordWriter
@@ -998,6 +1013,7 @@ class Writeback:
                 where = placed.where
                 self.store.set_located(file_id, where and where.lat, where and where.lon,
                                        list(placed.keywords))
+        self._said.pop(job.path, None)  # recorded: a later try is a new one
         out = folded(job.kept_out)
         carried = [k for k in keywords if fold(k) not in out]
         fields: dict[str, object] = {"event": "tagged", "path": job.path, "tags": carried}
@@ -1056,6 +1072,7 @@ class Writeback:
         passing = transient_reason(exc)
         if passing is not None:  # the photo is as it was; the same write can work later
             return Outcome(job.path, Status.WAIT, job.tags, error=f"keywords not written: {passing}")
+        self._said.pop(job.path, None)  # given up on: tried afresh when it changes
         if not os.path.lexists(job.path):
             return record_gone(self.store, job.path, "file vanished before its keywords were written")
         reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
