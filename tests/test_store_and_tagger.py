@@ -521,3 +521,48 @@ def test_a_restore_a_command_found_is_logged_at_the_start_and_its_note_ends_afte
     finally:
         holder.close()
         daemon.stop()
+
+
+def test_a_daemon_started_on_a_restored_database_under_a_lock_says_the_restore_once_with_its_page(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A backup put back, and the daemon, which hosts the review page ([web]), started while the
+    nightly backup holds the database: its start finds the restore and cannot record it yet.  The
+    page opened a connection of its own, found it again and said the WARNING a second time in the
+    daemon's log.  Now the daemon's log says it once; a command (`tagwatch status`) still says it on
+    its own terminal until it is recorded."""
+    photos = tmp_path / "photos"
+    noise_jpeg(photos / "p0.jpg", seed=90)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos],
+                          extra="[web]\nenabled = true\nport = 0\n")
+    database = tmp_path / "conf" / "state" / "tagwatch.db"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        wait_for(lambda: status(config)["tagged"] == 1)
+    finally:
+        daemon.stop()
+    backup = tmp_path / "backup.db"
+    _online_backup(database, backup)
+    store = Store(database)  # a write after the copy: the copy is older
+    try:
+        store.record_file("/elsewhere/x.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+    finally:
+        store.close()
+    _put_in_place(backup, database)
+
+    holder = sqlite3.connect(database, isolation_level=None, timeout=60)
+    mark = len(daemon.log())
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        daemon.start()
+        daemon.wait_log("review page on ", since=mark)  # the page's connection is open
+        assert RESTORED in tagwatch("status", "--config", str(config)).stderr  # its terminal: not recorded
+        holder.execute("COMMIT")
+        daemon.wait_log("every photo in the watched folders checked again since the database was found",
+                        since=mark)
+        log = daemon.log()[mark:]
+        assert log.count(RESTORED) == 1, log  # the daemon's start said it; its page did not again
+        assert RESTORED not in tagwatch("status", "--config", str(config)).stderr  # recorded now
+    finally:
+        holder.close()
+        daemon.stop()

@@ -384,8 +384,12 @@ def _under(folder: str) -> tuple[str, str]:
 class Store:
     """One SQLite connection shared by the daemon's threads behind a lock."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, restore_told: bool = False) -> None:
+        """``restore_told``: another connection of this process (the daemon's, for the review page it
+        hosts) says a restore this one finds; this one says it at DEBUG, or the daemon's log said it
+        twice (see :meth:`_notice_restore`)."""
         self.path = path
+        self._restore_told = restore_told
         self._lock = threading.RLock()
         self._reopen = False  # a write found the database read-only: reconnect before the next one
         self._marked: float | None = None  # when this connection last advanced the mark (monotonic)
@@ -599,12 +603,13 @@ class Store:
             self._restore_pending = (found, mark.generation)
             unrecorded = f" (not recorded yet: {exc}; recorded with this tagwatch's first write)"
         self.restore_said = True
-        log.warning("%s: this database is older than the one tagwatch last used here (restored from a "
-                    "backup?): it does not know what tagwatch did after that copy was taken. Keywords of "
-                    "tagwatch's missing from photos changed before now are not taken for a person's "
-                    "removal: they are written again where still predicted (one a person took out after "
-                    "that copy was taken comes back once)%s", self.path, unrecorded,
-                    extra={"event": "database-restored"})
+        level = logging.DEBUG if self._restore_told else logging.WARNING
+        log.log(level, "%s: this database is older than the one tagwatch last used here (restored from a "
+                "backup?): it does not know what tagwatch did after that copy was taken. Keywords of "
+                "tagwatch's missing from photos changed before now are not taken for a person's "
+                "removal: they are written again where still predicted (one a person took out after "
+                "that copy was taken comes back once)%s", self.path, unrecorded,
+                extra={"event": "database-restored"})
 
     @staticmethod
     def _record_restore(db: sqlite3.Connection, found: int, generation: int) -> None:

@@ -220,7 +220,9 @@ def _number(value: str | None, default: float | None = None, low: float = -1.0, 
 def create_app(config: Config, *, token: str, port: int, apply_corrections: bool = True) -> Starlette:
     """The review page for ``config``.  ``apply_corrections``: with no daemon running, apply the
     corrections here (``tagwatch web``); the daemon hosting the page applies them itself."""
-    store = Store(config.database)
+    # The daemon hosting the page found and said a restore at its start, in the same log: its page's
+    # connection finds it again while a backup's lock keeps it unrecorded, and said it a second time
+    store = Store(config.database, restore_told=not apply_corrections)
     exiftool = ExifTool()
     writer = KeywordWriter(exiftool, config.write)
     library = Library(config, store, writer, lambda: running_daemon(config.database) is not None)
