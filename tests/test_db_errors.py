@@ -9,7 +9,6 @@ import os
 import re
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -140,24 +139,34 @@ def test_a_running_daemon_whose_database_disk_fills_says_it_once_and_goes_on(
         database = small / "tagwatch.db"
         config.write_text(config.read_text(encoding="utf-8").replace('"state/tagwatch.db"', f'"{database}"'),
                           encoding="utf-8")
-        daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json"]).start()
+        daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json", "-v"]).start()
         warm = noise_jpeg(root / "warm.jpg", seed=1)
         wait_for(lambda: len(exif_keywords(warm)["iptc"]) == 3)
+        spare = small / "spare.bin"  # another program's file, deleted while the disk is full
+        spare.write_bytes(b"\0" * 8192)
         fill(small)
         photo = noise_jpeg(root / "p.jpg", seed=2)
         bad = noise_jpeg(root / "bad.jpg", seed=3)  # cut short: a failure to record, on the full disk
         bad.write_bytes(bad.read_bytes()[:600])
         lines = lambda: [json.loads(line) for line in daemon.log().splitlines() if line.strip()]  # noqa: E731
         wait_for(lambda: any(r["event"] == "retrying" for r in lines()))
-        time.sleep(8)  # attempts after 1, 2 and 4 s, each failing again
-        said = lines()
+        # A little space comes free, enough for a small write and not for a photo's: that write
+        # said "the database takes writes again", and the photos' next try "not tagged yet" again
+        spare.unlink()
+        tries = lambda: [r for r in lines() if "still not tagged (attempt" in r["message"]]  # noqa: E731
+        wait_for(lambda: len(tries()) >= 2 * 2)  # two attempts, each failing again, after the space came
+        said = [r for r in lines() if r["level"] != "debug"]
         retrying = [r for r in said if r["event"] == "retrying"]
         assert len(retrying) == 1 and "disk is full" in str(retrying[0]["reason"]), retrying
+        assert not [r for r in said if "takes writes again" in r["message"]], said
         assert not [r for r in said if r["level"] == "error" or r.get("path") in (str(photo), str(bad))], said
         (small / "filler.bin").unlink()
         wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 3)
         wait_for(lambda: [r for r in lines() if r.get("path") == str(bad) and r["event"] == "skipped"])
         assert len([r for r in lines() if r.get("path") == str(bad)]) == 1  # said once, once recorded
+        said = [r["message"] for r in lines() if r["level"] != "debug"]
+        assert len([m for m in said if m.startswith("photos are not tagged yet")]) == 1, said
+        assert len([m for m in said if "the database takes writes again" in m]) == 1, said  # once back
         assert daemon.stop() == 0
     finally:
         if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:

@@ -71,6 +71,13 @@ def database_fault(reason: str | None) -> bool:
     return (reason or "").startswith(DATABASE)
 
 
+def database_locked(reason: str | None) -> bool:
+    """Is ``reason`` another program's lock on the database (SQLite's BUSY or LOCKED): all or
+    nothing, so that any write that passes shows it gone, where a full disk may take a small
+    write and not a photo's."""
+    return database_fault(reason) and (reason or "").endswith("is locked")
+
+
 class TransientError(RuntimeError):
     """A problem of the disk or the network, not of the file; the message is the reason."""
 

@@ -396,9 +396,11 @@ class Store:
         self._waits = threading.local()  # a thread's own lock wait, where it set one (lock_wait)
         self._restore_pending: tuple[int, int] | None = None  # found, not yet recorded: (ns, generation)
         # Called after each write transaction commits, on the thread that wrote, outside the store's
-        # lock: the daemon's worker says there, first, that the database takes writes again (before
-        # the lines of the photos the write was for) and sends what waited for it
-        self.on_commit: Callable[[], None] | None = None
+        # lock, told whether it recorded a photo tagged or failed (see transaction's ``settles``):
+        # the daemon's worker says there, first, that the database takes writes again (before the
+        # lines of the photos the write was for) and sends what waited for it
+        self.on_commit: Callable[[bool], None] | None = None
+        self._settles = False  # the open transaction records a photo tagged or failed
         self.restore_said = False  # this connection found the database restored, and said so
         private_folder(path.parent)
         try:
@@ -503,14 +505,18 @@ class Store:
                      done, there)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, settles: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction.  A connection that found the database read-only stays read-only
         (SQLite opened it so), so the next transaction after such an error reconnects: once the
-        modes or the mount are fixed, writes work again without a restart."""
+        modes or the mount are fixed, writes work again without a restart.  ``settles``: it records
+        a photo tagged or failed (told to :attr:`on_commit`: on a full disk a small write can pass
+        while a photo's cannot, and is no sign that the photos can be tagged again)."""
         with self._lock:
             if self._db.in_transaction:  # nested: the outer transaction commits
+                self._settles = self._settles or settles
                 yield self._db
                 return
+            self._settles = settles
             if self._reopen:
                 self._reopen = False
                 self._db.close()
@@ -549,8 +555,9 @@ class Store:
                         _busy_timeout(self._db, LOCK_WAIT_S)
             if marking and mark is not None:
                 self._put_mark(mark)
+            settled = self._settles
         if self.on_commit is not None:
-            self.on_commit()
+            self.on_commit(settled)
 
     @staticmethod
     def _advance(db: sqlite3.Connection) -> Mark:
@@ -727,7 +734,7 @@ class Store:
         sync would take the new photo's own keywords out where they equal one of the old photo's
         tags.  (A person's edit of the pixels of a tagged photo makes our keywords in it the
         person's from then on: never removed.)"""
-        with self.transaction() as db:
+        with self.transaction(settles=state in (DONE, FAILED)) as db:
             old = db.execute("SELECT id, key FROM files WHERE path = ?", (path,)).fetchone()
             if old is not None and key is not None and old["key"] is not None and old["key"] != key:
                 for table in ("ledger", "filled", "located"):  # all of it about the picture that was there

@@ -30,6 +30,7 @@ from .retry import (
     Backoff,
     StillWriting,
     database_fault,
+    database_locked,
     exiftool_fault,
     transient_reason,
 )
@@ -391,14 +392,21 @@ class Worker(threading.Thread):
             self.queue.put(path, delay=delay, force=True)
         return said
 
-    def _database_back(self) -> None:
+    def _database_back(self, settled: bool = True) -> None:
         """The store committed a write (its hook, on the thread that wrote it; or a photo's outcome
         that showed it): the database takes writes again.  Said at once, before the "tagged" lines
         of the photos whose write this was: said once their batch was settled, it came after them
         (user round xZ #8).  The photos that waited for it are made due now, and so is a waiting
-        re-score; the photos in the batch that wrote are in no queue, and are not tried twice."""
+        re-score; the photos in the batch that wrote are in no queue, and are not tried twice.
+
+        Any write shows a lock gone (all or nothing); other trouble (a full disk) only a write that
+        ``settled`` a photo, tagged or failed: a little space come free took a photo's vectors and
+        not its record, and "takes writes again" and "not tagged yet" took turns."""
         with self._database_lock:
-            waited, self._database_waited = self._database_waited, None
+            waited = self._database_waited
+            if not settled and not database_locked(waited[0] if waited else self._rescore_reason):
+                return
+            self._database_waited = None
             if self._rescore_at is not None:
                 self._rescore_at = time.monotonic()
                 self.queue.wake()
