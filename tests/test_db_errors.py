@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
+from conftest import Daemon, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
 from tagwatch.store import Store
 from test_faults import mount_tmpfs
 from test_rebuild import damage, library
@@ -167,6 +167,52 @@ def test_a_running_daemon_whose_database_disk_fills_says_it_once_and_goes_on(
         said = [r["message"] for r in lines() if r["level"] != "debug"]
         assert len([m for m in said if m.startswith("photos are not tagged yet")]) == 1, said
         assert len([m for m in said if "the database takes writes again" in m]) == 1, said  # once back
+        assert daemon.stop() == 0
+    finally:
+        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_photo_deleted_while_the_database_disk_is_full_is_recorded_gone_once_space_returns(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A deletion the full database could not record was logged at ERROR ('its deletion not
+    recorded: OperationalError: database or disk is full'), one line per photo, and dropped: once
+    space returned, `tagwatch status` still counted the photo tagged, and export listed it.  Now
+    it waits as photos do, said in one WARNING while it lasts, and is recorded once space returns."""
+    small = tmp_path / "small"
+    small.mkdir()
+    why = mount_tmpfs(small)
+    if why is not None:
+        pytest.skip(why)
+    daemon = None
+    try:
+        root = tmp_path / "photos"
+        root.mkdir()
+        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+        database = small / "tagwatch.db"
+        config.write_text(config.read_text(encoding="utf-8").replace('"state/tagwatch.db"', f'"{database}"'),
+                          encoding="utf-8")
+        daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json"]).start()
+        photos = [noise_jpeg(root / f"{name}.jpg", seed=seed) for seed, name in enumerate("abc", 1)]
+        wait_for(lambda: all(len(exif_keywords(p)["iptc"]) == 3 for p in photos))
+        wait_for(lambda: status(config)["tagged"] == 3)
+        fill(small)
+        for photo in photos[1:]:
+            photo.unlink()
+        lines = lambda: [json.loads(line) for line in daemon.log().splitlines() if line.strip()]  # noqa: E731
+        # the daemon's state file lives beside the database here: its own line says it cannot be written
+        said = lambda: [r for r in lines() if r["level"] in ("warning", "error")  # noqa: E731
+                        and ".state.json" not in r["message"]]
+        wait_for(said)
+        assert [r["level"] for r in said()] == ["warning"], said()
+        assert said()[0]["event"] == "retrying" and "disk is full" in str(said()[0]["reason"]), said()
+        (small / "filler.bin").unlink()
+        wait_for(lambda: status(config)["deleted"] == 2)
+        assert status(config)["tagged"] == 1
+        assert len(said()) == 1, said()  # no line per photo, nor per attempt
+        assert sorted(r["path"] for r in lines() if r["event"] == "deleted") == [str(p) for p in photos[1:]]
+        assert len([r for r in lines() if "takes writes again" in r["message"]]) == 1
         assert daemon.stop() == 0
     finally:
         if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:

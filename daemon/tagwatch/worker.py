@@ -91,6 +91,10 @@ class Worker(threading.Thread):
         self._rescore_at: float | None = None
         self._rescore_reason: str | None = None  # why it waits, until it is done (database_waits)
         self._database_waited: tuple[str, set[str]] | None = None  # (its reason, the photos)
+        # deletions the database could not record for that trouble: path → (due, monotonic; the op),
+        # applied again as the queue's are, backing off as a photo does (_deletion_waits)
+        self._deletions: dict[str, tuple[float, Delete]] = {}
+        self._deleting = Backoff()
         pipeline.store.on_commit = self._database_back
         self._when_settled: list[Callable[[], None]] = []  # told once nothing is queued or in flight
         self.batches = 0
@@ -142,6 +146,8 @@ class Worker(threading.Thread):
                     self._reload_requested.clear()
                     self.engine.drain()  # a re-score writes files too: one writer per file
                     self._guard(lambda c=call: self._reloading(c))
+                for op in self._due_deletions():
+                    self.queue.op(op)  # applied in queue order with the ops that came meanwhile
                 deferred = self.pipeline.take_deferred()
                 if deferred:
                     self._guard(lambda d=deferred: self._settle(d))
@@ -227,7 +233,9 @@ class Worker(threading.Thread):
                 if isinstance(op, Delete):
                     self._backoff.clear(op.path)
             self.engine.wait_clear(_names(op))
-        paths = batch.paths + self.pipeline.apply(batch.ops)
+        waiting: list[tuple[Delete, str]] = []  # deletions the database could not take now
+        paths = batch.paths + self.pipeline.apply(batch.ops, waiting)
+        self._deletions_applied(batch.ops, waiting)
         held = self.engine.in_flight(paths)
         with self._retry_lock:  # taken off the queue: only the batch holds them, or the queue again
             self._requeued.difference_update(batch.paths)
@@ -245,6 +253,63 @@ class Worker(threading.Thread):
             except Exception as exc:  # selecting failed (the database): file by file, nothing else running
                 self.engine.drain()
                 self._settle(self._one_by_one(paths, exc))
+
+    def _deletions_applied(self, ops: list[Op], waiting: list[tuple[Delete, str]]) -> None:
+        """Settle the deletions of a batch's ops: those the database could not record (its disk
+        full) wait (:meth:`_deletion_waits`); one that waited and is recorded now waits no more."""
+        failed = {op.path for op, _ in waiting}
+        for op in ops:
+            if isinstance(op, Delete) and op.path not in failed:
+                self._deletion_recorded(op.path)
+        for op, reason in waiting:
+            self._deletion_waits(op, reason)
+
+    def _deletion_waits(self, op: Delete, reason: str) -> None:
+        """A deletion the database could not take (its disk full, a backup's lock) is applied again
+        after 1, 2, 4 … s up to the backoff's cap, or as soon as a photo's write shows the database
+        takes writes again: it was logged at ERROR for each photo and dropped, the photo left
+        recorded as if it were there.  The database's trouble is said once while it lasts, with the
+        photos waiting on it: a deletion joins their line, or says it where none waits."""
+        with self._database_lock:
+            said = self._database_waited is not None
+            if self._database_waited is None:
+                self._database_waited = (reason, set())
+            self._database_waited[1].add(op.path)
+            delay = self._deleting.next(op.path)
+            self._deletions[op.path] = (time.monotonic() + delay, op)
+            tries = self._deleting.tries(op.path)
+        if said:
+            log.debug("%s: its deletion still not recorded (attempt %d): %s", op.path, tries, reason)
+        else:
+            log.warning("deleted photos are not recorded as deleted yet: %s; they wait, and are tried "
+                        "again, backing off to once every %g s, until it works", reason, self._deleting.cap,
+                        extra={"event": "retrying", "reason": reason})
+
+    def _deletion_recorded(self, path: str) -> None:
+        """A deletion that waited for the database is recorded: it waits no more; where it was the
+        last of what waited (no photo waits), the database's trouble is over, and said so."""
+        with self._database_lock:
+            if path not in self._deleting:
+                return
+            self._deleting.clear(path)
+            self._deletions.pop(path, None)
+            waited = self._database_waited
+            if waited is None or path not in waited[1]:
+                return
+            waited[1].discard(path)
+            if waited[1]:
+                return  # photos still wait: a small write can pass on a full disk where theirs cannot
+            self._database_waited = None
+        log.info("the database takes writes again; the deletions that waited for it are recorded")
+
+    def _due_deletions(self) -> list[Delete]:
+        """The waiting deletions due to be applied again (:meth:`_deletion_waits`), taken."""
+        with self._database_lock:
+            now = time.monotonic()
+            due = [op for at, op in self._deletions.values() if at <= now]
+            for op in due:
+                del self._deletions[op.path]
+        return due
 
     def _one_by_one(self, paths: list[str], exc: Exception) -> list[Outcome]:
         """After a batch raised: a passing problem (the database's disk is full) puts every file back
@@ -409,6 +474,10 @@ class Worker(threading.Thread):
             self._database_waited = None
             if self._rescore_at is not None:
                 self._rescore_at = time.monotonic()
+                self.queue.wake()
+            if self._deletions:  # the deletions that waited are applied now too
+                now = time.monotonic()
+                self._deletions = {path: (now, op) for path, (_, op) in self._deletions.items()}
                 self.queue.wake()
             if waited is None:
                 return

@@ -60,7 +60,7 @@ from .original import header_digest
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
 from .queue import Delete, HalfMove, Move, Op
-from .retry import transient_reason
+from .retry import database_fault, transient_reason
 from .store import (
     DECLINED,
     DELETED,
@@ -1246,18 +1246,27 @@ class Writeback:
             return False
         return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
 
-    def apply_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[Move]]:
+    def apply_ops(self, ops: Sequence[Op], waiting: list[tuple[Delete, str]] | None = None
+                  ) -> tuple[list[str], list[Move]]:
         """Apply renames and deletions to the store; returns the paths to look at (moved paths the
         store did not know, and "deleted" files that are there, replaced since) and the moves as
         applied: a half-seen move is the move to the candidate that is the photo, or a deletion.
         An op that fails is logged and costs only itself: one that raised here lost the other ops
-        and every photo of the worker's batch."""
+        and every photo of the worker's batch.  With ``waiting`` (the daemon's worker), a deletion
+        the database could not take for a passing reason (its disk full, a backup's lock) goes there
+        with that reason, unsaid, to be applied again later: logged at ERROR and dropped, each such
+        photo stayed recorded, listed by `status` and export as if it were there."""
         unknown: list[str] = []
         moved: list[Move] = []
         for op in ops:
             try:
                 self._apply_op(op, unknown, moved)
             except Exception as exc:  # the batch's photos and other ops go on whatever one op does
+                passing = transient_reason(exc)
+                if waiting is not None and isinstance(op, Delete) and database_fault(passing):
+                    assert passing is not None
+                    waiting.append((op, passing))
+                    continue
                 path = op.src if isinstance(op, Move) else op.path
                 what = f"its rename to {logs.shown(op.dst)}" if isinstance(op, Move) else "its deletion"
                 log.error("%s: %s not recorded: %s: %s", logs.shown(path), what, type(exc).__name__, exc,
