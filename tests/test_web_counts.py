@@ -483,13 +483,25 @@ def test_a_page_following_a_re_tag_keeps_what_is_typed_and_stops_where_the_re_ta
                                     "return e ? e.dataset.path : document.activeElement.tagName")
         assert on == orange, on
 
-        # the count stands still: the Tags list stops asking and says so
+        # the count stands still: each ask that finds it so waits twice as long (the first followed
+        # here, in the browser), and the fourth stops asking and says so: the page is opened as the
+        # third such ask leaves it (what its htmx ask carries), not waited 2 + 4 + 8 s for; the
+        # whole sequence is test_a_page_asks_less_often_while_the_count_stands_and_stops
+        def asks() -> tuple[str, str]:
+            return tuple(browser.execute_script(  # in one go: htmx may swap it between two reads
+                "const e = document.getElementById('retag'); "
+                "return e ? [e.getAttribute('hx-get') || '', e.getAttribute('hx-trigger') || ''] : ['', '']"))
+
         with library_held(library):
             browser.get(f"{base}/tag/blue")
             save_threshold(browser, 0.99)
             browser.get(f"{base}/tags")
             assert "still to re-tag" in words(browser, "#retag")
-            wait_for(lambda: browser.find_elements(By.ID, "retag-stopped"))
+            assert "quiet=0" in asks()[0] and "delay:2s" in asks()[1], asks()
+            wait_for(lambda: "quiet=1" in asks()[0])  # asked, found it unchanged: next in 4 s
+            assert "delay:4s" in asks()[1], asks()
+            behind = int(words(browser, "#behind").split()[0])
+            browser.get(f"{base}/tags?was={behind}&quiet=3")
             told = words(browser, "#retag")
             assert "this page stopped following the re-tag: reload to look again" in told, told
             assert not browser.find_elements(By.CSS_SELECTOR, "[hx-trigger]"), "still asking"
@@ -505,3 +517,21 @@ def test_a_page_following_a_re_tag_keeps_what_is_typed_and_stops_where_the_re_ta
         browser.find_element(By.CSS_SELECTOR, "#retag-stopped a").click()  # reload: looks again
         wait_for(lambda: "predicted now" in words(browser, "table.tags thead"))
         assert not browser.find_elements(By.ID, "retag")
+
+
+def test_a_page_asks_less_often_while_the_count_stands_and_stops() -> None:
+    """How a page follows a re-tag (library.Follow, what each htmx ask carries): 2, 4, 8, 16 s
+    between asks while the count of photos still to re-tag stands, then no more asks (the page says
+    so); 2 s again whenever the count moves.  Asking every second, for ever where the count stood,
+    reloaded the grid and the Tags list under the person's hands (review L4)."""
+    from tagwatch.web.library import Follow
+
+    follow, waits = Follow(7), []
+    while not follow.stopped:
+        waits.append(follow.wait)
+        follow = Follow.after(7, *(dict(pair.split("=") for pair in follow.query().split("&"))[k]
+                                   for k in ("was", "quiet")))
+    assert waits == [2, 4, 8, 16]
+    assert Follow.after(6, "7", "3").wait == 2 and not Follow.after(6, "7", "3").stopped  # it moved
+    assert Follow.after(7, None, None).wait == 2  # a page opened, not asked for
+    assert Follow.after(7, "7", "9").stopped  # a forged count of asks stops, never asks faster
