@@ -943,9 +943,11 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
         finally:
             backup.close()  # the backup ends: its transaction with it
         wait_for(lambda: exif_keywords(photo)["iptc"] == ["star"])
+        # the re-score's line follows the photo's write (the file can be read between the two)
+        applied = r"rewrote 1 \(applied now, after [2-9]\d* tries that had to wait\)"
+        wait_for(lambda: re.search(applied, (tmp_path / "web.log").read_text(encoding="utf-8")))
         said = (tmp_path / "web.log").read_text(encoding="utf-8")
         assert said.count("corrections not applied yet") == 1, said  # once while it lasts, not every try
-        assert re.search(r"rewrote 1 \(applied now, after [2-9]\d* tries that had to wait\)", said), said
         panel = page.request("GET", "/photo-keywords/0/red-star.jpg")[1]
         assert b'data-keyword="red" data-owner="rejected"' in panel
     finally:
