@@ -9,6 +9,7 @@ import os
 import re
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,58 +88,62 @@ def fill(folder: Path) -> None:
             assert exc.errno == errno.ENOSPC
 
 
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs to fill, at ``tmp_path/small`` (the test is skipped where none can be
+    mounted), unmounted after the test, its daemon stopped by then."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    why = mount_tmpfs(folder)
+    if why is not None:
+        pytest.skip(why)
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def database_on(config: Path, database: Path) -> None:
+    """Point ``config`` (as write_config wrote it) at ``database``."""
+    config.write_text(config.read_text(encoding="utf-8").replace('"state/tagwatch.db"', f'"{database}"'),
+                      encoding="utf-8")
+
+
 def test_a_database_on_a_full_disk_is_one_line_saying_so_for_every_command(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
     """run died with a traceback (ENOSPC writing its lock file); the others said 'cannot open
     database: disk I/O error' (SQLite cannot make its -shm file), not that the disk is full.  A
     rebuild on a full disk set the database aside and then failed, leaving no database."""
-    small = tmp_path / "small"
-    small.mkdir()
-    why = mount_tmpfs(small)
-    if why is not None:
-        pytest.skip(why)
-    try:
-        photo = noise_jpeg(tmp_path / "photos" / "a.jpg", seed=3)
-        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photo.parent])
-        database = small / "db" / "tagwatch.db"
-        config.write_text(config.read_text(encoding="utf-8").replace('"state/tagwatch.db"', f'"{database}"'),
-                          encoding="utf-8")
-        Store(database).close()
-        before = database.read_bytes()
-        fill(small)
-        assert os.statvfs(small).f_bavail == 0
-        expected = (f"tagwatch: error: {database}: no space left on device (0 KiB free in "
-                    f"{database.parent}); tagwatch keeps its database, its -wal, -shm and lock files there: "
-                    "free some space and run the command again")
-        for args, result in [*run_each(config, photo),
-                             (["db", "rebuild"], tagwatch("db", "rebuild", "--config", str(config)))]:
-            assert result.returncode == 2, (args, result.stderr)
-            assert one_line(result) == expected, args
-        assert database.read_bytes() == before  # the rebuild put it back
-        assert not list(database.parent.glob("*.damaged-*"))
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
+    photo = noise_jpeg(tmp_path / "photos" / "a.jpg", seed=3)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photo.parent])
+    database = small / "db" / "tagwatch.db"
+    database_on(config, database)
+    Store(database).close()
+    before = database.read_bytes()
+    fill(small)
+    assert os.statvfs(small).f_bavail == 0
+    expected = (f"tagwatch: error: {database}: no space left on device (0 KiB free in "
+                f"{database.parent}); tagwatch keeps its database, its -wal, -shm and lock files there: "
+                "free some space and run the command again")
+    for args, result in [*run_each(config, photo),
+                         (["db", "rebuild"], tagwatch("db", "rebuild", "--config", str(config)))]:
+        assert result.returncode == 2, (args, result.stderr)
+        assert one_line(result) == expected, args
+    assert database.read_bytes() == before  # the rebuild put it back
+    assert not list(database.parent.glob("*.damaged-*"))
 
 
 def test_a_running_daemon_whose_database_disk_fills_says_it_once_and_goes_on(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
     """faults.md: a full disk under the database is one WARNING, tried again with no new line per
     attempt, and the photos are tagged once space returns.  With a photo to record as failed (cut
     short), each attempt logged 'batch failed' at ERROR and its 'skipped' line again (logged before
     its record, which failed)."""
-    small = tmp_path / "small"
-    small.mkdir()
-    why = mount_tmpfs(small)
-    if why is not None:
-        pytest.skip(why)
     daemon = None
     try:
         root = tmp_path / "photos"
         root.mkdir()
         config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
         database = small / "tagwatch.db"
-        config.write_text(config.read_text(encoding="utf-8").replace('"state/tagwatch.db"', f'"{database}"'),
-                          encoding="utf-8")
+        database_on(config, database)
         daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json", "-v"]).start()
         warm = noise_jpeg(root / "warm.jpg", seed=1)
         wait_for(lambda: len(exif_keywords(warm)["iptc"]) == 3)
@@ -171,28 +176,21 @@ def test_a_running_daemon_whose_database_disk_fills_says_it_once_and_goes_on(
     finally:
         if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
             daemon.kill()
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_a_photo_deleted_while_the_database_disk_is_full_is_recorded_gone_once_space_returns(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
     """A deletion the full database could not record was logged at ERROR ('its deletion not
     recorded: OperationalError: database or disk is full'), one line per photo, and dropped: once
     space returned, `tagwatch status` still counted the photo tagged, and export listed it.  Now
     it waits as photos do, said in one WARNING while it lasts, and is recorded once space returns."""
-    small = tmp_path / "small"
-    small.mkdir()
-    why = mount_tmpfs(small)
-    if why is not None:
-        pytest.skip(why)
     daemon = None
     try:
         root = tmp_path / "photos"
         root.mkdir()
         config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
         database = small / "tagwatch.db"
-        config.write_text(config.read_text(encoding="utf-8").replace('"state/tagwatch.db"', f'"{database}"'),
-                          encoding="utf-8")
+        database_on(config, database)
         daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json"]).start()
         photos = [noise_jpeg(root / f"{name}.jpg", seed=seed) for seed, name in enumerate("abc", 1)]
         wait_for(lambda: all(len(exif_keywords(p)["iptc"]) == 3 for p in photos))
@@ -217,4 +215,3 @@ def test_a_photo_deleted_while_the_database_disk_is_full_is_recorded_gone_once_s
     finally:
         if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
             daemon.kill()
-        subprocess.run(["umount", "-l", str(small)], check=False)

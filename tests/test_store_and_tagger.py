@@ -265,6 +265,18 @@ def _put_in_place(copy: Path, path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+def _restore_an_older_copy(path: Path, backup: Path) -> None:
+    """A backup of the database at ``path`` taken, one write made after it (a `scan` of another
+    folder), and the backup put back: a database older than the one tagwatch last used."""
+    _online_backup(path, backup)
+    store = Store(path)
+    try:
+        store.record_file("/elsewhere/x.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
+    finally:
+        store.close()
+    _put_in_place(backup, path)
+
+
 def test_an_older_copy_of_the_database_is_told_from_a_start_a_crash_a_rebuild_and_a_move(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """xX #2: tagwatch notices (one WARNING, recorded) a database older than the one it last used,
@@ -438,10 +450,7 @@ def test_status_says_a_restored_database_until_the_daemon_has_checked_the_watche
     try:
         wait_for(lambda: status(config)["tagged"] == 2)
         backup = tmp_path / "backup.db"
-        live, copy = sqlite3.connect(database), sqlite3.connect(backup)
-        live.backup(copy)  # sqlite3's .backup, as service.md says, while the daemon runs
-        live.close()
-        copy.close()
+        _online_backup(database, backup)  # sqlite3's .backup, as service.md says, while the daemon runs
         later = noise_jpeg(photos / "later.jpg", seed=70)  # tagged after the copy: it does not know it
         wait_for(lambda: status(config)["tagged"] == 3)
     finally:
@@ -491,14 +500,7 @@ def test_a_restore_a_command_found_is_logged_at_the_start_and_its_note_ends_afte
         wait_for(lambda: status(config)["tagged"] == 2)
     finally:
         daemon.stop()
-    backup = tmp_path / "backup.db"
-    _online_backup(database, backup)
-    store = Store(database)  # a write after the copy (a `scan` of another folder): the copy is older
-    try:
-        store.record_file("/elsewhere/x.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
-    finally:
-        store.close()
-    _put_in_place(backup, database)
+    _restore_an_older_copy(database, tmp_path / "backup.db")
     note = "found older than the one last used here on "
     said = tagwatch("status", "--config", str(config))
     assert RESTORED in said.stderr and note in said.stdout  # found, said and recorded by the command
@@ -541,14 +543,7 @@ def test_a_daemon_started_on_a_restored_database_under_a_lock_says_the_restore_o
         wait_for(lambda: status(config)["tagged"] == 1)
     finally:
         daemon.stop()
-    backup = tmp_path / "backup.db"
-    _online_backup(database, backup)
-    store = Store(database)  # a write after the copy: the copy is older
-    try:
-        store.record_file("/elsewhere/x.jpg", key=b"k", size=1, mtime_ns=1, state=PENDING)
-    finally:
-        store.close()
-    _put_in_place(backup, database)
+    _restore_an_older_copy(database, tmp_path / "backup.db")
 
     holder = sqlite3.connect(database, isolation_level=None, timeout=60)
     mark = len(daemon.log())
