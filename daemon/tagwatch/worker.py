@@ -271,10 +271,7 @@ class Worker(threading.Thread):
         recorded as if it were there.  The database's trouble is said once while it lasts, with the
         photos waiting on it: a deletion joins their line, or says it where none waits."""
         with self._database_lock:
-            said = self._database_waited is not None
-            if self._database_waited is None:
-                self._database_waited = (reason, set())
-            self._database_waited[1].add(op.path)
+            said = self._joins_database_trouble(op.path, reason)
             delay = self._deleting.next(op.path)
             self._deletions[op.path] = (time.monotonic() + delay, op)
             tries = self._deleting.tries(op.path)
@@ -450,11 +447,17 @@ class Worker(threading.Thread):
             self.queue.put(path, delay=delay, force=True)
             return said
         with self._database_lock:
-            said = self._database_waited is not None
-            if self._database_waited is None:
-                self._database_waited = (reason, set())
-            self._database_waited[1].add(path)
+            said = self._joins_database_trouble(path, reason)
             self.queue.put(path, delay=delay, force=True)
+        return said
+
+    def _joins_database_trouble(self, path: str, reason: str) -> bool:
+        """Count ``path`` (a photo's, or a deletion's) as waiting on the database's trouble, which
+        ``reason`` begins where none lasts; was it said already?  Under ``_database_lock``."""
+        said = self._database_waited is not None
+        if self._database_waited is None:
+            self._database_waited = (reason, set())
+        self._database_waited[1].add(path)
         return said
 
     def _database_back(self, settled: bool = True) -> None:
