@@ -3,6 +3,7 @@ naming the file (and, for damage, `tagwatch db rebuild`) and exits 2, never with
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -211,6 +212,110 @@ def test_a_photo_deleted_while_the_database_disk_is_full_is_recorded_gone_once_s
         assert len(said()) == 1, said()  # no line per photo, nor per attempt
         assert sorted(r["path"] for r in lines() if r["event"] == "deleted") == [str(p) for p in photos[1:]]
         assert len([r for r in lines() if "takes writes again" in r["message"]]) == 1
+        assert daemon.stop() == 0
+    finally:
+        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
+
+
+def test_photos_renamed_while_the_database_disk_is_full_keep_their_records_once_space_returns(
+        tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
+    """A rename the full database could not record was logged at ERROR ('its rename to … not
+    recorded: OperationalError: database or disk is full') and dropped: the old name stayed recorded
+    and listed, the new one was tagged as a new photo.  Now renames wait as deletions do, in the
+    order they happened (a -> a2 -> a3, then a new photo at a, which must not take a's record), said
+    in the one WARNING, and are recorded as moves once space returns: the records (their ids, so
+    their ledgers and corrections) follow, nothing is tagged again."""
+    daemon = None
+    try:
+        root = tmp_path / "photos"
+        (root / "sub").mkdir(parents=True)
+        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+        database = small / "tagwatch.db"
+        database_on(config, database)
+        daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json", "-v"]).start()
+        a, b, c = (noise_jpeg(root / f"{name}.jpg", seed=seed) for seed, name in enumerate("abc", 1))
+        wait_for(lambda: status(config)["tagged"] == 3)
+        keywords = {p.name: exif_keywords(p)["iptc"] for p in (a, b, c)}
+        assert all(len(k) == 3 for k in keywords.values())
+
+        def rows() -> dict[str, tuple[int, str]]:
+            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+                found = db.execute("SELECT id, path, state FROM files").fetchall()
+            return {path: (id_, state) for id_, path, state in found}
+
+        ids = {Path(path).name: id_ for path, (id_, _) in rows().items()}
+        fill(small)
+        a.rename(root / "a2.jpg")
+        (root / "a2.jpg").rename(root / "a3.jpg")
+        b.rename(root / "sub" / "b.jpg")
+        lines = lambda: [json.loads(line) for line in daemon.log().splitlines() if line.strip()]  # noqa: E731
+        said = lambda: [r for r in lines() if r["level"] in ("warning", "error")  # noqa: E731
+                        and ".state.json" not in r["message"]]
+        wait_for(said)
+        new_a = noise_jpeg(a, seed=4)  # another photo at the old name, while the renames wait
+        wait_for(lambda: any(r["message"].startswith(f"{new_a}: waits for the rename") for r in lines()))
+        assert rows()[str(a)] == (ids["a.jpg"], "done")  # not recorded yet, and not taken by the new photo
+        (small / "filler.bin").unlink()
+        # the same records under the new names, and one of its own for the new photo
+        now = {str(root / "a3.jpg"): (ids["a.jpg"], "done"), str(c): (ids["c.jpg"], "done"),
+               str(root / "sub" / "b.jpg"): (ids["b.jpg"], "done")}
+        wait_for(lambda: {p: r for p, r in rows().items() if p in now} == now
+                 and rows().get(str(new_a), (0, ""))[1] == "done")
+        assert str(root / "a2.jpg") not in rows() and str(b) not in rows()
+        assert rows()[str(new_a)][0] not in ids.values()  # a record of its own
+        assert [r["level"] for r in said()] == ["warning"], said()  # no line per photo, nor per attempt
+        assert said()[0]["event"] == "retrying" and "disk is full" in str(said()[0]["reason"]), said()
+        moves = [(r["from"], r["path"]) for r in lines() if r["event"] == "moved"]
+        assert moves == [(str(a), str(root / "a2.jpg")), (str(root / "a2.jpg"), str(root / "a3.jpg")),
+                         (str(b), str(root / "sub" / "b.jpg"))], moves
+        tagged = [r["path"] for r in lines() if r["event"] == "tagged"]
+        assert sorted(tagged) == sorted([str(a), str(b), str(c), str(new_a)]), tagged  # the new photo alone
+        assert exif_keywords(root / "a3.jpg")["iptc"] == keywords["a.jpg"]
+        assert exif_keywords(root / "sub" / "b.jpg")["iptc"] == keywords["b.jpg"]
+        assert status(config)["tagged"] == 4
+        assert len([r for r in lines() if "takes writes again" in r["message"]]) == 1
+        assert daemon.stop() == 0
+    finally:
+        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
+
+
+def test_renames_still_waiting_as_the_daemon_stops_are_said_and_found_by_the_next_start(
+        tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
+    """Worker._last_try's decision (docs/faults.md): a daemon stopped while renames wait for its full
+    database says so in one line and keeps them nowhere else; the next start's scan records the
+    photo moved under its own name as moved, and sees the one renamed as gone and new, tagged from
+    the vector kept by its content: nothing is encoded again."""
+    daemon = None
+    try:
+        root = tmp_path / "photos"
+        (root / "sub").mkdir(parents=True)
+        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+        database = small / "tagwatch.db"
+        database_on(config, database)
+        log = tmp_path / "daemon.log"
+        daemon = Daemon(config, log, args=["--log-format", "json"]).start()
+        a, b = noise_jpeg(root / "a.jpg", seed=1), noise_jpeg(root / "b.jpg", seed=2)
+        wait_for(lambda: status(config)["tagged"] == 2)
+        encoded = status(config)["encoded"]
+        fill(small)
+        a.rename(root / "a3.jpg")
+        b.rename(root / "sub" / "b.jpg")
+        lines = lambda: [json.loads(line) for line in daemon.log().splitlines() if line.strip()]  # noqa: E731
+        wait_for(lambda: [r for r in lines() if r["event"] == "retrying"])
+        daemon.stop()
+        stops = [r for r in lines() if "not recorded as tagwatch stops" in r["message"]]
+        assert len(stops) == 1 and stops[0]["level"] == "warning", stops
+        (small / "filler.bin").unlink()
+        mark = len(lines())
+        daemon = Daemon(config, log, args=["--log-format", "json"]).start()
+        wait_for(lambda: status(config)["tagged"] == 2 and status(config)["deleted"] == 1)
+        after = lines()[mark:]
+        assert [(r["from"], r["path"]) for r in after if r["event"] == "moved"] == [
+            (str(b), str(root / "sub" / "b.jpg"))]
+        assert [r["path"] for r in after if r["event"] == "deleted"] == [str(a)]
+        assert status(config)["encoded"] == encoded
         assert daemon.stop() == 0
     finally:
         if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:

@@ -52,7 +52,7 @@ from .overrides import (
     load_overrides,
     names_files,
 )
-from .queue import Delete, Op
+from .queue import Op
 from .retry import INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
 from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store, locked, utf8_name
 from .tagger import Expansion, TagMatrix, predict, thresholds
@@ -860,7 +860,7 @@ class Pipeline:
         """Take out exactly the keywords tagwatch added; see :meth:`Writeback.untag`."""
         return self.writeback.untag(path)
 
-    def apply(self, ops: Sequence[Op], waiting: list[tuple[Delete, str]] | None = None) -> list[str]:
+    def apply(self, ops: Sequence[Op], waiting: list[tuple[Op, str]] | None = None) -> list[str]:
         """Apply renames and deletions to the store, and renames to the overrides' rules naming one
         file; returns moved paths the store did not know.  A rule follows a half-seen move only to
         the photo it was (a correction of a photo gone never names another picture of its name).

@@ -56,6 +56,29 @@ class HalfMove(Move):
 Op = Move | Delete  # a HalfMove is a Move: where it is not known to be one, it is the move it names
 
 
+def heads(op: Op) -> tuple[str, ...]:
+    """The paths ``op`` names: a move's two (a half-seen move's every candidate), a deletion's one."""
+    if isinstance(op, HalfMove):
+        return (op.src, *op.candidates)
+    return (op.src, op.dst) if isinstance(op, Move) else (op.path,)
+
+
+def touches(op: Op, path: str) -> bool:
+    """Does ``path`` fall under ``op``: one of its :func:`heads`, or inside one where it is a folder's?"""
+    names = heads(op)
+    if path in names:
+        return True
+    return op.is_dir and path.startswith(tuple(name.rstrip("/") + "/" for name in names))
+
+
+def overlaps(first: Op, second: Op) -> bool:
+    """Do two ops name a path in common (or one inside the other's folder)?  Only such ops must be
+    applied in the order they happened: a rename ``a -> b`` then ``b -> c``, a rename then a
+    deletion of the same photo, a photo renamed away and another one's rename to its old name."""
+    return any(touches(first, path) for path in heads(second)) or any(
+        touches(second, path) for path in heads(first))
+
+
 @dataclass
 class Batch:
     ops: list[Op] = field(default_factory=list)

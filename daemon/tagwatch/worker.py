@@ -5,11 +5,13 @@
 A photo queued again while a batch in flight holds it goes back to the queue to wait for that batch
 (:data:`HELD_DELAY`); the others of its batch go on.  Renames and deletions are applied here, in queue
 order: first the batches in flight that hold a path an operation names are finished
-(``Engine.wait_clear``), so the store sees them in the order they happened relative to tagging.  A
-tag-list reload waits for every batch in flight (its re-score writes files too); one that finds the
-database unable to take writes (a backup's lock) is run again later, backing off as a photo does
-(:meth:`Worker.rescore_waits`).  Outcomes come back
-from the engine's threads, so the retry state is locked.
+(``Engine.wait_clear``), so the store sees them in the order they happened relative to tagging.
+Those the database cannot take now (its disk full, a backup's lock) wait and are applied again in
+that order, with the later ops and photos that name their paths behind them
+(:meth:`Worker._ops_wait`).  A tag-list reload waits for every batch in flight (its re-score writes
+files too); one that finds the database unable to take writes (a backup's lock) is run again later,
+backing off as a photo does (:meth:`Worker.rescore_waits`).  Outcomes come back from the engine's
+threads, so the retry state is locked.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from .engine import Engine
 from .outcomes import Outcome, Status, record_failure
 from .pipeline import Pipeline
-from .queue import Batch, BatchQueue, Delete, Move, Op
+from .queue import Batch, BatchQueue, Delete, Move, Op, touches
 from .retry import (
     DATABASE_LOCK_WAIT_S,
     EXIFTOOL_TRIES,
@@ -51,11 +53,9 @@ def _shared(reason: str | None) -> str | None:
     return "database" if database_fault(reason) else "model" if text.startswith("model:") else None
 
 
-def _names(op: Op) -> Callable[[str], bool]:
-    """Does a path in flight fall under ``op`` (a moved or deleted file, or a file in such a folder)?"""
-    heads = [op.src, op.dst] if isinstance(op, Move) else [op.path]
-    prefixes = tuple(h.rstrip("/") + "/" for h in heads) if op.is_dir else ()
-    return lambda path: path in heads or (bool(prefixes) and path.startswith(prefixes))
+def _key(op: Op) -> str:
+    """The path an op is counted by among what waits for the database (a move by its photo's old one)."""
+    return op.src if isinstance(op, Move) else op.path
 
 
 class Worker(threading.Thread):
@@ -91,10 +91,14 @@ class Worker(threading.Thread):
         self._rescore_at: float | None = None
         self._rescore_reason: str | None = None  # why it waits, until it is done (database_waits)
         self._database_waited: tuple[str, set[str]] | None = None  # (its reason, the photos)
-        # deletions the database could not record for that trouble: path → (due, monotonic; the op),
-        # applied again as the queue's are, backing off as a photo does (_deletion_waits)
-        self._deletions: dict[str, tuple[float, Delete]] = {}
-        self._deleting = Backoff()
+        # renames and deletions the database could not record for that trouble, with its reason, in
+        # the order they happened (this thread's alone), applied again at _ops_at (monotonic, under
+        # _database_lock: _database_back sets it), backing off as a photo does (_ops_wait); and the
+        # photos held back behind them (queued again, hurried once none of them names the photo)
+        self._ops: list[tuple[Op, str]] = []
+        self._ops_at: float | None = None
+        self._ops_backoff = Backoff()
+        self._behind: set[str] = set()
         pipeline.store.on_commit = self._database_back
         self._when_settled: list[Callable[[], None]] = []  # told once nothing is queued or in flight
         self.batches = 0
@@ -146,15 +150,13 @@ class Worker(threading.Thread):
                     self._reload_requested.clear()
                     self.engine.drain()  # a re-score writes files too: one writer per file
                     self._guard(lambda c=call: self._reloading(c))
-                for op in self._due_deletions():
-                    self.queue.op(op)  # applied in queue order with the ops that came meanwhile
                 deferred = self.pipeline.take_deferred()
                 if deferred:
                     self._guard(lambda d=deferred: self._settle(d))
                 batch = self.queue.get(timeout=1.0)
                 if batch is None:
                     return
-                if not batch:
+                if not batch and not self._ops_due():
                     if not self.engine.busy:
                         self.idle.set()
                         # a waiting re-score is not settled: its photos keep the old list's keywords
@@ -166,6 +168,28 @@ class Worker(threading.Thread):
                 self.batches += 1
         finally:
             self.engine.close()  # finish the batches in flight
+            self._guard(self._last_try)
+
+    def _last_try(self) -> None:
+        """The daemon stops while renames and deletions wait for the database: they are tried once
+        more, in order, without waiting for a lock (a stop does not: see docs/faults.md), and what
+        still cannot be recorded is said in one line.  They are kept nowhere else (the full disk is
+        the database's, and holds the daemon's state file too): the next start's scan finds what
+        they did as it finds what was done while no daemon watched.  A photo moved under its own
+        name (into another folder) is recorded moved and a deleted one deleted; one renamed is seen
+        as gone and as a new photo, tagged with the vector kept by its content (not encoded again),
+        but a correction or a sidecar naming its old name does not follow it."""
+        if not self._ops:
+            return
+        waiting: list[tuple[Op, str]] = []
+        with self.pipeline.store.lock_wait(0.0):
+            self.pipeline.apply([op for op, _ in self._ops], waiting)
+        self._ops = waiting
+        renames = [op for op, _ in waiting if isinstance(op, Move)]
+        if waiting:
+            log.warning("%d renames and %d deletions not recorded as tagwatch stops: %s; the next start's "
+                        "scan finds them, a photo renamed as deleted and new (a correction naming its old "
+                        "name does not follow it)", len(renames), len(waiting) - len(renames), waiting[0][1])
 
     def _reloading(self, call: Callable[[], None]) -> None:
         """The reload (or the resumed re-score), its writes waiting as a photo batch's for a database
@@ -226,16 +250,22 @@ class Worker(threading.Thread):
             return self._writing(path, st)
 
     def _handle(self, batch: Batch) -> None:
-        for op in batch.ops:
+        # the renames and deletions that wait for the database go first when due: they happened first
+        retried = self._ops_due()
+        ops = [*(op for op, _ in self._ops), *batch.ops] if retried else batch.ops
+        for op in ops:
             with self._retry_lock:  # a photo gone from its path starts afresh wherever it went
                 self._faults.pop(op.src if isinstance(op, Move) else op.path, None)
                 self._requeued.discard(op.src if isinstance(op, Move) else op.path)
                 if isinstance(op, Delete):
                     self._backoff.clear(op.path)
-            self.engine.wait_clear(_names(op))
-        waiting: list[tuple[Delete, str]] = []  # deletions the database could not take now
-        paths = batch.paths + self.pipeline.apply(batch.ops, waiting)
-        self._deletions_applied(batch.ops, waiting)
+            self.engine.wait_clear(lambda path, op=op: touches(op, path))
+        # what still waits for the database after these: those that wait now, and the later ops
+        # behind them (the retried ones are tried again, in order)
+        waiting = [] if retried else list(self._ops)
+        paths = batch.paths + self.pipeline.apply(ops, waiting)
+        self._ops_wait(waiting, retried)
+        paths = self._hold_behind(paths)
         held = self.engine.in_flight(paths)
         with self._retry_lock:  # taken off the queue: only the batch holds them, or the queue again
             self._requeued.difference_update(batch.paths)
@@ -254,59 +284,76 @@ class Worker(threading.Thread):
                 self.engine.drain()
                 self._settle(self._one_by_one(paths, exc))
 
-    def _deletions_applied(self, ops: list[Op], waiting: list[tuple[Delete, str]]) -> None:
-        """Settle the deletions of a batch's ops: those the database could not record (its disk
-        full) wait (:meth:`_deletion_waits`); one that waited and is recorded now waits no more."""
-        failed = {op.path for op, _ in waiting}
-        for op in ops:
-            if isinstance(op, Delete) and op.path not in failed:
-                self._deletion_recorded(op.path)
-        for op, reason in waiting:
-            self._deletion_waits(op, reason)
-
-    def _deletion_waits(self, op: Delete, reason: str) -> None:
-        """A deletion the database could not take (its disk full, a backup's lock) is applied again
-        after 1, 2, 4 … s up to the backoff's cap, or as soon as a photo's write shows the database
-        takes writes again: it was logged at ERROR for each photo and dropped, the photo left
-        recorded as if it were there.  The database's trouble is said once while it lasts, with the
-        photos waiting on it: a deletion joins their line, or says it where none waits."""
+    def _ops_due(self) -> bool:
+        """Are renames and deletions waiting for the database due to be tried again?"""
         with self._database_lock:
-            said = self._joins_database_trouble(op.path, reason)
-            delay = self._deleting.next(op.path)
-            self._deletions[op.path] = (time.monotonic() + delay, op)
-            tries = self._deleting.tries(op.path)
-        if said:
-            log.debug("%s: its deletion still not recorded (attempt %d): %s", op.path, tries, reason)
-        else:
-            log.warning("deleted photos are not recorded as deleted yet: %s; they wait, and are tried "
-                        "again, backing off to once every %g s, until it works", reason, self._deleting.cap,
-                        extra={"event": "retrying", "reason": reason})
+            return self._ops_at is not None and time.monotonic() >= self._ops_at
 
-    def _deletion_recorded(self, path: str) -> None:
-        """A deletion that waited for the database is recorded: it waits no more; where it was the
-        last of what waited (no photo waits), the database's trouble is over, and said so."""
+    def _ops_wait(self, waiting: list[tuple[Op, str]], retried: bool) -> None:
+        """Settle a batch's renames and deletions: those the database could not record (its disk
+        full, a backup's lock), and those behind them, wait (``waiting``: :meth:`Writeback.apply_ops`),
+        and are applied again in the order they happened after 1, 2, 4 … s up to the backoff's cap,
+        or as soon as a photo's write shows the database takes writes again (``retried``: this batch
+        tried them).  Each was logged at ERROR and dropped: a deleted photo stayed recorded, a renamed
+        one stayed recorded under its old name and was tagged again under its new one, its
+        corrections and sidecar left behind.  The database's trouble is said once while it lasts,
+        with the photos waiting on it: they join its line, or say it where none waits; once nothing
+        of theirs waits any more, where they were the last to wait, that it is over."""
+        before, self._ops = self._ops, waiting
+        still = {_key(op) for op, _ in waiting}
         with self._database_lock:
-            if path not in self._deleting:
-                return
-            self._deleting.clear(path)
-            self._deletions.pop(path, None)
+            # those that met it now counted (again, where a write said it over and it came back: said
+            # anew); not those that waited on untried, which a write meanwhile may have made due
+            met = waiting if retried else waiting[len(before):]
+            joined = [self._joins_database_trouble(_key(op), reason) for op, reason in met]
+            said = not joined or joined[0]
+            if waiting and (retried or not before):
+                self._ops_at = time.monotonic() + self._ops_backoff.next("ops")
+            elif not waiting:
+                self._ops_at = None
+                self._ops_backoff.clear("ops")
+            tries = self._ops_backoff.tries("ops")
+            over = False
             waited = self._database_waited
-            if waited is None or path not in waited[1]:
-                return
-            waited[1].discard(path)
-            if waited[1]:
-                return  # photos still wait: a small write can pass on a full disk where theirs cannot
-            self._database_waited = None
-        log.info("the database takes writes again; the deletions that waited for it are recorded")
+            if waited is not None and before:
+                done = waited[1] & ({_key(op) for op, _ in before} - still)
+                waited[1].difference_update(done)
+                # over where they were the last to wait: not while photos do (on a full disk a small
+                # write can pass where a photo's cannot)
+                over = bool(done) and not waited[1]
+                if over:
+                    self._database_waited = None
+        if waiting and not said:
+            reason = met[0][1]
+            log.warning("renamed and deleted photos are not recorded yet: %s; they wait, and are tried again "
+                        "in the order they happened, backing off to once every %g s, until it works",
+                        reason, self._ops_backoff.cap, extra={"event": "retrying", "reason": reason})
+        elif waiting and retried:
+            log.debug("%d renames and deletions still not recorded (attempt %d): %s", len(waiting), tries,
+                      waiting[0][1])
+        if over:
+            log.info("the database takes writes again; the renames and deletions that waited for it are "
+                     "recorded")
 
-    def _due_deletions(self) -> list[Delete]:
-        """The waiting deletions due to be applied again (:meth:`_deletion_waits`), taken."""
-        with self._database_lock:
-            now = time.monotonic()
-            due = [op for at, op in self._deletions.values() if at <= now]
-            for op in due:
-                del self._deletions[op.path]
-        return due
+    def _hold_behind(self, paths: list[str]) -> list[str]:
+        """``paths`` less the photos a waiting rename or deletion names (:func:`~tagwatch.queue.touches`),
+        which are queued again to wait for it; and, where none waits for them any more, the photos
+        that waited, hurried.  A photo at a rename's new name tagged before the rename is recorded
+        would be taken for a new one (encoded again, its corrections and ledger left under the old
+        name); a new photo at its old name would take the record the rename is to carry."""
+        named = lambda path: any(touches(op, path) for op, _ in self._ops)  # noqa: E731
+        free = [path for path in self._behind if not named(path)]
+        self._behind.difference_update(free)
+        self.queue.hurry(free)
+        held = [path for path in paths if named(path)]
+        if held:
+            with self._database_lock:
+                delay = max(HELD_DELAY, (self._ops_at or 0.0) - time.monotonic() + HELD_DELAY)
+            for path in held:
+                log.debug("%s: waits for the rename or deletion before it to be recorded", path)
+                self.queue.put(path, delay=delay, force=True)
+            self._behind.update(held)
+        return [path for path in paths if path not in held]
 
     def _one_by_one(self, paths: list[str], exc: Exception) -> list[Outcome]:
         """After a batch raised: a passing problem (the database's disk is full) puts every file back
@@ -452,8 +499,9 @@ class Worker(threading.Thread):
         return said
 
     def _joins_database_trouble(self, path: str, reason: str) -> bool:
-        """Count ``path`` (a photo's, or a deletion's) as waiting on the database's trouble, which
-        ``reason`` begins where none lasts; was it said already?  Under ``_database_lock``."""
+        """Count ``path`` (a photo's, or a rename's or deletion's) as waiting on the database's
+        trouble, which ``reason`` begins where none lasts; was it said already?  Under
+        ``_database_lock``."""
         said = self._database_waited is not None
         if self._database_waited is None:
             self._database_waited = (reason, set())
@@ -478,9 +526,8 @@ class Worker(threading.Thread):
             if self._rescore_at is not None:
                 self._rescore_at = time.monotonic()
                 self.queue.wake()
-            if self._deletions:  # the deletions that waited are applied now too
-                now = time.monotonic()
-                self._deletions = {path: (now, op) for path, (_, op) in self._deletions.items()}
+            if self._ops_at is not None:  # the renames and deletions that waited are applied now too
+                self._ops_at = time.monotonic()
                 self.queue.wake()
             if waited is None:
                 return

@@ -59,7 +59,7 @@ from .metadata import (
 from .original import header_digest
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
-from .queue import Delete, HalfMove, Move, Op
+from .queue import Delete, HalfMove, Move, Op, overlaps
 from .retry import database_fault, transient_reason
 from .store import (
     DECLINED,
@@ -1246,26 +1246,42 @@ class Writeback:
             return False
         return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
 
-    def apply_ops(self, ops: Sequence[Op], waiting: list[tuple[Delete, str]] | None = None
+    def apply_ops(self, ops: Sequence[Op], waiting: list[tuple[Op, str]] | None = None
                   ) -> tuple[list[str], list[Move]]:
         """Apply renames and deletions to the store; returns the paths to look at (moved paths the
         store did not know, and "deleted" files that are there, replaced since) and the moves as
         applied: a half-seen move is the move to the candidate that is the photo, or a deletion.
         An op that fails is logged and costs only itself: one that raised here lost the other ops
-        and every photo of the worker's batch.  With ``waiting`` (the daemon's worker), a deletion
-        the database could not take for a passing reason (its disk full, a backup's lock) goes there
-        with that reason, unsaid, to be applied again later: logged at ERROR and dropped, each such
-        photo stayed recorded, listed by `status` and export as if it were there."""
+        and every photo of the worker's batch.
+
+        With ``waiting`` (the daemon's worker: the ops that wait already, in the order they
+        happened), an op the database could not take for a passing reason (its disk full, a backup's
+        lock) is added there with that reason, unsaid, to be applied again later; logged at ERROR and
+        dropped, a deleted photo stayed listed by `status` and export, and a renamed one stayed
+        recorded under its old name while the new one was tagged as a new photo.  So is every op of
+        ``ops`` after it (not tried: the database that could not take one write is not asked again
+        for each, a lock's wait every time), and every op that names a path of one waiting already
+        (:func:`~tagwatch.queue.overlaps`): a rename ``a -> b`` then ``b -> c``, or a rename then a
+        deletion, applied out of order, would lose the record.  Ops before it that name none are
+        tried: order matters only between ops that share a path.  A half-seen
+        move waits as it came, and is resolved when it is applied: its candidates are photos the
+        worker holds back meanwhile (one tagged first would be recorded, and no longer its move)."""
         unknown: list[str] = []
         moved: list[Move] = []
+        stuck: str | None = None  # the database's trouble, met by an op of these
         for op in ops:
+            if waiting is not None:
+                behind = stuck or next((why for before, why in waiting if overlaps(before, op)), None)
+                if behind is not None:
+                    waiting.append((op, behind))
+                    continue
             try:
                 self._apply_op(op, unknown, moved)
             except Exception as exc:  # the batch's photos and other ops go on whatever one op does
                 passing = transient_reason(exc)
-                if waiting is not None and isinstance(op, Delete) and database_fault(passing):
-                    assert passing is not None
+                if waiting is not None and passing is not None and database_fault(passing):
                     waiting.append((op, passing))
+                    stuck = passing
                     continue
                 path = op.src if isinstance(op, Move) else op.path
                 what = f"its rename to {logs.shown(op.dst)}" if isinstance(op, Move) else "its deletion"
@@ -1306,11 +1322,12 @@ class Writeback:
         if not (utf8_name(op.src) and utf8_name(op.dst)):
             self._move_unrecordable(op, unknown, look=not half)
             return
-        moved.append(op)
         if op.is_dir:
             self.store.move_tree(op.src, op.dst)
+            moved.append(op)
             return
         known = self.store.move(op.src, op.dst)
+        moved.append(op)  # recorded: a correction follows it (not one the database could not take)
         # A sidecar the photo shares stays where it is; its own keywords go with it (none, from a
         # sidecar that was never its: shared.apart)
         if self.writer is not None and not (known and (
