@@ -8,6 +8,7 @@ two batches at once, and a rename waits for the batch that holds its photo.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -26,9 +27,9 @@ from tagwatch import worker as worker_module
 from tagwatch.config import TaggingConfig
 from tagwatch.engine import Engine
 from tagwatch.outcomes import Outcome, Status
-from tagwatch.queue import BatchQueue, Move
+from tagwatch.queue import BatchQueue, Delete, Move
 from tagwatch.retry import EXIFTOOL_TRIES
-from tagwatch.store import DONE, FAILED
+from tagwatch.store import DELETED, DONE, FAILED
 from tagwatch.worker import Worker
 
 
@@ -555,3 +556,53 @@ def test_a_rescore_still_waits_for_the_database_while_its_retry_is_tried(env: En
         done.set()
         queue.close()
         worker.join(timeout=60)
+
+
+def test_renames_and_a_deletion_that_meet_a_backups_lock_wait_and_are_recorded_in_order_once_it_is_let_go(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A backup script holds the database (BEGIN EXCLUSIVE) while a photo is renamed twice (a -> a2
+    -> a3) and another deleted: each op waited SQLite's 30 s on the worker's thread, then was logged
+    at ERROR and lost (the rename's new name then tagged as a new photo).  Now they wait out the
+    photos' lock wait, in the order they happened, the photo's event at its new name held behind
+    its rename, said in one WARNING; once the lock is let go they are recorded: the record follows
+    the photo, nothing is encoded again."""
+    monkeypatch.setattr(worker_module, "DATABASE_LOCK_WAIT_S", 0.2)  # each try's wait; the daemon's 5 s
+    a, b = (noise_jpeg(tmp_path / "in" / f"{name}.jpg", seed=70 + i) for i, name in enumerate("ab"))
+    assert env.run(a, b) == {"a.jpg": Status.TAGGED, "b.jpg": Status.TAGGED}
+    kept, encoded = env.store.file(str(a)), env.encoded()
+    a2, a3 = a.with_name("a2.jpg"), a.with_name("a3.jpg")
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None)
+    holder = sqlite3.connect(env.store.path, isolation_level=None)
+    caplog.clear()
+    worker.start()
+    try:
+        with caplog.at_level("DEBUG", logger="tagwatch"):
+            holder.execute("BEGIN EXCLUSIVE")
+            a.rename(a2)
+            queue.op(Move(str(a), str(a2)))
+            a2.rename(a3)
+            queue.op(Move(str(a2), str(a3)))
+            queue.put(str(a3))  # an app touched it at its new name
+            b.unlink()
+            queue.op(Delete(str(b)))
+            wait_for(lambda: any(r.getMessage() == f"{a3}: waits for the rename or deletion before it to be "
+                                 "recorded" for r in caplog.records))
+            assert env.store.file(str(a)) == kept and env.store.file(str(b)).state == DONE  # waiting
+            holder.execute("COMMIT")
+            settled = lambda: not len(queue) and worker.idle.is_set()  # noqa: E731
+            wait_for(lambda: env.store.file(str(b)).state == DELETED and settled())
+    finally:
+        holder.close()
+        queue.close()
+        worker.join(timeout=60)
+    row = env.store.file(str(a3))
+    assert row is not None and (row.id, row.state) == (kept.id, DONE)
+    assert env.store.file(str(a)) is None and env.store.file(str(a2)) is None
+    assert env.encoded() == encoded
+    said = [(r.levelname, getattr(r, "event", None)) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [("WARNING", "retrying")], caplog.text
+    moves = [(getattr(r, "from"), r.path) for r in caplog.records if getattr(r, "event", None) == "moved"]
+    assert moves == [(str(a), str(a2)), (str(a2), str(a3))]
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "tagged"]
+    assert len([r for r in caplog.records if "takes writes again" in r.getMessage()]) == 1

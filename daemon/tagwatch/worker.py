@@ -263,7 +263,10 @@ class Worker(threading.Thread):
         # what still waits for the database after these: those that wait now, and the later ops
         # behind them (the retried ones are tried again, in order)
         waiting = [] if retried else list(self._ops)
-        paths = batch.paths + self.pipeline.apply(ops, waiting)
+        # a backup's lock is waited out as a photo batch's is, not SQLite's 30 s an op: one not
+        # recorded waits, in order, instead of being lost
+        with self.pipeline.store.lock_wait(DATABASE_LOCK_WAIT_S):
+            paths = batch.paths + self.pipeline.apply(ops, waiting)
         self._ops_wait(waiting, retried)
         paths = self._hold_behind(paths)
         held = self.engine.in_flight(paths)
