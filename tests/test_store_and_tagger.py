@@ -17,7 +17,7 @@ from conftest import Daemon, noise_jpeg, status, tagwatch, wait_for, write_confi
 from tagwatch.cli import status as status_command
 from tagwatch.config import Config
 from tagwatch.rebuild import rebuild
-from tagwatch.store import DELETED, DONE, PENDING, REMOVED, SCHEMA_VERSION, Store
+from tagwatch.store import DELETED, DONE, PENDING, REMOVED, SCHEMA_VERSION, Store, restore_warning
 from tagwatch.tagger import TagMatrix, normalize, predict, select
 from tagwatch.vocabulary import parse_tag_list
 
@@ -431,6 +431,23 @@ def test_a_database_another_program_holds_locked_is_not_read_only_and_a_short_wa
     finally:
         holder.close()
         store.close()
+
+
+def test_the_daemons_start_words_a_restore_a_command_found_as_the_command_did_after_its_opening(
+        tmp_path: Path) -> None:
+    """The daemon's start said a restore a command had found in a copy of the store's sentence of
+    its own, which had drifted from it (it left out that the keywords are written again).  One
+    function words both now: they differ in their opening alone, and in no test's assertion."""
+    database = tmp_path / "tagwatch.db"
+    now, then = restore_warning(database), restore_warning(database, 1_765_000_000 * 10**9)
+    assert now.startswith(f"{database}: this database is older") and RESTORED in now
+    assert "was found older than the one tagwatch last used here on " in then and RESTORED not in then
+
+    def rest(line: str) -> str:
+        return line.split("(restored from a backup?)")[1].replace("before then", "before now")
+
+    assert rest(now) == rest(then) and "written again where still predicted" in rest(then)
+    assert restore_warning(database, unrecorded=" (not recorded yet: x)").endswith("(not recorded yet: x)")
 
 
 def test_status_says_a_restored_database_until_the_daemon_has_checked_the_watched_folders_again(

@@ -45,7 +45,7 @@ from .status import (
     watching,
     write_state,
 )
-from .store import Store, locked
+from .store import Store, locked, restore_day, restore_warning
 from .vocabulary import VocabularyError
 from .watcher import PathFilter, Watcher, reconcile
 from .wording import counted
@@ -473,13 +473,7 @@ class Daemon:
         found = None if self.store.restore_said else self.store.restore_unchecked()
         if found is None:
             return
-        day = time.strftime("%Y-%m-%d %H:%M", time.localtime(found / 1e9))
-        log.warning("%s: this database was found older than the one tagwatch last used here on %s, before "
-                    "this start (restored from a backup?): it does not know what tagwatch did after that "
-                    "copy was taken. Keywords of tagwatch's missing from photos changed before then are not "
-                    "taken for a person's removal; `tagwatch status` says it until the daemon has checked "
-                    "the watched folders again", self.config.database, day,
-                    extra={"event": "database-restored"})
+        log.warning("%s", restore_warning(self.config.database, found), extra={"event": "database-restored"})
 
     def _check_restore(self, began_ns: int) -> None:
         """A scan of every watched folder, begun at ``began_ns``, compared each photo with its record:
@@ -512,10 +506,9 @@ class Daemon:
         self._restore_check = None
         self._check_backoff.clear("check")
         if restored is not None:
-            day = time.strftime("%Y-%m-%d %H:%M", time.localtime(restored / 1e9))
             log.info("%s: every photo in the watched folders checked again since the database was found "
                      "restored on %s (the photos changed after that copy was taken are settled); "
-                     "`tagwatch status` no longer says it", self.config.database, day,
+                     "`tagwatch status` no longer says it", self.config.database, restore_day(restored),
                      extra={"event": "restore-checked"})
 
     def _check_roots(self) -> None:

@@ -236,6 +236,31 @@ def _read_mark(path: Path) -> Mark | None:
         return None
 
 
+def restore_day(found_ns: int) -> str:
+    """When a restore was found (ns, this machine's clock), as its lines say it: ``2026-12-06 21:40``."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(found_ns / 1e9))
+
+
+def restore_warning(database: Path, found_ns: int | None = None, unrecorded: str = "") -> str:
+    """The WARNING (event ``database-restored``) that says ``database`` is older than the one
+    tagwatch last used at its path, decided here for both its sayers: the connection that finds it
+    (``found_ns`` None: found now; :meth:`Store._notice_restore`) and the daemon's start, where a
+    command found it before (``found_ns``: when), whose own copy of the sentence had drifted from
+    this one (it left out what becomes of the keywords).  ``unrecorded``: why it is not recorded
+    yet, where so."""
+    if found_ns is None:
+        found, then = "is older than the one tagwatch last used here", "now"
+    else:
+        found = (f"was found older than the one tagwatch last used here on {restore_day(found_ns)}, "
+                 "before this start")
+        then = "then"
+    return (f"{database}: this database {found} (restored from a backup?): it does not know what "
+            "tagwatch did after that copy was taken. Keywords of tagwatch's missing from photos changed "
+            f"before {then} are not taken for a person's removal: they are written again where still "
+            "predicted (one a person took out after that copy was taken comes back once); `tagwatch "
+            f"status` says it until the daemon has checked the watched folders again{unrecorded}")
+
+
 class StoreError(RuntimeError):
     """The database cannot be used; the message says why."""
 
@@ -611,11 +636,7 @@ class Store:
             unrecorded = f" (not recorded yet: {exc}; recorded with this tagwatch's first write)"
         self.restore_said = True
         level = logging.DEBUG if self._restore_told else logging.WARNING
-        log.log(level, "%s: this database is older than the one tagwatch last used here (restored from a "
-                "backup?): it does not know what tagwatch did after that copy was taken. Keywords of "
-                "tagwatch's missing from photos changed before now are not taken for a person's "
-                "removal: they are written again where still predicted (one a person took out after "
-                "that copy was taken comes back once)%s", self.path, unrecorded,
+        log.log(level, "%s", restore_warning(self.path, unrecorded=unrecorded),
                 extra={"event": "database-restored"})
 
     @staticmethod
