@@ -13,6 +13,7 @@ write (a photo app that read the photo just before tagwatch wrote it).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sqlite3
 import subprocess
@@ -42,10 +43,11 @@ from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.outcomes import Status
 from tagwatch.overrides import parse_overrides
 from tagwatch.places import Geocoder
+from tagwatch.queue import Delete, Move
 from tagwatch.store import ADDED, DECLINED, USER, WITHDRAWN, Store
 from tagwatch.vocabulary import load_configured
 from tagwatch.web.library import Library
-from tagwatch.writeback import WriteJob
+from tagwatch.writeback import RESTORED, Writeback, WriteJob
 from test_expansion import SHAPES_LIST, THRESHOLD
 from test_reliability import TAGS, ours, shape_jpeg, shapes_config, store_rows
 
@@ -373,6 +375,28 @@ def test_a_restored_database_backup_does_not_take_tagwatchs_later_removals_for_a
         assert RESTORED_WARNING not in caplog.text
     finally:
         env.close()
+
+
+def test_what_was_said_of_a_photos_tries_goes_when_it_is_deleted_or_renamed(tmp_path: Path) -> None:
+    """The line said of a photo's try (restored, stale save, sent again) is kept so that its later
+    tries say it at DEBUG (the test above), until its outcome is recorded.  One deleted or renamed
+    before that, after waiting out a lock, kept it for the daemon's life: a long-running daemon
+    grew by one for each.  Now a deletion or a rename (of it, or of its folder) lets it go."""
+    store = Store(tmp_path / "tw.db")
+    try:
+        writeback = Writeback(store, None)
+        folder = tmp_path / "in"
+        said = (RESTORED, ("forest",), 1)
+        photos = [str(folder / name) for name in ("gone.jpg", "renamed.jpg", "kept.jpg", "a/1.jpg",
+                                                  "b/2.jpg")]
+        assert [writeback._once(photo, said) for photo in photos] == [logging.INFO] * 5
+        writeback.apply_ops([Delete(photos[0]), Move(photos[1], str(folder / "new.jpg")),
+                             Delete(str(folder / "a"), is_dir=True),
+                             Move(str(folder / "b"), str(folder / "c"), is_dir=True)])
+        assert list(writeback._said) == [photos[2]]  # nothing of the photos gone, nor under new names
+        assert writeback._once(photos[2], said) == logging.DEBUG  # still there: said once
+    finally:
+        store.close()
 
 
 def red_square(env: Env, tagging: TaggingConfig, seed: int, tag_list: str = SHAPES_LIST) -> Path:

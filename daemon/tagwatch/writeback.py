@@ -435,7 +435,8 @@ class Writeback:
         # the daemon's watched folders: a file gone from one is seen gone there (see retire_moved)
         self.watched: tuple[str, ...] = ()  # the daemon's folders: a file gone there is the watcher's
         # why a photo's missing keywords are no person's removal, as said at its try (see _once): a
-        # photo that waits out a backup's lock is tried again and again, and said it at every try
+        # photo that waits out a backup's lock is tried again and again, and said it at every try.
+        # Kept until its outcome is recorded, or the photo is deleted or renamed (_forget_said)
         self._said: dict[str, tuple[object, ...]] = {}
 
     # -- the write protocol ---------------------------------------------------------------------
@@ -907,6 +908,19 @@ class Writeback:
         self._said[path] = said
         return logging.INFO
 
+    def _forget_said(self, path: str, is_dir: bool = False) -> None:
+        """``path`` deleted or renamed away (every photo under it, ``is_dir``): what :meth:`_once`
+        kept of its tries goes.  Kept, a long-running daemon held a line's worth for every photo it
+        had said one of and that went before its outcome was recorded (one that waited out a lock,
+        then was deleted).  Not carried to a new name: the line names the path, so at the new name
+        it is news (and a rename changes the change time it holds besides)."""
+        if not is_dir:
+            self._said.pop(path, None)
+            return
+        under = path.rstrip("/") + "/"
+        for gone in [said for said in self._said if said.startswith(under)]:
+            del self._said[gone]
+
     def _removed(self, job: WriteJob, row: FileRow, state: FileState,
                  owned_paths: Mapping[str, Sequence[str]], reader: KeywordWriter
                  ) -> tuple[list[str], list[str], str | None]:
@@ -1306,6 +1320,7 @@ class Writeback:
                 if not op.is_dir:
                     unknown.append(op.path)
                 return
+            self._forget_said(op.path, op.is_dir)
             if not utf8_name(op.path):  # never recorded (skipped, saying why): nothing to forget
                 return
             if op.is_dir:
@@ -1319,6 +1334,7 @@ class Writeback:
             else:
                 log.info("%s: skipped: deleted before it could be tagged", op.path)
             return
+        self._forget_said(op.src, op.is_dir)
         if not (utf8_name(op.src) and utf8_name(op.dst)):
             self._move_unrecordable(op, unknown, look=not half)
             return
