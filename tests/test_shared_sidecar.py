@@ -470,6 +470,42 @@ def test_sync_takes_a_tag_off_the_list_out_of_both_photos_of_a_pair(tmp_path: Pa
         env.close()
 
 
+def test_a_dry_run_of_overwrite_names_none_of_the_keywords_the_scan_keeps_beside_a_raw(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Review L3: a JPEG that writes the sidecar it shares with its RAW too (target both) is written
+    in overwrite mode as in sync while the RAW has keywords there from tagwatch, so the person's
+    keyword in the JPEG stays.  The dry run decided overwrite without the shared sidecar and said it
+    would take the person's `Tante Anna` out (and the RAW's `mountain`), which the scan then kept.
+    Dry run and scan decide it in one place now (Writeback.kept_beside)."""
+    jpg, png = pair(tmp_path / "in")
+    side = tmp_path / "in" / "IMG_1.xmp"
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["mountain"], top_k=1,
+                          extra='[write]\ntarget = "both"\nsidecar = "photo.xmp"\n')
+    assert tagwatch("scan", str(png), "--config", str(config)).returncode == 0
+    assert "mountain" in in_sidecar(side)  # the RAW's, from tagwatch
+    (tmp_path / "conf" / "tags.txt").write_text("beach\n", encoding="utf-8")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords=Tante Anna",
+                    "-XMP-dc:Subject=Tante Anna", str(jpg)], check=True)
+    dry = tagwatch("scan", "--dry-run", "--mode", "overwrite", str(jpg), "--config", str(config))
+    assert dry.returncode == 0, dry.stderr
+    line = dry.stdout.strip().split("\t")[1]
+    assert line.startswith("beach (") and "would take out" not in line, line
+    real = tagwatch("scan", "--mode", "overwrite", str(jpg), "--config", str(config))
+    assert real.returncode == 0, real.stderr
+    assert "written as in sync mode, not overwrite" in real.stderr, real.stderr
+    assert {"Tante Anna", "beach"} <= set(exif_keywords(jpg)["iptc"]), real.stderr
+    assert {"beach", "mountain"} <= in_sidecar(side)
+    # The RAW, written through the sidecar alone, keeps overwrite and writes the JPEG's there as they
+    # are: the dry run named the JPEG's beach as a person's keyword it would take out
+    (tmp_path / "conf" / "tags.txt").write_text("forest\n", encoding="utf-8")
+    dry = tagwatch("scan", "--dry-run", "--mode", "overwrite", str(png), "--config", str(config))
+    assert dry.returncode == 0, dry.stderr
+    line = dry.stdout.strip().split("\t")[1]
+    assert line.startswith("forest (") and "beach" not in line, line
+    assert tagwatch("scan", "--mode", "overwrite", str(png), "--config", str(config)).returncode == 0
+    assert {"beach", "forest"} <= in_sidecar(side)
+
+
 def test_a_keyword_of_the_persons_in_the_raws_sidecar_is_written_into_the_jpeg(
         tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The person had keyworded the RAW `forest` (in IMG_1.xmp): the JPEG, predicted `forest`, never

@@ -451,6 +451,9 @@ class Writeback:
         a dry run with a stricter threshold called such a photo unchanged, and the scan after it
         took four keywords out.  So are the person's keywords overwrite mode would take out: a dry
         run of ``--mode overwrite`` called a photo unchanged whose own keywords the scan deleted.
+        Not those it keeps in a sidecar it shares with another photo, nor overwrite's where the scan
+        writes that sidecar as sync (:meth:`kept_beside`): a dry run named the person's keywords of a
+        JPEG beside its RAW, which the scan kept.
         A photo new to the store takes up the keywords of ours of the file it is a copy of, as the
         scan does (:meth:`adopt`): after a library was moved to a new disk, a dry run said every
         photo would be tagged again, and the scan then left each one as it was.  A photo with
@@ -502,16 +505,23 @@ class Writeback:
             places = [k for k in placed.keywords if fold(k) not in left_out]
             removes |= folded(placed.rejected)  # a place level below one a correction removes
         wanted = (*job.keywords, *places)
+        # the sidecar it shares, as plan_ahead decides: the other photos' keywords there stay (written
+        # as they are by a photo written through its sidecar alone), and overwrite may work as sync
+        stays: list[str] = []
+        if state is not None and not state.apart and self.reader is not None:
+            others = shared.mates(self.reader, self.store, job.path)
+            if others:
+                stays, mode, _ = self.kept_beside(self.reader, job.path, state, others, wanted, mode)
         # ours the scan takes out, as plan_ahead decides: sync (and overwrite with a prediction) every
         # one no longer predicted, any mode those a correction removes
-        kept, sweeps = folded(wanted), rules.sweeps(bool(keywords))
+        kept, sweeps = folded([*wanted, *stays]), rules.sweeps(bool(keywords))
         leaving = [o for o in owned if state is not None and o not in absent and fold(o) not in kept
                    and (sweeps or fold(o) in removes)]
         took += [o for o in leaving if fold(o) in removes and fold(o) not in folded(took)]
         dropping = [o for o in leaving if fold(o) not in removes]
         # overwrite: the file's keywords neither predicted nor ours go (KeywordWriter.plan's dropped)
         in_file = state.photo.all | state.sidecar.all if mode == "overwrite" and state is not None else set()
-        overwriting = overwritten(in_file, wanted, owned)
+        overwriting = overwritten(in_file, [*wanted, *stays], owned)
         # every keyword in the file already (the person's, or ours): the scan would count it unchanged
         held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
         # (a place may fill location fields too: a photo with one counts as written, as it may be)
@@ -713,19 +723,35 @@ class Writeback:
         and lets go of those it no longer wants; a photo that embeds keywords too (a JPEG with target
         both, or one that wrote the sidecar under an earlier target) takes them out of its own
         fields as any photo does and leaves them in the sidecar alone (``side_keep``); its
-        overwrite, which would set its sidecar to its own keywords alone, works as sync."""
+        overwrite, which would set its sidecar to its own keywords alone, works as sync (both
+        decided by :meth:`kept_beside`, as a dry run decides them)."""
         assert self.writer is not None
-        keep = [k for k, paths in others.held.items()
-                if k not in writing and not self.writer.absent(state, {k: paths})]
-        if not keep:
-            return job.owned, writing, mode, []
-        if not self.writer.embeds(Path(job.path)):
-            job.released = [o for o in job.owned if o in keep and (mode != "append" or o in withdraw)]
-            return job.owned, [*writing, *keep], mode, []
-        if mode == "overwrite":
+        rewrite, planned, side_keep = self.kept_beside(self.writer, job.path, state, others, writing, mode)
+        if rewrite:
+            job.released = [o for o in job.owned if o in rewrite and (mode != "append" or o in withdraw)]
+            return job.owned, [*writing, *rewrite], mode, []
+        if planned != mode:
             log.info("%s: written as in sync mode, not overwrite: its sidecar %s holds the keywords of %s "
                      "too", job.path, self.writer.sidecar_for(Path(job.path)).name, ", ".join(others.paths))
-        return job.owned, writing, "sync" if mode == "overwrite" else mode, keep
+        return job.owned, writing, planned, side_keep
+
+    @staticmethod
+    def kept_beside(reader: KeywordWriter, path: str, state: FileState, others: shared.Mates,
+                    writing: Sequence[str], mode: str) -> tuple[list[str], str, list[str]]:
+        """How a photo's write keeps, in the sidecar it shares, the keywords the other photos have
+        there from tagwatch (``others``; ``writing``: this photo's, ``mode``: as planned so far),
+        decided once for the write (:meth:`_beside`) and a dry run (:meth:`preview`).  Returns (those
+        it writes as they are, the mode, those it leaves in the sidecar alone): a photo written
+        through its sidecar only rewrites them; one that embeds its keywords too leaves them, and its
+        overwrite works as sync.  The dry run decided overwrite on its own and named the person's
+        keywords the scan, writing as sync, kept."""
+        keep = [k for k, paths in others.held.items()
+                if k not in writing and not reader.absent(state, {k: paths})]
+        if not keep:
+            return [], mode, []
+        if not reader.embeds(Path(path)):
+            return keep, mode, []
+        return [], "sync" if mode == "overwrite" else mode, keep
 
     def adopt(self, job: WriteJob, state: FileState, twins: Sequence[Twin], theirs: set[str],
               moved: str | None = None) -> dict[str, tuple[str, ...]]:
