@@ -506,6 +506,31 @@ def test_a_dry_run_of_overwrite_names_none_of_the_keywords_the_scan_keeps_beside
     assert {"beach", "forest"} <= in_sidecar(side)
 
 
+def test_a_dry_run_leaves_out_a_keyword_a_person_took_out_of_the_sidecar_the_photo_shares(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A keyword a person took out of the shared sidecar (recorded for the RAW, which had it from
+    tagwatch) is out for both photos: the JPEG's scan leaves it out.  Its dry run did not read the
+    other photo's ledger, and listed it as one the scan would write."""
+    jpg, png = pair(tmp_path / "in")
+    side = tmp_path / "in" / "IMG_1.xmp"
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach"], top_k=3, extra=SIDECAR)
+    assert tagwatch("scan", str(jpg), "--config", str(config)).returncode == 0  # the JPEG: beach
+    (tmp_path / "conf" / "tags.txt").write_text("beach\nforest\nmountain\n", encoding="utf-8")
+    assert tagwatch("scan", str(png), "--config", str(config)).returncode == 0  # the RAW: all three
+    assert in_sidecar(side) == {"beach", "forest", "mountain"}
+    # one of the two the RAW's write added (both at once would read as a save built from before it)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject-=forest",
+                    "-XMP-lr:HierarchicalSubject-=forest", str(side)], check=True)  # as digiKam does
+    rescan = tagwatch("scan", str(png), "--config", str(config))
+    assert "forest taken out of it by a person" in rescan.stderr, rescan.stderr
+    dry = tagwatch("scan", "--dry-run", str(jpg), "--config", str(config))
+    assert dry.returncode == 0, dry.stderr
+    assert "forest" not in dry.stdout and "mountain" in dry.stdout, dry.stdout
+    real = tagwatch("scan", str(jpg), "--config", str(config))
+    assert real.returncode == 0, real.stderr
+    assert in_sidecar(side) == {"beach", "mountain"}, real.stderr  # left out, as the dry run says
+
+
 def test_a_keyword_of_the_persons_in_the_raws_sidecar_is_written_into_the_jpeg(
         tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The person had keyworded the RAW `forest` (in IMG_1.xmp): the JPEG, predicted `forest`, never

@@ -488,8 +488,12 @@ class Writeback:
                                                   self.reader)
             taken = [] if why else found
             absent = found + unwritten
+        # the other photos sharing its sidecar, as plan_ahead reads them: a keyword a person took out
+        # of that sidecar is out for this photo too (a dry run listed it to be written)
+        others = (shared.mates(self.reader, self.store, job.path)
+                  if state is not None and not state.apart and self.reader is not None else shared.NO_MATES)
         declined_all = ([*self.store.ledger(row.id, DECLINED), *taken] if mine and row is not None
-                        else list(declined_there))
+                        else list(declined_there)) + list(others.declined)
         keywords, left_out, _ = self.left_out(job, declined_all, state, self.reader, rules)
         declined = folded(left_out)
         job = replace(job, tags=[(k, s) for k, s in job.tags if k in keywords])
@@ -508,10 +512,8 @@ class Writeback:
         # the sidecar it shares, as plan_ahead decides: the other photos' keywords there stay (written
         # as they are by a photo written through its sidecar alone), and overwrite may work as sync
         stays: list[str] = []
-        if state is not None and not state.apart and self.reader is not None:
-            others = shared.mates(self.reader, self.store, job.path)
-            if others:
-                stays, mode, _ = self.kept_beside(self.reader, job.path, state, others, wanted, mode)
+        if others and state is not None and self.reader is not None:
+            stays, mode, _ = self.kept_beside(self.reader, job.path, state, others, wanted, mode)
         # ours the scan takes out, as plan_ahead decides: sync (and overwrite with a prediction) every
         # one no longer predicted, any mode those a correction removes
         kept, sweeps = folded([*wanted, *stays]), rules.sweeps(bool(keywords))
