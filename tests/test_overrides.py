@@ -508,3 +508,71 @@ def test_a_correction_follows_its_photo_moved_to_another_watched_folder(tmp_path
     wait_for(lambda: f'path = "{away / "q.jpg"}"' in overrides_file.read_text(encoding="utf-8"))
     assert keywords_in(away / "q.jpg") == tagged
     assert daemon.stop() == 0
+
+
+def test_a_correction_and_sidecar_follow_a_photo_renamed_while_no_daemon_runs(
+        tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
+    """Renamed while no daemon runs (or by a rename still waiting as it stopped: Worker._last_try),
+    the next start's scan sees the old name gone and a new photo: the correction naming the old
+    name follows it, as a live rename's does (Pipeline._follow_moved), the vector kept by its
+    content tags it (not encoded again), the old record is marked deleted, and the person's own
+    keywords stay.  A sidecar a photo app renamed with it is taken up, its keywords tagwatch's
+    again; one left at the old name by a rename of the photo alone is not moved (as a live
+    rename's is): tagwatch's keywords and the correction's leave it, the person's stay there, and
+    the new name gets a sidecar of its own."""
+    import contextlib
+    import sqlite3
+
+    from tagwatch.overrides import correct
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], top_k=10,
+                          extra='[write]\ntarget = "both"\n')
+    config.write_text('overrides = "o.toml"\n' + config.read_text())
+    overrides_file = config.parent / "o.toml"
+    app, alone = root / "app.jpg", root / "alone.jpg"
+    text = "# mine\n"
+    for photo in (app, alone):
+        person_tags(noise_jpeg(photo, seed=3 if photo == app else 4), "Oma")
+        text = correct(correct(text, overrides_file, [root], str(photo), "beach", "remove"),
+                       overrides_file, [root], str(photo), "Anna", "add")
+    overrides_file.write_text(text, encoding="utf-8")
+    daemon: Daemon = daemon_factory(config).start()
+    corrected = {"forest", "mountain", "city street", "Ünïcödé tag", "日本語", "Anna", "Oma"}
+    sidecar = lambda photo: photo.with_name(photo.name + ".xmp")  # noqa: E731
+    wait_for(lambda: all(keywords_in(p) == corrected and sidecar(p).is_file() for p in (app, alone)))
+    assert daemon.stop() == 0
+    encoded = status(config)["encoded"]
+
+    app2, alone2 = root / "app2.jpg", root / "alone2.jpg"
+    app.rename(app2)
+    sidecar(app).rename(sidecar(app2))  # a photo app renames both
+    alone.rename(alone2)  # a file manager the photo alone
+    daemon.start()
+    wait_for(lambda: status(config)["deleted"] == 2 and status(config)["tagged"] == 2)
+    wait_for(lambda: all(f'path = "{p}"' in overrides_file.read_text(encoding="utf-8")
+                         for p in (app2, alone2)))
+    text = overrides_file.read_text(encoding="utf-8")
+    assert text.startswith("# mine\n") and str(app) not in text and str(alone) not in text
+    for photo in (app2, alone2):
+        assert keywords_in(photo) == corrected
+        assert set(exif_keywords(sidecar(photo))["xmp"]) == corrected
+    # left behind, the sidecar loses tagwatch's keywords (the correction's too) and keeps the person's
+    assert exif_keywords(sidecar(alone))["xmp"] == ["Oma"]
+    assert status(config)["encoded"] == encoded  # tagged from the vector its content keeps
+    # the correction's keyword stays recorded the person's, as after a live rename: a deletion then
+    # takes it out of the sidecar with tagwatch's, and the person's own stay
+    mark = len(daemon.log())
+    app2.unlink()
+    daemon.wait_log(f"{app2}: deleted", since=mark)
+    assert exif_keywords(sidecar(app2))["xmp"] == ["Oma"]
+    assert daemon.stop() == 0
+    with contextlib.closing(sqlite3.connect(f"file:{config.parent / 'state' / 'tagwatch.db'}?mode=ro",
+                                            uri=True)) as db:
+        rows = dict(db.execute("SELECT path, state FROM files"))
+        ledger = {(keyword, action) for keyword, action in db.execute(
+            "SELECT keyword, action FROM ledger JOIN files ON files.id = file_id WHERE path = ?",
+            (str(alone2),))}
+    assert rows[str(app)] == rows[str(alone)] == "deleted"
+    assert {("Anna", USER), ("forest", "added")} <= ledger and not any(k == "Oma" for k, _ in ledger)

@@ -787,6 +787,12 @@ class Writeback:
             self.store.add_ledger(job.file_id, sorted(self._declined_in(sources)), DECLINED)
             self.store.set_filled(job.file_id, {name: record for name, record in records.items()
                                                 if name in KEYWORD_FIELDS})
+            if not os.path.lexists(sources[0].path):  # renamed (its correction followed it: judge)
+                # the keywords that correction added stay recorded the person's, as a live rename's
+                # (Store.move): else its deletion leaves them in its sidecar (release)
+                users = [k for k in self.store.ledger(sources[0].id, USER) if k in job.override.add]
+                self.store.add_ledger(job.file_id, users, USER,
+                                      paths=self.store.ledger_paths(sources[0].id, USER))
         job.owned = job.held = list(adopted)
         # a copy has its original beside it; a file manager's move across disks does not
         log.info("%s: %s %s; %s, written there by tagwatch, are tagwatch's here too", job.path,
