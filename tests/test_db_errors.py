@@ -307,6 +307,9 @@ def test_renames_still_waiting_as_the_daemon_stops_are_said_and_found_by_the_nex
         daemon.stop()
         stops = [r for r in lines() if "not recorded as tagwatch stops" in r["message"]]
         assert len(stops) == 1 and stops[0]["level"] == "warning", stops
+        said = stops[0]["message"]  # one line, naming the reason and what the next start does
+        assert "\n" not in said and "full" in said, said
+        assert "a correction naming its old name follows it" in said, said
         (small / "filler.bin").unlink()
         mark = len(lines())
         daemon = Daemon(config, log, args=["--log-format", "json"]).start()

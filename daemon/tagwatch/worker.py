@@ -176,9 +176,13 @@ class Worker(threading.Thread):
         still cannot be recorded is said in one line.  They are kept nowhere else (the full disk is
         the database's, and holds the daemon's state file too): the next start's scan finds what
         they did as it finds what was done while no daemon watched.  A photo moved under its own
-        name (into another folder) is recorded moved and a deleted one deleted; one renamed is seen
-        as gone and as a new photo, tagged with the vector kept by its content (not encoded again),
-        but a correction or a sidecar naming its old name does not follow it."""
+        name (into another folder) is recorded moved, as a rename seen live is, and a deleted one
+        deleted.  One renamed is seen as gone and as a new photo: the old name's record is marked
+        deleted, the new name tagged with the vector kept by its content (not encoded again),
+        tagwatch's keywords in it recorded tagwatch's again (as a copy's: Writeback.adopt), and a
+        correction naming its old name follows it (Pipeline._follow_moved); its sidecar, unless
+        renamed with it, stays at the old name without tagwatch's keywords, and the new name gets
+        one of its own."""
         if not self._ops:
             return
         waiting: list[tuple[Op, str]] = []
@@ -189,7 +193,8 @@ class Worker(threading.Thread):
         if waiting:
             log.warning("%d renames and %d deletions not recorded as tagwatch stops: %s; the next start's "
                         "scan finds them, a photo renamed as deleted and new (a correction naming its old "
-                        "name does not follow it)", len(renames), len(waiting) - len(renames), waiting[0][1])
+                        "name follows it, a sidecar left at its old name does not)",
+                        len(renames), len(waiting) - len(renames), waiting[0][1])
 
     def _reloading(self, call: Callable[[], None]) -> None:
         """The reload (or the resumed re-score), its writes waiting as a photo batch's for a database
