@@ -637,3 +637,59 @@ def test_a_jpeg_renamed_or_deleted_leaves_the_persons_keyword_in_its_raws_sideca
         assert in_sidecar(side) == {"forest"}
     finally:
         env.close()
+
+
+def test_the_review_page_says_of_a_shared_sidecar_what_the_write_does_with_it(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The photo page's *Writing into the file* line knew nothing of a sidecar two photos share: in
+    overwrite it said the person's `Tante Anna` was going out of the JPEG (its write, beside the
+    RAW's keywords, works as sync and keeps it) and the JPEG's `beach` out of the RAW's sidecar (the
+    RAW's write keeps it), and it said `forest` was on its way into the JPEG after a person had taken
+    it out of the sidecar (the write leaves it out).  None of those is ever written, so the page
+    said them, and polled, for good.  The page now takes the write's decision
+    (``Writeback.kept_beside``, ``shared.mates``); each answer is checked against the scan's own
+    write, after which nothing is left on its way."""
+    from test_ownership import pending
+
+    jpg, png = pair(tmp_path / "in")
+    side = tmp_path / "in" / "IMG_1.xmp"
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[tmp_path / "in"], tags=["beach"],
+                          top_k=2, extra='[write]\ntarget = "both"\nsidecar = "photo.xmp"\n')
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("top_k = 2\n", 'top_k = 2\nmode = "overwrite"\n'), encoding="utf-8")
+    tags = tmp_path / "conf" / "tags.txt"
+
+    def scan(photo: Path) -> str:
+        result = tagwatch("scan", str(photo), "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    scan(jpg)  # beach, into the JPEG and the sidecar
+    tags.write_text("mountain\n", encoding="utf-8")
+    scan(png)  # mountain: the RAW's, from tagwatch
+    assert in_sidecar(side) == {"beach", "mountain"}
+    # the JPEG (target both) beside the RAW's mountain: its overwrite works as sync, a person's keyword
+    # saved into it since stays
+    tags.write_text("beach\n", encoding="utf-8")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords+=Tante Anna",
+                    "-XMP-dc:Subject+=Tante Anna", str(jpg)], check=True)
+    assert pending(config, jpg) == []
+    assert "written as in sync mode, not overwrite" in scan(jpg)
+    assert set(exif_keywords(jpg)["iptc"]) == {"Tante Anna", "beach"}, "kept, as the page said"
+    assert pending(config, jpg) == []
+    # the RAW, written through the sidecar alone: the JPEG's beach stays there, its own mountain goes
+    tags.write_text("forest\ncity street\n", encoding="utf-8")
+    assert pending(config, png) == ["adding 'forest'", "adding 'city street'", "taking out 'mountain'"]
+    scan(png)
+    assert in_sidecar(side) == {"beach", "forest", "city street"}, "as the page said"
+    assert pending(config, png) == []
+    # a person takes the RAW's forest out of the sidecar (one of the two its write added): out of the
+    # JPEG too, whose one prediction it is then, so the JPEG's write has nothing to do
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject-=forest",
+                    "-XMP-lr:HierarchicalSubject-=forest", str(side)], check=True)
+    assert "forest taken out of it by a person" in scan(png)
+    tags.write_text("forest\n", encoding="utf-8")
+    assert pending(config, jpg) == []
+    scan(jpg)
+    assert "forest" not in set(exif_keywords(jpg)["iptc"]) | in_sidecar(side), "left out, as the page said"
+    assert pending(config, jpg) == []

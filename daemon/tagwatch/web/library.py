@@ -23,12 +23,13 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from .. import shared
 from ..captions import Captions, Reading
 from ..casefold import fold, folded
 from ..config import Config, TaggingConfig
 from ..encoder import LazyModel
 from ..geotag import Places
-from ..metadata import Keywords, KeywordWriter, overwritten
+from ..metadata import FileState, Keywords, KeywordWriter, MetadataError, overwritten
 from ..model import model_identity
 from ..overrides import Override, Overrides, OverridesError, glob_escape
 from ..pipeline import listed_with, load_config_overrides, load_tag_list
@@ -41,7 +42,7 @@ from ..vectors import text_vectors
 from ..vocabulary import Vocabulary, VocabularyError
 from ..watcher import PathFilter
 from ..wording import counted, score_beside
-from ..writeback import TagRules, carried, corrected
+from ..writeback import TagRules, Writeback, carried, corrected
 from .paths import PhotoRoots, real
 
 log = logging.getLogger(__name__)
@@ -822,8 +823,13 @@ class Library:
         if row is not None and row.key is not None:
             vector = self.store.image_vectors([row.key], self.identity).get(row.key)
         scores = scoring.tags.scores(vector)[0] if vector is not None else None
-        # Keywords of ours a person took out of the file: tagwatch never writes them in again
+        # Keywords of ours a person took out of the file: tagwatch never writes them in again; nor
+        # those a person took out of the sidecar it shares with another photo, as the write reads them
         declined = _declined(ledger, keywords)
+        beside = self._beside(path)
+        if beside is not None:
+            others, state = beside
+            declined |= set(self.keywords.writer.absent(state, {k: () for k in others.declined}))
         implied = self._levels(scores, scoring, override, declined) if scores is not None else {}
         reading = self._reading(row, vector, scoring) if self.config.captions.enabled else None
         caption = self._caption(reading, override) if self.config.captions.enabled else None
@@ -882,8 +888,8 @@ class Library:
                 lines.append(ScoreLine(keyword, score, limit, verdict, owner.get(keyword), rejected,
                                        100 * (score - floor) / span, 100 * (limit - floor) / span))
         present = file_keywords(keywords) if keywords is not None else []
-        changes = self._changes(self._wanted(row, scores, scoring, override, declined, reading, spot),
-                                override, declined, present, ledger)
+        changes = self._changes(self._wanted(path, row, scores, scoring, override, declined, reading, spot,
+                                             beside), override, declined, present, ledger)
         unwritable = self._unwritable(path, row)
         # the daemon writes nothing into a photo untag set aside until a scan brings it back
         pending = [] if unwritable or (row is not None and row.state == UNTAGGED) else changes
@@ -948,14 +954,35 @@ class Library:
         finally:
             model.close()
 
-    def _wanted(self, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring, override: Override,
-                declined: set[str], reading: Reading | None, spot: Located | None
-                ) -> tuple[list[str], bool, bool] | None:
+    def _beside(self, path: str) -> tuple[shared.Mates, FileState] | None:
+        """The other photos sharing this photo's sidecar (``photo.xmp`` naming: a RAW+JPEG pair) and
+        what they have in it from tagwatch (:func:`shared.mates`), with the photo and its sidecar read
+        as the write reads them; None for a photo whose sidecar no other photo shares (or is none of
+        its keyword fields, :func:`shared.apart`), or that cannot be read: the page then decides as
+        for any photo."""
+        writer = self.keywords.writer
+        try:
+            if shared.apart(writer, self.store, path):
+                return None
+            others = shared.mates(writer, self.store, path)
+            return (others, writer.inspect(Path(path))) if others else None
+        except (MetadataError, OSError):
+            return None
+
+    def _wanted(self, path: str, row: FileRow | None, scores: np.ndarray | None, scoring: Scoring,
+                override: Override, declined: set[str], reading: Reading | None, spot: Located | None,
+                beside: tuple[shared.Mates, FileState] | None = None
+                ) -> tuple[list[str], bool, bool, list[str]] | None:
         """What tagwatch writes into this photo now, whether that write takes out what of ours it no
-        longer wants (sync, and overwrite with a prediction) and whether it overwrites (a person's
-        keywords go too): decided as the daemon decides it, from the same parts (:func:`select` and
-        the levels, the caption's keywords, :func:`corrected`, :meth:`_places`, then :func:`carried`;
-        the mode by :meth:`TagRules.planned`).  None for a photo not tagged yet or without a cached
+        longer wants (sync, and overwrite with a prediction), whether it overwrites (a person's
+        keywords go too) and the keywords it keeps as they are in the sidecar it shares: decided as
+        the daemon decides it, from the same parts (:func:`select` and the levels, the caption's
+        keywords, :func:`corrected`, :meth:`_places`, then :func:`carried`; the mode by
+        :meth:`TagRules.planned`; beside a sidecar another photo shares (``beside``,
+        :meth:`_beside`), the other photo's keywords there and the mode by
+        :meth:`Writeback.kept_beside`, as the write and a dry run decide them).  The keywords a
+        photo that embeds its own leaves in that sidecar alone are not kept: they go out of the
+        photo, whose fields the page reads.  None for a photo not tagged yet or without a cached
         vector: only its corrections are known here.  One that failed is decided all the same: its
         write waits."""
         if scores is None or row is None or row.state not in (DONE, FAILED):
@@ -966,8 +993,12 @@ class Library:
         tags, _ = corrected(override, predicted + (reading.keywords if reading is not None else []))
         keywords = [k for k, _ in tags if fold(k) not in kept]
         rules = TagRules(self.config.tagging.mode)
-        return (carried(keywords, self._places(spot, override), kept), rules.sweeps(bool(keywords)),
-                rules.planned(bool(keywords)) == "overwrite")
+        writing, mode = carried(keywords, self._places(spot, override), kept), rules.planned(bool(keywords))
+        stays: list[str] = []
+        if beside is not None:  # the other photo's keywords stay; its overwrite may work as sync
+            others, state = beside
+            stays, mode, _ = Writeback.kept_beside(self.keywords.writer, path, state, others, writing, mode)
+        return writing, rules.sweeps(bool(keywords)), mode == "overwrite", stays
 
     def _places(self, spot: Located | None, override: Override) -> list[str]:
         """The place keywords the write gives this photo now: those of its coordinates as last written
@@ -979,24 +1010,26 @@ class Library:
         return self.places.at(Coordinates(spot.lat, spot.lon), override.removes())
 
     @staticmethod
-    def _changes(wanted: tuple[list[str], bool, bool] | None, override: Override, declined: set[str],
-                 present: Sequence[str], ledger: dict[str, str]) -> list[str]:
+    def _changes(wanted: tuple[list[str], bool, bool, list[str]] | None, override: Override,
+                 declined: set[str], present: Sequence[str], ledger: dict[str, str]) -> list[str]:
         """What tagwatch is about to change in the file: what it writes into it now (:meth:`_wanted`;
         unknown, its corrections) against the keywords exiftool reads (``present``; the ledger says
         which are its own; overwrite takes out the person's others, by :func:`overwritten`, as the
-        write does).  The photo page polls while this is not empty, so it shows the file once the
-        daemon (or this page) has written it; nothing else may stay here, or the panel said *Writing
+        write does; the keywords kept as they are in a sidecar another photo shares stay, as the
+        write keeps them).  The photo page polls while this is not empty, so it shows the file once
+        the daemon (or this page) has written it; nothing else may stay here, or the panel said *Writing
         into the file* and was swapped every second for good."""
-        keywords, sweeps, overwrites = wanted if wanted is not None else (list(override.add), False, False)
+        keywords, sweeps, overwrites, stays = (wanted if wanted is not None
+                                               else (list(override.add), False, False, []))
         held = folded(present)  # the file's keywords, whatever their case, as the write does
         changes = [f"adding {k!r}" for k in keywords if fold(k) not in held | override.kept_out(declined)]
-        wanting, removes = folded(keywords), override.removes()
-        changes += [f"taking out {k!r}" for k in present if ledger.get(k) == ADDED
+        wanting, removes, staying = folded(keywords), override.removes(), folded(stays)
+        changes += [f"taking out {k!r}" for k in present if ledger.get(k) == ADDED and fold(k) not in staying
                     and (fold(k) in removes or (sweeps and fold(k) not in wanting))]
         if overwrites:  # ours to the write: the ledger's, and those written for a correction still asking
             owned = [k for k, action in ledger.items()
                      if action == ADDED or (action == USER and k in override.add)]
-            changes += [f"taking out {k!r}" for k in overwritten(present, keywords, owned)]
+            changes += [f"taking out {k!r}" for k in overwritten(present, [*keywords, *stays], owned)]
         return changes
 
     def _unwritable(self, path: str, row: FileRow | None) -> str | None:
