@@ -15,10 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -53,10 +53,15 @@ from .worker import Worker
 
 log = logging.getLogger(__name__)
 
-STATE_INTERVAL_S = 5.0  # how stale `tagwatch status` may be
-# How soon after a batch's outcomes the state file says them (`tagwatch status` showed a photo tagged
-# or failed up to STATE_INTERVAL_S after the log did); at most this often while batches keep coming
+STATE_INTERVAL_S = 5.0  # the state file is written at least this often (its age: status's "as of")
+# How soon the state file says a change of what `tagwatch status` shows: a photo tagged, failed or put
+# back to wait, a watched folder gone or back, an edit of the tag list, overrides or config refused, a
+# re-score or photos waiting for the database, the model unloaded.  The daemon looks this often and
+# writes only when something changed, at most this often while batches keep coming.  (Status showed
+# all but a batch's outcomes up to STATE_INTERVAL_S after the log did.)
 STATE_SOON_S = 0.5
+# What changes in the state with time alone: not a change to write at once
+_CLOCK_KEYS = frozenset({"uptime_s", "updated", "tagged_per_min"})
 # A restore's check (every watched photo compared again) met a locked database: its record is tried
 # again after 1, 2, 4 … s up to this, so the note in `tagwatch status` ends soon after the lock goes
 CHECK_RETRY_CAP_S = 30.0
@@ -169,6 +174,8 @@ class Daemon:
         self._warned: set[str] = set()  # the overrides' warnings logged (the file not there yet)
         self._tags_warned: set[str] = set()  # the tag list's (a duplicate tag) logged since they appeared
         self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
+        self._state_shown: dict[str, Any] | None = None  # the state last written (or tried), but its clock
+        self._state_at = 0.0  # when (time.monotonic())
         self._restore_check: int | None = None  # a full scan's start, its photos being settled (restore)
         self._check_backoff = Backoff(cap=CHECK_RETRY_CAP_S)  # its record, while the database is locked
         # a re-score that met a locked database, resumed by the worker: its line, start, "say 0 photos"
@@ -363,9 +370,8 @@ class Daemon:
                                    id="watchdog", max_instances=1, coalesce=True)
         if self.notifier.enabled:
             self.scheduler.add_job(self._report, "interval", seconds=10, id="status", coalesce=True)
-        # however late its thread gets to it (a busy box): run, never a "was missed" WARNING, as the
-        # write after a batch makes it run more often
-        self.scheduler.add_job(self._save_state, "interval", seconds=STATE_INTERVAL_S, id="state",
+        # however late its thread gets to it (a busy box): run, never a "was missed" WARNING
+        self.scheduler.add_job(self._save_state, "interval", seconds=STATE_SOON_S, id="state",
                                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
                                misfire_grace_time=None)
         self.scheduler.add_job(self._check_roots, "interval", seconds=ROOT_CHECK_S, id="roots",
@@ -407,22 +413,19 @@ class Daemon:
         return render_prometheus(self.activity.snapshot(), files)
 
     def _observe(self, outcomes: list[Outcome]) -> None:
-        """A batch's outcomes: counted, and the state file written within :data:`STATE_SOON_S`."""
+        """A batch's outcomes: counted (the state file says them within :data:`STATE_SOON_S`)."""
         self.activity.record(outcomes)
-        if not self.scheduler.running:  # starting (its first write comes at once) or stopping
-            return
-        soon = datetime.now(UTC) + timedelta(seconds=STATE_SOON_S)
-        try:
-            job = self.scheduler.get_job("state")
-            if job is not None and job.next_run_time is not None and job.next_run_time > soon:
-                job.modify(next_run_time=soon)
-        except JobLookupError:  # the scheduler shut down meanwhile: the daemon is stopping
-            pass
 
     def _save_state(self) -> None:
-        """Every few seconds; a failure is logged when it starts (or its reason changes) and when it
-        ends, not every time."""
+        """Every :data:`STATE_SOON_S`: the state file written where what it says changed, and at least
+        every :data:`STATE_INTERVAL_S`.  A failure is logged when it starts (or its reason changes) and
+        when it ends, not every time."""
         snapshot = {**self.activity.snapshot(), "model_loaded": self.model.loaded}
+        shown = {key: value for key, value in snapshot.items() if key not in _CLOCK_KEYS}
+        now = time.monotonic()
+        if self.stopped.is_set() or (shown == self._state_shown and now - self._state_at < STATE_INTERVAL_S):
+            return
+        self._state_shown, self._state_at = shown, now  # a failed write is tried again in 5 s, or at news
         path = state_path(self.config.database)
         try:
             write_state(path, snapshot)
