@@ -176,6 +176,9 @@ class Daemon:
         self._state_trouble: str | None = None  # why the state file cannot be written, while it cannot
         self._state_shown: dict[str, Any] | None = None  # the state last written (or tried), but its clock
         self._state_at = 0.0  # when (time.monotonic())
+        # a thread of its own, not a scheduler job: looked at twice a second, a write that a busy box
+        # or a slow disk holds up delays only the next look, never a "skipped" or "missed" WARNING
+        self._state_thread = threading.Thread(target=self._keep_state, name="tagwatch-state", daemon=True)
         self._restore_check: int | None = None  # a full scan's start, its photos being settled (restore)
         self._check_backoff = Backoff(cap=CHECK_RETRY_CAP_S)  # its record, while the database is locked
         # a re-score that met a locked database, resumed by the worker: its line, start, "say 0 photos"
@@ -370,10 +373,7 @@ class Daemon:
                                    id="watchdog", max_instances=1, coalesce=True)
         if self.notifier.enabled:
             self.scheduler.add_job(self._report, "interval", seconds=10, id="status", coalesce=True)
-        # however late its thread gets to it (a busy box): run, never a "was missed" WARNING
-        self.scheduler.add_job(self._save_state, "interval", seconds=STATE_SOON_S, id="state",
-                               max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
-                               misfire_grace_time=None)
+        self._state_thread.start()
         self.scheduler.add_job(self._check_roots, "interval", seconds=ROOT_CHECK_S, id="roots",
                                max_instances=1, coalesce=True)
         self._start_metrics()
@@ -415,6 +415,13 @@ class Daemon:
     def _observe(self, outcomes: list[Outcome]) -> None:
         """A batch's outcomes: counted (the state file says them within :data:`STATE_SOON_S`)."""
         self.activity.record(outcomes)
+
+    def _keep_state(self) -> None:
+        """The state file, from the start until the daemon stops (its own thread)."""
+        while True:
+            self._save_state()
+            if self.stopped.wait(STATE_SOON_S):
+                return
 
     def _save_state(self) -> None:
         """Every :data:`STATE_SOON_S`: the state file written where what it says changed, and at least
@@ -595,6 +602,8 @@ class Daemon:
             self._metrics.stop()
         if self._web is not None:
             self._web.stop()
+        if self._state_thread.is_alive():  # its last write done before the file goes
+            self._state_thread.join(timeout=10)
         with contextlib.suppress(OSError):
             state_path(self.config.database).unlink()
         self.pipeline.close()
