@@ -417,9 +417,19 @@ class Daemon:
         self.activity.record(outcomes)
 
     def _keep_state(self) -> None:
-        """The state file, from the start until the daemon stops (its own thread)."""
+        """The state file, from the start until the daemon stops (its own thread).  An error of
+        tagwatch's own in one look is logged (once while it lasts) and the next look goes on, as a
+        scheduler job's would: a thread that died of it left `tagwatch status` showing one moment
+        for the daemon's life."""
+        said: str | None = None  # the error last logged: once, not twice a second while it lasts
         while True:
-            self._save_state()
+            try:
+                self._save_state()
+                said = None
+            except Exception as exc:
+                if repr(exc) != said:
+                    log.exception("the state file for `tagwatch status` was not written")
+                said = repr(exc)
             if self.stopped.wait(STATE_SOON_S):
                 return
 
