@@ -310,6 +310,7 @@ def test_renames_still_waiting_as_the_daemon_stops_are_said_and_found_by_the_nex
         said = stops[0]["message"]  # one line, naming the reason and what the next start does
         assert "\n" not in said and "full" in said, said
         assert "a correction naming its old name follows it" in said, said
+        assert said.startswith("2 renames not recorded as tagwatch stops: "), said  # no "0 deletions"
         (small / "filler.bin").unlink()
         mark = len(lines())
         daemon = Daemon(config, log, args=["--log-format", "json"]).start()

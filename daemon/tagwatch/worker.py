@@ -36,6 +36,7 @@ from .retry import (
     exiftool_fault,
     transient_reason,
 )
+from .wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +190,13 @@ class Worker(threading.Thread):
         with self.pipeline.store.lock_wait(0.0):
             self.pipeline.apply([op for op, _ in self._ops], waiting)
         self._ops = waiting
-        renames = [op for op, _ in waiting if isinstance(op, Move)]
-        if waiting:
-            log.warning("%d renames and %d deletions not recorded as tagwatch stops: %s; the next start's "
-                        "scan finds them, a photo renamed as deleted and new (a correction naming its old "
-                        "name follows it, a sidecar left at its old name does not)",
-                        len(renames), len(waiting) - len(renames), waiting[0][1])
+        renames = sum(isinstance(op, Move) for op, _ in waiting)
+        if waiting:  # "1 rename", "2 renames and 1 deletion": the counts there are
+            left = " and ".join(counted(n, noun) for n, noun in ((renames, "rename"),
+                                                                 (len(waiting) - renames, "deletion")) if n)
+            log.warning("%s not recorded as tagwatch stops: %s; the next start's scan finds them, a photo "
+                        "renamed as deleted and new (a correction naming its old name follows it, a "
+                        "sidecar left at its old name does not)", left, waiting[0][1])
 
     def _reloading(self, call: Callable[[], None]) -> None:
         """The reload (or the resumed re-score), its writes waiting as a photo batch's for a database
