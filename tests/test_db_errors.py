@@ -108,6 +108,48 @@ def database_on(config: Path, database: Path) -> None:
                       encoding="utf-8")
 
 
+class OnSmall:
+    """A watched folder ``root`` and a config whose database is ``small/tagwatch.db``; the daemons
+    started on it (:meth:`start`) log JSON into one file, read back by :meth:`lines`."""
+
+    def __init__(self, tmp_path: Path, checkpoint: Path, small: Path) -> None:
+        self.root = tmp_path / "photos"
+        self.root.mkdir()
+        self.config = write_config(tmp_path / "conf", checkpoint, watch=[self.root])
+        self.database = small / "tagwatch.db"
+        database_on(self.config, self.database)
+        self.log = tmp_path / "daemon.log"
+        self.daemons: list[Daemon] = []
+
+    def start(self, *args: str) -> Daemon:
+        """A daemon on it, ``--log-format json`` and ``args``; killed after the test if still running."""
+        daemon = Daemon(self.config, self.log, args=["--log-format", "json", *args])
+        self.daemons.append(daemon)
+        return daemon.start()
+
+    def lines(self) -> list[dict]:
+        """Every record logged so far, by every daemon started on it."""
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def said(self) -> list[dict]:
+        """Its WARNING and ERROR records, less the state file's own (it lives beside the database
+        here, and says in its own line that it cannot be written)."""
+        return [r for r in self.lines()
+                if r["level"] in ("warning", "error") and ".state.json" not in r["message"]]
+
+
+@pytest.fixture
+def on_small(tmp_path: Path, tiny_checkpoint: Path, small: Path) -> Iterator[OnSmall]:
+    """:class:`OnSmall`; its daemons killed where a failed test left one running, before ``small``
+    is unmounted."""
+    disk = OnSmall(tmp_path, tiny_checkpoint, small)
+    yield disk
+    for daemon in disk.daemons:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
+
+
 def test_a_database_on_a_full_disk_is_one_line_saying_so_for_every_command(
         tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
     """run died with a traceback (ENOSPC writing its lock file); the others said 'cannot open
@@ -133,196 +175,153 @@ def test_a_database_on_a_full_disk_is_one_line_saying_so_for_every_command(
 
 
 def test_a_running_daemon_whose_database_disk_fills_says_it_once_and_goes_on(
-        tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
+        small: Path, on_small: OnSmall) -> None:
     """faults.md: a full disk under the database is one WARNING, tried again with no new line per
     attempt, and the photos are tagged once space returns.  With a photo to record as failed (cut
     short), each attempt logged 'batch failed' at ERROR and its 'skipped' line again (logged before
     its record, which failed)."""
-    daemon = None
-    try:
-        root = tmp_path / "photos"
-        root.mkdir()
-        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
-        database = small / "tagwatch.db"
-        database_on(config, database)
-        daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json", "-v"]).start()
-        warm = noise_jpeg(root / "warm.jpg", seed=1)
-        wait_for(lambda: len(exif_keywords(warm)["iptc"]) == 3)
-        spare = small / "spare.bin"  # another program's file, deleted while the disk is full
-        spare.write_bytes(b"\0" * 8192)
-        fill(small)
-        photo = noise_jpeg(root / "p.jpg", seed=2)
-        bad = noise_jpeg(root / "bad.jpg", seed=3)  # cut short: a failure to record, on the full disk
-        bad.write_bytes(bad.read_bytes()[:600])
-        lines = lambda: [json.loads(line) for line in daemon.log().splitlines() if line.strip()]  # noqa: E731
-        wait_for(lambda: any(r["event"] == "retrying" for r in lines()))
-        # A little space comes free, enough for a small write and not for a photo's: that write
-        # said "the database takes writes again", and the photos' next try "not tagged yet" again
-        spare.unlink()
-        tries = lambda: [r for r in lines() if "still not tagged (attempt" in r["message"]]  # noqa: E731
-        wait_for(lambda: len(tries()) >= 2 * 2)  # two attempts, each failing again, after the space came
-        said = [r for r in lines() if r["level"] != "debug"]
-        retrying = [r for r in said if r["event"] == "retrying"]
-        assert len(retrying) == 1 and "disk is full" in str(retrying[0]["reason"]), retrying
-        assert not [r for r in said if "takes writes again" in r["message"]], said
-        assert not [r for r in said if r["level"] == "error" or r.get("path") in (str(photo), str(bad))], said
-        (small / "filler.bin").unlink()
-        wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 3)
-        wait_for(lambda: [r for r in lines() if r.get("path") == str(bad) and r["event"] == "skipped"])
-        assert len([r for r in lines() if r.get("path") == str(bad)]) == 1  # said once, once recorded
-        said = [r["message"] for r in lines() if r["level"] != "debug"]
-        assert len([m for m in said if m.startswith("photos are not tagged yet")]) == 1, said
-        assert len([m for m in said if "the database takes writes again" in m]) == 1, said  # once back
-        assert daemon.stop() == 0
-    finally:
-        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.kill()
+    root, lines = on_small.root, on_small.lines
+    daemon = on_small.start("-v")
+    warm = noise_jpeg(root / "warm.jpg", seed=1)
+    wait_for(lambda: len(exif_keywords(warm)["iptc"]) == 3)
+    spare = small / "spare.bin"  # another program's file, deleted while the disk is full
+    spare.write_bytes(b"\0" * 8192)
+    fill(small)
+    photo = noise_jpeg(root / "p.jpg", seed=2)
+    bad = noise_jpeg(root / "bad.jpg", seed=3)  # cut short: a failure to record, on the full disk
+    bad.write_bytes(bad.read_bytes()[:600])
+    wait_for(lambda: any(r["event"] == "retrying" for r in lines()))
+    # A little space comes free, enough for a small write and not for a photo's: that write
+    # said "the database takes writes again", and the photos' next try "not tagged yet" again
+    spare.unlink()
+    tries = lambda: [r for r in lines() if "still not tagged (attempt" in r["message"]]  # noqa: E731
+    wait_for(lambda: len(tries()) >= 2 * 2)  # two attempts, each failing again, after the space came
+    said = [r for r in lines() if r["level"] != "debug"]
+    retrying = [r for r in said if r["event"] == "retrying"]
+    assert len(retrying) == 1 and "disk is full" in str(retrying[0]["reason"]), retrying
+    assert not [r for r in said if "takes writes again" in r["message"]], said
+    assert not [r for r in said if r["level"] == "error" or r.get("path") in (str(photo), str(bad))], said
+    (small / "filler.bin").unlink()
+    wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 3)
+    wait_for(lambda: [r for r in lines() if r.get("path") == str(bad) and r["event"] == "skipped"])
+    assert len([r for r in lines() if r.get("path") == str(bad)]) == 1  # said once, once recorded
+    said = [r["message"] for r in lines() if r["level"] != "debug"]
+    assert len([m for m in said if m.startswith("photos are not tagged yet")]) == 1, said
+    assert len([m for m in said if "the database takes writes again" in m]) == 1, said  # once back
+    assert daemon.stop() == 0
 
 
 def test_a_photo_deleted_while_the_database_disk_is_full_is_recorded_gone_once_space_returns(
-        tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
+        small: Path, on_small: OnSmall) -> None:
     """A deletion the full database could not record was logged at ERROR ('its deletion not
     recorded: OperationalError: database or disk is full'), one line per photo, and dropped: once
     space returned, `tagwatch status` still counted the photo tagged, and export listed it.  Now
     it waits as photos do, said in one WARNING while it lasts, and is recorded once space returns."""
-    daemon = None
-    try:
-        root = tmp_path / "photos"
-        root.mkdir()
-        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
-        database = small / "tagwatch.db"
-        database_on(config, database)
-        daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json"]).start()
-        photos = [noise_jpeg(root / f"{name}.jpg", seed=seed) for seed, name in enumerate("abc", 1)]
-        wait_for(lambda: all(len(exif_keywords(p)["iptc"]) == 3 for p in photos))
-        wait_for(lambda: status(config)["tagged"] == 3)
-        fill(small)
-        for photo in photos[1:]:
-            photo.unlink()
-        lines = lambda: [json.loads(line) for line in daemon.log().splitlines() if line.strip()]  # noqa: E731
-        # the daemon's state file lives beside the database here: its own line says it cannot be written
-        said = lambda: [r for r in lines() if r["level"] in ("warning", "error")  # noqa: E731
-                        and ".state.json" not in r["message"]]
-        wait_for(said)
-        assert [r["level"] for r in said()] == ["warning"], said()
-        assert said()[0]["event"] == "retrying" and "disk is full" in str(said()[0]["reason"]), said()
-        (small / "filler.bin").unlink()
-        wait_for(lambda: status(config)["deleted"] == 2)
-        assert status(config)["tagged"] == 1
-        assert len(said()) == 1, said()  # no line per photo, nor per attempt
-        assert sorted(r["path"] for r in lines() if r["event"] == "deleted") == [str(p) for p in photos[1:]]
-        assert len([r for r in lines() if "takes writes again" in r["message"]]) == 1
-        assert daemon.stop() == 0
-    finally:
-        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.kill()
+    root, config, lines, said = on_small.root, on_small.config, on_small.lines, on_small.said
+    daemon = on_small.start()
+    photos = [noise_jpeg(root / f"{name}.jpg", seed=seed) for seed, name in enumerate("abc", 1)]
+    wait_for(lambda: all(len(exif_keywords(p)["iptc"]) == 3 for p in photos))
+    wait_for(lambda: status(config)["tagged"] == 3)
+    fill(small)
+    for photo in photos[1:]:
+        photo.unlink()
+    wait_for(said)
+    assert [r["level"] for r in said()] == ["warning"], said()
+    assert said()[0]["event"] == "retrying" and "disk is full" in str(said()[0]["reason"]), said()
+    (small / "filler.bin").unlink()
+    wait_for(lambda: status(config)["deleted"] == 2)
+    assert status(config)["tagged"] == 1
+    assert len(said()) == 1, said()  # no line per photo, nor per attempt
+    assert sorted(r["path"] for r in lines() if r["event"] == "deleted") == [str(p) for p in photos[1:]]
+    assert len([r for r in lines() if "takes writes again" in r["message"]]) == 1
+    assert daemon.stop() == 0
 
 
 def test_photos_renamed_while_the_database_disk_is_full_keep_their_records_once_space_returns(
-        tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
+        small: Path, on_small: OnSmall) -> None:
     """A rename the full database could not record was logged at ERROR ('its rename to … not
     recorded: OperationalError: database or disk is full') and dropped: the old name stayed recorded
     and listed, the new one was tagged as a new photo.  Now renames wait as deletions do, in the
     order they happened (a -> a2 -> a3, then a new photo at a, which must not take a's record), said
     in the one WARNING, and are recorded as moves once space returns: the records (their ids, so
     their ledgers and corrections) follow, nothing is tagged again."""
-    daemon = None
-    try:
-        root = tmp_path / "photos"
-        (root / "sub").mkdir(parents=True)
-        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
-        database = small / "tagwatch.db"
-        database_on(config, database)
-        daemon = Daemon(config, tmp_path / "daemon.log", args=["--log-format", "json", "-v"]).start()
-        a, b, c = (noise_jpeg(root / f"{name}.jpg", seed=seed) for seed, name in enumerate("abc", 1))
-        wait_for(lambda: status(config)["tagged"] == 3)
-        keywords = {p.name: exif_keywords(p)["iptc"] for p in (a, b, c)}
-        assert all(len(k) == 3 for k in keywords.values())
+    root, config, database = on_small.root, on_small.config, on_small.database
+    lines, said = on_small.lines, on_small.said
+    (root / "sub").mkdir()
+    daemon = on_small.start("-v")
+    a, b, c = (noise_jpeg(root / f"{name}.jpg", seed=seed) for seed, name in enumerate("abc", 1))
+    wait_for(lambda: status(config)["tagged"] == 3)
+    keywords = {p.name: exif_keywords(p)["iptc"] for p in (a, b, c)}
+    assert all(len(k) == 3 for k in keywords.values())
 
-        def rows() -> dict[str, tuple[int, str]]:
-            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-                found = db.execute("SELECT id, path, state FROM files").fetchall()
-            return {path: (id_, state) for id_, path, state in found}
+    def rows() -> dict[str, tuple[int, str]]:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT id, path, state FROM files").fetchall()
+        return {path: (id_, state) for id_, path, state in found}
 
-        ids = {Path(path).name: id_ for path, (id_, _) in rows().items()}
-        fill(small)
-        a.rename(root / "a2.jpg")
-        (root / "a2.jpg").rename(root / "a3.jpg")
-        b.rename(root / "sub" / "b.jpg")
-        lines = lambda: [json.loads(line) for line in daemon.log().splitlines() if line.strip()]  # noqa: E731
-        said = lambda: [r for r in lines() if r["level"] in ("warning", "error")  # noqa: E731
-                        and ".state.json" not in r["message"]]
-        wait_for(said)
-        new_a = noise_jpeg(a, seed=4)  # another photo at the old name, while the renames wait
-        wait_for(lambda: any(r["message"].startswith(f"{new_a}: waits for the rename") for r in lines()))
-        assert rows()[str(a)] == (ids["a.jpg"], "done")  # not recorded yet, and not taken by the new photo
-        (small / "filler.bin").unlink()
-        # the same records under the new names, and one of its own for the new photo
-        now = {str(root / "a3.jpg"): (ids["a.jpg"], "done"), str(c): (ids["c.jpg"], "done"),
-               str(root / "sub" / "b.jpg"): (ids["b.jpg"], "done")}
-        wait_for(lambda: {p: r for p, r in rows().items() if p in now} == now
-                 and rows().get(str(new_a), (0, ""))[1] == "done")
-        assert str(root / "a2.jpg") not in rows() and str(b) not in rows()
-        assert rows()[str(new_a)][0] not in ids.values()  # a record of its own
-        assert [r["level"] for r in said()] == ["warning"], said()  # no line per photo, nor per attempt
-        assert said()[0]["event"] == "retrying" and "disk is full" in str(said()[0]["reason"]), said()
-        moves = [(r["from"], r["path"]) for r in lines() if r["event"] == "moved"]
-        assert moves == [(str(a), str(root / "a2.jpg")), (str(root / "a2.jpg"), str(root / "a3.jpg")),
-                         (str(b), str(root / "sub" / "b.jpg"))], moves
-        tagged = [r["path"] for r in lines() if r["event"] == "tagged"]
-        assert sorted(tagged) == sorted([str(a), str(b), str(c), str(new_a)]), tagged  # the new photo alone
-        assert exif_keywords(root / "a3.jpg")["iptc"] == keywords["a.jpg"]
-        assert exif_keywords(root / "sub" / "b.jpg")["iptc"] == keywords["b.jpg"]
-        assert status(config)["tagged"] == 4
-        assert len([r for r in lines() if "takes writes again" in r["message"]]) == 1
-        assert daemon.stop() == 0
-    finally:
-        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.kill()
+    ids = {Path(path).name: id_ for path, (id_, _) in rows().items()}
+    fill(small)
+    a.rename(root / "a2.jpg")
+    (root / "a2.jpg").rename(root / "a3.jpg")
+    b.rename(root / "sub" / "b.jpg")
+    wait_for(said)
+    new_a = noise_jpeg(a, seed=4)  # another photo at the old name, while the renames wait
+    wait_for(lambda: any(r["message"].startswith(f"{new_a}: waits for the rename") for r in lines()))
+    assert rows()[str(a)] == (ids["a.jpg"], "done")  # not recorded yet, and not taken by the new photo
+    (small / "filler.bin").unlink()
+    # the same records under the new names, and one of its own for the new photo
+    now = {str(root / "a3.jpg"): (ids["a.jpg"], "done"), str(c): (ids["c.jpg"], "done"),
+           str(root / "sub" / "b.jpg"): (ids["b.jpg"], "done")}
+    wait_for(lambda: {p: r for p, r in rows().items() if p in now} == now
+             and rows().get(str(new_a), (0, ""))[1] == "done")
+    assert str(root / "a2.jpg") not in rows() and str(b) not in rows()
+    assert rows()[str(new_a)][0] not in ids.values()  # a record of its own
+    assert [r["level"] for r in said()] == ["warning"], said()  # no line per photo, nor per attempt
+    assert said()[0]["event"] == "retrying" and "disk is full" in str(said()[0]["reason"]), said()
+    moves = [(r["from"], r["path"]) for r in lines() if r["event"] == "moved"]
+    assert moves == [(str(a), str(root / "a2.jpg")), (str(root / "a2.jpg"), str(root / "a3.jpg")),
+                     (str(b), str(root / "sub" / "b.jpg"))], moves
+    tagged = [r["path"] for r in lines() if r["event"] == "tagged"]
+    assert sorted(tagged) == sorted([str(a), str(b), str(c), str(new_a)]), tagged  # the new photo alone
+    assert exif_keywords(root / "a3.jpg")["iptc"] == keywords["a.jpg"]
+    assert exif_keywords(root / "sub" / "b.jpg")["iptc"] == keywords["b.jpg"]
+    assert status(config)["tagged"] == 4
+    assert len([r for r in lines() if "takes writes again" in r["message"]]) == 1
+    assert daemon.stop() == 0
 
 
 def test_renames_still_waiting_as_the_daemon_stops_are_said_and_found_by_the_next_start(
-        tmp_path: Path, tiny_checkpoint: Path, small: Path) -> None:
+        small: Path, on_small: OnSmall) -> None:
     """Worker._last_try's decision (docs/faults.md): a daemon stopped while renames wait for its full
     database says so in one line and keeps them nowhere else; the next start's scan records the
     photo moved under its own name as moved, and sees the one renamed as gone and new, tagged from
     the vector kept by its content: nothing is encoded again."""
-    daemon = None
-    try:
-        root = tmp_path / "photos"
-        (root / "sub").mkdir(parents=True)
-        config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
-        database = small / "tagwatch.db"
-        database_on(config, database)
-        log = tmp_path / "daemon.log"
-        daemon = Daemon(config, log, args=["--log-format", "json"]).start()
-        a, b = noise_jpeg(root / "a.jpg", seed=1), noise_jpeg(root / "b.jpg", seed=2)
-        wait_for(lambda: status(config)["tagged"] == 2)
-        encoded = status(config)["encoded"]
-        fill(small)
-        a.rename(root / "a3.jpg")
-        b.rename(root / "sub" / "b.jpg")
-        lines = lambda: [json.loads(line) for line in daemon.log().splitlines() if line.strip()]  # noqa: E731
-        wait_for(lambda: [r for r in lines() if r["event"] == "retrying"])
-        daemon.stop()
-        stops = [r for r in lines() if "not recorded as tagwatch stops" in r["message"]]
-        assert len(stops) == 1 and stops[0]["level"] == "warning", stops
-        said = stops[0]["message"]  # one line, naming the reason and what the next start does
-        assert "\n" not in said and "full" in said, said
-        assert "a correction naming its old name follows it" in said, said
-        # counted as said: "1 rename" or "2 renames" (the second may not have reached the worker
-        # by the stop), never "1 renames and 0 deletions"
-        assert re.match(r"(1 rename|2 renames) not recorded as tagwatch stops: ", said), said
-        (small / "filler.bin").unlink()
-        mark = len(lines())
-        daemon = Daemon(config, log, args=["--log-format", "json"]).start()
-        wait_for(lambda: status(config)["tagged"] == 2 and status(config)["deleted"] == 1)
-        after = lines()[mark:]
-        assert [(r["from"], r["path"]) for r in after if r["event"] == "moved"] == [
-            (str(b), str(root / "sub" / "b.jpg"))]
-        assert [r["path"] for r in after if r["event"] == "deleted"] == [str(a)]
-        assert status(config)["encoded"] == encoded
-        assert daemon.stop() == 0
-    finally:
-        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.kill()
+    root, config, lines = on_small.root, on_small.config, on_small.lines
+    (root / "sub").mkdir()
+    daemon = on_small.start()
+    a, b = noise_jpeg(root / "a.jpg", seed=1), noise_jpeg(root / "b.jpg", seed=2)
+    wait_for(lambda: status(config)["tagged"] == 2)
+    encoded = status(config)["encoded"]
+    fill(small)
+    a.rename(root / "a3.jpg")
+    b.rename(root / "sub" / "b.jpg")
+    wait_for(lambda: [r for r in lines() if r["event"] == "retrying"])
+    daemon.stop()
+    stops = [r for r in lines() if "not recorded as tagwatch stops" in r["message"]]
+    assert len(stops) == 1 and stops[0]["level"] == "warning", stops
+    said = stops[0]["message"]  # one line, naming the reason and what the next start does
+    assert "\n" not in said and "full" in said, said
+    assert "a correction naming its old name follows it" in said, said
+    # counted as said: "1 rename" or "2 renames" (the second may not have reached the worker
+    # by the stop), never "1 renames and 0 deletions"
+    assert re.match(r"(1 rename|2 renames) not recorded as tagwatch stops: ", said), said
+    (small / "filler.bin").unlink()
+    mark = len(lines())
+    daemon = on_small.start()
+    wait_for(lambda: status(config)["tagged"] == 2 and status(config)["deleted"] == 1)
+    after = lines()[mark:]
+    assert [(r["from"], r["path"]) for r in after if r["event"] == "moved"] == [
+        (str(b), str(root / "sub" / "b.jpg"))]
+    assert [r["path"] for r in after if r["event"] == "deleted"] == [str(a)]
+    assert status(config)["encoded"] == encoded
+    assert daemon.stop() == 0
