@@ -1423,18 +1423,26 @@ class Writeback:
             unknown.append(op.dst)
 
 
-def move_sidecar(writer: KeywordWriter, src: str, dst: str) -> None:
+def move_sidecar(writer: KeywordWriter, src: str, dst: str) -> str | None:
     """A photo renamed by a file manager leaves its sidecar behind; take it along, unless the new
-    name already has one or other files still share it (``photo.xmp`` of a RAW+JPEG pair)."""
+    name already has one or other files still share it (``photo.xmp`` of a RAW+JPEG pair).  The one
+    rule for a live rename and for one the start-up scan finds (:func:`tagwatch.watcher.reconcile`).
+    Returns None once moved, else why it stays: "" where there is none to move, else words for the
+    scan's log line (a live rename says nothing of it)."""
     old = writer.sidecar_for(Path(src))
     new = writer.sidecar_for(Path(dst), old.suffix)  # moved, it keeps its spelling: IMG_1.XMP
-    if old == new or not old.is_file() or old.is_symlink() or os.path.lexists(new):
-        return
-    if writer.stem_named and any(
-            not is_sidecar(p.name) for p in old.parent.glob(glob.escape(old.stem) + ".*")):
-        return
+    if old == new or not old.is_file() or old.is_symlink():
+        return ""
+    if os.path.lexists(new):
+        return f"{logs.shown(new.name)} is there already"
+    if writer.stem_named:
+        mates = [p.name for p in old.parent.glob(glob.escape(old.stem) + ".*") if not is_sidecar(p.name)]
+        if mates:
+            return f"{', '.join(map(logs.shown, sorted(mates)))} still shares it"
     try:
         os.rename(old, new)
-        log.info("moved sidecar %s -> %s", logs.shown(str(old)), logs.shown(str(new)))
     except OSError as exc:
         log.warning("%s: sidecar not moved with its photo: %s", logs.shown(str(old)), exc.strerror)
+        return exc.strerror or str(exc)
+    log.info("moved sidecar %s -> %s", logs.shown(str(old)), logs.shown(str(new)))
+    return None
