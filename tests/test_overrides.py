@@ -7,6 +7,7 @@ while ``tagwatch run`` watches them.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -517,9 +518,10 @@ def test_a_correction_and_sidecar_follow_a_photo_renamed_while_no_daemon_runs(
     name follows it, as a live rename's does (Pipeline._follow_moved), the vector kept by its
     content tags it (not encoded again), the old record is marked deleted, and the person's own
     keywords stay.  A sidecar a photo app renamed with it is taken up, its keywords tagwatch's
-    again; one left at the old name by a rename of the photo alone is not moved (as a live
-    rename's is): tagwatch's keywords and the correction's leave it, the person's stay there, and
-    the new name gets a sidecar of its own."""
+    again; one left at the old name by a rename of the photo alone follows it too, as a live
+    rename's does: the scan finds the photo's picture at the new name (watcher.renamed_pictures)
+    and carries the sidecar there before the new name is tagged (it stayed behind, the person's
+    keywords in it, and the new name got a sidecar of its own)."""
     import contextlib
     import sqlite3
 
@@ -558,8 +560,7 @@ def test_a_correction_and_sidecar_follow_a_photo_renamed_while_no_daemon_runs(
     for photo in (app2, alone2):
         assert keywords_in(photo) == corrected
         assert set(exif_keywords(sidecar(photo))["xmp"]) == corrected
-    # left behind, the sidecar loses tagwatch's keywords (the correction's too) and keeps the person's
-    assert exif_keywords(sidecar(alone))["xmp"] == ["Oma"]
+    assert not sidecar(alone).exists() and not sidecar(app).exists()  # carried, not left behind
     assert status(config)["encoded"] == encoded  # tagged from the vector its content keeps
     # the correction's keyword stays recorded the person's, as after a live rename: a deletion then
     # takes it out of the sidecar with tagwatch's, and the person's own stay
@@ -576,3 +577,94 @@ def test_a_correction_and_sidecar_follow_a_photo_renamed_while_no_daemon_runs(
             (str(alone2),))}
     assert rows[str(app)] == rows[str(alone)] == "deleted"
     assert {("Anna", USER), ("forest", "added")} <= ledger and not any(k == "Oma" for k, _ in ledger)
+
+
+def add_to_sidecar(side: Path, keyword: str) -> None:
+    """A person's keyword saved into a sidecar (a photo app's keyword panel), nothing else touched."""
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-XMP-dc:Subject+={keyword}", str(side)],
+                   check=True)
+
+
+def test_a_sidecar_with_a_persons_keyword_follows_a_photo_renamed_while_no_daemon_runs(
+        tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
+    """``mv IMG_1.jpg beach.jpg`` with no daemon running: the next start's scan finds IMG_1.jpg's
+    picture at beach.jpg (its content key, read only as its size is a gone photo's) and carries
+    IMG_1.jpg.xmp to beach.jpg.xmp before beach.jpg is tagged, as a live rename does
+    (writeback.move_sidecar).  The person's `Oma`, saved into the sidecar only, stays with the photo;
+    tagwatch's keywords are written there again and recorded tagwatch's, so a deletion later takes
+    them out and leaves `Oma`.  Before, IMG_1.jpg.xmp stayed beside no photo, holding `Oma`, and
+    beach.jpg got a sidecar of its own without it."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root],
+                          extra='[write]\ntarget = "sidecar"\n')
+    old, new = root / "IMG_1.jpg", root / "beach.jpg"
+    noise_jpeg(old, seed=7)
+    old_side, new_side = root / "IMG_1.jpg.xmp", root / "beach.jpg.xmp"
+    daemon: Daemon = daemon_factory(config).start()
+    wait_for(lambda: old_side.is_file() and status(config)["tagged"] == 1)
+    assert daemon.stop() == 0
+    ours = set(exif_keywords(old_side)["xmp"])
+    assert len(ours) == 3 and "Oma" not in ours
+    encoded = status(config)["encoded"]
+    add_to_sidecar(old_side, "Oma")
+
+    old.rename(new)
+    mark = len(daemon.log())
+    daemon.start()
+    wait_for(lambda: status(config)["deleted"] == 1 and status(config)["tagged"] == 1)
+    daemon.wait_log(f"{old}: deleted", since=mark)
+    assert not old_side.exists(), "carried, not left beside no photo"
+    assert set(exif_keywords(new_side)["xmp"]) == ours | {"Oma"}
+    assert f"moved sidecar {old_side} -> {new_side}" in daemon.log()[mark:]
+    assert exif_keywords(new)["xmp"] == []  # target sidecar: nothing written into the JPEG
+    assert status(config)["encoded"] == encoded  # tagged from the vector its content keeps
+    mark = len(daemon.log())
+    new.unlink()
+    daemon.wait_log(f"{new}: deleted", since=mark)
+    assert exif_keywords(new_side)["xmp"] == ["Oma"]  # tagwatch's again, the person's the person's
+    assert daemon.stop() == 0
+
+
+def test_a_sidecar_stays_where_a_rename_while_no_daemon_runs_is_not_known_to_be_its_photos(
+        tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
+    """Where the scan cannot tell that a sidecar goes with a renamed photo it is left as it was (the
+    old name's sidecar keeps the person's keywords, tagwatch's taken out of one no photo uses, and
+    each new name gets a sidecar of its own), and the log says why: IMG_1.xmp (``[write] sidecar =
+    "photo.xmp"``) is still IMG_1.png's too after IMG_1.jpg became beach.jpg, and X.jpg's picture is
+    found at two new names, a.jpg and b.jpg (renamed, then copied), so which it became is not known."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root],
+                          extra='[write]\ntarget = "sidecar"\nsidecar = "photo.xmp"\n')
+    from test_shared_sidecar import noise_png
+
+    jpg, x = noise_jpeg(root / "IMG_1.jpg", seed=1), noise_jpeg(root / "X.jpg", seed=5)
+    noise_png(root / "IMG_1.png", seed=2)  # a picture tagged through the sidecar alone, as a RAW is
+    shared_side, x_side = root / "IMG_1.xmp", root / "X.xmp"
+    daemon: Daemon = daemon_factory(config).start()
+    wait_for(lambda: shared_side.is_file() and x_side.is_file() and status(config)["tagged"] == 3)
+    assert daemon.stop() == 0
+    for side in (shared_side, x_side):
+        add_to_sidecar(side, "Oma")
+    beside_png = set(exif_keywords(shared_side)["xmp"])
+
+    beach, a, b = root / "beach.jpg", root / "a.jpg", root / "b.jpg"
+    jpg.rename(beach)
+    x.rename(a)
+    shutil.copy2(a, b)
+    mark = len(daemon.log())
+    daemon.start()
+    wait_for(lambda: status(config)["deleted"] == 2 and status(config)["tagged"] == 4)
+    wait_for(lambda: all((root / f"{stem}.xmp").is_file() for stem in ("beach", "a", "b")))
+    log = daemon.log()[mark:]
+    assert (f"{jpg}: renamed to {beach} while no daemon watched; its sidecar stays: "
+            "IMG_1.png still shares it") in log
+    assert f"{x}: gone, and its picture is at {a}, {b}: which one it was renamed to is not known" in log
+    assert "moved sidecar" not in log
+    assert "Oma" in exif_keywords(shared_side)["xmp"]  # the PNG's sidecar as it was, the person's kept
+    assert {"Oma"} <= set(exif_keywords(shared_side)["xmp"]) <= beside_png
+    assert exif_keywords(x_side)["xmp"] == ["Oma"]  # today's: tagwatch's taken out, the person's kept
+    for side in (root / "beach.xmp", root / "a.xmp", root / "b.xmp"):
+        assert "Oma" not in exif_keywords(side)["xmp"] and len(exif_keywords(side)["xmp"]) == 3
+    assert daemon.stop() == 0

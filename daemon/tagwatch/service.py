@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from .vocabulary import VocabularyError
 from .watcher import PathFilter, Watcher, reconcile
 from .wording import counted
 from .worker import Worker
+from .writeback import move_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +475,7 @@ class Daemon:
     def _scan(self, clean_temp: bool = False, roots: tuple[Path, ...] | None = None) -> None:
         started, began_ns = time.monotonic(), time.time_ns()
         report = reconcile(roots or self.config.watch, self.filter, self.store, self.queue, clean_temp,
-                           self.stopped)
+                           self.stopped, carry=partial(move_sidecar, self.writer))
         if report.unlistable:  # watched and scanned once they can be listed
             self.watcher.unlistable(report.unlistable)
         if self.stopped.is_set():

@@ -37,8 +37,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from .formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
+from .formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES, ImageError, content_key
 from .freshness import SIDECAR_SUFFIX, is_settled, is_sidecar
+from .logs import shown
 from .metadata import remove_if_stale
 from .queue import BatchQueue, Delete, HalfMove, Move
 from .store import FileRow, Store, inside
@@ -202,15 +203,60 @@ def _by_signature(known: Mapping[str, FileRow]) -> dict[Signature, str | None]:
     return found
 
 
+def _key_of(path: str) -> bytes | None:
+    """The content key of the file at ``path`` (None where it cannot be read or keyed: it is then
+    looked at as any new file).  Taken as settled: it has the size of a photo recorded whole."""
+    try:
+        with open(path, "rb") as handle:
+            return content_key(handle.read(), settled=True)
+    except (OSError, ImageError) as exc:
+        log.debug("%s: not keyed by the scan: %s", path, getattr(exc, "strerror", None) or exc)
+        return None
+
+
+def renamed_pictures(new: Mapping[str, os.stat_result], gone: Mapping[str, FileRow]) -> list[tuple[str, str]]:
+    """(old, new) for each recorded photo gone whose picture (its content key) one new file of the
+    scan has and no other: a photo renamed while no daemon watched (``mv IMG_1.jpg beach.jpg``),
+    whose sidecar then follows it.  Only new files of a gone photo's size are read.  Two new files
+    of one picture (a copy, then the original renamed), or two gone ones, are a pairing not known:
+    said at INFO, and each is left to what it is without one (a deletion, a new photo)."""
+    sizes = {row.size for row in gone.values() if row.key is not None}
+    keys = {path: _key_of(path) for path, st in new.items() if st.st_size in sizes}
+    news: dict[bytes, list[str]] = {}
+    for path, key in keys.items():
+        if key is not None:
+            news.setdefault(key, []).append(path)
+    olds: dict[bytes, list[str]] = {}
+    for path, row in gone.items():
+        if row.key in news:
+            olds.setdefault(row.key, []).append(path)
+    pairs: list[tuple[str, str]] = []
+    for key, old in olds.items():
+        if len(old) == 1 and len(news[key]) == 1:
+            pairs.append((old[0], news[key][0]))
+        else:
+            log.info("%s: gone, and its picture is at %s: which one it was renamed to is not known, "
+                     "so no sidecar follows it", ", ".join(map(shown, sorted(old))),
+                     ", ".join(map(shown, sorted(news[key]))))
+    return pairs
+
+
 def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: BatchQueue,
-              clean_temp: bool = False, stop: threading.Event | None = None) -> ScanReport:
+              clean_temp: bool = False, stop: threading.Event | None = None,
+              carry: Callable[[str, str], str | None] | None = None) -> ScanReport:
     """Compare the folders with the store: queue new and changed files, report vanished ones.  A
     folder that cannot be listed (chmod 000) keeps its files' records as they are: they may be fine,
     and are looked at again once it can be listed (``report.unlistable`` names it).
 
     A new file with the name, size and modification time of a recorded one that is gone was moved
     while no daemon watched (a folder reorganised with the daemon stopped): it is queued as the
-    rename it is, its record and ledger following it, not as a new photo and a deleted one."""
+    rename it is, its record and ledger following it, not as a new photo and a deleted one.
+
+    ``carry`` (the daemon's :func:`tagwatch.writeback.move_sidecar`): a photo renamed under another
+    name is still a deleted photo and a new one (tagged from the vector its picture keeps), but its
+    sidecar, holding a person's keywords, follows it as a live rename's does (:func:`renamed_pictures`
+    pairs them).  New files of a recorded photo's size are queued only once the walk is over, so the
+    sidecar is carried before the new name is tagged and given one of its own."""
     report = ScanReport()
     # a watched folder inside another is walked with it: walked again, its photos were counted twice
     roots = [r for r in roots if not inside(str(r), {str(o) for o in roots if o != r})]
@@ -224,7 +270,9 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     # restarted on an unchanged library) does without it
     recorded: dict[Signature, str | None] | None = None
     arrived: dict[str, Signature] = {}  # new files that may be a recorded one moved: known at the end
-    gone: list[str] = []
+    sizes: set[int] = set()  # the recorded photos' sizes, built with ``recorded``
+    maybe: dict[str, os.stat_result] = {}  # new files of a recorded size: renamed ones, known at the end
+    gone: dict[str, FileRow] = {}
     for root, rows in records.items():
         known = dict(rows)  # popped as they are found: what is left is gone
         seen = report.seen
@@ -235,9 +283,13 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
             if row is None:
                 if recorded is None:
                     recorded = _by_signature({p: r for found in records.values() for p, r in found.items()})
+                    sizes = {r.size for found in records.values() for r in found.values() if r.size}
                 sig = _signature(path, st.st_size, st.st_mtime_ns)
                 if sig is not None and recorded.get(sig) is not None:
                     arrived[path] = sig
+                    continue
+                if carry is not None and st.st_size in sizes:
+                    maybe[path] = st
                     continue
             # A chmod while the daemon was down can have cured a failure; a geotagger can have written
             # the photo's sidecar
@@ -256,7 +308,7 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
                         "drive: their records are kept until they are back", root, len(known))
             report.left_out.append(str(root))  # none of them compared: this scan did not see them all
             continue
-        gone.extend(known)
+        gone.update(known)
     left = set(gone)
     for path, sig in arrived.items():
         assert recorded is not None  # built when the first of them was met
@@ -268,6 +320,16 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
         else:
             report.queued += 1
         queue.put(path, delay=0.0)
+    if maybe:
+        assert carry is not None  # only then are new files held back
+        for old, new in renamed_pictures(maybe, {path: gone[path] for path in left}):
+            why = carry(old, new)  # before the new name is queued: it must not get a sidecar first
+            if why:
+                log.info("%s: renamed to %s while no daemon watched; its sidecar stays: %s",
+                         shown(old), shown(new), why)
+        for path in maybe:
+            queue.put(path, delay=0.0)
+            report.queued += 1
     for path in gone:
         if path in left:
             queue.op(Delete(path))
