@@ -181,9 +181,9 @@ class Worker(threading.Thread):
         deleted.  One renamed is seen as gone and as a new photo: the old name's record is marked
         deleted, the new name tagged with the vector kept by its content (not encoded again),
         tagwatch's keywords in it recorded tagwatch's again (as a copy's: Writeback.adopt), and a
-        correction naming its old name follows it (Pipeline._follow_moved); its sidecar, unless
-        renamed with it, stays at the old name without tagwatch's keywords, and the new name gets
-        one of its own."""
+        correction naming its old name follows it (Pipeline._follow_moved); so does its sidecar
+        where the scan finds its picture at that one new name (watcher.renamed_pictures), else it
+        stays at the old name without tagwatch's keywords, and the new name gets one of its own."""
         if not self._ops:
             return
         waiting: list[tuple[Op, str]] = []
@@ -195,8 +195,9 @@ class Worker(threading.Thread):
             left = " and ".join(counted(n, noun) for n, noun in ((renames, "rename"),
                                                                  (len(waiting) - renames, "deletion")) if n)
             log.warning("%s not recorded as tagwatch stops: %s; the next start's scan finds them, a photo "
-                        "renamed as deleted and new (a correction naming its old name follows it, a "
-                        "sidecar left at its old name does not)", left, waiting[0][1])
+                        "renamed as deleted and new (a correction naming its old name follows it, and "
+                        "so does its sidecar where its picture is at that one new name)", left,
+                        waiting[0][1])
 
     def _reloading(self, call: Callable[[], None]) -> None:
         """The reload (or the resumed re-score), its writes waiting as a photo batch's for a database
