@@ -639,6 +639,54 @@ def test_a_jpeg_renamed_or_deleted_leaves_the_persons_keyword_in_its_raws_sideca
         env.close()
 
 
+@pytest.mark.parametrize("persons", [True, False])
+@pytest.mark.parametrize("op", ["rename", "delete"])
+def test_the_raw_of_a_pair_whose_jpeg_embeds_renamed_or_deleted_takes_its_sidecar_along(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture, op: str,
+        persons: bool) -> None:
+    """The JPEG embeds its keywords, so IMG_1.xmp is the RAW's alone (the PNG here).  `mv IMG_1.png
+    IMG_3.png` under the daemon wrote the RAW's keywords of tagwatch's into a new IMG_3.xmp and left
+    them, and the person's `Tante Anna`, in IMG_1.xmp: the RAW lost the person's keyword and the
+    old sidecar kept keywords nobody's ledger had.  Deleting the RAW left its keywords of tagwatch's
+    in IMG_1.xmp (for the next IMG_1.png the camera's counter brings, the person's), and the sidecar
+    tagwatch made, holding nothing else, stayed.  Both were kept because the JPEG holds the same
+    keywords in its own fields, which are not that sidecar."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2), EMBEDDED)
+    try:
+        env.use(["beach", "forest"])
+        jpg, png = pair(tmp_path / "in")
+        side = tmp_path / "in" / "IMG_1.xmp"
+        env.run(png, jpg)
+        if persons:
+            subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject+=Tante Anna",
+                            "-XMP-lr:HierarchicalSubject+=People|Tante Anna", str(side)], check=True)
+            env.run(png)
+        mine = {"Tante Anna"} if persons else set()
+        assert in_jpeg(jpg) == {"beach", "forest"}
+        assert in_sidecar(side) == {"beach", "forest"} | mine
+        if op == "rename":
+            renamed = png.rename(tmp_path / "in" / "IMG_3.png")
+            with caplog.at_level("INFO", logger="tagwatch"):
+                env.pipeline.apply([Move(str(png), str(renamed))])
+            assert in_sidecar(tmp_path / "in" / "IMG_3.xmp") == {"beach", "forest"} | mine
+            assert not side.exists(), "moved along with the RAW, whose alone it was"
+            assert env.pipeline.untag(str(renamed)).status == Status.UNTAGGED
+            assert in_sidecar(tmp_path / "in" / "IMG_3.xmp") == mine
+        else:
+            png.unlink()
+            with caplog.at_level("INFO", logger="tagwatch"):
+                env.pipeline.apply([Delete(str(png))])
+            if persons:
+                assert in_sidecar(side) == mine
+                assert "taken out of its sidecar IMG_1.xmp" in caplog.text
+            else:
+                assert not side.exists(), "tagwatch made it, and it holds nothing now"
+                assert "its sidecar IMG_1.xmp removed" in caplog.text
+        assert in_jpeg(jpg) == {"beach", "forest"}, "the JPEG's own fields are untouched"
+    finally:
+        env.close()
+
+
 def test_the_review_page_says_of_a_shared_sidecar_what_the_write_does_with_it(
         tmp_path: Path, tiny_checkpoint: Path) -> None:
     """The photo page's *Writing into the file* line knew nothing of a sidecar two photos share: in

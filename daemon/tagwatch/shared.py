@@ -58,6 +58,27 @@ def stem_mates(writer: KeywordWriter, path: Path, *, any_file: bool = False) -> 
             if writer.sidecar_for(other) == side and (any_file or other.suffix.lower() in IMAGE_SUFFIXES)]
 
 
+def uses_stem_sidecar(writer: KeywordWriter, store: Store, mate: Path) -> bool:
+    """Does ``mate`` keep keywords in the ``photo.xmp`` sidecar of its stem?  Every file does but a
+    JPEG that embeds its keywords (target "embedded"), unless its ledger records a write into that
+    sidecar under an earlier target: the test of :func:`apart`, for a file whose stem mate is gone."""
+    if writer.uses_sidecar(mate):
+        return True
+    row = store.file(str(mate))
+    return row is not None and any(name.startswith(SIDECAR_RECORD) for name in store.filled(row.id))
+
+
+def sharers(writer: KeywordWriter, store: Store, path: str) -> list[Path]:
+    """The other files of ``path``'s stem that use its sidecar (:func:`uses_stem_sidecar`; a file
+    tagwatch does not read counts, as the apps that read one use its sidecar).  Beside a JPEG that
+    embeds its keywords, the sidecar is the RAW's alone: it moves with the RAW renamed, and the
+    RAW deleted takes its keywords out of it (and the sidecar tagwatch made, once empty), as any
+    photo's own.  Kept for the JPEG, which never reads it, they were left to nobody's ledger (the
+    next RAW of that name took them for the person's), and the renamed RAW lost the person's."""
+    return [mate for mate in stem_mates(writer, Path(path), any_file=True)
+            if uses_stem_sidecar(writer, store, mate)]
+
+
 def apart(writer: KeywordWriter, store: Store, path: str, recorded: str | None = None) -> bool:
     """Is the sidecar ``path`` shares none of its keyword fields?  So for a photo that embeds its
     keywords and nothing else (a JPEG, target "embedded") beside another photo of its stem (its
@@ -114,7 +135,7 @@ def carry(writer: KeywordWriter, store: Store, src: str, dst: str) -> bool:
     new = writer.sidecar_for(Path(dst), old.suffix)  # one made for it spelled as the old one
     if old == new or not old.is_file() or old.is_symlink() or not writer.stem_named:
         return False
-    left = stem_mates(writer, Path(src), any_file=True)
+    left = sharers(writer, store, src)
     if not left and not os.path.lexists(new):
         return False
     row = store.file(dst)
@@ -149,7 +170,7 @@ def forget(writer: KeywordWriter, store: Store, path: str) -> None:
     if (row is None or row.state == DELETED or not side.is_file() or side.is_symlink()
             or apart(writer, store, path)):  # nothing of its in that sidecar
         return
-    left = stem_mates(writer, Path(path), any_file=True)
+    left = sharers(writer, store, path)  # none: its own sidecar, Writeback.release's
     if not left:
         return
     try:

@@ -1244,7 +1244,7 @@ class Writeback:
         photo = Path(path)
         side = self.writer.sidecar_for(photo)
         if (row is None or row.state == DELETED or not side.is_file() or side.is_symlink()
-                or shared.stem_mates(self.writer, photo, any_file=True)):
+                or shared.sharers(self.writer, self.store, path)):
             return ""
         owned = list(dict.fromkeys([*self.store.ledger(row.id), *self.store.ledger(row.id, USER)]))
         records = self.store.filled(row.id)
@@ -1383,7 +1383,7 @@ class Writeback:
         if self.writer is not None and not (known and (
                 shared.apart(self.writer, self.store, op.src, op.dst)
                 or shared.carry(self.writer, self.store, op.src, op.dst))):
-            move_sidecar(self.writer, op.src, op.dst)
+            move_sidecar(self.writer, op.src, op.dst, self.store if known else None)
         if self.writer is not None and known:  # the sidecars moved or written: no edits
             restamp(self.store, [op.dst, *stem_photos(op.src)])
         if not known:
@@ -1423,12 +1423,14 @@ class Writeback:
             unknown.append(op.dst)
 
 
-def move_sidecar(writer: KeywordWriter, src: str, dst: str) -> str | None:
+def move_sidecar(writer: KeywordWriter, src: str, dst: str, store: Store | None = None) -> str | None:
     """A photo renamed by a file manager leaves its sidecar behind; take it along, unless the new
-    name already has one or other files still share it (``photo.xmp`` of a RAW+JPEG pair).  The one
-    rule for a live rename and for one the start-up scan finds (:func:`tagwatch.watcher.reconcile`).
-    Returns None once moved, else why it stays: "" where there is none to move, else words for the
-    scan's log line (a live rename says nothing of it)."""
+    name already has one or other files still share it (``photo.xmp`` of a RAW+JPEG pair; with
+    ``store``, only those that use it: :func:`tagwatch.shared.sharers`, so a RAW's goes with it
+    from beside a JPEG that embeds its keywords).  The one rule for a live rename and for one the
+    start-up scan finds (:func:`tagwatch.watcher.reconcile`).  Returns None once moved, else why it
+    stays: "" where there is none to move, else words for the scan's log line (a live rename says
+    nothing of it)."""
     old = writer.sidecar_for(Path(src))
     new = writer.sidecar_for(Path(dst), old.suffix)  # moved, it keeps its spelling: IMG_1.XMP
     if old == new or not old.is_file() or old.is_symlink():
@@ -1436,7 +1438,8 @@ def move_sidecar(writer: KeywordWriter, src: str, dst: str) -> str | None:
     if os.path.lexists(new):
         return f"{logs.shown(new.name)} is there already"
     if writer.stem_named:
-        mates = [p.name for p in old.parent.glob(glob.escape(old.stem) + ".*") if not is_sidecar(p.name)]
+        mates = ([p.name for p in shared.sharers(writer, store, src)] if store is not None else
+                 [p.name for p in old.parent.glob(glob.escape(old.stem) + ".*") if not is_sidecar(p.name)])
         if mates:
             return f"{', '.join(map(logs.shown, sorted(mates)))} still shares it"
     try:
