@@ -495,6 +495,26 @@ def test_a_tag_taken_out_implies_no_level_and_stays_out_when_the_list_re_spells_
         env.close()
 
 
+def test_a_tag_taken_out_takes_every_level_it_alone_implied_along_the_chain(tmp_path: Path) -> None:
+    """The person took square out (as Lightroom does, flat and hierarchical): polygon, the level
+    above it, went, but shape, the level above polygon, stayed, held up by polygon, itself there
+    only for square.  A re-score (a tag-list edit, a restart) then took shape out after all: the
+    event's write and the re-score decided the same photo two ways."""
+    tagging = TaggingConfig(threshold=THRESHOLD, mode="sync")  # expand = "parents"
+    env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
+    try:
+        photo = red_square(env, tagging, 90003)
+        assert env.run(photo) == {"square.jpg": Status.TAGGED}
+        assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
+        take_out(photo, "square", app=env.exiftool, hierarchical=("shape|polygon|square",))
+        assert env.run(photo) == {"square.jpg": Status.TAGGED}
+        assert held(photo, env) == {"red", "colour"}  # polygon and shape were there for square only
+        env.pipeline.retag()
+        assert held(photo, env) == {"red", "colour"}
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("mode", ["append", "sync"])
 def test_a_tag_the_list_re_spells_replaces_ours_and_is_never_written_twice(
         tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -166,12 +166,16 @@ def orphaned_levels(tags: list[tuple[str, float]], kept_out: Collection[str],
     """The levels in an expanded ``tags`` list (:class:`Expansion`) that only a tag in ``kept_out``
     (case-folded) implied.  For a tag a person is found to have taken out while its photo is being
     written, after the levels were added: expansion gives a level the score of the tag that implies
-    it, which tells it from the same keyword predicted on its own merit."""
+    it, which tells it from the same keyword predicted on its own merit.  A level such a tag implied
+    justifies none above it (``shape`` above ``polygon`` above the ``square`` taken out): its own
+    levels are the taken-out tag's too, and only a tag that stays holds one up, as in the re-score,
+    whose expansion leaves the taken-out tag out from the start."""
     score = dict(tags)
-    justified = {level for keyword, _ in tags if fold(keyword) not in kept_out
+    implied = {level for keyword, s in tags if fold(keyword) in kept_out
+               for level in levels.get(keyword, ()) if score.get(level) == s}
+    justified = {level for keyword, _ in tags if fold(keyword) not in kept_out and keyword not in implied
                  for level in levels.get(keyword, ())}
-    return {level for keyword, s in tags if fold(keyword) in kept_out
-            for level in levels.get(keyword, ()) if level not in justified and score.get(level) == s}
+    return implied - justified
 
 
 def predict(images: np.ndarray, tags: TagMatrix, threshold: float | np.ndarray,
