@@ -640,7 +640,7 @@ def test_a_jpeg_renamed_or_deleted_leaves_the_persons_keyword_in_its_raws_sideca
 
 
 @pytest.mark.parametrize("persons", [True, False])
-@pytest.mark.parametrize("op", ["rename", "delete"])
+@pytest.mark.parametrize("op", ["rename", "delete", "pair moved", "pair moved, JPEG first"])
 def test_the_raw_of_a_pair_whose_jpeg_embeds_renamed_or_deleted_takes_its_sidecar_along(
         tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture, op: str,
         persons: bool) -> None:
@@ -650,7 +650,9 @@ def test_the_raw_of_a_pair_whose_jpeg_embeds_renamed_or_deleted_takes_its_sideca
     old sidecar kept keywords nobody's ledger had.  Deleting the RAW left its keywords of tagwatch's
     in IMG_1.xmp (for the next IMG_1.png the camera's counter brings, the person's), and the sidecar
     tagwatch made, holding nothing else, stayed.  Both were kept because the JPEG holds the same
-    keywords in its own fields, which are not that sidecar."""
+    keywords in its own fields, which are not that sidecar.  The pair moved into another folder
+    (`mv IMG_1.* sub/`) likewise left the sidecar, the person's keyword in it, behind, and the JPEG
+    was logged writing "its keywords" into the RAW's new sidecar."""
     env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2), EMBEDDED)
     try:
         env.use(["beach", "forest"])
@@ -672,6 +674,20 @@ def test_the_raw_of_a_pair_whose_jpeg_embeds_renamed_or_deleted_takes_its_sideca
             assert not side.exists(), "moved along with the RAW, whose alone it was"
             assert env.pipeline.untag(str(renamed)).status == Status.UNTAGGED
             assert in_sidecar(tmp_path / "in" / "IMG_3.xmp") == mine
+        elif op.startswith("pair moved"):
+            sub = tmp_path / "in" / "sub"
+            sub.mkdir()
+            moves = [Move(str(png), str(sub / png.name)), Move(str(jpg), str(sub / jpg.name))]
+            if op.endswith("JPEG first"):
+                moves.reverse()
+            with caplog.at_level("INFO", logger="tagwatch"):
+                for move in moves:  # the daemon takes up the first before `mv` moves the second
+                    Path(move.src).rename(move.dst)
+                    env.pipeline.apply([move])
+            assert in_sidecar(sub / "IMG_1.xmp") == {"beach", "forest"} | mine
+            assert not side.exists(), "moved along with the RAW, whose alone it was"
+            assert "its keywords written" not in caplog.text and "WARNING" not in caplog.text, caplog.text
+            jpg = sub / jpg.name
         else:
             png.unlink()
             with caplog.at_level("INFO", logger="tagwatch"):
