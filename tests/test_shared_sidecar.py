@@ -9,6 +9,7 @@ and daemon, exiftool reading back.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -699,6 +700,25 @@ def test_the_raw_of_a_pair_whose_jpeg_embeds_renamed_or_deleted_takes_its_sideca
                 assert not side.exists(), "tagwatch made it, and it holds nothing now"
                 assert "its sidecar IMG_1.xmp removed" in caplog.text
         assert in_jpeg(jpg) == {"beach", "forest"}, "the JPEG's own fields are untouched"
+    finally:
+        env.close()
+
+
+def test_the_raws_keywords_are_said_to_be_in_its_own_sidecar_beside_a_jpeg_that_embeds(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`checked …/IMG_1.png: forest, beach (already in the sidecar it shares with IMG_1.jpg)`, of the
+    pair copied: the JPEG embeds its keywords and never reads IMG_1.xmp, which is the RAW's alone."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2), EMBEDDED)
+    try:
+        env.use(["beach", "forest"])
+        jpg, png = pair(tmp_path / "in")
+        env.run(png, jpg)
+        copy = Path(shutil.copytree(tmp_path / "in", tmp_path / "copy")) / png.name  # the pair copied
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.run(copy)
+        lines = [r.getMessage() for r in caplog.records if str(copy) in r.getMessage()]
+        said = [line for line in lines if line.startswith(f"checked {copy}: ")]
+        assert said and said[0].endswith(" (already in its sidecar)"), lines
     finally:
         env.close()
 

@@ -1021,7 +1021,8 @@ class Writeback:
         photo = Path(path)
         embeds = writer.embeds(photo)  # reads a JPEG's first bytes: once, for uses_sidecar's answer too
         side = writer.settings.target != "embedded" or not embeds  # KeywordWriter.uses_sidecar
-        mates = [m.name for m in shared.stem_mates(writer, photo)] if side else []
+        mates = ([m.name for m in shared.stem_mates(writer, photo)  # not a JPEG that embeds its own
+                  if shared.uses_stem_sidecar(writer, self.store, m)] if side else [])
         return held_in(embeds, side, mates)
 
     def record_done(self, job: WriteJob, st: os.stat_result, rules: TagRules) -> Outcome:
