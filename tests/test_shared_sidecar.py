@@ -723,6 +723,46 @@ def test_the_raws_keywords_are_said_to_be_in_its_own_sidecar_beside_a_jpeg_that_
         env.close()
 
 
+@pytest.mark.parametrize("companion", ["IMG_1.AAE", "IMG_1.THM"])
+@pytest.mark.parametrize("op", ["rename", "delete"])
+def test_an_iphone_edit_record_or_a_thumbnail_beside_a_photo_shares_no_sidecar(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture, op: str,
+        companion: str) -> None:
+    """An iPhone's edited photo comes with IMG_1.AAE, its edit record (a plist), as a video with
+    a camera's IMG_1.THM: neither is a picture any app keeps an XMP sidecar for, yet each was taken
+    for a photo sharing IMG_1.xmp.  `mv IMG_1.png IMG_3.png` left the person's `Tante Anna` behind in
+    IMG_1.xmp and logged `…/IMG_1.AAE: beach, forest taken out of its sidecar`; deleted, the photo
+    left the sidecar tagwatch made."""
+    env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2),
+              WriteConfig(target="sidecar", sidecar="photo.xmp"))
+    try:
+        env.use(["beach", "forest"])
+        folder = tmp_path / "in"
+        folder.mkdir()
+        png = noise_png(folder / "IMG_1.png", seed=2)
+        (folder / companion).write_text('<?xml version="1.0"?><plist version="1.0"><dict/></plist>\n')
+        env.run(png)
+        side = folder / "IMG_1.xmp"
+        assert in_sidecar(side) == {"beach", "forest"}
+        with caplog.at_level("INFO", logger="tagwatch"):
+            if op == "rename":
+                subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject+=Tante Anna",
+                                str(side)], check=True)
+                env.run(png)
+                renamed = png.rename(folder / "IMG_3.png")
+                env.pipeline.apply([Move(str(png), str(renamed))])
+                assert in_sidecar(folder / "IMG_3.xmp") == {"beach", "forest", "Tante Anna"}
+                assert not side.exists()
+            else:
+                png.unlink()
+                env.pipeline.apply([Delete(str(png))])
+                assert not side.exists(), "tagwatch made it, and it holds nothing now"
+        assert companion not in caplog.text, caplog.text
+        assert (folder / companion).exists()
+    finally:
+        env.close()
+
+
 def test_the_review_page_says_of_a_shared_sidecar_what_the_write_does_with_it(
         tmp_path: Path, tiny_checkpoint: Path) -> None:
     """The photo page's *Writing into the file* line knew nothing of a sidecar two photos share: in

@@ -44,10 +44,22 @@ def is_sidecar(path: str) -> bool:
     return path[-4:].lower() == SIDECAR_SUFFIX
 
 
+# Files that come with a photo or a video under its stem and are no picture any app keeps an XMP
+# sidecar for: an iPhone's edit record (IMG_1.AAE beside an edited IMG_1.HEIC) and a camera's
+# thumbnail of a video (.THM).  Taken for photos sharing IMG_1.xmp, they kept a renamed photo's
+# sidecar, the person's keywords in it, behind, and a deleted photo's keywords in it.
+COMPANION_SUFFIXES = frozenset({".aae", ".thm"})
+
+
+def is_companion(path: str) -> bool:
+    """``path`` is a photo's companion file that shares no sidecar (:data:`COMPANION_SUFFIXES`)."""
+    return os.path.splitext(path)[1].lower() in COMPANION_SUFFIXES
+
+
 def stem_files(path: str) -> list[str]:
     """The other regular files of ``path``'s folder and stem that are no sidecar (``IMG_1.JPG``,
-    ``IMG_1.CR2``, a RAW tagwatch does not read): the files a ``photo.xmp`` sidecar may be shared
-    with, for apps that read it for each of them."""
+    ``IMG_1.CR2``, a RAW tagwatch does not read) nor a companion file (:func:`is_companion`): the
+    files a ``photo.xmp`` sidecar may be shared with, for apps that read it for each of them."""
     folder, name = os.path.split(path)
     stem = os.path.splitext(name)[0]
     found = []
@@ -55,7 +67,8 @@ def stem_files(path: str) -> list[str]:
         with os.scandir(folder or ".") as entries:
             for entry in entries:
                 if (entry.name != name and os.path.splitext(entry.name)[0] == stem
-                        and not is_sidecar(entry.name) and entry.is_file(follow_symlinks=False)):
+                        and not is_sidecar(entry.name) and not is_companion(entry.name)
+                        and entry.is_file(follow_symlinks=False)):
                     found.append(entry.path)
     except OSError:
         return []

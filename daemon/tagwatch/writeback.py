@@ -40,7 +40,7 @@ from . import logs, shared
 from .atomic import fsync_folder
 from .captions import Captions, Reading
 from .casefold import fold, folded
-from .freshness import is_sidecar, restamp, stem_photos
+from .freshness import is_companion, is_sidecar, restamp, stem_photos
 from .geotag import Placement, Places
 from .metadata import (
     DESCRIPTION_FIELDS,
@@ -1440,7 +1440,8 @@ def move_sidecar(writer: KeywordWriter, src: str, dst: str, store: Store | None 
         return f"{logs.shown(new.name)} is there already"
     if writer.stem_named:
         mates = ([p.name for p in shared.sharers(writer, store, src)] if store is not None else
-                 [p.name for p in old.parent.glob(glob.escape(old.stem) + ".*") if not is_sidecar(p.name)])
+                 [p.name for p in old.parent.glob(glob.escape(old.stem) + ".*")
+                  if not is_sidecar(p.name) and not is_companion(p.name)])
         if mates:
             return f"{', '.join(map(logs.shown, sorted(mates)))} still shares it"
     try:
