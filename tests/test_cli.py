@@ -260,7 +260,7 @@ def test_ctrl_c_ends_a_scan_with_a_line_saying_how_to_go_on(tmp_path: Path, conf
 
 def test_a_photo_left_to_retry_is_named(caplog: pytest.LogCaptureFixture) -> None:
     """A scan ends before a photo that changed under its write is tried again: it names it, where
-    the summary only counted "1 retry"."""
+    the summary only counted "1 retry", and does not say "will retry" (the daemon's wording) of it."""
     from tagwatch.cli.scan import name_retry
     from tagwatch.outcomes import Outcome, Status
 
@@ -268,7 +268,7 @@ def test_a_photo_left_to_retry_is_named(caplog: pytest.LogCaptureFixture) -> Non
         name_retry(Outcome("/p/a.jpg", Status.RETRY, error="changed while it was written; will retry"))
         name_retry(Outcome("/p/b.jpg", Status.TAGGED))
     assert caplog.messages == [
-        "/p/a.jpg: not tagged: changed while it was written; will retry; the next scan tags it"]
+        "/p/a.jpg: not tagged: changed while it was written; the next scan tags it"]
 
 
 def test_explain_lists_every_tag_with_its_verdict(tmp_path: Path, config_file) -> None:

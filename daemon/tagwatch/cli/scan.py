@@ -278,10 +278,13 @@ def interrupted_on_ray(done: int, stop: KeyboardInterrupt) -> str:
 
 def name_retry(outcome: Outcome) -> None:
     """A photo left to try again (changed while it was written): the daemon tries again by itself,
-    a scan ends first, so it names the photo (its summary only counted "1 retry")."""
+    a scan ends first, so it names the photo (its summary only counted "1 retry").  Without the
+    reason's "will retry", the daemon's promise: the line said "…; will retry; the next scan tags
+    it" of a photo the scan, ended, never tried again."""
     if outcome.status == Status.RETRY:
-        log.warning("%s: not tagged: %s; the next scan tags it", outcome.path, outcome.error,
-                    extra={"event": "retrying", "path": outcome.path, "reason": outcome.error})
+        reason = (outcome.error or "").removesuffix("; will retry")
+        log.warning("%s: not tagged: %s; the next scan tags it", outcome.path, reason,
+                    extra={"event": "retrying", "path": outcome.path, "reason": reason})
 
 
 def _passed_over(counts: Counter[str]) -> str:
