@@ -171,6 +171,26 @@ def test_an_existing_sidecar_is_merged_never_clobbered(tmp_path: Path, exiftool:
     assert after == before and oct(sidecar.stat().st_mode & 0o777) == "0o640"
 
 
+@pytest.mark.parametrize("naming", ["photo.jpg.xmp", "photo.xmp"])
+def test_an_embedded_target_leaves_the_jpegs_sidecar_of_another_app_untouched(
+        tmp_path: Path, exiftool: ExifTool, naming: str) -> None:
+    """With target embedded, a JPEG whose sidecar darktable or digiKam keeps (p.jpg.xmp: the person's
+    `holiday`, a rating) had that sidecar rewritten at each tagging: tagwatch wrote nothing of its
+    own there, but gave it an lr:hierarchicalSubject holding a copy of `holiday` (the rule for a
+    sidecar tagwatch writes keywords into), and darktable found its XMP changed on disk."""
+    writer = KeywordWriter(exiftool, WriteConfig(target="embedded", sidecar=naming))
+    photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
+    sidecar = tmp_path / ("p.jpg.xmp" if naming == "photo.jpg.xmp" else "p.xmp")
+    subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=holiday", "-XMP-xmp:Rating=4", "-o", str(sidecar)],
+                   check=True)
+    before = sidecar.read_bytes()
+    plan = writer.plan(photo, ["beach"])
+    assert [edit.path for edit in plan.edits] == [photo]
+    writer.apply(plan)
+    assert set(fields(photo)["XMP-dc:Subject"]) == {"beach"}
+    assert sidecar.read_bytes() == before
+
+
 def test_a_hierarchy_prefix_files_our_keywords_under_it(tmp_path: Path, exiftool: ExifTool) -> None:
     writer = KeywordWriter(exiftool, WriteConfig(hierarchy_prefix="auto|clip"))
     plain = noise_jpeg(tmp_path / "plain.jpg", seed=1)

@@ -934,7 +934,10 @@ class KeywordWriter:
             seed = None if sidecar_before is not None else Keywords(
                 xmp=tuple(dict.fromkeys(photo.xmp + photo.iptc_known)), hierarchical=photo.hierarchical,
                 tags_list=photo.tags_list)
-            fields = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=True,
+            # sidecar=uses: the lr:hierarchicalSubject every sidecar of ours carries is made only in
+            # one that gets keywords; an embedded JPEG's (darktable's p.jpg.xmp) gets our removals
+            # alone, and was rewritten with a copy of the person's keywords when there were none
+            fields = self._xmp_fields(sidecar, change if uses else change.removal_only(), sidecar=uses,
                                       seed=seed, exact=side_exact if sidecar_before is not None else None)
             xmp_assign = {name: value for name, value in (side_assign or {}).items()
                           if not name.startswith("IPTC:")}
