@@ -134,6 +134,7 @@ def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path,
     kept, edited = noise_jpeg(lib / "kept.jpg", seed=1), noise_jpeg(lib / "edited.jpg", seed=2)
     truncated = lib / "truncated.jpg"
     truncated.write_bytes(kept.read_bytes()[:500])
+    (lib / "empty.jpg").write_bytes(b"")  # said "not an image format tagwatch reads", unlike scan
     tagwatch("scan", "--config", str(config), str(lib))
     noise_jpeg(lib / "new.jpg", seed=3)  # never scanned
     noise_jpeg(edited, seed=4)  # new pixels since the scan: its old tags would be wrong
@@ -145,7 +146,8 @@ def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path,
     assert f"{lib / 'new.jpg'}: {not_encoded}" in result.stderr
     assert f"{edited}: {not_encoded}" in result.stderr
     assert f"{truncated}: not exported: truncated JPEG" in result.stderr
-    assert "export: 2 photos; 3 not exported (listed above)" in result.stderr
+    assert f"{lib / 'empty.jpg'}: not exported: empty file (0 bytes)" in result.stderr
+    assert "export: 2 photos; 4 not exported (listed above)" in result.stderr
 
     everything = export(config)  # no PATH: every photo the database knows
     assert set(json.loads(everything.stdout)) == {str(kept)}

@@ -173,8 +173,11 @@ def image_format(data: bytes) -> str:
     One of ``jpeg``, ``png``, ``webp``, ``tiff``, ``heif``, ``dng`` or ``raw`` (any other camera RAW).
     A TIFF-structured file counts as RAW when it is a DNG, a CR2, a Phase One IIQ, or holds sensor (CFA
     or linear raw) data in any of its IFDs, which is how NEF, NRW, ARW, PEF, SRW, 3FR, ERF and the
-    other TIFF-based RAWs look.
+    other TIFF-based RAWs look.  An empty file says so, as the pipeline does (``export`` named one
+    "not an image format tagwatch reads" where ``scan`` and ``status`` said "empty file (0 bytes)").
     """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
     kind = announced_format(data)
     if kind == "tiff":
         if bytes(data[8:10]) == b"CR":  # Canon CR2: a TIFF with its own signature after the header
