@@ -475,7 +475,7 @@ class Daemon:
     def _scan(self, clean_temp: bool = False, roots: tuple[Path, ...] | None = None) -> None:
         started, began_ns = time.monotonic(), time.time_ns()
         report = reconcile(roots or self.config.watch, self.filter, self.store, self.queue, clean_temp,
-                           self.stopped, carry=partial(move_sidecar, self.writer))
+                           self.stopped, carry=partial(move_sidecar, self.writer, store=self.store))
         if report.unlistable:  # watched and scanned once they can be listed
             self.watcher.unlistable(report.unlistable)
         if self.stopped.is_set():
