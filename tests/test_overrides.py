@@ -668,3 +668,24 @@ def test_a_sidecar_stays_where_a_rename_while_no_daemon_runs_is_not_known_to_be_
     for side in (root / "beach.xmp", root / "a.xmp", root / "b.xmp"):
         assert "Oma" not in exif_keywords(side)["xmp"] and len(exif_keywords(side)["xmp"]) == 3
     assert daemon.stop() == 0
+
+
+def test_adding_a_keyword_of_ours_in_another_case_makes_it_the_persons(env: Env, tmp_path: Path) -> None:
+    """A desk editor adds "Beach" on the review page to a photo tagwatch gave "beach": the page said
+    it was theirs from then on, but the ledger was looked up case-sensitively, so "beach" stayed
+    tagwatch's and ``untag`` took it out.  The add adopts the keyword as the file spells it."""
+    root = tmp_path / "lib"
+    photo = noise_jpeg(root / "p.jpg", seed=4)
+    env.use(["beach", "forest", "mountain"])
+    assert env.run(photo) == {"p.jpg": Status.TAGGED}
+    ours = keywords_in(photo)
+    adopted = sorted(ours)[0]
+    env.pipeline.use_overrides(parse_overrides(
+        f'[[override]]\npath = "{photo}"\nadd = ["{adopted.upper()}"]\n', tmp_path / "o.toml", [root]))
+    env.pipeline.retag()
+    assert keywords_in(photo) == ours  # one spelling: the file's
+    row = env.store.file(str(photo))
+    assert env.store.ledger(row.id, USER) == [adopted]
+    assert adopted not in env.store.ledger(row.id)
+    assert env.pipeline.untag(str(photo)).status == "untagged"
+    assert keywords_in(photo) == {adopted}

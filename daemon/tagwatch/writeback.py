@@ -177,6 +177,15 @@ class WriteJob:
         return self.plan is not None and self.plan.changes
 
 
+def adopted(override: Override, held: Iterable[str]) -> list[str]:
+    """The keywords of ``held`` (what this write puts in, or what the file holds of ours) that
+    ``override`` adds, as the file spells them: an add of "Beach" where tagwatch wrote "beach" is
+    that keyword (:meth:`Override.apply`), so it becomes the person's under the file's spelling, or
+    it stayed tagwatch's and ``untag`` took it out."""
+    adds = folded(override.add)
+    return [k for k in dict.fromkeys(held) if fold(k) in adds]
+
+
 def known_paths(known: Mapping[str, str], keywords: Iterable[str]) -> dict[str, str]:
     """The hierarchical path of each of ``keywords`` that ``known`` (the tag list's, a caption's) has
     one for, whatever its case: keywords are compared without regard to case everywhere, so an
@@ -671,7 +680,7 @@ class Writeback:
         if row is not None:
             written = self.store.ledger_paths(row.id, USER)
             users = {k: written.get(k, (k,)) for k in self.store.ledger(row.id, USER)
-                     if k in override.add and k not in owned}
+                     if fold(k) in folded(override.add) and k not in owned}
         owned_paths = {**owned_paths, **users}
         # the person's keywords earlier overwrites took out: an older build's left no field record
         taken = self.store.ledger(file_id, REMOVED) if file_id is not None and mode == "overwrite" else []
@@ -681,7 +690,7 @@ class Writeback:
             filled=job.filled, taken=taken, side_keep=side_keep), owned)
         if not plan.changes:
             return
-        mine = [k for k in plan.ours if k not in override.add]  # an override's are the user's
+        mine = [k for k in plan.ours if fold(k) not in folded(override.add)]  # an override's are the user's
         # Pending until recorded done, ledger written ahead: a crash mid-write leaves the file to the
         # next scan and never makes tagwatch forget a keyword it put in (nor, for a keyword whose
         # parent changed, the path it was written under before).
@@ -790,7 +799,8 @@ class Writeback:
             if not os.path.lexists(sources[0].path):  # renamed (its correction followed it: judge)
                 # the keywords that correction added stay recorded the person's, as a live rename's
                 # (Store.move): else its deletion leaves them in its sidecar (release)
-                users = [k for k in self.store.ledger(sources[0].id, USER) if k in job.override.add]
+                adds = folded(job.override.add)
+                users = [k for k in self.store.ledger(sources[0].id, USER) if fold(k) in adds]
                 self.store.add_ledger(job.file_id, users, USER,
                                       paths=self.store.ledger_paths(sources[0].id, USER))
         job.owned = job.held = list(adopted)
@@ -1048,8 +1058,8 @@ class Writeback:
                 self.store.confirm_ledger(file_id, [*job.held, *plan.ours])
                 self.store.remove_ledger(file_id, [k for k in job.unwritten if k not in plan.ours])
                 self.store.set_ledger_paths(file_id, {k: plan.paths[k] for k in plan.respelled})
-                self.store.add_ledger(file_id, [k for k in override.add if k in plan.ours or k in job.owned],
-                                      USER, paths=plan.paths)
+                self.store.add_ledger(file_id, adopted(override, [*plan.ours, *job.owned]), USER,
+                                      paths=plan.paths)
                 self.store.remove_ledger(file_id, job.released)  # the other photo's now, in the sidecar
                 self.store.set_filled(file_id, plan.fills)
                 side = next((e for e in plan.edits if not e.is_photo), None) if job.writes else None

@@ -1028,7 +1028,7 @@ class Library:
                     and (fold(k) in removes or (sweeps and fold(k) not in wanting))]
         if overwrites:  # ours to the write: the ledger's, and those written for a correction still asking
             owned = [k for k, action in ledger.items()
-                     if action == ADDED or (action == USER and k in override.add)]
+                     if action == ADDED or (action == USER and fold(k) in folded(override.add))]
             changes += [f"taking out {k!r}" for k in overwritten(present, [*keywords, *stays], owned)]
         return changes
 
