@@ -80,6 +80,31 @@ def test_shipped_imagenet_list_is_clean() -> None:
     assert not [k for k in keywords if "," in k]  # one clean keyword per class, no synonym lists
 
 
+def test_a_rich_list_under_another_name_is_refused_not_written_line_by_line(tmp_path: Path,
+                                                                           tiny_checkpoint: Path) -> None:
+    """A desk's rich list saved as `newsroom.tags` (or `tags.toml.txt`, a hidden extension) is read as
+    plain text, and its lines went into the photos as keywords: `[[tag]]`, `keyword = "Polizei"`.  The
+    rich format's `[[tag]]` header is no keyword: the list is refused, naming the line and the fix."""
+    rich = '# newsroom\n[[tag]]\nkeyword = "Polizei"\nthreshold = 0.3\n'
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach"])
+    tags = tmp_path / "conf" / "tags.txt"
+    tags.write_text(rich, encoding="utf-8")
+    with pytest.raises(VocabularyError) as refused:
+        parse_tag_list(rich, TEMPLATES, tags)
+    assert str(refused.value) == (
+        f"{tags}:2: '[[tag]]' begins a tag of the rich format, but this list is read as plain text (one "
+        "keyword per line) as its name does not end in .toml: give it a .toml name")
+    photo = noise_jpeg(tmp_path / "photos" / "p.jpg", seed=3)
+    result = tagwatch("scan", "--config", str(config), str(photo))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"tagwatch: error: {refused.value}"
+    assert exif_keywords(photo) == {"iptc": [], "xmp": []}
+    # the same text under a .toml name is the rich list it is
+    renamed = tags.with_suffix(".toml")
+    renamed.write_text(rich, encoding="utf-8")
+    assert load_vocabulary(renamed, TEMPLATES).keywords == ["Polizei"]
+
+
 def test_a_pipe_in_a_plain_keyword_is_refused_with_its_line(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """`Shapes|circle` (typed from a Lightroom or digiKam export) was written verbatim: a pipe in
     IPTC Keywords and dc:subject, and a level `Shapes` that is no tag in lr:hierarchicalSubject.  It is

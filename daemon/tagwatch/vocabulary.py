@@ -159,6 +159,17 @@ def _one_level(keyword: str, where: str) -> None:
                           f"line: {write}use a .toml list and name the level above it with parent")
 
 
+def _not_rich(line: str, where: str) -> None:
+    """Refuse a rich list read as plain text (named ``newsroom.tags``, or ``tags.toml.txt`` behind a
+    hidden extension): its lines would be written into the photos as keywords (``[[tag]]``,
+    ``keyword = "Polizei"``).  The rich format's ``[[tag]]`` header is the sure sign; no one tags a
+    photo with it."""
+    if line.replace(" ", "") == "[[tag]]":
+        raise VocabularyError(f"{where}: '[[tag]]' begins a tag of the rich format, but this list is read "
+                              "as plain text (one keyword per line) as its name does not end in "
+                              f"{RICH_SUFFIX}: give it a {RICH_SUFFIX} name")
+
+
 def parse_tag_list(text: str, templates: tuple[str, ...], source: Path, *, place: bool = False,
                    stop: Collection[str] = hierarchy.DEFAULT_STOP) -> Vocabulary:
     """Parse the plain text format; ``templates`` turn each keyword into its prompts.
@@ -174,6 +185,7 @@ def parse_tag_list(text: str, templates: tuple[str, ...], source: Path, *, place
         folded = " ".join(raw.split())
         if not folded or folded.startswith("#"):
             continue
+        _not_rich(folded, f"{source}:{number}")
         keyword = check_keyword(folded, f"{source}:{number}")
         _one_level(keyword, f"{source}:{number}")
         if seen.again(keyword, number):
