@@ -192,6 +192,25 @@ def test_the_status_tab_counts_one_folder_in_the_singular(library: Library, brow
     assert "watching 1 folder," in shown and "1 folders" not in shown, shown
 
 
+def test_the_status_tab_says_a_refused_tag_list_is_not_in_use_as_tagwatch_status_does(
+        library: Library, browser) -> None:
+    """A desk editor's broken edit of the tag list: `tagwatch status` says NOT IN USE with the reason,
+    the Status tab said all was well (the page's own tag views named it, the daemon's refusal no)."""
+    with library.daemon.restoring(library.conf / "tags.toml", "tag list ") as tags:
+        mark = len(library.daemon.log())
+        broken = '\n[[tag]]\nkeyword = "Polizei"\nparent = "Blaulicht"\n'
+        tags.write_text(tags.read_text(encoding="utf-8") + broken, encoding="utf-8")
+        library.daemon.wait_log("tag list not reloaded", since=mark)
+        wait_for(lambda: "tag list" in status(library.config)["daemon"]["rejected"])
+        reason = status(library.config)["daemon"]["rejected"]["tag list"]
+        assert "parent 'Blaulicht' of 'Polizei' is not a keyword in this list" in reason
+        browser.get(f"{library.base}/status")
+        wait_for(lambda: "not in use" in words(browser, "#status"))
+        assert (f"not in usethe tag list on disk, refused: {reason}; the previous one is in use until it "
+                "is fixed") in words(browser, "#status")  # (a <dt> and its <dd>: no space between)
+    wait_for(lambda: "not in use" not in words(browser, "#status"))  # the panel follows by itself
+
+
 def untouched(library: Library) -> list[str]:
     """The star photos whose file carries tagwatch's star and that no correction names (another test
     of the module may have rejected it on one): by name."""
