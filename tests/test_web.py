@@ -585,6 +585,50 @@ def test_the_page_a_daemon_serves_scores_with_the_threshold_a_sighup_applied(tmp
         assert daemon.stop() == 0
 
 
+def test_tagwatch_web_beside_a_daemon_follows_a_sighup_as_the_daemon_does(tmp_path: Path) -> None:
+    """The README's config edit (a threshold), then `pkill -HUP`: a `tagwatch web` run beside the
+    daemon went on calling 0.360 the global threshold and counting photos by it, and a HUP that
+    reached it (`pkill -HUP -f tagwatch`) ended it without a word.  It re-reads [tagging] as the
+    daemon does, says so in one line, and a config it cannot read leaves the page as it was."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    synthetic.make_photo("red", "star", 704, (320, 240)).save(root / "red-star.jpg", quality=88)
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, watch=[root], tags=TAGS,
+                          threshold=THRESHOLD)
+    assert tagwatch("scan", "--config", str(config), str(root)).returncode == 0
+    log = tmp_path / "web.log"
+    with log.open("w") as err:
+        web = subprocess.Popen([sys.executable, "-m", "tagwatch", "web", "--config", str(config),
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=err, cwd=REPO, text=True)
+    try:
+        match = re.fullmatch(r"review page: http://127\.0\.0\.1:(\d+)/\?token=(\S+)\n",
+                             web.stdout.readline())  # type: ignore[union-attr]
+        assert match
+        site = Site(root, config.parent, config, None, f"http://127.0.0.1:{match.group(1)}",  # type: ignore[arg-type]
+                    int(match.group(1)), match.group(2))
+
+        def star() -> str:
+            code, body = site.request("GET", "/tag/star")
+            assert code == 200
+            return " ".join(body.decode().split())
+
+        assert f"above the threshold {THRESHOLD:.3f} (the global one)" in star()
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace(f"threshold = {THRESHOLD}", "threshold = 0.9"), encoding="utf-8")
+        web.send_signal(signal.SIGHUP)
+        wait_for(lambda: "above the threshold 0.900 (the global one)" in star())
+        assert web.poll() is None
+        assert f"review page: config {config} reloaded: [tagging] applied" in log.read_text(encoding="utf-8")
+        config.write_text(text.replace(f"threshold = {THRESHOLD}", "threshold = 9"), encoding="utf-8")
+        web.send_signal(signal.SIGHUP)
+        wait_for(lambda: "review page: config not reloaded, keeping the previous one: " in log.read_text(
+            encoding="utf-8"))
+        assert "above the threshold 0.900 (the global one)" in star() and web.poll() is None
+    finally:
+        web.terminate()
+        assert web.wait(timeout=30) == 0
+
+
 def card_chips(page: str) -> dict[str, dict[str, str]]:
     """Photo path → keyword → owner class of each card's chips in a grid page."""
     chip = r'<li class="chip (\w+)" title="[^"]*" data-keyword="([^"]*)"'

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..config import Config, default_config_path
-from .common import UsageError, load, require_exiftool
+from ..config import Config, ConfigError, default_config_path, load_config
+from .common import UsageError, load, log, require_exiftool
+
+if TYPE_CHECKING:
+    from ..web.server import WebServer
 
 
 def page_url(config: Config, host: str | None, port: int | None) -> str:
@@ -31,6 +37,32 @@ def page_url(config: Config, host: str | None, port: int | None) -> str:
     return f"{page_address(open_host(host or config.web.host), port)}?token={token}"
 
 
+def follow_sighup(server: WebServer, config: Config) -> None:
+    """SIGHUP re-reads the config's ``[tagging]``, as the daemon does (the README's `pkill -HUP` after
+    a config edit): a `tagwatch web` beside the daemon went on scoring with the threshold it started
+    with, and a HUP that reached it ended it without a word.  The tag list and overrides it saves
+    into stay those it started with, as for the page a daemon serves.  The reload runs in a thread of
+    its own: the handler interrupts the page's event loop, which may hold the library's locks."""
+    source = config.source
+
+    def reload() -> None:
+        if source is None:
+            log.info("review page: no config to re-read (built-in defaults)")
+            return
+        try:
+            new = load_config(source)
+        except ConfigError as exc:
+            log.error("review page: config not reloaded, keeping the previous one: %s", exc)
+            return
+        server.use_tagging(new.tagging)
+        held = [key for key in ("tags", "overrides") if getattr(new, key) != getattr(config, key)]
+        later = f"; a change of {', '.join(held)} takes effect after a restart" if held else ""
+        log.info("review page: config %s reloaded: [tagging] applied%s", source, later)
+
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, name="tagwatch-web-reload",
+                                                             daemon=True).start())
+
+
 def web_func(args: argparse.Namespace) -> int:
     from ..web.server import WebError, WebServer  # starlette, jinja2 and uvicorn are only needed here
 
@@ -49,6 +81,7 @@ def web_func(args: argparse.Namespace) -> int:
     except WebError as exc:
         raise UsageError(str(exc)) from None
     print(f"review page: {server.url}", flush=True)  # stdout, never the log: it holds the token
+    follow_sighup(server, config)
     server.serve()
     return 0
 
