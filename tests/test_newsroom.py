@@ -6,6 +6,7 @@ real daemon on a real folder, and the commands through the CLI."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TAGS, Env, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
+from tagwatch import writeback
 from tagwatch.config import TaggingConfig
 from tagwatch.formats import content_key
 from tagwatch.outcomes import Status
@@ -31,6 +33,37 @@ def env(tmp_path: Path, tiny_checkpoint: Path) -> Env:
     env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2))
     yield env
     env.close()
+
+
+def test_a_photo_moved_out_while_its_keywords_were_written_is_said_gone_in_one_line(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The desk's ingest script moves each photo out of the drop folder a moment after it lands: one
+    that went while its keywords were being written was said twice, "gone: file vanished before its
+    keywords were written (deleted or renamed)" and, when its deletion came through, "skipped:
+    deleted before it could be tagged".  One line per photo, as for every other outcome."""
+    photo = noise_jpeg(tmp_path / "drop" / "DSC_0300.jpg", seed=4)
+    archive = tmp_path / "archive" / photo.name
+    archive.parent.mkdir()
+
+    def moved_out_first(writer: object, job: writeback.WriteJob) -> os.stat_result:
+        """The ingest script's mv lands while exiftool writes: the write fails, the file gone."""
+        os.rename(job.path, archive)
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", job.path)
+
+    monkeypatch.setattr(writeback, "write_file", moved_out_first)
+    caplog.set_level("INFO", logger="tagwatch")
+    assert env.run(photo) == {"DSC_0300.jpg": Status.GONE}
+    env.pipeline.apply([Delete(str(photo))])
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(photo))]
+    assert said == [f"{photo}: gone: file vanished before its keywords were written (deleted or renamed)"]
+    assert exif_keywords(archive) == {"iptc": [], "xmp": []}
+    # a photo deleted before it was ever looked at is still said so
+    fleeting = noise_jpeg(tmp_path / "drop" / "DSC_0301.jpg", seed=5)
+    fleeting.unlink()
+    caplog.clear()
+    env.pipeline.apply([Delete(str(fleeting))])
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{fleeting}: skipped: deleted before it could be tagged"]
 
 
 def test_a_correction_of_a_deleted_photo_is_not_applied_to_the_next_picture_of_its_name(

@@ -177,6 +177,11 @@ class WriteJob:
         return self.plan is not None and self.plan.changes
 
 
+# What :meth:`Writeback.failed` keeps in ``_said`` for a photo it found gone mid-write (and logged):
+# the deletion the watcher reports next is that same news, not a second line
+GONE_SAID: tuple[object, ...] = ("gone",)
+
+
 def adopted(override: Override, held: Iterable[str]) -> list[str]:
     """The keywords of ``held`` (what this write puts in, or what the file holds of ours) that
     ``override`` adds, as the file spells them: an add of "Beach" where tagwatch wrote "beach" is
@@ -1133,6 +1138,7 @@ class Writeback:
             return Outcome(job.path, Status.WAIT, job.tags, error=f"keywords not written: {passing}")
         self._said.pop(job.path, None)  # given up on: tried afresh when it changes
         if not os.path.lexists(job.path):
+            self._said[job.path] = GONE_SAID  # its deletion, when it comes through, is no news
             return record_gone(self.store, job.path, "file vanished before its keywords were written")
         reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
         return record_failure(self.store, job.path, job.stat, f"keywords not written: {reason}",
@@ -1365,6 +1371,7 @@ class Writeback:
                 if not op.is_dir:
                     unknown.append(op.path)
                 return
+            said_gone = self._said.get(op.path) == GONE_SAID
             self._forget_said(op.path, op.is_dir)
             if not utf8_name(op.path):  # never recorded (skipped, saying why): nothing to forget
                 return
@@ -1376,6 +1383,8 @@ class Writeback:
                 return
             if self.store.mark_deleted(op.path):
                 log.info("%s: deleted%s", op.path, released, extra={"event": "deleted", "path": op.path})
+            elif said_gone:  # the write that found it gone said so: one line per photo
+                log.debug("%s: deletion recorded (said gone already)", op.path)
             else:
                 log.info("%s: skipped: deleted before it could be tagged", op.path)
             return
