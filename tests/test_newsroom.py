@@ -57,6 +57,13 @@ def test_a_photo_moved_out_while_its_keywords_were_written_is_said_gone_in_one_l
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(photo))]
     assert said == [f"{photo}: gone: file vanished before its keywords were written (deleted or renamed)"]
     assert exif_keywords(archive) == {"iptc": [], "xmp": []}
+    # moved out between its event and its read: one line too
+    caplog.clear()
+    went = tmp_path / "drop" / "DSC_0302.jpg"  # the watcher saw it land; it is gone when read
+    assert env.run(went) == {"DSC_0302.jpg": Status.GONE}
+    env.pipeline.apply([Delete(str(went))])
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(went))]
+    assert said == [f"{went}: gone: file vanished before it could be read (deleted or renamed)"]
     # a photo deleted before it was ever looked at is still said so
     fleeting = noise_jpeg(tmp_path / "drop" / "DSC_0301.jpg", seed=5)
     fleeting.unlink()

@@ -156,7 +156,7 @@ def test_a_re_score_stopped_by_a_lock_outside_a_photos_write_still_counts_the_ph
     def held(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise _sqlite_fault("database is locked", 5)
 
-    monkeypatch.setattr("tagwatch.pipeline.record_gone", held)
+    monkeypatch.setattr("tagwatch.writeback.record_gone", held)  # Writeback.gone records it
     env.use([*TAGS, "harbour"], TaggingConfig(threshold=-1.0, top_k=10))
     observed: list[str] = []
     with pytest.raises(sqlite3.OperationalError, match="locked"):

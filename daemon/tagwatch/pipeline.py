@@ -39,7 +39,7 @@ from .freshness import is_settled, is_unchanged
 from .geotag import Places
 from .imaging import Preprocess
 from .metadata import KeywordWriter
-from .outcomes import Outcome, Status, record_failure, record_gone
+from .outcomes import Outcome, Status, record_failure
 from .overrides import (
     NO_OVERRIDE,
     Override,
@@ -308,7 +308,7 @@ class Pipeline:
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
-                outcomes.append(record_gone(self.store, path, "file vanished before it could be read"))
+                outcomes.append(self.writeback.gone(path, "file vanished before it could be read"))
                 continue
             except OSError as exc:
                 if exc.errno in TRANSIENT_ERRNOS:
@@ -625,7 +625,7 @@ class Pipeline:
         if isinstance(problem, ReadFailed) and problem.transient:
             return Outcome(photo.path, Status.WAIT, error=reason)
         if isinstance(problem, FileVanished):
-            return record_gone(self.store, photo.path, reason)
+            return self.writeback.gone(photo.path, reason)
         return record_failure(self.store, photo.path, photo.stat, reason, dry_run, photo.key)
 
     def give_up(self, path: str, exc: BaseException) -> Outcome:
@@ -737,7 +737,7 @@ class Pipeline:
                     try:
                         st = os.lstat(row.path)
                     except FileNotFoundError:
-                        record_gone(self.store, row.path, "file vanished")
+                        self.writeback.gone(row.path, "file vanished")
                         continue
                     except OSError as exc:
                         log.warning("%s: skipped: cannot read: %s", row.path, exc.strerror)

@@ -177,8 +177,8 @@ class WriteJob:
         return self.plan is not None and self.plan.changes
 
 
-# What :meth:`Writeback.failed` keeps in ``_said`` for a photo it found gone mid-write (and logged):
-# the deletion the watcher reports next is that same news, not a second line
+# What :meth:`Writeback.gone` keeps in ``_said`` for a photo found gone while it was read or written
+# (and said so): the deletion the watcher reports next is that same news, not a second line
 GONE_SAID: tuple[object, ...] = ("gone",)
 
 
@@ -957,6 +957,13 @@ class Writeback:
         self._said[path] = said
         return logging.INFO
 
+    def gone(self, path: str, reason: str) -> Outcome:
+        """:func:`record_gone`, kept in mind: the deletion the watcher reports next for ``path`` is
+        the same news, and said at debug only (it was a second line, "skipped: deleted before it could
+        be tagged", for every photo an ingest script moved out while it was being read or written)."""
+        self._said[path] = GONE_SAID
+        return record_gone(self.store, path, reason)
+
     def _forget_said(self, path: str, is_dir: bool = False) -> None:
         """``path`` deleted or renamed away (every photo under it, ``is_dir``): what :meth:`_once`
         kept of its tries goes.  Kept, a long-running daemon held a line's worth for every photo it
@@ -1138,8 +1145,7 @@ class Writeback:
             return Outcome(job.path, Status.WAIT, job.tags, error=f"keywords not written: {passing}")
         self._said.pop(job.path, None)  # given up on: tried afresh when it changes
         if not os.path.lexists(job.path):
-            self._said[job.path] = GONE_SAID  # its deletion, when it comes through, is no news
-            return record_gone(self.store, job.path, "file vanished before its keywords were written")
+            return self.gone(job.path, "file vanished before its keywords were written")
         reason = str(exc) if isinstance(exc, MetadataError) else exc.strerror
         return record_failure(self.store, job.path, job.stat, f"keywords not written: {reason}",
                               key=job.key)
