@@ -6,6 +6,7 @@ while ``tagwatch run`` watches them.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -689,3 +690,62 @@ def test_adding_a_keyword_of_ours_in_another_case_makes_it_the_persons(env: Env,
     assert adopted not in env.store.ledger(row.id)
     assert env.pipeline.untag(str(photo)).status == "untagged"
     assert keywords_in(photo) == {adopted}
+
+
+def test_a_photo_moved_live_to_another_watched_folder_is_a_move_sidecar_correction_and_all(
+        tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
+    """``watch = [Inbox, Archive]`` and, while the daemon runs, ``mv Inbox/IMG_1.jpg Archive/2026/``.
+    Each watched folder has its own inotify watch, and watchdog pairs a rename's two halves only
+    within one: the move arrives as the photo leaving Inbox for nowhere and a file arriving in
+    Archive from nowhere.  The watcher pairs them (watcher._Handler: the arrival remembered by name,
+    held back a moment for the other half; the store's side checks the size and time recorded), so
+    it is the move it is, as within one folder: one ``moved`` line, the record, ledger and
+    correction follow the photo, its sidecar holding the person's ``Oma`` goes with it, and nothing
+    is encoded again.  Before, the old record was logged deleted, its sidecar stayed in Inbox beside
+    no photo (``Oma`` in it, tagwatch's taken out) and Archive/2026/IMG_1.jpg got a sidecar of its own
+    without ``Oma``."""
+    from tagwatch.overrides import correct
+
+    inbox, archive = tmp_path / "Inbox", tmp_path / "Archive"
+    (archive / "2026").mkdir(parents=True)
+    inbox.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[inbox, archive],
+                          extra='[write]\ntarget = "sidecar"\n')
+    config.write_text('overrides = "o.toml"\n' + config.read_text())
+    overrides_file = config.parent / "o.toml"
+    old, new = inbox / "IMG_1.jpg", archive / "2026" / "IMG_1.jpg"
+    old_side, new_side = inbox / "IMG_1.jpg.xmp", archive / "2026" / "IMG_1.jpg.xmp"
+    noise_jpeg(old, seed=7)
+    overrides_file.write_text(correct("# mine\n", overrides_file, [inbox, archive], str(old), "Anna", "add"),
+                              encoding="utf-8")
+    daemon: Daemon = daemon_factory(config).start()
+    wait_for(lambda: old_side.is_file() and status(config)["tagged"] == 1)
+    ours = set(exif_keywords(old_side)["xmp"])
+    assert len(ours) == 4 and "Anna" in ours
+    add_to_sidecar(old_side, "Oma")  # the person's keyword, in the sidecar only
+    wait_for(lambda: "Oma" in exif_keywords(old_side)["xmp"])
+    encoded = status(config)["encoded"]
+
+    mark = len(daemon.log())
+    shutil.move(old, new)  # a rename: the two roots' watches each see one half
+    daemon.wait_log(f"moved {old} -> {new}", since=mark)
+    wait_for(lambda: f'path = "{new}"' in overrides_file.read_text(encoding="utf-8"))
+    wait_for(lambda: new_side.is_file() and not old_side.exists())
+    log = daemon.log()[mark:]
+    assert f"moved sidecar {old_side} -> {new_side}" in log
+    assert f"{old}: deleted" not in log
+    assert set(exif_keywords(new_side)["xmp"]) == ours | {"Oma"}
+    assert exif_keywords(new)["xmp"] == []  # target sidecar: nothing written into the JPEG
+    counts = status(config)
+    assert (counts["tagged"], counts["deleted"], counts["encoded"]) == (1, 0, encoded)
+    exported = tagwatch("export", "--config", str(config))
+    assert exported.returncode == 0, exported.stderr
+    assert list(json.loads(exported.stdout)) == [str(new)]
+    assert f'path = "{old}"' not in overrides_file.read_text(encoding="utf-8")
+    # the ledger followed: a deletion now takes tagwatch's keywords (the correction's too) out of the
+    # sidecar and leaves the person's own
+    mark = len(daemon.log())
+    new.unlink()
+    daemon.wait_log(f"{new}: deleted", since=mark)
+    assert exif_keywords(new_side)["xmp"] == ["Oma"]
+    assert daemon.stop() == 0

@@ -46,12 +46,19 @@ from .store import FileRow, Store, inside
 
 log = logging.getLogger(__name__)
 
-# photos found in new folders remembered (by name), for the half of a move still to come; and the new
-# folders remembered, whose photos watchdog reports as created after the folder
+# photos found in new folders or moved in from another root remembered (by name), for the half of a
+# move still to come; and the new folders remembered, whose photos watchdog reports as created after
+# the folder
 ARRIVALS = 4096
 
 
 CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only for stray events
+
+# A photo moved in from outside its root's watch, while several roots are watched, may come from
+# another root: it waits this long before it is tagged, for the other half of the move (watchdog
+# holds an unpaired IN_MOVED_FROM 0.5 s for its IN_MOVED_TO, so the leaving half comes that much
+# after the arriving one; the rest is a margin for threads on a busy machine).  See _Handler.
+PAIR_DELAY = 2.0
 
 # The events _Handler acts on.  Given to the observer, which then asks inotify for no others: without
 # it every open and read-only close of a photo (our decoder's, exiftool's reads, a photo app browsing
@@ -359,14 +366,34 @@ def _through_link(path: str) -> bool:
 
 
 class _Handler(FileSystemEventHandler):
-    """Turns watchdog events into queue entries."""
+    """Turns watchdog events into queue entries.
+
+    A photo moved from one watched root to another (``watch = ["~/Inbox", "~/Archive"]``, then
+    ``mv ~/Inbox/IMG_1.jpg ~/Archive/2026/`` while the daemon runs) is paired here, the one place
+    that decides it.  Each root has its own inotify watch, and watchdog pairs a rename's halves only
+    within one watch (one observer for every root would not change that: watchdog pairs them per
+    scheduled watch), so the move arrives as two events from two observer threads: ``Archive/2026/
+    IMG_1.jpg`` moved in from nowhere, and about 0.5 s later ``Inbox/IMG_1.jpg`` moved out to
+    nowhere.  Where several roots are watched, the arrival is remembered by name (as a photo found in
+    a new folder is) and waits :data:`PAIR_DELAY` before it is tagged; the departure then finds it
+    (:meth:`_went_to`) and is queued as a :class:`~tagwatch.queue.HalfMove`, which the store's side
+    applies as the move to it where the size and modification time recorded for the old name are
+    the file's (else as a deletion): the record, ledger, correction and sidecar follow the photo,
+    and nothing is encoded again, as for a rename within one root.  Before, the old name was logged
+    deleted, its sidecar (a person's keywords in it) left beside no photo, and the new name tagged
+    as a new photo with a sidecar of its own.  Not paired, and so a deletion and a new photo as
+    before: a departure that comes after the arrival was tagged (a machine too busy for
+    :data:`PAIR_DELAY`), a folder moved across roots (its sidecars travel inside it), and moves
+    between polled roots (``poll = true``), which are seen as a deletion and a creation.
+    """
 
     def __init__(self, filt: PathFilter, queue: BatchQueue,
                  unlistable: Callable[[set[str]], None] = lambda folders: None) -> None:
         self.filt, self.queue = filt, queue
         self._unlistable = unlistable  # told the folders a walk could not list
-        # Photos found in a new folder (its walk, watchdog's own walk of it), the latest ARRIVALS: where
-        # a photo whose move inotify saw only half of went (see HalfMove).  Every photo of a name is
+        # Photos found in a new folder (its walk, watchdog's own walk of it) or moved in from nowhere
+        # while several roots are watched, the latest ARRIVALS: where a photo whose move inotify saw
+        # only half of went (see HalfMove).  Every photo of a name is
         # kept (phones reuse names), and the new folders, so that a photo created elsewhere is none.
         # One handler serves every root's observer thread: these are changed under _arrivals_lock.
         self._arrived: OrderedDict[str, str] = OrderedDict()  # path → its name, oldest first
@@ -419,10 +446,11 @@ class _Handler(FileSystemEventHandler):
                     del self._named[old_name]
 
     def _went_to(self, src: str) -> list[str]:
-        """Where a photo that left ``src`` for a folder inotify did not watch yet may be now: the
-        photos of its name found in new folders since and still there, the latest first (the store's
-        side picks the one with its size and time); none if it was moved out of the watched folders,
-        or into a hidden one.  They stay remembered: the photo is perhaps another of them."""
+        """Where a photo that left ``src`` for a folder inotify did not watch yet, or for another
+        watched root, may be now: the photos of its name found in new folders, or moved in from
+        nowhere, since and still there, the latest first (the store's side picks the one with its
+        size and time); none if it was moved out of the watched folders, or into a hidden one.  They
+        stay remembered: the photo is perhaps another of them."""
         with self._arrivals_lock:
             found = list(reversed(self._named.get(os.path.basename(src), [])))
         return [dst for dst in found if dst != src and self.filt.wanted(dst) and os.path.isfile(dst)]
@@ -496,7 +524,11 @@ class _Handler(FileSystemEventHandler):
                 went = [] if dst else self._went_to(src)
                 self.queue.op(HalfMove(src, went[0], also=tuple(went[1:])) if went else Delete(src))
             elif dst_ok and not _through_link(dst):  # an atomic save, a file moved in from a hidden
-                self.queue.put(dst, delay=CLOSED_DELAY)  # name or (src "") from outside the watched folders
+                if not src and len(self.filt.roots) > 1:  # name or (src "") from outside this root's
+                    self._arrival(dst)  # watch: perhaps from another root, whose half comes later
+                    self.queue.put(dst, delay=PAIR_DELAY)
+                else:
+                    self.queue.put(dst, delay=CLOSED_DELAY)
             for photo in self._photos_of(dst):  # a sidecar saved atomically (exiftool, digiKam)
                 self.queue.put(photo, delay=CLOSED_DELAY)
         elif isinstance(event, DirMovedEvent):
