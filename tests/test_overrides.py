@@ -692,18 +692,20 @@ def test_adding_a_keyword_of_ours_in_another_case_makes_it_the_persons(env: Env,
     assert keywords_in(photo) == {adopted}
 
 
-def test_a_photo_moved_live_to_another_watched_folder_is_a_move_sidecar_correction_and_all(
+def test_photos_moved_live_to_another_watched_folder_are_moves_sidecar_correction_and_all(
         tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
-    """``watch = [Inbox, Archive]`` and, while the daemon runs, ``mv Inbox/IMG_1.jpg Archive/2026/``.
-    Each watched folder has its own inotify watch, and watchdog pairs a rename's two halves only
-    within one: the move arrives as the photo leaving Inbox for nowhere and a file arriving in
-    Archive from nowhere.  The watcher pairs them (watcher._Handler: the arrival remembered by name,
-    held back a moment for the other half; the store's side checks the size and time recorded), so
-    it is the move it is, as within one folder: one ``moved`` line, the record, ledger and
-    correction follow the photo, its sidecar holding the person's ``Oma`` goes with it, and nothing
-    is encoded again.  Before, the old record was logged deleted, its sidecar stayed in Inbox beside
-    no photo (``Oma`` in it, tagwatch's taken out) and Archive/2026/IMG_1.jpg got a sidecar of its own
-    without ``Oma``."""
+    """``watch = [Inbox, Archive]`` and, while the daemon runs, ``mv Inbox/IMG_1.jpg Archive/2026/``
+    (a shell: the sidecar stays behind) and ``mv Inbox/IMG_2.jpg Inbox/IMG_2.jpg.xmp Archive/2026/``
+    (a photo app: the sidecar goes too).  Each watched folder has its own inotify watch, and
+    watchdog pairs a rename's two halves only within one: a move arrives as the photo leaving Inbox
+    for nowhere and a file arriving in Archive from nowhere.  The watcher pairs them (watcher._Handler:
+    the arrival remembered by name and held back a moment for the other half, a sidecar's arrival
+    not cutting that short; the store's side checks the size and time recorded), so each is the move
+    it is, as within one folder: one ``moved`` line, the record, ledger and correction follow the
+    photo, its sidecar holding the person's ``Oma`` is with it, and nothing is encoded again.
+    Before, the old record was logged deleted and the new name tagged as a new photo: IMG_1's
+    sidecar stayed in Inbox beside no photo (``Oma`` in it, tagwatch's taken out) and Archive got a
+    sidecar of its own without ``Oma``; IMG_2 was taken up as a copy of a deleted photo."""
     from tagwatch.overrides import correct
 
     inbox, archive = tmp_path / "Inbox", tmp_path / "Archive"
@@ -713,39 +715,50 @@ def test_a_photo_moved_live_to_another_watched_folder_is_a_move_sidecar_correcti
                           extra='[write]\ntarget = "sidecar"\n')
     config.write_text('overrides = "o.toml"\n' + config.read_text())
     overrides_file = config.parent / "o.toml"
-    old, new = inbox / "IMG_1.jpg", archive / "2026" / "IMG_1.jpg"
-    old_side, new_side = inbox / "IMG_1.jpg.xmp", archive / "2026" / "IMG_1.jpg.xmp"
-    noise_jpeg(old, seed=7)
-    overrides_file.write_text(correct("# mine\n", overrides_file, [inbox, archive], str(old), "Anna", "add"),
-                              encoding="utf-8")
+    names = ("IMG_1.jpg", "IMG_2.jpg")
+    old = [inbox / name for name in names]
+    new = [archive / "2026" / name for name in names]
+    sidecar = lambda photo: photo.with_name(photo.name + ".xmp")  # noqa: E731
+    text = "# mine\n"
+    for seed, photo in enumerate(old, start=7):
+        noise_jpeg(photo, seed=seed)
+        text = correct(text, overrides_file, [inbox, archive], str(photo), "Anna", "add")
+    overrides_file.write_text(text, encoding="utf-8")
     daemon: Daemon = daemon_factory(config).start()
-    wait_for(lambda: old_side.is_file() and status(config)["tagged"] == 1)
-    ours = set(exif_keywords(old_side)["xmp"])
-    assert len(ours) == 4 and "Anna" in ours
-    add_to_sidecar(old_side, "Oma")  # the person's keyword, in the sidecar only
-    wait_for(lambda: "Oma" in exif_keywords(old_side)["xmp"])
+    wait_for(lambda: all(sidecar(p).is_file() for p in old) and status(config)["tagged"] == 2)
+    ours = [set(exif_keywords(sidecar(p))["xmp"]) for p in old]
+    assert all(len(keywords) == 4 and "Anna" in keywords for keywords in ours)
+    for photo in old:
+        add_to_sidecar(sidecar(photo), "Oma")  # the person's keyword, in the sidecar only
+    # the daemon has looked at the sidecars edited (each photo checked: nothing to write)
+    wait_for(lambda: (lambda s: s["daemon"]["unchanged_since_start"] >= 2 and s["daemon"]["queue"] == 0)(
+        status(config)))
     encoded = status(config)["encoded"]
 
     mark = len(daemon.log())
-    shutil.move(old, new)  # a rename: the two roots' watches each see one half
-    daemon.wait_log(f"moved {old} -> {new}", since=mark)
-    wait_for(lambda: f'path = "{new}"' in overrides_file.read_text(encoding="utf-8"))
-    wait_for(lambda: new_side.is_file() and not old_side.exists())
+    shutil.move(old[0], new[0])  # renames: the two roots' watches each see one half
+    shutil.move(old[1], new[1])
+    shutil.move(sidecar(old[1]), sidecar(new[1]))
+    for before, after in zip(old, new, strict=True):
+        daemon.wait_log(f"moved {before} -> {after}", since=mark)
+        wait_for(lambda after=after: f'path = "{after}"' in overrides_file.read_text(encoding="utf-8"))
+    wait_for(lambda: sidecar(new[0]).is_file() and not sidecar(old[0]).exists())
     log = daemon.log()[mark:]
-    assert f"moved sidecar {old_side} -> {new_side}" in log
-    assert f"{old}: deleted" not in log
-    assert set(exif_keywords(new_side)["xmp"]) == ours | {"Oma"}
-    assert exif_keywords(new)["xmp"] == []  # target sidecar: nothing written into the JPEG
+    assert f"moved sidecar {sidecar(old[0])} -> {sidecar(new[0])}" in log
+    assert "deleted" not in log and "tagged" not in log and "copy" not in log.lower(), log
+    for keywords, photo in zip(ours, new, strict=True):
+        assert set(exif_keywords(sidecar(photo))["xmp"]) == keywords | {"Oma"}
+        assert exif_keywords(photo)["xmp"] == []  # target sidecar: nothing written into the JPEG
     counts = status(config)
-    assert (counts["tagged"], counts["deleted"], counts["encoded"]) == (1, 0, encoded)
+    assert (counts["tagged"], counts["deleted"], counts["encoded"]) == (2, 0, encoded)
     exported = tagwatch("export", "--config", str(config))
     assert exported.returncode == 0, exported.stderr
-    assert list(json.loads(exported.stdout)) == [str(new)]
-    assert f'path = "{old}"' not in overrides_file.read_text(encoding="utf-8")
+    assert sorted(json.loads(exported.stdout)) == sorted(map(str, new))
+    assert not any(f'path = "{photo}"' in overrides_file.read_text(encoding="utf-8") for photo in old)
     # the ledger followed: a deletion now takes tagwatch's keywords (the correction's too) out of the
     # sidecar and leaves the person's own
     mark = len(daemon.log())
-    new.unlink()
-    daemon.wait_log(f"{new}: deleted", since=mark)
-    assert exif_keywords(new_side)["xmp"] == ["Oma"]
+    new[0].unlink()
+    daemon.wait_log(f"{new[0]}: deleted", since=mark)
+    assert exif_keywords(sidecar(new[0]))["xmp"] == ["Oma"]
     assert daemon.stop() == 0

@@ -14,6 +14,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -399,6 +400,9 @@ class _Handler(FileSystemEventHandler):
         self._arrived: OrderedDict[str, str] = OrderedDict()  # path → its name, oldest first
         self._named: dict[str, list[str]] = {}  # name → those paths, oldest first
         self._new_folders: OrderedDict[str, None] = OrderedDict()
+        # photos moved in from nowhere while several roots are watched, held back until then
+        # (monotonic) for the other half of a move from another root: see _hold
+        self._held: OrderedDict[str, float] = OrderedDict()  # the soonest to end first
         self._arrivals_lock = threading.Lock()
 
     def dispatch(self, event: FileSystemEvent) -> None:
@@ -444,6 +448,31 @@ class _Handler(FileSystemEventHandler):
                 paths.remove(old)
                 if not paths:
                     del self._named[old_name]
+
+    def _hold(self, path: str) -> None:
+        """Queue ``path``, moved in from nowhere, to be tagged no sooner than :data:`PAIR_DELAY` from
+        now, and remember it as an arrival: the photo perhaps left another root, whose observer says
+        so later (:class:`_Handler`).  Its other events meanwhile do not shorten the wait
+        (:meth:`_put`): where a photo app moves the sidecar too, the sidecar's arrival queues the
+        photo, which was then tagged as a new one before its move was known."""
+        self._arrival(path)
+        now = time.monotonic()
+        with self._arrivals_lock:
+            while self._held and next(iter(self._held.values())) <= now:  # a burst's: no pass over all
+                self._held.popitem(last=False)
+            self._held.pop(path, None)
+            self._held[path] = now + PAIR_DELAY
+        self.queue.put(path, delay=PAIR_DELAY)
+
+    def _put(self, path: str, delay: float | None = None) -> None:
+        """Queue ``path`` as the queue's ``put`` does, but not sooner than a :meth:`_hold` on it ends."""
+        with self._arrivals_lock:
+            until = self._held.get(path)
+        if until is not None:
+            left = until - time.monotonic()
+            if left > 0:
+                delay = max(self.queue.settle if delay is None else delay, left)
+        self.queue.put(path, delay=delay)
 
     def _went_to(self, src: str) -> list[str]:
         """Where a photo that left ``src`` for a folder inotify did not watch yet, or for another
@@ -496,14 +525,14 @@ class _Handler(FileSystemEventHandler):
                 # watchdog's walk of a new folder says its photos are created: where a move may have gone
                 if isinstance(event, FileCreatedEvent) and self._in_new_folder(src):
                     self._arrival(src)
-                self.queue.put(src)
+                self._put(src)
             for photo in self._photos_of(src):
-                self.queue.put(photo)
+                self._put(photo)
         elif isinstance(event, FileClosedEvent):
             if self.filt.wanted(src):
-                self.queue.put(src, delay=CLOSED_DELAY)
+                self._put(src, delay=CLOSED_DELAY)
             for photo in self._photos_of(src):
-                self.queue.put(photo, delay=CLOSED_DELAY)
+                self._put(photo, delay=CLOSED_DELAY)
         elif isinstance(event, FileDeletedEvent):
             if self.filt.wanted(src):
                 self.queue.op(Delete(src))
@@ -525,12 +554,11 @@ class _Handler(FileSystemEventHandler):
                 self.queue.op(HalfMove(src, went[0], also=tuple(went[1:])) if went else Delete(src))
             elif dst_ok and not _through_link(dst):  # an atomic save, a file moved in from a hidden
                 if not src and len(self.filt.roots) > 1:  # name or (src "") from outside this root's
-                    self._arrival(dst)  # watch: perhaps from another root, whose half comes later
-                    self.queue.put(dst, delay=PAIR_DELAY)
+                    self._hold(dst)  # watch: perhaps from another root, whose half comes later
                 else:
-                    self.queue.put(dst, delay=CLOSED_DELAY)
+                    self._put(dst, delay=CLOSED_DELAY)
             for photo in self._photos_of(dst):  # a sidecar saved atomically (exiftool, digiKam)
-                self.queue.put(photo, delay=CLOSED_DELAY)
+                self._put(photo, delay=CLOSED_DELAY)
         elif isinstance(event, DirMovedEvent):
             dst = os.fsdecode(event.dest_path or "")
             src_ok, dst_ok = self.filt.wanted_dir(src), self.filt.wanted_dir(dst)
