@@ -62,6 +62,50 @@ def test_moves_into_folders_made_just_before_are_moves(tmp_path: Path) -> None:
     assert pairs == moved
 
 
+ACROSS = 20
+
+
+def test_moves_between_two_watched_roots_are_half_moves_seen_before_the_photo_is_tagged(
+        tmp_path: Path) -> None:
+    """``watch = [Inbox, Archive]``: each root has its own inotify watch, so ``mv Inbox/IMG_1.jpg
+    Archive/`` reports the photo moved out to nowhere and, from the other observer, one moved in from
+    nowhere.  The watcher pairs them as a HalfMove (the store's side checks size and time), and the
+    photo at its new name is handed out only after it: tagged first, it was recorded as a new photo
+    and the move became a deletion.  A sidecar moved with it (a photo app) does not cut that short."""
+    inbox, archive = tmp_path / "Inbox", tmp_path / "Archive"
+    inbox.mkdir()
+    (archive / "2026").mkdir(parents=True)
+    names = [inbox / f"IMG_{1000 + i}.jpg" for i in range(ACROSS)]
+    for path in names:
+        path.write_bytes(os.urandom(64))
+    (inbox / "IMG_1000.jpg.xmp").write_bytes(b"<x/>")
+    queue = BatchQueue(size=1000, max_wait=0, settle=0)
+    watcher = Watcher([inbox, archive], PathFilter([inbox, archive]), queue)
+    watcher.start()
+    batches: list[Batch] = []
+    try:
+        time.sleep(0.2)  # the observers' watches in place, as the daemon's are long before a move
+        moved = {str(path): str(archive / "2026" / path.name) for path in names}
+        for src, dst in moved.items():
+            os.rename(src, dst)
+        os.rename(inbox / "IMG_1000.jpg.xmp", archive / "2026" / "IMG_1000.jpg.xmp")
+
+        def told() -> bool:  # every new name handed out to be looked at
+            batches.append(queue.get(timeout=0.5) or Batch())
+            return set(moved.values()) <= {path for batch in batches for path in batch.paths}
+
+        wait_for(told, timeout=60)
+    finally:
+        watcher.stop()
+    ops = [op for batch in batches for op in batch.ops]
+    assert not [op for op in ops if isinstance(op, Delete)]
+    assert {op.src: op.dst for op in ops if isinstance(op, HalfMove)} == moved
+    for dst in moved.values():  # the move is applied before the photo at its new name is looked at
+        first = next(i for i, batch in enumerate(batches) if dst in batch.paths)
+        before = [op for batch in batches[:first + 1] for op in batch.ops]
+        assert any(isinstance(op, HalfMove) and op.dst == dst for op in before), dst
+
+
 def sort_one_replace_the_other(env: Env, tmp_path: Path, moving: Path, leaving: Path) -> tuple[Path, Path]:
     """``moving`` sorted into a folder made just before, ``leaving`` deleted and another picture put
     there under its name; the half-seen moves the watcher reports for them applied.  Returns where
