@@ -471,10 +471,11 @@ def test_the_daemon_moves_a_correction_along_with_its_renamed_photo(tmp_path: Pa
 
 def test_a_correction_follows_its_photo_moved_to_another_watched_folder(tmp_path: Path, tiny_checkpoint: Path,
                                                                        daemon_factory) -> None:
-    """Each watched folder has its own watch, so `mv` from one to the other arrives as a deletion and
-    a new file: the rule naming the photo's old path (no file there now) follows it, before the new
-    file is judged, so the keyword it takes out is not written back; a copy (the original still
-    there) leaves the rule where it is."""
+    """Each watched folder has its own watch, so `mv` from one to the other arrives as two halves,
+    which the watcher pairs (the move is applied, see the test below): the rule naming the photo's
+    old path follows it, so the keyword it takes out is not written back; a copy (the original still
+    there) leaves the rule where it is.  Renamed while no daemon runs, the photo is a deletion and a
+    new file, and the rule naming its old path (no file there now) follows it before it is judged."""
     from tagwatch.overrides import correct
 
     home, away = tmp_path / "home", tmp_path / "away"

@@ -424,10 +424,12 @@ class Pipeline:
                 for (path, _), predicted in zip(photos, predictions, strict=True)]
 
     def _follow_moved(self, photos: Sequence[Photo]) -> None:
-        """A photo moved from one watched folder to another arrives as a deletion and a new file
-        (each folder has its own watch, so the rename's two halves are never paired): a correction's
-        rule naming a file of the same picture that is no longer on disk follows it here, before it
-        is judged, as a rename's rule does.  A copy (the original still there) gets no rule."""
+        """A photo moved where no rename ties it to its record (to another disk: a copy, then a
+        delete; from one watched folder to another where the watcher could not pair the halves its
+        two watches saw, see :class:`tagwatch.watcher._Handler`; or while no daemon ran) arrives as
+        a deletion and a new file: a correction's rule naming a file of the same picture that is no
+        longer on disk follows it here, before it is judged, as a rename's rule does.  A copy (the
+        original still there) gets no rule."""
         if self.overrides.source is None or not names_files(self.overrides):
             return
         fresh = [p for p in photos if p.key is not None]

@@ -36,8 +36,10 @@ class HalfMove(Move):
     """A move inotify reported only the first half of: the photo left ``src`` for a folder made a
     moment before (``mkdir 2025/06 && mv IMG_1017.HEIC 2025/06/``: a sorting script, Nextcloud's
     "sort by month"), which was not watched yet when the photo arrived, and turned up in that
-    folder's walk.  The watcher pairs it by name alone, where nothing is recorded: ``dst`` and
-    ``also`` are every photo of that name found in new folders since (phones reuse names: two
+    folder's walk; or for another watched root, whose own watch reported it moved in from nowhere
+    (``mv ~/Inbox/IMG_1.jpg ~/Archive/``: see :class:`tagwatch.watcher._Handler`).  The watcher pairs
+    it by name alone, where nothing is recorded: ``dst`` and ``also`` are every photo of that name
+    found in new folders, or moved in from nowhere, since (phones reuse names: two
     ``IMG_0001.HEIC`` sorted into two new folders in one burst).  Applied, it is the move to the one
     with the size and modification time recorded for ``src``, as the start-up scan pairs a move made
     while no one watched, and ``src`` deleted if none has them
