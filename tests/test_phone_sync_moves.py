@@ -106,6 +106,39 @@ def test_moves_between_two_watched_roots_are_half_moves_seen_before_the_photo_is
         assert any(isinstance(op, HalfMove) and op.dst == dst for op in before), dst
 
 
+BURST = 5000  # over watcher.ARRIVALS, moved in well under a second
+
+
+def test_a_burst_of_moves_between_two_watched_roots_pairs_every_one(tmp_path: Path) -> None:
+    """``mv Inbox/* Archive/`` of thousands of photos: every departure comes behind its arrival, and
+    the watcher remembered only the latest 4,096 arrivals, so the first ones were forgotten before
+    their departures came (1,400 of 6,000 taken for deletions, and tagged as new photos)."""
+    inbox, archive = tmp_path / "Inbox", tmp_path / "Archive"
+    inbox.mkdir()
+    archive.mkdir()
+    for i in range(BURST):
+        (inbox / f"IMG_{i}.jpg").write_bytes(b"x")
+    queue = BatchQueue(size=BURST, max_wait=0, settle=0)
+    watcher = Watcher([inbox, archive], PathFilter([inbox, archive]), queue)
+    watcher.start()
+    ops: list[Move | Delete] = []
+    try:
+        time.sleep(0.2)
+        for i in range(BURST):
+            os.rename(inbox / f"IMG_{i}.jpg", archive / f"IMG_{i}.jpg")
+
+        def told() -> bool:  # every departure said, as a move or a deletion
+            ops.extend((queue.get(timeout=0.5) or Batch()).ops)
+            return len(ops) >= BURST
+
+        wait_for(told, timeout=60)
+    finally:
+        watcher.stop()
+    assert sum(isinstance(op, Delete) for op in ops) == 0
+    assert {(op.src, op.dst) for op in ops if isinstance(op, HalfMove)} == {
+        (str(inbox / f"IMG_{i}.jpg"), str(archive / f"IMG_{i}.jpg")) for i in range(BURST)}
+
+
 def sort_one_replace_the_other(env: Env, tmp_path: Path, moving: Path, leaving: Path) -> tuple[Path, Path]:
     """``moving`` sorted into a folder made just before, ``leaving`` deleted and another picture put
     there under its name; the half-seen moves the watcher reports for them applied.  Returns where

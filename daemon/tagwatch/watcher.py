@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 # move still to come; and the new folders remembered, whose photos watchdog reports as created after
 # the folder
 ARRIVALS = 4096
+# ... and every one of the last ARRIVALS_KEPT_S seconds, whatever their number: the departures of a
+# burst come behind their arrivals (watchdog's 0.5 s, and the handler's own lag on a busy machine);
+# one that comes after its arrival is tagged still pairs with it while the photo waits in a backlog
+ARRIVALS_KEPT_S = 30.0
 
 
 CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only for stray events
@@ -393,11 +397,13 @@ class _Handler(FileSystemEventHandler):
         self.filt, self.queue = filt, queue
         self._unlistable = unlistable  # told the folders a walk could not list
         # Photos found in a new folder (its walk, watchdog's own walk of it) or moved in from nowhere
-        # while several roots are watched, the latest ARRIVALS: where a photo whose move inotify saw
-        # only half of went (see HalfMove).  Every photo of a name is
-        # kept (phones reuse names), and the new folders, so that a photo created elsewhere is none.
+        # while several roots are watched, the latest ARRIVALS (and all of the last ARRIVALS_KEPT_S):
+        # where a photo whose move inotify saw only half of went (see HalfMove).  Every photo of a
+        # name is kept (phones reuse names), and the new folders, so that a photo created elsewhere
+        # is none.
         # One handler serves every root's observer thread: these are changed under _arrivals_lock.
-        self._arrived: OrderedDict[str, str] = OrderedDict()  # path → its name, oldest first
+        self._arrived: OrderedDict[str, tuple[str, float]] = OrderedDict()  # path → its name and when
+        # (monotonic), oldest first
         self._named: dict[str, list[str]] = {}  # name → those paths, oldest first
         self._new_folders: OrderedDict[str, None] = OrderedDict()
         # photos moved in from nowhere while several roots are watched, held back until then
@@ -435,15 +441,24 @@ class _Handler(FileSystemEventHandler):
         return False
 
     def _arrival(self, path: str) -> None:
-        """Remember a photo found in a new folder (the latest :data:`ARRIVALS` of them)."""
+        """Remember a photo found in a new folder, or moved in from nowhere (the latest
+        :data:`ARRIVALS` of them, and every one of the last :data:`ARRIVALS_KEPT_S`: of a burst,
+        ``mv Inbox/* Archive/`` of 6,000 photos in a second, a count alone forgot the first 1,400
+        before their departures came, and they were deletions and new photos)."""
         name = os.path.basename(path)
+        now = time.monotonic()
         with self._arrivals_lock:
             if path in self._arrived:
+                self._arrived.move_to_end(path)
+                self._arrived[path] = (name, now)
                 return
-            self._arrived[path] = name
+            self._arrived[path] = (name, now)
             self._named.setdefault(name, []).append(path)
             while len(self._arrived) > ARRIVALS:
-                old, old_name = self._arrived.popitem(last=False)
+                old, (old_name, when) = next(iter(self._arrived.items()))
+                if when > now - ARRIVALS_KEPT_S:
+                    break
+                self._arrived.popitem(last=False)
                 paths = self._named[old_name]
                 paths.remove(old)
                 if not paths:
