@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 ARRIVALS = 4096
 # ... and every one of the last ARRIVALS_KEPT_S seconds, whatever their number: the departures of a
 # burst come behind their arrivals (watchdog's 0.5 s, and the handler's own lag on a busy machine);
-# one that comes after its arrival is tagged still pairs with it while the photo waits in a backlog
+# one that comes after its arrival's PAIR_DELAY still pairs with it while the photo, not tagged yet,
+# waits in a backlog
 ARRIVALS_KEPT_S = 30.0
 
 
