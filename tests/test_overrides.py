@@ -743,9 +743,8 @@ def test_photos_moved_live_to_another_watched_folder_are_moves_sidecar_correctio
     for before, after in zip(old, new, strict=True):
         daemon.wait_log(f"moved {before} -> {after}", since=mark)
         wait_for(lambda after=after: f'path = "{after}"' in overrides_file.read_text(encoding="utf-8"))
-    wait_for(lambda: sidecar(new[0]).is_file() and not sidecar(old[0]).exists())
-    log = daemon.log()[mark:]
-    assert f"moved sidecar {sidecar(old[0])} -> {sidecar(new[0])}" in log
+    log = daemon.wait_log(f"moved sidecar {sidecar(old[0])} -> {sidecar(new[0])}", since=mark)[mark:]
+    assert sidecar(new[0]).is_file() and not sidecar(old[0]).exists()
     assert "deleted" not in log and "tagged" not in log and "copy" not in log.lower(), log
     for keywords, photo in zip(ours, new, strict=True):
         assert set(exif_keywords(sidecar(photo))["xmp"]) == keywords | {"Oma"}
