@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from watchdog.events import FileCreatedEvent, FileMovedEvent
 
 from conftest import Env, wait_for
+from tagwatch import watcher as watcher_module
 from tagwatch.outcomes import Status
 from tagwatch.overrides import correct, load_overrides
 from tagwatch.queue import Batch, BatchQueue, Delete, HalfMove, Move
@@ -137,6 +139,51 @@ def test_a_burst_of_moves_between_two_watched_roots_pairs_every_one(tmp_path: Pa
     assert sum(isinstance(op, Delete) for op in ops) == 0
     assert {(op.src, op.dst) for op in ops if isinstance(op, HalfMove)} == {
         (str(inbox / f"IMG_{i}.jpg"), str(archive / f"IMG_{i}.jpg")) for i in range(BURST)}
+
+
+WAIT = 1.0
+
+
+def test_a_departure_seen_before_its_arrival_still_pairs_and_one_with_none_is_a_deletion(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a busy machine the other root's observer can be more than watchdog's half second behind:
+    the photo is said to leave Inbox for nowhere before it is said to arrive in Archive (a fifth of
+    a 5,000-photo burst on two loaded cores).  Each was queued a deletion at once, and the photo
+    tagged as new.  Now a departure waits watcher.DEPARTURE_WAIT for an arrival of its name; one that
+    none claims is a deletion then, and a new photo saved under the old name meanwhile has its
+    deletion queued before it.  The two observers' events, as watchdog gives them, in that order."""
+    monkeypatch.setattr(watcher_module, "DEPARTURE_WAIT", WAIT)  # the test's wait, not the daemon's 5 s
+    inbox, archive = tmp_path / "Inbox", tmp_path / "Archive"
+    inbox.mkdir()
+    archive.mkdir()
+    queue = BatchQueue(size=1000, max_wait=0, settle=0)
+    watcher = Watcher([inbox, archive], PathFilter([inbox, archive]), queue)  # its handler only
+    handler = watcher._handler
+    moved = (inbox / "IMG_1.jpg", archive / "IMG_1.jpg")
+    lost, again = inbox / "IMG_2.jpg", inbox / "IMG_3.jpg"
+    moved[1].write_bytes(b"x")
+    started = time.monotonic()
+    handler.dispatch(FileMovedEvent(str(moved[0]), ""))  # the leaving half first
+    handler.dispatch(FileMovedEvent(str(lost), ""))  # moved out of every watched folder
+    handler.dispatch(FileMovedEvent(str(again), ""))
+    assert not queue.get(timeout=0.2).ops  # nothing said yet: each waits for its arrival
+    handler.dispatch(FileMovedEvent("", str(moved[1])))  # the arriving half, late
+    again.write_bytes(b"y")  # another photo saved under a name that left
+    handler.dispatch(FileCreatedEvent(str(again)))
+    first = queue.get(timeout=0.2).ops
+    assert first == [HalfMove(str(moved[0]), str(moved[1])), Delete(str(again))]
+    ops: list[Move | Delete] = []
+
+    def told() -> bool:
+        ops.extend((queue.get(timeout=0.2) or Batch()).ops)
+        return bool(ops)
+
+    wait_for(told, timeout=10)
+    assert ops == [Delete(str(lost))]
+    assert time.monotonic() - started >= WAIT
+    handler.dispatch(FileMovedEvent(str(lost), ""))  # and at a stop, what still waits is a deletion
+    watcher.stop()
+    assert queue.get(timeout=0.2).ops == [Delete(str(lost))]
 
 
 def sort_one_replace_the_other(env: Env, tmp_path: Path, moving: Path, leaving: Path) -> tuple[Path, Path]:

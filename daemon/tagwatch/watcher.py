@@ -63,8 +63,14 @@ CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only 
 # A photo moved in from outside its root's watch, while several roots are watched, may come from
 # another root: it waits this long before it is tagged, for the other half of the move (watchdog
 # holds an unpaired IN_MOVED_FROM 0.5 s for its IN_MOVED_TO, so the leaving half comes that much
-# after the arriving one; the rest is a margin for threads on a busy machine).  See _Handler.
-PAIR_DELAY = 2.0
+# after the arriving one; the other half second is a margin for the threads: a photo moved in from
+# outside every root is tagged that much later, and a dropped photo should carry its keywords within
+# a second or two).  See _Handler.
+PAIR_DELAY = 1.0
+# ... and a photo said to leave a root for nowhere before any arrival of its name (the other root's
+# observer behind on a busy machine) is taken for deleted only this long after: a deletion waits at
+# no one's cost, where a held arrival delays a dropped photo's keywords.  See _Handler._depart.
+DEPARTURE_WAIT = 5.0
 
 # The events _Handler acts on.  Given to the observer, which then asks inotify for no others: without
 # it every open and read-only close of a photo (our decoder's, exiftool's reads, a photo app browsing
@@ -384,7 +390,9 @@ class _Handler(FileSystemEventHandler):
     a new folder is) and waits :data:`PAIR_DELAY` before it is tagged; the departure then finds it
     (:meth:`_went_to`) and is queued as a :class:`~tagwatch.queue.HalfMove`, which the store's side
     applies as the move to it where the size and modification time recorded for the old name are
-    the file's (else as a deletion): the record, ledger, correction and sidecar follow the photo,
+    the file's (else as a deletion).  On a busy machine the halves can come the other way round: a
+    departure that finds no arrival waits :data:`DEPARTURE_WAIT` for one (:meth:`_depart`) before
+    it is a deletion.  Either way the record, ledger, correction and sidecar follow the photo,
     and nothing is encoded again, as for a rename within one root.  Before, the old name was logged
     deleted, its sidecar (a person's keywords in it) left beside no photo, and the new name tagged
     as a new photo with a sidecar of its own.  Not paired, and so a deletion and a new photo as
@@ -410,6 +418,12 @@ class _Handler(FileSystemEventHandler):
         # photos moved in from nowhere while several roots are watched, held back until then
         # (monotonic) for the other half of a move from another root: see _hold
         self._held: OrderedDict[str, float] = OrderedDict()  # the soonest to end first
+        # photos that left a root for nowhere, while several roots are watched, before an arrival of
+        # their name was seen (the other root's observer behind on a busy machine): path → when its
+        # deletion is due (monotonic), the soonest first; and their names (see _depart)
+        self._departed: OrderedDict[str, float] = OrderedDict()
+        self._leaving: dict[str, list[str]] = {}
+        self._flusher: threading.Thread | None = None  # queues the deletions due; ends when none wait
         self._arrivals_lock = threading.Lock()
 
     def dispatch(self, event: FileSystemEvent) -> None:
@@ -445,9 +459,16 @@ class _Handler(FileSystemEventHandler):
         """Remember a photo found in a new folder, or moved in from nowhere (the latest
         :data:`ARRIVALS` of them, and every one of the last :data:`ARRIVALS_KEPT_S`: of a burst,
         ``mv Inbox/* Archive/`` of 6,000 photos in a second, a count alone forgot the first 1,400
-        before their departures came, and they were deletions and new photos)."""
+        before their departures came, and they were deletions and new photos).  A departure of its
+        name already waiting (:meth:`_depart`) is the move to it, queued now."""
         name = os.path.basename(path)
         now = time.monotonic()
+        with self._arrivals_lock:
+            left = [src for src in self._leaving.pop(name, []) if src != path]
+            for src in left:
+                del self._departed[src]
+        for src in left:
+            self.queue.op(HalfMove(src, path))
         with self._arrivals_lock:
             if path in self._arrived:
                 self._arrived.move_to_end(path)
@@ -480,8 +501,71 @@ class _Handler(FileSystemEventHandler):
             self._held[path] = now + PAIR_DELAY
         self.queue.put(path, delay=PAIR_DELAY)
 
+    def _depart(self, src: str) -> None:
+        """``src`` left its root for nowhere, several roots are watched, and no arrival of its name
+        has been seen: under load the other root's observer can be more than watchdog's 0.5 s behind
+        (a burst of 5,000 moves on two busy cores: a fifth of them came before their arrivals and
+        were deletions and new photos).  Its deletion waits :data:`DEPARTURE_WAIT` for the arrival
+        (:meth:`_arrival` pairs it), then is queued by a thread that runs while any wait."""
+        name = os.path.basename(src)
+        with self._arrivals_lock:
+            if src not in self._departed:
+                self._leaving.setdefault(name, []).append(src)
+            self._departed.pop(src, None)
+            self._departed[src] = time.monotonic() + DEPARTURE_WAIT
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_departed, name="tagwatch-departures",
+                                                 daemon=True)
+                self._flusher.start()
+
+    def _departure_done(self, src: str) -> bool:
+        """Forget ``src``'s waiting departure (under the lock); was there one?"""
+        if self._departed.pop(src, None) is None:
+            return False
+        name = os.path.basename(src)
+        left = [p for p in self._leaving.get(name, []) if p != src]
+        if left:
+            self._leaving[name] = left
+        else:
+            self._leaving.pop(name, None)
+        return True
+
+    def _flush_departed(self, everything: bool = False) -> None:
+        """Queue the deletions of the departures whose wait is over, the soonest first (the deadlines
+        are in order: one :data:`DEPARTURE_WAIT` for all); the flusher thread's loop, which ends once
+        none wait.  ``everything``: all of them at once, as the watcher stops."""
+        while True:
+            with self._arrivals_lock:
+                now = time.monotonic()
+                due = []
+                for src, until in self._departed.items():
+                    if not everything and until > now:
+                        break
+                    due.append(src)
+                for src in due:
+                    self._departure_done(src)
+                nxt = next(iter(self._departed.values()), None)
+                if not due and (nxt is None or everything):
+                    if not everything:
+                        self._flusher = None
+                    return
+            for src in due:
+                self.queue.op(Delete(src))
+            if not due and nxt is not None:
+                time.sleep(max(0.01, nxt - now))
+
+    def flush(self) -> None:
+        """The watcher stops: the departures still waiting for an arrival are deletions now."""
+        self._flush_departed(everything=True)
+
     def _put(self, path: str, delay: float | None = None) -> None:
-        """Queue ``path`` as the queue's ``put`` does, but not sooner than a :meth:`_hold` on it ends."""
+        """Queue ``path`` as the queue's ``put`` does, but not sooner than a :meth:`_hold` on it ends;
+        a departure from ``path`` still waiting (a new photo saved under the name that left) is its
+        deletion, queued first."""
+        with self._arrivals_lock:
+            gone = self._departure_done(path)
+        if gone:
+            self.queue.op(Delete(path))
         with self._arrivals_lock:
             until = self._held.get(path)
         if until is not None:
@@ -567,7 +651,12 @@ class _Handler(FileSystemEventHandler):
                 self.queue.op(Move(src, dst))
             elif src_ok:  # moved out of sight; or (dst "") into a new folder inotify did not watch yet
                 went = [] if dst else self._went_to(src)
-                self.queue.op(HalfMove(src, went[0], also=tuple(went[1:])) if went else Delete(src))
+                if went:
+                    self.queue.op(HalfMove(src, went[0], also=tuple(went[1:])))
+                elif not dst and len(self.filt.roots) > 1:  # perhaps to another root, not seen yet
+                    self._depart(src)
+                else:
+                    self.queue.op(Delete(src))
             elif dst_ok and not _through_link(dst):  # an atomic save, a file moved in from a hidden
                 if not src and len(self.filt.roots) > 1:  # name or (src "") from outside this root's
                     self._hold(dst)  # watch: perhaps from another root, whose half comes later
@@ -813,3 +902,4 @@ class Watcher:
             for observer, _ in self._observers.values():
                 observer.join(timeout=10)
             self._observers.clear()
+        self._handler.flush()
