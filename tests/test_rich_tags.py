@@ -65,10 +65,13 @@ def test_the_example_parses_into_prompts_thresholds_and_paths(tmp_path: Path) ->
     assert animal.path == "animal" and animal.parents == ()
     assert vocabulary.paths() == {"golden retriever": "animal|dog|golden retriever", "dog": "animal|dog"}
     assert thresholds(vocabulary, 0.25).tolist() == pytest.approx([0.27, 0.25, 0.25])
-    # the same bytes named .txt are a plain list: every line that is not a comment is a keyword
+    # the same bytes named .txt are read as a plain list, which refuses a rich list's [[tag]] line
+    # rather than write it (and `keyword = "dog"`) into photos as keywords
     plain = tmp_path / "tags.txt"
     shutil.copyfile(path, plain)
-    assert "[[tag]]" in load_vocabulary(plain, TEMPLATES).keywords
+    refused = r"tags\.txt:\d+: '\[\[tag\]\]' begins a tag of the rich format.*\.toml"
+    with pytest.raises(VocabularyError, match=refused):
+        load_vocabulary(plain, TEMPLATES)
 
 
 def test_a_rich_list_without_rich_fields_is_the_plain_list() -> None:
