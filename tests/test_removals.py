@@ -590,3 +590,69 @@ def tagwatch_export(env: Env, photo: Path) -> list[str]:
     results = score({str(photo): vector}, pipeline.tags, tag_thresholds(pipeline.vocabulary.tags, THRESHOLD),
                     pipeline.tagging.top_k, pipeline.expansion, kept)
     return [k for k, _ in as_written(results, pipeline.overrides, kept)[0].tags]
+
+
+def hierarchical(photo: Path) -> list[str]:
+    """lr:hierarchicalSubject as exiftool reads it back (a list, whatever the number of entries)."""
+    found = json.loads(exiftool_read("-j", "-XMP-lr:HierarchicalSubject", str(photo)))[0]
+    value = found.get("HierarchicalSubject", [])
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+@pytest.mark.parametrize("mode", ["append", "sync"])
+def test_a_level_a_correction_rejects_leaves_every_path_below_it(tmp_path: Path, mode: str) -> None:
+    """The person rejected the levels colour and polygon (the review page's ✕, an override's
+    remove): the flat keywords went, but colour|red and shape|polygon|square stayed in
+    lr:hierarchicalSubject, from which Lightroom and digiKam build the flat keywords again.  A
+    rejected level is in no path: red is written alone, square under the level left above it
+    (shape|square), through a tag-list re-score; the correction undone puts the levels back."""
+    tagging = TaggingConfig(threshold=THRESHOLD, mode=mode)  # expand = "parents"
+    env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
+    try:
+        photo = red_square(env, tagging, 90007)
+        assert env.run(photo) == {"square.jpg": Status.TAGGED}
+        assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
+        assert {"colour|red", "shape|polygon|square"} <= set(hierarchical(photo)), hierarchical(photo)
+
+        rule = f'[[override]]\npath = "{photo}"\nremove = ["colour", "Polygon"]\n'
+        env.pipeline.use_overrides(parse_overrides(rule, tmp_path / "overrides.toml", [photo.parent]))
+        env.pipeline.retag()
+
+        def rejected_levels_gone() -> None:
+            assert held(photo, env) == {"red", "square", "shape"}
+            paths = hierarchical(photo)
+            assert not [p for p in paths if {"colour", "polygon"} & set(p.split("|"))], paths
+            assert {"red", "shape|square"} <= set(paths), paths
+            found = json.loads(exiftool_read("-j", "-Keywords", "-XMP-dc:Subject", str(photo)))[0]
+            assert sorted(found["Keywords"]) == sorted(found["Subject"]) == ["red", "shape", "square"], found
+
+        rejected_levels_gone()
+        verdicts = explained(env, photo, rule)
+        assert all(verdicts[k].startswith("removed by an override") for k in ("colour", "polygon")), verdicts
+        assert verdicts["red"] == verdicts["square"] == "TAGGED", verdicts
+        assert set(tagwatch_export(env, photo)) == {"red", "square", "shape"}
+        view = Library(load_config(env.root / "config.toml"), env.store, env.pipeline.writer,
+                       lambda: True).photo(str(photo))
+        page = {line.keyword: line.verdict for line in view.lines}
+        assert all(page[k].startswith("rejected by your correction") for k in ("colour", "polygon")), page
+        assert page["red"] == page["square"] == "tagged", page
+        assert view.pending == [], view.pending
+
+        # a scan of the photo, and a tag-list edit's re-score, decide it the same way
+        assert env.run(photo) == {"square.jpg": Status.UNCHANGED}
+        rejected_levels_gone()
+        (tmp_path / "shapes.toml").write_text(SHAPES_LIST.replace('keyword = "circle"', 'keyword = "Circle"'),
+                                              encoding="utf-8")
+        env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
+        assert env.pipeline.retag() == (1, 0)  # re-scored, nothing to write
+        rejected_levels_gone()
+
+        # the correction undone: the levels and their paths are back
+        env.pipeline.use_overrides(parse_overrides("", tmp_path / "overrides.toml", [photo.parent]))
+        env.pipeline.retag()
+        assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
+        paths = hierarchical(photo)
+        assert {"colour|red", "shape|polygon|square"} <= set(paths), paths
+        assert not {"red", "shape|square"} & set(paths), paths
+    finally:
+        env.close()

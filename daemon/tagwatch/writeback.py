@@ -191,21 +191,39 @@ def adopted(override: Override, held: Iterable[str]) -> list[str]:
     return [k for k in dict.fromkeys(held) if fold(k) in adds]
 
 
-def known_paths(known: Mapping[str, str], keywords: Iterable[str]) -> dict[str, str]:
+def known_paths(known: Mapping[str, str], keywords: Iterable[str],
+                out: Collection[str] = ()) -> dict[str, str]:
     """The hierarchical path of each of ``keywords`` that ``known`` (the tag list's, a caption's) has
     one for, whatever its case: keywords are compared without regard to case everywhere, so an
     override's ``add = ["Blue"]`` is the list's ``blue`` and goes under its path, spelled as the list
     spells it (``colour|blue``: digiKam's tags are case-sensitive, and ``colour/Blue`` would be a
     second tag beside the one the predictions use).  An exact spelling wins over another case; a
-    list tag without a parent leaves the keyword flat, as it is spelt."""
+    list tag without a parent leaves the keyword flat, as it is spelt.  ``out``: the levels a
+    correction rejects (case-folded, :meth:`Override.removes`), which no path names
+    (:func:`without_levels`).  The write decides every path with this."""
     wanted = list(dict.fromkeys(keywords))
     found = {k: known[k] for k in wanted if k in known}
     missing = {fold(k) for k in wanted if k not in found}
-    if not missing:
+    if missing:
+        by_case = {fold(k): p for k, p in known.items() if fold(k) in missing}
+        found |= {k: p if "|" in p else k for k in wanted
+                  if k not in found and (p := by_case.get(fold(k))) is not None}
+    if not out:
         return found
-    by_case = {fold(k): p for k, p in known.items() if fold(k) in missing}
-    return found | {k: p if "|" in p else k for k in wanted
-                    if k not in found and (p := by_case.get(fold(k))) is not None}
+    return {k: path if (p := without_levels(path, out)) == path else p if "|" in p else k
+            for k, path in found.items()}
+
+
+def without_levels(path: str, out: Collection[str]) -> str:
+    """A hierarchical ``path`` without the levels above its keyword that ``out`` (case-folded) names:
+    a level a person rejected (``remove = ["colour"]``, the review page's ✕) is in no path of the
+    photo, or Lightroom and digiKam, which build flat keywords from ``colour|red``, put it back.  The
+    keyword keeps its place under the levels left (``shape|square`` with polygon rejected from
+    ``shape|polygon|square``; ``red`` alone with colour rejected).  Unlike a place, whose levels lie
+    inside one another (``not England`` is not Sheffield either), a concept is itself without the
+    level above it: red is red, whatever colour is."""
+    *above, keyword = path.split("|")
+    return "|".join([*(level for level in above if fold(level) not in out), keyword])
 
 
 def carried(keywords: Sequence[str], places: Iterable[str], out: Collection[str]) -> list[str]:
@@ -602,7 +620,7 @@ class Writeback:
         # an override withdraws one, a parent edit moves one.  Overwrite with nothing predicted would
         # wipe a person's keywords over a threshold typo.
         withdrawn, withdrawn_ns = self.store.last_withdrawn(row.id) if row is not None else ({}, None)
-        list_paths = known_paths(rules.paths, owned)
+        list_paths = known_paths(rules.paths, owned, override.removes())
         ours_to_fix = (owned or withdrawn) and rules.mode != "overwrite" and (
             rules.mode == "sync" or any(fold(k) in override.removes() for k in [*owned, *withdrawn])
             or any(owned_paths.get(k, (k,)) != (p,) for k, p in list_paths.items()))
@@ -642,7 +660,7 @@ class Writeback:
         known = rules.paths
         if self.captions is not None:  # a caption's keywords under their prefix; a list tag's path wins
             known = {**self.captions.paths(job.reading), **rules.paths}
-        paths = known_paths(known, (*keywords, *owned))
+        paths = known_paths(known, (*keywords, *owned), removing)
         fill: dict[str, str | None] = {}
         if self.places is not None:  # places come from the metadata just read, never from pixels
             placed = job.placed = self.places.decide(job.path, row.id if row else None, state.photo.gps,
