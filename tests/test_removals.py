@@ -618,11 +618,12 @@ def test_a_level_a_correction_rejects_leaves_every_path_below_it(tmp_path: Path,
         env.pipeline.use_overrides(parse_overrides(rule, tmp_path / "overrides.toml", [photo.parent]))
         env.pipeline.retag()
 
-        def rejected_levels_gone() -> None:
+        def rejected_levels_gone(red: str = "red") -> None:
             assert held(photo, env) == {"red", "square", "shape"}
             paths = hierarchical(photo)
             assert not [p for p in paths if {"colour", "polygon"} & set(p.split("|"))], paths
-            assert {"red", "shape|square"} <= set(paths), paths
+            assert {red, "shape|square"} <= set(paths), paths
+            assert not {"red", "shape|red"} - {red} & set(paths), paths
             found = json.loads(exiftool_read("-j", "-Keywords", "-XMP-dc:Subject", str(photo)))[0]
             assert sorted(found["Keywords"]) == sorted(found["Subject"]) == ["red", "shape", "square"], found
 
@@ -644,8 +645,24 @@ def test_a_level_a_correction_rejects_leaves_every_path_below_it(tmp_path: Path,
         (tmp_path / "shapes.toml").write_text(SHAPES_LIST.replace('keyword = "circle"', 'keyword = "Circle"'),
                                               encoding="utf-8")
         env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
-        assert env.pipeline.retag() == (1, 0)  # re-scored, nothing to write
+        writer = env.pipeline.writer
+        read, inspect = [], writer.inspect
+        writer.inspect = lambda *args, **kwargs: read.append(args[0]) or inspect(*args, **kwargs)
+        try:
+            assert env.pipeline.retag() == (1, 0)  # re-scored, nothing to write
+        finally:
+            del writer.inspect
+        # its paths are what the list gives less the rejected levels: no read of it for a path to move
+        assert read == [], read
         rejected_levels_gone()
+        # a parent edit still moves a path (red under shape, then under colour again): the same
+        # keywords, only the paths tell the photo is to be written
+        under_shape = SHAPES_LIST.replace('"red.n.01"\n', '"red.n.01"\nparent = "shape"\n')
+        for tag_list, red in ((under_shape, "shape|red"), (SHAPES_LIST, "red")):
+            (tmp_path / "shapes.toml").write_text(tag_list, encoding="utf-8")
+            env.pipeline.use_vocabulary(load_configured(tmp_path / "shapes.toml", tagging), tagging)
+            assert env.pipeline.retag() == (1, 1)
+            rejected_levels_gone(red)
 
         # the correction undone: the levels and their paths are back
         env.pipeline.use_overrides(parse_overrides("", tmp_path / "overrides.toml", [photo.parent]))

@@ -54,7 +54,7 @@ from .overrides import (
 )
 from .queue import Op
 from .retry import INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
-from .store import DECLINED, DELETED, DONE, FAILED, FileRow, Store, locked, utf8_name
+from .store import ADDED, DECLINED, DELETED, DONE, FAILED, USER, FileRow, Store, locked, utf8_name
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary
@@ -649,6 +649,29 @@ class Pipeline:
         wanted = known_paths(self._paths, {keyword for _, keyword, _ in added})
         return {file_id for file_id, keyword, paths in added if paths != (wanted.get(keyword, keyword),)}
 
+    def _paths_stale(self, stale: set[int], rows: Iterable[FileRow]) -> set[int]:
+        """``stale`` (files :meth:`Store.stale_paths` and :meth:`_corrections_stale` name: a keyword
+        under another path than the list gives it) less those of ``rows`` whose keywords are under
+        the list's paths less the levels their correction rejects, as the write puts them
+        (:func:`known_paths` with the removals): left so, a photo with a level rejected was read
+        again at every re-scoring, for no change."""
+        out = set(stale)
+        for row in rows:
+            removes = self.overrides.for_path(row.path).removes() if row.id in stale else set()
+            if removes and not any(self._moved_paths(row.id, action, removes) for action in (ADDED, USER)):
+                out.discard(row.id)
+        return out
+
+    def _moved_paths(self, file_id: int, action: str, removes: set[str]) -> bool:
+        """Is a keyword of ``file_id``'s ledger (``action``: ours, or a correction's) under another
+        path than the list gives it less the levels ``removes`` names?  ``stale_paths``' test for
+        ours (the list's keywords, spelt exactly), ``_corrections_stale``'s for a correction's."""
+        keywords = self.store.ledger(file_id, action)
+        written = self.store.ledger_paths(file_id, action)
+        wanted = known_paths(self._paths, keywords, removes)
+        return any(written.get(k, (k,)) != (wanted.get(k, k),) for k in keywords
+                   if action != ADDED or k in self._paths)
+
     # A re-scoring tells ``observe`` of the files it wrote or tried this many at a time: status showed
     # "0 tagged, 0 photos/min" for the 140 s a tag-list edit took to rewrite 6,093 photos, then all at once
     OBSERVED_EVERY = 50
@@ -699,6 +722,8 @@ class Pipeline:
         # Files holding one of our keywords under a path its parent no longer gives it
         stale = (self.store.stale_paths(self._paths) | self._corrections_stale() if rows and (
             any(tag.parents for tag in self.vocabulary.tags) or self.store.has_ledger_paths()) else set())
+        if stale and self.overrides.rules:  # a level a correction rejects is in none of its paths
+            stale = self._paths_stale(stale, (r for r, _ in rows))
         if rows and self.places.enabled:
             stale |= self._places_stale([r for r, _ in rows]) | self._places_corrected([r for r, _ in rows])
         if rows and (self.captions is not None or self.tagging.mode != "append"):
