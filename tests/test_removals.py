@@ -41,7 +41,7 @@ from tagwatch.formats import content_key
 from tagwatch.logs import JsonFormatter
 from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.outcomes import Status
-from tagwatch.overrides import parse_overrides
+from tagwatch.overrides import correct, parse_overrides
 from tagwatch.places import Geocoder
 from tagwatch.queue import Delete, Move
 from tagwatch.store import ADDED, DECLINED, USER, WITHDRAWN, Store
@@ -614,8 +614,11 @@ def test_a_level_a_correction_rejects_leaves_every_path_below_it(tmp_path: Path,
         assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
         assert {"colour|red", "shape|polygon|square"} <= set(hierarchical(photo)), hierarchical(photo)
 
-        rule = f'[[override]]\npath = "{photo}"\nremove = ["colour", "Polygon"]\n'
-        env.pipeline.use_overrides(parse_overrides(rule, tmp_path / "overrides.toml", [photo.parent]))
+        # ✕ on colour and on polygon on the review page: the rule it writes into the overrides file
+        source, roots, rule = tmp_path / "overrides.toml", [photo.parent], ""
+        for level in ("colour", "Polygon"):
+            rule = correct(rule, source, roots, str(photo), level, "remove")
+        env.pipeline.use_overrides(parse_overrides(rule, source, roots))
         env.pipeline.retag()
 
         def rejected_levels_gone(red: str = "red") -> None:
@@ -655,8 +658,8 @@ def test_a_level_a_correction_rejects_leaves_every_path_below_it(tmp_path: Path,
         # its paths are what the list gives less the rejected levels: no read of it for a path to move
         assert read == [], read
         rejected_levels_gone()
-        # a parent edit still moves a path (red under shape, then under colour again): the same
-        # keywords, only the paths tell the photo is to be written
+        # a parent edit still moves a path (red put under shape, then back under colour, still
+        # rejected): the same keywords, only the paths tell the photo is to be written
         under_shape = SHAPES_LIST.replace('"red.n.01"\n', '"red.n.01"\nparent = "shape"\n')
         for tag_list, red in ((under_shape, "shape|red"), (SHAPES_LIST, "red")):
             (tmp_path / "shapes.toml").write_text(tag_list, encoding="utf-8")
@@ -664,8 +667,11 @@ def test_a_level_a_correction_rejects_leaves_every_path_below_it(tmp_path: Path,
             assert env.pipeline.retag() == (1, 1)
             rejected_levels_gone(red)
 
-        # the correction undone: the levels and their paths are back
-        env.pipeline.use_overrides(parse_overrides("", tmp_path / "overrides.toml", [photo.parent]))
+        # the corrections undone (their ↺): the levels and their paths are back
+        for level in ("colour", "Polygon"):
+            rule = correct(rule, source, roots, str(photo), level, "undo")
+        assert rule.strip() == "", rule
+        env.pipeline.use_overrides(parse_overrides(rule, source, roots))
         env.pipeline.retag()
         assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
         paths = hierarchical(photo)
