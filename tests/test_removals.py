@@ -47,7 +47,7 @@ from tagwatch.queue import Delete, Move
 from tagwatch.store import ADDED, DECLINED, USER, WITHDRAWN, Store
 from tagwatch.vocabulary import load_configured
 from tagwatch.web.library import Library
-from tagwatch.writeback import RESTORED, Writeback, WriteJob
+from tagwatch.writeback import RESTORED, Writeback, WriteJob, known_paths
 from test_expansion import SHAPES_LIST, THRESHOLD
 from test_reliability import TAGS, ours, shape_jpeg, shapes_config, store_rows
 
@@ -597,6 +597,22 @@ def hierarchical(photo: Path) -> list[str]:
     found = json.loads(exiftool_read("-j", "-XMP-lr:HierarchicalSubject", str(photo)))[0]
     value = found.get("HierarchicalSubject", [])
     return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def test_the_paths_a_write_gives_name_no_level_a_correction_rejects() -> None:
+    """known_paths, which the write and the re-score's stale test decide paths with: a rejected level
+    (case aside) leaves each path, the keyword and the levels left keep their order, a keyword left
+    alone is written flat as it is spelt (an add of "Blue" is no "blue"), and a level's own path keeps it."""
+    known = {"red": "colour|red", "blue": "colour|blue", "colour": "colour",
+             "square": "thing|shape|polygon|square", "polygon": "thing|shape|polygon"}
+    wanted = ["red", "Blue", "square", "polygon", "colour"]
+    assert known_paths(known, wanted, {"colour", "polygon"}) == {
+        "red": "red", "Blue": "Blue", "square": "thing|shape|square", "polygon": "thing|shape|polygon",
+        "colour": "colour"}
+    assert known_paths(known, wanted, {"shape"})["square"] == "thing|polygon|square"
+    assert known_paths(known, wanted) == {  # nothing rejected: the list's paths
+        "red": "colour|red", "Blue": "colour|blue", "square": "thing|shape|polygon|square",
+        "polygon": "thing|shape|polygon", "colour": "colour"}
 
 
 @pytest.mark.parametrize("mode", ["append", "sync"])
