@@ -17,6 +17,8 @@ from pathlib import Path
 
 from conftest import Daemon, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
 from tagwatch.notify import Notifier
+from tagwatch.outcomes import Outcome, Status
+from tagwatch.status import Activity
 
 
 def test_notify_messages_reach_a_listening_socket(tmp_path: Path, tiny_checkpoint: Path) -> None:
@@ -128,6 +130,54 @@ def test_status_and_metrics_come_from_the_running_daemon(tmp_path: Path, tiny_ch
         assert daemon.stop() == 0
     assert daemon_status() is None  # stopped: the lock is free, whatever file is left
     assert "daemon    not running" in tagwatch("status", "--config", str(config)).stdout
+
+
+def test_the_last_error_of_a_photo_tagged_or_deleted_since_is_shown_resolved(tmp_path: Path,
+                                                                             tiny_checkpoint: Path) -> None:
+    """A photo cut short failed, was copied again whole and tagged: `tagwatch status` still named it as
+    the last error, as if something were wrong now (only a "(will retry)" one was marked done).  It
+    stays the last error, marked resolved, with when, in the text and in --json; so does one deleted."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+
+    def last_error() -> dict:
+        result = tagwatch("status", "--json", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["daemon"].get("last_error") or {}
+
+    try:
+        whole = noise_jpeg(tmp_path / "whole.jpg", 3).read_bytes()
+        (root / "cut.jpg").write_bytes(whole[:2000])
+        failed = wait_for(lambda: (e := last_error()).get("path") == str(root / "cut.jpg") and e)
+        assert "truncated" in failed["reason"] and "resolved" not in failed
+        (root / "cut.jpg").write_bytes(whole)  # copied again, whole
+        done = wait_for(lambda: (e := last_error()).get("resolved") and e)
+        assert done["reason"] == f"{failed['reason']} (tagged since)" and done["time"] == failed["time"]
+        text = tagwatch("status", "--config", str(config)).stdout
+        line = next(line for line in text.splitlines() if line.startswith("last error"))
+        assert f"cut.jpg: {failed['reason']} (tagged since) at " in line, line
+
+        (root / "other.jpg").write_bytes(whole[:1500])
+        failed = wait_for(lambda: (e := last_error()).get("path") == str(root / "other.jpg") and e)
+        (root / "other.jpg").unlink()
+        gone = wait_for(lambda: (e := last_error()).get("resolved") and e)
+        assert gone["reason"] == f"{failed['reason']} (photo gone since)"
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_last_error_is_resolved_by_its_folders_deletion_and_not_by_another_photos() -> None:
+    activity = Activity(lambda: 0, 1)
+    activity.record([Outcome("/p/2024/cut.jpg", Status.FAILED, error="truncated JPEG")])
+    activity.record([Outcome("/p/2024/other.jpg", Status.TAGGED, wrote=True)])
+    activity.gone("/p/2024/other.jpg")
+    activity.gone("/p/20", is_dir=True)  # a folder whose name begins the same is another folder
+    assert "resolved" not in activity.snapshot()["last_error"]
+    activity.gone("/p/2024", is_dir=True)
+    error = activity.snapshot()["last_error"]
+    assert error["reason"] == "truncated JPEG (photo gone since)" and error["resolved"] >= error["time"]
 
 
 def test_sighup_applies_what_it_can_names_the_rest_and_a_new_mode_re_scores(tmp_path: Path,

@@ -211,6 +211,28 @@ def test_the_status_tab_says_a_refused_tag_list_is_not_in_use_as_tagwatch_status
     wait_for(lambda: "not in use" not in words(browser, "#status"))  # the panel follows by itself
 
 
+def test_the_status_tab_marks_the_last_error_resolved_once_its_photo_is_tagged_or_gone(
+        library: Library, browser) -> None:
+    """A photo copied cut short fails, is copied again whole and tagged: the Status tab kept naming it
+    as the last error, as `tagwatch status` did.  Both now say it was tagged since, and when."""
+    photo = library.root / "cut.jpg"
+    synthetic.make_photo("green", "circle", 990, (320, 240)).save(library.conf / "whole.jpg", quality=88)
+    whole = (library.conf / "whole.jpg").read_bytes()
+    browser.get(f"{library.base}/status")
+    try:
+        photo.write_bytes(whole[:1500])
+        wait_for(lambda: (status(library.config)["daemon"].get("last_error") or {}).get("path") == str(photo))
+        reason = status(library.config)["daemon"]["last_error"]["reason"]
+        wait_for(lambda: f"cut.jpg: {reason}" in words(browser, "#status"))
+        photo.write_bytes(whole)
+        wait_for(lambda: f"cut.jpg: {reason} (tagged since) at " in words(browser, "#status"))
+        shown = tagwatch("status", "--config", str(library.config)).stdout
+        assert f"cut.jpg: {reason} (tagged since) at " in shown, shown
+    finally:  # the library as it was for the other tests
+        photo.unlink(missing_ok=True)
+        wait_for(lambda: status(library.config)["files"] == len(PHOTOS))
+
+
 def untouched(library: Library) -> list[str]:
     """The star photos whose file carries tagwatch's star and that no correction names (another test
     of the module may have rejected it on one): by name."""

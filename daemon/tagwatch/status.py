@@ -173,16 +173,38 @@ class Activity:
                                        "time": now}
                 if outcome.status in (Status.TAGGED, Status.GONE, Status.UNTAGGED):
                     self._failing.pop(outcome.path, None)
-                    self._resolve(outcome.path, now)
+                    self._resolve(outcome.path, now, outcome.status)
 
-    def _resolve(self, path: str, now: float) -> None:
-        """The photo whose passing failure is the last error is done: the error says it was retried
-        and when, instead of "(will retry)" a day later with nothing left to retry."""
+    def gone(self, path: str, is_dir: bool = False) -> None:
+        """``path`` (a folder's, with ``is_dir``: all under it) was deleted or moved away: where the
+        last error is of a photo there, it is resolved (see :meth:`_resolve`)."""
+        now = time.time()
+        with self._lock:
+            error = self.last_error
+            if error is not None and is_dir and error["path"].startswith(path.rstrip("/") + "/"):
+                self._resolve(error["path"], now, Status.GONE)
+            else:
+                self._failing.pop(path, None)  # one put back and failing again is news
+                self._resolve(path, now, Status.GONE)
+
+    def _resolve(self, path: str, now: float, how: Status) -> None:
+        """The photo the last error is of is done since: tagged (or untagged), or gone (deleted,
+        moved away: ``how`` is GONE).  The error says so and when ("resolved"), instead of naming,
+        a day later, a photo with nothing wrong left: "(will retry)" became "(retried: done since)"; a failure
+        (a photo cut short, copied again whole) "(tagged since)", "(photo gone since)".  Still the
+        last error (what went wrong is news), shown as resolved by status, --json and the page."""
         error = self.last_error
-        if error is not None and error["path"] == path and error["reason"].endswith(WILL_RETRY):
-            # a new dict: a snapshot handed out earlier may be serialised outside the lock meanwhile
-            reason = error["reason"].removesuffix(WILL_RETRY) + " (retried: done since)"
-            self.last_error = {**error, "reason": reason, "resolved": now}
+        if error is None or error["path"] != path or "resolved" in error:
+            return
+        reason = error["reason"]
+        if how == Status.GONE:
+            reason = reason.removesuffix(WILL_RETRY) + " (photo gone since)"
+        elif reason.endswith(WILL_RETRY):
+            reason = reason.removesuffix(WILL_RETRY) + " (retried: done since)"
+        else:  # `tagwatch untag` took our keywords out of one that had failed: done with, too
+            reason += " (tagged since)" if how == Status.TAGGED else " (untagged since)"
+        # a new dict: a snapshot handed out earlier may be serialised outside the lock meanwhile
+        self.last_error = {**error, "reason": reason, "resolved": now}
 
     def reject(self, what: str, reason: str | None) -> None:
         """``what`` ("config", "tag list", "overrides") on disk was refused for ``reason`` and the

@@ -64,13 +64,15 @@ class Worker(threading.Thread):
 
     def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None],
                  observe: Callable[[list[Outcome]], None] | None = None,
-                 resume: Callable[[], None] | None = None) -> None:
+                 resume: Callable[[], None] | None = None,
+                 gone: Callable[[str, bool], None] | None = None) -> None:
         super().__init__(name="tagwatch-worker", daemon=True)
         self.queue, self.pipeline, self._reload = queue, pipeline, reload
         # a re-score that met a locked database is resumed with this alone (the daemon's: the re-score
         # from where it stopped), not the whole reload: the list is read, said and encoded once
         self._resume = resume or reload
         self._observe = observe  # told every batch's outcomes: the counters `status` shows
+        self._gone = gone  # told each deletion recorded (path, is_dir): a last error of it is resolved
         self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
         self._writing = StillWriting()  # files that look cut short: still being copied?
         self._trouble: dict[str, str] = {}  # "model" → its passing problem, while it lasts
@@ -276,6 +278,11 @@ class Worker(threading.Thread):
         with self.pipeline.store.lock_wait(DATABASE_LOCK_WAIT_S):
             paths = batch.paths + self.pipeline.apply(ops, waiting)
         self._ops_wait(waiting, retried)
+        if self._gone is not None:
+            unrecorded = {op for op, _ in waiting}
+            for op in ops:
+                if isinstance(op, Delete) and op not in unrecorded:
+                    self._gone(op.path, op.is_dir)
         paths = self._hold_behind(paths)
         held = self.engine.in_flight(paths)
         with self._retry_lock:  # taken off the queue: only the batch holds them, or the queue again
