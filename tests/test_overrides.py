@@ -218,10 +218,15 @@ def test_the_daemon_reloads_edited_overrides_and_rich_lists(tmp_path: Path, tiny
     overrides_file.write_text('[[override]]\npath = "trip/**"\nadd = ["Urlaub"]\nadd = ["twice"]\n')
     daemon.wait_log("overrides not reloaded, keeping the previous ones", since=mark)
     assert f"{overrides_file}:4: not valid TOML" in daemon.log()[mark:]
+    refused = mark
 
     # a tag's own threshold of 1 can never be exceeded: sync takes our forest out again
     tags_file.write_text('[[tag]]\nkeyword = "beach"\n[[tag]]\nkeyword = "forest"\nthreshold = 1.0\n')
     wait_for(lambda: keywords_in(photo) == {"beach", "Urlaub"})
+    daemon.wait_log(f"tag list {tags_file}: 2 tags", since=refused)
+    # the refusal is not followed by "overrides …: 1 rule; re-scored 0 photos", as if the refused
+    # file were in use, nor does the list's reload say the overrides' rules again: they did not change
+    assert f"overrides {overrides_file}: " not in daemon.log()[refused:], daemon.log()[refused:]
     mark = len(daemon.log())
     tags_file.write_text('[[tag]]\nkeyword = "beach"\n\n[[tag]]\nkeyword = "forest"\nparent = "tree"\n')
     daemon.wait_log("tag list not reloaded, keeping the previous one", since=mark)

@@ -262,6 +262,17 @@ def test_an_edit_of_the_overrides_is_logged_as_the_overrides_re_scored(tmp_path:
         wait_for(lambda: "holiday" in exif_keywords(photo)["iptc"])
         assert f"INFO overrides {overrides}: 1 rule; re-scored 1 photo, rewrote 1 in " in log, log
         assert "tag list" not in log
+        # a tag-list edit: the overrides, unchanged, are not said again (they were at every reload);
+        # an overrides file saved as it was says nothing either
+        tags = config.parent / "tags.txt"
+        mark = len(daemon.log())
+        tags.write_text("harbour\nlake\ndesert\nforest\n", encoding="utf-8")
+        daemon.wait_log(f"tag list {tags}: 4 tags", since=mark)
+        overrides.write_text(overrides.read_text(encoding="utf-8"), encoding="utf-8")
+        time.sleep(1)
+        tags.write_text("harbour\nlake\ndesert\n", encoding="utf-8")
+        log = daemon.wait_log(f"tag list {tags}: 3 tags", since=mark)[mark:]
+        assert f"overrides {overrides}" not in log, log
     finally:
         assert daemon.stop() == 0
 

@@ -205,7 +205,9 @@ class Daemon:
                 if warning not in self._warned:
                     log.warning("%s", warning)
             self._warned = set(overrides.warnings)  # one that went and came back is news again
-            if self.config.overrides is not None and not overrides_only:
+            # its line at the start, and when what it says changed: not at every tag-list edit
+            changed = starting or overrides != self.pipeline.overrides
+            if self.config.overrides is not None and changed and not overrides_only:
                 log.info("%s", self._rules(overrides))
             self.activity.reject("overrides", None)
         except OverridesError as exc:
@@ -213,7 +215,9 @@ class Daemon:
                 raise
             log.error("overrides not reloaded, keeping the previous ones: %s", exc)
             self.activity.reject("overrides", str(exc))
-            overrides = self.pipeline.overrides
+            if overrides_only:  # nothing else was edited: nothing changed, nothing to re-score (its
+                return  # "overrides …: 2 rules; re-scored 0 photos" read as the refused file in use)
+            overrides, changed = self.pipeline.overrides, False
         self.pipeline.use_overrides(overrides)
         vocabulary = load_tag_list(self.config, quiet=True)
         for warning in vocabulary.warnings:  # once per process, as the overrides': not at every reload
@@ -226,7 +230,8 @@ class Daemon:
         what = (self._rules(overrides) if overrides_only else
                 f"tag list {self.config.tags}: {counted(len(vocabulary.tags), 'tag')} "
                 f"({counted(encoded, 'new prompt vector')})")
-        self._rescore(what, started)
+        # an overrides file saved as it was (the same rules) says nothing unless a photo changed
+        self._rescore(what, started, say_none=changed or not overrides_only)
 
     def _rescore(self, what: str, started: float, *, say_none: bool = True, resumed: bool = False) -> None:
         """The re-score of the list just adopted, and its one line.  One that meets a locked database
