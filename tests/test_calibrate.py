@@ -23,13 +23,17 @@ import pytest
 from conftest import TAGS, exif_keywords, exiftool_read, noise_jpeg, tagwatch, write_config
 from tagwatch.atomic import write_atomic
 from tagwatch.calibrate import (
+    BELOW_ZERO,
     CalibrationError,
     calibrate,
+    doubts,
+    kept_line,
     labels,
     read_examples,
     render_table,
     rich_from_plain,
     set_thresholds,
+    to_write,
 )
 from tagwatch.scoring import (
     average_precision,
@@ -122,6 +126,43 @@ def test_before_and_after_numbers_on_a_constructed_case(tmp_path: Path) -> None:
     table = render_table(results)
     row = next(line for line in table.splitlines() if line.startswith("beach"))
     assert row.split() == ["beach", "2", "3", "0.28", "0.23", "100%", "67%", "50%", "100%", "67%", "80%"]
+
+
+def test_a_threshold_below_zero_is_not_written_and_one_from_few_examples_is_doubted(tmp_path: Path) -> None:
+    """Three circles, one scoring -0.11 (the model does not see a circle in it), and two squares far
+    below: circle's F1-best threshold was -0.12, F1 100%, written, and squares scoring above it got
+    circle.  A threshold below 0 is not written, and a warning says why and what to do; a threshold
+    that is written from fewer than 5 positives or negatives is said to be a guess."""
+    keywords = ["circle", "square"]
+    folders = {"circle": ["c1", "c2", "c3"], "square": ["s1", "s2"]}
+    data = labels(folders, keywords, {}, tmp_path)
+    #                   circle  square
+    scores = np.array([[0.62, 0.05],    # c1
+                       [0.58, 0.02],    # c2
+                       [-0.11, 0.01],   # c3: a circle the model does not see
+                       [-0.20, 0.60],   # s1
+                       [-0.30, 0.64]],  # s2
+                      np.float32)
+    tags = [FakeTag("circle"), FakeTag("square", threshold=0.62)]  # square misses s1 at 0.62
+    circle, square = calibrate(scores, data, keywords, tag_thresholds(tags, 0.45))
+    assert circle.after < 0 and circle.after_counts.f1 == 1.0 and circle.kept == BELOW_ZERO
+    assert to_write([circle, square]) == {"square": square.after}
+    assert kept_line([circle, square]) == (f"left at the threshold they have: circle ({circle.after:g} "
+                                           "calibrated: below 0, not written)")
+    assert render_table([circle]).splitlines()[2].endswith("kept: below 0, not written")
+    said = doubts(circle, tmp_path)
+    assert said is not None and said.startswith(f"'circle': calibrated to {circle.after:g}, below 0, and "
+                                                "not written (it keeps 0.45)")
+    assert f"take it out of {tmp_path / 'circle'}, or add more examples" in said
+    said = doubts(square, tmp_path)  # 2 positives, 3 negatives: written, and said to be a guess
+    assert said == (f"'square': its threshold {square.after:g} comes from 2 positives and 3 negatives, "
+                    "too few to trust (F1 100% on so few says little about your other photos); add "
+                    f"examples, 10 or more of each (photos that should get it in {tmp_path / 'square'}, "
+                    f"that should not in {tmp_path / 'none'}), and calibrate again")
+    many = {"circle": [f"c{i}" for i in range(5)], "none": [f"n{i}" for i in range(5)]}
+    wide = np.array([[0.6 - i / 100] for i in range(5)] + [[0.1 - i / 100] for i in range(5)], np.float32)
+    (enough,) = calibrate(wide, labels(many, ["circle"], {}, tmp_path), ["circle"], np.array([0.58]))
+    assert not enough.kept and doubts(enough, tmp_path) is None
 
 
 CAL_TAGS = """\
@@ -599,3 +640,28 @@ def test_a_tag_calibrated_from_positives_alone_is_warned_about(shapes_lab: Any, 
     paired = shapes_lab.run("calibrate", "--dry-run", str(examples))
     assert "WARNING" not in paired.stderr, paired.stderr
     assert re.search(r"^green +1 +1 ", paired.stdout, re.M)
+
+
+def test_calibrate_says_a_threshold_below_zero_is_not_written_and_why(shapes_lab: Any,
+                                                                      tmp_path: Path) -> None:
+    """Two circles and four photos of noise filed as circles (the model sees no circle in them, and
+    scores them near or below 0): circle's F1-best threshold fell below 0, and was written."""
+    import synthetic
+
+    examples = tmp_path / "examples"
+    (examples / "circle").mkdir(parents=True)
+    (examples / "none").mkdir()
+    for i, colour in enumerate(["red", "green"]):
+        synthetic.make_photo(colour, "circle", seed=100 + i).save(examples / "circle" / f"{colour}.jpg")
+    for i in range(4):
+        noise_jpeg(examples / "circle" / f"noise{i}.jpg", 50 + i)
+    for i, colour in enumerate(["red", "green", "blue"]):
+        synthetic.make_photo(colour, "square", seed=200 + i).save(examples / "none" / f"{colour}.jpg")
+    result = shapes_lab.run("calibrate", "--dry-run", str(examples))
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("circle "))
+    after = float(row.split()[4])
+    assert after < 0 and row.endswith("kept: below 0, not written"), result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and f"'circle': calibrated to {row.split()[4]}, below 0, and not written" in \
+        warnings[0], result.stderr

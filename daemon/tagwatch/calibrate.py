@@ -32,7 +32,7 @@ from .config import Config, default_config_path, is_builtin_tag_list
 from .formats import IMAGE_SUFFIXES
 from .scoring import Counts, best_threshold, counts
 from .vocabulary import Vocabulary, load_configured, parse_rich_tag_list
-from .wording import resembling
+from .wording import counted, resembling
 from .wordnet import WordNet
 
 NEGATIVES = "none"  # the folder of photos that should get no tag at all
@@ -115,6 +115,10 @@ def labels(folders: Mapping[str, Sequence[Hashable]], keywords: Sequence[str],
 
 UNCHANGED = "its threshold already"  # TagResult.kept: writing it would pin, not change, it
 NO_BETTER = "F1 no better"  # TagResult.kept: the examples do not prefer the calibrated value
+# TagResult.kept: a cosine below 0 says a photo is unlike the tag's prompt; a threshold there gives
+# the tag to such photos (three circles, one scoring -0.11, set circle at -0.12: squares got it)
+BELOW_ZERO = "below 0, not written"
+FEW_EXAMPLES = 5  # fewer positives or negatives than this: the threshold is a guess (said, written)
 
 
 def same_threshold(a: float, b: float) -> bool:
@@ -144,7 +148,9 @@ def calibrate(scores: np.ndarray, data: Labels, keywords: Sequence[str],
     A tag keeps the threshold in use (``kept`` says why) when the calibrated one is the same, and
     when it scores no better F1 on the examples: among equally good thresholds the widest gap's
     middle is only a tie-break, no evidence that the one in use is worse, and moving it would change
-    which other photos get the tag for no measured gain.
+    which other photos get the tag for no measured gain.  Nor is a threshold below 0 written
+    (BELOW_ZERO): it comes from an example the model scores as unlike the tag, and would give the
+    tag to photos unlike it.
     """
     scores = np.asarray(scores, np.float32)
     results = []
@@ -156,7 +162,8 @@ def calibrate(scores: np.ndarray, data: Labels, keywords: Sequence[str],
         old = counts((tag_scores > np.float32(before))[:, None], truth[:, None])[0]
         new = counts((tag_scores > np.float32(after))[:, None], truth[:, None])[0]
         better = (new.f1 or 0.0) > (old.f1 or 0.0)  # both defined: a calibrated tag has a positive
-        kept = UNCHANGED if same_threshold(after, before) else "" if better else NO_BETTER
+        kept = (UNCHANGED if same_threshold(after, before) else BELOW_ZERO if after < 0
+                else "" if better else NO_BETTER)
         results.append(TagResult(keywords[j], int(truth.sum()), int((~truth).sum()), before, after,
                                  old, new, kept))
     return results
@@ -170,9 +177,32 @@ def to_write(results: Sequence[TagResult]) -> dict[str, float]:
 def kept_line(results: Sequence[TagResult]) -> str:
     """The tags left at the threshold in use and why, one line (empty when every tag moves)."""
     kept = [f"{r.keyword} ({number(r.before)} already)" if r.kept == UNCHANGED else
+            f"{r.keyword} ({number(r.after)} calibrated: below 0, not written)" if r.kept == BELOW_ZERO else
             f"{r.keyword} (F1 {_percent(r.after_counts.f1)} at {number(r.after)}, no better than at "
             f"{number(r.before)})" for r in results if r.kept]
     return f"left at the threshold they have: {', '.join(kept)}" if kept else ""
+
+
+def doubts(result: TagResult, examples: Path) -> str | None:
+    """Why ``result``'s threshold is not to be trusted, and what to do, for a warning; None: nothing
+    to say.  A threshold below 0 (not written), and one to be written from fewer than FEW_EXAMPLES
+    positives or negatives: F1 100% on three photos says little about the rest of the library.  A tag
+    with no negative at all has a warning of its own (the command's)."""
+    folder, none = examples / result.keyword, examples / NEGATIVES
+    if result.kept == BELOW_ZERO:
+        return (f"{result.keyword!r}: calibrated to {number(result.after)}, below 0, and not written "
+                f"(it keeps {number(result.before)}): a score below 0 says a photo is unlike the tag, "
+                "so such a threshold would give it to photos unlike it. One of its examples scores "
+                f"that low (the model does not see {result.keyword!r} in it: `tagwatch explain PHOTO` "
+                f"shows its score); take it out of {folder}, or add more examples (10 or more, and "
+                f"photos that should not get it in {none}), and calibrate again")
+    if result.kept or not result.negatives or min(result.positives, result.negatives) >= FEW_EXAMPLES:
+        return None
+    return (f"{result.keyword!r}: its threshold {number(result.after)} comes from "
+            f"{counted(result.positives, 'positive')} and {counted(result.negatives, 'negative')}, too few "
+            f"to trust (F1 {_percent(result.after_counts.f1)} on so few says little about your other "
+            f"photos); add examples, 10 or more of each (photos that should get it in {folder}, that "
+            f"should not in {none}), and calibrate again")
 
 
 def _percent(value: float | None) -> str:

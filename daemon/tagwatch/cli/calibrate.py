@@ -14,6 +14,7 @@ from ..calibrate import (
     NEGATIVES,
     TagResult,
     calibrate,
+    doubts,
     is_negatives,
     kept_line,
     labels,
@@ -86,6 +87,8 @@ def measure(config: Config, root: Path,
                         "nothing says how low another photo may score; add photos that should not get it "
                         "to %s (or examples of other tags in their folders)", result.keyword,
                         result.positives, "" if result.positives == 1 else "s", root / NEGATIVES)
+        if doubt := doubts(result, root):
+            log.warning("%s", doubt)
     return Calibration(results, list(keywords), len(vectors), len(data.pictures), encoded)
 
 
