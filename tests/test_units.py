@@ -182,3 +182,35 @@ def test_a_unit_with_odd_folder_names_is_current_and_a_missing_one_is_named_plai
     unit.write_text(text.replace(" -" + str(home / "100%% Film").replace(" ", "\\x20"), ""), encoding="utf-8")
     stale = units.stale_unit(load_config(config))
     assert stale is not None and f"does not let the daemon write {home / '100% Film'} (" in stale
+
+
+# /proc/self/mountinfo of a daemon started by a unit with PrivateTmp=yes: /tmp a folder of the root
+# file system's, /var/tmp one of a tmpfs's (as on Debian with tmp.mount); and of one started without
+SANDBOXED = """\
+25 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
+812 25 259:2 /tmp/systemd-private-6b1e0c2e9f8a4d7b-tagwatch.service-AbCdEf/tmp /tmp rw,relatime shared:400 \
+master:1 - ext4 /dev/nvme0n1p2 rw
+813 25 0:35 /systemd-private-6b1e0c2e9f8a4d7b-tagwatch.service-GhIjKl/tmp /var/tmp rw,nosuid,nodev \
+shared:401 master:12 - tmpfs tmpfs rw
+"""
+PLAIN = """\
+25 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
+40 25 0:35 / /tmp rw,nosuid,nodev shared:12 - tmpfs tmpfs rw
+"""
+
+
+def test_a_watched_folder_under_a_private_tmp_is_said_at_the_start(tmp_path: Path) -> None:
+    """The unit's PrivateTmp=yes gives the daemon a /tmp and /var/tmp of its own: a watched folder
+    there is missing (empty at each start), and the watcher's line blamed an unplugged drive."""
+    sandboxed, plain = tmp_path / "sandboxed", tmp_path / "plain"
+    sandboxed.write_text(SANDBOXED, encoding="utf-8")
+    plain.write_text(PLAIN, encoding="utf-8")
+    folders = [Path("/tmp/photos"), Path("/home/ann/Pictures"), Path("/var/tmp/scans")]
+    said = units.private_tmp(folders, sandboxed)
+    assert said is not None and said.startswith(
+        "/tmp/photos, /var/tmp/scans: watched under /tmp and /var/tmp, which this service sees as its own, "
+        "empty at each start (its unit's PrivateTmp=yes), not the folder you see: the photos there "
+        "are not tagged; move the folder out of /tmp and /var/tmp"), said
+    assert units.private_tmp([Path("/home/ann/Pictures"), Path("/tmpfiles")], sandboxed) is None
+    assert units.private_tmp(folders, plain) is None  # /tmp as the person sees it: nothing to say
+    assert units.private_tmp(folders, tmp_path / "no-such-mountinfo") is None

@@ -346,6 +346,9 @@ class Daemon:
             stale = units.stale_unit(self.config)
             if stale is not None:
                 log.warning("%s", stale)
+        hidden = units.private_tmp(self.config.watch)  # a folder under /tmp the unit's sandbox hides
+        if hidden is not None:
+            log.warning("%s", hidden)
         # exiftool's start, not the first photo's write, waits for Perl
         self.writer.warm_up_aside(self.config.database.parent)
         self._say_restore()

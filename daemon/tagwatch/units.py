@@ -197,6 +197,35 @@ def stale_unit(config: Config) -> str | None:
             f"service install`, then `systemctl --user daemon-reload && systemctl --user restart tagwatch`")
 
 
+PRIVATE_TMP = ("/tmp", "/var/tmp")  # what the unit's PrivateTmp=yes gives the daemon a copy of its own
+
+
+def private_tmp(folders: Sequence[Path], mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """Why watched folders under /tmp or /var/tmp are not the ones the person sees, or None: the
+    unit's ``PrivateTmp=yes`` gives the daemon a /tmp and /var/tmp of its own (systemd mounts a
+    ``…/systemd-private-…`` folder there, as /proc/self/mountinfo shows), empty at each start, so a
+    folder there is missing (or another one) and its photos are never tagged.  Said at the daemon's
+    start: the watcher's own line blamed an unplugged drive."""
+    try:
+        lines = mountinfo.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:  # not Linux, or no /proc: nothing to tell
+        return None
+    private = set()
+    for line in lines:
+        fields = line.split()  # id, parent, dev, root, mount point, …: spaces written as \040
+        if len(fields) > 4 and fields[4] in PRIVATE_TMP and "/systemd-private-" in fields[3]:
+            private.add(fields[4])
+    hidden = [str(folder) for folder in folders
+              if any(str(folder) == tmp or str(folder).startswith(tmp + "/") for tmp in private)]
+    if not hidden:
+        return None
+    return (f"{', '.join(hidden)}: watched under {' and '.join(sorted(private, key=len))}, which this "
+            "service sees as its own, empty at each start (its unit's PrivateTmp=yes), not the folder "
+            "you see: the photos there are not tagged; move the folder out of /tmp and /var/tmp (the "
+            "system empties them too), or set PrivateTmp=no (`systemctl --user edit tagwatch`; for an "
+            "instance `sudo systemctl edit tagwatch@NAME`) and restart it")
+
+
 def systemd_user_unit(spec: ServiceSpec, shipped: bool = False) -> str:
     """The text of ``tagwatch.service`` for ``spec``."""
     mark = f"# {MARKER}; `tagwatch service uninstall` removes it.\n"
