@@ -15,6 +15,10 @@ the photo look edited.
 A photo recorded tagged is settled only while its image vector of the model in use is cached (where
 the caller asks with ``vectored``): a ``db rebuild`` that lost it, or a config naming another model,
 leaves a photo that no re-score can judge, so it is encoded again.
+
+A photo whose keywords tagwatch keeps in its sidecar is settled only while that sidecar is there
+(``lost``, see :func:`tagwatch.shared.sidecar_lost`): a sidecar a person deleted leaves the photo
+itself unchanged, and tagwatch's keywords must be written again, into a new one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ SIDECAR_SUFFIX = ".xmp"  # how tagwatch spells the extension of a sidecar it mak
 SIDECAR_SPELLINGS = (SIDECAR_SUFFIX, ".XMP")
 StatOf = Callable[[str], os.stat_result | None]  # a path's lstat, or None where there is none
 Recorded = Callable[[list[str]], Mapping[str, FileRow]]  # the store's rows of the paths it knows
+Lost = Callable[[FileRow, StatOf], bool]  # is the sidecar holding a tagged photo's keywords gone?
 
 
 def is_unchanged(row: FileRow | None, st: os.stat_result) -> bool:
@@ -95,6 +100,13 @@ def sidecars(path: str) -> tuple[str, ...]:
     return tuple(base + suffix for base in dict.fromkeys((path, stem)) for suffix in SIDECAR_SPELLINGS)
 
 
+def sidecar_there(path: str, stem_named: bool, stat_of: StatOf | None = None) -> bool:
+    """Is there a sidecar of ``path`` in the naming tagwatch writes (``stem_named``: ``photo.xmp``),
+    in either spelling?  (``stat_of``: as for :func:`sidecar_edited`.)"""
+    base = os.path.splitext(path)[0] if stem_named else path
+    return any((stat_of or _lstat)(base + suffix) is not None for suffix in SIDECAR_SPELLINGS)
+
+
 def _lstat(path: str) -> os.stat_result | None:
     try:
         return os.lstat(path)
@@ -148,11 +160,12 @@ def sidecar_edited(row: FileRow, stat_of: StatOf = _lstat, recorded: Recorded | 
 
 def is_settled(row: FileRow | None, path: str, st: os.stat_result, *, fingerprint: str | None = None,
                retry_failed: bool = False, stat_of: StatOf = _lstat, recorded: Recorded | None = None,
-               vectored: Container[bytes] | None = None) -> bool:
+               vectored: Container[bytes] | None = None, lost: Lost | None = None) -> bool:
     """Nothing to do for ``path``: `tagwatch untag` set it aside, or it and its sidecar are unchanged
     and it is either tagged (with the tag list ``fingerprint`` when given, and with its content key
     among ``vectored`` when given: the keys whose vector of the model in use is cached) or failed
-    for a reason a chmod has not cured.
+    for a reason a chmod has not cured.  ``lost``: is the sidecar that holds tagwatch's keywords of a
+    tagged photo gone (asked only of a photo tagged and unchanged)?
 
     ``retry_failed`` (``scan``: a person asked) takes failed and set-aside files up again.  A failure
     for want of permission is tried again once a chmod has cured it (the daemon hears of it as an
@@ -165,6 +178,8 @@ def is_settled(row: FileRow | None, path: str, st: os.stat_result, *, fingerprin
     if not is_unchanged(row, st) or (row.state in (DONE, FAILED) and sidecar_edited(row, stat_of, recorded)):
         return False
     if row.state == DONE:
+        if lost is not None and lost(row, stat_of):
+            return False
         return ((fingerprint is None or row.tagged_with == fingerprint)
                 and (vectored is None or (row.key is not None and row.key in vectored)))
     if row.state == FAILED:

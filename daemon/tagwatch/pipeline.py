@@ -23,12 +23,13 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import listcache, logs
+from . import listcache, logs, shared
 from .captions import FINGERPRINT as CAPTIONS_FINGERPRINT
 from .captions import Captions, Reading, caption
 from .captions import from_config as captions_from_config
@@ -304,6 +305,8 @@ class Pipeline:
         vectored = self.store.vectored([r.key for r in rows.values() if r.state == DONE and r.key],
                                        self.cache.model_id)
         photos: list[Photo] = []
+        reader = self.writeback.reader  # the dry run's too: it names the sidecar a scan would write
+        lost = partial(shared.sidecar_lost, reader, self.store) if reader is not None else None
         for path in paths:
             try:
                 st = os.lstat(path)
@@ -327,10 +330,13 @@ class Pipeline:
             # `scan --take-over`: a photo tagged already may hold keywords of the list to take over
             if not self.writeback.take_over and is_settled(
                     row, path, st, fingerprint=self.fingerprint, retry_failed=retry_failed,
-                    recorded=self.store.files, vectored=vectored):
+                    recorded=self.store.files, vectored=vectored, lost=lost):
                 assert row is not None
                 outcomes.append(self._settled(row, dry_run))
                 continue
+            if lost is not None and row is not None and not dry_run and self.writer is not None and (
+                    lost(row, None)):
+                self.writeback.sidecar_gone(row)  # its keywords go into a new one, not taken for declined
             stopped = self._stopped.pop(path, None)
             photos.append(Photo(path, st, settled=not watched or stopped == (st.st_size, st.st_mtime_ns)))
         return photos, outcomes

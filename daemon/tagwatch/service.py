@@ -37,6 +37,7 @@ from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue, backlog_batch
 from .retry import DATABASE_LOCK_WAIT_S, QUIET_S, Backoff
+from .shared import sidecar_lost
 from .status import (
     Activity,
     MetricsServer,
@@ -483,7 +484,8 @@ class Daemon:
     def _scan(self, clean_temp: bool = False, roots: tuple[Path, ...] | None = None) -> None:
         started, began_ns = time.monotonic(), time.time_ns()
         report = reconcile(roots or self.config.watch, self.filter, self.store, self.queue, clean_temp,
-                           self.stopped, carry=partial(move_sidecar, self.writer, store=self.store))
+                           self.stopped, carry=partial(move_sidecar, self.writer, store=self.store),
+                           lost=partial(sidecar_lost, self.writer, self.store))
         if report.unlistable:  # watched and scanned once they can be listed
             self.watcher.unlistable(report.unlistable)
         if self.stopped.is_set():

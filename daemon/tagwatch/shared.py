@@ -24,10 +24,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .formats import IMAGE_SUFFIXES
-from .freshness import stem_files
+from .formats import EMBEDDABLE_SUFFIXES, IMAGE_SUFFIXES
+from .freshness import StatOf, sidecar_there, stem_files
 from .metadata import SIDECAR_RECORD, KeywordWriter, MetadataError
-from .store import ADDED, DECLINED, DELETED, USER, Store
+from .store import ADDED, DECLINED, DELETED, DONE, USER, FileRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,26 @@ def uses_stem_sidecar(writer: KeywordWriter, store: Store, mate: Path) -> bool:
         return True
     row = store.file(str(mate))
     return row is not None and any(name.startswith(SIDECAR_RECORD) for name in store.filled(row.id))
+
+
+def sidecar_lost(writer: KeywordWriter, store: Store, row: FileRow, stat_of: StatOf | None = None) -> bool:
+    """Is the sidecar that holds tagwatch's keywords of the tagged photo ``row`` gone (a person
+    deleted it, to start over, or a cleanup script or a sync tool did)?  So where tagwatch added
+    keywords to the photo (``written_ns``), keeps them in its sidecar (:meth:`KeywordWriter.uses_sidecar`),
+    its ledger still has keywords of its own there, and no sidecar of the naming it writes is there
+    in either spelling.  The photo itself is unchanged, so without this its next scan would count it
+    unchanged for ever.  Cheap where it is asked most: a photo with its sidecar there costs the two
+    ``lstat``s (``stat_of``: a walk's folder listing), a JPEG embedding its keywords (target
+    "embedded") is known by its name; only a photo with no sidecar asks the store, and reads its
+    first bytes."""
+    if row.state != DONE or row.written_ns is None or sidecar_there(row.path, writer.stem_named, stat_of):
+        return False
+    photo = Path(row.path)
+    if writer.settings.target == "embedded" and photo.suffix.lower() in EMBEDDABLE_SUFFIXES:
+        # into the photo, by its name: its bytes are not read at each scan of every JPEG (a PNG named
+        # .jpg, which gets a sidecar, is not asked about: its sidecar deleted is not noticed)
+        return False
+    return bool(store.ledger(row.id)) and writer.uses_sidecar(photo)
 
 
 def sharers(writer: KeywordWriter, store: Store, path: str) -> list[Path]:

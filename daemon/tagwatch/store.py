@@ -871,6 +871,25 @@ class Store:
                            "pending) VALUES (?, ?, ?, ?, NULL, 0)",
                            [(file_id, k, now, DECLINED) for k in keywords])
 
+    def sidecar_lost(self, file_ids: Iterable[int], records: str) -> list[int]:
+        """The sidecar holding these tagged files' keywords is gone (a person deleted it): each is
+        recorded pending, its keywords of ours pending too, as ahead of a write not yet done, so that
+        the next write puts those still predicted into a new sidecar (and forgets the others) and
+        none is taken for one a person took out; the records of fields filled in that sidecar
+        (names starting ``records``) go with it, so that untag gives back none of what the deleted
+        sidecar held.  The ids of the files so recorded (those that were tagged)."""
+        marked: list[int] = []
+        with self.transaction() as db:
+            for file_id in file_ids:
+                if db.execute("UPDATE files SET state = ?, updated = ? WHERE id = ? AND state = ?",
+                              (PENDING, time.time(), file_id, DONE)).rowcount == 0:
+                    continue
+                db.execute("UPDATE ledger SET pending = 1 WHERE file_id = ? AND action = ?", (file_id, ADDED))
+                db.execute("DELETE FROM filled WHERE file_id = ? AND substr(field, 1, ?) = ?",
+                           (file_id, len(records), records))
+                marked.append(file_id)
+        return marked
+
     def set_ledger_paths(self, file_id: int, paths: Mapping[str, Sequence[str]]) -> None:
         """Keywords that stay ours but are now written under other hierarchical paths."""
         with self.transaction() as db:

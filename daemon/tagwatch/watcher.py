@@ -39,7 +39,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
 from .formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES, ImageError, content_key
-from .freshness import SIDECAR_SUFFIX, is_settled, is_sidecar
+from .freshness import SIDECAR_SUFFIX, Lost, is_settled, is_sidecar
 from .logs import shown
 from .metadata import remove_if_stale
 from .queue import BatchQueue, Delete, HalfMove, Move
@@ -58,6 +58,9 @@ ARRIVALS = 4096
 ARRIVALS_KEPT_S = 30.0
 
 
+# A sidecar deleted: its photos are looked at this much later, once an app that saves it by deleting
+# it and making it anew, or a person moving a photo and its sidecar one after the other, is done
+SIDECAR_GONE_DELAY = 1.0
 CLOSED_DELAY = 0.1  # after a close-after-write the file is complete; wait only for stray events
 
 # A photo moved in from outside its root's watch, while several roots are watched, may come from
@@ -262,7 +265,7 @@ def renamed_pictures(new: Mapping[str, os.stat_result], gone: Mapping[str, FileR
 
 def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: BatchQueue,
               clean_temp: bool = False, stop: threading.Event | None = None,
-              carry: Callable[[str, str], str | None] | None = None) -> ScanReport:
+              carry: Callable[[str, str], str | None] | None = None, lost: Lost | None = None) -> ScanReport:
     """Compare the folders with the store: queue new and changed files, report vanished ones.  A
     folder that cannot be listed (chmod 000) keeps its files' records as they are: they may be fine,
     and are looked at again once it can be listed (``report.unlistable`` names it).
@@ -275,7 +278,10 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
     name is still a deleted photo and a new one (tagged from the vector its picture keeps), but its
     sidecar, holding a person's keywords, follows it as a live rename's does (:func:`renamed_pictures`
     pairs them).  New files of a recorded photo's size are queued only once the walk is over, so the
-    sidecar is carried before the new name is tagged and given one of its own."""
+    sidecar is carried before the new name is tagged and given one of its own.
+
+    ``lost`` (:func:`tagwatch.shared.sidecar_lost`): a tagged photo whose sidecar, holding
+    tagwatch's keywords, was deleted while no daemon watched is queued, to have them written again."""
     report = ScanReport()
     # a watched folder inside another is walked with it: walked again, its photos were counted twice
     roots = [r for r in roots if not inside(str(r), {str(o) for o in roots if o != r})]
@@ -311,8 +317,8 @@ def reconcile(roots: Sequence[Path], filt: PathFilter, store: Store, queue: Batc
                     maybe[path] = st
                     continue
             # A chmod while the daemon was down can have cured a failure; a geotagger can have written
-            # the photo's sidecar
-            if is_settled(row, path, st, stat_of=sidecars.get, recorded=store.files):
+            # the photo's sidecar, or a person deleted the sidecar that held tagwatch's keywords
+            if is_settled(row, path, st, stat_of=sidecars.get, recorded=store.files, lost=lost):
                 continue
             queue.put(path, delay=0.0)
             report.queued += 1
@@ -614,6 +620,16 @@ class _Handler(FileSystemEventHandler):
                     found.append(name)
         return found
 
+    def _sidecar_gone(self, path: str) -> None:
+        """``path`` was deleted (or moved away): if it is a sidecar, its photos are queued, and one
+        whose sidecar held tagwatch's keywords has them written again into a new one
+        (:func:`tagwatch.shared.sidecar_lost`, asked when the photo is looked at, so a sidecar
+        that is there again by then, an app's save by delete and create, or tagwatch's own, is no
+        loss).  After :data:`SIDECAR_GONE_DELAY`, for such a save and a move of the photo along
+        with its sidecar to be over."""
+        for photo in self._photos_of(path):
+            self._put(photo, delay=SIDECAR_GONE_DELAY)
+
     def _dispatch(self, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path or "")  # "" (None in older watchdogs): moved in from outside
         if not isinstance(event, FileDeletedEvent | DirDeletedEvent | FileMovedEvent | DirMovedEvent) and (
@@ -636,6 +652,7 @@ class _Handler(FileSystemEventHandler):
         elif isinstance(event, FileDeletedEvent):
             if self.filt.wanted(src):
                 self.queue.op(Delete(src))
+            self._sidecar_gone(src)
         elif isinstance(event, DirDeletedEvent):
             self.queue.op(Delete(src, is_dir=True))
         elif isinstance(event, DirCreatedEvent):
@@ -664,6 +681,8 @@ class _Handler(FileSystemEventHandler):
                     self._put(dst, delay=CLOSED_DELAY)
             for photo in self._photos_of(dst):  # a sidecar saved atomically (exiftool, digiKam)
                 self._put(photo, delay=CLOSED_DELAY)
+            if not is_sidecar(dst):  # moved away (to the trash, a backup name); renamed along: not gone
+                self._sidecar_gone(src)
         elif isinstance(event, DirMovedEvent):
             dst = os.fsdecode(event.dest_path or "")
             src_ok, dst_ok = self.filt.wanted_dir(src), self.filt.wanted_dir(dst)

@@ -90,6 +90,7 @@ SAME_VERSION_NS = 1_000
 # Why keywords of ours missing from a file are no person's doing (see Writeback._removed)
 STALE, FOUND = "a save built from the version before our write", "the version found before our first write"
 RESTORED = "a change before the database was restored from an older copy"
+LOST = "the sidecar that held them is gone"  # see Writeback.sidecar_gone
 
 
 @dataclass(frozen=True)
@@ -1012,7 +1013,9 @@ class Writeback:
         taken = [o for o in gone if o not in pending]
         why: str | None = None
         restored = self.store.restored_ns() if taken else None
-        if taken and row.found is not None and header_digest(Path(job.path)) == row.found:
+        if taken and self._sidecar_gone(job.path, state, reader):
+            why = LOST  # deleted with the sidecar: written again, as the daemon and a scan do
+        elif taken and row.found is not None and header_digest(Path(job.path)) == row.found:
             why = FOUND
         elif taken and row.written_ns is not None and (
                 self._changed_ns(job.path, state) - row.written_ns <= STALE_SAVE_NS
@@ -1021,6 +1024,36 @@ class Writeback:
         elif restored is not None and self._changed_ns(job.path, state) <= restored:
             why = RESTORED  # what took them out came before this database was put back
         return taken, [o for o in gone if o in pending], why
+
+    @staticmethod
+    def _sidecar_gone(path: str, state: FileState, reader: KeywordWriter) -> bool:
+        """Does ``path`` keep its keywords in a sidecar that is not there (deleted since its write)?"""
+        photo = Path(path)
+        return not state.apart and reader.uses_sidecar(photo) and not reader.sidecar_for(photo).exists()
+
+    def sidecar_gone(self, row: FileRow) -> None:
+        """The sidecar holding tagwatch's keywords of the tagged photo ``row`` is gone
+        (:func:`tagwatch.shared.sidecar_lost`): the photo, and each photo sharing that sidecar
+        (``photo.xmp`` naming), is recorded pending with its keywords of ours
+        (:meth:`Store.sidecar_lost`), so that this write and theirs put those still predicted into
+        a new sidecar, and none is taken for a keyword a person took out.  Keywords a person had put
+        in the deleted sidecar went with it, the person's doing: they are in no ledger and are not
+        put back; those a person took out before stay out (declined); those a correction of theirs
+        adds are written again as the correction still asks.  One line says so, for the sidecar
+        (not once for each photo sharing it)."""
+        writer = self.writer
+        assert writer is not None
+        users = [row.path, *(str(m) for m in shared.sharers(writer, self.store, row.path))]
+        rows = self.store.files(users)
+        marked = set(self.store.sidecar_lost([r.id for r in rows.values()], SIDECAR_RECORD))
+        if row.id not in marked:  # another photo sharing it said so first, in this batch
+            return
+        names = sorted(os.path.basename(p) for p in users if p in rows and rows[p].id in marked)
+        side = writer.sidecar_for(Path(row.path))
+        log.info("%s: the sidecar that held tagwatch's keywords of %s is gone (deleted, or moved away); "
+                 "they are written again, into a new one (keywords a person had put in it went with "
+                 "it and are not put back)", side, " and ".join(names),
+                 extra={"event": "sidecar-gone", "path": str(side), "photos": list(rows)})
 
     def _changed_ns(self, path: str, state: FileState) -> int:
         """When the photo or its sidecar (unless another photo's: ``state.apart``) last changed (the
