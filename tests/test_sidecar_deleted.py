@@ -1,0 +1,146 @@
+"""A sidecar that holds tagwatch's keywords deleted (a person starting over, a cleanup script, a sync
+tool that dropped it): the photo itself is unchanged, and was counted unchanged for ever, its
+keywords never written again, while ``scan --dry-run`` said they were "(already in its sidecar)".
+Now its keywords are written again, into a new sidecar, by the running daemon (it hears the
+deletion) and by the next scan; keywords a person had put in that sidecar went with it and are not
+put back.  Real files, real watchdog, the real CLI and daemon, exiftool reading back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Daemon, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
+from tagwatch.writeback import STALE_SAVE_NS
+from test_shared_sidecar import TAGS4, noise_png
+
+SHARED = '[write]\ntarget = "sidecar"\nsidecar = "photo.xmp"\n'
+OWN = '[write]\ntarget = "sidecar"\n'  # photo.jpg.xmp: each photo its own
+
+
+def in_sidecar(path: Path) -> set[str]:
+    """The keywords of a sidecar, as an app that reads it sees them (dc:subject)."""
+    return set(exif_keywords(path)["xmp"]) if path.exists() else set()
+
+
+def add_persons_keyword(side: Path, keyword: str) -> None:
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-XMP-dc:Subject+={keyword}", str(side)],
+                   check=True)
+
+
+def identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+
+
+def test_the_daemon_writes_a_deleted_shared_sidecar_again_once_and_no_more(
+        tmp_path: Path, tiny_checkpoint: Path, daemon_factory: Callable[[Path], Daemon]) -> None:
+    """IMG_1.xmp, shared by IMG_1.jpg and IMG_1.png, deleted while the daemon runs: a new one with
+    both photos' keywords of tagwatch's appears, without the keyword the person had put in the old
+    one; one line says so.  tagwatch's own write of it (exiftool makes it by a rename) is heard by
+    the watcher and does not start another; nor does an app saving it by a rename."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    jpg, png = noise_jpeg(folder / "IMG_1.jpg", seed=1), noise_png(folder / "IMG_1.png", seed=2)
+    side = folder / "IMG_1.xmp"
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[folder], tags=TAGS4, top_k=3,
+                          extra=SHARED)
+    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    assert run("scan", str(folder)).returncode == 0
+    ours = in_sidecar(side)
+    assert ours and ours <= set(TAGS4), ours
+    add_persons_keyword(side, "Reise")  # the person's, in the sidecar
+    assert "2 unchanged" in run("scan", str(folder)).stderr  # read again: nothing to write
+    assert in_sidecar(side) == ours | {"Reise"}
+    daemon = daemon_factory(config).start()
+    daemon.wait_log("scan: 2 photos, 0 queued")
+
+    mark = len(daemon.log())
+    side.unlink()
+    daemon.wait_log("is gone", since=mark)
+    wait_for(lambda: in_sidecar(side) == ours)
+    time.sleep(3)  # its own write heard, both photos looked at again: nothing more may happen
+    log = daemon.log()[mark:]
+    assert log.count("is gone") == 1, log
+    line = next(line for line in log.splitlines() if "is gone" in line)
+    said = f"{side}: the sidecar that held tagwatch's keywords of IMG_1.jpg and IMG_1.png is gone"
+    assert said in line, line
+    assert "declined" not in log and "taken out of it by a person" not in log, log
+    assert in_sidecar(side) == ours  # the person's Reise went with the sidecar they deleted
+    before = identity(side)
+    time.sleep(2)
+    assert identity(side) == before, "tagwatch wrote the sidecar again after its own write"
+
+    # another app saves the sidecar by writing a copy and renaming it over: an edit, never a loss
+    mark = len(daemon.log())
+    copy = folder / ".IMG_1.xmp.tmp"
+    copy.write_bytes(side.read_bytes())
+    copy.replace(side)
+    time.sleep(3)
+    assert "is gone" not in daemon.log()[mark:]
+    assert in_sidecar(side) == ours
+    assert daemon.stop() == 0
+    assert exif_keywords(jpg)["iptc"] == []  # target sidecar: the JPEG itself untouched
+    assert png.exists()
+
+
+def test_a_sidecar_deleted_while_no_daemon_runs_is_written_again_by_the_next_scan(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Sidecars deleted with no daemon running: `scan --dry-run` says their photos would be written
+    (it said "(already in its sidecar)"), `scan` writes tagwatch's keywords into new ones, and the
+    next scan counts them unchanged.  A keyword of ours the person had taken out before stays out; the
+    person's own keyword, deleted with the sidecar, is not put back."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    jpg = noise_jpeg(folder / "a.jpg", seed=1)
+    noise_png(folder / "b.png", seed=2)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[folder], tags=TAGS4, top_k=3, extra=OWN)
+    # a correction of the person's adds Familie to b.png (the ledger's "user" keyword)
+    (config.parent / "overrides.toml").write_text('[[override]]\npath = "b.png"\nadd = ["Familie"]\n',
+                                                  encoding="utf-8")
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        'tags = "tags.txt"\n', 'tags = "tags.txt"\noverrides = "overrides.toml"\n'), encoding="utf-8")
+    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    result = run("scan", str(folder))
+    assert result.returncode == 0, result.stderr
+    jpg_side, png_side = folder / "a.jpg.xmp", folder / "b.png.xmp"
+    ours = {jpg_side: in_sidecar(jpg_side), png_side: in_sidecar(png_side) - {"Familie"}}
+    assert all(len(k) == 3 for k in ours.values()) and "Familie" in in_sidecar(png_side), ours
+    # the person takes one of ours out of b.png's sidecar and puts one of theirs in (later than a
+    # save built from the version before tagwatch's write would be)
+    time.sleep(STALE_SAVE_NS / 1e9 + 0.5)
+    out = sorted(ours[png_side])[0]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-XMP-dc:Subject-={out}",
+                    f"-XMP-lr:HierarchicalSubject-={out}", f"-XMP-digiKam:TagsList-={out}",
+                    "-XMP-dc:Subject+=Reise", str(png_side)], check=True)
+    result = run("scan", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert in_sidecar(png_side) == ours[png_side] - {out} | {"Reise", "Familie"}
+
+    jpg_side.unlink()
+    png_side.unlink()
+    dry = run("scan", "--dry-run", str(folder))
+    assert dry.returncode == 0, dry.stderr
+    assert "already in" not in dry.stdout, dry.stdout
+    assert "2 tagged" in dry.stderr, dry.stderr
+    assert not jpg_side.exists() and not png_side.exists()  # a dry run writes nothing
+
+    result = run("scan", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "2 tagged" in result.stderr, result.stderr
+    assert result.stderr.count("is gone") == 2, result.stderr
+    assert in_sidecar(jpg_side) == ours[jpg_side]
+    # still declined; Reise gone with the sidecar; the correction still asks for Familie
+    assert in_sidecar(png_side) == ours[png_side] - {out} | {"Familie"}
+    assert exif_keywords(jpg)["iptc"] == []
+
+    again = run("scan", str(folder))
+    assert "2 unchanged" in again.stderr, again.stderr
+    dry = run("scan", "--dry-run", str(folder))
+    assert dry.stdout.count("(already in its sidecar)") == 2, dry.stdout
+    # the new sidecar is one tagwatch made: untag takes it away with its keywords
+    assert run("untag", str(jpg)).returncode == 0
+    assert not jpg_side.exists()
