@@ -144,3 +144,25 @@ def test_a_sidecar_deleted_while_no_daemon_runs_is_written_again_by_the_next_sca
     # the new sidecar is one tagwatch made: untag takes it away with its keywords
     assert run("untag", str(jpg)).returncode == 0
     assert not jpg_side.exists()
+
+
+def test_a_jpegs_sidecar_deleted_under_target_both_is_written_again_though_the_jpeg_holds_them(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Target "both": the JPEG holds tagwatch's keywords itself too, so its deleted sidecar lacks
+    nothing a read of the photo misses; the dry run said "(already in the file and its sidecar)"."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    jpg = noise_jpeg(folder / "a.jpg", seed=1)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3,
+                          extra='[write]\ntarget = "both"\n')
+    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    assert run("scan", str(folder)).returncode == 0
+    side = folder / "a.jpg.xmp"
+    ours = in_sidecar(side)
+    assert len(ours) == 3 and set(exif_keywords(jpg)["iptc"]) == ours
+    side.unlink()
+    dry = run("scan", "--dry-run", str(folder))
+    assert "already in" not in dry.stdout and "1 tagged" in dry.stderr, dry.stdout + dry.stderr
+    result = run("scan", str(folder))
+    assert "is gone" in result.stderr and in_sidecar(side) == ours, result.stderr
+    assert "1 unchanged" in run("scan", str(folder)).stderr

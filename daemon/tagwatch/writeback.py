@@ -561,6 +561,10 @@ class Writeback:
         held = folded(state.photo.all | state.sidecar.all) if state is not None else set()
         # (a place may fill location fields too: a photo with one counts as written, as it may be)
         writes = bool(leaving or overwriting or places) or any(fold(k) not in held for k in wanted)
+        # the sidecar holding ours deleted: a JPEG with target "both" still has them in itself, and
+        # the scan writes a new sidecar all the same
+        writes = writes or bool(wanted and owned and mine and state is not None and self.reader is not None
+                                and self._sidecar_gone(job.path, state, self.reader))
         # a read-only photo with nothing to write is no failure: the scan checks it and goes on
         refused = self._refused(job) if writes else None
         there = bool(wanted) and not writes
