@@ -83,6 +83,15 @@ def test_the_daemon_writes_a_deleted_shared_sidecar_again_once_and_no_more(
     assert "is gone" not in daemon.log()[mark:]
     assert in_sidecar(side) == ours
     assert daemon.stop() == 0
+
+    # deleted while the daemon is stopped: its start-up scan finds it gone
+    side.unlink()
+    mark = len(daemon.log())
+    daemon.start()
+    daemon.wait_log("is gone", since=mark)
+    wait_for(lambda: in_sidecar(side) == ours)
+    assert "scan: 2 photos, 2 queued" in daemon.log()[mark:], daemon.log()[mark:]
+    assert daemon.stop() == 0
     assert exif_keywords(jpg)["iptc"] == []  # target sidecar: the JPEG itself untouched
     assert png.exists()
 

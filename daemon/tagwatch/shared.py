@@ -70,15 +70,16 @@ def uses_stem_sidecar(writer: KeywordWriter, store: Store, mate: Path) -> bool:
 
 def sidecar_lost(writer: KeywordWriter, store: Store, row: FileRow, stat_of: StatOf | None = None) -> bool:
     """Is the sidecar that holds tagwatch's keywords of the tagged photo ``row`` gone (a person
-    deleted it, to start over, or a cleanup script or a sync tool did)?  So where tagwatch added
-    keywords to the photo (``written_ns``), keeps them in its sidecar (:meth:`KeywordWriter.uses_sidecar`),
-    its ledger still has keywords of its own there, and no sidecar of the naming it writes is there
-    in either spelling.  The photo itself is unchanged, so without this its next scan would count it
+    deleted it, to start over, or a cleanup script or a sync tool did)?  So where tagwatch keeps the
+    photo's keywords in its sidecar (:meth:`KeywordWriter.uses_sidecar`), its ledger has keywords of
+    its own (added by its write, or by the write of another photo sharing the sidecar: so not
+    ``written_ns``, which only the photo's own write sets), and no sidecar of the naming it writes
+    is there in either spelling.  The photo itself is unchanged, so without this its next scan would count it
     unchanged for ever.  Cheap where it is asked most: a photo with its sidecar there costs the two
     ``lstat``s (``stat_of``: a walk's folder listing), a JPEG embedding its keywords (target
     "embedded") is known by its name; only a photo with no sidecar asks the store, and reads its
     first bytes."""
-    if row.state != DONE or row.written_ns is None or sidecar_there(row.path, writer.stem_named, stat_of):
+    if row.state != DONE or sidecar_there(row.path, writer.stem_named, stat_of):
         return False
     photo = Path(row.path)
     if writer.settings.target == "embedded" and photo.suffix.lower() in EMBEDDABLE_SUFFIXES:
