@@ -175,3 +175,20 @@ def test_a_jpegs_sidecar_deleted_under_target_both_is_written_again_though_the_j
     result = run("scan", str(folder))
     assert "is gone" in result.stderr and in_sidecar(side) == ours, result.stderr
     assert "1 unchanged" in run("scan", str(folder)).stderr
+
+
+def test_a_jpeg_tagged_into_itself_is_no_lost_sidecar_once_the_target_becomes_sidecar(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A JPEG tagged under target "embedded" never had a sidecar: `target = "sidecar"` set later finds
+    none, and none was lost (each photo of a library said "is gone" and was written again)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    jpg = noise_jpeg(folder / "a.jpg", seed=1)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3)
+    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    assert run("scan", str(folder)).returncode == 0
+    assert len(exif_keywords(jpg)["iptc"]) == 3
+    config.write_text(config.read_text(encoding="utf-8") + OWN, encoding="utf-8")
+    result = run("scan", str(folder))
+    assert "1 unchanged" in result.stderr and "is gone" not in result.stderr, result.stderr
+    assert not (folder / "a.jpg.xmp").exists()

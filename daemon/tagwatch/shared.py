@@ -73,12 +73,14 @@ def sidecar_lost(writer: KeywordWriter, store: Store, row: FileRow, stat_of: Sta
     deleted it, to start over, or a cleanup script or a sync tool did)?  So where tagwatch keeps the
     photo's keywords in its sidecar (:meth:`KeywordWriter.uses_sidecar`), its ledger has keywords of
     its own (added by its write, or by the write of another photo sharing the sidecar: so not
-    ``written_ns``, which only the photo's own write sets), and no sidecar of the naming it writes
-    is there in either spelling.  The photo itself is unchanged, so without this its next scan would count it
-    unchanged for ever.  Cheap where it is asked most: a photo with its sidecar there costs the two
-    ``lstat``s (``stat_of``: a walk's folder listing), a JPEG embedding its keywords (target
-    "embedded") is known by its name; only a photo with no sidecar asks the store, and reads its
-    first bytes."""
+    ``written_ns``, which only the photo's own write sets), the ledger records a sidecar tagwatch
+    wrote into (this photo's, or another's of its stem: a change of ``[write] target`` from
+    "embedded" to "sidecar" finds no sidecar of a JPEG tagged before, and none was lost), and no
+    sidecar of the naming it writes is there in either spelling.  The photo itself is unchanged, so
+    without this its next scan would count it unchanged for ever.  Cheap where it is asked most: a
+    photo with its sidecar there costs the two ``lstat``s (``stat_of``: a walk's folder listing), a
+    JPEG embedding its keywords (target "embedded") is known by its name; only a photo with no
+    sidecar asks the store, and reads its first bytes."""
     if row.state != DONE or sidecar_there(row.path, writer.stem_named, stat_of):
         return False
     photo = Path(row.path)
@@ -86,7 +88,12 @@ def sidecar_lost(writer: KeywordWriter, store: Store, row: FileRow, stat_of: Sta
         # into the photo, by its name: its bytes are not read at each scan of every JPEG (a PNG named
         # .jpg, which gets a sidecar, is not asked about: its sidecar deleted is not noticed)
         return False
-    return bool(store.ledger(row.id)) and writer.uses_sidecar(photo)
+    if not store.ledger(row.id) or not writer.uses_sidecar(photo):
+        return False
+    # a sidecar tagwatch wrote into (its records of it), this photo's or, for a shared one, another's
+    # of its stem: not a JPEG tagged under target "embedded" whose target is "sidecar" now
+    sharing = [row.id, *(r.id for r in store.files([str(m) for m in stem_mates(writer, photo)]).values())]
+    return any(name.startswith(SIDECAR_RECORD) for file_id in sharing for name in store.filled(file_id))
 
 
 def sharers(writer: KeywordWriter, store: Store, path: str) -> list[Path]:
