@@ -78,15 +78,18 @@ def sidecar_lost(writer: KeywordWriter, store: Store, row: FileRow, stat_of: Sta
     "embedded" to "sidecar" finds no sidecar of a JPEG tagged before, and none was lost), and no
     sidecar of the naming it writes is there in either spelling.  The photo itself is unchanged, so
     without this its next scan would count it unchanged for ever.  Cheap where it is asked most: a
-    photo with its sidecar there costs the two ``lstat``s (``stat_of``: a walk's folder listing), a
-    JPEG embedding its keywords (target "embedded") is known by its name; only a photo with no
+    JPEG embedding its keywords (target "embedded") is known by its name, a photo with its sidecar
+    there costs the two ``lstat``s (``stat_of``: a walk's folder listing); only a photo with no
     sidecar asks the store, and reads its first bytes."""
-    if row.state != DONE or sidecar_there(row.path, writer.stem_named, stat_of):
+    if row.state != DONE:
         return False
     photo = Path(row.path)
     if writer.settings.target == "embedded" and photo.suffix.lower() in EMBEDDABLE_SUFFIXES:
         # into the photo, by its name: its bytes are not read at each scan of every JPEG (a PNG named
-        # .jpg, which gets a sidecar, is not asked about: its sidecar deleted is not noticed)
+        # .jpg, which gets a sidecar, is not asked about: its sidecar deleted is not noticed), and
+        # no sidecar is looked for
+        return False
+    if sidecar_there(row.path, writer.stem_named, stat_of):
         return False
     if not store.ledger(row.id) or not writer.uses_sidecar(photo):
         return False
