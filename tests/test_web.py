@@ -552,6 +552,26 @@ def test_a_photo_scored_below_the_floor_is_not_said_to_have_no_vector(tmp_path: 
     assert "No cached vector for this photo yet: it is scored once tagwatch has seen it." in fresh
 
 
+def test_the_keyword_panel_says_the_keywords_are_in_the_sidecar_where_they_are(tmp_path: Path) -> None:
+    """A photo whose keywords tagwatch writes into its XMP sidecar (a RAW, a HEIC, a JPEG under
+    ``[write] target = "sidecar"``) had its panel headed "Keywords in the file", while the log said
+    "its sidecar".  The heading names the sidecar; a JPEG written into keeps "in the file"."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "red-star.jpg"
+    synthetic.make_photo("red", "star", 704, (320, 240)).save(photo, quality=88)
+    for target, heading in (("sidecar", "<h2>Keywords in its sidecar (red-star.jpg.xmp)</h2>"),
+                            ("embedded", "<h2>Keywords in the file</h2>"),
+                            ("both", "<h2>Keywords in the file (also in its sidecar red-star.jpg.xmp)</h2>")):
+        config = write_config(tmp_path / target, SHAPES_CHECKPOINT, model=SHAPES_CONFIG, watch=[root],
+                              tags=TAGS, threshold=THRESHOLD, extra=f'[write]\ntarget = "{target}"\n')
+        with page_alone(config, root) as site:
+            code, body = site.request("GET", "/photo/0/red-star.jpg")
+        page = body.decode()
+        assert code == 200, page[-800:]
+        assert heading in page, (target, re.findall(r"<h2>Keywords in[^<]*</h2>", page))
+
+
 def test_the_page_a_daemon_serves_scores_with_the_threshold_a_sighup_applied(tmp_path: Path) -> None:
     """The daemon applied a new [tagging] threshold on SIGHUP, but the review page it serves kept
     the one it started with: it called it "the global one", showed keywords as tagged and "Writing

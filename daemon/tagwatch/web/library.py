@@ -303,6 +303,12 @@ class PhotoView:
     idle: tuple[tuple[str, str], ...] = ()  # (keyword, rule's path): removals changing nothing here
     unwritable: str | None = None  # why nothing is written into the photo now (see Library._unwritable)
     held_back: tuple[str, ...] = ()  # with ``unwritable``: the changes that wait for it
+    where: str = "the file"  # where its keywords are: "the file", "its sidecar (IMG_1.xmp)" (Library._where)
+
+    @property
+    def into(self) -> str:
+        """Where a correction on its way is written: its sidecar where the keywords are only there."""
+        return self.where if self.where.startswith("its sidecar") else "the file"
 
 
 @dataclass(frozen=True)
@@ -906,7 +912,20 @@ class Library:
                          override.remove, override.add, pending,
                          self.store.ledger_history(row.id) if row else [],
                          tuple(scoring.vocabulary.keywords), caption, crumbs, scores is not None, lower,
-                         tuple(idle), unwritable, tuple(changes) if unwritable else ())
+                         tuple(idle), unwritable, tuple(changes) if unwritable else (),
+                         self._where(path))
+
+    def _where(self, path: str) -> str:
+        """Where the photo's keywords are, as the write puts them (:meth:`KeywordWriter.embeds`,
+        :meth:`~KeywordWriter.uses_sidecar`) and as the log names it: a RAW's, a HEIC's, a JPEG's
+        under ``[write] target = "sidecar"`` in its sidecar, read there (:class:`KeywordCache`)."""
+        writer, photo = self.keywords.writer, Path(path)
+        if not writer.uses_sidecar(photo):
+            return "the file"
+        sidecar = writer.sidecar_for(photo).name
+        if writer.embeds(photo):  # [write] target = "both": read from the file, written into both
+            return f"the file (also in its sidecar {sidecar})"
+        return f"its sidecar ({sidecar})"
 
     def _captioner(self) -> Captions:
         """The ``[captions]`` stage, built on the first photo page that needs it: its captioner child
