@@ -572,6 +572,31 @@ def test_the_keyword_panel_says_the_keywords_are_in_the_sidecar_where_they_are(t
         assert heading in page, (target, re.findall(r"<h2>Keywords in[^<]*</h2>", page))
 
 
+def test_recently_tagged_lists_photos_written_not_those_only_checked_again(tmp_path: Path) -> None:
+    """"Recently tagged" was ordered by the row's last change: a photo only checked again, nothing
+    written (a touch, a mode switch), jumped to the top over one whose keywords were just written.
+    It lists photos by when their keywords were written (or they were first tagged)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    old, new = root / "red-star.jpg", root / "blue-square.jpg"
+    synthetic.make_photo("red", "star", 705, (320, 240)).save(old, quality=88)
+    synthetic.make_photo("blue", "square", 706, (320, 240)).save(new, quality=88)
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, watch=[root], tags=TAGS,
+                          threshold=THRESHOLD)
+    assert tagwatch("scan", "--config", str(config), str(old)).returncode == 0
+    time.sleep(0.05)
+    assert tagwatch("scan", "--config", str(config), str(new)).returncode == 0
+    assert exif_keywords(new)["iptc"]
+    time.sleep(0.05)
+    later = time.time() + 5
+    os.utime(old, (later, later))  # a touch: checked again, nothing to write
+    again = tagwatch("scan", "--config", str(config), str(old))
+    assert again.returncode == 0, again.stderr
+    with page_alone(config, root) as site:
+        grid = site.request("GET", "/?show=recent")[1].decode()
+    assert re.findall(r'<li class="card state-\w+" data-path="([^"]+)"', grid) == [str(new), str(old)]
+
+
 def test_the_page_a_daemon_serves_scores_with_the_threshold_a_sighup_applied(tmp_path: Path) -> None:
     """The daemon applied a new [tagging] threshold on SIGHUP, but the review page it serves kept
     the one it started with: it called it "the global one", showed keywords as tagged and "Writing

@@ -165,6 +165,13 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE files ADD COLUMN found BLOB;
     """,
+    # 8: ``files.tagged``: when tagwatch last wrote keywords into the file (or its sidecar), else when
+    # it first tagged it: the review page's "recently tagged", which a re-check that writes nothing
+    # (``updated`` moves at each) leaves where it was.  A tagged file's last write, else its last change.
+    """
+    ALTER TABLE files ADD COLUMN tagged REAL;
+    UPDATE files SET tagged = COALESCE(written_ns / 1e9, updated) WHERE state = 'done';
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -197,6 +204,7 @@ _STEPS: list[tuple[str, Callable[[sqlite3.Connection], bool]]] = [
      and "written_ns" in _columns(db, "files")),
     ("captions", lambda db: "captions" in _tables(db)),
     ("the found digest", lambda db: "found" in _columns(db, "files")),
+    ("the time a file was tagged", lambda db: "tagged" in _columns(db, "files")),
 ]
 assert len(_STEPS) == SCHEMA_VERSION
 
@@ -331,6 +339,7 @@ class FileRow:
     updated: float | None = None  # when the row last changed (seconds since the epoch)
     written_ns: int | None = None  # st_ctime_ns of the version tagwatch last added keywords to
     found: bytes | None = None  # the metadata digest of the version before tagwatch's first write
+    tagged: float | None = None  # when tagwatch last wrote keywords into it, else first tagged it
 
 
 @dataclass(frozen=True)
@@ -365,7 +374,8 @@ def _tags(text: str | None) -> tuple[str, ...] | None:
 
 def _row(r: sqlite3.Row) -> FileRow:
     return FileRow(r["id"], r["path"], r["key"], r["size"], r["mtime_ns"], r["state"], r["error"],
-                   _tags(r["tags"]), r["tagged_with"], r["updated"], r["written_ns"], r["found"])
+                   _tags(r["tags"]), r["tagged_with"], r["updated"], r["written_ns"], r["found"],
+                   r["tagged"])
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -768,6 +778,8 @@ class Store:
                      tagged_with = CASE WHEN files.key IS excluded.key THEN files.tagged_with END,
                      found = CASE WHEN excluded.key IS NULL OR files.key IS excluded.key
                                   THEN files.found END,
+                     tagged = CASE WHEN excluded.key IS NULL OR files.key IS excluded.key
+                                   THEN files.tagged END,
                      key = COALESCE(excluded.key, files.key), size = excluded.size,
                      mtime_ns = excluded.mtime_ns, state = excluded.state, error = excluded.error,
                      updated = excluded.updated""",
@@ -775,13 +787,17 @@ class Store:
             return db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()[0]
 
     def record_tagged(self, file_id: int, tags: list[str], fingerprint: str, size: int,
-                      mtime_ns: int, written_ns: int | None = None) -> None:
+                      mtime_ns: int, written_ns: int | None = None, wrote: bool = False) -> None:
         """The file now carries its predicted tags (best first), as of this size and mtime;
-        ``written_ns``: the change time of this write (None: it added no keyword; the last one's stays)."""
+        ``written_ns``: the change time of this write (None: it added no keyword; the last one's stays);
+        ``wrote``: this write changed its keywords (``tagged`` moves; else only at its first tagging)."""
+        now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE files SET tags = ?, tagged_with = ?, size = ?, mtime_ns = ?, state = ?, "
-                       "error = NULL, updated = ?, written_ns = COALESCE(?, written_ns) WHERE id = ?",
-                       ("\n".join(tags), fingerprint, size, mtime_ns, DONE, time.time(), written_ns, file_id))
+                       "error = NULL, updated = ?, written_ns = COALESCE(?, written_ns), "
+                       "tagged = CASE WHEN ? OR tagged IS NULL THEN ? ELSE tagged END WHERE id = ?",
+                       ("\n".join(tags), fingerprint, size, mtime_ns, DONE, now, written_ns, wrote, now,
+                        file_id))
 
     def set_found(self, file_id: int, digest: bytes) -> None:
         """Remember the version tagwatch found before its first write (kept across later writes)."""
@@ -1194,11 +1210,11 @@ class Store:
 
     def browse(self, folders: Sequence[str], *, state: str | None = None, tag: str | None = None,
                recent: bool = False, limit: int = 60, offset: int = 0) -> tuple[list[FileRow], int]:
-        """One page of the live files inside ``folders`` (by path, or most recently changed first
-        with ``recent``), and how many there are in all; ``tag``: only files whose last prediction
-        holds that keyword."""
+        """One page of the live files inside ``folders`` (by path, or most recently tagged first with
+        ``recent``: keywords written, or first tagged, not a re-check that wrote nothing), and how many
+        there are in all; ``tag``: only files whose last prediction holds that keyword."""
         where, args = self._browse_where(folders, state, tag)
-        order = "updated DESC, id DESC" if recent else "path"
+        order = "COALESCE(tagged, updated) DESC, id DESC" if recent else "path"
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM files WHERE {where}", args).fetchone()[0]
             rows = self._db.execute(f"SELECT * FROM files WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",

@@ -1116,7 +1116,7 @@ class Writeback:
                                              state=DONE)
             written_ns = self._written_ns(job, st) if plan is not None else None
             self.store.record_tagged(file_id, keywords, rules.fingerprint, st.st_size, st.st_mtime_ns,
-                                     written_ns)
+                                     written_ns, wrote=job.writes)
             if job.found is not None and written_ns is not None and plan is not None and any(
                     e.is_photo for e in plan.edits):  # our keywords went into the photo itself
                 self.store.set_found(file_id, job.found)

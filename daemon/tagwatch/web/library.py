@@ -717,7 +717,8 @@ class Library:
                 top = tuple((scoring.tags.keywords[i], float(row_scores[i])) for i in best)
             folder, name = os.path.split(row.path)
             cards.append(Card(row.path, name, folder, self.roots.url("photo", row.path) or "",
-                              self.roots.url("thumb", row.path) or "", row.state, row.error, row.updated,
+                              self.roots.url("thumb", row.path) or "", row.state, row.error,
+                              row.tagged if row.tagged is not None else row.updated,
                               tuple(chips), top, found if isinstance(found, str) else None,
                               margins.get(row.path)))
         return cards
