@@ -597,6 +597,28 @@ def test_recently_tagged_lists_photos_written_not_those_only_checked_again(tmp_p
     assert re.findall(r'<li class="card state-\w+" data-path="([^"]+)"', grid) == [str(new), str(old)]
 
 
+def test_the_page_of_a_photo_tagwatch_failed_on_says_it_failed_and_why(tmp_path: Path) -> None:
+    """A photo tagwatch had seen and failed on (a truncated JPEG, state failed) read "No cached
+    vector for this photo yet: it is scored once tagwatch has seen it".  It says it could not be
+    tagged and why, as `tagwatch status` does."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    good, bad = root / "red-star.jpg", root / "bad.jpg"
+    synthetic.make_photo("red", "star", 707, (320, 240)).save(good, quality=88)
+    bad.write_bytes(good.read_bytes()[:500])
+    config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG, watch=[root], tags=TAGS,
+                          threshold=THRESHOLD)
+    assert tagwatch("scan", "--config", str(config), str(bad)).returncode == 1
+    said = re.search(rf"failed: {re.escape(str(bad))}: (truncated JPEG .*)\n",
+                     tagwatch("status", "--config", str(config)).stdout)
+    assert said
+    reason = html.escape(said.group(1), quote=False)
+    with page_alone(config, root) as site:
+        page = site.request("GET", "/photo/0/bad.jpg")[1].decode()
+    assert "scored once tagwatch has seen it" not in page
+    assert f'<p id="no-vector">No scores for this photo: tagwatch could not tag it ({reason}).</p>' in page
+
+
 def test_the_page_a_daemon_serves_scores_with_the_threshold_a_sighup_applied(tmp_path: Path) -> None:
     """The daemon applied a new [tagging] threshold on SIGHUP, but the review page it serves kept
     the one it started with: it called it "the global one", showed keywords as tagged and "Writing
