@@ -94,6 +94,7 @@ def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, con
     exported = tagwatch("export", "--config", str(config), str(gone))
     assert (exported.returncode, json.loads(exported.stdout)) == (1, {})
     assert f"{gone}: skipped: no such file or folder" in exported.stderr
+    assert "export: 0 photos exported; 1 named path skipped\n" in exported.stderr  # as scan says it
     untagged = tagwatch("untag", "--config", str(config), str(gone))
     assert untagged.returncode == 1
     assert f"{gone}: skipped: no such file or folder" in untagged.stderr

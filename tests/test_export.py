@@ -147,7 +147,7 @@ def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path,
     assert f"{edited}: {not_encoded}" in result.stderr
     assert f"{truncated}: not exported: truncated JPEG" in result.stderr
     assert f"{lib / 'empty.jpg'}: not exported: empty file (0 bytes)" in result.stderr
-    assert "export: 2 photos; 4 not exported (listed above)" in result.stderr
+    assert "export: 2 photos exported; 4 photos left out, each named above with why\n" in result.stderr
 
     everything = export(config)  # no PATH: every photo the database knows
     assert set(json.loads(everything.stdout)) == {str(kept)}
@@ -184,7 +184,7 @@ def test_a_photo_whose_name_is_not_utf8_is_left_out_and_named_as_scan_names_it(
             assert [row[0] for row in csv.reader(io.StringIO(out))] == ["path", "lib/good.jpg"]
         assert f"{copied!a}: {reason}\n" in said and f"{fresh!a}: {reason}\n" in said
         assert "not encoded yet" not in said and "Traceback" not in said
-        assert "export: 1 photo; 2 not exported (listed above)" in said
+        assert "export: 1 photo exported; 2 photos left out, each named above with why\n" in said
 
 
 def test_a_photos_score_does_not_depend_on_the_photos_exported_with_it(tmp_path: Path) -> None:

@@ -92,9 +92,13 @@ def export_func(args: argparse.Namespace) -> int:
         print(f"{shown(path)}: not exported: {reason}", file=sys.stderr)
     render = render_json if args.format == "json" else render_csv
     sys.stdout.write(render(results, os.getcwd(), args.scores, config.captions.enabled))
-    left = len(missing) + len(skipped)
-    print(f"export: {counted(len(results), 'photo')}"
-          + (f"; {left} not exported (listed above)" if left else ""), file=sys.stderr)
+    # how many went out and how many did not, apart: "3 photos; 3 not exported" read as a contradiction
+    said = [f"{counted(len(results), 'photo')} exported"]
+    if missing:
+        said.append(f"{counted(len(missing), 'photo')} left out, each named above with why")
+    if skipped:
+        said.append(f"{counted(len(skipped), 'named path')} skipped")  # as scan says it
+    print("export: " + "; ".join(said), file=sys.stderr)
     return 1 if skipped else 0  # a photo left out is listed, not an error: the rest is exported whole
 
 
