@@ -8,6 +8,7 @@ put back.  Real files, real watchdog, the real CLI and daemon, exiftool reading 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -90,7 +91,9 @@ def test_the_daemon_writes_a_deleted_shared_sidecar_again_once_and_no_more(
     daemon.start()
     daemon.wait_log("is gone", since=mark)
     wait_for(lambda: in_sidecar(side) == ours)
-    assert "scan: 2 photos, 2 queued" in daemon.log()[mark:], daemon.log()[mark:]
+    # the scan queues the photo it meets first; the other, sharing the sidecar, is queued too unless
+    # the worker, tagging the first meanwhile, has written the sidecar anew before the walk reaches it
+    assert re.search(r"scan: 2 photos, [12] queued", daemon.log()[mark:]), daemon.log()[mark:]
     assert daemon.stop() == 0
     assert exif_keywords(jpg)["iptc"] == []  # target sidecar: the JPEG itself untouched
     assert png.exists()
