@@ -568,12 +568,10 @@ class _Handler(FileSystemEventHandler):
         """Queue ``path`` as the queue's ``put`` does, but not sooner than a :meth:`_hold` on it ends;
         a departure from ``path`` still waiting (a new photo saved under the name that left) is its
         deletion, queued first."""
-        with self._arrivals_lock:
-            gone = self._departure_done(path)
+        with self._arrivals_lock:  # one look for both, on every event of every photo
+            gone, until = self._departure_done(path), self._held.get(path)
         if gone:
             self.queue.op(Delete(path))
-        with self._arrivals_lock:
-            until = self._held.get(path)
         if until is not None:
             left = until - time.monotonic()
             if left > 0:
