@@ -409,6 +409,14 @@ def red_square(env: Env, tagging: TaggingConfig, seed: int, tag_list: str = SHAP
     return photo
 
 
+def tagged_red_square(env: Env, tagging: TaggingConfig, seed: int) -> Path:
+    """:func:`red_square`, tagged: red and square, and the levels above them (expand = "parents")."""
+    photo = red_square(env, tagging, seed)
+    assert env.run(photo) == {"square.jpg": Status.TAGGED}
+    assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
+    return photo
+
+
 def explained(env: Env, photo: Path, overrides: str = "") -> dict[str, str]:
     """``tagwatch explain``'s verdict per keyword for ``photo``, through a config naming the env's
     database and shapes list (and ``overrides``, written to a file, where given)."""
@@ -473,9 +481,7 @@ def test_a_tag_taken_out_implies_no_level_and_stays_out_when_the_list_re_spells_
     tagging = TaggingConfig(threshold=THRESHOLD, mode="sync")  # expand = "parents"
     env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
     try:
-        photo = red_square(env, tagging, 90003)
-        assert env.run(photo) == {"square.jpg": Status.TAGGED}
-        assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
+        photo = tagged_red_square(env, tagging, 90003)
         take_out(photo, "red", app=env.exiftool, hierarchical=("colour|red",))
         assert env.run(photo) == {"square.jpg": Status.TAGGED}
         assert held(photo, env) == {"square", "polygon", "shape"}  # colour was there for red only
@@ -503,9 +509,7 @@ def test_a_tag_taken_out_takes_every_level_it_alone_implied_along_the_chain(tmp_
     tagging = TaggingConfig(threshold=THRESHOLD, mode="sync")  # expand = "parents"
     env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
     try:
-        photo = red_square(env, tagging, 90003)
-        assert env.run(photo) == {"square.jpg": Status.TAGGED}
-        assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
+        photo = tagged_red_square(env, tagging, 90003)
         take_out(photo, "square", app=env.exiftool, hierarchical=("shape|polygon|square",))
         assert env.run(photo) == {"square.jpg": Status.TAGGED}
         assert held(photo, env) == {"red", "colour"}  # polygon and shape were there for square only
@@ -625,9 +629,7 @@ def test_a_level_a_correction_rejects_leaves_every_path_below_it(tmp_path: Path,
     tagging = TaggingConfig(threshold=THRESHOLD, mode=mode)  # expand = "parents"
     env = Env(tmp_path, SHAPES_CHECKPOINT, tagging, model=SHAPES_CONFIG)
     try:
-        photo = red_square(env, tagging, 90007)
-        assert env.run(photo) == {"square.jpg": Status.TAGGED}
-        assert held(photo, env) == {"red", "square", "colour", "polygon", "shape"}
+        photo = tagged_red_square(env, tagging, 90007)
         assert {"colour|red", "shape|polygon|square"} <= set(hierarchical(photo)), hierarchical(photo)
 
         # ✕ on colour and on polygon on the review page: the rule it writes into the overrides file

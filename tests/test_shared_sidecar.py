@@ -46,6 +46,11 @@ TAGS4 = ["beach", "forest", "mountain", "city street"]  # top_k 3 of 4: two phot
 SIDECAR = '[write]\ntarget = "sidecar"\nsidecar = "photo.xmp"\n'
 
 
+def cli(config: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``tagwatch COMMAND ARGS…`` run with ``--config config``, as a user's shell would."""
+    return lambda command, *args: tagwatch(command, "--config", str(config), *args)
+
+
 def noise_png(path: Path, seed: int) -> Path:
     """A real PNG (a format tagwatch tags through a sidecar only) of smooth random colour blobs."""
     small = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
@@ -79,7 +84,7 @@ def test_two_photos_of_one_stem_keep_their_keywords_apart_in_their_shared_sideca
     config, root = scanned_once("pairs", PAIRS, tags=TAGS4, top_k=3, extra=SIDECAR)
     folder = root / "two-photos"
     jpg, png = folder / "IMG_1.jpg", folder / "IMG_1.png"
-    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    run = cli(config)
     own = predicted(config, folder)
     side = folder / "IMG_1.xmp"
     assert sorted(p.name for p in folder.iterdir()) == ["IMG_1.jpg", "IMG_1.png", "IMG_1.xmp"]
@@ -267,7 +272,7 @@ def test_untag_of_both_photos_gives_the_persons_shared_sidecar_back_as_it_was(
                                 tags=TAGS4, top_k=3, extra=SIDECAR, mode=mode)
     folder = root / ("png-first" if first == "IMG_1.png" else "jpg-first")
     side = folder / "IMG_1.xmp"
-    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    run = cli(config)
     tagged = xmp_fields(side)
     assert len(tagged["HierarchicalSubject"]) >= 3
     assert ("Reise" in tagged["Subject"] + tagged["HierarchicalSubject"]) == (mode != "overwrite")
@@ -290,7 +295,7 @@ def test_untag_takes_tagwatch_s_keywords_out_of_the_sidecar_of_the_naming_used_b
                           for naming in (first, then))
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3,
                           extra=f'[write]\nsidecar = "{first}"\n')
-    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     own = predicted(config, folder)["IMG_1.png"]
     subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject+=bride", "-XMP-xmp:Rating=4",
@@ -315,7 +320,7 @@ def test_untag_leaves_a_persons_keyword_in_another_apps_sidecar_where_ours_is_in
     png = noise_png(folder / "IMG_1.png", seed=2)
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3,
                           extra='[write]\nsidecar = "photo.xmp"\n')
-    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     own = predicted(config, folder)["IMG_1.png"]
     darktable = folder / "IMG_1.png.xmp"
@@ -411,7 +416,7 @@ def test_untag_takes_the_jpegs_keywords_out_of_the_jpeg_of_a_pair(scanned_once: 
                                 extra=f'[write]\ntarget = "{target}"\nsidecar = "photo.xmp"\n')
     folder = root / ("folder-first" if first == "folder" else "png-first")
     jpg, png = folder / "IMG_1.jpg", folder / "IMG_1.png"
-    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    run = cli(config)
     assert in_jpeg(jpg) == in_sidecar(folder / "IMG_1.xmp") == {"beach", "forest"}
     result = run("untag", *([str(folder)] if first == "folder" else [str(png), str(jpg)]))
     assert result.returncode == 0, result.stderr

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon, exif_keywords, noise_jpeg, tagwatch, wait_for, write_config
+from conftest import Daemon, exif_keywords, noise_jpeg, wait_for, write_config
 from tagwatch.writeback import STALE_SAVE_NS
-from test_shared_sidecar import TAGS4, noise_png
+from test_shared_sidecar import TAGS4, cli, noise_png
 
 SHARED = '[write]\ntarget = "sidecar"\nsidecar = "photo.xmp"\n'
 OWN = '[write]\ntarget = "sidecar"\n'  # photo.jpg.xmp: each photo its own
@@ -49,7 +49,7 @@ def test_the_daemon_writes_a_deleted_shared_sidecar_again_once_and_no_more(
     side = folder / "IMG_1.xmp"
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[folder], tags=TAGS4, top_k=3,
                           extra=SHARED)
-    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     ours = in_sidecar(side)
     assert ours and ours <= set(TAGS4), ours
@@ -115,7 +115,7 @@ def test_a_sidecar_deleted_while_no_daemon_runs_is_written_again_by_the_next_sca
                                                   encoding="utf-8")
     config.write_text(config.read_text(encoding="utf-8").replace(
         'tags = "tags.txt"\n', 'tags = "tags.txt"\noverrides = "overrides.toml"\n'), encoding="utf-8")
-    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    run = cli(config)
     result = run("scan", str(folder))
     assert result.returncode == 0, result.stderr
     jpg_side, png_side = folder / "a.jpg.xmp", folder / "b.png.xmp"
@@ -167,7 +167,7 @@ def test_a_jpegs_sidecar_deleted_under_target_both_is_written_again_though_the_j
     jpg = noise_jpeg(folder / "a.jpg", seed=1)
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3,
                           extra='[write]\ntarget = "both"\n')
-    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     side = folder / "a.jpg.xmp"
     ours = in_sidecar(side)
@@ -188,7 +188,7 @@ def test_a_jpeg_tagged_into_itself_is_no_lost_sidecar_once_the_target_becomes_si
     folder.mkdir()
     jpg = noise_jpeg(folder / "a.jpg", seed=1)
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3)
-    run = lambda *args: tagwatch(*args[:1], "--config", str(config), *args[1:])  # noqa: E731
+    run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     assert len(exif_keywords(jpg)["iptc"]) == 3
     config.write_text(config.read_text(encoding="utf-8") + OWN, encoding="utf-8")
