@@ -409,12 +409,21 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def stop(self) -> int:
-        """SIGTERM and wait; returns the exit status."""
+        """SIGTERM and wait; returns the exit status.  A daemon that does not end within a minute
+        fails the test with its threads' stacks (SIGUSR1, see cli/run.py) and its log's tail."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            mark = len(self.log())
+            self.proc.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(AssertionError):
+                self.wait_log("(most recent call first)", since=mark, timeout=5)
+            time.sleep(0.5)  # the dump's other threads
+            tail = self.log()[-12000:]
+            raise AssertionError(f"the daemon did not stop within 60 s of SIGTERM:\n{tail}") from None
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()

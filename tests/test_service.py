@@ -403,6 +403,26 @@ def test_text_status_says_how_old_the_daemons_snapshot_is(tmp_path: Path, tiny_c
         assert daemon.stop() == 0
 
 
+def test_sigusr1_logs_where_every_thread_is_and_the_daemon_goes_on(tmp_path: Path,
+                                                                   tiny_checkpoint: Path) -> None:
+    """A daemon that stopped answering left nothing to say where: ``kill -USR1`` puts every thread's
+    stack in its log (the journal), and it goes on tagging; systemd's watchdog SIGABRT does too."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        mark = len(daemon.log())
+        daemon.signal(signal.SIGUSR1)
+        log = daemon.wait_log("in run_forever", since=mark)
+        assert log[mark:].count("Thread 0x") >= 3, log[mark:]  # the main thread, the watcher's, the worker's
+        assert "in _keep_state" in daemon.wait_log("in _keep_state", since=mark)
+        photo = noise_jpeg(root / "a.jpg", 1)
+        wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 3)
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_a_duplicate_tag_is_warned_once_not_at_every_reload(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """The same duplicate-tag warnings came back at every SIGHUP and tag-list reload: journal noise
     that hid the line that mattered.  Each is logged once, and a new one when the list gets it."""

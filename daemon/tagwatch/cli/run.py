@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 from pathlib import Path
 
 from ..config import default_config_path
 from ..encoder import LazyModel
 from ..status import AlreadyRunning, LockUnavailable
 from .common import UsageError, load, require_exiftool
+
+
+def show_stacks_on_signals() -> None:
+    """Every thread's stack on stderr (the journal) where the daemon is stuck: SIGUSR1 asks for it
+    and the daemon goes on; systemd's watchdog (``WatchdogSec``) ends a stuck daemon with SIGABRT,
+    which leaves it there too, as do crashes in a C library.  Without it, a daemon that stopped
+    answering left nothing to say where."""
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def run_func(args: argparse.Namespace) -> int:
@@ -33,6 +44,7 @@ def run_func(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except LockUnavailable as exc:  # a traceback and exit 1 were a restart loop under systemd
         raise UsageError(f"{where}: database: {exc.strerror}") from None
+    show_stacks_on_signals()
     return daemon.run_forever()
 
 
