@@ -38,6 +38,7 @@ from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue, backlog_batch
 from .retry import DATABASE_LOCK_WAIT_S, QUIET_S, Backoff
 from .shared import sidecar_lost
+from .signals import SignalThread
 from .status import (
     Activity,
     MetricsServer,
@@ -634,19 +635,23 @@ class Daemon:
         os.close(self._lock_fd)
 
     def run_forever(self) -> int:
-        """Run until SIGTERM or SIGINT; returns the exit status."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stopped.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stopped.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._hangup.set())
-        self.start()
-        log.info("tagwatch is running (pid %d)", os.getpid())
-        self.notifier.ready(watching(len(self.config.watch), len(self.watcher.unwatched())))
-        while not self.stopped.wait(0.5):
-            if self._hangup.is_set():  # handled here, not in the signal handler, which must not log
-                self._hangup.clear()
-                self.reload()
-        log.info("stopping: finishing the batch in flight")
-        self.notifier.stopping()
-        self.stop()
+        """Run until SIGTERM or SIGINT; returns the exit status.  The signals are acted on by a
+        thread of their own (:mod:`.signals`): a handler that set an Event could deadlock this loop."""
+        signals = SignalThread({signal.SIGTERM: self.stopped.set, signal.SIGINT: self.stopped.set,
+                                signal.SIGHUP: self._hangup.set})
+        signals.start()
+        try:
+            self.start()
+            log.info("tagwatch is running (pid %d)", os.getpid())
+            self.notifier.ready(watching(len(self.config.watch), len(self.watcher.unwatched())))
+            while not self.stopped.wait(0.5):
+                if self._hangup.is_set():  # here: a reload while the loop waits, one at a time
+                    self._hangup.clear()
+                    self.reload()
+            log.info("stopping: finishing the batch in flight")
+            self.notifier.stopping()
+            self.stop()
+        finally:
+            signals.stop()
         log.info("stopped")
         return 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import Config, ConfigError, default_config_path, load_config
+from ..signals import SignalThread
 from .common import UsageError, load, log, require_exiftool
 
 if TYPE_CHECKING:
@@ -37,12 +37,14 @@ def page_url(config: Config, host: str | None, port: int | None) -> str:
     return f"{page_address(open_host(host or config.web.host), port)}?token={token}"
 
 
-def follow_sighup(server: WebServer, config: Config) -> None:
+def follow_sighup(server: WebServer, config: Config) -> SignalThread:
     """SIGHUP re-reads the config's ``[tagging]``, as the daemon does (the README's `pkill -HUP` after
     a config edit): a `tagwatch web` beside the daemon went on scoring with the threshold it started
     with, and a HUP that reached it ended it without a word.  The tag list and overrides it saves
     into stay those it started with, as for the page a daemon serves.  The reload runs in a thread of
-    its own: the handler interrupts the page's event loop, which may hold the library's locks."""
+    its own (:class:`SignalThread`): the handler interrupts the page's event loop, which may hold the
+    library's locks, and a handler that started a thread could meet the main thread holding
+    threading's own."""
     source = config.source
 
     def reload() -> None:
@@ -59,8 +61,9 @@ def follow_sighup(server: WebServer, config: Config) -> None:
         later = f"; a change of {', '.join(held)} takes effect after a restart" if held else ""
         log.info("review page: config %s reloaded: [tagging] applied%s", source, later)
 
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, name="tagwatch-web-reload",
-                                                             daemon=True).start())
+    signals = SignalThread({signal.SIGHUP: reload}, name="tagwatch-web-reload")
+    signals.start()
+    return signals
 
 
 def web_func(args: argparse.Namespace) -> int:
@@ -81,8 +84,11 @@ def web_func(args: argparse.Namespace) -> int:
     except WebError as exc:
         raise UsageError(str(exc)) from None
     print(f"review page: {server.url}", flush=True)  # stdout, never the log: it holds the token
-    follow_sighup(server, config)
-    server.serve()
+    signals = follow_sighup(server, config)
+    try:
+        server.serve()
+    finally:
+        signals.stop()
     return 0
 
 
