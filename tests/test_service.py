@@ -180,6 +180,49 @@ def test_a_last_error_is_resolved_by_its_folders_deletion_and_not_by_another_pho
     assert error["reason"] == "truncated JPEG (photo gone since)" and error["resolved"] >= error["time"]
 
 
+def test_a_failing_photo_in_a_folder_moved_away_is_counted_again_when_it_comes_back(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A folder holding a broken photo was moved out of the watched folder: the last error was resolved,
+    but the photo stayed in the failing set, so the same folder put back (from the trash) and its photo
+    failing again was not counted: `tagwatch status` said 1 failed while the log said 2."""
+    root = tmp_path / "photos"
+    (root / "trip").mkdir(parents=True)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+
+    def state() -> dict:
+        result = tagwatch("status", "--json", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["daemon"]
+
+    def failed_now() -> dict | None:
+        error = (s := state()).get("last_error") or {}
+        return s if error.get("path") == str(cut) and "resolved" not in error else None
+
+    try:
+        cut = root / "trip" / "cut.jpg"
+        cut.write_bytes(noise_jpeg(tmp_path / "whole.jpg", 3).read_bytes()[:2000])
+        assert wait_for(failed_now)["failed_since_start"] == 1
+        os.rename(root / "trip", tmp_path / "trash")  # the whole folder, not the photo, moved away
+        wait_for(lambda: (state().get("last_error") or {}).get("resolved"))
+        os.rename(tmp_path / "trash", root / "trip")  # and put back: the same photo fails the same way
+        assert wait_for(failed_now)["failed_since_start"] == 2
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_folders_deletion_clears_the_failing_photos_under_it_and_no_others() -> None:
+    """Every failing photo under a deleted folder is forgotten (one put back and failing is news),
+    whichever the last error is of; ``/p/20`` is not a folder of ``/p/2024/x.jpg``."""
+    activity = Activity(lambda: 0, 1)
+    broken = ["/p/2024/a.jpg", "/p/2024/deep/b.jpg", "/p/20x.jpg", "/p/2024x/c.jpg"]
+    activity.record([Outcome(path, Status.FAILED, error="truncated JPEG") for path in broken])
+    activity.gone("/p/2024/", is_dir=True)  # a trailing separator is the same folder
+    activity.gone("/p/20", is_dir=True)
+    activity.record([Outcome(path, Status.FAILED, error="truncated JPEG") for path in broken])
+    assert activity.snapshot()["failed_since_start"] == 4 + 2  # a.jpg and b.jpg again, not the others
+
+
 def test_sighup_applies_what_it_can_names_the_rest_and_a_new_mode_re_scores(tmp_path: Path,
                                                                            tiny_checkpoint: Path) -> None:
     """Every key a SIGHUP finds changed is either applied or named as waiting for a restart, in one

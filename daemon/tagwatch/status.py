@@ -176,16 +176,20 @@ class Activity:
                     self._resolve(outcome.path, now, outcome.status)
 
     def gone(self, path: str, is_dir: bool = False) -> None:
-        """``path`` (a folder's, with ``is_dir``: all under it) was deleted or moved away: where the
-        last error is of a photo there, it is resolved (see :meth:`_resolve`)."""
+        """``path`` (a folder's, with ``is_dir``: all under it) was deleted or moved away: the failing
+        photos there are forgotten (one put back and failing again is news, counted again), and
+        where the last error is of a photo there, it is resolved (see :meth:`_resolve`)."""
         now = time.time()
         with self._lock:
-            error = self.last_error
-            if error is not None and is_dir and error["path"].startswith(path.rstrip("/") + "/"):
-                self._resolve(error["path"], now, Status.GONE)
-            else:
-                self._failing.pop(path, None)  # one put back and failing again is news
-                self._resolve(path, now, Status.GONE)
+            self._failing.pop(path, None)
+            self._resolve(path, now, Status.GONE)
+            if is_dir:  # with the separator: /a/b holds /a/b/x.jpg, not /a/bc/x.jpg
+                folder = path.rstrip(os.sep) + os.sep
+                for failing in [p for p in self._failing if p.startswith(folder)]:
+                    del self._failing[failing]
+                error = self.last_error
+                if error is not None and error["path"].startswith(folder):
+                    self._resolve(error["path"], now, Status.GONE)
 
     def _resolve(self, path: str, now: float, how: Status) -> None:
         """The photo the last error is of is done since: tagged (or untagged), or gone (deleted,
