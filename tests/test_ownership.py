@@ -7,6 +7,7 @@ to the list length predicts every tag on the list, so a tag-list edit decides th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from conftest import (
 )
 from tagwatch import writeback
 from tagwatch.config import TaggingConfig, WriteConfig
+from tagwatch.logs import JsonFormatter
 from tagwatch.outcomes import Status
 from tagwatch.queue import Delete, Move
 from tagwatch.store import DECLINED, UNTAGGED
@@ -234,25 +236,42 @@ def test_a_photo_sent_again_over_the_tagged_one_gets_its_keywords_again(
         env.close()
 
 
-def test_a_copy_is_said_to_be_of_the_file_still_there(tmp_path: Path, tiny_checkpoint: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_a_copy_is_said_to_be_of_the_file_still_there_in_its_one_line(
+        tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A photo moved across disks, then copied: the line named the first path ever recorded with the
-    picture, which the move had taken away, not the file the person copied."""
+    picture, which the move had taken away, not the file the person copied.  And a copy got two
+    lines ("a copy of …", then "checked …"), read as two photos: one line says both, and its JSON
+    event (``tagged``) carries the original (``from``) and the keywords taken up (``adopted``)."""
     env = Env(tmp_path, tiny_checkpoint, TaggingConfig(threshold=-1.0, top_k=2))
+
+    def said(path: Path) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno >= logging.INFO and str(path) in r.getMessage()]
+
     try:
         env.use(["beach", "forest"])
         photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=13)
         env.run(photo)
         moved = copy_away(photo, "copy then delete")
         env.pipeline.apply([Delete(str(photo))])
+        caplog.clear()
         with caplog.at_level("INFO", logger="tagwatch"):
             env.run(moved)
-        assert f"{moved}: moved here from {photo}; beach, forest, written there" in caplog.text, caplog.text
+        [line] = said(moved)
+        assert line.getMessage().startswith(
+            f"checked {moved}, moved here from {photo} (beach, forest, written there by tagwatch, are "
+            "tagwatch's here too): "), line.getMessage()
+        assert line.getMessage().endswith(" (already in the file)"), line.getMessage()
         again = shutil.copy2(moved, tmp_path / "in" / "again.jpg")
         caplog.clear()
         with caplog.at_level("INFO", logger="tagwatch"):
             assert env.run(again) == {"again.jpg": Status.TAGGED}
-        assert f"{again}: a copy of {moved}; beach, forest, written there" in caplog.text, caplog.text
+        [line] = said(again)
+        assert f"checked {again}, a copy of {moved} (beach, forest, written there" in line.getMessage()
+        record = json.loads(JsonFormatter().format(line))  # as --log-format json writes it
+        assert {k: record.get(k) for k in ("event", "path", "from", "adopted", "original_gone")} == {
+            "event": "tagged", "path": str(again), "from": str(moved), "adopted": ["beach", "forest"],
+            "original_gone": False}
+        assert sorted(record["tags"]) == ["beach", "forest"]
     finally:
         env.close()
 
@@ -301,10 +320,10 @@ def test_a_library_moved_to_a_new_disk_is_counted_once(tmp_path: Path, tiny_chec
     daemon = Daemon(config, tmp_path / "daemon.log").start()
     try:
         for name in ("p0", "p1", "p2", "theirs"):
-            log = daemon.wait_log(f"checked {new}/2024/{name}.jpg: ")
+            log = daemon.wait_log(f"checked {new}/2024/{name}.jpg")  # ": " or ", moved here from"
     finally:
         assert daemon.stop() == 0
-    assert f"{new}/2024/p1.jpg: moved here from {library}/2024/p1.jpg" in log, log
+    assert f"{new}/2024/p1.jpg, moved here from {library}/2024/p1.jpg (" in log, log
     after = status(config)
     counters = ("files", "tagged", "keywords_written", "encoded")
     assert [after[name] for name in counters] == [before[name] for name in counters], after

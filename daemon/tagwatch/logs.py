@@ -47,7 +47,7 @@ class TextFormatter(logging.Formatter):
 # Fields a log call may pass in ``extra`` that go into the JSON object as they are (docs/faults.md
 # lists them: a field passed but not named here never reaches the JSON line)
 FIELDS = ("event", "path", "from", "tags", "places", "declined", "removed", "respelled", "dropped",
-          "keywords", "reason")
+          "adopted", "original_gone", "keywords", "reason")
 
 
 class JsonFormatter(logging.Formatter):

@@ -138,6 +138,23 @@ def corrected(override: Override, tags: list[tuple[str, float]]) -> tuple[list[t
     return override.apply(tags), Corrected(override.add, override.remove, took) if took else override
 
 
+@dataclass(frozen=True)
+class Copied:
+    """What :meth:`Writeback.adopt` found a file new to the store to be: a copy of ``source`` (or moved
+    here from it, where no file is there now), holding ``keywords`` tagwatch wrote there.  Said in the
+    photo's own tagged line (:func:`tagged_line`), not a line of its own: a copy read as two photos."""
+
+    source: str
+    moved: bool
+    keywords: tuple[str, ...]
+
+    def said(self) -> str:
+        """``a copy of /p/a.jpg (beach, forest, written there by tagwatch, are tagwatch's here too)``."""
+        how = "moved here from" if self.moved else "a copy of"
+        ours = f"{listed(self.keywords)}, written there by tagwatch, are tagwatch's here too"
+        return f"{how} {self.source} ({ours})"
+
+
 @dataclass
 class WriteJob:
     """One file's keywords on their way into it."""
@@ -167,6 +184,7 @@ class WriteJob:
     # no ledger row nor filled record before this write: tagwatch's first into the photo, so a sidecar
     # found is no earlier write's of ours (an older version's kept no record of it; see SIDECAR_FILE)
     first: bool = True
+    copied: Copied | None = None  # a copy of a photo tagwatch wrote into, its keywords taken up (adopt)
 
     @property
     def keywords(self) -> list[str]:
@@ -350,7 +368,7 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
                 rewrote: bool = False, theirs: Sequence[str] = (), overridden: Sequence[str] = (),
                 withdrawn: Sequence[str] = (), gave_back: Sequence[str] = (), respelled: Sequence[str] = (),
                 where: str | Callable[[], str] = "the file", own_thresholds: bool = False,
-                new_spelling: Mapping[str, str] | None = None) -> str:
+                new_spelling: Mapping[str, str] | None = None, copied: Copied | None = None) -> str:
     """The log line of a photo whose keywords are decided: its tags (or that none passed) and place,
     what a person took out, what this write took out, and whether anything was written.  A photo
     that got nothing reads so (``checked …: no tag above threshold 0.3; nothing to write``), not as
@@ -376,6 +394,10 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
 
     ``own_thresholds``: some tag of the list has a threshold of its own, so "no tag above threshold
     0.36" would be untrue of it: the line says "its threshold" and names both.
+
+    ``copied``: the photo is a copy of one tagwatch wrote into, whose keywords it took up
+    (:meth:`Writeback.adopt`): said after the path (``checked COPY, a copy of ORIGINAL (beach,
+    written there by tagwatch, are tagwatch's here too): beach (already in the file)``), one line.
 
     ``where``: where the keywords are (:func:`~tagwatch.wording.held_in`): a HEIC's are "already in
     its sidecar", not "in the file"; a callable is asked only where the line says it (finding a
@@ -422,7 +444,8 @@ def tagged_line(path: str, carried: Sequence[str], places: Sequence[str], kept_o
             head[-1] += f" (already in {held}; {what})" if updated else f" (already in {held})"
         elif not gave_back:
             tail.append(what if rewrote else "nothing to write")
-    return f"{verb} {path}: {'; '.join(head + tail)}"
+    of = f", {copied.said()}" if copied is not None else ""
+    return f"{verb} {path}{of}: {'; '.join(head + tail)}"
 
 
 def _said(where: str | Callable[[], str]) -> str:
@@ -832,12 +855,9 @@ class Writeback:
                 self.store.add_ledger(job.file_id, users, USER,
                                       paths=self.store.ledger_paths(sources[0].id, USER))
         job.owned = job.held = list(adopted)
-        # a copy has its original beside it; a file manager's move across disks does not
-        log.info("%s: %s %s; %s, written there by tagwatch, are tagwatch's here too", job.path,
-                 "a copy of" if os.path.lexists(sources[0].path) else "moved here from", sources[0].path,
-                 listed(adopted),
-                 extra={"event": "adopted", "path": job.path, "from": sources[0].path,
-                        "keywords": list(adopted)})
+        # a copy has its original beside it; a file manager's move across disks does not.  Said in
+        # the photo's tagged line (record_done), or where it fails (failed)
+        job.copied = Copied(sources[0].path, not os.path.lexists(sources[0].path), tuple(adopted))
         return adopted
 
     def _declined_in(self, sources: Iterable[Twin]) -> set[str]:
@@ -1158,6 +1178,10 @@ class Writeback:
             fields["removed"] = [k for k in removed if k not in spellings]
         if dropped:
             fields["dropped"] = dropped
+        copied = job.copied
+        if copied is not None:  # "from" as a move's; "adopted": the keywords taken up as tagwatch's
+            fields.update({"from": copied.source, "adopted": list(copied.keywords),
+                           "original_gone": copied.moved})
         # predicted, and in the file as a person's already: not written (their "RED" for our red)
         theirs = [k for k in carried if k not in added and k not in job.owned] if plan is not None else []
         took = override.took if isinstance(override, Corrected) else ()
@@ -1169,7 +1193,7 @@ class Writeback:
         rewrote = _rewrote(job, st)
         gave = given_back(plan, job.filled) if rewrote and plan is not None else []
         quiet = (job.rescore or (job.same and not job.kept_out)) and not (
-            added or removed or dropped or rewrote)
+            added or removed or dropped or rewrote or copied)
         overridden = [k for k in took if fold(k) not in out and k not in withdrawn]
         log.log(logging.DEBUG if quiet else logging.INFO, "%s", tagged_line(
             job.path, carried, places, job.kept_out, rules.threshold, bool(added),
@@ -1177,7 +1201,7 @@ class Writeback:
             withdrawn=withdrawn, gave_back=gave,
             respelled=plan.respelled if rewrote and plan is not None else (),
             where=partial(self.where_keywords, job.path), own_thresholds=rules.own_thresholds,
-            new_spelling=spellings),
+            new_spelling=spellings, copied=copied),
             extra=fields)
         return Outcome(job.path, Status.TAGGED, job.tags, added, wrote=rewrote, overridden=overridden)
 
@@ -1188,6 +1212,10 @@ class Writeback:
         Rows the ledger held before this plan stay, even for keywords it meant to add: they come from
         an earlier write that was interrupted (a crash, a Ray node lost) and may have reached the
         file after this plan read it, as a lost node's write can."""
+        if job.copied is not None:  # recorded already, and no tagged line will say it
+            log.info("%s: %s", job.path, job.copied.said(),
+                     extra={"event": "adopted", "path": job.path, "from": job.copied.source,
+                            "keywords": list(job.copied.keywords)})
         withdraw = [k for k in job.ahead if k not in job.owned]
         if job.file_id is not None and withdraw:
             self.store.remove_ledger(job.file_id, withdraw)
