@@ -642,6 +642,15 @@ class KeywordWriter:
         unless the target is embedded only."""
         return self.settings.target != "embedded" or not embeddable(path)
 
+    def destinations(self, path: Path) -> tuple[bool, bool]:
+        """(:meth:`embeds`, :meth:`uses_sidecar`) from one look at a JPEG's first bytes: the log line
+        and the review page that say where a photo's keywords are need both, and asking each read
+        the file twice."""
+        if self.settings.target == "sidecar":
+            return False, True  # nothing read: every photo's keywords go into its sidecar
+        jpeg = embeddable(path)
+        return jpeg, self.settings.target != "embedded" or not jpeg
+
     # -- planning ------------------------------------------------------------------------------
 
     def plan(self, path: Path, keywords: list[str], before: os.stat_result | None = None,

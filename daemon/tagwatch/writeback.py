@@ -1116,8 +1116,7 @@ class Writeback:
         if writer is None:
             return "the file"
         photo = Path(path)
-        embeds = writer.embeds(photo)  # reads a JPEG's first bytes: once, for uses_sidecar's answer too
-        side = writer.settings.target != "embedded" or not embeds  # KeywordWriter.uses_sidecar
+        embeds, side = writer.destinations(photo)  # a JPEG's first bytes read once, for both
         mates = ([m.name for m in shared.stem_mates(writer, photo)  # not a JPEG that embeds its own
                   if shared.uses_stem_sidecar(writer, self.store, m)] if side else [])
         return held_in(embeds, side, mates)

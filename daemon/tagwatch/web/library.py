@@ -917,14 +917,15 @@ class Library:
                          self._where(path))
 
     def _where(self, path: str) -> str:
-        """Where the photo's keywords are, as the write puts them (:meth:`KeywordWriter.embeds`,
-        :meth:`~KeywordWriter.uses_sidecar`) and as the log names it: a RAW's, a HEIC's, a JPEG's
-        under ``[write] target = "sidecar"`` in its sidecar, read there (:class:`KeywordCache`)."""
+        """Where the photo's keywords are, as the write puts them and the log names it (both asked
+        :meth:`KeywordWriter.destinations`, which reads a JPEG's first bytes once): a RAW's, a HEIC's,
+        a JPEG's under ``[write] target = "sidecar"`` in its sidecar, read there (:class:`KeywordCache`)."""
         writer, photo = self.keywords.writer, Path(path)
-        if not writer.uses_sidecar(photo):
+        embeds, side = writer.destinations(photo)
+        if not side:
             return "the file"
         sidecar = writer.sidecar_for(photo).name
-        if writer.embeds(photo):  # [write] target = "both": read from the file, written into both
+        if embeds:  # [write] target = "both": read from the file, written into both
             return f"the file (also in its sidecar {sidecar})"
         return f"its sidecar ({sidecar})"
 
