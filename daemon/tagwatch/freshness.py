@@ -36,7 +36,7 @@ SIDECAR_SUFFIX = ".xmp"  # how tagwatch spells the extension of a sidecar it mak
 SIDECAR_SPELLINGS = (SIDECAR_SUFFIX, ".XMP")
 StatOf = Callable[[str], os.stat_result | None]  # a path's lstat, or None where there is none
 Recorded = Callable[[list[str]], Mapping[str, FileRow]]  # the store's rows of the paths it knows
-Lost = Callable[[FileRow, StatOf], bool]  # is the sidecar holding a tagged photo's keywords gone?
+Lost = Callable[[FileRow, StatOf | None], bool]  # is the sidecar holding a tagged photo's keywords gone?
 
 
 def is_unchanged(row: FileRow | None, st: os.stat_result) -> bool:
@@ -112,6 +112,22 @@ def _lstat(path: str) -> os.stat_result | None:
         return os.lstat(path)
     except OSError:
         return None
+
+
+class LostOnce:
+    """A :data:`Lost` that remembers its answer for each photo: :func:`is_settled` asks it of a tagged
+    photo, and the pipeline, handed a photo that is not settled, asks again whether the sidecar is
+    lost (to record it so): the answer found is passed along, not looked for twice (the store's
+    ledger and records, a photo's first bytes)."""
+
+    def __init__(self, lost: Lost) -> None:
+        self._lost = lost
+        self._found: dict[int, bool] = {}  # row id → lost, as asked
+
+    def __call__(self, row: FileRow, stat_of: StatOf | None) -> bool:
+        if row.id not in self._found:
+            self._found[row.id] = self._lost(row, stat_of)
+        return self._found[row.id]
 
 
 def _sharers(side: str) -> list[str]:

@@ -36,7 +36,7 @@ from .captions import from_config as captions_from_config
 from .casefold import fold, folded
 from .config import Config, PlacesConfig, TaggingConfig
 from .formats import ImageError, IncompleteImage, UnsettledRaw
-from .freshness import is_settled, is_unchanged
+from .freshness import LostOnce, is_settled, is_unchanged
 from .geotag import Places
 from .imaging import Preprocess
 from .metadata import KeywordWriter
@@ -306,7 +306,8 @@ class Pipeline:
                                        self.cache.model_id)
         photos: list[Photo] = []
         reader = self.writeback.reader  # the dry run's too: it names the sidecar a scan would write
-        lost = partial(shared.sidecar_lost, reader, self.store) if reader is not None else None
+        # asked by is_settled, and below of a photo not settled: answered once (LostOnce)
+        lost = LostOnce(partial(shared.sidecar_lost, reader, self.store)) if reader is not None else None
         for path in paths:
             try:
                 st = os.lstat(path)
