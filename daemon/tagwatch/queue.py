@@ -45,7 +45,13 @@ class HalfMove(Move):
     while no one watched, and ``src`` deleted if none has them
     (:meth:`tagwatch.writeback.Writeback.apply_ops`).  Before, the photo was logged "deleted", its
     sidecar left behind with its keywords and a second one made at the new place.  Here with the
-    other ops, not in the watcher: the store's side applies it and imports nothing of watchdog."""
+    other ops, not in the watcher: the store's side applies it and imports nothing of watchdog.
+
+    With ``is_dir``, a folder moved to another watched root (``mv ~/Inbox/2026-12-wedding
+    ~/Archive/``), paired by the folder's name with the folders moved in from nowhere since: applied,
+    the move of every record under ``src`` to the candidate where the photos found at their places
+    have the sizes and times recorded, nothing being recorded there yet; the deletion of the photos
+    recorded under ``src`` if none has (:meth:`tagwatch.writeback.Writeback._folder_moved_here`)."""
 
     also: tuple[str, ...] = ()
 

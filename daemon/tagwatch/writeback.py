@@ -1399,6 +1399,50 @@ class Writeback:
             return False
         return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
 
+    def _folder_moved_here(self, src: str, dst: str) -> dict[str, str] | None:
+        """Is the folder ``dst`` the one recorded at ``src``, moved (a folder's
+        :class:`~tagwatch.queue.HalfMove`: from one watched root to another)?  Where so, the new path
+        of each photo recorded under ``src``.  So where nothing is recorded under ``dst`` yet and a
+        photo recorded under ``src`` is at its place under ``dst`` with the size and modification time
+        recorded (as :meth:`_moved_here` asks of one photo); a folder that only has its name is
+        another.  One look-up of the records under each, and at most one ``lstat`` a photo: once a
+        folder move, never per event."""
+        if not (utf8_name(src) and utf8_name(dst)):
+            return None
+        rows = self.store.files_under(src)
+        if not rows or self.store.files_under(dst):
+            return None
+        old = src.rstrip("/")
+        places = {path: dst.rstrip("/") + path[len(old):] for path in rows}
+        for path, row in rows.items():
+            try:
+                st = os.lstat(places[path])
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns):
+                return places
+        return None
+
+    def _folder_half_move(self, op: HalfMove) -> tuple[Op, dict[str, str] | None]:
+        """A folder's half-seen move as the move to the candidate that is the folder, with its
+        photos' new paths; none is: the deletion of the photos recorded under it."""
+        for dst in op.candidates:
+            places = self._folder_moved_here(op.src, dst)
+            if places is not None:
+                return Move(op.src, dst, is_dir=True), places
+        return Delete(op.src, is_dir=True), None
+
+    def _folder_moved(self, op: Move, places: dict[str, str], unknown: list[str],
+                      moved: list[Move]) -> None:
+        """A folder's half-seen move, its records moved along (:meth:`_folder_moved_here`): one line
+        for it, and each photo recorded under it that is not in it any more (deleted meanwhile) a
+        deletion at its new path, as it would have been at the old one."""
+        log.info("moved %s -> %s (a folder: its %d photos' records, keywords and corrections with it)",
+                 op.src, op.dst, len(places), extra={"event": "moved", "path": op.dst, "from": op.src})
+        for new in places.values():
+            if not os.path.lexists(new):
+                self._apply_op(Delete(new), unknown, moved)
+
     def apply_ops(self, ops: Sequence[Op], waiting: list[tuple[Op, str]] | None = None
                   ) -> tuple[list[str], list[Move]]:
         """Apply renames and deletions to the store; returns the paths to look at (moved paths the
@@ -1447,7 +1491,10 @@ class Writeback:
     def _apply_op(self, op: Op, unknown: list[str], moved: list[Move]) -> None:
         """One op of :meth:`apply_ops`, adding to its paths to look at and moves applied."""
         half = isinstance(op, HalfMove)
-        if isinstance(op, HalfMove):  # the photo moved is the one with its size and time
+        places: dict[str, str] | None = None  # a folder's half-seen move: its photos' new paths
+        if isinstance(op, HalfMove) and op.is_dir:  # the folder whose photos have their sizes and times
+            op, places = self._folder_half_move(op)
+        elif isinstance(op, HalfMove):  # the photo moved is the one with its size and time
             dst = next((d for d in op.candidates if self._moved_here(op.src, d)), None)
             # none: other pictures that only have its name, and the photo is gone
             op = Move(op.src, dst) if dst is not None else Delete(op.src)
@@ -1483,6 +1530,8 @@ class Writeback:
         if op.is_dir:
             self.store.move_tree(op.src, op.dst)
             moved.append(op)
+            if places is not None:
+                self._folder_moved(op, places, unknown, moved)
             return
         known = self.store.move(op.src, op.dst)
         moved.append(op)  # recorded: a correction follows it (not one the database could not take)
