@@ -383,6 +383,39 @@ def _through_link(path: str) -> bool:
     return (os.path.islink(path) and os.path.isdir(path)) or linked_to(os.path.dirname(path)) is not None
 
 
+class _Recent:
+    """Paths remembered by name: the latest :data:`ARRIVALS`, and every one of the last
+    :data:`ARRIVALS_KEPT_S` whatever their number, as the photos that arrived are.  The folders moved
+    in from nowhere, for a folder's departure from another root to find (:meth:`_Handler._folder_left`);
+    a look-up by name, never a pass over them.  Not locked: its owner's lock guards it."""
+
+    def __init__(self) -> None:
+        self._when: OrderedDict[str, tuple[str, float]] = OrderedDict()  # path → its name and when
+        self._named: dict[str, list[str]] = {}  # name → those paths, oldest first
+
+    def add(self, path: str) -> None:
+        """Remember ``path`` as the latest of its name; forget the oldest past both limits."""
+        name, now = os.path.basename(path), time.monotonic()
+        if path in self._when:
+            self._named[name].remove(path)
+            del self._when[path]
+        self._when[path] = (name, now)
+        self._named.setdefault(name, []).append(path)
+        while len(self._when) > ARRIVALS:
+            old, (old_name, when) = next(iter(self._when.items()))
+            if when > now - ARRIVALS_KEPT_S:
+                break
+            self._when.popitem(last=False)
+            paths = self._named[old_name]
+            paths.remove(old)
+            if not paths:
+                del self._named[old_name]
+
+    def named(self, name: str) -> list[str]:
+        """The paths remembered of ``name``, the latest first."""
+        return list(reversed(self._named.get(name, [])))
+
+
 class _Handler(FileSystemEventHandler):
     """Turns watchdog events into queue entries.
 
@@ -401,10 +434,21 @@ class _Handler(FileSystemEventHandler):
     it is a deletion.  Either way the record, ledger, correction and sidecar follow the photo,
     and nothing is encoded again, as for a rename within one root.  Before, the old name was logged
     deleted, its sidecar (a person's keywords in it) left beside no photo, and the new name tagged
-    as a new photo with a sidecar of its own.  Not paired, and so a deletion and a new photo as
-    before: a departure that comes after the arrival was tagged (a machine too busy for
-    :data:`PAIR_DELAY`), a folder moved across roots (its sidecars travel inside it), and moves
-    between polled roots (``poll = true``), which are seen as a deletion and a creation.
+    as a new photo with a sidecar of its own.
+
+    A whole folder moved across (``mv ~/Inbox/2026-12-wedding ~/Archive/``) is paired the same way,
+    as a folder: its arrival from nowhere holds each of its photos :data:`PAIR_DELAY` and is
+    remembered by the folder's name (:meth:`_folder_arrival`); its departure to nowhere finds it
+    (or waits :data:`DEPARTURE_WAIT` for it) and is one :class:`~tagwatch.queue.HalfMove` of the
+    folder (:meth:`_folder_left`), which the store's side applies as the move of every record under
+    the old folder, where the photos it finds at their places in the new one have the sizes and
+    times recorded; else, as for a folder moved out of every root, the deletion of its photos.  One
+    op for the folder, paired by its name: never a pass over its photos per event, and thousands of
+    photos cost one look-up of the records under each folder.  Before, each photo was logged
+    deleted and taken up as a copy of itself at the new path (its records' history and corrections
+    left behind).  Not paired, and so a deletion and a new photo as before: a departure that comes
+    after the arrival was tagged (a machine too busy for :data:`PAIR_DELAY`), and moves between
+    polled roots (``poll = true``), which are seen as a deletion and a creation.
     """
 
     def __init__(self, filt: PathFilter, queue: BatchQueue,
@@ -421,14 +465,19 @@ class _Handler(FileSystemEventHandler):
         # (monotonic), oldest first
         self._named: dict[str, list[str]] = {}  # name → those paths, oldest first
         self._new_folders: OrderedDict[str, None] = OrderedDict()
+        # folders moved in from nowhere while several roots are watched, by name: where a folder that
+        # left another root for nowhere went (see _folder_left)
+        self._folders_in = _Recent()
         # photos moved in from nowhere while several roots are watched, held back until then
         # (monotonic) for the other half of a move from another root: see _hold
         self._held: OrderedDict[str, float] = OrderedDict()  # the soonest to end first
-        # photos that left a root for nowhere, while several roots are watched, before an arrival of
-        # their name was seen (the other root's observer behind on a busy machine): path → when its
-        # deletion is due (monotonic), the soonest first; and their names (see _depart)
-        self._departed: OrderedDict[str, float] = OrderedDict()
+        # photos and folders that left a root for nowhere, while several roots are watched, before an
+        # arrival of their name was seen (the other root's observer behind on a busy machine): path →
+        # when its deletion is due (monotonic) and whether it is a folder's, the soonest first; and
+        # their names, the photos' and the folders' apart (see _depart)
+        self._departed: OrderedDict[str, tuple[float, bool]] = OrderedDict()
         self._leaving: dict[str, list[str]] = {}
+        self._leaving_folders: dict[str, list[str]] = {}
         self._flusher: threading.Thread | None = None  # queues the deletions due; ends when none wait
         self._arrivals_lock = threading.Lock()
 
@@ -438,18 +487,58 @@ class _Handler(FileSystemEventHandler):
         except Exception as exc:  # an odd event must never kill the observer thread
             log.error("event %s failed: %s", event, exc)
 
-    def _enqueue_tree(self, folder: str) -> None:
+    def _enqueue_tree(self, folder: str, moved_in: bool = False) -> None:
+        """Queue the photos of a folder made or moved in, and remember them as arrivals.  Where it
+        was ``moved_in`` from nowhere while several roots are watched (perhaps from another root:
+        :meth:`_folder_arrival`), each photo is held as one moved in alone is (:meth:`_hold`).  The
+        others go through :meth:`_put`, so that the walk of a subfolder watchdog reports after it
+        does not cut a hold short."""
         with self._arrivals_lock:  # watchdog's own walk of it reports its photos as created, after it
             self._new_folders.pop(folder, None)
             self._new_folders[folder] = None
             while len(self._new_folders) > ARRIVALS:
                 self._new_folders.popitem(last=False)
+        if moved_in:
+            self._folder_arrival(folder)
         unlistable: set[str] = set()
         for path, _ in walk(Path(folder), self.filt, unlistable=unlistable):
-            self._arrival(path)
-            self.queue.put(path)
+            if moved_in:
+                self._hold(path)
+            else:
+                self._arrival(path)
+                self._put(path)
         if unlistable:
             self._unlistable(unlistable)
+
+    def _folder_arrival(self, folder: str) -> None:
+        """Remember a folder moved in from nowhere, several roots watched, by name; a departure of a
+        folder of its name already waiting (:meth:`_folder_left`) is the move to it, queued now,
+        before its photos are."""
+        name = os.path.basename(folder)
+        with self._arrivals_lock:
+            left = [src for src in self._leaving_folders.pop(name, []) if src != folder]
+            for src in left:
+                del self._departed[src]
+            self._folders_in.add(folder)
+        for src in left:
+            self.queue.op(HalfMove(src, folder, is_dir=True))
+
+    def _folder_left(self, src: str) -> None:
+        """A folder left its root for nowhere, several roots watched: perhaps for another root
+        (``mv ~/Inbox/2026-12-wedding ~/Archive/``).  A folder of its name moved in there since, and
+        still there, is where it may be: a :class:`~tagwatch.queue.HalfMove` of the folder, which the
+        store's side applies as the move of every photo recorded under it where those it finds at
+        the new place have the size and time recorded.  None yet: it waits :data:`DEPARTURE_WAIT`
+        for one (:meth:`_depart`), then is the deletion of its photos.  Its photos leave with it: one
+        op for the folder, not one per photo, and no pass over them here."""
+        with self._arrivals_lock:
+            found = self._folders_in.named(os.path.basename(src))
+        went = [dst for dst in found if dst != src and self.filt.wanted_dir(dst) and os.path.isdir(dst)
+                and not os.path.islink(dst)]
+        if went:
+            self.queue.op(HalfMove(src, went[0], also=tuple(went[1:]), is_dir=True))
+        else:
+            self._depart(src, is_dir=True)
 
     def _in_new_folder(self, path: str) -> bool:
         """Is ``path`` inside a folder made (or moved in) since, which watchdog walks and reports?"""
@@ -507,34 +596,40 @@ class _Handler(FileSystemEventHandler):
             self._held[path] = now + PAIR_DELAY
         self.queue.put(path, delay=PAIR_DELAY)
 
-    def _depart(self, src: str) -> None:
+    def _depart(self, src: str, is_dir: bool = False) -> None:
         """``src`` left its root for nowhere, several roots are watched, and no arrival of its name
         has been seen: under load the other root's observer can be more than watchdog's 0.5 s behind
         (a burst of 5,000 moves on two busy cores: a fifth of them came before their arrivals and
         were deletions and new photos).  Its deletion waits :data:`DEPARTURE_WAIT` for the arrival
-        (:meth:`_arrival` pairs it), then is queued by a thread that runs while any wait."""
+        (:meth:`_arrival` pairs it; a folder's, ``is_dir``, :meth:`_folder_arrival`), then is queued
+        by a thread that runs while any wait."""
         name = os.path.basename(src)
+        leaving = self._leaving_folders if is_dir else self._leaving
         with self._arrivals_lock:
             if src not in self._departed:
-                self._leaving.setdefault(name, []).append(src)
+                leaving.setdefault(name, []).append(src)
             self._departed.pop(src, None)
-            self._departed[src] = time.monotonic() + DEPARTURE_WAIT
+            self._departed[src] = (time.monotonic() + DEPARTURE_WAIT, is_dir)
             if self._flusher is None:
                 self._flusher = threading.Thread(target=self._flush_departed, name="tagwatch-departures",
                                                  daemon=True)
                 self._flusher.start()
 
-    def _departure_done(self, src: str) -> bool:
-        """Forget ``src``'s waiting departure (under the lock); was there one?"""
-        if self._departed.pop(src, None) is None:
-            return False
+    def _departure_done(self, src: str) -> bool | None:
+        """Forget ``src``'s waiting departure (under the lock): None if there was none, else whether
+        it was a folder's."""
+        found = self._departed.pop(src, None)
+        if found is None:
+            return None
+        is_dir = found[1]
+        leaving = self._leaving_folders if is_dir else self._leaving
         name = os.path.basename(src)
-        left = [p for p in self._leaving.get(name, []) if p != src]
+        left = [p for p in leaving.get(name, []) if p != src]
         if left:
-            self._leaving[name] = left
+            leaving[name] = left
         else:
-            self._leaving.pop(name, None)
-        return True
+            leaving.pop(name, None)
+        return is_dir
 
     def _flush_departed(self, everything: bool = False) -> None:
         """Queue the deletions of the departures whose wait is over, the soonest first (the deadlines
@@ -544,19 +639,19 @@ class _Handler(FileSystemEventHandler):
             with self._arrivals_lock:
                 now = time.monotonic()
                 due = []
-                for src, until in self._departed.items():
+                for src, (until, is_dir) in self._departed.items():
                     if not everything and until > now:
                         break
-                    due.append(src)
-                for src in due:
+                    due.append((src, is_dir))
+                for src, _ in due:
                     self._departure_done(src)
-                nxt = next(iter(self._departed.values()), None)
+                nxt = next((until for until, _ in self._departed.values()), None)
                 if not due and (nxt is None or everything):
                     if not everything:
                         self._flusher = None
                     return
-            for src in due:
-                self.queue.op(Delete(src))
+            for src, is_dir in due:
+                self.queue.op(Delete(src, is_dir=is_dir))
             if not due and nxt is not None:
                 time.sleep(max(0.01, nxt - now))
 
@@ -570,8 +665,8 @@ class _Handler(FileSystemEventHandler):
         deletion, queued first."""
         with self._arrivals_lock:  # one look for both, on every event of every photo
             gone, until = self._departure_done(path), self._held.get(path)
-        if gone:
-            self.queue.op(Delete(path))
+        if gone is not None:  # a folder's, where a folder of that name left
+            self.queue.op(Delete(path, is_dir=gone))
         if until is not None:
             left = until - time.monotonic()
             if left > 0:
@@ -682,14 +777,29 @@ class _Handler(FileSystemEventHandler):
             if not is_sidecar(dst):  # moved away (to the trash, a backup name); renamed along: not gone
                 self._sidecar_gone(src)
         elif isinstance(event, DirMovedEvent):
-            dst = os.fsdecode(event.dest_path or "")
-            src_ok, dst_ok = self.filt.wanted_dir(src), self.filt.wanted_dir(dst)
-            if src_ok and dst_ok:
-                self.queue.op(Move(src, dst, is_dir=True))
-            elif src_ok:
-                self.queue.op(Delete(src, is_dir=True))
-            elif dst_ok and not _through_link(dst):
-                self._enqueue_tree(dst)
+            self._folder_moved(event, src)
+
+    def _folder_moved(self, event: DirMovedEvent, src: str) -> None:
+        """A folder renamed within a root is a move; moved out, the deletion of its photos; moved in,
+        they are queued.  Several roots watched, one moved out to nowhere (``dest_path`` "") or in
+        from nowhere (``src_path`` "") may be a move from one root to another: its arrival holds its
+        photos (:meth:`_enqueue_tree`) and its departure is paired with it (:meth:`_folder_left`).
+        watchdog follows a folder's departure with one for each folder watched inside it
+        (``is_synthetic``): the top one's op covers them, and they would have been deletions at once.
+        A folder deleted outright (DirDeletedEvent) is not paired: inotify reports each of its files
+        deleted first (``rm -r`` empties it), and those are deletions."""
+        dst = os.fsdecode(event.dest_path or "")
+        src_ok, dst_ok = self.filt.wanted_dir(src), self.filt.wanted_dir(dst)
+        across = len(self.filt.roots) > 1
+        if src_ok and dst_ok:
+            self.queue.op(Move(src, dst, is_dir=True))
+        elif src_ok and not dst and across:
+            if not getattr(event, "is_synthetic", False):
+                self._folder_left(src)
+        elif src_ok:
+            self.queue.op(Delete(src, is_dir=True))
+        elif dst_ok and not _through_link(dst):
+            self._enqueue_tree(dst, moved_in=not src and across)
 
 
 class Watcher:
