@@ -7,8 +7,10 @@ while ``tagwatch run`` watches them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -767,3 +769,77 @@ def test_photos_moved_live_to_another_watched_folder_are_moves_sidecar_correctio
     daemon.wait_log(f"{new[0]}: deleted", since=mark)
     assert exif_keywords(sidecar(new[0]))["xmp"] == ["Oma"]
     assert daemon.stop() == 0
+
+
+def test_a_folder_moved_live_to_another_watched_folder_is_a_move_of_each_photo_in_it(
+        tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
+    """``watch = [Inbox, Archive]`` and, while the daemon runs, ``mv Inbox/2026-12-wedding Archive/``:
+    the watches of the two roots each see one half, the folder leaving Inbox for nowhere and a folder
+    arriving in Archive from nowhere.  Each photo in it was logged deleted and taken up as a copy of
+    itself at its new path (its keywords re-adopted, its correction left naming the old path).  Now
+    the watcher pairs the folder's halves and the store moves the records under it (its sizes and
+    times checked): one ``moved`` line for the folder, no photo tagged or deleted, nothing encoded,
+    the correction renamed, and the ledger with the records, so an untag later takes out tagwatch's
+    keywords and leaves the person's (``Oma`` in each sidecar, the correction's ``Anna``).  A folder deleted
+    outright, and one moved out of every watched folder (the trash), are still deletions."""
+    from tagwatch.overrides import correct
+
+    inbox, archive, trash = tmp_path / "Inbox", tmp_path / "Archive", tmp_path / "Trash"
+    wedding, trip, outtakes = inbox / "2026-12-wedding", inbox / "2026-11-trip", inbox / "outtakes"
+    for folder in (wedding / "ceremony", trip, outtakes, archive, trash):
+        folder.mkdir(parents=True)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[inbox, archive],
+                          extra='[write]\ntarget = "sidecar"\n')
+    config.write_text('overrides = "o.toml"\n' + config.read_text())
+    overrides_file = config.parent / "o.toml"
+    old = [wedding / "IMG_1.jpg", wedding / "IMG_2.jpg", wedding / "ceremony" / "IMG_3.jpg"]
+    others = [trip / "IMG_9.jpg", outtakes / "IMG_5.jpg"]
+    moved = archive / wedding.name
+    new = [moved / photo.relative_to(wedding) for photo in old]
+    sidecar = lambda photo: photo.with_name(photo.name + ".xmp")  # noqa: E731
+    for seed, photo in enumerate(old + others, start=7):
+        noise_jpeg(photo, seed=seed)
+    text = correct("# mine\n", overrides_file, [inbox, archive], str(old[0]), "Anna", "add")
+    overrides_file.write_text(text, encoding="utf-8")
+    daemon: Daemon = daemon_factory(config).start()
+    wait_for(lambda: all(sidecar(p).is_file() for p in old + others) and status(config)["tagged"] == 5)
+    ours = [set(exif_keywords(sidecar(p))["xmp"]) for p in old]
+    assert "Anna" in ours[0] and all(len(keywords) == 3 for keywords in ours[1:])
+    for photo in old:
+        add_to_sidecar(sidecar(photo), "Oma")  # the person's keyword, in the sidecar only
+    wait_for(lambda: (lambda s: s["daemon"]["unchanged_since_start"] >= 3 and s["daemon"]["queue"] == 0)(
+        status(config)))
+    encoded = status(config)["encoded"]
+
+    mark = len(daemon.log())
+    os.rename(wedding, moved)
+    daemon.wait_log(f"moved {wedding} -> {moved}", since=mark)
+    moved_at = time.time()  # its photos are queued by then (held for the move): wait till handed out
+    wait_for(lambda: (lambda s: s["queue"] == 0 and s["started"] + s["uptime_s"] > moved_at + 0.1)(
+        status(config)["daemon"]))
+    wait_for(lambda: f'path = "{new[0]}"' in overrides_file.read_text(encoding="utf-8"))
+    for keywords, photo in zip(ours, new, strict=True):
+        assert set(exif_keywords(sidecar(photo))["xmp"]) == keywords | {"Oma"}
+    counts = status(config)
+    assert (counts["tagged"], counts["deleted"], counts["encoded"]) == (5, 0, encoded)
+    assert f'path = "{old[0]}"' not in overrides_file.read_text(encoding="utf-8")
+
+    shutil.rmtree(trip)  # deleted outright
+    os.rename(outtakes, trash / outtakes.name)  # moved out of every watched folder: nothing arrives
+    daemon.wait_log(f"{others[0]}: deleted", since=mark)
+    wait_for(lambda: status(config)["deleted"] == 2)
+    assert status(config)["tagged"] == 3
+    assert daemon.stop() == 0  # what was handed out is done: its lines are in the log
+    log = daemon.log()[mark:]
+    assert "tagged" not in log and "checked" not in log and "copy" not in log.lower(), log
+    assert [line for line in log.splitlines() if "deleted" in line] == [
+        line for line in log.splitlines() if f"{others[0]}: deleted" in line], log
+    exported = tagwatch("export", "--config", str(config))
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(json.loads(exported.stdout)) == sorted(map(str, new))
+    untagged = tagwatch("untag", "--config", str(config), str(moved))
+    assert untagged.returncode == 0, untagged.stderr
+    # tagwatch's keywords, counted as tagwatch's after the move, taken out; the person's Oma, and
+    # Anna their correction added (docs/overrides.md: a person's keyword), kept
+    assert [sorted(exif_keywords(sidecar(photo))["xmp"]) for photo in new] == [
+        ["Anna", "Oma"], ["Oma"], ["Oma"]]

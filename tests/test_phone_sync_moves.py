@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from watchdog.events import FileCreatedEvent, FileMovedEvent
+from watchdog.events import DirMovedEvent, FileCreatedEvent, FileMovedEvent
 
 from conftest import Env, wait_for
 from tagwatch import watcher as watcher_module
@@ -184,6 +184,94 @@ def test_a_departure_seen_before_its_arrival_still_pairs_and_one_with_none_is_a_
     handler.dispatch(FileMovedEvent(str(lost), ""))  # and at a stop, what still waits is a deletion
     watcher.stop()
     assert queue.get(timeout=0.2).ops == [Delete(str(lost))]
+
+
+FOLDER = 40  # photos of a wedding, in the folder and a subfolder of it
+FOLDER_WAIT = 3.0  # a departure's wait here: over a busy machine's lag between the two observers
+
+
+def test_a_folder_moved_between_two_watched_roots_is_a_half_move_seen_before_its_photos(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mv Inbox/2026-12-wedding Archive/`` while the daemon runs: each root's own inotify watch
+    reports its half, the folder leaving Inbox for nowhere and one arriving in Archive from nowhere.
+    Each half was taken alone: the folder's photos deletions (the folder, and again each folder
+    watched inside it) and the photos in Archive new ones.  Now the folder's departure is paired with
+    the arrival of its name (one HalfMove of the folder: the store's side moves the records under
+    it), and its photos, the subfolder's too, are handed out only after it.  A folder moved out of
+    every root is still the deletion of its photos, once its wait for an arrival is over."""
+    monkeypatch.setattr(watcher_module, "DEPARTURE_WAIT", FOLDER_WAIT)  # not the daemon's 5 s
+    inbox, archive, elsewhere = tmp_path / "Inbox", tmp_path / "Archive", tmp_path / "elsewhere"
+    wedding, trip = inbox / "2026-12-wedding", inbox / "2026-11-trip"
+    for folder in (wedding / "ceremony", trip, archive, elsewhere):
+        folder.mkdir(parents=True)
+    for i in range(FOLDER):
+        (wedding / ("ceremony" if i % 4 == 0 else "") / f"IMG_{i}.jpg").write_bytes(os.urandom(64))
+    (trip / "IMG_1.jpg").write_bytes(os.urandom(64))
+    queue = BatchQueue(size=1000, max_wait=0, settle=0)
+    watcher = Watcher([inbox, archive], PathFilter([inbox, archive]), queue)
+    watcher.start()
+    batches: list[Batch] = []
+    moved = archive / wedding.name
+    try:
+        time.sleep(0.2)  # the observers' watches in place, as the daemon's are long before a move
+        os.rename(wedding, moved)
+        os.rename(trip, elsewhere / trip.name)  # out of every watched folder: the trash
+        photos = {str(path) for path in moved.rglob("*.jpg")}
+        assert len(photos) == FOLDER
+
+        def told() -> bool:  # every photo handed out, and the trip's departure said
+            batches.append(queue.get(timeout=0.5) or Batch())
+            ops = [op for batch in batches for op in batch.ops]
+            return photos <= {path for batch in batches for path in batch.paths} and (
+                Delete(str(trip), is_dir=True) in ops)
+
+        wait_for(told, timeout=60)
+    finally:
+        watcher.stop()
+    ops = [op for batch in batches for op in batch.ops]
+    assert ops.count(HalfMove(str(wedding), str(moved), is_dir=True)) == 1, ops
+    assert [op for op in ops if isinstance(op, Delete)] == [Delete(str(trip), is_dir=True)], ops
+    first = next(i for i, batch in enumerate(batches) if photos & set(batch.paths))
+    assert HalfMove(str(wedding), str(moved), is_dir=True) in [
+        op for batch in batches[:first + 1] for op in batch.ops]  # the move before any of its photos
+
+
+def test_a_folder_departure_seen_before_its_arrival_still_pairs_and_one_with_none_is_a_deletion(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two observers' events for folders, as watchdog gives them, in the order a busy machine
+    can: the folder leaving Inbox before it is said to arrive in Archive.  The departure waits for an
+    arrival of its name and is the move to it, queued before the arrival's photos; one that none
+    claims (a folder moved to the trash) is the deletion of the folder's photos after the wait, and
+    the departures watchdog adds for the folders watched inside a folder that left are no deletions
+    of their own.  In one root (no other root to come from) a folder moved out is a deletion at once."""
+    monkeypatch.setattr(watcher_module, "DEPARTURE_WAIT", FOLDER_WAIT)
+    inbox, archive = tmp_path / "Inbox", tmp_path / "Archive"
+    inbox.mkdir()
+    (archive / "wedding").mkdir(parents=True)
+    (archive / "wedding" / "IMG_1.jpg").write_bytes(b"x")
+    queue = BatchQueue(size=1000, max_wait=0, settle=0)
+    watcher = Watcher([inbox, archive], PathFilter([inbox, archive]), queue)  # its handler only
+    handler = watcher._handler
+    started = time.monotonic()
+    handler.dispatch(DirMovedEvent(str(inbox / "wedding"), ""))  # the leaving half first
+    handler.dispatch(DirMovedEvent(str(inbox / "wedding" / "ceremony"), "", is_synthetic=True))
+    handler.dispatch(DirMovedEvent(str(inbox / "trip"), ""))  # moved out of every watched folder
+    assert not queue.get(timeout=0.2)  # nothing said yet: each waits for its arrival
+    handler.dispatch(DirMovedEvent("", str(archive / "wedding")))  # the arriving half, late
+    first = queue.get(timeout=0.2)
+    assert first.ops == [HalfMove(str(inbox / "wedding"), str(archive / "wedding"), is_dir=True)]
+    ops: list[Move | Delete] = []
+
+    def told() -> bool:
+        ops.extend((queue.get(timeout=0.2) or Batch()).ops)
+        return bool(ops)
+
+    wait_for(told, timeout=10)
+    assert ops == [Delete(str(inbox / "trip"), is_dir=True)]
+    assert time.monotonic() - started >= FOLDER_WAIT
+    alone = Watcher([inbox], PathFilter([inbox]), queue)._handler
+    alone.dispatch(DirMovedEvent(str(inbox / "trip"), ""))
+    assert queue.get(timeout=0.2).ops == [Delete(str(inbox / "trip"), is_dir=True)]
 
 
 def sort_one_replace_the_other(env: Env, tmp_path: Path, moving: Path, leaving: Path) -> tuple[Path, Path]:
