@@ -10,6 +10,7 @@ Real watchdog observers, a real queue, and the real pipeline (SQLite, exiftool) 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tagwatch import watcher as watcher_module
 from tagwatch.outcomes import Status
 from tagwatch.overrides import correct, load_overrides
 from tagwatch.queue import Batch, BatchQueue, Delete, HalfMove, Move
+from tagwatch.store import DELETED, DONE
 from tagwatch.watcher import PathFilter, Watcher
 from test_phone_sync import photo, shapes_env, subject
 
@@ -327,6 +329,49 @@ def test_a_correction_follows_a_half_seen_move_only_to_the_photo_it_was(tmp_path
         assert f'"{stranger}"' not in rules  # the stranger is not the photo corrected
         env.run(stranger)
         assert subject(Path(f"{stranger}.xmp")) == {"blue", "circle"}
+    finally:
+        env.close()
+
+
+def test_a_folders_half_move_takes_its_records_only_to_the_folder_it_was(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A folder's half-seen move, as the watcher now reports a folder moved to another watched
+    root, applied: the records under it move to the new folder (one "moved" line for the folder;
+    its photos are unchanged there, nothing tagged again), and one of its photos gone on the way is
+    a deletion at its new path.  A folder that only has the name of one that left (another picture
+    in it, newer) is no move: the photos recorded under the old folder are deleted, and the
+    stranger is a new photo."""
+    env = shapes_env(tmp_path)
+    inbox, archive = tmp_path / "Inbox", tmp_path / "Archive"
+    try:
+        kept = photo(inbox / "wedding" / "IMG_1.HEIC", "green", "square", 1)
+        lost = photo(inbox / "wedding" / "IMG_2.HEIC", "red", "star", 2)
+        left = photo(inbox / "trip" / "IMG_3.HEIC", "blue", "circle", 3)
+        assert set(env.run(kept, lost, left).values()) == {Status.TAGGED}
+        keywords = subject(Path(f"{kept}.xmp"))
+        wedding = archive / "wedding"
+        archive.mkdir()
+        os.rename(kept.parent, wedding)
+        (wedding / lost.name).unlink()  # gone on the way; its sidecar is left
+        stranger = photo(archive / "trip" / left.name, "yellow", "circle", 33)
+        shutil.rmtree(left.parent)
+        with caplog.at_level("INFO", logger="tagwatch"):
+            env.pipeline.apply([HalfMove(str(kept.parent), str(wedding), is_dir=True),
+                                HalfMove(str(left.parent), str(stranger.parent), is_dir=True)])
+        said = [r.getMessage() for r in caplog.records]
+        assert [line for line in said if line.startswith("moved ")] == [
+            f"moved {kept.parent} -> {wedding} (a folder: its 2 photos' records, keywords and corrections "
+            "with it)"]
+        deleted = [line.split(";")[0] for line in said if "deleted" in line]
+        assert deleted == [f"{wedding / lost.name}: deleted"]
+        assert not Path(f"{wedding / lost.name}.xmp").exists()  # tagwatch made it, only its keywords in it
+        files = env.store.files([str(kept), str(wedding / kept.name), str(wedding / lost.name), str(left),
+                                 str(stranger)])
+        assert {path: row.state for path, row in files.items()} == {
+            str(wedding / kept.name): DONE, str(wedding / lost.name): DELETED, str(left): DELETED}
+        assert subject(Path(f"{wedding / kept.name}.xmp")) == keywords
+        assert env.run(wedding / kept.name, stranger) == {"IMG_1.HEIC": Status.UNCHANGED,
+                                                          "IMG_3.HEIC": Status.TAGGED}
     finally:
         env.close()
 
