@@ -27,7 +27,7 @@ from tagwatch import worker as worker_module
 from tagwatch.config import TaggingConfig
 from tagwatch.engine import Engine
 from tagwatch.outcomes import Outcome, Status
-from tagwatch.queue import BatchQueue, Delete, Move
+from tagwatch.queue import Batch, BatchQueue, Delete, Move
 from tagwatch.retry import EXIFTOOL_TRIES
 from tagwatch.store import DELETED, DONE, FAILED
 from tagwatch.worker import Worker
@@ -606,3 +606,29 @@ def test_renames_and_a_deletion_that_meet_a_backups_lock_wait_and_are_recorded_i
     assert moves == [(str(a), str(a2)), (str(a2), str(a3))]
     assert not [r for r in caplog.records if getattr(r, "event", None) == "tagged"]
     assert len([r for r in caplog.records if "takes writes again" in r.getMessage()]) == 1
+
+
+def test_a_deleted_folder_forgets_the_retry_state_of_every_photo_under_it_and_no_others(env: Env) -> None:
+    """The worker's per-photo retry state (backoff, still-writing watch, exiftool faults, photos put
+    back) is forgotten for every photo under a deleted or moved folder, with the separator: ``/p/20``
+    holds ``/p/20/a.jpg``, not ``/p/2024/b.jpg``.  Only the folder's own path was: the daemon test
+    (test_faults_machine) shows what a user saw of it; this one, each piece of state."""
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None)
+    inside, deeper, sibling, moved = "/p/20/a.jpg", "/p/20/x/b.jpg", "/p/2024/b.jpg", "/q/c.jpg"
+    stat = os.stat(__file__)
+    try:
+        for path in (inside, deeper, sibling, moved):
+            worker._backoff.next(path)
+            worker._writing(path, stat)
+            worker._faults[path] = (1, 0)
+            worker._requeued.add(path)
+        worker._handle(Batch(ops=[Delete("/p/20/", is_dir=True), Move(moved, "/q/d.jpg")]))
+        for path in (inside, deeper, moved):
+            assert (path in worker._backoff, path in worker._writing, path in worker._faults,
+                    path in worker._requeued) == (False, False, False, False), path
+        assert sibling in worker._backoff and sibling in worker._writing
+        assert sibling in worker._faults and sibling in worker._requeued
+    finally:
+        queue.close()
+        worker.engine.close()

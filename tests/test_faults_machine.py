@@ -174,6 +174,54 @@ def test_a_photo_whose_exiftool_is_killed_is_tagged_and_one_that_kills_it_each_t
     assert log.count(f"{always}: skipped:") == 1 and "Traceback" not in log
 
 
+# The stand-in's input: exiftool's new copy of a photo in a folder named "trip" goes where none can be
+# made, so exiftool says "Error creating ..." and the photo waits as for a full disk, for as long as it
+# is there
+NO_ROOM = """after_o = False
+for line in sys.stdin.buffer:
+    if after_o and b"/trip/" in line:
+        line = b"/dev/null/no-room.jpg\\n"
+    after_o = line == b"-o\\n"
+    real.stdin.write(line)
+    real.stdin.flush()
+"""
+
+
+def test_a_waiting_photo_in_a_folder_moved_away_and_back_starts_its_backoff_afresh(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A photo backing off (its disk full) in a folder moved out of the watched folder and put back
+    (from the trash): the worker forgot only the folder's own path, so the photo went on from its
+    old attempt, with no "not tagged yet" line and a pause that had grown (up to 5 minutes)."""
+    bin_dir = tmp_path / "bin"
+    exiftool_stand_in(bin_dir, NO_ROOM)
+    root = tmp_path / "photos"
+    (root / "trip").mkdir(parents=True)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    # -v: the "still not tagged (attempt N)" lines, which a photo that went on from its old attempt logs
+    daemon = Daemon(config, tmp_path / "daemon.log", {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, args=["-v"])
+    daemon.start()
+    try:
+        photo = noise_jpeg(root / "trip" / "full.jpg", seed=6)
+        daemon.wait_log(f"{photo}: not tagged yet: ")
+        # its third attempt: queued again to wait 4 s, and moved away meanwhile with its folder
+        daemon.wait_log(f"{photo}: still not tagged (attempt 3)")
+        moved_at = time.time()
+        os.rename(root / "trip", tmp_path / "trash")
+        # the queue dropped it (its folder's deletion queued) before the folder is put back
+        wait_for(lambda: (lambda s: s["queue"] == 0 and s["started"] + s["uptime_s"] > moved_at + 0.1)(
+            status(config)["daemon"]))
+        mark = len(daemon.log())
+        os.rename(tmp_path / "trash", root / "trip")
+        wait_for(lambda: f"{photo}: not tagged yet: " in daemon.log()[mark:]
+                 or f"{photo}: still not tagged" in daemon.log()[mark:])
+        log = daemon.log()[mark:]
+    finally:
+        daemon.stop()
+    assert f"{photo}: still not tagged" not in log, log
+    said = [line for line in log.splitlines() if f"{photo}: not tagged yet: " in line]
+    assert said and "trying again in 1 s" in said[0], log  # said again, and tried again soon
+
+
 # -- #5: the encoder child killed while it loads -------------------------------------------------------
 
 def test_an_encoder_killed_while_loading_is_a_passing_fault_and_a_bad_checkpoint_is_not(

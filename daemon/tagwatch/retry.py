@@ -173,6 +173,13 @@ class StillWriting:
         del self._seen[key]
         return False
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._seen
+
+    def keys(self) -> list[str]:
+        """Every key being watched now (the worker forgets those under a deleted folder)."""
+        return list(self._seen)
+
     def forget(self, key: str) -> None:
         self._seen.pop(key, None)
 

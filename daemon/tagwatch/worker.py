@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .engine import Engine
 from .outcomes import Outcome, Status, record_failure
@@ -264,12 +264,9 @@ class Worker(threading.Thread):
         retried = self._ops_due()
         ops = [*(op for op, _ in self._ops), *batch.ops] if retried else batch.ops
         for op in ops:
-            with self._retry_lock:  # a photo gone from its path starts afresh wherever it went
-                self._faults.pop(op.src if isinstance(op, Move) else op.path, None)
-                self._requeued.discard(op.src if isinstance(op, Move) else op.path)
-                if isinstance(op, Delete):
-                    self._backoff.clear(op.path)
             self.engine.wait_clear(lambda path, op=op: touches(op, path))
+            with self._retry_lock:  # a photo gone from its path starts afresh wherever it went
+                self._forget(_key(op), op.is_dir)  # after its batches: what they left is forgotten too
         # what still waits for the database after these: those that wait now, and the later ops
         # behind them (the retried ones are tried again, in order)
         waiting = [] if retried else list(self._ops)
@@ -301,6 +298,28 @@ class Worker(threading.Thread):
             except Exception as exc:  # selecting failed (the database): file by file, nothing else running
                 self.engine.drain()
                 self._settle(self._one_by_one(paths, exc))
+
+    def _forget(self, path: str, is_dir: bool) -> None:
+        """Drop what is kept for retrying the photo at ``path``, every photo under it where it is a
+        folder's (with the separator: ``/a/b`` holds ``/a/b/x.jpg``, not ``/a/bc/x.jpg``): it was
+        deleted or moved away, and the queue dropped or moved it (``BatchQueue.op``), so no outcome
+        of it comes back to clear it.  Only the folder's own path was: a photo backing off in a
+        folder put back (from the trash) went on from its old attempt, waiting up to 5 minutes,
+        with no "not tagged yet" line, and a daemon running for months kept every such path.
+        Under ``_retry_lock``."""
+        inside = path.rstrip(os.sep) + os.sep
+
+        def there(keys: Iterable[str]) -> list[str]:
+            return [key for key in keys if key == path or key.startswith(inside)] if is_dir else [path]
+
+        for key in there(self._backoff.keys()):
+            self._backoff.clear(key)
+        for key in there(self._writing.keys()):
+            self._writing.forget(key)
+        for key in there(self._faults):
+            self._faults.pop(key, None)
+        for waited in (self._requeued, *self._waited.values()):
+            waited.difference_update(there(waited))
 
     def _ops_due(self) -> bool:
         """Are renames and deletions waiting for the database due to be tried again?"""
