@@ -634,8 +634,9 @@ class KeywordWriter:
 
     def embeds(self, path: Path) -> bool:
         """Keywords go into the photo itself: a JPEG by its bytes and its name (a PNG named
-        ``.jpg`` is a PNG, see :func:`~tagwatch.formats.embeddable`), unless the target is sidecar."""
-        return self.settings.target != "sidecar" and embeddable(path)
+        ``.jpg`` is a PNG, see :func:`~tagwatch.formats.embeddable`), unless the target is sidecar.
+        :meth:`destinations`' first answer, so that the rule is stated once."""
+        return self.destinations(path)[0]
 
     def uses_sidecar(self, path: Path) -> bool:
         """Keywords go into the photo's XMP sidecar: every file but an embeddable JPEG, and that too

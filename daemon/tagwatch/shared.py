@@ -110,7 +110,8 @@ def sharers(writer: KeywordWriter, store: Store, path: str) -> list[Path]:
             if uses_stem_sidecar(writer, store, mate)]
 
 
-def apart(writer: KeywordWriter, store: Store, path: str, recorded: str | None = None) -> bool:
+def apart(writer: KeywordWriter, store: Store, path: str, recorded: str | None = None,
+          side: bool | None = None) -> bool:
     """Is the sidecar ``path`` shares none of its keyword fields?  So for a photo that embeds its
     keywords and nothing else (a JPEG, target "embedded") beside another photo of its stem (its
     RAW): Lightroom, Apple Photos and Windows read the JPEG's own metadata, never the RAW's
@@ -118,9 +119,13 @@ def apart(writer: KeywordWriter, store: Store, path: str, recorded: str | None =
     out are judged on its own fields, and the sidecar is left to the RAW.  Not so for one that wrote
     into that sidecar under an earlier target (its ledger's records of it say so): it takes its
     keywords out of the sidecar too, by the shared sidecar's rules.  ``recorded``: where the store
-    has the photo now, when ``path`` is the name it was renamed from."""
+    has the photo now, when ``path`` is the name it was renamed from.  ``side``: its
+    :meth:`~KeywordWriter.uses_sidecar` where the caller has it (:meth:`~KeywordWriter.destinations`:
+    the review page's one look at a JPEG's first bytes)."""
     photo = Path(path)
-    if writer.uses_sidecar(photo) or not stem_mates(writer, photo):  # the folder listed only where it counts
+    if side is None:
+        side = writer.uses_sidecar(photo)
+    if side or not stem_mates(writer, photo):  # the folder listed only where it counts
         return False
     row = store.file(recorded or path)
     return row is None or not any(name.startswith(SIDECAR_RECORD) for name in store.filled(row.id))

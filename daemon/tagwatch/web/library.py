@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlencode
@@ -366,15 +366,22 @@ class KeywordCache:
         self._cache: OrderedDict[str, tuple[tuple[int, int], Keywords | str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _source(self, path: str) -> Path:
+    def _source(self, path: str, embeds: bool | None = None) -> Path:
+        """Where the photo's keywords are read: the photo itself where the write embeds them, else its
+        sidecar.  ``embeds``: :meth:`KeywordWriter.destinations`' answer where the caller has it (the
+        photo page, which also says where they are), so a JPEG's first bytes are read once a page."""
         photo = Path(path)
-        return photo if self.writer.embeds(photo) else self.writer.sidecar_for(photo)
+        if embeds is None:
+            embeds = self.writer.embeds(photo)
+        return photo if embeds else self.writer.sidecar_for(photo)
 
-    def get_many(self, paths: Sequence[str]) -> dict[str, Keywords | str]:
+    def get_many(self, paths: Sequence[str],
+                 embeds: Mapping[str, bool] | None = None) -> dict[str, Keywords | str]:
+        """Each photo's keywords (or why none can be read); ``embeds``: see :meth:`_source`."""
         found: dict[str, Keywords | str] = {}
         to_read: dict[Path, tuple[str, tuple[int, int]]] = {}
         for path in paths:
-            source = self._source(path)
+            source = self._source(path, None if embeds is None else embeds.get(path))
             if not real(str(source)):  # the daemon follows no link: nothing is read through one here
                 what = "it is" if source == Path(path) else f"its sidecar {source.name} is"
                 found[path] = (f"{what} a symbolic link or reached through one, which tagwatch does not "
@@ -407,8 +414,8 @@ class KeywordCache:
                         self._cache.popitem(last=False)
         return found
 
-    def get(self, path: str) -> Keywords | str:
-        return self.get_many([path])[path]
+    def get(self, path: str, embeds: bool | None = None) -> Keywords | str:
+        return self.get_many([path], None if embeds is None else {path: embeds})[path]
 
 
 def file_keywords(keywords: Keywords) -> list[str]:
@@ -822,7 +829,10 @@ class Library:
     def photo(self, path: str, floor: float | None = None) -> PhotoView:
         scoring = self.scoring()
         row = self.store.file(path)
-        found = self.keywords.get(path)
+        # where the keywords are read, where the page says they are and whether it shares a sidecar,
+        # from one look at a JPEG's first bytes
+        destinations = self.keywords.writer.destinations(Path(path))
+        found = self.keywords.get(path, embeds=destinations[0])
         keywords = found if isinstance(found, Keywords) else None
         ledger = self.store.ledgers([row.id]).get(row.id, {}) if row else {}
         override = scoring.overrides.for_path(path)
@@ -833,7 +843,7 @@ class Library:
         # Keywords of ours a person took out of the file: tagwatch never writes them in again; nor
         # those a person took out of the sidecar it shares with another photo, as the write reads them
         declined = _declined(ledger, keywords)
-        beside = self._beside(path)
+        beside = self._beside(path, destinations[1])
         if beside is not None:
             others, state = beside
             declined |= set(self.keywords.writer.absent(state, {k: () for k in others.declined}))
@@ -914,14 +924,15 @@ class Library:
                          self.store.ledger_history(row.id) if row else [],
                          tuple(scoring.vocabulary.keywords), caption, crumbs, scores is not None, lower,
                          tuple(idle), unwritable, tuple(changes) if unwritable else (),
-                         self._where(path))
+                         self._where(path, destinations))
 
-    def _where(self, path: str) -> str:
-        """Where the photo's keywords are, as the write puts them and the log names it (both asked
-        :meth:`KeywordWriter.destinations`, which reads a JPEG's first bytes once): a RAW's, a HEIC's,
-        a JPEG's under ``[write] target = "sidecar"`` in its sidecar, read there (:class:`KeywordCache`)."""
+    def _where(self, path: str, destinations: tuple[bool, bool]) -> str:
+        """Where the photo's keywords are, as the write puts them and the log names it: both ask
+        :meth:`KeywordWriter.destinations` (here ``destinations``, the page's one look at a JPEG's first
+        bytes, which :class:`KeywordCache` reads them by too): a RAW's, a HEIC's, a JPEG's under
+        ``[write] target = "sidecar"`` in its sidecar, read there."""
         writer, photo = self.keywords.writer, Path(path)
-        embeds, side = writer.destinations(photo)
+        embeds, side = destinations
         if not side:
             return "the file"
         sidecar = writer.sidecar_for(photo).name
@@ -975,15 +986,16 @@ class Library:
         finally:
             model.close()
 
-    def _beside(self, path: str) -> tuple[shared.Mates, FileState] | None:
+    def _beside(self, path: str, side: bool) -> tuple[shared.Mates, FileState] | None:
         """The other photos sharing this photo's sidecar (``photo.xmp`` naming: a RAW+JPEG pair) and
         what they have in it from tagwatch (:func:`shared.mates`), with the photo and its sidecar read
         as the write reads them; None for a photo whose sidecar no other photo shares (or is none of
-        its keyword fields, :func:`shared.apart`), or that cannot be read: the page then decides as
-        for any photo."""
+        its keyword fields, :func:`shared.apart`, told ``side``, where the write puts its keywords, as
+        :meth:`KeywordWriter.destinations` found it for the page), or that cannot be read: the page
+        then decides as for any photo."""
         writer = self.keywords.writer
         try:
-            if shared.apart(writer, self.store, path):
+            if shared.apart(writer, self.store, path, side=side):
                 return None
             others = shared.mates(writer, self.store, path)
             return (others, writer.inspect(Path(path))) if others else None
