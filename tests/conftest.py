@@ -303,9 +303,10 @@ def exif_keywords(path: Path) -> dict[str, list[str]]:
 
 def write_config(folder: Path, checkpoint: Path, *, watch: list[Path] | None = None,
                  tags: list[str] | None = None, threshold: float = -1.0, top_k: int = 3,
-                 extra: str = "", model: Path = TINY_CONFIG) -> Path:
+                 extra: str = "", model: Path = TINY_CONFIG, quiet_ms: int | None = None) -> Path:
     """A config using the tiny model (or ``model``, the config ``checkpoint`` belongs to); threshold
-    -1 with top_k makes every photo get top_k tags."""
+    -1 with top_k makes every photo get top_k tags.  ``quiet_ms``: ``[batch] quiet_ms``, how long a
+    photo cut short stays unchanged before it fails (5 s by default), for a test that waits for that."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tags.txt").write_text("\n".join(tags or TAGS) + "\n", encoding="utf-8")
     lines = [
@@ -322,6 +323,7 @@ def write_config(folder: Path, checkpoint: Path, *, watch: list[Path] | None = N
         "size = 8",
         "max_wait_ms = 100",
         "settle_ms = 300",
+        *([f"quiet_ms = {quiet_ms}"] if quiet_ms is not None else []),
         extra,
     ]
     path = folder / "config.toml"

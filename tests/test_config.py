@@ -57,6 +57,7 @@ templates = ["a photo of a {}.", "a picture of {}"]
 [batch]
 size = 16
 max_wait_ms = 250
+quiet_ms = 20000
 [schedule]
 rescan = "30m"
 idle_unload = "2m"
@@ -73,7 +74,7 @@ listen = "[::1]:9100"
     assert config.database == tmp_path / "db" / "tw.db"
     assert config.model.pretrained == str(tmp_path / "weights" / "clip.pt")
     assert config.tagging.threshold == -0.5 and config.tagging.top_k == 4
-    assert config.batch.size == 16 and config.batch.max_wait_ms == 250
+    assert config.batch.size == 16 and config.batch.max_wait_ms == 250 and config.batch.quiet_ms == 20000
     assert config.schedule.rescan == 1800 and config.schedule.idle_unload == 120
     assert (config.write.target, config.write.sidecar, config.write.mtime, config.write.hierarchy_prefix) == (
         "both", "photo.xmp", "keep", "auto|clip")
@@ -92,6 +93,7 @@ listen = "[::1]:9100"
     ("[write]\nsidecar = 'photo.XMP'\n", "write.sidecar must be one of 'photo.jpg.xmp', 'photo.xmp'"),
     ("[write]\nhierarchy_prefix = '|auto'\n", "write.hierarchy_prefix must be a keyword path"),
     ("[batch]\nsize = true\n", "batch.size must be a whole number"),
+    ("[batch]\nquiet_ms = -1\n", "batch.quiet_ms must be at least 0, got -1"),
     ("[schedule]\nrescan = 'often'\n", "schedule.rescan must be a duration"),
     ("[metrics]\nlisten = '0.0.0.0:9464'\n", "metrics.listen must be a loopback address"),
     ("[metrics]\nlisten = '127.0.0.1'\n", "metrics.listen must be HOST:PORT"),

@@ -46,7 +46,8 @@ def running(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> 
     root = base / "photos"
     for sub in ("drop", "other", "bad", "retag", "scope", "card"):  # watched before files are dropped in
         (root / sub).mkdir(parents=True)
-    config = write_config(base / "conf", tiny_checkpoint, watch=[root], top_k=10)  # every tag, always
+    # every tag, always; a photo cut short fails after 2 s unchanged, not 5 (test_bad_files_…)
+    config = write_config(base / "conf", tiny_checkpoint, watch=[root], top_k=10, quiet_ms=2000)
     daemon = Daemon(config, base / "daemon.log").start()
     daemon.root = root  # type: ignore[attr-defined]
     yield daemon

@@ -83,7 +83,8 @@ def test_status_and_metrics_come_from_the_running_daemon(tmp_path: Path, tiny_ch
     """`tagwatch status` and the Prometheus endpoint show what the daemon did since it started."""
     root = tmp_path / "photos"
     root.mkdir()
-    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root],
+    # quiet_ms: broken.jpg, written at once, fails after 1 s unchanged (5 by default)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], quiet_ms=1000,
                           extra='[metrics]\nlisten = "127.0.0.1:0"')
     daemon = Daemon(config, tmp_path / "daemon.log").start()
     try:
@@ -139,7 +140,8 @@ def test_the_last_error_of_a_photo_tagged_or_deleted_since_is_shown_resolved(tmp
     stays the last error, marked resolved, with when, in the text and in --json; so does one deleted."""
     root = tmp_path / "photos"
     root.mkdir()
-    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    # a photo cut short fails once it has stayed unchanged 1 s (5 by default): both are written at once
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root], quiet_ms=1000)
     daemon = Daemon(config, tmp_path / "daemon.log").start()
 
     def last_error() -> dict:

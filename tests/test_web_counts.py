@@ -82,7 +82,8 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Library]:
         f"database = {json.dumps(str(base / 'state' / 'tagwatch.db'))}", "[model]",
         f"name = {json.dumps(str(SHAPES_CONFIG))}", f"pretrained = {json.dumps(str(SHAPES_CHECKPOINT))}",
         "[tagging]", f"threshold = {THRESHOLD}", "top_k = 3",
-        "[batch]", "size = 8", "max_wait_ms = 100", "settle_ms = 300",
+        # quiet_ms: a photo cut short fails after 1 s unchanged, not 5 (the last error's test)
+        "[batch]", "size = 8", "max_wait_ms = 100", "settle_ms = 300", "quiet_ms = 1000",
         "[web]", "enabled = true", "port = 0", ""]), encoding="utf-8")
     daemon = Daemon(config, base / "daemon.log").start()
     try:

@@ -164,6 +164,8 @@ class BatchConfig:
     size: int = 32
     max_wait_ms: int = 500
     settle_ms: int = 500
+    # a file that looks cut short (a truncated picture) fails only once it has stayed unchanged this long
+    quiet_ms: int = 5000
 
 
 @dataclass(frozen=True)
@@ -506,7 +508,7 @@ def _places(raw: dict[str, Any], where: str) -> PlacesConfig:
 def _batch(raw: dict[str, Any], where: str) -> BatchConfig:
     r = _Reader(raw, "batch.", where)
     values: dict[str, Any] = {}
-    for name, low in (("size", 1), ("max_wait_ms", 0), ("settle_ms", 0)):
+    for name, low in (("size", 1), ("max_wait_ms", 0), ("settle_ms", 0), ("quiet_ms", 0)):
         value = r.get(name, int, "a whole number")
         if value is not None:
             if value < low:

@@ -163,7 +163,8 @@ class Daemon:
         self.activity = Activity(lambda: self.worker.waiting(), len(config.watch), self.watcher.unwatched,
                                  lambda: self._database_waits())
         self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self._observe,
-                             resume=self._resume_rescore, gone=self.activity.gone)
+                             resume=self._resume_rescore, gone=self.activity.gone,
+                             quiet=config.batch.quiet_ms / 1000)
         self._metrics: MetricsServer | None = None
         self._web = None  # the review page, with [web] enabled = true
         self.scheduler = BackgroundScheduler(timezone="UTC")

@@ -29,6 +29,7 @@ from .queue import Batch, BatchQueue, Delete, Move, Op, touches
 from .retry import (
     DATABASE_LOCK_WAIT_S,
     EXIFTOOL_TRIES,
+    QUIET_S,
     Backoff,
     StillWriting,
     database_fault,
@@ -65,7 +66,7 @@ class Worker(threading.Thread):
     def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None],
                  observe: Callable[[list[Outcome]], None] | None = None,
                  resume: Callable[[], None] | None = None,
-                 gone: Callable[[str, bool], None] | None = None) -> None:
+                 gone: Callable[[str, bool], None] | None = None, quiet: float = QUIET_S) -> None:
         super().__init__(name="tagwatch-worker", daemon=True)
         self.queue, self.pipeline, self._reload = queue, pipeline, reload
         # a re-score that met a locked database is resumed with this alone (the daemon's: the re-score
@@ -74,7 +75,7 @@ class Worker(threading.Thread):
         self._observe = observe  # told every batch's outcomes: the counters `status` shows
         self._gone = gone  # told each deletion recorded (path, is_dir): a last error of it is resolved
         self._backoff = Backoff()  # files waiting for a passing disk or network problem to pass
-        self._writing = StillWriting()  # files that look cut short: still being copied?
+        self._writing = StillWriting(quiet)  # files that look cut short: still being copied?
         self._trouble: dict[str, str] = {}  # "model" → its passing problem, while it lasts
         self._waited: dict[str, set[str]] = {}  # the photos that waited on it (the database's: below)
         self._faults: dict[str, tuple[int, int]] = {}  # photo → exiftool faults on it running, progress then
