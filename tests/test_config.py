@@ -47,6 +47,7 @@ watch = ["photos"]
 exclude = ["@eaDir"]
 tags = "my-tags.txt"
 database = "db/tw.db"
+database_lock_wait = "2s"
 [model]
 name = "ViT-B-32"
 pretrained = "weights/clip.pt"
@@ -71,7 +72,7 @@ listen = "[::1]:9100"
 """))
     assert config.watch == (tmp_path / "photos",)
     assert config.tags == tmp_path / "my-tags.txt"
-    assert config.database == tmp_path / "db" / "tw.db"
+    assert config.database == tmp_path / "db" / "tw.db" and config.database_lock_wait == 2
     assert config.model.pretrained == str(tmp_path / "weights" / "clip.pt")
     assert config.tagging.threshold == -0.5 and config.tagging.top_k == 4
     assert config.batch.size == 16 and config.batch.max_wait_ms == 250 and config.batch.quiet_ms == 20000
@@ -94,6 +95,7 @@ listen = "[::1]:9100"
     ("[write]\nhierarchy_prefix = '|auto'\n", "write.hierarchy_prefix must be a keyword path"),
     ("[batch]\nsize = true\n", "batch.size must be a whole number"),
     ("[batch]\nquiet_ms = -1\n", "batch.quiet_ms must be at least 0, got -1"),
+    ("database_lock_wait = '1m'\n", "database_lock_wait must be longer than 0 s and at most 30 s"),
     ("[schedule]\nrescan = 'often'\n", "schedule.rescan must be a duration"),
     ("[metrics]\nlisten = '0.0.0.0:9464'\n", "metrics.listen must be a loopback address"),
     ("[metrics]\nlisten = '127.0.0.1'\n", "metrics.listen must be HOST:PORT"),

@@ -368,12 +368,13 @@ RESCORE_STATUS = "re-score  {} re-score waits for the database (database is lock
 OLD_TAGS, NEW_TAGS = ["beach", "forest", "mountain"], ["city street", "snow field", "harbour"]
 
 
-def _sync_config(tmp_path: Path, tiny_checkpoint: Path, photos: Path) -> Path:
+def _sync_config(tmp_path: Path, tiny_checkpoint: Path, photos: Path, lock_wait: str | None = None) -> Path:
     """Sync mode: a tag taken out of the list comes out of the photos, so the old list's keywords
-    left in a photo are a re-score that did not happen."""
+    left in a photo are a re-score that did not happen.  ``lock_wait``: the config's
+    ``database_lock_wait`` (5 s by default), how long each try waits under the backup's lock."""
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos], tags=OLD_TAGS, top_k=2)
-    config.write_text(config.read_text(encoding="utf-8").replace("[tagging]", '[tagging]\nmode = "sync"'),
-                      encoding="utf-8")
+    text = config.read_text(encoding="utf-8").replace("[tagging]", '[tagging]\nmode = "sync"')
+    config.write_text((f'database_lock_wait = "{lock_wait}"\n' if lock_wait else "") + text, encoding="utf-8")
     return config
 
 
@@ -403,7 +404,7 @@ def test_a_tag_list_edited_while_a_backup_holds_the_database_is_applied_once_it_
     unchanged, are not said again at all)."""
     photos = tmp_path / "photos"
     made = [noise_jpeg(photos / f"p{i}.jpg", seed=30 + i) for i in range(3)]
-    config = _sync_config(tmp_path, tiny_checkpoint, photos)
+    config = _sync_config(tmp_path, tiny_checkpoint, photos, lock_wait="1s")  # three tries: 1 s each, not 5
     config.write_text(config.read_text(encoding="utf-8").replace(
         'tags = "tags.txt"\n', 'tags = "tags.txt"\noverrides = "overrides.toml"\n'), encoding="utf-8")
     (tmp_path / "conf" / "overrides.toml").write_text(
@@ -490,7 +491,7 @@ def test_a_daemon_started_while_a_backup_holds_the_database_starts_and_catches_u
     SIGTERM meanwhile, and, started again, catches up once the lock is let go."""
     photos = tmp_path / "photos"
     first = noise_jpeg(photos / "first.jpg", seed=40)
-    config = _sync_config(tmp_path, tiny_checkpoint, photos)
+    config = _sync_config(tmp_path, tiny_checkpoint, photos, lock_wait="1s")  # each try: 1 s, not 5
     daemon = Daemon(config, tmp_path / "daemon.log")
     daemon.start()
     wait_for(lambda: set(exif_keywords(first)["iptc"]) & set(OLD_TAGS))

@@ -510,6 +510,8 @@ def test_a_restore_a_command_found_is_logged_at_the_start_and_its_note_ends_afte
     for i in range(2):
         noise_jpeg(photos / f"p{i}.jpg", seed=80 + i)
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos])
+    # the check's record under the lock waits 1 s before it says so, not 5
+    config.write_text('database_lock_wait = "1s"\n' + config.read_text(encoding="utf-8"), encoding="utf-8")
     database = tmp_path / "conf" / "state" / "tagwatch.db"
     daemon = Daemon(config, tmp_path / "daemon.log", args=["-v"])  # -v: the check's record's lines
     daemon.start()

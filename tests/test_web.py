@@ -1001,7 +1001,9 @@ def test_without_a_daemon_tagwatch_web_applies_a_correction_itself(site: Site, t
     config = conf / "config.toml"
     config.write_text("\n".join([
         f"watch = [{json.dumps(str(root))}]", 'tags = "tags.txt"', 'overrides = "overrides.toml"',
-        'database = "state/tagwatch.db"', "[model]", f"name = {json.dumps(str(SHAPES_CONFIG))}",
+        # database_lock_wait: each try under the backup's lock waits 1 s before it says so, not 5
+        'database = "state/tagwatch.db"', 'database_lock_wait = "1s"', "[model]",
+        f"name = {json.dumps(str(SHAPES_CONFIG))}",
         f"pretrained = {json.dumps(str(SHAPES_CHECKPOINT))}", "[tagging]", f"threshold = {THRESHOLD}", ""]),
         encoding="utf-8")
     source, copy = Store(site.conf / "state" / "tagwatch.db"), Store(conf / "state" / "tagwatch.db")

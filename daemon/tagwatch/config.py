@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .retry import DATABASE_LOCK_WAIT_S
+
 DEFAULT_MODEL = "ViT-B-32-256"
 DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
 MODES = ("append", "sync", "overwrite")
@@ -196,6 +198,9 @@ class WebConfig:
         return is_loopback(self.host)
 
 
+# store.LOCK_WAIT_S, SQLite's own wait on the daemon's connection (not imported: the store brings numpy)
+LOCK_WAIT_MAX_S = 30.0
+
 @dataclass(frozen=True)
 class Config:
     watch: tuple[Path, ...] = ()
@@ -205,6 +210,9 @@ class Config:
     tags: Path = field(default_factory=builtin_tag_list)
     overrides: Path | None = None  # a person's per-path corrections (overrides.toml), watched like tags
     database: Path = field(default_factory=default_database_path)
+    # how long the daemon's writes (a photo batch, a re-score) and the review page's corrections wait
+    # for a database another program holds locked before they say so and try again later
+    database_lock_wait: float = DATABASE_LOCK_WAIT_S
     log_level: str = "info"
     log_format: str = "text"  # json: one JSON object per line, for journald/Loki/jq
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
@@ -662,6 +670,12 @@ def parse_config(raw: dict[str, Any], base: Path, where: str, source: Path | Non
         values["poll_interval"] = parse_duration(poll_interval, "poll_interval", where)
         if values["poll_interval"] <= 0:
             raise r.fail("poll_interval", "must be longer than 0 s")
+    lock_wait = r.get("database_lock_wait", (str, int, float), "a duration like \"5s\"")
+    if lock_wait is not None:
+        values["database_lock_wait"] = parse_duration(lock_wait, "database_lock_wait", where)
+        if not 0 < values["database_lock_wait"] <= LOCK_WAIT_MAX_S:
+            raise r.fail("database_lock_wait", f"must be longer than 0 s and at most {LOCK_WAIT_MAX_S:g} s "
+                                               "(SQLite's own wait, which a longer one would meet first)")
     exclude = r.string_list("exclude")
     if exclude is not None:
         if any(not pattern.strip() for pattern in exclude):

@@ -36,7 +36,7 @@ from .outcomes import Outcome
 from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue, backlog_batch
-from .retry import DATABASE_LOCK_WAIT_S, QUIET_S, Backoff
+from .retry import QUIET_S, Backoff
 from .shared import sidecar_lost
 from .signals import SignalThread
 from .status import (
@@ -164,7 +164,7 @@ class Daemon:
                                  lambda: self._database_waits())
         self.worker = Worker(self.queue, self.pipeline, self._reload_tags, self._observe,
                              resume=self._resume_rescore, gone=self.activity.gone,
-                             quiet=config.batch.quiet_ms / 1000)
+                             quiet=config.batch.quiet_ms / 1000, lock_wait=config.database_lock_wait)
         self._metrics: MetricsServer | None = None
         self._web = None  # the review page, with [web] enabled = true
         self.scheduler = BackgroundScheduler(timezone="UTC")
@@ -358,7 +358,7 @@ class Daemon:
         # A start under a backup's lock starts: the tag list is adopted (its new prompt vectors kept
         # in memory where they cannot be stored), and a re-score that meets the lock waits in the
         # worker as an edit's does, the photos backing off as ever.  Waited for as a batch's write.
-        with self.store.lock_wait(DATABASE_LOCK_WAIT_S):
+        with self.store.lock_wait(self.config.database_lock_wait):
             try:
                 self._load_tags()
             except Exception as exc:
@@ -525,7 +525,7 @@ class Daemon:
         worker and was then dropped, so that a start under the lock left the note in `tagwatch
         status` until the hourly rescan, or the next start (user round xZ #6)."""
         try:
-            with self.store.lock_wait(DATABASE_LOCK_WAIT_S):
+            with self.store.lock_wait(self.config.database_lock_wait):
                 restored = self.store.restore_checked(began_ns)
         except sqlite3.Error as exc:
             if locked(exc) and not self.stopped.is_set():

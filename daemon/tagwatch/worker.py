@@ -66,7 +66,8 @@ class Worker(threading.Thread):
     def __init__(self, queue: BatchQueue, pipeline: Pipeline, reload: Callable[[], None],
                  observe: Callable[[list[Outcome]], None] | None = None,
                  resume: Callable[[], None] | None = None,
-                 gone: Callable[[str, bool], None] | None = None, quiet: float = QUIET_S) -> None:
+                 gone: Callable[[str, bool], None] | None = None, quiet: float = QUIET_S,
+                 lock_wait: float = DATABASE_LOCK_WAIT_S) -> None:
         super().__init__(name="tagwatch-worker", daemon=True)
         self.queue, self.pipeline, self._reload = queue, pipeline, reload
         # a re-score that met a locked database is resumed with this alone (the daemon's: the re-score
@@ -107,8 +108,10 @@ class Worker(threading.Thread):
         self._when_settled: list[Callable[[], None]] = []  # told once nothing is queued or in flight
         self.batches = 0
         self.idle = threading.Event()
-        # photo batches wait DATABASE_LOCK_WAIT_S for a locked database, then WAIT (said at once)
-        self.engine = Engine(pipeline, on_idle=queue.wake, lock_wait_s=DATABASE_LOCK_WAIT_S)
+        # photo batches wait DATABASE_LOCK_WAIT_S (the config's database_lock_wait) for a locked
+        # database, then WAIT (said at once); so do a re-score and the renames and deletions
+        self._lock_wait = lock_wait
+        self.engine = Engine(pipeline, on_idle=queue.wake, lock_wait_s=lock_wait)
 
     def waiting(self) -> int:
         """Photos waiting, as ``tagwatch status`` counts them: the queue's and those a batch holds (a
@@ -206,7 +209,7 @@ class Worker(threading.Thread):
         """The reload (or the resumed re-score), its writes waiting as a photo batch's for a database
         another program holds locked (DATABASE_LOCK_WAIT_S, not SQLite's 30 s for each changed photo
         in turn); one that meets it is resumed later (:meth:`rescore_waits`)."""
-        with self.pipeline.store.lock_wait(DATABASE_LOCK_WAIT_S):
+        with self.pipeline.store.lock_wait(self._lock_wait):
             try:
                 call()
             except Exception as exc:
@@ -273,7 +276,7 @@ class Worker(threading.Thread):
         waiting = [] if retried else list(self._ops)
         # a backup's lock is waited out as a photo batch's is, not SQLite's 30 s an op: one not
         # recorded waits, in order, instead of being lost
-        with self.pipeline.store.lock_wait(DATABASE_LOCK_WAIT_S):
+        with self.pipeline.store.lock_wait(self._lock_wait):
             paths = batch.paths + self.pipeline.apply(ops, waiting)
         self._ops_wait(waiting, retried)
         if self._gone is not None:
@@ -293,7 +296,7 @@ class Worker(threading.Thread):
         if not paths:
             return
         # selecting (and, with captions on, the whole batch) runs here: as short a wait as the stages'
-        with self.pipeline.store.lock_wait(DATABASE_LOCK_WAIT_S):
+        with self.pipeline.store.lock_wait(self._lock_wait):
             try:
                 self.engine.submit(paths, self._settle, wait_for_writers=self._still_writing)
             except Exception as exc:  # selecting failed (the database): file by file, nothing else running

@@ -30,7 +30,7 @@ from ..exiftool import MetadataError
 from ..metadata import ExifTool, KeywordWriter
 from ..overrides import OverridesError, correct
 from ..pipeline import pipeline_for
-from ..retry import DATABASE_LOCK_WAIT_S, Backoff, transient_reason
+from ..retry import Backoff, transient_reason
 from ..scoring import tag_thresholds
 from ..status import AlreadyRunning, hold_lock, running_daemon
 from ..store import Store, StoreError
@@ -127,12 +127,12 @@ def apply_now(config: Config) -> tuple[int, int]:
     """Re-apply the tag list and overrides to every cached photo, as a daemon does after an edit
     (no image encoded; the model's child starts only for prompts never encoded).  The caller holds
     the daemon's lock.  Returns (photos re-scored, photos rewritten).  Every write waits
-    DATABASE_LOCK_WAIT_S for another program's lock (a backup's: said soon, tried again later), the
+    ``config.database_lock_wait`` for another program's lock (a backup's: said soon, tried again later), the
     new prompts' vectors too: stored at the pipeline's start, they waited SQLite's 30 s each part."""
     store = Store(config.database)
     exiftool = ExifTool()
     try:
-        with store.lock_wait(DATABASE_LOCK_WAIT_S):
+        with store.lock_wait(config.database_lock_wait):
             pipeline = pipeline_for(config, store, KeywordWriter(exiftool, config.write))
             try:
                 pipeline.confine(config.watch)  # as the daemon: never a file reached through a folder link
