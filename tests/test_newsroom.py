@@ -277,7 +277,7 @@ def test_the_daemon_counts_a_photo_it_wrote_nothing_into_as_unchanged(tmp_path: 
     mark = len(daemon.log())
     shutil.copy2(root / "a.jpg", tmp_path / "b.jpg")
     (tmp_path / "b.jpg").rename(root / "b.jpg")
-    daemon.wait_log(f"{root / 'b.jpg'}: ", since=mark)
+    daemon.wait_log(f"checked {root / 'b.jpg'}, a copy of {root / 'a.jpg'} (", since=mark)  # one line
     seen = time.time()
     later = wait_for(lambda: (s := state()) and time.time() - s["age_s"] > seen + 0.1 and s)  # written since
     assert later["tagged_since_start"] == 1 and later["unchanged_since_start"] >= 1, later
