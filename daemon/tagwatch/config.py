@@ -201,6 +201,7 @@ class WebConfig:
 # store.LOCK_WAIT_S, SQLite's own wait on the daemon's connection (not imported: the store brings numpy)
 LOCK_WAIT_MAX_S = 30.0
 
+
 @dataclass(frozen=True)
 class Config:
     watch: tuple[Path, ...] = ()
