@@ -141,9 +141,11 @@ class WebServer:
         # the app checks Host against where it listens: --host 0.0.0.0 must not keep the config's loopback
         config = replace(config, web=replace(config.web, host=self.host, port=self.port))
         self.app = create_app(config, token=self.token, port=self.port, apply_corrections=apply_corrections)
+        # loop "asyncio", never uvloop where it is installed: uvloop takes Python's signal wakeup pipe
+        # for its own, and `tagwatch web`'s SIGHUP comes through it (tagwatch.signals)
         self.server = uvicorn.Server(uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
-            timeout_graceful_shutdown=2))
+            timeout_graceful_shutdown=2, loop="asyncio"))
         self._thread: threading.Thread | None = None
         warning = exposure(self.host, page_address(self.host, self.port))
         if warning:
