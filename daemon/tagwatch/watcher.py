@@ -385,9 +385,11 @@ def _through_link(path: str) -> bool:
 
 class _Recent:
     """Paths remembered by name: the latest :data:`ARRIVALS`, and every one of the last
-    :data:`ARRIVALS_KEPT_S` whatever their number, as the photos that arrived are.  The folders moved
-    in from nowhere, for a folder's departure from another root to find (:meth:`_Handler._folder_left`);
-    a look-up by name, never a pass over them.  Not locked: its owner's lock guards it."""
+    :data:`ARRIVALS_KEPT_S` whatever their number: the photos that arrived, for a photo whose move
+    inotify saw only half of (:meth:`_Handler._went_to`), and the folders moved in from nowhere, for a
+    folder's departure from another root (:meth:`_Handler._folder_left`).  A look-up by name, never a
+    pass over them; a path seen again is the latest of its name.  Not locked: its owner's lock
+    guards it."""
 
     def __init__(self) -> None:
         self._when: OrderedDict[str, tuple[str, float]] = OrderedDict()  # path → its name and when
@@ -461,9 +463,7 @@ class _Handler(FileSystemEventHandler):
         # name is kept (phones reuse names), and the new folders, so that a photo created elsewhere
         # is none.
         # One handler serves every root's observer thread: these are changed under _arrivals_lock.
-        self._arrived: OrderedDict[str, tuple[str, float]] = OrderedDict()  # path → its name and when
-        # (monotonic), oldest first
-        self._named: dict[str, list[str]] = {}  # name → those paths, oldest first
+        self._arrived = _Recent()
         self._new_folders: OrderedDict[str, None] = OrderedDict()
         # folders moved in from nowhere while several roots are watched, by name: where a folder that
         # left another root for nowhere went (see _folder_left)
@@ -557,7 +557,6 @@ class _Handler(FileSystemEventHandler):
         before their departures came, and they were deletions and new photos).  A departure of its
         name already waiting (:meth:`_depart`) is the move to it, queued now."""
         name = os.path.basename(path)
-        now = time.monotonic()
         with self._arrivals_lock:
             left = [src for src in self._leaving.pop(name, []) if src != path]
             for src in left:
@@ -565,21 +564,7 @@ class _Handler(FileSystemEventHandler):
         for src in left:
             self.queue.op(HalfMove(src, path))
         with self._arrivals_lock:
-            if path in self._arrived:
-                self._arrived.move_to_end(path)
-                self._arrived[path] = (name, now)
-                return
-            self._arrived[path] = (name, now)
-            self._named.setdefault(name, []).append(path)
-            while len(self._arrived) > ARRIVALS:
-                old, (old_name, when) = next(iter(self._arrived.items()))
-                if when > now - ARRIVALS_KEPT_S:
-                    break
-                self._arrived.popitem(last=False)
-                paths = self._named[old_name]
-                paths.remove(old)
-                if not paths:
-                    del self._named[old_name]
+            self._arrived.add(path)
 
     def _hold(self, path: str) -> None:
         """Queue ``path``, moved in from nowhere, to be tagged no sooner than :data:`PAIR_DELAY` from
@@ -680,7 +665,7 @@ class _Handler(FileSystemEventHandler):
         size and time); none if it was moved out of the watched folders, or into a hidden one.  They
         stay remembered: the photo is perhaps another of them."""
         with self._arrivals_lock:
-            found = list(reversed(self._named.get(os.path.basename(src), [])))
+            found = self._arrived.named(os.path.basename(src))
         return [dst for dst in found if dst != src and self.filt.wanted(dst) and os.path.isfile(dst)]
 
     def _retry_folder(self, folder: str) -> None:
