@@ -108,6 +108,11 @@ def env(tmp_path: Path, tiny_checkpoint: Path) -> Env:
     env.close()
 
 
+def xmp_of(photo: Path) -> Path:
+    """The sidecar tagwatch writes for ``photo`` (its default naming, ``IMG_1.jpg.xmp``)."""
+    return photo.with_name(photo.name + ".xmp")
+
+
 def keywords_in(photo: Path) -> set[str]:
     found = exif_keywords(photo)
     assert sorted(found["iptc"]) == sorted(found["xmp"])
@@ -551,14 +556,13 @@ def test_a_correction_and_sidecar_follow_a_photo_renamed_while_no_daemon_runs(
     overrides_file.write_text(text, encoding="utf-8")
     daemon: Daemon = daemon_factory(config).start()
     corrected = {"forest", "mountain", "city street", "Ünïcödé tag", "日本語", "Anna", "Oma"}
-    sidecar = lambda photo: photo.with_name(photo.name + ".xmp")  # noqa: E731
-    wait_for(lambda: all(keywords_in(p) == corrected and sidecar(p).is_file() for p in (app, alone)))
+    wait_for(lambda: all(keywords_in(p) == corrected and xmp_of(p).is_file() for p in (app, alone)))
     assert daemon.stop() == 0
     encoded = status(config)["encoded"]
 
     app2, alone2 = root / "app2.jpg", root / "alone2.jpg"
     app.rename(app2)
-    sidecar(app).rename(sidecar(app2))  # a photo app renames both
+    xmp_of(app).rename(xmp_of(app2))  # a photo app renames both
     alone.rename(alone2)  # a file manager the photo alone
     daemon.start()
     wait_for(lambda: status(config)["deleted"] == 2 and status(config)["tagged"] == 2)
@@ -568,15 +572,15 @@ def test_a_correction_and_sidecar_follow_a_photo_renamed_while_no_daemon_runs(
     assert text.startswith("# mine\n") and str(app) not in text and str(alone) not in text
     for photo in (app2, alone2):
         assert keywords_in(photo) == corrected
-        assert set(exif_keywords(sidecar(photo))["xmp"]) == corrected
-    assert not sidecar(alone).exists() and not sidecar(app).exists()  # carried, not left behind
+        assert set(exif_keywords(xmp_of(photo))["xmp"]) == corrected
+    assert not xmp_of(alone).exists() and not xmp_of(app).exists()  # carried, not left behind
     assert status(config)["encoded"] == encoded  # tagged from the vector its content keeps
     # the correction's keyword stays recorded the person's, as after a live rename: a deletion then
     # takes it out of the sidecar with tagwatch's, and the person's own stay
     mark = len(daemon.log())
     app2.unlink()
     daemon.wait_log(f"{app2}: deleted", since=mark)
-    assert exif_keywords(sidecar(app2))["xmp"] == ["Oma"]
+    assert exif_keywords(xmp_of(app2))["xmp"] == ["Oma"]
     assert daemon.stop() == 0
     with contextlib.closing(sqlite3.connect(f"file:{config.parent / 'state' / 'tagwatch.db'}?mode=ro",
                                             uri=True)) as db:
@@ -586,6 +590,33 @@ def test_a_correction_and_sidecar_follow_a_photo_renamed_while_no_daemon_runs(
             (str(alone2),))}
     assert rows[str(app)] == rows[str(alone)] == "deleted"
     assert {("Anna", USER), ("forest", "added")} <= ledger and not any(k == "Oma" for k, _ in ledger)
+
+
+def two_roots_with_corrections(tmp_path: Path, checkpoint: Path, inbox: Path, archive: Path
+                               ) -> tuple[Path, Path]:
+    """A config watching ``inbox`` and ``archive``, keywords into sidecars, corrections in ``o.toml``
+    beside it: (the config, the corrections file)."""
+    config = write_config(tmp_path / "conf", checkpoint, watch=[inbox, archive],
+                          extra='[write]\ntarget = "sidecar"\n')
+    config.write_text('overrides = "o.toml"\n' + config.read_text())
+    return config, config.parent / "o.toml"
+
+
+def tagged_then_oma(daemon_factory, config: Path, photos: list[Path], everything: list[Path]
+                    ) -> tuple[Daemon, list[set[str]], int]:
+    """Start the daemon, wait till each of ``everything`` is tagged into its sidecar, then save the
+    person's ``Oma`` into the sidecars of ``photos`` and wait till the daemon has checked them
+    (nothing to write): the daemon, tagwatch's keywords in each of ``photos`` before ``Oma``, and
+    the photos encoded so far."""
+    daemon: Daemon = daemon_factory(config).start()
+    wait_for(lambda: all(xmp_of(p).is_file() for p in everything)
+             and status(config)["tagged"] == len(everything))
+    ours = [set(exif_keywords(xmp_of(p))["xmp"]) for p in photos]
+    for photo in photos:
+        add_to_sidecar(xmp_of(photo), "Oma")  # the person's keyword, in the sidecar only
+    wait_for(lambda: (lambda s: s["daemon"]["unchanged_since_start"] >= len(photos)
+                      and s["daemon"]["queue"] == 0)(status(config)))
+    return daemon, ours, status(config)["encoded"]
 
 
 def add_to_sidecar(side: Path, keyword: str) -> None:
@@ -719,42 +750,30 @@ def test_photos_moved_live_to_another_watched_folder_are_moves_sidecar_correctio
     inbox, archive = tmp_path / "Inbox", tmp_path / "Archive"
     (archive / "2026").mkdir(parents=True)
     inbox.mkdir()
-    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[inbox, archive],
-                          extra='[write]\ntarget = "sidecar"\n')
-    config.write_text('overrides = "o.toml"\n' + config.read_text())
-    overrides_file = config.parent / "o.toml"
+    config, overrides_file = two_roots_with_corrections(tmp_path, tiny_checkpoint, inbox, archive)
     names = ("IMG_1.jpg", "IMG_2.jpg")
     old = [inbox / name for name in names]
     new = [archive / "2026" / name for name in names]
-    sidecar = lambda photo: photo.with_name(photo.name + ".xmp")  # noqa: E731
     text = "# mine\n"
     for seed, photo in enumerate(old, start=7):
         noise_jpeg(photo, seed=seed)
         text = correct(text, overrides_file, [inbox, archive], str(photo), "Anna", "add")
     overrides_file.write_text(text, encoding="utf-8")
-    daemon: Daemon = daemon_factory(config).start()
-    wait_for(lambda: all(sidecar(p).is_file() for p in old) and status(config)["tagged"] == 2)
-    ours = [set(exif_keywords(sidecar(p))["xmp"]) for p in old]
+    daemon, ours, encoded = tagged_then_oma(daemon_factory, config, old, old)
     assert all(len(keywords) == 4 and "Anna" in keywords for keywords in ours)
-    for photo in old:
-        add_to_sidecar(sidecar(photo), "Oma")  # the person's keyword, in the sidecar only
-    # the daemon has looked at the sidecars edited (each photo checked: nothing to write)
-    wait_for(lambda: (lambda s: s["daemon"]["unchanged_since_start"] >= 2 and s["daemon"]["queue"] == 0)(
-        status(config)))
-    encoded = status(config)["encoded"]
 
     mark = len(daemon.log())
     shutil.move(old[0], new[0])  # renames: the two roots' watches each see one half
     shutil.move(old[1], new[1])
-    shutil.move(sidecar(old[1]), sidecar(new[1]))
+    shutil.move(xmp_of(old[1]), xmp_of(new[1]))
     for before, after in zip(old, new, strict=True):
         daemon.wait_log(f"moved {before} -> {after}", since=mark)
         wait_for(lambda after=after: f'path = "{after}"' in overrides_file.read_text(encoding="utf-8"))
-    log = daemon.wait_log(f"moved sidecar {sidecar(old[0])} -> {sidecar(new[0])}", since=mark)[mark:]
-    assert sidecar(new[0]).is_file() and not sidecar(old[0]).exists()
+    log = daemon.wait_log(f"moved sidecar {xmp_of(old[0])} -> {xmp_of(new[0])}", since=mark)[mark:]
+    assert xmp_of(new[0]).is_file() and not xmp_of(old[0]).exists()
     assert "deleted" not in log and "tagged" not in log and "copy" not in log.lower(), log
     for keywords, photo in zip(ours, new, strict=True):
-        assert set(exif_keywords(sidecar(photo))["xmp"]) == keywords | {"Oma"}
+        assert set(exif_keywords(xmp_of(photo))["xmp"]) == keywords | {"Oma"}
         assert exif_keywords(photo)["xmp"] == []  # target sidecar: nothing written into the JPEG
     counts = status(config)
     assert (counts["tagged"], counts["deleted"], counts["encoded"]) == (2, 0, encoded)
@@ -767,7 +786,7 @@ def test_photos_moved_live_to_another_watched_folder_are_moves_sidecar_correctio
     mark = len(daemon.log())
     new[0].unlink()
     daemon.wait_log(f"{new[0]}: deleted", since=mark)
-    assert exif_keywords(sidecar(new[0]))["xmp"] == ["Oma"]
+    assert exif_keywords(xmp_of(new[0]))["xmp"] == ["Oma"]
     assert daemon.stop() == 0
 
 
@@ -788,28 +807,17 @@ def test_a_folder_moved_live_to_another_watched_folder_is_a_move_of_each_photo_i
     wedding, trip, outtakes = inbox / "2026-12-wedding", inbox / "2026-11-trip", inbox / "outtakes"
     for folder in (wedding / "ceremony", trip, outtakes, archive, trash):
         folder.mkdir(parents=True)
-    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[inbox, archive],
-                          extra='[write]\ntarget = "sidecar"\n')
-    config.write_text('overrides = "o.toml"\n' + config.read_text())
-    overrides_file = config.parent / "o.toml"
+    config, overrides_file = two_roots_with_corrections(tmp_path, tiny_checkpoint, inbox, archive)
     old = [wedding / "IMG_1.jpg", wedding / "IMG_2.jpg", wedding / "ceremony" / "IMG_3.jpg"]
     others = [trip / "IMG_9.jpg", outtakes / "IMG_5.jpg"]
     moved = archive / wedding.name
     new = [moved / photo.relative_to(wedding) for photo in old]
-    sidecar = lambda photo: photo.with_name(photo.name + ".xmp")  # noqa: E731
     for seed, photo in enumerate(old + others, start=7):
         noise_jpeg(photo, seed=seed)
     text = correct("# mine\n", overrides_file, [inbox, archive], str(old[0]), "Anna", "add")
     overrides_file.write_text(text, encoding="utf-8")
-    daemon: Daemon = daemon_factory(config).start()
-    wait_for(lambda: all(sidecar(p).is_file() for p in old + others) and status(config)["tagged"] == 5)
-    ours = [set(exif_keywords(sidecar(p))["xmp"]) for p in old]
+    daemon, ours, encoded = tagged_then_oma(daemon_factory, config, old, old + others)
     assert "Anna" in ours[0] and all(len(keywords) == 3 for keywords in ours[1:])
-    for photo in old:
-        add_to_sidecar(sidecar(photo), "Oma")  # the person's keyword, in the sidecar only
-    wait_for(lambda: (lambda s: s["daemon"]["unchanged_since_start"] >= 3 and s["daemon"]["queue"] == 0)(
-        status(config)))
-    encoded = status(config)["encoded"]
 
     mark = len(daemon.log())
     os.rename(wedding, moved)
@@ -819,7 +827,7 @@ def test_a_folder_moved_live_to_another_watched_folder_is_a_move_of_each_photo_i
         status(config)["daemon"]))
     wait_for(lambda: f'path = "{new[0]}"' in overrides_file.read_text(encoding="utf-8"))
     for keywords, photo in zip(ours, new, strict=True):
-        assert set(exif_keywords(sidecar(photo))["xmp"]) == keywords | {"Oma"}
+        assert set(exif_keywords(xmp_of(photo))["xmp"]) == keywords | {"Oma"}
     counts = status(config)
     assert (counts["tagged"], counts["deleted"], counts["encoded"]) == (5, 0, encoded)
     assert f'path = "{old[0]}"' not in overrides_file.read_text(encoding="utf-8")
@@ -841,5 +849,5 @@ def test_a_folder_moved_live_to_another_watched_folder_is_a_move_of_each_photo_i
     assert untagged.returncode == 0, untagged.stderr
     # tagwatch's keywords, counted as tagwatch's after the move, taken out; the person's Oma, and
     # Anna their correction added (docs/overrides.md: a person's keyword), kept
-    assert [sorted(exif_keywords(sidecar(photo))["xmp"]) for photo in new] == [
+    assert [sorted(exif_keywords(xmp_of(photo))["xmp"]) for photo in new] == [
         ["Anna", "Oma"], ["Oma"], ["Oma"]]
