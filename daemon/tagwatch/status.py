@@ -24,7 +24,7 @@ from typing import Any
 
 from .atomic import write_atomic
 from .outcomes import Outcome, Status
-from .store import private_folder
+from .store import inside, private_folder
 from .wording import counted
 
 log = logging.getLogger(__name__)
@@ -183,12 +183,11 @@ class Activity:
         with self._lock:
             self._failing.pop(path, None)
             self._resolve(path, now, Status.GONE)
-            if is_dir:  # with the separator: /a/b holds /a/b/x.jpg, not /a/bc/x.jpg
-                folder = path.rstrip(os.sep) + os.sep
-                for failing in [p for p in self._failing if p.startswith(folder)]:
+            if is_dir:  # store.inside's rule: /a/b holds /a/b/x.jpg, not /a/bc/x.jpg
+                for failing in [p for p in self._failing if inside(p, [path])]:
                     del self._failing[failing]
                 error = self.last_error
-                if error is not None and error["path"].startswith(folder):
+                if error is not None and inside(error["path"], [path]):
                     self._resolve(error["path"], now, Status.GONE)
 
     def _resolve(self, path: str, now: float, how: Status) -> None:

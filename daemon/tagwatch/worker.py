@@ -37,6 +37,7 @@ from .retry import (
     exiftool_fault,
     transient_reason,
 )
+from .store import inside
 from .wording import counted
 
 log = logging.getLogger(__name__)
@@ -305,16 +306,14 @@ class Worker(threading.Thread):
 
     def _forget(self, path: str, is_dir: bool) -> None:
         """Drop what is kept for retrying the photo at ``path``, every photo under it where it is a
-        folder's (with the separator: ``/a/b`` holds ``/a/b/x.jpg``, not ``/a/bc/x.jpg``): it was
-        deleted or moved away, and the queue dropped or moved it (``BatchQueue.op``), so no outcome
+        folder's (:func:`~tagwatch.store.inside`: ``/a/b`` holds ``/a/b/x.jpg``, not ``/a/bc/x.jpg``):
+        it was deleted or moved away, and the queue dropped or moved it (``BatchQueue.op``), so no outcome
         of it comes back to clear it.  Only the folder's own path was: a photo backing off in a
         folder put back (from the trash) went on from its old attempt, waiting up to 5 minutes,
         with no "not tagged yet" line, and a daemon running for months kept every such path.
         Under ``_retry_lock``."""
-        inside = path.rstrip(os.sep) + os.sep
-
         def there(keys: Iterable[str]) -> list[str]:
-            return [key for key in keys if key == path or key.startswith(inside)] if is_dir else [path]
+            return [key for key in keys if key == path or inside(key, [path])] if is_dir else [path]
 
         for key in there(self._backoff.keys()):
             self._backoff.clear(key)
