@@ -217,6 +217,11 @@ assert len(_STEPS) == SCHEMA_VERSION
 # the daemon had checked every photo of its watched folders again after that (see
 # Store.restore_checked).
 _IDENTITY, _GENERATION, _RESTORED, _CHECKED = "identity", "generation", "restored", "restore-checked"
+# Also a row per ``[write] hierarchy_prefix`` tagwatch ever wrote hierarchical paths under, named
+# this and the prefix (value: when first recorded, ns): the ledger keeps a keyword's path without the
+# prefix, so these say under which prefixes a path of a ledger keyword is tagwatch's (see
+# Store.record_prefix; ``db rebuild`` carries them over with the other counters)
+_PREFIX = "hierarchy-prefix:"
 MARK_EVERY_S = 600.0
 NOTICE_WAIT_S = 1.0  # how long recording a restore found at the start waits for another's lock
 
@@ -911,6 +916,22 @@ class Store:
         with self.transaction() as db:
             db.executemany("UPDATE ledger SET paths = ? WHERE file_id = ? AND keyword = ?",
                            [(_paths(k, p), file_id, k) for k, p in paths.items()])
+
+    def record_prefix(self, prefix: str) -> None:
+        """Remember that tagwatch writes hierarchical paths under ``prefix`` (``[write]
+        hierarchy_prefix``; "" for none), before any such write: once the setting changes, the paths
+        it wrote under this one are still found its own, moved to the new prefix and taken out by
+        untag (:meth:`prefixes`).  Kept for good: a prefix used once may be in a photo untouched since."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO counters VALUES (?, ?)", (_PREFIX + prefix, time.time_ns()))
+
+    def prefixes(self) -> list[str]:
+        """Every hierarchy prefix tagwatch recorded writing paths under (:meth:`record_prefix`),
+        oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT name FROM counters WHERE substr(name, 1, ?) = ? "
+                                    "ORDER BY value, name", (len(_PREFIX), _PREFIX)).fetchall()
+        return [r[0][len(_PREFIX):] for r in rows]
 
     def ledger_paths(self, file_id: int, action: str = ADDED) -> dict[str, tuple[str, ...]]:
         """keyword → the hierarchical paths tagwatch wrote it under, for keywords not written flat
