@@ -401,9 +401,15 @@ Entry = tuple[str, str]  # (keyword, hierarchical path); the path is the keyword
 class Forms:
     """How a keyword is spelled in each field: flat in IPTC and dc:subject, as its path (a rich tag
     list's parents) under the configured prefix in the hierarchical ones (``auto|animal|dog`` in
-    lr:hierarchicalSubject, ``auto/animal/dog`` in digiKam's TagsList)."""
+    lr:hierarchicalSubject, ``auto/animal/dog`` in digiKam's TagsList).
+
+    ``former``: the other prefixes tagwatch wrote paths under before the setting changed (the
+    store's :meth:`~tagwatch.store.Store.prefixes`).  A keyword's path under one of them is found
+    ours and taken out as the current spelling is (:meth:`spellings`), never written: a plan moves it
+    to the prefix in use (:meth:`outdated`), untag takes it out."""
 
     prefix: str = ""
+    former: tuple[str, ...] = ()
 
     def spell(self, tag: str, keyword: str, path: str | None = None) -> str:
         if tag in (IPTC, DC):
@@ -419,13 +425,30 @@ class Forms:
 
     def spellings(self, tag: str, keyword: str, path: str | None = None) -> tuple[str, ...]:
         """:meth:`spell`, and in TagsList also the spelling tagwatch wrote before it kept a '/' inside
-        a level (``band/AC/DC``, split by digiKam): what is taken out, or found ours, is either."""
+        a level (``band/AC/DC``, split by digiKam), each also under every :attr:`former` prefix: what
+        is taken out, or found ours, is any of them."""
+        own = self._spellings(tag, keyword, path)
+        if not self.former or tag in (IPTC, DC):
+            return own
+        return tuple(dict.fromkeys([*own, *(v for prefix in self.former
+                                            for v in Forms(prefix)._spellings(tag, keyword, path))]))
+
+    def _spellings(self, tag: str, keyword: str, path: str | None) -> tuple[str, ...]:
+        """:meth:`spellings` under this prefix alone."""
         spelled = self.spell(tag, keyword, path)
         if tag != TAGS_LIST:
             return (spelled,)
         body = path.replace("|", "/") if path is not None and path != keyword else keyword
         before = f"{self.prefix.replace('|', '/')}/{body}" if self.prefix else body
         return (spelled,) if before == spelled else (spelled, before)
+
+    def outdated(self, keyword: str, existing: Keywords, path: str | None = None) -> bool:
+        """Does a hierarchical field of ``existing`` hold ``keyword``'s path under a :attr:`former`
+        prefix (and not as it is spelled now)?  Such a keyword of ours is re-spelled under the prefix
+        in use, as a keyword whose parent changed is."""
+        return any(value in existing.values(tag) for tag in (HIERARCHICAL, TAGS_LIST)
+                   for value in self.spellings(tag, keyword, path)
+                   if value not in self._spellings(tag, keyword, path))
 
     def ours(self, tag: str, paths: Mapping[str, Sequence[str]]) -> set[str]:
         """Every value in ``tag`` of these keywords (each → the paths it was written under)."""
@@ -512,6 +535,13 @@ class KeywordWriter:
         self.exiftool = exiftool
         self.settings = settings or WriteConfig()
         self.forms = Forms(self.settings.hierarchy_prefix)
+
+    def use_prefix(self, prefix: str, recorded: Iterable[str] = ()) -> None:
+        """Spell paths under ``prefix`` from now on, and find ours under every other ``recorded`` one
+        (the prefixes tagwatch wrote under before, :meth:`tagwatch.store.Store.prefixes`): a changed
+        ``[write] hierarchy_prefix`` moves tagwatch's paths, and untag takes out every one of them."""
+        self.settings = replace(self.settings, hierarchy_prefix=prefix)
+        self.forms = Forms(prefix, tuple(p for p in dict.fromkeys(recorded) if p != prefix))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -728,6 +758,10 @@ class KeywordWriter:
         removed = [o for o in gone if any(present(o, p) for p in had[o])]
         targets = {o: new[o] if o in new else paths.get(o) for o in owned if o not in gone}
         respelled = {o: p for o, p in targets.items() if p is not None and set(had[o]) != {p}}
+        if self.forms.former:  # ours still under a prefix of before: moved to the one in use
+            respelled |= {o: had[o][0] if p is None else p for o, p in targets.items()
+                          if o not in respelled and (p is not None or len(had[o]) == 1)
+                          and any(self.forms.outdated(o, existing, q) for existing in files for q in had[o])}
         dropped = overwritten(photo.all | sidecar.all, keywords, owned) if mode == "overwrite" else []
         kept = [(o, p) for o, p in respelled.items()
                 if o not in new and any(present(o, q) for q in had[o])]  # append keeps unpredicted ours
