@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import numpy as np
 
@@ -69,6 +70,14 @@ log = logging.getLogger(__name__)
 
 _PLACES = "places="  # the fingerprint's part for the [places] settings (last: the stale check reads it)
 _MODE = "mode="  # the fingerprint's part for [tagging] mode: a file written under another is looked at
+# the fingerprint's part for [write] hierarchy_prefix, where one is set (quoted: a prefix may hold '|',
+# which separates the parts): a file written under another may hold our paths under that one
+_PREFIX = "prefix="
+
+
+def _prefix_written(tagged_with: str | None) -> str | None:
+    """The hierarchy prefix's part of a file's recorded fingerprint, None where it has none."""
+    return next((part for part in (tagged_with or "").split("|") if part.startswith(_PREFIX)), None)
 
 
 NOT_UTF8 = "the file name is not valid UTF-8; rename the file"  # why such a photo is skipped
@@ -260,6 +269,8 @@ class Pipeline:
         # the tag list's first: listed_with reads it
         parts = [self.vocabulary.fingerprint(), f"{self.tagging.threshold:.6f}", str(self.tagging.top_k),
                  f"{_MODE}{self.tagging.mode}", self.model.identity]
+        if self.prefix:  # none: the fingerprint of before the prefix was part of it
+            parts.append(self._prefix_part(self.prefix))
         if self.expansion.levels:  # what expansion adds (none: the fingerprint of before expansion)
             parts.append(hashlib.sha256(repr(sorted(self.expansion.levels.items())).encode()).hexdigest()[:16])
         if self.overrides.rules:
@@ -269,6 +280,35 @@ class Pipeline:
         if self.places.enabled:
             parts.append(f"{_PLACES}{self.places.fingerprint}")
         self.fingerprint = "|".join(parts)
+
+    @property
+    def prefix(self) -> str:
+        """The ``[write] hierarchy_prefix`` paths are written under ("" for none, and with no writer)."""
+        reader = self.writeback.reader
+        return reader.forms.prefix if reader is not None else ""
+
+    @staticmethod
+    def _prefix_part(prefix: str) -> str:
+        return f"{_PREFIX}{quote(prefix, safe='')}"
+
+    def use_prefix(self, prefix: str) -> None:
+        """Write hierarchical paths under ``prefix`` from now on (the daemon's config reload): the
+        next :meth:`retag` moves tagwatch's paths under the prefix of before to it
+        (:meth:`_prefix_stale`)."""
+        self.writeback.use_prefix(prefix)
+        self._refresh_fingerprint()
+
+    def _prefix_stale(self, rows: Sequence[FileRow]) -> set[int]:
+        """Files last written under another hierarchy prefix than the one in use (their fingerprint
+        says, none in it: no prefix) that hold keywords of tagwatch's or a correction's: their paths
+        are moved to it even where their keywords stay the same.  None while the store recorded no
+        other prefix (:meth:`Store.prefixes`): there is nothing to move then."""
+        reader = self.writeback.reader
+        if reader is None or not reader.forms.former:
+            return set()
+        current = self._prefix_part(self.prefix) if self.prefix else None
+        other = [r for r in rows if _prefix_written(r.tagged_with) != current]
+        return {r.id for r in other if self.store.ledger(r.id) or self.store.ledger(r.id, USER)}
 
     @property
     def rules(self) -> TagRules:
@@ -735,6 +775,8 @@ class Pipeline:
             stale |= self._places_stale([r for r, _ in rows]) | self._places_corrected([r for r, _ in rows])
         if rows and (self.captions is not None or self.tagging.mode != "append"):
             stale |= self._captions_stale([r for r, _ in rows])
+        if rows:
+            stale |= self._prefix_stale([r for r, _ in rows])
         other_mode = self._other_mode([r for r, _ in rows]) if self.tagging.mode != "append" else set()
         uncaptioned: list[str] = []
         try:  # the photos tried are counted however it ends: a write outside the photo's try (a

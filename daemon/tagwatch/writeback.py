@@ -30,6 +30,7 @@ import glob
 import json
 import logging
 import os
+import sqlite3
 import stat
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -71,6 +72,7 @@ from .store import (
     USER,
     FileRow,
     Store,
+    StoreError,
     Twin,
     inside,
     utf8_name,
@@ -494,6 +496,27 @@ class Writeback:
         # photo that waits out a backup's lock is tried again and again, and said it at every try.
         # Kept until its outcome is recorded, or the photo is deleted or renamed (_forget_said)
         self._said: dict[str, tuple[object, ...]] = {}
+        self.use_prefix()
+
+    def use_prefix(self, prefix: str | None = None) -> None:
+        """Spell hierarchical paths under ``prefix`` (None: as the writer was configured) and find
+        tagwatch's own under every prefix the store recorded it writing under: the one place that
+        tells the writer (and a dry run's reader) which paths of the ledger's keywords are ours.  The
+        prefix in use is recorded now, where the database can be written, and in any case ahead of
+        each write (:meth:`plan_ahead`), so that a later change of ``[write] hierarchy_prefix``
+        still finds the paths written under it."""
+        writers = [w for w in dict.fromkeys((self.writer, self.reader)) if w is not None]
+        if not writers:
+            return
+        prefix = writers[0].forms.prefix if prefix is None else prefix
+        recorded = self.store.prefixes()
+        if self.writer is not None and prefix not in recorded:
+            try:
+                self.store.record_prefix(prefix)
+            except (sqlite3.Error, StoreError) as exc:  # a locked or read-only database: at the first write
+                log.debug("hierarchy prefix %r not recorded yet: %s", prefix, exc)
+        for writer in writers:
+            writer.use_prefix(prefix, recorded)
 
     # -- the write protocol ---------------------------------------------------------------------
 
@@ -652,6 +675,8 @@ class Writeback:
         ours_to_fix = (owned or withdrawn) and rules.mode != "overwrite" and (
             rules.mode == "sync" or any(fold(k) in override.removes() for k in [*owned, *withdrawn])
             or any(owned_paths.get(k, (k,)) != (p,) for k, p in list_paths.items()))
+        # paths of ours may be under a hierarchy prefix of before: moved to the one in use
+        ours_to_fix = ours_to_fix or bool(owned and self.writer is not None and self.writer.forms.former)
         if self.writer is None or not (keywords or ours_to_fix or twins or self.take_over
                                        or self.places is not None or self.captions is not None
                                        or (  # [captions] off: see below
@@ -750,6 +775,7 @@ class Writeback:
         with self.store.transaction():
             job.file_id = self.store.record_file(job.path, key=job.key, size=st.st_size,
                                                  mtime_ns=st.st_mtime_ns, state=PENDING)
+            self.store.record_prefix(self.writer.forms.prefix)  # the paths this write spells are ours
             self.store.add_ledger(job.file_id, mine, paths=plan.paths)
             self.store.add_ledger(job.file_id, plan.dropped, REMOVED)
             self.store.set_ledger_paths(job.file_id, {
