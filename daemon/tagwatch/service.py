@@ -73,6 +73,9 @@ ROOT_CHECK_S = 2.0  # how soon a watched folder that vanished and came back is w
 # What a SIGHUP applies at once (a section stands for every key in it): [tagging] re-scores what a new
 # mode, threshold or top_k changes.  A change of any other key is named as waiting for a restart.
 RELOADABLE = ("tags", "overrides", "tagging", "log_level", "max_megapixels")
+# Single keys of other sections a SIGHUP applies at once: [write] hierarchy_prefix re-scores the photos
+# written under the prefix of before, whose paths of tagwatch's move to the new one
+RELOADABLE_KEYS = ("write.hierarchy_prefix",)
 _PAGE_FILES = ("tags", "overrides")  # the files the review page writes into
 
 
@@ -222,6 +225,8 @@ class Daemon:
                 return  # "overrides …: 2 rules; re-scored 0 photos" read as the refused file in use)
             overrides, changed = self.pipeline.overrides, False
         self.pipeline.use_overrides(overrides)
+        if self.pipeline.prefix != self.config.write.hierarchy_prefix:  # a SIGHUP changed it (see _apply)
+            self.pipeline.use_prefix(self.config.write.hierarchy_prefix)
         vocabulary = load_tag_list(self.config, quiet=True)
         for warning in vocabulary.warnings:  # once per process, as the overrides': not at every reload
             if warning not in self._tags_warned:  # of an unchanged list (`tags check` lists them all)
@@ -571,7 +576,7 @@ class Daemon:
         if self._cli_watch:  # the folders came from the command line: the config's do not apply
             new = replace(new, watch=self.config.watch, poll=self.config.poll)
         changed = changed_keys(self.config, new)
-        applied = [key for key in changed if key.split(".")[0] in RELOADABLE]
+        applied = [key for key in changed if key.split(".")[0] in RELOADABLE or key in RELOADABLE_KEYS]
         later = [key for key in changed if key not in applied]
         if later:
             log.warning("config: a change of %s takes effect after a restart", ", ".join(later))
@@ -590,7 +595,8 @@ class Daemon:
         """Take the reloadable keys of ``new``; the worker re-reads the tag list and overrides and
         re-scores what the new settings change."""
         watched = self._watched_files()
-        self.config = replace(self.config, **{name: getattr(new, name) for name in RELOADABLE})
+        self.config = replace(self.config, **{name: getattr(new, name) for name in RELOADABLE},
+                              write=replace(self.config.write, hierarchy_prefix=new.write.hierarchy_prefix))
         if "log_level" in applied:  # only when changed: a -v on the command line holds until then
             logging.getLogger("tagwatch").setLevel(self.config.log_level.upper())
         set_pixel_limit(self.config.max_megapixels)
