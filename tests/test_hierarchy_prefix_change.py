@@ -15,7 +15,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import TAGS, Daemon, noise_jpeg, tagwatch, wait_for, write_config
+from conftest import TAGS, Daemon, noise_jpeg, status, tagwatch, wait_for, write_config
 
 HIERARCHICAL, TAGS_LIST = "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList"
 FLAT = ("IPTC:Keywords", "XMP-dc:Subject")
@@ -77,16 +77,18 @@ def test_scan_moves_our_paths_to_the_new_prefix_and_untag_takes_out_every_prefix
     result = tagwatch("scan", "--config", str(config), str(folder))
     assert result.returncode == 0, result.stderr
     tagged = {p: fields(p) for p in (moved, left)}
-    for photo, record in tagged.items():
+    for record in tagged.values():
         keywords = ours(record)
         assert len(keywords) == 3 and set(keywords) <= set(TAGS), record
         lr, tags_list = under("auto", keywords)
         assert sorted(record[HIERARCHICAL]) == sorted([*PERSONS_LR, *lr])
         assert sorted(record[TAGS_LIST]) == sorted([*PERSONS_TAGS, *tags_list])
 
+    encoded = status(config)["encoded"]
     set_prefix(config, "tagwatch")
     result = tagwatch("scan", "--config", str(config), str(moved))
     assert result.returncode == 0, result.stderr
+    assert status(config)["encoded"] == encoded  # from the cached vector: no image encoded again
     record = fields(moved)
     keywords = ours(tagged[moved])
     lr, tags_list = under("tagwatch", keywords)
