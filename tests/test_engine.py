@@ -565,7 +565,8 @@ def test_renames_and_a_deletion_that_meet_a_backups_lock_wait_and_are_recorded_i
     at ERROR and lost (the rename's new name then tagged as a new photo).  Now they wait out the
     photos' lock wait, in the order they happened, the photo's event at its new name held behind
     its rename, said in one WARNING; once the lock is let go they are recorded: the record follows
-    the photo, nothing is encoded again."""
+    the photo, nothing is encoded again; the line then says that they are, not that photos
+    waited."""
     monkeypatch.setattr(worker_module, "DATABASE_LOCK_WAIT_S", 0.2)  # each try's wait; the daemon's 5 s
     a, b = (noise_jpeg(tmp_path / "in" / f"{name}.jpg", seed=70 + i) for i, name in enumerate("ab"))
     assert env.run(a, b) == {"a.jpg": Status.TAGGED, "b.jpg": Status.TAGGED}
@@ -605,7 +606,9 @@ def test_renames_and_a_deletion_that_meet_a_backups_lock_wait_and_are_recorded_i
     moves = [(getattr(r, "from"), r.path) for r in caplog.records if getattr(r, "event", None) == "moved"]
     assert moves == [(str(a), str(a2)), (str(a2), str(a3))]
     assert not [r for r in caplog.records if getattr(r, "event", None) == "tagged"]
-    assert len([r for r in caplog.records if "takes writes again" in r.getMessage()]) == 1
+    # no photo waited for the lock: they were counted as photos ("the 3 photos that waited for it")
+    assert [r.getMessage() for r in caplog.records if "takes writes again" in r.getMessage()] == [
+        "the database takes writes again; the renames and deletions that waited for it are recorded"]
 
 
 def test_a_deleted_folder_forgets_the_retry_state_of_every_photo_under_it_and_no_others(env: Env) -> None:
@@ -632,3 +635,68 @@ def test_a_deleted_folder_forgets_the_retry_state_of_every_photo_under_it_and_no
     finally:
         queue.close()
         worker.engine.close()
+
+
+def _waiting_for_database(worker: Worker) -> tuple[set[str], set[str]]:
+    """The photos, and the renames' and deletions' paths, the worker counts as waiting for the
+    database's trouble now (nothing where none lasts)."""
+    with worker._database_lock:
+        waited = worker._database_waited
+        return (set(waited.photos), set(waited.ops)) if waited is not None else (set(), set())
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["backing-off", "held-in-their-batch"])
+def test_photos_deleted_while_they_wait_for_a_locked_database_leave_its_waiting_list(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture, held: bool) -> None:
+    """A backup script holds the database (BEGIN EXCLUSIVE) while four photos wait for it, backing
+    off in the queue or still held in the batch that met it (its lock wait, the daemon's 5 s); one
+    is deleted, and a folder holding two others.  They stayed on the database's waiting list: the
+    line once it was let go counted them, and the folder's deletion ("the 5 photos that waited for
+    it" for 1).  Now only the photo still there is counted, waiting and tried; the deletions,
+    which waited for the lock too, are recorded; nothing is said of the deleted photos but their
+    deletion."""
+    kept = noise_jpeg(tmp_path / "in" / "kept.jpg", seed=80)
+    gone = noise_jpeg(tmp_path / "in" / "gone.jpg", seed=81)
+    inner = [noise_jpeg(tmp_path / "in" / "sub" / f"s{i}.jpg", seed=82 + i) for i in range(2)]
+    photos = [kept, gone, *inner]
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    # held: the batch waits out the daemon's lock wait, while the deletions come
+    worker = Worker(queue, env.pipeline, reload=lambda: None, lock_wait=5.0 if held else 0.2)
+    holder = sqlite3.connect(env.store.path, isolation_level=None)
+    worker.start()
+    try:
+        with caplog.at_level("DEBUG", logger="tagwatch"):
+            holder.execute("BEGIN EXCLUSIVE")
+            for photo in photos:
+                queue.put(str(photo))
+            if held:
+                wait_for(lambda: worker.engine.held() == 4)
+            else:
+                wait_for(lambda: _waiting_for_database(worker)[0] == {str(p) for p in photos})
+            gone.unlink()
+            queue.op(Delete(str(gone)))
+            shutil.rmtree(tmp_path / "in" / "sub")
+            queue.op(Delete(str(tmp_path / "in" / "sub"), is_dir=True))
+            # the deletions met the lock too, and wait, in order: the photos gone leave the list
+            wait_for(lambda: len(worker._ops) == 2)
+            assert _waiting_for_database(worker) == (
+                {str(kept)}, {str(gone), str(tmp_path / "in" / "sub")})
+            assert worker.waiting() == 1  # `tagwatch status`'s "queue 1 waiting"
+            holder.execute("COMMIT")
+            wait_for(lambda: env.store.file(str(kept)) is not None
+                     and env.store.file(str(kept)).state == DONE)
+            wait_for(lambda: not worker._ops and not len(queue) and worker.idle.is_set())
+    finally:
+        holder.close()
+        queue.close()
+        worker.join(timeout=60)
+    assert _waiting_for_database(worker) == (set(), set()) and worker.waiting() == 0
+    lines = [r.getMessage() for r in caplog.records if "takes writes again" in r.getMessage()]
+    assert lines == ["the database takes writes again; the 1 photo that waited for it is tried now"]
+    # nothing tried, nothing said of them but the deletion of the one deleted itself (never tagged,
+    # none is recorded)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
+            and any(str(p) in r.getMessage() for p in (gone, *inner))]
+    assert said == [f"{gone}: skipped: deleted before it could be tagged"], caplog.text
+    assert [env.store.file(str(p)) for p in (gone, *inner)] == [None] * 3
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

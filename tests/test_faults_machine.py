@@ -17,6 +17,7 @@ import os
 import signal
 import sqlite3
 import struct
+import subprocess
 import termios
 import threading
 import time
@@ -359,6 +360,50 @@ def test_photos_held_by_a_locked_database_count_as_waiting_and_the_resume_line_c
     finally:
         holder.close()
         daemon.stop()
+
+
+def test_photos_deleted_or_moved_while_they_wait_for_a_locked_database_are_counted_as_they_are_now(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A backup script holds the database (BEGIN EXCLUSIVE) while five photos wait for it; one is
+    deleted, a folder holding two others is removed (``rm -r``) and one is renamed.  The line once
+    it was let go counted the photos gone, and the deletions as photos; now `tagwatch status` counts
+    the two photos left waiting, the renamed one at its new name, and the line counts those two,
+    which are tagged, the renamed one at its new name, without a word of the others."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[photos])
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    stage = tmp_path / "stage"
+    made = [noise_jpeg(stage / f"p{i}.jpg", seed=20 + i) for i in range(3)]
+    made += [noise_jpeg(stage / "old" / f"o{i}.jpg", seed=30 + i) for i in range(2)]
+    holder = sqlite3.connect(tmp_path / "conf" / "state" / "tagwatch.db", isolation_level=None, timeout=60)
+    try:
+        daemon.wait_log("scan: ")
+        mark = len(daemon.log())
+        holder.execute("BEGIN EXCLUSIVE")
+        os.rename(stage, photos / "new")
+        daemon.wait_log(LOCKED, since=mark, timeout=SAID_WITHIN_S)
+        wait_for(lambda: waiting(config) == 5)
+        new = photos / "new"
+        (new / "p0.jpg").unlink()
+        subprocess.run(["rm", "-r", str(new / "old")], check=True)
+        os.rename(new / "p1.jpg", new / "renamed.jpg")
+        wait_for(lambda: waiting(config) == 2)  # p2, and p1 at its new name
+        holder.execute("COMMIT")
+        left = [new / "renamed.jpg", new / "p2.jpg"]
+        wait_for(lambda: all(exif_keywords(p)["iptc"] for p in left))
+        wait_for(lambda: waiting(config) == 0)
+        log = daemon.wait_log(RESUMED.format(2), since=mark)[mark:]
+    finally:
+        holder.close()
+        daemon.stop()
+    assert log.count("takes writes again") == 1, log
+    assert not [line for line in log.splitlines() if any(
+        name in line for name in ("p0.jpg", "p1.jpg", "o0.jpg", "o1.jpg")) and " DEBUG " not in line
+                and "deleted before it could be tagged" not in line], log
+    assert " ERROR " not in log, log
+    assert status(config)["files"] == 2
 
 
 # A tag-list edit, and a start, while a backup holds the database for minutes: the re-score waits

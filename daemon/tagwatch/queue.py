@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from .store import inside
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,9 @@ class BatchQueue:
         self._closed = False
         self._woken = False
         self._bursting = False  # the last batch handed out was a backlog's: the next is not its first
+        # told each rename or deletion queued, once the paths it names are moved or taken out: the
+        # worker's count of the photos waiting for the database follows them at once (Worker._moved)
+        self.on_op: Callable[[Op], None] | None = None
 
     def __len__(self) -> int:
         with self._cond:
@@ -191,24 +197,47 @@ class BatchQueue:
             self._cond.notify_all()
 
     def op(self, operation: Op) -> None:
-        """Queue a rename or deletion; a queued path that moved is queued under its new name."""
+        """Queue a rename or deletion; a queued path that moved is queued under its new name, and
+        one deleted is queued no more.  :attr:`on_op` is told after, outside the queue's lock."""
         with self._cond:
-            if isinstance(operation, Move):
-                for pending in (self._due, self._ready):
-                    for path in [p for p in pending if p == operation.src or (
-                            operation.is_dir and p.startswith(operation.src.rstrip("/") + "/"))]:
-                        value = pending.pop(path)
-                        new = operation.dst + path[len(operation.src):]
-                        pending[new] = value
-                        if pending is self._due:
-                            heapq.heappush(self._heap, (value, next(self._seq), new))
-            else:
-                for pending in (self._due, self._ready):
-                    for path in [p for p in pending if p == operation.path or (
-                            operation.is_dir and p.startswith(operation.path.rstrip("/") + "/"))]:
-                        del pending[path]
+            self._follow(operation, self._named(operation))
             self._ops.append(operation)
             self._cond.notify_all()
+        if self.on_op is not None:
+            self.on_op(operation)
+
+    def follow(self, operation: Op) -> None:
+        """Move or take out again, as :meth:`op` did, the paths queued now that ``operation`` names
+        and that are gone from disk: photos a batch that held them (a locked database's wait) put
+        back in the queue after ``operation`` moved or took them out.  They were tried at their
+        old name, and counted waiting by `tagwatch status` meanwhile; a photo there again (a new
+        one saved under the name) stays."""
+        with self._cond:
+            named = self._named(operation)
+        gone = [path for path in named if not os.path.lexists(path)]  # not under the queue's lock
+        with self._cond:
+            self._follow(operation, gone)
+            self._cond.notify_all()
+
+    def _named(self, operation: Op) -> list[str]:
+        """The paths queued that ``operation`` moves or deletes (a folder's: those inside it)."""
+        old = operation.src if isinstance(operation, Move) else operation.path
+        return [path for pending in (self._due, self._ready) for path in pending
+                if path == old or (operation.is_dir and inside(path, [old]))]
+
+    def _follow(self, operation: Op, paths: Iterable[str]) -> None:
+        """Queue those of ``paths`` still queued under their new name (a move), or no more (a
+        deletion).  Under the queue's lock."""
+        for path in paths:
+            for pending in (self._due, self._ready):
+                if path not in pending:
+                    continue
+                value = pending.pop(path)
+                if isinstance(operation, Move):
+                    new = operation.dst + path[len(operation.src):]
+                    pending[new] = value
+                    if pending is self._due:
+                        heapq.heappush(self._heap, (value, next(self._seq), new))
 
     def wake(self) -> None:
         """Make a waiting ``get`` return now (an empty batch) so the worker can look at its flags."""

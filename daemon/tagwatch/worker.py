@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from .engine import Engine
 from .outcomes import Outcome, Status, record_failure
@@ -61,6 +62,19 @@ def _key(op: Op) -> str:
     return op.src if isinstance(op, Move) else op.path
 
 
+@dataclass
+class _DatabaseTrouble:
+    """The database's passing trouble (a backup's lock, a full disk) while it lasts: its reason, the
+    photos waiting for it, and the renames and deletions (by :func:`_key`) waiting to be recorded.
+    Kept apart: a photo deleted while it waits leaves the first (:meth:`Worker._database_follows`),
+    where its deletion, waiting too, is in the second until recorded; in one set, the line when the
+    database took writes again counted the deleted photos, and renames and deletions as photos."""
+
+    reason: str
+    photos: set[str] = field(default_factory=set)
+    ops: set[str] = field(default_factory=set)
+
+
 class Worker(threading.Thread):
     """The thread that feeds the engine batches from the queue and settles what they return."""
 
@@ -96,7 +110,7 @@ class Worker(threading.Thread):
         self._rescore = Backoff()
         self._rescore_at: float | None = None
         self._rescore_reason: str | None = None  # why it waits, until it is done (database_waits)
-        self._database_waited: tuple[str, set[str]] | None = None  # (its reason, the photos)
+        self._database_waited: _DatabaseTrouble | None = None
         # renames and deletions the database could not record for that trouble, with its reason, in
         # the order they happened (this thread's alone), applied again at _ops_at (monotonic, under
         # _database_lock: _database_back sets it), backing off as a photo does (_ops_wait); and the
@@ -106,6 +120,7 @@ class Worker(threading.Thread):
         self._ops_backoff = Backoff()
         self._behind: set[str] = set()
         pipeline.store.on_commit = self._database_back
+        queue.on_op = self._database_follows
         self._when_settled: list[Callable[[], None]] = []  # told once nothing is queued or in flight
         self.batches = 0
         self.idle = threading.Event()
@@ -135,7 +150,7 @@ class Worker(threading.Thread):
         off) and "rescore" (a tag list's, or the overrides'), for ``tagwatch status``: it showed a
         time to clear the queue at the rate measured before the lock, and nothing of a re-score."""
         with self._database_lock:
-            waits = {"photos": self._database_waited[0]} if self._database_waited is not None else {}
+            waits = {"photos": self._database_waited.reason} if self._database_waited is not None else {}
             if self._rescore_reason is not None:
                 waits["rescore"] = self._rescore_reason
         return waits
@@ -270,8 +285,10 @@ class Worker(threading.Thread):
         ops = [*(op for op, _ in self._ops), *batch.ops] if retried else batch.ops
         for op in ops:
             self.engine.wait_clear(lambda path, op=op: touches(op, path))
+            self.queue.follow(op)  # the photos its batches put back in the queue meanwhile, too
             with self._retry_lock:  # a photo gone from its path starts afresh wherever it went
                 self._forget(_key(op), op.is_dir)  # after its batches: what they left is forgotten too
+            self._database_follows(op)
         # what still waits for the database after these: those that wait now, and the later ops
         # behind them (the retried ones are tried again, in order)
         waiting = [] if retried else list(self._ops)
@@ -324,6 +341,23 @@ class Worker(threading.Thread):
         for waited in (self._requeued, *self._waited.values()):
             waited.difference_update(there(waited))
 
+    def _database_follows(self, op: Op) -> None:
+        """The photos waiting for the database's trouble that ``op`` deleted leave its list, and
+        those it moved wait under their new name, as the queue has them (:func:`~tagwatch.store.inside`
+        for a folder's).  They stayed: "the 3 photos that waited for it are tried now" for the one
+        left, the others gone, and the moved one, not hurried, waited out its backoff.  Asked as
+        the op is queued (``BatchQueue.on_op``), and again once the batches that held its photos are
+        done (a lock's wait): those joined the list as they came back."""
+        path = _key(op)
+        with self._database_lock:
+            if self._database_waited is None:
+                return
+            photos = self._database_waited.photos
+            there = [key for key in photos if key == path or (op.is_dir and inside(key, [path]))]
+            photos.difference_update(there)
+            if isinstance(op, Move):
+                photos.update(op.dst + key[len(path):] for key in there)
+
     def _ops_due(self) -> bool:
         """Are renames and deletions waiting for the database due to be tried again?"""
         with self._database_lock:
@@ -345,7 +379,7 @@ class Worker(threading.Thread):
             # those that met it now counted (again, where a write said it over and it came back: said
             # anew); not those that waited on untried, which a write meanwhile may have made due
             met = waiting if retried else waiting[len(before):]
-            joined = [self._joins_database_trouble(_key(op), reason) for op, reason in met]
+            joined = [self._joins_database_trouble(_key(op), reason, op=True) for op, reason in met]
             said = not joined or joined[0]
             if waiting and (retried or not before):
                 self._ops_at = time.monotonic() + self._ops_backoff.next("ops")
@@ -356,13 +390,17 @@ class Worker(threading.Thread):
             over = False
             waited = self._database_waited
             if waited is not None and before:
-                done = waited[1] & ({_key(op) for op, _ in before} - still)
-                waited[1].difference_update(done)
+                done = waited.ops & ({_key(op) for op, _ in before} - still)
+                waited.ops.difference_update(done)
                 # over where they were the last to wait: not while photos do (on a full disk a small
                 # write can pass where a photo's cannot)
-                over = bool(done) and not waited[1]
+                over = bool(done) and not waited.ops and not waited.photos
                 if over:
                     self._database_waited = None
+            if waited is not None and not waited.photos and not waited.ops:
+                # the photos that waited were deleted, and so recorded: nothing waits for it now, and
+                # `tagwatch status` no longer says photos do
+                self._database_waited = None
         if waiting and not said:
             reason = met[0][1]
             log.warning("renamed and deleted photos are not recorded yet: %s; they wait, and are tried again "
@@ -538,14 +576,14 @@ class Worker(threading.Thread):
             self.queue.put(path, delay=delay, force=True)
         return said
 
-    def _joins_database_trouble(self, path: str, reason: str) -> bool:
-        """Count ``path`` (a photo's, or a rename's or deletion's) as waiting on the database's
-        trouble, which ``reason`` begins where none lasts; was it said already?  Under
+    def _joins_database_trouble(self, path: str, reason: str, op: bool = False) -> bool:
+        """Count ``path`` (a photo's, or an ``op``'s: a rename's or deletion's) as waiting on the
+        database's trouble, which ``reason`` begins where none lasts; was it said already?  Under
         ``_database_lock``."""
         said = self._database_waited is not None
         if self._database_waited is None:
-            self._database_waited = (reason, set())
-        self._database_waited[1].add(path)
+            self._database_waited = _DatabaseTrouble(reason)
+        (self._database_waited.ops if op else self._database_waited.photos).add(path)
         return said
 
     def _database_back(self, settled: bool = True) -> None:
@@ -560,20 +598,23 @@ class Worker(threading.Thread):
         not its record, and "takes writes again" and "not tagged yet" took turns."""
         with self._database_lock:
             waited = self._database_waited
-            if not settled and not database_locked(waited[0] if waited else self._rescore_reason):
+            if not settled and not database_locked(waited.reason if waited else self._rescore_reason):
                 return
-            self._database_waited = None
             if self._rescore_at is not None:
                 self._rescore_at = time.monotonic()
                 self.queue.wake()
             if self._ops_at is not None:  # the renames and deletions that waited are applied now too
                 self._ops_at = time.monotonic()
                 self.queue.wake()
-            if waited is None:
+            if waited is None or not waited.photos:
+                # no photo waits (those that did were deleted): the renames and deletions that wait
+                # say it once recorded (_ops_wait); they were counted "the 3 photos that waited"
                 return
-            log.info("the database takes writes again; the %d photos that waited for it are tried now",
-                     len(waited[1]))
-            self.queue.hurry(waited[1])
+            self._database_waited = None
+            many = len(waited.photos) != 1
+            log.info("the database takes writes again; the %s that waited for it %s tried now",
+                     counted(len(waited.photos), "photo"), "are" if many else "is")
+            self.queue.hurry(waited.photos)
 
     def _guard(self, work: Callable[[], None]) -> None:
         """Nothing that goes wrong in one batch may stop the daemon."""
