@@ -8,6 +8,7 @@ two batches at once, and a rename waits for the batch that holds its photo.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ from tagwatch.config import TaggingConfig
 from tagwatch.engine import Engine
 from tagwatch.outcomes import Outcome, Status
 from tagwatch.queue import Batch, BatchQueue, Delete, Move
-from tagwatch.retry import EXIFTOOL_TRIES
+from tagwatch.retry import EXIFTOOL_TRIES, database_fault, database_locked, sqlite_locked, transient_reason
 from tagwatch.store import DELETED, DONE, FAILED
 from tagwatch.worker import Worker
 
@@ -700,3 +701,82 @@ def test_photos_deleted_while_they_wait_for_a_locked_database_leave_its_waiting_
     assert said == [f"{gone}: skipped: deleted before it could be tagged"], caplog.text
     assert [env.store.file(str(p)) for p in (gone, *inner)] == [None] * 3
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def _raised(db: sqlite3.Connection, sql: str) -> sqlite3.Error:
+    """What SQLite raised for ``sql`` on ``db`` (the test fails where it raised nothing)."""
+    with pytest.raises(sqlite3.Error) as raised:
+        db.execute(sql).fetchall()
+    return raised.value
+
+
+def _shared_cache_lock(path: Path) -> sqlite3.Error:
+    """SQLite's own LOCKED_SHAREDCACHE (262): a table another connection of the same shared cache is
+    writing, read.  Its words do not end "is locked": "database table is locked: t"."""
+    uri = f"file:{path}?cache=shared"
+    writer = sqlite3.connect(uri, uri=True, isolation_level=None)
+    reader = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0)
+    try:
+        writer.execute("CREATE TABLE IF NOT EXISTS t (x)")
+        writer.execute("BEGIN")
+        writer.execute("INSERT INTO t VALUES (1)")
+        return _raised(reader, "SELECT * FROM t")
+    finally:
+        writer.execute("ROLLBACK")
+        reader.close()
+        writer.close()
+
+
+def test_a_database_lock_is_known_by_sqlites_result_code_not_by_its_words(tmp_path: Path) -> None:
+    """Another program's lock on the database (SQLite's BUSY or LOCKED, any extended code) is told
+    by the code SQLite raised it with (sqlite_locked, the one test of it): the worker read the
+    reason's words ("… is locked" at the end), which SQLite words otherwise for other kinds of
+    lock, and which a later SQLite may change.  Real errors, raised by SQLite: a backup's BEGIN
+    EXCLUSIVE (BUSY), a shared cache's table lock (LOCKED_SHAREDCACHE, "database table is locked:
+    t"), a read-only database (a passing trouble, no lock).  Only an error with no code is told by
+    its words."""
+    path = tmp_path / "x.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        busy = _raised(sqlite3.connect(path, isolation_level=None, timeout=0), "INSERT INTO t VALUES (1)")
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    table = _shared_cache_lock(path)
+    read_only = _raised(sqlite3.connect(f"file:{path}?mode=ro", uri=True), "INSERT INTO t VALUES (1)")
+    assert [(str(e), e.sqlite_errorname) for e in (busy, table, read_only)] == [  # type: ignore[attr-defined]
+        ("database is locked", "SQLITE_BUSY"), ("database table is locked: t", "SQLITE_LOCKED_SHAREDCACHE"),
+        ("attempt to write a readonly database", "SQLITE_READONLY")]
+    assert [sqlite_locked(e) for e in (busy, table, read_only)] == [True, True, False]
+    reasons = [transient_reason(e) for e in (busy, table, read_only)]
+    assert all(database_fault(r) for r in reasons), reasons  # the database's trouble, every photo's
+    assert reasons[1] == "database: database table is locked: t"  # the same words in its lines
+    assert [database_locked(r) for r in reasons] == [True, True, False]  # the second was no lock
+    # an error with no code (raised by hand), or a reason that is text alone: the words, as before
+    assert sqlite_locked(sqlite3.OperationalError("database is locked"))
+    assert not sqlite_locked(sqlite3.OperationalError("disk I/O error"))
+    assert not sqlite_locked(OSError(errno.EIO, "is locked"))
+    assert database_locked("database: database is locked") and not database_locked("database: disk I/O error")
+
+
+def test_a_lock_sqlite_words_otherwise_is_over_at_the_first_write_that_passes(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A lock is all or nothing: the first write that passes shows it over, a small one too (on a
+    full disk it does not: a photo's write must pass).  A lock whose words did not end "is
+    locked" was taken for a full disk: photos waited for a write that settled one of them."""
+    reason = transient_reason(_shared_cache_lock(tmp_path / "x.db"))
+    assert reason is not None
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None)
+    try:
+        with worker._database_lock:
+            assert not worker._joins_database_trouble(str(tmp_path / "a.jpg"), reason)
+        with caplog.at_level("INFO", logger="tagwatch"):
+            worker._database_back(settled=False)  # a write that settled no photo (a vector stored)
+        assert worker.database_waits() == {}
+        assert "the database takes writes again; the 1 photo that waited for it is tried now" in caplog.text
+    finally:
+        queue.close()
+        worker.engine.close()

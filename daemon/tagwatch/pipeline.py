@@ -55,8 +55,8 @@ from .overrides import (
     names_files,
 )
 from .queue import Op
-from .retry import INTERNAL_ERROR, TRANSIENT_ERRNOS, transient_reason
-from .store import ADDED, DECLINED, DELETED, DONE, FAILED, USER, FileRow, Store, locked, utf8_name
+from .retry import INTERNAL_ERROR, TRANSIENT_ERRNOS, sqlite_locked, transient_reason
+from .store import ADDED, DECLINED, DELETED, DONE, FAILED, USER, FileRow, Store, utf8_name
 from .tagger import Expansion, TagMatrix, predict, thresholds
 from .vectors import FileVanished, Photo, ReadFailed, VectorCache, decode_each, encode, read_key, text_vectors
 from .vocabulary import Vocabulary
@@ -826,7 +826,7 @@ class Pipeline:
                             outcome = self.process([row.path])[0]
                     except Exception as exc:  # a passing fault of this file's disk: this file waits
                         passing = transient_reason(exc)
-                        if passing is None or locked(exc):
+                        if passing is None or sqlite_locked(exc):
                             # Another program's lock (a backup's) is every photo's: the re-score stops
                             # here, untried photos untouched (each waited out the lock in turn), and the
                             # daemon runs it again later (Worker.rescore_waits); the photos re-scored so

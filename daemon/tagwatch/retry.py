@@ -67,15 +67,51 @@ DATABASE = "database: "
 def database_fault(reason: str | None) -> bool:
     """Is ``reason`` (a WAIT outcome's, :func:`transient_reason`'s) the database's passing trouble
     rather than the photo's: a lock, a read-only or full database, its I/O error.  The one test the
-    engine and the worker ask (a re-score stops only for a lock: ``store.locked``)."""
+    engine and the worker ask (a re-score stops only for a lock: :func:`sqlite_locked`)."""
     return (reason or "").startswith(DATABASE)
 
 
+# SQLite's primary result codes for a lock another connection holds: BUSY (the database file's: a
+# backup script's BEGIN EXCLUSIVE, another tagwatch's write) and LOCKED (a table's or the schema's, in
+# a shared cache); their extended codes (BUSY_SNAPSHOT 517, LOCKED_SHAREDCACHE 262) add higher bits
+_SQLITE_LOCK_CODES = frozenset({5, 6})
+
+
+def sqlite_locked(exc: BaseException) -> bool:
+    """Is ``exc`` SQLite's BUSY or LOCKED, any of their extended codes: another connection holds
+    the lock a write needs?  The one test of it, by SQLite's result code: its words differ by code
+    ("database table is locked: files" for LOCKED_SHAREDCACHE, where "is locked" ended the
+    reason) and may by version.  Only an error that carries no code (one raised by hand) is
+    judged by its words."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _SQLITE_LOCK_CODES
+    return "is locked" in str(exc)
+
+
+class DatabaseReason(str):
+    """A reason of the database's own (``database: …``, :func:`transient_reason`'s) that keeps what
+    SQLite's code said of it, for :func:`database_locked`: a reason travels as text (an outcome's
+    error, the worker's waiting list), and the text was read for it."""
+
+    locked: bool = False
+
+    def __new__(cls, text: str, locked: bool = False) -> DatabaseReason:
+        reason = super().__new__(cls, text)
+        reason.locked = locked
+        return reason
+
+
 def database_locked(reason: str | None) -> bool:
-    """Is ``reason`` another program's lock on the database (SQLite's BUSY or LOCKED): all or
-    nothing, so that any write that passes shows it gone, where a full disk may take a small
-    write and not a photo's."""
-    return database_fault(reason) and (reason or "").endswith("is locked")
+    """Is ``reason`` another program's lock on the database (SQLite's BUSY or LOCKED,
+    :func:`sqlite_locked`): all or nothing, so that any write that passes shows it gone, where a
+    full disk may take a small write and not a photo's.  A reason made of plain text (none made
+    here) is judged by its words."""
+    if isinstance(reason, DatabaseReason):
+        return reason.locked
+    return database_fault(reason) and "is locked" in (reason or "")
 
 
 class TransientError(RuntimeError):
@@ -91,7 +127,7 @@ def transient_reason(exc: BaseException) -> str | None:
     if isinstance(exc, sqlite3.OperationalError):
         code = getattr(exc, "sqlite_errorcode", None)
         if code is not None and code & 0xFF in _SQLITE_TRANSIENT:
-            return f"{DATABASE}{exc}"
+            return DatabaseReason(f"{DATABASE}{exc}", sqlite_locked(exc))
     return None
 
 

@@ -36,7 +36,7 @@ from .outcomes import Outcome
 from .overrides import Overrides, OverridesError
 from .pipeline import Pipeline, load_config_overrides, load_tag_list
 from .queue import BatchQueue, backlog_batch
-from .retry import QUIET_S, Backoff
+from .retry import QUIET_S, Backoff, sqlite_locked
 from .shared import sidecar_lost
 from .signals import SignalThread
 from .status import (
@@ -48,7 +48,7 @@ from .status import (
     watching,
     write_state,
 )
-from .store import Store, locked, restore_day, restore_warning
+from .store import Store, restore_day, restore_warning
 from .vocabulary import VocabularyError
 from .watcher import PathFilter, Watcher, reconcile
 from .wording import counted
@@ -533,7 +533,7 @@ class Daemon:
             with self.store.lock_wait(self.config.database_lock_wait):
                 restored = self.store.restore_checked(began_ns)
         except sqlite3.Error as exc:
-            if locked(exc) and not self.stopped.is_set():
+            if sqlite_locked(exc) and not self.stopped.is_set():
                 delay = self._check_backoff.next("check")
                 log.debug("the restore's check not recorded yet: %s; tried again in %g s", exc, delay)
                 self.scheduler.add_job(self._record_check, "date", args=[began_ns], id="restore-check",

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_atomic
+from .retry import sqlite_locked
 
 log = logging.getLogger(__name__)
 
@@ -286,17 +287,12 @@ class StoreError(RuntimeError):
 LOCK_WAIT_S = 30.0
 
 
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+_SQLITE_READONLY = 8
 
 
 def _read_only(exc: sqlite3.Error) -> bool:
     """SQLite's "attempt to write a readonly database", any of its extended codes."""
     return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_READONLY
-
-
-def locked(exc: BaseException) -> bool:
-    """SQLite's BUSY or LOCKED: another connection holds the lock a write needs."""
-    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def _counters(db: sqlite3.Connection, *names: str) -> dict[str, int]:
@@ -479,7 +475,7 @@ class Store:
                 self._db.execute(f"PRAGMA user_version = {int(version)}")  # a write of the same value
             except sqlite3.OperationalError as exc:
                 self._reopen = _read_only(exc)
-                return None if locked(exc) else str(exc)
+                return None if sqlite_locked(exc) else str(exc)
             finally:
                 with suppress(sqlite3.Error):
                     _busy_timeout(self._db, LOCK_WAIT_S)
@@ -526,7 +522,7 @@ class Store:
                 except sqlite3.DatabaseError as exc:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
-                    if locked(exc):  # a backup's lock outlasted LOCK_WAIT_S: nothing is wrong with it
+                    if sqlite_locked(exc):  # a backup's lock outlasted LOCK_WAIT_S: nothing is wrong with it
                         raise StoreError(
                             f"{self.path}: cannot migrate the database from schema {version} yet: "
                             f"another program holds it locked ({exc}); start again once it lets go "

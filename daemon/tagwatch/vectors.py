@@ -26,8 +26,8 @@ import numpy as np
 
 from .formats import ImageError, IncompleteImage, content_key
 from .imaging import Preprocess, decoding, prepare_pixels
-from .retry import TRANSIENT_ERRNOS, transient_reason
-from .store import Store, locked, stored_form
+from .retry import TRANSIENT_ERRNOS, sqlite_locked, transient_reason
+from .store import Store, stored_form
 
 if TYPE_CHECKING:
     from .encoder import LazyModel
@@ -182,7 +182,7 @@ def text_vectors(store: Store, model: LazyModel, prompts: Sequence[str],
                     if passing is None:
                         raise
                     if not unstored:  # a lock (a backup's) is said by the re-score that waits on it
-                        log.log(logging.DEBUG if locked(exc) else logging.WARNING,
+                        log.log(logging.DEBUG if sqlite_locked(exc) else logging.WARNING,
                                 "prompt vectors not stored (%s); they are encoded again next time", passing)
                     unstored.update((p, stored_form(v)) for p, v in fresh.items())
                 advance(len(part))
