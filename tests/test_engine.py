@@ -687,6 +687,8 @@ def test_photos_deleted_while_they_wait_for_a_locked_database_leave_its_waiting_
             wait_for(lambda: env.store.file(str(kept)) is not None
                      and env.store.file(str(kept)).state == DONE)
             wait_for(lambda: not worker._ops and not len(queue) and worker.idle.is_set())
+            # the deletion's line, held for a folder's deletion to take it up (DELETED_LINES_S)
+            wait_for(lambda: "deleted before it could be tagged" in caplog.text)
     finally:
         holder.close()
         queue.close()
@@ -780,3 +782,30 @@ def test_a_lock_sqlite_words_otherwise_is_over_at_the_first_write_that_passes(
     finally:
         queue.close()
         worker.engine.close()
+
+
+def test_a_photos_deletion_applied_while_its_folder_was_still_being_removed_is_said_with_the_folder(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon holds a deletion's line for the folder's deletion to take it up (``rm -r``: each
+    photo, then the folder).  A photo's deletion applied while ``rm -r`` still ran (its folder
+    there then), the folder's own coming late: once the line's wait is over and the folder is gone,
+    it is the folder's line, counting the records still to go, whose deletions, and the folder's,
+    then say nothing; each record is recorded deleted, one by one, as before."""
+    folder = tmp_path / "in" / "2019"
+    photos = [noise_jpeg(folder / f"a{i}.jpg", seed=90 + i) for i in range(2)]
+    photos.append(noise_jpeg(folder / "summer" / "b.jpg", seed=92))
+    assert set(env.run(*photos).values()) == {Status.TAGGED}
+    writeback = env.pipeline.writeback
+    writeback.defer_deleted = 600.0  # the daemon's worker's DELETED_LINES_S; said here when asked
+    with caplog.at_level("INFO", logger="tagwatch"):
+        photos[0].unlink()  # rm -r under way
+        env.pipeline.apply([Delete(str(photos[0]))])
+        shutil.rmtree(folder)  # done, its other deletions not applied yet
+        writeback.say_deleted(everything=True)
+        env.pipeline.apply([Delete(str(photos[1])), Delete(str(photos[2])), Delete(str(folder / "summer"),
+                            is_dir=True), Delete(str(folder), is_dir=True)])
+        writeback.say_deleted(everything=True)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert said == [f"deleted {folder} (a folder: its 3 photos' records)"]
+    assert [env.store.file(str(p)).state for p in photos] == [DELETED] * 3
+    assert writeback._said_folders == {} and writeback._held_lines == []

@@ -625,6 +625,41 @@ def add_to_sidecar(side: Path, keyword: str) -> None:
                    check=True)
 
 
+def test_a_folder_moved_to_the_trash_or_removed_is_one_line_naming_it_and_its_photos_records(
+        tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
+    """``mv ~/Archive/2019 ~/.local/share/Trash/files/`` while the daemon runs (two folders watched,
+    so it waits 5 s for an arrival elsewhere), and ``rm -r ~/Inbox/junk``: each is one line naming
+    the folder and counting its photos' records, subfolders included (``deleted … (a folder: its 10
+    photos' records)``).  The folder moved out said nothing at all, and ``rm -r`` one line per
+    photo.  A photo deleted alone keeps its own line; every record is recorded deleted as before."""
+    inbox, archive, trash = tmp_path / "Inbox", tmp_path / "Archive", tmp_path / "Trash"
+    year, junk = archive / "2019", inbox / "junk"
+    moved = [year / f"y{i}.jpg" for i in range(6)] + [year / "summer" / f"s{i}.jpg" for i in range(4)]
+    removed = [junk / f"j{i}.jpg" for i in range(5)] + [junk / "sub" / f"k{i}.jpg" for i in range(3)]
+    alone = inbox / "alone.jpg"
+    for seed, photo in enumerate([*moved, *removed, alone], start=100):
+        noise_jpeg(photo, seed=seed)
+    trash.mkdir()
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[inbox, archive])
+    daemon = daemon_factory(config).start()
+    wait_for(lambda: status(config)["tagged"] == 19)
+    mark = len(daemon.log())
+    os.rename(year, trash / year.name)  # moved out of every watched folder: nothing arrives
+    subprocess.run(["rm", "-r", str(junk)], check=True)
+    alone.unlink()
+    daemon.wait_log(f"deleted {year} (a folder: its 10 photos' records)", since=mark)
+    daemon.wait_log(f"deleted {junk} (a folder: its 8 photos' records)", since=mark)
+    daemon.wait_log(f"{alone}: deleted", since=mark)
+    wait_for(lambda: status(config)["deleted"] == 19)
+    assert daemon.stop() == 0
+    log = daemon.log()[mark:]
+    assert [line.split(" INFO ", 1)[-1] for line in log.splitlines() if "deleted" in line] == [
+        f"deleted {junk} (a folder: its 8 photos' records)", f"{alone}: deleted",
+        f"deleted {year} (a folder: its 10 photos' records)"], log
+    assert " WARNING " not in log and " ERROR " not in log, log
+    assert status(config)["tagged"] == 0
+
+
 def test_a_sidecar_with_a_persons_keyword_follows_a_photo_renamed_while_no_daemon_runs(
         tmp_path: Path, tiny_checkpoint: Path, daemon_factory) -> None:
     """``mv IMG_1.jpg beach.jpg`` with no daemon running: the next start's scan finds IMG_1.jpg's
@@ -800,7 +835,8 @@ def test_a_folder_moved_live_to_another_watched_folder_is_a_move_of_each_photo_i
     times checked): one ``moved`` line for the folder, no photo tagged or deleted, nothing encoded,
     the correction renamed, and the ledger with the records, so an untag later takes out tagwatch's
     keywords and leaves the person's (``Oma`` in each sidecar, the correction's ``Anna``).  A folder deleted
-    outright, and one moved out of every watched folder (the trash), are still deletions."""
+    outright, and one moved out of every watched folder (the trash), are still deletions, each said
+    in one line naming the folder."""
     from tagwatch.overrides import correct
 
     inbox, archive, trash = tmp_path / "Inbox", tmp_path / "Archive", tmp_path / "Trash"
@@ -834,14 +870,15 @@ def test_a_folder_moved_live_to_another_watched_folder_is_a_move_of_each_photo_i
 
     shutil.rmtree(trip)  # deleted outright
     os.rename(outtakes, trash / outtakes.name)  # moved out of every watched folder: nothing arrives
-    daemon.wait_log(f"{others[0]}: deleted", since=mark)
+    gone = [f"deleted {folder} (a folder: its 1 photo's records)" for folder in (trip, outtakes)]
+    for line in gone:  # one line a folder, naming it (its photo's own line taken up in it)
+        daemon.wait_log(line, since=mark)
     wait_for(lambda: status(config)["deleted"] == 2)
     assert status(config)["tagged"] == 3
     assert daemon.stop() == 0  # what was handed out is done: its lines are in the log
     log = daemon.log()[mark:]
     assert "tagged" not in log and "checked" not in log and "copy" not in log.lower(), log
-    assert [line for line in log.splitlines() if "deleted" in line] == [
-        line for line in log.splitlines() if f"{others[0]}: deleted" in line], log
+    assert [line.split(" INFO ", 1)[-1] for line in log.splitlines() if "deleted" in line] == gone, log
     exported = tagwatch("export", "--config", str(config))
     assert exported.returncode == 0, exported.stderr
     assert sorted(json.loads(exported.stdout)) == sorted(map(str, new))

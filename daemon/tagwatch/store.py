@@ -976,11 +976,23 @@ class Store:
             return db.execute("UPDATE files SET state = ?, updated = ? WHERE path = ? AND state != ?",
                               (DELETED, time.time(), path, DELETED)).rowcount > 0
 
-    def mark_deleted_under(self, folder: str) -> None:
+    def mark_deleted_under(self, folder: str) -> int:
+        """A folder is gone: every record under it is.  Returns how many were not deleted already
+        (the photos whose records went with it, for its line)."""
         low, high = _under(folder)
         with self.transaction() as db:
+            live = db.execute("SELECT COUNT(*) FROM files WHERE path >= ? AND path < ? AND state != ?",
+                              (low, high, DELETED)).fetchone()[0]
             db.execute("UPDATE files SET state = ?, updated = ? WHERE path >= ? AND path < ?",
                        (DELETED, time.time(), low, high))
+        return live
+
+    def live_under(self, folder: str) -> int:
+        """How many records under ``folder`` are not deleted."""
+        low, high = _under(folder)
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM files WHERE path >= ? AND path < ? AND state != ?",
+                                    (low, high, DELETED)).fetchone()[0]
 
     def move(self, src: str, dst: str) -> bool:
         """A file was renamed: its row (vector link, tags, ledger) follows it.  False if unknown.
