@@ -160,7 +160,8 @@ class BatchQueue:
         self._woken = False
         self._bursting = False  # the last batch handed out was a backlog's: the next is not its first
         # told each rename or deletion queued, once the paths it names are moved or taken out: the
-        # worker's count of the photos waiting for the database follows them at once (Worker._moved)
+        # worker's count of the photos waiting for the database follows them at once
+        # (Worker._database_follows)
         self.on_op: Callable[[Op], None] | None = None
 
     def __len__(self) -> int:

@@ -184,7 +184,8 @@ class Worker(threading.Thread):
                 # now (the folder's may be one: a long batch before it, a busy machine, left them
                 # past DELETED_LINES_S, and rm -r's photos were said one by one), or after a minute
                 busy = batch is not None and bool(batch.ops)
-                self.pipeline.writeback.say_deleted(older=DELETED_LINES_MAX_S if busy else None)
+                self._guard(lambda b=busy: self.pipeline.writeback.say_deleted(
+                    older=DELETED_LINES_MAX_S if b else None))
                 if batch is None:
                     return
                 if not batch and not self._ops_due():
@@ -200,7 +201,7 @@ class Worker(threading.Thread):
         finally:
             self.engine.close()  # finish the batches in flight
             self._guard(self._last_try)
-            self.pipeline.writeback.say_deleted(everything=True)
+            self._guard(lambda: self.pipeline.writeback.say_deleted(everything=True))
 
     def _last_try(self) -> None:
         """The daemon stops while renames and deletions wait for the database: they are tried once

@@ -1666,7 +1666,8 @@ class Writeback:
     def _take_held(self, folder: str) -> list[_Deleted]:
         """The held lines of ``folder`` and what was inside it, taken out."""
         held = [line for line in self._held_lines if line.path == folder or inside(line.path, [folder])]
-        self._held_lines = [line for line in self._held_lines if line not in held]
+        taken = {id(line) for line in held}
+        self._held_lines = [line for line in self._held_lines if id(line) not in taken]
         return held
 
     @staticmethod
