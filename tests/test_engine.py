@@ -490,12 +490,11 @@ def test_a_batch_that_meets_a_locked_database_waits_whole_and_the_rest_is_not_tr
 
 
 def test_when_settled_is_told_once_the_photos_queued_before_it_are_settled_not_while_one_waits(
-        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        env: Env, tmp_path: Path) -> None:
     """Worker.when_settled, which the restore's check waits on (every watched photo compared, then
     each one queued settled): with nothing queued it is told at once; while a photo waits out a
     backup's lock (BEGIN EXCLUSIVE), backing off in the queue, it is not, however often the photo is
     tried; once the lock is let go it is told after the photo is tagged, on the worker's thread."""
-    monkeypatch.setattr(worker_module, "DATABASE_LOCK_WAIT_S", 0.2)  # each try's wait; the daemon's 5 s
     photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=60)
     seen: list[Outcome] = []
     told: list[tuple[str, str | None]] = []  # (the thread, the photo's state then), per call
@@ -505,7 +504,9 @@ def test_when_settled_is_told_once_the_photos_queued_before_it_are_settled_not_w
         told.append((threading.current_thread().name, row and row.state))
 
     queue = BatchQueue(size=8, max_wait=0, settle=0)
-    worker = Worker(queue, env.pipeline, reload=lambda: None, observe=seen.extend)
+    # each try's wait 0.2 s (the daemon's 5 s); a monkeypatched DATABASE_LOCK_WAIT_S never reached
+    # the Worker, whose default was taken when it was defined, and these tests waited 5 s a try
+    worker = Worker(queue, env.pipeline, reload=lambda: None, observe=seen.extend, lock_wait=0.2)
     holder = sqlite3.connect(env.store.path, isolation_level=None)
     worker.start()
     try:
@@ -560,7 +561,7 @@ def test_a_rescore_still_waits_for_the_database_while_its_retry_is_tried(env: En
 
 
 def test_renames_and_a_deletion_that_meet_a_backups_lock_wait_and_are_recorded_in_order_once_it_is_let_go(
-        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A backup script holds the database (BEGIN EXCLUSIVE) while a photo is renamed twice (a -> a2
     -> a3) and another deleted: each op waited SQLite's 30 s on the worker's thread, then was logged
     at ERROR and lost (the rename's new name then tagged as a new photo).  Now they wait out the
@@ -568,13 +569,12 @@ def test_renames_and_a_deletion_that_meet_a_backups_lock_wait_and_are_recorded_i
     its rename, said in one WARNING; once the lock is let go they are recorded: the record follows
     the photo, nothing is encoded again; the line then says that they are, not that photos
     waited."""
-    monkeypatch.setattr(worker_module, "DATABASE_LOCK_WAIT_S", 0.2)  # each try's wait; the daemon's 5 s
     a, b = (noise_jpeg(tmp_path / "in" / f"{name}.jpg", seed=70 + i) for i, name in enumerate("ab"))
     assert env.run(a, b) == {"a.jpg": Status.TAGGED, "b.jpg": Status.TAGGED}
     kept, encoded = env.store.file(str(a)), env.encoded()
     a2, a3 = a.with_name("a2.jpg"), a.with_name("a3.jpg")
     queue = BatchQueue(size=8, max_wait=0, settle=0)
-    worker = Worker(queue, env.pipeline, reload=lambda: None)
+    worker = Worker(queue, env.pipeline, reload=lambda: None, lock_wait=0.2)  # the daemon's 5 s
     holder = sqlite3.connect(env.store.path, isolation_level=None)
     caplog.clear()
     worker.start()
