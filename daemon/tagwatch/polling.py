@@ -3,23 +3,30 @@
 watchdog's ``PollingObserverVFS`` keeps, per poll, a ``DirectorySnapshot`` holding a full
 ``os.stat_result`` for every path, a second map from inode to path and a third of birth times: about
 960 bytes per entry, 194 MB for a library of 200,000 photos, twice that while a poll holds the old
-snapshot and the new one.  Its diff then walks every path of both snapshots through several method
-calls each: on the 200,000 files of docs/speed.md, 1.7 CPU-seconds for the snapshot and 1.4 for
-the diff, every poll, most of them for a tree where nothing changed.
+snapshot and the new one.  Its diff then goes through every path of both snapshots, several method
+calls each: at 200,000 files, 1.5 CPU-seconds for the snapshot and 1.2 for the diff, every poll,
+nearly always of a tree where nothing changed (docs/speed.md, "A polled NAS of 200,000 photos").
 
 Here each path keeps one packed record of what the diff reads (inode and device, mode, size, mtime,
-owner, flags, birth time): ~250 bytes per entry.  Diffing first compares the records byte for byte;
+owner, flags, birth time): ~230 bytes per entry.  Diffing first compares the records byte for byte;
 an idle poll ends there.  What did change (with every path sharing an inode with it: hard links)
 is handed to watchdog's own ``DirectorySnapshotDiff`` as two small snapshots, so created, deleted,
 modified and moved (paired by inode, a recycled inode told apart by its birth time) are decided by
-watchdog's code, exactly as before.  The walk is watchdog's too (``DirectorySnapshot.walk``: lstat,
-a folder gone mid-walk counted as empty).
+watchdog's code, exactly as before.  The walk is watchdog's too (``DirectorySnapshot.walk``: links
+not followed, a folder gone mid-walk counted as empty), given a ``stat`` that makes one statx(2)
+call per path where watchdog makes two.
+
+Hand-written, and why: watchdog's snapshot has no way to keep less per path, and its emitter names
+its snapshot and diff classes inside ``queue_events``; both are subclassed here, the emitter's loop
+written again step for step (:class:`LightPollingEmitter`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from stat import S_ISDIR
@@ -69,30 +76,84 @@ class Stat(NamedTuple):
     st_birthtime_ns: int | None
 
 
-def _record(st: os.stat_result, btime: int | None) -> bytes:
+def _stat(path: str, follow: bool) -> Stat:
+    """``os.lstat`` (``os.stat`` if ``follow``) and the birth time watchdog reads with statx."""
+    st = os.stat(path) if follow else os.lstat(path)
     flags = getattr(st, "st_flags", 0) | getattr(st, "st_file_attributes", 0) << 32
-    return _RECORD.pack(st.st_ino, st.st_dev, st.st_mtime, st.st_size, st.st_mode, st.st_uid, st.st_gid,
-                        flags, btime or 0, btime is not None)
+    return Stat(st.st_ino, st.st_dev, st.st_mtime, st.st_size, st.st_mode, st.st_uid, st.st_gid, flags,
+                get_statx_birthtime_ns(path, follow_symlinks=follow))
+
+
+# Linux statx(2): <linux/stat.h>'s struct statx up to stx_dev_minor.  mask, blksize, attributes, nlink,
+# uid, gid, mode, ino, size, blocks, attributes_mask, (atime), btime s + ns, (ctime), mtime s + ns,
+# rdev major + minor, dev major + minor
+_STATX = struct.Struct("=IIQIIIH2xQQQQ16xqI4x16xqI4xIIII")
+_STATX_NEEDED = 0x1 | 0x2 | 0x8 | 0x10 | 0x40 | 0x100 | 0x200  # type, mode, uid, gid, mtime, ino, size
+_STATX_BTIME = 0x800
+_AT_FDCWD, _AT_SYMLINK_NOFOLLOW = -100, 0x100
+
+
+def _libc_statx() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).statx
+    except (AttributeError, OSError):  # glibc before 2.28, musl before 1.2.5
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    call.restype = ctypes.c_int
+    return call  # type: ignore[no-any-return]
+
+
+_statx = _libc_statx()
+_buffers = threading.local()
+
+
+def lstat_statx(path: str) -> Stat:
+    """``os.lstat`` and the birth time in one statx(2) call, where watchdog makes two (lstat, then its
+    own statx for the birth time alone): on 200,000 files, the birth time's call was half the
+    snapshot's CPU.  The fields are those os.lstat gives (``st_mtime`` the same float, ``st_dev`` made
+    of major and minor by ``os.makedev``); without statx, or for a field the file system left out
+    of the answer, it is :func:`_stat`'s two calls."""
+    if _statx is None:
+        return _stat(path, False)
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = ctypes.create_string_buffer(256)
+    if _statx(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, 0x7FF | _STATX_BTIME, buffer) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)  # FileNotFoundError for ENOENT, as lstat's
+    (mask, _, _, _, uid, gid, mode, ino, size, _, _, btime_s, btime_ns, mtime_s, mtime_ns,
+     _, _, dev_major, dev_minor) = _STATX.unpack_from(buffer)
+    if mask & _STATX_NEEDED != _STATX_NEEDED:
+        return _stat(path, False)
+    btime = btime_s * 1_000_000_000 + btime_ns if mask & _STATX_BTIME else None
+    return Stat(ino, os.makedev(dev_major, dev_minor), mtime_s + mtime_ns * 1e-9, size, mode, uid, gid, 0,
+                btime)
+
+
+def _record(st: Stat) -> bytes:
+    btime = st.st_birthtime_ns
+    return _RECORD.pack(*st[:8], btime or 0, btime is not None)
 
 
 class LightSnapshot(DirectorySnapshot):
     """A ``DirectorySnapshot`` of one packed record per path, without the inode map (made only when
-    asked: a small snapshot of what changed asks).  Walks like watchdog's, with ``os.lstat`` by
-    default: a folder link is not followed (a loop, or a way out of the root)."""
+    asked: a small snapshot of what changed asks).  Walks like watchdog's; ``stat`` (a function
+    returning a :class:`Stat`) is :func:`lstat_statx` by default: a folder link is not followed (a
+    loop, or a way out of the root)."""
 
-    def __init__(self, path: str, *, recursive: bool = True, stat: Callable[[str], os.stat_result] = os.lstat,
+    def __init__(self, path: str, *, recursive: bool = True, stat: Callable[[str], Stat] = lstat_statx,
                  listdir: Callable[[str | None], Iterator[os.DirEntry[str]]] = os.scandir) -> None:
-        self.recursive, self.stat, self.listdir = recursive, stat, listdir
-        follow = stat is os.stat
+        self.recursive, self.stat, self.listdir = recursive, stat, listdir  # type: ignore[assignment]
         self._records: dict[str, bytes] = {}
         self._by_inode: dict[tuple[int, int], str] | None = None
         if not path:  # an empty snapshot (LightSnapshot.of)
             return
-        # each birth time is read as the path is found: statx reads the live path, gone by the diff
-        st = stat(path)
-        self._records[path] = _record(st, get_statx_birthtime_ns(path, follow_symlinks=follow))
+        # each birth time is read as the path is found (statx reads the live path, gone by the diff)
+        self._records[path] = _record(stat(path))
         for p, st in self.walk(path):
-            self._records[p] = _record(st, get_statx_birthtime_ns(p, follow_symlinks=follow))
+            self._records[p] = _record(st)  # type: ignore[arg-type]
 
     @classmethod
     def of(cls, records: Iterable[tuple[str, bytes]]) -> LightSnapshot:
