@@ -4,6 +4,8 @@ still reaching the queue."""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import shutil
 import threading
@@ -19,6 +21,7 @@ from watchdog.events import (
 )
 from watchdog.utils.dirsnapshot import DirectorySnapshot, DirectorySnapshotDiff
 
+import tagwatch.polling as polling_module
 from conftest import noise_jpeg, wait_for
 from tagwatch.polling import LightPollingObserver, LightSnapshot, light_diff
 from tagwatch.queue import Batch, BatchQueue, Delete, Move
@@ -180,6 +183,30 @@ def test_a_polled_root_that_goes_away_is_reported_deleted(tmp_path: Path) -> Non
     finally:
         observer.stop()
         observer.join()
+
+
+def test_a_poll_longer_than_the_interval_is_said_once_with_the_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A share answering slowly: the clock (a stand-in: no test waits for a slow disk) says each
+    poll took 100 s, three times the interval; the log says so once, not every poll."""
+    root = tmp_path / "nas"
+    library(root)
+    ticks = itertools.count(step=100.0)
+    monkeypatch.setattr(polling_module, "_clock", lambda: next(ticks))
+    recorder = _Recorder()
+    observer = LightPollingObserver(polling_interval=0.05)
+    observer.schedule(recorder, str(root), recursive=True)
+    with caplog.at_level(logging.WARNING, logger="tagwatch.polling"):
+        observer.start()
+        try:
+            wait_for(lambda: "longer than poll_interval" in caplog.text, timeout=10)
+            time.sleep(0.3)  # several more polls
+        finally:
+            observer.stop()
+            observer.join()
+    said = [r.getMessage() for r in caplog.records if "longer than poll_interval" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"{root}: one poll of its 14 files and folders took 100 s"), said
 
 
 def _collect(queue: BatchQueue, arrived: Callable[[Batch], bool]) -> Batch:

@@ -24,10 +24,12 @@ written again step for step (:class:`LightPollingEmitter`).
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from stat import S_ISDIR
 from typing import NamedTuple
@@ -55,6 +57,9 @@ from watchdog.observers.api import (
 from watchdog.observers.polling import logger as watchdog_logger
 from watchdog.utils.dirsnapshot import DirectorySnapshot, DirectorySnapshotDiff
 from watchdog.utils.statx import get_statx_birthtime_ns
+
+log = logging.getLogger(__name__)
+_clock = time.monotonic  # a test's stand-in makes a poll look slow
 
 # inode, device, mtime (the float watchdog compares), size, mode, uid, gid, flags (BSD st_flags and
 # Windows st_file_attributes), birth time in ns, whether there is one
@@ -238,7 +243,12 @@ class LightPollingEmitter(EventEmitter):
     it is written again here, the same steps in the same order: wait the interval, snapshot, a root
     gone (``FileNotFoundError``, ``NotADirectoryError``) is a ``DirDeletedEvent`` and the end of
     this emitter, another ``OSError`` (a share briefly unreachable: EIO, ESTALE) is said once and
-    the next poll tries again from the last snapshot, then the events in watchdog's order."""
+    the next poll tries again from the last snapshot, then the events in watchdog's order.
+
+    One thing is added: a poll that takes longer than the interval (a share answering slowly: each
+    file's stat is a round trip once the client's attribute cache expired) is said once, with the
+    fix.  The next poll waits the interval after this one ends, so such a root is polled without
+    pause, and the share and the daemon get no rest between polls."""
 
     def __init__(self, event_queue: EventQueue, watch: ObservedWatch, *,
                  timeout: float = DEFAULT_EMITTER_TIMEOUT,
@@ -247,6 +257,7 @@ class LightPollingEmitter(EventEmitter):
         self._snapshot = LightSnapshot("")
         self._lock = threading.Lock()
         self._snapshot_failing = False
+        self._said_slow = False
 
     def _take_snapshot(self) -> LightSnapshot:
         return LightSnapshot(self.watch.path, recursive=self.watch.is_recursive)
@@ -260,6 +271,7 @@ class LightPollingEmitter(EventEmitter):
         with self._lock:
             if not self.should_keep_running():
                 return
+            started = _clock()
             try:
                 new_snapshot = self._take_snapshot()
             except (FileNotFoundError, NotADirectoryError):
@@ -277,6 +289,13 @@ class LightPollingEmitter(EventEmitter):
                 watchdog_logger.info("Snapshot of %r succeeded again, resuming", self.watch.path)
             events = light_diff(self._snapshot, new_snapshot)
             self._snapshot = new_snapshot
+            took = _clock() - started
+            if took > self.timeout and not self._said_slow:
+                self._said_slow = True
+                log.warning("%s: one poll of its %d files and folders took %.0f s, longer than "
+                            "poll_interval (%g s): it is polled without a pause; a longer poll_interval "
+                            "gives the share and the daemon a rest", self.watch.path, len(new_snapshot),
+                            took, self.timeout)
             for name, event_class in _EVENTS:
                 for change in getattr(events, name):
                     event = event_class(*change) if isinstance(change, tuple) else event_class(change)
