@@ -22,7 +22,7 @@ from watchdog.events import (
 from watchdog.utils.dirsnapshot import DirectorySnapshot, DirectorySnapshotDiff
 
 import tagwatch.polling as polling_module
-from conftest import noise_jpeg, wait_for
+from conftest import Daemon, exif_keywords, noise_jpeg, status, wait_for, write_config
 from tagwatch.polling import LightPollingObserver, LightSnapshot, light_diff
 from tagwatch.queue import Batch, BatchQueue, Delete, Move
 from tagwatch.watcher import PathFilter, Watcher
@@ -249,3 +249,34 @@ def test_a_polled_root_still_sees_a_photo_added_changed_renamed_deleted_and_a_fo
         _collect(queue, lambda b: Move(str(root / "2024/06"), str(root / "2024/07"), is_dir=True) in b.ops)
     finally:
         watcher.stop()
+
+
+def test_a_real_daemon_polling_a_root_follows_a_photo_through_its_life(tmp_path: Path,
+                                                                      tiny_checkpoint: Path) -> None:
+    """``tagwatch run`` with ``poll = true``: a photo added is tagged, changed is encoded again,
+    renamed and its folder moved keep its record (moves, not a deletion and a new photo), deleted
+    is forgotten."""
+    root = tmp_path / "nas"
+    (root / "2024/06").mkdir(parents=True)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    config.write_text(config.read_text().replace(
+        f'watch = ["{root}"]', f'watch = [{{path = "{root}", poll = true}}]\npoll_interval = "0.3s"', 1))
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_log(f"watching {root}: polling every 0.3 s (poll = true)")
+        photo = noise_jpeg(root / "2024/06/a.jpg", seed=71)
+        wait_for(lambda: len(exif_keywords(photo)["iptc"]) == 3)
+        assert status(config)["encoded"] == 1
+        noise_jpeg(photo, seed=72)  # new pixels: its old keywords went with the old file
+        wait_for(lambda: status(config)["encoded"] == 2 and len(exif_keywords(photo)["iptc"]) == 3)
+        renamed = root / "2024/06/b.jpg"
+        os.rename(photo, renamed)
+        daemon.wait_log(f"moved {photo} -> {renamed}")
+        os.rename(root / "2024/06", root / "2024/07")
+        gone = root / "2024/07/b.jpg"
+        daemon.wait_log(f"moved {renamed} -> {gone}")  # the folder's move carries its photo's record
+        gone.unlink()
+        daemon.wait_log(f"{gone}: deleted")
+        assert status(config)["encoded"] == 2  # the moves encoded nothing
+    finally:
+        assert daemon.stop() == 0
