@@ -140,7 +140,11 @@ def test_light_snapshots_give_watchdogs_events(tmp_path: Path, name: str) -> Non
         assert any(theirs.values())  # the change was one watchdog sees: the comparison means something
 
 
-def test_a_light_snapshot_does_not_follow_links_and_counts_what_watchdog_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("statx", [True, False], ids=["one statx call", "lstat and statx (no libc statx)"])
+def test_a_light_snapshot_does_not_follow_links_and_counts_what_watchdog_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, statx: bool) -> None:
+    if not statx:
+        monkeypatch.setattr(polling_module, "_statx", None)
     root = tmp_path / "nas"
     library(root)
     light, theirs = LightSnapshot(str(root)), watchdog_snapshot(root)
