@@ -5,11 +5,13 @@ share) of N photos costs.  Not a test: it asserts no duration.
     .venv/bin/python scripts/bench_poll.py                    # 200,000 files, both parts
     .venv/bin/python scripts/bench_poll.py --count 20000      # a first look
     .venv/bin/python scripts/bench_poll.py --part snapshot    # (a) alone, in seconds
+    git archive 7bccca4 daemon | tar -x -C /tmp/before       # tagwatch before light snapshots ...
+    .venv/bin/python scripts/bench_poll.py --before /tmp/before/daemon   # ... run beside it in (b)
 
 The tree: N files in folders of 100 (year/month/day, ~2,000 folders for 200,000), each a copy of one
-tiny real JPEG (631 bytes; its own inode, as every photo has: the diff pairs moves by inode), made
+tiny real JPEG (629 bytes; its own inode, as every photo has: the diff pairs moves by inode), made
 once under ``--tree`` and reused.  Polling reads no file, it lstat()s each one, so a 20 MB photo costs
-what a 631-byte one does.
+what a 629-byte one does.
 
 (a) snapshot: one snapshot of the tree taken as the daemon's polling observer takes it (lstat, not
     following links), for each snapshot kind: watchdog's ``DirectorySnapshot`` and tagwatch's
