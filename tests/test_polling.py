@@ -273,6 +273,7 @@ def test_a_real_daemon_polling_a_root_follows_a_photo_through_its_life(tmp_path:
         assert status(config)["encoded"] == 1
         noise_jpeg(photo, seed=72)  # new pixels: its old keywords went with the old file
         wait_for(lambda: status(config)["encoded"] == 2 and len(exif_keywords(photo)["iptc"]) == 3)
+        time.sleep(2)  # several polls: the daemon's own write seen and settled before the rename
         renamed = root / "2024/06/b.jpg"
         os.rename(photo, renamed)
         daemon.wait_log(f"moved {photo} -> {renamed}")
