@@ -331,6 +331,23 @@ def write_config(folder: Path, checkpoint: Path, *, watch: list[Path] | None = N
     return path
 
 
+def config_with_vectors(root: Path, checkpoint: Path, seeds: Sequence[int], **kwargs: Any) -> Path:
+    """A config (``write_config(root / "conf", checkpoint, **kwargs)``) whose database already holds its
+    prompts' vectors and those of the pictures ``noise_jpeg`` makes from ``seeds``: one dry run over
+    them in ``root / "pictures"`` cached them, as a photo's first scan does.  For a module's tests that
+    start from the same config: a photo of one of those pictures (its content key is the picture's,
+    whatever its folder, name or metadata) is then scanned from its cached vector, as a second scan
+    scans it, and no test's scan starts a model (a child importing torch and open_clip: about 2
+    CPU-seconds).  The tests' photos stay files of their own in folders of their own, unknown to the
+    database until they scan them: only the vectors are shared."""
+    config = write_config(root / "conf", checkpoint, **kwargs)
+    for seed in seeds:
+        noise_jpeg(root / "pictures" / f"{seed}.jpg", seed=seed)
+    result = tagwatch("scan", "--dry-run", str(root / "pictures"), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    return config
+
+
 @pytest.fixture
 def config_file(tmp_path: Path, tiny_checkpoint: Path) -> Callable[..., Path]:
     def make(**kwargs: object) -> Path:

@@ -16,9 +16,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, TAGS, TINY_CONFIG, exif_keywords, noise_jpeg, status, tagwatch, write_config
+from conftest import (
+    REPO,
+    TAGS,
+    TINY_CONFIG,
+    config_with_vectors,
+    exif_keywords,
+    noise_jpeg,
+    status,
+    tagwatch,
+    write_config,
+)
 from tagwatch.config import ModelConfig
 from tagwatch.model import ModelError, load_model, model_identity
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """The config ``config_file()`` writes (every tag list word, three a photo), shared by the tests
+    below that say what a scan does with the photos named, with the vectors of their pictures (seeds
+    0-2) cached (``conftest.config_with_vectors``): their scans start no model."""
+    return config_with_vectors(tmp_path_factory.mktemp("known"), tiny_checkpoint, (0, 1, 2))
 
 
 def test_scan_tags_a_folder_and_a_second_scan_encodes_nothing(tmp_path: Path, config_file) -> None:
@@ -50,8 +68,9 @@ def test_a_mistake_in_the_tag_list_is_said_without_waiting_for_the_model_started
     assert " loaded on " not in result.stderr  # ...and ended, not waited for until its weights loaded
 
 
-def test_dry_run_prints_tags_with_scores_and_writes_no_photo(tmp_path: Path, config_file) -> None:
-    config = config_file()
+@pytest.mark.xdist_group("cli-known")  # one worker builds `known` once
+def test_dry_run_prints_tags_with_scores_and_writes_no_photo(tmp_path: Path, known: Path) -> None:
+    config = known
     photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
     data = photo.read_bytes()
     result = tagwatch("scan", "--dry-run", "--config", str(config), str(photo))
@@ -67,8 +86,9 @@ def test_dry_run_prints_tags_with_scores_and_writes_no_photo(tmp_path: Path, con
     assert "dry run: no file written" in result.stderr
 
 
-def test_scan_reports_bad_files_and_exits_1(tmp_path: Path, config_file) -> None:
-    config = config_file()
+@pytest.mark.xdist_group("cli-known")  # one worker builds `known` once
+def test_scan_reports_bad_files_and_exits_1(tmp_path: Path, known: Path) -> None:
+    config = known
     good = noise_jpeg(tmp_path / "good.jpg", seed=1)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(good.read_bytes()[:500])
@@ -79,11 +99,12 @@ def test_scan_reports_bad_files_and_exits_1(tmp_path: Path, config_file) -> None
     assert len(exif_keywords(good)["iptc"]) == 3
 
 
-def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, config_file) -> None:
+@pytest.mark.xdist_group("cli-known")  # one worker builds `known` once
+def test_paths_that_do_not_exist_exit_1_and_the_rest_is_done(tmp_path: Path, known: Path) -> None:
     """Issue: `scan /nonexistent` warned and exited 0, `export /nonexistent` printed {} and exited 0,
     `untag /nonexist` said "tagwatch has no record of this file" and exited 0: a script could not
     tell a typo from success.  A photo tagwatch never tagged has nothing to untag: that is done."""
-    config = config_file()
+    config = known
     good = noise_jpeg(tmp_path / "good.jpg", seed=1)
     gone = tmp_path / "nonexistent"
     scanned = tagwatch("scan", "--config", str(config), str(good), str(gone))
@@ -166,10 +187,11 @@ def test_a_file_named_in_an_excluded_or_hidden_folder_is_skipped_as_a_walk_skips
     assert all(exif_keywords(path)["iptc"] == [] for path in (thumb, hidden))
 
 
+@pytest.mark.xdist_group("cli-known")  # one worker builds `known` once
 def test_a_scan_says_how_many_pictures_of_formats_it_does_not_read_it_passed_over(
-        tmp_path: Path, config_file) -> None:
+        tmp_path: Path, known: Path) -> None:
     """AVIF (phones), GIF, BMP: not read, and not silently: the summary counts them by kind."""
-    config = config_file()
+    config = known
     folder = tmp_path / "mixed"
     noise_jpeg(folder / "p.jpg", seed=1)
     for name in ("a.avif", "b.AVIF", "c.gif", "notes.txt", ".hidden.gif"):
@@ -207,9 +229,10 @@ def test_every_camera_raw_rawpy_reads_is_tagged_and_the_others_are_counted(
         assert exif_keywords(folder / f"{name}.xmp")["xmp"], name  # photo.jpg.xmp naming, the default
 
 
-def test_a_dry_run_says_which_photos_a_scan_would_not_write(tmp_path: Path, config_file) -> None:
+@pytest.mark.xdist_group("cli-known")  # one worker builds `known` once
+def test_a_dry_run_says_which_photos_a_scan_would_not_write(tmp_path: Path, known: Path) -> None:
     """A hard-linked or read-only JPEG is refused by the scan: the dry run said it would write it."""
-    config = config_file()
+    config = known
     folder = tmp_path / "lib"
     linked, locked, fine = (noise_jpeg(folder / f"{n}.jpg", seed=i) for i, n in enumerate(("l", "r", "f")))
     os.link(linked, tmp_path / "backup.jpg")
@@ -272,8 +295,9 @@ def test_a_photo_left_to_retry_is_named(caplog: pytest.LogCaptureFixture) -> Non
         "/p/a.jpg: not tagged: changed while it was written; the next scan tags it"]
 
 
-def test_explain_lists_every_tag_with_its_verdict(tmp_path: Path, config_file) -> None:
-    config = config_file()
+@pytest.mark.xdist_group("cli-known")  # one worker builds `known` once
+def test_explain_lists_every_tag_with_its_verdict(tmp_path: Path, known: Path) -> None:
+    config = known
     photo = noise_jpeg(tmp_path / "p.jpg", seed=1)
     result = tagwatch("explain", "--config", str(config), str(photo))
     assert result.returncode == 0, result.stderr
@@ -445,8 +469,9 @@ def test_a_failing_hubs_warnings_are_said_once_and_the_download_tried_once(tmp_p
     assert error.startswith("tagwatch: error: model: cannot load RN50 / openai"), error
 
 
-def test_status_reports_json_keys_the_issue_names(tmp_path: Path, config_file) -> None:
-    config = config_file()
+@pytest.mark.xdist_group("cli-known")  # one worker builds `known` once
+def test_status_reports_json_keys_the_issue_names(tmp_path: Path, known: Path) -> None:
+    config = known
     noise_jpeg(tmp_path / "lib" / "a.jpg", seed=1)
     tagwatch("scan", "--config", str(config), str(tmp_path / "lib"))
     result = tagwatch("status", "--config", str(config))

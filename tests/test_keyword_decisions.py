@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, exif_keywords, exiftool_read, noise_jpeg, tagwatch, write_config
+from conftest import (
+    Env,
+    config_with_vectors,
+    exif_keywords,
+    exiftool_read,
+    noise_jpeg,
+    tagwatch,
+    write_config,
+)
 from tagwatch.cli.status import COUNTS, render
 from tagwatch.config import PlacesConfig, TaggingConfig, WriteConfig
 from tagwatch.outcomes import Outcome, Status
@@ -32,6 +40,14 @@ ROME = ["-GPSLatitude=41.8986", "-GPSLatitudeRef=N", "-GPSLongitude=12.4769", "-
 def geocoder() -> Geocoder:
     """One gazetteer for the module (~1 s to load)."""
     return Geocoder()
+
+
+@pytest.fixture(scope="module")
+def red_circle(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """The config (tags red and circle, two a photo) of the four tests that start from it, with their
+    pictures' vectors cached (``conftest.config_with_vectors``): their scans start no model."""
+    return config_with_vectors(tmp_path_factory.mktemp("red-circle"), tiny_checkpoint,
+                               (21, 22, 23, 26, 27, 28), tags=["red", "circle"], top_k=2)
 
 
 def exiftool(photo: Path, *args: str) -> None:
@@ -247,14 +263,15 @@ def test_a_long_re_scoring_is_counted_as_it_goes_and_status_names_what_it_only_c
                            "nothing to write; 4882.61 photos/min over the last 5 min"), line
 
 
+@pytest.mark.xdist_group("red-circle")  # one worker builds red_circle once
 def test_a_touched_photo_is_no_news_and_a_photo_with_no_tag_is_counted_so(tmp_path: Path,
-                                                                          tiny_checkpoint: Path) -> None:
+                                                                          red_circle: Path) -> None:
     """A user's report (24,000 photos): a first index ended "22800 tagged, 1200 unchanged", read as
     1,200 photos skipped (they had no tag above the threshold); and touching 5,836 tagged photos gave
     5,836 "tagged … (already in the file)" lines for photos nothing was written into."""
     photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=26)
     blank = noise_jpeg(tmp_path / "other" / "b.jpg", seed=27)
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle"], top_k=2)
+    config = red_circle
     assert tagwatch("scan", str(photo), "--config", str(config)).returncode == 0
     data = photo.read_bytes()
     os.utime(photo)  # touched: same bytes, new times
@@ -267,15 +284,16 @@ def test_a_touched_photo_is_no_news_and_a_photo_with_no_tag_is_counted_so(tmp_pa
     assert "scan: 1 photo: 1 with no tag above the threshold" in none.stderr, none.stderr
 
 
+@pytest.mark.xdist_group("red-circle")  # one worker builds red_circle once
 def test_a_dry_run_names_the_keywords_of_ours_a_sync_scan_would_take_out(tmp_path: Path,
-                                                                          tiny_checkpoint: Path) -> None:
+                                                                          red_circle: Path) -> None:
     """A user's report: in sync mode, `scan --dry-run --threshold 0.65` (the documented way to try a
     threshold) listed what stays and called the photo "already in the file", and the scan after it
     took four keywords out.  The dry run names them, counts the photo as the scan does, and a photo
     with nothing to write counts unchanged in both."""
     photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=22)
     blank = noise_jpeg(tmp_path / "in" / "b.jpg", seed=23)
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle"], top_k=2)
+    config = red_circle
     assert tagwatch("scan", str(photo), "--config", str(config)).returncode == 0
     written = exif_keywords(photo)["iptc"]
     assert sorted(written) == ["circle", "red"]
@@ -302,13 +320,14 @@ def test_a_dry_run_names_the_keywords_of_ours_a_sync_scan_would_take_out(tmp_pat
     assert f"took out tagwatch's no longer predicted: {taken}" in real.stderr, real.stderr
 
 
+@pytest.mark.xdist_group("red-circle")  # one worker builds red_circle once
 def test_a_dry_run_of_overwrite_names_the_persons_keywords_the_scan_would_take_out(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, red_circle: Path) -> None:
     """An rtag user's report: `scan --dry-run --mode overwrite` said "(already in the file)" and
     "1 unchanged" for a photo whose own keywords (rtag's "ping-pong ball", the person's "Tante Renée")
     the real scan then deleted.  The dry run names them and counts the photo as the scan does."""
     photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=28)
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle"], top_k=2)
+    config = red_circle
     exiftool(photo, "-IPTC:Keywords=red", "-IPTC:Keywords=circle", "-IPTC:Keywords=ping-pong ball",
              "-IPTC:Keywords=Tante Renée")  # tagged by rtag, a name added by hand
     dry = tagwatch("scan", "--dry-run", "--mode", "overwrite", str(photo), "--config", str(config))
@@ -353,12 +372,13 @@ def test_a_dry_run_of_overwrite_keeps_the_persons_keywords_where_they_took_every
     assert "Tante" not in again.stdout, again.stdout
 
 
+@pytest.mark.xdist_group("red-circle")  # one worker builds red_circle once
 def test_a_dry_run_leaves_out_a_keyword_a_person_took_out_since_the_last_scan(tmp_path: Path,
-                                                                             tiny_checkpoint: Path) -> None:
+                                                                             red_circle: Path) -> None:
     """Report §9: the person took `circle` out of a tagged photo; the dry run still listed it as to
     be written, and only a real scan (which records the removal) made the dry run right."""
     photo = noise_jpeg(tmp_path / "in" / "a.jpg", seed=21)
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["red", "circle"], top_k=2)
+    config = red_circle
     assert tagwatch("scan", str(photo), "--config", str(config)).returncode == 0
     exiftool(photo, "-IPTC:Keywords-=circle", "-XMP-dc:Subject-=circle")
     dry = tagwatch("scan", "--dry-run", str(photo), "--config", str(config))
