@@ -303,16 +303,18 @@ def exif_keywords(path: Path) -> dict[str, list[str]]:
 
 def write_config(folder: Path, checkpoint: Path, *, watch: list[Path] | None = None,
                  tags: list[str] | None = None, threshold: float = -1.0, top_k: int = 3,
-                 extra: str = "", model: Path = TINY_CONFIG, quiet_ms: int | None = None) -> Path:
+                 extra: str = "", model: Path = TINY_CONFIG, quiet_ms: int | None = None,
+                 database: Path | None = None) -> Path:
     """A config using the tiny model (or ``model``, the config ``checkpoint`` belongs to); threshold
     -1 with top_k makes every photo get top_k tags.  ``quiet_ms``: ``[batch] quiet_ms``, how long a
-    photo cut short stays unchanged before it fails (5 s by default), for a test that waits for that."""
+    photo cut short stays unchanged before it fails (5 s by default), for a test that waits for that.
+    ``database``: another config's database (``state/tagwatch.db`` beside this one by default)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tags.txt").write_text("\n".join(tags or TAGS) + "\n", encoding="utf-8")
     lines = [
         f"watch = {json.dumps([str(w) for w in watch or []])}",
         'tags = "tags.txt"',
-        'database = "state/tagwatch.db"',
+        f"database = {json.dumps(str(database or 'state/tagwatch.db'))}",
         "[model]",
         f"name = {json.dumps(str(model))}",
         f"pretrained = {json.dumps(str(checkpoint))}",
@@ -331,18 +333,23 @@ def write_config(folder: Path, checkpoint: Path, *, watch: list[Path] | None = N
     return path
 
 
-def config_with_vectors(root: Path, checkpoint: Path, seeds: Sequence[int], **kwargs: Any) -> Path:
+def config_with_vectors(root: Path, checkpoint: Path, seeds: Sequence[int] = (),
+                        fill: Callable[[Path], object] | None = None, **kwargs: Any) -> Path:
     """A config (``write_config(root / "conf", checkpoint, **kwargs)``) whose database already holds its
-    prompts' vectors and those of the pictures ``noise_jpeg`` makes from ``seeds``: one dry run over
-    them in ``root / "pictures"`` cached them, as a photo's first scan does.  For a module's tests that
-    start from the same config: a photo of one of those pictures (its content key is the picture's,
-    whatever its folder, name or metadata) is then scanned from its cached vector, as a second scan
-    scans it, and no test's scan starts a model (a child importing torch and open_clip: about 2
-    CPU-seconds).  The tests' photos stay files of their own in folders of their own, unknown to the
-    database until they scan them: only the vectors are shared."""
+    prompts' vectors and those of the pictures ``noise_jpeg`` makes from ``seeds`` (and ``fill`` writes
+    into the folder it is given): one dry run over them in ``root / "pictures"`` cached them, as a
+    photo's first scan does.  For a module's tests that start from the same config (or from configs
+    naming its database, ``write_config(database=…)``, with tags among its own): a photo of one of
+    those pictures (its content key is the picture's, whatever its folder, name or metadata) is then
+    scanned from its cached vector, as a second scan scans it, and no test's scan starts a model (a
+    child importing torch and open_clip: about 2 CPU-seconds).  The tests' photos stay files of their
+    own in folders of their own, unknown to the database until they scan them: only the vectors are
+    shared."""
     config = write_config(root / "conf", checkpoint, **kwargs)
     for seed in seeds:
         noise_jpeg(root / "pictures" / f"{seed}.jpg", seed=seed)
+    if fill is not None:
+        fill(root / "pictures")
     result = tagwatch("scan", "--dry-run", str(root / "pictures"), "--config", str(config))
     assert result.returncode == 0, result.stderr
     return config

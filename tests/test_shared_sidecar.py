@@ -24,6 +24,7 @@ from conftest import (
     SHAPES_CONFIG,
     Daemon,
     Env,
+    config_with_vectors,
     exif_keywords,
     exiftool_read,
     noise_jpeg,
@@ -219,7 +220,20 @@ Scanned = Callable[..., tuple[Path, Path]]
 
 
 @pytest.fixture(scope="module")
-def scanned_once(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Scanned:
+def shared_db(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """The database of the module's scans (``scanned_once``'s and the tests' that scan a pair() under
+    a config of their own, each naming it with ``write_config(database=…)``): every photo they scan is
+    a copy of pair()'s two pictures and every tag list theirs is among TAGS4, whose vectors one dry run
+    cached (``conftest.config_with_vectors``), so no scan of theirs starts a model (about 2 CPU-seconds
+    each).  Each test's photos are files of its own in a folder of its own, and it asks of the
+    database only what it says of them (untag, export and scan name its folder or photos)."""
+    config = config_with_vectors(tmp_path_factory.mktemp("shared-db"), tiny_checkpoint, fill=pair,
+                                 tags=TAGS4, top_k=3, extra=SIDECAR)
+    return config.parent / "state" / "tagwatch.db"
+
+
+@pytest.fixture(scope="module")
+def scanned_once(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, shared_db: Path) -> Scanned:
     """For the tests that begin with the same scan under the same config: ``scanned_once(name, folders,
     tags=, top_k=, extra=, mode=)`` is (config, root) after one scan of ``root``, whose subfolder
     ``key`` ``folders[key]`` filled, made at its first call for ``name`` (a scan that encodes starts
@@ -234,7 +248,8 @@ def scanned_once(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path
             root = base / "sc"
             for key, fill in folders.items():
                 fill(root / key)
-            config = write_config(base / "conf", tiny_checkpoint, tags=tags, top_k=top_k, extra=extra)
+            config = write_config(base / "conf", tiny_checkpoint, tags=tags, top_k=top_k, extra=extra,
+                                  database=shared_db)
             if mode is not None:
                 text = config.read_text(encoding="utf-8")
                 config.write_text(text.replace(f"top_k = {top_k}\n", f'top_k = {top_k}\nmode = "{mode}"\n'),
@@ -284,7 +299,7 @@ def test_untag_of_both_photos_gives_the_persons_shared_sidecar_back_as_it_was(
 
 @pytest.mark.parametrize("first, then", [("photo.jpg.xmp", "photo.xmp"), ("photo.xmp", "photo.jpg.xmp")])
 def test_untag_takes_tagwatch_s_keywords_out_of_the_sidecar_of_the_naming_used_before(
-        tmp_path: Path, tiny_checkpoint: Path, first: str, then: str) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, shared_db: Path, first: str, then: str) -> None:
     """After `[write] sidecar` changed, untag said "nothing of tagwatch's in it to take out", forgot
     the ledger and left tagwatch's keywords in the old-named sidecar for good.  The old-named sidecar
     is reached now (this photo's alone); her keyword and rating in it stay."""
@@ -294,7 +309,7 @@ def test_untag_takes_tagwatch_s_keywords_out_of_the_sidecar_of_the_naming_used_b
     old_side, new_side = (png.with_suffix(".xmp") if naming == "photo.xmp" else folder / "IMG_1.png.xmp"
                           for naming in (first, then))
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3,
-                          extra=f'[write]\nsidecar = "{first}"\n')
+                          extra=f'[write]\nsidecar = "{first}"\n', database=shared_db)
     run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     own = predicted(config, folder)["IMG_1.png"]
@@ -311,7 +326,7 @@ def test_untag_takes_tagwatch_s_keywords_out_of_the_sidecar_of_the_naming_used_b
 
 
 def test_untag_leaves_a_persons_keyword_in_another_apps_sidecar_where_ours_is_in_its_own(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, shared_db: Path) -> None:
     """A photographer in darktable (IMG_1.png.xmp) and Lightroom (IMG_1.xmp, tagwatch's naming) gave
     the photo in darktable a keyword tagwatch also writes: untag takes tagwatch's out of the sidecar it
     writes and leaves darktable's alone (only keywords of ours found nowhere else are looked for there)."""
@@ -319,7 +334,7 @@ def test_untag_leaves_a_persons_keyword_in_another_apps_sidecar_where_ours_is_in
     folder.mkdir()
     png = noise_png(folder / "IMG_1.png", seed=2)
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3,
-                          extra='[write]\nsidecar = "photo.xmp"\n')
+                          extra='[write]\nsidecar = "photo.xmp"\n', database=shared_db)
     run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     own = predicted(config, folder)["IMG_1.png"]
@@ -477,7 +492,7 @@ def test_sync_takes_a_tag_off_the_list_out_of_both_photos_of_a_pair(tmp_path: Pa
 
 
 def test_a_dry_run_of_overwrite_names_none_of_the_keywords_the_scan_keeps_beside_a_raw(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, shared_db: Path) -> None:
     """Review L3: a JPEG that writes the sidecar it shares with its RAW too (target both) is written
     in overwrite mode as in sync while the RAW has keywords there from tagwatch, so the person's
     keyword in the JPEG stays.  The dry run decided overwrite without the shared sidecar and said it
@@ -486,7 +501,7 @@ def test_a_dry_run_of_overwrite_names_none_of_the_keywords_the_scan_keeps_beside
     jpg, png = pair(tmp_path / "in")
     side = tmp_path / "in" / "IMG_1.xmp"
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["mountain"], top_k=1,
-                          extra='[write]\ntarget = "both"\nsidecar = "photo.xmp"\n')
+                          extra='[write]\ntarget = "both"\nsidecar = "photo.xmp"\n', database=shared_db)
     assert tagwatch("scan", str(png), "--config", str(config)).returncode == 0
     assert "mountain" in in_sidecar(side)  # the RAW's, from tagwatch
     (tmp_path / "conf" / "tags.txt").write_text("beach\n", encoding="utf-8")
@@ -513,13 +528,14 @@ def test_a_dry_run_of_overwrite_names_none_of_the_keywords_the_scan_keeps_beside
 
 
 def test_a_dry_run_leaves_out_a_keyword_a_person_took_out_of_the_sidecar_the_photo_shares(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, shared_db: Path) -> None:
     """A keyword a person took out of the shared sidecar (recorded for the RAW, which had it from
     tagwatch) is out for both photos: the JPEG's scan leaves it out.  Its dry run did not read the
     other photo's ledger, and listed it as one the scan would write."""
     jpg, png = pair(tmp_path / "in")
     side = tmp_path / "in" / "IMG_1.xmp"
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach"], top_k=3, extra=SIDECAR)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach"], top_k=3, extra=SIDECAR,
+                          database=shared_db)
     assert tagwatch("scan", str(jpg), "--config", str(config)).returncode == 0  # the JPEG: beach
     (tmp_path / "conf" / "tags.txt").write_text("beach\nforest\nmountain\n", encoding="utf-8")
     assert tagwatch("scan", str(png), "--config", str(config)).returncode == 0  # the RAW: all three
