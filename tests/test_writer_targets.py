@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import exiftool_read, noise_jpeg, tagwatch, write_config
+from conftest import config_with_vectors, exiftool_read, noise_jpeg, tagwatch, write_config
 from tagwatch.config import WriteConfig
 from tagwatch.formats import jpeg_key
 from tagwatch.metadata import ExifTool, KeywordWriter, MetadataError
@@ -314,6 +314,24 @@ def test_a_parent_path_goes_into_both_hierarchical_fields(tmp_path: Path, exifto
         assert fields(photo) == fields(with_person_tags(noise_jpeg(tmp_path / "fresh.jpg", seed=2)))
 
 
+def noise_png(path: Path) -> Path:
+    """A PNG of random pixels (a format tagwatch writes through a sidecar only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def untag_db(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """The database of the untag tests below, each naming it from a config of its own
+    (``write_config(database=…)``): its pictures' vectors (noise_png's, seeds 4 and 5) and the tag
+    list's are cached by one dry run (``conftest.config_with_vectors``), so no scan of theirs starts a
+    model (about 2 CPU-seconds each).  Each test untags only its own folder."""
+    config = config_with_vectors(tmp_path_factory.mktemp("untag-db"), tiny_checkpoint, (4, 5),
+                                 fill=lambda folder: noise_png(folder / "a.png"), top_k=2)
+    return config.parent / "state" / "tagwatch.db"
+
+
 def sidecar_before_tagwatch(photo: Path, *args: str) -> Path:
     """A person's sidecar that exists before tagwatch (Lightroom, darktable): dc:subject only, or
     ``args``; returns it."""
@@ -322,20 +340,20 @@ def sidecar_before_tagwatch(photo: Path, *args: str) -> Path:
     return side
 
 
+@pytest.mark.xdist_group("untag-db")  # one worker builds untag_db once
 @pytest.mark.parametrize("mode", ["append", "sync", "overwrite"])
 def test_untag_gives_a_persons_sidecar_back_without_the_field_tagwatch_created(
-        tmp_path: Path, tiny_checkpoint: Path, mode: str) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, untag_db: Path, mode: str) -> None:
     """A PNG's sidecar held only the person's dc:subject `Reise`; tagwatch added an
     lr:hierarchicalSubject starting with a copy of `Reise` (Immich reads no dc:subject), and untag left
     that field behind holding the copy: the ledger recorded the fields it created for a JPEG only."""
     folder = tmp_path / "lib"
     folder.mkdir()
-    png = folder / "a.png"
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(png)
+    png = noise_png(folder / "a.png")
     side = sidecar_before_tagwatch(png)
     before = fields(side)
     assert before["XMP-dc:Subject"] == ["Reise"] and not before["XMP-lr:HierarchicalSubject"]
-    config = write_config(tmp_path / "conf", tiny_checkpoint, top_k=2)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, top_k=2, database=untag_db)
     config.write_text(config.read_text().replace("top_k = 2\n", f'top_k = 2\nmode = "{mode}"\n'))
     assert tagwatch("scan", "--config", str(config), str(folder)).returncode == 0
     tagged = fields(side)
@@ -346,8 +364,9 @@ def test_untag_gives_a_persons_sidecar_back_without_the_field_tagwatch_created(
     assert fields(side) == before
 
 
+@pytest.mark.xdist_group("untag-db")  # one worker builds untag_db once
 def test_untag_gives_back_the_photos_and_its_sidecars_created_fields_each_its_own(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, untag_db: Path) -> None:
     """Target "both": tagwatch creates dc:subject and lr:hierarchicalSubject in the photo (copies of
     its IPTC `Toskana`) and an lr:hierarchicalSubject in the person's existing sidecar (a copy of its
     `Reise`); the ledger keeps one record per field name, so the two fields of one name must not
@@ -361,7 +380,7 @@ def test_untag_gives_back_the_photos_and_its_sidecars_created_fields_each_its_ow
     photo_before, side_before = fields(photo), fields(side)
     assert not photo_before["XMP-dc:Subject"] and not side_before["XMP-lr:HierarchicalSubject"]
     config = write_config(tmp_path / "conf", tiny_checkpoint, top_k=2,
-                          extra='[write]\ntarget = "both"\nhierarchy_prefix = "auto"\n')
+                          extra='[write]\ntarget = "both"\nhierarchy_prefix = "auto"\n', database=untag_db)
     assert tagwatch("scan", "--config", str(config), str(folder)).returncode == 0
     assert "Toskana" in fields(photo)["XMP-lr:HierarchicalSubject"]
     assert "Reise" in fields(side)["XMP-lr:HierarchicalSubject"]
@@ -370,15 +389,17 @@ def test_untag_gives_back_the_photos_and_its_sidecars_created_fields_each_its_ow
     assert (fields(photo), fields(side)) == (photo_before, side_before)
 
 
+@pytest.mark.xdist_group("untag-db")  # one worker builds untag_db once
 def test_a_sidecar_tagwatch_created_is_kept_by_untag_with_the_persons_keywords(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, untag_db: Path) -> None:
     """The documented exception: a sidecar tagwatch created starts with the photo's keywords (apps
     reading it instead of the photo must see them); untag takes ours out and keeps it, theirs in it."""
     folder = tmp_path / "lib"
     folder.mkdir()
     photo = noise_jpeg(folder / "p.jpg", seed=5)
     subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject=Reise", str(photo)], check=True)
-    config = write_config(tmp_path / "conf", tiny_checkpoint, top_k=2, extra='[write]\ntarget = "sidecar"\n')
+    config = write_config(tmp_path / "conf", tiny_checkpoint, top_k=2, extra='[write]\ntarget = "sidecar"\n',
+                          database=untag_db)
     assert tagwatch("scan", "--config", str(config), str(folder)).returncode == 0
     side = folder / "p.jpg.xmp"
     assert len(fields(side)["XMP-dc:Subject"]) == 3
