@@ -35,8 +35,8 @@ from tagwatch.model import ModelError, load_model, model_identity
 def known(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
     """The config ``config_file()`` writes (every tag list word, three a photo), shared by the tests
     below that say what a scan does with the photos named, with the vectors of their pictures (seeds
-    0-2) cached (``conftest.config_with_vectors``): their scans start no model."""
-    return config_with_vectors(tmp_path_factory.mktemp("known"), tiny_checkpoint, (0, 1, 2))
+    0-5) cached (``conftest.config_with_vectors``): their scans start no model."""
+    return config_with_vectors(tmp_path_factory.mktemp("known"), tiny_checkpoint, range(6))
 
 
 def test_scan_tags_a_folder_and_a_second_scan_encodes_nothing(tmp_path: Path, config_file) -> None:
@@ -164,12 +164,14 @@ def test_a_fifo_or_a_device_named_is_said_to_be_one_and_never_read(tmp_path: Pat
         assert f"{path}: skipped: not a regular file ({kind})" in explained.stderr, explained.stderr
 
 
+@pytest.mark.xdist_group("cli-known")  # one worker builds `known` once
 def test_a_file_named_in_an_excluded_or_hidden_folder_is_skipped_as_a_walk_skips_it(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, known: Path) -> None:
     """`find … | xargs tagwatch scan` names every file: one in a NAS's @eaDir or a hidden folder of a
     watched folder is skipped, as the walk of that folder skips it, not written into."""
     root = tmp_path / "w"
-    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root])
+    config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root],
+                          database=known.parent / "state" / "tagwatch.db")  # the vectors of seeds 0-5
     config.write_text('exclude = ["@eaDir"]\n' + config.read_text(encoding="utf-8"), encoding="utf-8")
     thumb = noise_jpeg(root / "@eaDir" / "t.jpg", seed=3)
     hidden = noise_jpeg(root / ".hidden" / "h.jpg", seed=4)
