@@ -344,7 +344,9 @@ def config_with_vectors(root: Path, checkpoint: Path, seeds: Sequence[int] = (),
     scanned from its cached vector, as a second scan scans it, and no test's scan starts a model (a
     child importing torch and open_clip: about 2 CPU-seconds).  The tests' photos stay files of their
     own in folders of their own, unknown to the database until they scan them: only the vectors are
-    shared."""
+    shared, and the store's counters (the hierarchy prefixes written under, ``Store.prefixes``: a test
+    that sets one makes the others find paths under it ours, which only paths of their own ledger's
+    keywords can be)."""
     config = write_config(root / "conf", checkpoint, **kwargs)
     for seed in seeds:
         noise_jpeg(root / "pictures" / f"{seed}.jpg", seed=seed)
