@@ -809,3 +809,10 @@ def test_a_photos_deletion_applied_while_its_folder_was_still_being_removed_is_s
     assert said == [f"deleted {folder} (a folder: its 3 photos' records)"]
     assert [env.store.file(str(p)).state for p in photos] == [DELETED] * 3
     assert writeback._said_folders == {} and writeback._held_lines == []
+
+
+def test_the_lines_said_when_a_trouble_is_over_count_the_photos_in_words() -> None:
+    """The model's "loads again" line and the database's "takes writes again" share their end: one
+    photo is "the 1 photo that waited for it is tried now" (the model's said "the 1 photos … are")."""
+    assert worker_module._tried_now(1) == "the 1 photo that waited for it is tried now"
+    assert worker_module._tried_now(3) == "the 3 photos that waited for it are tried now"

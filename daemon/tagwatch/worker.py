@@ -76,6 +76,12 @@ class _DatabaseTrouble:
     ops: set[str] = field(default_factory=set)
 
 
+def _tried_now(n: int) -> str:
+    """The end of the line said when a trouble photos waited for is over: "the 3 photos that waited
+    for it are tried now", "the 1 photo … is" (the model's line said "the 1 photos … are")."""
+    return f"the {counted(n, 'photo')} that waited for it {'is' if n == 1 else 'are'} tried now"
+
+
 class Worker(threading.Thread):
     """The thread that feeds the engine batches from the queue and settles what they return."""
 
@@ -564,8 +570,7 @@ class Worker(threading.Thread):
                 if "model" in self._trouble and outcome.status == Status.TAGGED:
                     del self._trouble["model"]
                     waited = self._waited.pop("model", set())
-                    log.info("the model loads again; the %d photos that waited for it are tried now",
-                             len(waited))
+                    log.info("the model loads again; %s", _tried_now(len(waited)))
                     for other in waited:
                         if other != path and other in self._backoff:
                             self.queue.put(other, delay=0.0, force=True)
@@ -621,9 +626,7 @@ class Worker(threading.Thread):
                 # say it once recorded (_ops_wait); they were counted "the 3 photos that waited"
                 return
             self._database_waited = None
-            many = len(waited.photos) != 1
-            log.info("the database takes writes again; the %s that waited for it %s tried now",
-                     counted(len(waited.photos), "photo"), "are" if many else "is")
+            log.info("the database takes writes again; %s", _tried_now(len(waited.photos)))
             self.queue.hurry(waited.photos)
 
     def _guard(self, work: Callable[[], None]) -> None:
