@@ -687,7 +687,7 @@ def test_photos_deleted_while_they_wait_for_a_locked_database_leave_its_waiting_
             wait_for(lambda: env.store.file(str(kept)) is not None
                      and env.store.file(str(kept)).state == DONE)
             wait_for(lambda: not worker._ops and not len(queue) and worker.idle.is_set())
-            # the deletion's line, held for a folder's deletion to take it up (DELETED_LINES_S)
+            # the deletion's line
             wait_for(lambda: "deleted before it could be tagged" in caplog.text)
     finally:
         holder.close()
@@ -784,31 +784,27 @@ def test_a_lock_sqlite_words_otherwise_is_over_at_the_first_write_that_passes(
         worker.engine.close()
 
 
-def test_a_photos_deletion_applied_while_its_folder_was_still_being_removed_is_said_with_the_folder(
+def test_a_folder_whose_photos_records_went_with_it_is_one_line_and_rm_r_says_each_photo(
         env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The daemon holds a deletion's line for the folder's deletion to take it up (``rm -r``: each
-    photo, then the folder).  A photo's deletion applied while ``rm -r`` still ran (its folder
-    there then), the folder's own coming late: once the line's wait is over and the folder is gone,
-    it is the folder's line, counting the records still to go, whose deletions, and the folder's,
-    then say nothing; each record is recorded deleted, one by one, as before."""
-    folder = tmp_path / "in" / "2019"
-    photos = [noise_jpeg(folder / f"a{i}.jpg", seed=90 + i) for i in range(2)]
-    photos.append(noise_jpeg(folder / "summer" / "b.jpg", seed=92))
-    assert set(env.run(*photos).values()) == {Status.TAGGED}
-    writeback = env.pipeline.writeback
-    writeback.defer_deleted = 600.0  # the daemon's worker's DELETED_LINES_S; said here when asked
+    """A folder moved out of every watched folder (to the trash) reports no deletion of its photos:
+    its deletion records theirs, and says so in one line naming it and counting them (it said
+    nothing).  ``rm -r`` reports each photo deleted, then each folder: each photo's line, and the
+    folders', whose records are gone already, nothing more."""
+    trip = tmp_path / "in" / "2019"
+    photos = [noise_jpeg(trip / f"a{i}.jpg", seed=90 + i) for i in range(2)]
+    photos.append(noise_jpeg(trip / "summer" / "b.jpg", seed=92))
+    removed = [noise_jpeg(tmp_path / "in" / "2020" / f"c{i}.jpg", seed=93 + i) for i in range(2)]
+    assert set(env.run(*photos, *removed).values()) == {Status.TAGGED}
+    trash = tmp_path / "trash"
+    trash.mkdir()
     with caplog.at_level("INFO", logger="tagwatch"):
-        photos[0].unlink()  # rm -r under way
-        env.pipeline.apply([Delete(str(photos[0]))])
-        shutil.rmtree(folder)  # done, its other deletions not applied yet
-        writeback.say_deleted(everything=True)
-        env.pipeline.apply([Delete(str(photos[1])), Delete(str(photos[2])), Delete(str(folder / "summer"),
-                            is_dir=True), Delete(str(folder), is_dir=True)])
-        writeback.say_deleted(everything=True)
+        trip.rename(trash / trip.name)
+        env.pipeline.apply([Delete(str(trip), is_dir=True)])
+        shutil.rmtree(removed[0].parent)
+        env.pipeline.apply([*(Delete(str(p)) for p in removed), Delete(str(removed[0].parent), is_dir=True)])
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
-    assert said == [f"deleted {folder} (a folder: its 3 photos' records)"]
-    assert [env.store.file(str(p)).state for p in photos] == [DELETED] * 3
-    assert writeback._said_folders == {} and writeback._held_lines == []
+    assert said == [f"deleted {trip} (a folder: its 3 photos' records)", *(f"{p}: deleted" for p in removed)]
+    assert [env.store.file(str(p)).state for p in (*photos, *removed)] == [DELETED] * 5
 
 
 def test_the_lines_said_when_a_trouble_is_over_count_the_photos_in_words() -> None:

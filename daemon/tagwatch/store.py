@@ -987,13 +987,6 @@ class Store:
                        (DELETED, time.time(), low, high))
         return live
 
-    def live_under(self, folder: str) -> int:
-        """How many records under ``folder`` are not deleted."""
-        low, high = _under(folder)
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM files WHERE path >= ? AND path < ? AND state != ?",
-                                    (low, high, DELETED)).fetchone()[0]
-
     def move(self, src: str, dst: str) -> bool:
         """A file was renamed: its row (vector link, tags, ledger) follows it.  False if unknown.
 

@@ -40,7 +40,6 @@ from .retry import (
 )
 from .store import inside
 from .wording import counted
-from .writeback import DELETED_LINES_MAX_S, DELETED_LINES_S
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +126,6 @@ class Worker(threading.Thread):
         self._ops_backoff = Backoff()
         self._behind: set[str] = set()
         pipeline.store.on_commit = self._database_back
-        # a deletion's line waits for the folder that holds it to be deleted too (rm -r): one line
-        pipeline.writeback.defer_deleted = DELETED_LINES_S
         queue.on_op = self._database_follows
         self._when_settled: list[Callable[[], None]] = []  # told once nothing is queued or in flight
         self.batches = 0
@@ -186,12 +183,6 @@ class Worker(threading.Thread):
                 if deferred:
                     self._guard(lambda d=deferred: self._settle(d))
                 batch = self.queue.get(timeout=1.0)
-                # the deletions' lines no folder's deletion took up, where no rename or deletion comes
-                # now (the folder's may be one: a long batch before it, a busy machine, left them
-                # past DELETED_LINES_S, and rm -r's photos were said one by one), or after a minute
-                busy = batch is not None and bool(batch.ops)
-                self._guard(lambda b=busy: self.pipeline.writeback.say_deleted(
-                    older=DELETED_LINES_MAX_S if b else None))
                 if batch is None:
                     return
                 if not batch and not self._ops_due():
@@ -207,7 +198,6 @@ class Worker(threading.Thread):
         finally:
             self.engine.close()  # finish the batches in flight
             self._guard(self._last_try)
-            self._guard(lambda: self.pipeline.writeback.say_deleted(everything=True))
 
     def _last_try(self) -> None:
         """The daemon stops while renames and deletions wait for the database: they are tried once

@@ -32,7 +32,6 @@ import logging
 import os
 import sqlite3
 import stat
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -479,38 +478,6 @@ def _rewrote(job: WriteJob, now: os.stat_result) -> bool:
             or (read.st_ino, read.st_mtime_ns, read.st_size) != (now.st_ino, now.st_mtime_ns, now.st_size))
 
 
-# How long the daemon's worker holds a deletion's line for a deletion of the folder that holds it
-# (``rm -r`` reports each photo deleted, then the folder): one line for the folder, not one a photo
-DELETED_LINES_S = 2.0
-# ... and at most this long while renames and deletions keep coming (one of them may be the folder's)
-DELETED_LINES_MAX_S = 60.0
-
-
-@dataclass
-class _Deleted:
-    """A deletion's line held back (:meth:`Writeback.say_deleted`): the photo's or folder's path,
-    the records it counts, how to say it, and when (monotonic)."""
-
-    path: str
-    count: int
-    say: Callable[[], None]
-    folder: bool
-    when: float
-
-
-def _top_gone(folder: str) -> str | None:
-    """The highest folder gone that is ``folder`` or holds it (``rm -r`` of a tree), None where
-    ``folder`` is there."""
-    if os.path.isdir(folder):
-        return None
-    top = folder
-    while True:
-        parent = os.path.dirname(top)
-        if parent == top or os.path.isdir(parent):
-            return top
-        top = parent
-
-
 class Writeback:
     """The store's side of writing keywords: plan and record ahead, record done or failed."""
 
@@ -529,13 +496,6 @@ class Writeback:
         # photo that waits out a backup's lock is tried again and again, and said it at every try.
         # Kept until its outcome is recorded, or the photo is deleted or renamed (_forget_said)
         self._said: dict[str, tuple[object, ...]] = {}
-        # The daemon's worker holds the deletions' lines this long (DELETED_LINES_S), for the folder
-        # that holds them to be deleted too: one line for it (_folder_deleted).  None: said at once
-        self.defer_deleted: float | None = None
-        self._held_lines: list[_Deleted] = []  # in the order they happened (say_deleted)
-        # folders said gone before their own deletion was applied (say_deleted): folder → its records
-        # still to be recorded deleted, whose deletions say nothing more
-        self._said_folders: dict[str, int] = {}
         self.use_prefix()
 
     def use_prefix(self, prefix: str | None = None) -> None:
@@ -1582,15 +1542,12 @@ class Writeback:
             released = self._leave(op.path)
             if released is None:  # kept recorded: the start-up scan finds it gone and tries again
                 return
-            path = op.path
-            if self.store.mark_deleted(path):
-                self._deleted(path, 1, lambda: log.info("%s: deleted%s", path, released,
-                                                        extra={"event": "deleted", "path": path}))
+            if self.store.mark_deleted(op.path):
+                log.info("%s: deleted%s", op.path, released, extra={"event": "deleted", "path": op.path})
             elif said_gone:  # the write that found it gone said so: one line per photo
                 log.debug("%s: deletion recorded (said gone already)", op.path)
             else:
-                self._deleted(path, 0, lambda: log.info("%s: skipped: deleted before it could be tagged",
-                                                        path))
+                log.info("%s: skipped: deleted before it could be tagged", op.path)
             return
         self._forget_said(op.src, op.is_dir)
         if not (utf8_name(op.src) and utf8_name(op.dst)):
@@ -1621,88 +1578,18 @@ class Writeback:
             if row is not None and row.state != DONE:  # renamed mid-write (an ingest script
                 unknown.append(op.dst)  # at 0.1 s): its batch met the old name gone
 
-    def _deleted(self, path: str, count: int, say: Callable[[], None], folder: bool = False) -> None:
-        """A deletion's line (``say``), for ``count`` records: at once, or held :attr:`defer_deleted`
-        seconds (:meth:`say_deleted`) for a deletion of a folder holding it to take it up; nothing
-        where a folder holding it was said gone already (:meth:`_said_under`)."""
-        if self.defer_deleted is None:
-            if count or not folder:
-                say()
-            return
-        said = self._said_under(path)
-        if said is not None:
-            if folder:  # its own deletion: what was left of it to come is here
-                for gone in [f for f in self._said_folders if f == path or inside(f, [path])]:
-                    del self._said_folders[gone]
-            if said in self._said_folders:
-                self._said_folders[said] -= count
-                if self._said_folders[said] <= 0:
-                    del self._said_folders[said]
-            log.debug("%s: deleted with %s (%d records)", path, said, count)
-            return
-        self._held_lines.append(_Deleted(path, count, say, folder, time.monotonic()))
-
-    def _said_under(self, path: str) -> str | None:
-        """The folder said gone (:meth:`say_deleted`) that is ``path`` or holds it, if any."""
-        up = path
-        while True:
-            if up in self._said_folders:
-                return up
-            parent = os.path.dirname(up)
-            if parent == up:
-                return None
-            up = parent
-
     def _folder_deleted(self, folder: str, marked: int) -> None:
-        """A folder's deletion, its records marked deleted (``marked`` of them not deleted before):
-        one line naming it and counting its photos' records, those of the photos' and subfolders'
-        deletions held back before it too (``rm -r`` reports each photo deleted, then each folder,
-        the deepest first): ``deleted ~/Pictures/2019 (a folder: its 30 photos' records)``.  A
-        folder moved out of every watched folder (to the trash) said nothing, and ``rm -r`` one line
-        per photo."""
-        count = marked + sum(line.count for line in self._take_held(folder))
-        self._deleted(folder, count, self._folder_line(folder, lambda: count), folder=True)
-
-    def _take_held(self, folder: str) -> list[_Deleted]:
-        """The held lines of ``folder`` and what was inside it, taken out."""
-        held = [line for line in self._held_lines if line.path == folder or inside(line.path, [folder])]
-        taken = {id(line) for line in held}
-        self._held_lines = [line for line in self._held_lines if id(line) not in taken]
-        return held
-
-    @staticmethod
-    def _folder_line(folder: str, count: Callable[[], int]) -> Callable[[], None]:
-        """How to say ``folder``'s deletion, with its photos' records counted."""
-        def say() -> None:
-            n = count()
-            log.info("deleted %s (a folder: its %d photo%s records)", folder, n, "'s" if n == 1 else "s'",
+        """A folder's deletion, ``marked`` records under it recorded deleted by it: one line naming
+        it and counting them, ``deleted ~/Pictures/2019 (a folder: its 30 photos' records)``, where
+        any were (a folder moved out of every watched folder, to the trash: its photos report no
+        deletion of their own, and their records went silently).  ``rm -r`` reports each photo
+        deleted before the folder, each with its own line: the folder's then counts none and says
+        nothing.  (Holding the photos' lines for a folder's deletion to take them up was tried; an
+        ``rm -r`` held off the cores longer than the hold split the lines anyway.)"""
+        if marked:
+            log.info("deleted %s (a folder: its %s records)", folder,
+                     "1 photo's" if marked == 1 else f"{marked} photos'",
                      extra={"event": "deleted", "path": folder})
-        return say
-
-    def say_deleted(self, everything: bool = False, older: float | None = None) -> None:
-        """Say the deletions' lines held back :attr:`defer_deleted` seconds or more (``older``: that
-        many; ``everything``: all of them, as the daemon stops); a folder's only where photos'
-        records went with it.  Asked by the daemon's worker between batches, on the thread that
-        applies the deletions.  A photo's whose folder is gone too, and whose folder's deletion did
-        not come in time (a busy machine; its photo applied while ``rm -r`` still ran; a folder
-        removed while no daemon watched, found by the start's scan), is said as the highest folder
-        gone: once, counting the records under it still to be recorded deleted, whose deletions,
-        and the folder's own, say nothing more."""
-        now = time.monotonic()
-        wait = self.defer_deleted if older is None else older
-        while self._held_lines and (everything or wait is None or now - self._held_lines[0].when >= wait):
-            line = self._held_lines.pop(0)
-            top = _top_gone(os.path.dirname(line.path))
-            if top is None:
-                if line.count or not line.folder:
-                    line.say()
-                continue
-            left = self.store.live_under(top)  # recorded deleted later, by their own deletions
-            count = line.count + sum(other.count for other in self._take_held(top)) + left
-            if count:
-                self._folder_line(top, lambda n=count: n)()
-            if left:
-                self._said_folders[top] = left
 
     def _leave(self, path: str) -> str | None:
         """A recorded photo gone from ``path``: its keywords out of a sidecar another photo still
