@@ -1584,8 +1584,8 @@ class Writeback:
         any were (a folder moved out of every watched folder, to the trash: its photos report no
         deletion of their own, and their records went silently).  ``rm -r`` reports each photo
         deleted before the folder, each with its own line: the folder's then counts none and says
-        nothing.  (Holding the photos' lines for a folder's deletion to take them up was tried; an
-        ``rm -r`` held off the cores longer than the hold split the lines anyway.)"""
+        nothing.  (Holding the photos' lines 2 s for a folder's deletion to take them up was tried, and
+        taken out: on a loaded CI host it split an ``rm -r``'s lines anyway, for a reason not found.)"""
         if marked:
             log.info("deleted %s (a folder: its %s records)", folder,
                      "1 photo's" if marked == 1 else f"{marked} photos'",
