@@ -30,6 +30,7 @@ from tagwatch.config import ModelConfig, PlacesConfig, TaggingConfig, WriteConfi
 from tagwatch.encoder import LazyModel
 from tagwatch.metadata import ExifTool, KeywordWriter
 from tagwatch.pipeline import Pipeline
+from tagwatch.queue import Batch, BatchQueue
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
 
@@ -559,3 +560,30 @@ def chromium() -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def collect(queue: BatchQueue, arrived: Callable[[Batch], bool], timeout: float = 10) -> Batch:
+    """What the queue hands out, gathered until ``arrived`` holds of it (then what is left, drained):
+    a real observer's events come when the machine gets to them, and a pause in them is no end (a
+    busy 2-core box once took longer than a 0.2 s pause to report a deletion)."""
+    seen = Batch()
+
+    def gathered() -> bool:
+        batch = queue.get(timeout=0.5) or Batch()
+        seen.ops += batch.ops
+        seen.paths += batch.paths
+        return arrived(seen)
+
+    wait_for(gathered, timeout=timeout)
+    rest = drain(queue)
+    return Batch(seen.ops + rest.ops, seen.paths + rest.paths)
+
+
+def drain(queue: BatchQueue) -> Batch:
+    batch = queue.get(timeout=0.5) or Batch()
+    while True:
+        more = queue.get(timeout=0.2)
+        if not more:
+            return batch
+        batch.ops += more.ops
+        batch.paths += more.paths

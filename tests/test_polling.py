@@ -22,9 +22,9 @@ from watchdog.events import (
 from watchdog.utils.dirsnapshot import DirectorySnapshot, DirectorySnapshotDiff
 
 import tagwatch.polling as polling_module
-from conftest import Daemon, exif_keywords, noise_jpeg, status, wait_for, write_config
+from conftest import Daemon, collect, exif_keywords, noise_jpeg, status, wait_for, write_config
 from tagwatch.polling import LightPollingObserver, LightSnapshot, light_diff
-from tagwatch.queue import Batch, BatchQueue, Delete, Move
+from tagwatch.queue import BatchQueue, Delete, Move
 from tagwatch.watcher import PathFilter, Watcher
 
 KINDS = ("files_created", "files_deleted", "files_modified", "files_moved", "files_attrib",
@@ -213,19 +213,6 @@ def test_a_poll_longer_than_the_interval_is_said_once_with_the_fix(
     assert said[0].startswith(f"{root}: one poll of its 14 files and folders took 100 s"), said
 
 
-def _collect(queue: BatchQueue, arrived: Callable[[Batch], bool]) -> Batch:
-    seen = Batch()
-
-    def gathered() -> bool:
-        batch = queue.get(timeout=0.5) or Batch()
-        seen.ops += batch.ops
-        seen.paths += batch.paths
-        return arrived(seen)
-
-    wait_for(gathered, timeout=20)
-    return seen
-
-
 def test_a_polled_root_still_sees_a_photo_added_changed_renamed_deleted_and_a_folder_moved(
         tmp_path: Path) -> None:
     """The Watcher polling a real folder (``poll = true``) through light snapshots: each change
@@ -240,17 +227,18 @@ def test_a_polled_root_still_sees_a_photo_added_changed_renamed_deleted_and_a_fo
         assert watcher.polled == [root]
         time.sleep(0.5)  # the first snapshot taken
         added = noise_jpeg(root / "2024/06/added.jpg", seed=2)
-        _collect(queue, lambda b: str(added) in b.paths)
+        collect(queue, lambda b: str(added) in b.paths, timeout=20)
         time.sleep(0.05)
         noise_jpeg(kept, seed=3, size=(64, 48))  # changed in place
-        _collect(queue, lambda b: str(kept) in b.paths)
+        collect(queue, lambda b: str(kept) in b.paths, timeout=20)
         renamed = root / "2024/06/renamed.jpg"
         os.rename(added, renamed)
-        _collect(queue, lambda b: Move(str(added), str(renamed)) in b.ops)
+        collect(queue, lambda b: Move(str(added), str(renamed)) in b.ops, timeout=20)
         renamed.unlink()
-        _collect(queue, lambda b: Delete(str(renamed)) in b.ops)
+        collect(queue, lambda b: Delete(str(renamed)) in b.ops, timeout=20)
         os.rename(root / "2024/06", root / "2024/07")
-        _collect(queue, lambda b: Move(str(root / "2024/06"), str(root / "2024/07"), is_dir=True) in b.ops)
+        collect(queue, lambda b: Move(str(root / "2024/06"), str(root / "2024/07"), is_dir=True) in b.ops,
+                timeout=20)
     finally:
         watcher.stop()
 

@@ -8,15 +8,14 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from watchdog.observers import Observer
 
-from conftest import noise_jpeg, wait_for
+from conftest import collect, drain, noise_jpeg, wait_for
 from tagwatch.metadata import TEMP_MARKER
-from tagwatch.queue import Batch, BatchQueue, Delete, Move
+from tagwatch.queue import BatchQueue, Delete, Move
 from tagwatch.store import DONE, FAILED, Store
 from tagwatch.watcher import PathFilter, Watcher, reconcile
 
@@ -36,33 +35,6 @@ def test_filter_skips_hidden_excluded_and_non_jpeg(tmp_path: Path) -> None:
     assert filt.wanted(f"{root}/y/archive/a.jpg")  # ... but only relative to the root
     assert not filt.wanted(f"{tmp_path}/elsewhere/a.jpg")
     assert not filt.wanted(f"{root}-sibling/a.jpg")
-
-
-def collect(queue: BatchQueue, arrived: Callable[[Batch], bool], timeout: float = 10) -> Batch:
-    """What the queue hands out, gathered until ``arrived`` holds of it (then what is left, drained):
-    a real observer's events come when the machine gets to them, and a pause in them is no end (a
-    busy 2-core box once took longer than a 0.2 s pause to report a deletion)."""
-    seen = Batch()
-
-    def gathered() -> bool:
-        batch = queue.get(timeout=0.5) or Batch()
-        seen.ops += batch.ops
-        seen.paths += batch.paths
-        return arrived(seen)
-
-    wait_for(gathered, timeout=timeout)
-    rest = drain(queue)
-    return Batch(seen.ops + rest.ops, seen.paths + rest.paths)
-
-
-def drain(queue: BatchQueue) -> Batch:
-    batch = queue.get(timeout=0.5) or Batch()
-    while True:
-        more = queue.get(timeout=0.2)
-        if not more:
-            return batch
-        batch.ops += more.ops
-        batch.paths += more.paths
 
 
 def test_reconcile_queues_what_changed_and_reports_what_vanished(tmp_path: Path) -> None:
