@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO / "daemon"))
 from watchdog.utils.dirsnapshot import DirectorySnapshot, DirectorySnapshotDiff  # noqa: E402
 
 from tagwatch.polling import LightSnapshot, light_diff  # noqa: E402
+from tagwatch.precision import cpu_facts  # noqa: E402
 
 PER_FOLDER = 100
 # An 8x8 grey baseline JPEG: a real photo file, as small as one gets.
@@ -66,16 +67,6 @@ SNAPSHOTS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
 
 def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
 
 
 def tiny_jpeg() -> bytes:
@@ -264,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     root = ensure_tree(args.tree, args.count)
-    facts = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0],
+    facts = {"cpu": cpu_facts()[0], "cores": os.cpu_count(), "python": sys.version.split()[0],
              "files": args.count, "tree": str(root)}
     snapshots = [bench_snapshot(root, kind, args.repeat) for kind in kinds] if args.part != "daemon" else []
     codes = {"light": REPO / "daemon", **({"watchdog": args.before} if args.before else {})}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tagwatch.config import TaggingConfig, builtin_tag_list
+from tagwatch.precision import cpu_facts
 from tagwatch.tagger import Expansion, TagMatrix, predict
 from tagwatch.vocabulary import load_configured
 from tagwatch.wordnet import data_path
@@ -60,16 +60,6 @@ seconds = time.perf_counter() - start
 gc.collect()
 print(json.dumps({"s": seconds, "rss_mb": status("VmRSS") - rss, "peak_mb": status("VmHWM") - hwm}))
 """
-
-
-def cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load(what: str, repeat: int) -> dict[str, float]:
@@ -109,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure, best kept (default 5)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    figures: dict[str, object] = {"cpu": cpu(), "data_gz_mb": data_path().stat().st_size / 1e6}
+    figures: dict[str, object] = {"cpu": cpu_facts()[0], "data_gz_mb": data_path().stat().st_size / 1e6}
     figures["data_text_mb"] = len(gzip.decompress(data_path().read_bytes())) / 1e6
     for what in ("wordnet", "photo-tags", "imagenet-expand", "imagenet-flat"):
         figures[what] = load(what, args.repeat)

@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "daemon"))
 
 from tagwatch.config import builtin_tag_list, load_config  # noqa: E402
 from tagwatch.model import model_identity  # noqa: E402
+from tagwatch.precision import cpu_facts  # noqa: E402
 from tagwatch.store import DONE, FAILED, Store  # noqa: E402
 from tagwatch.vocabulary import load_configured  # noqa: E402
 from tagwatch.web.server import WebServer  # noqa: E402
@@ -162,21 +163,11 @@ def main() -> int:
                   f"median {results[label]['median_ms']:>8.1f} ms", flush=True)
     finally:
         server.stop()
-    report = {"count": args.count, "repeat": args.repeat, "cpu": _cpu(), "cores": os.cpu_count(),
+    report = {"count": args.count, "repeat": args.repeat, "cpu": cpu_facts()[0], "cores": os.cpu_count(),
               "python": platform.python_version(), "results": results}
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"written to {args.out}", file=sys.stderr)
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
