@@ -25,6 +25,7 @@ import pytest
 from conftest import Env, exif_keywords, exiftool_stand_in, noise_jpeg, read_only_folder, wait_for
 from tagwatch import cores
 from tagwatch import worker as worker_module
+from tagwatch.atomic import exchange
 from tagwatch.config import TaggingConfig
 from tagwatch.engine import Engine
 from tagwatch.outcomes import Outcome, Status
@@ -702,6 +703,45 @@ def test_photos_deleted_while_they_wait_for_a_locked_database_leave_its_waiting_
             and any(str(p) in r.getMessage() for p in (gone, *inner))]
     assert said == [f"{gone}: skipped: deleted before it could be tagged"], caplog.text
     assert [env.store.file(str(p)) for p in (gone, *inner)] == [None] * 3
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_photo_replaced_by_an_exchange_of_names_while_it_waits_for_the_database_stays_on_its_list(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A photo waits for a read-only or locked database when a new version takes its name by an
+    exchange of names (tagwatch's own write does so, atomic.py; inotify reports the old version
+    moved to the hidden name, which the watcher queues as the photo's deletion).  The photo left the
+    database's waiting list as if deleted: once the database took writes again, its tagging said
+    nothing of it ("the database takes writes again" missing, a CI failure of test_reliability's
+    read-only database).  Now a deletion of a photo that is still there leaves it waiting, and the
+    line counts it."""
+    photo = noise_jpeg(tmp_path / "in" / "p.jpg", seed=90)
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None, lock_wait=0.2)
+    holder = sqlite3.connect(env.store.path, isolation_level=None)
+    worker.start()
+    try:
+        with caplog.at_level("DEBUG", logger="tagwatch"):
+            holder.execute("BEGIN EXCLUSIVE")
+            queue.put(str(photo))
+            wait_for(lambda: _waiting_for_database(worker)[0] == {str(photo)})
+            hidden = photo.with_name(".p.jpg.new")
+            noise_jpeg(hidden, seed=91)
+            assert exchange(hidden, photo)  # the new version in place, the old one at the hidden name
+            hidden.unlink()
+            queue.op(Delete(str(photo)))  # what the watcher makes of the old version's move away
+            wait_for(lambda: not worker._ops and worker.idle.is_set())
+            assert _waiting_for_database(worker)[0] == {str(photo)}
+            holder.execute("COMMIT")
+            wait_for(lambda: env.store.file(str(photo)) is not None
+                     and env.store.file(str(photo)).state == DONE)
+    finally:
+        holder.close()
+        queue.close()
+        worker.join(timeout=60)
+    lines = [r.getMessage() for r in caplog.records if "takes writes again" in r.getMessage()]
+    assert lines == ["the database takes writes again; the 1 photo that waited for it is tried now"]
+    assert exif_keywords(photo)["iptc"]
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 

@@ -74,6 +74,15 @@ def heads(op: Op) -> tuple[str, ...]:
     return (op.src, op.dst) if isinstance(op, Move) else (op.path,)
 
 
+def replaced(op: Op) -> bool:
+    """Is ``op`` a deletion of a path that is there again: a replace, not a deletion?  A polling
+    observer sees an atomic replace as delete + create, and an exchange of names (tagwatch's own
+    write, see :mod:`tagwatch.atomic`) reports the photo moved to a hidden name.  Its record stays
+    (:meth:`~tagwatch.writeback.Writeback.apply_ops`), and so does its place among the photos
+    waiting for the database (:meth:`~tagwatch.worker.Worker._database_follows`)."""
+    return isinstance(op, Delete) and os.path.lexists(op.path)
+
+
 def touches(op: Op, path: str) -> bool:
     """Does ``path`` fall under ``op``: one of its :func:`heads`, or inside one where it is a folder's?"""
     names = heads(op)

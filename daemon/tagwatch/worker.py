@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from .engine import Engine
 from .outcomes import Outcome, Status, record_failure
 from .pipeline import Pipeline
-from .queue import Batch, BatchQueue, Delete, Move, Op, touches
+from .queue import Batch, BatchQueue, Delete, Move, Op, replaced, touches
 from .retry import (
     DATABASE_LOCK_WAIT_S,
     EXIFTOOL_TRIES,
@@ -353,7 +353,12 @@ class Worker(threading.Thread):
         for a folder's).  They stayed: "the 3 photos that waited for it are tried now" for the one
         left, the others gone, and the moved one, not hurried, waited out its backoff.  Asked as
         the op is queued (``BatchQueue.on_op``), and again once the batches that held its photos are
-        done (a lock's wait): those joined the list as they came back."""
+        done (a lock's wait): those joined the list as they came back.  A deletion of a photo that
+        is there again (:func:`~tagwatch.queue.replaced`: the exchange of names of tagwatch's own
+        write reports it moved away) leaves it waiting: it took "the database takes writes again"
+        from the photo whose write it was, when the exchange came before its record."""
+        if replaced(op):
+            return
         path = _key(op)
         with self._database_lock:
             if self._database_waited is None:

@@ -60,7 +60,7 @@ from .metadata import (
 from .original import header_digest
 from .outcomes import Outcome, Status, record_failure, record_gone
 from .overrides import NO_OVERRIDE, Override
-from .queue import Delete, HalfMove, Move, Op, overlaps
+from .queue import Delete, HalfMove, Move, Op, overlaps, replaced
 from .retry import database_fault, transient_reason
 from .store import (
     DECLINED,
@@ -1525,10 +1525,9 @@ class Writeback:
             # none: other pictures that only have its name, and the photo is gone
             op = Move(op.src, dst) if dst is not None else Delete(op.src)
         if isinstance(op, Delete):
-            # Replaced since (a polling observer sees an atomic replace as delete + create; an
-            # exchange of names, see atomic.py, reports the photo moved to a hidden name): the row
-            # and ledger stay, and the file is looked at again, as the op dropped its queued event.
-            if os.path.lexists(op.path):
+            # Replaced since (queue.replaced): the row and ledger stay, and the file is looked at
+            # again, as the op dropped its queued event.
+            if replaced(op):
                 if not op.is_dir:
                     unknown.append(op.path)
                 return
