@@ -174,6 +174,9 @@ class Engine:
         self._recent = _Recent(self.ahead)  # the encode thread's own
         self._cond = threading.Condition()
         self._inflight: dict[str, int] = {}  # path → batches holding it (one, but for a racing caller)
+        # path → batches holding it whose ``done`` has not had its outcome yet: a path is let go
+        # (_inflight) once its outcome is known, and handed over at its batch's end (wait_clear)
+        self._unreported: dict[str, int] = {}
         self._unencoded = 0  # photos charged against ``ahead``
         self._lots = 0  # batches submitted and not yet reported
         self._done_lock = threading.Lock()  # ``done`` callbacks one at a time
@@ -205,6 +208,7 @@ class Engine:
                                 and not any(p in self._inflight for p in paths))
             for path in paths:
                 self._inflight[path] = self._inflight.get(path, 0) + 1
+                self._unreported[path] = self._unreported.get(path, 0) + 1
             self._lots += 1
         try:
             photos, outcomes = self.pipeline.select(paths, dry_run=dry_run, retry_failed=retry_failed,
@@ -212,12 +216,15 @@ class Engine:
         except BaseException:
             with self._cond:
                 self._release(paths)
+                self._release(paths, self._unreported)
                 self._lots -= 1
                 self._cond.notify_all()
             raise
         lot = _Lot(photos, done, dry_run, wait_for_writers, outcomes)
         with self._cond:
             self._release([o.path for o in outcomes])
+            taken = {photo.path for photo in photos} | {o.path for o in outcomes}
+            self._release([path for path in paths if path not in taken], self._unreported)
             lot.charged = len(photos)
             self._unencoded += lot.charged
         if not photos:
@@ -254,9 +261,12 @@ class Engine:
 
     def wait_clear(self, touches: Callable[[str], bool]) -> None:
         """Wait until no path in flight is one ``touches`` names (a rename's source, a deleted folder's
-        files): their batches finish first, then the caller applies its change."""
+        files): their batches finish first, their outcomes handed to their ``done``, then the caller
+        applies its change.  Not only their outcomes known: a photo whose outcome made it wait for
+        the database joined its waiting list after a deletion of it had been followed there, and
+        was counted as waiting once deleted (Worker._database_follows)."""
         with self._cond:
-            self._cond.wait_for(lambda: not any(touches(p) for p in self._inflight))
+            self._cond.wait_for(lambda: not any(touches(p) for p in self._unreported))
 
     def drain(self) -> None:
         """Wait until every batch submitted has been reported."""
@@ -286,14 +296,16 @@ class Engine:
 
     # -- bookkeeping ----------------------------------------------------------------------------------
 
-    def _release(self, paths: Sequence[str]) -> None:
-        """(under ``_cond``) These paths' outcomes are known: other batches may take them."""
+    def _release(self, paths: Sequence[str], counts: dict[str, int] | None = None) -> None:
+        """(under ``_cond``) These paths' outcomes are known: other batches may take them.  Or, with
+        ``counts`` the ``_unreported``, handed over."""
+        counts = self._inflight if counts is None else counts
         for path in paths:
-            count = self._inflight.get(path, 0) - 1
+            count = counts.get(path, 0) - 1
             if count > 0:
-                self._inflight[path] = count
+                counts[path] = count
             else:
-                self._inflight.pop(path, None)
+                counts.pop(path, None)
 
     def _settle(self, lot: _Lot, outcome: Outcome) -> None:
         lot.outcomes.append(outcome)
@@ -323,6 +335,7 @@ class Engine:
                       exc_info=log.isEnabledFor(logging.DEBUG))
         with self._cond:
             self._release([p.path for p in lot.photos if p.path not in settled])
+            self._release([o.path for o in lot.outcomes], self._unreported)
             self._lots -= 1
             idle = self._lots == 0
             self._cond.notify_all()
