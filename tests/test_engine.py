@@ -745,6 +745,36 @@ def test_a_photo_replaced_by_an_exchange_of_names_while_it_waits_for_the_databas
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+def test_a_photo_renamed_while_it_waits_for_the_model_is_counted_and_hurried_at_its_new_name(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two photos wait for the model (its child was killed while loading, as the OOM killer does:
+    the outcome the engine hands over is given here), one of them backing off for 32 s by now; it
+    is renamed.  It left the model's waiting list: once the model loaded again the line said "the
+    1 photo that waited for it", and the renamed photo, not hurried, waited out its backoff.  Now
+    it is counted, at its new name, and tagged there."""
+    a, b = (noise_jpeg(tmp_path / "in" / f"{name}.jpg", seed=95 + i) for i, name in enumerate("ab"))
+    killed = ("model: the encoder process was killed while loading the model (killed by SIGKILL, "
+              "perhaps out of memory); it is started again")
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None)
+    with caplog.at_level("INFO", logger="tagwatch"):
+        for _ in range(6):  # its sixth attempt: queued again to wait 32 s
+            worker._settle([Outcome(str(a), Status.WAIT, error=killed)])
+        worker._settle([Outcome(str(b), Status.WAIT, error=killed)])  # tried again in 1 s
+        a2 = a.rename(a.with_name("a2.jpg"))
+        queue.op(Move(str(a), str(a2)))  # what the watcher makes of it
+        worker.start()
+        try:
+            done = lambda path: (row := env.store.file(str(path))) is not None and row.state == DONE  # noqa: E731
+            wait_for(lambda: done(a2) and done(b), timeout=20)  # well within a's 32 s
+        finally:
+            queue.close()
+            worker.join(timeout=60)
+    lines = [r.getMessage() for r in caplog.records if "loads again" in r.getMessage()]
+    assert lines == ["the model loads again; the 2 photos that waited for it are tried now"]
+    assert exif_keywords(a2)["iptc"] and env.store.file(str(a)) is None
+
+
 def _raised(db: sqlite3.Connection, sql: str) -> sqlite3.Error:
     """What SQLite raised for ``sql`` on ``db`` (the test fails where it raised nothing)."""
     with pytest.raises(sqlite3.Error) as raised:

@@ -62,6 +62,21 @@ def _key(op: Op) -> str:
     return op.src if isinstance(op, Move) else op.path
 
 
+def _follow(waiting: set[str], op: Op) -> None:
+    """The photos of ``waiting`` (for the database, the model) that ``op`` deleted leave it, and
+    those it moved wait under their new name, as the queue has them (:func:`~tagwatch.store.inside`
+    for a folder's).  A deletion of a photo that is there again (:func:`~tagwatch.queue.replaced`:
+    the exchange of names of tagwatch's own write, an atomic save seen by a polling observer)
+    leaves it waiting."""
+    if replaced(op):
+        return
+    path = _key(op)
+    there = [key for key in waiting if key == path or (op.is_dir and inside(key, [path]))]
+    waiting.difference_update(there)
+    if isinstance(op, Move):
+        waiting.update(op.dst + key[len(path):] for key in there)
+
+
 @dataclass
 class _DatabaseTrouble:
     """The database's passing trouble (a backup's lock, a full disk) while it lasts: its reason, the
@@ -294,6 +309,8 @@ class Worker(threading.Thread):
             self.queue.follow(op)  # the photos its batches put back in the queue meanwhile, too
             with self._retry_lock:  # a photo gone from its path starts afresh wherever it went
                 self._forget(_key(op), op.is_dir)  # after its batches: what they left is forgotten too
+                for waited in self._waited.values():  # the model's trouble: its photos are followed
+                    _follow(waited, op)
             self._database_follows(op)
         # what still waits for the database after these: those that wait now, and the later ops
         # behind them (the retried ones are tried again, in order)
@@ -344,30 +361,19 @@ class Worker(threading.Thread):
             self._writing.forget(key)
         for key in there(self._faults):
             self._faults.pop(key, None)
-        for waited in (self._requeued, *self._waited.values()):
-            waited.difference_update(there(waited))
+        self._requeued.difference_update(there(self._requeued))
 
     def _database_follows(self, op: Op) -> None:
-        """The photos waiting for the database's trouble that ``op`` deleted leave its list, and
-        those it moved wait under their new name, as the queue has them (:func:`~tagwatch.store.inside`
-        for a folder's).  They stayed: "the 3 photos that waited for it are tried now" for the one
-        left, the others gone, and the moved one, not hurried, waited out its backoff.  Asked as
-        the op is queued (``BatchQueue.on_op``), and again once the batches that held its photos are
-        done (a lock's wait): those joined the list as they came back.  A deletion of a photo that
-        is there again (:func:`~tagwatch.queue.replaced`: the exchange of names of tagwatch's own
-        write reports it moved away) leaves it waiting: it took "the database takes writes again"
-        from the photo whose write it was, when the exchange came before its record."""
-        if replaced(op):
-            return
-        path = _key(op)
+        """The photos waiting for the database's trouble follow ``op`` (:func:`_follow`).  They
+        stayed: "the 3 photos that waited for it are tried now" for the one left, the others gone,
+        and the moved one, not hurried, waited out its backoff.  Asked as the op is queued
+        (``BatchQueue.on_op``), and again once the batches that held its photos are done (a lock's
+        wait): those joined the list as they came back.  A replaced photo stays: dropped, it took
+        "the database takes writes again" from the photo whose write it was, when the exchange of
+        names came before its record."""
         with self._database_lock:
-            if self._database_waited is None:
-                return
-            photos = self._database_waited.photos
-            there = [key for key in photos if key == path or (op.is_dir and inside(key, [path]))]
-            photos.difference_update(there)
-            if isinstance(op, Move):
-                photos.update(op.dst + key[len(path):] for key in there)
+            if self._database_waited is not None:
+                _follow(self._database_waited.photos, op)
 
     def _ops_due(self) -> bool:
         """Are renames and deletions waiting for the database due to be tried again?"""
@@ -566,9 +572,9 @@ class Worker(threading.Thread):
                     del self._trouble["model"]
                     waited = self._waited.pop("model", set())
                     log.info("the model loads again; %s", _tried_now(len(waited)))
-                    for other in waited:
-                        if other != path and other in self._backoff:
-                            self.queue.put(other, delay=0.0, force=True)
+                    # as the database's: those still backing off in the queue, at the names they
+                    # have now (a photo renamed while it waited had started afresh, not hurried)
+                    self.queue.hurry(waited - {path})
 
     def _waits_for(self, shared: str, path: str, reason: str, delay: float) -> bool:
         """Queue ``path`` again in ``delay`` s, waiting on ``shared``'s trouble (the database's, the
