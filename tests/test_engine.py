@@ -639,6 +639,29 @@ def test_a_deleted_folder_forgets_the_retry_state_of_every_photo_under_it_and_no
         worker.engine.close()
 
 
+def test_only_a_photo_really_deleted_is_told_gone_not_one_replaced_under_its_name(
+        env: Env, tmp_path: Path) -> None:
+    """An atomic save seen by a polling observer (delete + create), or tagwatch's own exchange of
+    names, reaches the worker as the photo's deletion.  `tagwatch status` was told it gone: the last
+    error of a photo still there said "(photo gone since)", and its failure was forgotten.  Only the
+    photo that is no longer there is told gone; the other is looked at again."""
+    kept = noise_jpeg(tmp_path / "in" / "kept.jpg", seed=97)
+    deleted = noise_jpeg(tmp_path / "in" / "deleted.jpg", seed=98)
+    told: list[str] = []
+    queue = BatchQueue(size=8, max_wait=0, settle=0)
+    worker = Worker(queue, env.pipeline, reload=lambda: None, gone=lambda path, is_dir: told.append(path))
+    deleted.unlink()
+    try:
+        worker._handle(Batch(ops=[Delete(str(kept)), Delete(str(deleted))]))
+        worker.engine.drain()
+    finally:
+        queue.close()
+        worker.engine.close()
+    assert told == [str(deleted)]
+    row = env.store.file(str(kept))
+    assert row is not None and row.state == DONE  # looked at again, and tagged
+
+
 def _waiting_for_database(worker: Worker) -> tuple[set[str], set[str]]:
     """The photos, and the renames' and deletions' paths, the worker counts as waiting for the
     database's trouble now (nothing where none lasts)."""

@@ -320,10 +320,10 @@ class Worker(threading.Thread):
         with self.pipeline.store.lock_wait(self._lock_wait):
             paths = batch.paths + self.pipeline.apply(ops, waiting)
         self._ops_wait(waiting, retried)
-        if self._gone is not None:
+        if self._gone is not None:  # not a photo replaced under its name (queue.replaced): still there
             unrecorded = {op for op, _ in waiting}
             for op in ops:
-                if isinstance(op, Delete) and op not in unrecorded:
+                if isinstance(op, Delete) and op not in unrecorded and not replaced(op):
                     self._gone(op.path, op.is_dir)
         paths = self._hold_behind(paths)
         held = self.engine.in_flight(paths)
