@@ -78,8 +78,9 @@ def replaced(op: Op) -> bool:
     """Is ``op`` a deletion of a path that is there again: a replace, not a deletion?  A polling
     observer sees an atomic replace as delete + create, and an exchange of names (tagwatch's own
     write, see :mod:`tagwatch.atomic`) reports the photo moved to a hidden name.  Its record stays
-    (:meth:`~tagwatch.writeback.Writeback.apply_ops`), and so does its place among the photos
-    waiting for the database (:meth:`~tagwatch.worker.Worker._database_follows`)."""
+    (:meth:`~tagwatch.writeback.Writeback.apply_ops`), so does its place among the photos waiting
+    for the database or the model (``tagwatch.worker._follow``), and the status is not told it gone
+    (``Worker._handle``)."""
     return isinstance(op, Delete) and os.path.lexists(op.path)
 
 
