@@ -84,6 +84,19 @@ def replaced(op: Op) -> bool:
     return isinstance(op, Delete) and os.path.lexists(op.path)
 
 
+def named(op: Op, paths: Iterable[str]) -> list[str]:
+    """Those of ``paths`` that ``op`` moves or deletes: its photo's, or those inside its folder
+    (:func:`~tagwatch.store.inside`).  The queue's paths follow it (:meth:`BatchQueue.op`), and so do
+    the worker's lists of photos waiting for the database or the model."""
+    old = op.src if isinstance(op, Move) else op.path
+    return [path for path in paths if path == old or (op.is_dir and inside(path, [old]))]
+
+
+def renamed(op: Move, path: str) -> str:
+    """The name ``op`` gives ``path`` (one of :func:`named`'s: a folder's move renames what is in it)."""
+    return op.dst + path[len(op.src):]
+
+
 def touches(op: Op, path: str) -> bool:
     """Does ``path`` fall under ``op``: one of its :func:`heads`, or inside one where it is a folder's?"""
     names = heads(op)
@@ -232,9 +245,7 @@ class BatchQueue:
 
     def _named(self, operation: Op) -> list[str]:
         """The paths queued that ``operation`` moves or deletes (a folder's: those inside it)."""
-        old = operation.src if isinstance(operation, Move) else operation.path
-        return [path for pending in (self._due, self._ready) for path in pending
-                if path == old or (operation.is_dir and inside(path, [old]))]
+        return named(operation, itertools.chain(self._due, self._ready))
 
     def _follow(self, operation: Op, paths: Iterable[str]) -> None:
         """Queue those of ``paths`` still queued under their new name (a move), or no more (a
@@ -245,7 +256,7 @@ class BatchQueue:
                     continue
                 value = pending.pop(path)
                 if isinstance(operation, Move):
-                    new = operation.dst + path[len(operation.src):]
+                    new = renamed(operation, path)
                     pending[new] = value
                     if pending is self._due:
                         heapq.heappush(self._heap, (value, next(self._seq), new))

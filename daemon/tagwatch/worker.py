@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from .engine import Engine
 from .outcomes import Outcome, Status, record_failure
 from .pipeline import Pipeline
-from .queue import Batch, BatchQueue, Delete, Move, Op, replaced, touches
+from .queue import Batch, BatchQueue, Delete, Move, Op, named, renamed, replaced, touches
 from .retry import (
     DATABASE_LOCK_WAIT_S,
     EXIFTOOL_TRIES,
@@ -64,17 +64,16 @@ def _key(op: Op) -> str:
 
 def _follow(waiting: set[str], op: Op) -> None:
     """The photos of ``waiting`` (for the database, the model) that ``op`` deleted leave it, and
-    those it moved wait under their new name, as the queue has them (:func:`~tagwatch.store.inside`
-    for a folder's).  A deletion of a photo that is there again (:func:`~tagwatch.queue.replaced`:
-    the exchange of names of tagwatch's own write, an atomic save seen by a polling observer)
-    leaves it waiting."""
+    those it moved wait under their new name, as the queue has them (:func:`~tagwatch.queue.named`,
+    :func:`~tagwatch.queue.renamed`).  A deletion of a photo that is there again
+    (:func:`~tagwatch.queue.replaced`: the exchange of names of tagwatch's own write, an atomic save
+    seen by a polling observer) leaves it waiting."""
     if replaced(op):
         return
-    path = _key(op)
-    there = [key for key in waiting if key == path or (op.is_dir and inside(key, [path]))]
+    there = named(op, waiting)
     waiting.difference_update(there)
     if isinstance(op, Move):
-        waiting.update(op.dst + key[len(path):] for key in there)
+        waiting.update(renamed(op, key) for key in there)
 
 
 @dataclass
