@@ -93,6 +93,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from procstats import descendants, process_cpu_s, status_mb
 from rclip_beside import RclipError, export_model, index_with_rclip, rclip_version
 from tagwatch import listcache, towercache
 from tagwatch.config import PRECISION_CACHE_NAME, PRECISIONS, ModelConfig, TaggingConfig, builtin_tag_list
@@ -550,14 +551,6 @@ def bench_captions(report: Report, photos: list[Path], repeat: int) -> None:
                "captions/s", rates)
 
 
-def _process_cpu_s(pid: int | None) -> float:
-    """CPU seconds used so far by process ``pid`` (0 for none)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
 SERIAL_STAGES = ("keyword write (exiftool)", "store")  # (s): the stages that run one photo at a time
 
 
@@ -691,11 +684,11 @@ def stage_costs(clip: ClipModel, photos: list[Path], folder: Path, words: Writte
         warm = folder / "warm-up.jpg"
         shutil.copyfile(chosen[0], warm)
         writer.apply(writer.plan(warm, words.keywords, paths=words.paths))  # starts exiftool
-        tool_before, started = _process_cpu_s(exiftool.pid), time.thread_time()
+        tool_before, started = process_cpu_s(exiftool.pid), time.thread_time()
         for photo in copies:
             writer.apply(writer.plan(photo, words.keywords, before=os.lstat(photo), paths=words.paths))
         ours = (time.thread_time() - started) / count
-        theirs = (_process_cpu_s(exiftool.pid) - tool_before) / count
+        theirs = (process_cpu_s(exiftool.pid) - tool_before) / count
     finally:
         exiftool.close()
     check_keywords(folder / "photos", count)
@@ -885,39 +878,6 @@ class Progress:
         self.db.close()
 
 
-def _status_mb(pid: int) -> dict[str, float]:
-    """VmHWM (peak) and VmRSS (now) of one process, MB; empty once it has ended."""
-    values = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return values
-    for line in text.splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmHWM", "VmRSS"):
-            values[name] = int(rest.split()[0]) / 1024
-    return values
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process under ``pid`` (the encoder child, exiftool), by the kernel's per-thread lists."""
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = list(Path(f"/proc/{parent}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += children
-            todo += children
-    return found
-
-
 def _process_name(pid: int) -> str:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -944,8 +904,8 @@ class TreeMemory:
         self._thread.start()
 
     def _sample(self) -> None:
-        for pid in [self.pid, *_descendants(self.pid)]:
-            hwm = _status_mb(pid).get("VmHWM")
+        for pid in [self.pid, *descendants(self.pid)]:
+            hwm = status_mb(pid).get("VmHWM")
             if hwm is not None:
                 self.peaks[pid] = max(self.peaks.get(pid, 0.0), hwm)
                 if self.names.get(pid) in (None, "other", "?"):  # read between fork and exec: ask again
@@ -973,8 +933,8 @@ class TreeMemory:
     def rss_now(self) -> dict[str, float]:
         """VmRSS now of the main process and of its children, per kind."""
         out: dict[str, float] = {}
-        for pid in [self.pid, *_descendants(self.pid)]:
-            rss = _status_mb(pid).get("VmRSS")
+        for pid in [self.pid, *descendants(self.pid)]:
+            rss = status_mb(pid).get("VmRSS")
             if rss is not None:
                 name = "main" if pid == self.pid else _process_name(pid)
                 out[name] = out.get(name, 0.0) + rss

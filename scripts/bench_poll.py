@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO / "daemon"))
 
 from watchdog.utils.dirsnapshot import DirectorySnapshot, DirectorySnapshotDiff  # noqa: E402
 
+from procstats import descendants, process_cpu_s, status_mb  # noqa: E402
 from tagwatch.polling import LightSnapshot, light_diff  # noqa: E402
 from tagwatch.precision import cpu_facts  # noqa: E402
 
@@ -147,32 +148,12 @@ def bench_snapshot(root: Path, kind: str, repeat: int) -> dict[str, Any]:
 
 # -- (b) a real daemon ------------------------------------------------------------------------------
 
-def _proc_cpu(pid: int) -> float:
-    """utime + stime of one process, seconds (its ended children are not counted: none end while idle)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return found + [g for c in found for g in _children(c)]
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and every process under it."""
     total = 0.0
-    for p in [pid, *_children(pid)]:
+    for p in [pid, *descendants(pid)]:
         with contextlib.suppress(OSError):
-            total += _proc_cpu(p)
+            total += process_cpu_s(p)
     return total
 
 
@@ -215,7 +196,7 @@ def bench_daemon(root: Path, snapshot: str, code: Path, interval: float, settle:
             rss: list[float] = []
             while time.monotonic() - wall < measure:
                 time.sleep(1)
-                rss.append(_rss_mb(proc.pid))
+                rss.append(status_mb(proc.pid).get("VmRSS", 0.0))
             cpu = _tree_cpu(proc.pid) - cpu
             wall = time.monotonic() - wall
             if proc.poll() is not None:
