@@ -392,6 +392,7 @@ def _shapes(tmp_path: Path, tags: list[str], *, enabled: bool = True, mode: str 
 
 
 def _captions_extra(enabled: bool = True) -> str:
+    """The [captions] table: the test captioner beside the shapes CLIP, the caption as description."""
     return (f'[captions]\nenabled = {str(enabled).lower()}\nname = "{COCA_CONFIG}"\n'
             f'pretrained = "{COCA_CHECKPOINT}"\nprefix = "{PREFIX}"\nwrite_description = true\n')
 
