@@ -358,6 +358,26 @@ def config_with_vectors(root: Path, checkpoint: Path, seeds: Sequence[int] = (),
     return config
 
 
+def database_copy(config: Path, folder: Path) -> Path:
+    """A copy of ``config``'s database (``config_with_vectors``': ``state/tagwatch.db`` beside it) as
+    ``folder / "tagwatch.db"``, for ``write_config(database=…)``: the prepared vectors without a model
+    child, in a database of the test's own, for a test that counts over the whole database or whose
+    photos must meet no other test's records of the same pictures (a copy is recognised by content).
+    SQLite's backup copies a consistent database, pages still in the -wal included."""
+    import sqlite3
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / "tagwatch.db"
+    source = sqlite3.connect(config.parent / "state" / "tagwatch.db")
+    target = sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    return copy
+
+
 @pytest.fixture
 def config_file(tmp_path: Path, tiny_checkpoint: Path) -> Callable[..., Path]:
     def make(**kwargs: object) -> Path:

@@ -25,6 +25,8 @@ from conftest import (
     _SHARED_MODELS,
     REPO,
     SharedModel,
+    config_with_vectors,
+    database_copy,
     exif_keywords,
     exiftool_read,
     noise_jpeg,
@@ -365,28 +367,43 @@ SHAPES_CLIP = REPO / "tests" / "data" / "shapes-clip"
 SHAPE_PHOTOS = {"red-circle.jpg": ("red", "circle", 9_000_001),
                 "orange-bar.jpg": ("orange", "horizontal bar", 9_000_006),
                 "blank.jpg": (None, None, 9_000_007)}
+# "a green star to the left of a purple vertical bar", held apart (its own seed)
+PARTS_SCENE = synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of", 9_000_010)
 
 
-def _shapes(tmp_path: Path, tags: list[str], *, enabled: bool = True, mode: str = "sync",
-            threshold: float = 0.36) -> tuple[Path, Path]:
-    """A folder of the user test's photos (a red circle, an orange horizontal bar, a blank background)
-    and a config as in its reproduction: the shapes CLIP tags, the test captioner captions beside it,
-    its words under ``caption|``, the caption written as the description."""
-    folder = tmp_path / "photos"
-    folder.mkdir(exist_ok=True)
+def _shape_photos(folder: Path) -> None:
+    """The user test's photos (a red circle, an orange horizontal bar, a blank background) in
+    ``folder``, those not there yet."""
+    folder.mkdir(parents=True, exist_ok=True)
     for name, (colour, shape, seed) in SHAPE_PHOTOS.items():
         if not (folder / name).exists():
             synthetic.make_photo(colour, shape, seed).save(folder / name, "JPEG", quality=90)
-    return folder, _shapes_config(tmp_path, tags, enabled=enabled, mode=mode, threshold=threshold)
+
+
+def _shapes(tmp_path: Path, tags: list[str], *, enabled: bool = True, mode: str = "sync",
+            threshold: float = 0.36, database: Path | None = None) -> tuple[Path, Path]:
+    """A folder of the user test's photos and a config as in its reproduction: the shapes CLIP tags,
+    the test captioner captions beside it, its words under ``caption|``, the caption written as the
+    description (``database``: see ``_shapes_config``)."""
+    folder = tmp_path / "photos"
+    _shape_photos(folder)
+    return folder, _shapes_config(tmp_path, tags, enabled=enabled, mode=mode, threshold=threshold,
+                                  database=database)
+
+
+def _captions_extra(enabled: bool = True) -> str:
+    """The [captions] table: the test captioner beside the shapes CLIP, the caption as description."""
+    return (f'[captions]\nenabled = {str(enabled).lower()}\nname = "{COCA_CONFIG}"\n'
+            f'pretrained = "{COCA_CHECKPOINT}"\nprefix = "{PREFIX}"\nwrite_description = true\n')
 
 
 def _shapes_config(tmp_path: Path, tags: list[str], *, enabled: bool = True, mode: str = "sync",
-                   threshold: float = 0.36) -> Path:
-    extra = (f'[captions]\nenabled = {str(enabled).lower()}\nname = "{COCA_CONFIG}"\n'
-             f'pretrained = "{COCA_CHECKPOINT}"\nprefix = "{PREFIX}"\nwrite_description = true\n')
+                   threshold: float = 0.36, database: Path | None = None) -> Path:
+    """The config of ``_shapes``; ``database``: one of the test's own holding cached vectors and
+    captions (``_known_database``), where a scan then starts neither model."""
     config = write_config(tmp_path / "conf", SHAPES_CLIP.with_suffix(".safetensors"),
                           model=SHAPES_CLIP.with_suffix(".json"), tags=tags, threshold=threshold, top_k=5,
-                          extra=extra)
+                          extra=_captions_extra(enabled), database=database)
     text = config.read_text(encoding="utf-8")
     config.write_text(text.replace("[tagging]\n", f'[tagging]\nmode = "{mode}"\n'), encoding="utf-8")
     return config
@@ -396,10 +413,37 @@ SHAPE_TAGS = ["red", "blue", "orange", "circle", "horizontal bar"]
 
 
 @pytest.fixture(scope="module")
-def shapes_scanned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def shapes_known(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A config whose database holds the shapes CLIP's vectors and the test captioner's captions of the
+    user test's photos and PARTS_SCENE, and the prompts of every tag list below (one dry run: both
+    models started once).  The tests that scan or explain those pictures take a copy of it
+    (``_known_database``): a scan of theirs starts neither model (~6 CPU-seconds a scan); the
+    captioning itself is checked where a photo is new (``test_scan_captions_through_the_engine``,
+    ``test_explain_and_export_show_the_caption_candidates_and_scores``)."""
+    def fill(folder: Path) -> None:
+        _shape_photos(folder)
+        synthetic.make_scene(PARTS_SCENE).save(folder / "parts.jpg", "JPEG", quality=90)
+
+    tags = [*SHAPE_TAGS, "red circle", "vertical bar", "star"]
+    return config_with_vectors(tmp_path_factory.mktemp("shapes-known"),
+                               SHAPES_CLIP.with_suffix(".safetensors"), fill=fill,
+                               model=SHAPES_CLIP.with_suffix(".json"), tags=tags, threshold=0.36, top_k=5,
+                               extra=_captions_extra())
+
+
+def _known_database(shapes_known: Path, tmp_path: Path) -> Path:
+    """A copy of ``shapes_known``'s database for one test (or fixture): its photos are copies of the
+    same pictures, and must meet no other test's records of them (a copy is recognised by content)."""
+    return database_copy(shapes_known, tmp_path / "db")
+
+
+@pytest.fixture(scope="module")
+def shapes_scanned(shapes_known: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The user test's photos and config (``_shapes`` with SHAPE_TAGS), scanned once for the tests that
-    read what that scan wrote and explain its photos (a scan starts both models: ~5 s); (folder, config)."""
-    folder, config = _shapes(tmp_path_factory.mktemp("shapes-scanned"), SHAPE_TAGS)
+    read what that scan wrote and explain its photos (from the cached vectors and captions); (folder,
+    config)."""
+    root = tmp_path_factory.mktemp("shapes-scanned")
+    folder, config = _shapes(root, SHAPE_TAGS, database=_known_database(shapes_known, root))
     scanned = tagwatch("scan", "--config", str(config), str(folder))
     assert scanned.returncode == 0, scanned.stderr
     return folder, config
@@ -430,15 +474,16 @@ def test_a_lone_colour_in_a_caption_is_a_modifier(shapes_scanned: tuple[Path, Pa
         explained.stdout
 
 
-def test_parts_of_a_list_tag_the_caption_names_are_not_written_on_their_own(tmp_path: Path) -> None:
+def test_parts_of_a_list_tag_the_caption_names_are_not_written_on_their_own(tmp_path: Path,
+                                                                           shapes_known: Path) -> None:
     """"a green star to the left of a purple vertical bar" with "vertical bar" in the list, below its
     threshold on this photo: the photo got "bar" and "vertical" as caption keywords, two fragments
     meaning nothing.  Now neither is written; explain says why."""
     photo = tmp_path / "photos" / "scene.jpg"
     photo.parent.mkdir()
-    synthetic.make_scene(synthetic.Scene(("green", "star"), ("purple", "vertical bar"), "to the left of",
-                                         9_000_010)).save(photo, "JPEG", quality=90)
-    config = _shapes_config(tmp_path, ["vertical bar", "star", "red", "circle"])
+    synthetic.make_scene(PARTS_SCENE).save(photo, "JPEG", quality=90)
+    config = _shapes_config(tmp_path, ["vertical bar", "star", "red", "circle"],
+                            database=_known_database(shapes_known, tmp_path))
     explained = tagwatch("explain", "--config", str(config), str(photo))
     said = explained.stdout
     assert "caption: 'a green star to the left of a purple vertical bar'" in said, said
@@ -459,18 +504,19 @@ def _describe_persons(photo: Path, text: str) -> None:
 
 @pytest.mark.parametrize("mode", ["sync", "append"])
 def test_turning_captions_off_takes_our_descriptions_out_as_it_takes_out_caption_keywords(
-        tmp_path: Path, mode: str) -> None:
+        tmp_path: Path, shapes_known: Path, mode: str) -> None:
     """Captions off: sync takes out our caption keywords, and now our description with them (it left
     them in every photo); append keeps both, as it keeps every keyword of ours.  A person's
     description is never touched."""
-    folder, config = _shapes(tmp_path, SHAPE_TAGS, mode=mode)
+    database = _known_database(shapes_known, tmp_path)
+    folder, config = _shapes(tmp_path, SHAPE_TAGS, mode=mode, database=database)
     theirs = Path(shutil.copy(folder / "red-circle.jpg", folder / "theirs.jpg"))
     _describe_persons(theirs, "Grandma's red ball")
     assert tagwatch("scan", "--config", str(config), str(folder)).returncode == 0
     before = read_back([folder / "red-circle.jpg", theirs])
     assert before["red-circle.jpg"]["description"] == "a red circle"
     assert "red circle" in before["red-circle.jpg"]["open"]
-    _shapes(tmp_path, SHAPE_TAGS, enabled=False, mode=mode)
+    _shapes(tmp_path, SHAPE_TAGS, enabled=False, mode=mode, database=database)
     scanned = tagwatch("scan", "--config", str(config), str(folder))
     assert scanned.returncode == 0, scanned.stderr
     after = read_back([folder / "red-circle.jpg", theirs])
@@ -511,9 +557,10 @@ def test_a_daemon_restarted_with_captions_off_takes_out_a_description_that_was_a
         env.close()
 
 
-def test_untag_names_the_description_it_removed(tmp_path: Path) -> None:
+def test_untag_names_the_description_it_removed(tmp_path: Path, shapes_known: Path) -> None:
     """A photo whose only change by tagwatch was its description: untag said "removed nothing"."""
-    folder, config = _shapes(tmp_path, ["red circle", "circle", "red"], threshold=0.99)
+    folder, config = _shapes(tmp_path, ["red circle", "circle", "red"], threshold=0.99,
+                             database=_known_database(shapes_known, tmp_path))
     photo = folder / "red-circle.jpg"
     assert tagwatch("scan", "--config", str(config), str(photo)).returncode == 0
     assert read_back([photo])[photo.name]["description"] == "a red circle"

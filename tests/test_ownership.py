@@ -19,6 +19,8 @@ from conftest import (
     CORPUS,
     Daemon,
     Env,
+    config_with_vectors,
+    database_copy,
     exif_keywords,
     exiftool_read,
     noise_jpeg,
@@ -33,6 +35,27 @@ from tagwatch.outcomes import Status
 from tagwatch.queue import Delete, Move
 from tagwatch.store import DECLINED, UNTAGGED
 from tagwatch.vocabulary import parse_rich_tag_list
+
+# The pictures (noise_jpeg seeds) and tags of the tests below that scan with `tagwatch scan` or the
+# daemon: ``known`` caches their vectors once, and each such test scans its own photos of them with a
+# copy of that database (``known_database``), so no scan of theirs starts a model child (~3-4
+# CPU-seconds each).  Copies, not the one database: these tests are about what tagwatch recognises by
+# content, and a picture's records left by another test would be found as this one's original.
+KNOWN_SEEDS = (0, 1, 13, 41, 500, 501, 502, 503, 510)
+KNOWN_TAGS = ["beach", "forest", "mountain", "Anna"]
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """The prepared config: the vectors of KNOWN_SEEDS' pictures and KNOWN_TAGS' prompts cached
+    (the tests using it share @pytest.mark.xdist_group("ownership-known"): built once)."""
+    return config_with_vectors(tmp_path_factory.mktemp("known"), tiny_checkpoint, seeds=KNOWN_SEEDS,
+                               tags=KNOWN_TAGS)
+
+
+def known_database(known: Path, tmp_path: Path) -> Path:
+    """A database of the test's own holding the prepared vectors and no file's record."""
+    return database_copy(known, tmp_path / "db")
 
 
 def person_tags(photo: Path, *keywords: str) -> Path:
@@ -276,17 +299,19 @@ def test_a_copy_is_said_to_be_of_the_file_still_there_in_its_one_line(
         env.close()
 
 
-def tagged_library(tmp_path: Path, tiny_checkpoint: Path, *also: Path) -> tuple[Path, Path]:
+def tagged_library(tmp_path: Path, tiny_checkpoint: Path, known: Path, *also: Path) -> tuple[Path, Path]:
     """Three photos (one with a person's keyword) scanned under ``photos``, with any put there
-    before, watched with ``also`` (scanned too, by the same scan): the library and its config.
-    Places off: a dry run then reads a photo's metadata only where it has a reason to."""
+    before, watched with ``also`` (scanned too, by the same scan): the library and its config, whose
+    database is a copy of ``known``'s (the pictures' vectors cached: no model child).  Places off: a
+    dry run then reads a photo's metadata only where it has a reason to."""
     library = tmp_path / "photos"
     person_tags(noise_jpeg(library / "2024" / "p0.jpg", seed=500), "Holiday")
     for i in (1, 2):
         noise_jpeg(library / "2024" / f"p{i}.jpg", seed=500 + i)
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[library, *also],
-                          tags=["beach", "forest"], top_k=2, extra="[places]\nenabled = false")
-    result = tagwatch("scan", "--config", str(config), str(library), *map(str, also))  # one model start
+                          tags=["beach", "forest"], top_k=2, extra="[places]\nenabled = false",
+                          database=known_database(known, tmp_path))
+    result = tagwatch("scan", "--config", str(config), str(library), *map(str, also))
     assert result.returncode == 0, result.stderr
     return library, config
 
@@ -302,7 +327,9 @@ def move_library(library: Path, new: Path, config: Path) -> Path:
     return new
 
 
-def test_a_library_moved_to_a_new_disk_is_counted_once(tmp_path: Path, tiny_checkpoint: Path) -> None:
+@pytest.mark.xdist_group("ownership-known")
+def test_a_library_moved_to_a_new_disk_is_counted_once(tmp_path: Path, tiny_checkpoint: Path,
+                                                       known: Path) -> None:
     """Each photo of a library moved to a new root took its keywords up from its record at the old
     path ("moved here from"), but that record stayed, for good: the old root, no longer watched,
     never had its files seen gone.  ``status`` counted 6 files for 3 photos and every keyword
@@ -313,7 +340,7 @@ def test_a_library_moved_to_a_new_disk_is_counted_once(tmp_path: Path, tiny_chec
     archive = tmp_path / "archive"
     noise_jpeg(archive / "a.jpg", seed=510)
     person_tags(noise_jpeg(tmp_path / "photos" / "2024" / "theirs.jpg", seed=503), "beach", "forest")
-    library, config = tagged_library(tmp_path, tiny_checkpoint, archive)
+    library, config = tagged_library(tmp_path, tiny_checkpoint, known, archive)
     before = status(config)
     assert (before["files"], before["keywords_written"]) == (5, 8)
     new = move_library(library, tmp_path / "newdisk" / "photos", config)  # archive: no longer watched
@@ -338,15 +365,16 @@ def test_a_library_moved_to_a_new_disk_is_counted_once(tmp_path: Path, tiny_chec
     assert keyword_sets(new / "2024" / "p0.jpg") == [({"Holiday"},) * 2]
 
 
-def test_a_dry_run_after_a_library_moved_says_what_the_scan_does(tmp_path: Path,
-                                                                 tiny_checkpoint: Path) -> None:
+@pytest.mark.xdist_group("ownership-known")
+def test_a_dry_run_after_a_library_moved_says_what_the_scan_does(tmp_path: Path, tiny_checkpoint: Path,
+                                                                 known: Path) -> None:
     """After the move, ``scan --dry-run`` printed every photo with scores, "3 tagged": the whole
     library about to be written again; the scan after it wrote nothing ("3 unchanged").  The dry run
     takes each photo's keywords up from its old record as the scan does: "(already in the file)",
     and in sync mode with fewer tags, the keywords of tagwatch's the scan takes out.  So is one
     holding only a person's keywords, the very words tagwatch would write: it was "tagged" too."""
     person_tags(noise_jpeg(tmp_path / "photos" / "2024" / "theirs.jpg", seed=503), "beach", "forest")
-    library, config = tagged_library(tmp_path, tiny_checkpoint)
+    library, config = tagged_library(tmp_path, tiny_checkpoint, known)
     new = move_library(library, tmp_path / "newdisk" / "photos", config)
     dry = tagwatch("scan", "--dry-run", "--config", str(config), str(new))
     assert dry.returncode == 0, dry.stderr
@@ -442,10 +470,13 @@ def test_a_copy_holding_only_some_of_our_keywords_claims_none(tmp_path: Path, ti
         env.close()
 
 
-def test_untag_with_nothing_of_ours_in_the_file_says_so(tmp_path: Path, tiny_checkpoint: Path) -> None:
+@pytest.mark.xdist_group("ownership-known")
+def test_untag_with_nothing_of_ours_in_the_file_says_so(tmp_path: Path, tiny_checkpoint: Path,
+                                                        known: Path) -> None:
     folder = tmp_path / "photos"
     photo = person_tags(noise_jpeg(folder / "p.jpg", seed=13), "beach")
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach"], top_k=1)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach"], top_k=1,
+                          database=known_database(known, tmp_path))
     result = tagwatch("scan", "--config", str(config), str(folder))
     assert result.returncode == 0, result.stderr
     result = tagwatch("untag", "--config", str(config), str(photo))
@@ -499,11 +530,13 @@ def test_a_renamed_photo_takes_its_sidecar_along(tmp_path: Path, tiny_checkpoint
         env.close()
 
 
-def test_untag_command_on_a_folder(tmp_path: Path, tiny_checkpoint: Path) -> None:
+@pytest.mark.xdist_group("ownership-known")
+def test_untag_command_on_a_folder(tmp_path: Path, tiny_checkpoint: Path, known: Path) -> None:
     folder = tmp_path / "photos"
     photos = [noise_jpeg(folder / f"p{i}.jpg", seed=i) for i in range(2)]
     person_tags(photos[0], "Anna")
-    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach", "Anna"], top_k=2)
+    config = write_config(tmp_path / "conf", tiny_checkpoint, tags=["beach", "Anna"], top_k=2,
+                          database=known_database(known, tmp_path))
     result = tagwatch("scan", "--config", str(config), str(folder))
     assert result.returncode == 0, result.stderr
     assert keyword_sets(*photos) == [({"Anna", "beach"},) * 2, ({"Anna", "beach"},) * 2]
@@ -628,8 +661,9 @@ def pending(config: Path, photo: Path) -> list[str]:
         store.close()
 
 
+@pytest.mark.xdist_group("ownership-known")
 def test_the_review_page_says_overwrite_takes_a_persons_keyword_out_only_where_the_write_does(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, known: Path) -> None:
     """The photo page's *Writing into the file* line knew nothing of overwrite mode: a keyword a
     person saved into a photo, which the next write takes out, was not said to be on its way out.
     The page now decides it with the write's own functions (``TagRules.planned``,
@@ -639,7 +673,8 @@ def test_the_review_page_says_overwrite_takes_a_persons_keyword_out_only_where_t
     root = tmp_path / "photos"
     photo = noise_jpeg(root / "p.jpg", seed=41)
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[root],
-                          tags=["beach", "forest", "mountain"], top_k=1)
+                          tags=["beach", "forest", "mountain"], top_k=1,
+                          database=known_database(known, tmp_path))
     config.write_text(config.read_text(encoding="utf-8").replace(
         'tags = "tags.txt"\n', 'tags = "tags.txt"\noverrides = "o.toml"\n').replace(
         "top_k = 1\n", 'top_k = 1\nmode = "overwrite"\n'), encoding="utf-8")

@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 
 import synthetic
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, tagwatch, write_config
+from conftest import (
+    SHAPES_CHECKPOINT,
+    SHAPES_CONFIG,
+    config_with_vectors,
+    database_copy,
+    exif_keywords,
+    tagwatch,
+    write_config,
+)
 from tagwatch.casefold import fold
 from tagwatch.cli.tags import Suggestions, suggest
 from tagwatch.config import load_config
@@ -48,15 +56,29 @@ NO_PHOTO_LINE = re.compile(r"^no photo indexed with shapes-clip@\S+ yet: run `ta
                            r"to count photos$", re.MULTILINE)
 
 
+def library_photos(folder: Path) -> None:
+    """The PHOTOS as JPEGs in ``folder`` (made)."""
+    folder.mkdir(parents=True)
+    for n, (colour, shape) in enumerate(PHOTOS):
+        synthetic.make_photo(colour, shape, seed=47000 + n, size=(160, 120)).save(
+            folder / f"{n:02d}-{colour}-{shape}.jpg", quality=90)
+
+
+def outside_photos(folder: Path) -> None:
+    """Three green stars in ``folder`` (made): photos indexed outside the watched library."""
+    folder.mkdir(parents=True)
+    for k in range(3):
+        synthetic.make_photo("green", "star", seed=48000 + k, size=(160, 120)).save(
+            folder / f"g{k}.jpg", quality=90)
+
+
 class Library:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, known: Path) -> None:
         self.library = root / "library"
-        self.library.mkdir()
-        for n, (colour, shape) in enumerate(PHOTOS):
-            synthetic.make_photo(colour, shape, seed=47000 + n, size=(160, 120)).save(
-                self.library / f"{n:02d}-{colour}-{shape}.jpg", quality=90)
+        library_photos(self.library)
         self.config = with_list(write_config(root / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG,
-                                             threshold=THRESHOLD, top_k=10))
+                                             threshold=THRESHOLD, top_k=10,
+                                             database=database_copy(known, root / "db")))
         self.tags = self.config.parent / "tags.toml"
         self.run("scan", str(self.library))
 
@@ -77,8 +99,30 @@ def with_list(config: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Library:
-    return Library(tmp_path_factory.mktemp("suggest"))
+def known(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A config (the rich LIST) whose database holds the image vectors of the library's photos and of
+    the outside ones, and the prompt vectors of LIST and of the words `tags suggest` finds for it: one
+    dry run and one `tags suggest` start the model.  The library (``lab``) and ``watched`` scan and
+    count on copies of it (a database of their own, holding no file's record): neither their scans
+    nor the suggestions for LIST start a model child (~3-4 CPU-seconds each).  A store's first
+    suggestions, encoding every word, stay checked from scratch by
+    ``test_an_empty_store_ranks_by_similarity_and_says_how_to_count``."""
+    def pictures(folder: Path) -> None:
+        library_photos(folder / "library")
+        outside_photos(folder / "outside")
+
+    config = with_list(config_with_vectors(tmp_path_factory.mktemp("suggest-known"), SHAPES_CHECKPOINT,
+                                           fill=pictures, model=SHAPES_CONFIG, tags=["red", "blue", "circle"],
+                                           threshold=THRESHOLD, top_k=10))
+    result = tagwatch("tags", "suggest", "--config", str(config))  # LIST's and its candidates' prompts
+    assert result.returncode == 0, result.stderr
+    return config
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, known: Path) -> Library:
+    """The library scanned (from the cached vectors) into a database of its own."""
+    return Library(tmp_path_factory.mktemp("suggest"), known)
 
 
 def names(paths: object) -> set[str]:
@@ -323,20 +367,16 @@ def scanned(folder: Path, word: str) -> set[str]:
 
 
 @pytest.fixture
-def watched(tmp_path: Path) -> tuple[Path, Path, Path]:
+def watched(tmp_path: Path, known: Path) -> tuple[Path, Path, Path]:
     """The library under `watch` with top_k 2 (so added words compete), and three green photos
-    indexed by a scan outside it; returns (config, library, outside)."""
+    indexed by a scan outside it (from the cached vectors, into a database of the test's own);
+    returns (config, library, outside)."""
     library, outside = tmp_path / "library", tmp_path / "outside"
-    library.mkdir()
-    outside.mkdir()
-    for n, (colour, shape) in enumerate(PHOTOS):
-        synthetic.make_photo(colour, shape, seed=47000 + n, size=(160, 120)).save(
-            library / f"{n:02d}-{colour}-{shape}.jpg", quality=90)
-    for k in range(3):
-        synthetic.make_photo("green", "star", seed=48000 + k, size=(160, 120)).save(
-            outside / f"g{k}.jpg", quality=90)
+    library_photos(library)
+    outside_photos(outside)
     config = with_list(write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG,
-                                    threshold=THRESHOLD, top_k=2, watch=[library]))
+                                    threshold=THRESHOLD, top_k=2, watch=[library],
+                                    database=database_copy(known, tmp_path / "db")))
     assert tagwatch("scan", str(library), str(outside), "--config", str(config)).returncode == 0
     return config, library, outside
 
