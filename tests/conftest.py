@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -356,6 +357,20 @@ def config_with_vectors(root: Path, checkpoint: Path, seeds: Sequence[int] = (),
     result = tagwatch("scan", "--dry-run", str(root / "pictures"), "--config", str(config))
     assert result.returncode == 0, result.stderr
     return config
+
+
+def copy_database(config: Path, folder: Path) -> Path:
+    """A copy of ``config``'s database (``config_with_vectors``: its vectors cached, no photo known) as
+    the database of a config written into ``folder`` (``state/tagwatch.db``, write_config's default).
+    For a test that asks of its database what a shared one would answer for every test (every photo
+    it knows, its counters, its rows): its own copy starts with the cached vectors and nothing else.
+    SQLite's backup copies what a WAL still held, which a plain file copy can miss."""
+    target = folder / "state" / "tagwatch.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (contextlib.closing(sqlite3.connect(config.parent / "state" / "tagwatch.db")) as source,
+          contextlib.closing(sqlite3.connect(target)) as copy):
+        source.backup(copy)
+    return target
 
 
 @pytest.fixture
