@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -360,12 +361,11 @@ def config_with_vectors(root: Path, checkpoint: Path, seeds: Sequence[int] = (),
 
 def database_copy(config: Path, folder: Path) -> Path:
     """A copy of ``config``'s database (``config_with_vectors``': ``state/tagwatch.db`` beside it) as
-    ``folder / "tagwatch.db"``, for ``write_config(database=…)``: the prepared vectors without a model
+    ``folder / "tagwatch.db"``, for ``write_config(database=…)`` or, with ``folder`` a config's
+    ``state`` folder, where ``write_config`` puts its database: the prepared vectors without a model
     child, in a database of the test's own, for a test that counts over the whole database or whose
     photos must meet no other test's records of the same pictures (a copy is recognised by content).
     SQLite's backup copies a consistent database, pages still in the -wal included."""
-    import sqlite3
-
     folder.mkdir(parents=True, exist_ok=True)
     copy = folder / "tagwatch.db"
     source = sqlite3.connect(config.parent / "state" / "tagwatch.db")

@@ -1,7 +1,9 @@
 """What a person trying the commands noticed: temporary files a killed command left, failures that
 ``status`` hid, ``explain`` on a photo set aside, paths through a linked watch folder, and wording.
 
-The lab (``shapes_lab.py``) has every vector cached, so no command here starts the model.
+The lab (``shapes_lab.py``) has every vector cached, so no command here encodes anything; the tests
+that need a database of their own (``status`` and ``db rebuild`` answer for all of it) start from a
+copy of one with the test model's prompts cached (``prompts``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,18 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, exif_keywords, exiftool_read, tagwatch, write_config
+import pytest
+
+from conftest import (
+    SHAPES_CHECKPOINT,
+    SHAPES_CONFIG,
+    config_with_vectors,
+    database_copy,
+    exif_keywords,
+    exiftool_read,
+    tagwatch,
+    write_config,
+)
 from shapes_lab import Lab
 from tagwatch.status import lock_path, state_path, write_state
 from tagwatch.store import Store
@@ -27,6 +40,15 @@ def dead_pid() -> int:
     gone = subprocess.Popen(["true"])
     gone.wait()
     return gone.pid
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``write_config``'s config for the test model, its tag list's prompts cached (one dry run over one
+    picture): a test below that needs a database of its own copies this one (``database_copy``), and
+    its scan of files that are no photo encodes nothing (it encoded every prompt: about 2 CPU-seconds)."""
+    return config_with_vectors(tmp_path_factory.mktemp("prompts"), SHAPES_CHECKPOINT, (0,),
+                               model=SHAPES_CONFIG)
 
 
 def test_scan_and_untag_remove_temporary_files_a_killed_write_left(shapes_lab: Lab, tmp_path: Path) -> None:
@@ -49,8 +71,11 @@ def test_scan_and_untag_remove_temporary_files_a_killed_write_left(shapes_lab: L
     assert not stale.exists() and not sidecar.exists() and in_flight.exists()
 
 
-def test_status_shows_how_many_failures_it_leaves_out_and_names_them_as_the_log_does(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("cli-details-prompts")  # one worker builds `prompts` once
+def test_status_shows_how_many_failures_it_leaves_out_and_names_them_as_the_log_does(
+        tmp_path: Path, prompts: Path) -> None:
     config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG)
+    database_copy(prompts, config.parent / "state")  # its own: status counts every failure in it
     folder = tmp_path / "bad"
     folder.mkdir()
     names = [f"text{i}.jpg" for i in range(6)] + ["two\nlines.jpg"]
@@ -72,9 +97,11 @@ def test_status_shows_how_many_failures_it_leaves_out_and_names_them_as_the_log_
     assert alone == report["failures"]  # --failed --json: the list alone, not the whole report
 
 
-def test_status_text_counts_the_files_recorded_deleted(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("cli-details-prompts")  # one worker builds `prompts` once
+def test_status_text_counts_the_files_recorded_deleted(tmp_path: Path, prompts: Path) -> None:
     """A photo deleted is recorded so (its vector stays cached): the text counts it as --json did."""
     config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG)
+    database_copy(prompts, config.parent / "state")
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "notes.jpg").write_text("not a photo\n")
@@ -184,13 +211,15 @@ def test_explain_says_once_why_it_cannot_use_a_file_and_tells_what_image_is(
     assert "IMAGE a photo (tagged or not: explain writes nothing into it)" in usage
 
 
+@pytest.mark.xdist_group("cli-details-prompts")  # one worker builds `prompts` once
 def test_wording_a_rebuild_of_a_healthy_database_and_a_photo_that_gets_no_tag(
-        shapes_lab: Lab, tmp_path: Path) -> None:
+        shapes_lab: Lab, tmp_path: Path, prompts: Path) -> None:
     photo = shapes_lab.copy(tmp_path / "mine")["red-circle.jpg"]
     result = shapes_lab.run("scan", "--threshold", "0.99", str(photo))
     assert f"checked {photo}: no tag above threshold 0.99; nothing to write" in result.stderr
     assert f"tagged {photo}" not in result.stderr
     config = write_config(tmp_path / "conf", SHAPES_CHECKPOINT, model=SHAPES_CONFIG)
+    database_copy(prompts, config.parent / "state")  # its own: the lab's is the other tests'
     (tmp_path / "notes.jpg").write_text("not a photo\n")
     assert tagwatch("scan", str(tmp_path / "notes.jpg"), "--config", str(config)).returncode == 1
     rebuilt = tagwatch("db", "rebuild", "--config", str(config))

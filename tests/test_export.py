@@ -12,11 +12,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import (
     REPO,
     SHAPES_CHECKPOINT,
     SHAPES_CONFIG,
+    config_with_vectors,
+    database_copy,
     exif_keywords,
     noise_jpeg,
     status,
@@ -34,8 +37,21 @@ def export(config: Path, *args: str, cwd: Path = REPO) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
-def test_export_gives_the_keywords_scan_wrote_and_encodes_nothing(tmp_path: Path, config_file) -> None:
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """``config_file()``'s config (every tag list word, three a photo) with the vectors of the pictures
+    of seeds 0-3 and 9 cached (``conftest.config_with_vectors``).  Each test below starts from its own
+    copy of that database (``database_copy``): export with no PATH lists every photo a database knows,
+    and ``status`` counts its encodings, so no test may see another's; its scans of those pictures then
+    start no model (about 2 CPU-seconds each).  A picture a test needs never encoded is of another seed."""
+    return config_with_vectors(tmp_path_factory.mktemp("export-vectors"), tiny_checkpoint, (0, 1, 2, 3, 9))
+
+
+@pytest.mark.xdist_group("export-cached")  # one worker builds `cached` once
+def test_export_gives_the_keywords_scan_wrote_and_encodes_nothing(tmp_path: Path, config_file,
+                                                                  cached: Path) -> None:
     config = config_file()  # threshold -1, top_k 3: every photo gets three tags
+    database_copy(cached, config.parent / "state")  # the pictures' vectors cached: the scan encodes none
     photos = [noise_jpeg(tmp_path / "lib" / f"a{i}.jpg", seed=i) for i in range(3)]
     photos.append(noise_jpeg(tmp_path / "lib" / "sub" / "b.jpg", seed=9))
     assert tagwatch("scan", "--config", str(config), str(tmp_path / "lib")).returncode == 0
@@ -67,7 +83,8 @@ def test_export_gives_the_keywords_scan_wrote_and_encodes_nothing(tmp_path: Path
     assert json.loads(only.stdout) == {str(photos[3]): doc["lib/sub/b.jpg"]}
 
     # a new tag list and top_k 1, without scanning again: export re-scores the cached vectors and
-    # gives the tag and score that scan would now write
+    # gives the tag and score that scan would now write (its new prompts are encoded: the model
+    # starts, and still encodes no image)
     config = config_file(tags=["lighthouse", "meadow", "Ünïcödé tag"], top_k=1)
     result = export(config, "--scores")
     assert result.returncode == 0, result.stderr
@@ -84,10 +101,13 @@ def test_export_gives_the_keywords_scan_wrote_and_encodes_nothing(tmp_path: Path
     assert status(config)["encoded"] == encoded  # not one image encoded by any export
 
 
-def test_export_gives_what_is_written_not_a_keyword_a_person_took_out(tmp_path: Path, config_file) -> None:
+@pytest.mark.xdist_group("export-cached")  # one worker builds `cached` once
+def test_export_gives_what_is_written_not_a_keyword_a_person_took_out(tmp_path: Path, config_file,
+                                                                      cached: Path) -> None:
     """A keyword a person took out of a photo is never written into it again, and a correction
     (overrides) changes what is: export listed the raw predictions, the declined keyword included."""
     config = config_file()
+    database_copy(cached, config.parent / "state")
     config.write_text('overrides = "overrides.toml"\n' + config.read_text(encoding="utf-8"), encoding="utf-8")
     taken, corrected = (noise_jpeg(tmp_path / "lib" / f"{name}.jpg", seed=seed)
                         for name, seed in (("taken", 1), ("corrected", 2)))
@@ -112,10 +132,13 @@ def test_export_gives_what_is_written_not_a_keyword_a_person_took_out(tmp_path: 
     assert ["lib/corrected.jpg", "holiday", ""] in rows
 
 
-def test_a_photo_set_aside_by_untag_is_exported_with_its_places(tmp_path: Path, config_file) -> None:
+@pytest.mark.xdist_group("export-cached")  # one worker builds `cached` once
+def test_a_photo_set_aside_by_untag_is_exported_with_its_places(tmp_path: Path, config_file,
+                                                               cached: Path) -> None:
     """export.md: a photo `untag` set aside is listed with what a scan naming it would write, its
     place keywords included (untag forgot its coordinates with the keywords it took out)."""
     config = config_file()
+    database_copy(cached, config.parent / "state")  # the GPS tags leave its content key, seed 3's, as it was
     photo = noise_jpeg(tmp_path / "lib" / "paris.jpg", seed=3)
     subprocess.run(["exiftool", "-q", "-overwrite_original", "-GPSLatitude=48.8584", "-GPSLatitudeRef=N",
                     "-GPSLongitude=2.2945", "-GPSLongitudeRef=E", str(photo)], check=True)
@@ -128,15 +151,18 @@ def test_a_photo_set_aside_by_untag_is_exported_with_its_places(tmp_path: Path, 
     assert set(doc["lib/paris.jpg"]) == set(written)
 
 
-def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path, config_file) -> None:
+@pytest.mark.xdist_group("export-cached")  # one worker builds `cached` once
+def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path, config_file,
+                                                                 cached: Path) -> None:
     config = config_file()
+    database_copy(cached, config.parent / "state")  # seeds 1 and 2 cached; 4 and 5, below, never encoded
     lib = tmp_path / "lib"
     kept, edited = noise_jpeg(lib / "kept.jpg", seed=1), noise_jpeg(lib / "edited.jpg", seed=2)
     truncated = lib / "truncated.jpg"
     truncated.write_bytes(kept.read_bytes()[:500])
     (lib / "empty.jpg").write_bytes(b"")  # said "not an image format tagwatch reads", unlike scan
     tagwatch("scan", "--config", str(config), str(lib))
-    noise_jpeg(lib / "new.jpg", seed=3)  # never scanned
+    noise_jpeg(lib / "new.jpg", seed=5)  # never scanned
     noise_jpeg(edited, seed=4)  # new pixels since the scan: its old tags would be wrong
     moved = shutil.copyfile(kept, tmp_path / "elsewhere.jpg")  # same pixels: its vector is cached
     result = export(config, str(lib), str(moved))
@@ -154,20 +180,22 @@ def test_photos_without_a_cached_vector_are_reported_not_guessed(tmp_path: Path,
     assert f"{edited}: {not_encoded}" in everything.stderr
 
 
+@pytest.mark.xdist_group("export-cached")  # one worker builds `cached` once
 def test_a_photo_whose_name_is_not_utf8_is_left_out_and_named_as_scan_names_it(
-        tmp_path: Path, config_file) -> None:
+        tmp_path: Path, config_file, cached: Path) -> None:
     """Report xV #1: a copy from an old card with a Latin-1 name was exported with the raw byte in
     the path, so no JSON or CSV reader could load the file (and a strict UTF-8 stdout ended in a
     traceback and nothing written); one never encoded was told `tagwatch scan` would encode it, which
     scan refuses.  Now both are left out, named on stderr as the log names them, with scan's reason."""
     config = config_file()
+    database_copy(cached, config.parent / "state")  # seed 1 cached; seed 4, below, never encoded
     lib = tmp_path / "lib"
     good = noise_jpeg(lib / "good.jpg", seed=1)
     assert tagwatch("scan", "--config", str(config), str(lib)).returncode == 0
     copied = os.fsdecode(bytes(lib) + b"/caf\xe9 copy.jpg")
     shutil.copyfile(good, copied)  # the same picture: its vector is cached
     fresh = os.fsdecode(bytes(lib) + b"/gr\xfcn.jpg")
-    noise_jpeg(Path(fresh), seed=2)
+    noise_jpeg(Path(fresh), seed=4)
     reason = "not exported: the file name is not valid UTF-8; rename the file"
     # strict as under most UTF-8 locales (the traceback), lenient as under C.UTF-8 (the raw bytes)
     for errors, form in (("strict", "json"), ("surrogateescape", "csv")):

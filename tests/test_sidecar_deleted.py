@@ -4,6 +4,11 @@ keywords never written again, while ``scan --dry-run`` said they were "(already 
 Now its keywords are written again, into a new sidecar, by the running daemon (it hears the
 deletion) and by the next scan; keywords a person had put in that sidecar went with it and are not
 put back.  Real files, real watchdog, the real CLI and daemon, exiftool reading back.
+
+Every photo here is a copy of one of ``pair()``'s two pictures, whose vectors (and TAGS4's prompts')
+one dry run cached (``conftest.config_with_vectors``); each test's database starts as a copy of that
+one (``database_copy``), so no scan of theirs encodes anything (a model child importing torch: about
+2 CPU-seconds a scan) and no test sees another's rows.
 """
 
 from __future__ import annotations
@@ -16,9 +21,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon, exif_keywords, noise_jpeg, wait_for, write_config
+import pytest
+
+from conftest import (
+    Daemon,
+    config_with_vectors,
+    database_copy,
+    exif_keywords,
+    noise_jpeg,
+    wait_for,
+    write_config,
+)
 from tagwatch.writeback import STALE_SAVE_NS
-from test_shared_sidecar import TAGS4, cli, noise_png
+from test_shared_sidecar import TAGS4, cli, noise_png, pair
+
+pytestmark = pytest.mark.xdist_group("sidecar-deleted")  # one worker builds `cached` once
 
 SHARED = '[write]\ntarget = "sidecar"\nsidecar = "photo.xmp"\n'
 OWN = '[write]\ntarget = "sidecar"\n'  # photo.jpg.xmp: each photo its own
@@ -39,8 +56,17 @@ def identity(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_mtime_ns, st.st_ctime_ns
 
 
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """A config whose database holds the vectors of ``pair()``'s pictures (noise_jpeg seed 1,
+    noise_png seed 2) and of TAGS4's prompts: each test copies it (``database_copy``)."""
+    return config_with_vectors(tmp_path_factory.mktemp("sidecar-deleted"), tiny_checkpoint, fill=pair,
+                               tags=TAGS4, top_k=3)
+
+
 def test_the_daemon_writes_a_deleted_shared_sidecar_again_once_and_no_more(
-        tmp_path: Path, tiny_checkpoint: Path, daemon_factory: Callable[[Path], Daemon]) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, cached: Path,
+        daemon_factory: Callable[[Path], Daemon]) -> None:
     """IMG_1.xmp, shared by IMG_1.jpg and IMG_1.png, deleted while the daemon runs: a new one with
     both photos' keywords of tagwatch's appears, without the keyword the person had put in the old
     one; one line says so.  tagwatch's own write of it (exiftool makes it by a rename) is heard by
@@ -51,6 +77,7 @@ def test_the_daemon_writes_a_deleted_shared_sidecar_again_once_and_no_more(
     side = folder / "IMG_1.xmp"
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[folder], tags=TAGS4, top_k=3,
                           extra=SHARED)
+    database_copy(cached, config.parent / "state")
     run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     ours = in_sidecar(side)
@@ -102,7 +129,7 @@ def test_the_daemon_writes_a_deleted_shared_sidecar_again_once_and_no_more(
 
 
 def test_a_sidecar_deleted_while_no_daemon_runs_is_written_again_by_the_next_scan(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, cached: Path) -> None:
     """Sidecars deleted with no daemon running: `scan --dry-run` says their photos would be written
     (it said "(already in its sidecar)"), `scan` writes tagwatch's keywords into new ones, and the
     next scan counts them unchanged.  A keyword of ours the person had taken out before stays out; the
@@ -112,6 +139,7 @@ def test_a_sidecar_deleted_while_no_daemon_runs_is_written_again_by_the_next_sca
     jpg = noise_jpeg(folder / "a.jpg", seed=1)
     noise_png(folder / "b.png", seed=2)
     config = write_config(tmp_path / "conf", tiny_checkpoint, watch=[folder], tags=TAGS4, top_k=3, extra=OWN)
+    database_copy(cached, config.parent / "state")
     # a correction of the person's adds Familie to b.png (the ledger's "user" keyword)
     (config.parent / "overrides.toml").write_text('[[override]]\npath = "b.png"\nadd = ["Familie"]\n',
                                                   encoding="utf-8")
@@ -165,7 +193,7 @@ def test_a_sidecar_deleted_while_no_daemon_runs_is_written_again_by_the_next_sca
 
 
 def test_a_jpegs_sidecar_deleted_under_target_both_is_written_again_though_the_jpeg_holds_them(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, cached: Path) -> None:
     """Target "both": the JPEG holds tagwatch's keywords itself too, so its deleted sidecar lacks
     nothing a read of the photo misses; the dry run said "(already in the file and its sidecar)"."""
     folder = tmp_path / "photos"
@@ -173,6 +201,7 @@ def test_a_jpegs_sidecar_deleted_under_target_both_is_written_again_though_the_j
     jpg = noise_jpeg(folder / "a.jpg", seed=1)
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3,
                           extra='[write]\ntarget = "both"\n')
+    database_copy(cached, config.parent / "state")
     run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     side = folder / "a.jpg.xmp"
@@ -187,13 +216,14 @@ def test_a_jpegs_sidecar_deleted_under_target_both_is_written_again_though_the_j
 
 
 def test_a_jpeg_tagged_into_itself_is_no_lost_sidecar_once_the_target_becomes_sidecar(
-        tmp_path: Path, tiny_checkpoint: Path) -> None:
+        tmp_path: Path, tiny_checkpoint: Path, cached: Path) -> None:
     """A JPEG tagged under target "embedded" never had a sidecar: `target = "sidecar"` set later finds
     none, and none was lost (each photo of a library said "is gone" and was written again)."""
     folder = tmp_path / "photos"
     folder.mkdir()
     jpg = noise_jpeg(folder / "a.jpg", seed=1)
     config = write_config(tmp_path / "conf", tiny_checkpoint, tags=TAGS4, top_k=3)
+    database_copy(cached, config.parent / "state")
     run = cli(config)
     assert run("scan", str(folder)).returncode == 0
     assert len(exif_keywords(jpg)["iptc"]) == 3
