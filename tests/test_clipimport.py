@@ -1,5 +1,5 @@
-"""A model load imports open_clip without TorchDynamo and timm, a start from a kept tower imports torch
-without its meta kernels, and nothing either builds or runs changes.
+"""A model load imports open_clip without TorchDynamo and timm and torch without its meta kernels (until a
+load traces a tower to keep it), and nothing either builds or runs changes.
 
 Each load runs in a fresh interpreter, the way the encoder child loads a model (the pytest process
 imported open_clip already, for the tiny checkpoint).  One child does what a running encoder may do in
@@ -45,7 +45,8 @@ photo = np.stack([prepare(open(sys.argv[3], "rb").read(), model.preprocess)])
 found = {{
     "image": model.encode_images(photo).tolist(),
     "texts": model.encode_texts({TEXTS!r}).tolist(),
-    "imported": {{"dynamo": "torch._dynamo" in sys.modules, "timm": "timm" in sys.modules}},
+    "imported": {{"dynamo": "torch._dynamo" in sys.modules, "timm": "timm" in sys.modules,
+                 "meta kernels": "torch._meta_registrations" in sys.modules}},
 }}
 if len(sys.argv) == 5:
     import torch
@@ -94,8 +95,8 @@ def light(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, photo
 def test_a_load_skips_torchdynamo_and_timm_and_encodes_as_a_plain_import_does(
         light: dict, tiny_checkpoint: Path, photo: Path) -> None:
     plain = _child(TINY_CONFIG, tiny_checkpoint, photo)
-    assert light["imported"] == {"dynamo": False, "timm": False}
-    assert plain["imported"] == {"dynamo": True, "timm": True}  # what a plain import costs
+    assert light["imported"] == {"dynamo": False, "timm": False, "meta kernels": False}
+    assert plain["imported"] == {"dynamo": True, "timm": True, "meta kernels": True}  # a plain import's cost
     np.testing.assert_array_equal(np.array(light["image"]), np.array(plain["image"]))
     np.testing.assert_array_equal(np.array(light["texts"]), np.array(plain["texts"]))
 
@@ -109,11 +110,13 @@ def test_what_torchvision_imported_from_the_stand_in_answers_as_torchdynamo_does
     assert light["stand_in_says"] == light["real_says"]
 
 
-# argv: tiny config, its checkpoint, the data folder holding its kept tower, photos' pixels (.npy).
+# argv: tiny config, its checkpoint, the data folder holding its kept tower, photos' pixels (.npy), an
+# empty data folder.
 _READY_CHILD = f"""
 import json, sys
 from pathlib import Path
 import numpy as np
+from tagwatch import towercache
 from tagwatch.config import ModelConfig
 from tagwatch.model import load_model
 
@@ -131,12 +134,17 @@ model = load_model(ModelConfig(name=sys.argv[1], pretrained=sys.argv[2], precisi
 found = {{"image": model.encode_images(np.load(sys.argv[4])).tolist(),
          "open_clip": "open_clip" in sys.modules, "meta_before": meta_kernels_work()}}
 found["texts"] = model.encode_texts({TEXTS!r}).tolist()  # the text side: open_clip, a full load
-found["meta_after"] = meta_kernels_work()
+found["meta_after_texts"] = meta_kernels_work()
+towercache.SAVE_FROM_PARAMS = 0  # the rule of a real model: this load traces its tower to keep it
+load_model(ModelConfig(name=sys.argv[1], pretrained=sys.argv[2], precision="fp32",
+                       precision_cache=Path(sys.argv[5]) / "precision.json"))
+found["kept"] = [p.suffix for p in (Path(sys.argv[5]) / "image-towers").iterdir()]
+found["meta_after_keeping"] = meta_kernels_work()
 print(json.dumps(found))
 """
 
 
-def test_a_start_from_a_kept_tower_leaves_torchs_meta_kernels_until_a_full_load_needs_them(
+def test_torchs_meta_kernels_wait_for_a_load_that_traces_a_tower_to_keep_it(
         tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(towercache, "SAVE_FROM_PARAMS", 0)  # the rule of a real model, on the test one
     state = tmp_path / "state"
@@ -147,7 +155,8 @@ def test_a_start_from_a_kept_tower_leaves_torchs_meta_kernels_until_a_full_load_
     np.save(tmp_path / "pixels.npy", pixels)
     result = subprocess.run(
         [sys.executable, "-c", _READY_CHILD, str(TINY_CONFIG), str(tiny_checkpoint), str(state),
-         str(tmp_path / "pixels.npy")], capture_output=True, text=True, timeout=300, cwd=REPO,
+         str(tmp_path / "pixels.npy"), str(tmp_path / "fresh")],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
     assert result.returncode == 0, result.stderr[-3000:]
     ready = json.loads(result.stdout.splitlines()[-1])
@@ -155,4 +164,6 @@ def test_a_start_from_a_kept_tower_leaves_torchs_meta_kernels_until_a_full_load_
     assert not ready["meta_before"]  # ...without the meta kernels (a fifth of torch's import)
     np.testing.assert_array_equal(np.array(ready["image"]), first.encode_images(pixels))
     np.testing.assert_allclose(np.array(ready["texts"]), first.encode_texts(TEXTS), atol=1e-6)
-    assert ready["meta_after"]  # open_clip's load registered them: torch as a plain import leaves it
+    assert not ready["meta_after_texts"]  # the text side's load builds and runs: none needed
+    assert ready["kept"] == [".pt"]  # (tiny: too small for ONNX Runtime's form, a TorchScript one)
+    assert ready["meta_after_keeping"]  # traced with torch as a plain import leaves it

@@ -28,9 +28,14 @@ A start from a kept TorchScript tower (bf16 where ``auto`` picks it) imports tor
 ``torch._decomp`` and ``torch._refs`` behind them.  A tower running on real tensors never dispatches
 there.  :func:`torch` imports torch with that module name standing for a small one (any name asked of
 it imports the real one), taken out of ``sys.modules`` at once; any later import of it, whoever asks
-(``torch._decomp`` does), registers the kernels, and :func:`open_clip` does so before every full load,
-so building, quantising, tracing and exporting a model run with torch exactly as a plain import leaves
-it.  Tested in ``tests/test_clipimport.py``.
+(``torch._decomp`` does), registers the kernels.  :func:`open_clip` imports torch the same way: building,
+quantising and running a model (a full load, the text side, a test model) never dispatch there either,
+and those kernels cost a full load 0.5-0.8 CPU-seconds on the Xeon without AMX (docs/speed.md,
+"Start-up").  A load that traces or exports the tower to keep it ready registers them first
+(:func:`meta_kernels`, :mod:`tagwatch.towercache`): those run torch's compiler stack, which sees torch as
+a plain import leaves it.  So does anything that imports TorchDynamo (the stand-in above when used,
+timm brought back): without ``torch._prims`` imported first, its import fails on a circular import.
+Tested in ``tests/test_clipimport.py``.
 
 Imported only where the model runs (the encoder child), like :mod:`tagwatch.model`.
 """
@@ -63,6 +68,8 @@ def _real(stand_in: types.ModuleType) -> types.ModuleType:
     """The module ``stand_in`` stands for, imported (out of ``sys.modules`` first if it is still there)."""
     if sys.modules.get(stand_in.__name__) is stand_in:
         del sys.modules[stand_in.__name__]
+    if stand_in.__name__ != META_KERNELS:
+        meta_kernels()  # torch's compiler stack fails to import without them (a circular import)
     return importlib.import_module(stand_in.__name__)
 
 
@@ -96,12 +103,11 @@ def meta_kernels() -> types.ModuleType:
 
 
 def open_clip() -> Any:
-    """The ``open_clip`` module, imported (the first time) without TorchDynamo and timm, with torch's
-    meta kernels registered as a plain ``import torch`` registers them."""
+    """The ``open_clip`` module, imported (the first time) without TorchDynamo and timm, after torch
+    (:func:`torch`: without its meta kernels, if this imports it)."""
     if "open_clip" in sys.modules:
         return sys.modules["open_clip"]
-    if "torch" in sys.modules:
-        meta_kernels()
+    torch()
     held: dict[str, Any] = {}
     if "torch._dynamo" not in sys.modules and DYNAMO_UTILS not in sys.modules:
         held[DYNAMO_UTILS] = sys.modules[DYNAMO_UTILS] = _stand_in()
@@ -139,6 +145,7 @@ def prepare(open_clip: Any, name: str) -> None:
     vision = (open_clip.get_model_config(name) or {}).get("vision_cfg", {})
     if "timm_model_name" not in vision or open_clip.timm_model.timm is not None:
         return
+    meta_kernels()  # timm imports TorchDynamo, which fails to import without them
     try:
         importlib.import_module(TIMM)
     except ImportError:  # not installed after all: open_clip says so when it builds the tower

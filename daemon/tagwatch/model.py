@@ -471,11 +471,10 @@ def load_model(cfg: ModelConfig, *, ready: bool = True) -> ClipModel:
         started = _from_ready_tower(cfg, identity)
         if started is not None:
             return started
-    import torch
-
     from . import clipimport
 
     open_clip = clipimport.open_clip()
+    torch = clipimport.torch()
     name = _resolve_name(open_clip, cfg.name)
     clipimport.prepare(open_clip, name)
     pretrained: str | None = cfg.pretrained

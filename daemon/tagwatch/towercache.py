@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import onnxtower
+from . import clipimport, onnxtower
 from .atomic import write_atomic
 from .config import ModelConfig
 from .imaging import Preprocess
@@ -178,6 +178,7 @@ def save(cfg: ModelConfig, identity: str, device: str, visual: Any, preprocess: 
     if where is None or where[0].exists() or parameters < SAVE_FROM_PARAMS:
         return
     path = where[0]
+    clipimport.meta_kernels()  # tracing runs with torch as a plain import leaves it
     try:
         probe = torch.from_numpy(probe_images(preprocess, 3)).to(device, dtype)
         with warnings.catch_warnings(), torch.inference_mode():
@@ -247,6 +248,7 @@ def start_onnx(cfg: ModelConfig, identity: str, device: str, visual: Any, prepro
 
     from .precision import features, probe_images
 
+    clipimport.meta_kernels()  # exporting runs with torch as a plain import leaves it
     scratch = None
     try:
         private_folder(path.parent)
