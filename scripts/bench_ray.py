@@ -36,11 +36,13 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # nodes on loop
 
 import synthetic
 from bench import DEFAULT_CACHE, machine_facts, say
+from procstats import status_kb
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 TEST_MODEL = (DATA / "shapes-clip.json", DATA / "shapes-clip.safetensors")
 TAGS = [*synthetic.COLOURS, *synthetic.SHAPES]
+MEMORY = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")  # the peak, and RSS with its three parts
 SUMMARY = re.compile(r"ray: (\d+) photos in ([\d.]+) s \(([\d.]+)/s\): (\d+) encoded")
 
 
@@ -78,16 +80,6 @@ def write_config(folder: Path, model: str) -> Path:
     return path
 
 
-def _memory(pid: int) -> dict[str, int]:
-    """VmHWM, VmRSS and its parts (anonymous, file, shared memory) of ``pid``, in kB."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    fields = re.findall(r"^(VmHWM|VmRSS|RssAnon|RssFile|RssShmem):\s+(\d+) kB", text, re.M)
-    return {name: int(value) for name, value in fields}
-
-
 def run(command: list[str]) -> tuple[float, float, dict[str, float], str]:
     """Run ``command``; its wall seconds, its CPU seconds (with its children: the driver's exiftool),
     the peaks of its own memory in MB (read from /proc every 0.2 s: VmHWM, and the anonymous and
@@ -101,7 +93,7 @@ def run(command: list[str]) -> tuple[float, float, dict[str, float], str]:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            for name, value in _memory(proc.pid).items():
+            for name, value in status_kb(proc.pid, MEMORY).items():
                 peaks[name] = max(peaks.get(name, 0), value)
             time.sleep(0.2)
         proc.returncode = os.waitstatus_to_exitcode(status)

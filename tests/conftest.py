@@ -498,15 +498,6 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[[Path], Daemon]]:
             daemon.kill()
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (every thread's list: a child belongs to the thread that forked it)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with open(task / "children", encoding="ascii") as handle:
-            found += [int(c) for c in handle.read().split()]
-    return found
-
-
 def cmdline(pid: int) -> str:
     """A process's command line, words joined by spaces; "" once it has ended."""
     try:

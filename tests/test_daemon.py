@@ -15,7 +15,6 @@ import pytest
 from conftest import (
     TAGS,
     Daemon,
-    children,
     cmdline,
     exif_keywords,
     noise_jpeg,
@@ -24,6 +23,7 @@ from conftest import (
     wait_for,
     write_config,
 )
+from procstats import children
 from tagwatch import logs
 from tagwatch.formats import jpeg_key
 from tagwatch.metadata import is_temp_file

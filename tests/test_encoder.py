@@ -23,13 +23,13 @@ from conftest import (
     REPO,
     TINY_CONFIG,
     Daemon,
-    children,
     cmdline,
     exif_keywords,
     noise_jpeg,
     wait_for,
     write_config,
 )
+from procstats import children, status_mb
 from tagwatch import towercache
 from tagwatch.config import ModelConfig, TaggingConfig
 from tagwatch.encoder import LazyModel
@@ -44,13 +44,6 @@ IDLE_RSS_LIMIT_MB = 250  # the daemon's resident memory once the model is unload
 
 def _encoder_children(pid: int) -> list[int]:
     return [c for c in children(pid) if "tagwatch.encoder" in cmdline(c)]
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def _state(pid: int) -> str:
@@ -92,7 +85,9 @@ def test_the_daemon_never_imports_torch_and_idles_under_250_mb(tmp_path: Path, t
         wait_for(lambda: not _encoder_children(pid))  # the child ended with the unload
         maps = Path(f"/proc/{pid}/maps").read_text(encoding="utf-8", errors="replace")
         assert "torch" not in maps and "open_clip" not in maps  # no libtorch, no torch/_C: never imported
-        assert _rss_mb(pid) < IDLE_RSS_LIMIT_MB
+        rss = status_mb(pid).get("VmRSS")
+        assert rss is not None, f"no VmRSS for {pid}"
+        assert rss < IDLE_RSS_LIMIT_MB
 
         noise_jpeg(photos / "second.jpg", seed=2)  # the next photo starts a new child
         wait_for(lambda: exif_keywords(photos / "second.jpg")["iptc"])

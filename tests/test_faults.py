@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, Daemon, exif_keywords, noise_jpeg, status, tagwatch, wait_for, write_config
+from procstats import status_kb
 from tagwatch.status import state_path
 
 # One daemon for the module (a module-scoped fixture) is built on each pytest-xdist worker that runs
@@ -87,13 +88,6 @@ def complaints(daemon: Daemon, path: Path) -> list[dict[str, object]]:
 def tagged(path: Path) -> bool:
     found = exif_keywords(path)
     return len(found["iptc"]) == 3 and sorted(found["iptc"]) == sorted(found["xmp"])
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM in /proc status")
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +265,8 @@ def test_a_decompression_bomb_is_refused_without_decoding(faulty: Daemon) -> Non
     data[sof + 5:sof + 9] = (40000).to_bytes(2, "big") * 2
     assert len(data) < 10_000  # a few KB that claim 1600 megapixels
     assert faulty.proc is not None
-    peak_before = peak_rss_kib(faulty.proc.pid)
+    peak_before = status_kb(faulty.proc.pid).get("VmHWM")
+    assert peak_before is not None, "no VmHWM in /proc status"
     bomb = root / "bombs" / "bomb.jpg"
     bomb.write_bytes(bytes(data))
     record = wait_for(lambda: about(faulty, bomb, "skipped"))[0]  # type: ignore[index]
@@ -279,8 +274,10 @@ def test_a_decompression_bomb_is_refused_without_decoding(faulty: Daemon) -> Non
                                 "(max_megapixels); could be a decompression bomb, so it was not decoded")
     after = noise_jpeg(root / "bombs" / "after.jpg", seed=99)
     wait_for(lambda: tagged(after))
+    peak_after = status_kb(faulty.proc.pid).get("VmHWM")
+    assert peak_after is not None, "no VmHWM in /proc status"
     # Decoding it would take 4.8 GB; the daemon's peak memory did not move by even a tenth of that
-    assert peak_rss_kib(faulty.proc.pid) - peak_before < 200 * 1024
+    assert peak_after - peak_before < 200 * 1024
     assert exif_keywords(bomb) == {"iptc": [], "xmp": []} and len(complaints(faulty, bomb)) == 1
 
 

@@ -10,7 +10,6 @@ events while the worker is busy.  The periodic rescan is off: anything the event
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import subprocess
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TAGS, Daemon, noise_jpeg, status, wait_for, write_config
+from procstats import status_mb
 
 N = 5_000
 # What the burst may add to the daemon's peak RSS.  The queue holds paths (5,000 short strings with
@@ -27,12 +27,6 @@ N = 5_000
 # one batch (32 photos read and decoded: under 10 MB with this model).  Decoded images kept for the
 # whole burst would take 5,000 x 64 x 64 x 3 float32 = 245 MB, their file bytes ~10 MB per 1,000.
 GROWTH_LIMIT_MB = 64
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set (VmHWM): what it ever held, not only what it holds now."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"^VmHWM:\s+(\d+) kB", text, re.M).group(1)) / 1024  # type: ignore[union-attr]
 
 
 def tagged_in_store(database: Path) -> int:
@@ -62,7 +56,7 @@ def test_five_thousand_photos_at_once_are_all_tagged_in_bounded_memory(
         assert daemon.proc is not None
         noise_jpeg(root / "first.jpg", seed=N, size=(64, 48))  # the model's first batch, before measuring
         wait_for(lambda: tagged_in_store(database) == 1, timeout=120)
-        before = peak_rss_mb(daemon.proc.pid)
+        before = status_mb(daemon.proc.pid)["VmHWM"]  # the peak: all it ever held, not only what it holds now
         mark = len(daemon.log())
 
         def write_in_place() -> None:
@@ -78,7 +72,7 @@ def test_five_thousand_photos_at_once_are_all_tagged_in_bounded_memory(
         dropped = time.monotonic() - started
         wait_for(lambda: tagged_in_store(database) == N + 1, timeout=600, interval=1)
         took = time.monotonic() - started
-        growth = peak_rss_mb(daemon.proc.pid) - before
+        growth = status_mb(daemon.proc.pid)["VmHWM"] - before
         report = status(config)
     finally:
         assert daemon.stop() == 0

@@ -30,6 +30,7 @@ from conftest import (
     wait_for,
     write_config,
 )
+from procstats import status_mb
 from tagwatch.config import ConfigError, PlacesConfig, TaggingConfig, WriteConfig, parse_config
 from tagwatch.formats import content_key
 from tagwatch.geotag import Places
@@ -43,7 +44,7 @@ from tagwatch.rebuild import rebuild
 from tagwatch.store import Store
 from tagwatch.vocabulary import parse_tag_list
 from tagwatch.writeback import TagRules, Writeback, WriteJob, write_file
-from test_encoder import IDLE_RSS_LIMIT_MB, _rss_mb
+from test_encoder import IDLE_RSS_LIMIT_MB
 from test_web import page_alone
 
 LOCATION = ("IPTC:City", "IPTC:Province-State", "IPTC:Country-PrimaryLocationName",
@@ -839,7 +840,9 @@ def test_the_daemon_loads_places_for_the_first_gps_photo_and_places_a_geotag_edi
         geotag(exiftool, photo, *FLORENCE)  # geotagged in place: the watcher sees a metadata edit
         wait_for(lambda: "Florence" in exif_keywords(photo)["iptc"])
         assert "places: loaded" in daemon.log()
-        assert _rss_mb(daemon.proc.pid) < IDLE_RSS_LIMIT_MB  # the model lives in its child
+        rss = status_mb(daemon.proc.pid).get("VmRSS")
+        assert rss is not None, f"no VmRSS for {daemon.proc.pid}"
+        assert rss < IDLE_RSS_LIMIT_MB  # the model lives in its child
         assert status(config)["encoded"] == 1
     finally:
         assert daemon.stop() == 0

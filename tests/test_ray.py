@@ -39,6 +39,7 @@ import pytest
 
 import synthetic
 from conftest import CORPUS, REPO, SHAPES_CHECKPOINT, SHAPES_CONFIG, write_config
+from procstats import children
 from shapes_lab import TAGS, THRESHOLD
 from tagwatch.cli.scan import scan, scan_on_ray
 from tagwatch.config import load_config
@@ -154,18 +155,13 @@ def stations(node: Any) -> list[tuple[int, str]]:
     (``ray::Station.encode`` while encoding, ``ray::Station.load`` while loading the model)."""
     raylet = node.all_processes["raylet"][0].process.pid
     found = []
-    for task in Path(f"/proc/{raylet}/task").glob("*"):
+    for child in children(raylet, missing_ok=True):  # none once the node is removed
         try:
-            children = (task / "children").read_text().split()
+            title = Path(f"/proc/{child}/cmdline").read_text().split("\0")[0].strip()
         except OSError:
             continue
-        for child in children:
-            try:
-                title = Path(f"/proc/{child}/cmdline").read_text().split("\0")[0].strip()
-            except OSError:
-                continue
-            if title.startswith("ray::Station"):
-                found.append((int(child), title))
+        if title.startswith("ray::Station"):
+            found.append((child, title))
     return found
 
 
