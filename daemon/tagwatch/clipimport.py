@@ -30,8 +30,8 @@ there.  :func:`torch` imports torch with that module name standing for a small o
 it imports the real one), taken out of ``sys.modules`` at once; any later import of it, whoever asks
 (``torch._decomp`` does), registers the kernels.  :func:`open_clip` imports torch the same way: building,
 quantising and running a model (a full load, the text side, a test model) never dispatch there either,
-and those kernels cost a full load 0.5-0.8 CPU-seconds on the Xeon without AMX (docs/speed.md,
-"Start-up").  A load that traces or exports the tower to keep it ready registers them first
+and those kernels cost a test model's load 0.6 CPU-seconds on average on the Xeon without AMX
+(docs/speed.md, "Start-up").  A load that traces or exports the tower to keep it ready registers them first
 (:func:`meta_kernels`, :mod:`tagwatch.towercache`): those run torch's compiler stack, which sees torch as
 a plain import leaves it.  So does anything that imports TorchDynamo (the stand-in above when used,
 timm brought back): without ``torch._prims`` imported first, its import fails on a circular import.

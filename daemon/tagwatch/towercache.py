@@ -178,8 +178,8 @@ def save(cfg: ModelConfig, identity: str, device: str, visual: Any, preprocess: 
     if where is None or where[0].exists() or parameters < SAVE_FROM_PARAMS:
         return
     path = where[0]
-    clipimport.meta_kernels()  # tracing runs with torch as a plain import leaves it
     try:
+        clipimport.meta_kernels()  # tracing runs with torch as a plain import leaves it
         probe = torch.from_numpy(probe_images(preprocess, 3)).to(device, dtype)
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # the deprecation, and tracer notes about open_clip's loops
@@ -248,9 +248,9 @@ def start_onnx(cfg: ModelConfig, identity: str, device: str, visual: Any, prepro
 
     from .precision import features, probe_images
 
-    clipimport.meta_kernels()  # exporting runs with torch as a plain import leaves it
     scratch = None
     try:
+        clipimport.meta_kernels()  # exporting runs with torch as a plain import leaves it
         private_folder(path.parent)
         for stale in path.parent.glob(f"{_MAKING}*"):  # left by a process killed while making one
             if time.time() - stale.stat().st_mtime > STALE_MAKING_S:
