@@ -133,7 +133,7 @@ model = load_model(ModelConfig(name=sys.argv[1], pretrained=sys.argv[2], precisi
                                precision_cache=Path(sys.argv[3]) / "precision.json"))
 found = {{"image": model.encode_images(np.load(sys.argv[4])).tolist(),
          "open_clip": "open_clip" in sys.modules, "meta_before": meta_kernels_work()}}
-found["texts"] = model.encode_texts({TEXTS!r}).tolist()  # the text side: open_clip, a full load
+found["texts"] = model.encode_texts({TEXTS!r}).tolist()  # the text side: open_clip, the model built
 found["meta_after_texts"] = meta_kernels_work()
 towercache.SAVE_FROM_PARAMS = 0  # the rule of a real model: this load traces its tower to keep it
 load_model(ModelConfig(name=sys.argv[1], pretrained=sys.argv[2], precision="fp32",
@@ -165,5 +165,5 @@ def test_torchs_meta_kernels_wait_for_a_load_that_traces_a_tower_to_keep_it(
     np.testing.assert_array_equal(np.array(ready["image"]), first.encode_images(pixels))
     np.testing.assert_allclose(np.array(ready["texts"]), first.encode_texts(TEXTS), atol=1e-6)
     assert not ready["meta_after_texts"]  # the text side's load builds and runs: none needed
-    assert ready["kept"] == [".pt"]  # (tiny: too small for ONNX Runtime's form, a TorchScript one)
+    assert ready["kept"] == [".pt"]  # the TorchScript tower (ONNX Runtime's form is made for int8 only)
     assert ready["meta_after_keeping"]  # traced with torch as a plain import leaves it
