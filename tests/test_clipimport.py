@@ -1,5 +1,6 @@
-"""A model load imports open_clip without TorchDynamo and timm and torch without its meta kernels (until a
-load traces a tower to keep it), and nothing either builds or runs changes.
+"""A model load imports open_clip without TorchDynamo, timm, the Hugging Face hub's client and torchvision's
+datasets, io and models, and torch without its meta kernels (until a load traces a tower to keep it), and
+nothing either builds or runs changes.
 
 Each load runs in a fresh interpreter, the way the encoder child loads a model (the pytest process
 imported open_clip already, for the tiny checkpoint).  One child does what a running encoder may do in
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.xdist_group("clipimport")
 
 TEXTS = ["a photo of a dog", "a beach"]
 
-# argv: tiny config, its checkpoint, a photo, and (for the light child) a config with a timm tower.
+# argv: tiny config, its checkpoint, a photo, and (for the light child) a config with a timm tower and an
+# empty folder for a Hugging Face cache.
 _CHILD = f"""
 import json, sys
 import numpy as np
@@ -46,9 +48,12 @@ found = {{
     "image": model.encode_images(photo).tolist(),
     "texts": model.encode_texts({TEXTS!r}).tolist(),
     "imported": {{"dynamo": "torch._dynamo" in sys.modules, "timm": "timm" in sys.modules,
-                 "meta kernels": "torch._meta_registrations" in sys.modules}},
+                 "meta kernels": "torch._meta_registrations" in sys.modules,
+                 "hub client": any(n in sys.modules for n in ("huggingface_hub", "open_clip.push_to_hf_hub")),
+                 "torchvision's own": any(n in sys.modules for n in ("torchvision.datasets", "torchvision.io",
+                                                                      "torchvision.models"))}},
 }}
-if len(sys.argv) == 5:
+if len(sys.argv) == 6:
     import torch
     from torchvision.ops import roi_align  # its import met the stand-in for TorchDynamo's utils
     pooled = roi_align(torch.ones(1, 1, 8, 8), [torch.tensor([[0.0, 0.0, 4.0, 4.0]])], output_size=2)
@@ -63,6 +68,19 @@ if len(sys.argv) == 5:
         found["timm"] = {{"shape": list(vectors.shape), "finite": bool(np.isfinite(vectors).all())}}
     except Exception as exc:
         found["timm"] = f"{{type(exc).__name__}}: {{exc}}"
+    # a download of weights open_clip asks of the hub's client (deferred): here found in its cache
+    import logging, os, open_clip
+    from pathlib import Path
+    os.environ["HF_HUB_OFFLINE"] = "1"  # read when the client is imported, at this call
+    cache = Path(sys.argv[5])
+    snapshot = cache / "models--tagwatch--shapes" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(Path(sys.argv[2]).read_bytes())
+    (cache / "models--tagwatch--shapes" / "refs").mkdir()
+    (cache / "models--tagwatch--shapes" / "refs" / "main").write_text("0" * 40)
+    found["downloaded"] = open_clip.pretrained.download_pretrained_from_hf(
+        "tagwatch/shapes", filename="open_clip_model.safetensors", cache_dir=str(cache))
+    found["hub handlers"] = [type(h).__name__ for h in logging.getLogger("huggingface_hub").handlers]
 print(json.dumps(found))
 """
 
@@ -89,14 +107,16 @@ def light(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, photo
                        "timm_proj": "linear", "image_size": 64},
         "text_cfg": json.loads(TINY_CONFIG.read_text(encoding="utf-8"))["text_cfg"],
     }), encoding="utf-8")
-    return _child(TINY_CONFIG, tiny_checkpoint, photo, timm_config)
+    return _child(TINY_CONFIG, tiny_checkpoint, photo, timm_config, tmp_path_factory.mktemp("hub-cache"))
 
 
 def test_a_load_skips_torchdynamo_and_timm_and_encodes_as_a_plain_import_does(
         light: dict, tiny_checkpoint: Path, photo: Path) -> None:
     plain = _child(TINY_CONFIG, tiny_checkpoint, photo)
-    assert light["imported"] == {"dynamo": False, "timm": False, "meta kernels": False}
-    assert plain["imported"] == {"dynamo": True, "timm": True, "meta kernels": True}  # a plain import's cost
+    assert light["imported"] == {"dynamo": False, "timm": False, "meta kernels": False, "hub client": False,
+                                 "torchvision's own": False}
+    assert plain["imported"] == {"dynamo": True, "timm": True, "meta kernels": True,  # a plain import's cost
+                                 "hub client": True, "torchvision's own": True}
     np.testing.assert_array_equal(np.array(light["image"]), np.array(plain["image"]))
     np.testing.assert_array_equal(np.array(light["texts"]), np.array(plain["texts"]))
 
@@ -108,6 +128,46 @@ def test_a_timm_image_tower_still_loads_after_a_load_that_held_timm_back(light: 
 def test_what_torchvision_imported_from_the_stand_in_answers_as_torchdynamo_does(light: dict) -> None:
     assert light["pooled"] == [1.0, 1.0, 1.0, 1.0]
     assert light["stand_in_says"] == light["real_says"]
+
+
+def test_open_clips_download_reaches_the_hubs_client_it_imports_then_and_it_warns_through_the_log_only(
+        light: dict) -> None:
+    downloaded = Path(light["downloaded"])
+    assert downloaded.name == "open_clip_model.safetensors" and downloaded.parent.name == "0" * 40
+    assert light["hub handlers"] == []  # its stderr handler taken away: each warning one line (test_cli)
+
+
+# argv: tiny config, its checkpoint, a photo.  open_clip's version module is deferred as the hub's client
+# is: `from .version import __version__` fails, as would a newer open_clip's import that used the client
+# at its import (a class to subclass).
+_FALLBACK_CHILD = """
+import json, logging, sys
+import numpy as np
+from tagwatch import clipimport
+from tagwatch.config import ModelConfig
+from tagwatch.imaging import prepare
+from tagwatch.model import load_model
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
+clipimport.HUB_CLIENTS = (*clipimport.HUB_CLIENTS, "open_clip.version")
+model = load_model(ModelConfig(name=sys.argv[1], pretrained=sys.argv[2]))
+photo = np.stack([prepare(open(sys.argv[3], "rb").read(), model.preprocess)])
+print(json.dumps({"image": model.encode_images(photo).tolist(),
+                  "hub client": "huggingface_hub" in sys.modules, "timm": "timm" in sys.modules}))
+"""
+
+
+def test_an_open_clip_whose_import_needs_the_hubs_client_is_imported_again_with_it(
+        light: dict, tiny_checkpoint: Path, photo: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", _FALLBACK_CHILD, str(TINY_CONFIG), str(tiny_checkpoint),
+                             str(photo)], capture_output=True, text=True, timeout=300, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.splitlines()[-1])
+    said = ("tagwatch.clipimport: open_clip's import with huggingface_hub and open_clip.push_to_hf_hub and "
+            "open_clip.version deferred failed (ImportError: cannot import name '__version__'")
+    assert said in result.stderr, result.stderr[-3000:]
+    assert found["hub client"] and not found["timm"]  # imported again, the hub's client with it
+    np.testing.assert_array_equal(np.array(found["image"]), np.array(light["image"]))
 
 
 # argv: tiny config, its checkpoint, the data folder holding its kept tower, photos' pixels (.npy), an

@@ -21,6 +21,19 @@ With both held back it is 1.1-1.6 s there (five runs each, in turns; docs/speed.
 still loads; if a newer torchvision, timm or open_clip imports TorchDynamo some other way, those tests
 say so, and loading still works (it only costs the seconds again).
 
+Two more groups wait the same way, a seventh of what was left (0.41 of 2.34 CPU-seconds at the median
+of ten runs each on the Xeon without AMX; docs/speed.md, "Start-up"):
+
+- The Hugging Face hub's client (0.30): open_clip imports ``hf_hub_download`` by name from
+  ``huggingface_hub`` and its upload functions from ``open_clip.push_to_hf_hub`` (the hub's HTTP stack),
+  and calls them only to download or upload weights.  While it imports, those two names stand for
+  modules whose every name is a function that imports the real module when called and calls its
+  namesake.  A newer open_clip that uses one of them otherwise at its import (a class to subclass, a
+  constant) fails that import; it is then imported again without these two, as before.  :func:`hub`
+  is how tagwatch reaches the client itself.
+- torchvision's ``datasets``, ``io`` and ``models`` (0.11): its package imports them; open_clip uses
+  only ``transforms`` and ``ops``.  They stand for themselves as TorchDynamo's utils do.
+
 A start from a kept TorchScript tower (bf16 where ``auto`` picks it) imports torch alone, and a plain
 ``import torch`` spends about a fifth of its time (0.26 of 1.24 CPU-seconds on an AMX Xeon) in
 ``torch._meta_registrations``: Python kernels for *meta* tensors (shapes without data, used by
@@ -53,6 +66,9 @@ log = logging.getLogger(__name__)
 DYNAMO_UTILS = "torch._dynamo.utils"
 TIMM = "timm"
 META_KERNELS = "torch._meta_registrations"
+HUB = "huggingface_hub"
+HUB_CLIENTS = (HUB, "open_clip.push_to_hf_hub")  # open_clip imports functions from them, calls none
+UNUSED_TORCHVISION = ("torchvision.datasets", "torchvision.io", "torchvision.models")
 
 
 class _Deferred(types.ModuleType):
@@ -64,11 +80,29 @@ class _Deferred(types.ModuleType):
         return getattr(_real(self), name)
 
 
+class _DeferredCalls(_Deferred):
+    """Stands for a module whose functions are imported by name and called later, if ever: each name
+    asked is a function that imports the real module when called and calls its namesake there."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        stand_in = self
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            function = getattr(_real(stand_in), name)
+            _through_root_only(HUB)  # the hub's client, imported now, gave its logger a handler
+            return function(*args, **kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        return call
+
+
 def _real(stand_in: types.ModuleType) -> types.ModuleType:
     """The module ``stand_in`` stands for, imported (out of ``sys.modules`` first if it is still there)."""
     if sys.modules.get(stand_in.__name__) is stand_in:
         del sys.modules[stand_in.__name__]
-    if stand_in.__name__ != META_KERNELS:
+    if stand_in.__name__ == DYNAMO_UTILS:
         meta_kernels()  # torch's compiler stack fails to import without them (a circular import)
     return importlib.import_module(stand_in.__name__)
 
@@ -103,27 +137,51 @@ def meta_kernels() -> types.ModuleType:
 
 
 def open_clip() -> Any:
-    """The ``open_clip`` module, imported (the first time) without TorchDynamo and timm, after torch
-    (:func:`torch`: without its meta kernels, if this imports it)."""
+    """The ``open_clip`` module, imported (the first time) without TorchDynamo, timm, the hub's client
+    and torchvision's unused modules, after torch (:func:`torch`: without its meta kernels, if this
+    imports it)."""
     if "open_clip" in sys.modules:
         return sys.modules["open_clip"]
     torch()
+    try:
+        module = _import_open_clip(calls_held=True)
+    except Exception as exc:  # a newer open_clip using a deferred function's module at its import
+        log.debug("open_clip's import with %s deferred failed (%s: %s); importing it again with them",
+                  " and ".join(HUB_CLIENTS), type(exc).__name__, exc)
+        for name in [name for name in sys.modules if name.partition(".")[0] == "open_clip"]:
+            del sys.modules[name]
+        module = _import_open_clip(calls_held=False)
+    _through_root_only(HUB)  # where open_clip imported the hub's client
+    return module
+
+
+def _import_open_clip(calls_held: bool) -> Any:
+    """``import open_clip`` with the modules above held back (``calls_held``: the hub's client too)."""
     held: dict[str, Any] = {}
     if "torch._dynamo" not in sys.modules and DYNAMO_UTILS not in sys.modules:
-        held[DYNAMO_UTILS] = sys.modules[DYNAMO_UTILS] = _stand_in()
+        held[DYNAMO_UTILS] = _stand_in()
     if TIMM not in sys.modules:
-        held[TIMM] = sys.modules[TIMM] = None  # None in sys.modules: `import timm` raises ImportError
+        held[TIMM] = None  # None in sys.modules: `import timm` raises ImportError
+    if "torchvision" not in sys.modules:
+        held.update((name, _Deferred(name, "stands for itself until used")) for name in UNUSED_TORCHVISION)
+    if calls_held:
+        held.update((name, _DeferredCalls(name, "stands for itself until a function of it is called"))
+                    for name in HUB_CLIENTS if name not in sys.modules)
+    sys.modules.update(held)
     try:
         import open_clip as module
     finally:
         for name, placed in held.items():
             if name in sys.modules and sys.modules[name] is placed:
                 del sys.modules[name]
-    _through_root_only(HUB_LOGGER)
     return module
 
 
-HUB_LOGGER = "huggingface_hub"  # open_clip imports it; it gives its logger a stderr handler of its own
+def hub(name: str) -> Any:
+    """``from huggingface_hub import name``, without the stderr handler that import may give its logger."""
+    value = getattr(__import__(HUB, fromlist=[name]), name)
+    _through_root_only(HUB)
+    return value
 
 
 def _through_root_only(name: str) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import clipimport
 from .config import ModelConfig, is_checkpoint_path
 from .imaging import Preprocess, normalize
 
@@ -115,11 +116,8 @@ def _check_pretrained_tag(open_clip: Any, name: str, tag: str, cfg: ModelConfig)
     if cfg.offline:
         # Make every Hugging Face download a cache lookup; a URL download is checked by hand.
         os.environ["HF_HUB_OFFLINE"] = "1"
-        try:
-            from huggingface_hub import constants
-            constants.HF_HUB_OFFLINE = True
-        except ImportError:  # pragma: no cover - open_clip depends on huggingface_hub
-            pass
+        with contextlib.suppress(ImportError):  # open_clip depends on huggingface_hub
+            clipimport.hub("constants").HF_HUB_OFFLINE = True
         url = open_clip.get_pretrained_cfg(name, tag).get("url", "")
         hub = open_clip.get_pretrained_cfg(name, tag).get("hf_hub", "")
         if url and not hub and not (cfg.cache_dir / os.path.basename(url)).is_file():
@@ -133,7 +131,7 @@ def _in_hub_cache(hub: str, cache_dir: Path) -> bool:
     Hugging Face cache under ``cache_dir``, under the name open_clip would load (it prefers a
     ``.safetensors`` twin of the file)?"""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        try_to_load_from_cache = clipimport.hub("try_to_load_from_cache")
     except ImportError:  # pragma: no cover - open_clip depends on huggingface_hub
         return False
     repo, filename = os.path.split(hub)
@@ -156,8 +154,7 @@ def _check_hub_reachable(open_clip: Any, name: str, tag: str, cfg: ModelConfig) 
     hub = open_clip.get_pretrained_cfg(name, tag).get("hf_hub", "")
     if not hub or _in_hub_cache(hub, cfg.cache_dir):
         return
-    from huggingface_hub import constants
-
+    constants = clipimport.hub("constants")
     if constants.HF_HUB_OFFLINE:  # the hub's client says so itself, without trying
         return
     reason = _unreachable(constants.ENDPOINT)
@@ -436,10 +433,8 @@ def _from_ready_tower(cfg: ModelConfig, identity: str) -> ClipModel | None:
     if started is not None:
         announce_onnx(cfg, identity, started[1])
         return started[0]
-    from . import clipimport
 
     torch = clipimport.torch()
-
     device = torch.device(cfg.device)
     where = towercache.tower_file(cfg, identity, str(device))
     if where is None or not where[0].is_file():
@@ -457,8 +452,6 @@ def _from_ready_tower(cfg: ModelConfig, identity: str) -> ClipModel | None:
 def _build(cfg: ModelConfig) -> tuple[Any, Any, str, Any, Preprocess]:
     """open_clip, torch, the model's registered name, the model built in fp32 on ``cfg.device`` from its
     weights, and its preprocessing; raises :class:`ModelError` with the fix on failure."""
-    from . import clipimport
-
     if cfg.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
     open_clip = clipimport.open_clip()
@@ -568,13 +561,10 @@ def validate_config(cfg: ModelConfig) -> None:
     """Check the model name and pretrained tag or file, without loading any weights.  A model whose
     image tower an earlier load kept ready on this machine is known good (its identity names the model
     and tag): open_clip is not imported for it."""
-    from . import clipimport
-
     if not is_checkpoint_path(cfg.pretrained):  # (a checkpoint's identity hashes the whole file)
         from . import towercache
 
         torch = clipimport.torch()
-
         where = towercache.tower_file(cfg, model_identity(cfg), str(torch.device(cfg.device)))
         if where is not None and where[0].is_file():
             return
