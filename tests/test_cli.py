@@ -55,6 +55,15 @@ def test_scan_tags_a_folder_and_a_second_scan_encodes_nothing(tmp_path: Path, co
     assert "encoder process" not in again.stderr  # nothing new: the model is not even started
     report = status(config)
     assert (report["files"], report["tagged"], report["vectors"], report["encoded"]) == (3, 3, 3, 3)
+    # moved while nothing watched it, one photo's metadata edited by another program: the vectors
+    # are cached, so the model is not started either
+    (tmp_path / "lib").rename(tmp_path / "moved")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject+=edited elsewhere",
+                    str(tmp_path / "moved" / "a0.jpg")], check=True)
+    moved = tagwatch("scan", "-v", "--config", str(config), str(tmp_path / "moved"))
+    assert "3 unchanged" in moved.stderr, moved.stderr
+    assert "encoder process" not in moved.stderr
+    assert status(config)["encoded"] == 3
 
 
 def test_a_mistake_in_the_tag_list_is_said_without_waiting_for_the_model_started_ahead(
