@@ -137,6 +137,27 @@ def test_open_clips_download_reaches_the_hubs_client_it_imports_then_and_it_warn
     assert light["hub handlers"] == []  # its stderr handler taken away: each warning one line (test_cli)
 
 
+_TRANSFORMERS_CHILD = """
+import json, logging, sys
+from tagwatch import clipimport
+open_clip = clipimport.open_clip()
+found = {"before": "huggingface_hub" in sys.modules}
+clipimport.prepare(open_clip, "nllb-clip-base")  # its text tower and tokenizer are transformers'
+found["handlers"] = [type(h).__name__ for h in logging.getLogger("huggingface_hub").handlers]
+found["after"] = "huggingface_hub.utils.logging" in sys.modules
+print(json.dumps(found))
+"""
+
+
+def test_a_model_built_through_transformers_finds_the_hubs_client_imported_without_its_handler() -> None:
+    """transformers (not installed here) would import the client with its stderr handler left on:
+    each of its warnings then said twice in the daemon's log, as before 878d0dc."""
+    result = subprocess.run([sys.executable, "-c", _TRANSFORMERS_CHILD], capture_output=True, text=True,
+                            timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"before": False, "handlers": [], "after": True}
+
+
 # argv: tiny config, its checkpoint, a photo.  open_clip's version module is deferred as the hub's client
 # is: `from .version import __version__` fails, as would a newer open_clip's import that used the client
 # at its import (a class to subclass).

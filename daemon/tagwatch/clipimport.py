@@ -30,7 +30,8 @@ of ten runs each on the Xeon without AMX; docs/speed.md, "Start-up"):
   modules whose every name is a function that imports the real module when called and calls its
   namesake.  A newer open_clip that uses one of them otherwise at its import (a class to subclass, a
   constant) fails that import; it is then imported again without these two, as before.  :func:`hub`
-  is how tagwatch reaches the client itself.
+  is how tagwatch reaches the client itself; :func:`prepare` imports it before a model that reaches it
+  through transformers.
 - torchvision's ``datasets``, ``io`` and ``models`` (0.11): its package imports them; open_clip uses
   only ``transforms`` and ``ops``.  They stand for themselves as TorchDynamo's utils do.
 
@@ -197,10 +198,22 @@ def _through_root_only(name: str) -> None:
             logger.removeHandler(handler)
 
 
+def hub_client() -> None:
+    """Import the hub's client now, its logger left without the stderr handler its import gives it:
+    before a load that reaches it through another library (transformers), which would import it with
+    the handler left on."""
+    importlib.import_module(f"{HUB}.utils.logging")  # what gives the handler
+    _through_root_only(HUB)
+
+
 def prepare(open_clip: Any, name: str) -> None:
-    """Make ``open_clip`` able to build model ``name`` (registered): bring timm back if its image
-    tower is timm's and the import held timm back."""
-    vision = (open_clip.get_model_config(name) or {}).get("vision_cfg", {})
+    """Make ``open_clip`` able to build model ``name`` (registered): the hub's client imported first if
+    transformers builds its text tower or tokenizer (multilingual models), timm brought back if its
+    image tower is timm's and the import held timm back."""
+    config = open_clip.get_model_config(name) or {}
+    if {"hf_model_name", "hf_tokenizer_name"} & config.get("text_cfg", {}).keys():
+        hub_client()
+    vision = config.get("vision_cfg", {})
     if "timm_model_name" not in vision or open_clip.timm_model.timm is not None:
         return
     meta_kernels()  # timm imports TorchDynamo, which fails to import without them
