@@ -156,7 +156,7 @@ def test_a_full_disk_leaves_the_photo_intact_and_tagging_resumes_when_space_retu
     assert exif_keywords(photo) == {"iptc": [], "xmp": []}
 
     filler.unlink()  # space returns; nothing touches the photo
-    wait_for(lambda: tagged(photo))
+    wait_for(lambda: tagged(photo) and about(faulty, photo, "tagged"))  # the line follows the file's rename
     assert len(about(faulty, photo, "tagged")) == 1
     assert len(complaints(faulty, photo)) == 1, complaints(faulty, photo)
     # status no longer calls it an error that will be retried: it was, and the photo is done
@@ -284,7 +284,7 @@ def test_a_decompression_bomb_is_refused_without_decoding(faulty: Daemon) -> Non
 def test_json_log_lines_carry_the_facts(faulty: Daemon) -> None:
     root: Path = faulty.root  # type: ignore[attr-defined]
     photo = noise_jpeg(root / "perm" / "json.jpg", seed=100)
-    wait_for(lambda: tagged(photo))
+    wait_for(lambda: tagged(photo) and about(faulty, photo, "tagged"))  # the line follows the file's rename
     (line,) = about(faulty, photo, "tagged")
     assert line["level"] == "info"
     assert sorted(line["tags"]) == sorted(exif_keywords(photo)["iptc"])  # type: ignore[arg-type]

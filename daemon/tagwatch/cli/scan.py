@@ -100,17 +100,17 @@ def finish(engine: Engine) -> None:
         raise KeyboardInterrupt
 
 
-PEEK = 64  # photos looked at before the model is started ahead of the first one that needs it
+PEEK = 64  # photos whose records are looked at for the first new or changed one
 
 
 def _first_new_needs_encoding(store: Store, paths: Sequence[str], model_id: str) -> bool:
-    """Does the first of ``paths`` that is new or changed since the store recorded it need encoding?
-    Such a photo most likely does, so the scan starts the model at once instead of when the first
-    photo is found missing from the vector cache (after the tag list is read: half a second later).
-    Only that one is read and keyed (one file's read, as the scan reads it anyway): a library the
-    store knows under other paths (moved or renamed while nothing watched it) or whose metadata
-    another program edited has its vectors cached, and its rescan starts no model (1.3-1.9 CPU-seconds
-    of a child that encoded nothing).  Should a later photo need one, it starts then."""
+    """Does the first of ``paths`` that is new or changed since the store recorded it need encoding
+    (its vector not cached)?  Then the scan starts the model at once instead of at the first cache
+    miss, which comes after the tag list is read (half a second later).  Only that photo is read and
+    keyed (the scan reads it anyway).  A library the store knows under other paths (moved or renamed
+    while nothing watched it), or whose metadata another program edited, has its vectors cached: its
+    rescan starts no model (that cost 1.3-1.9 CPU-seconds of a child that encoded nothing).  A later
+    photo that needs the model starts it at its cache miss."""
     rows = store.files(paths)
     for path in paths:
         try:
