@@ -110,7 +110,7 @@ def light(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, photo
     return _child(TINY_CONFIG, tiny_checkpoint, photo, timm_config, tmp_path_factory.mktemp("hub-cache"))
 
 
-def test_a_load_skips_torchdynamo_and_timm_and_encodes_as_a_plain_import_does(
+def test_a_load_skips_the_imports_our_models_never_use_and_encodes_as_a_plain_import_does(
         light: dict, tiny_checkpoint: Path, photo: Path) -> None:
     plain = _child(TINY_CONFIG, tiny_checkpoint, photo)
     assert light["imported"] == {"dynamo": False, "timm": False, "meta kernels": False, "hub client": False,
