@@ -91,9 +91,8 @@ class _DeferredCalls(_Deferred):
         stand_in = self
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            function = getattr(_real(stand_in), name)
-            _through_root_only(HUB)  # the hub's client, imported now, gave its logger a handler
-            return function(*args, **kwargs)
+            hub_client()  # the stand-ins are the client's: imported without its handler first
+            return getattr(_real(stand_in), name)(*args, **kwargs)
 
         call.__name__ = call.__qualname__ = name
         return call
@@ -179,10 +178,9 @@ def _import_open_clip(calls_held: bool) -> Any:
 
 
 def hub(name: str) -> Any:
-    """``from huggingface_hub import name``, without the stderr handler that import may give its logger."""
-    value = getattr(__import__(HUB, fromlist=[name]), name)
-    _through_root_only(HUB)
-    return value
+    """``from huggingface_hub import name``, the client imported by :func:`hub_client`."""
+    hub_client()
+    return getattr(__import__(HUB, fromlist=[name]), name)
 
 
 def _through_root_only(name: str) -> None:
@@ -199,9 +197,10 @@ def _through_root_only(name: str) -> None:
 
 
 def hub_client() -> None:
-    """Import the hub's client now, its logger left without the stderr handler its import gives it:
-    before a load that reaches it through another library (transformers), which would import it with
-    the handler left on."""
+    """Import the hub's client now, its logger left without the stderr handler its import gives it
+    (once, at the import of its logging module; later imports add none): before each use of it by
+    tagwatch (:func:`hub`), by open_clip (a deferred function called) or by another library
+    (transformers), which would import it with the handler left on."""
     importlib.import_module(f"{HUB}.utils.logging")  # what gives the handler
     _through_root_only(HUB)
 
