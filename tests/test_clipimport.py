@@ -85,11 +85,16 @@ print(json.dumps(found))
 """
 
 
-def _child(*args: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", _CHILD, *map(str, args)], capture_output=True, text=True,
+def _run(script: str, *args: Path) -> tuple[dict, str]:
+    """``script`` run in a fresh interpreter with ``args``: the JSON report it printed last, its stderr."""
+    result = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
                             timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.splitlines()[-1])
+    return json.loads(result.stdout.splitlines()[-1]), result.stderr
+
+
+def _child(*args: Path) -> dict:
+    return _run(_CHILD, *args)[0]
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +157,7 @@ print(json.dumps(found))
 def test_a_model_built_through_transformers_finds_the_hubs_client_imported_without_its_handler() -> None:
     """transformers (not installed here) would import the client with its stderr handler left on:
     each of its warnings then said twice in the daemon's log, as before 878d0dc."""
-    result = subprocess.run([sys.executable, "-c", _TRANSFORMERS_CHILD], capture_output=True, text=True,
-                            timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.splitlines()[-1]) == {"before": False, "handlers": [], "after": True}
+    assert _run(_TRANSFORMERS_CHILD)[0] == {"before": False, "handlers": [], "after": True}
 
 
 # argv: tiny config, its checkpoint, a photo.  open_clip's version module is deferred as the hub's client
@@ -179,14 +181,10 @@ print(json.dumps({"image": model.encode_images(photo).tolist(),
 
 def test_an_open_clip_whose_import_needs_the_hubs_client_is_imported_again_with_it(
         light: dict, tiny_checkpoint: Path, photo: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", _FALLBACK_CHILD, str(TINY_CONFIG), str(tiny_checkpoint),
-                             str(photo)], capture_output=True, text=True, timeout=300, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = json.loads(result.stdout.splitlines()[-1])
+    found, stderr = _run(_FALLBACK_CHILD, TINY_CONFIG, tiny_checkpoint, photo)
     said = ("tagwatch.clipimport: open_clip's import with huggingface_hub and open_clip.push_to_hf_hub and "
             "open_clip.version deferred failed (ImportError: cannot import name '__version__'")
-    assert said in result.stderr, result.stderr[-3000:]
+    assert said in stderr, stderr[-3000:]
     assert found["hub client"] and not found["timm"]  # imported again, the hub's client with it
     np.testing.assert_array_equal(np.array(found["image"]), np.array(light["image"]))
 
@@ -234,13 +232,8 @@ def test_torchs_meta_kernels_wait_for_a_load_that_traces_a_tower_to_keep_it(
     pixels = np.stack([prepare_pixels(noise_jpeg(tmp_path / f"{i}.jpg", seed=i).read_bytes(),
                                       first.preprocess) for i in range(3)])
     np.save(tmp_path / "pixels.npy", pixels)
-    result = subprocess.run(
-        [sys.executable, "-c", _READY_CHILD, str(TINY_CONFIG), str(tiny_checkpoint), str(state),
-         str(tmp_path / "pixels.npy"), str(tmp_path / "fresh")],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
-    assert result.returncode == 0, result.stderr[-3000:]
-    ready = json.loads(result.stdout.splitlines()[-1])
+    ready, _ = _run(_READY_CHILD, TINY_CONFIG, tiny_checkpoint, state, tmp_path / "pixels.npy",
+                    tmp_path / "fresh")
     assert not ready["open_clip"]  # it started from the kept tower, torch alone imported
     assert not ready["meta_before"]  # ...without the meta kernels (a fifth of torch's import)
     np.testing.assert_array_equal(np.array(ready["image"]), first.encode_images(pixels))
