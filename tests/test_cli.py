@@ -348,6 +348,28 @@ def test_checkpoint_and_random_weights_load_through_the_config_path(tiny_checkpo
     assert (first == second).all()  # random weights are seeded: restarts find their vectors again
 
 
+def test_a_checkpoint_built_without_random_draws_holds_its_weights_exactly(tiny_checkpoint: Path) -> None:
+    """A model for a checkpoint is built without drawing the random weights it replaces; what loads
+    is the checkpoint to the last bit, and a random-weights model built afterwards is drawn as ever."""
+    import open_clip
+    import torch
+
+    from tagwatch import skipinit
+
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    loaded = load_model(ModelConfig(name=str(TINY_CONFIG), pretrained=str(tiny_checkpoint), precision="fp32"))
+    weights = loaded._model.state_dict()
+    assert sorted(weights) == sorted(saved) and all(torch.equal(weights[k], saved[k]) for k in saved)
+    assert not skipinit.unreplaced(loaded._model)
+
+    torch.manual_seed(1234)  # the checkpoint's own draws, made again outside tagwatch
+    assert all(torch.equal(v, saved[k]) for k, v in open_clip.create_model("tiny-clip").state_dict().items())
+    with skipinit.draws_skipped(torch):  # a weight no checkpoint replaced is found, then drawn as before
+        layer = torch.nn.Linear(4, 3)
+    assert skipinit.unreplaced(layer) == ["weight", "bias"]
+    assert not skipinit.unreplaced(torch.nn.Linear(4, 3))
+
+
 def test_an_idle_model_is_unloaded_and_comes_back_on_demand(tiny_checkpoint: Path) -> None:
     from tagwatch.encoder import LazyModel
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import clipimport
+from . import clipimport, skipinit
 from .config import ModelConfig, is_checkpoint_path
 from .imaging import Preprocess, normalize
 
@@ -471,8 +471,7 @@ def _build(cfg: ModelConfig) -> tuple[Any, Any, str, Any, Preprocess]:
             _check_hub_reachable(open_clip, name, pretrained, cfg)
     try:
         device = torch.device(cfg.device)
-        model = open_clip.create_model(
-            name, pretrained=pretrained, device=device, cache_dir=str(cfg.cache_dir), weights_only=True)
+        model = _create(open_clip, torch, name, pretrained, device, cfg)
     except RuntimeError as exc:
         if cfg.offline and pretrained and not is_checkpoint_path(pretrained):
             raise _offline_error(name, pretrained, cfg) from None
@@ -506,6 +505,28 @@ def _build(cfg: ModelConfig) -> tuple[Any, Any, str, Any, Preprocess]:
         resize_mode=pp.get("resize_mode", "shortest"),
     )
     return open_clip, torch, name, model, preprocess
+
+
+def _create(open_clip: Any, torch: Any, name: str, pretrained: str | None, device: Any,
+            cfg: ModelConfig) -> Any:
+    """open_clip's model: one whose weights all come from a checkpoint is built without drawing random
+    ones first (:mod:`tagwatch.skipinit`), unless a weight was then left unreplaced: built again with
+    them.  A big_vision ``.npz``/``.npy`` file is copied in weight by weight, not as a strict state
+    dict: built with them."""
+    def create(skip: bool) -> Any:
+        with skipinit.draws_skipped(torch, skip):
+            return open_clip.create_model(name, pretrained=pretrained, device=device,
+                                          cache_dir=str(cfg.cache_dir), weights_only=True)
+
+    skip = pretrained is not None and not pretrained.lower().endswith((".npz", ".npy"))
+    model = create(skip)
+    if skip:
+        left = skipinit.unreplaced(model)
+        if left:
+            log.debug("model %s: %d weights not in the checkpoint (%s, …): built again with random draws",
+                      name, len(left), left[0])
+            model = create(False)
+    return model
 
 
 def load_text_side(cfg: ModelConfig, precision: str) -> tuple[Any, Any]:
