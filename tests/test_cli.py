@@ -365,9 +365,11 @@ def test_a_checkpoint_built_without_random_draws_holds_its_weights_exactly(tiny_
     torch.manual_seed(1234)  # the checkpoint's own draws, made again outside tagwatch
     assert all(torch.equal(v, saved[k]) for k, v in open_clip.create_model("tiny-clip").state_dict().items())
     with skipinit.draws_skipped(torch):  # a weight no checkpoint replaced is found, then drawn as before
-        layer = torch.nn.Linear(4, 3)
+        layer, attention = torch.nn.Linear(4, 3), torch.nn.MultiheadAttention(4, 2)  # its draw bound by name
     assert skipinit.unreplaced(layer) == ["weight", "bias"]
+    assert skipinit.unreplaced(attention) == ["in_proj_weight", "out_proj.weight"]  # biases: zeros_
     assert not skipinit.unreplaced(torch.nn.Linear(4, 3))
+    assert not skipinit.unreplaced(torch.nn.MultiheadAttention(4, 2))
 
 
 def test_an_idle_model_is_unloaded_and_comes_back_on_demand(tiny_checkpoint: Path) -> None:
