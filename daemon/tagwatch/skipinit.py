@@ -48,7 +48,7 @@ def draws_skipped(torch: Any, skip: bool = True) -> Iterator[None]:
         originals = {id(getattr(torch.nn.init, name)) for name in DRAWS if hasattr(torch.nn.init, name)}
         # Where each is bound: torch.nn.init itself, and the modules that imported one by name
         # (torch.nn.MultiheadAttention's xavier_uniform_, 0.19 CPU-s of ViT-B-32-256's draws)
-        bound = [(module, name, value) for module in _holders(torch)
+        bound = [(module, name, value) for module in _holders()
                  for name, value in list(vars(module).items())
                  if id(value) in originals]
 
@@ -69,12 +69,12 @@ def draws_skipped(torch: Any, skip: bool = True) -> Iterator[None]:
                 setattr(module, name, original)
 
 
-def _holders(torch: Any) -> list[Any]:
-    """torch.nn.init and the loaded modules of torch.nn, open_clip and timm (which build the towers)."""
+def _holders() -> list[types.ModuleType]:
+    """The loaded modules of torch.nn (torch.nn.init among them), open_clip and timm: what builds
+    the towers."""
     prefixes = ("torch.nn.", "open_clip.", "timm.")
-    loaded = [module for name, module in list(sys.modules.items())
-              if isinstance(module, types.ModuleType) and name.startswith(prefixes)]
-    return [torch.nn.init, *(module for module in loaded if module is not torch.nn.init)]
+    return [module for name, module in list(sys.modules.items())
+            if isinstance(module, types.ModuleType) and name.startswith(prefixes)]
 
 
 def unreplaced(model: Any) -> list[str]:
