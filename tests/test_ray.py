@@ -647,6 +647,12 @@ def test_without_an_address_it_says_which_cluster_it_takes(cluster: Cluster, tmp
     assert f"ray: joining the Ray cluster at {cluster.address} (recorded by `ray start` in {recorded})" \
         in joined.stderr, joined.stderr[-3000:]
     assert joined.stderr.count("  node 127.0.0.1 ") == 2  # the fixture's two worker nodes
+    # the fixture's cluster runs its workers at Ray's default niceness (15): each station says so
+    # (one photo: the scan may end before the second station is ready)
+    ready = [line for line in joined.stderr.splitlines() if "ray: station on " in line]
+    assert ready and all(line.endswith(
+        ", niceness 15, lower than this scan's: Ray's default for its workers; `RAY_worker_niceness=0 ray "
+        "start ...` gives them the usual priority)") for line in ready), joined.stderr[-3000:]
 
     empty = Path(tempfile.mkdtemp(prefix="tw-ray-", dir="/tmp"))  # short: socket paths have a length limit
     try:
@@ -666,6 +672,9 @@ def test_without_an_address_it_says_which_cluster_it_takes(cluster: Cluster, tmp
     assert "Token authentication" not in alone.stderr
     assert not re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t", alone.stderr, re.M)  # Ray's log format
     assert "scan: 1 photo: 1 tagged (dry run: no file written)" in alone.stderr, alone.stderr[-3000:]
+    # a Ray of its own runs its station at the scan's priority, not Ray's low one
+    ready = [line for line in alone.stderr.splitlines() if "ray: station on " in line]
+    assert len(ready) == 1 and "niceness" not in ready[0], alone.stderr[-3000:]
 
 
 def test_a_wrong_address_is_one_line_in_plain_words(cluster: Cluster, tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ class StationInfo:
     host: str
     pid: int
     version: str
+    nice: int = 0  # Ray starts its workers at niceness 15 unless the cluster says otherwise
 
 
 @dataclass
@@ -138,7 +139,7 @@ class Station:
         except ModelError as exc:
             return self._answer(str(exc))
         return self._answer(StationInfo(self.model.identity, self.model.precision, self.cfg.device,
-                                        socket.gethostname(), os.getpid(), __version__))
+                                        socket.gethostname(), os.getpid(), __version__, os.nice(0)))
 
     def keys(self, photos: list[Photo]) -> Answer[list[bytes | Problem]]:
         """Each photo's content key, or why it cannot be read (the bytes are dropped at once)."""
