@@ -955,8 +955,8 @@ def connect(address: str | None) -> bool:
             # Not the stations' stdout and stderr: their log lines come with their answers (replay).
             # Ray's own warnings (a token set up for the Ray it starts) are not the user's business.
             # A Ray of its own runs the stations at the scan's own priority, as the local engine's
-            # work runs: Ray's default (niceness 15) let any other busy process starve them (on 2
-            # busy cores the stations were ready after 70 s instead of 5).
+            # work runs: Ray's default (niceness 15) let any other busy process starve them (beside
+            # two busy processes on 2 cores, a station was ready after 85-92 s instead of 9-10).
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
                      **({} if given else {"_system_config": {"worker_niceness": 0}}))
     except (ConnectionError, ValueError, RuntimeError, OSError) as exc:
